@@ -1,0 +1,37 @@
+#!/bin/sh
+# Install what keyless needs to build, run and test on Debian 12.
+# Idempotent and quiet: when every package is present it prints nothing and
+# does not touch apt. Usage: scripts/deps.sh [build|test|bench]
+set -eu
+
+build_pkgs="build-essential pkg-config libevent-dev libcurl4-openssl-dev libcjson-dev
+  libjose-dev libssl-dev libsqlite3-dev libpq-dev"
+test_pkgs="libcmocka-dev nodejs npm postgresql openssl sqlite3 clang"
+bench_pkgs="nginx-light wrk util-linux"
+
+want="$build_pkgs"
+case "${1:-build}" in
+  build) ;;
+  test) want="$want $test_pkgs" ;;
+  bench) want="$want $test_pkgs $bench_pkgs" ;;
+  *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $want; do
+  # nodejs may come from another repository whose package also provides npm.
+  if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
+  if [ "$p" = nodejs ] && command -v node >/dev/null 2>&1; then continue; fi
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+    missing="$missing $p"
+  fi
+done
+[ -z "$missing" ] && exit 0
+
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+echo "installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq >/dev/null || true
+# shellcheck disable=SC2086
+$sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null

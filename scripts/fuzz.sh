@@ -1,0 +1,26 @@
+#!/bin/sh
+# Build the libFuzzer targets in tests/fuzz with clang (+ASan/UBSan) and run
+# each for FUZZ_SECONDS (default 10). Crashes land in build-fuzz/crashes/.
+set -eu
+cd "$(dirname "$0")/.."
+out=build-fuzz
+secs="${FUZZ_SECONDS:-10}"
+mkdir -p "$out/crashes"
+pkgs="libevent libcurl libcjson jose openssl sqlite3 libpq"
+cflags="-std=c17 -D_GNU_SOURCE -g -O1 -Isrc -fsanitize=fuzzer-no-link,address,undefined $(pkg-config --cflags $pkgs)"
+libs="$(pkg-config --libs $pkgs) -lpthread -lm"
+lib_src="$(ls src/core/*.c src/listen/http.c src/account/sse.c src/dialect/*.c)"
+objs=""
+for f in $lib_src; do
+  o="$out/$(echo "$f" | tr / _).o"
+  clang $cflags -c "$f" -o "$o"
+  objs="$objs $o"
+done
+for t in tests/fuzz/fuzz_*.c; do
+  name=$(basename "$t" .c)
+  clang $cflags -fsanitize=fuzzer "$t" $objs -o "$out/$name" $libs
+  echo "== $name (${secs}s)"
+  mkdir -p "$out/corpus-$name"
+  "$out/$name" -max_total_time="$secs" -max_len=65536 -artifact_prefix="$out/crashes/$name-" \
+    "$out/corpus-$name" tests/fuzz/seeds/ 2>&1 | tail -n 2
+done

@@ -1,0 +1,20 @@
+/* Stage 8, account: watches the provider's answer as it passes to the
+ * caller. It reads usage, cost and tool calls from whole responses and from
+ * streams, and removes what keyless itself added upstream (the usage chunk
+ * of an OpenAI stream that did not ask for one). */
+#ifndef KL_ACCOUNT_H
+#define KL_ACCOUNT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/exchange.h"
+
+void kl_account_begin(kl_exchange *ex, int status, bool event_stream);
+/* Pass a piece of the response on to the client (through kl_respond_data). */
+void kl_account_data(kl_exchange *ex, const char *data, size_t len);
+/* The response ended (normally or not): forward anything held back. */
+void kl_account_end(kl_exchange *ex);
+void kl_account_free(kl_exchange *ex);
+
+#endif

@@ -1,0 +1,133 @@
+#include "account/sse.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Length of the first complete event in p[0..len), or 0 when there is none
+ * yet. An event ends at an empty line; lines end in \r\n, \n or \r. A '\r'
+ * at the very end may still be followed by '\n', so it waits. */
+static size_t event_end(const char *p, size_t len)
+{
+    bool line_start = true;
+    for (size_t i = 0; i < len; i++) {
+        char c = p[i];
+        if (c != '\n' && c != '\r') {
+            line_start = false;
+            continue;
+        }
+        size_t next = i + 1;
+        if (c == '\r') {
+            if (next == len)
+                return 0;
+            if (p[next] == '\n')
+                next++;
+        }
+        if (line_start)
+            return next;
+        line_start = true;
+        i = next - 1;
+    }
+    return 0;
+}
+
+static void grow(kl_sse *s, size_t need)
+{
+    if (s->len + need <= s->cap)
+        return;
+    size_t cap = s->cap ? s->cap * 2 : 4096;
+    while (cap < s->len + need)
+        cap *= 2;
+    s->buf = realloc(s->buf, cap);
+    if (!s->buf)
+        abort();
+    s->cap = cap;
+}
+
+void kl_sse_feed(kl_sse *s, const char *data, size_t len, kl_sse_event_fn on_event, void *arg)
+{
+    if (s->len > 0) {
+        grow(s, len);
+        memcpy(s->buf + s->len, data, len);
+        s->len += len;
+        size_t off = 0, n;
+        while ((n = event_end(s->buf + off, s->len - off)) > 0) {
+            on_event(arg, s->buf + off, n);
+            off += n;
+        }
+        memmove(s->buf, s->buf + off, s->len - off);
+        s->len -= off;
+        return;
+    }
+    /* Common case: nothing carried over, so events are handed out straight
+     * from the caller's buffer and only a tail is copied. */
+    size_t off = 0, n;
+    while ((n = event_end(data + off, len - off)) > 0) {
+        on_event(arg, data + off, n);
+        off += n;
+    }
+    if (off < len) {
+        grow(s, len - off);
+        memcpy(s->buf, data + off, len - off);
+        s->len = len - off;
+    }
+}
+
+void kl_sse_flush(kl_sse *s, kl_sse_event_fn on_event, void *arg)
+{
+    if (s->len > 0)
+        on_event(arg, s->buf, s->len);
+    s->len = 0;
+}
+
+void kl_sse_free(kl_sse *s)
+{
+    free(s->buf);
+    s->buf = NULL;
+    s->len = s->cap = 0;
+}
+
+void kl_sse_fields(const char *raw, size_t len, const char **event, size_t *event_len,
+                   char **data, size_t *data_len)
+{
+    *event = NULL;
+    *event_len = 0;
+    *data = NULL;
+    *data_len = 0;
+    size_t cap = 0;
+    size_t i = 0;
+    while (i < len) {
+        size_t start = i;
+        while (i < len && raw[i] != '\n' && raw[i] != '\r')
+            i++;
+        const char *line = raw + start;
+        size_t ll = i - start;
+        if (i < len && raw[i] == '\r' && i + 1 < len && raw[i + 1] == '\n')
+            i++;
+        i++;
+        if (ll == 0 || line[0] == ':')
+            continue;
+        const char *colon = memchr(line, ':', ll);
+        size_t nl = colon ? (size_t)(colon - line) : ll;
+        const char *v = colon ? colon + 1 : line + ll;
+        if (colon && v < line + ll && *v == ' ')
+            v++;
+        size_t vl = (size_t)(line + ll - v);
+        if (nl == 5 && memcmp(line, "event", 5) == 0) {
+            *event = v;
+            *event_len = vl;
+        } else if (nl == 4 && memcmp(line, "data", 4) == 0) {
+            size_t need = *data_len + vl + 2;
+            if (need > cap) {
+                cap = need * 2;
+                *data = realloc(*data, cap);
+                if (!*data)
+                    abort();
+            }
+            if (*data_len > 0)
+                (*data)[(*data_len)++] = '\n';
+            memcpy(*data + *data_len, v, vl);
+            *data_len += vl;
+            (*data)[*data_len] = '\0';
+        }
+    }
+}

@@ -1,0 +1,29 @@
+/* Server-sent events split incrementally: bytes go in as they arrive from
+ * the provider, whole events come out as soon as their blank line does.
+ * Only an incomplete trailing event is held back. */
+#ifndef KL_SSE_H
+#define KL_SSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct kl_sse {
+    char *buf;                  /* an incomplete event carried over */
+    size_t len, cap;
+} kl_sse;
+
+typedef void (*kl_sse_event_fn)(void *arg, const char *raw, size_t len);
+
+/* Call on_event for every complete event (raw bytes, terminator included). */
+void kl_sse_feed(kl_sse *s, const char *data, size_t len, kl_sse_event_fn on_event, void *arg);
+/* The stream ended: hand over whatever incomplete event remains. */
+void kl_sse_flush(kl_sse *s, kl_sse_event_fn on_event, void *arg);
+void kl_sse_free(kl_sse *s);
+
+/* Fields of one raw event. *data is a malloc'd NUL-terminated string of the
+ * data lines joined with '\n' (NULL when the event has none); the event name
+ * points into raw (not terminated), *event_len 0 when absent. */
+void kl_sse_fields(const char *raw, size_t len, const char **event, size_t *event_len,
+                   char **data, size_t *data_len);
+
+#endif

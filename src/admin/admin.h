@@ -1,0 +1,14 @@
+/* Answers keyless gives itself, without a provider: the liveness probe,
+ * model lists in the three shapes, and the /api/ endpoints. */
+#ifndef KL_ADMIN_H
+#define KL_ADMIN_H
+
+#include "core/exchange.h"
+#include "pipeline.h"
+
+/* GET/HEAD / — Claude Code probes it before its first request. */
+enum kl_step kl_admin_root(kl_exchange *ex);
+/* Every non-inference endpoint after identity and authorize. */
+enum kl_step kl_admin_run(kl_exchange *ex);
+
+#endif

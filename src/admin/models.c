@@ -1,0 +1,151 @@
+#include "admin/admin.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "authorize/authorize.h"
+#include "listen/conn.h"
+#include "route/route.h"
+
+/* Models the caller may use, each once (the first provider that lists it
+ * names its owner), in configuration order. */
+struct model_ref {
+    const char *id;
+    const struct kl_provider *p;
+};
+
+static size_t collect(kl_exchange *ex, struct model_ref **out)
+{
+    const kl_config *cfg = ex->cfg;
+    size_t total = 0, n = 0;
+    for (size_t i = 0; i < cfg->nproviders; i++)
+        total += cfg->providers[i].nmodels;
+    struct model_ref *v = kl_arena_alloc(&ex->arena, (total + 1) * sizeof(*v));
+    for (size_t i = 0; i < cfg->nproviders; i++) {
+        const struct kl_provider *p = &cfg->providers[i];
+        if (p->disabled)
+            continue;
+        for (size_t k = 0; k < p->nmodels; k++) {
+            const char *m = p->models[k];
+            bool dup = false;
+            for (size_t j = 0; j < n && !dup; j++)
+                dup = strcmp(v[j].id, m) == 0;
+            if (!dup && kl_authorize_model(ex, p, m))
+                v[n++] = (struct model_ref){m, p};
+        }
+    }
+    *out = v;
+    return n;
+}
+
+static cJSON *openai_model(const struct model_ref *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", r->id);
+    cJSON_AddStringToObject(o, "object", "model");
+    cJSON_AddNumberToObject(o, "created", 0);
+    cJSON_AddStringToObject(o, "owned_by", r->p->id);
+    return o;
+}
+
+static cJSON *anthropic_model(const struct model_ref *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "model");
+    cJSON_AddStringToObject(o, "id", r->id);
+    cJSON_AddStringToObject(o, "display_name", r->id);
+    cJSON_AddStringToObject(o, "created_at", "1970-01-01T00:00:00Z");
+    return o;
+}
+
+static cJSON *gemini_model(kl_exchange *ex, const struct model_ref *r)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", kl_arena_printf(&ex->arena, "models/%s", r->id));
+    cJSON_AddStringToObject(o, "displayName", r->id);
+    cJSON *methods = cJSON_AddArrayToObject(o, "supportedGenerationMethods");
+    if (r->p->compat & KL_COMPAT_GEMINI_GENERATE) {
+        cJSON_AddItemToArray(methods, cJSON_CreateString("generateContent"));
+        cJSON_AddItemToArray(methods, cJSON_CreateString("streamGenerateContent"));
+        cJSON_AddItemToArray(methods, cJSON_CreateString("countTokens"));
+    }
+    return o;
+}
+
+static enum kl_step send_json(kl_exchange *ex, cJSON *root)
+{
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!s)
+        abort();
+    kl_respond(ex, 200, "application/json", NULL, s, strlen(s));
+    cJSON_free(s);
+    return KL_DONE;
+}
+
+static enum kl_step list_models(kl_exchange *ex)
+{
+    struct model_ref *v;
+    size_t n = collect(ex, &v);
+    cJSON *root = cJSON_CreateObject();
+    if (ex->ep->id == KL_EP_GEMINI_MODELS) {
+        cJSON *arr = cJSON_AddArrayToObject(root, "models");
+        for (size_t i = 0; i < n; i++)
+            cJSON_AddItemToArray(arr, gemini_model(ex, &v[i]));
+    } else if (ex->ep->dialect == KL_DIALECT_ANTHROPIC) {
+        cJSON *arr = cJSON_AddArrayToObject(root, "data");
+        for (size_t i = 0; i < n; i++)
+            cJSON_AddItemToArray(arr, anthropic_model(&v[i]));
+        cJSON_AddFalseToObject(root, "has_more");
+        if (n) {
+            cJSON_AddStringToObject(root, "first_id", v[0].id);
+            cJSON_AddStringToObject(root, "last_id", v[n - 1].id);
+        } else {
+            cJSON_AddNullToObject(root, "first_id");
+            cJSON_AddNullToObject(root, "last_id");
+        }
+    } else {
+        cJSON_AddStringToObject(root, "object", "list");
+        cJSON *arr = cJSON_AddArrayToObject(root, "data");
+        for (size_t i = 0; i < n; i++)
+            cJSON_AddItemToArray(arr, openai_model(&v[i]));
+    }
+    return send_json(ex, root);
+}
+
+static enum kl_step get_model(kl_exchange *ex)
+{
+    const char *bare;
+    size_t bl;
+    const struct kl_provider *p = kl_route_resolve(ex->cfg, ex->model_requested, 0, &bare, &bl);
+    if (!p || !kl_authorize_model(ex, p, bare))
+        return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND,
+                       "model '%s' does not exist or you do not have access to it", ex->model_requested);
+    struct model_ref r = {bare, p};
+    if (ex->ep->id == KL_EP_GEMINI_MODEL_GET)
+        return send_json(ex, gemini_model(ex, &r));
+    if (ex->ep->dialect == KL_DIALECT_ANTHROPIC)
+        return send_json(ex, anthropic_model(&r));
+    return send_json(ex, openai_model(&r));
+}
+
+enum kl_step kl_admin_root(kl_exchange *ex)
+{
+    static const char body[] = "keyless\n";
+    kl_respond(ex, 200, "text/plain; charset=utf-8", NULL, body, sizeof(body) - 1);
+    return KL_DONE;
+}
+
+enum kl_step kl_admin_run(kl_exchange *ex)
+{
+    switch (ex->ep->id) {
+    case KL_EP_MODELS:
+    case KL_EP_GEMINI_MODELS:
+        return list_models(ex);
+    case KL_EP_MODEL_GET:
+    case KL_EP_GEMINI_MODEL_GET:
+        return get_model(ex);
+    default:
+        return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no such endpoint: %s", ex->req.path);
+    }
+}

@@ -1,0 +1,103 @@
+#include "core/arena.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KL_ARENA_BLOCK 4096
+
+struct kl_arena_block {
+    struct kl_arena_block *next;
+    size_t used, size;
+    _Alignas(16) unsigned char data[];
+};
+
+void kl_arena_init(kl_arena *a)
+{
+    a->head = NULL;
+    a->total = 0;
+}
+
+static struct kl_arena_block *arena_grow(kl_arena *a, size_t need)
+{
+    size_t size = need > KL_ARENA_BLOCK ? need : KL_ARENA_BLOCK;
+    struct kl_arena_block *b = malloc(sizeof(*b) + size);
+    if (!b)
+        abort(); /* allocation failure is not recoverable mid-exchange */
+    b->next = a->head;
+    b->used = 0;
+    b->size = size;
+    a->head = b;
+    a->total += size;
+    return b;
+}
+
+void *kl_arena_alloc(kl_arena *a, size_t size)
+{
+    size = (size + 15) & ~(size_t)15;
+    if (size == 0)
+        size = 16;
+    struct kl_arena_block *b = a->head;
+    if (!b || b->size - b->used < size) {
+        /* A large request gets its own block so it does not waste the
+         * remainder of the current one. */
+        if (b && size > KL_ARENA_BLOCK / 2) {
+            struct kl_arena_block *big = malloc(sizeof(*big) + size);
+            if (!big)
+                abort();
+            big->size = big->used = size;
+            big->next = b->next;
+            b->next = big;
+            a->total += size;
+            memset(big->data, 0, size);
+            return big->data;
+        }
+        b = arena_grow(a, size);
+    }
+    void *p = b->data + b->used;
+    b->used += size;
+    memset(p, 0, size);
+    return p;
+}
+
+char *kl_arena_strndup(kl_arena *a, const char *s, size_t n)
+{
+    char *p = kl_arena_alloc(a, n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *kl_arena_strdup(kl_arena *a, const char *s)
+{
+    return kl_arena_strndup(a, s, strlen(s));
+}
+
+char *kl_arena_printf(kl_arena *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return kl_arena_strdup(a, "");
+    char *p = kl_arena_alloc(a, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+void kl_arena_free(kl_arena *a)
+{
+    struct kl_arena_block *b = a->head;
+    while (b) {
+        struct kl_arena_block *next = b->next;
+        free(b);
+        b = next;
+    }
+    a->head = NULL;
+    a->total = 0;
+}

@@ -1,0 +1,24 @@
+/* Per-exchange bump allocator: everything an exchange allocates while it
+ * flows through the pipeline comes from here and is freed in one call when
+ * the exchange ends, so no stage has to track individual frees. */
+#ifndef KL_ARENA_H
+#define KL_ARENA_H
+
+#include <stddef.h>
+
+struct kl_arena_block;
+
+typedef struct kl_arena {
+    struct kl_arena_block *head;
+    size_t total;               /* bytes obtained from malloc, for metrics */
+} kl_arena;
+
+void  kl_arena_init(kl_arena *a);
+void *kl_arena_alloc(kl_arena *a, size_t size);          /* zeroed, 16-aligned */
+char *kl_arena_strndup(kl_arena *a, const char *s, size_t n);
+char *kl_arena_strdup(kl_arena *a, const char *s);
+char *kl_arena_printf(kl_arena *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void  kl_arena_free(kl_arena *a);
+
+#endif

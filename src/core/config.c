@@ -1,0 +1,712 @@
+#include "core/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+#define KL_DEFAULT_LISTEN "127.0.0.1:8080"
+
+void kl_cfg_report(kl_cfg_ctx *c, enum kl_severity sev, const cJSON *at,
+                   const char *fmt, ...)
+{
+    int line = 0, col = 0;
+    if (at) {
+        size_t off = kl_json_doc_offset(&c->cfg->doc, at);
+        if (off != (size_t)-1)
+            kl_text_linecol(c->cfg->doc.text, c->cfg->doc.len, off, &line, &col);
+    }
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    kl_diags_add(c->diags, sev, line, col, "%s", msg);
+}
+
+int kl_parse_duration_ms(const char *s, uint64_t *out_ms)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || v < 0)
+        return -1;
+    double mult;
+    if (*end == '\0' || strcmp(end, "s") == 0)
+        mult = 1000;
+    else if (strcmp(end, "ms") == 0)
+        mult = 1;
+    else if (strcmp(end, "m") == 0)
+        mult = 60e3;
+    else if (strcmp(end, "h") == 0)
+        mult = 3600e3;
+    else if (strcmp(end, "d") == 0)
+        mult = 86400e3;
+    else
+        return -1;
+    double ms = v * mult;
+    if (ms > 1e15)
+        return -1;
+    *out_ms = (uint64_t)ms;
+    return 0;
+}
+
+int kl_parse_size(const char *s, size_t *out)
+{
+    static const struct { const char *suffix; double mult; } units[] = {
+        {"", 1}, {"B", 1}, {"KB", 1e3}, {"KiB", 1024.0}, {"MB", 1e6},
+        {"MiB", 1048576.0}, {"GB", 1e9}, {"GiB", 1073741824.0},
+    };
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || v < 0)
+        return -1;
+    while (*end == ' ')
+        end++;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcasecmp(end, units[i].suffix) == 0) {
+            double b = v * units[i].mult;
+            if (b > 1e15)
+                return -1;
+            *out = (size_t)b;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* ---- typed readers: each reports its own problem with a position ---- */
+
+static const char *cfg_expand_macros(kl_cfg_ctx *c, const cJSON *at, const char *s,
+                                     const char **unset_name)
+{
+    if (!strstr(s, "${"))
+        return kl_arena_strdup(&c->cfg->arena, s);
+    char out[4096];
+    size_t o = 0;
+    for (const char *p = s; *p;) {
+        if (p[0] == '$' && p[1] == '{') {
+            const char *close = strchr(p + 2, '}');
+            if (!close) {
+                kl_cfg_report(c, KL_SEV_ERROR, at, "unterminated ${ macro");
+                return NULL;
+            }
+            char name[256];
+            size_t n = (size_t)(close - p - 2);
+            if (n == 0 || n >= sizeof(name)) {
+                kl_cfg_report(c, KL_SEV_ERROR, at, "bad ${} macro name");
+                return NULL;
+            }
+            memcpy(name, p + 2, n);
+            name[n] = '\0';
+            const char *val = getenv(name);
+            if (!val) {
+                if (unset_name) {
+                    *unset_name = kl_arena_strdup(&c->cfg->arena, name);
+                    return NULL;
+                }
+                kl_cfg_report(c, KL_SEV_ERROR, at, "unsubstituted macro ${%s}: the variable is not set", name);
+                return NULL;
+            }
+            size_t vl = strlen(val);
+            if (o + vl >= sizeof(out)) {
+                kl_cfg_report(c, KL_SEV_ERROR, at, "value too long after macro substitution");
+                return NULL;
+            }
+            memcpy(out + o, val, vl);
+            o += vl;
+            p = close + 1;
+        } else {
+            if (o + 1 >= sizeof(out)) {
+                kl_cfg_report(c, KL_SEV_ERROR, at, "value too long");
+                return NULL;
+            }
+            out[o++] = *p++;
+        }
+    }
+    return kl_arena_strndup(&c->cfg->arena, out, o);
+}
+
+static const char *cfg_string(kl_cfg_ctx *c, const cJSON *v, const char *what)
+{
+    if (!cJSON_IsString(v)) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "%s must be a string", what);
+        return NULL;
+    }
+    return cfg_expand_macros(c, v, v->valuestring, NULL);
+}
+
+static int cfg_bool(kl_cfg_ctx *c, const cJSON *v, const char *what, bool *out)
+{
+    if (!cJSON_IsBool(v)) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "%s must be true or false", what);
+        return -1;
+    }
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+static int cfg_int(kl_cfg_ctx *c, const cJSON *v, const char *what, long min, long max, long *out)
+{
+    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble ||
+        v->valuedouble < (double)min || v->valuedouble > (double)max) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "%s must be a whole number from %ld to %ld", what, min, max);
+        return -1;
+    }
+    *out = (long)v->valuedouble;
+    return 0;
+}
+
+static int cfg_duration(kl_cfg_ctx *c, const cJSON *v, const char *what, uint32_t *out)
+{
+    uint64_t ms;
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0) {
+        ms = (uint64_t)(v->valuedouble * 1000);
+    } else if (!cJSON_IsString(v) || kl_parse_duration_ms(v->valuestring, &ms) < 0) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "%s must be a duration such as \"30s\", \"500ms\" or \"5m\"", what);
+        return -1;
+    }
+    if (ms > UINT32_MAX) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "%s is too long", what);
+        return -1;
+    }
+    *out = (uint32_t)ms;
+    return 0;
+}
+
+static int cfg_size(kl_cfg_ctx *c, const cJSON *v, const char *what, size_t *out)
+{
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 1e15) {
+        *out = (size_t)v->valuedouble;
+        return 0;
+    }
+    if (!cJSON_IsString(v) || kl_parse_size(v->valuestring, out) < 0) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "%s must be a size such as \"32MiB\" or a number of bytes", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* Array of strings (a lone string is accepted as a one-element array). */
+static const char **cfg_strings(kl_cfg_ctx *c, const cJSON *v, const char *what, size_t *n)
+{
+    *n = 0;
+    if (cJSON_IsString(v)) {
+        const char **arr = kl_arena_alloc(&c->cfg->arena, sizeof(char *));
+        arr[0] = cfg_string(c, v, what);
+        if (!arr[0])
+            return NULL;
+        *n = 1;
+        return arr;
+    }
+    if (!cJSON_IsArray(v)) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "%s must be an array of strings", what);
+        return NULL;
+    }
+    size_t count = (size_t)cJSON_GetArraySize(v);
+    const char **arr = kl_arena_alloc(&c->cfg->arena, (count + 1) * sizeof(char *));
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) {
+        const char *s = cfg_string(c, e, what);
+        if (s)
+            arr[(*n)++] = s;
+    }
+    return arr;
+}
+
+static bool cfg_object(kl_cfg_ctx *c, const cJSON *v, const char *what)
+{
+    if (cJSON_IsObject(v))
+        return true;
+    kl_cfg_report(c, KL_SEV_ERROR, v, "%s must be an object", what);
+    return false;
+}
+
+static void cfg_unknown(kl_cfg_ctx *c, const cJSON *member, const char *where)
+{
+    kl_cfg_report(c, KL_SEV_WARNING, member, "unknown key \"%s\" in %s (ignored)",
+                  member->string, where);
+}
+
+/* Each key may appear once; HuJSON allows duplicates but they hide mistakes. */
+static void cfg_check_duplicates(kl_cfg_ctx *c, const cJSON *obj, const char *where)
+{
+    for (const cJSON *a = obj->child; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (a->string && b->string && strcmp(a->string, b->string) == 0)
+                kl_cfg_report(c, KL_SEV_ERROR, b, "duplicate key \"%s\" in %s", b->string, where);
+}
+
+/* ---- providers ---- */
+
+static const struct { const char *name; unsigned bit; } compat_flags[] = {
+    {"openai_chat", KL_COMPAT_OPENAI_CHAT},
+    {"openai_responses", KL_COMPAT_OPENAI_RESPONSES},
+    {"anthropic_messages", KL_COMPAT_ANTHROPIC_MESSAGES},
+    {"gemini_generate_content", KL_COMPAT_GEMINI_GENERATE},
+    {"bedrock_model_invoke", KL_COMPAT_BEDROCK_INVOKE},
+    {"bedrock_converse", KL_COMPAT_BEDROCK_CONVERSE},
+    {"google_generate_content", KL_COMPAT_GOOGLE_GENERATE},
+    {"google_raw_predict", KL_COMPAT_GOOGLE_RAW_PREDICT},
+};
+
+static void read_compat(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
+{
+    if (!cfg_object(c, v, "compatibility"))
+        return;
+    unsigned bits = 0;
+    bool chat_set = false;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, v) {
+        size_t i;
+        for (i = 0; i < sizeof(compat_flags) / sizeof(compat_flags[0]); i++)
+            if (strcmp(m->string, compat_flags[i].name) == 0)
+                break;
+        if (i == sizeof(compat_flags) / sizeof(compat_flags[0])) {
+            cfg_unknown(c, m, "compatibility");
+            continue;
+        }
+        bool on;
+        if (cfg_bool(c, m, m->string, &on) < 0)
+            continue;
+        if (compat_flags[i].bit == KL_COMPAT_OPENAI_CHAT)
+            chat_set = true;
+        if (on)
+            bits |= compat_flags[i].bit;
+    }
+    /* openai_chat is the default, cleared when other flags are given
+     * without it (Aperture's rule). */
+    if (!chat_set && bits == 0)
+        bits = KL_COMPAT_OPENAI_CHAT;
+    p->compat = bits;
+    if ((bits & (KL_COMPAT_BEDROCK_INVOKE | KL_COMPAT_BEDROCK_CONVERSE |
+                 KL_COMPAT_GOOGLE_GENERATE | KL_COMPAT_GOOGLE_RAW_PREDICT)))
+        kl_cfg_report(c, KL_SEV_WARNING, v,
+                      "provider %s: Bedrock and Vertex compatibility flags are not served yet", p->id);
+}
+
+static void read_apikey(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
+{
+    if (!cJSON_IsString(v)) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "apikey must be a string");
+        return;
+    }
+    const char *unset = NULL;
+    const char *s = cfg_expand_macros(c, v, v->valuestring, &unset);
+    if (!s) {
+        if (unset) {
+            p->key_problem = kl_arena_printf(&c->cfg->arena,
+                "provider %s has no API key: environment variable %s is not set", p->id, unset);
+            kl_cfg_report(c, KL_SEV_WARNING, v, "%s; its requests will fail with 503", p->key_problem);
+        }
+        return;
+    }
+    if (strncmp(s, "file:", 5) == 0) {
+        const char *path = s + 5;
+        FILE *f = fopen(path, "rb");
+        char buf[8192];
+        size_t n = 0;
+        if (f) {
+            n = fread(buf, 1, sizeof(buf) - 1, f);
+            fclose(f);
+        }
+        if (!f) {
+            p->key_problem = kl_arena_printf(&c->cfg->arena,
+                "provider %s has no API key: cannot read %s (%s)", p->id, path, strerror(errno));
+            kl_cfg_report(c, KL_SEV_WARNING, v, "%s; its requests will fail with 503", p->key_problem);
+            return;
+        }
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+            n--;
+        s = kl_arena_strndup(&c->cfg->arena, buf, n);
+    }
+    for (const char *q = s; *q; q++) {
+        if ((unsigned char)*q < 0x20 || *q == 0x7f) {
+            kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s: apikey contains a control character", p->id);
+            return;
+        }
+    }
+    p->apikey = s;
+}
+
+static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
+{
+    p->id = kl_arena_strdup(&c->cfg->arena, v->string);
+    p->compat = KL_COMPAT_OPENAI_CHAT;
+    if (!cfg_object(c, v, "a provider"))
+        return;
+    cfg_check_duplicates(c, v, "a provider");
+    const cJSON *baseurl_item = NULL, *m;
+    cJSON_ArrayForEach(m, v) {
+        const char *k = m->string;
+        if (strcmp(k, "baseurl") == 0) {
+            baseurl_item = m;
+            const char *s = cfg_string(c, m, "baseurl");
+            if (s) {
+                if (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) {
+                    kl_cfg_report(c, KL_SEV_ERROR, m, "baseurl must start with http:// or https://");
+                } else {
+                    size_t n = strlen(s);
+                    while (n > 0 && s[n - 1] == '/')
+                        n--;
+                    p->baseurl = kl_arena_strndup(&c->cfg->arena, s, n);
+                    if (n >= 3 && strcmp(p->baseurl + n - 3, "/v1") == 0)
+                        kl_cfg_report(c, KL_SEV_WARNING, m,
+                                      "baseurl ends in /v1, but the incoming path (/v1/...) is appended to it");
+                }
+            }
+        } else if (strcmp(k, "models") == 0) {
+            p->models = cfg_strings(c, m, "models", &p->nmodels);
+        } else if (strcmp(k, "apikey") == 0) {
+            read_apikey(c, m, p);
+        } else if (strcmp(k, "authorization") == 0) {
+            const char *s = cfg_string(c, m, "authorization");
+            if (!s)
+                continue;
+            if (strcmp(s, "bearer") == 0 || s[0] == '\0')
+                p->auth_style = KL_AUTH_BEARER;
+            else if (strcmp(s, "x-api-key") == 0)
+                p->auth_style = KL_AUTH_X_API_KEY;
+            else if (strcmp(s, "x-goog-api-key") == 0)
+                p->auth_style = KL_AUTH_X_GOOG_API_KEY;
+            else
+                kl_cfg_report(c, KL_SEV_ERROR, m,
+                              "authorization must be \"bearer\", \"x-api-key\" or \"x-goog-api-key\"");
+        } else if (strcmp(k, "auth_mode") == 0) {
+            const char *s = cfg_string(c, m, "auth_mode");
+            if (!s)
+                continue;
+            if (s[0] == '\0' || strcmp(s, "override") == 0)
+                p->auth_mode = KL_AUTHMODE_OVERRIDE;
+            else if (strcmp(s, "passthrough") == 0)
+                p->auth_mode = KL_AUTHMODE_PASSTHROUGH;
+            else if (strcmp(s, "none") == 0)
+                p->auth_mode = KL_AUTHMODE_NONE;
+            else
+                kl_cfg_report(c, KL_SEV_ERROR, m,
+                              "auth_mode must be \"override\", \"passthrough\" or \"none\"");
+        } else if (strcmp(k, "compatibility") == 0) {
+            read_compat(c, m, p);
+        } else if (strcmp(k, "preference") == 0) {
+            long pref;
+            if (cfg_int(c, m, "preference", -1000000, 1000000, &pref) == 0)
+                p->preference = (int)pref;
+        } else if (strcmp(k, "disabled") == 0) {
+            cfg_bool(c, m, "disabled", &p->disabled);
+        } else if (strcmp(k, "add_headers") == 0) {
+            p->add_headers = cfg_strings(c, m, "add_headers", &p->nadd_headers);
+            for (size_t i = 0; i < p->nadd_headers; i++) {
+                const char *colon = strchr(p->add_headers[i], ':');
+                if (!colon || colon == p->add_headers[i] || strpbrk(p->add_headers[i], "\r\n"))
+                    kl_cfg_report(c, KL_SEV_ERROR, m, "add_headers entries must look like \"Name: value\"");
+            }
+        } else if (strcmp(k, "name") == 0) {
+            p->name = cfg_string(c, m, "name");
+        } else if (strcmp(k, "description") == 0) {
+            p->description = cfg_string(c, m, "description");
+        } else if (strcmp(k, "cost_basis") == 0 || strcmp(k, "model_cost_map") == 0) {
+            kl_cfg_report(c, KL_SEV_WARNING, m, "provider %s: %s is read but not enforced yet", p->id, k);
+        } else {
+            cfg_unknown(c, m, "a provider");
+        }
+    }
+    if (!p->baseurl && !baseurl_item)
+        kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s has no baseurl", p->id);
+    if (p->nmodels == 0)
+        kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s lists no models", p->id);
+    if (!p->apikey && !p->key_problem && p->auth_mode == KL_AUTHMODE_OVERRIDE)
+        kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s has no apikey; requests go upstream without one", p->id);
+    if (strchr(p->id, '/'))
+        kl_cfg_report(c, KL_SEV_ERROR, v, "provider id \"%s\" must not contain '/'", p->id);
+}
+
+static void read_providers(kl_cfg_ctx *c, const cJSON *v)
+{
+    if (!cfg_object(c, v, "providers"))
+        return;
+    cfg_check_duplicates(c, v, "providers");
+    size_t n = (size_t)cJSON_GetArraySize(v);
+    c->cfg->providers = kl_arena_alloc(&c->cfg->arena, (n + 1) * sizeof(struct kl_provider));
+    const cJSON *m;
+    cJSON_ArrayForEach(m, v)
+        read_provider(c, m, &c->cfg->providers[c->cfg->nproviders++]);
+}
+
+/* ---- listen ---- */
+
+static void read_timeouts(kl_cfg_ctx *c, const cJSON *v, struct kl_timeouts *t)
+{
+    static const struct { const char *name; size_t off; } fields[] = {
+        {"header", offsetof(struct kl_timeouts, header)},
+        {"body", offsetof(struct kl_timeouts, body)},
+        {"idle", offsetof(struct kl_timeouts, idle)},
+        {"send", offsetof(struct kl_timeouts, send)},
+        {"upstream_connect", offsetof(struct kl_timeouts, upstream_connect)},
+        {"upstream_first_byte", offsetof(struct kl_timeouts, upstream_first_byte)},
+        {"upstream_idle", offsetof(struct kl_timeouts, upstream_idle)},
+        {"shutdown", offsetof(struct kl_timeouts, shutdown)},
+    };
+    if (!cfg_object(c, v, "listen.timeouts"))
+        return;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, v) {
+        size_t i;
+        for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+            if (strcmp(m->string, fields[i].name) == 0)
+                break;
+        if (i == sizeof(fields) / sizeof(fields[0])) {
+            cfg_unknown(c, m, "listen.timeouts");
+            continue;
+        }
+        cfg_duration(c, m, m->string, (uint32_t *)((char *)t + fields[i].off));
+    }
+}
+
+static int check_address(const char *a)
+{
+    const char *colon = strrchr(a, ':');
+    if (!colon || colon == a)
+        return -1;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    return (*end || port < 0 || port > 65535) ? -1 : 0;
+}
+
+static void read_listen(kl_cfg_ctx *c, const cJSON *v)
+{
+    struct kl_listen_cfg *l = &c->cfg->listen;
+    if (!cfg_object(c, v, "listen"))
+        return;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, v) {
+        const char *k = m->string;
+        if (strcmp(k, "addresses") == 0) {
+            l->addresses = cfg_strings(c, m, "addresses", &l->naddresses);
+            for (size_t i = 0; i < l->naddresses; i++)
+                if (check_address(l->addresses[i]) < 0)
+                    kl_cfg_report(c, KL_SEV_ERROR, m, "listen address \"%s\" must be host:port", l->addresses[i]);
+        } else if (strcmp(k, "workers") == 0) {
+            long w;
+            if (cfg_int(c, m, "workers", 0, 256, &w) == 0)
+                l->workers = (int)w;
+        } else if (strcmp(k, "max_body_size") == 0) {
+            cfg_size(c, m, "max_body_size", &l->max_body_size);
+        } else if (strcmp(k, "max_header_size") == 0) {
+            cfg_size(c, m, "max_header_size", &l->max_header_size);
+        } else if (strcmp(k, "timeouts") == 0) {
+            read_timeouts(c, m, &l->timeouts);
+        } else {
+            cfg_unknown(c, m, "listen");
+        }
+    }
+}
+
+static void read_log(kl_cfg_ctx *c, const cJSON *v)
+{
+    if (!cfg_object(c, v, "log"))
+        return;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, v) {
+        if (strcmp(m->string, "level") == 0) {
+            const char *s = cfg_string(c, m, "log.level");
+            enum kl_log_level lv;
+            if (s && kl_log_parse_level(s, &lv) == 0)
+                c->cfg->log_level = (int)lv;
+            else if (s)
+                kl_cfg_report(c, KL_SEV_ERROR, m, "log.level must be debug, info, warn or error");
+        } else if (strcmp(m->string, "access") == 0) {
+            cfg_bool(c, m, "log.access", &c->cfg->access_log);
+        } else {
+            cfg_unknown(c, m, "log");
+        }
+    }
+}
+
+/* Sections read by a later part of keyless: parsed (so syntax errors are
+ * still caught) and announced, never silently dropped. */
+static void read_not_enforced(kl_cfg_ctx *c, const cJSON *v)
+{
+    kl_cfg_report(c, KL_SEV_WARNING, v, "section \"%s\" is read but not enforced yet", v->string);
+}
+
+static void read_deprecated(kl_cfg_ctx *c, const cJSON *v)
+{
+    kl_cfg_report(c, KL_SEV_WARNING, v, "section \"%s\" is deprecated in Aperture's format and ignored", v->string);
+}
+
+static const struct {
+    const char *name;
+    void (*read)(kl_cfg_ctx *, const cJSON *);
+} sections[] = {
+    {"providers", read_providers},
+    {"listen", read_listen},
+    {"log", read_log},
+    {"grants", read_not_enforced},
+    {"quotas", read_not_enforced},
+    {"hooks", read_not_enforced},
+    {"exporters", read_not_enforced},
+    {"database", read_not_enforced},
+    {"auto_cost_basis", read_not_enforced},
+    {"connectors", read_not_enforced},
+    {"flags", read_not_enforced},
+    {"identity", read_not_enforced},
+    {"store", read_not_enforced},
+    {"guardrails", read_not_enforced},
+    {"limits", read_not_enforced},
+    {"mcp", read_deprecated},
+    {"temp_grants", read_deprecated},
+};
+
+static void set_defaults(kl_config *cfg)
+{
+    struct kl_listen_cfg *l = &cfg->listen;
+    l->max_body_size = 32u << 20;
+    l->max_header_size = 64u << 10;
+    l->timeouts = (struct kl_timeouts){
+        .header = 30000, .body = 60000, .idle = 75000, .send = 120000,
+        .upstream_connect = 10000, .upstream_first_byte = 600000,
+        .upstream_idle = 300000, .shutdown = 30000,
+    };
+    cfg->log_level = KL_LOG_INFO;
+}
+
+kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_diags *diags)
+{
+    kl_config *cfg = calloc(1, sizeof(*cfg));
+    if (!cfg)
+        abort();
+    atomic_init(&cfg->refs, 1);
+    kl_arena_init(&cfg->arena);
+    cfg->path = kl_arena_strdup(&cfg->arena, path ? path : "(config)");
+    set_defaults(cfg);
+
+    char err[256];
+    size_t off;
+    if (kl_hujson_parse(text, len, &cfg->doc, err, sizeof(err), &off) < 0) {
+        int line, col;
+        kl_text_linecol(text, len, off, &line, &col);
+        kl_diags_add(diags, KL_SEV_ERROR, line, col, "%s", err);
+        kl_config_unref(cfg);
+        return NULL;
+    }
+    kl_cfg_ctx c = {cfg, diags};
+    int errors_before = diags->errors;
+    const cJSON *root = cfg->doc.root;
+    if (!cJSON_IsObject(root)) {
+        kl_cfg_report(&c, KL_SEV_ERROR, root, "the configuration must be a JSON object");
+    } else {
+        cfg_check_duplicates(&c, root, "the top level");
+        const cJSON *m;
+        cJSON_ArrayForEach(m, root) {
+            size_t i;
+            for (i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
+                if (strcmp(m->string, sections[i].name) == 0)
+                    break;
+            if (i < sizeof(sections) / sizeof(sections[0]))
+                sections[i].read(&c, m);
+            else
+                cfg_unknown(&c, m, "the top level");
+        }
+    }
+    if (cfg->listen.naddresses == 0) {
+        cfg->listen.addresses = kl_arena_alloc(&cfg->arena, sizeof(char *));
+        cfg->listen.addresses[0] = KL_DEFAULT_LISTEN;
+        cfg->listen.naddresses = 1;
+    }
+    if (cfg->nproviders == 0)
+        kl_cfg_report(&c, KL_SEV_WARNING, NULL, "no providers are configured: every model request will answer 404");
+    if (diags->errors > errors_before) {
+        kl_config_unref(cfg);
+        return NULL;
+    }
+    return cfg;
+}
+
+kl_config *kl_config_load(const char *path, kl_diags *diags)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        kl_diags_add(diags, KL_SEV_ERROR, 0, 0, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (cap - len < 65536) {
+            cap = cap ? cap * 2 : 65536;
+            if (cap > (64u << 20)) {
+                fclose(f);
+                free(buf);
+                kl_diags_add(diags, KL_SEV_ERROR, 0, 0, "configuration file is larger than 64 MiB");
+                return NULL;
+            }
+            buf = realloc(buf, cap);
+            if (!buf)
+                abort();
+        }
+        size_t n = fread(buf + len, 1, cap - len, f);
+        if (n == 0)
+            break;
+        len += n;
+    }
+    int rerr = ferror(f);
+    fclose(f);
+    if (rerr) {
+        free(buf);
+        kl_diags_add(diags, KL_SEV_ERROR, 0, 0, "read error");
+        return NULL;
+    }
+    kl_config *cfg = kl_config_parse(buf, len, path, diags);
+    free(buf);
+    return cfg;
+}
+
+kl_config *kl_config_ref(kl_config *cfg)
+{
+    atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
+    return cfg;
+}
+
+void kl_config_unref(kl_config *cfg)
+{
+    if (!cfg || atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    kl_json_doc_free(&cfg->doc);
+    kl_arena_free(&cfg->arena);
+    free(cfg);
+}
+
+void kl_config_holder_init(kl_config_holder *h, kl_config *cfg)
+{
+    pthread_mutex_init(&h->lock, NULL);
+    h->cur = cfg;
+}
+
+kl_config *kl_config_holder_get(kl_config_holder *h)
+{
+    pthread_mutex_lock(&h->lock);
+    kl_config *cfg = kl_config_ref(h->cur);
+    pthread_mutex_unlock(&h->lock);
+    return cfg;
+}
+
+void kl_config_holder_swap(kl_config_holder *h, kl_config *cfg)
+{
+    pthread_mutex_lock(&h->lock);
+    kl_config *old = h->cur;
+    h->cur = cfg;
+    pthread_mutex_unlock(&h->lock);
+    kl_config_unref(old);
+}
+
+void kl_config_holder_destroy(kl_config_holder *h)
+{
+    kl_config_unref(h->cur);
+    h->cur = NULL;
+    pthread_mutex_destroy(&h->lock);
+}

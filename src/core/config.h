@@ -1,0 +1,118 @@
+/* The configuration snapshot: an immutable, reference-counted view of one
+ * keyless.hujson. Workers take a reference per exchange; a reload builds a
+ * new snapshot and swaps it in (see kl_config_holder), so an exchange always
+ * sees one consistent configuration from start to end.
+ *
+ * Sections are read by small functions, one per section, listed in
+ * config.c. A section keyless does not enforce yet is still parsed and
+ * reported as "not enforced yet" — never silently ignored. */
+#ifndef KL_CONFIG_H
+#define KL_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+
+#include "core/arena.h"
+#include "core/diag.h"
+#include "core/hujson.h"
+
+/* Which API families a provider speaks (Aperture's compatibility flags). */
+enum kl_compat {
+    KL_COMPAT_OPENAI_CHAT        = 1 << 0,
+    KL_COMPAT_OPENAI_RESPONSES   = 1 << 1,
+    KL_COMPAT_ANTHROPIC_MESSAGES = 1 << 2,
+    KL_COMPAT_GEMINI_GENERATE    = 1 << 3,
+    KL_COMPAT_BEDROCK_INVOKE     = 1 << 4,
+    KL_COMPAT_BEDROCK_CONVERSE   = 1 << 5,
+    KL_COMPAT_GOOGLE_GENERATE    = 1 << 6,
+    KL_COMPAT_GOOGLE_RAW_PREDICT = 1 << 7,
+};
+
+enum kl_auth_style { KL_AUTH_BEARER, KL_AUTH_X_API_KEY, KL_AUTH_X_GOOG_API_KEY };
+enum kl_auth_mode { KL_AUTHMODE_OVERRIDE, KL_AUTHMODE_PASSTHROUGH, KL_AUTHMODE_NONE };
+
+struct kl_provider {
+    const char *id;             /* its key under "providers" */
+    const char *name, *description;
+    const char *baseurl;        /* no trailing slash */
+    const char **models;
+    size_t nmodels;
+    const char *apikey;         /* resolved secret, or NULL */
+    const char *key_problem;    /* why there is no key (unset ${ENV}, unreadable file) */
+    enum kl_auth_style auth_style;
+    enum kl_auth_mode auth_mode;
+    unsigned compat;            /* enum kl_compat bits */
+    int preference;
+    bool disabled;
+    const char **add_headers;   /* "Name: value" */
+    size_t nadd_headers;
+};
+
+struct kl_timeouts {            /* all in milliseconds; 0 = none */
+    uint32_t header;            /* whole request head must arrive within */
+    uint32_t body;              /* between body reads */
+    uint32_t idle;              /* keep-alive connection with no request */
+    uint32_t send;              /* a client that reads nothing for this long is dropped */
+    uint32_t upstream_connect;
+    uint32_t upstream_first_byte;
+    uint32_t upstream_idle;     /* between bytes of an upstream response */
+    uint32_t shutdown;          /* in-flight grace on SIGTERM */
+};
+
+struct kl_listen_cfg {
+    const char **addresses;     /* "host:port" */
+    size_t naddresses;
+    int workers;                /* 0 = number of cores */
+    size_t max_body_size;
+    size_t max_header_size;
+    struct kl_timeouts timeouts;
+};
+
+typedef struct kl_config {
+    atomic_int refs;
+    kl_arena arena;             /* owns every string and array below */
+    const char *path;
+    kl_json_doc doc;            /* the parsed file, for sections read later */
+    struct kl_listen_cfg listen;
+    struct kl_provider *providers;
+    size_t nproviders;
+    int log_level;              /* enum kl_log_level */
+    bool access_log;
+} kl_config;
+
+/* Context handed to each section reader: where to report, with positions. */
+typedef struct kl_cfg_ctx {
+    kl_config *cfg;
+    kl_diags *diags;
+} kl_cfg_ctx;
+
+void kl_cfg_report(kl_cfg_ctx *c, enum kl_severity sev, const cJSON *at,
+                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Parse text into a new snapshot (refs = 1). Problems go to diags; returns
+ * NULL when there are errors. */
+kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_diags *diags);
+kl_config *kl_config_load(const char *path, kl_diags *diags);
+kl_config *kl_config_ref(kl_config *cfg);
+void kl_config_unref(kl_config *cfg);
+
+/* "30s", "500ms", "5m", "1h", "2d" or a number of seconds. */
+int kl_parse_duration_ms(const char *s, uint64_t *out_ms);
+/* "32MiB", "64KB", "1048576" (bytes). */
+int kl_parse_size(const char *s, size_t *out);
+
+/* The current snapshot, swapped atomically on reload. */
+typedef struct kl_config_holder {
+    pthread_mutex_t lock;
+    kl_config *cur;
+} kl_config_holder;
+
+void kl_config_holder_init(kl_config_holder *h, kl_config *cfg);
+kl_config *kl_config_holder_get(kl_config_holder *h);   /* returns a new reference */
+void kl_config_holder_swap(kl_config_holder *h, kl_config *cfg);
+void kl_config_holder_destroy(kl_config_holder *h);
+
+#endif

@@ -1,0 +1,96 @@
+#include "core/exchange.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int64_t kl_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t kl_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *s = x;
+    return x;
+}
+
+/* UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then a per-worker counter
+ * and random bits, so ids sort by time and never collide across workers. */
+static void make_id(kl_worker *w, int64_t ms, char out[40])
+{
+    uint64_t r = xorshift(&w->rng);
+    uint16_t rand_a = (uint16_t)(((uint64_t)w->index << 8 | (w->seq & 0xff)) & 0x0fff);
+    uint64_t rand_b = (r & 0x3fffffffffffffffull) | 0x8000000000000000ull;
+    snprintf(out, 40, "%08x-%04x-%04x-%04x-%012llx",
+             (unsigned)((uint64_t)ms >> 16), (unsigned)(ms & 0xffff),
+             (unsigned)(0x7000 | rand_a), (unsigned)(rand_b >> 48),
+             (unsigned long long)(rand_b & 0xffffffffffffull));
+}
+
+kl_exchange *kl_exchange_new(kl_worker *w)
+{
+    kl_exchange *ex = calloc(1, sizeof(*ex));
+    if (!ex)
+        abort();
+    kl_arena_init(&ex->arena);
+    ex->worker = w;
+    ex->cfg = kl_config_ref(w->cfg);
+    ex->t_start_ns = kl_now_ns();
+    ex->wall_start_ms = kl_wall_ms();
+    ex->max_output_tokens = -1;
+    w->seq++;
+    make_id(w, ex->wall_start_ms, ex->id);
+    w->inflight++;
+    return ex;
+}
+
+void kl_exchange_free(kl_exchange *ex)
+{
+    ex->worker->inflight--;
+    if (ex->json)
+        cJSON_Delete(ex->json);
+    free(ex->body);
+    kl_config_unref(ex->cfg);
+    kl_arena_free(&ex->arena);
+    free(ex);
+}
+
+const char *kl_error_class_name(enum kl_error_class ec)
+{
+    static const char *names[] = {
+        [KL_EC_NONE] = "",
+        [KL_EC_BAD_REQUEST] = "bad_request",
+        [KL_EC_NOT_FOUND] = "not_found",
+        [KL_EC_METHOD] = "method_not_allowed",
+        [KL_EC_TOO_LARGE] = "too_large",
+        [KL_EC_UNAUTHENTICATED] = "unauthenticated",
+        [KL_EC_FORBIDDEN] = "forbidden",
+        [KL_EC_RATE_LIMITED] = "rate_limited",
+        [KL_EC_QUOTA] = "quota_exceeded",
+        [KL_EC_UNAVAILABLE] = "unavailable",
+        [KL_EC_UPSTREAM_UNREACHABLE] = "upstream_unreachable",
+        [KL_EC_UPSTREAM_RESET] = "upstream_reset",
+        [KL_EC_UPSTREAM_TIMEOUT] = "upstream_timeout",
+        [KL_EC_UPSTREAM_ERROR] = "upstream_error",
+        [KL_EC_CLIENT_CLOSED] = "client_closed",
+        [KL_EC_STREAM_INTERRUPTED] = "stream_interrupted",
+        [KL_EC_SHUTDOWN] = "shutdown",
+        [KL_EC_INTERNAL] = "internal",
+    };
+    return names[ec];
+}

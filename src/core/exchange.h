@@ -1,0 +1,110 @@
+/* The exchange: one request and everything the pipeline learns about it.
+ * Owned by the worker that accepted it; every allocation it makes comes from
+ * its arena and ends with it. Each stage fills in its own part (see
+ * src/pipeline.c for the order); stage-private state hangs off the opaque
+ * pointers at the end. */
+#ifndef KL_EXCHANGE_H
+#define KL_EXCHANGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/arena.h"
+#include "core/config.h"
+#include "core/worker.h"
+#include "dialect/dialect.h"
+#include "listen/http.h"
+
+struct kl_conn;
+struct kl_upstream_xfer;
+struct kl_account;
+
+/* Why an exchange ended other than with the provider's own answer. */
+enum kl_error_class {
+    KL_EC_NONE = 0,
+    KL_EC_BAD_REQUEST,          /* malformed JSON, missing model, bad HTTP */
+    KL_EC_NOT_FOUND,            /* unknown path or model */
+    KL_EC_METHOD,
+    KL_EC_TOO_LARGE,
+    KL_EC_UNAUTHENTICATED,
+    KL_EC_FORBIDDEN,
+    KL_EC_RATE_LIMITED,
+    KL_EC_QUOTA,
+    KL_EC_UNAVAILABLE,          /* gateway cannot serve now (no key, queue full, identity down) */
+    KL_EC_UPSTREAM_UNREACHABLE,
+    KL_EC_UPSTREAM_RESET,
+    KL_EC_UPSTREAM_TIMEOUT,
+    KL_EC_UPSTREAM_ERROR,       /* provider answered with an error status */
+    KL_EC_CLIENT_CLOSED,
+    KL_EC_STREAM_INTERRUPTED,   /* upstream failed after the response began */
+    KL_EC_SHUTDOWN,
+    KL_EC_INTERNAL,
+};
+
+const char *kl_error_class_name(enum kl_error_class ec);
+
+typedef struct kl_exchange {
+    kl_arena arena;
+    kl_worker *worker;
+    struct kl_conn *conn;           /* NULL once the client has gone */
+    kl_config *cfg;                 /* reference held for the whole exchange */
+    char id[40];                    /* time-ordered request id (UUIDv7 text) */
+
+    int64_t t_start_ns;             /* monotonic */
+    int64_t t_first_byte_ns;        /* first response byte to the client */
+    int64_t t_end_ns;
+    int64_t wall_start_ms;
+
+    /* listen */
+    kl_http_request req;
+    const char *peer_ip;
+    int peer_port;
+    char *body;                     /* whole request body, malloc'd (may be NULL) */
+    size_t body_len;
+
+    /* dialect facts */
+    const struct kl_endpoint_info *ep;
+    enum kl_dialect dialect;        /* the caller's dialect, for errors */
+    cJSON *json;                    /* parsed body for inference endpoints */
+    const char *model_requested;    /* as the caller wrote it */
+    const char *model;              /* bare model id */
+    const char *model_provider;     /* provider id from "provider/model", or NULL */
+    bool stream;
+    int64_t max_output_tokens;      /* -1 when not given */
+
+    /* route */
+    const struct kl_provider *provider;
+    const char *upstream_url;
+    const char **up_headers;        /* "Name: value" lines for the provider */
+    size_t n_up_headers;
+    const char *up_body;            /* body sent upstream (may differ from body) */
+    size_t up_body_len;
+    bool added_include_usage;       /* we asked for stream usage; strip it downstream */
+
+    /* response */
+    int status;                     /* status sent (or to be sent) to the client */
+    int upstream_status;
+    bool head_sent;
+    uint64_t bytes_in, bytes_out;
+    enum kl_error_class error_class;
+    const char *error_message;
+
+    /* pipeline bookkeeping */
+    int stage;                      /* index of the running stage */
+    void (*cancel)(struct kl_exchange *);  /* stops an asynchronous stage */
+
+    /* stage-private */
+    struct kl_upstream_xfer *xfer;
+    struct kl_account *acct;
+} kl_exchange;
+
+int64_t kl_now_ns(void);
+int64_t kl_wall_ms(void);
+
+/* A new exchange for worker w with a reference to w's config snapshot. */
+kl_exchange *kl_exchange_new(kl_worker *w);
+void kl_exchange_free(kl_exchange *ex);
+
+#endif

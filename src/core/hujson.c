@@ -1,0 +1,183 @@
+#include "core/hujson.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Blank out comments and trailing commas in place. Offsets do not move. */
+static int standardize(char *t, size_t len, char *err, size_t errlen, size_t *err_off)
+{
+    size_t last_comma = (size_t)-1;
+    for (size_t i = 0; i < len; i++) {
+        char c = t[i];
+        if (c == '"') {
+            size_t start = i++;
+            while (i < len && t[i] != '"') {
+                if (t[i] == '\\')
+                    i++;
+                else if (t[i] == '\n')
+                    break;
+                i++;
+            }
+            if (i >= len || t[i] != '"') {
+                snprintf(err, errlen, "unterminated string");
+                *err_off = start;
+                return -1;
+            }
+            last_comma = (size_t)-1;
+        } else if (c == '/' && i + 1 < len && t[i + 1] == '/') {
+            while (i < len && t[i] != '\n')
+                t[i++] = ' ';
+        } else if (c == '/' && i + 1 < len && t[i + 1] == '*') {
+            size_t start = i;
+            t[i++] = ' ';
+            t[i++] = ' ';
+            while (i + 1 < len && !(t[i] == '*' && t[i + 1] == '/')) {
+                if (t[i] != '\n')
+                    t[i] = ' ';
+                i++;
+            }
+            if (i + 1 >= len) {
+                snprintf(err, errlen, "unterminated /* comment");
+                *err_off = start;
+                return -1;
+            }
+            t[i++] = ' ';
+            t[i] = ' ';
+        } else if (c == ',') {
+            last_comma = i;
+        } else if (c == '}' || c == ']') {
+            if (last_comma != (size_t)-1)
+                t[last_comma] = ' ';
+            last_comma = (size_t)-1;
+        } else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+            last_comma = (size_t)-1;
+        }
+    }
+    return 0;
+}
+
+static void pos_add(kl_json_doc *doc, const cJSON *item, size_t off)
+{
+    if (doc->npos == doc->cap) {
+        doc->cap = doc->cap ? doc->cap * 2 : 64;
+        doc->pos = realloc(doc->pos, doc->cap * sizeof(*doc->pos));
+        if (!doc->pos)
+            abort();
+    }
+    doc->pos[doc->npos].item = item;
+    doc->pos[doc->npos].off = off;
+    doc->npos++;
+}
+
+static size_t skip_ws(const char *t, size_t len, size_t i)
+{
+    while (i < len && (unsigned char)t[i] <= 0x20) /* as cJSON does */
+        i++;
+    return i;
+}
+
+static size_t skip_string(const char *t, size_t len, size_t i)
+{
+    i++; /* opening quote */
+    while (i < len && t[i] != '"') {
+        if (t[i] == '\\')
+            i++;
+        i++;
+    }
+    return i + 1;
+}
+
+/* Walk the (already valid) text in step with the cJSON tree, which keeps
+ * members and elements in document order, recording each value's offset. */
+static size_t pos_walk(kl_json_doc *doc, size_t i, const cJSON *item)
+{
+    const char *t = doc->text;
+    size_t len = doc->len;
+    i = skip_ws(t, len, i);
+    pos_add(doc, item, i);
+    if (cJSON_IsObject(item) || cJSON_IsArray(item)) {
+        int obj = cJSON_IsObject(item);
+        i++; /* { or [ */
+        for (const cJSON *c = item->child; c; c = c->next) {
+            i = skip_ws(t, len, i);
+            if (obj) {
+                i = skip_string(t, len, i);
+                i = skip_ws(t, len, i);
+                i++; /* : */
+            }
+            i = pos_walk(doc, i, c);
+            i = skip_ws(t, len, i);
+            if (i < len && t[i] == ',')
+                i++;
+        }
+        i = skip_ws(t, len, i);
+        return i + 1; /* } or ] */
+    }
+    if (cJSON_IsString(item))
+        return skip_string(t, len, i);
+    while (i < len && !strchr(",}] \t\r\n", t[i]))
+        i++;
+    return i;
+}
+
+int kl_hujson_parse(const char *src, size_t len, kl_json_doc *doc,
+                    char *err, size_t errlen, size_t *err_off)
+{
+    memset(doc, 0, sizeof(*doc));
+    doc->text = malloc(len + 1);
+    if (!doc->text)
+        abort();
+    memcpy(doc->text, src, len);
+    doc->text[len] = '\0';
+    doc->len = len;
+    *err_off = 0;
+    if (standardize(doc->text, len, err, errlen, err_off) < 0)
+        return -1;
+    const char *end = NULL;
+    doc->root = cJSON_ParseWithLengthOpts(doc->text, len, &end, 0);
+    if (!doc->root) {
+        *err_off = end ? (size_t)(end - doc->text) : 0;
+        snprintf(err, errlen, "invalid JSON");
+        return -1;
+    }
+    size_t after = skip_ws(doc->text, len, (size_t)(end - doc->text));
+    if (after < len) {
+        *err_off = after;
+        snprintf(err, errlen, "unexpected text after the top-level value");
+        return -1;
+    }
+    pos_walk(doc, 0, doc->root);
+    return 0;
+}
+
+size_t kl_json_doc_offset(const kl_json_doc *doc, const cJSON *item)
+{
+    for (size_t i = 0; i < doc->npos; i++)
+        if (doc->pos[i].item == item)
+            return doc->pos[i].off;
+    return (size_t)-1;
+}
+
+void kl_text_linecol(const char *text, size_t len, size_t off, int *line, int *col)
+{
+    int l = 1, c = 1;
+    for (size_t i = 0; i < off && i < len; i++) {
+        if (text[i] == '\n') {
+            l++;
+            c = 1;
+        } else {
+            c++;
+        }
+    }
+    *line = l;
+    *col = c;
+}
+
+void kl_json_doc_free(kl_json_doc *doc)
+{
+    cJSON_Delete(doc->root);
+    free(doc->text);
+    free(doc->pos);
+    memset(doc, 0, sizeof(*doc));
+}

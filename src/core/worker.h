@@ -1,0 +1,52 @@
+/* A worker thread: one event loop that owns its listeners, its client
+ * connections, its upstream transfers and every exchange it accepted.
+ * Nothing on a worker blocks. Workers share only the server struct below. */
+#ifndef KL_WORKER_H
+#define KL_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/config.h"
+
+struct event_base;
+struct event;
+struct evconnlistener;
+struct kl_conn;
+struct kl_upstream_pool;
+
+struct kl_listen_socket {
+    const char *address;        /* as configured */
+    char bound[80];             /* "host:port" actually bound */
+};
+
+typedef struct kl_server {
+    kl_config_holder config;
+    int nworkers;
+    struct kl_worker *workers;
+    atomic_bool stopping;
+} kl_server;
+
+typedef struct kl_worker {
+    int index;
+    pthread_t thread;
+    kl_server *server;
+    struct event_base *base;
+    kl_config *cfg;             /* this worker's reference to the current snapshot */
+    struct kl_upstream_pool *upstream;
+    struct evconnlistener **listeners;
+    int *listen_fds;
+    size_t nlisteners;
+    struct event *wake;         /* another thread asks this worker to look at server state */
+    struct event *drain_timer;  /* bounded wait for in-flight exchanges on shutdown */
+    struct kl_conn *conns;      /* every open client connection (doubly linked) */
+    uint64_t nconns;
+    uint64_t inflight;          /* exchanges between request and record */
+    bool draining;
+    uint64_t seq;               /* per-worker counter, part of request ids */
+    uint64_t rng;               /* xorshift state for request ids */
+} kl_worker;
+
+#endif

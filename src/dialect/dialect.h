@@ -1,0 +1,97 @@
+/* API dialects: for each family (OpenAI, Anthropic, Gemini) where the model
+ * is, whether a request streams, and how a gateway-made error looks. The
+ * endpoint table here is the single list of paths keyless serves. */
+#ifndef KL_DIALECT_H
+#define KL_DIALECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/arena.h"
+
+enum kl_dialect { KL_DIALECT_OPENAI, KL_DIALECT_ANTHROPIC, KL_DIALECT_GEMINI };
+
+enum kl_endpoint {
+    KL_EP_ROOT,                 /* GET/HEAD /: liveness probe */
+    KL_EP_CHAT,
+    KL_EP_RESPONSES,
+    KL_EP_EMBEDDINGS,
+    KL_EP_MESSAGES,
+    KL_EP_COUNT_TOKENS,
+    KL_EP_GEMINI_GENERATE,
+    KL_EP_GEMINI_STREAM,
+    KL_EP_GEMINI_COUNT,
+    KL_EP_MODELS,               /* GET /v1/models (OpenAI or Anthropic shape) */
+    KL_EP_MODEL_GET,            /* GET /v1/models/{id} */
+    KL_EP_GEMINI_MODELS,        /* GET /v1beta/models */
+    KL_EP_GEMINI_MODEL_GET,     /* GET /v1beta/models/{id} */
+    KL_EP_ADMIN,                /* /api/... */
+    KL_EP_UNKNOWN,
+};
+
+struct kl_endpoint_info {
+    enum kl_endpoint id;
+    enum kl_dialect dialect;
+    const char *name;           /* stable name used in records */
+    const char *method;         /* the one method allowed; NULL = GET or HEAD */
+    unsigned compat;            /* provider compatibility bit that serves it */
+    bool inference;             /* forwarded to a provider */
+};
+
+/* The result of looking at method + path + headers. */
+struct kl_route_match {
+    const struct kl_endpoint_info *ep;
+    bool method_ok;
+    const char *path_model;     /* Gemini model from the path (arena), or NULL */
+};
+
+void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
+                         bool anthropic_version, struct kl_route_match *m);
+
+/* The dialect a request to an unknown path most likely speaks. */
+enum kl_dialect kl_dialect_guess(const char *path, bool anthropic_version);
+
+/* Facts read from an inference request body. Returns 0, or -1 with *why
+ * set (a 400 for the caller). json receives the parsed body (caller frees). */
+struct kl_request_facts {
+    const char *model;          /* NULL when absent */
+    bool stream;
+    int64_t max_output_tokens;  /* -1 when absent */
+    bool has_include_usage;     /* OpenAI chat: stream_options.include_usage is true */
+};
+
+int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body, size_t len,
+                             kl_arena *a, cJSON **json, struct kl_request_facts *f,
+                             const char **why);
+
+/* Error classes keyless itself can answer with. */
+enum kl_err_kind {
+    KL_ERR_INVALID,             /* 400 */
+    KL_ERR_UNAUTHENTICATED,     /* 401 */
+    KL_ERR_FORBIDDEN,           /* 403 */
+    KL_ERR_NOT_FOUND,           /* 404 */
+    KL_ERR_METHOD,              /* 405 */
+    KL_ERR_TOO_LARGE,           /* 413 */
+    KL_ERR_RATE_LIMIT,          /* 429 requests/tokens per minute, concurrency */
+    KL_ERR_QUOTA,               /* 429 spend quota */
+    KL_ERR_INTERNAL,            /* 500 */
+    KL_ERR_BAD_GATEWAY,         /* 502 */
+    KL_ERR_UNAVAILABLE,         /* 503 */
+    KL_ERR_TIMEOUT,             /* 504 */
+};
+
+int kl_err_status(enum kl_err_kind kind);
+
+/* JSON error body in the dialect's own envelope (arena string). */
+char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind,
+                            const char *message);
+
+/* The same error as one stream event, for failures after a stream began:
+ * "event: error\ndata: {...}\n\n" for Anthropic, "data: {...}\n\n" otherwise. */
+char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind,
+                             const char *message);
+
+#endif

@@ -1,0 +1,125 @@
+#include "dialect/dialect.h"
+
+#include <string.h>
+
+#include "core/config.h"
+
+static const struct kl_endpoint_info endpoints[] = {
+    {KL_EP_ROOT, KL_DIALECT_OPENAI, "root", NULL, 0, false},
+    {KL_EP_CHAT, KL_DIALECT_OPENAI, "openai.chat", "POST", KL_COMPAT_OPENAI_CHAT, true},
+    {KL_EP_RESPONSES, KL_DIALECT_OPENAI, "openai.responses", "POST", KL_COMPAT_OPENAI_RESPONSES, true},
+    /* Embeddings go to OpenAI-shaped providers; Aperture has no separate flag. */
+    {KL_EP_EMBEDDINGS, KL_DIALECT_OPENAI, "openai.embeddings", "POST", KL_COMPAT_OPENAI_CHAT, true},
+    {KL_EP_MESSAGES, KL_DIALECT_ANTHROPIC, "anthropic.messages", "POST", KL_COMPAT_ANTHROPIC_MESSAGES, true},
+    {KL_EP_COUNT_TOKENS, KL_DIALECT_ANTHROPIC, "anthropic.count_tokens", "POST", KL_COMPAT_ANTHROPIC_MESSAGES, true},
+    {KL_EP_GEMINI_GENERATE, KL_DIALECT_GEMINI, "gemini.generate", "POST", KL_COMPAT_GEMINI_GENERATE, true},
+    {KL_EP_GEMINI_STREAM, KL_DIALECT_GEMINI, "gemini.stream", "POST", KL_COMPAT_GEMINI_GENERATE, true},
+    {KL_EP_GEMINI_COUNT, KL_DIALECT_GEMINI, "gemini.count_tokens", "POST", KL_COMPAT_GEMINI_GENERATE, true},
+    {KL_EP_MODELS, KL_DIALECT_OPENAI, "models", NULL, 0, false},
+    {KL_EP_MODEL_GET, KL_DIALECT_OPENAI, "model", NULL, 0, false},
+    {KL_EP_GEMINI_MODELS, KL_DIALECT_GEMINI, "gemini.models", NULL, 0, false},
+    {KL_EP_GEMINI_MODEL_GET, KL_DIALECT_GEMINI, "gemini.model", NULL, 0, false},
+    {KL_EP_ADMIN, KL_DIALECT_OPENAI, "admin", "*", 0, false},
+    {KL_EP_UNKNOWN, KL_DIALECT_OPENAI, "unknown", "*", 0, false},
+};
+
+/* Anthropic-shaped twins of the model-list endpoints, chosen when the caller
+ * sends anthropic-version (as the Anthropic SDK and Claude Code do). */
+static const struct kl_endpoint_info anthropic_models = {
+    KL_EP_MODELS, KL_DIALECT_ANTHROPIC, "models", NULL, 0, false};
+static const struct kl_endpoint_info anthropic_model_get = {
+    KL_EP_MODEL_GET, KL_DIALECT_ANTHROPIC, "model", NULL, 0, false};
+
+static const struct kl_endpoint_info *ep(enum kl_endpoint id)
+{
+    return &endpoints[id];
+}
+
+enum kl_dialect kl_dialect_guess(const char *path, bool anthropic_version)
+{
+    if (strncmp(path, "/v1beta/", 8) == 0 || strcmp(path, "/v1beta") == 0)
+        return KL_DIALECT_GEMINI;
+    if (anthropic_version)
+        return KL_DIALECT_ANTHROPIC;
+    return KL_DIALECT_OPENAI;
+}
+
+static bool method_is(const char *method, const struct kl_endpoint_info *e)
+{
+    if (!e->method)
+        return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (strcmp(e->method, "*") == 0)
+        return true;
+    return strcmp(method, e->method) == 0;
+}
+
+/* Gemini: "{prefix}/models/{model}:{action}" with prefix v1beta or v1. */
+static bool classify_gemini(kl_arena *a, const char *rest, struct kl_route_match *m)
+{
+    const char *colon = strrchr(rest, ':');
+    if (!colon) {
+        if (!*rest || strchr(rest, '/'))
+            return false;
+        m->ep = ep(KL_EP_GEMINI_MODEL_GET);
+        m->path_model = kl_arena_strdup(a, rest);
+        return true;
+    }
+    if (colon == rest || memchr(rest, '/', (size_t)(colon - rest)))
+        return false;
+    const char *action = colon + 1;
+    if (strcmp(action, "generateContent") == 0)
+        m->ep = ep(KL_EP_GEMINI_GENERATE);
+    else if (strcmp(action, "streamGenerateContent") == 0)
+        m->ep = ep(KL_EP_GEMINI_STREAM);
+    else if (strcmp(action, "countTokens") == 0)
+        m->ep = ep(KL_EP_GEMINI_COUNT);
+    else
+        return false;
+    m->path_model = kl_arena_strndup(a, rest, (size_t)(colon - rest));
+    return true;
+}
+
+void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
+                         bool anthropic_version, struct kl_route_match *m)
+{
+    static const struct { const char *path; enum kl_endpoint id; } exact[] = {
+        {"/", KL_EP_ROOT},
+        {"/v1/chat/completions", KL_EP_CHAT},
+        {"/v1/responses", KL_EP_RESPONSES},
+        {"/v1/embeddings", KL_EP_EMBEDDINGS},
+        {"/v1/messages", KL_EP_MESSAGES},
+        {"/v1/messages/count_tokens", KL_EP_COUNT_TOKENS},
+        {"/v1/models", KL_EP_MODELS},
+        {"/v1beta/models", KL_EP_GEMINI_MODELS},
+    };
+    m->ep = NULL;
+    m->path_model = NULL;
+    for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++) {
+        if (strcmp(path, exact[i].path) == 0) {
+            m->ep = ep(exact[i].id);
+            break;
+        }
+    }
+    if (!m->ep) {
+        if (strncmp(path, "/v1beta/models/", 15) == 0) {
+            classify_gemini(a, path + 15, m);
+        } else if (strncmp(path, "/v1/models/", 11) == 0) {
+            /* Gemini's v1 API shares the prefix with OpenAI's model lookup. */
+            if (strchr(path + 11, ':')) {
+                classify_gemini(a, path + 11, m);
+            } else if (path[11] && !strchr(path + 11, '/')) {
+                m->ep = ep(KL_EP_MODEL_GET);
+                m->path_model = kl_arena_strdup(a, path + 11);
+            }
+        } else if (strncmp(path, "/api/", 5) == 0) {
+            m->ep = ep(KL_EP_ADMIN);
+        }
+    }
+    if (!m->ep)
+        m->ep = ep(KL_EP_UNKNOWN);
+    if (anthropic_version && m->ep->id == KL_EP_MODELS)
+        m->ep = &anthropic_models;
+    else if (anthropic_version && m->ep->id == KL_EP_MODEL_GET)
+        m->ep = &anthropic_model_get;
+    m->method_ok = method_is(method, m->ep);
+}

@@ -1,0 +1,81 @@
+#include "dialect/dialect.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const struct {
+    int status;
+    const char *openai_type, *openai_code;
+    const char *anthropic_type;
+    const char *google_status;
+} kinds[] = {
+    [KL_ERR_INVALID] = {400, "invalid_request_error", "invalid_request", "invalid_request_error", "INVALID_ARGUMENT"},
+    [KL_ERR_UNAUTHENTICATED] = {401, "authentication_error", "unauthenticated", "authentication_error", "UNAUTHENTICATED"},
+    [KL_ERR_FORBIDDEN] = {403, "permission_error", "access_denied", "permission_error", "PERMISSION_DENIED"},
+    [KL_ERR_NOT_FOUND] = {404, "invalid_request_error", "not_found", "not_found_error", "NOT_FOUND"},
+    [KL_ERR_METHOD] = {405, "invalid_request_error", "method_not_allowed", "invalid_request_error", "INVALID_ARGUMENT"},
+    [KL_ERR_TOO_LARGE] = {413, "invalid_request_error", "request_too_large", "request_too_large", "INVALID_ARGUMENT"},
+    [KL_ERR_RATE_LIMIT] = {429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error", "RESOURCE_EXHAUSTED"},
+    [KL_ERR_QUOTA] = {429, "insufficient_quota", "insufficient_quota", "rate_limit_error", "RESOURCE_EXHAUSTED"},
+    [KL_ERR_INTERNAL] = {500, "server_error", "internal_error", "api_error", "INTERNAL"},
+    [KL_ERR_BAD_GATEWAY] = {502, "server_error", "bad_gateway", "api_error", "UNAVAILABLE"},
+    [KL_ERR_UNAVAILABLE] = {503, "server_error", "service_unavailable", "overloaded_error", "UNAVAILABLE"},
+    [KL_ERR_TIMEOUT] = {504, "server_error", "upstream_timeout", "timeout_error", "DEADLINE_EXCEEDED"},
+};
+
+int kl_err_status(enum kl_err_kind kind)
+{
+    return kinds[kind].status;
+}
+
+static cJSON *error_json(enum kl_dialect d, enum kl_err_kind kind, const char *message)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *err = cJSON_CreateObject();
+    switch (d) {
+    case KL_DIALECT_OPENAI:
+        cJSON_AddStringToObject(err, "message", message);
+        cJSON_AddStringToObject(err, "type", kinds[kind].openai_type);
+        cJSON_AddNullToObject(err, "param");
+        cJSON_AddStringToObject(err, "code", kinds[kind].openai_code);
+        cJSON_AddItemToObject(root, "error", err);
+        break;
+    case KL_DIALECT_ANTHROPIC:
+        cJSON_AddStringToObject(root, "type", "error");
+        cJSON_AddStringToObject(err, "type", kinds[kind].anthropic_type);
+        cJSON_AddStringToObject(err, "message", message);
+        cJSON_AddItemToObject(root, "error", err);
+        break;
+    case KL_DIALECT_GEMINI:
+        cJSON_AddNumberToObject(err, "code", kinds[kind].status);
+        cJSON_AddStringToObject(err, "message", message);
+        cJSON_AddStringToObject(err, "status", kinds[kind].google_status);
+        cJSON_AddItemToObject(root, "error", err);
+        break;
+    }
+    return root;
+}
+
+static char *print_to_arena(kl_arena *a, cJSON *root, const char *prefix, const char *suffix)
+{
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!s)
+        abort();
+    char *out = kl_arena_printf(a, "%s%s%s", prefix, s, suffix);
+    cJSON_free(s);
+    return out;
+}
+
+char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind,
+                            const char *message)
+{
+    return print_to_arena(a, error_json(d, kind, message), "", "\n");
+}
+
+char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind,
+                             const char *message)
+{
+    const char *prefix = d == KL_DIALECT_ANTHROPIC ? "event: error\ndata: " : "data: ";
+    return print_to_arena(a, error_json(d, kind, message), prefix, "\n\n");
+}

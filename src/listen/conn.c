@@ -1,0 +1,585 @@
+#include "listen/conn.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "core/log.h"
+#include "listen/http.h"
+#include "listen/server.h"
+#include "pipeline.h"
+
+enum conn_state {
+    ST_HEAD,        /* waiting for (the rest of) a request head */
+    ST_BODY,        /* reading a request body */
+    ST_EXCHANGE,    /* the pipeline owns the request */
+    ST_CLOSING,     /* flushing the last response, then close */
+};
+
+/* Stop reading pipelined requests past this much unprocessed input. */
+#define KL_MAX_PIPELINED (1u << 20)
+
+struct kl_conn {
+    kl_worker *w;
+    struct kl_conn *prev, *next;    /* worker's list */
+    struct bufferevent *bev;
+    struct event *timer;            /* idle / head deadline */
+    enum conn_state state;
+    char peer_ip[INET6_ADDRSTRLEN];
+    int peer_port;
+
+    kl_exchange *ex;                /* the request being read or served */
+    size_t body_cap;
+    int64_t body_expected;          /* Content-Length, or -1 when chunked */
+    kl_chunked chunked;
+    bool body_overflow;
+
+    bool keep_alive;                /* for the current request */
+    bool head_request;              /* HEAD: no response body */
+    bool resp_chunked;              /* current response uses chunked framing */
+    bool resp_close_delimited;      /* HTTP/1.0 stream: body ends at close */
+    bool waiting_head_start;        /* timer measures the head deadline */
+    void (*drain_cb)(kl_exchange *);
+};
+
+static void conn_free(struct kl_conn *c);
+static void conn_process(struct kl_conn *c);
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 499: return "Client Closed Request";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    case 529: return "Site Overloaded";
+    default: return "Status";
+    }
+}
+
+static const struct kl_timeouts *timeouts(struct kl_conn *c)
+{
+    return &c->w->cfg->listen.timeouts;
+}
+
+static void arm_timer(struct kl_conn *c, uint32_t ms)
+{
+    if (!ms) {
+        evtimer_del(c->timer);
+        return;
+    }
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+}
+
+static void set_read_timeout(struct kl_conn *c, uint32_t ms)
+{
+    struct timeval rtv = {ms / 1000, (ms % 1000) * 1000};
+    uint32_t sms = timeouts(c)->send;
+    struct timeval wtv = {sms / 1000, (sms % 1000) * 1000};
+    bufferevent_set_timeouts(c->bev, ms ? &rtv : NULL, sms ? &wtv : NULL);
+}
+
+/* Wait for the next request: the idle timer runs until its first byte. */
+static void enter_head_state(struct kl_conn *c)
+{
+    c->state = ST_HEAD;
+    c->waiting_head_start = false;
+    set_read_timeout(c, 0);
+    bufferevent_enable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+        c->waiting_head_start = true;
+        arm_timer(c, timeouts(c)->header);
+        bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    } else {
+        arm_timer(c, timeouts(c)->idle);
+    }
+}
+
+static void write_raw_error(struct kl_conn *c, int status, const char *why)
+{
+    /* A head we cannot parse has no dialect; answer in OpenAI's shape, the
+     * most common, and close. */
+    kl_arena a;
+    kl_arena_init(&a);
+    char *body = kl_dialect_error_body(&a, KL_DIALECT_OPENAI,
+                                       status == 431 ? KL_ERR_TOO_LARGE : KL_ERR_INVALID, why);
+    evbuffer_add_printf(bufferevent_get_output(c->bev),
+                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                        "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                        status, reason(status), strlen(body), body);
+    kl_arena_free(&a);
+    c->state = ST_CLOSING;
+    bufferevent_disable(c->bev, EV_READ);
+    evtimer_del(c->timer);
+}
+
+static void body_append(void *arg, const char *p, size_t n)
+{
+    struct kl_conn *c = arg;
+    kl_exchange *ex = c->ex;
+    size_t max = ex->cfg->listen.max_body_size;
+    if (c->body_overflow)
+        return;
+    if (ex->body_len + n > max) {
+        c->body_overflow = true;
+        return;
+    }
+    if (ex->body_len + n > c->body_cap) {
+        size_t cap = c->body_cap ? c->body_cap * 2 : 16384;
+        while (cap < ex->body_len + n)
+            cap *= 2;
+        ex->body = realloc(ex->body, cap + 1);
+        if (!ex->body)
+            abort();
+        c->body_cap = cap;
+    }
+    memcpy(ex->body + ex->body_len, p, n);
+    ex->body_len += n;
+}
+
+static void start_exchange(struct kl_conn *c)
+{
+    kl_exchange *ex = c->ex;
+    c->state = ST_EXCHANGE;
+    evtimer_del(c->timer);
+    set_read_timeout(c, 0);
+    if (ex->body)
+        ex->body[ex->body_len] = '\0';
+    ex->bytes_in += ex->body_len;
+    kl_pipeline_start(ex);
+}
+
+/* The request body grew past the limit: answer 413 in the caller's dialect
+ * and close, since the rest of the body will not be read. */
+static void refuse_too_large(struct kl_conn *c)
+{
+    kl_exchange *ex = c->ex;
+    c->keep_alive = false;
+    c->state = ST_EXCHANGE;
+    evtimer_del(c->timer);
+    char msg[128];
+    snprintf(msg, sizeof(msg), "request body is larger than the limit of %zu bytes",
+             ex->cfg->listen.max_body_size);
+    kl_pipeline_reject(ex, KL_ERR_TOO_LARGE, KL_EC_TOO_LARGE, msg);
+}
+
+static void read_body(struct kl_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    kl_exchange *ex = c->ex;
+    if (c->body_expected >= 0) {
+        size_t want = (size_t)c->body_expected - ex->body_len;
+        size_t have = evbuffer_get_length(in);
+        size_t n = have < want ? have : want;
+        if (n) {
+            evbuffer_remove(in, ex->body + ex->body_len, n);
+            ex->body_len += n;
+        }
+        if (ex->body_len == (size_t)c->body_expected)
+            start_exchange(c);
+        return;
+    }
+    /* Chunked: decode contiguous pieces of the input as they arrive. */
+    while (evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        size_t used = 0;
+        enum kl_chunked_result r = kl_chunked_feed(&c->chunked, v.iov_base, v.iov_len, &used,
+                                                   body_append, c);
+        evbuffer_drain(in, used);
+        if (r == KL_CHUNKED_ERROR) {
+            c->keep_alive = false;
+            c->state = ST_EXCHANGE;
+            kl_pipeline_reject(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "malformed chunked request body");
+            return;
+        }
+        if (c->body_overflow) {
+            refuse_too_large(c);
+            return;
+        }
+        if (r == KL_CHUNKED_DONE) {
+            start_exchange(c);
+            return;
+        }
+    }
+}
+
+static void read_head(struct kl_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t have = evbuffer_get_length(in);
+    if (have == 0)
+        return;
+    if (!c->waiting_head_start) {
+        c->waiting_head_start = true;
+        arm_timer(c, timeouts(c)->header);
+    }
+    size_t max_head = c->w->cfg->listen.max_header_size;
+    size_t look = have < max_head + 4 ? have : max_head + 4;
+    const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)look);
+
+    kl_exchange *ex = kl_exchange_new(c->w);
+    const char *why = NULL;
+    int r = kl_http_parse_head(buf, look, max_head, &ex->arena, &ex->req, &why);
+    if (r == KL_HTTP_INCOMPLETE) {
+        kl_exchange_free(ex);
+        if (have > KL_MAX_PIPELINED)
+            write_raw_error(c, 431, "request head too large");
+        return;
+    }
+    if (r < 0) {
+        kl_exchange_free(ex);
+        write_raw_error(c, -r, why);
+        return;
+    }
+    evbuffer_drain(in, (size_t)r);
+    ex->bytes_in = (uint64_t)r;
+    ex->conn = c;
+    ex->peer_ip = c->peer_ip;
+    ex->peer_port = c->peer_port;
+    c->ex = ex;
+    c->keep_alive = ex->req.keep_alive && !c->w->draining;
+    c->head_request = strcmp(ex->req.method, "HEAD") == 0;
+    c->resp_chunked = c->resp_close_delimited = false;
+    c->drain_cb = NULL;
+    c->body_cap = 0;
+    c->body_overflow = false;
+    memset(&c->chunked, 0, sizeof(c->chunked));
+
+    /* Classify now: an oversized body must be refused in the caller's dialect. */
+    struct kl_route_match m;
+    bool av = kl_http_header(&ex->req, "anthropic-version") != NULL;
+    kl_dialect_classify(&ex->arena, ex->req.method, ex->req.path, av, &m);
+    ex->ep = m.ep;
+    ex->dialect = m.ep->id == KL_EP_UNKNOWN ? kl_dialect_guess(ex->req.path, av) : m.ep->dialect;
+    ex->model_requested = m.path_model;
+
+    size_t max_body = ex->cfg->listen.max_body_size;
+    if (ex->req.content_length > 0 && (uint64_t)ex->req.content_length > max_body) {
+        refuse_too_large(c);
+        return;
+    }
+    if (ex->req.content_length > 0 || ex->req.chunked) {
+        if (ex->req.expect_continue)
+            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        c->state = ST_BODY;
+        evtimer_del(c->timer);
+        set_read_timeout(c, timeouts(c)->body);
+        if (ex->req.chunked) {
+            c->body_expected = -1;
+        } else {
+            c->body_expected = ex->req.content_length;
+            ex->body = malloc((size_t)ex->req.content_length + 1);
+            if (!ex->body)
+                abort();
+            c->body_cap = (size_t)ex->req.content_length;
+        }
+        read_body(c);
+        return;
+    }
+    start_exchange(c);
+}
+
+static void conn_process(struct kl_conn *c)
+{
+    if (c->state == ST_HEAD)
+        read_head(c);
+    else if (c->state == ST_BODY)
+        read_body(c);
+    else if (c->state == ST_EXCHANGE &&
+             evbuffer_get_length(bufferevent_get_input(c->bev)) > KL_MAX_PIPELINED)
+        bufferevent_disable(c->bev, EV_READ);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn_process(arg);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct kl_conn *c = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        return;
+    if (c->state == ST_CLOSING) {
+        conn_free(c);
+        return;
+    }
+    if (c->drain_cb && c->ex) {
+        void (*cb)(kl_exchange *) = c->drain_cb;
+        c->drain_cb = NULL;
+        cb(c->ex);
+    }
+}
+
+/* The client closed, reset, or stopped reading for too long. */
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct kl_conn *c = arg;
+    (void)bev;
+    if (c->ex) {
+        kl_exchange *ex = c->ex;
+        enum kl_error_class why = KL_EC_CLIENT_CLOSED;
+        if (c->state == ST_BODY) {
+            ex->status = (what & BEV_EVENT_TIMEOUT) ? 408 : 499;
+            ex->error_message = (what & BEV_EVENT_TIMEOUT) ? "request body timed out"
+                                                          : "client closed while sending the body";
+        }
+        c->ex = NULL;
+        ex->conn = NULL;
+        kl_pipeline_client_gone(ex, why);
+    }
+    conn_free(c);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct kl_conn *c = arg;
+    if (c->state == ST_HEAD)
+        conn_free(c); /* idle keep-alive, or a head that never completed */
+}
+
+void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+    (void)salen;
+    int one = 1;
+    /* evhttp-style servers leave Nagle on; small SSE events would then wait
+     * for the client's delayed ACK (~40 ms). */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct kl_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        abort();
+    c->w = w;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, c->peer_ip, sizeof(c->peer_ip));
+        c->peer_port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+            inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], c->peer_ip, sizeof(c->peer_ip));
+        else
+            inet_ntop(AF_INET6, &in6->sin6_addr, c->peer_ip, sizeof(c->peer_ip));
+        c->peer_port = ntohs(in6->sin6_port);
+    } else {
+        strcpy(c->peer_ip, "unix");
+    }
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        close(fd);
+        free(c);
+        return;
+    }
+    c->timer = evtimer_new(w->base, on_timer, c);
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->nconns++;
+    enter_head_state(c);
+}
+
+static void conn_free(struct kl_conn *c)
+{
+    kl_worker *w = c->w;
+    if (c->ex) {
+        /* An exchange still reading its body, or any exchange at shutdown. */
+        kl_exchange *ex = c->ex;
+        c->ex = NULL;
+        ex->conn = NULL;
+        kl_pipeline_client_gone(ex, KL_EC_CLIENT_CLOSED);
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    w->nconns--;
+    event_free(c->timer);
+    bufferevent_free(c->bev);
+    free(c);
+    kl_server_maybe_stopped(w);
+}
+
+void kl_conn_close_idle(kl_worker *w)
+{
+    struct kl_conn *c = w->conns;
+    while (c) {
+        struct kl_conn *next = c->next;
+        if (c->state == ST_HEAD)
+            conn_free(c);
+        else
+            c->keep_alive = false;
+        c = next;
+    }
+}
+
+void kl_conn_close_all(kl_worker *w)
+{
+    while (w->conns)
+        conn_free(w->conns);
+}
+
+/* ---- responses ---- */
+
+static struct kl_conn *live(const kl_exchange *ex)
+{
+    struct kl_conn *c = ex->conn;
+    return (c && c->ex == ex) ? c : NULL;
+}
+
+void kl_respond_start(kl_exchange *ex, int status, const char *headers, int64_t content_length)
+{
+    struct kl_conn *c = live(ex);
+    ex->status = status;
+    ex->head_sent = true;
+    if (!c)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const char *framing = "";
+    char clen[48];
+    if (content_length >= 0) {
+        snprintf(clen, sizeof(clen), "Content-Length: %lld\r\n", (long long)content_length);
+        framing = clen;
+    } else if (ex->req.minor == 0) {
+        c->resp_close_delimited = true;
+        c->keep_alive = false;
+    } else if (!c->head_request && status != 204 && status != 304) {
+        c->resp_chunked = true;
+        framing = "Transfer-Encoding: chunked\r\n";
+    }
+    const char *connection = "";
+    if (!c->keep_alive)
+        connection = "Connection: close\r\n";
+    else if (ex->req.minor == 0)
+        connection = "Connection: keep-alive\r\n";
+    int n = evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n%s%s%sx-keyless-request-id: %s\r\n\r\n",
+                                status, reason(status), headers ? headers : "", framing,
+                                connection, ex->id);
+    if (n > 0)
+        ex->bytes_out += (uint64_t)n;
+    if (!ex->t_first_byte_ns)
+        ex->t_first_byte_ns = kl_now_ns();
+}
+
+void kl_respond_data(kl_exchange *ex, const char *data, size_t len)
+{
+    struct kl_conn *c = live(ex);
+    if (!c || len == 0 || c->head_request)
+        return;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->resp_chunked) {
+        evbuffer_add_printf(out, "%zx\r\n", len);
+        evbuffer_add(out, data, len);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add(out, data, len);
+    }
+    ex->bytes_out += len;
+}
+
+void kl_respond_end(kl_exchange *ex)
+{
+    struct kl_conn *c = live(ex);
+    if (!c)
+        return;
+    if (c->resp_chunked && !c->head_request)
+        evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+    c->resp_chunked = false;
+}
+
+void kl_respond_abort(kl_exchange *ex)
+{
+    struct kl_conn *c = live(ex);
+    if (!c)
+        return;
+    /* Leaving the chunked body unterminated and closing tells the client the
+     * body is incomplete. */
+    c->resp_chunked = false;
+    c->keep_alive = false;
+}
+
+void kl_respond(kl_exchange *ex, int status, const char *content_type,
+                const char *headers, const char *body, size_t len)
+{
+    const char *h = content_type
+        ? kl_arena_printf(&ex->arena, "Content-Type: %s\r\n%s", content_type, headers ? headers : "")
+        : headers;
+    kl_respond_start(ex, status, h, (int64_t)len);
+    kl_respond_data(ex, body, len);
+}
+
+size_t kl_conn_pending(const kl_exchange *ex)
+{
+    struct kl_conn *c = live(ex);
+    return c ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
+}
+
+void kl_conn_on_drain(kl_exchange *ex, void (*cb)(kl_exchange *))
+{
+    struct kl_conn *c = live(ex);
+    if (c)
+        c->drain_cb = cb;
+}
+
+void kl_conn_exchange_done(kl_exchange *ex)
+{
+    struct kl_conn *c = live(ex);
+    if (!c)
+        return;
+    c->ex = NULL;
+    ex->conn = NULL;
+    c->drain_cb = NULL;
+    if (!c->keep_alive || c->w->draining) {
+        c->state = ST_CLOSING;
+        bufferevent_disable(c->bev, EV_READ);
+        evtimer_del(c->timer);
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            conn_free(c);
+        return;
+    }
+    enter_head_state(c);
+}

@@ -1,0 +1,49 @@
+/* Client connections: read HTTP/1.1 requests off a bufferevent, hand each
+ * complete request to the pipeline as an exchange, and write its response,
+ * whole or streamed. One exchange at a time per connection; pipelined
+ * requests wait in the input buffer. */
+#ifndef KL_CONN_H
+#define KL_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/exchange.h"
+#include "core/worker.h"
+
+/* Take ownership of an accepted socket. */
+void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t salen);
+
+/* Close every connection that has no exchange in flight (shutdown). */
+void kl_conn_close_idle(kl_worker *w);
+/* Close every connection, ending any exchange still attached (last step of
+ * a worker's shutdown). */
+void kl_conn_close_all(kl_worker *w);
+
+/* ---- responses (no-ops once the client is gone) ---- */
+
+/* A whole response with Content-Length. headers: preformatted
+ * "Name: value\r\n" lines or NULL. */
+void kl_respond(kl_exchange *ex, int status, const char *content_type,
+                const char *headers, const char *body, size_t len);
+
+/* Begin a response whose body follows through kl_respond_data.
+ * content_length < 0 streams it (chunked, or close-delimited for HTTP/1.0). */
+void kl_respond_start(kl_exchange *ex, int status, const char *headers, int64_t content_length);
+void kl_respond_data(kl_exchange *ex, const char *data, size_t len);
+void kl_respond_end(kl_exchange *ex);
+/* End the response abnormally: the connection is closed without completing
+ * the body, so the client sees a truncated transfer, not a clean end. */
+void kl_respond_abort(kl_exchange *ex);
+
+/* Bytes queued for the client and not yet written. */
+size_t kl_conn_pending(const kl_exchange *ex);
+/* Call cb(ex) once when the queued output has been written. */
+void kl_conn_on_drain(kl_exchange *ex, void (*cb)(kl_exchange *));
+
+/* The pipeline is finished with ex (recorded and about to be freed): the
+ * connection detaches and moves on to the next request or closes. */
+void kl_conn_exchange_done(kl_exchange *ex);
+
+#endif

@@ -1,0 +1,373 @@
+#include "listen/http.h"
+
+#include <string.h>
+#include <strings.h>
+
+/* RFC 9110 token characters. */
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* Find the end of a line starting at i: returns index of '\n', or -1. */
+static long find_lf(const char *buf, size_t len, size_t i)
+{
+    const char *p = memchr(buf + i, '\n', len - i);
+    return p ? (long)(p - buf) : -1;
+}
+
+static bool parse_content_length(const char *v, int64_t *out)
+{
+    if (!*v)
+        return false;
+    int64_t n = 0;
+    for (const char *p = v; *p; p++) {
+        if (*p < '0' || *p > '9' || n > (INT64_MAX - 9) / 10)
+            return false;
+        n = n * 10 + (*p - '0');
+    }
+    *out = n;
+    return true;
+}
+
+bool kl_http_list_has(const char *value, const char *token)
+{
+    size_t tl = strlen(token);
+    const char *p = value;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if ((size_t)(end - start) == tl && strncasecmp(start, token, tl) == 0)
+            return true;
+    }
+    return false;
+}
+
+int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
+                       kl_arena *a, kl_http_request *req, const char **why)
+{
+    /* Tolerate empty lines before a request (RFC 9112 section 2.2). */
+    size_t i = 0;
+    while (i + 1 < len && buf[i] == '\r' && buf[i + 1] == '\n')
+        i += 2;
+    while (i < len && buf[i] == '\n')
+        i++;
+
+    /* Locate the blank line that ends the head. */
+    size_t scan = i, end = 0;
+    for (;;) {
+        long lf = find_lf(buf, len, scan);
+        if (lf < 0) {
+            if (len > max_head) {
+                *why = "request head too large";
+                return -431;
+            }
+            return KL_HTTP_INCOMPLETE;
+        }
+        size_t line_start = scan;
+        scan = (size_t)lf + 1;
+        if ((size_t)lf == line_start || ((size_t)lf == line_start + 1 && buf[line_start] == '\r')) {
+            if (line_start == i)
+                continue; /* cannot happen after the skip above, but be safe */
+            end = scan;
+            break;
+        }
+        if (scan > max_head) {
+            *why = "request head too large";
+            return -431;
+        }
+    }
+    if (end > max_head) {
+        *why = "request head too large";
+        return -431;
+    }
+
+    memset(req, 0, sizeof(*req));
+    req->content_length = -1;
+    char *head = kl_arena_strndup(a, buf + i, end - i);
+    size_t hlen = end - i;
+
+    /* Request line: method SP target SP HTTP/1.x */
+    char *line_end = memchr(head, '\n', hlen);
+    size_t ll = (size_t)(line_end - head);
+    if (ll > 0 && head[ll - 1] == '\r')
+        ll--;
+    head[ll] = '\0';
+    char *sp1 = memchr(head, ' ', ll);
+    if (!sp1 || sp1 == head) {
+        *why = "malformed request line";
+        return -400;
+    }
+    for (char *p = head; p < sp1; p++)
+        if (!is_tchar((unsigned char)*p)) {
+            *why = "malformed method";
+            return -400;
+        }
+    char *sp2 = memchr(sp1 + 1, ' ', ll - (size_t)(sp1 + 1 - head));
+    if (!sp2 || sp2 == sp1 + 1) {
+        *why = "malformed request line";
+        return -400;
+    }
+    char *version = sp2 + 1;
+    if (strncmp(version, "HTTP/1.", 7) != 0 || !(version[7] == '0' || version[7] == '1') ||
+        version[8] != '\0') {
+        *why = "unsupported HTTP version";
+        return strncmp(version, "HTTP/", 5) == 0 ? -505 : -400;
+    }
+    req->minor = version[7] - '0';
+    *sp1 = '\0';
+    *sp2 = '\0';
+    req->method = head;
+    req->target = sp1 + 1;
+    for (const char *p = req->target; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
+            *why = "malformed request target";
+            return -400;
+        }
+    if (req->target[0] != '/' && strcmp(req->target, "*") != 0) {
+        *why = "request target must be a path";
+        return -400;
+    }
+    char *q = strchr(sp1 + 1, '?');
+    if (q) {
+        req->path = kl_arena_strndup(a, req->target, (size_t)(q - req->target));
+        req->query = q + 1;
+    } else {
+        req->path = req->target;
+    }
+
+    /* Header fields. Count lines first to size the array. */
+    size_t nlines = 0;
+    for (size_t k = ll + 1; k < hlen; k++)
+        if (head[k] == '\n')
+            nlines++;
+    req->headers = kl_arena_alloc(a, (nlines + 1) * sizeof(struct kl_header));
+    char *p = line_end + 1;
+    char *stop = head + hlen;
+    bool saw_host = false, saw_te = false;
+    while (p < stop) {
+        char *nl = memchr(p, '\n', (size_t)(stop - p));
+        char *le = nl;
+        if (le > p && le[-1] == '\r')
+            le--;
+        if (le == p)
+            break; /* blank line */
+        *le = '\0';
+        if (*p == ' ' || *p == '\t') {
+            *why = "obsolete line folding is not accepted";
+            return -400;
+        }
+        char *colon = strchr(p, ':');
+        if (!colon || colon == p) {
+            *why = "malformed header field";
+            return -400;
+        }
+        for (char *c = p; c < colon; c++)
+            if (!is_tchar((unsigned char)*c)) {
+                *why = "malformed header name";
+                return -400;
+            }
+        *colon = '\0';
+        char *v = colon + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        char *ve = le;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+        *ve = '\0';
+        for (char *c = v; c < ve; c++)
+            if ((unsigned char)*c < 0x20 && *c != '\t') {
+                *why = "control character in header value";
+                return -400;
+            }
+        struct kl_header *h = &req->headers[req->nheaders++];
+        h->name = p;
+        h->value = v;
+
+        if (strcasecmp(p, "content-length") == 0) {
+            int64_t n;
+            if (!parse_content_length(v, &n) || (req->content_length >= 0 && req->content_length != n)) {
+                *why = "invalid Content-Length";
+                return -400;
+            }
+            req->content_length = n;
+        } else if (strcasecmp(p, "transfer-encoding") == 0) {
+            if (saw_te || strcasecmp(v, "chunked") != 0) {
+                *why = "unsupported Transfer-Encoding (only chunked)";
+                return -501;
+            }
+            saw_te = true;
+            req->chunked = true;
+        } else if (strcasecmp(p, "host") == 0) {
+            if (saw_host) {
+                *why = "more than one Host header";
+                return -400;
+            }
+            saw_host = true;
+        } else if (strcasecmp(p, "expect") == 0) {
+            if (strcasecmp(v, "100-continue") == 0)
+                req->expect_continue = true;
+        }
+        p = nl + 1;
+    }
+    if (req->chunked && req->content_length >= 0) {
+        /* Both framings at once is the classic smuggling vector. */
+        *why = "both Transfer-Encoding and Content-Length";
+        return -400;
+    }
+    if (req->minor == 1 && !saw_host) {
+        *why = "missing Host header";
+        return -400;
+    }
+    const char *conn = kl_http_header(req, "connection");
+    if (req->minor == 1)
+        req->keep_alive = !(conn && kl_http_list_has(conn, "close"));
+    else
+        req->keep_alive = conn && kl_http_list_has(conn, "keep-alive");
+    return (int)end;
+}
+
+const char *kl_http_header(const kl_http_request *req, const char *name)
+{
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (strcasecmp(req->headers[i].name, name) == 0)
+            return req->headers[i].value;
+    return NULL;
+}
+
+enum { CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER, CH_TRAILER_LF, CH_DONE };
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+enum kl_chunked_result kl_chunked_feed(kl_chunked *c, const char *in, size_t len, size_t *used,
+                                       void (*emit)(void *arg, const char *p, size_t n), void *arg)
+{
+    size_t i = 0;
+    while (i < len) {
+        char ch = in[i];
+        switch (c->state) {
+        case CH_SIZE: {
+            int h = hexval(ch);
+            if (h >= 0) {
+                if (c->line_len >= 15) /* more than 2^60 bytes */
+                    goto bad;
+                c->remaining = c->remaining * 16 + (uint64_t)h;
+                c->line_len++;
+                i++;
+            } else if (c->line_len == 0) {
+                goto bad;
+            } else if (ch == ';' || ch == ' ' || ch == '\t') {
+                c->state = CH_EXT;
+                i++;
+            } else if (ch == '\r') {
+                c->state = CH_SIZE_LF;
+                i++;
+            } else if (ch == '\n') {
+                i++;
+                goto size_done;
+            } else {
+                goto bad;
+            }
+            break;
+        }
+        case CH_EXT:
+            /* Chunk extensions are allowed and ignored; bound their length. */
+            if (++c->line_len > 4096)
+                goto bad;
+            if (ch == '\r')
+                c->state = CH_SIZE_LF;
+            else if (ch == '\n') {
+                i++;
+                goto size_done;
+            }
+            i++;
+            break;
+        case CH_SIZE_LF:
+            if (ch != '\n')
+                goto bad;
+            i++;
+        size_done:
+            c->line_len = 0;
+            c->state = c->remaining ? CH_DATA : CH_TRAILER;
+            break;
+        case CH_DATA: {
+            size_t n = len - i;
+            if (n > c->remaining)
+                n = (size_t)c->remaining;
+            emit(arg, in + i, n);
+            i += n;
+            c->remaining -= n;
+            if (!c->remaining)
+                c->state = CH_DATA_CR;
+            break;
+        }
+        case CH_DATA_CR:
+            if (ch == '\r')
+                c->state = CH_DATA_LF;
+            else if (ch == '\n')
+                c->state = CH_SIZE;
+            else
+                goto bad;
+            i++;
+            break;
+        case CH_DATA_LF:
+            if (ch != '\n')
+                goto bad;
+            c->state = CH_SIZE;
+            i++;
+            break;
+        case CH_TRAILER:
+            /* Trailer fields are read and dropped; an empty line ends them. */
+            if (ch == '\r') {
+                c->state = CH_TRAILER_LF;
+            } else if (ch == '\n') {
+                if (c->line_len == 0) {
+                    c->state = CH_DONE;
+                    *used = i + 1;
+                    return KL_CHUNKED_DONE;
+                }
+                c->line_len = 0;
+            } else if (++c->line_len > 8192) {
+                goto bad;
+            }
+            i++;
+            break;
+        case CH_TRAILER_LF:
+            if (ch != '\n')
+                goto bad;
+            i++;
+            if (c->line_len == 0) {
+                c->state = CH_DONE;
+                *used = i;
+                return KL_CHUNKED_DONE;
+            }
+            c->line_len = 0;
+            c->state = CH_TRAILER;
+            break;
+        default:
+            goto bad;
+        }
+    }
+    *used = i;
+    return KL_CHUNKED_MORE;
+bad:
+    *used = i;
+    return KL_CHUNKED_ERROR;
+}

@@ -1,0 +1,315 @@
+#include "listen/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+
+#include "core/log.h"
+#include "listen/conn.h"
+#include "upstream/upstream.h"
+
+/* Split "host:port" ("[v6]:port" too) and bind a listening socket with
+ * SO_REUSEPORT so every worker can own one and the kernel spreads accepts. */
+static int open_listener(const char *address, int port_override, char *bound, size_t boundlen,
+                         const char **err)
+{
+    char host[256];
+    const char *colon = strrchr(address, ':');
+    size_t hl = (size_t)(colon - address);
+    if (hl >= sizeof(host)) {
+        *err = "address too long";
+        return -1;
+    }
+    memcpy(host, address, hl);
+    host[hl] = '\0';
+    char *h = host;
+    if (h[0] == '[' && hl > 1 && h[hl - 1] == ']') {
+        h[hl - 1] = '\0';
+        h++;
+    }
+    char port[16];
+    snprintf(port, sizeof(port), "%d", port_override >= 0 ? port_override : atoi(colon + 1));
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res;
+    if (getaddrinfo(*h ? h : NULL, port, &hints, &res) != 0) {
+        *err = "cannot resolve listen address";
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        freeaddrinfo(res);
+        *err = strerror(errno);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
+        *err = strerror(errno);
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    char ip[INET6_ADDRSTRLEN] = "";
+    int p = 0;
+    if (ss.ss_family == AF_INET) {
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
+        p = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        snprintf(bound, boundlen, "%s:%d", ip, p);
+    } else {
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof(ip));
+        p = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        snprintf(bound, boundlen, "[%s]:%d", ip, p);
+    }
+    return fd;
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    (void)l;
+    kl_conn_accept(arg, fd, sa, (socklen_t)salen);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    /* EMFILE and friends: keep serving the connections we have. */
+    kl_warn("accept failed: %s", strerror(errno));
+}
+
+static void stop_listening(kl_worker *w)
+{
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        if (w->listeners[i]) {
+            evconnlistener_free(w->listeners[i]);
+            w->listeners[i] = NULL;
+        }
+    }
+}
+
+void kl_server_maybe_stopped(kl_worker *w)
+{
+    /* Done when no exchange runs and every last response has been flushed
+     * (closing connections free themselves once their output is written). */
+    if (w->draining && w->inflight == 0 && w->nconns == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kl_worker *w = arg;
+    kl_warn("worker %d: %llu exchanges still running after the shutdown grace period; stopping them",
+            w->index, (unsigned long long)w->inflight);
+    kl_upstream_cancel_all(w);
+    event_base_loopexit(w->base, NULL);
+}
+
+/* Another thread changed server state (stop requested). */
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kl_worker *w = arg;
+    if (atomic_load(&w->server->stopping) && !w->draining) {
+        w->draining = true;
+        stop_listening(w);
+        kl_conn_close_idle(w);
+        if (w->inflight == 0 && w->nconns == 0) {
+            event_base_loopexit(w->base, NULL);
+            return;
+        }
+        uint32_t ms = w->cfg->listen.timeouts.shutdown;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        w->drain_timer = evtimer_new(w->base, on_drain_timeout, w);
+        evtimer_add(w->drain_timer, &tv);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    kl_worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+struct signal_ctx {
+    kl_server *srv;
+    struct event_base *base;
+};
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct signal_ctx *sc = arg;
+    if (sig == SIGHUP) {
+        kl_warn("SIGHUP: configuration reload is not supported yet; keeping the current configuration");
+        return;
+    }
+    if (atomic_exchange(&sc->srv->stopping, true))
+        return;
+    kl_info("received %s: no longer accepting; waiting for in-flight requests",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    for (int i = 0; i < sc->srv->nworkers; i++)
+        event_active(sc->srv->workers[i].wake, EV_READ, 0);
+    event_base_loopexit(sc->base, NULL);
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int kl_server_run(kl_config *cfg)
+{
+    kl_server srv;
+    memset(&srv, 0, sizeof(srv));
+    kl_config_holder_init(&srv.config, cfg);
+    evthread_use_pthreads();
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+    if (kl_upstream_global_init() < 0) {
+        kl_error("cannot initialise libcurl");
+        return 1;
+    }
+
+    int nw = cfg->listen.workers;
+    if (nw <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        nw = n > 0 ? (int)n : 1;
+    }
+    srv.nworkers = nw;
+    srv.workers = calloc((size_t)nw, sizeof(kl_worker));
+    size_t na = cfg->listen.naddresses;
+    int status = 1;
+
+    /* Bind every socket before any thread starts, so a port in use is a
+     * start-up error and port 0 resolves to one port for all workers. */
+    for (int i = 0; i < nw; i++) {
+        kl_worker *w = &srv.workers[i];
+        w->index = i;
+        w->server = &srv;
+        w->cfg = kl_config_ref(cfg);
+        w->rng = 0x9e3779b97f4a7c15ull ^ ((uint64_t)getpid() << 20) ^ (uint64_t)i ^
+                 (uint64_t)kl_wall_ms();
+        w->nlisteners = na;
+        w->listen_fds = calloc(na, sizeof(int));
+        w->listeners = calloc(na, sizeof(*w->listeners));
+        for (size_t a = 0; a < na; a++)
+            w->listen_fds[a] = -1;
+        for (size_t a = 0; a < na; a++) {
+            int port = -1;
+            if (i > 0) {
+                struct sockaddr_storage ss;
+                socklen_t sl = sizeof(ss);
+                getsockname(srv.workers[0].listen_fds[a], (struct sockaddr *)&ss, &sl);
+                port = ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+                                               : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+            }
+            char bound[80];
+            const char *err = NULL;
+            int fd = open_listener(cfg->listen.addresses[a], port, bound, sizeof(bound), &err);
+            if (fd < 0) {
+                kl_error("cannot listen on %s: %s", cfg->listen.addresses[a], err);
+                goto out;
+            }
+            w->listen_fds[a] = fd;
+            if (i == 0)
+                printf("keyless listening on http://%s\n", bound);
+        }
+    }
+    fflush(stdout);
+
+    for (int i = 0; i < nw; i++) {
+        kl_worker *w = &srv.workers[i];
+        w->base = event_base_new();
+        if (!w->base || kl_upstream_pool_init(w) < 0) {
+            kl_error("worker %d: cannot create event loop", i);
+            goto out;
+        }
+        for (size_t a = 0; a < na; a++) {
+            w->listeners[a] = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, -1,
+                                                 w->listen_fds[a]);
+            if (!w->listeners[a]) {
+                kl_error("worker %d: cannot watch listener", i);
+                goto out;
+            }
+            w->listen_fds[a] = -1; /* owned by the listener now */
+            evconnlistener_set_error_cb(w->listeners[a], on_accept_error);
+        }
+        w->wake = event_new(w->base, -1, 0, on_wake, w);
+    }
+    kl_info("keyless started: %d worker%s, %zu provider%s", nw, nw == 1 ? "" : "s",
+            cfg->nproviders, cfg->nproviders == 1 ? "" : "s");
+
+    for (int i = 0; i < nw; i++)
+        pthread_create(&srv.workers[i].thread, NULL, worker_main, &srv.workers[i]);
+
+    struct event_base *mb = event_base_new();
+    struct signal_ctx sc = {&srv, mb};
+    struct event *sigs[3];
+    int signums[3] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        sigs[i] = evsignal_new(mb, signums[i], on_signal, &sc);
+        evsignal_add(sigs[i], NULL);
+    }
+    event_base_dispatch(mb);
+    for (int i = 0; i < nw; i++)
+        pthread_join(srv.workers[i].thread, NULL);
+    for (int i = 0; i < 3; i++)
+        event_free(sigs[i]);
+    event_base_free(mb);
+    kl_info("keyless stopped");
+    status = 0;
+
+out:
+    for (int i = 0; i < nw; i++) {
+        kl_worker *w = &srv.workers[i];
+        if (w->base) {
+            stop_listening(w);
+            kl_conn_close_all(w);
+            kl_upstream_pool_free(w);
+            if (w->wake)
+                event_free(w->wake);
+            if (w->drain_timer)
+                event_free(w->drain_timer);
+            event_base_free(w->base);
+        }
+        for (size_t a = 0; a < w->nlisteners; a++)
+            if (w->listen_fds && w->listen_fds[a] >= 0)
+                close(w->listen_fds[a]);
+        free(w->listen_fds);
+        free(w->listeners);
+        if (w->cfg)
+            kl_config_unref(w->cfg);
+    }
+    free(srv.workers);
+    kl_config_holder_destroy(&srv.config);
+    kl_upstream_global_cleanup();
+    return status;
+}

@@ -1,0 +1,16 @@
+/* The server: listening sockets, worker threads, signals, graceful stop. */
+#ifndef KL_SERVER_H
+#define KL_SERVER_H
+
+#include "core/config.h"
+#include "core/worker.h"
+
+/* Run until SIGTERM/SIGINT. Takes over cfg's reference. Returns the exit
+ * status for main. */
+int kl_server_run(kl_config *cfg);
+
+/* Called after an exchange ends and after a connection closes: a draining
+ * worker stops once its last exchange and connection are gone. */
+void kl_server_maybe_stopped(kl_worker *w);
+
+#endif

@@ -1,0 +1,106 @@
+/* keyless: the command line. Thin on purpose: it parses arguments and calls
+ * into the server and the configuration reader. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "listen/server.h"
+
+#define KL_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: keyless <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  serve --config FILE     run the gateway\n"
+            "  check --config FILE     validate a configuration; non-zero exit on errors\n"
+            "        [--strict]        treat warnings as errors too\n"
+            "  version                 print the version\n");
+}
+
+static const char *opt_value(int argc, char **argv, const char *name)
+{
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], name) == 0 && i + 1 < argc)
+            return argv[i + 1];
+        size_t n = strlen(name);
+        if (strncmp(argv[i], name, n) == 0 && argv[i][n] == '=')
+            return argv[i] + n + 1;
+    }
+    return NULL;
+}
+
+static bool has_flag(int argc, char **argv, const char *name)
+{
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], name) == 0)
+            return true;
+    return false;
+}
+
+static int cmd_check(int argc, char **argv)
+{
+    const char *path = opt_value(argc, argv, "--config");
+    if (!path) {
+        fprintf(stderr, "keyless check: --config FILE is required\n");
+        return 2;
+    }
+    kl_diags d = {0};
+    kl_config *cfg = kl_config_load(path, &d);
+    kl_diags_print(&d, path, stdout);
+    bool strict = has_flag(argc, argv, "--strict");
+    int rc = (!cfg || (strict && d.warnings > 0)) ? 1 : 0;
+    printf("%s: %d error%s, %d warning%s\n", path, d.errors, d.errors == 1 ? "" : "s", d.warnings,
+           d.warnings == 1 ? "" : "s");
+    kl_diags_free(&d);
+    kl_config_unref(cfg);
+    return rc;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    const char *path = opt_value(argc, argv, "--config");
+    if (!path) {
+        fprintf(stderr, "keyless serve: --config FILE is required\n");
+        return 2;
+    }
+    kl_diags d = {0};
+    kl_config *cfg = kl_config_load(path, &d);
+    kl_diags_print(&d, path, stderr);
+    kl_diags_free(&d);
+    if (!cfg) {
+        fprintf(stderr, "keyless: not starting: the configuration has errors\n");
+        return 1;
+    }
+    kl_log_set_level((enum kl_log_level)cfg->log_level);
+    return kl_server_run(cfg);
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stderr, NULL, _IOLBF, 0);
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc, argv);
+    if (strcmp(cmd, "check") == 0)
+        return cmd_check(argc, argv);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("keyless %s\n", KL_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "keyless: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,216 @@
+/* The request pipeline, top to bottom.
+ *
+ *   1 listen     src/listen/     accept, parse HTTP/1.1, limits, endpoint   -> kl_pipeline_start
+ *     endpoint   (here)          404/405, request facts from the body (400)
+ *   2 identity   src/identity/   who is calling
+ *   3 authorize  src/authorize/  grants: may they use this model?
+ *     local      src/admin/      model lists and /api/ answered by keyless itself
+ *   4 guard      src/guard/      PII/secret scanning, hooks
+ *   5 admit      src/admit/      quotas and rate limits: reserve before forwarding
+ *   6 route      src/route/      provider, URL, headers with the provider key, body
+ *   7 upstream   src/upstream/   libcurl transfer, streamed back with backpressure
+ *   8 account    src/account/    usage and cost read from the answer as it passes
+ *   9 record     src/record/     the audit record, once the exchange ends
+ *
+ * Stages 2-7 run in order from the table below; a stage passes the exchange
+ * on (KL_NEXT), answers it (KL_DONE), or goes asynchronous (KL_WAIT) and
+ * calls kl_pipeline_resume later. Stages 8 and 9 run as the response flows
+ * and when it ends (kl_pipeline_response_* and kl_pipeline_finish). */
+#include "pipeline.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "account/account.h"
+#include "admin/admin.h"
+#include "admit/admit.h"
+#include "authorize/authorize.h"
+#include "guard/guard.h"
+#include "identity/identity.h"
+#include "listen/conn.h"
+#include "listen/server.h"
+#include "record/record.h"
+#include "route/route.h"
+#include "upstream/upstream.h"
+
+static enum kl_step endpoint_run(kl_exchange *ex);
+static enum kl_step local_run(kl_exchange *ex);
+
+static const struct kl_stage {
+    const char *name;
+    enum kl_step (*run)(kl_exchange *ex);
+} stages[] = {
+    {"endpoint", endpoint_run},
+    {"identity", kl_identity_run},
+    {"authorize", kl_authorize_run},
+    {"local", local_run},
+    {"guard", kl_guard_run},
+    {"admit", kl_admit_run},
+    {"route", kl_route_run},
+    {"upstream", kl_upstream_run},
+};
+
+#define NSTAGES ((int)(sizeof(stages) / sizeof(stages[0])))
+
+static void run_from(kl_exchange *ex, int i)
+{
+    for (; i < NSTAGES; i++) {
+        ex->stage = i;
+        enum kl_step s = stages[i].run(ex);
+        if (s == KL_WAIT)
+            return;
+        if (s == KL_DONE) {
+            kl_pipeline_finish(ex);
+            return;
+        }
+    }
+}
+
+void kl_pipeline_start(kl_exchange *ex)
+{
+    run_from(ex, 0);
+}
+
+void kl_pipeline_resume(kl_exchange *ex)
+{
+    ex->cancel = NULL;
+    run_from(ex, ex->stage + 1);
+}
+
+/* ---- endpoint: what is being asked, read from path and body ---- */
+
+static enum kl_step endpoint_run(kl_exchange *ex)
+{
+    const struct kl_endpoint_info *ep = ex->ep;
+    if (ep->id == KL_EP_UNKNOWN)
+        return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no such endpoint: %s %s",
+                       ex->req.method, ex->req.path);
+    if (ep->id != KL_EP_ADMIN && !ep->method) {
+        if (strcmp(ex->req.method, "GET") != 0 && strcmp(ex->req.method, "HEAD") != 0)
+            return kl_fail(ex, KL_ERR_METHOD, KL_EC_METHOD, "method %s is not allowed on %s; use GET",
+                           ex->req.method, ex->req.path);
+    } else if (ep->method && strcmp(ep->method, "*") != 0 && strcmp(ex->req.method, ep->method) != 0) {
+        return kl_fail(ex, KL_ERR_METHOD, KL_EC_METHOD, "method %s is not allowed on %s; use %s",
+                       ex->req.method, ex->req.path, ep->method);
+    }
+    if (ep->id == KL_EP_ROOT)
+        return kl_admin_root(ex);
+    if (!ep->inference)
+        return KL_NEXT;
+
+    struct kl_request_facts f;
+    const char *why = NULL;
+    if (kl_dialect_request_facts(ep, ex->body, ex->body_len, &ex->arena, &ex->json, &f, &why) < 0)
+        return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "%s", why);
+    if (ep->dialect != KL_DIALECT_GEMINI)
+        ex->model_requested = f.model;
+    ex->stream = f.stream;
+    ex->max_output_tokens = f.max_output_tokens;
+    return KL_NEXT;
+}
+
+static enum kl_step local_run(kl_exchange *ex)
+{
+    return ex->ep->inference ? KL_NEXT : kl_admin_run(ex);
+}
+
+/* ---- answers ---- */
+
+enum kl_step kl_fail(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_class ec,
+                     const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    ex->error_class = ec;
+    ex->error_message = kl_arena_strdup(&ex->arena, msg);
+    char *body = kl_dialect_error_body(&ex->arena, ex->dialect, kind, msg);
+    const char *extra = NULL;
+    if (kind == KL_ERR_METHOD)
+        extra = kl_arena_printf(&ex->arena, "Allow: %s\r\n", ex->ep->method && strcmp(ex->ep->method, "*")
+                                                              ? ex->ep->method : "GET, HEAD");
+    kl_respond(ex, kl_err_status(kind), "application/json", extra, body, strlen(body));
+    return KL_DONE;
+}
+
+void kl_pipeline_reject(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_class ec,
+                        const char *message)
+{
+    kl_fail(ex, kind, ec, "%s", message);
+    kl_pipeline_finish(ex);
+}
+
+void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
+                               int64_t content_length, bool event_stream)
+{
+    ex->upstream_status = status;
+    if (status >= 400)
+        ex->error_class = KL_EC_UPSTREAM_ERROR;
+    kl_account_begin(ex, status, event_stream);
+    if (ex->added_include_usage && event_stream)
+        content_length = -1; /* we may drop a chunk */
+    kl_respond_start(ex, status, headers, content_length);
+}
+
+void kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len)
+{
+    kl_account_data(ex, data, len);
+}
+
+void kl_pipeline_response_end(kl_exchange *ex)
+{
+    kl_account_end(ex);
+    kl_respond_end(ex);
+    kl_pipeline_finish(ex);
+}
+
+void kl_pipeline_upstream_failed(kl_exchange *ex, enum kl_err_kind kind,
+                                 enum kl_error_class ec, const char *message)
+{
+    if (!ex->head_sent) {
+        kl_fail(ex, kind, ec, "%s", message);
+    } else {
+        /* The caller already has a 2xx head. A stream gets a final error
+         * event its SDK understands; any other body is cut off so the
+         * client sees it incomplete rather than silently short. */
+        ex->error_class = ec;
+        ex->error_message = kl_arena_strdup(&ex->arena, message);
+        kl_account_end(ex);
+        if (ex->stream && ex->acct && ex->upstream_status < 400) {
+            char *ev = kl_dialect_error_event(&ex->arena, ex->dialect, kind, message);
+            kl_respond_data(ex, ev, strlen(ev));
+            kl_respond_end(ex);
+        } else {
+            kl_respond_abort(ex);
+        }
+    }
+    kl_pipeline_finish(ex);
+}
+
+/* ---- the end of every exchange ---- */
+
+void kl_pipeline_client_gone(kl_exchange *ex, enum kl_error_class why)
+{
+    if (ex->cancel)
+        ex->cancel(ex);
+    kl_upstream_cancel(ex);
+    if (!ex->error_class || ex->error_class == KL_EC_UPSTREAM_ERROR)
+        ex->error_class = why;
+    if (!ex->status || ex->head_sent)
+        ex->status = ex->head_sent ? ex->status : 499;
+    kl_pipeline_finish(ex);
+}
+
+void kl_pipeline_finish(kl_exchange *ex)
+{
+    kl_worker *w = ex->worker;
+    ex->t_end_ns = kl_now_ns();
+    kl_record_exchange(ex);
+    kl_account_free(ex);
+    kl_conn_exchange_done(ex);
+    kl_exchange_free(ex);
+    kl_server_maybe_stopped(w);
+}

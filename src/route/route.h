@@ -1,0 +1,30 @@
+/* Stage 6, route: pick the provider for the requested model, and build the
+ * upstream request — URL, headers with the provider's key instead of the
+ * caller's credentials, and the body (rewritten only where it must be). */
+#ifndef KL_ROUTE_H
+#define KL_ROUTE_H
+
+#include <stdbool.h>
+
+#include "core/exchange.h"
+#include "pipeline.h"
+
+enum kl_step kl_route_run(kl_exchange *ex);
+
+/* Resolve a model name, bare ("gpt-4o") or qualified ("openai/gpt-4o"), to
+ * the provider that serves it for the given compatibility bit (0 = any):
+ * enabled, listing the model, highest preference; first in file order on a
+ * tie. *bare receives the model id without the provider prefix. */
+const struct kl_provider *kl_route_resolve(const kl_config *cfg, const char *model,
+                                           unsigned compat, const char **bare,
+                                           size_t *bare_len);
+
+/* True when a caller's request header must not reach the provider:
+ * credentials, hop-by-hop headers, framing curl redoes, identity headers. */
+bool kl_route_drop_request_header(const char *name);
+
+/* Remove the `key` parameter (a Gemini credential) from a query string.
+ * Returns an arena string, or NULL when nothing remains. */
+const char *kl_route_strip_key_param(kl_arena *a, const char *query);
+
+#endif

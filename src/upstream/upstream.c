@@ -1,0 +1,436 @@
+#include "upstream/upstream.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#include "core/log.h"
+#include "listen/conn.h"
+
+/* Pause the provider once this much output waits for a slow client. */
+#define KL_HIGH_WATER (256u * 1024)
+
+struct kl_upstream_pool {
+    kl_worker *w;
+    CURLM *multi;
+    struct event *timer;
+    struct kl_upstream_xfer *xfers;     /* live transfers (for cancel_all) */
+};
+
+struct sock_watch {
+    curl_socket_t fd;
+    struct event *ev;
+    struct kl_upstream_pool *pool;
+};
+
+struct kl_upstream_xfer {
+    kl_exchange *ex;
+    struct kl_upstream_pool *pool;
+    struct kl_upstream_xfer *prev, *next;
+    CURL *easy;
+    struct curl_slist *headers;
+    struct event *timer;                /* first byte, then idle between bytes */
+    char *head;                         /* filtered response headers (malloc) */
+    size_t head_len, head_cap;
+    int status;
+    int64_t content_length;
+    bool decoded;                       /* curl removed a Content-Encoding */
+    bool event_stream;
+    bool head_done;
+    bool paused;
+    bool timed_out;
+};
+
+static void check_done(struct kl_upstream_pool *p);
+
+int kl_upstream_global_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+}
+
+void kl_upstream_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+/* ---- libcurl <-> libevent glue ---- */
+
+static void on_socket_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct kl_upstream_pool *p = arg;
+    int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int running;
+    curl_multi_socket_action(p->multi, fd, action, &running);
+    check_done(p);
+}
+
+static void on_multi_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct kl_upstream_pool *p = arg;
+    int running;
+    curl_multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(p);
+}
+
+static int multi_timer_cb(CURLM *multi, long timeout_ms, void *arg)
+{
+    (void)multi;
+    struct kl_upstream_pool *p = arg;
+    if (timeout_ms < 0) {
+        evtimer_del(p->timer);
+        return 0;
+    }
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    evtimer_add(p->timer, &tv);
+    return 0;
+}
+
+static int multi_socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg, void *sockp)
+{
+    (void)easy;
+    struct kl_upstream_pool *p = arg;
+    struct sock_watch *s = sockp;
+    if (what == CURL_POLL_REMOVE) {
+        if (s) {
+            event_free(s->ev);
+            free(s);
+            curl_multi_assign(p->multi, fd, NULL);
+        }
+        return 0;
+    }
+    if (!s) {
+        s = calloc(1, sizeof(*s));
+        if (!s)
+            abort();
+        s->fd = fd;
+        s->pool = p;
+        curl_multi_assign(p->multi, fd, s);
+    } else {
+        event_free(s->ev);
+    }
+    short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+    s->ev = event_new(p->w->base, fd, kind, on_socket_event, p);
+    event_add(s->ev, NULL);
+    return 0;
+}
+
+int kl_upstream_pool_init(kl_worker *w)
+{
+    struct kl_upstream_pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return -1;
+    p->w = w;
+    p->multi = curl_multi_init();
+    if (!p->multi) {
+        free(p);
+        return -1;
+    }
+    p->timer = evtimer_new(w->base, on_multi_timer, p);
+    curl_multi_setopt(p->multi, CURLMOPT_SOCKETFUNCTION, multi_socket_cb);
+    curl_multi_setopt(p->multi, CURLMOPT_SOCKETDATA, p);
+    curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
+    curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
+    curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    w->upstream = p;
+    return 0;
+}
+
+void kl_upstream_pool_free(kl_worker *w)
+{
+    struct kl_upstream_pool *p = w->upstream;
+    if (!p)
+        return;
+    curl_multi_cleanup(p->multi);
+    event_free(p->timer);
+    free(p);
+    w->upstream = NULL;
+}
+
+/* ---- one transfer ---- */
+
+static void xfer_free(struct kl_upstream_xfer *x)
+{
+    struct kl_upstream_pool *p = x->pool;
+    curl_multi_remove_handle(p->multi, x->easy);
+    curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->headers);
+    if (x->timer)
+        event_free(x->timer);
+    free(x->head);
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        p->xfers = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    x->ex->xfer = NULL;
+    free(x);
+}
+
+static void arm_timer(struct kl_upstream_xfer *x, uint32_t ms)
+{
+    if (!ms)
+        return;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(x->timer, &tv);
+}
+
+static void head_append(struct kl_upstream_xfer *x, const char *s, size_t n)
+{
+    if (x->head_len + n + 1 > x->head_cap) {
+        size_t cap = x->head_cap ? x->head_cap * 2 : 1024;
+        while (cap < x->head_len + n + 1)
+            cap *= 2;
+        x->head = realloc(x->head, cap);
+        if (!x->head)
+            abort();
+        x->head_cap = cap;
+    }
+    memcpy(x->head + x->head_len, s, n);
+    x->head_len += n;
+    x->head[x->head_len] = '\0';
+}
+
+/* Response headers we never pass to the client: hop-by-hop ones, framing we
+ * redo ourselves, and cookies the provider sets on the gateway. */
+static bool drop_response_header(const char *name, size_t n)
+{
+    static const char *drop[] = {
+        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer",
+        "transfer-encoding", "upgrade", "content-length", "content-encoding", "set-cookie",
+        "alt-svc",
+    };
+    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+        if (strlen(drop[i]) == n && strncasecmp(name, drop[i], n) == 0)
+            return true;
+    return false;
+}
+
+static void deliver_head(struct kl_upstream_xfer *x)
+{
+    x->head_done = true;
+    /* From here on the deadline is the gap between bytes, not the first. */
+    arm_timer(x, x->ex->cfg->listen.timeouts.upstream_idle);
+    /* A decoded body no longer matches the provider's Content-Length. */
+    int64_t len = x->decoded ? -1 : x->content_length;
+    kl_pipeline_response_head(x->ex, x->status, x->head ? x->head : "", len, x->event_stream);
+}
+
+static size_t on_header(char *buf, size_t size, size_t nitems, void *arg)
+{
+    struct kl_upstream_xfer *x = arg;
+    size_t n = size * nitems;
+    if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
+        /* A new status line (after a 1xx): start over. */
+        const char *sp = memchr(buf, ' ', n);
+        x->status = sp ? atoi(sp + 1) : 0;
+        x->head_len = 0;
+        x->content_length = -1;
+        x->decoded = false;
+        x->event_stream = false;
+        return n;
+    }
+    size_t len = n;
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        len--;
+    if (len == 0) {
+        if (x->status >= 200 && !x->head_done)
+            deliver_head(x);
+        return n;
+    }
+    const char *colon = memchr(buf, ':', len);
+    if (!colon)
+        return n;
+    size_t nl = (size_t)(colon - buf);
+    const char *v = colon + 1;
+    while (v < buf + len && (*v == ' ' || *v == '\t'))
+        v++;
+    size_t vl = (size_t)(buf + len - v);
+    if (nl == 14 && strncasecmp(buf, "content-length", 14) == 0)
+        x->content_length = strtoll(v, NULL, 10);
+    else if (nl == 16 && strncasecmp(buf, "content-encoding", 16) == 0)
+        x->decoded = !(vl == 8 && strncasecmp(v, "identity", 8) == 0);
+    else if (nl == 12 && strncasecmp(buf, "content-type", 12) == 0)
+        x->event_stream = vl >= 17 && strncasecmp(v, "text/event-stream", 17) == 0;
+    if (drop_response_header(buf, nl))
+        return n;
+    head_append(x, buf, len);
+    head_append(x, "\r\n", 2);
+    return n;
+}
+
+static void on_client_drained(kl_exchange *ex)
+{
+    struct kl_upstream_xfer *x = ex->xfer;
+    if (!x || !x->paused)
+        return;
+    x->paused = false;
+    arm_timer(x, ex->cfg->listen.timeouts.upstream_idle);
+    curl_easy_pause(x->easy, CURLPAUSE_CONT);
+}
+
+static size_t on_body(char *buf, size_t size, size_t nitems, void *arg)
+{
+    struct kl_upstream_xfer *x = arg;
+    kl_exchange *ex = x->ex;
+    size_t n = size * nitems;
+    if (!x->head_done)
+        deliver_head(x);
+    if (ex->conn && kl_conn_pending(ex) > KL_HIGH_WATER) {
+        /* curl keeps this block and hands it to us again on unpause. */
+        x->paused = true;
+        evtimer_del(x->timer);
+        kl_conn_on_drain(ex, on_client_drained);
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    arm_timer(x, ex->cfg->listen.timeouts.upstream_idle);
+    kl_pipeline_response_data(ex, buf, n);
+    return n;
+}
+
+static void on_xfer_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct kl_upstream_xfer *x = arg;
+    kl_exchange *ex = x->ex;
+    bool started = x->head_done;
+    xfer_free(x);
+    kl_pipeline_upstream_failed(ex, KL_ERR_TIMEOUT, KL_EC_UPSTREAM_TIMEOUT,
+                                started ? "the provider stopped sending before the response was complete"
+                                        : "the provider did not answer in time");
+}
+
+static void finish(struct kl_upstream_xfer *x, CURLcode rc)
+{
+    kl_exchange *ex = x->ex;
+    bool started = x->head_done;
+    if (rc == CURLE_OK && !started && x->status >= 200)
+        deliver_head(x), started = true;
+    xfer_free(x);
+    if (rc == CURLE_OK) {
+        kl_pipeline_response_end(ex);
+        return;
+    }
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+        kl_pipeline_upstream_failed(ex, KL_ERR_BAD_GATEWAY, KL_EC_UPSTREAM_UNREACHABLE,
+                                    kl_arena_printf(&ex->arena, "provider %s is unreachable: %s",
+                                                    ex->provider->id, curl_easy_strerror(rc)));
+        return;
+    case CURLE_OPERATION_TIMEDOUT:
+        kl_pipeline_upstream_failed(ex, KL_ERR_TIMEOUT, KL_EC_UPSTREAM_TIMEOUT,
+                                    kl_arena_printf(&ex->arena, "provider %s timed out: %s",
+                                                    ex->provider->id, curl_easy_strerror(rc)));
+        return;
+    default:
+        kl_pipeline_upstream_failed(ex, KL_ERR_BAD_GATEWAY,
+                                    started ? KL_EC_STREAM_INTERRUPTED : KL_EC_UPSTREAM_RESET,
+                                    kl_arena_printf(&ex->arena, "connection to provider %s failed: %s",
+                                                    ex->provider->id, curl_easy_strerror(rc)));
+        return;
+    }
+}
+
+static void check_done(struct kl_upstream_pool *p)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(p->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        struct kl_upstream_xfer *x = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        CURLcode rc = msg->data.result;
+        if (x)
+            finish(x, rc);
+    }
+}
+
+enum kl_step kl_upstream_run(kl_exchange *ex)
+{
+    struct kl_upstream_pool *p = ex->worker->upstream;
+    struct kl_upstream_xfer *x = calloc(1, sizeof(*x));
+    if (!x)
+        abort();
+    x->ex = ex;
+    x->pool = p;
+    x->content_length = -1;
+    x->easy = curl_easy_init();
+    if (!x->easy) {
+        free(x);
+        return kl_fail(ex, KL_ERR_INTERNAL, KL_EC_INTERNAL, "cannot start the upstream request");
+    }
+    ex->xfer = x;
+    x->next = p->xfers;
+    if (p->xfers)
+        p->xfers->prev = x;
+    p->xfers = x;
+
+    bool has_ctype = false;
+    for (size_t i = 0; i < ex->n_up_headers; i++) {
+        x->headers = curl_slist_append(x->headers, ex->up_headers[i]);
+        if (strncasecmp(ex->up_headers[i], "content-type:", 13) == 0)
+            has_ctype = true;
+    }
+    /* No "Expect: 100-continue" round trip; no form-encoding default. */
+    x->headers = curl_slist_append(x->headers, "Expect:");
+    if (!has_ctype)
+        x->headers = curl_slist_append(x->headers, "Content-Type: application/json");
+
+    const struct kl_timeouts *t = &ex->cfg->listen.timeouts;
+    CURL *e = x->easy;
+    curl_easy_setopt(e, CURLOPT_URL, ex->upstream_url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (t->upstream_connect)
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)t->upstream_connect);
+    if (strcmp(ex->req.method, "POST") == 0) {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, ex->up_body ? ex->up_body : "");
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)ex->up_body_len);
+    }
+    x->timer = evtimer_new(ex->worker->base, on_xfer_timeout, x);
+    arm_timer(x, t->upstream_first_byte);
+    if (curl_multi_add_handle(p->multi, e) != CURLM_OK) {
+        xfer_free(x);
+        return kl_fail(ex, KL_ERR_INTERNAL, KL_EC_INTERNAL, "cannot start the upstream request");
+    }
+    return KL_WAIT;
+}
+
+void kl_upstream_cancel(kl_exchange *ex)
+{
+    if (ex->xfer)
+        xfer_free(ex->xfer);
+}
+
+void kl_upstream_cancel_all(kl_worker *w)
+{
+    struct kl_upstream_pool *p = w->upstream;
+    while (p && p->xfers) {
+        struct kl_upstream_xfer *x = p->xfers;
+        kl_exchange *ex = x->ex;
+        xfer_free(x);
+        kl_pipeline_upstream_failed(ex, KL_ERR_UNAVAILABLE, KL_EC_SHUTDOWN, "the gateway is shutting down");
+    }
+}

@@ -1,0 +1,220 @@
+// Every gateway-made error in the caller's own dialect, and provider errors
+// passed through unchanged. The gateway must keep serving after each.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
+import { GoogleGenAI } from '@google/genai';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, rawRequest } from './lib/harness.mjs';
+
+// A port nothing listens on: bind, learn it, close.
+async function deadPort() {
+  const srv = net.createServer();
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const port = srv.address().port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+const post = (url, body, headers = {}) =>
+  fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+
+describe('errors', () => {
+  let mock, gw, responses = '';
+  before(async () => {
+    mock = await startMock();
+    const dead = await deadPort();
+    gw = await startGateway({
+      listen: { max_body_size: '64KiB', timeouts: { upstream_first_byte: '1s', upstream_idle: '1s' } },
+      providers: providersFor(mock.url, {
+        deadend: { baseurl: `http://127.0.0.1:${dead}`, apikey: 'sk-deadend-key-000', models: ['dead-model'],
+                   compatibility: { openai_chat: true, anthropic_messages: true, gemini_generate_content: true } },
+        nokey: { baseurl: mock.url, apikey: '${KEYLESS_TEST_UNSET_VAR}', models: ['nokey-model'] },
+      }),
+    });
+  });
+  after(async () => {
+    await gw.stop();
+    await mock.stop();
+    assertNoKeys(assert, gw.output() + responses, 'gateway log or responses');
+    assert.ok(!(gw.output() + responses).includes('sk-deadend-key-000'));
+  });
+
+  // Fetch and keep the whole response for the credential scan.
+  async function call(path, body, headers = {}, method = 'POST') {
+    const r = await fetch(`${gw.url}${path}`, {
+      method, headers: { 'content-type': 'application/json', ...headers }, body,
+    });
+    const text = await r.text();
+    responses += JSON.stringify([...r.headers]) + text;
+    let json = null;
+    try { json = JSON.parse(text); } catch { /* not JSON */ }
+    return { status: r.status, headers: r.headers, text, json };
+  }
+
+  it('400 malformed JSON and missing model, per dialect', async () => {
+    let r = await call('/v1/chat/completions', '{"model": "gpt-4o", ');
+    assert.equal(r.status, 400);
+    assert.equal(r.json.error.type, 'invalid_request_error');
+    assert.match(r.json.error.message, /malformed JSON/);
+    r = await call('/v1/messages', '{"max_tokens": 5}', { 'anthropic-version': '2023-06-01' });
+    assert.equal(r.status, 400);
+    assert.equal(r.json.type, 'error');
+    assert.equal(r.json.error.type, 'invalid_request_error');
+    assert.match(r.json.error.message, /model/);
+    r = await call('/v1beta/models/gemini-2.5-flash:generateContent', 'not json');
+    assert.equal(r.status, 400);
+    assert.equal(r.json.error.status, 'INVALID_ARGUMENT');
+    assert.equal(r.json.error.code, 400);
+  });
+
+  it('404 unknown model and unknown path, per dialect', async () => {
+    let r = await call('/v1/chat/completions', '{"model":"gpt-99","messages":[]}');
+    assert.equal(r.status, 404);
+    assert.match(r.json.error.message, /gpt-99/);
+    r = await call('/v1/messages', '{"model":"claude-0","max_tokens":5,"messages":[]}', { 'anthropic-version': '2023-06-01' });
+    assert.equal(r.status, 404);
+    assert.equal(r.json.error.type, 'not_found_error');
+    r = await call('/v1beta/models/gemini-0:generateContent', '{"contents":[]}');
+    assert.equal(r.status, 404);
+    assert.equal(r.json.error.status, 'NOT_FOUND');
+    r = await call('/v1/nonsense', '{}');
+    assert.equal(r.status, 404);
+    assert.ok(r.json.error);
+    // a model that exists but not for this API
+    r = await call('/v1/messages', '{"model":"gpt-4o","max_tokens":5,"messages":[]}', { 'anthropic-version': '2023-06-01' });
+    assert.equal(r.status, 404);
+    assert.match(r.json.error.message, /not served/);
+  });
+
+  it('405 wrong method with Allow', async () => {
+    const r = await call('/v1/chat/completions', undefined, {}, 'GET');
+    assert.equal(r.status, 405);
+    assert.equal(r.headers.get('allow'), 'POST');
+    assert.equal(r.json.error.code, 'method_not_allowed');
+    const g = await call('/v1/models', '{}', {}, 'POST');
+    assert.equal(g.status, 405);
+  });
+
+  it('413 body too large, in the dialect, before reading it all', async () => {
+    const big = JSON.stringify({ model: 'claude-sonnet-4-5', pad: 'x'.repeat(100 * 1024) });
+    const r = await call('/v1/messages', big, { 'anthropic-version': '2023-06-01' });
+    assert.equal(r.status, 413);
+    assert.equal(r.json.error.type, 'request_too_large');
+    // chunked bodies are counted as they arrive
+    const raw = await rawRequest(gw.url,
+      'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n' +
+      `20000\r\n${'y'.repeat(0x20000)}\r\n0\r\n\r\n`);
+    assert.match(raw, /^HTTP\/1.1 413 /);
+    assert.match(raw, /request_too_large/);
+  });
+
+  it('502 upstream unreachable, in each dialect and through each SDK', async () => {
+    const oa = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'x', maxRetries: 0 });
+    await assert.rejects(oa.chat.completions.create({ model: 'dead-model', messages: [] }), (e) => {
+      assert.equal(e.status, 502);
+      assert.match(e.message, /unreachable/);
+      return true;
+    });
+    const an = new Anthropic({ baseURL: gw.url, apiKey: 'x', maxRetries: 0 });
+    await assert.rejects(an.messages.create({ model: 'dead-model', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }), (e) => {
+      assert.equal(e.status, 502);
+      assert.equal(e.error.error.type, 'api_error');
+      return true;
+    });
+    const r = await call('/v1beta/models/dead-model:generateContent', '{"contents":[]}');
+    assert.equal(r.status, 502);
+    assert.equal(r.json.error.status, 'UNAVAILABLE');
+  });
+
+  it('502 when the provider resets the connection before answering', async () => {
+    const r = await call('/v1/chat/completions', '{"model":"gpt-4o","messages":[]}', { 'x-mock': 'reset_after=0' });
+    assert.equal(r.status, 502);
+    assert.equal(r.json.error.type, 'server_error');
+  });
+
+  it('504 when the provider does not answer in time', async () => {
+    const r = await call('/v1/messages', '{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[]}',
+      { 'anthropic-version': '2023-06-01', 'x-mock': 'delay_headers_ms=3000' });
+    assert.equal(r.status, 504);
+    assert.equal(r.json.error.type, 'timeout_error');
+  });
+
+  it('a stream the provider stops feeding ends with an error event', async () => {
+    const an = new Anthropic({ baseURL: gw.url, apiKey: 'x', maxRetries: 0 });
+    const stream = an.messages.stream({ model: 'claude-sonnet-4-5', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] },
+      { headers: { 'x-mock': 'stall=1' } });
+    await assert.rejects(stream.finalMessage(), (e) => {
+      assert.match(String(e.message), /stopped sending|timeout/i);
+      return true;
+    });
+  });
+
+  it('a reset mid-stream reaches the SDK as an error, not a clean end', async () => {
+    const oa = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'x', maxRetries: 0 });
+    const s = await oa.chat.completions.create({ model: 'gpt-4o', stream: true, messages: [] },
+      { headers: { 'x-mock': 'events=6;reset_after=2' } });
+    await assert.rejects((async () => { for await (const _ of s) { /* drain */ } })());
+  });
+
+  it('provider errors pass through unchanged', async () => {
+    for (const [path, body, hdrs] of [
+      ['/v1/chat/completions', '{"model":"gpt-4o","messages":[]}', {}],
+      ['/v1/messages', '{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[]}', { 'anthropic-version': '2023-06-01' }],
+      ['/v1beta/models/gemini-2.5-flash:generateContent', '{"contents":[]}', {}],
+    ]) {
+      await mock.clear();
+      const r = await call(path, body, { ...hdrs, 'x-mock': 'status=429;retry_after=7' });
+      assert.equal(r.status, 429);
+      assert.equal(r.headers.get('retry-after'), '7');
+      // byte-for-byte what the provider said: compare with a direct request
+      const direct = await fetch(`${mock.url}${path}`, {
+        method: 'POST', headers: { 'content-type': 'application/json', ...hdrs, 'x-mock': 'status=429;retry_after=7' }, body,
+      });
+      const dt = await direct.text();
+      assert.equal(r.text.replace(/"(id|request_id)":"[^"]*"/g, ''), dt.replace(/"(id|request_id)":"[^"]*"/g, ''));
+    }
+    const r = await call('/v1/chat/completions', '{"model":"gpt-4o","messages":[]}', { 'x-mock': 'status=500' });
+    assert.equal(r.status, 500);
+  });
+
+  it('503 when the provider key is not configured, with the reason', async () => {
+    const r = await call('/v1/chat/completions', '{"model":"nokey-model","messages":[]}');
+    assert.equal(r.status, 503);
+    assert.match(r.json.error.message, /KEYLESS_TEST_UNSET_VAR is not set/);
+  });
+
+  it('garbage on the socket gets a 400 and the server keeps serving', async () => {
+    for (const payload of [
+      'HELLO\r\n\r\n',
+      'GET / HTTP/9.9\r\nHost: x\r\n\r\n',
+      'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc',
+      'GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n',
+      '\x00\x01\x02\x03\r\n\r\n',
+      `GET /${'a'.repeat(70000)} HTTP/1.1\r\nHost: x\r\n\r\n`,
+    ]) {
+      const raw = await rawRequest(gw.url, payload);
+      assert.match(raw, /^HTTP\/1.1 (400|431|505) /, JSON.stringify(payload.slice(0, 40)));
+    }
+    const ok = await fetch(`${gw.url}/`);
+    assert.equal(ok.status, 200);
+  });
+
+  it('HEAD / and GET / answer at once', async () => {
+    const h = await fetch(`${gw.url}/`, { method: 'HEAD' });
+    assert.equal(h.status, 200);
+    const g = await fetch(`${gw.url}/`);
+    assert.equal(g.status, 200);
+  });
+
+  it('Expect: 100-continue, keep-alive and pipelining', async () => {
+    const body = '{"model":"gpt-4o","messages":[]}';
+    const one = `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    const raw = await rawRequest(gw.url, one + one + 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.equal(raw.match(/HTTP\/1.1 200 OK/g).length, 3);
+    const cont = await rawRequest(gw.url,
+      `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    assert.match(cont, /^HTTP\/1.1 100 Continue\r\n\r\nHTTP\/1.1 200 OK/);
+  });
+});

@@ -1,0 +1,70 @@
+// The official @google/genai SDK through keyless to the simulator.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { GoogleGenAI } from '@google/genai';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap } from './lib/harness.mjs';
+
+describe('Gemini dialect', () => {
+  let mock, gw, ai;
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({ providers: providersFor(mock.url) });
+    ai = new GoogleGenAI({ apiKey: 'caller-placeholder-key', httpOptions: { baseUrl: gw.url } });
+  });
+  after(async () => {
+    await gw.stop();
+    await mock.stop();
+    assertNoKeys(assert, gw.output(), 'gateway log');
+  });
+
+  it('generateContent: x-goog-api-key injected', async () => {
+    await mock.clear();
+    const r = await ai.models.generateContent({ model: 'gemini-2.5-flash', contents: 'hi' });
+    assert.equal(r.text, 'Hello from mockllm.');
+    const seen = await mock.last();
+    const h = headerMap(seen.headers);
+    assert.equal(h['x-goog-api-key'], KEYS.gemini);
+    assert.ok(!JSON.stringify(seen).includes('caller-placeholder-key'));
+    assert.equal(seen.path, '/v1beta/models/gemini-2.5-flash:generateContent');
+  });
+
+  it('generateContentStream (alt=sse)', async () => {
+    await mock.clear();
+    const s = await ai.models.generateContentStream({ model: 'gemini-2.5-pro', contents: 'hi' });
+    let text = '';
+    let n = 0;
+    for await (const c of s) {
+      text += c.text ?? '';
+      n++;
+    }
+    assert.equal(text, 'Hello from mockllm.');
+    assert.ok(n >= 2);
+    assert.match((await mock.last()).path, /:streamGenerateContent\?alt=sse$/);
+  });
+
+  it('streamGenerateContent without alt=sse streams a JSON array', async () => {
+    const r = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?key=caller-placeholder-key`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }),
+    });
+    assert.equal(r.status, 200);
+    const arr = JSON.parse(await r.text());
+    assert.ok(Array.isArray(arr) && arr.length >= 2);
+    const text = arr.map((c) => c.candidates?.[0]?.content?.parts?.map((p) => p.text).join('') ?? '').join('');
+    assert.equal(text, 'Hello from mockllm.');
+    const seen = await mock.last();
+    assert.ok(!seen.path.includes('key='), 'the caller key parameter must not be forwarded');
+  });
+
+  it('countTokens', async () => {
+    const r = await ai.models.countTokens({ model: 'gemini-2.5-flash', contents: 'hi' });
+    assert.equal(typeof r.totalTokens, 'number');
+  });
+
+  it('model list in Gemini shape', async () => {
+    const r = await fetch(`${gw.url}/v1beta/models`);
+    const j = await r.json();
+    assert.ok(j.models.some((m) => m.name === 'models/gemini-2.5-flash'));
+  });
+});

@@ -1,0 +1,196 @@
+// Test harness: starts the real keyless binary and the real mockllm
+// simulator on ephemeral ports, and gives tests handles on both.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { once } from 'node:events';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+export const BUILD = resolve(root, process.env.KEYLESS_BUILD || 'build');
+export const ROOT = root;
+
+// Provider keys used by every test config. The suite proves none of them
+// ever leaves the gateway anywhere but towards the provider.
+export const KEYS = {
+  openai: 'sk-test-openai-5f2c9d1e8a7b',
+  anthropic: 'sk-ant-test-9c8b7a6d5e4f',
+  gemini: 'AIza-test-gemini-1a2b3c4d',
+};
+
+// Wait for a line matching re on a child's stream; resolves with the match.
+function waitForLine(proc, stream, re, what, timeoutMs = 10000) {
+  return new Promise((resolveP, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`${what} did not start: ${buf}`)), timeoutMs);
+    const onData = (d) => {
+      buf += d.toString();
+      const m = buf.match(re);
+      if (m) {
+        clearTimeout(timer);
+        stream.off('data', onData);
+        resolveP(m);
+      }
+    };
+    stream.on('data', onData);
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited with ${code} before starting: ${buf}`));
+    });
+  });
+}
+
+// Under SAN=1 a sanitizer report on stderr fails the test that caused it.
+export function assertNoSanitizerReport(output, what) {
+  const m = output.match(/(ERROR: (Address|Leak)Sanitizer|runtime error:)[^\n]*/);
+  if (m) throw new Error(`${what}: sanitizer report: ${m[0]}\n${output.slice(-4000)}`);
+}
+
+export async function startMock(args = []) {
+  const proc = spawn(join(BUILD, 'mockllm'), ['--listen', '127.0.0.1:0', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const m = await waitForLine(proc, proc.stdout, /mockllm listening on (\S+)/, 'mockllm');
+  proc.stdout.resume();
+  let errout = '';
+  proc.stderr.on('data', (d) => (errout += d));
+  const url = `http://${m[1]}`;
+  const mock = {
+    proc,
+    url,
+    async requests() {
+      const r = await fetch(`${url}/_mock/requests`);
+      return r.json();
+    },
+    async last() {
+      const all = await mock.requests();
+      return all[all.length - 1];
+    },
+    async clear() {
+      await fetch(`${url}/_mock/requests`, { method: 'DELETE' });
+    },
+    async stats() {
+      const r = await fetch(`${url}/_mock/stats`);
+      return r.json();
+    },
+    async stop() {
+      if (proc.exitCode === null) {
+        proc.kill('SIGTERM');
+        await once(proc, 'exit');
+      }
+      assertNoSanitizerReport(errout, 'mockllm');
+    },
+  };
+  return mock;
+}
+
+// The providers section every test uses: three real dialects on one mock.
+export function providersFor(mockUrl, extra = {}) {
+  return {
+    openai: {
+      baseurl: mockUrl,
+      apikey: KEYS.openai,
+      models: ['gpt-4o', 'gpt-4o-mini', 'text-embedding-3-small'],
+      compatibility: { openai_chat: true, openai_responses: true },
+    },
+    anthropic: {
+      baseurl: mockUrl,
+      apikey: KEYS.anthropic,
+      authorization: 'x-api-key',
+      models: ['claude-sonnet-4-5', 'claude-haiku-4-5'],
+      compatibility: { anthropic_messages: true },
+    },
+    gemini: {
+      baseurl: mockUrl,
+      apikey: KEYS.gemini,
+      authorization: 'x-goog-api-key',
+      models: ['gemini-2.5-flash', 'gemini-2.5-pro'],
+      compatibility: { gemini_generate_content: true },
+    },
+    ...extra,
+  };
+}
+
+// Start keyless with config (an object, serialized as JSON, or a string of
+// HuJSON). Its stdout/stderr are kept for the credential scan.
+export async function startGateway(config, { env = {}, workers = 2 } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'keyless-test-'));
+  const path = join(dir, 'keyless.hujson');
+  let text = config;
+  if (typeof config !== 'string') {
+    const c = structuredClone(config);
+    c.listen = { addresses: ['127.0.0.1:0'], workers, ...(c.listen || {}) };
+    c.log = { level: 'info', access: true, ...(c.log || {}) };
+    text = JSON.stringify(c, null, 2);
+  }
+  writeFileSync(path, text);
+  const proc = spawn(join(BUILD, 'keyless'), ['serve', '--config', path], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  let output = '';
+  proc.stdout.on('data', (d) => (output += d));
+  proc.stderr.on('data', (d) => (output += d));
+  const m = await waitForLine(proc, proc.stdout, /keyless listening on (http:\/\/\S+)/, 'keyless');
+  const gw = {
+    proc,
+    dir,
+    configPath: path,
+    url: m[1],
+    output: () => output,
+    async stop(signal = 'SIGTERM') {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill(signal);
+        await once(proc, 'exit');
+      }
+      assertNoSanitizerReport(output, 'keyless');
+      return { code: proc.exitCode, signal: proc.signalCode };
+    },
+  };
+  return gw;
+}
+
+// Everything the gateway wrote must be free of provider keys.
+export function assertNoKeys(assert, text, where) {
+  for (const [name, key] of Object.entries(KEYS)) {
+    assert.ok(!text.includes(key), `${name} provider key leaked into ${where}`);
+  }
+}
+
+// Raw HTTP over a socket, for requests no SDK would send.
+import net from 'node:net';
+export function rawRequest(url, payload, { timeoutMs = 5000, localAddress } = {}) {
+  const u = new URL(url);
+  return new Promise((resolveP, reject) => {
+    const sock = net.connect({ host: u.hostname, port: Number(u.port), localAddress });
+    let data = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      resolveP(data.toString('latin1'));
+    }, timeoutMs);
+    sock.on('connect', () => sock.write(payload));
+    sock.on('data', (d) => (data = Buffer.concat([data, d])));
+    sock.on('end', () => {
+      clearTimeout(timer);
+      resolveP(data.toString('latin1'));
+    });
+    sock.on('error', (e) => {
+      clearTimeout(timer);
+      if (data.length) resolveP(data.toString('latin1'));
+      else reject(e);
+    });
+  });
+}
+
+export function headerMap(pairs) {
+  const m = {};
+  for (const [k, v] of pairs) m[k.toLowerCase()] = v;
+  return m;
+}
+
+export function readJSON(p) {
+  return JSON.parse(readFileSync(p, 'utf8'));
+}
+
+export { existsSync };

@@ -1,0 +1,128 @@
+// The official openai SDK through keyless to the simulator.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap } from './lib/harness.mjs';
+
+describe('OpenAI dialect', () => {
+  let mock, gw, client;
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({ providers: providersFor(mock.url) });
+    client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'caller-placeholder-key', maxRetries: 0 });
+  });
+  after(async () => {
+    await gw.stop();
+    await mock.stop();
+    assertNoKeys(assert, gw.output(), 'gateway log');
+  });
+
+  it('chat completion: provider key injected, caller key removed', async () => {
+    await mock.clear();
+    const r = await client.chat.completions.create({
+      model: 'gpt-4o',
+      messages: [{ role: 'user', content: 'hi' }],
+    }, { headers: { 'x-mock': 'text=Hi_there' } });
+    assert.equal(r.choices[0].message.content, 'Hi there');
+    assert.equal(r.model, 'gpt-4o');
+    const seen = await mock.last();
+    const h = headerMap(seen.headers);
+    assert.equal(h['authorization'], `Bearer ${KEYS.openai}`);
+    assert.ok(!JSON.stringify(seen).includes('caller-placeholder-key'));
+    assert.equal(seen.path, '/v1/chat/completions');
+    assert.equal(JSON.parse(seen.body).model, 'gpt-4o');
+  });
+
+  it('qualified model name is rewritten to the bare id upstream', async () => {
+    await mock.clear();
+    const r = await client.chat.completions.create({
+      model: 'openai/gpt-4o-mini',
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+    assert.equal(r.choices[0].message.content, 'Hello from mockllm.');
+    const seen = await mock.last();
+    assert.equal(JSON.parse(seen.body).model, 'gpt-4o-mini');
+  });
+
+  it('streaming chat arrives event by event; usage asked for upstream but not shown', async () => {
+    await mock.clear();
+    const stream = await client.chat.completions.create({
+      model: 'gpt-4o',
+      stream: true,
+      messages: [{ role: 'user', content: 'hi' }],
+    }, { headers: { 'x-mock': 'events=5' } });
+    let text = '';
+    let chunks = 0;
+    let sawUsage = false;
+    for await (const c of stream) {
+      chunks++;
+      if (c.usage) sawUsage = true;
+      if (c.choices.length === 0) sawUsage = true;
+      text += c.choices[0]?.delta?.content ?? '';
+    }
+    assert.equal(text, 'Hello from mockllm.');
+    assert.ok(chunks >= 5);
+    assert.equal(sawUsage, false, 'the caller did not ask for usage, so it must not see the usage chunk');
+    const body = JSON.parse((await mock.last()).body);
+    assert.deepEqual(body.stream_options, { include_usage: true });
+  });
+
+  it('streaming chat that asked for usage keeps it', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'gpt-4o',
+      stream: true,
+      stream_options: { include_usage: true },
+      messages: [{ role: 'user', content: 'hi' }],
+    }, { headers: { 'x-mock': 'in=11;out=7' } });
+    let usage = null;
+    for await (const c of stream) if (c.usage) usage = c.usage;
+    assert.equal(usage.prompt_tokens, 11);
+    assert.equal(usage.completion_tokens, 7);
+  });
+
+  it('Responses API, whole and streamed', async () => {
+    const r = await client.responses.create({ model: 'gpt-4o', input: 'hi' });
+    assert.equal(r.output_text, 'Hello from mockllm.');
+    const s = await client.responses.create({ model: 'gpt-4o', input: 'hi', stream: true });
+    let text = '';
+    let completed = false;
+    for await (const ev of s) {
+      if (ev.type === 'response.output_text.delta') text += ev.delta;
+      if (ev.type === 'response.completed') completed = true;
+    }
+    assert.equal(text, 'Hello from mockllm.');
+    assert.ok(completed);
+  });
+
+  it('embeddings', async () => {
+    const r = await client.embeddings.create({ model: 'text-embedding-3-small', input: 'hello' });
+    assert.ok(r.data[0].embedding.length > 0);
+  });
+
+  it('model list in OpenAI shape', async () => {
+    const ids = [];
+    for await (const m of client.models.list()) ids.push(m.id);
+    assert.ok(ids.includes('gpt-4o'));
+    assert.ok(ids.includes('claude-sonnet-4-5'));
+    assert.ok(ids.includes('gemini-2.5-flash'));
+    const one = await client.models.retrieve('gpt-4o');
+    assert.equal(one.id, 'gpt-4o');
+  });
+
+  it('tool calls stream through', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'gpt-4o',
+      stream: true,
+      messages: [{ role: 'user', content: 'read it' }],
+      tools: [{ type: 'function', function: { name: 'read_file', parameters: { type: 'object' } } }],
+    }, { headers: { 'x-mock': 'tools=read_file' } });
+    const names = [];
+    let finish = null;
+    for await (const c of stream) {
+      for (const tc of c.choices[0]?.delta?.tool_calls ?? []) if (tc.function?.name) names.push(tc.function.name);
+      finish = c.choices[0]?.finish_reason ?? finish;
+    }
+    assert.deepEqual(names, ['read_file']);
+    assert.equal(finish, 'tool_calls');
+  });
+});

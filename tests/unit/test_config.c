@@ -1,0 +1,190 @@
+/* Configuration validation: every problem reported with its place. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "core/config.h"
+
+static kl_config *parse(const char *text, kl_diags *d)
+{
+    memset(d, 0, sizeof(*d));
+    return kl_config_parse(text, strlen(text), "t.hujson", d);
+}
+
+static const struct kl_diag *find(const kl_diags *d, const char *needle)
+{
+    for (size_t i = 0; i < d->n; i++)
+        if (strstr(d->v[i].msg, needle))
+            return &d->v[i];
+    return NULL;
+}
+
+static void full_provider(void **state)
+{
+    (void)state;
+    setenv("KL_TEST_KEY", "sk-from-env", 1);
+    kl_diags d;
+    kl_config *c = parse("{\"providers\": {\"oa\": {\"baseurl\": \"https://api.openai.com/\","
+                         "\"apikey\": \"${KL_TEST_KEY}\", \"models\": [\"gpt-4o\", \"gpt-5\"],"
+                         "\"authorization\": \"bearer\", \"auth_mode\": \"passthrough\","
+                         "\"compatibility\": {\"openai_responses\": true},"
+                         "\"preference\": 5, \"add_headers\": [\"X-Org: acme\"], \"name\": \"OpenAI\"}}}",
+                         &d);
+    assert_non_null(c);
+    assert_int_equal(d.errors, 0);
+    assert_int_equal(c->nproviders, 1);
+    const struct kl_provider *p = &c->providers[0];
+    assert_string_equal(p->baseurl, "https://api.openai.com");
+    assert_string_equal(p->apikey, "sk-from-env");
+    assert_int_equal(p->nmodels, 2);
+    assert_int_equal(p->auth_mode, KL_AUTHMODE_PASSTHROUGH);
+    /* openai_chat is cleared when another flag is given without it */
+    assert_int_equal(p->compat, KL_COMPAT_OPENAI_RESPONSES);
+    assert_int_equal(p->preference, 5);
+    assert_string_equal(p->add_headers[0], "X-Org: acme");
+    assert_int_equal(c->listen.max_body_size, 32u << 20);
+    kl_config_unref(c);
+    kl_diags_free(&d);
+}
+
+static void default_compat_is_openai_chat(void **state)
+{
+    (void)state;
+    kl_diags d;
+    kl_config *c = parse("{\"providers\": {\"x\": {\"baseurl\": \"http://h\", \"models\": [\"m\"]}}}", &d);
+    assert_non_null(c);
+    assert_int_equal(c->providers[0].compat, KL_COMPAT_OPENAI_CHAT);
+    kl_config_unref(c);
+    kl_diags_free(&d);
+}
+
+static void unset_env_key_is_a_warning_with_reason(void **state)
+{
+    (void)state;
+    unsetenv("KL_TEST_MISSING");
+    kl_diags d;
+    kl_config *c = parse("{\"providers\": {\"x\": {\"baseurl\": \"http://h\", \"apikey\": \"${KL_TEST_MISSING}\", \"models\": [\"m\"]}}}", &d);
+    assert_non_null(c);
+    assert_null(c->providers[0].apikey);
+    assert_non_null(strstr(c->providers[0].key_problem, "KL_TEST_MISSING"));
+    assert_non_null(find(&d, "KL_TEST_MISSING"));
+    kl_config_unref(c);
+    kl_diags_free(&d);
+}
+
+static void file_key(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/kl-key-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fputs("sk-in-file\n", f);
+    fclose(f);
+    char text[256];
+    snprintf(text, sizeof(text), "{\"providers\": {\"x\": {\"baseurl\": \"http://h\", \"apikey\": \"file:%s\", \"models\": [\"m\"]}}}", path);
+    kl_diags d;
+    kl_config *c = parse(text, &d);
+    assert_non_null(c);
+    assert_string_equal(c->providers[0].apikey, "sk-in-file");
+    kl_config_unref(c);
+    kl_diags_free(&d);
+    unlink(path);
+}
+
+static void errors_have_line_and_column(void **state)
+{
+    (void)state;
+    kl_diags d;
+    kl_config *c = parse("{\n\"providers\": {\"x\": {\n  \"baseurl\": \"ftp://h\",\n  \"authorization\": \"basic\",\n"
+                         "  \"preference\": 1.5,\n  \"wat\": 1}},\n\"listen\": {\"workers\": -1, \"timeouts\": {\"idle\": \"forever\"}}\n}", &d);
+    assert_null(c);
+    const struct kl_diag *g = find(&d, "baseurl must start with http");
+    assert_non_null(g);
+    assert_int_equal(g->line, 3);
+    assert_int_equal(g->col, 14);
+    g = find(&d, "authorization must be");
+    assert_non_null(g);
+    assert_int_equal(g->line, 4);
+    assert_non_null(find(&d, "preference must be a whole number"));
+    g = find(&d, "unknown key \"wat\"");
+    assert_non_null(g);
+    assert_int_equal(g->sev, KL_SEV_WARNING);
+    assert_int_equal(g->line, 6);
+    assert_non_null(find(&d, "workers must be"));
+    assert_non_null(find(&d, "idle must be a duration"));
+    assert_true(d.errors >= 5);
+    kl_diags_free(&d);
+}
+
+static void later_sections_are_announced(void **state)
+{
+    (void)state;
+    kl_diags d;
+    kl_config *c = parse("{\"grants\": [], \"quotas\": {}, \"temp_grants\": [], \"zzz\": 1}", &d);
+    assert_non_null(c);
+    assert_non_null(find(&d, "\"grants\" is read but not enforced yet"));
+    assert_non_null(find(&d, "\"quotas\" is read but not enforced yet"));
+    assert_non_null(find(&d, "\"temp_grants\" is deprecated"));
+    assert_non_null(find(&d, "unknown key \"zzz\""));
+    assert_int_equal(d.errors, 0);
+    kl_config_unref(c);
+    kl_diags_free(&d);
+}
+
+static void duplicate_keys_are_errors(void **state)
+{
+    (void)state;
+    kl_diags d;
+    kl_config *c = parse("{\"providers\": {\"x\": {\"baseurl\": \"http://a\", \"baseurl\": \"http://b\", \"models\": [\"m\"]}}}", &d);
+    assert_null(c);
+    assert_non_null(find(&d, "duplicate key \"baseurl\""));
+    kl_diags_free(&d);
+}
+
+static void durations_and_sizes(void **state)
+{
+    (void)state;
+    uint64_t ms;
+    assert_int_equal(kl_parse_duration_ms("30s", &ms), 0);
+    assert_int_equal(ms, 30000);
+    assert_int_equal(kl_parse_duration_ms("250ms", &ms), 0);
+    assert_int_equal(ms, 250);
+    assert_int_equal(kl_parse_duration_ms("2m", &ms), 0);
+    assert_int_equal(ms, 120000);
+    assert_int_equal(kl_parse_duration_ms("1.5h", &ms), 0);
+    assert_int_equal(ms, 5400000);
+    assert_int_equal(kl_parse_duration_ms("5", &ms), 0);
+    assert_int_equal(ms, 5000);
+    assert_int_equal(kl_parse_duration_ms("5 parsecs", &ms), -1);
+    assert_int_equal(kl_parse_duration_ms("-1s", &ms), -1);
+    size_t sz;
+    assert_int_equal(kl_parse_size("32MiB", &sz), 0);
+    assert_int_equal(sz, 32u << 20);
+    assert_int_equal(kl_parse_size("1KB", &sz), 0);
+    assert_int_equal(sz, 1000);
+    assert_int_equal(kl_parse_size("1024", &sz), 0);
+    assert_int_equal(sz, 1024);
+    assert_int_equal(kl_parse_size("lots", &sz), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(full_provider),
+        cmocka_unit_test(default_compat_is_openai_chat),
+        cmocka_unit_test(unset_env_key_is_a_warning_with_reason),
+        cmocka_unit_test(file_key),
+        cmocka_unit_test(errors_have_line_and_column),
+        cmocka_unit_test(later_sections_are_announced),
+        cmocka_unit_test(duplicate_keys_are_errors),
+        cmocka_unit_test(durations_and_sizes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,164 @@
+/* Dialects: endpoint table, request facts, error envelopes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "dialect/dialect.h"
+
+static void classifies_paths(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    struct kl_route_match m;
+    kl_dialect_classify(&a, "POST", "/v1/chat/completions", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_CHAT);
+    assert_true(m.method_ok);
+    kl_dialect_classify(&a, "GET", "/v1/chat/completions", false, &m);
+    assert_false(m.method_ok);
+    kl_dialect_classify(&a, "POST", "/v1beta/models/gemini-2.5-pro:streamGenerateContent", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_GEMINI_STREAM);
+    assert_int_equal(m.ep->dialect, KL_DIALECT_GEMINI);
+    assert_string_equal(m.path_model, "gemini-2.5-pro");
+    kl_dialect_classify(&a, "POST", "/v1/models/gemini-2.5-flash:countTokens", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_GEMINI_COUNT);
+    kl_dialect_classify(&a, "GET", "/v1/models", true, &m);
+    assert_int_equal(m.ep->id, KL_EP_MODELS);
+    assert_int_equal(m.ep->dialect, KL_DIALECT_ANTHROPIC);
+    kl_dialect_classify(&a, "GET", "/v1/models", false, &m);
+    assert_int_equal(m.ep->dialect, KL_DIALECT_OPENAI);
+    kl_dialect_classify(&a, "GET", "/v1/models/gpt-4o", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_MODEL_GET);
+    assert_string_equal(m.path_model, "gpt-4o");
+    kl_dialect_classify(&a, "POST", "/v1/messages/count_tokens", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_COUNT_TOKENS);
+    kl_dialect_classify(&a, "POST", "/v1beta/models/x:deleteEverything", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
+    kl_dialect_classify(&a, "POST", "/v2/chat", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
+    assert_int_equal(kl_dialect_guess("/v1beta/foo", false), KL_DIALECT_GEMINI);
+    assert_int_equal(kl_dialect_guess("/v1/foo", true), KL_DIALECT_ANTHROPIC);
+    kl_arena_free(&a);
+}
+
+/* Strings in f live in this arena until the test ends. */
+static kl_arena facts_arena;
+
+static int facts(enum kl_endpoint id, const char *body, struct kl_request_facts *f, const char **why)
+{
+    kl_arena *ap = &facts_arena;
+    struct kl_route_match m;
+    const char *paths[] = {
+        [KL_EP_CHAT] = "/v1/chat/completions", [KL_EP_RESPONSES] = "/v1/responses",
+        [KL_EP_MESSAGES] = "/v1/messages", [KL_EP_GEMINI_STREAM] = "/v1beta/models/g:streamGenerateContent",
+        [KL_EP_GEMINI_GENERATE] = "/v1beta/models/g:generateContent",
+    };
+    kl_dialect_classify(ap, "POST", paths[id], false, &m);
+    cJSON *json = NULL;
+    int r = kl_dialect_request_facts(m.ep, body, strlen(body), ap, &json, f, why);
+    cJSON_Delete(json);
+    return r;
+}
+
+static void reads_request_facts(void **state)
+{
+    (void)state;
+    struct kl_request_facts f;
+    const char *why;
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"gpt-4o\",\"stream\":true,\"max_tokens\":50,"
+                                       "\"stream_options\":{\"include_usage\":true}}", &f, &why), 0);
+    assert_string_equal(f.model, "gpt-4o");
+    assert_true(f.stream);
+    assert_int_equal(f.max_output_tokens, 50);
+    assert_true(f.has_include_usage);
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"max_completion_tokens\":7,\"max_tokens\":50}", &f, &why), 0);
+    assert_int_equal(f.max_output_tokens, 7);
+    assert_false(f.stream);
+    assert_int_equal(facts(KL_EP_RESPONSES, "{\"model\":\"m\",\"max_output_tokens\":9,\"stream\":true}", &f, &why), 0);
+    assert_int_equal(f.max_output_tokens, 9);
+    assert_int_equal(facts(KL_EP_MESSAGES, "{\"model\":\"c\",\"max_tokens\":1024}", &f, &why), 0);
+    assert_int_equal(f.max_output_tokens, 1024);
+    assert_int_equal(facts(KL_EP_GEMINI_STREAM, "{\"generationConfig\":{\"maxOutputTokens\":33}}", &f, &why), 0);
+    assert_true(f.stream);
+    assert_null(f.model);
+    assert_int_equal(f.max_output_tokens, 33);
+    assert_int_equal(facts(KL_EP_GEMINI_GENERATE, "{\"contents\":[]}", &f, &why), 0);
+    assert_false(f.stream);
+}
+
+static void refuses_bad_bodies(void **state)
+{
+    (void)state;
+    struct kl_request_facts f;
+    const char *why;
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":", &f, &why), -1);
+    assert_non_null(strstr(why, "malformed JSON"));
+    assert_int_equal(facts(KL_EP_CHAT, "{\"messages\":[]}", &f, &why), -1);
+    assert_non_null(strstr(why, "missing required field \"model\""));
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":3}", &f, &why), -1);
+    assert_int_equal(facts(KL_EP_CHAT, "[1,2]", &f, &why), -1);
+    assert_int_equal(facts(KL_EP_CHAT, "", &f, &why), -1);
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"a\"} x", &f, &why), -1);
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"a\",\"model\":\"b\"}", &f, &why), -1);
+    assert_non_null(strstr(why, "duplicate"));
+    /* an escaped key is the same key */
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"a\",\"mod\\u0065l\":\"b\"}", &f, &why), -1);
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"a\\nb\"}", &f, &why), -1);
+}
+
+static void error_envelopes(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    char *o = kl_dialect_error_body(&a, KL_DIALECT_OPENAI, KL_ERR_QUOTA, "out of \"money\"");
+    cJSON *j = cJSON_Parse(o);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "type")->valuestring, "insufficient_quota");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "message")->valuestring, "out of \"money\"");
+    cJSON_Delete(j);
+    char *an = kl_dialect_error_body(&a, KL_DIALECT_ANTHROPIC, KL_ERR_NOT_FOUND, "nope");
+    j = cJSON_Parse(an);
+    assert_string_equal(cJSON_GetObjectItem(j, "type")->valuestring, "error");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "type")->valuestring, "not_found_error");
+    cJSON_Delete(j);
+    char *g = kl_dialect_error_body(&a, KL_DIALECT_GEMINI, KL_ERR_RATE_LIMIT, "slow down");
+    j = cJSON_Parse(g);
+    cJSON *e = cJSON_GetObjectItem(j, "error");
+    assert_int_equal(cJSON_GetObjectItem(e, "code")->valueint, 429);
+    assert_string_equal(cJSON_GetObjectItem(e, "status")->valuestring, "RESOURCE_EXHAUSTED");
+    cJSON_Delete(j);
+    char *ev = kl_dialect_error_event(&a, KL_DIALECT_ANTHROPIC, KL_ERR_BAD_GATEWAY, "reset");
+    assert_true(strncmp(ev, "event: error\ndata: {", 20) == 0);
+    assert_true(strstr(ev, "\n\n") == ev + strlen(ev) - 2);
+    assert_int_equal(kl_err_status(KL_ERR_TOO_LARGE), 413);
+    assert_int_equal(kl_err_status(KL_ERR_TIMEOUT), 504);
+    kl_arena_free(&a);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    kl_arena_init(&facts_arena);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    kl_arena_free(&facts_arena);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(classifies_paths),
+        cmocka_unit_test_setup_teardown(reads_request_facts, setup, teardown),
+        cmocka_unit_test_setup_teardown(refuses_bad_bodies, setup, teardown),
+        cmocka_unit_test(error_envelopes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

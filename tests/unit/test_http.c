@@ -1,0 +1,177 @@
+/* HTTP/1.1 request heads and chunked bodies. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "listen/http.h"
+
+static int parse(const char *s, kl_arena *a, kl_http_request *r, const char **why)
+{
+    return kl_http_parse_head(s, strlen(s), 65536, a, r, why);
+}
+
+static void parses_a_request(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_http_request r;
+    const char *why = NULL;
+    const char *s = "POST /v1/messages?beta=true HTTP/1.1\r\nHost: gw\r\nContent-Length: 12\r\n"
+                    "x-api-key:  secret  \r\nAnthropic-Version: 2023-06-01\r\n\r\n{\"a\":1}";
+    int n = parse(s, &a, &r, &why);
+    assert_int_equal(n, (int)(strstr(s, "{") - s));
+    assert_string_equal(r.method, "POST");
+    assert_string_equal(r.path, "/v1/messages");
+    assert_string_equal(r.query, "beta=true");
+    assert_string_equal(r.target, "/v1/messages?beta=true");
+    assert_int_equal(r.content_length, 12);
+    assert_true(r.keep_alive);
+    assert_string_equal(kl_http_header(&r, "X-API-KEY"), "secret");
+    assert_string_equal(kl_http_header(&r, "anthropic-version"), "2023-06-01");
+    assert_null(kl_http_header(&r, "cookie"));
+    kl_arena_free(&a);
+}
+
+static void incomplete_and_limits(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_http_request r;
+    const char *why;
+    assert_int_equal(parse("GET / HTTP/1.1\r\nHost: x\r\n", &a, &r, &why), KL_HTTP_INCOMPLETE);
+    char big[200];
+    memset(big, 'a', sizeof(big));
+    big[sizeof(big) - 1] = '\0';
+    char buf[400];
+    strcpy(buf, "GET / HTTP/1.1\r\nX: ");
+    strcat(buf, big);
+    assert_int_equal(kl_http_parse_head(buf, strlen(buf), 64, &a, &r, &why), -431);
+    kl_arena_free(&a);
+}
+
+static void refuses_smuggling_and_garbage(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_http_request r;
+    const char *why;
+    assert_int_equal(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", &a, &r, &why), -400);
+    assert_int_equal(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", &a, &r, &why), -400);
+    assert_int_equal(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", &a, &r, &why), -400);
+    assert_int_equal(parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", &a, &r, &why), -501);
+    assert_int_equal(parse("GET / HTTP/2.0\r\nHost: x\r\n\r\n", &a, &r, &why), -505);
+    assert_int_equal(parse("GET / FOO\r\n\r\n", &a, &r, &why), -400);
+    assert_int_equal(parse("GET / HTTP/1.1\r\n\r\n", &a, &r, &why), -400); /* no Host */
+    assert_int_equal(parse("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", &a, &r, &why), -400);
+    assert_int_equal(parse("GET / HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n", &a, &r, &why), -400);
+    assert_int_equal(parse("GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n", &a, &r, &why), -400);
+    assert_int_equal(parse("G(T / HTTP/1.1\r\nHost: x\r\n\r\n", &a, &r, &why), -400);
+    kl_arena_free(&a);
+}
+
+/* A valid head whose length happens to equal an error status. */
+static void head_length_is_not_a_status(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_http_request r;
+    const char *why;
+    char buf[600];
+    const char *start = "GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ";
+    size_t n = strlen(start);
+    memcpy(buf, start, n);
+    while (n < 400 - 4)
+        buf[n++] = 'p';
+    memcpy(buf + n, "\r\n\r\n", 5);
+    assert_int_equal(kl_http_parse_head(buf, 400, 65536, &a, &r, &why), 400);
+    assert_string_equal(r.method, "GET");
+    kl_arena_free(&a);
+}
+
+static void http10_and_connection_close(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_http_request r;
+    const char *why;
+    assert_true(parse("GET / HTTP/1.0\r\n\r\n", &a, &r, &why) > 0);
+    assert_false(r.keep_alive);
+    assert_int_equal(r.minor, 0);
+    assert_true(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", &a, &r, &why) > 0);
+    assert_true(r.keep_alive);
+    assert_true(parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, close\r\n\r\n", &a, &r, &why) > 0);
+    assert_false(r.keep_alive);
+    assert_true(parse("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n", &a, &r, &why) > 0);
+    assert_true(r.expect_continue);
+    assert_true(r.chunked);
+    /* bare LF line endings are tolerated */
+    assert_true(parse("GET /x HTTP/1.1\nHost: y\n\n", &a, &r, &why) > 0);
+    assert_string_equal(r.path, "/x");
+    kl_arena_free(&a);
+}
+
+struct sink {
+    char buf[256];
+    size_t len;
+};
+
+static void emit(void *arg, const char *p, size_t n)
+{
+    struct sink *s = arg;
+    memcpy(s->buf + s->len, p, n);
+    s->len += n;
+}
+
+static void chunked_body_byte_by_byte(void **state)
+{
+    (void)state;
+    const char *body = "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+    kl_chunked c = {0};
+    struct sink s = {.len = 0};
+    size_t total = strlen(body), i = 0;
+    enum kl_chunked_result r = KL_CHUNKED_MORE;
+    while (i < total && r == KL_CHUNKED_MORE) {
+        size_t used;
+        r = kl_chunked_feed(&c, body + i, 1, &used, emit, &s);
+        i += used;
+    }
+    assert_int_equal(r, KL_CHUNKED_DONE);
+    assert_int_equal(s.len, 11);
+    assert_memory_equal(s.buf, "hello world", 11);
+    assert_string_equal(body + i, "NEXT");
+}
+
+static void chunked_errors(void **state)
+{
+    (void)state;
+    size_t used;
+    struct sink s = {.len = 0};
+    kl_chunked c = {0};
+    assert_int_equal(kl_chunked_feed(&c, "zz\r\n", 4, &used, emit, &s), KL_CHUNKED_ERROR);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(kl_chunked_feed(&c, "2\r\nabX", 6, &used, emit, &s), KL_CHUNKED_ERROR);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(kl_chunked_feed(&c, "ffffffffffffffffff\r\n", 20, &used, emit, &s), KL_CHUNKED_ERROR);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(parses_a_request),
+        cmocka_unit_test(incomplete_and_limits),
+        cmocka_unit_test(refuses_smuggling_and_garbage),
+        cmocka_unit_test(head_length_is_not_a_status),
+        cmocka_unit_test(http10_and_connection_close),
+        cmocka_unit_test(chunked_body_byte_by_byte),
+        cmocka_unit_test(chunked_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

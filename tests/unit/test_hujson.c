@@ -1,0 +1,83 @@
+/* HuJSON reading: comments, trailing commas, positions of values and errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "core/hujson.h"
+
+static void parses_comments_and_trailing_commas(void **state)
+{
+    (void)state;
+    const char *src = "// top\n{\n  \"a\": [1, 2,], /* x */\n  \"b\": {\"c\": \"//not a comment\",},\n}\n";
+    kl_json_doc d;
+    char err[128];
+    size_t off;
+    assert_int_equal(kl_hujson_parse(src, strlen(src), &d, err, sizeof(err), &off), 0);
+    cJSON *a = cJSON_GetObjectItem(d.root, "a");
+    assert_int_equal(cJSON_GetArraySize(a), 2);
+    cJSON *c = cJSON_GetObjectItem(cJSON_GetObjectItem(d.root, "b"), "c");
+    assert_string_equal(c->valuestring, "//not a comment");
+    int line, col;
+    kl_text_linecol(d.text, d.len, kl_json_doc_offset(&d, c), &line, &col);
+    assert_int_equal(line, 4);
+    assert_int_equal(col, 14);
+    kl_json_doc_free(&d);
+}
+
+static void reports_error_position(void **state)
+{
+    (void)state;
+    const char *src = "{\n  \"a\": 1,\n  \"b\": tru\n}";
+    kl_json_doc d;
+    char err[128];
+    size_t off;
+    assert_int_equal(kl_hujson_parse(src, strlen(src), &d, err, sizeof(err), &off), -1);
+    int line, col;
+    kl_text_linecol(src, strlen(src), off, &line, &col);
+    assert_int_equal(line, 3);
+    kl_json_doc_free(&d);
+}
+
+static void rejects_unterminated_comment_and_string(void **state)
+{
+    (void)state;
+    kl_json_doc d;
+    char err[128];
+    size_t off;
+    assert_int_equal(kl_hujson_parse("{/* x", 5, &d, err, sizeof(err), &off), -1);
+    assert_non_null(strstr(err, "comment"));
+    kl_json_doc_free(&d);
+    assert_int_equal(kl_hujson_parse("{\"a", 3, &d, err, sizeof(err), &off), -1);
+    assert_non_null(strstr(err, "string"));
+    kl_json_doc_free(&d);
+    assert_int_equal(kl_hujson_parse("{} {}", 5, &d, err, sizeof(err), &off), -1);
+    assert_int_equal(off, 3);
+    kl_json_doc_free(&d);
+}
+
+static void escaped_quotes_inside_strings(void **state)
+{
+    (void)state;
+    const char *src = "{\"a\": \"x\\\"/* y */\", \"b\": 2,}";
+    kl_json_doc d;
+    char err[128];
+    size_t off;
+    assert_int_equal(kl_hujson_parse(src, strlen(src), &d, err, sizeof(err), &off), 0);
+    assert_string_equal(cJSON_GetObjectItem(d.root, "a")->valuestring, "x\"/* y */");
+    assert_int_equal(cJSON_GetObjectItem(d.root, "b")->valueint, 2);
+    kl_json_doc_free(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(parses_comments_and_trailing_commas),
+        cmocka_unit_test(reports_error_position),
+        cmocka_unit_test(rejects_unterminated_comment_and_string),
+        cmocka_unit_test(escaped_quotes_inside_strings),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

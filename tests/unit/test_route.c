@@ -1,0 +1,119 @@
+/* Model routing and the headers that may (not) reach a provider. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "route/route.h"
+
+static const char *cfg_text =
+    "{\"providers\": {"
+    " \"openai\": {\"baseurl\": \"http://a\", \"models\": [\"gpt-4o\", \"shared\"], \"compatibility\": {\"openai_chat\": true, \"openai_responses\": true}},"
+    " \"backup\": {\"baseurl\": \"http://b\", \"models\": [\"gpt-4o\", \"shared\"], \"preference\": 10},"
+    " \"anthropic\": {\"baseurl\": \"http://c\", \"models\": [\"claude\", \"shared\"], \"compatibility\": {\"anthropic_messages\": true}, \"preference\": 99},"
+    " \"off\": {\"baseurl\": \"http://d\", \"models\": [\"dead\"], \"disabled\": true},"
+    " \"self\": {\"baseurl\": \"http://e\", \"models\": [\"meta-llama/Llama-3\"]}"
+    "}}";
+
+static kl_config *load(void)
+{
+    kl_diags d = {0};
+    kl_config *c = kl_config_parse(cfg_text, strlen(cfg_text), "t", &d);
+    assert_non_null(c);
+    kl_diags_free(&d);
+    return c;
+}
+
+static void highest_preference_with_the_flag_wins(void **state)
+{
+    (void)state;
+    kl_config *c = load();
+    const char *bare;
+    size_t bl;
+    const struct kl_provider *p = kl_route_resolve(c, "gpt-4o", KL_COMPAT_OPENAI_CHAT, &bare, &bl);
+    assert_string_equal(p->id, "backup");
+    /* only openai speaks the Responses API */
+    p = kl_route_resolve(c, "gpt-4o", KL_COMPAT_OPENAI_RESPONSES, &bare, &bl);
+    assert_string_equal(p->id, "openai");
+    /* anthropic has a higher preference but not the chat flag */
+    p = kl_route_resolve(c, "shared", KL_COMPAT_OPENAI_CHAT, &bare, &bl);
+    assert_string_equal(p->id, "backup");
+    p = kl_route_resolve(c, "shared", KL_COMPAT_ANTHROPIC_MESSAGES, &bare, &bl);
+    assert_string_equal(p->id, "anthropic");
+    kl_config_unref(c);
+}
+
+static void qualified_names_pick_the_provider(void **state)
+{
+    (void)state;
+    kl_config *c = load();
+    const char *bare;
+    size_t bl;
+    const struct kl_provider *p = kl_route_resolve(c, "openai/gpt-4o", KL_COMPAT_OPENAI_CHAT, &bare, &bl);
+    assert_string_equal(p->id, "openai");
+    assert_string_equal(bare, "gpt-4o");
+    assert_null(kl_route_resolve(c, "anthropic/gpt-4o", 0, &bare, &bl));
+    /* a slash that is part of the model id */
+    p = kl_route_resolve(c, "meta-llama/Llama-3", KL_COMPAT_OPENAI_CHAT, &bare, &bl);
+    assert_string_equal(p->id, "self");
+    assert_string_equal(bare, "meta-llama/Llama-3");
+    p = kl_route_resolve(c, "self/meta-llama/Llama-3", KL_COMPAT_OPENAI_CHAT, &bare, &bl);
+    assert_string_equal(p->id, "self");
+    assert_string_equal(bare, "meta-llama/Llama-3");
+    kl_config_unref(c);
+}
+
+static void disabled_and_unknown(void **state)
+{
+    (void)state;
+    kl_config *c = load();
+    const char *bare;
+    size_t bl;
+    assert_null(kl_route_resolve(c, "dead", 0, &bare, &bl));
+    assert_null(kl_route_resolve(c, "nope", 0, &bare, &bl));
+    assert_null(kl_route_resolve(c, "gpt-4", 0, &bare, &bl)); /* no prefix matching */
+    kl_config_unref(c);
+}
+
+static void caller_credentials_never_forwarded(void **state)
+{
+    (void)state;
+    const char *drop[] = {"Authorization", "x-api-key", "X-Goog-Api-Key", "api-key", "Cookie",
+                          "Proxy-Authorization", "Connection", "Keep-Alive", "Transfer-Encoding",
+                          "Host", "Content-Length", "TE", "Upgrade", "Expect",
+                          "Tailscale-User-Login", "tailscale-user-name"};
+    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+        assert_true(kl_route_drop_request_header(drop[i]));
+    const char *keep[] = {"anthropic-beta", "anthropic-version", "OpenAI-Beta", "User-Agent",
+                          "x-claude-code-session-id", "session-id", "Content-Type", "Accept"};
+    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+        assert_false(kl_route_drop_request_header(keep[i]));
+}
+
+static void key_query_parameter_removed(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    assert_string_equal(kl_route_strip_key_param(&a, "alt=sse&key=AIza123"), "alt=sse");
+    assert_string_equal(kl_route_strip_key_param(&a, "key=AIza&alt=sse&x=1"), "alt=sse&x=1");
+    assert_null(kl_route_strip_key_param(&a, "key=AIza"));
+    assert_string_equal(kl_route_strip_key_param(&a, "beta=true"), "beta=true");
+    assert_string_equal(kl_route_strip_key_param(&a, "keys=1&monkey=2"), "keys=1&monkey=2");
+    assert_null(kl_route_strip_key_param(&a, NULL));
+    kl_arena_free(&a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(highest_preference_with_the_flag_wins),
+        cmocka_unit_test(qualified_names_pick_the_provider),
+        cmocka_unit_test(disabled_and_unknown),
+        cmocka_unit_test(caller_credentials_never_forwarded),
+        cmocka_unit_test(key_query_parameter_removed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
