@@ -1,0 +1,285 @@
+/* Request entry point: log the request, read its directives, and route it by
+ * path suffix (so base URLs with a path prefix such as /anthropic work). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+
+#include <event2/keyvalq_struct.h>
+
+#include "mockllm.h"
+
+static int ends_with(const char *s, size_t n, const char *suffix)
+{
+    size_t k = strlen(suffix);
+
+    return n >= k && memcmp(s + n - k, suffix, k) == 0;
+}
+
+/* Last occurrence of needle in s[0..n). */
+static const char *find_last(const char *s, size_t n, const char *needle)
+{
+    size_t k = strlen(needle);
+    const char *p = s, *last = NULL, *m;
+
+    while ((m = memmem(p, n - (size_t)(p - s), needle, k)) != NULL) {
+        last = m;
+        p = m + 1;
+    }
+    return last;
+}
+
+void ml_send_error(ml_call *c, enum ml_dialect dl, int status, const char *message)
+{
+    char rid[64] = "";
+    ml_reply *r;
+
+    c->d.size = -1;     /* an error body has no reply text to grow */
+    r = ml_reply_new(c->w, c->req, &c->d);
+
+    if (!r) {
+        evhttp_send_error(c->req, 500, NULL);
+        return;
+    }
+    if (dl == ML_ANTHROPIC) {
+        ml_anthropic_request_id(c->w, rid, sizeof(rid));
+        ml_reply_header(r, "request-id", rid);
+    } else if (dl == ML_OPENAI) {
+        ml_openai_request_id(c->w, rid, sizeof(rid));
+        ml_reply_header(r, "x-request-id", rid);
+    }
+    ml_reply_json(r, status, ml_error_body(dl, status, message, rid));
+    ml_reply_start(r);
+}
+
+/* Parses the request body as a JSON object, or answers 400 in the dialect's
+ * own error shape and returns NULL. */
+cJSON *ml_parse_body(ml_call *c, enum ml_dialect dl)
+{
+    cJSON *j = cJSON_ParseWithLength(c->body, c->body_len);
+    const char *msg;
+
+    if (j && cJSON_IsObject(j))
+        return j;
+    cJSON_Delete(j);
+    msg = dl == ML_OPENAI
+              ? "We could not parse the JSON body of your request. The API expects a JSON "
+                "payload, but what was sent was not valid JSON."
+          : dl == ML_ANTHROPIC ? "There was an issue with the request body: it is not valid JSON."
+                               : "Invalid JSON payload received.";
+    ml_send_error(c, dl, 400, msg);
+    return NULL;
+}
+
+/* An agent CLI sends the whole conversation back after running a tool, with
+ * the body directive still in it; answering with the same tool call again
+ * would loop forever. So body-sourced `tools` stop once the newest message is
+ * a tool result. Header-sourced `tools` always apply. */
+void ml_drop_tools_after_result(ml_directives *d, int last_is_result)
+{
+    if (!d->tools_from_header && last_is_result)
+        d->ntools = 0;
+}
+
+static void not_found(ml_call *c, const char *method, const char *path)
+{
+    char msg[512];
+
+    snprintf(msg, sizeof(msg), "Invalid URL (%s %.400s)", method, path);
+    c->d.status = 0;
+    ml_send_error(c, ML_OPENAI, 404, msg);
+}
+
+enum route {
+    R_NONE, R_CHAT, R_RESPONSES, R_EMBEDDINGS, R_MESSAGES, R_COUNT_TOKENS,
+    R_G_GENERATE, R_G_STREAM, R_G_COUNT, R_MODELS, R_MODEL, R_G_MODELS, R_G_MODEL
+};
+
+/* Gemini paths: .../v1beta/models/{model}:{method} or .../v1beta/models/{id}. */
+static enum route gemini_route(ml_call *c, const char *path, size_t n, int post, int get,
+                               const char **one)
+{
+    const char *m = find_last(path, n, "/v1beta/models/");
+    const char *rest, *colon;
+    size_t len;
+
+    if (!m)
+        return R_NONE;
+    rest = m + strlen("/v1beta/models/");
+    len = n - (size_t)(rest - path);
+    colon = memchr(rest, ':', len);
+    if (!colon) {
+        if (get && len > 0 && !memchr(rest, '/', len)) {
+            *one = rest;
+            return R_G_MODEL;
+        }
+        return R_NONE;
+    }
+    if ((size_t)(colon - rest) >= sizeof(c->path_model) || colon == rest)
+        return R_NONE;
+    memcpy(c->path_model, rest, (size_t)(colon - rest));
+    c->path_model[colon - rest] = '\0';
+    colon++;
+    len = n - (size_t)(colon - path);
+    if (!post)
+        return R_NONE;
+    if (len == strlen("generateContent") && memcmp(colon, "generateContent", len) == 0)
+        return R_G_GENERATE;
+    if (len == strlen("streamGenerateContent") && memcmp(colon, "streamGenerateContent", len) == 0)
+        return R_G_STREAM;
+    if (len == strlen("countTokens") && memcmp(colon, "countTokens", len) == 0)
+        return R_G_COUNT;
+    return R_NONE;
+}
+
+static enum route route_of(ml_call *c, enum evhttp_cmd_type cmd, const char *path,
+                           const char **one)
+{
+    size_t n = strlen(path);
+    int post = cmd == EVHTTP_REQ_POST, get = cmd == EVHTTP_REQ_GET;
+    const char *m;
+
+    if (post && ends_with(path, n, "/v1/chat/completions"))
+        return R_CHAT;
+    if (post && ends_with(path, n, "/v1/responses"))
+        return R_RESPONSES;
+    if (post && ends_with(path, n, "/v1/embeddings"))
+        return R_EMBEDDINGS;
+    if (post && ends_with(path, n, "/v1/messages/count_tokens"))
+        return R_COUNT_TOKENS;
+    if (post && ends_with(path, n, "/v1/messages"))
+        return R_MESSAGES;
+    if (get && ends_with(path, n, "/v1/models"))
+        return R_MODELS;
+    if (get && ends_with(path, n, "/v1beta/models"))
+        return R_G_MODELS;
+    if (find_last(path, n, "/v1beta/models/"))
+        return gemini_route(c, path, n, post, get, one);
+    if (get && (m = find_last(path, n, "/v1/models/")) != NULL) {
+        const char *id = m + strlen("/v1/models/");
+        if (*id && !strchr(id, '/')) {
+            *one = id;
+            return R_MODEL;
+        }
+    }
+    return R_NONE;
+}
+
+static enum ml_dialect dialect_of(enum route rt, struct evhttp_request *req)
+{
+    switch (rt) {
+    case R_MESSAGES:
+    case R_COUNT_TOKENS:
+        return ML_ANTHROPIC;
+    case R_G_GENERATE:
+    case R_G_STREAM:
+    case R_G_COUNT:
+    case R_G_MODELS:
+    case R_G_MODEL:
+        return ML_GEMINI;
+    case R_MODELS:
+    case R_MODEL:
+        return evhttp_find_header(evhttp_request_get_input_headers(req), "anthropic-version")
+                   ? ML_ANTHROPIC
+                   : ML_OPENAI;
+    default:
+        return ML_OPENAI;
+    }
+}
+
+static void dispatch(ml_call *c, enum route rt, const char *query, const char *one)
+{
+    char alt[16];
+
+    switch (rt) {
+    case R_CHAT: ml_openai_chat(c); break;
+    case R_RESPONSES: ml_openai_responses(c); break;
+    case R_EMBEDDINGS: ml_openai_embeddings(c); break;
+    case R_MESSAGES: ml_anthropic_messages(c); break;
+    case R_COUNT_TOKENS: ml_anthropic_count_tokens(c); break;
+    case R_G_GENERATE: ml_gemini_generate(c, 0); break;
+    case R_G_STREAM:
+        c->alt_sse = ml_query_param(query, "alt", alt, sizeof(alt)) && strcmp(alt, "sse") == 0;
+        ml_gemini_generate(c, 1);
+        break;
+    case R_G_COUNT: ml_gemini_count_tokens(c); break;
+    case R_MODELS:
+    case R_MODEL:
+        if (dialect_of(rt, c->req) == ML_ANTHROPIC)
+            ml_anthropic_models(c, one);
+        else
+            ml_openai_models(c, one);
+        break;
+    case R_G_MODELS:
+    case R_G_MODEL: ml_gemini_models(c, one); break;
+    case R_NONE: break;
+    }
+}
+
+/* Every x-mock header, in order; they override body directives. */
+static void apply_headers(ml_directives *d, struct evkeyvalq *hdrs)
+{
+    struct evkeyval *kv;
+
+    TAILQ_FOREACH(kv, hdrs, next)
+        if (strcasecmp(kv->key, "x-mock") == 0)
+            ml_directives_apply(d, kv->value, strlen(kv->value), 1);
+}
+
+void ml_on_request(struct evhttp_request *req, void *arg)
+{
+    ml_worker *w = arg;
+    const char *uri = evhttp_request_get_uri(req);
+    const char *q = strchr(uri, '?');
+    size_t plen = q ? (size_t)(q - uri) : strlen(uri);
+    const char *query = q ? q + 1 : "";
+    const char *one = NULL;
+    char stackpath[1024];
+    char *path = plen < sizeof(stackpath) ? stackpath : malloc(plen + 1);
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    enum route rt;
+    ml_call c;
+
+    if (!path) {
+        evhttp_send_error(req, 500, NULL);
+        return;
+    }
+    memcpy(path, uri, plen);
+    path[plen] = '\0';
+
+    if (strncmp(path, "/_mock/", 7) == 0) {
+        ml_inspect_handle(w, req, path, query);
+        goto out;
+    }
+
+    memset(&c, 0, sizeof(c));
+    c.w = w;
+    c.req = req;
+    c.body_len = evbuffer_get_length(in);
+    c.body = c.body_len ? (const char *)evbuffer_pullup(in, -1) : "";
+    if (!c.body) {
+        c.body = "";
+        c.body_len = 0;
+    }
+    atomic_fetch_add(&w->sh->requests, 1);
+    if (w->sh->log)
+        ml_log_record(w->sh->log, req, c.body, c.body_len);
+
+    ml_directives_init(&c.d);
+    ml_directives_scan_body(&c.d, c.body, c.body_len);
+    apply_headers(&c.d, evhttp_request_get_input_headers(req));
+
+    rt = route_of(&c, cmd, path, &one);
+    if (rt == R_NONE)
+        not_found(&c, ml_method_name(cmd), path);
+    else if (c.d.status >= 400)
+        ml_send_error(&c, dialect_of(rt, req), c.d.status, NULL);
+    else
+        dispatch(&c, rt, query, one);
+    ml_directives_free(&c.d);
+out:
+    if (path != stackpath)
+        free(path);
+}
