@@ -9,7 +9,7 @@ mkdir -p "$out/crashes"
 pkgs="libevent libcurl libcjson jose openssl sqlite3 libpq"
 cflags="-std=c17 -D_GNU_SOURCE -g -O1 -Isrc -fsanitize=fuzzer-no-link,address,undefined $(pkg-config --cflags $pkgs)"
 libs="$(pkg-config --libs $pkgs) -lpthread -lm"
-lib_src="$(ls src/core/*.c src/listen/http.c src/account/sse.c src/dialect/*.c)"
+lib_src="$(ls src/core/*.c src/listen/http.c src/account/sse.c src/dialect/*.c src/identity/jwt.c)"
 objs=""
 for f in $lib_src; do
   o="$out/$(echo "$f" | tr / _).o"

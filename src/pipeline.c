@@ -8,6 +8,7 @@
  *   4 guard      src/guard/      PII/secret scanning, hooks
  *   5 admit      src/admit/      quotas and rate limits: reserve before forwarding
  *   6 route      src/route/      provider, URL, headers with the provider key, body
+ *     begin      src/record/     the "in progress" record, before anything leaves
  *   7 upstream   src/upstream/   libcurl transfer, streamed back with backpressure
  *   8 account    src/account/    usage and cost read from the answer as it passes
  *   9 record     src/record/     the audit record, once the exchange ends
@@ -36,6 +37,7 @@
 
 static enum kl_step endpoint_run(kl_exchange *ex);
 static enum kl_step local_run(kl_exchange *ex);
+static enum kl_step begin_run(kl_exchange *ex);
 
 static const struct kl_stage {
     const char *name;
@@ -48,6 +50,7 @@ static const struct kl_stage {
     {"guard", kl_guard_run},
     {"admit", kl_admit_run},
     {"route", kl_route_run},
+    {"begin", begin_run},
     {"upstream", kl_upstream_run},
 };
 
@@ -69,6 +72,12 @@ static void run_from(kl_exchange *ex, int i)
 
 void kl_pipeline_start(kl_exchange *ex)
 {
+    if (!kl_record_admit(ex)) {
+        kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
+                "the gateway cannot record more requests right now (record queue full); retry shortly");
+        kl_pipeline_finish(ex);
+        return;
+    }
     run_from(ex, 0);
 }
 
@@ -76,6 +85,14 @@ void kl_pipeline_resume(kl_exchange *ex)
 {
     ex->cancel = NULL;
     run_from(ex, ex->stage + 1);
+}
+
+void kl_pipeline_continue(kl_exchange *ex, enum kl_step step)
+{
+    if (step == KL_NEXT)
+        kl_pipeline_resume(ex);
+    else if (step == KL_DONE)
+        kl_pipeline_finish(ex);
 }
 
 /* ---- endpoint: what is being asked, read from path and body ---- */
@@ -113,6 +130,16 @@ static enum kl_step endpoint_run(kl_exchange *ex)
 static enum kl_step local_run(kl_exchange *ex)
 {
     return ex->ep->inference ? KL_NEXT : kl_admin_run(ex);
+}
+
+/* The "in progress" record, written before the provider is asked, so a
+ * request cut short by a crash is still on record after a restart. */
+static enum kl_step begin_run(kl_exchange *ex)
+{
+    if (!kl_record_begin(ex))
+        return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
+                       "the gateway cannot record more requests right now (record queue full); retry shortly");
+    return KL_NEXT;
 }
 
 /* ---- answers ---- */
@@ -209,6 +236,7 @@ void kl_pipeline_finish(kl_exchange *ex)
     kl_worker *w = ex->worker;
     ex->t_end_ns = kl_now_ns();
     kl_record_exchange(ex);
+    kl_identity_release(ex);
     kl_account_free(ex);
     kl_conn_exchange_done(ex);
     kl_exchange_free(ex);

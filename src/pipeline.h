@@ -20,6 +20,9 @@ enum kl_step {
 void kl_pipeline_start(kl_exchange *ex);
 /* An asynchronous stage finished: continue with the stage after it. */
 void kl_pipeline_resume(kl_exchange *ex);
+/* An asynchronous stage has its answer: KL_NEXT resumes with the next
+ * stage, KL_DONE finishes (the stage has responded). */
+void kl_pipeline_continue(kl_exchange *ex, enum kl_step step);
 /* Refuse ex before it enters the pipeline (e.g. 413 while reading). */
 void kl_pipeline_reject(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_class ec,
                         const char *message);

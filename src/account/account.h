@@ -17,4 +17,8 @@ void kl_account_data(kl_exchange *ex, const char *data, size_t len);
 void kl_account_end(kl_exchange *ex);
 void kl_account_free(kl_exchange *ex);
 
+struct kl_rec;
+/* What account learned (usage, cost, tools, captured answer) into a record. */
+void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r);
+
 #endif

@@ -10,5 +10,7 @@
 enum kl_step kl_admin_root(kl_exchange *ex);
 /* Every non-inference endpoint after identity and authorize. */
 enum kl_step kl_admin_run(kl_exchange *ex);
+/* GET /api/whoami */
+enum kl_step kl_admin_whoami(kl_exchange *ex);
 
 #endif

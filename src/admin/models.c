@@ -145,6 +145,13 @@ enum kl_step kl_admin_run(kl_exchange *ex)
     case KL_EP_MODEL_GET:
     case KL_EP_GEMINI_MODEL_GET:
         return get_model(ex);
+    case KL_EP_ADMIN:
+        if (strcmp(ex->req.path, "/api/whoami") == 0) {
+            if (strcmp(ex->req.method, "GET") != 0 && strcmp(ex->req.method, "HEAD") != 0)
+                return kl_fail(ex, KL_ERR_METHOD, KL_EC_METHOD, "use GET on /api/whoami");
+            return kl_admin_whoami(ex);
+        }
+        return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no such endpoint: %s", ex->req.path);
     default:
         return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no such endpoint: %s", ex->req.path);
     }

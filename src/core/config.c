@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "authorize/grants.h"
 #include "core/log.h"
+#include "identity/identity.h"
+#include "record/record.h"
 
 #define KL_DEFAULT_LISTEN "127.0.0.1:8080"
 
@@ -546,16 +549,16 @@ static const struct {
     {"providers", read_providers},
     {"listen", read_listen},
     {"log", read_log},
-    {"grants", read_not_enforced},
+    {"grants", kl_grants_read_config},
     {"quotas", read_not_enforced},
     {"hooks", read_not_enforced},
     {"exporters", read_not_enforced},
-    {"database", read_not_enforced},
+    {"database", kl_record_read_database},
     {"auto_cost_basis", read_not_enforced},
     {"connectors", read_not_enforced},
     {"flags", read_not_enforced},
-    {"identity", read_not_enforced},
-    {"store", read_not_enforced},
+    {"identity", kl_identity_read_config},
+    {"store", kl_record_read_store},
     {"guardrails", read_not_enforced},
     {"limits", read_not_enforced},
     {"mcp", read_deprecated},
@@ -613,6 +616,14 @@ kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_di
                 cfg_unknown(&c, m, "the top level");
         }
     }
+    /* Sections whose absence means something (deny by default, loopback
+     * only) are read even when missing. */
+    if (!cfg->identity)
+        kl_identity_read_config(&c, NULL);
+    if (!cfg->grants)
+        kl_grants_read_config(&c, NULL);
+    if (!cfg->store)
+        kl_record_read_store(&c, NULL);
     if (cfg->listen.naddresses == 0) {
         cfg->listen.addresses = kl_arena_alloc(&cfg->arena, sizeof(char *));
         cfg->listen.addresses[0] = KL_DEFAULT_LISTEN;
@@ -666,6 +677,13 @@ kl_config *kl_config_load(const char *path, kl_diags *diags)
     return cfg;
 }
 
+void kl_config_on_free(kl_config *cfg, void (*fn)(void *), void *arg)
+{
+    if (cfg->ncleanups == sizeof(cfg->cleanups) / sizeof(cfg->cleanups[0]))
+        abort(); /* a fixed, small number of sections register one each */
+    cfg->cleanups[cfg->ncleanups++] = (struct kl_cleanup){fn, arg};
+}
+
 kl_config *kl_config_ref(kl_config *cfg)
 {
     atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
@@ -676,6 +694,10 @@ void kl_config_unref(kl_config *cfg)
 {
     if (!cfg || atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) != 1)
         return;
+    while (cfg->ncleanups > 0) {
+        cfg->ncleanups--;
+        cfg->cleanups[cfg->ncleanups].fn(cfg->cleanups[cfg->ncleanups].arg);
+    }
     kl_json_doc_free(&cfg->doc);
     kl_arena_free(&cfg->arena);
     free(cfg);

@@ -71,6 +71,10 @@ struct kl_listen_cfg {
     struct kl_timeouts timeouts;
 };
 
+struct kl_identity_cfg;
+struct kl_grants;
+struct kl_store_cfg;
+
 typedef struct kl_config {
     atomic_int refs;
     kl_arena arena;             /* owns every string and array below */
@@ -81,7 +85,19 @@ typedef struct kl_config {
     size_t nproviders;
     int log_level;              /* enum kl_log_level */
     bool access_log;
+    struct kl_identity_cfg *identity;   /* src/identity (never NULL after parsing) */
+    struct kl_grants *grants;           /* src/authorize (never NULL after parsing) */
+    struct kl_store_cfg *store;         /* src/record (never NULL after parsing) */
+    struct kl_cleanup {                 /* run when the snapshot is freed */
+        void (*fn)(void *);
+        void *arg;
+    } cleanups[8];
+    size_t ncleanups;
 } kl_config;
+
+/* Register fn(arg) to run when cfg is freed (a section's own resources:
+ * locks, key sets). */
+void kl_config_on_free(kl_config *cfg, void (*fn)(void *), void *arg);
 
 /* Context handed to each section reader: where to report, with positions. */
 typedef struct kl_cfg_ctx {

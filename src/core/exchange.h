@@ -20,6 +20,9 @@
 struct kl_conn;
 struct kl_upstream_xfer;
 struct kl_account;
+struct kl_identity;
+struct kl_whois_entry;
+struct kl_grant_set;
 
 /* Why an exchange ended other than with the provider's own answer. */
 enum kl_error_class {
@@ -64,6 +67,15 @@ typedef struct kl_exchange {
     char *body;                     /* whole request body, malloc'd (may be NULL) */
     size_t body_len;
 
+    /* identity and authorize */
+    const struct kl_identity *ident;    /* NULL until identified */
+    int id_next;                    /* next identity source to try */
+    struct kl_whois_entry *whois;   /* cache entry ident points into */
+    cJSON *id_caps;                 /* capabilities from serve headers (owned) */
+    bool peer_loopback;
+    int role;                       /* enum kl_role */
+    const struct kl_grant_set *grant_set;
+
     /* dialect facts */
     const struct kl_endpoint_info *ep;
     enum kl_dialect dialect;        /* the caller's dialect, for errors */
@@ -82,6 +94,11 @@ typedef struct kl_exchange {
     const char *up_body;            /* body sent upstream (may differ from body) */
     size_t up_body_len;
     bool added_include_usage;       /* we asked for stream usage; strip it downstream */
+
+    /* record */
+    int rec_slots;                  /* record queue slots reserved for this exchange */
+    const char *session_id;
+    const char *response_headers;   /* as sent to the client, for captures */
 
     /* response */
     int status;                     /* status sent (or to be sent) to the client */

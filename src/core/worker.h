@@ -16,6 +16,10 @@ struct event;
 struct evconnlistener;
 struct kl_conn;
 struct kl_upstream_pool;
+struct kl_whois_cache;
+struct kl_writer;
+struct kl_identity_worker;
+struct kl_mailbox;
 
 struct kl_listen_socket {
     const char *address;        /* as configured */
@@ -27,6 +31,8 @@ typedef struct kl_server {
     int nworkers;
     struct kl_worker *workers;
     atomic_bool stopping;
+    struct kl_whois_cache *whois_cache;     /* shared by every worker */
+    struct kl_writer *writer;               /* the record store's writer thread */
 } kl_server;
 
 typedef struct kl_worker {
@@ -36,8 +42,11 @@ typedef struct kl_worker {
     struct event_base *base;
     kl_config *cfg;             /* this worker's reference to the current snapshot */
     struct kl_upstream_pool *upstream;
+    struct kl_identity_worker *identity;    /* WhoIs lookups in flight */
+    struct kl_mailbox *mailbox;             /* work posted from other threads */
     struct evconnlistener **listeners;
     int *listen_fds;
+    void *listen_args;          /* per listener: what accepted connections get */
     size_t nlisteners;
     struct event *wake;         /* another thread asks this worker to look at server state */
     struct event *drain_timer;  /* bounded wait for in-flight exchanges on shutdown */

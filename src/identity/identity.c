@@ -1,7 +1,200 @@
 #include "identity/identity.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "identity/mtls.h"
+#include "identity/oidc.h"
+#include "identity/whois.h"
+#include "listen/http.h"
+
+/* What one source concluded about the caller. */
+enum outcome { IDENTIFIED, NOT_MINE, REFUSED };
+
+static const char *names[KL_SRC_COUNT] = {
+    [KL_SRC_OIDC] = "oidc", [KL_SRC_MTLS] = "mtls", [KL_SRC_TAILSCALE] = "tailscale",
+    [KL_SRC_SERVE] = "serve", [KL_SRC_CIDR] = "cidr", [KL_SRC_LOOPBACK] = "loopback",
+};
+
+const char *kl_id_source_name(enum kl_id_source s)
+{
+    return names[s];
+}
+
+static enum outcome from_whois(kl_exchange *ex, struct kl_whois_entry *e)
+{
+    switch (e->state) {
+    case KL_WHOIS_IDENTIFIED:
+        ex->whois = e;
+        ex->ident = &e->ident;
+        return IDENTIFIED;
+    case KL_WHOIS_NO_OWNER:
+        kl_whois_entry_unref(e);
+        kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN,
+                "access denied: this tailnet device has neither a user nor tags");
+        return REFUSED;
+    default:
+        kl_whois_entry_unref(e);
+        return NOT_MINE;
+    }
+}
+
+static enum outcome from_serve_headers(kl_exchange *ex)
+{
+    const char *login = kl_http_header(&ex->req, "tailscale-user-login");
+    if (!login || !*login)
+        return NOT_MINE;
+    if (!ex->peer_loopback) {
+        kl_warn("%s: ignoring tailscale serve identity headers (Tailscale-User-Login: %.64s) from "
+                "non-loopback peer %s", ex->id, login, ex->peer_ip);
+        return NOT_MINE;
+    }
+    struct kl_identity *id = kl_arena_alloc(&ex->arena, sizeof(*id));
+    id->source = "serve";
+    id->login = kl_rfc2047_decode(&ex->arena, login);
+    const char *name = kl_http_header(&ex->req, "tailscale-user-name");
+    id->display_name = name ? kl_rfc2047_decode(&ex->arena, name) : NULL;
+    const char *caps = kl_http_header(&ex->req, "tailscale-app-capabilities");
+    if (caps) {
+        cJSON *c = cJSON_Parse(caps);
+        if (cJSON_IsObject(c)) {
+            ex->id_caps = c;
+            id->caps = c;
+        } else {
+            cJSON_Delete(c);
+            kl_warn("%s: ignoring malformed Tailscale-App-Capabilities header", ex->id);
+        }
+    }
+    ex->ident = id;
+    return IDENTIFIED;
+}
+
+static enum outcome from_cidr(kl_exchange *ex, const struct kl_identity_cfg *cfg)
+{
+    for (size_t i = 0; i < cfg->ncidr; i++) {
+        const struct kl_cidr_rule *r = &cfg->cidr[i];
+        if (kl_cidr_contains(r->family, r->addr, r->prefix, ex->peer_ip)) {
+            ex->ident = &r->ident;
+            return IDENTIFIED;
+        }
+    }
+    return NOT_MINE;
+}
+
+static const struct kl_identity loopback_identity = {
+    .login = "(loopback)", .display_name = "loopback", .source = "loopback",
+};
+
+static enum kl_step unidentified(kl_exchange *ex, const struct kl_identity_cfg *cfg)
+{
+    char tried[128] = "";
+    for (size_t i = 0; i < cfg->norder; i++) {
+        if (i)
+            strcat(tried, ", ");
+        strcat(tried, names[cfg->order[i]]);
+    }
+    return kl_fail(ex, KL_ERR_UNAUTHENTICATED, KL_EC_UNAUTHENTICATED,
+                   "could not identify the caller at %s (identity sources tried: %s)", ex->peer_ip,
+                   tried[0] ? tried : "none");
+}
+
+static void identity_cancel(kl_exchange *ex)
+{
+    kl_whois_forget(ex);
+}
+
+/* Try sources from ex->id_next on; may go asynchronous for WhoIs. */
+static enum kl_step try_sources(kl_exchange *ex)
+{
+    const struct kl_identity_cfg *cfg = ex->cfg->identity;
+    while ((size_t)ex->id_next < cfg->norder) {
+        enum kl_id_source src = cfg->order[ex->id_next++];
+        enum outcome o = NOT_MINE;
+        switch (src) {
+        case KL_SRC_OIDC:
+            o = kl_oidc_identify(ex, cfg->oidc) == 0 ? IDENTIFIED
+                : ex->status ? REFUSED : NOT_MINE;
+            break;
+        case KL_SRC_MTLS: {
+            int r = kl_mtls_identify(ex);
+            o = r > 0 ? IDENTIFIED : r < 0 ? REFUSED : NOT_MINE;
+            break;
+        }
+        case KL_SRC_TAILSCALE: {
+            struct kl_whois_entry *e = kl_whois_cached(ex->worker->server, ex->peer_ip);
+            if (e) {
+                o = from_whois(ex, e);
+                break;
+            }
+            if (kl_whois_lookup(ex, cfg) < 0)
+                return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
+                               "cannot ask tailscaled who is calling");
+            ex->cancel = identity_cancel;
+            return KL_WAIT;
+        }
+        case KL_SRC_SERVE:
+            o = from_serve_headers(ex);
+            break;
+        case KL_SRC_CIDR:
+            o = from_cidr(ex, cfg);
+            break;
+        case KL_SRC_LOOPBACK:
+            if (ex->peer_loopback) {
+                ex->ident = &loopback_identity;
+                o = IDENTIFIED;
+            }
+            break;
+        default:
+            break;
+        }
+        if (o == IDENTIFIED)
+            return KL_NEXT;
+        if (o == REFUSED)
+            return KL_DONE;
+    }
+    return unidentified(ex, cfg);
+}
+
+void kl_whois_resume(kl_exchange *ex, struct kl_whois_entry *e, const char *err)
+{
+    ex->cancel = NULL;
+    enum kl_step step;
+    if (!e) {
+        step = kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
+                       "cannot identify the caller: %s", err);
+    } else {
+        enum outcome o = from_whois(ex, e);
+        step = o == IDENTIFIED ? KL_NEXT : o == REFUSED ? KL_DONE : try_sources(ex);
+    }
+    kl_pipeline_continue(ex, step);
+}
+
 enum kl_step kl_identity_run(kl_exchange *ex)
 {
-    (void)ex;
-    return KL_NEXT;
+    ex->peer_loopback = kl_ip_is_loopback(ex->peer_ip);
+    ex->id_next = 0;
+    return try_sources(ex);
+}
+
+void kl_identity_release(kl_exchange *ex)
+{
+    kl_whois_entry_unref(ex->whois);
+    ex->whois = NULL;
+    cJSON_Delete(ex->id_caps);
+    ex->id_caps = NULL;
+    ex->ident = NULL;
+}
+
+int kl_identity_server_init(kl_server *srv)
+{
+    srv->whois_cache = kl_whois_cache_new();
+    return 0;
+}
+
+void kl_identity_server_free(kl_server *srv)
+{
+    kl_whois_cache_free(srv->whois_cache);
+    srv->whois_cache = NULL;
 }

@@ -12,7 +12,9 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "core/log.h"
 #include "listen/http.h"
@@ -49,6 +51,7 @@ struct kl_conn {
     bool resp_chunked;              /* current response uses chunked framing */
     bool resp_close_delimited;      /* HTTP/1.0 stream: body ends at close */
     bool waiting_head_start;        /* timer measures the head deadline */
+    bool tls;
     void (*drain_cb)(kl_exchange *);
 };
 
@@ -356,6 +359,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct kl_conn *c = arg;
     (void)bev;
+    if (what & BEV_EVENT_CONNECTED)
+        return; /* the TLS handshake finished */
     if (c->ex) {
         kl_exchange *ex = c->ex;
         enum kl_error_class why = KL_EC_CLIENT_CLOSED;
@@ -380,7 +385,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         conn_free(c); /* idle keep-alive, or a head that never completed */
 }
 
-void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t salen)
+void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t salen, void *tls_ctx)
 {
     (void)salen;
     int one = 1;
@@ -405,7 +410,19 @@ void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t s
     } else {
         strcpy(c->peer_ip, "unix");
     }
-    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (tls_ctx) {
+        SSL *ssl = SSL_new(tls_ctx);
+        c->bev = ssl ? bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                      BEV_OPT_CLOSE_ON_FREE)
+                     : NULL;
+        if (c->bev)
+            bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+        else if (ssl)
+            SSL_free(ssl);
+        c->tls = true;
+    } else {
+        c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!c->bev) {
         close(fd);
         free(c);
@@ -469,6 +486,21 @@ static struct kl_conn *live(const kl_exchange *ex)
 {
     struct kl_conn *c = ex->conn;
     return (c && c->ex == ex) ? c : NULL;
+}
+
+bool kl_conn_is_tls(const kl_exchange *ex)
+{
+    struct kl_conn *c = live(ex);
+    return c && c->tls;
+}
+
+struct x509_st *kl_conn_peer_certificate(const kl_exchange *ex)
+{
+    struct kl_conn *c = live(ex);
+    SSL *ssl = c && c->tls ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+    if (!ssl || SSL_get_verify_result(ssl) != X509_V_OK)
+        return NULL;
+    return SSL_get1_peer_certificate(ssl);
 }
 
 void kl_respond_start(kl_exchange *ex, int status, const char *headers, int64_t content_length)

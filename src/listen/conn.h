@@ -12,8 +12,14 @@
 #include "core/exchange.h"
 #include "core/worker.h"
 
-/* Take ownership of an accepted socket. */
-void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t salen);
+/* Take ownership of an accepted socket. With tls_ctx (an SSL_CTX), the
+ * connection is TLS and its client certificate identifies the caller. */
+void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t salen, void *tls_ctx);
+
+/* Is ex's connection TLS? Its verified client certificate (caller frees
+ * with X509_free), or NULL when none was presented. */
+bool kl_conn_is_tls(const kl_exchange *ex);
+struct x509_st *kl_conn_peer_certificate(const kl_exchange *ex);
 
 /* Close every connection that has no exchange in flight (shutdown). */
 void kl_conn_close_idle(kl_worker *w);

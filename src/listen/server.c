@@ -18,7 +18,11 @@
 #include <event2/thread.h>
 
 #include "core/log.h"
+#include "core/mailbox.h"
 #include "listen/conn.h"
+#include "identity/identity.h"
+#include "identity/oidc.h"
+#include "record/record.h"
 #include "upstream/upstream.h"
 
 /* Split "host:port" ("[v6]:port" too) and bind a listening socket with
@@ -82,11 +86,23 @@ static int open_listener(const char *address, int port_override, char *bound, si
     return fd;
 }
 
+/* What a listener hands each accepted connection. */
+struct listener_arg {
+    kl_worker *w;
+    void *tls_ctx;              /* SSL_CTX for the mTLS listener, else NULL */
+};
+
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
     (void)l;
-    kl_conn_accept(arg, fd, sa, (socklen_t)salen);
+    struct listener_arg *la = arg;
+    kl_conn_accept(la->w, fd, sa, (socklen_t)salen, la->tls_ctx);
+}
+
+static struct listener_arg *largs_of(kl_worker *w)
+{
+    return w->listen_args;
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)
@@ -159,6 +175,18 @@ struct signal_ctx {
     struct event_base *base;
 };
 
+/* Off the workers: re-read OIDC key sets that changed on disk. */
+static void on_housekeeping(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kl_server *srv = arg;
+    kl_config *cfg = kl_config_holder_get(&srv->config);
+    if (cfg->identity)
+        kl_oidc_refresh(cfg->identity->oidc);
+    kl_config_unref(cfg);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
@@ -198,6 +226,28 @@ int kl_server_run(kl_config *cfg)
         return 1;
     }
 
+    /* Signals are handled before the "listening" line is printed, so a
+     * supervisor (or a test) that signals right after it is heard. */
+    struct event_base *mb = event_base_new();
+    struct signal_ctx sc = {&srv, mb};
+    struct event *sigs[3];
+    int signums[3] = {SIGTERM, SIGINT, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        sigs[i] = evsignal_new(mb, signums[i], on_signal, &sc);
+        evsignal_add(sigs[i], NULL);
+    }
+    kl_identity_server_init(&srv);
+    char serr[512];
+    if (kl_record_server_start(&srv, cfg, serr, sizeof(serr)) < 0) {
+        kl_error("record store: %s", serr);
+        for (int i = 0; i < 3; i++)
+            event_free(sigs[i]);
+        event_base_free(mb);
+        kl_identity_server_free(&srv);
+        kl_config_holder_destroy(&srv.config);
+        kl_upstream_global_cleanup();
+        return 1;
+    }
     int nw = cfg->listen.workers;
     if (nw <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -205,7 +255,16 @@ int kl_server_run(kl_config *cfg)
     }
     srv.nworkers = nw;
     srv.workers = calloc((size_t)nw, sizeof(kl_worker));
-    size_t na = cfg->listen.naddresses;
+    /* Plain listeners, then the mTLS ones. */
+    const struct kl_identity_cfg *ic = cfg->identity;
+    size_t na = cfg->listen.naddresses + ic->nmtls;
+    struct { const char *address; void *tls; } *specs = calloc(na + 1, sizeof(*specs));
+    for (size_t a = 0; a < cfg->listen.naddresses; a++)
+        specs[a].address = cfg->listen.addresses[a];
+    for (size_t a = 0; a < ic->nmtls; a++) {
+        specs[cfg->listen.naddresses + a].address = ic->mtls_addresses[a];
+        specs[cfg->listen.naddresses + a].tls = ic->mtls_ctx;
+    }
     int status = 1;
 
     /* Bind every socket before any thread starts, so a port in use is a
@@ -220,6 +279,10 @@ int kl_server_run(kl_config *cfg)
         w->nlisteners = na;
         w->listen_fds = calloc(na, sizeof(int));
         w->listeners = calloc(na, sizeof(*w->listeners));
+        struct listener_arg *largs = calloc(na, sizeof(*largs));
+        w->listen_args = largs;
+        for (size_t a = 0; a < na; a++)
+            largs[a] = (struct listener_arg){w, specs[a].tls};
         for (size_t a = 0; a < na; a++)
             w->listen_fds[a] = -1;
         for (size_t a = 0; a < na; a++) {
@@ -233,14 +296,14 @@ int kl_server_run(kl_config *cfg)
             }
             char bound[80];
             const char *err = NULL;
-            int fd = open_listener(cfg->listen.addresses[a], port, bound, sizeof(bound), &err);
+            int fd = open_listener(specs[a].address, port, bound, sizeof(bound), &err);
             if (fd < 0) {
-                kl_error("cannot listen on %s: %s", cfg->listen.addresses[a], err);
+                kl_error("cannot listen on %s: %s", specs[a].address, err);
                 goto out;
             }
             w->listen_fds[a] = fd;
             if (i == 0)
-                printf("keyless listening on http://%s\n", bound);
+                printf("keyless listening on %s://%s\n", specs[a].tls ? "https" : "http", bound);
         }
     }
     fflush(stdout);
@@ -248,13 +311,13 @@ int kl_server_run(kl_config *cfg)
     for (int i = 0; i < nw; i++) {
         kl_worker *w = &srv.workers[i];
         w->base = event_base_new();
-        if (!w->base || kl_upstream_pool_init(w) < 0) {
+        if (!w->base || kl_upstream_pool_init(w) < 0 || kl_mailbox_init(w) < 0) {
             kl_error("worker %d: cannot create event loop", i);
             goto out;
         }
         for (size_t a = 0; a < na; a++) {
-            w->listeners[a] = evconnlistener_new(w->base, on_accept, w, LEV_OPT_CLOSE_ON_FREE, -1,
-                                                 w->listen_fds[a]);
+            w->listeners[a] = evconnlistener_new(w->base, on_accept, &largs_of(w)[a],
+                                                 LEV_OPT_CLOSE_ON_FREE, -1, w->listen_fds[a]);
             if (!w->listeners[a]) {
                 kl_error("worker %d: cannot watch listener", i);
                 goto out;
@@ -270,30 +333,28 @@ int kl_server_run(kl_config *cfg)
     for (int i = 0; i < nw; i++)
         pthread_create(&srv.workers[i].thread, NULL, worker_main, &srv.workers[i]);
 
-    struct event_base *mb = event_base_new();
-    struct signal_ctx sc = {&srv, mb};
-    struct event *sigs[3];
-    int signums[3] = {SIGTERM, SIGINT, SIGHUP};
-    for (int i = 0; i < 3; i++) {
-        sigs[i] = evsignal_new(mb, signums[i], on_signal, &sc);
-        evsignal_add(sigs[i], NULL);
-    }
+    struct event *house = event_new(mb, -1, EV_PERSIST, on_housekeeping, &srv);
+    struct timeval every = {2, 0};
+    event_add(house, &every);
     event_base_dispatch(mb);
     for (int i = 0; i < nw; i++)
         pthread_join(srv.workers[i].thread, NULL);
-    for (int i = 0; i < 3; i++)
-        event_free(sigs[i]);
-    event_base_free(mb);
+    event_free(house);
     kl_info("keyless stopped");
     status = 0;
 
 out:
+    for (int i = 0; i < 3; i++)
+        event_free(sigs[i]);
+    event_base_free(mb);
     for (int i = 0; i < nw; i++) {
         kl_worker *w = &srv.workers[i];
         if (w->base) {
             stop_listening(w);
             kl_conn_close_all(w);
+            kl_identity_worker_free(w);
             kl_upstream_pool_free(w);
+            kl_mailbox_free(w);
             if (w->wake)
                 event_free(w->wake);
             if (w->drain_timer)
@@ -305,10 +366,14 @@ out:
                 close(w->listen_fds[a]);
         free(w->listen_fds);
         free(w->listeners);
+        free(w->listen_args);
         if (w->cfg)
             kl_config_unref(w->cfg);
     }
     free(srv.workers);
+    free(specs);
+    kl_record_server_stop(&srv);
+    kl_identity_server_free(&srv);
     kl_config_holder_destroy(&srv.config);
     kl_upstream_global_cleanup();
     return status;

@@ -1,16 +1,180 @@
 #include "record/record.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "account/account.h"
 #include "core/log.h"
+#include "identity/identity.h"
+#include "record/writer.h"
+
+static int64_t wall_at(const kl_exchange *ex, int64_t ns)
+{
+    return ns ? ex->wall_start_ms + (ns - ex->t_start_ns) / 1000000 : 0;
+}
+
+static const char *joined(kl_arena *a, const char *const *v, size_t n)
+{
+    if (!n)
+        return NULL;
+    size_t total = 1;
+    for (size_t i = 0; i < n; i++)
+        total += strlen(v[i]) + 1;
+    char *s = kl_arena_alloc(a, total);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            strcat(s, ",");
+        strcat(s, v[i]);
+    }
+    return s;
+}
+
+/* Request headers as "Name: value" lines, credentials replaced. */
+static const char *captured_headers(kl_exchange *ex)
+{
+    static const char *secret[] = {"authorization", "proxy-authorization", "x-api-key", "x-goog-api-key",
+                                   "api-key", "cookie"};
+    size_t total = 1;
+    for (size_t i = 0; i < ex->req.nheaders; i++)
+        total += strlen(ex->req.headers[i].name) + strlen(ex->req.headers[i].value) + 16;
+    char *out = kl_arena_alloc(&ex->arena, total);
+    size_t o = 0;
+    for (size_t i = 0; i < ex->req.nheaders; i++) {
+        const struct kl_header *h = &ex->req.headers[i];
+        bool hide = false;
+        for (size_t k = 0; k < sizeof(secret) / sizeof(secret[0]) && !hide; k++)
+            hide = strcasecmp(h->name, secret[k]) == 0;
+        o += (size_t)sprintf(out + o, "%s: %s\n", h->name, hide ? "[redacted]" : h->value);
+    }
+    return out;
+}
+
+static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
+{
+    const struct kl_store_cfg *sc = ex->cfg->store;
+    memset(r, 0, sizeof(*r));
+    memcpy(r->id, ex->id, sizeof(r->id));
+    r->state = state;
+    r->instance = sc->instance;
+    r->started_ms = ex->wall_start_ms;
+    r->first_byte_ms = wall_at(ex, ex->t_first_byte_ns);
+    r->ended_ms = state == KL_REC_DONE ? wall_at(ex, ex->t_end_ns) : 0;
+    r->latency_ms = state == KL_REC_DONE ? (ex->t_end_ns - ex->t_start_ns) / 1000000 : -1;
+    r->ttft_ms = ex->t_first_byte_ns ? (ex->t_first_byte_ns - ex->t_start_ns) / 1000000 : -1;
+    const struct kl_identity *id = ex->ident;
+    if (id) {
+        r->login = id->login;
+        r->display_name = id->display_name;
+        r->node = id->node;
+        r->stable_node_id = id->stable_node_id;
+        r->tags = joined(&ex->arena, id->tags, id->ntags);
+        r->identity_source = id->source;
+    }
+    r->source_addr = kl_arena_printf(&ex->arena, "%s:%d", ex->peer_ip, ex->peer_port);
+    r->method = ex->req.method;
+    r->path = ex->req.path;
+    r->endpoint = ex->ep ? ex->ep->name : NULL;
+    r->dialect = ex->dialect == KL_DIALECT_ANTHROPIC ? "anthropic" : ex->dialect == KL_DIALECT_GEMINI ? "gemini" : "openai";
+    r->model_requested = ex->model_requested;
+    r->provider = ex->provider ? ex->provider->id : NULL;
+    r->stream = ex->stream;
+    r->status = state == KL_REC_DONE ? ex->status : 0;
+    r->upstream_status = ex->upstream_status;
+    r->error_class = ex->error_class ? kl_error_class_name(ex->error_class) : NULL;
+    r->error_message = ex->error_message;
+    r->bytes_in = (int64_t)ex->bytes_in;
+    r->bytes_out = (int64_t)ex->bytes_out;
+    r->user_agent = kl_http_header(&ex->req, "user-agent");
+    r->session_id = ex->session_id;
+    kl_account_fill_record(ex, r);
+    if (sc->captures != KL_CAPTURE_NONE) {
+        r->request_headers = captured_headers(ex);
+        r->response_headers = ex->response_headers;
+    }
+    if (sc->captures == KL_CAPTURE_FULL && ex->body) {
+        r->request_body = ex->body;
+        r->request_body_len = ex->body_len < sc->capture_max ? ex->body_len : sc->capture_max;
+    }
+}
+
+bool kl_record_admit(kl_exchange *ex)
+{
+    struct kl_writer *w = ex->worker->server->writer;
+    if (!w || ex->cfg->store->zero_retention)
+        return true;
+    ex->rec_slots = kl_writer_reserve(w, 1) ? 1 : 0;
+    return ex->rec_slots == 1;
+}
+
+bool kl_record_begin(kl_exchange *ex)
+{
+    struct kl_writer *w = ex->worker->server->writer;
+    if (!w || !ex->rec_slots)
+        return true;
+    if (!kl_writer_reserve(w, 1))
+        return false;
+    struct kl_rec r;
+    fill(ex, &r, KL_REC_IN_PROGRESS);
+    kl_writer_push(w, kl_rec_pack(&r));
+    return true;
+}
 
 void kl_record_exchange(kl_exchange *ex)
 {
+    struct kl_writer *w = ex->worker->server->writer;
+    if (w && ex->rec_slots) {
+        struct kl_rec r;
+        fill(ex, &r, KL_REC_DONE);
+        kl_writer_push(w, kl_rec_pack(&r));
+        ex->rec_slots = 0;
+    }
     if (!ex->cfg->access_log)
         return;
     double ms = (double)(ex->t_end_ns - ex->t_start_ns) / 1e6;
-    kl_info("%s %s:%d \"%s %s\" %d %s model=%s provider=%s in=%llu out=%llu %.1fms", ex->id,
+    kl_info("%s %s:%d \"%s %s\" %d %s login=%s model=%s provider=%s in=%llu out=%llu %.1fms", ex->id,
             ex->peer_ip ? ex->peer_ip : "-", ex->peer_port, ex->req.method ? ex->req.method : "-",
             ex->req.path ? ex->req.path : "-", ex->status,
             ex->error_class ? kl_error_class_name(ex->error_class) : "ok",
+            ex->ident ? ex->ident->login : "-",
             ex->model_requested ? ex->model_requested : "-", ex->provider ? ex->provider->id : "-",
             (unsigned long long)ex->bytes_in, (unsigned long long)ex->bytes_out, ms);
+}
+
+int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t errlen)
+{
+    const struct kl_store_cfg *sc = cfg->store;
+    if (sc->zero_retention) {
+        kl_info("database.retention.duration is \"0\": no request records are kept");
+        return 0;
+    }
+    struct kl_store *s = kl_store_open(sc->driver, sc->target, true, err, errlen);
+    if (!s)
+        return -1;
+    /* Whatever this instance left in progress was cut short by a crash. */
+    char now[32];
+    snprintf(now, sizeof(now), "%lld", (long long)kl_wall_ms());
+    const char *params[] = {now, sc->instance};
+    if (kl_store_exec(s,
+                      "UPDATE requests SET state = 'interrupted', ended_at = ?, "
+                      "error_class = COALESCE(error_class, 'interrupted'), "
+                      "error_message = COALESCE(error_message, 'the gateway stopped while this request was in flight') "
+                      "WHERE state = 'in_progress' AND instance = ?",
+                      params, 2, NULL, err, errlen) < 0) {
+        kl_store_close(s);
+        return -1;
+    }
+    struct kl_writer_opts o = {
+        .queue = sc->queue, .batch = sc->batch, .retention_ms = sc->retention_ms,
+        .purge_captures_only = sc->purge_captures_only,
+    };
+    srv->writer = kl_writer_start(s, &o);
+    return 0;
+}
+
+void kl_record_server_stop(kl_server *srv)
+{
+    kl_writer_stop(srv->writer);
+    srv->writer = NULL;
 }

@@ -1,11 +1,45 @@
-/* Stage 9, record: what happened, written down once the exchange ends.
- * Today this is the access log line (log.access); the request record store
- * (SQLite / PostgreSQL) plugs in here. */
+/* Stage 9, record: one record per request that reached the gateway —
+ * answered, refused, failed, cancelled or interrupted — written by the
+ * writer thread to SQLite or PostgreSQL (see writer.h, store.h).
+ *
+ * Configuration: the keyless `store` section (driver, path/url, captures,
+ * queue) and Aperture's `database.retention`. */
 #ifndef KL_RECORD_H
 #define KL_RECORD_H
 
-#include "core/exchange.h"
+#include <stdbool.h>
 
+#include "core/exchange.h"
+#include "record/store.h"
+
+enum kl_capture { KL_CAPTURE_NONE, KL_CAPTURE_METADATA, KL_CAPTURE_FULL };
+
+struct kl_store_cfg {
+    enum kl_store_driver driver;
+    const char *target;         /* SQLite path or PostgreSQL connection URL */
+    const char *instance;       /* this gateway's name in shared stores */
+    enum kl_capture captures;
+    size_t capture_max;         /* bytes of each body kept */
+    size_t queue, batch;
+    int64_t retention_ms;       /* 0 = forever */
+    bool zero_retention;        /* nothing is kept at all */
+    bool purge_captures_only;
+};
+
+void kl_record_read_store(kl_cfg_ctx *c, const cJSON *v);
+void kl_record_read_database(kl_cfg_ctx *c, const cJSON *v);
+
+/* Open the store, mark this instance's unfinished records interrupted, and
+ * start the writer. -1 with err when the store cannot be used. */
+int  kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t errlen);
+void kl_record_server_stop(kl_server *srv);
+
+/* At arrival: reserve the slot for ex's final record. False: the queue is
+ * full, refuse with 503. */
+bool kl_record_admit(kl_exchange *ex);
+/* Before forwarding: the "in progress" record. False: queue full. */
+bool kl_record_begin(kl_exchange *ex);
+/* At the end: the final record (and the access log line). */
 void kl_record_exchange(kl_exchange *ex);
 
 #endif

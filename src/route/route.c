@@ -16,8 +16,14 @@ static bool lists_model(const struct kl_provider *p, const char *m, size_t n)
     return false;
 }
 
+struct filter {
+    bool (*allowed)(void *, const struct kl_provider *, const char *);
+    void *arg;
+};
+
 static const struct kl_provider *pick(const kl_config *cfg, const char *only, size_t only_len,
-                                      const char *m, size_t n, unsigned compat)
+                                      const char *m, size_t n, unsigned compat,
+                                      const struct filter *f)
 {
     const struct kl_provider *best = NULL;
     for (size_t i = 0; i < cfg->nproviders; i++) {
@@ -25,6 +31,8 @@ static const struct kl_provider *pick(const kl_config *cfg, const char *only, si
         if (p->disabled || !p->baseurl || (compat && !(p->compat & compat)) || !lists_model(p, m, n))
             continue;
         if (only && (strlen(p->id) != only_len || memcmp(p->id, only, only_len) != 0))
+            continue;
+        if (f->allowed && !f->allowed(f->arg, p, m))
             continue;
         if (!best || p->preference > best->preference)
             best = p;
@@ -35,13 +43,23 @@ static const struct kl_provider *pick(const kl_config *cfg, const char *only, si
 const struct kl_provider *kl_route_resolve(const kl_config *cfg, const char *model,
                                            unsigned compat, const char **bare, size_t *bare_len)
 {
+    return kl_route_resolve_filtered(cfg, model, compat, NULL, NULL, bare, bare_len);
+}
+
+const struct kl_provider *kl_route_resolve_filtered(const kl_config *cfg, const char *model,
+                                                    unsigned compat,
+                                                    bool (*allowed)(void *, const struct kl_provider *,
+                                                                    const char *),
+                                                    void *arg, const char **bare, size_t *bare_len)
+{
+    const struct filter f = {allowed, arg};
     /* "provider/model" when the prefix names a provider that lists the rest;
      * otherwise the whole string is the model id (self-hosted ids such as
      * "meta-llama/Llama-3.1-8B" contain slashes too). */
     const char *slash = strchr(model, '/');
     if (slash) {
         const struct kl_provider *p = pick(cfg, model, (size_t)(slash - model), slash + 1,
-                                           strlen(slash + 1), compat);
+                                           strlen(slash + 1), compat, &f);
         if (p) {
             *bare = slash + 1;
             *bare_len = strlen(slash + 1);
@@ -50,7 +68,7 @@ const struct kl_provider *kl_route_resolve(const kl_config *cfg, const char *mod
     }
     *bare = model;
     *bare_len = strlen(model);
-    return pick(cfg, NULL, 0, model, *bare_len, compat);
+    return pick(cfg, NULL, 0, model, *bare_len, compat, &f);
 }
 
 /* The provider speaks the model by its bare id: rewrite a qualified name in
@@ -213,23 +231,11 @@ static void build_headers(kl_exchange *ex)
     ex->n_up_headers = n;
 }
 
+/* The provider was chosen by authorize among those the caller may use. */
 enum kl_step kl_route_run(kl_exchange *ex)
 {
-    const char *bare;
-    size_t bare_len;
-    const struct kl_provider *p = kl_route_resolve(ex->cfg, ex->model_requested, ex->ep->compat,
-                                                   &bare, &bare_len);
-    if (!p) {
-        const struct kl_provider *any = kl_route_resolve(ex->cfg, ex->model_requested, 0, &bare, &bare_len);
-        if (any)
-            return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND,
-                           "model '%s' is not served on %s (provider %s does not speak this API)",
-                           ex->model_requested, ex->req.path, any->id);
-        return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND,
-                       "model '%s' does not exist or you do not have access to it", ex->model_requested);
-    }
-    ex->provider = p;
-    ex->model = bare;
+    const struct kl_provider *p = ex->provider;
+    const char *bare = ex->model;
     if (p->key_problem && p->auth_mode == KL_AUTHMODE_OVERRIDE)
         return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "%s", p->key_problem);
     rewrite_body(ex, bare);

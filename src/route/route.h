@@ -19,6 +19,14 @@ const struct kl_provider *kl_route_resolve(const kl_config *cfg, const char *mod
                                            unsigned compat, const char **bare,
                                            size_t *bare_len);
 
+/* The same, considering only providers for which allowed(arg, p, bare)
+ * holds (the caller's grants). */
+const struct kl_provider *kl_route_resolve_filtered(const kl_config *cfg, const char *model,
+                                                    unsigned compat,
+                                                    bool (*allowed)(void *, const struct kl_provider *,
+                                                                    const char *),
+                                                    void *arg, const char **bare, size_t *bare_len);
+
 /* True when a caller's request header must not reach the provider:
  * credentials, hop-by-hop headers, framing curl redoes, identity headers. */
 bool kl_route_drop_request_header(const char *name);

@@ -9,16 +9,11 @@
 
 #include "core/log.h"
 #include "listen/conn.h"
+#include "upstream/fetch.h"
+#include "upstream/pool.h"
 
 /* Pause the provider once this much output waits for a slow client. */
 #define KL_HIGH_WATER (256u * 1024)
-
-struct kl_upstream_pool {
-    kl_worker *w;
-    CURLM *multi;
-    struct event *timer;
-    struct kl_upstream_xfer *xfers;     /* live transfers (for cancel_all) */
-};
 
 struct sock_watch {
     curl_socket_t fd;
@@ -27,6 +22,7 @@ struct sock_watch {
 };
 
 struct kl_upstream_xfer {
+    struct kl_curl_job job;             /* first: CURLOPT_PRIVATE points here */
     kl_exchange *ex;
     struct kl_upstream_pool *pool;
     struct kl_upstream_xfer *prev, *next;
@@ -44,7 +40,6 @@ struct kl_upstream_xfer {
     bool timed_out;
 };
 
-static void check_done(struct kl_upstream_pool *p);
 
 int kl_upstream_global_init(void)
 {
@@ -64,7 +59,7 @@ static void on_socket_event(evutil_socket_t fd, short what, void *arg)
     int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
     curl_multi_socket_action(p->multi, fd, action, &running);
-    check_done(p);
+    kl_upstream_check_done(p);
 }
 
 static void on_multi_timer(evutil_socket_t fd, short what, void *arg)
@@ -74,7 +69,7 @@ static void on_multi_timer(evutil_socket_t fd, short what, void *arg)
     struct kl_upstream_pool *p = arg;
     int running;
     curl_multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_done(p);
+    kl_upstream_check_done(p);
 }
 
 static int multi_timer_cb(CURLM *multi, long timeout_ms, void *arg)
@@ -145,6 +140,8 @@ void kl_upstream_pool_free(kl_worker *w)
     struct kl_upstream_pool *p = w->upstream;
     if (!p)
         return;
+    while (p->fetches)
+        kl_fetch_cancel(p->fetches);
     curl_multi_cleanup(p->multi);
     event_free(p->timer);
     free(p);
@@ -306,8 +303,9 @@ static void on_xfer_timeout(evutil_socket_t fd, short what, void *arg)
                                         : "the provider did not answer in time");
 }
 
-static void finish(struct kl_upstream_xfer *x, CURLcode rc)
+static void finish(struct kl_curl_job *job, CURLcode rc)
 {
+    struct kl_upstream_xfer *x = (struct kl_upstream_xfer *)job;
     kl_exchange *ex = x->ex;
     bool started = x->head_done;
     if (rc == CURLE_OK && !started && x->status >= 200)
@@ -341,18 +339,18 @@ static void finish(struct kl_upstream_xfer *x, CURLcode rc)
     }
 }
 
-static void check_done(struct kl_upstream_pool *p)
+void kl_upstream_check_done(struct kl_upstream_pool *p)
 {
     CURLMsg *msg;
     int left;
     while ((msg = curl_multi_info_read(p->multi, &left))) {
         if (msg->msg != CURLMSG_DONE)
             continue;
-        struct kl_upstream_xfer *x = NULL;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        struct kl_curl_job *job = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&job);
         CURLcode rc = msg->data.result;
-        if (x)
-            finish(x, rc);
+        if (job)
+            job->done(job, rc);
     }
 }
 
@@ -362,6 +360,7 @@ enum kl_step kl_upstream_run(kl_exchange *ex)
     struct kl_upstream_xfer *x = calloc(1, sizeof(*x));
     if (!x)
         abort();
+    x->job.done = finish;
     x->ex = ex;
     x->pool = p;
     x->content_length = -1;
@@ -390,7 +389,7 @@ enum kl_step kl_upstream_run(kl_exchange *ex)
     const struct kl_timeouts *t = &ex->cfg->listen.timeouts;
     CURL *e = x->easy;
     curl_easy_setopt(e, CURLOPT_URL, ex->upstream_url);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, &x->job);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);

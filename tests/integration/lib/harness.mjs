@@ -112,6 +112,10 @@ export function providersFor(mockUrl, extra = {}) {
   };
 }
 
+export const OPEN_GRANTS = [
+  { src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }] } },
+];
+
 // Start keyless with config (an object, serialized as JSON, or a string of
 // HuJSON). Its stdout/stderr are kept for the credential scan.
 export async function startGateway(config, { env = {}, workers = 2 } = {}) {
@@ -121,6 +125,8 @@ export async function startGateway(config, { env = {}, workers = 2 } = {}) {
   if (typeof config !== 'string') {
     const c = structuredClone(config);
     c.listen = { addresses: ['127.0.0.1:0'], workers, ...(c.listen || {}) };
+    // Tests that are not about grants: everyone may use every model.
+    if (!('grants' in c)) c.grants = OPEN_GRANTS;
     c.log = { level: 'info', access: true, ...(c.log || {}) };
     text = JSON.stringify(c, null, 2);
   }
@@ -194,3 +200,77 @@ export function readJSON(p) {
 }
 
 export { existsSync };
+
+// ---- identity fixtures ----
+import http from 'node:http';
+import { cpSync } from 'node:fs';
+import { Agent } from 'undici';
+
+// A fetch dispatcher whose connections leave from a chosen local address,
+// so the gateway sees a different TCP peer (127.0.0.2, 127.0.0.3, ...).
+const agents = new Map();
+export function from(ip) {
+  if (!agents.has(ip)) agents.set(ip, new Agent({ localAddress: ip }));
+  return agents.get(ip);
+}
+
+function unixGet(socketPath, path, method = 'GET') {
+  return new Promise((resolveP, reject) => {
+    const req = http.request({ socketPath, path, method, headers: { Host: 'local-tailscaled.sock' } }, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolveP({ status: res.statusCode, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+// fake-tailscaled on a socket in a temp dir, serving a copy of
+// tests/fixtures/whois (so a test may edit the table).
+export async function startTailscaled(args = []) {
+  const dir = mkdtempSync(join(tmpdir(), 'kl-ts-'));
+  cpSync(join(root, 'tests/fixtures/whois'), dir, { recursive: true });
+  const socket = join(dir, 'tailscaled.sock');
+  const ts = {
+    dir,
+    socket,
+    table: join(dir, 'table.json'),
+    proc: null,
+    errout: '',
+    async start() {
+      const proc = spawn(join(BUILD, 'fake-tailscaled'), ['--socket', socket, '--table', ts.table, ...args], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      proc.stderr.on('data', (d) => (ts.errout += d));
+      await waitForLine(proc, proc.stdout, /fake-tailscaled listening on/, 'fake-tailscaled');
+      proc.stdout.resume();
+      ts.proc = proc;
+    },
+    async stop() {
+      const proc = ts.proc;
+      if (proc && proc.exitCode === null) {
+        proc.kill('SIGTERM');
+        await once(proc, 'exit');
+      }
+      ts.proc = null;
+      assertNoSanitizerReport(ts.errout, 'fake-tailscaled');
+    },
+    async stats() {
+      return JSON.parse((await unixGet(socket, '/fake/stats')).body);
+    },
+    async reset() {
+      await unixGet(socket, '/fake/reset', 'POST');
+    },
+  };
+  await ts.start();
+  return ts;
+}
+
+// An IPv4 address of this machine that is not loopback, or null.
+import os from 'node:os';
+export function externalIPv4() {
+  for (const list of Object.values(os.networkInterfaces()))
+    for (const i of list) if (i.family === 'IPv4' && !i.internal) return i.address;
+  return null;
+}

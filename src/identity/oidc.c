@@ -1,0 +1,340 @@
+#include "identity/oidc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "identity/identity.h"
+#include "identity/jwt.h"
+#include "listen/http.h"
+
+/* A key set shared by workers while the file watcher may replace it. */
+struct keys_ref {
+    atomic_int refs;
+    kl_jwks *jwks;
+};
+
+struct issuer {
+    const char *issuer;
+    const char *jwks_file;
+    struct kl_jwt_policy policy;
+    const char *login_tmpl, *display_tmpl;
+    const char **tag_tmpls, **group_tmpls;
+    size_t ntags, ngroups;
+    pthread_mutex_t lock;       /* guards cur and the file's identity */
+    struct keys_ref *cur;
+    struct timespec mtime;
+    off_t size;
+    ino_t ino;
+};
+
+struct kl_oidc_cfg {
+    struct issuer *v;
+    size_t n;
+};
+
+static void keys_unref(struct keys_ref *k)
+{
+    if (k && atomic_fetch_sub_explicit(&k->refs, 1, memory_order_acq_rel) == 1) {
+        kl_jwks_free(k->jwks);
+        free(k);
+    }
+}
+
+/* Read and parse the issuer's JWKS file. Returns NULL with why on failure. */
+static struct keys_ref *load_keys(const char *path, struct stat *st, char *why, size_t whylen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(why, whylen, "cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (fstat(fileno(f), st) < 0 || st->st_size > (1 << 20)) {
+        fclose(f);
+        snprintf(why, whylen, "%s is not a readable JWKS file of at most 1 MiB", path);
+        return NULL;
+    }
+    char *buf = malloc((size_t)st->st_size + 1);
+    if (!buf)
+        abort();
+    size_t n = fread(buf, 1, (size_t)st->st_size, f);
+    fclose(f);
+    kl_jwks *k = kl_jwks_parse(buf, n, why, whylen);
+    free(buf);
+    if (!k)
+        return NULL;
+    struct keys_ref *r = malloc(sizeof(*r));
+    if (!r)
+        abort();
+    atomic_init(&r->refs, 1);
+    r->jwks = k;
+    return r;
+}
+
+static const char **read_templates(kl_cfg_ctx *c, const cJSON *v, const char *what, size_t *n)
+{
+    *n = 0;
+    if (!cJSON_IsArray(v)) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "%s must be an array of templates", what);
+        return NULL;
+    }
+    const char **out = kl_arena_alloc(&c->cfg->arena, ((size_t)cJSON_GetArraySize(v) + 1) * sizeof(char *));
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v) {
+        char why[200];
+        if (!cJSON_IsString(e) || kl_jwt_template_check(e->valuestring, why, sizeof(why)) < 0) {
+            kl_cfg_report(c, KL_SEV_ERROR, e, "%s: %s", what, cJSON_IsString(e) ? why : "must be strings");
+            continue;
+        }
+        out[(*n)++] = kl_arena_strdup(&c->cfg->arena, e->valuestring);
+    }
+    return out;
+}
+
+static const char *read_template(kl_cfg_ctx *c, const cJSON *v, const char *what)
+{
+    char why[200];
+    if (!cJSON_IsString(v) || kl_jwt_template_check(v->valuestring, why, sizeof(why)) < 0) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "%s: %s", what, cJSON_IsString(v) ? why : "must be a string");
+        return NULL;
+    }
+    return kl_arena_strdup(&c->cfg->arena, v->valuestring);
+}
+
+static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
+{
+    kl_arena *a = &c->cfg->arena;
+    is->policy.leeway_s = 60;
+    is->policy.max_lifetime_s = 24 * 3600;
+    static const char *default_algs[] = {"RS256", "ES256"};
+    is->policy.algs = default_algs;
+    is->policy.nalgs = 2;
+    if (!cJSON_IsObject(v)) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "identity.oidc.issuers entries must be objects");
+        return false;
+    }
+    int errors = c->diags->errors;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, v) {
+        const char *k = m->string;
+        if (strcmp(k, "issuer") == 0 && cJSON_IsString(m)) {
+            is->issuer = kl_arena_strdup(a, m->valuestring);
+        } else if (strcmp(k, "jwks_file") == 0 && cJSON_IsString(m)) {
+            is->jwks_file = kl_arena_strdup(a, m->valuestring);
+        } else if (strcmp(k, "audience") == 0 && cJSON_IsString(m)) {
+            is->policy.audience = kl_arena_strdup(a, m->valuestring);
+        } else if (strcmp(k, "algorithms") == 0 && cJSON_IsArray(m)) {
+            const char **algs = kl_arena_alloc(a, ((size_t)cJSON_GetArraySize(m) + 1) * sizeof(char *));
+            size_t n = 0;
+            const cJSON *e;
+            cJSON_ArrayForEach(e, m) {
+                if (!cJSON_IsString(e) || strcasecmp(e->valuestring, "none") == 0 ||
+                    strncmp(e->valuestring, "HS", 2) == 0) {
+                    kl_cfg_report(c, KL_SEV_ERROR, e,
+                                  "algorithms must be public-key JWS algorithms (RS256, ES256, ...); never none or HS*");
+                    continue;
+                }
+                algs[n++] = kl_arena_strdup(a, e->valuestring);
+            }
+            is->policy.algs = (const char *const *)algs;
+            is->policy.nalgs = n;
+        } else if (strcmp(k, "leeway") == 0 || strcmp(k, "max_lifetime") == 0) {
+            uint64_t ms;
+            if (!cJSON_IsString(m) || kl_parse_duration_ms(m->valuestring, &ms) < 0) {
+                kl_cfg_report(c, KL_SEV_ERROR, m, "%s must be a duration such as \"60s\"", k);
+                continue;
+            }
+            if (k[0] == 'l')
+                is->policy.leeway_s = (int64_t)(ms / 1000);
+            else
+                is->policy.max_lifetime_s = (int64_t)(ms / 1000);
+        } else if (strcmp(k, "login") == 0) {
+            is->login_tmpl = read_template(c, m, "login");
+        } else if (strcmp(k, "display_name") == 0) {
+            is->display_tmpl = read_template(c, m, "display_name");
+        } else if (strcmp(k, "tags") == 0) {
+            is->tag_tmpls = read_templates(c, m, "tags", &is->ntags);
+        } else if (strcmp(k, "groups") == 0) {
+            is->group_tmpls = read_templates(c, m, "groups", &is->ngroups);
+        } else {
+            kl_cfg_report(c, KL_SEV_WARNING, m, "unknown or mistyped key \"%s\" in an OIDC issuer (ignored)", k);
+        }
+    }
+    if (!is->issuer || !is->jwks_file || !is->policy.audience || !is->login_tmpl) {
+        kl_cfg_report(c, KL_SEV_ERROR, v,
+                      "an OIDC issuer needs \"issuer\", \"jwks_file\", \"audience\" and a \"login\" template");
+        return false;
+    }
+    if (c->diags->errors > errors)
+        return false;
+    is->policy.issuer = is->issuer;
+    char why[256];
+    struct stat st;
+    is->cur = load_keys(is->jwks_file, &st, why, sizeof(why));
+    if (!is->cur) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "issuer %s: %s", is->issuer, why);
+        return false;
+    }
+    is->mtime = st.st_mtim;
+    is->size = st.st_size;
+    is->ino = st.st_ino;
+    pthread_mutex_init(&is->lock, NULL);
+    return true;
+}
+
+static void oidc_free_cb(void *arg)
+{
+    kl_oidc_free(arg);
+}
+
+struct kl_oidc_cfg *kl_oidc_read_config(kl_cfg_ctx *c, const cJSON *v)
+{
+    const cJSON *issuers = cJSON_GetObjectItemCaseSensitive(v, "issuers");
+    if (!cJSON_IsObject(v) || !cJSON_IsArray(issuers)) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "identity.oidc must be {\"issuers\": [...]}");
+        return NULL;
+    }
+    struct kl_oidc_cfg *o = kl_arena_alloc(&c->cfg->arena, sizeof(*o));
+    o->v = kl_arena_alloc(&c->cfg->arena, ((size_t)cJSON_GetArraySize(issuers) + 1) * sizeof(struct issuer));
+    const cJSON *e;
+    cJSON_ArrayForEach(e, issuers) {
+        if (read_issuer(c, e, &o->v[o->n]))
+            o->n++;
+    }
+    kl_config_on_free(c->cfg, oidc_free_cb, o);
+    return o->n ? o : NULL;
+}
+
+void kl_oidc_free(struct kl_oidc_cfg *o)
+{
+    for (size_t i = 0; o && i < o->n; i++) {
+        keys_unref(o->v[i].cur);
+        pthread_mutex_destroy(&o->v[i].lock);
+    }
+}
+
+void kl_oidc_refresh(struct kl_oidc_cfg *o)
+{
+    for (size_t i = 0; o && i < o->n; i++) {
+        struct issuer *is = &o->v[i];
+        struct stat st;
+        if (stat(is->jwks_file, &st) < 0)
+            continue; /* keep the keys we have while the file is being replaced */
+        if (st.st_mtim.tv_sec == is->mtime.tv_sec && st.st_mtim.tv_nsec == is->mtime.tv_nsec &&
+            st.st_size == is->size && st.st_ino == is->ino)
+            continue;
+        char why[256];
+        struct keys_ref *k = load_keys(is->jwks_file, &st, why, sizeof(why));
+        if (!k) {
+            kl_warn("OIDC issuer %s: keeping the previous keys: %s", is->issuer, why);
+            is->mtime = st.st_mtim; /* do not retry until it changes again */
+            continue;
+        }
+        pthread_mutex_lock(&is->lock);
+        struct keys_ref *old = is->cur;
+        is->cur = k;
+        is->mtime = st.st_mtim;
+        is->size = st.st_size;
+        is->ino = st.st_ino;
+        pthread_mutex_unlock(&is->lock);
+        keys_unref(old);
+        kl_info("OIDC issuer %s: reloaded %zu key(s) from %s", is->issuer, kl_jwks_count(k->jwks),
+                is->jwks_file);
+    }
+}
+
+/* The first credential header that holds something shaped like a JWT
+ * (base64url JSON header, three parts). SDKs put the "API key" in different
+ * headers, so a CI job can hand its token to any of them. */
+static const char *find_token(const kl_exchange *ex)
+{
+    static const char *headers[] = {"authorization", "x-api-key", "x-goog-api-key", "api-key"};
+    for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
+        const char *v = kl_http_header(&ex->req, headers[i]);
+        if (!v)
+            continue;
+        if (i == 0) {
+            if (strncasecmp(v, "Bearer ", 7) != 0)
+                continue;
+            v += 7;
+            while (*v == ' ')
+                v++;
+        }
+        const char *d1 = strchr(v, '.');
+        if (strncmp(v, "eyJ", 3) == 0 && d1 && strchr(d1 + 1, '.'))
+            return v;
+    }
+    return NULL;
+}
+
+static int refuse(kl_exchange *ex, const char *why)
+{
+    kl_fail(ex, KL_ERR_UNAUTHENTICATED, KL_EC_UNAUTHENTICATED, "invalid workload token: %s", why);
+    return -1;
+}
+
+int kl_oidc_identify(kl_exchange *ex, struct kl_oidc_cfg *o)
+{
+    const char *token = find_token(ex);
+    if (!token || !o)
+        return -1;
+    size_t len = strlen(token);
+    if (len > KL_JWT_MAX_TOKEN)
+        return refuse(ex, "token too large");
+    const char *iss = kl_jwt_peek_issuer(token, len, &ex->arena);
+    if (!iss)
+        return refuse(ex, "malformed token");
+    struct issuer *is = NULL;
+    for (size_t i = 0; i < o->n && !is; i++)
+        if (strcmp(o->v[i].issuer, iss) == 0)
+            is = &o->v[i];
+    if (!is)
+        return refuse(ex, "issuer is not trusted by this gateway");
+    pthread_mutex_lock(&is->lock);
+    struct keys_ref *k = is->cur;
+    atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&is->lock);
+    char why[200];
+    cJSON *claims = NULL;
+    int r = kl_jwt_verify(token, len, &is->policy, k->jwks, (int64_t)time(NULL), &claims, why, sizeof(why));
+    keys_unref(k);
+    if (r < 0)
+        return refuse(ex, why);
+    struct kl_identity *id = kl_arena_alloc(&ex->arena, sizeof(*id));
+    id->source = "oidc";
+    id->issuer = is->issuer;
+    if (kl_jwt_template(claims, is->login_tmpl, &ex->arena, &id->login, why, sizeof(why)) < 0 ||
+        (is->display_tmpl &&
+         kl_jwt_template(claims, is->display_tmpl, &ex->arena, &id->display_name, why, sizeof(why)) < 0)) {
+        cJSON_Delete(claims);
+        return refuse(ex, why);
+    }
+    const char **tags = kl_arena_alloc(&ex->arena, (is->ntags + 1) * sizeof(char *));
+    for (size_t i = 0; i < is->ntags; i++) {
+        if (kl_jwt_template(claims, is->tag_tmpls[i], &ex->arena, &tags[i], why, sizeof(why)) < 0) {
+            cJSON_Delete(claims);
+            return refuse(ex, why);
+        }
+    }
+    const char **groups = kl_arena_alloc(&ex->arena, (is->ngroups + 1) * sizeof(char *));
+    for (size_t i = 0; i < is->ngroups; i++) {
+        if (kl_jwt_template(claims, is->group_tmpls[i], &ex->arena, &groups[i], why, sizeof(why)) < 0) {
+            cJSON_Delete(claims);
+            return refuse(ex, why);
+        }
+    }
+    cJSON_Delete(claims);
+    id->tags = tags;
+    id->ntags = is->ntags;
+    id->groups = groups;
+    id->ngroups = is->ngroups;
+    ex->ident = id;
+    return 0;
+}

@@ -1,0 +1,118 @@
+/* `tailscale serve` identity headers. tailscaled deletes caller-sent
+ * Tailscale-* headers and sets its own, but anyone who reaches our port
+ * directly can forge them, so they count only from a loopback peer. */
+#include "identity/identity.h"
+
+#include <string.h>
+#include <strings.h>
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int b64val(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* Decode one "=?charset?enc?text?=" word at p into out; returns the length
+ * consumed, or 0 when p is not an encoded word we understand. */
+static size_t decode_word(const char *p, char *out, size_t *olen)
+{
+    if (p[0] != '=' || p[1] != '?')
+        return 0;
+    const char *q1 = strchr(p + 2, '?');
+    if (!q1 || !q1[1] || q1[2] != '?')
+        return 0;
+    size_t cl = (size_t)(q1 - (p + 2));
+    if (!((cl == 5 && strncasecmp(p + 2, "utf-8", 5) == 0) ||
+          (cl == 8 && strncasecmp(p + 2, "us-ascii", 8) == 0)))
+        return 0;
+    char enc = q1[1];
+    const char *text = q1 + 3;
+    const char *end = strstr(text, "?=");
+    if (!end)
+        return 0;
+    size_t o = *olen;
+    if (enc == 'q' || enc == 'Q') {
+        for (const char *c = text; c < end; c++) {
+            if (*c == '_') {
+                out[o++] = ' ';
+            } else if (*c == '=' && c + 2 < end && hexval(c[1]) >= 0 && hexval(c[2]) >= 0) {
+                out[o++] = (char)(hexval(c[1]) * 16 + hexval(c[2]));
+                c += 2;
+            } else {
+                out[o++] = *c;
+            }
+        }
+    } else if (enc == 'b' || enc == 'B') {
+        unsigned acc = 0;
+        int bits = 0;
+        for (const char *c = text; c < end && *c != '='; c++) {
+            int v = b64val(*c);
+            if (v < 0)
+                return 0;
+            acc = (acc << 6) | (unsigned)v;
+            bits += 6;
+            if (bits >= 8) {
+                bits -= 8;
+                out[o++] = (char)((acc >> bits) & 0xff);
+            }
+        }
+    } else {
+        return 0;
+    }
+    *olen = o;
+    return (size_t)(end + 2 - p);
+}
+
+const char *kl_rfc2047_decode(kl_arena *a, const char *v)
+{
+    if (!strstr(v, "=?"))
+        return kl_arena_strdup(a, v);
+    size_t n = strlen(v);
+    char *out = kl_arena_alloc(a, n + 1);
+    size_t o = 0;
+    bool prev_word = false;
+    const char *p = v;
+    while (*p) {
+        size_t used = decode_word(p, out, &o);
+        if (used) {
+            p += used;
+            prev_word = true;
+            continue;
+        }
+        /* white space between two encoded words is not part of the text */
+        if (prev_word && (*p == ' ' || *p == '\t')) {
+            const char *s = p;
+            while (*s == ' ' || *s == '\t')
+                s++;
+            size_t dummy = o; /* decoded again below; this only probes */
+            if (s[0] == '=' && s[1] == '?' && decode_word(s, out, &dummy)) {
+                p = s;
+                continue;
+            }
+        }
+        prev_word = false;
+        out[o++] = *p++;
+    }
+    out[o] = '\0';
+    return out;
+}

@@ -1,0 +1,314 @@
+/* Tailscale WhoIs: asynchronous lookups over the LocalAPI unix socket with a
+ * process-wide cache, so a busy client costs one lookup per TTL per worker,
+ * not one per request. Lookups for the same peer on one worker share a
+ * single request. Errors are never cached: when tailscaled comes back, the
+ * next request succeeds. */
+#include "identity/whois.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "upstream/fetch.h"
+
+#define NBUCKETS 1024
+#define MAX_ENTRIES 65536
+
+struct kl_whois_cache {
+    pthread_mutex_t lock;
+    struct kl_whois_entry *buckets[NBUCKETS];
+    size_t n;
+};
+
+struct pending {
+    struct pending *next;
+    kl_worker *w;
+    char ip[64];
+    struct kl_fetch *fetch;
+    kl_exchange **waiters;
+    size_t n, cap;
+    uint32_t ttl_ms, negative_ttl_ms;
+};
+
+struct kl_identity_worker {
+    struct pending *pending;
+};
+
+static unsigned hash_ip(const char *ip)
+{
+    unsigned h = 2166136261u;
+    for (; *ip; ip++)
+        h = (h ^ (unsigned char)*ip) * 16777619u;
+    return h % NBUCKETS;
+}
+
+struct kl_whois_cache *kl_whois_cache_new(void)
+{
+    struct kl_whois_cache *c = calloc(1, sizeof(*c));
+    if (!c)
+        abort();
+    pthread_mutex_init(&c->lock, NULL);
+    return c;
+}
+
+void kl_whois_entry_unref(struct kl_whois_entry *e)
+{
+    if (!e || atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    cJSON_Delete(e->caps);
+    kl_arena_free(&e->arena);
+    free(e);
+}
+
+void kl_whois_cache_free(struct kl_whois_cache *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        struct kl_whois_entry *e = c->buckets[i];
+        while (e) {
+            struct kl_whois_entry *next = e->next;
+            kl_whois_entry_unref(e);
+            e = next;
+        }
+    }
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+/* Returns a new reference, or NULL when absent or expired. */
+static struct kl_whois_entry *cache_get(struct kl_whois_cache *c, const char *ip, int64_t now_ms)
+{
+    unsigned b = hash_ip(ip);
+    pthread_mutex_lock(&c->lock);
+    struct kl_whois_entry **pp = &c->buckets[b], *e;
+    while ((e = *pp)) {
+        if (strcmp(e->ip, ip) == 0) {
+            if (e->expires_ms <= now_ms) {
+                *pp = e->next;
+                c->n--;
+                kl_whois_entry_unref(e);
+                e = NULL;
+            } else {
+                atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+            }
+            break;
+        }
+        pp = &e->next;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return e;
+}
+
+static void cache_put(struct kl_whois_cache *c, struct kl_whois_entry *e, int64_t now_ms)
+{
+    unsigned b = hash_ip(e->ip);
+    pthread_mutex_lock(&c->lock);
+    if (c->n >= MAX_ENTRIES) {
+        /* Drop expired entries; if the table is still full, start over. */
+        for (size_t i = 0; i < NBUCKETS; i++) {
+            struct kl_whois_entry **pp = &c->buckets[i], *x;
+            while ((x = *pp)) {
+                if (x->expires_ms <= now_ms || c->n >= MAX_ENTRIES) {
+                    *pp = x->next;
+                    c->n--;
+                    kl_whois_entry_unref(x);
+                } else {
+                    pp = &x->next;
+                }
+            }
+        }
+    }
+    struct kl_whois_entry **pp = &c->buckets[b], *x;
+    while ((x = *pp)) {
+        if (strcmp(x->ip, e->ip) == 0) {
+            *pp = x->next;
+            c->n--;
+            kl_whois_entry_unref(x);
+            break;
+        }
+        pp = &x->next;
+    }
+    atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed); /* the cache's */
+    e->next = c->buckets[b];
+    c->buckets[b] = e;
+    c->n++;
+    pthread_mutex_unlock(&c->lock);
+}
+
+static int64_t now_ms(void)
+{
+    return kl_now_ns() / 1000000;
+}
+
+struct kl_whois_entry *kl_whois_cached(kl_server *srv, const char *ip)
+{
+    return cache_get(srv->whois_cache, ip, now_ms());
+}
+
+/* Build the cache entry for a finished lookup; NULL (with *err) on failure. */
+static struct kl_whois_entry *entry_from(const char *ip, int status, const char *body, size_t len,
+                                         const char *error, const struct pending *p,
+                                         char *err, size_t errlen)
+{
+    if (status == 404) {
+        struct kl_whois_entry *e = calloc(1, sizeof(*e));
+        if (!e)
+            abort();
+        atomic_init(&e->refs, 1);
+        snprintf(e->ip, sizeof(e->ip), "%s", ip);
+        e->state = KL_WHOIS_NOT_TAILNET;
+        e->expires_ms = now_ms() + p->negative_ttl_ms;
+        return e;
+    }
+    if (status != 200) {
+        if (status == 0)
+            snprintf(err, errlen, "tailscaled is unavailable (%s)", error ? error : "no answer");
+        else
+            snprintf(err, errlen, "tailscaled answered WhoIs with HTTP %d", status);
+        return NULL;
+    }
+    struct kl_whois_entry *e = calloc(1, sizeof(*e));
+    if (!e)
+        abort();
+    atomic_init(&e->refs, 1);
+    kl_arena_init(&e->arena);
+    snprintf(e->ip, sizeof(e->ip), "%s", ip);
+    const char *why = NULL;
+    int r = kl_whois_parse(body, len, &e->arena, &e->ident, &e->caps, &why);
+    if (r < 0) {
+        snprintf(err, errlen, "%s", why);
+        kl_whois_entry_unref(e);
+        return NULL;
+    }
+    e->ident.caps = e->caps;
+    e->state = r == 1 ? KL_WHOIS_IDENTIFIED : KL_WHOIS_NO_OWNER;
+    e->expires_ms = now_ms() + p->ttl_ms;
+    return e;
+}
+
+static struct pending **find_pending(struct kl_identity_worker *iw, const char *ip)
+{
+    struct pending **pp = &iw->pending;
+    while (*pp && strcmp((*pp)->ip, ip) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void on_whois(void *arg, int status, const char *body, size_t len, const char *error)
+{
+    struct pending *p = arg;
+    kl_worker *w = p->w;
+    struct kl_identity_worker *iw = w->identity;
+    struct pending **pp = find_pending(iw, p->ip);
+    if (*pp == p)
+        *pp = p->next;
+    char err[256] = "";
+    struct kl_whois_entry *e = entry_from(p->ip, status, body, len, error, p, err, sizeof(err));
+    if (e)
+        cache_put(w->server->whois_cache, e, now_ms());
+    else
+        kl_warn("WhoIs for %s failed: %s", p->ip, err);
+    for (size_t i = 0; i < p->n; i++) {
+        if (e)
+            atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+        kl_whois_resume(p->waiters[i], e, err);
+    }
+    kl_whois_entry_unref(e);
+    free(p->waiters);
+    free(p);
+}
+
+static void url_escape(char *out, size_t outlen, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 4 < outlen; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' ||
+            c == '-' || c == '_')
+            out[o++] = (char)c;
+        else
+            o += (size_t)snprintf(out + o, outlen - o, "%%%02X", c);
+    }
+    out[o] = '\0';
+}
+
+int kl_whois_lookup(kl_exchange *ex, const struct kl_identity_cfg *cfg)
+{
+    kl_worker *w = ex->worker;
+    if (!w->identity) {
+        w->identity = calloc(1, sizeof(*w->identity));
+        if (!w->identity)
+            abort();
+    }
+    struct pending **pp = find_pending(w->identity, ex->peer_ip);
+    struct pending *p = *pp;
+    if (!p) {
+        p = calloc(1, sizeof(*p));
+        if (!p)
+            abort();
+        p->w = w;
+        snprintf(p->ip, sizeof(p->ip), "%s", ex->peer_ip);
+        p->ttl_ms = cfg->ts_ttl_ms;
+        p->negative_ttl_ms = cfg->ts_negative_ttl_ms;
+        char addr[96], esc[300], url[400];
+        if (strchr(ex->peer_ip, ':'))
+            snprintf(addr, sizeof(addr), "[%s]:%d", ex->peer_ip, ex->peer_port);
+        else
+            snprintf(addr, sizeof(addr), "%s:%d", ex->peer_ip, ex->peer_port);
+        url_escape(esc, sizeof(esc), addr);
+        snprintf(url, sizeof(url), "http://local-tailscaled.sock/localapi/v0/whois?addr=%s", esc);
+        struct kl_fetch_opts o = {
+            .url = url, .unix_socket = cfg->ts_socket, .timeout_ms = cfg->ts_timeout_ms,
+            .max_body = 1u << 20,
+        };
+        p->fetch = kl_fetch_get(w, &o, on_whois, p);
+        if (!p->fetch) {
+            free(p);
+            return -1;
+        }
+        p->next = w->identity->pending;
+        w->identity->pending = p;
+    }
+    if (p->n == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 4;
+        p->waiters = realloc(p->waiters, p->cap * sizeof(*p->waiters));
+        if (!p->waiters)
+            abort();
+    }
+    p->waiters[p->n++] = ex;
+    return 0;
+}
+
+void kl_whois_forget(kl_exchange *ex)
+{
+    struct kl_identity_worker *iw = ex->worker->identity;
+    if (!iw)
+        return;
+    for (struct pending *p = iw->pending; p; p = p->next) {
+        for (size_t i = 0; i < p->n; i++) {
+            if (p->waiters[i] == ex) {
+                p->waiters[i] = p->waiters[--p->n];
+                return;
+            }
+        }
+    }
+}
+
+void kl_identity_worker_free(kl_worker *w)
+{
+    struct kl_identity_worker *iw = w->identity;
+    if (!iw)
+        return;
+    /* The fetches themselves are freed with the worker's curl pool. */
+    while (iw->pending) {
+        struct pending *p = iw->pending;
+        iw->pending = p->next;
+        free(p->waiters);
+        free(p);
+    }
+    free(iw);
+    w->identity = NULL;
+}

@@ -1,0 +1,42 @@
+/* Internal to src/identity: the WhoIs cache and asynchronous lookups. */
+#ifndef KL_WHOIS_H
+#define KL_WHOIS_H
+
+#include <stdatomic.h>
+
+#include "identity/identity.h"
+
+enum kl_whois_state {
+    KL_WHOIS_IDENTIFIED,        /* a user node or a tagged node */
+    KL_WHOIS_NOT_TAILNET,       /* tailscaled: "no match for IP:port" */
+    KL_WHOIS_NO_OWNER,          /* a node with neither a user nor tags */
+};
+
+/* One cached answer, immutable once published; exchanges hold references. */
+struct kl_whois_entry {
+    atomic_int refs;
+    struct kl_whois_entry *next;
+    char ip[64];
+    int64_t expires_ms;
+    enum kl_whois_state state;
+    kl_arena arena;             /* the identity's strings */
+    struct kl_identity ident;
+    cJSON *caps;
+};
+
+struct kl_whois_cache *kl_whois_cache_new(void);
+void kl_whois_cache_free(struct kl_whois_cache *c);
+void kl_whois_entry_unref(struct kl_whois_entry *e);
+
+/* A fresh cache entry for ex's peer (new reference), or NULL. */
+struct kl_whois_entry *kl_whois_cached(kl_server *srv, const char *ip);
+/* Ask tailscaled; kl_whois_resume(ex, entry or NULL, error) follows. */
+int kl_whois_lookup(kl_exchange *ex, const struct kl_identity_cfg *cfg);
+/* ex no longer waits (client gone). */
+void kl_whois_forget(kl_exchange *ex);
+
+/* Defined in identity.c: continue ex with a lookup's result (entry is a new
+ * reference the exchange takes over; NULL with err on failure). */
+void kl_whois_resume(kl_exchange *ex, struct kl_whois_entry *e, const char *err);
+
+#endif

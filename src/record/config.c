@@ -1,0 +1,127 @@
+/* The `store` section (keyless) and `database` (Aperture: retention). */
+#include "record/record.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static void store_defaults(kl_cfg_ctx *c)
+{
+    if (c->cfg->store)
+        return;
+    struct kl_store_cfg *s = kl_arena_alloc(&c->cfg->arena, sizeof(*s));
+    s->driver = KL_STORE_SQLITE;
+    /* next to the configuration file, so `make run` and tests never share one */
+    const char *slash = strrchr(c->cfg->path, '/');
+    s->target = slash ? kl_arena_printf(&c->cfg->arena, "%.*s/keyless.db", (int)(slash - c->cfg->path),
+                                        c->cfg->path)
+                      : "keyless.db";
+    char host[256] = "keyless";
+    gethostname(host, sizeof(host) - 1);
+    s->instance = kl_arena_strdup(&c->cfg->arena, host);
+    s->capture_max = 64 * 1024;
+    s->queue = 65536;
+    s->batch = 512;
+    c->cfg->store = s;
+}
+
+void kl_record_read_store(kl_cfg_ctx *c, const cJSON *v)
+{
+    store_defaults(c);
+    struct kl_store_cfg *s = c->cfg->store;
+    if (!v)
+        return;
+    if (!cJSON_IsObject(v)) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "store must be an object");
+        return;
+    }
+    const cJSON *m;
+    bool target_given = false;
+    cJSON_ArrayForEach(m, v) {
+        const char *k = m->string;
+        if (strcmp(k, "driver") == 0) {
+            if (cJSON_IsString(m) && strcmp(m->valuestring, "sqlite") == 0)
+                s->driver = KL_STORE_SQLITE;
+            else if (cJSON_IsString(m) && strcmp(m->valuestring, "postgres") == 0)
+                s->driver = KL_STORE_POSTGRES;
+            else
+                kl_cfg_report(c, KL_SEV_ERROR, m, "store.driver must be \"sqlite\" or \"postgres\"");
+        } else if ((strcmp(k, "path") == 0 || strcmp(k, "url") == 0) && cJSON_IsString(m)) {
+            s->target = kl_arena_strdup(&c->cfg->arena, m->valuestring);
+            target_given = true;
+        } else if (strcmp(k, "instance") == 0 && cJSON_IsString(m) && m->valuestring[0]) {
+            s->instance = kl_arena_strdup(&c->cfg->arena, m->valuestring);
+        } else if (strcmp(k, "captures") == 0 && cJSON_IsString(m)) {
+            if (strcmp(m->valuestring, "none") == 0)
+                s->captures = KL_CAPTURE_NONE;
+            else if (strcmp(m->valuestring, "metadata") == 0)
+                s->captures = KL_CAPTURE_METADATA;
+            else if (strcmp(m->valuestring, "full") == 0)
+                s->captures = KL_CAPTURE_FULL;
+            else
+                kl_cfg_report(c, KL_SEV_ERROR, m, "store.captures must be \"none\", \"metadata\" or \"full\"");
+        } else if (strcmp(k, "capture_max") == 0 && cJSON_IsString(m)) {
+            if (kl_parse_size(m->valuestring, &s->capture_max) < 0)
+                kl_cfg_report(c, KL_SEV_ERROR, m, "store.capture_max must be a size such as \"64KiB\"");
+        } else if (strcmp(k, "queue") == 0 && cJSON_IsNumber(m) && m->valuedouble >= 16) {
+            s->queue = (size_t)m->valuedouble;
+        } else if (strcmp(k, "batch") == 0 && cJSON_IsNumber(m) && m->valuedouble >= 1) {
+            s->batch = (size_t)m->valuedouble;
+        } else {
+            kl_cfg_report(c, KL_SEV_WARNING, m, "unknown or mistyped key \"%s\" in store (ignored)", k);
+        }
+    }
+    if (s->driver == KL_STORE_POSTGRES && !target_given)
+        kl_cfg_report(c, KL_SEV_ERROR, v, "store.driver \"postgres\" needs \"url\" (e.g. \"postgresql://user@host/db\")");
+}
+
+void kl_record_read_database(kl_cfg_ctx *c, const cJSON *v)
+{
+    store_defaults(c);
+    struct kl_store_cfg *s = c->cfg->store;
+    const cJSON *ret = cJSON_GetObjectItemCaseSensitive(v, "retention");
+    const cJSON *m;
+    cJSON_ArrayForEach(m, v) {
+        if (strcmp(m->string, "retention") != 0)
+            kl_cfg_report(c, KL_SEV_WARNING, m, "database.%s is not supported by keyless (ignored)", m->string);
+    }
+    if (!ret)
+        return;
+    if (!cJSON_IsObject(ret)) {
+        kl_cfg_report(c, KL_SEV_ERROR, ret, "database.retention must be an object");
+        return;
+    }
+    cJSON_ArrayForEach(m, ret) {
+        const char *k = m->string;
+        if (strcmp(k, "duration") == 0 && cJSON_IsString(m)) {
+            uint64_t ms;
+            if (m->valuestring[0] == '\0') {
+                s->retention_ms = 0;
+            } else if (strcmp(m->valuestring, "0") == 0) {
+                s->zero_retention = true;
+            } else if (kl_parse_duration_ms(m->valuestring, &ms) == 0 && ms > 0) {
+                s->retention_ms = (int64_t)ms;
+            } else {
+                kl_cfg_report(c, KL_SEV_ERROR, m,
+                              "database.retention.duration must be \"30d\", \"720h\", \"\" (forever) or \"0\"");
+            }
+        } else if (strcmp(k, "purge") == 0 && cJSON_IsArray(m)) {
+            const cJSON *e;
+            cJSON_ArrayForEach(e, m) {
+                bool captures = cJSON_IsString(e) && strcmp(e->valuestring, "captures") == 0;
+                /* "tools": tool names are metric data here; tool arguments
+                 * only ever live in captures, which "captures" purges. */
+                bool tools = cJSON_IsString(e) && strcmp(e->valuestring, "tools") == 0;
+                if (captures || tools)
+                    s->purge_captures_only = true;
+                else
+                    kl_cfg_report(c, KL_SEV_ERROR, e, "database.retention.purge entries are \"captures\" or \"tools\"");
+            }
+        } else if (strcmp(k, "require_export") == 0 && cJSON_IsBool(m)) {
+            if (cJSON_IsTrue(m))
+                kl_cfg_report(c, KL_SEV_WARNING, m, "require_export is read but not enforced yet (no exporters)");
+        } else {
+            kl_cfg_report(c, KL_SEV_WARNING, m, "unknown or mistyped key \"%s\" in database.retention (ignored)", k);
+        }
+    }
+}

@@ -1,0 +1,25 @@
+/* The query thread: answers /api/ reads from its own store connection so
+ * workers never wait on the database. A worker submits a job; run() happens
+ * on the query thread; done() is posted back to the worker's mailbox. */
+#ifndef KL_QUERY_H
+#define KL_QUERY_H
+
+#include <stdbool.h>
+
+#include "core/worker.h"
+#include "record/store.h"
+
+struct kl_query;
+
+struct kl_query_job {
+    struct kl_query_job *next;
+    kl_worker *w;
+    void (*run)(struct kl_store *s, struct kl_query_job *job);  /* query thread */
+    void (*done)(struct kl_query_job *job);                      /* worker thread */
+};
+
+struct kl_query *kl_query_start(struct kl_store *store);
+void kl_query_stop(struct kl_query *q);
+void kl_query_submit(struct kl_query *q, struct kl_query_job *job);
+
+#endif

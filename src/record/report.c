@@ -1,0 +1,206 @@
+#include "record/report.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/config.h"
+
+struct dim {
+    const char *name;
+    const char *expr;           /* NULL: the day expression of the driver */
+};
+
+static const struct dim dims[] = {
+    {"user", "login"},
+    {"model", "COALESCE(model_served, model_requested)"},
+    {"provider", "provider"},
+    {"day", NULL},
+    {"session", "session_id"},
+    {"node", "node"},
+    {"endpoint", "endpoint"},
+};
+
+void kl_format_usd(int64_t nd, char *buf, size_t len)
+{
+    const char *sign = nd < 0 ? "-" : "";
+    uint64_t a = nd < 0 ? (uint64_t)(-(nd + 1)) + 1 : (uint64_t)nd;
+    snprintf(buf, len, "%s$%llu.%09llu", sign, (unsigned long long)(a / 1000000000ull),
+             (unsigned long long)(a % 1000000000ull));
+}
+
+int kl_parse_time(const char *s, int64_t now_ms, int64_t *out)
+{
+    size_t n = strlen(s);
+    if (n == 0)
+        return -1;
+    bool digits = true;
+    for (size_t i = 0; i < n; i++)
+        digits = digits && isdigit((unsigned char)s[i]);
+    if (digits && n >= 10) {
+        *out = strtoll(s, NULL, 10);
+        return 0;
+    }
+    uint64_t ms;
+    if (kl_parse_duration_ms(s, &ms) == 0 && !digits) {
+        *out = now_ms - (int64_t)ms;
+        return 0;
+    }
+    struct tm tm = {0};
+    const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!end) {
+        memset(&tm, 0, sizeof(tm));
+        end = strptime(s, "%Y-%m-%d", &tm);
+    }
+    if (!end || (*end && strcmp(end, "Z") != 0))
+        return -1;
+    *out = (int64_t)timegm(&tm) * 1000;
+    return 0;
+}
+
+/* WHERE clause and its parameters for a filter. */
+struct where {
+    char sql[1024];
+    const char *params[16];
+    char bufs[4][32];
+    size_t n;
+};
+
+static void where_add(struct where *w, const char *cond, const char *param)
+{
+    size_t len = strlen(w->sql);
+    snprintf(w->sql + len, sizeof(w->sql) - len, "%s%s", len ? " AND " : " WHERE ", cond);
+    w->params[w->n++] = param;
+}
+
+static void build_where(const struct kl_report_filter *f, struct where *w)
+{
+    memset(w, 0, sizeof(*w));
+    if (f->since_ms) {
+        snprintf(w->bufs[0], sizeof(w->bufs[0]), "%lld", (long long)f->since_ms);
+        where_add(w, "started_at >= ?", w->bufs[0]);
+    }
+    if (f->until_ms) {
+        snprintf(w->bufs[1], sizeof(w->bufs[1]), "%lld", (long long)f->until_ms);
+        where_add(w, "started_at < ?", w->bufs[1]);
+    }
+    if (f->user)
+        where_add(w, "login = ?", f->user);
+    if (f->model)
+        where_add(w, "(model_requested = ? OR model_served = model_requested)", f->model);
+    if (f->provider)
+        where_add(w, "provider = ?", f->provider);
+    if (f->session)
+        where_add(w, "session_id = ?", f->session);
+    if (f->error_class)
+        where_add(w, "error_class = ?", f->error_class);
+    if (f->status) {
+        snprintf(w->bufs[2], sizeof(w->bufs[2]), "%d", f->status);
+        where_add(w, "status = CAST(? AS BIGINT)", w->bufs[2]);
+    }
+    if (f->before_id)
+        where_add(w, "id < ?", f->before_id);
+}
+
+int kl_report_usage(struct kl_store *s, const char *group_by, const struct kl_report_filter *f,
+                    cJSON **rows, char *err, size_t errlen)
+{
+    char select[512] = "", group[512] = "";
+    if (group_by && *group_by) {
+        char list[256];
+        snprintf(list, sizeof(list), "%s", group_by);
+        for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            size_t i;
+            for (i = 0; i < sizeof(dims) / sizeof(dims[0]); i++)
+                if (strcmp(tok, dims[i].name) == 0)
+                    break;
+            if (i == sizeof(dims) / sizeof(dims[0])) {
+                snprintf(err, errlen,
+                         "cannot group by \"%s\" (use user, model, provider, day, session, node, endpoint)", tok);
+                return -1;
+            }
+            const char *expr = dims[i].expr ? dims[i].expr : kl_store_sql_day(s, "started_at");
+            size_t sl = strlen(select), gl = strlen(group);
+            snprintf(select + sl, sizeof(select) - sl, "%s AS %s, ", expr, dims[i].name);
+            snprintf(group + gl, sizeof(group) - gl, "%s%s", gl ? ", " : "", dims[i].name);
+        }
+    }
+    struct where w;
+    build_where(f, &w);
+    char sql[4096];
+    snprintf(sql, sizeof(sql),
+             "SELECT %scount(*) AS requests,"
+             " COALESCE(sum(input_tokens),0) AS input_tokens, COALESCE(sum(output_tokens),0) AS output_tokens,"
+             " COALESCE(sum(cache_read_tokens),0) AS cache_read_tokens,"
+             " COALESCE(sum(cache_write_tokens),0) AS cache_write_tokens,"
+             " COALESCE(sum(reasoning_tokens),0) AS reasoning_tokens,"
+             " COALESCE(sum(CASE WHEN cost_known = 1 THEN cost_nanodollars ELSE 0 END),0) AS cost_nanodollars,"
+             " COALESCE(sum(CASE WHEN cost_known = 1 THEN 0 ELSE 1 END),0) AS unpriced_requests,"
+             " COALESCE(sum(CASE WHEN error_class IS NULL THEN 0 ELSE 1 END),0) AS failed_requests"
+             " FROM requests%s%s%s%s%s",
+             select, w.sql, group[0] ? " GROUP BY " : "", group, group[0] ? " ORDER BY " : "", group);
+    if (kl_store_exec(s, sql, w.params, w.n, rows, err, errlen) < 0)
+        return -1;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, *rows) {
+        char usd[48];
+        kl_format_usd((int64_t)cJSON_GetObjectItem(r, "cost_nanodollars")->valuedouble, usd, sizeof(usd));
+        cJSON_AddStringToObject((cJSON *)r, "cost_usd", usd);
+    }
+    return 0;
+}
+
+static void columns(char *out, size_t len, bool captures)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < kl_store_ncolumns; i++) {
+        const char *c = kl_store_columns[i];
+        if (!captures && (strstr(c, "_headers") || strstr(c, "_body")))
+            continue;
+        size_t l = strlen(out);
+        snprintf(out + l, len - l, "%s%s", l ? ", " : "", c);
+    }
+}
+
+int kl_report_requests(struct kl_store *s, const struct kl_report_filter *f, bool captures,
+                       cJSON **rows, char *err, size_t errlen)
+{
+    struct where w;
+    build_where(f, &w);
+    int limit = f->limit > 0 ? (f->limit > 1000 ? 1000 : f->limit) : 50;
+    char cols[2048], sql[4096];
+    columns(cols, sizeof(cols), captures);
+    snprintf(sql, sizeof(sql), "SELECT %s FROM requests%s ORDER BY id DESC LIMIT %d", cols, w.sql, limit);
+    return kl_store_exec(s, sql, w.params, w.n, rows, err, errlen);
+}
+
+int kl_report_export(struct kl_store *s, const struct kl_report_filter *f,
+                     void (*emit)(void *arg, cJSON *row), void *arg, char *err, size_t errlen)
+{
+    /* In pages, so a large export does not hold every row at once. */
+    char cols[2048];
+    columns(cols, sizeof(cols), true);
+    char after[48] = "";
+    for (;;) {
+        struct where w;
+        build_where(f, &w);
+        if (after[0])
+            where_add(&w, "id > ?", after);
+        char sql[4096];
+        snprintf(sql, sizeof(sql), "SELECT %s FROM requests%s ORDER BY id ASC LIMIT 1000", cols, w.sql);
+        cJSON *rows = NULL;
+        if (kl_store_exec(s, sql, w.params, w.n, &rows, err, errlen) < 0)
+            return -1;
+        int n = cJSON_GetArraySize(rows);
+        cJSON *r;
+        cJSON_ArrayForEach(r, rows) {
+            emit(arg, r);
+            snprintf(after, sizeof(after), "%s", cJSON_GetObjectItem(r, "id")->valuestring);
+        }
+        cJSON_Delete(rows);
+        if (n < 1000)
+            return 0;
+    }
+}

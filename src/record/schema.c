@@ -1,0 +1,45 @@
+/* The requests table, shared by both drivers; bodies are BLOB in SQLite and
+ * BYTEA in PostgreSQL (they may hold any bytes). */
+#include "record/schema.h"
+
+#include <stddef.h>
+
+#include "record/store.h"
+
+const char *const kl_store_columns[] = {
+    "id", "instance", "state", "started_at", "first_byte_at", "ended_at", "latency_ms", "ttft_ms",
+    "login", "display_name", "node", "stable_node_id", "tags", "identity_source", "source_addr",
+    "method", "path", "endpoint", "dialect", "model_requested", "model_served", "provider", "stream",
+    "status", "upstream_status", "error_class", "error_message", "usage_known", "input_tokens",
+    "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_known",
+    "cost_nanodollars", "bytes_in", "bytes_out", "tool_calls", "tool_names", "stop_reason",
+    "session_id", "user_agent", "request_headers", "response_headers", "request_body", "response_body",
+};
+const size_t kl_store_ncolumns = sizeof(kl_store_columns) / sizeof(kl_store_columns[0]);
+
+/* Migration 1, with %s for the body column type. */
+const char *const kl_schema_v1 =
+    "CREATE TABLE IF NOT EXISTS requests ("
+    " id TEXT PRIMARY KEY,"
+    " instance TEXT,"
+    " state TEXT NOT NULL,"
+    " started_at BIGINT NOT NULL,"
+    " first_byte_at BIGINT,"
+    " ended_at BIGINT,"
+    " latency_ms BIGINT,"
+    " ttft_ms BIGINT,"
+    " login TEXT, display_name TEXT, node TEXT, stable_node_id TEXT, tags TEXT,"
+    " identity_source TEXT, source_addr TEXT,"
+    " method TEXT, path TEXT, endpoint TEXT, dialect TEXT,"
+    " model_requested TEXT, model_served TEXT, provider TEXT, stream BIGINT,"
+    " status BIGINT, upstream_status BIGINT, error_class TEXT, error_message TEXT,"
+    " usage_known BIGINT, input_tokens BIGINT, output_tokens BIGINT, cache_read_tokens BIGINT,"
+    " cache_write_tokens BIGINT, reasoning_tokens BIGINT,"
+    " cost_known BIGINT, cost_nanodollars BIGINT,"
+    " bytes_in BIGINT, bytes_out BIGINT,"
+    " tool_calls BIGINT, tool_names TEXT, stop_reason TEXT, session_id TEXT, user_agent TEXT,"
+    " request_headers TEXT, response_headers TEXT, request_body %s, response_body %s);"
+    "CREATE INDEX IF NOT EXISTS requests_started ON requests (started_at);"
+    "CREATE INDEX IF NOT EXISTS requests_login ON requests (login, started_at);"
+    "CREATE INDEX IF NOT EXISTS requests_session ON requests (session_id);"
+    "CREATE INDEX IF NOT EXISTS requests_state ON requests (state, instance);";

@@ -1,0 +1,8 @@
+/* Internal to src/record: schema text shared by the drivers. */
+#ifndef KL_SCHEMA_H
+#define KL_SCHEMA_H
+
+#define KL_SCHEMA_VERSION 1
+extern const char *const kl_schema_v1;
+
+#endif

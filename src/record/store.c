@@ -1,0 +1,135 @@
+#include "record/store_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct kl_store *kl_store_open(enum kl_store_driver d, const char *target, bool migrate, char *err,
+                               size_t errlen)
+{
+    return d == KL_STORE_SQLITE ? kl_sqlite_open(target, migrate, err, errlen)
+                                : kl_pg_open(target, migrate, err, errlen);
+}
+
+void kl_store_close(struct kl_store *s)
+{
+    if (s)
+        s->close(s);
+}
+
+enum kl_store_driver kl_store_driver(const struct kl_store *s)
+{
+    return s->driver;
+}
+
+int kl_store_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen)
+{
+    return n ? s->write(s, v, n, err, errlen) : 0;
+}
+
+int kl_store_exec(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,
+                  cJSON **rows, char *err, size_t errlen)
+{
+    return s->exec(s, sql, params, nparams, rows, err, errlen);
+}
+
+const char *kl_store_sql_day(const struct kl_store *s, const char *column)
+{
+    static _Thread_local char buf[160];
+    if (s->driver == KL_STORE_SQLITE)
+        snprintf(buf, sizeof(buf), "strftime('%%Y-%%m-%%d', %s / 1000, 'unixepoch')", column);
+    else
+        snprintf(buf, sizeof(buf), "to_char(to_timestamp(%s / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')", column);
+    return buf;
+}
+
+static struct kl_value vtext(const char *s)
+{
+    return s ? (struct kl_value){.t = KL_V_TEXT, .s = s, .len = strlen(s)} : (struct kl_value){.t = KL_V_NULL};
+}
+
+static struct kl_value vint(int64_t i)
+{
+    return (struct kl_value){.t = KL_V_INT, .i = i};
+}
+
+static struct kl_value vopt(int64_t i)
+{
+    return i > 0 ? vint(i) : (struct kl_value){.t = KL_V_NULL};
+}
+
+static struct kl_value vblob(const char *s, size_t len)
+{
+    return s ? (struct kl_value){.t = KL_V_BLOB, .s = s, .len = len} : (struct kl_value){.t = KL_V_NULL};
+}
+
+void kl_rec_values(const struct kl_rec *r, struct kl_value *v)
+{
+    size_t i = 0;
+    v[i++] = vtext(r->id);
+    v[i++] = vtext(r->instance);
+    v[i++] = vtext(kl_rec_state_name(r->state));
+    v[i++] = vint(r->started_ms);
+    v[i++] = vopt(r->first_byte_ms);
+    v[i++] = vopt(r->ended_ms);
+    v[i++] = r->latency_ms >= 0 && r->ended_ms ? vint(r->latency_ms) : (struct kl_value){.t = KL_V_NULL};
+    v[i++] = r->ttft_ms >= 0 && r->first_byte_ms ? vint(r->ttft_ms) : (struct kl_value){.t = KL_V_NULL};
+    v[i++] = vtext(r->login);
+    v[i++] = vtext(r->display_name);
+    v[i++] = vtext(r->node);
+    v[i++] = vtext(r->stable_node_id);
+    v[i++] = vtext(r->tags);
+    v[i++] = vtext(r->identity_source);
+    v[i++] = vtext(r->source_addr);
+    v[i++] = vtext(r->method);
+    v[i++] = vtext(r->path);
+    v[i++] = vtext(r->endpoint);
+    v[i++] = vtext(r->dialect);
+    v[i++] = vtext(r->model_requested);
+    v[i++] = vtext(r->model_served);
+    v[i++] = vtext(r->provider);
+    v[i++] = vint(r->stream);
+    v[i++] = vint(r->status);
+    v[i++] = vopt(r->upstream_status);
+    v[i++] = vtext(r->error_class);
+    v[i++] = vtext(r->error_message);
+    v[i++] = vint(r->usage_known);
+    v[i++] = vint(r->input_tokens);
+    v[i++] = vint(r->output_tokens);
+    v[i++] = vint(r->cache_read_tokens);
+    v[i++] = vint(r->cache_write_tokens);
+    v[i++] = vint(r->reasoning_tokens);
+    v[i++] = vint(r->cost_known);
+    v[i++] = r->cost_known ? vint(r->cost_nanodollars) : (struct kl_value){.t = KL_V_NULL};
+    v[i++] = vint(r->bytes_in);
+    v[i++] = vint(r->bytes_out);
+    v[i++] = vint(r->tool_calls);
+    v[i++] = vtext(r->tool_names);
+    v[i++] = vtext(r->stop_reason);
+    v[i++] = vtext(r->session_id);
+    v[i++] = vtext(r->user_agent);
+    v[i++] = vtext(r->request_headers);
+    v[i++] = vtext(r->response_headers);
+    v[i++] = vblob(r->request_body, r->request_body_len);
+    v[i++] = vblob(r->response_body, r->response_body_len);
+}
+
+char *kl_upsert_sql(const char *(*ph)(size_t i, char *buf))
+{
+    size_t cap = 8192, len = 0;
+    char *s = malloc(cap);
+    if (!s)
+        abort();
+    len += (size_t)snprintf(s + len, cap - len, "INSERT INTO requests (");
+    for (size_t i = 0; i < kl_store_ncolumns; i++)
+        len += (size_t)snprintf(s + len, cap - len, "%s%s", i ? "," : "", kl_store_columns[i]);
+    len += (size_t)snprintf(s + len, cap - len, ") VALUES (");
+    char buf[16];
+    for (size_t i = 0; i < kl_store_ncolumns; i++)
+        len += (size_t)snprintf(s + len, cap - len, "%s%s", i ? "," : "", ph(i, buf));
+    len += (size_t)snprintf(s + len, cap - len, ") ON CONFLICT (id) DO UPDATE SET ");
+    for (size_t i = 1; i < kl_store_ncolumns; i++)
+        len += (size_t)snprintf(s + len, cap - len, "%s%s=excluded.%s", i > 1 ? "," : "",
+                                kl_store_columns[i], kl_store_columns[i]);
+    return s;
+}

@@ -1,0 +1,40 @@
+/* The record store: SQLite (embedded default) or PostgreSQL (several
+ * gateways share one), behind one small interface. Only the writer thread
+ * and the query thread hold store connections; workers never touch them. */
+#ifndef KL_STORE_H
+#define KL_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "record/rec.h"
+
+enum kl_store_driver { KL_STORE_SQLITE, KL_STORE_POSTGRES };
+
+struct kl_store;
+
+struct kl_store *kl_store_open(enum kl_store_driver d, const char *target, bool migrate, char *err,
+                               size_t errlen);
+void kl_store_close(struct kl_store *s);
+enum kl_store_driver kl_store_driver(const struct kl_store *s);
+
+/* Insert or update (by id) every record in one transaction. */
+int kl_store_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen);
+
+/* Run a statement with '?' placeholders and text parameters (NULL = SQL
+ * NULL). Rows come back as a JSON array of objects keyed by column name;
+ * integer columns as numbers. rows may be NULL for statements. */
+int kl_store_exec(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,
+                  cJSON **rows, char *err, size_t errlen);
+
+/* SQL expression for the UTC day ("YYYY-MM-DD") of a Unix-ms column. */
+const char *kl_store_sql_day(const struct kl_store *s, const char *column);
+
+/* Columns of the requests table, in schema order (for SELECT and export). */
+extern const char *const kl_store_columns[];
+extern const size_t kl_store_ncolumns;
+
+#endif

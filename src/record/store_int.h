@@ -1,0 +1,32 @@
+/* Internal to src/record: what the two drivers share. */
+#ifndef KL_STORE_INT_H
+#define KL_STORE_INT_H
+
+#include "record/store.h"
+
+struct kl_value {
+    enum { KL_V_NULL, KL_V_INT, KL_V_TEXT, KL_V_BLOB } t;
+    int64_t i;
+    const char *s;
+    size_t len;
+};
+
+/* r's columns in kl_store_columns order. */
+void kl_rec_values(const struct kl_rec *r, struct kl_value *out);
+
+/* "INSERT ... ON CONFLICT (id) DO UPDATE ..." with placeholders written by
+ * ph(i) ("?" or "$i"); malloc'd. Both SQLite >= 3.24 and PostgreSQL read it. */
+char *kl_upsert_sql(const char *(*ph)(size_t i, char *buf));
+
+struct kl_store *kl_sqlite_open(const char *path, bool migrate, char *err, size_t errlen);
+struct kl_store *kl_pg_open(const char *url, bool migrate, char *err, size_t errlen);
+
+struct kl_store {
+    enum kl_store_driver driver;
+    void (*close)(struct kl_store *s);
+    int (*write)(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen);
+    int (*exec)(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,
+                cJSON **rows, char *err, size_t errlen);
+};
+
+#endif

@@ -1,0 +1,229 @@
+/* PostgreSQL driver (libpq): several gateways share one record store. The
+ * schema is migrated under an advisory lock so gateways starting together
+ * do not race; records are upserted with one prepared statement inside a
+ * transaction per batch. */
+#include "record/store_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "record/schema.h"
+
+#define KL_PG_LOCK 0x6b65796c657373 /* "keyless" */
+
+struct pg_store {
+    struct kl_store base;
+    PGconn *conn;
+    char *conninfo;
+    bool prepared;
+};
+
+static const char *dollar(size_t i, char *buf)
+{
+    snprintf(buf, 16, "$%zu", i + 1);
+    return buf;
+}
+
+static void pg_close(struct kl_store *s)
+{
+    struct pg_store *p = (struct pg_store *)s;
+    if (p->conn)
+        PQfinish(p->conn);
+    free(p->conninfo);
+    free(p);
+}
+
+static int cmd(struct pg_store *p, const char *sql, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(p->conn, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok)
+        snprintf(err, errlen, "postgres: %s", PQerrorMessage(p->conn));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/* A dropped connection (server restart) is reopened once per call. */
+static int ensure(struct pg_store *p, char *err, size_t errlen)
+{
+    if (PQstatus(p->conn) == CONNECTION_OK)
+        return 0;
+    PQreset(p->conn);
+    p->prepared = false;
+    if (PQstatus(p->conn) != CONNECTION_OK) {
+        snprintf(err, errlen, "postgres: %s", PQerrorMessage(p->conn));
+        return -1;
+    }
+    return 0;
+}
+
+static int prepare(struct pg_store *p, char *err, size_t errlen)
+{
+    if (p->prepared)
+        return 0;
+    char *sql = kl_upsert_sql(dollar);
+    PGresult *r = PQprepare(p->conn, "kl_upsert", sql, (int)kl_store_ncolumns, NULL);
+    free(sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        snprintf(err, errlen, "postgres: preparing the upsert: %s", PQerrorMessage(p->conn));
+    PQclear(r);
+    p->prepared = ok;
+    return ok ? 0 : -1;
+}
+
+static int pg_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen)
+{
+    struct pg_store *p = (struct pg_store *)s;
+    if (ensure(p, err, errlen) < 0 || prepare(p, err, errlen) < 0 || cmd(p, "BEGIN", err, errlen) < 0)
+        return -1;
+    struct kl_value vals[64];
+    const char *pv[64];
+    int pl[64], pf[64];
+    char nums[64][24];
+    for (size_t k = 0; k < n; k++) {
+        kl_rec_values(v[k], vals);
+        for (size_t i = 0; i < kl_store_ncolumns; i++) {
+            pf[i] = 0;
+            pl[i] = 0;
+            switch (vals[i].t) {
+            case KL_V_NULL:
+                pv[i] = NULL;
+                break;
+            case KL_V_INT:
+                snprintf(nums[i], sizeof(nums[i]), "%lld", (long long)vals[i].i);
+                pv[i] = nums[i];
+                break;
+            case KL_V_TEXT:
+                pv[i] = vals[i].s;
+                break;
+            case KL_V_BLOB:
+                pv[i] = vals[i].s;
+                pl[i] = (int)vals[i].len;
+                pf[i] = 1; /* binary bytea */
+                break;
+            }
+        }
+        PGresult *r = PQexecPrepared(p->conn, "kl_upsert", (int)kl_store_ncolumns, pv, pl, pf, 0);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            snprintf(err, errlen, "postgres: insert: %s", PQerrorMessage(p->conn));
+        PQclear(r);
+        if (!ok) {
+            cmd(p, "ROLLBACK", err + strlen(err), errlen - strlen(err));
+            return -1;
+        }
+    }
+    return cmd(p, "COMMIT", err, errlen);
+}
+
+/* '?' placeholders become $1, $2, ... (queries never contain a literal '?'). */
+static char *dollarize(const char *sql)
+{
+    size_t n = strlen(sql), q = 0;
+    for (size_t i = 0; i < n; i++)
+        q += sql[i] == '?';
+    char *out = malloc(n + q * 4 + 1);
+    if (!out)
+        abort();
+    size_t o = 0, k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (sql[i] == '?')
+            o += (size_t)sprintf(out + o, "$%zu", ++k);
+        else
+            out[o++] = sql[i];
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static bool is_int_type(Oid t)
+{
+    return t == 20 || t == 21 || t == 23 || t == 1700; /* int8, int2, int4, numeric */
+}
+
+static int pg_exec(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,
+                   cJSON **rows, char *err, size_t errlen)
+{
+    struct pg_store *p = (struct pg_store *)s;
+    if (ensure(p, err, errlen) < 0)
+        return -1;
+    char *q = dollarize(sql);
+    PGresult *r = PQexecParams(p->conn, q, (int)nparams, NULL, params, NULL, NULL, 0);
+    free(q);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        snprintf(err, errlen, "postgres: %s", PQerrorMessage(p->conn));
+        PQclear(r);
+        return -1;
+    }
+    if (rows) {
+        cJSON *out = cJSON_CreateArray();
+        int nr = PQntuples(r), nf = PQnfields(r);
+        for (int i = 0; i < nr; i++) {
+            cJSON *row = cJSON_CreateObject();
+            for (int c = 0; c < nf; c++) {
+                const char *name = PQfname(r, c);
+                if (PQgetisnull(r, i, c))
+                    cJSON_AddNullToObject(row, name);
+                else if (is_int_type(PQftype(r, c)))
+                    cJSON_AddNumberToObject(row, name, strtod(PQgetvalue(r, i, c), NULL));
+                else
+                    cJSON_AddStringToObject(row, name, PQgetvalue(r, i, c));
+            }
+            cJSON_AddItemToArray(out, row);
+        }
+        *rows = out;
+    }
+    PQclear(r);
+    return 0;
+}
+
+static int migrate(struct pg_store *p, char *err, size_t errlen)
+{
+    char lock[96], sql[4096];
+    snprintf(lock, sizeof(lock), "SELECT pg_advisory_lock(%lld)", (long long)KL_PG_LOCK);
+    if (cmd(p, lock, err, errlen) < 0)
+        return -1;
+    snprintf(sql, sizeof(sql), kl_schema_v1, "BYTEA", "BYTEA");
+    int rc = 0;
+    if (cmd(p, "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT)",
+            err, errlen) < 0 ||
+        cmd(p, "BEGIN", err, errlen) < 0 || cmd(p, sql, err, errlen) < 0 ||
+        cmd(p, "INSERT INTO schema_migrations VALUES (1, (extract(epoch from now()) * 1000)::bigint) "
+               "ON CONFLICT DO NOTHING", err, errlen) < 0 ||
+        cmd(p, "COMMIT", err, errlen) < 0) {
+        char ignore[64];
+        cmd(p, "ROLLBACK", ignore, sizeof(ignore));
+        rc = -1;
+    }
+    snprintf(lock, sizeof(lock), "SELECT pg_advisory_unlock(%lld)", (long long)KL_PG_LOCK);
+    char ignore[64];
+    cmd(p, lock, ignore, sizeof(ignore));
+    return rc;
+}
+
+struct kl_store *kl_pg_open(const char *url, bool do_migrate, char *err, size_t errlen)
+{
+    struct pg_store *p = calloc(1, sizeof(*p));
+    if (!p)
+        abort();
+    p->base = (struct kl_store){KL_STORE_POSTGRES, pg_close, pg_write, pg_exec};
+    p->conn = PQconnectdb(url);
+    if (PQstatus(p->conn) != CONNECTION_OK) {
+        /* libpq's message never echoes the password */
+        snprintf(err, errlen, "postgres: cannot connect: %s", PQerrorMessage(p->conn));
+        pg_close(&p->base);
+        return NULL;
+    }
+    char ignore[64];
+    cmd(p, "SET client_min_messages = warning", ignore, sizeof(ignore));
+    if (do_migrate && migrate(p, err, errlen) < 0) {
+        pg_close(&p->base);
+        return NULL;
+    }
+    return &p->base;
+}

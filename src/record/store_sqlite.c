@@ -1,0 +1,191 @@
+/* SQLite driver: WAL, NORMAL sync (a committed batch survives the process
+ * being killed), one prepared upsert reused for every record. */
+#include "record/store_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "record/schema.h"
+
+struct sqlite_store {
+    struct kl_store base;
+    sqlite3 *db;
+    sqlite3_stmt *upsert;
+};
+
+static const char *qmark(size_t i, char *buf)
+{
+    (void)i;
+    (void)buf;
+    return "?";
+}
+
+static void sqlite_close(struct kl_store *s)
+{
+    struct sqlite_store *q = (struct sqlite_store *)s;
+    sqlite3_finalize(q->upsert);
+    sqlite3_close(q->db);
+    free(q);
+}
+
+static int fail(struct sqlite_store *q, const char *what, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "sqlite: %s: %s", what, sqlite3_errmsg(q->db));
+    return -1;
+}
+
+static int sqlite_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen)
+{
+    struct sqlite_store *q = (struct sqlite_store *)s;
+    if (sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return fail(q, "begin", err, errlen);
+    struct kl_value vals[64];
+    for (size_t k = 0; k < n; k++) {
+        kl_rec_values(v[k], vals);
+        sqlite3_reset(q->upsert);
+        for (size_t i = 0; i < kl_store_ncolumns; i++) {
+            int col = (int)i + 1;
+            switch (vals[i].t) {
+            case KL_V_NULL:
+                sqlite3_bind_null(q->upsert, col);
+                break;
+            case KL_V_INT:
+                sqlite3_bind_int64(q->upsert, col, vals[i].i);
+                break;
+            case KL_V_TEXT:
+                sqlite3_bind_text(q->upsert, col, vals[i].s, (int)vals[i].len, SQLITE_STATIC);
+                break;
+            case KL_V_BLOB:
+                sqlite3_bind_blob64(q->upsert, col, vals[i].s, vals[i].len, SQLITE_STATIC);
+                break;
+            }
+        }
+        if (sqlite3_step(q->upsert) != SQLITE_DONE) {
+            fail(q, "insert", err, errlen);
+            sqlite3_reset(q->upsert);
+            sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+            return -1;
+        }
+    }
+    sqlite3_reset(q->upsert);
+    if (sqlite3_exec(q->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        fail(q, "commit", err, errlen);
+        sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static int sqlite_exec(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,
+                       cJSON **rows, char *err, size_t errlen)
+{
+    struct sqlite_store *q = (struct sqlite_store *)s;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return fail(q, "prepare", err, errlen);
+    for (size_t i = 0; i < nparams; i++) {
+        if (params[i])
+            sqlite3_bind_text(st, (int)i + 1, params[i], -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, (int)i + 1);
+    }
+    cJSON *out = rows ? cJSON_CreateArray() : NULL;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (!out)
+            continue;
+        cJSON *row = cJSON_CreateObject();
+        int nc = sqlite3_column_count(st);
+        for (int c = 0; c < nc; c++) {
+            const char *name = sqlite3_column_name(st, c);
+            switch (sqlite3_column_type(st, c)) {
+            case SQLITE_INTEGER:
+                cJSON_AddNumberToObject(row, name, (double)sqlite3_column_int64(st, c));
+                break;
+            case SQLITE_FLOAT:
+                cJSON_AddNumberToObject(row, name, sqlite3_column_double(st, c));
+                break;
+            case SQLITE_NULL:
+                cJSON_AddNullToObject(row, name);
+                break;
+            default: {
+                const char *t = (const char *)sqlite3_column_text(st, c);
+                cJSON_AddStringToObject(row, name, t ? t : "");
+            }
+            }
+        }
+        cJSON_AddItemToArray(out, row);
+    }
+    if (rc != SQLITE_DONE) {
+        fail(q, "query", err, errlen);
+        sqlite3_finalize(st);
+        cJSON_Delete(out);
+        return -1;
+    }
+    sqlite3_finalize(st);
+    if (rows)
+        *rows = out;
+    return 0;
+}
+
+static int migrate(struct sqlite_store *q, char *err, size_t errlen)
+{
+    char sql[4096];
+    snprintf(sql, sizeof(sql), kl_schema_v1, "BLOB", "BLOB");
+    char *msg = NULL;
+    if (sqlite3_exec(q->db,
+                     "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT)",
+                     NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(q->db, sql, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(q->db,
+                     "INSERT INTO schema_migrations VALUES (1, CAST(strftime('%s','now') AS BIGINT) * 1000) "
+                     "ON CONFLICT DO NOTHING",
+                     NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(q->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "sqlite: migrating the schema: %s", msg ? msg : sqlite3_errmsg(q->db));
+        sqlite3_free(msg);
+        sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+struct kl_store *kl_sqlite_open(const char *path, bool do_migrate, char *err, size_t errlen)
+{
+    struct sqlite_store *q = calloc(1, sizeof(*q));
+    if (!q)
+        abort();
+    q->base = (struct kl_store){KL_STORE_SQLITE, sqlite_close, sqlite_write, sqlite_exec};
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(path, &q->db, flags, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "sqlite: cannot open %s: %s", path, q->db ? sqlite3_errmsg(q->db) : "out of memory");
+        sqlite_close(&q->base);
+        return NULL;
+    }
+    sqlite3_busy_timeout(q->db, 5000);
+    char *msg = NULL;
+    if (sqlite3_exec(q->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "sqlite: %s: %s", path, msg ? msg : "cannot enable WAL");
+        sqlite3_free(msg);
+        sqlite_close(&q->base);
+        return NULL;
+    }
+    if (do_migrate && migrate(q, err, errlen) < 0) {
+        sqlite_close(&q->base);
+        return NULL;
+    }
+    char *sql = kl_upsert_sql(qmark);
+    int rc = sqlite3_prepare_v2(q->db, sql, -1, &q->upsert, NULL);
+    free(sql);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "sqlite: %s: %s (is the schema there? run the gateway once)", path,
+                 sqlite3_errmsg(q->db));
+        sqlite_close(&q->base);
+        return NULL;
+    }
+    return &q->base;
+}

@@ -1,0 +1,45 @@
+/* The writer thread: the only writer of the record store. Workers hand it
+ * finished records through a bounded queue and never wait for the disk.
+ *
+ * Slots are reserved before work starts, so a record is never dropped: an
+ * exchange reserves the slot for its final record when it arrives (a full
+ * queue refuses the request with 503 instead), and one more before it is
+ * forwarded upstream, for the "in progress" record that makes a request cut
+ * short by kill -9 visible as interrupted after a restart. */
+#ifndef KL_WRITER_H
+#define KL_WRITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "record/rec.h"
+#include "record/store.h"
+
+struct kl_writer;
+
+struct kl_writer_opts {
+    size_t queue;               /* records */
+    size_t batch;               /* records per transaction */
+    int64_t retention_ms;       /* 0 = keep forever */
+    bool purge_captures_only;   /* retention removes captures, keeps the metric rows */
+};
+
+/* Takes ownership of store. */
+struct kl_writer *kl_writer_start(struct kl_store *store, const struct kl_writer_opts *o);
+/* Write everything queued, then stop the thread and close the store. */
+void kl_writer_stop(struct kl_writer *w);
+
+/* Reserve n slots; false when the queue cannot take them. */
+bool kl_writer_reserve(struct kl_writer *w, size_t n);
+/* Give back reserved slots that will not be used. */
+void kl_writer_unreserve(struct kl_writer *w, size_t n);
+/* Queue a record into a reserved slot (takes ownership). */
+void kl_writer_push(struct kl_writer *w, struct kl_rec *r);
+
+struct kl_writer_stats {
+    uint64_t written, queued, failures;
+};
+void kl_writer_stats(struct kl_writer *w, struct kl_writer_stats *out);
+
+#endif

@@ -1,0 +1,120 @@
+#include "upstream/fetch.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "upstream/pool.h"
+
+struct kl_fetch {
+    struct kl_curl_job job;     /* first: CURLOPT_PRIVATE points here */
+    struct kl_upstream_pool *pool;
+    struct kl_fetch *prev, *next;
+    CURL *easy;
+    char *body;
+    size_t len, cap, max;
+    bool too_large;
+    kl_fetch_done done;
+    void *arg;
+};
+
+static void fetch_free(struct kl_fetch *f)
+{
+    struct kl_upstream_pool *p = f->pool;
+    curl_multi_remove_handle(p->multi, f->easy);
+    curl_easy_cleanup(f->easy);
+    if (f->prev)
+        f->prev->next = f->next;
+    else
+        p->fetches = f->next;
+    if (f->next)
+        f->next->prev = f->prev;
+    free(f->body);
+    free(f);
+}
+
+static size_t on_body(char *buf, size_t size, size_t n, void *arg)
+{
+    struct kl_fetch *f = arg;
+    size_t len = size * n;
+    if (f->len + len > f->max) {
+        f->too_large = true;
+        return 0; /* makes curl fail with CURLE_WRITE_ERROR */
+    }
+    if (f->len + len + 1 > f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 4096;
+        while (cap < f->len + len + 1)
+            cap *= 2;
+        f->body = realloc(f->body, cap);
+        if (!f->body)
+            abort();
+        f->cap = cap;
+    }
+    memcpy(f->body + f->len, buf, len);
+    f->len += len;
+    f->body[f->len] = '\0';
+    return len;
+}
+
+static void on_done(struct kl_curl_job *job, CURLcode rc)
+{
+    struct kl_fetch *f = (struct kl_fetch *)job;
+    long status = 0;
+    const char *error = NULL;
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(f->easy, CURLINFO_RESPONSE_CODE, &status);
+    else
+        error = f->too_large ? "response too large" : curl_easy_strerror(rc);
+    kl_fetch_done done = f->done;
+    void *arg = f->arg;
+    char *body = f->body;
+    size_t len = f->len;
+    f->body = NULL;
+    fetch_free(f);
+    done(arg, (int)status, body ? body : "", len, error);
+    free(body);
+}
+
+struct kl_fetch *kl_fetch_get(kl_worker *w, const struct kl_fetch_opts *o, kl_fetch_done done,
+                              void *arg)
+{
+    struct kl_upstream_pool *p = w->upstream;
+    struct kl_fetch *f = calloc(1, sizeof(*f));
+    if (!f)
+        abort();
+    f->job.done = on_done;
+    f->pool = p;
+    f->max = o->max_body ? o->max_body : (1u << 20);
+    f->done = done;
+    f->arg = arg;
+    f->easy = curl_easy_init();
+    if (!f->easy) {
+        free(f);
+        return NULL;
+    }
+    CURL *e = f->easy;
+    curl_easy_setopt(e, CURLOPT_URL, o->url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, &f->job);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (o->unix_socket)
+        curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, o->unix_socket);
+    if (o->timeout_ms)
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);
+    f->next = p->fetches;
+    if (p->fetches)
+        p->fetches->prev = f;
+    p->fetches = f;
+    if (curl_multi_add_handle(p->multi, e) != CURLM_OK) {
+        fetch_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+void kl_fetch_cancel(struct kl_fetch *f)
+{
+    if (f)
+        fetch_free(f);
+}

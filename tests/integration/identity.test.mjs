@@ -1,0 +1,259 @@
+// Identity from Tailscale WhoIs and `tailscale serve` headers, and grants
+// from the configuration and from the tailnet CapMap. Clients appear as
+// different tailnet peers by leaving from 127.0.0.2, 127.0.0.3, ...
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import OpenAI from 'openai';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startMock, startGateway, providersFor, assertNoKeys, startTailscaled, from, externalIPv4 } from './lib/harness.mjs';
+
+const ALICE = '127.0.0.2', BOB = '127.0.0.3', CI = '127.0.0.4', PROD = '127.0.0.5', LEGACY = '127.0.0.6',
+  NOBODY = '127.0.0.7', CAROL = '127.0.0.8', GARBAGE = '127.0.0.9', TS500 = '127.0.0.10', DAVE = '127.0.0.12',
+  STRANGER = '127.0.0.50';
+
+const GRANTS = [
+  { src: ['tag:ci'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'openai/gpt-4o-mini' }] } },
+  { src: ['tag:prod'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: ['gemini/*', 'openai/gpt-4o'] }] } },
+  { src: ['(loopback)'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }] } },
+  { src: ['group:wg'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'anthropic/claude-haiku-*' }] } },
+];
+
+describe('identity and grants', () => {
+  let mock, ts, gw, gwNoLoop;
+  before(async () => {
+    mock = await startMock();
+    ts = await startTailscaled();
+    const providers = providersFor(mock.url, {
+      gpt5: { baseurl: mock.url, apikey: 'sk-gpt5-key-1234', models: ['gpt-5', 'gpt-5-mini'] },
+    });
+    gw = await startGateway({
+      identity: {
+        tailscale: { socket: ts.socket, cache_ttl: '60s' },
+        serve_headers: true,
+        cidr: [{ range: '127.0.0.30/31', login: 'wg-frank@example.com', groups: ['group:wg'] }],
+      },
+      grants: GRANTS,
+      providers,
+    });
+    // the same without the loopback fallback, so strangers are refused
+    gwNoLoop = await startGateway({
+      identity: { tailscale: { socket: ts.socket }, loopback: false },
+      grants: GRANTS,
+      providers,
+    });
+  });
+  after(async () => {
+    await gw.stop();
+    await gwNoLoop.stop();
+    await ts.stop();
+    await mock.stop();
+    assertNoKeys(assert, gw.output() + gwNoLoop.output(), 'gateway log');
+  });
+
+  const chat = (g, ip, model, headers = {}) =>
+    fetch(`${g.url}/v1/chat/completions`, {
+      method: 'POST', dispatcher: from(ip),
+      headers: { 'content-type': 'application/json', ...headers },
+      body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+  const messages = (g, ip, model) =>
+    fetch(`${g.url}/v1/messages`, {
+      method: 'POST', dispatcher: from(ip),
+      headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify({ model, max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+  const whoami = async (g, ip, headers = {}) => {
+    const r = await fetch(`${g.url}/api/whoami`, { dispatcher: from(ip), headers });
+    return { status: r.status, body: await r.json() };
+  };
+
+  it('alice (user node, grants only in her CapMap) reaches her models and gets 404 for others', async () => {
+    const ok = await messages(gw, ALICE, 'claude-sonnet-4-5');
+    assert.equal(ok.status, 200);
+    const denied = await chat(gw, ALICE, 'gpt-4o');
+    assert.equal(denied.status, 404);
+    const j = await denied.json();
+    assert.match(j.error.message, /does not exist or you do not have access/);
+    const w = await whoami(gw, ALICE);
+    assert.equal(w.body.login, 'alice@example.com');
+    assert.equal(w.body.display_name, 'Alice Krūmiņa');
+    assert.equal(w.body.node, 'alice-mbp.tail8c2a1.ts.net');
+    assert.equal(w.body.stable_node_id, 'nQ7vWkz5Xn11CNTRL');
+    assert.equal(w.body.source, 'tailscale');
+    assert.equal(w.body.role, 'user');
+    assert.deepEqual(w.body.groups, ['group:ai-users']);
+    assert.ok(w.body.grants.some((g) => g.from === 'tailnet policy (CapMap)'));
+    assert.deepEqual(w.body.models.sort(), ['anthropic/claude-haiku-4-5', 'anthropic/claude-sonnet-4-5']);
+  });
+
+  it('model lists show only the caller\'s models, in every shape', async () => {
+    const oa = await (await fetch(`${gw.url}/v1/models`, { dispatcher: from(ALICE) })).json();
+    assert.deepEqual(oa.data.map((m) => m.id).sort(), ['claude-haiku-4-5', 'claude-sonnet-4-5']);
+    // the CI node: gpt-4o-mini from the config grant on tag:ci, claude-sonnet* from its CapMap
+    const g = await (await fetch(`${gw.url}/v1beta/models`, { dispatcher: from(CI) })).json();
+    assert.deepEqual(g.models.map((m) => m.name).sort(), ['models/claude-sonnet-4-5', 'models/gpt-4o-mini']);
+    const an = await (await fetch(`${gw.url}/v1/models`, { dispatcher: from(CI), headers: { 'anthropic-version': '2023-06-01' } })).json();
+    assert.deepEqual(an.data.map((m) => m.id).sort(), ['claude-sonnet-4-5', 'gpt-4o-mini']);
+  });
+
+  it('a tagged CI node is identified by its tags, never as tagged-devices', async () => {
+    const w = await whoami(gw, CI);
+    assert.equal(w.body.login, 'tag:ci');
+    assert.deepEqual(w.body.tags, ['tag:ci']);
+    assert.equal((await chat(gw, CI, 'gpt-4o-mini')).status, 200);
+    assert.equal((await chat(gw, CI, 'gpt-4o')).status, 404);
+    // tags sorted and comma-joined
+    const p = await whoami(gw, PROD);
+    assert.equal(p.body.login, 'tag:api,tag:prod');
+    assert.equal((await chat(gw, PROD, 'gpt-4o')).status, 200);
+    // the legacy (v1.80) WhoIs shape
+    const l = await whoami(gw, LEGACY);
+    assert.equal(l.body.login, 'tag:ci');
+  });
+
+  it('the most specific grant and the provider/model glob pick the provider', async () => {
+    // dave's CapMap (old https:// name) grants openai/gpt-5*: gpt-5 lives at provider gpt5
+    const w = await whoami(gw, DAVE);
+    assert.equal(w.body.role, 'user');
+    assert.equal((await chat(gw, DAVE, 'gpt-5')).status, 404, 'gpt5/gpt-5 is not openai/gpt-5*');
+  });
+
+  it('carol is an admin through CapMap; other capabilities are kept', async () => {
+    const w = await whoami(gw, CAROL);
+    assert.equal(w.body.role, 'admin');
+    assert.ok(w.body.capabilities['example.com/cap/custom']);
+    assert.equal((await chat(gw, CAROL, 'openai/gpt-4o')).status, 200);
+  });
+
+  it('no role -> 403 access denied: no role granted', async () => {
+    const r = await chat(gw, BOB, 'gpt-4o');
+    assert.equal(r.status, 403);
+    assert.equal((await r.json()).error.message, 'access denied: no role granted');
+    const a = await messages(gw, BOB, 'claude-sonnet-4-5');
+    assert.equal(a.status, 403);
+    const j = await a.json();
+    assert.equal(j.error.type, 'permission_error');
+    // whoami still answers, to explain why
+    const w = await whoami(gw, BOB);
+    assert.equal(w.status, 200);
+    assert.equal(w.body.role, 'none');
+    assert.equal(w.body.login, 'bob@example.com');
+  });
+
+  it('a device with neither user nor tags is denied', async () => {
+    const r = await chat(gw, NOBODY, 'gpt-4o');
+    assert.equal(r.status, 403);
+    assert.match((await r.json()).error.message, /neither a user nor tags/);
+  });
+
+  it('an unknown peer is refused (401) and never forwarded', async () => {
+    await mock.clear();
+    const r = await chat(gwNoLoop, STRANGER, 'gpt-4o');
+    assert.equal(r.status, 401);
+    assert.match((await r.json()).error.message, /could not identify the caller/);
+    const a = await messages(gwNoLoop, STRANGER, 'claude-sonnet-4-5');
+    assert.equal(a.status, 401);
+    assert.equal((await a.json()).error.type, 'authentication_error');
+    assert.equal((await mock.requests()).length, 0);
+    // with the loopback source, the same peer is "(loopback)"
+    const w = await whoami(gw, STRANGER);
+    assert.equal(w.body.login, '(loopback)');
+  });
+
+  it('a static CIDR map identifies peers tailscaled does not know', async () => {
+    for (const ip of ['127.0.0.30', '127.0.0.31']) {
+      const w = await whoami(gw, ip);
+      assert.equal(w.body.login, 'wg-frank@example.com');
+      assert.equal(w.body.source, 'cidr');
+    }
+    assert.equal((await messages(gw, '127.0.0.31', 'claude-haiku-4-5')).status, 200);
+    assert.equal((await messages(gw, '127.0.0.31', 'claude-sonnet-4-5')).status, 404);
+    const outside = await whoami(gw, '127.0.0.32');
+    assert.equal(outside.body.source, 'loopback');
+  });
+
+  it('tailscaled answering garbage or 500 fails closed with 503', async () => {
+    for (const ip of [GARBAGE, TS500]) {
+      const r = await chat(gw, ip, 'gpt-4o');
+      assert.equal(r.status, 503, ip);
+      assert.match((await r.json()).error.message, /tailscaled|WhoIs/);
+    }
+  });
+
+  it('tailscaled stopped -> 503; recovered when it returns', async () => {
+    await ts.stop();
+    const r = await chat(gw, '127.0.0.20', 'gpt-4o');
+    assert.equal(r.status, 503);
+    assert.match((await r.json()).error.message, /tailscaled is unavailable/);
+    // cached identities keep working meanwhile
+    assert.equal((await messages(gw, ALICE, 'claude-sonnet-4-5')).status, 200);
+    await ts.start();
+    assert.equal((await chat(gw, '127.0.0.20', 'gpt-4o')).status, 200);
+  });
+
+  it('WhoIs is cached: many requests from one peer cost at most one lookup per worker', async () => {
+    await ts.reset();
+    const ip = '127.0.0.21';
+    const batch = Array.from({ length: 200 }, () => chat(gw, ip, 'gpt-4o').then((r) => r.status));
+    const statuses = await Promise.all(batch);
+    assert.ok(statuses.every((s) => s === 200));
+    const st = await ts.stats();
+    assert.ok(st.by_addr[ip] >= 1 && st.by_addr[ip] <= 2, `WhoIs hits for ${ip}: ${st.by_addr[ip]}`);
+  });
+
+  it('live table change is seen after the cache TTL, not before', async () => {
+    const table = JSON.parse(readFileSync(ts.table, 'utf8'));
+    table['127.0.0.22'] = 'bob.json';
+    writeFileSync(ts.table, JSON.stringify(table));
+    assert.equal((await chat(gw, '127.0.0.22', 'gpt-4o')).status, 403);
+  });
+
+  it('serve headers count only from a loopback peer; forged ones from elsewhere are ignored and logged', async () => {
+    // from loopback (tailscale serve proxies from 127.0.0.1)
+    const caps = JSON.stringify({ 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'gemini/**' }] });
+    const hdrs = {
+      'Tailscale-User-Login': 'erin@example.com',
+      'Tailscale-User-Name': '=?utf-8?q?Kr=C5=ABmi=C5=86a?=',
+      'Tailscale-App-Capabilities': caps,
+    };
+    const w = await whoami(gw, '127.0.0.1', hdrs);
+    assert.equal(w.body.login, 'erin@example.com');
+    assert.equal(w.body.display_name, 'Krūmiņa');
+    assert.equal(w.body.source, 'serve');
+    assert.deepEqual(w.body.models.sort(), ['gemini/gemini-2.5-flash', 'gemini/gemini-2.5-pro']);
+    // the identity headers are not forwarded upstream
+    await mock.clear();
+    const r = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:generateContent`, {
+      method: 'POST', dispatcher: from('127.0.0.1'), headers: { 'content-type': 'application/json', ...hdrs },
+      body: JSON.stringify({ contents: [] }),
+    });
+    assert.equal(r.status, 200);
+    const seen = JSON.stringify((await mock.last()).headers).toLowerCase();
+    assert.ok(!seen.includes('tailscale-user-login'));
+
+    const ext = externalIPv4();
+    assert.ok(ext, 'this test needs a non-loopback address on the machine');
+    const gwExt = await startGateway({
+      listen: { addresses: ['0.0.0.0:0'] },
+      identity: { tailscale: { socket: ts.socket }, serve_headers: true },
+      grants: GRANTS,
+      providers: providersFor(mock.url),
+    });
+    try {
+      const port = new URL(gwExt.url).port;
+      const f = await fetch(`http://${ext}:${port}/api/whoami`, { headers: hdrs });
+      assert.equal(f.status, 401, 'forged headers from a non-loopback peer must not identify anyone');
+      for (let i = 0; i < 50 && !/ignoring tailscale serve identity headers/.test(gwExt.output()); i++) await sleep(20);
+      assert.match(gwExt.output(), /ignoring tailscale serve identity headers .* from non-loopback peer/);
+    } finally {
+      await gwExt.stop();
+    }
+  });
+
+  it('the official SDK works from a tailnet peer', async () => {
+    const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: '-', maxRetries: 0, fetchOptions: { dispatcher: from(CAROL) } });
+    const r = await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(r.choices[0].message.content, 'Hello from mockllm.');
+  });
+});

@@ -1,0 +1,113 @@
+// mTLS listener: the caller is the SPIFFE ID in its client certificate.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import https from 'node:https';
+import { startMock, startGateway, providersFor, assertNoKeys } from './lib/harness.mjs';
+
+const dir = mkdtempSync(join(tmpdir(), 'kl-mtls-'));
+const p = (f) => join(dir, f);
+const openssl = (...args) => execFileSync('openssl', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+
+function makeCA(name) {
+  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
+    '-keyout', p(`${name}.key`), '-out', p(`${name}.pem`), '-subj', `/CN=${name}`,
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+}
+
+// A certificate signed by ca with the given extensions.
+function makeCert(name, ca, ext) {
+  openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', p(`${name}.key`), '-out', p(`${name}.csr`), '-subj', `/CN=${name}`);
+  writeFileSync(p(`${name}.ext`), ext);
+  openssl('x509', '-req', '-in', p(`${name}.csr`), '-CA', p(`${ca}.pem`), '-CAkey', p(`${ca}.key`),
+    '-CAcreateserial', '-days', '2', '-out', p(`${name}.pem`), '-extfile', p(`${name}.ext`));
+  return { cert: readFileSync(p(`${name}.pem`)), key: readFileSync(p(`${name}.key`)) };
+}
+
+describe('mTLS / SPIFFE', () => {
+  let mock, gw, tlsUrl, certs;
+  before(async () => {
+    makeCA('ca');
+    makeCA('otherca');
+    makeCert('server', 'ca', 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n');
+    certs = {
+      good: makeCert('good', 'ca', 'subjectAltName=URI:spiffe://example.org/ns/ci/sa/runner\nbasicConstraints=CA:FALSE\n'),
+      two: makeCert('two', 'ca', 'subjectAltName=URI:spiffe://example.org/a,URI:spiffe://example.org/b\nbasicConstraints=CA:FALSE\n'),
+      none: makeCert('none', 'ca', 'subjectAltName=DNS:client.example.org\nbasicConstraints=CA:FALSE\n'),
+      dotdot: makeCert('dotdot', 'ca', 'subjectAltName=URI:spiffe://example.org/a/../b\nbasicConstraints=CA:FALSE\n'),
+      isca: makeCert('isca', 'ca', 'subjectAltName=URI:spiffe://example.org/ca\nbasicConstraints=critical,CA:TRUE\n'),
+      stranger: makeCert('stranger', 'otherca', 'subjectAltName=URI:spiffe://example.org/ns/ci/sa/runner\nbasicConstraints=CA:FALSE\n'),
+    };
+    mock = await startMock();
+    gw = await startGateway({
+      identity: {
+        mtls: { listen: ['127.0.0.1:0'], cert: p('server.pem'), key: p('server.key'), client_ca: p('ca.pem') },
+        loopback: false,
+      },
+      grants: [{ src: ['spiffe://example.org/ns/ci/sa/runner'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'openai/*' }] } }],
+      providers: providersFor(mock.url),
+    });
+    tlsUrl = gw.output().match(/keyless listening on (https:\/\/\S+)/)[1];
+  });
+  after(async () => {
+    await gw.stop();
+    await mock.stop();
+    assertNoKeys(assert, gw.output(), 'gateway log');
+  });
+
+  function request(path, client, body) {
+    const u = new URL(tlsUrl);
+    return new Promise((resolveP, reject) => {
+      const req = https.request({
+        host: u.hostname, port: u.port, path, method: body ? 'POST' : 'GET',
+        ca: readFileSync(p('ca.pem')), ...(client || {}),
+        headers: { 'content-type': 'application/json' },
+      }, (res) => {
+        let data = '';
+        res.on('data', (d) => (data += d));
+        res.on('end', () => resolveP({ status: res.statusCode, body: data ? JSON.parse(data) : null }));
+      });
+      req.on('error', reject);
+      req.end(body ? JSON.stringify(body) : undefined);
+    });
+  }
+
+  it('a good SPIFFE certificate identifies the caller', async () => {
+    const w = await request('/api/whoami', certs.good);
+    assert.equal(w.status, 200);
+    assert.equal(w.body.login, 'spiffe://example.org/ns/ci/sa/runner');
+    assert.equal(w.body.source, 'mtls');
+    assert.equal(w.body.issuer, 'example.org');
+    const r = await request('/v1/chat/completions', certs.good, { model: 'gpt-4o', messages: [] });
+    assert.equal(r.status, 200);
+    assert.equal(r.body.choices[0].message.content, 'Hello from mockllm.');
+  });
+
+  it('no client certificate -> 401', async () => {
+    const r = await request('/v1/chat/completions', null, { model: 'gpt-4o', messages: [] });
+    assert.equal(r.status, 401);
+    assert.match(r.body.error.message, /client certificate/);
+  });
+
+  it('two URI SANs, no URI SAN, a bad path, or a CA as leaf -> 401 with the reason', async () => {
+    for (const [name, re] of [['two', /more than one URI SAN/], ['none', /no URI SAN/],
+      ['dotdot', /may not be \. or \.\./], ['isca', /CA certificate/]]) {
+      const r = await request('/api/whoami', certs[name]);
+      assert.equal(r.status, 401, name);
+      assert.match(r.body.error.message, re, name);
+    }
+  });
+
+  it('a certificate from another CA fails the handshake', async () => {
+    await assert.rejects(request('/api/whoami', certs.stranger));
+  });
+
+  it('the plain listener does not accept client certificates as identity', async () => {
+    const r = await fetch(`${gw.url}/api/whoami`);
+    assert.equal(r.status, 401);
+  });
+});

@@ -1,0 +1,141 @@
+/* Identity pieces: WhoIs bodies (every shape), serve header decoding,
+ * address ranges. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <cmocka.h>
+
+#include "identity/identity.h"
+
+static char *slurp(const char *name, size_t *len)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "tests/fixtures/whois/%s", name);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static char buf[65536];
+    *len = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[*len] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static void user_node(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    size_t len;
+    char *body = slurp("whois-user.json", &len);
+    struct kl_identity id;
+    cJSON *caps;
+    const char *why;
+    assert_int_equal(kl_whois_parse(body, len, &a, &id, &caps, &why), 1);
+    assert_string_equal(id.login, "alice@example.com");
+    assert_string_equal(id.display_name, "Alice Krūmiņa");
+    assert_string_equal(id.node, "alice-mbp.tail8c2a1.ts.net");
+    assert_string_equal(id.stable_node_id, "nQ7vWkz5Xn11CNTRL");
+    assert_int_equal(id.ngroups, 1);
+    assert_false(id.tagged);
+    assert_non_null(cJSON_GetObjectItem(caps, "tailscale.com/cap/aperture"));
+    cJSON_Delete(caps);
+    kl_arena_free(&a);
+}
+
+static void tagged_nodes_are_their_sorted_tags(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    size_t len;
+    struct kl_identity id;
+    cJSON *caps;
+    const char *why;
+    char *body = slurp("tagged-prod-api.json", &len);
+    assert_int_equal(kl_whois_parse(body, len, &a, &id, &caps, &why), 1);
+    assert_string_equal(id.login, "tag:api,tag:prod");
+    assert_true(id.tagged);
+    assert_string_equal(id.tags[0], "tag:api");
+    cJSON_Delete(caps);
+    body = slurp("whois-tagged-legacy-v1.80.json", &len);
+    assert_int_equal(kl_whois_parse(body, len, &a, &id, &caps, &why), 1);
+    assert_string_equal(id.login, "tag:ci");
+    assert_null(caps); /* CapMap: null */
+    kl_arena_free(&a);
+}
+
+static void owners_and_garbage(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    size_t len;
+    struct kl_identity id;
+    cJSON *caps;
+    const char *why;
+    char *body = slurp("nobody.json", &len);
+    assert_int_equal(kl_whois_parse(body, len, &a, &id, &caps, &why), 0);
+    assert_int_equal(kl_whois_parse("{\"Node\":", 8, &a, &id, &caps, &why), -1);
+    assert_int_equal(kl_whois_parse("[]", 2, &a, &id, &caps, &why), -1);
+    /* the pseudo-user without tags is nobody */
+    const char *pseudo = "{\"Node\":{\"Name\":\"x.\"},\"UserProfile\":{\"LoginName\":\"tagged-devices\"}}";
+    assert_int_equal(kl_whois_parse(pseudo, strlen(pseudo), &a, &id, &caps, &why), 0);
+    /* an old https:// capability name is normalised */
+    body = slurp("dave.json", &len);
+    assert_int_equal(kl_whois_parse(body, len, &a, &id, &caps, &why), 1);
+    assert_non_null(cJSON_GetObjectItem(caps, "tailscale.com/cap/aperture"));
+    cJSON_Delete(caps);
+    kl_arena_free(&a);
+}
+
+static void rfc2047(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    assert_string_equal(kl_rfc2047_decode(&a, "=?utf-8?q?Kr=C5=ABmi=C5=86a?="), "Krūmiņa");
+    assert_string_equal(kl_rfc2047_decode(&a, "Plain Name"), "Plain Name");
+    assert_string_equal(kl_rfc2047_decode(&a, "=?UTF-8?Q?Ana_Mar=C3=ADa?="), "Ana María");
+    assert_string_equal(kl_rfc2047_decode(&a, "=?utf-8?q?A?= =?utf-8?q?B?="), "AB");
+    assert_string_equal(kl_rfc2047_decode(&a, "=?utf-8?b?S3LFq21p?="), "Krūmi");
+    assert_string_equal(kl_rfc2047_decode(&a, "=?koi8-r?q?x?="), "=?koi8-r?q?x?=");
+    kl_arena_free(&a);
+}
+
+static void cidr(void **state)
+{
+    (void)state;
+    int fam, prefix;
+    unsigned char addr[16];
+    assert_int_equal(kl_cidr_parse("10.8.0.0/24", &fam, addr, &prefix), 0);
+    assert_int_equal(fam, AF_INET);
+    assert_true(kl_cidr_contains(fam, addr, prefix, "10.8.0.77"));
+    assert_false(kl_cidr_contains(fam, addr, prefix, "10.8.1.1"));
+    assert_false(kl_cidr_contains(fam, addr, prefix, "fd00::1"));
+    assert_int_equal(kl_cidr_parse("fd7a:115c:a1e0::/48", &fam, addr, &prefix), 0);
+    assert_true(kl_cidr_contains(fam, addr, prefix, "fd7a:115c:a1e0::8c01:6667"));
+    assert_int_equal(kl_cidr_parse("10.0.0.0/33", &fam, addr, &prefix), -1);
+    assert_int_equal(kl_cidr_parse("nonsense", &fam, addr, &prefix), -1);
+    assert_int_equal(kl_cidr_parse("10.1.2.3", &fam, addr, &prefix), 0);
+    assert_int_equal(prefix, 32);
+    assert_true(kl_ip_is_loopback("127.0.0.9"));
+    assert_true(kl_ip_is_loopback("::1"));
+    assert_false(kl_ip_is_loopback("100.64.0.1"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(user_node),
+        cmocka_unit_test(tagged_nodes_are_their_sorted_tags),
+        cmocka_unit_test(owners_and_garbage),
+        cmocka_unit_test(rfc2047),
+        cmocka_unit_test(cidr),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
