@@ -75,6 +75,7 @@ test:
 	@scripts/deps.sh test
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory integration
+	@if [ -z "$(SAN)" ]; then FUZZ_SECONDS=$${FUZZ_SECONDS:-5} scripts/fuzz.sh; fi
 
 fuzz:
 	@scripts/deps.sh test

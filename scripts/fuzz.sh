@@ -6,19 +6,21 @@ cd "$(dirname "$0")/.."
 out=build-fuzz
 secs="${FUZZ_SECONDS:-10}"
 mkdir -p "$out/crashes"
-pkgs="libevent libcurl libcjson jose openssl sqlite3 libpq"
+pkgs="libevent libevent_pthreads libevent_openssl libcurl libcjson jose openssl sqlite3 libpq"
 cflags="-std=c17 -D_GNU_SOURCE -g -O1 -Isrc -fsanitize=fuzzer-no-link,address,undefined $(pkg-config --cflags $pkgs)"
 libs="$(pkg-config --libs $pkgs) -lpthread -lm"
-lib_src="$(ls src/core/*.c src/listen/http.c src/account/sse.c src/dialect/*.c src/identity/jwt.c)"
+# Every source but main.c, as an archive: each target links what it uses.
 objs=""
-for f in $lib_src; do
+for f in $(ls src/*.c src/*/*.c | grep -v '^src/main.c$'); do
   o="$out/$(echo "$f" | tr / _).o"
   clang $cflags -c "$f" -o "$o"
   objs="$objs $o"
 done
+rm -f "$out/libkeyless.a"
+ar rcs "$out/libkeyless.a" $objs
 for t in tests/fuzz/fuzz_*.c; do
   name=$(basename "$t" .c)
-  clang $cflags -fsanitize=fuzzer "$t" $objs -o "$out/$name" $libs
+  clang $cflags -fsanitize=fuzzer "$t" "$out/libkeyless.a" -o "$out/$name" $libs
   echo "== $name (${secs}s)"
   mkdir -p "$out/corpus-$name"
   "$out/$name" -max_total_time="$secs" -max_len=65536 -artifact_prefix="$out/crashes/$name-" \

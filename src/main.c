@@ -5,8 +5,10 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "core/exchange.h"
 #include "core/log.h"
 #include "listen/server.h"
+#include "record/cli.h"
 
 #define KL_VERSION "0.1.0"
 
@@ -19,7 +21,14 @@ static void usage(FILE *f)
             "  serve --config FILE     run the gateway\n"
             "  check --config FILE     validate a configuration; non-zero exit on errors\n"
             "        [--strict]        treat warnings as errors too\n"
-            "  version                 print the version\n");
+            "  usage --config FILE     usage from the record store, as a table\n"
+            "        [--by user,model,provider,day,session,node,endpoint] [--since 7d] [--until T]\n"
+            "        [--user LOGIN] [--model M] [--json]\n"
+            "  export --config FILE    every record as JSON lines\n"
+            "        [--since T] [--until T] [--user LOGIN] [--format jsonl]\n"
+            "  version                 print the version\n"
+            "\n"
+            "T: \"24h\", \"7d\" (ago), \"2026-11-01\", \"2026-11-01T12:00:00Z\" or Unix milliseconds\n");
 }
 
 static const char *opt_value(int argc, char **argv, const char *name)
@@ -80,6 +89,43 @@ static int cmd_serve(int argc, char **argv)
     return kl_server_run(cfg);
 }
 
+/* Shared by usage and export: the store, and which records. */
+static int cmd_report(int argc, char **argv, bool is_export)
+{
+    const char *name = is_export ? "export" : "usage";
+    const char *path = opt_value(argc, argv, "--config");
+    if (!path) {
+        fprintf(stderr, "keyless %s: --config FILE is required\n", name);
+        return 2;
+    }
+    kl_diags d = {0};
+    kl_config *cfg = kl_config_load(path, &d);
+    if (!cfg) {
+        kl_diags_print(&d, path, stderr);
+        kl_diags_free(&d);
+        return 1;
+    }
+    kl_diags_free(&d);
+    struct kl_cli_opts o = {0};
+    o.group_by = opt_value(argc, argv, "--by");
+    o.json = has_flag(argc, argv, "--json");
+    o.format = opt_value(argc, argv, "--format");
+    o.f.user = opt_value(argc, argv, "--user");
+    o.f.model = opt_value(argc, argv, "--model");
+    int64_t now = kl_wall_ms();
+    const char *since = opt_value(argc, argv, "--since"), *until = opt_value(argc, argv, "--until");
+    int rc;
+    if ((since && kl_parse_time(since, now, &o.f.since_ms) < 0) ||
+        (until && kl_parse_time(until, now, &o.f.until_ms) < 0)) {
+        fprintf(stderr, "keyless %s: --since/--until take 24h, 7d, 2026-11-01, 2026-11-01T12:00:00Z or Unix ms\n", name);
+        rc = 2;
+    } else {
+        rc = is_export ? kl_cli_export(cfg, &o, stdout, stderr) : kl_cli_usage(cfg, &o, stdout, stderr);
+    }
+    kl_config_unref(cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stderr, NULL, _IOLBF, 0);
@@ -92,6 +138,10 @@ int main(int argc, char **argv)
         return cmd_serve(argc, argv);
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc, argv);
+    if (strcmp(cmd, "usage") == 0)
+        return cmd_report(argc, argv, false);
+    if (strcmp(cmd, "export") == 0)
+        return cmd_report(argc, argv, true);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("keyless %s\n", KL_VERSION);
         return 0;

@@ -3,81 +3,227 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "account/prices.h"
+#include "account/session.h"
 #include "account/sse.h"
+#include "account/usage.h"
+#include "identity/identity.h"
 #include "listen/conn.h"
 #include "record/rec.h"
+#include "record/record.h"
+
+/* Largest whole (non-stream) answer kept to read its usage. */
+#define KL_WHOLE_MAX (64u << 20)
+
+enum body_mode {
+    BODY_NONE,          /* nothing to read (errors, endpoints without usage) */
+    BODY_WHOLE,         /* one JSON document, read at the end */
+    BODY_EVENTS,        /* server-sent events, read one by one */
+    BODY_ARRAY,         /* Gemini's JSON-array stream (no alt=sse) */
+};
 
 struct kl_account {
-    bool split_events;          /* an SSE body we look at event by event */
+    enum body_mode mode;
+    bool split_events;          /* the SSE body is forwarded event by event */
     bool strip_usage_chunk;     /* drop the usage-only chunk we asked for */
     kl_sse sse;
+    kl_usage_parser *usage;
+    char *whole;                /* BODY_WHOLE: the answer so far (malloc) */
+    size_t whole_len, whole_cap;
+    bool whole_overflow;
+    char *capture;              /* captures=full: the first capture_max bytes */
+    size_t capture_len, capture_max;
 };
+
+static void append(char **buf, size_t *len, size_t *cap, const char *data, size_t n)
+{
+    if (*len + n > *cap) {
+        size_t c = *cap ? *cap * 2 : 16384;
+        while (c < *len + n)
+            c *= 2;
+        *buf = realloc(*buf, c);
+        if (!*buf)
+            abort();
+        *cap = c;
+    }
+    memcpy(*buf + *len, data, n);
+    *len += n;
+}
 
 void kl_account_begin(kl_exchange *ex, int status, bool event_stream)
 {
     struct kl_account *a = kl_arena_alloc(&ex->arena, sizeof(*a));
     ex->acct = a;
+    int kind = kl_usage_kind_for(ex->ep->id);
+    if (status >= 200 && status < 300 && kind >= 0) {
+        a->usage = kl_usage_parser_new(&ex->arena, (enum kl_usage_kind)kind);
+        if (event_stream)
+            a->mode = BODY_EVENTS;
+        else if (ex->ep->id == KL_EP_GEMINI_STREAM)
+            a->mode = BODY_ARRAY;
+        else
+            a->mode = BODY_WHOLE;
+    }
     a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200;
-    a->split_events = a->strip_usage_chunk;
+    a->split_events = a->mode == BODY_EVENTS;
+    const struct kl_store_cfg *sc = ex->cfg->store;
+    if (sc->captures == KL_CAPTURE_FULL)
+        a->capture_max = sc->capture_max;
 }
 
 /* The chunk an OpenAI chat stream sends when include_usage is on:
  * {"choices":[], "usage":{...}} — the caller did not ask for it. */
-static bool is_usage_only_chunk(const char *raw, size_t len)
+static bool is_usage_only_chunk(const char *data, size_t len)
 {
-    if (!memmem(raw, len, "\"usage\"", 7))
+    if (!data || !memmem(data, len, "\"usage\"", 7))
         return false;
-    const char *ev;
-    size_t evl, dl;
-    char *data;
-    kl_sse_fields(raw, len, &ev, &evl, &data, &dl);
-    bool only = false;
-    if (data) {
-        cJSON *j = cJSON_ParseWithLength(data, dl);
-        const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
-        only = cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0 &&
-               cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "usage"));
-        cJSON_Delete(j);
-        free(data);
-    }
+    cJSON *j = cJSON_ParseWithLength(data, len);
+    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
+    bool only = cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0 &&
+                cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "usage"));
+    cJSON_Delete(j);
     return only;
+}
+
+static void forward(kl_exchange *ex, const char *data, size_t len)
+{
+    struct kl_account *a = ex->acct;
+    if (a->capture_max && a->capture_len < a->capture_max) {
+        size_t n = len < a->capture_max - a->capture_len ? len : a->capture_max - a->capture_len;
+        if (!a->capture) {
+            a->capture = malloc(a->capture_max);
+            if (!a->capture)
+                abort();
+        }
+        memcpy(a->capture + a->capture_len, data, n);
+        a->capture_len += n;
+    }
+    kl_respond_data(ex, data, len);
 }
 
 static void on_event(void *arg, const char *raw, size_t len)
 {
     kl_exchange *ex = arg;
     struct kl_account *a = ex->acct;
-    if (a->strip_usage_chunk && is_usage_only_chunk(raw, len))
-        return;
-    kl_respond_data(ex, raw, len);
+    const char *ev;
+    size_t evl, dl;
+    char *data;
+    kl_sse_fields(raw, len, &ev, &evl, &data, &dl);
+    if (data && a->usage)
+        kl_usage_event(a->usage, ev, evl, data, dl);
+    bool drop = a->strip_usage_chunk && is_usage_only_chunk(data, dl);
+    free(data);
+    if (!drop)
+        forward(ex, raw, len);
 }
 
 void kl_account_data(kl_exchange *ex, const char *data, size_t len)
 {
     struct kl_account *a = ex->acct;
-    if (!a || !a->split_events) {
+    if (!a) {
         kl_respond_data(ex, data, len);
         return;
     }
-    kl_sse_feed(&a->sse, data, len, on_event, ex);
+    switch (a->mode) {
+    case BODY_EVENTS:
+        kl_sse_feed(&a->sse, data, len, on_event, ex);
+        return;
+    case BODY_ARRAY:
+        kl_usage_array_bytes(a->usage, data, len);
+        break;
+    case BODY_WHOLE:
+        if (a->whole_len + len <= KL_WHOLE_MAX)
+            append(&a->whole, &a->whole_len, &a->whole_cap, data, len);
+        else
+            a->whole_overflow = true;
+        break;
+    case BODY_NONE:
+        break;
+    }
+    forward(ex, data, len);
 }
 
 void kl_account_end(kl_exchange *ex)
 {
     struct kl_account *a = ex->acct;
-    if (a && a->split_events)
+    if (!a)
+        return;
+    if (a->split_events)
         kl_sse_flush(&a->sse, on_event, ex);
+    if (a->mode == BODY_WHOLE && a->whole && !a->whole_overflow) {
+        kl_usage_whole(a->usage, a->whole, a->whole_len);
+        free(a->whole);
+        a->whole = NULL;
+    }
 }
 
 void kl_account_free(kl_exchange *ex)
 {
-    if (ex->acct)
-        kl_sse_free(&ex->acct->sse);
+    struct kl_account *a = ex->acct;
+    if (!a)
+        return;
+    kl_sse_free(&a->sse);
+    free(a->whole);
+    free(a->capture);
     ex->acct = NULL;
+}
+
+const struct kl_usage *kl_account_usage(const kl_exchange *ex)
+{
+    return ex->acct && ex->acct->usage ? kl_usage_result(ex->acct->usage) : NULL;
+}
+
+static const char *join_names(kl_arena *ar, const struct kl_usage *u)
+{
+    if (!u->ntool_names)
+        return NULL;
+    size_t total = 1;
+    for (size_t i = 0; i < u->ntool_names; i++)
+        total += strlen(u->tool_names[i]) + 1;
+    char *s = kl_arena_alloc(ar, total);
+    for (size_t i = 0; i < u->ntool_names; i++) {
+        if (i)
+            strcat(s, ",");
+        strcat(s, u->tool_names[i]);
+    }
+    return s;
 }
 
 void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
 {
-    (void)ex;
-    (void)r;
+    struct kl_account *a = ex->acct;
+    if (!ex->session_id && ex->ep && ex->ep->inference)
+        ex->session_id = kl_session_id(&ex->arena, ex->req.headers, ex->req.nheaders, ex->json,
+                                       ex->ident ? ex->ident->login : NULL);
+    r->session_id = ex->session_id;
+    if (a && a->capture) {
+        r->response_body = a->capture;
+        r->response_body_len = a->capture_len;
+    }
+    const struct kl_usage *u = kl_account_usage(ex);
+    if (!u || !u->known)
+        return;
+    r->usage_known = true;
+    r->input_tokens = u->input;
+    r->output_tokens = u->output;
+    r->cache_read_tokens = u->cache_read;
+    r->cache_write_tokens = u->cache_write;
+    r->reasoning_tokens = u->reasoning;
+    r->model_served = u->model_served;
+    r->tool_calls = u->tool_calls;
+    r->tool_names = join_names(&ex->arena, u);
+    r->stop_reason = u->stop_reason;
+    const struct kl_provider *p = ex->provider;
+    const kl_prices *prices = ex->cfg->prices;
+    if (!p || !prices)
+        return;
+    /* Price what the provider says it served; fall back to what was asked. */
+    const char *model = u->model_served ? u->model_served : ex->model;
+    int64_t nd;
+    if (kl_cost(prices, p->cost_basis, p->cost_map, model, u, &nd) == 0 ||
+        (model != ex->model && ex->model &&
+         kl_cost(prices, p->cost_basis, p->cost_map, ex->model, u, &nd) == 0)) {
+        r->cost_known = true;
+        r->cost_nanodollars = nd;
+    }
 }

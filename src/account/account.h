@@ -18,6 +18,9 @@ void kl_account_end(kl_exchange *ex);
 void kl_account_free(kl_exchange *ex);
 
 struct kl_rec;
+struct kl_usage;
+/* The usage read so far (running totals mid-stream), or NULL. */
+const struct kl_usage *kl_account_usage(const kl_exchange *ex);
 /* What account learned (usage, cost, tools, captured answer) into a record. */
 void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r);
 

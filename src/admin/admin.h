@@ -12,5 +12,7 @@ enum kl_step kl_admin_root(kl_exchange *ex);
 enum kl_step kl_admin_run(kl_exchange *ex);
 /* GET /api/whoami */
 enum kl_step kl_admin_whoami(kl_exchange *ex);
+/* GET /api/usage, /api/requests, /api/requests/{id} (asynchronous) */
+enum kl_step kl_admin_records(kl_exchange *ex);
 
 #endif

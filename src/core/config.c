@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "account/prices.h"
 #include "authorize/grants.h"
 #include "core/log.h"
 #include "identity/identity.h"
@@ -412,8 +414,15 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
             p->name = cfg_string(c, m, "name");
         } else if (strcmp(k, "description") == 0) {
             p->description = cfg_string(c, m, "description");
-        } else if (strcmp(k, "cost_basis") == 0 || strcmp(k, "model_cost_map") == 0) {
-            kl_cfg_report(c, KL_SEV_WARNING, m, "provider %s: %s is read but not enforced yet", p->id, k);
+        } else if (strcmp(k, "cost_basis") == 0) {
+            p->cost_basis = cfg_string(c, m, "cost_basis");
+        } else if (strcmp(k, "model_cost_map") == 0) {
+            struct kl_cost_map *map = kl_arena_alloc(&c->cfg->arena, sizeof(*map));
+            const char *why = NULL;
+            if (kl_cost_map_parse(m, &c->cfg->arena, map, &why) < 0)
+                kl_cfg_report(c, KL_SEV_ERROR, m, "provider %s: model_cost_map: %s", p->id, why);
+            else
+                p->cost_map = map;
         } else {
             cfg_unknown(c, m, "a provider");
         }
@@ -530,6 +539,74 @@ static void read_log(kl_cfg_ctx *c, const cJSON *v)
     }
 }
 
+/* Aperture's auto_cost_basis: with it on (the default) a provider without
+ * cost_basis is priced from the whole table by model id — which is what
+ * keyless always does, so the flag only needs to be a boolean. */
+static void read_auto_cost_basis(kl_cfg_ctx *c, const cJSON *v)
+{
+    bool on;
+    if (cfg_bool(c, v, "auto_cost_basis", &on) == 0 && !on)
+        kl_cfg_report(c, KL_SEV_NOTE, v,
+                      "auto_cost_basis is false: providers without cost_basis are still priced by model id");
+}
+
+static void prices_free(void *arg)
+{
+    kl_prices_free(arg);
+}
+
+/* The price table (keyless `pricing` section): {"file": path}. */
+static void load_prices(kl_cfg_ctx *c, const cJSON *at, const char *path)
+{
+    char why[256];
+    kl_prices *t = kl_prices_load(path, why, sizeof(why));
+    if (!t) {
+        kl_cfg_report(c, at ? KL_SEV_ERROR : KL_SEV_WARNING, at, "price table %s: %s%s", path, why,
+                      at ? "" : "; request costs will be recorded as unknown");
+        return;
+    }
+    c->cfg->prices = t;
+    c->cfg->prices_path = kl_arena_strdup(&c->cfg->arena, path);
+    kl_config_on_free(c->cfg, prices_free, t);
+}
+
+static void read_pricing(kl_cfg_ctx *c, const cJSON *v)
+{
+    const cJSON *file = cJSON_GetObjectItemCaseSensitive(v, "file");
+    if (!cJSON_IsObject(v) || !cJSON_IsString(file)) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "pricing must be {\"file\": \"/path/to/prices.json\"}");
+        return;
+    }
+    load_prices(c, file, file->valuestring);
+}
+
+/* Without a pricing section: the table shipped with keyless, found next to
+ * the binary (build/ -> data/), or where a package installs it. */
+static void default_prices(kl_cfg_ctx *c)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 64);
+    const char *candidates[3] = {NULL, "/usr/share/keyless/prices.json", "data/prices.json"};
+    char beside[4200];
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(beside, sizeof(beside), "%s/../data/prices.json", exe);
+            candidates[0] = beside;
+        }
+    }
+    for (size_t i = 0; i < 3; i++) {
+        if (candidates[i] && access(candidates[i], R_OK) == 0) {
+            load_prices(c, NULL, candidates[i]);
+            return;
+        }
+    }
+    kl_cfg_report(c, KL_SEV_WARNING, NULL,
+                  "no price table found (data/prices.json): request costs will be recorded as unknown");
+}
+
 /* Sections read by a later part of keyless: parsed (so syntax errors are
  * still caught) and announced, never silently dropped. */
 static void read_not_enforced(kl_cfg_ctx *c, const cJSON *v)
@@ -554,7 +631,8 @@ static const struct {
     {"hooks", read_not_enforced},
     {"exporters", read_not_enforced},
     {"database", kl_record_read_database},
-    {"auto_cost_basis", read_not_enforced},
+    {"auto_cost_basis", read_auto_cost_basis},
+    {"pricing", read_pricing},
     {"connectors", read_not_enforced},
     {"flags", read_not_enforced},
     {"identity", kl_identity_read_config},
@@ -624,6 +702,8 @@ kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_di
         kl_grants_read_config(&c, NULL);
     if (!cfg->store)
         kl_record_read_store(&c, NULL);
+    if (!cfg->prices && diags->errors == errors_before)
+        default_prices(&c);
     if (cfg->listen.naddresses == 0) {
         cfg->listen.addresses = kl_arena_alloc(&cfg->arena, sizeof(char *));
         cfg->listen.addresses[0] = KL_DEFAULT_LISTEN;

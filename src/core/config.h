@@ -49,6 +49,8 @@ struct kl_provider {
     bool disabled;
     const char **add_headers;   /* "Name: value" */
     size_t nadd_headers;
+    const char *cost_basis;     /* price only with this provider's entries, or NULL */
+    const struct kl_cost_map *cost_map;  /* Aperture's model_cost_map, or NULL */
 };
 
 struct kl_timeouts {            /* all in milliseconds; 0 = none */
@@ -74,6 +76,8 @@ struct kl_listen_cfg {
 struct kl_identity_cfg;
 struct kl_grants;
 struct kl_store_cfg;
+struct kl_prices;
+struct kl_cost_map;
 
 typedef struct kl_config {
     atomic_int refs;
@@ -88,6 +92,8 @@ typedef struct kl_config {
     struct kl_identity_cfg *identity;   /* src/identity (never NULL after parsing) */
     struct kl_grants *grants;           /* src/authorize (never NULL after parsing) */
     struct kl_store_cfg *store;         /* src/record (never NULL after parsing) */
+    const struct kl_prices *prices;     /* src/account price table, or NULL (costs unknown) */
+    const char *prices_path;
     struct kl_cleanup {                 /* run when the snapshot is freed */
         void (*fn)(void *);
         void *arg;

@@ -23,6 +23,7 @@ struct kl_account;
 struct kl_identity;
 struct kl_whois_entry;
 struct kl_grant_set;
+struct api_job;
 
 /* Why an exchange ended other than with the provider's own answer. */
 enum kl_error_class {
@@ -115,6 +116,7 @@ typedef struct kl_exchange {
     /* stage-private */
     struct kl_upstream_xfer *xfer;
     struct kl_account *acct;
+    struct api_job *api_job;        /* an /api/ read waiting on the query thread */
 } kl_exchange;
 
 int64_t kl_now_ns(void);

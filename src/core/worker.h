@@ -18,6 +18,7 @@ struct kl_conn;
 struct kl_upstream_pool;
 struct kl_whois_cache;
 struct kl_writer;
+struct kl_query;
 struct kl_identity_worker;
 struct kl_mailbox;
 
@@ -33,6 +34,7 @@ typedef struct kl_server {
     atomic_bool stopping;
     struct kl_whois_cache *whois_cache;     /* shared by every worker */
     struct kl_writer *writer;               /* the record store's writer thread */
+    struct kl_query *query;                 /* the record store's reader thread */
 } kl_server;
 
 typedef struct kl_worker {

@@ -339,6 +339,7 @@ int kl_server_run(kl_config *cfg)
     event_base_dispatch(mb);
     for (int i = 0; i < nw; i++)
         pthread_join(srv.workers[i].thread, NULL);
+    kl_record_server_stop_queries(&srv);
     event_free(house);
     kl_info("keyless stopped");
     status = 0;

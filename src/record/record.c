@@ -8,6 +8,7 @@
 #include "account/account.h"
 #include "core/log.h"
 #include "identity/identity.h"
+#include "record/query.h"
 #include "record/writer.h"
 
 static int64_t wall_at(const kl_exchange *ex, int64_t ns)
@@ -169,12 +170,27 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
         .queue = sc->queue, .batch = sc->batch, .retention_ms = sc->retention_ms,
         .purge_captures_only = sc->purge_captures_only,
     };
+    /* A second connection for reads, so /api/ queries never wait behind a
+     * write batch (and the writer never behind a report). */
+    struct kl_store *r = kl_store_open(sc->driver, sc->target, false, err, errlen);
+    if (!r) {
+        kl_store_close(s);
+        return -1;
+    }
     srv->writer = kl_writer_start(s, &o);
+    srv->query = kl_query_start(r);
     return 0;
+}
+
+void kl_record_server_stop_queries(kl_server *srv)
+{
+    kl_query_stop(srv->query);
+    srv->query = NULL;
 }
 
 void kl_record_server_stop(kl_server *srv)
 {
+    kl_record_server_stop_queries(srv);
     kl_writer_stop(srv->writer);
     srv->writer = NULL;
 }

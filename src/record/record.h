@@ -33,6 +33,8 @@ void kl_record_read_database(kl_cfg_ctx *c, const cJSON *v);
  * start the writer. -1 with err when the store cannot be used. */
 int  kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t errlen);
 void kl_record_server_stop(kl_server *srv);
+/* Stop the query thread (before workers' mailboxes go away). */
+void kl_record_server_stop_queries(kl_server *srv);
 
 /* At arrival: reserve the slot for ex's final record. False: the queue is
  * full, refuse with 503. */

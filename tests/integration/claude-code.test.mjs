@@ -51,7 +51,7 @@ describe('Claude Code', () => {
       CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
     };
     const claude = join(ROOT, 'node_modules', '.bin', 'claude');
-    const r = await run(claude, ['-p', 'Say hello. [[mock text=Hello_from_keyless_via_Claude_Code]]'], env);
+    const r = await run(claude, ['-p', 'Say hello. [[mock text=Hello_from_keyless_via_Claude_Code;in=2000;out=77;cache_read=1500;cache_write=120]]'], env);
     assert.equal(r.code, 0, `claude failed: ${r.out}\n${r.err}`);
     assert.match(r.out, /Hello from keyless via Claude Code/);
     const reqs = await mock.requests();
@@ -63,5 +63,22 @@ describe('Claude Code', () => {
       assert.ok(h['anthropic-version']);
     }
     assert.ok(msgs.some((q) => headerMap(q.headers)['x-claude-code-session-id']), 'session header passes through');
+
+    // the record of the main turn: usage read from Claude Code's stream, its session
+    const session = headerMap(msgs.find((q) => headerMap(q.headers)['x-claude-code-session-id']).headers)['x-claude-code-session-id'];
+    let rec;
+    for (let i = 0; i < 100 && !rec; i++) {
+      const list = (await (await fetch(`${gw.url}/api/requests?session=${session}&limit=100`)).json()).requests;
+      rec = list.find((x) => x.state === 'done' && x.output_tokens === 77);
+      if (!rec) await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.ok(rec, 'a record with the usage of the Claude Code turn');
+    assert.equal(rec.input_tokens, 2000);
+    assert.equal(rec.cache_read_tokens, 1500);
+    assert.equal(rec.cache_write_tokens, 120);
+    assert.equal(rec.stream, 1);
+    assert.equal(rec.endpoint, 'anthropic.messages');
+    assert.equal(rec.cost_known, 1);
+    assert.match(rec.user_agent, /claude/i);
   });
 });

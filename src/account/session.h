@@ -1,0 +1,31 @@
+/* Which conversation a request belongs to, so the records of one agent
+ * session can be grouped.
+ *
+ * In order, the first that gives a usable id (1..128 visible ASCII bytes):
+ *   1. header x-claude-code-session-id   (Claude Code >= 2.1.86)
+ *   2. header session-id                 (Codex CLI)
+ *   3. header x-session-id               (other clients)
+ *   4. header x-codex-turn-metadata      JSON, its "session_id"
+ *   5. body metadata.user_id             Claude Code: "..._session_<uuid>",
+ *                                        or a JSON string with "session_id"
+ *   6. "fp:" + hex SHA-256 of the login and the text of the conversation's
+ *      first user message (messages[], Responses input, Gemini contents[]):
+ *      every turn resends that message, so all turns share the id.
+ * Header ids are returned as sent; they are scoped by the caller's login
+ * wherever they are stored. */
+#ifndef KL_SESSION_H
+#define KL_SESSION_H
+
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/arena.h"
+#include "listen/http.h"
+
+/* The session id (arena string), or NULL when there is no id and nothing
+ * to fingerprint. body and login may be NULL. */
+const char *kl_session_id(kl_arena *a, const struct kl_header *headers, size_t nheaders,
+                          const cJSON *body, const char *login);
+
+#endif

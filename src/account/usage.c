@@ -1,0 +1,977 @@
+#include "account/usage.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/jsonscan.h"
+
+#define MAX_TOKENS 1000000000000000LL   /* 1e15: anything above is nonsense, and sums stay far from overflow */
+#define MAX_MODEL_LEN 256
+#define MAX_STOP_LEN 64
+#define MAX_TOOL_LEN 256
+#define ARR_MAX_DEPTH 512
+
+/* Where the JSON-array splitter is between elements. */
+enum arr_mode {
+    ARR_START,                  /* before '[' */
+    ARR_NEXT,                   /* after '[' or ',': an element or ']' */
+    ARR_AFTER,                  /* after an element: ',' or ']' */
+    ARR_ELEM,                   /* inside an element */
+    ARR_RESYNC,                 /* after a syntax error: waiting for "," ws "{" */
+};
+
+/* What the grammar expects next inside an element. */
+enum arr_expect {
+    EX_VALUE,
+    EX_VALUE_OR_CLOSE,          /* after '[' */
+    EX_KEY_OR_CLOSE,            /* after '{' */
+    EX_KEY,                     /* after ',' in an object */
+    EX_COLON,
+    EX_COMMA_OR_CLOSE,
+};
+
+/* An incremental splitter for a top-level JSON array of objects. It checks
+ * the grammar token by token (not number or literal spelling: cJSON does
+ * that), so a broken element is noticed where it breaks and cannot swallow
+ * the elements after it. */
+struct arr_split {
+    enum arr_mode mode;
+    enum arr_expect expect;
+    bool in_str, str_is_key, esc, in_lit;
+    bool skipping;              /* element over KL_USAGE_MAX_ELEMENT: not kept */
+    bool resync_comma;          /* RESYNC saw a ',' (and only white space since) */
+    unsigned depth;
+    unsigned char stack[ARR_MAX_DEPTH / 8];     /* 1 bit per level: object? */
+    char *buf;                  /* the element so far (arena) */
+    size_t len, cap;
+};
+
+struct kl_usage_parser {
+    kl_arena *a;
+    enum kl_usage_kind kind;
+    struct kl_usage u;
+    /* Anthropic: the latest non-null value of each field (-1 = none yet) */
+    int64_t an_in, an_cr, an_cw, an_out;
+    /* OpenAI chat streams: tool call slots already named, (choice << 32) | index */
+    uint64_t *seen;
+    size_t nseen, capseen;
+    int model_tries;            /* chat chunks parsed only to learn the model */
+    struct arr_split arr;
+};
+
+/* ---- small helpers ---- */
+
+static int64_t clamp_tokens(double d)
+{
+    if (!(d > 0))               /* also NaN */
+        return 0;
+    if (d >= (double)MAX_TOKENS)
+        return MAX_TOKENS;
+    return (int64_t)d;
+}
+
+/* A token count member: false when absent, null or not a number. */
+static bool count_opt(const cJSON *o, const char *key, int64_t *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v))
+        return false;
+    *out = clamp_tokens(v->valuedouble);
+    return true;
+}
+
+static int64_t count(const cJSON *o, const char *key)
+{
+    int64_t v = 0;
+    count_opt(o, key, &v);
+    return v;
+}
+
+static int64_t sub0(int64_t a, int64_t b)
+{
+    return a > b ? a - b : 0;
+}
+
+static const cJSON *member(const cJSON *o, const char *key)
+{
+    return cJSON_GetObjectItemCaseSensitive(o, key);
+}
+
+/* A non-empty string member, or NULL. */
+static const char *str_member(const cJSON *o, const char *key)
+{
+    const cJSON *v = member(o, key);
+    return cJSON_IsString(v) && v->valuestring && v->valuestring[0] ? v->valuestring : NULL;
+}
+
+static const char *dup_capped(kl_usage_parser *p, const char *s, size_t max)
+{
+    size_t n = strnlen(s, max);
+    return kl_arena_strndup(p->a, s, n);
+}
+
+static void set_model(kl_usage_parser *p, const char *m)
+{
+    if (m && !(p->u.model_served && !strncmp(p->u.model_served, m, MAX_MODEL_LEN)))
+        p->u.model_served = dup_capped(p, m, MAX_MODEL_LEN);
+}
+
+static void set_stop(kl_usage_parser *p, const char *s)
+{
+    if (s)
+        p->u.stop_reason = dup_capped(p, s, MAX_STOP_LEN);
+}
+
+static void add_tool(kl_usage_parser *p, const char *name)
+{
+    if (p->u.tool_calls < 1000000000)
+        p->u.tool_calls++;
+    if (!name || p->u.ntool_names >= KL_USAGE_MAX_TOOL_NAMES)
+        return;
+    if (!p->u.tool_names)
+        p->u.tool_names = kl_arena_alloc(p->a, KL_USAGE_MAX_TOOL_NAMES * sizeof(char *));
+    p->u.tool_names[p->u.ntool_names++] = dup_capped(p, name, MAX_TOOL_LEN);
+}
+
+static void reset_tools(kl_usage_parser *p)
+{
+    p->u.tool_calls = 0;
+    p->u.ntool_names = 0;
+}
+
+static bool has(const char *d, size_t n, const char *lit)
+{
+    return memmem(d, n, lit, strlen(lit)) != NULL;
+}
+
+static bool name_is(const char *ev, size_t n, const char *lit)
+{
+    return n == strlen(lit) && memcmp(ev, lit, n) == 0;
+}
+
+/* ---- OpenAI chat completions ---- */
+
+static void chat_usage(kl_usage_parser *p, const cJSON *us)
+{
+    const cJSON *pd = member(us, "prompt_tokens_details");
+    const cJSON *cd = member(us, "completion_tokens_details");
+    int64_t cached = count(pd, "cached_tokens"), written = count(pd, "cache_write_tokens");
+    p->u.input = sub0(sub0(count(us, "prompt_tokens"), cached), written);
+    p->u.cache_read = cached;
+    p->u.cache_write = written;
+    p->u.output = count(us, "completion_tokens");
+    p->u.reasoning = count(cd, "reasoning_tokens");
+    p->u.known = true;
+}
+
+static bool seen_slot(kl_usage_parser *p, uint64_t key)
+{
+    for (size_t i = 0; i < p->nseen; i++)
+        if (p->seen[i] == key)
+            return true;
+    if (p->nseen == p->capseen) {
+        size_t cap = p->capseen ? p->capseen * 2 : 16;
+        uint64_t *n = kl_arena_alloc(p->a, cap * sizeof(*n));
+        if (p->nseen)
+            memcpy(n, p->seen, p->nseen * sizeof(*n));
+        p->seen = n;
+        p->capseen = cap;
+    }
+    p->seen[p->nseen++] = key;
+    return false;
+}
+
+static uint32_t index_of(const cJSON *o, uint32_t dflt)
+{
+    const cJSON *v = member(o, "index");
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) || v->valuedouble > 4e9)
+        return dflt;
+    return (uint32_t)v->valuedouble;
+}
+
+/* One chat.completion (stream = false) or chat.completion.chunk. A stream
+ * names each tool call once, in the first delta of its index; a whole body
+ * lists every call once. */
+static void chat_object(kl_usage_parser *p, const cJSON *root, bool stream)
+{
+    set_model(p, str_member(root, "model"));
+    const cJSON *us = member(root, "usage");
+    if (cJSON_IsObject(us))
+        chat_usage(p, us);
+    if (cJSON_IsObject(member(root, "error")))
+        set_stop(p, "error");
+    const cJSON *choices = member(root, "choices");
+    if (!cJSON_IsArray(choices))
+        return;
+    uint32_t ci = 0;
+    for (const cJSON *c = choices->child; c; c = c->next, ci++) {
+        uint64_t choice = index_of(c, ci);
+        const cJSON *msg = member(c, stream ? "delta" : "message");
+        const cJSON *tcs = member(msg, "tool_calls");
+        uint32_t ti = 0;
+        for (const cJSON *tc = cJSON_IsArray(tcs) ? tcs->child : NULL; tc; tc = tc->next, ti++) {
+            const char *name = str_member(member(tc, "function"), "name");
+            if (!name)          /* GPT-5 custom (free-form) tools */
+                name = str_member(member(tc, "custom"), "name");
+            if (!stream)
+                add_tool(p, name);
+            else if (name && !seen_slot(p, choice << 32 | index_of(tc, ti)))
+                add_tool(p, name);
+        }
+        /* the deprecated single function_call */
+        const char *fname = str_member(member(msg, "function_call"), "name");
+        if (fname && (!stream || !seen_slot(p, choice << 32 | 0xffffffffu)))
+            add_tool(p, fname);
+        set_stop(p, str_member(c, "finish_reason"));
+    }
+}
+
+/* The first byte of the value after a key's closing quote at p, or 0. */
+static char value_start(const char *p, const char *end)
+{
+    while (p < end && (unsigned char)*p <= 0x20)
+        p++;
+    if (p >= end || *p != ':')
+        return 0;
+    for (p++; p < end && (unsigned char)*p <= 0x20; p++)
+        ;
+    return p < end ? *p : 0;
+}
+
+/* Can this chunk hold usage, a tool name, a finish reason or an error?
+ * Nearly every chunk is a text delta that holds none, and one pass over
+ * its quotes is much cheaper than building its tree. A false positive only
+ * costs a parse. */
+static bool chat_event_wanted(kl_usage_parser *p, const char *d, size_t n)
+{
+    /* every chunk names the model: the first few are enough to learn it */
+    if (!p->u.model_served && p->model_tries < 3) {
+        p->model_tries++;
+        return true;
+    }
+#define KEY(s, v) {s "\"", sizeof(s), v}
+    static const struct {
+        const char *key;        /* closing quote included */
+        size_t len;
+        char value;             /* required first byte of the value, 0 = any */
+    } keys[] = {KEY("usage", '{'), KEY("finish_reason", '"'), KEY("name", 0),
+                KEY("function_call", 0), KEY("error", '{')};
+#undef KEY
+    const char *end = d + n;
+    for (const char *q = d; q + 1 < end; q++) {
+        if (q[0] != '"')
+            continue;
+        int k;
+        switch (q[1]) {         /* the keys' first letters */
+        case 'u': k = 0; break;
+        case 'f': k = q + 2 < end && q[2] == 'i' ? 1 : 3; break;
+        case 'n': k = 2; break;
+        case 'e': k = 4; break;
+        default: continue;
+        }
+        const char *key = q + 1;
+        if ((size_t)(end - key) < keys[k].len || memcmp(key, keys[k].key, keys[k].len))
+            continue;
+        char v = value_start(key + keys[k].len, end);
+        if (v && (!keys[k].value || v == keys[k].value))
+            return true;
+    }
+    return false;
+}
+
+/* ---- OpenAI Responses ---- */
+
+static void responses_usage(kl_usage_parser *p, const cJSON *us)
+{
+    const cJSON *id = member(us, "input_tokens_details");
+    const cJSON *od = member(us, "output_tokens_details");
+    int64_t cached = count(id, "cached_tokens"), written = count(id, "cache_write_tokens");
+    p->u.input = sub0(sub0(count(us, "input_tokens"), cached), written);
+    p->u.cache_read = cached;
+    p->u.cache_write = written;
+    p->u.output = count(us, "output_tokens");
+    p->u.reasoning = count(od, "reasoning_tokens");
+    p->u.known = true;
+}
+
+/* An output item the caller must execute: a function or custom tool call. */
+static bool is_call_item(const cJSON *it)
+{
+    const char *t = str_member(it, "type");
+    return t && (!strcmp(t, "function_call") || !strcmp(t, "custom_tool_call"));
+}
+
+/* A response object: the whole body, or the one in response.completed /
+ * .incomplete / .failed. Its output list is authoritative for tool calls
+ * when it has any (a stream already counted them from output_item.added). */
+static void responses_object(kl_usage_parser *p, const cJSON *r)
+{
+    set_model(p, str_member(r, "model"));
+    const cJSON *us = member(r, "usage");
+    if (cJSON_IsObject(us))
+        responses_usage(p, us);
+    const cJSON *out = member(r, "output");
+    bool first = true;
+    for (const cJSON *it = cJSON_IsArray(out) ? out->child : NULL; it; it = it->next) {
+        if (!is_call_item(it))
+            continue;
+        if (first)
+            reset_tools(p);
+        first = false;
+        add_tool(p, str_member(it, "name"));
+    }
+    const char *reason = str_member(member(r, "incomplete_details"), "reason");
+    set_stop(p, reason ? reason : str_member(r, "status"));
+}
+
+static void responses_event(kl_usage_parser *p, const cJSON *root, const char *type)
+{
+    if (!strcmp(type, "response.completed") || !strcmp(type, "response.incomplete") ||
+        !strcmp(type, "response.failed")) {
+        const cJSON *r = member(root, "response");
+        if (cJSON_IsObject(r))
+            responses_object(p, r);
+    } else if (!strcmp(type, "response.output_item.added")) {
+        const cJSON *it = member(root, "item");
+        if (is_call_item(it))
+            add_tool(p, str_member(it, "name"));
+    } else if (!strcmp(type, "response.created") || !strcmp(type, "response.in_progress")) {
+        set_model(p, str_member(member(root, "response"), "model"));
+    } else if (!strcmp(type, "error")) {
+        set_stop(p, "error");
+    }
+}
+
+static bool responses_event_wanted(const kl_usage_parser *p, const char *ev, size_t evl,
+                                   const char *d, size_t n)
+{
+    if (evl) {
+        if (name_is(ev, evl, "response.completed") || name_is(ev, evl, "response.incomplete") ||
+            name_is(ev, evl, "response.failed") || name_is(ev, evl, "error"))
+            return true;
+        if (name_is(ev, evl, "response.output_item.added"))
+            return has(d, n, "_call\"");
+        if (name_is(ev, evl, "response.created") || name_is(ev, evl, "response.in_progress"))
+            return !p->u.model_served;
+        return false;
+    }
+    return has(d, n, "\"response.completed\"") || has(d, n, "\"response.incomplete\"") ||
+           has(d, n, "\"response.failed\"") || has(d, n, "\"type\":\"error\"") ||
+           (has(d, n, "\"response.output_item.added\"") && has(d, n, "_call\"")) ||
+           (!p->u.model_served && has(d, n, "\"response.created\""));
+}
+
+/* ---- Anthropic Messages ---- */
+
+/* Stream fields arrive in pieces (message_start, then message_delta which
+ * may repeat them): each keeps its latest non-null value. */
+static void anthropic_usage(kl_usage_parser *p, const cJSON *us)
+{
+    count_opt(us, "input_tokens", &p->an_in);
+    count_opt(us, "cache_read_input_tokens", &p->an_cr);
+    count_opt(us, "cache_creation_input_tokens", &p->an_cw);
+    count_opt(us, "output_tokens", &p->an_out);
+    p->u.input = p->an_in > 0 ? p->an_in : 0;
+    p->u.cache_read = p->an_cr > 0 ? p->an_cr : 0;
+    p->u.cache_write = p->an_cw > 0 ? p->an_cw : 0;
+    p->u.output = p->an_out > 0 ? p->an_out : 0;
+    p->u.known = true;
+}
+
+static void anthropic_message(kl_usage_parser *p, const cJSON *m)
+{
+    set_model(p, str_member(m, "model"));
+    const cJSON *us = member(m, "usage");
+    if (cJSON_IsObject(us))
+        anthropic_usage(p, us);
+    const cJSON *content = member(m, "content");
+    for (const cJSON *b = cJSON_IsArray(content) ? content->child : NULL; b; b = b->next) {
+        const char *t = str_member(b, "type");
+        if (t && !strcmp(t, "tool_use"))
+            add_tool(p, str_member(b, "name"));
+    }
+    set_stop(p, str_member(m, "stop_reason"));
+}
+
+static void anthropic_event(kl_usage_parser *p, const cJSON *root, const char *type)
+{
+    if (!strcmp(type, "message_start")) {
+        const cJSON *m = member(root, "message");
+        if (cJSON_IsObject(m))
+            anthropic_message(p, m);
+    } else if (!strcmp(type, "message_delta")) {
+        const cJSON *us = member(root, "usage");
+        if (cJSON_IsObject(us))
+            anthropic_usage(p, us);
+        set_stop(p, str_member(member(root, "delta"), "stop_reason"));
+    } else if (!strcmp(type, "content_block_start")) {
+        const cJSON *b = member(root, "content_block");
+        const char *t = str_member(b, "type");
+        if (t && !strcmp(t, "tool_use"))
+            add_tool(p, str_member(b, "name"));
+    } else if (!strcmp(type, "error")) {
+        set_stop(p, "error");
+    }
+}
+
+static bool anthropic_event_wanted(const char *ev, size_t evl, const char *d, size_t n)
+{
+    if (evl) {
+        if (name_is(ev, evl, "message_start") || name_is(ev, evl, "message_delta") ||
+            name_is(ev, evl, "error"))
+            return true;
+        return name_is(ev, evl, "content_block_start") && has(d, n, "\"tool_use\"");
+    }
+    return has(d, n, "\"message_start\"") || has(d, n, "\"message_delta\"") ||
+           has(d, n, "\"type\":\"error\"") ||
+           (has(d, n, "\"content_block_start\"") && has(d, n, "\"tool_use\""));
+}
+
+/* ---- Gemini ---- */
+
+static void gemini_candidates(kl_usage_parser *p, const cJSON *cands)
+{
+    for (const cJSON *c = cJSON_IsArray(cands) ? cands->child : NULL; c; c = c->next) {
+        const cJSON *parts = member(member(c, "content"), "parts");
+        for (const cJSON *pt = cJSON_IsArray(parts) ? parts->child : NULL; pt; pt = pt->next) {
+            const cJSON *fc = member(pt, "functionCall");
+            if (cJSON_IsObject(fc))
+                add_tool(p, str_member(fc, "name"));
+        }
+        set_stop(p, str_member(c, "finishReason"));
+    }
+}
+
+struct span {
+    const char *key;
+    size_t start, end;          /* end == 0: not found */
+};
+
+/* One pass over the top-level members of an object, recording where the
+ * values of the wanted keys are, without building a tree. Stops quietly at
+ * the first syntax error (members after it are not seen). */
+static void scan_members(const char *s, size_t len, struct span *w, size_t nw)
+{
+    size_t i = kl_json_object_open(s, len);
+    while (i != (size_t)-1 && i < len) {
+        while (i < len && (unsigned char)s[i] <= 0x20)
+            i++;
+        if (i >= len || s[i] != '"')
+            return;
+        size_t kend = kl_json_skip_value(s, len, i);
+        if (kend == (size_t)-1)
+            return;
+        const char *key = s + i + 1;
+        size_t klen = kend - i - 2;
+        i = kend;
+        while (i < len && (unsigned char)s[i] <= 0x20)
+            i++;
+        if (i >= len || s[i] != ':')
+            return;
+        size_t v = i + 1;
+        while (v < len && (unsigned char)s[v] <= 0x20)
+            v++;
+        size_t e = kl_json_skip_value(s, len, v);
+        if (e == (size_t)-1 || e <= v)
+            return;
+        for (size_t k = 0; k < nw; k++)
+            if (!w[k].end && w[k].key[0] == key[0] && strnlen(w[k].key, klen + 1) == klen &&
+                !memcmp(w[k].key, key, klen)) {
+                w[k].start = v;
+                w[k].end = e;
+            }
+        i = e;
+        while (i < len && (unsigned char)s[i] <= 0x20)
+            i++;
+        if (i >= len || s[i] != ',')
+            return;
+        i++;
+    }
+}
+
+static cJSON *parse_span(const char *s, const struct span *w)
+{
+    return w->end ? cJSON_ParseWithLength(s + w->start, w->end - w->start) : NULL;
+}
+
+/* A token count written as a JSON number; false for anything else. */
+static bool span_count(const char *s, const struct span *w, int64_t *out)
+{
+    if (!w->end)
+        return false;
+    const char *v = s + w->start;
+    size_t n = w->end - w->start;
+    int64_t x = 0;
+    size_t i = 0;
+    for (; i < n && v[i] >= '0' && v[i] <= '9'; i++)
+        x = x < MAX_TOKENS ? x * 10 + (v[i] - '0') : MAX_TOKENS;
+    if (i == n && n > 0) {
+        *out = x < MAX_TOKENS ? x : MAX_TOKENS;
+        return true;
+    }
+    /* rare spellings (-3, 1.5e3): let strtod judge */
+    char buf[40];
+    if (n >= sizeof(buf) || !(v[0] == '-' || (v[0] >= '0' && v[0] <= '9')))
+        return false;
+    memcpy(buf, v, n);
+    buf[n] = '\0';
+    char *end;
+    double d = strtod(buf, &end);
+    if (*end)
+        return false;
+    *out = clamp_tokens(d);
+    return true;
+}
+
+/* usageMetadata holds cumulative counts and omits zero fields (proto3):
+ * each one replaces the previous as a whole. Read by scanning, not with
+ * cJSON: it comes with every stream chunk, and its detail arrays make a
+ * tree costlier than the rest of the work for that chunk. */
+static void gemini_usage(kl_usage_parser *p, const char *s, const struct span *um)
+{
+    struct span f[] = {{"promptTokenCount", 0, 0}, {"cachedContentTokenCount", 0, 0},
+                       {"toolUsePromptTokenCount", 0, 0}, {"candidatesTokenCount", 0, 0},
+                       {"thoughtsTokenCount", 0, 0}};
+    const char *o = s + um->start;
+    scan_members(o, um->end - um->start, f, sizeof(f) / sizeof(f[0]));
+    int64_t v[5] = {0};
+    for (size_t i = 0; i < 5; i++)
+        span_count(o, &f[i], &v[i]);
+    p->u.input = sub0(v[0], v[1]) + v[2];
+    p->u.cache_read = v[1];
+    p->u.cache_write = 0;
+    p->u.output = v[3] + v[4];
+    p->u.reasoning = v[4];
+    p->u.known = true;
+}
+
+/* One GenerateContentResponse (a whole body, an SSE event or an array
+ * element). Every stream chunk carries usage, so rather than building the
+ * tree of a chunk that is mostly text, only the members that matter are
+ * looked at, and candidates are parsed only when they hold a function call
+ * or a finish reason. */
+static void gemini_object(kl_usage_parser *p, const char *s, size_t len)
+{
+    struct span w[] = {{"usageMetadata", 0, 0}, {"modelVersion", 0, 0}, {"candidates", 0, 0},
+                       {"promptFeedback", 0, 0}, {"error", 0, 0}};
+    scan_members(s, len, w, sizeof(w) / sizeof(w[0]));
+
+    if (w[0].end && s[w[0].start] == '{')
+        gemini_usage(p, s, &w[0]);
+    cJSON *j;
+    if (!p->u.model_served && w[1].end) {
+        j = parse_span(s, &w[1]);
+        if (cJSON_IsString(j) && j->valuestring[0])
+            set_model(p, j->valuestring);
+        cJSON_Delete(j);
+    }
+    const char *cs = s + w[2].start;
+    size_t cn = w[2].end - w[2].start;
+    if (w[2].end && (has(cs, cn, "\"functionCall\"") || has(cs, cn, "\"finishReason\""))) {
+        j = parse_span(s, &w[2]);
+        gemini_candidates(p, j);
+        cJSON_Delete(j);
+    }
+    if (w[3].end && !p->u.stop_reason) {
+        j = parse_span(s, &w[3]);
+        set_stop(p, str_member(j, "blockReason"));
+        cJSON_Delete(j);
+    }
+    if (w[4].end && s[w[4].start] == '{')
+        set_stop(p, "error");
+}
+
+/* ---- dispatch ---- */
+
+static void whole_object(kl_usage_parser *p, const char *body, size_t len)
+{
+    if (p->kind == KL_USAGE_COUNT_ONLY)
+        return;
+    if (p->kind == KL_USAGE_GEMINI) {
+        gemini_object(p, body, len);
+        return;
+    }
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return;
+    }
+    switch (p->kind) {
+    case KL_USAGE_OPENAI_CHAT:
+        chat_object(p, root, false);
+        break;
+    case KL_USAGE_OPENAI_RESPONSES:
+        responses_object(p, root);
+        break;
+    case KL_USAGE_OPENAI_EMBEDDINGS: {
+        set_model(p, str_member(root, "model"));
+        const cJSON *us = member(root, "usage");
+        if (cJSON_IsObject(us)) {
+            p->u.input = count(us, "prompt_tokens");
+            p->u.known = true;
+        }
+        break;
+    }
+    case KL_USAGE_ANTHROPIC:
+        anthropic_message(p, root);
+        break;
+    default:
+        break;
+    }
+    cJSON_Delete(root);
+}
+
+kl_usage_parser *kl_usage_parser_new(kl_arena *a, enum kl_usage_kind kind)
+{
+    kl_usage_parser *p = kl_arena_alloc(a, sizeof(*p));
+    p->a = a;
+    p->kind = kind;
+    p->an_in = p->an_cr = p->an_cw = p->an_out = -1;
+    p->u.known = kind == KL_USAGE_COUNT_ONLY;
+    return p;
+}
+
+int kl_usage_kind_for(enum kl_endpoint ep)
+{
+    switch (ep) {
+    case KL_EP_CHAT:
+        return KL_USAGE_OPENAI_CHAT;
+    case KL_EP_RESPONSES:
+        return KL_USAGE_OPENAI_RESPONSES;
+    case KL_EP_EMBEDDINGS:
+        return KL_USAGE_OPENAI_EMBEDDINGS;
+    case KL_EP_MESSAGES:
+        return KL_USAGE_ANTHROPIC;
+    case KL_EP_GEMINI_GENERATE:
+    case KL_EP_GEMINI_STREAM:
+        return KL_USAGE_GEMINI;
+    case KL_EP_COUNT_TOKENS:
+    case KL_EP_GEMINI_COUNT:
+        return KL_USAGE_COUNT_ONLY;
+    default:
+        return -1;
+    }
+}
+
+static size_t skip_ws(const char *s, size_t len, size_t i)
+{
+    while (i < len && (unsigned char)s[i] <= 0x20)
+        i++;
+    return i;
+}
+
+void kl_usage_whole(kl_usage_parser *p, const char *body, size_t len)
+{
+    if (!body)
+        return;
+    size_t i = skip_ws(body, len, 0);
+    if (p->kind == KL_USAGE_GEMINI && i < len && body[i] == '[') {
+        memset(&p->arr, 0, sizeof(p->arr));
+        kl_usage_array_bytes(p, body, len);
+        return;
+    }
+    whole_object(p, body, len);
+}
+
+void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
+                    const char *data, size_t data_len)
+{
+    if (!data || p->kind == KL_USAGE_COUNT_ONLY)
+        return;
+    if (!event)
+        event_len = 0;
+    size_t i = skip_ws(data, data_len, 0);
+    if (i >= data_len || data[i] != '{')        /* [DONE], keep-alives, junk */
+        return;
+    const char *d = data + i;
+    size_t n = data_len - i;
+
+    switch (p->kind) {
+    case KL_USAGE_GEMINI:
+        gemini_object(p, d, n);
+        return;
+    case KL_USAGE_OPENAI_CHAT:
+        if (!chat_event_wanted(p, d, n))
+            return;
+        break;
+    case KL_USAGE_OPENAI_RESPONSES:
+        if (!responses_event_wanted(p, event, event_len, d, n))
+            return;
+        break;
+    case KL_USAGE_ANTHROPIC:
+        if (!anthropic_event_wanted(event, event_len, d, n))
+            return;
+        break;
+    default:
+        whole_object(p, d, n);
+        return;
+    }
+
+    cJSON *root = cJSON_ParseWithLength(d, n);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return;
+    }
+    if (p->kind == KL_USAGE_OPENAI_CHAT) {
+        chat_object(p, root, true);
+    } else {
+        /* the data's own "type" names the event; the SSE name is the fallback */
+        const char *type = str_member(root, "type");
+        char name[64];
+        if (!type && event_len && event_len < sizeof(name)) {
+            memcpy(name, event, event_len);
+            name[event_len] = '\0';
+            type = name;
+        }
+        if (type && p->kind == KL_USAGE_OPENAI_RESPONSES)
+            responses_event(p, root, type);
+        else if (type)
+            anthropic_event(p, root, type);
+    }
+    cJSON_Delete(root);
+}
+
+/* ---- the JSON-array splitter ---- */
+
+static bool top_is_object(const struct arr_split *s)
+{
+    unsigned d = s->depth - 1;
+    return s->stack[d / 8] >> (d % 8) & 1;
+}
+
+static bool push(struct arr_split *s, bool object)
+{
+    if (s->depth >= ARR_MAX_DEPTH)
+        return false;
+    unsigned d = s->depth++;
+    if (object)
+        s->stack[d / 8] |= (unsigned char)(1u << (d % 8));
+    else
+        s->stack[d / 8] &= (unsigned char)~(1u << (d % 8));
+    return true;
+}
+
+static void elem_begin(struct arr_split *s)
+{
+    s->mode = ARR_ELEM;
+    s->depth = 0;
+    push(s, true);
+    s->expect = EX_KEY_OR_CLOSE;
+    s->in_str = s->esc = s->in_lit = false;
+    s->skipping = false;
+    s->len = 0;
+}
+
+static void keep(kl_usage_parser *p, const char *d, size_t n)
+{
+    struct arr_split *s = &p->arr;
+    if (s->skipping || n == 0)
+        return;
+    if (n > KL_USAGE_MAX_ELEMENT - s->len) {
+        s->skipping = true;
+        s->len = 0;
+        return;
+    }
+    if (s->len + n > s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 4096;
+        while (cap < s->len + n)
+            cap *= 2;
+        char *b = kl_arena_alloc(p->a, cap);
+        if (s->len)
+            memcpy(b, s->buf, s->len);
+        s->buf = b;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, d, n);
+    s->len += n;
+}
+
+static bool is_lit_char(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           c == '.' || c == '+' || c == '-';
+}
+
+/* One byte inside an element. Returns 1 when the element just closed, 0 to
+ * go on, -1 on a syntax error. Strings are handled by the caller's fast
+ * path; this sees their opening quote only. */
+static int elem_byte(struct arr_split *s, char c)
+{
+    if (s->in_lit) {
+        if (is_lit_char(c))
+            return 0;
+        s->in_lit = false;
+        s->expect = EX_COMMA_OR_CLOSE;
+    }
+    if ((unsigned char)c <= 0x20)
+        return 0;
+    switch (s->expect) {
+    case EX_VALUE:
+    case EX_VALUE_OR_CLOSE:
+        if (c == '{') {
+            s->expect = EX_KEY_OR_CLOSE;
+            return push(s, true) ? 0 : -1;
+        }
+        if (c == '[') {
+            s->expect = EX_VALUE_OR_CLOSE;
+            return push(s, false) ? 0 : -1;
+        }
+        if (c == '"') {
+            s->in_str = true;
+            s->str_is_key = false;
+            return 0;
+        }
+        if (c == '-' || (c >= '0' && c <= '9') || c == 't' || c == 'f' || c == 'n') {
+            s->in_lit = true;
+            return 0;
+        }
+        if (c == ']' && s->expect == EX_VALUE_OR_CLOSE)
+            break;              /* close below */
+        return -1;
+    case EX_KEY_OR_CLOSE:
+    case EX_KEY:
+        if (c == '"') {
+            s->in_str = true;
+            s->str_is_key = true;
+            return 0;
+        }
+        if (c == '}' && s->expect == EX_KEY_OR_CLOSE)
+            break;
+        return -1;
+    case EX_COLON:
+        if (c != ':')
+            return -1;
+        s->expect = EX_VALUE;
+        return 0;
+    case EX_COMMA_OR_CLOSE:
+        if (c == ',') {
+            s->expect = top_is_object(s) ? EX_KEY : EX_VALUE;
+            return 0;
+        }
+        if ((c == '}' && top_is_object(s)) || (c == ']' && !top_is_object(s)))
+            break;
+        return -1;
+    }
+    /* c closes the innermost container */
+    if ((c == '}') != top_is_object(s))
+        return -1;
+    s->depth--;
+    s->expect = EX_COMMA_OR_CLOSE;
+    return s->depth == 0 ? 1 : 0;
+}
+
+void kl_usage_array_bytes(kl_usage_parser *p, const char *data, size_t len)
+{
+    struct arr_split *s = &p->arr;
+    size_t run = 0;             /* where this call's part of the current element starts */
+    for (size_t i = 0; i < len; i++) {
+        char c = data[i];
+        switch (s->mode) {
+        case ARR_START:
+            if ((unsigned char)c <= 0x20)
+                continue;
+            if (c == '[') {
+                s->mode = ARR_NEXT;
+            } else if (c == '{') {      /* a bare object: read it as one element */
+                elem_begin(s);
+                run = i;
+            } else {
+                s->mode = ARR_RESYNC;
+                s->resync_comma = false;
+            }
+            continue;
+        case ARR_NEXT:
+        case ARR_AFTER:
+            if ((unsigned char)c <= 0x20)
+                continue;
+            if (c == '{' && s->mode == ARR_NEXT) {
+                elem_begin(s);
+                run = i;
+            } else if (c == ',' && s->mode == ARR_AFTER) {
+                s->mode = ARR_NEXT;
+            } else if (c == ']') {
+                s->mode = ARR_START;    /* the end; a following '[' starts over */
+            } else {
+                s->mode = ARR_RESYNC;
+                s->resync_comma = c == ',';
+            }
+            continue;
+        case ARR_RESYNC:
+            if (c == ',') {
+                s->resync_comma = true;
+            } else if (c == '{' && s->resync_comma) {
+                elem_begin(s);
+                run = i;
+            } else if ((unsigned char)c > 0x20) {
+                s->resync_comma = false;
+            }
+            continue;
+        case ARR_ELEM:
+            break;
+        }
+
+        if (s->in_str) {
+            /* fast path through string bytes */
+            for (; i < len; i++) {
+                c = data[i];
+                if (s->esc) {
+                    s->esc = false;
+                } else if (c == '\\') {
+                    s->esc = true;
+                } else if (c == '"') {
+                    s->in_str = false;
+                    s->expect = s->str_is_key ? EX_COLON : EX_COMMA_OR_CLOSE;
+                    break;
+                } else if ((unsigned char)c < 0x20) {
+                    break;      /* raw control byte: invalid, handled below */
+                }
+            }
+            if (i >= len)
+                break;
+            if (!s->in_str)
+                continue;
+            s->mode = ARR_RESYNC;
+            s->resync_comma = false;
+            continue;
+        }
+        int r = elem_byte(s, c);
+        if (r == 0)
+            continue;
+        if (r < 0) {
+            s->mode = ARR_RESYNC;
+            s->resync_comma = c == ',';
+            continue;
+        }
+        /* the element closed at i */
+        if (!s->skipping) {
+            if (s->len == 0) {
+                whole_object(p, data + run, i + 1 - run);
+            } else {
+                keep(p, data + run, i + 1 - run);
+                if (!s->skipping)
+                    whole_object(p, s->buf, s->len);
+            }
+        }
+        s->len = 0;
+        s->mode = ARR_AFTER;
+    }
+    if (s->mode == ARR_ELEM)
+        keep(p, data + run, len - run);
+}
+
+const struct kl_usage *kl_usage_result(const kl_usage_parser *p)
+{
+    return &p->u;
+}
+
+int64_t kl_usage_prompt_tokens(const struct kl_usage *u)
+{
+    int64_t t = 0;
+    int64_t parts[3] = {u->input, u->cache_read, u->cache_write};
+    for (int i = 0; i < 3; i++)
+        if (parts[i] > 0)
+            t = parts[i] > INT64_MAX - t ? INT64_MAX : t + parts[i];
+    return t;
+}

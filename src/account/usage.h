@@ -1,0 +1,102 @@
+/* Token usage read from a provider's answer, normalized across dialects.
+ *
+ * One parser per exchange, fed whatever the response is made of: one whole
+ * JSON body, SSE events one at a time, or the raw bytes of Gemini's
+ * JSON-array stream in any split. kl_usage_result() gives the running
+ * totals at any moment (for in-stream spend limits) and the final ones at
+ * the end. Malformed input is skipped; it never loses what was counted
+ * before it.
+ *
+ * Normalized counts (all >= 0):
+ *   input        prompt tokens billed at the input rate: neither served from
+ *                the cache nor written to it
+ *   cache_read   prompt tokens served from the provider's cache
+ *   cache_write  prompt tokens written to the cache
+ *   output       every token billed at the output rate, reasoning included
+ *   reasoning    the reasoning/thinking part of output (informational)
+ *
+ * Per dialect (missing fields count 0, negative differences clamp to 0):
+ *   OpenAI chat   input = prompt_tokens - prompt_tokens_details.cached_tokens
+ *                         - prompt_tokens_details.cache_write_tokens
+ *                 cache_read = cached_tokens, cache_write = cache_write_tokens,
+ *                 output = completion_tokens,
+ *                 reasoning = completion_tokens_details.reasoning_tokens
+ *   Responses     the same over input_tokens / input_tokens_details /
+ *                 output_tokens / output_tokens_details
+ *   embeddings    input = usage.prompt_tokens
+ *   Anthropic     input = input_tokens, cache_read = cache_read_input_tokens,
+ *                 cache_write = cache_creation_input_tokens,
+ *                 output = output_tokens; in a stream every field takes its
+ *                 latest non-null value (message_delta's output_tokens is
+ *                 cumulative: never summed)
+ *   Gemini        input = promptTokenCount - cachedContentTokenCount
+ *                         + toolUsePromptTokenCount,
+ *                 cache_read = cachedContentTokenCount,
+ *                 output = candidatesTokenCount + thoughtsTokenCount,
+ *                 reasoning = thoughtsTokenCount; in a stream the latest
+ *                 usageMetadata replaces the previous one (cumulative)
+ *   count_tokens  known, all zero: counting consumes nothing
+ *
+ * The parser and every string it returns live in the arena given to
+ * kl_usage_parser_new; there is nothing to free. Parsers share no state, so
+ * any number of threads may each run their own. */
+#ifndef KL_USAGE_H
+#define KL_USAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "dialect/dialect.h"
+
+enum kl_usage_kind {
+    KL_USAGE_OPENAI_CHAT,
+    KL_USAGE_OPENAI_RESPONSES,
+    KL_USAGE_OPENAI_EMBEDDINGS,
+    KL_USAGE_ANTHROPIC,
+    KL_USAGE_GEMINI,
+    KL_USAGE_COUNT_ONLY,        /* /v1/messages/count_tokens, :countTokens */
+};
+
+#define KL_USAGE_MAX_TOOL_NAMES 64          /* names kept; tool_calls counts all */
+#define KL_USAGE_MAX_ELEMENT (16u << 20)    /* larger Gemini array elements are skipped */
+
+struct kl_usage {
+    int64_t input, cache_read, cache_write, output, reasoning;
+    bool known;                 /* the response carried usage */
+    const char *model_served;   /* what the provider says it served, or NULL */
+    const char *stop_reason;    /* finish_reason / stop_reason / status, or NULL */
+    int tool_calls;             /* every tool/function call in the answer */
+    const char **tool_names;    /* the first KL_USAGE_MAX_TOOL_NAMES, in order */
+    size_t ntool_names;
+};
+
+typedef struct kl_usage_parser kl_usage_parser;
+
+kl_usage_parser *kl_usage_parser_new(kl_arena *a, enum kl_usage_kind kind);
+
+/* The parser kind for an endpoint; -1 when the endpoint has no usage. */
+int kl_usage_kind_for(enum kl_endpoint ep);
+
+/* One whole (non-stream) response body. A Gemini body that is a JSON array
+ * (a buffered streamGenerateContent answer) is read element by element. */
+void kl_usage_whole(kl_usage_parser *p, const char *body, size_t len);
+
+/* One SSE event: its name (may be NULL or empty) and its data lines joined
+ * with '\n'. */
+void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
+                    const char *data, size_t data_len);
+
+/* Raw bytes of a JSON-array stream (Gemini without alt=sse), split anywhere.
+ * Elements are read as they complete; a malformed element is skipped and
+ * reading resumes at the next "," + "{" boundary. */
+void kl_usage_array_bytes(kl_usage_parser *p, const char *data, size_t len);
+
+/* Running totals: valid mid-stream and at the end. Never NULL. */
+const struct kl_usage *kl_usage_result(const kl_usage_parser *p);
+
+/* input + cache_read + cache_write: the prompt size price tiers look at. */
+int64_t kl_usage_prompt_tokens(const struct kl_usage *u);
+
+#endif

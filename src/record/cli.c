@@ -1,0 +1,118 @@
+#include "record/cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "record/record.h"
+
+static struct kl_store *open_store(const kl_config *cfg, FILE *err)
+{
+    const struct kl_store_cfg *sc = cfg->store;
+    char e[512];
+    struct kl_store *s = kl_store_open(sc->driver, sc->target, false, e, sizeof(e));
+    if (!s)
+        fprintf(err, "keyless: cannot read the record store: %s\n", e);
+    return s;
+}
+
+/* A readable table: one column per group and figure, right-aligned numbers. */
+static void print_table(cJSON *rows, const char *group_by, FILE *out)
+{
+    static const char *figures[] = {"requests", "input_tokens", "output_tokens", "cache_read_tokens",
+                                    "cache_write_tokens", "reasoning_tokens", "cost_usd", "unpriced_requests"};
+    static const char *titles[] = {"requests", "input", "output", "cache read", "cache write", "reasoning",
+                                   "cost", "unpriced"};
+    char groups[8][32];
+    size_t ng = 0;
+    char list[128];
+    snprintf(list, sizeof(list), "%s", group_by);
+    for (char *save = NULL, *t = strtok_r(list, ",", &save); t && ng < 8; t = strtok_r(NULL, ",", &save))
+        snprintf(groups[ng++], sizeof(groups[0]), "%s", t);
+    size_t ncol = ng + 8;
+    size_t width[16];
+    for (size_t c = 0; c < ncol; c++)
+        width[c] = strlen(c < ng ? groups[c] : titles[c - ng]);
+    char cell[16][128];
+    const cJSON *r;
+    /* widths first */
+    cJSON_ArrayForEach(r, rows) {
+        for (size_t c = 0; c < ncol; c++) {
+            const cJSON *v = cJSON_GetObjectItem(r, c < ng ? groups[c] : figures[c - ng]);
+            if (cJSON_IsString(v))
+                snprintf(cell[c], sizeof(cell[c]), "%s", v->valuestring);
+            else if (cJSON_IsNumber(v))
+                snprintf(cell[c], sizeof(cell[c]), "%.0f", v->valuedouble);
+            else
+                snprintf(cell[c], sizeof(cell[c]), "-");
+            if (strlen(cell[c]) > width[c])
+                width[c] = strlen(cell[c]);
+        }
+    }
+    for (size_t c = 0; c < ncol; c++)
+        fprintf(out, c < ng ? "%-*s  " : "%*s  ", (int)width[c], c < ng ? groups[c] : titles[c - ng]);
+    fputc('\n', out);
+    cJSON_ArrayForEach(r, rows) {
+        for (size_t c = 0; c < ncol; c++) {
+            const cJSON *v = cJSON_GetObjectItem(r, c < ng ? groups[c] : figures[c - ng]);
+            if (cJSON_IsString(v))
+                snprintf(cell[c], sizeof(cell[c]), "%s", v->valuestring);
+            else if (cJSON_IsNumber(v))
+                snprintf(cell[c], sizeof(cell[c]), "%.0f", v->valuedouble);
+            else
+                snprintf(cell[c], sizeof(cell[c]), "-");
+            fprintf(out, c < ng ? "%-*s  " : "%*s  ", (int)width[c], cell[c]);
+        }
+        fputc('\n', out);
+    }
+}
+
+int kl_cli_usage(const kl_config *cfg, const struct kl_cli_opts *o, FILE *out, FILE *err)
+{
+    struct kl_store *s = open_store(cfg, err);
+    if (!s)
+        return 1;
+    const char *group_by = o->group_by ? o->group_by : "user,model";
+    cJSON *rows = NULL;
+    char e[512];
+    int rc = kl_report_usage(s, group_by, &o->f, &rows, e, sizeof(e));
+    kl_store_close(s);
+    if (rc < 0) {
+        fprintf(err, "keyless usage: %s\n", e);
+        return 1;
+    }
+    if (o->json) {
+        char *j = cJSON_PrintUnformatted(rows);
+        fprintf(out, "%s\n", j);
+        cJSON_free(j);
+    } else {
+        print_table(rows, group_by, out);
+    }
+    cJSON_Delete(rows);
+    return 0;
+}
+
+static void emit_line(void *arg, cJSON *row)
+{
+    char *j = cJSON_PrintUnformatted(row);
+    fprintf(arg, "%s\n", j);
+    cJSON_free(j);
+}
+
+int kl_cli_export(const kl_config *cfg, const struct kl_cli_opts *o, FILE *out, FILE *err)
+{
+    if (o->format && strcmp(o->format, "jsonl") != 0) {
+        fprintf(err, "keyless export: --format must be jsonl\n");
+        return 2;
+    }
+    struct kl_store *s = open_store(cfg, err);
+    if (!s)
+        return 1;
+    char e[512];
+    int rc = kl_report_export(s, &o->f, emit_line, out, e, sizeof(e));
+    kl_store_close(s);
+    if (rc < 0) {
+        fprintf(err, "keyless export: %s\n", e);
+        return 1;
+    }
+    return 0;
+}

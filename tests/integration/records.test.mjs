@@ -1,0 +1,249 @@
+// The request record: one per request, including refused, failed, cancelled
+// and interrupted ones, in SQLite and in a PostgreSQL shared by gateways.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, from, BUILD } from './lib/harness.mjs';
+
+const USER = '127.0.0.40', ADMIN = '127.0.0.41', OUTSIDER = '127.0.0.42';
+const identity = {
+  cidr: [
+    { range: '127.0.0.40/32', login: 'uma@example.com' },
+    { range: '127.0.0.41/32', login: 'root@example.com' },
+    { range: '127.0.0.42/32', login: 'nobody@example.com' },
+  ],
+  loopback: true,
+};
+const grants = [
+  { src: ['uma@example.com', '(loopback)'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: ['openai/*', 'anthropic/*'] }] } },
+  { src: ['root@example.com'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } },
+];
+
+async function getJSON(gw, path, ip = ADMIN) {
+  const r = await fetch(`${gw.url}${path}`, { dispatcher: from(ip) });
+  return { status: r.status, body: await r.json() };
+}
+
+// Records are written asynchronously: wait until the store has n of them.
+async function waitForRecords(gw, n, filter = '') {
+  let got = [];
+  for (let i = 0; i < 100; i++) {
+    got = (await getJSON(gw, `/api/requests?limit=1000${filter}`)).body.requests ?? [];
+    if (got.filter((r) => r.path !== '/api/requests').length >= n) return got.filter((r) => r.path !== '/api/requests');
+    await sleep(50);
+  }
+  return got;
+}
+
+function chat(gw, ip, body, headers = {}) {
+  return fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST', dispatcher: from(ip), headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+}
+
+describe('records (SQLite)', () => {
+  let mock, gw;
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({ identity, grants, store: { captures: 'full' }, providers: providersFor(mock.url) });
+  });
+  after(async () => {
+    await gw.stop();
+    await mock.stop();
+    assertNoKeys(assert, gw.output(), 'gateway log');
+  });
+
+  it('every outcome has a record with status and error class', async () => {
+    const ok = await chat(gw, USER, { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] },
+      { 'x-claude-code-session-id': 'sess-42', 'user-agent': 'records-test/1.0' });
+    assert.equal(ok.status, 200);
+    await ok.text();
+    const up500 = await chat(gw, USER, { model: 'gpt-4o', messages: [] }, { 'x-mock': 'status=500' });
+    assert.equal(up500.status, 500);
+    await up500.text();
+    const refused = await chat(gw, OUTSIDER, { model: 'gpt-4o', messages: [] });
+    assert.equal(refused.status, 403);
+    await refused.text();
+    const notGranted = await chat(gw, USER, { model: 'gemini-2.5-flash', messages: [] });
+    assert.equal(notGranted.status, 404);
+    await notGranted.text();
+    const reset = await chat(gw, USER, { model: 'gpt-4o', stream: true, messages: [] }, { 'x-mock': 'events=6;reset_after=2' });
+    await reset.text().catch(() => {});
+    // a client that leaves mid-stream
+    const ctl = new AbortController();
+    const r = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', dispatcher: from(USER), signal: ctl.signal,
+      headers: { 'content-type': 'application/json', 'x-mock': 'events=40;delay_events_ms=100' },
+      body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [] }),
+    });
+    await r.body.getReader().read();
+    ctl.abort();
+
+    const recs = await waitForRecords(gw, 6);
+    const find = (pred) => recs.find(pred);
+    const okRec = find((x) => x.status === 200 && x.session_id === 'sess-42');
+    assert.ok(okRec, JSON.stringify(recs, null, 1));
+    assert.equal(okRec.login, 'uma@example.com');
+    assert.equal(okRec.identity_source, 'cidr');
+    assert.equal(okRec.provider, 'openai');
+    assert.equal(okRec.model_requested, 'gpt-4o');
+    assert.equal(okRec.endpoint, 'openai.chat');
+    assert.equal(okRec.dialect, 'openai');
+    assert.equal(okRec.user_agent, 'records-test/1.0');
+    assert.equal(okRec.state, 'done');
+    assert.match(okRec.source_addr, /^127\.0\.0\.40:\d+$/);
+    assert.ok(okRec.ended_at >= okRec.started_at);
+    assert.ok(okRec.bytes_out > 0);
+    assert.equal(find((x) => x.status === 500)?.error_class, 'upstream_error');
+    assert.equal(find((x) => x.status === 403)?.error_class, 'forbidden');
+    assert.equal(find((x) => x.status === 403)?.login, 'nobody@example.com');
+    assert.equal(find((x) => x.status === 404 && x.model_requested === 'gemini-2.5-flash')?.error_class, 'not_found');
+    assert.ok(find((x) => x.error_class === 'stream_interrupted'), 'provider reset mid-stream');
+    assert.ok(find((x) => x.error_class === 'client_closed'), 'client gone mid-stream');
+  });
+
+  it('captures redact credentials and hold no provider key', async () => {
+    const r = await chat(gw, USER, { model: 'gpt-4o', messages: [] }, { authorization: 'Bearer caller-secret-1', cookie: 'a=b' });
+    const id = r.headers.get('x-keyless-request-id');
+    await r.text();
+    let rec;
+    for (let i = 0; i < 50 && !(rec && rec.state === 'done'); i++) {
+      await sleep(50);
+      rec = (await getJSON(gw, `/api/requests/${id}`)).body;
+    }
+    assert.match(rec.request_headers, /authorization: \[redacted\]/i);
+    assert.match(rec.request_headers, /cookie: \[redacted\]/i);
+    assert.ok(!JSON.stringify(rec).includes('caller-secret-1'));
+    assert.ok(rec.request_body.includes('gpt-4o'));
+    const all = spawnSync(join(BUILD, 'keyless'), ['export', '--config', gw.configPath], { encoding: 'utf8' });
+    assert.equal(all.status, 0, all.stderr);
+    assert.ok(all.stdout.split('\n').length > 5);
+    assertNoKeys(assert, all.stdout, 'exported records');
+  });
+
+  it('users see only their own records; admins see everyone', async () => {
+    const mine = await getJSON(gw, '/api/requests?limit=1000', USER);
+    assert.equal(mine.status, 200);
+    assert.ok(mine.body.requests.length > 0);
+    assert.ok(mine.body.requests.every((x) => x.login === 'uma@example.com'));
+    const asked = await getJSON(gw, '/api/requests?user=root@example.com', USER);
+    assert.ok(asked.body.requests.every((x) => x.login === 'uma@example.com'));
+    const all = await getJSON(gw, '/api/requests?limit=1000', ADMIN);
+    assert.ok(all.body.requests.some((x) => x.login === 'nobody@example.com'));
+    const none = await getJSON(gw, '/api/usage', OUTSIDER);
+    assert.equal(none.status, 403);
+    const other = all.body.requests.find((x) => x.login === 'nobody@example.com');
+    assert.equal((await getJSON(gw, `/api/requests/${other.id}`, USER)).status, 404);
+  });
+
+  it('GET /api/usage groups by user, model, provider, day, session', async () => {
+    const u = await getJSON(gw, '/api/usage?group_by=user,model,provider,day,session&since=1h');
+    assert.equal(u.status, 200);
+    const row = u.body.rows.find((x) => x.session === 'sess-42');
+    assert.equal(row.user, 'uma@example.com');
+    assert.equal(row.provider, 'openai');
+    assert.match(row.day, /^\d{4}-\d{2}-\d{2}$/);
+    assert.equal((await getJSON(gw, '/api/usage?group_by=color')).status, 400);
+    const cli = spawnSync(join(BUILD, 'keyless'), ['usage', '--config', gw.configPath, '--by', 'user', '--since', '1h'], { encoding: 'utf8' });
+    assert.equal(cli.status, 0, cli.stderr);
+    assert.match(cli.stdout, /uma@example\.com/);
+    const json = spawnSync(join(BUILD, 'keyless'), ['usage', '--config', gw.configPath, '--by', 'model', '--json'], { encoding: 'utf8' });
+    assert.ok(JSON.parse(json.stdout).some((x) => x.model === 'gpt-4o'));
+  });
+
+  it('paging with next_before walks every record once', async () => {
+    const seen = new Set();
+    let before = '';
+    for (let i = 0; i < 100; i++) {
+      const p = await getJSON(gw, `/api/requests?limit=3${before ? `&before=${before}` : ''}`);
+      for (const x of p.body.requests) {
+        assert.ok(!seen.has(x.id));
+        seen.add(x.id);
+      }
+      if (!p.body.next_before) break;
+      before = p.body.next_before;
+    }
+    assert.ok(seen.size >= 8);
+  });
+});
+
+describe('records survive kill -9', () => {
+  it('a stream in flight when the gateway is killed is recorded as interrupted after restart', async () => {
+    const mock = await startMock();
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-kill-')), 'records.db');
+    const config = { identity, grants, store: { path: db }, providers: providersFor(mock.url) };
+    const gw = await startGateway(config);
+    const r = await chat(gw, USER, { model: 'gpt-4o', stream: true, messages: [] }, { 'x-mock': 'events=100;delay_events_ms=100' });
+    const id = r.headers.get('x-keyless-request-id');
+    const reader = r.body.getReader();
+    await reader.read();
+    await sleep(300); // several events: the in-progress record has been committed
+    gw.proc.kill('SIGKILL');
+    await reader.read().catch(() => {});
+    await new Promise((res) => (gw.proc.exitCode !== null || gw.proc.signalCode ? res() : gw.proc.once('exit', res)));
+    // the same store, a new process
+    const gw2 = await startGateway(config);
+    const rec = (await getJSON(gw2, `/api/requests/${id}`)).body;
+    assert.equal(rec.state, 'interrupted', JSON.stringify(rec));
+    assert.equal(rec.error_class, 'interrupted');
+    assert.equal(rec.login, 'uma@example.com');
+    assert.equal(rec.model_requested, 'gpt-4o');
+    await gw2.stop();
+    await mock.stop();
+  });
+});
+
+async function loadTest(gwList, n) {
+  const reqs = [];
+  for (let i = 0; i < n; i++) {
+    const gw = gwList[i % gwList.length];
+    reqs.push(chat(gw, USER, { model: 'gpt-4o', messages: [{ role: 'user', content: `n${i}` }] }, { 'x-load-test': 'yes' })
+      .then(async (r) => { await r.text(); return r.status; }));
+  }
+  return Promise.all(reqs);
+}
+
+describe('records under load', () => {
+  it('SQLite: record count equals request count', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({ identity, grants, providers: providersFor(mock.url) });
+    const statuses = await loadTest([gw], 600);
+    assert.ok(statuses.every((s) => s === 200));
+    let n = 0;
+    for (let i = 0; i < 100 && n < 600; i++) {
+      n = (await getJSON(gw, '/api/usage?group_by=endpoint&user=uma@example.com')).body.rows.find((x) => x.endpoint === 'openai.chat')?.requests ?? 0;
+      if (n < 600) await sleep(50);
+    }
+    assert.equal(n, 600);
+    await gw.stop();
+    await mock.stop();
+  });
+
+  it('PostgreSQL shared by two gateways: record count equals request count', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)' }, async () => {
+    const mock = await startMock();
+    const url = process.env.KEYLESS_TEST_PG_URL;
+    const store = (instance) => ({ driver: 'postgres', url, instance });
+    const g1 = await startGateway({ identity, grants, store: store('gw-a'), providers: providersFor(mock.url) });
+    const g2 = await startGateway({ identity, grants, store: store('gw-b'), providers: providersFor(mock.url) });
+    const before = (await getJSON(g1, '/api/usage?group_by=endpoint&user=uma@example.com')).body.rows.find((x) => x.endpoint === 'openai.chat')?.requests ?? 0;
+    const statuses = await loadTest([g1, g2], 600);
+    assert.ok(statuses.every((s) => s === 200));
+    let n = 0;
+    for (let i = 0; i < 100 && n < before + 600; i++) {
+      n = (await getJSON(g2, '/api/usage?group_by=endpoint&user=uma@example.com')).body.rows.find((x) => x.endpoint === 'openai.chat')?.requests ?? 0;
+      if (n < before + 600) await sleep(50);
+    }
+    assert.equal(n - before, 600);
+    const byInstance = (await getJSON(g1, '/api/requests?limit=1000&user=uma@example.com')).body.requests;
+    assert.ok(byInstance.some((x) => x.instance === 'gw-a') && byInstance.some((x) => x.instance === 'gw-b'));
+    await g1.stop();
+    await g2.stop();
+    await mock.stop();
+    assertNoKeys(assert, g1.output() + g2.output(), 'gateway logs');
+  });
+});

@@ -1,0 +1,187 @@
+// Usage conformance: for every dialect, whole and streamed, the simulator
+// reports known usage (cache and reasoning tokens, tool calls) and the
+// stored record must match it exactly — with the cost from the price table.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
+import { GoogleGenAI } from '@google/genai';
+import { startMock, startGateway, providersFor, assertNoKeys, ROOT } from './lib/harness.mjs';
+
+const KNOBS = 'in=1000;out=200;cache_read=300;cache_write=50;reasoning=40';
+const prices = JSON.parse(readFileSync(join(ROOT, 'data/prices.json'), 'utf8')).models;
+
+// An independent reading of the price table: longest matching key, USD per
+// 1M tokens as exact integers of nanodollars, one round-up at the end.
+function costNano(model, u) {
+  let best = null;
+  for (const k of Object.keys(prices)) {
+    const ok = k.endsWith('*') ? model.startsWith(k.slice(0, -1)) : model === k;
+    if (ok && (!best || k.length > best.length)) best = k;
+  }
+  const p = prices[best];
+  const nano = (usd) => BigInt(Math.round((usd ?? 0) * 1e9));
+  const inP = nano(p.input);
+  const total = BigInt(u.input) * inP + BigInt(u.output) * nano(p.output) +
+    BigInt(u.cache_read) * (p.cache_read !== undefined ? nano(p.cache_read) : inP) +
+    BigInt(u.cache_write) * (p.cache_write !== undefined ? nano(p.cache_write) : inP);
+  return Number((total + 999999n) / 1000000n);
+}
+
+describe('usage and cost in records', () => {
+  let mock, gw;
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({
+      providers: providersFor(mock.url, { self: { baseurl: mock.url, apikey: 'sk-self-hosted-1', models: ['house-model-7'] } }),
+    });
+  });
+  after(async () => {
+    await gw.stop();
+    await mock.stop();
+    assertNoKeys(assert, gw.output(), 'gateway log');
+  });
+
+  async function record(session) {
+    for (let i = 0; i < 100; i++) {
+      const r = await (await fetch(`${gw.url}/api/requests?session=${session}`)).json();
+      const rec = r.requests.find((x) => x.state === 'done');
+      if (rec) return rec;
+      await sleep(30);
+    }
+    assert.fail(`no record for session ${session}`);
+  }
+
+  function check(rec, model, expected) {
+    assert.equal(rec.usage_known, 1, JSON.stringify(rec));
+    assert.equal(rec.input_tokens, expected.input, 'input');
+    assert.equal(rec.output_tokens, expected.output, 'output');
+    assert.equal(rec.cache_read_tokens, expected.cache_read, 'cache read');
+    assert.equal(rec.cache_write_tokens, expected.cache_write, 'cache write');
+    assert.equal(rec.reasoning_tokens, expected.reasoning, 'reasoning');
+    assert.equal(rec.cost_known, 1);
+    assert.equal(rec.cost_nanodollars, costNano(model, expected), 'cost');
+    if (expected.tools) {
+      assert.equal(rec.tool_calls, expected.tools.length);
+      assert.equal(rec.tool_names, expected.tools.join(','));
+    }
+  }
+
+  // OpenAI: prompt_tokens include the cached ones; completion includes reasoning.
+  const openaiUsage = { input: 700, output: 200, cache_read: 300, cache_write: 0, reasoning: 40 };
+  // Anthropic: input excludes cache reads and writes; no reasoning field.
+  const anthropicUsage = { input: 1000, output: 200, cache_read: 300, cache_write: 50, reasoning: 0 };
+  // Gemini: prompt includes cached; thoughts are billed as output.
+  const geminiUsage = { input: 700, output: 240, cache_read: 300, cache_write: 0, reasoning: 40 };
+
+  for (const stream of [false, true]) {
+    const kind = stream ? 'stream' : 'whole';
+
+    it(`OpenAI chat, ${kind}, with tool calls`, async () => {
+      const s = `oa-chat-${kind}`;
+      const c = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: '-', maxRetries: 0 });
+      const r = await c.chat.completions.create({ model: 'gpt-4o', stream, messages: [{ role: 'user', content: 'x' }] },
+        { headers: { 'x-mock': `${KNOBS};tools=read_file,grep;events=5`, 'x-session-id': s } });
+      if (stream) for await (const _ of r) { /* drain */ }
+      check(await record(s), 'gpt-4o', { ...openaiUsage, tools: ['read_file', 'grep'] });
+    });
+
+    it(`OpenAI Responses, ${kind}`, async () => {
+      const s = `oa-resp-${kind}`;
+      const c = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: '-', maxRetries: 0 });
+      const r = await c.responses.create({ model: 'gpt-4o', input: 'x', stream },
+        { headers: { 'x-mock': `${KNOBS};tools=shell`, 'x-session-id': s } });
+      if (stream) for await (const _ of r) { /* drain */ }
+      check(await record(s), 'gpt-4o', { ...openaiUsage, tools: ['shell'] });
+    });
+
+    it(`Anthropic Messages, ${kind}, with tool_use`, async () => {
+      const s = `an-${kind}`;
+      const c = new Anthropic({ baseURL: gw.url, apiKey: '-', maxRetries: 0 });
+      const opts = { headers: { 'x-mock': `${KNOBS};tools=edit`, 'x-session-id': s } };
+      const body = { model: 'claude-sonnet-4-5', max_tokens: 100, messages: [{ role: 'user', content: 'x' }] };
+      if (stream) await c.messages.stream(body, opts).finalMessage();
+      else await c.messages.create(body, opts);
+      check(await record(s), 'claude-sonnet-4-5', { ...anthropicUsage, tools: ['edit'] });
+    });
+
+    it(`Gemini, ${kind} (alt=sse)`, async () => {
+      const s = `gm-${kind}`;
+      const ai = new GoogleGenAI({ apiKey: '-', httpOptions: { baseUrl: gw.url, headers: { 'x-mock': KNOBS, 'x-session-id': s } } });
+      if (stream) for await (const _ of await ai.models.generateContentStream({ model: 'gemini-2.5-flash', contents: 'x' })) { /* drain */ }
+      else await ai.models.generateContent({ model: 'gemini-2.5-flash', contents: 'x' });
+      check(await record(s), 'gemini-2.5-flash', geminiUsage);
+    });
+  }
+
+  it('Gemini stream without alt=sse (a JSON array, read as it arrives)', async () => {
+    const s = 'gm-array';
+    const r = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': `${KNOBS};events=6;tools=lookup`, 'x-session-id': s },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'x' }] }] }),
+    });
+    await r.text();
+    check(await record(s), 'gemini-2.5-flash', { ...geminiUsage, tools: ['lookup'] });
+  });
+
+  it('embeddings', async () => {
+    const s = 'emb';
+    const c = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: '-', maxRetries: 0 });
+    await c.embeddings.create({ model: 'text-embedding-3-small', input: 'x' }, { headers: { 'x-mock': 'in=1000', 'x-session-id': s } });
+    const rec = await record(s);
+    assert.equal(rec.input_tokens, 1000);
+    assert.equal(rec.cost_nanodollars, costNano('text-embedding-3-small', { input: 1000, output: 0, cache_read: 0, cache_write: 0 }));
+  });
+
+  it('the served model is recorded and priced', async () => {
+    const s = 'served';
+    const c = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: '-', maxRetries: 0 });
+    await c.chat.completions.create({ model: 'gpt-4o', messages: [] }, { headers: { 'x-mock': `${KNOBS};model=gpt-4o-2024-08-06`, 'x-session-id': s } });
+    const rec = await record(s);
+    assert.equal(rec.model_served, 'gpt-4o-2024-08-06');
+    assert.equal(rec.model_requested, 'gpt-4o');
+    assert.equal(rec.cost_nanodollars, costNano('gpt-4o-2024-08-06', openaiUsage));
+  });
+
+  it('a model without a price has cost unknown, never 0', async () => {
+    const s = 'unpriced';
+    const c = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: '-', maxRetries: 0 });
+    await c.chat.completions.create({ model: 'house-model-7', messages: [] }, { headers: { 'x-mock': KNOBS, 'x-session-id': s } });
+    const rec = await record(s);
+    assert.equal(rec.usage_known, 1);
+    assert.equal(rec.input_tokens, 700);
+    assert.equal(rec.cost_known, 0);
+    assert.equal(rec.cost_nanodollars, null);
+    const u = await (await fetch(`${gw.url}/api/usage?group_by=model&since=1h`)).json();
+    const row = u.rows.find((x) => x.model === 'house-model-7');
+    assert.equal(row.unpriced_requests, 1);
+    // a dated snapshot the provider served is priced by its family's entry
+    const d = 'dated';
+    await c.chat.completions.create({ model: 'gpt-4o', messages: [] }, { headers: { 'x-mock': `${KNOBS};model=gpt-4o-2099-01-01`, 'x-session-id': d } });
+    assert.equal((await record(d)).cost_nanodollars, costNano('gpt-4o-2099-01-01', openaiUsage));
+  });
+
+  it('a stream cut by the provider keeps the usage seen so far; a failed request has none', async () => {
+    const s = 'cut';
+    const r = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': `${KNOBS};events=6;reset_after=3`, 'x-session-id': s },
+      body: JSON.stringify({ contents: [] }),
+    });
+    await r.text().catch(() => {});
+    const rec = await record(s);
+    assert.equal(rec.error_class, 'stream_interrupted');
+    assert.equal(rec.usage_known, 1);
+    assert.ok(rec.input_tokens > 0);
+    const f = 'failed';
+    await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': 'status=500', 'x-session-id': f },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [] }),
+    }).then((x) => x.text());
+    const frec = await record(f);
+    assert.equal(frec.status, 500);
+    assert.equal(frec.usage_known, 0);
+  });
+});

@@ -1,0 +1,1053 @@
+/* Usage parsing: real wire bodies from tools/mockllm for every dialect,
+ * whole and streamed, split at every byte position, with malformed events
+ * in the middle. The fixtures were captured from build/mockllm with
+ * x-mock: in=1200;out=300;cache_read=200;cache_write=50;reasoning=40 and
+ * tools (get_weather[,read_file]), so every dialect must normalize to the
+ * same numbers. Session ids (session.c, the other half of what the account
+ * stage reads from a request) are tested at the end. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "account/session.h"
+#include "account/sse.h"
+#include "account/usage.h"
+
+/* ---- fixtures captured from build/mockllm ---- */
+
+static const char CHAT_JSON[] =
+    "{\"id\":\"chatcmpl-kftOGz3orZ8H7a5e1OdgmgbhIHBei\",\"object\":\"chat.completion\",\"created\":1795673721,\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,\"refusal\":null,\"annotations\":[],\"tool_calls\":[{\"id\":\"call_sJog10PCJCT4T9pAYvra1m9Z\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"path\\\":\\\"README.md\\\"}\"}},{\"id\":\"call_OoAdn3a40Zxw0afQC1vZenSt\",\"type\":\"function\",\"function\":{\"name\":\"read_file\",\"arguments\":\"{\\\"path\\\":\\\"README.md\\\"}\"}}]},\"logprobs\":null,\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":1200,\"completion_tokens\":300,\"total_tokens\":1500,\"prompt_tokens_details\":{\"cached_tokens\":200,\"audio_tokens\":0},\"completion_tokens_details\":{\"reasoning_tokens\":40,\"audio_tokens\":0,\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}},\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\"}";
+
+static const char CHAT_SSE[] =
+    "data: {\"id\":\"chatcmpl-4FHpxLY1nUkJVzsjGPuS4wuIKxwz9\",\"object\":\"chat.completion.chunk\",\"created\":1795673721,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"refusal\":null},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-4FHpxLY1nUkJVzsjGPuS4wuIKxwz9\",\"object\":\"chat.completion.chunk\",\"created\":1795673721,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_m5iZDitpzcVb0laRbHD204X4\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-4FHpxLY1nUkJVzsjGPuS4wuIKxwz9\",\"object\":\"chat.completion.chunk\",\"created\":1795673721,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"path\"}}]},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-4FHpxLY1nUkJVzsjGPuS4wuIKxwz9\",\"object\":\"chat.completion.chunk\",\"created\":1795673721,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\":\\\"READ\"}}]},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-4FHpxLY1nUkJVzsjGPuS4wuIKxwz9\",\"object\":\"chat.completion.chunk\",\"created\":1795673721,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"ME.md\\\"}\"}}]},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-4FHpxLY1nUkJVzsjGPuS4wuIKxwz9\",\"object\":\"chat.completion.chunk\",\"created\":1795673721,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_I4bUko61QOS0yODzFKXhhhN8\",\"type\":\"function\",\"function\":{\"name\":\"read_file\",\"arguments\":\"\"}}]},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-4FHpxLY1nUkJVzsjGPuS4wuIKxwz9\",\"object\":\"chat.completion.chunk\",\"created\":1795673721,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"function\":{\"arguments\":\"{\\\"path\"}}]},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-4FHpxLY1nUkJVzsjGPuS4wuIKxwz9\",\"object\":\"chat.completion.chunk\",\"created\":1795673721,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"function\":{\"arguments\":\"\\\":\\\"READ\"}}]},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-4FHpxLY1nUkJVzsjGPuS4wuIKxwz9\",\"object\":\"chat.completion.chunk\",\"created\":1795673721,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"function\":{\"arguments\":\"ME.md\\\"}\"}}]},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-4FHpxLY1nUkJVzsjGPuS4wuIKxwz9\",\"object\":\"chat.completion.chunk\",\"created\":1795673721,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"tool_calls\"}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-4FHpxLY1nUkJVzsjGPuS4wuIKxwz9\",\"object\":\"chat.completion.chunk\",\"created\":1795673721,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[],\"usage\":{\"prompt_tokens\":1200,\"completion_tokens\":300,\"total_tokens\":1500,\"prompt_tokens_details\":{\"cached_tokens\":200,\"audio_tokens\":0},\"completion_tokens_details\":{\"reasoning_tokens\":40,\"audio_tokens\":0,\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}}\n"
+    "\n"
+    "data: [DONE]\n"
+    "\n";
+
+static const char CHAT_MALFORMED_SSE[] =
+    "data: {\"id\":\"chatcmpl-WsYrI2Bbvod8ETLGlvvSoMuDe0KWG\",\"object\":\"chat.completion.chunk\",\"created\":1795673728,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-WsYrI2Bbvod8ETLGlvvSoMuDe0KWG\",\"object\":\"chat.completion.chunk\",\"created\":1795673728,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-WsYrI2Bbvod8ETLGlvvSoMuDe0KWG\",\"object\":\"chat.completion.chunk\",\"created\":1795673728,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" th\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-WsYrI2Bbvod8ETLGlvvSoMuDe0KWG\",\"object\":\"chat.completion.chunk\",\"created\":1795673728,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ere\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-WsYrI2Bbvod8ETLGlvvSoMuDe0KWG\",\"object\":\"chat.completion.chunk\",\"created\":1795673728,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_Uv2DhkPw5z20RBwKmYKbpHyp\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {not json\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-WsYrI2Bbvod8ETLGlvvSoMuDe0KWG\",\"object\":\"chat.completion.chunk\",\"created\":1795673728,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"path\"}}]},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-WsYrI2Bbvod8ETLGlvvSoMuDe0KWG\",\"object\":\"chat.completion.chunk\",\"created\":1795673728,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\":\\\"READ\"}}]},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-WsYrI2Bbvod8ETLGlvvSoMuDe0KWG\",\"object\":\"chat.completion.chunk\",\"created\":1795673728,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"ME.md\\\"}\"}}]},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-WsYrI2Bbvod8ETLGlvvSoMuDe0KWG\",\"object\":\"chat.completion.chunk\",\"created\":1795673728,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"tool_calls\"}],\"usage\":null}\n"
+    "\n"
+    "data: {\"id\":\"chatcmpl-WsYrI2Bbvod8ETLGlvvSoMuDe0KWG\",\"object\":\"chat.completion.chunk\",\"created\":1795673728,\"model\":\"gpt-4o\",\"service_tier\":\"default\",\"system_fingerprint\":\"fp_7c3a1e9b52\",\"choices\":[],\"usage\":{\"prompt_tokens\":1200,\"completion_tokens\":300,\"total_tokens\":1500,\"prompt_tokens_details\":{\"cached_tokens\":200,\"audio_tokens\":0},\"completion_tokens_details\":{\"reasoning_tokens\":40,\"audio_tokens\":0,\"accepted_prediction_tokens\":0,\"rejected_prediction_tokens\":0}}}\n"
+    "\n"
+    "data: [DONE]\n"
+    "\n";
+
+static const char RESP_JSON[] =
+    "{\"id\":\"resp_4ba8ddd1c01d56b840c49fda32eacc687aee0694c3f58efa\",\"object\":\"response\",\"created_at\":1795673721,\"status\":\"completed\",\"background\":false,\"error\":null,\"incomplete_details\":null,\"instructions\":null,\"max_output_tokens\":null,\"max_tool_calls\":null,\"model\":\"gpt-4o\",\"output\":[{\"id\":\"fc_0eb7937306c70ed0c267cc36fd67d37b15e259b2ee3a66a7\",\"type\":\"function_call\",\"status\":\"completed\",\"arguments\":\"{\\\"path\\\":\\\"README.md\\\"}\",\"call_id\":\"call_QC3E8oxor1Kuj2wejzHufNsk\",\"name\":\"get_weather\"},{\"id\":\"fc_913705c73f02ee2cb8987088ee50c82d69bf2f0a74f3cc57\",\"type\":\"function_call\",\"status\":\"completed\",\"arguments\":\"{\\\"path\\\":\\\"README.md\\\"}\",\"call_id\":\"call_O36pYkjLir2yiQ3Im4zQ66G3\",\"name\":\"read_file\"}],\"parallel_tool_calls\":true,\"previous_response_id\":null,\"prompt_cache_key\":null,\"reasoning\":{\"effort\":null,\"summary\":null},\"safety_identifier\":null,\"service_tier\":\"default\",\"store\":true,\"temperature\":1,\"text\":{\"format\":{\"type\":\"text\"},\"verbosity\":\"medium\"},\"tool_choice\":\"auto\",\"tools\":[],\"top_logprobs\":0,\"top_p\":1,\"truncation\":\"disabled\",\"usage\":{\"input_tokens\":1200,\"input_tokens_details\":{\"cached_tokens\":200},\"output_tokens\":300,\"output_tokens_details\":{\"reasoning_tokens\":40},\"total_tokens\":1500},\"user\":null,\"metadata\":{}}";
+
+static const char RESP_MALFORMED_SSE[] =
+    "event: response.created\n"
+    "data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_381e32d35e99e41098a9d593631ff10574831b7cbc63c06f\",\"object\":\"response\",\"created_at\":1795673728,\"status\":\"in_progress\",\"background\":false,\"error\":null,\"incomplete_details\":null,\"instructions\":null,\"max_output_tokens\":null,\"max_tool_calls\":null,\"model\":\"gpt-4o\",\"output\":[],\"parallel_tool_calls\":true,\"previous_response_id\":null,\"prompt_cache_key\":null,\"reasoning\":{\"effort\":null,\"summary\":null},\"safety_identifier\":null,\"service_tier\":\"default\",\"store\":true,\"temperature\":1,\"text\":{\"format\":{\"type\":\"text\"},\"verbosity\":\"medium\"},\"tool_choice\":\"auto\",\"tools\":[],\"top_logprobs\":0,\"top_p\":1,\"truncation\":\"disabled\",\"usage\":null,\"user\":null,\"metadata\":{}}}\n"
+    "\n"
+    "event: response.in_progress\n"
+    "data: {\"type\":\"response.in_progress\",\"sequence_number\":1,\"response\":{\"id\":\"resp_381e32d35e99e41098a9d593631ff10574831b7cbc63c06f\",\"object\":\"response\",\"created_at\":1795673728,\"status\":\"in_progress\",\"background\":false,\"error\":null,\"incomplete_details\":null,\"instructions\":null,\"max_output_tokens\":null,\"max_tool_calls\":null,\"model\":\"gpt-4o\",\"output\":[],\"parallel_tool_calls\":true,\"previous_response_id\":null,\"prompt_cache_key\":null,\"reasoning\":{\"effort\":null,\"summary\":null},\"safety_identifier\":null,\"service_tier\":\"default\",\"store\":true,\"temperature\":1,\"text\":{\"format\":{\"type\":\"text\"},\"verbosity\":\"medium\"},\"tool_choice\":\"auto\",\"tools\":[],\"top_logprobs\":0,\"top_p\":1,\"truncation\":\"disabled\",\"usage\":null,\"user\":null,\"metadata\":{}}}\n"
+    "\n"
+    "event: response.output_item.added\n"
+    "data: {\"type\":\"response.output_item.added\",\"sequence_number\":2,\"output_index\":0,\"item\":{\"id\":\"msg_3e89b5187a8a91b00e0fdbf8f194f172649fc6182b017341\",\"type\":\"message\",\"status\":\"in_progress\",\"content\":[],\"role\":\"assistant\"}}\n"
+    "\n"
+    "event: response.content_part.added\n"
+    "data: {\"type\":\"response.content_part.added\",\"sequence_number\":3,\"item_id\":\"msg_3e89b5187a8a91b00e0fdbf8f194f172649fc6182b017341\",\"output_index\":0,\"content_index\":0,\"part\":{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"\"}}\n"
+    "\n"
+    "event: response.output_text.delta\n"
+    "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":4,\"item_id\":\"msg_3e89b5187a8a91b00e0fdbf8f194f172649fc6182b017341\",\"output_index\":0,\"content_index\":0,\"delta\":\"Hi\",\"logprobs\":[]}\n"
+    "\n"
+    "event: response.output_text.delta\n"
+    "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":5,\"item_id\":\"msg_3e89b5187a8a91b00e0fdbf8f194f172649fc6182b017341\",\"output_index\":0,\"content_index\":0,\"delta\":\" th\",\"logprobs\":[]}\n"
+    "\n"
+    "event: response.output_text.delta\n"
+    "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":6,\"item_id\":\"msg_3e89b5187a8a91b00e0fdbf8f194f172649fc6182b017341\",\"output_index\":0,\"content_index\":0,\"delta\":\"ere\",\"logprobs\":[]}\n"
+    "\n"
+    "event: response.output_text.done\n"
+    "data: {\"type\":\"response.output_text.done\",\"sequence_number\":7,\"item_id\":\"msg_3e89b5187a8a91b00e0fdbf8f194f172649fc6182b017341\",\"output_index\":0,\"content_index\":0,\"text\":\"Hi there\",\"logprobs\":[]}\n"
+    "\n"
+    "data: {not json\n"
+    "\n"
+    "event: response.content_part.done\n"
+    "data: {\"type\":\"response.content_part.done\",\"sequence_number\":8,\"item_id\":\"msg_3e89b5187a8a91b00e0fdbf8f194f172649fc6182b017341\",\"output_index\":0,\"content_index\":0,\"part\":{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"Hi there\"}}\n"
+    "\n"
+    "event: response.output_item.done\n"
+    "data: {\"type\":\"response.output_item.done\",\"sequence_number\":9,\"output_index\":0,\"item\":{\"id\":\"msg_3e89b5187a8a91b00e0fdbf8f194f172649fc6182b017341\",\"type\":\"message\",\"status\":\"completed\",\"content\":[{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"Hi there\"}],\"role\":\"assistant\"}}\n"
+    "\n"
+    "event: response.output_item.added\n"
+    "data: {\"type\":\"response.output_item.added\",\"sequence_number\":10,\"output_index\":1,\"item\":{\"id\":\"fc_3c19e34e75476c0ea49a540f17d3e9d6a09d8f0413516ece\",\"type\":\"function_call\",\"status\":\"in_progress\",\"arguments\":\"\",\"call_id\":\"call_gduV9IrsS0mx53BWZzCsMDmO\",\"name\":\"get_weather\"}}\n"
+    "\n"
+    "event: response.function_call_arguments.delta\n"
+    "data: {\"type\":\"response.function_call_arguments.delta\",\"sequence_number\":11,\"item_id\":\"fc_3c19e34e75476c0ea49a540f17d3e9d6a09d8f0413516ece\",\"output_index\":1,\"delta\":\"{\\\"path\"}\n"
+    "\n"
+    "event: response.function_call_arguments.delta\n"
+    "data: {\"type\":\"response.function_call_arguments.delta\",\"sequence_number\":12,\"item_id\":\"fc_3c19e34e75476c0ea49a540f17d3e9d6a09d8f0413516ece\",\"output_index\":1,\"delta\":\"\\\":\\\"READ\"}\n"
+    "\n"
+    "event: response.function_call_arguments.delta\n"
+    "data: {\"type\":\"response.function_call_arguments.delta\",\"sequence_number\":13,\"item_id\":\"fc_3c19e34e75476c0ea49a540f17d3e9d6a09d8f0413516ece\",\"output_index\":1,\"delta\":\"ME.md\\\"}\"}\n"
+    "\n"
+    "event: response.function_call_arguments.done\n"
+    "data: {\"type\":\"response.function_call_arguments.done\",\"sequence_number\":14,\"item_id\":\"fc_3c19e34e75476c0ea49a540f17d3e9d6a09d8f0413516ece\",\"output_index\":1,\"name\":\"get_weather\",\"arguments\":\"{\\\"path\\\":\\\"README.md\\\"}\"}\n"
+    "\n"
+    "event: response.output_item.done\n"
+    "data: {\"type\":\"response.output_item.done\",\"sequence_number\":15,\"output_index\":1,\"item\":{\"id\":\"fc_3c19e34e75476c0ea49a540f17d3e9d6a09d8f0413516ece\",\"type\":\"function_call\",\"status\":\"completed\",\"arguments\":\"{\\\"path\\\":\\\"README.md\\\"}\",\"call_id\":\"call_gduV9IrsS0mx53BWZzCsMDmO\",\"name\":\"get_weather\"}}\n"
+    "\n"
+    "event: response.completed\n"
+    "data: {\"type\":\"response.completed\",\"sequence_number\":16,\"response\":{\"id\":\"resp_381e32d35e99e41098a9d593631ff10574831b7cbc63c06f\",\"object\":\"response\",\"created_at\":1795673728,\"status\":\"completed\",\"background\":false,\"error\":null,\"incomplete_details\":null,\"instructions\":null,\"max_output_tokens\":null,\"max_tool_calls\":null,\"model\":\"gpt-4o\",\"output\":[{\"id\":\"msg_3e89b5187a8a91b00e0fdbf8f194f172649fc6182b017341\",\"type\":\"message\",\"status\":\"completed\",\"content\":[{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":\"Hi there\"}],\"role\":\"assistant\"},{\"id\":\"fc_3c19e34e75476c0ea49a540f17d3e9d6a09d8f0413516ece\",\"type\":\"function_call\",\"status\":\"completed\",\"arguments\":\"{\\\"path\\\":\\\"README.md\\\"}\",\"call_id\":\"call_gduV9IrsS0mx53BWZzCsMDmO\",\"name\":\"get_weather\"}],\"parallel_tool_calls\":true,\"previous_response_id\":null,\"prompt_cache_key\":null,\"reasoning\":{\"effort\":null,\"summary\":null},\"safety_identifier\":null,\"service_tier\":\"default\",\"store\":true,\"temperature\":1,\"text\":{\"format\":{\"type\":\"text\"},\"verbosity\":\"medium\"},\"tool_choice\":\"auto\",\"tools\":[],\"top_logprobs\":0,\"top_p\":1,\"truncation\":\"disabled\",\"usage\":{\"input_tokens\":1200,\"input_tokens_details\":{\"cached_tokens\":200},\"output_tokens\":300,\"output_tokens_details\":{\"reasoning_tokens\":40},\"total_tokens\":1500},\"user\":null,\"metadata\":{}}}\n"
+    "\n";
+
+static const char EMB_JSON[] =
+    "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":[-0.570737,-0.52121,0.273462,-0.24198,0.241132,-0.295646,0.28803,-0.201871]}],\"model\":\"text-embedding-3-small\",\"usage\":{\"prompt_tokens\":1200,\"total_tokens\":1200}}";
+
+static const char MSG_JSON[] =
+    "{\"id\":\"msg_01RM0RtOLeKyNjGqZ7xUiuTQ\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[{\"type\":\"tool_use\",\"id\":\"toolu_01XGGYKaY5Uu3NnGSe4o6CVq\",\"name\":\"get_weather\",\"input\":{\"path\":\"README.md\"}},{\"type\":\"tool_use\",\"id\":\"toolu_01DTvYmRxKORizgSeV5xQDPZ\",\"name\":\"read_file\",\"input\":{\"path\":\"README.md\"}}],\"stop_reason\":\"tool_use\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":1200,\"cache_creation_input_tokens\":50,\"cache_read_input_tokens\":200,\"cache_creation\":{\"ephemeral_5m_input_tokens\":50,\"ephemeral_1h_input_tokens\":0},\"output_tokens\":300,\"service_tier\":\"standard\"}}";
+
+static const char MSG_SSE[] =
+    "event: message_start\n"
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_01A1MFhsQgTEadagohd1dtyu\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":1200,\"cache_creation_input_tokens\":50,\"cache_read_input_tokens\":200,\"cache_creation\":{\"ephemeral_5m_input_tokens\":50,\"ephemeral_1h_input_tokens\":0},\"output_tokens\":1,\"service_tier\":\"standard\"}}}\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_01vYZiN8qpOB2ampVtw4euLX\",\"name\":\"get_weather\",\"input\":{}}}\n"
+    "\n"
+    "event: ping\n"
+    "data: {\"type\":\"ping\"}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"path\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\":\\\"READ\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"ME.md\\\"}\"}}\n"
+    "\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_01kOhBwZ6cvjngJm3A8XSTwd\",\"name\":\"read_file\",\"input\":{}}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"path\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\":\\\"READ\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"ME.md\\\"}\"}}\n"
+    "\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":1}\n"
+    "\n"
+    "event: message_delta\n"
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"input_tokens\":1200,\"cache_creation_input_tokens\":50,\"cache_read_input_tokens\":200,\"output_tokens\":300}}\n"
+    "\n"
+    "event: message_stop\n"
+    "data: {\"type\":\"message_stop\"}\n"
+    "\n";
+
+static const char MSG_MALFORMED_SSE[] =
+    "event: message_start\n"
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_013nVBsSBTYUabkbdxEKAS6Q\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":1200,\"cache_creation_input_tokens\":50,\"cache_read_input_tokens\":200,\"cache_creation\":{\"ephemeral_5m_input_tokens\":50,\"ephemeral_1h_input_tokens\":0},\"output_tokens\":1,\"service_tier\":\"standard\"}}}\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n"
+    "\n"
+    "event: ping\n"
+    "data: {\"type\":\"ping\"}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" th\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"ere\"}}\n"
+    "\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":0}\n"
+    "\n"
+    "data: {not json\n"
+    "\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_01YqRn3HUFo4RfBaf4CDGVQx\",\"name\":\"get_weather\",\"input\":{}}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"path\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\":\\\"READ\"}}\n"
+    "\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"ME.md\\\"}\"}}\n"
+    "\n"
+    "event: content_block_stop\n"
+    "data: {\"type\":\"content_block_stop\",\"index\":1}\n"
+    "\n"
+    "event: message_delta\n"
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"input_tokens\":1200,\"cache_creation_input_tokens\":50,\"cache_read_input_tokens\":200,\"output_tokens\":300}}\n"
+    "\n"
+    "event: message_stop\n"
+    "data: {\"type\":\"message_stop\"}\n"
+    "\n";
+
+static const char COUNT_JSON[] =
+    "{\"input_tokens\":1200}";
+
+static const char GEMINI_COUNT_JSON[] =
+    "{\"totalTokens\":1200,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":1200}]}";
+
+static const char GEMINI_JSON[] =
+    "{\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"get_weather\",\"args\":{\"path\":\"README.md\"}}},{\"functionCall\":{\"name\":\"read_file\",\"args\":{\"path\":\"README.md\"}}}],\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":1200,\"candidatesTokenCount\":300,\"totalTokenCount\":1540,\"cachedContentTokenCount\":200,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":1200}],\"cacheTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":200}],\"thoughtsTokenCount\":40},\"modelVersion\":\"gemini-2.5-pro\",\"responseId\":\"b2uZfSd5NeMR2ZtdZZXUbbf\"}";
+
+static const char GEMINI_MALFORMED_SSE[] =
+    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}],\"role\":\"model\"},\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":1200,\"candidatesTokenCount\":75,\"totalTokenCount\":1315,\"cachedContentTokenCount\":200,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":1200}],\"cacheTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":200}],\"thoughtsTokenCount\":40},\"modelVersion\":\"gemini-2.5-pro\",\"responseId\":\"eOUEdyE2uHCeoVOgpdVcl6u\"}\r\n"
+    "\r\n"
+    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\" th\"}],\"role\":\"model\"},\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":1200,\"candidatesTokenCount\":150,\"totalTokenCount\":1390,\"cachedContentTokenCount\":200,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":1200}],\"cacheTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":200}],\"thoughtsTokenCount\":40},\"modelVersion\":\"gemini-2.5-pro\",\"responseId\":\"eOUEdyE2uHCeoVOgpdVcl6u\"}\r\n"
+    "\r\n"
+    "data: {not json\r\n"
+    "\r\n"
+    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"ere\"}],\"role\":\"model\"},\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":1200,\"candidatesTokenCount\":225,\"totalTokenCount\":1465,\"cachedContentTokenCount\":200,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":1200}],\"cacheTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":200}],\"thoughtsTokenCount\":40},\"modelVersion\":\"gemini-2.5-pro\",\"responseId\":\"eOUEdyE2uHCeoVOgpdVcl6u\"}\r\n"
+    "\r\n"
+    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"get_weather\",\"args\":{\"path\":\"README.md\"}}}],\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":1200,\"candidatesTokenCount\":300,\"totalTokenCount\":1540,\"cachedContentTokenCount\":200,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":1200}],\"cacheTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":200}],\"thoughtsTokenCount\":40},\"modelVersion\":\"gemini-2.5-pro\",\"responseId\":\"eOUEdyE2uHCeoVOgpdVcl6u\"}\r\n"
+    "\r\n";
+
+static const char GEMINI_ARR[] =
+    "[{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}],\"role\":\"model\"},\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":1200,\"candidatesTokenCount\":75,\"totalTokenCount\":1315,\"cachedContentTokenCount\":200,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":1200}],\"cacheTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":200}],\"thoughtsTokenCount\":40},\"modelVersion\":\"gemini-2.5-pro\",\"responseId\":\"kR0pCvFraHUvzSVW9ANpQA3\"}\n"
+    ",\r\n"
+    "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\" th\"}],\"role\":\"model\"},\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":1200,\"candidatesTokenCount\":150,\"totalTokenCount\":1390,\"cachedContentTokenCount\":200,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":1200}],\"cacheTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":200}],\"thoughtsTokenCount\":40},\"modelVersion\":\"gemini-2.5-pro\",\"responseId\":\"kR0pCvFraHUvzSVW9ANpQA3\"}\n"
+    ",\r\n"
+    "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"ere\"}],\"role\":\"model\"},\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":1200,\"candidatesTokenCount\":225,\"totalTokenCount\":1465,\"cachedContentTokenCount\":200,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":1200}],\"cacheTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":200}],\"thoughtsTokenCount\":40},\"modelVersion\":\"gemini-2.5-pro\",\"responseId\":\"kR0pCvFraHUvzSVW9ANpQA3\"}\n"
+    ",\r\n"
+    "{\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"get_weather\",\"args\":{\"path\":\"README.md\"}}}],\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":1200,\"candidatesTokenCount\":300,\"totalTokenCount\":1540,\"cachedContentTokenCount\":200,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":1200}],\"cacheTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":200}],\"thoughtsTokenCount\":40},\"modelVersion\":\"gemini-2.5-pro\",\"responseId\":\"kR0pCvFraHUvzSVW9ANpQA3\"}\n"
+    "]";
+
+static const char GEMINI_MALFORMED_ARR[] =
+    "[{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}],\"role\":\"model\"},\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":1200,\"candidatesTokenCount\":75,\"totalTokenCount\":1315,\"cachedContentTokenCount\":200,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":1200}],\"cacheTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":200}],\"thoughtsTokenCount\":40},\"modelVersion\":\"gemini-2.5-pro\",\"responseId\":\"1l7tJH8S1KcX5McRxxpDDsU\"}\n"
+    ",\r\n"
+    "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\" th\"}],\"role\":\"model\"},\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":1200,\"candidatesTokenCount\":150,\"totalTokenCount\":1390,\"cachedContentTokenCount\":200,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":1200}],\"cacheTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":200}],\"thoughtsTokenCount\":40},\"modelVersion\":\"gemini-2.5-pro\",\"responseId\":\"1l7tJH8S1KcX5McRxxpDDsU\"}\n"
+    ",\r\n"
+    "{not json\n"
+    ",\r\n"
+    "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"ere\"}],\"role\":\"model\"},\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":1200,\"candidatesTokenCount\":225,\"totalTokenCount\":1465,\"cachedContentTokenCount\":200,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":1200}],\"cacheTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":200}],\"thoughtsTokenCount\":40},\"modelVersion\":\"gemini-2.5-pro\",\"responseId\":\"1l7tJH8S1KcX5McRxxpDDsU\"}\n"
+    ",\r\n"
+    "{\"candidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"get_weather\",\"args\":{\"path\":\"README.md\"}}}],\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":1200,\"candidatesTokenCount\":300,\"totalTokenCount\":1540,\"cachedContentTokenCount\":200,\"promptTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":1200}],\"cacheTokensDetails\":[{\"modality\":\"TEXT\",\"tokenCount\":200}],\"thoughtsTokenCount\":40},\"modelVersion\":\"gemini-2.5-pro\",\"responseId\":\"1l7tJH8S1KcX5McRxxpDDsU\"}\n"
+    "]";
+
+/* ---- helpers ---- */
+
+static void on_event(void *arg, const char *raw, size_t len)
+{
+    kl_usage_parser *p = arg;
+    const char *ev;
+    size_t evl, dl;
+    char *data;
+    kl_sse_fields(raw, len, &ev, &evl, &data, &dl);
+    kl_usage_event(p, ev, evl, data, dl);
+    free(data);
+}
+
+/* Feed an SSE body in two pieces cut at `cut`, the way the account stage
+ * will: through kl_sse, event by event. */
+static const struct kl_usage *sse_run(kl_arena *a, enum kl_usage_kind kind, const char *s,
+                                      size_t len, size_t cut)
+{
+    kl_usage_parser *p = kl_usage_parser_new(a, kind);
+    kl_sse sse = {0};
+    kl_sse_feed(&sse, s, cut, on_event, p);
+    kl_sse_feed(&sse, s + cut, len - cut, on_event, p);
+    kl_sse_flush(&sse, on_event, p);
+    kl_sse_free(&sse);
+    return kl_usage_result(p);
+}
+
+static void expect_counts(const struct kl_usage *u, int64_t in, int64_t cr, int64_t cw, int64_t out,
+                          int64_t reasoning)
+{
+    assert_true(u->known);
+    assert_int_equal(u->input, in);
+    assert_int_equal(u->cache_read, cr);
+    assert_int_equal(u->cache_write, cw);
+    assert_int_equal(u->output, out);
+    assert_int_equal(u->reasoning, reasoning);
+}
+
+static void expect_tools(const struct kl_usage *u, int n, const char *t0, const char *t1)
+{
+    assert_int_equal(u->tool_calls, n);
+    assert_int_equal(u->ntool_names, (size_t)n);
+    if (n > 0)
+        assert_string_equal(u->tool_names[0], t0);
+    if (n > 1)
+        assert_string_equal(u->tool_names[1], t1);
+}
+
+/* The same stream with every "event:" line removed (some proxies do). */
+static char *strip_event_lines(const char *s)
+{
+    size_t n = strlen(s);
+    char *out = malloc(n + 1), *w = out;
+    for (const char *p = s; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t l = nl ? (size_t)(nl - p) + 1 : strlen(p);
+        if (strncmp(p, "event:", 6) != 0) {
+            memcpy(w, p, l);
+            w += l;
+        }
+        p += l;
+    }
+    *w = '\0';
+    return out;
+}
+
+/* ---- OpenAI chat ---- */
+
+static void chat_whole(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_whole(p, CHAT_JSON, strlen(CHAT_JSON));
+    const struct kl_usage *u = kl_usage_result(p);
+    expect_counts(u, 1000, 200, 0, 300, 40);
+    expect_tools(u, 2, "get_weather", "read_file");
+    assert_string_equal(u->model_served, "gpt-4o");
+    assert_string_equal(u->stop_reason, "tool_calls");
+    kl_arena_free(&a);
+}
+
+static void chat_stream_tools_every_split(void **state)
+{
+    (void)state;
+    size_t len = strlen(CHAT_SSE);
+    for (size_t cut = 0; cut <= len; cut++) {
+        kl_arena a;
+        kl_arena_init(&a);
+        const struct kl_usage *u = sse_run(&a, KL_USAGE_OPENAI_CHAT, CHAT_SSE, len, cut);
+        expect_counts(u, 1000, 200, 0, 300, 40);
+        expect_tools(u, 2, "get_weather", "read_file");
+        assert_string_equal(u->model_served, "gpt-4o");
+        assert_string_equal(u->stop_reason, "tool_calls");
+        kl_arena_free(&a);
+    }
+}
+
+static void chat_stream_malformed_every_split(void **state)
+{
+    (void)state;
+    size_t len = strlen(CHAT_MALFORMED_SSE);
+    for (size_t cut = 0; cut <= len; cut++) {
+        kl_arena a;
+        kl_arena_init(&a);
+        const struct kl_usage *u = sse_run(&a, KL_USAGE_OPENAI_CHAT, CHAT_MALFORMED_SSE, len, cut);
+        expect_counts(u, 1000, 200, 0, 300, 40);
+        expect_tools(u, 1, "get_weather", NULL);
+        assert_string_equal(u->stop_reason, "tool_calls");
+        kl_arena_free(&a);
+    }
+}
+
+static void chat_stream_without_usage_is_unknown(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    const char *ev[] = {
+        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}",
+        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"the \\\"usage\\\": {x} is\"},\"finish_reason\":null}]}",
+        "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"length\"}]}",
+        "[DONE]",
+    };
+    for (size_t i = 0; i < 4; i++)
+        kl_usage_event(p, NULL, 0, ev[i], strlen(ev[i]));
+    const struct kl_usage *u = kl_usage_result(p);
+    assert_false(u->known);
+    assert_int_equal(u->input + u->output + u->cache_read, 0);
+    assert_string_equal(u->model_served, "gpt-4o-2024-08-06");
+    assert_string_equal(u->stop_reason, "length");
+    assert_int_equal(u->tool_calls, 0);
+    kl_arena_free(&a);
+}
+
+/* Parallel tool calls: names come once per index, argument deltas after;
+ * a provider that repeats the name in later deltas is not double counted. */
+static void chat_stream_parallel_tools(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    const char *ev[] = {
+        "{\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"a\",\"function\":{\"name\":\"one\",\"arguments\":\"\"}},{\"index\":1,\"id\":\"b\",\"function\":{\"name\":\"two\",\"arguments\":\"\"}}]}}]}",
+        "{\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"function\":{\"name\":\"two\",\"arguments\":\"{}\"}}]}}]}",
+        "{\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":2,\"id\":\"c\",\"function\":{\"name\":\"three\"}}]}}]}",
+        "{\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":5,\"prompt_tokens_details\":{\"cached_tokens\":4,\"cache_write_tokens\":3}}}",
+    };
+    for (size_t i = 0; i < 4; i++)
+        kl_usage_event(p, "", 0, ev[i], strlen(ev[i]));
+    const struct kl_usage *u = kl_usage_result(p);
+    assert_int_equal(u->tool_calls, 3);
+    assert_string_equal(u->tool_names[0], "one");
+    assert_string_equal(u->tool_names[1], "two");
+    assert_string_equal(u->tool_names[2], "three");
+    /* GPT-5.6+ report cache writes inside prompt_tokens */
+    expect_counts(u, 3, 4, 3, 5, 0);
+    kl_arena_free(&a);
+}
+
+static void chat_clamps_negative(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    const char *b = "{\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":-5,"
+                    "\"prompt_tokens_details\":{\"cached_tokens\":25},\"completion_tokens_details\":null}}";
+    kl_usage_whole(p, b, strlen(b));
+    expect_counts(kl_usage_result(p), 0, 25, 0, 0, 0);
+    kl_arena_free(&a);
+}
+
+/* GPT-5 custom (free-form) tools count like function tools. */
+static void custom_tools(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    const char *chat = "{\"choices\":[{\"message\":{\"tool_calls\":[{\"id\":\"c\",\"type\":\"custom\","
+                       "\"custom\":{\"name\":\"apply_patch\",\"input\":\"*** Begin\"}}]},\"finish_reason\":\"tool_calls\"}]}";
+    kl_usage_whole(p, chat, strlen(chat));
+    expect_tools(kl_usage_result(p), 1, "apply_patch", NULL);
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
+    const char *added = "{\"type\":\"response.output_item.added\",\"item\":{\"type\":\"custom_tool_call\","
+                        "\"name\":\"apply_patch\",\"input\":\"\"}}";
+    kl_usage_event(p, "response.output_item.added", 26, added, strlen(added));
+    const char *msg = "{\"type\":\"response.output_item.added\",\"item\":{\"type\":\"message\",\"content\":[]}}";
+    kl_usage_event(p, "response.output_item.added", 26, msg, strlen(msg));
+    expect_tools(kl_usage_result(p), 1, "apply_patch", NULL);
+    kl_arena_free(&a);
+}
+
+/* ---- OpenAI Responses ---- */
+
+static void responses_whole(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
+    kl_usage_whole(p, RESP_JSON, strlen(RESP_JSON));
+    const struct kl_usage *u = kl_usage_result(p);
+    expect_counts(u, 1000, 200, 0, 300, 40);
+    expect_tools(u, 2, "get_weather", "read_file");
+    assert_string_equal(u->model_served, "gpt-4o");
+    assert_string_equal(u->stop_reason, "completed");
+    kl_arena_free(&a);
+}
+
+static void responses_stream_every_split(void **state)
+{
+    (void)state;
+    char *nameless = strip_event_lines(RESP_MALFORMED_SSE);
+    const char *variants[] = {RESP_MALFORMED_SSE, nameless};
+    for (int v = 0; v < 2; v++) {
+        size_t len = strlen(variants[v]);
+        for (size_t cut = 0; cut <= len; cut += v ? 7 : 1) {
+            kl_arena a;
+            kl_arena_init(&a);
+            const struct kl_usage *u = sse_run(&a, KL_USAGE_OPENAI_RESPONSES, variants[v], len, cut);
+            expect_counts(u, 1000, 200, 0, 300, 40);
+            expect_tools(u, 1, "get_weather", NULL);
+            assert_string_equal(u->model_served, "gpt-4o");
+            assert_string_equal(u->stop_reason, "completed");
+            kl_arena_free(&a);
+        }
+    }
+    free(nameless);
+}
+
+/* Mid-stream: the tool is known from output_item.added before usage. */
+static void responses_running_totals(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
+    const char *added = "{\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":"
+                        "{\"id\":\"fc_1\",\"type\":\"function_call\",\"name\":\"shell\",\"arguments\":\"\"}}";
+    kl_usage_event(p, "response.output_item.added", 26, added, strlen(added));
+    const struct kl_usage *u = kl_usage_result(p);
+    assert_false(u->known);
+    expect_tools(u, 1, "shell", NULL);
+    /* the final response lists the same call: counted once */
+    const char *inc = "{\"type\":\"response.incomplete\",\"response\":{\"model\":\"gpt-5.4\",\"status\":\"incomplete\","
+                      "\"incomplete_details\":{\"reason\":\"max_output_tokens\"},"
+                      "\"output\":[{\"type\":\"reasoning\"},{\"type\":\"function_call\",\"name\":\"shell\"}],"
+                      "\"usage\":{\"input_tokens\":50,\"input_tokens_details\":{\"cached_tokens\":0},"
+                      "\"output_tokens\":64,\"output_tokens_details\":{\"reasoning_tokens\":60}}}}";
+    kl_usage_event(p, "response.incomplete", 19, inc, strlen(inc));
+    expect_counts(u, 50, 0, 0, 64, 60);
+    expect_tools(u, 1, "shell", NULL);
+    assert_string_equal(u->stop_reason, "max_output_tokens");
+    assert_string_equal(u->model_served, "gpt-5.4");
+    kl_arena_free(&a);
+}
+
+static void responses_failed_and_error(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
+    const char *f = "{\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"output\":[],"
+                    "\"usage\":{\"input_tokens\":7,\"output_tokens\":0}}}";
+    kl_usage_event(p, NULL, 0, f, strlen(f));
+    expect_counts(kl_usage_result(p), 7, 0, 0, 0, 0);
+    assert_string_equal(kl_usage_result(p)->stop_reason, "failed");
+    const char *e = "{\"type\":\"error\",\"code\":\"server_error\",\"message\":\"boom\"}";
+    kl_usage_event(p, "error", 5, e, strlen(e));
+    assert_string_equal(kl_usage_result(p)->stop_reason, "error");
+    assert_int_equal(kl_usage_result(p)->input, 7);
+    kl_arena_free(&a);
+}
+
+/* ---- embeddings, count_tokens ---- */
+
+static void embeddings_whole(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_EMBEDDINGS);
+    kl_usage_whole(p, EMB_JSON, strlen(EMB_JSON));
+    expect_counts(kl_usage_result(p), 1200, 0, 0, 0, 0);
+    assert_string_equal(kl_usage_result(p)->model_served, "text-embedding-3-small");
+    kl_arena_free(&a);
+}
+
+static void count_tokens_consume_nothing(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    const char *bodies[] = {COUNT_JSON, GEMINI_COUNT_JSON};
+    for (int i = 0; i < 2; i++) {
+        kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_COUNT_ONLY);
+        kl_usage_whole(p, bodies[i], strlen(bodies[i]));
+        expect_counts(kl_usage_result(p), 0, 0, 0, 0, 0);
+        assert_int_equal(kl_usage_result(p)->tool_calls, 0);
+    }
+    assert_int_equal(kl_usage_kind_for(KL_EP_COUNT_TOKENS), KL_USAGE_COUNT_ONLY);
+    assert_int_equal(kl_usage_kind_for(KL_EP_GEMINI_COUNT), KL_USAGE_COUNT_ONLY);
+    assert_int_equal(kl_usage_kind_for(KL_EP_GEMINI_STREAM), KL_USAGE_GEMINI);
+    assert_int_equal(kl_usage_kind_for(KL_EP_MESSAGES), KL_USAGE_ANTHROPIC);
+    assert_int_equal(kl_usage_kind_for(KL_EP_CHAT), KL_USAGE_OPENAI_CHAT);
+    assert_int_equal(kl_usage_kind_for(KL_EP_RESPONSES), KL_USAGE_OPENAI_RESPONSES);
+    assert_int_equal(kl_usage_kind_for(KL_EP_EMBEDDINGS), KL_USAGE_OPENAI_EMBEDDINGS);
+    assert_int_equal(kl_usage_kind_for(KL_EP_MODELS), -1);
+    kl_arena_free(&a);
+}
+
+/* ---- Anthropic ---- */
+
+static void anthropic_whole(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_whole(p, MSG_JSON, strlen(MSG_JSON));
+    const struct kl_usage *u = kl_usage_result(p);
+    expect_counts(u, 1200, 200, 50, 300, 0);
+    expect_tools(u, 2, "get_weather", "read_file");
+    assert_string_equal(u->model_served, "claude-sonnet-4-5");
+    assert_string_equal(u->stop_reason, "tool_use");
+    kl_arena_free(&a);
+}
+
+static void anthropic_stream_every_split(void **state)
+{
+    (void)state;
+    char *nameless = strip_event_lines(MSG_MALFORMED_SSE);
+    const char *variants[] = {MSG_SSE, MSG_MALFORMED_SSE, nameless};
+    int ntools[] = {2, 1, 1};
+    for (int v = 0; v < 3; v++) {
+        size_t len = strlen(variants[v]);
+        for (size_t cut = 0; cut <= len; cut++) {
+            kl_arena a;
+            kl_arena_init(&a);
+            const struct kl_usage *u = sse_run(&a, KL_USAGE_ANTHROPIC, variants[v], len, cut);
+            expect_counts(u, 1200, 200, 50, 300, 0);
+            expect_tools(u, ntools[v], "get_weather", "read_file");
+            assert_string_equal(u->model_served, "claude-sonnet-4-5");
+            assert_string_equal(u->stop_reason, "tool_use");
+            kl_arena_free(&a);
+        }
+    }
+    free(nameless);
+}
+
+/* output_tokens in message_delta is cumulative: the last one counts, never
+ * the sum; fields it repeats take the latest non-null value. */
+static void anthropic_cumulative_delta(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    const char *start = "{\"type\":\"message_start\",\"message\":{\"model\":\"claude-haiku-4-5\",\"usage\":"
+                        "{\"input_tokens\":12,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":900,\"output_tokens\":1}}}";
+    const char *d1 = "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":null},\"usage\":{\"output_tokens\":40}}";
+    const char *d2 = "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"max_tokens\"},\"usage\":"
+                     "{\"input_tokens\":15,\"cache_read_input_tokens\":null,\"output_tokens\":100}}";
+    kl_usage_event(p, "message_start", 13, start, strlen(start));
+    const struct kl_usage *u = kl_usage_result(p);
+    expect_counts(u, 12, 900, 0, 1, 0);         /* running totals mid-stream */
+    assert_null(u->stop_reason);
+    kl_usage_event(p, "message_delta", 13, d1, strlen(d1));
+    expect_counts(u, 12, 900, 0, 40, 0);
+    kl_usage_event(p, "message_delta", 13, d2, strlen(d2));
+    expect_counts(u, 15, 900, 0, 100, 0);
+    assert_string_equal(u->stop_reason, "max_tokens");
+    const char *err = "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}";
+    kl_usage_event(p, "error", 5, err, strlen(err));
+    assert_string_equal(u->stop_reason, "error");
+    expect_counts(u, 15, 900, 0, 100, 0);
+    kl_arena_free(&a);
+}
+
+/* ---- Gemini ---- */
+
+static void gemini_whole(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+    kl_usage_whole(p, GEMINI_JSON, strlen(GEMINI_JSON));
+    const struct kl_usage *u = kl_usage_result(p);
+    expect_counts(u, 1000, 200, 0, 340, 40);
+    expect_tools(u, 2, "get_weather", "read_file");
+    assert_string_equal(u->model_served, "gemini-2.5-pro");
+    assert_string_equal(u->stop_reason, "STOP");
+    kl_arena_free(&a);
+}
+
+static void gemini_sse_every_split(void **state)
+{
+    (void)state;
+    size_t len = strlen(GEMINI_MALFORMED_SSE);
+    for (size_t cut = 0; cut <= len; cut++) {
+        kl_arena a;
+        kl_arena_init(&a);
+        const struct kl_usage *u = sse_run(&a, KL_USAGE_GEMINI, GEMINI_MALFORMED_SSE, len, cut);
+        expect_counts(u, 1000, 200, 0, 340, 40);
+        expect_tools(u, 1, "get_weather", NULL);
+        assert_string_equal(u->model_served, "gemini-2.5-pro");
+        assert_string_equal(u->stop_reason, "STOP");
+        kl_arena_free(&a);
+    }
+}
+
+static void expect_gemini_final(const struct kl_usage *u)
+{
+    expect_counts(u, 1000, 200, 0, 340, 40);
+    expect_tools(u, 1, "get_weather", NULL);
+    assert_string_equal(u->model_served, "gemini-2.5-pro");
+    assert_string_equal(u->stop_reason, "STOP");
+}
+
+static void gemini_array_every_split(void **state)
+{
+    (void)state;
+    const char *variants[] = {GEMINI_ARR, GEMINI_MALFORMED_ARR};
+    for (int v = 0; v < 2; v++) {
+        const char *s = variants[v];
+        size_t len = strlen(s);
+        for (size_t cut = 0; cut <= len; cut++) {
+            kl_arena a;
+            kl_arena_init(&a);
+            kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+            kl_usage_array_bytes(p, s, cut);
+            kl_usage_array_bytes(p, s + cut, len - cut);
+            expect_gemini_final(kl_usage_result(p));
+            kl_arena_free(&a);
+        }
+        /* three pieces on a grid, and byte by byte */
+        for (size_t i = 0; i <= len; i += 13)
+            for (size_t j = i; j <= len; j += 29) {
+                kl_arena a;
+                kl_arena_init(&a);
+                kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+                kl_usage_array_bytes(p, s, i);
+                kl_usage_array_bytes(p, s + i, j - i);
+                kl_usage_array_bytes(p, s + j, len - j);
+                expect_gemini_final(kl_usage_result(p));
+                kl_arena_free(&a);
+            }
+        kl_arena a;
+        kl_arena_init(&a);
+        kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+        for (size_t i = 0; i < len; i++)
+            kl_usage_array_bytes(p, s + i, 1);
+        expect_gemini_final(kl_usage_result(p));
+        /* a buffered array handed over whole reads the same */
+        p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+        kl_usage_whole(p, s, len);
+        expect_gemini_final(kl_usage_result(p));
+        kl_arena_free(&a);
+    }
+}
+
+/* Running totals: after each element the usage is that element's
+ * (cumulative) usageMetadata, never a sum. */
+static void gemini_array_running_totals(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+    const char *s = GEMINI_ARR;
+    const char *second = strstr(s + 1, ",\r\n{");
+    assert_non_null(second);
+    kl_usage_array_bytes(p, s, (size_t)(second - s));
+    const struct kl_usage *u = kl_usage_result(p);
+    expect_counts(u, 1000, 200, 0, 75 + 40, 40);
+    assert_null(u->stop_reason);
+    kl_usage_array_bytes(p, second, strlen(second));
+    expect_gemini_final(u);
+    kl_arena_free(&a);
+}
+
+/* Breakage of every kind inside an element: it is skipped, the next one is
+ * read. Also: a later usageMetadata that omits zero fields (proto3) resets
+ * them. */
+static void gemini_array_resync(void **state)
+{
+    (void)state;
+    const char *s =
+        "[{\"usageMetadata\":{\"promptTokenCount\":10,\"cachedContentTokenCount\":4,\"candidatesTokenCount\":1}}\n"
+        ",\r\n{\"a\":\"unterminated\n"
+        ",\r\n{\"a\":[1,2}\n"
+        ",\r\n{\"a\" 1}\n"
+        ",\r\n{\"a\":{\"b\":{\"c\":\"}}}}}]]]\"}}}}\n"
+        ",\r\n{\"usageMetadata\":{\"promptTokenCount\":20,\"candidatesTokenCount\":5},\"modelVersion\":\"models/gemini-2.5-flash\"}\n"
+        "]";
+    size_t len = strlen(s);
+    for (size_t cut = 0; cut <= len; cut++) {
+        kl_arena a;
+        kl_arena_init(&a);
+        kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+        kl_usage_array_bytes(p, s, cut);
+        kl_usage_array_bytes(p, s + cut, len - cut);
+        const struct kl_usage *u = kl_usage_result(p);
+        expect_counts(u, 20, 0, 0, 5, 0);
+        assert_string_equal(u->model_served, "models/gemini-2.5-flash");
+        kl_arena_free(&a);
+    }
+}
+
+/* An element over KL_USAGE_MAX_ELEMENT is skipped without being kept; the
+ * elements around it still count. */
+static void gemini_array_huge_element(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+    const char *head = "[{\"usageMetadata\":{\"promptTokenCount\":3,\"candidatesTokenCount\":1}}\n,\r\n"
+                       "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"";
+    kl_usage_array_bytes(p, head, strlen(head));
+    size_t chunk = 1 << 20;
+    char *x = malloc(chunk);
+    memset(x, 'x', chunk);
+    for (int i = 0; i < 17; i++)
+        kl_usage_array_bytes(p, x, chunk);
+    free(x);
+    assert_true(a.total < (size_t)40 << 20);
+    const char *tail = "\"}]}}],\"usageMetadata\":{\"promptTokenCount\":999}}\n,\r\n"
+                       "{\"usageMetadata\":{\"promptTokenCount\":30,\"candidatesTokenCount\":7}}\n]";
+    kl_usage_array_bytes(p, tail, strlen(tail));
+    expect_counts(kl_usage_result(p), 30, 0, 0, 7, 0);
+    kl_arena_free(&a);
+}
+
+static void gemini_tool_use_prompt_and_block(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+    const char *b = "{\"promptFeedback\":{\"blockReason\":\"SAFETY\"},\"usageMetadata\":"
+                    "{\"promptTokenCount\":9,\"toolUsePromptTokenCount\":4,\"totalTokenCount\":13}}";
+    kl_usage_whole(p, b, strlen(b));
+    expect_counts(kl_usage_result(p), 13, 0, 0, 0, 0);
+    assert_string_equal(kl_usage_result(p)->stop_reason, "SAFETY");
+    kl_arena_free(&a);
+}
+
+/* ---- limits and garbage ---- */
+
+static void tool_names_capped(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    char buf[128];
+    for (int i = 0; i < 70; i++) {
+        int n = snprintf(buf, sizeof(buf),
+                         "{\"type\":\"content_block_start\",\"index\":%d,\"content_block\":"
+                         "{\"type\":\"tool_use\",\"name\":\"t%d\",\"input\":{}}}", i, i);
+        kl_usage_event(p, "content_block_start", 19, buf, (size_t)n);
+    }
+    const struct kl_usage *u = kl_usage_result(p);
+    assert_int_equal(u->tool_calls, 70);
+    assert_int_equal(u->ntool_names, KL_USAGE_MAX_TOOL_NAMES);
+    assert_string_equal(u->tool_names[63], "t63");
+    kl_arena_free(&a);
+}
+
+/* Malformed input never crashes and never loses what was counted. */
+static void garbage_keeps_counts(void **state)
+{
+    (void)state;
+    const char *junk[] = {"", "{", "{\"usage\":", "null", "[1,2", "\"str\"", "{\"usage\":{\"prompt_tokens\":\"x\"}",
+                          "{\"type\":\"message_start\",\"message\":7}", "{\"choices\":7,\"usage\":[]}",
+                          "{\"usageMetadata\":", "{\"a\":1,,}", "\xff\xfe{"};
+    for (int k = KL_USAGE_OPENAI_CHAT; k <= KL_USAGE_COUNT_ONLY; k++) {
+        kl_arena a;
+        kl_arena_init(&a);
+        kl_usage_parser *p = kl_usage_parser_new(&a, (enum kl_usage_kind)k);
+        const char *good = k == KL_USAGE_GEMINI ? "{\"usageMetadata\":{\"promptTokenCount\":5}}"
+                         : k == KL_USAGE_ANTHROPIC ? "{\"usage\":{\"input_tokens\":5}}"
+                         : k == KL_USAGE_OPENAI_RESPONSES ? "{\"usage\":{\"input_tokens\":5}}"
+                         : "{\"usage\":{\"prompt_tokens\":5}}";
+        kl_usage_whole(p, good, strlen(good));
+        for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
+            kl_usage_whole(p, junk[i], strlen(junk[i]));
+            kl_usage_event(p, "message_start", 13, junk[i], strlen(junk[i]));
+            kl_usage_event(p, NULL, 0, junk[i], strlen(junk[i]));
+            kl_usage_array_bytes(p, junk[i], strlen(junk[i]));
+        }
+        kl_usage_event(p, NULL, 0, NULL, 0);
+        kl_usage_whole(p, NULL, 0);
+        if (k != KL_USAGE_COUNT_ONLY)
+            assert_int_equal(kl_usage_result(p)->input, 5);
+        assert_true(kl_usage_result(p)->known);
+        kl_arena_free(&a);
+    }
+}
+
+static void prompt_tokens_sum(void **state)
+{
+    (void)state;
+    struct kl_usage u = {.input = 5, .cache_read = 7, .cache_write = 11};
+    assert_int_equal(kl_usage_prompt_tokens(&u), 23);
+    u.input = INT64_MAX;
+    assert_int_equal(kl_usage_prompt_tokens(&u), INT64_MAX);
+}
+
+
+/* ---- sessions ---- */
+
+static const char *sid(kl_arena *a, const struct kl_header *h, size_t nh, const char *body,
+                       const char *login)
+{
+    cJSON *j = body ? cJSON_Parse(body) : NULL;
+    if (body)
+        assert_non_null(j);
+    const char *r = kl_session_id(a, h, nh, j, login);
+    cJSON_Delete(j);
+    return r;
+}
+
+static void session_from_headers(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    struct kl_header h[] = {
+        {"Host", "gw"},
+        {"x-codex-turn-metadata", "{\"session_id\":\"codex-meta\",\"turn_id\":\"t1\"}"},
+        {"X-Session-Id", "generic-1"},
+        {"Session-Id", "0199a0b1-codex"},
+        {"X-Claude-Code-Session-Id", "5c1b4a4e-6c52-4a0e-9a55-0c7b0d4a9f01"},
+    };
+    /* precedence: claude-code > session-id > x-session-id > codex metadata */
+    assert_string_equal(sid(&a, h, 5, NULL, "alice"), "5c1b4a4e-6c52-4a0e-9a55-0c7b0d4a9f01");
+    assert_string_equal(sid(&a, h, 4, NULL, "alice"), "0199a0b1-codex");
+    assert_string_equal(sid(&a, h, 3, NULL, "alice"), "generic-1");
+    assert_string_equal(sid(&a, h, 2, NULL, "alice"), "codex-meta");
+    /* unusable values are skipped: spaces, control bytes, over 128 bytes */
+    char longv[200];
+    memset(longv, 'x', sizeof(longv) - 1);
+    longv[sizeof(longv) - 1] = '\0';
+    struct kl_header bad[] = {
+        {"x-claude-code-session-id", "has space"}, {"session-id", longv}, {"x-session-id", ""},
+        {"x-codex-turn-metadata", "{not json"},
+    };
+    assert_null(sid(&a, bad, 4, NULL, "alice"));
+    longv[128] = '\0';
+    struct kl_header edge[] = {{"session-id", longv}};
+    assert_string_equal(sid(&a, edge, 1, NULL, NULL), longv);
+    kl_arena_free(&a);
+}
+
+static void session_from_claude_metadata(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    const char *legacy = "{\"model\":\"claude-sonnet-4-5\",\"metadata\":{\"user_id\":"
+                         "\"user_3f1e0c_account__session_57a121ec-f78c-48c3-a745-e3036a3ecc33\"},"
+                         "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    assert_string_equal(sid(&a, NULL, 0, legacy, "alice"), "57a121ec-f78c-48c3-a745-e3036a3ecc33");
+    const char *json = "{\"metadata\":{\"user_id\":\"{\\\"device_id\\\":\\\"d\\\",\\\"account_uuid\\\":\\\"\\\","
+                       "\\\"session_id\\\":\\\"54c1eb09-bc4c-4d2f-98eb-6d2ab2d5e2fe\\\"}\"},"
+                       "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    assert_string_equal(sid(&a, NULL, 0, json, "alice"), "54c1eb09-bc4c-4d2f-98eb-6d2ab2d5e2fe");
+    /* "session_" not followed by a uuid: fall through to the fingerprint */
+    const char *odd = "{\"metadata\":{\"user_id\":\"user_x_session_notauuid\"},"
+                      "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+    const char *fp = sid(&a, NULL, 0, odd, "alice");
+    assert_non_null(fp);
+    assert_int_equal(strncmp(fp, "fp:", 3), 0);
+    /* a header beats the body */
+    struct kl_header h[] = {{"x-claude-code-session-id", "from-header"}};
+    assert_string_equal(sid(&a, h, 1, legacy, "alice"), "from-header");
+    kl_arena_free(&a);
+}
+
+/* Every turn of a conversation resends its first user message, so every
+ * turn gets the same fingerprint; another user or another conversation
+ * gets another. */
+static void session_fingerprint_stable_across_turns(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    const char *turn1 = "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},"
+                        "{\"role\":\"user\",\"content\":\"fix the build\"}]}";
+    const char *turn2 = "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},"
+                        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"fix the build\"}]},"
+                        "{\"role\":\"assistant\",\"content\":\"done\"},{\"role\":\"user\",\"content\":\"thanks\"}]}";
+    const char *anth = "{\"model\":\"claude-sonnet-4-5\",\"system\":\"x\",\"messages\":[{\"role\":\"user\",\"content\":"
+                       "[{\"type\":\"text\",\"text\":\"fix the build\",\"cache_control\":{\"type\":\"ephemeral\"}}]}]}";
+    const char *resp_s = "{\"model\":\"gpt-5.4\",\"input\":\"fix the build\"}";
+    const char *resp_a = "{\"model\":\"gpt-5.4\",\"input\":[{\"type\":\"message\",\"role\":\"developer\",\"content\":\"d\"},"
+                         "{\"type\":\"message\",\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":\"fix the build\"}]},"
+                         "{\"type\":\"function_call_output\",\"call_id\":\"c\",\"output\":\"ok\"}]}";
+    const char *gem = "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"fix the build\"}]},"
+                      "{\"role\":\"model\",\"parts\":[{\"functionCall\":{\"name\":\"ls\"}}]}]}";
+    const char *gem_norole = "{\"contents\":[{\"parts\":[{\"text\":\"fix the build\"}]}]}";
+    const char *fp = sid(&a, NULL, 0, turn1, "alice@example.com");
+    assert_non_null(fp);
+    assert_int_equal(strlen(fp), 3 + 64);
+    assert_int_equal(strncmp(fp, "fp:", 3), 0);
+    const char *same[] = {turn2, anth, resp_s, resp_a, gem, gem_norole};
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++)
+        assert_string_equal(sid(&a, NULL, 0, same[i], "alice@example.com"), fp);
+    assert_string_not_equal(sid(&a, NULL, 0, turn1, "bob@example.com"), fp);
+    assert_string_not_equal(sid(&a, NULL, 0, turn1, NULL), fp);
+    const char *other = "{\"messages\":[{\"role\":\"user\",\"content\":\"write docs\"}]}";
+    assert_string_not_equal(sid(&a, NULL, 0, other, "alice@example.com"), fp);
+    kl_arena_free(&a);
+}
+
+static void session_nothing_to_fingerprint(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    assert_null(sid(&a, NULL, 0, NULL, "alice"));
+    const char *none[] = {
+        "{}", "[]", "{\"messages\":[]}", "{\"messages\":[{\"role\":\"assistant\",\"content\":\"x\"}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"\"}]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image\",\"source\":{}}]}]}",
+        "{\"input\":[{\"type\":\"function_call_output\",\"output\":\"x\"}]}", "{\"contents\":7}",
+        "{\"metadata\":{\"user_id\":7},\"messages\":{\"role\":\"user\"}}",
+    };
+    for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++)
+        if (sid(&a, NULL, 0, none[i], "alice"))
+            fail_msg("fingerprinted %s", none[i]);
+    kl_arena_free(&a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(chat_whole),
+        cmocka_unit_test(chat_stream_tools_every_split),
+        cmocka_unit_test(chat_stream_malformed_every_split),
+        cmocka_unit_test(chat_stream_without_usage_is_unknown),
+        cmocka_unit_test(chat_stream_parallel_tools),
+        cmocka_unit_test(chat_clamps_negative),
+        cmocka_unit_test(custom_tools),
+        cmocka_unit_test(responses_whole),
+        cmocka_unit_test(responses_stream_every_split),
+        cmocka_unit_test(responses_running_totals),
+        cmocka_unit_test(responses_failed_and_error),
+        cmocka_unit_test(embeddings_whole),
+        cmocka_unit_test(count_tokens_consume_nothing),
+        cmocka_unit_test(anthropic_whole),
+        cmocka_unit_test(anthropic_stream_every_split),
+        cmocka_unit_test(anthropic_cumulative_delta),
+        cmocka_unit_test(gemini_whole),
+        cmocka_unit_test(gemini_sse_every_split),
+        cmocka_unit_test(gemini_array_every_split),
+        cmocka_unit_test(gemini_array_running_totals),
+        cmocka_unit_test(gemini_array_resync),
+        cmocka_unit_test(gemini_array_huge_element),
+        cmocka_unit_test(gemini_tool_use_prompt_and_block),
+        cmocka_unit_test(tool_names_capped),
+        cmocka_unit_test(garbage_keeps_counts),
+        cmocka_unit_test(prompt_tokens_sum),
+        cmocka_unit_test(session_from_headers),
+        cmocka_unit_test(session_from_claude_metadata),
+        cmocka_unit_test(session_fingerprint_stable_across_turns),
+        cmocka_unit_test(session_nothing_to_fingerprint),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
