@@ -155,7 +155,7 @@ enum kl_step kl_fail(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_class
     ex->error_class = ec;
     ex->error_message = kl_arena_strdup(&ex->arena, msg);
     char *body = kl_dialect_error_body(&ex->arena, ex->dialect, kind, msg);
-    const char *extra = NULL;
+    const char *extra = ex->fail_headers;
     if (kind == KL_ERR_METHOD)
         extra = kl_arena_printf(&ex->arena, "Allow: %s\r\n", ex->ep->method && strcmp(ex->ep->method, "*")
                                                               ? ex->ep->method : "GET, HEAD");
@@ -182,9 +182,9 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
     kl_respond_start(ex, status, headers, content_length);
 }
 
-void kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len)
+bool kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len)
 {
-    kl_account_data(ex, data, len);
+    return kl_account_data(ex, data, len);
 }
 
 void kl_pipeline_response_end(kl_exchange *ex)
@@ -206,7 +206,7 @@ void kl_pipeline_upstream_failed(kl_exchange *ex, enum kl_err_kind kind,
         ex->error_class = ec;
         ex->error_message = kl_arena_strdup(&ex->arena, message);
         kl_account_end(ex);
-        if (ex->stream && ex->acct && ex->upstream_status < 400) {
+        if (kl_account_is_event_stream(ex) && ex->upstream_status < 400) {
             char *ev = kl_dialect_error_event(&ex->arena, ex->dialect, kind, message);
             kl_respond_data(ex, ev, strlen(ev));
             kl_respond_end(ex);
@@ -235,6 +235,8 @@ void kl_pipeline_finish(kl_exchange *ex)
 {
     kl_worker *w = ex->worker;
     ex->t_end_ns = kl_now_ns();
+    kl_account_finish(ex);
+    kl_admit_settle(ex);
     kl_record_exchange(ex);
     kl_identity_release(ex);
     kl_account_free(ex);

@@ -40,7 +40,9 @@ enum kl_step kl_fail(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_class
  * headers are preformatted "Name: value\r\n" lines, already filtered. */
 void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
                                int64_t content_length, bool event_stream);
-void kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len);
+/* False: account stopped the answer (a quota cannot cover it); the
+ * upstream transfer must end and kl_pipeline_upstream_failed follow. */
+bool kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len);
 /* The provider's answer is complete. */
 void kl_pipeline_response_end(kl_exchange *ex);
 /* The upstream transfer failed (before or after the response began). */

@@ -7,6 +7,7 @@
 #include "account/session.h"
 #include "account/sse.h"
 #include "account/usage.h"
+#include "admit/admit.h"
 #include "identity/identity.h"
 #include "listen/conn.h"
 #include "record/rec.h"
@@ -101,10 +102,24 @@ static void forward(kl_exchange *ex, const char *data, size_t len)
     kl_respond_data(ex, data, len);
 }
 
+/* Usage grew past what the quotas reserved and they cannot cover more:
+ * nothing further reaches the caller. */
+static bool stopped(kl_exchange *ex)
+{
+    if (ex->cut_off)
+        return true;
+    if (kl_admit_stream_ok(ex))
+        return false;
+    ex->cut_off = true;
+    return true;
+}
+
 static void on_event(void *arg, const char *raw, size_t len)
 {
     kl_exchange *ex = arg;
     struct kl_account *a = ex->acct;
+    if (ex->cut_off)
+        return;
     const char *ev;
     size_t evl, dl;
     char *data;
@@ -113,23 +128,27 @@ static void on_event(void *arg, const char *raw, size_t len)
         kl_usage_event(a->usage, ev, evl, data, dl);
     bool drop = a->strip_usage_chunk && is_usage_only_chunk(data, dl);
     free(data);
+    if (stopped(ex))
+        return;
     if (!drop)
         forward(ex, raw, len);
 }
 
-void kl_account_data(kl_exchange *ex, const char *data, size_t len)
+bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
 {
     struct kl_account *a = ex->acct;
     if (!a) {
         kl_respond_data(ex, data, len);
-        return;
+        return true;
     }
     switch (a->mode) {
     case BODY_EVENTS:
         kl_sse_feed(&a->sse, data, len, on_event, ex);
-        return;
+        return !ex->cut_off;
     case BODY_ARRAY:
         kl_usage_array_bytes(a->usage, data, len);
+        if (stopped(ex))
+            return false;
         break;
     case BODY_WHOLE:
         if (a->whole_len + len <= KL_WHOLE_MAX)
@@ -141,6 +160,12 @@ void kl_account_data(kl_exchange *ex, const char *data, size_t len)
         break;
     }
     forward(ex, data, len);
+    return true;
+}
+
+bool kl_account_is_event_stream(const kl_exchange *ex)
+{
+    return ex->acct && ex->acct->mode == BODY_EVENTS;
 }
 
 void kl_account_end(kl_exchange *ex)
@@ -148,7 +173,7 @@ void kl_account_end(kl_exchange *ex)
     struct kl_account *a = ex->acct;
     if (!a)
         return;
-    if (a->split_events)
+    if (a->split_events && !ex->cut_off)
         kl_sse_flush(&a->sse, on_event, ex);
     if (a->mode == BODY_WHOLE && a->whole && !a->whole_overflow) {
         kl_usage_whole(a->usage, a->whole, a->whole_len);
@@ -166,6 +191,23 @@ void kl_account_free(kl_exchange *ex)
     free(a->whole);
     free(a->capture);
     ex->acct = NULL;
+}
+
+void kl_account_finish(kl_exchange *ex)
+{
+    const struct kl_usage *u = kl_account_usage(ex);
+    const struct kl_provider *p = ex->provider;
+    const kl_prices *prices = ex->cfg->prices;
+    if (!u || !u->known || !p || !prices)
+        return;
+    /* Price what the provider says it served; fall back to what was asked. */
+    const char *model = u->model_served ? u->model_served : ex->model;
+    int64_t nd;
+    if (kl_cost(prices, p->cost_basis, p->cost_map, model, u, &nd) == 0 ||
+        (model != ex->model && ex->model && kl_cost(prices, p->cost_basis, p->cost_map, ex->model, u, &nd) == 0)) {
+        ex->cost_known = true;
+        ex->cost_nd = nd;
+    }
 }
 
 const struct kl_usage *kl_account_usage(const kl_exchange *ex)
@@ -213,17 +255,6 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
     r->tool_calls = u->tool_calls;
     r->tool_names = join_names(&ex->arena, u);
     r->stop_reason = u->stop_reason;
-    const struct kl_provider *p = ex->provider;
-    const kl_prices *prices = ex->cfg->prices;
-    if (!p || !prices)
-        return;
-    /* Price what the provider says it served; fall back to what was asked. */
-    const char *model = u->model_served ? u->model_served : ex->model;
-    int64_t nd;
-    if (kl_cost(prices, p->cost_basis, p->cost_map, model, u, &nd) == 0 ||
-        (model != ex->model && ex->model &&
-         kl_cost(prices, p->cost_basis, p->cost_map, ex->model, u, &nd) == 0)) {
-        r->cost_known = true;
-        r->cost_nanodollars = nd;
-    }
+    r->cost_known = ex->cost_known;
+    r->cost_nanodollars = ex->cost_nd;
 }

@@ -1,7 +1,362 @@
 #include "admit/admit.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "account/account.h"
+#include "account/prices.h"
+#include "account/usage.h"
+#include "admit/buckets.h"
+#include "admit/lease.h"
+#include "admit/quotas.h"
+#include "authorize/grants.h"
+#include "core/log.h"
+#include "identity/identity.h"
+#include "record/record.h"
+
+#define KL_MAX_BUCKETS 16
+
+enum charge { CHARGE_DOLLARS, CHARGE_REQUESTS, CHARGE_TOKENS, CHARGE_SLOT };
+
+struct kl_admission {
+    size_t n;
+    struct kl_bucket *b[KL_MAX_BUCKETS];
+    struct kl_bucket_spec spec[KL_MAX_BUCKETS];
+    int64_t amount[KL_MAX_BUCKETS];     /* to reserve */
+    int64_t reserved[KL_MAX_BUCKETS];   /* reserved so far (grows mid-stream) */
+    int64_t cost;                       /* the dollar estimate */
+    enum charge charge[KL_MAX_BUCKETS];
+    bool log_only[KL_MAX_BUCKETS];      /* on_exceed: log — charged, never refused */
+    bool settled;
+};
+
+int kl_admit_server_init(kl_server *srv)
+{
+    srv->buckets = kl_buckets_new();
+    return 0;
+}
+
+void kl_admit_server_free(kl_server *srv)
+{
+    kl_buckets_free(srv->buckets);
+    srv->buckets = NULL;
+}
+
+bool kl_quota_pooled(const kl_config *cfg)
+{
+    return cfg->store->driver == KL_STORE_POSTGRES && !cfg->store->zero_retention;
+}
+
+const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl)
+{
+    const struct kl_identity *id = ex->ident;
+    const char *user = id->login;
+    const char *node = id->node ? id->node : id->login;
+    size_t cap = strlen(tmpl) + 1, o = 0;
+    for (const char *p = tmpl; *p; p++)
+        cap += strlen(user) + strlen(node);
+    char *out = kl_arena_alloc(&ex->arena, cap);
+    for (const char *p = tmpl; *p;) {
+        if (strncmp(p, "<user>", 6) == 0) {
+            o += (size_t)sprintf(out + o, "%s", user);
+            p += 6;
+        } else if (strncmp(p, "<node>", 6) == 0) {
+            o += (size_t)sprintf(out + o, "%s", node);
+            p += 6;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static bool cap_applies(const struct kl_cap *cap, const char *qualified)
+{
+    if (!cap->models)
+        return true;
+    for (size_t i = 0; i < cap->nmodels; i++)
+        if (kl_glob_match(cap->models[i], qualified))
+            return true;
+    return false;
+}
+
+static bool add(struct kl_admission *a, const char *name, int64_t capacity, int64_t rate, int64_t period,
+                bool persistent, enum charge charge, bool log_only, bool pooled)
+{
+    for (size_t i = 0; i < a->n; i++)
+        if (strcmp(a->spec[i].name, name) == 0)
+            return true; /* a bucket is charged once, however many grants name it */
+    if (a->n == KL_MAX_BUCKETS)
+        return false;
+    a->spec[a->n] = (struct kl_bucket_spec){name, capacity, rate, period, persistent, pooled};
+    a->charge[a->n] = charge;
+    a->log_only[a->n] = log_only;
+    a->n++;
+    return true;
+}
+
+static int64_t prompt_estimate(const kl_exchange *ex)
+{
+    int64_t bpt = ex->cfg->quotas ? ex->cfg->quotas->bytes_per_token : 3;
+    return ((int64_t)ex->body_len + bpt - 1) / bpt;
+}
+
+static int64_t output_estimate(const kl_exchange *ex)
+{
+    switch (ex->ep->id) {
+    case KL_EP_EMBEDDINGS:
+    case KL_EP_COUNT_TOKENS:
+    case KL_EP_GEMINI_COUNT:
+        return 0;
+    default:
+        break;
+    }
+    if (ex->max_output_tokens > 0)
+        return ex->max_output_tokens;
+    return ex->cfg->quotas ? ex->cfg->quotas->default_max_output_tokens : 8192;
+}
+
+static bool free_endpoint(const kl_exchange *ex)
+{
+    return ex->ep->id == KL_EP_COUNT_TOKENS || ex->ep->id == KL_EP_GEMINI_COUNT;
+}
+
+static enum kl_step refuse(kl_exchange *ex, struct kl_admission *a, size_t i, int64_t retry)
+{
+    ex->admission = NULL;
+    if (retry > 0)
+        ex->fail_headers = kl_arena_printf(&ex->arena, "Retry-After: %lld\r\n", (long long)retry);
+    if (a->charge[i] == CHARGE_DOLLARS)
+        return kl_fail(ex, KL_ERR_QUOTA, KL_EC_QUOTA, "quota %s cannot cover this request (reserving $%lld.%09lld)%s",
+                       a->spec[i].name, (long long)(a->cost / 1000000000), (long long)(a->cost % 1000000000),
+                       retry < 0 ? ": the request costs more than the bucket can ever hold" : "");
+    return kl_fail(ex, KL_ERR_RATE_LIMIT, KL_EC_RATE_LIMITED, "rate limit %s exceeded%s", a->spec[i].name,
+                   retry < 0 ? ": the request is larger than the limit" : "");
+}
+
+static void leased(kl_exchange *ex, bool ok, int64_t retry);
+
+/* Reserve every bucket at once. A pooled bucket (several gateways) that is
+ * short first leases from PostgreSQL — asynchronously, once. */
+static enum kl_step reserve(kl_exchange *ex, struct kl_admission *a, bool may_lease)
+{
+    struct kl_buckets *t = ex->worker->server->buckets;
+    int64_t now = kl_wall_ms();
+    struct kl_bucket_spec strict[KL_MAX_BUCKETS];
+    int64_t amounts[KL_MAX_BUCKETS];
+    size_t map[KL_MAX_BUCKETS], ns = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->log_only[i])
+            continue;
+        strict[ns] = a->spec[i];
+        amounts[ns] = a->amount[i];
+        map[ns++] = i;
+    }
+    struct kl_bucket *got[KL_MAX_BUCKETS];
+    size_t failed = 0;
+    int64_t retry = 0;
+    if (kl_buckets_reserve(t, strict, amounts, ns, now, got, &failed, &retry) < 0) {
+        if (may_lease) {
+            struct kl_lease_need needs[KL_MAX_BUCKETS];
+            size_t nn = 0;
+            for (size_t k = 0; k < ns; k++) {
+                if (!strict[k].pooled)
+                    continue;
+                int64_t short_by = kl_buckets_shortfall(t, &a->spec[map[k]], amounts[k], now);
+                if (short_by > 0)
+                    needs[nn++] = (struct kl_lease_need){&a->spec[map[k]], short_by};
+            }
+            if (nn > 0 && !strict[failed].pooled) {
+                nn = 0; /* a local limit refuses anyway: no lease needed */
+            }
+            if (nn > 0) {
+                kl_lease_start(ex, needs, nn, leased);
+                return KL_WAIT;
+            }
+        }
+        return refuse(ex, a, map[failed], retry);
+    }
+    for (size_t k = 0; k < ns; k++) {
+        a->b[map[k]] = got[k];
+        a->reserved[map[k]] = amounts[k];
+    }
+    /* log-only: reserve when possible, else charge at the end regardless */
+    for (size_t i = 0; i < a->n; i++) {
+        if (!a->log_only[i])
+            continue;
+        struct kl_bucket *b;
+        size_t fi;
+        int64_t r, zero = 0;
+        if (kl_buckets_reserve(t, &a->spec[i], &a->amount[i], 1, now, &b, &fi, &r) == 0) {
+            a->reserved[i] = a->amount[i];
+        } else {
+            kl_warn("%s: quota %s exceeded (on_exceed: log); request allowed", ex->id, a->spec[i].name);
+            kl_buckets_reserve(t, &a->spec[i], &zero, 1, now, &b, &fi, &r);
+            a->reserved[i] = 0;
+        }
+        a->b[i] = b;
+    }
+    return KL_NEXT;
+}
+
+static void leased(kl_exchange *ex, bool ok, int64_t retry)
+{
+    struct kl_admission *a = ex->admission;
+    enum kl_step step;
+    if (!ok) {
+        size_t i = 0;
+        while (i < a->n && !a->spec[i].pooled)
+            i++;
+        step = refuse(ex, a, i < a->n ? i : 0, retry);
+    } else {
+        step = reserve(ex, a, false);
+    }
+    kl_pipeline_continue(ex, step);
+}
+
 enum kl_step kl_admit_run(kl_exchange *ex)
 {
-    (void)ex;
-    return KL_NEXT;
+    const struct kl_grant_set *s = ex->grant_set;
+    if (!s || !ex->provider)
+        return KL_NEXT;
+    char qualified[512];
+    snprintf(qualified, sizeof(qualified), "%s/%s", ex->provider->id, ex->model);
+    struct kl_admission *a = kl_arena_alloc(&ex->arena, sizeof(*a));
+    bool dollars = false;
+    for (size_t i = 0; i < s->ncaps; i++) {
+        const struct kl_cap *cap = s->caps[i].cap;
+        if (!cap_applies(cap, qualified))
+            continue;
+        const cJSON *qs = cJSON_GetObjectItemCaseSensitive(cap->raw, "quotas");
+        const cJSON *ref;
+        cJSON_ArrayForEach(ref, qs) {
+            const cJSON *bn = cJSON_GetObjectItemCaseSensitive(ref, "bucket");
+            const struct kl_quota *q = cJSON_IsString(bn) ? kl_quota_find(ex->cfg->quotas, bn->valuestring) : NULL;
+            if (!q) /* fail closed: a grant names a bucket nobody defined */
+                return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN,
+                               "access denied: a grant refers to quota bucket %s, which is not defined",
+                               cJSON_IsString(bn) ? bn->valuestring : "(none)");
+            if (free_endpoint(ex))
+                continue;
+            if (!add(a, kl_quota_bucket_name(ex, q->name), q->capacity_nd, q->rate_nd, q->rate_period_ms, true,
+                     CHARGE_DOLLARS, q->on_exceed == KL_EXCEED_LOG, kl_quota_pooled(ex->cfg)))
+                return kl_fail(ex, KL_ERR_INTERNAL, KL_EC_INTERNAL, "too many quota buckets apply");
+            dollars = true;
+        }
+        struct kl_rate_limit rl;
+        const char *why;
+        int r = kl_rate_limit_read(cap->raw, &rl, &why);
+        if (r < 0)
+            return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN, "access denied: bad rate_limit grant: %s", why);
+        if (r == 0)
+            continue;
+        const char *key = rl.per == KL_PER_NODE ? (ex->ident->node ? ex->ident->node : ex->ident->login)
+                        : rl.per == KL_PER_GRANT ? kl_arena_printf(&ex->arena, "grant#%d", s->caps[i].grant)
+                                                 : ex->ident->login;
+        if (rl.rpm)
+            add(a, kl_arena_printf(&ex->arena, "rpm:%s", key), rl.rpm, rl.rpm, 60000, false, CHARGE_REQUESTS, false, false);
+        if (rl.tpm && !free_endpoint(ex))
+            add(a, kl_arena_printf(&ex->arena, "tpm:%s", key), rl.tpm, rl.tpm, 60000, false, CHARGE_TOKENS, false, false);
+        if (rl.concurrent)
+            add(a, kl_arena_printf(&ex->arena, "concurrent:%s", key), rl.concurrent, 0, 0, false, CHARGE_SLOT, false, false);
+    }
+    if (a->n == 0)
+        return KL_NEXT;
+
+    int64_t prompt = prompt_estimate(ex), out = output_estimate(ex);
+    int64_t cost = 0;
+    if (dollars && kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
+                                        ex->model, prompt, out, &cost) < 0)
+        return kl_fail(ex, KL_ERR_QUOTA, KL_EC_QUOTA,
+                       "spend limit cannot be enforced: model %s has no price, so its cost cannot be reserved",
+                       ex->model);
+    /* The reservation bounds the answer only if the provider is held to the
+     * output it was priced for: ask for it explicitly when the caller did not. */
+    if (dollars && ex->max_output_tokens <= 0 && out > 0)
+        ex->inject_max_output_tokens = out;
+
+    for (size_t i = 0; i < a->n; i++) {
+        switch (a->charge[i]) {
+        case CHARGE_DOLLARS: a->amount[i] = cost; break;
+        case CHARGE_TOKENS: a->amount[i] = prompt + out; break;
+        default: a->amount[i] = 1; break;
+        }
+    }
+    a->cost = cost;
+    ex->admission = a;
+    return reserve(ex, a, true);
+}
+
+/* What the request really used, per kind of bucket. */
+static int64_t actual(const kl_exchange *ex, const struct kl_admission *a, size_t i)
+{
+    const struct kl_usage *u = kl_account_usage(ex);
+    bool forwarded = ex->upstream_status != 0;
+    bool failed_upstream = ex->upstream_status >= 400;
+    switch (a->charge[i]) {
+    case CHARGE_REQUESTS:
+        return 1;
+    case CHARGE_SLOT:
+        return 0;
+    case CHARGE_TOKENS:
+        if (u && u->known)
+            return u->input + u->cache_read + u->cache_write + u->output;
+        return forwarded && !failed_upstream ? a->reserved[i] : 0;
+    case CHARGE_DOLLARS:
+        if (ex->cost_known)
+            return ex->cost_nd;
+        /* Unknown cost of an answer that was given: keep the whole
+         * reservation (the honest upper bound); nothing given, nothing owed. */
+        return forwarded && !failed_upstream ? a->reserved[i] : 0;
+    }
+    return 0;
+}
+
+bool kl_admit_stream_ok(kl_exchange *ex)
+{
+    struct kl_admission *a = ex->admission;
+    if (!a)
+        return true;
+    const struct kl_usage *u = kl_account_usage(ex);
+    if (!u || !u->known)
+        return true;
+    int64_t cost = -1;
+    for (size_t i = 0; i < a->n; i++) {
+        int64_t used;
+        if (a->charge[i] == CHARGE_DOLLARS) {
+            if (cost < 0 && kl_cost(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
+                                    ex->model, u, &cost) < 0)
+                return true;
+            used = cost;
+        } else if (a->charge[i] == CHARGE_TOKENS) {
+            used = u->input + u->cache_read + u->cache_write + u->output;
+        } else {
+            continue;
+        }
+        if (used <= a->reserved[i] || a->log_only[i])
+            continue;
+        int64_t delta = used - a->reserved[i];
+        if (!kl_buckets_extend(ex->worker->server->buckets, a->b[i], delta, kl_wall_ms())) {
+            ex->error_message = kl_arena_printf(&ex->arena,
+                "%s %s cannot cover this answer any more: stopped by the gateway",
+                a->charge[i] == CHARGE_DOLLARS ? "quota" : "rate limit", a->spec[i].name);
+            return false;
+        }
+        a->reserved[i] = used;
+    }
+    return true;
+}
+
+void kl_admit_settle(kl_exchange *ex)
+{
+    struct kl_admission *a = ex->admission;
+    if (!a || a->settled)
+        return;
+    a->settled = true;
+    int64_t now = kl_wall_ms();
+    for (size_t i = 0; i < a->n; i++)
+        if (a->b[i])
+            kl_buckets_settle(ex->worker->server->buckets, a->b[i], a->reserved[i], actual(ex, a, i), now);
 }

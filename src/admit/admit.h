@@ -1,11 +1,33 @@
 /* Stage 5, admit: spend quotas and rate limits, reserved before forwarding.
- * A pass-through until quotas are built. */
+ *
+ * Every peer checks a budget first and debits after the response, so a
+ * burst of concurrent requests sails past the limit. keyless reserves each
+ * request's maximum cost (prompt estimate + max output tokens, priced) in
+ * every bucket that applies, atomically, before anything is forwarded;
+ * settles to the real cost at the end; and extends the reservation while a
+ * stream runs, cutting it off in the caller's dialect when a bucket cannot
+ * cover it. See buckets.h for the arithmetic. */
 #ifndef KL_ADMIT_H
 #define KL_ADMIT_H
+
+#include <stdbool.h>
 
 #include "core/exchange.h"
 #include "pipeline.h"
 
 enum kl_step kl_admit_run(kl_exchange *ex);
+/* Mid-stream: may the answer go on? False: a bucket cannot cover the usage
+ * reported so far (ex->error_message says which). */
+bool kl_admit_stream_ok(kl_exchange *ex);
+/* A bucket template for the caller: "daily:<user>" -> "daily:alice@example.com"
+ * (<node> is the node name, or the login when there is none). */
+const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl);
+/* Are dollar quotas shared through PostgreSQL (leased) in this config? */
+bool kl_quota_pooled(const kl_config *cfg);
+/* At the end: charge the real amounts and release the rest. */
+void kl_admit_settle(kl_exchange *ex);
+
+int  kl_admit_server_init(kl_server *srv);
+void kl_admit_server_free(kl_server *srv);
 
 #endif

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "account/prices.h"
+#include "admit/quotas.h"
 #include "authorize/grants.h"
 #include "core/log.h"
 #include "identity/identity.h"
@@ -607,6 +608,31 @@ static void default_prices(kl_cfg_ctx *c)
                   "no price table found (data/prices.json): request costs will be recorded as unknown");
 }
 
+/* A grant that names an undefined quota bucket would let requests through
+ * unmetered: refuse the configuration instead (fail closed). */
+static void check_quota_refs(kl_cfg_ctx *c)
+{
+    const struct kl_grants *g = c->cfg->grants;
+    for (size_t i = 0; g && i < g->n; i++) {
+        for (size_t k = 0; k < g->v[i].ncaps; k++) {
+            const cJSON *qs = cJSON_GetObjectItemCaseSensitive(g->v[i].caps[k].raw, "quotas");
+            const cJSON *ref;
+            cJSON_ArrayForEach(ref, qs) {
+                const cJSON *bn = cJSON_GetObjectItemCaseSensitive(ref, "bucket");
+                if (!cJSON_IsString(bn))
+                    kl_cfg_report(c, KL_SEV_ERROR, ref, "a quota reference must be {\"bucket\": \"name\"}");
+                else if (!kl_quota_find(c->cfg->quotas, bn->valuestring))
+                    kl_cfg_report(c, KL_SEV_ERROR, bn, "grant refers to quota bucket \"%s\", which quotas does not define",
+                                  bn->valuestring);
+            }
+            const char *why;
+            struct kl_rate_limit rl;
+            if (kl_rate_limit_read(g->v[i].caps[k].raw, &rl, &why) < 0)
+                kl_cfg_report(c, KL_SEV_ERROR, g->v[i].caps[k].raw, "%s", why);
+        }
+    }
+}
+
 /* Sections read by a later part of keyless: parsed (so syntax errors are
  * still caught) and announced, never silently dropped. */
 static void read_not_enforced(kl_cfg_ctx *c, const cJSON *v)
@@ -627,7 +653,7 @@ static const struct {
     {"listen", read_listen},
     {"log", read_log},
     {"grants", kl_grants_read_config},
-    {"quotas", read_not_enforced},
+    {"quotas", kl_quotas_read_config},
     {"hooks", read_not_enforced},
     {"exporters", read_not_enforced},
     {"database", kl_record_read_database},
@@ -638,7 +664,7 @@ static const struct {
     {"identity", kl_identity_read_config},
     {"store", kl_record_read_store},
     {"guardrails", read_not_enforced},
-    {"limits", read_not_enforced},
+    {"limits", kl_limits_read_config},
     {"mcp", read_deprecated},
     {"temp_grants", read_deprecated},
 };
@@ -704,6 +730,9 @@ kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_di
         kl_record_read_store(&c, NULL);
     if (!cfg->prices && diags->errors == errors_before)
         default_prices(&c);
+    if (!cfg->quotas)
+        kl_limits_read_config(&c, NULL);
+    check_quota_refs(&c);
     if (cfg->listen.naddresses == 0) {
         cfg->listen.addresses = kl_arena_alloc(&cfg->arena, sizeof(char *));
         cfg->listen.addresses[0] = KL_DEFAULT_LISTEN;

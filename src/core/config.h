@@ -77,6 +77,7 @@ struct kl_identity_cfg;
 struct kl_grants;
 struct kl_store_cfg;
 struct kl_prices;
+struct kl_quotas;
 struct kl_cost_map;
 
 typedef struct kl_config {
@@ -93,6 +94,7 @@ typedef struct kl_config {
     struct kl_grants *grants;           /* src/authorize (never NULL after parsing) */
     struct kl_store_cfg *store;         /* src/record (never NULL after parsing) */
     const struct kl_prices *prices;     /* src/account price table, or NULL (costs unknown) */
+    struct kl_quotas *quotas;           /* src/admit (never NULL after parsing) */
     const char *prices_path;
     struct kl_cleanup {                 /* run when the snapshot is freed */
         void (*fn)(void *);

@@ -24,6 +24,8 @@ struct kl_identity;
 struct kl_whois_entry;
 struct kl_grant_set;
 struct api_job;
+struct kl_admission;
+struct lease_job;
 
 /* Why an exchange ended other than with the provider's own answer. */
 enum kl_error_class {
@@ -95,6 +97,17 @@ typedef struct kl_exchange {
     const char *up_body;            /* body sent upstream (may differ from body) */
     size_t up_body_len;
     bool added_include_usage;       /* we asked for stream usage; strip it downstream */
+
+    /* admit */
+    struct kl_admission *admission;     /* reservations to settle at the end */
+    int64_t inject_max_output_tokens;   /* ask the provider for at most this (quota bound) */
+    const char *fail_headers;           /* extra headers for a gateway error (Retry-After) */
+    struct lease_job *lease_job;        /* a quota lease waiting on the database */
+
+    /* account */
+    bool cost_known;
+    int64_t cost_nd;
+    bool cut_off;                       /* account stopped the answer (quota) */
 
     /* record */
     int rec_slots;                  /* record queue slots reserved for this exchange */

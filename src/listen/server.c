@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/mailbox.h"
 #include "listen/conn.h"
+#include "admit/admit.h"
 #include "identity/identity.h"
 #include "identity/oidc.h"
 #include "record/record.h"
@@ -237,12 +238,14 @@ int kl_server_run(kl_config *cfg)
         evsignal_add(sigs[i], NULL);
     }
     kl_identity_server_init(&srv);
+    kl_admit_server_init(&srv);
     char serr[512];
     if (kl_record_server_start(&srv, cfg, serr, sizeof(serr)) < 0) {
         kl_error("record store: %s", serr);
         for (int i = 0; i < 3; i++)
             event_free(sigs[i]);
         event_base_free(mb);
+        kl_admit_server_free(&srv);
         kl_identity_server_free(&srv);
         kl_config_holder_destroy(&srv.config);
         kl_upstream_global_cleanup();
@@ -374,6 +377,7 @@ out:
     free(srv.workers);
     free(specs);
     kl_record_server_stop(&srv);
+    kl_admit_server_free(&srv);
     kl_identity_server_free(&srv);
     kl_config_holder_destroy(&srv.config);
     kl_upstream_global_cleanup();

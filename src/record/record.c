@@ -8,6 +8,7 @@
 #include "account/account.h"
 #include "core/log.h"
 #include "identity/identity.h"
+#include "admit/persist.h"
 #include "record/query.h"
 #include "record/writer.h"
 
@@ -166,9 +167,14 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
         kl_store_close(s);
         return -1;
     }
+    if (srv->buckets && kl_admit_load(s, srv->buckets, err, errlen) < 0) {
+        kl_store_close(s);
+        return -1;
+    }
     struct kl_writer_opts o = {
         .queue = sc->queue, .batch = sc->batch, .retention_ms = sc->retention_ms,
         .purge_captures_only = sc->purge_captures_only,
+        .tick = srv->buckets ? kl_admit_save : NULL, .tick_arg = srv->buckets,
     };
     /* A second connection for reads, so /api/ queries never wait behind a
      * write batch (and the writer never behind a report). */

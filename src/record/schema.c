@@ -17,6 +17,15 @@ const char *const kl_store_columns[] = {
 };
 const size_t kl_store_ncolumns = sizeof(kl_store_columns) / sizeof(kl_store_columns[0]);
 
+/* Migration 2: quota balances, saved by the writer thread. */
+const char *const kl_schema_v2 =
+    "CREATE TABLE IF NOT EXISTS quota_buckets ("
+    " name TEXT PRIMARY KEY, level BIGINT NOT NULL, updated_at BIGINT NOT NULL);"
+    /* several gateways on one PostgreSQL: the shared balance they lease from */
+    "CREATE TABLE IF NOT EXISTS quota_pool ("
+    " name TEXT PRIMARY KEY, level BIGINT NOT NULL, capacity BIGINT NOT NULL,"
+    " rate_amount BIGINT NOT NULL, rate_period_ms BIGINT NOT NULL, updated_at BIGINT NOT NULL)";
+
 /* Migration 1, with %s for the body column type. */
 const char *const kl_schema_v1 =
     "CREATE TABLE IF NOT EXISTS requests ("

@@ -4,5 +4,6 @@
 
 #define KL_SCHEMA_VERSION 1
 extern const char *const kl_schema_v1;
+extern const char *const kl_schema_v2;
 
 #endif

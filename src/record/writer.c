@@ -19,7 +19,7 @@ struct kl_writer {
     struct kl_store *store;
     struct kl_writer_opts o;
     uint64_t written, failures;
-    int64_t last_purge_ms;
+    int64_t last_purge_ms, last_tick_ms;
 };
 
 static int64_t wall_ms(void)
@@ -49,6 +49,15 @@ static void purge(struct kl_writer *w)
         kl_warn("record retention: %s", err);
 }
 
+static void tick(struct kl_writer *w, bool last)
+{
+    int64_t now = wall_ms();
+    if (!w->o.tick || (!last && now - w->last_tick_ms < 1000))
+        return;
+    w->last_tick_ms = now;
+    w->o.tick(w->store, w->o.tick_arg);
+}
+
 static void *writer_main(void *arg)
 {
     struct kl_writer *w = arg;
@@ -65,6 +74,7 @@ static void *writer_main(void *arg)
             if (w->count == 0 && !w->stop) {
                 pthread_mutex_unlock(&w->lock);
                 purge(w);
+                tick(w, false);
                 pthread_mutex_lock(&w->lock);
             }
         }
@@ -92,12 +102,14 @@ static void *writer_main(void *arg)
         }
         for (size_t i = 0; i < n; i++)
             kl_rec_free(batch[i]);
+        tick(w, false);
         pthread_mutex_lock(&w->lock);
         w->head = (w->head + n) % w->cap;
         w->count -= n;
         w->written += n;
     }
     pthread_mutex_unlock(&w->lock);
+    tick(w, true);
     free(batch);
     return NULL;
 }

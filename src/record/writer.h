@@ -19,6 +19,10 @@
 struct kl_writer;
 
 struct kl_writer_opts {
+    /* Run on the writer thread about once a second and once at the end
+     * (quota balances are saved this way). */
+    void (*tick)(struct kl_store *s, void *arg);
+    void *tick_arg;
     size_t queue;               /* records */
     size_t batch;               /* records per transaction */
     int64_t retention_ms;       /* 0 = keep forever */

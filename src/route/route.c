@@ -123,6 +123,18 @@ static void reserialize(kl_exchange *ex)
     cJSON_free(s);
 }
 
+/* The member that caps output for this endpoint, when keyless must set one
+ * (a spend quota reserved for at most that many tokens). */
+static const char *output_cap_member(const kl_exchange *ex)
+{
+    switch (ex->ep->id) {
+    case KL_EP_CHAT: return "max_completion_tokens";
+    case KL_EP_RESPONSES: return "max_output_tokens";
+    case KL_EP_MESSAGES: return "max_tokens";
+    default: return NULL;
+    }
+}
+
 static void rewrite_body(kl_exchange *ex, const char *bare)
 {
     ex->up_body = ex->body ? ex->body : "";
@@ -131,7 +143,8 @@ static void rewrite_body(kl_exchange *ex, const char *bare)
     bool want_usage = ex->ep->id == KL_EP_CHAT && ex->stream &&
                       !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
                           cJSON_GetObjectItemCaseSensitive(ex->json, "stream_options"), "include_usage"));
-    if (!qualified && !want_usage)
+    bool cap_output = ex->inject_max_output_tokens > 0;
+    if (!qualified && !want_usage && !cap_output)
         return;
     bool splice_ok = true;
     if (qualified) {
@@ -150,6 +163,14 @@ static void rewrite_body(kl_exchange *ex, const char *bare)
         else if (splice_ok)
             splice_ok = insert_member(ex, "\"stream_options\":{\"include_usage\":true}") == 0;
     }
+    const char *cap_member = cap_output ? output_cap_member(ex) : NULL;
+    if (cap_output && cap_member && splice_ok) {
+        char m[96];
+        snprintf(m, sizeof(m), "\"%s\":%lld", cap_member, (long long)ex->inject_max_output_tokens);
+        splice_ok = insert_member(ex, m) == 0;
+    } else if (cap_output) {
+        splice_ok = false;
+    }
     if (!splice_ok) {
         if (qualified)
             cJSON_SetValuestring(cJSON_GetObjectItemCaseSensitive(ex->json, "model"), bare);
@@ -161,6 +182,18 @@ static void rewrite_body(kl_exchange *ex, const char *bare)
             }
             cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
             cJSON_AddTrueToObject(so, "include_usage");
+        }
+        if (cap_output && cap_member) {
+            cJSON_DeleteItemFromObjectCaseSensitive(ex->json, cap_member);
+            cJSON_AddNumberToObject(ex->json, cap_member, (double)ex->inject_max_output_tokens);
+        } else if (cap_output && ex->ep->dialect == KL_DIALECT_GEMINI) {
+            cJSON *gc = cJSON_GetObjectItemCaseSensitive(ex->json, "generationConfig");
+            if (!cJSON_IsObject(gc)) {
+                cJSON_DeleteItemFromObjectCaseSensitive(ex->json, "generationConfig");
+                gc = cJSON_AddObjectToObject(ex->json, "generationConfig");
+            }
+            cJSON_DeleteItemFromObjectCaseSensitive(gc, "maxOutputTokens");
+            cJSON_AddNumberToObject(gc, "maxOutputTokens", (double)ex->inject_max_output_tokens);
         }
         reserialize(ex);
     }

@@ -286,7 +286,8 @@ static size_t on_body(char *buf, size_t size, size_t nitems, void *arg)
         return CURL_WRITEFUNC_PAUSE;
     }
     arm_timer(x, ex->cfg->listen.timeouts.upstream_idle);
-    kl_pipeline_response_data(ex, buf, n);
+    if (!kl_pipeline_response_data(ex, buf, n))
+        return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
     return n;
 }
 
@@ -313,6 +314,10 @@ static void finish(struct kl_curl_job *job, CURLcode rc)
     xfer_free(x);
     if (rc == CURLE_OK) {
         kl_pipeline_response_end(ex);
+        return;
+    }
+    if (ex->cut_off) {
+        kl_pipeline_upstream_failed(ex, KL_ERR_QUOTA, KL_EC_QUOTA, ex->error_message);
         return;
     }
     switch (rc) {

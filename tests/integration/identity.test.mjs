@@ -28,6 +28,8 @@ describe('identity and grants', () => {
       gpt5: { baseurl: mock.url, apikey: 'sk-gpt5-key-1234', models: ['gpt-5', 'gpt-5-mini'] },
     });
     gw = await startGateway({
+      // carol's CapMap charges this bucket
+      quotas: { 'daily:<user>': { capacity: '$100.00', rate: '$100.00/day' } },
       identity: {
         tailscale: { socket: ts.socket, cache_ttl: '60s' },
         serve_headers: true,
@@ -124,6 +126,10 @@ describe('identity and grants', () => {
     assert.equal(w.body.role, 'admin');
     assert.ok(w.body.capabilities['example.com/cap/custom']);
     assert.equal((await chat(gw, CAROL, 'openai/gpt-4o')).status, 200);
+    // where no quota of that name is defined, her CapMap grant fails closed
+    const closed = await chat(gwNoLoop, CAROL, 'openai/gpt-4o');
+    assert.equal(closed.status, 403);
+    assert.match((await closed.json()).error.message, /quota bucket daily:<user>, which is not defined/);
   });
 
   it('no role -> 403 access denied: no role granted', async () => {

@@ -19,6 +19,18 @@ export const KEYS = {
   gemini: 'AIza-test-gemini-1a2b3c4d',
 };
 
+// Every process a test starts dies with the test run, even when a test
+// fails before its cleanup: a leftover simulator would eat a core.
+const children = new Set();
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+function track(proc) {
+  children.add(proc);
+  proc.once('exit', () => children.delete(proc));
+  return proc;
+}
+
 // Wait for a line matching re on a child's stream; resolves with the match.
 function waitForLine(proc, stream, re, what, timeoutMs = 10000) {
   return new Promise((resolveP, reject) => {
@@ -48,9 +60,9 @@ export function assertNoSanitizerReport(output, what) {
 }
 
 export async function startMock(args = []) {
-  const proc = spawn(join(BUILD, 'mockllm'), ['--listen', '127.0.0.1:0', ...args], {
+  const proc = track(spawn(join(BUILD, 'mockllm'), ['--listen', '127.0.0.1:0', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  }));
   const m = await waitForLine(proc, proc.stdout, /mockllm listening on (\S+)/, 'mockllm');
   proc.stdout.resume();
   let errout = '';
@@ -131,10 +143,10 @@ export async function startGateway(config, { env = {}, workers = 2 } = {}) {
     text = JSON.stringify(c, null, 2);
   }
   writeFileSync(path, text);
-  const proc = spawn(join(BUILD, 'keyless'), ['serve', '--config', path], {
+  const proc = track(spawn(join(BUILD, 'keyless'), ['serve', '--config', path], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
-  });
+  }));
   let output = '';
   proc.stdout.on('data', (d) => (output += d));
   proc.stderr.on('data', (d) => (output += d));
@@ -239,9 +251,9 @@ export async function startTailscaled(args = []) {
     proc: null,
     errout: '',
     async start() {
-      const proc = spawn(join(BUILD, 'fake-tailscaled'), ['--socket', socket, '--table', ts.table, ...args], {
+      const proc = track(spawn(join(BUILD, 'fake-tailscaled'), ['--socket', socket, '--table', ts.table, ...args], {
         stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      }));
       proc.stderr.on('data', (d) => (ts.errout += d));
       await waitForLine(proc, proc.stdout, /fake-tailscaled listening on/, 'fake-tailscaled');
       proc.stdout.resume();

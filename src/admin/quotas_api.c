@@ -1,0 +1,117 @@
+/* GET /api/quotas (the caller's buckets; admins: all) and
+ * POST /api/quotas/refill {"bucket": "...", "amount": "$5.00"} (admins). */
+#include "admin/admin.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "admit/admit.h"
+#include "admit/buckets.h"
+#include "admit/quotas.h"
+#include "authorize/authorize.h"
+#include "identity/identity.h"
+#include "listen/conn.h"
+
+struct names {
+    const char **v;
+    size_t n;
+};
+
+static bool listed(void *arg, const char *name)
+{
+    const struct names *ns = arg;
+    for (size_t i = 0; i < ns->n; i++)
+        if (strcmp(ns->v[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* The expanded names of the quota buckets the caller's grants name. */
+static struct names callers_buckets(kl_exchange *ex)
+{
+    struct names ns = {0};
+    const struct kl_grant_set *s = ex->grant_set;
+    size_t cap = 0;
+    for (size_t i = 0; s && i < s->ncaps; i++) {
+        const cJSON *ref;
+        cJSON_ArrayForEach(ref, cJSON_GetObjectItemCaseSensitive(s->caps[i].cap->raw, "quotas")) {
+            const cJSON *bn = cJSON_GetObjectItemCaseSensitive(ref, "bucket");
+            const struct kl_quota *q = cJSON_IsString(bn) ? kl_quota_find(ex->cfg->quotas, bn->valuestring) : NULL;
+            if (!q)
+                continue;
+            if (ns.n == cap) {
+                cap = cap ? cap * 2 : 8;
+                const char **v = kl_arena_alloc(&ex->arena, cap * sizeof(char *));
+                if (ns.n)
+                    memcpy(v, ns.v, ns.n * sizeof(char *));
+                ns.v = v;
+            }
+            const char *out = kl_quota_bucket_name(ex, q->name);
+            /* make sure it exists, so an unused (full) bucket is shown too */
+            struct kl_bucket_spec spec = {out, q->capacity_nd, q->rate_nd, q->rate_period_ms, true,
+                                          kl_quota_pooled(ex->cfg)};
+            struct kl_bucket *b;
+            size_t f;
+            int64_t r, zero = 0;
+            kl_buckets_reserve(ex->worker->server->buckets, &spec, &zero, 1, kl_wall_ms(), &b, &f, &r);
+            ns.v[ns.n++] = out;
+        }
+    }
+    return ns;
+}
+
+static enum kl_step send_buckets(kl_exchange *ex, cJSON *root)
+{
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    kl_respond(ex, 200, "application/json", NULL, s, strlen(s));
+    cJSON_free(s);
+    return KL_DONE;
+}
+
+static enum kl_step refill(kl_exchange *ex)
+{
+    if (ex->role != KL_ROLE_ADMIN)
+        return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN, "refilling quotas needs the admin role");
+    cJSON *body = ex->body ? cJSON_ParseWithLength(ex->body, ex->body_len) : NULL;
+    const cJSON *bucket = cJSON_GetObjectItemCaseSensitive(body, "bucket");
+    int64_t amount = 0;
+    if (!cJSON_IsString(bucket) || kl_parse_dollars(cJSON_GetObjectItemCaseSensitive(body, "amount"), &amount) < 0 ||
+        amount <= 0) {
+        cJSON_Delete(body);
+        return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST,
+                       "body must be {\"bucket\": \"name\", \"amount\": \"$5.00\"}");
+    }
+    int rc = kl_buckets_refill(ex->worker->server->buckets, bucket->valuestring, amount, kl_wall_ms());
+    if (rc < 0) {
+        enum kl_step st = kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND,
+                                  "bucket %s has not been used since the gateway started (it is full)",
+                                  bucket->valuestring);
+        cJSON_Delete(body);
+        return st;
+    }
+    struct names one = {(const char *[]){bucket->valuestring}, 1};
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddItemToObject(root, "buckets", kl_buckets_report(ex->worker->server->buckets, listed, &one, kl_wall_ms()));
+    cJSON_Delete(body);
+    return send_buckets(ex, root);
+}
+
+enum kl_step kl_admin_quotas(kl_exchange *ex)
+{
+    if (strcmp(ex->req.path, "/api/quotas/refill") == 0) {
+        if (strcmp(ex->req.method, "POST") != 0)
+            return kl_fail(ex, KL_ERR_METHOD, KL_EC_METHOD, "use POST on /api/quotas/refill");
+        return refill(ex);
+    }
+    if (strcmp(ex->req.method, "GET") != 0 && strcmp(ex->req.method, "HEAD") != 0)
+        return kl_fail(ex, KL_ERR_METHOD, KL_EC_METHOD, "use GET on /api/quotas");
+    if (ex->role == KL_ROLE_NONE)
+        return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN, "access denied: no role granted");
+    struct names mine = callers_buckets(ex);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddItemToObject(root, "buckets",
+                          kl_buckets_report(ex->worker->server->buckets,
+                                            ex->role == KL_ROLE_ADMIN ? NULL : listed, &mine, kl_wall_ms()));
+    return send_buckets(ex, root);
+}

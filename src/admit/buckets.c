@@ -1,0 +1,356 @@
+#include "admit/buckets.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBUCKETS 4096
+
+struct kl_bucket {
+    struct kl_bucket *next;
+    char *name;
+    int64_t capacity, rate_amount, rate_period_ms;
+    int64_t level;              /* available, before reservations */
+    int64_t reserved;           /* promised to requests in flight */
+    int64_t last_ms;            /* refill has been applied up to here */
+    int64_t used_ms;            /* last reserve or settle (pooled: lease idle time) */
+    bool persistent, dirty, pooled;
+};
+
+/* A saved balance waiting for its bucket to be used again. */
+struct saved {
+    struct saved *next;
+    char *name;
+    int64_t level, at_ms;
+};
+
+struct kl_buckets {
+    pthread_mutex_t lock;
+    struct kl_bucket *slots[NBUCKETS];
+    struct saved *saved[NBUCKETS];
+};
+
+static unsigned hash(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % NBUCKETS;
+}
+
+struct kl_buckets *kl_buckets_new(void)
+{
+    struct kl_buckets *t = calloc(1, sizeof(*t));
+    if (!t)
+        abort();
+    pthread_mutex_init(&t->lock, NULL);
+    return t;
+}
+
+void kl_buckets_free(struct kl_buckets *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        for (struct kl_bucket *b = t->slots[i]; b;) {
+            struct kl_bucket *next = b->next;
+            free(b->name);
+            free(b);
+            b = next;
+        }
+        for (struct saved *sv = t->saved[i]; sv;) {
+            struct saved *next = sv->next;
+            free(sv->name);
+            free(sv);
+            sv = next;
+        }
+    }
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+
+/* Credit whole units for the time passed; the fraction of a unit stays
+ * owed (last_ms advances only by the time actually paid out), so refill
+ * never drifts upward and never loses time. */
+static void refill(struct kl_bucket *b, int64_t now_ms)
+{
+    if (b->rate_period_ms <= 0 || b->rate_amount <= 0 || now_ms <= b->last_ms) {
+        if (b->rate_period_ms <= 0)
+            b->last_ms = now_ms;
+        return;
+    }
+    if (b->level >= b->capacity) {
+        b->last_ms = now_ms;
+        return;
+    }
+    __int128 elapsed = now_ms - b->last_ms;
+    __int128 add = elapsed * b->rate_amount / b->rate_period_ms;
+    if (add <= 0)
+        return;
+    if ((__int128)b->level + add >= b->capacity) {
+        b->level = b->capacity;
+        b->last_ms = now_ms;
+    } else {
+        b->level += (int64_t)add;
+        b->last_ms += (int64_t)(add * b->rate_period_ms / b->rate_amount);
+    }
+    b->dirty = b->persistent;
+}
+
+/* Find or create; a spec with another capacity (config changed) updates the
+ * bucket and clamps its level. */
+static struct kl_bucket *get(struct kl_buckets *t, const struct kl_bucket_spec *s, int64_t now_ms)
+{
+    unsigned h = hash(s->name);
+    struct kl_bucket *b;
+    for (b = t->slots[h]; b; b = b->next)
+        if (strcmp(b->name, s->name) == 0)
+            break;
+    if (!b) {
+        b = calloc(1, sizeof(*b));
+        if (!b)
+            abort();
+        b->name = strdup(s->name);
+        if (!b->name)
+            abort();
+        /* a new bucket starts full; a pooled one holds nothing until leased */
+        b->level = s->pooled ? 0 : s->capacity;
+        b->last_ms = now_ms;
+        b->next = t->slots[h];
+        t->slots[h] = b;
+        b->dirty = s->persistent;
+        /* unless it was saved before a restart */
+        for (struct saved **pp = &t->saved[h]; *pp; pp = &(*pp)->next) {
+            struct saved *sv = *pp;
+            if (strcmp(sv->name, s->name) == 0) {
+                b->level = sv->level;
+                b->last_ms = sv->at_ms < now_ms ? sv->at_ms : now_ms;
+                b->capacity = s->capacity;
+                b->rate_amount = s->rate_amount;
+                b->rate_period_ms = s->rate_period_ms;
+                if (b->level > b->capacity)
+                    b->level = b->capacity; /* capacity lowered since: clamp */
+                *pp = sv->next;
+                free(sv->name);
+                free(sv);
+                break;
+            }
+        }
+    }
+    b->persistent = s->persistent && !s->pooled;
+    b->pooled = s->pooled;
+    b->used_ms = now_ms;
+    if (s->pooled) {
+        /* refill and capacity live in the pool, not here */
+        b->capacity = s->capacity;
+        b->rate_amount = 0;
+        b->rate_period_ms = 0;
+        return b;
+    }
+    if (b->capacity != s->capacity || b->rate_amount != s->rate_amount ||
+        b->rate_period_ms != s->rate_period_ms) {
+        refill(b, now_ms);
+        b->capacity = s->capacity;
+        b->rate_amount = s->rate_amount;
+        b->rate_period_ms = s->rate_period_ms;
+        if (b->level > b->capacity) {
+            b->level = b->capacity;
+            b->dirty = b->persistent;
+        }
+    }
+    refill(b, now_ms);
+    return b;
+}
+
+/* Seconds until level - reserved >= need, or -1 when never. */
+static int64_t wait_for(const struct kl_bucket *b, int64_t need)
+{
+    int64_t avail = b->level - b->reserved;
+    if (need > b->capacity || b->rate_period_ms <= 0 || b->rate_amount <= 0)
+        return need > b->capacity ? -1 : 1; /* no refill: slots free as requests end */
+    __int128 deficit = need - avail;
+    if (deficit <= 0)
+        return 0;
+    __int128 ms = (deficit * b->rate_period_ms + b->rate_amount - 1) / b->rate_amount;
+    return (int64_t)((ms + 999) / 1000);
+}
+
+int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs, const int64_t *amounts,
+                       size_t n, int64_t now_ms, struct kl_bucket **out, size_t *failed,
+                       int64_t *retry_after_s)
+{
+    pthread_mutex_lock(&t->lock);
+    bool ok = true, never = false;
+    int64_t wait = 0;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = get(t, &specs[i], now_ms);
+        if (out[i]->level - out[i]->reserved >= amounts[i])
+            continue;
+        int64_t w = wait_for(out[i], amounts[i]);
+        if (w < 0)
+            never = true;
+        else if (w > wait)
+            wait = w;
+        if (ok)
+            *failed = i;
+        ok = false;
+    }
+    if (ok)
+        for (size_t i = 0; i < n; i++)
+            out[i]->reserved += amounts[i];
+    pthread_mutex_unlock(&t->lock);
+    *retry_after_s = ok ? 0 : never ? -1 : wait;
+    return ok ? 0 : -1;
+}
+
+bool kl_buckets_extend(struct kl_buckets *t, struct kl_bucket *b, int64_t delta, int64_t now_ms)
+{
+    pthread_mutex_lock(&t->lock);
+    refill(b, now_ms);
+    bool ok = b->level - b->reserved >= delta;
+    if (ok)
+        b->reserved += delta;
+    pthread_mutex_unlock(&t->lock);
+    return ok;
+}
+
+void kl_buckets_settle(struct kl_buckets *t, struct kl_bucket *b, int64_t reserved, int64_t actual,
+                       int64_t now_ms)
+{
+    pthread_mutex_lock(&t->lock);
+    refill(b, now_ms);
+    b->used_ms = now_ms;
+    b->reserved -= reserved;
+    b->level -= actual;
+    if (actual)
+        b->dirty = b->persistent;
+    pthread_mutex_unlock(&t->lock);
+}
+
+int kl_buckets_refill(struct kl_buckets *t, const char *name, int64_t amount, int64_t now_ms)
+{
+    pthread_mutex_lock(&t->lock);
+    struct kl_bucket *b;
+    for (b = t->slots[hash(name)]; b; b = b->next)
+        if (strcmp(b->name, name) == 0)
+            break;
+    if (b) {
+        refill(b, now_ms);
+        b->level = b->level + amount > b->capacity ? b->capacity : b->level + amount;
+        b->dirty = b->persistent;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return b ? 0 : -1;
+}
+
+int64_t kl_buckets_shortfall(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t amount,
+                             int64_t now_ms)
+{
+    pthread_mutex_lock(&t->lock);
+    struct kl_bucket *b = get(t, spec, now_ms);
+    int64_t short_by = amount - (b->level - b->reserved);
+    pthread_mutex_unlock(&t->lock);
+    return short_by > 0 ? short_by : 0;
+}
+
+void kl_buckets_credit(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t amount, int64_t now_ms)
+{
+    pthread_mutex_lock(&t->lock);
+    struct kl_bucket *b = get(t, spec, now_ms);
+    b->level += amount;
+    pthread_mutex_unlock(&t->lock);
+}
+
+size_t kl_buckets_take_idle(struct kl_buckets *t, int64_t idle_before_ms, struct kl_bucket_lease **out)
+{
+    size_t n = 0, cap = 0;
+    *out = NULL;
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        for (struct kl_bucket *b = t->slots[i]; b; b = b->next) {
+            if (!b->pooled || b->reserved || b->level <= 0 || (idle_before_ms && b->used_ms > idle_before_ms))
+                continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 16;
+                *out = realloc(*out, cap * sizeof(**out));
+                if (!*out)
+                    abort();
+            }
+            snprintf((*out)[n].name, sizeof((*out)[n].name), "%s", b->name);
+            (*out)[n].amount = b->level;
+            b->level = 0;
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+size_t kl_buckets_dirty(struct kl_buckets *t, struct kl_bucket_level **out)
+{
+    size_t n = 0, cap = 0;
+    *out = NULL;
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        for (struct kl_bucket *b = t->slots[i]; b; b = b->next) {
+            if (!b->dirty)
+                continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 16;
+                *out = realloc(*out, cap * sizeof(**out));
+                if (!*out)
+                    abort();
+            }
+            snprintf((*out)[n].name, sizeof((*out)[n].name), "%s", b->name);
+            (*out)[n].level = b->level;
+            (*out)[n].at_ms = b->last_ms;
+            n++;
+            b->dirty = false;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
+void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, int64_t at_ms)
+{
+    struct saved *sv = calloc(1, sizeof(*sv));
+    if (!sv)
+        abort();
+    sv->name = strdup(name);
+    if (!sv->name)
+        abort();
+    sv->level = level;
+    sv->at_ms = at_ms;
+    unsigned h = hash(name);
+    pthread_mutex_lock(&t->lock);
+    sv->next = t->saved[h];
+    t->saved[h] = sv;
+    pthread_mutex_unlock(&t->lock);
+}
+
+cJSON *kl_buckets_report(struct kl_buckets *t, bool (*keep)(void *arg, const char *name), void *arg,
+                         int64_t now_ms)
+{
+    cJSON *arr = cJSON_CreateArray();
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        for (struct kl_bucket *b = t->slots[i]; b; b = b->next) {
+            if (keep && !keep(arg, b->name))
+                continue;
+            refill(b, now_ms);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "bucket", b->name);
+            cJSON_AddNumberToObject(o, "current", (double)b->level);
+            cJSON_AddNumberToObject(o, "reserved", (double)b->reserved);
+            cJSON_AddNumberToObject(o, "available", (double)(b->level - b->reserved));
+            cJSON_AddNumberToObject(o, "capacity", (double)b->capacity);
+            cJSON_AddNumberToObject(o, "rate_amount", (double)b->rate_amount);
+            cJSON_AddNumberToObject(o, "rate_period_ms", (double)b->rate_period_ms);
+            cJSON_AddItemToArray(arr, o);
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return arr;
+}

@@ -1,0 +1,87 @@
+/* Token buckets shared by every worker: dollar quotas (nanodollars),
+ * requests per minute, tokens per minute and concurrency slots all use the
+ * same three operations, under one lock, so a reservation across several
+ * buckets is atomic:
+ *
+ *   reserve  before forwarding: take the estimate from every bucket, or
+ *            from none (refused, with the wait until refill covers it)
+ *   extend   mid-stream: take more when real usage outgrows the estimate
+ *   settle   at the end: charge the real amount, give back the rest
+ *
+ * A bucket's level never goes below zero through reserve/extend, so with
+ * any number of concurrent requests the total charged cannot exceed
+ * capacity plus refill (settle may go below only by what a provider used
+ * beyond the reservation, which extend exists to prevent). */
+#ifndef KL_BUCKETS_H
+#define KL_BUCKETS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+struct kl_bucket;
+struct kl_buckets;
+
+struct kl_bucket_spec {
+    const char *name;           /* expanded: "daily:alice@example.com" */
+    int64_t capacity;
+    int64_t rate_amount;        /* refill rate_amount every rate_period_ms */
+    int64_t rate_period_ms;     /* 0 = no refill */
+    bool persistent;            /* dollar quotas survive restarts */
+    bool pooled;                /* shared by several gateways: the level here is
+                                   only what this gateway leased from the pool */
+};
+
+struct kl_buckets *kl_buckets_new(void);
+void kl_buckets_free(struct kl_buckets *t);
+
+/* Reserve amounts[i] in bucket specs[i] for every i, all or nothing. On
+ * success fills out[] and returns 0. On refusal returns -1, *failed is the
+ * index of a bucket that could not cover it and *retry_after_s the seconds
+ * until every refused bucket could (-1 when it never can: the amount is
+ * above capacity or the bucket does not refill). */
+int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs, const int64_t *amounts,
+                       size_t n, int64_t now_ms, struct kl_bucket **out, size_t *failed,
+                       int64_t *retry_after_s);
+/* Take delta more from a reserved bucket; false when it cannot. */
+bool kl_buckets_extend(struct kl_buckets *t, struct kl_bucket *b, int64_t delta, int64_t now_ms);
+/* Release `reserved` and charge `actual`. */
+void kl_buckets_settle(struct kl_buckets *t, struct kl_bucket *b, int64_t reserved, int64_t actual,
+                       int64_t now_ms);
+/* Add amount (admin refill), clamped to capacity. -1 when unknown. */
+int kl_buckets_refill(struct kl_buckets *t, const char *name, int64_t amount, int64_t now_ms);
+
+/* Pooled buckets (several gateways, one PostgreSQL): how much more this
+ * gateway must lease to cover amount; add a lease; and take back what idle
+ * buckets hold, to return it to the pool. */
+int64_t kl_buckets_shortfall(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t amount,
+                             int64_t now_ms);
+void kl_buckets_credit(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t amount, int64_t now_ms);
+struct kl_bucket_lease {
+    char name[256];
+    int64_t amount;
+};
+/* Leases of pooled buckets with nothing reserved and unused since
+ * idle_before_ms (all of them when idle_before_ms is 0): their level is
+ * moved out (set to zero) into *out. */
+size_t kl_buckets_take_idle(struct kl_buckets *t, int64_t idle_before_ms, struct kl_bucket_lease **out);
+
+/* Persistence: balances of persistent buckets. */
+struct kl_bucket_level {
+    char name[256];
+    int64_t level;
+    int64_t at_ms;
+};
+/* Copy out the persistent buckets changed since the last call. */
+size_t kl_buckets_dirty(struct kl_buckets *t, struct kl_bucket_level **out);
+/* A balance saved before a restart: applied when the bucket is first used
+ * (refill since at_ms added; a capacity lowered since then clamps it). */
+void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, int64_t at_ms);
+
+/* Every bucket whose name passes keep() (or all), as JSON objects. */
+cJSON *kl_buckets_report(struct kl_buckets *t, bool (*keep)(void *arg, const char *name), void *arg,
+                         int64_t now_ms);
+
+#endif

@@ -1,0 +1,34 @@
+/* Buckets shared by several gateways through PostgreSQL (see docs/design.md,
+ * "Several gateways, one truth"). The pool row holds the bucket's balance;
+ * a gateway leases slices of it and spends them locally, so most requests
+ * need no database round trip, and returns what it has not used once the
+ * bucket has been idle for a while. The pool can only hand out what it has,
+ * so the gateways together can never spend more than capacity plus refill. */
+#ifndef KL_LEASE_H
+#define KL_LEASE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/exchange.h"
+#include "record/store.h"
+
+struct kl_bucket_spec;
+
+/* What one request needs leased: the local shortfall of each pooled bucket. */
+struct kl_lease_need {
+    const struct kl_bucket_spec *spec;
+    int64_t need;               /* at least this (the shortfall) */
+};
+
+/* Lease asynchronously on the query thread, then call back on ex's worker:
+ * done(ex, ok, retry_after_s) with ok false when the pool could not cover a
+ * need (retry_after_s: until refill could; -1 never). */
+void kl_lease_start(kl_exchange *ex, const struct kl_lease_need *needs, size_t n,
+                    void (*done)(kl_exchange *ex, bool ok, int64_t retry_after_s));
+
+/* Writer-thread tick (PostgreSQL): give idle leases back to the pool; at
+ * shutdown (last) give all of them back. */
+void kl_lease_return(struct kl_store *s, struct kl_buckets *t, bool last);
+
+#endif

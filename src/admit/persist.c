@@ -1,0 +1,55 @@
+/* Quota balances survive restarts: the writer thread saves the balances
+ * that changed, about once a second and at shutdown; at start-up they are
+ * read back and applied when each bucket is first used again (refilled for
+ * the time the gateway was down, clamped to a capacity lowered meanwhile).
+ * After kill -9, at most the last second of charges is lost. */
+#include "admit/persist.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "admit/buckets.h"
+#include "admit/lease.h"
+#include "core/log.h"
+
+void kl_admit_save(struct kl_store *s, void *arg)
+{
+    struct kl_buckets *t = arg;
+    if (kl_store_driver(s) == KL_STORE_POSTGRES) {
+        kl_lease_return(s, t, false);
+        return;
+    }
+    struct kl_bucket_level *v;
+    size_t n = kl_buckets_dirty(t, &v);
+    char err[256];
+    for (size_t i = 0; i < n; i++) {
+        char level[32], at[32];
+        snprintf(level, sizeof(level), "%lld", (long long)v[i].level);
+        snprintf(at, sizeof(at), "%lld", (long long)v[i].at_ms);
+        const char *params[] = {v[i].name, level, at};
+        if (kl_store_exec(s,
+                          "INSERT INTO quota_buckets (name, level, updated_at) VALUES (?, CAST(? AS BIGINT), CAST(? AS BIGINT)) "
+                          "ON CONFLICT (name) DO UPDATE SET level = excluded.level, updated_at = excluded.updated_at",
+                          params, 3, NULL, err, sizeof(err)) < 0) {
+            kl_warn("saving quota balance %s: %s", v[i].name, err);
+            break;
+        }
+    }
+    free(v);
+}
+
+int kl_admit_load(struct kl_store *s, struct kl_buckets *t, char *err, size_t errlen)
+{
+    cJSON *rows = NULL;
+    if (kl_store_exec(s, "SELECT name, level, updated_at FROM quota_buckets", NULL, 0, &rows, err, errlen) < 0)
+        return -1;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, rows) {
+        const cJSON *name = cJSON_GetObjectItem(r, "name");
+        if (cJSON_IsString(name))
+            kl_buckets_preload(t, name->valuestring, (int64_t)cJSON_GetObjectItem(r, "level")->valuedouble,
+                               (int64_t)cJSON_GetObjectItem(r, "updated_at")->valuedouble);
+    }
+    cJSON_Delete(rows);
+    return 0;
+}

@@ -1,0 +1,296 @@
+// Spend limits and rate limits that never overshoot: reserve before
+// forwarding, settle after, extend mid-stream, across gateways too.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import Anthropic from '@anthropic-ai/sdk';
+import { startMock, startGateway, providersFor, assertNoKeys, from, BUILD } from './lib/harness.mjs';
+
+// gpt-4o: $2.50 / $10 per 1M tokens = 2500 / 10000 nanodollars a token.
+const IN_ND = 2500n, OUT_ND = 10000n;
+const MAX_TOKENS = 100;
+const BODY = JSON.stringify({ model: 'gpt-4o', max_tokens: MAX_TOKENS, messages: [{ role: 'user', content: 'hi' }] });
+const PROMPT = Math.ceil(Buffer.byteLength(BODY) / 3);           // keyless' prompt estimate (3 bytes a token)
+const EST = BigInt(PROMPT) * IN_ND + BigInt(MAX_TOKENS) * OUT_ND;  // one request's reservation
+// The simulator charges exactly the reservation, so a bucket of 100 x EST affords exactly 100.
+const EXACT = `in=${PROMPT};out=${MAX_TOKENS};cache_read=0;cache_write=0;reasoning=0`;
+const usd = (nd) => `$${nd / 1000000000n}.${String(nd % 1000000000n).padStart(9, '0')}`;
+
+const grant = (quotas, extra = []) => [{
+  src: ['*'],
+  app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }, ...(quotas ? [{ quotas }] : []), ...extra] },
+}];
+
+function post(gw, path, body, headers = {}, ip = '127.0.0.1') {
+  return fetch(`${gw.url}${path}`, {
+    method: 'POST', dispatcher: from(ip), headers: { 'content-type': 'application/json', ...headers }, body,
+  });
+}
+
+async function usageCost(gw) {
+  for (let i = 0; i < 100; i++) {
+    const u = await (await fetch(`${gw.url}/api/usage?group_by=endpoint`)).json();
+    const row = u.rows.find((r) => r.endpoint === 'openai.chat');
+    await sleep(100); // let the writer catch up; read again to be sure it settled
+    const again = (await (await fetch(`${gw.url}/api/usage?group_by=endpoint`)).json()).rows.find((r) => r.endpoint === 'openai.chat');
+    if (row && again && row.requests === again.requests) return again;
+  }
+  throw new Error('records never settled');
+}
+
+async function burst(gws, n, headers = {}) {
+  return Promise.all(Array.from({ length: n }, (_, i) =>
+    post(gws[i % gws.length], '/v1/chat/completions', BODY, { 'x-mock': EXACT, ...headers }).then(async (r) => {
+      await r.text();
+      return r.status;
+    })));
+}
+
+describe('spend quotas', () => {
+  it('1,000 concurrent requests at a bucket that affords exactly 100: 100 are forwarded, spend = capacity', async () => {
+    const mock = await startMock(['--no-log']);
+    const gw = await startGateway({
+      quotas: { 'team:<user>': { capacity: usd(100n * EST), on_exceed: 'reject' } },
+      grants: grant([{ bucket: 'team:<user>' }]),
+      providers: providersFor(mock.url),
+    });
+    const before = (await mock.stats()).requests;
+    const statuses = await burst([gw], 1000);
+    const forwarded = (await mock.stats()).requests - before;
+    assert.equal(statuses.filter((s) => s === 200).length, forwarded);
+    assert.equal(statuses.filter((s) => s === 429).length, 1000 - forwarded);
+    assert.equal(forwarded, 100, `forwarded ${forwarded}`);
+    const row = await usageCost(gw);
+    assert.ok(BigInt(row.cost_nanodollars) <= 100n * EST, `spent ${row.cost_nanodollars} > capacity ${100n * EST}`);
+    assert.equal(BigInt(row.cost_nanodollars), 100n * EST);
+    await gw.stop();
+    await mock.stop();
+  });
+
+  it('two gateways sharing PostgreSQL never overshoot together', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set' }, async () => {
+    const mock = await startMock(['--no-log']);
+    const bucket = `shared-${Date.now()}`;
+    const config = (instance) => ({
+      store: { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance },
+      quotas: { [bucket]: { capacity: usd(100n * EST) } },
+      grants: grant([{ bucket }]),
+      providers: providersFor(mock.url),
+    });
+    const g1 = await startGateway(config('quota-a'));
+    const g2 = await startGateway(config('quota-b'));
+    const before = (await mock.stats()).requests;
+    const statuses = await burst([g1, g2], 1000, { 'x-session-id': bucket });
+    const forwarded = (await mock.stats()).requests - before;
+    assert.equal(statuses.filter((s) => s === 200).length, forwarded);
+    assert.ok(forwarded <= 100, `forwarded ${forwarded} > 100`);
+    assert.ok(forwarded >= 80, `forwarded only ${forwarded}: leases stranded too much`);
+    // both gateways served part of it (the shared store also holds other tests' records: this burst's session only)
+    let q1 = [];
+    for (let i = 0; i < 100 && q1.filter((r) => r.state === 'done').length < forwarded; i++) {
+      q1 = (await (await fetch(`${g1.url}/api/requests?limit=1000&status=200&session=${bucket}`)).json()).requests;
+      await sleep(30);
+    }
+    assert.equal(q1.length, forwarded, 'one record per forwarded request');
+    assert.ok(q1.some((r) => r.instance === 'quota-a') && q1.some((r) => r.instance === 'quota-b'));
+    const spent = q1.filter((r) => r.endpoint === 'openai.chat').reduce((s, r) => s + BigInt(r.cost_nanodollars ?? 0), 0n);
+    assert.ok(spent <= 100n * EST, `spent ${spent} > capacity`);
+    await g1.stop();
+    await g2.stop();
+    await mock.stop();
+    assertNoKeys(assert, g1.output() + g2.output(), 'gateway logs');
+  });
+
+  it('429 with Retry-After in each dialect\'s native shape', async () => {
+    const mock = await startMock();
+    // one request's worth, refilled at one request's worth per minute
+    const gw = await startGateway({
+      quotas: { 'm:<user>': { capacity: usd(EST), rate: `${usd(EST)}/min` } },
+      grants: grant([{ bucket: 'm:<user>' }]),
+      providers: providersFor(mock.url),
+    });
+    assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT })).status, 200);
+    const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+    assert.equal(r.status, 429);
+    const ra = Number(r.headers.get('retry-after'));
+    assert.ok(ra >= 55 && ra <= 60, `Retry-After ${ra}`);
+    const j = await r.json();
+    assert.equal(j.error.type, 'insufficient_quota');
+    assert.equal(j.error.code, 'insufficient_quota');
+    const a = await post(gw, '/v1/messages', JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 100000, messages: [] }),
+      { 'anthropic-version': '2023-06-01' });
+    assert.equal(a.status, 429);
+    const aj = await a.json();
+    assert.equal(aj.type, 'error');
+    assert.equal(aj.error.type, 'rate_limit_error');
+    const g = await post(gw, '/v1beta/models/gemini-2.5-pro:generateContent', JSON.stringify({ contents: [], generationConfig: { maxOutputTokens: 100000 } }));
+    assert.equal(g.status, 429);
+    const gj = await g.json();
+    assert.equal(gj.error.status, 'RESOURCE_EXHAUSTED');
+    assert.equal(gj.error.code, 429);
+    await gw.stop();
+    await mock.stop();
+  });
+
+  it('a request that can never fit is refused without Retry-After', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({
+      quotas: { tiny: { capacity: '$0.000001' } },
+      grants: grant([{ bucket: 'tiny' }]),
+      providers: providersFor(mock.url),
+    });
+    const r = await post(gw, '/v1/chat/completions', BODY);
+    assert.equal(r.status, 429);
+    assert.equal(r.headers.get('retry-after'), null);
+    assert.match((await r.json()).error.message, /more than the bucket can ever hold/);
+    await gw.stop();
+    await mock.stop();
+  });
+
+  it('a stream whose usage outgrows what is left is cut off with an error event the SDK raises', async () => {
+    const mock = await startMock();
+    // Claude Sonnet: $3 in / $15 out. The bucket covers the reservation and a little more.
+    const gw = await startGateway({
+      quotas: { s: { capacity: '$0.01' } },
+      grants: grant([{ bucket: 's' }]),
+      providers: providersFor(mock.url),
+    });
+    const c = new Anthropic({ baseURL: gw.url, apiKey: '-', maxRetries: 0 });
+    const stream = c.messages.stream({ model: 'claude-sonnet-4-5', max_tokens: 50, messages: [{ role: 'user', content: 'x' }] },
+      { headers: { 'x-mock': 'in=10;out=900000;events=5;cache_read=0;cache_write=0', 'x-session-id': 'cut' } });
+    await assert.rejects(stream.finalMessage(), (e) => {
+      assert.match(String(e.message), /quota s cannot cover this answer/);
+      return true;
+    });
+    let rec;
+    for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
+      await sleep(30);
+      rec = (await (await fetch(`${gw.url}/api/requests?session=cut`)).json()).requests[0];
+    }
+    assert.equal(rec.error_class, 'quota_exceeded');
+    assert.match(rec.error_message, /cannot cover this answer/);
+    assert.equal(rec.output_tokens, 900000, 'what the provider reported is still recorded');
+    await gw.stop();
+    await mock.stop();
+  });
+
+  it('an output cap is sent upstream when the caller set none', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({
+      quotas: { cap: { capacity: '$100' } },
+      limits: { default_max_output_tokens: 1234 },
+      grants: grant([{ bucket: 'cap' }]),
+      providers: providersFor(mock.url),
+    });
+    await (await post(gw, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', messages: [] }))).text();
+    assert.equal(JSON.parse((await mock.last()).body).max_completion_tokens, 1234);
+    await (await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent', JSON.stringify({ contents: [] }))).text();
+    assert.equal(JSON.parse((await mock.last()).body).generationConfig.maxOutputTokens, 1234);
+    await gw.stop();
+    await mock.stop();
+  });
+
+  it('balances survive a restart; a lowered capacity clamps them; /api/quotas and refill', async () => {
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-quota-')), 'q.db');
+    const cfg = (capacity) => ({
+      identity: { cidr: [{ range: '127.0.0.60/32', login: 'ann@example.com' }, { range: '127.0.0.61/32', login: 'ben@example.com' }], loopback: true },
+      store: { path: db },
+      quotas: { 'd:<user>': { capacity } },
+      grants: [
+        { src: ['ann@example.com', 'ben@example.com'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }, { quotas: [{ bucket: 'd:<user>' }] }] } },
+        { src: ['(loopback)'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } },
+      ],
+      providers: providersFor(mock.url),
+    });
+    let gw = await startGateway(cfg('$1.00'));
+    for (let i = 0; i < 3; i++) await (await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT }, '127.0.0.60')).text();
+    const mine = await (await fetch(`${gw.url}/api/quotas`, { dispatcher: from('127.0.0.60') })).json();
+    assert.deepEqual(mine.buckets.map((b) => b.bucket), ['d:ann@example.com']);
+    const level = mine.buckets[0].current;
+    assert.equal(BigInt(level), 1000000000n - 3n * EST);
+    // ben sees only his own, and may not refill
+    const bens = await (await fetch(`${gw.url}/api/quotas`, { dispatcher: from('127.0.0.61') })).json();
+    assert.deepEqual(bens.buckets.map((b) => b.bucket), ['d:ben@example.com']);
+    const denied = await post(gw, '/api/quotas/refill', JSON.stringify({ bucket: 'd:ann@example.com', amount: '$1' }), {}, '127.0.0.61');
+    assert.equal(denied.status, 403);
+    await gw.stop();
+
+    gw = await startGateway(cfg('$1.00'));
+    const after = (await (await fetch(`${gw.url}/api/quotas`, { dispatcher: from('127.0.0.60') })).json()).buckets[0];
+    assert.equal(after.current, level, 'the balance survived the restart');
+    // admin refill (clamped to capacity)
+    const rf = await post(gw, '/api/quotas/refill', JSON.stringify({ bucket: 'd:ann@example.com', amount: '$0.0001' }));
+    assert.equal(rf.status, 200);
+    assert.equal(BigInt((await rf.json()).buckets[0].current), BigInt(level) + 100000n);
+    const all = await (await fetch(`${gw.url}/api/quotas`)).json();
+    assert.ok(all.buckets.some((b) => b.bucket === 'd:ann@example.com'));
+    await gw.stop();
+
+    gw = await startGateway(cfg('$0.50'));
+    const clamped = (await (await fetch(`${gw.url}/api/quotas`, { dispatcher: from('127.0.0.60') })).json()).buckets[0];
+    assert.equal(clamped.current, 500000000);
+    assert.equal(clamped.capacity, 500000000);
+    await gw.stop();
+    await mock.stop();
+  });
+
+  it('a grant naming an undefined bucket is a configuration error (fail closed)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kl-qcfg-'));
+    const f = join(dir, 'c.hujson');
+    writeFileSync(f, JSON.stringify({ quotas: { a: { capacity: '$1' } }, grants: grant([{ bucket: 'b' }]) }));
+    const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.match(r.stdout, /quota bucket "b", which quotas does not define/);
+    writeFileSync(f, JSON.stringify({ quotas: { a: { capacity: 'lots' } } }));
+    assert.equal(spawnSync(join(BUILD, 'keyless'), ['check', '--config', f]).status, 1);
+  });
+});
+
+describe('rate limits', () => {
+  let mock;
+  before(async () => { mock = await startMock(); });
+  after(async () => { await mock.stop(); });
+
+  it('requests per minute', async () => {
+    const gw = await startGateway({ grants: grant(null, [{ rate_limit: { requests_per_minute: 3 } }]), providers: providersFor(mock.url) });
+    for (let i = 0; i < 3; i++) assert.equal((await post(gw, '/v1/chat/completions', BODY)).status, 200);
+    const r = await post(gw, '/v1/chat/completions', BODY);
+    assert.equal(r.status, 429);
+    const ra = Number(r.headers.get('retry-after'));
+    assert.ok(ra >= 1 && ra <= 20, `Retry-After ${ra}`);
+    assert.equal((await r.json()).error.code, 'rate_limit_exceeded');
+    await gw.stop();
+  });
+
+  it('tokens per minute (reserved like dollars)', async () => {
+    const gw = await startGateway({ grants: grant(null, [{ rate_limit: { tokens_per_minute: PROMPT + MAX_TOKENS } }]), providers: providersFor(mock.url) });
+    assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT })).status, 200);
+    const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+    assert.equal(r.status, 429);
+    assert.match((await r.json()).error.message, /rate limit tpm:/);
+    await gw.stop();
+  });
+
+  it('concurrent requests', async () => {
+    const gw = await startGateway({ grants: grant(null, [{ rate_limit: { concurrent: 2, per: 'grant' } }]), providers: providersFor(mock.url) });
+    const slow = () => post(gw, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', stream: true, messages: [] }),
+      { 'x-mock': 'events=5;delay_events_ms=150' });
+    const a = await slow(), b = await slow();
+    const c = await post(gw, '/v1/chat/completions', BODY);
+    assert.equal(c.status, 429);
+    assert.match((await c.json()).error.message, /concurrent:/);
+    await a.text();
+    await b.text();
+    let ok = 0;
+    for (let i = 0; i < 50 && ok !== 200; i++) {
+      ok = (await post(gw, '/v1/chat/completions', BODY)).status;
+      if (ok !== 200) await sleep(20);
+    }
+    assert.equal(ok, 200, 'slots are given back when requests end');
+    await gw.stop();
+  });
+});
