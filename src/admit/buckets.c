@@ -93,7 +93,8 @@ static void refill(struct kl_bucket *b, int64_t now_ms)
         b->last_ms = now_ms;
     } else {
         b->level += (int64_t)add;
-        b->last_ms += (int64_t)(add * b->rate_period_ms / b->rate_amount);
+        /* the time those whole units took, rounded up: never credit early */
+        b->last_ms += (int64_t)((add * b->rate_period_ms + b->rate_amount - 1) / b->rate_amount);
     }
     b->dirty = b->persistent;
 }

@@ -1,0 +1,168 @@
+/* Buckets: all-or-nothing reservations, exact refill, Retry-After,
+ * settle, clamping, saved balances, pooled leases. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "admit/buckets.h"
+#include "admit/quotas.h"
+
+static void all_or_nothing(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    struct kl_bucket_spec s[2] = {{"a", 100, 0, 0, false, false}, {"b", 10, 0, 0, false, false}};
+    struct kl_bucket *got[2];
+    size_t failed;
+    int64_t retry;
+    assert_int_equal(kl_buckets_reserve(t, s, (int64_t[]){60, 6}, 2, 0, got, &failed, &retry), 0);
+    /* b cannot take 6 more: neither is touched */
+    assert_int_equal(kl_buckets_reserve(t, s, (int64_t[]){10, 6}, 2, 0, got, &failed, &retry), -1);
+    assert_int_equal(failed, 1);
+    assert_int_equal(retry, 1); /* no refill: a slot frees when a request ends */
+    assert_int_equal(kl_buckets_reserve(t, s, (int64_t[]){40, 4}, 2, 0, got, &failed, &retry), 0);
+    assert_int_equal(kl_buckets_reserve(t, s, (int64_t[]){1, 0}, 2, 0, got, &failed, &retry), -1);
+    /* settle for less gives the rest back */
+    kl_buckets_settle(t, got[0], 40, 10, 0);
+    assert_int_equal(kl_buckets_reserve(t, s, (int64_t[]){30, 0}, 2, 0, got, &failed, &retry), 0);
+    /* more than capacity: never */
+    assert_int_equal(kl_buckets_reserve(t, s, (int64_t[]){101, 0}, 2, 0, got, &failed, &retry), -1);
+    assert_int_equal(retry, -1);
+    kl_buckets_free(t);
+}
+
+static void refill_is_exact(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    /* 7 units every 1000 ms, starting empty after one spend of 100 */
+    struct kl_bucket_spec s = {"r", 100, 7, 1000, false, false};
+    struct kl_bucket *b;
+    size_t failed;
+    int64_t retry;
+    assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){100}, 1, 0, &b, &failed, &retry), 0);
+    kl_buckets_settle(t, b, 100, 100, 0);
+    /* refill polled every ms must add exactly what one poll at the end adds */
+    for (int64_t ms = 1; ms <= 10000; ms++)
+        kl_buckets_reserve(t, &s, (int64_t[]){0}, 1, ms, &b, &failed, &retry);
+    assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){70}, 1, 10000, &b, &failed, &retry), 0);
+    assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){1}, 1, 10000, &b, &failed, &retry), -1);
+    /* 1 unit needs 1000/7 ms -> 1 s */
+    assert_int_equal(retry, 1);
+    /* 50 units: 50*1000/7 = 7143 ms -> 8 s */
+    assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){50}, 1, 10000, &b, &failed, &retry), -1);
+    assert_int_equal(retry, 8);
+    kl_buckets_free(t);
+}
+
+static void extend_and_capacity_changes(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    struct kl_bucket_spec s = {"x", 100, 0, 0, true, false};
+    struct kl_bucket *b;
+    size_t failed;
+    int64_t retry;
+    assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){50}, 1, 0, &b, &failed, &retry), 0);
+    assert_true(kl_buckets_extend(t, b, 40, 0));
+    assert_false(kl_buckets_extend(t, b, 11, 0));
+    kl_buckets_settle(t, b, 90, 90, 0);
+    /* a lower capacity clamps, a higher one does not add money */
+    struct kl_bucket_spec low = {"x", 5, 0, 0, true, false};
+    assert_int_equal(kl_buckets_reserve(t, &low, (int64_t[]){5}, 1, 0, &b, &failed, &retry), 0);
+    kl_buckets_settle(t, b, 5, 0, 0);
+    struct kl_bucket_spec high = {"x", 1000, 0, 0, true, false};
+    assert_int_equal(kl_buckets_reserve(t, &high, (int64_t[]){6}, 1, 0, &b, &failed, &retry), -1);
+    /* the change is saved */
+    struct kl_bucket_level *v;
+    size_t n = kl_buckets_dirty(t, &v);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].name, "x");
+    assert_int_equal(v[0].level, 5);
+    free(v);
+    assert_int_equal(kl_buckets_dirty(t, &v), 0);
+    free(v);
+    kl_buckets_free(t);
+}
+
+static void saved_balances(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    kl_buckets_preload(t, "p", 30, 0);
+    /* 10 a second for 2 s since it was saved: 50, clamped by capacity 45 */
+    struct kl_bucket_spec s = {"p", 45, 10, 1000, true, false};
+    struct kl_bucket *b;
+    size_t failed;
+    int64_t retry;
+    assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){45}, 1, 2000, &b, &failed, &retry), 0);
+    assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){1}, 1, 2000, &b, &failed, &retry), -1);
+    kl_buckets_free(t);
+}
+
+static void pooled(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    struct kl_bucket_spec s = {"pool", 1000, 10, 1000, true, true};
+    struct kl_bucket *b;
+    size_t failed;
+    int64_t retry;
+    /* nothing until leased */
+    assert_int_equal(kl_buckets_shortfall(t, &s, 100, 0), 100);
+    assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){100}, 1, 0, &b, &failed, &retry), -1);
+    kl_buckets_credit(t, &s, 125, 0);
+    assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){100}, 1, 0, &b, &failed, &retry), 0);
+    assert_int_equal(kl_buckets_shortfall(t, &s, 100, 0), 75);
+    /* no local refill for pooled buckets: the pool refills */
+    assert_int_equal(kl_buckets_shortfall(t, &s, 100, 100000), 75);
+    struct kl_bucket_lease *v;
+    assert_int_equal(kl_buckets_take_idle(t, 0, &v), 0); /* reserved: not idle */
+    free(v);
+    kl_buckets_settle(t, b, 100, 60, 500);
+    assert_int_equal(kl_buckets_take_idle(t, 400, &v), 0); /* used after 400 */
+    free(v);
+    assert_int_equal(kl_buckets_take_idle(t, 600, &v), 1);
+    assert_int_equal(v[0].amount, 65);
+    free(v);
+    assert_int_equal(kl_buckets_shortfall(t, &s, 1, 1000), 1);
+    kl_buckets_free(t);
+}
+
+static void money_and_rates(void **state)
+{
+    (void)state;
+    int64_t nd, amount, period;
+    cJSON *v = cJSON_CreateString("$10.00");
+    assert_int_equal(kl_parse_dollars(v, &nd), 0);
+    assert_int_equal(nd, 10000000000LL);
+    cJSON_Delete(v);
+    v = cJSON_CreateString("0.000000001");
+    assert_int_equal(kl_parse_dollars(v, &nd), 0);
+    assert_int_equal(nd, 1);
+    cJSON_Delete(v);
+    assert_int_equal(kl_parse_rate("$5.00/day", &amount, &period), 0);
+    assert_int_equal(amount, 5000000000LL);
+    assert_int_equal(period, 86400000);
+    assert_int_equal(kl_parse_rate("$1/month", &amount, &period), 0);
+    assert_int_equal(period, 30LL * 86400000);
+    assert_int_equal(kl_parse_rate("$1/fortnight", &amount, &period), -1);
+    assert_int_equal(kl_parse_rate("$1", &amount, &period), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(all_or_nothing),
+        cmocka_unit_test(refill_is_exact),
+        cmocka_unit_test(extend_and_capacity_changes),
+        cmocka_unit_test(saved_balances),
+        cmocka_unit_test(pooled),
+        cmocka_unit_test(money_and_rates),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
