@@ -14,6 +14,7 @@ struct kl_bucket {
     int64_t level;              /* available, before reservations */
     int64_t reserved;           /* promised to requests in flight */
     int64_t last_ms;            /* refill has been applied up to here */
+    int64_t frac;               /* refill earned but not yet a whole unit */
     int64_t used_ms;            /* last reserve or settle (pooled: lease idle time) */
     bool persistent, dirty, pooled;
 };
@@ -70,31 +71,29 @@ void kl_buckets_free(struct kl_buckets *t)
     free(t);
 }
 
-/* Credit whole units for the time passed; the fraction of a unit stays
- * owed (last_ms advances only by the time actually paid out), so refill
- * never drifts upward and never loses time. */
+/* Credit whole units for the time passed. The part of a unit not yet
+ * earned is carried in `frac` (units x period), so refill is exact however
+ * often it is polled: it never credits early and never loses time. */
 static void refill(struct kl_bucket *b, int64_t now_ms)
 {
-    if (b->rate_period_ms <= 0 || b->rate_amount <= 0 || now_ms <= b->last_ms) {
-        if (b->rate_period_ms <= 0)
-            b->last_ms = now_ms;
+    if (now_ms <= b->last_ms)
         return;
-    }
-    if (b->level >= b->capacity) {
+    if (b->rate_period_ms <= 0 || b->rate_amount <= 0 || b->level >= b->capacity) {
         b->last_ms = now_ms;
+        b->frac = 0;
         return;
     }
-    __int128 elapsed = now_ms - b->last_ms;
-    __int128 add = elapsed * b->rate_amount / b->rate_period_ms;
+    __int128 acc = (__int128)(now_ms - b->last_ms) * b->rate_amount + b->frac;
+    __int128 add = acc / b->rate_period_ms;
+    b->frac = (int64_t)(acc - add * b->rate_period_ms);
+    b->last_ms = now_ms;
     if (add <= 0)
         return;
     if ((__int128)b->level + add >= b->capacity) {
         b->level = b->capacity;
-        b->last_ms = now_ms;
+        b->frac = 0;
     } else {
         b->level += (int64_t)add;
-        /* the time those whole units took, rounded up: never credit early */
-        b->last_ms += (int64_t)((add * b->rate_period_ms + b->rate_amount - 1) / b->rate_amount);
     }
     b->dirty = b->persistent;
 }
