@@ -30,11 +30,15 @@ static int64_t wall_ms(void)
 }
 
 /* Retention (Aperture's database.retention): drop old rows, or only their
- * captures, at most once a minute. */
+ * captures — once a minute, or every half retention period when that is
+ * shorter, so nothing outlives its retention by more than half again. */
 static void purge(struct kl_writer *w)
 {
     int64_t now = wall_ms();
-    if (!w->o.retention_ms || now - w->last_purge_ms < 60000)
+    int64_t every = w->o.retention_ms / 2 < 60000 ? w->o.retention_ms / 2 : 60000;
+    if (every < 500)
+        every = 500;
+    if (!w->o.retention_ms || now - w->last_purge_ms < every)
         return;
     w->last_purge_ms = now;
     char before[32], err[256];
@@ -102,6 +106,7 @@ static void *writer_main(void *arg)
         }
         for (size_t i = 0; i < n; i++)
             kl_rec_free(batch[i]);
+        purge(w);
         tick(w, false);
         pthread_mutex_lock(&w->lock);
         w->head = (w->head + n) % w->cap;

@@ -135,6 +135,24 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('refill over time admits again', async () => {
+    const mock = await startMock();
+    // one request's worth, refilled at one request's worth per second
+    const gw = await startGateway({
+      quotas: { 'f:<user>': { capacity: usd(EST), rate: `${usd(60n * EST)}/min` } },
+      grants: grant([{ bucket: 'f:<user>' }]),
+      providers: providersFor(mock.url),
+    });
+    assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT })).status, 200);
+    const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+    assert.equal(r.status, 429);
+    assert.equal(r.headers.get('retry-after'), '1');
+    await sleep(1100);
+    assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT })).status, 200);
+    await gw.stop();
+    await mock.stop();
+  });
+
   it('a request that can never fit is refused without Retry-After', async () => {
     const mock = await startMock();
     const gw = await startGateway({

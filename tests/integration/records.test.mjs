@@ -247,3 +247,43 @@ describe('records under load', () => {
     assertNoKeys(assert, g1.output() + g2.output(), 'gateway logs');
   });
 });
+
+describe('retention', () => {
+  it('database.retention purges captures after the duration, keeping the metric rows', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({
+      identity, grants, store: { captures: 'full' },
+      database: { retention: { duration: '2s', purge: ['captures'] } },
+      providers: providersFor(mock.url),
+    });
+    const r = await chat(gw, USER, { model: 'gpt-4o', messages: [] });
+    const id = r.headers.get('x-keyless-request-id');
+    await r.text();
+    let rec;
+    for (let i = 0; i < 50 && !(rec && rec.state === 'done'); i++) {
+      await sleep(30);
+      rec = (await getJSON(gw, `/api/requests/${id}`)).body;
+    }
+    assert.ok(rec.request_body, 'captured at first');
+    for (let i = 0; i < 100 && rec.request_body; i++) {
+      await sleep(100);
+      rec = (await getJSON(gw, `/api/requests/${id}`)).body;
+    }
+    assert.equal(rec.request_body, null, 'the capture was purged');
+    assert.equal(rec.request_headers, null);
+    assert.equal(rec.status, 200, 'the metric row stays');
+    await gw.stop();
+    await mock.stop();
+  });
+
+  it('zero retention keeps no records at all', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({ identity, grants, database: { retention: { duration: '0' } }, providers: providersFor(mock.url) });
+    assert.equal((await chat(gw, USER, { model: 'gpt-4o', messages: [] })).status, 200);
+    const l = await getJSON(gw, '/api/requests');
+    assert.equal(l.status, 404);
+    assert.match(l.body.error.message, /no records are kept/);
+    await gw.stop();
+    await mock.stop();
+  });
+});
