@@ -8,6 +8,7 @@
 #include "account/sse.h"
 #include "account/usage.h"
 #include "admit/admit.h"
+#include "core/text.h"
 #include "identity/identity.h"
 #include "listen/conn.h"
 #include "record/rec.h"
@@ -215,22 +216,6 @@ const struct kl_usage *kl_account_usage(const kl_exchange *ex)
     return ex->acct && ex->acct->usage ? kl_usage_result(ex->acct->usage) : NULL;
 }
 
-static const char *join_names(kl_arena *ar, const struct kl_usage *u)
-{
-    if (!u->ntool_names)
-        return NULL;
-    size_t total = 1;
-    for (size_t i = 0; i < u->ntool_names; i++)
-        total += strlen(u->tool_names[i]) + 1;
-    char *s = kl_arena_alloc(ar, total);
-    for (size_t i = 0; i < u->ntool_names; i++) {
-        if (i)
-            strcat(s, ",");
-        strcat(s, u->tool_names[i]);
-    }
-    return s;
-}
-
 void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
 {
     struct kl_account *a = ex->acct;
@@ -253,7 +238,7 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
     r->reasoning_tokens = u->reasoning;
     r->model_served = u->model_served;
     r->tool_calls = u->tool_calls;
-    r->tool_names = join_names(&ex->arena, u);
+    r->tool_names = kl_join(&ex->arena, u->tool_names, u->ntool_names, ',');
     r->stop_reason = u->stop_reason;
     r->cost_known = ex->cost_known;
     r->cost_nanodollars = ex->cost_nd;

@@ -1,17 +1,8 @@
 #include "core/urlquery.h"
 
-#include <string.h>
+#include "core/text.h"
 
-static int hex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+#include <string.h>
 
 static char *decode(kl_arena *a, const char *s, size_t n)
 {
@@ -20,8 +11,8 @@ static char *decode(kl_arena *a, const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '+') {
             out[o++] = ' ';
-        } else if (s[i] == '%' && i + 2 < n && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
-            out[o++] = (char)(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+        } else if (s[i] == '%' && i + 2 < n && kl_hex_digit(s[i + 1]) >= 0 && kl_hex_digit(s[i + 2]) >= 0) {
+            out[o++] = (char)(kl_hex_digit(s[i + 1]) * 16 + kl_hex_digit(s[i + 2]));
             i += 2;
         } else {
             out[o++] = s[i];

@@ -1,6 +1,8 @@
 /* The `identity` configuration section. */
 #include "identity/identity.h"
 
+#include "core/text.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -116,16 +118,7 @@ static void read_cidr(kl_cfg_ctx *c, const cJSON *v, struct kl_identity_cfg *ic)
         }
         if (!r->ident.login) {
             /* like a tagged tailnet node: the identity is its tags */
-            size_t total = 1;
-            for (size_t i = 0; i < r->ident.ntags; i++)
-                total += strlen(r->ident.tags[i]) + 1;
-            char *j = kl_arena_alloc(&c->cfg->arena, total);
-            for (size_t i = 0; i < r->ident.ntags; i++) {
-                if (i)
-                    strcat(j, ",");
-                strcat(j, r->ident.tags[i]);
-            }
-            r->ident.login = j;
+            r->ident.login = kl_join(&c->cfg->arena, r->ident.tags, r->ident.ntags, ',');
             r->ident.tagged = true;
         }
         ic->ncidr++;

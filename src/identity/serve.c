@@ -3,19 +3,10 @@
  * directly can forge them, so they count only from a loopback peer. */
 #include "identity/identity.h"
 
+#include "core/text.h"
+
 #include <string.h>
 #include <strings.h>
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 static int b64val(char c)
 {
@@ -55,8 +46,8 @@ static size_t decode_word(const char *p, char *out, size_t *olen)
         for (const char *c = text; c < end; c++) {
             if (*c == '_') {
                 out[o++] = ' ';
-            } else if (*c == '=' && c + 2 < end && hexval(c[1]) >= 0 && hexval(c[2]) >= 0) {
-                out[o++] = (char)(hexval(c[1]) * 16 + hexval(c[2]));
+            } else if (*c == '=' && c + 2 < end && kl_hex_digit(c[1]) >= 0 && kl_hex_digit(c[2]) >= 0) {
+                out[o++] = (char)(kl_hex_digit(c[1]) * 16 + kl_hex_digit(c[2]));
                 c += 2;
             } else {
                 out[o++] = *c;

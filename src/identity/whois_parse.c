@@ -1,5 +1,7 @@
 #include "identity/identity.h"
 
+#include "core/text.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,16 +76,7 @@ int kl_whois_parse(const char *body, size_t len, kl_arena *a, struct kl_identity
         /* A tagged node is its tags; its UserProfile is the shared
          * "tagged-devices" pseudo-user and must never be authorized on. */
         qsort(tags, ntags, sizeof(char *), cmp_str);
-        size_t total = 0;
-        for (size_t i = 0; i < ntags; i++)
-            total += strlen(tags[i]) + 1;
-        char *joined = kl_arena_alloc(a, total + 1);
-        for (size_t i = 0; i < ntags; i++) {
-            if (i)
-                strcat(joined, ",");
-            strcat(joined, tags[i]);
-        }
-        id->login = joined;
+        id->login = kl_join(a, tags, ntags, ',');
         id->tags = tags;
         id->ntags = ntags;
         id->tagged = true;

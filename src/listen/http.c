@@ -1,5 +1,7 @@
 #include "listen/http.h"
 
+#include "core/text.h"
+
 #include <string.h>
 #include <strings.h>
 
@@ -245,17 +247,6 @@ const char *kl_http_header(const kl_http_request *req, const char *name)
 
 enum { CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER, CH_TRAILER_LF, CH_DONE };
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 enum kl_chunked_result kl_chunked_feed(kl_chunked *c, const char *in, size_t len, size_t *used,
                                        void (*emit)(void *arg, const char *p, size_t n), void *arg)
 {
@@ -264,7 +255,7 @@ enum kl_chunked_result kl_chunked_feed(kl_chunked *c, const char *in, size_t len
         char ch = in[i];
         switch (c->state) {
         case CH_SIZE: {
-            int h = hexval(ch);
+            int h = kl_hex_digit(ch);
             if (h >= 0) {
                 if (c->line_len >= 15) /* more than 2^60 bytes */
                     goto bad;

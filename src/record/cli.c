@@ -15,6 +15,16 @@ static struct kl_store *open_store(const kl_config *cfg, FILE *err)
     return s;
 }
 
+static void cell_text(const cJSON *v, char *buf, size_t len)
+{
+    if (cJSON_IsString(v))
+        snprintf(buf, len, "%s", v->valuestring);
+    else if (cJSON_IsNumber(v))
+        snprintf(buf, len, "%.0f", v->valuedouble);
+    else
+        snprintf(buf, len, "-");
+}
+
 /* A readable table: one column per group and figure, right-aligned numbers. */
 static void print_table(cJSON *rows, const char *group_by, FILE *out)
 {
@@ -34,16 +44,9 @@ static void print_table(cJSON *rows, const char *group_by, FILE *out)
         width[c] = strlen(c < ng ? groups[c] : titles[c - ng]);
     char cell[16][128];
     const cJSON *r;
-    /* widths first */
     cJSON_ArrayForEach(r, rows) {
         for (size_t c = 0; c < ncol; c++) {
-            const cJSON *v = cJSON_GetObjectItem(r, c < ng ? groups[c] : figures[c - ng]);
-            if (cJSON_IsString(v))
-                snprintf(cell[c], sizeof(cell[c]), "%s", v->valuestring);
-            else if (cJSON_IsNumber(v))
-                snprintf(cell[c], sizeof(cell[c]), "%.0f", v->valuedouble);
-            else
-                snprintf(cell[c], sizeof(cell[c]), "-");
+            cell_text(cJSON_GetObjectItem(r, c < ng ? groups[c] : figures[c - ng]), cell[c], sizeof(cell[c]));
             if (strlen(cell[c]) > width[c])
                 width[c] = strlen(cell[c]);
         }
@@ -53,13 +56,7 @@ static void print_table(cJSON *rows, const char *group_by, FILE *out)
     fputc('\n', out);
     cJSON_ArrayForEach(r, rows) {
         for (size_t c = 0; c < ncol; c++) {
-            const cJSON *v = cJSON_GetObjectItem(r, c < ng ? groups[c] : figures[c - ng]);
-            if (cJSON_IsString(v))
-                snprintf(cell[c], sizeof(cell[c]), "%s", v->valuestring);
-            else if (cJSON_IsNumber(v))
-                snprintf(cell[c], sizeof(cell[c]), "%.0f", v->valuedouble);
-            else
-                snprintf(cell[c], sizeof(cell[c]), "-");
+            cell_text(cJSON_GetObjectItem(r, c < ng ? groups[c] : figures[c - ng]), cell[c], sizeof(cell[c]));
             fprintf(out, c < ng ? "%-*s  " : "%*s  ", (int)width[c], cell[c]);
         }
         fputc('\n', out);

@@ -7,6 +7,7 @@
 
 #include "account/account.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "identity/identity.h"
 #include "admit/persist.h"
 #include "record/query.h"
@@ -15,22 +16,6 @@
 static int64_t wall_at(const kl_exchange *ex, int64_t ns)
 {
     return ns ? ex->wall_start_ms + (ns - ex->t_start_ns) / 1000000 : 0;
-}
-
-static const char *joined(kl_arena *a, const char *const *v, size_t n)
-{
-    if (!n)
-        return NULL;
-    size_t total = 1;
-    for (size_t i = 0; i < n; i++)
-        total += strlen(v[i]) + 1;
-    char *s = kl_arena_alloc(a, total);
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            strcat(s, ",");
-        strcat(s, v[i]);
-    }
-    return s;
 }
 
 /* Request headers as "Name: value" lines, credentials replaced. */
@@ -71,7 +56,7 @@ static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
         r->display_name = id->display_name;
         r->node = id->node;
         r->stable_node_id = id->stable_node_id;
-        r->tags = joined(&ex->arena, id->tags, id->ntags);
+        r->tags = kl_join(&ex->arena, id->tags, id->ntags, ',');
         r->identity_source = id->source;
     }
     r->source_addr = kl_arena_printf(&ex->arena, "%s:%d", ex->peer_ip, ex->peer_port);

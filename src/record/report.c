@@ -88,8 +88,10 @@ static void build_where(const struct kl_report_filter *f, struct where *w)
     }
     if (f->user)
         where_add(w, "login = ?", f->user);
-    if (f->model)
-        where_add(w, "(model_requested = ? OR model_served = model_requested)", f->model);
+    if (f->model) {
+        where_add(w, "(model_requested = ? OR model_served = ?)", f->model);
+        w->params[w->n++] = f->model;
+    }
     if (f->provider)
         where_add(w, "provider = ?", f->provider);
     if (f->session)
