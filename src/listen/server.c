@@ -313,7 +313,12 @@ int kl_server_run(kl_config *cfg)
 
     for (int i = 0; i < nw; i++) {
         kl_worker *w = &srv.workers[i];
-        w->base = event_base_new();
+        /* changelist: curl re-arms its sockets per transfer; a del+add within
+         * one loop pass then costs no epoll_ctl */
+        struct event_config *ec = event_config_new();
+        event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        w->base = event_base_new_with_config(ec);
+        event_config_free(ec);
         if (!w->base || kl_upstream_pool_init(w) < 0 || kl_mailbox_init(w) < 0) {
             kl_error("worker %d: cannot create event loop", i);
             goto out;

@@ -21,7 +21,7 @@ static void fetch_free(struct kl_fetch *f)
 {
     struct kl_upstream_pool *p = f->pool;
     curl_multi_remove_handle(p->multi, f->easy);
-    curl_easy_cleanup(f->easy);
+    kl_upstream_easy_put(p, f->easy);
     if (f->prev)
         f->prev->next = f->next;
     else
@@ -86,7 +86,7 @@ struct kl_fetch *kl_fetch_get(kl_worker *w, const struct kl_fetch_opts *o, kl_fe
     f->max = o->max_body ? o->max_body : (1u << 20);
     f->done = done;
     f->arg = arg;
-    f->easy = curl_easy_init();
+    f->easy = kl_upstream_easy_get(p);
     if (!f->easy) {
         free(f);
         return NULL;

@@ -23,7 +23,14 @@ struct kl_upstream_pool {
     struct event *timer;
     struct kl_upstream_xfer *xfers;     /* live provider transfers (for cancel_all) */
     struct kl_fetch *fetches;           /* live internal requests */
+    CURL *idle[64];                     /* easy handles kept for reuse */
+    size_t nidle;
 };
+
+/* An easy handle from the worker's pool (reset), or a new one. */
+CURL *kl_upstream_easy_get(struct kl_upstream_pool *p);
+/* Back to the pool (removed from the multi handle already). */
+void kl_upstream_easy_put(struct kl_upstream_pool *p, CURL *e);
 
 /* Run done() for every finished transfer. Called after each socket action. */
 void kl_upstream_check_done(struct kl_upstream_pool *p);

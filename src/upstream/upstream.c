@@ -105,11 +105,16 @@ static int multi_socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg, vo
         s->fd = fd;
         s->pool = p;
         curl_multi_assign(p->multi, fd, s);
-    } else {
-        event_free(s->ev);
     }
     short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-    s->ev = event_new(p->w->base, fd, kind, on_socket_event, p);
+    /* Re-arm the same event rather than free and allocate one per change;
+     * with the base's changelist a del+add in one loop costs no syscall. */
+    if (s->ev) {
+        event_del(s->ev);
+        event_assign(s->ev, p->w->base, fd, kind, on_socket_event, p);
+    } else {
+        s->ev = event_new(p->w->base, fd, kind, on_socket_event, p);
+    }
     event_add(s->ev, NULL);
     return 0;
 }
@@ -142,10 +147,27 @@ void kl_upstream_pool_free(kl_worker *w)
         return;
     while (p->fetches)
         kl_fetch_cancel(p->fetches);
+    while (p->nidle)
+        curl_easy_cleanup(p->idle[--p->nidle]);
     curl_multi_cleanup(p->multi);
     event_free(p->timer);
     free(p);
     w->upstream = NULL;
+}
+
+CURL *kl_upstream_easy_get(struct kl_upstream_pool *p)
+{
+    return p->nidle ? p->idle[--p->nidle] : curl_easy_init();
+}
+
+void kl_upstream_easy_put(struct kl_upstream_pool *p, CURL *e)
+{
+    if (p->nidle < sizeof(p->idle) / sizeof(p->idle[0])) {
+        curl_easy_reset(e);
+        p->idle[p->nidle++] = e;
+    } else {
+        curl_easy_cleanup(e);
+    }
 }
 
 /* ---- one transfer ---- */
@@ -154,7 +176,7 @@ static void xfer_free(struct kl_upstream_xfer *x)
 {
     struct kl_upstream_pool *p = x->pool;
     curl_multi_remove_handle(p->multi, x->easy);
-    curl_easy_cleanup(x->easy);
+    kl_upstream_easy_put(p, x->easy);
     curl_slist_free_all(x->headers);
     if (x->timer)
         event_free(x->timer);
@@ -369,7 +391,7 @@ enum kl_step kl_upstream_run(kl_exchange *ex)
     x->ex = ex;
     x->pool = p;
     x->content_length = -1;
-    x->easy = curl_easy_init();
+    x->easy = kl_upstream_easy_get(p);
     if (!x->easy) {
         free(x);
         return kl_fail(ex, KL_ERR_INTERNAL, KL_EC_INTERNAL, "cannot start the upstream request");
