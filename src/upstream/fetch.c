@@ -98,8 +98,10 @@ struct kl_fetch *kl_fetch_get(kl_worker *w, const struct kl_fetch_opts *o, kl_fe
     curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (o->unix_socket)
+    if (o->unix_socket) {
         curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, o->unix_socket);
+        curl_easy_setopt(e, CURLOPT_PROXY, ""); /* never through an HTTP proxy */
+    }
     if (o->timeout_ms)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);
     f->next = p->fetches;
