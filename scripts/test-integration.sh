@@ -14,4 +14,5 @@ trap 'scripts/pg-test.sh stop "$pgdir"' EXIT INT TERM
 KEYLESS_TEST_PG_URL=$(scripts/pg-test.sh start "$pgdir")
 export KEYLESS_TEST_PG_URL
 export KEYLESS_BUILD="$build"
-node --test --test-concurrency=2 --test-reporter=spec tests/integration/*.test.mjs
+# No single test may hang CI: each gets at most 5 minutes.
+node --test --test-concurrency=2 --test-timeout=300000 --test-reporter=spec tests/integration/*.test.mjs

@@ -31,6 +31,28 @@ function track(proc) {
   return proc;
 }
 
+// Stop a child and wait for it, but never forever: a process that has not
+// exited 30 s after the signal (a sanitizer stuck in its exit-time leak
+// check, say) is killed and the test fails instead of hanging CI.
+export async function stopProcess(proc, what, signal = 'SIGTERM') {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = once(proc, 'exit');
+  proc.kill(signal);
+  let timer;
+  const late = new Promise((res) => { timer = setTimeout(() => res('late'), 30000); });
+  const r = await Promise.race([exited, late]);
+  clearTimeout(timer);
+  if (r === 'late') {
+    proc.kill('SIGKILL');
+    await exited;
+    throw new Error(`${what} did not exit within 30 s of ${signal}`);
+  }
+}
+
+// Test fixtures are not what we ship: under SAN=1 their exit-time leak check
+// is off (it can stall in LeakSanitizer's stop-the-world); keyless keeps it.
+const fixtureEnv = { ...process.env, ASAN_OPTIONS: `${process.env.ASAN_OPTIONS ? process.env.ASAN_OPTIONS + ':' : ''}detect_leaks=0` };
+
 // Wait for a line matching re on a child's stream; resolves with the match.
 function waitForLine(proc, stream, re, what, timeoutMs = 10000) {
   return new Promise((resolveP, reject) => {
@@ -62,6 +84,7 @@ export function assertNoSanitizerReport(output, what) {
 export async function startMock(args = []) {
   const proc = track(spawn(join(BUILD, 'mockllm'), ['--listen', '127.0.0.1:0', ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: fixtureEnv,
   }));
   const m = await waitForLine(proc, proc.stdout, /mockllm listening on (\S+)/, 'mockllm');
   proc.stdout.resume();
@@ -87,10 +110,7 @@ export async function startMock(args = []) {
       return r.json();
     },
     async stop() {
-      if (proc.exitCode === null) {
-        proc.kill('SIGTERM');
-        await once(proc, 'exit');
-      }
+      await stopProcess(proc, 'mockllm');
       assertNoSanitizerReport(errout, 'mockllm');
     },
   };
@@ -158,10 +178,7 @@ export async function startGateway(config, { env = {}, workers = 2 } = {}) {
     url: m[1],
     output: () => output,
     async stop(signal = 'SIGTERM') {
-      if (proc.exitCode === null && proc.signalCode === null) {
-        proc.kill(signal);
-        await once(proc, 'exit');
-      }
+      await stopProcess(proc, 'keyless', signal);
       assertNoSanitizerReport(output, 'keyless');
       return { code: proc.exitCode, signal: proc.signalCode };
     },
@@ -253,6 +270,7 @@ export async function startTailscaled(args = []) {
     async start() {
       const proc = track(spawn(join(BUILD, 'fake-tailscaled'), ['--socket', socket, '--table', ts.table, ...args], {
         stdio: ['ignore', 'pipe', 'pipe'],
+        env: fixtureEnv,
       }));
       proc.stderr.on('data', (d) => (ts.errout += d));
       await waitForLine(proc, proc.stdout, /fake-tailscaled listening on/, 'fake-tailscaled');
@@ -260,11 +278,7 @@ export async function startTailscaled(args = []) {
       ts.proc = proc;
     },
     async stop() {
-      const proc = ts.proc;
-      if (proc && proc.exitCode === null) {
-        proc.kill('SIGTERM');
-        await once(proc, 'exit');
-      }
+      if (ts.proc) await stopProcess(ts.proc, 'fake-tailscaled');
       ts.proc = null;
       assertNoSanitizerReport(ts.errout, 'fake-tailscaled');
     },
