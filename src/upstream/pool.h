@@ -22,6 +22,7 @@ struct kl_upstream_pool {
     CURLM *multi;
     struct event *timer;
     struct kl_upstream_xfer *xfers;     /* live provider transfers (for cancel_all) */
+    size_t nxfers;
     struct kl_fetch *fetches;           /* live internal requests */
     CURL *idle[64];                     /* easy handles kept for reuse */
     size_t nidle;

@@ -203,6 +203,7 @@ static void xfer_free(struct kl_upstream_xfer *x)
         p->xfers = x->next;
     if (x->next)
         x->next->prev = x->prev;
+    p->nxfers--;
     x->ex->xfer = NULL;
     free(x);
 }
@@ -417,6 +418,7 @@ enum kl_step kl_upstream_run(kl_exchange *ex)
     if (p->xfers)
         p->xfers->prev = x;
     p->xfers = x;
+    p->nxfers++;
 
     bool has_ctype = false;
     for (size_t i = 0; i < ex->n_up_headers; i++) {
@@ -451,6 +453,13 @@ enum kl_step kl_upstream_run(kl_exchange *ex)
     /* 8 KiB instead of 16: a stream's events are small, and ten thousand
      * open streams save 80 MB */
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 8192L);
+    /* libcurl looks for a reusable connection by walking every connection
+     * to the host, busy ones included: with thousands of HTTP/1.1 streams
+     * open that walk is O(n) per new request and stalls the loop. Past
+     * this many transfers an idle one is unlikely anyway: connect fresh.
+     * (HTTP/2 upstreams multiplex on few connections and never get here.) */
+    if (p->nxfers > 512 && strncmp(ex->upstream_url, "http:", 5) == 0)
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     if (t->upstream_connect)
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)t->upstream_connect);
     if (strcmp(ex->req.method, "POST") == 0) {
