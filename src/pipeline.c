@@ -118,12 +118,14 @@ static enum kl_step endpoint_run(kl_exchange *ex)
 
     struct kl_request_facts f;
     const char *why = NULL;
-    if (kl_dialect_request_facts(ep, ex->body, ex->body_len, &ex->arena, &ex->json, &f, &why) < 0)
+    if (kl_dialect_request_facts(ep, ex->body, ex->body_len, &ex->arena, &f, &why) < 0)
         return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "%s", why);
     if (ep->dialect != KL_DIALECT_GEMINI)
         ex->model_requested = f.model;
     ex->stream = f.stream;
     ex->max_output_tokens = f.max_output_tokens;
+    ex->include_usage = f.has_include_usage;
+    ex->body_map = f.map;
     return KL_NEXT;
 }
 

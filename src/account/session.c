@@ -4,7 +4,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include <cjson/cJSON.h>
 #include <openssl/evp.h>
+
+#include "core/jsonscan.h"
 
 #define MAX_ID 128
 
@@ -55,94 +58,120 @@ static bool is_uuid(const char *s)
 
 /* Claude Code's metadata.user_id: "user_<hash>_account_<uuid>_session_<uuid>"
  * before v2.1.78, a JSON string {"device_id",…,"session_id"} since. */
-static const char *claude_user_id_session(kl_arena *a, const cJSON *body)
+static const char *claude_user_id_session(kl_arena *a, const char *body, struct kl_body_span md)
 {
-    const cJSON *uid = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(body, "metadata"), "user_id");
-    if (!cJSON_IsString(uid))
-        return NULL;
-    const char *s = uid->valuestring;
-    if (s[0] == '{')
-        return json_session_id(a, s);
-    for (const char *p = s; (p = strstr(p, "session_")); p++)
-        if (strnlen(p + 8, 36) == 36 && is_uuid(p + 8))
-            return kl_arena_strndup(a, p + 8, 36);
-    return NULL;
+    cJSON *meta = md.end ? cJSON_ParseWithLength(body + md.start, md.end - md.start) : NULL;
+    const cJSON *uid = cJSON_GetObjectItemCaseSensitive(meta, "user_id");
+    const char *r = NULL;
+    if (cJSON_IsString(uid)) {
+        const char *s = uid->valuestring;
+        if (s[0] == '{') {
+            r = json_session_id(a, s);
+        } else {
+            for (const char *p = s; !r && (p = strstr(p, "session_")); p++)
+                if (strnlen(p + 8, 36) == 36 && is_uuid(p + 8))
+                    r = kl_arena_strndup(a, p + 8, 36);
+        }
+    }
+    cJSON_Delete(meta);
+    return r;
 }
 
 /* A fingerprint needs only the start of a message to tell conversations
  * apart; hashing a whole megabyte prompt costs ~1 ms for nothing. */
 #define KL_FINGERPRINT_BYTES 4096
 
-/* Feed the text of one message's content: a string, or an array of parts
- * whose "text" members count (text, input_text, Gemini parts). */
-static bool hash_content(EVP_MD_CTX *md, const cJSON *content)
+/* Feed one piece of text as the body wrote it (escapes included: a client
+ * writes the same message the same way on every turn). */
+static bool hash_text(EVP_MD_CTX *md, const char *v, size_t n)
 {
+    const char *raw;
+    size_t rl;
+    if (!kl_json_string_raw(v, n, &raw, &rl) || rl == 0)
+        return false;
+    EVP_DigestUpdate(md, raw, rl > KL_FINGERPRINT_BYTES ? KL_FINGERPRINT_BYTES : rl);
+    EVP_DigestUpdate(md, "\n", 1);
+    return true;
+}
+
+/* The member `key` of the object v[0..n), or false when absent. */
+static bool member(const char *v, size_t n, const char *key, const char **out, size_t *out_len)
+{
+    struct kl_json_want w = {.key = key};
+    kl_json_scan_members(v, n, &w, 1);
+    if (!w.end)
+        return false;
+    *out = v + w.start;
+    *out_len = w.end - w.start;
+    return true;
+}
+
+/* Feed the text of one message's content: a string, or an array of parts
+ * whose "text" members count (text, input_text, Gemini parts). Each part is
+ * hashed as a string would be: "hi" and [{"type":"text","text":"hi"}] agree. */
+static bool hash_content(EVP_MD_CTX *md, const char *v, size_t n)
+{
+    if (hash_text(md, v, n))
+        return true;
     bool any = false;
-    if (cJSON_IsString(content)) {
-        size_t n = strlen(content->valuestring);
-        if (n > KL_FINGERPRINT_BYTES)
-            n = KL_FINGERPRINT_BYTES;
-        if (n) {
-            EVP_DigestUpdate(md, content->valuestring, n);
-            EVP_DigestUpdate(md, "\n", 1);
-            any = true;
-        }
-        return any;
-    }
-    /* each part as a string would be: "hi" and [{"type":"text","text":"hi"}] agree */
-    for (const cJSON *pt = cJSON_IsArray(content) ? content->child : NULL; pt; pt = pt->next) {
-        const cJSON *t = cJSON_IsString(pt) ? pt : cJSON_GetObjectItemCaseSensitive(pt, "text");
-        if (!cJSON_IsString(t) || !t->valuestring[0])
+    size_t pos = 0, s, e;
+    while (kl_json_array_next(v, n, &pos, &s, &e)) {
+        const char *t = v + s;
+        size_t tl = e - s;
+        if (*t == '{' && !member(v + s, e - s, "text", &t, &tl))
             continue;
-        size_t n = strlen(t->valuestring);
-        EVP_DigestUpdate(md, t->valuestring, n > KL_FINGERPRINT_BYTES ? KL_FINGERPRINT_BYTES : n);
-        EVP_DigestUpdate(md, "\n", 1);
-        any = true;
+        any |= hash_text(md, t, tl);
     }
     return any;
 }
 
-static bool is_user(const cJSON *m, bool role_optional)
+static bool is_user(const char *m, size_t n, bool role_optional)
 {
-    const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-    if (!role)
+    const char *role;
+    size_t rl;
+    if (!member(m, n, "role", &role, &rl))
         return role_optional;
-    return cJSON_IsString(role) && !strcmp(role->valuestring, "user");
+    return rl == 6 && memcmp(role, "\"user\"", 6) == 0;
 }
 
 /* The first user message with any text: OpenAI chat / Anthropic messages[],
  * Responses input (a string or items), Gemini contents[] (role optional). */
-static bool hash_first_user_text(EVP_MD_CTX *md, const cJSON *body)
+static bool hash_first_user_text(EVP_MD_CTX *md, const char *body, const struct kl_body_map *bm)
 {
-    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(body, "messages");
+    struct kl_body_span list = bm->messages;
     const char *content_key = "content";
     bool role_optional = false;
-    if (!cJSON_IsArray(msgs)) {
-        msgs = cJSON_GetObjectItemCaseSensitive(body, "input");
-        if (cJSON_IsString(msgs))
-            return hash_content(md, msgs);
+    if (!list.end || body[list.start] != '[') {
+        list = bm->input;
+        if (list.end && body[list.start] == '"')
+            return hash_text(md, body + list.start, list.end - list.start);
     }
-    if (!cJSON_IsArray(msgs)) {
-        msgs = cJSON_GetObjectItemCaseSensitive(body, "contents");
+    if (!list.end || body[list.start] != '[') {
+        list = bm->contents;
         content_key = "parts";
         role_optional = true;
     }
-    for (const cJSON *m = cJSON_IsArray(msgs) ? msgs->child : NULL; m; m = m->next)
-        if (cJSON_IsObject(m) && is_user(m, role_optional) &&
-            hash_content(md, cJSON_GetObjectItemCaseSensitive(m, content_key)))
+    if (!list.end)
+        return false;
+    const char *arr = body + list.start;
+    size_t n = list.end - list.start, pos = 0, s, e;
+    while (kl_json_array_next(arr, n, &pos, &s, &e)) {
+        const char *c;
+        size_t cl;
+        if (arr[s] == '{' && is_user(arr + s, e - s, role_optional) &&
+            member(arr + s, e - s, content_key, &c, &cl) && hash_content(md, c, cl))
             return true;
+    }
     return false;
 }
 
-static const char *fingerprint(kl_arena *a, const cJSON *body, const char *login)
+static const char *fingerprint(kl_arena *a, const char *body, const struct kl_body_map *bm,
+                               const char *login)
 {
-    if (!cJSON_IsObject(body))
-        return NULL;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     if (!md)
         return NULL;
-    static const char domain[] = "keyless-session-v1";
+    static const char domain[] = "keyless-session-v2";
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int dlen = 0;
     const char *r = NULL;
@@ -152,7 +181,7 @@ static const char *fingerprint(kl_arena *a, const cJSON *body, const char *login
             EVP_DigestUpdate(md, login, strlen(login) + 1);
         else
             EVP_DigestUpdate(md, "", 1);
-        if (hash_first_user_text(md, body) && EVP_DigestFinal_ex(md, digest, &dlen) == 1) {
+        if (hash_first_user_text(md, body, bm) && EVP_DigestFinal_ex(md, digest, &dlen) == 1) {
             char *hex = kl_arena_alloc(a, 3 + 2 * dlen + 1);
             memcpy(hex, "fp:", 3);
             for (unsigned i = 0; i < dlen; i++) {
@@ -167,7 +196,7 @@ static const char *fingerprint(kl_arena *a, const cJSON *body, const char *login
 }
 
 const char *kl_session_id(kl_arena *a, const struct kl_header *headers, size_t nheaders,
-                          const cJSON *body, const char *login)
+                          const char *body, const struct kl_body_map *bm, const char *login)
 {
     static const char *const direct[] = {"x-claude-code-session-id", "session-id", "x-session-id"};
     for (size_t i = 0; i < sizeof(direct) / sizeof(direct[0]); i++) {
@@ -177,7 +206,9 @@ const char *kl_session_id(kl_arena *a, const struct kl_header *headers, size_t n
     }
     const char *meta = header(headers, nheaders, "x-codex-turn-metadata");
     const char *id = meta ? json_session_id(a, meta) : NULL;
-    if (!id)
-        id = claude_user_id_session(a, body);
-    return id ? id : fingerprint(a, body, login);
+    if (!id && body && bm)
+        id = claude_user_id_session(a, body, bm->metadata);
+    if (!id && body && bm)
+        id = fingerprint(a, body, bm, login);
+    return id;
 }

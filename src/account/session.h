@@ -9,8 +9,9 @@
  *   5. body metadata.user_id             Claude Code: "..._session_<uuid>",
  *                                        or a JSON string with "session_id"
  *   6. "fp:" + hex SHA-256 of the login and the text of the conversation's
- *      first user message (messages[], Responses input, Gemini contents[]):
- *      every turn resends that message, so all turns share the id.
+ *      first user message (messages[], Responses input, Gemini contents[]),
+ *      as the body spells it (JSON escapes included), at most 4 KiB of each
+ *      part: every turn resends that message, so all turns share the id.
  * Header ids are returned as sent; they are scoped by the caller's login
  * wherever they are stored. */
 #ifndef KL_SESSION_H
@@ -18,14 +19,14 @@
 
 #include <stddef.h>
 
-#include <cjson/cJSON.h>
-
 #include "core/arena.h"
+#include "dialect/dialect.h"
 #include "listen/http.h"
 
 /* The session id (arena string), or NULL when there is no id and nothing
- * to fingerprint. body and login may be NULL. */
+ * to fingerprint. body (with bm, where its members are) and login may be
+ * NULL. */
 const char *kl_session_id(kl_arena *a, const struct kl_header *headers, size_t nheaders,
-                          const cJSON *body, const char *login);
+                          const char *body, const struct kl_body_map *bm, const char *login);
 
 #endif

@@ -444,60 +444,13 @@ static void gemini_candidates(kl_usage_parser *p, const cJSON *cands)
     }
 }
 
-struct span {
-    const char *key;
-    size_t start, end;          /* end == 0: not found */
-};
-
-/* One pass over the top-level members of an object, recording where the
- * values of the wanted keys are, without building a tree. Stops quietly at
- * the first syntax error (members after it are not seen). */
-static void scan_members(const char *s, size_t len, struct span *w, size_t nw)
-{
-    size_t i = kl_json_object_open(s, len);
-    while (i != (size_t)-1 && i < len) {
-        while (i < len && (unsigned char)s[i] <= 0x20)
-            i++;
-        if (i >= len || s[i] != '"')
-            return;
-        size_t kend = kl_json_skip_value(s, len, i);
-        if (kend == (size_t)-1)
-            return;
-        const char *key = s + i + 1;
-        size_t klen = kend - i - 2;
-        i = kend;
-        while (i < len && (unsigned char)s[i] <= 0x20)
-            i++;
-        if (i >= len || s[i] != ':')
-            return;
-        size_t v = i + 1;
-        while (v < len && (unsigned char)s[v] <= 0x20)
-            v++;
-        size_t e = kl_json_skip_value(s, len, v);
-        if (e == (size_t)-1 || e <= v)
-            return;
-        for (size_t k = 0; k < nw; k++)
-            if (!w[k].end && w[k].key[0] == key[0] && strnlen(w[k].key, klen + 1) == klen &&
-                !memcmp(w[k].key, key, klen)) {
-                w[k].start = v;
-                w[k].end = e;
-            }
-        i = e;
-        while (i < len && (unsigned char)s[i] <= 0x20)
-            i++;
-        if (i >= len || s[i] != ',')
-            return;
-        i++;
-    }
-}
-
-static cJSON *parse_span(const char *s, const struct span *w)
+static cJSON *parse_span(const char *s, const struct kl_json_want *w)
 {
     return w->end ? cJSON_ParseWithLength(s + w->start, w->end - w->start) : NULL;
 }
 
 /* A token count written as a JSON number; false for anything else. */
-static bool span_count(const char *s, const struct span *w, int64_t *out)
+static bool span_count(const char *s, const struct kl_json_want *w, int64_t *out)
 {
     if (!w->end)
         return false;
@@ -529,13 +482,13 @@ static bool span_count(const char *s, const struct span *w, int64_t *out)
  * each one replaces the previous as a whole. Read by scanning, not with
  * cJSON: it comes with every stream chunk, and its detail arrays make a
  * tree costlier than the rest of the work for that chunk. */
-static void gemini_usage(kl_usage_parser *p, const char *s, const struct span *um)
+static void gemini_usage(kl_usage_parser *p, const char *s, const struct kl_json_want *um)
 {
-    struct span f[] = {{"promptTokenCount", 0, 0}, {"cachedContentTokenCount", 0, 0},
-                       {"toolUsePromptTokenCount", 0, 0}, {"candidatesTokenCount", 0, 0},
-                       {"thoughtsTokenCount", 0, 0}};
+    struct kl_json_want f[] = {{.key = "promptTokenCount"}, {.key = "cachedContentTokenCount"},
+                       {.key = "toolUsePromptTokenCount"}, {.key = "candidatesTokenCount"},
+                       {.key = "thoughtsTokenCount"}};
     const char *o = s + um->start;
-    scan_members(o, um->end - um->start, f, sizeof(f) / sizeof(f[0]));
+    kl_json_scan_members(o, um->end - um->start, f, sizeof(f) / sizeof(f[0]));
     int64_t v[5] = {0};
     for (size_t i = 0; i < 5; i++)
         span_count(o, &f[i], &v[i]);
@@ -554,9 +507,9 @@ static void gemini_usage(kl_usage_parser *p, const char *s, const struct span *u
  * or a finish reason. */
 static void gemini_object(kl_usage_parser *p, const char *s, size_t len)
 {
-    struct span w[] = {{"usageMetadata", 0, 0}, {"modelVersion", 0, 0}, {"candidates", 0, 0},
-                       {"promptFeedback", 0, 0}, {"error", 0, 0}};
-    scan_members(s, len, w, sizeof(w) / sizeof(w[0]));
+    struct kl_json_want w[] = {{.key = "usageMetadata"}, {.key = "modelVersion"}, {.key = "candidates"},
+                       {.key = "promptFeedback"}, {.key = "error"}};
+    kl_json_scan_members(s, len, w, sizeof(w) / sizeof(w[0]));
 
     if (w[0].end && s[w[0].start] == '{')
         gemini_usage(p, s, &w[0]);

@@ -62,8 +62,6 @@ kl_exchange *kl_exchange_new(kl_worker *w)
 void kl_exchange_free(kl_exchange *ex)
 {
     ex->worker->inflight--;
-    if (ex->json)
-        cJSON_Delete(ex->json);
     free(ex->body);
     kl_config_unref(ex->cfg);
     kl_arena_free(&ex->arena);

@@ -82,12 +82,13 @@ typedef struct kl_exchange {
     /* dialect facts */
     const struct kl_endpoint_info *ep;
     enum kl_dialect dialect;        /* the caller's dialect, for errors */
-    cJSON *json;                    /* parsed body for inference endpoints */
+    struct kl_body_map body_map;    /* where the members we read are in body */
     const char *model_requested;    /* as the caller wrote it */
     const char *model;              /* bare model id */
     const char *model_provider;     /* provider id from "provider/model", or NULL */
     bool stream;
     int64_t max_output_tokens;      /* -1 when not given */
+    bool include_usage;             /* OpenAI chat: stream_options.include_usage */
 
     /* route */
     const struct kl_provider *provider;

@@ -1,9 +1,263 @@
 #include "core/jsonscan.h"
 
+#include <stdint.h>
 #include <string.h>
 
-/* cJSON skips every byte up to 0x20 as white space; the scanner must agree
- * with it exactly, or a splice could land somewhere cJSON did not look. */
+#include <cjson/cJSON.h>
+
+/* ---- validation ---- */
+
+/* Bytes that stand for themselves inside a string: everything but the
+ * quote, the backslash and control characters. */
+static bool plain_string_byte(unsigned char c)
+{
+    return c >= 0x20 && c != '"' && c != '\\';
+}
+
+static bool json_ws(unsigned char c)
+{
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+static size_t strict_ws(const unsigned char *p, size_t len, size_t i)
+{
+    while (i < len && json_ws(p[i]))
+        i++;
+    return i;
+}
+
+static bool is_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* The four hex digits at i as a number, or -1 with *bad at the first
+ * byte that is not one. */
+static long hex4(const unsigned char *p, size_t len, size_t i, size_t *bad)
+{
+    long v = 0;
+    for (size_t k = 0; k < 4; k++) {
+        if (i + k >= len || !is_hex(p[i + k])) {
+            *bad = i + k < len ? i + k : len;
+            return -1;
+        }
+        unsigned char c = p[i + k];
+        v = v * 16 + (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+    return v;
+}
+
+/* The string whose opening quote is at i: index past its closing quote, or
+ * (size_t)-1 with *bad at the offending byte. */
+static size_t check_string(const unsigned char *p, size_t len, size_t i, size_t *bad)
+{
+    i++;
+    for (;;) {
+        while (i < len && plain_string_byte(p[i]))
+            i++;
+        if (i >= len) {
+            *bad = len;
+            return (size_t)-1;
+        }
+        if (p[i] == '"')
+            return i + 1;
+        if (p[i] != '\\') {             /* a raw control character */
+            *bad = i;
+            return (size_t)-1;
+        }
+        if (++i >= len) {
+            *bad = len;
+            return (size_t)-1;
+        }
+        if (p[i] == 'u') {
+            long cu = hex4(p, len, i + 1, bad);
+            if (cu < 0)
+                return (size_t)-1;
+            i += 5;
+            /* UTF-16 surrogates come in pairs; a lone half is no character */
+            if (cu >= 0xdc00 && cu <= 0xdfff) {
+                *bad = i - 6;
+                return (size_t)-1;
+            }
+            if (cu >= 0xd800 && cu <= 0xdbff) {
+                long lo = i + 1 < len && p[i] == '\\' && p[i + 1] == 'u' ? hex4(p, len, i + 2, bad) : -2;
+                if (lo == -1)
+                    return (size_t)-1;
+                if (lo < 0xdc00 || lo > 0xdfff) {
+                    *bad = i - 6;
+                    return (size_t)-1;
+                }
+                i += 6;
+            }
+        } else if (p[i] && strchr("\"\\/bfnrt", p[i])) {
+            i++;
+        } else {
+            *bad = i;
+            return (size_t)-1;
+        }
+    }
+}
+
+static size_t digits(const unsigned char *p, size_t len, size_t i)
+{
+    while (i < len && p[i] >= '0' && p[i] <= '9')
+        i++;
+    return i;
+}
+
+/* -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)? */
+static size_t check_number(const unsigned char *p, size_t len, size_t i, size_t *bad)
+{
+    if (i < len && p[i] == '-')
+        i++;
+    if (i < len && p[i] == '0') {
+        i++;
+    } else if (i < len && p[i] >= '1' && p[i] <= '9') {
+        i = digits(p, len, i);
+    } else {
+        *bad = i;
+        return (size_t)-1;
+    }
+    if (i < len && p[i] == '.') {
+        size_t d = digits(p, len, i + 1);
+        if (d == i + 1) {
+            *bad = d;
+            return (size_t)-1;
+        }
+        i = d;
+    }
+    if (i < len && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        if (i < len && (p[i] == '+' || p[i] == '-'))
+            i++;
+        size_t d = digits(p, len, i);
+        if (d == i) {
+            *bad = d;
+            return (size_t)-1;
+        }
+        i = d;
+    }
+    return i;
+}
+
+static size_t check_literal(const unsigned char *p, size_t len, size_t i, const char *word,
+                            size_t *bad)
+{
+    for (size_t k = 0; word[k]; k++)
+        if (i + k >= len || p[i + k] != (unsigned char)word[k]) {
+            *bad = i + k < len ? i + k : len;
+            return (size_t)-1;
+        }
+    return i + strlen(word);
+}
+
+/* An explicit stack (one bit per level: object or array) instead of
+ * recursion, so a body of a million '[' cannot exhaust the worker's stack. */
+int kl_json_validate(const char *s, size_t len, size_t *err_at)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    uint64_t is_object[KL_JSON_MAX_DEPTH / 64] = {0};
+    size_t depth = 0, bad = 0;
+    enum { VALUE, KEY, AFTER } want = VALUE;
+    size_t i = strict_ws(p, len, 0);
+
+    for (;;) {
+        if (want == KEY) {
+            if (i >= len || p[i] != '"') {
+                bad = i;
+                break;
+            }
+            if ((i = check_string(p, len, i, &bad)) == (size_t)-1)
+                break;
+            i = strict_ws(p, len, i);
+            if (i >= len || p[i] != ':') {
+                bad = i;
+                break;
+            }
+            i = strict_ws(p, len, i + 1);
+            want = VALUE;
+            continue;
+        }
+        if (want == AFTER) {
+            i = strict_ws(p, len, i);
+            if (depth == 0) {
+                if (i == len)
+                    return 0;
+                bad = i;
+                break;
+            }
+            bool obj = is_object[(depth - 1) / 64] >> ((depth - 1) % 64) & 1;
+            if (i < len && p[i] == ',') {
+                i = strict_ws(p, len, i + 1);
+                want = obj ? KEY : VALUE;
+            } else if (i < len && p[i] == (obj ? '}' : ']')) {
+                depth--;
+                i++;
+            } else {
+                bad = i;
+                break;
+            }
+            continue;
+        }
+        /* a value starts at i */
+        if (i >= len) {
+            bad = len;
+            break;
+        }
+        switch (p[i]) {
+        case '{':
+        case '[': {
+            if (depth == KL_JSON_MAX_DEPTH) {
+                bad = i;
+                goto fail;
+            }
+            bool obj = p[i] == '{';
+            uint64_t bit = (uint64_t)1 << (depth % 64);
+            if (obj)
+                is_object[depth / 64] |= bit;
+            else
+                is_object[depth / 64] &= ~bit;
+            depth++;
+            i = strict_ws(p, len, i + 1);
+            if (i < len && p[i] == (obj ? '}' : ']')) {
+                depth--;
+                i++;
+                want = AFTER;
+            } else {
+                want = obj ? KEY : VALUE;
+            }
+            continue;
+        }
+        case '"':
+            i = check_string(p, len, i, &bad);
+            break;
+        case 't':
+            i = check_literal(p, len, i, "true", &bad);
+            break;
+        case 'f':
+            i = check_literal(p, len, i, "false", &bad);
+            break;
+        case 'n':
+            i = check_literal(p, len, i, "null", &bad);
+            break;
+        default:
+            i = check_number(p, len, i, &bad);
+            break;
+        }
+        if (i == (size_t)-1)
+            break;
+        want = AFTER;
+    }
+fail:
+    if (err_at)
+        *err_at = bad;
+    return -1;
+}
+
+/* ---- scanning valid text ---- */
+
+/* cJSON skips every byte up to 0x20 as white space. Response bodies reach
+ * these functions without kl_json_validate, so they agree with cJSON. */
 static size_t ws(const char *s, size_t len, size_t i)
 {
     while (i < len && (unsigned char)s[i] <= 0x20)
@@ -58,37 +312,108 @@ size_t kl_json_object_open(const char *s, size_t len)
     return (i < len && s[i] == '{') ? i + 1 : (size_t)-1;
 }
 
-int kl_json_find_member(const char *s, size_t len, const char *key,
-                        size_t *vstart, size_t *vend)
+/* Does the key written as raw[0..n) (between its quotes) equal key? */
+static bool key_equals(const char *raw, size_t n, const char *key)
 {
-    size_t klen = strlen(key);
+    if (!memchr(raw, '\\', n))
+        return strlen(key) == n && memcmp(raw, key, n) == 0;
+    cJSON *k = cJSON_ParseWithLength(raw - 1, n + 2);
+    bool eq = cJSON_IsString(k) && strcmp(k->valuestring, key) == 0;
+    cJSON_Delete(k);
+    return eq;
+}
+
+int kl_json_scan_members(const char *s, size_t len, struct kl_json_want *w, size_t nw)
+{
+    for (size_t k = 0; k < nw; k++) {
+        w[k].start = w[k].end = 0;
+        w[k].count = 0;
+    }
     size_t i = kl_json_object_open(s, len);
     if (i == (size_t)-1)
         return -1;
+    i = ws(s, len, i);
+    if (i < len && s[i] == '}')
+        return 0;
     for (;;) {
-        i = ws(s, len, i);
         if (i >= len || s[i] != '"')
             return -1;
-        size_t kstart = i + 1;
         size_t kend = skip_string(s, len, i);
         if (kend == (size_t)-1)
             return -1;
-        int match = (kend - 1 - kstart == klen) && memcmp(s + kstart, key, klen) == 0;
+        const char *key = s + i + 1;
+        size_t klen = kend - i - 2;
         i = ws(s, len, kend);
         if (i >= len || s[i] != ':')
             return -1;
         size_t v = ws(s, len, i + 1);
         size_t e = kl_json_skip_value(s, len, v);
-        if (e == (size_t)-1)
+        if (e == (size_t)-1 || e <= v)
             return -1;
-        if (match) {
-            *vstart = v;
-            *vend = e;
-            return 0;
-        }
+        for (size_t k = 0; k < nw; k++)
+            if (key_equals(key, klen, w[k].key)) {
+                if (w[k].count++ == 0) {
+                    w[k].start = v;
+                    w[k].end = e;
+                }
+                break;
+            }
         i = ws(s, len, e);
+        if (i < len && s[i] == '}')
+            return 0;
         if (i >= len || s[i] != ',')
             return -1;
+        i = ws(s, len, i + 1);
+    }
+}
+
+int kl_json_find_member(const char *s, size_t len, const char *key,
+                        size_t *vstart, size_t *vend)
+{
+    struct kl_json_want w = {.key = key};
+    kl_json_scan_members(s, len, &w, 1);
+    if (!w.end)
+        return -1;
+    *vstart = w.start;
+    *vend = w.end;
+    return 0;
+}
+
+bool kl_json_array_next(const char *s, size_t len, size_t *pos, size_t *vstart, size_t *vend)
+{
+    size_t i = *pos;
+    if (i == 0) {
+        i = ws(s, len, 0);
+        if (i >= len || s[i] != '[')
+            return false;
+        i++;
+    } else {
+        i = ws(s, len, i);
+        if (i >= len || s[i] != ',')
+            return false;
         i++;
     }
+    i = ws(s, len, i);
+    if (i >= len || s[i] == ']')
+        return false;
+    size_t e = kl_json_skip_value(s, len, i);
+    if (e == (size_t)-1 || e <= i)
+        return false;
+    *vstart = i;
+    *vend = e;
+    *pos = e;
+    return true;
+}
+
+bool kl_json_string_raw(const char *s, size_t len, const char **raw, size_t *raw_len)
+{
+    size_t i = ws(s, len, 0);
+    if (i >= len || s[i] != '"')
+        return false;
+    size_t e = skip_string(s, len, i);
+    if (e == (size_t)-1)
+        return false;
+    *raw = s + i + 1;
+    *raw_len = e - i - 2;
+    return true;
 }

@@ -1,22 +1,59 @@
-/* Byte-level JSON scanning without building a tree: find the span of a
- * top-level member so the route stage can splice a request body (rewrite a
- * qualified model name, add stream_options) without re-serializing
- * megabytes of prompt. The input must already be valid JSON. */
+/* Byte-level JSON without building a tree. Request bodies are megabytes of
+ * prompt of which keyless reads a handful of top-level members: validate
+ * the text in one pass that allocates nothing, note where the wanted
+ * members are, decode only those (cJSON on the member's bytes), and splice
+ * the body instead of re-serializing it. */
 #ifndef KL_JSONSCAN_H
 #define KL_JSONSCAN_H
 
+#include <stdbool.h>
 #include <stddef.h>
+
+/* Deeper nesting is refused (cJSON's own limit is 1000). */
+#define KL_JSON_MAX_DEPTH 512
+
+/* Is s[0..len) exactly one JSON value (RFC 8259; white space is space, tab,
+ * CR, LF) with optional white space around it? Returns 0, or -1 with
+ * *err_at set to the offset of the first byte that cannot be right (len when
+ * the text ends too early). Does not check that strings are valid UTF-8. */
+int kl_json_validate(const char *s, size_t len, size_t *err_at);
+
+/* The functions below expect text kl_json_validate accepted (on other text
+ * they stop early but never read out of bounds). */
 
 /* Index just past the JSON value starting at i (after leading white space),
  * or (size_t)-1 when the text ends first. */
 size_t kl_json_skip_value(const char *s, size_t len, size_t i);
+
+/* Offset just after the opening '{' of the top-level object, or -1. */
+size_t kl_json_object_open(const char *s, size_t len);
+
+/* A member wanted from an object by kl_json_scan_members. */
+struct kl_json_want {
+    const char *key;
+    size_t start, end;          /* the first occurrence's value; end == 0: absent */
+    unsigned count;             /* how often the key appears */
+};
+
+/* One pass over the members of the object s[0..len) (white space around it
+ * allowed), filling in the wanted keys. Keys written with escapes
+ * ("mod\u0065l") are compared decoded, as every JSON parser would read them.
+ * Returns 0, or -1 when s is not an object or ends early (members before
+ * that point are filled in). */
+int kl_json_scan_members(const char *s, size_t len, struct kl_json_want *w, size_t nw);
 
 /* Find member `key` of the top-level object. On success sets [*vstart,*vend)
  * to the value's bytes and returns 0; returns -1 when absent. */
 int kl_json_find_member(const char *s, size_t len, const char *key,
                         size_t *vstart, size_t *vend);
 
-/* Offset just after the opening '{' of the top-level object, or -1. */
-size_t kl_json_object_open(const char *s, size_t len);
+/* Step through the elements of the array s[0..len): *pos starts at 0; each
+ * call sets [*vstart,*vend) to the next element and returns true, or
+ * returns false at the end (or when s is not an array). */
+bool kl_json_array_next(const char *s, size_t len, size_t *pos, size_t *vstart, size_t *vend);
+
+/* The bytes between the quotes of the string value s[0..len), escapes left
+ * as written, or false when the value is not a string. */
+bool kl_json_string_raw(const char *s, size_t len, const char **raw, size_t *raw_len);
 
 #endif

@@ -54,18 +54,38 @@ void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
 /* The dialect a request to an unknown path most likely speaks. */
 enum kl_dialect kl_dialect_guess(const char *path, bool anthropic_version);
 
+/* Where the top-level members keyless reads or rewrites sit in a request
+ * body (byte offsets; end == 0: absent). Noted in the one pass over the body
+ * the endpoint stage makes, so later stages (route's splice, the session
+ * fingerprint) never scan megabytes of prompt again. */
+struct kl_body_span {
+    size_t start, end;
+};
+
+struct kl_body_map {
+    struct kl_body_span model, stream, stream_options, max_tokens, max_completion_tokens,
+        max_output_tokens, generation_config, metadata, messages, input, contents;
+};
+
+/* Find the members of kl_body_map in the object body[0..len). Returns -1
+ * (with *dup set to the key) when one appears twice: parsers disagree on
+ * which copy counts (cJSON reads the first, many providers the last), so a
+ * second "model" or "max_tokens" could slip past grants and quotas. */
+int kl_dialect_body_map(const char *body, size_t len, struct kl_body_map *m, const char **dup);
+
 /* Facts read from an inference request body. Returns 0, or -1 with *why
- * set (a 400 for the caller). json receives the parsed body (caller frees). */
+ * set (a 400 for the caller). The body is validated as JSON in full but
+ * never turned into a tree. */
 struct kl_request_facts {
     const char *model;          /* NULL when absent */
     bool stream;
     int64_t max_output_tokens;  /* -1 when absent */
     bool has_include_usage;     /* OpenAI chat: stream_options.include_usage is true */
+    struct kl_body_map map;
 };
 
 int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body, size_t len,
-                             kl_arena *a, cJSON **json, struct kl_request_facts *f,
-                             const char **why);
+                             kl_arena *a, struct kl_request_facts *f, const char **why);
 
 /* Error classes keyless itself can answer with. */
 enum kl_err_kind {

@@ -3,115 +3,150 @@
 #include <stdio.h>
 #include <string.h>
 
-/* A top-level key given twice is refused: cJSON reads the first, but many
- * providers read the last, so a duplicate "model" could smuggle a request
- * past the grants check. */
-static int count_members(const cJSON *obj, const char *key)
+#include "core/jsonscan.h"
+
+int kl_dialect_body_map(const char *body, size_t len, struct kl_body_map *m, const char **dup)
 {
-    int n = 0;
-    for (const cJSON *c = obj->child; c; c = c->next)
-        if (c->string && strcmp(c->string, key) == 0)
-            n++;
+    struct kl_json_want w[] = {
+        {.key = "model"}, {.key = "stream"}, {.key = "stream_options"}, {.key = "max_tokens"},
+        {.key = "max_completion_tokens"}, {.key = "max_output_tokens"},
+        {.key = "generationConfig"}, {.key = "metadata"}, {.key = "messages"}, {.key = "input"},
+        {.key = "contents"},
+    };
+    struct kl_body_span *out[] = {
+        &m->model, &m->stream, &m->stream_options, &m->max_tokens, &m->max_completion_tokens,
+        &m->max_output_tokens, &m->generation_config, &m->metadata, &m->messages, &m->input,
+        &m->contents,
+    };
+    _Static_assert(sizeof(w) / sizeof(w[0]) == sizeof(out) / sizeof(out[0]), "one span per key");
+    _Static_assert(sizeof(*m) == sizeof(out) / sizeof(out[0]) * sizeof(struct kl_body_span),
+                   "every member of kl_body_map is scanned");
+    int r = kl_json_scan_members(body, len, w, sizeof(w) / sizeof(w[0]));
+    for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++) {
+        out[i]->start = w[i].start;
+        out[i]->end = w[i].end;
+        if (w[i].count > 1) {
+            *dup = w[i].key;
+            return -1;
+        }
+    }
+    return r;
+}
+
+/* The member's value decoded by cJSON: it is small (a model name, a number,
+ * a few options) even when the body around it is megabytes. */
+static cJSON *span_json(const char *body, struct kl_body_span s)
+{
+    return s.end ? cJSON_ParseWithLength(body + s.start, s.end - s.start) : NULL;
+}
+
+static int64_t span_count(const char *body, struct kl_body_span s)
+{
+    cJSON *v = span_json(body, s);
+    int64_t n = -1;
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9e15)
+        n = (int64_t)v->valuedouble;
+    cJSON_Delete(v);
     return n;
 }
 
-static int64_t int_member(const cJSON *obj, const char *key)
+static bool span_true(const char *body, struct kl_body_span s)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9e15)
-        return (int64_t)v->valuedouble;
-    return -1;
+    return s.end - s.start == 4 && memcmp(body + s.start, "true", 4) == 0;
+}
+
+static const char *read_model(const char *body, struct kl_body_span s, kl_arena *a,
+                              const char **why)
+{
+    if (!s.end) {
+        *why = "missing required field \"model\"";
+        return NULL;
+    }
+    cJSON *m = span_json(body, s);
+    const char *r = NULL;
+    if (!cJSON_IsString(m) || m->valuestring[0] == '\0') {
+        *why = "\"model\" must be a non-empty string";
+    } else if (strlen(m->valuestring) > 256) {
+        *why = "\"model\" is longer than 256 characters";
+    } else {
+        r = kl_arena_strdup(a, m->valuestring);
+        for (const unsigned char *c = (const unsigned char *)r; *c; c++)
+            if (*c < 0x20 || *c == 0x7f) {
+                *why = "\"model\" contains a control character";
+                r = NULL;
+                break;
+            }
+    }
+    cJSON_Delete(m);
+    return r;
 }
 
 int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body, size_t len,
-                             kl_arena *a, cJSON **json, struct kl_request_facts *f,
-                             const char **why)
+                             kl_arena *a, struct kl_request_facts *f, const char **why)
 {
     memset(f, 0, sizeof(*f));
     f->max_output_tokens = -1;
-    *json = NULL;
     if (len == 0) {
         *why = "request body is empty; a JSON object is required";
         return -1;
     }
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-    if (!root) {
-        size_t off = end ? (size_t)(end - body) : 0;
-        *why = kl_arena_printf(a, "malformed JSON in request body at byte %zu", off);
+    size_t at = 0;
+    if (kl_json_validate(body, len, &at) < 0) {
+        *why = at >= len ? kl_arena_printf(a, "malformed JSON in request body: it ends early (%zu bytes)", len)
+                         : kl_arena_printf(a, "malformed JSON in request body at byte %zu", at);
         return -1;
     }
-    /* Only white space may follow the value. */
-    for (const char *p = end; p < body + len; p++) {
-        if (*p != ' ' && *p != '\n' && *p != '\r' && *p != '\t') {
-            cJSON_Delete(root);
-            *why = kl_arena_printf(a, "malformed JSON in request body at byte %zu: trailing data",
-                                   (size_t)(p - body));
-            return -1;
-        }
-    }
-    *json = root;
-    if (!cJSON_IsObject(root)) {
+    if (kl_json_object_open(body, len) == (size_t)-1) {
         *why = "request body must be a JSON object";
         return -1;
     }
-    static const char *unique[] = {"model", "stream", "stream_options"};
-    for (size_t i = 0; i < sizeof(unique) / sizeof(unique[0]); i++) {
-        if (count_members(root, unique[i]) > 1) {
-            *why = kl_arena_printf(a, "duplicate \"%s\" key in request body", unique[i]);
-            return -1;
-        }
+    const char *dup = NULL;
+    if (kl_dialect_body_map(body, len, &f->map, &dup) < 0) {
+        *why = dup ? kl_arena_printf(a, "duplicate \"%s\" key in request body", dup)
+                   : "request body could not be read";
+        return -1;
     }
+    const struct kl_body_map *m = &f->map;
 
-    if (ep->dialect != KL_DIALECT_GEMINI) {
-        const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "model");
-        if (!m) {
-            *why = "missing required field \"model\"";
-            return -1;
-        }
-        if (!cJSON_IsString(m) || m->valuestring[0] == '\0') {
-            *why = "\"model\" must be a non-empty string";
-            return -1;
-        }
-        for (const unsigned char *c = (const unsigned char *)m->valuestring; *c; c++) {
-            if (*c < 0x20 || *c == 0x7f) {
-                *why = "\"model\" contains a control character";
-                return -1;
-            }
-        }
-        if (strlen(m->valuestring) > 256) {
-            *why = "\"model\" is longer than 256 characters";
-            return -1;
-        }
-        f->model = kl_arena_strdup(a, m->valuestring);
-    }
+    if (ep->dialect != KL_DIALECT_GEMINI && !(f->model = read_model(body, m->model, a, why)))
+        return -1;
 
-    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(root, "stream");
     switch (ep->id) {
     case KL_EP_CHAT: {
-        f->stream = cJSON_IsTrue(stream);
-        f->max_output_tokens = int_member(root, "max_completion_tokens");
+        f->stream = span_true(body, m->stream);
+        f->max_output_tokens = span_count(body, m->max_completion_tokens);
         if (f->max_output_tokens < 0)
-            f->max_output_tokens = int_member(root, "max_tokens");
-        const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+            f->max_output_tokens = span_count(body, m->max_tokens);
+        cJSON *so = span_json(body, m->stream_options);
         f->has_include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
+        cJSON_Delete(so);
         break;
     }
     case KL_EP_RESPONSES:
-        f->stream = cJSON_IsTrue(stream);
-        f->max_output_tokens = int_member(root, "max_output_tokens");
+        f->stream = span_true(body, m->stream);
+        f->max_output_tokens = span_count(body, m->max_output_tokens);
         break;
     case KL_EP_MESSAGES:
-        f->stream = cJSON_IsTrue(stream);
-        f->max_output_tokens = int_member(root, "max_tokens");
+        f->stream = span_true(body, m->stream);
+        f->max_output_tokens = span_count(body, m->max_tokens);
         break;
     case KL_EP_GEMINI_STREAM:
         f->stream = true;
         /* fall through */
     case KL_EP_GEMINI_GENERATE: {
-        const cJSON *gc = cJSON_GetObjectItemCaseSensitive(root, "generationConfig");
-        if (cJSON_IsObject(gc))
-            f->max_output_tokens = int_member(gc, "maxOutputTokens");
+        struct kl_json_want mot = {.key = "maxOutputTokens"};
+        if (m->generation_config.end)
+            kl_json_scan_members(body + m->generation_config.start,
+                                 m->generation_config.end - m->generation_config.start, &mot, 1);
+        if (mot.count > 1) {
+            *why = "duplicate \"maxOutputTokens\" key in generationConfig";
+            return -1;
+        }
+        cJSON *gc = span_json(body, m->generation_config);
+        const cJSON *mo = cJSON_GetObjectItemCaseSensitive(gc, "maxOutputTokens");
+        if (cJSON_IsObject(gc) && cJSON_IsNumber(mo) && mo->valuedouble >= 0 && mo->valuedouble < 9e15)
+            f->max_output_tokens = (int64_t)mo->valuedouble;
+        cJSON_Delete(gc);
         break;
     }
     default:

@@ -71,132 +71,141 @@ const struct kl_provider *kl_route_resolve_filtered(const kl_config *cfg, const 
     return pick(cfg, NULL, 0, model, *bare_len, compat, &f);
 }
 
-/* The provider speaks the model by its bare id: rewrite a qualified name in
- * the body, splicing the bytes so a megabyte prompt is not re-serialized. */
-static int splice_member(kl_exchange *ex, const char *key, const char *value_json)
+/* One change to the request body: bytes [start,end) of the caller's body
+ * become text (start == end: an insertion). */
+struct body_edit {
+    size_t start, end;
+    const char *text;
+};
+
+/* The body sent upstream: the caller's bytes with the edits applied in one
+ * copy, so a megabyte prompt is never re-serialized. Edits are sorted by
+ * start here and never overlap (each touches one member's value). */
+static void apply_edits(kl_exchange *ex, struct body_edit *e, size_t n)
 {
-    const char *src = ex->up_body;
-    size_t len = ex->up_body_len, vs, ve;
-    if (kl_json_find_member(src, len, key, &vs, &ve) < 0)
-        return -1;
-    size_t vl = strlen(value_json);
-    char *out = kl_arena_alloc(&ex->arena, len - (ve - vs) + vl + 1);
-    memcpy(out, src, vs);
-    memcpy(out + vs, value_json, vl);
-    memcpy(out + vs + vl, src + ve, len - ve);
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && e[j].start < e[j - 1].start; j--) {
+            struct body_edit t = e[j];
+            e[j] = e[j - 1];
+            e[j - 1] = t;
+        }
+    size_t out_len = ex->body_len;
+    for (size_t i = 0; i < n; i++)
+        out_len += strlen(e[i].text) - (e[i].end - e[i].start);
+    char *out = kl_arena_alloc(&ex->arena, out_len + 1);
+    size_t o = 0, at = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t tl = strlen(e[i].text);
+        memcpy(out + o, ex->body + at, e[i].start - at);
+        o += e[i].start - at;
+        memcpy(out + o, e[i].text, tl);
+        o += tl;
+        at = e[i].end;
+    }
+    memcpy(out + o, ex->body + at, ex->body_len - at);
+    o += ex->body_len - at;
+    out[o] = '\0';
     ex->up_body = out;
-    ex->up_body_len = len - (ve - vs) + vl;
-    return 0;
+    ex->up_body_len = o;
 }
 
-static int insert_member(kl_exchange *ex, const char *member_json)
+/* cJSON's compact text of j, copied to the arena; j is freed. */
+static const char *print_json(kl_exchange *ex, cJSON *j)
 {
-    size_t open = kl_json_object_open(ex->up_body, ex->up_body_len);
-    if (open == (size_t)-1)
-        return -1;
-    size_t ml = strlen(member_json);
-    char *out = kl_arena_alloc(&ex->arena, ex->up_body_len + ml + 2);
-    memcpy(out, ex->up_body, open);
-    memcpy(out + open, member_json, ml);
-    /* an object with members needs a comma after ours */
-    size_t i = open;
-    while (i < ex->up_body_len && strchr(" \t\r\n", ex->up_body[i]))
-        i++;
-    size_t o = open + ml;
-    if (i < ex->up_body_len && ex->up_body[i] != '}')
-        out[o++] = ',';
-    memcpy(out + o, ex->up_body + open, ex->up_body_len - open);
-    ex->up_body = out;
-    ex->up_body_len = o + ex->up_body_len - open;
-    return 0;
-}
-
-/* Fallback when a byte splice is not possible (escaped keys, a
- * stream_options object without include_usage): re-serialize. */
-static void reserialize(kl_exchange *ex)
-{
-    char *s = cJSON_PrintUnformatted(ex->json);
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
     if (!s)
         abort();
-    ex->up_body = kl_arena_strdup(&ex->arena, s);
-    ex->up_body_len = strlen(s);
+    const char *r = kl_arena_strdup(&ex->arena, s);
     cJSON_free(s);
+    return r;
+}
+
+/* The member's object value (from the caller's body) with `key` set to
+ * `value`; a member that is not an object is replaced by a new one. */
+static const char *object_with(kl_exchange *ex, struct kl_body_span at, const char *key,
+                               cJSON *value)
+{
+    cJSON *o = at.end ? cJSON_ParseWithLength(ex->body + at.start, at.end - at.start) : NULL;
+    if (!cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        o = cJSON_CreateObject();
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(o, key);
+    cJSON_AddItemToObject(o, key, value);
+    return print_json(ex, o);
 }
 
 /* The member that caps output for this endpoint, when keyless must set one
  * (a spend quota reserved for at most that many tokens). */
-static const char *output_cap_member(const kl_exchange *ex)
+static const struct kl_body_span *output_cap_member(const kl_exchange *ex, const char **name)
 {
+    const struct kl_body_map *m = &ex->body_map;
     switch (ex->ep->id) {
-    case KL_EP_CHAT: return "max_completion_tokens";
-    case KL_EP_RESPONSES: return "max_output_tokens";
-    case KL_EP_MESSAGES: return "max_tokens";
-    default: return NULL;
+    case KL_EP_CHAT: *name = "max_completion_tokens"; return &m->max_completion_tokens;
+    case KL_EP_RESPONSES: *name = "max_output_tokens"; return &m->max_output_tokens;
+    case KL_EP_MESSAGES: *name = "max_tokens"; return &m->max_tokens;
+    default: *name = NULL; return NULL;
     }
 }
 
+/* What the provider must see that the caller did not write: the bare model
+ * id for a qualified name, stream_options.include_usage for an OpenAI
+ * stream (so the record is exact; the extra chunk is stripped before it
+ * reaches the caller), and the output cap a spend quota reserved for. */
 static void rewrite_body(kl_exchange *ex, const char *bare)
 {
     ex->up_body = ex->body ? ex->body : "";
     ex->up_body_len = ex->body_len;
-    bool qualified = ex->ep->dialect != KL_DIALECT_GEMINI && strcmp(bare, ex->model_requested) != 0;
-    bool want_usage = ex->ep->id == KL_EP_CHAT && ex->stream &&
-                      !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
-                          cJSON_GetObjectItemCaseSensitive(ex->json, "stream_options"), "include_usage"));
-    bool cap_output = ex->inject_max_output_tokens > 0;
-    if (!qualified && !want_usage && !cap_output)
-        return;
-    bool splice_ok = true;
-    if (qualified) {
-        cJSON *s = cJSON_CreateString(bare);
-        char *q = cJSON_PrintUnformatted(s);
-        cJSON_Delete(s);
-        splice_ok = splice_member(ex, "model", q) == 0;
-        cJSON_free(q);
-    }
-    if (want_usage) {
-        /* OpenAI streams report usage only when asked; ask, so the record is
-         * exact, and strip the extra chunk before it reaches the caller. */
+    const struct kl_body_map *m = &ex->body_map;
+    struct body_edit edits[4];
+    size_t n = 0;
+    char inserts[160] = "";
+
+    if (ex->ep->dialect != KL_DIALECT_GEMINI && strcmp(bare, ex->model_requested) != 0)
+        edits[n++] = (struct body_edit){m->model.start, m->model.end,
+                                        print_json(ex, cJSON_CreateString(bare))};
+    if (ex->ep->id == KL_EP_CHAT && ex->stream && !ex->include_usage) {
         ex->added_include_usage = true;
-        if (cJSON_GetObjectItemCaseSensitive(ex->json, "stream_options"))
-            splice_ok = false;
-        else if (splice_ok)
-            splice_ok = insert_member(ex, "\"stream_options\":{\"include_usage\":true}") == 0;
+        if (m->stream_options.end)
+            edits[n++] = (struct body_edit){m->stream_options.start, m->stream_options.end,
+                                            object_with(ex, m->stream_options, "include_usage",
+                                                        cJSON_CreateTrue())};
+        else
+            strcat(inserts, "\"stream_options\":{\"include_usage\":true}");
     }
-    const char *cap_member = cap_output ? output_cap_member(ex) : NULL;
-    if (cap_output && cap_member && splice_ok) {
-        char m[96];
-        snprintf(m, sizeof(m), "\"%s\":%lld", cap_member, (long long)ex->inject_max_output_tokens);
-        splice_ok = insert_member(ex, m) == 0;
-    } else if (cap_output) {
-        splice_ok = false;
-    }
-    if (!splice_ok) {
-        if (qualified)
-            cJSON_SetValuestring(cJSON_GetObjectItemCaseSensitive(ex->json, "model"), bare);
-        if (want_usage) {
-            cJSON *so = cJSON_GetObjectItemCaseSensitive(ex->json, "stream_options");
-            if (!cJSON_IsObject(so)) {
-                cJSON_DeleteItemFromObjectCaseSensitive(ex->json, "stream_options");
-                so = cJSON_AddObjectToObject(ex->json, "stream_options");
-            }
-            cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
-            cJSON_AddTrueToObject(so, "include_usage");
+    if (ex->inject_max_output_tokens > 0) {
+        const char *name;
+        const struct kl_body_span *cap = output_cap_member(ex, &name);
+        char num[32];
+        snprintf(num, sizeof(num), "%lld", (long long)ex->inject_max_output_tokens);
+        if (cap && cap->end) {
+            edits[n++] = (struct body_edit){cap->start, cap->end, kl_arena_strdup(&ex->arena, num)};
+        } else if (cap) {
+            snprintf(inserts + strlen(inserts), sizeof(inserts) - strlen(inserts), "%s\"%s\":%s",
+                     inserts[0] ? "," : "", name, num);
+        } else if (ex->ep->dialect == KL_DIALECT_GEMINI) {
+            const char *gc = object_with(ex, m->generation_config, "maxOutputTokens",
+                                         cJSON_CreateNumber((double)ex->inject_max_output_tokens));
+            if (m->generation_config.end)
+                edits[n++] = (struct body_edit){m->generation_config.start, m->generation_config.end, gc};
+            else
+                snprintf(inserts + strlen(inserts), sizeof(inserts) - strlen(inserts),
+                         "%s\"generationConfig\":%s", inserts[0] ? "," : "", gc);
         }
-        if (cap_output && cap_member) {
-            cJSON_DeleteItemFromObjectCaseSensitive(ex->json, cap_member);
-            cJSON_AddNumberToObject(ex->json, cap_member, (double)ex->inject_max_output_tokens);
-        } else if (cap_output && ex->ep->dialect == KL_DIALECT_GEMINI) {
-            cJSON *gc = cJSON_GetObjectItemCaseSensitive(ex->json, "generationConfig");
-            if (!cJSON_IsObject(gc)) {
-                cJSON_DeleteItemFromObjectCaseSensitive(ex->json, "generationConfig");
-                gc = cJSON_AddObjectToObject(ex->json, "generationConfig");
-            }
-            cJSON_DeleteItemFromObjectCaseSensitive(gc, "maxOutputTokens");
-            cJSON_AddNumberToObject(gc, "maxOutputTokens", (double)ex->inject_max_output_tokens);
-        }
-        reserialize(ex);
     }
+    if (inserts[0]) {
+        /* new members go first, with a comma when the object has others */
+        size_t open = kl_json_object_open(ex->body, ex->body_len);
+        size_t i = open;
+        while (i < ex->body_len && strchr(" \t\r\n", ex->body[i]))
+            i++;
+        const char *text = i < ex->body_len && ex->body[i] != '}'
+                               ? kl_arena_printf(&ex->arena, "%s,", inserts) : inserts;
+        edits[n++] = (struct body_edit){open, open, kl_arena_strdup(&ex->arena, text)};
+    }
+    if (n)
+        apply_edits(ex, edits, n);
 }
 
 static const char *build_url(kl_exchange *ex, const char *bare)

@@ -211,6 +211,38 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('the body sent upstream is the caller\'s bytes with only the members keyless sets changed', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({
+      quotas: { cap: { capacity: '$100' } },
+      limits: { default_max_output_tokens: 1234 },
+      grants: grant([{ bucket: 'cap' }]),
+      providers: providersFor(mock.url),
+    });
+    // a qualified model, a stream without usage but with other stream
+    // options, an output cap given as null, and a large prompt with escapes
+    const prompt = 'line "one"\n\u00e9\ud83d\ude00 '.repeat(20000);
+    const sent = `{ "messages" : [{"role":"user","content":${JSON.stringify(prompt)}}],
+      "model":"openai/gpt-4o", "stream":true, "stream_options":{"include_obfuscation":false},
+      "max_completion_tokens":null, "temperature":0.25 }`;
+    await (await post(gw, '/v1/chat/completions', sent)).text();
+    const got = JSON.parse((await mock.last()).body);
+    assert.equal(got.model, 'gpt-4o');
+    assert.deepEqual(got.stream_options, { include_obfuscation: false, include_usage: true });
+    assert.equal(got.max_completion_tokens, 1234);
+    assert.equal(got.messages[0].content, prompt);
+    assert.equal(got.temperature, 0.25);
+    assert.equal(Object.keys(got).length, 6, 'no member added twice');
+    // Gemini: the cap goes into the caller's generationConfig
+    await (await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
+      '{"generationConfig":{"temperature":0.5},"contents":[{"parts":[{"text":"hi"}]}]}')).text();
+    const g = JSON.parse((await mock.last()).body);
+    assert.deepEqual(g.generationConfig, { temperature: 0.5, maxOutputTokens: 1234 });
+    assert.equal(g.contents[0].parts[0].text, 'hi');
+    await gw.stop();
+    await mock.stop();
+  });
+
   it('balances survive a restart; a lowered capacity clamps them; /api/quotas and refill', async () => {
     const mock = await startMock();
     const db = join(mkdtempSync(join(tmpdir(), 'kl-quota-')), 'q.db');

@@ -57,10 +57,7 @@ static int facts(enum kl_endpoint id, const char *body, struct kl_request_facts 
         [KL_EP_GEMINI_GENERATE] = "/v1beta/models/g:generateContent",
     };
     kl_dialect_classify(ap, "POST", paths[id], false, &m);
-    cJSON *json = NULL;
-    int r = kl_dialect_request_facts(m.ep, body, strlen(body), ap, &json, f, why);
-    cJSON_Delete(json);
-    return r;
+    return kl_dialect_request_facts(m.ep, body, strlen(body), ap, f, why);
 }
 
 static void reads_request_facts(void **state)
@@ -107,6 +104,38 @@ static void refuses_bad_bodies(void **state)
     /* an escaped key is the same key */
     assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"a\",\"mod\\u0065l\":\"b\"}", &f, &why), -1);
     assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"a\\nb\"}", &f, &why), -1);
+    /* every member keyless reads or rewrites is refused twice, or a second
+     * max_tokens could slip past the quota's reservation */
+    assert_int_equal(facts(KL_EP_MESSAGES, "{\"model\":\"c\",\"max_tokens\":1,\"max_tokens\":9000}", &f, &why), -1);
+    assert_non_null(strstr(why, "duplicate \"max_tokens\""));
+    assert_int_equal(facts(KL_EP_GEMINI_GENERATE,
+                           "{\"generationConfig\":{\"maxOutputTokens\":1,\"maxOutputTokens\":9}}", &f, &why), -1);
+    assert_non_null(strstr(why, "maxOutputTokens"));
+    /* the error names the byte where the JSON goes wrong */
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"a\",\"messages\":[1,]}", &f, &why), -1);
+    assert_string_equal(why, "malformed JSON in request body at byte 27");
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"a\",\"messages\":[", &f, &why), -1);
+    assert_non_null(strstr(why, "ends early"));
+}
+
+/* Where the members are, for route's splice and the session fingerprint. */
+static void maps_body_members(void **state)
+{
+    (void)state;
+    struct kl_request_facts f;
+    const char *why;
+    const char *b = "{ \"messages\":[{\"role\":\"user\",\"content\":\"model\"}], \"model\" : \"gpt-4o\","
+                    "\"stream_options\":{\"include_usage\":false},\"stream\":true}";
+    assert_int_equal(facts(KL_EP_CHAT, b, &f, &why), 0);
+    assert_string_equal(f.model, "gpt-4o");
+    assert_true(f.stream);
+    assert_false(f.has_include_usage);
+    assert_memory_equal(b + f.map.model.start, "\"gpt-4o\"", f.map.model.end - f.map.model.start);
+    assert_memory_equal(b + f.map.stream_options.start, "{\"include_usage\":false}",
+                        f.map.stream_options.end - f.map.stream_options.start);
+    assert_int_equal(b[f.map.messages.start], '[');
+    assert_int_equal(f.map.input.end, 0);
+    assert_int_equal(f.map.max_tokens.end, 0);
 }
 
 static void error_envelopes(void **state)
@@ -157,6 +186,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(classifies_paths),
         cmocka_unit_test_setup_teardown(reads_request_facts, setup, teardown),
+        cmocka_unit_test_setup_teardown(maps_body_members, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_bad_bodies, setup, teardown),
         cmocka_unit_test(error_envelopes),
     };

@@ -33,11 +33,92 @@ static void truncated_input(void **state)
     assert_int_equal(kl_json_skip_value("\"abc", 4, 0), (size_t)-1);
 }
 
+static void validates(void **state)
+{
+    (void)state;
+    static const char *good[] = {
+        "{}", " [ ] ", "0", "-0.5e+10", "1E3", "\"\"", "true", "null",
+        "{\"a\":[1,2,{\"b\":false}],\"c\":\"\\u00e9\\n\\\"\\/\"}",
+        "\t{\r\n\"k\" : \"v\" }\n", "\"\xc3\xa9 \xf0\x9f\x98\x80\"", "\"\\ud83d\\ude00\"",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        size_t at = 99;
+        assert_int_equal(kl_json_validate(good[i], strlen(good[i]), &at), 0);
+    }
+    /* text, offset of the first wrong byte */
+    static const struct { const char *s; size_t at; } bad[] = {
+        {"", 0}, {" ", 1}, {"{", 1}, {"{\"a\"}", 4}, {"{\"a\":}", 5}, {"[1,]", 3},
+        {"[1 2]", 3}, {"{\"a\":1,}", 7}, {"01", 1}, {"-", 1}, {"1.", 2}, {"1e", 2},
+        {".5", 0}, {"+1", 0}, {"tru", 3}, {"nul!", 3}, {"\"a\x01\"", 2}, {"\"\\x\"", 2},
+        {"\"\\u12g4\"", 5}, {"\"abc", 4}, {"{} {}", 3}, {"[1]]", 3}, {"{'a':1}", 1},
+        {"\x0c{}", 0}, {"[NaN]", 1}, {"{\"a\" 1}", 5}, {"[\"\\", 3},
+        {"\"\\ud83d\"", 1}, {"\"\\ude00\\ud83d\"", 1}, {"\"x\\ud83d\\u0041\"", 2},
+        {"\"\\ud83d\\u00g1\"", 11},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        size_t at = 99;
+        assert_int_equal(kl_json_validate(bad[i].s, strlen(bad[i].s), &at), -1);
+        if (at != bad[i].at)
+            fail_msg("%s: error at %zu, expected %zu", bad[i].s, at, bad[i].at);
+    }
+    /* nesting: the limit is accepted, one more level is not */
+    char deep[2 * KL_JSON_MAX_DEPTH + 4];
+    size_t n = 0;
+    for (int i = 0; i < KL_JSON_MAX_DEPTH; i++)
+        deep[n++] = '[';
+    for (int i = 0; i < KL_JSON_MAX_DEPTH; i++)
+        deep[n++] = ']';
+    assert_int_equal(kl_json_validate(deep, n, NULL), 0);
+    char deeper[2 * KL_JSON_MAX_DEPTH + 4];
+    deeper[0] = '[';
+    memcpy(deeper + 1, deep, n);
+    deeper[n + 1] = ']';
+    size_t at;
+    assert_int_equal(kl_json_validate(deeper, n + 2, &at), -1);
+    assert_int_equal(at, KL_JSON_MAX_DEPTH);
+}
+
+static void scans_members_and_arrays(void **state)
+{
+    (void)state;
+    const char *s = "{\"a\":1, \"b\":{\"a\":2}, \"\\u0061\":3, \"c\" : [ \"x\" , {\"t\":\"y\\\"z\"} ,[] ] }";
+    struct kl_json_want w[] = {{.key = "a"}, {.key = "c"}, {.key = "d"}};
+    assert_int_equal(kl_json_scan_members(s, strlen(s), w, 3), 0);
+    assert_int_equal(w[0].count, 2);                    /* "\u0061" is "a" */
+    assert_memory_equal(s + w[0].start, "1", 1);        /* the first one */
+    assert_int_equal(w[1].count, 1);
+    assert_int_equal(w[2].count, 0);
+    assert_int_equal(w[2].end, 0);
+    const char *arr = s + w[1].start;
+    size_t alen = w[1].end - w[1].start, pos = 0, vs, ve;
+    const char *want[] = {"\"x\"", "{\"t\":\"y\\\"z\"}", "[]"};
+    for (size_t i = 0; i < 3; i++) {
+        assert_true(kl_json_array_next(arr, alen, &pos, &vs, &ve));
+        assert_int_equal(ve - vs, strlen(want[i]));
+        assert_memory_equal(arr + vs, want[i], ve - vs);
+    }
+    assert_false(kl_json_array_next(arr, alen, &pos, &vs, &ve));
+    pos = 0;
+    assert_false(kl_json_array_next("[ ]", 3, &pos, &vs, &ve));
+    pos = 0;
+    assert_false(kl_json_array_next("{}", 2, &pos, &vs, &ve));
+    const char *raw;
+    size_t rl;
+    assert_true(kl_json_string_raw(" \"y\\\"z\"", 7, &raw, &rl));
+    assert_int_equal(rl, 4);
+    assert_memory_equal(raw, "y\\\"z", 4);
+    assert_false(kl_json_string_raw("12", 2, &raw, &rl));
+    assert_int_equal(kl_json_scan_members("{ }", 3, w, 3), 0);
+    assert_int_equal(kl_json_scan_members("[1]", 3, w, 3), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(finds_members),
         cmocka_unit_test(truncated_input),
+        cmocka_unit_test(validates),
+        cmocka_unit_test(scans_members_and_arrays),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,8 @@
 #include "account/session.h"
 #include "account/sse.h"
 #include "account/usage.h"
+#include "core/jsonscan.h"
+#include "dialect/dialect.h"
 
 /* ---- fixtures captured from build/mockllm ---- */
 
@@ -895,12 +897,15 @@ static void prompt_tokens_sum(void **state)
 static const char *sid(kl_arena *a, const struct kl_header *h, size_t nh, const char *body,
                        const char *login)
 {
-    cJSON *j = body ? cJSON_Parse(body) : NULL;
-    if (body)
-        assert_non_null(j);
-    const char *r = kl_session_id(a, h, nh, j, login);
-    cJSON_Delete(j);
-    return r;
+    struct kl_body_map m;
+    const char *dup = NULL;
+    if (body) {
+        size_t at;
+        assert_int_equal(kl_json_validate(body, strlen(body), &at), 0);
+        kl_dialect_body_map(body, strlen(body), &m, &dup);      /* -1 for "[]" */
+        assert_null(dup);
+    }
+    return kl_session_id(a, h, nh, body, body ? &m : NULL, login);
 }
 
 static void session_from_headers(void **state)
