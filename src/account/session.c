@@ -94,18 +94,6 @@ static bool hash_text(EVP_MD_CTX *md, const char *v, size_t n)
     return true;
 }
 
-/* The member `key` of the object v[0..n), or false when absent. */
-static bool member(const char *v, size_t n, const char *key, const char **out, size_t *out_len)
-{
-    struct kl_json_want w = {.key = key};
-    kl_json_scan_members(v, n, &w, 1);
-    if (!w.end)
-        return false;
-    *out = v + w.start;
-    *out_len = w.end - w.start;
-    return true;
-}
-
 /* Feed the text of one message's content: a string, or an array of parts
  * whose "text" members count (text, input_text, Gemini parts). Each part is
  * hashed as a string would be: "hi" and [{"type":"text","text":"hi"}] agree. */
@@ -114,28 +102,20 @@ static bool hash_content(EVP_MD_CTX *md, const char *v, size_t n)
     if (hash_text(md, v, n))
         return true;
     bool any = false;
+    struct kl_json_want text = {.key = "text"};
     size_t pos = 0, s, e;
-    while (kl_json_array_next(v, n, &pos, &s, &e)) {
-        const char *t = v + s;
-        size_t tl = e - s;
-        if (*t == '{' && !member(v + s, e - s, "text", &t, &tl))
-            continue;
-        any |= hash_text(md, t, tl);
+    while (kl_json_array_next(v, n, &pos, &s, &e, &text, 1)) {
+        if (v[s] == '"')
+            any |= hash_text(md, v + s, e - s);
+        else if (text.end)
+            any |= hash_text(md, v + s + text.start, text.end - text.start);
     }
     return any;
 }
 
-static bool is_user(const char *m, size_t n, bool role_optional)
-{
-    const char *role;
-    size_t rl;
-    if (!member(m, n, "role", &role, &rl))
-        return role_optional;
-    return rl == 6 && memcmp(role, "\"user\"", 6) == 0;
-}
-
 /* The first user message with any text: OpenAI chat / Anthropic messages[],
- * Responses input (a string or items), Gemini contents[] (role optional). */
+ * Responses input (a string or items), Gemini contents[] (role optional).
+ * Each message is read in one pass: its role and content together. */
 static bool hash_first_user_text(EVP_MD_CTX *md, const char *body, const struct kl_body_map *bm)
 {
     struct kl_body_span list = bm->messages;
@@ -155,11 +135,13 @@ static bool hash_first_user_text(EVP_MD_CTX *md, const char *body, const struct 
         return false;
     const char *arr = body + list.start;
     size_t n = list.end - list.start, pos = 0, s, e;
-    while (kl_json_array_next(arr, n, &pos, &s, &e)) {
-        const char *c;
-        size_t cl;
-        if (arr[s] == '{' && is_user(arr + s, e - s, role_optional) &&
-            member(arr + s, e - s, content_key, &c, &cl) && hash_content(md, c, cl))
+    struct kl_json_want w[] = {{.key = "role"}, {.key = content_key}};
+    while (kl_json_array_next(arr, n, &pos, &s, &e, w, 2)) {
+        if (arr[s] != '{' || !w[1].end)
+            continue;
+        bool user = w[0].end ? w[0].end - w[0].start == 6 && !memcmp(arr + s + w[0].start, "\"user\"", 6)
+                             : role_optional;
+        if (user && hash_content(md, arr + s + w[1].start, w[1].end - w[1].start))
             return true;
     }
     return false;

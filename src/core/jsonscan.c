@@ -5,13 +5,46 @@
 
 #include <cjson/cJSON.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 /* ---- validation ---- */
 
-/* Bytes that stand for themselves inside a string: everything but the
- * quote, the backslash and control characters. */
-static bool plain_string_byte(unsigned char c)
+/* Prompts are long strings, so stepping through strings dominates every
+ * pass over a body, and source code pasted into a prompt has an escape
+ * every few dozen bytes. Sixteen bytes at a time: a mask of the bytes that
+ * may end or escape (quote, backslash, and for validation control bytes);
+ * the loops below consume every hit of a chunk without leaving it. */
+static unsigned special_mask(const unsigned char *p, bool controls)
 {
-    return c >= 0x20 && c != '"' && c != '\\';
+#ifdef __SSE2__
+    /* x86-64 always has SSE2 */
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+    __m128i m = _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+                             _mm_cmpeq_epi8(x, _mm_set1_epi8('\\')));
+    if (controls) {     /* x <= 0x1f, unsigned: max(x, 0x1f) == 0x1f */
+        __m128i c = _mm_set1_epi8(0x1f);
+        m = _mm_or_si128(m, _mm_cmpeq_epi8(_mm_max_epu8(x, c), c));
+    }
+    return (unsigned)_mm_movemask_epi8(m);
+#else
+    unsigned m = 0;
+    for (unsigned k = 0; k < 16; k++)
+        m |= (unsigned)(p[k] == '"' || p[k] == '\\' || (controls && p[k] < 0x20)) << k;
+    return m;
+#endif
+}
+
+/* The escapes that are one letter after the backslash. */
+static bool simple_escape(unsigned char c)
+{
+    switch (c) {
+    case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+        return true;
+    default:
+        return false;
+    }
 }
 
 static bool json_ws(unsigned char c)
@@ -53,7 +86,25 @@ static size_t check_string(const unsigned char *p, size_t len, size_t i, size_t 
 {
     i++;
     for (;;) {
-        while (i < len && plain_string_byte(p[i]))
+        /* whole chunks (and one byte more, for an escape at a chunk's end);
+         * stops at a quote, a control byte or a \u escape */
+        while (i + 17 <= len) {
+            unsigned mask = special_mask(p + i, true), k = 0;
+            size_t step = 16;
+            for (; mask; mask &= ~(3u << k)) {
+                k = (unsigned)__builtin_ctz(mask);
+                if (p[i + k] != '\\' || !simple_escape(p[i + k + 1]))
+                    break;
+                if (k == 15)
+                    step = 17;
+            }
+            if (mask) {
+                i += k;
+                break;
+            }
+            i += step;
+        }
+        while (i < len && p[i] >= 0x20 && p[i] != '"' && p[i] != '\\')
             i++;
         if (i >= len) {
             *bad = len;
@@ -89,7 +140,7 @@ static size_t check_string(const unsigned char *p, size_t len, size_t i, size_t 
                 }
                 i += 6;
             }
-        } else if (p[i] && strchr("\"\\/bfnrt", p[i])) {
+        } else if (simple_escape(p[i])) {
             i++;
         } else {
             *bad = i;
@@ -153,22 +204,43 @@ static size_t check_literal(const unsigned char *p, size_t len, size_t i, const 
 
 /* An explicit stack (one bit per level: object or array) instead of
  * recursion, so a body of a million '[' cannot exhaust the worker's stack. */
+static bool key_equals(const char *raw, size_t n, const char *key);
+
 int kl_json_validate(const char *s, size_t len, size_t *err_at)
+{
+    return kl_json_validate_members(s, len, err_at, NULL, 0);
+}
+
+int kl_json_validate_members(const char *s, size_t len, size_t *err_at,
+                             struct kl_json_want *w, size_t nw)
 {
     const unsigned char *p = (const unsigned char *)s;
     uint64_t is_object[KL_JSON_MAX_DEPTH / 64] = {0};
     size_t depth = 0, bad = 0;
     enum { VALUE, KEY, AFTER } want = VALUE;
     size_t i = strict_ws(p, len, 0);
+    bool top_object = i < len && p[i] == '{';
+    struct kl_json_want *member = NULL;     /* the top-level member being read */
 
+    for (size_t k = 0; k < nw; k++) {
+        w[k].start = w[k].end = 0;
+        w[k].count = 0;
+    }
     for (;;) {
         if (want == KEY) {
             if (i >= len || p[i] != '"') {
                 bad = i;
                 break;
             }
+            size_t kstart = i + 1;
             if ((i = check_string(p, len, i, &bad)) == (size_t)-1)
                 break;
+            if (depth == 1 && top_object) {
+                member = NULL;
+                for (size_t k = 0; k < nw && !member; k++)
+                    if (key_equals(s + kstart, i - 1 - kstart, w[k].key) && w[k].count++ == 0)
+                        member = &w[k];
+            }
             i = strict_ws(p, len, i);
             if (i >= len || p[i] != ':') {
                 bad = i;
@@ -179,6 +251,10 @@ int kl_json_validate(const char *s, size_t len, size_t *err_at)
             continue;
         }
         if (want == AFTER) {
+            if (depth == 1 && member) {         /* a top-level member's value ends */
+                member->end = i;
+                member = NULL;
+            }
             i = strict_ws(p, len, i);
             if (depth == 0) {
                 if (i == len)
@@ -200,6 +276,8 @@ int kl_json_validate(const char *s, size_t len, size_t *err_at)
             continue;
         }
         /* a value starts at i */
+        if (depth == 1 && member)
+            member->start = i;
         if (i >= len) {
             bad = len;
             break;
@@ -267,10 +345,24 @@ static size_t ws(const char *s, size_t len, size_t i)
 
 static size_t skip_string(const char *s, size_t len, size_t i)
 {
-    for (i++; i < len; i++) {
-        if (s[i] == '\\')
+    const unsigned char *p = (const unsigned char *)s;
+    i++;
+    while (i + 17 <= len) {
+        unsigned mask = special_mask(p + i, false);
+        size_t step = 16;
+        for (; mask; mask &= ~(3u << __builtin_ctz(mask))) {
+            unsigned k = (unsigned)__builtin_ctz(mask);
+            if (p[i + k] == '"')
+                return i + k + 1;
+            if (k == 15)        /* a backslash escapes the next byte */
+                step = 17;
+        }
+        i += step;
+    }
+    for (; i < len; i++) {
+        if (p[i] == '\\')
             i++;
-        else if (s[i] == '"')
+        else if (p[i] == '"')
             return i + 1;
     }
     return (size_t)-1;
@@ -323,7 +415,7 @@ static bool key_equals(const char *raw, size_t n, const char *key)
     return eq;
 }
 
-int kl_json_scan_members(const char *s, size_t len, struct kl_json_want *w, size_t nw)
+size_t kl_json_scan_object(const char *s, size_t len, struct kl_json_want *w, size_t nw)
 {
     for (size_t k = 0; k < nw; k++) {
         w[k].start = w[k].end = 0;
@@ -331,25 +423,25 @@ int kl_json_scan_members(const char *s, size_t len, struct kl_json_want *w, size
     }
     size_t i = kl_json_object_open(s, len);
     if (i == (size_t)-1)
-        return -1;
+        return i;
     i = ws(s, len, i);
     if (i < len && s[i] == '}')
-        return 0;
+        return i + 1;
     for (;;) {
         if (i >= len || s[i] != '"')
-            return -1;
+            return (size_t)-1;
         size_t kend = skip_string(s, len, i);
         if (kend == (size_t)-1)
-            return -1;
+            return kend;
         const char *key = s + i + 1;
         size_t klen = kend - i - 2;
         i = ws(s, len, kend);
         if (i >= len || s[i] != ':')
-            return -1;
+            return (size_t)-1;
         size_t v = ws(s, len, i + 1);
         size_t e = kl_json_skip_value(s, len, v);
         if (e == (size_t)-1 || e <= v)
-            return -1;
+            return (size_t)-1;
         for (size_t k = 0; k < nw; k++)
             if (key_equals(key, klen, w[k].key)) {
                 if (w[k].count++ == 0) {
@@ -360,11 +452,16 @@ int kl_json_scan_members(const char *s, size_t len, struct kl_json_want *w, size
             }
         i = ws(s, len, e);
         if (i < len && s[i] == '}')
-            return 0;
+            return i + 1;
         if (i >= len || s[i] != ',')
-            return -1;
+            return (size_t)-1;
         i = ws(s, len, i + 1);
     }
+}
+
+int kl_json_scan_members(const char *s, size_t len, struct kl_json_want *w, size_t nw)
+{
+    return kl_json_scan_object(s, len, w, nw) == (size_t)-1 ? -1 : 0;
 }
 
 int kl_json_find_member(const char *s, size_t len, const char *key,
@@ -379,7 +476,8 @@ int kl_json_find_member(const char *s, size_t len, const char *key,
     return 0;
 }
 
-bool kl_json_array_next(const char *s, size_t len, size_t *pos, size_t *vstart, size_t *vend)
+bool kl_json_array_next(const char *s, size_t len, size_t *pos, size_t *vstart, size_t *vend,
+                        struct kl_json_want *w, size_t nw)
 {
     size_t i = *pos;
     if (i == 0) {
@@ -396,7 +494,15 @@ bool kl_json_array_next(const char *s, size_t len, size_t *pos, size_t *vstart, 
     i = ws(s, len, i);
     if (i >= len || s[i] == ']')
         return false;
-    size_t e = kl_json_skip_value(s, len, i);
+    size_t e;
+    if (nw && s[i] == '{') {
+        e = kl_json_scan_object(s + i, len - i, w, nw);
+        e = e == (size_t)-1 ? e : i + e;
+    } else {
+        for (size_t k = 0; k < nw; k++)
+            w[k].start = w[k].end = w[k].count = 0;
+        e = kl_json_skip_value(s, len, i);
+    }
     if (e == (size_t)-1 || e <= i)
         return false;
     *vstart = i;
@@ -408,12 +514,11 @@ bool kl_json_array_next(const char *s, size_t len, size_t *pos, size_t *vstart, 
 bool kl_json_string_raw(const char *s, size_t len, const char **raw, size_t *raw_len)
 {
     size_t i = ws(s, len, 0);
-    if (i >= len || s[i] != '"')
-        return false;
-    size_t e = skip_string(s, len, i);
-    if (e == (size_t)-1)
+    while (len > i && (unsigned char)s[len - 1] <= 0x20)
+        len--;
+    if (len - i < 2 || s[i] != '"' || s[len - 1] != '"')
         return false;
     *raw = s + i + 1;
-    *raw_len = e - i - 2;
+    *raw_len = len - i - 2;
     return true;
 }

@@ -18,6 +18,14 @@
  * the text ends too early). Does not check that strings are valid UTF-8. */
 int kl_json_validate(const char *s, size_t len, size_t *err_at);
 
+struct kl_json_want;
+
+/* kl_json_validate that also, when the value is an object, notes where the
+ * wanted top-level members are, as kl_json_scan_members does: one pass over
+ * a body instead of two. */
+int kl_json_validate_members(const char *s, size_t len, size_t *err_at,
+                             struct kl_json_want *w, size_t nw);
+
 /* The functions below expect text kl_json_validate accepted (on other text
  * they stop early but never read out of bounds). */
 
@@ -42,6 +50,11 @@ struct kl_json_want {
  * that point are filled in). */
 int kl_json_scan_members(const char *s, size_t len, struct kl_json_want *w, size_t nw);
 
+/* The same for an object that starts s[0..len) and may be followed by more
+ * text (an element of an array): returns the index just past its closing
+ * brace, or (size_t)-1. */
+size_t kl_json_scan_object(const char *s, size_t len, struct kl_json_want *w, size_t nw);
+
 /* Find member `key` of the top-level object. On success sets [*vstart,*vend)
  * to the value's bytes and returns 0; returns -1 when absent. */
 int kl_json_find_member(const char *s, size_t len, const char *key,
@@ -49,11 +62,15 @@ int kl_json_find_member(const char *s, size_t len, const char *key,
 
 /* Step through the elements of the array s[0..len): *pos starts at 0; each
  * call sets [*vstart,*vend) to the next element and returns true, or
- * returns false at the end (or when s is not an array). */
-bool kl_json_array_next(const char *s, size_t len, size_t *pos, size_t *vstart, size_t *vend);
+ * returns false at the end (or when s is not an array). When the element is
+ * an object, the wanted members w (nw may be 0) are found in the same pass
+ * (offsets relative to the element); otherwise w is cleared. */
+bool kl_json_array_next(const char *s, size_t len, size_t *pos, size_t *vstart, size_t *vend,
+                        struct kl_json_want *w, size_t nw);
 
-/* The bytes between the quotes of the string value s[0..len), escapes left
- * as written, or false when the value is not a string. */
+/* The bytes between the quotes of the string value s[0..len) (exactly one
+ * value, as the functions above return it), escapes left as written, or
+ * false when the value is not a string. Constant time. */
 bool kl_json_string_raw(const char *s, size_t len, const char **raw, size_t *raw_len);
 
 #endif

@@ -5,32 +5,41 @@
 
 #include "core/jsonscan.h"
 
-int kl_dialect_body_map(const char *body, size_t len, struct kl_body_map *m, const char **dup)
+/* The keys of kl_body_map, in its order. */
+static const char *const map_keys[] = {
+    "model", "stream", "stream_options", "max_tokens", "max_completion_tokens",
+    "max_output_tokens", "generationConfig", "metadata", "messages", "input", "contents",
+};
+#define NKEYS (sizeof(map_keys) / sizeof(map_keys[0]))
+_Static_assert(sizeof(struct kl_body_map) == NKEYS * sizeof(struct kl_body_span),
+               "one key per member of kl_body_map");
+
+static void want_init(struct kl_json_want *w)
 {
-    struct kl_json_want w[] = {
-        {.key = "model"}, {.key = "stream"}, {.key = "stream_options"}, {.key = "max_tokens"},
-        {.key = "max_completion_tokens"}, {.key = "max_output_tokens"},
-        {.key = "generationConfig"}, {.key = "metadata"}, {.key = "messages"}, {.key = "input"},
-        {.key = "contents"},
-    };
-    struct kl_body_span *out[] = {
-        &m->model, &m->stream, &m->stream_options, &m->max_tokens, &m->max_completion_tokens,
-        &m->max_output_tokens, &m->generation_config, &m->metadata, &m->messages, &m->input,
-        &m->contents,
-    };
-    _Static_assert(sizeof(w) / sizeof(w[0]) == sizeof(out) / sizeof(out[0]), "one span per key");
-    _Static_assert(sizeof(*m) == sizeof(out) / sizeof(out[0]) * sizeof(struct kl_body_span),
-                   "every member of kl_body_map is scanned");
-    int r = kl_json_scan_members(body, len, w, sizeof(w) / sizeof(w[0]));
-    for (size_t i = 0; i < sizeof(w) / sizeof(w[0]); i++) {
-        out[i]->start = w[i].start;
-        out[i]->end = w[i].end;
+    for (size_t i = 0; i < NKEYS; i++)
+        w[i] = (struct kl_json_want){.key = map_keys[i]};
+}
+
+/* Copy the scan's result into m; -1 with *dup on a repeated key. */
+static int map_from(const struct kl_json_want *w, struct kl_body_map *m, const char **dup)
+{
+    struct kl_body_span *out = &m->model;
+    for (size_t i = 0; i < NKEYS; i++) {
+        out[i] = (struct kl_body_span){w[i].start, w[i].end};
         if (w[i].count > 1) {
             *dup = w[i].key;
             return -1;
         }
     }
-    return r;
+    return 0;
+}
+
+int kl_dialect_body_map(const char *body, size_t len, struct kl_body_map *m, const char **dup)
+{
+    struct kl_json_want w[NKEYS];
+    want_init(w);
+    int r = kl_json_scan_members(body, len, w, NKEYS);
+    return map_from(w, m, dup) < 0 ? -1 : r;
 }
 
 /* The member's value decoded by cJSON: it is small (a model name, a number,
@@ -91,7 +100,9 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         return -1;
     }
     size_t at = 0;
-    if (kl_json_validate(body, len, &at) < 0) {
+    struct kl_json_want w[NKEYS];
+    want_init(w);
+    if (kl_json_validate_members(body, len, &at, w, NKEYS) < 0) {
         *why = at >= len ? kl_arena_printf(a, "malformed JSON in request body: it ends early (%zu bytes)", len)
                          : kl_arena_printf(a, "malformed JSON in request body at byte %zu", at);
         return -1;
@@ -101,9 +112,8 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         return -1;
     }
     const char *dup = NULL;
-    if (kl_dialect_body_map(body, len, &f->map, &dup) < 0) {
-        *why = dup ? kl_arena_printf(a, "duplicate \"%s\" key in request body", dup)
-                   : "request body could not be read";
+    if (map_from(w, &f->map, &dup) < 0) {
+        *why = kl_arena_printf(a, "duplicate \"%s\" key in request body", dup);
         return -1;
     }
     const struct kl_body_map *m = &f->map;

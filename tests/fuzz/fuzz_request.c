@@ -27,8 +27,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 __builtin_trap();
         }
     }
-    /* the validator is never more lenient than cJSON */
-    if (kl_json_validate((const char *)data, size, NULL) == 0) {
+    /* the validator is never more lenient than cJSON, and notes the same
+     * members the scanner finds */
+    struct kl_json_want v[] = {{.key = "model"}, {.key = "messages"}, {.key = "a"}};
+    struct kl_json_want w[] = {{.key = "model"}, {.key = "messages"}, {.key = "a"}};
+    if (kl_json_validate_members((const char *)data, size, NULL, v, 3) == 0) {
+        kl_json_scan_members((const char *)data, size, w, 3);
+        for (size_t i = 0; i < 3; i++)
+            if (v[i].start != w[i].start || v[i].end != w[i].end || v[i].count != w[i].count)
+                __builtin_trap();
         cJSON *j = cJSON_ParseWithLength((const char *)data, size);
         if (!j)
             __builtin_trap();

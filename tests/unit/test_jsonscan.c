@@ -89,19 +89,37 @@ static void scans_members_and_arrays(void **state)
     assert_int_equal(w[1].count, 1);
     assert_int_equal(w[2].count, 0);
     assert_int_equal(w[2].end, 0);
+    /* validation notes the same members in its own pass */
+    struct kl_json_want v[] = {{.key = "a"}, {.key = "c"}, {.key = "d"}};
+    assert_int_equal(kl_json_validate_members(s, strlen(s), NULL, v, 3), 0);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(v[i].start, w[i].start);
+        assert_int_equal(v[i].end, w[i].end);
+        assert_int_equal(v[i].count, w[i].count);
+    }
     const char *arr = s + w[1].start;
     size_t alen = w[1].end - w[1].start, pos = 0, vs, ve;
     const char *want[] = {"\"x\"", "{\"t\":\"y\\\"z\"}", "[]"};
     for (size_t i = 0; i < 3; i++) {
-        assert_true(kl_json_array_next(arr, alen, &pos, &vs, &ve));
+        assert_true(kl_json_array_next(arr, alen, &pos, &vs, &ve, NULL, 0));
         assert_int_equal(ve - vs, strlen(want[i]));
         assert_memory_equal(arr + vs, want[i], ve - vs);
     }
-    assert_false(kl_json_array_next(arr, alen, &pos, &vs, &ve));
+    assert_false(kl_json_array_next(arr, alen, &pos, &vs, &ve, NULL, 0));
+    /* members of object elements in the same pass */
+    struct kl_json_want t = {.key = "t"};
     pos = 0;
-    assert_false(kl_json_array_next("[ ]", 3, &pos, &vs, &ve));
+    assert_true(kl_json_array_next(arr, alen, &pos, &vs, &ve, &t, 1));
+    assert_int_equal(t.end, 0);
+    assert_true(kl_json_array_next(arr, alen, &pos, &vs, &ve, &t, 1));
+    assert_memory_equal(arr + vs + t.start, "\"y\\\"z\"", t.end - t.start);
+    assert_int_equal(arr[ve - 1], '}');
+    assert_true(kl_json_array_next(arr, alen, &pos, &vs, &ve, &t, 1));
+    assert_int_equal(t.count, 0);
     pos = 0;
-    assert_false(kl_json_array_next("{}", 2, &pos, &vs, &ve));
+    assert_false(kl_json_array_next("[ ]", 3, &pos, &vs, &ve, NULL, 0));
+    pos = 0;
+    assert_false(kl_json_array_next("{}", 2, &pos, &vs, &ve, NULL, 0));
     const char *raw;
     size_t rl;
     assert_true(kl_json_string_raw(" \"y\\\"z\"", 7, &raw, &rl));
