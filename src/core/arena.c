@@ -1,6 +1,7 @@
 #include "core/arena.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +35,10 @@ static struct kl_arena_block *arena_grow(kl_arena *a, size_t need)
     return b;
 }
 
-void *kl_arena_alloc(kl_arena *a, size_t size)
+/* Room for size bytes, zeroed only when asked: strings are written over at
+ * once, and a megabyte request body copied into the arena need not be
+ * cleared first. */
+static void *arena_take(kl_arena *a, size_t size, bool zero)
 {
     size = (size + 15) & ~(size_t)15;
     if (size == 0)
@@ -51,20 +55,32 @@ void *kl_arena_alloc(kl_arena *a, size_t size)
             big->next = b->next;
             b->next = big;
             a->total += size;
-            memset(big->data, 0, size);
+            if (zero)
+                memset(big->data, 0, size);
             return big->data;
         }
         b = arena_grow(a, size);
     }
     void *p = b->data + b->used;
     b->used += size;
-    memset(p, 0, size);
+    if (zero)
+        memset(p, 0, size);
     return p;
+}
+
+void *kl_arena_alloc(kl_arena *a, size_t size)
+{
+    return arena_take(a, size, true);
+}
+
+void *kl_arena_alloc_raw(kl_arena *a, size_t size)
+{
+    return arena_take(a, size, false);
 }
 
 char *kl_arena_strndup(kl_arena *a, const char *s, size_t n)
 {
-    char *p = kl_arena_alloc(a, n + 1);
+    char *p = arena_take(a, n + 1, false);
     memcpy(p, s, n);
     p[n] = '\0';
     return p;
@@ -75,15 +91,25 @@ char *kl_arena_strdup(kl_arena *a, const char *s)
     return kl_arena_strndup(a, s, strlen(s));
 }
 
+/* Formats straight into the current block when the text fits (it nearly
+ * always does), so the format string is walked once, not twice. */
 char *kl_arena_printf(kl_arena *a, const char *fmt, ...)
 {
+    struct kl_arena_block *b = a->head;
+    size_t room = b ? b->size - b->used : 0;
+    char *dst = room ? (char *)b->data + b->used : NULL;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(dst, room, fmt, ap);
     va_end(ap);
     if (n < 0)
         return kl_arena_strdup(a, "");
-    char *p = kl_arena_alloc(a, (size_t)n + 1);
+    if ((size_t)n < room) {
+        /* block sizes and offsets are multiples of 16, so this fits */
+        b->used += ((size_t)n + 1 + 15) & ~(size_t)15;
+        return dst;
+    }
+    char *p = arena_take(a, (size_t)n + 1, false);
     va_start(ap, fmt);
     vsnprintf(p, (size_t)n + 1, fmt, ap);
     va_end(ap);

@@ -15,6 +15,7 @@ typedef struct kl_arena {
 
 void  kl_arena_init(kl_arena *a);
 void *kl_arena_alloc(kl_arena *a, size_t size);          /* zeroed, 16-aligned */
+void *kl_arena_alloc_raw(kl_arena *a, size_t size);      /* not zeroed, 16-aligned */
 char *kl_arena_strndup(kl_arena *a, const char *s, size_t n);
 char *kl_arena_strdup(kl_arena *a, const char *s);
 char *kl_arena_printf(kl_arena *a, const char *fmt, ...)

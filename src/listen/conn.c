@@ -428,6 +428,10 @@ void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t s
         free(c);
         return;
     }
+    /* libevent reads at most 16 KiB per callback by default: a 1 MB prompt
+     * would take 64 trips through the loop. It reads only what the socket
+     * holds, so a larger cap costs small requests nothing. */
+    bufferevent_set_max_single_read(c->bev, 256 * 1024);
     c->timer = evtimer_new(w->base, on_timer, c);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     c->next = w->conns;

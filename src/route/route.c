@@ -92,7 +92,7 @@ static void apply_edits(kl_exchange *ex, struct body_edit *e, size_t n)
     size_t out_len = ex->body_len;
     for (size_t i = 0; i < n; i++)
         out_len += strlen(e[i].text) - (e[i].end - e[i].start);
-    char *out = kl_arena_alloc(&ex->arena, out_len + 1);
+    char *out = kl_arena_alloc_raw(&ex->arena, out_len + 1);
     size_t o = 0, at = 0;
     for (size_t i = 0; i < n; i++) {
         size_t tl = strlen(e[i].text);
