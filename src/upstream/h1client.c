@@ -379,7 +379,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             return;
         x->got_bytes = true;
         struct kl_h1_pool *p = x->pool;
-        if (!p->scratch && !(p->scratch = malloc(KL_H1_MAX_HEAD + 2)))
+        if (!p->scratch && !(p->scratch = malloc(2 * KL_H1_MAX_HEAD + 1)))
             abort();
         size_t look = have < KL_H1_MAX_HEAD + 1 ? have : KL_H1_MAX_HEAD + 1;
         const char *buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)look);

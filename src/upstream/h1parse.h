@@ -46,9 +46,10 @@ struct kl_h1_response {
  * Returns the head's length (status line to blank line, inclusive) when it is
  * complete, 0 when more bytes are needed, -1 when it is malformed or longer
  * than max_head (*why says which). When filtered is not NULL it must hold
- * len + 1 bytes: it receives the headers to relay to the client, as
- * "Name: value\r\n" lines, NUL-terminated (hop-by-hop headers, framing,
- * cookies and an identity Content-Encoding are left out). */
+ * 2 * min(len, max_head) + 1 bytes (a line normalized to "Name: value\r\n"
+ * can be longer than it arrived): it receives the headers to relay to the
+ * client, NUL-terminated (hop-by-hop headers, framing, cookies and an
+ * identity Content-Encoding are left out). */
 long kl_h1_parse_response(const char *buf, size_t len, size_t max_head, struct kl_h1_response *r,
                           char *filtered, const char **why);
 
