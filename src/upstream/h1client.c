@@ -169,7 +169,7 @@ static void send_request(struct kl_h1_xfer *x)
 {
     kl_exchange *ex = x->ex;
     struct bufferevent *bev = x->conn->bev;
-    struct evbuffer *out = bufferevent_get_output(bev);
+    struct evbuffer *out = x->pool->reqbuf;
     bool post = strcmp(ex->req.method, "POST") == 0;
     bool has_host = false, has_accept = false, has_ctype = false;
     for (size_t i = 0; i < ex->n_up_headers; i++) {
@@ -213,13 +213,17 @@ static void send_request(struct kl_h1_xfer *x)
     } else {
         ADD_LIT(out, "\r\n");
     }
-    if (x->state != X_HEAD)
-        return; /* connecting: libevent writes it once connected */
-    int r = evbuffer_write(out, bufferevent_getfd(bev));
-    /* Whatever is left (a large body, EAGAIN, or an error to be reported
-     * through on_event) goes through the bufferevent. */
-    if (r < 0 || evbuffer_get_length(out) > 0)
+    /* The request is composed in the pool's scratch buffer so it can be
+     * written before the bufferevent sees it (the front of a bufferevent's
+     * output is frozen to its owner). Connecting: libevent writes it once
+     * connected. Whatever is left (a large body, EAGAIN, or an error that
+     * on_event then reports) moves to the bufferevent without a copy. */
+    if (x->state == X_HEAD)
+        (void)evbuffer_write(out, bufferevent_getfd(bev));
+    if (evbuffer_get_length(out) > 0) {
+        evbuffer_add_buffer(bufferevent_get_output(bev), out);
         bufferevent_enable(bev, EV_WRITE);
+    }
 }
 
 static void attach(struct kl_h1_xfer *x, struct kl_h1_conn *c)

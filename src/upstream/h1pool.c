@@ -68,7 +68,12 @@ struct kl_h1_pool *kl_h1_pool_new(struct event_base *base)
         return NULL;
     p->base = base;
     p->sweep = evtimer_new(base, on_sweep, p);
-    if (!p->sweep) {
+    p->reqbuf = evbuffer_new();
+    if (!p->sweep || !p->reqbuf) {
+        if (p->sweep)
+            event_free(p->sweep);
+        if (p->reqbuf)
+            evbuffer_free(p->reqbuf);
         free(p);
         return NULL;
     }
@@ -99,6 +104,7 @@ void kl_h1_pool_free(struct kl_h1_pool *p)
     if (p->dns)
         evdns_base_free(p->dns, 0);
     free(p->scratch);
+    evbuffer_free(p->reqbuf);
     event_free(p->sweep);
     free(p);
 }
@@ -231,8 +237,10 @@ void kl_h1_conn_close(struct kl_h1_conn *c)
     if (c->idle)
         unlink_idle(c);
     /* The output may still reference the request body, which belongs to the
-     * exchange: let go of it now, not whenever libevent frees the buffer. */
+     * exchange: let go of it now, not whenever libevent frees the buffer
+     * (its front is frozen to the bufferevent, which is going away). */
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_unfreeze(out, 1);
     evbuffer_drain(out, evbuffer_get_length(out));
     bufferevent_free(c->bev);
     free(c);

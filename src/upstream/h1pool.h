@@ -19,6 +19,7 @@ struct event_base;
 struct event;
 struct evdns_base;
 struct bufferevent;
+struct evbuffer;
 struct timeval;
 struct kl_h1_xfer;
 struct kl_h1_lookup;
@@ -65,6 +66,7 @@ struct kl_h1_pool {
     struct kl_h1_xfer *xfers;           /* live transfers (h1client.c) */
     size_t nxfers;
     char *scratch;                      /* response heads are filtered here (h1client.c) */
+    struct evbuffer *reqbuf;            /* requests are composed here (h1client.c) */
     struct {                            /* libevent common timeouts, by length */
         uint32_t ms;
         const struct timeval *tv;
