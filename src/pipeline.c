@@ -9,7 +9,7 @@
  *   5 admit      src/admit/      quotas and rate limits: reserve before forwarding
  *   6 route      src/route/      provider, URL, headers with the provider key, body
  *     begin      src/record/     the "in progress" record, before anything leaves
- *   7 upstream   src/upstream/   libcurl transfer, streamed back with backpressure
+ *   7 upstream   src/upstream/   own HTTP/1.1 client or libcurl, streamed back with backpressure
  *   8 account    src/account/    usage and cost read from the answer as it passes
  *   9 record     src/record/     the audit record, once the exchange ends
  *

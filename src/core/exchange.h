@@ -19,6 +19,7 @@
 
 struct kl_conn;
 struct kl_upstream_xfer;
+struct kl_h1_xfer;
 struct kl_account;
 struct kl_identity;
 struct kl_whois_entry;
@@ -128,7 +129,8 @@ typedef struct kl_exchange {
     void (*cancel)(struct kl_exchange *);  /* stops an asynchronous stage */
 
     /* stage-private */
-    struct kl_upstream_xfer *xfer;
+    struct kl_upstream_xfer *xfer;     /* a libcurl transfer, or */
+    struct kl_h1_xfer *h1;              /* a request on keyless's own HTTP/1.1 client */
     struct kl_account *acct;
     struct api_job *api_job;        /* an /api/ read waiting on the query thread */
 } kl_exchange;

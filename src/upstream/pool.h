@@ -12,6 +12,7 @@
 struct event;
 struct kl_upstream_xfer;
 struct kl_fetch;
+struct kl_h1_pool;
 
 struct kl_curl_job {
     void (*done)(struct kl_curl_job *job, CURLcode rc);
@@ -26,6 +27,7 @@ struct kl_upstream_pool {
     struct kl_fetch *fetches;           /* live internal requests */
     CURL *idle[64];                     /* easy handles kept for reuse */
     size_t nidle;
+    struct kl_h1_pool *h1;              /* keyless's own HTTP/1.1 client (h1pool.h) */
 };
 
 /* An easy handle from the worker's pool (reset), or a new one. */

@@ -10,10 +10,8 @@
 #include "core/log.h"
 #include "listen/conn.h"
 #include "upstream/fetch.h"
+#include "upstream/h1client.h"
 #include "upstream/pool.h"
-
-/* Pause the provider once this much output waits for a slow client. */
-#define KL_HIGH_WATER (256u * 1024)
 
 struct sock_watch {
     curl_socket_t fd;
@@ -152,6 +150,13 @@ int kl_upstream_pool_init(kl_worker *w)
     curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
     curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
     curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    p->h1 = kl_h1_pool_new(w->base);
+    if (!p->h1) {
+        event_free(p->timer);
+        curl_multi_cleanup(p->multi);
+        free(p);
+        return -1;
+    }
     w->upstream = p;
     return 0;
 }
@@ -165,6 +170,7 @@ void kl_upstream_pool_free(kl_worker *w)
         kl_fetch_cancel(p->fetches);
     while (p->nidle)
         curl_easy_cleanup(p->idle[--p->nidle]);
+    kl_h1_pool_free(p->h1);
     curl_multi_cleanup(p->multi);
     event_free(p->timer);
     free(p);
@@ -233,18 +239,12 @@ static void head_append(struct kl_upstream_xfer *x, const char *s, size_t n)
 }
 
 /* Response headers we never pass to the client: hop-by-hop ones, framing we
- * redo ourselves, and cookies the provider sets on the gateway. */
+ * redo ourselves, cookies the provider sets on the gateway, and the
+ * Content-Encoding curl has removed from the body. */
 static bool drop_response_header(const char *name, size_t n)
 {
-    static const char *drop[] = {
-        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer",
-        "transfer-encoding", "upgrade", "content-length", "content-encoding", "set-cookie",
-        "alt-svc",
-    };
-    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
-        if (strlen(drop[i]) == n && strncasecmp(name, drop[i], n) == 0)
-            return true;
-    return false;
+    return kl_h1_drop_response_header(name, n) ||
+           (n == 16 && strncasecmp(name, "content-encoding", 16) == 0);
 }
 
 static void deliver_head(struct kl_upstream_xfer *x)
@@ -317,7 +317,7 @@ static size_t on_body(char *buf, size_t size, size_t nitems, void *arg)
     size_t n = size * nitems;
     if (!x->head_done)
         deliver_head(x);
-    if (ex->conn && kl_conn_pending(ex) > KL_HIGH_WATER) {
+    if (ex->conn && kl_conn_pending(ex) > KL_UPSTREAM_HIGH_WATER) {
         /* curl keeps this block and hands it to us again on unpause. */
         x->paused = true;
         evtimer_del(x->timer);
@@ -398,9 +398,23 @@ void kl_upstream_check_done(struct kl_upstream_pool *p)
     }
 }
 
+/* Plain http:// to a host no proxy applies to: keyless's own client.
+ * Everything else (TLS, HTTP/2, proxies, exotic URLs) stays with libcurl. */
+static bool native_client_for(const kl_exchange *ex, struct kl_h1_url *u)
+{
+    if (kl_h1_parse_url(ex->upstream_url, u) < 0)
+        return false;
+    if (!env_proxy_http)
+        return true;
+    return env_no_proxy && kl_h1_no_proxy_match(env_no_proxy, u->host, u->host_len);
+}
+
 enum kl_step kl_upstream_run(kl_exchange *ex)
 {
     struct kl_upstream_pool *p = ex->worker->upstream;
+    struct kl_h1_url u;
+    if (native_client_for(ex, &u))
+        return kl_h1_run(p->h1, ex, &u);
     struct kl_upstream_xfer *x = calloc(1, sizeof(*x));
     if (!x)
         abort();
@@ -480,6 +494,7 @@ void kl_upstream_cancel(kl_exchange *ex)
 {
     if (ex->xfer)
         xfer_free(ex->xfer);
+    kl_h1_cancel(ex);
 }
 
 void kl_upstream_cancel_all(kl_worker *w)
@@ -491,4 +506,6 @@ void kl_upstream_cancel_all(kl_worker *w)
         xfer_free(x);
         kl_pipeline_upstream_failed(ex, KL_ERR_UNAVAILABLE, KL_EC_SHUTDOWN, "the gateway is shutting down");
     }
+    if (p)
+        kl_h1_cancel_all(p->h1);
 }

@@ -1,12 +1,18 @@
-/* Stage 7, upstream: the provider request, run by the worker's libcurl multi
- * handle on the worker's event loop (curl's "hiperfifo" pattern). The answer
- * streams back through the pipeline as it arrives; a client that cannot keep
- * up pauses the transfer instead of growing our buffers. */
+/* Stage 7, upstream: the provider request, on the worker's event loop.
+ * Plain http:// upstreams go through keyless's own HTTP/1.1 client
+ * (h1client.c, with a per-worker keep-alive pool); https://, proxied URLs
+ * and anything else through the worker's libcurl multi handle (curl's
+ * "hiperfifo" pattern). The answer streams back through the pipeline as it
+ * arrives; a client that cannot keep up pauses the transfer instead of
+ * growing our buffers. */
 #ifndef KL_UPSTREAM_H
 #define KL_UPSTREAM_H
 
 #include "core/exchange.h"
 #include "pipeline.h"
+
+/* Pause the provider once this much output waits for a slow client. */
+#define KL_UPSTREAM_HIGH_WATER (256u * 1024)
 
 int  kl_upstream_global_init(void);
 void kl_upstream_global_cleanup(void);

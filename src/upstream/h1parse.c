@@ -1,0 +1,351 @@
+#include "upstream/h1parse.h"
+
+#include <string.h>
+#include <strings.h>
+
+int kl_h1_parse_url(const char *url, struct kl_h1_url *u)
+{
+    memset(u, 0, sizeof(*u));
+    if (strncasecmp(url, "http://", 7) != 0)
+        return -1;
+    const char *a = url + 7;
+    size_t alen = strcspn(a, "/?#");
+    if (alen == 0 || memchr(a, '@', alen) || strchr(a + alen, '#'))
+        return -1;
+    u->authority = a;
+    u->authority_len = alen;
+    u->target = a + alen;
+    u->target_needs_slash = u->target[0] != '/';
+    for (const char *p = u->target; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+            return -1;
+
+    const char *port = NULL;
+    if (a[0] == '[') {
+        const char *close = memchr(a, ']', alen);
+        if (!close || close == a + 1)
+            return -1;
+        u->host = a + 1;
+        u->host_len = (size_t)(close - a - 1);
+        for (size_t i = 0; i < u->host_len; i++) {
+            char c = u->host[i];
+            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+                  c == ':' || c == '.'))
+                return -1; /* zone ids and the like: libcurl's business */
+        }
+        if (close + 1 < a + alen) {
+            if (close[1] != ':')
+                return -1;
+            port = close + 2;
+        }
+    } else {
+        const char *colon = memchr(a, ':', alen);
+        u->host = a;
+        u->host_len = colon ? (size_t)(colon - a) : alen;
+        port = colon ? colon + 1 : NULL;
+        if (u->host_len == 0)
+            return -1;
+        for (size_t i = 0; i < u->host_len; i++) {
+            char c = a[i];
+            if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.' || c == '_'))
+                return -1;
+        }
+    }
+    u->port = 80;
+    if (port) {
+        unsigned v = 0;
+        const char *end = a + alen;
+        if (port == end)
+            return -1;
+        for (const char *p = port; p < end; p++) {
+            if (*p < '0' || *p > '9' || (v = v * 10 + (unsigned)(*p - '0')) > 65535)
+                return -1;
+        }
+        if (v == 0)
+            return -1;
+        u->port = (uint16_t)v;
+    }
+    return 0;
+}
+
+bool kl_h1_drop_response_header(const char *name, size_t n)
+{
+    static const char *drop[] = {
+        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer",
+        "transfer-encoding", "upgrade", "content-length", "set-cookie", "alt-svc",
+    };
+    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+        if (strlen(drop[i]) == n && strncasecmp(name, drop[i], n) == 0)
+            return true;
+    return false;
+}
+
+static bool is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static bool name_is(const char *p, size_t n, const char *lower)
+{
+    return strlen(lower) == n && strncasecmp(p, lower, n) == 0;
+}
+
+/* True when the comma-separated list v[0..n) holds token (any case). */
+static bool list_has(const char *v, size_t n, const char *token)
+{
+    size_t tl = strlen(token);
+    size_t i = 0;
+    while (i < n) {
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t s = i;
+        while (i < n && v[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+            e--;
+        if (e - s == tl && strncasecmp(v + s, token, tl) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Digits only, no sign, no overflow. */
+static bool parse_length(const char *v, size_t n, int64_t *out)
+{
+    if (n == 0)
+        return false;
+    int64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9' || x > (INT64_MAX - 9) / 10)
+            return false;
+        x = x * 10 + (v[i] - '0');
+    }
+    *out = x;
+    return true;
+}
+
+/* One header field: record what framing needs, copy it to the relayed
+ * block unless it is dropped. Returns false when the field is malformed. */
+static bool header_field(const char *p, size_t n, struct kl_h1_response *r, char *filtered,
+                         const char **why)
+{
+    if (p[0] == ' ' || p[0] == '\t') {
+        *why = "obsolete line folding in the response head";
+        return false;
+    }
+    const char *colon = memchr(p, ':', n);
+    if (!colon || colon == p) {
+        *why = "malformed response header";
+        return false;
+    }
+    size_t nl = (size_t)(colon - p);
+    for (size_t i = 0; i < nl; i++)
+        if (!is_tchar((unsigned char)p[i])) {
+            *why = "malformed response header name";
+            return false;
+        }
+    const char *v = colon + 1, *ve = p + n;
+    while (v < ve && (*v == ' ' || *v == '\t'))
+        v++;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+        ve--;
+    size_t vl = (size_t)(ve - v);
+    for (size_t i = 0; i < vl; i++)
+        if (((unsigned char)v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f) {
+            *why = "control character in a response header";
+            return false;
+        }
+    bool drop = kl_h1_drop_response_header(p, nl);
+    if (name_is(p, nl, "content-length")) {
+        int64_t len;
+        if (!parse_length(v, vl, &len) || (r->content_length >= 0 && r->content_length != len)) {
+            *why = "invalid Content-Length in the response";
+            return false;
+        }
+        r->content_length = len;
+    } else if (name_is(p, nl, "transfer-encoding")) {
+        /* We send no TE header, so chunked is the only coding allowed. */
+        if (r->chunked || !(vl == 7 && strncasecmp(v, "chunked", 7) == 0)) {
+            *why = "unsupported Transfer-Encoding in the response";
+            return false;
+        }
+        r->chunked = true;
+    } else if (name_is(p, nl, "connection")) {
+        r->conn_close |= list_has(v, vl, "close");
+        r->conn_keep_alive |= list_has(v, vl, "keep-alive");
+    } else if (name_is(p, nl, "content-type")) {
+        r->event_stream = vl >= 17 && strncasecmp(v, "text/event-stream", 17) == 0;
+    } else if (name_is(p, nl, "content-encoding")) {
+        /* Asked for identity; a server that encodes anyway keeps its header
+         * so the client can still decode the body we relay unchanged. */
+        bool identity = vl == 8 && strncasecmp(v, "identity", 8) == 0;
+        r->encoded |= !identity;
+        drop = identity;
+    }
+    if (!drop && filtered) {
+        char *o = filtered + r->filtered_len;
+        memcpy(o, p, nl);
+        o += nl;
+        memcpy(o, ": ", 2);
+        o += 2;
+        memcpy(o, v, vl);
+        o += vl;
+        memcpy(o, "\r\n", 2);
+        r->filtered_len += nl + 2 + vl + 2;
+    }
+    return true;
+}
+
+long kl_h1_parse_response(const char *buf, size_t len, size_t max_head, struct kl_h1_response *r,
+                          char *filtered, const char **why)
+{
+    /* Find the blank line that ends the head (CRLF or a bare LF). */
+    size_t end = 0, i = 0;
+    for (;;) {
+        const char *lf = memchr(buf + i, '\n', len - i);
+        if (!lf)
+            break;
+        size_t at = (size_t)(lf - buf);
+        if (at == i || (at == i + 1 && buf[i] == '\r')) {
+            end = at + 1;
+            break;
+        }
+        i = at + 1;
+    }
+    if (!end) {
+        if (len > max_head) {
+            *why = "response head too large";
+            return -1;
+        }
+        return 0;
+    }
+    if (end > max_head) {
+        *why = "response head too large";
+        return -1;
+    }
+    memset(r, 0, sizeof(*r));
+    r->content_length = -1;
+    if (filtered)
+        filtered[0] = '\0';
+
+    /* Status line: HTTP/1.x SP 3DIGIT [SP reason] */
+    const char *line = buf;
+    const char *lf = memchr(line, '\n', end);
+    size_t ll = (size_t)(lf - line);
+    if (ll > 0 && line[ll - 1] == '\r')
+        ll--;
+    if (ll < 12 || strncmp(line, "HTTP/1.", 7) != 0 || (line[7] != '0' && line[7] != '1') ||
+        line[8] != ' ' || line[9] < '1' || line[9] > '5' || line[10] < '0' || line[10] > '9' ||
+        line[11] < '0' || line[11] > '9' || (ll > 12 && line[12] != ' ')) {
+        *why = "malformed status line from the provider";
+        return -1;
+    }
+    r->minor = line[7] - '0';
+    r->status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+    for (size_t k = 12; k < ll; k++)
+        if ((unsigned char)line[k] < 0x20 && line[k] != '\t') {
+            *why = "malformed status line from the provider";
+            return -1;
+        }
+
+    const char *p = lf + 1, *stop = buf + end;
+    while (p < stop) {
+        const char *nl = memchr(p, '\n', (size_t)(stop - p));
+        size_t n = (size_t)(nl - p);
+        if (n > 0 && p[n - 1] == '\r')
+            n--;
+        if (n == 0)
+            break;
+        if (!header_field(p, n, r, filtered, why))
+            return -1;
+        p = nl + 1;
+    }
+    if (filtered)
+        filtered[r->filtered_len] = '\0';
+    if (r->chunked && r->content_length >= 0) {
+        /* Transfer-Encoding wins (RFC 9112 section 6.3); the connection is
+         * not trusted with another request afterwards. */
+        r->length_ignored = true;
+        r->content_length = -1;
+    }
+    if (r->chunked && r->minor == 0) {
+        *why = "chunked response in HTTP/1.0";
+        return -1;
+    }
+    return (long)end;
+}
+
+void kl_h1_body_init(kl_h1_body *b, const struct kl_h1_response *r)
+{
+    memset(b, 0, sizeof(*b));
+    if (r->status < 200 || r->status == 204 || r->status == 304)
+        b->mode = KL_H1_BODY_NONE;
+    else if (r->chunked)
+        b->mode = KL_H1_BODY_CHUNKED;
+    else if (r->content_length >= 0)
+        b->mode = KL_H1_BODY_LENGTH, b->remaining = (uint64_t)r->content_length;
+    else
+        b->mode = KL_H1_BODY_CLOSE;
+}
+
+enum kl_h1_body_result kl_h1_body_feed(kl_h1_body *b, const char *in, size_t len, size_t *used,
+                                       void (*emit)(void *arg, const char *p, size_t n), void *arg)
+{
+    *used = 0;
+    switch (b->mode) {
+    case KL_H1_BODY_NONE:
+        return KL_H1_BODY_DONE;
+    case KL_H1_BODY_LENGTH: {
+        size_t n = len < b->remaining ? len : (size_t)b->remaining;
+        if (n)
+            emit(arg, in, n);
+        b->remaining -= n;
+        *used = n;
+        return b->remaining ? KL_H1_BODY_MORE : KL_H1_BODY_DONE;
+    }
+    case KL_H1_BODY_CHUNKED:
+        switch (kl_chunked_feed(&b->chunked, in, len, used, emit, arg)) {
+        case KL_CHUNKED_DONE:
+            return KL_H1_BODY_DONE;
+        case KL_CHUNKED_ERROR:
+            return KL_H1_BODY_ERROR;
+        default:
+            return KL_H1_BODY_MORE;
+        }
+    case KL_H1_BODY_CLOSE:
+        if (len)
+            emit(arg, in, len);
+        *used = len;
+        return KL_H1_BODY_MORE;
+    }
+    return KL_H1_BODY_ERROR;
+}
+
+bool kl_h1_no_proxy_match(const char *no_proxy, const char *host, size_t host_len)
+{
+    const char *p = no_proxy;
+    while (*p) {
+        while (*p == ',' || *p == ' ' || *p == '\t')
+            p++;
+        const char *s = p;
+        while (*p && *p != ',' && *p != ' ' && *p != '\t')
+            p++;
+        size_t n = (size_t)(p - s);
+        if (n == 1 && s[0] == '*')
+            return true;
+        if (n && s[0] == '.')
+            s++, n--;
+        if (n == 0 || memchr(s, '/', n))
+            continue;
+        if (n == host_len && strncasecmp(s, host, n) == 0)
+            return true;
+        if (host_len > n && host[host_len - n - 1] == '.' &&
+            strncasecmp(host + host_len - n, s, n) == 0)
+            return true;
+    }
+    return false;
+}

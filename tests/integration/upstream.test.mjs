@@ -1,0 +1,276 @@
+// keyless's own HTTP/1.1 client for plain http:// upstreams, against a
+// scripted upstream that writes exact bytes: keep-alive reuse, a pooled
+// connection the server closed (retried once, transparently), chunked and
+// close-delimited bodies, interim 1xx answers, malformed answers, what the
+// request looks like on the wire.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { startGateway, providersFor, KEYS, assertNoKeys } from './lib/harness.mjs';
+
+// A TCP server that reads HTTP/1.1 requests (Content-Length bodies) and lets
+// the request's x-script header choose what to write back, byte for byte.
+function scriptedUpstream(scripts) {
+  const seen = [];
+  let nconns = 0;
+  const server = net.createServer((sock) => {
+    const conn = ++nconns;
+    let onConn = 0;
+    let buf = Buffer.alloc(0);
+    sock.on('error', () => {});
+    sock.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const head = buf.subarray(0, end).toString('latin1');
+        const lines = head.split('\r\n');
+        const headers = {};
+        for (const l of lines.slice(1)) {
+          const i = l.indexOf(':');
+          headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
+        }
+        const len = Number(headers['content-length'] || 0);
+        if (buf.length < end + 4 + len) return;
+        const body = buf.subarray(end + 4, end + 4 + len).toString();
+        buf = buf.subarray(end + 4 + len);
+        const req = { line: lines[0], head, headers, body, conn, onConn: ++onConn };
+        seen.push(req);
+        const script = scripts[headers['x-script']] || scripts.ok;
+        script(sock, req);
+      }
+    });
+  });
+  return {
+    seen,
+    conns: () => nconns,
+    async listen() {
+      await new Promise((r) => server.listen(0, '127.0.0.1', r));
+      return server.address().port;
+    },
+    close: () => new Promise((r) => { server.close(r); }),
+  };
+}
+
+const JSON_BODY = '{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}';
+
+const scripts = {
+  ok(sock) {
+    sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${JSON_BODY.length}\r\n` +
+      `x-upstream: yes\r\nSet-Cookie: s=1\r\nKeep-Alive: timeout=5\r\n\r\n${JSON_BODY}`);
+  },
+  // Answers the first request on a connection; closes the connection without
+  // a word when a second request arrives on it (a server that dropped an idle
+  // keep-alive connection just as it was reused).
+  'drop-reused'(sock, req) {
+    if (req.onConn > 1) { sock.destroy(); return; }
+    scripts.ok(sock);
+  },
+  // Answers, then closes the idle connection a moment later.
+  'ok-then-close'(sock) {
+    scripts.ok(sock);
+    setTimeout(() => sock.end(), 30);
+  },
+  // Echoes the request body's length and a checksum of it.
+  echo(sock, req) {
+    let sum = 0;
+    for (let i = 0; i < req.body.length; i++) sum = (sum + req.body.charCodeAt(i)) % 1000003;
+    const b = JSON.stringify({ len: Buffer.byteLength(req.body), sum });
+    sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${b.length}\r\n\r\n${b}`);
+  },
+  // Same, but with a reset (RST) instead of a clean close.
+  'reset-reused'(sock, req) {
+    if (req.onConn > 1) { sock.resetAndDestroy(); return; }
+    scripts.ok(sock);
+  },
+  // Chunked SSE with a chunk extension, a trailer, and writes split at odd places.
+  async chunked(sock) {
+    const events = ['data: {"choices":[{"delta":{"content":"a"}}]}\n\n', 'data: {"choices":[{"delta":{"content":"b"}}]}\n\n', 'data: [DONE]\n\n'];
+    let wire = 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n';
+    for (const [i, e] of events.entries()) wire += `${Buffer.byteLength(e).toString(16)}${i === 0 ? ';ext=1' : ''}\r\n${e}\r\n`;
+    wire += '0\r\nx-trailer: t\r\n\r\n';
+    for (let i = 0; i < wire.length; i += 7) {
+      sock.write(wire.slice(i, i + 7));
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  },
+  // No length, no chunks: the body ends when the server closes.
+  close(sock) {
+    sock.write('HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n');
+    sock.write(JSON_BODY.slice(0, 10));
+    setTimeout(() => { sock.end(JSON_BODY.slice(10)); }, 20);
+  },
+  'conn-close'(sock) {
+    sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: ${JSON_BODY.length}\r\n\r\n${JSON_BODY}`);
+  },
+  interim(sock) {
+    sock.write('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n');
+    scripts.ok(sock);
+  },
+  malformed(sock) {
+    sock.end('HTTP/1.1 two hundred\r\n\r\n');
+  },
+  'bad-chunk'(sock) {
+    sock.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcdeXX');
+  },
+  // Promises 1000 bytes, sends 10, closes.
+  short(sock) {
+    sock.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"partial"');
+  },
+  // A provider error, passed through with its status and body.
+  teapot(sock) {
+    const b = '{"error":{"message":"no","type":"invalid_request_error"}}';
+    sock.write(`HTTP/1.1 418 I'm a teapot\r\nContent-Type: application/json\r\nContent-Length: ${b.length}\r\n\r\n${b}`);
+  },
+};
+
+describe('upstream: the native HTTP/1.1 client', () => {
+  let up, gw, gwLocal, port, responses = '';
+  before(async () => {
+    up = scriptedUpstream(scripts);
+    port = await up.listen();
+    // One worker: one pool, so reuse is deterministic.
+    gw = await startGateway({ providers: providersFor(`http://127.0.0.1:${port}`) }, { workers: 1 });
+    gwLocal = await startGateway({ providers: providersFor(`http://localhost:${port}/`) }, { workers: 1 });
+  });
+  after(async () => {
+    await gw.stop();
+    await gwLocal.stop();
+    await up.close();
+    assertNoKeys(assert, gw.output() + gwLocal.output() + responses, 'gateway log or responses');
+  });
+
+  async function chat(script, { url = gw.url, stream = false, headers = {} } = {}) {
+    const r = await fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-script': script, ...headers },
+      body: JSON.stringify({ model: 'gpt-4o', stream, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    let text;
+    try { text = await r.text(); } catch (e) { text = null; }
+    responses += JSON.stringify([...r.headers]) + (text || '');
+    return { status: r.status, headers: r.headers, text };
+  }
+
+  it('sends a plain-text request with the body and the provider key, and reuses the connection', async () => {
+    const c0 = up.conns();
+    const n0 = up.seen.length;
+    const a = await chat('ok', { headers: { 'accept-encoding': 'gzip, br' } });
+    const b = await chat('ok');
+    assert.equal(a.status, 200);
+    assert.equal(a.text, JSON_BODY);
+    assert.equal(b.text, JSON_BODY);
+    assert.equal(a.headers.get('x-upstream'), 'yes');
+    assert.equal(a.headers.get('set-cookie'), null);
+    assert.equal(a.headers.get('keep-alive'), null);
+    assert.equal(up.conns() - c0 <= 1, true, 'the second request reuses the first one\'s connection');
+    const [r1, r2] = up.seen.slice(n0);
+    assert.equal(r2.conn, r1.conn);
+    assert.equal(r1.line, 'POST /v1/chat/completions HTTP/1.1');
+    assert.equal(r1.headers['accept-encoding'], 'identity');
+    assert.equal(r1.headers.host, `127.0.0.1:${port}`);
+    assert.equal(r1.headers.authorization, `Bearer ${KEYS.openai}`);
+    assert.equal(Number(r1.headers['content-length']), Buffer.byteLength(r1.body));
+    assert.equal(JSON.parse(r1.body).messages[0].content, 'hi');
+    assert.equal(r1.headers['transfer-encoding'], undefined);
+  });
+
+  it('a pooled connection the server closed is retried once on a fresh one', async () => {
+    for (const script of ['drop-reused', 'reset-reused']) {
+      await chat('ok'); // leaves an idle connection in the pool
+      const n0 = up.seen.length;
+      const r = await chat(script);
+      assert.equal(r.status, 200, script);
+      assert.equal(r.text, JSON_BODY, script);
+      const tries = up.seen.slice(n0);
+      assert.equal(tries.length, 2, `${script}: sent once more`);
+      assert.notEqual(tries[1].conn, tries[0].conn, `${script}: on a new connection`);
+      assert.equal(tries[1].body, tries[0].body);
+    }
+  });
+
+  it('an idle connection the server closes leaves the pool at once (no retry needed)', async () => {
+    await chat('ok-then-close');
+    await new Promise((r) => setTimeout(r, 300));
+    const n0 = up.seen.length;
+    const r = await chat('ok');
+    assert.equal(r.status, 200);
+    assert.equal(up.seen.length - n0, 1, 'sent once, on a fresh connection');
+  });
+
+  it('a multi-megabyte request body arrives intact, on a new and on a reused connection', async () => {
+    const big = 'x'.repeat(3 * 1024 * 1024);
+    let sum = 0;
+    const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: big }] });
+    for (let i = 0; i < body.length; i++) sum = (sum + body.charCodeAt(i)) % 1000003;
+    for (let k = 0; k < 2; k++) {
+      const r = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'x-script': 'echo' }, body,
+      });
+      assert.equal(r.status, 200);
+      assert.deepEqual(await r.json(), { len: body.length, sum });
+    }
+  });
+
+  it('relays a chunked stream with extensions and trailers, event by event', async () => {
+    const r = await chat('chunked', { stream: true });
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type'), /text\/event-stream/);
+    assert.equal(r.text.match(/^data: /gm).length, 3);
+    assert.match(r.text, /data: \[DONE\]\n\n$/);
+    assert.ok(!r.text.includes('x-trailer'));
+  });
+
+  it('a close-delimited body arrives whole, and the connection is not reused', async () => {
+    const n0 = up.seen.length;
+    const r = await chat('close');
+    assert.equal(r.status, 200);
+    assert.equal(r.text, JSON_BODY);
+    const r2 = await chat('ok');
+    assert.equal(r2.status, 200);
+    const [a, b] = up.seen.slice(n0);
+    assert.notEqual(a.conn, b.conn);
+  });
+
+  it('Connection: close is honoured', async () => {
+    const n0 = up.seen.length;
+    assert.equal((await chat('conn-close')).text, JSON_BODY);
+    assert.equal((await chat('ok')).status, 200);
+    const [a, b] = up.seen.slice(n0);
+    assert.notEqual(a.conn, b.conn);
+  });
+
+  it('interim 1xx answers are skipped', async () => {
+    const r = await chat('interim');
+    assert.equal(r.status, 200);
+    assert.equal(r.text, JSON_BODY);
+    assert.equal(r.headers.get('link'), null);
+  });
+
+  it('provider errors pass through with their status and body', async () => {
+    const r = await chat('teapot');
+    assert.equal(r.status, 418);
+    assert.equal(JSON.parse(r.text).error.message, 'no');
+  });
+
+  it('a malformed answer is a 502; a broken body is cut off; the gateway keeps serving', async () => {
+    const m = await chat('malformed');
+    assert.equal(m.status, 502);
+    assert.equal(JSON.parse(m.text).error.type, 'server_error');
+    assert.match(JSON.parse(m.text).error.message, /malformed/);
+    const b = await chat('bad-chunk');
+    assert.equal(b.status, 200);
+    assert.notEqual(b.text, 'abcde', 'a body with a broken chunk must not look complete');
+    const s = await chat('short');
+    assert.equal(s.status, 200);
+    assert.ok(s.text === null || s.text.length < 1000, 'a short body must not look complete');
+    assert.equal((await chat('ok')).text, JSON_BODY);
+  });
+
+  it('a provider named localhost is resolved without blocking, and works', async () => {
+    const r = await chat('ok', { url: gwLocal.url });
+    assert.equal(r.status, 200);
+    assert.equal(r.text, JSON_BODY);
+    assert.equal(up.seen[up.seen.length - 1].headers.host, `localhost:${port}`);
+  });
+});
