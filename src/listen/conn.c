@@ -52,11 +52,15 @@ struct kl_conn {
     bool resp_close_delimited;      /* HTTP/1.0 stream: body ends at close */
     bool waiting_head_start;        /* timer measures the head deadline */
     bool tls;
+    bool direct;                    /* output written by conn_flush (plain TCP) */
+    bool flush_queued;
+    struct event *flush;            /* runs conn_flush at the end of this loop pass */
     void (*drain_cb)(kl_exchange *);
 };
 
 static void conn_free(struct kl_conn *c);
 static void conn_process(struct kl_conn *c);
+static void output_added(struct kl_conn *c);
 
 static const char *reason(int status)
 {
@@ -147,6 +151,7 @@ static void write_raw_error(struct kl_conn *c, int status, const char *why)
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                         "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
                         status, reason(status), strlen(body), body);
+    output_added(c);
     kl_arena_free(&a);
     c->state = ST_CLOSING;
     bufferevent_disable(c->bev, EV_READ);
@@ -301,8 +306,10 @@ static void read_head(struct kl_conn *c)
         return;
     }
     if (ex->req.content_length > 0 || ex->req.chunked) {
-        if (ex->req.expect_continue)
+        if (ex->req.expect_continue) {
             evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            output_added(c);
+        }
         c->state = ST_BODY;
         evtimer_del(c->timer);
         set_read_timeout(c, timeouts(c)->body);
@@ -338,11 +345,10 @@ static void on_read(struct bufferevent *bev, void *arg)
     conn_process(arg);
 }
 
-static void on_write(struct bufferevent *bev, void *arg)
+/* Everything written: close a closing connection, or resume a provider
+ * transfer that paused for this client. */
+static void output_drained(struct kl_conn *c)
 {
-    struct kl_conn *c = arg;
-    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
-        return;
     if (c->state == ST_CLOSING) {
         conn_free(c);
         return;
@@ -351,6 +357,57 @@ static void on_write(struct bufferevent *bev, void *arg)
         void (*cb)(kl_exchange *) = c->drain_cb;
         c->drain_cb = NULL;
         cb(c->ex);
+    }
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct kl_conn *c = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        return;
+    if (c->direct)
+        bufferevent_disable(bev, EV_WRITE);     /* back to conn_flush */
+    output_drained(c);
+}
+
+/* On plain TCP the output is written straight to the socket at the end of
+ * the loop pass that produced it (one writev for a head and its body)
+ * instead of arming EPOLLOUT and writing a pass later: no epoll_ctl and no
+ * extra wake-up per response or per streamed event. libevent's write event
+ * is enabled only while a slow client leaves bytes behind, and then also
+ * reports errors and write timeouts as before. */
+static void conn_flush(struct kl_conn *c)
+{
+    c->flush_queued = false;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (bufferevent_get_enabled(c->bev) & EV_WRITE)
+        return;                                 /* libevent is writing */
+    if (evbuffer_get_length(out) > 0) {
+        /* the bufferevent keeps its output's front frozen except while it
+         * writes; do as its own write callback does */
+        evbuffer_unfreeze(out, 1);
+        evbuffer_write(out, bufferevent_getfd(c->bev));
+        evbuffer_freeze(out, 1);
+    }
+    if (evbuffer_get_length(out) > 0) {
+        bufferevent_enable(c->bev, EV_WRITE);   /* the rest, or the error */
+        return;
+    }
+    output_drained(c);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_flush(arg);
+}
+
+static void output_added(struct kl_conn *c)
+{
+    if (c->direct && !c->flush_queued) {
+        c->flush_queued = true;
+        event_active(c->flush, EV_WRITE, 0);
     }
 }
 
@@ -433,6 +490,10 @@ void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t s
      * holds, so a larger cap costs small requests nothing. */
     bufferevent_set_max_single_read(c->bev, 256 * 1024);
     c->timer = evtimer_new(w->base, on_timer, c);
+    c->flush = event_new(w->base, -1, 0, on_flush, c);
+    c->direct = !c->tls;
+    if (c->direct)
+        bufferevent_disable(c->bev, EV_WRITE);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     c->next = w->conns;
     if (w->conns)
@@ -460,6 +521,7 @@ static void conn_free(struct kl_conn *c)
         c->next->prev = c->prev;
     w->nconns--;
     event_free(c->timer);
+    event_free(c->flush);
     bufferevent_free(c->bev);
     free(c);
     kl_server_maybe_stopped(w);
@@ -535,6 +597,7 @@ void kl_respond_start(kl_exchange *ex, int status, const char *headers, int64_t 
     int n = evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\n%s%s%sx-keyless-request-id: %s\r\n\r\n",
                                 status, reason(status), headers ? headers : "", framing,
                                 connection, ex->id);
+    output_added(c);
     if (n > 0)
         ex->bytes_out += (uint64_t)n;
     if (!ex->t_first_byte_ns)
@@ -554,6 +617,7 @@ void kl_respond_data(kl_exchange *ex, const char *data, size_t len)
     } else {
         evbuffer_add(out, data, len);
     }
+    output_added(c);
     ex->bytes_out += len;
 }
 
@@ -562,8 +626,10 @@ void kl_respond_end(kl_exchange *ex)
     struct kl_conn *c = live(ex);
     if (!c)
         return;
-    if (c->resp_chunked && !c->head_request)
+    if (c->resp_chunked && !c->head_request) {
         evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
+        output_added(c);
+    }
     c->resp_chunked = false;
 }
 
