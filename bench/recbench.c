@@ -68,7 +68,7 @@ static struct kl_rec *rec(const char *id, int64_t ms, enum kl_rec_state st, bool
         r.stop_reason = "stop";
         r.bytes_out = 817;
     }
-    (void)begun; /* (kl_rec has no way to say it yet) */
+    r.begun = begun;
     return kl_rec_pack(&r);
 }
 

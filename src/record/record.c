@@ -105,6 +105,7 @@ bool kl_record_begin(kl_exchange *ex)
     struct kl_rec r;
     fill(ex, &r, KL_REC_IN_PROGRESS);
     kl_writer_push(w, kl_rec_pack(&r));
+    ex->rec_begun = true;
     return true;
 }
 
@@ -114,6 +115,7 @@ void kl_record_exchange(kl_exchange *ex)
     if (w && ex->rec_slots) {
         struct kl_rec r;
         fill(ex, &r, KL_REC_DONE);
+        r.begun = ex->rec_begun;
         kl_writer_push(w, kl_rec_pack(&r));
         ex->rec_slots = 0;
     }
