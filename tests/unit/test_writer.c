@@ -1,7 +1,8 @@
 /* The record writer: slots are reserved up front and a full queue refuses
  * instead of dropping; what is queued is written, in-progress rows that
  * meet their final row are coalesced; a final row updates the in-progress
- * row written before it (or is inserted when that row is not there). */
+ * row written before it (or is inserted when that row is not there); a
+ * database of the previous schema opens and is migrated. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "record/writer.h"
 
@@ -150,6 +152,77 @@ static void final_row_updates_or_inserts(void **state)
     remove_db(path);
 }
 
+/* A database written by the previous schema (every row's state indexed)
+ * opens: its rows are kept, the old index is replaced by the in-progress
+ * one, and start-up recovery finds in-progress rows through it. */
+static void previous_schema_is_migrated(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/kl-writer-XXXXXX";
+    close(mkstemp(path));
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *old = sqlite3_mprintf(
+        "PRAGMA journal_mode=WAL;"
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT);"
+        "CREATE TABLE requests (id TEXT PRIMARY KEY, instance TEXT, state TEXT NOT NULL, started_at BIGINT NOT NULL,"
+        " first_byte_at BIGINT, ended_at BIGINT, latency_ms BIGINT, ttft_ms BIGINT,"
+        " login TEXT, display_name TEXT, node TEXT, stable_node_id TEXT, tags TEXT,"
+        " identity_source TEXT, source_addr TEXT, method TEXT, path TEXT, endpoint TEXT, dialect TEXT,"
+        " model_requested TEXT, model_served TEXT, provider TEXT, stream BIGINT,"
+        " status BIGINT, upstream_status BIGINT, error_class TEXT, error_message TEXT,"
+        " usage_known BIGINT, input_tokens BIGINT, output_tokens BIGINT, cache_read_tokens BIGINT,"
+        " cache_write_tokens BIGINT, reasoning_tokens BIGINT, cost_known BIGINT, cost_nanodollars BIGINT,"
+        " bytes_in BIGINT, bytes_out BIGINT, tool_calls BIGINT, tool_names TEXT, stop_reason TEXT, session_id TEXT,"
+        " user_agent TEXT, request_headers TEXT, response_headers TEXT, request_body BLOB, response_body BLOB);"
+        "CREATE INDEX requests_started ON requests (started_at);"
+        "CREATE INDEX requests_login ON requests (login, started_at);"
+        "CREATE INDEX requests_session ON requests (session_id);"
+        "CREATE INDEX requests_state ON requests (state, instance);"
+        "CREATE TABLE quota_buckets (name TEXT PRIMARY KEY, level BIGINT NOT NULL, updated_at BIGINT NOT NULL);"
+        "INSERT INTO schema_migrations VALUES (1, 0), (2, 0);"
+        "INSERT INTO requests (id, instance, state, started_at, status) VALUES"
+        " ('old-done', 'gw1', 'done', 5, 200), ('old-running', 'gw1', 'in_progress', 6, 0);");
+    assert_int_equal(sqlite3_exec(db, old, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_free(old);
+    sqlite3_close(db);
+
+    char err[256];
+    struct kl_store *s = kl_store_open(KL_STORE_SQLITE, path, true, err, sizeof(err));
+    assert_non_null(s);
+    cJSON *rows = NULL;
+    assert_int_equal(kl_store_exec(s,
+                                   "SELECT (SELECT count(*) FROM sqlite_master WHERE name = 'requests_state') AS old,"
+                                   " (SELECT count(*) FROM sqlite_master WHERE name = 'requests_in_progress') AS new,"
+                                   " (SELECT max(version) FROM schema_migrations) AS version",
+                                   NULL, 0, &rows, err, sizeof(err)), 0);
+    const cJSON *m = cJSON_GetArrayItem(rows, 0);
+    assert_int_equal((int)num(m, "old"), 0);
+    assert_int_equal((int)num(m, "new"), 1);
+    assert_int_equal((int)num(m, "version"), 3);
+    cJSON_Delete(rows);
+
+    /* the start-up recovery statement, as record.c runs it, uses the index */
+    rows = NULL;
+    assert_int_equal(kl_store_exec(s, "EXPLAIN QUERY PLAN UPDATE requests SET state = 'interrupted' "
+                                      "WHERE state = 'in_progress' AND instance = ?",
+                                   (const char *[]){"gw1"}, 1, &rows, err, sizeof(err)), 0);
+    char *plan = cJSON_PrintUnformatted(rows);
+    assert_non_null(strstr(plan, "requests_in_progress"));
+    free(plan);
+    cJSON_Delete(rows);
+
+    write1(s, full("old-running", KL_REC_DONE, true));
+    cJSON *r = row(s, "old-running");
+    assert_string_equal(str(r, "state"), "done");
+    cJSON_Delete(r);
+    r = row(s, "old-done");
+    assert_int_equal((int)num(r, "status"), 200);
+    cJSON_Delete(r);
+    kl_store_close(s);
+    remove_db(path);
+}
+
 static void full_queue_refuses_and_nothing_is_lost(void **state)
 {
     (void)state;
@@ -190,6 +263,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(full_queue_refuses_and_nothing_is_lost),
         cmocka_unit_test(final_row_updates_or_inserts),
+        cmocka_unit_test(previous_schema_is_migrated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
