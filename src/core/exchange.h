@@ -113,6 +113,7 @@ typedef struct kl_exchange {
 
     /* record */
     int rec_slots;                  /* record queue slots reserved for this exchange */
+    bool rec_begun;                 /* its in-progress record was queued */
     const char *session_id;
     const char *response_headers;   /* as sent to the client, for captures */
 

@@ -1,23 +1,34 @@
 #include "core/log.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
+#include <unistd.h>
+
+_Static_assert(KL_LOG_BUF_SIZE <= PIPE_BUF, "a buffer must go out in one atomic write");
+_Static_assert(KL_LOG_LINE_MAX <= KL_LOG_BUF_SIZE, "a line must fit a buffer");
 
 /* Written once before threads start (see log.h). */
 static enum kl_log_level log_level = KL_LOG_INFO;
+
+static const char *const level_tags[] = {"debug", "info", "warn", "error"};
 
 void kl_log_set_level(enum kl_log_level level)
 {
     log_level = level;
 }
 
+bool kl_log_enabled(enum kl_log_level level)
+{
+    return level >= log_level;
+}
+
 int kl_log_parse_level(const char *name, enum kl_log_level *out)
 {
-    static const char *names[] = {"debug", "info", "warn", "error"};
     for (int i = 0; i < 4; i++) {
-        if (strcmp(name, names[i]) == 0) {
+        if (strcmp(name, level_tags[i]) == 0) {
             *out = (enum kl_log_level)i;
             return 0;
         }
@@ -25,27 +36,161 @@ int kl_log_parse_level(const char *name, enum kl_log_level *out)
     return -1;
 }
 
+/* "YYYY-MM-DDTHH:MM:SS." for a Unix second (UTC), without printf. */
+static void format_second(time_t sec, char out[24])
+{
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    int f[] = {tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec};
+    static const char sep[] = "--T::.";
+    char *p = out;
+    for (int i = 0; i < 6; i++) {
+        int v = f[i];
+        if (i == 0) {
+            *p++ = (char)('0' + v / 1000 % 10);
+            *p++ = (char)('0' + v / 100 % 10);
+        }
+        *p++ = (char)('0' + v / 10 % 10);
+        *p++ = (char)('0' + v % 10);
+        *p++ = sep[i];
+    }
+    *p = '\0';
+}
+
+/* The line prefix, "2026-11-26T08:53:07.821Z info ", into out (>= 40
+ * bytes); stamp caches the formatted second. Returns its length. */
+static size_t prefix(char *out, enum kl_log_level level, time_t *stamp_sec, char stamp[24])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (ts.tv_sec != *stamp_sec) {
+        format_second(ts.tv_sec, stamp);
+        *stamp_sec = ts.tv_sec;
+    }
+    size_t n = strlen(stamp);
+    memcpy(out, stamp, n);
+    long ms = ts.tv_nsec / 1000000;
+    out[n++] = (char)('0' + ms / 100);
+    out[n++] = (char)('0' + ms / 10 % 10);
+    out[n++] = (char)('0' + ms % 10);
+    out[n++] = 'Z';
+    out[n++] = ' ';
+    size_t t = strlen(level_tags[level]);
+    memcpy(out + n, level_tags[level], t);
+    n += t;
+    out[n++] = ' ';
+    return n;
+}
+
+/* All of buf to fd, retrying short writes; errors are dropped (there is
+ * nowhere left to report them). */
+static void write_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, buf, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        buf += w;
+        len -= (size_t)w;
+    }
+}
+
 void kl_log(enum kl_log_level level, const char *fmt, ...)
 {
-    static const char *tags[] = {"debug", "info", "warn", "error"};
     if (level < log_level)
         return;
-    char line[2048];
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                     tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, tags[level]);
+    char line[KL_LOG_LINE_MAX];
+    time_t sec = 0;
+    char stamp[24];
+    size_t n = prefix(line, level, &sec, stamp);
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
     va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+    size_t len = n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof(line) - 2)
         len = sizeof(line) - 2;
     line[len++] = '\n';
     /* One write per line keeps lines from different threads whole. */
     fwrite(line, 1, len, stderr);
+}
+
+void kl_log_line_str(struct kl_log_line *l, const char *s)
+{
+    size_t n = strlen(s), room = sizeof(l->text) - l->len;
+    if (n > room)
+        n = room;
+    memcpy(l->text + l->len, s, n);
+    l->len += n;
+}
+
+void kl_log_line_u64(struct kl_log_line *l, uint64_t v)
+{
+    char d[24];
+    size_t i = sizeof(d);
+    d[--i] = '\0';
+    do {
+        d[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    kl_log_line_str(l, d + i);
+}
+
+void kl_log_line_i64(struct kl_log_line *l, int64_t v)
+{
+    if (v < 0) {
+        kl_log_line_str(l, "-");
+        kl_log_line_u64(l, (uint64_t)0 - (uint64_t)v);
+    } else {
+        kl_log_line_u64(l, (uint64_t)v);
+    }
+}
+
+void kl_log_line_ms(struct kl_log_line *l, int64_t ns)
+{
+    /* Rounding to tenths in integers agrees with printf on ns / 1e6 except
+     * at an exact half (the double is then a hair above or below it) and
+     * for negative values: leave those to printf. */
+    if (ns < 0 || ns % 100000 == 50000) {
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%.1f", (double)ns / 1e6);
+        kl_log_line_str(l, buf);
+        return;
+    }
+    uint64_t tenths = ((uint64_t)ns + 50000) / 100000;
+    kl_log_line_u64(l, tenths / 10);
+    char frac[3] = {'.', (char)('0' + tenths % 10), '\0'};
+    kl_log_line_str(l, frac);
+}
+
+void kl_log_flush(struct kl_log_buf *b)
+{
+    if (!b->len)
+        return;
+    flockfile(stderr);
+    fflush(stderr); /* anything stdio holds goes first (kl_log leaves nothing) */
+    write_all(fileno(stderr), b->data, b->len);
+    funlockfile(stderr);
+    b->len = 0;
+}
+
+bool kl_log_buffered(struct kl_log_buf *b, enum kl_log_level level, const struct kl_log_line *l)
+{
+    if (level < log_level)
+        return false;
+    char head[48];
+    size_t h = prefix(head, level, &b->stamp_sec, b->stamp);
+    size_t body = l->len;
+    if (h + body + 1 > KL_LOG_LINE_MAX)
+        body = KL_LOG_LINE_MAX - 1 - h;
+    if (b->len + h + body + 1 > sizeof(b->data))
+        kl_log_flush(b);
+    bool was_empty = b->len == 0;
+    memcpy(b->data + b->len, head, h);
+    memcpy(b->data + b->len + h, l->text, body);
+    b->data[b->len + h + body] = '\n';
+    b->len += h + body + 1;
+    return was_empty;
 }

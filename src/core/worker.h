@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "core/config.h"
+#include "core/log.h"
 
 struct event_base;
 struct event;
@@ -60,6 +61,8 @@ typedef struct kl_worker {
     bool draining;
     uint64_t seq;               /* per-worker counter, part of request ids */
     uint64_t rng;               /* xorshift state for request ids */
+    struct kl_log_buf log;      /* access log lines not yet written */
+    struct event *log_timer;    /* writes them out shortly after the first */
 } kl_worker;
 
 #endif

@@ -165,10 +165,32 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void on_log_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kl_worker *w = arg;
+    kl_log_flush(&w->log);
+}
+
+/* Access log lines wait in the worker's buffer for at most this long (or
+ * until it is full, or the worker stops), so a busy worker writes one block
+ * of lines instead of one write(2) per request. */
+#define KL_ACCESS_LOG_DELAY_MS 100
+
+void kl_server_access_log(kl_worker *w, const struct kl_log_line *l)
+{
+    if (kl_log_buffered(&w->log, KL_LOG_INFO, l) && w->log_timer) {
+        struct timeval tv = {KL_ACCESS_LOG_DELAY_MS / 1000, KL_ACCESS_LOG_DELAY_MS % 1000 * 1000};
+        evtimer_add(w->log_timer, &tv);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     kl_worker *w = arg;
     event_base_dispatch(w->base);
+    kl_log_flush(&w->log);
     return NULL;
 }
 
@@ -338,6 +360,7 @@ int kl_server_run(kl_config *cfg)
             evconnlistener_set_error_cb(w->listeners[a], on_accept_error);
         }
         w->wake = event_new(w->base, -1, 0, on_wake, w);
+        w->log_timer = evtimer_new(w->base, on_log_timer, w);
     }
     kl_info("keyless started: %d worker%s, %zu provider%s", nw, nw == 1 ? "" : "s",
             cfg->nproviders, cfg->nproviders == 1 ? "" : "s");
@@ -372,8 +395,12 @@ out:
                 event_free(w->wake);
             if (w->drain_timer)
                 event_free(w->drain_timer);
+            if (w->log_timer)
+                event_free(w->log_timer);
+            w->log_timer = NULL;
             event_base_free(w->base);
         }
+        kl_log_flush(&w->log); /* lines of exchanges closed just above */
         for (size_t a = 0; a < w->nlisteners; a++)
             if (w->listen_fds && w->listen_fds[a] >= 0)
                 close(w->listen_fds[a]);

@@ -13,4 +13,8 @@ int kl_server_run(kl_config *cfg);
  * worker stops once its last exchange and connection are gone. */
 void kl_server_maybe_stopped(kl_worker *w);
 
+/* An access log line, on w's thread: buffered, written within 100 ms, when
+ * the buffer fills, or when the worker stops (see kl_log_buffered). */
+void kl_server_access_log(kl_worker *w, const struct kl_log_line *l);
+
 #endif

@@ -40,6 +40,11 @@ struct kl_rec {
     const char *request_body, *response_body;
     size_t request_body_len, response_body_len;
     const char *instance;       /* the gateway that wrote it */
+    /* A final record whose in-progress record was written before: the
+     * store updates that row instead of writing a whole new one. Only a
+     * hint (the store falls back to an insert when the row is not there);
+     * the writer clears it when it drops the in-progress record. */
+    bool begun;
 };
 
 /* Strings a record points at are packed behind it in one malloc block;

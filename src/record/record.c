@@ -10,6 +10,7 @@
 #include "core/text.h"
 #include "identity/identity.h"
 #include "admit/persist.h"
+#include "listen/server.h"
 #include "record/query.h"
 #include "record/writer.h"
 
@@ -86,6 +87,47 @@ static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
     }
 }
 
+static const char *or_dash(const char *s)
+{
+    return s ? s : "-";
+}
+
+/* The access log line, built without printf (it is written once per
+ * request):
+ *   ID IP:PORT "METHOD PATH" STATUS ok|ERROR_CLASS login=L model=M provider=P in=N out=N 1.2ms */
+static void access_log(kl_exchange *ex)
+{
+    struct kl_log_line l;
+    l.len = 0;
+    kl_log_line_str(&l, ex->id);
+    kl_log_line_str(&l, " ");
+    kl_log_line_str(&l, or_dash(ex->peer_ip));
+    kl_log_line_str(&l, ":");
+    kl_log_line_i64(&l, ex->peer_port);
+    kl_log_line_str(&l, " \"");
+    kl_log_line_str(&l, or_dash(ex->req.method));
+    kl_log_line_str(&l, " ");
+    kl_log_line_str(&l, or_dash(ex->req.path));
+    kl_log_line_str(&l, "\" ");
+    kl_log_line_i64(&l, ex->status);
+    kl_log_line_str(&l, " ");
+    kl_log_line_str(&l, ex->error_class ? kl_error_class_name(ex->error_class) : "ok");
+    kl_log_line_str(&l, " login=");
+    kl_log_line_str(&l, ex->ident ? ex->ident->login : "-");
+    kl_log_line_str(&l, " model=");
+    kl_log_line_str(&l, or_dash(ex->model_requested));
+    kl_log_line_str(&l, " provider=");
+    kl_log_line_str(&l, ex->provider ? ex->provider->id : "-");
+    kl_log_line_str(&l, " in=");
+    kl_log_line_u64(&l, ex->bytes_in);
+    kl_log_line_str(&l, " out=");
+    kl_log_line_u64(&l, ex->bytes_out);
+    kl_log_line_str(&l, " ");
+    kl_log_line_ms(&l, ex->t_end_ns - ex->t_start_ns);
+    kl_log_line_str(&l, "ms");
+    kl_server_access_log(ex->worker, &l);
+}
+
 bool kl_record_admit(kl_exchange *ex)
 {
     struct kl_writer *w = ex->worker->server->writer;
@@ -105,6 +147,7 @@ bool kl_record_begin(kl_exchange *ex)
     struct kl_rec r;
     fill(ex, &r, KL_REC_IN_PROGRESS);
     kl_writer_push(w, kl_rec_pack(&r));
+    ex->rec_begun = true;
     return true;
 }
 
@@ -114,19 +157,12 @@ void kl_record_exchange(kl_exchange *ex)
     if (w && ex->rec_slots) {
         struct kl_rec r;
         fill(ex, &r, KL_REC_DONE);
+        r.begun = ex->rec_begun;
         kl_writer_push(w, kl_rec_pack(&r));
         ex->rec_slots = 0;
     }
-    if (!ex->cfg->access_log)
-        return;
-    double ms = (double)(ex->t_end_ns - ex->t_start_ns) / 1e6;
-    kl_info("%s %s:%d \"%s %s\" %d %s login=%s model=%s provider=%s in=%llu out=%llu %.1fms", ex->id,
-            ex->peer_ip ? ex->peer_ip : "-", ex->peer_port, ex->req.method ? ex->req.method : "-",
-            ex->req.path ? ex->req.path : "-", ex->status,
-            ex->error_class ? kl_error_class_name(ex->error_class) : "ok",
-            ex->ident ? ex->ident->login : "-",
-            ex->model_requested ? ex->model_requested : "-", ex->provider ? ex->provider->id : "-",
-            (unsigned long long)ex->bytes_in, (unsigned long long)ex->bytes_out, ms);
+    if (ex->cfg->access_log && kl_log_enabled(KL_LOG_INFO))
+        access_log(ex);
 }
 
 int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t errlen)

@@ -2,8 +2,9 @@
 #ifndef KL_SCHEMA_H
 #define KL_SCHEMA_H
 
-#define KL_SCHEMA_VERSION 1
+#define KL_SCHEMA_VERSION 3
 extern const char *const kl_schema_v1;
 extern const char *const kl_schema_v2;
+extern const char *const kl_schema_v3;
 
 #endif

@@ -114,12 +114,44 @@ void kl_rec_values(const struct kl_rec *r, struct kl_value *v)
     v[i++] = vblob(r->response_body, r->response_body_len);
 }
 
-char *kl_upsert_sql(const char *(*ph)(size_t i, char *buf))
+/* Columns a request's final record leaves as its in-progress record wrote
+ * them (see kl_update_map); record.c fills them identically in both. */
+static bool fixed_at_begin(const char *column)
 {
-    size_t cap = 8192, len = 0;
-    char *s = malloc(cap);
+    static const char *const fixed[] = {"id", "instance", "started_at", "login", "session_id"};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        if (strcmp(column, fixed[i]) == 0)
+            return true;
+    return false;
+}
+
+size_t kl_update_map(size_t *map)
+{
+    size_t k = 0;
+    for (size_t i = 1; i < kl_store_ncolumns; i++)
+        if (!fixed_at_begin(kl_store_columns[i]))
+            map[k++] = i;
+    map[k++] = 0; /* WHERE id = */
+    return k;
+}
+
+char *kl_update_sql(const char *(*ph)(size_t i, char *buf))
+{
+    size_t map[64], n = kl_update_map(map), cap = 8192, len = 0;
+    char *s = malloc(cap), buf[16];
     if (!s)
         abort();
+    len += (size_t)snprintf(s + len, cap - len, "UPDATE requests SET ");
+    for (size_t k = 0; k + 1 < n; k++)
+        len += (size_t)snprintf(s + len, cap - len, "%s%s=%s", k ? "," : "", kl_store_columns[map[k]], ph(k, buf));
+    snprintf(s + len, cap - len, " WHERE id=%s", ph(n - 1, buf));
+    return s;
+}
+
+/* "INSERT INTO requests (columns) VALUES (placeholders)" into s. */
+static size_t insert_prefix(char *s, size_t cap, const char *(*ph)(size_t i, char *buf))
+{
+    size_t len = 0;
     len += (size_t)snprintf(s + len, cap - len, "INSERT INTO requests (");
     for (size_t i = 0; i < kl_store_ncolumns; i++)
         len += (size_t)snprintf(s + len, cap - len, "%s%s", i ? "," : "", kl_store_columns[i]);
@@ -127,7 +159,29 @@ char *kl_upsert_sql(const char *(*ph)(size_t i, char *buf))
     char buf[16];
     for (size_t i = 0; i < kl_store_ncolumns; i++)
         len += (size_t)snprintf(s + len, cap - len, "%s%s", i ? "," : "", ph(i, buf));
-    len += (size_t)snprintf(s + len, cap - len, ") ON CONFLICT (id) DO UPDATE SET ");
+    len += (size_t)snprintf(s + len, cap - len, ")");
+    return len;
+}
+
+char *kl_insert_sql(const char *(*ph)(size_t i, char *buf))
+{
+    size_t cap = 8192;
+    char *s = malloc(cap);
+    if (!s)
+        abort();
+    size_t len = insert_prefix(s, cap, ph);
+    snprintf(s + len, cap - len, " ON CONFLICT (id) DO NOTHING");
+    return s;
+}
+
+char *kl_upsert_sql(const char *(*ph)(size_t i, char *buf))
+{
+    size_t cap = 8192, len = 0;
+    char *s = malloc(cap);
+    if (!s)
+        abort();
+    len += insert_prefix(s, cap, ph);
+    len += (size_t)snprintf(s + len, cap - len, " ON CONFLICT (id) DO UPDATE SET ");
     for (size_t i = 1; i < kl_store_ncolumns; i++)
         len += (size_t)snprintf(s + len, cap - len, "%s%s=excluded.%s", i > 1 ? "," : "",
                                 kl_store_columns[i], kl_store_columns[i]);

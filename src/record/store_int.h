@@ -18,6 +18,18 @@ void kl_rec_values(const struct kl_rec *r, struct kl_value *out);
  * ph(i) ("?" or "$i"); malloc'd. Both SQLite >= 3.24 and PostgreSQL read it. */
 char *kl_upsert_sql(const char *(*ph)(size_t i, char *buf));
 
+/* "INSERT ... ON CONFLICT (id) DO NOTHING", for in-progress rows. */
+char *kl_insert_sql(const char *(*ph)(size_t i, char *buf));
+
+/* A final row whose in-progress row was written before is an UPDATE by id
+ * of every column except those fixed when the request began: the key and
+ * the indexed columns that never change (instance, started_at, login,
+ * session_id), so their indexes are not touched a second time. map[k] is
+ * the kl_rec_values index of the k-th parameter (id is the last); map has
+ * room for kl_store_ncolumns entries; returns the parameter count. */
+size_t kl_update_map(size_t *map);
+char *kl_update_sql(const char *(*ph)(size_t i, char *buf));
+
 struct kl_store *kl_sqlite_open(const char *path, bool migrate, char *err, size_t errlen);
 struct kl_store *kl_pg_open(const char *url, bool migrate, char *err, size_t errlen);
 

@@ -1,7 +1,8 @@
 /* PostgreSQL driver (libpq): several gateways share one record store. The
  * schema is migrated under an advisory lock so gateways starting together
- * do not race; records are upserted with one prepared statement inside a
- * transaction per batch. */
+ * do not race; records are written with prepared statements (insert for
+ * in-progress rows, update for the final row of a request already on
+ * record, upsert otherwise) inside a transaction per batch. */
 #include "record/store_int.h"
 
 #include <stdio.h>
@@ -19,6 +20,7 @@ struct pg_store {
     PGconn *conn;
     char *conninfo;
     bool prepared;
+    size_t update_map[64], nupdate;
 };
 
 static const char *dollar(size_t i, char *buf)
@@ -60,19 +62,90 @@ static int ensure(struct pg_store *p, char *err, size_t errlen)
     return 0;
 }
 
+static int prepare_one(struct pg_store *p, const char *name, char *sql, size_t nparams, char *err, size_t errlen)
+{
+    PGresult *r = PQprepare(p->conn, name, sql, (int)nparams, NULL);
+    free(sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        snprintf(err, errlen, "postgres: preparing %s: %s", name, PQerrorMessage(p->conn));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
 static int prepare(struct pg_store *p, char *err, size_t errlen)
 {
     if (p->prepared)
         return 0;
-    char *sql = kl_upsert_sql(dollar);
-    PGresult *r = PQprepare(p->conn, "kl_upsert", sql, (int)kl_store_ncolumns, NULL);
-    free(sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok)
-        snprintf(err, errlen, "postgres: preparing the upsert: %s", PQerrorMessage(p->conn));
+    p->nupdate = kl_update_map(p->update_map);
+    char ignore[64];
+    cmd(p, "DEALLOCATE ALL", ignore, sizeof(ignore)); /* what an attempt that failed halfway left */
+    p->prepared = prepare_one(p, "kl_upsert", kl_upsert_sql(dollar), kl_store_ncolumns, err, errlen) == 0 &&
+                  prepare_one(p, "kl_insert", kl_insert_sql(dollar), kl_store_ncolumns, err, errlen) == 0 &&
+                  prepare_one(p, "kl_update", kl_update_sql(dollar), p->nupdate, err, errlen) == 0;
+    return p->prepared ? 0 : -1;
+}
+
+/* libpq's text parameters for a record's values. */
+struct pg_params {
+    const char *v[64];
+    int len[64], fmt[64];
+    char nums[64][24];
+};
+
+static void param(struct pg_params *pp, size_t i, const struct kl_value *v)
+{
+    pp->fmt[i] = 0;
+    pp->len[i] = 0;
+    switch (v->t) {
+    case KL_V_NULL:
+        pp->v[i] = NULL;
+        break;
+    case KL_V_INT:
+        snprintf(pp->nums[i], sizeof(pp->nums[i]), "%lld", (long long)v->i);
+        pp->v[i] = pp->nums[i];
+        break;
+    case KL_V_TEXT:
+        pp->v[i] = v->s;
+        break;
+    case KL_V_BLOB:
+        pp->v[i] = v->s;
+        pp->len[i] = (int)v->len;
+        pp->fmt[i] = 1; /* binary bytea */
+        break;
+    }
+}
+
+/* Run a prepared statement; the number of rows it changed, or -1. */
+static long exec_prepared(struct pg_store *p, const char *name, const struct pg_params *pp, size_t n, char *err,
+                          size_t errlen)
+{
+    PGresult *r = PQexecPrepared(p->conn, name, (int)n, pp->v, pp->len, pp->fmt, 0);
+    long changed = -1;
+    if (PQresultStatus(r) == PGRES_COMMAND_OK)
+        changed = strtol(PQcmdTuples(r), NULL, 10);
+    else
+        snprintf(err, errlen, "postgres: %s: %s", name, PQerrorMessage(p->conn));
     PQclear(r);
-    p->prepared = ok;
-    return ok ? 0 : -1;
+    return changed;
+}
+
+static int write_one(struct pg_store *p, const struct kl_rec *rec, struct pg_params *pp, char *err, size_t errlen)
+{
+    struct kl_value vals[64];
+    kl_rec_values(rec, vals);
+    if (rec->state == KL_REC_DONE && rec->begun) {
+        for (size_t k = 0; k < p->nupdate; k++)
+            param(pp, k, &vals[p->update_map[k]]);
+        long changed = exec_prepared(p, "kl_update", pp, p->nupdate, err, errlen);
+        if (changed != 0)
+            return changed < 0 ? -1 : 0;
+        /* the in-progress row is not there after all: write the whole row */
+    }
+    for (size_t i = 0; i < kl_store_ncolumns; i++)
+        param(pp, i, &vals[i]);
+    const char *st = rec->state == KL_REC_IN_PROGRESS ? "kl_insert" : "kl_upsert";
+    return exec_prepared(p, st, pp, kl_store_ncolumns, err, errlen) < 0 ? -1 : 0;
 }
 
 static int pg_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen)
@@ -80,39 +153,9 @@ static int pg_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char 
     struct pg_store *p = (struct pg_store *)s;
     if (ensure(p, err, errlen) < 0 || prepare(p, err, errlen) < 0 || cmd(p, "BEGIN", err, errlen) < 0)
         return -1;
-    struct kl_value vals[64];
-    const char *pv[64];
-    int pl[64], pf[64];
-    char nums[64][24];
+    struct pg_params pp;
     for (size_t k = 0; k < n; k++) {
-        kl_rec_values(v[k], vals);
-        for (size_t i = 0; i < kl_store_ncolumns; i++) {
-            pf[i] = 0;
-            pl[i] = 0;
-            switch (vals[i].t) {
-            case KL_V_NULL:
-                pv[i] = NULL;
-                break;
-            case KL_V_INT:
-                snprintf(nums[i], sizeof(nums[i]), "%lld", (long long)vals[i].i);
-                pv[i] = nums[i];
-                break;
-            case KL_V_TEXT:
-                pv[i] = vals[i].s;
-                break;
-            case KL_V_BLOB:
-                pv[i] = vals[i].s;
-                pl[i] = (int)vals[i].len;
-                pf[i] = 1; /* binary bytea */
-                break;
-            }
-        }
-        PGresult *r = PQexecPrepared(p->conn, "kl_upsert", (int)kl_store_ncolumns, pv, pl, pf, 0);
-        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok)
-            snprintf(err, errlen, "postgres: insert: %s", PQerrorMessage(p->conn));
-        PQclear(r);
-        if (!ok) {
+        if (write_one(p, v[k], &pp, err, errlen) < 0) {
             cmd(p, "ROLLBACK", err + strlen(err), errlen - strlen(err));
             return -1;
         }
@@ -193,9 +236,10 @@ static int migrate(struct pg_store *p, char *err, size_t errlen)
     if (cmd(p, "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT)",
             err, errlen) < 0 ||
         cmd(p, "BEGIN", err, errlen) < 0 || cmd(p, sql, err, errlen) < 0 ||
-        cmd(p, kl_schema_v2, err, errlen) < 0 ||
+        cmd(p, kl_schema_v2, err, errlen) < 0 || cmd(p, kl_schema_v3, err, errlen) < 0 ||
         cmd(p, "INSERT INTO schema_migrations VALUES (1, (extract(epoch from now()) * 1000)::bigint), "
-               "(2, (extract(epoch from now()) * 1000)::bigint) ON CONFLICT DO NOTHING", err, errlen) < 0 ||
+               "(2, (extract(epoch from now()) * 1000)::bigint), "
+               "(3, (extract(epoch from now()) * 1000)::bigint) ON CONFLICT DO NOTHING", err, errlen) < 0 ||
         cmd(p, "COMMIT", err, errlen) < 0) {
         char ignore[64];
         cmd(p, "ROLLBACK", ignore, sizeof(ignore));

@@ -1,5 +1,7 @@
 /* SQLite driver: WAL, NORMAL sync (a committed batch survives the process
- * being killed), one prepared upsert reused for every record. */
+ * being killed). Statements are prepared once: an insert for in-progress
+ * rows, an update for the final row of a request already on record, and an
+ * upsert for every other final row. */
 #include "record/store_int.h"
 
 #include <stdio.h>
@@ -13,7 +15,8 @@
 struct sqlite_store {
     struct kl_store base;
     sqlite3 *db;
-    sqlite3_stmt *upsert;
+    sqlite3_stmt *upsert, *insert, *update, *begin, *commit;
+    size_t update_map[64], nupdate;
 };
 
 static const char *qmark(size_t i, char *buf)
@@ -27,6 +30,10 @@ static void sqlite_close(struct kl_store *s)
 {
     struct sqlite_store *q = (struct sqlite_store *)s;
     sqlite3_finalize(q->upsert);
+    sqlite3_finalize(q->insert);
+    sqlite3_finalize(q->update);
+    sqlite3_finalize(q->begin);
+    sqlite3_finalize(q->commit);
     sqlite3_close(q->db);
     free(q);
 }
@@ -37,41 +44,64 @@ static int fail(struct sqlite_store *q, const char *what, char *err, size_t errl
     return -1;
 }
 
+static void bind(sqlite3_stmt *st, int col, const struct kl_value *v)
+{
+    switch (v->t) {
+    case KL_V_NULL:
+        sqlite3_bind_null(st, col);
+        break;
+    case KL_V_INT:
+        sqlite3_bind_int64(st, col, v->i);
+        break;
+    case KL_V_TEXT:
+        sqlite3_bind_text(st, col, v->s, (int)v->len, SQLITE_STATIC);
+        break;
+    case KL_V_BLOB:
+        sqlite3_bind_blob64(st, col, v->s, v->len, SQLITE_STATIC);
+        break;
+    }
+}
+
+/* Run a statement to completion and reset it, whatever happened. */
+static bool run(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE;
+}
+
+static bool write_one(struct sqlite_store *q, const struct kl_rec *r)
+{
+    struct kl_value vals[64];
+    kl_rec_values(r, vals);
+    if (r->state == KL_REC_DONE && r->begun) {
+        for (size_t k = 0; k < q->nupdate; k++)
+            bind(q->update, (int)k + 1, &vals[q->update_map[k]]);
+        if (!run(q->update))
+            return false;
+        if (sqlite3_changes(q->db) > 0)
+            return true;
+        /* the in-progress row is not there after all: write the whole row */
+    }
+    sqlite3_stmt *st = r->state == KL_REC_IN_PROGRESS ? q->insert : q->upsert;
+    for (size_t i = 0; i < kl_store_ncolumns; i++)
+        bind(st, (int)i + 1, &vals[i]);
+    return run(st);
+}
+
 static int sqlite_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen)
 {
     struct sqlite_store *q = (struct sqlite_store *)s;
-    if (sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+    if (!run(q->begin))
         return fail(q, "begin", err, errlen);
-    struct kl_value vals[64];
     for (size_t k = 0; k < n; k++) {
-        kl_rec_values(v[k], vals);
-        sqlite3_reset(q->upsert);
-        for (size_t i = 0; i < kl_store_ncolumns; i++) {
-            int col = (int)i + 1;
-            switch (vals[i].t) {
-            case KL_V_NULL:
-                sqlite3_bind_null(q->upsert, col);
-                break;
-            case KL_V_INT:
-                sqlite3_bind_int64(q->upsert, col, vals[i].i);
-                break;
-            case KL_V_TEXT:
-                sqlite3_bind_text(q->upsert, col, vals[i].s, (int)vals[i].len, SQLITE_STATIC);
-                break;
-            case KL_V_BLOB:
-                sqlite3_bind_blob64(q->upsert, col, vals[i].s, vals[i].len, SQLITE_STATIC);
-                break;
-            }
-        }
-        if (sqlite3_step(q->upsert) != SQLITE_DONE) {
+        if (!write_one(q, v[k])) {
             fail(q, "insert", err, errlen);
-            sqlite3_reset(q->upsert);
             sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
             return -1;
         }
     }
-    sqlite3_reset(q->upsert);
-    if (sqlite3_exec(q->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+    if (!run(q->commit)) {
         fail(q, "commit", err, errlen);
         sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
         return -1;
@@ -142,9 +172,11 @@ static int migrate(struct sqlite_store *q, char *err, size_t errlen)
         sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, sql, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v2, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(q->db, kl_schema_v3, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db,
                      "INSERT INTO schema_migrations VALUES (1, CAST(strftime('%s','now') AS BIGINT) * 1000), "
-                     "(2, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
+                     "(2, CAST(strftime('%s','now') AS BIGINT) * 1000), "
+                     "(3, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
                      NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: migrating the schema: %s", msg ? msg : sqlite3_errmsg(q->db));
@@ -179,9 +211,20 @@ struct kl_store *kl_sqlite_open(const char *path, bool do_migrate, char *err, si
         sqlite_close(&q->base);
         return NULL;
     }
-    char *sql = kl_upsert_sql(qmark);
-    int rc = sqlite3_prepare_v2(q->db, sql, -1, &q->upsert, NULL);
-    free(sql);
+    char *upsert = kl_upsert_sql(qmark), *insert = kl_insert_sql(qmark), *update = kl_update_sql(qmark);
+    q->nupdate = kl_update_map(q->update_map);
+    int rc = sqlite3_prepare_v3(q->db, upsert, -1, SQLITE_PREPARE_PERSISTENT, &q->upsert, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(q->db, insert, -1, SQLITE_PREPARE_PERSISTENT, &q->insert, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(q->db, update, -1, SQLITE_PREPARE_PERSISTENT, &q->update, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(q->db, "BEGIN IMMEDIATE", -1, SQLITE_PREPARE_PERSISTENT, &q->begin, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v3(q->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT, &q->commit, NULL);
+    free(upsert);
+    free(insert);
+    free(update);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: %s: %s (is the schema there? run the gateway once)", path,
                  sqlite3_errmsg(q->db));

@@ -89,11 +89,14 @@ static size_t coalesce_into(struct kl_rec **batch, size_t n, struct kl_rec **slo
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         if (batch[i]->state == KL_REC_IN_PROGRESS) {
-            bool final_here = false;
-            for (size_t h = id_hash(batch[i]->id) & (nslots - 1); slots[h] && !final_here; h = (h + 1) & (nslots - 1))
-                final_here = strcmp(slots[h]->id, batch[i]->id) == 0;
-            if (final_here)
+            struct kl_rec *final = NULL;
+            for (size_t h = id_hash(batch[i]->id) & (nslots - 1); slots[h] && !final; h = (h + 1) & (nslots - 1))
+                if (strcmp(slots[h]->id, batch[i]->id) == 0)
+                    final = slots[h];
+            if (final) {
+                final->begun = false; /* no row to update: the final one is inserted whole */
                 continue;
+            }
         }
         out[m++] = batch[i];
     }

@@ -42,6 +42,32 @@ describe('lifecycle', () => {
     await mock.stop();
   });
 
+  it('access log lines are buffered but every one is written whole by SIGTERM', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({ providers: providersFor(mock.url) });
+    const n = 120;
+    const ids = [];
+    await Promise.all(Array.from({ length: n }, async (_, i) => {
+      const r = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: i % 3 ? 'gpt-4o' : 'no-such-model', messages: [{ role: 'user', content: `hi ${i}` }] }),
+      });
+      await r.arrayBuffer();
+      ids.push(r.headers.get('x-keyless-request-id'));
+    }));
+    const { code } = await gw.stop('SIGTERM');
+    assert.equal(code, 0);
+    await mock.stop();
+    const access = gw.output().split('\n').filter((l) => /"POST \/v1\/chat\/completions"/.test(l));
+    assert.equal(access.length, n, 'one access line per request');
+    for (const l of access) {
+      assert.match(l, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z info \S+ 127\.0\.0\.1:\d+ "POST \/v1\/chat\/completions" (200 ok|404 \S+) login=\S+ model=(gpt-4o|no-such-model) provider=\S+ in=\d+ out=\d+ \d+\.\dms$/);
+    }
+    assert.equal(ids.filter(Boolean).length, n);
+    for (const id of ids) assert.equal(access.filter((l) => l.includes(` ${id} `)).length, 1, id);
+  });
+
   it('SIGTERM lets an in-flight stream finish, refuses new connections, exits 0', async () => {
     const mock = await startMock();
     const gw = await startGateway({ providers: providersFor(mock.url) });

@@ -1,6 +1,8 @@
 /* The record writer: slots are reserved up front and a full queue refuses
  * instead of dropping; what is queued is written, in-progress rows that
- * meet their final row are coalesced. */
+ * meet their final row are coalesced; a final row updates the in-progress
+ * row written before it (or is inserted when that row is not there); a
+ * database of the previous schema opens and is migrated. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "record/writer.h"
 
@@ -22,8 +25,202 @@ static struct kl_rec *rec(const char *id, enum kl_rec_state st)
     r.started_ms = 1;
     r.latency_ms = r.ttft_ms = -1;
     r.status = st == KL_REC_DONE ? 200 : 0;
+    r.begun = st == KL_REC_DONE; /* as record.c: the writer clears it when it coalesces */
     r.ended_ms = st == KL_REC_DONE ? 2 : 0;
     return kl_rec_pack(&r);
+}
+
+static void remove_db(const char *path)
+{
+    char side[64];
+    unlink(path);
+    snprintf(side, sizeof(side), "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof(side), "%s-shm", path);
+    unlink(side);
+}
+
+/* One row of the requests table as JSON (NULL when it is not there). */
+static cJSON *row(struct kl_store *s, const char *id)
+{
+    char err[256];
+    cJSON *rows = NULL;
+    const char *params[] = {id};
+    assert_int_equal(kl_store_exec(s, "SELECT * FROM requests WHERE id = ?", params, 1, &rows, err, sizeof(err)), 0);
+    cJSON *r = cJSON_DetachItemFromArray(rows, 0);
+    cJSON_Delete(rows);
+    return r;
+}
+
+static const char *str(const cJSON *r, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItem(r, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double num(const cJSON *r, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItem(r, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+static struct kl_rec *full(const char *id, enum kl_rec_state st, bool begun)
+{
+    struct kl_rec r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.id, sizeof(r.id), "%s", id);
+    r.state = st;
+    r.instance = "gw1";
+    r.started_ms = 1000;
+    r.latency_ms = r.ttft_ms = -1;
+    r.login = "bob@example.com";
+    r.session_id = "s1";
+    r.method = "POST";
+    r.path = "/v1/chat/completions";
+    r.model_requested = "gpt-4o";
+    r.provider = "openai";
+    r.bytes_in = 10;
+    if (st == KL_REC_DONE) {
+        r.ended_ms = 1500;
+        r.latency_ms = 500;
+        r.first_byte_ms = 1400;
+        r.ttft_ms = 400;
+        r.status = 200;
+        r.upstream_status = 200;
+        r.usage_known = true;
+        r.input_tokens = 7;
+        r.output_tokens = 3;
+        r.model_served = "gpt-4o-2024-08-06";
+        r.bytes_out = 99;
+        r.begun = begun;
+    }
+    return kl_rec_pack(&r);
+}
+
+static void write1(struct kl_store *s, struct kl_rec *r)
+{
+    char err[256];
+    assert_int_equal(kl_store_write(s, &r, 1, err, sizeof(err)), 0);
+    kl_rec_free(r);
+}
+
+/* In-progress row in one batch, final row in a later one: the final row
+ * updates it in place; a final row whose in-progress row is missing (or was
+ * never written) is inserted whole. Either way one complete row. */
+static void final_row_updates_or_inserts(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/kl-writer-XXXXXX";
+    close(mkstemp(path));
+    char err[256];
+    struct kl_store *s = kl_store_open(KL_STORE_SQLITE, path, true, err, sizeof(err));
+    assert_non_null(s);
+
+    write1(s, full("a", KL_REC_IN_PROGRESS, false));
+    cJSON *r = row(s, "a");
+    assert_non_null(r);
+    assert_string_equal(str(r, "state"), "in_progress");
+    assert_int_equal((int)num(r, "status"), 0);
+    cJSON_Delete(r);
+    write1(s, full("a", KL_REC_DONE, true));
+    write1(s, full("b", KL_REC_DONE, true));   /* no in-progress row: inserted */
+    write1(s, full("c", KL_REC_DONE, false));
+    write1(s, full("c", KL_REC_IN_PROGRESS, false)); /* a late duplicate changes nothing */
+
+    const char *ids[] = {"a", "b", "c"};
+    for (size_t i = 0; i < 3; i++) {
+        r = row(s, ids[i]);
+        assert_non_null(r);
+        assert_string_equal(str(r, "state"), "done");
+        assert_string_equal(str(r, "instance"), "gw1");
+        assert_string_equal(str(r, "login"), "bob@example.com");
+        assert_string_equal(str(r, "session_id"), "s1");
+        assert_string_equal(str(r, "model_served"), "gpt-4o-2024-08-06");
+        assert_int_equal((int)num(r, "started_at"), 1000);
+        assert_int_equal((int)num(r, "ended_at"), 1500);
+        assert_int_equal((int)num(r, "latency_ms"), 500);
+        assert_int_equal((int)num(r, "status"), 200);
+        assert_int_equal((int)num(r, "output_tokens"), 3);
+        assert_int_equal((int)num(r, "bytes_out"), 99);
+        cJSON_Delete(r);
+    }
+    cJSON *rows = NULL;
+    assert_int_equal(kl_store_exec(s, "SELECT count(*) AS n FROM requests", NULL, 0, &rows, err, sizeof(err)), 0);
+    assert_int_equal((int)num(cJSON_GetArrayItem(rows, 0), "n"), 3);
+    cJSON_Delete(rows);
+    kl_store_close(s);
+    remove_db(path);
+}
+
+/* A database written by the previous schema (every row's state indexed)
+ * opens: its rows are kept, the old index is replaced by the in-progress
+ * one, and start-up recovery finds in-progress rows through it. */
+static void previous_schema_is_migrated(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/kl-writer-XXXXXX";
+    close(mkstemp(path));
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char *old = sqlite3_mprintf(
+        "PRAGMA journal_mode=WAL;"
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT);"
+        "CREATE TABLE requests (id TEXT PRIMARY KEY, instance TEXT, state TEXT NOT NULL, started_at BIGINT NOT NULL,"
+        " first_byte_at BIGINT, ended_at BIGINT, latency_ms BIGINT, ttft_ms BIGINT,"
+        " login TEXT, display_name TEXT, node TEXT, stable_node_id TEXT, tags TEXT,"
+        " identity_source TEXT, source_addr TEXT, method TEXT, path TEXT, endpoint TEXT, dialect TEXT,"
+        " model_requested TEXT, model_served TEXT, provider TEXT, stream BIGINT,"
+        " status BIGINT, upstream_status BIGINT, error_class TEXT, error_message TEXT,"
+        " usage_known BIGINT, input_tokens BIGINT, output_tokens BIGINT, cache_read_tokens BIGINT,"
+        " cache_write_tokens BIGINT, reasoning_tokens BIGINT, cost_known BIGINT, cost_nanodollars BIGINT,"
+        " bytes_in BIGINT, bytes_out BIGINT, tool_calls BIGINT, tool_names TEXT, stop_reason TEXT, session_id TEXT,"
+        " user_agent TEXT, request_headers TEXT, response_headers TEXT, request_body BLOB, response_body BLOB);"
+        "CREATE INDEX requests_started ON requests (started_at);"
+        "CREATE INDEX requests_login ON requests (login, started_at);"
+        "CREATE INDEX requests_session ON requests (session_id);"
+        "CREATE INDEX requests_state ON requests (state, instance);"
+        "CREATE TABLE quota_buckets (name TEXT PRIMARY KEY, level BIGINT NOT NULL, updated_at BIGINT NOT NULL);"
+        "INSERT INTO schema_migrations VALUES (1, 0), (2, 0);"
+        "INSERT INTO requests (id, instance, state, started_at, status) VALUES"
+        " ('old-done', 'gw1', 'done', 5, 200), ('old-running', 'gw1', 'in_progress', 6, 0);");
+    assert_int_equal(sqlite3_exec(db, old, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_free(old);
+    sqlite3_close(db);
+
+    char err[256];
+    struct kl_store *s = kl_store_open(KL_STORE_SQLITE, path, true, err, sizeof(err));
+    assert_non_null(s);
+    cJSON *rows = NULL;
+    assert_int_equal(kl_store_exec(s,
+                                   "SELECT (SELECT count(*) FROM sqlite_master WHERE name = 'requests_state') AS old,"
+                                   " (SELECT count(*) FROM sqlite_master WHERE name = 'requests_in_progress') AS new,"
+                                   " (SELECT max(version) FROM schema_migrations) AS version",
+                                   NULL, 0, &rows, err, sizeof(err)), 0);
+    const cJSON *m = cJSON_GetArrayItem(rows, 0);
+    assert_int_equal((int)num(m, "old"), 0);
+    assert_int_equal((int)num(m, "new"), 1);
+    assert_int_equal((int)num(m, "version"), 3);
+    cJSON_Delete(rows);
+
+    /* the start-up recovery statement, as record.c runs it, uses the index */
+    rows = NULL;
+    assert_int_equal(kl_store_exec(s, "EXPLAIN QUERY PLAN UPDATE requests SET state = 'interrupted' "
+                                      "WHERE state = 'in_progress' AND instance = ?",
+                                   (const char *[]){"gw1"}, 1, &rows, err, sizeof(err)), 0);
+    char *plan = cJSON_PrintUnformatted(rows);
+    assert_non_null(strstr(plan, "requests_in_progress"));
+    free(plan);
+    cJSON_Delete(rows);
+
+    write1(s, full("old-running", KL_REC_DONE, true));
+    cJSON *r = row(s, "old-running");
+    assert_string_equal(str(r, "state"), "done");
+    cJSON_Delete(r);
+    r = row(s, "old-done");
+    assert_int_equal((int)num(r, "status"), 200);
+    cJSON_Delete(r);
+    kl_store_close(s);
+    remove_db(path);
 }
 
 static void full_queue_refuses_and_nothing_is_lost(void **state)
@@ -58,18 +255,15 @@ static void full_queue_refuses_and_nothing_is_lost(void **state)
     assert_int_equal(cJSON_GetObjectItem(r, "n")->valueint, 5);
     cJSON_Delete(rows);
     kl_store_close(s);
-    unlink(path);
-    char wal[64];
-    snprintf(wal, sizeof(wal), "%s-wal", path);
-    unlink(wal);
-    snprintf(wal, sizeof(wal), "%s-shm", path);
-    unlink(wal);
+    remove_db(path);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(full_queue_refuses_and_nothing_is_lost),
+        cmocka_unit_test(final_row_updates_or_inserts),
+        cmocka_unit_test(previous_schema_is_migrated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

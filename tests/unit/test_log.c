@@ -1,0 +1,132 @@
+/* Log lines: the access log's printf-free formatting matches printf, and
+ * buffered lines reach stderr whole, in order, in writes no larger than
+ * PIPE_BUF, with kl_log's own lines never inside a buffered block. */
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "core/log.h"
+
+static void line_formatting_matches_printf(void **state)
+{
+    (void)state;
+    int64_t samples[] = {0, 1, 49999, 50000, 50001, 99999, 100000, 149999, 150000, 250000, 950000, 999999,
+                         1000000, 8150000, 8250000, 12345678, 999950000, 1234567890123LL};
+    for (size_t i = 0; i < sizeof(samples) / sizeof(samples[0]); i++) {
+        for (int64_t d = -2; d <= 2; d++) {
+            int64_t ns = samples[i] + d * 50000;
+            if (ns < 0)
+                continue;
+            struct kl_log_line l = {0};
+            kl_log_line_ms(&l, ns);
+            char want[64];
+            snprintf(want, sizeof(want), "%.1f", (double)ns / 1e6);
+            assert_int_equal(l.len, strlen(want));
+            assert_memory_equal(l.text, want, l.len);
+        }
+    }
+    struct kl_log_line l = {0};
+    kl_log_line_u64(&l, 0);
+    kl_log_line_str(&l, " ");
+    kl_log_line_u64(&l, UINT64_MAX);
+    kl_log_line_str(&l, " ");
+    kl_log_line_i64(&l, INT64_MIN);
+    kl_log_line_str(&l, " ");
+    kl_log_line_i64(&l, -7);
+    const char *want = "0 18446744073709551615 -9223372036854775808 -7";
+    assert_int_equal(l.len, strlen(want));
+    assert_memory_equal(l.text, want, l.len);
+
+    /* appenders truncate at the line limit */
+    struct kl_log_line big = {0};
+    char chunk[1000];
+    memset(chunk, 'x', sizeof(chunk) - 1);
+    chunk[sizeof(chunk) - 1] = '\0';
+    for (int i = 0; i < 5; i++)
+        kl_log_line_str(&big, chunk);
+    assert_int_equal(big.len, KL_LOG_LINE_MAX);
+}
+
+/* stderr redirected to a file for the duration of fn. */
+static char *capture_stderr(void (*fn)(void *), void *arg)
+{
+    char path[] = "/tmp/kl-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    fn(arg);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    off_t size = lseek(fd, 0, SEEK_END);
+    char *out = calloc(1, (size_t)size + 1);
+    assert_int_equal(pread(fd, out, (size_t)size, 0), size);
+    close(fd);
+    unlink(path);
+    return out;
+}
+
+static void write_lines(void *arg)
+{
+    struct kl_log_buf *b = arg;
+    int empties = 0;
+    for (int i = 0; i < 500; i++) {
+        struct kl_log_line l = {0};
+        kl_log_line_str(&l, "access ");
+        kl_log_line_u64(&l, (uint64_t)i);
+        kl_log_line_str(&l, " padding-padding-padding-padding-padding-padding-padding");
+        empties += kl_log_buffered(b, KL_LOG_INFO, &l);
+        assert_true(b->len <= PIPE_BUF);
+        if (i == 250)
+            kl_log(KL_LOG_ERROR, "an error at %d", i); /* goes out at once, between blocks */
+    }
+    assert_true(empties > 1); /* the buffer filled and went out on its own */
+    kl_log_buffered(b, KL_LOG_DEBUG, &(struct kl_log_line){.len = 1, .text = "x"}); /* below the level */
+    kl_log_flush(b);
+    assert_int_equal(b->len, 0);
+}
+
+static void buffered_lines_reach_stderr_whole_and_in_order(void **state)
+{
+    (void)state;
+    static struct kl_log_buf b;
+    char *out = capture_stderr(write_lines, &b);
+    int next = 0, errors = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        /* 2026-11-26T08:53:07.821Z info access 17 padding... */
+        assert_true(strlen(line) > 30);
+        assert_int_equal(line[4], '-');
+        assert_int_equal(line[10], 'T');
+        assert_int_equal(line[23], 'Z');
+        if (strncmp(line + 25, "error ", 6) == 0) {
+            assert_string_equal(line + 31, "an error at 250");
+            errors++;
+            continue;
+        }
+        char want[128];
+        snprintf(want, sizeof(want), "info access %d padding-padding-padding-padding-padding-padding-padding", next);
+        assert_string_equal(line + 25, want);
+        next++;
+    }
+    assert_int_equal(next, 500);
+    assert_int_equal(errors, 1);
+    free(out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(line_formatting_matches_printf),
+        cmocka_unit_test(buffered_lines_reach_stderr_whole_and_in_order),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
