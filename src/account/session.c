@@ -82,21 +82,24 @@ static const char *claude_user_id_session(kl_arena *a, const char *body, struct 
 #define KL_FINGERPRINT_BYTES 4096
 
 /* Feed one piece of text as the body wrote it (escapes included: a client
- * writes the same message the same way on every turn). */
+ * writes the same message the same way on every turn). v starts with the
+ * string; where it ends need not be known: only its first
+ * KL_FINGERPRINT_BYTES are looked at. */
 static bool hash_text(EVP_MD_CTX *md, const char *v, size_t n)
 {
     const char *raw;
     size_t rl;
-    if (!kl_json_string_raw(v, n, &raw, &rl) || rl == 0)
+    if (!kl_json_string_prefix(v, n, KL_FINGERPRINT_BYTES, &raw, &rl) || rl == 0)
         return false;
-    EVP_DigestUpdate(md, raw, rl > KL_FINGERPRINT_BYTES ? KL_FINGERPRINT_BYTES : rl);
+    EVP_DigestUpdate(md, raw, rl);
     EVP_DigestUpdate(md, "\n", 1);
     return true;
 }
 
 /* Feed the text of one message's content: a string, or an array of parts
  * whose "text" members count (text, input_text, Gemini parts). Each part is
- * hashed as a string would be: "hi" and [{"type":"text","text":"hi"}] agree. */
+ * hashed as a string would be: "hi" and [{"type":"text","text":"hi"}] agree.
+ * v starts with the content; n may run past its end. */
 static bool hash_content(EVP_MD_CTX *md, const char *v, size_t n)
 {
     if (hash_text(md, v, n))
@@ -113,9 +116,46 @@ static bool hash_content(EVP_MD_CTX *md, const char *v, size_t n)
     return any;
 }
 
+static bool key_is(const char *k, size_t kl, const char *want)
+{
+    return strlen(want) == kl && memcmp(k, want, kl) == 0;
+}
+
+/* One message m[0..n) (n may run past its end): 1 when it is a user
+ * message whose text was hashed, else 0 with *end just past it. When the
+ * role comes before the content (as every client writes it), the content
+ * is hashed where it starts and the rest of the message is never scanned:
+ * a megabyte first message costs 4 KiB of reading, not a megabyte. */
+static int user_text(EVP_MD_CTX *md, const char *m, size_t n, const char *content_key,
+                     bool role_optional, size_t *end)
+{
+    int role = -1;                      /* unknown, 0 other, 1 user */
+    size_t pos = 0, v, content = 0;
+    bool have_content = false, tried = false;
+    const char *k;
+    size_t kl;
+    while (kl_json_member_next(m, n, &pos, &k, &kl, &v)) {
+        if (key_is(k, kl, "role")) {
+            role = n - v >= 6 && memcmp(m + v, "\"user\"", 6) == 0;
+        } else if (key_is(k, kl, content_key)) {
+            content = v;
+            have_content = true;
+            if (role == 1) {
+                tried = true;
+                if (hash_content(md, m + v, n - v))
+                    return 1;
+            }
+        }
+    }
+    *end = pos;
+    bool user = role == 1 || (role == -1 && role_optional);
+    if (user && have_content && !tried && hash_content(md, m + content, pos - content))
+        return 1;
+    return 0;
+}
+
 /* The first user message with any text: OpenAI chat / Anthropic messages[],
- * Responses input (a string or items), Gemini contents[] (role optional).
- * Each message is read in one pass: its role and content together. */
+ * Responses input (a string or items), Gemini contents[] (role optional). */
 static bool hash_first_user_text(EVP_MD_CTX *md, const char *body, const struct kl_body_map *bm)
 {
     struct kl_body_span list = bm->messages;
@@ -131,20 +171,31 @@ static bool hash_first_user_text(EVP_MD_CTX *md, const char *body, const struct 
         content_key = "parts";
         role_optional = true;
     }
-    if (!list.end)
+    if (!list.end || body[list.start] != '[')
         return false;
     const char *arr = body + list.start;
-    size_t n = list.end - list.start, pos = 0, s, e;
-    struct kl_json_want w[] = {{.key = "role"}, {.key = content_key}};
-    while (kl_json_array_next(arr, n, &pos, &s, &e, w, 2)) {
-        if (arr[s] != '{' || !w[1].end)
-            continue;
-        bool user = w[0].end ? w[0].end - w[0].start == 6 && !memcmp(arr + s + w[0].start, "\"user\"", 6)
-                             : role_optional;
-        if (user && hash_content(md, arr + s + w[1].start, w[1].end - w[1].start))
-            return true;
+    size_t n = list.end - list.start, i = 1;
+    for (;;) {
+        while (i < n && (unsigned char)arr[i] <= 0x20)
+            i++;
+        if (i >= n || arr[i] == ']')
+            return false;
+        size_t end = 0;
+        if (arr[i] == '{') {
+            if (user_text(md, arr + i, n - i, content_key, role_optional, &end))
+                return true;
+            end += i;
+        } else {
+            end = kl_json_skip_value(arr, n, i);
+        }
+        if (end <= i || end > n)
+            return false;
+        i = end;
+        while (i < n && (unsigned char)arr[i] <= 0x20)
+            i++;
+        if (i < n && arr[i] == ',')
+            i++;
     }
-    return false;
 }
 
 static const char *fingerprint(kl_arena *a, const char *body, const struct kl_body_map *bm,

@@ -511,6 +511,58 @@ bool kl_json_array_next(const char *s, size_t len, size_t *pos, size_t *vstart, 
     return true;
 }
 
+bool kl_json_member_next(const char *s, size_t len, size_t *pos, const char **key,
+                         size_t *klen, size_t *vstart)
+{
+    size_t i = *pos;
+    if (i == 0) {
+        i = kl_json_object_open(s, len);
+        if (i == (size_t)-1)
+            return false;
+    } else {
+        i = kl_json_skip_value(s, len, i);      /* the previous member's value */
+        if (i == (size_t)-1)
+            return false;
+        i = ws(s, len, i);
+        if (i < len && s[i] == ',')
+            i++;
+        else if (i >= len || s[i] != '}')
+            return false;
+    }
+    i = ws(s, len, i);
+    if (i < len && s[i] == '}') {
+        *pos = i + 1;
+        return false;
+    }
+    if (i >= len || s[i] != '"')
+        return false;
+    size_t kend = skip_string(s, len, i);
+    if (kend == (size_t)-1)
+        return false;
+    *key = s + i + 1;
+    *klen = kend - i - 2;
+    i = ws(s, len, kend);
+    if (i >= len || s[i] != ':')
+        return false;
+    *vstart = *pos = ws(s, len, i + 1);
+    return true;
+}
+
+bool kl_json_string_prefix(const char *s, size_t len, size_t max, const char **raw,
+                           size_t *raw_len)
+{
+    size_t i = ws(s, len, 0);
+    if (i >= len || s[i] != '"')
+        return false;
+    size_t bound = len - i > max + 2 ? i + max + 2 : len;
+    size_t e = skip_string(s, bound, i);
+    *raw = s + i + 1;
+    *raw_len = e == (size_t)-1 ? bound - i - 1 : e - i - 2;
+    if (*raw_len > max)
+        *raw_len = max;
+    return true;
+}
+
 bool kl_json_string_raw(const char *s, size_t len, const char **raw, size_t *raw_len)
 {
     size_t i = ws(s, len, 0);

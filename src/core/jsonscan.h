@@ -68,6 +68,22 @@ int kl_json_find_member(const char *s, size_t len, const char *key,
 bool kl_json_array_next(const char *s, size_t len, size_t *pos, size_t *vstart, size_t *vend,
                         struct kl_json_want *w, size_t nw);
 
+/* Step through the members of the object s[0..len) without skipping a
+ * value before it is needed: *pos starts at 0; each call skips the value
+ * the previous call found, then sets the next key's bytes (between its
+ * quotes, escapes as written) and *vstart to where its value starts, and
+ * returns true. At the closing brace it returns false with *pos just past
+ * it. A caller that has what it wants stops early and never pays for the
+ * values after it (the rest of a megabyte message). */
+bool kl_json_member_next(const char *s, size_t len, size_t *pos, const char **key,
+                         size_t *klen, size_t *vstart);
+
+/* At most max bytes of the string value that starts s (its end may be far
+ * beyond; only about max bytes are looked at), escapes as written; false
+ * when s does not start with a string. */
+bool kl_json_string_prefix(const char *s, size_t len, size_t max, const char **raw,
+                           size_t *raw_len);
+
 /* The bytes between the quotes of the string value s[0..len) (exactly one
  * value, as the functions above return it), escapes left as written, or
  * false when the value is not a string. Constant time. */

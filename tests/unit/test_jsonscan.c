@@ -130,6 +130,40 @@ static void scans_members_and_arrays(void **state)
     assert_int_equal(kl_json_scan_members("[1]", 3, w, 3), -1);
 }
 
+static void walks_members_lazily(void **state)
+{
+    (void)state;
+    const char *s = " { \"role\" : \"user\", \"content\": \"a\\\"b\", \"x\":[1,{\"y\":2}] } ,";
+    size_t pos = 0, v, n = strlen(s);
+    const char *k;
+    size_t kl;
+    const char *keys[] = {"role", "content", "x"};
+    const char *vals[] = {"\"user\"", "\"a\\\"b\"", "[1,"};
+    for (size_t i = 0; i < 3; i++) {
+        assert_true(kl_json_member_next(s, n, &pos, &k, &kl, &v));
+        assert_int_equal(kl, strlen(keys[i]));
+        assert_memory_equal(k, keys[i], kl);
+        assert_memory_equal(s + v, vals[i], strlen(vals[i]));
+    }
+    assert_false(kl_json_member_next(s, n, &pos, &k, &kl, &v));
+    assert_int_equal(s[pos - 1], '}');
+    pos = 0;
+    assert_false(kl_json_member_next("{}", 2, &pos, &k, &kl, &v));
+    assert_int_equal(pos, 2);
+
+    /* a prefix of a string whose end is beyond what is looked at */
+    const char *raw;
+    size_t rl;
+    assert_true(kl_json_string_prefix("\"abcdef\", 1", 12, 4, &raw, &rl));
+    assert_int_equal(rl, 4);
+    assert_memory_equal(raw, "abcd", 4);
+    assert_true(kl_json_string_prefix("\"ab\" ,", 6, 4, &raw, &rl));
+    assert_int_equal(rl, 2);
+    assert_true(kl_json_string_prefix("\"abcd", 5, 100, &raw, &rl));   /* cut short */
+    assert_int_equal(rl, 4);
+    assert_false(kl_json_string_prefix("[1]", 3, 4, &raw, &rl));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -137,6 +171,7 @@ int main(void)
         cmocka_unit_test(truncated_input),
         cmocka_unit_test(validates),
         cmocka_unit_test(scans_members_and_arrays),
+        cmocka_unit_test(walks_members_lazily),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -987,15 +987,28 @@ static void session_fingerprint_stable_across_turns(void **state)
     const char *gem = "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"fix the build\"}]},"
                       "{\"role\":\"model\",\"parts\":[{\"functionCall\":{\"name\":\"ls\"}}]}]}";
     const char *gem_norole = "{\"contents\":[{\"parts\":[{\"text\":\"fix the build\"}]}]}";
+    /* the role after the content, and a message before it without text */
+    const char *role_last = "{\"messages\":[{\"content\":[{\"type\":\"image\"}],\"role\":\"user\"},"
+                            "{\"content\":\"fix the build\",\"role\":\"user\"}]}";
     const char *fp = sid(&a, NULL, 0, turn1, "alice@example.com");
     assert_non_null(fp);
     assert_int_equal(strlen(fp), 3 + 64);
     assert_int_equal(strncmp(fp, "fp:", 3), 0);
-    const char *same[] = {turn2, anth, resp_s, resp_a, gem, gem_norole};
+    const char *same[] = {turn2, anth, resp_s, resp_a, gem, gem_norole, role_last};
     for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++)
         assert_string_equal(sid(&a, NULL, 0, same[i], "alice@example.com"), fp);
     assert_string_not_equal(sid(&a, NULL, 0, turn1, "bob@example.com"), fp);
     assert_string_not_equal(sid(&a, NULL, 0, turn1, NULL), fp);
+    /* only the first 4 KiB of a text count: a long message is read no further */
+    char *long1 = malloc(20000), *long2 = malloc(20000);
+    int n1 = snprintf(long1, 20000, "{\"messages\":[{\"role\":\"user\",\"content\":\"%0*d1\"}]}", 9000, 0);
+    int n2 = snprintf(long2, 20000, "{\"messages\":[{\"role\":\"user\",\"content\":\"%0*d2\"}]}", 9000, 0);
+    assert_true(n1 > 9000 && n2 > 9000);
+    assert_string_equal(sid(&a, NULL, 0, long1, "alice"), sid(&a, NULL, 0, long2, "alice"));
+    long2[40 + 100] = '7';
+    assert_string_not_equal(sid(&a, NULL, 0, long1, "alice"), sid(&a, NULL, 0, long2, "alice"));
+    free(long1);
+    free(long2);
     const char *other = "{\"messages\":[{\"role\":\"user\",\"content\":\"write docs\"}]}";
     assert_string_not_equal(sid(&a, NULL, 0, other, "alice@example.com"), fp);
     kl_arena_free(&a);
