@@ -17,6 +17,7 @@
 #   BENCH_STREAM_RATE    new streams per second while ramping up [2000]
 #   BENCH_SKIP       space-separated scenario numbers to skip, e.g. "3b 4"
 #   BENCH_APPEND     0: do not append to BENCHMARKS.md [1]
+#   BENCH_RSS_SETTLE 0: skip the last RSS reading, 62 s after the load [1]
 #   BENCH_PROFILE    1: also run bench/profile.sh afterwards [0]
 #   BENCH_MAX_FOREIGN  % of a core others may use before we wait [15]
 #   BENCH_QUIET_WAIT   seconds to wait for a quiet machine, then go on [180]
@@ -216,8 +217,16 @@ fi
 
 sleep 5
 RSS_FINAL=$(rss_kb "$KL_PID")
+# Idle upstream connections stay pooled for 60 s (as nginx's keepalive_timeout);
+# the memory they and the streams held should be back once the pool is empty.
+RSS_POOL_EMPTY=0
+if [ "${BENCH_RSS_SETTLE:-1}" = 1 ]; then
+  log "waiting 62 s for the upstream keep-alive pool to empty"
+  sleep 62
+  RSS_POOL_EMPTY=$(rss_kb "$KL_PID")
+fi
 json_kv kind rss idle_kb "$RSS_IDLE" after_1_kb "${RSS_AFTER_1:-0}" after_wrk_kb "$RSS_AFTER_WRK" \
-  final_kb "$RSS_FINAL" hwm_kb "$(hwm_kb "$KL_PID")" >>"$RES"
+  final_kb "$RSS_FINAL" pool_empty_kb "$RSS_POOL_EMPTY" hwm_kb "$(hwm_kb "$KL_PID")" >>"$RES"
 
 # What keyless wrote down: one record per request, and every one answered 200.
 sqlite3 "$TMP/keyless.db" "SELECT state, status, count(*) FROM requests GROUP BY 1, 2" >"$OUT/records.txt" 2>&1 || true
