@@ -100,9 +100,10 @@ static const cJSON *member(const cJSON *o, const char *key)
 }
 
 /* A non-empty string member, or NULL. */
+/* A non-empty string member of o, or o itself when key is NULL. */
 static const char *str_member(const cJSON *o, const char *key)
 {
-    const cJSON *v = member(o, key);
+    const cJSON *v = key ? member(o, key) : o;
     return cJSON_IsString(v) && v->valuestring && v->valuestring[0] ? v->valuestring : NULL;
 }
 
@@ -536,6 +537,35 @@ static void gemini_object(kl_usage_parser *p, const char *s, size_t len)
         set_stop(p, "error");
 }
 
+/* A whole chat.completion without tool calls (most answers): the model,
+ * usage and finish reasons are found with the byte scanner and only the
+ * small usage object becomes a cJSON tree, instead of the whole answer. */
+static void chat_whole_scan(kl_usage_parser *p, const char *s, size_t len)
+{
+    struct kl_json_want w[] = {{.key = "model"}, {.key = "usage"}, {.key = "error"}, {.key = "choices"}};
+    if (kl_json_scan_members(s, len, w, sizeof(w) / sizeof(w[0])) < 0)
+        return;
+    cJSON *j = parse_span(s, &w[0]);
+    set_model(p, str_member(j, NULL));
+    cJSON_Delete(j);
+    j = parse_span(s, &w[1]);
+    if (cJSON_IsObject(j))
+        chat_usage(p, j);
+    cJSON_Delete(j);
+    if (w[2].end && s[w[2].start] == '{')
+        set_stop(p, "error");
+    const char *cs = s + w[3].start;
+    size_t cn = w[3].end - w[3].start, pos = 0, vs, ve;
+    struct kl_json_want fr = {.key = "finish_reason"};
+    while (w[3].end && kl_json_array_next(cs, cn, &pos, &vs, &ve, &fr, 1)) {
+        if (!fr.end)
+            continue;
+        j = cJSON_ParseWithLength(cs + vs + fr.start, fr.end - fr.start);
+        set_stop(p, str_member(j, NULL));
+        cJSON_Delete(j);
+    }
+}
+
 /* ---- dispatch ---- */
 
 static void whole_object(kl_usage_parser *p, const char *body, size_t len)
@@ -544,6 +574,11 @@ static void whole_object(kl_usage_parser *p, const char *body, size_t len)
         return;
     if (p->kind == KL_USAGE_GEMINI) {
         gemini_object(p, body, len);
+        return;
+    }
+    if (p->kind == KL_USAGE_OPENAI_CHAT && !has(body, len, "\"tool_calls\"") &&
+        !has(body, len, "\"function_call\"")) {
+        chat_whole_scan(p, body, len);
         return;
     }
     cJSON *root = cJSON_ParseWithLength(body, len);

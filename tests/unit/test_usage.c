@@ -357,6 +357,37 @@ static void chat_whole(void **state)
     kl_arena_free(&a);
 }
 
+/* An answer without tool calls is read without a cJSON tree of the whole
+ * body; it must come out exactly as the tree would have it. */
+static void chat_whole_plain(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    const char *b = "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"model\":\"gpt-4o-2024-08-06\","
+                    "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"usage: \\\"finish_reason\\\"\"},"
+                    "\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":120,\"completion_tokens\":30,"
+                    "\"prompt_tokens_details\":{\"cached_tokens\":20},\"completion_tokens_details\":{\"reasoning_tokens\":7}},"
+                    "\"model\":\"not-this-one\"}";
+    kl_usage_whole(p, b, strlen(b));
+    const struct kl_usage *u = kl_usage_result(p);
+    expect_counts(u, 100, 20, 0, 30, 7);
+    assert_int_equal(u->tool_calls, 0);
+    assert_string_equal(u->model_served, "gpt-4o-2024-08-06");     /* the first, as cJSON reads it */
+    assert_string_equal(u->stop_reason, "length");
+    /* an error body, an empty model, truncated text */
+    kl_usage_parser *q = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    const char *e = "{\"model\":\"\",\"error\":{\"message\":\"overloaded\"}}";
+    kl_usage_whole(q, e, strlen(e));
+    assert_null(kl_usage_result(q)->model_served);
+    assert_string_equal(kl_usage_result(q)->stop_reason, "error");
+    kl_usage_parser *r = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_whole(r, b, 60);
+    assert_false(kl_usage_result(r)->known);
+    kl_arena_free(&a);
+}
+
 static void chat_stream_tools_every_split(void **state)
 {
     (void)state;
@@ -1037,6 +1068,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(chat_whole),
+        cmocka_unit_test(chat_whole_plain),
         cmocka_unit_test(chat_stream_tools_every_split),
         cmocka_unit_test(chat_stream_malformed_every_split),
         cmocka_unit_test(chat_stream_without_usage_is_unknown),
