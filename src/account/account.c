@@ -221,7 +221,7 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
     struct kl_account *a = ex->acct;
     if (!ex->session_id && ex->ep && ex->ep->inference)
         ex->session_id = kl_session_id(&ex->arena, ex->req.headers, ex->req.nheaders, ex->body, &ex->body_map,
-                                       ex->ident ? ex->ident->login : NULL);
+                                       ex->ident ? ex->ident->login : NULL, ex->worker->sha256);
     r->session_id = ex->session_id;
     if (a && a->capture) {
         r->response_body = a->capture;

@@ -199,7 +199,7 @@ static bool hash_first_user_text(EVP_MD_CTX *md, const char *body, const struct 
 }
 
 static const char *fingerprint(kl_arena *a, const char *body, const struct kl_body_map *bm,
-                               const char *login)
+                               const char *login, const EVP_MD *sha256)
 {
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     if (!md)
@@ -208,7 +208,7 @@ static const char *fingerprint(kl_arena *a, const char *body, const struct kl_bo
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int dlen = 0;
     const char *r = NULL;
-    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1) {
+    if (EVP_DigestInit_ex(md, sha256 ? sha256 : EVP_sha256(), NULL) == 1) {
         EVP_DigestUpdate(md, domain, sizeof(domain));           /* NUL included */
         if (login)
             EVP_DigestUpdate(md, login, strlen(login) + 1);
@@ -229,7 +229,8 @@ static const char *fingerprint(kl_arena *a, const char *body, const struct kl_bo
 }
 
 const char *kl_session_id(kl_arena *a, const struct kl_header *headers, size_t nheaders,
-                          const char *body, const struct kl_body_map *bm, const char *login)
+                          const char *body, const struct kl_body_map *bm, const char *login,
+                          const EVP_MD *sha256)
 {
     static const char *const direct[] = {"x-claude-code-session-id", "session-id", "x-session-id"};
     for (size_t i = 0; i < sizeof(direct) / sizeof(direct[0]); i++) {
@@ -242,6 +243,6 @@ const char *kl_session_id(kl_arena *a, const struct kl_header *headers, size_t n
     if (!id && body && bm)
         id = claude_user_id_session(a, body, bm->metadata);
     if (!id && body && bm)
-        id = fingerprint(a, body, bm, login);
+        id = fingerprint(a, body, bm, login, sha256);
     return id;
 }

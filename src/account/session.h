@@ -23,10 +23,13 @@
 #include "dialect/dialect.h"
 #include "listen/http.h"
 
+struct evp_md_st;
+
 /* The session id (arena string), or NULL when there is no id and nothing
  * to fingerprint. body (with bm, where its members are) and login may be
- * NULL. */
+ * NULL; sha256 is the worker's fetched digest (NULL: OpenSSL's default). */
 const char *kl_session_id(kl_arena *a, const struct kl_header *headers, size_t nheaders,
-                          const char *body, const struct kl_body_map *bm, const char *login);
+                          const char *body, const struct kl_body_map *bm, const char *login,
+                          const struct evp_md_st *sha256);
 
 #endif

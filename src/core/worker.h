@@ -23,6 +23,7 @@ struct kl_query;
 struct kl_buckets;
 struct kl_identity_worker;
 struct kl_mailbox;
+struct evp_md_st;
 
 struct kl_listen_socket {
     const char *address;        /* as configured */
@@ -63,6 +64,7 @@ typedef struct kl_worker {
     uint64_t rng;               /* xorshift state for request ids */
     struct kl_log_buf log;      /* access log lines not yet written */
     struct event *log_timer;    /* writes them out shortly after the first */
+    struct evp_md_st *sha256;   /* fetched once: OpenSSL's implicit fetch per digest costs more than the hash */
 } kl_worker;
 
 #endif

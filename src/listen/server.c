@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
+#include <openssl/evp.h>
 
 #include "core/log.h"
 #include "core/mailbox.h"
@@ -361,6 +362,7 @@ int kl_server_run(kl_config *cfg)
         }
         w->wake = event_new(w->base, -1, 0, on_wake, w);
         w->log_timer = evtimer_new(w->base, on_log_timer, w);
+        w->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
     }
     kl_info("keyless started: %d worker%s, %zu provider%s", nw, nw == 1 ? "" : "s",
             cfg->nproviders, cfg->nproviders == 1 ? "" : "s");
@@ -398,6 +400,8 @@ out:
             if (w->log_timer)
                 event_free(w->log_timer);
             w->log_timer = NULL;
+            EVP_MD_free(w->sha256);
+            w->sha256 = NULL;
             event_base_free(w->base);
         }
         kl_log_flush(&w->log); /* lines of exchanges closed just above */

@@ -144,8 +144,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *dup = NULL;
     bool body_ok = kl_json_validate(s, n, NULL) == 0 && kl_dialect_body_map(s, n, &bm, &dup) == 0;
     kl_session_id(&a, h, nh, body_ok ? s : NULL, body_ok ? &bm : NULL,
-                  (sel & 1) ? "alice@example.com" : NULL);
-    kl_session_id(&a, NULL, 0, body_ok ? s : NULL, body_ok ? &bm : NULL, "bob");
+                  (sel & 1) ? "alice@example.com" : NULL, NULL);
+    kl_session_id(&a, NULL, 0, body_ok ? s : NULL, body_ok ? &bm : NULL, "bob", NULL);
     cJSON_Delete(j);
     kl_arena_free(&a);
     return 0;

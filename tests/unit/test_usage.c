@@ -14,6 +14,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <openssl/evp.h>
+
 #include "account/session.h"
 #include "account/sse.h"
 #include "account/usage.h"
@@ -936,7 +938,15 @@ static const char *sid(kl_arena *a, const struct kl_header *h, size_t nh, const 
         kl_dialect_body_map(body, strlen(body), &m, &dup);      /* -1 for "[]" */
         assert_null(dup);
     }
-    return kl_session_id(a, h, nh, body, body ? &m : NULL, login);
+    /* the worker's fetched digest and OpenSSL's default agree */
+    EVP_MD *md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    assert_non_null(md);
+    const char *r = kl_session_id(a, h, nh, body, body ? &m : NULL, login, md);
+    const char *r2 = kl_session_id(a, h, nh, body, body ? &m : NULL, login, NULL);
+    EVP_MD_free(md);
+    if (r || r2)
+        assert_string_equal(r, r2);
+    return r;
 }
 
 static void session_from_headers(void **state)
