@@ -82,25 +82,35 @@ describe('spend quotas', () => {
     });
     const g1 = await startGateway(config('quota-a'));
     const g2 = await startGateway(config('quota-b'));
-    const before = (await mock.stats()).requests;
-    const statuses = await burst([g1, g2], 1000, { 'x-session-id': bucket });
-    const forwarded = (await mock.stats()).requests - before;
-    assert.equal(statuses.filter((s) => s === 200).length, forwarded);
-    assert.ok(forwarded <= 100, `forwarded ${forwarded} > 100`);
-    assert.ok(forwarded >= 80, `forwarded only ${forwarded}: leases stranded too much`);
-    // both gateways served part of it (the shared store also holds other tests' records: this burst's session only)
-    let q1 = [];
-    for (let i = 0; i < 100 && q1.filter((r) => r.state === 'done').length < forwarded; i++) {
-      q1 = (await (await fetch(`${g1.url}/api/requests?limit=1000&status=200&session=${bucket}`)).json()).requests;
-      await sleep(30);
+    try {
+      const before = (await mock.stats()).requests;
+      // burst() alternates: even requests go to quota-a, odd ones to quota-b
+      const statuses = await burst([g1, g2], 1000, { 'x-session-id': bucket });
+      const forwarded = (await mock.stats()).requests - before;
+      assert.equal(statuses.filter((s) => s === 200).length, forwarded);
+      assert.ok(forwarded <= 100, `forwarded ${forwarded} > 100`);
+      assert.ok(forwarded >= 80, `forwarded only ${forwarded}: leases stranded too much`);
+      // Which gateway leased how much depends on who asked PostgreSQL first
+      // (on a slow machine one may take every slice); what must hold is the
+      // total. Every request has a record on the gateway that answered it
+      // (the shared store also holds other tests' records: this burst's
+      // session only).
+      let all = [];
+      for (let i = 0; i < 200 && all.filter((r) => r.state === 'done').length < 1000; i++) {
+        all = (await (await fetch(`${g1.url}/api/requests?limit=1000&session=${bucket}`)).json()).requests;
+        await sleep(30);
+      }
+      assert.equal(all.length, 1000, 'one record per request, from both gateways');
+      assert.equal(all.filter((r) => r.instance === 'quota-a').length, 500);
+      const served = all.filter((r) => r.status === 200);
+      assert.equal(served.length, forwarded, 'one record per forwarded request');
+      const spent = served.reduce((s, r) => s + BigInt(r.cost_nanodollars ?? 0), 0n);
+      assert.ok(spent <= 100n * EST, `spent ${spent} > capacity`);
+    } finally {
+      await g1.stop();
+      await g2.stop();
+      await mock.stop();
     }
-    assert.equal(q1.length, forwarded, 'one record per forwarded request');
-    assert.ok(q1.some((r) => r.instance === 'quota-a') && q1.some((r) => r.instance === 'quota-b'));
-    const spent = q1.filter((r) => r.endpoint === 'openai.chat').reduce((s, r) => s + BigInt(r.cost_nanodollars ?? 0), 0n);
-    assert.ok(spent <= 100n * EST, `spent ${spent} > capacity`);
-    await g1.stop();
-    await g2.stop();
-    await mock.stop();
     assertNoKeys(assert, g1.output() + g2.output(), 'gateway logs');
   });
 
