@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { once } from 'node:events';
+import { after } from 'node:test';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const BUILD = resolve(root, process.env.KEYLESS_BUILD || 'build');
@@ -22,9 +23,14 @@ export const KEYS = {
 // Every process a test starts dies with the test run, even when a test
 // fails before its cleanup: a leftover simulator would eat a core.
 const children = new Set();
-process.on('exit', () => {
+function killAll() {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-});
+}
+process.on('exit', killAll);
+// A test that fails midway leaves its processes running, and their pipes
+// would keep this file's process alive until the runner's timeout: when the
+// file's tests are done, whatever is left is killed.
+after(killAll);
 function track(proc) {
   children.add(proc);
   proc.once('exit', () => children.delete(proc));
