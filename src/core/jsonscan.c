@@ -415,7 +415,10 @@ static bool key_equals(const char *raw, size_t n, const char *key)
     return eq;
 }
 
-size_t kl_json_scan_object(const char *s, size_t len, struct kl_json_want *w, size_t nw)
+/* kl_json_scan_members for an object that starts s[0..len) and may be
+ * followed by more text (an array element): the index just past its closing
+ * brace, or (size_t)-1. */
+static size_t scan_object(const char *s, size_t len, struct kl_json_want *w, size_t nw)
 {
     for (size_t k = 0; k < nw; k++) {
         w[k].start = w[k].end = 0;
@@ -461,19 +464,7 @@ size_t kl_json_scan_object(const char *s, size_t len, struct kl_json_want *w, si
 
 int kl_json_scan_members(const char *s, size_t len, struct kl_json_want *w, size_t nw)
 {
-    return kl_json_scan_object(s, len, w, nw) == (size_t)-1 ? -1 : 0;
-}
-
-int kl_json_find_member(const char *s, size_t len, const char *key,
-                        size_t *vstart, size_t *vend)
-{
-    struct kl_json_want w = {.key = key};
-    kl_json_scan_members(s, len, &w, 1);
-    if (!w.end)
-        return -1;
-    *vstart = w.start;
-    *vend = w.end;
-    return 0;
+    return scan_object(s, len, w, nw) == (size_t)-1 ? -1 : 0;
 }
 
 bool kl_json_array_next(const char *s, size_t len, size_t *pos, size_t *vstart, size_t *vend,
@@ -496,7 +487,7 @@ bool kl_json_array_next(const char *s, size_t len, size_t *pos, size_t *vstart, 
         return false;
     size_t e;
     if (nw && s[i] == '{') {
-        e = kl_json_scan_object(s + i, len - i, w, nw);
+        e = scan_object(s + i, len - i, w, nw);
         e = e == (size_t)-1 ? e : i + e;
     } else {
         for (size_t k = 0; k < nw; k++)
@@ -560,17 +551,5 @@ bool kl_json_string_prefix(const char *s, size_t len, size_t max, const char **r
     *raw_len = e == (size_t)-1 ? bound - i - 1 : e - i - 2;
     if (*raw_len > max)
         *raw_len = max;
-    return true;
-}
-
-bool kl_json_string_raw(const char *s, size_t len, const char **raw, size_t *raw_len)
-{
-    size_t i = ws(s, len, 0);
-    while (len > i && (unsigned char)s[len - 1] <= 0x20)
-        len--;
-    if (len - i < 2 || s[i] != '"' || s[len - 1] != '"')
-        return false;
-    *raw = s + i + 1;
-    *raw_len = len - i - 2;
     return true;
 }

@@ -50,16 +50,6 @@ struct kl_json_want {
  * that point are filled in). */
 int kl_json_scan_members(const char *s, size_t len, struct kl_json_want *w, size_t nw);
 
-/* The same for an object that starts s[0..len) and may be followed by more
- * text (an element of an array): returns the index just past its closing
- * brace, or (size_t)-1. */
-size_t kl_json_scan_object(const char *s, size_t len, struct kl_json_want *w, size_t nw);
-
-/* Find member `key` of the top-level object. On success sets [*vstart,*vend)
- * to the value's bytes and returns 0; returns -1 when absent. */
-int kl_json_find_member(const char *s, size_t len, const char *key,
-                        size_t *vstart, size_t *vend);
-
 /* Step through the elements of the array s[0..len): *pos starts at 0; each
  * call sets [*vstart,*vend) to the next element and returns true, or
  * returns false at the end (or when s is not an array). When the element is
@@ -83,10 +73,5 @@ bool kl_json_member_next(const char *s, size_t len, size_t *pos, const char **ke
  * when s does not start with a string. */
 bool kl_json_string_prefix(const char *s, size_t len, size_t max, const char **raw,
                            size_t *raw_len);
-
-/* The bytes between the quotes of the string value s[0..len) (exactly one
- * value, as the functions above return it), escapes left as written, or
- * false when the value is not a string. Constant time. */
-bool kl_json_string_raw(const char *s, size_t len, const char **raw, size_t *raw_len);
 
 #endif

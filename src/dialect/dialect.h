@@ -67,11 +67,14 @@ struct kl_body_map {
         max_output_tokens, generation_config, metadata, messages, input, contents;
 };
 
-/* Find the members of kl_body_map in the object body[0..len). Returns -1
- * (with *dup set to the key) when one appears twice: parsers disagree on
- * which copy counts (cJSON reads the first, many providers the last), so a
- * second "model" or "max_tokens" could slip past grants and quotas. */
-int kl_dialect_body_map(const char *body, size_t len, struct kl_body_map *m, const char **dup);
+/* Validate body[0..len) as JSON and, in the same pass, find the members of
+ * kl_body_map when it is an object (all absent otherwise). Returns 0; -1 for
+ * malformed JSON (*err_at: the first wrong byte, len when it ends early); -2
+ * (*dup: the key) when a member appears twice: parsers disagree on which
+ * copy counts (cJSON reads the first, many providers the last), so a second
+ * "model" or "max_tokens" could slip past grants and quotas. */
+int kl_dialect_body_map(const char *body, size_t len, struct kl_body_map *m, size_t *err_at,
+                        const char **dup);
 
 /* Facts read from an inference request body. Returns 0, or -1 with *why
  * set (a 400 for the caller). The body is validated as JSON in full but

@@ -34,12 +34,15 @@ static int map_from(const struct kl_json_want *w, struct kl_body_map *m, const c
     return 0;
 }
 
-int kl_dialect_body_map(const char *body, size_t len, struct kl_body_map *m, const char **dup)
+int kl_dialect_body_map(const char *body, size_t len, struct kl_body_map *m, size_t *err_at,
+                        const char **dup)
 {
     struct kl_json_want w[NKEYS];
     want_init(w);
-    int r = kl_json_scan_members(body, len, w, NKEYS);
-    return map_from(w, m, dup) < 0 ? -1 : r;
+    memset(m, 0, sizeof(*m));
+    if (kl_json_validate_members(body, len, err_at, w, NKEYS) < 0)
+        return -1;
+    return map_from(w, m, dup) < 0 ? -2 : 0;
 }
 
 /* The member's value decoded by cJSON: it is small (a model name, a number,
@@ -100,9 +103,9 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         return -1;
     }
     size_t at = 0;
-    struct kl_json_want w[NKEYS];
-    want_init(w);
-    if (kl_json_validate_members(body, len, &at, w, NKEYS) < 0) {
+    const char *dup = NULL;
+    int r = kl_dialect_body_map(body, len, &f->map, &at, &dup);
+    if (r == -1) {
         *why = at >= len ? kl_arena_printf(a, "malformed JSON in request body: it ends early (%zu bytes)", len)
                          : kl_arena_printf(a, "malformed JSON in request body at byte %zu", at);
         return -1;
@@ -111,8 +114,7 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         *why = "request body must be a JSON object";
         return -1;
     }
-    const char *dup = NULL;
-    if (map_from(w, &f->map, &dup) < 0) {
+    if (r == -2) {
         *why = kl_arena_printf(a, "duplicate \"%s\" key in request body", dup);
         return -1;
     }

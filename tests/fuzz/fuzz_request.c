@@ -20,10 +20,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct kl_request_facts f;
         const char *why;
         if (kl_dialect_request_facts(m.ep, (const char *)data, size, &a, &f, &why) == 0) {
-            size_t s, e;
             /* the scanner must agree with cJSON on valid input */
-            if (f.model && kl_json_find_member((const char *)data, size, "model", &s, &e) == 0 &&
-                e > s + 1 && ((const char *)data)[s] != '"')
+            struct kl_json_want m = {.key = "model"};
+            kl_json_scan_members((const char *)data, size, &m, 1);
+            if (f.model && m.end > m.start + 1 && ((const char *)data)[m.start] != '"')
                 __builtin_trap();
         }
     }
