@@ -50,6 +50,17 @@ async function burst(gws, n, headers = {}) {
     })));
 }
 
+// A gateway whose quota makes it send an output cap (1234 tokens) upstream
+// when the caller set none.
+function startCapGateway(mock) {
+  return startGateway({
+    quotas: { cap: { capacity: '$100' } },
+    limits: { default_max_output_tokens: 1234 },
+    grants: grant([{ bucket: 'cap' }]),
+    providers: providersFor(mock.url),
+  });
+}
+
 describe('spend quotas', () => {
   it('1,000 concurrent requests at a bucket that affords exactly 100: 100 are forwarded, spend = capacity', async () => {
     const mock = await startMock(['--no-log']);
@@ -207,12 +218,7 @@ describe('spend quotas', () => {
 
   it('an output cap is sent upstream when the caller set none', async () => {
     const mock = await startMock();
-    const gw = await startGateway({
-      quotas: { cap: { capacity: '$100' } },
-      limits: { default_max_output_tokens: 1234 },
-      grants: grant([{ bucket: 'cap' }]),
-      providers: providersFor(mock.url),
-    });
+    const gw = await startCapGateway(mock);
     await (await post(gw, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', messages: [] }))).text();
     assert.equal(JSON.parse((await mock.last()).body).max_completion_tokens, 1234);
     await (await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent', JSON.stringify({ contents: [] }))).text();
@@ -223,12 +229,7 @@ describe('spend quotas', () => {
 
   it('the body sent upstream is the caller\'s bytes with only the members keyless sets changed', async () => {
     const mock = await startMock();
-    const gw = await startGateway({
-      quotas: { cap: { capacity: '$100' } },
-      limits: { default_max_output_tokens: 1234 },
-      grants: grant([{ bucket: 'cap' }]),
-      providers: providersFor(mock.url),
-    });
+    const gw = await startCapGateway(mock);
     // a qualified model, a stream without usage but with other stream
     // options, an output cap given as null, and a large prompt with escapes
     const prompt = 'line "one"\n\u00e9\ud83d\ude00 '.repeat(20000);
