@@ -220,6 +220,15 @@ static void read_body(struct kl_conn *c)
             evbuffer_remove(in, ex->body + ex->body_len, n);
             ex->body_len += n;
         }
+        /* libevent 2.1 reads at most 4 KiB per call (EVBUFFER_MAX_READ):
+         * the rest of what the socket holds goes straight into the body's
+         * buffer in one read. An error or the end of the stream is left for
+         * the bufferevent to find on its next read. */
+        if (n == have && n < want && !c->tls) {
+            ssize_t r = read(bufferevent_getfd(c->bev), ex->body + ex->body_len, want - n);
+            if (r > 0)
+                ex->body_len += (size_t)r;
+        }
         if (ex->body_len == (size_t)c->body_expected)
             start_exchange(c);
         return;

@@ -212,6 +212,40 @@ describe('upstream: the native HTTP/1.1 client', () => {
     }
   });
 
+  it('a large body sent in pieces, with a pipelined request behind it, arrives intact', async () => {
+    // The body is read straight into its buffer past libevent's first 4 KiB;
+    // that read must stop at Content-Length and leave the next request alone.
+    const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'y'.repeat(600000) }] });
+    let sum = 0;
+    for (let i = 0; i < body.length; i++) sum = (sum + body.charCodeAt(i)) % 1000003;
+    const head = (len, extra = '') => `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n` +
+      `Content-Type: application/json\r\nx-script: echo\r\n${extra}Content-Length: ${len}\r\n\r\n`;
+    const small = '{"model":"gpt-4o","messages":[]}';
+    const url = new URL(gw.url);
+    const text = await new Promise((resolve, reject) => {
+      const sock = net.connect(Number(url.port), url.hostname);
+      let got = '';
+      sock.on('data', (d) => { got += d; });
+      sock.on('end', () => resolve(got));
+      sock.on('error', reject);
+      sock.on('connect', async () => {
+        const cut = [0, 3000, 250000, body.length - 10, body.length];
+        sock.write(head(body.length));
+        for (let k = 0; k + 1 < cut.length; k++) {
+          await new Promise((r) => setTimeout(r, 30));
+          const piece = body.slice(cut[k], cut[k + 1]);
+          sock.write(k + 2 === cut.length ? piece + head(small.length, 'Connection: close\r\n') + small : piece);
+        }
+      });
+    });
+    const answers = text.match(/HTTP\/1.1 200 OK/g) || [];
+    assert.equal(answers.length, 2, text.slice(0, 300));
+    assert.ok(text.includes(JSON.stringify({ len: body.length, sum })), 'the large body arrived whole');
+    let sum2 = 0;
+    for (let i = 0; i < small.length; i++) sum2 = (sum2 + small.charCodeAt(i)) % 1000003;
+    assert.ok(text.includes(JSON.stringify({ len: small.length, sum: sum2 })), 'the pipelined one too');
+  });
+
   it('relays a chunked stream with extensions and trailers, event by event', async () => {
     const r = await chat('chunked', { stream: true });
     assert.equal(r.status, 200);
