@@ -13,9 +13,10 @@
 
 /* Prompts are long strings, so stepping through strings dominates every
  * pass over a body, and source code pasted into a prompt has an escape
- * every few dozen bytes. Sixteen bytes at a time: a mask of the bytes that
- * may end or escape (quote, backslash, and for validation control bytes);
- * the loops below consume every hit of a chunk without leaving it. */
+ * every few dozen bytes. A mask of the bytes that may end or escape a string
+ * (quote, backslash, and for validation control bytes), sixteen bytes per
+ * SSE2 compare and 64 per block; the loops below consume every hit of a
+ * block without leaving it. */
 static unsigned special_mask(const unsigned char *p, bool controls)
 {
 #ifdef __SSE2__
@@ -34,6 +35,14 @@ static unsigned special_mask(const unsigned char *p, bool controls)
         m |= (unsigned)(p[k] == '"' || p[k] == '\\' || (controls && p[k] < 0x20)) << k;
     return m;
 #endif
+}
+
+/* The same for 64 bytes: one mask word per block, so a block's several
+ * escapes cost one loop exit (one mispredicted branch), not one per 16. */
+static uint64_t special_mask64(const unsigned char *p, bool controls)
+{
+    return (uint64_t)special_mask(p, controls) | (uint64_t)special_mask(p + 16, controls) << 16 |
+           (uint64_t)special_mask(p + 32, controls) << 32 | (uint64_t)special_mask(p + 48, controls) << 48;
 }
 
 /* The escapes that are one letter after the backslash. */
@@ -88,15 +97,16 @@ static size_t check_string(const unsigned char *p, size_t len, size_t i, size_t 
     for (;;) {
         /* whole chunks (and one byte more, for an escape at a chunk's end);
          * stops at a quote, a control byte or a \u escape */
-        while (i + 17 <= len) {
-            unsigned mask = special_mask(p + i, true), k = 0;
-            size_t step = 16;
-            for (; mask; mask &= ~(3u << k)) {
-                k = (unsigned)__builtin_ctz(mask);
+        while (i + 65 <= len) {
+            uint64_t mask = special_mask64(p + i, true);
+            unsigned k = 0;
+            size_t step = 64;
+            for (; mask; mask &= ~(3ull << k)) {
+                k = (unsigned)__builtin_ctzll(mask);
                 if (p[i + k] != '\\' || !simple_escape(p[i + k + 1]))
                     break;
-                if (k == 15)
-                    step = 17;
+                if (k == 63)
+                    step = 65;
             }
             if (mask) {
                 i += k;
@@ -347,15 +357,15 @@ static size_t skip_string(const char *s, size_t len, size_t i)
 {
     const unsigned char *p = (const unsigned char *)s;
     i++;
-    while (i + 17 <= len) {
-        unsigned mask = special_mask(p + i, false);
-        size_t step = 16;
-        for (; mask; mask &= ~(3u << __builtin_ctz(mask))) {
-            unsigned k = (unsigned)__builtin_ctz(mask);
+    while (i + 65 <= len) {
+        uint64_t mask = special_mask64(p + i, false);
+        size_t step = 64;
+        for (; mask; mask &= ~(3ull << __builtin_ctzll(mask))) {
+            unsigned k = (unsigned)__builtin_ctzll(mask);
             if (p[i + k] == '"')
                 return i + k + 1;
-            if (k == 15)        /* a backslash escapes the next byte */
-                step = 17;
+            if (k == 63)        /* a backslash escapes the next byte */
+                step = 65;
         }
         i += step;
     }

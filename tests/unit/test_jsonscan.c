@@ -88,6 +88,48 @@ static void validates(void **state)
     assert_int_equal(at, KL_JSON_MAX_DEPTH);
 }
 
+/* Strings are checked 64 bytes at a time: put each kind of escape, a raw
+ * control byte and the closing quote at every position across two blocks,
+ * with the string followed by more text or ending the input. */
+static void escapes_at_every_block_position(void **state)
+{
+    (void)state;
+    static const struct { const char *seq; int ok; size_t bad; } k[] = {
+        {"\\\"", 1, 0}, {"\\\\", 1, 0}, {"\\n", 1, 0}, {"\\/", 1, 0}, {"\\u00e9", 1, 0},
+        {"\\ud83d\\ude00", 1, 0}, {"\\\\\\\"", 1, 0}, {"\\x", 0, 1}, {"\x01", 0, 0},
+        {"\\ud83d", 0, 0}, {"\\u12g", 0, 4},
+    };
+    char buf[256];
+    for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+        for (size_t pos = 0; pos < 140; pos++) {
+            for (int tail = 0; tail < 2; tail++) {
+                /* ["aaa<seq>aaa", 1] or ["aaa<seq>aaa"] */
+                size_t n = 0;
+                buf[n++] = '[';
+                buf[n++] = '"';
+                memset(buf + n, 'a', pos);
+                n += pos;
+                size_t at = n;
+                memcpy(buf + n, k[i].seq, strlen(k[i].seq));
+                n += strlen(k[i].seq);
+                memset(buf + n, 'a', 70);
+                n += 70;
+                memcpy(buf + n, tail ? "\", 1]" : "\"]", tail ? 5 : 2);
+                n += tail ? 5 : 2;
+                size_t err = 0;
+                int r = kl_json_validate(buf, n, &err);
+                if (k[i].ok && r != 0)
+                    fail_msg("%s at %zu: refused at %zu", k[i].seq, pos, err);
+                if (!k[i].ok && (r != -1 || err != at + k[i].bad))
+                    fail_msg("%s at %zu: r %d at %zu, expected -1 at %zu", k[i].seq, pos, r, err,
+                             at + k[i].bad);
+                if (k[i].ok)    /* the fast skip agrees on where the string ends */
+                    assert_int_equal(kl_json_skip_value(buf, n, 1), n - (tail ? 4 : 1));
+            }
+        }
+    }
+}
+
 static void scans_members_and_arrays(void **state)
 {
     (void)state;
@@ -180,6 +222,7 @@ int main(void)
         cmocka_unit_test(finds_members),
         cmocka_unit_test(truncated_input),
         cmocka_unit_test(validates),
+        cmocka_unit_test(escapes_at_every_block_position),
         cmocka_unit_test(scans_members_and_arrays),
         cmocka_unit_test(walks_members_lazily),
     };
