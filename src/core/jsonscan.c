@@ -15,8 +15,8 @@
  * pass over a body, and source code pasted into a prompt has an escape
  * every few dozen bytes. A mask of the bytes that may end or escape a string
  * (quote, backslash, and for validation control bytes), sixteen bytes per
- * SSE2 compare and 64 per block; the loops below consume every hit of a
- * block without leaving it. */
+ * SSE2 compare; the loops below consume every hit of a block without
+ * leaving it. */
 static unsigned special_mask(const unsigned char *p, bool controls)
 {
 #ifdef __SSE2__
@@ -37,12 +37,17 @@ static unsigned special_mask(const unsigned char *p, bool controls)
 #endif
 }
 
-/* The same for 64 bytes: one mask word per block, so a block's several
- * escapes cost one loop exit (one mispredicted branch), not one per 16. */
-static uint64_t special_mask64(const unsigned char *p, bool controls)
+/* The mask of a block of width 16 or 64 bytes. A string's first block is
+ * 16 bytes, since most strings (keys, roles, ids) end there; the following
+ * ones are 64, one mask word, so a block's several escapes cost one loop
+ * exit (one mispredicted branch) instead of one per 16 bytes. */
+static uint64_t block_mask(const unsigned char *p, size_t width, bool controls)
 {
-    return (uint64_t)special_mask(p, controls) | (uint64_t)special_mask(p + 16, controls) << 16 |
-           (uint64_t)special_mask(p + 32, controls) << 32 | (uint64_t)special_mask(p + 48, controls) << 48;
+    uint64_t m = special_mask(p, controls);
+    if (width == 64)
+        m |= (uint64_t)special_mask(p + 16, controls) << 16 | (uint64_t)special_mask(p + 32, controls) << 32 |
+             (uint64_t)special_mask(p + 48, controls) << 48;
+    return m;
 }
 
 /* The escapes that are one letter after the backslash. */
@@ -97,16 +102,16 @@ static size_t check_string(const unsigned char *p, size_t len, size_t i, size_t 
     for (;;) {
         /* whole chunks (and one byte more, for an escape at a chunk's end);
          * stops at a quote, a control byte or a \u escape */
-        while (i + 65 <= len) {
-            uint64_t mask = special_mask64(p + i, true);
+        for (size_t width = 16; i + width + 1 <= len; width = 64) {
+            uint64_t mask = block_mask(p + i, width, true);
             unsigned k = 0;
-            size_t step = 64;
+            size_t step = width;
             for (; mask; mask &= ~(3ull << k)) {
                 k = (unsigned)__builtin_ctzll(mask);
                 if (p[i + k] != '\\' || !simple_escape(p[i + k + 1]))
                     break;
-                if (k == 63)
-                    step = 65;
+                if (k == width - 1)
+                    step = width + 1;
             }
             if (mask) {
                 i += k;
@@ -357,15 +362,15 @@ static size_t skip_string(const char *s, size_t len, size_t i)
 {
     const unsigned char *p = (const unsigned char *)s;
     i++;
-    while (i + 65 <= len) {
-        uint64_t mask = special_mask64(p + i, false);
-        size_t step = 64;
+    for (size_t width = 16; i + width + 1 <= len; width = 64) {
+        uint64_t mask = block_mask(p + i, width, false);
+        size_t step = width;
         for (; mask; mask &= ~(3ull << __builtin_ctzll(mask))) {
             unsigned k = (unsigned)__builtin_ctzll(mask);
             if (p[i + k] == '"')
                 return i + k + 1;
-            if (k == 63)        /* a backslash escapes the next byte */
-                step = 65;
+            if (k == width - 1) /* a backslash escapes the next byte */
+                step = width + 1;
         }
         i += step;
     }
