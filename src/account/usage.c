@@ -537,21 +537,71 @@ static void gemini_object(kl_usage_parser *p, const char *s, size_t len)
         set_stop(p, "error");
 }
 
+/* The text of the JSON string the scanner found at w, in buf (at most
+ * cap - 1 bytes, as the callers cap it anyway): a string without escapes,
+ * the usual case, is its own bytes; one with escapes is decoded by cJSON.
+ * NULL when w is not a non-empty string. */
+static const char *span_text(const char *s, const struct kl_json_want *w, char *buf, size_t cap)
+{
+    if (!w->end || s[w->start] != '"' || w->end - w->start < 3)
+        return NULL;
+    const char *v = s + w->start + 1, *t = v;
+    size_t n = w->end - w->start - 2;
+    cJSON *j = NULL;
+    if (memchr(v, '\\', n)) {
+        j = parse_span(s, w);
+        t = str_member(j, NULL);
+        n = t ? strlen(t) : 0;
+    }
+    if (n >= cap)
+        n = cap - 1;
+    if (t)
+        memcpy(buf, t, n);
+    buf[n] = '\0';
+    cJSON_Delete(j);
+    return t && n ? buf : NULL;
+}
+
+/* Chat usage from the object the scanner found at w, as chat_usage reads
+ * it from a tree. */
+static void chat_usage_scan(kl_usage_parser *p, const char *s, const struct kl_json_want *w)
+{
+    struct kl_json_want f[] = {{.key = "prompt_tokens"}, {.key = "completion_tokens"},
+                               {.key = "prompt_tokens_details"}, {.key = "completion_tokens_details"}};
+    struct kl_json_want pd[] = {{.key = "cached_tokens"}, {.key = "cache_write_tokens"}};
+    struct kl_json_want cd = {.key = "reasoning_tokens"};
+    const char *o = s + w->start;
+    kl_json_scan_members(o, w->end - w->start, f, sizeof(f) / sizeof(f[0]));
+    if (f[2].end && o[f[2].start] == '{')
+        kl_json_scan_members(o + f[2].start, f[2].end - f[2].start, pd, 2);
+    if (f[3].end && o[f[3].start] == '{')
+        kl_json_scan_members(o + f[3].start, f[3].end - f[3].start, &cd, 1);
+    int64_t prompt = 0, cached = 0, written = 0, reasoning = 0;
+    span_count(o, &f[0], &prompt);
+    span_count(o + f[2].start, &pd[0], &cached);
+    span_count(o + f[2].start, &pd[1], &written);
+    span_count(o + f[3].start, &cd, &reasoning);
+    p->u.output = 0;
+    span_count(o, &f[1], &p->u.output);
+    p->u.input = sub0(sub0(prompt, cached), written);
+    p->u.cache_read = cached;
+    p->u.cache_write = written;
+    p->u.reasoning = reasoning;
+    p->u.known = true;
+}
+
 /* A whole chat.completion without tool calls (most answers): the model,
- * usage and finish reasons are found with the byte scanner and only the
- * small usage object becomes a cJSON tree, instead of the whole answer. */
+ * usage and finish reasons are found with the byte scanner, without a
+ * cJSON tree (cJSON only decodes a string that holds escapes). */
 static void chat_whole_scan(kl_usage_parser *p, const char *s, size_t len)
 {
     struct kl_json_want w[] = {{.key = "model"}, {.key = "usage"}, {.key = "error"}, {.key = "choices"}};
     if (kl_json_scan_members(s, len, w, sizeof(w) / sizeof(w[0])) < 0)
         return;
-    cJSON *j = parse_span(s, &w[0]);
-    set_model(p, str_member(j, NULL));
-    cJSON_Delete(j);
-    j = parse_span(s, &w[1]);
-    if (cJSON_IsObject(j))
-        chat_usage(p, j);
-    cJSON_Delete(j);
+    char text[MAX_MODEL_LEN + 1];
+    set_model(p, span_text(s, &w[0], text, sizeof(text)));
+    if (w[1].end && s[w[1].start] == '{')
+        chat_usage_scan(p, s, &w[1]);
     if (w[2].end && s[w[2].start] == '{')
         set_stop(p, "error");
     const char *cs = s + w[3].start;
@@ -560,9 +610,8 @@ static void chat_whole_scan(kl_usage_parser *p, const char *s, size_t len)
     while (w[3].end && kl_json_array_next(cs, cn, &pos, &vs, &ve, &fr, 1)) {
         if (!fr.end)
             continue;
-        j = cJSON_ParseWithLength(cs + vs + fr.start, fr.end - fr.start);
-        set_stop(p, str_member(j, NULL));
-        cJSON_Delete(j);
+        struct kl_json_want at = {.start = vs + fr.start, .end = vs + fr.end};
+        set_stop(p, span_text(cs, &at, text, sizeof(text)));
     }
 }
 

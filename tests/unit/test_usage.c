@@ -386,6 +386,16 @@ static void chat_whole_plain(void **state)
     kl_usage_parser *r = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
     kl_usage_whole(r, b, 60);
     assert_false(kl_usage_result(r)->known);
+    /* escaped strings are decoded; the last choice's finish reason counts;
+     * cache writes come off the input */
+    kl_usage_parser *t = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    const char *c = "{\"model\":\"gpt\\u002d4o\",\"choices\":[{\"finish_reason\":\"length\"},"
+                    "{\"finish_reason\":\"st\\u006fp\"}],\"usage\":{\"prompt_tokens\":50,\"completion_tokens\":5,"
+                    "\"prompt_tokens_details\":{\"cached_tokens\":10,\"cache_write_tokens\":15}}}";
+    kl_usage_whole(t, c, strlen(c));
+    expect_counts(kl_usage_result(t), 25, 10, 15, 5, 0);
+    assert_string_equal(kl_usage_result(t)->model_served, "gpt-4o");
+    assert_string_equal(kl_usage_result(t)->stop_reason, "stop");
     kl_arena_free(&a);
 }
 
