@@ -15,6 +15,8 @@ struct kl_writer {
     struct kl_rec **ring;
     size_t cap, head, count;    /* queued records */
     size_t reserved;            /* slots promised but not yet pushed */
+    size_t held;                /* in-progress records held at the front (see coalesce_into) */
+    int64_t held_until;         /* when the oldest of them is due */
     bool stop;
     struct kl_store *store;
     struct kl_writer_opts o;
@@ -62,9 +64,16 @@ static void tick(struct kl_writer *w, bool last)
     w->o.tick(w->store, w->o.tick_arg);
 }
 
-/* An exchange's "in progress" record is only a safety net for a crash. When
- * its final record is in the same batch, the final one alone is written:
- * under load most requests then cost one row write, not two. */
+/* An exchange's "in progress" record is only a safety net for a crash (and
+ * shows what is running now). When its final record arrives within
+ * KL_HOLD_MS, the final one alone is written: one row write per request
+ * instead of two. Until then it is held at the front of the queue, and a
+ * kill -9 loses the marker of requests younger than that; every other
+ * record is written at once. Real model calls mostly take longer and still
+ * get their in-progress row after KL_HOLD_MS; quick ones (errors, token
+ * counts, embeddings, cached answers) cost one row. */
+#define KL_HOLD_MS 100
+
 static uint32_t id_hash(const char *id)
 {
     uint32_t h = 2166136261u;
@@ -73,8 +82,16 @@ static uint32_t id_hash(const char *id)
     return h;
 }
 
-static size_t coalesce_into(struct kl_rec **batch, size_t n, struct kl_rec **slots, size_t nslots,
-                            struct kl_rec **out)
+/* Sort a batch into the records to write (out) and the in-progress ones to
+ * hold (held, at most maxheld, in queue order). An in-progress record whose
+ * final record is in the batch is neither: the final one is inserted whole. */
+struct sorted {
+    size_t nout, nheld;
+    int64_t held_until;
+};
+
+static struct sorted coalesce_into(struct kl_rec **batch, size_t n, struct kl_rec **slots, size_t nslots,
+                                   struct kl_rec **out, struct kl_rec **held, size_t maxheld, int64_t now)
 {
     /* slots: an open-addressing set of the batch's final records, by id */
     memset(slots, 0, nslots * sizeof(*slots));
@@ -86,7 +103,7 @@ static size_t coalesce_into(struct kl_rec **batch, size_t n, struct kl_rec **slo
             h = (h + 1) & (nslots - 1);
         slots[h] = batch[i];
     }
-    size_t m = 0;
+    struct sorted r = {0, 0, 0};
     for (size_t i = 0; i < n; i++) {
         if (batch[i]->state == KL_REC_IN_PROGRESS) {
             struct kl_rec *final = NULL;
@@ -97,10 +114,18 @@ static size_t coalesce_into(struct kl_rec **batch, size_t n, struct kl_rec **slo
                 final->begun = false; /* no row to update: the final one is inserted whole */
                 continue;
             }
+            int64_t age = now - batch[i]->started_ms;
+            if (age >= 0 && age < KL_HOLD_MS && r.nheld < maxheld) {
+                int64_t due = batch[i]->started_ms + KL_HOLD_MS;
+                if (!r.nheld || due < r.held_until)
+                    r.held_until = due;
+                held[r.nheld++] = batch[i];
+                continue;
+            }
         }
-        out[m++] = batch[i];
+        out[r.nout++] = batch[i];
     }
-    return m;
+    return r;
 }
 
 static void *writer_main(void *arg)
@@ -108,18 +133,28 @@ static void *writer_main(void *arg)
     struct kl_writer *w = arg;
     struct kl_rec **batch = calloc(w->o.batch, sizeof(*batch));
     struct kl_rec **out = calloc(w->o.batch, sizeof(*out));
+    struct kl_rec **held = calloc(w->o.batch, sizeof(*held));
     size_t nslots = 16;
     while (nslots < 2 * w->o.batch)
         nslots *= 2;
     struct kl_rec **slots = calloc(nslots, sizeof(*slots));
-    if (!batch || !out || !slots)
+    if (!batch || !out || !held || !slots)
         abort();
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        while (w->count == 0 && !w->stop) {
+        /* nothing new: wait for records, for held ones to fall due, or a second */
+        while ((w->count == 0 || (w->count == w->held && wall_ms() < w->held_until)) && !w->stop) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 1;
+            int64_t wait_ms = 1000;
+            if (w->count && w->held_until - wall_ms() < wait_ms)
+                wait_ms = w->held_until - wall_ms() > 0 ? w->held_until - wall_ms() : 0;
+            until.tv_sec += wait_ms / 1000;
+            until.tv_nsec += (wait_ms % 1000) * 1000000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
             pthread_cond_timedwait(&w->cond, &w->lock, &until);
             if (w->count == 0 && !w->stop) {
                 pthread_mutex_unlock(&w->lock);
@@ -130,10 +165,10 @@ static void *writer_main(void *arg)
         }
         if (w->count == 0 && w->stop)
             break;
-        if (w->count < w->o.batch / 2 && !w->stop) {
+        if (w->count - w->held < w->o.batch / 2 && !w->stop) {
             /* Group commit: let a few more records arrive so one transaction
              * carries them (and a request's in-progress row meets its final
-             * row), instead of one fsync'ed transaction per record. */
+             * row), instead of one transaction per record. */
             pthread_mutex_unlock(&w->lock);
             struct timespec gather = {0, 2 * 1000000};
             nanosleep(&gather, NULL);
@@ -142,11 +177,14 @@ static void *writer_main(void *arg)
         size_t n = w->count < w->o.batch ? w->count : w->o.batch;
         for (size_t i = 0; i < n; i++)
             batch[i] = w->ring[(w->head + i) % w->cap];
+        bool stopping = w->stop;
         pthread_mutex_unlock(&w->lock);
 
         char err[512];
-        size_t nw = coalesce_into(batch, n, slots, nslots, out);
-        if (kl_store_write(w->store, out, nw, err, sizeof(err)) < 0) {
+        /* at most a quarter of a batch held, so new records always get in */
+        struct sorted st = coalesce_into(batch, n, slots, nslots, out, held, stopping ? 0 : w->o.batch / 4,
+                                         wall_ms());
+        if (st.nout && kl_store_write(w->store, out, st.nout, err, sizeof(err)) < 0) {
             /* Keep the records and try again; meanwhile the queue fills and
              * new requests are refused rather than records dropped. */
             w->failures++;
@@ -160,19 +198,30 @@ static void *writer_main(void *arg)
                 break; /* the store is gone; give up at shutdown */
             continue;
         }
-        for (size_t i = 0; i < n; i++)
-            kl_rec_free(batch[i]);
+        for (size_t i = 0, h = 0; i < n; i++) {
+            if (h < st.nheld && batch[i] == held[h])
+                h++;
+            else
+                kl_rec_free(batch[i]);
+        }
         purge(w);
         tick(w, false);
         pthread_mutex_lock(&w->lock);
-        w->head = (w->head + n) % w->cap;
-        w->count -= n;
-        w->written += n;
+        /* the held records go back to the front of the queue, in order */
+        size_t done = n - st.nheld;
+        for (size_t h = 0; h < st.nheld; h++)
+            w->ring[(w->head + done + h) % w->cap] = held[h];
+        w->head = (w->head + done) % w->cap;
+        w->count -= done;
+        w->written += done;
+        w->held = st.nheld;
+        w->held_until = st.held_until;
     }
     pthread_mutex_unlock(&w->lock);
     tick(w, true);
     free(batch);
     free(out);
+    free(held);
     free(slots);
     return NULL;
 }

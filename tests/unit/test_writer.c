@@ -1,6 +1,7 @@
 /* The record writer: slots are reserved up front and a full queue refuses
  * instead of dropping; what is queued is written, in-progress rows that
- * meet their final row are coalesced; a final row updates the in-progress
+ * meet their final row (in a batch, or while held for 100 ms) are
+ * coalesced; a final row updates the in-progress
  * row written before it (or is inserted when that row is not there); a
  * database of the previous schema opens and is migrated. */
 #include <setjmp.h>
@@ -10,24 +11,38 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include <sqlite3.h>
 
 #include "record/writer.h"
 
-static struct kl_rec *rec(const char *id, enum kl_rec_state st)
+static struct kl_rec *rec_at(const char *id, enum kl_rec_state st, int64_t started_ms)
 {
     struct kl_rec r;
     memset(&r, 0, sizeof(r));
     snprintf(r.id, sizeof(r.id), "%s", id);
     r.state = st;
-    r.started_ms = 1;
+    r.started_ms = started_ms;
     r.latency_ms = r.ttft_ms = -1;
     r.status = st == KL_REC_DONE ? 200 : 0;
     r.begun = st == KL_REC_DONE; /* as record.c: the writer clears it when it coalesces */
-    r.ended_ms = st == KL_REC_DONE ? 2 : 0;
+    r.ended_ms = st == KL_REC_DONE ? started_ms + 1 : 0;
     return kl_rec_pack(&r);
+}
+
+/* A record of a request that started long ago. */
+static struct kl_rec *rec(const char *id, enum kl_rec_state st)
+{
+    return rec_at(id, st, 1);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void remove_db(const char *path)
@@ -38,6 +53,17 @@ static void remove_db(const char *path)
     unlink(side);
     snprintf(side, sizeof(side), "%s-shm", path);
     unlink(side);
+}
+
+/* A new store in a fresh temporary file, whose name goes to path. */
+static struct kl_store *temp_store(char *path)
+{
+    strcpy(path, "/tmp/kl-writer-XXXXXX");
+    close(mkstemp(path));
+    char err[256];
+    struct kl_store *s = kl_store_open(KL_STORE_SQLITE, path, true, err, sizeof(err));
+    assert_non_null(s);
+    return s;
 }
 
 /* One row of the requests table as JSON (NULL when it is not there). */
@@ -110,11 +136,8 @@ static void write1(struct kl_store *s, struct kl_rec *r)
 static void final_row_updates_or_inserts(void **state)
 {
     (void)state;
-    char path[] = "/tmp/kl-writer-XXXXXX";
-    close(mkstemp(path));
-    char err[256];
-    struct kl_store *s = kl_store_open(KL_STORE_SQLITE, path, true, err, sizeof(err));
-    assert_non_null(s);
+    char path[32], err[256];
+    struct kl_store *s = temp_store(path);
 
     write1(s, full("a", KL_REC_IN_PROGRESS, false));
     cJSON *r = row(s, "a");
@@ -226,12 +249,8 @@ static void previous_schema_is_migrated(void **state)
 static void full_queue_refuses_and_nothing_is_lost(void **state)
 {
     (void)state;
-    char path[] = "/tmp/kl-writer-XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
-    char err[256];
-    struct kl_store *s = kl_store_open(KL_STORE_SQLITE, path, true, err, sizeof(err));
-    assert_non_null(s);
+    char path[32], err[256];
+    struct kl_store *s = temp_store(path);
     struct kl_writer_opts o = {.queue = 16, .batch = 8};
     struct kl_writer *w = kl_writer_start(s, &o);
     assert_true(kl_writer_reserve(w, 16));
@@ -258,12 +277,71 @@ static void full_queue_refuses_and_nothing_is_lost(void **state)
     remove_db(path);
 }
 
+/* The in-progress record of a request that ends within the writer's hold
+ * time (100 ms) is never written: one row per quick request. A request
+ * still running after it gets its in-progress row; stopping writes whatever
+ * is held. Polled through a second connection, as the query thread reads. */
+static void quick_requests_cost_one_row(void **state)
+{
+    (void)state;
+    char path[32], err[256];
+    struct kl_store *s = temp_store(path);
+    struct kl_store *reader = kl_store_open(KL_STORE_SQLITE, path, false, err, sizeof(err));
+    assert_non_null(reader);
+    /* every row inserted, with its state at insertion */
+    assert_int_equal(kl_store_exec(s, "CREATE TABLE inserted (id TEXT, state TEXT)", NULL, 0, NULL, err,
+                                   sizeof(err)), 0);
+    assert_int_equal(kl_store_exec(s, "CREATE TRIGGER log_insert AFTER INSERT ON requests"
+                                      " BEGIN INSERT INTO inserted VALUES (new.id, new.state); END",
+                                   NULL, 0, NULL, err, sizeof(err)), 0);
+    struct kl_writer_opts o = {.queue = 64, .batch = 16};
+    struct kl_writer *w = kl_writer_start(s, &o);
+    assert_true(kl_writer_reserve(w, 4));
+    int64_t t0 = now_ms();
+    kl_writer_push(w, rec_at("slow", KL_REC_IN_PROGRESS, t0));
+    kl_writer_push(w, rec_at("quick", KL_REC_IN_PROGRESS, t0));
+    struct timespec pause = {0, 5 * 1000000};
+    nanosleep(&pause, NULL);    /* the writer has most likely held both by now */
+    kl_writer_push(w, rec_at("quick", KL_REC_DONE, t0));
+    cJSON *r = NULL;
+    for (int i = 0; i < 1000 && !r; i++) {
+        nanosleep(&pause, NULL);
+        r = row(reader, "slow");
+    }
+    assert_non_null(r);
+    assert_string_equal(str(r, "state"), "in_progress");
+    assert_true(now_ms() - t0 >= 100);    /* not before it was due */
+    cJSON_Delete(r);
+    r = row(reader, "quick");
+    assert_non_null(r);
+    assert_string_equal(str(r, "state"), "done");
+    cJSON_Delete(r);
+    kl_writer_push(w, rec_at("at-stop", KL_REC_IN_PROGRESS, now_ms()));
+    kl_writer_stop(w);
+    r = row(reader, "at-stop");
+    assert_non_null(r);
+    assert_string_equal(str(r, "state"), "in_progress");
+    cJSON_Delete(r);
+    /* the quick request's row was inserted once, already done */
+    cJSON *rows = NULL;
+    assert_int_equal(kl_store_exec(reader, "SELECT id || ':' || state AS r FROM inserted ORDER BY rowid", NULL, 0,
+                                   &rows, err, sizeof(err)), 0);
+    assert_int_equal(cJSON_GetArraySize(rows), 3);
+    assert_string_equal(str(cJSON_GetArrayItem(rows, 0), "r"), "quick:done");
+    assert_string_equal(str(cJSON_GetArrayItem(rows, 1), "r"), "slow:in_progress");
+    assert_string_equal(str(cJSON_GetArrayItem(rows, 2), "r"), "at-stop:in_progress");
+    cJSON_Delete(rows);
+    kl_store_close(reader);
+    remove_db(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(full_queue_refuses_and_nothing_is_lost),
         cmocka_unit_test(final_row_updates_or_inserts),
         cmocka_unit_test(previous_schema_is_migrated),
+        cmocka_unit_test(quick_requests_cost_one_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
