@@ -8,6 +8,7 @@
 #include "account/sse.h"
 #include "account/usage.h"
 #include "admit/admit.h"
+#include "core/jsonscan.h"
 #include "core/text.h"
 #include "identity/identity.h"
 #include "listen/conn.h"
@@ -74,17 +75,19 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream)
 }
 
 /* The chunk an OpenAI chat stream sends when include_usage is on:
- * {"choices":[], "usage":{...}} — the caller did not ask for it. */
+ * {"choices":[], "usage":{...}} — the caller did not ask for it. With
+ * include_usage every chunk has a "usage" member (null until the last), so
+ * this runs for every event: the byte scanner, not a cJSON tree. */
 static bool is_usage_only_chunk(const char *data, size_t len)
 {
     if (!data || !memmem(data, len, "\"usage\"", 7))
         return false;
-    cJSON *j = cJSON_ParseWithLength(data, len);
-    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(j, "choices");
-    bool only = cJSON_IsArray(choices) && cJSON_GetArraySize(choices) == 0 &&
-                cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "usage"));
-    cJSON_Delete(j);
-    return only;
+    struct kl_json_want w[] = {{.key = "choices"}, {.key = "usage"}};
+    if (kl_json_scan_members(data, len, w, 2) < 0 || !w[0].end || !w[1].end || data[w[0].start] != '[' ||
+        data[w[1].start] != '{')
+        return false;
+    size_t pos = 0, vs, ve;
+    return !kl_json_array_next(data + w[0].start, w[0].end - w[0].start, &pos, &vs, &ve, NULL, 0);
 }
 
 static void forward(kl_exchange *ex, const char *data, size_t len)
