@@ -5,18 +5,24 @@
 
 /* Length of the first complete event in p[0..len), or 0 when there is none
  * yet. An event ends at an empty line; lines end in \r\n, \n or \r. A '\r'
- * at the very end may still be followed by '\n', so it waits. */
+ * at the very end may still be followed by '\n', so it waits. Line breaks
+ * are found with memchr, a line at a time: this runs over every streamed
+ * byte. */
 static size_t event_end(const char *p, size_t len)
 {
     bool line_start = true;
-    for (size_t i = 0; i < len; i++) {
-        char c = p[i];
-        if (c != '\n' && c != '\r') {
+    size_t i = 0;
+    while (i < len) {
+        const char *nl = memchr(p + i, '\n', len - i);
+        size_t end = nl ? (size_t)(nl - p) : len;
+        const char *cr = memchr(p + i, '\r', end - i);
+        size_t b = cr ? (size_t)(cr - p) : end;     /* the line break, or len */
+        if (b == len)
+            return 0;
+        if (b > i)
             line_start = false;
-            continue;
-        }
-        size_t next = i + 1;
-        if (c == '\r') {
+        size_t next = b + 1;
+        if (p[b] == '\r') {
             if (next == len)
                 return 0;
             if (p[next] == '\n')
@@ -25,7 +31,7 @@ static size_t event_end(const char *p, size_t len)
         if (line_start)
             return next;
         line_start = true;
-        i = next - 1;
+        i = next;
     }
     return 0;
 }
