@@ -3,20 +3,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Where the line starting at i ends: the first '\n' or '\r', or len.
+ * Found with memchr, since this runs over every streamed byte. */
+static size_t line_break(const char *p, size_t i, size_t len)
+{
+    const char *nl = memchr(p + i, '\n', len - i);
+    size_t end = nl ? (size_t)(nl - p) : len;
+    const char *cr = memchr(p + i, '\r', end - i);
+    return cr ? (size_t)(cr - p) : end;
+}
+
 /* Length of the first complete event in p[0..len), or 0 when there is none
  * yet. An event ends at an empty line; lines end in \r\n, \n or \r. A '\r'
- * at the very end may still be followed by '\n', so it waits. Line breaks
- * are found with memchr, a line at a time: this runs over every streamed
- * byte. */
+ * at the very end may still be followed by '\n', so it waits. */
 static size_t event_end(const char *p, size_t len)
 {
     bool line_start = true;
     size_t i = 0;
     while (i < len) {
-        const char *nl = memchr(p + i, '\n', len - i);
-        size_t end = nl ? (size_t)(nl - p) : len;
-        const char *cr = memchr(p + i, '\r', end - i);
-        size_t b = cr ? (size_t)(cr - p) : end;     /* the line break, or len */
+        size_t b = line_break(p, i, len);   /* the line break, or len */
         if (b == len)
             return 0;
         if (b > i)
@@ -103,8 +108,7 @@ void kl_sse_fields(const char *raw, size_t len, const char **event, size_t *even
     size_t i = 0;
     while (i < len) {
         size_t start = i;
-        while (i < len && raw[i] != '\n' && raw[i] != '\r')
-            i++;
+        i = line_break(raw, i, len);
         const char *line = raw + start;
         size_t ll = i - start;
         if (i < len && raw[i] == '\r' && i + 1 < len && raw[i + 1] == '\n')

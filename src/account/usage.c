@@ -261,9 +261,7 @@ static bool chat_event_wanted(kl_usage_parser *p, const char *d, size_t n)
                 KEY("function_call", 0), KEY("error", '{')};
 #undef KEY
     const char *end = d + n;
-    for (const char *q = d; q + 1 < end; q++) {
-        if (q[0] != '"')
-            continue;
+    for (const char *q = d; (q = memchr(q, '"', (size_t)(end - q))) && q + 1 < end; q++) {
         int k;
         switch (q[1]) {         /* the keys' first letters */
         case 'u': k = 0; break;
