@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -368,6 +369,28 @@ static void relay_body(struct kl_h1_xfer *x)
     arm(x, &x->timer, timeouts(x)->upstream_idle);
 }
 
+/* libevent 2.1 reads at most 4 KiB per call (EVBUFFER_MAX_READ). When the
+ * input holds nearly that much, more is likely waiting: a large answer (a
+ * batch of embeddings, a long completion) is then read up to 64 KiB at a
+ * time, one wake-up instead of sixteen; a small answer or event costs no
+ * extra call. An error or the end of the stream is left for the
+ * bufferevent's next read. */
+static void read_more(struct bufferevent *bev)
+{
+    struct evbuffer *in = bufferevent_get_input(bev);
+    if (evbuffer_get_length(in) < 3072)
+        return;
+    /* the bufferevent keeps its input's end frozen to everyone else */
+    evbuffer_unfreeze(in, 0);
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(in, 65536, &v, 1) == 1) {
+        ssize_t r = read(bufferevent_getfd(bev), v.iov_base, v.iov_len);
+        v.iov_len = r > 0 ? (size_t)r : 0;
+        evbuffer_commit_space(in, &v, r > 0 ? 1 : 0);
+    }
+    evbuffer_freeze(in, 0);
+}
+
 /* Parse the head once it is complete (skipping interim 1xx answers), relay
  * it, and go on with the body. */
 static void on_read(struct bufferevent *bev, void *arg)
@@ -412,8 +435,10 @@ static void on_read(struct bufferevent *bev, void *arg)
         arm(x, &x->timer, timeouts(x)->upstream_idle);
         kl_pipeline_response_head(ex, r.status, headers, r.content_length, r.event_stream);
     }
-    if (x->state == X_BODY)
+    if (x->state == X_BODY) {
+        read_more(bev);
         relay_body(x);
+    }
 }
 
 static void on_write(struct bufferevent *bev, void *arg)

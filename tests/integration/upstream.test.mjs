@@ -54,6 +54,19 @@ function scriptedUpstream(scripts) {
 
 const JSON_BODY = '{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}';
 
+// An embeddings-sized answer: ~3 MB of JSON, built once.
+let big = null;
+function bigBody() {
+  if (!big) {
+    const vec = Array.from({ length: 1536 }, (_, i) => ((i * 7919) % 1000) / 1000 - 0.5);
+    const n = Math.ceil(3 * 1024 * 1024 / JSON.stringify(vec).length);
+    const data = Array.from({ length: n }, (_, index) => ({ object: 'embedding', index, embedding: vec }));
+    big = Buffer.from(JSON.stringify({ object: 'list', data, model: 'gpt-4o',
+      usage: { prompt_tokens: 5, total_tokens: 5 } }));
+  }
+  return big;
+}
+
 const scripts = {
   ok(sock) {
     sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${JSON_BODY.length}\r\n` +
@@ -116,6 +129,20 @@ const scripts = {
   // Promises 1000 bytes, sends 10, closes.
   short(sock) {
     sock.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"partial"');
+  },
+  // A 3 MB answer, with a length or in 100 KB chunks, written in pieces.
+  async big(sock, req) {
+    const body = bigBody();
+    const chunked = req.headers['x-framing'] === 'chunked';
+    sock.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
+      (chunked ? 'Transfer-Encoding: chunked\r\n\r\n' : `Content-Length: ${body.length}\r\n\r\n`));
+    for (let i = 0; i < body.length; i += 100000) {
+      const piece = body.subarray(i, i + 100000);
+      sock.write(chunked ? Buffer.concat([Buffer.from(`${piece.length.toString(16)}\r\n`), piece,
+        Buffer.from('\r\n')]) : piece);
+      if (i % 1000000 === 0) await new Promise((r) => setTimeout(r, 5));
+    }
+    if (chunked) sock.write('0\r\n\r\n');
   },
   // A provider error, passed through with its status and body.
   teapot(sock) {
@@ -244,6 +271,16 @@ describe('upstream: the native HTTP/1.1 client', () => {
     let sum2 = 0;
     for (let i = 0; i < small.length; i++) sum2 = (sum2 + small.charCodeAt(i)) % 1000003;
     assert.ok(text.includes(JSON.stringify({ len: small.length, sum: sum2 })), 'the pipelined one too');
+  });
+
+  it('a 3 MB answer arrives intact, with a length and chunked', async () => {
+    const want = bigBody();
+    for (const framing of ['length', 'chunked']) {
+      const r = await chat('big', { headers: { 'x-framing': framing } });
+      assert.equal(r.status, 200);
+      assert.equal(r.text.length, want.length, framing);
+      assert.ok(r.text === want.toString(), framing);
+    }
   });
 
   it('relays a chunked stream with extensions and trailers, event by event', async () => {
