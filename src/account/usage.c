@@ -613,6 +613,27 @@ static void chat_whole_scan(kl_usage_parser *p, const char *s, size_t len)
     }
 }
 
+/* An embeddings answer: megabytes of vectors around two members that
+ * matter, read by the scanner (a cJSON tree of a batch's vectors cost tens
+ * of milliseconds). */
+static void embeddings_scan(kl_usage_parser *p, const char *s, size_t len)
+{
+    struct kl_json_want w[] = {{.key = "model"}, {.key = "usage"}};
+    if (kl_json_scan_members(s, len, w, 2) < 0)
+        return;
+    char text[MAX_MODEL_LEN + 1];
+    set_model(p, span_text(s, &w[0], text, sizeof(text)));
+    if (!w[1].end || s[w[1].start] != '{')
+        return;
+    struct kl_json_want pt = {.key = "prompt_tokens"};
+    const char *us = s + w[1].start;
+    kl_json_scan_members(us, w[1].end - w[1].start, &pt, 1);
+    int64_t input = 0;
+    span_count(us, &pt, &input);
+    p->u.input = input;
+    p->u.known = true;
+}
+
 /* ---- dispatch ---- */
 
 static void whole_object(kl_usage_parser *p, const char *body, size_t len)
@@ -628,6 +649,10 @@ static void whole_object(kl_usage_parser *p, const char *body, size_t len)
         chat_whole_scan(p, body, len);
         return;
     }
+    if (p->kind == KL_USAGE_OPENAI_EMBEDDINGS) {
+        embeddings_scan(p, body, len);
+        return;
+    }
     cJSON *root = cJSON_ParseWithLength(body, len);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
@@ -640,15 +665,6 @@ static void whole_object(kl_usage_parser *p, const char *body, size_t len)
     case KL_USAGE_OPENAI_RESPONSES:
         responses_object(p, root);
         break;
-    case KL_USAGE_OPENAI_EMBEDDINGS: {
-        set_model(p, str_member(root, "model"));
-        const cJSON *us = member(root, "usage");
-        if (cJSON_IsObject(us)) {
-            p->u.input = count(us, "prompt_tokens");
-            p->u.known = true;
-        }
-        break;
-    }
     case KL_USAGE_ANTHROPIC:
         anthropic_message(p, root);
         break;
