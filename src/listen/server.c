@@ -387,9 +387,12 @@ int kl_server_run(kl_config *cfg)
             w->listen_fds[a] = -1; /* owned by the listener now */
             evconnlistener_set_error_cb(w->listeners[a], on_accept_error);
         }
+        /* ~55 bytes a number: 65,536 numbers in all (3.6 MB), shared by the
+         * workers, at least 8,192 each; beyond that entries come as before */
         struct rlimit nofile;
+        int fill = 65536 / nw > 8192 ? 65536 / nw : 8192;
         if (getrlimit(RLIMIT_NOFILE, &nofile) == 0)
-            prefill_fd_map(w->base, nofile.rlim_cur < 65536 ? (int)nofile.rlim_cur : 65536);
+            prefill_fd_map(w->base, nofile.rlim_cur < (rlim_t)fill ? (int)nofile.rlim_cur : fill);
         w->wake = event_new(w->base, -1, 0, on_wake, w);
         w->log_timer = evtimer_new(w->base, on_log_timer, w);
         w->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
