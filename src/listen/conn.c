@@ -222,8 +222,9 @@ static void read_body(struct kl_conn *c)
         }
         /* libevent 2.1 reads at most 4 KiB per call (EVBUFFER_MAX_READ):
          * the rest of what the socket holds goes straight into the body's
-         * buffer in one read. An error or the end of the stream is left for
-         * the bufferevent to find on its next read. */
+         * buffer in one read. The end of the stream, or the EOF the socket
+         * reports after an error, is left for the bufferevent's next read:
+         * either way the client went away mid-body (499). */
         if (n == have && n < want && !c->tls) {
             ssize_t r = read(bufferevent_getfd(c->bev), ex->body + ex->body_len, want - n);
             if (r > 0)

@@ -40,6 +40,7 @@ struct kl_h1_xfer {
     enum xstate state;
     size_t next_addr;                   /* next address of the origin to try */
     int last_err;                       /* errno of the last failed connect */
+    int read_err;                       /* errno read_more met (the socket says EOF after it) */
     struct kl_h1_response resp;
     kl_h1_body body;
     bool reused;                        /* the connection came from the pool */
@@ -373,10 +374,12 @@ static void relay_body(struct kl_h1_xfer *x)
  * input holds nearly that much, more is likely waiting: a large answer (a
  * batch of embeddings, a long completion) is then read up to 64 KiB at a
  * time, one wake-up instead of sixteen; a small answer or event costs no
- * extra call. An error or the end of the stream is left for the
- * bufferevent's next read. */
-static void read_more(struct bufferevent *bev)
+ * extra call. The end of the stream is left for the bufferevent's next read;
+ * an error is kept, since after it the socket reports only EOF, which would
+ * end a close-delimited body as if it were complete (see on_event). */
+static void read_more(struct kl_h1_xfer *x)
 {
+    struct bufferevent *bev = x->conn->bev;
     struct evbuffer *in = bufferevent_get_input(bev);
     if (evbuffer_get_length(in) < 3072)
         return;
@@ -385,6 +388,8 @@ static void read_more(struct bufferevent *bev)
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(in, 65536, &v, 1) == 1) {
         ssize_t r = read(bufferevent_getfd(bev), v.iov_base, v.iov_len);
+        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            x->read_err = errno;
         v.iov_len = r > 0 ? (size_t)r : 0;
         evbuffer_commit_space(in, &v, r > 0 ? 1 : 0);
     }
@@ -436,7 +441,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         kl_pipeline_response_head(ex, r.status, headers, r.content_length, r.event_stream);
     }
     if (x->state == X_BODY) {
-        read_more(bev);
+        read_more(x);
         relay_body(x);
     }
 }
@@ -459,6 +464,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     int err = EVUTIL_SOCKET_ERROR();
+    if ((what & BEV_EVENT_EOF) && x->read_err) {
+        what = BEV_EVENT_READING | BEV_EVENT_ERROR;     /* read_more saw the error first */
+        err = x->read_err;
+    }
     if (x->state == X_CONNECT) {
         x->last_err = err ? err : ECONNREFUSED;
         kl_h1_conn_close(x->conn);

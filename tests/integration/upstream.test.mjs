@@ -113,6 +113,12 @@ const scripts = {
     sock.write(JSON_BODY.slice(0, 10));
     setTimeout(() => { sock.end(JSON_BODY.slice(10)); }, 20);
   },
+  // A close-delimited body cut by a reset: data and the RST arrive together,
+  // so libevent's read or keyless's larger read (read_more) may meet it.
+  'close-reset'(sock) {
+    sock.write('HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n');
+    sock.write('x'.repeat(300000), () => sock.resetAndDestroy());
+  },
   'conn-close'(sock) {
     sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: ${JSON_BODY.length}\r\n\r\n${JSON_BODY}`);
   },
@@ -301,6 +307,14 @@ describe('upstream: the native HTTP/1.1 client', () => {
     assert.equal(r2.status, 200);
     const [a, b] = up.seen.slice(n0);
     assert.notEqual(a.conn, b.conn);
+  });
+
+  it('a close-delimited answer cut by a reset is an error, not a complete answer', async () => {
+    for (let i = 0; i < 5; i++) {
+      const r = await chat('close-reset');
+      assert.equal(r.status, 200); // the head had gone out
+      assert.equal(r.text, null, 'the body must end as broken, not complete');
+    }
   });
 
   it('Connection: close is honoured', async () => {
