@@ -142,8 +142,11 @@ static void *writer_main(void *arg)
         abort();
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        /* nothing new: wait for records, for held ones to fall due, or a second */
-        while ((w->count == 0 || (w->count == w->held && wall_ms() < w->held_until)) && !w->stop) {
+        /* nothing new: wait for records, for held ones to fall due (a due
+         * time further off than the hold means the clock went back: go on),
+         * or a second */
+        while ((w->count == 0 || (w->count == w->held && wall_ms() < w->held_until &&
+                                  w->held_until - wall_ms() <= KL_HOLD_MS)) && !w->stop) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             int64_t wait_ms = 1000;
@@ -156,7 +159,7 @@ static void *writer_main(void *arg)
                 until.tv_nsec -= 1000000000;
             }
             pthread_cond_timedwait(&w->cond, &w->lock, &until);
-            if (w->count == 0 && !w->stop) {
+            if (w->count == w->held && !w->stop) {
                 pthread_mutex_unlock(&w->lock);
                 purge(w);
                 tick(w, false);
