@@ -107,9 +107,12 @@ function line(l) {
     frames = [];
     return;
   }
-  if (!l.startsWith('\t') && !l.startsWith(' ')) {
+  // A sample starts with its thread id alone on a line (perf right-aligns
+  // it, so it may start with spaces); frames are an address, symbol, (dso).
+  const head = /^\s*(\d+)\s*$/.exec(l);
+  if (head) {
     if (tid !== null) account(tid, frames);
-    tid = l.trim().split(/\s+/)[0];
+    tid = head[1];
     frames = [];
     return;
   }

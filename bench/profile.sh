@@ -48,12 +48,13 @@ sleep 1
 NGINX_PIDS=$(proc_pids "$NGINX_PID" | tr '\n' ' ')
 ALL_PIDS="$MOCK_PID $SSEUP_PID $FTS_PID $KL_PID $NGINX_PIDS"
 
-# Thread roles, by creation order: main, record writer, record queries, workers.
-mapfile -t TIDS < <(ls "/proc/$KL_PID/task" | sort -n)
+# Thread roles by name (keyless names them): kl-writer, kl-query, kl-worker-N.
+tid_named() { grep -lx "$1" /proc/"$KL_PID"/task/*/comm | cut -d/ -f5; }
+WRITER_TID=$(tid_named kl-writer)
+mapfile -t WORKER_TIDS < <(tid_named 'kl-worker-[0-9]*')
 {
-  echo "keyless pid $KL_PID threads (creation order):"
-  roles=(main writer query)
-  for i in "${!TIDS[@]}"; do echo "  ${TIDS[$i]} ${roles[$i]:-worker}"; done
+  echo "keyless pid $KL_PID threads:"
+  for t in /proc/"$KL_PID"/task/*; do echo "  ${t##*/} $(cat "$t/comm")"; done
 } >"$OUT/threads.txt"
 
 wrk_load() { # CONNS BODY SECONDS ADDR
@@ -66,7 +67,7 @@ wrk_load() { # CONNS BODY SECONDS ADDR
 report() {
   local name=$1 reqs=$2 unit=$3 data="$TMP/$1.data" o="$OUT/perf-$1"
   perf script -i "$data" -F tid,ip,sym,dso 2>/dev/null |
-    node "$BENCH_DIR/perfsum.mjs" --writer "${TIDS[1]}" --hz 999 --requests "$reqs" --unit "$unit" \
+    node "$BENCH_DIR/perfsum.mjs" --writer "$WRITER_TID" --hz 999 --requests "$reqs" --unit "$unit" \
       --detail 'libcurl transfer|writer' >"$o-summary.md" || true
   perf report -i "$data" --no-children --sort pid -g none --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' >"$o-threads.txt" || true
   perf report -i "$data" --no-children --sort dso -g none --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' >"$o-dso.txt" || true
@@ -74,12 +75,12 @@ report() {
   perf report -i "$data" --children --sort sym -g none --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -400 >"$o-children.txt" || true
   # The worker thread(s) alone, inclusive, with callers folded in.
   local w
-  for w in "${TIDS[@]:3}"; do
+  for w in "${WORKER_TIDS[@]}"; do
     perf report -i "$data" --tid "$w" --children --sort sym -g none --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -400 >"$o-worker-$w.txt" || true
     perf report -i "$data" --tid "$w" --no-children --sort dso,sym -g caller,0.5,callee,function,percent --stdio 2>/dev/null |
       head -3000 >"$o-worker-$w-callgraph.txt" || true
   done
-  perf report -i "$data" --tid "${TIDS[1]}" --no-children --sort dso,sym -g none --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 >"$o-writer.txt" || true
+  perf report -i "$data" --tid "$WRITER_TID" --no-children --sort dso,sym -g none --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 >"$o-writer.txt" || true
   [ "${BENCH_KEEP_PERF:-0}" = 1 ] && cp "$data" "$OUT/$name.perf.data"
   log "profile $name: $(head -3 "$o-threads.txt" | tr -s ' ' | tr '\n' ';')"
 }
@@ -172,7 +173,7 @@ if want offcore; then
   # Back to back: writer on keyless's core (as in run.sh), then on the other.
   for conns in 64 1; do
     for where in "$PROXY_CPU" "$LOAD_CPU"; do
-      taskset -p -c "$where" "${TIDS[1]}" >/dev/null
+      taskset -p -c "$where" "$WRITER_TID" >/dev/null
       wrk_load "$conns" chat-1k.json 2 "$KL_ADDR" >/dev/null 2>&1 || true
       # shellcheck disable=SC2086
       wait_quiet $ALL_PIDS
@@ -180,7 +181,7 @@ if want offcore; then
       log "writer on cpu $where, $conns conns: $(grep -E 'Requests/sec' "$OUT/wrk-offcore-c$conns-writer-cpu$where.txt" | tr -s ' ')"
     done
   done
-  taskset -p -c "$PROXY_CPU" "${TIDS[1]}" >/dev/null
+  taskset -p -c "$PROXY_CPU" "$WRITER_TID" >/dev/null
   {
     echo "record writer thread on keyless's core vs on the load core (wrk, 1 KB chat, 8 s each)"
     for f in "$OUT"/wrk-offcore-*.txt; do

@@ -400,8 +400,12 @@ int kl_server_run(kl_config *cfg)
     kl_info("keyless started: %d worker%s, %zu provider%s", nw, nw == 1 ? "" : "s",
             cfg->nproviders, cfg->nproviders == 1 ? "" : "s");
 
-    for (int i = 0; i < nw; i++)
+    for (int i = 0; i < nw; i++) {
         pthread_create(&srv.workers[i].thread, NULL, worker_main, &srv.workers[i]);
+        char name[16];
+        snprintf(name, sizeof(name), "kl-worker-%u", (unsigned)i % 10000u); /* 15 chars at most */
+        pthread_setname_np(srv.workers[i].thread, name);
+    }
 
     struct event *house = event_new(mb, -1, EV_PERSIST, on_housekeeping, &srv);
     struct timeval every = {2, 0};

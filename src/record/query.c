@@ -51,6 +51,7 @@ struct kl_query *kl_query_start(struct kl_store *store)
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->cond, NULL);
     pthread_create(&q->thread, NULL, query_main, q);
+    pthread_setname_np(q->thread, "kl-query");
     return q;
 }
 

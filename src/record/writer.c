@@ -247,6 +247,7 @@ struct kl_writer *kl_writer_start(struct kl_store *store, const struct kl_writer
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->cond, NULL);
     pthread_create(&w->thread, NULL, writer_main, w);
+    pthread_setname_np(w->thread, "kl-writer"); /* for top -H, ps -L, perf */
     return w;
 }
 
