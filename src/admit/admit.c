@@ -12,6 +12,7 @@
 #include "admit/quotas.h"
 #include "authorize/grants.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "identity/identity.h"
 #include "record/record.h"
 
@@ -222,7 +223,8 @@ enum kl_step kl_admit_run(kl_exchange *ex)
     if (!s || !ex->provider)
         return KL_NEXT;
     char qualified[512];
-    snprintf(qualified, sizeof(qualified), "%s/%s", ex->provider->id, ex->model);
+    if (!kl_join2(qualified, sizeof(qualified), ex->provider->id, '/', ex->model))
+        return KL_NEXT; /* not reached: authorize refuses a name this long */
     struct kl_admission *a = kl_arena_alloc(&ex->arena, sizeof(*a));
     bool dollars = false;
     for (size_t i = 0; i < s->ncaps; i++) {

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/text.h"
 #include "identity/identity.h"
 #include "route/route.h"
 
@@ -57,8 +58,7 @@ bool kl_authorize_model(const kl_exchange *ex, const struct kl_provider *p, cons
     if (!ex->grant_set)
         return false;
     char q[512];
-    int n = snprintf(q, sizeof(q), "%s/%s", p->id, model);
-    return n > 0 && (size_t)n < sizeof(q) && kl_grant_set_allows(ex->grant_set, q);
+    return kl_join2(q, sizeof(q), p->id, '/', model) && kl_grant_set_allows(ex->grant_set, q);
 }
 
 static bool allowed(void *arg, const struct kl_provider *p, const char *model)

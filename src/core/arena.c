@@ -91,6 +91,29 @@ char *kl_arena_strdup(kl_arena *a, const char *s)
     return kl_arena_strndup(a, s, strlen(s));
 }
 
+/* For the strings built on every request (upstream URL and headers, the
+ * record's source address): printf's format walk showed in profiles, and
+ * these only join strings. */
+char *kl_arena_concat(kl_arena *a, ...)
+{
+    va_list ap;
+    size_t total = 1;
+    va_start(ap, a);
+    for (const char *s; (s = va_arg(ap, const char *));)
+        total += strlen(s);
+    va_end(ap);
+    char *out = arena_take(a, total, false), *o = out;
+    va_start(ap, a);
+    for (const char *s; (s = va_arg(ap, const char *));) {
+        size_t n = strlen(s);
+        memcpy(o, s, n);
+        o += n;
+    }
+    va_end(ap);
+    *o = '\0';
+    return out;
+}
+
 /* Formats straight into the current block when the text fits (it nearly
  * always does), so the format string is walked once, not twice. */
 char *kl_arena_printf(kl_arena *a, const char *fmt, ...)

@@ -20,6 +20,8 @@ char *kl_arena_strndup(kl_arena *a, const char *s, size_t n);
 char *kl_arena_strdup(kl_arena *a, const char *s);
 char *kl_arena_printf(kl_arena *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* The strings before the NULL, joined, in the arena. */
+char *kl_arena_concat(kl_arena *a, ...) __attribute__((sentinel));
 void  kl_arena_free(kl_arena *a);
 
 #endif

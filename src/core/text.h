@@ -2,12 +2,26 @@
 #ifndef KL_TEXT_H
 #define KL_TEXT_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/arena.h"
 
 /* 0-15 for a hex digit, else -1. */
 int kl_hex_digit(char c);
+
+/* Number formatting without printf, for text written on every request
+ * (ids, lengths, ports): v in decimal at out, no NUL, at most 20 digits;
+ * returns the number of digits. */
+size_t kl_fmt_u64(char *out, uint64_t v);
+
+/* The low 4 * n bits of v as n lowercase hex digits at out, no NUL. */
+void kl_fmt_hex(char *out, uint64_t v, size_t n);
+
+/* a, sep, b into out[cap] with a NUL; false (out then empty) when it does
+ * not fit. */
+bool kl_join2(char *out, size_t cap, const char *a, char sep, const char *b);
 
 /* v[0..n) joined by sep, in the arena; NULL when n is 0. */
 const char *kl_join(kl_arena *a, const char *const *v, size_t n, char sep);

@@ -60,7 +60,9 @@ static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
         r->tags = kl_join(&ex->arena, id->tags, id->ntags, ',');
         r->identity_source = id->source;
     }
-    r->source_addr = kl_arena_printf(&ex->arena, "%s:%d", ex->peer_ip, ex->peer_port);
+    char port[24];
+    port[kl_fmt_u64(port, (uint64_t)(ex->peer_port > 0 ? ex->peer_port : 0))] = '\0';
+    r->source_addr = ex->peer_ip ? kl_arena_concat(&ex->arena, ex->peer_ip, ":", port, NULL) : NULL;
     r->method = ex->req.method;
     r->path = ex->req.path;
     r->endpoint = ex->ep ? ex->ep->name : NULL;

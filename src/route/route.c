@@ -223,8 +223,7 @@ static const char *build_url(kl_exchange *ex, const char *bare)
     const char *query = ex->req.query;
     if (p->auth_mode != KL_AUTHMODE_PASSTHROUGH)
         query = kl_route_strip_key_param(&ex->arena, query);
-    return kl_arena_printf(&ex->arena, "%s%s%s%s", p->baseurl, path, query ? "?" : "",
-                           query ? query : "");
+    return kl_arena_concat(&ex->arena, p->baseurl, path, query ? "?" : "", query ? query : "", NULL);
 }
 
 static bool is_credential(const char *name)
@@ -245,25 +244,25 @@ static void build_headers(kl_exchange *ex)
         const char *name = r->headers[i].name;
         if (p->auth_mode == KL_AUTHMODE_PASSTHROUGH && is_credential(name)) {
             caller_credential = true;
-            h[n++] = kl_arena_printf(&ex->arena, "%s: %s", name, r->headers[i].value);
+            h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
             continue;
         }
         if (kl_route_drop_request_header(name) || (conn && kl_http_list_has(conn, name)))
             continue;
-        h[n++] = kl_arena_printf(&ex->arena, "%s: %s", name, r->headers[i].value);
+        h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
     }
     bool inject = p->apikey && (p->auth_mode == KL_AUTHMODE_OVERRIDE ||
                                 (p->auth_mode == KL_AUTHMODE_PASSTHROUGH && !caller_credential));
     if (inject) {
         switch (p->auth_style) {
         case KL_AUTH_BEARER:
-            h[n++] = kl_arena_printf(&ex->arena, "Authorization: Bearer %s", p->apikey);
+            h[n++] = kl_arena_concat(&ex->arena, "Authorization: Bearer ", p->apikey, NULL);
             break;
         case KL_AUTH_X_API_KEY:
-            h[n++] = kl_arena_printf(&ex->arena, "x-api-key: %s", p->apikey);
+            h[n++] = kl_arena_concat(&ex->arena, "x-api-key: ", p->apikey, NULL);
             break;
         case KL_AUTH_X_GOOG_API_KEY:
-            h[n++] = kl_arena_printf(&ex->arena, "x-goog-api-key: %s", p->apikey);
+            h[n++] = kl_arena_concat(&ex->arena, "x-goog-api-key: ", p->apikey, NULL);
             break;
         }
     }

@@ -12,6 +12,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
+#include "core/text.h"
 #include "listen/conn.h"
 #include "upstream/upstream.h"
 
@@ -207,9 +208,11 @@ static void send_request(struct kl_h1_xfer *x)
     /* Usage is read from the body as it passes: it must be plain text. */
     ADD_LIT(out, "Accept-Encoding: identity\r\n");
     if (post) {
-        char cl[48];
-        int n = snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n\r\n", ex->up_body_len);
-        add(out, cl, (size_t)n);
+        char cl[48] = "Content-Length: ";
+        size_t n = strlen(cl);
+        n += kl_fmt_u64(cl + n, ex->up_body_len);
+        memcpy(cl + n, "\r\n\r\n", 4);
+        add(out, cl, n + 4);
         if (ex->up_body_len)
             evbuffer_add_reference(out, ex->up_body, ex->up_body_len, NULL, NULL);
     } else {

@@ -57,11 +57,40 @@ static void printf_at_block_edges(void **state)
     kl_arena_free(&a);
 }
 
+/* Joined strings are whole and NUL-terminated wherever the block ends, and
+ * the next allocation does not overwrite them. */
+static void concat_at_block_edges(void **state)
+{
+    (void)state;
+    char a[3000], b[3000];
+    memset(a, 'a', sizeof(a) - 1);
+    a[sizeof(a) - 1] = '\0';
+    memset(b, 'b', sizeof(b) - 1);
+    b[sizeof(b) - 1] = '\0';
+    for (size_t fill = 0; fill < 4096; fill += 16 * 7) {
+        kl_arena ar;
+        kl_arena_init(&ar);
+        if (fill)
+            kl_arena_alloc(&ar, fill);
+        char *s = kl_arena_concat(&ar, a, ": ", b, "", NULL);
+        char *after = kl_arena_strdup(&ar, "after");
+        assert_int_equal(strlen(s), 2 * (sizeof(a) - 1) + 2);
+        assert_memory_equal(s, a, sizeof(a) - 1);
+        assert_memory_equal(s + sizeof(a) - 1, ": ", 2);
+        assert_memory_equal(s + sizeof(a) + 1, b, sizeof(b) - 1);
+        assert_string_equal(after, "after");
+        assert_string_equal(kl_arena_concat(&ar, NULL), "");
+        assert_string_equal(kl_arena_concat(&ar, "x", "=", "1", NULL), "x=1");
+        kl_arena_free(&ar);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(aligned_and_zeroed),
         cmocka_unit_test(printf_at_block_edges),
+        cmocka_unit_test(concat_at_block_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,88 @@
+/* Text helpers: the printf-free number formatting must print exactly what
+ * printf prints, and joins must refuse what does not fit. */
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "core/text.h"
+
+/* Every power of ten and its neighbours, every power of two and its
+ * neighbours, and a pseudo-random spread, including 0 and UINT64_MAX. */
+static void decimal_like_printf(void **state)
+{
+    (void)state;
+    uint64_t vals[400];
+    size_t n = 0;
+    for (uint64_t p = 1; n < 60; p *= 10) {
+        vals[n++] = p - 1;
+        vals[n++] = p;
+        vals[n++] = p + 1;
+        if (p > UINT64_MAX / 10)
+            break;
+    }
+    for (int b = 0; b < 64; b++) {
+        vals[n++] = (uint64_t)1 << b;
+        vals[n++] = ((uint64_t)1 << b) - 1;
+    }
+    vals[n++] = UINT64_MAX;
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    while (n < sizeof(vals) / sizeof(vals[0])) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        vals[n++] = x >> (x & 63);
+    }
+    for (size_t i = 0; i < n; i++) {
+        char want[32], got[32];
+        snprintf(want, sizeof(want), "%" PRIu64, vals[i]);
+        memset(got, 'x', sizeof(got));
+        size_t len = kl_fmt_u64(got, vals[i]);
+        assert_int_equal(len, strlen(want));
+        assert_int_equal(got[len], 'x'); /* no NUL, nothing past the digits */
+        got[len] = '\0';
+        assert_string_equal(got, want);
+    }
+}
+
+static void hex_fixed_width(void **state)
+{
+    (void)state;
+    char got[20];
+    memset(got, 'x', sizeof(got));
+    kl_fmt_hex(got, 0x1234abcdull, 8);
+    assert_memory_equal(got, "1234abcd", 8);
+    assert_int_equal(got[8], 'x');
+    kl_fmt_hex(got, 0xfedcba9876543210ull, 4); /* the low bits only */
+    assert_memory_equal(got, "3210", 4);
+    kl_fmt_hex(got, 0x5, 12);                  /* zero-padded */
+    assert_memory_equal(got, "000000000005", 12);
+    kl_fmt_hex(got, UINT64_MAX, 16);
+    assert_memory_equal(got, "ffffffffffffffff", 16);
+}
+
+static void join2_fits_or_refuses(void **state)
+{
+    (void)state;
+    char out[8];
+    assert_true(kl_join2(out, sizeof(out), "ab", '/', "cd"));
+    assert_string_equal(out, "ab/cd");
+    assert_true(kl_join2(out, sizeof(out), "abc", '/', "def")); /* 7 + NUL: exactly fits */
+    assert_string_equal(out, "abc/def");
+    assert_false(kl_join2(out, sizeof(out), "abcd", '/', "def"));
+    assert_string_equal(out, "");
+    assert_true(kl_join2(out, sizeof(out), "", ':', ""));
+    assert_string_equal(out, ":");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(decimal_like_printf),
+        cmocka_unit_test(hex_fixed_width),
+        cmocka_unit_test(join2_fits_or_refuses),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
