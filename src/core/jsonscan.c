@@ -422,8 +422,10 @@ size_t kl_json_object_open(const char *s, size_t len)
 /* Does the key written as raw[0..n) (between its quotes) equal key? */
 static bool key_equals(const char *raw, size_t n, const char *key)
 {
+    /* this runs for every member of every object scanned: most differ in
+     * their first byte, so that is checked before key is measured */
     if (!memchr(raw, '\\', n))
-        return strlen(key) == n && memcmp(raw, key, n) == 0;
+        return (n == 0 || raw[0] == key[0]) && strnlen(key, n + 1) == n && memcmp(raw, key, n) == 0;
     cJSON *k = cJSON_ParseWithLength(raw - 1, n + 2);
     bool eq = cJSON_IsString(k) && strcmp(k->valuestring, key) == 0;
     cJSON_Delete(k);
