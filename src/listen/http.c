@@ -239,8 +239,10 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
 
 const char *kl_http_header(const kl_http_request *req, const char *name)
 {
+    /* first bytes compared case-folded before strcasecmp (see
+     * kl_route_drop_request_header) */
     for (size_t i = 0; i < req->nheaders; i++)
-        if (strcasecmp(req->headers[i].name, name) == 0)
+        if ((req->headers[i].name[0] | 0x20) == (name[0] | 0x20) && strcasecmp(req->headers[i].name, name) == 0)
             return req->headers[i].value;
     return NULL;
 }

@@ -12,8 +12,11 @@ bool kl_route_drop_request_header(const char *name)
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
         "upgrade", "host", "content-length", "expect", "accept-encoding",
     };
+    /* every request header meets every name here: the first byte (| 0x20
+     * folds ASCII case, and maps equal bytes to equal bytes) turns most
+     * away before strcasecmp */
     for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
-        if (strcasecmp(name, drop[i]) == 0)
+        if ((name[0] | 0x20) == drop[i][0] && strcasecmp(name, drop[i]) == 0)
             return true;
     /* tailscale serve identity headers are for the gateway, not providers */
     return strncasecmp(name, "tailscale-", 10) == 0;
