@@ -74,18 +74,6 @@ static void tick(struct kl_writer *w, bool last)
  * counts, embeddings, cached answers) cost one row. */
 #define KL_HOLD_MS 100
 
-/* How long the writer lets records gather before a transaction, unless half
- * a batch is already waiting. Each transaction writes every page it touched
- * to the WAL once, so rows per transaction set the cost per row
- * (bench/recbench.c: 42 us per row at 2 rows per transaction, 18 at 10-20,
- * 13-14 at 50-100). At 1,000 requests/s, 10 ms makes 10 rows per
- * transaction where 2 ms made 2; at the benchmark's 5,000-11,000, 50-110
- * where 2 ms made 10-22. A record reaches the
- * store (and /api/requests) up to this much later, and a kill -9 can lose
- * this much more of the newest final rows; quotas are kept in memory and do
- * not wait for it. */
-#define KL_GATHER_MS 10
-
 static uint32_t id_hash(const char *id)
 {
     uint32_t h = 2166136261u;
@@ -181,11 +169,11 @@ static void *writer_main(void *arg)
         if (w->count == 0 && w->stop)
             break;
         if (w->count - w->held < w->o.batch / 2 && !w->stop) {
-            /* Group commit: let more records arrive so one transaction
+            /* Group commit: let a few more records arrive so one transaction
              * carries them (and a request's in-progress row meets its final
              * row), instead of one transaction per record. */
             pthread_mutex_unlock(&w->lock);
-            struct timespec gather = {0, KL_GATHER_MS * 1000000};
+            struct timespec gather = {0, 2 * 1000000};
             nanosleep(&gather, NULL);
             pthread_mutex_lock(&w->lock);
         }
