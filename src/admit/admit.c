@@ -224,7 +224,8 @@ enum kl_step kl_admit_run(kl_exchange *ex)
         return KL_NEXT;
     char qualified[512];
     if (!kl_join2(qualified, sizeof(qualified), ex->provider->id, '/', ex->model))
-        return KL_NEXT; /* not reached: authorize refuses a name this long */
+        /* authorize refuses a name this long first; never skip quotas */
+        return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN, "model name too long");
     struct kl_admission *a = kl_arena_alloc(&ex->arena, sizeof(*a));
     bool dollars = false;
     for (size_t i = 0; i < s->ncaps; i++) {
