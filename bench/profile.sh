@@ -49,8 +49,9 @@ NGINX_PIDS=$(proc_pids "$NGINX_PID" | tr '\n' ' ')
 ALL_PIDS="$MOCK_PID $SSEUP_PID $FTS_PID $KL_PID $NGINX_PIDS"
 
 # Thread roles by name (keyless names them): kl-writer, kl-query, kl-worker-N.
-tid_named() { grep -lx "$1" /proc/"$KL_PID"/task/*/comm | cut -d/ -f5; }
+tid_named() { { grep -lx "$1" /proc/"$KL_PID"/task/*/comm || true; } | cut -d/ -f5; }
 WRITER_TID=$(tid_named kl-writer)
+[ -n "$WRITER_TID" ] || die "keyless has no thread named kl-writer (a build from before threads were named?)"
 mapfile -t WORKER_TIDS < <(tid_named 'kl-worker-[0-9]*')
 {
   echo "keyless pid $KL_PID threads:"

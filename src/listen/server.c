@@ -401,7 +401,8 @@ int kl_server_run(kl_config *cfg)
             cfg->nproviders, cfg->nproviders == 1 ? "" : "s");
 
     for (int i = 0; i < nw; i++) {
-        pthread_create(&srv.workers[i].thread, NULL, worker_main, &srv.workers[i]);
+        if (pthread_create(&srv.workers[i].thread, NULL, worker_main, &srv.workers[i]) != 0)
+            abort(); /* out of threads at start-up: like an allocation failure */
         char name[16];
         snprintf(name, sizeof(name), "kl-worker-%u", (unsigned)i % 10000u); /* 15 chars at most */
         pthread_setname_np(srv.workers[i].thread, name);

@@ -14,7 +14,7 @@ bool kl_route_drop_request_header(const char *name)
     };
     /* every request header meets every name here: the first byte (| 0x20
      * folds ASCII case, and maps equal bytes to equal bytes) turns most
-     * away before strcasecmp */
+     * away before strcasecmp; so every name above is written lowercase */
     for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
         if ((name[0] | 0x20) == drop[i][0] && strcasecmp(name, drop[i]) == 0)
             return true;
