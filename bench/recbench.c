@@ -95,7 +95,7 @@ int main(int argc, char **argv)
         return 1;
     }
     /* RECBENCH_SQL: statements run on the fresh database first (separated by ';', to
-     * try a schema change, e.g. "DROP INDEX requests_started"). */
+     * try a schema change, e.g. "DROP INDEX requests_session"). */
     char *extra = getenv("RECBENCH_SQL") ? strdup(getenv("RECBENCH_SQL")) : NULL, *save = NULL;
     for (char *st = extra ? strtok_r(extra, ";", &save) : NULL; st; st = strtok_r(NULL, ";", &save)) {
         if (kl_store_exec(s, st, NULL, 0, NULL, err, sizeof(err)) < 0) {

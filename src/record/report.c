@@ -65,6 +65,7 @@ struct where {
     char sql[1024];
     const char *params[16];
     char bufs[4][32];
+    char ids[2][14];
     size_t n;
 };
 
@@ -81,10 +82,14 @@ static void build_where(const struct kl_report_filter *f, struct where *w)
     if (f->since_ms) {
         snprintf(w->bufs[0], sizeof(w->bufs[0]), "%lld", (long long)f->since_ms);
         where_add(w, "started_at >= ?", w->bufs[0]);
+        kl_store_id_floor(w->ids[0], f->since_ms);
+        where_add(w, "id >= ?", w->ids[0]); /* the time range, on the primary key */
     }
     if (f->until_ms) {
         snprintf(w->bufs[1], sizeof(w->bufs[1]), "%lld", (long long)f->until_ms);
         where_add(w, "started_at < ?", w->bufs[1]);
+        kl_store_id_floor(w->ids[1], f->until_ms);
+        where_add(w, "id < ?", w->ids[1]);
     }
     if (f->user)
         where_add(w, "login = ?", f->user);

@@ -48,11 +48,11 @@ const char *const kl_schema_v1 =
     " bytes_in BIGINT, bytes_out BIGINT,"
     " tool_calls BIGINT, tool_names TEXT, stop_reason TEXT, session_id TEXT, user_agent TEXT,"
     " request_headers TEXT, response_headers TEXT, request_body %s, response_body %s);"
-    "CREATE INDEX IF NOT EXISTS requests_started ON requests (started_at);"
     "CREATE INDEX IF NOT EXISTS requests_login ON requests (login, started_at);"
     "CREATE INDEX IF NOT EXISTS requests_session ON requests (session_id);";
-/* Migration 1 also indexed (state, instance) for every row; migration 3
- * replaced that index, so it is no longer created here. */
+/* Migration 1 also indexed (state, instance) for every row, and started_at;
+ * migrations 3 and 4 dropped those indexes, so they are no longer created
+ * here. */
 
 /* Migration 3: only in-progress rows are ever looked up by state (at start-up,
  * to mark them interrupted), so only they are indexed: a row leaves this
@@ -62,3 +62,10 @@ const char *const kl_schema_v1 =
 const char *const kl_schema_v3 =
     "DROP INDEX IF EXISTS requests_state;"
     "CREATE INDEX IF NOT EXISTS requests_in_progress ON requests (instance) WHERE state = 'in_progress'";
+
+/* Migration 4: no index on started_at. A request's id is a UUIDv7 whose
+ * leading 48 bits are its start in Unix ms (the same clock reading as
+ * started_at), so the primary key already orders rows by start time: time
+ * ranges are also bounded by id (kl_store_id_floor) and use it. One B-tree
+ * less to write per row (bench/recbench.c: 17.3 -> 15.8 us per row). */
+const char *const kl_schema_v4 = "DROP INDEX IF EXISTS requests_started";

@@ -6,5 +6,6 @@
 extern const char *const kl_schema_v1;
 extern const char *const kl_schema_v2;
 extern const char *const kl_schema_v3;
+extern const char *const kl_schema_v4;
 
 #endif

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text.h"
+
 struct kl_store *kl_store_open(enum kl_store_driver d, const char *target, bool migrate, char *err,
                                size_t errlen)
 {
@@ -31,6 +33,15 @@ int kl_store_exec(struct kl_store *s, const char *sql, const char *const *params
                   cJSON **rows, char *err, size_t errlen)
 {
     return s->exec(s, sql, params, nparams, rows, err, errlen);
+}
+
+void kl_store_id_floor(char out[14], int64_t ms)
+{
+    uint64_t t = ms < 0 ? 0 : (uint64_t)ms > 0xffffffffffffull ? 0xffffffffffffull : (uint64_t)ms;
+    kl_fmt_hex(out, t >> 16, 8);
+    out[8] = '-';
+    kl_fmt_hex(out + 9, t, 4);
+    out[13] = '\0';
 }
 
 const char *kl_store_sql_day(const struct kl_store *s, const char *column)

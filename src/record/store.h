@@ -30,6 +30,11 @@ int kl_store_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *
 int kl_store_exec(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,
                   cJSON **rows, char *err, size_t errlen);
 
+/* The first 13 characters of a request id started at ms ("tttttttt-tttt",
+ * see kl_schema_v4), in out[14]: id >= it exactly when the request started
+ * at or after ms, id < it exactly when before. */
+void kl_store_id_floor(char out[14], int64_t ms);
+
 /* SQL expression for the UTC day ("YYYY-MM-DD") of a Unix-ms column. */
 const char *kl_store_sql_day(const struct kl_store *s, const char *column);
 

@@ -237,9 +237,11 @@ static int migrate(struct pg_store *p, char *err, size_t errlen)
             err, errlen) < 0 ||
         cmd(p, "BEGIN", err, errlen) < 0 || cmd(p, sql, err, errlen) < 0 ||
         cmd(p, kl_schema_v2, err, errlen) < 0 || cmd(p, kl_schema_v3, err, errlen) < 0 ||
+        cmd(p, kl_schema_v4, err, errlen) < 0 ||
         cmd(p, "INSERT INTO schema_migrations VALUES (1, (extract(epoch from now()) * 1000)::bigint), "
                "(2, (extract(epoch from now()) * 1000)::bigint), "
-               "(3, (extract(epoch from now()) * 1000)::bigint) ON CONFLICT DO NOTHING", err, errlen) < 0 ||
+               "(3, (extract(epoch from now()) * 1000)::bigint), "
+               "(4, (extract(epoch from now()) * 1000)::bigint) ON CONFLICT DO NOTHING", err, errlen) < 0 ||
         cmd(p, "COMMIT", err, errlen) < 0) {
         char ignore[64];
         cmd(p, "ROLLBACK", ignore, sizeof(ignore));

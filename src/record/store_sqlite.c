@@ -173,10 +173,12 @@ static int migrate(struct sqlite_store *q, char *err, size_t errlen)
         sqlite3_exec(q->db, sql, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v2, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v3, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(q->db, kl_schema_v4, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db,
                      "INSERT INTO schema_migrations VALUES (1, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(2, CAST(strftime('%s','now') AS BIGINT) * 1000), "
-                     "(3, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
+                     "(3, CAST(strftime('%s','now') AS BIGINT) * 1000), "
+                     "(4, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
                      NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: migrating the schema: %s", msg ? msg : sqlite3_errmsg(q->db));

@@ -43,15 +43,16 @@ static void purge(struct kl_writer *w)
     if (!w->o.retention_ms || now - w->last_purge_ms < every)
         return;
     w->last_purge_ms = now;
-    char before[32], err[256];
+    char before[32], first_id[14], err[256];
     snprintf(before, sizeof(before), "%lld", (long long)(now - w->o.retention_ms));
-    const char *params[] = {before};
+    kl_store_id_floor(first_id, now - w->o.retention_ms); /* the range on the primary key */
+    const char *params[] = {first_id, before};
     const char *sql = w->o.purge_captures_only
         ? "UPDATE requests SET request_headers = NULL, response_headers = NULL, request_body = NULL, "
-          "response_body = NULL WHERE started_at < ? AND state <> 'in_progress' AND "
+          "response_body = NULL WHERE id < ? AND started_at < ? AND state <> 'in_progress' AND "
           "(request_body IS NOT NULL OR request_headers IS NOT NULL)"
-        : "DELETE FROM requests WHERE started_at < ? AND state <> 'in_progress'";
-    if (kl_store_exec(w->store, sql, params, 1, NULL, err, sizeof(err)) < 0)
+        : "DELETE FROM requests WHERE id < ? AND started_at < ? AND state <> 'in_progress'";
+    if (kl_store_exec(w->store, sql, params, 2, NULL, err, sizeof(err)) < 0)
         kl_warn("record retention: %s", err);
 }
 

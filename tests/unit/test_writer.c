@@ -217,12 +217,14 @@ static void previous_schema_is_migrated(void **state)
     assert_int_equal(kl_store_exec(s,
                                    "SELECT (SELECT count(*) FROM sqlite_master WHERE name = 'requests_state') AS old,"
                                    " (SELECT count(*) FROM sqlite_master WHERE name = 'requests_in_progress') AS new,"
+                                   " (SELECT count(*) FROM sqlite_master WHERE name = 'requests_started') AS started,"
                                    " (SELECT max(version) FROM schema_migrations) AS version",
                                    NULL, 0, &rows, err, sizeof(err)), 0);
     const cJSON *m = cJSON_GetArrayItem(rows, 0);
     assert_int_equal((int)num(m, "old"), 0);
     assert_int_equal((int)num(m, "new"), 1);
-    assert_int_equal((int)num(m, "version"), 3);
+    assert_int_equal((int)num(m, "started"), 0);
+    assert_int_equal((int)num(m, "version"), 4);
     cJSON_Delete(rows);
 
     /* the start-up recovery statement, as record.c runs it, uses the index */
@@ -235,6 +237,16 @@ static void previous_schema_is_migrated(void **state)
     free(plan);
     cJSON_Delete(rows);
 
+    /* retention's time range is bounded on the primary key, not scanned */
+    rows = NULL;
+    assert_int_equal(kl_store_exec(s, "EXPLAIN QUERY PLAN DELETE FROM requests WHERE id < ? AND started_at < ? "
+                                      "AND state <> 'in_progress'",
+                                   (const char *[]){"01a2abcd-1234", "1000"}, 2, &rows, err, sizeof(err)), 0);
+    plan = cJSON_PrintUnformatted(rows);
+    assert_non_null(strstr(plan, "sqlite_autoindex_requests_1 (id<?)"));
+    free(plan);
+    cJSON_Delete(rows);
+
     write1(s, full("old-running", KL_REC_DONE, true));
     cJSON *r = row(s, "old-running");
     assert_string_equal(str(r, "state"), "done");
@@ -244,6 +256,39 @@ static void previous_schema_is_migrated(void **state)
     cJSON_Delete(r);
     kl_store_close(s);
     remove_db(path);
+}
+
+/* kl_store_id_floor splits request ids (UUIDv7, written as the gateway
+ * writes them) exactly at a millisecond, across the edges of each field. */
+static void id_floor_splits_ids_by_start_time(void **state)
+{
+    (void)state;
+    const int64_t times[] = {0, 1, 0xffff, 0x10000, 1764000000000, 1764000065535, 1764000065536, 0xffffffffffffll};
+    for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+        int64_t t = times[i];
+        char at[14];
+        kl_store_id_floor(at, t);
+        for (int64_t d = -1; d <= 1; d++) {
+            int64_t ms = t + d;
+            if (ms < 0 || ms > 0xffffffffffffll)
+                continue;
+            for (unsigned tail = 0; tail < 2; tail++) {
+                char id[40];
+                snprintf(id, sizeof(id), "%08x-%04x-7%03x-%04x-%012llx", (unsigned)((uint64_t)ms >> 16),
+                         (unsigned)(ms & 0xffff), tail ? 0xfffu : 0u, tail ? 0xbfffu : 0x8000u,
+                         tail ? 0xffffffffffffull : 0ull);
+                if (d < 0)
+                    assert_true(strcmp(id, at) < 0);
+                else
+                    assert_true(strcmp(id, at) >= 0);
+            }
+        }
+    }
+    char at[14];
+    kl_store_id_floor(at, -5); /* clamped, not wrapped */
+    assert_string_equal(at, "00000000-0000");
+    kl_store_id_floor(at, 0x7fffffffffffffffll);
+    assert_string_equal(at, "ffffffff-ffff");
 }
 
 static void full_queue_refuses_and_nothing_is_lost(void **state)
@@ -341,6 +386,7 @@ int main(void)
         cmocka_unit_test(full_queue_refuses_and_nothing_is_lost),
         cmocka_unit_test(final_row_updates_or_inserts),
         cmocka_unit_test(previous_schema_is_migrated),
+        cmocka_unit_test(id_floor_splits_ids_by_start_time),
         cmocka_unit_test(quick_requests_cost_one_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
