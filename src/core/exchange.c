@@ -31,24 +31,31 @@ static uint64_t xorshift(uint64_t *s)
     return x;
 }
 
-/* UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then a per-worker counter
- * and random bits, so ids sort by time and never collide across workers. */
-static void make_id(kl_worker *w, int64_t ms, char out[40])
+void kl_request_id(char out[40], int64_t ms, uint16_t rand_a, uint64_t rand_b)
 {
-    uint64_t r = xorshift(&w->rng);
-    uint16_t rand_a = (uint16_t)(((uint64_t)w->index << 8 | (w->seq & 0xff)) & 0x0fff);
-    uint64_t rand_b = (r & 0x3fffffffffffffffull) | 0x8000000000000000ull;
+    /* clamped as kl_store_id_floor clamps, so time ranges by id hold for
+     * every start a clock can report */
+    uint64_t t = ms < 0 ? 0 : (uint64_t)ms > 0xffffffffffffull ? 0xffffffffffffull : (uint64_t)ms;
+    rand_b = (rand_b & 0x3fffffffffffffffull) | 0x8000000000000000ull;
     /* 8-4-4-4-12 hex digits (printf here showed in per-request profiles) */
-    kl_fmt_hex(out, (uint64_t)ms >> 16, 8);
+    kl_fmt_hex(out, t >> 16, 8);
     out[8] = '-';
-    kl_fmt_hex(out + 9, (uint64_t)ms, 4);
+    kl_fmt_hex(out + 9, t, 4);
     out[13] = '-';
-    kl_fmt_hex(out + 14, 0x7000u | rand_a, 4);
+    kl_fmt_hex(out + 14, 0x7000u | (rand_a & 0x0fffu), 4);
     out[18] = '-';
     kl_fmt_hex(out + 19, rand_b >> 48, 4);
     out[23] = '-';
     kl_fmt_hex(out + 24, rand_b, 12);
     out[36] = '\0';
+}
+
+/* rand_a: the worker's index and counter, so ids never collide across
+ * workers; rand_b: random. */
+static void make_id(kl_worker *w, int64_t ms, char out[40])
+{
+    uint16_t rand_a = (uint16_t)(((uint64_t)w->index << 8 | (w->seq & 0xff)) & 0x0fff);
+    kl_request_id(out, ms, rand_a, xorshift(&w->rng));
 }
 
 kl_exchange *kl_exchange_new(kl_worker *w)

@@ -139,6 +139,12 @@ typedef struct kl_exchange {
 int64_t kl_now_ns(void);
 int64_t kl_wall_ms(void);
 
+/* A request id: UUIDv7 (RFC 9562), 48-bit Unix milliseconds (ms clamped to
+ * 0 .. 2^48 - 1), version 7, the low 12 bits of rand_a, the variant, and 62
+ * bits of rand_b; so ids sort by start time (record queries rely on it, see
+ * kl_store_id_floor). */
+void kl_request_id(char out[40], int64_t ms, uint16_t rand_a, uint64_t rand_b);
+
 /* A new exchange for worker w with a reference to w's config snapshot. */
 kl_exchange *kl_exchange_new(kl_worker *w);
 void kl_exchange_free(kl_exchange *ex);

@@ -31,8 +31,9 @@ int kl_store_exec(struct kl_store *s, const char *sql, const char *const *params
                   cJSON **rows, char *err, size_t errlen);
 
 /* The first 13 characters of a request id started at ms ("tttttttt-tttt",
- * see kl_schema_v4), in out[14]: id >= it exactly when the request started
- * at or after ms, id < it exactly when before. */
+ * see kl_schema_v4 and kl_request_id), in out[14]: id >= it exactly when the
+ * request started at or after ms, id < it exactly when before, for starts
+ * in 0 .. 2^48 - 1 ms (to the year 10889); outside that, both clamp. */
 void kl_store_id_floor(char out[14], int64_t ms);
 
 /* SQL expression for the UTC day ("YYYY-MM-DD") of a Unix-ms column. */

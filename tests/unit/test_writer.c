@@ -16,6 +16,8 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "core/exchange.h"
+#include "record/report.h"
 #include "record/writer.h"
 
 static struct kl_rec *rec_at(const char *id, enum kl_rec_state st, int64_t started_ms)
@@ -258,8 +260,8 @@ static void previous_schema_is_migrated(void **state)
     remove_db(path);
 }
 
-/* kl_store_id_floor splits request ids (UUIDv7, written as the gateway
- * writes them) exactly at a millisecond, across the edges of each field. */
+/* kl_store_id_floor splits request ids (kl_request_id, as the gateway makes
+ * them) exactly at a millisecond, across the edges of each field. */
 static void id_floor_splits_ids_by_start_time(void **state)
 {
     (void)state;
@@ -274,9 +276,8 @@ static void id_floor_splits_ids_by_start_time(void **state)
                 continue;
             for (unsigned tail = 0; tail < 2; tail++) {
                 char id[40];
-                snprintf(id, sizeof(id), "%08x-%04x-7%03x-%04x-%012llx", (unsigned)((uint64_t)ms >> 16),
-                         (unsigned)(ms & 0xffff), tail ? 0xfffu : 0u, tail ? 0xbfffu : 0x8000u,
-                         tail ? 0xffffffffffffull : 0ull);
+                kl_request_id(id, ms, tail ? 0xffff : 0, tail ? UINT64_MAX : 0);
+                assert_int_equal(strlen(id), 36);
                 if (d < 0)
                     assert_true(strcmp(id, at) < 0);
                 else
@@ -289,6 +290,73 @@ static void id_floor_splits_ids_by_start_time(void **state)
     assert_string_equal(at, "00000000-0000");
     kl_store_id_floor(at, 0x7fffffffffffffffll);
     assert_string_equal(at, "ffffffff-ffff");
+    char id[40];
+    kl_request_id(id, -5, 0, 0); /* and so are ids */
+    assert_memory_equal(id, "00000000-0000-7000-8000-000000000000", 37);
+    kl_request_id(id, 0x4000000000000ll, 0xfff, UINT64_MAX);
+    assert_memory_equal(id, "ffffffff-ffff-7fff-bfff-ffffffffffff", 37);
+}
+
+/* Report time filters (now also bounded by id) keep exactly the rows that
+ * started in [since, until), at millisecond edges. */
+static void report_time_range_is_exact(void **state)
+{
+    (void)state;
+    char path[32], err[256], id[3][40];
+    struct kl_store *s = temp_store(path);
+    const int64_t t = 1764000065536; /* a carry in the id's second field */
+    for (int i = 0; i < 3; i++) {
+        kl_request_id(id[i], t - 1 + i, (uint16_t)i, 0x1234);
+        write1(s, rec_at(id[i], KL_REC_DONE, t - 1 + i));
+    }
+    const struct {
+        int64_t since, until;
+        int first, n; /* rows id[first .. first + n) */
+    } cases[] = {{t, 0, 1, 2}, {0, t, 0, 1}, {t, t + 1, 1, 1}, {t - 1, t + 2, 0, 3}, {t + 2, 0, 0, 0}};
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        struct kl_report_filter f = {.since_ms = cases[c].since, .until_ms = cases[c].until};
+        cJSON *rows = NULL;
+        assert_int_equal(kl_report_requests(s, &f, false, &rows, err, sizeof(err)), 0);
+        assert_int_equal(cJSON_GetArraySize(rows), cases[c].n);
+        for (int i = 0; i < cases[c].n; i++) /* newest first */
+            assert_string_equal(str(cJSON_GetArrayItem(rows, i), "id"), id[cases[c].first + cases[c].n - 1 - i]);
+        cJSON_Delete(rows);
+    }
+    kl_store_close(s);
+    remove_db(path);
+}
+
+/* Retention deletes by start time through the writer's own purge (which
+ * bounds the primary key): the old row goes, the recent one stays. */
+static void retention_purges_old_rows(void **state)
+{
+    (void)state;
+    char path[32], err[256], old_id[40], new_id[40];
+    struct kl_store *s = temp_store(path);
+    int64_t now = now_ms();
+    kl_request_id(old_id, now - 120000, 1, 1);
+    kl_request_id(new_id, now - 10000, 2, 2);
+    write1(s, rec_at(old_id, KL_REC_DONE, now - 120000));
+    write1(s, rec_at(new_id, KL_REC_DONE, now - 10000));
+    struct kl_writer_opts o = {.queue = 16, .batch = 8, .retention_ms = 60000};
+    struct kl_writer *w = kl_writer_start(s, &o); /* purges on its first idle wake, within a second */
+    struct kl_store *reader = kl_store_open(KL_STORE_SQLITE, path, false, err, sizeof(err));
+    assert_non_null(reader);
+    cJSON *r = NULL;
+    for (int i = 0; i < 60; i++) {
+        cJSON_Delete(r);
+        r = row(reader, old_id);
+        if (!r)
+            break;
+        usleep(50 * 1000);
+    }
+    assert_null(r);
+    r = row(reader, new_id);
+    assert_non_null(r);
+    cJSON_Delete(r);
+    kl_store_close(reader);
+    kl_writer_stop(w);
+    remove_db(path);
 }
 
 static void full_queue_refuses_and_nothing_is_lost(void **state)
@@ -387,6 +455,8 @@ int main(void)
         cmocka_unit_test(final_row_updates_or_inserts),
         cmocka_unit_test(previous_schema_is_migrated),
         cmocka_unit_test(id_floor_splits_ids_by_start_time),
+        cmocka_unit_test(report_time_range_is_exact),
+        cmocka_unit_test(retention_purges_old_rows),
         cmocka_unit_test(quick_requests_cost_one_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
