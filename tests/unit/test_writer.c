@@ -40,13 +40,6 @@ static struct kl_rec *rec(const char *id, enum kl_rec_state st)
     return rec_at(id, st, 1);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void remove_db(const char *path)
 {
     char side[64];
@@ -333,7 +326,7 @@ static void retention_purges_old_rows(void **state)
     (void)state;
     char path[32], err[256], old_id[40], new_id[40];
     struct kl_store *s = temp_store(path);
-    int64_t now = now_ms();
+    int64_t now = kl_wall_ms();
     kl_request_id(old_id, now - 120000, 1, 1);
     kl_request_id(new_id, now - 10000, 2, 2);
     write1(s, rec_at(old_id, KL_REC_DONE, now - 120000));
@@ -410,7 +403,7 @@ static void quick_requests_cost_one_row(void **state)
     struct kl_writer_opts o = {.queue = 64, .batch = 16};
     struct kl_writer *w = kl_writer_start(s, &o);
     assert_true(kl_writer_reserve(w, 4));
-    int64_t t0 = now_ms();
+    int64_t t0 = kl_wall_ms();
     kl_writer_push(w, rec_at("slow", KL_REC_IN_PROGRESS, t0));
     kl_writer_push(w, rec_at("quick", KL_REC_IN_PROGRESS, t0));
     struct timespec pause = {0, 5 * 1000000};
@@ -423,13 +416,13 @@ static void quick_requests_cost_one_row(void **state)
     }
     assert_non_null(r);
     assert_string_equal(str(r, "state"), "in_progress");
-    assert_true(now_ms() - t0 >= 100);    /* not before it was due */
+    assert_true(kl_wall_ms() - t0 >= 100);    /* not before it was due */
     cJSON_Delete(r);
     r = row(reader, "quick");
     assert_non_null(r);
     assert_string_equal(str(r, "state"), "done");
     cJSON_Delete(r);
-    kl_writer_push(w, rec_at("at-stop", KL_REC_IN_PROGRESS, now_ms()));
+    kl_writer_push(w, rec_at("at-stop", KL_REC_IN_PROGRESS, kl_wall_ms()));
     kl_writer_stop(w);
     r = row(reader, "at-stop");
     assert_non_null(r);
