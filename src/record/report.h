@@ -24,6 +24,21 @@ struct kl_report_filter {
 int kl_report_usage(struct kl_store *s, const char *group_by, const struct kl_report_filter *f,
                     cJSON **rows, char *err, size_t errlen);
 
+/* A statement and its parameters (which point into it and into the filter). */
+struct kl_report_sql {
+    char sql[4096];
+    char where[1024];
+    const char *params[16];
+    size_t n;
+    char bufs[4][32];
+    char ids[2][14];
+};
+
+/* The statement kl_report_usage runs (tests EXPLAIN it). -1 with a message
+ * for an unknown group_by name. */
+int kl_report_usage_sql(struct kl_store *s, const char *group_by, const struct kl_report_filter *f,
+                        struct kl_report_sql *out, char *err, size_t errlen);
+
 /* Newest first. Without captures the body/header columns are left out. */
 int kl_report_requests(struct kl_store *s, const struct kl_report_filter *f, bool captures,
                        cJSON **rows, char *err, size_t errlen);

@@ -37,6 +37,17 @@ async function waitForRecords(gw, n, filter = '') {
   return got;
 }
 
+// A request's record, polled until until(record) holds (bounded: ~10 s).
+async function recordUntil(gw, id, until) {
+  let rec;
+  for (let i = 0; i < 200; i++) {
+    rec = (await getJSON(gw, `/api/requests/${id}`)).body;
+    if (until(rec)) break;
+    await sleep(50);
+  }
+  return rec;
+}
+
 function chat(gw, ip, body, headers = {}) {
   return fetch(`${gw.url}/v1/chat/completions`, {
     method: 'POST', dispatcher: from(ip), headers: { 'content-type': 'application/json', ...headers },
@@ -248,6 +259,55 @@ describe('records under load', () => {
   });
 });
 
+describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)' }, () => {
+  it('usage by every dimension, exact time ranges and retention', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({
+      identity, grants,
+      store: { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance: 'gw-report', captures: 'full' },
+      database: { retention: { duration: '3s', purge: ['captures'] } },
+      providers: providersFor(mock.url),
+    });
+    const session = `sess-pg-${process.pid}`;
+    const r = await chat(gw, USER, { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] },
+      { 'x-claude-code-session-id': session });
+    assert.equal(r.status, 200);
+    const id = r.headers.get('x-keyless-request-id');
+    await r.text();
+    let rec = await recordUntil(gw, id, (x) => x.state === 'done');
+    assert.equal(rec.state, 'done');
+    assert.ok(rec.request_body, 'captured at first');
+
+    // "user" is a reserved word in PostgreSQL: every dimension at once
+    const u = await getJSON(gw, '/api/usage?group_by=user,model,provider,day,session,node,endpoint&since=1h');
+    assert.equal(u.status, 200, JSON.stringify(u.body));
+    const row = u.body.rows.find((x) => x.session === session);
+    assert.equal(row.user, 'uma@example.com');
+    assert.equal(row.model, rec.model_served ?? 'gpt-4o');
+    assert.equal(row.requests, 1);
+    const cli = spawnSync(join(BUILD, 'keyless'), ['usage', '--config', gw.configPath, '--by', 'user', '--since', '1h'], { encoding: 'utf8' });
+    assert.equal(cli.status, 0, cli.stderr);
+    assert.match(cli.stdout, /uma@example\.com/);
+
+    // since is inclusive and until exclusive, to the millisecond (the range
+    // also bounds the primary key, whose order is the database's collation)
+    const t = rec.started_at;
+    const ids = async (q) => (await getJSON(gw, `/api/requests?session=${session}&${q}`)).body.requests.map((x) => x.id);
+    assert.deepEqual(await ids(`since=${t}`), [id]);
+    assert.deepEqual(await ids(`since=${t + 1}`), []);
+    assert.deepEqual(await ids(`until=${t + 1}`), [id]);
+    assert.deepEqual(await ids(`until=${t}`), []);
+    assert.deepEqual(await ids(`since=${t}&until=${t + 1}`), [id]);
+
+    // retention: the capture goes, the metric row stays
+    rec = await recordUntil(gw, id, (x) => !x.request_body);
+    assert.equal(rec.request_body, null, 'the capture was purged');
+    assert.equal(rec.status, 200, 'the metric row stays');
+    await gw.stop();
+    await mock.stop();
+  });
+});
+
 describe('retention', () => {
   it('database.retention purges captures after the duration, keeping the metric rows', async () => {
     const mock = await startMock();
@@ -259,16 +319,9 @@ describe('retention', () => {
     const r = await chat(gw, USER, { model: 'gpt-4o', messages: [] });
     const id = r.headers.get('x-keyless-request-id');
     await r.text();
-    let rec;
-    for (let i = 0; i < 50 && !(rec && rec.state === 'done'); i++) {
-      await sleep(30);
-      rec = (await getJSON(gw, `/api/requests/${id}`)).body;
-    }
+    let rec = await recordUntil(gw, id, (x) => x.state === 'done');
     assert.ok(rec.request_body, 'captured at first');
-    for (let i = 0; i < 100 && rec.request_body; i++) {
-      await sleep(100);
-      rec = (await getJSON(gw, `/api/requests/${id}`)).body;
-    }
+    rec = await recordUntil(gw, id, (x) => !x.request_body);
     assert.equal(rec.request_body, null, 'the capture was purged');
     assert.equal(rec.request_headers, null);
     assert.equal(rec.status, 200, 'the metric row stays');

@@ -319,6 +319,45 @@ static void report_time_range_is_exact(void **state)
     remove_db(path);
 }
 
+
+/* A usage report with a time range reads that range by primary key, whatever
+ * it is grouped by: grouped by an indexed column, SQLite's planner had
+ * walked the whole (login) or (session_id) index instead, to save a sort. */
+static void grouped_report_reads_the_time_range_only(void **state)
+{
+    (void)state;
+    char path[32], err[256];
+    struct kl_store *s = temp_store(path);
+    const char *groups[] = {"user", "session", "user,model", "model", "day", "provider,node,endpoint", ""};
+    struct kl_report_filter f = {.since_ms = kl_wall_ms() - 3600000};
+    for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++) {
+        struct kl_report_sql q;
+        assert_int_equal(kl_report_usage_sql(s, groups[g], &f, &q, err, sizeof(err)), 0);
+        char explain[sizeof(q.sql) + 32];
+        snprintf(explain, sizeof(explain), "EXPLAIN QUERY PLAN %s", q.sql);
+        cJSON *rows = NULL, *r;
+        assert_int_equal(kl_store_exec(s, explain, q.params, q.n, &rows, err, sizeof(err)), 0);
+        bool by_id = false;
+        cJSON_ArrayForEach(r, rows) {
+            const char *d = str(r, "detail");
+            assert_non_null(d);
+            assert_null(strstr(d, "requests_login"));
+            assert_null(strstr(d, "requests_session"));
+            by_id = by_id || strstr(d, "sqlite_autoindex_requests_1 (id>?)") != NULL;
+        }
+        assert_true(by_id);
+        cJSON_Delete(rows);
+        /* and it runs */
+        assert_int_equal(kl_report_usage(s, groups[g], &f, &rows, err, sizeof(err)), 0);
+        cJSON_Delete(rows);
+    }
+    struct kl_report_sql q;
+    assert_int_equal(kl_report_usage_sql(s, "user,colour", &f, &q, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "colour"));
+    kl_store_close(s);
+    remove_db(path);
+}
+
 /* Retention deletes by start time through the writer's own purge (which
  * bounds the primary key): the old row goes, the recent one stays. */
 static void retention_purges_old_rows(void **state)
@@ -449,6 +488,7 @@ int main(void)
         cmocka_unit_test(previous_schema_is_migrated),
         cmocka_unit_test(id_floor_splits_ids_by_start_time),
         cmocka_unit_test(report_time_range_is_exact),
+        cmocka_unit_test(grouped_report_reads_the_time_range_only),
         cmocka_unit_test(retention_purges_old_rows),
         cmocka_unit_test(quick_requests_cost_one_row),
     };
