@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/exchange.h"
 #include "core/log.h"
 
 struct kl_writer {
@@ -24,19 +25,12 @@ struct kl_writer {
     int64_t last_purge_ms, last_tick_ms;
 };
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Retention (Aperture's database.retention): drop old rows, or only their
  * captures — once a minute, or every half retention period when that is
  * shorter, so nothing outlives its retention by more than half again. */
 static void purge(struct kl_writer *w)
 {
-    int64_t now = wall_ms();
+    int64_t now = kl_wall_ms();
     int64_t every = w->o.retention_ms / 2 < 60000 ? w->o.retention_ms / 2 : 60000;
     if (every < 500)
         every = 500;
@@ -58,7 +52,7 @@ static void purge(struct kl_writer *w)
 
 static void tick(struct kl_writer *w, bool last)
 {
-    int64_t now = wall_ms();
+    int64_t now = kl_wall_ms();
     if (!w->o.tick || (!last && now - w->last_tick_ms < 1000))
         return;
     w->last_tick_ms = now;
@@ -145,14 +139,16 @@ static void *writer_main(void *arg)
     for (;;) {
         /* nothing new: wait for records, for held ones to fall due (a due
          * time further off than the hold means the clock went back: go on),
-         * or a second */
-        while ((w->count == 0 || (w->count == w->held && wall_ms() < w->held_until &&
-                                  w->held_until - wall_ms() <= KL_HOLD_MS)) && !w->stop) {
+         * or a second. The wait itself is on the monotonic clock (see
+         * kl_writer_start), so a clock step cannot stretch it. */
+        for (;;) {
+            int64_t now = kl_wall_ms();
+            bool held_not_due = w->count == w->held && now < w->held_until && w->held_until - now <= KL_HOLD_MS;
+            if (w->stop || (w->count && !held_not_due))
+                break;
+            int64_t wait_ms = w->count ? w->held_until - now : 1000;
             struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            int64_t wait_ms = 1000;
-            if (w->count && w->held_until - wall_ms() < wait_ms)
-                wait_ms = w->held_until - wall_ms() > 0 ? w->held_until - wall_ms() : 0;
+            clock_gettime(CLOCK_MONOTONIC, &until);
             until.tv_sec += wait_ms / 1000;
             until.tv_nsec += (wait_ms % 1000) * 1000000;
             if (until.tv_nsec >= 1000000000) {
@@ -187,7 +183,7 @@ static void *writer_main(void *arg)
         char err[512];
         /* at most a quarter of a batch held, so new records always get in */
         struct sorted st = coalesce_into(batch, n, slots, nslots, out, held, stopping ? 0 : w->o.batch / 4,
-                                         wall_ms());
+                                         kl_wall_ms());
         if (st.nout && kl_store_write(w->store, out, st.nout, err, sizeof(err)) < 0) {
             /* Keep the records and try again; meanwhile the queue fills and
              * new requests are refused rather than records dropped. */
@@ -246,7 +242,11 @@ struct kl_writer *kl_writer_start(struct kl_store *store, const struct kl_writer
         abort();
     w->store = store;
     pthread_mutex_init(&w->lock, NULL);
-    pthread_cond_init(&w->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_create(&w->thread, NULL, writer_main, w);
     pthread_setname_np(w->thread, "kl-writer"); /* for top -H, ps -L, perf */
     return w;
