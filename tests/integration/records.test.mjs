@@ -182,31 +182,49 @@ describe('records (SQLite)', () => {
 });
 
 describe('records survive kill -9', () => {
-  it('a stream in flight when the gateway is killed is recorded as interrupted after restart', async () => {
-    const mock = await startMock();
-    const { mkdtempSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-kill-')), 'records.db');
-    const config = { identity, grants, store: { path: db }, providers: providersFor(mock.url) };
-    const gw = await startGateway(config);
-    const r = await chat(gw, USER, { model: 'gpt-4o', stream: true, messages: [] }, { 'x-mock': 'events=100;delay_events_ms=100' });
-    const id = r.headers.get('x-keyless-request-id');
-    const reader = r.body.getReader();
-    await reader.read();
-    await sleep(300); // several events: the in-progress record has been committed
-    gw.proc.kill('SIGKILL');
-    await reader.read().catch(() => {});
-    await new Promise((res) => (gw.proc.exitCode !== null || gw.proc.signalCode ? res() : gw.proc.once('exit', res)));
-    // the same store, a new process
-    const gw2 = await startGateway(config);
-    const rec = (await getJSON(gw2, `/api/requests/${id}`)).body;
-    assert.equal(rec.state, 'interrupted', JSON.stringify(rec));
-    assert.equal(rec.error_class, 'interrupted');
-    assert.equal(rec.login, 'uma@example.com');
-    assert.equal(rec.model_requested, 'gpt-4o');
-    await gw2.stop();
-    await mock.stop();
-  });
+  const pg = process.env.KEYLESS_TEST_PG_URL;
+  for (const driver of ['sqlite', 'postgres']) {
+    it(`${driver}: a stream in flight when the gateway is killed is recorded as interrupted after restart`,
+      { skip: driver === 'postgres' && !pg && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)' }, async () => {
+      const mock = await startMock();
+      const { mkdtempSync } = await import('node:fs');
+      const { tmpdir } = await import('node:os');
+      const store = driver === 'sqlite'
+        ? { path: join(mkdtempSync(join(tmpdir(), 'kl-kill-')), 'records.db') }
+        : { driver: 'postgres', url: pg, instance: `gw-kill-${process.pid}` };
+      const config = { identity, grants, store, providers: providersFor(mock.url) };
+      // PostgreSQL: another gateway's request in flight on the same database
+      // is not this restart's to mark
+      const other = driver === 'postgres' &&
+        await startGateway({ ...config, store: { ...store, instance: `gw-other-${process.pid}` } });
+      const otherRes = other && await chat(other, USER, { model: 'gpt-4o', stream: true, messages: [] }, { 'x-mock': 'events=100;delay_events_ms=100' });
+      const gw = await startGateway(config);
+      const r = await chat(gw, USER, { model: 'gpt-4o', stream: true, messages: [] }, { 'x-mock': 'events=100;delay_events_ms=100' });
+      const id = r.headers.get('x-keyless-request-id');
+      const reader = r.body.getReader();
+      await reader.read();
+      await sleep(300); // several events: the in-progress record has been committed
+      gw.proc.kill('SIGKILL');
+      await reader.read().catch(() => {});
+      await new Promise((res) => (gw.proc.exitCode !== null || gw.proc.signalCode ? res() : gw.proc.once('exit', res)));
+      // the same store, a new process
+      const gw2 = await startGateway(config);
+      const rec = (await getJSON(gw2, `/api/requests/${id}`)).body;
+      assert.equal(rec.state, 'interrupted', JSON.stringify(rec));
+      assert.equal(rec.error_class, 'interrupted');
+      assert.equal(rec.login, 'uma@example.com');
+      assert.equal(rec.model_requested, 'gpt-4o');
+      if (other) {
+        const otherId = otherRes.headers.get('x-keyless-request-id');
+        const o = (await getJSON(gw2, `/api/requests/${otherId}`)).body;
+        assert.equal(o.state, 'in_progress', JSON.stringify(o));
+        await otherRes.body.cancel();
+        await other.stop();
+      }
+      await gw2.stop();
+      await mock.stop();
+    });
+  }
 });
 
 async function loadTest(gwList, n) {
