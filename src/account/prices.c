@@ -17,6 +17,10 @@ struct kl_prices {
     const char *version;
     struct kl_price *v;
     size_t n;
+    /* for lookups (one per request): the exact keys sorted, the prefix
+     * keys in table order */
+    const struct kl_price **exact, **prefix;
+    size_t nexact, nprefix;
 };
 
 __attribute__((format(printf, 3, 4)))
@@ -221,6 +225,29 @@ static int read_entry(kl_prices *t, struct kl_price *e, const cJSON *o, char *wh
     return tiers ? read_tiers(t, e, tiers, why, wl) : 0;
 }
 
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp((*(const struct kl_price *const *)a)->key, (*(const struct kl_price *const *)b)->key);
+}
+
+static void index_keys(kl_prices *t)
+{
+    t->exact = kl_arena_alloc(&t->arena, (t->n ? t->n : 1) * sizeof(*t->exact));
+    t->prefix = kl_arena_alloc(&t->arena, (t->n ? t->n : 1) * sizeof(*t->prefix));
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->v[i].prefix)
+            t->prefix[t->nprefix++] = &t->v[i];
+        else
+            t->exact[t->nexact++] = &t->v[i];
+    }
+    qsort(t->exact, t->nexact, sizeof(*t->exact), cmp_key);
+}
+
+static int cmp_model_key(const void *model, const void *e)
+{
+    return strcmp(model, (*(const struct kl_price *const *)e)->key);
+}
+
 kl_prices *kl_prices_parse(const char *text, size_t len, char *why, size_t why_len)
 {
     cJSON *root = cJSON_ParseWithLength(text, len);
@@ -258,6 +285,7 @@ kl_prices *kl_prices_parse(const char *text, size_t len, char *why, size_t why_l
         t->n++;
     }
     cJSON_Delete(root);
+    index_keys(t);
     return t;
 fail:
     cJSON_Delete(root);
@@ -324,28 +352,26 @@ const struct kl_price *kl_prices_at(const kl_prices *t, size_t i)
     return i < t->n ? &t->v[i] : NULL;
 }
 
+static bool provider_ok(const struct kl_price *e, const char *provider)
+{
+    return !provider || (e->provider && !strcmp(e->provider, provider));
+}
+
+/* Keys are unique, so at most one exact key matches, and it is the longest
+ * match there is; otherwise the longest prefix key, the first in table
+ * order of equal ones. */
 static const struct kl_price *find1(const kl_prices *t, const char *provider, const char *model)
 {
+    const struct kl_price *const *x = bsearch(model, t->exact, t->nexact, sizeof(*t->exact), cmp_model_key);
+    if (x && provider_ok(*x, provider))
+        return *x;
     const struct kl_price *best = NULL;
-    size_t best_score = 0;
-    for (size_t i = 0; i < t->n; i++) {
-        const struct kl_price *e = &t->v[i];
-        if (provider && (!e->provider || strcmp(e->provider, provider)))
+    for (size_t i = 0; i < t->nprefix; i++) {
+        const struct kl_price *e = t->prefix[i];
+        if ((best && e->match_len <= best->match_len) || (e->match_len && e->key[0] != model[0]) ||
+            strncmp(model, e->key, e->match_len) || !provider_ok(e, provider))
             continue;
-        size_t score;
-        if (e->prefix) {
-            if (strncmp(model, e->key, e->match_len))
-                continue;
-            score = 2 * e->match_len + 1;
-        } else {
-            if (strcmp(model, e->key))
-                continue;
-            score = 2 * e->match_len + 2;
-        }
-        if (score > best_score) {
-            best = e;
-            best_score = score;
-        }
+        best = e;
     }
     return best;
 }

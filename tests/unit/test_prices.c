@@ -177,6 +177,56 @@ static void lookup_longest_key_wins(void **state)
     kl_prices_free(t);
 }
 
+
+/* The lookup rule as the header states it, by brute force over the table. */
+static const struct kl_price *lookup_by_rule(const kl_prices *t, const char *provider, const char *model)
+{
+    const struct kl_price *best = NULL;
+    for (size_t i = 0; i < kl_prices_count(t); i++) {
+        const struct kl_price *e = kl_prices_at(t, i);
+        if (provider && (!e->provider || strcmp(e->provider, provider)))
+            continue;
+        bool match = e->prefix ? !strncmp(model, e->key, e->match_len) : !strcmp(model, e->key);
+        if (match && (!best || e->match_len > best->match_len ||
+                      (e->match_len == best->match_len && best->prefix && !e->prefix)))
+            best = e;
+    }
+    return best;
+}
+
+/* The indexed lookup agrees with the rule for every key of the shipped
+ * table, its neighbours (longer, shorter, Gemini's spelling) and every
+ * provider filter. */
+static void lookup_matches_rule_everywhere(void **state)
+{
+    (void)state;
+    const char *providers[] = {NULL, "openai", "anthropic", "google", "nope"};
+    size_t checked = 0;
+    for (size_t i = 0; i < kl_prices_count(shipped); i++) {
+        const struct kl_price *e = kl_prices_at(shipped, i);
+        char base[128], models[5][160];
+        snprintf(base, sizeof(base), "%.*s", (int)e->match_len, e->key);
+        snprintf(models[0], sizeof(models[0]), "%s", base);
+        snprintf(models[1], sizeof(models[1]), "%s-2026-01-01", base);
+        snprintf(models[2], sizeof(models[2]), "%.*s", e->match_len ? (int)e->match_len - 1 : 0, base);
+        snprintf(models[3], sizeof(models[3]), "models/%s", base);
+        snprintf(models[4], sizeof(models[4]), "x%s", base);
+        for (size_t m = 0; m < 5; m++)
+            for (size_t p = 0; p < sizeof(providers) / sizeof(providers[0]); p++) {
+                const char *name = models[m];
+                const struct kl_price *want = lookup_by_rule(shipped, providers[p], name);
+                if (!want && !strncmp(name, "models/", 7))
+                    want = lookup_by_rule(shipped, providers[p], name + 7);
+                if (kl_prices_find(shipped, providers[p], name) != want)
+                    fail_msg("%s (provider %s): %s, the rule says %s", name, providers[p] ? providers[p] : "any",
+                             kl_prices_find(shipped, providers[p], name) ? kl_prices_find(shipped, providers[p], name)->key : "none",
+                             want ? want->key : "none");
+                checked++;
+            }
+    }
+    assert_true(checked >= 5 * 5 * 80);
+}
+
 /* ---- cost ---- */
 
 static void cost_exact_nanodollars(void **state)
@@ -432,6 +482,7 @@ int main(void)
         cmocka_unit_test(shipped_table_reads_exactly),
         cmocka_unit_test(bad_tables_are_refused),
         cmocka_unit_test(lookup_longest_key_wins),
+        cmocka_unit_test(lookup_matches_rule_everywhere),
         cmocka_unit_test(cost_exact_nanodollars),
         cmocka_unit_test(cost_rounds_up_once),
         cmocka_unit_test(unknown_model_is_unknown),
