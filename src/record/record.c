@@ -156,6 +156,10 @@ bool kl_record_begin(kl_exchange *ex)
 void kl_record_exchange(kl_exchange *ex)
 {
     struct kl_writer *w = ex->worker->server->writer;
+    /* An exchange that ended before its pipeline started (a body too large,
+     * malformed or stalled, a client gone mid-body) has no slot yet. */
+    if (w && !ex->rec_slots)
+        ex->rec_slots = kl_writer_reserve(w, 1) ? 1 : 0;
     if (w && ex->rec_slots) {
         struct kl_rec r;
         fill(ex, &r, KL_REC_DONE);

@@ -218,3 +218,100 @@ describe('errors', () => {
     assert.match(cont, /^HTTP\/1.1 100 Continue\r\n\r\nHTTP\/1.1 200 OK/);
   });
 });
+
+// Write parts to a new connection, waiting pauseMs before each part after
+// the first; resolve with what came back and when the gateway closed (ms
+// after the last part was written).
+function trickle(url, parts, pauseMs, { limitMs = 8000 } = {}) {
+  const u = new URL(url);
+  return new Promise((resolveP, reject) => {
+    const sock = net.connect({ host: u.hostname, port: Number(u.port) });
+    let data = '', lastWrite = 0;
+    const timer = setTimeout(() => { sock.destroy(); resolveP({ data, closedAfter: null }); }, limitMs);
+    const done = () => { clearTimeout(timer); resolveP({ data, closedAfter: Date.now() - lastWrite }); };
+    sock.on('connect', async () => {
+      for (let i = 0; i < parts.length; i++) {
+        if (i) await new Promise((r) => setTimeout(r, pauseMs));
+        sock.write(parts[i]);
+        lastWrite = Date.now();
+      }
+    });
+    sock.on('data', (d) => (data += d.toString('latin1')));
+    sock.on('end', done);
+    sock.on('close', done);
+    sock.on('error', (e) => (data ? done() : reject(e)));
+  });
+}
+
+describe('slow clients', () => {
+  let mock, gw;
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({
+      listen: { timeouts: { header: '1s', body: '2s', idle: '1s' } },
+      // admin: the stalled request has no identity yet, so only an admin sees its record
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }],
+      providers: providersFor(mock.url),
+    });
+  });
+  after(async () => {
+    await gw.stop();
+    await mock.stop();
+  });
+  const body = '{"model":"gpt-4o","messages":[{"role":"user","content":"slow"}]}';
+  const head = (len) => `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${len}\r\n\r\n`;
+
+  it('a head that stops coming is dropped after timeouts.header', async () => {
+    const r = await trickle(gw.url, ['POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n'], 0);
+    assert.equal(r.data, '');
+    assert.ok(r.closedAfter !== null && r.closedAfter >= 900, `closed after ${r.closedAfter} ms`);
+  });
+
+  it('an idle keep-alive connection is closed after timeouts.idle', async () => {
+    const r = await trickle(gw.url, ['GET / HTTP/1.1\r\nHost: x\r\n\r\n'], 0);
+    assert.match(r.data, /^HTTP\/1.1 200 /);
+    assert.ok(r.closedAfter !== null && r.closedAfter >= 900, `closed after ${r.closedAfter} ms`);
+  });
+
+  it('a body paused for less than timeouts.body at a time is served, however long it takes', async () => {
+    const parts = [head(body.length) + body.slice(0, 10), body.slice(10, 30), body.slice(30)];
+    const r = await trickle(gw.url, parts, 800);  // 1.6 s in all, pauses under 2 s
+    assert.match(r.data, /^HTTP\/1.1 200 /, r.data.slice(0, 200));
+  });
+
+  // The newest record with this status (records are written asynchronously).
+  async function recordWithStatus(status) {
+    for (let i = 0; i < 100; i++) {
+      const l = await (await fetch(`${gw.url}/api/requests?status=${status}`)).json();
+      if (l.requests?.[0]) return l.requests[0];
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    return undefined;
+  }
+
+  it('a body that stalls is dropped after timeouts.body, with a 408 on record', async () => {
+    const r = await trickle(gw.url, [head(body.length + 50) + body], 0);
+    assert.equal(r.data, '');
+    assert.ok(r.closedAfter !== null && r.closedAfter >= 1900, `closed after ${r.closedAfter} ms`);
+    const rec = await recordWithStatus(408);
+    assert.ok(rec, 'the stalled request has its record');
+    assert.equal(rec.error_message, 'request body timed out');
+    assert.equal(rec.path, '/v1/chat/completions');
+    assert.equal(rec.bytes_in > body.length, true);
+    const ok = await fetch(`${gw.url}/`);
+    assert.equal(ok.status, 200, 'the gateway keeps serving');
+  });
+
+  it('a client that leaves mid-body has a 499 on record', async () => {
+    const u = new URL(gw.url);
+    const sock = net.connect({ host: u.hostname, port: Number(u.port) });
+    await new Promise((res) => sock.on('connect', res));
+    sock.write(head(body.length + 50) + body.slice(0, 20));
+    await new Promise((res) => setTimeout(res, 200));
+    sock.destroy();
+    const rec = await recordWithStatus(499);
+    assert.ok(rec, 'the abandoned request has its record');
+    assert.equal(rec.error_class, 'client_closed');
+    assert.equal(rec.error_message, 'client closed while sending the body');
+  });
+});
