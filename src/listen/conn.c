@@ -55,6 +55,7 @@ struct kl_conn {
     bool tls;
     bool direct;                    /* output written by conn_flush (plain TCP) */
     bool flush_queued;
+    bool no_read_timeout;           /* timeouts set, with none for reading (set_read_timeout) */
     struct event *flush;            /* runs conn_flush at the end of this loop pass */
     void (*drain_cb)(kl_exchange *);
 };
@@ -116,8 +117,14 @@ static void arm_timer(struct kl_conn *c, uint32_t ms)
     evtimer_add(c->timer, &tv);
 }
 
+/* Setting timeouts re-adds the socket's events to libevent's timer queues.
+ * A request clears the read timeout twice (its exchange starts, its
+ * connection waits for the next head): only the first does anything. */
 static void set_read_timeout(struct kl_conn *c, uint32_t ms)
 {
+    if (ms == 0 && c->no_read_timeout)
+        return;
+    c->no_read_timeout = ms == 0;
     struct timeval rtv = {ms / 1000, (ms % 1000) * 1000};
     uint32_t sms = timeouts(c)->send;
     struct timeval wtv = {sms / 1000, (sms % 1000) * 1000};
@@ -323,7 +330,9 @@ static void read_head(struct kl_conn *c)
         }
         c->state = ST_BODY;
         evtimer_del(c->timer);
-        set_read_timeout(c, timeouts(c)->body);
+        /* a body that came with its head (most do) needs no timeout */
+        if (ex->req.chunked || evbuffer_get_length(bufferevent_get_input(c->bev)) < (size_t)ex->req.content_length)
+            set_read_timeout(c, timeouts(c)->body);
         if (ex->req.chunked) {
             c->body_expected = -1;
         } else {
