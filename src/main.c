@@ -51,8 +51,42 @@ static bool has_flag(int argc, char **argv, const char *name)
     return false;
 }
 
+/* Every argument after the command is one of the options it takes: a
+ * mistyped --sinse must not quietly report everything. 0, or 2 with a
+ * message. */
+static int check_args(int argc, char **argv, const char *const *valued, const char *const *flags)
+{
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        bool known = false;
+        for (const char *const *f = flags; *f && !known; f++)
+            known = strcmp(a, *f) == 0;
+        for (const char *const *v = valued; *v && !known; v++) {
+            size_t n = strlen(*v);
+            if (strncmp(a, *v, n) == 0 && a[n] == '=') {
+                known = true;
+            } else if (strcmp(a, *v) == 0) {
+                if (i + 1 >= argc) {
+                    fprintf(stderr, "keyless %s: %s needs a value\n", argv[1], a);
+                    return 2;
+                }
+                known = true;
+                i++;
+            }
+        }
+        if (!known) {
+            fprintf(stderr, "keyless %s: unknown option '%s' (run keyless help)\n", argv[1], a);
+            return 2;
+        }
+    }
+    return 0;
+}
+
 static int cmd_check(int argc, char **argv)
 {
+    static const char *const valued[] = {"--config", NULL}, *const flags[] = {"--strict", NULL};
+    if (check_args(argc, argv, valued, flags))
+        return 2;
     const char *path = opt_value(argc, argv, "--config");
     if (!path) {
         fprintf(stderr, "keyless check: --config FILE is required\n");
@@ -72,6 +106,9 @@ static int cmd_check(int argc, char **argv)
 
 static int cmd_serve(int argc, char **argv)
 {
+    static const char *const valued[] = {"--config", NULL}, *const flags[] = {NULL};
+    if (check_args(argc, argv, valued, flags))
+        return 2;
     const char *path = opt_value(argc, argv, "--config");
     if (!path) {
         fprintf(stderr, "keyless serve: --config FILE is required\n");
@@ -93,6 +130,12 @@ static int cmd_serve(int argc, char **argv)
 static int cmd_report(int argc, char **argv, bool is_export)
 {
     const char *name = is_export ? "export" : "usage";
+    static const char *const usage_valued[] = {"--config", "--by", "--since", "--until", "--user", "--model", NULL};
+    static const char *const usage_flags[] = {"--json", NULL};
+    static const char *const export_valued[] = {"--config", "--since", "--until", "--user", "--model", "--format", NULL};
+    static const char *const export_flags[] = {NULL};
+    if (check_args(argc, argv, is_export ? export_valued : usage_valued, is_export ? export_flags : usage_flags))
+        return 2;
     const char *path = opt_value(argc, argv, "--config");
     if (!path) {
         fprintf(stderr, "keyless %s: --config FILE is required\n", name);

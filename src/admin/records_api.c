@@ -3,6 +3,7 @@
  * Admins see everyone; users see only their own records. */
 #include "admin/admin.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,11 +21,10 @@ struct api_job {
     struct kl_query_job job;    /* first: the query thread's view */
     kl_exchange *ex;            /* NULL once the client has gone */
     enum api_kind kind;
+    kl_arena arena;             /* the job's own copies of its parameters */
     struct kl_report_filter f;
-    char group_by[128];
-    char id[64];
-    char user[256];
-    char model[256], provider[128], session[256], error_class[64], before[64];
+    bool own_only;              /* a user, not an admin: f.user is the caller's login, always applied */
+    const char *group_by, *id;
     cJSON *result;
     int status;                 /* 0 ok, else HTTP error */
     char err[256];
@@ -44,11 +44,11 @@ static void run(struct kl_store *s, struct kl_query_job *job)
         rc = kl_report_requests(s, &j->f, false, &j->result, j->err, sizeof(j->err));
         break;
     case API_ONE: {
-        const char *params[] = {j->id, j->user};
+        const char *params[] = {j->id, j->f.user};
         cJSON *rows = NULL;
-        rc = kl_store_exec(s, j->user[0] ? "SELECT * FROM requests WHERE id = ? AND login = ?"
-                                         : "SELECT * FROM requests WHERE id = ?",
-                           params, j->user[0] ? 2 : 1, &rows, j->err, sizeof(j->err));
+        rc = kl_store_exec(s, j->own_only ? "SELECT * FROM requests WHERE id = ? AND login = ?"
+                                          : "SELECT * FROM requests WHERE id = ?",
+                           params, j->own_only ? 2 : 1, &rows, j->err, sizeof(j->err));
         if (rc == 0 && cJSON_GetArraySize(rows) == 1)
             j->result = cJSON_DetachItemFromArray(rows, 0);
         else if (rc == 0)
@@ -59,6 +59,13 @@ static void run(struct kl_store *s, struct kl_query_job *job)
     }
     if (rc < 0 && !j->status)
         j->status = 500;
+}
+
+static void job_free(struct api_job *j)
+{
+    cJSON_Delete(j->result);
+    kl_arena_free(&j->arena);
+    free(j);
 }
 
 static void done(struct kl_query_job *job)
@@ -78,8 +85,7 @@ static void done(struct kl_query_job *job)
             cJSON *root = cJSON_CreateObject();
             if (j->kind == API_USAGE) {
                 cJSON *g = cJSON_AddArrayToObject(root, "group_by");
-                char list[128];
-                snprintf(list, sizeof(list), "%s", j->group_by);
+                char *list = kl_arena_strdup(&j->arena, j->group_by);
                 for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
                     cJSON_AddItemToArray(g, cJSON_CreateString(t));
                 if (j->f.since_ms)
@@ -90,9 +96,8 @@ static void done(struct kl_query_job *job)
             } else if (j->kind == API_LIST) {
                 int n = cJSON_GetArraySize(j->result);
                 cJSON *last = n ? cJSON_GetArrayItem(j->result, n - 1) : NULL;
-                int limit = j->f.limit > 0 ? j->f.limit : 50;
                 cJSON_AddItemToObject(root, "requests", j->result);
-                if (last && n >= limit)
+                if (last && n >= j->f.limit)
                     cJSON_AddStringToObject(root, "next_before", cJSON_GetObjectItem(last, "id")->valuestring);
                 else
                     cJSON_AddNullToObject(root, "next_before");
@@ -108,8 +113,7 @@ static void done(struct kl_query_job *job)
         }
         kl_pipeline_continue(ex, step);
     }
-    cJSON_Delete(j->result);
-    free(j);
+    job_free(j);
 }
 
 static void cancel(kl_exchange *ex)
@@ -120,10 +124,59 @@ static void cancel(kl_exchange *ex)
     ex->api_job = NULL;
 }
 
-static void copy(char *dst, size_t n, const char *src)
+/* A query parameter, copied for the job (the exchange may go before the
+ * job is done); NULL when absent or empty. */
+static const char *param(struct api_job *j, kl_arena *a, const char *qs, const char *name)
 {
-    if (src)
-        snprintf(dst, n, "%s", src);
+    const char *v = kl_query_param(a, qs, name);
+    return v && *v ? kl_arena_strdup(&j->arena, v) : NULL;
+}
+
+/* A whole decimal number in [min, max]: 0, with *out set, or -1. */
+static int parse_int(const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* The filters of a request, or a message saying which one is wrong. */
+static const char *read_filters(struct api_job *j, kl_exchange *ex)
+{
+    const char *qs = ex->req.query;
+    kl_arena *a = &ex->arena;
+    int64_t now = kl_wall_ms();
+    const char *since = kl_query_param(a, qs, "since"), *until = kl_query_param(a, qs, "until");
+    if ((since && kl_parse_time(since, now, &j->f.since_ms) < 0) ||
+        (until && kl_parse_time(until, now, &j->f.until_ms) < 0))
+        return "since/until take \"24h\", \"7d\", \"2026-11-01\", \"2026-11-01T12:00:00Z\" or Unix ms";
+    if (since && until && j->f.since_ms >= j->f.until_ms)
+        return "since must be before until";
+    /* Users see their own records, whatever they ask for. */
+    j->own_only = ex->role != KL_ROLE_ADMIN;
+    j->f.user = j->own_only ? kl_arena_strdup(&j->arena, ex->ident->login) : param(j, a, qs, "user");
+    j->f.model = param(j, a, qs, "model");
+    j->f.provider = param(j, a, qs, "provider");
+    j->f.session = param(j, a, qs, "session");
+    j->f.error_class = param(j, a, qs, "error_class");
+    j->f.before_id = param(j, a, qs, "before");
+    if (j->f.before_id && (strlen(j->f.before_id) > 36 || strspn(j->f.before_id, "0123456789abcdef-") !=
+                                                             strlen(j->f.before_id)))
+        return "before takes a request id (next_before of the previous page)";
+    const char *status = kl_query_param(a, qs, "status"), *limit = kl_query_param(a, qs, "limit");
+    long v = 0;
+    if (status && parse_int(status, 100, 599, &v) < 0)
+        return "status takes an HTTP status, 100 to 599";
+    j->f.status = (int)v;
+    v = 50;
+    if (limit && parse_int(limit, 1, 1000000, &v) < 0)
+        return "limit takes a positive whole number (at most 1000 are returned)";
+    j->f.limit = v > 1000 ? 1000 : (int)v;
+    return NULL;
 }
 
 enum kl_step kl_admin_records(kl_exchange *ex)
@@ -136,50 +189,35 @@ enum kl_step kl_admin_records(kl_exchange *ex)
         return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN, "access denied: no role granted");
     if (strcmp(ex->req.method, "GET") != 0 && strcmp(ex->req.method, "HEAD") != 0)
         return kl_fail(ex, KL_ERR_METHOD, KL_EC_METHOD, "use GET on %s", ex->req.path);
+    const char *path = ex->req.path;
+    enum api_kind kind;
+    if (strcmp(path, "/api/usage") == 0)
+        kind = API_USAGE;
+    else if (strcmp(path, "/api/requests") == 0)
+        kind = API_LIST;
+    else if (strncmp(path, "/api/requests/", 14) == 0 && path[14] && strlen(path + 14) <= 64)
+        kind = API_ONE;
+    else
+        return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no such endpoint: %s", path);
     struct api_job *j = calloc(1, sizeof(*j));
     if (!j)
         abort();
-    const char *path = ex->req.path, *qs = ex->req.query;
-    kl_arena *a = &ex->arena;
-    int64_t now = kl_wall_ms();
-    const char *since = kl_query_param(a, qs, "since"), *until = kl_query_param(a, qs, "until");
-    if ((since && kl_parse_time(since, now, &j->f.since_ms) < 0) ||
-        (until && kl_parse_time(until, now, &j->f.until_ms) < 0)) {
-        free(j);
-        return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST,
-                       "since/until take \"24h\", \"7d\", \"2026-11-01\", \"2026-11-01T12:00:00Z\" or Unix ms");
+    kl_arena_init(&j->arena);
+    j->kind = kind;
+    const char *bad = read_filters(j, ex);
+    if (!bad && kind == API_USAGE) {
+        const char *g = kl_query_param(&ex->arena, ex->req.query, "group_by");
+        j->group_by = kl_arena_strdup(&j->arena, g ? g : "user,model");
+        if (kl_report_check_group_by(j->group_by, j->err, sizeof(j->err)) < 0)
+            bad = j->err;
     }
-    /* Users see their own records, whatever they ask for. */
-    const char *user = ex->role == KL_ROLE_ADMIN ? kl_query_param(a, qs, "user") : ex->ident->login;
-    copy(j->user, sizeof(j->user), user);
-    copy(j->model, sizeof(j->model), kl_query_param(a, qs, "model"));
-    copy(j->provider, sizeof(j->provider), kl_query_param(a, qs, "provider"));
-    copy(j->session, sizeof(j->session), kl_query_param(a, qs, "session"));
-    copy(j->error_class, sizeof(j->error_class), kl_query_param(a, qs, "error_class"));
-    copy(j->before, sizeof(j->before), kl_query_param(a, qs, "before"));
-    j->f.user = j->user[0] ? j->user : NULL;
-    j->f.model = j->model[0] ? j->model : NULL;
-    j->f.provider = j->provider[0] ? j->provider : NULL;
-    j->f.session = j->session[0] ? j->session : NULL;
-    j->f.error_class = j->error_class[0] ? j->error_class : NULL;
-    j->f.before_id = j->before[0] ? j->before : NULL;
-    const char *status = kl_query_param(a, qs, "status");
-    j->f.status = status ? atoi(status) : 0;
-    const char *limit = kl_query_param(a, qs, "limit");
-    j->f.limit = limit ? atoi(limit) : 0;
-    if (strcmp(path, "/api/usage") == 0) {
-        j->kind = API_USAGE;
-        const char *g = kl_query_param(a, qs, "group_by");
-        copy(j->group_by, sizeof(j->group_by), g ? g : "user,model");
-    } else if (strcmp(path, "/api/requests") == 0) {
-        j->kind = API_LIST;
-    } else if (strncmp(path, "/api/requests/", 14) == 0 && path[14] && strlen(path + 14) < sizeof(j->id)) {
-        j->kind = API_ONE;
-        copy(j->id, sizeof(j->id), path + 14);
-    } else {
-        free(j);
-        return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no such endpoint: %s", path);
+    if (bad) {
+        enum kl_step step = kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "%s", bad);
+        job_free(j);
+        return step;
     }
+    if (kind == API_ONE)
+        j->id = kl_arena_strdup(&j->arena, path + 14);
     j->ex = ex;
     j->job.w = ex->worker;
     j->job.run = run;

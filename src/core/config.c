@@ -34,12 +34,24 @@ void kl_cfg_report(kl_cfg_ctx *c, enum kl_severity sev, const cJSON *at,
     kl_diags_add(c->diags, sev, line, col, "%s", msg);
 }
 
+/* strtod also reads "nan", "inf", hex, signs, exponents and leading
+ * spaces; a duration or size is plain decimal digits with an optional
+ * fraction. The value, with *end after it, or -1. */
+static int plain_decimal(const char *s, double *v, char **end)
+{
+    size_t n = strspn(s, "0123456789.");
+    if (n == 0 || (!isdigit((unsigned char)s[0]) && !(s[0] == '.' && isdigit((unsigned char)s[1]))))
+        return -1;
+    errno = 0;
+    *v = strtod(s, end);
+    return *end == s + n && !errno ? 0 : -1;
+}
+
 int kl_parse_duration_ms(const char *s, uint64_t *out_ms)
 {
     char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || errno || v < 0)
+    double v;
+    if (plain_decimal(s, &v, &end) < 0)
         return -1;
     double mult;
     if (*end == '\0' || strcmp(end, "s") == 0)
@@ -55,7 +67,7 @@ int kl_parse_duration_ms(const char *s, uint64_t *out_ms)
     else
         return -1;
     double ms = v * mult;
-    if (ms > 1e15)
+    if (!(ms <= 1e15))
         return -1;
     *out_ms = (uint64_t)ms;
     return 0;
@@ -68,9 +80,8 @@ int kl_parse_size(const char *s, size_t *out)
         {"MiB", 1048576.0}, {"GB", 1e9}, {"GiB", 1073741824.0},
     };
     char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || errno || v < 0)
+    double v;
+    if (plain_decimal(s, &v, &end) < 0)
         return -1;
     while (*end == ' ')
         end++;

@@ -11,7 +11,8 @@ static char *decode(kl_arena *a, const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '+') {
             out[o++] = ' ';
-        } else if (s[i] == '%' && i + 2 < n && kl_hex_digit(s[i + 1]) >= 0 && kl_hex_digit(s[i + 2]) >= 0) {
+        } else if (s[i] == '%' && i + 2 < n && kl_hex_digit(s[i + 1]) >= 0 && kl_hex_digit(s[i + 2]) >= 0 &&
+                   (s[i + 1] != '0' || s[i + 2] != '0')) {
             out[o++] = (char)(kl_hex_digit(s[i + 1]) * 16 + kl_hex_digit(s[i + 2]));
             i += 2;
         } else {

@@ -101,8 +101,11 @@ static void read_cidr(kl_cfg_ctx *c, const cJSON *v, struct kl_identity_cfg *ic)
         cJSON_ArrayForEach(m, e) {
             if (strcmp(m->string, "range") == 0)
                 continue;
-            if (strcmp(m->string, "login") == 0 && cJSON_IsString(m))
+            if (strcmp(m->string, "login") == 0 && cJSON_IsString(m) && *m->valuestring)
                 r->ident.login = kl_arena_strdup(&c->cfg->arena, m->valuestring);
+            else if (strcmp(m->string, "login") == 0)
+                kl_cfg_report(c, KL_SEV_ERROR, m, "identity.cidr entry %s: \"login\" must be a non-empty string",
+                              range->valuestring);
             else if (strcmp(m->string, "display_name") == 0 && cJSON_IsString(m))
                 r->ident.display_name = kl_arena_strdup(&c->cfg->arena, m->valuestring);
             else if (strcmp(m->string, "tags") == 0)

@@ -100,6 +100,18 @@ static enum kl_step unidentified(kl_exchange *ex, const struct kl_identity_cfg *
                    tried[0] ? tried : "none");
 }
 
+/* Records, grants, quotas and who may read which record are all keyed by
+ * login: a source that yields an empty one has not identified anybody. */
+static enum kl_step identified(kl_exchange *ex)
+{
+    if (ex->ident && ex->ident->login && *ex->ident->login)
+        return KL_NEXT;
+    const char *source = ex->ident && ex->ident->source ? ex->ident->source : "unknown";
+    ex->ident = NULL;
+    return kl_fail(ex, KL_ERR_UNAUTHENTICATED, KL_EC_UNAUTHENTICATED,
+                   "the caller's identity (source %s) has an empty login", source);
+}
+
 static void identity_cancel(kl_exchange *ex)
 {
     kl_whois_forget(ex);
@@ -150,7 +162,7 @@ static enum kl_step try_sources(kl_exchange *ex)
             break;
         }
         if (o == IDENTIFIED)
-            return KL_NEXT;
+            return identified(ex);
         if (o == REFUSED)
             return KL_DONE;
     }
@@ -166,7 +178,7 @@ void kl_whois_resume(kl_exchange *ex, struct kl_whois_entry *e, const char *err)
                        "cannot identify the caller: %s", err);
     } else {
         enum outcome o = from_whois(ex, e);
-        step = o == IDENTIFIED ? KL_NEXT : o == REFUSED ? KL_DONE : try_sources(ex);
+        step = o == IDENTIFIED ? identified(ex) : o == REFUSED ? KL_DONE : try_sources(ex);
     }
     kl_pipeline_continue(ex, step);
 }

@@ -1,6 +1,7 @@
 #include "record/report.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +48,9 @@ int kl_parse_time(const char *s, int64_t now_ms, int64_t *out)
     for (size_t i = 0; i < n; i++)
         digits = digits && isdigit((unsigned char)s[i]);
     if (digits && n >= 10) {
+        errno = 0;
         *out = strtoll(s, NULL, 10);
-        return 0;
+        return errno ? -1 : 0;
     }
     uint64_t ms;
     if (kl_parse_duration_ms(s, &ms) == 0 && !digits) {
@@ -63,7 +65,13 @@ int kl_parse_time(const char *s, int64_t now_ms, int64_t *out)
     }
     if (!end || (*end && strcmp(end, "Z") != 0))
         return -1;
-    *out = (int64_t)timegm(&tm) * 1000;
+    /* strptime takes February 31st; timegm would make it March 3rd */
+    struct tm want = tm, back;
+    time_t t = timegm(&tm);
+    if (!gmtime_r(&t, &back) || back.tm_year != want.tm_year || back.tm_mon != want.tm_mon ||
+        back.tm_mday != want.tm_mday || back.tm_hour != want.tm_hour || back.tm_min != want.tm_min)
+        return -1;
+    *out = (int64_t)t * 1000;
     return 0;
 }
 
@@ -110,28 +118,61 @@ static void build_where(const struct kl_report_filter *f, struct kl_report_sql *
         where_add(w, "id < ?", f->before_id);
 }
 
+#define NDIMS (sizeof(dims) / sizeof(dims[0]))
+
+/* The dimensions of a group_by list, in its order: each known, none twice,
+ * no empty item. Their count, or -1 with a message. */
+static int parse_groups(const char *group_by, size_t idx[NDIMS], char *err, size_t errlen)
+{
+    size_t n = 0;
+    const char *p = group_by ? group_by : "";
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        size_t i;
+        for (i = 0; i < NDIMS; i++)
+            if (strlen(dims[i].name) == len && !strncmp(p, dims[i].name, len))
+                break;
+        if (i == NDIMS) {
+            snprintf(err, errlen, "cannot group by \"%.*s\" (use user, model, provider, day, session, node, endpoint)",
+                     (int)(len > 64 ? 64 : len), p);
+            return -1;
+        }
+        for (size_t k = 0; k < n; k++)
+            if (idx[k] == i) {
+                snprintf(err, errlen, "cannot group by \"%s\" twice", dims[i].name);
+                return -1;
+            }
+        idx[n++] = i;
+        p += len;
+        if (*p == ',' && !*++p) {
+            snprintf(err, errlen, "cannot group by \"\" (a trailing comma)");
+            return -1;
+        }
+    }
+    return (int)n;
+}
+
+int kl_report_check_group_by(const char *group_by, char *err, size_t errlen)
+{
+    size_t idx[NDIMS];
+    return parse_groups(group_by, idx, err, errlen) < 0 ? -1 : 0;
+}
+
 int kl_report_usage_sql(struct kl_store *s, const char *group_by, const struct kl_report_filter *f,
                         struct kl_report_sql *out, char *err, size_t errlen)
 {
-    char select[512] = "", group[512] = "";
-    if (group_by && *group_by) {
-        char list[256];
-        snprintf(list, sizeof(list), "%s", group_by);
-        for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-            size_t i;
-            for (i = 0; i < sizeof(dims) / sizeof(dims[0]); i++)
-                if (strcmp(tok, dims[i].name) == 0)
-                    break;
-            if (i == sizeof(dims) / sizeof(dims[0])) {
-                snprintf(err, errlen,
-                         "cannot group by \"%s\" (use user, model, provider, day, session, node, endpoint)", tok);
-                return -1;
-            }
-            const char *expr = dims[i].expr ? dims[i].expr : kl_store_sql_day(s, "started_at");
-            size_t sl = strlen(select), gl = strlen(group);
-            snprintf(select + sl, sizeof(select) - sl, "%s AS \"%s\", ", expr, dims[i].name);
-            snprintf(group + gl, sizeof(group) - gl, "%s\"%s\"", gl ? ", " : "", dims[i].name);
-        }
+    /* at most every dimension once: these always fit */
+    char select[1024] = "", group[256] = "";
+    size_t idx[NDIMS];
+    int n = parse_groups(group_by, idx, err, errlen);
+    if (n < 0)
+        return -1;
+    for (int k = 0; k < n; k++) {
+        const struct dim *d = &dims[idx[k]];
+        const char *expr = d->expr ? d->expr : kl_store_sql_day(s, "started_at");
+        size_t sl = strlen(select), gl = strlen(group);
+        snprintf(select + sl, sizeof(select) - sl, "%s AS \"%s\", ", expr, d->name);
+        snprintf(group + gl, sizeof(group) - gl, "%s\"%s\"", gl ? ", " : "", d->name);
     }
     build_where(f, out);
     snprintf(out->sql, sizeof(out->sql),

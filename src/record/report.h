@@ -35,9 +35,13 @@ struct kl_report_sql {
 };
 
 /* The statement kl_report_usage runs (tests EXPLAIN it). -1 with a message
- * for an unknown group_by name. */
+ * for a group_by kl_report_check_group_by refuses. */
 int kl_report_usage_sql(struct kl_store *s, const char *group_by, const struct kl_report_filter *f,
                         struct kl_report_sql *out, char *err, size_t errlen);
+
+/* 0 when group_by names known dimensions, each once, without empty items;
+ * else -1 with a message ("cannot group by ..."). */
+int kl_report_check_group_by(const char *group_by, char *err, size_t errlen);
 
 /* Newest first. Without captures the body/header columns are left out. */
 int kl_report_requests(struct kl_store *s, const struct kl_report_filter *f, bool captures,

@@ -195,7 +195,8 @@ struct kl_store *kl_sqlite_open(const char *path, bool do_migrate, char *err, si
     if (!q)
         abort();
     q->base = (struct kl_store){KL_STORE_SQLITE, sqlite_close, sqlite_write, sqlite_exec};
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    /* readers (the query thread, keyless usage/export) never create the file */
+    int flags = SQLITE_OPEN_READWRITE | (do_migrate ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path, &q->db, flags, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: cannot open %s: %s", path, q->db ? sqlite3_errmsg(q->db) : "out of memory");
         sqlite_close(&q->base);

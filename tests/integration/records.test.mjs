@@ -3,6 +3,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startMock, startGateway, providersFor, KEYS, assertNoKeys, from, BUILD } from './lib/harness.mjs';
@@ -356,5 +358,89 @@ describe('retention', () => {
     assert.match(l.body.error.message, /no records are kept/);
     await gw.stop();
     await mock.stop();
+  });
+});
+
+describe('records API: bad input and whose records', () => {
+  // Two logins where one is the other's first 255 characters: a filter cut
+  // to a fixed buffer would show one the other's records.
+  const A = `a${'x'.repeat(299)}@example.com`, B = A.slice(0, 255), ROOT = '127.0.0.52';
+  const ids = {
+    cidr: [
+      { range: '127.0.0.50/32', login: A },
+      { range: '127.0.0.51/32', login: B },
+      { range: '127.0.0.52/32', login: 'root@example.com' },
+    ],
+  };
+  const g = [
+    { src: [A, B], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }] } },
+    { src: ['root@example.com'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } },
+  ];
+  let mock, gw;
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({ identity: ids, grants: g, providers: providersFor(mock.url) });
+  });
+  after(async () => {
+    await gw.stop();
+    await mock.stop();
+  });
+
+  it('a user sees only records of exactly their own login', async () => {
+    for (const ip of ['127.0.0.50', '127.0.0.51']) {
+      const r = await chat(gw, ip, { model: 'gpt-4o', messages: [{ role: 'user', content: ip }] });
+      assert.equal(r.status, 200);
+      await r.text();
+    }
+    let all = [];
+    for (let i = 0; i < 100 && all.length < 2; i++) {
+      all = (await getJSON(gw, '/api/requests', ROOT)).body.requests.filter((x) => x.path === '/v1/chat/completions');
+      if (all.length < 2) await sleep(50);
+    }
+    const mineA = (await getJSON(gw, '/api/requests?limit=1000', '127.0.0.50')).body.requests;
+    const mineB = (await getJSON(gw, '/api/requests?limit=1000', '127.0.0.51')).body.requests;
+    assert.ok(mineA.length >= 1 && mineA.every((x) => x.login === A), 'A sees only A');
+    assert.ok(mineB.length >= 1 && mineB.every((x) => x.login === B), 'B sees only B');
+    const bId = all.find((x) => x.login === B).id;
+    assert.equal((await getJSON(gw, `/api/requests/${bId}`, '127.0.0.50')).status, 404);
+    assert.equal((await getJSON(gw, `/api/requests/${bId}`, '127.0.0.51')).status, 200);
+    const usage = (await getJSON(gw, '/api/usage?group_by=user', '127.0.0.50')).body.rows;
+    assert.deepEqual(usage.map((x) => x.user), [A]);
+    // an admin's user filter is not cut either
+    const rootA = (await getJSON(gw, `/api/requests?user=${encodeURIComponent(A)}`, ROOT)).body.requests;
+    assert.ok(rootA.length >= 1 && rootA.every((x) => x.login === A));
+  });
+
+  it('malformed filters get a 400 that says which, never a 500', async () => {
+    for (const q of [
+      '/api/requests?limit=abc', '/api/requests?limit=0', '/api/requests?limit=-5', '/api/requests?limit=4294967297',
+      '/api/requests?status=abc', '/api/requests?status=4294967496', '/api/requests?status=-1',
+      '/api/requests?since=nan', '/api/requests?since=0x10h', '/api/requests?since=1e3s', '/api/requests?since=2026-02-31',
+      '/api/requests?since=99999999999999999999', '/api/requests?since=1h&until=2h', '/api/requests?before=zzz',
+      '/api/usage?group_by=model,model', '/api/usage?group_by=user,', '/api/usage?group_by=,user',
+      '/api/usage?group_by=user%00,bogus', '/api/usage?group_by=colour', `/api/usage?group_by=${'user,'.repeat(30)}user`,
+    ]) {
+      const r = await getJSON(gw, q, ROOT);
+      assert.equal(r.status, 400, `${q}: ${JSON.stringify(r.body)}`);
+      assert.equal(typeof r.body.error?.message, 'string', q);
+      assert.ok(!/sqlite|syntax|SELECT/i.test(r.body.error.message), `${q}: ${r.body.error.message}`);
+    }
+    const wide = await getJSON(gw, '/api/usage?group_by=user,model,provider,day,session,node,endpoint', ROOT);
+    assert.equal(wide.status, 200);
+    assert.deepEqual(wide.body.group_by, ['user', 'model', 'provider', 'day', 'session', 'node', 'endpoint']);
+    const many = await getJSON(gw, '/api/requests?limit=5000', ROOT);
+    assert.equal(many.status, 200);
+    const page = await getJSON(gw, '/api/requests?limit=1', ROOT);
+    assert.equal(page.body.requests.length, 1);
+    assert.equal(page.body.next_before, page.body.requests[0].id);
+  });
+
+  it('an empty login in the configuration is an error', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kl-empty-login-'));
+    const cfg = join(dir, 'keyless.hujson');
+    writeFileSync(cfg, JSON.stringify({ identity: { cidr: [{ range: '10.0.0.0/8', login: '' }] }, providers: {} }));
+    const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', cfg], { encoding: 'utf8' });
+    assert.equal(r.status, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /"login" must be a non-empty string/);
   });
 });

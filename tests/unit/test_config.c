@@ -166,6 +166,14 @@ static void durations_and_sizes(void **state)
     assert_int_equal(ms, 5000);
     assert_int_equal(kl_parse_duration_ms("5 parsecs", &ms), -1);
     assert_int_equal(kl_parse_duration_ms("-1s", &ms), -1);
+    /* strtod reads these; a duration is plain decimal (NaN had reached a cast) */
+    static const char *const odd[] = {"nan", "NaN", "nanh", "inf", "infinity", "0x10h", "1e3s", "+1h", " 1s", ".s", ""};
+    for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+        assert_int_equal(kl_parse_duration_ms(odd[i], &ms), -1);
+        assert_int_equal(kl_parse_size(odd[i], &(size_t){0}), -1);
+    }
+    assert_int_equal(kl_parse_duration_ms(".5s", &ms), 0);
+    assert_int_equal(ms, 500);
     size_t sz;
     assert_int_equal(kl_parse_size("32MiB", &sz), 0);
     assert_int_equal(sz, 32u << 20);
