@@ -25,6 +25,24 @@ static void cell_text(const cJSON *v, char *buf, size_t len)
         snprintf(buf, len, "-");
 }
 
+/* Width on a terminal: UTF-8 code points, not bytes. */
+static size_t text_width(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xc0) != 0x80;
+    return n;
+}
+
+static void print_cell(FILE *out, const char *text, size_t width, bool left)
+{
+    size_t pad = width - text_width(text);
+    if (!left)
+        fprintf(out, "%*s", (int)pad, "");
+    fputs(text, out);
+    fprintf(out, "%*s  ", left ? (int)pad : 0, "");
+}
+
 /* A readable table: one column per group and figure, right-aligned numbers. */
 static void print_table(cJSON *rows, const char *group_by, FILE *out)
 {
@@ -42,22 +60,22 @@ static void print_table(cJSON *rows, const char *group_by, FILE *out)
     size_t width[16];
     for (size_t c = 0; c < ncol; c++)
         width[c] = strlen(c < ng ? groups[c] : titles[c - ng]);
-    char cell[16][128];
+    char cell[16][1024];
     const cJSON *r;
     cJSON_ArrayForEach(r, rows) {
         for (size_t c = 0; c < ncol; c++) {
             cell_text(cJSON_GetObjectItem(r, c < ng ? groups[c] : figures[c - ng]), cell[c], sizeof(cell[c]));
-            if (strlen(cell[c]) > width[c])
-                width[c] = strlen(cell[c]);
+            if (text_width(cell[c]) > width[c])
+                width[c] = text_width(cell[c]);
         }
     }
     for (size_t c = 0; c < ncol; c++)
-        fprintf(out, c < ng ? "%-*s  " : "%*s  ", (int)width[c], c < ng ? groups[c] : titles[c - ng]);
+        print_cell(out, c < ng ? groups[c] : titles[c - ng], width[c], c < ng);
     fputc('\n', out);
     cJSON_ArrayForEach(r, rows) {
         for (size_t c = 0; c < ncol; c++) {
             cell_text(cJSON_GetObjectItem(r, c < ng ? groups[c] : figures[c - ng]), cell[c], sizeof(cell[c]));
-            fprintf(out, c < ng ? "%-*s  " : "%*s  ", (int)width[c], cell[c]);
+            print_cell(out, cell[c], width[c], c < ng);
         }
         fputc('\n', out);
     }
