@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "authorize/authorize.h"
+#include "core/text.h"
 #include "core/urlquery.h"
 #include "identity/identity.h"
 #include "listen/conn.h"
@@ -132,6 +133,13 @@ static const char *param(struct api_job *j, kl_arena *a, const char *qs, const c
     return v && *v ? kl_arena_strdup(&j->arena, v) : NULL;
 }
 
+/* Records hold UTF-8 only (kl_rec_pack); PostgreSQL refuses to compare
+ * with anything else. */
+static bool utf8(const char *s)
+{
+    return !s || kl_utf8_clean_len(s) == strlen(s);
+}
+
 /* A whole decimal number in [min, max]: 0, with *out set, or -1. */
 static int parse_int(const char *s, long min, long max, long *out)
 {
@@ -164,6 +172,9 @@ static const char *read_filters(struct api_job *j, kl_exchange *ex)
     j->f.session = param(j, a, qs, "session");
     j->f.error_class = param(j, a, qs, "error_class");
     j->f.before_id = param(j, a, qs, "before");
+    if (!utf8(j->f.user) || !utf8(j->f.model) || !utf8(j->f.provider) || !utf8(j->f.session) ||
+        !utf8(j->f.error_class))
+        return "filters must be UTF-8 text";
     if (j->f.before_id && (strlen(j->f.before_id) > 36 || strspn(j->f.before_id, "0123456789abcdef-") !=
                                                              strlen(j->f.before_id)))
         return "before takes a request id (next_before of the previous page)";
@@ -208,11 +219,18 @@ enum kl_step kl_admin_records(kl_exchange *ex)
     if (!bad && kind == API_USAGE) {
         const char *g = kl_query_param(&ex->arena, ex->req.query, "group_by");
         j->group_by = kl_arena_strdup(&j->arena, g ? g : "user,model");
-        if (kl_report_check_group_by(j->group_by, j->err, sizeof(j->err)) < 0)
+        if (!utf8(j->group_by))
+            bad = "group_by must be UTF-8 text";
+        else if (kl_report_check_group_by(j->group_by, j->err, sizeof(j->err)) < 0)
             bad = j->err;
     }
     if (bad) {
         enum kl_step step = kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "%s", bad);
+        job_free(j);
+        return step;
+    }
+    if (kind == API_ONE && !utf8(path + 14)) {
+        enum kl_step step = kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no such record");
         job_free(j);
         return step;
     }

@@ -26,4 +26,13 @@ bool kl_join2(char *out, size_t cap, const char *a, char sep, const char *b);
 /* v[0..n) joined by sep, in the arena; NULL when n is 0. */
 const char *kl_join(kl_arena *a, const char *const *v, size_t n, char sep);
 
+/* Text that must be UTF-8 (PostgreSQL refuses anything else, JSON readers
+ * choke on it) but comes from callers: every byte that does not begin a
+ * well-formed sequence (RFC 3629) becomes U+FFFD. kl_utf8_clean_len is the
+ * length of the result without its NUL; kl_utf8_clean writes it and the NUL
+ * to out (that length + 1 bytes) and returns the length. A string that is
+ * already UTF-8 comes out unchanged. */
+size_t kl_utf8_clean_len(const char *s);
+size_t kl_utf8_clean(char *out, const char *s);
+
 #endif

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text.h"
+
 /* Every string member, so sizing and copying walk the same list. */
 static const size_t string_fields[] = {
     offsetof(struct kl_rec, login), offsetof(struct kl_rec, display_name),
@@ -28,11 +30,14 @@ static const char **field(struct kl_rec *r, size_t i)
 
 struct kl_rec *kl_rec_pack(const struct kl_rec *src)
 {
-    size_t size = sizeof(struct kl_rec);
+    /* Text fields are made UTF-8 here, once for both stores: a caller's
+     * User-Agent byte 0xff had made PostgreSQL refuse the whole batch. */
+    size_t size = sizeof(struct kl_rec), len[NFIELDS];
     for (size_t i = 0; i < NFIELDS; i++) {
         const char *s = *field((struct kl_rec *)src, i);
+        len[i] = s ? kl_utf8_clean_len(s) : 0;
         if (s)
-            size += strlen(s) + 1;
+            size += len[i] + 1;
     }
     if (src->request_body)
         size += src->request_body_len + 1;
@@ -46,10 +51,9 @@ struct kl_rec *kl_rec_pack(const struct kl_rec *src)
     for (size_t i = 0; i < NFIELDS; i++) {
         const char **f = field(r, i);
         if (*f) {
-            size_t n = strlen(*f) + 1;
-            memcpy(p, *f, n);
+            kl_utf8_clean(p, *f);
             *f = p;
-            p += n;
+            p += len[i] + 1;
         }
     }
     if (src->request_body) {

@@ -21,7 +21,12 @@ struct kl_store *kl_store_open(enum kl_store_driver d, const char *target, bool 
 void kl_store_close(struct kl_store *s);
 enum kl_store_driver kl_store_driver(const struct kl_store *s);
 
-/* Insert or update (by id) every record in one transaction. */
+/* Insert or update (by id) every record in one transaction: 0; -1 when the
+ * store cannot be written now (unreachable, full, busy: try again later);
+ * KL_STORE_REFUSED when it works but refuses something the records hold
+ * (written alone, the others would go in). Writing a record again is
+ * harmless: every write is an upsert by id. */
+#define KL_STORE_REFUSED (-2)
 int kl_store_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen);
 
 /* Run a statement with '?' placeholders and text parameters (NULL = SQL

@@ -20,6 +20,7 @@ struct pg_store {
     PGconn *conn;
     char *conninfo;
     bool prepared;
+    bool refused;               /* the last statement failed on the data, not the server */
     size_t update_map[64], nupdate;
 };
 
@@ -122,10 +123,15 @@ static long exec_prepared(struct pg_store *p, const char *name, const struct pg_
 {
     PGresult *r = PQexecPrepared(p->conn, name, (int)n, pp->v, pp->len, pp->fmt, 0);
     long changed = -1;
-    if (PQresultStatus(r) == PGRES_COMMAND_OK)
+    if (PQresultStatus(r) == PGRES_COMMAND_OK) {
         changed = strtol(PQcmdTuples(r), NULL, 10);
-    else
+    } else {
         snprintf(err, errlen, "postgres: %s: %s", name, PQerrorMessage(p->conn));
+        /* SQLSTATE classes 22 (data exception) and 23 (integrity): this
+         * row, not the server; anything else may pass */
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        p->refused = state && (!strncmp(state, "22", 2) || !strncmp(state, "23", 2));
+    }
     PQclear(r);
     return changed;
 }
@@ -154,10 +160,12 @@ static int pg_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char 
     if (ensure(p, err, errlen) < 0 || prepare(p, err, errlen) < 0 || cmd(p, "BEGIN", err, errlen) < 0)
         return -1;
     struct pg_params pp;
+    p->refused = false;
     for (size_t k = 0; k < n; k++) {
         if (write_one(p, v[k], &pp, err, errlen) < 0) {
-            cmd(p, "ROLLBACK", err + strlen(err), errlen - strlen(err));
-            return -1;
+            char ignore[64];
+            cmd(p, "ROLLBACK", ignore, sizeof(ignore));
+            return p->refused ? KL_STORE_REFUSED : -1;
         }
     }
     return cmd(p, "COMMIT", err, errlen);

@@ -70,6 +70,14 @@ static bool run(sqlite3_stmt *st)
     return rc == SQLITE_DONE;
 }
 
+/* After a failed write: the row itself was refused (a constraint, a value
+ * too big), as opposed to the database being busy, full or unreadable. */
+static bool row_refused(sqlite3 *db)
+{
+    int rc = sqlite3_errcode(db);
+    return rc == SQLITE_CONSTRAINT || rc == SQLITE_TOOBIG || rc == SQLITE_MISMATCH || rc == SQLITE_RANGE;
+}
+
 static bool write_one(struct sqlite_store *q, const struct kl_rec *r)
 {
     struct kl_value vals[64];
@@ -97,8 +105,9 @@ static int sqlite_write(struct kl_store *s, struct kl_rec *const *v, size_t n, c
     for (size_t k = 0; k < n; k++) {
         if (!write_one(q, v[k])) {
             fail(q, "insert", err, errlen);
+            bool refused = row_refused(q->db);
             sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
-            return -1;
+            return refused ? KL_STORE_REFUSED : -1;
         }
     }
     if (!run(q->commit)) {

@@ -21,7 +21,7 @@ struct kl_writer {
     bool stop;
     struct kl_store *store;
     struct kl_writer_opts o;
-    uint64_t written, failures;
+    uint64_t written, failures, refused;
     int64_t last_purge_ms, last_tick_ms;
 };
 
@@ -123,6 +123,28 @@ static struct sorted coalesce_into(struct kl_rec **batch, size_t n, struct kl_re
     return r;
 }
 
+/* A batch the store refused as a whole: each record alone, so one it can
+ * never take (the store says so: KL_STORE_REFUSED) does not hold back the
+ * rest for ever. Those are logged and dropped. 0 when every record was
+ * written or refused; -1 when the store stopped working (try the batch
+ * again later: writes are upserts, so records written meanwhile are only
+ * written twice). */
+static int write_alone(struct kl_writer *w, struct kl_rec **v, size_t n, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = kl_store_write(w->store, &v[i], 1, err, errlen);
+        if (rc == KL_STORE_REFUSED) {
+            kl_error("record %s refused by the record store, not kept: %s", v[i]->id, err);
+            pthread_mutex_lock(&w->lock);
+            w->refused++;
+            pthread_mutex_unlock(&w->lock);
+        } else if (rc < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static void *writer_main(void *arg)
 {
     struct kl_writer *w = arg;
@@ -184,7 +206,10 @@ static void *writer_main(void *arg)
         /* at most a quarter of a batch held, so new records always get in */
         struct sorted st = coalesce_into(batch, n, slots, nslots, out, held, stopping ? 0 : w->o.batch / 4,
                                          kl_wall_ms());
-        if (st.nout && kl_store_write(w->store, out, st.nout, err, sizeof(err)) < 0) {
+        int rc = st.nout ? kl_store_write(w->store, out, st.nout, err, sizeof(err)) : 0;
+        if (rc == KL_STORE_REFUSED)
+            rc = write_alone(w, out, st.nout, err, sizeof(err));
+        if (rc < 0) {
             /* Keep the records and try again; meanwhile the queue fills and
              * new requests are refused rather than records dropped. */
             w->failures++;
@@ -305,5 +330,6 @@ void kl_writer_stats(struct kl_writer *w, struct kl_writer_stats *out)
     out->written = w->written;
     out->queued = w->count;
     out->failures = w->failures;
+    out->refused = w->refused;
     pthread_mutex_unlock(&w->lock);
 }

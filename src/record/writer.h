@@ -1,7 +1,8 @@
 /* The writer thread: the only writer of the record store. Workers hand it
  * finished records through a bounded queue and never wait for the disk.
  *
- * Slots are reserved before work starts, so a record is never dropped: an
+ * Slots are reserved before work starts, so a record is never dropped for
+ * want of room (only one the store itself refuses, see kl_store_write): an
  * exchange reserves the slot for its final record when it arrives (a full
  * queue refuses the request with 503 instead), and one more before it is
  * forwarded upstream, for the "in progress" record that makes a request cut
@@ -43,6 +44,7 @@ void kl_writer_push(struct kl_writer *w, struct kl_rec *r);
 
 struct kl_writer_stats {
     uint64_t written, queued, failures;
+    uint64_t refused;           /* records the store refused (logged, not kept) */
 };
 void kl_writer_stats(struct kl_writer *w, struct kl_writer_stats *out);
 

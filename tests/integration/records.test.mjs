@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startMock, startGateway, providersFor, KEYS, assertNoKeys, from, BUILD } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, from, BUILD, rawRequest } from './lib/harness.mjs';
 
 const USER = '127.0.0.40', ADMIN = '127.0.0.41', OUTSIDER = '127.0.0.42';
 const identity = {
@@ -328,6 +328,36 @@ describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KE
   });
 });
 
+describe('records hold UTF-8 only', () => {
+  for (const driver of ['sqlite', 'postgres']) {
+    it(`${driver}: a header that is not UTF-8 is recorded with U+FFFD and the writer goes on`,
+      { skip: driver === 'postgres' && !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)' }, async () => {
+      const mock = await startMock();
+      const store = driver === 'sqlite' ? { queue: 16 }
+        : { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance: `gw-utf8-${process.pid}`, queue: 16 };
+      const gw = await startGateway({ identity, grants, store, providers: providersFor(mock.url) });
+      const body = '{"model":"gpt-4o","messages":[]}';
+      const raw = await rawRequest(gw.url, Buffer.from(
+        `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n` +
+        `User-Agent: bad\xff\xc0\x80agent\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 'latin1'),
+        { localAddress: USER });
+      assert.match(raw, /^HTTP\/1.1 200 /);
+      const id = raw.match(/x-keyless-request-id: (\S+)/i)[1];
+      const rec = await recordUntil(gw, id, (x) => x.state === 'done');
+      assert.equal(rec.user_agent, 'bad\ufffd\ufffd\ufffdagent');
+      // more requests than the queue holds: the writer is still writing
+      for (let i = 0; i < 40; i++) {
+        const r = await chat(gw, USER, { model: 'gpt-4o', messages: [{ role: 'user', content: `after ${i}` }] });
+        assert.equal(r.status, 200);
+        await r.text();
+      }
+      await gw.stop();
+      await mock.stop();
+      assert.doesNotMatch(gw.output(), /refused by the record store|write failed/);
+    });
+  }
+});
+
 describe('retention', () => {
   it('database.retention purges captures after the duration, keeping the metric rows', async () => {
     const mock = await startMock();
@@ -418,7 +448,7 @@ describe('records API: bad input and whose records', () => {
       '/api/requests?since=nan', '/api/requests?since=0x10h', '/api/requests?since=1e3s', '/api/requests?since=2026-02-31',
       '/api/requests?since=99999999999999999999', '/api/requests?since=1h&until=2h', '/api/requests?before=zzz',
       '/api/usage?group_by=model,model', '/api/usage?group_by=user,', '/api/usage?group_by=,user',
-      '/api/usage?group_by=user%00,bogus', '/api/usage?group_by=colour', `/api/usage?group_by=${'user,'.repeat(30)}user`,
+      '/api/usage?group_by=user%00,bogus', '/api/usage?group_by=colour', '/api/requests?user=%FF', '/api/usage?model=a%C0%80', `/api/usage?group_by=${'user,'.repeat(30)}user`,
     ]) {
       const r = await getJSON(gw, q, ROOT);
       assert.equal(r.status, 400, `${q}: ${JSON.stringify(r.body)}`);

@@ -77,12 +77,49 @@ static void join2_fits_or_refuses(void **state)
     assert_string_equal(out, ":");
 }
 
+
+static void check_clean(const char *in, const char *want)
+{
+    char out[64];
+    assert_int_equal(kl_utf8_clean_len(in), strlen(want));
+    assert_int_equal(kl_utf8_clean(out, in), strlen(want));
+    assert_string_equal(out, want);
+}
+
+/* Well-formed UTF-8 passes unchanged; every byte that does not begin a
+ * well-formed sequence becomes U+FFFD. */
+static void utf8_clean_replaces_only_bad_bytes(void **state)
+{
+    (void)state;
+    const char *R = "\xef\xbf\xbd";
+    char want[64];
+    check_clean("", "");
+    check_clean("plain ascii", "plain ascii");
+    check_clean("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf");
+    snprintf(want, sizeof(want), "bad%s", R);
+    check_clean("bad\xff", want);
+    snprintf(want, sizeof(want), "%s%s", R, R); /* overlong NUL */
+    check_clean("\xc0\x80", want);
+    snprintf(want, sizeof(want), "%s%s%s", R, R, R); /* a surrogate, U+D800 */
+    check_clean("\xed\xa0\x80", want);
+    snprintf(want, sizeof(want), "%s%s%s%s", R, R, R, R); /* above U+10FFFF */
+    check_clean("\xf4\x90\x80\x80", want);
+    snprintf(want, sizeof(want), "%s%s%s", R, R, R); /* overlong U+0020 in three bytes */
+    check_clean("\xe0\x80\xa0", want);
+    /* a sequence cut short: each of its bytes is replaced */
+    check_clean("a\xe2\x82" "b", "a\xef\xbf\xbd\xef\xbf\xbd" "b");
+    check_clean("\xf0\x9f\x98", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+    snprintf(want, sizeof(want), "%sx", R); /* a lone continuation byte */
+    check_clean("\x80x", want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(decimal_like_printf),
         cmocka_unit_test(hex_fixed_width),
         cmocka_unit_test(join2_fits_or_refuses),
+        cmocka_unit_test(utf8_clean_replaces_only_bad_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

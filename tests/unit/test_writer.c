@@ -358,6 +358,47 @@ static void grouped_report_reads_the_time_range_only(void **state)
     remove_db(path);
 }
 
+
+/* A record the store refuses (here a trigger refuses it, as PostgreSQL
+ * refused text that was not UTF-8) is logged and dropped alone: the records
+ * batched with it and after it are written. */
+static void refused_record_does_not_block_the_rest(void **state)
+{
+    (void)state;
+    char path[32], err[256];
+    struct kl_store *s = temp_store(path);
+    assert_int_equal(kl_store_exec(s, "CREATE TRIGGER refuse BEFORE INSERT ON requests WHEN new.id = 'poison'"
+                                      " BEGIN SELECT RAISE(ABORT, 'refused for the test'); END",
+                                   NULL, 0, NULL, err, sizeof(err)), 0);
+    struct kl_store *reader = kl_store_open(KL_STORE_SQLITE, path, false, err, sizeof(err));
+    assert_non_null(reader);
+    struct kl_writer_opts o = {.queue = 16, .batch = 8};
+    struct kl_writer *w = kl_writer_start(s, &o);
+    assert_true(kl_writer_reserve(w, 4));
+    kl_writer_push(w, rec("before", KL_REC_DONE));
+    kl_writer_push(w, rec("poison", KL_REC_DONE));
+    kl_writer_push(w, rec("after", KL_REC_DONE));
+    cJSON *r = NULL;
+    for (int i = 0; i < 400 && !r; i++) {
+        usleep(5 * 1000);
+        r = row(reader, "after");
+    }
+    assert_non_null(r);
+    cJSON_Delete(r);
+    r = row(reader, "before");
+    assert_non_null(r);
+    cJSON_Delete(r);
+    assert_null(row(reader, "poison"));
+    /* and the writer goes on */
+    kl_writer_push(w, rec("later", KL_REC_DONE));
+    kl_writer_stop(w);
+    r = row(reader, "later");
+    assert_non_null(r);
+    cJSON_Delete(r);
+    kl_store_close(reader);
+    remove_db(path);
+}
+
 /* Retention deletes by start time through the writer's own purge (which
  * bounds the primary key): the old row goes, the recent one stays. */
 static void retention_purges_old_rows(void **state)
@@ -490,6 +531,7 @@ int main(void)
         cmocka_unit_test(report_time_range_is_exact),
         cmocka_unit_test(grouped_report_reads_the_time_range_only),
         cmocka_unit_test(retention_purges_old_rows),
+        cmocka_unit_test(refused_record_does_not_block_the_rest),
         cmocka_unit_test(quick_requests_cost_one_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
