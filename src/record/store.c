@@ -74,6 +74,24 @@ static struct kl_value vblob(const char *s, size_t len)
     return s ? (struct kl_value){.t = KL_V_BLOB, .s = s, .len = len} : (struct kl_value){.t = KL_V_NULL};
 }
 
+void kl_add_blob_text(cJSON *row, const char *name, const void *data, size_t len)
+{
+    const char *nul = memchr(data, '\0', len);
+    size_t n = nul ? (size_t)(nul - (const char *)data) : len;
+    char *text = malloc(n + 1);
+    if (!text)
+        abort();
+    memcpy(text, data, n);
+    text[n] = '\0';
+    char *clean = malloc(kl_utf8_clean_len(text) + 1);
+    if (!clean)
+        abort();
+    kl_utf8_clean(clean, text);
+    cJSON_AddStringToObject(row, name, clean);
+    free(clean);
+    free(text);
+}
+
 void kl_rec_values(const struct kl_rec *r, struct kl_value *v)
 {
     size_t i = 0;

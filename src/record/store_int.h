@@ -30,6 +30,10 @@ char *kl_insert_sql(const char *(*ph)(size_t i, char *buf));
 size_t kl_update_map(size_t *map);
 char *kl_update_sql(const char *(*ph)(size_t i, char *buf));
 
+/* A captured body (a BLOB / bytea column) as a JSON string, the same from
+ * both drivers: its text up to any NUL byte, made UTF-8 (kl_utf8_clean). */
+void kl_add_blob_text(cJSON *row, const char *name, const void *data, size_t len);
+
 struct kl_store *kl_sqlite_open(const char *path, bool migrate, char *err, size_t errlen);
 struct kl_store *kl_pg_open(const char *url, bool migrate, char *err, size_t errlen);
 

@@ -196,6 +196,16 @@ static bool is_int_type(Oid t)
     return t == 20 || t == 21 || t == 23 || t == 1700; /* int8, int2, int4, numeric */
 }
 
+static void add_bytea(cJSON *row, const char *name, const char *hex)
+{
+    size_t n = 0;
+    unsigned char *b = PQunescapeBytea((const unsigned char *)hex, &n);
+    if (!b)
+        abort();
+    kl_add_blob_text(row, name, b, n);
+    PQfreemem(b);
+}
+
 static int pg_exec(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,
                    cJSON **rows, char *err, size_t errlen)
 {
@@ -222,6 +232,8 @@ static int pg_exec(struct kl_store *s, const char *sql, const char *const *param
                     cJSON_AddNullToObject(row, name);
                 else if (is_int_type(PQftype(r, c)))
                     cJSON_AddNumberToObject(row, name, strtod(PQgetvalue(r, i, c), NULL));
+                else if (PQftype(r, c) == 17) /* bytea, which text results spell in hex */
+                    add_bytea(row, name, PQgetvalue(r, i, c));
                 else
                     cJSON_AddStringToObject(row, name, PQgetvalue(r, i, c));
             }

@@ -150,6 +150,9 @@ static int sqlite_exec(struct kl_store *s, const char *sql, const char *const *p
             case SQLITE_NULL:
                 cJSON_AddNullToObject(row, name);
                 break;
+            case SQLITE_BLOB:
+                kl_add_blob_text(row, name, sqlite3_column_blob(st, c), (size_t)sqlite3_column_bytes(st, c));
+                break;
             default: {
                 const char *t = (const char *)sqlite3_column_text(st, c);
                 cJSON_AddStringToObject(row, name, t ? t : "");

@@ -297,6 +297,7 @@ describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KE
     let rec = await recordUntil(gw, id, (x) => x.state === 'done');
     assert.equal(rec.state, 'done');
     assert.ok(rec.request_body, 'captured at first');
+    assert.match(rec.request_body, /^\{"model":"gpt-4o"/, 'the captured body as sent, not bytea hex');
 
     // "user" is a reserved word in PostgreSQL: every dimension at once
     const u = await getJSON(gw, '/api/usage?group_by=user,model,provider,day,session,node,endpoint&since=1h');
