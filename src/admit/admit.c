@@ -206,7 +206,12 @@ static void leased(kl_exchange *ex, bool ok, int64_t retry)
 {
     struct kl_admission *a = ex->admission;
     enum kl_step step;
-    if (!ok) {
+    if (!ok && retry == KL_LEASE_UNAVAILABLE) {
+        ex->admission = NULL;
+        ex->fail_headers = "Retry-After: 1\r\n";
+        step = kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
+                       "the shared quota pool cannot be reached; retry shortly");
+    } else if (!ok) {
         size_t i = 0;
         while (i < a->n && !a->spec[i].pooled)
             i++;

@@ -39,7 +39,8 @@ static void num(char *buf, size_t len, int64_t v)
 }
 
 /* One atomic statement: create the pool row full if it is new, apply the
- * refill since it was last touched (numeric: no overflow), and take between
+ * refill since it was last touched (in numeric, clamped to the capacity
+ * before it is a BIGINT again: no overflow after a long idle), and take between
  * need and want if the balance allows. No row back = not enough. */
 static int take(struct kl_store *s, struct lease_item *it, int64_t now, char *err, size_t errlen)
 {
@@ -58,9 +59,9 @@ static int take(struct kl_store *s, struct lease_item *it, int64_t now, char *er
         return -1;
     cJSON *rows = NULL;
     if (kl_store_exec(s,
-                      "WITH cur AS (SELECT name, LEAST(CAST(? AS BIGINT), level + CASE WHEN rate_period_ms > 0 THEN "
-                      "  CAST(((CAST(? AS BIGINT) - updated_at)::numeric * rate_amount) / rate_period_ms AS BIGINT) "
-                      "  ELSE 0 END) AS lvl, CAST(? AS BIGINT) AS r, CAST(? AS BIGINT) AS p "
+                      "WITH cur AS (SELECT name, CAST(LEAST(CAST(? AS numeric), level + CASE WHEN rate_period_ms > 0 THEN "
+                      "  ((CAST(? AS BIGINT) - updated_at)::numeric * rate_amount) / rate_period_ms "
+                      "  ELSE 0 END) AS BIGINT) AS lvl, CAST(? AS BIGINT) AS r, CAST(? AS BIGINT) AS p "
                       "  FROM quota_pool WHERE name = ? FOR UPDATE) "
                       "UPDATE quota_pool q SET level = cur.lvl - LEAST(cur.lvl, CAST(? AS BIGINT)), "
                       "  updated_at = CAST(? AS BIGINT), "
@@ -77,9 +78,9 @@ static int take(struct kl_store *s, struct lease_item *it, int64_t now, char *er
         /* how long until it could: read the balance with refill applied */
         rows = NULL;
         if (kl_store_exec(s,
-                          "SELECT LEAST(capacity, level + CASE WHEN rate_period_ms > 0 THEN "
-                          "CAST(((CAST(? AS BIGINT) - updated_at)::numeric * rate_amount) / rate_period_ms AS BIGINT) "
-                          "ELSE 0 END) AS lvl FROM quota_pool WHERE name = ?",
+                          "SELECT CAST(LEAST(capacity, level + CASE WHEN rate_period_ms > 0 THEN "
+                          "((CAST(? AS BIGINT) - updated_at)::numeric * rate_amount) / rate_period_ms "
+                          "ELSE 0 END) AS BIGINT) AS lvl FROM quota_pool WHERE name = ?",
                           (const char *[]){nowb, it->name}, 2, &rows, err, errlen) == 0 &&
             cJSON_GetArraySize(rows) == 1)
             it->pool_level = (int64_t)cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "lvl")->valuedouble;
@@ -99,15 +100,15 @@ static void run(struct kl_store *s, struct kl_query_job *job)
         if (take(s, it, now, j->err, sizeof(j->err)) < 0) {
             kl_warn("quota pool: %s", j->err);
             j->ok = false;
-            j->retry_after_s = 1;
-            continue;
+            j->retry_after_s = KL_LEASE_UNAVAILABLE;
+            return;
         }
         if (it->granted)
             continue;
         j->ok = false;
         if (it->need > it->spec.capacity || it->spec.rate_period_ms <= 0 || it->spec.rate_amount <= 0) {
             j->retry_after_s = -1;
-        } else if (j->retry_after_s >= 0) {
+        } else if (j->retry_after_s >= 0) { /* the longest wait of all short buckets */
             __int128 deficit = it->need - it->pool_level;
             int64_t secs = (int64_t)((deficit * it->spec.rate_period_ms / it->spec.rate_amount + 999) / 1000);
             if (secs < 1)

@@ -23,7 +23,9 @@ struct kl_lease_need {
 
 /* Lease asynchronously on the query thread, then call back on ex's worker:
  * done(ex, ok, retry_after_s) with ok false when the pool could not cover a
- * need (retry_after_s: until refill could; -1 never). */
+ * need (retry_after_s: until refill could; -1 never) or could not be asked
+ * (KL_LEASE_UNAVAILABLE: the database failed). */
+#define KL_LEASE_UNAVAILABLE (-2)
 void kl_lease_start(kl_exchange *ex, const struct kl_lease_need *needs, size_t n,
                     void (*done)(kl_exchange *ex, bool ok, int64_t retry_after_s));
 

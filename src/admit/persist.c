@@ -12,11 +12,11 @@
 #include "admit/lease.h"
 #include "core/log.h"
 
-void kl_admit_save(struct kl_store *s, void *arg)
+void kl_admit_save(struct kl_store *s, void *arg, bool last)
 {
     struct kl_buckets *t = arg;
     if (kl_store_driver(s) == KL_STORE_POSTGRES) {
-        kl_lease_return(s, t, false);
+        kl_lease_return(s, t, last); /* at shutdown every lease goes back */
         return;
     }
     struct kl_bucket_level *v;

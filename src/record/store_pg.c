@@ -49,10 +49,16 @@ static int cmd(struct pg_store *p, const char *sql, char *err, size_t errlen)
     return ok ? 0 : -1;
 }
 
-/* A dropped connection (server restart) is reopened once per call. */
+/* A dropped connection (server restart) is reopened once per call. A
+ * server that closed an idle session (restart, pg_terminate_backend) has
+ * said so only in the socket: read what is there first, so the call after
+ * it goes to a new connection instead of failing (libpq notices the close
+ * only when it reads). */
 static int ensure(struct pg_store *p, char *err, size_t errlen)
 {
-    if (PQstatus(p->conn) == CONNECTION_OK)
+    /* twice: the termination notice, then the end of the stream */
+    if (PQstatus(p->conn) == CONNECTION_OK && PQconsumeInput(p->conn) && PQconsumeInput(p->conn) &&
+        PQstatus(p->conn) == CONNECTION_OK)
         return 0;
     PQreset(p->conn);
     p->prepared = false;

@@ -56,7 +56,7 @@ static void tick(struct kl_writer *w, bool last)
     if (!w->o.tick || (!last && now - w->last_tick_ms < 1000))
         return;
     w->last_tick_ms = now;
-    w->o.tick(w->store, w->o.tick_arg);
+    w->o.tick(w->store, w->o.tick_arg, last);
 }
 
 /* An exchange's "in progress" record is only a safety net for a crash (and

@@ -20,9 +20,9 @@
 struct kl_writer;
 
 struct kl_writer_opts {
-    /* Run on the writer thread about once a second and once at the end
-     * (quota balances are saved this way). */
-    void (*tick)(struct kl_store *s, void *arg);
+    /* Run on the writer thread about once a second and once at the end,
+     * with last set (quota balances are saved, leases returned this way). */
+    void (*tick)(struct kl_store *s, void *arg, bool last);
     void *tick_arg;
     size_t queue;               /* records */
     size_t batch;               /* records per transaction */

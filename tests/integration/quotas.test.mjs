@@ -125,6 +125,54 @@ describe('spend quotas', () => {
     assertNoKeys(assert, g1.output() + g2.output(), 'gateway logs');
   });
 
+  it('a clean stop returns every lease to the PostgreSQL pool', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set' }, async () => {
+    const mock = await startMock(['--no-log']);
+    const bucket = `returned-${Date.now()}`;
+    const gw = await startGateway({
+      store: { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance: 'quota-stop' },
+      quotas: { [bucket]: { capacity: usd(100n * EST) } },
+      grants: grant([{ bucket }]),
+      providers: providersFor(mock.url),
+    });
+    const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+    assert.equal(r.status, 200);
+    await r.text();
+    await gw.stop();
+    const q = spawnSync('psql', [process.env.KEYLESS_TEST_PG_URL, '-Atc',
+      `SELECT level, capacity FROM quota_pool WHERE name = '${bucket}'`], { encoding: 'utf8' });
+    assert.equal(q.status, 0, q.stderr);
+    const [level, capacity] = q.stdout.trim().split('|').map(BigInt);
+    assert.equal(capacity, 100n * EST);
+    assert.equal(level, capacity - EST, 'all but the one request\'s cost is back in the pool');
+    await mock.stop();
+  });
+
+  it('a pool refilled after a long idle time is clamped to its capacity, not an overflow', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set' }, async () => {
+    const mock = await startMock(['--no-log']);
+    const bucket = `huge-${Date.now()}`;
+    const config = {
+      store: { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance: 'quota-huge' },
+      quotas: { [bucket]: { capacity: '$2000000000.00', rate: '$2000000000.00/min' } },
+      grants: grant([{ bucket }]),
+      providers: providersFor(mock.url),
+    };
+    let gw = await startGateway(config);
+    let r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+    assert.equal(r.status, 200);
+    await r.text();
+    await gw.stop();
+    // ten idle minutes refill 10 x capacity: more than a BIGINT holds
+    const q = spawnSync('psql', [process.env.KEYLESS_TEST_PG_URL, '-Atc',
+      `UPDATE quota_pool SET updated_at = updated_at - 600000 WHERE name = '${bucket}' RETURNING name`], { encoding: 'utf8' });
+    assert.equal(q.stdout.trim().split('\n')[0], bucket, q.stderr);
+    gw = await startGateway(config);
+    r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+    assert.equal(r.status, 200, await r.text());
+    await gw.stop();
+    assert.doesNotMatch(gw.output(), /out of range/);
+    await mock.stop();
+  });
+
   it('429 with Retry-After in each dialect\'s native shape', async () => {
     const mock = await startMock();
     // one request's worth, refilled at one request's worth per minute

@@ -327,6 +327,35 @@ describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KE
     await gw.stop();
     await mock.stop();
   });
+
+  it('a session the server ends (restart, pg_terminate_backend) is replaced on the next call', async () => {
+    const mock = await startMock();
+    const app = `kl-term-${process.pid}`;
+    const url = `${process.env.KEYLESS_TEST_PG_URL}?application_name=${app}`;
+    const gw = await startGateway({
+      identity, grants, store: { driver: 'postgres', url, instance: app }, providers: providersFor(mock.url),
+    });
+    const first = await chat(gw, USER, { model: 'gpt-4o', messages: [] });
+    assert.equal(first.status, 200);
+    await first.text();
+    assert.equal((await getJSON(gw, '/api/usage')).status, 200);
+    const t = spawnSync('psql', [process.env.KEYLESS_TEST_PG_URL, '-Atc',
+      `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '${app}'`],
+    { encoding: 'utf8' });
+    assert.equal(t.status, 0, t.stderr);
+    assert.equal(t.stdout.trim(), '2', 'the writer\'s and the query thread\'s sessions');
+    await sleep(200);
+    const u = await getJSON(gw, '/api/usage');
+    assert.equal(u.status, 200, JSON.stringify(u.body));
+    const r = await chat(gw, USER, { model: 'gpt-4o', messages: [] });
+    assert.equal(r.status, 200);
+    const id = r.headers.get('x-keyless-request-id');
+    await r.text();
+    assert.equal((await recordUntil(gw, id, (x) => x.state === 'done')).state, 'done');
+    await gw.stop();
+    await mock.stop();
+    assert.doesNotMatch(gw.output(), /write failed|store failed/);
+  });
 });
 
 describe('records hold UTF-8 only', () => {
