@@ -162,7 +162,8 @@ int kl_report_usage_sql(struct kl_store *s, const char *group_by, const struct k
                         struct kl_report_sql *out, char *err, size_t errlen)
 {
     /* at most every dimension once: these always fit */
-    char select[1024] = "", group[256] = "";
+    /* order: NULL groups first in both stores (PostgreSQL sorts them last) */
+    char select[1024] = "", group[256] = "", order[512] = "";
     size_t idx[NDIMS];
     int n = parse_groups(group_by, idx, err, errlen);
     if (n < 0)
@@ -173,6 +174,8 @@ int kl_report_usage_sql(struct kl_store *s, const char *group_by, const struct k
         size_t sl = strlen(select), gl = strlen(group);
         snprintf(select + sl, sizeof(select) - sl, "%s AS \"%s\", ", expr, d->name);
         snprintf(group + gl, sizeof(group) - gl, "%s\"%s\"", gl ? ", " : "", d->name);
+        size_t ol = strlen(order);
+        snprintf(order + ol, sizeof(order) - ol, "%s\"%s\" NULLS FIRST", ol ? ", " : "", d->name);
     }
     build_where(f, out);
     snprintf(out->sql, sizeof(out->sql),
@@ -185,7 +188,7 @@ int kl_report_usage_sql(struct kl_store *s, const char *group_by, const struct k
              " COALESCE(sum(CASE WHEN cost_known = 1 THEN 0 ELSE 1 END),0) AS unpriced_requests,"
              " COALESCE(sum(CASE WHEN error_class IS NULL THEN 0 ELSE 1 END),0) AS failed_requests"
              " FROM requests%s%s%s%s%s",
-             select, out->where, group[0] ? " GROUP BY " : "", group, group[0] ? " ORDER BY " : "", group);
+             select, out->where, group[0] ? " GROUP BY " : "", group, group[0] ? " ORDER BY " : "", order);
     return 0;
 }
 

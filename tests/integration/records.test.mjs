@@ -309,6 +309,10 @@ describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KE
     const cli = spawnSync(join(BUILD, 'keyless'), ['usage', '--config', gw.configPath, '--by', 'user', '--since', '1h'], { encoding: 'utf8' });
     assert.equal(cli.status, 0, cli.stderr);
     assert.match(cli.stdout, /uma@example\.com/);
+    // groups without a value come first, as from SQLite (this store holds
+    // records of /api/ reads, which have no provider)
+    const byProvider = (await getJSON(gw, '/api/usage?group_by=provider')).body.rows;
+    assert.ok(byProvider.some((x) => x.provider === null) && byProvider[0].provider === null, JSON.stringify(byProvider));
 
     // since is inclusive and until exclusive, to the millisecond (the range
     // also bounds the primary key, whose order is the database's collation)
