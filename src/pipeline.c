@@ -179,8 +179,8 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
     if (status >= 400)
         ex->error_class = KL_EC_UPSTREAM_ERROR;
     kl_account_begin(ex, status, event_stream);
-    if (ex->added_include_usage && event_stream)
-        content_length = -1; /* we may drop a chunk */
+    if (event_stream)
+        content_length = -1; /* we may drop a chunk, or end it with an error event (quota, upstream failure) */
     kl_respond_start(ex, status, headers, content_length);
 }
 

@@ -315,3 +315,42 @@ describe('slow clients', () => {
     assert.equal(rec.error_message, 'client closed while sending the body');
   });
 });
+
+describe('provider framing', () => {
+  it('a stream the provider framed with Content-Length and cut short still ends with a well-framed error event', async () => {
+    const mock = await startMock();
+    // a provider that declares more than it sends, then resets
+    const ev = 'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant",' +
+      '"model":"claude-sonnet-4-5","content":[],"usage":{"input_tokens":3,"output_tokens":1}}}\n\n';
+    const up = net.createServer((s) => {
+      s.once('data', () => {
+        s.write(`HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: ${ev.length + 10}\r\n\r\n${ev}`);
+        setTimeout(() => s.destroy(), 50);
+      });
+    });
+    await new Promise((r) => up.listen(0, '127.0.0.1', r));
+    const gw = await startGateway({
+      providers: providersFor(mock.url, {
+        anthropic: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: KEYS.anthropic, authorization: 'x-api-key',
+                     models: ['claude-sonnet-4-5'], compatibility: { anthropic_messages: true } },
+      }),
+    });
+    const body = JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 5, stream: true, messages: [{ role: 'user', content: 'hi' }] });
+    const req = `POST /v1/messages HTTP/1.1\r\nHost: x\r\nanthropic-version: 2023-06-01\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${body.length}\r\n\r\n${body}`;
+    // the same connection then serves another request: nothing was written past the response's framing
+    const raw = await rawRequest(gw.url, req + 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    const [head, rest] = raw.split('\r\n\r\n', 2);
+    assert.match(head, /^HTTP\/1.1 200 /);
+    assert.match(head, /transfer-encoding: chunked/i);
+    assert.doesNotMatch(head, /content-length/i);
+    const end = raw.indexOf('\r\n0\r\n\r\n');
+    assert.ok(end > 0, 'the chunked body ends');
+    assert.match(raw.slice(0, end), /event: error\ndata: \{"type":"error"/);
+    assert.match(raw.slice(end + 7), /^HTTP\/1.1 200 OK\r\n[\s\S]*keyless\n$/, 'the next response follows cleanly');
+    assert.ok(rest.length > 0);
+    await gw.stop();
+    await mock.stop();
+    up.close();
+  });
+});
