@@ -181,6 +181,11 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
     kl_account_begin(ex, status, event_stream);
     if (event_stream)
         content_length = -1; /* we may drop a chunk, or end it with an error event (quota, upstream failure) */
+    bool had_key;
+    headers = kl_route_response_headers(&ex->arena, headers, ex->provider ? ex->provider->apikey : NULL, &had_key);
+    if (had_key)
+        kl_warn("%s: provider %s echoed its key in a response header; the header was dropped", ex->id,
+                ex->provider->id);
     kl_respond_start(ex, status, headers, content_length);
 }
 

@@ -54,8 +54,13 @@ static enum outcome from_serve_headers(kl_exchange *ex)
     struct kl_identity *id = kl_arena_alloc(&ex->arena, sizeof(*id));
     id->source = "serve";
     id->login = kl_rfc2047_decode(&ex->arena, login);
+    if (!id->login) {
+        kl_fail(ex, KL_ERR_UNAUTHENTICATED, KL_EC_UNAUTHENTICATED,
+                "the Tailscale-User-Login header decodes to control characters");
+        return REFUSED;
+    }
     const char *name = kl_http_header(&ex->req, "tailscale-user-name");
-    id->display_name = name ? kl_rfc2047_decode(&ex->arena, name) : NULL;
+    id->display_name = name ? kl_rfc2047_decode(&ex->arena, name) : NULL; /* NULL: none */
     const char *caps = kl_http_header(&ex->req, "tailscale-app-capabilities");
     if (caps) {
         cJSON *c = cJSON_Parse(caps);

@@ -105,5 +105,10 @@ const char *kl_rfc2047_decode(kl_arena *a, const char *v)
         out[o++] = *p++;
     }
     out[o] = '\0';
+    /* an encoded word can spell any byte: a NUL would cut a login short
+     * (boss@example.com=00.evil), a line feed forge a log line */
+    for (size_t k = 0; k < o; k++)
+        if ((unsigned char)out[k] < 0x20 || out[k] == 0x7f)
+            return NULL;
     return out;
 }

@@ -599,7 +599,10 @@ void kl_respond_start(kl_exchange *ex, int status, const char *headers, int64_t 
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const char *framing = "";
     char clen[48] = "Content-Length: ";
-    if (content_length >= 0) {
+    if (status == 204 || status == 304) {
+        /* no body, so no framing: a 204 must not carry Content-Length
+         * (RFC 9110 section 8.6), even when a provider's did */
+    } else if (content_length >= 0) {
         size_t n = strlen(clen);
         n += kl_fmt_u64(clen + n, (uint64_t)content_length);
         memcpy(clen + n, "\r\n", 3);
@@ -607,7 +610,7 @@ void kl_respond_start(kl_exchange *ex, int status, const char *headers, int64_t 
     } else if (ex->req.minor == 0) {
         c->resp_close_delimited = true;
         c->keep_alive = false;
-    } else if (!c->head_request && status != 204 && status != 304) {
+    } else if (!c->head_request) {
         c->resp_chunked = true;
         framing = "Transfer-Encoding: chunked\r\n";
     }

@@ -53,6 +53,33 @@ bool kl_http_list_has(const char *value, const char *token)
     return false;
 }
 
+bool kl_http_connection_has(const kl_http_request *req, const char *token)
+{
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (strcasecmp(req->headers[i].name, "connection") == 0 && kl_http_list_has(req->headers[i].value, token))
+            return true;
+    return false;
+}
+
+/* An absolute-form target (RFC 9112 section 3.2.2, "http://host/path", as
+ * sent to proxies) is served as its path: a server must accept it. NULL
+ * when target is not one. */
+static char *absolute_form_path(char *target)
+{
+    size_t skip = strncasecmp(target, "http://", 7) == 0 ? 7 : strncasecmp(target, "https://", 8) == 0 ? 8 : 0;
+    if (!skip || !target[skip] || target[skip] == '/')
+        return NULL;
+    char *path = target + skip + strcspn(target + skip, "/?");
+    if (*path == '/')
+        return path;
+    if (*path == '\0') /* "http://host": the root */
+        return "/";
+    /* "http://host?x": the root with a query; the byte before is the
+     * authority's last or the scheme's slash */
+    path[-1] = '/';
+    return path - 1;
+}
+
 int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
                        kl_arena *a, kl_http_request *req, const char **why)
 {
@@ -92,6 +119,10 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
         return -431;
     }
 
+    if (memchr(buf + i, '\0', end - i)) {
+        *why = "NUL byte in the request head";
+        return -400;
+    }
     memset(req, 0, sizeof(*req));
     req->content_length = -1;
     char *head = kl_arena_strndup(a, buf + i, end - i);
@@ -134,11 +165,14 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
             *why = "malformed request target";
             return -400;
         }
-    if (req->target[0] != '/' && strcmp(req->target, "*") != 0) {
+    char *abs = req->target[0] == '/' ? NULL : absolute_form_path(sp1 + 1);
+    if (abs)
+        req->target = abs;
+    else if (req->target[0] != '/' && strcmp(req->target, "*") != 0) {
         *why = "request target must be a path";
         return -400;
     }
-    char *q = strchr(sp1 + 1, '?');
+    char *q = strchr(req->target, '?');
     if (q) {
         req->path = kl_arena_strndup(a, req->target, (size_t)(q - req->target));
         req->query = q + 1;
@@ -186,7 +220,7 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
             ve--;
         *ve = '\0';
         for (char *c = v; c < ve; c++)
-            if ((unsigned char)*c < 0x20 && *c != '\t') {
+            if (((unsigned char)*c < 0x20 && *c != '\t') || *c == 0x7f) {
                 *why = "control character in header value";
                 return -400;
             }
@@ -215,7 +249,8 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
             }
             saw_host = true;
         } else if (strcasecmp(p, "expect") == 0) {
-            if (strcasecmp(v, "100-continue") == 0)
+            /* an HTTP/1.0 client gets no 1xx (RFC 9110 section 10.1.1) */
+            if (strcasecmp(v, "100-continue") == 0 && req->minor == 1)
                 req->expect_continue = true;
         }
         p = nl + 1;
@@ -229,11 +264,11 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
         *why = "missing Host header";
         return -400;
     }
-    const char *conn = kl_http_header(req, "connection");
     if (req->minor == 1)
-        req->keep_alive = !(conn && kl_http_list_has(conn, "close"));
-    else
-        req->keep_alive = conn && kl_http_list_has(conn, "keep-alive");
+        req->keep_alive = !kl_http_connection_has(req, "close");
+    else /* Transfer-Encoding from HTTP/1.0: framing faulty, close after (RFC 9112 section 6.1) */
+        req->keep_alive = kl_http_connection_has(req, "keep-alive") && !kl_http_connection_has(req, "close") &&
+                          !req->chunked;
     return (int)end;
 }
 

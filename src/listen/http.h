@@ -48,6 +48,10 @@ const char *kl_http_header(const kl_http_request *req, const char *name);
 /* True when a comma-separated header value lists token (case-insensitive). */
 bool kl_http_list_has(const char *value, const char *token);
 
+/* True when any Connection header of the request lists token: a request
+ * may split the list over several Connection lines. */
+bool kl_http_connection_has(const kl_http_request *req, const char *token);
+
 /* Incremental decoder for a chunked request body. */
 typedef struct kl_chunked {
     int state;

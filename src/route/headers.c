@@ -1,5 +1,7 @@
 #include "route/route.h"
 
+#include "core/text.h"
+
 #include <string.h>
 #include <strings.h>
 
@@ -22,6 +24,25 @@ bool kl_route_drop_request_header(const char *name)
     return strncasecmp(name, "tailscale-", 10) == 0;
 }
 
+/* Whether the parameter p[0..len) is named "key" as a server would read
+ * the name: percent-decoded (%6Bey), in any case (KEY). */
+static bool names_key(const char *p, size_t len)
+{
+    char name[4];
+    size_t n = 0;
+    for (size_t i = 0; i < len && p[i] != '='; i++) {
+        if (n == sizeof(name))
+            return false;
+        char c = p[i];
+        if (c == '%' && i + 2 < len && kl_hex_digit(p[i + 1]) >= 0 && kl_hex_digit(p[i + 2]) >= 0) {
+            c = (char)(kl_hex_digit(p[i + 1]) * 16 + kl_hex_digit(p[i + 2]));
+            i += 2;
+        }
+        name[n++] = c;
+    }
+    return n == 3 && strncasecmp(name, "key", 3) == 0;
+}
+
 const char *kl_route_strip_key_param(kl_arena *a, const char *query)
 {
     if (!query || !*query)
@@ -33,7 +54,7 @@ const char *kl_route_strip_key_param(kl_arena *a, const char *query)
     while (*p) {
         const char *amp = strchr(p, '&');
         size_t len = amp ? (size_t)(amp - p) : strlen(p);
-        bool is_key = (len >= 4 && strncmp(p, "key=", 4) == 0) || (len == 3 && strncmp(p, "key", 3) == 0);
+        bool is_key = names_key(p, len);
         if (!is_key && len > 0) {
             if (o)
                 out[o++] = '&';
@@ -46,4 +67,29 @@ const char *kl_route_strip_key_param(kl_arena *a, const char *query)
     }
     out[o] = '\0';
     return o ? out : NULL;
+}
+
+const char *kl_route_response_headers(kl_arena *a, const char *head, const char *apikey, bool *had_key)
+{
+    *had_key = false;
+    bool key = apikey && *apikey && strstr(head, apikey);
+    if (!key && !strcasestr(head, "x-keyless-"))
+        return head; /* the common case: one scan each, no copy */
+    char *out = kl_arena_alloc(a, strlen(head) + 1);
+    size_t o = 0;
+    for (const char *p = head; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) + 1 : strlen(p);
+        bool own = strncasecmp(p, "x-keyless-", 10) == 0;
+        bool holds_key = key && memmem(p, n, apikey, strlen(apikey));
+        if (holds_key)
+            *had_key = true;
+        if (!own && !holds_key) {
+            memcpy(out + o, p, n);
+            o += n;
+        }
+        p += n;
+    }
+    out[o] = '\0';
+    return out;
 }

@@ -238,7 +238,6 @@ static void build_headers(kl_exchange *ex)
     const kl_http_request *r = &ex->req;
     const char **h = kl_arena_alloc(&ex->arena, (r->nheaders + p->nadd_headers + 2) * sizeof(char *));
     size_t n = 0;
-    const char *conn = kl_http_header(r, "connection");
     bool caller_credential = false;
     for (size_t i = 0; i < r->nheaders; i++) {
         const char *name = r->headers[i].name;
@@ -247,7 +246,7 @@ static void build_headers(kl_exchange *ex)
             h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
             continue;
         }
-        if (kl_route_drop_request_header(name) || (conn && kl_http_list_has(conn, name)))
+        if (kl_route_drop_request_header(name) || kl_http_connection_has(r, name))
             continue;
         h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
     }

@@ -35,4 +35,11 @@ bool kl_route_drop_request_header(const char *name);
  * Returns an arena string, or NULL when nothing remains. */
 const char *kl_route_strip_key_param(kl_arena *a, const char *query);
 
+/* A provider's response headers ("Name: value\r\n" lines) as the caller
+ * gets them: without the gateway's own x-keyless- names (a provider's
+ * would pass for ours) and without any line that holds the provider's key
+ * (a provider echoing what it was sent must not hand it to the caller;
+ * *had_key is then set). head itself when nothing goes. */
+const char *kl_route_response_headers(kl_arena *a, const char *head, const char *apikey, bool *had_key);
+
 #endif

@@ -128,10 +128,48 @@ static bool parse_length(const char *v, size_t n, int64_t *out)
     return true;
 }
 
+/* The values of a response's Connection headers: the headers they name
+ * are hop-by-hop too (RFC 9110 section 7.6.1) and are not relayed. */
+struct conn_lists {
+    const char *v[8];
+    size_t n[8], count;
+};
+
+static void find_connection_lists(const char *p, const char *stop, struct conn_lists *cl)
+{
+    cl->count = 0;
+    while (p < stop && cl->count < 8) {
+        const char *nl = memchr(p, '\n', (size_t)(stop - p));
+        if (!nl)
+            break;
+        if ((size_t)(nl - p) > 11 && strncasecmp(p, "connection:", 11) == 0) {
+            const char *e = nl;
+            if (e[-1] == '\r')
+                e--;
+            cl->v[cl->count] = p + 11;
+            cl->n[cl->count++] = (size_t)(e - (p + 11));
+        }
+        p = nl + 1;
+    }
+}
+
+static bool connection_listed(const struct conn_lists *cl, const char *name, size_t n)
+{
+    char token[64];
+    if (n >= sizeof(token))
+        return false;
+    memcpy(token, name, n);
+    token[n] = '\0';
+    for (size_t i = 0; i < cl->count; i++)
+        if (list_has(cl->v[i], cl->n[i], token))
+            return true;
+    return false;
+}
+
 /* One header field: record what framing needs, copy it to the relayed
  * block unless it is dropped. Returns false when the field is malformed. */
 static bool header_field(const char *p, size_t n, struct kl_h1_response *r, char *filtered,
-                         const char **why)
+                         const struct conn_lists *cl, const char **why)
 {
     if (p[0] == ' ' || p[0] == '\t') {
         *why = "obsolete line folding in the response head";
@@ -159,7 +197,7 @@ static bool header_field(const char *p, size_t n, struct kl_h1_response *r, char
             *why = "control character in a response header";
             return false;
         }
-    bool drop = kl_h1_drop_response_header(p, nl);
+    bool drop = kl_h1_drop_response_header(p, nl) || connection_listed(cl, p, nl);
     if (name_is(p, nl, "content-length")) {
         int64_t len;
         if (!parse_length(v, vl, &len) || (r->content_length >= 0 && r->content_length != len)) {
@@ -253,6 +291,8 @@ long kl_h1_parse_response(const char *buf, size_t len, size_t max_head, struct k
         }
 
     const char *p = lf + 1, *stop = buf + end;
+    struct conn_lists cl;
+    find_connection_lists(p, stop, &cl);
     while (p < stop) {
         const char *nl = memchr(p, '\n', (size_t)(stop - p));
         size_t n = (size_t)(nl - p);
@@ -260,7 +300,7 @@ long kl_h1_parse_response(const char *buf, size_t len, size_t max_head, struct k
             n--;
         if (n == 0)
             break;
-        if (!header_field(p, n, r, filtered, why))
+        if (!header_field(p, n, r, filtered, &cl, why))
             return -1;
         p = nl + 1;
     }

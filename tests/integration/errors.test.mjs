@@ -317,6 +317,53 @@ describe('slow clients', () => {
 });
 
 describe('provider framing', () => {
+  it('provider response headers: hop-by-hop and forged x-keyless- ones go, an echoed key goes, a 204 has no length', async () => {
+    const mock = await startMock();
+    const J = '{"id":"x","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant",' +
+      '"content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}';
+    const up = net.createServer((s) => {
+      let req = '';
+      s.on('data', (d) => {
+        req += d.toString('latin1');
+        if (!req.includes('\r\n\r\n')) return;
+        const which = /x-case: (\S+)/i.exec(req)[1];
+        const auth = /authorization: (.*)\r\n/i.exec(req)[1];
+        const head = {
+          hop: `HTTP/1.1 200 OK\r\nConnection: X-Secret-Hop\r\nX-Secret-Hop: internal\r\nX-Keyless-Request-Id: forged\r\n` +
+            `Content-Type: application/json\r\nContent-Length: ${J.length}\r\n\r\n${J}`,
+          echo: `HTTP/1.1 401 Unauthorized\r\nX-Echo: ${auth}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`,
+          empty: `HTTP/1.1 204 No Content\r\nContent-Length: ${J.length}\r\n\r\n`,
+        }[which];
+        s.end(head);
+      });
+    });
+    await new Promise((r) => up.listen(0, '127.0.0.1', r));
+    const gw = await startGateway({
+      providers: providersFor(mock.url, {
+        openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: KEYS.openai, models: ['gpt-4o'],
+                  compatibility: { openai_chat: true } },
+      }),
+    });
+    const ask = (which) => rawRequest(gw.url, `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
+      `x-case: ${which}\r\nContent-Type: application/json\r\nContent-Length: 34\r\n\r\n{"model":"gpt-4o","messages":[{}]}`);
+    const hop = await ask('hop');
+    assert.match(hop, /^HTTP\/1.1 200 /);
+    assert.doesNotMatch(hop, /x-secret-hop|forged/i);
+    assert.equal(hop.match(/x-keyless-request-id/gi).length, 1);
+    const echo = await ask('echo');
+    assert.match(echo, /^HTTP\/1.1 401 /);
+    assert.ok(!echo.includes(KEYS.openai), 'the provider key reached the caller');
+    assert.doesNotMatch(echo, /x-echo/i);
+    const empty = await ask('empty');
+    assert.match(empty, /^HTTP\/1.1 204 /);
+    assert.doesNotMatch(empty, /content-length|transfer-encoding/i);
+    await gw.stop();
+    await mock.stop();
+    up.close();
+    assert.match(gw.output(), /echoed its key in a response header/);
+    assertNoKeys(assert, gw.output(), 'gateway log');
+  });
+
   it('a stream the provider framed with Content-Length and cut short still ends with a well-framed error event', async () => {
     const mock = await startMock();
     // a provider that declares more than it sends, then resets

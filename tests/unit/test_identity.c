@@ -101,6 +101,10 @@ static void rfc2047(void **state)
     assert_string_equal(kl_rfc2047_decode(&a, "=?utf-8?q?Kr=C5=ABmi=C5=86a?="), "Krūmiņa");
     assert_string_equal(kl_rfc2047_decode(&a, "Plain Name"), "Plain Name");
     assert_string_equal(kl_rfc2047_decode(&a, "=?UTF-8?Q?Ana_Mar=C3=ADa?="), "Ana María");
+    /* control bytes spelled by an encoded word: refused, not passed on */
+    assert_null(kl_rfc2047_decode(&a, "=?utf-8?q?boss@example.com=00.evil?="));
+    assert_null(kl_rfc2047_decode(&a, "=?utf-8?q?a=0Ab?="));
+    assert_null(kl_rfc2047_decode(&a, "=?utf-8?b?YQpi?=")); /* "a\nb" */
     assert_string_equal(kl_rfc2047_decode(&a, "=?utf-8?q?A?= =?utf-8?q?B?="), "AB");
     assert_string_equal(kl_rfc2047_decode(&a, "=?utf-8?b?S3LFq21p?="), "Krūmi");
     assert_string_equal(kl_rfc2047_decode(&a, "=?koi8-r?q?x?="), "=?koi8-r?q?x?=");

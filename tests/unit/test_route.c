@@ -103,6 +103,9 @@ static void key_query_parameter_removed(void **state)
     assert_null(kl_route_strip_key_param(&a, "key=AIza"));
     assert_string_equal(kl_route_strip_key_param(&a, "beta=true"), "beta=true");
     assert_string_equal(kl_route_strip_key_param(&a, "keys=1&monkey=2"), "keys=1&monkey=2");
+    /* the name as the provider reads it: any case, percent-encoded */
+    assert_string_equal(kl_route_strip_key_param(&a, "Key=a&KEY=b&%6Bey=c&k%65Y=d&alt=sse"), "alt=sse");
+    assert_string_equal(kl_route_strip_key_param(&a, "%6Beys=1&ke%79%3D=2"), "%6Beys=1&ke%79%3D=2");
     assert_null(kl_route_strip_key_param(&a, NULL));
     kl_arena_free(&a);
 }
