@@ -147,14 +147,11 @@ static void enter_head_state(struct kl_conn *c)
     }
 }
 
-static void write_raw_error(struct kl_conn *c, int status, const char *why)
+static void write_raw_error(struct kl_conn *c, int status, const char *why, enum kl_dialect dialect)
 {
-    /* A head we cannot parse has no dialect; answer in OpenAI's shape, the
-     * most common, and close. */
     kl_arena a;
     kl_arena_init(&a);
-    char *body = kl_dialect_error_body(&a, KL_DIALECT_OPENAI,
-                                       status == 431 ? KL_ERR_TOO_LARGE : KL_ERR_INVALID, why);
+    char *body = kl_dialect_error_body(&a, dialect, status == 431 ? KL_ERR_TOO_LARGE : KL_ERR_INVALID, why);
     evbuffer_add_printf(bufferevent_get_output(c->bev),
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                         "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
@@ -164,6 +161,30 @@ static void write_raw_error(struct kl_conn *c, int status, const char *why)
     c->state = ST_CLOSING;
     bufferevent_disable(c->bev, EV_READ);
     evtimer_del(c->timer);
+}
+
+/* A head we cannot serve (malformed, too large, a framing we refuse) is
+ * still a request: it gets a record and an access-log line, and its error
+ * in the dialect its path names when the request line was read (else
+ * OpenAI's shape, the most common); then the connection closes. */
+static void refuse_head(struct kl_conn *c, kl_exchange *ex, int status, const char *why)
+{
+    ex->peer_ip = c->peer_ip;
+    ex->peer_port = c->peer_port;
+    ex->dialect = KL_DIALECT_OPENAI;
+    if (ex->req.method && ex->req.path) {
+        struct kl_route_match m;
+        bool av = kl_http_header(&ex->req, "anthropic-version") != NULL;
+        kl_dialect_classify(&ex->arena, ex->req.method, ex->req.path, av, &m);
+        ex->ep = m.ep;
+        ex->dialect = m.ep->id == KL_EP_UNKNOWN ? kl_dialect_guess(ex->req.path, av) : m.ep->dialect;
+    }
+    ex->status = status;
+    ex->error_class = status == 431 ? KL_EC_TOO_LARGE : KL_EC_BAD_REQUEST;
+    ex->error_message = why;
+    ex->bytes_in = evbuffer_get_length(bufferevent_get_input(c->bev));
+    write_raw_error(c, status, why, ex->dialect);
+    kl_pipeline_finish(ex); /* not attached to c: records, logs and frees it */
 }
 
 static void body_append(void *arg, const char *p, size_t n)
@@ -285,15 +306,16 @@ static void read_head(struct kl_conn *c)
     kl_exchange *ex = kl_exchange_new(c->w);
     const char *why = NULL;
     int r = kl_http_parse_head(buf, look, max_head, &ex->arena, &ex->req, &why);
+    if (r == KL_HTTP_INCOMPLETE && have > KL_MAX_PIPELINED) {
+        refuse_head(c, ex, 431, "request head too large");
+        return;
+    }
     if (r == KL_HTTP_INCOMPLETE) {
         kl_exchange_free(ex);
-        if (have > KL_MAX_PIPELINED)
-            write_raw_error(c, 431, "request head too large");
         return;
     }
     if (r < 0) {
-        kl_exchange_free(ex);
-        write_raw_error(c, -r, why);
+        refuse_head(c, ex, -r, why);
         return;
     }
     evbuffer_drain(in, (size_t)r);

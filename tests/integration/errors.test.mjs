@@ -302,6 +302,24 @@ describe('slow clients', () => {
     assert.equal(ok.status, 200, 'the gateway keeps serving');
   });
 
+  it('a head refused before parsing ends gets its record and its dialect', async () => {
+    const raw = await rawRequest(gw.url, 'POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n' +
+      'Transfer-Encoding: chunked\r\n\r\nabc');
+    assert.match(raw, /^HTTP\/1.1 400 /);
+    const body = JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4));
+    assert.equal(body.type, 'error', 'the Anthropic error shape for an Anthropic path');
+    assert.equal(body.error.type, 'invalid_request_error');
+    const rec = await recordWithStatus(400);
+    assert.ok(rec, 'the refused head has its record');
+    assert.equal(rec.path, '/v1/messages');
+    assert.equal(rec.dialect, 'anthropic');
+    assert.equal(rec.error_class, 'bad_request');
+    assert.match(rec.error_message, /both Transfer-Encoding and Content-Length/);
+    for (let i = 0; i < 60 && !/"POST \/v1\/messages" 400 bad_request/.test(gw.output()); i++)
+      await new Promise((res) => setTimeout(res, 50)); /* the access log is flushed in batches */
+    assert.match(gw.output(), /"POST \/v1\/messages" 400 bad_request/);
+  });
+
   it('a client that leaves mid-body has a 499 on record', async () => {
     const u = new URL(gw.url);
     const sock = net.connect({ host: u.hostname, port: Number(u.port) });
