@@ -172,9 +172,26 @@ void kl_pipeline_reject(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_cl
     kl_pipeline_finish(ex);
 }
 
+/* Whether a response head says its body is JSON. */
+static bool json_body(const char *headers)
+{
+    const char *ct = strcasestr(headers, "content-type:");
+    if (!ct || (ct != headers && ct[-1] != '\n'))
+        return false;
+    ct += 13;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    return strncasecmp(ct, "application/json", 16) == 0;
+}
+
 void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
                                int64_t content_length, bool event_stream)
 {
+    /* A streamed answer is events whatever its Content-Type says: some
+     * self-hosted servers send none, or text/plain (not Gemini's JSON
+     * array, nor a JSON error) */
+    if (!event_stream && ex->stream && status / 100 == 2 && ex->ep->id != KL_EP_GEMINI_STREAM && !json_body(headers))
+        event_stream = true;
     ex->upstream_status = status;
     if (status >= 400)
         ex->error_class = KL_EC_UPSTREAM_ERROR;
@@ -212,6 +229,7 @@ void kl_pipeline_upstream_failed(kl_exchange *ex, enum kl_err_kind kind,
          * client sees it incomplete rather than silently short. */
         ex->error_class = ec;
         ex->error_message = kl_arena_strdup(&ex->arena, message);
+        kl_account_drop_partial(ex);
         kl_account_end(ex);
         if (kl_account_is_event_stream(ex) && ex->upstream_status < 400) {
             char *ev = kl_dialect_error_event(&ex->arena, ex->dialect, kind, message);

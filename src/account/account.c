@@ -172,6 +172,12 @@ bool kl_account_is_event_stream(const kl_exchange *ex)
     return ex->acct && ex->acct->mode == BODY_EVENTS;
 }
 
+void kl_account_drop_partial(kl_exchange *ex)
+{
+    if (ex->acct)
+        kl_sse_discard(&ex->acct->sse);
+}
+
 void kl_account_end(kl_exchange *ex)
 {
     struct kl_account *a = ex->acct;

@@ -21,6 +21,9 @@ bool kl_account_is_event_stream(const kl_exchange *ex);
 /* The exchange is over: price the usage (ex->cost_known, ex->cost_nd). */
 void kl_account_finish(kl_exchange *ex);
 /* The response ended (normally or not): forward anything held back. */
+/* The upstream broke mid-stream: an incomplete event is not relayed (half
+ * an event would run into the error event that ends the stream). */
+void kl_account_drop_partial(kl_exchange *ex);
 void kl_account_end(kl_exchange *ex);
 void kl_account_free(kl_exchange *ex);
 

@@ -27,30 +27,31 @@ static size_t line_break(const char *p, size_t i, size_t len)
 }
 
 /* Length of the first complete event in p[0..len), or 0 when there is none
- * yet. An event ends at an empty line; lines end in \r\n, \n or \r. A '\r'
- * at the very end may still be followed by '\n', so it waits. */
-static size_t event_end(const char *p, size_t len)
+ * yet; scanning starts at from, the start of a line. An event ends at an
+ * empty line; lines end in \r\n, \n or \r. A '\r' at the very end may still
+ * be followed by '\n', so it waits. With no event yet, *resume is the start of the incomplete line: the next call
+ * starts there instead of rescanning the whole event, which would make one
+ * large event cost its size squared. */
+static size_t event_end(const char *p, size_t len, size_t from, size_t *resume)
 {
-    bool line_start = true;
-    size_t i = 0;
+    size_t i = from;
     while (i < len) {
         size_t b = line_break(p, i, len);   /* the line break, or len */
         if (b == len)
-            return 0;
-        if (b > i)
-            line_start = false;
+            break;
+        bool empty = b == i;
         size_t next = b + 1;
         if (p[b] == '\r') {
             if (next == len)
-                return 0;
+                break;
             if (p[next] == '\n')
                 next++;
         }
-        if (line_start)
+        if (empty)
             return next;
-        line_start = true;
         i = next;
     }
+    *resume = i;
     return 0;
 }
 
@@ -69,23 +70,26 @@ static void grow(kl_sse *s, size_t need)
 
 void kl_sse_feed(kl_sse *s, const char *data, size_t len, kl_sse_event_fn on_event, void *arg)
 {
+    size_t resume = 0;
     if (s->len > 0) {
         grow(s, len);
         memcpy(s->buf + s->len, data, len);
         s->len += len;
-        size_t off = 0, n;
-        while ((n = event_end(s->buf + off, s->len - off)) > 0) {
+        size_t off = 0, n, from = s->scanned;
+        while ((n = event_end(s->buf + off, s->len - off, from, &resume)) > 0) {
             on_event(arg, s->buf + off, n);
             off += n;
+            from = 0;
         }
         memmove(s->buf, s->buf + off, s->len - off);
         s->len -= off;
+        s->scanned = resume;
         return;
     }
     /* Common case: nothing carried over, so events are handed out straight
      * from the caller's buffer and only a tail is copied. */
     size_t off = 0, n;
-    while ((n = event_end(data + off, len - off)) > 0) {
+    while ((n = event_end(data + off, len - off, 0, &resume)) > 0) {
         on_event(arg, data + off, n);
         off += n;
     }
@@ -93,6 +97,7 @@ void kl_sse_feed(kl_sse *s, const char *data, size_t len, kl_sse_event_fn on_eve
         grow(s, len - off);
         memcpy(s->buf, data + off, len - off);
         s->len = len - off;
+        s->scanned = resume;
     }
 }
 
@@ -100,7 +105,12 @@ void kl_sse_flush(kl_sse *s, kl_sse_event_fn on_event, void *arg)
 {
     if (s->len > 0)
         on_event(arg, s->buf, s->len);
-    s->len = 0;
+    s->len = s->scanned = 0;
+}
+
+void kl_sse_discard(kl_sse *s)
+{
+    s->len = s->scanned = 0;
 }
 
 void kl_sse_free(kl_sse *s)
@@ -119,6 +129,8 @@ void kl_sse_fields(const char *raw, size_t len, const char **event, size_t *even
     *data_len = 0;
     size_t cap = 0;
     size_t i = 0;
+    if (len >= 3 && memcmp(raw, "\xef\xbb\xbf", 3) == 0)
+        i = 3; /* a byte order mark before a stream's first event */
     while (i < len) {
         size_t start = i;
         i = line_break(raw, i, len);

@@ -10,6 +10,7 @@
 typedef struct kl_sse {
     char *buf;                  /* an incomplete event carried over */
     size_t len, cap;
+    size_t scanned;             /* buf[0..scanned) holds no event end: scanning resumes there */
 } kl_sse;
 
 typedef void (*kl_sse_event_fn)(void *arg, const char *raw, size_t len);
@@ -18,6 +19,9 @@ typedef void (*kl_sse_event_fn)(void *arg, const char *raw, size_t len);
 void kl_sse_feed(kl_sse *s, const char *data, size_t len, kl_sse_event_fn on_event, void *arg);
 /* The stream ended: hand over whatever incomplete event remains. */
 void kl_sse_flush(kl_sse *s, kl_sse_event_fn on_event, void *arg);
+/* The stream broke: forget an incomplete event (relayed half, it would run
+ * into the error event that follows it). */
+void kl_sse_discard(kl_sse *s);
 void kl_sse_free(kl_sse *s);
 
 /* Fields of one raw event. *data is a malloc'd NUL-terminated string of the

@@ -335,6 +335,88 @@ describe('slow clients', () => {
 });
 
 describe('provider framing', () => {
+  // A provider on a raw socket: respond(requestText, socket) writes what it likes.
+  async function rawProvider(respond) {
+    const up = net.createServer((sock) => {
+      let req = '';
+      sock.on('data', (d) => {
+        req += d.toString('latin1');
+        const end = req.indexOf('\r\n\r\n');
+        const len = Number((/content-length: (\d+)/i.exec(req) || [0, 0])[1]);
+        if (end >= 0 && req.length >= end + 4 + len) respond(req, sock);
+      });
+    });
+    await new Promise((r) => up.listen(0, '127.0.0.1', r));
+    return up;
+  }
+
+  it('a stream cut inside an event ends with the error event alone, not glued to half an event', async () => {
+    const mock = await startMock();
+    const start = 'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant",' +
+      '"model":"claude-sonnet-4-5","content":[],"usage":{"input_tokens":10,"output_tokens":1}}}\n\n';
+    const up = await rawProvider((req, sock) => {
+      sock.write('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n');
+      const part = start + 'event: ping\ndata: {"ty';
+      sock.write(`${part.length.toString(16)}\r\n${part}\r\n`);
+      setTimeout(() => sock.destroy(), 50);
+    });
+    const gw = await startGateway({
+      providers: providersFor(mock.url, {
+        anthropic: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: KEYS.anthropic, authorization: 'x-api-key',
+                     models: ['claude-sonnet-4-5'], compatibility: { anthropic_messages: true } },
+      }),
+    });
+    const client = new Anthropic({ baseURL: gw.url, apiKey: 'unused', maxRetries: 0 });
+    const stream = await client.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 5, stream: true,
+      messages: [{ role: 'user', content: 'hi' }] });
+    const seen = [];
+    await assert.rejects(async () => { for await (const ev of stream) seen.push(ev.type); }, (e) => {
+      assert.match(String(e.message), /connection to provider anthropic failed/);
+      return true;
+    });
+    assert.deepEqual(seen, ['message_start']);
+    await gw.stop();
+    await mock.stop();
+    up.close();
+  });
+
+  it('a stream the provider sends without an event-stream Content-Type is still accounted', async () => {
+    const mock = await startMock();
+    const chunk = (o) => `data: ${JSON.stringify(o)}\n\n`;
+    const base = { id: 'c', object: 'chat.completion.chunk', model: 'gpt-4o' };
+    const body = chunk({ ...base, choices: [{ index: 0, delta: { content: 'hi' } }], usage: null }) +
+      chunk({ ...base, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }], usage: null }) +
+      chunk({ ...base, choices: [], usage: { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 } }) +
+      'data: [DONE]\n\n';
+    const up = await rawProvider((req, sock) => {
+      sock.end(`HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    });
+    const gw = await startGateway({
+      providers: providersFor(mock.url, {
+        openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: KEYS.openai, models: ['gpt-4o'],
+                  compatibility: { openai_chat: true } },
+      }),
+    });
+    const r = await post(`${gw.url}/v1/chat/completions`, JSON.stringify({ model: 'gpt-4o', stream: true,
+      messages: [{ role: 'user', content: 'hi' }] }));
+    const text = await r.text();
+    assert.equal(r.status, 200);
+    assert.doesNotMatch(text, /"choices":\[\],"usage"/, 'the usage chunk keyless asked for is not relayed');
+    assert.match(text, /data: \[DONE\]/);
+    const id = r.headers.get('x-keyless-request-id');
+    let rec;
+    for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
+      await new Promise((res) => setTimeout(res, 30));
+      rec = await (await fetch(`${gw.url}/api/requests/${id}`)).json();
+    }
+    assert.equal(rec.usage_known, 1);
+    assert.equal(rec.input_tokens, 7);
+    assert.equal(rec.output_tokens, 3);
+    await gw.stop();
+    await mock.stop();
+    up.close();
+  });
+
   it('provider response headers: hop-by-hop and forged x-keyless- ones go, an echoed key goes, a 204 has no length', async () => {
     const mock = await startMock();
     const J = '{"id":"x","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant",' +

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -77,12 +78,86 @@ static void fields(void **state)
     assert_int_equal(evl, 0);
 }
 
+
+struct sizes {
+    size_t len[8];
+    int n;
+};
+
+static void collect_size(void *arg, const char *raw, size_t len)
+{
+    (void)raw;
+    struct sizes *z = arg;
+    z->len[z->n++] = len;
+}
+
+/* A large event fed in pieces of every size comes out once and whole (the
+ * splitter resumes where it stopped instead of rescanning the event), and
+ * the events around it too. */
+static void large_event_in_pieces(void **state)
+{
+    (void)state;
+    size_t big = 200000;
+    char *s = malloc(big + 64);
+    size_t n = 0;
+    n += (size_t)sprintf(s + n, "data: a\r\n\r\ndata: ");
+    memset(s + n, 'x', big);
+    n += big;
+    n += (size_t)sprintf(s + n, "\r\n\r\ndata: z\n\n");
+    for (size_t piece = 1; piece <= 8192; piece = piece * 3 + 1) {
+        kl_sse sse = {0};
+        struct sizes z = {.n = 0};
+        for (size_t off = 0; off < n; off += piece)
+            kl_sse_feed(&sse, s + off, off + piece <= n ? piece : n - off, collect_size, &z);
+        assert_int_equal(z.n, 3);
+        assert_int_equal(z.len[0], 11);
+        assert_int_equal(z.len[1], 6 + big + 4);
+        assert_int_equal(z.len[2], 9);
+        kl_sse_free(&sse);
+    }
+    free(s);
+}
+
+/* A broken stream's incomplete event is forgotten, not handed over. */
+static void discard_forgets_the_partial_event(void **state)
+{
+    (void)state;
+    kl_sse s = {0};
+    struct events e = {.n = 0};
+    kl_sse_feed(&s, "data: 1\n\ndata: {\"ty", 19, collect, &e);
+    assert_int_equal(e.n, 1);
+    kl_sse_discard(&s);
+    kl_sse_flush(&s, collect, &e);
+    assert_int_equal(e.n, 1);
+    kl_sse_feed(&s, "data: 2\n\n", 9, collect, &e);
+    assert_int_equal(e.n, 2);
+    assert_string_equal(e.raw[1], "data: 2\n\n");
+    kl_sse_free(&s);
+}
+
+/* A byte order mark before the first event does not hide its field name. */
+static void byte_order_mark(void **state)
+{
+    (void)state;
+    const char *ev;
+    size_t evl, dl;
+    char *data;
+    const char *raw = "\xef\xbb\xbf" "event: message_start\ndata: 1\n\n";
+    kl_sse_fields(raw, strlen(raw), &ev, &evl, &data, &dl);
+    assert_int_equal(evl, strlen("message_start"));
+    assert_string_equal(data, "1");
+    free(data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(split_at_every_position),
         cmocka_unit_test(byte_by_byte),
         cmocka_unit_test(fields),
+        cmocka_unit_test(large_event_in_pieces),
+        cmocka_unit_test(discard_forgets_the_partial_event),
+        cmocka_unit_test(byte_order_mark),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
