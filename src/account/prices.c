@@ -96,7 +96,8 @@ static int nano_value(const cJSON *v, int64_t max, int64_t *out)
     return kl_decimal_nano(buf, max, out);
 }
 
-static const char *const rate_keys[4] = {"input", "output", "cache_read", "cache_write"};
+#define NRATES 5
+static const char *const rate_keys[NRATES] = {"input", "output", "cache_read", "cache_write", "cache_write_1h"};
 
 static int64_t *rate_field(struct kl_price_rates *r, int i)
 {
@@ -107,16 +108,19 @@ static int64_t *rate_field(struct kl_price_rates *r, int i)
         return &r->output;
     case 2:
         return &r->cache_read;
-    default:
+    case 3:
         return &r->cache_write;
+    default:
+        return &r->cache_write_1h;
     }
 }
 
 /* The rate members of an entry or tier object; 0, or -1 naming the key. */
 static int read_rates(const cJSON *o, struct kl_price_rates *r, const char **bad)
 {
-    r->input = r->output = r->cache_read = r->cache_write = KL_PRICE_NONE;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < NRATES; i++)
+        *rate_field(r, i) = KL_PRICE_NONE;
+    for (int i = 0; i < NRATES; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, rate_keys[i]);
         if (v && nano_value(v, KL_PRICE_MAX, rate_field(r, i)) < 0) {
             *bad = rate_keys[i];
@@ -128,7 +132,7 @@ static int read_rates(const cJSON *o, struct kl_price_rates *r, const char **bad
 
 static bool is_rate_key(const char *k)
 {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < NRATES; i++)
         if (!strcmp(k, rate_keys[i]))
             return true;
     return false;
@@ -396,7 +400,7 @@ void kl_price_rates_for(const struct kl_price *p, int64_t prompt_tokens, struct 
         if (prompt_tokens > p->tiers[i].above_input_tokens)
             tier = &p->tiers[i];
     if (tier)
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < NRATES; i++) {
             int64_t v = *rate_field((struct kl_price_rates *)&tier->r, i);
             if (v != KL_PRICE_NONE)
                 *rate_field(out, i) = v;
@@ -409,6 +413,8 @@ void kl_price_rates_for(const struct kl_price *p, int64_t prompt_tokens, struct 
         out->cache_read = out->input;
     if (out->cache_write == KL_PRICE_NONE)
         out->cache_write = out->input;
+    if (out->cache_write_1h == KL_PRICE_NONE)
+        out->cache_write_1h = out->cache_write;
 }
 
 bool kl_cost_glob(const char *p, const char *s)
@@ -532,7 +538,8 @@ int kl_cost(const kl_prices *t, const char *cost_basis, const struct kl_cost_map
     struct kl_price_rates r;
     kl_price_rates_for(p, kl_usage_prompt_tokens(u), &r);
     u128 q = mul(u->input, r.input) + mul(u->cache_read, r.cache_read) +
-             mul(u->cache_write, r.cache_write) + mul(u->output, r.output);
+             mul(u->cache_write - u->cache_write_1h, r.cache_write) + mul(u->cache_write_1h, r.cache_write_1h) +
+             mul(u->output, r.output);
     *nanodollars = settle(q, adj);
     return 0;
 }
@@ -550,6 +557,8 @@ int kl_cost_estimate_max(const kl_prices *t, const char *cost_basis, const struc
     int64_t prate = r.input;
     if (r.cache_write > prate)
         prate = r.cache_write;
+    if (r.cache_write_1h > prate)
+        prate = r.cache_write_1h;
     if (r.cache_read > prate)
         prate = r.cache_read;
     *nanodollars = settle(mul(prompt_tokens, prate) + mul(max_output_tokens, r.output), adj);

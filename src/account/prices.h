@@ -13,7 +13,8 @@
  * Rates: a tier replaces the base rates (the ones it lists) for the whole
  * request when the prompt, input + cache_read + cache_write, is above its
  * threshold; of several tiers the highest threshold exceeded applies. A
- * rate the entry does not publish falls back: cache_read and cache_write to
+ * rate the entry does not publish falls back: cache_write_1h to cache_write,
+ * cache_read and cache_write to
  * the (tier's) input rate, since those tokens are then billed as plain
  * input; output to 0 (embedding models publish input only).
  *
@@ -37,6 +38,7 @@
 
 struct kl_price_rates {         /* nanodollars per 1M tokens, or KL_PRICE_NONE */
     int64_t input, output, cache_read, cache_write;
+    int64_t cache_write_1h;     /* Anthropic's 1-hour cache writes (cache_write is the 5-minute one) */
 };
 
 struct kl_price_tier {

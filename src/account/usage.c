@@ -53,7 +53,7 @@ struct kl_usage_parser {
     enum kl_usage_kind kind;
     struct kl_usage u;
     /* Anthropic: the latest non-null value of each field (-1 = none yet) */
-    int64_t an_in, an_cr, an_cw, an_out;
+    int64_t an_in, an_cr, an_cw, an_cw1h, an_out;
     /* OpenAI chat streams: tool call slots already named, (choice << 32) | index */
     uint64_t *seen;
     size_t nseen, capseen;
@@ -371,10 +371,14 @@ static void anthropic_usage(kl_usage_parser *p, const cJSON *us)
     count_opt(us, "input_tokens", &p->an_in);
     count_opt(us, "cache_read_input_tokens", &p->an_cr);
     count_opt(us, "cache_creation_input_tokens", &p->an_cw);
+    const cJSON *cc = member(us, "cache_creation");
+    if (cJSON_IsObject(cc))
+        count_opt(cc, "ephemeral_1h_input_tokens", &p->an_cw1h);
     count_opt(us, "output_tokens", &p->an_out);
     p->u.input = p->an_in > 0 ? p->an_in : 0;
     p->u.cache_read = p->an_cr > 0 ? p->an_cr : 0;
     p->u.cache_write = p->an_cw > 0 ? p->an_cw : 0;
+    p->u.cache_write_1h = p->an_cw1h > 0 ? (p->an_cw1h < p->u.cache_write ? p->an_cw1h : p->u.cache_write) : 0;
     p->u.output = p->an_out > 0 ? p->an_out : 0;
     p->u.known = true;
 }
@@ -679,7 +683,7 @@ kl_usage_parser *kl_usage_parser_new(kl_arena *a, enum kl_usage_kind kind)
     kl_usage_parser *p = kl_arena_alloc(a, sizeof(*p));
     p->a = a;
     p->kind = kind;
-    p->an_in = p->an_cr = p->an_cw = p->an_out = -1;
+    p->an_in = p->an_cr = p->an_cw = p->an_cw1h = p->an_out = -1;
     p->u.known = kind == KL_USAGE_COUNT_ONLY;
     return p;
 }

@@ -12,6 +12,8 @@
  *                the cache nor written to it
  *   cache_read   prompt tokens served from the provider's cache
  *   cache_write  prompt tokens written to the cache
+ *   cache_write_1h  of those, the ones written for an hour (Anthropic's
+ *                1-hour TTL, priced at cache_write_1h)
  *   output       every token billed at the output rate, reasoning included
  *   reasoning    the reasoning/thinking part of output (informational)
  *
@@ -26,6 +28,8 @@
  *   embeddings    input = usage.prompt_tokens
  *   Anthropic     input = input_tokens, cache_read = cache_read_input_tokens,
  *                 cache_write = cache_creation_input_tokens,
+ *                 cache_write_1h = cache_creation.ephemeral_1h_input_tokens
+ *                 (at most cache_write),
  *                 output = output_tokens; in a stream every field takes its
  *                 latest non-null value (message_delta's output_tokens is
  *                 cumulative: never summed)
@@ -64,6 +68,7 @@ enum kl_usage_kind {
 
 struct kl_usage {
     int64_t input, cache_read, cache_write, output, reasoning;
+    int64_t cache_write_1h;     /* part of cache_write */
     bool known;                 /* the response carried usage */
     const char *model_served;   /* what the provider says it served, or NULL */
     const char *stop_reason;    /* finish_reason / stop_reason / status, or NULL */

@@ -243,6 +243,14 @@ static void cost_exact_nanodollars(void **state)
     /* an embedding model has no output price: output costs nothing */
     assert_int_equal(cost_of(shipped, "text-embedding-3-small", 1200, 0, 0, 50), 24000);
     assert_int_equal(cost_of(shipped, "gpt-4o", 0, 0, 0, 0), 0);
+    /* Anthropic 1-hour cache writes: 2x input ($6.00 on Sonnet 4.5), 5-minute ones 1.25x */
+    struct kl_usage hour = {.cache_write = 1500000, .cache_write_1h = 1000000, .known = true};
+    int64_t nd = 0;
+    assert_int_equal(kl_cost(shipped, NULL, NULL, "claude-sonnet-4-5", &hour, &nd), 0);
+    assert_int_equal(nd, USD(6.00 + 0.5 * 3.75));
+    /* a model without a 1-hour price bills those tokens at its cache_write rate */
+    assert_int_equal(kl_cost(shipped, NULL, NULL, "gpt-5.6-sol", &hour, &nd), 0);
+    assert_int_equal(nd, cost_of(shipped, "gpt-5.6-sol", 0, 0, 1500000, 0));
     /* GPT-5.6 Sol has a cache-write price */
     assert_int_equal(cost_of(shipped, "gpt-5.6-sol", 1000, 1000, 1000, 1000), USD(0.004 + 0.0004 + 0.005 + 0.02));
 }

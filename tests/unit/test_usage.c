@@ -672,6 +672,34 @@ static void anthropic_stream_every_split(void **state)
     free(nameless);
 }
 
+
+/* 1-hour cache writes (cache_creation.ephemeral_1h_input_tokens) are the
+ * part of cache_write priced at cache_write_1h; a count above the total is
+ * clamped to it. */
+static void anthropic_one_hour_cache_writes(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    const char *m = "{\"type\":\"message\",\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":10,"
+                    "\"cache_creation_input_tokens\":1500,\"cache_read_input_tokens\":0,\"cache_creation\":"
+                    "{\"ephemeral_5m_input_tokens\":500,\"ephemeral_1h_input_tokens\":1000},\"output_tokens\":5}}";
+    kl_usage_whole(p, m, strlen(m));
+    const struct kl_usage *u = kl_usage_result(p);
+    expect_counts(u, 10, 0, 1500, 5, 0);
+    assert_int_equal(u->cache_write_1h, 1000);
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    const char *bad = "{\"type\":\"message\",\"usage\":{\"input_tokens\":1,\"cache_creation_input_tokens\":7,"
+                      "\"cache_creation\":{\"ephemeral_1h_input_tokens\":9},\"output_tokens\":1}}";
+    kl_usage_whole(p, bad, strlen(bad));
+    assert_int_equal(kl_usage_result(p)->cache_write_1h, 7);
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_whole(p, MSG_JSON, strlen(MSG_JSON));
+    assert_int_equal(kl_usage_result(p)->cache_write_1h, 0);
+    kl_arena_free(&a);
+}
+
 /* output_tokens in message_delta is cumulative: the last one counts, never
  * the sum; fields it repeats take the latest non-null value. */
 static void anthropic_cumulative_delta(void **state)
@@ -1102,6 +1130,7 @@ int main(void)
         cmocka_unit_test(anthropic_whole),
         cmocka_unit_test(anthropic_stream_every_split),
         cmocka_unit_test(anthropic_cumulative_delta),
+        cmocka_unit_test(anthropic_one_hour_cache_writes),
         cmocka_unit_test(gemini_whole),
         cmocka_unit_test(gemini_sse_every_split),
         cmocka_unit_test(gemini_array_every_split),
