@@ -145,6 +145,29 @@ static enum kl_step reserve(kl_exchange *ex, struct kl_admission *a, bool may_le
 {
     struct kl_buckets *t = ex->worker->server->buckets;
     int64_t now = kl_wall_ms();
+    if (may_lease) {
+        /* A pooled bucket holds here only what this gateway leased: a
+         * log-only one can tell whether it is exceeded only after asking
+         * the pool (else it warned on every request and its spend never
+         * reached the pool). Lease for it, and for any short strict bucket
+         * with it, before reserving anything. */
+        struct kl_lease_need needs[KL_MAX_BUCKETS];
+        size_t nn = 0;
+        bool log_short = false;
+        for (size_t i = 0; i < a->n; i++) {
+            if (!a->spec[i].pooled)
+                continue;
+            int64_t short_by = kl_buckets_shortfall(t, &a->spec[i], a->amount[i], now);
+            if (short_by <= 0)
+                continue;
+            needs[nn++] = (struct kl_lease_need){&a->spec[i], short_by};
+            log_short |= a->log_only[i];
+        }
+        if (log_short) {
+            kl_lease_start(ex, needs, nn, leased);
+            return KL_WAIT;
+        }
+    }
     struct kl_bucket_spec strict[KL_MAX_BUCKETS];
     int64_t amounts[KL_MAX_BUCKETS];
     size_t map[KL_MAX_BUCKETS], ns = 0;
@@ -212,10 +235,14 @@ static void leased(kl_exchange *ex, bool ok, int64_t retry)
         step = kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
                        "the shared quota pool cannot be reached; retry shortly");
     } else if (!ok) {
+        /* refuse for the first strict pooled bucket still short; a pool
+         * that could not cover a log-only bucket only means a warning */
+        int64_t now = kl_wall_ms();
         size_t i = 0;
-        while (i < a->n && !a->spec[i].pooled)
+        while (i < a->n && (!a->spec[i].pooled || a->log_only[i] ||
+                            kl_buckets_shortfall(ex->worker->server->buckets, &a->spec[i], a->amount[i], now) <= 0))
             i++;
-        step = refuse(ex, a, i < a->n ? i : 0, retry);
+        step = i < a->n ? refuse(ex, a, i, retry) : reserve(ex, a, false);
     } else {
         step = reserve(ex, a, false);
     }

@@ -173,6 +173,43 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('on_exceed "log" with PostgreSQL: spend is leased from the pool, and only a real excess is logged', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set' }, async () => {
+    const mock = await startMock(['--no-log']);
+    const roomy = `log-roomy-${Date.now()}`, tight = `log-tight-${Date.now()}`;
+    const gw = await startGateway({
+      store: { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance: 'quota-log' },
+      quotas: {
+        [roomy]: { capacity: usd(100n * EST), on_exceed: 'log' },
+        [tight]: { capacity: usd(EST / 2n), on_exceed: 'log' },
+      },
+      grants: grant([{ bucket: roomy }]),
+      providers: providersFor(mock.url),
+    });
+    for (let i = 0; i < 3; i++) {
+      const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+      assert.equal(r.status, 200);
+      await r.text();
+    }
+    await gw.stop();
+    assert.doesNotMatch(gw.output(), /exceeded \(on_exceed: log\)/, 'a bucket with room is not exceeded');
+    const q = spawnSync('psql', [process.env.KEYLESS_TEST_PG_URL, '-Atc',
+      `SELECT level FROM quota_pool WHERE name = '${roomy}'`], { encoding: 'utf8' });
+    assert.equal(BigInt(q.stdout.trim()), 97n * EST, 'three requests spent from the shared pool');
+
+    const gw2 = await startGateway({
+      store: { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance: 'quota-log' },
+      quotas: { [tight]: { capacity: usd(EST / 2n), on_exceed: 'log' } },
+      grants: grant([{ bucket: tight }]),
+      providers: providersFor(mock.url),
+    });
+    const r = await post(gw2, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+    assert.equal(r.status, 200, 'log only: allowed');
+    await r.text();
+    await gw2.stop();
+    assert.match(gw2.output(), new RegExp(`quota ${tight} exceeded \\(on_exceed: log\\)`));
+    await mock.stop();
+  });
+
   it('429 with Retry-After in each dialect\'s native shape', async () => {
     const mock = await startMock();
     // one request's worth, refilled at one request's worth per minute
