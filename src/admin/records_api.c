@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "authorize/authorize.h"
+#include "core/log.h"
 #include "core/text.h"
 #include "core/urlquery.h"
 #include "identity/identity.h"
@@ -81,7 +82,9 @@ static void done(struct kl_query_job *job)
         } else if (j->status == 400) {
             kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "%s", j->err);
         } else if (j->status) {
-            kl_fail(ex, KL_ERR_INTERNAL, KL_EC_INTERNAL, "the record store failed: %s", j->err);
+            /* the store's own message (SQL, server names) goes to the log, not the caller */
+            kl_error("%s: record store query failed: %s", ex->id, j->err);
+            kl_fail(ex, KL_ERR_INTERNAL, KL_EC_INTERNAL, "the record store failed (request %s in the gateway log)", ex->id);
         } else {
             cJSON *root = cJSON_CreateObject();
             if (j->kind == API_USAGE) {
