@@ -195,7 +195,7 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
     ex->upstream_status = status;
     if (status >= 400)
         ex->error_class = KL_EC_UPSTREAM_ERROR;
-    kl_account_begin(ex, status, event_stream);
+    kl_account_begin(ex, status, event_stream, headers);
     if (event_stream)
         content_length = -1; /* we may drop a chunk, or end it with an error event (quota, upstream failure) */
     bool had_key;

@@ -2,6 +2,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include <zlib.h>
 
 #include "account/prices.h"
 #include "account/session.h"
@@ -36,7 +39,27 @@ struct kl_account {
     bool whole_overflow;
     char *capture;              /* captures=full: the first capture_max bytes */
     size_t capture_len, capture_max;
+    z_stream *z;                /* a gzip/deflate body: inflated on the side for usage, relayed as it came */
+    bool z_broken;              /* it would not inflate: usage stops where it broke */
 };
+
+/* The Content-Encoding of a relayed head: NULL for none or identity. */
+static const char *content_encoding(const char *headers, size_t *len)
+{
+    for (const char *p = headers; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncasecmp(p, "content-encoding:", 17) != 0)
+            continue;
+        const char *v = p + 17;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        size_t n = strcspn(v, "\r\n");
+        while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+            n--;
+        *len = n;
+        return n == 8 && strncasecmp(v, "identity", 8) == 0 ? NULL : v;
+    }
+    return NULL;
+}
 
 static void append(char **buf, size_t *len, size_t *cap, const char *data, size_t n)
 {
@@ -53,11 +76,26 @@ static void append(char **buf, size_t *len, size_t *cap, const char *data, size_
     *len += n;
 }
 
-void kl_account_begin(kl_exchange *ex, int status, bool event_stream)
+void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char *headers)
 {
     struct kl_account *a = kl_arena_alloc(&ex->arena, sizeof(*a));
     ex->acct = a;
     int kind = kl_usage_kind_for(ex->ep->id);
+    size_t elen = 0;
+    const char *enc = content_encoding(headers, &elen);
+    if (enc && ((elen == 4 && !strncasecmp(enc, "gzip", 4)) || (elen == 6 && !strncasecmp(enc, "x-gzip", 6)) ||
+                (elen == 7 && !strncasecmp(enc, "deflate", 7)))) {
+        a->z = calloc(1, sizeof(*a->z));
+        if (!a->z)
+            abort();
+        if (inflateInit2(a->z, 15 + 32) != Z_OK) { /* +32: a gzip or a zlib header, whichever it has */
+            free(a->z);
+            a->z = NULL;
+            kind = -1;
+        }
+    } else if (enc) {
+        kind = -1; /* br, zstd, ...: relayed, usage unknown */
+    }
     if (status >= 200 && status < 300 && kind >= 0) {
         a->usage = kl_usage_parser_new(&ex->arena, (enum kl_usage_kind)kind);
         if (event_stream)
@@ -67,7 +105,8 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream)
         else
             a->mode = BODY_WHOLE;
     }
-    a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200;
+    /* a compressed stream is relayed as it came: nothing can be taken out */
+    a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200 && !a->z;
     a->split_events = a->mode == BODY_EVENTS;
     const struct kl_store_cfg *sc = ex->cfg->store;
     if (sc->captures == KL_CAPTURE_FULL)
@@ -134,8 +173,57 @@ static void on_event(void *arg, const char *raw, size_t len)
     free(data);
     if (stopped(ex))
         return;
-    if (!drop)
+    if (!drop && !a->z) /* a compressed stream's bytes were relayed as they came */
         forward(ex, raw, len);
+}
+
+/* The decoded bytes of a compressed answer: read for usage, not relayed. */
+static void account_decoded(kl_exchange *ex, const char *data, size_t len)
+{
+    struct kl_account *a = ex->acct;
+    switch (a->mode) {
+    case BODY_EVENTS:
+        kl_sse_feed(&a->sse, data, len, on_event, ex);
+        break;
+    case BODY_ARRAY:
+        kl_usage_array_bytes(a->usage, data, len);
+        break;
+    case BODY_WHOLE:
+        if (a->whole_len + len <= KL_WHOLE_MAX)
+            append(&a->whole, &a->whole_len, &a->whole_cap, data, len);
+        else
+            a->whole_overflow = true;
+        break;
+    case BODY_NONE:
+        break;
+    }
+}
+
+static bool inflate_data(kl_exchange *ex, const char *data, size_t len)
+{
+    struct kl_account *a = ex->acct;
+    forward(ex, data, len);
+    if (a->z_broken || a->mode == BODY_NONE)
+        return true;
+    char out[16384];
+    a->z->next_in = (Bytef *)(uintptr_t)data;
+    a->z->avail_in = (uInt)len;
+    while (a->z->avail_in > 0) {
+        a->z->next_out = (Bytef *)out;
+        a->z->avail_out = sizeof(out);
+        int rc = inflate(a->z, Z_NO_FLUSH);
+        if (sizeof(out) - a->z->avail_out > 0)
+            account_decoded(ex, out, sizeof(out) - a->z->avail_out);
+        if (rc == Z_STREAM_END)
+            break;
+        if (rc != Z_OK && rc != Z_BUF_ERROR) {
+            a->z_broken = true;
+            break;
+        }
+        if (rc == Z_BUF_ERROR && a->z->avail_out > 0)
+            break;
+    }
+    return a->mode == BODY_WHOLE || !stopped(ex);
 }
 
 bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
@@ -145,6 +233,8 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
         kl_respond_data(ex, data, len);
         return true;
     }
+    if (a->z)
+        return inflate_data(ex, data, len);
     switch (a->mode) {
     case BODY_EVENTS:
         kl_sse_feed(&a->sse, data, len, on_event, ex);
@@ -169,7 +259,7 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
 
 bool kl_account_is_event_stream(const kl_exchange *ex)
 {
-    return ex->acct && ex->acct->mode == BODY_EVENTS;
+    return ex->acct && ex->acct->mode == BODY_EVENTS && !ex->acct->z;
 }
 
 void kl_account_drop_partial(kl_exchange *ex)
@@ -200,6 +290,10 @@ void kl_account_free(kl_exchange *ex)
     kl_sse_free(&a->sse);
     free(a->whole);
     free(a->capture);
+    if (a->z) {
+        inflateEnd(a->z);
+        free(a->z);
+    }
     ex->acct = NULL;
 }
 

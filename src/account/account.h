@@ -10,20 +10,25 @@
 
 #include "core/exchange.h"
 
-void kl_account_begin(kl_exchange *ex, int status, bool event_stream);
+/* headers: the response head as relayed ("Name: value\r\n" lines). A body
+ * the provider compressed although keyless asked for identity (gzip,
+ * deflate) reaches the caller unchanged and is inflated on the side for its
+ * usage; any other coding leaves usage unknown. */
+void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char *headers);
 /* Pass a piece of the response on to the client (through kl_respond_data).
  * False when the answer must stop here (a quota cannot cover the usage it
  * reports): ex->cut_off and ex->error_message are set, nothing more is
  * forwarded. */
 bool kl_account_data(kl_exchange *ex, const char *data, size_t len);
-/* Is the answer a server-sent event stream (an error event can end it)? */
+/* Is the answer a server-sent event stream an error event can end (not a
+ * compressed one)? */
 bool kl_account_is_event_stream(const kl_exchange *ex);
 /* The exchange is over: price the usage (ex->cost_known, ex->cost_nd). */
 void kl_account_finish(kl_exchange *ex);
-/* The response ended (normally or not): forward anything held back. */
 /* The upstream broke mid-stream: an incomplete event is not relayed (half
  * an event would run into the error event that ends the stream). */
 void kl_account_drop_partial(kl_exchange *ex);
+/* The response ended (normally or not): forward anything held back. */
 void kl_account_end(kl_exchange *ex);
 void kl_account_free(kl_exchange *ex);
 

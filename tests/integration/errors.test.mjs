@@ -380,6 +380,60 @@ describe('provider framing', () => {
     up.close();
   });
 
+  it('a provider that compresses anyway (gzip) is relayed as it came and still accounted', async () => {
+    const { gzipSync } = await import('node:zlib');
+    const mock = await startMock();
+    const whole = JSON.stringify({ id: 'c', object: 'chat.completion', model: 'gpt-4o',
+      choices: [{ index: 0, message: { role: 'assistant', content: 'hi' }, finish_reason: 'stop' }],
+      usage: { prompt_tokens: 11, completion_tokens: 4, total_tokens: 15 } });
+    const chunk = (o) => `data: ${JSON.stringify(o)}\n\n`;
+    const base = { id: 'c', object: 'chat.completion.chunk', model: 'gpt-4o' };
+    const events = chunk({ ...base, choices: [{ index: 0, delta: { content: 'hi' } }], usage: null }) +
+      chunk({ ...base, choices: [], usage: { prompt_tokens: 13, completion_tokens: 6, total_tokens: 19 } }) + 'data: [DONE]\n\n';
+    const up = await rawProvider((req, sock) => {
+      const stream = /"stream":true/.test(req);
+      const body = gzipSync(Buffer.from(stream ? events : whole));
+      sock.write(`HTTP/1.1 200 OK\r\nContent-Type: ${stream ? 'text/event-stream' : 'application/json'}\r\n` +
+        `Content-Encoding: gzip\r\nContent-Length: ${body.length}\r\n\r\n`);
+      // in two pieces, cut inside the compressed data
+      sock.write(body.subarray(0, 10));
+      setTimeout(() => sock.end(body.subarray(10)), 20);
+    });
+    const gw = await startGateway({
+      providers: providersFor(mock.url, {
+        openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: KEYS.openai, models: ['gpt-4o'],
+                  compatibility: { openai_chat: true } },
+      }),
+    });
+    const recordOf = async (r) => {
+      const id = r.headers.get('x-keyless-request-id');
+      let rec;
+      for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
+        await new Promise((res) => setTimeout(res, 30));
+        rec = await (await fetch(`${gw.url}/api/requests/${id}`)).json();
+      }
+      return rec;
+    };
+    let r = await post(`${gw.url}/v1/chat/completions`, JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }));
+    assert.equal(r.headers.get('content-encoding'), 'gzip');
+    assert.deepEqual(JSON.parse(await r.text()).usage.prompt_tokens, 11, 'the client decodes what it got');
+    let rec = await recordOf(r);
+    assert.equal(rec.usage_known, 1);
+    assert.equal(rec.input_tokens, 11);
+    assert.equal(rec.output_tokens, 4);
+    assert.equal(rec.cost_known, 1);
+    r = await post(`${gw.url}/v1/chat/completions`, JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'hi' }] }));
+    const text = await r.text();
+    assert.match(text, /data: \[DONE\]/);
+    rec = await recordOf(r);
+    assert.equal(rec.usage_known, 1);
+    assert.equal(rec.input_tokens, 13);
+    assert.equal(rec.output_tokens, 6);
+    await gw.stop();
+    await mock.stop();
+    up.close();
+  });
+
   it('a stream the provider sends without an event-stream Content-Type is still accounted', async () => {
     const mock = await startMock();
     const chunk = (o) => `data: ${JSON.stringify(o)}\n\n`;
