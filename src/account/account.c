@@ -177,8 +177,10 @@ static void on_event(void *arg, const char *raw, size_t len)
         forward(ex, raw, len);
 }
 
-/* The decoded bytes of a compressed answer: read for usage, not relayed. */
-static void account_decoded(kl_exchange *ex, const char *data, size_t len)
+/* Body bytes (inflated, for a compressed answer) read for their usage.
+ * Events are relayed one by one as they complete (on_event), unless the
+ * answer is compressed; other bodies are relayed by the caller. */
+static void read_body(kl_exchange *ex, const char *data, size_t len)
 {
     struct kl_account *a = ex->acct;
     switch (a->mode) {
@@ -213,7 +215,7 @@ static bool inflate_data(kl_exchange *ex, const char *data, size_t len)
         a->z->avail_out = sizeof(out);
         int rc = inflate(a->z, Z_NO_FLUSH);
         if (sizeof(out) - a->z->avail_out > 0)
-            account_decoded(ex, out, sizeof(out) - a->z->avail_out);
+            read_body(ex, out, sizeof(out) - a->z->avail_out);
         if (rc == Z_STREAM_END)
             break;
         if (rc != Z_OK && rc != Z_BUF_ERROR) {
@@ -235,24 +237,11 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
     }
     if (a->z)
         return inflate_data(ex, data, len);
-    switch (a->mode) {
-    case BODY_EVENTS:
-        kl_sse_feed(&a->sse, data, len, on_event, ex);
+    read_body(ex, data, len);
+    if (a->mode == BODY_EVENTS) /* relayed event by event */
         return !ex->cut_off;
-    case BODY_ARRAY:
-        kl_usage_array_bytes(a->usage, data, len);
-        if (stopped(ex))
-            return false;
-        break;
-    case BODY_WHOLE:
-        if (a->whole_len + len <= KL_WHOLE_MAX)
-            append(&a->whole, &a->whole_len, &a->whole_cap, data, len);
-        else
-            a->whole_overflow = true;
-        break;
-    case BODY_NONE:
-        break;
-    }
+    if (a->mode == BODY_ARRAY && stopped(ex))
+        return false;
     forward(ex, data, len);
     return true;
 }
