@@ -102,10 +102,30 @@ static size_t utf8_seq(const unsigned char *p)
     return n;
 }
 
+/* The index of the first byte of s[0..n) at or above 0x80, or n: eight
+ * bytes at a time, since every record's text passes here and nearly all of
+ * it is ASCII. */
+static size_t ascii_prefix(const char *s, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        if (w & 0x8080808080808080ull)
+            break;
+    }
+    while (i < n && (unsigned char)s[i] < 0x80)
+        i++;
+    return i;
+}
+
 size_t kl_utf8_clean_len(const char *s)
 {
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+    size_t len = strlen(s), ascii = ascii_prefix(s, len);
+    if (ascii == len)
+        return len;
+    size_t n = ascii;
+    for (const unsigned char *p = (const unsigned char *)s + ascii; *p;) {
         size_t k = utf8_seq(p);
         n += k ? k : 3;
         p += k ? k : 1;
@@ -115,8 +135,10 @@ size_t kl_utf8_clean_len(const char *s)
 
 size_t kl_utf8_clean(char *out, const char *s)
 {
-    char *o = out;
-    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+    size_t len = strlen(s), ascii = ascii_prefix(s, len);
+    memcpy(out, s, ascii);
+    char *o = out + ascii;
+    for (const unsigned char *p = (const unsigned char *)s + ascii; *p;) {
         size_t k = utf8_seq(p);
         if (k) {
             memcpy(o, p, k);

@@ -109,6 +109,15 @@ static void utf8_clean_replaces_only_bad_bytes(void **state)
     /* a sequence cut short: each of its bytes is replaced */
     check_clean("a\xe2\x82" "b", "a\xef\xbf\xbd\xef\xbf\xbd" "b");
     check_clean("\xf0\x9f\x98", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+    /* after an ASCII run read eight bytes at a time, at every offset */
+    for (size_t k = 0; k < 20; k++) {
+        char in[48], exp[64];
+        memset(in, 'a', k);
+        memcpy(in + k, "\xff\xc3\xa9z", 5);
+        memset(exp, 'a', k);
+        snprintf(exp + k, sizeof(exp) - k, "%s\xc3\xa9z", R);
+        check_clean(in, exp);
+    }
     snprintf(want, sizeof(want), "%sx", R); /* a lone continuation byte */
     check_clean("\x80x", want);
 }
