@@ -265,6 +265,9 @@ enum kl_step kl_admit_run(kl_exchange *ex)
         if (!cap_applies(cap, qualified))
             continue;
         const cJSON *qs = cJSON_GetObjectItemCaseSensitive(cap->raw, "quotas");
+        if (qs && !cJSON_IsArray(qs)) /* fail closed: unread, it would meter nothing */
+            return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN,
+                           "access denied: a grant's \"quotas\" is not an array of {\"bucket\": name}");
         const cJSON *ref;
         cJSON_ArrayForEach(ref, qs) {
             const cJSON *bn = cJSON_GetObjectItemCaseSensitive(ref, "bucket");

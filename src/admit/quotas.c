@@ -105,6 +105,10 @@ void kl_quotas_read_config(kl_cfg_ctx *c, const cJSON *v)
     }
 }
 
+/* The largest number a limit takes: far above any real one, far below
+ * where int64 arithmetic on it could overflow. */
+#define KL_LIMIT_MAX 1000000000000LL
+
 void kl_limits_read_config(kl_cfg_ctx *c, const cJSON *v)
 {
     struct kl_quotas *q = quotas_of(c);
@@ -116,12 +120,19 @@ void kl_limits_read_config(kl_cfg_ctx *c, const cJSON *v)
     }
     const cJSON *m;
     cJSON_ArrayForEach(m, v) {
-        if (strcmp(m->string, "default_max_output_tokens") == 0 && cJSON_IsNumber(m) && m->valuedouble >= 1)
+        bool known = strcmp(m->string, "default_max_output_tokens") == 0 || strcmp(m->string, "bytes_per_token") == 0;
+        /* whole numbers in range before the cast (1e19 had wrapped negative) */
+        bool ok = cJSON_IsNumber(m) && m->valuedouble >= 1 && m->valuedouble <= KL_LIMIT_MAX &&
+                  m->valuedouble == (double)(int64_t)m->valuedouble;
+        if (known && ok && strcmp(m->string, "default_max_output_tokens") == 0)
             q->default_max_output_tokens = (int64_t)m->valuedouble;
-        else if (strcmp(m->string, "bytes_per_token") == 0 && cJSON_IsNumber(m) && m->valuedouble >= 1)
+        else if (known && ok)
             q->bytes_per_token = (int64_t)m->valuedouble;
+        else if (known)
+            kl_cfg_report(c, KL_SEV_ERROR, m, "limits.%s must be a whole number from 1 to %lld", m->string,
+                          (long long)KL_LIMIT_MAX);
         else
-            kl_cfg_report(c, KL_SEV_WARNING, m, "unknown or mistyped key \"%s\" in limits (ignored)", m->string);
+            kl_cfg_report(c, KL_SEV_WARNING, m, "unknown key \"%s\" in limits (ignored)", m->string);
     }
 }
 
@@ -150,8 +161,8 @@ int kl_rate_limit_read(const cJSON *cap, struct kl_rate_limit *out, const char *
                      : strcmp(m->string, "concurrent") == 0          ? &out->concurrent
                                                                      : NULL;
         if (dst) {
-            if (!cJSON_IsNumber(m) || m->valuedouble < 1) {
-                *why = "rate_limit values must be positive numbers";
+            if (!cJSON_IsNumber(m) || m->valuedouble < 1 || m->valuedouble > KL_LIMIT_MAX) {
+                *why = "rate_limit values must be whole numbers from 1 to 1000000000000";
                 return -1;
             }
             *dst = (int64_t)m->valuedouble;

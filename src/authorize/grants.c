@@ -109,6 +109,17 @@ static void read_grant(kl_cfg_ctx *c, const cJSON *g, struct kl_grant *out)
             kl_cfg_report(c, KL_SEV_ERROR, e, "%s", why);
             continue;
         }
+        /* a misspelt key ("quota", "model") would silently grant more */
+        static const char *const known[] = {"role", "models", "quotas", "rate_limit"};
+        const cJSON *m;
+        cJSON_ArrayForEach(m, e) {
+            size_t i = 0;
+            while (i < sizeof(known) / sizeof(known[0]) && strcmp(m->string, known[i]) != 0)
+                i++;
+            if (i == sizeof(known) / sizeof(known[0]))
+                kl_cfg_report(c, KL_SEV_WARNING, m, "unknown key \"%s\" in a %s capability (ignored)", m->string,
+                              KL_APERTURE_CAP);
+        }
         out->ncaps++;
     }
 }
@@ -176,5 +187,13 @@ bool kl_selector_matches(const struct kl_identity *id, const char *sel)
         return in_list(id->groups, id->ngroups, sel);
     if (strncmp(sel, "tag:", 4) == 0)
         return in_list(id->tags, id->ntags, sel);
-    return !id->tagged && id->login && strcasecmp(sel, id->login) == 0;
+    if (id->tagged || !id->login)
+        return false;
+    /* Tailnet logins are e-mail addresses, matched in any case as the
+     * tailnet does; workload logins come from token claims and SPIFFE ids,
+     * which are case-sensitive (refs/heads/MAIN is not refs/heads/main, and
+     * each case variant would be a user of its own with fresh <user>
+     * quotas): those match exactly. */
+    bool exact = id->source && (strcmp(id->source, "oidc") == 0 || strcmp(id->source, "mtls") == 0);
+    return exact ? strcmp(sel, id->login) == 0 : strcasecmp(sel, id->login) == 0;
 }

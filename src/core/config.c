@@ -149,13 +149,30 @@ static const char *cfg_expand_macros(kl_cfg_ctx *c, const cJSON *at, const char 
     return kl_arena_strndup(&c->cfg->arena, out, o);
 }
 
+/* ${NAME} in every string of the document, before any section reads it
+ * (grants, quotas, store paths: not only provider fields), so each reader
+ * sees the value. An apikey keeps its macro: read_apikey reads an unset
+ * variable as a provider without a key (503), not a broken file. */
+static void cfg_expand_document(kl_cfg_ctx *c, cJSON *v)
+{
+    for (cJSON *m = v->child; m; m = m->next) {
+        if (cJSON_IsString(m) && strstr(m->valuestring, "${") && !(m->string && strcmp(m->string, "apikey") == 0)) {
+            const char *s = cfg_expand_macros(c, m, m->valuestring, NULL);
+            if (s && !cJSON_SetValuestring(m, s))
+                abort();
+        } else if (cJSON_IsObject(m) || cJSON_IsArray(m)) {
+            cfg_expand_document(c, m);
+        }
+    }
+}
+
 static const char *cfg_string(kl_cfg_ctx *c, const cJSON *v, const char *what)
 {
     if (!cJSON_IsString(v)) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "%s must be a string", what);
         return NULL;
     }
-    return cfg_expand_macros(c, v, v->valuestring, NULL);
+    return kl_arena_strdup(&c->cfg->arena, v->valuestring); /* macros: cfg_expand_document */
 }
 
 static int cfg_bool(kl_cfg_ctx *c, const cJSON *v, const char *what, bool *out)
@@ -182,8 +199,11 @@ static int cfg_int(kl_cfg_ctx *c, const cJSON *v, const char *what, long min, lo
 static int cfg_duration(kl_cfg_ctx *c, const cJSON *v, const char *what, uint32_t *out)
 {
     uint64_t ms;
-    if (cJSON_IsNumber(v) && v->valuedouble >= 0) {
-        ms = (uint64_t)(v->valuedouble * 1000);
+    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= UINT32_MAX / 1000.0) {
+        ms = (uint64_t)(v->valuedouble * 1000); /* in range before the cast: 1e300 had become 0, no timeout */
+    } else if (cJSON_IsNumber(v) && v->valuedouble > 0) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "%s is too long", what);
+        return -1;
     } else if (!cJSON_IsString(v) || kl_parse_duration_ms(v->valuestring, &ms) < 0) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "%s must be a duration such as \"30s\", \"500ms\" or \"5m\"", what);
         return -1;
@@ -250,13 +270,45 @@ static void cfg_unknown(kl_cfg_ctx *c, const cJSON *member, const char *where)
                   member->string, where);
 }
 
-/* Each key may appear once; HuJSON allows duplicates but they hide mistakes. */
-static void cfg_check_duplicates(kl_cfg_ctx *c, const cJSON *obj, const char *where)
+struct named {
+    const cJSON *item;
+    size_t pos;
+};
+
+static int cmp_named(const void *x, const void *y)
 {
-    for (const cJSON *a = obj->child; a; a = a->next)
-        for (const cJSON *b = a->next; b; b = b->next)
-            if (a->string && b->string && strcmp(a->string, b->string) == 0)
-                kl_cfg_report(c, KL_SEV_ERROR, b, "duplicate key \"%s\" in %s", b->string, where);
+    const struct named *a = x, *b = y;
+    int d = strcmp(a->item->string, b->item->string);
+    return d ? d : a->pos < b->pos ? -1 : a->pos > b->pos;
+}
+
+/* Each key may appear once, in every object of the document: HuJSON allows
+ * duplicates, and readers disagree on which one counts (this one reads the
+ * first, Go's and Python's the last), so a duplicated quota or model list
+ * would mean something else here than where it was written. Sorted, so a
+ * large object costs n log n. */
+static void cfg_check_duplicates(kl_cfg_ctx *c, const cJSON *v)
+{
+    if (!cJSON_IsObject(v) && !cJSON_IsArray(v))
+        return;
+    size_t n = 0;
+    for (const cJSON *m = v->child; m; m = m->next)
+        n++;
+    if (cJSON_IsObject(v) && n > 1) {
+        struct named *all = malloc(n * sizeof(*all));
+        if (!all)
+            abort();
+        size_t k = 0;
+        for (const cJSON *m = v->child; m; m = m->next, k++)
+            all[k] = (struct named){m, k};
+        qsort(all, n, sizeof(*all), cmp_named);
+        for (k = 1; k < n; k++)
+            if (strcmp(all[k].item->string, all[k - 1].item->string) == 0)
+                kl_cfg_report(c, KL_SEV_ERROR, all[k].item, "duplicate key \"%s\"", all[k].item->string);
+        free(all);
+    }
+    for (const cJSON *m = v->child; m; m = m->next)
+        cfg_check_duplicates(c, m);
 }
 
 /* ---- providers ---- */
@@ -357,7 +409,6 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
     p->compat = KL_COMPAT_OPENAI_CHAT;
     if (!cfg_object(c, v, "a provider"))
         return;
-    cfg_check_duplicates(c, v, "a provider");
     const cJSON *baseurl_item = NULL, *m;
     cJSON_ArrayForEach(m, v) {
         const char *k = m->string;
@@ -453,7 +504,6 @@ static void read_providers(kl_cfg_ctx *c, const cJSON *v)
 {
     if (!cfg_object(c, v, "providers"))
         return;
-    cfg_check_duplicates(c, v, "providers");
     size_t n = (size_t)cJSON_GetArraySize(v);
     c->cfg->providers = kl_arena_alloc(&c->cfg->arena, (n + 1) * sizeof(struct kl_provider));
     const cJSON *m;
@@ -627,6 +677,8 @@ static void check_quota_refs(kl_cfg_ctx *c)
     for (size_t i = 0; g && i < g->n; i++) {
         for (size_t k = 0; k < g->v[i].ncaps; k++) {
             const cJSON *qs = cJSON_GetObjectItemCaseSensitive(g->v[i].caps[k].raw, "quotas");
+            if (qs && !cJSON_IsArray(qs))
+                kl_cfg_report(c, KL_SEV_ERROR, qs, "\"quotas\" must be an array of {\"bucket\": \"name\"}");
             const cJSON *ref;
             cJSON_ArrayForEach(ref, qs) {
                 const cJSON *bn = cJSON_GetObjectItemCaseSensitive(ref, "bucket");
@@ -718,7 +770,8 @@ kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_di
     if (!cJSON_IsObject(root)) {
         kl_cfg_report(&c, KL_SEV_ERROR, root, "the configuration must be a JSON object");
     } else {
-        cfg_check_duplicates(&c, root, "the top level");
+        cfg_check_duplicates(&c, root);
+        cfg_expand_document(&c, (cJSON *)root);
         const cJSON *m;
         cJSON_ArrayForEach(m, root) {
             size_t i;

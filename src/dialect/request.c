@@ -76,7 +76,11 @@ static const char *read_model(const char *body, struct kl_body_span s, kl_arena 
     }
     cJSON *m = span_json(body, s);
     const char *r = NULL;
-    if (!cJSON_IsString(m) || m->valuestring[0] == '\0') {
+    if (memmem(body + s.start, s.end - s.start, "\\u0000", 6)) {
+        /* decoded, the name would end at the NUL: the name granted would
+         * not be the one the provider reads from the body */
+        *why = "\"model\" contains a control character";
+    } else if (!cJSON_IsString(m) || m->valuestring[0] == '\0') {
         *why = "\"model\" must be a non-empty string";
     } else if (strlen(m->valuestring) > 256) {
         *why = "\"model\" is longer than 256 characters";

@@ -79,6 +79,10 @@ void kl_record_read_database(kl_cfg_ctx *c, const cJSON *v)
 {
     store_defaults(c);
     struct kl_store_cfg *s = c->cfg->store;
+    if (!cJSON_IsObject(v)) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "database must be an object");
+        return;
+    }
     const cJSON *ret = cJSON_GetObjectItemCaseSensitive(v, "retention");
     const cJSON *m;
     cJSON_ArrayForEach(m, v) {
@@ -120,8 +124,14 @@ void kl_record_read_database(kl_cfg_ctx *c, const cJSON *v)
         } else if (strcmp(k, "require_export") == 0 && cJSON_IsBool(m)) {
             if (cJSON_IsTrue(m))
                 kl_cfg_report(c, KL_SEV_WARNING, m, "require_export is read but not enforced yet (no exporters)");
+        } else if (!strcmp(k, "duration") || !strcmp(k, "purge") || !strcmp(k, "require_export")) {
+            /* a mistyped retention setting must not start a gateway that
+             * keeps, or deletes, other than what was meant: "purge":
+             * "captures" read as no purge list deleted whole rows */
+            kl_cfg_report(c, KL_SEV_ERROR, m, "database.retention.%s has the wrong type (duration: a string such as "
+                          "\"30d\"; purge: an array such as [\"captures\"]; require_export: true or false)", k);
         } else {
-            kl_cfg_report(c, KL_SEV_WARNING, m, "unknown or mistyped key \"%s\" in database.retention (ignored)", k);
+            kl_cfg_report(c, KL_SEV_WARNING, m, "unknown key \"%s\" in database.retention (ignored)", k);
         }
     }
 }

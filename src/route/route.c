@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "core/jsonscan.h"
+#include "identity/identity.h"
 #include "listen/http.h"
 
 static bool lists_model(const struct kl_provider *p, const char *m, size_t n)
@@ -239,8 +240,14 @@ static void build_headers(kl_exchange *ex)
     const char **h = kl_arena_alloc(&ex->arena, (r->nheaders + p->nadd_headers + 2) * sizeof(char *));
     size_t n = 0;
     bool caller_credential = false;
+    bool by_token = ex->ident && ex->ident->source && strcmp(ex->ident->source, "oidc") == 0;
     for (size_t i = 0; i < r->nheaders; i++) {
         const char *name = r->headers[i].name;
+        /* a caller identified by a workload token sent it in one of these
+         * headers, and it is for keyless (its audience): forwarded, the
+         * provider could replay it here */
+        if (by_token && is_credential(name))
+            continue;
         if (p->auth_mode == KL_AUTHMODE_PASSTHROUGH && is_credential(name)) {
             caller_credential = true;
             h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);

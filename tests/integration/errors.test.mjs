@@ -67,6 +67,10 @@ describe('errors', () => {
     assert.equal(r.status, 400);
     assert.equal(r.json.error.status, 'INVALID_ARGUMENT');
     assert.equal(r.json.error.code, 400);
+    // a NUL would end the name keyless checks before the name the provider reads
+    r = await call('/v1/chat/completions', '{"model": "gpt-4o-mini\\u0000-other", "messages": []}');
+    assert.equal(r.status, 400);
+    assert.match(r.json.error.message, /"model" contains a control character/);
   });
 
   it('404 unknown model and unknown path, per dialect', async () => {

@@ -41,10 +41,13 @@ describe('OIDC workload tokens', () => {
         loopback: false,
       },
       grants: [
-        { src: ['tag:ci'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'anthropic/*' }] } },
+        { src: ['tag:ci'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: ['anthropic/*', 'pass/*'] }] } },
         { src: ['k8s:payments/billing-bot'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'openai/*' }] } },
       ],
-      providers: providersFor(mock.url),
+      providers: providersFor(mock.url, {
+        pass: { baseurl: mock.url, apikey: 'sk-pass-provider-000', auth_mode: 'passthrough', models: ['pass-model'],
+                compatibility: { openai_chat: true } },
+      }),
     });
   });
   after(async () => {
@@ -75,6 +78,27 @@ describe('OIDC workload tokens', () => {
     assert.equal(m.content[0].text, 'Hello from mockllm.');
     const seen = JSON.stringify(await mock.last());
     assert.ok(!seen.includes(tok), 'the workload token must not reach the provider');
+  });
+
+  it('a passthrough provider gets its own key, never the workload token that identified the caller', async () => {
+    const tok = gh.sign(gh.claims({ aud: 'keyless', repository: 'acme/app', ref: 'refs/heads/main', repository_owner: 'acme' }));
+    const r = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { authorization: `Bearer ${tok}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'pass-model', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(r.status, 200, await r.text());
+    const seen = JSON.stringify(await mock.last());
+    assert.ok(!seen.includes(tok), 'the workload token must not reach a passthrough provider');
+    assert.ok(seen.includes('sk-pass-provider-000'), 'the provider key is sent instead');
+  });
+
+  it('a login differing only in case is another login: no grant of the first', async () => {
+    const claims = (ns) => k8s.claims({ aud: 'keyless', 'kubernetes.io': { namespace: ns, serviceaccount: { name: 'billing-bot' } } });
+    const ok = await whoami(k8s.sign(claims('payments')));
+    assert.equal(ok.body.role, 'user');
+    const other = await whoami(k8s.sign(claims('Payments')));
+    assert.equal(other.body.login, 'k8s:Payments/billing-bot');
+    assert.equal(other.body.role, 'none', JSON.stringify(other.body));
   });
 
   it('a valid ES256 Kubernetes token is accepted', async () => {

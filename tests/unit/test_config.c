@@ -9,7 +9,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "authorize/grants.h"
 #include "core/config.h"
+#include "record/record.h"
 
 static kl_config *parse(const char *text, kl_diags *d)
 {
@@ -150,6 +152,82 @@ static void duplicate_keys_are_errors(void **state)
     kl_diags_free(&d);
 }
 
+
+/* Aperture configurations that had been accepted while meaning something
+ * else here: each is now an error (or, for a misspelt capability key, a
+ * warning), never silently a weaker policy. */
+static void mistakes_that_weakened_policy(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *config, *message;
+        bool error;
+    } cases[] = {
+        /* a duplicate anywhere: readers disagree on which one counts */
+        {"{\"quotas\": {\"b\": {\"capacity\": \"$100\"}, \"b\": {\"capacity\": \"$0.01\"}}}", "duplicate key \"b\"", true},
+        {"{\"grants\": [{\"src\": [\"*\"], \"app\": {\"tailscale.com/cap/aperture\": [{\"models\": \"a/**\", "
+         "\"models\": \"a/b\"}]}}]}",
+         "duplicate key \"models\"", true},
+        /* quotas as a string metered nothing */
+        {"{\"quotas\": {\"tiny\": {\"capacity\": \"$1\"}}, \"grants\": [{\"src\": [\"*\"], \"app\": "
+         "{\"tailscale.com/cap/aperture\": [{\"models\": \"**\", \"quotas\": \"tiny\"}]}}]}",
+         "\"quotas\" must be an array", true},
+        /* a misspelt key meant no quota */
+        {"{\"grants\": [{\"src\": [\"*\"], \"app\": {\"tailscale.com/cap/aperture\": [{\"models\": \"**\", "
+         "\"quota\": [{\"bucket\": \"x\"}]}]}}]}",
+         "unknown key \"quota\"", false},
+        /* "purge": "captures" read as no list deleted whole rows */
+        {"{\"database\": {\"retention\": {\"duration\": \"1s\", \"purge\": \"captures\"}}}",
+         "database.retention.purge has the wrong type", true},
+        {"{\"database\": {\"retention\": {\"duration\": 0}}}", "database.retention.duration has the wrong type", true},
+        {"{\"database\": \"x\"}", "database must be an object", true},
+        /* out of range before the cast: 1e300 had meant no timeout, 1e19 a negative cap */
+        {"{\"listen\": {\"timeouts\": {\"header\": 1e300}}}", "is too long", true},
+        {"{\"limits\": {\"default_max_output_tokens\": 1e19}}", "limits.default_max_output_tokens must be a whole number",
+         true},
+        {"{\"grants\": [{\"src\": [\"*\"], \"app\": {\"tailscale.com/cap/aperture\": [{\"rate_limit\": "
+         "{\"requests_per_minute\": 1e19}}]}}]}",
+         "rate_limit values must be whole numbers", true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        kl_diags d;
+        kl_config *c = parse(cases[i].config, &d);
+        if (!find(&d, cases[i].message))
+            fail_msg("case %zu: no \"%s\"", i, cases[i].message);
+        if (cases[i].error)
+            assert_null(c);
+        else
+            assert_non_null(c);
+        kl_config_unref(c);
+        kl_diags_free(&d);
+    }
+}
+
+
+/* ${NAME} is replaced in every string of the document, not only in
+ * provider fields (a store path had created a file named "${...}", a grant
+ * src matched nobody); an unset one is an error wherever it is. */
+static void macros_everywhere(void **state)
+{
+    (void)state;
+    setenv("KL_TEST_WHO", "alice@example.com", 1);
+    setenv("KL_TEST_DB", "/tmp/kl-test-macro.db", 1);
+    unsetenv("KL_TEST_UNSET");
+    kl_diags d;
+    kl_config *c = parse("{\"store\": {\"path\": \"${KL_TEST_DB}\"}, \"grants\": [{\"src\": [\"${KL_TEST_WHO}\"], "
+                         "\"app\": {\"tailscale.com/cap/aperture\": [{\"role\": \"user\"}]}}]}",
+                         &d);
+    assert_non_null(c);
+    assert_string_equal(c->store->target, "/tmp/kl-test-macro.db");
+    assert_string_equal(c->grants->v[0].src[0], "alice@example.com");
+    kl_config_unref(c);
+    kl_diags_free(&d);
+    c = parse("{\"quotas\": {\"q\": {\"capacity\": \"${KL_TEST_UNSET}\"}}}", &d);
+    assert_null(c);
+    assert_non_null(find(&d, "unsubstituted macro ${KL_TEST_UNSET}"));
+    kl_diags_free(&d);
+}
+
 static void durations_and_sizes(void **state)
 {
     (void)state;
@@ -194,6 +272,8 @@ int main(void)
         cmocka_unit_test(errors_have_line_and_column),
         cmocka_unit_test(later_sections_are_announced),
         cmocka_unit_test(duplicate_keys_are_errors),
+        cmocka_unit_test(mistakes_that_weakened_policy),
+        cmocka_unit_test(macros_everywhere),
         cmocka_unit_test(durations_and_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

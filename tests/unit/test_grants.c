@@ -99,6 +99,12 @@ static void selectors(void **state)
     struct kl_identity served = {.login = "erin@example.com", .source = "serve"};
     assert_true(kl_selector_matches(&user, "*"));
     assert_true(kl_selector_matches(&user, "alice@example.com"));
+    /* a workload login (token claims, SPIFFE id) matches only exactly */
+    struct kl_identity wl = {.login = "repo:acme/app@refs/heads/main", .source = "oidc"};
+    assert_true(kl_selector_matches(&wl, "repo:acme/app@refs/heads/main"));
+    assert_false(kl_selector_matches(&wl, "repo:acme/app@refs/heads/MAIN"));
+    struct kl_identity spiffe = {.login = "spiffe://example.org/ns/CI/sa/RUNNER", .source = "mtls"};
+    assert_false(kl_selector_matches(&spiffe, "spiffe://example.org/ns/ci/sa/runner"));
     assert_true(kl_selector_matches(&user, "group:eng"));
     assert_false(kl_selector_matches(&user, "group:ops"));
     assert_false(kl_selector_matches(&user, "tag:ci"));
