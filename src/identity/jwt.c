@@ -400,9 +400,14 @@ kl_jwks *kl_jwks_parse(const char *json, size_t len, char *why, size_t whylen)
         return NULL;
     }
     const json_t *arr = json_object_get(doc, "keys");
-    if (!json_is_array(arr) || json_array_size(arr) == 0) {
+    if (!json_is_array(arr)) {
         json_decref(doc);
         fail(why, whylen, "JWKS has no \"keys\" array");
+        return NULL;
+    }
+    if (json_array_size(arr) == 0) { /* well formed, and empty: kl_oidc_refresh reads it as a revocation */
+        json_decref(doc);
+        fail(why, whylen, "JWKS has no usable signing key (its \"keys\" array is empty)");
         return NULL;
     }
     kl_jwks *ks = calloc(1, sizeof(*ks));

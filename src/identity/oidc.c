@@ -232,9 +232,16 @@ void kl_oidc_refresh(struct kl_oidc_cfg *o)
             continue;
         char why[256];
         struct keys_ref *k = load_keys(is->jwks_file, &st, why, sizeof(why));
-        if (!k) {
+        /* A file that reads as a JWKS without one usable key is a
+         * revocation: no token of this issuer is accepted until keys come
+         * back. One that cannot be read (being rewritten, say) keeps the
+         * keys we have. */
+        bool revoked = !k && strstr(why, "no usable signing key");
+        if (!k && !revoked) {
             kl_warn("OIDC issuer %s: keeping the previous keys: %s", is->issuer, why);
             is->mtime = st.st_mtim; /* do not retry until it changes again */
+            is->size = st.st_size;
+            is->ino = st.st_ino;
             continue;
         }
         pthread_mutex_lock(&is->lock);
@@ -245,8 +252,12 @@ void kl_oidc_refresh(struct kl_oidc_cfg *o)
         is->ino = st.st_ino;
         pthread_mutex_unlock(&is->lock);
         keys_unref(old);
-        kl_info("OIDC issuer %s: reloaded %zu key(s) from %s", is->issuer, kl_jwks_count(k->jwks),
-                is->jwks_file);
+        if (revoked)
+            kl_warn("OIDC issuer %s: %s holds no usable key: its tokens are refused until it does", is->issuer,
+                    is->jwks_file);
+        else
+            kl_info("OIDC issuer %s: reloaded %zu key(s) from %s", is->issuer, kl_jwks_count(k->jwks),
+                    is->jwks_file);
     }
 }
 
@@ -299,8 +310,11 @@ int kl_oidc_identify(kl_exchange *ex, struct kl_oidc_cfg *o)
         return refuse(ex, "issuer is not trusted by this gateway");
     pthread_mutex_lock(&is->lock);
     struct keys_ref *k = is->cur;
-    atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed);
+    if (k)
+        atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed);
     pthread_mutex_unlock(&is->lock);
+    if (!k)
+        return refuse(ex, "the issuer's keys were all withdrawn (its JWKS holds no usable key)");
     char why[200];
     cJSON *claims = NULL;
     int r = kl_jwt_verify(token, len, &is->policy, k->jwks, (int64_t)time(NULL), &claims, why, sizeof(why));

@@ -159,4 +159,26 @@ describe('OIDC workload tokens', () => {
     assert.equal(status, 200, 'the rotated key was not picked up');
     assert.match(gw.output(), /reloaded 3 key\(s\)/);
   });
+
+  it('a JWKS emptied of keys revokes them; an unreadable one keeps them', async () => {
+    const claims = k8s.claims({ aud: 'keyless', 'kubernetes.io': { namespace: 'payments', serviceaccount: { name: 'billing-bot' } } });
+    const tok = k8s.sign(claims);
+    assert.equal((await whoami(tok)).status, 200);
+    const { writeFileSync } = await import('node:fs');
+    const poll = async (want) => {
+      let status = 0;
+      for (let i = 0; i < 50 && status !== want; i++) {
+        await sleep(100);
+        status = (await whoami(tok)).status;
+      }
+      return status;
+    };
+    writeFileSync(join(dir, 'k8s.json'), '{"keys": ['); // half written: the keys stay
+    await sleep(2500);
+    assert.equal((await whoami(tok)).status, 200);
+    writeFileSync(join(dir, 'k8s.json'), '{"keys": []}');
+    assert.equal(await poll(401), 401, 'an empty key set must revoke');
+    writeJwks(join(dir, 'k8s.json'), k8s, gh);
+    assert.equal(await poll(200), 200, 'keys that come back are used again');
+  });
 });
