@@ -84,6 +84,11 @@ static void read_grant(kl_cfg_ctx *c, const cJSON *g, struct kl_grant *out)
                           "\"tagged-devices\" is Tailscale's shared pseudo-user and never matches; use the device's tags");
         else if (strncmp(e->valuestring, "autogroup:", 10) == 0)
             kl_cfg_report(c, KL_SEV_WARNING, e, "selector %s is not supported and never matches", e->valuestring);
+        else if (strspn(e->valuestring, "0123456789.:/abcdefABCDEF") == strlen(e->valuestring) &&
+                 strpbrk(e->valuestring, ".:") && !strchr(e->valuestring, '@'))
+            kl_cfg_report(c, KL_SEV_WARNING, e,
+                          "selector %s looks like an address: grants match identities (logins, group:, tag:); "
+                          "map addresses to identities in identity.cidr", e->valuestring);
         out->src[out->nsrc++] = kl_arena_strdup(a, e->valuestring);
     }
     if (!cJSON_IsObject(app)) {

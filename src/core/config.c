@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "identity/identity.h"
 #include "record/record.h"
+#include "route/route.h"
 
 #define KL_DEFAULT_LISTEN "127.0.0.1:8080"
 
@@ -469,9 +470,19 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
         } else if (strcmp(k, "add_headers") == 0) {
             p->add_headers = cfg_strings(c, m, "add_headers", &p->nadd_headers);
             for (size_t i = 0; i < p->nadd_headers; i++) {
-                const char *colon = strchr(p->add_headers[i], ':');
-                if (!colon || colon == p->add_headers[i] || strpbrk(p->add_headers[i], "\r\n"))
-                    kl_cfg_report(c, KL_SEV_ERROR, m, "add_headers entries must look like \"Name: value\"");
+                const char *h = p->add_headers[i], *colon = strchr(h, ':');
+                size_t nl = colon ? (size_t)(colon - h) : 0;
+                bool name_ok = nl > 0 && strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                                                   "!#$%&'*+-.^_`|~") == nl;
+                if (!name_ok || strpbrk(h, "\r\n"))
+                    kl_cfg_report(c, KL_SEV_ERROR, m, "add_headers entries must look like \"Name: value\" (%s)", h);
+                /* the gateway writes these itself: a second one upstream
+                 * would be ambiguous (which Authorization counts?) */
+                else if (kl_route_drop_request_header(kl_arena_strndup(&c->cfg->arena, h, nl)) ||
+                         (nl == 4 && !strncasecmp(h, "host", 4)) || (nl == 14 && !strncasecmp(h, "content-length", 14)))
+                    kl_cfg_report(c, KL_SEV_ERROR, m,
+                                  "add_headers cannot set %.*s (the gateway sets it; use apikey and authorization)",
+                                  (int)nl, h);
             }
         } else if (strcmp(k, "name") == 0) {
             p->name = cfg_string(c, m, "name");
@@ -479,6 +490,12 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
             p->description = cfg_string(c, m, "description");
         } else if (strcmp(k, "cost_basis") == 0) {
             p->cost_basis = cfg_string(c, m, "cost_basis");
+            static const char *const bases[] = {"openai", "anthropic", "google"};
+            bool known = false;
+            for (size_t i = 0; p->cost_basis && i < sizeof(bases) / sizeof(bases[0]); i++)
+                known |= strcmp(p->cost_basis, bases[i]) == 0;
+            if (p->cost_basis && !known) /* it would price nothing: every quota'd request refused */
+                kl_cfg_report(c, KL_SEV_ERROR, m, "cost_basis must be \"openai\", \"anthropic\" or \"google\"");
         } else if (strcmp(k, "model_cost_map") == 0) {
             struct kl_cost_map *map = kl_arena_alloc(&c->cfg->arena, sizeof(*map));
             const char *why = NULL;
@@ -494,6 +511,8 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
         kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s has no baseurl", p->id);
     if (p->nmodels == 0)
         kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s lists no models", p->id);
+    if (p->apikey && !*p->apikey)
+        kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s: apikey is empty; requests go upstream with an empty key", p->id);
     if (!p->apikey && !p->key_problem && p->auth_mode == KL_AUTHMODE_OVERRIDE)
         kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s has no apikey; requests go upstream without one", p->id);
     if (strchr(p->id, '/'))
@@ -797,6 +816,10 @@ kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_di
     if (!cfg->quotas)
         kl_limits_read_config(&c, NULL);
     check_quota_refs(&c);
+    if (cfg->store && cfg->store->zero_retention && cfg->quotas && cfg->quotas->n > 0)
+        kl_cfg_report(&c, KL_SEV_WARNING, NULL,
+                      "database.retention.duration is \"0\": no store is opened, so quota balances start full at "
+                      "every restart");
     if (cfg->listen.naddresses == 0) {
         cfg->listen.addresses = kl_arena_alloc(&cfg->arena, sizeof(char *));
         cfg->listen.addresses[0] = KL_DEFAULT_LISTEN;

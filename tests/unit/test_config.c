@@ -27,6 +27,22 @@ static const struct kl_diag *find(const kl_diags *d, const char *needle)
     return NULL;
 }
 
+/* config yields a diagnostic containing message; with error set the
+ * configuration is refused, else it loads. */
+static void expect_diag(const char *config, const char *message, bool error)
+{
+    kl_diags d;
+    kl_config *c = parse(config, &d);
+    if (!find(&d, message))
+        fail_msg("no \"%s\" for %s", message, config);
+    if (error)
+        assert_null(c);
+    else
+        assert_non_null(c);
+    kl_config_unref(c);
+    kl_diags_free(&d);
+}
+
 static void full_provider(void **state)
 {
     (void)state;
@@ -189,18 +205,8 @@ static void mistakes_that_weakened_policy(void **state)
          "{\"requests_per_minute\": 1e19}}]}}]}",
          "rate_limit values must be whole numbers", true},
     };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        kl_diags d;
-        kl_config *c = parse(cases[i].config, &d);
-        if (!find(&d, cases[i].message))
-            fail_msg("case %zu: no \"%s\"", i, cases[i].message);
-        if (cases[i].error)
-            assert_null(c);
-        else
-            assert_non_null(c);
-        kl_config_unref(c);
-        kl_diags_free(&d);
-    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        expect_diag(cases[i].config, cases[i].message, cases[i].error);
 }
 
 
@@ -226,6 +232,34 @@ static void macros_everywhere(void **state)
     assert_null(c);
     assert_non_null(find(&d, "unsubstituted macro ${KL_TEST_UNSET}"));
     kl_diags_free(&d);
+}
+
+
+/* Provider settings and selectors that would have done nothing, or
+ * something else, without a word. */
+static void provider_and_selector_mistakes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *config, *message;
+        bool error;
+    } cases[] = {
+        {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"cost_basis\": \"OpenAI\"}}}",
+         "cost_basis must be", true},
+        {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"add_headers\": "
+         "[\"Authorization: Bearer other\"]}}}",
+         "add_headers cannot set Authorization", true},
+        {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"add_headers\": [\"X Bad: v\"]}}}",
+         "add_headers entries must look like", true},
+        {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"apikey\": \"\"}}}",
+         "apikey is empty", false},
+        {"{\"grants\": [{\"src\": [\"100.64.0.0/10\"], \"app\": {\"tailscale.com/cap/aperture\": [{\"role\": \"user\"}]}}]}",
+         "looks like an address", false},
+        {"{\"database\": {\"retention\": {\"duration\": \"0\"}}, \"quotas\": {\"q\": {\"capacity\": \"$1\"}}}",
+         "quota balances start full at every restart", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        expect_diag(cases[i].config, cases[i].message, cases[i].error);
 }
 
 static void durations_and_sizes(void **state)
@@ -274,6 +308,7 @@ int main(void)
         cmocka_unit_test(duplicate_keys_are_errors),
         cmocka_unit_test(mistakes_that_weakened_policy),
         cmocka_unit_test(macros_everywhere),
+        cmocka_unit_test(provider_and_selector_mistakes),
         cmocka_unit_test(durations_and_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
