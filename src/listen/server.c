@@ -56,13 +56,28 @@ static int open_listener(const char *address, int port_override, char *bound, si
         *err = "cannot resolve listen address";
         return -1;
     }
+    int one = 1;
+    if (port_override < 0 && atoi(colon + 1) != 0) {
+        /* With SO_REUSEPORT a second gateway (or anything else of this
+         * user) binds the address too, and the kernel splits connections
+         * between them. That is how a restart overlaps the old process, so
+         * it is allowed; anything else is a mistake worth a loud warning.
+         * A plain bind first finds out whether the address is taken. */
+        int probe = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0) {
+            setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+            if (bind(probe, res->ai_addr, res->ai_addrlen) < 0 && errno == EADDRINUSE)
+                kl_warn("another process already listens on %s: the kernel will split connections between it and "
+                        "this gateway (fine while one replaces the other; otherwise stop one)", address);
+            close(probe);
+        }
+    }
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         freeaddrinfo(res);
         *err = strerror(errno);
         return -1;
     }
-    int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 4096) < 0) {

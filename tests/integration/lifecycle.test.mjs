@@ -31,6 +31,21 @@ describe('lifecycle', () => {
     assert.match(r.stderr, /workers must be a whole number/);
   });
 
+  it('a second gateway on the same address is warned about (the kernel would split connections)', async () => {
+    const net = await import('node:net');
+    const probe = net.createServer();
+    await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+    const port = probe.address().port;
+    await new Promise((r) => probe.close(r));
+    const config = { listen: { addresses: [`127.0.0.1:${port}`] }, providers: {} };
+    const a = await startGateway(config);
+    const b = await startGateway(config);
+    assert.doesNotMatch(a.output(), /another process already listens/);
+    assert.match(b.output(), new RegExp(`another process already listens on 127\\.0\\.0\\.1:${port}`));
+    await b.stop();
+    await a.stop();
+  });
+
   it('SIGHUP is logged as not supported yet and the gateway keeps serving', async () => {
     const mock = await startMock();
     const gw = await startGateway({ providers: providersFor(mock.url) });
