@@ -1,5 +1,7 @@
 #include "core/hujson.h"
 
+#include <stdbool.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,11 +10,19 @@
 static int standardize(char *t, size_t len, char *err, size_t errlen, size_t *err_off)
 {
     size_t last_comma = (size_t)-1;
+    bool after_value = false;   /* a comma must follow a value: "[,]" is not a list */
     for (size_t i = 0; i < len; i++) {
         char c = t[i];
         if (c == '"') {
             size_t start = i++;
             while (i < len && t[i] != '"') {
+                if (t[i] == '\\' && i + 5 < len && !memcmp(t + i + 1, "u0000", 5)) {
+                    /* decoded, it would end the string there: an apikey or
+                     * a model list cut short without a word */
+                    snprintf(err, errlen, "\\u0000 is not allowed in a string");
+                    *err_off = i;
+                    return -1;
+                }
                 if (t[i] == '\\')
                     i++;
                 else if (t[i] == '\n')
@@ -25,6 +35,7 @@ static int standardize(char *t, size_t len, char *err, size_t errlen, size_t *er
                 return -1;
             }
             last_comma = (size_t)-1;
+            after_value = true;
         } else if (c == '/' && i + 1 < len && t[i + 1] == '/') {
             while (i < len && t[i] != '\n')
                 t[i++] = ' ';
@@ -45,13 +56,24 @@ static int standardize(char *t, size_t len, char *err, size_t errlen, size_t *er
             t[i++] = ' ';
             t[i] = ' ';
         } else if (c == ',') {
+            if (!after_value) {
+                snprintf(err, errlen, "a comma with no value before it");
+                *err_off = i;
+                return -1;
+            }
             last_comma = i;
+            after_value = false;
         } else if (c == '}' || c == ']') {
             if (last_comma != (size_t)-1)
                 t[last_comma] = ' ';
             last_comma = (size_t)-1;
+            after_value = true;
+        } else if (c == '{' || c == '[' || c == ':') {
+            last_comma = (size_t)-1;
+            after_value = false;
         } else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
             last_comma = (size_t)-1;
+            after_value = true;
         }
     }
     return 0;

@@ -71,6 +71,41 @@ static void escaped_quotes_inside_strings(void **state)
     kl_json_doc_free(&d);
 }
 
+
+/* A comma must follow a value ("[,]" had parsed as an empty list), and
+ * \u0000 would end a string where it stands: both are errors, with where. */
+static void commas_without_values_and_nul_escapes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *src, *message;
+        size_t off;
+    } bad[] = {
+        {"[,]", "a comma with no value", 1},
+        {"{,}", "a comma with no value", 1},
+        {"[1,,2]", "a comma with no value", 3},
+        {"{\"a\": [ /* c */ , 1]}", "a comma with no value", 16},
+        {"{\"k\": \"ab\\u0000cd\"}", "\\u0000 is not allowed", 9},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        kl_json_doc d;
+        char err[128];
+        size_t off = 0;
+        assert_int_equal(kl_hujson_parse(bad[i].src, strlen(bad[i].src), &d, err, sizeof(err), &off), -1);
+        assert_non_null(strstr(err, bad[i].message));
+        assert_int_equal(off, bad[i].off);
+        kl_json_doc_free(&d);
+    }
+    static const char *const good[] = {"[1,]", "{\"a\": 1, /* x */ }", "[[],[],]", "{\"k\": \"a\\\\u0000\"}"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        kl_json_doc d;
+        char err[128];
+        size_t off;
+        assert_int_equal(kl_hujson_parse(good[i], strlen(good[i]), &d, err, sizeof(err), &off), 0);
+        kl_json_doc_free(&d);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -78,6 +113,7 @@ int main(void)
         cmocka_unit_test(reports_error_position),
         cmocka_unit_test(rejects_unterminated_comment_and_string),
         cmocka_unit_test(escaped_quotes_inside_strings),
+        cmocka_unit_test(commas_without_values_and_nul_escapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
