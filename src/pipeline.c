@@ -175,13 +175,15 @@ void kl_pipeline_reject(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_cl
 /* Whether a response head says its body is JSON. */
 static bool json_body(const char *headers)
 {
-    const char *ct = strcasestr(headers, "content-type:");
-    if (!ct || (ct != headers && ct[-1] != '\n'))
-        return false;
-    ct += 13;
-    while (*ct == ' ' || *ct == '\t')
-        ct++;
-    return strncasecmp(ct, "application/json", 16) == 0;
+    for (const char *p = headers; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncasecmp(p, "content-type:", 13) != 0)
+            continue;
+        const char *ct = p + 13;
+        while (*ct == ' ' || *ct == '\t')
+            ct++;
+        return strncasecmp(ct, "application/json", 16) == 0;
+    }
+    return false;
 }
 
 void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
