@@ -29,6 +29,7 @@
 #include "authorize/authorize.h"
 #include "guard/guard.h"
 #include "identity/identity.h"
+#include "listen/http.h"
 #include "listen/conn.h"
 #include "listen/server.h"
 #include "record/record.h"
@@ -175,15 +176,9 @@ void kl_pipeline_reject(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_cl
 /* Whether a response head says its body is JSON. */
 static bool json_body(const char *headers)
 {
-    for (const char *p = headers; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
-        if (strncasecmp(p, "content-type:", 13) != 0)
-            continue;
-        const char *ct = p + 13;
-        while (*ct == ' ' || *ct == '\t')
-            ct++;
-        return strncasecmp(ct, "application/json", 16) == 0;
-    }
-    return false;
+    size_t n;
+    const char *ct = kl_http_head_value(headers, "content-type", &n);
+    return ct && n >= 16 && strncasecmp(ct, "application/json", 16) == 0;
 }
 
 void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,

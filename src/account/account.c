@@ -15,6 +15,7 @@
 #include "core/text.h"
 #include "identity/identity.h"
 #include "listen/conn.h"
+#include "listen/http.h"
 #include "record/rec.h"
 #include "record/record.h"
 
@@ -43,23 +44,6 @@ struct kl_account {
     bool z_broken;              /* it would not inflate: usage stops where it broke */
 };
 
-/* The Content-Encoding of a relayed head: NULL for none or identity. */
-static const char *content_encoding(const char *headers, size_t *len)
-{
-    for (const char *p = headers; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
-        if (strncasecmp(p, "content-encoding:", 17) != 0)
-            continue;
-        const char *v = p + 17;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        size_t n = strcspn(v, "\r\n");
-        while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
-            n--;
-        *len = n;
-        return n == 8 && strncasecmp(v, "identity", 8) == 0 ? NULL : v;
-    }
-    return NULL;
-}
 
 static void append(char **buf, size_t *len, size_t *cap, const char *data, size_t n)
 {
@@ -82,7 +66,9 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     ex->acct = a;
     int kind = kl_usage_kind_for(ex->ep->id);
     size_t elen = 0;
-    const char *enc = content_encoding(headers, &elen);
+    const char *enc = kl_http_head_value(headers, "content-encoding", &elen);
+    if (enc && elen == 8 && !strncasecmp(enc, "identity", 8))
+        enc = NULL;
     if (enc && ((elen == 4 && !strncasecmp(enc, "gzip", 4)) || (elen == 6 && !strncasecmp(enc, "x-gzip", 6)) ||
                 (elen == 7 && !strncasecmp(enc, "deflate", 7)))) {
         a->z = calloc(1, sizeof(*a->z));

@@ -53,6 +53,24 @@ bool kl_http_list_has(const char *value, const char *token)
     return false;
 }
 
+const char *kl_http_head_value(const char *head, const char *name, size_t *len)
+{
+    size_t nl = strlen(name);
+    for (const char *p = head; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncasecmp(p, name, nl) != 0 || p[nl] != ':')
+            continue;
+        const char *v = p + nl + 1;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        size_t n = strcspn(v, "\r\n");
+        while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+            n--;
+        *len = n;
+        return v;
+    }
+    return NULL;
+}
+
 bool kl_http_connection_has(const kl_http_request *req, const char *token)
 {
     for (size_t i = 0; i < req->nheaders; i++)

@@ -45,6 +45,11 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
 /* Case-insensitive lookup; the first match, or NULL. */
 const char *kl_http_header(const kl_http_request *req, const char *name);
 
+/* In a head written as "Name: value\r\n" lines (a relayed response head):
+ * the value of the first line called name (any case), without surrounding
+ * blanks, its length in *len; NULL when there is none. */
+const char *kl_http_head_value(const char *head, const char *name, size_t *len);
+
 /* True when a comma-separated header value lists token (case-insensitive). */
 bool kl_http_list_has(const char *value, const char *token);
 

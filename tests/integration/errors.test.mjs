@@ -338,6 +338,18 @@ describe('slow clients', () => {
   });
 });
 
+// The final record of the request that answered r (records are written
+// asynchronously; bounded at ~3 s).
+async function doneRecord(gw, r) {
+  const id = r.headers.get('x-keyless-request-id');
+  let rec;
+  for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
+    await new Promise((res) => setTimeout(res, 30));
+    rec = await (await fetch(`${gw.url}/api/requests/${id}`)).json();
+  }
+  return rec;
+}
+
 describe('provider framing', () => {
   // A provider on a raw socket: respond(requestText, socket) writes what it likes.
   async function rawProvider(respond) {
@@ -409,19 +421,10 @@ describe('provider framing', () => {
                   compatibility: { openai_chat: true } },
       }),
     });
-    const recordOf = async (r) => {
-      const id = r.headers.get('x-keyless-request-id');
-      let rec;
-      for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
-        await new Promise((res) => setTimeout(res, 30));
-        rec = await (await fetch(`${gw.url}/api/requests/${id}`)).json();
-      }
-      return rec;
-    };
     let r = await post(`${gw.url}/v1/chat/completions`, JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }));
     assert.equal(r.headers.get('content-encoding'), 'gzip');
     assert.deepEqual(JSON.parse(await r.text()).usage.prompt_tokens, 11, 'the client decodes what it got');
-    let rec = await recordOf(r);
+    let rec = await doneRecord(gw, r);
     assert.equal(rec.usage_known, 1);
     assert.equal(rec.input_tokens, 11);
     assert.equal(rec.output_tokens, 4);
@@ -429,7 +432,7 @@ describe('provider framing', () => {
     r = await post(`${gw.url}/v1/chat/completions`, JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'hi' }] }));
     const text = await r.text();
     assert.match(text, /data: \[DONE\]/);
-    rec = await recordOf(r);
+    rec = await doneRecord(gw, r);
     assert.equal(rec.usage_known, 1);
     assert.equal(rec.input_tokens, 13);
     assert.equal(rec.output_tokens, 6);
@@ -461,12 +464,7 @@ describe('provider framing', () => {
     assert.equal(r.status, 200);
     assert.doesNotMatch(text, /"choices":\[\],"usage"/, 'the usage chunk keyless asked for is not relayed');
     assert.match(text, /data: \[DONE\]/);
-    const id = r.headers.get('x-keyless-request-id');
-    let rec;
-    for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
-      await new Promise((res) => setTimeout(res, 30));
-      rec = await (await fetch(`${gw.url}/api/requests/${id}`)).json();
-    }
+    const rec = await doneRecord(gw, r);
     assert.equal(rec.usage_known, 1);
     assert.equal(rec.input_tokens, 7);
     assert.equal(rec.output_tokens, 3);

@@ -156,6 +156,25 @@ static void hostile_heads(void **state)
     kl_arena_free(&a);
 }
 
+
+/* A relayed head's header value: by name in any case, blanks trimmed, the
+ * whole name only. */
+static void head_value_lookup(void **state)
+{
+    (void)state;
+    const char *head = "Content-Typeish: no\r\ncontent-type:  application/json ; charset=utf-8 \r\nX-A: 1\r\n";
+    size_t n;
+    const char *v = kl_http_head_value(head, "Content-Type", &n);
+    assert_non_null(v);
+    assert_int_equal(n, strlen("application/json ; charset=utf-8"));
+    assert_memory_equal(v, "application/json ; charset=utf-8", n);
+    v = kl_http_head_value(head, "x-a", &n);
+    assert_non_null(v);
+    assert_int_equal(n, 1);
+    assert_null(kl_http_head_value(head, "content-encoding", &n));
+    assert_null(kl_http_head_value("", "x-a", &n));
+}
+
 struct sink {
     char buf[256];
     size_t len;
@@ -209,6 +228,7 @@ int main(void)
         cmocka_unit_test(head_length_is_not_a_status),
         cmocka_unit_test(http10_and_connection_close),
         cmocka_unit_test(hostile_heads),
+        cmocka_unit_test(head_value_lookup),
         cmocka_unit_test(chunked_body_byte_by_byte),
         cmocka_unit_test(chunked_errors),
     };

@@ -389,6 +389,9 @@ static void refused_record_does_not_block_the_rest(void **state)
     assert_non_null(r);
     cJSON_Delete(r);
     assert_null(row(reader, "poison"));
+    struct kl_writer_stats st;
+    kl_writer_stats(w, &st);
+    assert_int_equal(st.refused, 1);
     /* and the writer goes on */
     kl_writer_push(w, rec("later", KL_REC_DONE));
     kl_writer_stop(w);
