@@ -74,7 +74,8 @@ const char *kl_http_head_value(const char *head, const char *name, size_t *len)
 bool kl_http_connection_has(const kl_http_request *req, const char *token)
 {
     for (size_t i = 0; i < req->nheaders; i++)
-        if (strcasecmp(req->headers[i].name, "connection") == 0 && kl_http_list_has(req->headers[i].value, token))
+        if ((req->headers[i].name[0] | 0x20) == 'c' && strcasecmp(req->headers[i].name, "connection") == 0 &&
+            kl_http_list_has(req->headers[i].value, token))
             return true;
     return false;
 }

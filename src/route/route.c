@@ -241,6 +241,7 @@ static void build_headers(kl_exchange *ex)
     size_t n = 0;
     bool caller_credential = false;
     bool by_token = ex->ident && ex->ident->source && strcmp(ex->ident->source, "oidc") == 0;
+    bool has_connection = kl_http_header(r, "connection") != NULL; /* most requests: none to look through */
     for (size_t i = 0; i < r->nheaders; i++) {
         const char *name = r->headers[i].name;
         /* a caller identified by a workload token sent it in one of these
@@ -253,7 +254,7 @@ static void build_headers(kl_exchange *ex)
             h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
             continue;
         }
-        if (kl_route_drop_request_header(name) || kl_http_connection_has(r, name))
+        if (kl_route_drop_request_header(name) || (has_connection && kl_http_connection_has(r, name)))
             continue;
         h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
     }
