@@ -11,6 +11,7 @@
 #include "admit/lease.h"
 #include "admit/quotas.h"
 #include "authorize/grants.h"
+#include "core/glob.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "identity/identity.h"

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/glob.h"
 #include "identity/identity.h"
 
 static const char **read_models(const cJSON *v, kl_arena *a, size_t *n, const char **why)

@@ -65,11 +65,6 @@ struct kl_identity;
  * which a tagged device never has. */
 bool kl_selector_matches(const struct kl_identity *id, const char *sel);
 
-/* Glob over "provider/model". */
-bool kl_glob_match(const char *pattern, const char *name);
-/* Larger is more specific: literal characters count, wildcards do not. */
-int kl_glob_specificity(const char *pattern);
-
 /* The capability that applies to provider/model: among those whose models
  * match, the one with the most specific pattern (NULL when none match). */
 const struct kl_cap_ref *kl_grant_set_best(const struct kl_grant_set *s, const char *qualified);

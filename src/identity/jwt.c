@@ -766,6 +766,21 @@ static const char *scalar_text(const cJSON *c, char *buf, size_t buflen, const c
     return NULL;
 }
 
+const char *kl_jwt_claim_text(const cJSON *claims, const char *path, char *buf, size_t buflen,
+                              const char **problem)
+{
+    *problem = "is missing";
+    return claims && path ? scalar_text(claim_at(claims, path, strlen(path)), buf, buflen, problem) : NULL;
+}
+
+int kl_jwt_claim_path_check(const char *path, char *why, size_t whylen)
+{
+    size_t n = path ? strlen(path) : 0;
+    if (n == 0 || path[0] == '/' || path[n - 1] == '/' || strstr(path, "//"))
+        return fail(why, whylen, "claim name %s has an empty path segment", path ? path : "");
+    return 0;
+}
+
 /* One walk serves three purposes: with claims == NULL it only checks the
  * syntax; with out == NULL it measures; otherwise it writes. */
 static int expand(const cJSON *claims, const char *t, char *out, size_t *outlen,

@@ -66,6 +66,16 @@ const char *kl_jwt_peek_issuer(const char *token, size_t len, kl_arena *a);
 int kl_jwt_template(const cJSON *claims, const char *tmpl, kl_arena *a,
                     const char **out, char *why, size_t whylen);
 
+/* The text of the claim at path ('/' descends into objects) as a template
+ * would use it: a string as it is, a number or boolean printed into buf.
+ * NULL when it is missing, not a scalar or holds control characters, with
+ * *problem saying which. */
+const char *kl_jwt_claim_text(const cJSON *claims, const char *path, char *buf, size_t buflen,
+                              const char **problem);
+
+/* A claim path for kl_jwt_claim_text: non-empty segments. 0, or -1 and why. */
+int kl_jwt_claim_path_check(const char *path, char *why, size_t whylen);
+
 /* Check a template's syntax without claims (for configuration checks).
  * Returns 0, or -1 with the problem in why. */
 int kl_jwt_template_check(const char *tmpl, char *why, size_t whylen);

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "core/glob.h"
 #include "core/log.h"
 #include "identity/identity.h"
 #include "identity/jwt.h"
@@ -21,6 +22,13 @@ struct keys_ref {
     kl_jwks *jwks;
 };
 
+/* One "claims" condition: the claim at path must match one of the globs. */
+struct claim_rule {
+    const char *path;
+    const char **globs;
+    size_t nglobs;
+};
+
 struct issuer {
     const char *issuer;
     const char *jwks_file;
@@ -28,6 +36,8 @@ struct issuer {
     const char *login_tmpl, *display_tmpl;
     const char **tag_tmpls, **group_tmpls;
     size_t ntags, ngroups;
+    struct claim_rule *rules;   /* all must hold */
+    size_t nrules;
     pthread_mutex_t lock;       /* guards cur and the file's identity */
     struct keys_ref *cur;
     struct timespec mtime;
@@ -108,6 +118,50 @@ static const char *read_template(kl_cfg_ctx *c, const cJSON *v, const char *what
     return kl_arena_strdup(&c->cfg->arena, v->valuestring);
 }
 
+/* "claims": {"repository_owner": "acme", "ref": ["refs/heads/main", "refs/tags/v*"]} */
+static void read_claim_rules(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
+{
+    kl_arena *a = &c->cfg->arena;
+    if (!cJSON_IsObject(v) || !v->child) {
+        kl_cfg_report(c, KL_SEV_ERROR, v,
+                      "claims must be an object of claim name to allowed value(s), e.g. {\"repository_owner\": \"acme\"}");
+        return;
+    }
+    is->rules = kl_arena_alloc(a, (size_t)cJSON_GetArraySize(v) * sizeof(*is->rules));
+    const cJSON *m;
+    cJSON_ArrayForEach(m, v) {
+        char why[200];
+        if (kl_jwt_claim_path_check(m->string, why, sizeof(why)) < 0) {
+            kl_cfg_report(c, KL_SEV_ERROR, m, "claims: %s", why);
+            continue;
+        }
+        struct claim_rule *r = &is->rules[is->nrules];
+        r->path = kl_arena_strdup(a, m->string);
+        r->globs = kl_arena_alloc(a, ((size_t)cJSON_GetArraySize(m) + 1) * sizeof(char *));
+        const cJSON *e = cJSON_IsArray(m) ? m->child : m;
+        for (; e; e = cJSON_IsArray(m) ? e->next : NULL) {
+            if (!cJSON_IsString(e) || !e->valuestring[0]) {
+                kl_cfg_report(c, KL_SEV_ERROR, e, "claims.%s: allowed values are non-empty strings (globs: * within a "
+                              "'/' segment, ** across them)", m->string);
+                continue;
+            }
+            r->globs[r->nglobs++] = kl_arena_strdup(a, e->valuestring);
+        }
+        if (!r->nglobs)
+            kl_cfg_report(c, KL_SEV_ERROR, m, "claims.%s allows no value", m->string);
+        else
+            is->nrules++;
+    }
+}
+
+/* Issuers whose tokens anyone can have minted with any audience: on GitHub
+ * any repository's workflow, on gitlab.com any project's job. Without a
+ * claims condition every one of them would be a caller. */
+static bool shared_issuer(const char *iss)
+{
+    return strcmp(iss, "https://token.actions.githubusercontent.com") == 0 || strcmp(iss, "https://gitlab.com") == 0;
+}
+
 static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
 {
     kl_arena *a = &c->cfg->arena;
@@ -163,6 +217,8 @@ static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
             is->tag_tmpls = read_templates(c, m, "tags", &is->ntags);
         } else if (strcmp(k, "groups") == 0) {
             is->group_tmpls = read_templates(c, m, "groups", &is->ngroups);
+        } else if (strcmp(k, "claims") == 0) {
+            read_claim_rules(c, m, is);
         } else {
             kl_cfg_report(c, KL_SEV_WARNING, m, "unknown or mistyped key \"%s\" in an OIDC issuer (ignored)", k);
         }
@@ -174,6 +230,11 @@ static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
     }
     if (c->diags->errors > errors)
         return false;
+    if (!is->nrules && shared_issuer(is->issuer))
+        kl_cfg_report(c, KL_SEV_WARNING, v,
+                      "issuer %s mints tokens for every repository or project it hosts, with any audience the job "
+                      "asks for: without \"claims\" (e.g. {\"repository_owner\": \"your-org\"}) all of them are callers",
+                      is->issuer);
     is->policy.issuer = is->issuer;
     char why[256];
     struct stat st;
@@ -291,6 +352,55 @@ static int refuse(kl_exchange *ex, const char *why)
     return -1;
 }
 
+/* The verified token's claims against the entry's "claims" conditions. */
+static bool claims_allowed(const struct issuer *is, const cJSON *claims, char *why, size_t whylen)
+{
+    for (size_t i = 0; i < is->nrules; i++) {
+        const struct claim_rule *r = &is->rules[i];
+        char buf[32];
+        const char *problem = NULL;
+        const char *v = kl_jwt_claim_text(claims, r->path, buf, sizeof(buf), &problem);
+        if (!v) {
+            snprintf(why, whylen, "claim %s %s", r->path, problem);
+            return false;
+        }
+        bool ok = false;
+        for (size_t k = 0; k < r->nglobs && !ok; k++)
+            ok = kl_glob_match(r->globs[k], v);
+        if (!ok) {
+            snprintf(why, whylen, "claim %s has a value this gateway does not accept", r->path);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The token against one issuer entry: 0 with *claims (the caller frees
+ * them); -1 when it does not verify, -2 when it verifies but its claims are
+ * not accepted, with why. */
+static int verify_with(struct issuer *is, const char *token, size_t len, cJSON **claims, char *why, size_t whylen)
+{
+    pthread_mutex_lock(&is->lock);
+    struct keys_ref *k = is->cur;
+    if (k)
+        atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&is->lock);
+    if (!k) {
+        snprintf(why, whylen, "the issuer's keys were all withdrawn (its JWKS holds no usable key)");
+        return -1;
+    }
+    int r = kl_jwt_verify(token, len, &is->policy, k->jwks, (int64_t)time(NULL), claims, why, whylen);
+    keys_unref(k);
+    if (r < 0)
+        return -1;
+    if (!claims_allowed(is, *claims, why, whylen)) {
+        cJSON_Delete(*claims);
+        *claims = NULL;
+        return -2;
+    }
+    return 0;
+}
+
 int kl_oidc_identify(kl_exchange *ex, struct kl_oidc_cfg *o)
 {
     const char *token = find_token(ex);
@@ -302,24 +412,27 @@ int kl_oidc_identify(kl_exchange *ex, struct kl_oidc_cfg *o)
     const char *iss = kl_jwt_peek_issuer(token, len, &ex->arena);
     if (!iss)
         return refuse(ex, "malformed token");
+    /* Several entries may name one issuer (an organisation's repositories
+     * mapped one way, a partner's another): the first whose audience, keys
+     * and claims conditions the token meets identifies it. Where none does,
+     * the reason is the one from the entry it got furthest with. */
     struct issuer *is = NULL;
-    for (size_t i = 0; i < o->n && !is; i++)
-        if (strcmp(o->v[i].issuer, iss) == 0)
-            is = &o->v[i];
-    if (!is)
-        return refuse(ex, "issuer is not trusted by this gateway");
-    pthread_mutex_lock(&is->lock);
-    struct keys_ref *k = is->cur;
-    if (k)
-        atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&is->lock);
-    if (!k)
-        return refuse(ex, "the issuer's keys were all withdrawn (its JWKS holds no usable key)");
-    char why[200];
     cJSON *claims = NULL;
-    int r = kl_jwt_verify(token, len, &is->policy, k->jwks, (int64_t)time(NULL), &claims, why, sizeof(why));
-    keys_unref(k);
-    if (r < 0)
+    char why[200] = "issuer is not trusted by this gateway";
+    int best = 0;
+    for (size_t i = 0; i < o->n && !is; i++) {
+        if (strcmp(o->v[i].issuer, iss) != 0)
+            continue;
+        char w[200];
+        int r = verify_with(&o->v[i], token, len, &claims, w, sizeof(w));
+        if (r == 0)
+            is = &o->v[i];
+        else if (-r > best) {
+            best = -r;
+            memcpy(why, w, sizeof(why));
+        }
+    }
+    if (!is)
         return refuse(ex, why);
     struct kl_identity *id = kl_arena_alloc(&ex->arena, sizeof(*id));
     id->source = "oidc";

@@ -2,12 +2,13 @@
 // style ES256) verified against JWKS files; every attack refused.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Anthropic from '@anthropic-ai/sdk';
-import { startMock, startGateway, providersFor, assertNoKeys } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, assertNoKeys, BUILD } from './lib/harness.mjs';
 import { makeIssuer, writeJwks, attackTokens } from './lib/jwt.mjs';
 
 const GH = 'https://token.actions.githubusercontent.com';
@@ -30,6 +31,14 @@ describe('OIDC workload tokens', () => {
               issuer: GH, jwks_file: join(dir, 'gh.json'), audience: 'keyless', algorithms: ['RS256'],
               leeway: '60s', max_lifetime: '1h',
               login: 'repo:{repository}@{ref}', tags: ['tag:ci'], groups: ['group:{repository_owner}'],
+              // GitHub mints tokens for every repository, with any audience: only ours are callers
+              claims: { repository_owner: 'acme', ref: ['refs/heads/main', 'refs/tags/v*'] },
+            },
+            {
+              // the same issuer, a partner's repositories, mapped another way
+              issuer: GH, jwks_file: join(dir, 'gh.json'), audience: 'keyless-partner', algorithms: ['RS256'],
+              login: 'partner:{repository}', tags: ['tag:partner'],
+              claims: { repository: 'partner-org/*', 'runner_environment': 'github-hosted' },
             },
             {
               issuer: K8S, jwks_file: join(dir, 'k8s.json'), audience: 'keyless', algorithms: ['ES256'],
@@ -78,6 +87,62 @@ describe('OIDC workload tokens', () => {
     assert.equal(m.content[0].text, 'Hello from mockllm.');
     const seen = JSON.stringify(await mock.last());
     assert.ok(!seen.includes(tok), 'the workload token must not reach the provider');
+  });
+
+  it('claims conditions: only the repositories and refs configured are callers, each mapped by its own entry', async () => {
+    const tok = (c) => gh.sign(gh.claims(c));
+    const acme = { aud: 'keyless', repository: 'acme/app', repository_owner: 'acme' };
+    // an organisation that happens to be called like a group gets nothing
+    let w = await whoami(tok({ aud: 'keyless', repository: 'eng/x', repository_owner: 'eng', ref: 'refs/heads/main' }));
+    assert.equal(w.status, 401, JSON.stringify(w.body));
+    assert.match(w.body.error.message, /claim repository_owner has a value this gateway does not accept/);
+    w = await whoami(tok({ ...acme, ref: 'refs/heads/feature' }));
+    assert.equal(w.status, 401);
+    assert.match(w.body.error.message, /claim ref has a value/);
+    w = await whoami(tok({ aud: 'keyless', repository: 'acme/app', ref: 'refs/heads/main' }));
+    assert.equal(w.status, 401);
+    assert.match(w.body.error.message, /claim repository_owner is missing/);
+    w = await whoami(tok({ ...acme, ref: 'refs/tags/v1.2' }));
+    assert.equal(w.status, 200, JSON.stringify(w.body));
+    assert.equal(w.body.login, 'repo:acme/app@refs/tags/v1.2');
+    // "*" stays within one path segment
+    w = await whoami(tok({ ...acme, ref: 'refs/tags/v1/evil' }));
+    assert.equal(w.status, 401);
+    // the partner entry: its own audience, login and tags
+    const partner = { aud: 'keyless-partner', repository: 'partner-org/tool', runner_environment: 'github-hosted' };
+    w = await whoami(tok(partner));
+    assert.equal(w.status, 200, JSON.stringify(w.body));
+    assert.equal(w.body.login, 'partner:partner-org/tool');
+    assert.deepEqual(w.body.tags, ['tag:partner']);
+    w = await whoami(tok({ ...partner, runner_environment: 'self-hosted' }));
+    assert.equal(w.status, 401);
+    assert.match(w.body.error.message, /claim runner_environment has a value/);
+    // a partner token for our audience: the reason is the entry it got furthest with
+    w = await whoami(tok({ ...partner, aud: 'keyless' }));
+    assert.equal(w.status, 401);
+    assert.match(w.body.error.message, /claim repository_owner is missing/);
+  });
+
+  it('keyless check: a shared issuer without claims is warned about; malformed claims are errors', () => {
+    const check = (issuer) => {
+      const f = join(dir, 'claims.hujson');
+      writeFileSync(f, JSON.stringify({ identity: { oidc: { issuers: [issuer] } } }));
+      return spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
+    };
+    const base = { issuer: GH, jwks_file: join(dir, 'gh.json'), audience: 'keyless', login: '{repository}' };
+    let r = check(base);
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /warning: issuer https:\/\/token\.actions\.githubusercontent\.com mints tokens for every repository/);
+    r = check({ ...base, claims: { repository_owner: 'acme' } });
+    assert.equal(r.status, 0);
+    assert.doesNotMatch(r.stdout, /mints tokens/);
+    for (const [claims, msg] of [[{}, /claims must be an object/], ['acme', /claims must be an object/],
+      [{ ref: [] }, /claims\.ref allows no value/], [{ ref: 5 }, /allowed values are non-empty strings/],
+      [{ 'a//b': 'x' }, /empty path segment/]]) {
+      r = check({ ...base, claims });
+      assert.equal(r.status, 1, `${JSON.stringify(claims)}: ${r.stdout}`);
+      assert.match(r.stdout, msg);
+    }
   });
 
   it('a passthrough provider gets its own key, never the workload token that identified the caller', async () => {

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "authorize/grants.h"
+#include "core/glob.h"
 #include "identity/identity.h"
 
 static void globs(void **state)

@@ -1,6 +1,6 @@
-#include "authorize/grants.h"
+#include "core/glob.h"
 
-#include <string.h>
+#include <stddef.h>
 
 /* Backtracking match; patterns are short and written by administrators. */
 static bool match(const char *p, const char *s)
