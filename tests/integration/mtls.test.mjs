@@ -1,12 +1,13 @@
 // mTLS listener: the caller is the SPIFFE ID in its client certificate.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import https from 'node:https';
-import { startMock, startGateway, providersFor, assertNoKeys } from './lib/harness.mjs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startMock, startGateway, providersFor, assertNoKeys, BUILD } from './lib/harness.mjs';
 
 const dir = mkdtempSync(join(tmpdir(), 'kl-mtls-'));
 const p = (f) => join(dir, f);
@@ -41,6 +42,8 @@ describe('mTLS / SPIFFE', () => {
       dotdot: makeCert('dotdot', 'ca', 'subjectAltName=URI:spiffe://example.org/a/../b\nbasicConstraints=CA:FALSE\n'),
       isca: makeCert('isca', 'ca', 'subjectAltName=URI:spiffe://example.org/ca\nbasicConstraints=critical,CA:TRUE\n'),
       stranger: makeCert('stranger', 'otherca', 'subjectAltName=URI:spiffe://example.org/ns/ci/sa/runner\nbasicConstraints=CA:FALSE\n'),
+      partner: makeCert('partner', 'otherca', 'subjectAltName=URI:spiffe://partner.net/svc/reports\nbasicConstraints=CA:FALSE\n'),
+      elsewhere: makeCert('elsewhere', 'ca', 'subjectAltName=URI:spiffe://elsewhere.org/x\nbasicConstraints=CA:FALSE\n'),
     };
     mock = await startMock();
     gw = await startGateway({
@@ -59,8 +62,8 @@ describe('mTLS / SPIFFE', () => {
     assertNoKeys(assert, gw.output(), 'gateway log');
   });
 
-  function request(path, client, body) {
-    const u = new URL(tlsUrl);
+  function request(path, client, body, url = tlsUrl) {
+    const u = new URL(url);
     return new Promise((resolveP, reject) => {
       const req = https.request({
         host: u.hostname, port: u.port, path, method: body ? 'POST' : 'GET',
@@ -109,5 +112,63 @@ describe('mTLS / SPIFFE', () => {
   it('the plain listener does not accept client certificates as identity', async () => {
     const r = await fetch(`${gw.url}/api/whoami`);
     assert.equal(r.status, 401);
+  });
+
+  it('trust_domains: each SPIFFE trust domain only from its own CA (a partner CA cannot issue our IDs)', async () => {
+    const fed = await startGateway({
+      identity: {
+        mtls: { listen: ['127.0.0.1:0'], cert: p('server.pem'), key: p('server.key'),
+          trust_domains: { 'example.org': p('ca.pem'), 'partner.net': p('otherca.pem') } },
+        loopback: false,
+      },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'openai/*' }] } }],
+      providers: providersFor(mock.url),
+    });
+    try {
+      const url = fed.output().match(/keyless listening on (https:\/\/\S+)/)[1];
+      let w = await request('/api/whoami', certs.good, undefined, url);
+      assert.equal(w.status, 200);
+      assert.equal(w.body.login, 'spiffe://example.org/ns/ci/sa/runner');
+      w = await request('/api/whoami', certs.partner, undefined, url);
+      assert.equal(w.status, 200);
+      assert.equal(w.body.login, 'spiffe://partner.net/svc/reports');
+      assert.equal(w.body.issuer, 'partner.net');
+      // the partner's CA is trusted, but not for example.org; ours not for a domain never configured
+      await assert.rejects(request('/api/whoami', certs.stranger, undefined, url));
+      await assert.rejects(request('/api/whoami', certs.elsewhere, undefined, url));
+      const logged = async (re) => {
+        for (let i = 0; i < 50 && !re.test(fed.output()); i++) await sleep(20); // the log pipe lags the alert
+        assert.match(fed.output(), re);
+      };
+      await logged(/refused the client certificate for spiffe:\/\/example\.org\/ns\/ci\/sa\/runner: its chain does not lead to a CA of that trust domain/);
+      await logged(/refused the client certificate for spiffe:\/\/elsewhere\.org\/x: that trust domain is not accepted here/);
+      // still a 401 with the reason for a leaf whose SPIFFE ID is unusable
+      w = await request('/api/whoami', certs.two, undefined, url);
+      assert.equal(w.status, 401);
+      assert.match(w.body.error.message, /more than one URI SAN/);
+    } finally {
+      await fed.stop();
+    }
+  });
+
+  it('keyless check: client_ca or trust_domains, with valid domain names and readable bundles', () => {
+    const check = (mtls) => {
+      const f = p('check.hujson');
+      writeFileSync(f, JSON.stringify({ identity: { mtls: { listen: ['127.0.0.1:0'], cert: p('server.pem'), key: p('server.key'), ...mtls } } }));
+      return spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
+    };
+    assert.equal(check({ trust_domains: { 'example.org': p('ca.pem') } }).status, 0);
+    for (const [mtls, msg] of [
+      [{ client_ca: p('ca.pem'), trust_domains: { 'example.org': p('ca.pem') } }, /either "client_ca"/],
+      [{}, /either "client_ca"/],
+      [{ trust_domains: {} }, /must map each trust domain to its CA bundle/],
+      [{ trust_domains: { 'Example.org': p('ca.pem') } }, /"Example\.org" is not a trust domain name/],
+      [{ trust_domains: { 'example.org': p('missing.pem') } }, /cannot read certificates from the bundle/],
+      [{ trust_domains: { 'example.org': p('good.key') } }, /cannot read certificates from the bundle/],
+    ]) {
+      const r = check(mtls);
+      assert.equal(r.status, 1, `${JSON.stringify(mtls)}: ${r.stdout}`);
+      assert.match(r.stdout, msg);
+    }
   });
 });
