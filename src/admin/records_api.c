@@ -15,6 +15,7 @@
 #include "identity/identity.h"
 #include "listen/conn.h"
 #include "record/query.h"
+#include "record/record.h"
 #include "record/report.h"
 
 enum api_kind { API_USAGE, API_LIST, API_ONE };
@@ -196,7 +197,7 @@ static const char *read_filters(struct api_job *j, kl_exchange *ex)
 enum kl_step kl_admin_records(kl_exchange *ex)
 {
     struct kl_query *q = ex->worker->server->query;
-    if (!q)
+    if (!q || ex->cfg->store->zero_retention)
         return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND,
                        "no records are kept (database.retention.duration is \"0\")");
     if (ex->role == KL_ROLE_NONE)

@@ -47,7 +47,7 @@ void kl_admit_server_free(kl_server *srv)
 
 bool kl_quota_pooled(const kl_config *cfg)
 {
-    return cfg->store->driver == KL_STORE_POSTGRES && !cfg->store->zero_retention;
+    return cfg->store->driver == KL_STORE_POSTGRES;
 }
 
 const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl)

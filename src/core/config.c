@@ -816,10 +816,6 @@ kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_di
     if (!cfg->quotas)
         kl_limits_read_config(&c, NULL);
     check_quota_refs(&c);
-    if (cfg->store && cfg->store->zero_retention && cfg->quotas && cfg->quotas->n > 0)
-        kl_cfg_report(&c, KL_SEV_WARNING, NULL,
-                      "database.retention.duration is \"0\": no store is opened, so quota balances start full at "
-                      "every restart");
     if (cfg->listen.naddresses == 0) {
         cfg->listen.addresses = kl_arena_alloc(&cfg->arena, sizeof(char *));
         cfg->listen.addresses[0] = KL_DEFAULT_LISTEN;

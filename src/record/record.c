@@ -10,6 +10,7 @@
 #include "core/text.h"
 #include "identity/identity.h"
 #include "admit/persist.h"
+#include "admit/quotas.h"
 #include "listen/server.h"
 #include "record/query.h"
 #include "record/writer.h"
@@ -130,10 +131,17 @@ static void access_log(kl_exchange *ex)
     kl_server_access_log(ex->worker, &l);
 }
 
+/* The writer that takes this exchange's records; NULL when none are kept
+ * (with zero retention the writer may still run, for quota balances). */
+static struct kl_writer *records_writer(const kl_exchange *ex)
+{
+    return ex->cfg->store->zero_retention ? NULL : ex->worker->server->writer;
+}
+
 bool kl_record_admit(kl_exchange *ex)
 {
-    struct kl_writer *w = ex->worker->server->writer;
-    if (!w || ex->cfg->store->zero_retention)
+    struct kl_writer *w = records_writer(ex);
+    if (!w)
         return true;
     ex->rec_slots = kl_writer_reserve(w, 1) ? 1 : 0;
     return ex->rec_slots == 1;
@@ -141,7 +149,7 @@ bool kl_record_admit(kl_exchange *ex)
 
 bool kl_record_begin(kl_exchange *ex)
 {
-    struct kl_writer *w = ex->worker->server->writer;
+    struct kl_writer *w = records_writer(ex);
     if (!w || !ex->rec_slots)
         return true;
     if (!kl_writer_reserve(w, 1))
@@ -155,7 +163,7 @@ bool kl_record_begin(kl_exchange *ex)
 
 void kl_record_exchange(kl_exchange *ex)
 {
-    struct kl_writer *w = ex->worker->server->writer;
+    struct kl_writer *w = records_writer(ex);
     /* An exchange that ended before its pipeline started (a body too large,
      * malformed or stalled, a client gone mid-body) has no slot yet. */
     if (w && !ex->rec_slots)
@@ -174,10 +182,16 @@ void kl_record_exchange(kl_exchange *ex)
 int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t errlen)
 {
     const struct kl_store_cfg *sc = cfg->store;
-    if (sc->zero_retention) {
+    if (sc->zero_retention && !(cfg->quotas && cfg->quotas->n > 0)) {
         kl_info("database.retention.duration is \"0\": no request records are kept");
         return 0;
     }
+    /* With zero retention and quotas the store still holds the balances
+     * (and, on PostgreSQL, the shared pool): a restart must not refill
+     * every budget. Nothing else is written to it. */
+    if (sc->zero_retention)
+        kl_info("database.retention.duration is \"0\": no request records are kept; the store holds quota "
+                "balances only");
     struct kl_store *s = kl_store_open(sc->driver, sc->target, true, err, errlen);
     if (!s)
         return -1;

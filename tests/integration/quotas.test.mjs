@@ -384,6 +384,35 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('zero retention keeps no records, but balances still survive a restart', async () => {
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-quota0-')), 'q.db');
+    const cfg = {
+      store: { path: db },
+      database: { retention: { duration: '0' } },
+      quotas: { 'z:<user>': { capacity: '$1.00' } },
+      grants: grant([{ bucket: 'z:<user>' }]),
+      providers: providersFor(mock.url),
+    };
+    let gw = await startGateway(cfg);
+    for (let i = 0; i < 2; i++) assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT })).status, 200);
+    const level = (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0].current;
+    assert.equal(BigInt(level), 1000000000n - 2n * EST);
+    assert.equal((await fetch(`${gw.url}/api/requests`)).status, 404);
+    await gw.stop();
+    gw = await startGateway(cfg);
+    const after = (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0];
+    assert.equal(after.current, level, 'a restart must not refill the budget');
+    await gw.stop();
+    // the store holds no request record
+    const f = join(mkdtempSync(join(tmpdir(), 'kl-quota0-')), 'read.hujson');
+    writeFileSync(f, JSON.stringify({ store: { path: db } }));
+    const ex = spawnSync(join(BUILD, 'keyless'), ['export', '--config', f], { encoding: 'utf8' });
+    assert.equal(ex.status, 0, ex.stderr);
+    assert.equal(ex.stdout, '');
+    await mock.stop();
+  });
+
   it('a grant naming an undefined bucket is a configuration error (fail closed)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kl-qcfg-'));
     const f = join(dir, 'c.hujson');

@@ -255,8 +255,6 @@ static void provider_and_selector_mistakes(void **state)
          "apikey is empty", false},
         {"{\"grants\": [{\"src\": [\"100.64.0.0/10\"], \"app\": {\"tailscale.com/cap/aperture\": [{\"role\": \"user\"}]}}]}",
          "looks like an address", false},
-        {"{\"database\": {\"retention\": {\"duration\": \"0\"}}, \"quotas\": {\"q\": {\"capacity\": \"$1\"}}}",
-         "quota balances start full at every restart", false},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         expect_diag(cases[i].config, cases[i].message, cases[i].error);
