@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,19 +11,21 @@
 _Static_assert(KL_LOG_BUF_SIZE <= PIPE_BUF, "a buffer must go out in one atomic write");
 _Static_assert(KL_LOG_LINE_MAX <= KL_LOG_BUF_SIZE, "a line must fit a buffer");
 
-/* Written once before threads start (see log.h). */
-static enum kl_log_level log_level = KL_LOG_INFO;
+/* Set at start-up and by a reload (SIGHUP, on the main thread) while
+ * workers read it: atomic, relaxed (a line logged at the old level around a
+ * reload is harmless). */
+static _Atomic int log_level = KL_LOG_INFO;
 
 static const char *const level_tags[] = {"debug", "info", "warn", "error"};
 
 void kl_log_set_level(enum kl_log_level level)
 {
-    log_level = level;
+    atomic_store_explicit(&log_level, (int)level, memory_order_relaxed);
 }
 
 bool kl_log_enabled(enum kl_log_level level)
 {
-    return level >= log_level;
+    return (int)level >= atomic_load_explicit(&log_level, memory_order_relaxed);
 }
 
 int kl_log_parse_level(const char *name, enum kl_log_level *out)
@@ -99,7 +102,7 @@ static void write_all(int fd, const char *buf, size_t len)
 
 void kl_log(enum kl_log_level level, const char *fmt, ...)
 {
-    if (level < log_level)
+    if (!kl_log_enabled(level))
         return;
     char line[KL_LOG_LINE_MAX];
     time_t sec = 0;
@@ -178,7 +181,7 @@ void kl_log_flush(struct kl_log_buf *b)
 
 bool kl_log_buffered(struct kl_log_buf *b, enum kl_log_level level, const struct kl_log_line *l)
 {
-    if (level < log_level)
+    if (!kl_log_enabled(level))
         return false;
     char head[48];
     size_t h = prefix(head, level, &b->stamp_sec, b->stamp);

@@ -18,6 +18,7 @@
 
 #include "core/log.h"
 #include "core/text.h"
+#include "identity/identity.h"
 #include "listen/http.h"
 #include "listen/server.h"
 #include "pipeline.h"
@@ -53,6 +54,8 @@ struct kl_conn {
     bool resp_close_delimited;      /* HTTP/1.0 stream: body ends at close */
     bool waiting_head_start;        /* timer measures the head deadline */
     bool tls;
+    kl_config *tls_cfg;             /* the snapshot whose TLS context this connection uses (it
+                                       outlives a reload while the handshake may still run) */
     bool direct;                    /* output written by conn_flush (plain TCP) */
     bool flush_queued;
     bool no_read_timeout;           /* timeouts set, with none for reading (set_read_timeout) */
@@ -484,7 +487,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         conn_free(c); /* idle keep-alive, or a head that never completed */
 }
 
-void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t salen, void *tls_ctx)
+void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t salen, bool tls)
 {
     (void)salen;
     int one = 1;
@@ -509,8 +512,11 @@ void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t s
     } else {
         strcpy(c->peer_ip, "unix");
     }
-    if (tls_ctx) {
-        SSL *ssl = SSL_new(tls_ctx);
+    if (tls) {
+        /* the current snapshot's context: certificates and CA bundles
+         * reloaded with SIGHUP apply to connections accepted from then on */
+        c->tls_cfg = kl_config_ref(w->cfg);
+        SSL *ssl = SSL_new(c->tls_cfg->identity->mtls_ctx);
         c->bev = ssl ? bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                       BEV_OPT_CLOSE_ON_FREE)
                      : NULL;
@@ -524,6 +530,8 @@ void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t s
     }
     if (!c->bev) {
         close(fd);
+        if (c->tls_cfg)
+            kl_config_unref(c->tls_cfg);
         free(c);
         return;
     }
@@ -565,6 +573,8 @@ static void conn_free(struct kl_conn *c)
     event_free(c->timer);
     event_free(c->flush);
     bufferevent_free(c->bev);
+    if (c->tls_cfg)
+        kl_config_unref(c->tls_cfg);
     free(c);
     kl_server_maybe_stopped(w);
 }

@@ -14,7 +14,7 @@
 
 /* Take ownership of an accepted socket. With tls_ctx (an SSL_CTX), the
  * connection is TLS and its client certificate identifies the caller. */
-void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t salen, void *tls_ctx);
+void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t salen, bool tls);
 
 /* Is ex's connection TLS? Its verified client certificate (caller frees
  * with X509_free), or NULL when none was presented. */

@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "core/mailbox.h"
 #include "listen/conn.h"
+#include "listen/reload.h"
 #include "admit/admit.h"
 #include "identity/identity.h"
 #include "identity/oidc.h"
@@ -107,7 +108,7 @@ static int open_listener(const char *address, int port_override, char *bound, si
 /* What a listener hands each accepted connection. */
 struct listener_arg {
     kl_worker *w;
-    void *tls_ctx;              /* SSL_CTX for the mTLS listener, else NULL */
+    bool tls;                   /* the mTLS listener (its context comes from the worker's snapshot) */
 };
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
@@ -115,7 +116,7 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
     (void)l;
     struct listener_arg *la = arg;
-    kl_conn_accept(la->w, fd, sa, (socklen_t)salen, la->tls_ctx);
+    kl_conn_accept(la->w, fd, sa, (socklen_t)salen, la->tls);
 }
 
 static struct listener_arg *largs_of(kl_worker *w)
@@ -262,7 +263,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     (void)what;
     struct signal_ctx *sc = arg;
     if (sig == SIGHUP) {
-        kl_warn("SIGHUP: configuration reload is not supported yet; keeping the current configuration");
+        kl_server_reload(sc->srv);
         return;
     }
     if (atomic_exchange(&sc->srv->stopping, true))
@@ -330,12 +331,12 @@ int kl_server_run(kl_config *cfg)
     /* Plain listeners, then the mTLS ones. */
     const struct kl_identity_cfg *ic = cfg->identity;
     size_t na = cfg->listen.naddresses + ic->nmtls;
-    struct { const char *address; void *tls; } *specs = calloc(na + 1, sizeof(*specs));
+    struct { const char *address; bool tls; } *specs = calloc(na + 1, sizeof(*specs));
     for (size_t a = 0; a < cfg->listen.naddresses; a++)
         specs[a].address = cfg->listen.addresses[a];
     for (size_t a = 0; a < ic->nmtls; a++) {
         specs[cfg->listen.naddresses + a].address = ic->mtls_addresses[a];
-        specs[cfg->listen.naddresses + a].tls = ic->mtls_ctx;
+        specs[cfg->listen.naddresses + a].tls = true;
     }
     int status = 1;
 

@@ -179,10 +179,35 @@ void kl_record_exchange(kl_exchange *ex)
         access_log(ex);
 }
 
+/* Is a store opened at all? Not with zero retention, unless quotas need it
+ * for their balances. */
+static bool store_opened(const kl_config *cfg)
+{
+    return !cfg->store->zero_retention || (cfg->quotas && cfg->quotas->n > 0);
+}
+
+const char *kl_record_restart_only(const kl_config *a, const kl_config *b)
+{
+    const struct kl_store_cfg *x = a->store, *y = b->store;
+    if (store_opened(a) != store_opened(b))
+        return store_opened(a) ? "whether a store is opened (zero retention, no quotas)"
+                               : "whether a store is opened (quotas with zero retention)";
+    if (x->driver != y->driver || strcmp(x->target, y->target) != 0)
+        return "store.driver, store.path or store.url";
+    if (strcmp(x->instance, y->instance) != 0)
+        return "store.instance";
+    if (x->queue != y->queue)
+        return "store.queue";
+    if (x->retention_ms != y->retention_ms || x->zero_retention != y->zero_retention ||
+        x->purge_captures_only != y->purge_captures_only)
+        return "database.retention";
+    return NULL;
+}
+
 int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t errlen)
 {
     const struct kl_store_cfg *sc = cfg->store;
-    if (sc->zero_retention && !(cfg->quotas && cfg->quotas->n > 0)) {
+    if (!store_opened(cfg)) {
         kl_info("database.retention.duration is \"0\": no request records are kept");
         return 0;
     }

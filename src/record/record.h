@@ -27,6 +27,10 @@ struct kl_store_cfg {
 };
 
 void kl_record_read_store(kl_cfg_ctx *c, const cJSON *v);
+/* The first store or retention setting that differs between two snapshots
+ * and only a restart applies (the store and its writer are opened once),
+ * or NULL. */
+const char *kl_record_restart_only(const kl_config *a, const kl_config *b);
 void kl_record_read_database(kl_cfg_ctx *c, const cJSON *v);
 
 /* Open the store, mark this instance's unfinished records interrupted, and

@@ -46,15 +46,62 @@ describe('lifecycle', () => {
     await a.stop();
   });
 
-  it('SIGHUP is logged as not supported yet and the gateway keeps serving', async () => {
+  it('SIGHUP reloads the configuration whole; a stream in flight finishes on the one it started with', async () => {
     const mock = await startMock();
-    const gw = await startGateway({ providers: providersFor(mock.url) });
-    gw.proc.kill('SIGHUP');
-    for (let i = 0; i < 50 && !/reload is not supported/.test(gw.output()); i++) await sleep(20);
-    assert.match(gw.output(), /reload is not supported/);
-    assert.equal((await fetch(`${gw.url}/`)).status, 200);
+    const grants = (models) => [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models }] } }];
+    const base = { providers: providersFor(mock.url), listen: { addresses: ['127.0.0.1:0'], workers: 2 }, log: { level: 'info', access: true } };
+    const gw = await startGateway({ ...base, grants: grants('openai/*') });
+    const write = (c) => writeFileSync(gw.configPath, typeof c === 'string' ? c : JSON.stringify(c));
+    const claude = async () => {
+      const r = await fetch(`${gw.url}/v1/messages`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+        body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }),
+      });
+      await r.arrayBuffer();
+      return r;
+    };
+    const hup = async (re) => {
+      const before = gw.output().length;
+      gw.proc.kill('SIGHUP');
+      for (let i = 0; i < 100 && !re.test(gw.output().slice(before)); i++) await sleep(20);
+      assert.match(gw.output().slice(before), re);
+      await sleep(50); // the workers take the new snapshot through their mailboxes
+    };
+    assert.equal((await claude()).status, 404, 'not granted yet');
+    // an OpenAI stream in flight across the reload
+    const stream = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': 'events=6;delay_events_ms=100' },
+      body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'x' }] }),
+    });
+    const reader = stream.body.getReader();
+    await reader.read();
+
+    write({ ...base, grants: grants('**'), log: { level: 'warn', access: true } });
+    await hup(/SIGHUP: configuration reloaded from \S+ \(\d+ providers\)/);
+    const granted = await claude();
+    assert.equal(granted.status, 200, 'the new grants apply');
+    let text = '';
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    assert.match(text, /data: \[DONE\]/, 'the stream finished');
+
+    // a file with errors, or one that changes what only a restart applies: nothing is reloaded
+    write('{"grants": [');
+    await hup(/has errors; keeping the running configuration/);
+    assert.equal((await claude()).status, 200);
+    write({ ...base, listen: { ...base.listen, workers: 3 }, grants: grants('openai/*') });
+    await hup(/listen\.workers changed in \S+, which takes a restart; nothing was reloaded/);
+    assert.equal((await claude()).status, 200, 'the grants of that file were not applied either');
     await gw.stop();
     await mock.stop();
+    // log.level "warn" from the reload on: the requests after it wrote no access line
+    const id = granted.headers.get('x-keyless-request-id');
+    assert.ok(id);
+    assert.ok(!gw.output().includes(id), 'an info access line after the reload to warn');
+    assert.match(gw.output(), /"POST \/v1\/messages" 404/, 'the access line from before the reload');
   });
 
   it('access log lines are buffered but every one is written whole by SIGTERM', async () => {

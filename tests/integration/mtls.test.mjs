@@ -114,18 +114,30 @@ describe('mTLS / SPIFFE', () => {
     assert.equal(r.status, 401);
   });
 
-  it('trust_domains: each SPIFFE trust domain only from its own CA (a partner CA cannot issue our IDs)', async () => {
+  it('trust_domains: each SPIFFE trust domain only from its own CA (a partner CA cannot issue our IDs); a domain added by SIGHUP', async () => {
     const fed = await startGateway({
       identity: {
         mtls: { listen: ['127.0.0.1:0'], cert: p('server.pem'), key: p('server.key'),
-          trust_domains: { 'example.org': p('ca.pem'), 'partner.net': p('otherca.pem') } },
+          trust_domains: { 'example.org': p('ca.pem') } },
         loopback: false,
       },
       grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'openai/*' }] } }],
       providers: providersFor(mock.url),
     });
+    const logged = async (re) => {
+      for (let i = 0; i < 50 && !re.test(fed.output()); i++) await sleep(20); // the log pipe lags the alert
+      assert.match(fed.output(), re);
+    };
     try {
       const url = fed.output().match(/keyless listening on (https:\/\/\S+)/)[1];
+      await assert.rejects(request('/api/whoami', certs.partner, undefined, url)); // its CA is in no bundle yet
+      // the partner's domain and bundle added while running: new connections use the new TLS context
+      const c = JSON.parse(readFileSync(fed.configPath, 'utf8'));
+      c.identity.mtls.trust_domains['partner.net'] = p('otherca.pem');
+      writeFileSync(fed.configPath, JSON.stringify(c));
+      fed.proc.kill('SIGHUP');
+      await logged(/SIGHUP: configuration reloaded/);
+      await sleep(50);
       let w = await request('/api/whoami', certs.good, undefined, url);
       assert.equal(w.status, 200);
       assert.equal(w.body.login, 'spiffe://example.org/ns/ci/sa/runner');
@@ -136,10 +148,6 @@ describe('mTLS / SPIFFE', () => {
       // the partner's CA is trusted, but not for example.org; ours not for a domain never configured
       await assert.rejects(request('/api/whoami', certs.stranger, undefined, url));
       await assert.rejects(request('/api/whoami', certs.elsewhere, undefined, url));
-      const logged = async (re) => {
-        for (let i = 0; i < 50 && !re.test(fed.output()); i++) await sleep(20); // the log pipe lags the alert
-        assert.match(fed.output(), re);
-      };
       await logged(/refused the client certificate for spiffe:\/\/example\.org\/ns\/ci\/sa\/runner: its chain does not lead to a CA of that trust domain/);
       await logged(/refused the client certificate for spiffe:\/\/elsewhere\.org\/x: that trust domain is not accepted here/);
       // still a 401 with the reason for a leaf whose SPIFFE ID is unusable

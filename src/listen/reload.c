@@ -1,0 +1,76 @@
+/* SIGHUP: the configuration file read again and swapped in whole.
+ *
+ * A snapshot is immutable and reference-counted (core/config.h): the holder
+ * gets the new one, each worker is asked through its mailbox to take it,
+ * and exchanges already running finish on the snapshot they started with.
+ * A reload is all or nothing: a file with errors, or one that changes what
+ * only a restart can apply (addresses and workers, where and how records are
+ * kept), leaves the running configuration as it is and says why. */
+#include "listen/reload.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/mailbox.h"
+#include "identity/identity.h"
+#include "record/record.h"
+
+static bool same_list(const char **a, size_t na, const char **b, size_t nb)
+{
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++)
+        if (strcmp(a[i], b[i]) != 0)
+            return false;
+    return true;
+}
+
+/* The first setting that differs and only a restart applies, or NULL. */
+static const char *restart_only(const kl_config *o, const kl_config *n)
+{
+    if (!same_list(o->listen.addresses, o->listen.naddresses, n->listen.addresses, n->listen.naddresses))
+        return "listen.addresses";
+    if (o->listen.workers != n->listen.workers)
+        return "listen.workers";
+    if (!same_list(o->identity->mtls_addresses, o->identity->nmtls, n->identity->mtls_addresses,
+                   n->identity->nmtls))
+        return "identity.mtls.listen";
+    return kl_record_restart_only(o, n);
+}
+
+/* On a worker: take the holder's snapshot for exchanges and connections
+ * that start from now on. */
+static void adopt(void *arg)
+{
+    kl_worker *w = arg;
+    kl_config *n = kl_config_holder_get(&w->server->config);
+    kl_config *old = w->cfg;
+    w->cfg = n;
+    kl_config_unref(old);
+}
+
+void kl_server_reload(kl_server *srv)
+{
+    kl_config *cur = kl_config_holder_get(&srv->config);
+    kl_diags d = {0};
+    kl_config *n = kl_config_load(cur->path, &d);
+    kl_diags_print(&d, cur->path, stderr);
+    kl_diags_free(&d);
+    const char *what = n ? restart_only(cur, n) : NULL;
+    if (!n) {
+        kl_error("SIGHUP: %s has errors; keeping the running configuration", cur->path);
+    } else if (what) {
+        kl_error("SIGHUP: %s changed in %s, which takes a restart; nothing was reloaded", what, cur->path);
+        kl_config_unref(n);
+    } else {
+        kl_info("SIGHUP: configuration reloaded from %s (%zu provider%s)", cur->path, n->nproviders,
+                n->nproviders == 1 ? "" : "s");
+        kl_log_set_level((enum kl_log_level)n->log_level); /* after the line above, which a quieter level would drop */
+        kl_config_holder_swap(&srv->config, n);
+        for (int i = 0; i < srv->nworkers; i++)
+            kl_mailbox_post(&srv->workers[i], adopt, &srv->workers[i]);
+    }
+    kl_config_unref(cur);
+}
