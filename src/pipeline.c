@@ -162,7 +162,8 @@ enum kl_step kl_fail(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_class
     if (kind == KL_ERR_METHOD)
         extra = kl_arena_printf(&ex->arena, "Allow: %s\r\n", ex->ep->method && strcmp(ex->ep->method, "*")
                                                               ? ex->ep->method : "GET, HEAD");
-    kl_respond(ex, kl_err_status(kind), "application/json", extra, body, strlen(body));
+    kl_respond(ex, ex->fail_status ? ex->fail_status : kl_err_status(kind), "application/json", extra, body,
+               strlen(body));
     return KL_DONE;
 }
 

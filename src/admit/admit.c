@@ -74,16 +74,6 @@ const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl)
     return out;
 }
 
-static bool cap_applies(const struct kl_cap *cap, const char *qualified)
-{
-    if (!cap->models)
-        return true;
-    for (size_t i = 0; i < cap->nmodels; i++)
-        if (kl_glob_match(cap->models[i], qualified))
-            return true;
-    return false;
-}
-
 static bool add(struct kl_admission *a, const char *name, int64_t capacity, int64_t rate, int64_t period,
                 bool persistent, enum charge charge, bool log_only, bool pooled)
 {
@@ -263,7 +253,7 @@ enum kl_step kl_admit_run(kl_exchange *ex)
     bool dollars = false;
     for (size_t i = 0; i < s->ncaps; i++) {
         const struct kl_cap *cap = s->caps[i].cap;
-        if (!cap_applies(cap, qualified))
+        if (!kl_cap_applies(cap, qualified))
             continue;
         const cJSON *qs = cJSON_GetObjectItemCaseSensitive(cap->raw, "quotas");
         if (qs && !cJSON_IsArray(qs)) /* fail closed: unread, it would meter nothing */

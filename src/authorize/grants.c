@@ -57,6 +57,7 @@ int kl_cap_read(const cJSON *obj, kl_arena *a, struct kl_cap *cap, const char **
         if (*why)
             return -1;
     }
+    cap->send_hooks = cJSON_GetObjectItemCaseSensitive(obj, "send_hooks") != NULL;
     return 0;
 }
 
@@ -116,7 +117,7 @@ static void read_grant(kl_cfg_ctx *c, const cJSON *g, struct kl_grant *out)
             continue;
         }
         /* a misspelt key ("quota", "model") would silently grant more */
-        static const char *const known[] = {"role", "models", "quotas", "rate_limit"};
+        static const char *const known[] = {"role", "models", "quotas", "rate_limit", "send_hooks"};
         const cJSON *m;
         cJSON_ArrayForEach(m, e) {
             size_t i = 0;
@@ -202,4 +203,14 @@ bool kl_selector_matches(const struct kl_identity *id, const char *sel)
      * quotas): those match exactly. */
     bool exact = id->source && (strcmp(id->source, "oidc") == 0 || strcmp(id->source, "mtls") == 0);
     return exact ? strcmp(sel, id->login) == 0 : strcasecmp(sel, id->login) == 0;
+}
+
+bool kl_cap_applies(const struct kl_cap *cap, const char *qualified)
+{
+    if (!cap->models)
+        return true;
+    for (size_t i = 0; i < cap->nmodels; i++)
+        if (kl_glob_match(cap->models[i], qualified))
+            return true;
+    return false;
 }

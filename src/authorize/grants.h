@@ -25,6 +25,7 @@ struct kl_cap {
     enum kl_role role;          /* KL_ROLE_NONE when the object grants no role */
     const char **models;        /* globs; NULL when the object has no "models" */
     size_t nmodels;
+    bool send_hooks;            /* has "send_hooks" (read by the guard stage) */
     const cJSON *raw;           /* the capability object itself */
 };
 
@@ -67,6 +68,10 @@ bool kl_selector_matches(const struct kl_identity *id, const char *sel);
 
 /* The capability that applies to provider/model: among those whose models
  * match, the one with the most specific pattern (NULL when none match). */
+/* Does a capability object apply to provider/model? (One without "models"
+ * applies to every model.) */
+bool kl_cap_applies(const struct kl_cap *cap, const char *qualified);
+
 const struct kl_cap_ref *kl_grant_set_best(const struct kl_grant_set *s, const char *qualified);
 bool kl_grant_set_allows(const struct kl_grant_set *s, const char *qualified);
 

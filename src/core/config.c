@@ -12,6 +12,7 @@
 #include "admit/quotas.h"
 #include "authorize/grants.h"
 #include "core/log.h"
+#include "guard/hooks.h"
 #include "identity/identity.h"
 #include "record/record.h"
 #include "route/route.h"
@@ -360,21 +361,20 @@ static void read_compat(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
                       "provider %s: Bedrock and Vertex compatibility flags are not served yet", p->id);
 }
 
-static void read_apikey(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
+const char *kl_cfg_secret(kl_cfg_ctx *c, const cJSON *v, const char *owner, const char **problem)
 {
+    *problem = NULL;
     if (!cJSON_IsString(v)) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "apikey must be a string");
-        return;
+        return NULL;
     }
     const char *unset = NULL;
     const char *s = cfg_expand_macros(c, v, v->valuestring, &unset);
     if (!s) {
-        if (unset) {
-            p->key_problem = kl_arena_printf(&c->cfg->arena,
-                "provider %s has no API key: environment variable %s is not set", p->id, unset);
-            kl_cfg_report(c, KL_SEV_WARNING, v, "%s; its requests will fail with 503", p->key_problem);
-        }
-        return;
+        if (unset)
+            *problem = kl_arena_printf(&c->cfg->arena, "%s has no API key: environment variable %s is not set",
+                                       owner, unset);
+        return NULL;
     }
     if (strncmp(s, "file:", 5) == 0) {
         const char *path = s + 5;
@@ -386,10 +386,9 @@ static void read_apikey(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
             fclose(f);
         }
         if (!f) {
-            p->key_problem = kl_arena_printf(&c->cfg->arena,
-                "provider %s has no API key: cannot read %s (%s)", p->id, path, strerror(errno));
-            kl_cfg_report(c, KL_SEV_WARNING, v, "%s; its requests will fail with 503", p->key_problem);
-            return;
+            *problem = kl_arena_printf(&c->cfg->arena, "%s has no API key: cannot read %s (%s)", owner, path,
+                                       strerror(errno));
+            return NULL;
         }
         while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
             n--;
@@ -397,11 +396,19 @@ static void read_apikey(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
     }
     for (const char *q = s; *q; q++) {
         if ((unsigned char)*q < 0x20 || *q == 0x7f) {
-            kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s: apikey contains a control character", p->id);
-            return;
+            kl_cfg_report(c, KL_SEV_ERROR, v, "%s: apikey contains a control character", owner);
+            return NULL;
         }
     }
-    p->apikey = s;
+    return s;
+}
+
+static void read_apikey(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
+{
+    const char *owner = kl_arena_printf(&c->cfg->arena, "provider %s", p->id);
+    p->apikey = kl_cfg_secret(c, v, owner, &p->key_problem);
+    if (p->key_problem)
+        kl_cfg_report(c, KL_SEV_WARNING, v, "%s; its requests will fail with 503", p->key_problem);
 }
 
 static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
@@ -736,7 +743,7 @@ static const struct {
     {"log", read_log},
     {"grants", kl_grants_read_config},
     {"quotas", kl_quotas_read_config},
-    {"hooks", read_not_enforced},
+    {"hooks", kl_hooks_read_config},
     {"exporters", read_not_enforced},
     {"database", kl_record_read_database},
     {"auto_cost_basis", read_auto_cost_basis},
@@ -816,6 +823,7 @@ kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_di
     if (!cfg->quotas)
         kl_limits_read_config(&c, NULL);
     check_quota_refs(&c);
+    kl_hooks_check_grants(&c);
     if (cfg->listen.naddresses == 0) {
         cfg->listen.addresses = kl_arena_alloc(&cfg->arena, sizeof(char *));
         cfg->listen.addresses[0] = KL_DEFAULT_LISTEN;

@@ -78,6 +78,7 @@ struct kl_grants;
 struct kl_store_cfg;
 struct kl_prices;
 struct kl_quotas;
+struct kl_hooks;
 struct kl_cost_map;
 
 typedef struct kl_config {
@@ -95,6 +96,7 @@ typedef struct kl_config {
     struct kl_store_cfg *store;         /* src/record (never NULL after parsing) */
     const struct kl_prices *prices;     /* src/account price table, or NULL (costs unknown) */
     struct kl_quotas *quotas;           /* src/admit (never NULL after parsing) */
+    struct kl_hooks *hooks;             /* src/guard, or NULL when none is configured */
     const char *prices_path;
     struct kl_cleanup {                 /* run when the snapshot is freed */
         void (*fn)(void *);
@@ -115,6 +117,13 @@ typedef struct kl_cfg_ctx {
 
 void kl_cfg_report(kl_cfg_ctx *c, enum kl_severity sev, const cJSON *at,
                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* A secret such as an apikey: "${NAME}" from the environment, "file:/path"
+ * (trailing newline dropped) or the text itself; owner names it in messages
+ * ("provider openai"). NULL when it is malformed (reported as an error) or
+ * unavailable: then *problem says why (an unset variable, an unreadable
+ * file), for the caller to report or keep. */
+const char *kl_cfg_secret(kl_cfg_ctx *c, const cJSON *v, const char *owner, const char **problem);
 
 /* Parse text into a new snapshot (refs = 1). Problems go to diags; returns
  * NULL when there are errors. */

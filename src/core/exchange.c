@@ -105,6 +105,7 @@ const char *kl_error_class_name(enum kl_error_class ec)
         [KL_EC_STREAM_INTERRUPTED] = "stream_interrupted",
         [KL_EC_SHUTDOWN] = "shutdown",
         [KL_EC_INTERNAL] = "internal",
+        [KL_EC_BLOCKED] = "blocked",
     };
     return names[ec];
 }

@@ -27,6 +27,7 @@ struct kl_grant_set;
 struct api_job;
 struct kl_admission;
 struct lease_job;
+struct kl_guard_run;
 
 /* Why an exchange ended other than with the provider's own answer. */
 enum kl_error_class {
@@ -48,6 +49,7 @@ enum kl_error_class {
     KL_EC_STREAM_INTERRUPTED,   /* upstream failed after the response began */
     KL_EC_SHUTDOWN,
     KL_EC_INTERNAL,
+    KL_EC_BLOCKED,              /* a guardrail hook said block */
 };
 
 const char *kl_error_class_name(enum kl_error_class ec);
@@ -104,6 +106,7 @@ typedef struct kl_exchange {
     struct kl_admission *admission;     /* reservations to settle at the end */
     int64_t inject_max_output_tokens;   /* ask the provider for at most this (quota bound) */
     const char *fail_headers;           /* extra headers for a gateway error (Retry-After) */
+    int fail_status;                    /* the status of a gateway error when not its kind's (a hook's) */
     struct lease_job *lease_job;        /* a quota lease waiting on the database */
 
     /* account */
@@ -133,6 +136,7 @@ typedef struct kl_exchange {
     struct kl_upstream_xfer *xfer;     /* a libcurl transfer, or */
     struct kl_h1_xfer *h1;              /* a request on keyless's own HTTP/1.1 client */
     struct kl_account *acct;
+    struct kl_guard_run *guard;         /* hooks being asked */
     struct api_job *api_job;        /* an /api/ read waiting on the query thread */
 } kl_exchange;
 

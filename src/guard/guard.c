@@ -1,7 +1,358 @@
+/* Stage 4, guard: the pre_request hooks that apply to this caller and model
+ * (their grants' send_hooks), asked one after another, highest preference
+ * first (ties by name). Each sees the request as the previous one left it:
+ * allow passes it on, modify replaces the body, block ends the exchange with
+ * the hook's status and message in the caller's dialect. A hook that fails
+ * (no answer, a non-2xx status, an answer that is not a verdict, a timeout)
+ * is skipped when its fail_policy is fail_open (logged) and refuses the
+ * request with 503 when it is fail_closed. */
 #include "guard/guard.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "account/session.h"
+#include "authorize/grants.h"
+#include "core/log.h"
+#include "core/text.h"
+#include "dialect/dialect.h"
+#include "guard/hooks.h"
+#include "identity/identity.h"
+#include "listen/http.h"
+#include "upstream/fetch.h"
+
+#define KL_MAX_HOOKS 16
+
+struct kl_guard_run {
+    kl_exchange *ex;
+    struct kl_hook_ref refs[KL_MAX_HOOKS];
+    size_t n, next;
+    struct kl_fetch *fetch;
+    cJSON *caps;                /* the capability objects that applied (sent as metadata.grants) */
+};
+
+static int by_preference(const void *a, const void *b)
+{
+    const struct kl_hook *x = ((const struct kl_hook_ref *)a)->hook, *y = ((const struct kl_hook_ref *)b)->hook;
+    if (x->preference != y->preference)
+        return x->preference > y->preference ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+static void run_free(struct kl_guard_run *r)
+{
+    if (!r)
+        return;
+    kl_fetch_cancel(r->fetch);
+    r->fetch = NULL;
+    cJSON_Delete(r->caps);
+    r->caps = NULL;
+    r->ex->guard = NULL;
+}
+
+static void cancel(kl_exchange *ex)
+{
+    run_free(ex->guard);
+}
+
+/* Text of a message's content: a string, or the "text" of each part. */
+static void add_text(const cJSON *content, kl_arena *a, const char **acc)
+{
+    if (cJSON_IsString(content)) {
+        *acc = *acc ? kl_arena_concat(a, *acc, "\n", content->valuestring, NULL) : content->valuestring;
+        return;
+    }
+    const cJSON *parts = cJSON_IsArray(content) ? content : NULL, *part;
+    cJSON_ArrayForEach(part, parts) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+        add_text(cJSON_IsString(t) ? t : cJSON_IsString(part) ? part : NULL, a, acc);
+    }
+}
+
+/* The last user message of the conversation, whatever the dialect calls it:
+ * OpenAI chat and Anthropic "messages", the Responses API "input" (a string
+ * or items), Gemini "contents" (parts; a missing role is the user). */
+static const char *user_message(const cJSON *body, kl_arena *a)
+{
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(body, "input");
+    if (cJSON_IsString(input))
+        return input->valuestring;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(body, "messages");
+    bool gemini = false;
+    if (!cJSON_IsArray(list))
+        list = cJSON_IsArray(input) ? input : NULL;
+    if (!list) {
+        list = cJSON_GetObjectItemCaseSensitive(body, "contents");
+        gemini = true;
+    }
+    const char *text = NULL;
+    for (const cJSON *m = cJSON_IsArray(list) ? cJSON_GetArrayItem(list, cJSON_GetArraySize(list) - 1) : NULL; m;
+         m = m->prev) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        bool user = cJSON_IsString(role) ? strcmp(role->valuestring, "user") == 0 : gemini;
+        if (user) {
+            const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, gemini ? "parts" : "content");
+            add_text(content, a, &text);
+            return text;
+        }
+        if (m == list->child)
+            break; /* cJSON's first item's prev is the last one */
+    }
+    return text;
+}
+
+static void add_opt_string(cJSON *o, const char *k, const char *v)
+{
+    if (v)
+        cJSON_AddStringToObject(o, k, v);
+}
+
+/* The JSON the hook is POSTed: metadata always, the rest as its grant's
+ * "send" lists. NULL when the body cannot be read (it was checked before). */
+static char *payload(struct kl_guard_run *r, const struct kl_hook_ref *ref, size_t *len)
+{
+    kl_exchange *ex = r->ex;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *md = cJSON_AddObjectToObject(root, "metadata");
+    add_opt_string(md, "login_name", ex->ident ? ex->ident->login : NULL);
+    add_opt_string(md, "user_agent", kl_http_header(&ex->req, "user-agent"));
+    add_opt_string(md, "url", ex->req.path);
+    add_opt_string(md, "model", ex->model_requested);
+    add_opt_string(md, "provider", ex->provider ? ex->provider->id : NULL);
+    add_opt_string(md, "stable_node_id", ex->ident ? ex->ident->stable_node_id : NULL);
+    cJSON_AddStringToObject(md, "request_id", ex->id);
+    add_opt_string(md, "session_id", ex->session_id);
+    cJSON_AddItemToObject(md, "grants", cJSON_Duplicate(r->caps, true));
+    if (ref->send & (KL_SEND_REQUEST_BODY | KL_SEND_USER_MESSAGE)) {
+        cJSON *body = cJSON_ParseWithLength(ex->body ? ex->body : "", ex->body_len);
+        if (!body) {
+            cJSON_Delete(root);
+            return NULL;
+        }
+        if (ref->send & KL_SEND_USER_MESSAGE)
+            add_opt_string(root, "user_message", user_message(body, &ex->arena));
+        if (ref->send & KL_SEND_REQUEST_BODY)
+            cJSON_AddItemToObject(root, "request_body", body);
+        else
+            cJSON_Delete(body);
+    }
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!s)
+        abort();
+    *len = strlen(s);
+    return s;
+}
+
+static enum kl_step ask(struct kl_guard_run *r);
+
+/* The hook at r->next could not give a verdict. */
+static enum kl_step failed(struct kl_guard_run *r, const char *why)
+{
+    kl_exchange *ex = r->ex;
+    const struct kl_hook *h = r->refs[r->next].hook;
+    if (h->fail_closed) {
+        run_free(r);
+        return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "guardrail hook %s failed: %s", h->name, why);
+    }
+    kl_warn("%s: guardrail hook %s failed (fail_open, request let through): %s", ex->id, h->name, why);
+    r->next++;
+    return ask(r);
+}
+
+/* The error kind whose envelope fits a hook's status code. */
+static enum kl_err_kind kind_for(int status)
+{
+    switch (status) {
+    case 400: return KL_ERR_INVALID;
+    case 401: return KL_ERR_UNAUTHENTICATED;
+    case 404: return KL_ERR_NOT_FOUND;
+    case 413: return KL_ERR_TOO_LARGE;
+    case 429: return KL_ERR_RATE_LIMIT;
+    case 500: return KL_ERR_INTERNAL;
+    case 502: return KL_ERR_BAD_GATEWAY;
+    case 503: return KL_ERR_UNAVAILABLE;
+    case 504: return KL_ERR_TIMEOUT;
+    default: return KL_ERR_FORBIDDEN;
+    }
+}
+
+/* "modify": the hook's request_body becomes the request, if it is one the
+ * endpoint accepts and asks for the same model (grants, quotas and routing
+ * were decided for it). */
+static const char *apply_modify(kl_exchange *ex, const cJSON *body)
+{
+    if (!cJSON_IsObject(body))
+        return "modify without a request_body object";
+    char *text = cJSON_PrintUnformatted(body);
+    if (!text)
+        abort();
+    size_t len = strlen(text);
+    struct kl_request_facts f;
+    const char *why = NULL;
+    if (len > ex->cfg->listen.max_body_size) {
+        cJSON_free(text);
+        return "its request_body is larger than listen.max_body_size";
+    }
+    if (kl_dialect_request_facts(ex->ep, text, len, &ex->arena, &f, &why) < 0) {
+        cJSON_free(text);
+        return kl_arena_printf(&ex->arena, "its request_body is not a valid request: %s", why);
+    }
+    if (ex->ep->dialect != KL_DIALECT_GEMINI && (!f.model || !ex->model_requested ||
+                                                 strcmp(f.model, ex->model_requested) != 0)) {
+        cJSON_free(text);
+        return "its request_body asks for another model (a hook may not change the model)";
+    }
+    free(ex->body);
+    ex->body = malloc(len + 1);
+    if (!ex->body)
+        abort();
+    memcpy(ex->body, text, len + 1);
+    cJSON_free(text);
+    ex->body_len = len;
+    ex->stream = f.stream;
+    ex->max_output_tokens = f.max_output_tokens;
+    ex->include_usage = f.has_include_usage;
+    ex->body_map = f.map;
+    return NULL;
+}
+
+static void on_reply(void *arg, int status, const char *body, size_t len, const char *error)
+{
+    struct kl_guard_run *r = arg;
+    kl_exchange *ex = r->ex;
+    r->fetch = NULL;
+    const struct kl_hook *h = r->refs[r->next].hook;
+    char why[160];
+    cJSON *reply = NULL;
+    const cJSON *action = NULL;
+    enum kl_step step;
+    if (!status) {
+        snprintf(why, sizeof(why), "%s", error ? error : "no answer");
+    } else if (status / 100 != 2) {
+        snprintf(why, sizeof(why), "it answered HTTP %d", status);
+    } else if (!(reply = cJSON_ParseWithLength(body, len)) ||
+               !cJSON_IsString(action = cJSON_GetObjectItemCaseSensitive(reply, "action"))) {
+        snprintf(why, sizeof(why), "its answer is not {\"action\": \"allow\"|\"block\"|\"modify\", ...}");
+    } else {
+        why[0] = '\0';
+    }
+    const char *a = why[0] ? "" : action->valuestring;
+    if (strcmp(a, "allow") == 0) {
+        r->next++;
+        step = ask(r);
+    } else if (strcmp(a, "block") == 0) {
+        const cJSON *sc = cJSON_GetObjectItemCaseSensitive(reply, "status_code");
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(reply, "message");
+        int code = cJSON_IsNumber(sc) && sc->valuedouble >= 400 && sc->valuedouble <= 599 ? (int)sc->valuedouble : 403;
+        const char *m = cJSON_IsString(msg) && msg->valuestring[0] ? msg->valuestring : "request blocked by guardrail";
+        kl_info("%s: blocked by guardrail hook %s (%d)", ex->id, h->name, code);
+        run_free(r);
+        ex->fail_status = code;
+        step = kl_fail(ex, kind_for(code), KL_EC_BLOCKED, "%s", m);
+    } else if (strcmp(a, "modify") == 0) {
+        const char *bad = apply_modify(ex, cJSON_GetObjectItemCaseSensitive(reply, "request_body"));
+        if (bad) {
+            snprintf(why, sizeof(why), "%s", bad);
+            step = failed(r, why);
+        } else {
+            r->next++;
+            step = ask(r);
+        }
+    } else {
+        if (!why[0])
+            snprintf(why, sizeof(why), "unknown action \"%.40s\"", a);
+        step = failed(r, why);
+    }
+    cJSON_Delete(reply);
+    if (step != KL_WAIT)
+        kl_pipeline_continue(ex, step);
+}
+
+/* Ask the hook at r->next, or finish when none is left. */
+static enum kl_step ask(struct kl_guard_run *r)
+{
+    kl_exchange *ex = r->ex;
+    if (r->next == r->n) {
+        run_free(r);
+        return KL_NEXT;
+    }
+    const struct kl_hook_ref *ref = &r->refs[r->next];
+    const struct kl_hook *h = ref->hook;
+    if (h->key_problem)
+        return failed(r, h->key_problem);
+    size_t len = 0;
+    char *body = payload(r, ref, &len);
+    if (!body)
+        return failed(r, "the request body could not be read");
+    char auth[8200];
+    const char *headers[3] = {"Content-Type: application/json", NULL, NULL};
+    if (h->apikey) {
+        snprintf(auth, sizeof(auth), "%s%s",
+                 h->auth == KL_HOOK_AUTH_X_API_KEY ? "x-api-key: "
+                 : h->auth == KL_HOOK_AUTH_X_GOOG_API_KEY ? "x-goog-api-key: " : "Authorization: Bearer ",
+                 h->apikey);
+        headers[1] = auth;
+    }
+    struct kl_fetch_opts o = {
+        .url = h->url, .timeout_ms = h->timeout_ms, .post = body, .post_len = len, .headers = headers,
+        .max_body = ex->cfg->listen.max_body_size * 2 + (1u << 20),
+    };
+    r->fetch = kl_fetch_start(ex->worker, &o, on_reply, r);
+    cJSON_free(body);
+    explicit_bzero(auth, sizeof(auth));
+    if (!r->fetch)
+        return failed(r, "the request to it could not be started");
+    ex->cancel = cancel;
+    return KL_WAIT;
+}
 
 enum kl_step kl_guard_run(kl_exchange *ex)
 {
-    (void)ex;
-    return KL_NEXT;
+    const struct kl_grant_set *s = ex->grant_set;
+    if (!ex->ep->inference || !s || !ex->provider)
+        return KL_NEXT;
+    size_t i = 0;
+    while (i < s->ncaps && !s->caps[i].cap->send_hooks)
+        i++;
+    if (i == s->ncaps)
+        return KL_NEXT; /* no hooks for this caller: the common case, decided without building a name */
+    char qualified[512];
+    if (!kl_join2(qualified, sizeof(qualified), ex->provider->id, '/', ex->model))
+        return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN, "model name too long");
+    struct kl_guard_run *r = NULL;
+    for (; i < s->ncaps; i++) {
+        const struct kl_cap *cap = s->caps[i].cap;
+        if (!cap->send_hooks || !kl_cap_applies(cap, qualified))
+            continue;
+        if (!r) {
+            r = kl_arena_alloc(&ex->arena, sizeof(*r));
+            memset(r, 0, sizeof(*r));
+            r->ex = ex;
+            r->caps = cJSON_CreateArray();
+        }
+        cJSON_AddItemToArray(r->caps, cJSON_Duplicate(cap->raw, true));
+        size_t later = 0;
+        const char *why;
+        const cJSON *at;
+        /* fail closed: a guardrail that cannot be read is not skipped */
+        if (kl_send_hooks_read(cap->raw, ex->cfg->hooks, &ex->arena, r->refs, KL_MAX_HOOKS, &r->n, &later, &why,
+                               &at) < 0) {
+            cJSON_Delete(r->caps);
+            return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN, "access denied: a grant's send_hooks: %s", why);
+        }
+    }
+    if (!r || !r->n) {
+        if (r)
+            cJSON_Delete(r->caps);
+        return KL_NEXT;
+    }
+    qsort(r->refs, r->n, sizeof(r->refs[0]), by_preference);
+    ex->guard = r;
+    /* the session as the caller's own body has it, before a hook rewrites it */
+    if (!ex->session_id)
+        ex->session_id = kl_session_id(&ex->arena, ex->req.headers, ex->req.nheaders, ex->body, &ex->body_map,
+                                       ex->ident ? ex->ident->login : NULL, ex->worker->sha256);
+    return ask(r);
 }

@@ -264,7 +264,7 @@ int kl_whois_lookup(kl_exchange *ex, const struct kl_identity_cfg *cfg)
             .url = url, .unix_socket = cfg->ts_socket, .timeout_ms = cfg->ts_timeout_ms,
             .max_body = 1u << 20,
         };
-        p->fetch = kl_fetch_get(w, &o, on_whois, p);
+        p->fetch = kl_fetch_start(w, &o, on_whois, p);
         if (!p->fetch) {
             free(p);
             return -1;

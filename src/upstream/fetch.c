@@ -10,6 +10,7 @@ struct kl_fetch {
     struct kl_upstream_pool *pool;
     struct kl_fetch *prev, *next;
     CURL *easy;
+    struct curl_slist *headers;
     char *body;
     size_t len, cap, max;
     bool too_large;
@@ -28,6 +29,7 @@ static void fetch_free(struct kl_fetch *f)
         p->fetches = f->next;
     if (f->next)
         f->next->prev = f->prev;
+    curl_slist_free_all(f->headers);
     free(f->body);
     free(f);
 }
@@ -74,8 +76,8 @@ static void on_done(struct kl_curl_job *job, CURLcode rc)
     free(body);
 }
 
-struct kl_fetch *kl_fetch_get(kl_worker *w, const struct kl_fetch_opts *o, kl_fetch_done done,
-                              void *arg)
+struct kl_fetch *kl_fetch_start(kl_worker *w, const struct kl_fetch_opts *o, kl_fetch_done done,
+                                void *arg)
 {
     struct kl_upstream_pool *p = w->upstream;
     struct kl_fetch *f = calloc(1, sizeof(*f));
@@ -104,6 +106,16 @@ struct kl_fetch *kl_fetch_get(kl_worker *w, const struct kl_fetch_opts *o, kl_fe
     }
     if (o->timeout_ms)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);
+    if (o->post) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->post_len);
+        curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, o->post);
+        /* no "Expect: 100-continue" wait before a large body */
+        f->headers = curl_slist_append(f->headers, "Expect:");
+    }
+    for (size_t i = 0; o->headers && o->headers[i]; i++)
+        f->headers = curl_slist_append(f->headers, o->headers[i]);
+    if (f->headers)
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->headers);
     f->next = p->fetches;
     if (p->fetches)
         p->fetches->prev = f;

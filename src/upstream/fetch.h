@@ -1,6 +1,6 @@
 /* Small asynchronous HTTP requests the gateway makes for itself (Tailscale
- * WhoIs over the LocalAPI unix socket, later hooks), on the worker's libcurl
- * multi handle so they never block the event loop. */
+ * WhoIs over the LocalAPI unix socket, guardrail hooks), on the worker's
+ * libcurl multi handle so they never block the event loop. */
 #ifndef KL_FETCH_H
 #define KL_FETCH_H
 
@@ -21,12 +21,16 @@ struct kl_fetch_opts {
     const char *unix_socket;    /* connect here instead of the URL's host, or NULL */
     uint32_t timeout_ms;        /* whole request; 0 = none */
     size_t max_body;            /* larger answers fail with error "response too large" */
+    const char *post;           /* a POST of these bytes (copied), else a GET */
+    size_t post_len;
+    const char *const *headers; /* "Name: value" lines to add, NULL-terminated, or NULL */
 };
 
-/* Start a GET. done() runs exactly once unless kl_fetch_cancel() comes first.
- * Returns NULL (and does not call done) when the request cannot start. */
-struct kl_fetch *kl_fetch_get(kl_worker *w, const struct kl_fetch_opts *o, kl_fetch_done done,
-                              void *arg);
+/* Start a GET or POST. done() runs exactly once unless kl_fetch_cancel()
+ * comes first. Returns NULL (and does not call done) when the request cannot
+ * start. */
+struct kl_fetch *kl_fetch_start(kl_worker *w, const struct kl_fetch_opts *o, kl_fetch_done done,
+                                void *arg);
 void kl_fetch_cancel(struct kl_fetch *f);
 
 #endif

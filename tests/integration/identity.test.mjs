@@ -4,6 +4,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import OpenAI from 'openai';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startMock, startGateway, providersFor, assertNoKeys, startTailscaled, from, externalIPv4 } from './lib/harness.mjs';
@@ -20,16 +21,30 @@ const GRANTS = [
 ];
 
 describe('identity and grants', () => {
-  let mock, ts, gw, gwNoLoop;
+  let mock, ts, gw, gwNoLoop, hook;
+  const hookCalls = [];
   before(async () => {
     mock = await startMock();
     ts = await startTailscaled();
+    // carol's CapMap sends her requests to hook "pii"
+    hook = http.createServer((req, res) => {
+      let data = '';
+      req.on('data', (d) => (data += d));
+      req.on('end', () => {
+        hookCalls.push(JSON.parse(data));
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"action": "allow"}');
+      });
+    });
+    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+    const hookUrl = `http://127.0.0.1:${hook.address().port}/pii`;
     const providers = providersFor(mock.url, {
       gpt5: { baseurl: mock.url, apikey: 'sk-gpt5-key-1234', models: ['gpt-5', 'gpt-5-mini'] },
     });
     gw = await startGateway({
       // carol's CapMap charges this bucket
       quotas: { 'daily:<user>': { capacity: '$100.00', rate: '$100.00/day' } },
+      hooks: { pii: { url: hookUrl } },
       identity: {
         tailscale: { socket: ts.socket, cache_ttl: '60s' },
         serve_headers: true,
@@ -40,6 +55,7 @@ describe('identity and grants', () => {
     });
     // the same without the loopback fallback, so strangers are refused
     gwNoLoop = await startGateway({
+      hooks: { pii: { url: hookUrl, disabled: true } },
       identity: { tailscale: { socket: ts.socket }, loopback: false },
       grants: GRANTS,
       providers,
@@ -50,6 +66,7 @@ describe('identity and grants', () => {
     await gwNoLoop.stop();
     await ts.stop();
     await mock.stop();
+    await new Promise((r) => hook.close(r));
     assertNoKeys(assert, gw.output() + gwNoLoop.output(), 'gateway log');
   });
 
@@ -125,7 +142,25 @@ describe('identity and grants', () => {
     const w = await whoami(gw, CAROL);
     assert.equal(w.body.role, 'admin');
     assert.ok(w.body.capabilities['example.com/cap/custom']);
+    hookCalls.length = 0;
     assert.equal((await chat(gw, CAROL, 'openai/gpt-4o')).status, 200);
+    // her CapMap's send_hooks: the pii hook was asked, with what it asks for
+    assert.equal(hookCalls.length, 1);
+    assert.equal(hookCalls[0].metadata.login_name, 'carol@example.com');
+    assert.equal(hookCalls[0].user_message, 'hi');
+    assert.equal(hookCalls[0].request_body.model, 'openai/gpt-4o');
+    // a hook the policy asks for that this gateway does not define: refused, never forwarded unguarded
+    const noHook = await startGateway({
+      quotas: { 'daily:<user>': { capacity: '$100.00' } },
+      identity: { tailscale: { socket: ts.socket } }, grants: GRANTS, providers: providersFor(mock.url),
+    });
+    try {
+      const r = await chat(noHook, CAROL, 'openai/gpt-4o');
+      assert.equal(r.status, 403);
+      assert.match((await r.json()).error.message, /send_hooks names hook "pii", which hooks does not define/);
+    } finally {
+      await noHook.stop();
+    }
     // where no quota of that name is defined, her CapMap grant fails closed
     const closed = await chat(gwNoLoop, CAROL, 'openai/gpt-4o');
     assert.equal(closed.status, 403);

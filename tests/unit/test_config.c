@@ -145,9 +145,9 @@ static void later_sections_are_announced(void **state)
 {
     (void)state;
     kl_diags d;
-    kl_config *c = parse("{\"hooks\": {}, \"exporters\": {}, \"temp_grants\": [], \"zzz\": 1}", &d);
+    kl_config *c = parse("{\"connectors\": {}, \"exporters\": {}, \"temp_grants\": [], \"zzz\": 1}", &d);
     assert_non_null(c);
-    assert_non_null(find(&d, "\"hooks\" is read but not enforced yet"));
+    assert_non_null(find(&d, "\"connectors\" is read but not enforced yet"));
     assert_non_null(find(&d, "\"exporters\" is read but not enforced yet"));
     /* absent grants deny everything, and say so */
     assert_non_null(find(&d, "no grants: every request will be refused"));
