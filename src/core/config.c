@@ -403,6 +403,24 @@ const char *kl_cfg_secret(kl_cfg_ctx *c, const cJSON *v, const char *owner, cons
     return s;
 }
 
+void kl_cfg_auth_style(kl_cfg_ctx *c, const cJSON *v, enum kl_auth_style *out)
+{
+    const char *s = cJSON_IsString(v) ? v->valuestring : NULL;
+    if (s && (strcmp(s, "bearer") == 0 || s[0] == '\0'))
+        *out = KL_AUTH_BEARER;
+    else if (s && strcmp(s, "x-api-key") == 0)
+        *out = KL_AUTH_X_API_KEY;
+    else if (s && strcmp(s, "x-goog-api-key") == 0)
+        *out = KL_AUTH_X_GOOG_API_KEY;
+    else
+        kl_cfg_report(c, KL_SEV_ERROR, v, "authorization must be \"bearer\", \"x-api-key\" or \"x-goog-api-key\"");
+}
+
+const char *kl_auth_header_prefix(enum kl_auth_style s)
+{
+    return s == KL_AUTH_X_API_KEY ? "x-api-key: " : s == KL_AUTH_X_GOOG_API_KEY ? "x-goog-api-key: " : "Authorization: Bearer ";
+}
+
 static void read_apikey(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
 {
     const char *owner = kl_arena_printf(&c->cfg->arena, "provider %s", p->id);
@@ -441,18 +459,7 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
         } else if (strcmp(k, "apikey") == 0) {
             read_apikey(c, m, p);
         } else if (strcmp(k, "authorization") == 0) {
-            const char *s = cfg_string(c, m, "authorization");
-            if (!s)
-                continue;
-            if (strcmp(s, "bearer") == 0 || s[0] == '\0')
-                p->auth_style = KL_AUTH_BEARER;
-            else if (strcmp(s, "x-api-key") == 0)
-                p->auth_style = KL_AUTH_X_API_KEY;
-            else if (strcmp(s, "x-goog-api-key") == 0)
-                p->auth_style = KL_AUTH_X_GOOG_API_KEY;
-            else
-                kl_cfg_report(c, KL_SEV_ERROR, m,
-                              "authorization must be \"bearer\", \"x-api-key\" or \"x-goog-api-key\"");
+            kl_cfg_auth_style(c, m, &p->auth_style);
         } else if (strcmp(k, "auth_mode") == 0) {
             const char *s = cfg_string(c, m, "auth_mode");
             if (!s)

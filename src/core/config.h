@@ -125,6 +125,12 @@ void kl_cfg_report(kl_cfg_ctx *c, enum kl_severity sev, const cJSON *at,
  * file), for the caller to report or keep. */
 const char *kl_cfg_secret(kl_cfg_ctx *c, const cJSON *v, const char *owner, const char **problem);
 
+/* "authorization": "bearer" (or ""), "x-api-key", "x-goog-api-key" into
+ * *out; anything else is reported as an error (and *out left alone). */
+void kl_cfg_auth_style(kl_cfg_ctx *c, const cJSON *v, enum kl_auth_style *out);
+/* The header line's start for a key sent in that style ("x-api-key: "). */
+const char *kl_auth_header_prefix(enum kl_auth_style s);
+
 /* Parse text into a new snapshot (refs = 1). Problems go to diags; returns
  * NULL when there are errors. */
 kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_diags *diags);

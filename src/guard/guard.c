@@ -289,10 +289,7 @@ static enum kl_step ask(struct kl_guard_run *r)
     char auth[8200];
     const char *headers[3] = {"Content-Type: application/json", NULL, NULL};
     if (h->apikey) {
-        snprintf(auth, sizeof(auth), "%s%s",
-                 h->auth == KL_HOOK_AUTH_X_API_KEY ? "x-api-key: "
-                 : h->auth == KL_HOOK_AUTH_X_GOOG_API_KEY ? "x-goog-api-key: " : "Authorization: Bearer ",
-                 h->apikey);
+        snprintf(auth, sizeof(auth), "%s%s", kl_auth_header_prefix(h->auth), h->apikey);
         headers[1] = auth;
     }
     struct kl_fetch_opts o = {

@@ -27,16 +27,7 @@ static void read_hook(kl_cfg_ctx *c, const cJSON *v, struct kl_hook *h)
             if (h->key_problem)
                 kl_cfg_report(c, KL_SEV_WARNING, m, "%s; it will count as failed", h->key_problem);
         } else if (strcmp(k, "authorization") == 0) {
-            const char *s = cJSON_IsString(m) ? m->valuestring : "";
-            if (strcmp(s, "bearer") == 0 || !*s)
-                h->auth = KL_HOOK_AUTH_BEARER;
-            else if (strcmp(s, "x-api-key") == 0)
-                h->auth = KL_HOOK_AUTH_X_API_KEY;
-            else if (strcmp(s, "x-goog-api-key") == 0)
-                h->auth = KL_HOOK_AUTH_X_GOOG_API_KEY;
-            else
-                kl_cfg_report(c, KL_SEV_ERROR, m,
-                              "hook %s: authorization must be \"bearer\", \"x-api-key\" or \"x-goog-api-key\"", h->name);
+            kl_cfg_auth_style(c, m, &h->auth);
         } else if (strcmp(k, "timeout") == 0) {
             uint64_t ms;
             if (!cJSON_IsString(m) || kl_parse_duration_ms(m->valuestring, &ms) < 0 || ms > UINT32_MAX)

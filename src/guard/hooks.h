@@ -12,14 +12,12 @@
 
 #include "core/config.h"
 
-enum kl_hook_auth { KL_HOOK_AUTH_BEARER, KL_HOOK_AUTH_X_API_KEY, KL_HOOK_AUTH_X_GOOG_API_KEY };
-
 struct kl_hook {
     const char *name;
     const char *url;
     const char *apikey;         /* NULL: no credential sent */
     const char *key_problem;    /* why an apikey given could not be read: the hook then fails */
-    enum kl_hook_auth auth;
+    enum kl_auth_style auth;
     uint32_t timeout_ms;        /* 0 = none */
     bool disabled;
     bool fail_closed;           /* a failed hook refuses the request (503) instead of letting it through */

@@ -260,19 +260,8 @@ static void build_headers(kl_exchange *ex)
     }
     bool inject = p->apikey && (p->auth_mode == KL_AUTHMODE_OVERRIDE ||
                                 (p->auth_mode == KL_AUTHMODE_PASSTHROUGH && !caller_credential));
-    if (inject) {
-        switch (p->auth_style) {
-        case KL_AUTH_BEARER:
-            h[n++] = kl_arena_concat(&ex->arena, "Authorization: Bearer ", p->apikey, NULL);
-            break;
-        case KL_AUTH_X_API_KEY:
-            h[n++] = kl_arena_concat(&ex->arena, "x-api-key: ", p->apikey, NULL);
-            break;
-        case KL_AUTH_X_GOOG_API_KEY:
-            h[n++] = kl_arena_concat(&ex->arena, "x-goog-api-key: ", p->apikey, NULL);
-            break;
-        }
-    }
+    if (inject)
+        h[n++] = kl_arena_concat(&ex->arena, kl_auth_header_prefix(p->auth_style), p->apikey, NULL);
     for (size_t i = 0; i < p->nadd_headers; i++)
         h[n++] = p->add_headers[i];
     ex->up_headers = h;
