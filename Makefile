@@ -8,7 +8,7 @@
 #   make bench      run the benchmarks in bench/ (appends to BENCHMARKS.md)
 
 CC      ?= cc
-PKGS    := libevent libevent_pthreads libevent_openssl libcurl libcjson jose openssl sqlite3 libpq zlib
+PKGS    := libevent libevent_pthreads libevent_openssl libcurl libcjson jose openssl sqlite3 libpq zlib libhs
 SAN     ?=
 BUILD   ?= build$(if $(SAN),-san)
 

@@ -5,7 +5,7 @@
 set -eu
 
 build_pkgs="build-essential pkg-config libevent-dev libcurl4-openssl-dev libcjson-dev
-  libjose-dev libssl-dev libsqlite3-dev libpq-dev zlib1g-dev"
+  libjose-dev libssl-dev libsqlite3-dev libpq-dev zlib1g-dev libvectorscan-dev"
 test_pkgs="libcmocka-dev nodejs npm postgresql openssl sqlite3 clang"
 bench_pkgs="nginx-light wrk util-linux"
 

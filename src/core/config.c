@@ -13,6 +13,7 @@
 #include "authorize/grants.h"
 #include "core/log.h"
 #include "guard/hooks.h"
+#include "guard/scan.h"
 #include "identity/identity.h"
 #include "record/record.h"
 #include "route/route.h"
@@ -759,7 +760,7 @@ static const struct {
     {"flags", read_not_enforced},
     {"identity", kl_identity_read_config},
     {"store", kl_record_read_store},
-    {"guardrails", read_not_enforced},
+    {"guardrails", kl_guardrails_read_config},
     {"limits", kl_limits_read_config},
     {"mcp", read_deprecated},
     {"temp_grants", read_deprecated},

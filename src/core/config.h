@@ -79,6 +79,7 @@ struct kl_store_cfg;
 struct kl_prices;
 struct kl_quotas;
 struct kl_hooks;
+struct kl_guardrails;
 struct kl_cost_map;
 
 typedef struct kl_config {
@@ -97,6 +98,7 @@ typedef struct kl_config {
     const struct kl_prices *prices;     /* src/account price table, or NULL (costs unknown) */
     struct kl_quotas *quotas;           /* src/admit (never NULL after parsing) */
     struct kl_hooks *hooks;             /* src/guard, or NULL when none is configured */
+    struct kl_guardrails *guardrails;   /* src/guard built-in scanning, or NULL when off */
     const char *prices_path;
     struct kl_cleanup {                 /* run when the snapshot is freed */
         void (*fn)(void *);

@@ -65,6 +65,7 @@ typedef struct kl_worker {
     struct kl_log_buf log;      /* access log lines not yet written */
     struct event *log_timer;    /* writes them out shortly after the first */
     struct evp_md_st *sha256;   /* fetched once: OpenSSL's implicit fetch per digest costs more than the hash */
+    struct kl_scan_scratch *scan;   /* guardrails' scan space (this thread's) */
 } kl_worker;
 
 #endif

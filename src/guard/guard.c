@@ -1,4 +1,6 @@
-/* Stage 4, guard: the pre_request hooks that apply to this caller and model
+/* Stage 4, guard: first the built-in guardrails (guard/scan.c: secrets and
+ * personal data in the body, blocked, redacted or logged), then the
+ * pre_request hooks that apply to this caller and model
  * (their grants' send_hooks), asked one after another, highest preference
  * first (ties by name). Each sees the request as the previous one left it:
  * allow passes it on, modify replaces the body, block ends the exchange with
@@ -18,6 +20,7 @@
 #include "core/text.h"
 #include "dialect/dialect.h"
 #include "guard/hooks.h"
+#include "guard/scan.h"
 #include "identity/identity.h"
 #include "listen/http.h"
 #include "upstream/fetch.h"
@@ -178,9 +181,35 @@ static enum kl_err_kind kind_for(int status)
     }
 }
 
-/* "modify": the hook's request_body becomes the request, if it is one the
- * endpoint accepts and asks for the same model (grants, quotas and routing
- * were decided for it). */
+/* A rewritten body (a hook's modify, a redaction) becomes the request, if
+ * it is one the endpoint accepts and asks for the same model (grants, quotas
+ * and routing were decided for it). NULL, or why not. */
+static const char *replace_body(kl_exchange *ex, const char *text, size_t len)
+{
+    struct kl_request_facts f;
+    const char *why = NULL;
+    if (len > ex->cfg->listen.max_body_size)
+        return "the new body is larger than listen.max_body_size";
+    if (kl_dialect_request_facts(ex->ep, text, len, &ex->arena, &f, &why) < 0)
+        return kl_arena_printf(&ex->arena, "the new body is not a valid request: %s", why);
+    if (ex->ep->dialect != KL_DIALECT_GEMINI && (!f.model || !ex->model_requested ||
+                                                 strcmp(f.model, ex->model_requested) != 0))
+        return "the new body asks for another model";
+    free(ex->body);
+    ex->body = malloc(len + 1);
+    if (!ex->body)
+        abort();
+    memcpy(ex->body, text, len);
+    ex->body[len] = '\0';
+    ex->body_len = len;
+    ex->stream = f.stream;
+    ex->max_output_tokens = f.max_output_tokens;
+    ex->include_usage = f.has_include_usage;
+    ex->body_map = f.map;
+    return NULL;
+}
+
+/* "modify": the hook's request_body, whole. */
 static const char *apply_modify(kl_exchange *ex, const cJSON *body)
 {
     if (!cJSON_IsObject(body))
@@ -188,34 +217,39 @@ static const char *apply_modify(kl_exchange *ex, const cJSON *body)
     char *text = cJSON_PrintUnformatted(body);
     if (!text)
         abort();
-    size_t len = strlen(text);
-    struct kl_request_facts f;
-    const char *why = NULL;
-    if (len > ex->cfg->listen.max_body_size) {
-        cJSON_free(text);
-        return "its request_body is larger than listen.max_body_size";
-    }
-    if (kl_dialect_request_facts(ex->ep, text, len, &ex->arena, &f, &why) < 0) {
-        cJSON_free(text);
-        return kl_arena_printf(&ex->arena, "its request_body is not a valid request: %s", why);
-    }
-    if (ex->ep->dialect != KL_DIALECT_GEMINI && (!f.model || !ex->model_requested ||
-                                                 strcmp(f.model, ex->model_requested) != 0)) {
-        cJSON_free(text);
-        return "its request_body asks for another model (a hook may not change the model)";
-    }
-    free(ex->body);
-    ex->body = malloc(len + 1);
-    if (!ex->body)
-        abort();
-    memcpy(ex->body, text, len + 1);
+    const char *why = replace_body(ex, text, strlen(text));
     cJSON_free(text);
-    ex->body_len = len;
-    ex->stream = f.stream;
-    ex->max_output_tokens = f.max_output_tokens;
-    ex->include_usage = f.has_include_usage;
-    ex->body_map = f.map;
-    return NULL;
+    return why ? kl_arena_printf(&ex->arena, "its modify: %s (a hook may not change the model)", why) : NULL;
+}
+
+/* The built-in guardrails over the caller's body: block, redact, log. */
+static enum kl_step scan_body(kl_exchange *ex)
+{
+    struct kl_scan_result res;
+    const char *why = NULL;
+    if (kl_scan(ex->cfg->guardrails, &ex->worker->scan, ex->body, ex->body_len, &ex->arena, &res, &why) < 0)
+        return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "guardrails: %s", why);
+    switch (res.action) {
+    case KL_SCAN_OFF:
+        return KL_NEXT;
+    case KL_SCAN_LOG:
+        kl_warn("%s: guardrails found %s (logged only)", ex->id, res.kinds);
+        return KL_NEXT;
+    case KL_SCAN_REDACT:
+        why = replace_body(ex, res.body, res.body_len);
+        if (why)
+            return kl_fail(ex, KL_ERR_INVALID, KL_EC_BLOCKED,
+                           "request blocked by guardrails: it contains %s, and redacting it would not leave a valid "
+                           "request (%s)", res.kinds, why);
+        kl_info("%s: guardrails redacted %zu span%s (%s)", ex->id, res.redacted, res.redacted == 1 ? "" : "s",
+                res.kinds);
+        return KL_NEXT;
+    case KL_SCAN_BLOCK:
+        kl_info("%s: blocked by guardrails (%s)", ex->id, res.block_kinds);
+        return kl_fail(ex, KL_ERR_INVALID, KL_EC_BLOCKED, "request blocked by guardrails: it contains %s",
+                       res.block_kinds);
+    }
+    return KL_NEXT;
 }
 
 static void on_reply(void *arg, int status, const char *body, size_t len, const char *error)
@@ -305,11 +339,25 @@ static enum kl_step ask(struct kl_guard_run *r)
     return KL_WAIT;
 }
 
+/* the session as the caller's own body has it, before anything rewrites it */
+static void keep_session(kl_exchange *ex)
+{
+    if (!ex->session_id)
+        ex->session_id = kl_session_id(&ex->arena, ex->req.headers, ex->req.nheaders, ex->body, &ex->body_map,
+                                       ex->ident ? ex->ident->login : NULL, ex->worker->sha256);
+}
+
 enum kl_step kl_guard_run(kl_exchange *ex)
 {
     const struct kl_grant_set *s = ex->grant_set;
     if (!ex->ep->inference || !s || !ex->provider)
         return KL_NEXT;
+    if (ex->cfg->guardrails) {
+        keep_session(ex);
+        enum kl_step st = scan_body(ex);
+        if (st != KL_NEXT)
+            return st;
+    }
     size_t i = 0;
     while (i < s->ncaps && !s->caps[i].cap->send_hooks)
         i++;
@@ -347,9 +395,6 @@ enum kl_step kl_guard_run(kl_exchange *ex)
     }
     qsort(r->refs, r->n, sizeof(r->refs[0]), by_preference);
     ex->guard = r;
-    /* the session as the caller's own body has it, before a hook rewrites it */
-    if (!ex->session_id)
-        ex->session_id = kl_session_id(&ex->arena, ex->req.headers, ex->req.nheaders, ex->body, &ex->body_map,
-                                       ex->ident ? ex->ident->login : NULL, ex->worker->sha256);
+    keep_session(ex);
     return ask(r);
 }

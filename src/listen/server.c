@@ -23,6 +23,7 @@
 #include "core/mailbox.h"
 #include "listen/conn.h"
 #include "listen/reload.h"
+#include "guard/scan.h"
 #include "admit/admit.h"
 #include "identity/identity.h"
 #include "identity/oidc.h"
@@ -456,6 +457,8 @@ out:
             w->log_timer = NULL;
             EVP_MD_free(w->sha256);
             w->sha256 = NULL;
+            kl_scan_scratch_free(w->scan);
+            w->scan = NULL;
             event_base_free(w->base);
         }
         kl_log_flush(&w->log); /* lines of exchanges closed just above */

@@ -6,7 +6,7 @@ import net from 'node:net';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { GoogleGenAI } from '@google/genai';
-import { startMock, startGateway, providersFor, KEYS, assertNoKeys, rawRequest } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, rawRequest, finalRecord } from './lib/harness.mjs';
 
 // A port nothing listens on: bind, learn it, close.
 async function deadPort() {
@@ -338,17 +338,7 @@ describe('slow clients', () => {
   });
 });
 
-// The final record of the request that answered r (records are written
-// asynchronously; bounded at ~3 s).
-async function doneRecord(gw, r) {
-  const id = r.headers.get('x-keyless-request-id');
-  let rec;
-  for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
-    await new Promise((res) => setTimeout(res, 30));
-    rec = await (await fetch(`${gw.url}/api/requests/${id}`)).json();
-  }
-  return rec;
-}
+const doneRecord = (gw, r) => finalRecord(gw, r.headers.get('x-keyless-request-id'));
 
 describe('provider framing', () => {
   // A provider on a raw socket: respond(requestText, socket) writes what it likes.

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
-import { startMock, startGateway, providersFor, assertNoKeys, BUILD } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, BUILD } from './lib/harness.mjs';
 
 // The hook service: records what it is sent; its answers come from `reply`.
 function startHookServer() {
@@ -137,12 +137,7 @@ describe('pre_request hooks', () => {
     const body = await r.json();
     assert.equal(body.type, 'error');
     assert.equal(body.error.message, 'request blocked by guardrail');
-    const id = r.headers.get('x-keyless-request-id');
-    let rec;
-    for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
-      await sleep(30);
-      rec = await (await fetch(`${gw.url}/api/requests/${id}`)).json();
-    }
+    const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
     assert.equal(rec.error_class, 'blocked');
     assert.equal(rec.status, 403);
   });

@@ -306,3 +306,15 @@ export function externalIPv4() {
     for (const i of list) if (i.family === 'IPv4' && !i.internal) return i.address;
   return null;
 }
+
+// The final record of request id from the records API (records are written
+// asynchronously; waits ~3 s at most). The loopback caller must be allowed
+// to read it.
+export async function finalRecord(gw, id) {
+  let rec;
+  for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
+    await new Promise((res) => setTimeout(res, 30));
+    rec = await (await fetch(`${gw.url}/api/requests/${id}`)).json();
+  }
+  return rec;
+}

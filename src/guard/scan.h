@@ -1,0 +1,41 @@
+/* Built-in guardrails (the `guardrails` section): secrets and personal data
+ * found in a request body by Vectorscan, one compiled database per
+ * configuration, and blocked, redacted or logged. */
+#ifndef KL_SCAN_H
+#define KL_SCAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "core/arena.h"
+#include "core/config.h"
+
+enum kl_scan_action { KL_SCAN_OFF, KL_SCAN_LOG, KL_SCAN_REDACT, KL_SCAN_BLOCK };
+
+struct kl_guardrails;           /* compiled rules (config snapshot) */
+struct kl_scan_scratch;         /* per thread: Vectorscan's scratch space */
+
+void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v);
+
+/* What a scan found and what to do about it. */
+struct kl_scan_result {
+    enum kl_scan_action action; /* the strongest action of any finding; OFF when none */
+    const char *kinds;          /* the kinds found, comma-separated (arena), or NULL */
+    const char *block_kinds;    /* those whose action is block, or NULL */
+    char *body;                 /* with action REDACT: the body with the findings replaced (arena) */
+    size_t body_len;
+    size_t redacted;            /* how many spans were replaced */
+};
+
+/* Scan body (any bytes; findings never span a JSON string's quotes or
+ * backslash escapes, so a redacted JSON body stays JSON). scratch is the
+ * calling thread's (*scratch NULL at first; kl_scan_scratch_free at the
+ * end). -1 with why when the scan itself failed. */
+int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *body, size_t len,
+            kl_arena *a, struct kl_scan_result *out, const char **why);
+
+void kl_scan_scratch_free(struct kl_scan_scratch *s);
+
+#endif

@@ -1,0 +1,63 @@
+/* libFuzzer: the built-in guardrails over any bytes, every kind redacted
+ * (the widest path: checks, private-key extension, merging, splicing).
+ * The redacted body must keep every byte outside the findings: with the
+ * markers taken out again it is a subsequence of the input's length at
+ * most, and each marker names a kind. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "guard/scan.h"
+
+static kl_config *cfg;
+static struct kl_scan_scratch *scratch;
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!cfg) {
+        static const char text[] =
+            "{\"guardrails\": {\"secrets\": \"redact\", \"pii\": \"redact\","
+            " \"patterns\": [{\"name\": \"word\", \"regex\": \"s[a-z]+t\", \"action\": \"redact\"}]}}";
+        kl_diags d = {0};
+        cfg = kl_config_parse(text, sizeof(text) - 1, "fuzz.hujson", &d);
+        kl_diags_free(&d);
+        if (!cfg || !cfg->guardrails)
+            abort();
+    }
+    kl_arena a;
+    kl_arena_init(&a);
+    struct kl_scan_result r;
+    const char *why = NULL;
+    if (kl_scan(cfg->guardrails, &scratch, (const char *)data, size, &a, &r, &why) < 0)
+        abort();
+    if (r.action == KL_SCAN_REDACT) {
+        if (!r.body || r.body[r.body_len] != '\0' || !r.redacted)
+            abort();
+        /* markers out, what is left came from the input, in order */
+        size_t i = 0, k = 0, markers = 0;
+        while (i < r.body_len) {
+            if (r.body_len - i > 10 && memcmp(r.body + i, "[REDACTED:", 10) == 0) {
+                const char *close = memchr(r.body + i, ']', r.body_len - i);
+                if (close) {
+                    i = (size_t)(close - r.body) + 1;
+                    markers++;
+                    continue;
+                }
+            }
+            while (k < size && data[k] != (uint8_t)r.body[i])
+                k++;
+            if (k == size)
+                abort();
+            k++;
+            i++;
+        }
+        if (markers < r.redacted)
+            abort();
+    } else if (r.body) {
+        abort();
+    }
+    kl_arena_free(&a);
+    return 0;
+}
