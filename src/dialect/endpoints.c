@@ -53,18 +53,31 @@ static bool method_is(const char *method, const struct kl_endpoint_info *e)
     return strcmp(method, e->method) == 0;
 }
 
+/* A model in a path: bare ("gemini-2.5-flash") or qualified with its
+ * provider ("gemini/gemini-2.5-flash", "self/meta-llama/Llama-3"), with no
+ * empty segment. */
+static bool path_model_ok(const char *s, size_t n)
+{
+    if (n == 0 || s[0] == '/' || s[n - 1] == '/')
+        return false;
+    for (size_t i = 1; i < n; i++)
+        if (s[i] == '/' && s[i - 1] == '/')
+            return false;
+    return true;
+}
+
 /* Gemini: "{prefix}/models/{model}:{action}" with prefix v1beta or v1. */
 static bool classify_gemini(kl_arena *a, const char *rest, struct kl_route_match *m)
 {
     const char *colon = strrchr(rest, ':');
     if (!colon) {
-        if (!*rest || strchr(rest, '/'))
+        if (!path_model_ok(rest, strlen(rest)))
             return false;
         m->ep = ep(KL_EP_GEMINI_MODEL_GET);
         m->path_model = kl_arena_strdup(a, rest);
         return true;
     }
-    if (colon == rest || memchr(rest, '/', (size_t)(colon - rest)))
+    if (!path_model_ok(rest, (size_t)(colon - rest)))
         return false;
     const char *action = colon + 1;
     if (strcmp(action, "generateContent") == 0)

@@ -28,6 +28,17 @@ describe('Gemini dialect', () => {
     assert.equal(seen.path, '/v1beta/models/gemini-2.5-flash:generateContent');
   });
 
+  it('a model qualified with its provider ("gemini/gemini-2.5-flash") is served; the provider sees the bare name', async () => {
+    await mock.clear();
+    const r = await ai.models.generateContent({ model: 'gemini/gemini-2.5-flash', contents: 'hi' });
+    assert.equal(r.text, 'Hello from mockllm.');
+    assert.equal((await mock.last()).path, '/v1beta/models/gemini-2.5-flash:generateContent');
+    // another provider's prefix, or an empty segment, is no model at all
+    for (const model of ['openai/gemini-2.5-flash', 'gemini//gemini-2.5-flash']) {
+      await assert.rejects(ai.models.generateContent({ model, contents: 'hi' }), (e) => /404|not found|does not exist/i.test(e.message), model);
+    }
+  });
+
   it('generateContentStream (alt=sse)', async () => {
     await mock.clear();
     const s = await ai.models.generateContentStream({ model: 'gemini-2.5-pro', contents: 'hi' });
