@@ -212,6 +212,11 @@ int kl_mtls_identify(kl_exchange *ex)
 {
     if (!kl_conn_is_tls(ex))
         return 0;
+    if (!kl_conn_tls_current(ex)) {
+        kl_fail(ex, KL_ERR_UNAUTHENTICATED, KL_EC_UNAUTHENTICATED,
+                "the gateway's TLS settings were reloaded since this connection was made; connect again");
+        return -1;
+    }
     X509 *leaf = kl_conn_peer_certificate(ex);
     if (!leaf) {
         kl_fail(ex, KL_ERR_UNAUTHENTICATED, KL_EC_UNAUTHENTICATED,

@@ -127,6 +127,8 @@ static void read_claim_rules(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
                       "claims must be an object of claim name to allowed value(s), e.g. {\"repository_owner\": \"acme\"}");
         return;
     }
+    /* a second "claims" (a duplicate key, reported as such) replaces the first */
+    is->nrules = 0;
     is->rules = kl_arena_alloc(a, (size_t)cJSON_GetArraySize(v) * sizeof(*is->rules));
     const cJSON *m;
     cJSON_ArrayForEach(m, v) {
@@ -136,6 +138,7 @@ static void read_claim_rules(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
             continue;
         }
         struct claim_rule *r = &is->rules[is->nrules];
+        r->nglobs = 0;
         r->path = kl_arena_strdup(a, m->string);
         r->globs = kl_arena_alloc(a, ((size_t)cJSON_GetArraySize(m) + 1) * sizeof(char *));
         const cJSON *e = cJSON_IsArray(m) ? m->child : m;
@@ -165,6 +168,7 @@ static bool shared_issuer(const char *iss)
 static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
 {
     kl_arena *a = &c->cfg->arena;
+    memset(is, 0, sizeof(*is)); /* the slot of an entry refused before may be reused */
     is->policy.leeway_s = 60;
     is->policy.max_lifetime_s = 24 * 3600;
     static const char *default_algs[] = {"RS256", "ES256"};

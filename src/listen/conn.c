@@ -64,6 +64,7 @@ struct kl_conn {
 };
 
 static void conn_free(struct kl_conn *c);
+static struct kl_conn *live(const kl_exchange *ex);
 static void conn_process(struct kl_conn *c);
 static void output_added(struct kl_conn *c);
 
@@ -327,7 +328,9 @@ static void read_head(struct kl_conn *c)
     ex->peer_ip = c->peer_ip;
     ex->peer_port = c->peer_port;
     c->ex = ex;
-    c->keep_alive = ex->req.keep_alive && !c->w->draining;
+    /* a TLS connection made under an older snapshot serves no more
+     * requests after this one (see kl_conn_retire_tls) */
+    c->keep_alive = ex->req.keep_alive && !c->w->draining && !(c->tls_cfg && c->tls_cfg != c->w->cfg);
     c->head_request = strcmp(ex->req.method, "HEAD") == 0;
     c->resp_chunked = c->resp_close_delimited = false;
     c->drain_cb = NULL;
@@ -590,6 +593,27 @@ void kl_conn_close_idle(kl_worker *w)
             c->keep_alive = false;
         c = next;
     }
+}
+
+void kl_conn_retire_tls(kl_worker *w)
+{
+    struct kl_conn *c = w->conns;
+    while (c) {
+        struct kl_conn *next = c->next;
+        if (c->tls_cfg && c->tls_cfg != w->cfg) {
+            if (c->state == ST_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+                conn_free(c);
+            else
+                c->keep_alive = false;
+        }
+        c = next;
+    }
+}
+
+bool kl_conn_tls_current(const kl_exchange *ex)
+{
+    struct kl_conn *c = live(ex);
+    return !c || !c->tls_cfg || c->tls_cfg == ex->cfg;
 }
 
 void kl_conn_close_all(kl_worker *w)

@@ -23,6 +23,13 @@ struct x509_st *kl_conn_peer_certificate(const kl_exchange *ex);
 
 /* Close every connection that has no exchange in flight (shutdown). */
 void kl_conn_close_idle(kl_worker *w);
+/* After a reload: TLS connections accepted under an older snapshot (its
+ * certificates and CA bundles) close now when idle, else after the request
+ * they are serving. */
+void kl_conn_retire_tls(kl_worker *w);
+/* Was the connection's TLS set up under the snapshot ex runs on? (true for
+ * plain connections) */
+bool kl_conn_tls_current(const kl_exchange *ex);
 /* Close every connection, ending any exchange still attached (last step of
  * a worker's shutdown). */
 void kl_conn_close_all(kl_worker *w);

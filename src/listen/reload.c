@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/mailbox.h"
 #include "identity/identity.h"
+#include "listen/conn.h"
 #include "record/record.h"
 
 static bool same_list(const char **a, size_t na, const char **b, size_t nb)
@@ -49,6 +50,9 @@ static void adopt(void *arg)
     kl_config *old = w->cfg;
     w->cfg = n;
     kl_config_unref(old);
+    /* a trust domain or CA taken out must not keep working on a
+     * connection that was verified with it */
+    kl_conn_retire_tls(w);
 }
 
 void kl_server_reload(kl_server *srv)

@@ -196,8 +196,8 @@ const char *kl_record_restart_only(const kl_config *a, const kl_config *b)
         return "store.driver, store.path or store.url";
     if (strcmp(x->instance, y->instance) != 0)
         return "store.instance";
-    if (x->queue != y->queue)
-        return "store.queue";
+    if (x->queue != y->queue || x->batch != y->batch)
+        return "store.queue or store.batch";
     if (x->retention_ms != y->retention_ms || x->zero_retention != y->zero_retention ||
         x->purge_captures_only != y->purge_captures_only)
         return "database.retention";

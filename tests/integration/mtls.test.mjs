@@ -62,11 +62,11 @@ describe('mTLS / SPIFFE', () => {
     assertNoKeys(assert, gw.output(), 'gateway log');
   });
 
-  function request(path, client, body, url = tlsUrl) {
+  function request(path, client, body, url = tlsUrl, agent = undefined) {
     const u = new URL(url);
     return new Promise((resolveP, reject) => {
       const req = https.request({
-        host: u.hostname, port: u.port, path, method: body ? 'POST' : 'GET',
+        host: u.hostname, port: u.port, path, method: body ? 'POST' : 'GET', agent,
         ca: readFileSync(p('ca.pem')), ...(client || {}),
         headers: { 'content-type': 'application/json' },
       }, (res) => {
@@ -154,6 +154,21 @@ describe('mTLS / SPIFFE', () => {
       w = await request('/api/whoami', certs.two, undefined, url);
       assert.equal(w.status, 401);
       assert.match(w.body.error.message, /more than one URI SAN/);
+      // the partner taken out again: a kept-alive connection verified under
+      // the old bundles does not keep working
+      const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+      assert.equal((await request('/api/whoami', certs.partner, undefined, url, agent)).status, 200);
+      delete c.identity.mtls.trust_domains['partner.net'];
+      writeFileSync(fed.configPath, JSON.stringify(c));
+      const before = fed.output().length;
+      fed.proc.kill('SIGHUP');
+      for (let i = 0; i < 100 && !/configuration reloaded/.test(fed.output().slice(before)); i++) await sleep(20);
+      await sleep(50);
+      for (let i = 0; i < 3; i++) {
+        const again = await request('/api/whoami', certs.partner, undefined, url, agent).catch((e) => e);
+        assert.ok(again instanceof Error || again.status === 401, `request ${i} after the reload: ${JSON.stringify(again)}`);
+      }
+      agent.destroy();
     } finally {
       await fed.stop();
     }

@@ -124,9 +124,9 @@ describe('OIDC workload tokens', () => {
   });
 
   it('keyless check: a shared issuer without claims is warned about; malformed claims are errors', () => {
-    const check = (issuer) => {
+    const check = (issuer, ...more) => {
       const f = join(dir, 'claims.hujson');
-      writeFileSync(f, JSON.stringify({ identity: { oidc: { issuers: [issuer] } } }));
+      writeFileSync(f, JSON.stringify({ identity: { oidc: { issuers: [issuer, ...more] } } }));
       return spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
     };
     const base = { issuer: GH, jwks_file: join(dir, 'gh.json'), audience: 'keyless', login: '{repository}' };
@@ -143,6 +143,13 @@ describe('OIDC workload tokens', () => {
       assert.equal(r.status, 1, `${JSON.stringify(claims)}: ${r.stdout}`);
       assert.match(r.stdout, msg);
     }
+    // an entry refused after reading many claims, then another: its slot is
+    // reused without writing past the new entry's rules (the sanitizer run
+    // of this suite sees any overflow; the release build crashed)
+    const many = (n) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`c${i}`, 'x']));
+    r = check({ issuer: 'https://a.example', audience: 'k', login: '{sub}', claims: many(100) }, { ...base, claims: many(90) });
+    assert.equal(r.status, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /an OIDC issuer needs/);
   });
 
   it('a passthrough provider gets its own key, never the workload token that identified the caller', async () => {
