@@ -118,6 +118,7 @@ typedef struct kl_exchange {
     int rec_slots;                  /* record queue slots reserved for this exchange */
     bool rec_begun;                 /* its in-progress record was queued */
     const char *session_id;
+    bool body_withheld;             /* the body held something guardrails blocked: not captured */
     const char *response_headers;   /* as sent to the client, for captures */
 
     /* response */

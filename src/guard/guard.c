@@ -10,6 +10,7 @@
  * request with 503 when it is fail_closed. */
 #include "guard/guard.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,13 +20,12 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "dialect/dialect.h"
+#include "core/jsoncheck.h"
 #include "guard/hooks.h"
 #include "guard/scan.h"
 #include "identity/identity.h"
 #include "listen/http.h"
 #include "upstream/fetch.h"
-
-#define KL_MAX_HOOKS 16
 
 struct kl_guard_run {
     kl_exchange *ex;
@@ -127,19 +127,19 @@ static char *payload(struct kl_guard_run *r, const struct kl_hook_ref *ref, size
     cJSON_AddStringToObject(md, "request_id", ex->id);
     add_opt_string(md, "session_id", ex->session_id);
     cJSON_AddItemToObject(md, "grants", cJSON_Duplicate(r->caps, true));
-    if (ref->send & (KL_SEND_REQUEST_BODY | KL_SEND_USER_MESSAGE)) {
+    if (ref->send & KL_SEND_USER_MESSAGE) {
         cJSON *body = cJSON_ParseWithLength(ex->body ? ex->body : "", ex->body_len);
         if (!body) {
             cJSON_Delete(root);
             return NULL;
         }
-        if (ref->send & KL_SEND_USER_MESSAGE)
-            add_opt_string(root, "user_message", user_message(body, &ex->arena));
-        if (ref->send & KL_SEND_REQUEST_BODY)
-            cJSON_AddItemToObject(root, "request_body", body);
-        else
-            cJSON_Delete(body);
+        add_opt_string(root, "user_message", user_message(body, &ex->arena));
+        cJSON_Delete(body);
     }
+    /* the caller's own bytes (valid JSON, checked by the endpoint stage),
+     * not a parsed copy: that could differ in what a hook must see */
+    if (ref->send & KL_SEND_REQUEST_BODY)
+        cJSON_AddItemToObject(root, "request_body", cJSON_CreateRaw(ex->body ? ex->body : "{}"));
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     if (!s)
@@ -195,6 +195,8 @@ static const char *replace_body(kl_exchange *ex, const char *text, size_t len)
     if (ex->ep->dialect != KL_DIALECT_GEMINI && (!f.model || !ex->model_requested ||
                                                  strcmp(f.model, ex->model_requested) != 0))
         return "the new body asks for another model";
+    if (f.stream != ex->stream)
+        return "the new body changes whether the answer streams";
     free(ex->body);
     ex->body = malloc(len + 1);
     if (!ex->body)
@@ -219,7 +221,8 @@ static const char *apply_modify(kl_exchange *ex, const cJSON *body)
         abort();
     const char *why = replace_body(ex, text, strlen(text));
     cJSON_free(text);
-    return why ? kl_arena_printf(&ex->arena, "its modify: %s (a hook may not change the model)", why) : NULL;
+    return why ? kl_arena_printf(&ex->arena, "its modify: %s (a hook may not change the model or streaming)", why)
+               : NULL;
 }
 
 /* The built-in guardrails over the caller's body: block, redact, log. */
@@ -237,15 +240,18 @@ static enum kl_step scan_body(kl_exchange *ex)
         return KL_NEXT;
     case KL_SCAN_REDACT:
         why = replace_body(ex, res.body, res.body_len);
-        if (why)
+        if (why) {
+            ex->body_withheld = true;
             return kl_fail(ex, KL_ERR_INVALID, KL_EC_BLOCKED,
                            "request blocked by guardrails: it contains %s, and redacting it would not leave a valid "
                            "request (%s)", res.kinds, why);
+        }
         kl_info("%s: guardrails redacted %zu span%s (%s)", ex->id, res.redacted, res.redacted == 1 ? "" : "s",
                 res.kinds);
         return KL_NEXT;
     case KL_SCAN_BLOCK:
         kl_info("%s: blocked by guardrails (%s)", ex->id, res.block_kinds);
+        ex->body_withheld = true; /* a secret refused here is not kept in a capture either */
         return kl_fail(ex, KL_ERR_INVALID, KL_EC_BLOCKED, "request blocked by guardrails: it contains %s",
                        res.block_kinds);
     }
@@ -262,6 +268,13 @@ static void on_reply(void *arg, int status, const char *body, size_t len, const 
     cJSON *reply = NULL;
     const cJSON *action = NULL;
     enum kl_step step;
+    if (!status && atomic_load(&ex->worker->server->stopping)) {
+        /* shutdown cut the call short: neither the hook's verdict nor its
+         * fail_policy; the request is not forwarded */
+        run_free(r);
+        kl_pipeline_continue(ex, kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_SHUTDOWN, "the gateway is shutting down"));
+        return;
+    }
     if (!status) {
         snprintf(why, sizeof(why), "%s", error ? error : "no answer");
     } else if (status / 100 != 2) {
@@ -394,6 +407,24 @@ enum kl_step kl_guard_run(kl_exchange *ex)
         return KL_NEXT;
     }
     qsort(r->refs, r->n, sizeof(r->refs[0]), by_preference);
+    /* user_message is read from cJSON's tree of the body, which would hide
+     * from a hook what follows a \u0000 or a key's second value, while the
+     * provider sees them: such a body is refused rather than misread */
+    for (size_t k = 0; k < r->n; k++) {
+        if (!(r->refs[k].send & KL_SEND_USER_MESSAGE))
+            continue;
+        cJSON *tree = NULL;
+        bool bad = kl_json_has_nul_escape(ex->body, ex->body_len) ||
+                   !(tree = cJSON_ParseWithLength(ex->body, ex->body_len)) || kl_json_has_duplicate_keys(tree);
+        cJSON_Delete(tree);
+        if (bad) {
+            cJSON_Delete(r->caps);
+            return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST,
+                           "a guardrail hook reads this request's messages, and it holds a \\u0000 escape or a "
+                           "duplicate key, which the hook could not see as the provider would");
+        }
+        break;
+    }
     ex->guard = r;
     keep_session(ex);
     return ask(r);

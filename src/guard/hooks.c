@@ -165,19 +165,31 @@ int kl_send_hooks_read(const cJSON *cap, const struct kl_hooks *hooks, kl_arena 
 void kl_hooks_check_grants(kl_cfg_ctx *c)
 {
     const struct kl_grants *g = c->cfg->grants;
+    /* every hook any grant names, merged as for a caller all grants apply
+     * to: more than one request can be sent to is an error here, not a 403
+     * on every request */
+    struct kl_hook_ref all[KL_MAX_HOOKS];
+    size_t nall = 0;
+    bool too_many = false;
     for (size_t i = 0; g && i < g->n; i++) {
         for (size_t k = 0; k < g->v[i].ncaps; k++) {
-            struct kl_hook_ref refs[64];
-            size_t n = 0, later = 0;
+            size_t later = 0;
             const char *why;
             const cJSON *at;
-            if (kl_send_hooks_read(g->v[i].caps[k].raw, c->cfg->hooks, &c->cfg->arena, refs, 64, &n, &later, &why,
-                                   &at) < 0)
-                kl_cfg_report(c, KL_SEV_ERROR, at, "%s", why);
-            else if (later)
+            if (kl_send_hooks_read(g->v[i].caps[k].raw, c->cfg->hooks, &c->cfg->arena, all, KL_MAX_HOOKS, &nall,
+                                   &later, &why, &at) < 0) {
+                if (strstr(why, "too many hooks"))
+                    too_many = true;
+                else
+                    kl_cfg_report(c, KL_SEV_ERROR, at, "%s", why);
+            } else if (later) {
                 kl_cfg_report(c, KL_SEV_WARNING, cJSON_GetObjectItemCaseSensitive(g->v[i].caps[k].raw, "send_hooks"),
                               "send_hooks: only \"pre_request\" hooks run; \"entire_request\" and "
                               "\"tool_call_entire_request\" are not sent yet");
+            }
         }
     }
+    if (too_many)
+        kl_cfg_report(c, KL_SEV_ERROR, NULL, "the grants name more than %d pre_request hooks; a request can be sent "
+                      "to at most %d", KL_MAX_HOOKS, KL_MAX_HOOKS);
 }

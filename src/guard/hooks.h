@@ -37,6 +37,9 @@ enum {
     KL_SEND_TOOL_CALLS = 8,     /* asynchronous events only, not sent yet */
 };
 
+/* The most hooks one request is sent to (all grants together). */
+#define KL_MAX_HOOKS 32
+
 /* One send_hooks entry that runs before a request is forwarded. */
 struct kl_hook_ref {
     const struct kl_hook *hook;

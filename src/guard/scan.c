@@ -27,13 +27,15 @@ static const struct builtin {
     {"google_api_key", "AIza[0-9A-Za-z_-]{35}", CHECK_NONE, false},
     {"slack_token", "xox[abposr]-[0-9A-Za-z-]{10,}", CHECK_NONE, false},
     {"stripe_key", "(?:sk|rk)_live_[0-9A-Za-z]{20,}", CHECK_NONE, false},
-    {"private_key", "-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----", CHECK_PRIVATE_KEY, false},
+    {"private_key", "-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----", CHECK_PRIVATE_KEY, false},
     {"jwt", "eyJ[A-Za-z0-9_-]{8,}\\.eyJ[A-Za-z0-9_-]{8,}\\.[A-Za-z0-9_-]{8,}", CHECK_NONE, false},
     /* its start is found in C (CHECK_EMAIL): Vectorscan's leftmost-start
      * tracking for an unbounded local part cost 5 us of a 5.4 us scan of a
      * 1 KB body, and a bounded one does not compile */
     {"email", "[A-Za-z0-9._%+-]@[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,24}", CHECK_EMAIL, true},
-    {"credit_card", "[0-9](?:[ -]?[0-9]){12,18}", CHECK_LUHN, true},
+    /* 13-19 digits in groups of four (4-6-5 for American Express), spaces or
+     * dashes between groups only: single digits with spaces are a table */
+    {"credit_card", "[0-9]{4}(?:[ -]?[0-9]{4}){2}[ -]?[0-9]{1,7}|[0-9]{4}[ -]?[0-9]{6}[ -]?[0-9]{5}", CHECK_LUHN, true},
     {"us_ssn", "[0-9]{3}-[0-9]{2}-[0-9]{4}", CHECK_SSN, true},
     {"iban", "[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}", CHECK_IBAN, true},
 };
@@ -49,6 +51,7 @@ struct kl_guardrails {
     hs_database_t *db;
     struct rule *rules;
     size_t n;
+    enum kl_scan_action strongest;  /* of every rule: what too many findings mean */
 };
 
 struct kl_scan_scratch {
@@ -160,6 +163,8 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
         if (per_builtin[i] == KL_SCAN_OFF)
             continue;
         g->rules[g->n] = (struct rule){builtins[i].kind, per_builtin[i], builtins[i].check};
+        if (per_builtin[i] > g->strongest)
+            g->strongest = per_builtin[i];
         exprs[g->n] = builtins[i].regex;
         where[g->n] = v;
         g->n++;
@@ -178,6 +183,8 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
         if (act == KL_SCAN_OFF)
             continue;
         g->rules[g->n] = (struct rule){kl_arena_strdup(a, name->valuestring), act, CHECK_NONE};
+        if (act > g->strongest)
+            g->strongest = act;
         exprs[g->n] = kl_arena_strdup(a, regex->valuestring);
         where[g->n] = regex;
         g->n++;
@@ -202,35 +209,51 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
 
 /* ---- scanning ----------------------------------------------------------- */
 
-struct hit {
-    size_t from, to;
-    unsigned rule;
-};
+/* Where the JSON escape that byte i belongs to begins (its backslash), or
+ * NONE when i is not inside one (an escape's own backslash is not "inside").
+ * Findings are bytes of the raw body, so they must neither start nor end
+ * halfway through "\\n" or "\\u00e9". */
+#define NONE ((size_t)-1)
 
-struct hits {
-    struct hit *v;
-    size_t n, cap;
-    bool overflow;
-};
-
-#define KL_SCAN_MAX_HITS 65536
-
-static int on_match(unsigned id, unsigned long long from, unsigned long long to, unsigned flags, void *ctx)
+static bool is_hex(char c)
 {
-    (void)flags;
-    struct hits *h = ctx;
-    if (h->n == KL_SCAN_MAX_HITS) {
-        h->overflow = true;
-        return 1; /* stop: fail closed below */
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* Is the backslash at b an escape's first (an odd run of backslashes ends there)? */
+static bool escapes(const char *body, size_t b)
+{
+    size_t run = 0;
+    for (size_t k = b + 1; k-- > 0 && body[k] == '\\';)
+        run++;
+    return run % 2 == 1;
+}
+
+static size_t escape_of(const char *body, size_t i)
+{
+    for (size_t k = 1; k <= 5 && k <= i; k++) {
+        size_t b = i - k;
+        if (body[b] != '\\')
+            continue;
+        if (!escapes(body, b))
+            return NONE;
+        if (k == 1)
+            return b;
+        if (body[b + 1] != 'u')
+            return NONE;
+        for (size_t j = b + 2; j <= i; j++)
+            if (!is_hex(body[j]))
+                return NONE;
+        return b;
     }
-    if (h->n == h->cap) {
-        h->cap = h->cap ? h->cap * 2 : 64;
-        h->v = realloc(h->v, h->cap * sizeof(*h->v));
-        if (!h->v)
-            abort();
-    }
-    h->v[h->n++] = (struct hit){(size_t)from, (size_t)to, id};
-    return 0;
+    return NONE;
+}
+
+/* The end (exclusive) of the escape that begins at backslash b. */
+static size_t escape_end(const char *body, size_t len, size_t b)
+{
+    size_t e = b + 1 < len && body[b + 1] == 'u' ? b + 6 : b + 2;
+    return e < len ? e : len;
 }
 
 static bool is_digit(char c)
@@ -243,17 +266,29 @@ static bool is_alnum(char c)
     return is_digit(c) || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
 }
 
+/* The byte before position i, for word-boundary checks: a letter that ends
+ * an escape ("\\n", "\\u00e9") is a boundary, not part of a word. */
+static char before(const char *body, size_t i)
+{
+    if (i == 0 || escape_of(body, i - 1) != NONE || body[i - 1] == '\\')
+        return ' ';
+    return body[i - 1];
+}
+
 /* An address's start: back from its last '@' over the local part's
- * characters (at most 64, RFC 5321's limit). */
+ * characters (at most 64, RFC 5321's limit), not into an escape. */
 static size_t email_start(const char *body, size_t to)
 {
     size_t at = to;
     while (at > 0 && body[at - 1] != '@')
         at--;
     size_t from = at - 1; /* at the '@' */
-    while (from > 0 && at - 1 - from < 64 &&
-           (is_alnum(body[from - 1]) || (body[from - 1] && strchr("._%+-", body[from - 1]))))
+    while (from > 0 && at - 1 - from < 64) {
+        char c = before(body, from);
+        if (!(is_alnum(c) || (c && strchr("._%+-", c))) || c == ' ')
+            break;
         from--;
+    }
     return from;
 }
 
@@ -304,18 +339,24 @@ static bool iban_ok(const char *s, size_t n)
     return rem == 1;
 }
 
-/* A private key is redacted from its BEGIN line to its END line (in a JSON
- * string its line breaks are \n escapes, wholly inside), or to the end of
- * the string when the END line is missing. */
+/* A private key is redacted from its BEGIN line through its END line (in a
+ * JSON string its line breaks are \\n escapes, wholly inside), or up to the
+ * end of the string when no END line comes first. */
 static size_t extend_key(const char *body, size_t len, size_t to)
 {
-    static const char end[] = "PRIVATE KEY-----";
-    for (size_t i = to; i + 8 <= len; i++) {
-        if (body[i] == '"' && body[i - 1] != '\\')
+    bool esc = false;
+    for (size_t i = to; i < len; i++) {
+        if (esc) {
+            esc = false;
+        } else if (body[i] == '\\') {
+            esc = true;
+        } else if (body[i] == '"') {
             return i;
-        if (memcmp(body + i, "-----END", 8) == 0) {
-            const char *e = memmem(body + i, len - i, end, sizeof(end) - 1);
-            return e ? (size_t)(e - body) + sizeof(end) - 1 : len;
+        } else if (len - i >= 8 && memcmp(body + i, "-----END", 8) == 0) {
+            size_t j = i + 8;
+            while (j < len && (body[j] == ' ' || (body[j] >= 'A' && body[j] <= 'Z') || is_digit(body[j])))
+                j++;
+            return len - j >= 5 && memcmp(body + j, "-----", 5) == 0 ? j + 5 : i;
         }
     }
     return len;
@@ -323,32 +364,71 @@ static size_t extend_key(const char *body, size_t len, size_t to)
 
 /* Does a finding hold on a closer look? Numbers must stand alone (no digit
  * right before or after) and pass their checksum. */
-static bool holds(const struct rule *r, const char *body, size_t len, struct hit *h)
+static bool holds(const struct rule *r, const char *body, size_t len, size_t *from, size_t *to)
 {
-    const char *s = body + h->from;
-    size_t n = h->to - h->from;
+    const char *s = body + *from;
+    size_t n = *to - *from;
     switch (r->check) {
     case CHECK_NONE:
         return true;
     case CHECK_NOT_ANTHROPIC:
         return !(n > 7 && memcmp(s, "sk-ant-", 7) == 0);
     case CHECK_PRIVATE_KEY:
-        h->to = extend_key(body, len, h->to);
+        *to = extend_key(body, len, *to);
         return true;
     case CHECK_EMAIL:
-        h->from = email_start(body, h->to);
+        *from = email_start(body, *to);
         return true;
     case CHECK_LUHN:
     case CHECK_SSN:
-        if ((h->from > 0 && is_digit(body[h->from - 1])) || (h->to < len && is_digit(body[h->to])))
+        if (is_digit(before(body, *from)) || (*to < len && is_digit(body[*to])))
             return false;
         return r->check == CHECK_LUHN ? luhn(s, n) : ssn_ok(s);
     case CHECK_IBAN:
-        if ((h->from > 0 && is_alnum(body[h->from - 1])) || (h->to < len && is_alnum(body[h->to])))
+        if (is_alnum(before(body, *from)) || (*to < len && is_alnum(body[*to])))
             return false;
         return iban_ok(s, n);
     }
     return false;
+}
+
+struct hit {
+    size_t from, to;
+    unsigned rule;
+};
+
+/* What the match callback collects: findings that hold, at most
+ * KL_SCAN_MAX_HITS of them. */
+struct hits {
+    const struct kl_guardrails *g;
+    const char *body;
+    size_t len;
+    struct hit *v;
+    size_t n, cap;
+    bool overflow;
+};
+
+#define KL_SCAN_MAX_HITS 65536
+
+static int on_match(unsigned id, unsigned long long from, unsigned long long to, unsigned flags, void *ctx)
+{
+    (void)flags;
+    struct hits *h = ctx;
+    size_t f = (size_t)from, t = (size_t)to;
+    if (!holds(&h->g->rules[id], h->body, h->len, &f, &t))
+        return 0;
+    if (h->n == KL_SCAN_MAX_HITS) {
+        h->overflow = true;
+        return 1; /* stop */
+    }
+    if (h->n == h->cap) {
+        h->cap = h->cap ? h->cap * 2 : 64;
+        h->v = realloc(h->v, h->cap * sizeof(*h->v));
+        if (!h->v)
+            abort();
+    }
+    h->v[h->n++] = (struct hit){f, t, id};
+    return 0;
 }
 
 static int by_start(const void *a, const void *b)
@@ -383,15 +463,52 @@ static const char *kind_list(const struct kl_guardrails *g, const unsigned char 
     return out;
 }
 
-/* The body with every redact finding replaced by [REDACTED:kind]; findings
- * that overlap become one span, named after the first. */
-static void redact(const struct kl_guardrails *g, struct hits *h, const char *body, size_t len, kl_arena *a,
+/* A JSON lexer's view of where strings are, advanced byte by byte. */
+struct jpos {
+    size_t at;
+    bool in_str, esc;
+};
+
+static void advance(struct jpos *p, const char *body, size_t to)
+{
+    for (; p->at < to; p->at++) {
+        char c = body[p->at];
+        if (!p->in_str)
+            p->in_str = c == '"';
+        else if (p->esc)
+            p->esc = false;
+        else if (c == '\\')
+            p->esc = true;
+        else if (c == '"')
+            p->in_str = false;
+    }
+}
+
+/* The body with every redact finding replaced by [REDACTED:kind];
+ * findings that overlap become one span, named after the first. Spans are
+ * widened to whole escapes, and each must lie inside one JSON string;
+ * otherwise the body is not rewritten and false is returned (the caller
+ * blocks instead: a finding it cannot take out is not forwarded). */
+static bool redact(const struct kl_guardrails *g, struct hits *h, const char *body, size_t len, kl_arena *a,
                    struct kl_scan_result *out)
 {
     size_t keep = 0;
-    for (size_t i = 0; i < h->n; i++)
-        if (g->rules[h->v[i].rule].action == KL_SCAN_REDACT)
-            h->v[keep++] = h->v[i];
+    for (size_t i = 0; i < h->n; i++) {
+        struct hit *x = &h->v[i];
+        if (g->rules[x->rule].action != KL_SCAN_REDACT)
+            continue;
+        size_t e = escape_of(body, x->from);
+        if (e != NONE)
+            x->from = e;
+        if (x->to > x->from && x->to < len) {
+            e = escape_of(body, x->to - 1);
+            if (e == NONE && body[x->to - 1] == '\\' && escapes(body, x->to - 1))
+                e = x->to - 1;
+            if (e != NONE)
+                x->to = escape_end(body, len, e);
+        }
+        h->v[keep++] = *x;
+    }
     h->n = keep;
     qsort(h->v, h->n, sizeof(*h->v), by_start);
     size_t cap = len + 1;
@@ -399,12 +516,19 @@ static void redact(const struct kl_guardrails *g, struct hits *h, const char *bo
         cap += strlen(g->rules[h->v[i].rule].kind) + 12;
     char *o = kl_arena_alloc(a, cap);
     size_t n = 0, pos = 0;
+    struct jpos jp = {0, false, false};
     for (size_t i = 0; i < h->n;) {
         size_t from = h->v[i].from, to = h->v[i].to;
         const char *kind = g->rules[h->v[i].rule].kind;
         for (i++; i < h->n && h->v[i].from <= to; i++)
             if (h->v[i].to > to)
                 to = h->v[i].to;
+        advance(&jp, body, from);
+        if (!jp.in_str || jp.esc)
+            return false;
+        advance(&jp, body, to);
+        if (!jp.in_str || jp.esc)
+            return false; /* the span left its string, or ends inside an escape */
         memcpy(o + n, body + pos, from - pos);
         n += from - pos;
         n += (size_t)sprintf(o + n, "[REDACTED:%s]", kind);
@@ -416,6 +540,7 @@ static void redact(const struct kl_guardrails *g, struct hits *h, const char *bo
     o[n] = '\0';
     out->body = o;
     out->body_len = n;
+    return true;
 }
 
 int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *body, size_t len,
@@ -429,7 +554,7 @@ int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, con
         if (!*scratch)
             abort();
     }
-    struct hits h = {0};
+    struct hits h = {g, body, len, NULL, 0, 0, false};
     hs_error_t rc = (*scratch)->hs ? hs_scan(g->db, body, (unsigned)len, 0, (*scratch)->hs, on_match, &h)
                                    : HS_INVALID;
     if (rc == HS_INVALID) {
@@ -452,28 +577,26 @@ int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, con
     }
     unsigned char *seen = kl_arena_alloc(a, g->n);
     memset(seen, 0, g->n);
-    size_t keep = 0;
     for (size_t i = 0; i < h.n; i++) {
         const struct rule *r = &g->rules[h.v[i].rule];
-        if (!holds(r, body, len, &h.v[i]))
-            continue;
-        h.v[keep++] = h.v[i];
-        seen[h.v[i].rule] |= 1;
-        if (r->action == KL_SCAN_BLOCK)
-            seen[h.v[i].rule] |= 2;
+        seen[h.v[i].rule] |= r->action == KL_SCAN_BLOCK ? 3 : 1;
         if (r->action > out->action)
             out->action = r->action;
     }
-    h.n = keep;
     out->kinds = kind_list(g, seen, 1, a);
     out->block_kinds = kind_list(g, seen, 2, a);
     if (h.overflow) {
-        /* more findings than are kept track of: nothing can be redacted
-         * reliably, so nothing is let through */
+        /* more findings than are kept track of: as much as any rule may
+         * do, except that what cannot all be redacted is blocked */
+        out->action = g->strongest == KL_SCAN_REDACT ? KL_SCAN_BLOCK : g->strongest;
+        if (out->action == KL_SCAN_BLOCK)
+            out->block_kinds = "too many findings to redact";
+    } else if (out->action == KL_SCAN_REDACT && !redact(g, &h, body, len, a, out)) {
         out->action = KL_SCAN_BLOCK;
-        out->block_kinds = "too many findings";
-    } else if (out->action == KL_SCAN_REDACT) {
-        redact(g, &h, body, len, a, out);
+        out->block_kinds = out->kinds;
+        out->body = NULL;
+        out->body_len = 0;
+        out->redacted = 0;
     }
     free(h.v);
     return 0;

@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/jsoncheck.h"
+
 enum kty { KTY_RSA, KTY_EC, KTY_OKP };
 
 struct alg_info {
@@ -174,61 +176,11 @@ bad:
     return NULL;
 }
 
-static int cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Duplicate keys are where JSON parsers disagree (cJSON keeps the first,
- * jansson the last); refusing them anywhere in the tree removes the
- * question of which one a check saw. */
-static bool has_duplicates(const cJSON *j)
-{
-    if (!cJSON_IsObject(j) && !cJSON_IsArray(j))
-        return false;
-    size_t n = 0;
-    for (const cJSON *c = j->child; c; c = c->next) {
-        if (has_duplicates(c))
-            return true;
-        n++;
-    }
-    if (!cJSON_IsObject(j) || n < 2)
-        return false;
-    const char **names = malloc(n * sizeof(*names));
-    if (!names)
-        return true;            /* fail closed */
-    size_t i = 0;
-    for (const cJSON *c = j->child; c; c = c->next)
-        names[i++] = c->string ? c->string : "";
-    qsort(names, n, sizeof(*names), cmp_names);
-    bool dup = false;
-    for (i = 1; i < n && !dup; i++)
-        dup = strcmp(names[i - 1], names[i]) == 0;
-    free(names);
-    return dup;
-}
-
-/* cJSON decodes \u0000 into a NUL that silently ends the C string, so
- * "aud":"ours\u0000x" would compare equal to "ours". Refuse the escape. */
-static bool has_nul_escape(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i + 6 <= n; i++) {
-        if (s[i] != '\\' || s[i + 1] != 'u' || memcmp(s + i + 2, "0000", 4) != 0)
-            continue;
-        size_t bs = 0;          /* backslashes ending at i: odd means an escape */
-        for (size_t k = i + 1; k-- > 0 && s[k] == '\\';)
-            bs++;
-        if (bs % 2 == 1)
-            return true;
-    }
-    return false;
-}
-
 /* A JSON object occupying exactly buf[0..n) (whitespace around allowed),
  * without duplicate keys or NUL escapes. Caller owns the result. */
 static cJSON *parse_object(const unsigned char *buf, size_t n)
 {
-    if (has_nul_escape(buf, n))
+    if (kl_json_has_nul_escape((const char *)buf, n))
         return NULL;
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts((const char *)buf, n, &end, 0);
@@ -237,7 +189,7 @@ static cJSON *parse_object(const unsigned char *buf, size_t n)
     const char *stop = (const char *)buf + n;
     while (end && end < stop && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
         end++;
-    if (end != stop || !cJSON_IsObject(j) || has_duplicates(j)) {
+    if (end != stop || !cJSON_IsObject(j) || kl_json_has_duplicate_keys(j)) {
         cJSON_Delete(j);
         return NULL;
     }

@@ -84,7 +84,7 @@ static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
         r->request_headers = captured_headers(ex);
         r->response_headers = ex->response_headers;
     }
-    if (sc->captures == KL_CAPTURE_FULL && ex->body) {
+    if (sc->captures == KL_CAPTURE_FULL && ex->body && !ex->body_withheld) {
         r->request_body = ex->body;
         r->request_body_len = ex->body_len < sc->capture_max ? ex->body_len : sc->capture_max;
     }

@@ -127,6 +127,22 @@ struct kl_fetch *kl_fetch_start(kl_worker *w, const struct kl_fetch_opts *o, kl_
     return f;
 }
 
+void kl_fetch_fail_all(kl_worker *w, const char *why)
+{
+    struct kl_upstream_pool *p = w->upstream;
+    size_t n = 0;
+    for (struct kl_fetch *f = p ? p->fetches : NULL; f; f = f->next)
+        n++;
+    /* those pending now only: a done() that starts another is not looped on */
+    while (n-- > 0 && p->fetches) {
+        struct kl_fetch *f = p->fetches;
+        kl_fetch_done done = f->done;
+        void *arg = f->arg;
+        fetch_free(f);
+        done(arg, 0, "", 0, why);
+    }
+}
+
 void kl_fetch_cancel(struct kl_fetch *f)
 {
     if (f)

@@ -32,5 +32,8 @@ struct kl_fetch_opts {
 struct kl_fetch *kl_fetch_start(kl_worker *w, const struct kl_fetch_opts *o, kl_fetch_done done,
                                 void *arg);
 void kl_fetch_cancel(struct kl_fetch *f);
+/* Every request of the worker still waiting gets done() with status 0 and
+ * why as its error (shutdown). */
+void kl_fetch_fail_all(kl_worker *w, const char *why);
 
 #endif

@@ -508,4 +508,7 @@ void kl_upstream_cancel_all(kl_worker *w)
     }
     if (p)
         kl_h1_cancel_all(p->h1);
+    /* exchanges waiting on the gateway's own requests (a guardrail hook,
+     * WhoIs) end with 503 too, not as if their client had left */
+    kl_fetch_fail_all(w, "the gateway is shutting down");
 }

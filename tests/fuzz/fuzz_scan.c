@@ -1,12 +1,15 @@
 /* libFuzzer: the built-in guardrails over any bytes, every kind redacted
- * (the widest path: checks, private-key extension, merging, splicing).
- * The redacted body must keep every byte outside the findings: with the
- * markers taken out again it is a subsequence of the input's length at
- * most, and each marker names a kind. */
+ * (the widest path: checks, private-key extension, escapes, merging,
+ * splicing). The redacted body must keep every byte outside the findings
+ * (with the markers taken out it is a subsequence of the input), and when
+ * the input is JSON the redacted body must be JSON too (a finding that
+ * cannot be taken out of a string blocks instead). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include "core/config.h"
 #include "guard/scan.h"
@@ -55,6 +58,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         if (markers < r.redacted)
             abort();
+        cJSON *in = cJSON_ParseWithLength((const char *)data, size);
+        if (in) {
+            cJSON *outj = cJSON_ParseWithLength(r.body, r.body_len);
+            if (!outj)
+                abort();
+            cJSON_Delete(outj);
+            cJSON_Delete(in);
+        }
     } else if (r.body) {
         abort();
     }

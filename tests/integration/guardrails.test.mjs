@@ -21,6 +21,7 @@ describe('guardrails', () => {
         pii: { action: 'redact', kinds: ['email', 'credit_card'] },
         patterns: [{ name: 'codename', regex: 'project (?:falcon|osprey)', action: 'log' }],
       },
+      store: { captures: 'full' },
       providers: providersFor(mock.url),
     });
   });
@@ -53,6 +54,8 @@ describe('guardrails', () => {
     const rec = await finalRecord(gw, id);
     assert.equal(rec.error_class, 'blocked');
     assert.equal(rec.status, 400);
+    assert.ok(!JSON.stringify(rec).includes(AWS), 'a blocked secret is not kept in the capture either');
+    assert.equal(rec.request_body, null);
   });
 
   it('personal data is redacted before the provider sees it, streams included; a logged pattern passes', async () => {
@@ -67,6 +70,10 @@ describe('guardrails', () => {
     const seen = JSON.parse((await mock.last()).body);
     assert.equal(seen.messages[0].content,
       'mail [REDACTED:email], card [REDACTED:credit_card], about project falcon');
+    // the capture holds what was forwarded
+    const recs = await (await fetch(`${gw.url}/api/requests?limit=1`)).json();
+    const last = await finalRecord(gw, recs.requests[0].id);
+    assert.ok(!JSON.stringify(last).includes('jane.doe@example.com'));
     for (let i = 0; i < 50 && !/guardrails redacted 2 spans \(email,credit_card,codename\)/.test(gw.output()); i++) await sleep(20);
     assert.match(gw.output(), /guardrails redacted 2 spans \(email,credit_card,codename\)/);
     // Gemini: the same, model in the path

@@ -177,6 +177,32 @@ describe('pre_request hooks', () => {
     assert.match(gw.output(), /guardrail hook audit failed \(fail_open, request let through\): it answered HTTP 500/);
   });
 
+  it('what a hook reads is what the provider gets: \\u0000 and duplicate keys refused, a modify may not change streaming', async () => {
+    const raw = (body) => fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body,
+    });
+    // cJSON would end the user message at the NUL, and read the first of two "content"s
+    for (const body of [
+      '{"model":"gpt-4o","messages":[{"role":"user","content":"hello\\u0000 forbidden"}]}',
+      '{"model":"gpt-4o","messages":[{"role":"user","content":"hello","content":"forbidden"}]}',
+    ]) {
+      const r = await raw(body);
+      assert.equal(r.status, 400, body);
+      assert.match((await r.json()).error.message, /\\u0000 escape or a duplicate key/);
+    }
+    assert.equal(hook.calls.length, 0);
+    // request_body is the caller's bytes, exactly
+    const body = '{"model":"gpt-4o", "messages":[{"role":"user","content":"caf\\u00e9"}]}';
+    assert.equal((await raw(body)).status, 200);
+    assert.equal(hook.calls[0].path, '/pii');
+    assert.equal(hook.calls[0].body.request_body.messages[0].content, 'café');
+    // a modify that turns a plain request into a stream is refused (pii is fail_closed)
+    hook.reply = async (c) => (c.path === '/pii'
+      ? [200, { action: 'modify', request_body: { ...c.body.request_body, stream: true } }]
+      : [200, { action: 'allow' }]);
+    await assert.rejects(chat('x'), (e) => e.status === 503 && /changes whether the answer streams/.test(e.message));
+  });
+
   it('a client that goes away while a hook thinks: nothing is forwarded, the gateway keeps serving', async () => {
     hook.reply = async (c) => [200, { action: 'allow' }, c.path === '/pii' ? 400 : 0];
     const ac = new AbortController();
@@ -198,7 +224,12 @@ describe('pre_request hooks', () => {
       return spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
     };
     const grant = (sh) => [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { send_hooks: sh }] } }];
-    let r = check({ hooks: { a: { url: 'http://h' } }, grants: grant([send('b', [])]) });
+    // more hooks than one request can be sent to: an error here, not a 403 on every request
+    const many = Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`h${i}`, { url: 'http://h' }]));
+    let r = check({ hooks: many, grants: grant(Object.keys(many).map((n) => send(n, []))) });
+    assert.equal(r.status, 1);
+    assert.match(r.stdout, /more than 32 pre_request hooks/);
+    r = check({ hooks: { a: { url: 'http://h' } }, grants: grant([send('b', [])]) });
     assert.equal(r.status, 1);
     assert.match(r.stdout, /send_hooks names hook "b", which hooks does not define/);
     r = check({ hooks: { a: { url: 'http://h' } }, grants: grant([send('a', ['request_body'], ['entire_request'])]) });
@@ -216,5 +247,35 @@ describe('pre_request hooks', () => {
       assert.equal(r.status, 1, `${JSON.stringify(hooks)} ${JSON.stringify(sh)}: ${r.stdout}`);
       assert.match(r.stdout, msg);
     }
+  });
+
+});
+
+describe('pre_request hooks at shutdown', () => {
+  it('SIGTERM while a hook thinks: 503 after the grace period, recorded as shutdown, never forwarded', async () => {
+    const mock = await startMock();
+    const hook = await startHookServer();
+    hook.reply = async () => [200, { action: 'allow' }, 5000];
+    const gw = await startGateway({
+      listen: { timeouts: { shutdown: '300ms' } },
+      hooks: { slow: { url: `http://127.0.0.1:${hook.address().port}/slow`, timeout: '10s', fail_policy: 'fail_open' } },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
+        { send_hooks: [{ name: 'slow', events: ['pre_request'], send: [] }] }] } }],
+      providers: providersFor(mock.url),
+    });
+    const p = fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] }),
+    });
+    for (let i = 0; i < 100 && hook.calls.length === 0; i++) await sleep(20);
+    gw.proc.kill('SIGTERM');
+    const r = await p;
+    assert.equal(r.status, 503);
+    assert.match((await r.json()).error.message, /shutting down/);
+    await gw.stop();
+    assert.equal((await mock.requests()).length, 0, 'fail_open must not forward at shutdown');
+    await mock.stop();
+    hook.closeAllConnections();
+    await new Promise((res) => hook.close(res));
   });
 });

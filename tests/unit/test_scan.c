@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -57,17 +58,25 @@ struct fx {
     kl_arena arena;
 };
 
-static struct kl_scan_result scan(struct fx *f, const char *text)
+/* A raw JSON body, as a client wrote it (escapes and all). */
+static struct kl_scan_result scan_raw(struct fx *f, const char *body)
 {
-    char *body = chat(text);
     struct kl_scan_result r;
     const char *why = NULL;
     assert_int_equal(kl_scan(f->cfg->guardrails, &f->scratch, body, strlen(body), &f->arena, &r, &why), 0);
     if (r.body) {
         cJSON *j = cJSON_ParseWithLength(r.body, r.body_len);
-        assert_non_null(j); /* a redacted JSON body is still JSON */
+        if (!j)
+            fail_msg("redacted body is not JSON: %s", r.body);
         cJSON_Delete(j);
     }
+    return r;
+}
+
+static struct kl_scan_result scan(struct fx *f, const char *text)
+{
+    char *body = chat(text);
+    struct kl_scan_result r = scan_raw(f, body);
     cJSON_free(body);
     return r;
 }
@@ -153,6 +162,27 @@ static void pii_redacted_with_checks(void **state)
     assert_null(r.kinds);
 }
 
+/* Findings next to or inside JSON escapes: found as in plain text, and the
+ * redaction never splits an escape; one outside any string blocks. */
+static void escapes_and_strings(void **state)
+{
+    struct fx *f = *state;
+    char buf[256];
+    struct kl_scan_result r = scan(f, "Pay to:\nDE89370400440532013000 now");
+    assert_int_equal(r.action, KL_SCAN_REDACT);
+    assert_string_equal(content(&r, buf, sizeof(buf)), "Pay to:\n[REDACTED:iban] now");
+    r = scan(f, "Hi,\nbob@example.com\tthanks");
+    assert_string_equal(content(&r, buf, sizeof(buf)), "Hi,\n[REDACTED:email]\tthanks");
+    r = scan_raw(f, "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"ren\\u00e9@example.com\"}]}");
+    assert_int_equal(r.action, KL_SCAN_REDACT);
+    assert_non_null(strstr(r.body, "ren\\u00e9[REDACTED:email]"));
+    /* a card number written as a JSON number cannot be taken out: blocked */
+    r = scan_raw(f, "{\"model\":\"gpt-4o\",\"n\":4111111111111111,\"messages\":[]}");
+    assert_int_equal(r.action, KL_SCAN_BLOCK);
+    assert_string_equal(r.block_kinds, "credit_card");
+    assert_null(r.body);
+}
+
 static void strongest_action_wins(void **state)
 {
     struct fx *f = *state;
@@ -181,6 +211,14 @@ static void private_key_redacted_whole(void **state)
     struct kl_scan_result r = scan(&f, "key:\n-----BEGIN PRIVATE KEY-----\nMIIE\"quoted\"\n-----END PRIVATE KEY-----\nthanks");
     assert_int_equal(r.action, KL_SCAN_REDACT);
     assert_string_equal(content(&r, buf, sizeof(buf)), "key:\n[REDACTED:private_key]\nthanks");
+    /* near the end of the body, after an escaped backslash, and PGP's block */
+    r = scan_raw(&f, "{\"a\":\"-----BEGIN PRIVATE KEY-----\"}");
+    assert_int_equal(r.action, KL_SCAN_REDACT);
+    assert_string_equal(r.body, "{\"a\":\"[REDACTED:private_key]\"}");
+    r = scan_raw(&f, "{\"a\":\"-----BEGIN PRIVATE KEY-----\\nMII\\\\\",\"b\":\"c\"}");
+    assert_string_equal(r.body, "{\"a\":\"[REDACTED:private_key]\",\"b\":\"c\"}");
+    r = scan(&f, "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----");
+    assert_string_equal(content(&r, buf, sizeof(buf)), "[REDACTED:private_key]");
     /* only the kinds listed: an AWS key is not looked for */
     r = scan(&f, "AKIAIOSFODNN7EXAMPLE");
     assert_int_equal(r.action, KL_SCAN_OFF);
@@ -194,6 +232,34 @@ static void private_key_redacted_whole(void **state)
     kl_scan_scratch_free(f.scratch);
     kl_arena_free(&f.arena);
     kl_config_unref(cfg);
+}
+
+/* Only findings that hold are counted; too many of them do what the
+ * strongest rule may do (log stays log; redact becomes block). */
+static void many_findings(void **state)
+{
+    (void)state;
+    size_t n = 70000;
+    char *text = malloc(n * 8 + 1);
+    for (size_t i = 0; i < n; i++)
+        memcpy(text + i * 8, "a@b.co, ", 8);
+    text[n * 8] = '\0';
+    static const char *const cfgs[] = {"{\"guardrails\": {\"pii\": \"log\"}}", "{\"guardrails\": {\"pii\": \"redact\"}}"};
+    static const enum kl_scan_action want[] = {KL_SCAN_LOG, KL_SCAN_BLOCK};
+    for (size_t k = 0; k < 2; k++) {
+        kl_config *cfg = load(cfgs[k]);
+        struct fx f = {cfg, NULL, {0}};
+        kl_arena_init(&f.arena);
+        struct kl_scan_result r = scan(&f, text);
+        assert_int_equal(r.action, want[k]);
+        /* single digits in a table are not card numbers */
+        r = scan(&f, "1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0");
+        assert_int_equal(r.action, KL_SCAN_OFF);
+        kl_scan_scratch_free(f.scratch);
+        kl_arena_free(&f.arena);
+        kl_config_unref(cfg);
+    }
+    free(text);
 }
 
 static void configuration_mistakes(void **state)
@@ -219,6 +285,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(secrets_block, setup, teardown),
         cmocka_unit_test_setup_teardown(pii_redacted_with_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(strongest_action_wins, setup, teardown),
+        cmocka_unit_test_setup_teardown(escapes_and_strings, setup, teardown),
+        cmocka_unit_test(many_findings),
         cmocka_unit_test(private_key_redacted_whole),
         cmocka_unit_test(configuration_mistakes),
     };
