@@ -31,6 +31,7 @@ struct kl_guard_run {
     kl_exchange *ex;
     struct kl_hook_ref refs[KL_MAX_HOOKS];
     size_t n, next;
+    bool modified;              /* a hook rewrote the body: the guardrails look again at the end */
     struct kl_fetch *fetch;
     cJSON *caps;                /* the capability objects that applied (sent as metadata.grants) */
 };
@@ -304,6 +305,7 @@ static void on_reply(void *arg, int status, const char *body, size_t len, const 
             snprintf(why, sizeof(why), "%s", bad);
             step = failed(r, why);
         } else {
+            r->modified = true;
             r->next++;
             step = ask(r);
         }
@@ -322,8 +324,11 @@ static enum kl_step ask(struct kl_guard_run *r)
 {
     kl_exchange *ex = r->ex;
     if (r->next == r->n) {
+        bool rescan = r->modified && ex->cfg->guardrails;
         run_free(r);
-        return KL_NEXT;
+        /* what a hook wrote goes through the same guardrails as what the
+         * caller wrote */
+        return rescan ? scan_body(ex) : KL_NEXT;
     }
     const struct kl_hook_ref *ref = &r->refs[r->next];
     const struct kl_hook *h = ref->hook;

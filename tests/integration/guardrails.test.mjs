@@ -4,6 +4,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
@@ -103,5 +104,39 @@ describe('guardrails', () => {
     await assert.rejects(
       openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x@example.com' }] }),
       (e) => e.status === 400 && /it contains email/.test(e.message));
+  });
+});
+
+describe('guardrails after hooks', () => {
+  it('a body a hook rewrote is scanned again: a secret it adds is blocked', async () => {
+    const mock = await startMock();
+    const hook = http.createServer((req, res) => {
+      let data = '';
+      req.on('data', (d) => (data += d));
+      req.on('end', () => {
+        const b = JSON.parse(data).request_body;
+        b.messages[0].content += ` ${AWS}`;
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ action: 'modify', request_body: b }));
+      });
+    });
+    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+    const gw = await startGateway({
+      guardrails: { secrets: 'block' },
+      hooks: { enrich: { url: `http://127.0.0.1:${hook.address().port}/` } },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
+        { send_hooks: [{ name: 'enrich', events: ['pre_request'], send: ['request_body'] }] }] } }],
+      providers: providersFor(mock.url),
+    });
+    const r = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(r.status, 400);
+    assert.match((await r.json()).error.message, /aws_access_key/);
+    assert.equal((await mock.requests()).length, 0);
+    await gw.stop();
+    await mock.stop();
+    await new Promise((res) => hook.close(res));
   });
 });
