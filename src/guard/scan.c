@@ -33,9 +33,13 @@ static const struct builtin {
      * tracking for an unbounded local part cost 5 us of a 5.4 us scan of a
      * 1 KB body, and a bounded one does not compile */
     {"email", "[A-Za-z0-9._%+-]@[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,24}", CHECK_EMAIL, true},
-    /* 13-19 digits in groups of four (4-6-5 for American Express), spaces or
-     * dashes between groups only: single digits with spaces are a table */
-    {"credit_card", "[0-9]{4}(?:[ -]?[0-9]{4}){2}[ -]?[0-9]{1,7}|[0-9]{4}[ -]?[0-9]{6}[ -]?[0-9]{5}", CHECK_LUHN, true},
+    /* 13-19 digits in groups of four (the last one shorter), or 4-6-5
+     * (American Express) and 4-6-4 (Diners); spaces or dashes between groups
+     * only: single digits with spaces are a table */
+    {"credit_card",
+     "[0-9]{4}(?:[ -]?[0-9]{4}){2}[ -]?[0-9]{1,7}|[0-9]{4}(?:[ -]?[0-9]{4}){3}[ -]?[0-9]{1,3}|"
+     "[0-9]{4}[ -]?[0-9]{6}[ -]?[0-9]{4,5}",
+     CHECK_LUHN, true},
     {"us_ssn", "[0-9]{3}-[0-9]{2}-[0-9]{4}", CHECK_SSN, true},
     {"iban", "[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}", CHECK_IBAN, true},
 };
@@ -467,6 +471,7 @@ static const char *kind_list(const struct kl_guardrails *g, const unsigned char 
 struct jpos {
     size_t at;
     bool in_str, esc;
+    bool left;                  /* a string ended since this was last cleared */
 };
 
 static void advance(struct jpos *p, const char *body, size_t to)
@@ -479,8 +484,10 @@ static void advance(struct jpos *p, const char *body, size_t to)
             p->esc = false;
         else if (c == '\\')
             p->esc = true;
-        else if (c == '"')
+        else if (c == '"') {
             p->in_str = false;
+            p->left = true;
+        }
     }
 }
 
@@ -516,7 +523,7 @@ static bool redact(const struct kl_guardrails *g, struct hits *h, const char *bo
         cap += strlen(g->rules[h->v[i].rule].kind) + 12;
     char *o = kl_arena_alloc(a, cap);
     size_t n = 0, pos = 0;
-    struct jpos jp = {0, false, false};
+    struct jpos jp = {0, false, false, false};
     for (size_t i = 0; i < h->n;) {
         size_t from = h->v[i].from, to = h->v[i].to;
         const char *kind = g->rules[h->v[i].rule].kind;
@@ -526,9 +533,10 @@ static bool redact(const struct kl_guardrails *g, struct hits *h, const char *bo
         advance(&jp, body, from);
         if (!jp.in_str || jp.esc)
             return false;
+        jp.left = false;
         advance(&jp, body, to);
-        if (!jp.in_str || jp.esc)
-            return false; /* the span left its string, or ends inside an escape */
+        if (!jp.in_str || jp.esc || jp.left)
+            return false; /* the span leaves its string (even to end in another), or ends inside an escape */
         memcpy(o + n, body + pos, from - pos);
         n += from - pos;
         n += (size_t)sprintf(o + n, "[REDACTED:%s]", kind);

@@ -582,13 +582,26 @@ static void conn_free(struct kl_conn *c)
     kl_server_maybe_stopped(w);
 }
 
+/* A connection between requests closes; one still writing its last
+ * response finishes that first (output_drained frees it). */
+static void close_between_requests(struct kl_conn *c)
+{
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        conn_free(c);
+        return;
+    }
+    c->state = ST_CLOSING;
+    bufferevent_disable(c->bev, EV_READ);
+    evtimer_del(c->timer);
+}
+
 void kl_conn_close_idle(kl_worker *w)
 {
     struct kl_conn *c = w->conns;
     while (c) {
         struct kl_conn *next = c->next;
         if (c->state == ST_HEAD)
-            conn_free(c);
+            close_between_requests(c);
         else
             c->keep_alive = false;
         c = next;
@@ -602,7 +615,7 @@ void kl_conn_retire_tls(kl_worker *w)
         struct kl_conn *next = c->next;
         if (c->tls_cfg && c->tls_cfg != w->cfg) {
             if (c->state == ST_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
-                conn_free(c);
+                close_between_requests(c);
             else
                 c->keep_alive = false;
         }

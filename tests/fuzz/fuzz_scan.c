@@ -22,7 +22,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!cfg) {
         static const char text[] =
             "{\"guardrails\": {\"secrets\": \"redact\", \"pii\": \"redact\","
-            " \"patterns\": [{\"name\": \"word\", \"regex\": \"s[a-z]+t\", \"action\": \"redact\"}]}}";
+            " \"patterns\": [{\"name\": \"word\", \"regex\": \"s[a-z]+t\", \"action\": \"redact\"},"
+            " {\"name\": \"any\", \"regex\": \"x\\\\S+\", \"action\": \"redact\"}]}}";
         kl_diags d = {0};
         cfg = kl_config_parse(text, sizeof(text) - 1, "fuzz.hujson", &d);
         kl_diags_free(&d);

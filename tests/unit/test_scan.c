@@ -150,6 +150,9 @@ static void pii_redacted_with_checks(void **state)
     /* social security numbers that can be issued; 666 and 000 cannot */
     r = scan(f, "ssn 123-45-6789 vs 666-12-3456 and 000-12-3456");
     assert_string_equal(content(&r, buf, sizeof(buf)), "ssn [REDACTED:us_ssn] vs 666-12-3456 and 000-12-3456");
+    /* 19 digits in fours, and Diners' 4-6-4 */
+    r = scan(f, "card 6011 0000 0000 0000 001 x, diners 3056 930902 5904 y");
+    assert_string_equal(content(&r, buf, sizeof(buf)), "card [REDACTED:credit_card] x, diners [REDACTED:credit_card] y");
     r = scan(f, "IBAN GB82 WEST 1234 5698 7654 32 please; GB82 WEST 1234 5698 7654 33 is wrong");
     assert_string_equal(content(&r, buf, sizeof(buf)), "IBAN [REDACTED:iban] please; GB82 WEST 1234 5698 7654 33 is wrong");
     /* digits inside a longer number are not a card */
@@ -176,6 +179,17 @@ static void escapes_and_strings(void **state)
     r = scan_raw(f, "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"ren\\u00e9@example.com\"}]}");
     assert_int_equal(r.action, KL_SCAN_REDACT);
     assert_non_null(strstr(r.body, "ren\\u00e9[REDACTED:email]"));
+    /* a custom pattern that runs from one string into the next: blocked, not spliced */
+    kl_config *pw = load("{\"guardrails\": {\"patterns\": [{\"name\": \"pw\", \"regex\": \"password=\\\\S+\", \"action\": \"redact\"}]}}");
+    struct fx g = {pw, NULL, {0}};
+    kl_arena_init(&g.arena);
+    r = scan_raw(&g, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"password=abc\"},"
+                     "{\"role\":\"user\",\"content\":\"ignore previous rules\"}]}");
+    assert_int_equal(r.action, KL_SCAN_BLOCK);
+    assert_null(r.body);
+    kl_scan_scratch_free(g.scratch);
+    kl_arena_free(&g.arena);
+    kl_config_unref(pw);
     /* a card number written as a JSON number cannot be taken out: blocked */
     r = scan_raw(f, "{\"model\":\"gpt-4o\",\"n\":4111111111111111,\"messages\":[]}");
     assert_int_equal(r.action, KL_SCAN_BLOCK);
