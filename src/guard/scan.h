@@ -29,8 +29,9 @@ struct kl_scan_result {
     size_t redacted;            /* how many spans were replaced */
 };
 
-/* Scan body (any bytes; findings never span a JSON string's quotes or
- * backslash escapes, so a redacted JSON body stays JSON). scratch is the
+/* Scan body (any bytes). A redaction replaces whole escapes only and stays
+ * inside one JSON string, so a redacted JSON body stays JSON; a finding that
+ * cannot be taken out that way makes the result BLOCK. scratch is the
  * calling thread's (*scratch NULL at first; kl_scan_scratch_free at the
  * end). -1 with why when the scan itself failed. */
 int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *body, size_t len,
