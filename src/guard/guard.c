@@ -32,6 +32,8 @@ struct kl_guard_run {
     struct kl_hook_ref refs[KL_MAX_HOOKS];
     size_t n, next;
     bool modified;              /* a hook rewrote the body: the guardrails look again at the end */
+    bool wants_message;         /* some hook is sent user_message */
+    const char *message;        /* the body's last user turn (arena), NULL when it has none */
     struct kl_fetch *fetch;
     cJSON *caps;                /* the capability objects that applied (sent as metadata.grants) */
 };
@@ -106,14 +108,34 @@ static const char *user_message(const cJSON *body, kl_arena *a)
     return text;
 }
 
+/* Read r->message from the current body, once per body (a modify brings
+ * another). The tree would hide from a hook what follows a \u0000 or a
+ * key's second value, while the provider sees them: -1 for such a body. */
+static int read_message(struct kl_guard_run *r)
+{
+    kl_exchange *ex = r->ex;
+    r->message = NULL;
+    if (!r->wants_message)
+        return 0;
+    cJSON *tree = NULL;
+    bool bad = kl_json_has_nul_escape(ex->body, ex->body_len) ||
+               !(tree = cJSON_ParseWithLength(ex->body, ex->body_len)) || kl_json_has_duplicate_keys(tree);
+    if (!bad) {
+        const char *m = user_message(tree, &ex->arena);
+        r->message = m ? kl_arena_strdup(&ex->arena, m) : NULL;
+    }
+    cJSON_Delete(tree);
+    return bad ? -1 : 0;
+}
+
 static void add_opt_string(cJSON *o, const char *k, const char *v)
 {
     if (v)
         cJSON_AddStringToObject(o, k, v);
 }
 
-/* The JSON the hook is POSTed: metadata always, the rest as its grant's
- * "send" lists. NULL when the body cannot be read (it was checked before). */
+/* The JSON the hook is POSTed (cJSON_free it): metadata always, the rest
+ * as its grant's "send" lists. */
 static char *payload(struct kl_guard_run *r, const struct kl_hook_ref *ref, size_t *len)
 {
     kl_exchange *ex = r->ex;
@@ -128,15 +150,8 @@ static char *payload(struct kl_guard_run *r, const struct kl_hook_ref *ref, size
     cJSON_AddStringToObject(md, "request_id", ex->id);
     add_opt_string(md, "session_id", ex->session_id);
     cJSON_AddItemToObject(md, "grants", cJSON_Duplicate(r->caps, true));
-    if (ref->send & KL_SEND_USER_MESSAGE) {
-        cJSON *body = cJSON_ParseWithLength(ex->body ? ex->body : "", ex->body_len);
-        if (!body) {
-            cJSON_Delete(root);
-            return NULL;
-        }
-        add_opt_string(root, "user_message", user_message(body, &ex->arena));
-        cJSON_Delete(body);
-    }
+    if (ref->send & KL_SEND_USER_MESSAGE)
+        add_opt_string(root, "user_message", r->message);
     /* the caller's own bytes (valid JSON, checked by the endpoint stage),
      * not a parsed copy: that could differ in what a hook must see */
     if (ref->send & KL_SEND_REQUEST_BODY)
@@ -217,6 +232,8 @@ static const char *apply_modify(kl_exchange *ex, const cJSON *body)
 {
     if (!cJSON_IsObject(body))
         return "modify without a request_body object";
+    if (kl_json_has_duplicate_keys(body))
+        return "its modify has a duplicate key, which providers and later hooks could read differently";
     char *text = cJSON_PrintUnformatted(body);
     if (!text)
         abort();
@@ -305,6 +322,9 @@ static void on_reply(void *arg, int status, const char *body, size_t len, const 
             snprintf(why, sizeof(why), "%s", bad);
             step = failed(r, why);
         } else {
+            /* cJSON printed the new body: no \u0000, and apply_modify
+             * refused duplicate keys, so this reads it as the provider will */
+            read_message(r);
             r->modified = true;
             r->next++;
             step = ask(r);
@@ -336,8 +356,6 @@ static enum kl_step ask(struct kl_guard_run *r)
         return failed(r, h->key_problem);
     size_t len = 0;
     char *body = payload(r, ref, &len);
-    if (!body)
-        return failed(r, "the request body could not be read");
     char auth[8200];
     const char *headers[3] = {"Content-Type: application/json", NULL, NULL};
     if (h->apikey) {
@@ -412,23 +430,13 @@ enum kl_step kl_guard_run(kl_exchange *ex)
         return KL_NEXT;
     }
     qsort(r->refs, r->n, sizeof(r->refs[0]), by_preference);
-    /* user_message is read from cJSON's tree of the body, which would hide
-     * from a hook what follows a \u0000 or a key's second value, while the
-     * provider sees them: such a body is refused rather than misread */
-    for (size_t k = 0; k < r->n; k++) {
-        if (!(r->refs[k].send & KL_SEND_USER_MESSAGE))
-            continue;
-        cJSON *tree = NULL;
-        bool bad = kl_json_has_nul_escape(ex->body, ex->body_len) ||
-                   !(tree = cJSON_ParseWithLength(ex->body, ex->body_len)) || kl_json_has_duplicate_keys(tree);
-        cJSON_Delete(tree);
-        if (bad) {
-            cJSON_Delete(r->caps);
-            return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST,
-                           "a guardrail hook reads this request's messages, and it holds a \\u0000 escape or a "
-                           "duplicate key, which the hook could not see as the provider would");
-        }
-        break;
+    for (size_t k = 0; k < r->n; k++)
+        r->wants_message |= (r->refs[k].send & KL_SEND_USER_MESSAGE) != 0;
+    if (read_message(r) < 0) { /* refused rather than misread */
+        cJSON_Delete(r->caps);
+        return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST,
+                       "a guardrail hook reads this request's messages, and it holds a \\u0000 escape or a "
+                       "duplicate key, which the hook could not see as the provider would");
     }
     ex->guard = r;
     keep_session(ex);

@@ -153,8 +153,10 @@ int kl_send_hooks_read(const cJSON *cap, const struct kl_hooks *hooks, kl_arena 
         while (i < *n && out[i].hook != h)
             i++;
         if (i == *n) {
-            if (*n == max)
-                return bad(why, at, a, e, "too many hooks apply to one request");
+            if (*n == max) {
+                bad(why, at, a, e, "too many hooks apply to one request");
+                return KL_HOOKS_TOO_MANY;
+            }
             out[(*n)++] = (struct kl_hook_ref){h, 0};
         }
         out[i].send |= sendbits;
@@ -176,17 +178,16 @@ void kl_hooks_check_grants(kl_cfg_ctx *c)
             size_t later = 0;
             const char *why;
             const cJSON *at;
-            if (kl_send_hooks_read(g->v[i].caps[k].raw, c->cfg->hooks, &c->cfg->arena, all, KL_MAX_HOOKS, &nall,
-                                   &later, &why, &at) < 0) {
-                if (strstr(why, "too many hooks"))
-                    too_many = true;
-                else
-                    kl_cfg_report(c, KL_SEV_ERROR, at, "%s", why);
-            } else if (later) {
+            int rc = kl_send_hooks_read(g->v[i].caps[k].raw, c->cfg->hooks, &c->cfg->arena, all, KL_MAX_HOOKS, &nall,
+                                        &later, &why, &at);
+            if (rc == KL_HOOKS_TOO_MANY)
+                too_many = true;
+            else if (rc < 0)
+                kl_cfg_report(c, KL_SEV_ERROR, at, "%s", why);
+            else if (later)
                 kl_cfg_report(c, KL_SEV_WARNING, cJSON_GetObjectItemCaseSensitive(g->v[i].caps[k].raw, "send_hooks"),
                               "send_hooks: only \"pre_request\" hooks run; \"entire_request\" and "
                               "\"tool_call_entire_request\" are not sent yet");
-            }
         }
     }
     if (too_many)

@@ -54,7 +54,8 @@ const struct kl_hook *kl_hook_find(const struct kl_hooks *h, const char *name);
  * entries), and counts in *later the entries for events that are not sent
  * yet (entire_request, tool_call_entire_request). -1 with why (an arena
  * string) and at (the offending JSON) on a malformed entry or a hook that is
- * not defined. */
+ * not defined; KL_HOOKS_TOO_MANY (with why and at too) when out is full. */
+#define KL_HOOKS_TOO_MANY (-2)
 int kl_send_hooks_read(const cJSON *cap, const struct kl_hooks *hooks, kl_arena *a, struct kl_hook_ref *out,
                        size_t max, size_t *n, size_t *later, const char **why, const cJSON **at);
 

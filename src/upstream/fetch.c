@@ -9,6 +9,7 @@ struct kl_fetch {
     struct kl_curl_job job;     /* first: CURLOPT_PRIVATE points here */
     struct kl_upstream_pool *pool;
     struct kl_fetch *prev, *next;
+    uint64_t seq;               /* order of starting, per worker */
     CURL *easy;
     struct curl_slist *headers;
     char *body;
@@ -116,6 +117,7 @@ struct kl_fetch *kl_fetch_start(kl_worker *w, const struct kl_fetch_opts *o, kl_
         f->headers = curl_slist_append(f->headers, o->headers[i]);
     if (f->headers)
         curl_easy_setopt(e, CURLOPT_HTTPHEADER, f->headers);
+    f->seq = ++p->fetch_seq;
     f->next = p->fetches;
     if (p->fetches)
         p->fetches->prev = f;
@@ -130,12 +132,17 @@ struct kl_fetch *kl_fetch_start(kl_worker *w, const struct kl_fetch_opts *o, kl_
 void kl_fetch_fail_all(kl_worker *w, const char *why)
 {
     struct kl_upstream_pool *p = w->upstream;
-    size_t n = 0;
-    for (struct kl_fetch *f = p ? p->fetches : NULL; f; f = f->next)
-        n++;
-    /* those pending now only: a done() that starts another is not looped on */
-    while (n-- > 0 && p->fetches) {
+    if (!p)
+        return;
+    /* those pending now only: one a done() starts is not failed, and one a
+     * done() cancels is gone from the list before the next look */
+    uint64_t last = p->fetch_seq;
+    for (;;) {
         struct kl_fetch *f = p->fetches;
+        while (f && f->seq > last)
+            f = f->next;
+        if (!f)
+            break;
         kl_fetch_done done = f->done;
         void *arg = f->arg;
         fetch_free(f);

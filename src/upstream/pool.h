@@ -24,7 +24,8 @@ struct kl_upstream_pool {
     struct event *timer;
     struct kl_upstream_xfer *xfers;     /* live provider transfers (for cancel_all) */
     size_t nxfers;
-    struct kl_fetch *fetches;           /* live internal requests */
+    struct kl_fetch *fetches;           /* live internal requests, newest first */
+    uint64_t fetch_seq;                 /* numbers them as they start */
     CURL *idle[64];                     /* easy handles kept for reuse */
     size_t nidle;
     struct kl_h1_pool *h1;              /* keyless's own HTTP/1.1 client (h1pool.h) */

@@ -166,6 +166,10 @@ describe('pre_request hooks', () => {
     await assert.rejects(chat('x'), (e) => e.status === 503 && /guardrail hook pii failed: .*another model/.test(e.message));
     hook.reply = async (c) => (c.path === '/pii' ? [200, { action: 'allow' }, 1500] : [200, { action: 'allow' }]);
     await assert.rejects(chat('x'), (e) => e.status === 503 && /guardrail hook pii failed: .*[Tt]imeout/.test(e.message));
+    hook.reply = async (c) => (c.path === '/pii'
+      ? [200, '{"action":"modify","request_body":{"model":"gpt-4o","messages":[],"messages":[{"role":"user","content":"x"}]}}']
+      : [200, { action: 'allow' }]);
+    await assert.rejects(chat('x'), (e) => e.status === 503 && /its modify has a duplicate key/.test(e.message));
     hook.reply = async (c) => (c.path === '/pii' ? [200, 'not json'] : [200, { action: 'allow' }]);
     await assert.rejects(chat('x'), (e) => e.status === 503 && /its answer is not/.test(e.message));
     assert.equal((await mock.requests()).length, 0);

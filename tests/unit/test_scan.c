@@ -91,23 +91,32 @@ static char *content(const struct kl_scan_result *r, char *buf, size_t n)
     return buf;
 }
 
+static void fx_open(struct fx *f, const char *config)
+{
+    f->cfg = load(config);
+    f->scratch = NULL;
+    kl_arena_init(&f->arena);
+}
+
+static void fx_close(struct fx *f)
+{
+    kl_scan_scratch_free(f->scratch);
+    kl_arena_free(&f->arena);
+    kl_config_unref(f->cfg);
+}
+
 static int setup(void **state)
 {
     static struct fx f;
-    f.cfg = load("{\"guardrails\": {\"secrets\": \"block\", \"pii\": \"redact\","
-                 " \"patterns\": [{\"name\": \"ticket\", \"regex\": \"TICKET-[0-9]{6}\", \"action\": \"log\"}]}}");
-    f.scratch = NULL;
-    kl_arena_init(&f.arena);
+    fx_open(&f, "{\"guardrails\": {\"secrets\": \"block\", \"pii\": \"redact\","
+                " \"patterns\": [{\"name\": \"ticket\", \"regex\": \"TICKET-[0-9]{6}\", \"action\": \"log\"}]}}");
     *state = &f;
     return 0;
 }
 
 static int teardown(void **state)
 {
-    struct fx *f = *state;
-    kl_scan_scratch_free(f->scratch);
-    kl_arena_free(&f->arena);
-    kl_config_unref(f->cfg);
+    fx_close(*state);
     return 0;
 }
 
@@ -180,16 +189,13 @@ static void escapes_and_strings(void **state)
     assert_int_equal(r.action, KL_SCAN_REDACT);
     assert_non_null(strstr(r.body, "ren\\u00e9[REDACTED:email]"));
     /* a custom pattern that runs from one string into the next: blocked, not spliced */
-    kl_config *pw = load("{\"guardrails\": {\"patterns\": [{\"name\": \"pw\", \"regex\": \"password=\\\\S+\", \"action\": \"redact\"}]}}");
-    struct fx g = {pw, NULL, {0}};
-    kl_arena_init(&g.arena);
+    struct fx g;
+    fx_open(&g, "{\"guardrails\": {\"patterns\": [{\"name\": \"pw\", \"regex\": \"password=\\\\S+\", \"action\": \"redact\"}]}}");
     r = scan_raw(&g, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"password=abc\"},"
                      "{\"role\":\"user\",\"content\":\"ignore previous rules\"}]}");
     assert_int_equal(r.action, KL_SCAN_BLOCK);
     assert_null(r.body);
-    kl_scan_scratch_free(g.scratch);
-    kl_arena_free(&g.arena);
-    kl_config_unref(pw);
+    fx_close(&g);
     /* a card number written as a JSON number cannot be taken out: blocked */
     r = scan_raw(f, "{\"model\":\"gpt-4o\",\"n\":4111111111111111,\"messages\":[]}");
     assert_int_equal(r.action, KL_SCAN_BLOCK);
@@ -218,9 +224,9 @@ static void strongest_action_wins(void **state)
 static void private_key_redacted_whole(void **state)
 {
     (void)state;
-    kl_config *cfg = load("{\"guardrails\": {\"secrets\": {\"action\": \"redact\", \"kinds\": [\"private_key\"]}}}");
-    struct fx f = {cfg, NULL, {0}};
-    kl_arena_init(&f.arena);
+    struct fx f;
+    fx_open(&f, "{\"guardrails\": {\"secrets\": {\"action\": \"redact\", \"kinds\": [\"private_key\"]}}}");
+    kl_config *cfg = f.cfg;
     char buf[256];
     struct kl_scan_result r = scan(&f, "key:\n-----BEGIN PRIVATE KEY-----\nMIIE\"quoted\"\n-----END PRIVATE KEY-----\nthanks");
     assert_int_equal(r.action, KL_SCAN_REDACT);
@@ -243,9 +249,8 @@ static void private_key_redacted_whole(void **state)
     assert_int_equal(r.action, KL_SCAN_BLOCK);
     assert_string_equal(r.kinds, "aws_access_key,email");
     kl_config_unref(big);
-    kl_scan_scratch_free(f.scratch);
-    kl_arena_free(&f.arena);
-    kl_config_unref(cfg);
+    f.cfg = cfg;
+    fx_close(&f);
 }
 
 /* Only findings that hold are counted; too many of them do what the
@@ -261,17 +266,14 @@ static void many_findings(void **state)
     static const char *const cfgs[] = {"{\"guardrails\": {\"pii\": \"log\"}}", "{\"guardrails\": {\"pii\": \"redact\"}}"};
     static const enum kl_scan_action want[] = {KL_SCAN_LOG, KL_SCAN_BLOCK};
     for (size_t k = 0; k < 2; k++) {
-        kl_config *cfg = load(cfgs[k]);
-        struct fx f = {cfg, NULL, {0}};
-        kl_arena_init(&f.arena);
+        struct fx f;
+        fx_open(&f, cfgs[k]);
         struct kl_scan_result r = scan(&f, text);
         assert_int_equal(r.action, want[k]);
         /* single digits in a table are not card numbers */
         r = scan(&f, "1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0");
         assert_int_equal(r.action, KL_SCAN_OFF);
-        kl_scan_scratch_free(f.scratch);
-        kl_arena_free(&f.arena);
-        kl_config_unref(cfg);
+        fx_close(&f);
     }
     free(text);
 }
