@@ -8,7 +8,7 @@
  *   4 guard      src/guard/      PII/secret scanning, hooks
  *   5 admit      src/admit/      quotas and rate limits: reserve before forwarding
  *   6 route      src/route/      provider, URL, headers with the provider key, body
- *     begin      src/record/     the "in progress" record, before anything leaves
+ *     begin      src/record/     the "in progress" record, for requests still running after 100 ms
  *   7 upstream   src/upstream/   own HTTP/1.1 client or libcurl, streamed back with backpressure
  *   8 account    src/account/    usage and cost read from the answer as it passes
  *   9 record     src/record/     the audit record, once the exchange ends
@@ -135,13 +135,12 @@ static enum kl_step local_run(kl_exchange *ex)
     return ex->ep->inference ? KL_NEXT : kl_admin_run(ex);
 }
 
-/* The "in progress" record, written before the provider is asked, so a
- * request cut short by a crash is still on record after a restart. */
+/* The "in progress" record, so a request cut short by a crash is still on
+ * record after a restart: written if the request still runs 100 ms from
+ * now (record.c). */
 static enum kl_step begin_run(kl_exchange *ex)
 {
-    if (!kl_record_begin(ex))
-        return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
-                       "the gateway cannot record more requests right now (record queue full); retry shortly");
+    kl_record_begin(ex);
     return KL_NEXT;
 }
 

@@ -117,6 +117,8 @@ typedef struct kl_exchange {
     /* record */
     int rec_slots;                  /* record queue slots reserved for this exchange */
     bool rec_begun;                 /* its in-progress record was queued */
+    bool rec_due;                   /* on the worker's list, waiting for it */
+    struct kl_exchange *rec_prev, *rec_next;
     const char *session_id;
     bool body_withheld;             /* the body held something guardrails blocked: not captured */
     const char *response_headers;   /* as sent to the client, for captures */

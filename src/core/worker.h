@@ -66,6 +66,10 @@ typedef struct kl_worker {
     struct event *log_timer;    /* writes them out shortly after the first */
     struct evp_md_st *sha256;   /* fetched once: OpenSSL's implicit fetch per digest costs more than the hash */
     struct kl_scan_scratch *scan;   /* guardrails' scan space (this thread's) */
+    /* exchanges forwarded but not yet due for their in-progress record,
+     * oldest first, and the timer that writes them (record.c) */
+    struct kl_exchange *rec_due_head, *rec_due_tail;
+    struct event *rec_timer;
 } kl_worker;
 
 #endif

@@ -455,6 +455,7 @@ out:
             if (w->log_timer)
                 event_free(w->log_timer);
             w->log_timer = NULL;
+            kl_record_worker_free(w);
             EVP_MD_free(w->sha256);
             w->sha256 = NULL;
             kl_scan_scratch_free(w->scan);

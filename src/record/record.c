@@ -5,6 +5,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <event2/event.h>
+
 #include "account/account.h"
 #include "core/log.h"
 #include "core/text.h"
@@ -147,23 +149,103 @@ bool kl_record_admit(kl_exchange *ex)
     return ex->rec_slots == 1;
 }
 
-bool kl_record_begin(kl_exchange *ex)
+/* An exchange's in-progress record is a safety net for a crash (and shows
+ * what is running now). Most requests that end within KL_BEGIN_DELAY_MS
+ * (errors, token counts, embeddings, cached answers) would only have it
+ * overwritten, so it is written for those still running then: one row
+ * write per quick request instead of two, and no record built for nothing.
+ * The price: a kill -9 loses the marker of requests younger than that. */
+#define KL_BEGIN_DELAY_MS 100
+
+static int64_t begin_due_ns(const kl_exchange *ex)
+{
+    return ex->t_start_ns + (int64_t)KL_BEGIN_DELAY_MS * 1000000;
+}
+
+static void due_unlink(kl_worker *w, kl_exchange *ex)
+{
+    if (ex->rec_prev)
+        ex->rec_prev->rec_next = ex->rec_next;
+    else
+        w->rec_due_head = ex->rec_next;
+    if (ex->rec_next)
+        ex->rec_next->rec_prev = ex->rec_prev;
+    else
+        w->rec_due_tail = ex->rec_prev;
+    ex->rec_prev = ex->rec_next = NULL;
+    ex->rec_due = false;
+}
+
+static void arm_begin_timer(kl_worker *w, int64_t in_ns)
+{
+    if (in_ns < 0)
+        in_ns = 0;
+    struct timeval tv = {(time_t)(in_ns / 1000000000), (suseconds_t)(in_ns % 1000000000 / 1000)};
+    evtimer_add(w->rec_timer, &tv);
+}
+
+/* The in-progress record now; none when the queue is full (the final
+ * record keeps the slot it reserved on arrival). */
+static void write_in_progress(kl_exchange *ex)
 {
     struct kl_writer *w = records_writer(ex);
-    if (!w || !ex->rec_slots)
-        return true;
     if (!kl_writer_reserve(w, 1))
-        return false;
+        return;
     struct kl_rec r;
     fill(ex, &r, KL_REC_IN_PROGRESS);
     kl_writer_push(w, kl_rec_pack(&r));
     ex->rec_begun = true;
-    return true;
+}
+
+/* The list is in start order, so the due ones are at its head. */
+static void on_begin_due(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kl_worker *w = arg;
+    int64_t now = kl_now_ns();
+    while (w->rec_due_head && begin_due_ns(w->rec_due_head) <= now) {
+        kl_exchange *ex = w->rec_due_head;
+        due_unlink(w, ex);
+        write_in_progress(ex);
+    }
+    if (w->rec_due_head)
+        arm_begin_timer(w, begin_due_ns(w->rec_due_head) - now);
+}
+
+void kl_record_begin(kl_exchange *ex)
+{
+    kl_worker *w = ex->worker;
+    if (!records_writer(ex) || !ex->rec_slots || ex->rec_due || ex->rec_begun)
+        return;
+    if (!w->rec_timer)
+        w->rec_timer = evtimer_new(w->base, on_begin_due, w);
+    ex->rec_prev = w->rec_due_tail;
+    ex->rec_next = NULL;
+    if (w->rec_due_tail)
+        w->rec_due_tail->rec_next = ex;
+    else
+        w->rec_due_head = ex;
+    w->rec_due_tail = ex;
+    ex->rec_due = true;
+    if (!evtimer_pending(w->rec_timer, NULL))
+        arm_begin_timer(w, begin_due_ns(w->rec_due_head) - kl_now_ns());
+}
+
+void kl_record_worker_free(kl_worker *w)
+{
+    while (w->rec_due_head)
+        due_unlink(w, w->rec_due_head);
+    if (w->rec_timer)
+        event_free(w->rec_timer);
+    w->rec_timer = NULL;
 }
 
 void kl_record_exchange(kl_exchange *ex)
 {
     struct kl_writer *w = records_writer(ex);
+    if (ex->rec_due)
+        due_unlink(ex->worker, ex); /* ended before its in-progress record was due */
     /* An exchange that ended before its pipeline started (a body too large,
      * malformed or stalled, a client gone mid-body) has no slot yet. */
     if (w && !ex->rec_slots)

@@ -43,8 +43,11 @@ void kl_record_server_stop_queries(kl_server *srv);
 /* At arrival: reserve the slot for ex's final record. False: the queue is
  * full, refuse with 503. */
 bool kl_record_admit(kl_exchange *ex);
-/* Before forwarding: the "in progress" record. False: queue full. */
-bool kl_record_begin(kl_exchange *ex);
+/* Before forwarding: the "in progress" record, written if the exchange is
+ * still running 100 ms after it arrived. */
+void kl_record_begin(kl_exchange *ex);
+/* At worker shutdown, after its exchanges are closed. */
+void kl_record_worker_free(kl_worker *w);
 /* At the end: the final record (and the access log line). */
 void kl_record_exchange(kl_exchange *ex);
 

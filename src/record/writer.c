@@ -3,7 +3,6 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
 #include "core/exchange.h"
@@ -16,8 +15,6 @@ struct kl_writer {
     struct kl_rec **ring;
     size_t cap, head, count;    /* queued records */
     size_t reserved;            /* slots promised but not yet pushed */
-    size_t held;                /* in-progress records held at the front (see coalesce_into) */
-    int64_t held_until;         /* when the oldest of them is due */
     bool stop;
     struct kl_store *store;
     struct kl_writer_opts o;
@@ -59,70 +56,6 @@ static void tick(struct kl_writer *w, bool last)
     w->o.tick(w->store, w->o.tick_arg, last);
 }
 
-/* An exchange's "in progress" record is only a safety net for a crash (and
- * shows what is running now). When its final record arrives within
- * KL_HOLD_MS, the final one alone is written: one row write per request
- * instead of two. Until then it is held at the front of the queue, and a
- * kill -9 loses the marker of requests younger than that; every other
- * record is written at once. Real model calls mostly take longer and still
- * get their in-progress row after KL_HOLD_MS; quick ones (errors, token
- * counts, embeddings, cached answers) cost one row. */
-#define KL_HOLD_MS 100
-
-static uint32_t id_hash(const char *id)
-{
-    uint32_t h = 2166136261u;
-    for (; *id; id++)
-        h = (h ^ (unsigned char)*id) * 16777619u;
-    return h;
-}
-
-/* Sort a batch into the records to write (out) and the in-progress ones to
- * hold (held, at most maxheld, in queue order). An in-progress record whose
- * final record is in the batch is neither: the final one is inserted whole. */
-struct sorted {
-    size_t nout, nheld;
-    int64_t held_until;
-};
-
-static struct sorted coalesce_into(struct kl_rec **batch, size_t n, struct kl_rec **slots, size_t nslots,
-                                   struct kl_rec **out, struct kl_rec **held, size_t maxheld, int64_t now)
-{
-    /* slots: an open-addressing set of the batch's final records, by id */
-    memset(slots, 0, nslots * sizeof(*slots));
-    for (size_t i = 0; i < n; i++) {
-        if (batch[i]->state == KL_REC_IN_PROGRESS)
-            continue;
-        size_t h = id_hash(batch[i]->id) & (nslots - 1);
-        while (slots[h])
-            h = (h + 1) & (nslots - 1);
-        slots[h] = batch[i];
-    }
-    struct sorted r = {0, 0, 0};
-    for (size_t i = 0; i < n; i++) {
-        if (batch[i]->state == KL_REC_IN_PROGRESS) {
-            struct kl_rec *final = NULL;
-            for (size_t h = id_hash(batch[i]->id) & (nslots - 1); slots[h] && !final; h = (h + 1) & (nslots - 1))
-                if (strcmp(slots[h]->id, batch[i]->id) == 0)
-                    final = slots[h];
-            if (final) {
-                final->begun = false; /* no row to update: the final one is inserted whole */
-                continue;
-            }
-            int64_t age = now - batch[i]->started_ms;
-            if (age >= 0 && age < KL_HOLD_MS && r.nheld < maxheld) {
-                int64_t due = batch[i]->started_ms + KL_HOLD_MS;
-                if (!r.nheld || due < r.held_until)
-                    r.held_until = due;
-                held[r.nheld++] = batch[i];
-                continue;
-            }
-        }
-        out[r.nout++] = batch[i];
-    }
-    return r;
-}
-
 /* A batch the store refused as a whole: each record alone, so one it can
  * never take (the store says so: KL_STORE_REFUSED) does not hold back the
  * rest for ever. Those are logged and dropped. 0 when every record was
@@ -149,36 +82,18 @@ static void *writer_main(void *arg)
 {
     struct kl_writer *w = arg;
     struct kl_rec **batch = calloc(w->o.batch, sizeof(*batch));
-    struct kl_rec **out = calloc(w->o.batch, sizeof(*out));
-    struct kl_rec **held = calloc(w->o.batch, sizeof(*held));
-    size_t nslots = 16;
-    while (nslots < 2 * w->o.batch)
-        nslots *= 2;
-    struct kl_rec **slots = calloc(nslots, sizeof(*slots));
-    if (!batch || !out || !held || !slots)
+    if (!batch)
         abort();
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        /* nothing new: wait for records, for held ones to fall due (a due
-         * time further off than the hold means the clock went back: go on),
-         * or a second. The wait itself is on the monotonic clock (see
-         * kl_writer_start), so a clock step cannot stretch it. */
-        for (;;) {
-            int64_t now = kl_wall_ms();
-            bool held_not_due = w->count == w->held && now < w->held_until && w->held_until - now <= KL_HOLD_MS;
-            if (w->stop || (w->count && !held_not_due))
-                break;
-            int64_t wait_ms = w->count ? w->held_until - now : 1000;
+        /* nothing new: wait for records, or a second (on the monotonic
+         * clock, see kl_writer_start, so a clock step cannot stretch it) */
+        while (!w->stop && !w->count) {
             struct timespec until;
             clock_gettime(CLOCK_MONOTONIC, &until);
-            until.tv_sec += wait_ms / 1000;
-            until.tv_nsec += (wait_ms % 1000) * 1000000;
-            if (until.tv_nsec >= 1000000000) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000;
-            }
+            until.tv_sec += 1;
             pthread_cond_timedwait(&w->cond, &w->lock, &until);
-            if (w->count == w->held && !w->stop) {
+            if (!w->count && !w->stop) {
                 pthread_mutex_unlock(&w->lock);
                 purge(w);
                 tick(w, false);
@@ -187,10 +102,9 @@ static void *writer_main(void *arg)
         }
         if (w->count == 0 && w->stop)
             break;
-        if (w->count - w->held < w->o.batch / 2 && !w->stop) {
+        if (w->count < w->o.batch / 2 && !w->stop) {
             /* Group commit: let a few more records arrive so one transaction
-             * carries them (and a request's in-progress row meets its final
-             * row), instead of one transaction per record. */
+             * carries them, instead of one transaction per record. */
             pthread_mutex_unlock(&w->lock);
             struct timespec gather = {0, 2 * 1000000};
             nanosleep(&gather, NULL);
@@ -199,16 +113,12 @@ static void *writer_main(void *arg)
         size_t n = w->count < w->o.batch ? w->count : w->o.batch;
         for (size_t i = 0; i < n; i++)
             batch[i] = w->ring[(w->head + i) % w->cap];
-        bool stopping = w->stop;
         pthread_mutex_unlock(&w->lock);
 
         char err[512];
-        /* at most a quarter of a batch held, so new records always get in */
-        struct sorted st = coalesce_into(batch, n, slots, nslots, out, held, stopping ? 0 : w->o.batch / 4,
-                                         kl_wall_ms());
-        int rc = st.nout ? kl_store_write(w->store, out, st.nout, err, sizeof(err)) : 0;
+        int rc = kl_store_write(w->store, batch, n, err, sizeof(err));
         if (rc == KL_STORE_REFUSED)
-            rc = write_alone(w, out, st.nout, err, sizeof(err));
+            rc = write_alone(w, batch, n, err, sizeof(err));
         if (rc < 0) {
             /* Keep the records and try again; meanwhile the queue fills and
              * new requests are refused rather than records dropped. */
@@ -223,31 +133,18 @@ static void *writer_main(void *arg)
                 break; /* the store is gone; give up at shutdown */
             continue;
         }
-        for (size_t i = 0, h = 0; i < n; i++) {
-            if (h < st.nheld && batch[i] == held[h])
-                h++;
-            else
-                kl_rec_free(batch[i]);
-        }
+        for (size_t i = 0; i < n; i++)
+            kl_rec_free(batch[i]);
         purge(w);
         tick(w, false);
         pthread_mutex_lock(&w->lock);
-        /* the held records go back to the front of the queue, in order */
-        size_t done = n - st.nheld;
-        for (size_t h = 0; h < st.nheld; h++)
-            w->ring[(w->head + done + h) % w->cap] = held[h];
-        w->head = (w->head + done) % w->cap;
-        w->count -= done;
-        w->written += done;
-        w->held = st.nheld;
-        w->held_until = st.held_until;
+        w->head = (w->head + n) % w->cap;
+        w->count -= n;
+        w->written += n;
     }
     pthread_mutex_unlock(&w->lock);
     tick(w, true);
     free(batch);
-    free(out);
-    free(held);
-    free(slots);
     return NULL;
 }
 

@@ -183,6 +183,50 @@ describe('records (SQLite)', () => {
   });
 });
 
+describe('in-progress records', () => {
+  it('are written for requests still running after 100 ms, and never for quick ones', async () => {
+    const mock = await startMock();
+    const path = join(mkdtempSync(join(tmpdir(), 'kl-begin-')), 'records.db');
+    const config = { identity, grants, store: { path }, providers: providersFor(mock.url) };
+    await (await startGateway(config)).stop(); // the schema is in place
+    // every row inserted, with its state at insertion
+    const sql = (q) => spawnSync('sqlite3', ['-batch', path, q], { encoding: 'utf8' });
+    let out = sql('CREATE TABLE inserted (id TEXT, state TEXT);' +
+      'CREATE TRIGGER log_insert AFTER INSERT ON requests BEGIN INSERT INTO inserted VALUES (new.id, new.state); END;');
+    assert.equal(out.status, 0, out.stderr);
+    const gw = await startGateway(config);
+    const quick = await chat(gw, USER, { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(quick.status, 200);
+    await quick.text();
+    const slow = await chat(gw, USER, { model: 'gpt-4o', stream: true, messages: [] },
+      { 'x-mock': 'events=8;delay_events_ms=100' });
+    const reader = slow.body.getReader();
+    await reader.read();
+    const slowId = slow.headers.get('x-keyless-request-id');
+    // while it runs, the record says so
+    const running = await recordUntil(gw, slowId, (r) => r.state === 'in_progress');
+    assert.equal(running.state, 'in_progress', JSON.stringify(running));
+    assert.equal(running.login, 'uma@example.com');
+    while (!(await reader.read()).done);
+    const done = await recordUntil(gw, slowId, (r) => r.state === 'done');
+    assert.equal(done.state, 'done', JSON.stringify(done));
+    const quickId = quick.headers.get('x-keyless-request-id');
+    assert.equal((await recordUntil(gw, quickId, (r) => r.state === 'done')).state, 'done');
+    await gw.stop();
+    out = sql('SELECT id || \':\' || state FROM inserted ORDER BY rowid');
+    assert.equal(out.status, 0, out.stderr);
+    const rows = out.stdout.trim().split('\n');
+    // the quick chat and the /api/ reads: one row each, inserted done; the
+    // stream: its in-progress row, then the final record as an update
+    assert.ok(rows.includes(`${quickId}:done`), out.stdout);
+    assert.ok(rows.includes(`${slowId}:in_progress`), out.stdout);
+    assert.deepEqual(rows.filter((r) => r.endsWith(':in_progress')), [`${slowId}:in_progress`], out.stdout);
+    assert.equal(rows.filter((r) => r.startsWith(slowId)).length, 1, out.stdout);
+    assert.ok(rows.length >= 4, out.stdout);
+    await mock.stop();
+  });
+});
+
 describe('records survive kill -9', () => {
   const pg = process.env.KEYLESS_TEST_PG_URL;
   for (const driver of ['sqlite', 'postgres']) {

@@ -1,8 +1,6 @@
 /* The record writer: slots are reserved up front and a full queue refuses
- * instead of dropping; what is queued is written, in-progress rows that
- * meet their final row (in a batch, or while held for 100 ms) are
- * coalesced; a final row updates the in-progress
- * row written before it (or is inserted when that row is not there); a
+ * instead of dropping; what is queued is written; a final row updates the
+ * in-progress row written before it (or is inserted when that row is not there); a
  * database of the previous schema opens and is migrated. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,7 +27,7 @@ static struct kl_rec *rec_at(const char *id, enum kl_rec_state st, int64_t start
     r.started_ms = started_ms;
     r.latency_ms = r.ttft_ms = -1;
     r.status = st == KL_REC_DONE ? 200 : 0;
-    r.begun = st == KL_REC_DONE; /* as record.c: the writer clears it when it coalesces */
+    r.begun = st == KL_REC_DONE; /* an update first; with no row to update, an insert */
     r.ended_ms = st == KL_REC_DONE ? started_ms + 1 : 0;
     return kl_rec_pack(&r);
 }
@@ -466,64 +464,6 @@ static void full_queue_refuses_and_nothing_is_lost(void **state)
     remove_db(path);
 }
 
-/* The in-progress record of a request that ends within the writer's hold
- * time (100 ms) is never written: one row per quick request. A request
- * still running after it gets its in-progress row; stopping writes whatever
- * is held. Polled through a second connection, as the query thread reads. */
-static void quick_requests_cost_one_row(void **state)
-{
-    (void)state;
-    char path[32], err[256];
-    struct kl_store *s = temp_store(path);
-    struct kl_store *reader = kl_store_open(KL_STORE_SQLITE, path, false, err, sizeof(err));
-    assert_non_null(reader);
-    /* every row inserted, with its state at insertion */
-    assert_int_equal(kl_store_exec(s, "CREATE TABLE inserted (id TEXT, state TEXT)", NULL, 0, NULL, err,
-                                   sizeof(err)), 0);
-    assert_int_equal(kl_store_exec(s, "CREATE TRIGGER log_insert AFTER INSERT ON requests"
-                                      " BEGIN INSERT INTO inserted VALUES (new.id, new.state); END",
-                                   NULL, 0, NULL, err, sizeof(err)), 0);
-    struct kl_writer_opts o = {.queue = 64, .batch = 16};
-    struct kl_writer *w = kl_writer_start(s, &o);
-    assert_true(kl_writer_reserve(w, 4));
-    int64_t t0 = kl_wall_ms();
-    kl_writer_push(w, rec_at("slow", KL_REC_IN_PROGRESS, t0));
-    kl_writer_push(w, rec_at("quick", KL_REC_IN_PROGRESS, t0));
-    struct timespec pause = {0, 5 * 1000000};
-    nanosleep(&pause, NULL);    /* the writer has most likely held both by now */
-    kl_writer_push(w, rec_at("quick", KL_REC_DONE, t0));
-    cJSON *r = NULL;
-    for (int i = 0; i < 1000 && !r; i++) {
-        nanosleep(&pause, NULL);
-        r = row(reader, "slow");
-    }
-    assert_non_null(r);
-    assert_string_equal(str(r, "state"), "in_progress");
-    assert_true(kl_wall_ms() - t0 >= 100);    /* not before it was due */
-    cJSON_Delete(r);
-    r = row(reader, "quick");
-    assert_non_null(r);
-    assert_string_equal(str(r, "state"), "done");
-    cJSON_Delete(r);
-    kl_writer_push(w, rec_at("at-stop", KL_REC_IN_PROGRESS, kl_wall_ms()));
-    kl_writer_stop(w);
-    r = row(reader, "at-stop");
-    assert_non_null(r);
-    assert_string_equal(str(r, "state"), "in_progress");
-    cJSON_Delete(r);
-    /* the quick request's row was inserted once, already done */
-    cJSON *rows = NULL;
-    assert_int_equal(kl_store_exec(reader, "SELECT id || ':' || state AS r FROM inserted ORDER BY rowid", NULL, 0,
-                                   &rows, err, sizeof(err)), 0);
-    assert_int_equal(cJSON_GetArraySize(rows), 3);
-    assert_string_equal(str(cJSON_GetArrayItem(rows, 0), "r"), "quick:done");
-    assert_string_equal(str(cJSON_GetArrayItem(rows, 1), "r"), "slow:in_progress");
-    assert_string_equal(str(cJSON_GetArrayItem(rows, 2), "r"), "at-stop:in_progress");
-    cJSON_Delete(rows);
-    kl_store_close(reader);
-    remove_db(path);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -535,7 +475,6 @@ int main(void)
         cmocka_unit_test(grouped_report_reads_the_time_range_only),
         cmocka_unit_test(retention_purges_old_rows),
         cmocka_unit_test(refused_record_does_not_block_the_rest),
-        cmocka_unit_test(quick_requests_cost_one_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
