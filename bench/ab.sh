@@ -11,6 +11,11 @@
 # BENCH_AB_CONNS (64) connections. Per run it prints req/s, keyless's CPU per
 # request (all threads, from /proc schedstat) and wrk's p99; at the end the
 # median of each column per build. mockllm and fake-tailscaled are started once.
+# Each run starts with an empty record store, unless BENCH_AB_PREFILL is a
+# number of seconds: then build A first fills one under scenario 1's load for
+# that long (~10k rows a second), and every run starts from a copy of it, as
+# a gateway with a history would (checkpoints and index writes cost more in
+# a large database).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -29,6 +34,7 @@ start_mockllm
 one() { # LABEL BUILD
   BUILD=$2
   rm -f "$TMP"/keyless.db*
+  [ -z "${BENCH_AB_PREFILL:-}" ] || cp "$TMP/prefilled.db" "$TMP/keyless.db"
   start_keyless
   BENCH_BODY="$TMP/chat-1k.json" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s -s "$BENCH_DIR/post.lua" \
     "http://$KL_ADDR/v1/chat/completions" >/dev/null
@@ -46,6 +52,18 @@ one() { # LABEL BUILD
   printf '%s %s %.1f %s\n' "$1" "$rps" "$(echo "($c1 - $c0) / 1000 / $n" | bc -l)" "$p99" | tee -a "$OUT/ab.txt"
 }
 
+if [ -n "${BENCH_AB_PREFILL:-}" ]; then
+  BUILD=$A
+  rm -f "$TMP"/keyless.db*
+  start_keyless
+  BENCH_BODY="$TMP/chat-1k.json" taskset -c "$LOAD_CPU" wrk -t1 -c64 -d"${BENCH_AB_PREFILL}s" -s "$BENCH_DIR/post.lua" \
+    "http://$KL_ADDR/v1/chat/completions" >/dev/null
+  kill -TERM "$KL_PID"
+  wait "$KL_PID" 2>/dev/null || true
+  mv "$TMP/keyless.db" "$TMP/prefilled.db"
+  rm -f "$TMP"/keyless.db*
+  log "record store prefilled: $(sqlite3 "$TMP/prefilled.db" 'SELECT count(*) FROM requests') rows"
+fi
 log "A = $A, B = $B, $ROUNDS rounds of ${SECS}s at $CONNS connections; results in $OUT/ab.txt"
 echo "build req/s cpu_us_per_req p99" | tee "$OUT/ab.txt"
 for r in $(seq "$ROUNDS"); do
