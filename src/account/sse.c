@@ -28,13 +28,18 @@ static size_t line_break(const char *p, size_t i, size_t len)
 
 /* Length of the first complete event in p[0..len), or 0 when there is none
  * yet; scanning starts at from, the start of a line. An event ends at an
- * empty line; lines end in \r\n, \n or \r. A '\r' at the very end may still
- * be followed by '\n', so it waits. With no event yet, *resume is the start of the incomplete line: the next call
- * starts there instead of rescanning the whole event, which would make one
- * large event cost its size squared. */
-static size_t event_end(const char *p, size_t len, size_t from, size_t *resume)
+ * empty line; lines end in \r\n, \n or \r. A line ending in '\r' at the very
+ * end may still be followed by '\n', so it waits, unless it is the empty
+ * line: that event is complete either way, and *cr_end says a '\n' arriving
+ * next belongs to it (CR-only streams end every event so; holding each one
+ * until the next byte would delay it by the provider's pause). With no event
+ * yet, *resume is the start of the incomplete line: the next call starts
+ * there instead of rescanning the whole event, which would make one large
+ * event cost its size squared. */
+static size_t event_end(const char *p, size_t len, size_t from, size_t *resume, bool *cr_end)
 {
     size_t i = from;
+    *cr_end = false;
     while (i < len) {
         size_t b = line_break(p, i, len);   /* the line break, or len */
         if (b == len)
@@ -42,8 +47,12 @@ static size_t event_end(const char *p, size_t len, size_t from, size_t *resume)
         bool empty = b == i;
         size_t next = b + 1;
         if (p[b] == '\r') {
-            if (next == len)
+            if (next == len) {
+                *cr_end = empty;
+                if (empty)
+                    return next;
                 break;
+            }
             if (p[next] == '\n')
                 next++;
         }
@@ -71,13 +80,15 @@ static void grow(kl_sse *s, size_t need)
 void kl_sse_feed(kl_sse *s, const char *data, size_t len, kl_sse_event_fn on_event, void *arg)
 {
     size_t resume = 0;
+    bool cr_end;
     if (s->len > 0) {
         grow(s, len);
         memcpy(s->buf + s->len, data, len);
         s->len += len;
         size_t off = 0, n, from = s->scanned;
-        while ((n = event_end(s->buf + off, s->len - off, from, &resume)) > 0) {
+        while ((n = event_end(s->buf + off, s->len - off, from, &resume, &cr_end)) > 0) {
             on_event(arg, s->buf + off, n);
+            s->lf_pending = cr_end;
             off += n;
             from = 0;
         }
@@ -87,11 +98,19 @@ void kl_sse_feed(kl_sse *s, const char *data, size_t len, kl_sse_event_fn on_eve
         return;
     }
     /* Common case: nothing carried over, so events are handed out straight
-     * from the caller's buffer and only a tail is copied. */
-    size_t off = 0, n;
-    while ((n = event_end(data + off, len - off, 0, &resume)) > 0) {
+     * from the caller's buffer and only a tail is copied. The '\n' of a
+     * "\r\n" the last event ended on, when it comes now, leads the next
+     * event's bytes (an empty line there is skipped, not an event). */
+    size_t off = 0, n, from = 0;
+    if (s->lf_pending && len > 0) {
+        from = data[0] == '\n';
+        s->lf_pending = false;
+    }
+    while ((n = event_end(data + off, len - off, from, &resume, &cr_end)) > 0) {
         on_event(arg, data + off, n);
+        s->lf_pending = cr_end;
         off += n;
+        from = 0;
     }
     if (off < len) {
         grow(s, len - off);
@@ -106,11 +125,13 @@ void kl_sse_flush(kl_sse *s, kl_sse_event_fn on_event, void *arg)
     if (s->len > 0)
         on_event(arg, s->buf, s->len);
     s->len = s->scanned = 0;
+    s->lf_pending = false;
 }
 
 void kl_sse_discard(kl_sse *s)
 {
     s->len = s->scanned = 0;
+    s->lf_pending = false;
 }
 
 void kl_sse_free(kl_sse *s)

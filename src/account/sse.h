@@ -11,11 +11,15 @@ typedef struct kl_sse {
     char *buf;                  /* an incomplete event carried over */
     size_t len, cap;
     size_t scanned;             /* buf[0..scanned) holds no event end: scanning resumes there */
+    bool lf_pending;            /* the last event ended on a '\r' that was the last byte so far */
 } kl_sse;
 
 typedef void (*kl_sse_event_fn)(void *arg, const char *raw, size_t len);
 
-/* Call on_event for every complete event (raw bytes, terminator included). */
+/* Call on_event for every complete event (raw bytes, terminator included),
+ * as soon as its terminator is in: an event ending in "\r\r" or "\r\n\r" comes
+ * out at that '\r', and a '\n' following it in the next bytes leads the next
+ * event's raw bytes (so the bytes handed out are always the bytes fed). */
 void kl_sse_feed(kl_sse *s, const char *data, size_t len, kl_sse_event_fn on_event, void *arg);
 /* The stream ended: hand over whatever incomplete event remains. */
 void kl_sse_flush(kl_sse *s, kl_sse_event_fn on_event, void *arg);

@@ -52,6 +52,7 @@ function scriptedUpstream(scripts) {
   };
 }
 
+let releaseCr = () => {};
 const JSON_BODY = '{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}';
 
 // An embeddings-sized answer: ~3 MB of JSON, built once.
@@ -106,6 +107,13 @@ const scripts = {
       sock.write(wire.slice(i, i + 7));
       await new Promise((r) => setTimeout(r, 1));
     }
+  },
+  // Events whose lines end in a lone CR; the second waits for releaseCr().
+  'cr-only'(sock) {
+    const chunk = (e) => `${Buffer.byteLength(e).toString(16)}\r\n${e}\r\n`;
+    sock.write('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n' +
+      chunk('data: {"choices":[{"delta":{"content":"a"}}]}\r\r'));
+    new Promise((r) => { releaseCr = r; }).then(() => sock.write(chunk('data: [DONE]\r\r') + '0\r\n\r\n'));
   },
   // No length, no chunks: the body ends when the server closes.
   close(sock) {
@@ -296,6 +304,35 @@ describe('upstream: the native HTTP/1.1 client', () => {
     assert.equal(r.text.match(/^data: /gm).length, 3);
     assert.match(r.text, /data: \[DONE\]\n\n$/);
     assert.ok(!r.text.includes('x-trailer'));
+  });
+
+  it('relays an event of a CR-only stream when its blank line arrives, not with the next one', async () => {
+    const r = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-script': 'cr-only' },
+      body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(r.status, 200);
+    const reader = r.body.getReader();
+    let got = '';
+    const first = (async () => {
+      while (!got.includes('\r\r')) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        got += Buffer.from(value).toString();
+      }
+    })();
+    const late = new Promise((res) => setTimeout(res, 3000, 'late'));
+    const held = await Promise.race([first, late]);
+    releaseCr();
+    assert.notEqual(held, 'late', 'the first event was held back until the provider sent more');
+    assert.equal(got, 'data: {"choices":[{"delta":{"content":"a"}}]}\r\r');
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      got += Buffer.from(value).toString();
+    }
+    assert.equal(got, 'data: {"choices":[{"delta":{"content":"a"}}]}\r\rdata: [DONE]\r\r');
   });
 
   it('a close-delimited body arrives whole, and the connection is not reused', async () => {
