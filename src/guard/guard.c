@@ -134,6 +134,16 @@ static void add_opt_string(cJSON *o, const char *k, const char *v)
         cJSON_AddStringToObject(o, k, v);
 }
 
+/* A WhoIs identity's tailnet: its node's MagicDNS name past the host label
+ * ("alice-mbp.tail8c2a1.ts.net" -> "tail8c2a1.ts.net"). NULL for others. */
+static const char *tailnet_name(const struct kl_identity *id)
+{
+    if (!id || !id->node || !id->source || strcmp(id->source, "tailscale") != 0)
+        return NULL;
+    const char *dot = strchr(id->node, '.');
+    return dot && dot[1] ? dot + 1 : NULL;
+}
+
 /* The JSON the hook is POSTed (cJSON_free it): metadata always, the rest
  * as its grant's "send" lists. */
 static char *payload(struct kl_guard_run *r, const struct kl_hook_ref *ref, size_t *len)
@@ -146,6 +156,7 @@ static char *payload(struct kl_guard_run *r, const struct kl_hook_ref *ref, size
     add_opt_string(md, "url", ex->req.path);
     add_opt_string(md, "model", ex->model_requested);
     add_opt_string(md, "provider", ex->provider ? ex->provider->id : NULL);
+    add_opt_string(md, "tailnet_name", tailnet_name(ex->ident));
     add_opt_string(md, "stable_node_id", ex->ident ? ex->ident->stable_node_id : NULL);
     cJSON_AddStringToObject(md, "request_id", ex->id);
     add_opt_string(md, "session_id", ex->session_id);

@@ -84,6 +84,7 @@ describe('pre_request hooks', () => {
     assert.equal(pii.headers.authorization, 'Bearer hook-secret-000');
     assert.equal(audit.headers['x-api-key'], 'audit-secret-000');
     assert.equal(pii.body.metadata.login_name, '(loopback)');
+    assert.equal(pii.body.metadata.tailnet_name, undefined); // not a tailnet identity
     assert.equal(pii.body.metadata.model, 'gpt-4o');
     assert.equal(pii.body.metadata.provider, 'openai');
     assert.equal(pii.body.metadata.url, '/v1/chat/completions');

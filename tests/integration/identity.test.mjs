@@ -147,6 +147,7 @@ describe('identity and grants', () => {
     // her CapMap's send_hooks: the pii hook was asked, with what it asks for
     assert.equal(hookCalls.length, 1);
     assert.equal(hookCalls[0].metadata.login_name, 'carol@example.com');
+    assert.equal(hookCalls[0].metadata.tailnet_name, 'tail8c2a1.ts.net');
     assert.equal(hookCalls[0].user_message, 'hi');
     assert.equal(hookCalls[0].request_body.model, 'openai/gpt-4o');
     // a hook the policy asks for that this gateway does not define: refused, never forwarded unguarded
