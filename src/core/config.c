@@ -27,7 +27,7 @@ void kl_cfg_report(kl_cfg_ctx *c, enum kl_severity sev, const cJSON *at,
     if (at) {
         size_t off = kl_json_doc_offset(&c->cfg->doc, at);
         if (off != (size_t)-1)
-            kl_text_linecol(c->cfg->doc.text, c->cfg->doc.len, off, &line, &col);
+            kl_json_doc_linecol(&c->cfg->doc, off, &line, &col);
     }
     char msg[1024];
     va_list ap;

@@ -1,6 +1,7 @@
 #include "core/hujson.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,6 +144,34 @@ static size_t pos_walk(kl_json_doc *doc, size_t i, const cJSON *item)
     return i;
 }
 
+static int by_item(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)((const struct kl_json_pos *)a)->item;
+    uintptr_t y = (uintptr_t)((const struct kl_json_pos *)b)->item;
+    return x < y ? -1 : x > y;
+}
+
+/* A configuration gets a diagnostic per suspicious key: looking each one's
+ * place up by scanning the positions and then the text made a file with
+ * 10k unknown keys take 1.5 s to check (50k: 73 s). Positions sorted by
+ * item and the offsets where lines start make each look-up a binary
+ * search. */
+static void index_doc(kl_json_doc *doc)
+{
+    qsort(doc->pos, doc->npos, sizeof(*doc->pos), by_item);
+    size_t n = 1;
+    for (size_t i = 0; i < doc->len; i++)
+        n += doc->text[i] == '\n';
+    doc->line_starts = malloc(n * sizeof(*doc->line_starts));
+    if (!doc->line_starts)
+        abort();
+    doc->line_starts[0] = 0;
+    doc->nlines = 1;
+    for (size_t i = 0; i < doc->len; i++)
+        if (doc->text[i] == '\n')
+            doc->line_starts[doc->nlines++] = i + 1;
+}
+
 int kl_hujson_parse(const char *src, size_t len, kl_json_doc *doc,
                     char *err, size_t errlen, size_t *err_off)
 {
@@ -170,15 +199,35 @@ int kl_hujson_parse(const char *src, size_t len, kl_json_doc *doc,
         return -1;
     }
     pos_walk(doc, 0, doc->root);
+    index_doc(doc);
     return 0;
 }
 
 size_t kl_json_doc_offset(const kl_json_doc *doc, const cJSON *item)
 {
-    for (size_t i = 0; i < doc->npos; i++)
-        if (doc->pos[i].item == item)
-            return doc->pos[i].off;
-    return (size_t)-1;
+    struct kl_json_pos key = {item, 0};
+    const struct kl_json_pos *p = doc->pos ? bsearch(&key, doc->pos, doc->npos, sizeof(*doc->pos), by_item) : NULL;
+    return p ? p->off : (size_t)-1;
+}
+
+void kl_json_doc_linecol(const kl_json_doc *doc, size_t off, int *line, int *col)
+{
+    if (!doc->line_starts) {
+        kl_text_linecol(doc->text, doc->len, off, line, col);
+        return;
+    }
+    if (off > doc->len)
+        off = doc->len;
+    size_t lo = 0, hi = doc->nlines; /* the last line start <= off */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (doc->line_starts[mid] <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    *line = (int)lo + 1;
+    *col = (int)(off - doc->line_starts[lo]) + 1;
 }
 
 void kl_text_linecol(const char *text, size_t len, size_t off, int *line, int *col)
@@ -201,5 +250,6 @@ void kl_json_doc_free(kl_json_doc *doc)
     cJSON_Delete(doc->root);
     free(doc->text);
     free(doc->pos);
+    free(doc->line_starts);
     memset(doc, 0, sizeof(*doc));
 }

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -24,6 +25,45 @@ static void parses_comments_and_trailing_commas(void **state)
     kl_text_linecol(d.text, d.len, kl_json_doc_offset(&d, c), &line, &col);
     assert_int_equal(line, 4);
     assert_int_equal(col, 14);
+    kl_json_doc_free(&d);
+}
+
+/* Every value's place, looked up through the document's indexes, is where
+ * counting the text from the start puts it (the indexes exist so that a
+ * file with tens of thousands of diagnostics is not quadratic). */
+static void check_positions(const kl_json_doc *d, const cJSON *item, int *checked)
+{
+    size_t off = kl_json_doc_offset(d, item);
+    assert_true(off != (size_t)-1);
+    int l1, c1, l2, c2;
+    kl_json_doc_linecol(d, off, &l1, &c1);
+    kl_text_linecol(d->text, d->len, off, &l2, &c2);
+    assert_int_equal(l1, l2);
+    assert_int_equal(c1, c2);
+    (*checked)++;
+    for (const cJSON *c = item->child; c; c = c->next)
+        check_positions(d, c, checked);
+}
+
+static void indexed_positions_match_counting(void **state)
+{
+    (void)state;
+    char src[200000];
+    size_t n = 0;
+    n += (size_t)sprintf(src + n, "// many keys\n{\n");
+    for (int i = 0; i < 2000; i++)
+        n += (size_t)sprintf(src + n, "%s\"k%d\": %s,%s", i % 3 ? "  " : "\n\n  ", i,
+                             i % 5 ? "[1, {\"x\": \"y\"},]" : "true", i % 7 ? "\n" : " /* c */ ");
+    n += (size_t)sprintf(src + n, "}");
+    kl_json_doc d;
+    char err[128];
+    size_t off;
+    assert_int_equal(kl_hujson_parse(src, n, &d, err, sizeof(err), &off), 0);
+    int checked = 0;
+    check_positions(&d, d.root, &checked);
+    assert_int_equal(checked, 1 + 400 + 1600 * 4); /* the root, 400 trues, 1600 arrays of 1 and {"x": "y"} */
+    cJSON other;
+    assert_true(kl_json_doc_offset(&d, &other) == (size_t)-1);
     kl_json_doc_free(&d);
 }
 
@@ -110,6 +150,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(parses_comments_and_trailing_commas),
+        cmocka_unit_test(indexed_positions_match_counting),
         cmocka_unit_test(reports_error_position),
         cmocka_unit_test(rejects_unterminated_comment_and_string),
         cmocka_unit_test(escaped_quotes_inside_strings),
