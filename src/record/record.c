@@ -150,17 +150,13 @@ bool kl_record_admit(kl_exchange *ex)
 }
 
 /* An exchange's in-progress record is a safety net for a crash (and shows
- * what is running now). Most requests that end within KL_BEGIN_DELAY_MS
- * (errors, token counts, embeddings, cached answers) would only have it
- * overwritten, so it is written for those still running then: one row
- * write per quick request instead of two, and no record built for nothing.
- * The price: a kill -9 loses the marker of requests younger than that. */
+ * what is running now). Most requests that end within KL_BEGIN_DELAY_MS of
+ * being forwarded (errors, token counts, embeddings, cached answers) would
+ * only have it overwritten, so it is written for those still running then:
+ * one row write per quick request instead of two, and no record built for
+ * nothing. The price: a kill -9 loses the marker of requests forwarded less
+ * than that before. */
 #define KL_BEGIN_DELAY_MS 100
-
-static int64_t begin_due_ns(const kl_exchange *ex)
-{
-    return ex->t_start_ns + (int64_t)KL_BEGIN_DELAY_MS * 1000000;
-}
 
 static void due_unlink(kl_worker *w, kl_exchange *ex)
 {
@@ -197,20 +193,23 @@ static void write_in_progress(kl_exchange *ex)
     ex->rec_begun = true;
 }
 
-/* The list is in start order, so the due ones are at its head. */
+/* Exchanges join the list as they are forwarded, each due a fixed delay
+ * later, so the due ones are at its head. (Due times count from the
+ * forwarding, not the arrival: a request held up by a hook or a WhoIs
+ * lookup joins the list late, and its place must still be in due order.) */
 static void on_begin_due(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     kl_worker *w = arg;
     int64_t now = kl_now_ns();
-    while (w->rec_due_head && begin_due_ns(w->rec_due_head) <= now) {
+    while (w->rec_due_head && w->rec_due_head->rec_due_ns <= now) {
         kl_exchange *ex = w->rec_due_head;
         due_unlink(w, ex);
         write_in_progress(ex);
     }
     if (w->rec_due_head)
-        arm_begin_timer(w, begin_due_ns(w->rec_due_head) - now);
+        arm_begin_timer(w, w->rec_due_head->rec_due_ns - now);
 }
 
 void kl_record_begin(kl_exchange *ex)
@@ -228,8 +227,10 @@ void kl_record_begin(kl_exchange *ex)
         w->rec_due_head = ex;
     w->rec_due_tail = ex;
     ex->rec_due = true;
+    int64_t now = kl_now_ns();
+    ex->rec_due_ns = now + (int64_t)KL_BEGIN_DELAY_MS * 1000000;
     if (!evtimer_pending(w->rec_timer, NULL))
-        arm_begin_timer(w, begin_due_ns(w->rec_due_head) - kl_now_ns());
+        arm_begin_timer(w, w->rec_due_head->rec_due_ns - now);
 }
 
 void kl_record_worker_free(kl_worker *w)

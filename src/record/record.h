@@ -44,7 +44,7 @@ void kl_record_server_stop_queries(kl_server *srv);
  * full, refuse with 503. */
 bool kl_record_admit(kl_exchange *ex);
 /* Before forwarding: the "in progress" record, written if the exchange is
- * still running 100 ms after it arrived. */
+ * still running 100 ms after it was forwarded. */
 void kl_record_begin(kl_exchange *ex);
 /* At worker shutdown, after its exchanges are closed. */
 void kl_record_worker_free(kl_worker *w);

@@ -5,7 +5,7 @@
  * want of room (only one the store itself refuses, see kl_store_write): an
  * exchange reserves the slot for its final record when it arrives (a full
  * queue refuses the request with 503 instead), and one more when it is
- * still running 100 ms after it arrived, for the "in progress" record that
+ * still running 100 ms after it was forwarded, for the "in progress" record that
  * makes a request cut short by kill -9 visible as interrupted after a
  * restart (record.c; none when the queue is full then). */
 #ifndef KL_WRITER_H

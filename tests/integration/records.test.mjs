@@ -3,6 +3,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import http from 'node:http';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -184,10 +185,25 @@ describe('records (SQLite)', () => {
 });
 
 describe('in-progress records', () => {
-  it('are written for requests still running after 100 ms, and never for quick ones', async () => {
+  it('are written for requests still running 100 ms after they are forwarded, and never for quick ones', async () => {
     const mock = await startMock();
+    // a guardrail hook that takes 300 ms: the 100 ms count from forwarding,
+    // so a quick answer after a slow hook is still a quick request
+    const hook = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => setTimeout(() => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"action": "allow"}');
+      }, 300));
+    });
+    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
     const path = join(mkdtempSync(join(tmpdir(), 'kl-begin-')), 'records.db');
-    const config = { identity, grants, store: { path }, providers: providersFor(mock.url) };
+    const hooked = [{ src: ['uma@example.com'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' },
+      { models: '**', send_hooks: [{ name: 'slow', events: ['pre_request'], send: [] }] }] } }, grants[1]];
+    const config = {
+      identity, grants: hooked, store: { path }, providers: providersFor(mock.url),
+      hooks: { slow: { url: `http://127.0.0.1:${hook.address().port}/` } },
+    };
     await (await startGateway(config)).stop(); // the schema is in place
     // every row inserted, with its state at insertion
     const sql = (q) => spawnSync('sqlite3', ['-batch', path, q], { encoding: 'utf8' });
@@ -224,6 +240,7 @@ describe('in-progress records', () => {
     assert.equal(rows.filter((r) => r.startsWith(slowId)).length, 1, out.stdout);
     assert.ok(rows.length >= 4, out.stdout);
     await mock.stop();
+    await new Promise((r) => hook.close(r));
   });
 });
 
