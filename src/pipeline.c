@@ -200,6 +200,7 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
     if (had_key)
         kl_warn("%s: provider %s echoed its key in a response header; the header was dropped", ex->id,
                 ex->provider->id);
+    kl_record_response_headers(ex, headers);
     kl_respond_start(ex, status, headers, content_length);
 }
 

@@ -294,13 +294,18 @@ const struct kl_usage *kl_account_usage(const kl_exchange *ex)
     return ex->acct && ex->acct->usage ? kl_usage_result(ex->acct->usage) : NULL;
 }
 
-void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
+const char *kl_account_session_id(kl_exchange *ex)
 {
-    struct kl_account *a = ex->acct;
     if (!ex->session_id && ex->ep && ex->ep->inference)
         ex->session_id = kl_session_id(&ex->arena, ex->req.headers, ex->req.nheaders, ex->body, &ex->body_map,
                                        ex->ident ? ex->ident->login : NULL, ex->worker->sha256);
-    r->session_id = ex->session_id;
+    return ex->session_id;
+}
+
+void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
+{
+    struct kl_account *a = ex->acct;
+    r->session_id = kl_account_session_id(ex);
     if (a && a->capture) {
         r->response_body = a->capture;
         r->response_body_len = a->capture_len;

@@ -38,5 +38,7 @@ struct kl_usage;
 const struct kl_usage *kl_account_usage(const kl_exchange *ex);
 /* What account learned (usage, cost, tools, captured answer) into a record. */
 void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r);
+/* The request's session id (computed once, on first use), or NULL. */
+const char *kl_account_session_id(kl_exchange *ex);
 
 #endif

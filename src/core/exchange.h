@@ -122,7 +122,7 @@ typedef struct kl_exchange {
     struct kl_exchange *rec_prev, *rec_next;
     const char *session_id;
     bool body_withheld;             /* the body held something guardrails blocked: not captured */
-    const char *response_headers;   /* as sent to the client, for captures */
+    const char *response_headers;   /* the provider's, as relayed, for captures */
 
     /* response */
     int status;                     /* status sent (or to be sent) to the client */

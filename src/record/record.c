@@ -42,18 +42,37 @@ static const char *captured_headers(kl_exchange *ex)
     return out;
 }
 
+void kl_record_response_headers(kl_exchange *ex, const char *headers)
+{
+    if (ex->cfg->store->captures == KL_CAPTURE_NONE || !headers)
+        return;
+    /* a copy: the provider's head lives in a buffer its connection reuses */
+    char *out = kl_arena_alloc(&ex->arena, strlen(headers) + 1);
+    size_t o = 0;
+    for (const char *p = headers; *p; p++)
+        if (*p != '\r')
+            out[o++] = *p;
+    out[o] = '\0';
+    ex->response_headers = out;
+}
+
+/* A record of the exchange as it stands. An in-progress one carries only
+ * what was known when the request was forwarded: written 100 ms in, it
+ * would otherwise hold part of the answer (tokens that usage reports would
+ * add up, an upstream error counted as a failure while the request runs). */
 static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
 {
     const struct kl_store_cfg *sc = ex->cfg->store;
+    bool done = state == KL_REC_DONE;
     memset(r, 0, sizeof(*r));
     memcpy(r->id, ex->id, sizeof(r->id));
     r->state = state;
     r->instance = sc->instance;
     r->started_ms = ex->wall_start_ms;
-    r->first_byte_ms = wall_at(ex, ex->t_first_byte_ns);
-    r->ended_ms = state == KL_REC_DONE ? wall_at(ex, ex->t_end_ns) : 0;
-    r->latency_ms = state == KL_REC_DONE ? (ex->t_end_ns - ex->t_start_ns) / 1000000 : -1;
-    r->ttft_ms = ex->t_first_byte_ns ? (ex->t_first_byte_ns - ex->t_start_ns) / 1000000 : -1;
+    r->first_byte_ms = done ? wall_at(ex, ex->t_first_byte_ns) : 0;
+    r->ended_ms = done ? wall_at(ex, ex->t_end_ns) : 0;
+    r->latency_ms = done ? (ex->t_end_ns - ex->t_start_ns) / 1000000 : -1;
+    r->ttft_ms = done && ex->t_first_byte_ns ? (ex->t_first_byte_ns - ex->t_start_ns) / 1000000 : -1;
     const struct kl_identity *id = ex->ident;
     if (id) {
         r->login = id->login;
@@ -73,23 +92,26 @@ static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
     r->model_requested = ex->model_requested;
     r->provider = ex->provider ? ex->provider->id : NULL;
     r->stream = ex->stream;
-    r->status = state == KL_REC_DONE ? ex->status : 0;
-    r->upstream_status = ex->upstream_status;
-    r->error_class = ex->error_class ? kl_error_class_name(ex->error_class) : NULL;
-    r->error_message = ex->error_message;
     r->bytes_in = (int64_t)ex->bytes_in;
-    r->bytes_out = (int64_t)ex->bytes_out;
     r->user_agent = kl_http_header(&ex->req, "user-agent");
-    r->session_id = ex->session_id;
-    kl_account_fill_record(ex, r);
-    if (sc->captures != KL_CAPTURE_NONE) {
+    if (sc->captures != KL_CAPTURE_NONE)
         r->request_headers = captured_headers(ex);
-        r->response_headers = ex->response_headers;
-    }
     if (sc->captures == KL_CAPTURE_FULL && ex->body && !ex->body_withheld) {
         r->request_body = ex->body;
         r->request_body_len = ex->body_len < sc->capture_max ? ex->body_len : sc->capture_max;
     }
+    if (!done) {
+        r->session_id = kl_account_session_id(ex);
+        return;
+    }
+    r->status = ex->status;
+    r->upstream_status = ex->upstream_status;
+    r->error_class = ex->error_class ? kl_error_class_name(ex->error_class) : NULL;
+    r->error_message = ex->error_message;
+    r->bytes_out = (int64_t)ex->bytes_out;
+    kl_account_fill_record(ex, r);
+    if (sc->captures != KL_CAPTURE_NONE)
+        r->response_headers = ex->response_headers;
 }
 
 static const char *or_dash(const char *s)

@@ -48,6 +48,9 @@ bool kl_record_admit(kl_exchange *ex);
 void kl_record_begin(kl_exchange *ex);
 /* At worker shutdown, after its exchanges are closed. */
 void kl_record_worker_free(kl_worker *w);
+/* The provider's response headers as relayed ("Name: value" lines), kept
+ * for captures. */
+void kl_record_response_headers(kl_exchange *ex, const char *headers);
 /* At the end: the final record (and the access log line). */
 void kl_record_exchange(kl_exchange *ex);
 

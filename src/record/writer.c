@@ -84,6 +84,7 @@ static void *writer_main(void *arg)
     struct kl_rec **batch = calloc(w->o.batch, sizeof(*batch));
     if (!batch)
         abort();
+    uint64_t failing = 0; /* failed writes in a row */
     pthread_mutex_lock(&w->lock);
     for (;;) {
         /* nothing new: wait for records, or a second (on the monotonic
@@ -122,17 +123,21 @@ static void *writer_main(void *arg)
         if (rc < 0) {
             /* Keep the records and try again; meanwhile the queue fills and
              * new requests are refused rather than records dropped. */
-            w->failures++;
-            if (w->failures == 1 || w->failures % 60 == 0)
-                kl_error("record store write failed (%llu times; %zu records waiting): %s",
-                         (unsigned long long)w->failures, n, err);
+            pthread_mutex_lock(&w->lock);
+            uint64_t failures = ++w->failures;
+            pthread_mutex_unlock(&w->lock);
+            failing++;
+            if (failing == 1 || failing % 60 == 0)
+                kl_error("record store write failed (%llu times in a row, %llu in all; %zu records waiting): %s",
+                         (unsigned long long)failing, (unsigned long long)failures, n, err);
             struct timespec pause = {0, 500 * 1000000};
             nanosleep(&pause, NULL);
             pthread_mutex_lock(&w->lock);
-            if (w->stop && w->failures > 20)
-                break; /* the store is gone; give up at shutdown */
+            if (w->stop && failing > 20)
+                break; /* the store is gone (ten seconds of failures in a row): give up at shutdown */
             continue;
         }
+        failing = 0;
         for (size_t i = 0; i < n; i++)
             kl_rec_free(batch[i]);
         purge(w);

@@ -130,6 +130,9 @@ describe('records (SQLite)', () => {
     }
     assert.match(rec.request_headers, /authorization: \[redacted\]/i);
     assert.match(rec.request_headers, /cookie: \[redacted\]/i);
+    // the provider's headers as relayed (none were kept before)
+    assert.match(rec.response_headers, /^content-type: application\/json$/im);
+    assert.ok(!rec.response_headers.includes('\r'));
     assert.ok(!JSON.stringify(rec).includes('caller-secret-1'));
     assert.ok(rec.request_body.includes('gpt-4o'));
     const all = spawnSync(join(BUILD, 'keyless'), ['export', '--config', gw.configPath], { encoding: 'utf8' });
@@ -223,6 +226,12 @@ describe('in-progress records', () => {
     const running = await recordUntil(gw, slowId, (r) => r.state === 'in_progress');
     assert.equal(running.state, 'in_progress', JSON.stringify(running));
     assert.equal(running.login, 'uma@example.com');
+    // what was known when it was forwarded, not part of the answer (the
+    // stream had sent its first event when the record was written)
+    assert.equal(running.upstream_status, null, JSON.stringify(running));
+    assert.equal(running.first_byte_at, null);
+    assert.equal(running.bytes_out, 0);
+    assert.ok(!running.usage_known);
     while (!(await reader.read()).done);
     const done = await recordUntil(gw, slowId, (r) => r.state === 'done');
     assert.equal(done.state, 'done', JSON.stringify(done));
