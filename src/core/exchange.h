@@ -117,8 +117,7 @@ typedef struct kl_exchange {
     /* record */
     int rec_slots;                  /* record queue slots reserved for this exchange */
     bool rec_begun;                 /* its in-progress record was queued */
-    bool rec_due;                   /* on the worker's list, waiting for it */
-    int64_t rec_due_ns;             /* when it is due (kl_now_ns clock) */
+    int64_t rec_due_ns;             /* on the worker's list: when it is due (kl_now_ns clock), else 0 */
     struct kl_exchange *rec_prev, *rec_next;
     const char *session_id;
     bool body_withheld;             /* the body held something guardrails blocked: not captured */

@@ -212,10 +212,6 @@ size_t kl_json_doc_offset(const kl_json_doc *doc, const cJSON *item)
 
 void kl_json_doc_linecol(const kl_json_doc *doc, size_t off, int *line, int *col)
 {
-    if (!doc->line_starts) {
-        kl_text_linecol(doc->text, doc->len, off, line, col);
-        return;
-    }
     if (off > doc->len)
         off = doc->len;
     size_t lo = 0, hi = doc->nlines; /* the last line start <= off */

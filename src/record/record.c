@@ -191,7 +191,7 @@ static void due_unlink(kl_worker *w, kl_exchange *ex)
     else
         w->rec_due_tail = ex->rec_prev;
     ex->rec_prev = ex->rec_next = NULL;
-    ex->rec_due = false;
+    ex->rec_due_ns = 0;
 }
 
 static void arm_begin_timer(kl_worker *w, int64_t in_ns)
@@ -237,7 +237,7 @@ static void on_begin_due(evutil_socket_t fd, short what, void *arg)
 void kl_record_begin(kl_exchange *ex)
 {
     kl_worker *w = ex->worker;
-    if (!records_writer(ex) || !ex->rec_slots || ex->rec_due || ex->rec_begun)
+    if (!records_writer(ex) || !ex->rec_slots || ex->rec_due_ns || ex->rec_begun)
         return;
     if (!w->rec_timer)
         w->rec_timer = evtimer_new(w->base, on_begin_due, w);
@@ -248,7 +248,6 @@ void kl_record_begin(kl_exchange *ex)
     else
         w->rec_due_head = ex;
     w->rec_due_tail = ex;
-    ex->rec_due = true;
     int64_t now = kl_now_ns();
     ex->rec_due_ns = now + (int64_t)KL_BEGIN_DELAY_MS * 1000000;
     if (!evtimer_pending(w->rec_timer, NULL))
@@ -267,7 +266,7 @@ void kl_record_worker_free(kl_worker *w)
 void kl_record_exchange(kl_exchange *ex)
 {
     struct kl_writer *w = records_writer(ex);
-    if (ex->rec_due)
+    if (ex->rec_due_ns)
         due_unlink(ex->worker, ex); /* ended before its in-progress record was due */
     /* An exchange that ended before its pipeline started (a body too large,
      * malformed or stalled, a client gone mid-body) has no slot yet. */
