@@ -12,11 +12,13 @@
  *   7 upstream   src/upstream/   own HTTP/1.1 client or libcurl, streamed back with backpressure
  *   8 account    src/account/    usage and cost read from the answer as it passes
  *   9 record     src/record/     the audit record, once the exchange ends
+ *  10 after      src/guard/      entire_request / tool_call_entire_request hooks
  *
  * Stages 2-7 run in order from the table below; a stage passes the exchange
  * on (KL_NEXT), answers it (KL_DONE), or goes asynchronous (KL_WAIT) and
  * calls kl_pipeline_resume later. Stages 8 and 9 run as the response flows
- * and when it ends (kl_pipeline_response_* and kl_pipeline_finish). */
+ * and when it ends (kl_pipeline_response_* and kl_pipeline_finish); 10
+ * runs at the end too, and the hooks it tells are not waited for. */
 #include "pipeline.h"
 
 #include <stdarg.h>
@@ -27,6 +29,7 @@
 #include "admin/admin.h"
 #include "admit/admit.h"
 #include "authorize/authorize.h"
+#include "guard/after.h"
 #include "guard/guard.h"
 #include "identity/identity.h"
 #include "listen/http.h"
@@ -140,6 +143,7 @@ static enum kl_step local_run(kl_exchange *ex)
  * now (record.c). */
 static enum kl_step begin_run(kl_exchange *ex)
 {
+    ex->forwarded = true;
     kl_record_begin(ex);
     return KL_NEXT;
 }
@@ -261,6 +265,7 @@ void kl_pipeline_finish(kl_exchange *ex)
     kl_account_finish(ex);
     kl_admit_settle(ex);
     kl_record_exchange(ex);
+    kl_hooks_after(ex);
     kl_identity_release(ex);
     kl_account_free(ex);
     kl_conn_exchange_done(ex);

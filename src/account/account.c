@@ -6,6 +6,7 @@
 
 #include <zlib.h>
 
+#include "account/assemble.h"
 #include "account/prices.h"
 #include "account/session.h"
 #include "account/sse.h"
@@ -42,7 +43,15 @@ struct kl_account {
     size_t capture_len, capture_max;
     z_stream *z;                /* a gzip/deflate body: inflated on the side for usage, relayed as it came */
     bool z_broken;              /* it would not inflate: usage stops where it broke */
+    int kind;                   /* enum kl_usage_kind, -1 when the endpoint has none */
+    bool keeping;               /* ex->keep_answer: the decoded answer is kept, up to KL_KEEP_MAX */
+    bool keep_overflow;
+    char *keep;
+    size_t keep_len, keep_cap;
 };
+
+/* Largest answer kept for the hooks told after it. */
+#define KL_KEEP_MAX (16u << 20)
 
 
 static void append(char **buf, size_t *len, size_t *cap, const char *data, size_t n)
@@ -94,6 +103,8 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     /* a compressed stream is relayed as it came: nothing can be taken out */
     a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200 && !a->z;
     a->split_events = a->mode == BODY_EVENTS;
+    a->kind = kl_usage_kind_for(ex->ep->id);
+    a->keeping = ex->keep_answer && (kind >= 0 || status >= 300);
     const struct kl_store_cfg *sc = ex->cfg->store;
     if (sc->captures == KL_CAPTURE_FULL)
         a->capture_max = sc->capture_max;
@@ -169,6 +180,12 @@ static void on_event(void *arg, const char *raw, size_t len)
 static void read_body(kl_exchange *ex, const char *data, size_t len)
 {
     struct kl_account *a = ex->acct;
+    if (a->keeping && !a->keep_overflow) {
+        if (a->keep_len + len <= KL_KEEP_MAX)
+            append(&a->keep, &a->keep_len, &a->keep_cap, data, len);
+        else
+            a->keep_overflow = true;
+    }
     switch (a->mode) {
     case BODY_EVENTS:
         kl_sse_feed(&a->sse, data, len, on_event, ex);
@@ -191,7 +208,7 @@ static bool inflate_data(kl_exchange *ex, const char *data, size_t len)
 {
     struct kl_account *a = ex->acct;
     forward(ex, data, len);
-    if (a->z_broken || a->mode == BODY_NONE)
+    if (a->z_broken || (a->mode == BODY_NONE && !a->keeping))
         return true;
     char out[16384];
     a->z->next_in = (Bytef *)(uintptr_t)data;
@@ -265,6 +282,7 @@ void kl_account_free(kl_exchange *ex)
     kl_sse_free(&a->sse);
     free(a->whole);
     free(a->capture);
+    free(a->keep);
     if (a->z) {
         inflateEnd(a->z);
         free(a->z);
@@ -325,4 +343,45 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
     r->stop_reason = u->stop_reason;
     r->cost_known = ex->cost_known;
     r->cost_nanodollars = ex->cost_nd;
+}
+
+static void collect_event(void *arg, const char *raw, size_t len)
+{
+    cJSON *events = arg;
+    const char *ev;
+    size_t evl, dl;
+    char *data;
+    kl_sse_fields(raw, len, &ev, &evl, &data, &dl);
+    cJSON *v = data ? cJSON_ParseWithLength(data, dl) : NULL; /* not "[DONE]" */
+    if (v)
+        cJSON_AddItemToArray(events, v);
+    free(data);
+}
+
+cJSON *kl_account_answer(kl_exchange *ex, cJSON **events)
+{
+    struct kl_account *a = ex->acct;
+    *events = NULL;
+    if (!a || !a->keeping || a->keep_overflow || !a->keep || (a->z && a->z_broken))
+        return NULL;
+    if (a->mode == BODY_EVENTS) {
+        cJSON *list = cJSON_CreateArray();
+        kl_sse s = {0};
+        kl_sse_feed(&s, a->keep, a->keep_len, collect_event, list);
+        kl_sse_flush(&s, collect_event, list);
+        kl_sse_free(&s);
+        *events = list;
+        return kl_assemble_stream((enum kl_usage_kind)a->kind, list);
+    }
+    cJSON *whole = cJSON_ParseWithLength(a->keep, a->keep_len);
+    if (a->mode == BODY_ARRAY && cJSON_IsArray(whole)) {
+        *events = whole;
+        return kl_assemble_stream((enum kl_usage_kind)a->kind, whole);
+    }
+    return whole;
+}
+
+cJSON *kl_account_tool_calls(const kl_exchange *ex, const cJSON *answer)
+{
+    return ex->acct && ex->acct->kind >= 0 ? kl_answer_tool_calls((enum kl_usage_kind)ex->acct->kind, answer) : NULL;
 }

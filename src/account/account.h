@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <cjson/cJSON.h>
+
 #include "core/exchange.h"
 
 /* headers: the response head as relayed ("Name: value\r\n" lines). A body
@@ -38,6 +40,16 @@ struct kl_usage;
 const struct kl_usage *kl_account_usage(const kl_exchange *ex);
 /* What account learned (usage, cost, tools, captured answer) into a record. */
 void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r);
+/* The answer, for the hooks told after it (kept only when ex->keep_answer
+ * was set before the response began, up to 16 MiB decoded): a whole body
+ * parsed, or a stream's events (Gemini's array elements) put back together
+ * into one answer, with *events set to their parsed data (caller deletes
+ * both). NULL when nothing was kept, the answer was larger, or it is not
+ * JSON. */
+cJSON *kl_account_answer(kl_exchange *ex, cJSON **events);
+/* The tool calls in an answer from kl_account_answer ([{"name", "params"}]),
+ * or NULL for an endpoint without them. */
+cJSON *kl_account_tool_calls(const kl_exchange *ex, const cJSON *answer);
 /* The request's session id (computed once, on first use), or NULL. */
 const char *kl_account_session_id(kl_exchange *ex);
 

@@ -389,3 +389,59 @@ void kl_admit_settle(kl_exchange *ex)
         if (a->b[i])
             kl_buckets_settle(ex->worker->server->buckets, a->b[i], a->reserved[i], actual(ex, a, i), now);
 }
+
+static bool charged_in_dollars(void *arg, const char *name)
+{
+    const struct kl_admission *a = arg;
+    for (size_t i = 0; i < a->n; i++)
+        if (a->charge[i] == CHARGE_DOLLARS && strcmp(a->spec[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+/* "$5.00/day", as a quota's rate is written (cents when whole cents, else
+ * as many decimals as it takes). */
+static char *rate_text(kl_arena *ar, int64_t nd, int64_t period_ms)
+{
+    static const struct { int64_t ms; const char *unit; } units[] = {
+        {60000, "min"}, {3600000, "hour"}, {86400000, "day"}, {604800000, "week"}, {2592000000, "month"},
+    };
+    const char *unit = NULL;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]) && !unit; i++)
+        if (units[i].ms == period_ms)
+            unit = units[i].unit;
+    char amount[48];
+    if (nd % 10000000 == 0) {
+        snprintf(amount, sizeof(amount), "%lld.%02lld", (long long)(nd / 1000000000),
+                 (long long)(nd % 1000000000 / 10000000));
+    } else {
+        snprintf(amount, sizeof(amount), "%lld.%09lld", (long long)(nd / 1000000000), (long long)(nd % 1000000000));
+        size_t n = strlen(amount);
+        while (amount[n - 1] == '0')
+            amount[--n] = '\0';
+    }
+    return unit ? kl_arena_printf(ar, "$%s/%s", amount, unit)
+                : kl_arena_printf(ar, "$%s/%lldms", amount, (long long)period_ms);
+}
+
+cJSON *kl_admit_quota_states(kl_exchange *ex)
+{
+    cJSON *out = cJSON_CreateObject();
+    struct kl_admission *a = ex->admission;
+    if (!a)
+        return out;
+    cJSON *all = kl_buckets_report(ex->worker->server->buckets, charged_in_dollars, a, kl_wall_ms());
+    const cJSON *b;
+    cJSON_ArrayForEach(b, all) {
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(b, "bucket"));
+        cJSON *q = cJSON_AddObjectToObject(out, name);
+        cJSON_AddItemToObject(q, "current", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(b, "current"), true));
+        cJSON_AddItemToObject(q, "capacity", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(b, "capacity"), true));
+        int64_t amount = (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(b, "rate_amount"));
+        int64_t period = (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(b, "rate_period_ms"));
+        if (period > 0)
+            cJSON_AddStringToObject(q, "rate", rate_text(&ex->arena, amount, period));
+    }
+    cJSON_Delete(all);
+    return out;
+}

@@ -28,6 +28,7 @@ struct api_job;
 struct kl_admission;
 struct lease_job;
 struct kl_guard_run;
+struct kl_hook_ref;
 
 /* Why an exchange ended other than with the provider's own answer. */
 enum kl_error_class {
@@ -93,6 +94,12 @@ typedef struct kl_exchange {
     int64_t max_output_tokens;      /* -1 when not given */
     bool include_usage;             /* OpenAI chat: stream_options.include_usage */
 
+    /* guard: hooks told after the answer (entire_request,
+     * tool_call_entire_request), in the arena */
+    const struct kl_hook_ref *after_hooks;
+    size_t n_after_hooks;
+    bool keep_answer;               /* one of them is sent the answer: account keeps it */
+
     /* route */
     const struct kl_provider *provider;
     const char *upstream_url;
@@ -101,6 +108,7 @@ typedef struct kl_exchange {
     const char *up_body;            /* body sent upstream (may differ from body) */
     size_t up_body_len;
     bool added_include_usage;       /* we asked for stream usage; strip it downstream */
+    bool forwarded;                 /* it reached the upstream stage */
 
     /* admit */
     struct kl_admission *admission;     /* reservations to settle at the end */

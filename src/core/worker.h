@@ -59,6 +59,7 @@ typedef struct kl_worker {
     struct kl_conn *conns;      /* every open client connection (doubly linked) */
     uint64_t nconns;
     uint64_t inflight;          /* exchanges between request and record */
+    uint64_t hooks_told;        /* entire_request hook calls not answered yet (a stop waits for them) */
     bool draining;
     uint64_t seq;               /* per-worker counter, part of request ids */
     uint64_t rng;               /* xorshift state for request ids */

@@ -21,6 +21,7 @@
 #include "core/text.h"
 #include "dialect/dialect.h"
 #include "core/jsoncheck.h"
+#include "guard/hookcall.h"
 #include "guard/hooks.h"
 #include "guard/scan.h"
 #include "identity/identity.h"
@@ -35,7 +36,6 @@ struct kl_guard_run {
     bool wants_message;         /* some hook is sent user_message */
     const char *message;        /* the body's last user turn (arena), NULL when it has none */
     struct kl_fetch *fetch;
-    cJSON *caps;                /* the capability objects that applied (sent as metadata.grants) */
 };
 
 static int by_preference(const void *a, const void *b)
@@ -52,8 +52,6 @@ static void run_free(struct kl_guard_run *r)
         return;
     kl_fetch_cancel(r->fetch);
     r->fetch = NULL;
-    cJSON_Delete(r->caps);
-    r->caps = NULL;
     r->ex->guard = NULL;
 }
 
@@ -62,117 +60,20 @@ static void cancel(kl_exchange *ex)
     run_free(ex->guard);
 }
 
-/* Text of a message's content: a string, or the "text" of each part. */
-static void add_text(const cJSON *content, kl_arena *a, const char **acc)
-{
-    if (cJSON_IsString(content)) {
-        *acc = *acc ? kl_arena_concat(a, *acc, "\n", content->valuestring, NULL) : content->valuestring;
-        return;
-    }
-    const cJSON *parts = cJSON_IsArray(content) ? content : NULL, *part;
-    cJSON_ArrayForEach(part, parts) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
-        add_text(cJSON_IsString(t) ? t : cJSON_IsString(part) ? part : NULL, a, acc);
-    }
-}
-
-/* The last user message of the conversation, whatever the dialect calls it:
- * OpenAI chat and Anthropic "messages", the Responses API "input" (a string
- * or items), Gemini "contents" (parts; a missing role is the user). */
-static const char *user_message(const cJSON *body, kl_arena *a)
-{
-    const cJSON *input = cJSON_GetObjectItemCaseSensitive(body, "input");
-    if (cJSON_IsString(input))
-        return input->valuestring;
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(body, "messages");
-    bool gemini = false;
-    if (!cJSON_IsArray(list))
-        list = cJSON_IsArray(input) ? input : NULL;
-    if (!list) {
-        list = cJSON_GetObjectItemCaseSensitive(body, "contents");
-        gemini = true;
-    }
-    const char *text = NULL;
-    for (const cJSON *m = cJSON_IsArray(list) ? cJSON_GetArrayItem(list, cJSON_GetArraySize(list) - 1) : NULL; m;
-         m = m->prev) {
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-        bool user = cJSON_IsString(role) ? strcmp(role->valuestring, "user") == 0 : gemini;
-        if (user) {
-            const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, gemini ? "parts" : "content");
-            add_text(content, a, &text);
-            return text;
-        }
-        if (m == list->child)
-            break; /* cJSON's first item's prev is the last one */
-    }
-    return text;
-}
-
 /* Read r->message from the current body, once per body (a modify brings
  * another). The tree would hide from a hook what follows a \u0000 or a
  * key's second value, while the provider sees them: -1 for such a body. */
 static int read_message(struct kl_guard_run *r)
 {
-    kl_exchange *ex = r->ex;
     r->message = NULL;
-    if (!r->wants_message)
-        return 0;
-    cJSON *tree = NULL;
-    bool bad = kl_json_has_nul_escape(ex->body, ex->body_len) ||
-               !(tree = cJSON_ParseWithLength(ex->body, ex->body_len)) || kl_json_has_duplicate_keys(tree);
-    if (!bad) {
-        const char *m = user_message(tree, &ex->arena);
-        r->message = m ? kl_arena_strdup(&ex->arena, m) : NULL;
-    }
-    cJSON_Delete(tree);
-    return bad ? -1 : 0;
+    return r->wants_message ? kl_hook_user_message(r->ex, &r->message) : 0;
 }
 
-static void add_opt_string(cJSON *o, const char *k, const char *v)
+/* The JSON the hook is POSTed: metadata always, the rest as its grant's
+ * "send" lists. */
+static cJSON *payload(struct kl_guard_run *r, const struct kl_hook_ref *ref)
 {
-    if (v)
-        cJSON_AddStringToObject(o, k, v);
-}
-
-/* A WhoIs identity's tailnet: its node's MagicDNS name past the host label
- * ("alice-mbp.tail8c2a1.ts.net" -> "tail8c2a1.ts.net"). NULL for others. */
-static const char *tailnet_name(const struct kl_identity *id)
-{
-    if (!id || !id->node || !id->source || strcmp(id->source, "tailscale") != 0)
-        return NULL;
-    const char *dot = strchr(id->node, '.');
-    return dot && dot[1] ? dot + 1 : NULL;
-}
-
-/* The JSON the hook is POSTed (cJSON_free it): metadata always, the rest
- * as its grant's "send" lists. */
-static char *payload(struct kl_guard_run *r, const struct kl_hook_ref *ref, size_t *len)
-{
-    kl_exchange *ex = r->ex;
-    cJSON *root = cJSON_CreateObject();
-    cJSON *md = cJSON_AddObjectToObject(root, "metadata");
-    add_opt_string(md, "login_name", ex->ident ? ex->ident->login : NULL);
-    add_opt_string(md, "user_agent", kl_http_header(&ex->req, "user-agent"));
-    add_opt_string(md, "url", ex->req.path);
-    add_opt_string(md, "model", ex->model_requested);
-    add_opt_string(md, "provider", ex->provider ? ex->provider->id : NULL);
-    add_opt_string(md, "tailnet_name", tailnet_name(ex->ident));
-    add_opt_string(md, "stable_node_id", ex->ident ? ex->ident->stable_node_id : NULL);
-    cJSON_AddStringToObject(md, "request_id", ex->id);
-    add_opt_string(md, "session_id", ex->session_id);
-    cJSON_AddItemToObject(md, "grants", cJSON_Duplicate(r->caps, true));
-    if (ref->send & KL_SEND_USER_MESSAGE)
-        add_opt_string(root, "user_message", r->message);
-    /* the caller's own bytes (valid JSON, checked by the endpoint stage),
-     * not a parsed copy: that could differ in what a hook must see */
-    if (ref->send & KL_SEND_REQUEST_BODY)
-        cJSON_AddItemToObject(root, "request_body", cJSON_CreateRaw(ex->body ? ex->body : "{}"));
-    char *s = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!s)
-        abort();
-    *len = strlen(s);
-    return s;
+    return kl_hook_payload(r->ex, ref->send, r->message);
 }
 
 static enum kl_step ask(struct kl_guard_run *r);
@@ -365,21 +266,9 @@ static enum kl_step ask(struct kl_guard_run *r)
     const struct kl_hook *h = ref->hook;
     if (h->key_problem)
         return failed(r, h->key_problem);
-    size_t len = 0;
-    char *body = payload(r, ref, &len);
-    char auth[8200];
-    const char *headers[3] = {"Content-Type: application/json", NULL, NULL};
-    if (h->apikey) {
-        snprintf(auth, sizeof(auth), "%s%s", kl_auth_header_prefix(h->auth), h->apikey);
-        headers[1] = auth;
-    }
-    struct kl_fetch_opts o = {
-        .url = h->url, .timeout_ms = h->timeout_ms, .post = body, .post_len = len, .headers = headers,
-        .max_body = ex->cfg->listen.max_body_size * 2 + (1u << 20),
-    };
-    r->fetch = kl_fetch_start(ex->worker, &o, on_reply, r);
-    cJSON_free(body);
-    explicit_bzero(auth, sizeof(auth));
+    cJSON *body = payload(r, ref);
+    r->fetch = kl_hook_call(ex->worker, h, body, ex->cfg->listen.max_body_size * 2 + (1u << 20), on_reply, r);
+    cJSON_Delete(body);
     if (!r->fetch)
         return failed(r, "the request to it could not be started");
     ex->cancel = cancel;
@@ -413,43 +302,46 @@ enum kl_step kl_guard_run(kl_exchange *ex)
     char qualified[512];
     if (!kl_join2(qualified, sizeof(qualified), ex->provider->id, '/', ex->model))
         return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN, "model name too long");
-    struct kl_guard_run *r = NULL;
+    struct kl_hook_ref all[KL_MAX_HOOKS];
+    size_t nall = 0;
     for (; i < s->ncaps; i++) {
         const struct kl_cap *cap = s->caps[i].cap;
         if (!cap->send_hooks || !kl_cap_applies(cap, qualified))
             continue;
-        if (!r) {
-            r = kl_arena_alloc(&ex->arena, sizeof(*r));
-            memset(r, 0, sizeof(*r));
-            r->ex = ex;
-            r->caps = cJSON_CreateArray();
-        }
-        cJSON_AddItemToArray(r->caps, cJSON_Duplicate(cap->raw, true));
-        size_t later = 0;
         const char *why;
         const cJSON *at;
         /* fail closed: a guardrail that cannot be read is not skipped */
-        if (kl_send_hooks_read(cap->raw, ex->cfg->hooks, &ex->arena, r->refs, KL_MAX_HOOKS, &r->n, &later, &why,
-                               &at) < 0) {
-            cJSON_Delete(r->caps);
+        if (kl_send_hooks_read(cap->raw, ex->cfg->hooks, &ex->arena, all, KL_MAX_HOOKS, &nall, &why, &at) < 0)
             return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN, "access denied: a grant's send_hooks: %s", why);
+    }
+    if (!nall)
+        return KL_NEXT;
+    struct kl_guard_run *r = kl_arena_alloc(&ex->arena, sizeof(*r));
+    memset(r, 0, sizeof(*r));
+    r->ex = ex;
+    struct kl_hook_ref *after = NULL;
+    size_t nafter = 0;
+    for (size_t k = 0; k < nall; k++) {
+        r->wants_message |= (all[k].send & KL_SEND_USER_MESSAGE) != 0;
+        if (all[k].events & KL_EVENT_PRE_REQUEST)
+            r->refs[r->n++] = all[k];
+        if (all[k].events & (KL_EVENT_ENTIRE_REQUEST | KL_EVENT_TOOL_CALL)) {
+            if (!after)
+                after = kl_arena_alloc(&ex->arena, nall * sizeof(*after));
+            after[nafter++] = all[k];
+            ex->keep_answer |= (all[k].send & KL_SEND_ANSWER) != 0;
         }
     }
-    if (!r || !r->n) {
-        if (r)
-            cJSON_Delete(r->caps);
-        return KL_NEXT;
-    }
     qsort(r->refs, r->n, sizeof(r->refs[0]), by_preference);
-    for (size_t k = 0; k < r->n; k++)
-        r->wants_message |= (r->refs[k].send & KL_SEND_USER_MESSAGE) != 0;
-    if (read_message(r) < 0) { /* refused rather than misread */
-        cJSON_Delete(r->caps);
+    if (read_message(r) < 0) /* refused rather than misread */
         return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST,
                        "a guardrail hook reads this request's messages, and it holds a \\u0000 escape or a "
                        "duplicate key, which the hook could not see as the provider would");
-    }
-    ex->guard = r;
     keep_session(ex);
+    ex->after_hooks = after;
+    ex->n_after_hooks = nafter;
+    if (!r->n)
+        return KL_NEXT;
+    ex->guard = r;
     return ask(r);
 }

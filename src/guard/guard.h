@@ -1,5 +1,5 @@
-/* Stage 4, guard: PII and secret scanning, tool policy, pre-request hooks.
- * A pass-through until guardrails are built. */
+/* Stage 4, guard: the built-in guardrails (secrets and personal data in the
+ * body) and Aperture's pre_request hooks, before anything is forwarded. */
 #ifndef KL_GUARD_H
 #define KL_GUARD_H
 

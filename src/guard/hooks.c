@@ -114,7 +114,7 @@ static int names_of(const cJSON *arr, const char *const *known, size_t nknown, u
 }
 
 int kl_send_hooks_read(const cJSON *cap, const struct kl_hooks *hooks, kl_arena *a, struct kl_hook_ref *out,
-                       size_t max, size_t *n, size_t *later, const char **why, const cJSON **at)
+                       size_t max, size_t *n, const char **why, const cJSON **at)
 {
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(cap, "send_hooks");
     if (!sh)
@@ -122,7 +122,10 @@ int kl_send_hooks_read(const cJSON *cap, const struct kl_hooks *hooks, kl_arena 
     if (!cJSON_IsArray(sh))
         return bad(why, at, a, sh, "\"send_hooks\" must be an array of {\"name\", \"events\", \"send\"}");
     static const char *const events[] = {"pre_request", "entire_request", "tool_call_entire_request"};
-    static const char *const sends[] = {"request_body", "user_message", "response_body", "tool_calls"};
+    /* Aperture's send values, in the order of the KL_SEND_ bits; "tool_calls"
+     * (the field's name, which keyless took before) means "tools" */
+    static const char *const sends[] = {"request_body", "user_message", "response_body", "raw_responses",
+                                        "tools", "grants", "estimated_cost", "quotas", "tool_calls"};
     const cJSON *e;
     cJSON_ArrayForEach(e, sh) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(e, "name");
@@ -141,13 +144,14 @@ int kl_send_hooks_read(const cJSON *cap, const struct kl_hooks *hooks, kl_arena 
                        "send_hooks events must be a non-empty array of \"pre_request\", \"entire_request\", "
                        "\"tool_call_entire_request\"");
         badv = send;
-        if (send && names_of(send, sends, 4, &sendbits, &badv) < 0)
+        if (send && names_of(send, sends, 9, &sendbits, &badv) < 0)
             return bad(why, at, a, badv ? badv : e,
-                       "send_hooks send must be an array of \"request_body\", \"user_message\", \"response_body\", "
-                       "\"tool_calls\"");
-        if (evbits & ~1u)
-            (*later)++;
-        if (!(evbits & 1u) || h->disabled)
+                       "send_hooks send must be an array of \"request_body\", \"user_message\", "
+                       "\"response_body\", \"raw_responses\", \"tools\", \"grants\", \"estimated_cost\", "
+                       "\"quotas\"");
+        if (sendbits & 256u)
+            sendbits = (sendbits & ~256u) | KL_SEND_TOOLS;
+        if (h->disabled)
             continue;
         size_t i = 0;
         while (i < *n && out[i].hook != h)
@@ -157,8 +161,9 @@ int kl_send_hooks_read(const cJSON *cap, const struct kl_hooks *hooks, kl_arena 
                 bad(why, at, a, e, "too many hooks apply to one request");
                 return KL_HOOKS_TOO_MANY;
             }
-            out[(*n)++] = (struct kl_hook_ref){h, 0};
+            out[(*n)++] = (struct kl_hook_ref){h, 0, 0};
         }
+        out[i].events |= evbits;
         out[i].send |= sendbits;
     }
     return 0;
@@ -175,22 +180,17 @@ void kl_hooks_check_grants(kl_cfg_ctx *c)
     bool too_many = false;
     for (size_t i = 0; g && i < g->n; i++) {
         for (size_t k = 0; k < g->v[i].ncaps; k++) {
-            size_t later = 0;
             const char *why;
             const cJSON *at;
             int rc = kl_send_hooks_read(g->v[i].caps[k].raw, c->cfg->hooks, &c->cfg->arena, all, KL_MAX_HOOKS, &nall,
-                                        &later, &why, &at);
+                                        &why, &at);
             if (rc == KL_HOOKS_TOO_MANY)
                 too_many = true;
             else if (rc < 0)
                 kl_cfg_report(c, KL_SEV_ERROR, at, "%s", why);
-            else if (later)
-                kl_cfg_report(c, KL_SEV_WARNING, cJSON_GetObjectItemCaseSensitive(g->v[i].caps[k].raw, "send_hooks"),
-                              "send_hooks: only \"pre_request\" hooks run; \"entire_request\" and "
-                              "\"tool_call_entire_request\" are not sent yet");
         }
     }
     if (too_many)
-        kl_cfg_report(c, KL_SEV_ERROR, NULL, "the grants name more than %d pre_request hooks; a request can be sent "
-                      "to at most %d", KL_MAX_HOOKS, KL_MAX_HOOKS);
+        kl_cfg_report(c, KL_SEV_ERROR, NULL, "the grants name more than %d hooks; a request can be sent to at "
+                      "most %d", KL_MAX_HOOKS, KL_MAX_HOOKS);
 }

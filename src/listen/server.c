@@ -143,11 +143,17 @@ static void stop_listening(kl_worker *w)
     }
 }
 
+/* A stopping worker is done when no exchange runs, every last response
+ * has been flushed (closing connections free themselves once their output
+ * is written) and every hook told about an exchange has answered. */
+static bool worker_idle(const kl_worker *w)
+{
+    return w->inflight == 0 && w->nconns == 0 && w->hooks_told == 0;
+}
+
 void kl_server_maybe_stopped(kl_worker *w)
 {
-    /* Done when no exchange runs and every last response has been flushed
-     * (closing connections free themselves once their output is written). */
-    if (w->draining && w->inflight == 0 && w->nconns == 0)
+    if (w->draining && worker_idle(w))
         event_base_loopexit(w->base, NULL);
 }
 
@@ -172,7 +178,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         w->draining = true;
         stop_listening(w);
         kl_conn_close_idle(w);
-        if (w->inflight == 0 && w->nconns == 0) {
+        if (worker_idle(w)) {
             event_base_loopexit(w->base, NULL);
             return;
         }

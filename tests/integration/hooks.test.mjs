@@ -1,6 +1,9 @@
-// Aperture's pre_request hooks: a guardrail service asked before each
-// request is forwarded, which allows, blocks (in the caller's dialect) or
-// modifies it; its fail_policy decides what a hook that fails means.
+// Aperture's hooks: a guardrail service asked before each request is
+// forwarded (pre_request), which allows, blocks (in the caller's dialect) or
+// modifies it, its fail_policy deciding what a hook that fails means; and
+// services told what happened once a forwarded request ended
+// (entire_request, tool_call_entire_request), with the answer put back
+// together from its stream.
 import { describe, it, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -48,10 +51,11 @@ describe('pre_request hooks', () => {
       },
       grants: [
         { src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
-          { send_hooks: [send('audit', ['user_message'], ['pre_request', 'entire_request']), send('off', [])] }] } },
+          { send_hooks: [send('audit', ['user_message']), send('off', [])] }] } },
         // a capability object's models scope its send_hooks
         { src: ['*'], app: { 'tailscale.com/cap/aperture': [
-          { models: 'openai/**', send_hooks: [send('pii', ['request_body', 'user_message'])] }] } },
+          { models: 'openai/**', send_hooks: [send('pii', ['request_body', 'user_message', 'grants'])] }],
+          'example.com/cap/custom': [{ tier: 'gold' }] } },
       ],
       providers: providersFor(mock.url),
     });
@@ -90,7 +94,9 @@ describe('pre_request hooks', () => {
     assert.equal(pii.body.metadata.url, '/v1/chat/completions');
     assert.equal(pii.body.metadata.request_id, r.response.headers.get('x-keyless-request-id'));
     assert.ok(pii.body.metadata.session_id);
-    assert.ok(Array.isArray(pii.body.metadata.grants));
+    // "grants": the caller's other capabilities, keyed by name (Aperture's shape), only when asked
+    assert.deepEqual(pii.body.metadata.grants, { 'example.com/cap/custom': [{ tier: 'gold' }] });
+    assert.equal(audit.body.metadata.grants, undefined);
     assert.equal(pii.body.request_body.messages[0].content, 'hello there');
     assert.equal(pii.body.user_message, 'hello there');
     assert.equal(audit.body.user_message, 'hello there');
@@ -221,7 +227,7 @@ describe('pre_request hooks', () => {
     assert.equal((await chat('again')).choices[0].message.content, 'Hello from mockllm.');
   });
 
-  it('keyless check: an undefined hook is an error, events not sent yet are a warning', () => {
+  it('keyless check: an undefined hook is an error; Aperture\'s events and send values are accepted', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kl-hooks-'));
     const check = (config) => {
       const f = join(dir, 'c.hujson');
@@ -233,13 +239,18 @@ describe('pre_request hooks', () => {
     const many = Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`h${i}`, { url: 'http://h' }]));
     let r = check({ hooks: many, grants: grant(Object.keys(many).map((n) => send(n, []))) });
     assert.equal(r.status, 1);
-    assert.match(r.stdout, /more than 32 pre_request hooks/);
+    assert.match(r.stdout, /more than 32 hooks/);
     r = check({ hooks: { a: { url: 'http://h' } }, grants: grant([send('b', [])]) });
     assert.equal(r.status, 1);
     assert.match(r.stdout, /send_hooks names hook "b", which hooks does not define/);
-    r = check({ hooks: { a: { url: 'http://h' } }, grants: grant([send('a', ['request_body'], ['entire_request'])]) });
+    // Aperture's documented example, and every send value its protocol lists
+    r = check({ hooks: { a: { url: 'http://h' } }, grants: grant([send('a', ['estimated_cost'], ['entire_request'])]) });
     assert.equal(r.status, 0, r.stdout);
-    assert.match(r.stdout, /only "pre_request" hooks run/);
+    assert.doesNotMatch(r.stdout, /send_hooks|not sent/);
+    r = check({ hooks: { a: { url: 'http://h' } }, grants: grant([send('a', ['tools', 'request_body', 'response_body',
+      'raw_responses', 'user_message', 'grants', 'estimated_cost', 'quotas'], ['pre_request', 'tool_call_entire_request'])]) });
+    assert.equal(r.status, 0, r.stdout);
+    assert.doesNotMatch(r.stdout, /send_hooks|not sent/);
     for (const [hooks, sh, msg] of [
       [{ a: {} }, [], /hook a needs a "url"/],
       [{ a: { url: 'ftp://x' } }, [], /url must be an http/],
@@ -254,6 +265,230 @@ describe('pre_request hooks', () => {
     }
   });
 
+});
+
+describe('entire_request and tool_call_entire_request hooks', () => {
+  let mock, hook, gw;
+  const ALL = ['request_body', 'user_message', 'response_body', 'raw_responses', 'tools', 'grants', 'estimated_cost', 'quotas'];
+  before(async () => {
+    mock = await startMock();
+    hook = await startHookServer();
+    const url = `http://127.0.0.1:${hook.address().port}`;
+    hook.reply = async () => [200, {}];
+    gw = await startGateway({
+      hooks: {
+        told: { url: `${url}/told`, apikey: 'told-secret-000' },
+        tools: { url: `${url}/tools`, fail_policy: 'fail_closed' }, // after the answer, hooks fail open whatever this says
+        gate: { url: `${url}/gate`, fail_policy: 'fail_closed' },
+      },
+      quotas: { 'daily:<user>': { capacity: '$10.00', rate: '$5.00/day' } },
+      grants: [
+        { src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
+          { quotas: [{ bucket: 'daily:<user>' }] },
+          { send_hooks: [{ name: 'told', events: ['entire_request'], send: ALL },
+            { name: 'tools', events: ['tool_call_entire_request'], send: ['tools'] },
+            { name: 'gate', events: ['pre_request'], send: ['user_message'] }] }],
+          'example.com/cap/custom': [{ tier: 'gold' }] } },
+      ],
+      providers: providersFor(mock.url),
+    });
+  });
+  after(async () => {
+    await gw.stop();
+    await mock.stop();
+    await new Promise((r) => hook.close(r));
+    assertNoKeys(assert, gw.output(), 'gateway log');
+    assert.ok(!gw.output().includes('told-secret-000'), 'a hook key in the log');
+  });
+  beforeEach(() => {
+    hook.calls.length = 0;
+    hook.reply = async (c) => (c.path === '/gate'
+      ? [200, { action: c.body.user_message === 'BLOCK' ? 'block' : 'allow' }] : [200, {}]);
+  });
+
+  // the calls told about request id, once both hooks had time to be told
+  const toldOf = async (id, paths = ['/told']) => {
+    const of = () => hook.calls.filter((c) => c.path !== '/gate' && c.body.metadata.request_id === id);
+    for (let i = 0; i < 200 && of().length < paths.length; i++) await sleep(10);
+    await sleep(50); // nothing more comes
+    const calls = of();
+    assert.deepEqual(calls.map((c) => c.path).sort(), [...paths].sort(), `hooks told of ${id}`);
+    assert.ok(!JSON.stringify(calls).includes('sk-'), 'no provider key reaches a hook');
+    return Object.fromEntries(calls.map((c) => [c.path.slice(1), c]));
+  };
+  const openai = () => new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'x', maxRetries: 0 });
+  const TOOLS = [{ name: 'read_file', params: { path: 'README.md' } }, { name: 'grep', params: { path: 'README.md' } }];
+
+  it('a whole answer: metadata with cost, quotas and the other grants; the body asked, the answer, its tool calls', async () => {
+    const r = await openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'look around' }] },
+      { headers: { 'x-mock': 'tools=read_file,grep' } }).withResponse();
+    const id = r.response.headers.get('x-keyless-request-id');
+    const { told, tools } = await toldOf(id, ['/told', '/tools']);
+    assert.equal(told.headers.authorization, 'Bearer told-secret-000');
+    const md = told.body.metadata;
+    assert.equal(md.login_name, '(loopback)');
+    assert.equal(md.model, 'gpt-4o');
+    assert.equal(md.provider, 'openai');
+    assert.ok(md.session_id);
+    assert.deepEqual(md.grants, { 'example.com/cap/custom': [{ tier: 'gold' }] });
+    const rec = await finalRecord(gw, id);
+    assert.equal(md.estimated_cost.usage.input_tokens, rec.input_tokens);
+    assert.equal(md.estimated_cost.usage.output_tokens, rec.output_tokens);
+    assert.equal(md.estimated_cost.usage.cached_tokens, rec.cache_read_tokens);
+    assert.ok(md.estimated_cost.dollars > 0);
+    assert.equal(Math.round(md.estimated_cost.dollars * 1e9), rec.cost_nanodollars);
+    assert.equal(md.estimated_cost.cost_basis, 'openai/gpt-4o');
+    const q = md.quotas['daily:(loopback)'];
+    assert.equal(q.capacity, 10e9);
+    assert.equal(q.rate, '$5.00/day');
+    assert.ok(q.current <= 10e9 - rec.cost_nanodollars, `${q.current} reflects the charge`);
+    assert.equal(told.body.user_message, 'look around');
+    assert.equal(told.body.request_body.messages[0].content, 'look around');
+    assert.deepEqual(told.body.response_body, r.data, 'the answer as the caller got it');
+    assert.equal(told.body.raw_responses, undefined, 'an answer that did not stream has no events');
+    assert.deepEqual(told.body.tool_calls, TOOLS);
+    assert.equal(told.body.keyless.status, 200);
+    assert.equal(told.body.keyless.upstream_status, 200);
+    assert.equal(told.body.keyless.error_class, undefined);
+    // tools is sent only what it asked for (and how the request ended)
+    assert.deepEqual(Object.keys(tools.body).sort(), ['keyless', 'metadata', 'tool_calls']);
+    assert.equal(tools.body.metadata.grants, undefined);
+    assert.deepEqual(tools.body.tool_calls, TOOLS);
+    // no tool call: entire_request only
+    const plain = await openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] })
+      .withResponse();
+    const { told: t2 } = await toldOf(plain.response.headers.get('x-keyless-request-id'));
+    assert.deepEqual(t2.body.tool_calls, []);
+    assert.equal(t2.body.response_body.choices[0].message.content, 'Hello from mockllm.');
+  });
+
+  it('streams: the answer put back together as each SDK puts it back together, and the events as sent', async () => {
+    // OpenAI chat
+    const s = openai().chat.completions.stream({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] },
+      { headers: { 'x-mock': 'tools=read_file,grep;text=Let_me_look.;events=7' } });
+    const fin = await s.finalChatCompletion();
+    let { told, tools } = await toldOf(await nextId(), ['/told', '/tools']);
+    const m = told.body.response_body.choices[0].message;
+    assert.equal(told.body.response_body.object, 'chat.completion');
+    assert.equal(m.content, fin.choices[0].message.content);
+    assert.equal(m.content, 'Let me look.');
+    assert.deepEqual(m.tool_calls.map((c) => [c.id, c.type, c.function.name, c.function.arguments]),
+      fin.choices[0].message.tool_calls.map((c) => [c.id, c.type, c.function.name, c.function.arguments]));
+    assert.equal(told.body.response_body.choices[0].finish_reason, 'tool_calls');
+    assert.ok(told.body.response_body.usage.prompt_tokens > 0, 'the usage chunk keyless asked for is in the answer');
+    assert.ok(told.body.raw_responses.length >= 9 && told.body.raw_responses.every((e) => e.object === 'chat.completion.chunk'));
+    assert.deepEqual(tools.body.tool_calls, TOOLS);
+
+    // OpenAI Responses
+    const rs = openai().responses.stream({ model: 'gpt-4o', input: 'x' }, { headers: { 'x-mock': 'tools=read_file' } });
+    const rfin = await rs.finalResponse();
+    ({ told } = await toldOf(await nextId(), ['/told', '/tools']));
+    assert.equal(told.body.response_body.id, rfin.id);
+    // (the SDK adds parsed_arguments to what the provider sent)
+    assert.deepEqual(told.body.response_body.output, rfin.output.map(({ parsed_arguments, ...item }) => item));
+    assert.deepEqual(told.body.tool_calls, [TOOLS[0]]);
+
+    // Anthropic
+    const claude = new Anthropic({ baseURL: gw.url, apiKey: 'x', maxRetries: 0 });
+    const as = claude.messages.stream({ model: 'claude-sonnet-4-5', max_tokens: 50, messages: [{ role: 'user', content: 'x' }] },
+      { headers: { 'x-mock': 'tools=read_file,grep;text=Looking.' } });
+    const afin = await as.finalMessage();
+    ({ told } = await toldOf(await nextId(), ['/told', '/tools']));
+    const ab = told.body.response_body;
+    assert.deepEqual(ab.content, afin.content);
+    assert.equal(ab.stop_reason, 'tool_use');
+    assert.equal(ab.usage.output_tokens, afin.usage.output_tokens);
+    assert.deepEqual(told.body.tool_calls, TOOLS);
+    assert.deepEqual(told.body.raw_responses.map((e) => e.type).slice(0, 2), ['message_start', 'content_block_start']);
+
+    // Gemini, with and without alt=sse
+    for (const path of [':streamGenerateContent?alt=sse', ':streamGenerateContent']) {
+      const g = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash${path}`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': 'tools=grep;text=Searching_now.;events=5' },
+        body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'x' }] }] }),
+      });
+      await g.text();
+      ({ told } = await toldOf(g.headers.get('x-keyless-request-id'), ['/told', '/tools']));
+      const parts = told.body.response_body.candidates[0].content.parts;
+      assert.equal(parts.filter((p) => 'text' in p).map((p) => p.text).join(''), 'Searching now.', path);
+      assert.equal(parts.filter((p) => 'text' in p).length, 1, `adjacent text parts are merged (${path})`);
+      assert.deepEqual(told.body.tool_calls, [TOOLS[1]]);
+      assert.ok(told.body.response_body.usageMetadata.promptTokenCount > 0);
+      assert.ok(told.body.raw_responses.length >= 5, path);
+    }
+  });
+
+  it('told of errors, not of what was never forwarded; a hook that fails is logged and changes nothing', async () => {
+    // the provider's error: told, with the provider's error body
+    const r = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': 'status=429' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] }),
+    });
+    assert.equal(r.status, 429);
+    const errBody = await r.json();
+    const { told } = await toldOf(r.headers.get('x-keyless-request-id'));
+    assert.deepEqual(told.body.response_body, errBody);
+    assert.equal(told.body.keyless.status, 429);
+    assert.equal(told.body.keyless.error_class, 'upstream_error');
+    assert.equal(told.body.metadata.estimated_cost, undefined, 'no usage reported, no cost');
+    // blocked before forwarding: nobody is told
+    const before = hook.calls.length;
+    await assert.rejects(openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'BLOCK' }] }),
+      (e) => e.status === 403);
+    await sleep(150);
+    assert.deepEqual(hook.calls.slice(before).map((c) => c.path), ['/gate']);
+    // a failing hook: the caller is not affected (fail_closed means nothing after the answer)
+    hook.reply = async (c) => (c.path === '/gate' ? [200, { action: 'allow' }] : [500, { error: 'down' }]);
+    const ok = await openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] },
+      { headers: { 'x-mock': 'tools=grep' } });
+    assert.equal(ok.choices[0].finish_reason, 'tool_calls');
+    for (let i = 0; i < 100 && !/hook tools answered HTTP 500/.test(gw.output()); i++) await sleep(20);
+    assert.match(gw.output(), /hook told answered HTTP 500 to being told of the request/);
+    assert.match(gw.output(), /hook tools answered HTTP 500 to being told of the request/);
+  });
+
+  // the request id of the next request /told is told of (for SDK streams,
+  // which do not show the response headers); requests here run one by one
+  const seen = new Set();
+  async function nextId() {
+    const fresh = () => hook.calls.find((c) => c.path === '/told' && !seen.has(c.body.metadata.request_id));
+    for (let i = 0; i < 200 && !fresh(); i++) await sleep(10);
+    const id = fresh().body.metadata.request_id;
+    seen.add(id);
+    return id;
+  }
+});
+
+describe('hooks told after the answer, at shutdown', () => {
+  it('a stopping gateway waits for them within its grace period', async () => {
+    const mock = await startMock();
+    const hook = await startHookServer();
+    let answeredAt = 0;
+    hook.reply = async () => { await sleep(400); answeredAt = Date.now(); return [200, {}]; };
+    const gw = await startGateway({
+      listen: { timeouts: { shutdown: '5s' } },
+      hooks: { told: { url: `http://127.0.0.1:${hook.address().port}/told` } },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
+        { send_hooks: [{ name: 'told', events: ['entire_request'], send: ['response_body'] }] }] } }],
+      providers: providersFor(mock.url),
+    });
+    const r = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] }),
+    });
+    assert.equal(r.status, 200);
+    await r.text();
+    for (let i = 0; i < 100 && hook.calls.length === 0; i++) await sleep(10);
+    assert.equal(hook.calls.length, 1);
+    const exited = new Promise((res) => gw.proc.on('exit', () => res(Date.now())));
+    gw.proc.kill('SIGTERM');
+    const exitAt = await exited;
+    assert.ok(answeredAt > 0 && exitAt >= answeredAt, 'the gateway stopped only once the hook had answered');
+    assert.doesNotMatch(gw.output(), /was not told/);
+    await gw.stop();
+    await mock.stop();
+    await new Promise((res) => hook.close(res));
+  });
 });
 
 describe('pre_request hooks at shutdown', () => {

@@ -1,0 +1,486 @@
+/* Putting a streamed answer back together. Deltas of one text field are
+ * gathered in a buffer per (object, key) and written once at the end:
+ * re-creating the JSON string at every delta would copy a long answer once
+ * per token. */
+#include "account/assemble.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- text gathered from deltas ---- */
+
+struct acc_ent {
+    cJSON *obj;
+    const char *key;            /* a string literal */
+    bool json;                  /* the text is JSON (tool_use input): parsed at the end */
+    char *buf;
+    size_t len, cap;
+};
+
+struct acc {
+    struct acc_ent *v;
+    size_t n, cap;
+    size_t last;                /* the entry last appended to: deltas come in runs */
+};
+
+static void buf_add(struct acc_ent *e, const char *s, size_t n)
+{
+    if (e->len + n + 1 > e->cap) {
+        size_t c = e->cap ? e->cap * 2 : 256;
+        while (c < e->len + n + 1)
+            c *= 2;
+        e->buf = realloc(e->buf, c);
+        if (!e->buf)
+            abort();
+        e->cap = c;
+    }
+    memcpy(e->buf + e->len, s, n);
+    e->len += n;
+    e->buf[e->len] = '\0';
+}
+
+/* Append text to obj[key]; an entry starts from the string already there. */
+static void acc_append(struct acc *a, cJSON *obj, const char *key, bool json, const char *text)
+{
+    struct acc_ent *e = NULL;
+    if (a->last < a->n && a->v[a->last].obj == obj && !strcmp(a->v[a->last].key, key)) {
+        e = &a->v[a->last];
+    } else {
+        for (size_t i = 0; i < a->n && !e; i++)
+            if (a->v[i].obj == obj && !strcmp(a->v[i].key, key)) {
+                e = &a->v[i];
+                a->last = i;
+            }
+    }
+    if (!e) {
+        if (a->n == a->cap) {
+            a->cap = a->cap ? a->cap * 2 : 16;
+            a->v = realloc(a->v, a->cap * sizeof(*a->v));
+            if (!a->v)
+                abort();
+        }
+        e = &a->v[a->n];
+        *e = (struct acc_ent){.obj = obj, .key = key, .json = json};
+        a->last = a->n++;
+        const cJSON *have = cJSON_GetObjectItemCaseSensitive(obj, key);
+        if (!json && cJSON_IsString(have))
+            buf_add(e, have->valuestring, strlen(have->valuestring));
+    }
+    buf_add(e, text, strlen(text));
+}
+
+static void set_item(cJSON *obj, const char *key, cJSON *v)
+{
+    if (cJSON_GetObjectItemCaseSensitive(obj, key))
+        cJSON_ReplaceItemInObjectCaseSensitive(obj, key, v);
+    else
+        cJSON_AddItemToObject(obj, key, v);
+}
+
+static void acc_finish(struct acc *a)
+{
+    for (size_t i = 0; i < a->n; i++) {
+        struct acc_ent *e = &a->v[i];
+        const char *text = e->buf ? e->buf : "";
+        cJSON *v = NULL;
+        if (e->json)
+            v = e->len ? cJSON_Parse(text) : cJSON_CreateObject();
+        set_item(e->obj, e->key, v ? v : cJSON_CreateString(text));
+        free(e->buf);
+    }
+    free(a->v);
+}
+
+/* ---- small helpers ---- */
+
+static const char *str(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static void copy_member(cJSON *to, const cJSON *from, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(from, k);
+    if (v && !cJSON_IsNull(v))
+        set_item(to, k, cJSON_Duplicate(v, true));
+}
+
+/* The item of arr whose "index" member is idx, or NULL. */
+static cJSON *by_index(const cJSON *arr, double idx)
+{
+    cJSON *it;
+    cJSON_ArrayForEach(it, arr) {
+        const cJSON *i = cJSON_GetObjectItemCaseSensitive(it, "index");
+        if (cJSON_IsNumber(i) && i->valuedouble == idx)
+            return it;
+    }
+    return NULL;
+}
+
+static double index_of(const cJSON *o, double dflt)
+{
+    const cJSON *i = cJSON_GetObjectItemCaseSensitive(o, "index");
+    return cJSON_IsNumber(i) ? i->valuedouble : dflt;
+}
+
+/* ---- OpenAI chat completions ---- */
+
+static void chat_tool_delta(struct acc *a, cJSON *msg, const cJSON *tc, double pos)
+{
+    cJSON *calls = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
+    if (!calls)
+        calls = cJSON_AddArrayToObject(msg, "tool_calls");
+    double idx = index_of(tc, pos);
+    cJSON *item = by_index(calls, idx);
+    if (!item) {
+        item = cJSON_CreateObject();
+        cJSON_AddNumberToObject(item, "index", idx); /* removed at the end */
+        cJSON_AddItemToArray(calls, item);
+    }
+    copy_member(item, tc, "id");
+    copy_member(item, tc, "type");
+    const char *kind = cJSON_GetObjectItemCaseSensitive(tc, "custom") ? "custom" : "function";
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(tc, kind);
+    if (!cJSON_IsObject(f))
+        return;
+    cJSON *to = cJSON_GetObjectItemCaseSensitive(item, kind);
+    if (!to)
+        to = cJSON_AddObjectToObject(item, kind);
+    if (str(f, "name") && str(f, "name")[0]) /* whole, in the call's first delta */
+        set_item(to, "name", cJSON_CreateString(str(f, "name")));
+    const char *argk = strcmp(kind, "custom") == 0 ? "input" : "arguments";
+    if (str(f, argk))
+        acc_append(a, to, argk, false, str(f, argk));
+}
+
+static cJSON *assemble_chat(const cJSON *events)
+{
+    cJSON *out = NULL, *choices = NULL;
+    struct acc a = {0};
+    const cJSON *ev;
+    cJSON_ArrayForEach(ev, events) {
+        if (!cJSON_IsObject(ev))
+            continue;
+        if (!out) {
+            out = cJSON_CreateObject();
+            copy_member(out, ev, "id");
+            cJSON_AddStringToObject(out, "object", "chat.completion");
+            copy_member(out, ev, "created");
+            copy_member(out, ev, "model");
+            copy_member(out, ev, "system_fingerprint");
+            copy_member(out, ev, "service_tier");
+            choices = cJSON_AddArrayToObject(out, "choices");
+        }
+        copy_member(out, ev, "usage");
+        const cJSON *ch;
+        cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(ev, "choices")) {
+            double idx = index_of(ch, 0);
+            cJSON *c = by_index(choices, idx);
+            if (!c) {
+                c = cJSON_CreateObject();
+                cJSON_AddNumberToObject(c, "index", idx);
+                cJSON *m = cJSON_AddObjectToObject(c, "message");
+                cJSON_AddStringToObject(m, "role", "assistant");
+                cJSON_AddNullToObject(m, "content");
+                cJSON_AddNullToObject(c, "finish_reason");
+                cJSON_AddItemToArray(choices, c);
+            }
+            cJSON *msg = cJSON_GetObjectItemCaseSensitive(c, "message");
+            const cJSON *d = cJSON_GetObjectItemCaseSensitive(ch, "delta");
+            copy_member(msg, d, "role");
+            static const char *const texts[] = {"content", "refusal", "reasoning_content", "reasoning"};
+            for (size_t k = 0; k < sizeof(texts) / sizeof(texts[0]); k++)
+                if (str(d, texts[k]))
+                    acc_append(&a, msg, texts[k], false, str(d, texts[k]));
+            const cJSON *tc;
+            double pos = 0;
+            cJSON_ArrayForEach(tc, cJSON_GetObjectItemCaseSensitive(d, "tool_calls"))
+                chat_tool_delta(&a, msg, tc, pos++);
+            copy_member(c, ch, "finish_reason");
+        }
+    }
+    acc_finish(&a);
+    cJSON *c;
+    cJSON_ArrayForEach(c, choices) {
+        cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "message"),
+                                                                "tool_calls"))
+            cJSON_DeleteItemFromObjectCaseSensitive(it, "index");
+    }
+    return out;
+}
+
+/* ---- OpenAI Responses ---- */
+
+static cJSON *assemble_responses(const cJSON *events)
+{
+    const cJSON *last = NULL, *ev;
+    bool final = false;
+    cJSON_ArrayForEach(ev, events) {
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(ev, "response");
+        const char *t = str(ev, "type");
+        if (cJSON_IsObject(r) && !final) {
+            last = r;
+            final = t && (!strcmp(t, "response.completed") || !strcmp(t, "response.incomplete") ||
+                          !strcmp(t, "response.failed"));
+        }
+    }
+    if (!last)
+        return NULL;
+    cJSON *out = cJSON_Duplicate(last, true);
+    cJSON *output = cJSON_GetObjectItemCaseSensitive(out, "output");
+    if (final || (cJSON_IsArray(output) && cJSON_GetArraySize(output) > 0))
+        return out;
+    /* cut short: the items finished before it ended */
+    if (!cJSON_IsArray(output)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(out, "output");
+        output = cJSON_AddArrayToObject(out, "output");
+    }
+    cJSON_ArrayForEach(ev, events) {
+        const char *t = str(ev, "type");
+        const cJSON *item = cJSON_GetObjectItemCaseSensitive(ev, "item");
+        if (t && !strcmp(t, "response.output_item.done") && cJSON_IsObject(item))
+            cJSON_AddItemToArray(output, cJSON_Duplicate(item, true));
+    }
+    return out;
+}
+
+/* ---- Anthropic Messages ---- */
+
+static cJSON *assemble_anthropic(const cJSON *events)
+{
+    cJSON *out = NULL, *content = NULL;
+    struct acc a = {0};
+    const cJSON *ev;
+    cJSON_ArrayForEach(ev, events) {
+        const char *t = str(ev, "type");
+        if (!t)
+            continue;
+        if (!strcmp(t, "message_start") && !out) {
+            const cJSON *m = cJSON_GetObjectItemCaseSensitive(ev, "message");
+            out = cJSON_IsObject(m) ? cJSON_Duplicate(m, true) : cJSON_CreateObject();
+            content = cJSON_GetObjectItemCaseSensitive(out, "content");
+            if (!cJSON_IsArray(content)) {
+                cJSON_DeleteItemFromObjectCaseSensitive(out, "content");
+                content = cJSON_AddArrayToObject(out, "content");
+            }
+            continue;
+        }
+        if (!out)
+            continue;
+        if (!strcmp(t, "content_block_start")) {
+            const cJSON *b = cJSON_GetObjectItemCaseSensitive(ev, "content_block");
+            cJSON *blk = cJSON_IsObject(b) ? cJSON_Duplicate(b, true) : cJSON_CreateObject();
+            set_item(blk, "index", cJSON_CreateNumber(index_of(ev, cJSON_GetArraySize(content))));
+            cJSON_AddItemToArray(content, blk);
+        } else if (!strcmp(t, "content_block_delta")) {
+            cJSON *blk = by_index(content, index_of(ev, -1));
+            const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "delta");
+            const char *dt = str(d, "type");
+            if (!blk || !dt)
+                continue;
+            if (!strcmp(dt, "text_delta") && str(d, "text"))
+                acc_append(&a, blk, "text", false, str(d, "text"));
+            else if (!strcmp(dt, "input_json_delta") && str(d, "partial_json"))
+                acc_append(&a, blk, "input", true, str(d, "partial_json"));
+            else if (!strcmp(dt, "thinking_delta") && str(d, "thinking"))
+                acc_append(&a, blk, "thinking", false, str(d, "thinking"));
+            else if (!strcmp(dt, "signature_delta") && str(d, "signature"))
+                acc_append(&a, blk, "signature", false, str(d, "signature"));
+            else if (!strcmp(dt, "citations_delta") && cJSON_GetObjectItemCaseSensitive(d, "citation")) {
+                cJSON *cits = cJSON_GetObjectItemCaseSensitive(blk, "citations");
+                if (!cJSON_IsArray(cits)) {
+                    cJSON_DeleteItemFromObjectCaseSensitive(blk, "citations");
+                    cits = cJSON_AddArrayToObject(blk, "citations");
+                }
+                cJSON_AddItemToArray(cits, cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(d, "citation"), true));
+            }
+        } else if (!strcmp(t, "message_delta")) {
+            const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "delta"), *m;
+            const cJSON *fields = cJSON_IsObject(d) ? d : NULL;
+            cJSON_ArrayForEach(m, fields) /* stop_reason, stop_sequence; never the content being filled in */
+                if (strcmp(m->string, "content") != 0)
+                    set_item(out, m->string, cJSON_Duplicate(m, true));
+            const cJSON *u = cJSON_GetObjectItemCaseSensitive(ev, "usage");
+            cJSON *to = cJSON_GetObjectItemCaseSensitive(out, "usage");
+            if (cJSON_IsObject(u) && !cJSON_IsObject(to)) {
+                cJSON_DeleteItemFromObjectCaseSensitive(out, "usage");
+                to = cJSON_AddObjectToObject(out, "usage");
+            }
+            const cJSON *from = cJSON_IsObject(u) ? u : NULL;
+            cJSON_ArrayForEach(m, from)
+                if (!cJSON_IsNull(m))
+                    set_item(to, m->string, cJSON_Duplicate(m, true));
+        }
+    }
+    acc_finish(&a);
+    cJSON *blk;
+    cJSON_ArrayForEach(blk, content)
+        cJSON_DeleteItemFromObjectCaseSensitive(blk, "index");
+    return out;
+}
+
+/* ---- Gemini ---- */
+
+static bool is_thought(const cJSON *part)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(part, "thought"));
+}
+
+/* A text part with nothing else but "thought": one that may absorb the next. */
+static bool plain_text(const cJSON *part)
+{
+    const cJSON *m;
+    bool text = false;
+    if (!cJSON_IsObject(part))
+        return false;
+    cJSON_ArrayForEach(m, part) {
+        if (!strcmp(m->string, "text") && cJSON_IsString(m))
+            text = true;
+        else if (strcmp(m->string, "thought") != 0)
+            return false;
+    }
+    return text;
+}
+
+static cJSON *assemble_gemini(const cJSON *events)
+{
+    cJSON *out = NULL, *cands = NULL;
+    struct acc a = {0};
+    const cJSON *ev;
+    cJSON_ArrayForEach(ev, events) {
+        if (!cJSON_IsObject(ev))
+            continue;
+        if (!out) {
+            out = cJSON_CreateObject();
+            cands = cJSON_AddArrayToObject(out, "candidates");
+        }
+        const cJSON *m;
+        cJSON_ArrayForEach(m, ev)
+            if (strcmp(m->string, "candidates") != 0)
+                set_item(out, m->string, cJSON_Duplicate(m, true));
+        const cJSON *c;
+        double pos = 0;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(ev, "candidates")) {
+            double idx = index_of(c, pos++);
+            if (!cJSON_IsObject(c))
+                continue;
+            cJSON *to = by_index(cands, idx);
+            if (!to) {
+                to = cJSON_CreateObject();
+                cJSON_AddNumberToObject(to, "index", idx);
+                cJSON *content = cJSON_AddObjectToObject(to, "content");
+                cJSON_AddArrayToObject(content, "parts");
+                cJSON_AddStringToObject(content, "role", "model");
+                cJSON_AddItemToArray(cands, to);
+            }
+            cJSON_ArrayForEach(m, c)
+                if (strcmp(m->string, "content") != 0 && strcmp(m->string, "index") != 0)
+                    set_item(to, m->string, cJSON_Duplicate(m, true));
+            cJSON *parts = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(to, "content"), "parts");
+            const cJSON *p;
+            cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "content"),
+                                                                   "parts")) {
+                int n = cJSON_GetArraySize(parts);
+                cJSON *prev = n ? cJSON_GetArrayItem(parts, n - 1) : NULL;
+                if (prev && plain_text(p) && plain_text(prev) && is_thought(p) == is_thought(prev))
+                    acc_append(&a, prev, "text", false, str(p, "text"));
+                else
+                    cJSON_AddItemToArray(parts, cJSON_Duplicate(p, true));
+            }
+        }
+    }
+    acc_finish(&a);
+    return out;
+}
+
+cJSON *kl_assemble_stream(enum kl_usage_kind kind, const cJSON *events)
+{
+    switch (kind) {
+    case KL_USAGE_OPENAI_CHAT: return assemble_chat(events);
+    case KL_USAGE_OPENAI_RESPONSES: return assemble_responses(events);
+    case KL_USAGE_ANTHROPIC: return assemble_anthropic(events);
+    case KL_USAGE_GEMINI: return assemble_gemini(events);
+    default: return NULL;
+    }
+}
+
+/* ---- tool calls of a whole answer ---- */
+
+static void add_call(cJSON *out, const char *name, const cJSON *args, const char *text_key)
+{
+    if (!name)
+        return;
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "name", name);
+    cJSON *params = NULL;
+    if (cJSON_IsObject(args)) {
+        params = cJSON_Duplicate(args, true);
+    } else if (cJSON_IsString(args)) {
+        cJSON *p = cJSON_Parse(args->valuestring);
+        if (cJSON_IsObject(p) && strcmp(text_key, "input") != 0) {
+            params = p;
+        } else {
+            cJSON_Delete(p);
+            params = cJSON_CreateObject();
+            cJSON_AddStringToObject(params, text_key, args->valuestring);
+        }
+    } else {
+        params = cJSON_CreateObject();
+    }
+    cJSON_AddItemToObject(c, "params", params);
+    cJSON_AddItemToArray(out, c);
+}
+
+cJSON *kl_answer_tool_calls(enum kl_usage_kind kind, const cJSON *answer)
+{
+    cJSON *out = cJSON_CreateArray();
+    const cJSON *it, *sub;
+    switch (kind) {
+    case KL_USAGE_OPENAI_CHAT:
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(answer, "choices")) {
+            const cJSON *msg = cJSON_GetObjectItemCaseSensitive(it, "message");
+            cJSON_ArrayForEach(sub, cJSON_GetObjectItemCaseSensitive(msg, "tool_calls")) {
+                const cJSON *f = cJSON_GetObjectItemCaseSensitive(sub, "function");
+                const cJSON *cu = cJSON_GetObjectItemCaseSensitive(sub, "custom");
+                if (cJSON_IsObject(f))
+                    add_call(out, str(f, "name"), cJSON_GetObjectItemCaseSensitive(f, "arguments"), "arguments");
+                else if (cJSON_IsObject(cu))
+                    add_call(out, str(cu, "name"), cJSON_GetObjectItemCaseSensitive(cu, "input"), "input");
+            }
+        }
+        break;
+    case KL_USAGE_OPENAI_RESPONSES:
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(answer, "output")) {
+            const char *t = str(it, "type");
+            if (t && !strcmp(t, "function_call"))
+                add_call(out, str(it, "name"), cJSON_GetObjectItemCaseSensitive(it, "arguments"), "arguments");
+            else if (t && !strcmp(t, "custom_tool_call"))
+                add_call(out, str(it, "name"), cJSON_GetObjectItemCaseSensitive(it, "input"), "input");
+        }
+        break;
+    case KL_USAGE_ANTHROPIC:
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(answer, "content")) {
+            const char *t = str(it, "type");
+            if (t && !strcmp(t, "tool_use"))
+                add_call(out, str(it, "name"), cJSON_GetObjectItemCaseSensitive(it, "input"), "arguments");
+        }
+        break;
+    case KL_USAGE_GEMINI:
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(answer, "candidates")) {
+            const cJSON *parts = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(it, "content"),
+                                                                  "parts");
+            cJSON_ArrayForEach(sub, parts) {
+                const cJSON *fc = cJSON_GetObjectItemCaseSensitive(sub, "functionCall");
+                if (cJSON_IsObject(fc))
+                    add_call(out, str(fc, "name"), cJSON_GetObjectItemCaseSensitive(fc, "args"), "arguments");
+            }
+        }
+        break;
+    default:
+        break;
+    }
+    return out;
+}

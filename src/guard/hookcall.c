@@ -1,0 +1,175 @@
+/* What a hook is sent (Aperture's HookCallData) and the POST itself. */
+#include "guard/hookcall.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "authorize/grants.h"
+#include "core/jsoncheck.h"
+#include "identity/identity.h"
+#include "listen/http.h"
+
+/* Text of a message's content: a string, or the "text" of each part. */
+static void add_text(const cJSON *content, kl_arena *a, const char **acc)
+{
+    if (cJSON_IsString(content)) {
+        *acc = *acc ? kl_arena_concat(a, *acc, "\n", content->valuestring, NULL) : content->valuestring;
+        return;
+    }
+    const cJSON *parts = cJSON_IsArray(content) ? content : NULL, *part;
+    cJSON_ArrayForEach(part, parts) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(part, "text");
+        add_text(cJSON_IsString(t) ? t : cJSON_IsString(part) ? part : NULL, a, acc);
+    }
+}
+
+/* The last user message of the conversation, whatever the dialect calls it:
+ * OpenAI chat and Anthropic "messages", the Responses API "input" (a string
+ * or items), Gemini "contents" (parts; a missing role is the user). */
+static const char *user_message(const cJSON *body, kl_arena *a)
+{
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(body, "input");
+    if (cJSON_IsString(input))
+        return input->valuestring;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(body, "messages");
+    bool gemini = false;
+    if (!cJSON_IsArray(list))
+        list = cJSON_IsArray(input) ? input : NULL;
+    if (!list) {
+        list = cJSON_GetObjectItemCaseSensitive(body, "contents");
+        gemini = true;
+    }
+    const char *text = NULL;
+    for (const cJSON *m = cJSON_IsArray(list) ? cJSON_GetArrayItem(list, cJSON_GetArraySize(list) - 1) : NULL; m;
+         m = m->prev) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        bool user = cJSON_IsString(role) ? strcmp(role->valuestring, "user") == 0 : gemini;
+        if (user) {
+            const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, gemini ? "parts" : "content");
+            add_text(content, a, &text);
+            return text;
+        }
+        if (m == list->child)
+            break; /* cJSON's first item's prev is the last one */
+    }
+    return text;
+}
+
+int kl_hook_user_message(kl_exchange *ex, const char **out)
+{
+    *out = NULL;
+    cJSON *tree = NULL;
+    bool bad = kl_json_has_nul_escape(ex->body, ex->body_len) ||
+               !(tree = cJSON_ParseWithLength(ex->body, ex->body_len)) || kl_json_has_duplicate_keys(tree);
+    if (!bad) {
+        const char *m = user_message(tree, &ex->arena);
+        *out = m ? kl_arena_strdup(&ex->arena, m) : NULL;
+    }
+    cJSON_Delete(tree);
+    return bad ? -1 : 0;
+}
+
+static void add_opt_string(cJSON *o, const char *k, const char *v)
+{
+    if (v)
+        cJSON_AddStringToObject(o, k, v);
+}
+
+/* A WhoIs identity's tailnet: its node's MagicDNS name past the host label
+ * ("alice-mbp.tail8c2a1.ts.net" -> "tail8c2a1.ts.net"). NULL for others. */
+static const char *tailnet_name(const struct kl_identity *id)
+{
+    if (!id || !id->node || !id->source || strcmp(id->source, "tailscale") != 0)
+        return NULL;
+    const char *dot = strchr(id->node, '.');
+    return dot && dot[1] ? dot + 1 : NULL;
+}
+
+/* Add every capability of app but Aperture's own to out, each name's
+ * values appended to what other grants gave it. */
+static void add_custom_caps(cJSON *out, const cJSON *app)
+{
+    const cJSON *cap;
+    cJSON_ArrayForEach(cap, app) {
+        if (!cap->string || strcmp(cap->string, KL_APERTURE_CAP) == 0)
+            continue;
+        cJSON *have = cJSON_GetObjectItemCaseSensitive(out, cap->string);
+        if (!have)
+            have = cJSON_AddArrayToObject(out, cap->string);
+        const cJSON *v;
+        if (cJSON_IsArray(cap)) {
+            cJSON_ArrayForEach(v, cap)
+                cJSON_AddItemToArray(have, cJSON_Duplicate(v, true));
+        } else {
+            cJSON_AddItemToArray(have, cJSON_Duplicate(cap, true));
+        }
+    }
+}
+
+/* metadata.grants: the third-party capabilities ("example.com/cap/x") of
+ * every grant that names the caller, from the configuration and from the
+ * tailnet policy (WhoIs CapMap, serve headers), keyed by capability. */
+static cJSON *custom_grants(const kl_exchange *ex)
+{
+    cJSON *out = cJSON_CreateObject();
+    const struct kl_grant_set *s = ex->grant_set;
+    const struct kl_grants *g = ex->cfg->grants;
+    for (size_t i = 0; s && g && i < s->ncaps; i++) {
+        int gi = s->caps[i].grant;
+        bool seen = gi < 0; /* the CapMap's: below, from the identity */
+        for (size_t k = 0; !seen && k < i; k++)
+            seen = s->caps[k].grant == gi;
+        if (!seen && (size_t)gi < g->n)
+            add_custom_caps(out, g->v[gi].app);
+    }
+    if (ex->ident)
+        add_custom_caps(out, ex->ident->caps);
+    return out;
+}
+
+cJSON *kl_hook_payload(kl_exchange *ex, unsigned send, const char *message)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *md = cJSON_AddObjectToObject(root, "metadata");
+    add_opt_string(md, "login_name", ex->ident ? ex->ident->login : NULL);
+    add_opt_string(md, "user_agent", kl_http_header(&ex->req, "user-agent"));
+    add_opt_string(md, "url", ex->req.path);
+    add_opt_string(md, "model", ex->model_requested);
+    add_opt_string(md, "provider", ex->provider ? ex->provider->id : NULL);
+    add_opt_string(md, "tailnet_name", tailnet_name(ex->ident));
+    add_opt_string(md, "stable_node_id", ex->ident ? ex->ident->stable_node_id : NULL);
+    cJSON_AddStringToObject(md, "request_id", ex->id);
+    add_opt_string(md, "session_id", ex->session_id);
+    if (send & KL_SEND_GRANTS)
+        cJSON_AddItemToObject(md, "grants", custom_grants(ex));
+    if (send & KL_SEND_USER_MESSAGE)
+        add_opt_string(root, "user_message", message);
+    /* the caller's own bytes (valid JSON, checked by the endpoint stage),
+     * not a parsed copy: that could differ in what a hook must see */
+    if (send & KL_SEND_REQUEST_BODY)
+        cJSON_AddItemToObject(root, "request_body", cJSON_CreateRaw(ex->body ? ex->body : "{}"));
+    return root;
+}
+
+struct kl_fetch *kl_hook_call(kl_worker *w, const struct kl_hook *h, const cJSON *payload, size_t max_reply,
+                              kl_fetch_done done, void *arg)
+{
+    char *body = cJSON_PrintUnformatted(payload);
+    if (!body)
+        abort();
+    char auth[8200];
+    const char *headers[3] = {"Content-Type: application/json", NULL, NULL};
+    if (h->apikey) {
+        snprintf(auth, sizeof(auth), "%s%s", kl_auth_header_prefix(h->auth), h->apikey);
+        headers[1] = auth;
+    }
+    struct kl_fetch_opts o = {
+        .url = h->url, .timeout_ms = h->timeout_ms, .post = body, .post_len = strlen(body), .headers = headers,
+        .max_body = max_reply,
+    };
+    struct kl_fetch *f = kl_fetch_start(w, &o, done, arg);
+    cJSON_free(body);
+    explicit_bzero(auth, sizeof(auth));
+    return f;
+}
