@@ -390,13 +390,50 @@ void kl_admit_settle(kl_exchange *ex)
             kl_buckets_settle(ex->worker->server->buckets, a->b[i], a->reserved[i], actual(ex, a, i), now);
 }
 
-static bool charged_in_dollars(void *arg, const char *name)
+struct bucket_names {
+    const char *v[KL_MAX_BUCKETS];
+    size_t n;
+};
+
+static bool named(void *arg, const char *name)
 {
-    const struct kl_admission *a = arg;
-    for (size_t i = 0; i < a->n; i++)
-        if (a->charge[i] == CHARGE_DOLLARS && strcmp(a->spec[i].name, name) == 0)
+    const struct bucket_names *ns = arg;
+    for (size_t i = 0; i < ns->n; i++)
+        if (strcmp(ns->v[i], name) == 0)
             return true;
     return false;
+}
+
+/* The dollar buckets of the caller's grants that apply to this model, made
+ * to exist (a bucket is created full on first use), before anything is
+ * reserved. */
+static void dollar_buckets(kl_exchange *ex, struct bucket_names *ns)
+{
+    const struct kl_grant_set *s = ex->grant_set;
+    char qualified[512];
+    if (!s || !ex->provider || !kl_join2(qualified, sizeof(qualified), ex->provider->id, '/', ex->model))
+        return;
+    for (size_t i = 0; i < s->ncaps; i++) {
+        if (!kl_cap_applies(s->caps[i].cap, qualified))
+            continue;
+        const cJSON *ref;
+        cJSON_ArrayForEach(ref, cJSON_GetObjectItemCaseSensitive(s->caps[i].cap->raw, "quotas")) {
+            const cJSON *bn = cJSON_GetObjectItemCaseSensitive(ref, "bucket");
+            const struct kl_quota *q = cJSON_IsString(bn) ? kl_quota_find(ex->cfg->quotas, bn->valuestring) : NULL;
+            if (!q || ns->n == KL_MAX_BUCKETS)
+                continue;
+            const char *name = kl_quota_bucket_name(ex, q->name);
+            if (named(ns, name))
+                continue;
+            struct kl_bucket_spec spec = {name, q->capacity_nd, q->rate_nd, q->rate_period_ms, true,
+                                          kl_quota_pooled(ex->cfg)};
+            struct kl_bucket *b;
+            size_t f;
+            int64_t r, zero = 0;
+            kl_buckets_reserve(ex->worker->server->buckets, &spec, &zero, 1, kl_wall_ms(), &b, &f, &r);
+            ns->v[ns->n++] = name;
+        }
+    }
 }
 
 /* "$5.00/day", as a quota's rate is written (cents when whole cents, else
@@ -427,10 +464,18 @@ static char *rate_text(kl_arena *ar, int64_t nd, int64_t period_ms)
 cJSON *kl_admit_quota_states(kl_exchange *ex)
 {
     cJSON *out = cJSON_CreateObject();
-    struct kl_admission *a = ex->admission;
-    if (!a)
+    struct bucket_names ns = {.n = 0};
+    const struct kl_admission *a = ex->admission;
+    if (a) {
+        for (size_t i = 0; i < a->n; i++)
+            if (a->charge[i] == CHARGE_DOLLARS)
+                ns.v[ns.n++] = a->spec[i].name;
+    } else {
+        dollar_buckets(ex, &ns); /* before admit: the buckets it will charge */
+    }
+    if (!ns.n)
         return out;
-    cJSON *all = kl_buckets_report(ex->worker->server->buckets, charged_in_dollars, a, kl_wall_ms());
+    cJSON *all = kl_buckets_report(ex->worker->server->buckets, named, &ns, kl_wall_ms());
     const cJSON *b;
     cJSON_ArrayForEach(b, all) {
         const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(b, "bucket"));

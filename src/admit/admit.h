@@ -26,9 +26,10 @@ bool kl_admit_stream_ok(kl_exchange *ex);
 const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl);
 /* Are dollar quotas shared through PostgreSQL (leased) in this config? */
 bool kl_quota_pooled(const kl_config *cfg);
-/* The dollar buckets the request was charged to, as Aperture's hook
- * metadata.quotas: {"<bucket>": {"current": nd, "capacity": nd, "rate":
- * "$5.00/day"}} (a new object; empty when none applied). */
+/* The dollar buckets the request was charged to (before admit: the ones it
+ * will be charged to), as Aperture's hook metadata.quotas: {"<bucket>":
+ * {"current": nd, "capacity": nd, "rate": "$5.00/day"}} (a new object; empty
+ * when none apply). */
 cJSON *kl_admit_quota_states(kl_exchange *ex);
 /* At the end: charge the real amounts and release the rest. */
 void kl_admit_settle(kl_exchange *ex);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "account/session.h"
+#include "admit/admit.h"
 #include "authorize/grants.h"
 #include "core/log.h"
 #include "core/text.h"
@@ -73,7 +74,10 @@ static int read_message(struct kl_guard_run *r)
  * "send" lists. */
 static cJSON *payload(struct kl_guard_run *r, const struct kl_hook_ref *ref)
 {
-    return kl_hook_payload(r->ex, ref->send, r->message);
+    cJSON *p = kl_hook_payload(r->ex, ref->send, r->message);
+    if (ref->send & KL_SEND_QUOTAS) /* their balances before this request reserves anything */
+        cJSON_AddItemToObject(cJSON_GetObjectItemCaseSensitive(p, "metadata"), "quotas", kl_admit_quota_states(r->ex));
+    return p;
 }
 
 static enum kl_step ask(struct kl_guard_run *r);

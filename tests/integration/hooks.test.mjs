@@ -287,7 +287,7 @@ describe('entire_request and tool_call_entire_request hooks', () => {
           { quotas: [{ bucket: 'daily:<user>' }] },
           { send_hooks: [{ name: 'told', events: ['entire_request'], send: ALL },
             { name: 'tools', events: ['tool_call_entire_request'], send: ['tools'] },
-            { name: 'gate', events: ['pre_request'], send: ['user_message'] }] }],
+            { name: 'gate', events: ['pre_request'], send: ['user_message', 'quotas'] }] }],
           'example.com/cap/custom': [{ tier: 'gold' }] } },
       ],
       providers: providersFor(mock.url),
@@ -342,6 +342,12 @@ describe('entire_request and tool_call_entire_request hooks', () => {
     assert.equal(q.capacity, 10e9);
     assert.equal(q.rate, '$5.00/day');
     assert.ok(q.current <= 10e9 - rec.cost_nanodollars, `${q.current} reflects the charge`);
+    // a pre_request hook sees the balance before the request reserved anything
+    const gate = hook.calls.find((c) => c.path === '/gate' && c.body.metadata.request_id === id);
+    const before = gate.body.metadata.quotas['daily:(loopback)'];
+    assert.equal(before.capacity, 10e9);
+    const spent = before.current - q.current; // less what refilled meanwhile ($5/day: ~58 nd per ms)
+    assert.ok(spent <= rec.cost_nanodollars && spent > rec.cost_nanodollars - 1e6, `${spent} vs ${rec.cost_nanodollars}`);
     assert.equal(told.body.user_message, 'look around');
     assert.equal(told.body.request_body.messages[0].content, 'look around');
     assert.deepEqual(told.body.response_body, r.data, 'the answer as the caller got it');
