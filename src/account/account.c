@@ -181,10 +181,13 @@ static void read_body(kl_exchange *ex, const char *data, size_t len)
 {
     struct kl_account *a = ex->acct;
     if (a->keeping && !a->keep_overflow) {
-        if (a->keep_len + len <= KL_KEEP_MAX)
+        if (a->keep_len + len <= KL_KEEP_MAX) {
             append(&a->keep, &a->keep_len, &a->keep_cap, data, len);
-        else
-            a->keep_overflow = true;
+        } else {
+            a->keep_overflow = true; /* not sent: nothing more to keep */
+            free(a->keep);
+            a->keep = NULL;
+        }
     }
     switch (a->mode) {
     case BODY_EVENTS:

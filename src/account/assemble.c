@@ -1,12 +1,87 @@
-/* Putting a streamed answer back together. Deltas of one text field are
- * gathered in a buffer per (object, key) and written once at the end:
- * re-creating the JSON string at every delta would copy a long answer once
- * per token. */
+/* Putting a streamed answer back together. It runs on the worker's event
+ * loop, so its cost stays linear in the answer whatever the provider sends:
+ * deltas of one text field are gathered in a buffer per (object, key) and
+ * written once at the end (re-creating the JSON string at every delta would
+ * copy a long answer once per token), and the buffers and the items a delta
+ * names by "index" (choices, tool calls, content blocks, candidates) are
+ * found through a hash table, not by walking their arrays. */
 #include "account/assemble.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ---- (owner, tag) -> value, open addressing ---- */
+
+struct slot {
+    const void *owner;          /* NULL: empty */
+    uint64_t tag;
+    void *val;
+};
+
+struct map {
+    struct slot *v;
+    size_t cap, n;              /* cap: a power of two */
+};
+
+/* splitmix64's finalizer: every input bit reaches the low bits the table
+ * uses (an index's double has its bits at the top) */
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9u;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBu;
+    return x ^ (x >> 31);
+}
+
+static size_t slot_at(const struct map *m, const void *owner, uint64_t tag)
+{
+    size_t i = (size_t)mix(mix((uint64_t)(uintptr_t)owner) ^ tag) & (m->cap - 1);
+    while (m->v[i].owner && (m->v[i].owner != owner || m->v[i].tag != tag))
+        i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+static void *map_get(const struct map *m, const void *owner, uint64_t tag)
+{
+    return m->cap ? m->v[slot_at(m, owner, tag)].val : NULL;
+}
+
+static void map_put(struct map *m, const void *owner, uint64_t tag, void *val)
+{
+    if (2 * (m->n + 1) > m->cap) {
+        struct map bigger = {calloc(m->cap ? m->cap * 2 : 64, sizeof(struct slot)), m->cap ? m->cap * 2 : 64, 0};
+        if (!bigger.v)
+            abort();
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->v[i].owner)
+                bigger.v[slot_at(&bigger, m->v[i].owner, m->v[i].tag)] = m->v[i];
+        bigger.n = m->n;
+        free(m->v);
+        *m = bigger;
+    }
+    size_t i = slot_at(m, owner, tag);
+    if (!m->v[i].owner)
+        m->n++;
+    m->v[i] = (struct slot){owner, tag, val};
+}
+
+static uint64_t key_tag(const char *key)
+{
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
+    for (; *key; key++)
+        h = (h ^ (unsigned char)*key) * 1099511628211u;
+    return h;
+}
+
+static uint64_t index_tag(double idx)
+{
+    uint64_t t;
+    memcpy(&t, &idx, sizeof(t));
+    return t;
+}
 
 /* ---- text gathered from deltas ---- */
 
@@ -22,6 +97,8 @@ struct acc {
     struct acc_ent *v;
     size_t n, cap;
     size_t last;                /* the entry last appended to: deltas come in runs */
+    struct map entries;         /* (obj, key) -> entry number + 1 */
+    struct map items;           /* (array, index) -> the item a delta names by index */
 };
 
 static void buf_add(struct acc_ent *e, const char *s, size_t n)
@@ -47,11 +124,11 @@ static void acc_append(struct acc *a, cJSON *obj, const char *key, bool json, co
     if (a->last < a->n && a->v[a->last].obj == obj && !strcmp(a->v[a->last].key, key)) {
         e = &a->v[a->last];
     } else {
-        for (size_t i = 0; i < a->n && !e; i++)
-            if (a->v[i].obj == obj && !strcmp(a->v[i].key, key)) {
-                e = &a->v[i];
-                a->last = i;
-            }
+        size_t i = (size_t)(uintptr_t)map_get(&a->entries, obj, key_tag(key));
+        if (i && !strcmp(a->v[i - 1].key, key)) {
+            e = &a->v[i - 1];
+            a->last = i - 1;
+        }
     }
     if (!e) {
         if (a->n == a->cap) {
@@ -63,6 +140,7 @@ static void acc_append(struct acc *a, cJSON *obj, const char *key, bool json, co
         e = &a->v[a->n];
         *e = (struct acc_ent){.obj = obj, .key = key, .json = json};
         a->last = a->n++;
+        map_put(&a->entries, obj, key_tag(key), (void *)(uintptr_t)a->n);
         const cJSON *have = cJSON_GetObjectItemCaseSensitive(obj, key);
         if (!json && cJSON_IsString(have))
             buf_add(e, have->valuestring, strlen(have->valuestring));
@@ -90,6 +168,21 @@ static void acc_finish(struct acc *a)
         free(e->buf);
     }
     free(a->v);
+    free(a->entries.v);
+    free(a->items.v);
+}
+
+/* The item of arr a delta named by index idx, or NULL. */
+static cJSON *item_get(const struct acc *a, const cJSON *arr, double idx)
+{
+    return map_get(&a->items, arr, index_tag(idx));
+}
+
+/* Add item to arr as the one index idx names. */
+static void item_add(struct acc *a, cJSON *arr, double idx, cJSON *item)
+{
+    cJSON_AddItemToArray(arr, item);
+    map_put(&a->items, arr, index_tag(idx), item);
 }
 
 /* ---- small helpers ---- */
@@ -100,23 +193,18 @@ static const char *str(const cJSON *o, const char *k)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* Does o have k, other than as null or ""? */
+static bool has_value(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return v && !cJSON_IsNull(v) && !(cJSON_IsString(v) && !v->valuestring[0]);
+}
+
 static void copy_member(cJSON *to, const cJSON *from, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(from, k);
     if (v && !cJSON_IsNull(v))
         set_item(to, k, cJSON_Duplicate(v, true));
-}
-
-/* The item of arr whose "index" member is idx, or NULL. */
-static cJSON *by_index(const cJSON *arr, double idx)
-{
-    cJSON *it;
-    cJSON_ArrayForEach(it, arr) {
-        const cJSON *i = cJSON_GetObjectItemCaseSensitive(it, "index");
-        if (cJSON_IsNumber(i) && i->valuedouble == idx)
-            return it;
-    }
-    return NULL;
 }
 
 static double index_of(const cJSON *o, double dflt)
@@ -133,11 +221,10 @@ static void chat_tool_delta(struct acc *a, cJSON *msg, const cJSON *tc, double p
     if (!calls)
         calls = cJSON_AddArrayToObject(msg, "tool_calls");
     double idx = index_of(tc, pos);
-    cJSON *item = by_index(calls, idx);
+    cJSON *item = item_get(a, calls, idx);
     if (!item) {
         item = cJSON_CreateObject();
-        cJSON_AddNumberToObject(item, "index", idx); /* removed at the end */
-        cJSON_AddItemToArray(calls, item);
+        item_add(a, calls, idx, item);
     }
     copy_member(item, tc, "id");
     copy_member(item, tc, "type");
@@ -165,19 +252,20 @@ static cJSON *assemble_chat(const cJSON *events)
             continue;
         if (!out) {
             out = cJSON_CreateObject();
-            copy_member(out, ev, "id");
             cJSON_AddStringToObject(out, "object", "chat.completion");
-            copy_member(out, ev, "created");
-            copy_member(out, ev, "model");
-            copy_member(out, ev, "system_fingerprint");
-            copy_member(out, ev, "service_tier");
             choices = cJSON_AddArrayToObject(out, "choices");
         }
+        /* from the first chunk that has them: some services lead with a
+         * chunk of their own (Azure's prompt_filter_results, with id "") */
+        static const char *const head[] = {"id", "created", "model", "system_fingerprint", "service_tier"};
+        for (size_t k = 0; k < sizeof(head) / sizeof(head[0]); k++)
+            if (!has_value(out, head[k]))
+                copy_member(out, ev, head[k]);
         copy_member(out, ev, "usage");
         const cJSON *ch;
         cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(ev, "choices")) {
             double idx = index_of(ch, 0);
-            cJSON *c = by_index(choices, idx);
+            cJSON *c = item_get(&a, choices, idx);
             if (!c) {
                 c = cJSON_CreateObject();
                 cJSON_AddNumberToObject(c, "index", idx);
@@ -185,7 +273,7 @@ static cJSON *assemble_chat(const cJSON *events)
                 cJSON_AddStringToObject(m, "role", "assistant");
                 cJSON_AddNullToObject(m, "content");
                 cJSON_AddNullToObject(c, "finish_reason");
-                cJSON_AddItemToArray(choices, c);
+                item_add(&a, choices, idx, c);
             }
             cJSON *msg = cJSON_GetObjectItemCaseSensitive(c, "message");
             const cJSON *d = cJSON_GetObjectItemCaseSensitive(ch, "delta");
@@ -198,17 +286,21 @@ static cJSON *assemble_chat(const cJSON *events)
             double pos = 0;
             cJSON_ArrayForEach(tc, cJSON_GetObjectItemCaseSensitive(d, "tool_calls"))
                 chat_tool_delta(&a, msg, tc, pos++);
+            /* the deprecated single function call */
+            const cJSON *fc = cJSON_GetObjectItemCaseSensitive(d, "function_call");
+            if (cJSON_IsObject(fc)) {
+                cJSON *to = cJSON_GetObjectItemCaseSensitive(msg, "function_call");
+                if (!to)
+                    to = cJSON_AddObjectToObject(msg, "function_call");
+                if (str(fc, "name") && str(fc, "name")[0])
+                    set_item(to, "name", cJSON_CreateString(str(fc, "name")));
+                if (str(fc, "arguments"))
+                    acc_append(&a, to, "arguments", false, str(fc, "arguments"));
+            }
             copy_member(c, ch, "finish_reason");
         }
     }
     acc_finish(&a);
-    cJSON *c;
-    cJSON_ArrayForEach(c, choices) {
-        cJSON *it;
-        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "message"),
-                                                                "tool_calls"))
-            cJSON_DeleteItemFromObjectCaseSensitive(it, "index");
-    }
     return out;
 }
 
@@ -253,6 +345,7 @@ static cJSON *assemble_anthropic(const cJSON *events)
 {
     cJSON *out = NULL, *content = NULL;
     struct acc a = {0};
+    double nblocks = 0;
     const cJSON *ev;
     cJSON_ArrayForEach(ev, events) {
         const char *t = str(ev, "type");
@@ -273,10 +366,9 @@ static cJSON *assemble_anthropic(const cJSON *events)
         if (!strcmp(t, "content_block_start")) {
             const cJSON *b = cJSON_GetObjectItemCaseSensitive(ev, "content_block");
             cJSON *blk = cJSON_IsObject(b) ? cJSON_Duplicate(b, true) : cJSON_CreateObject();
-            set_item(blk, "index", cJSON_CreateNumber(index_of(ev, cJSON_GetArraySize(content))));
-            cJSON_AddItemToArray(content, blk);
+            item_add(&a, content, index_of(ev, nblocks++), blk);
         } else if (!strcmp(t, "content_block_delta")) {
-            cJSON *blk = by_index(content, index_of(ev, -1));
+            cJSON *blk = item_get(&a, content, index_of(ev, -1));
             const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "delta");
             const char *dt = str(d, "type");
             if (!blk || !dt)
@@ -316,9 +408,6 @@ static cJSON *assemble_anthropic(const cJSON *events)
         }
     }
     acc_finish(&a);
-    cJSON *blk;
-    cJSON_ArrayForEach(blk, content)
-        cJSON_DeleteItemFromObjectCaseSensitive(blk, "index");
     return out;
 }
 
@@ -367,14 +456,14 @@ static cJSON *assemble_gemini(const cJSON *events)
             double idx = index_of(c, pos++);
             if (!cJSON_IsObject(c))
                 continue;
-            cJSON *to = by_index(cands, idx);
+            cJSON *to = item_get(&a, cands, idx);
             if (!to) {
                 to = cJSON_CreateObject();
                 cJSON_AddNumberToObject(to, "index", idx);
                 cJSON *content = cJSON_AddObjectToObject(to, "content");
                 cJSON_AddArrayToObject(content, "parts");
                 cJSON_AddStringToObject(content, "role", "model");
-                cJSON_AddItemToArray(cands, to);
+                item_add(&a, cands, idx, to);
             }
             cJSON_ArrayForEach(m, c)
                 if (strcmp(m->string, "content") != 0 && strcmp(m->string, "index") != 0)
@@ -383,8 +472,7 @@ static cJSON *assemble_gemini(const cJSON *events)
             const cJSON *p;
             cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "content"),
                                                                    "parts")) {
-                int n = cJSON_GetArraySize(parts);
-                cJSON *prev = n ? cJSON_GetArrayItem(parts, n - 1) : NULL;
+                cJSON *prev = parts->child ? parts->child->prev : NULL; /* cJSON keeps the last item there */
                 if (prev && plain_text(p) && plain_text(prev) && is_thought(p) == is_thought(prev))
                     acc_append(&a, prev, "text", false, str(p, "text"));
                 else
@@ -442,6 +530,9 @@ cJSON *kl_answer_tool_calls(enum kl_usage_kind kind, const cJSON *answer)
     case KL_USAGE_OPENAI_CHAT:
         cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(answer, "choices")) {
             const cJSON *msg = cJSON_GetObjectItemCaseSensitive(it, "message");
+            const cJSON *fc = cJSON_GetObjectItemCaseSensitive(msg, "function_call"); /* deprecated, single */
+            if (cJSON_IsObject(fc))
+                add_call(out, str(fc, "name"), cJSON_GetObjectItemCaseSensitive(fc, "arguments"), "arguments");
             cJSON_ArrayForEach(sub, cJSON_GetObjectItemCaseSensitive(msg, "tool_calls")) {
                 const cJSON *f = cJSON_GetObjectItemCaseSensitive(sub, "function");
                 const cJSON *cu = cJSON_GetObjectItemCaseSensitive(sub, "custom");

@@ -395,9 +395,8 @@ struct bucket_names {
     size_t n;
 };
 
-static bool named(void *arg, const char *name)
+static bool named(const struct bucket_names *ns, const char *name)
 {
-    const struct bucket_names *ns = arg;
     for (size_t i = 0; i < ns->n; i++)
         if (strcmp(ns->v[i], name) == 0)
             return true;
@@ -470,23 +469,19 @@ cJSON *kl_admit_quota_states(kl_exchange *ex)
         for (size_t i = 0; i < a->n; i++)
             if (a->charge[i] == CHARGE_DOLLARS)
                 ns.v[ns.n++] = a->spec[i].name;
-    } else {
+    } else if (!ex->forwarded && !free_endpoint(ex)) {
         dollar_buckets(ex, &ns); /* before admit: the buckets it will charge */
     }
-    if (!ns.n)
-        return out;
-    cJSON *all = kl_buckets_report(ex->worker->server->buckets, named, &ns, kl_wall_ms());
-    const cJSON *b;
-    cJSON_ArrayForEach(b, all) {
-        const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(b, "bucket"));
-        cJSON *q = cJSON_AddObjectToObject(out, name);
-        cJSON_AddItemToObject(q, "current", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(b, "current"), true));
-        cJSON_AddItemToObject(q, "capacity", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(b, "capacity"), true));
-        int64_t amount = (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(b, "rate_amount"));
-        int64_t period = (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(b, "rate_period_ms"));
-        if (period > 0)
-            cJSON_AddStringToObject(q, "rate", rate_text(&ex->arena, amount, period));
+    int64_t now = kl_wall_ms();
+    for (size_t i = 0; i < ns.n; i++) {
+        struct kl_bucket_state st;
+        if (!kl_buckets_state(ex->worker->server->buckets, ns.v[i], now, &st))
+            continue;
+        cJSON *q = cJSON_AddObjectToObject(out, ns.v[i]);
+        cJSON_AddNumberToObject(q, "current", (double)st.level);
+        cJSON_AddNumberToObject(q, "capacity", (double)st.capacity);
+        if (st.rate_period_ms > 0)
+            cJSON_AddStringToObject(q, "rate", rate_text(&ex->arena, st.rate_amount, st.rate_period_ms));
     }
-    cJSON_Delete(all);
     return out;
 }

@@ -330,6 +330,20 @@ void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, i
     pthread_mutex_unlock(&t->lock);
 }
 
+bool kl_buckets_state(struct kl_buckets *t, const char *name, int64_t now_ms, struct kl_bucket_state *out)
+{
+    pthread_mutex_lock(&t->lock);
+    struct kl_bucket *b = t->slots[hash(name)];
+    while (b && strcmp(b->name, name) != 0)
+        b = b->next;
+    if (b) {
+        refill(b, now_ms);
+        *out = (struct kl_bucket_state){b->level, b->capacity, b->rate_amount, b->rate_period_ms};
+    }
+    pthread_mutex_unlock(&t->lock);
+    return b != NULL;
+}
+
 cJSON *kl_buckets_report(struct kl_buckets *t, bool (*keep)(void *arg, const char *name), void *arg,
                          int64_t now_ms)
 {

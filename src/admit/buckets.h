@@ -80,6 +80,12 @@ size_t kl_buckets_dirty(struct kl_buckets *t, struct kl_bucket_level **out);
  * (refill since at_ms added; a capacity lowered since then clamps it). */
 void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, int64_t at_ms);
 
+/* One bucket, looked up by name: false when it has not been used. */
+struct kl_bucket_state {
+    int64_t level, capacity, rate_amount, rate_period_ms;
+};
+bool kl_buckets_state(struct kl_buckets *t, const char *name, int64_t now_ms, struct kl_bucket_state *out);
+
 /* Every bucket whose name passes keep() (or all), as JSON objects. */
 cJSON *kl_buckets_report(struct kl_buckets *t, bool (*keep)(void *arg, const char *name), void *arg,
                          int64_t now_ms);

@@ -108,20 +108,19 @@ static void add_custom_caps(cJSON *out, const cJSON *app)
 }
 
 /* metadata.grants: the third-party capabilities ("example.com/cap/x") of
- * every grant that names the caller, from the configuration and from the
- * tailnet policy (WhoIs CapMap, serve headers), keyed by capability. */
+ * every configured grant whose src names the caller (whatever else it
+ * grants), and of the tailnet policy's (WhoIs CapMap, serve headers), keyed
+ * by capability. */
 static cJSON *custom_grants(const kl_exchange *ex)
 {
     cJSON *out = cJSON_CreateObject();
-    const struct kl_grant_set *s = ex->grant_set;
     const struct kl_grants *g = ex->cfg->grants;
-    for (size_t i = 0; s && g && i < s->ncaps; i++) {
-        int gi = s->caps[i].grant;
-        bool seen = gi < 0; /* the CapMap's: below, from the identity */
-        for (size_t k = 0; !seen && k < i; k++)
-            seen = s->caps[k].grant == gi;
-        if (!seen && (size_t)gi < g->n)
-            add_custom_caps(out, g->v[gi].app);
+    for (size_t i = 0; ex->ident && g && i < g->n; i++) {
+        bool match = false;
+        for (size_t k = 0; k < g->v[i].nsrc && !match; k++)
+            match = kl_selector_matches(ex->ident, g->v[i].src[k]);
+        if (match)
+            add_custom_caps(out, g->v[i].app);
     }
     if (ex->ident)
         add_custom_caps(out, ex->ident->caps);

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -141,6 +142,61 @@ static void responses(void **state)
            "{\"id\":\"r\",\"status\":\"in_progress\",\"output\":[{\"type\":\"function_call\",\"name\":\"f\"}]}");
 }
 
+/* A chunk of the service's own first (Azure's prompt filter results, with
+ * an empty id), and the deprecated single function_call. */
+static void openai_chat_leading_chunk_and_function_call(void **state)
+{
+    (void)state;
+    expect(KL_USAGE_OPENAI_CHAT,
+           "[{\"id\":\"\",\"object\":\"\",\"created\":0,\"model\":\"\",\"choices\":[],"
+           "\"prompt_filter_results\":[]},"
+           "{\"id\":\"c2\",\"created\":7,\"model\":\"gpt-4\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+           "\"function_call\":{\"name\":\"f\",\"arguments\":\"{\\\"a\"}}}]},"
+           "{\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"arguments\":\"\\\":2}\"}},"
+           "\"finish_reason\":\"function_call\"}]}]",
+           "{\"object\":\"chat.completion\",\"id\":\"c2\",\"created\":0,\"model\":\"gpt-4\",\"choices\":[{\"index\":0,"
+           "\"message\":{\"role\":\"assistant\",\"content\":null,\"function_call\":{\"name\":\"f\","
+           "\"arguments\":\"{\\\"a\\\":2}\"}},\"finish_reason\":\"function_call\"}]}");
+    expect_tools(KL_USAGE_OPENAI_CHAT,
+                 "{\"choices\":[{\"message\":{\"function_call\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":2}\"}}}]}",
+                 "[{\"name\":\"f\",\"params\":{\"a\":2}}]");
+}
+
+/* Thousands of tool calls whose argument deltas take turns, and thousands
+ * of content blocks: every piece lands on its own item. */
+static void many_items(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    cJSON *ev = cJSON_CreateArray();
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < N; i++) {
+            char buf[200];
+            if (round == 0)
+                snprintf(buf, sizeof(buf), "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":%d,"
+                         "\"id\":\"t%d\",\"function\":{\"name\":\"n%d\",\"arguments\":\"{\\\"i\\\":\"}}]}}]}", i, i, i);
+            else
+                snprintf(buf, sizeof(buf), "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":%d,"
+                         "\"function\":{\"arguments\":\"%d}\"}}]}}]}", i, i);
+            cJSON_AddItemToArray(ev, cJSON_Parse(buf));
+        }
+    cJSON *got = kl_assemble_stream(KL_USAGE_OPENAI_CHAT, ev);
+    cJSON *calls = kl_answer_tool_calls(KL_USAGE_OPENAI_CHAT, got);
+    assert_int_equal(cJSON_GetArraySize(calls), N);
+    int i = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls) {
+        char name[16];
+        snprintf(name, sizeof(name), "n%d", i);
+        assert_string_equal(cJSON_GetObjectItem(c, "name")->valuestring, name);
+        assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(c, "params"), "i")->valueint, i);
+        i++;
+    }
+    cJSON_Delete(calls);
+    cJSON_Delete(got);
+    cJSON_Delete(ev);
+}
+
 static void tool_calls(void **state)
 {
     (void)state;
@@ -172,6 +228,8 @@ int main(void)
         cmocka_unit_test(anthropic),
         cmocka_unit_test(gemini),
         cmocka_unit_test(responses),
+        cmocka_unit_test(openai_chat_leading_chunk_and_function_call),
+        cmocka_unit_test(many_items),
         cmocka_unit_test(tool_calls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
