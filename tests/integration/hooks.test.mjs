@@ -456,6 +456,23 @@ describe('entire_request and tool_call_entire_request hooks', () => {
     assert.match(gw.output(), /hook tools answered HTTP 500 to being told of the request/);
   });
 
+  it('an answer larger than what is kept: told without it, and the caller gets all of it', async () => {
+    const size = 17 * 1024 * 1024;
+    const r = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': `size=${size};events=64` },
+      body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'x' }] }),
+    });
+    let text = '';
+    for (const line of (await r.text()).split('\n')) {
+      if (line.startsWith('data: {')) text += JSON.parse(line.slice(6)).choices[0]?.delta?.content || '';
+    }
+    assert.equal(text.length, size);
+    const { told } = await toldOf(r.headers.get('x-keyless-request-id'));
+    assert.equal(told.body.response_body, undefined);
+    assert.equal(told.body.raw_responses, undefined);
+    assert.ok(told.body.metadata.estimated_cost.usage.output_tokens > 0, 'the rest of the payload is there');
+  });
+
   // the request id of the next request /told is told of (for SDK streams,
   // which do not show the response headers); requests here run one by one
   const seen = new Set();
