@@ -485,3 +485,21 @@ cJSON *kl_admit_quota_states(kl_exchange *ex)
     }
     return out;
 }
+
+cJSON *kl_admit_cost_estimate(kl_exchange *ex)
+{
+    int64_t prompt = prompt_estimate(ex), out = output_estimate(ex), cost = 0;
+    if (!ex->provider || !ex->model || kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis,
+                                                            ex->provider->cost_map, ex->model, prompt, out, &cost) < 0)
+        return NULL;
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "dollars", (double)cost / 1e9);
+    cJSON_AddStringToObject(c, "cost_basis", kl_arena_concat(&ex->arena, ex->provider->cost_basis ?
+                                                             ex->provider->cost_basis : ex->provider->id,
+                                                             "/", ex->model, NULL));
+    cJSON *u = cJSON_AddObjectToObject(c, "usage");
+    cJSON_AddNumberToObject(u, "input_tokens", (double)prompt);
+    if (out > 0)
+        cJSON_AddNumberToObject(u, "output_tokens", (double)out);
+    return c;
+}

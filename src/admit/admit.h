@@ -31,6 +31,11 @@ bool kl_quota_pooled(const kl_config *cfg);
  * {"current": nd, "capacity": nd, "rate": "$5.00/day"}} (a new object; empty
  * when none apply). */
 cJSON *kl_admit_quota_states(kl_exchange *ex);
+/* What quotas will reserve for the request, before it runs, as Aperture's
+ * hook metadata.estimated_cost: {"dollars", "cost_basis", "usage":
+ * {"input_tokens" (from the body's size), "output_tokens" (its cap)}}; NULL
+ * when the model has no price. */
+cJSON *kl_admit_cost_estimate(kl_exchange *ex);
 /* At the end: charge the real amounts and release the rest. */
 void kl_admit_settle(kl_exchange *ex);
 

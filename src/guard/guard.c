@@ -75,8 +75,12 @@ static int read_message(struct kl_guard_run *r)
 static cJSON *payload(struct kl_guard_run *r, const struct kl_hook_ref *ref)
 {
     cJSON *p = kl_hook_payload(r->ex, ref->send, r->message);
+    cJSON *md = cJSON_GetObjectItemCaseSensitive(p, "metadata");
     if (ref->send & KL_SEND_QUOTAS) /* their balances before this request reserves anything */
-        cJSON_AddItemToObject(cJSON_GetObjectItemCaseSensitive(p, "metadata"), "quotas", kl_admit_quota_states(r->ex));
+        cJSON_AddItemToObject(md, "quotas", kl_admit_quota_states(r->ex));
+    cJSON *cost = ref->send & KL_SEND_ESTIMATED_COST ? kl_admit_cost_estimate(r->ex) : NULL;
+    if (cost) /* the most it can cost, as quotas will reserve it */
+        cJSON_AddItemToObject(md, "estimated_cost", cost);
     return p;
 }
 

@@ -287,7 +287,7 @@ describe('entire_request and tool_call_entire_request hooks', () => {
           { quotas: [{ bucket: 'daily:<user>' }] },
           { send_hooks: [{ name: 'told', events: ['entire_request'], send: ALL },
             { name: 'tools', events: ['tool_call_entire_request'], send: ['tools'] },
-            { name: 'gate', events: ['pre_request'], send: ['user_message', 'quotas'] }] }],
+            { name: 'gate', events: ['pre_request'], send: ['user_message', 'quotas', 'estimated_cost'] }] }],
           'example.com/cap/custom': [{ tier: 'gold' }] } },
         // a grant of nothing but a third-party capability still names the caller
         { src: ['(loopback)'], app: { 'example.com/cap/team': [{ name: 'infra' }] } },
@@ -351,6 +351,11 @@ describe('entire_request and tool_call_entire_request hooks', () => {
     assert.equal(before.capacity, 10e9);
     const spent = before.current - q.current; // less what refilled meanwhile ($5/day: ~58 nd per ms)
     assert.ok(spent <= rec.cost_nanodollars && spent > rec.cost_nanodollars - 1e6, `${spent} vs ${rec.cost_nanodollars}`);
+    // and the most the request can cost (the request's cap on output: the gateway's default, none was asked)
+    const est = gate.body.metadata.estimated_cost;
+    assert.equal(est.cost_basis, 'openai/gpt-4o');
+    assert.ok(est.dollars * 1e9 >= rec.cost_nanodollars, `${est.dollars} covers ${rec.cost_nanodollars} nd`);
+    assert.ok(est.usage.input_tokens > 0 && est.usage.output_tokens > 0);
     assert.equal(told.body.user_message, 'look around');
     assert.equal(told.body.request_body.messages[0].content, 'look around');
     assert.deepEqual(told.body.response_body, r.data, 'the answer as the caller got it');
