@@ -3,6 +3,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,33 +24,50 @@ function run(cmd, args, env, timeoutMs = 120000) {
 }
 
 describe('Claude Code', () => {
-  let mock, gw;
+  let mock, gw, hook;
+  const told = []; // what an audit hook is told of each turn that called tools
   before(async () => {
     mock = await startMock();
-    gw = await startGateway({ providers: providersFor(mock.url) });
+    hook = http.createServer((req, res) => {
+      let data = '';
+      req.on('data', (d) => (data += d));
+      req.on('end', () => {
+        told.push(JSON.parse(data));
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      });
+    });
+    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+    gw = await startGateway({
+      providers: providersFor(mock.url),
+      hooks: { audit: { url: `http://127.0.0.1:${hook.address().port}/audit` } },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
+        { send_hooks: [{ name: 'audit', events: ['tool_call_entire_request'], send: ['tools', 'response_body'] }] }] } }],
+    });
   });
   after(async () => {
     await gw.stop();
     await mock.stop();
+    await new Promise((r) => hook.close(r));
     assertNoKeys(assert, gw.output(), 'gateway log');
+  });
+
+  const claudeEnv = (home) => ({
+    PATH: process.env.PATH,
+    HOME: home,
+    ANTHROPIC_BASE_URL: gw.url,
+    ANTHROPIC_API_KEY: '-',
+    ANTHROPIC_MODEL: 'claude-sonnet-4-5',
+    ANTHROPIC_DEFAULT_HAIKU_MODEL: 'claude-haiku-4-5',
+    ANTHROPIC_SMALL_FAST_MODEL: 'claude-haiku-4-5',
+    DISABLE_TELEMETRY: '1',
+    DISABLE_AUTOUPDATER: '1',
+    DISABLE_ERROR_REPORTING: '1',
+    CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
   });
 
   it('claude -p answers through the gateway', { timeout: 180000 }, async () => {
     await mock.clear();
-    const home = mkdtempSync(join(tmpdir(), 'kl-claude-home-'));
-    const env = {
-      PATH: process.env.PATH,
-      HOME: home,
-      ANTHROPIC_BASE_URL: gw.url,
-      ANTHROPIC_API_KEY: '-',
-      ANTHROPIC_MODEL: 'claude-sonnet-4-5',
-      ANTHROPIC_DEFAULT_HAIKU_MODEL: 'claude-haiku-4-5',
-      ANTHROPIC_SMALL_FAST_MODEL: 'claude-haiku-4-5',
-      DISABLE_TELEMETRY: '1',
-      DISABLE_AUTOUPDATER: '1',
-      DISABLE_ERROR_REPORTING: '1',
-      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-    };
+    const env = claudeEnv(mkdtempSync(join(tmpdir(), 'kl-claude-home-')));
     const claude = join(ROOT, 'node_modules', '.bin', 'claude');
     const r = await run(claude, ['-p', 'Say hello. [[mock text=Hello_from_keyless_via_Claude_Code;in=2000;out=77;cache_read=1500;cache_write=120]]'], env);
     assert.equal(r.code, 0, `claude failed: ${r.out}\n${r.err}`);
@@ -80,5 +98,23 @@ describe('Claude Code', () => {
     assert.equal(rec.endpoint, 'anthropic.messages');
     assert.equal(rec.cost_known, 1);
     assert.match(rec.user_agent, /claude/i);
+    assert.equal(told.length, 0, 'no tool was called: the tool hook is not told');
+  });
+
+  it('a turn that calls a tool: the audit hook is told which, with what, from Claude Code\'s own stream', { timeout: 180000 }, async () => {
+    await mock.clear();
+    const claude = join(ROOT, 'node_modules', '.bin', 'claude');
+    // the simulator answers the first turn with a Glob call, then (seeing its result) with text
+    const r = await run(claude, ['-p', 'List the files. [[mock tools=Glob;text=Done_listing]]'],
+      claudeEnv(mkdtempSync(join(tmpdir(), 'kl-claude-home-'))));
+    assert.equal(r.code, 0, `claude failed: ${r.out}\n${r.err}`);
+    for (let i = 0; i < 100 && told.length === 0; i++) await new Promise((res) => setTimeout(res, 50));
+    const turn = told.find((t) => t.tool_calls?.some((c) => c.name === 'Glob'));
+    assert.ok(turn, `told of the Glob call: ${JSON.stringify(told).slice(0, 500)}`);
+    assert.deepEqual(turn.tool_calls, [{ name: 'Glob', params: { path: 'README.md' } }]);
+    const use = turn.response_body.content.find((b) => b.type === 'tool_use');
+    assert.deepEqual(use.input, { path: 'README.md' });
+    assert.equal(turn.response_body.stop_reason, 'tool_use');
+    assert.ok(!JSON.stringify(told).includes(KEYS.anthropic), 'no provider key reaches a hook');
   });
 });
