@@ -73,7 +73,8 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
 {
     struct kl_account *a = kl_arena_alloc(&ex->arena, sizeof(*a));
     ex->acct = a;
-    int kind = kl_usage_kind_for(ex->ep->id);
+    a->kind = kl_usage_kind_for(ex->ep->id);
+    int kind = a->kind; /* -1 below when the body cannot be read */
     size_t elen = 0;
     const char *enc = kl_http_head_value(headers, "content-encoding", &elen);
     if (enc && elen == 8 && !strncasecmp(enc, "identity", 8))
@@ -103,7 +104,6 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     /* a compressed stream is relayed as it came: nothing can be taken out */
     a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200 && !a->z;
     a->split_events = a->mode == BODY_EVENTS;
-    a->kind = kl_usage_kind_for(ex->ep->id);
     a->keeping = ex->keep_answer && (kind >= 0 || status >= 300);
     const struct kl_store_cfg *sc = ex->cfg->store;
     if (sc->captures == KL_CAPTURE_FULL)
@@ -348,19 +348,6 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
     r->cost_nanodollars = ex->cost_nd;
 }
 
-static void collect_event(void *arg, const char *raw, size_t len)
-{
-    cJSON *events = arg;
-    const char *ev;
-    size_t evl, dl;
-    char *data;
-    kl_sse_fields(raw, len, &ev, &evl, &data, &dl);
-    cJSON *v = data ? cJSON_ParseWithLength(data, dl) : NULL; /* not "[DONE]" */
-    if (v)
-        cJSON_AddItemToArray(events, v);
-    free(data);
-}
-
 cJSON *kl_account_answer(kl_exchange *ex, cJSON **events)
 {
     struct kl_account *a = ex->acct;
@@ -368,13 +355,8 @@ cJSON *kl_account_answer(kl_exchange *ex, cJSON **events)
     if (!a || !a->keeping || a->keep_overflow || !a->keep || (a->z && a->z_broken))
         return NULL;
     if (a->mode == BODY_EVENTS) {
-        cJSON *list = cJSON_CreateArray();
-        kl_sse s = {0};
-        kl_sse_feed(&s, a->keep, a->keep_len, collect_event, list);
-        kl_sse_flush(&s, collect_event, list);
-        kl_sse_free(&s);
-        *events = list;
-        return kl_assemble_stream((enum kl_usage_kind)a->kind, list);
+        *events = kl_sse_parse_events(a->keep, a->keep_len);
+        return kl_assemble_stream((enum kl_usage_kind)a->kind, *events);
     }
     cJSON *whole = cJSON_ParseWithLength(a->keep, a->keep_len);
     if (a->mode == BODY_ARRAY && cJSON_IsArray(whole)) {

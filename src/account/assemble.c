@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "account/sse.h"
+
 /* ---- (owner, tag) -> value, open addressing ---- */
 
 struct slot {
@@ -482,6 +484,28 @@ static cJSON *assemble_gemini(const cJSON *events)
     }
     acc_finish(&a);
     return out;
+}
+
+static void collect_event(void *arg, const char *raw, size_t len)
+{
+    const char *ev;
+    size_t evl, dl;
+    char *data;
+    kl_sse_fields(raw, len, &ev, &evl, &data, &dl);
+    cJSON *v = data ? cJSON_ParseWithLength(data, dl) : NULL;
+    if (v)
+        cJSON_AddItemToArray(arg, v);
+    free(data);
+}
+
+cJSON *kl_sse_parse_events(const char *body, size_t len)
+{
+    cJSON *list = cJSON_CreateArray();
+    kl_sse s = {0};
+    kl_sse_feed(&s, body, len, collect_event, list);
+    kl_sse_flush(&s, collect_event, list);
+    kl_sse_free(&s);
+    return list;
 }
 
 cJSON *kl_assemble_stream(enum kl_usage_kind kind, const cJSON *events)

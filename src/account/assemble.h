@@ -9,6 +9,11 @@
 
 #include "account/usage.h"
 
+/* A whole server-sent event stream's events, each one's data parsed as
+ * JSON, in order (data that is not JSON, such as "[DONE]", is left out): a
+ * new array. */
+cJSON *kl_sse_parse_events(const char *body, size_t len);
+
 /* events: the parsed data of each event (or Gemini array element), in
  * order. A new object (cJSON_Delete it), or NULL when the events hold no
  * answer of this kind. OpenAI chat: one chat.completion (content, refusal,

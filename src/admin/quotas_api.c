@@ -14,7 +14,8 @@
 
 struct names {
     const char **v;
-    size_t n;
+    size_t n, cap;
+    kl_arena *arena;
 };
 
 static bool listed(void *arg, const char *name)
@@ -26,37 +27,25 @@ static bool listed(void *arg, const char *name)
     return false;
 }
 
-/* The expanded names of the quota buckets the caller's grants name. */
+static void add_name(void *arg, const char *name)
+{
+    struct names *ns = arg;
+    if (ns->n == ns->cap) {
+        ns->cap = ns->cap ? ns->cap * 2 : 8;
+        const char **v = kl_arena_alloc(ns->arena, ns->cap * sizeof(char *));
+        if (ns->n)
+            memcpy(v, ns->v, ns->n * sizeof(char *));
+        ns->v = v;
+    }
+    ns->v[ns->n++] = name;
+}
+
+/* The expanded names of the quota buckets the caller's grants name (made to
+ * exist, so an unused, full bucket is shown too). */
 static struct names callers_buckets(kl_exchange *ex)
 {
-    struct names ns = {0};
-    const struct kl_grant_set *s = ex->grant_set;
-    size_t cap = 0;
-    for (size_t i = 0; s && i < s->ncaps; i++) {
-        const cJSON *ref;
-        cJSON_ArrayForEach(ref, cJSON_GetObjectItemCaseSensitive(s->caps[i].cap->raw, "quotas")) {
-            const cJSON *bn = cJSON_GetObjectItemCaseSensitive(ref, "bucket");
-            const struct kl_quota *q = cJSON_IsString(bn) ? kl_quota_find(ex->cfg->quotas, bn->valuestring) : NULL;
-            if (!q)
-                continue;
-            if (ns.n == cap) {
-                cap = cap ? cap * 2 : 8;
-                const char **v = kl_arena_alloc(&ex->arena, cap * sizeof(char *));
-                if (ns.n)
-                    memcpy(v, ns.v, ns.n * sizeof(char *));
-                ns.v = v;
-            }
-            const char *out = kl_quota_bucket_name(ex, q->name);
-            /* make sure it exists, so an unused (full) bucket is shown too */
-            struct kl_bucket_spec spec = {out, q->capacity_nd, q->rate_nd, q->rate_period_ms, true,
-                                          kl_quota_pooled(ex->cfg)};
-            struct kl_bucket *b;
-            size_t f;
-            int64_t r, zero = 0;
-            kl_buckets_reserve(ex->worker->server->buckets, &spec, &zero, 1, kl_wall_ms(), &b, &f, &r);
-            ns.v[ns.n++] = out;
-        }
-    }
+    struct names ns = {.arena = &ex->arena};
+    kl_admit_each_dollar_bucket(ex, NULL, add_name, &ns);
     return ns;
 }
 
@@ -90,7 +79,7 @@ static enum kl_step refill(kl_exchange *ex)
         cJSON_Delete(body);
         return st;
     }
-    struct names one = {(const char *[]){bucket->valuestring}, 1};
+    struct names one = {.v = (const char *[]){bucket->valuestring}, .n = 1};
     cJSON *root = cJSON_CreateObject();
     cJSON_AddItemToObject(root, "buckets", kl_buckets_report(ex->worker->server->buckets, listed, &one, kl_wall_ms()));
     cJSON_Delete(body);

@@ -403,36 +403,45 @@ static bool named(const struct bucket_names *ns, const char *name)
     return false;
 }
 
-/* The dollar buckets of the caller's grants that apply to this model, made
- * to exist (a bucket is created full on first use), before anything is
- * reserved. */
-static void dollar_buckets(kl_exchange *ex, struct bucket_names *ns)
+void kl_admit_each_dollar_bucket(kl_exchange *ex, const char *qualified,
+                                 void (*fn)(void *arg, const char *name), void *arg)
 {
     const struct kl_grant_set *s = ex->grant_set;
-    char qualified[512];
-    if (!s || !ex->provider || !kl_join2(qualified, sizeof(qualified), ex->provider->id, '/', ex->model))
-        return;
-    for (size_t i = 0; i < s->ncaps; i++) {
-        if (!kl_cap_applies(s->caps[i].cap, qualified))
+    for (size_t i = 0; s && i < s->ncaps; i++) {
+        if (qualified && !kl_cap_applies(s->caps[i].cap, qualified))
             continue;
         const cJSON *ref;
         cJSON_ArrayForEach(ref, cJSON_GetObjectItemCaseSensitive(s->caps[i].cap->raw, "quotas")) {
             const cJSON *bn = cJSON_GetObjectItemCaseSensitive(ref, "bucket");
             const struct kl_quota *q = cJSON_IsString(bn) ? kl_quota_find(ex->cfg->quotas, bn->valuestring) : NULL;
-            if (!q || ns->n == KL_MAX_BUCKETS)
+            if (!q)
                 continue;
             const char *name = kl_quota_bucket_name(ex, q->name);
-            if (named(ns, name))
-                continue;
             struct kl_bucket_spec spec = {name, q->capacity_nd, q->rate_nd, q->rate_period_ms, true,
                                           kl_quota_pooled(ex->cfg)};
             struct kl_bucket *b;
             size_t f;
             int64_t r, zero = 0;
             kl_buckets_reserve(ex->worker->server->buckets, &spec, &zero, 1, kl_wall_ms(), &b, &f, &r);
-            ns->v[ns->n++] = name;
+            fn(arg, name);
         }
     }
+}
+
+static void add_name(void *arg, const char *name)
+{
+    struct bucket_names *ns = arg;
+    if (ns->n < KL_MAX_BUCKETS && !named(ns, name))
+        ns->v[ns->n++] = name;
+}
+
+/* The dollar buckets of the caller's grants that apply to this model,
+ * before anything is reserved. */
+static void dollar_buckets(kl_exchange *ex, struct bucket_names *ns)
+{
+    char qualified[512];
+    if (ex->provider && kl_join2(qualified, sizeof(qualified), ex->provider->id, '/', ex->model))
+        kl_admit_each_dollar_bucket(ex, qualified, add_name, ns);
 }
 
 /* "$5.00/day", as a quota's rate is written (cents when whole cents, else

@@ -24,6 +24,11 @@ bool kl_admit_stream_ok(kl_exchange *ex);
 /* A bucket template for the caller: "daily:<user>" -> "daily:alice@example.com"
  * (<node> is the node name, or the login when there is none). */
 const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl);
+/* Each dollar bucket the caller's grants name (only those of capabilities
+ * that apply to qualified, "provider/model", unless it is NULL), made to
+ * exist (a bucket is created full on first use) and passed to fn. */
+void kl_admit_each_dollar_bucket(kl_exchange *ex, const char *qualified,
+                                 void (*fn)(void *arg, const char *name), void *arg);
 /* Are dollar quotas shared through PostgreSQL (leased) in this config? */
 bool kl_quota_pooled(const kl_config *cfg);
 /* The dollar buckets the request was charged to (before admit: the ones it

@@ -149,8 +149,9 @@ int kl_send_hooks_read(const cJSON *cap, const struct kl_hooks *hooks, kl_arena 
                        "send_hooks send must be an array of \"request_body\", \"user_message\", "
                        "\"response_body\", \"raw_responses\", \"tools\", \"grants\", \"estimated_cost\", "
                        "\"quotas\"");
-        if (sendbits & 256u)
-            sendbits = (sendbits & ~256u) | KL_SEND_TOOLS;
+        const unsigned tool_calls_alias = 1u << 8; /* "tool_calls", the last name in sends */
+        if (sendbits & tool_calls_alias)
+            sendbits = (sendbits & ~tool_calls_alias) | KL_SEND_TOOLS;
         if (h->disabled)
             continue;
         size_t i = 0;

@@ -1,8 +1,9 @@
 /* libFuzzer: a provider's stream put back together for the hooks told
  * after the answer. The first byte picks the dialect; the rest is an SSE
- * stream, split into events and parsed as the account stage does. Whatever
- * the events hold, assembling them and reading their tool calls must not
- * crash, leak or misuse memory, and the answer must print as JSON. */
+ * stream, split into events and parsed by the function the account stage
+ * uses. Whatever the events hold, assembling them and reading their tool
+ * calls must not crash, leak or misuse memory, and the answer must print as
+ * JSON. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,19 +11,6 @@
 #include <cjson/cJSON.h>
 
 #include "account/assemble.h"
-#include "account/sse.h"
-
-static void on_event(void *arg, const char *raw, size_t len)
-{
-    const char *ev;
-    size_t evl, dl;
-    char *data;
-    kl_sse_fields(raw, len, &ev, &evl, &data, &dl);
-    cJSON *v = data ? cJSON_ParseWithLength(data, dl) : NULL;
-    if (v)
-        cJSON_AddItemToArray(arg, v);
-    free(data);
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -31,11 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const enum kl_usage_kind kinds[] = {KL_USAGE_OPENAI_CHAT, KL_USAGE_OPENAI_RESPONSES, KL_USAGE_ANTHROPIC,
                                                KL_USAGE_GEMINI};
     enum kl_usage_kind kind = kinds[data[0] % 4];
-    cJSON *events = cJSON_CreateArray();
-    kl_sse s = {0};
-    kl_sse_feed(&s, (const char *)data + 1, size - 1, on_event, events);
-    kl_sse_flush(&s, on_event, events);
-    kl_sse_free(&s);
+    cJSON *events = kl_sse_parse_events((const char *)data + 1, size - 1);
     cJSON *answer = kl_assemble_stream(kind, events);
     if (answer) {
         char *text = cJSON_PrintUnformatted(answer);
