@@ -6,11 +6,13 @@
  *   3 authorize  src/authorize/  grants: may they use this model?
  *     local      src/admin/      model lists and /api/ answered by keyless itself
  *   4 guard      src/guard/      PII/secret scanning, hooks
+ *     tools      src/guard/      tool policy: refused tools taken out of the request
  *   5 admit      src/admit/      quotas and rate limits: reserve before forwarding
  *   6 route      src/route/      provider, URL, headers with the provider key, body
  *     begin      src/record/     the "in progress" record, for requests still running after 100 ms
  *   7 upstream   src/upstream/   own HTTP/1.1 client or libcurl, streamed back with backpressure
- *   8 account    src/account/    usage and cost read from the answer as it passes
+ *   8 account    src/account/    usage and cost read from the answer as it passes; quotas
+ *                                and the tool policy can end it
  *   9 record     src/record/     the audit record, once the exchange ends
  *  10 after      src/guard/      entire_request / tool_call_entire_request hooks
  *
@@ -31,6 +33,7 @@
 #include "authorize/authorize.h"
 #include "guard/after.h"
 #include "guard/guard.h"
+#include "guard/tools.h"
 #include "identity/identity.h"
 #include "listen/http.h"
 #include "listen/conn.h"
@@ -52,6 +55,7 @@ static const struct kl_stage {
     {"authorize", kl_authorize_run},
     {"local", local_run},
     {"guard", kl_guard_run},
+    {"tools", kl_tools_run},
     {"admit", kl_admit_run},
     {"route", kl_route_run},
     {"begin", begin_run},
@@ -205,7 +209,7 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
         kl_warn("%s: provider %s echoed its key in a response header; the header was dropped", ex->id,
                 ex->provider->id);
     kl_record_response_headers(ex, headers);
-    kl_respond_start(ex, status, headers, content_length);
+    kl_account_respond_start(ex, status, headers, content_length);
 }
 
 bool kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len)

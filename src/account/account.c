@@ -14,11 +14,13 @@
 #include "admit/admit.h"
 #include "core/jsonscan.h"
 #include "core/text.h"
+#include "guard/tools.h"
 #include "identity/identity.h"
 #include "listen/conn.h"
 #include "listen/http.h"
 #include "record/rec.h"
 #include "record/record.h"
+#include "pipeline.h"
 
 /* Largest whole (non-stream) answer kept to read its usage. */
 #define KL_WHOLE_MAX (64u << 20)
@@ -48,6 +50,14 @@ struct kl_account {
     bool keep_overflow;
     char *keep;
     size_t keep_len, keep_cap;
+    /* a tool policy applies to a whole answer: it is held (head and body)
+     * until it has been read, and then relayed or refused */
+    bool hold;
+    int held_status;
+    const char *held_headers;   /* arena */
+    char *held;
+    size_t held_len, held_cap;
+    const char *tool_refusal;   /* the first call to a refused tool, said for the caller (arena) */
 };
 
 /* Largest answer kept for the hooks told after it. */
@@ -67,6 +77,17 @@ static void append(char **buf, size_t *len, size_t *cap, const char *data, size_
     }
     memcpy(*buf + *len, data, n);
     *len += n;
+}
+
+/* Each tool call the answer makes, as the usage parser meets it. */
+static void on_tool(void *arg, const char *name)
+{
+    kl_exchange *ex = arg;
+    struct kl_account *a = ex->acct;
+    if (!a->tool_refusal && !kl_tools_permitted(ex->tool_rules, name))
+        a->tool_refusal = kl_arena_printf(&ex->arena,
+            "the answer calls the tool '%.200s', which the tool policy does not allow: stopped by the gateway",
+            name ? name : "");
 }
 
 void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char *headers)
@@ -105,6 +126,18 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200 && !a->z;
     a->split_events = a->mode == BODY_EVENTS;
     a->keeping = ex->keep_answer && (kind >= 0 || status >= 300);
+    if (ex->tool_rules && a->usage) {
+        kl_usage_on_tool(a->usage, on_tool, ex);
+        a->hold = a->mode == BODY_WHOLE;
+    } else if (ex->tool_rules && enc && !a->z && a->kind >= 0 && status >= 200 && status < 300) {
+        /* br, zstd, ...: its calls cannot be read, so it is not relayed */
+        a->hold = true;
+        ex->cut_off = true;
+        ex->cut_kind = KL_ERR_BAD_GATEWAY;
+        ex->cut_class = KL_EC_BLOCKED;
+        ex->error_message = kl_arena_printf(&ex->arena, "the provider's answer is in a coding the tool policy cannot "
+                                            "read (%.*s): stopped by the gateway", (int)(elen < 40 ? elen : 40), enc);
+    }
     const struct kl_store_cfg *sc = ex->cfg->store;
     if (sc->captures == KL_CAPTURE_FULL)
         a->capture_max = sc->capture_max;
@@ -139,18 +172,54 @@ static void forward(kl_exchange *ex, const char *data, size_t len)
         memcpy(a->capture + a->capture_len, data, n);
         a->capture_len += n;
     }
-    kl_respond_data(ex, data, len);
+    if (!a->hold) {
+        kl_respond_data(ex, data, len);
+    } else if (a->held_len + len <= KL_WHOLE_MAX) {
+        append(&a->held, &a->held_len, &a->held_cap, data, len);
+    } else if (!ex->cut_off) {
+        ex->cut_off = true; /* what cannot be read cannot be checked: not relayed */
+        ex->cut_kind = KL_ERR_BAD_GATEWAY;
+        ex->cut_class = KL_EC_BLOCKED;
+        ex->error_message = "the answer is larger than the 64 MiB the tool policy can check: stopped by the gateway";
+    }
 }
 
-/* Usage grew past what the quotas reserved and they cannot cover more:
- * nothing further reaches the caller. */
+/* Has the answer so far called a tool the policy refuses, or made more
+ * calls than it allows? Then ex says why. */
+static bool tools_breached(kl_exchange *ex)
+{
+    struct kl_account *a = ex->acct;
+    const struct kl_tool_rules *r = ex->tool_rules;
+    if (!r || !a->usage)
+        return false;
+    const char *why = a->tool_refusal;
+    if (!why && r->max_calls >= 0 && kl_usage_result(a->usage)->tool_calls > r->max_calls)
+        why = kl_arena_printf(&ex->arena, "the answer makes more than %lld tool call%s, the most the tool policy "
+                              "allows: stopped by the gateway", (long long)r->max_calls, r->max_calls == 1 ? "" : "s");
+    if (!why)
+        return false;
+    ex->error_message = why;
+    ex->cut_kind = KL_ERR_FORBIDDEN;
+    ex->cut_class = KL_EC_BLOCKED;
+    return true;
+}
+
+/* The answer so far breaks the tool policy, or its usage grew past what
+ * the quotas reserved and they cannot cover more: nothing further reaches
+ * the caller. */
 static bool stopped(kl_exchange *ex)
 {
     if (ex->cut_off)
         return true;
+    if (tools_breached(ex)) {
+        ex->cut_off = true;
+        return true;
+    }
     if (kl_admit_stream_ok(ex))
         return false;
     ex->cut_off = true;
+    ex->cut_kind = KL_ERR_QUOTA;
+    ex->cut_class = KL_EC_QUOTA;
     return true;
 }
 
@@ -231,7 +300,7 @@ static bool inflate_data(kl_exchange *ex, const char *data, size_t len)
         if (rc == Z_BUF_ERROR && a->z->avail_out > 0)
             break;
     }
-    return a->mode == BODY_WHOLE || !stopped(ex);
+    return a->mode == BODY_WHOLE ? !ex->cut_off : !stopped(ex);
 }
 
 bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
@@ -249,7 +318,35 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
     if (a->mode == BODY_ARRAY && stopped(ex))
         return false;
     forward(ex, data, len);
-    return true;
+    return !ex->cut_off;
+}
+
+void kl_account_respond_start(kl_exchange *ex, int status, const char *headers, int64_t content_length)
+{
+    struct kl_account *a = ex->acct;
+    if (a && a->hold) {
+        a->held_status = status;
+        a->held_headers = headers;
+        return;
+    }
+    kl_respond_start(ex, status, headers, content_length);
+}
+
+/* A held answer has been read: relayed whole, or refused in its place. */
+static void release(kl_exchange *ex)
+{
+    struct kl_account *a = ex->acct;
+    a->hold = false;
+    if (ex->cut_off || tools_breached(ex)) {
+        ex->cut_off = true;
+        kl_info("%s: %s", ex->id, ex->error_message);
+        kl_fail(ex, ex->cut_kind, ex->cut_class, "%s", ex->error_message);
+        return;
+    }
+    kl_respond_start(ex, a->held_status, a->held_headers, (int64_t)a->held_len);
+    kl_respond_data(ex, a->held, a->held_len);
+    free(a->held);
+    a->held = NULL;
 }
 
 bool kl_account_is_event_stream(const kl_exchange *ex)
@@ -275,6 +372,8 @@ void kl_account_end(kl_exchange *ex)
         free(a->whole);
         a->whole = NULL;
     }
+    if (a->hold)
+        release(ex);
 }
 
 void kl_account_free(kl_exchange *ex)
@@ -286,6 +385,7 @@ void kl_account_free(kl_exchange *ex)
     free(a->whole);
     free(a->capture);
     free(a->keep);
+    free(a->held);
     if (a->z) {
         inflateEnd(a->z);
         free(a->z);
@@ -332,7 +432,12 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
         r->response_body_len = a->capture_len;
     }
     const struct kl_usage *u = kl_account_usage(ex);
-    if (!u || !u->known)
+    if (!u)
+        return;
+    /* a stream cut short may end before its usage: its calls are still known */
+    r->tool_calls = u->tool_calls;
+    r->tool_names = kl_join(&ex->arena, u->tool_names, u->ntool_names, ',');
+    if (!u->known)
         return;
     r->usage_known = true;
     r->input_tokens = u->input;
@@ -341,8 +446,6 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
     r->cache_write_tokens = u->cache_write;
     r->reasoning_tokens = u->reasoning;
     r->model_served = u->model_served;
-    r->tool_calls = u->tool_calls;
-    r->tool_names = kl_join(&ex->arena, u->tool_names, u->ntool_names, ',');
     r->stop_reason = u->stop_reason;
     r->cost_known = ex->cost_known;
     r->cost_nanodollars = ex->cost_nd;

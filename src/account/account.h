@@ -17,10 +17,15 @@
  * deflate) reaches the caller unchanged and is inflated on the side for its
  * usage; any other coding leaves usage unknown. */
 void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char *headers);
+/* Start the response to the caller with the provider's head, or hold it
+ * while a tool policy must read the whole answer first (a non-stream one):
+ * kl_account_end then relays it or refuses it with the policy's error. */
+void kl_account_respond_start(kl_exchange *ex, int status, const char *headers, int64_t content_length);
 /* Pass a piece of the response on to the client (through kl_respond_data).
  * False when the answer must stop here (a quota cannot cover the usage it
- * reports): ex->cut_off and ex->error_message are set, nothing more is
- * forwarded. */
+ * reports, or it calls a tool the tool policy refuses, or more tools than
+ * it allows): ex->cut_off, cut_kind, cut_class and error_message are set,
+ * nothing more is forwarded. */
 bool kl_account_data(kl_exchange *ex, const char *data, size_t len);
 /* Is the answer a server-sent event stream an error event can end (not a
  * compressed one)? */

@@ -58,6 +58,8 @@ struct kl_usage_parser {
     uint64_t *seen;
     size_t nseen, capseen;
     int model_tries;            /* chat chunks parsed only to learn the model */
+    void (*on_tool)(void *, const char *);      /* told of each tool call met */
+    void *on_tool_arg;
     struct arr_split arr;
 };
 
@@ -127,6 +129,8 @@ static void set_stop(kl_usage_parser *p, const char *s)
 
 static void add_tool(kl_usage_parser *p, const char *name)
 {
+    if (p->on_tool)
+        p->on_tool(p->on_tool_arg, name);
     if (p->u.tool_calls < 1000000000)
         p->u.tool_calls++;
     if (!name || p->u.ntool_names >= KL_USAGE_MAX_TOOL_NAMES)
@@ -686,6 +690,12 @@ kl_usage_parser *kl_usage_parser_new(kl_arena *a, enum kl_usage_kind kind)
     p->an_in = p->an_cr = p->an_cw = p->an_cw1h = p->an_out = -1;
     p->u.known = kind == KL_USAGE_COUNT_ONLY;
     return p;
+}
+
+void kl_usage_on_tool(kl_usage_parser *p, void (*fn)(void *, const char *), void *arg)
+{
+    p->on_tool = fn;
+    p->on_tool_arg = arg;
 }
 
 int kl_usage_kind_for(enum kl_endpoint ep)

@@ -81,6 +81,11 @@ typedef struct kl_usage_parser kl_usage_parser;
 
 kl_usage_parser *kl_usage_parser_new(kl_arena *a, enum kl_usage_kind kind);
 
+/* fn(arg, name) for each tool call as the parser meets it (name NULL when
+ * the call has none; a Responses answer's calls are met again in its final
+ * response object). */
+void kl_usage_on_tool(kl_usage_parser *p, void (*fn)(void *, const char *), void *arg);
+
 /* The parser kind for an endpoint; -1 when the endpoint has no usage. */
 int kl_usage_kind_for(enum kl_endpoint ep);
 

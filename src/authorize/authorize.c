@@ -49,6 +49,8 @@ static struct kl_grant_set *collect(kl_exchange *ex)
         const char *why;
         if (kl_cap_read(e, &ex->arena, c, &why) == 0)
             add_cap(ex, s, &cap, c, -1);
+        else if (cJSON_GetObjectItemCaseSensitive(e, "tools") && !s->refusal)
+            s->refusal = why; /* skipping it would lift a restriction */
     }
     return s;
 }
@@ -75,6 +77,9 @@ enum kl_step kl_authorize_run(kl_exchange *ex)
         return KL_NEXT; /* each /api/ endpoint checks its own rights */
     if (s->role == KL_ROLE_NONE)
         return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN, "access denied: no role granted");
+    if (s->refusal)
+        return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN,
+                       "access denied: a capability from the tailnet policy cannot be read: %s", s->refusal);
     if (!ex->ep->inference)
         return KL_NEXT;
     const char *bare;

@@ -4,6 +4,7 @@
 #include <strings.h>
 
 #include "core/glob.h"
+#include "guard/tools.h"
 #include "identity/identity.h"
 
 static const char **read_models(const cJSON *v, kl_arena *a, size_t *n, const char **why)
@@ -58,6 +59,13 @@ int kl_cap_read(const cJSON *obj, kl_arena *a, struct kl_cap *cap, const char **
             return -1;
     }
     cap->send_hooks = cJSON_GetObjectItemCaseSensitive(obj, "send_hooks") != NULL;
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(obj, "tools");
+    if (tools) {
+        struct kl_tool_policy *tp = kl_arena_alloc(a, sizeof(*tp));
+        if (kl_tool_policy_read(tools, a, tp, why) < 0)
+            return -1;
+        cap->tools = tp;
+    }
     return 0;
 }
 
@@ -117,7 +125,7 @@ static void read_grant(kl_cfg_ctx *c, const cJSON *g, struct kl_grant *out)
             continue;
         }
         /* a misspelt key ("quota", "model") would silently grant more */
-        static const char *const known[] = {"role", "models", "quotas", "rate_limit", "send_hooks"};
+        static const char *const known[] = {"role", "models", "quotas", "rate_limit", "send_hooks", "tools"};
         const cJSON *m;
         cJSON_ArrayForEach(m, e) {
             size_t i = 0;

@@ -17,6 +17,8 @@
 
 #include "core/config.h"
 
+struct kl_tool_policy;
+
 #define KL_APERTURE_CAP "tailscale.com/cap/aperture"
 
 enum kl_role { KL_ROLE_NONE, KL_ROLE_USER, KL_ROLE_ADMIN };
@@ -26,6 +28,7 @@ struct kl_cap {
     const char **models;        /* globs; NULL when the object has no "models" */
     size_t nmodels;
     bool send_hooks;            /* has "send_hooks" (read by the guard stage) */
+    const struct kl_tool_policy *tools;     /* its "tools" (guard/tools.h), or NULL */
     const cJSON *raw;           /* the capability object itself */
 };
 
@@ -52,6 +55,7 @@ struct kl_grant_set {
     enum kl_role role;
     struct kl_cap_ref *caps;
     size_t ncaps;
+    const char *refusal;        /* a tailnet capability that restricts (tools) could not be read: why */
 };
 
 void kl_grants_read_config(kl_cfg_ctx *c, const cJSON *v);

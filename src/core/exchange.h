@@ -29,6 +29,7 @@ struct kl_admission;
 struct lease_job;
 struct kl_guard_run;
 struct kl_hook_ref;
+struct kl_tool_rules;
 
 /* Why an exchange ended other than with the provider's own answer. */
 enum kl_error_class {
@@ -99,6 +100,7 @@ typedef struct kl_exchange {
     const struct kl_hook_ref *after_hooks;
     size_t n_after_hooks;
     bool keep_answer;               /* one of them is sent the answer: account keeps it */
+    const struct kl_tool_rules *tool_rules;     /* the tool policy that applies, or NULL */
 
     /* route */
     const struct kl_provider *provider;
@@ -120,7 +122,9 @@ typedef struct kl_exchange {
     /* account */
     bool cost_known;
     int64_t cost_nd;
-    bool cut_off;                       /* account stopped the answer (quota) */
+    bool cut_off;                       /* account stopped the answer (quota, tool policy) */
+    enum kl_err_kind cut_kind;          /* why, for the caller's error */
+    enum kl_error_class cut_class;      /* and for the record */
 
     /* record */
     int rec_slots;                  /* record queue slots reserved for this exchange */

@@ -117,10 +117,7 @@ static enum kl_err_kind kind_for(int status)
     }
 }
 
-/* A rewritten body (a hook's modify, a redaction) becomes the request, if
- * it is one the endpoint accepts and asks for the same model (grants, quotas
- * and routing were decided for it). NULL, or why not. */
-static const char *replace_body(kl_exchange *ex, const char *text, size_t len)
+const char *kl_guard_replace_body(kl_exchange *ex, const char *text, size_t len)
 {
     struct kl_request_facts f;
     const char *why = NULL;
@@ -157,7 +154,7 @@ static const char *apply_modify(kl_exchange *ex, const cJSON *body)
     char *text = cJSON_PrintUnformatted(body);
     if (!text)
         abort();
-    const char *why = replace_body(ex, text, strlen(text));
+    const char *why = kl_guard_replace_body(ex, text, strlen(text));
     cJSON_free(text);
     return why ? kl_arena_printf(&ex->arena, "its modify: %s (a hook may not change the model or streaming)", why)
                : NULL;
@@ -177,7 +174,7 @@ static enum kl_step scan_body(kl_exchange *ex)
         kl_warn("%s: guardrails found %s (logged only)", ex->id, res.kinds);
         return KL_NEXT;
     case KL_SCAN_REDACT:
-        why = replace_body(ex, res.body, res.body_len);
+        why = kl_guard_replace_body(ex, res.body, res.body_len);
         if (why) {
             ex->body_withheld = true;
             return kl_fail(ex, KL_ERR_INVALID, KL_EC_BLOCKED,

@@ -99,7 +99,7 @@ static void fail(struct kl_h1_xfer *x, enum kl_err_kind kind, enum kl_error_clas
     kl_exchange *ex = x->ex;
     xfer_free(x, false);
     if (ex->cut_off) {
-        kl_pipeline_upstream_failed(ex, KL_ERR_QUOTA, KL_EC_QUOTA, ex->error_message);
+        kl_pipeline_upstream_failed(ex, ex->cut_kind, ex->cut_class, ex->error_message);
         return;
     }
     kl_pipeline_upstream_failed(ex, kind, ec, msg);

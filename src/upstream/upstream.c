@@ -356,7 +356,7 @@ static void finish(struct kl_curl_job *job, CURLcode rc)
         return;
     }
     if (ex->cut_off) {
-        kl_pipeline_upstream_failed(ex, KL_ERR_QUOTA, KL_EC_QUOTA, ex->error_message);
+        kl_pipeline_upstream_failed(ex, ex->cut_kind, ex->cut_class, ex->error_message);
         return;
     }
     switch (rc) {

@@ -117,4 +117,38 @@ describe('Claude Code', () => {
     assert.equal(turn.response_body.stop_reason, 'tool_use');
     assert.ok(!JSON.stringify(told).includes(KEYS.anthropic), 'no provider key reaches a hook');
   });
+
+  it('under a tool policy: Claude Code is sent without the refused tools, and a call to one is stopped', { timeout: 180000 }, async () => {
+    const gw2 = await startGateway({
+      providers: providersFor(mock.url),
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
+        { tools: { deny: ['Bash', 'Write'] } }] } }],
+    });
+    try {
+      await mock.clear();
+      const claude = join(ROOT, 'node_modules', '.bin', 'claude');
+      const env = { ...claudeEnv(mkdtempSync(join(tmpdir(), 'kl-claude-home-'))), ANTHROPIC_BASE_URL: gw2.url };
+      // the simulator answers with a Bash call although Bash was not offered
+      const r = await run(claude, ['-p', 'Run ls. [[mock tools=Bash;text=Running]]'], env);
+      const sent = (await mock.requests()).filter((q) => q.path.startsWith('/v1/messages') &&
+        JSON.parse(q.body).tools?.length);
+      assert.ok(sent.length >= 1, `Claude Code's turn with tools reached the provider: ${r.out}\n${r.err}`);
+      for (const q of sent) {
+        const names = JSON.parse(q.body).tools.map((t) => t.name);
+        assert.ok(names.includes('Read') && names.includes('Edit'), `the other tools are kept: ${names}`);
+        assert.ok(!names.includes('Bash') && !names.includes('Write'), `refused tools are not sent: ${names}`);
+      }
+      assert.match(gw2.output(), /tool policy removed .*Bash/);
+      assert.match(r.out + r.err, /the tool 'Bash', which the tool policy does not allow/);
+      let blocked = false; // records are written asynchronously
+      for (let i = 0; i < 100 && !blocked; i++) {
+        const recs = await (await fetch(`${gw2.url}/api/requests?limit=20`)).json();
+        blocked = recs.requests.some((q) => q.error_class === 'blocked' && q.tool_names === 'Bash');
+        if (!blocked) await new Promise((res) => setTimeout(res, 30));
+      }
+      assert.ok(blocked, 'the stopped turn is on record as blocked');
+    } finally {
+      await gw2.stop();
+    }
+  });
 });

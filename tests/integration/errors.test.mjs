@@ -6,7 +6,7 @@ import net from 'node:net';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { GoogleGenAI } from '@google/genai';
-import { startMock, startGateway, providersFor, KEYS, assertNoKeys, rawRequest, finalRecord } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, rawRequest, rawProvider, finalRecord } from './lib/harness.mjs';
 
 // A port nothing listens on: bind, learn it, close.
 async function deadPort() {
@@ -342,20 +342,6 @@ const doneRecord = (gw, r) => finalRecord(gw, r.headers.get('x-keyless-request-i
 
 describe('provider framing', () => {
   // A provider on a raw socket: respond(requestText, socket) writes what it likes.
-  async function rawProvider(respond) {
-    const up = net.createServer((sock) => {
-      let req = '';
-      sock.on('data', (d) => {
-        req += d.toString('latin1');
-        const end = req.indexOf('\r\n\r\n');
-        const len = Number((/content-length: (\d+)/i.exec(req) || [0, 0])[1]);
-        if (end >= 0 && req.length >= end + 4 + len) respond(req, sock);
-      });
-    });
-    await new Promise((r) => up.listen(0, '127.0.0.1', r));
-    return up;
-  }
-
   it('a stream cut inside an event ends with the error event alone, not glued to half an event', async () => {
     const mock = await startMock();
     const start = 'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message","role":"assistant",' +

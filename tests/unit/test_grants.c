@@ -60,7 +60,7 @@ static void capability_objects_and_best_match(void **state)
     assert_int_equal(kl_cap_read(cJSON_GetArrayItem(objs, 4), &a, &caps[4], &why), -1);
 
     struct kl_cap_ref refs[3] = {{&caps[0], 0}, {&caps[1], 0}, {&caps[2], 1}};
-    struct kl_grant_set s = {KL_ROLE_ADMIN, refs, 3};
+    struct kl_grant_set s = {.role = KL_ROLE_ADMIN, .caps = refs, .ncaps = 3};
     const struct kl_cap_ref *best = kl_grant_set_best(&s, "anthropic/claude-opus-4-5");
     assert_ptr_equal(best->cap, &caps[2]); /* the most specific pattern wins */
     best = kl_grant_set_best(&s, "anthropic/claude-haiku-4-5");

@@ -307,6 +307,23 @@ export function externalIPv4() {
   return null;
 }
 
+// A provider that answers however respond(request, socket) writes, once a
+// whole request (head and Content-Length body) has arrived: for answers
+// mockllm will not give (compressed, malformed, cut). Close it when done.
+export async function rawProvider(respond) {
+  const up = net.createServer((sock) => {
+    let req = '';
+    sock.on('data', (d) => {
+      req += d.toString('latin1');
+      const end = req.indexOf('\r\n\r\n');
+      const len = Number((/content-length: (\d+)/i.exec(req) || [0, 0])[1]);
+      if (end >= 0 && req.length >= end + 4 + len) respond(req, sock);
+    });
+  });
+  await new Promise((r) => up.listen(0, '127.0.0.1', r));
+  return up;
+}
+
 // The final record of request id from the records API (records are written
 // asynchronously; waits ~3 s at most). The loopback caller must be allowed
 // to read it.

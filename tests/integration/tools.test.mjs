@@ -1,0 +1,269 @@
+// Tool policy: tools a grant refuses are taken out of the request before the
+// provider sees it, and an answer that calls a refused tool, or more tools
+// than max_calls, is stopped there, in the caller's dialect, with the
+// official SDKs; the record keeps the usage the provider charged for.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { gzipSync, brotliCompressSync } from 'node:zlib';
+import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
+import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, rawProvider, BUILD } from './lib/harness.mjs';
+
+const CAP = 'tailscale.com/cap/aperture';
+const fn = (name) => ({ type: 'function', function: { name, parameters: { type: 'object', properties: {} } } });
+const claudeTool = (name) => ({ name, input_schema: { type: 'object', properties: {} } });
+
+describe('tool policy', () => {
+  let mock, gw;
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({
+      providers: providersFor(mock.url),
+      grants: [{ src: ['*'], app: { [CAP]: [
+        { role: 'user' }, { models: '**' },
+        { tools: { deny: ['Bash', 'mcp__prod__*'], max_calls: 2 } },
+        // Claude models get a shorter list on top: both policies apply
+        { models: 'anthropic/**', tools: { allow: ['Read', 'Grep', 'Bash', 'read_file', 'grep', 'web_search'] } },
+      ] } }],
+    });
+  });
+  after(async () => {
+    await gw.stop();
+    await mock.stop();
+    assertNoKeys(assert, gw.output(), 'gateway log');
+  });
+
+  const openai = () => new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'x', maxRetries: 0 });
+  const claude = () => new Anthropic({ baseURL: gw.url, apiKey: 'x', maxRetries: 0 });
+  const forwarded = async () => JSON.parse((await mock.last()).body);
+  // records are written asynchronously: the newest that matches, once it is there
+  const recordWhere = async (pred) => {
+    for (let i = 0; i < 100; i++) {
+      const { requests } = await (await fetch(`${gw.url}/api/requests?limit=20`)).json();
+      const hit = requests.find(pred);
+      if (hit) return finalRecord(gw, hit.id);
+      await new Promise((res) => setTimeout(res, 30));
+    }
+    throw new Error('no such record');
+  };
+
+  it('refused tools are taken out of each dialect\'s request; the rest is forwarded as sent', async () => {
+    await mock.clear();
+    const r = await openai().chat.completions.create({
+      model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }],
+      tools: [fn('Bash'), fn('read_file'), fn('mcp__prod__drop_table'), { type: 'custom', custom: { name: 'Bash' } }],
+      parallel_tool_calls: false,
+    });
+    assert.equal(r.choices[0].message.content, 'Hello from mockllm.');
+    let body = await forwarded();
+    assert.deepEqual(body.tools.map((t) => t.function.name), ['read_file']);
+    assert.equal(body.parallel_tool_calls, false);
+    assert.equal(body.messages[0].content, 'hi');
+    assert.match(gw.output(), /tool policy removed Bash,mcp__prod__drop_table,Bash from the request/);
+
+    // every tool refused: the list goes, and what only makes sense with it
+    await openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }],
+      tools: [fn('Bash')], tool_choice: 'auto', parallel_tool_calls: true });
+    body = await forwarded();
+    assert.deepEqual(Object.keys(body).sort(), ['messages', 'model']);
+
+    // Responses: function tools by name, built-in tools by type
+    await openai().responses.create({ model: 'gpt-4o', input: 'hi',
+      tools: [{ type: 'function', name: 'Bash', parameters: {} }, { type: 'function', name: 'grep', parameters: {} },
+        { type: 'web_search' }] });
+    body = await forwarded();
+    assert.deepEqual(body.tools.map((t) => t.name || t.type), ['grep', 'web_search']);
+
+    // Anthropic: both policies apply (the allow list and the deny list)
+    await claude().messages.create({ model: 'claude-sonnet-4-5', max_tokens: 50, messages: [{ role: 'user', content: 'hi' }],
+      tools: [claudeTool('Bash'), claudeTool('Read'), claudeTool('Write'), { type: 'web_search_20250305', name: 'web_search' }] });
+    body = await forwarded();
+    assert.deepEqual(body.tools.map((t) => t.name), ['Read', 'web_search']);
+
+    // Gemini: declarations by name, built-in tools by key; emptied objects go
+    const g = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:generateContent`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }],
+        tools: [{ functionDeclarations: [{ name: 'Bash' }, { name: 'grep' }] }, { functionDeclarations: [{ name: 'mcp__prod__x' }] },
+          { googleSearch: {} }],
+        toolConfig: { functionCallingConfig: { mode: 'ANY', allowedFunctionNames: ['Bash', 'grep'] } } }),
+    });
+    assert.equal(g.status, 200);
+    body = await forwarded();
+    assert.deepEqual(body.tools, [{ functionDeclarations: [{ name: 'grep' }] }, { googleSearch: {} }]);
+    assert.deepEqual(body.toolConfig.functionCallingConfig.allowedFunctionNames, ['grep']);
+  });
+
+  it('a request that forces a refused tool is refused with 403 in its dialect and recorded as blocked', async () => {
+    await mock.clear();
+    let id;
+    await assert.rejects(openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }],
+      tools: [fn('Bash'), fn('grep')], tool_choice: { type: 'function', function: { name: 'Bash' } } }),
+    (e) => {
+      assert.equal(e.status, 403);
+      assert.equal(e.error.type, 'permission_error');
+      assert.match(e.message, /tool_choice forces the tool 'Bash', which the tool policy does not allow/);
+      id = e.headers.get('x-keyless-request-id');
+      return true;
+    });
+    await assert.rejects(claude().messages.create({ model: 'claude-sonnet-4-5', max_tokens: 50,
+      messages: [{ role: 'user', content: 'hi' }], tools: [claudeTool('Write')], tool_choice: { type: 'any' } }),
+    (e) => e.status === 403 && e.error?.error?.type === 'permission_error' && /requires a tool call/.test(e.message));
+    assert.equal((await mock.requests()).length, 0, 'nothing was forwarded');
+    const rec = await finalRecord(gw, id);
+    assert.equal(rec.error_class, 'blocked');
+    assert.equal(rec.status, 403);
+  });
+
+  it('a stream that calls a refused tool ends with an error event before the call reaches the caller', async () => {
+    const stream = await openai().chat.completions.create({ model: 'gpt-4o', stream: true,
+      stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'hi' }] },
+    { headers: { 'x-mock': 'tools=Bash;text=Running_it.' } });
+    let text = '';
+    const calls = [];
+    await assert.rejects((async () => {
+      for await (const ch of stream) {
+        text += ch.choices[0]?.delta?.content || '';
+        for (const tc of ch.choices[0]?.delta?.tool_calls || []) calls.push(tc);
+      }
+    })(), (e) => /the answer calls the tool 'Bash', which the tool policy does not allow/.test(e.message));
+    assert.equal(text, 'Running it.', 'the text before the call was relayed');
+    assert.deepEqual(calls, [], 'no part of the refused call was');
+    const rec = await recordWhere((q) => q.tool_names === 'Bash' && q.stream);
+    assert.equal(rec.error_class, 'blocked');
+    assert.equal(rec.upstream_status, 200);
+    assert.equal(rec.usage_known, 0, 'the stream ended before its usage');
+
+    // Anthropic: the tool_use block never starts
+    const s = claude().messages.stream({ model: 'claude-sonnet-4-5', max_tokens: 50,
+      messages: [{ role: 'user', content: 'hi' }] }, { headers: { 'x-mock': 'tools=Read,Write' } });
+    const blocks = [];
+    s.on('contentBlock', (b) => blocks.push(b));
+    await assert.rejects(s.finalMessage(), (e) => /the tool 'Write'/.test(e.message));
+    assert.deepEqual(blocks.map((b) => b.name), ['Read']);
+    const rec2 = await recordWhere((q) => q.tool_names === 'Read,Write');
+    assert.equal(rec2.error_class, 'blocked');
+    assert.ok(rec2.input_tokens > 0 && rec2.cost_nanodollars > 0, 'the usage the provider reported before the cut is recorded');
+
+    // Responses: stopped at the item that adds the call
+    const rs = openai().responses.stream({ model: 'gpt-4o', input: 'x' }, { headers: { 'x-mock': 'tools=grep,Bash' } });
+    const added = [];
+    rs.on('response.output_item.added', (ev) => added.push(ev.item.name));
+    await assert.rejects(rs.finalResponse(), (e) => /the tool 'Bash'/.test(e.message));
+    assert.deepEqual(added, ['grep']);
+  });
+
+  it('more calls than max_calls stop the answer at the call one too many; up to it the answer passes', async () => {
+    // two calls: allowed whole and streamed
+    const ok = await openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] },
+      { headers: { 'x-mock': 'tools=read_file,grep' } });
+    assert.deepEqual(ok.choices[0].message.tool_calls.map((t) => t.function.name), ['read_file', 'grep']);
+    // three: the whole answer is held and refused in its place
+    let id;
+    await assert.rejects(openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] },
+      { headers: { 'x-mock': 'tools=read_file,grep,read_file' } }),
+    (e) => {
+      id = e.headers.get('x-keyless-request-id');
+      return e.status === 403 && /more than 2 tool calls, the most the tool policy allows/.test(e.message);
+    });
+    const rec = await finalRecord(gw, id);
+    assert.equal(rec.status, 403);
+    assert.equal(rec.upstream_status, 200);
+    assert.equal(rec.tool_calls, 3);
+    assert.equal(rec.error_class, 'blocked');
+    assert.ok(rec.cost_nanodollars > 0);
+    // a refused tool in a whole Anthropic answer
+    await assert.rejects(claude().messages.create({ model: 'claude-sonnet-4-5', max_tokens: 50,
+      messages: [{ role: 'user', content: 'hi' }] }, { headers: { 'x-mock': 'tools=Write' } }),
+    (e) => e.status === 403 && e.error?.error?.type === 'permission_error' && /the tool 'Write'/.test(e.message));
+    // Gemini's JSON-array stream: cut at the element with the third call
+    const g = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': 'tools=grep,grep,grep;text=Go.' },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }),
+    });
+    assert.equal(g.status, 200);
+    await assert.rejects(g.text(), 'the array is cut off, not ended as if whole');
+    // within the limit, the same stream passes whole
+    const g2 = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': 'tools=grep,grep;text=Go.' },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }),
+    });
+    assert.match(await g2.text(), /"functionCall"/);
+  });
+
+  it('a compressed answer is read through gzip; one in a coding it cannot read is refused, not relayed unchecked', async () => {
+    const answer = JSON.stringify({ id: 'c', object: 'chat.completion', model: 'gpt-4o',
+      choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [
+        { id: 't', type: 'function', function: { name: 'Bash', arguments: '{}' } }] }, finish_reason: 'tool_calls' }],
+      usage: { prompt_tokens: 11, completion_tokens: 4, total_tokens: 15 } });
+    let coding = 'gzip';
+    const up = await rawProvider((req, sock) => {
+      const body = coding === 'gzip' ? gzipSync(answer) : brotliCompressSync(answer);
+      sock.end(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
+        `Content-Encoding: ${coding}\r\nContent-Length: ${body.length}\r\n\r\n`), body]));
+    });
+    const gw2 = await startGateway({
+      providers: providersFor(mock.url, { openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'sk-x',
+        models: ['gpt-4o'], compatibility: { openai_chat: true } } }),
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { tools: { deny: 'Bash' } }] } }],
+    });
+    try {
+      const ask = () => fetch(`${gw2.url}/v1/chat/completions`, { method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
+      let r = await ask();
+      assert.equal(r.status, 403);
+      assert.match((await r.json()).error.message, /the tool 'Bash', which the tool policy does not allow/);
+      coding = 'br';
+      r = await ask();
+      assert.equal(r.status, 502);
+      assert.match((await r.json()).error.message, /in a coding the tool policy cannot read \(br\)/);
+      const rec = await finalRecord(gw2, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.error_class, 'blocked');
+      assert.equal(rec.upstream_status, 200);
+    } finally {
+      await gw2.stop();
+      up.close();
+    }
+  });
+
+  it('a policy that cannot be read is a configuration error; one from the tailnet policy refuses the request', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { writeFileSync, mkdtempSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const dir = mkdtempSync(join(tmpdir(), 'keyless-tools-'));
+    const path = join(dir, 'bad.json');
+    writeFileSync(path, JSON.stringify({ providers: providersFor(mock.url), grants: [{ src: ['*'], app: { [CAP]: [
+      { role: 'user' }, { models: '**' }, { tools: { denied: ['Bash'] } }] } }] }));
+    let out = '';
+    try {
+      execFileSync(join(BUILD, 'keyless'), ['check', '--config', path], { stdio: 'pipe' });
+    } catch (e) {
+      out = String(e.stdout) + String(e.stderr);
+    }
+    assert.match(out, /"tools": unknown key "denied" \(allow, deny, max_calls\)/);
+
+    // through tailscale serve: the caller's capabilities arrive in a header
+    const gw2 = await startGateway({ identity: { serve_headers: true }, grants: [], providers: providersFor(mock.url) });
+    try {
+      const ask = (caps) => fetch(`${gw2.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'Tailscale-User-Login': 'erin@example.com',
+          'Tailscale-App-Capabilities': JSON.stringify({ [CAP]: caps }) },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }], tools: [fn('Bash'), fn('grep')] }),
+      });
+      await mock.clear();
+      let r = await ask([{ role: 'user' }, { models: '**' }, { tools: { deny: 'Bash', max: 1 } }]);
+      assert.equal(r.status, 403);
+      assert.match((await r.json()).error.message,
+        /access denied: a capability from the tailnet policy cannot be read: "tools": unknown key "max"/);
+      assert.equal((await mock.requests()).length, 0);
+      r = await ask([{ role: 'user' }, { models: '**' }, { tools: { deny: 'Bash' } }]);
+      assert.equal(r.status, 200);
+      assert.deepEqual((await forwarded()).tools.map((t) => t.function.name), ['grep']);
+    } finally {
+      await gw2.stop();
+    }
+  });
+});
