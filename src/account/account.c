@@ -50,8 +50,9 @@ struct kl_account {
     bool keep_overflow;
     char *keep;
     size_t keep_len, keep_cap;
-    /* a tool policy applies to a whole answer: it is held (head and body)
-     * until it has been read, and then relayed or refused */
+    /* a tool policy or a tool-call limit applies to a whole answer: it is
+     * held (head and body) until it has been read, and then relayed or
+     * refused */
     bool hold;
     int held_status;
     const char *held_headers;   /* arena */
@@ -126,16 +127,18 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200 && !a->z;
     a->split_events = a->mode == BODY_EVENTS;
     a->keeping = ex->keep_answer && (kind >= 0 || status >= 300);
-    if (ex->tool_rules && a->usage) {
-        kl_usage_on_tool(a->usage, on_tool, ex);
+    bool tool_limits = ex->tool_rules || kl_admit_counts_tool_calls(ex);
+    if (tool_limits && a->usage) {
+        if (ex->tool_rules)
+            kl_usage_on_tool(a->usage, on_tool, ex);
         a->hold = a->mode == BODY_WHOLE;
-    } else if (ex->tool_rules && enc && !a->z && a->kind >= 0 && status >= 200 && status < 300) {
+    } else if (tool_limits && enc && !a->z && a->kind >= 0 && status >= 200 && status < 300) {
         /* br, zstd, ...: its calls cannot be read, so it is not relayed */
         a->hold = true;
         ex->cut_off = true;
         ex->cut_kind = KL_ERR_BAD_GATEWAY;
         ex->cut_class = KL_EC_BLOCKED;
-        ex->error_message = kl_arena_printf(&ex->arena, "the provider's answer is in a coding the tool policy cannot "
+        ex->error_message = kl_arena_printf(&ex->arena, "the provider's answer is in a coding the tool limits cannot "
                                             "read (%.*s): stopped by the gateway", (int)(elen < 40 ? elen : 40), enc);
     }
     const struct kl_store_cfg *sc = ex->cfg->store;
@@ -180,7 +183,7 @@ static void forward(kl_exchange *ex, const char *data, size_t len)
         ex->cut_off = true; /* what cannot be read cannot be checked: not relayed */
         ex->cut_kind = KL_ERR_BAD_GATEWAY;
         ex->cut_class = KL_EC_BLOCKED;
-        ex->error_message = "the answer is larger than the 64 MiB the tool policy can check: stopped by the gateway";
+        ex->error_message = "the answer is larger than the 64 MiB the tool limits can check: stopped by the gateway";
     }
 }
 
@@ -218,8 +221,6 @@ static bool stopped(kl_exchange *ex)
     if (kl_admit_stream_ok(ex))
         return false;
     ex->cut_off = true;
-    ex->cut_kind = KL_ERR_QUOTA;
-    ex->cut_class = KL_EC_QUOTA;
     return true;
 }
 
@@ -337,7 +338,7 @@ static void release(kl_exchange *ex)
 {
     struct kl_account *a = ex->acct;
     a->hold = false;
-    if (ex->cut_off || tools_breached(ex)) {
+    if (ex->cut_off || tools_breached(ex) || !kl_admit_tool_calls_ok(ex)) {
         ex->cut_off = true;
         kl_info("%s: %s", ex->id, ex->error_message);
         kl_fail(ex, ex->cut_kind, ex->cut_class, "%s", ex->error_message);

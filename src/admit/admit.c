@@ -19,7 +19,7 @@
 
 #define KL_MAX_BUCKETS 16
 
-enum charge { CHARGE_DOLLARS, CHARGE_REQUESTS, CHARGE_TOKENS, CHARGE_SLOT };
+enum charge { CHARGE_DOLLARS, CHARGE_REQUESTS, CHARGE_TOKENS, CHARGE_TOOL_CALLS, CHARGE_SLOT };
 
 struct kl_admission {
     size_t n;
@@ -108,6 +108,14 @@ static int64_t output_estimate(const kl_exchange *ex)
     if (ex->max_output_tokens > 0)
         return ex->max_output_tokens;
     return ex->cfg->quotas ? ex->cfg->quotas->default_max_output_tokens : 8192;
+}
+
+/* Does the body declare tools? A key spelt with escapes is missed, which
+ * only means the first call is charged when it comes instead of reserved. */
+static bool offers_tools(const kl_exchange *ex)
+{
+    return ex->body && (memmem(ex->body, ex->body_len, "\"tools\"", 7) ||
+                        memmem(ex->body, ex->body_len, "\"functions\"", 11));
 }
 
 static bool free_endpoint(const kl_exchange *ex)
@@ -288,6 +296,9 @@ enum kl_step kl_admit_run(kl_exchange *ex)
             add(a, kl_arena_printf(&ex->arena, "rpm:%s", key), rl.rpm, rl.rpm, 60000, false, CHARGE_REQUESTS, false, false);
         if (rl.tpm && !free_endpoint(ex))
             add(a, kl_arena_printf(&ex->arena, "tpm:%s", key), rl.tpm, rl.tpm, 60000, false, CHARGE_TOKENS, false, false);
+        if (rl.tcpm && !free_endpoint(ex))
+            add(a, kl_arena_printf(&ex->arena, "tcpm:%s", key), rl.tcpm, rl.tcpm, 60000, false, CHARGE_TOOL_CALLS,
+                false, false);
         if (rl.concurrent)
             add(a, kl_arena_printf(&ex->arena, "concurrent:%s", key), rl.concurrent, 0, 0, false, CHARGE_SLOT, false, false);
     }
@@ -310,6 +321,9 @@ enum kl_step kl_admit_run(kl_exchange *ex)
         switch (a->charge[i]) {
         case CHARGE_DOLLARS: a->amount[i] = cost; break;
         case CHARGE_TOKENS: a->amount[i] = prompt + out; break;
+        /* a request that offers tools needs one call left; one that offers
+         * none reserves nothing, and any call it makes is charged as met */
+        case CHARGE_TOOL_CALLS: a->amount[i] = offers_tools(ex) ? 1 : 0; break;
         default: a->amount[i] = 1; break;
         }
     }
@@ -333,6 +347,13 @@ static int64_t actual(const kl_exchange *ex, const struct kl_admission *a, size_
         if (u && u->known)
             return u->input + u->cache_read + u->cache_write + u->output;
         return forwarded && !failed_upstream ? a->reserved[i] : 0;
+    case CHARGE_TOOL_CALLS:
+        /* calls are counted as they start, with or without usage; of an
+         * answer that was stopped, those the bucket covered (the call it
+         * was stopped at never reached the caller) */
+        if (!u)
+            return 0;
+        return ex->cut_off && u->tool_calls > a->reserved[i] ? a->reserved[i] : u->tool_calls;
     case CHARGE_DOLLARS:
         if (ex->cost_known)
             return ex->cost_nd;
@@ -343,21 +364,25 @@ static int64_t actual(const kl_exchange *ex, const struct kl_admission *a, size_
     return 0;
 }
 
-bool kl_admit_stream_ok(kl_exchange *ex)
+static bool answer_ok(kl_exchange *ex, bool tools_only)
 {
     struct kl_admission *a = ex->admission;
     if (!a)
         return true;
     const struct kl_usage *u = kl_account_usage(ex);
-    if (!u || !u->known)
+    if (!u)
         return true;
     int64_t cost = -1;
     for (size_t i = 0; i < a->n; i++) {
         int64_t used;
-        if (a->charge[i] == CHARGE_DOLLARS) {
+        if (a->charge[i] == CHARGE_TOOL_CALLS) {
+            used = u->tool_calls; /* counted as each call starts, before any usage */
+        } else if (!u->known || tools_only) {
+            continue;
+        } else if (a->charge[i] == CHARGE_DOLLARS) {
             if (cost < 0 && kl_cost(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
                                     ex->model, u, &cost) < 0)
-                return true;
+                continue;
             used = cost;
         } else if (a->charge[i] == CHARGE_TOKENS) {
             used = u->input + u->cache_read + u->cache_write + u->output;
@@ -368,14 +393,36 @@ bool kl_admit_stream_ok(kl_exchange *ex)
             continue;
         int64_t delta = used - a->reserved[i];
         if (!kl_buckets_extend(ex->worker->server->buckets, a->b[i], delta, kl_wall_ms())) {
-            ex->error_message = kl_arena_printf(&ex->arena,
-                "%s %s cannot cover this answer any more: stopped by the gateway",
-                a->charge[i] == CHARGE_DOLLARS ? "quota" : "rate limit", a->spec[i].name);
+            bool dollars = a->charge[i] == CHARGE_DOLLARS;
+            ex->error_message = kl_arena_printf(&ex->arena, "%s %s cannot cover this %s any more: stopped by the gateway",
+                dollars ? "quota" : "rate limit", a->spec[i].name,
+                a->charge[i] == CHARGE_TOOL_CALLS ? "tool call" : "answer");
+            ex->cut_kind = dollars ? KL_ERR_QUOTA : KL_ERR_RATE_LIMIT;
+            ex->cut_class = dollars ? KL_EC_QUOTA : KL_EC_RATE_LIMITED;
             return false;
         }
         a->reserved[i] = used;
     }
     return true;
+}
+
+bool kl_admit_stream_ok(kl_exchange *ex)
+{
+    return answer_ok(ex, false);
+}
+
+bool kl_admit_tool_calls_ok(kl_exchange *ex)
+{
+    return answer_ok(ex, true);
+}
+
+bool kl_admit_counts_tool_calls(const kl_exchange *ex)
+{
+    const struct kl_admission *a = ex->admission;
+    for (size_t i = 0; a && i < a->n; i++)
+        if (a->charge[i] == CHARGE_TOOL_CALLS)
+            return true;
+    return false;
 }
 
 void kl_admit_settle(kl_exchange *ex)

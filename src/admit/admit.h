@@ -19,8 +19,14 @@
 
 enum kl_step kl_admit_run(kl_exchange *ex);
 /* Mid-stream: may the answer go on? False: a bucket cannot cover the usage
- * reported so far (ex->error_message says which). */
+ * reported so far, or the tool calls met so far (ex->error_message,
+ * cut_kind and cut_class say which). */
 bool kl_admit_stream_ok(kl_exchange *ex);
+/* The same for tool-call limits only (a whole answer, read before it is
+ * relayed: what it cost is spent either way, its calls are not yet made). */
+bool kl_admit_tool_calls_ok(kl_exchange *ex);
+/* Does a tool-call limit apply (rate_limit.tool_calls_per_minute)? */
+bool kl_admit_counts_tool_calls(const kl_exchange *ex);
 /* A bucket template for the caller: "daily:<user>" -> "daily:alice@example.com"
  * (<node> is the node name, or the login when there is none). */
 const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl);

@@ -159,6 +159,7 @@ int kl_rate_limit_read(const cJSON *cap, struct kl_rate_limit *out, const char *
         int64_t *dst = strcmp(m->string, "requests_per_minute") == 0 ? &out->rpm
                      : strcmp(m->string, "tokens_per_minute") == 0   ? &out->tpm
                      : strcmp(m->string, "concurrent") == 0          ? &out->concurrent
+                     : strcmp(m->string, "tool_calls_per_minute") == 0 ? &out->tcpm
                                                                      : NULL;
         if (dst) {
             if (!cJSON_IsNumber(m) || m->valuedouble < 1 || m->valuedouble > KL_LIMIT_MAX) {
@@ -178,7 +179,7 @@ int kl_rate_limit_read(const cJSON *cap, struct kl_rate_limit *out, const char *
                 return -1;
             }
         } else {
-            *why = "rate_limit keys are requests_per_minute, tokens_per_minute, concurrent, per";
+            *why = "rate_limit keys are requests_per_minute, tokens_per_minute, tool_calls_per_minute, concurrent, per";
             return -1;
         }
     }

@@ -38,6 +38,7 @@ int kl_parse_rate(const char *s, int64_t *amount_nd, int64_t *period_ms);
  * "tokens_per_minute": N, "concurrent": N, "per": "user"|"node"|"grant"}}. */
 struct kl_rate_limit {
     int64_t rpm, tpm, concurrent;       /* 0 = not limited */
+    int64_t tcpm;                       /* tool calls per minute */
     enum { KL_PER_USER, KL_PER_NODE, KL_PER_GRANT } per;
 };
 int kl_rate_limit_read(const cJSON *cap, struct kl_rate_limit *out, const char **why);

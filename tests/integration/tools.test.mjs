@@ -191,6 +191,43 @@ describe('tool policy', () => {
     assert.match(await g2.text(), /"functionCall"/);
   });
 
+  it('tool_calls_per_minute: calls are counted as they start; the one the limit cannot cover is stopped', async () => {
+    const gw2 = await startGateway({ providers: providersFor(mock.url),
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { rate_limit: { tool_calls_per_minute: 3 } }] } }] });
+    try {
+      const client = new OpenAI({ baseURL: `${gw2.url}/v1`, apiKey: 'x', maxRetries: 0 });
+      const ask = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }], tools: [fn('read_file'), fn('grep')] };
+      // two calls in a whole answer: 1 left
+      const a = await client.chat.completions.create(ask, { headers: { 'x-mock': 'tools=read_file,grep' } });
+      assert.equal(a.choices[0].message.tool_calls.length, 2);
+      // a stream with two: the first is covered, the second is stopped before it reaches the caller
+      const { data: stream, response } = await client.chat.completions.create({ ...ask, stream: true },
+        { headers: { 'x-mock': 'tools=read_file,grep' } }).withResponse();
+      const names = [];
+      await assert.rejects((async () => {
+        for await (const ch of stream)
+          for (const tc of ch.choices[0]?.delta?.tool_calls || []) if (tc.function?.name) names.push(tc.function.name);
+      })(), (e) => /rate limit tcpm:\S+ cannot cover this tool call any more: stopped by the gateway/.test(e.message));
+      assert.deepEqual(names, ['read_file']);
+      const rec = await finalRecord(gw2, response.headers.get('x-keyless-request-id'));
+      assert.equal(rec.error_class, 'rate_limited');
+      // spent: a request that offers tools is refused before it is forwarded, with when to retry
+      await mock.clear();
+      await assert.rejects(client.chat.completions.create(ask), (e) => {
+        assert.equal(e.status, 429);
+        assert.equal(e.error.code, 'rate_limit_exceeded');
+        assert.ok(Number(e.headers.get('retry-after')) >= 1);
+        return true;
+      });
+      assert.equal((await mock.requests()).length, 0);
+      // one that offers none still passes
+      const t = await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+      assert.equal(t.choices[0].message.content, 'Hello from mockllm.');
+    } finally {
+      await gw2.stop();
+    }
+  });
+
   it('a compressed answer is read through gzip; one in a coding it cannot read is refused, not relayed unchecked', async () => {
     const answer = JSON.stringify({ id: 'c', object: 'chat.completion', model: 'gpt-4o',
       choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [
@@ -217,7 +254,7 @@ describe('tool policy', () => {
       coding = 'br';
       r = await ask();
       assert.equal(r.status, 502);
-      assert.match((await r.json()).error.message, /in a coding the tool policy cannot read \(br\)/);
+      assert.match((await r.json()).error.message, /in a coding the tool limits cannot read \(br\)/);
       const rec = await finalRecord(gw2, r.headers.get('x-keyless-request-id'));
       assert.equal(rec.error_class, 'blocked');
       assert.equal(rec.upstream_status, 200);
