@@ -238,7 +238,7 @@ void kl_pipeline_upstream_failed(kl_exchange *ex, enum kl_err_kind kind,
         kl_account_drop_partial(ex);
         kl_account_end(ex);
         if (kl_account_is_event_stream(ex) && ex->upstream_status < 400) {
-            char *ev = kl_dialect_error_event(&ex->arena, ex->dialect, kind, message);
+            char *ev = kl_dialect_error_event(&ex->arena, ex->dialect, ex->ep->id, kind, message);
             kl_respond_data(ex, ev, strlen(ev));
             kl_respond_end(ex);
         } else {

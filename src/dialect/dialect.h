@@ -113,8 +113,10 @@ char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kin
                             const char *message);
 
 /* The same error as one stream event, for failures after a stream began:
- * "event: error\ndata: {...}\n\n" for Anthropic, "data: {...}\n\n" otherwise. */
-char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind,
+ * "event: error\ndata: {...}\n\n" for Anthropic, "event: response.failed"
+ * with the error in its response for OpenAI's Responses endpoint (ep),
+ * "data: {...}\n\n" otherwise. */
+char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep, enum kl_err_kind kind,
                              const char *message);
 
 #endif

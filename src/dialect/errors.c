@@ -73,9 +73,23 @@ char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kin
     return print_to_arena(a, error_json(d, kind, message), "", "\n");
 }
 
-char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind,
+char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep, enum kl_err_kind kind,
                              const char *message)
 {
+    if (ep == KL_EP_RESPONSES) {
+        /* A Responses stream fails with response.failed, its response's
+         * error read by clients such as Codex; the same error at the top
+         * level is what the OpenAI SDKs raise from any event */
+        cJSON *root = error_json(KL_DIALECT_OPENAI, kind, message);
+        cJSON_AddStringToObject(root, "type", "response.failed");
+        cJSON *resp = cJSON_AddObjectToObject(root, "response");
+        cJSON_AddStringToObject(resp, "object", "response");
+        cJSON_AddStringToObject(resp, "status", "failed");
+        cJSON *err = cJSON_AddObjectToObject(resp, "error");
+        cJSON_AddStringToObject(err, "code", kinds[kind].openai_code);
+        cJSON_AddStringToObject(err, "message", message);
+        return print_to_arena(a, root, "event: response.failed\ndata: ", "\n\n");
+    }
     const char *prefix = d == KL_DIALECT_ANTHROPIC ? "event: error\ndata: " : "data: ";
     return print_to_arena(a, error_json(d, kind, message), prefix, "\n\n");
 }

@@ -159,9 +159,19 @@ static void error_envelopes(void **state)
     assert_int_equal(cJSON_GetObjectItem(e, "code")->valueint, 429);
     assert_string_equal(cJSON_GetObjectItem(e, "status")->valuestring, "RESOURCE_EXHAUSTED");
     cJSON_Delete(j);
-    char *ev = kl_dialect_error_event(&a, KL_DIALECT_ANTHROPIC, KL_ERR_BAD_GATEWAY, "reset");
+    char *ev = kl_dialect_error_event(&a, KL_DIALECT_ANTHROPIC, KL_EP_MESSAGES, KL_ERR_BAD_GATEWAY, "reset");
     assert_true(strncmp(ev, "event: error\ndata: {", 20) == 0);
     assert_true(strstr(ev, "\n\n") == ev + strlen(ev) - 2);
+    /* Responses: response.failed, its response carrying the error */
+    ev = kl_dialect_error_event(&a, KL_DIALECT_OPENAI, KL_EP_RESPONSES, KL_ERR_QUOTA, "spent");
+    assert_true(strncmp(ev, "event: response.failed\ndata: {", 30) == 0);
+    j = cJSON_Parse(ev + 29);
+    assert_string_equal(cJSON_GetObjectItem(j, "type")->valuestring, "response.failed");
+    cJSON *re = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "response"), "error");
+    assert_string_equal(cJSON_GetObjectItem(re, "code")->valuestring, "insufficient_quota");
+    assert_string_equal(cJSON_GetObjectItem(re, "message")->valuestring, "spent");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "message")->valuestring, "spent");
+    cJSON_Delete(j);
     assert_int_equal(kl_err_status(KL_ERR_TOO_LARGE), 413);
     assert_int_equal(kl_err_status(KL_ERR_TIMEOUT), 504);
     kl_arena_free(&a);
