@@ -85,7 +85,7 @@ static void on_tool(void *arg, const char *name)
 {
     kl_exchange *ex = arg;
     struct kl_account *a = ex->acct;
-    if (!a->tool_refusal && !kl_tools_permitted(ex->tool_rules, name))
+    if (ex->tool_rules && !a->tool_refusal && !kl_tools_permitted(ex->tool_rules, name))
         a->tool_refusal = kl_arena_printf(&ex->arena,
             "the answer calls the tool '%.200s', which the tool policy does not allow: stopped by the gateway",
             name ? name : "");
@@ -127,19 +127,24 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200 && !a->z;
     a->split_events = a->mode == BODY_EVENTS;
     a->keeping = ex->keep_answer && (kind >= 0 || status >= 300);
-    bool tool_limits = ex->tool_rules || kl_admit_counts_tool_calls(ex);
-    if (tool_limits && a->usage) {
-        if (ex->tool_rules)
-            kl_usage_on_tool(a->usage, on_tool, ex);
-        a->hold = a->mode == BODY_WHOLE;
-    } else if (tool_limits && enc && !a->z && a->kind >= 0 && status >= 200 && status < 300) {
-        /* br, zstd, ...: its calls cannot be read, so it is not relayed */
+    /* Tool limits read every call: the answer is parsed strictly, a whole
+     * one is held until read, and one whose coding keyless asked not to
+     * get (it asks for identity) is not relayed, since a compressed stream
+     * could only be checked after its bytes had gone on. */
+    bool tool_kind = a->kind == KL_USAGE_OPENAI_CHAT || a->kind == KL_USAGE_OPENAI_RESPONSES ||
+                     a->kind == KL_USAGE_ANTHROPIC || a->kind == KL_USAGE_GEMINI;
+    bool tool_limits = tool_kind && (ex->tool_rules || kl_admit_counts_tool_calls(ex));
+    if (tool_limits && enc && status >= 200 && status < 300) {
         a->hold = true;
         ex->cut_off = true;
         ex->cut_kind = KL_ERR_BAD_GATEWAY;
         ex->cut_class = KL_EC_BLOCKED;
-        ex->error_message = kl_arena_printf(&ex->arena, "the provider's answer is in a coding the tool limits cannot "
-                                            "read (%.*s): stopped by the gateway", (int)(elen < 40 ? elen : 40), enc);
+        ex->error_message = kl_arena_printf(&ex->arena, "the provider's answer is compressed (%.*s) although keyless "
+                                            "asked for none, and the tool limits read every call before it is "
+                                            "relayed: stopped by the gateway", (int)(elen < 40 ? elen : 40), enc);
+    } else if (tool_limits && a->usage) {
+        kl_usage_on_tool(a->usage, on_tool, ex);
+        a->hold = a->mode == BODY_WHOLE;
     }
     const struct kl_store_cfg *sc = ex->cfg->store;
     if (sc->captures == KL_CAPTURE_FULL)
@@ -193,16 +198,23 @@ static bool tools_breached(kl_exchange *ex)
 {
     struct kl_account *a = ex->acct;
     const struct kl_tool_rules *r = ex->tool_rules;
-    if (!r || !a->usage)
+    if (!a->usage)
         return false;
     const char *why = a->tool_refusal;
-    if (!why && r->max_calls >= 0 && kl_usage_result(a->usage)->tool_calls > r->max_calls)
+    enum kl_err_kind kind = KL_ERR_FORBIDDEN;
+    const char *odd = kl_usage_ambiguity(a->usage); /* set only while tool limits apply */
+    if (!why && odd) {
+        why = kl_arena_printf(&ex->arena, "the provider's answer holds %s, which the tool limits cannot read as "
+                              "the caller would: stopped by the gateway", odd);
+        kind = KL_ERR_BAD_GATEWAY;
+    }
+    if (!why && r && r->max_calls >= 0 && kl_usage_result(a->usage)->tool_calls > r->max_calls)
         why = kl_arena_printf(&ex->arena, "the answer makes more than %lld tool call%s, the most the tool policy "
                               "allows: stopped by the gateway", (long long)r->max_calls, r->max_calls == 1 ? "" : "s");
     if (!why)
         return false;
     ex->error_message = why;
-    ex->cut_kind = KL_ERR_FORBIDDEN;
+    ex->cut_kind = kind;
     ex->cut_class = KL_EC_BLOCKED;
     return true;
 }
@@ -267,6 +279,8 @@ static void read_body(kl_exchange *ex, const char *data, size_t len)
         kl_usage_array_bytes(a->usage, data, len);
         break;
     case BODY_WHOLE:
+        if (a->hold)
+            break; /* forward() keeps the held copy, read at the end */
         if (a->whole_len + len <= KL_WHOLE_MAX)
             append(&a->whole, &a->whole_len, &a->whole_cap, data, len);
         else
@@ -327,7 +341,7 @@ void kl_account_respond_start(kl_exchange *ex, int status, const char *headers, 
     struct kl_account *a = ex->acct;
     if (a && a->hold) {
         a->held_status = status;
-        a->held_headers = headers;
+        a->held_headers = kl_arena_strdup(&ex->arena, headers ? headers : ""); /* libcurl frees its copy first */
         return;
     }
     kl_respond_start(ex, status, headers, content_length);
@@ -368,7 +382,9 @@ void kl_account_end(kl_exchange *ex)
         return;
     if (a->split_events && !ex->cut_off)
         kl_sse_flush(&a->sse, on_event, ex);
-    if (a->mode == BODY_WHOLE && a->whole && !a->whole_overflow) {
+    if (a->hold && !ex->cut_off) {
+        kl_usage_whole(a->usage, a->held ? a->held : "", a->held_len);
+    } else if (a->mode == BODY_WHOLE && a->whole && !a->whole_overflow) {
         kl_usage_whole(a->usage, a->whole, a->whole_len);
         free(a->whole);
         a->whole = NULL;

@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/jsoncheck.h"
 #include "core/jsonscan.h"
 
 #define MAX_TOKENS 1000000000000000LL   /* 1e15: anything above is nonsense, and sums stay far from overflow */
@@ -60,6 +61,8 @@ struct kl_usage_parser {
     int model_tries;            /* chat chunks parsed only to learn the model */
     void (*on_tool)(void *, const char *);      /* told of each tool call met */
     void *on_tool_arg;
+    bool strict;                /* a tool policy reads this answer: every event in full */
+    const char *ambiguous;      /* why the caller could read the answer differently, or NULL */
     struct arr_split arr;
 };
 
@@ -138,6 +141,39 @@ static void add_tool(kl_usage_parser *p, const char *name)
     if (!p->u.tool_names)
         p->u.tool_names = kl_arena_alloc(p->a, KL_USAGE_MAX_TOOL_NAMES * sizeof(char *));
     p->u.tool_names[p->u.ntool_names++] = dup_capped(p, name, MAX_TOOL_LEN);
+}
+
+/* A tool name met again (a later delta, an item done): only checked. */
+static void tool_named(kl_usage_parser *p, const char *name)
+{
+    if (p->on_tool)
+        p->on_tool(p->on_tool_arg, name);
+}
+
+static void ambiguous(kl_usage_parser *p, const char *why)
+{
+    if (!p->ambiguous)
+        p->ambiguous = why;
+}
+
+/* Strict mode: can the caller's SDK read this JSON only the way cJSON
+ * does? Not JSON, a duplicate key (cJSON keeps the first, most parsers
+ * the last) or a \u0000 escape (which ends a cJSON string early) could
+ * hide a tool call from the policy. */
+static bool strict_readable(kl_usage_parser *p, const char *d, size_t n)
+{
+    cJSON *j = cJSON_ParseWithLength(d, n);
+    const char *why = NULL;
+    if (!cJSON_IsObject(j))
+        why = "an event or body that is not a JSON object";
+    else if (kl_json_has_duplicate_keys(j))
+        why = "a duplicate key";
+    else if (kl_json_has_nul_escape(d, n))
+        why = "a \\u0000 escape";
+    cJSON_Delete(j);
+    if (why)
+        ambiguous(p, why);
+    return !why;
 }
 
 static void reset_tools(kl_usage_parser *p)
@@ -224,6 +260,8 @@ static void chat_object(kl_usage_parser *p, const cJSON *root, bool stream)
                 add_tool(p, name);
             else if (name && !seen_slot(p, choice << 32 | index_of(tc, ti)))
                 add_tool(p, name);
+            else if (name && p->strict)
+                ambiguous(p, "a tool call's name in pieces"); /* SDKs join or replace them */
         }
         /* the deprecated single function_call */
         const char *fname = str_member(member(msg, "function_call"), "name");
@@ -299,11 +337,26 @@ static void responses_usage(kl_usage_parser *p, const cJSON *us)
     p->u.known = true;
 }
 
-/* An output item the caller must execute: a function or custom tool call. */
-static bool is_call_item(const cJSON *it)
+/* An output item the caller must execute, and the name its tool was
+ * declared by: a function or custom tool call by its name; the built-in
+ * tools the caller runs (shell, local shell, apply_patch, computer use) by
+ * their type. NULL for any other item. */
+static const char *call_item_name(const cJSON *it, bool *is_call)
 {
     const char *t = str_member(it, "type");
-    return t && (!strcmp(t, "function_call") || !strcmp(t, "custom_tool_call"));
+    *is_call = true;
+    if (t && (!strcmp(t, "function_call") || !strcmp(t, "custom_tool_call")))
+        return str_member(it, "name");
+    if (t && !strcmp(t, "local_shell_call"))
+        return "local_shell";
+    if (t && !strcmp(t, "shell_call"))
+        return "shell";
+    if (t && !strcmp(t, "apply_patch_call"))
+        return "apply_patch";
+    if (t && !strcmp(t, "computer_call"))
+        return "computer_use_preview";
+    *is_call = false;
+    return NULL;
 }
 
 /* A response object: the whole body, or the one in response.completed /
@@ -318,12 +371,14 @@ static void responses_object(kl_usage_parser *p, const cJSON *r)
     const cJSON *out = member(r, "output");
     bool first = true;
     for (const cJSON *it = cJSON_IsArray(out) ? out->child : NULL; it; it = it->next) {
-        if (!is_call_item(it))
+        bool call;
+        const char *name = call_item_name(it, &call);
+        if (!call)
             continue;
         if (first)
             reset_tools(p);
         first = false;
-        add_tool(p, str_member(it, "name"));
+        add_tool(p, name);
     }
     const char *reason = str_member(member(r, "incomplete_details"), "reason");
     set_stop(p, reason ? reason : str_member(r, "status"));
@@ -336,10 +391,15 @@ static void responses_event(kl_usage_parser *p, const cJSON *root, const char *t
         const cJSON *r = member(root, "response");
         if (cJSON_IsObject(r))
             responses_object(p, r);
-    } else if (!strcmp(type, "response.output_item.added")) {
-        const cJSON *it = member(root, "item");
-        if (is_call_item(it))
-            add_tool(p, str_member(it, "name"));
+    } else if (!strcmp(type, "response.output_item.added") || !strcmp(type, "response.output_item.done")) {
+        /* counted when added; checked again when done, which is where
+         * clients such as Codex take the call from */
+        bool call;
+        const char *name = call_item_name(member(root, "item"), &call);
+        if (call && type[21] == 'a')
+            add_tool(p, name);
+        else if (call)
+            tool_named(p, name);
     } else if (!strcmp(type, "response.created") || !strcmp(type, "response.in_progress")) {
         set_model(p, str_member(member(root, "response"), "model"));
     } else if (!strcmp(type, "error")) {
@@ -444,6 +504,8 @@ static void gemini_candidates(kl_usage_parser *p, const cJSON *cands)
         const cJSON *parts = member(member(c, "content"), "parts");
         for (const cJSON *pt = cJSON_IsArray(parts) ? parts->child : NULL; pt; pt = pt->next) {
             const cJSON *fc = member(pt, "functionCall");
+            if (!fc)
+                fc = member(pt, "function_call"); /* proto JSON accepts either spelling */
             if (cJSON_IsObject(fc))
                 add_tool(p, str_member(fc, "name"));
         }
@@ -529,7 +591,7 @@ static void gemini_object(kl_usage_parser *p, const char *s, size_t len)
     }
     const char *cs = s + w[2].start;
     size_t cn = w[2].end - w[2].start;
-    if (w[2].end && (has(cs, cn, "\"functionCall\"") || has(cs, cn, "\"finishReason\""))) {
+    if (w[2].end && (p->strict || has(cs, cn, "\"functionCall\"") || has(cs, cn, "\"finishReason\""))) {
         j = parse_span(s, &w[2]);
         gemini_candidates(p, j);
         cJSON_Delete(j);
@@ -648,11 +710,13 @@ static void whole_object(kl_usage_parser *p, const char *body, size_t len)
 {
     if (p->kind == KL_USAGE_COUNT_ONLY)
         return;
+    if (p->strict && !strict_readable(p, body, len))
+        return;
     if (p->kind == KL_USAGE_GEMINI) {
         gemini_object(p, body, len);
         return;
     }
-    if (p->kind == KL_USAGE_OPENAI_CHAT && !has(body, len, "\"tool_calls\"") &&
+    if (p->kind == KL_USAGE_OPENAI_CHAT && !p->strict && !has(body, len, "\"tool_calls\"") &&
         !has(body, len, "\"function_call\"")) {
         chat_whole_scan(p, body, len);
         return;
@@ -696,6 +760,12 @@ void kl_usage_on_tool(kl_usage_parser *p, void (*fn)(void *, const char *), void
 {
     p->on_tool = fn;
     p->on_tool_arg = arg;
+    p->strict = true;
+}
+
+const char *kl_usage_ambiguity(const kl_usage_parser *p)
+{
+    return p->ambiguous;
 }
 
 int kl_usage_kind_for(enum kl_endpoint ep)
@@ -752,21 +822,24 @@ void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
         return;
     const char *d = data + i;
     size_t n = data_len - i;
+    if (p->strict && !strict_readable(p, d, n))
+        return;
 
+    /* strict: no event is skipped for looking uninteresting */
     switch (p->kind) {
     case KL_USAGE_GEMINI:
         gemini_object(p, d, n);
         return;
     case KL_USAGE_OPENAI_CHAT:
-        if (!chat_event_wanted(p, d, n))
+        if (!p->strict && !chat_event_wanted(p, d, n))
             return;
         break;
     case KL_USAGE_OPENAI_RESPONSES:
-        if (!responses_event_wanted(p, event, event_len, d, n))
+        if (!p->strict && !responses_event_wanted(p, event, event_len, d, n))
             return;
         break;
     case KL_USAGE_ANTHROPIC:
-        if (!anthropic_event_wanted(event, event_len, d, n))
+        if (!p->strict && !anthropic_event_wanted(event, event_len, d, n))
             return;
         break;
     default:
@@ -837,6 +910,8 @@ static void keep(kl_usage_parser *p, const char *d, size_t n)
     if (n > KL_USAGE_MAX_ELEMENT - s->len) {
         s->skipping = true;
         s->len = 0;
+        if (p->strict)
+            ambiguous(p, "an array element larger than 16 MiB");
         return;
     }
     if (s->len + n > s->cap) {
@@ -964,6 +1039,8 @@ void kl_usage_array_bytes(kl_usage_parser *p, const char *data, size_t len)
             }
             continue;
         case ARR_RESYNC:
+            if (p->strict) /* what was skipped could be read by the caller */
+                ambiguous(p, "a stream array that is not JSON");
             if (c == ',') {
                 s->resync_comma = true;
             } else if (c == '{' && s->resync_comma) {

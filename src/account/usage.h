@@ -82,9 +82,16 @@ typedef struct kl_usage_parser kl_usage_parser;
 kl_usage_parser *kl_usage_parser_new(kl_arena *a, enum kl_usage_kind kind);
 
 /* fn(arg, name) for each tool call as the parser meets it (name NULL when
- * the call has none; a Responses answer's calls are met again in its final
- * response object). */
+ * the call has none; a call may be met more than once: a Responses call
+ * again when its item is done and in the final response object). It also
+ * makes the parser strict, as a tool policy needs: every event is parsed in
+ * full (none skipped for looking uninteresting), and one the caller could
+ * read otherwise (see kl_usage_ambiguity) is not read. */
 void kl_usage_on_tool(kl_usage_parser *p, void (*fn)(void *, const char *), void *arg);
+/* Strict mode: why the caller could read the answer differently from the
+ * parser (not JSON, a duplicate key, a \u0000 escape, a tool name sent in
+ * pieces, an array element too large to read), or NULL. */
+const char *kl_usage_ambiguity(const kl_usage_parser *p);
 
 /* The parser kind for an endpoint; -1 when the endpoint has no usage. */
 int kl_usage_kind_for(enum kl_endpoint ep);

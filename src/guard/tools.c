@@ -150,6 +150,8 @@ static const char *decl_name(bool chat, const cJSON *t)
             return str(obj(t, "custom"), "name");
         return type;
     }
+    if (type && !strcmp(type, "mcp"))
+        return type; /* a remote MCP server (Responses), whatever its label */
     const char *name = str(t, "name");
     return name ? name : type;
 }
@@ -159,7 +161,10 @@ static void delete_member(cJSON *o, const char *key)
     cJSON_DeleteItemFromObjectCaseSensitive(o, key);
 }
 
-/* Filter an array of declarations in place; the names kept are counted. */
+/* Filter an array of declarations in place; the names kept are counted.
+ * A Responses "namespace" (Codex groups its sub-agent functions in one)
+ * goes by its name as a whole, and otherwise by the functions inside it,
+ * each filtered by its own name; emptied, it goes too. */
 static size_t filter_decls(struct edit *e, bool chat, cJSON *arr)
 {
     size_t kept = 0;
@@ -167,7 +172,12 @@ static size_t filter_decls(struct edit *e, bool chat, cJSON *arr)
     while (t) {
         cJSON *next = t->next;
         const char *name = decl_name(chat, t);
-        if (refused(e, name)) {
+        const char *type = str(t, "type");
+        cJSON *inner = type && !strcmp(type, "namespace") ? cJSON_GetObjectItemCaseSensitive(t, "tools") : NULL;
+        bool gone = refused(e, name);
+        if (!gone && cJSON_IsArray(inner) && cJSON_GetArraySize(inner) > 0)
+            gone = filter_decls(e, chat, inner) == 0;
+        if (gone) {
             note_removed(e, name);
             cJSON_Delete(cJSON_DetachItemViaPointer(arr, t));
         } else {
@@ -200,7 +210,8 @@ static int edit_openai(struct edit *e, int k, cJSON *body, const char **why)
             if (cJSON_IsArray(list) && cJSON_GetArraySize(list) > 0 && filter_decls(e, chat, list) == 0)
                 return refuse(e, why, "tool_choice allows only tools the policy refuses, such as", e->removed);
         } else if (type && strcmp(type, "auto") && strcmp(type, "none") && strcmp(type, "required")) {
-            const char *name = decl_name(chat, choice);
+            /* a remote MCP server goes by its type, as its declaration does */
+            const char *name = !strcmp(type, "mcp") ? type : decl_name(chat, choice);
             if (refused(e, name))
                 return refuse(e, why, "tool_choice forces the tool", name);
         }
@@ -228,6 +239,12 @@ static int edit_openai(struct edit *e, int k, cJSON *body, const char **why)
 
 static int edit_anthropic(struct edit *e, cJSON *body, const char **why)
 {
+    /* remote MCP servers (the MCP connector) go by "mcp", as in Responses */
+    cJSON *servers = cJSON_GetObjectItemCaseSensitive(body, "mcp_servers");
+    if (cJSON_IsArray(servers) && cJSON_GetArraySize(servers) > 0 && refused(e, "mcp")) {
+        note_removed(e, "mcp");
+        delete_member(body, "mcp_servers");
+    }
     cJSON *tools = cJSON_GetObjectItemCaseSensitive(body, "tools");
     const cJSON *choice = obj(body, "tool_choice");
     const char *type = str(choice, "type");
@@ -241,6 +258,26 @@ static int edit_anthropic(struct edit *e, cJSON *body, const char **why)
         delete_member(body, "tool_choice");
     }
     return 0;
+}
+
+/* A Gemini built-in tool's key in camelCase, the spelling policies use:
+ * the API accepts code_execution for codeExecution. */
+static const char *camel(struct edit *e, const char *key)
+{
+    if (!strchr(key, '_'))
+        return key;
+    size_t n = strlen(key);
+    char *out = kl_arena_alloc_raw(e->a, n + 1), *o = out;
+    for (const char *k = key; *k; k++) {
+        if (*k == '_' && k[1]) {
+            k++;
+            *o++ = (char)(*k >= 'a' && *k <= 'z' ? *k - 'a' + 'A' : *k);
+        } else {
+            *o++ = *k;
+        }
+    }
+    *o = '\0';
+    return out;
 }
 
 /* Gemini's members come in camelCase or snake_case (both are accepted). */
@@ -293,8 +330,8 @@ static int edit_gemini(struct edit *e, cJSON *body, const char **why)
             if (decls && cJSON_IsArray(m)) {
                 if (filter_decls(e, false, m) == 0)
                     cJSON_Delete(cJSON_DetachItemViaPointer(t, m));
-            } else if (refused(e, m->string)) {
-                note_removed(e, m->string);
+            } else if (refused(e, camel(e, m->string))) {
+                note_removed(e, camel(e, m->string));
                 cJSON_Delete(cJSON_DetachItemViaPointer(t, m));
             }
             m = mnext;
@@ -385,11 +422,11 @@ enum kl_step kl_tools_run(kl_exchange *ex)
     struct kl_tool_rules *r = rules_for(ex, qualified);
     if (!r)
         return KL_NEXT;
-    ex->tool_rules = r;
     int k = kl_usage_kind_for(ex->ep->id);
     if (k != KL_USAGE_OPENAI_CHAT && k != KL_USAGE_OPENAI_RESPONSES && k != KL_USAGE_ANTHROPIC &&
         k != KL_USAGE_GEMINI)
-        return KL_NEXT;
+        return KL_NEXT; /* embeddings and token counts: nothing is called */
+    ex->tool_rules = r;
     /* the tree must say what the provider will read, or a second "tools"
      * key or a name cut at \u0000 would slip past */
     cJSON *body = ex->body ? cJSON_ParseWithLength(ex->body, ex->body_len) : NULL;

@@ -142,7 +142,7 @@ describe('Claude Code', () => {
       assert.match(r.out + r.err, /the tool 'Bash', which the tool policy does not allow/);
       let blocked = false; // records are written asynchronously
       for (let i = 0; i < 100 && !blocked; i++) {
-        const recs = await (await fetch(`${gw2.url}/api/requests?limit=20`)).json();
+        const recs = await (await fetch(`${gw2.url}/api/requests?limit=20&error_class=blocked`)).json();
         blocked = recs.requests.some((q) => q.error_class === 'blocked' && q.tool_names === 'Bash');
         if (!blocked) await new Promise((res) => setTimeout(res, 30));
       }

@@ -168,6 +168,19 @@ static void openai_responses(void **state)
                 "\"tool_choice\":{\"type\":\"function\",\"name\":\"Bash\"}}", -1, "forces the tool 'Bash'", NULL);
     expect_edit("{\"deny\": \"file_search\"}", k, "{\"tool_choice\":{\"type\":\"file_search\"}}", -1,
                 "forces the tool 'file_search'", NULL);
+    expect_edit("{\"deny\": \"mcp\"}", k, "{\"tools\":[{\"type\":\"mcp\",\"server_label\":\"gh\"},{\"type\":\"function\","
+                "\"name\":\"f\"}],\"tool_choice\":{\"type\":\"mcp\",\"server_label\":\"gh\",\"name\":\"issue\"}}", -1,
+                "forces the tool 'mcp'", NULL);
+    /* a namespace by its name, or by the functions in it */
+    expect_edit("{\"deny\": [\"close_agent\", \"spawn_*\"]}", k,
+                "{\"tools\":[{\"type\":\"namespace\",\"name\":\"agents\",\"tools\":[{\"type\":\"function\",\"name\":\"close_agent\"},"
+                "{\"type\":\"function\",\"name\":\"send_input\"}]},{\"type\":\"namespace\",\"name\":\"more\",\"tools\":["
+                "{\"type\":\"function\",\"name\":\"spawn_agent\"}]}]}",
+                1, "{\"tools\":[{\"type\":\"namespace\",\"name\":\"agents\",\"tools\":[{\"type\":\"function\",\"name\":\"send_input\"}]}]}",
+                "close_agent,spawn_agent,more");
+    expect_edit("{\"deny\": \"agents\"}", k, "{\"tools\":[{\"type\":\"namespace\",\"name\":\"agents\",\"tools\":[{\"type\":"
+                "\"function\",\"name\":\"x\"}]},{\"type\":\"function\",\"name\":\"y\"}]}", 1,
+                "{\"tools\":[{\"type\":\"function\",\"name\":\"y\"}]}", "agents");
     /* Responses' allowed_tools is not nested */
     expect_edit(DENY_BASH, k, "{\"tool_choice\":{\"type\":\"allowed_tools\",\"mode\":\"auto\","
                 "\"tools\":[{\"type\":\"function\",\"name\":\"Bash\"},{\"type\":\"function\",\"name\":\"R\"}]}}", 1,
@@ -185,6 +198,9 @@ static void anthropic(void **state)
                 1, "{\"tools\":[{\"name\":\"Read\"},{\"name\":\"mcp__gh__issue\"}],\"tool_choice\":{\"type\":\"auto\"}}",
                 "Bash,web_search");
     expect_edit(DENY_BASH, k, "{\"tools\":[{\"name\":\"Bash\"}],\"tool_choice\":{\"type\":\"auto\"}}", 1, "{}", "Bash");
+    /* remote MCP servers go by "mcp" */
+    expect_edit("{\"deny\": \"mcp\"}", k, "{\"mcp_servers\":[{\"type\":\"url\",\"name\":\"gh\"}],\"tools\":[{\"name\":\"R\"}]}",
+                1, "{\"tools\":[{\"name\":\"R\"}]}", "mcp");
     expect_edit(DENY_BASH, k, "{\"tools\":[{\"name\":\"Bash\"}],\"tool_choice\":{\"type\":\"any\"}}", -1,
                 "requires a tool call", NULL);
     expect_edit(DENY_BASH, k, "{\"tools\":[{\"name\":\"Bash\"},{\"name\":\"R\"}],\"tool_choice\":{\"type\":\"tool\","
@@ -208,6 +224,9 @@ static void gemini(void **state)
                 "\"toolConfig\":{\"functionCallingConfig\":{\"mode\":\"ANY\"}}}", -1, "requires a function call", NULL);
     expect_edit(DENY_BASH, k, "{\"toolConfig\":{\"functionCallingConfig\":{\"allowedFunctionNames\":[\"Bash\"]}}}", -1,
                 "allows only functions the policy refuses, such as 'Bash'", NULL);
+    /* built-in tools by their camelCase key, however the body spells it */
+    expect_edit("{\"deny\": \"codeExecution\"}", k, "{\"tools\":[{\"code_execution\":{}},{\"googleSearch\":{}}]}", 1,
+                "{\"tools\":[{\"googleSearch\":{}}]}", "codeExecution");
     /* endpoints without tools are left alone */
     expect_edit(DENY_BASH, KL_USAGE_OPENAI_EMBEDDINGS, "{\"tools\":[{\"name\":\"Bash\"}]}", 0,
                 "{\"tools\":[{\"name\":\"Bash\"}]}", NULL);

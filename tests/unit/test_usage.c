@@ -1110,6 +1110,76 @@ static void session_nothing_to_fingerprint(void **state)
     kl_arena_free(&a);
 }
 
+/* ---- strict mode: what a tool policy reads ---- */
+
+struct seen_names {
+    char v[8][32];
+    int n;
+};
+
+static void note_name(void *arg, const char *name)
+{
+    struct seen_names *s = arg;
+    if (s->n < 8)
+        snprintf(s->v[s->n++], sizeof(s->v[0]), "%s", name ? name : "(none)");
+}
+
+static void strict_event(kl_usage_parser *p, const char *ev, const char *data)
+{
+    kl_usage_event(p, ev, ev ? strlen(ev) : 0, data, strlen(data));
+}
+
+static void strict_mode(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    struct seen_names s = {0};
+    /* the event name says text, the data says a call: the data counts, and
+     * the call is met again when its item is done */
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
+    kl_usage_on_tool(p, note_name, &s);
+    strict_event(p, "response.output_text.delta",
+                 "{\"type\":\"response.output_item.added\",\"item\":{\"type\":\"function_call\",\"name\":\"Bash\"}}");
+    strict_event(p, "response.output_item.done",
+                 "{\"type\":\"response.output_item.done\",\"item\":{\"type\":\"local_shell_call\"}}");
+    assert_int_equal(kl_usage_result(p)->tool_calls, 1);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.v[0], "Bash");
+    assert_string_equal(s.v[1], "local_shell");
+    assert_null(kl_usage_ambiguity(p));
+    /* a duplicate key: not read, and said */
+    strict_event(p, NULL, "{\"type\":\"response.output_item.added\",\"type\":\"x\"}");
+    assert_non_null(strstr(kl_usage_ambiguity(p), "duplicate key"));
+
+    /* chat: an escaped key is read like any other; a name sent in pieces is ambiguous */
+    s.n = 0;
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_on_tool(p, note_name, &s);
+    strict_event(p, NULL, "{\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{}}]}");
+    strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
+                          "\"function\":{\"\\u006eame\":\"Ba\"}}]}}]}");
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.v[0], "Ba");
+    assert_null(kl_usage_ambiguity(p));
+    strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
+                          "\"function\":{\"name\":\"sh\"}}]}}]}");
+    assert_non_null(strstr(kl_usage_ambiguity(p), "in pieces"));
+
+    /* a whole chat answer that is not JSON, and Gemini's snake_case call */
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_on_tool(p, note_name, &s);
+    kl_usage_whole(p, "{\"choices\":[", 12);
+    assert_non_null(kl_usage_ambiguity(p));
+    s.n = 0;
+    p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+    kl_usage_on_tool(p, note_name, &s);
+    strict_event(p, NULL, "{\"candidates\":[{\"content\":{\"parts\":[{\"function_call\":{\"name\":\"Bash\"}}]}}]}");
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.v[0], "Bash");
+    kl_arena_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1145,6 +1215,7 @@ int main(void)
         cmocka_unit_test(session_from_claude_metadata),
         cmocka_unit_test(session_fingerprint_stable_across_turns),
         cmocka_unit_test(session_nothing_to_fingerprint),
+        cmocka_unit_test(strict_mode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

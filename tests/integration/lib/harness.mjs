@@ -324,6 +324,27 @@ export async function rawProvider(respond) {
   return up;
 }
 
+// A plain HTTP forward proxy (absolute-form request targets). A gateway
+// started with http_proxy pointing at it sends its provider requests
+// through libcurl, the path every https:// provider takes. Close it when
+// done; .seen counts the requests it forwarded.
+export async function startProxy() {
+  const http = await import('node:http');
+  const proxy = http.createServer((req, res) => {
+    proxy.seen++;
+    const up = http.request(req.url, { method: req.method, headers: req.headers }, (ur) => {
+      res.writeHead(ur.statusCode, ur.headers);
+      ur.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  proxy.seen = 0;
+  await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+  proxy.url = `http://127.0.0.1:${proxy.address().port}`;
+  return proxy;
+}
+
 // The final record of request id from the records API (records are written
 // asynchronously; waits ~3 s at most). The loopback caller must be allowed
 // to read it.
