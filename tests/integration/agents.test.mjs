@@ -1,0 +1,144 @@
+// The other coding agents the README tells how to point at keyless, run for
+// real (Codex CLI over the Responses API, Gemini CLI over Gemini's SSE
+// stream) against the simulator: a turn is answered and recorded with the
+// provider's key added and the caller's dropped, and under a tool policy the
+// agent is sent its tools without the refused ones and a call to one is
+// stopped.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap, ROOT } from './lib/harness.mjs';
+
+const CAP = 'tailscale.com/cap/aperture';
+
+function run(cmd, args, env, cwd, timeoutMs = 120000) {
+  return new Promise((resolveP) => {
+    const p = spawn(cmd, args, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (err += d));
+    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('exit', (code) => {
+      clearTimeout(t);
+      resolveP({ code, out, err });
+    });
+  });
+}
+
+// The newest finished record that matches, once it is there (records are
+// written asynchronously), or undefined.
+// (Only a provider's records: the polls are recorded too.)
+async function recordWhere(gw, pred, provider = 'openai') {
+  for (let i = 0; i < 100; i++) {
+    const list = (await (await fetch(`${gw.url}/api/requests?limit=50&provider=${provider}`)).json()).requests;
+    const hit = list.find((r) => r.state === 'done' && pred(r));
+    if (hit) return hit;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  return undefined;
+}
+
+describe('Codex CLI and Gemini CLI', () => {
+  let mock, gw, strict;
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({ providers: providersFor(mock.url) });
+    strict = await startGateway({
+      providers: providersFor(mock.url),
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' },
+        { tools: { deny: ['exec_command', 'read_file'] } }] } }],
+    });
+  });
+  after(async () => {
+    await gw.stop();
+    await strict.stop();
+    await mock.stop();
+    assertNoKeys(assert, gw.output() + strict.output(), 'gateway log');
+  });
+
+  // Codex reads its provider from $CODEX_HOME/config.toml, as the README says.
+  function codex(target, prompt) {
+    const home = mkdtempSync(join(tmpdir(), 'kl-codex-'));
+    writeFileSync(join(home, 'config.toml'), [
+      'model = "gpt-4o"', 'model_provider = "gw"', '[model_providers.gw]', 'name = "keyless"',
+      `base_url = "${target.url}/v1"`, 'env_key = "OPENAI_API_KEY"', 'wire_api = "responses"', ''].join('\n'));
+    return run(join(ROOT, 'node_modules', '.bin', 'codex'), ['exec', '--skip-git-repo-check', prompt],
+      { PATH: process.env.PATH, HOME: home, CODEX_HOME: home, OPENAI_API_KEY: 'sk-caller-must-not-pass' }, home);
+  }
+
+  function gemini(target, prompt) {
+    const home = mkdtempSync(join(tmpdir(), 'kl-gemini-'));
+    mkdirSync(join(home, '.gemini'));
+    writeFileSync(join(home, '.gemini', 'settings.json'),
+      JSON.stringify({ security: { auth: { selectedType: 'gemini-api-key' } } }));
+    return run(join(ROOT, 'node_modules', '.bin', 'gemini'), ['-m', 'gemini-2.5-flash', '-p', prompt],
+      { PATH: process.env.PATH, HOME: home, GOOGLE_GEMINI_BASE_URL: target.url, GEMINI_API_KEY: 'caller-must-not-pass',
+        GEMINI_CLI_TRUST_WORKSPACE: 'true' }, home);
+  }
+
+  it('codex exec answers through the gateway over the Responses API, recorded with its usage', { timeout: 180000 }, async () => {
+    await mock.clear();
+    const r = await codex(gw, 'Say hello. [[mock text=Hello_from_keyless_via_Codex;in=3000;out=55]]');
+    assert.equal(r.code, 0, `codex failed: ${r.out}\n${r.err}`);
+    assert.match(r.out, /Hello from keyless via Codex/);
+    const sent = (await mock.requests()).filter((q) => q.path === '/v1/responses');
+    assert.ok(sent.length >= 1, 'Codex reached the provider through keyless');
+    for (const q of sent) {
+      const h = headerMap(q.headers);
+      assert.equal(h.authorization, `Bearer ${KEYS.openai}`, 'the provider key is added, the caller\'s dropped');
+      assert.equal(JSON.parse(q.body).stream, true);
+    }
+    const rec = await recordWhere(gw, (x) => x.output_tokens === 55);
+    assert.ok(rec, 'a record with the usage of the Codex turn');
+    assert.equal(rec.endpoint, 'openai.responses');
+    assert.equal(rec.input_tokens + rec.cache_read_tokens, 3000, 'prompt tokens, cached ones apart');
+    assert.equal(rec.cost_known, 1);
+    assert.ok(rec.session_id, 'Codex\'s turn is tied to its session');
+  });
+
+  it('gemini -p answers through the gateway over streamGenerateContent, recorded with its usage', { timeout: 180000 }, async () => {
+    await mock.clear();
+    const r = await gemini(gw, 'Say hello. [[mock text=Hello_from_keyless_via_Gemini;in=2500;out=44]]');
+    assert.equal(r.code, 0, `gemini failed: ${r.out}\n${r.err}`);
+    assert.match(r.out, /Hello from keyless via Gemini/);
+    const sent = (await mock.requests()).filter((q) => q.path.includes(':streamGenerateContent'));
+    assert.ok(sent.length >= 1, 'Gemini CLI reached the provider through keyless');
+    for (const q of sent) assert.equal(headerMap(q.headers)['x-goog-api-key'], KEYS.gemini);
+    const rec = await recordWhere(gw, (x) => x.usage_known, 'gemini');
+    assert.ok(rec, 'a record with the usage of the Gemini CLI turn');
+    assert.equal(rec.input_tokens + rec.cache_read_tokens, 2500, 'prompt tokens, cached ones apart');
+    assert.ok(rec.output_tokens >= 44, 'output (thoughts included)');
+    assert.equal(rec.cost_known, 1);
+  });
+
+  it('under a tool policy: each agent is sent its tools without the refused one, and a call to it is stopped', { timeout: 240000 }, async () => {
+    await mock.clear();
+    // Codex: exec_command is refused; the simulator calls it anyway
+    const c = await codex(strict, 'Run ls. [[mock tools=exec_command;text=Running]]');
+    assert.notEqual(c.code, 0, 'the turn did not complete');
+    assert.match(c.out + c.err, /the tool 'exec_command', which the tool policy does not allow/,
+      'Codex shows why (from the response.failed event)');
+    const cx = (await mock.requests()).filter((q) => q.path === '/v1/responses');
+    assert.ok(cx.length >= 1);
+    for (const q of cx) {
+      const names = JSON.parse(q.body).tools.map((t) => t.name || t.type);
+      assert.ok(!names.includes('exec_command'), `refused tool not sent: ${names}`);
+      assert.ok(names.includes('write_stdin'), `the others are: ${names}`);
+    }
+    // Gemini CLI: read_file is refused
+    await mock.clear();
+    await gemini(strict, 'Read README. [[mock tools=read_file;text=Reading]]');
+    const gm = (await mock.requests()).filter((q) => q.path.includes(':streamGenerateContent'));
+    assert.ok(gm.length >= 1);
+    for (const q of gm) {
+      const names = JSON.parse(q.body).tools.flatMap((t) => (t.functionDeclarations || []).map((d) => d.name));
+      assert.ok(!names.includes('read_file'), `refused tool not sent: ${names}`);
+      assert.ok(names.includes('list_directory'), `the others are: ${names}`);
+    }
+    assert.ok(await recordWhere(strict, (x) => x.error_class === 'blocked' && x.tool_names === 'exec_command'));
+    assert.ok(await recordWhere(strict, (x) => x.error_class === 'blocked' && x.tool_names === 'read_file', 'gemini'));
+  });
+});
