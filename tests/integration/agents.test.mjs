@@ -6,27 +6,12 @@
 // stopped.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap, ROOT } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap, runCommand, ROOT } from './lib/harness.mjs';
 
 const CAP = 'tailscale.com/cap/aperture';
-
-function run(cmd, args, env, cwd, timeoutMs = 120000) {
-  return new Promise((resolveP) => {
-    const p = spawn(cmd, args, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '', err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-    p.on('exit', (code) => {
-      clearTimeout(t);
-      resolveP({ code, out, err });
-    });
-  });
-}
 
 // The newest finished record that matches, once it is there (records are
 // written asynchronously), or undefined.
@@ -65,8 +50,8 @@ describe('Codex CLI and Gemini CLI', () => {
     writeFileSync(join(home, 'config.toml'), [
       'model = "gpt-4o"', 'model_provider = "gw"', '[model_providers.gw]', 'name = "keyless"',
       `base_url = "${target.url}/v1"`, 'env_key = "OPENAI_API_KEY"', 'wire_api = "responses"', ''].join('\n'));
-    return run(join(ROOT, 'node_modules', '.bin', 'codex'), ['exec', '--skip-git-repo-check', prompt],
-      { PATH: process.env.PATH, HOME: home, CODEX_HOME: home, OPENAI_API_KEY: 'sk-caller-must-not-pass' }, home);
+    return runCommand(join(ROOT, 'node_modules', '.bin', 'codex'), ['exec', '--skip-git-repo-check', prompt],
+      { PATH: process.env.PATH, HOME: home, CODEX_HOME: home, OPENAI_API_KEY: 'sk-caller-must-not-pass' }, { cwd: home });
   }
 
   function gemini(target, prompt) {
@@ -74,9 +59,9 @@ describe('Codex CLI and Gemini CLI', () => {
     mkdirSync(join(home, '.gemini'));
     writeFileSync(join(home, '.gemini', 'settings.json'),
       JSON.stringify({ security: { auth: { selectedType: 'gemini-api-key' } } }));
-    return run(join(ROOT, 'node_modules', '.bin', 'gemini'), ['-m', 'gemini-2.5-flash', '-p', prompt],
+    return runCommand(join(ROOT, 'node_modules', '.bin', 'gemini'), ['-m', 'gemini-2.5-flash', '-p', prompt],
       { PATH: process.env.PATH, HOME: home, GOOGLE_GEMINI_BASE_URL: target.url, GEMINI_API_KEY: 'caller-must-not-pass',
-        GEMINI_CLI_TRUST_WORKSPACE: 'true' }, home);
+        GEMINI_CLI_TRUST_WORKSPACE: 'true' }, { cwd: home });
   }
 
   it('codex exec answers through the gateway over the Responses API, recorded with its usage', { timeout: 180000 }, async () => {

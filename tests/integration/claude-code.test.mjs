@@ -2,26 +2,11 @@
 // simulator: the way developers will actually use the gateway.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap, ROOT } from './lib/harness.mjs';
-
-function run(cmd, args, env, timeoutMs = 120000) {
-  return new Promise((resolveP) => {
-    const p = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '', err = '';
-    p.stdout.on('data', (d) => (out += d));
-    p.stderr.on('data', (d) => (err += d));
-    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
-    p.on('exit', (code) => {
-      clearTimeout(t);
-      resolveP({ code, out, err });
-    });
-  });
-}
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap, runCommand as run, ROOT } from './lib/harness.mjs';
 
 describe('Claude Code', () => {
   let mock, gw, hook;

@@ -345,6 +345,21 @@ export async function startProxy() {
   return proxy;
 }
 
+// Run a command to its end (killed after timeoutMs): { code, out, err }.
+export function runCommand(cmd, args, env, { cwd, timeoutMs = 120000 } = {}) {
+  return new Promise((resolveP) => {
+    const p = spawn(cmd, args, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (err += d));
+    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('exit', (code) => {
+      clearTimeout(t);
+      resolveP({ code, out, err });
+    });
+  });
+}
+
 // The final record of request id from the records API (records are written
 // asynchronously; waits ~3 s at most). The loopback caller must be allowed
 // to read it.
