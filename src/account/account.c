@@ -97,6 +97,17 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     ex->acct = a;
     a->kind = kl_usage_kind_for(ex->ep->id);
     int kind = a->kind; /* -1 below when the body cannot be read */
+    /* Tool limits read every call: the answer is parsed strictly, a whole
+     * one is held until read, and one whose coding keyless asked not to
+     * get (it asks for identity) is not relayed, since a compressed stream
+     * could only be checked after its bytes had gone on. */
+    bool tool_kind = a->kind == KL_USAGE_OPENAI_CHAT || a->kind == KL_USAGE_OPENAI_RESPONSES ||
+                     a->kind == KL_USAGE_ANTHROPIC || a->kind == KL_USAGE_GEMINI;
+    bool tool_limits = tool_kind && (ex->tool_rules || kl_admit_counts_tool_calls(ex));
+    /* framed as the request asked: a whole answer sent as events would
+     * reach a caller that reads it whole without its calls being read */
+    if (tool_limits && event_stream && !ex->stream)
+        event_stream = false;
     size_t elen = 0;
     const char *enc = kl_http_head_value(headers, "content-encoding", &elen);
     if (enc && elen == 8 && !strncasecmp(enc, "identity", 8))
@@ -127,13 +138,6 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200 && !a->z;
     a->split_events = a->mode == BODY_EVENTS;
     a->keeping = ex->keep_answer && (kind >= 0 || status >= 300);
-    /* Tool limits read every call: the answer is parsed strictly, a whole
-     * one is held until read, and one whose coding keyless asked not to
-     * get (it asks for identity) is not relayed, since a compressed stream
-     * could only be checked after its bytes had gone on. */
-    bool tool_kind = a->kind == KL_USAGE_OPENAI_CHAT || a->kind == KL_USAGE_OPENAI_RESPONSES ||
-                     a->kind == KL_USAGE_ANTHROPIC || a->kind == KL_USAGE_GEMINI;
-    bool tool_limits = tool_kind && (ex->tool_rules || kl_admit_counts_tool_calls(ex));
     if (tool_limits && enc && status >= 200 && status < 300) {
         a->hold = true;
         ex->cut_off = true;

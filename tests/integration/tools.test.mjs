@@ -254,13 +254,18 @@ describe('tool policy', () => {
     }
   });
 
-  it('a compressed answer (keyless asks for none) is refused, not relayed unchecked', async () => {
+  it('a compressed answer (keyless asks for none), or one framed otherwise than asked, is refused, not relayed unchecked', async () => {
     const answer = JSON.stringify({ id: 'c', object: 'chat.completion', model: 'gpt-4o',
       choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [
         { id: 't', type: 'function', function: { name: 'Bash', arguments: '{}' } }] }, finish_reason: 'tool_calls' }],
       usage: { prompt_tokens: 11, completion_tokens: 4, total_tokens: 15 } });
     let coding = 'gzip';
     const up = await rawProvider((req, sock) => {
+      if (coding === 'sse') {
+        const ev = `data: ${answer}\n\n`;
+        sock.end(`HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: ${ev.length}\r\n\r\n${ev}`);
+        return;
+      }
       const body = coding === 'gzip' ? gzipSync(answer) : brotliCompressSync(answer);
       sock.end(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
         `Content-Encoding: ${coding}\r\nContent-Length: ${body.length}\r\n\r\n`), body]));
@@ -283,6 +288,11 @@ describe('tool policy', () => {
         assert.equal(rec.error_class, 'blocked');
         assert.equal(rec.upstream_status, 200);
       }
+      // a whole answer framed as an event stream is read as what was asked for, and refused when it cannot be
+      coding = 'sse';
+      const r = await ask();
+      assert.equal(r.status, 502);
+      assert.match((await r.json()).error.message, /not a JSON object, which the tool limits cannot read as the caller would/);
     } finally {
       await gw2.stop();
       up.close();
