@@ -59,6 +59,11 @@ struct kl_account {
     char *held;
     size_t held_len, held_cap;
     const char *tool_refusal;   /* the first call to a refused tool, said for the caller (arena) */
+    /* tool limits on a Gemini array stream: the bytes of an element not yet
+     * complete wait here, so no piece of a call goes on before it is read */
+    bool array_hold;
+    char *pend;
+    size_t pend_len, pend_cap;
 };
 
 /* Largest answer kept for the hooks told after it. */
@@ -149,6 +154,7 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     } else if (tool_limits && a->usage) {
         kl_usage_on_tool(a->usage, on_tool, ex);
         a->hold = a->mode == BODY_WHOLE;
+        a->array_hold = a->mode == BODY_ARRAY;
     }
     const struct kl_store_cfg *sc = ex->cfg->store;
     if (sc->captures == KL_CAPTURE_FULL)
@@ -336,6 +342,16 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
         return !ex->cut_off;
     if (a->mode == BODY_ARRAY && stopped(ex))
         return false;
+    if (a->array_hold) {
+        append(&a->pend, &a->pend_len, &a->pend_cap, data, len);
+        size_t wait = kl_usage_array_pending(a->usage);
+        if (wait > a->pend_len)
+            wait = a->pend_len;
+        forward(ex, a->pend, a->pend_len - wait);
+        memmove(a->pend, a->pend + a->pend_len - wait, wait);
+        a->pend_len = wait;
+        return true;
+    }
     forward(ex, data, len);
     return !ex->cut_off;
 }
@@ -407,6 +423,7 @@ void kl_account_free(kl_exchange *ex)
     free(a->capture);
     free(a->keep);
     free(a->held);
+    free(a->pend); /* an element the stream never finished: not relayed */
     if (a->z) {
         inflateEnd(a->z);
         free(a->z);

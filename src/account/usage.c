@@ -1103,6 +1103,11 @@ void kl_usage_array_bytes(kl_usage_parser *p, const char *data, size_t len)
         keep(p, data + run, len - run);
 }
 
+size_t kl_usage_array_pending(const kl_usage_parser *p)
+{
+    return p->arr.mode == ARR_ELEM ? p->arr.len : 0;
+}
+
 const struct kl_usage *kl_usage_result(const kl_usage_parser *p)
 {
     return &p->u;

@@ -110,6 +110,10 @@ void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
  * reading resumes at the next "," + "{" boundary. */
 void kl_usage_array_bytes(kl_usage_parser *p, const char *data, size_t len);
 
+/* Of the bytes fed to kl_usage_array_bytes so far, how many at the end
+ * belong to an element not yet complete (0 between elements). */
+size_t kl_usage_array_pending(const kl_usage_parser *p);
+
 /* Running totals: valid mid-stream and at the end. Never NULL. */
 const struct kl_usage *kl_usage_result(const kl_usage_parser *p);
 

@@ -1177,6 +1177,22 @@ static void strict_mode(void **state)
     strict_event(p, NULL, "{\"candidates\":[{\"content\":{\"parts\":[{\"function_call\":{\"name\":\"Bash\"}}]}}]}");
     assert_int_equal(s.n, 1);
     assert_string_equal(s.v[0], "Bash");
+
+    /* an array stream: what waits is the element not yet complete, across pieces */
+    p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+    kl_usage_on_tool(p, note_name, &s);
+    const char *arr = "[{\"candidates\":[]}\r\n,{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]}}]}]";
+    const char *second = strstr(arr, ",{") + 1;
+    size_t cut = (size_t)(second - arr) + 5; /* inside the second element */
+    kl_usage_array_bytes(p, arr, 3);
+    assert_int_equal(kl_usage_array_pending(p), 2);     /* "{\"" */
+    kl_usage_array_bytes(p, arr + 3, cut - 3);
+    assert_int_equal(kl_usage_array_pending(p), 5);     /* the first is done; 5 bytes of the second */
+    kl_usage_array_bytes(p, arr + cut, 10);
+    assert_int_equal(kl_usage_array_pending(p), 15);
+    kl_usage_array_bytes(p, arr + cut + 10, strlen(arr) - cut - 10);
+    assert_int_equal(kl_usage_array_pending(p), 0);
+    assert_null(kl_usage_ambiguity(p));
     kl_arena_free(&a);
 }
 
