@@ -2,7 +2,10 @@
  *
  * The first byte picks the usage parser kind and how the rest is fed: as a
  * whole body, as an SSE stream through kl_sse in uneven pieces, or as
- * JSON-array bytes in uneven pieces. The same bytes are then read as a price
+ * JSON-array bytes in uneven pieces; with its high bit the parser is strict,
+ * as under a tool policy (each call's name told to a callback, the bytes an
+ * array element still waits for never more than were fed). The same bytes
+ * are then read as a price
  * table, as a model_cost_map, and as a request body plus headers for the
  * session id, and the usage is priced. */
 #include <stddef.h>
@@ -31,6 +34,12 @@ static void on_event(void *arg, const char *raw, size_t len)
     free(data);
 }
 
+static void on_tool(void *arg, const char *name)
+{
+    size_t *n = arg;
+    *n += name ? strlen(name) > 0 : 0;
+}
+
 static void check(const struct kl_usage *u)
 {
     if (u->input < 0 || u->output < 0 || u->cache_read < 0 || u->cache_write < 0 || u->reasoning < 0 ||
@@ -54,6 +63,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* usage */
     kl_usage_parser *p = kl_usage_parser_new(&a, (enum kl_usage_kind)(sel % 6));
+    size_t named = 0;
+    if (sel & 0x80)
+        kl_usage_on_tool(p, on_tool, &named);
     size_t off = 0, step = 1 + sel / 18;
     switch (sel / 6 % 3) {
     case 0:
@@ -76,6 +88,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             size_t k = n - off < step ? n - off : step;
             kl_usage_array_bytes(p, s + off, k);
             check(kl_usage_result(p));
+            if (kl_usage_array_pending(p) > off + k)
+                abort();
             off += k;
             step = step * 5 % 23 + 1;
         }
