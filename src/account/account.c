@@ -86,11 +86,11 @@ static void append(char **buf, size_t *len, size_t *cap, const char *data, size_
 }
 
 /* Each tool call the answer makes, as the usage parser meets it. */
-static void on_tool(void *arg, const char *name)
+static void on_tool(void *arg, const char *ns, const char *name)
 {
     kl_exchange *ex = arg;
     struct kl_account *a = ex->acct;
-    if (ex->tool_rules && !a->tool_refusal && !kl_tools_permitted(ex->tool_rules, name))
+    if (ex->tool_rules && !a->tool_refusal && !kl_tools_permitted_in(ex->tool_rules, ns, name))
         a->tool_refusal = kl_arena_printf(&ex->arena,
             "the answer calls the tool '%.200s', which the tool policy does not allow: stopped by the gateway",
             name ? name : "");
@@ -264,6 +264,8 @@ static void on_event(void *arg, const char *raw, size_t len)
         return;
     if (!drop && !a->z) /* a compressed stream's bytes were relayed as they came */
         forward(ex, raw, len);
+    if (a->usage)
+        ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
 }
 
 /* Body bytes (inflated, for a compressed answer) read for their usage.
@@ -350,6 +352,7 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
         forward(ex, a->pend, a->pend_len - wait);
         memmove(a->pend, a->pend + a->pend_len - wait, wait);
         a->pend_len = wait;
+        ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls; /* counted once complete */
         return true;
     }
     forward(ex, data, len);
@@ -380,6 +383,8 @@ static void release(kl_exchange *ex)
     }
     kl_respond_start(ex, a->held_status, a->held_headers, (int64_t)a->held_len);
     kl_respond_data(ex, a->held, a->held_len);
+    if (a->usage)
+        ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
     free(a->held);
     a->held = NULL;
 }

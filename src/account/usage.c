@@ -59,7 +59,7 @@ struct kl_usage_parser {
     uint64_t *seen;
     size_t nseen, capseen;
     int model_tries;            /* chat chunks parsed only to learn the model */
-    void (*on_tool)(void *, const char *);      /* told of each tool call met */
+    void (*on_tool)(void *, const char *, const char *);   /* told of each tool call met (ns, name) */
     void *on_tool_arg;
     bool strict;                /* a tool policy reads this answer: every event in full */
     const char *ambiguous;      /* why the caller could read the answer differently, or NULL */
@@ -130,10 +130,12 @@ static void set_stop(kl_usage_parser *p, const char *s)
         p->u.stop_reason = dup_capped(p, s, MAX_STOP_LEN);
 }
 
-static void add_tool(kl_usage_parser *p, const char *name)
+/* A tool call met for the first time; ns: the namespace its function is
+ * declared in (Responses), or NULL. */
+static void add_tool_in(kl_usage_parser *p, const char *ns, const char *name)
 {
     if (p->on_tool)
-        p->on_tool(p->on_tool_arg, name);
+        p->on_tool(p->on_tool_arg, ns, name);
     if (p->u.tool_calls < 1000000000)
         p->u.tool_calls++;
     if (!name || p->u.ntool_names >= KL_USAGE_MAX_TOOL_NAMES)
@@ -143,11 +145,16 @@ static void add_tool(kl_usage_parser *p, const char *name)
     p->u.tool_names[p->u.ntool_names++] = dup_capped(p, name, MAX_TOOL_LEN);
 }
 
+static void add_tool(kl_usage_parser *p, const char *name)
+{
+    add_tool_in(p, NULL, name);
+}
+
 /* A tool name met again (a later delta, an item done): only checked. */
-static void tool_named(kl_usage_parser *p, const char *name)
+static void tool_named(kl_usage_parser *p, const char *ns, const char *name)
 {
     if (p->on_tool)
-        p->on_tool(p->on_tool_arg, name);
+        p->on_tool(p->on_tool_arg, ns, name);
 }
 
 static void ambiguous(kl_usage_parser *p, const char *why)
@@ -260,6 +267,8 @@ static void chat_object(kl_usage_parser *p, const cJSON *root, bool stream)
                 add_tool(p, name);
             else if (name && !seen_slot(p, choice << 32 | index_of(tc, ti)))
                 add_tool(p, name);
+            else if (name && str_member(tc, "id"))
+                add_tool(p, name); /* a new call in a used slot: Gemini's OpenAI-compatible streams send no index */
             else if (name && p->strict)
                 ambiguous(p, "a tool call's name in pieces"); /* SDKs join or replace them */
         }
@@ -354,7 +363,7 @@ static const char *call_item_name(const cJSON *it, bool *is_call)
     if (t && !strcmp(t, "apply_patch_call"))
         return "apply_patch";
     if (t && !strcmp(t, "computer_call"))
-        return "computer_use_preview";
+        return "computer"; /* declared as computer or computer_use_preview: policies say computer */
     *is_call = false;
     return NULL;
 }
@@ -378,7 +387,7 @@ static void responses_object(kl_usage_parser *p, const cJSON *r)
         if (first)
             reset_tools(p);
         first = false;
-        add_tool(p, name);
+        add_tool_in(p, str_member(it, "namespace"), name);
     }
     const char *reason = str_member(member(r, "incomplete_details"), "reason");
     set_stop(p, reason ? reason : str_member(r, "status"));
@@ -394,12 +403,13 @@ static void responses_event(kl_usage_parser *p, const cJSON *root, const char *t
     } else if (!strcmp(type, "response.output_item.added") || !strcmp(type, "response.output_item.done")) {
         /* counted when added; checked again when done, which is where
          * clients such as Codex take the call from */
+        const cJSON *it = member(root, "item");
         bool call;
-        const char *name = call_item_name(member(root, "item"), &call);
+        const char *name = call_item_name(it, &call);
         if (call && type[21] == 'a')
-            add_tool(p, name);
+            add_tool_in(p, str_member(it, "namespace"), name);
         else if (call)
-            tool_named(p, name);
+            tool_named(p, str_member(it, "namespace"), name);
     } else if (!strcmp(type, "response.created") || !strcmp(type, "response.in_progress")) {
         set_model(p, str_member(member(root, "response"), "model"));
     } else if (!strcmp(type, "error")) {
@@ -756,7 +766,7 @@ kl_usage_parser *kl_usage_parser_new(kl_arena *a, enum kl_usage_kind kind)
     return p;
 }
 
-void kl_usage_on_tool(kl_usage_parser *p, void (*fn)(void *, const char *), void *arg)
+void kl_usage_on_tool(kl_usage_parser *p, void (*fn)(void *, const char *, const char *), void *arg)
 {
     p->on_tool = fn;
     p->on_tool_arg = arg;

@@ -81,13 +81,14 @@ typedef struct kl_usage_parser kl_usage_parser;
 
 kl_usage_parser *kl_usage_parser_new(kl_arena *a, enum kl_usage_kind kind);
 
-/* fn(arg, name) for each tool call as the parser meets it (name NULL when
- * the call has none; a call may be met more than once: a Responses call
+/* fn(arg, ns, name) for each tool call as the parser meets it (name NULL
+ * when the call has none; ns the namespace a Responses call names, else
+ * NULL; a call may be met more than once: a Responses call
  * again when its item is done and in the final response object). It also
  * makes the parser strict, as a tool policy needs: every event is parsed in
  * full (none skipped for looking uninteresting), and one the caller could
  * read otherwise (see kl_usage_ambiguity) is not read. */
-void kl_usage_on_tool(kl_usage_parser *p, void (*fn)(void *, const char *), void *arg);
+void kl_usage_on_tool(kl_usage_parser *p, void (*fn)(void *, const char *, const char *), void *arg);
 /* Strict mode: why the caller could read the answer differently from the
  * parser (not JSON, a duplicate key, a \u0000 escape, a tool name sent in
  * pieces, an array element too large to read), or NULL. */

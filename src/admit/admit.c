@@ -348,12 +348,9 @@ static int64_t actual(const kl_exchange *ex, const struct kl_admission *a, size_
             return u->input + u->cache_read + u->cache_write + u->output;
         return forwarded && !failed_upstream ? a->reserved[i] : 0;
     case CHARGE_TOOL_CALLS:
-        /* calls are counted as they start, with or without usage; of an
-         * answer that was stopped, those the bucket covered (the call it
-         * was stopped at never reached the caller) */
-        if (!u)
-            return 0;
-        return ex->cut_off && u->tool_calls > a->reserved[i] ? a->reserved[i] : u->tool_calls;
+        /* the calls that reached the caller: not one stopped by a limit or
+         * the policy, nor those of a whole answer refused */
+        return ex->tool_calls_relayed;
     case CHARGE_DOLLARS:
         if (ex->cost_known)
             return ex->cost_nd;
@@ -399,6 +396,13 @@ static bool answer_ok(kl_exchange *ex, bool tools_only)
                 a->charge[i] == CHARGE_TOOL_CALLS ? "tool call" : "answer");
             ex->cut_kind = dollars ? KL_ERR_QUOTA : KL_ERR_RATE_LIMIT;
             ex->cut_class = dollars ? KL_EC_QUOTA : KL_EC_RATE_LIMITED;
+            /* a whole answer refused for its calls: when to try again */
+            const struct kl_bucket_spec *sp = &a->spec[i];
+            int64_t short_by = a->charge[i] == CHARGE_TOOL_CALLS
+                                   ? kl_buckets_shortfall(ex->worker->server->buckets, sp, delta, kl_wall_ms()) : 0;
+            if (short_by > 0 && sp->rate_amount > 0 && delta <= sp->capacity)
+                ex->fail_headers = kl_arena_printf(&ex->arena, "Retry-After: %lld\r\n",
+                    (long long)((short_by * sp->rate_period_ms + sp->rate_amount * 1000 - 1) / (sp->rate_amount * 1000)));
             return false;
         }
         a->reserved[i] = used;

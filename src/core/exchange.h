@@ -125,6 +125,7 @@ typedef struct kl_exchange {
     bool cut_off;                       /* account stopped the answer (quota, tool policy) */
     enum kl_err_kind cut_kind;          /* why, for the caller's error */
     enum kl_error_class cut_class;      /* and for the record */
+    int tool_calls_relayed;             /* calls that reached the caller (tool-call limits charge these) */
 
     /* record */
     int rec_slots;                  /* record queue slots reserved for this exchange */

@@ -82,18 +82,23 @@ static bool any_match(const char *const *globs, size_t n, const char *name)
     return false;
 }
 
-bool kl_tools_permitted(const struct kl_tool_rules *r, const char *name)
+bool kl_tools_permitted_in(const struct kl_tool_rules *r, const char *ns, const char *name)
 {
     if (!name)
         name = "";
     for (size_t i = 0; i < r->n; i++) {
         const struct kl_tool_policy *p = r->v[i];
-        if (p->allow && !any_match(p->allow, p->nallow, name))
+        if (p->allow && !any_match(p->allow, p->nallow, name) && !(ns && any_match(p->allow, p->nallow, ns)))
             return false;
-        if (any_match(p->deny, p->ndeny, name))
+        if (any_match(p->deny, p->ndeny, name) || (ns && any_match(p->deny, p->ndeny, ns)))
             return false;
     }
     return true;
+}
+
+bool kl_tools_permitted(const struct kl_tool_rules *r, const char *name)
+{
+    return kl_tools_permitted_in(r, NULL, name);
 }
 
 /* ---- the request ---- */
@@ -120,9 +125,14 @@ static const cJSON *obj(const cJSON *o, const char *key)
 
 /* A declaration goes when its name is refused, or when no call may be
  * made at all (max_calls 0). */
+static bool refused_in(struct edit *e, const char *ns, const char *name)
+{
+    return e->r->max_calls == 0 || !kl_tools_permitted_in(e->r, ns, name);
+}
+
 static bool refused(struct edit *e, const char *name)
 {
-    return e->r->max_calls == 0 || !kl_tools_permitted(e->r, name);
+    return refused_in(e, NULL, name);
 }
 
 static void note_removed(struct edit *e, const char *name)
@@ -152,6 +162,8 @@ static const char *decl_name(bool chat, const cJSON *t)
     }
     if (type && !strcmp(type, "mcp"))
         return type; /* a remote MCP server (Responses), whatever its label */
+    if (type && !strcmp(type, "computer_use_preview"))
+        return "computer"; /* one name for the preview and the released tool, as calls carry neither */
     const char *name = str(t, "name");
     return name ? name : type;
 }
@@ -163,9 +175,10 @@ static void delete_member(cJSON *o, const char *key)
 
 /* Filter an array of declarations in place; the names kept are counted.
  * A Responses "namespace" (Codex groups its sub-agent functions in one)
- * goes by its name as a whole, and otherwise by the functions inside it,
- * each filtered by its own name; emptied, it goes too. */
-static size_t filter_decls(struct edit *e, bool chat, cJSON *arr)
+ * holds functions judged by their own name and the namespace's (allowed
+ * when either is, refused when either is denied); emptied, it goes too.
+ * ns: the namespace arr is inside, or NULL. */
+static size_t filter_decls_in(struct edit *e, bool chat, cJSON *arr, const char *ns)
 {
     size_t kept = 0;
     cJSON *t = arr->child;
@@ -174,9 +187,11 @@ static size_t filter_decls(struct edit *e, bool chat, cJSON *arr)
         const char *name = decl_name(chat, t);
         const char *type = str(t, "type");
         cJSON *inner = type && !strcmp(type, "namespace") ? cJSON_GetObjectItemCaseSensitive(t, "tools") : NULL;
-        bool gone = refused(e, name);
-        if (!gone && cJSON_IsArray(inner) && cJSON_GetArraySize(inner) > 0)
-            gone = filter_decls(e, chat, inner) == 0;
+        bool gone;
+        if (cJSON_IsArray(inner) && cJSON_GetArraySize(inner) > 0)
+            gone = e->r->max_calls == 0 || filter_decls_in(e, chat, inner, name ? name : "") == 0;
+        else
+            gone = refused_in(e, ns, name);
         if (gone) {
             note_removed(e, name);
             cJSON_Delete(cJSON_DetachItemViaPointer(arr, t));
@@ -186,6 +201,11 @@ static size_t filter_decls(struct edit *e, bool chat, cJSON *arr)
         t = next;
     }
     return kept;
+}
+
+static size_t filter_decls(struct edit *e, bool chat, cJSON *arr)
+{
+    return filter_decls_in(e, chat, arr, NULL);
 }
 
 static int refuse(struct edit *e, const char **why, const char *what, const char *name)

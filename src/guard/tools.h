@@ -47,6 +47,9 @@ int kl_tool_policy_read(const cJSON *v, kl_arena *a, struct kl_tool_policy *out,
 
 /* May the model be given, and call, the tool called name? */
 bool kl_tools_permitted(const struct kl_tool_rules *r, const char *name);
+/* The same for a function in a namespace (ns; NULL for none): allowed when
+ * either name is allowed, refused when either is denied. */
+bool kl_tools_permitted_in(const struct kl_tool_rules *r, const char *ns, const char *name);
 
 /* Take out of a request body (usage kind k, see account/usage.h) the tool
  * declarations the rules refuse, and what would be left dangling by it:

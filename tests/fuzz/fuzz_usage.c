@@ -34,8 +34,9 @@ static void on_event(void *arg, const char *raw, size_t len)
     free(data);
 }
 
-static void on_tool(void *arg, const char *name)
+static void on_tool(void *arg, const char *ns, const char *name)
 {
+    (void)ns;
     size_t *n = arg;
     *n += name ? strlen(name) > 0 : 0;
 }

@@ -203,6 +203,14 @@ describe('tool policy', () => {
     try {
       const client = new OpenAI({ baseURL: `${gw2.url}/v1`, apiKey: 'x', maxRetries: 0 });
       const ask = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }], tools: [fn('read_file'), fn('grep')] };
+      // four calls in a whole answer: more than the limit holds now; refused with when to retry, and not charged
+      await assert.rejects(client.chat.completions.create(ask, { headers: { 'x-mock': 'tools=grep,grep,grep,grep' } }),
+        (e) => {
+          assert.equal(e.status, 429);
+          assert.match(e.message, /rate limit tcpm:\S+ cannot cover this tool call any more/);
+          assert.equal(e.headers.get('retry-after'), '20', 'one call short at 3 a minute');
+          return true;
+        });
       // two calls in a whole answer: 1 left
       const a = await client.chat.completions.create(ask, { headers: { 'x-mock': 'tools=read_file,grep' } });
       assert.equal(a.choices[0].message.tool_calls.length, 2);

@@ -79,6 +79,10 @@ static void permitting(void **state)
     assert_true(kl_tools_permitted(&two, "Read"));
     assert_true(kl_tools_permitted(&two, "mcp__dev__x"));
     assert_false(kl_tools_permitted(&two, NULL));
+    /* a function in a namespace: allowed by either name, refused by either */
+    assert_true(kl_tools_permitted_in(&two, "Read", "anything"));
+    assert_false(kl_tools_permitted_in(&two, "Bash", "Read"));
+    assert_false(kl_tools_permitted_in(&two, "other", "Write"));
     kl_arena_free(&a);
 }
 
@@ -180,7 +184,15 @@ static void openai_responses(void **state)
                 "close_agent,spawn_agent,more");
     expect_edit("{\"deny\": \"agents\"}", k, "{\"tools\":[{\"type\":\"namespace\",\"name\":\"agents\",\"tools\":[{\"type\":"
                 "\"function\",\"name\":\"x\"}]},{\"type\":\"function\",\"name\":\"y\"}]}", 1,
-                "{\"tools\":[{\"type\":\"function\",\"name\":\"y\"}]}", "agents");
+                "{\"tools\":[{\"type\":\"function\",\"name\":\"y\"}]}", "x,agents");
+    /* allowed by its name, a namespace keeps its functions */
+    expect_edit("{\"allow\": [\"agents\", \"y\"]}", k, "{\"tools\":[{\"type\":\"namespace\",\"name\":\"agents\",\"tools\":["
+                "{\"type\":\"function\",\"name\":\"x\"}]},{\"type\":\"function\",\"name\":\"y\"},{\"type\":\"function\",\"name\":\"z\"}]}",
+                1, "{\"tools\":[{\"type\":\"namespace\",\"name\":\"agents\",\"tools\":[{\"type\":\"function\",\"name\":\"x\"}]},"
+                "{\"type\":\"function\",\"name\":\"y\"}]}", "z");
+    /* the computer tool goes by one name, preview or not */
+    expect_edit("{\"deny\": \"computer\"}", k, "{\"tools\":[{\"type\":\"computer_use_preview\"},{\"type\":\"computer\"}]}", 1, "{}",
+                "computer,computer");
     /* Responses' allowed_tools is not nested */
     expect_edit(DENY_BASH, k, "{\"tool_choice\":{\"type\":\"allowed_tools\",\"mode\":\"auto\","
                 "\"tools\":[{\"type\":\"function\",\"name\":\"Bash\"},{\"type\":\"function\",\"name\":\"R\"}]}}", 1,

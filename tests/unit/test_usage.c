@@ -1117,8 +1117,9 @@ struct seen_names {
     int n;
 };
 
-static void note_name(void *arg, const char *name)
+static void note_name(void *arg, const char *ns, const char *name)
 {
+    (void)ns;
     struct seen_names *s = arg;
     if (s->n < 8)
         snprintf(s->v[s->n++], sizeof(s->v[0]), "%s", name ? name : "(none)");
@@ -1165,6 +1166,19 @@ static void strict_mode(void **state)
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
                           "\"function\":{\"name\":\"sh\"}}]}}]}");
     assert_non_null(strstr(kl_usage_ambiguity(p), "in pieces"));
+
+    /* Gemini's OpenAI-compatible stream: parallel calls without an index, each with its id */
+    s.n = 0;
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_on_tool(p, note_name, &s);
+    strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\","
+                          "\"function\":{\"name\":\"read_file\",\"arguments\":\"{}\"}}]}}]}");
+    strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"b\",\"type\":\"function\","
+                          "\"function\":{\"name\":\"grep\",\"arguments\":\"{}\"}}]}}]}");
+    assert_int_equal(kl_usage_result(p)->tool_calls, 2);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.v[1], "grep");
+    assert_null(kl_usage_ambiguity(p));
 
     /* a whole chat answer that is not JSON, and Gemini's snake_case call */
     p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
