@@ -55,7 +55,7 @@ struct kl_usage_parser {
     struct kl_usage u;
     /* Anthropic: the latest non-null value of each field (-1 = none yet) */
     int64_t an_in, an_cr, an_cw, an_cw1h, an_out;
-    /* OpenAI chat streams: tool call slots already named, (choice << 32) | index */
+    /* OpenAI chat streams: tool call slots already named, (choice << 32) | index, a set */
     uint64_t *seen;
     size_t nseen, capseen;
     int model_tries;            /* chat chunks parsed only to learn the model */
@@ -214,20 +214,31 @@ static void chat_usage(kl_usage_parser *p, const cJSON *us)
     p->u.known = true;
 }
 
+/* Has this (choice << 32 | index) slot been named before? A set with open
+ * addressing (keys stored + 1, 0 = empty), so a stream of many calls stays
+ * linear: a linear search made 100k indexes a quadratic stall. */
 static bool seen_slot(kl_usage_parser *p, uint64_t key)
 {
-    for (size_t i = 0; i < p->nseen; i++)
-        if (p->seen[i] == key)
-            return true;
-    if (p->nseen == p->capseen) {
+    if (2 * (p->nseen + 1) > p->capseen) {
         size_t cap = p->capseen ? p->capseen * 2 : 16;
-        uint64_t *n = kl_arena_alloc(p->a, cap * sizeof(*n));
-        if (p->nseen)
-            memcpy(n, p->seen, p->nseen * sizeof(*n));
-        p->seen = n;
+        uint64_t *v = kl_arena_alloc(p->a, cap * sizeof(*v)); /* zeroed; the old table stays in the arena */
+        for (size_t i = 0; i < p->capseen; i++) {
+            if (!p->seen[i])
+                continue;
+            size_t j = (size_t)((p->seen[i] - 1) * 0x9E3779B97F4A7C15u >> 32) & (cap - 1);
+            while (v[j])
+                j = (j + 1) & (cap - 1);
+            v[j] = p->seen[i];
+        }
+        p->seen = v;
         p->capseen = cap;
     }
-    p->seen[p->nseen++] = key;
+    size_t j = (size_t)(key * 0x9E3779B97F4A7C15u >> 32) & (p->capseen - 1);
+    for (; p->seen[j]; j = (j + 1) & (p->capseen - 1))
+        if (p->seen[j] == key + 1)
+            return true;
+    p->seen[j] = key + 1;
+    p->nseen++;
     return false;
 }
 

@@ -1180,6 +1180,17 @@ static void strict_mode(void **state)
     assert_string_equal(s.v[1], "grep");
     assert_null(kl_usage_ambiguity(p));
 
+    /* many calls, each in its own slot (the set of slots grows), and a slot named again */
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    for (int i = 0; i < 20000; i++) {
+        char ev[160];
+        snprintf(ev, sizeof(ev), "{\"choices\":[{\"index\":%d,\"delta\":{\"tool_calls\":[{\"index\":%d,"
+                 "\"function\":{\"name\":\"f\"}}]}}]}", i % 3, i);
+        strict_event(p, NULL, ev);
+    }
+    strict_event(p, NULL, "{\"choices\":[{\"index\":1,\"delta\":{\"tool_calls\":[{\"index\":7,\"function\":{\"arguments\":\"{}\"}}]}}]}");
+    assert_int_equal(kl_usage_result(p)->tool_calls, 20000);
+
     /* a whole chat answer that is not JSON, and Gemini's snake_case call */
     p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
     kl_usage_on_tool(p, note_name, &s);
