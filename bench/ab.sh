@@ -16,6 +16,9 @@
 # that long (~10k rows a second), and every run starts from a copy of it, as
 # a gateway with a history would (checkpoints and index writes cost more in
 # a large database).
+# BENCH_AB_CAPS_B adds capability objects to B's grant (the same build twice
+# then measures what a feature costs when configured), e.g.
+#   BENCH_AB_CAPS_B='{"tools": {"deny": ["Bash"]}}' bench/ab.sh build build
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -33,6 +36,7 @@ start_mockllm
 
 one() { # LABEL BUILD
   BUILD=$2
+  if [ "$1" = B ]; then BENCH_KEYLESS_CAPS=${BENCH_AB_CAPS_B:-}; else BENCH_KEYLESS_CAPS=; fi
   rm -f "$TMP"/keyless.db*
   [ -z "${BENCH_AB_PREFILL:-}" ] || cp "$TMP/prefilled.db" "$TMP/keyless.db"
   start_keyless

@@ -129,7 +129,7 @@ start_keyless() {
   "identity": {"tailscale": {"socket": "$TMP/tailscaled.sock"}, "loopback": false},
   "grants": [
     {"src": ["group:eng"],
-     "app": {"tailscale.com/cap/aperture": [{"role": "user"}, {"models": ["openai/**", "sse/**"]}]}},
+     "app": {"tailscale.com/cap/aperture": [{"role": "user"}, {"models": ["openai/**", "sse/**"]}${BENCH_KEYLESS_CAPS:+, $BENCH_KEYLESS_CAPS}]}},
   ],
   "store": {"driver": "sqlite", "path": "$TMP/keyless.db"},
   "pricing": {"file": "$ROOT/data/prices.json"},

@@ -163,11 +163,11 @@ static void ambiguous(kl_usage_parser *p, const char *why)
         p->ambiguous = why;
 }
 
-/* Strict mode: can the caller's SDK read this JSON only the way cJSON
- * does? Not JSON, a duplicate key (cJSON keeps the first, most parsers
- * the last) or a \u0000 escape (which ends a cJSON string early) could
- * hide a tool call from the policy. */
-static bool strict_readable(kl_usage_parser *p, const char *d, size_t n)
+/* Strict mode: the tree of d, if the caller's SDK can read it only the way
+ * cJSON does; else NULL and why. Not JSON, a duplicate key (cJSON keeps
+ * the first, most parsers the last) or a \u0000 escape (which ends a cJSON
+ * string early) could hide a tool call from the policy. */
+static cJSON *strict_parse(kl_usage_parser *p, const char *d, size_t n)
 {
     cJSON *j = cJSON_ParseWithLength(d, n);
     const char *why = NULL;
@@ -175,12 +175,13 @@ static bool strict_readable(kl_usage_parser *p, const char *d, size_t n)
         why = "an event or body that is not a JSON object";
     else if (kl_json_has_duplicate_keys(j))
         why = "a duplicate key";
-    else if (kl_json_has_nul_escape(d, n))
+    else if (memchr(d, '\\', n) && kl_json_has_nul_escape(d, n))
         why = "a \\u0000 escape";
+    if (!why)
+        return j;
     cJSON_Delete(j);
-    if (why)
-        ambiguous(p, why);
-    return !why;
+    ambiguous(p, why);
+    return NULL;
 }
 
 static void reset_tools(kl_usage_parser *p)
@@ -731,9 +732,11 @@ static void whole_object(kl_usage_parser *p, const char *body, size_t len)
 {
     if (p->kind == KL_USAGE_COUNT_ONLY)
         return;
-    if (p->strict && !strict_readable(p, body, len))
+    cJSON *tree = NULL; /* strict: parsed once, here */
+    if (p->strict && !(tree = strict_parse(p, body, len)))
         return;
     if (p->kind == KL_USAGE_GEMINI) {
+        cJSON_Delete(tree);
         gemini_object(p, body, len);
         return;
     }
@@ -743,10 +746,11 @@ static void whole_object(kl_usage_parser *p, const char *body, size_t len)
         return;
     }
     if (p->kind == KL_USAGE_OPENAI_EMBEDDINGS) {
+        cJSON_Delete(tree);
         embeddings_scan(p, body, len);
         return;
     }
-    cJSON *root = cJSON_ParseWithLength(body, len);
+    cJSON *root = tree ? tree : cJSON_ParseWithLength(body, len);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return;
@@ -843,12 +847,14 @@ void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
         return;
     const char *d = data + i;
     size_t n = data_len - i;
-    if (p->strict && !strict_readable(p, d, n))
+    cJSON *tree = NULL; /* strict: parsed once, here */
+    if (p->strict && !(tree = strict_parse(p, d, n)))
         return;
 
     /* strict: no event is skipped for looking uninteresting */
     switch (p->kind) {
     case KL_USAGE_GEMINI:
+        cJSON_Delete(tree);
         gemini_object(p, d, n);
         return;
     case KL_USAGE_OPENAI_CHAT:
@@ -864,11 +870,12 @@ void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
             return;
         break;
     default:
+        cJSON_Delete(tree);
         whole_object(p, d, n);
         return;
     }
 
-    cJSON *root = cJSON_ParseWithLength(d, n);
+    cJSON *root = tree ? tree : cJSON_ParseWithLength(d, n);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return;

@@ -447,6 +447,13 @@ enum kl_step kl_tools_run(kl_exchange *ex)
         k != KL_USAGE_GEMINI)
         return KL_NEXT; /* embeddings and token counts: nothing is called */
     ex->tool_rules = r;
+    /* every member that declares or chooses tools has a name starting
+     * with "tool", "function" or "mcp", unless it is written with escapes:
+     * a body with none of them after a quote and no backslash has nothing
+     * to take out (the usual prompt mentions "the function", not "function) */
+    if (ex->body && !memmem(ex->body, ex->body_len, "\"tool", 5) && !memmem(ex->body, ex->body_len, "\"function", 9) &&
+        !memmem(ex->body, ex->body_len, "\"mcp", 4) && !memchr(ex->body, '\\', ex->body_len))
+        return KL_NEXT;
     /* the tree must say what the provider will read, or a second "tools"
      * key or a name cut at \u0000 would slip past */
     cJSON *body = ex->body ? cJSON_ParseWithLength(ex->body, ex->body_len) : NULL;
