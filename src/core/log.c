@@ -100,6 +100,15 @@ static void write_all(int fd, const char *buf, size_t len)
     }
 }
 
+/* Control bytes in text that callers or providers wrote (a model name, a
+ * tool name) would let them forge or split log lines: each becomes '?'. */
+static void defang(char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            s[i] = '?';
+}
+
 void kl_log(enum kl_log_level level, const char *fmt, ...)
 {
     if (!kl_log_enabled(level))
@@ -115,6 +124,7 @@ void kl_log(enum kl_log_level level, const char *fmt, ...)
     size_t len = n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof(line) - 2)
         len = sizeof(line) - 2;
+    defang(line + n, len - n);
     line[len++] = '\n';
     /* One write per line keeps lines from different threads whole. */
     fwrite(line, 1, len, stderr);
@@ -126,6 +136,7 @@ void kl_log_line_str(struct kl_log_line *l, const char *s)
     if (n > room)
         n = room;
     memcpy(l->text + l->len, s, n);
+    defang(l->text + l->len, n);
     l->len += n;
 }
 

@@ -44,6 +44,12 @@ static void line_formatting_matches_printf(void **state)
     assert_int_equal(l.len, strlen(want));
     assert_memory_equal(l.text, want, l.len);
 
+    /* text from callers cannot split or forge a line */
+    struct kl_log_line c = {0};
+    kl_log_line_str(&c, "model=gpt\n2026-11-26T00:00:00.000Z info forged\r\x1b[2J\x7f");
+    assert_int_equal(c.len, strlen("model=gpt?2026-11-26T00:00:00.000Z info forged??[2J?"));
+    assert_memory_equal(c.text, "model=gpt?2026-11-26T00:00:00.000Z info forged??[2J?", c.len);
+
     /* appenders truncate at the line limit */
     struct kl_log_line big = {0};
     char chunk[1000];
@@ -87,7 +93,7 @@ static void write_lines(void *arg)
         empties += kl_log_buffered(b, KL_LOG_INFO, &l);
         assert_true(b->len <= PIPE_BUF);
         if (i == 250)
-            kl_log(KL_LOG_ERROR, "an error at %d", i); /* goes out at once, between blocks */
+            kl_log(KL_LOG_ERROR, "an error at %d%s", i, "\n"); /* goes out at once, between blocks; its \n defanged */
     }
     assert_true(empties > 1); /* the buffer filled and went out on its own */
     kl_log_buffered(b, KL_LOG_DEBUG, &(struct kl_log_line){.len = 1, .text = "x"}); /* below the level */
@@ -108,7 +114,7 @@ static void buffered_lines_reach_stderr_whole_and_in_order(void **state)
         assert_int_equal(line[10], 'T');
         assert_int_equal(line[23], 'Z');
         if (strncmp(line + 25, "error ", 6) == 0) {
-            assert_string_equal(line + 31, "an error at 250");
+            assert_string_equal(line + 31, "an error at 250?");
             errors++;
             continue;
         }
