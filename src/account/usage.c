@@ -592,11 +592,11 @@ static void gemini_usage(kl_usage_parser *p, const char *s, const struct kl_json
 }
 
 /* One GenerateContentResponse (a whole body, an SSE event or an array
- * element). Every stream chunk carries usage, so rather than building the
+ * element), with its tree when strict mode parsed it already. Every stream chunk carries usage, so rather than building the
  * tree of a chunk that is mostly text, only the members that matter are
  * looked at, and candidates are parsed only when they hold a function call
  * or a finish reason. */
-static void gemini_object(kl_usage_parser *p, const char *s, size_t len)
+static void gemini_object(kl_usage_parser *p, const char *s, size_t len, const cJSON *tree)
 {
     struct kl_json_want w[] = {{.key = "usageMetadata"}, {.key = "modelVersion"}, {.key = "candidates"},
                        {.key = "promptFeedback"}, {.key = "error"}};
@@ -613,7 +613,10 @@ static void gemini_object(kl_usage_parser *p, const char *s, size_t len)
     }
     const char *cs = s + w[2].start;
     size_t cn = w[2].end - w[2].start;
-    if (w[2].end && (p->strict || has(cs, cn, "\"functionCall\"") || has(cs, cn, "\"finishReason\""))) {
+    if (tree) {
+        /* strict: the calls from the tree, which decoded any escaped key */
+        gemini_candidates(p, member(tree, "candidates"));
+    } else if (w[2].end && (has(cs, cn, "\"functionCall\"") || has(cs, cn, "\"finishReason\""))) {
         j = parse_span(s, &w[2]);
         gemini_candidates(p, j);
         cJSON_Delete(j);
@@ -736,8 +739,8 @@ static void whole_object(kl_usage_parser *p, const char *body, size_t len)
     if (p->strict && !(tree = strict_parse(p, body, len)))
         return;
     if (p->kind == KL_USAGE_GEMINI) {
+        gemini_object(p, body, len, tree);
         cJSON_Delete(tree);
-        gemini_object(p, body, len);
         return;
     }
     if (p->kind == KL_USAGE_OPENAI_CHAT && !p->strict && !has(body, len, "\"tool_calls\"") &&
@@ -854,8 +857,8 @@ void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
     /* strict: no event is skipped for looking uninteresting */
     switch (p->kind) {
     case KL_USAGE_GEMINI:
+        gemini_object(p, d, n, tree);
         cJSON_Delete(tree);
-        gemini_object(p, d, n);
         return;
     case KL_USAGE_OPENAI_CHAT:
         if (!p->strict && !chat_event_wanted(p, d, n))

@@ -1202,6 +1202,10 @@ static void strict_mode(void **state)
     strict_event(p, NULL, "{\"candidates\":[{\"content\":{\"parts\":[{\"function_call\":{\"name\":\"Bash\"}}]}}]}");
     assert_int_equal(s.n, 1);
     assert_string_equal(s.v[0], "Bash");
+    /* an escaped key the byte scanner would not match is read from the tree */
+    strict_event(p, NULL, "{\"c\\u0061ndidates\":[{\"content\":{\"parts\":[{\"functionCall\":{\"name\":\"Rm\"}}]}}]}");
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.v[1], "Rm");
 
     /* an array stream: what waits is the element not yet complete, across pieces */
     p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
