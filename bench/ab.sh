@@ -16,6 +16,8 @@
 # that long (~10k rows a second), and every run starts from a copy of it, as
 # a gateway with a history would (checkpoints and index writes cost more in
 # a large database).
+# BENCH_AB_BODY=chat-1k-stream.json with BENCH_XMOCK=events=20 loads
+# scenario 3a (SSE, 20 events) instead of scenario 1.
 # BENCH_AB_CAPS_B adds capability objects to B's grant (the same build twice
 # then measures what a feature costs when configured), e.g.
 #   BENCH_AB_CAPS_B='{"tools": {"deny": ["Bash"]}}' bench/ab.sh build build
@@ -28,6 +30,7 @@ B=$(cd "$2" && pwd)
 ROUNDS=${3:-5}
 SECS=${BENCH_AB_SECONDS:-8}
 CONNS=${BENCH_AB_CONNS:-64}
+BODY=${BENCH_AB_BODY:-chat-1k.json}     # chat-1k-stream.json + BENCH_XMOCK=events=20: scenario 3a
 BENCH_BUILD=$A
 bench_init ab
 node "$BENCH_DIR/bodies.mjs" "$TMP"
@@ -40,11 +43,11 @@ one() { # LABEL BUILD
   rm -f "$TMP"/keyless.db*
   [ -z "${BENCH_AB_PREFILL:-}" ] || cp "$TMP/prefilled.db" "$TMP/keyless.db"
   start_keyless
-  BENCH_BODY="$TMP/chat-1k.json" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s -s "$BENCH_DIR/post.lua" \
+  BENCH_BODY="$TMP/$BODY" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s -s "$BENCH_DIR/post.lua" \
     "http://$KL_ADDR/v1/chat/completions" >/dev/null
   local c0 c1
   c0=$(cpu_ns "$KL_PID")
-  BENCH_BODY="$TMP/chat-1k.json" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency \
+  BENCH_BODY="$TMP/$BODY" taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency \
     -s "$BENCH_DIR/post.lua" "http://$KL_ADDR/v1/chat/completions" >"$TMP/wrk.txt"
   c1=$(cpu_ns "$KL_PID")
   kill -TERM "$KL_PID"

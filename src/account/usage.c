@@ -184,16 +184,52 @@ static cJSON *strict_parse(kl_usage_parser *p, const char *d, size_t n)
     return NULL;
 }
 
+static bool has(const char *d, size_t n, const char *lit)
+{
+    return memmem(d, n, lit, strlen(lit)) != NULL;
+}
+
+/* Is every member name in d written without escapes? (A string followed
+ * by ':' is a name; escapes in values, common in text, do not matter.) */
+static bool names_plain(const char *d, size_t n)
+{
+    if (!memchr(d, '\\', n))
+        return true;
+    for (size_t i = 0; i < n; i++) {
+        if (d[i] != '"')
+            continue;
+        bool esc = false;
+        for (i++; i < n && d[i] != '"'; i++)
+            if (d[i] == '\\') {
+                esc = true;
+                i++;
+            }
+        if (!esc)
+            continue;
+        size_t j = i + 1;
+        while (j < n && (unsigned char)d[j] <= 0x20)
+            j++;
+        if (j < n && d[j] == ':')
+            return false;
+    }
+    return true;
+}
+
+/* Strict mode's one shortcut: a chat chunk whose names are all written
+ * plainly and none of which is tool_calls or function_call cannot carry a
+ * call however a client reads it (a duplicate of another member changes no
+ * call), so it is read as outside strict mode. Nearly every chunk is one. */
+static bool chat_chunk_without_calls(const char *d, size_t n)
+{
+    return !has(d, n, "\"tool_calls\"") && !has(d, n, "\"function_call\"") && names_plain(d, n);
+}
+
 static void reset_tools(kl_usage_parser *p)
 {
     p->u.tool_calls = 0;
     p->u.ntool_names = 0;
 }
 
-static bool has(const char *d, size_t n, const char *lit)
-{
-    return memmem(d, n, lit, strlen(lit)) != NULL;
-}
 
 static bool name_is(const char *ev, size_t n, const char *lit)
 {
@@ -850,26 +886,27 @@ void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
         return;
     const char *d = data + i;
     size_t n = data_len - i;
-    cJSON *tree = NULL; /* strict: parsed once, here */
-    if (p->strict && !(tree = strict_parse(p, d, n)))
+    bool full = p->strict && !(p->kind == KL_USAGE_OPENAI_CHAT && chat_chunk_without_calls(d, n));
+    cJSON *tree = NULL; /* full: parsed once, here */
+    if (full && !(tree = strict_parse(p, d, n)))
         return;
 
-    /* strict: no event is skipped for looking uninteresting */
+    /* full: no event is skipped for looking uninteresting */
     switch (p->kind) {
     case KL_USAGE_GEMINI:
         gemini_object(p, d, n, tree);
         cJSON_Delete(tree);
         return;
     case KL_USAGE_OPENAI_CHAT:
-        if (!p->strict && !chat_event_wanted(p, d, n))
+        if (!full && !chat_event_wanted(p, d, n))
             return;
         break;
     case KL_USAGE_OPENAI_RESPONSES:
-        if (!p->strict && !responses_event_wanted(p, event, event_len, d, n))
+        if (!full && !responses_event_wanted(p, event, event_len, d, n))
             return;
         break;
     case KL_USAGE_ANTHROPIC:
-        if (!p->strict && !anthropic_event_wanted(event, event_len, d, n))
+        if (!full && !anthropic_event_wanted(event, event_len, d, n))
             return;
         break;
     default:

@@ -1166,6 +1166,17 @@ static void strict_mode(void **state)
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
                           "\"function\":{\"name\":\"sh\"}}]}}]}");
     assert_non_null(strstr(kl_usage_ambiguity(p), "in pieces"));
+    /* a chunk is read in full when a name is escaped, even one that only
+     * spells tool_calls with an escape; text escapes alone do not matter */
+    s.n = 0;
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_on_tool(p, note_name, &s);
+    strict_event(p, NULL, "{\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\\nb \\\"q\\\"\"}}]}");
+    strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool\\u005fcalls\":[{\"index\":0,"
+                          "\"function\":{\"name\":\"Bash\"}}]}}]}");
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.v[0], "Bash");
+    assert_null(kl_usage_ambiguity(p));
 
     /* Gemini's OpenAI-compatible stream: parallel calls without an index, each with its id */
     s.n = 0;
