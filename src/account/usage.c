@@ -1,5 +1,6 @@
 #include "account/usage.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -251,6 +252,17 @@ static void chat_usage(kl_usage_parser *p, const cJSON *us)
     p->u.known = true;
 }
 
+/* Where a slot key starts its probe: splitmix64's finalizer over the key
+ * and a seed the upstream cannot know (the parser's address), so indexes
+ * cannot be chosen to collide. */
+static size_t slot_home(const kl_usage_parser *p, uint64_t key, size_t cap)
+{
+    uint64_t x = key ^ (uint64_t)(uintptr_t)p;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9u;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBu;
+    return (size_t)(x ^ (x >> 31)) & (cap - 1);
+}
+
 /* Has this (choice << 32 | index) slot been named before? A set with open
  * addressing (keys stored + 1, 0 = empty), so a stream of many calls stays
  * linear: a linear search made 100k indexes a quadratic stall. */
@@ -262,7 +274,7 @@ static bool seen_slot(kl_usage_parser *p, uint64_t key)
         for (size_t i = 0; i < p->capseen; i++) {
             if (!p->seen[i])
                 continue;
-            size_t j = (size_t)((p->seen[i] - 1) * 0x9E3779B97F4A7C15u >> 32) & (cap - 1);
+            size_t j = slot_home(p, p->seen[i] - 1, cap);
             while (v[j])
                 j = (j + 1) & (cap - 1);
             v[j] = p->seen[i];
@@ -270,7 +282,7 @@ static bool seen_slot(kl_usage_parser *p, uint64_t key)
         p->seen = v;
         p->capseen = cap;
     }
-    size_t j = (size_t)(key * 0x9E3779B97F4A7C15u >> 32) & (p->capseen - 1);
+    size_t j = slot_home(p, key, p->capseen);
     for (; p->seen[j]; j = (j + 1) & (p->capseen - 1))
         if (p->seen[j] == key + 1)
             return true;
