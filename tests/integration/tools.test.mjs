@@ -5,6 +5,10 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { gzipSync, brotliCompressSync } from 'node:zlib';
+import { execFileSync } from 'node:child_process';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, rawProvider, startProxy, BUILD } from './lib/harness.mjs';
@@ -197,6 +201,17 @@ describe('tool policy', () => {
     assert.match(await g2.text(), /"functionCall"/);
   });
 
+  it('a whole answer larger than can be held is refused with 502, not relayed unchecked', { timeout: 60000 }, async () => {
+    const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-mock': `size=${65 * 1024 * 1024}` },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
+    assert.equal(r.status, 502);
+    assert.match((await r.json()).error.message, /larger than the 64 MiB the tool limits can check/);
+    const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+    assert.equal(rec.error_class, 'blocked');
+    assert.equal(rec.upstream_status, 200);
+  });
+
   it('tool_calls_per_minute: calls are counted as they start; the one the limit cannot cover is stopped', async () => {
     const gw2 = await startGateway({ providers: providersFor(mock.url),
       grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { rate_limit: { tool_calls_per_minute: 3 } }] } }] });
@@ -314,10 +329,6 @@ describe('tool policy', () => {
   });
 
   it('a policy that cannot be read is a configuration error; one from the tailnet policy refuses the request', async () => {
-    const { execFileSync } = await import('node:child_process');
-    const { writeFileSync, mkdtempSync } = await import('node:fs');
-    const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
     const dir = mkdtempSync(join(tmpdir(), 'keyless-tools-'));
     const path = join(dir, 'bad.json');
     writeFileSync(path, JSON.stringify({ providers: providersFor(mock.url), grants: [{ src: ['*'], app: { [CAP]: [
