@@ -8,7 +8,8 @@
 #   make bench      run the benchmarks in bench/ (appends to BENCHMARKS.md)
 
 CC      ?= cc
-PKGS    := libevent libevent_pthreads libevent_openssl libcurl libcjson jose openssl sqlite3 libpq zlib libhs
+PKGS    := libevent libevent_pthreads libevent_openssl libcurl libcjson jose openssl sqlite3 libpq zlib libhs \
+           libcbor libzstd
 SAN     ?=
 BUILD   ?= build$(if $(SAN),-san)
 
@@ -34,7 +35,7 @@ FTS_SRC  := $(sort $(wildcard tools/fake-tailscaled/*.c))
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test unit integration fuzz bench clean
+.PHONY: all deps run test unit integration fuzz bench clean print-pkgs
 all: $(BUILD)/keyless $(BUILD)/mockllm $(BUILD)/fake-tailscaled
 
 $(BUILD)/obj/%.o: %.c
@@ -90,3 +91,7 @@ clean:
 	rm -rf build build-san build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# the pkg-config packages, for scripts/fuzz.sh
+print-pkgs:
+	@echo $(PKGS)

@@ -5,8 +5,9 @@
 set -eu
 
 build_pkgs="build-essential pkg-config libevent-dev libcurl4-openssl-dev libcjson-dev
-  libjose-dev libssl-dev libsqlite3-dev libpq-dev zlib1g-dev libvectorscan-dev"
-test_pkgs="libcmocka-dev nodejs npm postgresql openssl sqlite3 clang"
+  libjose-dev libssl-dev libsqlite3-dev libpq-dev zlib1g-dev libvectorscan-dev
+  libcbor-dev libzstd-dev"
+test_pkgs="libcmocka-dev nodejs npm postgresql openssl sqlite3 clang zstd"
 bench_pkgs="nginx-light wrk util-linux"
 
 want="$build_pkgs"

@@ -15,6 +15,7 @@
 #include "guard/hooks.h"
 #include "guard/scan.h"
 #include "identity/identity.h"
+#include "record/export.h"
 #include "record/record.h"
 #include "route/route.h"
 
@@ -752,7 +753,7 @@ static const struct {
     {"grants", kl_grants_read_config},
     {"quotas", kl_quotas_read_config},
     {"hooks", kl_hooks_read_config},
-    {"exporters", read_not_enforced},
+    {"exporters", kl_export_read_config},
     {"database", kl_record_read_database},
     {"auto_cost_basis", read_auto_cost_basis},
     {"pricing", read_pricing},
@@ -831,6 +832,7 @@ kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_di
     if (!cfg->quotas)
         kl_limits_read_config(&c, NULL);
     check_quota_refs(&c);
+    kl_record_check_config(&c);
     kl_hooks_check_grants(&c);
     if (cfg->listen.naddresses == 0) {
         cfg->listen.addresses = kl_arena_alloc(&cfg->arena, sizeof(char *));

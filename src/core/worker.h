@@ -20,6 +20,7 @@ struct kl_upstream_pool;
 struct kl_whois_cache;
 struct kl_writer;
 struct kl_query;
+struct kl_exporter;
 struct kl_buckets;
 struct kl_identity_worker;
 struct kl_mailbox;
@@ -38,6 +39,7 @@ typedef struct kl_server {
     struct kl_whois_cache *whois_cache;     /* shared by every worker */
     struct kl_writer *writer;               /* the record store's writer thread */
     struct kl_query *query;                 /* the record store's reader thread */
+    struct kl_exporter *exporter;           /* exporters.s3's thread, or NULL */
     struct kl_buckets *buckets;             /* quota and rate-limit balances */
 } kl_server;
 

@@ -122,8 +122,7 @@ void kl_record_read_database(kl_cfg_ctx *c, const cJSON *v)
                     kl_cfg_report(c, KL_SEV_ERROR, e, "database.retention.purge entries are \"captures\" or \"tools\"");
             }
         } else if (strcmp(k, "require_export") == 0 && cJSON_IsBool(m)) {
-            if (cJSON_IsTrue(m))
-                kl_cfg_report(c, KL_SEV_WARNING, m, "require_export is read but not enforced yet (no exporters)");
+            s->require_export = cJSON_IsTrue(m);
         } else if (!strcmp(k, "duration") || !strcmp(k, "purge") || !strcmp(k, "require_export")) {
             /* a mistyped retention setting must not start a gateway that
              * keeps, or deletes, other than what was meant: "purge":
@@ -134,4 +133,13 @@ void kl_record_read_database(kl_cfg_ctx *c, const cJSON *v)
             kl_cfg_report(c, KL_SEV_WARNING, m, "unknown key \"%s\" in database.retention (ignored)", k);
         }
     }
+}
+
+/* What the two sections say together, once both are read. */
+void kl_record_check_config(kl_cfg_ctx *c)
+{
+    const struct kl_store_cfg *s = c->cfg->store;
+    if (s->require_export && !s->exporter && s->retention_ms)
+        kl_cfg_report(c, KL_SEV_WARNING, NULL, "database.retention.require_export is set but no exporter is "
+                      "configured: retention removes nothing until one is");
 }

@@ -14,6 +14,7 @@
 #include "admit/persist.h"
 #include "admit/quotas.h"
 #include "listen/server.h"
+#include "record/export.h"
 #include "record/query.h"
 #include "record/writer.h"
 
@@ -159,7 +160,8 @@ static void access_log(kl_exchange *ex)
  * (with zero retention the writer may still run, for quota balances). */
 static struct kl_writer *records_writer(const kl_exchange *ex)
 {
-    return ex->cfg->store->zero_retention ? NULL : ex->worker->server->writer;
+    const struct kl_store_cfg *sc = ex->cfg->store;
+    return sc->zero_retention && !sc->exporter ? NULL : ex->worker->server->writer;
 }
 
 bool kl_record_admit(kl_exchange *ex)
@@ -287,7 +289,7 @@ void kl_record_exchange(kl_exchange *ex)
  * for their balances. */
 static bool store_opened(const kl_config *cfg)
 {
-    return !cfg->store->zero_retention || (cfg->quotas && cfg->quotas->n > 0);
+    return !cfg->store->zero_retention || cfg->store->exporter || (cfg->quotas && cfg->quotas->n > 0);
 }
 
 const char *kl_record_restart_only(const kl_config *a, const kl_config *b)
@@ -303,8 +305,10 @@ const char *kl_record_restart_only(const kl_config *a, const kl_config *b)
     if (x->queue != y->queue || x->batch != y->batch)
         return "store.queue or store.batch";
     if (x->retention_ms != y->retention_ms || x->zero_retention != y->zero_retention ||
-        x->purge_captures_only != y->purge_captures_only)
+        x->purge_captures_only != y->purge_captures_only || x->require_export != y->require_export)
         return "database.retention";
+    if (kl_export_cfg_differs(x->exporter, y->exporter))
+        return "exporters";
     return NULL;
 }
 
@@ -318,16 +322,25 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
     /* With zero retention and quotas the store still holds the balances
      * (and, on PostgreSQL, the shared pool): a restart must not refill
      * every budget. Nothing else is written to it. */
-    if (sc->zero_retention)
+    if (sc->zero_retention && sc->exporter)
+        kl_info("database.retention.duration is \"0\": request records are kept only until they are exported");
+    else if (sc->zero_retention)
         kl_info("database.retention.duration is \"0\": no request records are kept; the store holds quota "
                 "balances only");
     struct kl_store *s = kl_store_open(sc->driver, sc->target, true, err, errlen);
     if (!s)
         return -1;
-    /* Whatever this instance left in progress was cut short by a crash. */
+    /* Whatever this instance left in progress was cut short by a crash (and
+     * is final now: exported like any other). */
     char now[32];
     snprintf(now, sizeof(now), "%lld", (long long)kl_wall_ms());
     const char *params[] = {now, sc->instance};
+    if (sc->exporter &&
+        kl_store_exec(s, "INSERT INTO export_queue (id) SELECT id FROM requests WHERE state = 'in_progress' AND "
+                      "instance = ? ORDER BY id", params + 1, 1, NULL, err, errlen) < 0) {
+        kl_store_close(s);
+        return -1;
+    }
     if (kl_store_exec(s,
                       "UPDATE requests SET state = 'interrupted', ended_at = ?, "
                       "error_class = COALESCE(error_class, 'interrupted'), "
@@ -341,9 +354,12 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
         kl_store_close(s);
         return -1;
     }
+    /* require_export without an exporter: nothing is exported, so nothing
+     * may go (kl_record_check_config warns) */
     struct kl_writer_opts o = {
-        .queue = sc->queue, .batch = sc->batch, .retention_ms = sc->retention_ms,
-        .purge_captures_only = sc->purge_captures_only,
+        .queue = sc->queue, .batch = sc->batch,
+        .retention_ms = sc->require_export && !sc->exporter ? 0 : sc->retention_ms,
+        .purge_captures_only = sc->purge_captures_only, .spare_queued = sc->require_export,
         .tick = srv->buckets ? kl_admit_save : NULL, .tick_arg = srv->buckets,
     };
     /* A second connection for reads, so /api/ queries never wait behind a
@@ -353,8 +369,20 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
         kl_store_close(s);
         return -1;
     }
+    struct kl_store *x = NULL;
+    if (sc->exporter) {
+        x = kl_store_open(sc->driver, sc->target, false, err, errlen);
+        if (!x) {
+            kl_store_close(r);
+            kl_store_close(s);
+            return -1;
+        }
+        kl_store_set_export_queue(s, true);
+    }
     srv->writer = kl_writer_start(s, &o);
     srv->query = kl_query_start(r);
+    if (x)
+        srv->exporter = kl_exporter_start(x, sc->exporter, sc->instance, sc->zero_retention);
     return 0;
 }
 
@@ -367,6 +395,8 @@ void kl_record_server_stop_queries(kl_server *srv)
 void kl_record_server_stop(kl_server *srv)
 {
     kl_record_server_stop_queries(srv);
+    kl_exporter_stop(srv->exporter);
+    srv->exporter = NULL;
     kl_writer_stop(srv->writer);
     srv->writer = NULL;
 }

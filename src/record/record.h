@@ -22,8 +22,10 @@ struct kl_store_cfg {
     size_t capture_max;         /* bytes of each body kept */
     size_t queue, batch;
     int64_t retention_ms;       /* 0 = forever */
-    bool zero_retention;        /* nothing is kept at all */
+    bool zero_retention;        /* nothing is kept (with an exporter: kept until exported) */
     bool purge_captures_only;
+    bool require_export;        /* retention spares records not exported yet */
+    const struct kl_export_cfg *exporter;   /* exporters.s3, or NULL */
 };
 
 void kl_record_read_store(kl_cfg_ctx *c, const cJSON *v);
@@ -32,6 +34,8 @@ void kl_record_read_store(kl_cfg_ctx *c, const cJSON *v);
  * or NULL. */
 const char *kl_record_restart_only(const kl_config *a, const kl_config *b);
 void kl_record_read_database(kl_cfg_ctx *c, const cJSON *v);
+/* Checks across store, database and exporters, after every section is read. */
+void kl_record_check_config(kl_cfg_ctx *c);
 
 /* Open the store, mark this instance's unfinished records interrupted, and
  * start the writer. -1 with err when the store cannot be used. */

@@ -70,3 +70,15 @@ const char *const kl_schema_v3 =
  * less to write per row (bench/recbench.c: 17.3-18.3 -> 15.8-16.7 us per
  * row over seven pairs). */
 const char *const kl_schema_v4 = "DROP INDEX IF EXISTS requests_started";
+
+/* Migration 5: the export queue. With an exporter configured, the writer
+ * adds a final row's id here in the same transaction as the row, and the
+ * exporter removes ids once their rows are in the bucket: the exact set of
+ * records not exported yet, without an index or a column on requests (whose
+ * every write the proxy's core pays for). seq never repeats (AUTOINCREMENT,
+ * BIGSERIAL), so an object named by its first and last seq is never
+ * overwritten by a later one. */
+const char *const kl_schema_v5_sqlite =
+    "CREATE TABLE IF NOT EXISTS export_queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL)";
+const char *const kl_schema_v5_pg =
+    "CREATE TABLE IF NOT EXISTS export_queue (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL)";

@@ -24,6 +24,11 @@ enum kl_store_driver kl_store_driver(const struct kl_store *s)
     return s->driver;
 }
 
+void kl_store_set_export_queue(struct kl_store *s, bool on)
+{
+    s->export_queue = on;
+}
+
 int kl_store_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen)
 {
     return n ? s->write(s, v, n, err, errlen) : 0;

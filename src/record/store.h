@@ -29,6 +29,10 @@ enum kl_store_driver kl_store_driver(const struct kl_store *s);
 #define KL_STORE_REFUSED (-2)
 int kl_store_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen);
 
+/* From now on, every final row written also goes on the export queue
+ * (export_queue, migration 5), in the same transaction: with an exporter. */
+void kl_store_set_export_queue(struct kl_store *s, bool on);
+
 /* Run a statement with '?' placeholders and text parameters (NULL = SQL
  * NULL). Rows come back as a JSON array of objects keyed by column name;
  * integer columns as numbers. rows may be NULL for statements. */

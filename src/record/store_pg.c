@@ -80,6 +80,14 @@ static int prepare_one(struct pg_store *p, const char *name, char *sql, size_t n
     return ok ? 0 : -1;
 }
 
+static char *strdup_or_die(const char *s)
+{
+    char *d = strdup(s);
+    if (!d)
+        abort();
+    return d;
+}
+
 static int prepare(struct pg_store *p, char *err, size_t errlen)
 {
     if (p->prepared)
@@ -89,7 +97,9 @@ static int prepare(struct pg_store *p, char *err, size_t errlen)
     cmd(p, "DEALLOCATE ALL", ignore, sizeof(ignore)); /* what an attempt that failed halfway left */
     p->prepared = prepare_one(p, "kl_upsert", kl_upsert_sql(dollar), kl_store_ncolumns, err, errlen) == 0 &&
                   prepare_one(p, "kl_insert", kl_insert_sql(dollar), kl_store_ncolumns, err, errlen) == 0 &&
-                  prepare_one(p, "kl_update", kl_update_sql(dollar), p->nupdate, err, errlen) == 0;
+                  prepare_one(p, "kl_update", kl_update_sql(dollar), p->nupdate, err, errlen) == 0 &&
+                  prepare_one(p, "kl_enqueue", strdup_or_die("INSERT INTO export_queue (id) VALUES ($1)"), 1, err,
+                              errlen) == 0;
     return p->prepared ? 0 : -1;
 }
 
@@ -142,6 +152,17 @@ static long exec_prepared(struct pg_store *p, const char *name, const struct pg_
     return changed;
 }
 
+/* A final row goes on the export queue with it, when an exporter runs. */
+static int enqueue(struct pg_store *p, const struct kl_rec *rec, struct pg_params *pp, char *err, size_t errlen)
+{
+    if (!p->base.export_queue || rec->state == KL_REC_IN_PROGRESS)
+        return 0;
+    pp->v[0] = rec->id;
+    pp->len[0] = 0;
+    pp->fmt[0] = 0;
+    return exec_prepared(p, "kl_enqueue", pp, 1, err, errlen) < 0 ? -1 : 0;
+}
+
 static int write_one(struct pg_store *p, const struct kl_rec *rec, struct pg_params *pp, char *err, size_t errlen)
 {
     struct kl_value vals[64];
@@ -151,13 +172,15 @@ static int write_one(struct pg_store *p, const struct kl_rec *rec, struct pg_par
             param(pp, k, &vals[p->update_map[k]]);
         long changed = exec_prepared(p, "kl_update", pp, p->nupdate, err, errlen);
         if (changed != 0)
-            return changed < 0 ? -1 : 0;
+            return changed < 0 ? -1 : enqueue(p, rec, pp, err, errlen);
         /* the in-progress row is not there after all: write the whole row */
     }
     for (size_t i = 0; i < kl_store_ncolumns; i++)
         param(pp, i, &vals[i]);
     const char *st = rec->state == KL_REC_IN_PROGRESS ? "kl_insert" : "kl_upsert";
-    return exec_prepared(p, st, pp, kl_store_ncolumns, err, errlen) < 0 ? -1 : 0;
+    if (exec_prepared(p, st, pp, kl_store_ncolumns, err, errlen) < 0)
+        return -1;
+    return enqueue(p, rec, pp, err, errlen);
 }
 
 static int pg_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen)
@@ -263,11 +286,12 @@ static int migrate(struct pg_store *p, char *err, size_t errlen)
             err, errlen) < 0 ||
         cmd(p, "BEGIN", err, errlen) < 0 || cmd(p, sql, err, errlen) < 0 ||
         cmd(p, kl_schema_v2, err, errlen) < 0 || cmd(p, kl_schema_v3, err, errlen) < 0 ||
-        cmd(p, kl_schema_v4, err, errlen) < 0 ||
+        cmd(p, kl_schema_v4, err, errlen) < 0 || cmd(p, kl_schema_v5_pg, err, errlen) < 0 ||
         cmd(p, "INSERT INTO schema_migrations VALUES (1, (extract(epoch from now()) * 1000)::bigint), "
                "(2, (extract(epoch from now()) * 1000)::bigint), "
                "(3, (extract(epoch from now()) * 1000)::bigint), "
-               "(4, (extract(epoch from now()) * 1000)::bigint) ON CONFLICT DO NOTHING", err, errlen) < 0 ||
+               "(4, (extract(epoch from now()) * 1000)::bigint), "
+               "(5, (extract(epoch from now()) * 1000)::bigint) ON CONFLICT DO NOTHING", err, errlen) < 0 ||
         cmd(p, "COMMIT", err, errlen) < 0) {
         char ignore[64];
         cmd(p, "ROLLBACK", ignore, sizeof(ignore));
@@ -284,7 +308,7 @@ struct kl_store *kl_pg_open(const char *url, bool do_migrate, char *err, size_t 
     struct pg_store *p = calloc(1, sizeof(*p));
     if (!p)
         abort();
-    p->base = (struct kl_store){KL_STORE_POSTGRES, pg_close, pg_write, pg_exec};
+    p->base = (struct kl_store){KL_STORE_POSTGRES, false, pg_close, pg_write, pg_exec};
     p->conn = PQconnectdb(url);
     if (PQstatus(p->conn) != CONNECTION_OK) {
         /* libpq's message never echoes the password */

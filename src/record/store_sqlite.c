@@ -15,7 +15,7 @@
 struct sqlite_store {
     struct kl_store base;
     sqlite3 *db;
-    sqlite3_stmt *upsert, *insert, *update, *begin, *commit;
+    sqlite3_stmt *upsert, *insert, *update, *begin, *commit, *enqueue;
     size_t update_map[64], nupdate;
 };
 
@@ -34,6 +34,7 @@ static void sqlite_close(struct kl_store *s)
     sqlite3_finalize(q->update);
     sqlite3_finalize(q->begin);
     sqlite3_finalize(q->commit);
+    sqlite3_finalize(q->enqueue);
     sqlite3_close(q->db);
     free(q);
 }
@@ -78,6 +79,20 @@ static bool row_refused(sqlite3 *db)
     return rc == SQLITE_CONSTRAINT || rc == SQLITE_TOOBIG || rc == SQLITE_MISMATCH || rc == SQLITE_RANGE;
 }
 
+/* A final row goes on the export queue with it, when an exporter runs. */
+static bool enqueue(struct sqlite_store *q, const struct kl_rec *r)
+{
+    if (!q->base.export_queue || r->state == KL_REC_IN_PROGRESS)
+        return true;
+    /* prepared on first use: readers (keyless usage) may open a store of an
+     * older schema, before a gateway has migrated it */
+    if (!q->enqueue && sqlite3_prepare_v3(q->db, "INSERT INTO export_queue (id) VALUES (?)", -1,
+                                          SQLITE_PREPARE_PERSISTENT, &q->enqueue, NULL) != SQLITE_OK)
+        return false;
+    sqlite3_bind_text(q->enqueue, 1, r->id, -1, SQLITE_STATIC);
+    return run(q->enqueue);
+}
+
 static bool write_one(struct sqlite_store *q, const struct kl_rec *r)
 {
     struct kl_value vals[64];
@@ -88,13 +103,13 @@ static bool write_one(struct sqlite_store *q, const struct kl_rec *r)
         if (!run(q->update))
             return false;
         if (sqlite3_changes(q->db) > 0)
-            return true;
+            return enqueue(q, r);
         /* the in-progress row is not there after all: write the whole row */
     }
     sqlite3_stmt *st = r->state == KL_REC_IN_PROGRESS ? q->insert : q->upsert;
     for (size_t i = 0; i < kl_store_ncolumns; i++)
         bind(st, (int)i + 1, &vals[i]);
-    return run(st);
+    return run(st) && enqueue(q, r);
 }
 
 static int sqlite_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen)
@@ -186,11 +201,13 @@ static int migrate(struct sqlite_store *q, char *err, size_t errlen)
         sqlite3_exec(q->db, kl_schema_v2, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v3, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v4, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(q->db, kl_schema_v5_sqlite, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db,
                      "INSERT INTO schema_migrations VALUES (1, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(2, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(3, CAST(strftime('%s','now') AS BIGINT) * 1000), "
-                     "(4, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
+                     "(4, CAST(strftime('%s','now') AS BIGINT) * 1000), "
+                     "(5, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
                      NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: migrating the schema: %s", msg ? msg : sqlite3_errmsg(q->db));
@@ -206,7 +223,7 @@ struct kl_store *kl_sqlite_open(const char *path, bool do_migrate, char *err, si
     struct sqlite_store *q = calloc(1, sizeof(*q));
     if (!q)
         abort();
-    q->base = (struct kl_store){KL_STORE_SQLITE, sqlite_close, sqlite_write, sqlite_exec};
+    q->base = (struct kl_store){KL_STORE_SQLITE, false, sqlite_close, sqlite_write, sqlite_exec};
     /* readers (the query thread, keyless usage/export) never create the file */
     int flags = SQLITE_OPEN_READWRITE | (do_migrate ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path, &q->db, flags, NULL) != SQLITE_OK) {

@@ -39,10 +39,18 @@ static void purge(struct kl_writer *w)
     kl_store_id_floor(first_id, now - w->o.retention_ms); /* the range on the primary key */
     const char *params[] = {first_id, before};
     const char *sql = w->o.purge_captures_only
-        ? "UPDATE requests SET request_headers = NULL, response_headers = NULL, request_body = NULL, "
-          "response_body = NULL WHERE id < ? AND started_at < ? AND state <> 'in_progress' AND "
-          "(request_body IS NOT NULL OR request_headers IS NOT NULL)"
-        : "DELETE FROM requests WHERE id < ? AND started_at < ? AND state <> 'in_progress'";
+        ? (w->o.spare_queued
+               ? "UPDATE requests SET request_headers = NULL, response_headers = NULL, request_body = NULL, "
+                 "response_body = NULL WHERE id < ? AND started_at < ? AND state <> 'in_progress' AND "
+                 "(request_body IS NOT NULL OR request_headers IS NOT NULL) AND "
+                 "id NOT IN (SELECT id FROM export_queue)"
+               : "UPDATE requests SET request_headers = NULL, response_headers = NULL, request_body = NULL, "
+                 "response_body = NULL WHERE id < ? AND started_at < ? AND state <> 'in_progress' AND "
+                 "(request_body IS NOT NULL OR request_headers IS NOT NULL)")
+        : (w->o.spare_queued
+               ? "DELETE FROM requests WHERE id < ? AND started_at < ? AND state <> 'in_progress' AND "
+                 "id NOT IN (SELECT id FROM export_queue)"
+               : "DELETE FROM requests WHERE id < ? AND started_at < ? AND state <> 'in_progress'");
     if (kl_store_exec(w->store, sql, params, 2, NULL, err, sizeof(err)) < 0)
         kl_warn("record retention: %s", err);
 }

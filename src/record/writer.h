@@ -29,6 +29,7 @@ struct kl_writer_opts {
     size_t batch;               /* records per transaction */
     int64_t retention_ms;       /* 0 = keep forever */
     bool purge_captures_only;   /* retention removes captures, keeps the metric rows */
+    bool spare_queued;          /* retention leaves records on the export queue alone */
 };
 
 /* Takes ownership of store. */

@@ -15,11 +15,11 @@ describe('lifecycle', () => {
     assert.equal(ok.status, 0, ok.stdout + ok.stderr);
     const dir = mkdtempSync(join(tmpdir(), 'kl-check-'));
     const bad = join(dir, 'bad.hujson');
-    writeFileSync(bad, '{\n  // comment\n  "providers": {"x": {"baseurl": 5,}},\n  "exporters": {},\n}\n');
+    writeFileSync(bad, '{\n  // comment\n  "providers": {"x": {"baseurl": 5,}},\n  "connectors": {},\n}\n');
     const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', bad], { encoding: 'utf8' });
     assert.equal(r.status, 1);
     assert.match(r.stdout, /bad\.hujson:3:\d+: error: baseurl must be a string/);
-    assert.match(r.stdout, /bad\.hujson:4:\d+: warning: section "exporters" is read but not enforced yet/);
+    assert.match(r.stdout, /bad\.hujson:4:\d+: warning: section "connectors" is read but not enforced yet/);
   });
 
   it('refuses to start on a broken config', () => {

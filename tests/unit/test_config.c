@@ -11,6 +11,7 @@
 
 #include "authorize/grants.h"
 #include "core/config.h"
+#include "record/export.h"
 #include "record/record.h"
 
 static kl_config *parse(const char *text, kl_diags *d)
@@ -145,10 +146,10 @@ static void later_sections_are_announced(void **state)
 {
     (void)state;
     kl_diags d;
-    kl_config *c = parse("{\"connectors\": {}, \"exporters\": {}, \"temp_grants\": [], \"zzz\": 1}", &d);
+    kl_config *c = parse("{\"connectors\": {}, \"exporters\": {\"otel\": {}}, \"temp_grants\": [], \"zzz\": 1}", &d);
     assert_non_null(c);
     assert_non_null(find(&d, "\"connectors\" is read but not enforced yet"));
-    assert_non_null(find(&d, "\"exporters\" is read but not enforced yet"));
+    assert_non_null(find(&d, "exporter \"otel\" is not supported"));
     /* absent grants deny everything, and say so */
     assert_non_null(find(&d, "no grants: every request will be refused"));
     assert_non_null(find(&d, "\"temp_grants\" is deprecated"));
@@ -294,6 +295,50 @@ static void durations_and_sizes(void **state)
     assert_int_equal(kl_parse_size("lots", &sz), -1);
 }
 
+static void s3_exporter(void **state)
+{
+    (void)state;
+    setenv("KL_TEST_S3_SECRET", "s3cr3t", 1);
+    kl_diags d;
+    kl_config *c = parse("{\"exporters\": {\"s3\": {\"endpoint\": \"https://storage.example.com/\", "
+                         "\"bucket_name\": \"audit\", \"region\": \"us-east-1\", \"access_key_id\": \"AKID\", "
+                         "\"access_secret\": \"${KL_TEST_S3_SECRET}\", \"every\": \"5m\", \"max_records\": 50}}, "
+                         "\"database\": {\"retention\": {\"duration\": \"30d\", \"require_export\": true}}}", &d);
+    assert_non_null(c);
+    const struct kl_export_cfg *e = c->store->exporter;
+    assert_non_null(e);
+    assert_string_equal(e->endpoint, "https://storage.example.com"); /* trailing slash dropped */
+    assert_string_equal(e->access_secret, "s3cr3t");
+    assert_string_equal(e->prefix, "");
+    assert_int_equal(e->every_ms, 300000);
+    assert_int_equal(e->max_records, 50);
+    assert_true(c->store->require_export);
+    assert_null(find(&d, "no exporter is configured"));
+    kl_config_unref(c);
+    kl_diags_free(&d);
+
+    /* Aperture: an empty bucket_name leaves it off; require_export then
+     * keeps everything, and says so */
+    c = parse("{\"exporters\": {\"s3\": {\"bucket_name\": \"\"}}, "
+              "\"database\": {\"retention\": {\"duration\": \"30d\", \"require_export\": true}}}", &d);
+    assert_non_null(c);
+    assert_null(c->store->exporter);
+    assert_non_null(find(&d, "no exporter is configured: retention removes nothing"));
+    kl_config_unref(c);
+    kl_diags_free(&d);
+
+    /* a secret that cannot be read is an error, not a silent archive gap */
+    unsetenv("KL_TEST_S3_SECRET");
+    expect_diag("{\"exporters\": {\"s3\": {\"bucket_name\": \"audit\", \"region\": \"us-east-1\", "
+                "\"access_key_id\": \"AKID\", \"access_secret\": \"${KL_TEST_S3_SECRET}\"}}}",
+                "environment variable KL_TEST_S3_SECRET is not set", true);
+    expect_diag("{\"exporters\": {\"s3\": {\"bucket_name\": \"a b\", \"region\": \"us-east-1\", "
+                "\"access_key_id\": \"AKID\", \"access_secret\": \"x\"}}}", "bucket_name may hold", true);
+    expect_diag("{\"exporters\": {\"s3\": {\"bucket_name\": \"a\", \"region\": \"us-east-1\", "
+                "\"access_key_id\": \"AKID\", \"access_secret\": \"x\", \"max_records\": 0}}}",
+                "max_records must be", true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -308,6 +353,7 @@ int main(void)
         cmocka_unit_test(macros_everywhere),
         cmocka_unit_test(provider_and_selector_mistakes),
         cmocka_unit_test(durations_and_sizes),
+        cmocka_unit_test(s3_exporter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -211,13 +211,15 @@ static void previous_schema_is_migrated(void **state)
                                    "SELECT (SELECT count(*) FROM sqlite_master WHERE name = 'requests_state') AS old,"
                                    " (SELECT count(*) FROM sqlite_master WHERE name = 'requests_in_progress') AS new,"
                                    " (SELECT count(*) FROM sqlite_master WHERE name = 'requests_started') AS started,"
+                                   " (SELECT count(*) FROM sqlite_master WHERE name = 'export_queue') AS queue,"
                                    " (SELECT max(version) FROM schema_migrations) AS version",
                                    NULL, 0, &rows, err, sizeof(err)), 0);
     const cJSON *m = cJSON_GetArrayItem(rows, 0);
     assert_int_equal((int)num(m, "old"), 0);
     assert_int_equal((int)num(m, "new"), 1);
     assert_int_equal((int)num(m, "started"), 0);
-    assert_int_equal((int)num(m, "version"), 4);
+    assert_int_equal((int)num(m, "queue"), 1);
+    assert_int_equal((int)num(m, "version"), 5);
     cJSON_Delete(rows);
 
     /* the start-up recovery statement, as record.c runs it, uses the index */

@@ -1,0 +1,56 @@
+/* The record exporter (Aperture's `exporters.s3`): a thread that sends the
+ * records not exported yet to an S3-compatible bucket every `every`, as
+ * zstd-compressed CBOR objects (archive.h), and takes them off the export
+ * queue once the bucket has them. With `database.retention.require_export`
+ * retention never removes a record still queued; with zero retention a
+ * record is removed as soon as it is exported (the bucket is the archive).
+ *
+ * Objects are named PREFIX + "keyless/" + INSTANCE + "/YYYY/MM/DD/" +
+ * FIRST-LAST ".cbor.zst", the day that of the first record's start (UTC) and
+ * FIRST, LAST the queue positions it holds (zero-padded): no two objects
+ * share a name, and names sort in export order. Delivery is at least once:
+ * a gateway stopped between the upload and the dequeue sends those records
+ * again (their ids tell the copies apart). On PostgreSQL the gateways
+ * sharing the store take turns (an advisory lock), so each record is sent
+ * by one of them. */
+#ifndef KL_EXPORT_H
+#define KL_EXPORT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "record/store.h"
+
+struct kl_export_cfg {
+    const char *endpoint;       /* "https://storage.googleapis.com" (path-style), or NULL for AWS */
+    const char *bucket, *region, *access_key_id, *access_secret;
+    const char *prefix;         /* object name prefix, "" by default */
+    int64_t every_ms;           /* how often queued records are sent (default 60 s) */
+    size_t max_records;         /* records per object (default 1,000) */
+};
+
+/* The `exporters` section. */
+void kl_export_read_config(kl_cfg_ctx *c, const cJSON *v);
+/* Whether two snapshots' exporters differ (a restart applies them). */
+bool kl_export_cfg_differs(const struct kl_export_cfg *a, const struct kl_export_cfg *b);
+
+struct kl_exporter;
+/* Takes ownership of store (a connection of its own). delete_exported:
+ * remove records from the store once they are in the bucket (zero
+ * retention). */
+struct kl_exporter *kl_exporter_start(struct kl_store *store, const struct kl_export_cfg *cfg, const char *instance,
+                                      bool delete_exported);
+/* Stops the thread (an upload under way is abandoned: its records stay
+ * queued for the next start) and closes its store. */
+void kl_exporter_stop(struct kl_exporter *x);
+
+/* One round: send what is queued (objects of max_records) until the queue is
+ * empty. The number of records sent, or -1 with err (what was sent before
+ * the failure stays sent). For the thread and for tests. */
+long kl_export_round(struct kl_store *store, const struct kl_export_cfg *cfg, const char *instance,
+                     bool delete_exported, const atomic_bool *stop, char *err, size_t errlen);
+
+#endif

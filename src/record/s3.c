@@ -1,0 +1,124 @@
+#include "record/s3.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <openssl/sha.h>
+
+#include "record/export.h"
+
+char *kl_s3_url(const struct kl_export_cfg *e, const char *key)
+{
+    size_t n = strlen(key) + strlen(e->bucket) + strlen(e->region) + (e->endpoint ? strlen(e->endpoint) : 0) + 64;
+    char *url = malloc(n);
+    if (!url)
+        abort();
+    if (e->endpoint)
+        snprintf(url, n, "%s/%s/%s", e->endpoint, e->bucket, key);
+    else
+        snprintf(url, n, "https://%s.s3.%s.amazonaws.com/%s", e->bucket, e->region, key);
+    return url;
+}
+
+/* The bucket's answer, kept only up to a few KB (an error document). */
+struct reply {
+    char text[4096];
+    size_t len;
+};
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+    struct reply *r = arg;
+    size_t len = size * n, room = sizeof(r->text) - 1 - r->len;
+    size_t take = len < room ? len : room;
+    memcpy(r->text + r->len, p, take);
+    r->len += take;
+    r->text[r->len] = '\0';
+    return len;
+}
+
+static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt, (void)dn, (void)ut, (void)un;
+    return atomic_load((const atomic_bool *)arg) ? 1 : 0;
+}
+
+/* The text of <tag>...</tag> in an S3 error document, or "". */
+static void xml_field(const char *doc, const char *tag, char *out, size_t outlen)
+{
+    char open[32], close[32];
+    snprintf(open, sizeof(open), "<%s>", tag);
+    snprintf(close, sizeof(close), "</%s>", tag);
+    out[0] = '\0';
+    const char *a = strstr(doc, open);
+    const char *b = a ? strstr(a, close) : NULL;
+    if (!a || !b)
+        return;
+    a += strlen(open);
+    size_t n = (size_t)(b - a) < outlen - 1 ? (size_t)(b - a) : outlen - 1;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (unsigned char)a[i] < 0x20 ? '?' : a[i];
+    out[n] = '\0';
+}
+
+int kl_s3_put(const struct kl_export_cfg *e, const char *key, const void *data, size_t len,
+              const atomic_bool *stop, char *err, size_t errlen)
+{
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256(data, len, digest);
+    char sha[128] = "x-amz-content-sha256: ";
+    size_t o = strlen(sha);
+    for (size_t i = 0; i < sizeof(digest); i++)
+        o += (size_t)snprintf(sha + o, sizeof(sha) - o, "%02x", digest[i]);
+    char sigv4[128];
+    snprintf(sigv4, sizeof(sigv4), "aws:amz:%s:s3", e->region);
+
+    CURL *c = curl_easy_init();
+    if (!c)
+        abort();
+    struct curl_slist *h = NULL;
+    h = curl_slist_append(h, sha);
+    h = curl_slist_append(h, "Content-Type: application/zstd");
+    /* no "Expect:" to turn 100-continue off: libcurl 7.88 signs that empty
+     * header although it does not send it, and the signature fails */
+    char *url = kl_s3_url(e, key);
+    struct reply r = {.len = 0};
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, data);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_AWS_SIGV4, sigv4);
+    curl_easy_setopt(c, CURLOPT_USERNAME, e->access_key_id);
+    curl_easy_setopt(c, CURLOPT_PASSWORD, e->access_secret);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)stop);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 300000L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    int result = 0;
+    if (rc != CURLE_OK) {
+        snprintf(err, errlen, "PUT %s: %s", url, curl_easy_strerror(rc));
+        result = -1;
+    } else if (status / 100 != 2) {
+        char code[128], msg[512];
+        xml_field(r.text, "Code", code, sizeof(code));
+        xml_field(r.text, "Message", msg, sizeof(msg));
+        snprintf(err, errlen, "PUT %s: HTTP %ld%s%s%s%s", url, status, code[0] ? " " : "", code,
+                 msg[0] ? ": " : "", msg);
+        result = -1;
+    }
+    free(url);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return result;
+}

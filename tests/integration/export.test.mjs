@@ -1,0 +1,302 @@
+// The S3 exporter (Aperture's exporters.s3): records reach the bucket as
+// zstd-compressed CBOR, each exactly once, signed with AWS Signature V4, and
+// none is lost while the bucket refuses them. S3 cannot run here, so the
+// bucket is a small server in this file that checks every request's
+// signature with AWS's own signer (@smithy/signature-v4, the one the AWS SDK
+// for JavaScript uses) and the payload hash S3 requires.
+import { describe, it, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import http from 'node:http';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { decode } from 'cbor-x';
+import { SignatureV4 } from '@smithy/signature-v4';
+import { HttpRequest } from '@smithy/protocol-http';
+import { Sha256 } from '@aws-crypto/sha256-js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { startMock, startGateway, providersFor, assertNoKeys, BUILD } from './lib/harness.mjs';
+
+const ACCESS_KEY = 'AKIAKEYLESSTEST0001';
+const SECRET = 'kl-test-secret/0123456789abcdefghijklmnopqrstuv';
+const REGION = 'eu-central-1';
+
+// An S3 bucket endpoint (path-style PUT only), strict about what S3 checks.
+async function startBucket(bucket) {
+  const objects = new Map();
+  const refusals = [];
+  let failNext = 0;
+  const srv = http.createServer(async (req, res) => {
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    const body = Buffer.concat(chunks);
+    const error = (status, code, message) => {
+      refusals.push(code);
+      res.writeHead(status, { 'content-type': 'application/xml' });
+      res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message></Error>`);
+    };
+    if (failNext > 0) {
+      failNext--;
+      return error(503, 'SlowDown', 'Please reduce your request rate.');
+    }
+    const url = new URL(req.url, 'http://bucket');
+    const [, b, ...rest] = url.pathname.split('/');
+    const m = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/s3\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]{64})$/
+      .exec(req.headers.authorization || '');
+    if (req.method !== 'PUT' || b !== bucket || !rest.length) return error(400, 'InvalidRequest', 'PUT /bucket/key only');
+    if (!m) return error(403, 'AccessDenied', 'no Signature V4');
+    const [, akid, day, region, signedList, signature] = m;
+    if (akid !== ACCESS_KEY) return error(403, 'InvalidAccessKeyId', 'unknown key id');
+    if (region !== REGION) return error(400, 'AuthorizationHeaderMalformed', `region ${region} is wrong`);
+    const signed = signedList.split(';');
+    const sha = req.headers['x-amz-content-sha256'];
+    if (!sha) return error(400, 'InvalidRequest', 'Missing required header for this request: x-amz-content-sha256');
+    if (!signed.includes('x-amz-content-sha256') || !signed.includes('host'))
+      return error(403, 'AccessDenied', 'host and x-amz-content-sha256 must be signed');
+    if (sha !== createHash('sha256').update(body).digest('hex'))
+      return error(400, 'XAmzContentSHA256Mismatch', 'The provided x-amz-content-sha256 header does not match what was computed.');
+    const d = req.headers['x-amz-date'] || '';
+    if (!d.startsWith(day)) return error(403, 'AccessDenied', 'x-amz-date and credential scope disagree');
+    const headers = {};
+    for (const h of signed) headers[h] = req.headers[h];
+    const signer = new SignatureV4({
+      credentials: { accessKeyId: ACCESS_KEY, secretAccessKey: SECRET }, region: REGION, service: 's3',
+      sha256: Sha256, uriEscapePath: false,
+    });
+    const when = new Date(Date.UTC(+d.slice(0, 4), +d.slice(4, 6) - 1, +d.slice(6, 8), +d.slice(9, 11), +d.slice(11, 13), +d.slice(13, 15)));
+    const expected = await signer.sign(new HttpRequest({
+      method: req.method, protocol: 'http:', hostname: '127.0.0.1', path: url.pathname,
+      query: Object.fromEntries(url.searchParams), headers, body,
+    }), { signingDate: when, signableHeaders: new Set(signed) });
+    if (!expected.headers.authorization.endsWith(`Signature=${signature}`))
+      return error(403, 'SignatureDoesNotMatch', 'The request signature we calculated does not match the signature you provided.');
+    objects.set(decodeURIComponent(rest.join('/')), { body, type: req.headers['content-type'] });
+    res.writeHead(200, { etag: `"${createHash('md5').update(body).digest('hex')}"` });
+    res.end();
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${srv.address().port}`,
+    objects,
+    refusals,
+    failNext(n) { failNext = n; },
+    close: () => new Promise((r) => srv.close(r)),
+  };
+}
+
+// An object's document: zstd (Debian's zstd, the reference decoder), then
+// CBOR. 64-bit CBOR integers decode as BigInt; they are compared as numbers.
+function open(obj) {
+  const z = spawnSync('zstd', ['-dc'], { input: obj.body });
+  assert.equal(z.status, 0, `zstd -d: ${z.stderr}`);
+  const num = (v) => (typeof v === 'bigint' ? Number(v) : v);
+  const doc = decode(z.stdout);
+  doc.exported_at = num(doc.exported_at);
+  doc.records = doc.records.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, num(v)])));
+  return { raw: z.stdout, doc };
+}
+
+function exportedRecords(bucket) {
+  const out = [];
+  for (const [key, obj] of bucket.objects) {
+    const { doc } = open(obj);
+    for (const r of doc.records) out.push({ key, ...r });
+  }
+  return out;
+}
+
+async function waitFor(cond, what, ms = 15000) {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (await cond()) return;
+    await sleep(100);
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+function sql(db, query) {
+  const r = spawnSync('sqlite3', [db, query], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout.trim();
+}
+
+async function chat(gw, content) {
+  const r = await fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer placeholder' },
+    body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content }] }),
+  });
+  assert.equal(r.status, 200);
+  await r.json();
+  return r.headers.get('x-keyless-request-id');
+}
+
+function exporter(bucket, extra = {}) {
+  return {
+    s3: {
+      endpoint: bucket.url, bucket_name: 'audit', region: REGION,
+      access_key_id: ACCESS_KEY, access_secret: '${KL_TEST_S3_SECRET}', prefix: 'gw/', every: '1s', ...extra,
+    },
+  };
+}
+
+describe('exporters.s3', () => {
+  let mock;
+  before(async () => { mock = await startMock(); });
+  after(async () => { await mock?.stop(); });
+
+  it('sends every record once, as zstd CBOR, signed; keeps them in the store; no credential in it', async () => {
+    const bucket = await startBucket('audit');
+    const gw = await startGateway({
+      providers: providersFor(mock.url), exporters: exporter(bucket), store: { instance: 'gw-east/1' },
+    }, { env: { KL_TEST_S3_SECRET: SECRET } });
+    try {
+      const ids = [];
+      for (let i = 0; i < 3; i++) ids.push(await chat(gw, `export me ${i}`));
+      await waitFor(() => exportedRecords(bucket).length >= 3, 'three exported records');
+      await sleep(1500); // another round: nothing is sent twice
+      const recs = exportedRecords(bucket);
+      assert.deepEqual(recs.map((r) => r.id).sort(), [...ids].sort(), 'each record exactly once');
+      for (const [key, obj] of bucket.objects) {
+        assert.match(key, /^gw\/keyless\/gw-east_1\/\d{4}\/\d{2}\/\d{2}\/\d{12}-\d{12}\.cbor\.zst$/);
+        assert.equal(obj.type, 'application/zstd');
+        const { raw, doc } = open(obj);
+        assert.equal(doc.format, 'keyless.records');
+        assert.equal(doc.version, 1);
+        assert.equal(doc.instance, 'gw-east/1');
+        assert.ok(Math.abs(doc.exported_at - Date.now()) < 60000);
+        assertNoKeys(assert, raw.toString('latin1'), `export object ${key}`);
+        assert.ok(!raw.includes(SECRET));
+      }
+      const r = recs[0];
+      assert.equal(r.state, 'done');
+      assert.equal(r.status, 200);
+      assert.equal(r.provider, 'openai');
+      assert.equal(r.model_requested, 'gpt-4o');
+      assert.equal(r.login, '(loopback)');
+      assert.equal(r.instance, 'gw-east/1');
+      assert.ok(r.input_tokens > 0 && r.output_tokens > 0, 'usage is in the export');
+      assert.equal(typeof r.started_at, 'number');
+      assert.equal(typeof r.cost_nanodollars, 'number');
+      const db = join(gw.dir, 'keyless.db');
+      assert.equal(sql(db, 'SELECT count(*) FROM export_queue'), '0', 'queue drained');
+      assert.equal(Number(sql(db, "SELECT count(*) FROM requests WHERE path = '/v1/chat/completions'")), 3,
+        'records stay in the store (retention is forever)');
+      assert.match(gw.output(), /export: \d+ records to s3:\/\/audit\/gw\/keyless\//);
+      assert.ok(!gw.output().includes(SECRET), 'the secret is never logged');
+    } finally {
+      await gw.stop();
+      await bucket.close();
+    }
+  });
+
+  it('a bucket that refuses (bad secret) loses nothing: the records go out after the fix', async () => {
+    const bucket = await startBucket('audit');
+    const config = { providers: providersFor(mock.url), exporters: exporter(bucket) };
+    let gw = await startGateway(config, { env: { KL_TEST_S3_SECRET: 'not-the-secret' } });
+    const ids = [];
+    let db;
+    try {
+      for (let i = 0; i < 2; i++) ids.push(await chat(gw, `refused ${i}`));
+      await waitFor(() => /SignatureDoesNotMatch/.test(gw.output()), 'the refusal in the log');
+      assert.match(gw.output(), /export to s3:\/\/audit failed \(1 times in a row; the records stay queued.*HTTP 403 SignatureDoesNotMatch/);
+      assert.ok(!gw.output().includes('not-the-secret'), 'the secret is never logged');
+      assert.equal(bucket.objects.size, 0);
+      db = join(gw.dir, 'keyless.db');
+      assert.equal(sql(db, 'SELECT count(*) FROM export_queue'), '2');
+    } finally {
+      await gw.stop();
+    }
+    // the same store, the right secret
+    const fixed = { ...config, store: { path: db } };
+    gw = await startGateway(fixed, { env: { KL_TEST_S3_SECRET: SECRET } });
+    try {
+      await waitFor(() => exportedRecords(bucket).length >= 2, 'the held records');
+      assert.deepEqual(exportedRecords(bucket).map((r) => r.id).sort(), [...ids].sort());
+      assert.equal(sql(db, 'SELECT count(*) FROM export_queue'), '0');
+    } finally {
+      await gw.stop();
+      await bucket.close();
+    }
+  });
+
+  it('require_export: retention spares records the bucket does not have yet', async () => {
+    const bucket = await startBucket('audit');
+    bucket.failNext(1000);
+    const gw = await startGateway({
+      providers: providersFor(mock.url), exporters: exporter(bucket),
+      database: { retention: { duration: '1s', require_export: true } },
+    }, { env: { KL_TEST_S3_SECRET: SECRET } });
+    try {
+      const db = join(gw.dir, 'keyless.db');
+      const id = await chat(gw, 'keep me until exported');
+      await waitFor(() => bucket.refusals.length >= 2, 'two refused rounds');
+      await sleep(1500); // past retention, and the purge runs every 0.5 s here
+      assert.equal(sql(db, `SELECT count(*) FROM requests WHERE id = '${id}'`), '1', 'not purged while unexported');
+      assert.match(gw.output(), /HTTP 503 SlowDown/);
+      bucket.failNext(0);
+      await waitFor(() => exportedRecords(bucket).some((r) => r.id === id), 'the export');
+      await waitFor(() => sql(db, `SELECT count(*) FROM requests WHERE id = '${id}'`) === '0', 'the purge after it');
+    } finally {
+      await gw.stop();
+      await bucket.close();
+    }
+  });
+
+  it('zero retention: records are kept only until the bucket has them', async () => {
+    const bucket = await startBucket('audit');
+    const gw = await startGateway({
+      providers: providersFor(mock.url), exporters: exporter(bucket),
+      database: { retention: { duration: '0', require_export: true } },
+    }, { env: { KL_TEST_S3_SECRET: SECRET } });
+    try {
+      const db = join(gw.dir, 'keyless.db');
+      const id = await chat(gw, 'archive only');
+      await waitFor(() => exportedRecords(bucket).some((r) => r.id === id), 'the export');
+      await waitFor(() => sql(db, 'SELECT count(*) FROM requests') === '0', 'the local copy removed');
+      assert.equal(sql(db, 'SELECT count(*) FROM export_queue'), '0');
+      assert.match(gw.output(), /kept only until they are exported/);
+    } finally {
+      await gw.stop();
+      await bucket.close();
+    }
+  });
+
+  it('configuration errors are reported by keyless check', () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'keyless-export-')), 'bad.hujson');
+    writeFileSync(path, JSON.stringify({ exporters: { s3: { bucket_name: 'audit', every: '10ms', prefix: '/abs', endpoint: 'ftp://x' } } }));
+    const bad = spawnSync(join(BUILD, 'keyless'), ['check', '--config', path], { encoding: 'utf8' });
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stdout + bad.stderr, /needs "region"/);
+    assert.match(bad.stdout + bad.stderr, /needs "access_key_id" and "access_secret"/);
+    assert.match(bad.stdout + bad.stderr, /every must be a duration of at least "1s"/);
+    assert.match(bad.stdout + bad.stderr, /prefix may hold/);
+    assert.match(bad.stdout + bad.stderr, /endpoint must be an http/);
+  });
+
+  it('PostgreSQL shared by two gateways: each record is exported once', {
+    skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)',
+  }, async () => {
+    const bucket = await startBucket('audit');
+    const url = process.env.KEYLESS_TEST_PG_URL;
+    const start = (instance) => startGateway({
+      providers: providersFor(mock.url), exporters: exporter(bucket), store: { driver: 'postgres', url, instance },
+    }, { env: { KL_TEST_S3_SECRET: SECRET } });
+    const a = await start(`gw-exp-a-${process.pid}`), b = await start(`gw-exp-b-${process.pid}`);
+    try {
+      const ids = [];
+      for (let i = 0; i < 10; i++) ids.push(await chat(i % 2 ? a : b, `shared ${i}`));
+      await waitFor(() => ids.every((id) => exportedRecords(bucket).some((r) => r.id === id)), 'all ten exported');
+      await sleep(2500); // more rounds on both: still once each
+      const mine = exportedRecords(bucket).filter((r) => ids.includes(r.id));
+      assert.equal(mine.length, 10, 'no record exported twice');
+      assert.deepEqual(new Set(mine.map((r) => r.instance)),
+        new Set([`gw-exp-a-${process.pid}`, `gw-exp-b-${process.pid}`]));
+    } finally {
+      await a.stop();
+      await b.stop();
+      await bucket.close();
+    }
+  });
+});
