@@ -5,8 +5,9 @@
  * final row in one batch and are coalesced), into a fresh database.
  *
  *   make && cc -O2 -std=c17 -D_GNU_SOURCE -Isrc -o build/recbench bench/recbench.c build/libkeyless.a \
- *       $(pkg-config --libs libevent libcurl libcjson jose openssl sqlite3 libpq) -lpthread -lm
+ *       $(make -s print-pkgs | xargs pkg-config --libs) -lpthread -lm
  *   build/recbench [requests] [per-batch] [coalesced-percent]
+ *   RECBENCH_EXPORT=1 build/recbench ...    (with the export queue of exporters.s3)
  *   valgrind --tool=callgrind build/recbench 50000    (instructions per request)
  *
  * Prints CPU time per request (process CPU clock: the writes only, records
@@ -104,6 +105,10 @@ int main(int argc, char **argv)
         }
     }
     free(extra);
+    /* RECBENCH_EXPORT=1: final rows also go on the export queue, as with an
+     * exporter configured (what exporters.s3 costs the writer). */
+    if (getenv("RECBENCH_EXPORT") && strcmp(getenv("RECBENCH_EXPORT"), "1") == 0)
+        kl_store_set_export_queue(s, true);
     /* Build every batch first: batch k holds the final rows of batch k-1's
      * requests that were not coalesced, then its own requests' rows. */
     size_t nbatch = (nreq + per - 1) / per;
