@@ -11,6 +11,7 @@
 #include "account/usage.h"
 #include "authorize/grants.h"
 #include "core/glob.h"
+#include "core/jsonscan.h"
 #include "core/jsoncheck.h"
 #include "core/log.h"
 #include "core/text.h"
@@ -171,6 +172,22 @@ static const char *decl_name(bool chat, const cJSON *t)
 static void delete_member(cJSON *o, const char *key)
 {
     cJSON_DeleteItemFromObjectCaseSensitive(o, key);
+}
+
+/* The top-level members the edits below may change or remove (keep in step
+ * with them); the body sent on keeps every other member byte for byte. */
+static const char *const edited_members[] = {
+    "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call", "mcp_servers", "toolConfig",
+    "tool_config",
+};
+
+/* 1 + its index in edited_members, or 0. */
+static size_t edited_member(const char *name, size_t n)
+{
+    for (size_t i = 0; i < sizeof(edited_members) / sizeof(edited_members[0]); i++)
+        if (strlen(edited_members[i]) == n && memcmp(edited_members[i], name, n) == 0)
+            return i + 1;
+    return 0;
 }
 
 /* Filter an array of declarations in place; the names kept are counted.
@@ -426,6 +443,88 @@ static struct kl_tool_rules *rules_for(kl_exchange *ex, const char *qualified)
     return r;
 }
 
+struct out {
+    char *p;
+    size_t len, cap;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+    if (o->len + n + 1 > o->cap) {
+        o->cap = (o->len + n + 1) * 2;
+        o->p = realloc(o->p, o->cap);
+        if (!o->p)
+            abort();
+    }
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+    o->p[o->len] = '\0';
+}
+
+static void put_member(struct out *o, const char *name, const cJSON *v)
+{
+    char *text = cJSON_PrintUnformatted(v);
+    if (!text)
+        abort();
+    if (o->len > 1)
+        put(o, ",", 1);
+    put(o, "\"", 1);
+    put(o, name, strlen(name));
+    put(o, "\":", 2);
+    put(o, text, strlen(text));
+    cJSON_free(text);
+}
+
+/* The edited body: the caller's bytes, member by member, except the members
+ * the edit may touch (edited_members), which come from the edited tree or
+ * go. So a prompt's numbers beyond 2^53, escapes and spacing reach the
+ * provider as written (cJSON would print the whole body its own way). The
+ * body is an object without duplicate keys (checked before the edit). */
+static char *splice(const char *s, size_t len, const cJSON *tree, size_t *out_len)
+{
+    struct out o = {0};
+    put(&o, "{", 1);
+    bool seen[sizeof(edited_members) / sizeof(edited_members[0])] = {false};
+    size_t pos = 0, vstart;
+    const char *key;
+    size_t klen;
+    while (kl_json_member_next(s, len, &pos, &key, &klen, &vstart)) {
+        size_t vend = kl_json_skip_value(s, len, vstart);
+        /* a key written with escapes is compared as a parser reads it */
+        char *decoded = NULL;
+        const char *name = key;
+        size_t nlen = klen;
+        if (memchr(key, '\\', klen)) {
+            cJSON *k = cJSON_ParseWithLength(key - 1, klen + 2);
+            decoded = cJSON_IsString(k) ? strdup(k->valuestring) : NULL;
+            cJSON_Delete(k);
+            name = decoded ? decoded : "";
+            nlen = strlen(name);
+        }
+        size_t which = edited_member(name, nlen);
+        if (!which) {
+            if (o.len > 1)
+                put(&o, ",", 1);
+            put(&o, key - 1, vend - (size_t)(key - 1 - s));
+        } else {
+            seen[which - 1] = true;
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(tree, edited_members[which - 1]);
+            if (v)
+                put_member(&o, edited_members[which - 1], v);
+        }
+        free(decoded);
+    }
+    /* members an edit added */
+    for (size_t i = 0; i < sizeof(edited_members) / sizeof(edited_members[0]); i++) {
+        const cJSON *v = seen[i] ? NULL : cJSON_GetObjectItemCaseSensitive(tree, edited_members[i]);
+        if (v)
+            put_member(&o, edited_members[i], v);
+    }
+    put(&o, "}", 1);
+    *out_len = o.len;
+    return o.p;
+}
+
 enum kl_step kl_tools_run(kl_exchange *ex)
 {
     const struct kl_grant_set *s = ex->grant_set;
@@ -472,11 +571,10 @@ enum kl_step kl_tools_run(kl_exchange *ex)
     }
     if (rc == 1) {
         kl_account_session_id(ex); /* from the caller's own body */
-        char *text = cJSON_PrintUnformatted(body);
-        if (!text)
-            abort();
-        const char *bad = kl_guard_replace_body(ex, text, strlen(text));
-        cJSON_free(text);
+        size_t len;
+        char *text = splice(ex->body, ex->body_len, body, &len);
+        const char *bad = kl_guard_replace_body(ex, text, len);
+        free(text);
         if (bad) {
             cJSON_Delete(body);
             return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "the tool policy's edit of this request: %s", bad);

@@ -98,6 +98,26 @@ describe('tool policy', () => {
     assert.deepEqual(body.toolConfig.functionCallingConfig.allowedFunctionNames, ['grep']);
   });
 
+  it('an edited body keeps every member it does not edit byte for byte (numbers, escapes, spacing)', async () => {
+    await mock.clear();
+    // as an SDK would never write it, to see it kept: a seed beyond 2^53,
+    // escapes, a float cJSON would print otherwise, spacing; the tool list
+    // under a key written with an escape is still found and edited
+    const kept = ['"seed" : 12345678901234567890', '"temperature":1.10', '"metadata":{"note":"caf\\u00e9 \\/ \\ud83d\\ude00"}',
+      '"messages":[ {"role":"user","content":"hi\\n"} ]'];
+    const raw = `{ "model":"gpt-4o", ${kept[0]}, "tool\\u0073": [{"type":"function","function":{"name":"Bash","parameters":{}}},`
+      + `{"type":"function","function":{"name":"grep","parameters":{"type":"object"}}}], ${kept[1]},\n ${kept[2]}, ${kept[3]} }`;
+    const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw });
+    assert.equal(r.status, 200, await r.text());
+    const sent = (await mock.last()).body;
+    for (const k of kept) assert.ok(sent.includes(k), `${k} forwarded as written, in ${sent}`);
+    assert.ok(sent.startsWith('{"model":"gpt-4o",'), sent);
+    const body = JSON.parse(sent);
+    assert.deepEqual(body.tools.map((t) => t.function.name), ['grep']);
+    assert.ok(!sent.includes('Bash'));
+    assert.ok(!sent.includes('tool\\u0073'), 'the edited member is written once, under its name');
+  });
+
   it('a request that forces a refused tool is refused with 403 in its dialect and recorded as blocked', async () => {
     await mock.clear();
     let id;
