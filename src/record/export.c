@@ -220,7 +220,7 @@ static void object_name(char *out, size_t outlen, const struct kl_export_cfg *e,
 /* Sends up to max_records queued records as one object and dequeues them:
  * how many were taken off the queue (0: it was empty), or -1. */
 static long one_object(struct kl_store *s, const struct kl_export_cfg *e, const char *instance, bool delete_exported,
-                       const atomic_bool *stop, char *err, size_t errlen)
+                       const atomic_bool *stop, long *sent_out, char *err, size_t errlen)
 {
     char *sql = queue_sql(e->max_records);
     cJSON *rows = NULL;
@@ -283,12 +283,15 @@ static long one_object(struct kl_store *s, const struct kl_export_cfg *e, const 
     if (rc == 0)
         rc = exec_around(s, "DELETE FROM export_queue WHERE seq IN (", seqs.p, ")", err, errlen);
     free(seqs.p);
+    if (rc == 0)
+        *sent_out += sent;
     return rc < 0 ? -1 : taken;
 }
 
 long kl_export_round(struct kl_store *s, const struct kl_export_cfg *e, const char *instance, bool delete_exported,
                      const atomic_bool *halt, char *err, size_t errlen)
 {
+    long sent = 0;
     bool pg = kl_store_driver(s) == KL_STORE_POSTGRES;
     char sql[96];
     if (pg) {
@@ -303,18 +306,16 @@ long kl_export_round(struct kl_store *s, const struct kl_export_cfg *e, const ch
         if (!mine)
             return 0;
     }
-    long total = 0, n;
-    do {
-        n = atomic_load(halt) ? 0 : one_object(s, e, instance, delete_exported, halt, err, errlen);
-        if (n > 0)
-            total += n;
-    } while (n >= (long)e->max_records);
+    long n;
+    do
+        n = atomic_load(halt) ? 0 : one_object(s, e, instance, delete_exported, halt, &sent, err, errlen);
+    while (n >= (long)e->max_records);
     if (pg) {
         char ignore[128];
         snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%lld)", (long long)KL_EXPORT_LOCK);
         kl_store_exec(s, sql, NULL, 0, NULL, ignore, sizeof(ignore));
     }
-    return n < 0 ? -1 : total;
+    return n < 0 ? -1 : sent;
 }
 
 /* ---- the thread ---- */
@@ -329,7 +330,28 @@ struct kl_exporter {
     char *instance;
     bool delete_exported;
     char *strings[7];
+    struct kl_export_stats stats;   /* under lock */
 };
+
+/* Records still queued (for the stats), or -1. */
+static long backlog(struct kl_store *s)
+{
+    cJSON *rows = NULL;
+    char err[256];
+    if (kl_store_exec(s, "SELECT count(*) AS n FROM export_queue", NULL, 0, &rows, err, sizeof(err)) < 0)
+        return -1;
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(rows, 0), "n");
+    long v = cJSON_IsNumber(n) ? (long)n->valuedouble : -1;
+    cJSON_Delete(rows);
+    return v;
+}
+
+void kl_exporter_stats(struct kl_exporter *x, struct kl_export_stats *out)
+{
+    pthread_mutex_lock(&x->lock);
+    *out = x->stats;
+    pthread_mutex_unlock(&x->lock);
+}
 
 static void *export_main(void *arg)
 {
@@ -338,6 +360,20 @@ static void *export_main(void *arg)
     for (;;) {
         char err[768];
         long n = kl_export_round(x->store, &x->cfg, x->instance, x->delete_exported, &x->stop, err, sizeof(err));
+        long queued = atomic_load(&x->stop) ? -1 : backlog(x->store);
+        pthread_mutex_lock(&x->lock);
+        if (n > 0)
+            x->stats.records += (uint64_t)n;
+        if (n >= 0) {
+            x->stats.last_ok_ms = kl_wall_ms();
+            x->stats.failing = 0;
+        } else if (!atomic_load(&x->stop)) {
+            x->stats.last_error_ms = kl_wall_ms();
+            x->stats.failing++;
+            snprintf(x->stats.last_error, sizeof(x->stats.last_error), "%.500s", err);
+        }
+        x->stats.queued = queued;
+        pthread_mutex_unlock(&x->lock);
         if (n < 0 && !atomic_load(&x->stop)) {
             if (failing++ % 10 == 0)
                 kl_error("export to s3://%s failed (%u times in a row; the records stay queued and are sent "
@@ -393,6 +429,7 @@ struct kl_exporter *kl_exporter_start(struct kl_store *store, const struct kl_ex
     x->instance = (char *)keep(x, 6, instance);
     x->delete_exported = delete_exported;
     atomic_init(&x->stop, false);
+    x->stats.queued = -1;
     pthread_mutex_init(&x->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

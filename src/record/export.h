@@ -47,6 +47,16 @@ struct kl_exporter *kl_exporter_start(struct kl_store *store, const struct kl_ex
  * queued for the next start) and closes its store. */
 void kl_exporter_stop(struct kl_exporter *x);
 
+/* What an operator asks of the exporter (GET /api/export). */
+struct kl_export_stats {
+    uint64_t records;                   /* sent since start */
+    int64_t last_ok_ms, last_error_ms;  /* the last round that worked, that failed; 0: none yet */
+    unsigned failing;                   /* rounds failed in a row */
+    long queued;                        /* records waiting after the last round, -1: unknown */
+    char last_error[512];
+};
+void kl_exporter_stats(struct kl_exporter *x, struct kl_export_stats *out);
+
 /* One round: send what is queued (objects of max_records) until the queue is
  * empty. The number of records sent, or -1 with err (what was sent before
  * the failure stays sent). For the thread and for tests. */

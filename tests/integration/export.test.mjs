@@ -132,6 +132,13 @@ async function chat(gw, content) {
   return r.headers.get('x-keyless-request-id');
 }
 
+const ADMIN_GRANTS = [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }];
+
+async function status(gw) {
+  const r = await fetch(`${gw.url}/api/export`);
+  return { status: r.status, body: await r.json() };
+}
+
 function exporter(bucket, extra = {}) {
   return {
     s3: {
@@ -150,6 +157,7 @@ describe('exporters.s3', () => {
     const bucket = await startBucket('audit');
     const gw = await startGateway({
       providers: providersFor(mock.url), exporters: exporter(bucket), store: { instance: 'gw-east/1' },
+      grants: ADMIN_GRANTS,
     }, { env: { KL_TEST_S3_SECRET: SECRET } });
     try {
       const ids = [];
@@ -184,6 +192,14 @@ describe('exporters.s3', () => {
       assert.equal(Number(sql(db, "SELECT count(*) FROM requests WHERE path = '/v1/chat/completions'")), 3,
         'records stay in the store (retention is forever)');
       assert.match(gw.output(), /export: \d+ records to s3:\/\/audit\/gw\/keyless\//);
+      const st = (await status(gw)).body;
+      assert.equal(st.configured, true);
+      assert.equal(st.bucket, 'audit');
+      assert.equal(st.records_exported, 3);
+      assert.equal(st.queued, 0);
+      assert.equal(typeof st.last_success_at, 'number');
+      assert.equal(st.last_error, null);
+      assert.equal(st.failing_rounds, 0);
       assert.ok(!gw.output().includes(SECRET), 'the secret is never logged');
     } finally {
       await gw.stop();
@@ -193,7 +209,7 @@ describe('exporters.s3', () => {
 
   it('a bucket that refuses (bad secret) loses nothing: the records go out after the fix', async () => {
     const bucket = await startBucket('audit');
-    const config = { providers: providersFor(mock.url), exporters: exporter(bucket) };
+    const config = { providers: providersFor(mock.url), exporters: exporter(bucket), grants: ADMIN_GRANTS };
     let gw = await startGateway(config, { env: { KL_TEST_S3_SECRET: 'not-the-secret' } });
     const ids = [];
     let db;
@@ -205,6 +221,12 @@ describe('exporters.s3', () => {
       assert.equal(bucket.objects.size, 0);
       db = join(gw.dir, 'keyless.db');
       assert.equal(sql(db, 'SELECT count(*) FROM export_queue'), '2');
+      const st = (await status(gw)).body;
+      assert.ok(st.failing_rounds >= 1);
+      assert.match(st.last_error, /HTTP 403 SignatureDoesNotMatch/);
+      assert.equal(st.records_exported, 0);
+      assert.equal(st.queued, 2);
+      assert.ok(!JSON.stringify(st).includes('not-the-secret'));
     } finally {
       await gw.stop();
     }
@@ -212,8 +234,10 @@ describe('exporters.s3', () => {
     const fixed = { ...config, store: { path: db } };
     gw = await startGateway(fixed, { env: { KL_TEST_S3_SECRET: SECRET } });
     try {
-      await waitFor(() => exportedRecords(bucket).length >= 2, 'the held records');
-      assert.deepEqual(exportedRecords(bucket).map((r) => r.id).sort(), [...ids].sort());
+      await waitFor(() => ids.every((id) => exportedRecords(bucket).some((r) => r.id === id)), 'the held records');
+      // (the status request's own record is exported too)
+      assert.deepEqual(exportedRecords(bucket).filter((r) => r.path === '/v1/chat/completions').map((r) => r.id).sort(),
+        [...ids].sort());
       assert.equal(sql(db, 'SELECT count(*) FROM export_queue'), '0');
     } finally {
       await gw.stop();
@@ -235,6 +259,8 @@ describe('exporters.s3', () => {
       await sleep(1500); // past retention, and the purge runs every 0.5 s here
       assert.equal(sql(db, `SELECT count(*) FROM requests WHERE id = '${id}'`), '1', 'not purged while unexported');
       assert.match(gw.output(), /HTTP 503 SlowDown/);
+      const st = await status(gw);
+      assert.equal(st.status, 403, 'the export status is for admins');
       bucket.failNext(0);
       await waitFor(() => exportedRecords(bucket).some((r) => r.id === id), 'the export');
       await waitFor(() => sql(db, `SELECT count(*) FROM requests WHERE id = '${id}'`) === '0', 'the purge after it');
