@@ -36,6 +36,7 @@ enum kl_step kl_admin_export(kl_exchange *ex)
         cJSON_AddStringToObject(root, "prefix", e->prefix);
         cJSON_AddNumberToObject(root, "every_ms", (double)e->every_ms);
         cJSON_AddNumberToObject(root, "records_exported", (double)st.records);
+        cJSON_AddNumberToObject(root, "records_lost", (double)st.lost);
         if (st.queued >= 0)
             cJSON_AddNumberToObject(root, "queued", (double)st.queued);
         else

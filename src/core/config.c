@@ -365,17 +365,23 @@ static void read_compat(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
 
 const char *kl_cfg_secret(kl_cfg_ctx *c, const cJSON *v, const char *owner, const char **problem)
 {
+    return kl_cfg_secret_named(c, v, owner, "API key", problem);
+}
+
+const char *kl_cfg_secret_named(kl_cfg_ctx *c, const cJSON *v, const char *owner, const char *noun,
+                                const char **problem)
+{
     *problem = NULL;
     if (!cJSON_IsString(v)) {
-        kl_cfg_report(c, KL_SEV_ERROR, v, "apikey must be a string");
+        kl_cfg_report(c, KL_SEV_ERROR, v, "%s: the %s must be a string", owner, noun);
         return NULL;
     }
     const char *unset = NULL;
     const char *s = cfg_expand_macros(c, v, v->valuestring, &unset);
     if (!s) {
         if (unset)
-            *problem = kl_arena_printf(&c->cfg->arena, "%s has no API key: environment variable %s is not set",
-                                       owner, unset);
+            *problem = kl_arena_printf(&c->cfg->arena, "%s has no %s: environment variable %s is not set",
+                                       owner, noun, unset);
         return NULL;
     }
     if (strncmp(s, "file:", 5) == 0) {
@@ -388,7 +394,7 @@ const char *kl_cfg_secret(kl_cfg_ctx *c, const cJSON *v, const char *owner, cons
             fclose(f);
         }
         if (!f) {
-            *problem = kl_arena_printf(&c->cfg->arena, "%s has no API key: cannot read %s (%s)", owner, path,
+            *problem = kl_arena_printf(&c->cfg->arena, "%s has no %s: cannot read %s (%s)", owner, noun, path,
                                        strerror(errno));
             return NULL;
         }
@@ -398,7 +404,7 @@ const char *kl_cfg_secret(kl_cfg_ctx *c, const cJSON *v, const char *owner, cons
     }
     for (const char *q = s; *q; q++) {
         if ((unsigned char)*q < 0x20 || *q == 0x7f) {
-            kl_cfg_report(c, KL_SEV_ERROR, v, "%s: apikey contains a control character", owner);
+            kl_cfg_report(c, KL_SEV_ERROR, v, "%s: the %s contains a control character", owner, noun);
             return NULL;
         }
     }

@@ -126,6 +126,10 @@ void kl_cfg_report(kl_cfg_ctx *c, enum kl_severity sev, const cJSON *at,
  * unavailable: then *problem says why (an unset variable, an unreadable
  * file), for the caller to report or keep. */
 const char *kl_cfg_secret(kl_cfg_ctx *c, const cJSON *v, const char *owner, const char **problem);
+/* The same for a secret that is not an API key: noun names it in messages
+ * ("secret access key"). */
+const char *kl_cfg_secret_named(kl_cfg_ctx *c, const cJSON *v, const char *owner, const char *noun,
+                                const char **problem);
 
 /* "authorization": "bearer" (or ""), "x-api-key", "x-goog-api-key" into
  * *out; anything else is reported as an error (and *out left alone). */

@@ -73,6 +73,7 @@ void kl_server_reload(kl_server *srv)
                 n->nproviders == 1 ? "" : "s");
         kl_log_set_level((enum kl_log_level)n->log_level); /* after the line above, which a quieter level would drop */
         kl_config_holder_swap(&srv->config, n);
+        kl_record_server_reloaded(srv, n);
         for (int i = 0; i < srv->nworkers; i++)
             kl_mailbox_post(&srv->workers[i], adopt, &srv->workers[i]);
     }

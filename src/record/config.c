@@ -142,4 +142,8 @@ void kl_record_check_config(kl_cfg_ctx *c)
     if (s->require_export && !s->exporter && s->retention_ms)
         kl_cfg_report(c, KL_SEV_WARNING, NULL, "database.retention.require_export is set but no exporter is "
                       "configured: retention removes nothing until one is");
+    if (!s->require_export && s->exporter && s->retention_ms)
+        kl_cfg_report(c, KL_SEV_WARNING, NULL, "exporters.s3 with retention but without "
+                      "database.retention.require_export: records the bucket has not taken by the time retention "
+                      "removes them never reach it");
 }

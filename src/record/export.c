@@ -25,6 +25,24 @@ static bool name_chars(const char *s, const char *extra)
     return true;
 }
 
+/* An object name prefix that names the same key in every client and
+ * service: no "." or ".." segments (libcurl would resolve them), no "//". */
+static bool prefix_ok(const char *p)
+{
+    if (!name_chars(p, "/._-") || p[0] == '/')
+        return false;
+    for (const char *seg = p; *seg;) {
+        const char *end = strchr(seg, '/');
+        size_t n = end ? (size_t)(end - seg) : strlen(seg);
+        if (end && (n == 0 || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.')))
+            return false;
+        if (!end)
+            return !(n == 1 && seg[0] == '.') && !(n == 2 && seg[0] == '.' && seg[1] == '.');
+        seg = end + 1;
+    }
+    return true;
+}
+
 static const char *string_member(kl_cfg_ctx *c, const cJSON *m)
 {
     if (cJSON_IsString(m))
@@ -43,9 +61,9 @@ static const char *credential(kl_cfg_ctx *c, const cJSON *m)
         return NULL;
     }
     const char *problem;
-    char owner[64];
-    snprintf(owner, sizeof(owner), "exporters.s3.%s", m->string);
-    const char *s = kl_cfg_secret(c, m, owner, &problem);
+    const char *s = kl_cfg_secret_named(c, m, "exporters.s3",
+                                        strcmp(m->string, "access_key_id") == 0 ? "access key id" : "secret access key",
+                                        &problem);
     if (!s && problem)
         kl_cfg_report(c, KL_SEV_ERROR, m, "%s", problem);
     return s;
@@ -77,9 +95,9 @@ static void read_s3(kl_cfg_ctx *c, const cJSON *v)
             e->access_secret = credential(c, m);
         } else if (strcmp(k, "prefix") == 0) {
             e->prefix = string_member(c, m);
-            if (e->prefix && (!name_chars(e->prefix, "/._-") || e->prefix[0] == '/'))
-                kl_cfg_report(c, KL_SEV_ERROR, m, "exporters.s3.prefix may hold letters, digits and / . _ - "
-                              "and must not start with /");
+            if (e->prefix && !prefix_ok(e->prefix))
+                kl_cfg_report(c, KL_SEV_ERROR, m, "exporters.s3.prefix may hold letters, digits and / . _ -, "
+                              "must not start with / and has no empty, \".\" or \"..\" segment");
         } else if (strcmp(k, "every") == 0) {
             uint64_t ms;
             if (!cJSON_IsString(m) || kl_parse_duration_ms(m->valuestring, &ms) < 0 || ms < 1000)
@@ -143,9 +161,11 @@ bool kl_export_cfg_differs(const struct kl_export_cfg *a, const struct kl_export
 {
     if (!a || !b)
         return a != b;
+    /* credentials are not compared: a reload hands new ones to the running
+     * exporter (kl_exporter_set_credentials), so a rotated secret does not
+     * block every later SIGHUP */
     return str_differs(a->endpoint, b->endpoint) || str_differs(a->bucket, b->bucket) ||
-           str_differs(a->region, b->region) || str_differs(a->access_key_id, b->access_key_id) ||
-           str_differs(a->access_secret, b->access_secret) || str_differs(a->prefix, b->prefix) ||
+           str_differs(a->region, b->region) || str_differs(a->prefix, b->prefix) ||
            a->every_ms != b->every_ms || a->max_records != b->max_records;
 }
 
@@ -203,7 +223,7 @@ static char *queue_sql(size_t limit)
 /* Instance names are host names in practice; anything else becomes '_'
  * in an object name. */
 static void object_name(char *out, size_t outlen, const struct kl_export_cfg *e, const char *instance,
-                        int64_t started_ms, long long first, long long last)
+                        int64_t started_ms, long long first, long long last, int64_t exported_ms)
 {
     char inst[128];
     size_t n = 0;
@@ -213,14 +233,14 @@ static void object_name(char *out, size_t outlen, const struct kl_export_cfg *e,
     time_t t = (time_t)(started_ms / 1000);
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(out, outlen, "%skeyless/%s/%04d/%02d/%02d/%012lld-%012lld.cbor.zst", e->prefix, inst,
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, first, last);
+    snprintf(out, outlen, "%skeyless/%s/%04d/%02d/%02d/%012lld-%012lld-%lld.cbor.zst", e->prefix, inst,
+             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, first, last, (long long)exported_ms);
 }
 
 /* Sends up to max_records queued records as one object and dequeues them:
  * how many were taken off the queue (0: it was empty), or -1. */
 static long one_object(struct kl_store *s, const struct kl_export_cfg *e, const char *instance, bool delete_exported,
-                       const atomic_bool *stop, long *sent_out, char *err, size_t errlen)
+                       const atomic_bool *stop, struct kl_export_counts *counts, char *err, size_t errlen)
 {
     char *sql = queue_sql(e->max_records);
     cJSON *rows = NULL;
@@ -259,13 +279,17 @@ static long one_object(struct kl_store *s, const struct kl_export_cfg *e, const 
         row = next;
     }
     long sent = cJSON_GetArraySize(rows);
+    if (taken > sent)
+        kl_warn("export: %ld queued records were removed by retention before they could be exported "
+                "(database.retention.require_export keeps them until they are)", taken - sent);
     if (sent > 0) {
         size_t clen = 0, zlen = 0;
-        unsigned char *doc = kl_archive_cbor(rows, instance, kl_wall_ms(), &clen);
+        int64_t now = kl_wall_ms();
+        unsigned char *doc = kl_archive_cbor(rows, instance, now, &clen);
         unsigned char *z = kl_archive_zstd(doc, clen, &zlen);
         free(doc);
         char key[512];
-        object_name(key, sizeof(key), e, instance, started, first, last);
+        object_name(key, sizeof(key), e, instance, started, first, last, now);
         if (!z) {
             snprintf(err, errlen, "compressing %s failed", key);
             rc = -1;
@@ -283,15 +307,17 @@ static long one_object(struct kl_store *s, const struct kl_export_cfg *e, const 
     if (rc == 0)
         rc = exec_around(s, "DELETE FROM export_queue WHERE seq IN (", seqs.p, ")", err, errlen);
     free(seqs.p);
-    if (rc == 0)
-        *sent_out += sent;
+    if (rc == 0) {
+        counts->sent += sent;
+        counts->lost += taken - sent;
+    }
     return rc < 0 ? -1 : taken;
 }
 
 long kl_export_round(struct kl_store *s, const struct kl_export_cfg *e, const char *instance, bool delete_exported,
-                     const atomic_bool *halt, char *err, size_t errlen)
+                     const atomic_bool *halt, struct kl_export_counts *counts, char *err, size_t errlen)
 {
-    long sent = 0;
+    counts->sent = counts->lost = 0;
     bool pg = kl_store_driver(s) == KL_STORE_POSTGRES;
     char sql[96];
     if (pg) {
@@ -308,14 +334,14 @@ long kl_export_round(struct kl_store *s, const struct kl_export_cfg *e, const ch
     }
     long n;
     do
-        n = atomic_load(halt) ? 0 : one_object(s, e, instance, delete_exported, halt, &sent, err, errlen);
+        n = atomic_load(halt) ? 0 : one_object(s, e, instance, delete_exported, halt, counts, err, errlen);
     while (n >= (long)e->max_records);
     if (pg) {
         char ignore[128];
         snprintf(sql, sizeof(sql), "SELECT pg_advisory_unlock(%lld)", (long long)KL_EXPORT_LOCK);
         kl_store_exec(s, sql, NULL, 0, NULL, ignore, sizeof(ignore));
     }
-    return n < 0 ? -1 : sent;
+    return n < 0 ? -1 : 0;
 }
 
 /* ---- the thread ---- */
@@ -353,18 +379,37 @@ void kl_exporter_stats(struct kl_exporter *x, struct kl_export_stats *out)
     pthread_mutex_unlock(&x->lock);
 }
 
+/* The credentials for one round, copied under the lock: a reload may
+ * replace them meanwhile (kl_exporter_set_credentials). */
+static void take_credentials(struct kl_exporter *x, struct kl_export_cfg *round)
+{
+    pthread_mutex_lock(&x->lock);
+    *round = x->cfg;
+    round->access_key_id = strdup(x->cfg.access_key_id);
+    round->access_secret = strdup(x->cfg.access_secret);
+    pthread_mutex_unlock(&x->lock);
+    if (!round->access_key_id || !round->access_secret)
+        abort();
+}
+
 static void *export_main(void *arg)
 {
     struct kl_exporter *x = arg;
     unsigned failing = 0;
     for (;;) {
         char err[768];
-        long n = kl_export_round(x->store, &x->cfg, x->instance, x->delete_exported, &x->stop, err, sizeof(err));
+        struct kl_export_cfg round;
+        take_credentials(x, &round);
+        struct kl_export_counts counts;
+        long rc = kl_export_round(x->store, &round, x->instance, x->delete_exported, &x->stop, &counts, err,
+                                  sizeof(err));
+        free((char *)round.access_key_id);
+        free((char *)round.access_secret);
         long queued = atomic_load(&x->stop) ? -1 : backlog(x->store);
         pthread_mutex_lock(&x->lock);
-        if (n > 0)
-            x->stats.records += (uint64_t)n;
-        if (n >= 0) {
+        x->stats.records += (uint64_t)counts.sent;
+        x->stats.lost += (uint64_t)counts.lost;
+        if (rc >= 0) {
             x->stats.last_ok_ms = kl_wall_ms();
             x->stats.failing = 0;
         } else if (!atomic_load(&x->stop)) {
@@ -374,12 +419,12 @@ static void *export_main(void *arg)
         }
         x->stats.queued = queued;
         pthread_mutex_unlock(&x->lock);
-        if (n < 0 && !atomic_load(&x->stop)) {
+        if (rc < 0 && !atomic_load(&x->stop)) {
             if (failing++ % 10 == 0)
                 kl_error("export to s3://%s failed (%u times in a row; the records stay queued and are sent "
                          "again in %lld s): %s",
                          x->cfg.bucket, failing, (long long)(x->cfg.every_ms / 1000), err);
-        } else if (n >= 0 && failing) {
+        } else if (rc >= 0 && failing) {
             kl_info("export to s3://%s works again after %u failures", x->cfg.bucket, failing);
             failing = 0;
         }
@@ -412,9 +457,23 @@ static const char *keep(struct kl_exporter *x, size_t i, const char *s)
     return x->strings[i];
 }
 
-struct kl_exporter *kl_exporter_start(struct kl_store *store, const struct kl_export_cfg *cfg, const char *instance,
-                                      bool delete_exported)
+/* Records per object: max_records, fewer when captures make rows large,
+ * so an object (held three times: rows, CBOR, zstd) stays near 64 MiB. */
+static size_t rows_per_object(const struct kl_store_cfg *sc)
 {
+    size_t row = 8192;
+    if (sc->captures != KL_CAPTURE_NONE)
+        row += 16384;
+    if (sc->captures == KL_CAPTURE_FULL)
+        row += 2 * sc->capture_max;
+    size_t fit = ((size_t)64 << 20) / row;
+    fit = fit ? fit : 1;
+    return sc->exporter->max_records < fit ? sc->exporter->max_records : fit;
+}
+
+struct kl_exporter *kl_exporter_start(struct kl_store *store, const struct kl_store_cfg *sc)
+{
+    const struct kl_export_cfg *cfg = sc->exporter;
     struct kl_exporter *x = calloc(1, sizeof(*x));
     if (!x)
         abort();
@@ -426,8 +485,9 @@ struct kl_exporter *kl_exporter_start(struct kl_store *store, const struct kl_ex
     x->cfg.access_key_id = keep(x, 3, cfg->access_key_id);
     x->cfg.access_secret = keep(x, 4, cfg->access_secret);
     x->cfg.prefix = keep(x, 5, cfg->prefix);
-    x->instance = (char *)keep(x, 6, instance);
-    x->delete_exported = delete_exported;
+    x->cfg.max_records = rows_per_object(sc);
+    x->instance = (char *)keep(x, 6, sc->instance);
+    x->delete_exported = sc->zero_retention;
     atomic_init(&x->stop, false);
     x->stats.queued = -1;
     pthread_mutex_init(&x->lock, NULL);
@@ -439,6 +499,19 @@ struct kl_exporter *kl_exporter_start(struct kl_store *store, const struct kl_ex
     pthread_create(&x->thread, NULL, export_main, x);
     pthread_setname_np(x->thread, "kl-export");
     return x;
+}
+
+void kl_exporter_set_credentials(struct kl_exporter *x, const struct kl_export_cfg *cfg)
+{
+    char *id = strdup(cfg->access_key_id), *secret = strdup(cfg->access_secret);
+    if (!id || !secret)
+        abort();
+    pthread_mutex_lock(&x->lock);
+    free(x->strings[3]);
+    free(x->strings[4]);
+    x->cfg.access_key_id = x->strings[3] = id;
+    x->cfg.access_secret = x->strings[4] = secret;
+    pthread_mutex_unlock(&x->lock);
 }
 
 void kl_exporter_stop(struct kl_exporter *x)

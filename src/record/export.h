@@ -38,11 +38,13 @@ void kl_export_read_config(kl_cfg_ctx *c, const cJSON *v);
 bool kl_export_cfg_differs(const struct kl_export_cfg *a, const struct kl_export_cfg *b);
 
 struct kl_exporter;
-/* Takes ownership of store (a connection of its own). delete_exported:
- * remove records from the store once they are in the bucket (zero
- * retention). */
-struct kl_exporter *kl_exporter_start(struct kl_store *store, const struct kl_export_cfg *cfg, const char *instance,
-                                      bool delete_exported);
+struct kl_store_cfg;
+/* Starts the thread for sc->exporter. Takes ownership of store (a
+ * connection of its own). With zero retention, records are removed from
+ * the store once they are in the bucket. */
+struct kl_exporter *kl_exporter_start(struct kl_store *store, const struct kl_store_cfg *sc);
+/* A reload's credentials (a rotated secret applies without a restart). */
+void kl_exporter_set_credentials(struct kl_exporter *x, const struct kl_export_cfg *cfg);
 /* Stops the thread (an upload under way is abandoned: its records stay
  * queued for the next start) and closes its store. */
 void kl_exporter_stop(struct kl_exporter *x);
@@ -50,6 +52,7 @@ void kl_exporter_stop(struct kl_exporter *x);
 /* What an operator asks of the exporter (GET /api/export). */
 struct kl_export_stats {
     uint64_t records;                   /* sent since start */
+    uint64_t lost;                      /* removed by retention before they could be sent */
     int64_t last_ok_ms, last_error_ms;  /* the last round that worked, that failed; 0: none yet */
     unsigned failing;                   /* rounds failed in a row */
     long queued;                        /* records waiting after the last round, -1: unknown */
@@ -57,10 +60,15 @@ struct kl_export_stats {
 };
 void kl_exporter_stats(struct kl_exporter *x, struct kl_export_stats *out);
 
+struct kl_export_counts {
+    long sent;                          /* records in the bucket now */
+    long lost;                          /* queued, but their rows were gone (retention) */
+};
 /* One round: send what is queued (objects of max_records) until the queue is
- * empty. The number of records sent, or -1 with err (what was sent before
- * the failure stays sent). For the thread and for tests. */
+ * empty. 0, or -1 with err (what was sent before the failure stays sent and
+ * is counted). */
 long kl_export_round(struct kl_store *store, const struct kl_export_cfg *cfg, const char *instance,
-                     bool delete_exported, const atomic_bool *stop, char *err, size_t errlen);
+                     bool delete_exported, const atomic_bool *stop, struct kl_export_counts *counts, char *err,
+                     size_t errlen);
 
 #endif

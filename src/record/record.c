@@ -331,22 +331,26 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
     if (!s)
         return -1;
     /* Whatever this instance left in progress was cut short by a crash (and
-     * is final now: exported like any other). */
+     * is final now: with an exporter, queued in the same transaction, so
+     * another gateway's exporter never sees it queued but in progress). */
     char now[32];
     snprintf(now, sizeof(now), "%lld", (long long)kl_wall_ms());
     const char *params[] = {now, sc->instance};
-    if (sc->exporter &&
-        kl_store_exec(s, "INSERT INTO export_queue (id) SELECT id FROM requests WHERE state = 'in_progress' AND "
-                      "instance = ? ORDER BY id", params + 1, 1, NULL, err, errlen) < 0) {
-        kl_store_close(s);
-        return -1;
-    }
-    if (kl_store_exec(s,
+    const char *queue_params[] = {sc->instance, now};
+    char ignore[128];
+    if ((sc->exporter && kl_store_exec(s, "BEGIN", NULL, 0, NULL, err, errlen) < 0) ||
+        kl_store_exec(s,
                       "UPDATE requests SET state = 'interrupted', ended_at = ?, "
                       "error_class = COALESCE(error_class, 'interrupted'), "
                       "error_message = COALESCE(error_message, 'the gateway stopped while this request was in flight') "
                       "WHERE state = 'in_progress' AND instance = ?",
-                      params, 2, NULL, err, errlen) < 0) {
+                      params, 2, NULL, err, errlen) < 0 ||
+        (sc->exporter &&
+         (kl_store_exec(s, "INSERT INTO export_queue (id) SELECT id FROM requests WHERE state = 'interrupted' AND "
+                        "instance = ? AND ended_at = ? ORDER BY id", queue_params, 2, NULL, err, errlen) < 0 ||
+          kl_store_exec(s, "COMMIT", NULL, 0, NULL, err, errlen) < 0))) {
+        if (sc->exporter)
+            kl_store_exec(s, "ROLLBACK", NULL, 0, NULL, ignore, sizeof(ignore));
         kl_store_close(s);
         return -1;
     }
@@ -382,8 +386,14 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
     srv->writer = kl_writer_start(s, &o);
     srv->query = kl_query_start(r);
     if (x)
-        srv->exporter = kl_exporter_start(x, sc->exporter, sc->instance, sc->zero_retention);
+        srv->exporter = kl_exporter_start(x, sc);
     return 0;
+}
+
+void kl_record_server_reloaded(kl_server *srv, const kl_config *cfg)
+{
+    if (srv->exporter && cfg->store->exporter)
+        kl_exporter_set_credentials(srv->exporter, cfg->store->exporter);
 }
 
 void kl_record_server_stop_queries(kl_server *srv)

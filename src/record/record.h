@@ -41,6 +41,9 @@ void kl_record_check_config(kl_cfg_ctx *c);
  * start the writer. -1 with err when the store cannot be used. */
 int  kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t errlen);
 void kl_record_server_stop(kl_server *srv);
+/* After a reload was adopted: what the running threads take from it (the
+ * exporter's credentials). */
+void kl_record_server_reloaded(kl_server *srv, const kl_config *cfg);
 /* Stop the query thread (before workers' mailboxes go away). */
 void kl_record_server_stop_queries(kl_server *srv);
 

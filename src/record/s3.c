@@ -17,6 +17,9 @@ char *kl_s3_url(const struct kl_export_cfg *e, const char *key)
         abort();
     if (e->endpoint)
         snprintf(url, n, "%s/%s/%s", e->endpoint, e->bucket, key);
+    else if (strchr(e->bucket, '.'))
+        /* a dotted name does not match the *.s3.REGION.amazonaws.com certificate */
+        snprintf(url, n, "https://s3.%s.amazonaws.com/%s/%s", e->region, e->bucket, key);
     else
         snprintf(url, n, "https://%s.s3.%s.amazonaws.com/%s", e->bucket, e->region, key);
     return url;
@@ -100,7 +103,10 @@ int kl_s3_put(const struct kl_export_cfg *e, const char *key, const void *data, 
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)stop);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 300000L);
+    /* no overall limit (a large object on a slow link still goes), but a
+     * transfer slower than 1 KB/s for a minute is given up */
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     CURLcode rc = curl_easy_perform(c);
     long status = 0;

@@ -75,7 +75,9 @@ const char *const kl_schema_v4 = "DROP INDEX IF EXISTS requests_started";
  * adds a final row's id here in the same transaction as the row, and the
  * exporter removes ids once their rows are in the bucket: the exact set of
  * records not exported yet, without an index or a column on requests (whose
- * every write the proxy's core pays for). seq never repeats (AUTOINCREMENT,
+ * every write the proxy's core pays for). No index on id: retention's
+ * "not exported yet" test reads the queue's oldest id once per purge
+ * (writer.c) instead of looking up every old row. seq never repeats (AUTOINCREMENT,
  * BIGSERIAL), so an object named by its first and last seq is never
  * overwritten by a later one. */
 const char *const kl_schema_v5_sqlite =

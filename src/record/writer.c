@@ -24,7 +24,11 @@ struct kl_writer {
 
 /* Retention (Aperture's database.retention): drop old rows, or only their
  * captures — once a minute, or every half retention period when that is
- * shorter, so nothing outlives its retention by more than half again. */
+ * shorter, so nothing outlives its retention by more than half again. With
+ * require_export, only rows older than the oldest record still on the
+ * export queue: one read of the queue per purge (its two subqueries do not
+ * depend on the row), where a per-row "is it queued" test needed an index
+ * the writer would pay for on every row, or a scan of the queue per row. */
 static void purge(struct kl_writer *w)
 {
     int64_t now = kl_wall_ms();
@@ -43,13 +47,13 @@ static void purge(struct kl_writer *w)
                ? "UPDATE requests SET request_headers = NULL, response_headers = NULL, request_body = NULL, "
                  "response_body = NULL WHERE id < ? AND started_at < ? AND state <> 'in_progress' AND "
                  "(request_body IS NOT NULL OR request_headers IS NOT NULL) AND "
-                 "id NOT IN (SELECT id FROM export_queue)"
+                 "(NOT EXISTS (SELECT 1 FROM export_queue) OR id < (SELECT min(id) FROM export_queue))"
                : "UPDATE requests SET request_headers = NULL, response_headers = NULL, request_body = NULL, "
                  "response_body = NULL WHERE id < ? AND started_at < ? AND state <> 'in_progress' AND "
                  "(request_body IS NOT NULL OR request_headers IS NOT NULL)")
         : (w->o.spare_queued
                ? "DELETE FROM requests WHERE id < ? AND started_at < ? AND state <> 'in_progress' AND "
-                 "id NOT IN (SELECT id FROM export_queue)"
+                 "(NOT EXISTS (SELECT 1 FROM export_queue) OR id < (SELECT min(id) FROM export_queue))"
                : "DELETE FROM requests WHERE id < ? AND started_at < ? AND state <> 'in_progress'");
     if (kl_store_exec(w->store, sql, params, 2, NULL, err, sizeof(err)) < 0)
         kl_warn("record retention: %s", err);

@@ -139,7 +139,7 @@ async function status(gw) {
   return { status: r.status, body: await r.json() };
 }
 
-function exporter(bucket, extra = {}) {
+function exporter(bucket, extra = {}) {  // eslint-disable-line
   return {
     s3: {
       endpoint: bucket.url, bucket_name: 'audit', region: REGION,
@@ -156,7 +156,7 @@ describe('exporters.s3', () => {
   it('sends every record once, as zstd CBOR, signed; keeps them in the store; no credential in it', async () => {
     const bucket = await startBucket('audit');
     const gw = await startGateway({
-      providers: providersFor(mock.url), exporters: exporter(bucket), store: { instance: 'gw-east/1' },
+      providers: providersFor(mock.url), exporters: exporter(bucket, { max_records: 2 }), store: { instance: 'gw-east/1' },
       grants: ADMIN_GRANTS,
     }, { env: { KL_TEST_S3_SECRET: SECRET } });
     try {
@@ -166,8 +166,10 @@ describe('exporters.s3', () => {
       await sleep(1500); // another round: nothing is sent twice
       const recs = exportedRecords(bucket);
       assert.deepEqual(recs.map((r) => r.id).sort(), [...ids].sort(), 'each record exactly once');
+      assert.ok(bucket.objects.size >= 2, 'max_records: 2 splits three records over two objects or more');
       for (const [key, obj] of bucket.objects) {
-        assert.match(key, /^gw\/keyless\/gw-east_1\/\d{4}\/\d{2}\/\d{2}\/\d{12}-\d{12}\.cbor\.zst$/);
+        assert.match(key, /^gw\/keyless\/gw-east_1\/\d{4}\/\d{2}\/\d{2}\/\d{12}-\d{12}-\d{13}\.cbor\.zst$/);
+        assert.ok(open(obj).doc.records.length <= 2);
         assert.equal(obj.type, 'application/zstd');
         const { raw, doc } = open(obj);
         assert.equal(doc.format, 'keyless.records');
@@ -207,17 +209,21 @@ describe('exporters.s3', () => {
     }
   });
 
-  it('a bucket that refuses (bad secret) loses nothing: the records go out after the fix', async () => {
+  it('a bucket that refuses (bad secret) loses nothing: the queue outlives a restart, a rotated secret applies on SIGHUP', async () => {
     const bucket = await startBucket('audit');
-    const config = { providers: providersFor(mock.url), exporters: exporter(bucket), grants: ADMIN_GRANTS };
-    let gw = await startGateway(config, { env: { KL_TEST_S3_SECRET: 'not-the-secret' } });
+    const secretFile = join(mkdtempSync(join(tmpdir(), 'keyless-s3-')), 'secret');
+    writeFileSync(secretFile, 'not-the-secret\n');
+    const config = {
+      providers: providersFor(mock.url), grants: ADMIN_GRANTS,
+      exporters: exporter(bucket, { access_secret: `file:${secretFile}` }),
+    };
+    let gw = await startGateway(config);
     const ids = [];
     let db;
     try {
       for (let i = 0; i < 2; i++) ids.push(await chat(gw, `refused ${i}`));
       await waitFor(() => /SignatureDoesNotMatch/.test(gw.output()), 'the refusal in the log');
       assert.match(gw.output(), /export to s3:\/\/audit failed \(1 times in a row; the records stay queued.*HTTP 403 SignatureDoesNotMatch/);
-      assert.ok(!gw.output().includes('not-the-secret'), 'the secret is never logged');
       assert.equal(bucket.objects.size, 0);
       db = join(gw.dir, 'keyless.db');
       assert.equal(sql(db, 'SELECT count(*) FROM export_queue'), '2');
@@ -230,15 +236,21 @@ describe('exporters.s3', () => {
     } finally {
       await gw.stop();
     }
-    // the same store, the right secret
-    const fixed = { ...config, store: { path: db } };
-    gw = await startGateway(fixed, { env: { KL_TEST_S3_SECRET: SECRET } });
+    assert.ok(!gw.output().includes('not-the-secret'), 'the secret is never logged');
+    // the same store after a restart, still refused; then the secret is rotated and the gateway told
+    gw = await startGateway({ ...config, store: { path: db } });
     try {
+      await waitFor(() => (gw.output().match(/SignatureDoesNotMatch/g) || []).length >= 1, 'refused again');
+      writeFileSync(secretFile, `${SECRET}\n`);
+      gw.proc.kill('SIGHUP');
+      await waitFor(() => /SIGHUP: configuration reloaded/.test(gw.output()), 'the reload');
       await waitFor(() => ids.every((id) => exportedRecords(bucket).some((r) => r.id === id)), 'the held records');
-      // (the status request's own record is exported too)
+      // (the status requests' own records are exported too)
       assert.deepEqual(exportedRecords(bucket).filter((r) => r.path === '/v1/chat/completions').map((r) => r.id).sort(),
         [...ids].sort());
-      assert.equal(sql(db, 'SELECT count(*) FROM export_queue'), '0');
+      await waitFor(() => sql(db, "SELECT count(*) FROM export_queue q JOIN requests r ON r.id = q.id "
+        + "WHERE r.path = '/v1/chat/completions'") === '0', 'the queue drained');
+      assert.ok(!gw.output().includes(SECRET), 'the secret is never logged');
     } finally {
       await gw.stop();
       await bucket.close();
@@ -255,8 +267,11 @@ describe('exporters.s3', () => {
     try {
       const db = join(gw.dir, 'keyless.db');
       const id = await chat(gw, 'keep me until exported');
+      // a control: an old record that is not queued (written before the exporter was configured)
+      sql(db, "INSERT INTO requests (id, state, started_at) VALUES ('00000000-0001-7000-8000-000000000001', 'done', 1)");
       await waitFor(() => bucket.refusals.length >= 2, 'two refused rounds');
-      await sleep(1500); // past retention, and the purge runs every 0.5 s here
+      await waitFor(() => sql(db, "SELECT count(*) FROM requests WHERE started_at = 1") === '0', 'the purge of the control');
+      await sleep(1200); // past retention for the queued one too
       assert.equal(sql(db, `SELECT count(*) FROM requests WHERE id = '${id}'`), '1', 'not purged while unexported');
       assert.match(gw.output(), /HTTP 503 SlowDown/);
       const st = await status(gw);
@@ -264,6 +279,27 @@ describe('exporters.s3', () => {
       bucket.failNext(0);
       await waitFor(() => exportedRecords(bucket).some((r) => r.id === id), 'the export');
       await waitFor(() => sql(db, `SELECT count(*) FROM requests WHERE id = '${id}'`) === '0', 'the purge after it');
+    } finally {
+      await gw.stop();
+      await bucket.close();
+    }
+  });
+
+  it('retention without require_export: what it removes before the export is counted as lost, and said', async () => {
+    const bucket = await startBucket('audit');
+    bucket.failNext(1000);
+    const gw = await startGateway({
+      providers: providersFor(mock.url), exporters: exporter(bucket), grants: ADMIN_GRANTS,
+      database: { retention: { duration: '1s' } },
+    }, { env: { KL_TEST_S3_SECRET: SECRET } });
+    try {
+      const db = join(gw.dir, 'keyless.db');
+      const id = await chat(gw, 'purged first');
+      await waitFor(() => sql(db, `SELECT count(*) FROM requests WHERE id = '${id}'`) === '0', 'the purge');
+      bucket.failNext(0);
+      await waitFor(async () => (await status(gw)).body.records_lost >= 1, 'the loss counted');
+      assert.ok(!exportedRecords(bucket).some((r) => r.id === id));
+      assert.match(gw.output(), /queued records were removed by retention before they could be exported/);
     } finally {
       await gw.stop();
       await bucket.close();
@@ -285,6 +321,38 @@ describe('exporters.s3', () => {
       assert.match(gw.output(), /kept only until they are exported/);
     } finally {
       await gw.stop();
+      await bucket.close();
+    }
+  });
+
+  it('a stream cut short by kill -9 is exported as interrupted after the restart, never as in progress', async () => {
+    const bucket = await startBucket('audit');
+    bucket.failNext(1000); // nothing goes out before the kill
+    const config = { providers: providersFor(mock.url), exporters: exporter(bucket), grants: ADMIN_GRANTS };
+    const gw = await startGateway(config, { env: { KL_TEST_S3_SECRET: SECRET } });
+    const r = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': 'events=100;delay_events_ms=100' },
+      body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'long' }] }),
+    });
+    const id = r.headers.get('x-keyless-request-id');
+    const reader = r.body.getReader();
+    await reader.read();
+    const db = join(gw.dir, 'keyless.db');
+    await waitFor(() => sql(db, `SELECT state FROM requests WHERE id = '${id}'`) === 'in_progress', 'the in-progress row');
+    gw.proc.kill('SIGKILL');
+    await reader.read().catch(() => {});
+    await new Promise((res) => (gw.proc.exitCode !== null || gw.proc.signalCode ? res() : gw.proc.once('exit', res)));
+    assert.equal(sql(db, `SELECT count(*) FROM export_queue WHERE id = '${id}'`), '0', 'an in-progress row is not queued');
+    bucket.failNext(0);
+    const gw2 = await startGateway({ ...config, store: { path: db } }, { env: { KL_TEST_S3_SECRET: SECRET } });
+    try {
+      await waitFor(() => exportedRecords(bucket).some((x) => x.id === id), 'the interrupted record exported');
+      const recs = exportedRecords(bucket).filter((x) => x.id === id);
+      assert.equal(recs.length, 1);
+      assert.equal(recs[0].state, 'interrupted');
+      assert.equal(recs[0].error_class, 'interrupted');
+    } finally {
+      await gw2.stop();
       await bucket.close();
     }
   });

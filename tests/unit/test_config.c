@@ -337,6 +337,30 @@ static void s3_exporter(void **state)
     expect_diag("{\"exporters\": {\"s3\": {\"bucket_name\": \"a\", \"region\": \"us-east-1\", "
                 "\"access_key_id\": \"AKID\", \"access_secret\": \"x\", \"max_records\": 0}}}",
                 "max_records must be", true);
+    /* segments libcurl would resolve, so the key logged is not the key written */
+    const char *bad_prefixes[] = {"a/../b/", "./a", "a//b", "a/..", "/a"};
+    for (size_t i = 0; i < sizeof(bad_prefixes) / sizeof(bad_prefixes[0]); i++) {
+        char cfg[512];
+        snprintf(cfg, sizeof(cfg), "{\"exporters\": {\"s3\": {\"bucket_name\": \"a\", \"region\": \"r\", "
+                 "\"access_key_id\": \"K\", \"access_secret\": \"x\", \"prefix\": \"%s\"}}}", bad_prefixes[i]);
+        expect_diag(cfg, "prefix may hold", true);
+    }
+    expect_diag("{\"exporters\": {\"s3\": {\"bucket_name\": \"a\", \"region\": \"r\", \"access_key_id\": \"K\", "
+                "\"access_secret\": \"x\", \"prefix\": \"gw.v1/a..b/\"}}}", "no grants", false);
+    /* retention without require_export: what it removes first never reaches the bucket */
+    expect_diag("{\"exporters\": {\"s3\": {\"bucket_name\": \"a\", \"region\": \"r\", \"access_key_id\": \"K\", "
+                "\"access_secret\": \"x\"}}, \"database\": {\"retention\": {\"duration\": \"7d\"}}}",
+                "without database.retention.require_export", false);
+    /* a rotated secret is a reload, anything else about the bucket a restart */
+    struct kl_export_cfg a = {.bucket = "b", .region = "r", .access_key_id = "K1", .access_secret = "s1", .prefix = "",
+                              .every_ms = 1000, .max_records = 5};
+    struct kl_export_cfg b = a;
+    b.access_key_id = "K2";
+    b.access_secret = "s2";
+    assert_false(kl_export_cfg_differs(&a, &b));
+    b.bucket = "other";
+    assert_true(kl_export_cfg_differs(&a, &b));
+    assert_true(kl_export_cfg_differs(&a, NULL));
 }
 
 int main(void)
