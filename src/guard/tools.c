@@ -498,7 +498,9 @@ static char *splice(const char *s, size_t len, const cJSON *tree, size_t *out_le
             cJSON *k = cJSON_ParseWithLength(key - 1, klen + 2);
             decoded = cJSON_IsString(k) ? strdup(k->valuestring) : NULL;
             cJSON_Delete(k);
-            name = decoded ? decoded : "";
+            if (!decoded)
+                abort(); /* the body parsed whole a moment ago: only memory can fail here */
+            name = decoded;
             nlen = strlen(name);
         }
         size_t which = edited_member(name, nlen);

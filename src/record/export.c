@@ -95,7 +95,9 @@ static void read_s3(kl_cfg_ctx *c, const cJSON *v)
             e->access_secret = credential(c, m);
         } else if (strcmp(k, "prefix") == 0) {
             e->prefix = string_member(c, m);
-            if (e->prefix && !prefix_ok(e->prefix))
+            if (e->prefix && strlen(e->prefix) > 256)
+                kl_cfg_report(c, KL_SEV_ERROR, m, "exporters.s3.prefix is longer than 256 bytes");
+            else if (e->prefix && !prefix_ok(e->prefix))
                 kl_cfg_report(c, KL_SEV_ERROR, m, "exporters.s3.prefix may hold letters, digits and / . _ -, "
                               "must not start with / and has no empty, \".\" or \"..\" segment");
         } else if (strcmp(k, "every") == 0) {
@@ -129,6 +131,9 @@ static void read_s3(kl_cfg_ctx *c, const cJSON *v)
         size_t n = strlen(e->endpoint);
         if (strncmp(e->endpoint, "http://", 7) != 0 && strncmp(e->endpoint, "https://", 8) != 0)
             kl_cfg_report(c, KL_SEV_ERROR, v, "exporters.s3.endpoint must be an http:// or https:// URL");
+        else if (strchr(e->endpoint, '@'))
+            kl_cfg_report(c, KL_SEV_ERROR, v, "exporters.s3.endpoint must not hold credentials (user:password@): "
+                          "they would be shown wherever the URL is");
         while (n > 0 && e->endpoint[n - 1] == '/')
             n--;
         e->endpoint = kl_arena_strndup(&c->cfg->arena, e->endpoint, n);
@@ -202,6 +207,31 @@ static int exec_around(struct kl_store *s, const char *head, const char *list, c
     return rc;
 }
 
+/* Takes the sent positions off the queue and, with zero retention, their
+ * records out of the store, at once: a stop between the two must not leave
+ * records that the next round would take for removed by retention. One
+ * statement on PostgreSQL (a transaction there could be cut silently by the
+ * driver's reconnect), a transaction on SQLite. */
+static int dequeue(struct kl_store *s, const char *seqs, bool delete_records, char *err, size_t errlen)
+{
+    if (!delete_records)
+        return exec_around(s, "DELETE FROM export_queue WHERE seq IN (", seqs, ")", err, errlen);
+    if (kl_store_driver(s) == KL_STORE_POSTGRES)
+        return exec_around(s, "WITH q AS (DELETE FROM export_queue WHERE seq IN (", seqs,
+                           ") RETURNING id) DELETE FROM requests WHERE id IN (SELECT id FROM q)", err, errlen);
+    char ignore[128];
+    if (kl_store_exec(s, "BEGIN", NULL, 0, NULL, err, errlen) < 0)
+        return -1;
+    if (exec_around(s, "DELETE FROM requests WHERE id IN (SELECT id FROM export_queue WHERE seq IN (", seqs, "))",
+                    err, errlen) < 0 ||
+        exec_around(s, "DELETE FROM export_queue WHERE seq IN (", seqs, ")", err, errlen) < 0 ||
+        kl_store_exec(s, "COMMIT", NULL, 0, NULL, err, errlen) < 0) {
+        kl_store_exec(s, "ROLLBACK", NULL, 0, NULL, ignore, sizeof(ignore));
+        return -1;
+    }
+    return 0;
+}
+
 /* "SELECT q.seq AS export_seq, r.id, r.instance, ... FROM export_queue q
  * LEFT JOIN requests r ...": a queued id whose row is gone (retention
  * without require_export removed it) comes back with a NULL id. */
@@ -222,7 +252,7 @@ static char *queue_sql(size_t limit)
 
 /* Instance names are host names in practice; anything else becomes '_'
  * in an object name. */
-static void object_name(char *out, size_t outlen, const struct kl_export_cfg *e, const char *instance,
+static bool object_name(char *out, size_t outlen, const struct kl_export_cfg *e, const char *instance,
                         int64_t started_ms, long long first, long long last, int64_t exported_ms)
 {
     char inst[128];
@@ -230,11 +260,14 @@ static void object_name(char *out, size_t outlen, const struct kl_export_cfg *e,
     for (const char *s = instance ? instance : "keyless"; *s && n < sizeof(inst) - 1; s++)
         inst[n++] = name_chars((char[]){*s, 0}, "._-") ? *s : '_';
     inst[n] = '\0';
+    if (strcmp(inst, ".") == 0 || strcmp(inst, "..") == 0 || n == 0)
+        snprintf(inst, sizeof(inst), "_");
     time_t t = (time_t)(started_ms / 1000);
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(out, outlen, "%skeyless/%s/%04d/%02d/%02d/%012lld-%012lld-%lld.cbor.zst", e->prefix, inst,
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, first, last, (long long)exported_ms);
+    int n_out = snprintf(out, outlen, "%skeyless/%s/%04d/%02d/%02d/%012lld-%012lld-%lld.cbor.zst", e->prefix, inst,
+                         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, first, last, (long long)exported_ms);
+    return n_out > 0 && (size_t)n_out < outlen;
 }
 
 /* Sends up to max_records queued records as one object and dequeues them:
@@ -289,8 +322,10 @@ static long one_object(struct kl_store *s, const struct kl_export_cfg *e, const 
         unsigned char *z = kl_archive_zstd(doc, clen, &zlen);
         free(doc);
         char key[512];
-        object_name(key, sizeof(key), e, instance, started, first, last, now);
-        if (!z) {
+        if (!object_name(key, sizeof(key), e, instance, started, first, last, now)) {
+            snprintf(err, errlen, "the object name is too long (prefix and store.instance)");
+            rc = -1;
+        } else if (!z) {
             snprintf(err, errlen, "compressing %s failed", key);
             rc = -1;
         } else {
@@ -301,11 +336,8 @@ static long one_object(struct kl_store *s, const struct kl_export_cfg *e, const 
         free(z);
     }
     cJSON_Delete(rows);
-    if (rc == 0 && delete_exported && sent > 0)
-        rc = exec_around(s, "DELETE FROM requests WHERE id IN (SELECT id FROM export_queue WHERE seq IN (", seqs.p,
-                         "))", err, errlen);
     if (rc == 0)
-        rc = exec_around(s, "DELETE FROM export_queue WHERE seq IN (", seqs.p, ")", err, errlen);
+        rc = dequeue(s, seqs.p, delete_exported && sent > 0, err, errlen);
     free(seqs.p);
     if (rc == 0) {
         counts->sent += sent;

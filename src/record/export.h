@@ -6,9 +6,10 @@
  * record is removed as soon as it is exported (the bucket is the archive).
  *
  * Objects are named PREFIX + "keyless/" + INSTANCE + "/YYYY/MM/DD/" +
- * FIRST-LAST ".cbor.zst", the day that of the first record's start (UTC) and
- * FIRST, LAST the queue positions it holds (zero-padded): no two objects
- * share a name, and names sort in export order. Delivery is at least once:
+ * FIRST-LAST-EXPORTED ".cbor.zst", the day that of the first record's start
+ * (UTC), FIRST, LAST the queue positions it holds (zero-padded) and EXPORTED
+ * the export time in Unix ms: no two objects share a name, even from a new
+ * or restored store. Delivery is at least once:
  * a gateway stopped between the upload and the dequeue sends those records
  * again (their ids tell the copies apart). On PostgreSQL the gateways
  * sharing the store take turns (an advisory lock), so each record is sent

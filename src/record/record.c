@@ -312,6 +312,42 @@ const char *kl_record_restart_only(const kl_config *a, const kl_config *b)
     return NULL;
 }
 
+#define KL_MARK_INTERRUPTED                                                                                  \
+    "UPDATE requests SET state = 'interrupted', ended_at = ?, "                                              \
+    "error_class = COALESCE(error_class, 'interrupted'), "                                                   \
+    "error_message = COALESCE(error_message, 'the gateway stopped while this request was in flight') "       \
+    "WHERE state = 'in_progress' AND instance = ?"
+
+/* This instance's in-progress rows become interrupted; with an exporter they
+ * are queued at once, so another gateway's exporter never sends such a row
+ * while it still says in progress, and none is marked but never queued:
+ * one statement on PostgreSQL (a transaction there could be cut silently by
+ * the driver's reconnect), a transaction on SQLite (UPDATE ... RETURNING
+ * cannot feed an INSERT there). */
+static int mark_interrupted(struct kl_store *s, const struct kl_store_cfg *sc, char *err, size_t errlen)
+{
+    char now[32];
+    snprintf(now, sizeof(now), "%lld", (long long)kl_wall_ms());
+    const char *params[] = {now, sc->instance};
+    if (!sc->exporter)
+        return kl_store_exec(s, KL_MARK_INTERRUPTED, params, 2, NULL, err, errlen);
+    if (kl_store_driver(s) == KL_STORE_POSTGRES)
+        return kl_store_exec(s, "WITH u AS (" KL_MARK_INTERRUPTED " RETURNING id) "
+                             "INSERT INTO export_queue (id) SELECT id FROM u ORDER BY id", params, 2, NULL, err, errlen);
+    const char *queue_params[] = {sc->instance, now};
+    char ignore[128];
+    if (kl_store_exec(s, "BEGIN", NULL, 0, NULL, err, errlen) < 0)
+        return -1;
+    if (kl_store_exec(s, KL_MARK_INTERRUPTED, params, 2, NULL, err, errlen) < 0 ||
+        kl_store_exec(s, "INSERT INTO export_queue (id) SELECT id FROM requests WHERE state = 'interrupted' AND "
+                      "instance = ? AND ended_at = ? ORDER BY id", queue_params, 2, NULL, err, errlen) < 0 ||
+        kl_store_exec(s, "COMMIT", NULL, 0, NULL, err, errlen) < 0) {
+        kl_store_exec(s, "ROLLBACK", NULL, 0, NULL, ignore, sizeof(ignore));
+        return -1;
+    }
+    return 0;
+}
+
 int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t errlen)
 {
     const struct kl_store_cfg *sc = cfg->store;
@@ -331,26 +367,8 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
     if (!s)
         return -1;
     /* Whatever this instance left in progress was cut short by a crash (and
-     * is final now: with an exporter, queued in the same transaction, so
-     * another gateway's exporter never sees it queued but in progress). */
-    char now[32];
-    snprintf(now, sizeof(now), "%lld", (long long)kl_wall_ms());
-    const char *params[] = {now, sc->instance};
-    const char *queue_params[] = {sc->instance, now};
-    char ignore[128];
-    if ((sc->exporter && kl_store_exec(s, "BEGIN", NULL, 0, NULL, err, errlen) < 0) ||
-        kl_store_exec(s,
-                      "UPDATE requests SET state = 'interrupted', ended_at = ?, "
-                      "error_class = COALESCE(error_class, 'interrupted'), "
-                      "error_message = COALESCE(error_message, 'the gateway stopped while this request was in flight') "
-                      "WHERE state = 'in_progress' AND instance = ?",
-                      params, 2, NULL, err, errlen) < 0 ||
-        (sc->exporter &&
-         (kl_store_exec(s, "INSERT INTO export_queue (id) SELECT id FROM requests WHERE state = 'interrupted' AND "
-                        "instance = ? AND ended_at = ? ORDER BY id", queue_params, 2, NULL, err, errlen) < 0 ||
-          kl_store_exec(s, "COMMIT", NULL, 0, NULL, err, errlen) < 0))) {
-        if (sc->exporter)
-            kl_store_exec(s, "ROLLBACK", NULL, 0, NULL, ignore, sizeof(ignore));
+     * is final now). */
+    if (mark_interrupted(s, sc, err, errlen) < 0) {
         kl_store_close(s);
         return -1;
     }

@@ -325,37 +325,45 @@ describe('exporters.s3', () => {
     }
   });
 
-  it('a stream cut short by kill -9 is exported as interrupted after the restart, never as in progress', async () => {
-    const bucket = await startBucket('audit');
-    bucket.failNext(1000); // nothing goes out before the kill
-    const config = { providers: providersFor(mock.url), exporters: exporter(bucket), grants: ADMIN_GRANTS };
-    const gw = await startGateway(config, { env: { KL_TEST_S3_SECRET: SECRET } });
-    const r = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': 'events=100;delay_events_ms=100' },
-      body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'long' }] }),
+  for (const driver of ['sqlite', 'postgres']) {
+    it(`${driver}: a stream cut short by kill -9 is exported as interrupted after the restart, never as in progress`, {
+      skip: driver === 'postgres' && !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)',
+    }, async () => {
+      const bucket = await startBucket('audit');
+      bucket.failNext(1000); // nothing goes out before the kill
+      const store = driver === 'sqlite'
+        ? { path: join(mkdtempSync(join(tmpdir(), 'keyless-export-kill-')), 'keyless.db') }
+        : { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance: `gw-exp-kill-${process.pid}` };
+      const config = { providers: providersFor(mock.url), exporters: exporter(bucket), grants: ADMIN_GRANTS, store };
+      const gw = await startGateway(config, { env: { KL_TEST_S3_SECRET: SECRET } });
+      const r = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': 'events=100;delay_events_ms=100' },
+        body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'long' }] }),
+      });
+      const id = r.headers.get('x-keyless-request-id');
+      const reader = r.body.getReader();
+      await reader.read();
+      await waitFor(async () => (await (await fetch(`${gw.url}/api/requests/${id}`)).json()).state === 'in_progress',
+        'the in-progress row');
+      gw.proc.kill('SIGKILL');
+      await reader.read().catch(() => {});
+      await new Promise((res) => (gw.proc.exitCode !== null || gw.proc.signalCode ? res() : gw.proc.once('exit', res)));
+      if (driver === 'sqlite')
+        assert.equal(sql(store.path, `SELECT count(*) FROM export_queue WHERE id = '${id}'`), '0', 'an in-progress row is not queued');
+      bucket.failNext(0);
+      const gw2 = await startGateway(config, { env: { KL_TEST_S3_SECRET: SECRET } });
+      try {
+        await waitFor(() => exportedRecords(bucket).some((x) => x.id === id), 'the interrupted record exported');
+        const recs = exportedRecords(bucket).filter((x) => x.id === id);
+        assert.equal(recs.length, 1);
+        assert.equal(recs[0].state, 'interrupted');
+        assert.equal(recs[0].error_class, 'interrupted');
+      } finally {
+        await gw2.stop();
+        await bucket.close();
+      }
     });
-    const id = r.headers.get('x-keyless-request-id');
-    const reader = r.body.getReader();
-    await reader.read();
-    const db = join(gw.dir, 'keyless.db');
-    await waitFor(() => sql(db, `SELECT state FROM requests WHERE id = '${id}'`) === 'in_progress', 'the in-progress row');
-    gw.proc.kill('SIGKILL');
-    await reader.read().catch(() => {});
-    await new Promise((res) => (gw.proc.exitCode !== null || gw.proc.signalCode ? res() : gw.proc.once('exit', res)));
-    assert.equal(sql(db, `SELECT count(*) FROM export_queue WHERE id = '${id}'`), '0', 'an in-progress row is not queued');
-    bucket.failNext(0);
-    const gw2 = await startGateway({ ...config, store: { path: db } }, { env: { KL_TEST_S3_SECRET: SECRET } });
-    try {
-      await waitFor(() => exportedRecords(bucket).some((x) => x.id === id), 'the interrupted record exported');
-      const recs = exportedRecords(bucket).filter((x) => x.id === id);
-      assert.equal(recs.length, 1);
-      assert.equal(recs[0].state, 'interrupted');
-      assert.equal(recs[0].error_class, 'interrupted');
-    } finally {
-      await gw2.stop();
-      await bucket.close();
-    }
-  });
+  }
 
   it('configuration errors are reported by keyless check', () => {
     const path = join(mkdtempSync(join(tmpdir(), 'keyless-export-')), 'bad.hujson');

@@ -347,6 +347,15 @@ static void s3_exporter(void **state)
     }
     expect_diag("{\"exporters\": {\"s3\": {\"bucket_name\": \"a\", \"region\": \"r\", \"access_key_id\": \"K\", "
                 "\"access_secret\": \"x\", \"prefix\": \"gw.v1/a..b/\"}}}", "no grants", false);
+    expect_diag("{\"exporters\": {\"s3\": {\"bucket_name\": \"a\", \"region\": \"r\", \"access_key_id\": \"K\", "
+                "\"access_secret\": \"x\", \"endpoint\": \"https://u:p@minio:9000\"}}}", "must not hold credentials", true);
+    char longp[400];
+    memset(longp, 'p', 300);
+    longp[300] = '\0';
+    char cfgp[600];
+    snprintf(cfgp, sizeof(cfgp), "{\"exporters\": {\"s3\": {\"bucket_name\": \"a\", \"region\": \"r\", "
+             "\"access_key_id\": \"K\", \"access_secret\": \"x\", \"prefix\": \"%s\"}}}", longp);
+    expect_diag(cfgp, "longer than 256 bytes", true);
     /* retention without require_export: what it removes first never reaches the bucket */
     expect_diag("{\"exporters\": {\"s3\": {\"bucket_name\": \"a\", \"region\": \"r\", \"access_key_id\": \"K\", "
                 "\"access_secret\": \"x\"}}, \"database\": {\"retention\": {\"duration\": \"7d\"}}}",
