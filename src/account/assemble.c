@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "account/sse.h"
+#include "core/buf.h"
 
 /* ---- (owner, tag) -> value, open addressing ---- */
 
@@ -91,8 +92,7 @@ struct acc_ent {
     cJSON *obj;
     const char *key;            /* a string literal */
     bool json;                  /* the text is JSON (tool_use input): parsed at the end */
-    char *buf;
-    size_t len, cap;
+    struct kl_buf text;
 };
 
 struct acc {
@@ -102,22 +102,6 @@ struct acc {
     struct map entries;         /* (obj, key) -> entry number + 1 */
     struct map items;           /* (array, index) -> the item a delta names by index */
 };
-
-static void buf_add(struct acc_ent *e, const char *s, size_t n)
-{
-    if (e->len + n + 1 > e->cap) {
-        size_t c = e->cap ? e->cap * 2 : 256;
-        while (c < e->len + n + 1)
-            c *= 2;
-        e->buf = realloc(e->buf, c);
-        if (!e->buf)
-            abort();
-        e->cap = c;
-    }
-    memcpy(e->buf + e->len, s, n);
-    e->len += n;
-    e->buf[e->len] = '\0';
-}
 
 /* Append text to obj[key]; an entry starts from the string already there. */
 static void acc_append(struct acc *a, cJSON *obj, const char *key, bool json, const char *text)
@@ -145,9 +129,9 @@ static void acc_append(struct acc *a, cJSON *obj, const char *key, bool json, co
         map_put(&a->entries, obj, key_tag(key), (void *)(uintptr_t)a->n);
         const cJSON *have = cJSON_GetObjectItemCaseSensitive(obj, key);
         if (!json && cJSON_IsString(have))
-            buf_add(e, have->valuestring, strlen(have->valuestring));
+            kl_buf_str(&e->text, have->valuestring);
     }
-    buf_add(e, text, strlen(text));
+    kl_buf_str(&e->text, text);
 }
 
 static void set_item(cJSON *obj, const char *key, cJSON *v)
@@ -162,12 +146,12 @@ static void acc_finish(struct acc *a)
 {
     for (size_t i = 0; i < a->n; i++) {
         struct acc_ent *e = &a->v[i];
-        const char *text = e->buf ? e->buf : "";
+        const char *text = e->text.p ? e->text.p : "";
         cJSON *v = NULL;
         if (e->json)
-            v = e->len ? cJSON_Parse(text) : cJSON_CreateObject();
+            v = e->text.len ? cJSON_Parse(text) : cJSON_CreateObject();
         set_item(e->obj, e->key, v ? v : cJSON_CreateString(text));
-        free(e->buf);
+        free(e->text.p);
     }
     free(a->v);
     free(a->entries.v);

@@ -10,6 +10,7 @@
 #include "account/account.h"
 #include "account/usage.h"
 #include "authorize/grants.h"
+#include "core/buf.h"
 #include "core/glob.h"
 #include "core/jsonscan.h"
 #include "core/jsoncheck.h"
@@ -443,35 +444,17 @@ static struct kl_tool_rules *rules_for(kl_exchange *ex, const char *qualified)
     return r;
 }
 
-struct out {
-    char *p;
-    size_t len, cap;
-};
-
-static void put(struct out *o, const char *s, size_t n)
-{
-    if (o->len + n + 1 > o->cap) {
-        o->cap = (o->len + n + 1) * 2;
-        o->p = realloc(o->p, o->cap);
-        if (!o->p)
-            abort();
-    }
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-    o->p[o->len] = '\0';
-}
-
-static void put_member(struct out *o, const char *name, const cJSON *v)
+static void put_member(struct kl_buf *o, const char *name, const cJSON *v)
 {
     char *text = cJSON_PrintUnformatted(v);
     if (!text)
         abort();
     if (o->len > 1)
-        put(o, ",", 1);
-    put(o, "\"", 1);
-    put(o, name, strlen(name));
-    put(o, "\":", 2);
-    put(o, text, strlen(text));
+        kl_buf_put(o, ",", 1);
+    kl_buf_put(o, "\"", 1);
+    kl_buf_put(o, name, strlen(name));
+    kl_buf_put(o, "\":", 2);
+    kl_buf_put(o, text, strlen(text));
     cJSON_free(text);
 }
 
@@ -482,8 +465,8 @@ static void put_member(struct out *o, const char *name, const cJSON *v)
  * body is an object without duplicate keys (checked before the edit). */
 static char *splice(const char *s, size_t len, const cJSON *tree, size_t *out_len)
 {
-    struct out o = {0};
-    put(&o, "{", 1);
+    struct kl_buf o = {0};
+    kl_buf_put(&o, "{", 1);
     bool seen[sizeof(edited_members) / sizeof(edited_members[0])] = {false};
     size_t pos = 0, vstart;
     const char *key;
@@ -506,8 +489,8 @@ static char *splice(const char *s, size_t len, const cJSON *tree, size_t *out_le
         size_t which = edited_member(name, nlen);
         if (!which) {
             if (o.len > 1)
-                put(&o, ",", 1);
-            put(&o, key - 1, vend - (size_t)(key - 1 - s));
+                kl_buf_put(&o, ",", 1);
+            kl_buf_put(&o, key - 1, vend - (size_t)(key - 1 - s));
         } else {
             seen[which - 1] = true;
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(tree, edited_members[which - 1]);
@@ -522,7 +505,7 @@ static char *splice(const char *s, size_t len, const cJSON *tree, size_t *out_le
         if (v)
             put_member(&o, edited_members[i], v);
     }
-    put(&o, "}", 1);
+    kl_buf_put(&o, "}", 1);
     *out_len = o.len;
     return o.p;
 }

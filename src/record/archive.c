@@ -8,55 +8,37 @@
 #include <cbor.h>
 #include <zstd.h>
 
-/* A growing output buffer. libcbor's encoders write one head at a time
- * into a caller's buffer (0 when it has no room), so a document of
- * thousands of records never becomes a tree of items in memory. */
-struct out {
-    unsigned char *p;
-    size_t len, cap;
-};
+#include "core/buf.h"
 
-static void reserve(struct out *o, size_t n)
+/* libcbor's encoders write one head at a time into a caller's buffer (0
+ * when it has no room), so a document of thousands of records never becomes
+ * a tree of items in memory. A head is at most 9 bytes (a type byte and a
+ * 64-bit argument). */
+static void head(struct kl_buf *o, size_t (*enc)(size_t, unsigned char *, size_t), size_t arg)
 {
-    if (o->len + n <= o->cap)
-        return;
-    size_t cap = o->cap ? o->cap : 4096;
-    while (cap < o->len + n)
-        cap *= 2;
-    o->p = realloc(o->p, cap);
-    if (!o->p)
-        abort();
-    o->cap = cap;
+    kl_buf_reserve(o, 9);
+    o->len += enc(arg, (unsigned char *)o->p + o->len, o->cap - o->len);
 }
 
-/* A head is at most 9 bytes (a type byte and a 64-bit argument). */
-static void head(struct out *o, size_t (*enc)(size_t, unsigned char *, size_t), size_t arg)
-{
-    reserve(o, 9);
-    o->len += enc(arg, o->p + o->len, o->cap - o->len);
-}
-
-static void text(struct out *o, const char *s)
+static void text(struct kl_buf *o, const char *s)
 {
     size_t n = strlen(s);
     head(o, cbor_encode_string_start, n);
-    reserve(o, n);
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
+    kl_buf_put(o, s, n);
 }
 
-static void integer(struct out *o, int64_t v)
+static void integer(struct kl_buf *o, int64_t v)
 {
-    reserve(o, 9);
+    kl_buf_reserve(o, 9);
     if (v >= 0)
-        o->len += cbor_encode_uint((uint64_t)v, o->p + o->len, o->cap - o->len);
+        o->len += cbor_encode_uint((uint64_t)v, (unsigned char *)o->p + o->len, o->cap - o->len);
     else
-        o->len += cbor_encode_negint((uint64_t)(-1 - v), o->p + o->len, o->cap - o->len);
+        o->len += cbor_encode_negint((uint64_t)(-1 - v), (unsigned char *)o->p + o->len, o->cap - o->len);
 }
 
-static void value(struct out *o, const cJSON *v)
+static void value(struct kl_buf *o, const cJSON *v)
 {
-    reserve(o, 9);
+    kl_buf_reserve(o, 9);
     if (cJSON_IsString(v)) {
         text(o, v->valuestring);
     } else if (cJSON_IsNumber(v)) {
@@ -64,17 +46,17 @@ static void value(struct out *o, const cJSON *v)
         if (d == floor(d) && fabs(d) < 9007199254740992.0)
             integer(o, (int64_t)d);
         else
-            o->len += cbor_encode_double(d, o->p + o->len, o->cap - o->len);
+            o->len += cbor_encode_double(d, (unsigned char *)o->p + o->len, o->cap - o->len);
     } else if (cJSON_IsBool(v)) {
-        o->len += cbor_encode_bool(cJSON_IsTrue(v), o->p + o->len, o->cap - o->len);
+        o->len += cbor_encode_bool(cJSON_IsTrue(v), (unsigned char *)o->p + o->len, o->cap - o->len);
     } else {
-        o->len += cbor_encode_null(o->p + o->len, o->cap - o->len);
+        o->len += cbor_encode_null((unsigned char *)o->p + o->len, o->cap - o->len);
     }
 }
 
 unsigned char *kl_archive_cbor(const cJSON *rows, const char *instance, int64_t exported_at, size_t *len)
 {
-    struct out o = {0};
+    struct kl_buf o = {0};
     head(&o, cbor_encode_map_start, 5);
     text(&o, "format");
     text(&o, "keyless.records");
@@ -96,7 +78,7 @@ unsigned char *kl_archive_cbor(const cJSON *rows, const char *instance, int64_t 
         }
     }
     *len = o.len;
-    return o.p;
+    return (unsigned char *)o.p;
 }
 
 unsigned char *kl_archive_zstd(const unsigned char *data, size_t len, size_t *out_len)

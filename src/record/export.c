@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/buf.h"
 #include "core/exchange.h"
 #include "core/log.h"
 #include "record/archive.h"
@@ -176,32 +177,14 @@ bool kl_export_cfg_differs(const struct kl_export_cfg *a, const struct kl_export
 
 /* ---- one round ---- */
 
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-static void buf_add(struct buf *b, const char *s)
-{
-    size_t n = strlen(s);
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->p = realloc(b->p, b->cap);
-        if (!b->p)
-            abort();
-    }
-    memcpy(b->p + b->len, s, n + 1);
-    b->len += n;
-}
-
 /* head + list + tail, run as one statement (list: numbers keyless read). */
 static int exec_around(struct kl_store *s, const char *head, const char *list, const char *tail, char *err,
                        size_t errlen)
 {
-    struct buf b = {0};
-    buf_add(&b, head);
-    buf_add(&b, list);
-    buf_add(&b, tail);
+    struct kl_buf b = {0};
+    kl_buf_str(&b, head);
+    kl_buf_str(&b, list);
+    kl_buf_str(&b, tail);
     int rc = kl_store_exec(s, b.p, NULL, 0, NULL, err, errlen);
     free(b.p);
     return rc;
@@ -237,16 +220,16 @@ static int dequeue(struct kl_store *s, const char *seqs, bool delete_records, ch
  * without require_export removed it) comes back with a NULL id. */
 static char *queue_sql(size_t limit)
 {
-    struct buf b = {0};
-    buf_add(&b, "SELECT q.seq AS export_seq");
+    struct kl_buf b = {0};
+    kl_buf_str(&b, "SELECT q.seq AS export_seq");
     for (size_t i = 0; i < kl_store_ncolumns; i++) {
-        buf_add(&b, ", r.");
-        buf_add(&b, kl_store_columns[i]);
+        kl_buf_str(&b, ", r.");
+        kl_buf_str(&b, kl_store_columns[i]);
     }
     char tail[160];
     snprintf(tail, sizeof(tail), " FROM export_queue q LEFT JOIN requests r ON r.id = q.id ORDER BY q.seq LIMIT %zu",
              limit);
-    buf_add(&b, tail);
+    kl_buf_str(&b, tail);
     return b.p;
 }
 
@@ -287,7 +270,7 @@ static long one_object(struct kl_store *s, const struct kl_export_cfg *e, const 
         return 0;
     }
     /* the positions taken, for the dequeue; rows whose record is gone leave */
-    struct buf seqs = {0};
+    struct kl_buf seqs = {0};
     long long first = -1, last = -1;
     int64_t started = 0;
     cJSON *row = rows->child;
@@ -298,7 +281,7 @@ static long one_object(struct kl_store *s, const struct kl_export_cfg *e, const 
         cJSON_Delete(seq);
         char num[32];
         snprintf(num, sizeof(num), "%s%lld", seqs.len ? "," : "", q);
-        buf_add(&seqs, num);
+        kl_buf_str(&seqs, num);
         if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(row, "id"))) {
             cJSON_Delete(cJSON_DetachItemViaPointer(rows, row));
         } else {
@@ -346,8 +329,8 @@ static long one_object(struct kl_store *s, const struct kl_export_cfg *e, const 
     return rc < 0 ? -1 : taken;
 }
 
-long kl_export_round(struct kl_store *s, const struct kl_export_cfg *e, const char *instance, bool delete_exported,
-                     const atomic_bool *halt, struct kl_export_counts *counts, char *err, size_t errlen)
+int kl_export_round(struct kl_store *s, const struct kl_export_cfg *e, const char *instance, bool delete_exported,
+                    const atomic_bool *halt, struct kl_export_counts *counts, char *err, size_t errlen)
 {
     counts->sent = counts->lost = 0;
     bool pg = kl_store_driver(s) == KL_STORE_POSTGRES;
@@ -433,8 +416,8 @@ static void *export_main(void *arg)
         struct kl_export_cfg round;
         take_credentials(x, &round);
         struct kl_export_counts counts;
-        long rc = kl_export_round(x->store, &round, x->instance, x->delete_exported, &x->stop, &counts, err,
-                                  sizeof(err));
+        int rc = kl_export_round(x->store, &round, x->instance, x->delete_exported, &x->stop, &counts, err,
+                                 sizeof(err));
         free((char *)round.access_key_id);
         free((char *)round.access_secret);
         long queued = atomic_load(&x->stop) ? -1 : backlog(x->store);

@@ -68,8 +68,8 @@ struct kl_export_counts {
 /* One round: send what is queued (objects of max_records) until the queue is
  * empty. 0, or -1 with err (what was sent before the failure stays sent and
  * is counted). */
-long kl_export_round(struct kl_store *store, const struct kl_export_cfg *cfg, const char *instance,
-                     bool delete_exported, const atomic_bool *stop, struct kl_export_counts *counts, char *err,
-                     size_t errlen);
+int kl_export_round(struct kl_store *store, const struct kl_export_cfg *cfg, const char *instance,
+                    bool delete_exported, const atomic_bool *stop, struct kl_export_counts *counts, char *err,
+                    size_t errlen);
 
 #endif

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "upstream/pool.h"
 
 struct kl_fetch {
@@ -12,8 +13,8 @@ struct kl_fetch {
     uint64_t seq;               /* order of starting, per worker */
     CURL *easy;
     struct curl_slist *headers;
-    char *body;
-    size_t len, cap, max;
+    struct kl_buf body;
+    size_t max;
     bool too_large;
     kl_fetch_done done;
     void *arg;
@@ -31,7 +32,7 @@ static void fetch_free(struct kl_fetch *f)
     if (f->next)
         f->next->prev = f->prev;
     curl_slist_free_all(f->headers);
-    free(f->body);
+    free(f->body.p);
     free(f);
 }
 
@@ -39,22 +40,11 @@ static size_t on_body(char *buf, size_t size, size_t n, void *arg)
 {
     struct kl_fetch *f = arg;
     size_t len = size * n;
-    if (f->len + len > f->max) {
+    if (f->body.len + len > f->max) {
         f->too_large = true;
         return 0; /* makes curl fail with CURLE_WRITE_ERROR */
     }
-    if (f->len + len + 1 > f->cap) {
-        size_t cap = f->cap ? f->cap * 2 : 4096;
-        while (cap < f->len + len + 1)
-            cap *= 2;
-        f->body = realloc(f->body, cap);
-        if (!f->body)
-            abort();
-        f->cap = cap;
-    }
-    memcpy(f->body + f->len, buf, len);
-    f->len += len;
-    f->body[f->len] = '\0';
+    kl_buf_put(&f->body, buf, len);
     return len;
 }
 
@@ -69,9 +59,9 @@ static void on_done(struct kl_curl_job *job, CURLcode rc)
         error = f->too_large ? "response too large" : curl_easy_strerror(rc);
     kl_fetch_done done = f->done;
     void *arg = f->arg;
-    char *body = f->body;
-    size_t len = f->len;
-    f->body = NULL;
+    char *body = f->body.p;
+    size_t len = f->body.len;
+    f->body.p = NULL;
     fetch_free(f);
     done(arg, (int)status, body ? body : "", len, error);
     free(body);

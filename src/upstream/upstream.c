@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+#include "core/buf.h"
 #include "core/log.h"
 #include "listen/conn.h"
 #include "upstream/fetch.h"
@@ -27,8 +28,7 @@ struct kl_upstream_xfer {
     CURL *easy;
     struct curl_slist *headers;
     struct event *timer;                /* first byte, then idle between bytes */
-    char *head;                         /* filtered response headers (malloc) */
-    size_t head_len, head_cap;
+    struct kl_buf head;                 /* filtered response headers */
     int status;
     int64_t content_length;
     bool decoded;                       /* curl removed a Content-Encoding */
@@ -202,7 +202,7 @@ static void xfer_free(struct kl_upstream_xfer *x)
     curl_slist_free_all(x->headers);
     if (x->timer)
         event_free(x->timer);
-    free(x->head);
+    free(x->head.p);
     if (x->prev)
         x->prev->next = x->next;
     else
@@ -222,22 +222,6 @@ static void arm_timer(struct kl_upstream_xfer *x, uint32_t ms)
     evtimer_add(x->timer, &tv);
 }
 
-static void head_append(struct kl_upstream_xfer *x, const char *s, size_t n)
-{
-    if (x->head_len + n + 1 > x->head_cap) {
-        size_t cap = x->head_cap ? x->head_cap * 2 : 1024;
-        while (cap < x->head_len + n + 1)
-            cap *= 2;
-        x->head = realloc(x->head, cap);
-        if (!x->head)
-            abort();
-        x->head_cap = cap;
-    }
-    memcpy(x->head + x->head_len, s, n);
-    x->head_len += n;
-    x->head[x->head_len] = '\0';
-}
-
 /* Response headers we never pass to the client: hop-by-hop ones, framing we
  * redo ourselves, cookies the provider sets on the gateway, and the
  * Content-Encoding curl has removed from the body. */
@@ -254,7 +238,7 @@ static void deliver_head(struct kl_upstream_xfer *x)
     arm_timer(x, x->ex->cfg->listen.timeouts.upstream_idle);
     /* A decoded body no longer matches the provider's Content-Length. */
     int64_t len = x->decoded ? -1 : x->content_length;
-    kl_pipeline_response_head(x->ex, x->status, x->head ? x->head : "", len, x->event_stream);
+    kl_pipeline_response_head(x->ex, x->status, x->head.p ? x->head.p : "", len, x->event_stream);
 }
 
 static size_t on_header(char *buf, size_t size, size_t nitems, void *arg)
@@ -265,7 +249,9 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg)
         /* A new status line (after a 1xx): start over. */
         const char *sp = memchr(buf, ' ', n);
         x->status = sp ? atoi(sp + 1) : 0;
-        x->head_len = 0;
+        x->head.len = 0;
+        if (x->head.p)
+            x->head.p[0] = '\0';
         x->content_length = -1;
         x->decoded = false;
         x->event_stream = false;
@@ -295,8 +281,8 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg)
         x->event_stream = vl >= 17 && strncasecmp(v, "text/event-stream", 17) == 0;
     if (drop_response_header(buf, nl))
         return n;
-    head_append(x, buf, len);
-    head_append(x, "\r\n", 2);
+    kl_buf_put(&x->head, buf, len);
+    kl_buf_put(&x->head, "\r\n", 2);
     return n;
 }
 
