@@ -257,6 +257,27 @@ describe('exporters.s3', () => {
     }
   });
 
+  it('a bucket that cannot be reached: the connection error is reported and the records stay queued', async () => {
+    const gone = await startBucket('audit');
+    const url = gone.url;
+    await gone.close(); // nothing listens there now
+    const gw = await startGateway({
+      providers: providersFor(mock.url), grants: ADMIN_GRANTS, exporters: exporter({ url }),
+    }, { env: { KL_TEST_S3_SECRET: SECRET } });
+    try {
+      const id = await chat(gw, 'nowhere to go');
+      await waitFor(async () => /Couldn't connect/.test((await status(gw)).body.last_error || ''), 'the error');
+      const st = (await status(gw)).body;
+      assert.ok(st.failing_rounds >= 1);
+      assert.equal(st.records_exported, 0);
+      assert.match(gw.output(), /export to s3:\/\/audit failed .*Couldn't connect/);
+      const db = join(gw.dir, 'keyless.db');
+      assert.equal(sql(db, `SELECT count(*) FROM export_queue WHERE id = '${id}'`), '1');
+    } finally {
+      await gw.stop();
+    }
+  });
+
   it('require_export: retention spares records the bucket does not have yet', async () => {
     const bucket = await startBucket('audit');
     bucket.failNext(1000);
