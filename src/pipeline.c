@@ -8,7 +8,8 @@
  *   4 guard      src/guard/      PII/secret scanning, hooks
  *     tools      src/guard/      tool policy: refused tools taken out of the request
  *   5 admit      src/admit/      quotas and rate limits: reserve before forwarding
- *   6 route      src/route/      provider, URL, headers with the provider key, body
+ *   6 route      src/route/      provider, URL, headers with the provider key, body;
+ *                                failover to the next provider when one fails unanswered
  *     begin      src/record/     the "in progress" record, for requests still running after 100 ms
  *   7 upstream   src/upstream/   own HTTP/1.1 client or libcurl, streamed back with backpressure
  *   8 account    src/account/    usage and cost read from the answer as it passes; quotas
@@ -39,6 +40,7 @@
 #include "listen/conn.h"
 #include "listen/server.h"
 #include "record/record.h"
+#include "route/failover.h"
 #include "route/route.h"
 #include "upstream/upstream.h"
 
@@ -76,6 +78,23 @@ static void run_from(kl_exchange *ex, int i)
             return;
         }
     }
+}
+
+static int stage_index(const char *name)
+{
+    int i = 0;
+    while (i < NSTAGES - 1 && strcmp(stages[i].name, name) != 0)
+        i++;
+    return i;
+}
+
+/* The provider failed before the caller got anything, and p serves the
+ * same request under the same policy (route/failover.h): build the request
+ * for p and send it. */
+static void fail_over(kl_exchange *ex, const struct kl_provider *p)
+{
+    kl_failover_switch(ex, p);
+    run_from(ex, stage_index("route"));
 }
 
 void kl_pipeline_start(kl_exchange *ex)
@@ -147,8 +166,10 @@ static enum kl_step local_run(kl_exchange *ex)
  * now (record.c). */
 static enum kl_step begin_run(kl_exchange *ex)
 {
-    ex->forwarded = true;
-    kl_record_begin(ex);
+    if (!ex->forwarded) { /* once, not again for a failover */
+        ex->forwarded = true;
+        kl_record_begin(ex);
+    }
     return KL_NEXT;
 }
 
@@ -192,6 +213,15 @@ static bool json_body(const char *headers)
 void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
                                int64_t content_length, bool event_stream)
 {
+    if (status >= 400 && kl_failover_wanted(ex, status, KL_EC_NONE)) {
+        /* read this answer to its end (the connection stays reusable),
+         * then send the request to the next provider */
+        ex->failover_to = kl_failover_next(ex, status, KL_EC_UPSTREAM_ERROR,
+                                           kl_arena_printf(&ex->arena, "provider %s answered %d", ex->provider->id,
+                                                           status));
+        if (ex->failover_to)
+            return;
+    }
     /* A streamed answer is events whatever its Content-Type says: some
      * self-hosted servers send none, or text/plain (not Gemini's JSON
      * array, nor a JSON error) */
@@ -214,11 +244,22 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
 
 bool kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len)
 {
+    if (ex->failover_to) {
+        /* the failed answer, not the caller's: read to its end so the
+         * connection can be reused, unless it is long (then the transfer
+         * is ended here, and kl_pipeline_upstream_failed fails over) */
+        ex->failover_drained += len;
+        return ex->failover_drained <= 65536;
+    }
     return kl_account_data(ex, data, len);
 }
 
 void kl_pipeline_response_end(kl_exchange *ex)
 {
+    if (ex->failover_to) {
+        fail_over(ex, ex->failover_to);
+        return;
+    }
     kl_account_end(ex);
     kl_respond_end(ex);
     kl_pipeline_finish(ex);
@@ -227,6 +268,16 @@ void kl_pipeline_response_end(kl_exchange *ex)
 void kl_pipeline_upstream_failed(kl_exchange *ex, enum kl_err_kind kind,
                                  enum kl_error_class ec, const char *message)
 {
+    if (ex->failover_to && ec != KL_EC_SHUTDOWN && ex->conn) {
+        fail_over(ex, ex->failover_to); /* the failed answer broke off: the decision stands */
+        return;
+    }
+    ex->failover_to = NULL;
+    const struct kl_provider *next;
+    if (kl_failover_wanted(ex, 0, ec) && (next = kl_failover_next(ex, 0, ec, message))) {
+        fail_over(ex, next);
+        return;
+    }
     if (!ex->head_sent) {
         kl_fail(ex, kind, ec, "%s", message);
     } else {

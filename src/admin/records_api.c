@@ -33,6 +33,18 @@ struct api_job {
     char err[256];
 };
 
+/* A row's failover attempts are stored as JSON text; the API gives them as
+ * the array they are. */
+static void decode_attempts(cJSON *row)
+{
+    cJSON *a = cJSON_GetObjectItemCaseSensitive(row, "attempts");
+    if (!cJSON_IsString(a))
+        return;
+    cJSON *v = cJSON_Parse(a->valuestring);
+    if (v)
+        cJSON_ReplaceItemInObjectCaseSensitive(row, "attempts", v);
+}
+
 static void run(struct kl_store *s, struct kl_query_job *job)
 {
     struct api_job *j = (struct api_job *)job;
@@ -62,6 +74,13 @@ static void run(struct kl_store *s, struct kl_query_job *job)
     }
     if (rc < 0 && !j->status)
         j->status = 500;
+    if (j->kind == API_ONE && j->result) {
+        decode_attempts(j->result);
+    } else if (j->kind == API_LIST && j->result) {
+        cJSON *row;
+        cJSON_ArrayForEach(row, j->result)
+            decode_attempts(row);
+    }
 }
 
 static void job_free(struct api_job *j)

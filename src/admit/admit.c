@@ -332,6 +332,45 @@ enum kl_step kl_admit_run(kl_exchange *ex)
     return reserve(ex, a, true);
 }
 
+bool kl_admit_reprice(kl_exchange *ex, const struct kl_provider *p)
+{
+    struct kl_admission *a = ex->admission;
+    bool dollars = false;
+    for (size_t i = 0; a && i < a->n; i++)
+        dollars |= a->charge[i] == CHARGE_DOLLARS;
+    if (!dollars)
+        return true;
+    int64_t cost;
+    if (kl_cost_estimate_max(ex->cfg->prices, p->cost_basis, p->cost_map, ex->model, prompt_estimate(ex),
+                             output_estimate(ex), &cost) < 0)
+        return false;
+    struct kl_buckets *t = ex->worker->server->buckets;
+    int64_t now = kl_wall_ms();
+    /* the increases first, all or none */
+    size_t grown[KL_MAX_BUCKETS], ng = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->charge[i] != CHARGE_DOLLARS || a->log_only[i] || cost <= a->reserved[i])
+            continue;
+        if (!kl_buckets_extend(t, a->b[i], cost - a->reserved[i], now)) {
+            for (size_t k = 0; k < ng; k++)
+                kl_buckets_settle(t, a->b[grown[k]], cost - a->reserved[grown[k]], 0, now);
+            return false;
+        }
+        grown[ng++] = i;
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->charge[i] != CHARGE_DOLLARS)
+            continue;
+        if (cost < a->reserved[i])
+            kl_buckets_settle(t, a->b[i], a->reserved[i] - cost, 0, now); /* give back the difference */
+        else if (cost > a->reserved[i] && a->log_only[i] && !kl_buckets_extend(t, a->b[i], cost - a->reserved[i], now))
+            continue; /* log-only: charged at the end whatever it holds */
+        a->reserved[i] = cost;
+    }
+    a->cost = cost;
+    return true;
+}
+
 /* What the request really used, per kind of bucket. */
 static int64_t actual(const kl_exchange *ex, const struct kl_admission *a, size_t i)
 {

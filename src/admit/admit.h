@@ -47,6 +47,12 @@ cJSON *kl_admit_quota_states(kl_exchange *ex);
  * {"input_tokens" (from the body's size), "output_tokens" (its cap)}}; NULL
  * when the model has no price. */
 cJSON *kl_admit_cost_estimate(kl_exchange *ex);
+/* Failover to provider p for the same model: the dollar reservations are
+ * made again at p's price, in the same buckets (the difference taken or
+ * given back); every other reservation stands, as it is the same request.
+ * False, with nothing changed, when a dollar quota applies and p's price is
+ * unknown or a bucket cannot cover the difference. */
+bool kl_admit_reprice(kl_exchange *ex, const struct kl_provider *p);
 /* At the end: charge the real amounts and release the rest. */
 void kl_admit_settle(kl_exchange *ex);
 

@@ -642,6 +642,38 @@ static void read_log(kl_cfg_ctx *c, const cJSON *v)
     }
 }
 
+/* keyless `failover`: {"max_attempts": N, "statuses": [503, ...]}. The
+ * statuses replace the default list; 400..599 only (a 2xx is an answer,
+ * and a 3xx is not followed). */
+static void read_failover(kl_cfg_ctx *c, const cJSON *v)
+{
+    struct kl_failover_cfg *f = &c->cfg->failover;
+    if (!cfg_object(c, v, "failover"))
+        return;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, v) {
+        if (strcmp(m->string, "max_attempts") == 0) {
+            long n;
+            if (cfg_int(c, m, "failover.max_attempts", 1, 16, &n) == 0)
+                f->max_attempts = (int)n;
+        } else if (strcmp(m->string, "statuses") == 0) {
+            if (!cJSON_IsArray(m)) {
+                kl_cfg_report(c, KL_SEV_ERROR, m, "failover.statuses must be an array of HTTP statuses");
+                continue;
+            }
+            memset(f->on_status, 0, sizeof(f->on_status));
+            const cJSON *e;
+            cJSON_ArrayForEach(e, m) {
+                long st;
+                if (cfg_int(c, e, "each of failover.statuses", 400, 599, &st) == 0)
+                    f->on_status[st - 400] = true;
+            }
+        } else {
+            cfg_unknown(c, m, "failover");
+        }
+    }
+}
+
 /* Aperture's auto_cost_basis: with it on (the default) a provider without
  * cost_basis is priced from the whole table by model id — which is what
  * keyless always does, so the flag only needs to be a boolean. */
@@ -756,6 +788,7 @@ static const struct {
     {"providers", read_providers},
     {"listen", read_listen},
     {"log", read_log},
+    {"failover", read_failover},
     {"grants", kl_grants_read_config},
     {"quotas", kl_quotas_read_config},
     {"hooks", kl_hooks_read_config},
@@ -784,6 +817,10 @@ static void set_defaults(kl_config *cfg)
         .upstream_idle = 300000, .shutdown = 30000,
     };
     cfg->log_level = KL_LOG_INFO;
+    cfg->failover.max_attempts = 3;
+    static const int statuses[] = {429, 500, 502, 503, 504, 529};
+    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
+        cfg->failover.on_status[statuses[i] - 400] = true;
 }
 
 kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_diags *diags)

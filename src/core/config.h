@@ -73,6 +73,14 @@ struct kl_listen_cfg {
     struct kl_timeouts timeouts;
 };
 
+/* keyless `failover`: when the provider chosen for a request fails before
+ * the caller got anything, the request goes to the next provider that
+ * serves the same model under the same policy (src/route/failover.c). */
+struct kl_failover_cfg {
+    int max_attempts;           /* providers tried per request, the first included; 1 = off */
+    bool on_status[200];        /* statuses 400..599 that fail over, by status - 400 */
+};
+
 struct kl_identity_cfg;
 struct kl_grants;
 struct kl_store_cfg;
@@ -88,6 +96,7 @@ typedef struct kl_config {
     const char *path;
     kl_json_doc doc;            /* the parsed file, for sections read later */
     struct kl_listen_cfg listen;
+    struct kl_failover_cfg failover;
     struct kl_provider *providers;
     size_t nproviders;
     int log_level;              /* enum kl_log_level */

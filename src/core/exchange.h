@@ -26,6 +26,7 @@ struct kl_whois_entry;
 struct kl_grant_set;
 struct api_job;
 struct kl_admission;
+struct kl_attempt;
 struct lease_job;
 struct kl_guard_run;
 struct kl_hook_ref;
@@ -111,6 +112,12 @@ typedef struct kl_exchange {
     size_t up_body_len;
     bool added_include_usage;       /* we asked for stream usage; strip it downstream */
     bool forwarded;                 /* it reached the upstream stage */
+    /* failover (route/failover.h) */
+    struct kl_attempt *attempts;    /* providers that failed before the current one */
+    int nattempts;
+    const struct kl_provider *failover_to;  /* next provider, once the failed answer's body is read */
+    size_t failover_drained;        /* bytes of that body read and dropped */
+    bool upstream_unsent;           /* the request never reached the provider (connect phase) */
 
     /* admit */
     struct kl_admission *admission;     /* reservations to settle at the end */

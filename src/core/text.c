@@ -1,6 +1,20 @@
 #include "core/text.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
+
+char *kl_json_print_arena(kl_arena *a, cJSON *j, const char *prefix, const char *suffix)
+{
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!s)
+        abort();
+    char *out = kl_arena_concat(a, prefix, s, suffix, NULL);
+    cJSON_free(s);
+    return out;
+}
 
 int kl_hex_digit(char c)
 {

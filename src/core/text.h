@@ -8,6 +8,8 @@
 
 #include "core/arena.h"
 
+struct cJSON;
+
 /* 0-15 for a hex digit, else -1. */
 int kl_hex_digit(char c);
 
@@ -22,6 +24,10 @@ void kl_fmt_hex(char *out, uint64_t v, size_t n);
 /* a, sep, b into out[cap] with a NUL; false (out then empty) when it does
  * not fit. */
 bool kl_join2(char *out, size_t cap, const char *a, char sep, const char *b);
+
+/* prefix, cJSON's compact text of j, suffix, in the arena; j is freed.
+ * Aborts when out of memory, as the arena does. */
+char *kl_json_print_arena(kl_arena *a, struct cJSON *j, const char *prefix, const char *suffix);
 
 /* v[0..n) joined by sep, in the arena; NULL when n is 0. */
 const char *kl_join(kl_arena *a, const char *const *v, size_t n, char sep);

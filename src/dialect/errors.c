@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text.h"
+
 static const struct {
     int status;
     const char *openai_type, *openai_code;
@@ -56,21 +58,10 @@ static cJSON *error_json(enum kl_dialect d, enum kl_err_kind kind, const char *m
     return root;
 }
 
-static char *print_to_arena(kl_arena *a, cJSON *root, const char *prefix, const char *suffix)
-{
-    char *s = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    if (!s)
-        abort();
-    char *out = kl_arena_printf(a, "%s%s%s", prefix, s, suffix);
-    cJSON_free(s);
-    return out;
-}
-
 char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind,
                             const char *message)
 {
-    return print_to_arena(a, error_json(d, kind, message), "", "\n");
+    return kl_json_print_arena(a, error_json(d, kind, message), "", "\n");
 }
 
 char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep, enum kl_err_kind kind,
@@ -88,8 +79,8 @@ char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep
         cJSON *err = cJSON_AddObjectToObject(resp, "error");
         cJSON_AddStringToObject(err, "code", kinds[kind].openai_code);
         cJSON_AddStringToObject(err, "message", message);
-        return print_to_arena(a, root, "event: response.failed\ndata: ", "\n\n");
+        return kl_json_print_arena(a, root, "event: response.failed\ndata: ", "\n\n");
     }
     const char *prefix = d == KL_DIALECT_ANTHROPIC ? "event: error\ndata: " : "data: ";
-    return print_to_arena(a, error_json(d, kind, message), prefix, "\n\n");
+    return kl_json_print_arena(a, error_json(d, kind, message), prefix, "\n\n");
 }

@@ -18,7 +18,7 @@ static const size_t string_fields[] = {
     offsetof(struct kl_rec, tool_names), offsetof(struct kl_rec, stop_reason),
     offsetof(struct kl_rec, session_id), offsetof(struct kl_rec, user_agent),
     offsetof(struct kl_rec, request_headers), offsetof(struct kl_rec, response_headers),
-    offsetof(struct kl_rec, instance),
+    offsetof(struct kl_rec, instance), offsetof(struct kl_rec, attempts),
 };
 
 #define NFIELDS (sizeof(string_fields) / sizeof(string_fields[0]))

@@ -17,6 +17,7 @@
 #include "record/export.h"
 #include "record/query.h"
 #include "record/writer.h"
+#include "route/failover.h"
 
 static int64_t wall_at(const kl_exchange *ex, int64_t ns)
 {
@@ -110,6 +111,7 @@ static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
     r->error_class = ex->error_class ? kl_error_class_name(ex->error_class) : NULL;
     r->error_message = ex->error_message;
     r->bytes_out = (int64_t)ex->bytes_out;
+    r->attempts = kl_failover_attempts_json(ex);
     kl_account_fill_record(ex, r);
     if (sc->captures != KL_CAPTURE_NONE)
         r->response_headers = ex->response_headers;

@@ -14,6 +14,7 @@ const char *const kl_store_columns[] = {
     "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_known",
     "cost_nanodollars", "bytes_in", "bytes_out", "tool_calls", "tool_names", "stop_reason",
     "session_id", "user_agent", "request_headers", "response_headers", "request_body", "response_body",
+    "attempts",
 };
 const size_t kl_store_ncolumns = sizeof(kl_store_columns) / sizeof(kl_store_columns[0]);
 
@@ -84,3 +85,10 @@ const char *const kl_schema_v5_sqlite =
     "CREATE TABLE IF NOT EXISTS export_queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL)";
 const char *const kl_schema_v5_pg =
     "CREATE TABLE IF NOT EXISTS export_queue (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL)";
+
+/* Migration 6: the providers a request failed over from (route/failover.h),
+ * as JSON text; NULL for the requests the first provider answered. SQLite
+ * has no ADD COLUMN IF NOT EXISTS: its driver runs this only when
+ * schema_migrations lacks version 6. */
+const char *const kl_schema_v6_sqlite = "ALTER TABLE requests ADD COLUMN attempts TEXT";
+const char *const kl_schema_v6_pg = "ALTER TABLE requests ADD COLUMN IF NOT EXISTS attempts TEXT";

@@ -146,6 +146,7 @@ void kl_rec_values(const struct kl_rec *r, struct kl_value *v)
     v[i++] = vtext(r->response_headers);
     v[i++] = vblob(r->request_body, r->request_body_len);
     v[i++] = vblob(r->response_body, r->response_body_len);
+    v[i++] = vtext(r->attempts);
 }
 
 /* Columns a request's final record leaves as its in-progress record wrote

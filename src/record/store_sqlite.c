@@ -188,6 +188,18 @@ static int sqlite_exec(struct kl_store *s, const char *sql, const char *const *p
     return 0;
 }
 
+/* Migration 6 adds a column, which SQLite cannot do "if not exists". */
+static bool has_attempts(sqlite3 *db)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('requests') WHERE name = 'attempts'", -1, &st,
+                           NULL) != SQLITE_OK)
+        return false; /* the ALTER then reports what is wrong */
+    bool have = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return have;
+}
+
 static int migrate(struct sqlite_store *q, char *err, size_t errlen)
 {
     char sql[4096];
@@ -202,12 +214,14 @@ static int migrate(struct sqlite_store *q, char *err, size_t errlen)
         sqlite3_exec(q->db, kl_schema_v3, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v4, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v5_sqlite, NULL, NULL, &msg) != SQLITE_OK ||
+        (!has_attempts(q->db) && sqlite3_exec(q->db, kl_schema_v6_sqlite, NULL, NULL, &msg) != SQLITE_OK) ||
         sqlite3_exec(q->db,
                      "INSERT INTO schema_migrations VALUES (1, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(2, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(3, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(4, CAST(strftime('%s','now') AS BIGINT) * 1000), "
-                     "(5, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
+                     "(5, CAST(strftime('%s','now') AS BIGINT) * 1000), "
+                     "(6, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
                      NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: migrating the schema: %s", msg ? msg : sqlite3_errmsg(q->db));

@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "core/jsonscan.h"
+#include "core/text.h"
 #include "identity/identity.h"
 #include "listen/http.h"
 
@@ -15,6 +16,11 @@ static bool lists_model(const struct kl_provider *p, const char *m, size_t n)
         if (strlen(p->models[i]) == n && memcmp(p->models[i], m, n) == 0)
             return true;
     return false;
+}
+
+bool kl_route_serves(const struct kl_provider *p, const char *model)
+{
+    return lists_model(p, model, strlen(model));
 }
 
 struct filter {
@@ -110,18 +116,6 @@ static void apply_edits(kl_exchange *ex, struct body_edit *e, size_t n)
     ex->up_body_len = o;
 }
 
-/* cJSON's compact text of j, copied to the arena; j is freed. */
-static const char *print_json(kl_exchange *ex, cJSON *j)
-{
-    char *s = cJSON_PrintUnformatted(j);
-    cJSON_Delete(j);
-    if (!s)
-        abort();
-    const char *r = kl_arena_strdup(&ex->arena, s);
-    cJSON_free(s);
-    return r;
-}
-
 /* The member's object value (from the caller's body) with `key` set to
  * `value`; a member that is not an object is replaced by a new one. */
 static const char *object_with(kl_exchange *ex, struct kl_body_span at, const char *key,
@@ -134,7 +128,7 @@ static const char *object_with(kl_exchange *ex, struct kl_body_span at, const ch
     }
     cJSON_DeleteItemFromObjectCaseSensitive(o, key);
     cJSON_AddItemToObject(o, key, value);
-    return print_json(ex, o);
+    return kl_json_print_arena(&ex->arena, o, "", "");
 }
 
 /* The member that caps output for this endpoint, when keyless must set one
@@ -165,7 +159,7 @@ static void rewrite_body(kl_exchange *ex, const char *bare)
 
     if (ex->ep->dialect != KL_DIALECT_GEMINI && strcmp(bare, ex->model_requested) != 0)
         edits[n++] = (struct body_edit){m->model.start, m->model.end,
-                                        print_json(ex, cJSON_CreateString(bare))};
+                                        kl_json_print_arena(&ex->arena, cJSON_CreateString(bare), "", "")};
     if (ex->ep->id == KL_EP_CHAT && ex->stream && !ex->include_usage) {
         ex->added_include_usage = true;
         if (m->stream_options.end)

@@ -27,6 +27,9 @@ const struct kl_provider *kl_route_resolve_filtered(const kl_config *cfg, const 
                                                                     const char *),
                                                     void *arg, const char **bare, size_t *bare_len);
 
+/* Does p list this (bare) model id? */
+bool kl_route_serves(const struct kl_provider *p, const char *model);
+
 /* True when a caller's request header must not reach the provider:
  * credentials, hop-by-hop headers, framing curl redoes, identity headers. */
 bool kl_route_drop_request_header(const char *name);

@@ -274,6 +274,7 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct kl_h1_xfer *x = arg;
     kl_exchange *ex = x->ex;
+    ex->upstream_unsent = true; /* nothing was sent: another provider may take it (failover) */
     fail(x, KL_ERR_TIMEOUT, KL_EC_UPSTREAM_TIMEOUT,
          kl_arena_printf(&ex->arena, "provider %s timed out: no connection after %u ms", ex->provider->id,
                          (unsigned)timeouts(x)->upstream_connect));

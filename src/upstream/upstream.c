@@ -336,6 +336,10 @@ static void finish(struct kl_curl_job *job, CURLcode rc)
     bool started = x->head_done;
     if (rc == CURLE_OK && !started && x->status >= 200)
         deliver_head(x), started = true;
+    curl_off_t connected_us = 0;
+    if (rc == CURLE_OPERATION_TIMEDOUT &&
+        curl_easy_getinfo(x->easy, CURLINFO_CONNECT_TIME_T, &connected_us) == CURLE_OK && connected_us == 0)
+        ex->upstream_unsent = true; /* timed out connecting: another provider may take it (failover) */
     xfer_free(x);
     if (rc == CURLE_OK) {
         kl_pipeline_response_end(ex);

@@ -295,6 +295,37 @@ static void durations_and_sizes(void **state)
     assert_int_equal(kl_parse_size("lots", &sz), -1);
 }
 
+/* failover: defaults, a replaced status list, and the mistakes. */
+static void failover_settings(void **state)
+{
+    (void)state;
+    kl_diags d;
+    kl_config *c = parse("{}", &d);
+    assert_non_null(c);
+    assert_int_equal(c->failover.max_attempts, 3);
+    assert_true(c->failover.on_status[503 - 400] && c->failover.on_status[429 - 400] &&
+                c->failover.on_status[529 - 400]);
+    assert_false(c->failover.on_status[400 - 400] || c->failover.on_status[501 - 400]);
+    kl_config_unref(c);
+    kl_diags_free(&d);
+
+    c = parse("{\"failover\": {\"max_attempts\": 1, \"statuses\": [500, 599]}}", &d);
+    assert_non_null(c);
+    assert_int_equal(c->failover.max_attempts, 1);
+    assert_true(c->failover.on_status[500 - 400] && c->failover.on_status[599 - 400]);
+    assert_false(c->failover.on_status[503 - 400] || c->failover.on_status[429 - 400]);
+    kl_config_unref(c);
+    kl_diags_free(&d);
+
+    expect_diag("{\"failover\": {\"max_attempts\": 0}}", "failover.max_attempts must be a whole number from 1 to 16",
+                true);
+    expect_diag("{\"failover\": {\"statuses\": [200]}}", "each of failover.statuses must be a whole number from 400",
+                true);
+    expect_diag("{\"failover\": {\"statuses\": 503}}", "failover.statuses must be an array", true);
+    expect_diag("{\"failover\": true}", "failover must be an object", true);
+    expect_diag("{\"failover\": {\"retries\": 2}}", "unknown key \"retries\" in failover", false);
+}
+
 static void s3_exporter(void **state)
 {
     (void)state;
@@ -386,6 +417,7 @@ int main(void)
         cmocka_unit_test(macros_everywhere),
         cmocka_unit_test(provider_and_selector_mistakes),
         cmocka_unit_test(durations_and_sizes),
+        cmocka_unit_test(failover_settings),
         cmocka_unit_test(s3_exporter),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
+
 #include "core/text.h"
 
 /* Every power of ten and its neighbours, every power of two and its
@@ -78,6 +80,21 @@ static void join2_fits_or_refuses(void **state)
 }
 
 
+/* Compact JSON between a prefix and a suffix, in the arena (the tree is
+ * freed: the sanitizer run would report it otherwise). */
+static void json_printed_into_the_arena(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "k", "v\"w");
+    cJSON_AddNumberToObject(o, "n", 3);
+    assert_string_equal(kl_json_print_arena(&a, o, "data: ", "\n\n"), "data: {\"k\":\"v\\\"w\",\"n\":3}\n\n");
+    assert_string_equal(kl_json_print_arena(&a, cJSON_CreateArray(), "", ""), "[]");
+    kl_arena_free(&a);
+}
+
 static void check_clean(const char *in, const char *want)
 {
     char out[64];
@@ -128,6 +145,7 @@ int main(void)
         cmocka_unit_test(decimal_like_printf),
         cmocka_unit_test(hex_fixed_width),
         cmocka_unit_test(join2_fits_or_refuses),
+        cmocka_unit_test(json_printed_into_the_arena),
         cmocka_unit_test(utf8_clean_replaces_only_bad_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -212,14 +212,17 @@ static void previous_schema_is_migrated(void **state)
                                    " (SELECT count(*) FROM sqlite_master WHERE name = 'requests_in_progress') AS new,"
                                    " (SELECT count(*) FROM sqlite_master WHERE name = 'requests_started') AS started,"
                                    " (SELECT count(*) FROM sqlite_master WHERE name = 'export_queue') AS queue,"
-                                   " (SELECT max(version) FROM schema_migrations) AS version",
+                                   " (SELECT max(version) FROM schema_migrations) AS version,"
+                                   " (SELECT count(*) FROM pragma_table_info('requests') WHERE name = 'attempts')"
+                                   " AS attempts",
                                    NULL, 0, &rows, err, sizeof(err)), 0);
     const cJSON *m = cJSON_GetArrayItem(rows, 0);
     assert_int_equal((int)num(m, "old"), 0);
     assert_int_equal((int)num(m, "new"), 1);
     assert_int_equal((int)num(m, "started"), 0);
     assert_int_equal((int)num(m, "queue"), 1);
-    assert_int_equal((int)num(m, "version"), 5);
+    assert_int_equal((int)num(m, "version"), 6);
+    assert_int_equal((int)num(m, "attempts"), 1);
     cJSON_Delete(rows);
 
     /* the start-up recovery statement, as record.c runs it, uses the index */
@@ -248,6 +251,18 @@ static void previous_schema_is_migrated(void **state)
     cJSON_Delete(r);
     r = row(s, "old-done");
     assert_int_equal((int)num(r, "status"), 200);
+    cJSON_Delete(r);
+    kl_store_close(s);
+
+    /* opened again: the migrations run again, the column is not added twice */
+    s = kl_store_open(KL_STORE_SQLITE, path, true, err, sizeof(err));
+    assert_non_null(s);
+    struct kl_rec *rec = full("with-attempts", KL_REC_DONE, false);
+    rec->attempts = "[{\"provider\":\"a\",\"status\":503}]";
+    write1(s, kl_rec_pack(rec));
+    kl_rec_free(rec);
+    r = row(s, "with-attempts");
+    assert_string_equal(str(r, "attempts"), "[{\"provider\":\"a\",\"status\":503}]");
     cJSON_Delete(r);
     kl_store_close(s);
     remove_db(path);

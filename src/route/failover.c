@@ -1,0 +1,160 @@
+#include "route/failover.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "admit/admit.h"
+#include "authorize/authorize.h"
+#include "core/log.h"
+#include "core/text.h"
+#include "route/route.h"
+
+bool kl_failover_wanted(const kl_exchange *ex, int status, enum kl_error_class ec)
+{
+    const struct kl_failover_cfg *f = &ex->cfg->failover;
+    if (f->max_attempts < 2 || ex->head_sent || ex->cut_off || !ex->conn)
+        return false;
+    if (status)
+        return status >= 400 && status <= 599 && f->on_status[status - 400];
+    /* A transport failure fails over only when the provider cannot have
+     * answered: nothing of an answer arrived, and a timeout is one of the
+     * connect phase (a slow answer may still be running, and billed). */
+    if (ex->upstream_status)
+        return false;
+    return ec == KL_EC_UPSTREAM_UNREACHABLE || ec == KL_EC_UPSTREAM_RESET ||
+           (ec == KL_EC_UPSTREAM_TIMEOUT && ex->upstream_unsent);
+}
+
+static bool tried(const kl_exchange *ex, const struct kl_provider *p)
+{
+    for (int i = 0; i < ex->nattempts; i++)
+        if (strcmp(ex->attempts[i].provider, p->id) == 0)
+            return true;
+    return false;
+}
+
+/* A capability that only grants a role or models decides nothing after
+ * authorize (which checks the next provider itself). */
+static bool decides_nothing_later(const struct kl_cap *c)
+{
+    const cJSON *m;
+    cJSON_ArrayForEach(m, c->raw)
+        if (strcmp(m->string, "role") != 0 && strcmp(m->string, "models") != 0)
+            return false;
+    return true;
+}
+
+/* Every capability of the caller that later stages read applies to a and b
+ * alike: the same hooks, tool policy, quotas and rate limits hold for both. */
+static bool same_policy(const kl_exchange *ex, const struct kl_provider *a, const struct kl_provider *b)
+{
+    char qa[512], qb[512];
+    if (!kl_join2(qa, sizeof(qa), a->id, '/', ex->model) || !kl_join2(qb, sizeof(qb), b->id, '/', ex->model))
+        return false;
+    const struct kl_grant_set *s = ex->grant_set;
+    for (size_t i = 0; s && i < s->ncaps; i++) {
+        const struct kl_cap *c = s->caps[i].cap;
+        if (!decides_nothing_later(c) && kl_cap_applies(c, qa) != kl_cap_applies(c, qb))
+            return false;
+    }
+    return true;
+}
+
+static bool qualifies(const kl_exchange *ex, const struct kl_provider *cur, const struct kl_provider *p)
+{
+    return p != cur && !p->disabled && p->baseurl && (p->compat & ex->ep->compat) &&
+           p->auth_mode != KL_AUTHMODE_PASSTHROUGH && !(p->key_problem && p->auth_mode == KL_AUTHMODE_OVERRIDE) &&
+           kl_route_serves(p, ex->model) && !tried(ex, p) && kl_authorize_model(ex, p, ex->model) &&
+           same_policy(ex, cur, p);
+}
+
+static void note(kl_exchange *ex, int status, enum kl_error_class ec, const char *why)
+{
+    int max = ex->cfg->failover.max_attempts;
+    if (!ex->attempts)
+        ex->attempts = kl_arena_alloc(&ex->arena, (size_t)max * sizeof(*ex->attempts));
+    ex->attempts[ex->nattempts++] = (struct kl_attempt){
+        .provider = ex->provider->id,
+        .status = status,
+        .error_class = ec,
+        .error = why ? kl_arena_strdup(&ex->arena, why) : NULL,
+        .at_ms = (kl_now_ns() - ex->t_start_ns) / 1000000,
+    };
+}
+
+const struct kl_provider *kl_failover_next(kl_exchange *ex, int status, enum kl_error_class ec,
+                                           const char *why)
+{
+    const struct kl_provider *cur = ex->provider;
+    /* a qualified name ("openai/gpt-4o") chose its provider */
+    if (!cur || !ex->model || !ex->model_requested || strcmp(ex->model, ex->model_requested) != 0 ||
+        cur->auth_mode == KL_AUTHMODE_PASSTHROUGH || ex->nattempts + 1 >= ex->cfg->failover.max_attempts)
+        return NULL;
+    /* by preference, then file order, as the first choice was made */
+    const kl_config *cfg = ex->cfg;
+    const struct kl_provider *skipped[16];
+    size_t nskipped = 0;
+    for (;;) {
+        const struct kl_provider *best = NULL;
+        for (size_t i = 0; i < cfg->nproviders; i++) {
+            const struct kl_provider *p = &cfg->providers[i];
+            bool skip = false;
+            for (size_t k = 0; k < nskipped && !skip; k++)
+                skip = skipped[k] == p;
+            if (!skip && (!best || p->preference > best->preference) && qualifies(ex, cur, p))
+                best = p;
+        }
+        if (!best)
+            return NULL;
+        if (kl_admit_reprice(ex, best)) {
+            note(ex, status, ec, why);
+            return best;
+        }
+        kl_warn("%s: failover passes over provider %s: the quota cannot cover its price", ex->id, best->id);
+        if (nskipped == sizeof(skipped) / sizeof(skipped[0]))
+            return NULL;
+        skipped[nskipped++] = best;
+    }
+}
+
+void kl_failover_switch(kl_exchange *ex, const struct kl_provider *p)
+{
+    kl_warn("%s: provider %s failed (%s); sending the request to provider %s", ex->id, ex->provider->id,
+            ex->attempts[ex->nattempts - 1].error ? ex->attempts[ex->nattempts - 1].error : "error", p->id);
+    ex->provider = p;
+    ex->failover_to = NULL;
+    ex->failover_drained = 0;
+    ex->upstream_unsent = false;
+    ex->upstream_url = NULL;
+    ex->up_headers = NULL;
+    ex->n_up_headers = 0;
+    ex->up_body = NULL;
+    ex->up_body_len = 0;
+    ex->added_include_usage = false;
+    ex->upstream_status = 0;
+    ex->error_class = KL_EC_NONE;
+    ex->error_message = NULL;
+    ex->response_headers = NULL;
+}
+
+const char *kl_failover_attempts_json(kl_exchange *ex)
+{
+    if (!ex->nattempts)
+        return NULL;
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; i < ex->nattempts; i++) {
+        const struct kl_attempt *a = &ex->attempts[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "provider", a->provider);
+        if (a->status)
+            cJSON_AddNumberToObject(o, "status", a->status);
+        cJSON_AddStringToObject(o, "error_class", kl_error_class_name(a->error_class));
+        if (a->error)
+            cJSON_AddStringToObject(o, "error", a->error);
+        cJSON_AddNumberToObject(o, "at_ms", (double)a->at_ms);
+        cJSON_AddItemToArray(arr, o);
+    }
+    return kl_json_print_arena(&ex->arena, arr, "", "");
+}

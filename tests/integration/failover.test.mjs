@@ -1,0 +1,338 @@
+// Failover: a provider that fails before the caller got anything (unreachable,
+// or answering 429/5xx) is replaced by the next provider serving the same
+// model under the same policy; the caller sees one answer, the record lists
+// the providers that failed, and a spend quota is reserved and charged at the
+// price of the provider that answered.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
+import { startMock, startGateway, finalRecord, assertNoKeys, rawProvider, startProxy, KEYS } from './lib/harness.mjs';
+
+const BACKUP_KEY = 'sk-backup-failover-0123456789abcdef';
+const THIRD_KEY = 'sk-third-failover-0123456789abcdef';
+
+// A port nothing listens on.
+async function closedPort() {
+  const s = net.createServer();
+  await new Promise((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address();
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+// primary (preference 10) fails as `fault` says; backup (0) and third (-5)
+// serve the same models from the same simulator with their own keys.
+function providers(mockUrl, { fault = 'status=503', primaryUrl = mockUrl, thirdFault, backup = {} } = {}) {
+  const chat = { openai_chat: true, openai_responses: true, anthropic_messages: true };
+  return {
+    primary: {
+      baseurl: primaryUrl, apikey: KEYS.openai, models: ['gpt-4o', 'claude-sonnet-4-5'], preference: 10,
+      compatibility: chat, add_headers: fault ? [`x-mock: ${fault}`] : [],
+    },
+    backup: {
+      baseurl: mockUrl, apikey: BACKUP_KEY, models: ['gpt-4o', 'claude-sonnet-4-5'], preference: 0,
+      compatibility: chat, ...backup,
+    },
+    third: {
+      baseurl: mockUrl, apikey: THIRD_KEY, models: ['gpt-4o', 'claude-sonnet-4-5'], preference: -5,
+      compatibility: chat, add_headers: thirdFault ? [`x-mock: ${thirdFault}`] : [],
+    },
+  };
+}
+
+const keyOf = (req) => {
+  const h = req.headers.find(([n]) => n.toLowerCase() === 'authorization' || n.toLowerCase() === 'x-api-key');
+  return h && h[1].replace(/^Bearer /, '');
+};
+
+function openai(gw) {
+  return new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+}
+
+async function chat(gw, model = 'gpt-4o', headers = {}) {
+  return fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({ model, max_tokens: 50, messages: [{ role: 'user', content: 'hi' }] }),
+  });
+}
+
+describe('failover', () => {
+  let mock;
+  before(async () => { mock = await startMock(); });
+  after(async () => { await mock.stop(); });
+
+  for (const driver of ['sqlite', 'postgres']) it(`${driver}: a provider answering 503 is replaced by the next: one answer for the caller, both attempts on record`, {
+    skip: driver === 'postgres' && !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)',
+  }, async () => {
+    const store = driver === 'postgres'
+      ? { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance: `gw-failover-${process.pid}` } : undefined;
+    const gw = await startGateway({ providers: providers(mock.url), ...(store ? { store } : {}) });
+    try {
+      await mock.clear();
+      const r = await openai(gw).chat.completions.create({
+        model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }],
+      }).withResponse();
+      assert.equal(r.response.status, 200);
+      assert.equal(r.data.choices[0].message.content, 'Hello from mockllm.');
+      const seen = await mock.requests();
+      assert.deepEqual(seen.map(keyOf), [KEYS.openai, BACKUP_KEY], 'primary first, then backup');
+      assert.equal(seen[0].body, seen[1].body, 'the same request body both times');
+
+      const id = r.response.headers.get('x-keyless-request-id');
+      const rec = await finalRecord(gw, id);
+      assert.equal(rec.provider, 'backup');
+      assert.equal(rec.status, 200);
+      assert.equal(rec.upstream_status, 200);
+      assert.equal(rec.error_class, null);
+      assert.equal(rec.input_tokens, 60); // mockllm's 100, 40 of them cached
+      assert.equal(rec.attempts.length, 1);
+      assert.equal(rec.attempts[0].provider, 'primary');
+      assert.equal(rec.attempts[0].status, 503);
+      assert.equal(rec.attempts[0].error_class, 'upstream_error');
+      assert.ok(rec.attempts[0].at_ms >= 0);
+      assert.match(gw.output(), /provider primary failed \(provider primary answered 503\); sending the request to provider backup/);
+    } finally {
+      await gw.stop();
+    }
+    assertNoKeys(assert, gw.output(), 'gateway output');
+  });
+
+  it('streams fail over before the first byte: an Anthropic stream whose provider is overloaded (529)', async () => {
+    const gw = await startGateway({ providers: providers(mock.url, { fault: 'status=529' }) });
+    try {
+      await mock.clear();
+      const client = new Anthropic({ baseURL: gw.url, apiKey: 'unused', maxRetries: 0 });
+      const stream = client.messages.stream({
+        model: 'claude-sonnet-4-5', max_tokens: 50, messages: [{ role: 'user', content: 'hi' }],
+      });
+      const { response } = await stream.withResponse();
+      const msg = await stream.finalMessage();
+      assert.equal(msg.content[0].text, 'Hello from mockllm.');
+      assert.equal(msg.usage.output_tokens, 20);
+      assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai, BACKUP_KEY]);
+      const rec = await finalRecord(gw, response.headers.get('x-keyless-request-id'));
+      assert.equal(rec.provider, 'backup');
+      assert.equal(rec.stream, 1);
+      assert.equal(rec.output_tokens, 20);
+      assert.deepEqual(rec.attempts.map((a) => [a.provider, a.status]), [['primary', 529]]);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('an unreachable provider fails over; a refused connection is on record', async () => {
+    const gw = await startGateway({
+      providers: providers(mock.url, { fault: null, primaryUrl: `http://127.0.0.1:${await closedPort()}` }),
+    });
+    try {
+      await mock.clear();
+      const r = await chat(gw);
+      assert.equal(r.status, 200);
+      await r.json();
+      assert.deepEqual((await mock.requests()).map(keyOf), [BACKUP_KEY]);
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.provider, 'backup');
+      assert.equal(rec.attempts[0].provider, 'primary');
+      assert.equal(rec.attempts[0].error_class, 'upstream_unreachable');
+      assert.equal(rec.attempts[0].status, undefined);
+      assert.match(rec.attempts[0].error, /provider primary is unreachable/);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('a reset before any answer, and a failed answer whose body does not end, fail over; so does the libcurl path', async () => {
+    const reset = await rawProvider((req, sock) => sock.destroy());
+    let endless;
+    const long = await rawProvider((req, sock) => {
+      sock.write('HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n');
+      const chunk = 'x'.repeat(8192);
+      endless = setInterval(() => { if (!sock.destroyed) sock.write(`${(8192).toString(16)}\r\n${chunk}\r\n`); }, 5);
+      sock.on('close', () => clearInterval(endless));
+    });
+    const proxy = await startProxy();
+    try {
+      for (const [up, cls, env] of [[reset, 'upstream_reset', {}], [long, 'upstream_error', {}],
+        [null, 'upstream_error', { http_proxy: proxy.url }]]) {
+        const primaryUrl = up ? `http://127.0.0.1:${up.address().port}` : mock.url;
+        const gw = await startGateway({ providers: providers(mock.url, { fault: up ? null : 'status=503', primaryUrl }) },
+          { env });
+        try {
+          await mock.clear();
+          const r = await chat(gw);
+          assert.equal(r.status, 200, cls);
+          await r.json();
+          const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+          assert.equal(rec.provider, 'backup');
+          assert.deepEqual(rec.attempts.map((a) => [a.provider, a.error_class]), [['primary', cls]]);
+          assert.deepEqual((await mock.requests()).map(keyOf), up ? [BACKUP_KEY] : [KEYS.openai, BACKUP_KEY]);
+        } finally {
+          await gw.stop();
+        }
+      }
+      assert.ok(proxy.seen >= 2, 'the last gateway reached its providers through libcurl');
+    } finally {
+      clearInterval(endless);
+      reset.close();
+      long.close();
+      proxy.close();
+    }
+  });
+
+  it('every provider failing: the last error reaches the caller in its dialect, after max_attempts providers', async () => {
+    const cfg = { providers: providers(mock.url, { backup: { add_headers: ['x-mock: status=502'] }, thirdFault: 'status=500' }) };
+    let gw = await startGateway(cfg);
+    try {
+      await mock.clear();
+      const r = await chat(gw);
+      assert.equal(r.status, 500);
+      const body = await r.json();
+      assert.equal(typeof body.error.message, 'string');
+      assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai, BACKUP_KEY, THIRD_KEY]);
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.provider, 'third');
+      assert.equal(rec.upstream_status, 500);
+      assert.equal(rec.error_class, 'upstream_error');
+      assert.deepEqual(rec.attempts.map((a) => [a.provider, a.status]), [['primary', 503], ['backup', 502]]);
+    } finally {
+      await gw.stop();
+    }
+    gw = await startGateway({ ...cfg, failover: { max_attempts: 2 } });
+    try {
+      await mock.clear();
+      const r = await chat(gw);
+      assert.equal(r.status, 502);
+      await r.text();
+      assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai, BACKUP_KEY]);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('what does not fail over: a 400, a status left out of failover.statuses, a slow answer, a qualified name, max_attempts 1', async () => {
+    const cases = [
+      [{ providers: providers(mock.url, { fault: 'status=400' }) }, 'gpt-4o', 400],
+      [{ providers: providers(mock.url, { fault: 'status=429' }), failover: { statuses: [503] } }, 'gpt-4o', 429],
+      [{ providers: providers(mock.url), failover: { max_attempts: 1 } }, 'gpt-4o', 503],
+      // named by its provider: that provider's answer stands
+      [{ providers: providers(mock.url) }, 'primary/gpt-4o', 503],
+      // a provider that is slow to answer may be working (and billing): 504, not a second request
+      [{ providers: providers(mock.url, { fault: 'delay_headers_ms=2000' }),
+        listen: { timeouts: { upstream_first_byte: '300ms' } } }, 'gpt-4o', 504],
+    ];
+    for (const [cfg, model, status] of cases) {
+      const gw = await startGateway(cfg);
+      try {
+        await mock.clear();
+        const r = await chat(gw, model);
+        assert.equal(r.status, status, `${JSON.stringify(cfg.failover || cfg.listen || {})} ${model}`);
+        await r.text();
+        const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+        assert.equal(rec.provider, 'primary');
+        assert.equal(rec.attempts, null);
+        assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai]);
+      } finally {
+        await gw.stop();
+      }
+    }
+  });
+
+  it('only to a provider under the same policy: a limit that treats backup differently keeps the 503', async () => {
+    const grantsWith = (extra) => [{
+      src: ['*'],
+      app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: ['primary/*', 'backup/*'] }, ...extra] },
+    }];
+    // a rate limit only on primary/*: backup would be outside it
+    let gw = await startGateway({
+      providers: providers(mock.url),
+      grants: grantsWith([{ models: 'primary/*', rate_limit: { requests_per_minute: 100 } }]),
+    });
+    try {
+      await mock.clear();
+      const r = await chat(gw);
+      assert.equal(r.status, 503);
+      await r.text();
+      assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai]);
+    } finally {
+      await gw.stop();
+    }
+    // models granted in separate capabilities decide nothing after authorize: backup is fine
+    gw = await startGateway({
+      providers: providers(mock.url),
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'primary/*' }, { models: 'backup/*' }] } }],
+    });
+    try {
+      await mock.clear();
+      const r = await chat(gw);
+      assert.equal(r.status, 200);
+      await r.json();
+      assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai, BACKUP_KEY]);
+    } finally {
+      await gw.stop();
+    }
+    // the caller may not use third: never tried, although it serves the model
+    gw = await startGateway({
+      providers: providers(mock.url, { backup: { add_headers: ['x-mock: status=503'] } }),
+      grants: grantsWith([]),
+    });
+    try {
+      await mock.clear();
+      const r = await chat(gw);
+      assert.equal(r.status, 503);
+      await r.text();
+      assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai, BACKUP_KEY]);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('a spend quota is reserved at the next provider\'s price and charged what it cost; a price the bucket cannot cover is not tried', async () => {
+    // backup charges double (model_cost_map adjustment 2)
+    const dear = { model_cost_map: [{ match: 'gpt-4o', as: 'gpt-4o', adjustment: 2 }] };
+    const grants = [{
+      src: ['*'],
+      app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }, { quotas: [{ bucket: 'team' }] }] },
+    }];
+    let gw = await startGateway({ providers: providers(mock.url, { backup: dear }), grants, quotas: { team: { capacity: '$1' } } });
+    try {
+      await mock.clear();
+      const r = await chat(gw);
+      assert.equal(r.status, 200);
+      await r.json();
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.provider, 'backup');
+      // the same request at third's (ordinary) price, named by its provider
+      const plain = await chat(gw, 'third/gpt-4o');
+      assert.equal(plain.status, 200);
+      await plain.json();
+      const base = await finalRecord(gw, plain.headers.get('x-keyless-request-id'));
+      assert.ok(base.cost_nanodollars > 0);
+      assert.equal(rec.cost_nanodollars, 2 * base.cost_nanodollars, 'priced as backup');
+      const q = (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets.find((b) => b.bucket === 'team');
+      assert.equal(q.current, 1000000000 - rec.cost_nanodollars - base.cost_nanodollars, 'charged exactly the records\' cost');
+      assert.equal(q.reserved, 0, 'nothing left reserved');
+    } finally {
+      await gw.stop();
+    }
+    // A bucket that covers primary's reservation (~$0.0005 for 50 output
+    // tokens) but not backup's double: no failover, the 503 stands, nothing charged.
+    gw = await startGateway({ providers: providers(mock.url, { backup: dear, thirdFault: 'status=503' }), grants,
+      quotas: { team: { capacity: '$0.0007' } } });
+    try {
+      await mock.clear();
+      const r = await chat(gw);
+      assert.equal(r.status, 503, 'third is tried only if reservable: it is (same price), and fails too');
+      await r.text();
+      assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai, THIRD_KEY], 'backup passed over');
+      const q = (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets.find((b) => b.bucket === 'team');
+      assert.equal(q.current, 700000);
+      assert.equal(q.reserved, 0);
+      assert.match(gw.output(), /failover passes over provider backup: the quota cannot cover its price/);
+    } finally {
+      await gw.stop();
+    }
+  });
+});
