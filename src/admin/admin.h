@@ -16,6 +16,8 @@ enum kl_step kl_admin_whoami(kl_exchange *ex);
 enum kl_step kl_admin_quotas(kl_exchange *ex);
 /* GET /api/export: the S3 exporter's status (admins) */
 enum kl_step kl_admin_export(kl_exchange *ex);
+/* GET /metrics (admins, or {"metrics": true}) */
+enum kl_step kl_admin_metrics(kl_exchange *ex);
 /* GET /api/usage, /api/requests, /api/requests/{id} (asynchronous) */
 enum kl_step kl_admin_records(kl_exchange *ex);
 

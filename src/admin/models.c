@@ -155,6 +155,8 @@ enum kl_step kl_admin_run(kl_exchange *ex)
             return kl_admin_quotas(ex);
         if (strcmp(ex->req.path, "/api/export") == 0)
             return kl_admin_export(ex);
+        if (strcmp(ex->req.path, "/metrics") == 0)
+            return kl_admin_metrics(ex);
         if (strcmp(ex->req.path, "/api/usage") == 0 || strncmp(ex->req.path, "/api/requests", 13) == 0)
             return kl_admin_records(ex);
         return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no such endpoint: %s", ex->req.path);

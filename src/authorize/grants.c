@@ -125,7 +125,8 @@ static void read_grant(kl_cfg_ctx *c, const cJSON *g, struct kl_grant *out)
             continue;
         }
         /* a misspelt key ("quota", "model") would silently grant more */
-        static const char *const known[] = {"role", "models", "quotas", "rate_limit", "send_hooks", "tools"};
+        static const char *const known[] = {"role", "models", "quotas", "rate_limit", "send_hooks", "tools",
+                                            "metrics"};
         const cJSON *m;
         cJSON_ArrayForEach(m, e) {
             size_t i = 0;

@@ -24,6 +24,7 @@ struct kl_exporter;
 struct kl_buckets;
 struct kl_identity_worker;
 struct kl_mailbox;
+struct kl_metrics;
 struct evp_md_st;
 
 struct kl_listen_socket {
@@ -59,8 +60,10 @@ typedef struct kl_worker {
     struct event *wake;         /* another thread asks this worker to look at server state */
     struct event *drain_timer;  /* bounded wait for in-flight exchanges on shutdown */
     struct kl_conn *conns;      /* every open client connection (doubly linked) */
-    uint64_t nconns;
-    uint64_t inflight;          /* exchanges between request and record */
+    /* written by this worker only; atomic so /metrics may read them from
+     * another worker */
+    _Atomic uint64_t nconns;
+    _Atomic uint64_t inflight;  /* exchanges between request and record */
     uint64_t hooks_told;        /* entire_request hook calls not answered yet (a stop waits for them) */
     bool draining;
     uint64_t seq;               /* per-worker counter, part of request ids */
@@ -69,6 +72,7 @@ typedef struct kl_worker {
     struct event *log_timer;    /* writes them out shortly after the first */
     struct evp_md_st *sha256;   /* fetched once: OpenSSL's implicit fetch per digest costs more than the hash */
     struct kl_scan_scratch *scan;   /* guardrails' scan space (this thread's) */
+    struct kl_metrics *metrics;     /* its counters for /metrics (record/metrics.h) */
     /* exchanges forwarded but not yet due for their in-progress record,
      * oldest first, and the timer that writes them (record.c) */
     struct kl_exchange *rec_due_head, *rec_due_tail;

@@ -28,7 +28,7 @@ enum kl_endpoint {
     KL_EP_MODEL_GET,            /* GET /v1/models/{id} */
     KL_EP_GEMINI_MODELS,        /* GET /v1beta/models */
     KL_EP_GEMINI_MODEL_GET,     /* GET /v1beta/models/{id} */
-    KL_EP_ADMIN,                /* /api/... */
+    KL_EP_ADMIN,                /* /api/... and /metrics */
     KL_EP_UNKNOWN,
 };
 
@@ -86,6 +86,9 @@ struct kl_request_facts {
     bool has_include_usage;     /* OpenAI chat: stream_options.include_usage is true */
     struct kl_body_map map;
 };
+
+/* The endpoint table's entry for id (names for metrics). */
+const struct kl_endpoint_info *kl_endpoint_by_id(enum kl_endpoint id);
 
 int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body, size_t len,
                              kl_arena *a, struct kl_request_facts *f, const char **why);

@@ -35,6 +35,11 @@ static const struct kl_endpoint_info *ep(enum kl_endpoint id)
     return &endpoints[id];
 }
 
+const struct kl_endpoint_info *kl_endpoint_by_id(enum kl_endpoint id)
+{
+    return ep(id);
+}
+
 enum kl_dialect kl_dialect_guess(const char *path, bool anthropic_version)
 {
     if (strncmp(path, "/v1beta/", 8) == 0 || strcmp(path, "/v1beta") == 0)
@@ -104,6 +109,7 @@ void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
         {"/v1/messages/count_tokens", KL_EP_COUNT_TOKENS},
         {"/v1/models", KL_EP_MODELS},
         {"/v1beta/models", KL_EP_GEMINI_MODELS},
+        {"/metrics", KL_EP_ADMIN},
     };
     m->ep = NULL;
     m->path_model = NULL;

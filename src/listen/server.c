@@ -27,6 +27,7 @@
 #include "admit/admit.h"
 #include "identity/identity.h"
 #include "identity/oidc.h"
+#include "record/metrics.h"
 #include "record/record.h"
 #include "upstream/upstream.h"
 
@@ -419,6 +420,7 @@ int kl_server_run(kl_config *cfg)
         w->wake = event_new(w->base, -1, 0, on_wake, w);
         w->log_timer = evtimer_new(w->base, on_log_timer, w);
         w->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+        w->metrics = kl_metrics_new();
     }
     kl_info("keyless started: %d worker%s, %zu provider%s", nw, nw == 1 ? "" : "s",
             cfg->nproviders, cfg->nproviders == 1 ? "" : "s");
@@ -466,6 +468,8 @@ out:
             w->sha256 = NULL;
             kl_scan_scratch_free(w->scan);
             w->scan = NULL;
+            kl_metrics_free(w->metrics);
+            w->metrics = NULL;
             event_base_free(w->base);
         }
         kl_log_flush(&w->log); /* lines of exchanges closed just above */

@@ -15,6 +15,7 @@
 #include "admit/quotas.h"
 #include "listen/server.h"
 #include "record/export.h"
+#include "record/metrics.h"
 #include "record/query.h"
 #include "record/writer.h"
 #include "route/failover.h"
@@ -283,6 +284,7 @@ void kl_record_exchange(kl_exchange *ex)
         kl_writer_push(w, kl_rec_pack(&r));
         ex->rec_slots = 0;
     }
+    kl_metrics_exchange(ex);
     if (ex->cfg->access_log && kl_log_enabled(KL_LOG_INFO))
         access_log(ex);
 }

@@ -9,6 +9,7 @@
 #include "authorize/authorize.h"
 #include "core/log.h"
 #include "core/text.h"
+#include "record/metrics.h"
 #include "route/route.h"
 
 bool kl_failover_wanted(const kl_exchange *ex, int status, enum kl_error_class ec)
@@ -110,6 +111,7 @@ const struct kl_provider *kl_failover_next(kl_exchange *ex, int status, enum kl_
             return NULL;
         if (kl_admit_reprice(ex, best)) {
             note(ex, status, ec, why);
+            kl_metrics_failover(ex->worker, cur->id);
             return best;
         }
         kl_warn("%s: failover passes over provider %s: the quota cannot cover its price", ex->id, best->id);
