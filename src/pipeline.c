@@ -219,8 +219,10 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
         ex->failover_to = kl_failover_next(ex, status, KL_EC_UPSTREAM_ERROR,
                                            kl_arena_printf(&ex->arena, "provider %s answered %d", ex->provider->id,
                                                            status));
-        if (ex->failover_to)
+        if (ex->failover_to) {
+            ex->failover_at_ns = kl_now_ns();
             return;
+        }
     }
     /* A streamed answer is events whatever its Content-Type says: some
      * self-hosted servers send none, or text/plain (not Gemini's JSON
@@ -249,7 +251,8 @@ bool kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len)
          * connection can be reused, unless it is long (then the transfer
          * is ended here, and kl_pipeline_upstream_failed fails over) */
         ex->failover_drained += len;
-        return ex->failover_drained <= 65536;
+        return ex->failover_drained <= KL_FAILOVER_DRAIN_BYTES &&
+               kl_now_ns() - ex->failover_at_ns <= (int64_t)KL_FAILOVER_DRAIN_MS * 1000000;
     }
     return kl_account_data(ex, data, len);
 }
@@ -272,7 +275,7 @@ void kl_pipeline_upstream_failed(kl_exchange *ex, enum kl_err_kind kind,
         fail_over(ex, ex->failover_to); /* the failed answer broke off: the decision stands */
         return;
     }
-    ex->failover_to = NULL;
+    kl_failover_abandon(ex);
     const struct kl_provider *next;
     if (kl_failover_wanted(ex, 0, ec) && (next = kl_failover_next(ex, 0, ec, message))) {
         fail_over(ex, next);
@@ -303,6 +306,7 @@ void kl_pipeline_upstream_failed(kl_exchange *ex, enum kl_err_kind kind,
 
 void kl_pipeline_client_gone(kl_exchange *ex, enum kl_error_class why)
 {
+    kl_failover_abandon(ex);
     if (ex->cancel)
         ex->cancel(ex);
     kl_upstream_cancel(ex);

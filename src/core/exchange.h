@@ -101,6 +101,7 @@ typedef struct kl_exchange {
     const struct kl_hook_ref *after_hooks;
     size_t n_after_hooks;
     bool keep_answer;               /* one of them is sent the answer: account keeps it */
+    bool pre_hooks_asked;           /* pre_request hooks judged it for its provider (no failover) */
     const struct kl_tool_rules *tool_rules;     /* the tool policy that applies, or NULL */
 
     /* route */
@@ -117,6 +118,7 @@ typedef struct kl_exchange {
     int nattempts;
     const struct kl_provider *failover_to;  /* next provider, once the failed answer's body is read */
     size_t failover_drained;        /* bytes of that body read and dropped */
+    int64_t failover_at_ns;         /* when it was decided */
     bool upstream_unsent;           /* the request never reached the provider (connect phase) */
 
     /* admit */

@@ -348,5 +348,6 @@ enum kl_step kl_guard_run(kl_exchange *ex)
     if (!r->n)
         return KL_NEXT;
     ex->guard = r;
+    ex->pre_hooks_asked = true;
     return ask(r);
 }

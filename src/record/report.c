@@ -208,12 +208,15 @@ int kl_report_usage(struct kl_store *s, const char *group_by, const struct kl_re
     return 0;
 }
 
-static void columns(char *out, size_t len, bool captures)
+static void columns(struct kl_store *s, char *out, size_t len, bool captures)
 {
     out[0] = '\0';
+    bool attempts = kl_store_has_attempts(s);
     for (size_t i = 0; i < kl_store_ncolumns; i++) {
         const char *c = kl_store_columns[i];
         if (!captures && (strstr(c, "_headers") || strstr(c, "_body")))
+            continue;
+        if (!attempts && strcmp(c, "attempts") == 0)
             continue;
         size_t l = strlen(out);
         snprintf(out + l, len - l, "%s%s", l ? ", " : "", c);
@@ -227,7 +230,7 @@ int kl_report_requests(struct kl_store *s, const struct kl_report_filter *f, boo
     build_where(f, &w);
     int limit = f->limit > 0 ? (f->limit > 1000 ? 1000 : f->limit) : 50;
     char cols[2048];
-    columns(cols, sizeof(cols), captures);
+    columns(s, cols, sizeof(cols), captures);
     snprintf(w.sql, sizeof(w.sql), "SELECT %s FROM requests%s ORDER BY id DESC LIMIT %d", cols, w.where, limit);
     return kl_store_exec(s, w.sql, w.params, w.n, rows, err, errlen);
 }
@@ -237,7 +240,7 @@ int kl_report_export(struct kl_store *s, const struct kl_report_filter *f,
 {
     /* In pages, so a large export does not hold every row at once. */
     char cols[2048];
-    columns(cols, sizeof(cols), true);
+    columns(s, cols, sizeof(cols), true);
     char after[48] = "";
     for (;;) {
         struct kl_report_sql w;

@@ -13,6 +13,25 @@ struct kl_store *kl_store_open(enum kl_store_driver d, const char *target, bool 
                                 : kl_pg_open(target, migrate, err, errlen);
 }
 
+bool kl_store_has_attempts(struct kl_store *s)
+{
+    if (!s->attempts_column) {
+        const char *sql = s->driver == KL_STORE_SQLITE
+            ? "SELECT 1 AS x FROM pragma_table_info('requests') WHERE name = 'attempts'"
+            : "SELECT 1 AS x FROM information_schema.columns WHERE table_schema = current_schema() "
+              "AND table_name = 'requests' AND column_name = 'attempts'";
+        cJSON *rows = NULL;
+        char err[256];
+        if (kl_store_exec(s, sql, NULL, 0, &rows, err, sizeof(err)) < 0) {
+            cJSON_Delete(rows);
+            return true; /* the query that follows reports what is wrong */
+        }
+        s->attempts_column = cJSON_GetArraySize(rows) > 0 ? 1 : 2;
+        cJSON_Delete(rows);
+    }
+    return s->attempts_column == 1;
+}
+
 void kl_store_close(struct kl_store *s)
 {
     if (s)

@@ -115,6 +115,10 @@ static bool write_one(struct sqlite_store *q, const struct kl_rec *r)
 static int sqlite_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen)
 {
     struct sqlite_store *q = (struct sqlite_store *)s;
+    if (!q->begin) {
+        snprintf(err, errlen, "sqlite: the store was opened for reading");
+        return -1;
+    }
     if (!run(q->begin))
         return fail(q, "begin", err, errlen);
     for (size_t k = 0; k < n; k++) {
@@ -237,7 +241,7 @@ struct kl_store *kl_sqlite_open(const char *path, bool do_migrate, char *err, si
     struct sqlite_store *q = calloc(1, sizeof(*q));
     if (!q)
         abort();
-    q->base = (struct kl_store){KL_STORE_SQLITE, false, sqlite_close, sqlite_write, sqlite_exec};
+    q->base = (struct kl_store){KL_STORE_SQLITE, false, 0, sqlite_close, sqlite_write, sqlite_exec};
     /* readers (the query thread, keyless usage/export) never create the file */
     int flags = SQLITE_OPEN_READWRITE | (do_migrate ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path, &q->db, flags, NULL) != SQLITE_OK) {
@@ -262,6 +266,20 @@ struct kl_store *kl_sqlite_open(const char *path, bool do_migrate, char *err, si
     if (do_migrate && migrate(q, err, errlen) < 0) {
         sqlite_close(&q->base);
         return NULL;
+    }
+    if (!do_migrate) {
+        /* a reader (the query thread, keyless usage/export) writes no rows:
+         * it may read a store an older keyless wrote, without later columns */
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(q->db, "SELECT id FROM requests LIMIT 0", -1, &st, NULL);
+        sqlite3_finalize(st);
+        if (rc != SQLITE_OK) {
+            snprintf(err, errlen, "sqlite: %s: %s (is the schema there? run the gateway once)", path,
+                     sqlite3_errmsg(q->db));
+            sqlite_close(&q->base);
+            return NULL;
+        }
+        return &q->base;
     }
     char *upsert = kl_upsert_sql(qmark), *insert = kl_insert_sql(qmark), *update = kl_update_sql(qmark);
     q->nupdate = kl_update_map(q->update_map);

@@ -20,12 +20,13 @@ bool kl_failover_wanted(const kl_exchange *ex, int status, enum kl_error_class e
     if (status)
         return status >= 400 && status <= 599 && f->on_status[status - 400];
     /* A transport failure fails over only when the provider cannot have
-     * answered: nothing of an answer arrived, and a timeout is one of the
-     * connect phase (a slow answer may still be running, and billed). */
+     * served the request: never reached, or the request not wholly sent.
+     * After that, a reset or a timeout may come from a provider that is
+     * generating (and billing) the answer, as a slow one does. */
     if (ex->upstream_status)
         return false;
-    return ec == KL_EC_UPSTREAM_UNREACHABLE || ec == KL_EC_UPSTREAM_RESET ||
-           (ec == KL_EC_UPSTREAM_TIMEOUT && ex->upstream_unsent);
+    return ec == KL_EC_UPSTREAM_UNREACHABLE ||
+           ((ec == KL_EC_UPSTREAM_RESET || ec == KL_EC_UPSTREAM_TIMEOUT) && ex->upstream_unsent);
 }
 
 static bool tried(const kl_exchange *ex, const struct kl_provider *p)
@@ -71,12 +72,15 @@ static bool qualifies(const kl_exchange *ex, const struct kl_provider *cur, cons
            same_policy(ex, cur, p);
 }
 
+/* The current provider's failure, kept after the attempts that count: it
+ * counts once the request has gone to the next provider (a client that
+ * leaves meanwhile leaves the failure the current provider's). */
 static void note(kl_exchange *ex, int status, enum kl_error_class ec, const char *why)
 {
     int max = ex->cfg->failover.max_attempts;
     if (!ex->attempts)
         ex->attempts = kl_arena_alloc(&ex->arena, (size_t)max * sizeof(*ex->attempts));
-    ex->attempts[ex->nattempts++] = (struct kl_attempt){
+    ex->attempts[ex->nattempts] = (struct kl_attempt){
         .provider = ex->provider->id,
         .status = status,
         .error_class = ec,
@@ -92,6 +96,10 @@ const struct kl_provider *kl_failover_next(kl_exchange *ex, int status, enum kl_
     /* a qualified name ("openai/gpt-4o") chose its provider */
     if (!cur || !ex->model || !ex->model_requested || strcmp(ex->model, ex->model_requested) != 0 ||
         cur->auth_mode == KL_AUTHMODE_PASSTHROUGH || ex->nattempts + 1 >= ex->cfg->failover.max_attempts)
+        return NULL;
+    /* pre_request hooks are told the provider and may judge by it: what
+     * they allowed for this one they were not asked about for another */
+    if (ex->pre_hooks_asked)
         return NULL;
     /* by preference, then file order, as the first choice was made */
     const kl_config *cfg = ex->cfg;
@@ -111,7 +119,6 @@ const struct kl_provider *kl_failover_next(kl_exchange *ex, int status, enum kl_
             return NULL;
         if (kl_admit_reprice(ex, best)) {
             note(ex, status, ec, why);
-            kl_metrics_failover(ex->worker, cur->id);
             return best;
         }
         kl_warn("%s: failover passes over provider %s: the quota cannot cover its price", ex->id, best->id);
@@ -123,11 +130,14 @@ const struct kl_provider *kl_failover_next(kl_exchange *ex, int status, enum kl_
 
 void kl_failover_switch(kl_exchange *ex, const struct kl_provider *p)
 {
+    ex->nattempts++;
+    kl_metrics_failover(ex->worker, ex->provider->id);
     kl_warn("%s: provider %s failed (%s); sending the request to provider %s", ex->id, ex->provider->id,
             ex->attempts[ex->nattempts - 1].error ? ex->attempts[ex->nattempts - 1].error : "error", p->id);
     ex->provider = p;
     ex->failover_to = NULL;
     ex->failover_drained = 0;
+    ex->failover_at_ns = 0;
     ex->upstream_unsent = false;
     ex->upstream_url = NULL;
     ex->up_headers = NULL;
@@ -139,6 +149,14 @@ void kl_failover_switch(kl_exchange *ex, const struct kl_provider *p)
     ex->error_class = KL_EC_NONE;
     ex->error_message = NULL;
     ex->response_headers = NULL;
+}
+
+void kl_failover_abandon(kl_exchange *ex)
+{
+    if (!ex->failover_to)
+        return;
+    ex->upstream_status = ex->attempts[ex->nattempts].status;
+    ex->failover_to = NULL;
 }
 
 const char *kl_failover_attempts_json(kl_exchange *ex)

@@ -12,7 +12,8 @@
  * only the dollar reservation is made again at its price. A model asked for
  * by a qualified name ("openai/gpt-4o") names its provider and never fails
  * over; nor do passthrough providers (the caller's credential is for the
- * provider it named). */
+ * provider it named), nor a request pre_request hooks were asked about
+ * (they are told the provider and may judge by it). */
 #ifndef KL_FAILOVER_H
 #define KL_FAILOVER_H
 
@@ -20,6 +21,11 @@
 #include <stdint.h>
 
 #include "core/exchange.h"
+
+/* A failed answer that fails over is read to its end, so its connection
+ * can be reused, but for at most this long and 64 KiB: then it is cut. */
+#define KL_FAILOVER_DRAIN_MS 1000
+#define KL_FAILOVER_DRAIN_BYTES 65536
 
 /* One provider that failed, as the record keeps it. */
 struct kl_attempt {
@@ -35,16 +41,22 @@ struct kl_attempt {
  * caller got anything. */
 bool kl_failover_wanted(const kl_exchange *ex, int status, enum kl_error_class ec);
 
-/* Note the current provider's failure and find the next provider, with the
- * quota reservation moved to its price; NULL when there is none (no other
- * provider qualifies, the attempts are used up, or none can be reserved
- * for). Does not switch: see kl_failover_switch. */
+/* Find the next provider, with the quota reservation moved to its price,
+ * and keep the current provider's failure for the record; NULL when there
+ * is none (no other provider qualifies, the attempts are used up, or none
+ * can be reserved for). Does not switch: see kl_failover_switch. */
 const struct kl_provider *kl_failover_next(kl_exchange *ex, int status, enum kl_error_class ec,
                                            const char *why);
 
-/* Make p the exchange's provider and clear what the failed attempt left,
- * so stage 6 (route) can build the request for p. */
+/* Count the failure kept by kl_failover_next, make p the exchange's
+ * provider and clear what the failed attempt left, so stage 6 (route) can
+ * build the request for p. */
 void kl_failover_switch(kl_exchange *ex, const struct kl_provider *p);
+
+/* A failover decided on an answer's status will not happen (the client
+ * left, the gateway stops): that answer's status is the current
+ * provider's again. */
+void kl_failover_abandon(kl_exchange *ex);
 
 /* The failed attempts as JSON text for the record
  * ([{"provider","status","error_class","error","at_ms"}, ...]), or NULL

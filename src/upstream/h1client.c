@@ -47,6 +47,7 @@ struct kl_h1_xfer {
     bool reused;                        /* the connection came from the pool */
     bool retried;                       /* already retried on a fresh connection */
     bool got_bytes;                     /* a response byte arrived on this connection */
+    bool sent;                          /* the whole request was written to the socket */
     bool paused;                        /* reading stopped for a slow client */
     bool stop;                          /* account refused more of the answer */
 };
@@ -97,6 +98,8 @@ static void xfer_free(struct kl_h1_xfer *x, bool keep_conn)
 static void fail(struct kl_h1_xfer *x, enum kl_err_kind kind, enum kl_error_class ec, const char *msg)
 {
     kl_exchange *ex = x->ex;
+    if (!x->sent)
+        ex->upstream_unsent = true; /* the provider cannot have served it: failover may */
     xfer_free(x, false);
     if (ex->cut_off) {
         kl_pipeline_upstream_failed(ex, ex->cut_kind, ex->cut_class, ex->error_message);
@@ -225,6 +228,7 @@ static void send_request(struct kl_h1_xfer *x)
      * on_event then reports) moves to the bufferevent without a copy. */
     if (x->state == X_HEAD)
         (void)evbuffer_write(out, bufferevent_getfd(bev));
+    x->sent = x->state == X_HEAD && evbuffer_get_length(out) == 0;
     if (evbuffer_get_length(out) > 0) {
         evbuffer_add_buffer(bufferevent_get_output(bev), out);
         bufferevent_enable(bev, EV_WRITE);
@@ -274,7 +278,6 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct kl_h1_xfer *x = arg;
     kl_exchange *ex = x->ex;
-    ex->upstream_unsent = true; /* nothing was sent: another provider may take it (failover) */
     fail(x, KL_ERR_TIMEOUT, KL_EC_UPSTREAM_TIMEOUT,
          kl_arena_printf(&ex->arena, "provider %s timed out: no connection after %u ms", ex->provider->id,
                          (unsigned)timeouts(x)->upstream_connect));
@@ -324,7 +327,7 @@ static void on_client_drained(kl_exchange *ex)
     if (!x || !x->paused)
         return;
     x->paused = false;
-    arm(x, &x->timer, timeouts(x)->upstream_idle);
+    arm(x, &x->timer, kl_upstream_idle_ms(x->ex));
     bufferevent_enable(x->conn->bev, EV_READ);
     /* What was read before the pause is still in the input: handle it from
      * the loop, not from inside the client connection's callback. */
@@ -371,7 +374,7 @@ static void relay_body(struct kl_h1_xfer *x)
             return;
         }
     }
-    arm(x, &x->timer, timeouts(x)->upstream_idle);
+    arm(x, &x->timer, kl_upstream_idle_ms(x->ex));
 }
 
 /* libevent 2.1 reads at most 4 KiB per call (EVBUFFER_MAX_READ). When the
@@ -441,7 +444,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         kl_h1_body_init(&x->body, &r);
         const char *headers = kl_arena_strndup(&ex->arena, p->scratch, r.filtered_len);
         /* From here on the deadline is the gap between bytes, not the first. */
-        arm(x, &x->timer, timeouts(x)->upstream_idle);
+        arm(x, &x->timer, kl_upstream_idle_ms(x->ex));
         kl_pipeline_response_head(ex, r.status, headers, r.content_length, r.event_stream);
     }
     if (x->state == X_BODY) {
@@ -452,10 +455,12 @@ static void on_read(struct bufferevent *bev, void *arg)
 
 static void on_write(struct bufferevent *bev, void *arg)
 {
-    (void)arg;
+    struct kl_h1_xfer *x = arg;
     /* Sent: stop watching writability until the next request. */
-    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+        x->sent = true;
         bufferevent_disable(bev, EV_WRITE);
+    }
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)

@@ -10,6 +10,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "listen/conn.h"
+#include "route/failover.h"
 #include "upstream/fetch.h"
 #include "upstream/h1client.h"
 #include "upstream/pool.h"
@@ -63,6 +64,11 @@ int kl_upstream_global_init(void)
 void kl_upstream_global_cleanup(void)
 {
     curl_global_cleanup();
+}
+
+uint32_t kl_upstream_idle_ms(const kl_exchange *ex)
+{
+    return ex->failover_to ? KL_FAILOVER_DRAIN_MS : ex->cfg->listen.timeouts.upstream_idle;
 }
 
 /* ---- libcurl <-> libevent glue ---- */
@@ -235,10 +241,12 @@ static void deliver_head(struct kl_upstream_xfer *x)
 {
     x->head_done = true;
     /* From here on the deadline is the gap between bytes, not the first. */
-    arm_timer(x, x->ex->cfg->listen.timeouts.upstream_idle);
+    arm_timer(x, kl_upstream_idle_ms(x->ex));
     /* A decoded body no longer matches the provider's Content-Length. */
     int64_t len = x->decoded ? -1 : x->content_length;
     kl_pipeline_response_head(x->ex, x->status, x->head.p ? x->head.p : "", len, x->event_stream);
+    if (x->ex->failover_to)
+        arm_timer(x, kl_upstream_idle_ms(x->ex)); /* a failed answer: its short drain */
 }
 
 static size_t on_header(char *buf, size_t size, size_t nitems, void *arg)
@@ -292,7 +300,7 @@ static void on_client_drained(kl_exchange *ex)
     if (!x || !x->paused)
         return;
     x->paused = false;
-    arm_timer(x, ex->cfg->listen.timeouts.upstream_idle);
+    arm_timer(x, kl_upstream_idle_ms(ex));
     curl_easy_pause(x->easy, CURLPAUSE_CONT);
 }
 
@@ -310,7 +318,7 @@ static size_t on_body(char *buf, size_t size, size_t nitems, void *arg)
         kl_conn_on_drain(ex, on_client_drained);
         return CURL_WRITEFUNC_PAUSE;
     }
-    arm_timer(x, ex->cfg->listen.timeouts.upstream_idle);
+    arm_timer(x, kl_upstream_idle_ms(ex));
     if (!kl_pipeline_response_data(ex, buf, n))
         return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
     return n;
@@ -336,10 +344,12 @@ static void finish(struct kl_curl_job *job, CURLcode rc)
     bool started = x->head_done;
     if (rc == CURLE_OK && !started && x->status >= 200)
         deliver_head(x), started = true;
-    curl_off_t connected_us = 0;
-    if (rc == CURLE_OPERATION_TIMEDOUT &&
-        curl_easy_getinfo(x->easy, CURLINFO_CONNECT_TIME_T, &connected_us) == CURLE_OK && connected_us == 0)
-        ex->upstream_unsent = true; /* timed out connecting: another provider may take it (failover) */
+    curl_off_t connected_us = 0, uploaded = 0;
+    if (rc != CURLE_OK && !started &&
+        (curl_easy_getinfo(x->easy, CURLINFO_CONNECT_TIME_T, &connected_us) != CURLE_OK || connected_us == 0 ||
+         curl_easy_getinfo(x->easy, CURLINFO_SIZE_UPLOAD_T, &uploaded) != CURLE_OK ||
+         uploaded < (curl_off_t)ex->up_body_len))
+        ex->upstream_unsent = true; /* the provider cannot have served it: failover may */
     xfer_free(x);
     if (rc == CURLE_OK) {
         kl_pipeline_response_end(ex);

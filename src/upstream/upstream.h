@@ -19,6 +19,11 @@ void kl_upstream_global_cleanup(void);
 int  kl_upstream_pool_init(kl_worker *w);
 void kl_upstream_pool_free(kl_worker *w);
 
+/* The longest silence allowed inside the provider's answer now: the
+ * configured upstream_idle, or a failed answer's short drain before a
+ * failover (route/failover.h). */
+uint32_t kl_upstream_idle_ms(const kl_exchange *ex);
+
 /* Start the transfer described by ex (upstream_url, up_headers, up_body). */
 enum kl_step kl_upstream_run(kl_exchange *ex);
 /* Stop ex's transfer now (client gone, policy cut-off). Safe if none. */
