@@ -267,34 +267,29 @@ struct kl_store *kl_sqlite_open(const char *path, bool do_migrate, char *err, si
         sqlite_close(&q->base);
         return NULL;
     }
+    int rc;
     if (!do_migrate) {
         /* a reader (the query thread, keyless usage/export) writes no rows:
          * it may read a store an older keyless wrote, without later columns */
         sqlite3_stmt *st = NULL;
-        int rc = sqlite3_prepare_v2(q->db, "SELECT id FROM requests LIMIT 0", -1, &st, NULL);
+        rc = sqlite3_prepare_v2(q->db, "SELECT id FROM requests LIMIT 0", -1, &st, NULL);
         sqlite3_finalize(st);
-        if (rc != SQLITE_OK) {
-            snprintf(err, errlen, "sqlite: %s: %s (is the schema there? run the gateway once)", path,
-                     sqlite3_errmsg(q->db));
-            sqlite_close(&q->base);
-            return NULL;
-        }
-        return &q->base;
+    } else {
+        char *upsert = kl_upsert_sql(qmark), *insert = kl_insert_sql(qmark), *update = kl_update_sql(qmark);
+        q->nupdate = kl_update_map(q->update_map);
+        rc = sqlite3_prepare_v3(q->db, upsert, -1, SQLITE_PREPARE_PERSISTENT, &q->upsert, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_prepare_v3(q->db, insert, -1, SQLITE_PREPARE_PERSISTENT, &q->insert, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_prepare_v3(q->db, update, -1, SQLITE_PREPARE_PERSISTENT, &q->update, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_prepare_v3(q->db, "BEGIN IMMEDIATE", -1, SQLITE_PREPARE_PERSISTENT, &q->begin, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_prepare_v3(q->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT, &q->commit, NULL);
+        free(upsert);
+        free(insert);
+        free(update);
     }
-    char *upsert = kl_upsert_sql(qmark), *insert = kl_insert_sql(qmark), *update = kl_update_sql(qmark);
-    q->nupdate = kl_update_map(q->update_map);
-    int rc = sqlite3_prepare_v3(q->db, upsert, -1, SQLITE_PREPARE_PERSISTENT, &q->upsert, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v3(q->db, insert, -1, SQLITE_PREPARE_PERSISTENT, &q->insert, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v3(q->db, update, -1, SQLITE_PREPARE_PERSISTENT, &q->update, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v3(q->db, "BEGIN IMMEDIATE", -1, SQLITE_PREPARE_PERSISTENT, &q->begin, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v3(q->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT, &q->commit, NULL);
-    free(upsert);
-    free(insert);
-    free(update);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: %s: %s (is the schema there? run the gateway once)", path,
                  sqlite3_errmsg(q->db));
