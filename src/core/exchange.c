@@ -71,13 +71,13 @@ kl_exchange *kl_exchange_new(kl_worker *w)
     ex->max_output_tokens = -1;
     w->seq++;
     make_id(w, ex->wall_start_ms, ex->id);
-    w->inflight++;
+    kl_owner_add(&w->inflight, 1);
     return ex;
 }
 
 void kl_exchange_free(kl_exchange *ex)
 {
-    ex->worker->inflight--;
+    kl_owner_add(&ex->worker->inflight, (uint64_t)-1);
     free(ex->body);
     kl_config_unref(ex->cfg);
     kl_arena_free(&ex->arena);

@@ -44,6 +44,14 @@ typedef struct kl_server {
     struct kl_buckets *buckets;             /* quota and rate-limit balances */
 } kl_server;
 
+/* A counter only its worker writes and other threads read (/metrics): a
+ * relaxed load and store, so no locked instruction, and a reader always
+ * sees a whole value. n may be (uint64_t)-1 to count down. */
+static inline void kl_owner_add(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
+}
+
 typedef struct kl_worker {
     int index;
     pthread_t thread;
@@ -60,8 +68,8 @@ typedef struct kl_worker {
     struct event *wake;         /* another thread asks this worker to look at server state */
     struct event *drain_timer;  /* bounded wait for in-flight exchanges on shutdown */
     struct kl_conn *conns;      /* every open client connection (doubly linked) */
-    /* written by this worker only; atomic so /metrics may read them from
-     * another worker */
+    /* written by this worker only (kl_owner_add); atomic so /metrics may
+     * read them from another worker */
     _Atomic uint64_t nconns;
     _Atomic uint64_t inflight;  /* exchanges between request and record */
     uint64_t hooks_told;        /* entire_request hook calls not answered yet (a stop waits for them) */

@@ -552,7 +552,7 @@ void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t s
     if (w->conns)
         w->conns->prev = c;
     w->conns = c;
-    w->nconns++;
+    kl_owner_add(&w->nconns, 1);
     enter_head_state(c);
 }
 
@@ -572,7 +572,7 @@ static void conn_free(struct kl_conn *c)
         w->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    w->nconns--;
+    kl_owner_add(&w->nconns, (uint64_t)-1);
     event_free(c->timer);
     event_free(c->flush);
     bufferevent_free(c->bev);

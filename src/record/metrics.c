@@ -28,7 +28,7 @@ static const double bounds[NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 
 struct series {
     struct series *next;        /* in its hash slot */
-    struct series *all;         /* every series of the worker, newest first */
+    struct series *all;         /* every series of the worker, oldest first */
     enum kind kind;
     uint32_t hash;
     const char *label[NLABELS]; /* owned (one block with the node) */
@@ -38,7 +38,7 @@ struct series {
 struct kl_metrics {
     pthread_mutex_t lock;       /* held to add a series, and by a scrape walking them */
     struct series *slot[NSLOTS];
-    struct series *all;
+    struct series *all, *last;  /* oldest first: past the scrape's cap, the newest are left out */
     _Atomic uint64_t duration[KL_EP_UNKNOWN + 1][NBUCKETS + 1];    /* last: +Inf */
     _Atomic uint64_t duration_us[KL_EP_UNKNOWN + 1];
 };
@@ -64,10 +64,9 @@ void kl_metrics_free(struct kl_metrics *m)
     free(m);
 }
 
-/* Only the owning worker writes a counter: no locked add needed. */
 static void add(_Atomic uint64_t *c, uint64_t n)
 {
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n, memory_order_relaxed);
+    kl_owner_add(c, n); /* only the owning worker writes a counter */
 }
 
 static uint32_t hash_of(enum kind k, const char *const *label)
@@ -116,8 +115,11 @@ static struct series *series(struct kl_metrics *m, enum kind k, const char *cons
     pthread_mutex_lock(&m->lock);
     s->next = m->slot[h % NSLOTS];
     m->slot[h % NSLOTS] = s;
-    s->all = m->all;
-    m->all = s;
+    if (m->last)
+        m->last->all = s;
+    else
+        m->all = s;
+    m->last = s;
     pthread_mutex_unlock(&m->lock);
     return s;
 }

@@ -37,13 +37,13 @@ static bool tried(const kl_exchange *ex, const struct kl_provider *p)
     return false;
 }
 
-/* A capability that only grants a role or models decides nothing after
- * authorize (which checks the next provider itself). */
+/* A capability that only grants a role, models or /metrics decides
+ * nothing after authorize (which checks the next provider itself). */
 static bool decides_nothing_later(const struct kl_cap *c)
 {
     const cJSON *m;
     cJSON_ArrayForEach(m, c->raw)
-        if (strcmp(m->string, "role") != 0 && strcmp(m->string, "models") != 0)
+        if (strcmp(m->string, "role") != 0 && strcmp(m->string, "models") != 0 && strcmp(m->string, "metrics") != 0)
             return false;
     return true;
 }

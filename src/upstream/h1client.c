@@ -287,6 +287,7 @@ static void on_connect_timeout(evutil_socket_t fd, short what, void *arg)
 static void start(struct kl_h1_xfer *x)
 {
     x->got_bytes = false;
+    x->sent = false;
     x->state = X_HEAD;
     struct kl_h1_conn *c = x->retried ? NULL : kl_h1_conn_take(x->origin);
     if (c) {

@@ -344,9 +344,12 @@ static void finish(struct kl_curl_job *job, CURLcode rc)
     bool started = x->head_done;
     if (rc == CURLE_OK && !started && x->status >= 200)
         deliver_head(x), started = true;
-    curl_off_t connected_us = 0, uploaded = 0;
+    /* Whether the whole request went out, from the bytes sent (the connect
+     * time is 0 on a reused connection too, every HTTP/2 request's case). */
+    long head_bytes = 0;
+    curl_off_t uploaded = 0;
     if (rc != CURLE_OK && !started &&
-        (curl_easy_getinfo(x->easy, CURLINFO_CONNECT_TIME_T, &connected_us) != CURLE_OK || connected_us == 0 ||
+        (curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &head_bytes) != CURLE_OK || head_bytes == 0 ||
          curl_easy_getinfo(x->easy, CURLINFO_SIZE_UPLOAD_T, &uploaded) != CURLE_OK ||
          uploaded < (curl_off_t)ex->up_body_len))
         ex->upstream_unsent = true; /* the provider cannot have served it: failover may */
