@@ -10,8 +10,11 @@ import http from 'node:http';
 import { spawn } from 'node:child_process';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
+import { GoogleGenAI } from '@google/genai';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startMock, startGateway, finalRecord, assertNoKeys, rawProvider, startProxy, KEYS } from './lib/harness.mjs';
+import { startMock, startGateway, finalRecord, assertNoKeys, rawProvider, startProxy, KEYS, BUILD } from './lib/harness.mjs';
 
 const BACKUP_KEY = 'sk-backup-failover-0123456789abcdef';
 const THIRD_KEY = 'sk-third-failover-0123456789abcdef';
@@ -61,6 +64,20 @@ async function chat(gw, model = 'gpt-4o', headers = {}, signal = undefined) {
     headers: { 'content-type': 'application/json', ...headers },
     body: JSON.stringify({ model, max_tokens: 50, messages: [{ role: 'user', content: 'hi' }] }),
   });
+}
+
+// One request that fails over from primary to backup, then the same request
+// at third's ordinary price (named by its provider): both records.
+async function failedOverThenPlain(gw) {
+  const r = await chat(gw);
+  assert.equal(r.status, 200);
+  await r.json();
+  const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+  assert.equal(rec.provider, 'backup');
+  const plain = await chat(gw, 'third/gpt-4o');
+  assert.equal(plain.status, 200);
+  await plain.json();
+  return { rec, base: await finalRecord(gw, plain.headers.get('x-keyless-request-id')) };
 }
 
 describe('failover', () => {
@@ -122,6 +139,95 @@ describe('failover', () => {
       assert.equal(rec.stream, 1);
       assert.equal(rec.output_tokens, 20);
       assert.deepEqual(rec.attempts.map((a) => [a.provider, a.status]), [['primary', 529]]);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('Gemini: generateContent fails over between two Gemini providers; the record lists it, so do the list and keyless export', async () => {
+    const gem = { gemini_generate_content: true };
+    const gw = await startGateway({ providers: {
+      g1: { baseurl: mock.url, apikey: KEYS.gemini, authorization: 'x-goog-api-key', models: ['gemini-2.5-flash'],
+        preference: 1, compatibility: gem, add_headers: ['x-mock: status=503'] },
+      g2: { baseurl: mock.url, apikey: BACKUP_KEY, authorization: 'x-goog-api-key', models: ['gemini-2.5-flash'],
+        compatibility: gem },
+    } });
+    try {
+      await mock.clear();
+      const ai = new GoogleGenAI({ apiKey: 'unused', httpOptions: { baseUrl: gw.url } });
+      const r = await ai.models.generateContent({ model: 'gemini-2.5-flash', contents: 'hi' });
+      assert.equal(r.text, 'Hello from mockllm.');
+      const seen = await mock.requests();
+      assert.deepEqual(seen.map((q) => q.headers.find(([n]) => n.toLowerCase() === 'x-goog-api-key')[1]), [KEYS.gemini, BACKUP_KEY]);
+      assert.deepEqual(seen.map((q) => q.path), Array(2).fill('/v1beta/models/gemini-2.5-flash:generateContent'));
+      let rec;
+      for (let i = 0; i < 100 && !rec; i++) {
+        await sleep(30);
+        rec = (await (await fetch(`${gw.url}/api/requests?provider=g2`)).json()).requests[0];
+      }
+      assert.deepEqual(rec.attempts.map((a) => [a.provider, a.status]), [['g1', 503]], 'the list gives the array too');
+      const out = spawnSync(join(BUILD, 'keyless'), ['export', '--config', gw.configPath], { encoding: 'utf8' });
+      assert.equal(out.status, 0, out.stderr);
+      const line = out.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((x) => x.provider === 'g2');
+      assert.deepEqual(JSON.parse(line.attempts), [{ provider: 'g1', status: 503, error_class: 'upstream_error',
+        error: 'provider g1 answered 503', at_ms: JSON.parse(line.attempts)[0].at_ms }], 'keyless export: the JSON text');
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('no failover once an answer began (a stream cut after its head), nor to or from a passthrough provider', async () => {
+    let gw = await startGateway({ providers: providers(mock.url, { fault: 'reset_after=2' }) });
+    try {
+      await mock.clear();
+      const r = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      assert.equal(r.status, 200);
+      const text = await r.text();
+      assert.match(text, /error/, 'the stream ends with an error event');
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.provider, 'primary');
+      assert.equal(rec.error_class, 'stream_interrupted');
+      assert.equal(rec.attempts, null);
+      assert.equal((await mock.requests()).length, 1);
+    } finally {
+      await gw.stop();
+    }
+    for (const side of ['primary', 'backup']) {
+      const cfg = providers(mock.url);
+      cfg[side].auth_mode = 'passthrough';
+      delete cfg.third; // else third would be the failover target
+      gw = await startGateway({ providers: cfg });
+      try {
+        await mock.clear();
+        const r = await chat(gw);
+        assert.equal(r.status, 503, side);
+        await r.text();
+        assert.equal((await mock.requests()).length, 1, side);
+      } finally {
+        await gw.stop();
+      }
+    }
+  });
+
+  it('to a cheaper provider: the difference goes back to the bucket; a log-only bucket is charged the same way', async () => {
+    const cheap = { model_cost_map: [{ match: 'gpt-4o', as: 'gpt-4o', adjustment: 0.5 }] };
+    const grants = [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' },
+      { quotas: [{ bucket: 'strict' }, { bucket: 'audit' }] }] } }];
+    const gw = await startGateway({ providers: providers(mock.url, { backup: cheap }), grants,
+      quotas: { strict: { capacity: '$1' }, audit: { capacity: '$0.0000001', on_exceed: 'log' } } });
+    try {
+      const { rec, base } = await failedOverThenPlain(gw);
+      assert.equal(rec.cost_nanodollars * 2, base.cost_nanodollars, 'priced as backup: half');
+      const buckets = (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets;
+      const strict = buckets.find((b) => b.bucket === 'strict');
+      assert.equal(strict.current, 1000000000 - rec.cost_nanodollars - base.cost_nanodollars);
+      assert.equal(strict.reserved, 0);
+      const audit = buckets.find((b) => b.bucket === 'audit');
+      assert.equal(audit.reserved, 0);
+      assert.equal(audit.current, 100 - rec.cost_nanodollars - base.cost_nanodollars, 'log-only: charged, never refused');
     } finally {
       await gw.stop();
     }
@@ -469,16 +575,7 @@ describe('failover', () => {
     let gw = await startGateway({ providers: providers(mock.url, { backup: dear }), grants, quotas: { team: { capacity: '$1' } } });
     try {
       await mock.clear();
-      const r = await chat(gw);
-      assert.equal(r.status, 200);
-      await r.json();
-      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
-      assert.equal(rec.provider, 'backup');
-      // the same request at third's (ordinary) price, named by its provider
-      const plain = await chat(gw, 'third/gpt-4o');
-      assert.equal(plain.status, 200);
-      await plain.json();
-      const base = await finalRecord(gw, plain.headers.get('x-keyless-request-id'));
+      const { rec, base } = await failedOverThenPlain(gw);
       assert.ok(base.cost_nanodollars > 0);
       assert.equal(rec.cost_nanodollars, 2 * base.cost_nanodollars, 'priced as backup');
       const q = (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets.find((b) => b.bucket === 'team');
