@@ -8,6 +8,7 @@
  *   4 guard      src/guard/      PII/secret scanning, hooks
  *     tools      src/guard/      tool policy: refused tools taken out of the request
  *   5 admit      src/admit/      quotas and rate limits: reserve before forwarding
+ *     health     src/route/      a provider cooling down after failures is passed over
  *   6 route      src/route/      provider, URL, headers with the provider key, body;
  *                                failover to the next provider when one fails unanswered
  *     begin      src/record/     the "in progress" record, for requests still running after 100 ms
@@ -59,6 +60,7 @@ static const struct kl_stage {
     {"guard", kl_guard_run},
     {"tools", kl_tools_run},
     {"admit", kl_admit_run},
+    {"health", kl_failover_health_run},
     {"route", kl_route_run},
     {"begin", begin_run},
     {"upstream", kl_upstream_run},
@@ -94,7 +96,7 @@ static int stage_index(const char *name)
 static void fail_over(kl_exchange *ex, const struct kl_provider *p)
 {
     kl_failover_switch(ex, p);
-    run_from(ex, stage_index("route"));
+    run_from(ex, stage_index("health"));
 }
 
 void kl_pipeline_start(kl_exchange *ex)
@@ -213,6 +215,7 @@ static bool json_body(const char *headers)
 void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
                                int64_t content_length, bool event_stream)
 {
+    kl_failover_observe(ex, status, KL_EC_NONE);
     if (status >= 400 && kl_failover_wanted(ex, status, KL_EC_NONE)) {
         /* read this answer to its end (the connection stays reusable),
          * then send the request to the next provider */
@@ -271,6 +274,8 @@ void kl_pipeline_response_end(kl_exchange *ex)
 void kl_pipeline_upstream_failed(kl_exchange *ex, enum kl_err_kind kind,
                                  enum kl_error_class ec, const char *message)
 {
+    if (!ex->failover_to)
+        kl_failover_observe(ex, 0, ec); /* a failover decided on the answer's status has told it already */
     if (ex->failover_to && ec != KL_EC_SHUTDOWN && ex->conn) {
         fail_over(ex, ex->failover_to); /* the failed answer broke off: the decision stands */
         return;

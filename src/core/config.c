@@ -642,7 +642,8 @@ static void read_log(kl_cfg_ctx *c, const cJSON *v)
     }
 }
 
-/* keyless `failover`: {"max_attempts": N, "statuses": [503, ...]}. The
+/* keyless `failover`: {"max_attempts": N, "statuses": [503, ...],
+ * "cooldown": "30s", "cooldown_after": 3}. The
  * statuses replace the default list; 400..599 only (a 2xx is an answer,
  * and a 3xx is not followed). */
 static void read_failover(kl_cfg_ctx *c, const cJSON *v)
@@ -656,6 +657,12 @@ static void read_failover(kl_cfg_ctx *c, const cJSON *v)
             long n;
             if (cfg_int(c, m, "failover.max_attempts", 1, 16, &n) == 0)
                 f->max_attempts = (int)n;
+        } else if (strcmp(m->string, "cooldown") == 0) {
+            cfg_duration(c, m, "failover.cooldown", &f->cooldown_ms);
+        } else if (strcmp(m->string, "cooldown_after") == 0) {
+            long n;
+            if (cfg_int(c, m, "failover.cooldown_after", 1, 1000, &n) == 0)
+                f->cooldown_after = (uint32_t)n;
         } else if (strcmp(m->string, "statuses") == 0) {
             if (!cJSON_IsArray(m)) {
                 kl_cfg_report(c, KL_SEV_ERROR, m, "failover.statuses must be an array of HTTP statuses");
@@ -818,6 +825,8 @@ static void set_defaults(kl_config *cfg)
     };
     cfg->log_level = KL_LOG_INFO;
     cfg->failover.max_attempts = 3;
+    cfg->failover.cooldown_after = 3;
+    cfg->failover.cooldown_ms = 30000;
     static const int statuses[] = {429, 500, 502, 503, 504, 529};
     for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
         cfg->failover.on_status[statuses[i] - 400] = true;

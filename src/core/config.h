@@ -79,6 +79,8 @@ struct kl_listen_cfg {
 struct kl_failover_cfg {
     int max_attempts;           /* providers tried per request, the first included; 1 = off */
     bool on_status[200];        /* statuses 400..599 that fail over, by status - 400 */
+    uint32_t cooldown_after;    /* failures in a row that make a provider cool down */
+    uint32_t cooldown_ms;       /* for this long (0 = never) (route/health.h) */
 };
 
 struct kl_identity_cfg;

@@ -106,6 +106,7 @@ const char *kl_error_class_name(enum kl_error_class ec)
         [KL_EC_SHUTDOWN] = "shutdown",
         [KL_EC_INTERNAL] = "internal",
         [KL_EC_BLOCKED] = "blocked",
+        [KL_EC_PROVIDER_DOWN] = "provider_down",
     };
     return names[ec];
 }

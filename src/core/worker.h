@@ -25,6 +25,7 @@ struct kl_buckets;
 struct kl_identity_worker;
 struct kl_mailbox;
 struct kl_metrics;
+struct kl_health;
 struct evp_md_st;
 
 struct kl_listen_socket {
@@ -42,6 +43,7 @@ typedef struct kl_server {
     struct kl_query *query;                 /* the record store's reader thread */
     struct kl_exporter *exporter;           /* exporters.s3's thread, or NULL */
     struct kl_buckets *buckets;             /* quota and rate-limit balances */
+    struct kl_health *health;               /* providers cooling down after failures (route/health.h) */
 } kl_server;
 
 /* A counter only its worker writes and other threads read (/metrics): a

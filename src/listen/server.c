@@ -29,6 +29,7 @@
 #include "identity/oidc.h"
 #include "record/metrics.h"
 #include "record/record.h"
+#include "route/health.h"
 #include "upstream/upstream.h"
 
 /* Split "host:port" ("[v6]:port" too) and bind a listening socket with
@@ -317,6 +318,7 @@ int kl_server_run(kl_config *cfg)
     }
     kl_identity_server_init(&srv);
     kl_admit_server_init(&srv);
+    kl_health_server_init(&srv);
     char serr[512];
     if (kl_record_server_start(&srv, cfg, serr, sizeof(serr)) < 0) {
         kl_error("record store: %s", serr);
@@ -324,6 +326,7 @@ int kl_server_run(kl_config *cfg)
             event_free(sigs[i]);
         event_base_free(mb);
         kl_admit_server_free(&srv);
+        kl_health_server_free(&srv);
         kl_identity_server_free(&srv);
         kl_config_holder_destroy(&srv.config);
         kl_upstream_global_cleanup();
@@ -486,6 +489,7 @@ out:
     free(specs);
     kl_record_server_stop(&srv);
     kl_admit_server_free(&srv);
+    kl_health_server_free(&srv);
     kl_identity_server_free(&srv);
     kl_config_holder_destroy(&srv.config);
     kl_upstream_global_cleanup();

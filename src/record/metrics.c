@@ -13,6 +13,7 @@
 #include "dialect/dialect.h"
 #include "record/export.h"
 #include "record/writer.h"
+#include "route/health.h"
 
 /* What a series counts; its labels are fixed per kind. */
 enum kind { K_REQUESTS, K_USAGE, K_FAILOVERS };
@@ -353,6 +354,13 @@ static void write_durations(struct kl_buf *o, kl_server *srv)
     }
 }
 
+static void cooling(void *arg, const char *provider, bool down)
+{
+    static const char *const keys[] = {"provider", NULL};
+    const char *v[] = {provider};
+    sample(arg, "keyless_provider_cooling_down", keys, v, down);
+}
+
 static void gauge(struct kl_buf *o, const char *name, const char *help, uint64_t v)
 {
     family(o, name, "gauge", help);
@@ -384,6 +392,9 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
     }
     write_series(out, g);
     write_durations(out, srv);
+    family(out, "keyless_provider_cooling_down", "gauge",
+           "1 while a provider is passed over after failures in a row (failover.cooldown); providers that never failed are not listed.");
+    kl_health_each(srv, kl_wall_ms(), cooling, out);
     gauge(out, "keyless_inflight_requests", "Requests between arrival and record.", inflight);
     gauge(out, "keyless_open_connections", "Client connections open.", conns);
     if (srv->writer) {

@@ -1,5 +1,6 @@
 #include "route/failover.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,23 +11,57 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "record/metrics.h"
+#include "route/health.h"
 #include "route/route.h"
 
-bool kl_failover_wanted(const kl_exchange *ex, int status, enum kl_error_class ec)
+/* A failure failover acts on. A transport failure counts only when the
+ * provider cannot have served the request: never reached, or the request
+ * not wholly sent. After that, a reset or a timeout may come from a
+ * provider that is generating (and billing) the answer, as a slow one does. */
+static bool counts(const kl_exchange *ex, int status, enum kl_error_class ec)
 {
     const struct kl_failover_cfg *f = &ex->cfg->failover;
-    if (f->max_attempts < 2 || ex->head_sent || ex->cut_off || !ex->conn)
-        return false;
     if (status)
         return status >= 400 && status <= 599 && f->on_status[status - 400];
-    /* A transport failure fails over only when the provider cannot have
-     * served the request: never reached, or the request not wholly sent.
-     * After that, a reset or a timeout may come from a provider that is
-     * generating (and billing) the answer, as a slow one does. */
     if (ex->upstream_status)
         return false;
     return ec == KL_EC_UPSTREAM_UNREACHABLE ||
            ((ec == KL_EC_UPSTREAM_RESET || ec == KL_EC_UPSTREAM_TIMEOUT) && ex->upstream_unsent);
+}
+
+bool kl_failover_wanted(const kl_exchange *ex, int status, enum kl_error_class ec)
+{
+    if (ex->cfg->failover.max_attempts < 2 || ex->head_sent || ex->cut_off || !ex->conn)
+        return false;
+    return counts(ex, status, ec);
+}
+
+void kl_failover_observe(kl_exchange *ex, int status, enum kl_error_class ec)
+{
+    const struct kl_failover_cfg *f = &ex->cfg->failover;
+    if (f->max_attempts < 2 || !f->cooldown_ms || !ex->provider)
+        return;
+    bool failed = counts(ex, status, ec);
+    if (!status && !failed)
+        return; /* a transport failure that is not the provider's fault, as far as anyone can tell */
+    kl_health_report(ex->worker->server, ex->provider->id, !failed, f->cooldown_after, f->cooldown_ms, kl_wall_ms());
+}
+
+enum kl_step kl_failover_health_run(kl_exchange *ex)
+{
+    const struct kl_failover_cfg *f = &ex->cfg->failover;
+    uint32_t fails = 0;
+    while (f->max_attempts > 1 && f->cooldown_ms && ex->provider &&
+           kl_health_down(ex->worker->server, ex->provider->id, kl_wall_ms(), &fails)) {
+        char why[256];
+        snprintf(why, sizeof(why), "provider %s is cooling down after %u failures in a row", ex->provider->id,
+                 (unsigned)fails);
+        const struct kl_provider *next = kl_failover_next(ex, 0, KL_EC_PROVIDER_DOWN, why);
+        if (!next)
+            break; /* no other: this one is tried after all */
+        kl_failover_switch(ex, next);
+    }
+    return KL_NEXT;
 }
 
 static bool tried(const kl_exchange *ex, const struct kl_provider *p)
@@ -130,10 +165,12 @@ const struct kl_provider *kl_failover_next(kl_exchange *ex, int status, enum kl_
 
 void kl_failover_switch(kl_exchange *ex, const struct kl_provider *p)
 {
-    ex->nattempts++;
+    const struct kl_attempt *a = &ex->attempts[ex->nattempts++];
     kl_metrics_failover(ex->worker, ex->provider->id);
-    kl_warn("%s: provider %s failed (%s); sending the request to provider %s", ex->id, ex->provider->id,
-            ex->attempts[ex->nattempts - 1].error ? ex->attempts[ex->nattempts - 1].error : "error", p->id);
+    /* every request passes over a provider that cools down: once said is enough (health.c) */
+    kl_log(a->error_class == KL_EC_PROVIDER_DOWN ? KL_LOG_DEBUG : KL_LOG_WARN,
+           "%s: provider %s failed (%s); sending the request to provider %s", ex->id, ex->provider->id,
+           a->error ? a->error : "error", p->id);
     ex->provider = p;
     ex->failover_to = NULL;
     ex->failover_drained = 0;

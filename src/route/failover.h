@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "core/exchange.h"
+#include "pipeline.h"
 
 /* A failed answer that fails over is read to its end, so its connection
  * can be reused, but for at most this long and 64 KiB: then it is cut. */
@@ -40,6 +41,16 @@ struct kl_attempt {
  * it answered with; 0 for a transport failure of class ec. Only before the
  * caller got anything. */
 bool kl_failover_wanted(const kl_exchange *ex, int status, enum kl_error_class ec);
+
+/* Tell provider health (route/health.h) how the current provider did:
+ * status, the status it answered with (a failure when it is one failover
+ * acts on); 0 for a transport failure of class ec. */
+void kl_failover_observe(kl_exchange *ex, int status, enum kl_error_class ec);
+
+/* Before the request is built for its provider: one that cools down after
+ * failures is passed over for the next that may serve the request (an
+ * attempt of class provider_down), unless there is none. A pipeline stage. */
+enum kl_step kl_failover_health_run(kl_exchange *ex);
 
 /* Find the next provider, with the quota reservation moved to its price,
  * and keep the current provider's failure for the record; NULL when there

@@ -458,6 +458,70 @@ describe('failover', () => {
     }
   });
 
+  it('a provider that failed cooldown_after times in a row is passed over for cooldown, then tried again; a success clears it', async () => {
+    const primary = { fail: true, seen: 0 };
+    const body = '{"id":"x","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"from primary"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}';
+    const up = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        primary.seen++;
+        if (primary.fail) {
+          res.writeHead(503, { 'content-type': 'application/json' });
+          res.end('{"error":{"message":"overloaded"}}');
+        } else {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(body);
+        }
+      });
+    });
+    await new Promise((r) => up.listen(0, '127.0.0.1', r));
+    const admin = [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }];
+    const gw = await startGateway({ grants: admin, failover: { cooldown: '1s', cooldown_after: 3 },
+      providers: providers(mock.url, { fault: null, primaryUrl: `http://127.0.0.1:${up.address().port}` }) });
+    const cooling = async () => {
+      const m = /keyless_provider_cooling_down\{provider="primary"\} (\d)/.exec(await (await fetch(`${gw.url}/metrics`)).text());
+      return m && Number(m[1]);
+    };
+    const ask = async () => {
+      const r = await chat(gw);
+      assert.equal(r.status, 200);
+      const j = await r.json();
+      return { text: j.choices[0].message.content, rec: await finalRecord(gw, r.headers.get('x-keyless-request-id')) };
+    };
+    try {
+      for (let i = 1; i <= 3; i++) {
+        const { rec } = await ask();
+        assert.equal(rec.provider, 'backup');
+        assert.equal(primary.seen, i, 'primary is still asked');
+      }
+      assert.equal(await cooling(), 1);
+      const skipped = await ask();
+      assert.equal(primary.seen, 3, 'cooling down: not asked');
+      assert.equal(skipped.rec.provider, 'backup');
+      assert.deepEqual(skipped.rec.attempts.map((a) => [a.provider, a.error_class]), [['primary', 'provider_down']]);
+      assert.match(skipped.rec.attempts[0].error, /provider primary is cooling down after 3 failures in a row/);
+
+      primary.fail = false;
+      await sleep(1100);
+      const back = await ask();
+      assert.equal(primary.seen, 4, 'the cool-down is over: asked again');
+      assert.equal(back.text, 'from primary');
+      assert.equal(back.rec.attempts, null);
+      assert.equal(await cooling(), 0);
+
+      // the success cleared the count: one failure now does not cool it down
+      primary.fail = true;
+      await ask();
+      primary.fail = false;
+      const again = await ask();
+      assert.equal(primary.seen, 6);
+      assert.equal(again.text, 'from primary');
+    } finally {
+      await gw.stop();
+      up.close();
+    }
+  });
+
   it('every provider failing: the last error reaches the caller in its dialect, after max_attempts providers', async () => {
     const cfg = { providers: providers(mock.url, { backup: { add_headers: ['x-mock: status=502'] }, thirdFault: 'status=500' }) };
     let gw = await startGateway(cfg);

@@ -303,15 +303,20 @@ static void failover_settings(void **state)
     kl_config *c = parse("{}", &d);
     assert_non_null(c);
     assert_int_equal(c->failover.max_attempts, 3);
+    assert_int_equal(c->failover.cooldown_after, 3);
+    assert_int_equal(c->failover.cooldown_ms, 30000);
     assert_true(c->failover.on_status[503 - 400] && c->failover.on_status[429 - 400] &&
                 c->failover.on_status[529 - 400]);
     assert_false(c->failover.on_status[400 - 400] || c->failover.on_status[501 - 400]);
     kl_config_unref(c);
     kl_diags_free(&d);
 
-    c = parse("{\"failover\": {\"max_attempts\": 1, \"statuses\": [500, 599]}}", &d);
+    c = parse("{\"failover\": {\"max_attempts\": 1, \"statuses\": [500, 599], \"cooldown\": \"0\", "
+              "\"cooldown_after\": 5}}", &d);
     assert_non_null(c);
     assert_int_equal(c->failover.max_attempts, 1);
+    assert_int_equal(c->failover.cooldown_ms, 0);
+    assert_int_equal(c->failover.cooldown_after, 5);
     assert_true(c->failover.on_status[500 - 400] && c->failover.on_status[599 - 400]);
     assert_false(c->failover.on_status[503 - 400] || c->failover.on_status[429 - 400]);
     kl_config_unref(c);
@@ -323,6 +328,9 @@ static void failover_settings(void **state)
                 true);
     expect_diag("{\"failover\": {\"statuses\": 503}}", "failover.statuses must be an array", true);
     expect_diag("{\"failover\": true}", "failover must be an object", true);
+    expect_diag("{\"failover\": {\"cooldown\": \"soon\"}}", "failover.cooldown must be a duration", true);
+    expect_diag("{\"failover\": {\"cooldown_after\": 0}}", "failover.cooldown_after must be a whole number from 1",
+                true);
     expect_diag("{\"failover\": {\"retries\": 2}}", "unknown key \"retries\" in failover", false);
 }
 

@@ -1,0 +1,134 @@
+#include "route/health.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NSLOTS 1024         /* open addressing; more providers than this are not tracked */
+
+struct entry {
+    _Atomic uint32_t fails;         /* failures in a row */
+    _Atomic int64_t down_until_ms;  /* 0: not cooling down */
+    char id[];
+};
+
+struct kl_health {
+    pthread_mutex_t lock;           /* taken only to add an entry */
+    _Atomic size_t n;
+    _Atomic(struct entry *) slot[NSLOTS];
+};
+
+int kl_health_server_init(kl_server *srv)
+{
+    struct kl_health *h = calloc(1, sizeof(*h));
+    if (!h)
+        abort();
+    pthread_mutex_init(&h->lock, NULL);
+    srv->health = h;
+    return 0;
+}
+
+void kl_health_server_free(kl_server *srv)
+{
+    struct kl_health *h = srv->health;
+    if (!h)
+        return;
+    for (size_t i = 0; i < NSLOTS; i++)
+        free(atomic_load(&h->slot[i]));
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+    srv->health = NULL;
+}
+
+static size_t hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h % NSLOTS;
+}
+
+/* The entry for id, or NULL; with add, made when missing (NULL only when
+ * the table is full). */
+static struct entry *find(struct kl_health *h, const char *id, bool add)
+{
+    size_t i = hash(id);
+    for (size_t k = 0; k < NSLOTS; k++, i = (i + 1) % NSLOTS) {
+        struct entry *e = atomic_load_explicit(&h->slot[i], memory_order_acquire);
+        if (!e)
+            break;
+        if (strcmp(e->id, id) == 0)
+            return e;
+    }
+    if (!add)
+        return NULL;
+    pthread_mutex_lock(&h->lock);
+    struct entry *found = NULL;
+    i = hash(id);
+    for (size_t k = 0; k < NSLOTS; k++, i = (i + 1) % NSLOTS) {
+        struct entry *e = atomic_load_explicit(&h->slot[i], memory_order_relaxed);
+        if (e && strcmp(e->id, id) == 0) {
+            found = e;
+            break;
+        }
+        if (!e) {
+            size_t len = strlen(id);
+            found = calloc(1, sizeof(*found) + len + 1);
+            if (!found)
+                abort();
+            memcpy(found->id, id, len + 1);
+            atomic_store_explicit(&h->slot[i], found, memory_order_release);
+            atomic_fetch_add(&h->n, 1);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&h->lock);
+    return found;
+}
+
+void kl_health_report(kl_server *srv, const char *provider, bool ok, uint32_t cooldown_after,
+                      uint32_t cooldown_ms, int64_t now_ms)
+{
+    struct kl_health *h = srv->health;
+    if (!h || !cooldown_ms)
+        return;
+    if (ok) {
+        /* the common case: nothing has ever failed, or this provider has not */
+        struct entry *e = atomic_load_explicit(&h->n, memory_order_relaxed) ? find(h, provider, false) : NULL;
+        if (e && atomic_load_explicit(&e->fails, memory_order_relaxed)) {
+            atomic_store(&e->fails, 0);
+            atomic_store(&e->down_until_ms, 0);
+        }
+        return;
+    }
+    struct entry *e = find(h, provider, true);
+    if (!e)
+        return;
+    uint32_t fails = atomic_fetch_add(&e->fails, 1) + 1;
+    if (fails >= cooldown_after)
+        atomic_store(&e->down_until_ms, now_ms + (int64_t)cooldown_ms);
+}
+
+bool kl_health_down(kl_server *srv, const char *provider, int64_t now_ms, uint32_t *fails)
+{
+    struct kl_health *h = srv->health;
+    if (!h || !atomic_load_explicit(&h->n, memory_order_relaxed))
+        return false;
+    struct entry *e = find(h, provider, false);
+    if (!e)
+        return false;
+    *fails = atomic_load(&e->fails);
+    return atomic_load(&e->down_until_ms) > now_ms;
+}
+
+void kl_health_each(kl_server *srv, int64_t now_ms, void (*fn)(void *arg, const char *provider, bool down),
+                    void *arg)
+{
+    struct kl_health *h = srv->health;
+    for (size_t i = 0; h && i < NSLOTS; i++) {
+        struct entry *e = atomic_load_explicit(&h->slot[i], memory_order_acquire);
+        if (e)
+            fn(arg, e->id, atomic_load(&e->down_until_ms) > now_ms);
+    }
+}

@@ -1,0 +1,40 @@
+/* Provider health, shared by the workers: a provider that failed
+ * failover.cooldown_after times in a row (the failures failover acts on:
+ * unreachable, broken before the request was sent, or an answer in
+ * failover.statuses) cools down for failover.cooldown. While it does,
+ * requests start at the next provider that may serve them (route/
+ * failover.h), instead of each paying for the failure again (a connect
+ * timeout is 10 s by default). The first request after the cool-down tries
+ * it again: one more failure starts another cool-down, a success clears
+ * its count.
+ *
+ * Providers are keyed by id, so health survives a reload that keeps the id.
+ * An entry is made on a provider's first failure and kept until the gateway
+ * stops; slots are published with release stores and read lock-free (every
+ * request that succeeds looks its provider up, and none when no provider
+ * has failed yet). */
+#ifndef KL_HEALTH_H
+#define KL_HEALTH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/worker.h"
+
+struct kl_health;
+
+int  kl_health_server_init(kl_server *srv);
+void kl_health_server_free(kl_server *srv);
+
+/* The provider answered (ok) or failed as failover counts failures. */
+void kl_health_report(kl_server *srv, const char *provider, bool ok, uint32_t cooldown_after,
+                      uint32_t cooldown_ms, int64_t now_ms);
+/* Is it cooling down now? *fails: its failures in a row. */
+bool kl_health_down(kl_server *srv, const char *provider, int64_t now_ms, uint32_t *fails);
+
+/* Calls fn(arg, provider, down) for every provider that has failed since
+ * start (for /metrics). */
+void kl_health_each(kl_server *srv, int64_t now_ms, void (*fn)(void *arg, const char *provider, bool down),
+                    void *arg);
+
+#endif
