@@ -5,10 +5,10 @@
  *   2 identity   src/identity/   who is calling
  *   3 authorize  src/authorize/  grants: may they use this model?
  *     local      src/admin/      model lists and /api/ answered by keyless itself
+ *     health     src/route/      a provider cooling down after failures is passed over
  *   4 guard      src/guard/      PII/secret scanning, hooks
  *     tools      src/guard/      tool policy: refused tools taken out of the request
  *   5 admit      src/admit/      quotas and rate limits: reserve before forwarding
- *     health     src/route/      a provider cooling down after failures is passed over
  *   6 route      src/route/      provider, URL, headers with the provider key, body;
  *                                failover to the next provider when one fails unanswered
  *     begin      src/record/     the "in progress" record, for requests still running after 100 ms
@@ -57,10 +57,10 @@ static const struct kl_stage {
     {"identity", kl_identity_run},
     {"authorize", kl_authorize_run},
     {"local", local_run},
+    {"health", kl_failover_health_run},
     {"guard", kl_guard_run},
     {"tools", kl_tools_run},
     {"admit", kl_admit_run},
-    {"health", kl_failover_health_run},
     {"route", kl_route_run},
     {"begin", begin_run},
     {"upstream", kl_upstream_run},
@@ -96,7 +96,8 @@ static int stage_index(const char *name)
 static void fail_over(kl_exchange *ex, const struct kl_provider *p)
 {
     kl_failover_switch(ex, p);
-    run_from(ex, stage_index("health"));
+    kl_failover_health_run(ex); /* p may be cooling down too */
+    run_from(ex, stage_index("route"));
 }
 
 void kl_pipeline_start(kl_exchange *ex)

@@ -39,12 +39,15 @@ bool kl_failover_wanted(const kl_exchange *ex, int status, enum kl_error_class e
 void kl_failover_observe(kl_exchange *ex, int status, enum kl_error_class ec)
 {
     const struct kl_failover_cfg *f = &ex->cfg->failover;
-    if (f->max_attempts < 2 || !f->cooldown_ms || !ex->provider)
+    /* a passthrough provider answers with the caller's own key: its 429 is
+     * that caller's, and it is never passed over anyway */
+    if (f->max_attempts < 2 || !f->cooldown_ms || !ex->provider || ex->provider->auth_mode == KL_AUTHMODE_PASSTHROUGH)
         return;
     bool failed = counts(ex, status, ec);
     if (!status && !failed)
         return; /* a transport failure that is not the provider's fault, as far as anyone can tell */
-    kl_health_report(ex->worker->server, ex->provider->id, !failed, f->cooldown_after, f->cooldown_ms, kl_wall_ms());
+    kl_health_report(ex->worker->server, ex->provider->id, !failed, f->cooldown_after, f->cooldown_ms,
+                     kl_now_ns() / 1000000);
 }
 
 enum kl_step kl_failover_health_run(kl_exchange *ex)
@@ -52,7 +55,7 @@ enum kl_step kl_failover_health_run(kl_exchange *ex)
     const struct kl_failover_cfg *f = &ex->cfg->failover;
     uint32_t fails = 0;
     while (f->max_attempts > 1 && f->cooldown_ms && ex->provider &&
-           kl_health_down(ex->worker->server, ex->provider->id, kl_wall_ms(), &fails)) {
+           kl_health_down(ex->worker->server, ex->provider->id, f->cooldown_ms, kl_now_ns() / 1000000, &fails)) {
         char why[256];
         snprintf(why, sizeof(why), "provider %s is cooling down after %u failures in a row", ex->provider->id,
                  (unsigned)fails);
@@ -62,6 +65,16 @@ enum kl_step kl_failover_health_run(kl_exchange *ex)
         kl_failover_switch(ex, next);
     }
     return KL_NEXT;
+}
+
+/* Providers that failed (those passed over while cooling down were not
+ * tried, and do not use up max_attempts). */
+static int failed_attempts(const kl_exchange *ex)
+{
+    int n = 0;
+    for (int i = 0; i < ex->nattempts; i++)
+        n += ex->attempts[i].error_class != KL_EC_PROVIDER_DOWN;
+    return n;
 }
 
 static bool tried(const kl_exchange *ex, const struct kl_provider *p)
@@ -112,9 +125,9 @@ static bool qualifies(const kl_exchange *ex, const struct kl_provider *cur, cons
  * leaves meanwhile leaves the failure the current provider's). */
 static void note(kl_exchange *ex, int status, enum kl_error_class ec, const char *why)
 {
-    int max = ex->cfg->failover.max_attempts;
+    /* each provider at most once (it is never gone back to), the current one included */
     if (!ex->attempts)
-        ex->attempts = kl_arena_alloc(&ex->arena, (size_t)max * sizeof(*ex->attempts));
+        ex->attempts = kl_arena_alloc(&ex->arena, ex->cfg->nproviders * sizeof(*ex->attempts));
     ex->attempts[ex->nattempts] = (struct kl_attempt){
         .provider = ex->provider->id,
         .status = status,
@@ -130,7 +143,9 @@ const struct kl_provider *kl_failover_next(kl_exchange *ex, int status, enum kl_
     const struct kl_provider *cur = ex->provider;
     /* a qualified name ("openai/gpt-4o") chose its provider */
     if (!cur || !ex->model || !ex->model_requested || strcmp(ex->model, ex->model_requested) != 0 ||
-        cur->auth_mode == KL_AUTHMODE_PASSTHROUGH || ex->nattempts + 1 >= ex->cfg->failover.max_attempts)
+        cur->auth_mode == KL_AUTHMODE_PASSTHROUGH)
+        return NULL;
+    if (ec != KL_EC_PROVIDER_DOWN && failed_attempts(ex) + 1 >= ex->cfg->failover.max_attempts)
         return NULL;
     /* pre_request hooks are told the provider and may judge by it: what
      * they allowed for this one they were not asked about for another */

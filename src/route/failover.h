@@ -47,9 +47,11 @@ bool kl_failover_wanted(const kl_exchange *ex, int status, enum kl_error_class e
  * acts on); 0 for a transport failure of class ec. */
 void kl_failover_observe(kl_exchange *ex, int status, enum kl_error_class ec);
 
-/* Before the request is built for its provider: one that cools down after
- * failures is passed over for the next that may serve the request (an
- * attempt of class provider_down), unless there is none. A pipeline stage. */
+/* Right after authorize, before guard, hooks and quotas see the provider:
+ * one that cools down after failures is passed over for the next that may
+ * serve the request (an attempt of class provider_down, not counted in
+ * max_attempts), unless there is none. A pipeline stage; a failover calls it
+ * too. */
 enum kl_step kl_failover_health_run(kl_exchange *ex);
 
 /* Find the next provider, with the quota reservation moved to its price,

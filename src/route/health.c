@@ -9,12 +9,12 @@
 
 struct entry {
     _Atomic uint32_t fails;         /* failures in a row */
-    _Atomic int64_t down_until_ms;  /* 0: not cooling down */
+    _Atomic int64_t down_until_ms;  /* monotonic ms; 0: healthy */
     char id[];
 };
 
 struct kl_health {
-    pthread_mutex_t lock;           /* taken only to add an entry */
+    pthread_mutex_t lock;           /* taken to add an entry and to change one's count */
     _Atomic size_t n;
     _Atomic(struct entry *) slot[NSLOTS];
 };
@@ -93,24 +93,29 @@ void kl_health_report(kl_server *srv, const char *provider, bool ok, uint32_t co
     struct kl_health *h = srv->health;
     if (!h || !cooldown_ms)
         return;
+    struct entry *e;
     if (ok) {
-        /* the common case: nothing has ever failed, or this provider has not */
-        struct entry *e = atomic_load_explicit(&h->n, memory_order_relaxed) ? find(h, provider, false) : NULL;
-        if (e && atomic_load_explicit(&e->fails, memory_order_relaxed)) {
-            atomic_store(&e->fails, 0);
-            atomic_store(&e->down_until_ms, 0);
-        }
+        /* the common case: nothing has ever failed, or this provider has
+         * not, or not lately: no lock */
+        e = atomic_load_explicit(&h->n, memory_order_relaxed) ? find(h, provider, false) : NULL;
+        if (!e || (!atomic_load(&e->fails) && !atomic_load(&e->down_until_ms)))
+            return;
+    } else if (!(e = find(h, provider, true))) {
         return;
     }
-    struct entry *e = find(h, provider, true);
-    if (!e)
-        return;
-    uint32_t fails = atomic_fetch_add(&e->fails, 1) + 1;
-    if (fails >= cooldown_after)
+    /* count and cool-down change together, or a success racing a failure
+     * could leave a provider cooling down with no failure counted */
+    pthread_mutex_lock(&h->lock);
+    if (ok) {
+        atomic_store(&e->fails, 0);
+        atomic_store(&e->down_until_ms, 0);
+    } else if (atomic_fetch_add(&e->fails, 1) + 1 >= cooldown_after) {
         atomic_store(&e->down_until_ms, now_ms + (int64_t)cooldown_ms);
+    }
+    pthread_mutex_unlock(&h->lock);
 }
 
-bool kl_health_down(kl_server *srv, const char *provider, int64_t now_ms, uint32_t *fails)
+bool kl_health_down(kl_server *srv, const char *provider, uint32_t cooldown_ms, int64_t now_ms, uint32_t *fails)
 {
     struct kl_health *h = srv->health;
     if (!h || !atomic_load_explicit(&h->n, memory_order_relaxed))
@@ -119,7 +124,15 @@ bool kl_health_down(kl_server *srv, const char *provider, int64_t now_ms, uint32
     if (!e)
         return false;
     *fails = atomic_load(&e->fails);
-    return atomic_load(&e->down_until_ms) > now_ms;
+    int64_t until = atomic_load(&e->down_until_ms);
+    if (!until)
+        return false;
+    if (until > now_ms)
+        return true;
+    /* the cool-down is over: the one request that moves it on tries the
+     * provider; the others keep passing it over until that one's outcome
+     * clears the count or starts the next cool-down */
+    return !atomic_compare_exchange_strong(&e->down_until_ms, &until, now_ms + (int64_t)cooldown_ms);
 }
 
 void kl_health_each(kl_server *srv, int64_t now_ms, void (*fn)(void *arg, const char *provider, bool down),
@@ -129,6 +142,6 @@ void kl_health_each(kl_server *srv, int64_t now_ms, void (*fn)(void *arg, const 
     for (size_t i = 0; h && i < NSLOTS; i++) {
         struct entry *e = atomic_load_explicit(&h->slot[i], memory_order_acquire);
         if (e)
-            fn(arg, e->id, atomic_load(&e->down_until_ms) > now_ms);
+            fn(arg, e->id, atomic_load(&e->down_until_ms) != 0);
     }
 }

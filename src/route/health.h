@@ -4,9 +4,9 @@
  * failover.statuses) cools down for failover.cooldown. While it does,
  * requests start at the next provider that may serve them (route/
  * failover.h), instead of each paying for the failure again (a connect
- * timeout is 10 s by default). The first request after the cool-down tries
- * it again: one more failure starts another cool-down, a success clears
- * its count.
+ * timeout is 10 s by default). One request after the cool-down tries it
+ * again while the others still pass it over: one more failure starts
+ * another cool-down, a success clears its count.
  *
  * Providers are keyed by id, so health survives a reload that keeps the id.
  * An entry is made on a provider's first failure and kept until the gateway
@@ -29,11 +29,15 @@ void kl_health_server_free(kl_server *srv);
 /* The provider answered (ok) or failed as failover counts failures. */
 void kl_health_report(kl_server *srv, const char *provider, bool ok, uint32_t cooldown_after,
                       uint32_t cooldown_ms, int64_t now_ms);
-/* Is it cooling down now? *fails: its failures in a row. */
-bool kl_health_down(kl_server *srv, const char *provider, int64_t now_ms, uint32_t *fails);
+/* Is it cooling down now? *fails: its failures in a row. When a cool-down
+ * is over, the first request to ask gets false (it probes the provider) and
+ * the cool-down is moved on cooldown_ms for the others. Times are
+ * monotonic milliseconds (a wall clock stepped back would cool for hours). */
+bool kl_health_down(kl_server *srv, const char *provider, uint32_t cooldown_ms, int64_t now_ms,
+                    uint32_t *fails);
 
 /* Calls fn(arg, provider, down) for every provider that has failed since
- * start (for /metrics). */
+ * start (for /metrics): down while cooling down or being probed. */
 void kl_health_each(kl_server *srv, int64_t now_ms, void (*fn)(void *arg, const char *provider, bool down),
                     void *arg);
 

@@ -522,6 +522,76 @@ describe('failover', () => {
     }
   });
 
+  it('cool-downs: passing over does not use up max_attempts; pre_request hooks see the provider used; passthrough answers do not count', async () => {
+    // primary 503, backup 502, third healthy; two attempts a request
+    let gw = await startGateway({ failover: { max_attempts: 2, cooldown_after: 1, cooldown: '60s' },
+      providers: providers(mock.url, { backup: { add_headers: ['x-mock: status=502'] } }) });
+    try {
+      await mock.clear();
+      let r = await chat(gw);
+      assert.equal(r.status, 502, 'primary, then backup: two attempts');
+      await r.text();
+      await mock.clear();
+      r = await chat(gw);
+      assert.equal(r.status, 200, 'both cooling: passed over, third answers');
+      await r.json();
+      assert.deepEqual((await mock.requests()).map(keyOf), [THIRD_KEY]);
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.deepEqual(rec.attempts.map((a) => [a.provider, a.error_class]), [['primary', 'provider_down'], ['backup', 'provider_down']]);
+    } finally {
+      await gw.stop();
+    }
+
+    const told = [];
+    const hook = http.createServer((req, res) => {
+      let b = '';
+      req.on('data', (d) => (b += d));
+      req.on('end', () => {
+        told.push(JSON.parse(b));
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end('{"action":"allow"}');
+      });
+    });
+    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+    gw = await startGateway({ failover: { cooldown_after: 2, cooldown: '60s' },
+      providers: providers(mock.url),
+      hooks: { pii: { url: `http://127.0.0.1:${hook.address().port}/pii` } },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
+        { send_hooks: [{ name: 'pii', events: ['pre_request'], send: ['request_body'] }] }] } }] });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const r = await chat(gw);
+        assert.equal(r.status, 503, 'hooks were asked: no failover');
+        await r.text();
+      }
+      await mock.clear();
+      const r = await chat(gw);
+      assert.equal(r.status, 200, 'cooling down: passed over before the hooks are asked');
+      await r.json();
+      assert.deepEqual((await mock.requests()).map(keyOf), [BACKUP_KEY]);
+      const meta = JSON.stringify(told.at(-1));
+      assert.match(meta, /backup/, 'the hook was told the provider that was used');
+    } finally {
+      await gw.stop();
+      hook.close();
+    }
+
+    const cfg = providers(mock.url, { fault: 'status=429' });
+    cfg.primary.auth_mode = 'passthrough';
+    gw = await startGateway({ failover: { cooldown_after: 1 }, providers: cfg,
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }] });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const r = await chat(gw, 'gpt-4o', { authorization: 'Bearer caller-own-key' });
+        assert.equal(r.status, 429);
+        await r.text();
+      }
+      assert.doesNotMatch(await (await fetch(`${gw.url}/metrics`)).text(), /keyless_provider_cooling_down\{provider="primary"\}/);
+    } finally {
+      await gw.stop();
+    }
+  });
+
   it('every provider failing: the last error reaches the caller in its dialect, after max_attempts providers', async () => {
     const cfg = { providers: providers(mock.url, { backup: { add_headers: ['x-mock: status=502'] }, thirdFault: 'status=500' }) };
     let gw = await startGateway(cfg);
