@@ -16,12 +16,15 @@
 #include "route/health.h"
 
 /* What a series counts; its labels are fixed per kind. */
-enum kind { K_REQUESTS, K_USAGE, K_FAILOVERS };
+enum kind { K_REQUESTS, K_USAGE, K_FAILOVERS, K_FIRST_BYTE };
 
-enum { U_INPUT, U_OUTPUT, U_CACHE_READ, U_CACHE_WRITE, U_REASONING, U_SPEND, U_UNPRICED, NU };
+enum { U_INPUT, U_OUTPUT, U_CACHE_READ, U_CACHE_WRITE, U_REASONING, U_SPEND, U_UNPRICED };
 
 #define NLABELS 5
 #define NBUCKETS 16
+/* counters per series: the usage kinds, or a histogram's buckets, +Inf
+ * and its sum in microseconds */
+#define NV (NBUCKETS + 2)
 #define NSLOTS 256
 
 static const double bounds[NBUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
@@ -33,7 +36,7 @@ struct series {
     enum kind kind;
     uint32_t hash;
     const char *label[NLABELS]; /* owned (one block with the node) */
-    _Atomic uint64_t v[NU];
+    _Atomic uint64_t v[NV];
 };
 
 struct kl_metrics {
@@ -125,6 +128,21 @@ static struct series *series(struct kl_metrics *m, enum kind k, const char *cons
     return s;
 }
 
+static uint64_t micros(int64_t ns)
+{
+    return ns > 0 ? (uint64_t)ns / 1000 : 0;
+}
+
+/* The histogram bucket of a time: the first bound it does not exceed,
+ * NBUCKETS for +Inf. */
+static int bucket(uint64_t us)
+{
+    int b = 0;
+    while (b < NBUCKETS && (double)us > bounds[b] * 1e6)
+        b++;
+    return b;
+}
+
 void kl_metrics_exchange(const kl_exchange *ex)
 {
     struct kl_metrics *m = ex->worker->metrics;
@@ -140,18 +158,20 @@ void kl_metrics_exchange(const kl_exchange *ex)
                                 ex->error_class ? kl_error_class_name(ex->error_class) : ""};
     add(&series(m, K_REQUESTS, req)->v[0], 1);
 
-    int64_t us = (ex->t_end_ns - ex->t_start_ns) / 1000;
-    if (us < 0)
-        us = 0;
-    int b = 0;
-    while (b < NBUCKETS && (double)us > bounds[b] * 1e6)
-        b++;
-    add(&m->duration[ep][b], 1);
-    add(&m->duration_us[ep], (uint64_t)us);
+    uint64_t us = micros(ex->t_end_ns - ex->t_start_ns);
+    add(&m->duration[ep][bucket(us)], 1);
+    add(&m->duration_us[ep], us);
 
     const struct kl_usage *u = ex->acct ? kl_account_usage(ex) : NULL;
     if (!ex->provider || !ex->upstream_status)
         return;
+    if (ex->t_first_byte_ns) {
+        const char *p[NLABELS] = {provider};
+        struct series *f = series(m, K_FIRST_BYTE, p);
+        uint64_t fb = micros(ex->t_first_byte_ns - ex->t_start_ns);
+        add(&f->v[bucket(fb)], 1);
+        add(&f->v[NBUCKETS + 1], fb);
+    }
     const char *pm[NLABELS] = {provider, model};
     struct series *s = series(m, K_USAGE, pm);
     if (u && u->known) {
@@ -238,7 +258,7 @@ static void sample(struct kl_buf *o, const char *name, const char *const *keys, 
 struct merged {
     struct merged *next;
     const struct series *first;     /* labels from here */
-    uint64_t v[NU];
+    uint64_t v[NV];
 };
 
 struct merge {
@@ -267,7 +287,7 @@ static void merge_in(struct merge *g, const struct series *s)
         g->slot[s->hash % NSLOTS] = e;
         g->order[g->n++] = e;
     }
-    for (int i = 0; i < NU; i++)
+    for (int i = 0; i < NV; i++)
         e->v[i] += get(&s->v[i]);
 }
 
@@ -310,12 +330,49 @@ static void write_series(struct kl_buf *o, struct merge *g)
             sample(o, "keyless_failovers_total", prov_keys, g->order[i]->first->label, g->order[i]->v[0]);
 }
 
-static void write_durations(struct kl_buf *o, kl_server *srv)
+/* One histogram's samples: name_bucket (cumulative, le), name_sum (from
+ * microseconds) and name_count, labelled key=value. n: NBUCKETS + 1
+ * counts, the last +Inf. */
+static void histogram(struct kl_buf *o, const char *name, const char *key, const char *value, const uint64_t *n,
+                      uint64_t us)
+{
+    char bname[96], sname[96], cname[96];
+    snprintf(bname, sizeof(bname), "%s_bucket", name);
+    snprintf(sname, sizeof(sname), "%s_sum", name);
+    snprintf(cname, sizeof(cname), "%s_count", name);
+    uint64_t cum = 0;
+    for (int b = 0; b <= NBUCKETS; b++) {
+        cum += n[b];
+        char le[32];
+        if (b < NBUCKETS)
+            snprintf(le, sizeof(le), "%g", bounds[b]);
+        else
+            snprintf(le, sizeof(le), "+Inf");
+        const char *keys[] = {key, "le", NULL};
+        const char *v[] = {value, le};
+        sample(o, bname, keys, v, cum);
+    }
+    char sum[48];
+    snprintf(sum, sizeof(sum), "%" PRIu64 ".%06" PRIu64, us / 1000000, us % 1000000);
+    kl_buf_str(o, sname);
+    kl_buf_str(o, "{");
+    kl_buf_str(o, key);
+    kl_buf_str(o, "=\"");
+    put_value(o, value);
+    kl_buf_str(o, "\"} ");
+    kl_buf_str(o, sum);
+    kl_buf_str(o, "\n");
+    const char *keys[] = {key, NULL};
+    const char *v[] = {value};
+    sample(o, cname, keys, v, cum);
+}
+
+static void write_durations(struct kl_buf *o, kl_server *srv, struct merge *g)
 {
     family(o, "keyless_request_duration_seconds", "histogram",
            "Time from a request's arrival to its end, by endpoint.");
     for (int ep = 0; ep <= KL_EP_UNKNOWN; ep++) {
-        uint64_t n[NBUCKETS + 1] = {0}, us = 0;
+        uint64_t n[NBUCKETS + 1] = {0}, us = 0, total = 0;
         for (int i = 0; i < srv->nworkers; i++) {
             struct kl_metrics *m = srv->workers[i].metrics;
             for (int b = 0; m && b <= NBUCKETS; b++)
@@ -323,35 +380,18 @@ static void write_durations(struct kl_buf *o, kl_server *srv)
             if (m)
                 us += get(&m->duration_us[ep]);
         }
-        uint64_t total = 0;
         for (int b = 0; b <= NBUCKETS; b++)
             total += n[b];
-        if (!total)
-            continue;
-        const char *name = kl_endpoint_by_id((enum kl_endpoint)ep)->name;
-        uint64_t cum = 0;
-        for (int b = 0; b <= NBUCKETS; b++) {
-            cum += n[b];
-            char le[32];
-            if (b < NBUCKETS)
-                snprintf(le, sizeof(le), "%g", bounds[b]);
-            else
-                snprintf(le, sizeof(le), "+Inf");
-            static const char *const keys[] = {"endpoint", "le", NULL};
-            const char *v[] = {name, le};
-            sample(o, "keyless_request_duration_seconds_bucket", keys, v, cum);
-        }
-        static const char *const keys[] = {"endpoint", NULL};
-        const char *v[] = {name};
-        char sum[48];
-        snprintf(sum, sizeof(sum), "%" PRIu64 ".%06" PRIu64, us / 1000000, us % 1000000);
-        kl_buf_str(o, "keyless_request_duration_seconds_sum{endpoint=\"");
-        put_value(o, name);
-        kl_buf_str(o, "\"} ");
-        kl_buf_str(o, sum);
-        kl_buf_str(o, "\n");
-        sample(o, "keyless_request_duration_seconds_count", keys, v, total);
+        if (total)
+            histogram(o, "keyless_request_duration_seconds", "endpoint", kl_endpoint_by_id((enum kl_endpoint)ep)->name,
+                      n, us);
     }
+    family(o, "keyless_time_to_first_byte_seconds", "histogram",
+           "Time from a request's arrival to the first byte of its provider's answer relayed to the caller, by provider.");
+    for (size_t i = 0; i < g->n; i++)
+        if (g->order[i]->first->kind == K_FIRST_BYTE)
+            histogram(o, "keyless_time_to_first_byte_seconds", "provider", g->order[i]->first->label[0],
+                      g->order[i]->v, g->order[i]->v[NBUCKETS + 1]);
 }
 
 static void cooling(void *arg, const char *provider, bool down)
@@ -391,7 +431,7 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
         conns += get(&srv->workers[i].nconns);
     }
     write_series(out, g);
-    write_durations(out, srv);
+    write_durations(out, srv, g);
     family(out, "keyless_provider_cooling_down", "gauge",
            "1 while a provider is passed over after failures in a row (failover.cooldown); providers that never failed are not listed.");
     kl_health_each(srv, kl_wall_ms(), cooling, out);

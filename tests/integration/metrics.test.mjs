@@ -119,6 +119,16 @@ describe('/metrics', () => {
       assert.equal(buckets.at(-1).value, count);
       assert.equal(count, 8);
 
+      // time to first byte, by the provider that answered: the failed one's answers never reached a caller
+      const t = f.keyless_time_to_first_byte_seconds;
+      assert.equal(t.type, 'histogram');
+      const tb = t.samples.filter((x) => x.name.endsWith('_bucket') && x.labels.provider === weird);
+      for (let i = 1; i < tb.length; i++) assert.ok(tb[i].value >= tb[i - 1].value, 'cumulative');
+      assert.equal(tb.at(-1).value, 7);
+      assert.equal(t.samples.find((x) => x.name.endsWith('_count') && x.labels.provider === weird).value, 7);
+      assert.ok(t.samples.find((x) => x.name.endsWith('_sum') && x.labels.provider === weird).value > 0);
+      assert.ok(!t.samples.some((x) => x.labels.provider === 'primary'));
+
       assert.ok(f.keyless_records_written_total.samples[0].value >= 8);
       assert.equal(f.keyless_inflight_requests.type, 'gauge');
       assert.ok(f.keyless_inflight_requests.samples[0].value >= 1, 'the scrape itself is in flight');
