@@ -85,6 +85,21 @@ describe('failover', () => {
   before(async () => { mock = await startMock(); });
   after(async () => { await mock.stop(); });
 
+  // A gateway started from cfg answers one chat request with status, having
+  // asked the providers whose keys are given, in that order.
+  async function answersAfterAsking(cfg, status, keys) {
+    const gw = await startGateway(cfg);
+    try {
+      await mock.clear();
+      const r = await chat(gw);
+      assert.equal(r.status, status);
+      await r.text();
+      assert.deepEqual((await mock.requests()).map(keyOf), keys);
+    } finally {
+      await gw.stop();
+    }
+  }
+
   for (const driver of ['sqlite', 'postgres']) it(`${driver}: a provider answering 503 is replaced by the next: one answer for the caller, both attempts on record`, {
     skip: driver === 'postgres' && !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)',
   }, async () => {
@@ -415,20 +430,14 @@ describe('failover', () => {
   it('no failover for a request pre_request hooks allowed for its provider (they may judge by provider)', async () => {
     const hook = http.createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"action":"allow"}'); }); });
     await new Promise((r) => hook.listen(0, '127.0.0.1', r));
-    const gw = await startGateway({
-      providers: providers(mock.url),
-      hooks: { pii: { url: `http://127.0.0.1:${hook.address().port}/pii` } },
-      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
-        { send_hooks: [{ name: 'pii', events: ['pre_request'], send: ['request_body'] }] }] } }],
-    });
     try {
-      await mock.clear();
-      const r = await chat(gw);
-      assert.equal(r.status, 503);
-      await r.text();
-      assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai]);
+      await answersAfterAsking({
+        providers: providers(mock.url),
+        hooks: { pii: { url: `http://127.0.0.1:${hook.address().port}/pii` } },
+        grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
+          { send_hooks: [{ name: 'pii', events: ['pre_request'], send: ['request_body'] }] }] } }],
+      }, 503, [KEYS.openai]);
     } finally {
-      await gw.stop();
       hook.close();
     }
   });
@@ -594,7 +603,7 @@ describe('failover', () => {
 
   it('every provider failing: the last error reaches the caller in its dialect, after max_attempts providers', async () => {
     const cfg = { providers: providers(mock.url, { backup: { add_headers: ['x-mock: status=502'] }, thirdFault: 'status=500' }) };
-    let gw = await startGateway(cfg);
+    const gw = await startGateway(cfg);
     try {
       await mock.clear();
       const r = await chat(gw);
@@ -610,16 +619,7 @@ describe('failover', () => {
     } finally {
       await gw.stop();
     }
-    gw = await startGateway({ ...cfg, failover: { max_attempts: 2 } });
-    try {
-      await mock.clear();
-      const r = await chat(gw);
-      assert.equal(r.status, 502);
-      await r.text();
-      assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai, BACKUP_KEY]);
-    } finally {
-      await gw.stop();
-    }
+    await answersAfterAsking({ ...cfg, failover: { max_attempts: 2 } }, 502, [KEYS.openai, BACKUP_KEY]);
   });
 
   it('what does not fail over: a 400, a status left out of failover.statuses, a slow answer, a qualified name, max_attempts 1', async () => {
@@ -656,47 +656,20 @@ describe('failover', () => {
       app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: ['primary/*', 'backup/*'] }, ...extra] },
     }];
     // a rate limit only on primary/*: backup would be outside it
-    let gw = await startGateway({
+    await answersAfterAsking({
       providers: providers(mock.url),
       grants: grantsWith([{ models: 'primary/*', rate_limit: { requests_per_minute: 100 } }]),
-    });
-    try {
-      await mock.clear();
-      const r = await chat(gw);
-      assert.equal(r.status, 503);
-      await r.text();
-      assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai]);
-    } finally {
-      await gw.stop();
-    }
+    }, 503, [KEYS.openai]);
     // models granted in separate capabilities decide nothing after authorize: backup is fine
-    gw = await startGateway({
+    await answersAfterAsking({
       providers: providers(mock.url),
       grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'primary/*' }, { models: 'backup/*' }] } }],
-    });
-    try {
-      await mock.clear();
-      const r = await chat(gw);
-      assert.equal(r.status, 200);
-      await r.json();
-      assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai, BACKUP_KEY]);
-    } finally {
-      await gw.stop();
-    }
+    }, 200, [KEYS.openai, BACKUP_KEY]);
     // the caller may not use third: never tried, although it serves the model
-    gw = await startGateway({
+    await answersAfterAsking({
       providers: providers(mock.url, { backup: { add_headers: ['x-mock: status=503'] } }),
       grants: grantsWith([]),
-    });
-    try {
-      await mock.clear();
-      const r = await chat(gw);
-      assert.equal(r.status, 503);
-      await r.text();
-      assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai, BACKUP_KEY]);
-    } finally {
-      await gw.stop();
-    }
+    }, 503, [KEYS.openai, BACKUP_KEY]);
   });
 
   it('a spend quota is reserved at the next provider\'s price and charged what it cost; a price the bucket cannot cover is not tried', async () => {
