@@ -14,7 +14,7 @@ import { GoogleGenAI } from '@google/genai';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startMock, startGateway, finalRecord, assertNoKeys, rawProvider, startProxy, KEYS, BUILD } from './lib/harness.mjs';
+import { startMock, startGateway, finalRecord, assertNoKeys, rawProvider, startProxy, scriptedUpstream, KEYS, BUILD } from './lib/harness.mjs';
 
 const BACKUP_KEY = 'sk-backup-failover-0123456789abcdef';
 const THIRD_KEY = 'sk-third-failover-0123456789abcdef';
@@ -358,28 +358,16 @@ describe('failover', () => {
   it('libcurl path: a broken answer on a reused connection after the whole request was sent does not fail over', async () => {
     // the "proxy" is the provider itself: it answers the first request on a
     // connection, and breaks the connection once it has read the second
-    const seen = [];
-    const fake = net.createServer((sock) => {
-      let buf = Buffer.alloc(0), n = 0;
-      sock.on('error', () => {});
-      sock.on('data', (d) => {
-        buf = Buffer.concat([buf, d]);
-        for (;;) {
-          const end = buf.indexOf('\r\n\r\n');
-          if (end < 0) return;
-          const len = Number((/content-length: (\d+)/i.exec(buf.subarray(0, end).toString()) || [0, 0])[1]);
-          if (buf.length < end + 4 + len) return;
-          seen.push(buf.subarray(0, buf.indexOf('\r\n')).toString());
-          buf = buf.subarray(end + 4 + len);
-          if (++n === 2) { sock.end('NOT HTTP\r\n\r\n'); return; } // a reply curl cannot read: no retry of its own
-          const body = '{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}';
-          sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
-        }
-      });
+    const body = '{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}';
+    const fake = scriptedUpstream({
+      ok(sock, req) {
+        if (req.onConn === 2) { sock.end('NOT HTTP\r\n\r\n'); return; } // a reply curl cannot read: no retry of its own
+        sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      },
     });
-    await new Promise((r) => fake.listen(0, '127.0.0.1', r));
+    const port = await fake.listen();
     const gw = await startGateway({ providers: providers(mock.url, { fault: null, primaryUrl: 'http://primary.test' }) },
-      { workers: 1, env: { http_proxy: `http://127.0.0.1:${fake.address().port}`, no_proxy: '127.0.0.1' } });
+      { workers: 1, env: { http_proxy: `http://127.0.0.1:${port}`, no_proxy: '127.0.0.1' } });
     try {
       await mock.clear();
       const first = await chat(gw);
@@ -388,8 +376,9 @@ describe('failover', () => {
       const second = await chat(gw);
       assert.equal(second.status, 502);
       await second.text();
-      assert.equal(seen.length, 2);
-      assert.match(seen[1], /^POST http:\/\/primary\.test\/v1\/chat\/completions/);
+      assert.equal(fake.seen.length, 2);
+      assert.equal(fake.conns(), 1, 'the second request reused the connection');
+      assert.match(fake.seen[1].line, /^POST http:\/\/primary\.test\/v1\/chat\/completions/);
       const rec = await finalRecord(gw, second.headers.get('x-keyless-request-id'));
       assert.equal(rec.provider, 'primary');
       assert.equal(rec.error_class, 'upstream_reset');

@@ -6,51 +6,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { startGateway, providersFor, KEYS, assertNoKeys } from './lib/harness.mjs';
-
-// A TCP server that reads HTTP/1.1 requests (Content-Length bodies) and lets
-// the request's x-script header choose what to write back, byte for byte.
-function scriptedUpstream(scripts) {
-  const seen = [];
-  let nconns = 0;
-  const server = net.createServer((sock) => {
-    const conn = ++nconns;
-    let onConn = 0;
-    let buf = Buffer.alloc(0);
-    sock.on('error', () => {});
-    sock.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      for (;;) {
-        const end = buf.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        const head = buf.subarray(0, end).toString('latin1');
-        const lines = head.split('\r\n');
-        const headers = {};
-        for (const l of lines.slice(1)) {
-          const i = l.indexOf(':');
-          headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
-        }
-        const len = Number(headers['content-length'] || 0);
-        if (buf.length < end + 4 + len) return;
-        const body = buf.subarray(end + 4, end + 4 + len).toString();
-        buf = buf.subarray(end + 4 + len);
-        const req = { line: lines[0], head, headers, body, conn, onConn: ++onConn };
-        seen.push(req);
-        const script = scripts[headers['x-script']] || scripts.ok;
-        script(sock, req);
-      }
-    });
-  });
-  return {
-    seen,
-    conns: () => nconns,
-    async listen() {
-      await new Promise((r) => server.listen(0, '127.0.0.1', r));
-      return server.address().port;
-    },
-    close: () => new Promise((r) => { server.close(r); }),
-  };
-}
+import { startGateway, providersFor, KEYS, assertNoKeys, scriptedUpstream } from './lib/harness.mjs';
 
 let releaseCr = () => {};
 const JSON_BODY = '{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}';
