@@ -120,7 +120,7 @@ typedef struct kl_exchange {
     const struct kl_provider *failover_to;  /* next provider, once the failed answer's body is read */
     size_t failover_drained;        /* bytes of that body read and dropped */
     int64_t failover_at_ns;         /* when it was decided */
-    bool upstream_unsent;           /* the request never reached the provider (connect phase) */
+    bool upstream_unsent;           /* the failed attempt did not send the whole request */
 
     /* admit */
     struct kl_admission *admission;     /* reservations to settle at the end */
