@@ -18,34 +18,12 @@ static const char *str_field(cJSON *j, const char *k)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static ml_reply *begin(ml_call *c, const char *model)
-{
-    char rid[64];
-    ml_reply *r = ml_reply_new(c->w, c->req, &c->d);
-
-    if (!r) {
-        evhttp_send_error(c->req, 500, NULL);
-        return NULL;
-    }
-    ml_reply_set_model(r, model);
-    ml_anthropic_request_id(c->w, rid, sizeof(rid));
-    ml_reply_header(r, "request-id", rid);
-    return r;
-}
-
 /* True when the newest message is a user turn carrying a tool_result. */
-static int last_is_tool_result(cJSON *j)
+int ml_anthropic_after_tool_result(cJSON *j)
 {
-    cJSON *msgs = cJSON_GetObjectItemCaseSensitive(j, "messages"), *last, *content, *b;
-    int n = cJSON_IsArray(msgs) ? cJSON_GetArraySize(msgs) : 0;
+    cJSON *b;
 
-    if (n == 0)
-        return 0;
-    last = cJSON_GetArrayItem(msgs, n - 1);
-    content = cJSON_GetObjectItemCaseSensitive(last, "content");
-    if (!cJSON_IsArray(content))
-        return 0;
-    cJSON_ArrayForEach(b, content) {
+    cJSON_ArrayForEach(b, ml_last_message_content(j)) {
         const char *t = str_field(b, "type");
         if (t && strcmp(t, "tool_result") == 0)
             return 1;
@@ -55,7 +33,8 @@ static int last_is_tool_result(cJSON *j)
 
 static void tool_id(const ml_reply *r, int t, char *out, size_t cap)
 {
-    ml_make_id(r->seed + SALT_TOOL + (uint64_t)t, out, cap, "toolu_01", ml_alnum, 22);
+    ml_make_id(r->seed + SALT_TOOL + (uint64_t)t, out, cap,
+               r->bedrock ? "toolu_bdrk_01" : "toolu_01", ml_alnum, 22);
 }
 
 static cJSON *usage(const ml_reply *r, long output_tokens)
@@ -95,7 +74,7 @@ static cJSON *tool_block(const ml_reply *r, int t, int with_input)
 }
 
 /* The message object; `done` adds content, stop reason and final usage. */
-static cJSON *message(const ml_reply *r, int done)
+cJSON *ml_anthropic_message(const ml_reply *r, int done)
 {
     cJSON *m = cJSON_CreateObject(), *content;
     int t;
@@ -139,7 +118,7 @@ static long block_span(const ml_reply *r, int b)
     return 2 + block_pieces(r, b) + (b == 0 ? 1 : 0);
 }
 
-static long npieces(const ml_reply *r)
+long ml_anthropic_npieces(const ml_reply *r)
 {
     long n = 1 + 2;
     int b;
@@ -203,21 +182,22 @@ static cJSON *block_event(ml_reply *r, int b, long k, const char **name)
     return e;
 }
 
-static void stream_piece(ml_reply *r, long i, struct evbuffer *out)
+/* Stream event i and its name, whatever the framing (SSE here, AWS event
+ * stream messages on Bedrock). */
+cJSON *ml_anthropic_event(ml_reply *r, long i, const char **name)
 {
-    long total = npieces(r), k = i - 1;
-    const char *name = NULL;
+    long total = ml_anthropic_npieces(r), k = i - 1;
     cJSON *e, *x;
     int b;
 
     if (i == 0) {
-        e = typed(name = "message_start");
-        cJSON_AddItemToObjectCS(e, "message", message(r, 0));
+        e = typed(*name = "message_start");
+        cJSON_AddItemToObjectCS(e, "message", ml_anthropic_message(r, 0));
     } else if (i == total - 1) {
-        e = typed(name = "message_stop");
+        e = typed(*name = "message_stop");
     } else if (i == total - 2) {
         const ml_directives *d = &r->d;
-        e = typed(name = "message_delta");
+        e = typed(*name = "message_delta");
         x = ml_obj_add_obj(e, "delta");
         ml_obj_add_str(x, "stop_reason", stop_reason(r));
         ml_obj_add_null(x, "stop_sequence");
@@ -229,9 +209,28 @@ static void stream_piece(ml_reply *r, long i, struct evbuffer *out)
     } else {
         for (b = 0; k >= block_span(r, b); b++)
             k -= block_span(r, b);
-        e = block_event(r, b, k, &name);
+        e = block_event(r, b, k, name);
     }
+    return e;
+}
+
+static void stream_piece(ml_reply *r, long i, struct evbuffer *out)
+{
+    const char *name = NULL;
+    cJSON *e = ml_anthropic_event(r, i, &name);
+
     ml_add_sse(out, name, e, "\n\n");
+    cJSON_Delete(e);
+}
+
+/* stream_error: `event: error` with the error object, and the stream ends. */
+static void error_piece(ml_reply *r, long i, struct evbuffer *out)
+{
+    cJSON *e = ml_error_body(ML_ANTHROPIC, r->d.stream_error, NULL, NULL);
+
+    (void)i;
+    cJSON_DeleteItemFromObjectCaseSensitive(e, "request_id");
+    ml_add_sse(out, "error", e, "\n\n");
     cJSON_Delete(e);
 }
 
@@ -244,16 +243,18 @@ void ml_anthropic_messages(ml_call *c)
     if (!j)
         return;
     stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "stream"));
-    ml_drop_tools_after_result(&c->d, last_is_tool_result(j));
-    r = begin(c, str_field(j, "model"));
+    ml_drop_tools_after_result(&c->d, ml_anthropic_after_tool_result(j));
+    r = ml_begin(c, ML_ANTHROPIC, str_field(j, "model"));
     cJSON_Delete(j);
     if (!r)
         return;
     ml_make_id(r->seed, r->id, sizeof(r->id), "msg_01", ml_alnum, 22);
-    if (stream)
-        ml_reply_stream(r, "text/event-stream", npieces(r), stream_piece, SSE_MALFORMED);
-    else
-        ml_reply_json(r, 200, message(r, 1));
+    if (stream) {
+        ml_reply_stream(r, "text/event-stream", ml_anthropic_npieces(r), stream_piece,
+                        SSE_MALFORMED);
+        ml_reply_stream_hooks(r, NULL, error_piece);
+    } else
+        ml_reply_json(r, 200, ml_anthropic_message(r, 1));
     ml_reply_start(r);
 }
 
@@ -264,7 +265,7 @@ void ml_anthropic_count_tokens(ml_call *c)
 
     if (!j)
         return;
-    r = begin(c, str_field(j, "model"));
+    r = ml_begin(c, ML_ANTHROPIC, str_field(j, "model"));
     cJSON_Delete(j);
     if (!r)
         return;
@@ -311,7 +312,7 @@ void ml_anthropic_models(ml_call *c, const char *one)
         ml_obj_add_str(root, "first_id", sh->nmodels ? sh->models[0] : NULL);
         ml_obj_add_str(root, "last_id", sh->nmodels ? sh->models[sh->nmodels - 1] : NULL);
     }
-    r = begin(c, NULL);
+    r = ml_begin(c, ML_ANTHROPIC, NULL);
     if (!r) {
         cJSON_Delete(root);
         return;

@@ -95,38 +95,14 @@ static int parse_count(const char *v, size_t n, long *out)
     return 0;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* `text=` values cannot hold spaces, so `_` stands for a space; `%XX` gives
  * any other byte (including a literal underscore as %5F). */
 static char *decode_text(const char *v, size_t n)
 {
     char *s = malloc(n + 1);
-    size_t i, o = 0;
 
-    if (!s)
-        return NULL;
-    for (i = 0; i < n; i++) {
-        if (v[i] == '_') {
-            s[o++] = ' ';
-        } else if (v[i] == '%' && i + 2 < n && hexval(v[i + 1]) >= 0 &&
-                   hexval(v[i + 2]) >= 0) {
-            s[o++] = (char)(hexval(v[i + 1]) * 16 + hexval(v[i + 2]));
-            i += 2;
-        } else {
-            s[o++] = v[i];
-        }
-    }
-    s[o] = '\0';
+    if (s)
+        ml_percent_decode(v, n, s, n + 1, 1);
     return s;
 }
 
@@ -227,6 +203,12 @@ static int apply_pair(ml_directives *d, const char *k, size_t kn, const char *v,
         if (x < 100 || x > 599)
             return -1;
         d->status = (int)x;
+        return 0;
+    }
+    if (key_is(k, kn, "stream_error")) {
+        if (x < 400 || x > 599)
+            return -1;
+        d->stream_error = (int)x;
         return 0;
     }
     if (key_is(k, kn, "malformed")) {

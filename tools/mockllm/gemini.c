@@ -9,18 +9,6 @@
 #define SSE_MALFORMED "data: {not json\r\n\r\n"
 #define ARRAY_MALFORMED ",\r\n{not json\n"
 
-static ml_reply *begin(ml_call *c, const char *model)
-{
-    ml_reply *r = ml_reply_new(c->w, c->req, &c->d);
-
-    if (!r) {
-        evhttp_send_error(c->req, 500, NULL);
-        return NULL;
-    }
-    ml_reply_set_model(r, model);
-    return r;
-}
-
 /* True when the newest content carries a functionResponse part. */
 static int last_is_function_response(cJSON *j)
 {
@@ -161,7 +149,7 @@ void ml_gemini_generate(ml_call *c, int stream)
         return;
     ml_drop_tools_after_result(&c->d, last_is_function_response(j));
     cJSON_Delete(j);
-    r = begin(c, c->path_model);
+    r = ml_begin(c, ML_GEMINI, c->path_model);
     if (!r)
         return;
     ml_make_id(r->seed, r->id, sizeof(r->id), "", ml_alnum, 23);
@@ -183,7 +171,7 @@ void ml_gemini_count_tokens(ml_call *c)
     if (!j)
         return;
     cJSON_Delete(j);
-    r = begin(c, c->path_model);
+    r = ml_begin(c, ML_GEMINI, c->path_model);
     if (!r)
         return;
     root = cJSON_CreateObject();
@@ -241,7 +229,7 @@ void ml_gemini_models(ml_call *c, const char *one)
         for (i = 0; i < sh->nmodels; i++)
             cJSON_AddItemToArray(data, model_entry(sh->models[i]));
     }
-    r = begin(c, NULL);
+    r = ml_begin(c, ML_GEMINI, NULL);
     if (!r) {
         cJSON_Delete(root);
         return;

@@ -27,7 +27,7 @@
 #define ML_LOG_BODY_CAP (4u * 1024u * 1024u)
 #define ML_SIZE_MAX (512L * 1024 * 1024)
 
-enum ml_dialect { ML_OPENAI, ML_ANTHROPIC, ML_GEMINI };
+enum ml_dialect { ML_OPENAI, ML_ANTHROPIC, ML_GEMINI, ML_BEDROCK };
 
 /* ---- control.c: per-request directives ---------------------------------- */
 
@@ -42,6 +42,7 @@ typedef struct ml_directives {
     int ntools;
     int tools_from_header;  /* header tools are never suppressed */
     int status;             /* 0 = success */
+    int stream_error;       /* 0, or the status of an in-stream error */
     long retry_after;       /* -1 = no Retry-After header */
     long delay_headers_ms, delay_events_ms;
     long reset_after;       /* -1 = never */
@@ -86,6 +87,8 @@ extern const char ml_hex[];
 
 uint64_t ml_rand(ml_worker *w);
 uint64_t ml_mix(uint64_t x);
+int ml_hexval(char c);
+size_t ml_percent_decode(const char *s, size_t n, char *out, size_t cap, int underscore_space);
 void ml_make_id(uint64_t seed, char *out, size_t cap, const char *prefix,
                 const char *alphabet, int n);
 void ml_piece(const char *s, size_t len, long i, long n, size_t *start, size_t *plen);
@@ -94,6 +97,7 @@ void ml_add_sse(struct evbuffer *b, const char *event, cJSON *j, const char *sep
 void ml_json_escape(struct evbuffer *b, const char *s, size_t n);
 const char *ml_method_name(enum evhttp_cmd_type t);
 void ml_display_name(const char *id, char *out, size_t cap);
+cJSON *ml_last_message_content(cJSON *body);
 int ml_query_param(const char *query, const char *name, char *out, size_t cap);
 cJSON *ml_obj_add_str(cJSON *o, const char *k, const char *v);
 cJSON *ml_obj_add_num(cJSON *o, const char *k, double v);
@@ -124,6 +128,8 @@ struct ml_reply {
     long npieces;
     ml_piece_fn piece;
     const char *malformed_piece;
+    ml_piece_fn malformed_fn;           /* binary framings: builds the bad piece */
+    ml_piece_fn error_fn;               /* the dialect's in-stream error, if any */
 
     /* Facts the dialect generators share. */
     char *model;
@@ -133,6 +139,8 @@ struct ml_reply {
     long created;
     int include_usage;                  /* OpenAI chat stream_options */
     int sse;                            /* Gemini alt=sse */
+    int bedrock;                        /* Anthropic on Bedrock: *_bdrk_ ids */
+    long long t0_ms, first_ms;          /* monotonic: reply made, first piece */
     int has_text;
     const char *text;
     size_t text_len;
@@ -141,7 +149,7 @@ struct ml_reply {
     /* Progress. */
     long next;                          /* next dialect piece */
     long sent;                          /* pieces written, malformed included */
-    long malformed_at;
+    long malformed_at;                  /* also where stream_error goes */
     int malformed_done;
     int phase;
     int polls;
@@ -153,7 +161,9 @@ void ml_reply_header(ml_reply *r, const char *name, const char *value);
 void ml_reply_json(ml_reply *r, int status, cJSON *json);
 void ml_reply_stream(ml_reply *r, const char *content_type, long npieces,
                      ml_piece_fn fn, const char *malformed_piece);
+void ml_reply_stream_hooks(ml_reply *r, ml_piece_fn malformed, ml_piece_fn error);
 void ml_reply_start(ml_reply *r);
+long long ml_now_ms(void);
 void ml_reply_set_model(ml_reply *r, const char *requested);
 const char *ml_status_reason(int status);
 
@@ -165,11 +175,12 @@ typedef struct ml_call {
     const char *body;
     size_t body_len;
     ml_directives d;                    /* moved into the reply */
-    char path_model[256];               /* Gemini: {model} from the path */
+    char path_model[256];               /* Gemini, Bedrock: {model} from the path */
     int alt_sse;
 } ml_call;
 
 void ml_on_request(struct evhttp_request *req, void *arg);
+ml_reply *ml_begin(ml_call *c, enum ml_dialect dl, const char *model);
 void ml_send_error(ml_call *c, enum ml_dialect dl, int status, const char *message);
 cJSON *ml_parse_body(ml_call *c, enum ml_dialect dl);
 void ml_drop_tools_after_result(ml_directives *d, int last_is_result);
@@ -179,6 +190,8 @@ void ml_drop_tools_after_result(ml_directives *d, int last_is_result);
 cJSON *ml_error_body(enum ml_dialect dl, int status, const char *message,
                      const char *request_id);
 const char *ml_error_default_message(enum ml_dialect dl, int status);
+const char *ml_bedrock_error_type(int status);
+const char *ml_bedrock_exception_type(int status);
 
 /* ---- dialects ---------------------------------------------------------- */
 
@@ -192,6 +205,17 @@ void ml_anthropic_messages(ml_call *c);
 void ml_anthropic_count_tokens(ml_call *c);
 void ml_anthropic_models(ml_call *c, const char *one);
 void ml_anthropic_request_id(ml_worker *w, char *out, size_t cap);
+/* Shared with Anthropic on Bedrock (bedrock.c). */
+int ml_anthropic_after_tool_result(cJSON *body);
+cJSON *ml_anthropic_message(const ml_reply *r, int done);
+long ml_anthropic_npieces(const ml_reply *r);
+cJSON *ml_anthropic_event(ml_reply *r, long i, const char **name);
+
+void ml_bedrock_invoke(ml_call *c, int stream);
+void ml_bedrock_converse(ml_call *c, int stream);
+void ml_bedrock_count_tokens(ml_call *c);
+void ml_bedrock_scan_count_body(ml_directives *d, const char *body, size_t len);
+void ml_bedrock_request_id(ml_worker *w, char *out, size_t cap);
 
 void ml_gemini_generate(ml_call *c, int stream);
 void ml_gemini_count_tokens(ml_call *c);

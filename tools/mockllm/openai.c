@@ -37,22 +37,6 @@ static void call_id(const ml_reply *r, int t, char *out, size_t cap)
     ml_make_id(r->seed + SALT_CALL + (uint64_t)t, out, cap, "call_", ml_alnum, 24);
 }
 
-/* Starts a reply for an OpenAI endpoint: model, directives, x-request-id. */
-static ml_reply *begin(ml_call *c, const char *model)
-{
-    char rid[64];
-    ml_reply *r = ml_reply_new(c->w, c->req, &c->d);
-
-    if (!r) {
-        evhttp_send_error(c->req, 500, NULL);
-        return NULL;
-    }
-    ml_reply_set_model(r, model);
-    ml_openai_request_id(c->w, rid, sizeof(rid));
-    ml_reply_header(r, "x-request-id", rid);
-    return r;
-}
-
 /* ---- chat completions -------------------------------------------------- */
 
 static cJSON *chat_usage(const ml_reply *r)
@@ -245,7 +229,7 @@ void ml_openai_chat(ml_call *c)
     last = last_item(j, "messages");
     role = last ? str_field(last, "role") : NULL;
     ml_drop_tools_after_result(&c->d, role && strcmp(role, "tool") == 0);
-    r = begin(c, str_field(j, "model"));
+    r = ml_begin(c, ML_OPENAI, str_field(j, "model"));
     if (!r) {
         cJSON_Delete(j);
         return;
@@ -507,7 +491,7 @@ void ml_openai_responses(ml_call *c)
     last = last_item(j, "input");
     type = last ? str_field(last, "type") : NULL;
     ml_drop_tools_after_result(&c->d, type && strcmp(type, "function_call_output") == 0);
-    r = begin(c, str_field(j, "model"));
+    r = ml_begin(c, ML_OPENAI, str_field(j, "model"));
     cJSON_Delete(j);
     if (!r)
         return;
@@ -614,7 +598,7 @@ void ml_openai_embeddings(ml_call *c)
         dims = (int)dim->valuedouble;
     fmt = str_field(j, "encoding_format");
     b64 = fmt && strcmp(fmt, "base64") == 0;
-    r = begin(c, str_field(j, "model"));
+    r = ml_begin(c, ML_OPENAI, str_field(j, "model"));
     if (!r) {
         cJSON_Delete(j);
         return;
@@ -683,7 +667,7 @@ void ml_openai_models(ml_call *c, const char *one)
         for (i = 0; i < sh->nmodels; i++)
             cJSON_AddItemToArray(data, model_entry(sh->models[i]));
     }
-    r = begin(c, NULL);
+    r = ml_begin(c, ML_OPENAI, NULL);
     if (!r) {
         cJSON_Delete(root);
         return;

@@ -46,6 +46,7 @@ const char *ml_status_reason(int status)
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
     case 422: return "Unprocessable Entity";
+    case 424: return "Failed Dependency";
     case 429: return "Too Many Requests";
     case 500: return "Internal Server Error";
     case 502: return "Bad Gateway";
@@ -54,6 +55,14 @@ const char *ml_status_reason(int status)
     case 529: return "Site Overloaded";
     default: return status < 400 ? "OK" : status < 500 ? "Client Error" : "Server Error";
     }
+}
+
+long long ml_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 ml_reply *ml_reply_new(ml_worker *w, struct evhttp_request *req, ml_directives *d)
@@ -75,6 +84,7 @@ ml_reply *ml_reply_new(ml_worker *w, struct evhttp_request *req, ml_directives *
     r->status = 200;
     r->seed = ml_rand(w);
     r->created = (long)time(NULL);
+    r->t0_ms = ml_now_ms();
     r->text = ml_directives_text(&r->d);
     r->text_len = strlen(r->text);
     r->text_pieces = r->d.events;
@@ -117,6 +127,14 @@ void ml_reply_stream(ml_reply *r, const char *content_type, long npieces, ml_pie
     atomic_fetch_add(&r->w->sh->active_streams, 1);
     ml_reply_header(r, "Content-Type", content_type);
     ml_reply_header(r, "Cache-Control", "no-cache");
+}
+
+/* A binary framing cannot spell its malformed piece as a string, and only
+ * dialects with an in-stream error event can honour stream_error. */
+void ml_reply_stream_hooks(ml_reply *r, ml_piece_fn malformed, ml_piece_fn error)
+{
+    r->malformed_fn = malformed;
+    r->error_fn = error;
 }
 
 static void free_reply(ml_reply *r, enum outcome how)
@@ -247,8 +265,15 @@ static void pump(ml_reply *r)
             return;
         }
         if (r->d.malformed && !r->malformed_done && r->next >= r->malformed_at) {
-            evbuffer_add(b, r->malformed_piece, strlen(r->malformed_piece));
+            if (r->malformed_fn)
+                r->malformed_fn(r, r->next, b);
+            else
+                evbuffer_add(b, r->malformed_piece, strlen(r->malformed_piece));
             r->malformed_done = 1;
+        } else if (r->d.stream_error && r->error_fn && r->next >= r->malformed_at) {
+            /* the error replaces the rest of the stream, as providers do */
+            r->error_fn(r, r->next, b);
+            r->next = r->npieces;
         } else {
             r->piece(r, r->next++, b);
         }

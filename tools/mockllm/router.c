@@ -30,26 +30,56 @@ static const char *find_last(const char *s, size_t n, const char *needle)
     return last;
 }
 
-void ml_send_error(ml_call *c, enum ml_dialect dl, int status, const char *message)
+/* Starts the reply to a call: it takes the call's directives, claims the
+ * model, and carries the dialect's request id header (Gemini sends none).
+ * NULL, after a bare 500, when memory ran out. */
+ml_reply *ml_begin(ml_call *c, enum ml_dialect dl, const char *model)
 {
-    char rid[64] = "";
-    ml_reply *r;
-
-    c->d.size = -1;     /* an error body has no reply text to grow */
-    r = ml_reply_new(c->w, c->req, &c->d);
+    ml_reply *r = ml_reply_new(c->w, c->req, &c->d);
+    char rid[64];
 
     if (!r) {
         evhttp_send_error(c->req, 500, NULL);
-        return;
+        return NULL;
     }
-    if (dl == ML_ANTHROPIC) {
+    ml_reply_set_model(r, model);
+    switch (dl) {
+    case ML_ANTHROPIC:
         ml_anthropic_request_id(c->w, rid, sizeof(rid));
         ml_reply_header(r, "request-id", rid);
-    } else if (dl == ML_OPENAI) {
+        break;
+    case ML_OPENAI:
         ml_openai_request_id(c->w, rid, sizeof(rid));
         ml_reply_header(r, "x-request-id", rid);
+        break;
+    case ML_BEDROCK:
+        ml_bedrock_request_id(c->w, rid, sizeof(rid));
+        ml_reply_header(r, "X-Amzn-RequestId", rid);
+        break;
+    case ML_GEMINI:
+        break;
     }
-    ml_reply_json(r, status, ml_error_body(dl, status, message, rid));
+    return r;
+}
+
+void ml_send_error(ml_call *c, enum ml_dialect dl, int status, const char *message)
+{
+    const char *rid;
+    ml_reply *r;
+
+    c->d.size = -1;     /* an error body has no reply text to grow */
+    r = ml_begin(c, dl, NULL);
+    if (!r)
+        return;
+    /* Anthropic repeats its request id in the error body */
+    rid = evhttp_find_header(evhttp_request_get_output_headers(c->req), "request-id");
+    if (dl == ML_BEDROCK) {
+        char type[128];
+        snprintf(type, sizeof(type), "%s:http://internal.amazon.com/coral/com.amazon.bedrock/",
+                 ml_bedrock_error_type(status));
+        ml_reply_header(r, "x-amzn-ErrorType", type);
+    }
+    ml_reply_json(r, status, ml_error_body(dl, status, message, rid ? rid : ""));
     ml_reply_start(r);
 }
 
@@ -67,6 +97,7 @@ cJSON *ml_parse_body(ml_call *c, enum ml_dialect dl)
               ? "We could not parse the JSON body of your request. The API expects a JSON "
                 "payload, but what was sent was not valid JSON."
           : dl == ML_ANTHROPIC ? "There was an issue with the request body: it is not valid JSON."
+          : dl == ML_BEDROCK   ? "Malformed input request, please reformat your input and try again."
                                : "Invalid JSON payload received.";
     ml_send_error(c, dl, 400, msg);
     return NULL;
@@ -93,8 +124,43 @@ static void not_found(ml_call *c, const char *method, const char *path)
 
 enum route {
     R_NONE, R_CHAT, R_RESPONSES, R_EMBEDDINGS, R_MESSAGES, R_COUNT_TOKENS,
-    R_G_GENERATE, R_G_STREAM, R_G_COUNT, R_MODELS, R_MODEL, R_G_MODELS, R_G_MODEL
+    R_G_GENERATE, R_G_STREAM, R_G_COUNT, R_MODELS, R_MODEL, R_G_MODELS, R_G_MODEL,
+    R_B_INVOKE, R_B_INVOKE_STREAM, R_B_CONVERSE, R_B_CONVERSE_STREAM, R_B_COUNT
 };
+
+/* Bedrock Runtime paths: .../model/{modelId}/{operation}. Clients
+ * percent-encode the id (`...-v1%3A0`, ARNs with `%2F`), so it never holds a
+ * raw `/`; it is decoded into path_model. */
+static enum route bedrock_route(ml_call *c, const char *path, size_t n)
+{
+    static const struct { const char *op; enum route rt; } ops[] = {
+        { "invoke", R_B_INVOKE },
+        { "invoke-with-response-stream", R_B_INVOKE_STREAM },
+        { "converse", R_B_CONVERSE },
+        { "converse-stream", R_B_CONVERSE_STREAM },
+        { "count-tokens", R_B_COUNT },
+    };
+    const size_t pre = strlen("/model/");
+    const char *op = NULL, *id;
+    enum route rt = R_NONE;
+    size_t i, k;
+
+    for (i = 0; i < sizeof(ops) / sizeof(ops[0]) && rt == R_NONE; i++) {
+        k = strlen(ops[i].op);
+        if (n > k + 1 && path[n - k - 1] == '/' && ends_with(path, n, ops[i].op)) {
+            op = path + n - k - 1;
+            rt = ops[i].rt;
+        }
+    }
+    if (rt == R_NONE)
+        return R_NONE;
+    for (id = op; id > path && id[-1] != '/'; id--)
+        ;
+    if (id == op || (size_t)(id - path) < pre || memcmp(id - pre, "/model/", pre) != 0)
+        return R_NONE;
+    ml_percent_decode(id, (size_t)(op - id), c->path_model, sizeof(c->path_model), 0);
+    return rt;
+}
 
 /* Gemini paths: .../v1beta/models/{model}:{method} or .../v1beta/models/{id}. */
 static enum route gemini_route(ml_call *c, const char *path, size_t n, int post, int get,
@@ -156,6 +222,8 @@ static enum route route_of(ml_call *c, enum evhttp_cmd_type cmd, const char *pat
         return R_G_MODELS;
     if (find_last(path, n, "/v1beta/models/"))
         return gemini_route(c, path, n, post, get, one);
+    if (post && find_last(path, n, "/model/"))
+        return bedrock_route(c, path, n);
     if (get && (m = find_last(path, n, "/v1/models/")) != NULL) {
         const char *id = m + strlen("/v1/models/");
         if (*id && !strchr(id, '/')) {
@@ -178,6 +246,12 @@ static enum ml_dialect dialect_of(enum route rt, struct evhttp_request *req)
     case R_G_MODELS:
     case R_G_MODEL:
         return ML_GEMINI;
+    case R_B_INVOKE:
+    case R_B_INVOKE_STREAM:
+    case R_B_CONVERSE:
+    case R_B_CONVERSE_STREAM:
+    case R_B_COUNT:
+        return ML_BEDROCK;
     case R_MODELS:
     case R_MODEL:
         return evhttp_find_header(evhttp_request_get_input_headers(req), "anthropic-version")
@@ -213,6 +287,11 @@ static void dispatch(ml_call *c, enum route rt, const char *query, const char *o
         break;
     case R_G_MODELS:
     case R_G_MODEL: ml_gemini_models(c, one); break;
+    case R_B_INVOKE: ml_bedrock_invoke(c, 0); break;
+    case R_B_INVOKE_STREAM: ml_bedrock_invoke(c, 1); break;
+    case R_B_CONVERSE: ml_bedrock_converse(c, 0); break;
+    case R_B_CONVERSE_STREAM: ml_bedrock_converse(c, 1); break;
+    case R_B_COUNT: ml_bedrock_count_tokens(c); break;
     case R_NONE: break;
     }
 }
@@ -267,11 +346,13 @@ void ml_on_request(struct evhttp_request *req, void *arg)
     if (w->sh->log)
         ml_log_record(w->sh->log, req, c.body, c.body_len);
 
+    rt = route_of(&c, cmd, path, &one);
     ml_directives_init(&c.d);
     ml_directives_scan_body(&c.d, c.body, c.body_len);
+    if (rt == R_B_COUNT)    /* its prompt travels base64-encoded */
+        ml_bedrock_scan_count_body(&c.d, c.body, c.body_len);
     apply_headers(&c.d, evhttp_request_get_input_headers(req));
 
-    rt = route_of(&c, cmd, path, &one);
     if (rt == R_NONE)
         not_found(&c, ml_method_name(cmd), path);
     else if (c.d.status >= 400)

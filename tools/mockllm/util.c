@@ -30,6 +30,39 @@ uint64_t ml_mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
+int ml_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* URL percent-decoding of s[0..n) into out (NUL-terminated, cut at cap - 1);
+ * a `%` not followed by two hex digits stays as it is. With underscore_space,
+ * `_` decodes to a space (directive values cannot hold spaces). Returns the
+ * length. */
+size_t ml_percent_decode(const char *s, size_t n, char *out, size_t cap, int underscore_space)
+{
+    size_t i, o = 0;
+
+    if (cap == 0)
+        return 0;
+    for (i = 0; i < n && o + 1 < cap; i++) {
+        if (s[i] == '%' && i + 2 < n && ml_hexval(s[i + 1]) >= 0 && ml_hexval(s[i + 2]) >= 0) {
+            out[o++] = (char)(ml_hexval(s[i + 1]) * 16 + ml_hexval(s[i + 2]));
+            i += 2;
+        } else {
+            out[o++] = underscore_space && s[i] == '_' ? ' ' : s[i];
+        }
+    }
+    out[o] = '\0';
+    return o;
+}
+
 void ml_make_id(uint64_t seed, char *out, size_t cap, const char *prefix,
                 const char *alphabet, int n)
 {
@@ -252,6 +285,19 @@ cJSON *ml_obj_add_strn(cJSON *o, const char *k, const char *v, size_t n)
     if (tmp != stackbuf)
         free(tmp);
     return attach(o, k, item);
+}
+
+/* The content array of a body's newest message ("messages"[-1]."content"),
+ * or NULL: Anthropic and Converse alike keep content blocks there. */
+cJSON *ml_last_message_content(cJSON *body)
+{
+    cJSON *msgs = cJSON_GetObjectItemCaseSensitive(body, "messages"), *content;
+    int n = cJSON_IsArray(msgs) ? cJSON_GetArraySize(msgs) : 0;
+
+    if (n == 0)
+        return NULL;
+    content = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(msgs, n - 1), "content");
+    return cJSON_IsArray(content) ? content : NULL;
 }
 
 /* A human name for a model id: "claude-sonnet-4-5" -> "Claude Sonnet 4.5". */
