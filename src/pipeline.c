@@ -150,7 +150,7 @@ static enum kl_step endpoint_run(kl_exchange *ex)
     const char *why = NULL;
     if (kl_dialect_request_facts(ep, ex->body, ex->body_len, &ex->arena, &f, &why) < 0)
         return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "%s", why);
-    if (ep->dialect != KL_DIALECT_GEMINI)
+    if (kl_dialect_model_in_body(ep->dialect))
         ex->model_requested = f.model;
     ex->stream = f.stream;
     ex->max_output_tokens = f.max_output_tokens;
@@ -193,6 +193,9 @@ enum kl_step kl_fail(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_class
     if (kind == KL_ERR_METHOD)
         extra = kl_arena_printf(&ex->arena, "Allow: %s\r\n", ex->ep->method && strcmp(ex->ep->method, "*")
                                                               ? ex->ep->method : "GET, HEAD");
+    if (ex->dialect == KL_DIALECT_BEDROCK) /* where the AWS SDKs read which exception to raise */
+        extra = kl_arena_printf(&ex->arena, "%sx-amzn-ErrorType: %s\r\n", extra ? extra : "",
+                                kl_dialect_bedrock_error_type(kind));
     kl_respond(ex, ex->fail_status ? ex->fail_status : kl_err_status(kind), "application/json", extra, body,
                strlen(body));
     return KL_DONE;
@@ -230,14 +233,15 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
     }
     /* A streamed answer is events whatever its Content-Type says: some
      * self-hosted servers send none, or text/plain (not Gemini's JSON
-     * array, nor a JSON error) */
-    if (!event_stream && ex->stream && status / 100 == 2 && ex->ep->id != KL_EP_GEMINI_STREAM && !json_body(headers))
+     * array, Bedrock's event stream, nor a JSON error) */
+    if (!event_stream && ex->stream && status / 100 == 2 && ex->ep->id != KL_EP_GEMINI_STREAM &&
+        ex->ep->dialect != KL_DIALECT_BEDROCK && !json_body(headers))
         event_stream = true;
     ex->upstream_status = status;
     if (status >= 400)
         ex->error_class = KL_EC_UPSTREAM_ERROR;
     kl_account_begin(ex, status, event_stream, headers);
-    if (event_stream)
+    if (event_stream || kl_account_framed(ex->ep->id, headers))
         content_length = -1; /* we may drop a chunk, or end it with an error event (quota, upstream failure) */
     bool had_key;
     headers = kl_route_response_headers(&ex->arena, headers, ex->provider ? ex->provider->apikey : NULL, &had_key);
@@ -298,8 +302,9 @@ void kl_pipeline_upstream_failed(kl_exchange *ex, enum kl_err_kind kind,
         kl_account_drop_partial(ex);
         kl_account_end(ex);
         if (kl_account_is_event_stream(ex) && ex->upstream_status < 400) {
-            char *ev = kl_dialect_error_event(&ex->arena, ex->dialect, ex->ep->id, kind, message);
-            kl_respond_data(ex, ev, strlen(ev));
+            size_t evl;
+            char *ev = kl_dialect_error_event(&ex->arena, ex->dialect, ex->ep->id, kind, message, &evl);
+            kl_respond_data(ex, ev, evl);
             kl_respond_end(ex);
         } else {
             kl_respond_abort(ex);

@@ -14,6 +14,7 @@
 #include "admit/admit.h"
 #include "core/jsonscan.h"
 #include "core/text.h"
+#include "dialect/evstream.h"
 #include "guard/tools.h"
 #include "identity/identity.h"
 #include "listen/conn.h"
@@ -30,6 +31,7 @@ enum body_mode {
     BODY_WHOLE,         /* one JSON document, read at the end */
     BODY_EVENTS,        /* server-sent events, read one by one */
     BODY_ARRAY,         /* Gemini's JSON-array stream (no alt=sse) */
+    BODY_FRAMES,        /* an AWS event stream (Bedrock), read message by message */
 };
 
 struct kl_account {
@@ -37,6 +39,7 @@ struct kl_account {
     bool split_events;          /* the SSE body is forwarded event by event */
     bool strip_usage_chunk;     /* drop the usage-only chunk we asked for */
     kl_sse sse;
+    kl_evs evs;
     kl_usage_parser *usage;
     char *whole;                /* BODY_WHOLE: the answer so far (malloc) */
     size_t whole_len, whole_cap;
@@ -59,6 +62,8 @@ struct kl_account {
     char *held;
     size_t held_len, held_cap;
     const char *tool_refusal;   /* the first call to a refused tool, said for the caller (arena) */
+    bool header_counts;         /* Bedrock's token count headers: input, output, cache read, cache write */
+    int64_t counts[4];
     /* tool limits on a Gemini array stream: the bytes of an element not yet
      * complete wait here, so no piece of a call goes on before it is read */
     bool array_hold;
@@ -85,6 +90,36 @@ static void append(char **buf, size_t *len, size_t *cap, const char *data, size_
     *len += n;
 }
 
+bool kl_account_framed(enum kl_endpoint ep, const char *headers)
+{
+    size_t n;
+    const char *ct = kl_http_head_value(headers, "content-type", &n);
+    return (ep == KL_EP_BEDROCK_INVOKE_STREAM || ep == KL_EP_BEDROCK_CONVERSE_STREAM) && ct && n >= 31 &&
+           strncasecmp(ct, "application/vnd.amazon.eventstream", 31) == 0;
+}
+
+/* Bedrock's InvokeModel counts tokens in headers for every model family;
+ * the body's own usage (Claude's) wins when it has one. */
+static void bedrock_counts(struct kl_account *a, const char *headers)
+{
+    static const char *const names[] = {"x-amzn-bedrock-input-token-count", "x-amzn-bedrock-output-token-count",
+                                        "x-amzn-bedrock-cache-read-input-token-count",
+                                        "x-amzn-bedrock-cache-write-input-token-count"};
+    int64_t v[4] = {0};
+    bool any = false;
+    for (size_t i = 0; i < 4; i++) {
+        size_t n;
+        const char *s = kl_http_head_value(headers, names[i], &n);
+        if (!s || n == 0 || n > 15 || strspn(s, "0123456789") < n)
+            continue;
+        for (size_t j = 0; j < n; j++)
+            v[i] = v[i] * 10 + (s[j] - '0');
+        any = true;
+    }
+    a->header_counts = any;
+    memcpy(a->counts, v, sizeof(v));
+}
+
 /* Each tool call the answer makes, as the usage parser meets it. */
 static void on_tool(void *arg, const char *ns, const char *name)
 {
@@ -107,7 +142,8 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
      * get (it asks for identity) is not relayed, since a compressed stream
      * could only be checked after its bytes had gone on. */
     bool tool_kind = a->kind == KL_USAGE_OPENAI_CHAT || a->kind == KL_USAGE_OPENAI_RESPONSES ||
-                     a->kind == KL_USAGE_ANTHROPIC || a->kind == KL_USAGE_GEMINI;
+                     a->kind == KL_USAGE_ANTHROPIC || a->kind == KL_USAGE_GEMINI ||
+                     a->kind == KL_USAGE_BEDROCK_CONVERSE;
     bool tool_limits = tool_kind && (ex->tool_rules || kl_admit_counts_tool_calls(ex));
     /* framed as the request asked: a whole answer sent as events would
      * reach a caller that reads it whole without its calls being read */
@@ -136,8 +172,12 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
             a->mode = BODY_EVENTS;
         else if (ex->ep->id == KL_EP_GEMINI_STREAM)
             a->mode = BODY_ARRAY;
+        else if (kl_account_framed(ex->ep->id, headers))
+            a->mode = BODY_FRAMES;
         else
             a->mode = BODY_WHOLE;
+        if (ex->ep->dialect == KL_DIALECT_BEDROCK && a->mode == BODY_WHOLE)
+            bedrock_counts(a, headers);
     }
     /* a compressed stream is relayed as it came: nothing can be taken out */
     a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200 && !a->z;
@@ -268,6 +308,50 @@ static void on_event(void *arg, const char *raw, size_t len)
         ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
 }
 
+/* The JSON an InvokeModel stream's chunk carries: the model's own event,
+ * base64 in the chunk's "bytes" (arena); NULL when it has none. */
+static const char *chunk_json(kl_exchange *ex, const char *payload, size_t n, size_t *len)
+{
+    cJSON *c = cJSON_ParseWithLength(payload, n);
+    const char *b = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "bytes"));
+    const char *json = b ? kl_base64_decode(&ex->arena, b, strlen(b), len) : NULL;
+    cJSON_Delete(c);
+    return json;
+}
+
+/* One message of an AWS event stream: read (an InvokeModel chunk's event,
+ * a ConverseStream event, an exception), then relayed as it came. */
+static void on_frame(void *arg, const char *raw, size_t len, bool ok)
+{
+    kl_exchange *ex = arg;
+    struct kl_account *a = ex->acct;
+    if (ex->cut_off)
+        return;
+    struct kl_evs_msg m;
+    if (!ok || kl_evs_decode(raw, len, &m) < 0) {
+        kl_usage_unreadable(a->usage, "an event stream message that does not check out (its length or CRC)");
+    } else if (m.message_type_len == 5 && !memcmp(m.message_type, "event", 5)) {
+        size_t jl;
+        const char *json;
+        if (a->kind == KL_USAGE_BEDROCK_CONVERSE)
+            kl_usage_event(a->usage, m.event_type, m.event_type_len, m.payload, m.payload_len);
+        else if ((json = chunk_json(ex, m.payload, m.payload_len, &jl)))
+            kl_usage_event(a->usage, NULL, 0, json, jl);
+        else
+            kl_usage_unreadable(a->usage, "an event stream chunk without base64 bytes");
+    } else if (m.message_type_len == 9 && !memcmp(m.message_type, "exception", 9)) {
+        if (a->kind == KL_USAGE_BEDROCK_CONVERSE)
+            kl_usage_event(a->usage, m.exception_type, m.exception_type_len, m.payload, m.payload_len);
+        else
+            kl_usage_event(a->usage, NULL, 0, "{\"type\":\"error\"}", 16);
+    }
+    if (stopped(ex))
+        return;
+    if (!a->z)
+        forward(ex, raw, len);
+    ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
+}
+
 /* Body bytes (inflated, for a compressed answer) read for their usage.
  * Events are relayed one by one as they complete (on_event), unless the
  * answer is compressed; other bodies are relayed by the caller. */
@@ -289,6 +373,9 @@ static void read_body(kl_exchange *ex, const char *data, size_t len)
         break;
     case BODY_ARRAY:
         kl_usage_array_bytes(a->usage, data, len);
+        break;
+    case BODY_FRAMES:
+        kl_evs_feed(&a->evs, data, len, on_frame, ex);
         break;
     case BODY_WHOLE:
         if (a->hold)
@@ -340,7 +427,7 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
     if (a->z)
         return inflate_data(ex, data, len);
     read_body(ex, data, len);
-    if (a->mode == BODY_EVENTS) /* relayed event by event */
+    if (a->mode == BODY_EVENTS || a->mode == BODY_FRAMES) /* relayed event by event */
         return !ex->cut_off;
     if (a->mode == BODY_ARRAY && stopped(ex))
         return false;
@@ -391,13 +478,15 @@ static void release(kl_exchange *ex)
 
 bool kl_account_is_event_stream(const kl_exchange *ex)
 {
-    return ex->acct && ex->acct->mode == BODY_EVENTS && !ex->acct->z;
+    return ex->acct && (ex->acct->mode == BODY_EVENTS || ex->acct->mode == BODY_FRAMES) && !ex->acct->z;
 }
 
 void kl_account_drop_partial(kl_exchange *ex)
 {
-    if (ex->acct)
+    if (ex->acct) {
         kl_sse_discard(&ex->acct->sse);
+        kl_evs_discard(&ex->acct->evs);
+    }
 }
 
 void kl_account_end(kl_exchange *ex)
@@ -407,6 +496,8 @@ void kl_account_end(kl_exchange *ex)
         return;
     if (a->split_events && !ex->cut_off)
         kl_sse_flush(&a->sse, on_event, ex);
+    if (a->mode == BODY_FRAMES && !ex->cut_off)
+        kl_evs_flush(&a->evs, on_frame, ex);
     if (a->hold && !ex->cut_off) {
         kl_usage_whole(a->usage, a->held ? a->held : "", a->held_len);
     } else if (a->mode == BODY_WHOLE && a->whole && !a->whole_overflow) {
@@ -414,6 +505,8 @@ void kl_account_end(kl_exchange *ex)
         free(a->whole);
         a->whole = NULL;
     }
+    if (a->header_counts && a->usage)
+        kl_usage_counts(a->usage, a->counts[0], a->counts[1], a->counts[2], a->counts[3]);
     if (a->hold)
         release(ex);
 }
@@ -424,6 +517,7 @@ void kl_account_free(kl_exchange *ex)
     if (!a)
         return;
     kl_sse_free(&a->sse);
+    kl_evs_free(&a->evs);
     free(a->whole);
     free(a->capture);
     free(a->keep);
@@ -494,6 +588,39 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
     r->cost_nanodollars = ex->cost_nd;
 }
 
+struct frame_list {
+    kl_exchange *ex;
+    cJSON *list;
+};
+
+/* Each event message of a kept event stream, parsed: an InvokeModel
+ * chunk's own event, or a ConverseStream event as the AWS SDKs give it,
+ * {"contentBlockDelta": {...}} (without Bedrock's "p" padding). */
+static void collect_frame(void *arg, const char *raw, size_t len, bool ok)
+{
+    struct frame_list *f = arg;
+    struct kl_evs_msg m;
+    if (!ok || kl_evs_decode(raw, len, &m) < 0 || m.message_type_len != 5 || memcmp(m.message_type, "event", 5))
+        return;
+    cJSON *v = NULL;
+    if (f->ex->acct->kind == KL_USAGE_BEDROCK_CONVERSE) {
+        cJSON *p = cJSON_ParseWithLength(m.payload, m.payload_len);
+        if (cJSON_IsObject(p) && m.event_type_len) {
+            cJSON_DeleteItemFromObjectCaseSensitive(p, "p");
+            v = cJSON_CreateObject();
+            cJSON_AddItemToObject(v, kl_arena_strndup(&f->ex->arena, m.event_type, m.event_type_len), p);
+        } else {
+            cJSON_Delete(p);
+        }
+    } else {
+        size_t jl;
+        const char *json = chunk_json(f->ex, m.payload, m.payload_len, &jl);
+        v = json ? cJSON_ParseWithLength(json, jl) : NULL;
+    }
+    if (v)
+        cJSON_AddItemToArray(f->list, v);
+}
+
 cJSON *kl_account_answer(kl_exchange *ex, cJSON **events)
 {
     struct kl_account *a = ex->acct;
@@ -502,6 +629,14 @@ cJSON *kl_account_answer(kl_exchange *ex, cJSON **events)
         return NULL;
     if (a->mode == BODY_EVENTS) {
         *events = kl_sse_parse_events(a->keep, a->keep_len);
+        return kl_assemble_stream((enum kl_usage_kind)a->kind, *events);
+    }
+    if (a->mode == BODY_FRAMES) {
+        struct frame_list f = {ex, cJSON_CreateArray()};
+        kl_evs s = {0};
+        kl_evs_feed(&s, a->keep, a->keep_len, collect_frame, &f);
+        kl_evs_free(&s);
+        *events = f.list;
         return kl_assemble_stream((enum kl_usage_kind)a->kind, *events);
     }
     cJSON *whole = cJSON_ParseWithLength(a->keep, a->keep_len);

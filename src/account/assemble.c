@@ -470,6 +470,76 @@ static cJSON *assemble_gemini(const cJSON *events)
     return out;
 }
 
+/* ---- Bedrock ConverseStream ---- */
+
+/* The object a delta fills in: blk[key], made when missing. */
+static cJSON *sub_object(cJSON *blk, const char *key)
+{
+    cJSON *o = cJSON_GetObjectItemCaseSensitive(blk, key);
+    if (!cJSON_IsObject(o)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(blk, key);
+        o = cJSON_AddObjectToObject(blk, key);
+    }
+    return o;
+}
+
+/* events: {"messageStart": {...}}, {"contentBlockDelta": {...}}, ... (as
+ * the AWS SDKs give them). Converse's answer: {"output": {"message":
+ * {"role", "content"}}, "stopReason", "usage", "metrics"}. */
+static cJSON *assemble_converse(const cJSON *events)
+{
+    cJSON *out = NULL, *msg = NULL, *content = NULL;
+    struct acc a = {0};
+    const cJSON *ev;
+    cJSON_ArrayForEach(ev, events) {
+        const cJSON *e = cJSON_IsObject(ev) ? ev->child : NULL;
+        if (!cJSON_IsObject(e))
+            continue;
+        const char *t = e->string;
+        if (!out) {
+            out = cJSON_CreateObject();
+            msg = cJSON_AddObjectToObject(cJSON_AddObjectToObject(out, "output"), "message");
+            cJSON_AddStringToObject(msg, "role", "assistant");
+            content = cJSON_AddArrayToObject(msg, "content");
+        }
+        double idx = index_of(e, -1);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, "contentBlockIndex");
+        if (cJSON_IsNumber(v))
+            idx = v->valuedouble;
+        if (!strcmp(t, "messageStart") && str(e, "role")) {
+            set_item(msg, "role", cJSON_CreateString(str(e, "role")));
+        } else if (!strcmp(t, "contentBlockStart")) {
+            const cJSON *start = cJSON_GetObjectItemCaseSensitive(e, "start");
+            cJSON *blk = cJSON_IsObject(start) ? cJSON_Duplicate(start, true) : cJSON_CreateObject();
+            item_add(&a, content, idx, blk);
+        } else if (!strcmp(t, "contentBlockDelta")) {
+            cJSON *blk = item_get(&a, content, idx);
+            if (!blk) {
+                blk = cJSON_CreateObject();
+                item_add(&a, content, idx, blk);
+            }
+            const cJSON *d = cJSON_GetObjectItemCaseSensitive(e, "delta");
+            const cJSON *tu = cJSON_GetObjectItemCaseSensitive(d, "toolUse");
+            const cJSON *rc = cJSON_GetObjectItemCaseSensitive(d, "reasoningContent");
+            if (str(d, "text"))
+                acc_append(&a, blk, "text", false, str(d, "text"));
+            else if (str(tu, "input"))
+                acc_append(&a, sub_object(blk, "toolUse"), "input", true, str(tu, "input"));
+            else if (str(rc, "text"))
+                acc_append(&a, sub_object(sub_object(blk, "reasoningContent"), "reasoningText"), "text", false,
+                           str(rc, "text"));
+        } else if (!strcmp(t, "messageStop")) {
+            copy_member(out, e, "stopReason");
+            copy_member(out, e, "additionalModelResponseFields");
+        } else if (!strcmp(t, "metadata")) {
+            copy_member(out, e, "usage");
+            copy_member(out, e, "metrics");
+        }
+    }
+    acc_finish(&a);
+    return out;
+}
+
 static void collect_event(void *arg, const char *raw, size_t len)
 {
     const char *ev;
@@ -499,6 +569,7 @@ cJSON *kl_assemble_stream(enum kl_usage_kind kind, const cJSON *events)
     case KL_USAGE_OPENAI_RESPONSES: return assemble_responses(events);
     case KL_USAGE_ANTHROPIC: return assemble_anthropic(events);
     case KL_USAGE_GEMINI: return assemble_gemini(events);
+    case KL_USAGE_BEDROCK_CONVERSE: return assemble_converse(events);
     default: return NULL;
     }
 }
@@ -565,6 +636,15 @@ cJSON *kl_answer_tool_calls(enum kl_usage_kind kind, const cJSON *answer)
             const char *t = str(it, "type");
             if (t && !strcmp(t, "tool_use"))
                 add_call(out, str(it, "name"), cJSON_GetObjectItemCaseSensitive(it, "input"), "arguments");
+        }
+        break;
+    case KL_USAGE_BEDROCK_CONVERSE:
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(
+                                   cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(answer, "output"),
+                                                                    "message"), "content")) {
+            const cJSON *tu = cJSON_GetObjectItemCaseSensitive(it, "toolUse");
+            if (cJSON_IsObject(tu))
+                add_call(out, str(tu, "name"), cJSON_GetObjectItemCaseSensitive(tu, "input"), "arguments");
         }
         break;
     case KL_USAGE_GEMINI:

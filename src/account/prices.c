@@ -380,15 +380,47 @@ static const struct kl_price *find1(const kl_prices *t, const char *provider, co
     return best;
 }
 
+/* Bedrock's id for one of Anthropic's models, "us.anthropic.claude-haiku-
+ * 4-5-20251001-v1:0" (a region prefix, or none; or an inference profile's
+ * ARN ending in such an id), as Anthropic names it: "claude-haiku-4-5-
+ * 20251001". NULL for any other id. */
+static const char *bedrock_claude_id(const char *model, char *buf, size_t cap)
+{
+    const char *s = strrchr(model, '/');
+    s = s ? s + 1 : model;
+    const char *a = strstr(s, "anthropic.");
+    if (!a || (a != s && a[-1] != '.'))
+        return NULL;
+    a += strlen("anthropic.");
+    size_t n = strlen(a);
+    const char *v = strrchr(a, '-');
+    if (v && v[1] == 'v' && v[2] >= '0' && v[2] <= '9' && strspn(v + 2, "0123456789:") == strlen(v + 2))
+        n = (size_t)(v - a); /* the "-v1:0" version suffix */
+    if (n == 0 || n >= cap)
+        return NULL;
+    memcpy(buf, a, n);
+    buf[n] = '\0';
+    return buf;
+}
+
 const struct kl_price *kl_prices_find(const kl_prices *t, const char *provider, const char *model)
 {
     if (!t || !model)
         return NULL;
     if (provider && !*provider)
         provider = NULL;
+    /* Claude on Bedrock is billed at Anthropic's list prices (global and
+     * cross-region profiles; a regional endpoint's premium is a
+     * model_cost_map adjustment) */
+    bool bedrock = provider && strncmp(provider, "bedrock", 7) == 0;
+    if (bedrock)
+        provider = "anthropic";
     const struct kl_price *e = find1(t, provider, model);
     if (!e && !strncmp(model, "models/", 7))
         e = find1(t, provider, model + 7);
+    char claude[256];
+    if (!e && (!provider || !strcmp(provider, "anthropic")) && bedrock_claude_id(model, claude, sizeof(claude)))
+        e = find1(t, "anthropic", claude);
     return e;
 }
 

@@ -496,6 +496,31 @@ static bool responses_event_wanted(const kl_usage_parser *p, const char *ev, siz
            (!p->u.model_served && has(d, n, "\"response.created\""));
 }
 
+/* Bedrock's four counts (input without the cached tokens, output, cache
+ * read, cache write), named one way in Converse's usage and another in
+ * InvokeModel's invocationMetrics. */
+static void bedrock_counts(kl_usage_parser *p, const cJSON *o, const char *const keys[4])
+{
+    if (!cJSON_IsObject(o))
+        return;
+    p->u.input = count(o, keys[0]);
+    p->u.output = count(o, keys[1]);
+    p->u.cache_read = count(o, keys[2]);
+    p->u.cache_write = count(o, keys[3]);
+    p->u.known = true;
+}
+
+/* Bedrock's own counts for any model family: the last chunk of an
+ * InvokeModel stream carries them. Anthropic's usage, when the chunks had
+ * it, is the same and finer (the 1-hour cache writes). */
+static void bedrock_metrics(kl_usage_parser *p, const cJSON *m)
+{
+    static const char *const keys[] = {"inputTokenCount", "outputTokenCount", "cacheReadInputTokenCount",
+                                       "cacheWriteInputTokenCount"};
+    if (!p->u.known)
+        bedrock_counts(p, m, keys);
+}
+
 /* ---- Anthropic Messages ---- */
 
 /* Stream fields arrive in pieces (message_start, then message_delta which
@@ -550,6 +575,8 @@ static void anthropic_event(kl_usage_parser *p, const cJSON *root, const char *t
             add_tool(p, str_member(b, "name"));
     } else if (!strcmp(type, "error")) {
         set_stop(p, "error");
+    } else if (!strcmp(type, "message_stop")) {
+        bedrock_metrics(p, member(root, "amazon-bedrock-invocationMetrics"));
     }
 }
 
@@ -562,8 +589,69 @@ static bool anthropic_event_wanted(const char *ev, size_t evl, const char *d, si
         return name_is(ev, evl, "content_block_start") && has(d, n, "\"tool_use\"");
     }
     return has(d, n, "\"message_start\"") || has(d, n, "\"message_delta\"") ||
-           has(d, n, "\"type\":\"error\"") ||
+           has(d, n, "\"type\":\"error\"") || has(d, n, "\"amazon-bedrock-invocationMetrics\"") ||
            (has(d, n, "\"content_block_start\"") && has(d, n, "\"tool_use\""));
+}
+
+void kl_usage_counts(kl_usage_parser *p, int64_t input, int64_t output, int64_t cache_read, int64_t cache_write)
+{
+    if (p->u.known || p->kind == KL_USAGE_COUNT_ONLY)
+        return;
+    p->u.input = clamp_tokens((double)input);
+    p->u.output = clamp_tokens((double)output);
+    p->u.cache_read = clamp_tokens((double)cache_read);
+    p->u.cache_write = clamp_tokens((double)cache_write);
+    p->u.known = true;
+}
+
+void kl_usage_unreadable(kl_usage_parser *p, const char *what)
+{
+    if (p->strict)
+        ambiguous(p, what);
+}
+
+/* ---- Bedrock Converse ---- */
+
+static void converse_usage(kl_usage_parser *p, const cJSON *us)
+{
+    static const char *const keys[] = {"inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"};
+    bedrock_counts(p, us, keys);
+}
+
+static void converse_object(kl_usage_parser *p, const cJSON *root)
+{
+    converse_usage(p, member(root, "usage"));
+    const cJSON *content = member(member(member(root, "output"), "message"), "content");
+    for (const cJSON *b = cJSON_IsArray(content) ? content->child : NULL; b; b = b->next) {
+        const cJSON *tu = member(b, "toolUse");
+        if (cJSON_IsObject(tu))
+            add_tool(p, str_member(tu, "name"));
+    }
+    set_stop(p, str_member(root, "stopReason"));
+}
+
+/* One ConverseStream event, named by its :event-type (or its exception's
+ * :exception-type). */
+static void converse_event(kl_usage_parser *p, const char *name, size_t n, const cJSON *root)
+{
+    if (name_is(name, n, "contentBlockStart")) {
+        const cJSON *tu = member(member(root, "start"), "toolUse");
+        if (cJSON_IsObject(tu))
+            add_tool(p, str_member(tu, "name"));
+    } else if (name_is(name, n, "messageStop")) {
+        set_stop(p, str_member(root, "stopReason"));
+    } else if (name_is(name, n, "metadata")) {
+        converse_usage(p, member(root, "usage"));
+    } else if (n > 9 && !memcmp(name + n - 9, "Exception", 9)) {
+        set_stop(p, "error");
+    }
+}
+
+static bool converse_event_wanted(const char *ev, size_t evl, const char *d, size_t n)
+{
+    return name_is(ev, evl, "messageStop") || name_is(ev, evl, "metadata") ||
+           (evl > 9 && !memcmp(ev + evl - 9, "Exception", 9)) ||
+           (name_is(ev, evl, "contentBlockStart") && has(d, n, "\"toolUse\""));
 }
 
 /* ---- Gemini ---- */
@@ -816,6 +904,9 @@ static void whole_object(kl_usage_parser *p, const char *body, size_t len)
     case KL_USAGE_ANTHROPIC:
         anthropic_message(p, root);
         break;
+    case KL_USAGE_BEDROCK_CONVERSE:
+        converse_object(p, root);
+        break;
     default:
         break;
     }
@@ -854,12 +945,18 @@ int kl_usage_kind_for(enum kl_endpoint ep)
     case KL_EP_EMBEDDINGS:
         return KL_USAGE_OPENAI_EMBEDDINGS;
     case KL_EP_MESSAGES:
+    case KL_EP_BEDROCK_INVOKE:
+    case KL_EP_BEDROCK_INVOKE_STREAM:
         return KL_USAGE_ANTHROPIC;
+    case KL_EP_BEDROCK_CONVERSE:
+    case KL_EP_BEDROCK_CONVERSE_STREAM:
+        return KL_USAGE_BEDROCK_CONVERSE;
     case KL_EP_GEMINI_GENERATE:
     case KL_EP_GEMINI_STREAM:
         return KL_USAGE_GEMINI;
     case KL_EP_COUNT_TOKENS:
     case KL_EP_GEMINI_COUNT:
+    case KL_EP_BEDROCK_COUNT:
         return KL_USAGE_COUNT_ONLY;
     default:
         return -1;
@@ -921,6 +1018,10 @@ void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
         if (!full && !anthropic_event_wanted(event, event_len, d, n))
             return;
         break;
+    case KL_USAGE_BEDROCK_CONVERSE:
+        if (!full && !converse_event_wanted(event, event_len, d, n))
+            return;
+        break;
     default:
         cJSON_Delete(tree);
         whole_object(p, d, n);
@@ -934,6 +1035,8 @@ void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
     }
     if (p->kind == KL_USAGE_OPENAI_CHAT) {
         chat_object(p, root, true);
+    } else if (p->kind == KL_USAGE_BEDROCK_CONVERSE) {
+        converse_event(p, event ? event : "", event_len, root);
     } else {
         /* the data's own "type" names the event; the SSE name is the fallback */
         const char *type = str_member(root, "type");

@@ -39,6 +39,14 @@
  *                 output = candidatesTokenCount + thoughtsTokenCount,
  *                 reasoning = thoughtsTokenCount; in a stream the latest
  *                 usageMetadata replaces the previous one (cumulative)
+ *   Bedrock InvokeModel  Anthropic's (Claude's body, and its stream's
+ *                 events decoded from the event stream's chunks); for other
+ *                 model families, Bedrock's own counts
+ *                 (amazon-bedrock-invocationMetrics in the last chunk,
+ *                 X-Amzn-Bedrock-*-Token-Count headers: kl_usage_counts)
+ *   Bedrock Converse  input = usage.inputTokens, cache_read =
+ *                 cacheReadInputTokens, cache_write = cacheWriteInputTokens,
+ *                 output = outputTokens (a stream's metadata event)
  *   count_tokens  known, all zero: counting consumes nothing
  *
  * The parser and every string it returns live in the arena given to
@@ -60,7 +68,8 @@ enum kl_usage_kind {
     KL_USAGE_OPENAI_EMBEDDINGS,
     KL_USAGE_ANTHROPIC,
     KL_USAGE_GEMINI,
-    KL_USAGE_COUNT_ONLY,        /* /v1/messages/count_tokens, :countTokens */
+    KL_USAGE_BEDROCK_CONVERSE,  /* Bedrock's Converse and ConverseStream */
+    KL_USAGE_COUNT_ONLY,        /* /v1/messages/count_tokens, :countTokens, Bedrock's count-tokens */
 };
 
 #define KL_USAGE_MAX_TOOL_NAMES 64          /* names kept; tool_calls counts all */
@@ -114,6 +123,14 @@ void kl_usage_array_bytes(kl_usage_parser *p, const char *data, size_t len);
 /* Of the bytes fed to kl_usage_array_bytes so far, how many at the end
  * belong to an element not yet complete (0 between elements). */
 size_t kl_usage_array_pending(const kl_usage_parser *p);
+
+/* Counts the provider gave beside the body (Bedrock's token count headers):
+ * taken only when the body itself reported no usage. */
+void kl_usage_counts(kl_usage_parser *p, int64_t input, int64_t output, int64_t cache_read, int64_t cache_write);
+
+/* Strict mode: part of the answer could not be read at all (a framing
+ * error); it makes the answer ambiguous. */
+void kl_usage_unreadable(kl_usage_parser *p, const char *what);
 
 /* Running totals: valid mid-stream and at the end. Never NULL. */
 const struct kl_usage *kl_usage_result(const kl_usage_parser *p);

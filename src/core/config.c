@@ -357,10 +357,8 @@ static void read_compat(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
     if (!chat_set && bits == 0)
         bits = KL_COMPAT_OPENAI_CHAT;
     p->compat = bits;
-    if ((bits & (KL_COMPAT_BEDROCK_INVOKE | KL_COMPAT_BEDROCK_CONVERSE |
-                 KL_COMPAT_GOOGLE_GENERATE | KL_COMPAT_GOOGLE_RAW_PREDICT)))
-        kl_cfg_report(c, KL_SEV_WARNING, v,
-                      "provider %s: Bedrock and Vertex compatibility flags are not served yet", p->id);
+    if (bits & (KL_COMPAT_GOOGLE_GENERATE | KL_COMPAT_GOOGLE_RAW_PREDICT))
+        kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s: Vertex compatibility flags are not served yet", p->id);
 }
 
 const char *kl_cfg_secret(kl_cfg_ctx *c, const cJSON *v, const char *owner, const char **problem)
@@ -516,8 +514,11 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
             bool known = false;
             for (size_t i = 0; p->cost_basis && i < sizeof(bases) / sizeof(bases[0]); i++)
                 known |= strcmp(p->cost_basis, bases[i]) == 0;
+            /* Aperture's Bedrock examples write "bedrock-us": Bedrock's ids, Anthropic's prices */
+            known |= p->cost_basis && strncmp(p->cost_basis, "bedrock", 7) == 0;
             if (p->cost_basis && !known) /* it would price nothing: every quota'd request refused */
-                kl_cfg_report(c, KL_SEV_ERROR, m, "cost_basis must be \"openai\", \"anthropic\" or \"google\"");
+                kl_cfg_report(c, KL_SEV_ERROR, m,
+                              "cost_basis must be \"openai\", \"anthropic\", \"google\" or \"bedrock\"");
         } else if (strcmp(k, "model_cost_map") == 0) {
             struct kl_cost_map *map = kl_arena_alloc(&c->cfg->arena, sizeof(*map));
             const char *why = NULL;

@@ -42,3 +42,43 @@ const char *kl_query_param(kl_arena *a, const char *query, const char *name)
     }
     return NULL;
 }
+
+char *kl_path_segment_decode(kl_arena *a, const char *s, size_t n)
+{
+    char *out = kl_arena_alloc(a, n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '%') {
+            if (i + 2 >= n || kl_hex_digit(s[i + 1]) < 0 || kl_hex_digit(s[i + 2]) < 0)
+                return NULL;
+            c = (unsigned char)(kl_hex_digit(s[i + 1]) * 16 + kl_hex_digit(s[i + 2]));
+            i += 2;
+        }
+        if (c < 0x20 || c == 0x7f)
+            return NULL;
+        out[o++] = (char)c;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+char *kl_path_segment_encode(kl_arena *a, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(s);
+    char *out = kl_arena_alloc(a, 3 * n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || strchr("-._~", c)) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}

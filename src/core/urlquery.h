@@ -1,4 +1,5 @@
-/* Query-string parameters (application/x-www-form-urlencoded). */
+/* Query-string parameters (application/x-www-form-urlencoded) and
+ * percent-encoded path segments. */
 #ifndef KL_URLQUERY_H
 #define KL_URLQUERY_H
 
@@ -8,5 +9,14 @@
  * left as it is: a C string cannot hold the byte, and cutting the value
  * there would turn "user%00,other" into "user". */
 const char *kl_query_param(kl_arena *a, const char *query, const char *name);
+
+/* A path segment's bytes s[0..n) decoded ("%3A" -> ':'; '+' stays '+'), in
+ * the arena; NULL when it holds "%00", a malformed escape, or a control
+ * character once decoded. */
+char *kl_path_segment_decode(kl_arena *a, const char *s, size_t n);
+
+/* s as one path segment: every byte but A-Z a-z 0-9 - . _ ~ escaped (so a
+ * Bedrock model id's ':' and an ARN's '/' stay inside the segment). */
+char *kl_path_segment_encode(kl_arena *a, const char *s);
 
 #endif

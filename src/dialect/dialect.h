@@ -12,7 +12,7 @@
 
 #include "core/arena.h"
 
-enum kl_dialect { KL_DIALECT_OPENAI, KL_DIALECT_ANTHROPIC, KL_DIALECT_GEMINI };
+enum kl_dialect { KL_DIALECT_OPENAI, KL_DIALECT_ANTHROPIC, KL_DIALECT_GEMINI, KL_DIALECT_BEDROCK };
 
 enum kl_endpoint {
     KL_EP_ROOT,                 /* GET/HEAD /: liveness probe */
@@ -24,6 +24,11 @@ enum kl_endpoint {
     KL_EP_GEMINI_GENERATE,
     KL_EP_GEMINI_STREAM,
     KL_EP_GEMINI_COUNT,
+    KL_EP_BEDROCK_INVOKE,       /* POST /model/{id}/invoke: the model's own body (Claude: Anthropic Messages) */
+    KL_EP_BEDROCK_INVOKE_STREAM,/* .../invoke-with-response-stream: the same, as an AWS event stream */
+    KL_EP_BEDROCK_CONVERSE,     /* .../converse: Bedrock's own message format */
+    KL_EP_BEDROCK_CONVERSE_STREAM,
+    KL_EP_BEDROCK_COUNT,        /* .../count-tokens */
     KL_EP_MODELS,               /* GET /v1/models (OpenAI or Anthropic shape) */
     KL_EP_MODEL_GET,            /* GET /v1/models/{id} */
     KL_EP_GEMINI_MODELS,        /* GET /v1beta/models */
@@ -45,11 +50,15 @@ struct kl_endpoint_info {
 struct kl_route_match {
     const struct kl_endpoint_info *ep;
     bool method_ok;
-    const char *path_model;     /* Gemini model from the path (arena), or NULL */
+    const char *path_model;     /* Gemini or Bedrock model from the path (arena, decoded), or NULL */
 };
 
 void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
                          bool anthropic_version, struct kl_route_match *m);
+
+/* Whether the dialect's requests name the model in the body ("model"), not
+ * in the path (Gemini, Bedrock). */
+bool kl_dialect_model_in_body(enum kl_dialect d);
 
 /* The dialect a request to an unknown path most likely speaks. */
 enum kl_dialect kl_dialect_guess(const char *path, bool anthropic_version);
@@ -64,7 +73,7 @@ struct kl_body_span {
 
 struct kl_body_map {
     struct kl_body_span model, stream, stream_options, max_tokens, max_completion_tokens,
-        max_output_tokens, generation_config, metadata, messages, input, contents;
+        max_output_tokens, generation_config, metadata, messages, input, contents, inference_config;
 };
 
 /* Validate body[0..len) as JSON and, in the same pass, find the members of
@@ -117,9 +126,13 @@ char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kin
 
 /* The same error as one stream event, for failures after a stream began:
  * "event: error\ndata: {...}\n\n" for Anthropic, "event: response.failed"
- * with the error in its response for OpenAI's Responses endpoint (ep),
- * "data: {...}\n\n" otherwise. */
+ * with the error in its response for OpenAI's Responses endpoint (ep), an
+ * exception message of the AWS event stream for Bedrock, "data: {...}\n\n"
+ * otherwise. *len: its length (a Bedrock message holds NUL bytes). */
 char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep, enum kl_err_kind kind,
-                             const char *message);
+                             const char *message, size_t *len);
+
+/* Bedrock's name for the error (x-amzn-ErrorType, "ThrottlingException"). */
+const char *kl_dialect_bedrock_error_type(enum kl_err_kind kind);
 
 #endif

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "core/config.h"
+#include "core/urlquery.h"
 
 static const struct kl_endpoint_info endpoints[] = {
     {KL_EP_ROOT, KL_DIALECT_OPENAI, "root", NULL, 0, false},
@@ -15,6 +16,14 @@ static const struct kl_endpoint_info endpoints[] = {
     {KL_EP_GEMINI_GENERATE, KL_DIALECT_GEMINI, "gemini.generate", "POST", KL_COMPAT_GEMINI_GENERATE, true},
     {KL_EP_GEMINI_STREAM, KL_DIALECT_GEMINI, "gemini.stream", "POST", KL_COMPAT_GEMINI_GENERATE, true},
     {KL_EP_GEMINI_COUNT, KL_DIALECT_GEMINI, "gemini.count_tokens", "POST", KL_COMPAT_GEMINI_GENERATE, true},
+    {KL_EP_BEDROCK_INVOKE, KL_DIALECT_BEDROCK, "bedrock.invoke", "POST", KL_COMPAT_BEDROCK_INVOKE, true},
+    {KL_EP_BEDROCK_INVOKE_STREAM, KL_DIALECT_BEDROCK, "bedrock.invoke_stream", "POST", KL_COMPAT_BEDROCK_INVOKE, true},
+    {KL_EP_BEDROCK_CONVERSE, KL_DIALECT_BEDROCK, "bedrock.converse", "POST", KL_COMPAT_BEDROCK_CONVERSE, true},
+    {KL_EP_BEDROCK_CONVERSE_STREAM, KL_DIALECT_BEDROCK, "bedrock.converse_stream", "POST", KL_COMPAT_BEDROCK_CONVERSE,
+     true},
+    /* counting is served by either flag: Bedrock's CountTokens reads both shapes */
+    {KL_EP_BEDROCK_COUNT, KL_DIALECT_BEDROCK, "bedrock.count_tokens", "POST",
+     KL_COMPAT_BEDROCK_INVOKE | KL_COMPAT_BEDROCK_CONVERSE, true},
     {KL_EP_MODELS, KL_DIALECT_OPENAI, "models", NULL, 0, false},
     {KL_EP_MODEL_GET, KL_DIALECT_OPENAI, "model", NULL, 0, false},
     {KL_EP_GEMINI_MODELS, KL_DIALECT_GEMINI, "gemini.models", NULL, 0, false},
@@ -30,6 +39,8 @@ static const struct kl_endpoint_info anthropic_models = {
 static const struct kl_endpoint_info anthropic_model_get = {
     KL_EP_MODEL_GET, KL_DIALECT_ANTHROPIC, "model", NULL, 0, false};
 
+_Static_assert(sizeof(endpoints) / sizeof(endpoints[0]) == KL_EP_UNKNOWN + 1, "one entry per endpoint, in order");
+
 static const struct kl_endpoint_info *ep(enum kl_endpoint id)
 {
     return &endpoints[id];
@@ -40,10 +51,17 @@ const struct kl_endpoint_info *kl_endpoint_by_id(enum kl_endpoint id)
     return ep(id);
 }
 
+bool kl_dialect_model_in_body(enum kl_dialect d)
+{
+    return d != KL_DIALECT_GEMINI && d != KL_DIALECT_BEDROCK;
+}
+
 enum kl_dialect kl_dialect_guess(const char *path, bool anthropic_version)
 {
     if (strncmp(path, "/v1beta/", 8) == 0 || strcmp(path, "/v1beta") == 0)
         return KL_DIALECT_GEMINI;
+    if (strncmp(path, "/model/", 7) == 0)
+        return KL_DIALECT_BEDROCK;
     if (anthropic_version)
         return KL_DIALECT_ANTHROPIC;
     return KL_DIALECT_OPENAI;
@@ -97,6 +115,34 @@ static bool classify_gemini(kl_arena *a, const char *rest, struct kl_route_match
     return true;
 }
 
+/* Bedrock runtime: "/model/{modelId}/{action}", the id percent-encoded by
+ * the AWS SDKs ("us.anthropic.claude-haiku-4-5-20251001-v1%3A0", an ARN's
+ * '/' as %2F); a qualified name may also come with a literal '/'. */
+static bool classify_bedrock(kl_arena *a, const char *rest, struct kl_route_match *m)
+{
+    static const struct { const char *action; enum kl_endpoint id; } actions[] = {
+        {"invoke", KL_EP_BEDROCK_INVOKE},
+        {"invoke-with-response-stream", KL_EP_BEDROCK_INVOKE_STREAM},
+        {"converse", KL_EP_BEDROCK_CONVERSE},
+        {"converse-stream", KL_EP_BEDROCK_CONVERSE_STREAM},
+        {"count-tokens", KL_EP_BEDROCK_COUNT},
+    };
+    const char *slash = strrchr(rest, '/');
+    if (!slash)
+        return false;
+    for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++) {
+        if (strcmp(slash + 1, actions[i].action) != 0)
+            continue;
+        char *model = kl_path_segment_decode(a, rest, (size_t)(slash - rest));
+        if (!model || !path_model_ok(model, strlen(model)))
+            return false;
+        m->ep = ep(actions[i].id);
+        m->path_model = model;
+        return true;
+    }
+    return false;
+}
+
 void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
                          bool anthropic_version, struct kl_route_match *m)
 {
@@ -130,6 +176,8 @@ void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
                 m->ep = ep(KL_EP_MODEL_GET);
                 m->path_model = kl_arena_strdup(a, path + 11);
             }
+        } else if (strncmp(path, "/model/", 7) == 0) {
+            classify_bedrock(a, path + 7, m);
         } else if (strncmp(path, "/api/", 5) == 0) {
             m->ep = ep(KL_EP_ADMIN);
         }

@@ -4,26 +4,47 @@
 #include <string.h>
 
 #include "core/text.h"
+#include "dialect/evstream.h"
 
 static const struct {
     int status;
     const char *openai_type, *openai_code;
     const char *anthropic_type;
     const char *google_status;
+    /* Bedrock: the error's type (x-amzn-ErrorType), and the exception a
+     * stream ends with (only the members its event union has) */
+    const char *aws_type, *aws_stream;
 } kinds[] = {
-    [KL_ERR_INVALID] = {400, "invalid_request_error", "invalid_request", "invalid_request_error", "INVALID_ARGUMENT"},
-    [KL_ERR_UNAUTHENTICATED] = {401, "authentication_error", "unauthenticated", "authentication_error", "UNAUTHENTICATED"},
-    [KL_ERR_FORBIDDEN] = {403, "permission_error", "access_denied", "permission_error", "PERMISSION_DENIED"},
-    [KL_ERR_NOT_FOUND] = {404, "invalid_request_error", "not_found", "not_found_error", "NOT_FOUND"},
-    [KL_ERR_METHOD] = {405, "invalid_request_error", "method_not_allowed", "invalid_request_error", "INVALID_ARGUMENT"},
-    [KL_ERR_TOO_LARGE] = {413, "invalid_request_error", "request_too_large", "request_too_large", "INVALID_ARGUMENT"},
-    [KL_ERR_RATE_LIMIT] = {429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error", "RESOURCE_EXHAUSTED"},
-    [KL_ERR_QUOTA] = {429, "insufficient_quota", "insufficient_quota", "rate_limit_error", "RESOURCE_EXHAUSTED"},
-    [KL_ERR_INTERNAL] = {500, "server_error", "internal_error", "api_error", "INTERNAL"},
-    [KL_ERR_BAD_GATEWAY] = {502, "server_error", "bad_gateway", "api_error", "UNAVAILABLE"},
-    [KL_ERR_UNAVAILABLE] = {503, "server_error", "service_unavailable", "overloaded_error", "UNAVAILABLE"},
-    [KL_ERR_TIMEOUT] = {504, "server_error", "upstream_timeout", "timeout_error", "DEADLINE_EXCEEDED"},
+    [KL_ERR_INVALID] = {400, "invalid_request_error", "invalid_request", "invalid_request_error", "INVALID_ARGUMENT",
+                        "ValidationException", "validationException"},
+    [KL_ERR_UNAUTHENTICATED] = {401, "authentication_error", "unauthenticated", "authentication_error", "UNAUTHENTICATED",
+                                "AccessDeniedException", "validationException"},
+    [KL_ERR_FORBIDDEN] = {403, "permission_error", "access_denied", "permission_error", "PERMISSION_DENIED",
+                          "AccessDeniedException", "validationException"},
+    [KL_ERR_NOT_FOUND] = {404, "invalid_request_error", "not_found", "not_found_error", "NOT_FOUND",
+                          "ResourceNotFoundException", "validationException"},
+    [KL_ERR_METHOD] = {405, "invalid_request_error", "method_not_allowed", "invalid_request_error", "INVALID_ARGUMENT",
+                       "ValidationException", "validationException"},
+    [KL_ERR_TOO_LARGE] = {413, "invalid_request_error", "request_too_large", "request_too_large", "INVALID_ARGUMENT",
+                          "ValidationException", "validationException"},
+    [KL_ERR_RATE_LIMIT] = {429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error", "RESOURCE_EXHAUSTED",
+                           "ThrottlingException", "throttlingException"},
+    [KL_ERR_QUOTA] = {429, "insufficient_quota", "insufficient_quota", "rate_limit_error", "RESOURCE_EXHAUSTED",
+                      "ServiceQuotaExceededException", "throttlingException"},
+    [KL_ERR_INTERNAL] = {500, "server_error", "internal_error", "api_error", "INTERNAL",
+                         "InternalServerException", "internalServerException"},
+    [KL_ERR_BAD_GATEWAY] = {502, "server_error", "bad_gateway", "api_error", "UNAVAILABLE",
+                            "InternalServerException", "modelStreamErrorException"},
+    [KL_ERR_UNAVAILABLE] = {503, "server_error", "service_unavailable", "overloaded_error", "UNAVAILABLE",
+                            "ServiceUnavailableException", "serviceUnavailableException"},
+    [KL_ERR_TIMEOUT] = {504, "server_error", "upstream_timeout", "timeout_error", "DEADLINE_EXCEEDED",
+                        "ModelTimeoutException", "modelTimeoutException"},
 };
+
+const char *kl_dialect_bedrock_error_type(enum kl_err_kind kind)
+{
+    return kinds[kind].aws_type;
+}
 
 int kl_err_status(enum kl_err_kind kind)
 {
@@ -54,6 +75,10 @@ static cJSON *error_json(enum kl_dialect d, enum kl_err_kind kind, const char *m
         cJSON_AddStringToObject(err, "status", kinds[kind].google_status);
         cJSON_AddItemToObject(root, "error", err);
         break;
+    case KL_DIALECT_BEDROCK: /* the type is in x-amzn-ErrorType (kl_fail) */
+        cJSON_Delete(err);
+        cJSON_AddStringToObject(root, "message", message);
+        break;
     }
     return root;
 }
@@ -65,8 +90,16 @@ char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kin
 }
 
 char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep, enum kl_err_kind kind,
-                             const char *message)
+                             const char *message, size_t *len)
 {
+    char *ev;
+    if (d == KL_DIALECT_BEDROCK) {
+        /* what the AWS SDKs raise as the modeled exception */
+        const char *names[] = {":message-type", ":exception-type", ":content-type"};
+        const char *values[] = {"exception", kinds[kind].aws_stream, "application/json"};
+        char *body = kl_dialect_error_body(a, d, kind, message);
+        return kl_evs_encode(a, names, values, 3, body, strlen(body), len);
+    }
     if (ep == KL_EP_RESPONSES) {
         /* A Responses stream fails with response.failed, its response's
          * error read by clients such as Codex; the same error at the top
@@ -79,8 +112,11 @@ char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep
         cJSON *err = cJSON_AddObjectToObject(resp, "error");
         cJSON_AddStringToObject(err, "code", kinds[kind].openai_code);
         cJSON_AddStringToObject(err, "message", message);
-        return kl_json_print_arena(a, root, "event: response.failed\ndata: ", "\n\n");
+        ev = kl_json_print_arena(a, root, "event: response.failed\ndata: ", "\n\n");
+    } else {
+        const char *prefix = d == KL_DIALECT_ANTHROPIC ? "event: error\ndata: " : "data: ";
+        ev = kl_json_print_arena(a, error_json(d, kind, message), prefix, "\n\n");
     }
-    const char *prefix = d == KL_DIALECT_ANTHROPIC ? "event: error\ndata: " : "data: ";
-    return kl_json_print_arena(a, error_json(d, kind, message), prefix, "\n\n");
+    *len = strlen(ev);
+    return ev;
 }

@@ -8,7 +8,7 @@
 /* The keys of kl_body_map, in its order. */
 static const char *const map_keys[] = {
     "model", "stream", "stream_options", "max_tokens", "max_completion_tokens",
-    "max_output_tokens", "generationConfig", "metadata", "messages", "input", "contents",
+    "max_output_tokens", "generationConfig", "metadata", "messages", "input", "contents", "inferenceConfig",
 };
 #define NKEYS (sizeof(map_keys) / sizeof(map_keys[0]))
 _Static_assert(sizeof(struct kl_body_map) == NKEYS * sizeof(struct kl_body_span),
@@ -97,6 +97,27 @@ static const char *read_model(const char *body, struct kl_body_span s, kl_arena 
     return r;
 }
 
+/* A count one level down (generationConfig.maxOutputTokens): *out stays -1
+ * when absent; -1 with *why when the key is there twice. */
+static int nested_count(const char *body, struct kl_body_span s, const char *outer, const char *key, kl_arena *a,
+                        int64_t *out, const char **why)
+{
+    if (!s.end)
+        return 0;
+    struct kl_json_want w = {.key = key};
+    kl_json_scan_members(body + s.start, s.end - s.start, &w, 1);
+    if (w.count > 1) {
+        *why = kl_arena_printf(a, "duplicate \"%s\" key in %s", key, outer);
+        return -1;
+    }
+    cJSON *o = span_json(body, s);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (cJSON_IsObject(o) && cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9e15)
+        *out = (int64_t)v->valuedouble;
+    cJSON_Delete(o);
+    return 0;
+}
+
 int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body, size_t len,
                              kl_arena *a, struct kl_request_facts *f, const char **why)
 {
@@ -124,7 +145,7 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
     }
     const struct kl_body_map *m = &f->map;
 
-    if (ep->dialect != KL_DIALECT_GEMINI && !(f->model = read_model(body, m->model, a, why)))
+    if (kl_dialect_model_in_body(ep->dialect) && !(f->model = read_model(body, m->model, a, why)))
         return -1;
 
     switch (ep->id) {
@@ -149,22 +170,25 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
     case KL_EP_GEMINI_STREAM:
         f->stream = true;
         /* fall through */
-    case KL_EP_GEMINI_GENERATE: {
-        struct kl_json_want mot = {.key = "maxOutputTokens"};
-        if (m->generation_config.end)
-            kl_json_scan_members(body + m->generation_config.start,
-                                 m->generation_config.end - m->generation_config.start, &mot, 1);
-        if (mot.count > 1) {
-            *why = "duplicate \"maxOutputTokens\" key in generationConfig";
+    case KL_EP_GEMINI_GENERATE:
+        if (nested_count(body, m->generation_config, "generationConfig", "maxOutputTokens", a, &f->max_output_tokens,
+                         why) < 0)
             return -1;
-        }
-        cJSON *gc = span_json(body, m->generation_config);
-        const cJSON *mo = cJSON_GetObjectItemCaseSensitive(gc, "maxOutputTokens");
-        if (cJSON_IsObject(gc) && cJSON_IsNumber(mo) && mo->valuedouble >= 0 && mo->valuedouble < 9e15)
-            f->max_output_tokens = (int64_t)mo->valuedouble;
-        cJSON_Delete(gc);
         break;
-    }
+    case KL_EP_BEDROCK_INVOKE_STREAM:
+        f->stream = true;
+        /* fall through */
+    case KL_EP_BEDROCK_INVOKE: /* Claude's body: Anthropic Messages without model and stream */
+        f->max_output_tokens = span_count(body, m->max_tokens);
+        break;
+    case KL_EP_BEDROCK_CONVERSE_STREAM:
+        f->stream = true;
+        /* fall through */
+    case KL_EP_BEDROCK_CONVERSE:
+        if (nested_count(body, m->inference_config, "inferenceConfig", "maxTokens", a, &f->max_output_tokens,
+                         why) < 0)
+            return -1;
+        break;
     default:
         break;
     }

@@ -391,6 +391,47 @@ static int edit_gemini(struct edit *e, cJSON *body, const char **why)
     return 0;
 }
 
+/* Bedrock Converse: toolConfig.tools[] holds {"toolSpec": {"name", ...}},
+ * {"systemTool": {"name"}} and cache points; toolConfig.toolChoice
+ * {"tool": {"name"}} forces one, {"any": {}} requires a call. A toolConfig
+ * left with no tool goes whole (Bedrock refuses an empty list). */
+static int edit_converse(struct edit *e, cJSON *body, const char **why)
+{
+    cJSON *config = cJSON_GetObjectItemCaseSensitive(body, "toolConfig");
+    if (!cJSON_IsObject(config))
+        return 0;
+    const cJSON *choice = obj(config, "toolChoice");
+    const char *forced = str(obj(choice, "tool"), "name");
+    if (forced && refused(e, forced))
+        return refuse(e, why, "toolChoice forces the tool", forced);
+    cJSON *tools = cJSON_GetObjectItemCaseSensitive(config, "tools");
+    if (!cJSON_IsArray(tools))
+        return 0;
+    size_t kept = 0;
+    cJSON *t = tools->child;
+    while (t) {
+        cJSON *next = t->next;
+        const cJSON *spec = obj(t, "toolSpec");
+        if (!spec)
+            spec = obj(t, "systemTool");
+        const char *name = str(spec, "name");
+        if (spec && refused(e, name)) {
+            note_removed(e, name);
+            cJSON_Delete(cJSON_DetachItemViaPointer(tools, t));
+        } else if (spec) {
+            kept++;
+        }
+        t = next;
+    }
+    if (!kept && e->changed) {
+        if (obj(choice, "any"))
+            return refuse(e, why, "toolChoice requires a tool call, and the policy refuses every tool, such as",
+                          e->removed);
+        delete_member(body, "toolConfig");
+    }
+    return 0;
+}
+
 int kl_tools_edit(const struct kl_tool_rules *r, int k, cJSON *body, kl_arena *a, const char **removed,
                   const char **why)
 {
@@ -409,6 +450,9 @@ int kl_tools_edit(const struct kl_tool_rules *r, int k, cJSON *body, kl_arena *a
         break;
     case KL_USAGE_GEMINI:
         rc = edit_gemini(&e, body, why);
+        break;
+    case KL_USAGE_BEDROCK_CONVERSE:
+        rc = edit_converse(&e, body, why);
         break;
     default:
         return 0;               /* embeddings and token counts: no answer calls anything */
@@ -528,7 +572,7 @@ enum kl_step kl_tools_run(kl_exchange *ex)
         return KL_NEXT;
     int k = kl_usage_kind_for(ex->ep->id);
     if (k != KL_USAGE_OPENAI_CHAT && k != KL_USAGE_OPENAI_RESPONSES && k != KL_USAGE_ANTHROPIC &&
-        k != KL_USAGE_GEMINI)
+        k != KL_USAGE_GEMINI && k != KL_USAGE_BEDROCK_CONVERSE)
         return KL_NEXT; /* embeddings and token counts: nothing is called */
     ex->tool_rules = r;
     /* every member that declares or chooses tools has a name starting

@@ -91,7 +91,10 @@ static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
     r->method = ex->req.method;
     r->path = ex->req.path;
     r->endpoint = ex->ep ? ex->ep->name : NULL;
-    r->dialect = ex->dialect == KL_DIALECT_ANTHROPIC ? "anthropic" : ex->dialect == KL_DIALECT_GEMINI ? "gemini" : "openai";
+    static const char *const dialects[] = {
+        [KL_DIALECT_OPENAI] = "openai", [KL_DIALECT_ANTHROPIC] = "anthropic", [KL_DIALECT_GEMINI] = "gemini",
+        [KL_DIALECT_BEDROCK] = "bedrock"};
+    r->dialect = dialects[ex->dialect];
     r->model_requested = ex->model_requested;
     r->provider = ex->provider ? ex->provider->id : NULL;
     r->stream = ex->stream;

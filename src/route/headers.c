@@ -10,6 +10,9 @@ bool kl_route_drop_request_header(const char *name)
     static const char *drop[] = {
         /* the caller's credentials: the gateway holds the keys */
         "authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie",
+        /* the rest of an AWS SDK's SigV4 signature (its session token is a
+         * credential; the date and hash mean nothing without the signature) */
+        "x-amz-security-token", "x-amz-date", "x-amz-content-sha256",
         /* hop-by-hop (RFC 9110 section 7.6.1) and framing curl sets itself */
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
         "upgrade", "host", "content-length", "expect", "accept-encoding",

@@ -7,6 +7,7 @@
 
 #include "core/jsonscan.h"
 #include "core/text.h"
+#include "core/urlquery.h"
 #include "identity/identity.h"
 #include "listen/http.h"
 
@@ -139,7 +140,9 @@ static const struct kl_body_span *output_cap_member(const kl_exchange *ex, const
     switch (ex->ep->id) {
     case KL_EP_CHAT: *name = "max_completion_tokens"; return &m->max_completion_tokens;
     case KL_EP_RESPONSES: *name = "max_output_tokens"; return &m->max_output_tokens;
-    case KL_EP_MESSAGES: *name = "max_tokens"; return &m->max_tokens;
+    case KL_EP_MESSAGES:
+    case KL_EP_BEDROCK_INVOKE:
+    case KL_EP_BEDROCK_INVOKE_STREAM: *name = "max_tokens"; return &m->max_tokens;
     default: *name = NULL; return NULL;
     }
 }
@@ -157,7 +160,7 @@ static void rewrite_body(kl_exchange *ex, const char *bare)
     size_t n = 0;
     char inserts[160] = "";
 
-    if (ex->ep->dialect != KL_DIALECT_GEMINI && strcmp(bare, ex->model_requested) != 0)
+    if (kl_dialect_model_in_body(ex->ep->dialect) && strcmp(bare, ex->model_requested) != 0)
         edits[n++] = (struct body_edit){m->model.start, m->model.end,
                                         kl_json_print_arena(&ex->arena, cJSON_CreateString(bare), "", "")};
     if (ex->ep->id == KL_EP_CHAT && ex->stream && !ex->include_usage) {
@@ -179,14 +182,17 @@ static void rewrite_body(kl_exchange *ex, const char *bare)
         } else if (cap) {
             snprintf(inserts + strlen(inserts), sizeof(inserts) - strlen(inserts), "%s\"%s\":%s",
                      inserts[0] ? "," : "", name, num);
-        } else if (ex->ep->dialect == KL_DIALECT_GEMINI) {
-            const char *gc = object_with(ex, m->generation_config, "maxOutputTokens",
-                                         cJSON_CreateNumber((double)ex->inject_max_output_tokens));
-            if (m->generation_config.end)
-                edits[n++] = (struct body_edit){m->generation_config.start, m->generation_config.end, gc};
+        } else if (ex->ep->dialect == KL_DIALECT_GEMINI || ex->ep->dialect == KL_DIALECT_BEDROCK) {
+            /* generationConfig.maxOutputTokens, Converse's inferenceConfig.maxTokens */
+            bool gemini = ex->ep->dialect == KL_DIALECT_GEMINI;
+            const struct kl_body_span *in = gemini ? &m->generation_config : &m->inference_config;
+            const char *obj = object_with(ex, *in, gemini ? "maxOutputTokens" : "maxTokens",
+                                          cJSON_CreateNumber((double)ex->inject_max_output_tokens));
+            if (in->end)
+                edits[n++] = (struct body_edit){in->start, in->end, obj};
             else
-                snprintf(inserts + strlen(inserts), sizeof(inserts) - strlen(inserts),
-                         "%s\"generationConfig\":%s", inserts[0] ? "," : "", gc);
+                snprintf(inserts + strlen(inserts), sizeof(inserts) - strlen(inserts), "%s\"%s\":%s",
+                         inserts[0] ? "," : "", gemini ? "generationConfig" : "inferenceConfig", obj);
         }
     }
     if (inserts[0]) {
@@ -207,7 +213,11 @@ static const char *build_url(kl_exchange *ex, const char *bare)
 {
     const struct kl_provider *p = ex->provider;
     const char *path = ex->req.path;
-    if (ex->ep->dialect == KL_DIALECT_GEMINI && ex->model_requested &&
+    if (ex->ep->dialect == KL_DIALECT_BEDROCK) {
+        /* /model/{id}/{action}, the id written as the AWS SDKs write it */
+        path = kl_arena_concat(&ex->arena, "/model/", kl_path_segment_encode(&ex->arena, bare), strrchr(path, '/'),
+                               NULL);
+    } else if (ex->ep->dialect == KL_DIALECT_GEMINI && ex->model_requested &&
         strcmp(bare, ex->model_requested) != 0) {
         /* /v1beta/models/openai/x:generateContent -> /v1beta/models/x:... */
         const char *colon = strrchr(path, ':');

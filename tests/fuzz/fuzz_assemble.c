@@ -17,8 +17,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     static const enum kl_usage_kind kinds[] = {KL_USAGE_OPENAI_CHAT, KL_USAGE_OPENAI_RESPONSES, KL_USAGE_ANTHROPIC,
-                                               KL_USAGE_GEMINI};
-    enum kl_usage_kind kind = kinds[data[0] % 4];
+                                               KL_USAGE_GEMINI, KL_USAGE_BEDROCK_CONVERSE};
+    enum kl_usage_kind kind = kinds[data[0] % 5];
     cJSON *events = kl_sse_parse_events((const char *)data + 1, size - 1);
     cJSON *answer = kl_assemble_stream(kind, events);
     if (answer) {

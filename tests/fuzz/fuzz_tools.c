@@ -16,13 +16,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    static const int kinds[] = {KL_USAGE_OPENAI_CHAT, KL_USAGE_OPENAI_RESPONSES, KL_USAGE_ANTHROPIC, KL_USAGE_GEMINI};
+    static const int kinds[] = {KL_USAGE_OPENAI_CHAT, KL_USAGE_OPENAI_RESPONSES, KL_USAGE_ANTHROPIC, KL_USAGE_GEMINI,
+                                KL_USAGE_BEDROCK_CONVERSE};
     static const char *const policies[] = {"{\"deny\":[\"Bash\",\"web_*\"]}", "{\"allow\":[\"Read\",\"g*\"]}",
                                            "{\"max_calls\":0}", "{\"deny\":\"*\",\"allow\":\"R*\"}"};
-    int kind = kinds[data[0] & 3];
+    int kind = kinds[data[0] % 5];
     kl_arena a;
     kl_arena_init(&a);
-    cJSON *pj = cJSON_Parse(policies[(data[0] >> 2) & 3]);
+    cJSON *pj = cJSON_Parse(policies[data[0] / 5 % 4]);
     struct kl_tool_policy p;
     const char *why = NULL;
     if (kl_tool_policy_read(pj, &a, &p, &why) < 0)

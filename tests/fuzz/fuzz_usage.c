@@ -63,12 +63,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kl_arena_init(&a);
 
     /* usage */
-    kl_usage_parser *p = kl_usage_parser_new(&a, (enum kl_usage_kind)(sel % 6));
+    kl_usage_parser *p = kl_usage_parser_new(&a, (enum kl_usage_kind)(sel % 7));
     size_t named = 0;
     if (sel & 0x80)
         kl_usage_on_tool(p, on_tool, &named);
-    size_t off = 0, step = 1 + sel / 18;
-    switch (sel / 6 % 3) {
+    size_t off = 0, step = 1 + sel / 21;
+    switch (sel / 7 % 3) {
     case 0:
         kl_usage_whole(p, s, n);
         break;

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "dialect/dialect.h"
+#include "dialect/evstream.h"
 
 static void classifies_paths(void **state)
 {
@@ -39,6 +40,32 @@ static void classifies_paths(void **state)
     assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
     kl_dialect_classify(&a, "POST", "/v2/chat", false, &m);
     assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
+    /* Bedrock: the model id percent-decoded from its segment */
+    kl_dialect_classify(&a, "POST", "/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/invoke", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_BEDROCK_INVOKE);
+    assert_int_equal(m.ep->dialect, KL_DIALECT_BEDROCK);
+    assert_string_equal(m.path_model, "us.anthropic.claude-haiku-4-5-20251001-v1:0");
+    kl_dialect_classify(&a, "POST", "/model/bedrock/us.anthropic.claude-sonnet-4-6/invoke-with-response-stream",
+                        false, &m);
+    assert_int_equal(m.ep->id, KL_EP_BEDROCK_INVOKE_STREAM);
+    assert_string_equal(m.path_model, "bedrock/us.anthropic.claude-sonnet-4-6");
+    kl_dialect_classify(&a, "POST", "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fx/converse",
+                        false, &m);
+    assert_int_equal(m.ep->id, KL_EP_BEDROCK_CONVERSE);
+    assert_string_equal(m.path_model, "arn:aws:bedrock:us-east-1:1:inference-profile/x");
+    kl_dialect_classify(&a, "POST", "/model/m/converse-stream", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_BEDROCK_CONVERSE_STREAM);
+    kl_dialect_classify(&a, "POST", "/model/m/count-tokens", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_BEDROCK_COUNT);
+    kl_dialect_classify(&a, "POST", "/model/m%00x/invoke", false, &m); /* a NUL cannot be a model id */
+    assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
+    kl_dialect_classify(&a, "POST", "/model/m%2/invoke", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
+    kl_dialect_classify(&a, "POST", "/model//invoke", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
+    kl_dialect_classify(&a, "POST", "/model/m/delete", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
+    assert_int_equal(kl_dialect_guess("/model/m/delete", false), KL_DIALECT_BEDROCK);
     assert_int_equal(kl_dialect_guess("/v1beta/foo", false), KL_DIALECT_GEMINI);
     assert_int_equal(kl_dialect_guess("/v1/foo", true), KL_DIALECT_ANTHROPIC);
     kl_arena_free(&a);
@@ -55,6 +82,7 @@ static int facts(enum kl_endpoint id, const char *body, struct kl_request_facts 
         [KL_EP_CHAT] = "/v1/chat/completions", [KL_EP_RESPONSES] = "/v1/responses",
         [KL_EP_MESSAGES] = "/v1/messages", [KL_EP_GEMINI_STREAM] = "/v1beta/models/g:streamGenerateContent",
         [KL_EP_GEMINI_GENERATE] = "/v1beta/models/g:generateContent",
+        [KL_EP_BEDROCK_INVOKE] = "/model/m/invoke", [KL_EP_BEDROCK_CONVERSE_STREAM] = "/model/m/converse-stream",
     };
     kl_dialect_classify(ap, "POST", paths[id], false, &m);
     return kl_dialect_request_facts(m.ep, body, strlen(body), ap, f, why);
@@ -84,6 +112,18 @@ static void reads_request_facts(void **state)
     assert_int_equal(f.max_output_tokens, 33);
     assert_int_equal(facts(KL_EP_GEMINI_GENERATE, "{\"contents\":[]}", &f, &why), 0);
     assert_false(f.stream);
+    /* Bedrock: the model is in the path; a "model" member is not read */
+    assert_int_equal(facts(KL_EP_BEDROCK_INVOKE, "{\"anthropic_version\":\"bedrock-2023-05-31\",\"max_tokens\":64,"
+                                                 "\"model\":\"other\"}", &f, &why), 0);
+    assert_null(f.model);
+    assert_false(f.stream);
+    assert_int_equal(f.max_output_tokens, 64);
+    assert_int_equal(facts(KL_EP_BEDROCK_CONVERSE_STREAM, "{\"inferenceConfig\":{\"maxTokens\":12}}", &f, &why), 0);
+    assert_true(f.stream);
+    assert_int_equal(f.max_output_tokens, 12);
+    assert_int_equal(facts(KL_EP_BEDROCK_CONVERSE_STREAM, "{\"inferenceConfig\":{\"maxTokens\":1,\"maxTokens\":9}}",
+                           &f, &why), -1);
+    assert_non_null(strstr(why, "duplicate \"maxTokens\" key in inferenceConfig"));
 }
 
 static void refuses_bad_bodies(void **state)
@@ -159,11 +199,30 @@ static void error_envelopes(void **state)
     assert_int_equal(cJSON_GetObjectItem(e, "code")->valueint, 429);
     assert_string_equal(cJSON_GetObjectItem(e, "status")->valuestring, "RESOURCE_EXHAUSTED");
     cJSON_Delete(j);
-    char *ev = kl_dialect_error_event(&a, KL_DIALECT_ANTHROPIC, KL_EP_MESSAGES, KL_ERR_BAD_GATEWAY, "reset");
+    size_t evl;
+    char *ev = kl_dialect_error_event(&a, KL_DIALECT_ANTHROPIC, KL_EP_MESSAGES, KL_ERR_BAD_GATEWAY, "reset", &evl);
     assert_true(strncmp(ev, "event: error\ndata: {", 20) == 0);
     assert_true(strstr(ev, "\n\n") == ev + strlen(ev) - 2);
+    assert_int_equal(evl, strlen(ev));
+    /* Bedrock: {"message"} (the type goes in x-amzn-ErrorType); in a stream,
+     * an exception message of the event stream */
+    char *bd = kl_dialect_error_body(&a, KL_DIALECT_BEDROCK, KL_ERR_QUOTA, "spent");
+    j = cJSON_Parse(bd);
+    assert_string_equal(cJSON_GetObjectItem(j, "message")->valuestring, "spent");
+    assert_int_equal(cJSON_GetArraySize(j), 1);
+    cJSON_Delete(j);
+    assert_string_equal(kl_dialect_bedrock_error_type(KL_ERR_RATE_LIMIT), "ThrottlingException");
+    ev = kl_dialect_error_event(&a, KL_DIALECT_BEDROCK, KL_EP_BEDROCK_INVOKE_STREAM, KL_ERR_QUOTA, "spent", &evl);
+    struct kl_evs_msg msg;
+    assert_int_equal(kl_evs_decode(ev, evl, &msg), 0);
+    assert_memory_equal(msg.message_type, "exception", 9);
+    assert_int_equal(msg.exception_type_len, strlen("throttlingException"));
+    assert_memory_equal(msg.exception_type, "throttlingException", msg.exception_type_len);
+    j = cJSON_ParseWithLength(msg.payload, msg.payload_len);
+    assert_string_equal(cJSON_GetObjectItem(j, "message")->valuestring, "spent");
+    cJSON_Delete(j);
     /* Responses: response.failed, its response carrying the error */
-    ev = kl_dialect_error_event(&a, KL_DIALECT_OPENAI, KL_EP_RESPONSES, KL_ERR_QUOTA, "spent");
+    ev = kl_dialect_error_event(&a, KL_DIALECT_OPENAI, KL_EP_RESPONSES, KL_ERR_QUOTA, "spent", &evl);
     assert_true(strncmp(ev, "event: response.failed\ndata: {", 30) == 0);
     j = cJSON_Parse(ev + 29);
     assert_string_equal(cJSON_GetObjectItem(j, "type")->valuestring, "response.failed");

@@ -935,6 +935,7 @@ static void garbage_keeps_counts(void **state)
         const char *good = k == KL_USAGE_GEMINI ? "{\"usageMetadata\":{\"promptTokenCount\":5}}"
                          : k == KL_USAGE_ANTHROPIC ? "{\"usage\":{\"input_tokens\":5}}"
                          : k == KL_USAGE_OPENAI_RESPONSES ? "{\"usage\":{\"input_tokens\":5}}"
+                         : k == KL_USAGE_BEDROCK_CONVERSE ? "{\"usage\":{\"inputTokens\":5}}"
                          : "{\"usage\":{\"prompt_tokens\":5}}";
         kl_usage_whole(p, good, strlen(good));
         for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
@@ -1130,6 +1131,88 @@ static void strict_event(kl_usage_parser *p, const char *ev, const char *data)
     kl_usage_event(p, ev, ev ? strlen(ev) : 0, data, strlen(data));
 }
 
+/* Bedrock Converse: the answer's usage and toolUse blocks; a stream's
+ * events named by their :event-type. */
+static void bedrock_converse(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_BEDROCK_CONVERSE);
+    const char *whole = "{\"output\":{\"message\":{\"role\":\"assistant\",\"content\":[{\"text\":\"hi\"},"
+                        "{\"toolUse\":{\"toolUseId\":\"t1\",\"name\":\"get_weather\",\"input\":{}}}]}},"
+                        "\"stopReason\":\"tool_use\",\"usage\":{\"inputTokens\":12,\"outputTokens\":7,"
+                        "\"totalTokens\":29,\"cacheReadInputTokens\":6,\"cacheWriteInputTokens\":4}}";
+    kl_usage_whole(p, whole, strlen(whole));
+    const struct kl_usage *u = kl_usage_result(p);
+    assert_true(u->known);
+    assert_int_equal(u->input, 12);
+    assert_int_equal(u->output, 7);
+    assert_int_equal(u->cache_read, 6);
+    assert_int_equal(u->cache_write, 4);
+    assert_int_equal(u->tool_calls, 1);
+    assert_string_equal(u->tool_names[0], "get_weather");
+    assert_string_equal(u->stop_reason, "tool_use");
+
+    p = kl_usage_parser_new(&a, KL_USAGE_BEDROCK_CONVERSE);
+    strict_event(p, "messageStart", "{\"role\":\"assistant\",\"p\":\"abc\"}");
+    strict_event(p, "contentBlockDelta", "{\"contentBlockIndex\":0,\"delta\":{\"text\":\"toolUse\"}}");
+    strict_event(p, "contentBlockStart", "{\"contentBlockIndex\":1,\"start\":{\"toolUse\":{\"toolUseId\":\"t\",\"name\":\"ls\"}}}");
+    strict_event(p, "messageStop", "{\"stopReason\":\"tool_use\"}");
+    assert_false(kl_usage_result(p)->known);
+    strict_event(p, "metadata", "{\"usage\":{\"inputTokens\":3,\"outputTokens\":4,\"totalTokens\":7},\"metrics\":{}}");
+    u = kl_usage_result(p);
+    assert_true(u->known);
+    assert_int_equal(u->input, 3);
+    assert_int_equal(u->output, 4);
+    assert_int_equal(u->tool_calls, 1);
+    assert_string_equal(u->tool_names[0], "ls");
+    assert_string_equal(u->stop_reason, "tool_use");
+    strict_event(p, "throttlingException", "{\"message\":\"slow\"}");
+    assert_string_equal(kl_usage_result(p)->stop_reason, "error");
+    kl_arena_free(&a);
+}
+
+/* Bedrock InvokeModel: Anthropic's usage when the body has it; otherwise
+ * Bedrock's own counts (the stream's invocationMetrics, the headers). */
+static void bedrock_invoke_counts(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    strict_event(p, NULL, "{\"type\":\"message_start\",\"message\":{\"model\":\"claude-haiku-4-5\",\"usage\":"
+                "{\"input_tokens\":10,\"output_tokens\":1}}}");
+    strict_event(p, NULL, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}");
+    strict_event(p, NULL, "{\"type\":\"message_stop\",\"amazon-bedrock-invocationMetrics\":{\"inputTokenCount\":99,"
+                "\"outputTokenCount\":99}}");
+    kl_usage_counts(p, 77, 77, 0, 0);
+    assert_int_equal(kl_usage_result(p)->input, 10);
+    assert_int_equal(kl_usage_result(p)->output, 9);
+
+    /* a model family whose events carry no Anthropic usage (Llama) */
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    strict_event(p, NULL, "{\"generation\":\"hi\",\"stop_reason\":null}");
+    strict_event(p, NULL, "{\"generation\":\"\",\"stop_reason\":\"stop\",\"amazon-bedrock-invocationMetrics\":"
+                "{\"inputTokenCount\":21,\"outputTokenCount\":8,\"cacheReadInputTokenCount\":2}}");
+    assert_false(kl_usage_result(p)->known); /* no "type": not an Anthropic event */
+    strict_event(p, NULL, "{\"type\":\"message_stop\",\"amazon-bedrock-invocationMetrics\":{\"inputTokenCount\":21,"
+                "\"outputTokenCount\":8,\"cacheReadInputTokenCount\":2}}");
+    assert_true(kl_usage_result(p)->known);
+    assert_int_equal(kl_usage_result(p)->input, 21);
+    assert_int_equal(kl_usage_result(p)->output, 8);
+    assert_int_equal(kl_usage_result(p)->cache_read, 2);
+
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_whole(p, "{\"generation\":\"hi\"}", 17);
+    assert_false(kl_usage_result(p)->known);
+    kl_usage_counts(p, 5, 6, 1, 2);
+    assert_true(kl_usage_result(p)->known);
+    assert_int_equal(kl_usage_result(p)->output, 6);
+    assert_int_equal(kl_usage_result(p)->cache_write, 2);
+    kl_arena_free(&a);
+}
+
 static void strict_mode(void **state)
 {
     (void)state;
@@ -1272,6 +1355,8 @@ int main(void)
         cmocka_unit_test(session_fingerprint_stable_across_turns),
         cmocka_unit_test(session_nothing_to_fingerprint),
         cmocka_unit_test(strict_mode),
+        cmocka_unit_test(bedrock_converse),
+        cmocka_unit_test(bedrock_invoke_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
