@@ -2,29 +2,20 @@
 // simulator: the way developers will actually use the gateway.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap, runCommand as run, ROOT } from './lib/harness.mjs';
+import { startMock, startGateway, startHook, providersFor, KEYS, assertNoKeys, headerMap, runCommand as run, ROOT } from './lib/harness.mjs';
 
 describe('Claude Code', () => {
-  let mock, gw, hook;
-  const told = []; // what an audit hook is told of each turn that called tools
+  let mock, gw, hook, told; // told: what an audit hook is told of each turn that called tools
   before(async () => {
     mock = await startMock();
-    hook = http.createServer((req, res) => {
-      let data = '';
-      req.on('data', (d) => (data += d));
-      req.on('end', () => {
-        told.push(JSON.parse(data));
-        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-      });
-    });
-    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+    hook = await startHook();
+    told = hook.calls;
     gw = await startGateway({
       providers: providersFor(mock.url),
-      hooks: { audit: { url: `http://127.0.0.1:${hook.address().port}/audit` } },
+      hooks: { audit: { url: hook.url('/audit') } },
       grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
         { send_hooks: [{ name: 'audit', events: ['tool_call_entire_request'], send: ['tools', 'response_body'] }] }] } }],
     });
@@ -32,7 +23,7 @@ describe('Claude Code', () => {
   after(async () => {
     await gw.stop();
     await mock.stop();
-    await new Promise((r) => hook.close(r));
+    await hook.close();
     assertNoKeys(assert, gw.output(), 'gateway log');
   });
 

@@ -14,7 +14,7 @@ import { GoogleGenAI } from '@google/genai';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startMock, startGateway, finalRecord, assertNoKeys, rawProvider, startProxy, scriptedUpstream, KEYS, BUILD } from './lib/harness.mjs';
+import { startMock, startGateway, startHook, finalRecord, assertNoKeys, rawProvider, startProxy, scriptedUpstream, KEYS, BUILD } from './lib/harness.mjs';
 
 const BACKUP_KEY = 'sk-backup-failover-0123456789abcdef';
 const THIRD_KEY = 'sk-third-failover-0123456789abcdef';
@@ -417,17 +417,16 @@ describe('failover', () => {
   });
 
   it('no failover for a request pre_request hooks allowed for its provider (they may judge by provider)', async () => {
-    const hook = http.createServer((req, res) => { req.resume(); req.on('end', () => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"action":"allow"}'); }); });
-    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+    const hook = await startHook();
     try {
       await answersAfterAsking({
         providers: providers(mock.url),
-        hooks: { pii: { url: `http://127.0.0.1:${hook.address().port}/pii` } },
+        hooks: { pii: { url: hook.url('/pii') } },
         grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
           { send_hooks: [{ name: 'pii', events: ['pre_request'], send: ['request_body'] }] }] } }],
       }, 503, [KEYS.openai]);
     } finally {
-      hook.close();
+      await hook.close();
     }
   });
 
@@ -540,20 +539,11 @@ describe('failover', () => {
       await gw.stop();
     }
 
-    const told = [];
-    const hook = http.createServer((req, res) => {
-      let b = '';
-      req.on('data', (d) => (b += d));
-      req.on('end', () => {
-        told.push(JSON.parse(b));
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end('{"action":"allow"}');
-      });
-    });
-    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+    const hook = await startHook();
+    const told = hook.calls;
     gw = await startGateway({ failover: { cooldown_after: 2, cooldown: '60s' },
       providers: providers(mock.url),
-      hooks: { pii: { url: `http://127.0.0.1:${hook.address().port}/pii` } },
+      hooks: { pii: { url: hook.url('/pii') } },
       grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
         { send_hooks: [{ name: 'pii', events: ['pre_request'], send: ['request_body'] }] }] } }] });
     try {
@@ -571,7 +561,7 @@ describe('failover', () => {
       assert.match(meta, /backup/, 'the hook was told the provider that was used');
     } finally {
       await gw.stop();
-      hook.close();
+      await hook.close();
     }
 
     const cfg = providers(mock.url, { fault: 'status=429' });

@@ -4,10 +4,9 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import OpenAI from 'openai';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startMock, startGateway, providersFor, assertNoKeys, startTailscaled, from, externalIPv4 } from './lib/harness.mjs';
+import { startMock, startGateway, startHook, providersFor, assertNoKeys, startTailscaled, from, externalIPv4 } from './lib/harness.mjs';
 
 const ALICE = '127.0.0.2', BOB = '127.0.0.3', CI = '127.0.0.4', PROD = '127.0.0.5', LEGACY = '127.0.0.6',
   NOBODY = '127.0.0.7', CAROL = '127.0.0.8', GARBAGE = '127.0.0.9', TS500 = '127.0.0.10', DAVE = '127.0.0.12',
@@ -22,22 +21,14 @@ const GRANTS = [
 
 describe('identity and grants', () => {
   let mock, ts, gw, gwNoLoop, hook;
-  const hookCalls = [];
+  let hookCalls;
   before(async () => {
     mock = await startMock();
     ts = await startTailscaled();
     // carol's CapMap sends her requests to hook "pii"
-    hook = http.createServer((req, res) => {
-      let data = '';
-      req.on('data', (d) => (data += d));
-      req.on('end', () => {
-        hookCalls.push(JSON.parse(data));
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end('{"action": "allow"}');
-      });
-    });
-    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
-    const hookUrl = `http://127.0.0.1:${hook.address().port}/pii`;
+    hook = await startHook();
+    hookCalls = hook.calls;
+    const hookUrl = hook.url('/pii');
     const providers = providersFor(mock.url, {
       gpt5: { baseurl: mock.url, apikey: 'sk-gpt5-key-1234', models: ['gpt-5', 'gpt-5-mini'] },
     });
@@ -66,7 +57,7 @@ describe('identity and grants', () => {
     await gwNoLoop.stop();
     await ts.stop();
     await mock.stop();
-    await new Promise((r) => hook.close(r));
+    await hook.close();
     assertNoKeys(assert, gw.output() + gwNoLoop.output(), 'gateway log');
   });
 

@@ -18,6 +18,7 @@ export const KEYS = {
   openai: 'sk-test-openai-5f2c9d1e8a7b',
   anthropic: 'sk-ant-test-9c8b7a6d5e4f',
   gemini: 'AIza-test-gemini-1a2b3c4d',
+  bedrock: 'ABSK-test-bedrock-7d6e5f4a3b2c',
 };
 
 // Every process a test starts dies with the test run, even when a test
@@ -414,4 +415,25 @@ export async function finalRecord(gw, id) {
     rec = await (await fetch(`${gw.url}/api/requests/${id}`)).json();
   }
   return rec;
+}
+
+// A hook service on an ephemeral port: each JSON body it is sent goes in
+// calls, in order, and is answered with answer(body) (default: allow).
+export async function startHook(answer = () => ({ action: 'allow' })) {
+  const calls = [];
+  const srv = http.createServer((req, res) => {
+    let data = '';
+    req.on('data', (d) => (data += d));
+    req.on('end', () => {
+      const body = JSON.parse(data);
+      calls.push(body);
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer(body)));
+    });
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    calls,
+    url: (path = '/hook') => `http://127.0.0.1:${srv.address().port}${path}`,
+    close: () => new Promise((r) => srv.close(r)),
+  };
 }

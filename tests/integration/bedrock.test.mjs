@@ -1,0 +1,370 @@
+// Amazon Bedrock through keyless: the official AWS SDK (Converse,
+// ConverseStream, InvokeModel and its response stream, in the AWS event
+// stream framing), the Anthropic Bedrock SDK, and Claude Code in its Bedrock
+// mode, against the simulator speaking Bedrock Runtime.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  BedrockRuntimeClient, ConverseCommand, ConverseStreamCommand, InvokeModelCommand,
+  InvokeModelWithResponseStreamCommand,
+} from '@aws-sdk/client-bedrock-runtime';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import AnthropicBedrock from '@anthropic-ai/bedrock-sdk';
+import {
+  startMock, startGateway, startHook, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT,
+} from './lib/harness.mjs';
+
+const HAIKU = 'us.anthropic.claude-haiku-4-5-20251001-v1:0';
+const SONNET = 'global.anthropic.claude-sonnet-4-6';
+const LLAMA = 'meta.llama3-3-70b-instruct-v1:0';
+const CAP = 'tailscale.com/cap/aperture';
+const prices = JSON.parse(readFileSync(join(ROOT, 'data', 'prices.json'), 'utf8')).models;
+// nanodollars: tokens × $ per 1M tokens × 1000, as the price table says for the model
+const cost = (model, u) => Math.ceil(u.in * prices[model].input * 1000 + u.out * prices[model].output * 1000 +
+  (u.cr || 0) * prices[model].cache_read * 1000 + (u.cw || 0) * prices[model].cache_write * 1000);
+
+const bedrockProvider = (url, extra = {}) => ({
+  baseurl: url,
+  apikey: KEYS.bedrock,
+  models: [HAIKU, SONNET, LLAMA],
+  cost_basis: 'bedrock-us',
+  compatibility: { bedrock_model_invoke: true, bedrock_converse: true },
+  ...extra,
+});
+
+describe('Amazon Bedrock', () => {
+  let mock, gw, aws;
+  const records = async (filter) => (await (await fetch(`${gw.url}/api/requests?limit=100&${filter}`)).json()).requests;
+  // the newest finished record of an endpoint, once the writer has it
+  const lastRecord = async (endpoint, pred = () => true) => {
+    for (let i = 0; i < 100; i++) {
+      const hit = (await records('')).find((r) => r.endpoint === endpoint && pred(r));
+      if (hit) return finalRecord(gw, hit.id);
+      await new Promise((res) => setTimeout(res, 30));
+    }
+    throw new Error(`no ${endpoint} record`);
+  };
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({
+      providers: { bedrock: bedrockProvider(mock.url) },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' },
+        { models: `bedrock/${SONNET}`, tools: { deny: ['Bash'] } }] } }],
+    });
+    // the AWS SDK signs with SigV4 whatever the endpoint: dummy credentials, dropped by keyless;
+    // its Bedrock client speaks HTTP/2 unless told otherwise, keyless HTTP/1.1
+    aws = new BedrockRuntimeClient({ region: 'us-east-1', endpoint: gw.url, maxAttempts: 1,
+      requestHandler: new NodeHttpHandler(),
+      credentials: { accessKeyId: 'AKIDEXAMPLEKEYLESS', secretAccessKey: 'not-a-secret', sessionToken: 'caller-token' } });
+  });
+  after(async () => {
+    aws.destroy();
+    await gw.stop();
+    await mock.stop();
+    assertNoKeys(assert, gw.output(), 'gateway log');
+  });
+
+  it('Converse (AWS SDK): the Bedrock key replaces the caller\'s signature; usage and cost recorded', async () => {
+    await mock.clear();
+    const r = await aws.send(new ConverseCommand({ modelId: HAIKU,
+      messages: [{ role: 'user', content: [{ text: 'hi [[mock in=1200;out=80;cache_read=300;cache_write=40]]' }] }],
+      inferenceConfig: { maxTokens: 200 } }));
+    assert.equal(r.output.message.content[0].text, 'Hello from mockllm.');
+    assert.equal(r.usage.inputTokens, 1200);
+    const seen = await mock.last();
+    assert.equal(seen.path, '/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/converse');
+    const h = headerMap(seen.headers);
+    assert.equal(h.authorization, `Bearer ${KEYS.bedrock}`);
+    for (const k of ['x-amz-date', 'x-amz-security-token', 'x-amz-content-sha256'])
+      assert.equal(h[k], undefined, `${k} is the caller's signature, not forwarded`);
+    const rec = await lastRecord('bedrock.converse');
+    assert.equal(rec.dialect, 'bedrock');
+    assert.equal(rec.provider, 'bedrock');
+    assert.equal(rec.model_requested, HAIKU);
+    assert.deepEqual([rec.input_tokens, rec.output_tokens, rec.cache_read_tokens, rec.cache_write_tokens],
+      [1200, 80, 300, 40]);
+    assert.equal(Number(rec.cost_nanodollars), cost('claude-haiku-4-5*', { in: 1200, out: 80, cr: 300, cw: 40 }),
+      'Claude on Bedrock at Anthropic\'s prices');
+    assert.equal(rec.stop_reason, 'end_turn');
+  });
+
+  it('ConverseStream (AWS SDK): events relayed as the SDK decodes them; usage from metadata, tool calls counted', async () => {
+    const r = await aws.send(new ConverseStreamCommand({ modelId: HAIKU,
+      messages: [{ role: 'user', content: [{ text: 'go [[mock events=12;in=900;out=61;tools=read_file,grep]]' }] }] }));
+    let text = '';
+    const tools = [];
+    let usage;
+    for await (const ev of r.stream) {
+      if (ev.contentBlockDelta?.delta?.text) text += ev.contentBlockDelta.delta.text;
+      if (ev.contentBlockStart?.start?.toolUse) tools.push(ev.contentBlockStart.start.toolUse.name);
+      if (ev.metadata) usage = ev.metadata.usage;
+    }
+    assert.equal(text, '', 'an answer of tool calls only');
+    assert.deepEqual(tools, ['read_file', 'grep']);
+    assert.equal(usage.outputTokens, 61);
+    const rec = await lastRecord('bedrock.converse_stream');
+    assert.equal(rec.stream, 1);
+    assert.deepEqual([rec.input_tokens, rec.output_tokens, rec.tool_calls, rec.tool_names], [900, 61, 2, 'read_file,grep']);
+    assert.equal(rec.stop_reason, 'tool_use');
+    assert.equal(rec.status, 200);
+  });
+
+  it('InvokeModel and its response stream (AWS SDK): Claude\'s body and events, usage exact', async () => {
+    const body = (text) => JSON.stringify({ anthropic_version: 'bedrock-2023-05-31', max_tokens: 100,
+      messages: [{ role: 'user', content: text }] });
+    const r = await aws.send(new InvokeModelCommand({ modelId: HAIKU, contentType: 'application/json',
+      body: body('hi [[mock in=50;out=7]]') }));
+    const msg = JSON.parse(Buffer.from(r.body).toString());
+    assert.equal(msg.content[0].text, 'Hello from mockllm.');
+    let rec = await lastRecord('bedrock.invoke');
+    assert.deepEqual([rec.input_tokens, rec.output_tokens, rec.model_served], [50, 7, 'claude-haiku-4-5-20251001']);
+
+    const s = await aws.send(new InvokeModelWithResponseStreamCommand({ modelId: HAIKU, contentType: 'application/json',
+      body: body('hi [[mock events=9;in=70;out=33;tools=read_file]]') }));
+    const types = [];
+    for await (const ev of s.body) types.push(JSON.parse(Buffer.from(ev.chunk.bytes).toString()).type);
+    assert.equal(types[0], 'message_start');
+    assert.equal(types.at(-1), 'message_stop');
+    rec = await lastRecord('bedrock.invoke_stream');
+    assert.deepEqual([rec.input_tokens, rec.output_tokens, rec.tool_names], [70, 33, 'read_file']);
+    assert.equal(Number(rec.cost_nanodollars), cost('claude-haiku-4-5*', { in: 70, out: 33, cr: rec.cache_read_tokens,
+      cw: rec.cache_write_tokens }));
+  });
+
+  it('another model family on InvokeModel is counted by Bedrock\'s own token counts', async () => {
+    // mockllm answers every InvokeModel in Claude's shape; what keyless must use here is
+    // the X-Amzn-Bedrock-*-Token-Count headers when the body has no usage of its own
+    const upstream = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'application/json', 'x-amzn-bedrock-input-token-count': '31',
+          'x-amzn-bedrock-output-token-count': '12' });
+        res.end(JSON.stringify({ generation: 'hello', prompt_token_count: 31, generation_token_count: 12,
+          stop_reason: 'stop' }));
+      });
+    });
+    await new Promise((r) => upstream.listen(0, '127.0.0.1', r));
+    const g = await startGateway({ providers: { bedrock: bedrockProvider(`http://127.0.0.1:${upstream.address().port}`) } });
+    try {
+      const r = await fetch(`${g.url}/model/${encodeURIComponent(LLAMA)}/invoke`, { method: 'POST',
+        headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'hi', max_gen_len: 20 }) });
+      assert.equal(r.status, 200);
+      assert.equal((await r.json()).generation, 'hello');
+      let rec;
+      for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
+        await new Promise((res) => setTimeout(res, 30));
+        rec = (await (await fetch(`${g.url}/api/requests?limit=1`)).json()).requests[0];
+      }
+      assert.deepEqual([rec.usage_known, rec.input_tokens, rec.output_tokens], [1, 31, 12]);
+      assert.equal(rec.cost_known, 0, 'no price for Llama in the table: cost unknown, not 0');
+    } finally {
+      await g.stop();
+      await new Promise((r) => upstream.close(r));
+    }
+  });
+
+  it('Anthropic Bedrock SDK (skipAuth): messages and a stream with its usage', async () => {
+    const c = new AnthropicBedrock({ baseURL: gw.url, awsRegion: 'us-east-1', skipAuth: true, maxRetries: 0 });
+    const m = await c.messages.create({ model: HAIKU, max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] },
+      { headers: { 'x-mock': 'in=11;out=5' } });
+    assert.equal(m.content[0].text, 'Hello from mockllm.');
+    assert.equal(m.usage.output_tokens, 5);
+    const fin = await c.messages.stream({ model: HAIKU, max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] },
+      { headers: { 'x-mock': 'events=7;in=13;out=21', 'x-session-id': 'bedrock-sdk' } }).finalMessage();
+    assert.equal(fin.content[0].text, 'Hello from mockllm.');
+    assert.equal(fin.usage.output_tokens, 21);
+    const rec = await lastRecord('bedrock.invoke_stream', (r) => r.session_id === 'bedrock-sdk');
+    assert.deepEqual([rec.input_tokens, rec.output_tokens], [13, 21]);
+  });
+
+  it('errors in Bedrock\'s shape: the AWS SDK raises the modeled exception', async () => {
+    await assert.rejects(aws.send(new ConverseCommand({ modelId: 'us.anthropic.claude-nope-v1:0',
+      messages: [{ role: 'user', content: [{ text: 'hi' }] }] })), (e) => {
+      assert.equal(e.name, 'ResourceNotFoundException');
+      assert.equal(e.$metadata.httpStatusCode, 404);
+      assert.match(e.message, /claude-nope/);
+      return true;
+    });
+    const bad = await fetch(`${gw.url}/model/${encodeURIComponent(HAIKU)}/converse`, { method: 'POST', body: '{"messages":' });
+    assert.equal(bad.status, 400);
+    assert.match(bad.headers.get('x-amzn-errortype'), /^ValidationException/);
+    assert.match((await bad.json()).message, /malformed JSON/);
+    // the provider's own errors pass through: ThrottlingException with its status
+    await assert.rejects(aws.send(new ConverseCommand({ modelId: HAIKU,
+      messages: [{ role: 'user', content: [{ text: 'hi [[mock status=429]]' }] }] })), (e) => {
+      assert.equal(e.name, 'ThrottlingException');
+      return true;
+    });
+  });
+
+  it('a stream that breaks midway ends with an exception message the AWS SDK raises', async () => {
+    const s = await aws.send(new ConverseStreamCommand({ modelId: HAIKU,
+      messages: [{ role: 'user', content: [{ text: 'go [[mock events=20;reset_after=6]]' }] }] }));
+    let text = '';
+    await assert.rejects((async () => {
+      for await (const ev of s.stream) text += ev.contentBlockDelta?.delta?.text || '';
+    })(), (e) => {
+      assert.equal(e.name, 'ModelStreamErrorException');
+      assert.match(e.message, /upstream|provider|connection/i);
+      return true;
+    });
+    assert.ok(text.length > 0, 'what came before the break was relayed');
+    const rec = await lastRecord('bedrock.converse_stream', (r) => r.error_class);
+    assert.equal(rec.error_class, 'stream_interrupted');
+  });
+
+  it('tool policy on Converse: a refused tool is taken out of toolConfig, and an answer calling it is stopped', async () => {
+    await mock.clear();
+    const spec = (name) => ({ toolSpec: { name, inputSchema: { json: { type: 'object' } } } });
+    await aws.send(new ConverseCommand({ modelId: SONNET,
+      messages: [{ role: 'user', content: [{ text: 'hi' }] }],
+      toolConfig: { tools: [spec('Read'), spec('Bash')] } }));
+    const sent = JSON.parse((await mock.last()).body);
+    assert.deepEqual(sent.toolConfig.tools.map((t) => t.toolSpec.name), ['Read']);
+    // forcing it is refused outright
+    await assert.rejects(aws.send(new ConverseCommand({ modelId: SONNET,
+      messages: [{ role: 'user', content: [{ text: 'hi' }] }],
+      toolConfig: { tools: [spec('Bash')], toolChoice: { tool: { name: 'Bash' } } } })), (e) => {
+      assert.equal(e.name, 'AccessDeniedException');
+      assert.equal(e.$metadata.httpStatusCode, 403);
+      return true;
+    });
+    // a stream calling it stops before the call reaches the caller
+    const s = await aws.send(new ConverseStreamCommand({ modelId: SONNET,
+      messages: [{ role: 'user', content: [{ text: 'go [[mock tools=Read,Bash]]' }] }] }));
+    const started = [];
+    await assert.rejects((async () => {
+      for await (const ev of s.stream) if (ev.contentBlockStart) started.push(ev.contentBlockStart.start.toolUse.name);
+    })(), (e) => {
+      assert.equal(e.name, 'ValidationException');
+      assert.match(e.message, /the tool 'Bash', which the tool policy does not allow/);
+      return true;
+    });
+    assert.deepEqual(started, ['Read']);
+    const rec = await lastRecord('bedrock.converse_stream', (r) => r.error_class === 'blocked');
+    assert.equal(rec.tool_names, 'Read,Bash');
+    // a whole answer calling it is refused in its place
+    await assert.rejects(aws.send(new ConverseCommand({ modelId: SONNET,
+      messages: [{ role: 'user', content: [{ text: 'go [[mock tools=Bash]]' }] }] })),
+    (e) => e.$metadata.httpStatusCode === 403 && /Bash/.test(e.message));
+  });
+
+  it('a malformed message from the provider: relayed as it came, or stopped under tool limits', async () => {
+    // without tool limits the bytes go on (the client's decoder judges the CRC)
+    const s = await aws.send(new ConverseStreamCommand({ modelId: HAIKU,
+      messages: [{ role: 'user', content: [{ text: 'go [[mock events=6;malformed=1]]' }] }] }));
+    await assert.rejects((async () => { for await (const ev of s.stream) void ev; })(), /checksum|crc/i);
+    // under a tool policy an unreadable message stops the stream with keyless's own exception
+    const t = await aws.send(new ConverseStreamCommand({ modelId: SONNET,
+      messages: [{ role: 'user', content: [{ text: 'go [[mock events=6;malformed=1]]' }] }] }));
+    await assert.rejects((async () => { for await (const ev of t.stream) void ev; })(), (e) => {
+      assert.equal(e.name, 'ModelStreamErrorException');
+      assert.match(e.message, /does not check out/);
+      return true;
+    });
+  });
+
+  it('a spend quota ends an InvokeModel stream that outgrows it with a throttlingException', async () => {
+    const g = await startGateway({
+      providers: { bedrock: bedrockProvider(mock.url) },
+      quotas: { s: { capacity: '$0.01' } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }, { quotas: [{ bucket: 's' }] }] } }],
+    });
+    const c = new AnthropicBedrock({ baseURL: g.url, awsRegion: 'us-east-1', skipAuth: true, maxRetries: 0 });
+    try {
+      await assert.rejects(c.messages.stream({ model: HAIKU, max_tokens: 50, messages: [{ role: 'user', content: 'x' }] },
+        { headers: { 'x-mock': 'in=10;out=900000;events=5' } }).finalMessage(), /quota s cannot cover this answer/);
+      let rec;
+      for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
+        await new Promise((res) => setTimeout(res, 30));
+        rec = (await (await fetch(`${g.url}/api/requests?limit=1`)).json()).requests[0];
+      }
+      assert.equal(rec.error_class, 'quota_exceeded');
+      assert.equal(rec.output_tokens, 900000, 'what the provider reported is recorded');
+      const q = (await (await fetch(`${g.url}/api/quotas`)).json());
+      assert.ok(JSON.stringify(q).includes('"s"'), 'the bucket is there');
+    } finally {
+      await g.stop();
+    }
+  });
+
+  it('hooks told after the answer get a Bedrock stream put back together, its events, and its tool calls', async () => {
+    const hook = await startHook();
+    const told = hook.calls;
+    const g = await startGateway({
+      providers: { bedrock: bedrockProvider(mock.url) },
+      hooks: { audit: { url: hook.url('/audit') } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { send_hooks: [{ name: 'audit',
+        events: ['entire_request'], send: ['response_body', 'raw_responses', 'tools', 'user_message'] }] }] } }],
+    });
+    const a = new BedrockRuntimeClient({ region: 'us-east-1', endpoint: g.url, maxAttempts: 1,
+      requestHandler: new NodeHttpHandler(), credentials: { accessKeyId: 'AKIDEXAMPLEKEYLESS', secretAccessKey: 'x' } });
+    try {
+      const s = await a.send(new ConverseStreamCommand({ modelId: HAIKU,
+        messages: [{ role: 'user', content: [{ text: 'look [[mock events=4;in=5;out=9;tools=read_file]]' }] }] }));
+      for await (const ev of s.stream) void ev;
+      const i = await a.send(new InvokeModelWithResponseStreamCommand({ modelId: HAIKU, contentType: 'application/json',
+        body: JSON.stringify({ anthropic_version: 'bedrock-2023-05-31', max_tokens: 100,
+          messages: [{ role: 'user', content: 'say [[mock events=5;text=Bedrock_answers]]' }] }) }));
+      for await (const ev of i.body) void ev;
+      for (let k = 0; k < 100 && told.length < 2; k++) await new Promise((res) => setTimeout(res, 30));
+      const conv = told.find((t) => t.metadata.url.endsWith('/converse-stream'));
+      assert.match(conv.user_message, /^look /);
+      assert.deepEqual(conv.response_body.output.message.content,
+        [{ toolUse: { toolUseId: conv.response_body.output.message.content[0].toolUse.toolUseId, name: 'read_file',
+          input: { path: 'README.md' } } }]);
+      assert.equal(conv.response_body.stopReason, 'tool_use');
+      assert.equal(conv.response_body.usage.outputTokens, 9);
+      assert.deepEqual(conv.tool_calls, [{ name: 'read_file', params: { path: 'README.md' } }]);
+      assert.ok(conv.raw_responses.some((e) => e.metadata), 'the events as the AWS SDK gives them');
+      assert.ok(conv.raw_responses.every((e) => Object.keys(e).length === 1 && !Object.values(e)[0].p),
+        'without Bedrock\'s padding');
+      const inv = told.find((t) => t.metadata.url.endsWith('/invoke-with-response-stream'));
+      assert.equal(inv.response_body.type, 'message');
+      assert.equal(inv.response_body.content[0].text, 'Bedrock answers');
+      assert.equal(inv.raw_responses[0].type, 'message_start');
+    } finally {
+      a.destroy();
+      await g.stop();
+      await hook.close();
+    }
+  });
+
+  it('CountTokens is answered and recorded as counting nothing', async () => {
+    const body = Buffer.from(JSON.stringify({ anthropic_version: 'bedrock-2023-05-31', max_tokens: 10,
+      messages: [{ role: 'user', content: 'count me [[mock in=17]]' }] })).toString('base64');
+    const r = await fetch(`${gw.url}/model/${encodeURIComponent(HAIKU)}/count-tokens`, { method: 'POST',
+      headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: { invokeModel: { body } } }) });
+    assert.equal(r.status, 200);
+    assert.equal((await r.json()).inputTokens, 17);
+    const rec = await lastRecord('bedrock.count_tokens');
+    assert.deepEqual([rec.usage_known, rec.input_tokens, Number(rec.cost_nanodollars)], [1, 0, 0]);
+  });
+
+  it('Claude Code in its Bedrock mode answers through the gateway', { timeout: 180000 }, async () => {
+    await mock.clear();
+    const home = mkdtempSync(join(tmpdir(), 'kl-claude-bedrock-'));
+    const env = {
+      PATH: process.env.PATH, HOME: home,
+      CLAUDE_CODE_USE_BEDROCK: '1', CLAUDE_CODE_SKIP_BEDROCK_AUTH: '1', ANTHROPIC_BEDROCK_BASE_URL: gw.url,
+      AWS_REGION: 'us-east-1', ANTHROPIC_MODEL: HAIKU, ANTHROPIC_SMALL_FAST_MODEL: HAIKU,
+      ANTHROPIC_DEFAULT_HAIKU_MODEL: HAIKU,
+      DISABLE_TELEMETRY: '1', DISABLE_AUTOUPDATER: '1', DISABLE_ERROR_REPORTING: '1',
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    };
+    const claude = join(ROOT, 'node_modules', '.bin', 'claude');
+    const r = await runCommand(claude, ['-p', 'Say hello. [[mock text=Hello_from_Bedrock_via_keyless;in=1500;out=42]]'], env);
+    assert.equal(r.code, 0, `claude failed: ${r.out}\n${r.err}`);
+    assert.match(r.out, /Hello from Bedrock via keyless/);
+    const reqs = (await mock.requests()).filter((q) => q.path.startsWith('/model/'));
+    assert.ok(reqs.length >= 1, 'Claude Code reached Bedrock through keyless');
+    for (const q of reqs) assert.equal(headerMap(q.headers).authorization, `Bearer ${KEYS.bedrock}`);
+    const rec = await lastRecord('bedrock.invoke_stream', (x) => x.output_tokens === 42);
+    assert.equal(rec.input_tokens, 1500);
+    assert.ok(Number(rec.cost_nanodollars) > 0);
+  });
+});
