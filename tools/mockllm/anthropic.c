@@ -1,4 +1,6 @@
-/* Anthropic dialect: Messages (whole and streamed), count_tokens, models. */
+/* Anthropic dialect: Messages (whole and streamed; also under Vertex AI's
+ * rawPredict / streamRawPredict paths), count_tokens, models. */
+#include <stdio.h>
 #include <string.h>
 
 #include "mockllm.h"
@@ -31,10 +33,23 @@ int ml_anthropic_after_tool_result(cJSON *j)
     return 0;
 }
 
+/* Claude's ids name the platform that served it: msg_01... first-party,
+ * msg_bdrk_01... on Bedrock, msg_vrtx_01... on Vertex AI (tool ids alike). */
+void ml_anthropic_ids(ml_reply *r, const char *platform)
+{
+    char prefix[32];
+
+    r->platform = platform;
+    snprintf(prefix, sizeof(prefix), "msg_%s01", platform);
+    ml_make_id(r->seed, r->id, sizeof(r->id), prefix, ml_alnum, 22);
+}
+
 static void tool_id(const ml_reply *r, int t, char *out, size_t cap)
 {
-    ml_make_id(r->seed + SALT_TOOL + (uint64_t)t, out, cap,
-               r->bedrock ? "toolu_bdrk_01" : "toolu_01", ml_alnum, 22);
+    char prefix[32];
+
+    snprintf(prefix, sizeof(prefix), "toolu_%s01", r->platform ? r->platform : "");
+    ml_make_id(r->seed + SALT_TOOL + (uint64_t)t, out, cap, prefix, ml_alnum, 22);
 }
 
 static cJSON *usage(const ml_reply *r, long output_tokens)
@@ -234,21 +249,23 @@ static void error_piece(ml_reply *r, long i, struct evbuffer *out)
     cJSON_Delete(e);
 }
 
-void ml_anthropic_messages(ml_call *c)
+/* A Messages answer. `model` NULL: the body's (first-party); Vertex AI
+ * names it in the path. stream < 0: as the body's "stream" says. */
+static void messages(ml_call *c, const char *model, int stream, const char *platform)
 {
     cJSON *j = ml_parse_body(c, ML_ANTHROPIC);
     ml_reply *r;
-    int stream;
 
     if (!j)
         return;
-    stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "stream"));
+    if (stream < 0)
+        stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "stream"));
     ml_drop_tools_after_result(&c->d, ml_anthropic_after_tool_result(j));
-    r = ml_begin(c, ML_ANTHROPIC, str_field(j, "model"));
+    r = ml_begin(c, ML_ANTHROPIC, model ? model : str_field(j, "model"));
     cJSON_Delete(j);
     if (!r)
         return;
-    ml_make_id(r->seed, r->id, sizeof(r->id), "msg_01", ml_alnum, 22);
+    ml_anthropic_ids(r, platform);
     if (stream) {
         ml_reply_stream(r, "text/event-stream", ml_anthropic_npieces(r), stream_piece,
                         SSE_MALFORMED);
@@ -256,6 +273,25 @@ void ml_anthropic_messages(ml_call *c)
     } else
         ml_reply_json(r, 200, ml_anthropic_message(r, 1));
     ml_reply_start(r);
+}
+
+void ml_anthropic_messages(ml_call *c)
+{
+    messages(c, NULL, -1, "");
+}
+
+/* Vertex AI's rawPredict (streamed only if the body asks) and
+ * streamRawPredict (always streamed), for the model in the path. Vertex
+ * answers with Anthropic's name for it: claude-sonnet-4-5@20250929 ->
+ * claude-sonnet-4-5-20250929. */
+void ml_anthropic_vertex(ml_call *c, int stream)
+{
+    char model[sizeof(c->path_model)], *at;
+
+    memcpy(model, c->path_model, sizeof(model));
+    if ((at = strrchr(model, '@')) != NULL)
+        *at = '-';
+    messages(c, model, stream ? 1 : -1, "vrtx_");
 }
 
 void ml_anthropic_count_tokens(ml_call *c)

@@ -254,8 +254,7 @@ void ml_bedrock_invoke(ml_call *c, int stream)
     r = ml_begin(c, ML_BEDROCK, model);
     if (!r)
         return;
-    r->bedrock = 1;
-    ml_make_id(r->seed, r->id, sizeof(r->id), "msg_bdrk_01", ml_alnum, 22);
+    ml_anthropic_ids(r, "bdrk_");
     if (stream) {
         ml_reply_header(r, "X-Amzn-Bedrock-Content-Type", "application/json");
         ml_reply_stream(r, EVENTSTREAM, ml_anthropic_npieces(r), invoke_piece, NULL);

@@ -2,8 +2,9 @@
  *
  * One process, N worker threads. Each worker owns an event_base and an evhttp
  * listening on the same port (SO_REUSEPORT). A request is routed by path suffix
- * to a dialect handler (openai.c, anthropic.c, gemini.c) which describes the
- * answer as an ml_reply; reply.c then sends it, applying the per-request
+ * to a dialect handler (openai.c, anthropic.c, gemini.c, bedrock.c; Vertex AI's
+ * paths lead to the Anthropic and Gemini ones) which describes the answer as
+ * an ml_reply; reply.c then sends it, applying the per-request
  * control directives (control.c): delays, resets, stalls, malformed events.
  * inspect.c keeps the request log and the counters behind /_mock/. */
 #ifndef ML_MOCKLLM_H
@@ -139,7 +140,7 @@ struct ml_reply {
     long created;
     int include_usage;                  /* OpenAI chat stream_options */
     int sse;                            /* Gemini alt=sse */
-    int bedrock;                        /* Anthropic on Bedrock: *_bdrk_ ids */
+    const char *platform;               /* Claude's id tag: "", "bdrk_", "vrtx_" */
     long long t0_ms, first_ms;          /* monotonic: reply made, first piece */
     int has_text;
     const char *text;
@@ -175,7 +176,7 @@ typedef struct ml_call {
     const char *body;
     size_t body_len;
     ml_directives d;                    /* moved into the reply */
-    char path_model[256];               /* Gemini, Bedrock: {model} from the path */
+    char path_model[256];               /* Gemini, Bedrock, Vertex: {model} from the path */
     int alt_sse;
 } ml_call;
 
@@ -205,8 +206,10 @@ void ml_anthropic_messages(ml_call *c);
 void ml_anthropic_count_tokens(ml_call *c);
 void ml_anthropic_models(ml_call *c, const char *one);
 void ml_anthropic_request_id(ml_worker *w, char *out, size_t cap);
+void ml_anthropic_vertex(ml_call *c, int stream);
 /* Shared with Anthropic on Bedrock (bedrock.c). */
 int ml_anthropic_after_tool_result(cJSON *body);
+void ml_anthropic_ids(ml_reply *r, const char *platform);
 cJSON *ml_anthropic_message(const ml_reply *r, int done);
 long ml_anthropic_npieces(const ml_reply *r);
 cJSON *ml_anthropic_event(ml_reply *r, long i, const char **name);

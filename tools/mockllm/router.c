@@ -125,8 +125,78 @@ static void not_found(ml_call *c, const char *method, const char *path)
 enum route {
     R_NONE, R_CHAT, R_RESPONSES, R_EMBEDDINGS, R_MESSAGES, R_COUNT_TOKENS,
     R_G_GENERATE, R_G_STREAM, R_G_COUNT, R_MODELS, R_MODEL, R_G_MODELS, R_G_MODEL,
-    R_B_INVOKE, R_B_INVOKE_STREAM, R_B_CONVERSE, R_B_CONVERSE_STREAM, R_B_COUNT
+    R_B_INVOKE, R_B_INVOKE_STREAM, R_B_CONVERSE, R_B_CONVERSE_STREAM, R_B_COUNT,
+    R_V_RAW, R_V_STREAM_RAW
 };
+
+static int is(const char *s, size_t n, const char *word)
+{
+    return n == strlen(word) && memcmp(s, word, n) == 0;
+}
+
+/* The length of word if s[0..n) starts with it, else 0. */
+static size_t starts_with(const char *s, size_t n, const char *word)
+{
+    size_t k = strlen(word);
+
+    return n >= k && memcmp(s, word, k) == 0 ? k : 0;
+}
+
+static enum route gemini_method(const char *m, size_t n)
+{
+    return is(m, n, "generateContent")         ? R_G_GENERATE
+           : is(m, n, "streamGenerateContent") ? R_G_STREAM
+           : is(m, n, "countTokens")           ? R_G_COUNT
+                                               : R_NONE;
+}
+
+/* Vertex AI's scope, the path's [s, e): {p}/locations/{l}, one segment each,
+ * and before the /projects/ at s an API version. */
+static int vertex_scope(const char *path, const char *s, const char *e)
+{
+    const char *p = s + strlen("/projects/"), *slash = memchr(p, '/', (size_t)(e - p));
+    size_t k;
+
+    if (!slash || slash == p || (k = starts_with(slash, (size_t)(e - slash), "/locations/")) == 0 ||
+        slash + k == e || memchr(slash + k, '/', (size_t)(e - slash - k)))
+        return 0;
+    return ends_with(path, (size_t)(s - path), "/v1") ||
+           ends_with(path, (size_t)(s - path), "/v1beta1");
+}
+
+/* Vertex AI: .../{v1|v1beta1}/projects/{p}/locations/{l}/publishers/{pub}/
+ * models/{model}:{method}. Claude's methods answer in Anthropic's dialect
+ * (count_tokens is the model "count-tokens", its model in the body), Gemini's
+ * as under /v1beta/models/. The model is percent-decoded into path_model
+ * (claude-sonnet-4-5%4020250929 is claude-sonnet-4-5@20250929). */
+static enum route vertex_route(ml_call *c, const char *path, size_t n)
+{
+    const char *pub = find_last(path, n, "/publishers/"), *end = path + n, *proj, *model, *colon;
+    size_t k;
+    int anthropic;
+
+    if (!pub || (proj = find_last(path, (size_t)(pub - path), "/projects/")) == NULL ||
+        !vertex_scope(path, proj, pub))
+        return R_NONE;
+    model = pub + strlen("/publishers/");
+    if ((k = starts_with(model, (size_t)(end - model), "anthropic/models/")) != 0)
+        anthropic = 1;
+    else if ((k = starts_with(model, (size_t)(end - model), "google/models/")) != 0)
+        anthropic = 0;
+    else
+        return R_NONE;
+    model += k;
+    colon = memchr(model, ':', (size_t)(end - model));
+    if (!colon || colon == model || memchr(model, '/', (size_t)(end - model)))
+        return R_NONE;
+    ml_percent_decode(model, (size_t)(colon - model), c->path_model, sizeof(c->path_model), 0);
+    k = (size_t)(end - ++colon);
+    if (!anthropic)
+        return gemini_method(colon, k);
+    if (is(colon, k, "rawPredict"))
+        return strcmp(c->path_model, "count-tokens") == 0 ? R_COUNT_TOKENS : R_V_RAW;
+    return is(colon, k, "streamRawPredict") ? R_V_STREAM_RAW : R_NONE;
+}
 
 /* Bedrock Runtime paths: .../model/{modelId}/{operation}. Clients
  * percent-encode the id (`...-v1%3A0`, ARNs with `%2F`), so it never holds a
@@ -190,13 +260,7 @@ static enum route gemini_route(ml_call *c, const char *path, size_t n, int post,
     len = n - (size_t)(colon - path);
     if (!post)
         return R_NONE;
-    if (len == strlen("generateContent") && memcmp(colon, "generateContent", len) == 0)
-        return R_G_GENERATE;
-    if (len == strlen("streamGenerateContent") && memcmp(colon, "streamGenerateContent", len) == 0)
-        return R_G_STREAM;
-    if (len == strlen("countTokens") && memcmp(colon, "countTokens", len) == 0)
-        return R_G_COUNT;
-    return R_NONE;
+    return gemini_method(colon, len);
 }
 
 static enum route route_of(ml_call *c, enum evhttp_cmd_type cmd, const char *path,
@@ -205,6 +269,7 @@ static enum route route_of(ml_call *c, enum evhttp_cmd_type cmd, const char *pat
     size_t n = strlen(path);
     int post = cmd == EVHTTP_REQ_POST, get = cmd == EVHTTP_REQ_GET;
     const char *m;
+    enum route rt;
 
     if (post && ends_with(path, n, "/v1/chat/completions"))
         return R_CHAT;
@@ -220,6 +285,8 @@ static enum route route_of(ml_call *c, enum evhttp_cmd_type cmd, const char *pat
         return R_MODELS;
     if (get && ends_with(path, n, "/v1beta/models"))
         return R_G_MODELS;
+    if (post && (rt = vertex_route(c, path, n)) != R_NONE)
+        return rt;
     if (find_last(path, n, "/v1beta/models/"))
         return gemini_route(c, path, n, post, get, one);
     if (post && find_last(path, n, "/model/"))
@@ -239,6 +306,8 @@ static enum ml_dialect dialect_of(enum route rt, struct evhttp_request *req)
     switch (rt) {
     case R_MESSAGES:
     case R_COUNT_TOKENS:
+    case R_V_RAW:
+    case R_V_STREAM_RAW:
         return ML_ANTHROPIC;
     case R_G_GENERATE:
     case R_G_STREAM:
@@ -292,6 +361,8 @@ static void dispatch(ml_call *c, enum route rt, const char *query, const char *o
     case R_B_CONVERSE: ml_bedrock_converse(c, 0); break;
     case R_B_CONVERSE_STREAM: ml_bedrock_converse(c, 1); break;
     case R_B_COUNT: ml_bedrock_count_tokens(c); break;
+    case R_V_RAW: ml_anthropic_vertex(c, 0); break;
+    case R_V_STREAM_RAW: ml_anthropic_vertex(c, 1); break;
     case R_NONE: break;
     }
 }
