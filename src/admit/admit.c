@@ -101,6 +101,7 @@ static int64_t output_estimate(const kl_exchange *ex)
     case KL_EP_EMBEDDINGS:
     case KL_EP_COUNT_TOKENS:
     case KL_EP_GEMINI_COUNT:
+    case KL_EP_BEDROCK_COUNT:
         return 0;
     default:
         break;
@@ -120,7 +121,7 @@ static bool offers_tools(const kl_exchange *ex)
 
 static bool free_endpoint(const kl_exchange *ex)
 {
-    return ex->ep->id == KL_EP_COUNT_TOKENS || ex->ep->id == KL_EP_GEMINI_COUNT;
+    return ex->ep->id == KL_EP_COUNT_TOKENS || ex->ep->id == KL_EP_GEMINI_COUNT || ex->ep->id == KL_EP_BEDROCK_COUNT;
 }
 
 static enum kl_step refuse(kl_exchange *ex, struct kl_admission *a, size_t i, int64_t retry)
