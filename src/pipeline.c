@@ -150,7 +150,7 @@ static enum kl_step endpoint_run(kl_exchange *ex)
     const char *why = NULL;
     if (kl_dialect_request_facts(ep, ex->body, ex->body_len, &ex->arena, &f, &why) < 0)
         return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "%s", why);
-    if (kl_dialect_model_in_body(ep->dialect))
+    if (!ep->model_in_path)
         ex->model_requested = f.model;
     ex->stream = f.stream;
     ex->max_output_tokens = f.max_output_tokens;

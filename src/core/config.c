@@ -18,6 +18,7 @@
 #include "record/export.h"
 #include "record/record.h"
 #include "route/route.h"
+#include "upstream/gcp.h"
 
 #define KL_DEFAULT_LISTEN "127.0.0.1:8080"
 
@@ -357,8 +358,6 @@ static void read_compat(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
     if (!chat_set && bits == 0)
         bits = KL_COMPAT_OPENAI_CHAT;
     p->compat = bits;
-    if (bits & (KL_COMPAT_GOOGLE_GENERATE | KL_COMPAT_GOOGLE_RAW_PREDICT))
-        kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s: Vertex compatibility flags are not served yet", p->id);
 }
 
 const char *kl_cfg_secret(kl_cfg_ctx *c, const cJSON *v, const char *owner, const char **problem)
@@ -433,6 +432,19 @@ static void read_apikey(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
     p->apikey = kl_cfg_secret(c, v, owner, &p->key_problem);
     if (p->key_problem)
         kl_cfg_report(c, KL_SEV_WARNING, v, "%s; its requests will fail with 503", p->key_problem);
+    /* a Google service account's key file (Vertex AI): never sent itself,
+     * it mints the access tokens that are */
+    struct kl_gcp_sa sa;
+    const char *why = NULL;
+    int rc = p->apikey ? kl_gcp_sa_parse(p->apikey, &c->cfg->arena, &sa, &why) : 0;
+    if (rc < 0) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s: %s", p->id, why);
+    } else if (rc == 1) {
+        struct kl_gcp_sa *keep = kl_arena_alloc(&c->cfg->arena, sizeof(*keep));
+        *keep = sa;
+        p->gcp_sa = keep;
+        p->apikey = NULL;
+    }
 }
 
 static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
@@ -536,7 +548,10 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
         kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s lists no models", p->id);
     if (p->apikey && !*p->apikey)
         kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s: apikey is empty; requests go upstream with an empty key", p->id);
-    if (!p->apikey && !p->key_problem && p->auth_mode == KL_AUTHMODE_OVERRIDE)
+    if (p->gcp_sa && p->auth_style != KL_AUTH_BEARER)
+        kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s: a service account's access token is always sent as "
+                      "Authorization: Bearer; authorization is ignored", p->id);
+    if (!p->apikey && !p->gcp_sa && !p->key_problem && p->auth_mode == KL_AUTHMODE_OVERRIDE)
         kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s has no apikey; requests go upstream without one", p->id);
     if (strchr(p->id, '/'))
         kl_cfg_report(c, KL_SEV_ERROR, v, "provider id \"%s\" must not contain '/'", p->id);

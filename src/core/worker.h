@@ -26,6 +26,7 @@ struct kl_identity_worker;
 struct kl_mailbox;
 struct kl_metrics;
 struct kl_health;
+struct kl_gcp_tokens;
 struct evp_md_st;
 
 struct kl_listen_socket {
@@ -44,6 +45,7 @@ typedef struct kl_server {
     struct kl_exporter *exporter;           /* exporters.s3's thread, or NULL */
     struct kl_buckets *buckets;             /* quota and rate-limit balances */
     struct kl_health *health;               /* providers cooling down after failures (route/health.h) */
+    struct kl_gcp_tokens *gcp;              /* Google service accounts' access tokens (upstream/gcp.h) */
 } kl_server;
 
 /* A counter only its worker writes and other threads read (/metrics): a

@@ -44,6 +44,7 @@ struct kl_endpoint_info {
     const char *method;         /* the one method allowed; NULL = GET or HEAD */
     unsigned compat;            /* provider compatibility bit that serves it */
     bool inference;             /* forwarded to a provider */
+    bool model_in_path;         /* the path names the model (Gemini, Bedrock, Vertex), not the body */
 };
 
 /* The result of looking at method + path + headers. */
@@ -55,10 +56,6 @@ struct kl_route_match {
 
 void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
                          bool anthropic_version, struct kl_route_match *m);
-
-/* Whether the dialect's requests name the model in the body ("model"), not
- * in the path (Gemini, Bedrock). */
-bool kl_dialect_model_in_body(enum kl_dialect d);
 
 /* The dialect a request to an unknown path most likely speaks. */
 enum kl_dialect kl_dialect_guess(const char *path, bool anthropic_version);

@@ -6,38 +6,55 @@
 #include "core/urlquery.h"
 
 static const struct kl_endpoint_info endpoints[] = {
-    {KL_EP_ROOT, KL_DIALECT_OPENAI, "root", NULL, 0, false},
-    {KL_EP_CHAT, KL_DIALECT_OPENAI, "openai.chat", "POST", KL_COMPAT_OPENAI_CHAT, true},
-    {KL_EP_RESPONSES, KL_DIALECT_OPENAI, "openai.responses", "POST", KL_COMPAT_OPENAI_RESPONSES, true},
+    {KL_EP_ROOT, KL_DIALECT_OPENAI, "root", NULL, 0, false, false},
+    {KL_EP_CHAT, KL_DIALECT_OPENAI, "openai.chat", "POST", KL_COMPAT_OPENAI_CHAT, true, false},
+    {KL_EP_RESPONSES, KL_DIALECT_OPENAI, "openai.responses", "POST", KL_COMPAT_OPENAI_RESPONSES, true, false},
     /* Embeddings go to OpenAI-shaped providers; Aperture has no separate flag. */
-    {KL_EP_EMBEDDINGS, KL_DIALECT_OPENAI, "openai.embeddings", "POST", KL_COMPAT_OPENAI_CHAT, true},
-    {KL_EP_MESSAGES, KL_DIALECT_ANTHROPIC, "anthropic.messages", "POST", KL_COMPAT_ANTHROPIC_MESSAGES, true},
-    {KL_EP_COUNT_TOKENS, KL_DIALECT_ANTHROPIC, "anthropic.count_tokens", "POST", KL_COMPAT_ANTHROPIC_MESSAGES, true},
-    {KL_EP_GEMINI_GENERATE, KL_DIALECT_GEMINI, "gemini.generate", "POST", KL_COMPAT_GEMINI_GENERATE, true},
-    {KL_EP_GEMINI_STREAM, KL_DIALECT_GEMINI, "gemini.stream", "POST", KL_COMPAT_GEMINI_GENERATE, true},
-    {KL_EP_GEMINI_COUNT, KL_DIALECT_GEMINI, "gemini.count_tokens", "POST", KL_COMPAT_GEMINI_GENERATE, true},
-    {KL_EP_BEDROCK_INVOKE, KL_DIALECT_BEDROCK, "bedrock.invoke", "POST", KL_COMPAT_BEDROCK_INVOKE, true},
-    {KL_EP_BEDROCK_INVOKE_STREAM, KL_DIALECT_BEDROCK, "bedrock.invoke_stream", "POST", KL_COMPAT_BEDROCK_INVOKE, true},
-    {KL_EP_BEDROCK_CONVERSE, KL_DIALECT_BEDROCK, "bedrock.converse", "POST", KL_COMPAT_BEDROCK_CONVERSE, true},
-    {KL_EP_BEDROCK_CONVERSE_STREAM, KL_DIALECT_BEDROCK, "bedrock.converse_stream", "POST", KL_COMPAT_BEDROCK_CONVERSE,
+    {KL_EP_EMBEDDINGS, KL_DIALECT_OPENAI, "openai.embeddings", "POST", KL_COMPAT_OPENAI_CHAT, true, false},
+    {KL_EP_MESSAGES, KL_DIALECT_ANTHROPIC, "anthropic.messages", "POST", KL_COMPAT_ANTHROPIC_MESSAGES, true, false},
+    {KL_EP_COUNT_TOKENS, KL_DIALECT_ANTHROPIC, "anthropic.count_tokens", "POST", KL_COMPAT_ANTHROPIC_MESSAGES, true,
+     false},
+    {KL_EP_GEMINI_GENERATE, KL_DIALECT_GEMINI, "gemini.generate", "POST", KL_COMPAT_GEMINI_GENERATE, true, true},
+    {KL_EP_GEMINI_STREAM, KL_DIALECT_GEMINI, "gemini.stream", "POST", KL_COMPAT_GEMINI_GENERATE, true, true},
+    {KL_EP_GEMINI_COUNT, KL_DIALECT_GEMINI, "gemini.count_tokens", "POST", KL_COMPAT_GEMINI_GENERATE, true, true},
+    {KL_EP_BEDROCK_INVOKE, KL_DIALECT_BEDROCK, "bedrock.invoke", "POST", KL_COMPAT_BEDROCK_INVOKE, true, true},
+    {KL_EP_BEDROCK_INVOKE_STREAM, KL_DIALECT_BEDROCK, "bedrock.invoke_stream", "POST", KL_COMPAT_BEDROCK_INVOKE, true,
      true},
+    {KL_EP_BEDROCK_CONVERSE, KL_DIALECT_BEDROCK, "bedrock.converse", "POST", KL_COMPAT_BEDROCK_CONVERSE, true, true},
+    {KL_EP_BEDROCK_CONVERSE_STREAM, KL_DIALECT_BEDROCK, "bedrock.converse_stream", "POST", KL_COMPAT_BEDROCK_CONVERSE,
+     true, true},
     /* counting is served by either flag: Bedrock's CountTokens reads both shapes */
     {KL_EP_BEDROCK_COUNT, KL_DIALECT_BEDROCK, "bedrock.count_tokens", "POST",
-     KL_COMPAT_BEDROCK_INVOKE | KL_COMPAT_BEDROCK_CONVERSE, true},
-    {KL_EP_MODELS, KL_DIALECT_OPENAI, "models", NULL, 0, false},
-    {KL_EP_MODEL_GET, KL_DIALECT_OPENAI, "model", NULL, 0, false},
-    {KL_EP_GEMINI_MODELS, KL_DIALECT_GEMINI, "gemini.models", NULL, 0, false},
-    {KL_EP_GEMINI_MODEL_GET, KL_DIALECT_GEMINI, "gemini.model", NULL, 0, false},
-    {KL_EP_ADMIN, KL_DIALECT_OPENAI, "admin", "*", 0, false},
-    {KL_EP_UNKNOWN, KL_DIALECT_OPENAI, "unknown", "*", 0, false},
+     KL_COMPAT_BEDROCK_INVOKE | KL_COMPAT_BEDROCK_CONVERSE, true, true},
+    {KL_EP_MODELS, KL_DIALECT_OPENAI, "models", NULL, 0, false, false},
+    {KL_EP_MODEL_GET, KL_DIALECT_OPENAI, "model", NULL, 0, false, false},
+    {KL_EP_GEMINI_MODELS, KL_DIALECT_GEMINI, "gemini.models", NULL, 0, false, false},
+    {KL_EP_GEMINI_MODEL_GET, KL_DIALECT_GEMINI, "gemini.model", NULL, 0, false, false},
+    {KL_EP_ADMIN, KL_DIALECT_OPENAI, "admin", "*", 0, false, false},
+    {KL_EP_UNKNOWN, KL_DIALECT_OPENAI, "unknown", "*", 0, false, false},
+};
+
+/* Vertex AI's twins of Anthropic's and Gemini's endpoints: the same APIs,
+ * served by the Vertex compatibility flags; Anthropic's Messages API names
+ * the model in the path there. */
+static const struct kl_endpoint_info vertex_messages = {
+    KL_EP_MESSAGES, KL_DIALECT_ANTHROPIC, "vertex.anthropic.messages", "POST", KL_COMPAT_GOOGLE_RAW_PREDICT, true, true};
+static const struct kl_endpoint_info vertex_count_tokens = {
+    KL_EP_COUNT_TOKENS, KL_DIALECT_ANTHROPIC, "vertex.anthropic.count_tokens", "POST", KL_COMPAT_GOOGLE_RAW_PREDICT, true,
+    false};
+static const struct kl_endpoint_info vertex_gemini[] = {
+    {KL_EP_GEMINI_GENERATE, KL_DIALECT_GEMINI, "vertex.gemini.generate", "POST", KL_COMPAT_GOOGLE_GENERATE, true, true},
+    {KL_EP_GEMINI_STREAM, KL_DIALECT_GEMINI, "vertex.gemini.stream", "POST", KL_COMPAT_GOOGLE_GENERATE, true, true},
+    {KL_EP_GEMINI_COUNT, KL_DIALECT_GEMINI, "vertex.gemini.count_tokens", "POST", KL_COMPAT_GOOGLE_GENERATE, true,
+     true},
 };
 
 /* Anthropic-shaped twins of the model-list endpoints, chosen when the caller
  * sends anthropic-version (as the Anthropic SDK and Claude Code do). */
 static const struct kl_endpoint_info anthropic_models = {
-    KL_EP_MODELS, KL_DIALECT_ANTHROPIC, "models", NULL, 0, false};
+    KL_EP_MODELS, KL_DIALECT_ANTHROPIC, "models", NULL, 0, false, false};
 static const struct kl_endpoint_info anthropic_model_get = {
-    KL_EP_MODEL_GET, KL_DIALECT_ANTHROPIC, "model", NULL, 0, false};
+    KL_EP_MODEL_GET, KL_DIALECT_ANTHROPIC, "model", NULL, 0, false, false};
 
 _Static_assert(sizeof(endpoints) / sizeof(endpoints[0]) == KL_EP_UNKNOWN + 1, "one entry per endpoint, in order");
 
@@ -51,17 +68,14 @@ const struct kl_endpoint_info *kl_endpoint_by_id(enum kl_endpoint id)
     return ep(id);
 }
 
-bool kl_dialect_model_in_body(enum kl_dialect d)
-{
-    return d != KL_DIALECT_GEMINI && d != KL_DIALECT_BEDROCK;
-}
-
 enum kl_dialect kl_dialect_guess(const char *path, bool anthropic_version)
 {
     if (strncmp(path, "/v1beta/", 8) == 0 || strcmp(path, "/v1beta") == 0)
         return KL_DIALECT_GEMINI;
     if (strncmp(path, "/model/", 7) == 0)
         return KL_DIALECT_BEDROCK;
+    if (strstr(path, "/publishers/google/"))
+        return KL_DIALECT_GEMINI;
     if (anthropic_version)
         return KL_DIALECT_ANTHROPIC;
     return KL_DIALECT_OPENAI;
@@ -143,6 +157,44 @@ static bool classify_bedrock(kl_arena *a, const char *rest, struct kl_route_matc
     return false;
 }
 
+/* Vertex AI: "/v1/projects/{p}/locations/{l}/publishers/{publisher}/models/
+ * {model}:{method}" (or /v1beta1). Anthropic's models are the Messages API
+ * behind rawPredict and streamRawPredict (the body says whether it
+ * streams), counted by count-tokens:rawPredict (the model in its body);
+ * Google's models are Gemini's API. The model id may be percent-encoded
+ * ("claude-sonnet-4-5%4020250929"). */
+static bool classify_vertex(kl_arena *a, const char *path, struct kl_route_match *m)
+{
+    const char *p = strstr(path, "/locations/");
+    const char *pub = p ? strstr(p, "/publishers/") : NULL;
+    if (!pub)
+        return false;
+    const char *rest = pub + strlen("/publishers/");
+    if (strncmp(rest, "google/models/", 14) == 0) {
+        if (!strchr(rest + 14, ':') || !classify_gemini(a, rest + 14, m))
+            return false;
+        m->ep = &vertex_gemini[m->ep->id - KL_EP_GEMINI_GENERATE];
+        return true;
+    }
+    if (strncmp(rest, "anthropic/models/", 17) != 0)
+        return false;
+    rest += 17;
+    const char *colon = strrchr(rest, ':');
+    if (!colon || (strcmp(colon, ":rawPredict") != 0 && strcmp(colon, ":streamRawPredict") != 0))
+        return false;
+    size_t n = (size_t)(colon - rest);
+    if (n == 12 && memcmp(rest, "count-tokens", 12) == 0) {
+        m->ep = &vertex_count_tokens;
+        return true;
+    }
+    char *model = kl_path_segment_decode(a, rest, n);
+    if (!model || !path_model_ok(model, strlen(model)))
+        return false;
+    m->ep = &vertex_messages;
+    m->path_model = model;
+    return true;
+}
+
 void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
                          bool anthropic_version, struct kl_route_match *m)
 {
@@ -176,6 +228,8 @@ void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
                 m->ep = ep(KL_EP_MODEL_GET);
                 m->path_model = kl_arena_strdup(a, path + 11);
             }
+        } else if (strncmp(path, "/v1/projects/", 13) == 0 || strncmp(path, "/v1beta1/projects/", 18) == 0) {
+            classify_vertex(a, path, m);
         } else if (strncmp(path, "/model/", 7) == 0) {
             classify_bedrock(a, path + 7, m);
         } else if (strncmp(path, "/api/", 5) == 0) {

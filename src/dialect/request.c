@@ -145,7 +145,7 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
     }
     const struct kl_body_map *m = &f->map;
 
-    if (kl_dialect_model_in_body(ep->dialect) && !(f->model = read_model(body, m->model, a, why)))
+    if (!ep->model_in_path && !(f->model = read_model(body, m->model, a, why)))
         return -1;
 
     switch (ep->id) {

@@ -125,7 +125,7 @@ const char *kl_guard_replace_body(kl_exchange *ex, const char *text, size_t len)
         return "the new body is larger than listen.max_body_size";
     if (kl_dialect_request_facts(ex->ep, text, len, &ex->arena, &f, &why) < 0)
         return kl_arena_printf(&ex->arena, "the new body is not a valid request: %s", why);
-    if (kl_dialect_model_in_body(ex->ep->dialect) &&
+    if (!ex->ep->model_in_path &&
         (!f.model || !ex->model_requested || strcmp(f.model, ex->model_requested) != 0))
         return "the new body asks for another model";
     if (f.stream != ex->stream)

@@ -30,6 +30,7 @@
 #include "record/metrics.h"
 #include "record/record.h"
 #include "route/health.h"
+#include "upstream/gcp.h"
 #include "upstream/upstream.h"
 
 /* Split "host:port" ("[v6]:port" too) and bind a listening socket with
@@ -293,6 +294,17 @@ static void raise_fd_limit(void)
     }
 }
 
+bool kl_server_watch_accounts(kl_server *srv, const kl_config *cfg)
+{
+    bool any = false;
+    for (size_t i = 0; i < cfg->nproviders; i++)
+        if (cfg->providers[i].gcp_sa) {
+            kl_gcp_tokens_watch(srv->gcp, cfg->providers[i].gcp_sa);
+            any = true;
+        }
+    return any;
+}
+
 int kl_server_run(kl_config *cfg)
 {
     kl_server srv;
@@ -332,6 +344,12 @@ int kl_server_run(kl_config *cfg)
         kl_upstream_global_cleanup();
         return 1;
     }
+    /* Vertex AI's service accounts: their first tokens are asked for now,
+     * so the first requests do not find none (a dead token endpoint delays
+     * the start by at most 5 s, and its requests answer 503 saying why) */
+    srv.gcp = kl_gcp_tokens_start();
+    if (kl_server_watch_accounts(&srv, cfg))
+        kl_gcp_tokens_wait(srv.gcp, 5000);
     int nw = cfg->listen.workers;
     if (nw <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -488,6 +506,7 @@ out:
     free(srv.workers);
     free(specs);
     kl_record_server_stop(&srv);
+    kl_gcp_tokens_stop(srv.gcp);
     kl_admit_server_free(&srv);
     kl_health_server_free(&srv);
     kl_identity_server_free(&srv);

@@ -9,6 +9,10 @@
  * status for main. */
 int kl_server_run(kl_config *cfg);
 
+/* Keep the access tokens of cfg's Google service accounts fresh (those
+ * already kept stay); whether cfg has any. */
+bool kl_server_watch_accounts(kl_server *srv, const kl_config *cfg);
+
 /* Called after an exchange ends and after a connection closes: a draining
  * worker stops once its last exchange and connection are gone. */
 void kl_server_maybe_stopped(kl_worker *w);

@@ -10,6 +10,7 @@
 #include "core/urlquery.h"
 #include "identity/identity.h"
 #include "listen/http.h"
+#include "upstream/gcp.h"
 
 static bool lists_model(const struct kl_provider *p, const char *m, size_t n)
 {
@@ -160,7 +161,7 @@ static void rewrite_body(kl_exchange *ex, const char *bare)
     size_t n = 0;
     char inserts[160] = "";
 
-    if (kl_dialect_model_in_body(ex->ep->dialect) && strcmp(bare, ex->model_requested) != 0)
+    if (!ex->ep->model_in_path && strcmp(bare, ex->model_requested) != 0)
         edits[n++] = (struct body_edit){m->model.start, m->model.end,
                                         kl_json_print_arena(&ex->arena, cJSON_CreateString(bare), "", "")};
     if (ex->ep->id == KL_EP_CHAT && ex->stream && !ex->include_usage) {
@@ -217,9 +218,9 @@ static const char *build_url(kl_exchange *ex, const char *bare)
         /* /model/{id}/{action}, the id written as the AWS SDKs write it */
         path = kl_arena_concat(&ex->arena, "/model/", kl_path_segment_encode(&ex->arena, bare), strrchr(path, '/'),
                                NULL);
-    } else if (ex->ep->dialect == KL_DIALECT_GEMINI && ex->model_requested &&
-        strcmp(bare, ex->model_requested) != 0) {
-        /* /v1beta/models/openai/x:generateContent -> /v1beta/models/x:... */
+    } else if (ex->ep->model_in_path && ex->model_requested && strcmp(bare, ex->model_requested) != 0) {
+        /* /v1beta/models/openai/x:generateContent -> /v1beta/models/x:...
+         * (and Vertex's .../publishers/anthropic/models/vertex/x:rawPredict) */
         const char *colon = strrchr(path, ':');
         const char *models = strstr(path, "/models/");
         path = kl_arena_printf(&ex->arena, "%.*s/models/%s%s", (int)(models - path), path, bare,
@@ -237,7 +238,7 @@ static bool is_credential(const char *name)
            strcasecmp(name, "x-goog-api-key") == 0 || strcasecmp(name, "api-key") == 0;
 }
 
-static void build_headers(kl_exchange *ex)
+static void build_headers(kl_exchange *ex, const char *token)
 {
     const struct kl_provider *p = ex->provider;
     const kl_http_request *r = &ex->req;
@@ -262,9 +263,10 @@ static void build_headers(kl_exchange *ex)
             continue;
         h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
     }
-    bool inject = p->apikey && (p->auth_mode == KL_AUTHMODE_OVERRIDE ||
-                                (p->auth_mode == KL_AUTHMODE_PASSTHROUGH && !caller_credential));
-    if (inject)
+    bool inject = p->auth_mode == KL_AUTHMODE_OVERRIDE || (p->auth_mode == KL_AUTHMODE_PASSTHROUGH && !caller_credential);
+    if (inject && token)
+        h[n++] = kl_arena_concat(&ex->arena, "Authorization: Bearer ", token, NULL);
+    else if (inject && p->apikey)
         h[n++] = kl_arena_concat(&ex->arena, kl_auth_header_prefix(p->auth_style), p->apikey, NULL);
     for (size_t i = 0; i < p->nadd_headers; i++)
         h[n++] = p->add_headers[i];
@@ -279,8 +281,13 @@ enum kl_step kl_route_run(kl_exchange *ex)
     const char *bare = ex->model;
     if (p->key_problem && p->auth_mode == KL_AUTHMODE_OVERRIDE)
         return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "%s", p->key_problem);
+    const char *token = NULL, *problem = NULL;
+    if (p->gcp_sa && p->auth_mode != KL_AUTHMODE_NONE &&
+        !(token = kl_gcp_token(ex->worker->server->gcp, p->gcp_sa, &ex->arena, &problem)) &&
+        p->auth_mode == KL_AUTHMODE_OVERRIDE)
+        return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "provider %s: %s", p->id, problem);
     rewrite_body(ex, bare);
     ex->upstream_url = build_url(ex, bare);
-    build_headers(ex);
+    build_headers(ex, token);
     return KL_NEXT;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "core/config.h"
 #include "dialect/dialect.h"
 #include "dialect/evstream.h"
 
@@ -66,6 +67,31 @@ static void classifies_paths(void **state)
     kl_dialect_classify(&a, "POST", "/model/m/delete", false, &m);
     assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
     assert_int_equal(kl_dialect_guess("/model/m/delete", false), KL_DIALECT_BEDROCK);
+    /* Vertex AI: Anthropic's Messages API with the model in the path, and Gemini's API */
+    kl_dialect_classify(&a, "POST", "/v1/projects/p1/locations/us-east5/publishers/anthropic/models/"
+                        "claude-sonnet-4-5%4020250929:streamRawPredict", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_MESSAGES);
+    assert_int_equal(m.ep->dialect, KL_DIALECT_ANTHROPIC);
+    assert_true(m.ep->model_in_path);
+    assert_int_equal(m.ep->compat, KL_COMPAT_GOOGLE_RAW_PREDICT);
+    assert_string_equal(m.ep->name, "vertex.anthropic.messages");
+    assert_string_equal(m.path_model, "claude-sonnet-4-5@20250929");
+    kl_dialect_classify(&a, "POST", "/v1/projects/p1/locations/global/publishers/anthropic/models/count-tokens:rawPredict",
+                        false, &m);
+    assert_int_equal(m.ep->id, KL_EP_COUNT_TOKENS);
+    assert_false(m.ep->model_in_path);
+    assert_null(m.path_model);
+    kl_dialect_classify(&a, "POST", "/v1beta1/projects/p/locations/l/publishers/google/models/gemini-2.5-pro:"
+                        "streamGenerateContent", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_GEMINI_STREAM);
+    assert_int_equal(m.ep->compat, KL_COMPAT_GOOGLE_GENERATE);
+    assert_string_equal(m.path_model, "gemini-2.5-pro");
+    kl_dialect_classify(&a, "POST", "/v1/projects/p/locations/l/publishers/anthropic/models/c:predict", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
+    kl_dialect_classify(&a, "POST", "/v1/projects/p/locations/l/publishers/meta/models/llama:rawPredict", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
+    kl_dialect_classify(&a, "GET", "/v1/projects/p/locations/l/publishers/google/models/gemini-2.5-pro", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
     assert_int_equal(kl_dialect_guess("/v1beta/foo", false), KL_DIALECT_GEMINI);
     assert_int_equal(kl_dialect_guess("/v1/foo", true), KL_DIALECT_ANTHROPIC);
     kl_arena_free(&a);

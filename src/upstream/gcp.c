@@ -1,0 +1,448 @@
+#include "upstream/gcp.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "core/log.h"
+#include "dialect/evstream.h"
+
+#define TOKEN_SCOPE "https://www.googleapis.com/auth/cloud-platform"
+#define DEFAULT_TOKEN_URI "https://oauth2.googleapis.com/token"
+#define MAX_REPLY (64 * 1024)
+
+/* ---- the key file ---- */
+
+static EVP_PKEY *load_key(const char *pem)
+{
+    BIO *b = BIO_new_mem_buf(pem, -1);
+    EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    return k;
+}
+
+static const char *field(const cJSON *o, const char *k)
+{
+    const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
+    return v && *v ? v : NULL;
+}
+
+int kl_gcp_sa_parse(const char *text, kl_arena *a, struct kl_gcp_sa *out, const char **why)
+{
+    const char *json = text;
+    size_t n = strlen(text);
+    bool keyfile = strncmp(text, "keyfile::", 9) == 0;
+    if (keyfile) {
+        json = text + 9;
+        n -= 9;
+        while (n && (*json == ' ' || *json == '\n' || *json == '\r' || *json == '\t')) {
+            json++;
+            n--;
+        }
+        if (n && *json != '{') { /* the key file's base64 */
+            size_t dl;
+            while (n && strchr(" \r\n\t", json[n - 1]))
+                n--;
+            json = kl_base64_decode(a, json, n, &dl);
+            n = json ? dl : 0;
+            if (!json) {
+                *why = "keyfile:: must be followed by a service account key file's JSON or its base64";
+                return -1;
+            }
+        }
+    }
+    cJSON *o = n && json[0] == '{' ? cJSON_ParseWithLength(json, n) : NULL;
+    const char *type = field(o, "type");
+    if (!keyfile && !(type && strcmp(type, "service_account") == 0)) {
+        cJSON_Delete(o);
+        return 0; /* an ordinary key */
+    }
+    int rc = -1;
+    if (!cJSON_IsObject(o)) {
+        *why = "the service account key file is not a JSON object";
+    } else if (type && strcmp(type, "service_account") != 0) {
+        *why = kl_arena_printf(a, "the key file is of type \"%.40s\"; a service account key is needed", type);
+    } else if (!field(o, "client_email") || !field(o, "private_key")) {
+        *why = "the service account key file has no client_email or private_key";
+    } else {
+        EVP_PKEY *k = load_key(field(o, "private_key"));
+        if (!k) {
+            *why = "the service account key file's private_key is not a PEM private key";
+        } else {
+            EVP_PKEY_free(k);
+            out->email = kl_arena_strdup(a, field(o, "client_email"));
+            out->key_id = field(o, "private_key_id") ? kl_arena_strdup(a, field(o, "private_key_id")) : NULL;
+            out->token_uri = kl_arena_strdup(a, field(o, "token_uri") ? field(o, "token_uri") : DEFAULT_TOKEN_URI);
+            out->private_key = kl_arena_strdup(a, field(o, "private_key"));
+            rc = 1;
+        }
+    }
+    cJSON_Delete(o);
+    return rc;
+}
+
+/* ---- minting a token ---- */
+
+static char *base64url(kl_arena *a, const unsigned char *d, size_t n)
+{
+    char *s = kl_arena_alloc_raw(a, 4 * ((n + 2) / 3) + 1);
+    int len = EVP_EncodeBlock((unsigned char *)s, d, (int)n);
+    while (len > 0 && s[len - 1] == '=')
+        len--;
+    s[len] = '\0';
+    for (char *c = s; *c; c++)
+        *c = *c == '+' ? '-' : *c == '/' ? '_' : *c;
+    return s;
+}
+
+static char *json_part(kl_arena *a, cJSON *o)
+{
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!text)
+        abort();
+    char *r = base64url(a, (const unsigned char *)text, strlen(text));
+    free(text);
+    return r;
+}
+
+/* The signed assertion (RFC 7523) Google exchanges for an access token. */
+static char *assertion(kl_arena *a, const struct kl_gcp_sa *sa, time_t now, const char **why)
+{
+    cJSON *h = cJSON_CreateObject();
+    cJSON_AddStringToObject(h, "alg", "RS256");
+    cJSON_AddStringToObject(h, "typ", "JWT");
+    if (sa->key_id)
+        cJSON_AddStringToObject(h, "kid", sa->key_id);
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "iss", sa->email);
+    cJSON_AddStringToObject(c, "scope", TOKEN_SCOPE);
+    cJSON_AddStringToObject(c, "aud", sa->token_uri);
+    cJSON_AddNumberToObject(c, "iat", (double)now);
+    cJSON_AddNumberToObject(c, "exp", (double)(now + 3600));
+    char *input = kl_arena_concat(a, json_part(a, h), ".", json_part(a, c), NULL);
+    EVP_PKEY *k = load_key(sa->private_key);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char sig[1024];
+    size_t siglen = sizeof(sig);
+    char *jwt = NULL;
+    if (k && md && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, k) == 1 &&
+        EVP_DigestSign(md, sig, &siglen, (const unsigned char *)input, strlen(input)) == 1)
+        jwt = kl_arena_concat(a, input, ".", base64url(a, sig, siglen), NULL);
+    else
+        *why = "the service account key cannot sign (an RSA key is needed)";
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(k);
+    return jwt;
+}
+
+struct reply {
+    char *text;
+    size_t len;
+};
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+    struct reply *r = arg;
+    size_t add = size * n;
+    if (r->len + add > MAX_REPLY)
+        return 0;
+    char *t = realloc(r->text, r->len + add + 1);
+    if (!t)
+        abort();
+    memcpy(t + r->len, p, add);
+    r->len += add;
+    t[r->len] = '\0';
+    r->text = t;
+    return add;
+}
+
+/* A try in flight ends when the keeper stops. */
+static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    return atomic_load((const atomic_bool *)arg) ? 1 : 0;
+}
+
+/* Exchange a fresh assertion for a token: 0 with *token (malloc) and
+ * *lifetime_s, or -1 with err. Neither the assertion nor the token is ever
+ * written to a log. */
+static int mint(const struct kl_gcp_sa *sa, const atomic_bool *stop, char **token, long *lifetime_s, char *err,
+                size_t errlen)
+{
+    kl_arena a;
+    kl_arena_init(&a);
+    const char *why = NULL;
+    char *jwt = assertion(&a, sa, time(NULL), &why);
+    if (!jwt) {
+        snprintf(err, errlen, "%s", why);
+        kl_arena_free(&a);
+        return -1;
+    }
+    char *form = kl_arena_concat(&a, "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=",
+                                 jwt, NULL);
+    CURL *c = curl_easy_init();
+    if (!c)
+        abort();
+    struct reply r = {0};
+    curl_easy_setopt(c, CURLOPT_URL, sa->token_uri);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, form);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 15000L);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)stop);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    int result = -1;
+    cJSON *j = r.text ? cJSON_Parse(r.text) : NULL;
+    const char *tok = field(j, "access_token");
+    const cJSON *exp = cJSON_GetObjectItemCaseSensitive(j, "expires_in");
+    if (rc != CURLE_OK) {
+        snprintf(err, errlen, "POST %s: %s", sa->token_uri, curl_easy_strerror(rc));
+    } else if (status != 200 || !tok) {
+        /* Google's error names the problem (invalid_grant: the key was
+         * deleted, the clock is off); it never echoes the assertion */
+        snprintf(err, errlen, "POST %s: HTTP %ld%s%.100s%s%.300s", sa->token_uri, status, field(j, "error") ? " " : "",
+                 field(j, "error") ? field(j, "error") : "", field(j, "error_description") ? ": " : "",
+                 field(j, "error_description") ? field(j, "error_description") : "");
+        if (status == 200)
+            snprintf(err, errlen, "POST %s: the answer has no access_token", sa->token_uri);
+    } else {
+        *token = strdup(tok);
+        if (!*token)
+            abort();
+        *lifetime_s = cJSON_IsNumber(exp) && exp->valuedouble > 0 ? (long)exp->valuedouble : 3600;
+        result = 0;
+    }
+    cJSON_Delete(j);
+    free(r.text);
+    kl_arena_free(&a);
+    return result;
+}
+
+/* ---- the keeper ---- */
+
+struct entry {
+    struct entry *next;
+    char *email, *key_id, *token_uri, *private_key;     /* own copies: snapshots come and go */
+    char *token;                /* the current one, or NULL */
+    int64_t expires_ms;         /* monotonic */
+    int64_t due_ms;             /* the next try */
+    int failures;
+    bool tried;                 /* at least one try finished */
+    char error[512];            /* the last failure, "" after a success */
+};
+
+struct kl_gcp_tokens {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;        /* new work, a try finished, or stop */
+    pthread_t thread;
+    atomic_bool stop;
+    struct entry *entries;
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The monotonic time ms from now, for pthread_cond_timedwait. */
+static struct timespec deadline_after(int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    return ts;
+}
+
+static bool same(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static struct entry *find(kl_gcp_tokens *t, const struct kl_gcp_sa *sa)
+{
+    for (struct entry *e = t->entries; e; e = e->next)
+        if (same(e->email, sa->email) && same(e->key_id, sa->key_id) && same(e->token_uri, sa->token_uri) &&
+            same(e->private_key, sa->private_key))
+            return e;
+    return NULL;
+}
+
+static char *dup_or_null(const char *s)
+{
+    if (!s)
+        return NULL;
+    char *d = strdup(s);
+    if (!d)
+        abort();
+    return d;
+}
+
+/* A token is renewed when a quarter of its life is left (15 minutes of an
+ * hour's), and a failed try is repeated after 1, 2, 4 ... 60 seconds while
+ * the old token, if any, is still used. */
+static void *keeper_main(void *arg)
+{
+    kl_gcp_tokens *t = arg;
+    pthread_mutex_lock(&t->lock);
+    while (!t->stop) {
+        int64_t now = mono_ms();
+        struct entry *due = NULL;
+        int64_t next = now + 60000;
+        for (struct entry *e = t->entries; e; e = e->next) {
+            if (e->due_ms <= now && !due)
+                due = e;
+            else if (e->due_ms < next)
+                next = e->due_ms;
+        }
+        if (!due) {
+            struct timespec ts = deadline_after(next - now);
+            pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+            continue;
+        }
+        struct kl_gcp_sa sa = {due->email, due->key_id, due->token_uri, due->private_key};
+        pthread_mutex_unlock(&t->lock); /* entries are never removed: due stays valid */
+        char *token = NULL, err[512] = "";
+        long life = 0;
+        int rc = mint(&sa, &t->stop, &token, &life, err, sizeof(err));
+        pthread_mutex_lock(&t->lock);
+        now = mono_ms();
+        if (rc == 0) {
+            free(due->token);
+            due->token = token;
+            due->expires_ms = now + life * 1000;
+            due->due_ms = now + life * 1000 * 3 / 4;
+            due->failures = 0;
+            if (due->error[0])
+                kl_info("Google access token for %s: obtained again", due->email);
+            due->error[0] = '\0';
+        } else {
+            int64_t delay = (int64_t)1000 << (due->failures < 6 ? due->failures : 6);
+            due->due_ms = now + (delay < 60000 ? delay : 60000);
+            due->failures++;
+            snprintf(due->error, sizeof(due->error), "%s", err);
+            kl_warn("Google access token for %s: %s", due->email, err);
+        }
+        due->tried = true;
+        pthread_cond_broadcast(&t->cond);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+kl_gcp_tokens *kl_gcp_tokens_start(void)
+{
+    kl_gcp_tokens *t = calloc(1, sizeof(*t));
+    if (!t)
+        abort();
+    pthread_mutex_init(&t->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&t->thread, NULL, keeper_main, t) != 0)
+        abort();
+    pthread_setname_np(t->thread, "kl-gcp-tokens");
+    return t;
+}
+
+void kl_gcp_tokens_watch(kl_gcp_tokens *t, const struct kl_gcp_sa *sa)
+{
+    pthread_mutex_lock(&t->lock);
+    if (!find(t, sa)) {
+        struct entry *e = calloc(1, sizeof(*e));
+        if (!e)
+            abort();
+        e->email = dup_or_null(sa->email);
+        e->key_id = dup_or_null(sa->key_id);
+        e->token_uri = dup_or_null(sa->token_uri);
+        e->private_key = dup_or_null(sa->private_key);
+        e->due_ms = mono_ms();
+        e->next = t->entries;
+        t->entries = e;
+        pthread_cond_broadcast(&t->cond);
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+void kl_gcp_tokens_wait(kl_gcp_tokens *t, int ms)
+{
+    int64_t until = mono_ms() + ms;
+    pthread_mutex_lock(&t->lock);
+    for (;;) {
+        bool all = true;
+        for (struct entry *e = t->entries; e; e = e->next)
+            all &= e->tried;
+        int64_t left = until - mono_ms();
+        if (all || left <= 0)
+            break;
+        struct timespec ts = deadline_after(left);
+        if (pthread_cond_timedwait(&t->cond, &t->lock, &ts) == ETIMEDOUT)
+            break;
+    }
+    pthread_mutex_unlock(&t->lock);
+}
+
+const char *kl_gcp_token(kl_gcp_tokens *t, const struct kl_gcp_sa *sa, kl_arena *a, const char **problem)
+{
+    const char *r = NULL;
+    pthread_mutex_lock(&t->lock);
+    struct entry *e = find(t, sa);
+    if (!e) {
+        *problem = "its service account is not being kept (a restart will)";
+    } else if (e->token && e->expires_ms > mono_ms()) {
+        r = kl_arena_strdup(a, e->token);
+    } else if (e->error[0]) {
+        *problem = kl_arena_printf(a, "no Google access token for %s: %s", e->email, e->error);
+    } else {
+        *problem = kl_arena_printf(a, "no Google access token for %s yet", e->email);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return r;
+}
+
+void kl_gcp_tokens_stop(kl_gcp_tokens *t)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->lock);
+    atomic_store(&t->stop, true);
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+    pthread_join(t->thread, NULL); /* a try in flight is ended by on_progress */
+    for (struct entry *e = t->entries, *next; e; e = next) {
+        next = e->next;
+        free(e->email);
+        free(e->key_id);
+        free(e->token_uri);
+        free(e->private_key);
+        free(e->token);
+        free(e);
+    }
+    pthread_mutex_destroy(&t->lock);
+    pthread_cond_destroy(&t->cond);
+    free(t);
+}

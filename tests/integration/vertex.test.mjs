@@ -1,0 +1,205 @@
+// Google Vertex AI through keyless: a service account's key file in the
+// provider's apikey (Aperture's "keyfile::"), the access tokens keyless mints
+// from it at a token endpoint that checks every assertion's signature, and the
+// clients that speak Vertex: the Anthropic Vertex SDK, Claude Code in its
+// Vertex mode, and Gemini's API under Vertex's paths.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import crypto from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AnthropicVertex } from '@anthropic-ai/vertex-sdk';
+import { startMock, startGateway, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT } from './lib/harness.mjs';
+
+const SONNET = 'claude-sonnet-4-5@20250929';
+const EMAIL = 'keyless-vertex@p1.iam.gserviceaccount.com';
+const CAP = 'tailscale.com/cap/aperture';
+
+// Google's OAuth token endpoint as far as a service account sees it
+// (RFC 7523 JWT bearer grant): the assertion must be signed by the account's
+// key and name the account, the endpoint and the cloud-platform scope.
+async function startTokenEndpoint(publicKey, { lifetime = 3599, fail = false } = {}) {
+  const issued = [];
+  let n = 0;
+  const srv = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      const form = new URLSearchParams(body);
+      const reply = (status, obj) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(obj));
+      if (form.get('grant_type') !== 'urn:ietf:params:oauth:grant-type:jwt-bearer') return reply(400, { error: 'unsupported_grant_type' });
+      const [h, c, s] = (form.get('assertion') || '').split('.');
+      const ok = s && crypto.verify('RSA-SHA256', Buffer.from(`${h}.${c}`), publicKey, Buffer.from(s, 'base64url'));
+      if (!ok) return reply(400, { error: 'invalid_grant', error_description: 'Invalid JWT Signature.' });
+      const head = JSON.parse(Buffer.from(h, 'base64url'));
+      const claims = JSON.parse(Buffer.from(c, 'base64url'));
+      const aud = `http://127.0.0.1:${srv.address().port}/token`;
+      if (head.alg !== 'RS256' || head.kid !== 'kid-1' || claims.iss !== EMAIL || claims.aud !== aud ||
+          claims.scope !== 'https://www.googleapis.com/auth/cloud-platform' || claims.exp - claims.iat !== 3600 ||
+          Math.abs(claims.iat - Date.now() / 1000) > 60)
+        return reply(400, { error: 'invalid_grant', error_description: 'Invalid JWT: claims' });
+      if (fail) return reply(400, { error: 'invalid_grant', error_description: 'Invalid JWT Signature.' });
+      const token = `ya29.test-token-${++n}-${crypto.randomBytes(8).toString('hex')}`;
+      issued.push(token);
+      reply(200, { access_token: token, expires_in: lifetime, token_type: 'Bearer' });
+    });
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${srv.address().port}/token`, issued, close: () => new Promise((r) => srv.close(r)) };
+}
+
+function serviceAccount() {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const pem = privateKey.export({ type: 'pkcs8', format: 'pem' });
+  return { pem, publicKey, file: (tokenUri) => JSON.stringify({ type: 'service_account', project_id: 'p1',
+    private_key_id: 'kid-1', private_key: pem, client_email: EMAIL, client_id: '1', token_uri: tokenUri }) };
+}
+
+const vertexProvider = (url, keyfile) => ({
+  baseurl: url,
+  apikey: `keyfile::${Buffer.from(keyfile).toString('base64')}`,
+  models: [SONNET, 'gemini-2.5-pro'],
+  compatibility: { google_raw_predict: true, google_generate_content: true },
+});
+
+// The Anthropic Vertex SDK gets its Authorization from a Google auth client;
+// keyless drops it whatever it is
+const callerAuth = { projectId: 'p1', getRequestHeaders: async () => new Headers({ authorization: 'Bearer caller-own-google-token' }) };
+
+describe('Vertex AI', () => {
+  let mock, gw, tokens, sa;
+  const noSecrets = (text, where) => {
+    assertNoKeys(assert, text, where);
+    assert.ok(!text.includes(sa.pem.split('\n')[1]), `the service account's key leaked into ${where}`);
+    for (const t of tokens.issued) assert.ok(!text.includes(t), `an access token leaked into ${where}`);
+  };
+  before(async () => {
+    mock = await startMock();
+    sa = serviceAccount();
+    tokens = await startTokenEndpoint(sa.publicKey);
+    gw = await startGateway({ providers: { vertex: vertexProvider(mock.url, sa.file(tokens.url)) } });
+  });
+  after(async () => {
+    await gw.stop();
+    await mock.stop();
+    await tokens.close();
+    noSecrets(gw.output(), 'gateway log');
+  });
+
+  it('Anthropic Vertex SDK: the minted token goes upstream, the caller\'s does not; usage recorded', async () => {
+    await mock.clear();
+    const c = new AnthropicVertex({ baseURL: `${gw.url}/v1`, region: 'us-east5', projectId: 'p1', authClient: callerAuth,
+      maxRetries: 0 });
+    const r = await c.messages.create({ model: SONNET, max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] },
+      { headers: { 'x-mock': 'in=40;out=9', 'x-session-id': 'vertex-1' } });
+    assert.equal(r.content[0].text, 'Hello from mockllm.');
+    const seen = await mock.last();
+    assert.equal(seen.path, '/v1/projects/p1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:rawPredict', 'the SDK writes the @ as it is, and keyless forwards the path it got');
+    assert.equal(headerMap(seen.headers).authorization, `Bearer ${tokens.issued[0]}`);
+    assert.equal(tokens.issued.length, 1, 'one token for every request until it ages');
+    const list = (await (await fetch(`${gw.url}/api/requests?session=vertex-1`)).json()).requests;
+    const rec = await finalRecord(gw, list[0].id);
+    assert.equal(rec.endpoint, 'vertex.anthropic.messages');
+    assert.equal(rec.model_requested, SONNET);
+    assert.deepEqual([rec.input_tokens, rec.output_tokens], [40, 9]);
+    assert.ok(Number(rec.cost_nanodollars) > 0, 'priced as claude-sonnet-4-5');
+
+    const fin = await c.messages.stream({ model: SONNET, max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] },
+      { headers: { 'x-mock': 'events=6;in=12;out=30' } }).finalMessage();
+    assert.equal(fin.usage.output_tokens, 30);
+    assert.match((await mock.last()).path, /:streamRawPredict$/);
+    const n = await c.messages.countTokens({ model: SONNET, messages: [{ role: 'user', content: 'hi [[mock in=21]]' }] });
+    assert.equal(n.input_tokens, 21);
+    assert.match((await mock.last()).path, /count-tokens:rawPredict$/);
+    noSecrets(JSON.stringify(await (await fetch(`${gw.url}/api/requests?limit=50`)).json()), 'records');
+  });
+
+  it('Gemini under Vertex\'s paths', async () => {
+    const r = await fetch(`${gw.url}/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-2.5-pro:generateContent`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi [[mock in=8;out=3]]' }] }] }) });
+    assert.equal(r.status, 200);
+    const body = await r.json();
+    assert.equal(body.usageMetadata.candidatesTokenCount, 3);
+    const seen = await mock.last();
+    assert.equal(headerMap(seen.headers).authorization, `Bearer ${tokens.issued.at(-1)}`);
+    const id = r.headers.get('x-keyless-request-id');
+    const rec = await finalRecord(gw, id);
+    assert.deepEqual([rec.endpoint, rec.output_tokens],
+      ['vertex.gemini.generate', 3 + (body.usageMetadata.thoughtsTokenCount || 0)], 'output counts the thoughts too');
+  });
+
+  it('Claude Code in its Vertex mode answers through the gateway', { timeout: 180000 }, async () => {
+    await mock.clear();
+    const env = {
+      PATH: process.env.PATH, HOME: mkdtempSync(join(tmpdir(), 'kl-claude-vertex-')),
+      CLAUDE_CODE_USE_VERTEX: '1', CLAUDE_CODE_SKIP_VERTEX_AUTH: '1', ANTHROPIC_VERTEX_BASE_URL: `${gw.url}/v1`,
+      ANTHROPIC_VERTEX_PROJECT_ID: 'p1', CLOUD_ML_REGION: 'us-east5', ANTHROPIC_MODEL: SONNET,
+      ANTHROPIC_SMALL_FAST_MODEL: SONNET, ANTHROPIC_DEFAULT_HAIKU_MODEL: SONNET,
+      DISABLE_TELEMETRY: '1', DISABLE_AUTOUPDATER: '1', DISABLE_ERROR_REPORTING: '1',
+      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    };
+    const r = await runCommand(join(ROOT, 'node_modules', '.bin', 'claude'),
+      ['-p', 'Say hello. [[mock text=Hello_from_Vertex_via_keyless;in=900;out=31]]'], env);
+    assert.equal(r.code, 0, `claude failed: ${r.out}\n${r.err}`);
+    assert.match(r.out, /Hello from Vertex via keyless/);
+    const reqs = (await mock.requests()).filter((q) => q.path.includes('/publishers/anthropic/'));
+    assert.ok(reqs.length >= 1, 'Claude Code reached Vertex through keyless');
+    for (const q of reqs) assert.match(headerMap(q.headers).authorization, /^Bearer ya29\.test-token-/);
+  });
+
+  it('a token is renewed before it expires; a token endpoint that refuses gives 503s that say why', async () => {
+    const key = serviceAccount();
+    const short = await startTokenEndpoint(key.publicKey, { lifetime: 2 });
+    const g = await startGateway({ providers: { vertex: vertexProvider(mock.url, key.file(short.url)) } });
+    const ask = () => fetch(`${g.url}/v1/projects/p1/locations/global/publishers/anthropic/models/${encodeURIComponent(SONNET)}:rawPredict`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }) });
+    try {
+      assert.equal((await ask()).status, 200);
+      const first = headerMap((await mock.last()).headers).authorization;
+      await new Promise((res) => setTimeout(res, 2500)); // renewed at three quarters of its 2 s
+      assert.equal((await ask()).status, 200);
+      const second = headerMap((await mock.last()).headers).authorization;
+      assert.notEqual(second, first);
+      assert.ok(short.issued.length >= 2);
+    } finally {
+      await g.stop();
+      await short.close();
+    }
+    const refusing = await startTokenEndpoint(key.publicKey, { fail: true });
+    const g2 = await startGateway({ providers: { vertex: vertexProvider(mock.url, key.file(refusing.url)) } });
+    try {
+      const res = await fetch(`${g2.url}/v1/projects/p1/locations/global/publishers/anthropic/models/${encodeURIComponent(SONNET)}:rawPredict`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+        body: JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }) });
+      assert.equal(res.status, 503);
+      const err = await res.json();
+      assert.equal(err.error.type, 'overloaded_error');
+      assert.match(err.error.message, /no Google access token for keyless-vertex@p1\.iam\.gserviceaccount\.com: .*HTTP 400 invalid_grant/);
+      assert.match(g2.output(), /Google access token for keyless-vertex@p1\.iam\.gserviceaccount\.com: .*invalid_grant/);
+    } finally {
+      await g2.stop();
+      await refusing.close();
+    }
+  });
+
+  it('a key file that cannot be used is a configuration error at its position', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { writeFileSync } = await import('node:fs');
+    const dir = mkdtempSync(join(tmpdir(), 'kl-vertex-bad-'));
+    const path = join(dir, 'k.json');
+    writeFileSync(path, JSON.stringify({ providers: { vertex: { baseurl: 'https://aiplatform.googleapis.com',
+      apikey: `keyfile::${JSON.stringify({ type: 'service_account', client_email: EMAIL, private_key: 'nope' })}`,
+      models: [SONNET], compatibility: { google_raw_predict: true } } } }));
+    let out = '';
+    try {
+      execFileSync(join(ROOT, process.env.KEYLESS_BUILD || 'build', 'keyless'), ['check', '--config', path], { encoding: 'utf8', stdio: 'pipe' });
+    } catch (e) {
+      out = e.stdout + e.stderr;
+    }
+    assert.match(out, /k\.json:\d+:\d+: error: provider vertex: the service account key file's private_key is not a PEM private key/);
+  });
+});

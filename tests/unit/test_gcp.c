@@ -1,0 +1,90 @@
+/* Google service-account key files, as a provider's apikey holds them. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+
+#include "upstream/gcp.h"
+
+/* A key file for a fresh RSA key, as `gcloud iam service-accounts keys
+ * create` writes one (the fields keyless reads, and a few it does not). */
+static char *key_file(kl_arena *a, const char *type, bool with_key)
+{
+    EVP_PKEY *k = EVP_RSA_gen(2048);
+    BIO *b = BIO_new(BIO_s_mem());
+    PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL);
+    char *pem;
+    long n = BIO_get_mem_data(b, &pem);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", type);
+    cJSON_AddStringToObject(o, "project_id", "p1");
+    cJSON_AddStringToObject(o, "private_key_id", "kid-1");
+    if (with_key)
+        cJSON_AddStringToObject(o, "private_key", kl_arena_strndup(a, pem, (size_t)n));
+    cJSON_AddStringToObject(o, "client_email", "keyless@p1.iam.gserviceaccount.com");
+    char *text = cJSON_Print(o);
+    char *r = kl_arena_strdup(a, text);
+    free(text);
+    cJSON_Delete(o);
+    BIO_free(b);
+    EVP_PKEY_free(k);
+    return r;
+}
+
+static void reads_key_files(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    struct kl_gcp_sa sa;
+    const char *why = NULL;
+    char *json = key_file(&a, "service_account", true);
+    /* the JSON itself, as "file:/path" reads it */
+    assert_int_equal(kl_gcp_sa_parse(json, &a, &sa, &why), 1);
+    assert_string_equal(sa.email, "keyless@p1.iam.gserviceaccount.com");
+    assert_string_equal(sa.key_id, "kid-1");
+    assert_string_equal(sa.token_uri, "https://oauth2.googleapis.com/token");
+    assert_non_null(strstr(sa.private_key, "PRIVATE KEY"));
+    /* Aperture's keyfile:: with the JSON, or its base64 */
+    assert_int_equal(kl_gcp_sa_parse(kl_arena_concat(&a, "keyfile::", json, NULL), &a, &sa, &why), 1);
+    size_t n = strlen(json);
+    char *b64 = kl_arena_alloc(&a, 4 * ((n + 2) / 3) + 1);
+    EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)json, (int)n);
+    assert_int_equal(kl_gcp_sa_parse(kl_arena_concat(&a, "keyfile::", b64, "\n", NULL), &a, &sa, &why), 1);
+    assert_string_equal(sa.email, "keyless@p1.iam.gserviceaccount.com");
+    /* ordinary keys */
+    assert_int_equal(kl_gcp_sa_parse("sk-ant-abc", &a, &sa, &why), 0);
+    assert_int_equal(kl_gcp_sa_parse("{\"type\":\"authorized_user\"}", &a, &sa, &why), 0);
+    /* key files that cannot be used */
+    assert_int_equal(kl_gcp_sa_parse("keyfile::not base64!", &a, &sa, &why), -1);
+    assert_non_null(strstr(why, "JSON or its base64"));
+    assert_int_equal(kl_gcp_sa_parse(kl_arena_concat(&a, "keyfile::", key_file(&a, "service_account", false), NULL), &a,
+                                     &sa, &why), -1);
+    assert_non_null(strstr(why, "private_key"));
+    assert_int_equal(kl_gcp_sa_parse(kl_arena_concat(&a, "keyfile::", key_file(&a, "authorized_user", true), NULL), &a,
+                                     &sa, &why), -1);
+    assert_non_null(strstr(why, "authorized_user"));
+    char *bad = kl_arena_strdup(&a, json);
+    char *body = strstr(bad, "MII");
+    assert_non_null(body);
+    memcpy(body, "!!!", 3);
+    assert_int_equal(kl_gcp_sa_parse(bad, &a, &sa, &why), -1);
+    assert_non_null(strstr(why, "not a PEM private key"));
+    kl_arena_free(&a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(reads_key_files),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
