@@ -316,6 +316,8 @@ describe('exporters.s3', () => {
     try {
       const db = join(gw.dir, 'keyless.db');
       const id = await chat(gw, 'purged first');
+      // written first (the writer is asynchronous: absent at once would prove nothing), then purged
+      await waitFor(() => sql(db, `SELECT count(*) FROM export_queue WHERE id = '${id}'`) === '1', 'the record queued');
       await waitFor(() => sql(db, `SELECT count(*) FROM requests WHERE id = '${id}'`) === '0', 'the purge');
       bucket.failNext(0);
       await waitFor(async () => (await status(gw)).body.records_lost >= 1, 'the loss counted');
