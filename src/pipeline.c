@@ -265,14 +265,33 @@ bool kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len)
     return kl_account_data(ex, data, len);
 }
 
+/* A stream the caller already has a 2xx head for ends with an error event
+ * its SDK raises (the stream's own framing: SSE, or an AWS event stream). */
+static void end_stream_with_error(kl_exchange *ex, enum kl_err_kind kind, const char *message)
+{
+    size_t evl;
+    char *ev = kl_dialect_error_event(&ex->arena, ex->dialect, ex->ep->id, kind, message, &evl);
+    kl_respond_data(ex, ev, evl);
+    kl_respond_end(ex);
+}
+
 void kl_pipeline_response_end(kl_exchange *ex)
 {
     if (ex->failover_to) {
         fail_over(ex, ex->failover_to);
         return;
     }
+    bool was_cut = ex->cut_off;
     kl_account_end(ex);
-    kl_respond_end(ex);
+    if (!was_cut && ex->cut_off && ex->head_sent && kl_account_is_event_stream(ex)) {
+        /* the stream's tail, read only now that it ended, broke a rule
+         * (a tool, a quota, an unreadable message): it was not relayed */
+        ex->error_class = ex->cut_class;
+        kl_info("%s: %s", ex->id, ex->error_message);
+        end_stream_with_error(ex, ex->cut_kind, ex->error_message);
+    } else {
+        kl_respond_end(ex);
+    }
     kl_pipeline_finish(ex);
 }
 
@@ -302,10 +321,7 @@ void kl_pipeline_upstream_failed(kl_exchange *ex, enum kl_err_kind kind,
         kl_account_drop_partial(ex);
         kl_account_end(ex);
         if (kl_account_is_event_stream(ex) && ex->upstream_status < 400) {
-            size_t evl;
-            char *ev = kl_dialect_error_event(&ex->arena, ex->dialect, ex->ep->id, kind, message, &evl);
-            kl_respond_data(ex, ev, evl);
-            kl_respond_end(ex);
+            end_stream_with_error(ex, kind, message);
         } else {
             kl_respond_abort(ex);
         }

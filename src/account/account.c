@@ -12,6 +12,7 @@
 #include "account/sse.h"
 #include "account/usage.h"
 #include "admit/admit.h"
+#include "core/jsoncheck.h"
 #include "core/jsonscan.h"
 #include "core/text.h"
 #include "dialect/evstream.h"
@@ -309,11 +310,14 @@ static void on_event(void *arg, const char *raw, size_t len)
 }
 
 /* The JSON an InvokeModel stream's chunk carries: the model's own event,
- * base64 in the chunk's "bytes" (arena); NULL when it has none. */
+ * base64 in the chunk's "bytes" (arena); NULL when it has none, or when
+ * the chunk could be read otherwise (a second "bytes": cJSON takes the
+ * first, JavaScript the last). */
 static const char *chunk_json(kl_exchange *ex, const char *payload, size_t n, size_t *len)
 {
     cJSON *c = cJSON_ParseWithLength(payload, n);
-    const char *b = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "bytes"));
+    const char *b = kl_json_has_duplicate_keys(c) ? NULL
+                                                  : cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "bytes"));
     const char *json = b ? kl_base64_decode(&ex->arena, b, strlen(b), len) : NULL;
     cJSON_Delete(c);
     return json;
@@ -338,7 +342,7 @@ static void on_frame(void *arg, const char *raw, size_t len, bool ok)
         else if ((json = chunk_json(ex, m.payload, m.payload_len, &jl)))
             kl_usage_event(a->usage, NULL, 0, json, jl);
         else
-            kl_usage_unreadable(a->usage, "an event stream chunk without base64 bytes");
+            kl_usage_unreadable(a->usage, "an event stream chunk without one base64 \"bytes\"");
     } else if (m.message_type_len == 9 && !memcmp(m.message_type, "exception", 9)) {
         if (a->kind == KL_USAGE_BEDROCK_CONVERSE)
             kl_usage_event(a->usage, m.exception_type, m.exception_type_len, m.payload, m.payload_len);

@@ -527,13 +527,15 @@ static void bedrock_metrics(kl_usage_parser *p, const cJSON *m)
  * may repeat them): each keeps its latest non-null value. */
 static void anthropic_usage(kl_usage_parser *p, const cJSON *us)
 {
-    count_opt(us, "input_tokens", &p->an_in);
-    count_opt(us, "cache_read_input_tokens", &p->an_cr);
-    count_opt(us, "cache_creation_input_tokens", &p->an_cw);
+    bool any = count_opt(us, "input_tokens", &p->an_in);
+    any |= count_opt(us, "cache_read_input_tokens", &p->an_cr);
+    any |= count_opt(us, "cache_creation_input_tokens", &p->an_cw);
     const cJSON *cc = member(us, "cache_creation");
     if (cJSON_IsObject(cc))
         count_opt(cc, "ephemeral_1h_input_tokens", &p->an_cw1h);
-    count_opt(us, "output_tokens", &p->an_out);
+    any |= count_opt(us, "output_tokens", &p->an_out);
+    if (!any && !p->u.known)
+        return; /* a "usage" of another shape (Nova's on Bedrock): Bedrock's own counts stand in */
     p->u.input = p->an_in > 0 ? p->an_in : 0;
     p->u.cache_read = p->an_cr > 0 ? p->an_cr : 0;
     p->u.cache_write = p->an_cw > 0 ? p->an_cw : 0;
@@ -575,8 +577,6 @@ static void anthropic_event(kl_usage_parser *p, const cJSON *root, const char *t
             add_tool(p, str_member(b, "name"));
     } else if (!strcmp(type, "error")) {
         set_stop(p, "error");
-    } else if (!strcmp(type, "message_stop")) {
-        bedrock_metrics(p, member(root, "amazon-bedrock-invocationMetrics"));
     }
 }
 
@@ -616,6 +616,16 @@ static void converse_usage(kl_usage_parser *p, const cJSON *us)
 {
     static const char *const keys[] = {"inputTokens", "outputTokens", "cacheReadInputTokens", "cacheWriteInputTokens"};
     bedrock_counts(p, us, keys);
+    /* the cache writes made for an hour (priced at cache_write_1h):
+     * cacheDetails [{"ttl": "1h", "inputTokens": n}, ...] */
+    const cJSON *d = member(us, "cacheDetails");
+    int64_t h = 0;
+    for (const cJSON *e = cJSON_IsArray(d) ? d->child : NULL; e; e = e->next) {
+        const char *ttl = str_member(e, "ttl");
+        if (ttl && !strcmp(ttl, "1h"))
+            h += count(e, "inputTokens");
+    }
+    p->u.cache_write_1h = h < p->u.cache_write ? h : p->u.cache_write;
 }
 
 static void converse_object(kl_usage_parser *p, const cJSON *root)
@@ -1050,6 +1060,10 @@ void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
             responses_event(p, root, type);
         else if (type)
             anthropic_event(p, root, type);
+        /* an InvokeModel stream's last chunk, whatever the model family
+         * (Llama's, Mistral's chunks have no "type") */
+        if (p->kind == KL_USAGE_ANTHROPIC)
+            bedrock_metrics(p, member(root, "amazon-bedrock-invocationMetrics"));
     }
     cJSON_Delete(root);
 }

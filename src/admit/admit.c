@@ -119,6 +119,14 @@ static bool offers_tools(const kl_exchange *ex)
                         memmem(ex->body, ex->body_len, "\"functions\"", 11));
 }
 
+static bool charges_tool_calls(const struct kl_admission *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        if (a->charge[i] == CHARGE_TOOL_CALLS)
+            return true;
+    return false;
+}
+
 static bool free_endpoint(const kl_exchange *ex)
 {
     return ex->ep->id == KL_EP_COUNT_TOKENS || ex->ep->id == KL_EP_GEMINI_COUNT || ex->ep->id == KL_EP_BEDROCK_COUNT;
@@ -306,6 +314,11 @@ enum kl_step kl_admit_run(kl_exchange *ex)
     if (a->n == 0)
         return KL_NEXT;
 
+    if ((dollars || charges_tool_calls(a)) && !kl_dialect_reads_body(ex->ep, ex->model))
+        return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN,
+                       "a %s applies to this request, and keyless reads InvokeModel bodies and answers only for "
+                       "Claude: call %s through Converse (/model/{id}/converse)",
+                       dollars ? "spend limit" : "tool-call limit", ex->model);
     int64_t prompt = prompt_estimate(ex), out = output_estimate(ex);
     int64_t cost = 0;
     if (dollars && kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
@@ -462,11 +475,7 @@ bool kl_admit_tool_calls_ok(kl_exchange *ex)
 
 bool kl_admit_counts_tool_calls(const kl_exchange *ex)
 {
-    const struct kl_admission *a = ex->admission;
-    for (size_t i = 0; a && i < a->n; i++)
-        if (a->charge[i] == CHARGE_TOOL_CALLS)
-            return true;
-    return false;
+    return ex->admission && charges_tool_calls(ex->admission);
 }
 
 void kl_admit_settle(kl_exchange *ex)

@@ -57,6 +57,12 @@ struct kl_route_match {
 void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
                          bool anthropic_version, struct kl_route_match *m);
 
+/* Whether keyless reads this request's body and its answer in full (the
+ * output cap, the tools declared and called): every endpoint but Bedrock's
+ * InvokeModel for a model family other than Claude, whose bodies are each
+ * family's own. model: the provider's id for it. */
+bool kl_dialect_reads_body(const struct kl_endpoint_info *ep, const char *model);
+
 /* The dialect a request to an unknown path most likely speaks. */
 enum kl_dialect kl_dialect_guess(const char *path, bool anthropic_version);
 

@@ -68,6 +68,18 @@ const struct kl_endpoint_info *kl_endpoint_by_id(enum kl_endpoint id)
     return ep(id);
 }
 
+bool kl_dialect_reads_body(const struct kl_endpoint_info *e, const char *model)
+{
+    if (e->id != KL_EP_BEDROCK_INVOKE && e->id != KL_EP_BEDROCK_INVOKE_STREAM)
+        return true;
+    /* "anthropic.claude-…", with a region prefix ("us.") or as the end of
+     * an inference profile's ARN */
+    const char *s = model ? strrchr(model, '/') : NULL;
+    s = s ? s + 1 : model;
+    const char *a = s ? strstr(s, "anthropic.") : NULL;
+    return a && (a == s || a[-1] == '.');
+}
+
 enum kl_dialect kl_dialect_guess(const char *path, bool anthropic_version)
 {
     if (strncmp(path, "/v1beta/", 8) == 0 || strcmp(path, "/v1beta") == 0)

@@ -96,7 +96,10 @@ char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep
     if (d == KL_DIALECT_BEDROCK) {
         /* what the AWS SDKs raise as the modeled exception */
         const char *names[] = {":message-type", ":exception-type", ":content-type"};
-        const char *values[] = {"exception", kinds[kind].aws_stream, "application/json"};
+        /* ConverseStream's union has no modelTimeoutException */
+        const char *type = kind == KL_ERR_TIMEOUT && ep == KL_EP_BEDROCK_CONVERSE_STREAM ? "modelStreamErrorException"
+                                                                                        : kinds[kind].aws_stream;
+        const char *values[] = {"exception", type, "application/json"};
         char *body = kl_dialect_error_body(a, d, kind, message);
         return kl_evs_encode(a, names, values, 3, body, strlen(body), len);
     }

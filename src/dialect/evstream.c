@@ -198,6 +198,12 @@ char *kl_base64_decode(kl_arena *a, const char *s, size_t len, size_t *out_len)
 {
     if (len % 4 || len > INT32_MAX)
         return NULL;
+    /* padding only at the end (EVP_DecodeBlock would take "a=bc") */
+    const char *eq = memchr(s, '=', len);
+    if (eq && (size_t)(eq - s) < len - 2)
+        return NULL;
+    if (eq && (size_t)(eq - s) == len - 2 && s[len - 1] != '=')
+        return NULL;
     char *out = kl_arena_alloc_raw(a, len / 4 * 3 + 1);
     int n = len ? EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)s, (int)len) : 0;
     if (n < 0)

@@ -179,7 +179,7 @@ static void delete_member(cJSON *o, const char *key)
  * with them); the body sent on keeps every other member byte for byte. */
 static const char *const edited_members[] = {
     "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call", "mcp_servers", "toolConfig",
-    "tool_config",
+    "tool_config", "additionalModelRequestFields",
 };
 
 /* 1 + its index in edited_members, or 0. */
@@ -391,12 +391,18 @@ static int edit_gemini(struct edit *e, cJSON *body, const char **why)
     return 0;
 }
 
-/* Bedrock Converse: toolConfig.tools[] holds {"toolSpec": {"name", ...}},
+/* Bedrock Converse: additionalModelRequestFields is filtered as Claude's
+ * body; toolConfig.tools[] holds {"toolSpec": {"name", ...}},
  * {"systemTool": {"name"}} and cache points; toolConfig.toolChoice
  * {"tool": {"name"}} forces one, {"any": {}} requires a call. A toolConfig
  * left with no tool goes whole (Bedrock refuses an empty list). */
 static int edit_converse(struct edit *e, cJSON *body, const char **why)
 {
+    /* fields passed to the model as they are: Claude's own tool
+     * declarations (computer use, text editor) may come this way */
+    cJSON *extra = cJSON_GetObjectItemCaseSensitive(body, "additionalModelRequestFields");
+    if (cJSON_IsObject(extra) && edit_anthropic(e, extra, why) < 0)
+        return -1;
     cJSON *config = cJSON_GetObjectItemCaseSensitive(body, "toolConfig");
     if (!cJSON_IsObject(config))
         return 0;
@@ -574,6 +580,10 @@ enum kl_step kl_tools_run(kl_exchange *ex)
     if (k != KL_USAGE_OPENAI_CHAT && k != KL_USAGE_OPENAI_RESPONSES && k != KL_USAGE_ANTHROPIC &&
         k != KL_USAGE_GEMINI && k != KL_USAGE_BEDROCK_CONVERSE)
         return KL_NEXT; /* embeddings and token counts: nothing is called */
+    if (!kl_dialect_reads_body(ex->ep, ex->model))
+        return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_BLOCKED,
+                       "a tool policy applies to this request, and keyless reads InvokeModel bodies and answers only "
+                       "for Claude: call %s through Converse (/model/{id}/converse)", ex->model);
     ex->tool_rules = r;
     /* every member that declares or chooses tools has a name starting
      * with "tool", "function" or "mcp", unless it is written with escapes:

@@ -19,6 +19,7 @@
 #include "record/query.h"
 #include "record/writer.h"
 #include "route/failover.h"
+#include "route/route.h"
 
 static int64_t wall_at(const kl_exchange *ex, int64_t ns)
 {
@@ -28,8 +29,6 @@ static int64_t wall_at(const kl_exchange *ex, int64_t ns)
 /* Request headers as "Name: value" lines, credentials replaced. */
 static const char *captured_headers(kl_exchange *ex)
 {
-    static const char *secret[] = {"authorization", "proxy-authorization", "x-api-key", "x-goog-api-key",
-                                   "api-key", "cookie"};
     size_t total = 1;
     for (size_t i = 0; i < ex->req.nheaders; i++)
         total += strlen(ex->req.headers[i].name) + strlen(ex->req.headers[i].value) + 16;
@@ -37,10 +36,7 @@ static const char *captured_headers(kl_exchange *ex)
     size_t o = 0;
     for (size_t i = 0; i < ex->req.nheaders; i++) {
         const struct kl_header *h = &ex->req.headers[i];
-        bool hide = false;
-        for (size_t k = 0; k < sizeof(secret) / sizeof(secret[0]) && !hide; k++)
-            hide = strcasecmp(h->name, secret[k]) == 0;
-        o += (size_t)sprintf(out + o, "%s: %s\n", h->name, hide ? "[redacted]" : h->value);
+        o += (size_t)sprintf(out + o, "%s: %s\n", h->name, kl_route_credential_header(h->name) ? "[redacted]" : h->value);
     }
     return out;
 }

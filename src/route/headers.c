@@ -5,36 +5,53 @@
 #include <string.h>
 #include <strings.h>
 
+/* Every request header meets every name of a list: the first byte (| 0x20
+ * folds ASCII case, and maps equal bytes to equal bytes) turns most away
+ * before strcasecmp; so every name listed is written lowercase. */
+static bool listed(const char *name, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((name[0] | 0x20) == list[i][0] && strcasecmp(name, list[i]) == 0)
+            return true;
+    return false;
+}
+
+bool kl_route_credential_header(const char *name)
+{
+    static const char *const creds[] = {
+        "authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie",
+        /* an AWS SDK's SigV4 session token (a temporary credential) */
+        "x-amz-security-token",
+    };
+    return listed(name, creds, sizeof(creds) / sizeof(creds[0]));
+}
+
 bool kl_route_drop_request_header(const char *name)
 {
-    static const char *drop[] = {
-        /* the caller's credentials: the gateway holds the keys */
-        "authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie",
-        /* the rest of an AWS SDK's SigV4 signature (its session token is a
-         * credential; the date and hash mean nothing without the signature) */
-        "x-amz-security-token", "x-amz-date", "x-amz-content-sha256",
+    static const char *const drop[] = {
+        /* the rest of a SigV4 signature: nothing without it */
+        "x-amz-date", "x-amz-content-sha256",
         /* hop-by-hop (RFC 9110 section 7.6.1) and framing curl sets itself */
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
         "upgrade", "host", "content-length", "expect", "accept-encoding",
     };
-    /* every request header meets every name here: the first byte (| 0x20
-     * folds ASCII case, and maps equal bytes to equal bytes) turns most
-     * away before strcasecmp; so every name above is written lowercase */
-    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
-        if ((name[0] | 0x20) == drop[i][0] && strcasecmp(name, drop[i]) == 0)
-            return true;
+    /* the caller's credentials: the gateway holds the keys */
+    if (kl_route_credential_header(name) || listed(name, drop, sizeof(drop) / sizeof(drop[0])))
+        return true;
     /* tailscale serve identity headers are for the gateway, not providers */
     return strncasecmp(name, "tailscale-", 10) == 0;
 }
 
-/* Whether the parameter p[0..len) is named "key" as a server would read
- * the name: percent-decoded (%6Bey), in any case (KEY). */
+/* Whether the parameter p[0..len) is a credential as a server would read
+ * its name: percent-decoded (%6Bey), in any case (KEY). Gemini's "key",
+ * and a presigned AWS request's session token, credential and signature. */
 static bool names_key(const char *p, size_t len)
 {
-    char name[4];
+    static const char *const creds[] = {"key", "x-amz-security-token", "x-amz-credential", "x-amz-signature"};
+    char name[24];
     size_t n = 0;
     for (size_t i = 0; i < len && p[i] != '='; i++) {
-        if (n == sizeof(name))
+        if (n == sizeof(name) - 1)
             return false;
         char c = p[i];
         if (c == '%' && i + 2 < len && kl_hex_digit(p[i + 1]) >= 0 && kl_hex_digit(p[i + 2]) >= 0) {
@@ -43,7 +60,8 @@ static bool names_key(const char *p, size_t len)
         }
         name[n++] = c;
     }
-    return n == 3 && strncasecmp(name, "key", 3) == 0;
+    name[n] = '\0';
+    return n > 0 && listed(name, creds, sizeof(creds) / sizeof(creds[0]));
 }
 
 const char *kl_route_strip_key_param(kl_arena *a, const char *query)

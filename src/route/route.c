@@ -141,8 +141,8 @@ static const struct kl_body_span *output_cap_member(const kl_exchange *ex, const
     switch (ex->ep->id) {
     case KL_EP_CHAT: *name = "max_completion_tokens"; return &m->max_completion_tokens;
     case KL_EP_RESPONSES: *name = "max_output_tokens"; return &m->max_output_tokens;
-    case KL_EP_MESSAGES:
-    case KL_EP_BEDROCK_INVOKE:
+    case KL_EP_MESSAGES: *name = "max_tokens"; return &m->max_tokens;
+    case KL_EP_BEDROCK_INVOKE: /* Claude's body; admit refuses to reserve for another family's */
     case KL_EP_BEDROCK_INVOKE_STREAM: *name = "max_tokens"; return &m->max_tokens;
     default: *name = NULL; return NULL;
     }
@@ -183,7 +183,8 @@ static void rewrite_body(kl_exchange *ex, const char *bare)
         } else if (cap) {
             snprintf(inserts + strlen(inserts), sizeof(inserts) - strlen(inserts), "%s\"%s\":%s",
                      inserts[0] ? "," : "", name, num);
-        } else if (ex->ep->dialect == KL_DIALECT_GEMINI || ex->ep->dialect == KL_DIALECT_BEDROCK) {
+        } else if (ex->ep->dialect == KL_DIALECT_GEMINI || ex->ep->id == KL_EP_BEDROCK_CONVERSE ||
+                   ex->ep->id == KL_EP_BEDROCK_CONVERSE_STREAM) {
             /* generationConfig.maxOutputTokens, Converse's inferenceConfig.maxTokens */
             bool gemini = ex->ep->dialect == KL_DIALECT_GEMINI;
             const struct kl_body_span *in = gemini ? &m->generation_config : &m->inference_config;

@@ -33,8 +33,11 @@ bool kl_route_serves(const struct kl_provider *p, const char *model);
 /* True when a caller's request header must not reach the provider:
  * credentials, hop-by-hop headers, framing curl redoes, identity headers. */
 bool kl_route_drop_request_header(const char *name);
+/* Is it one of the caller's credentials (also replaced in captures)? */
+bool kl_route_credential_header(const char *name);
 
-/* Remove the `key` parameter (a Gemini credential) from a query string.
+/* Remove the credential parameters (Gemini's `key`, a presigned AWS request's
+ * X-Amz-Security-Token, X-Amz-Credential and X-Amz-Signature) from a query string.
  * Returns an arena string, or NULL when nothing remains. */
 const char *kl_route_strip_key_param(kl_arena *a, const char *query);
 

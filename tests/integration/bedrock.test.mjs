@@ -13,6 +13,8 @@ import {
   InvokeModelWithResponseStreamCommand,
 } from '@aws-sdk/client-bedrock-runtime';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { EventStreamCodec } from '@smithy/eventstream-codec';
+import { toUtf8, fromUtf8 } from '@smithy/util-utf8';
 import AnthropicBedrock from '@anthropic-ai/bedrock-sdk';
 import {
   startMock, startGateway, startHook, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT,
@@ -366,5 +368,141 @@ describe('Amazon Bedrock', () => {
     const rec = await lastRecord('bedrock.invoke_stream', (x) => x.output_tokens === 42);
     assert.equal(rec.input_tokens, 1500);
     assert.ok(Number(rec.cost_nanodollars) > 0);
+  });
+});
+
+// Answers the simulator does not give: other model families' InvokeModel
+// bodies, and event streams that end midway, written here with the AWS SDK's
+// own event stream encoder.
+describe('Amazon Bedrock: other model families and broken streams', () => {
+  const codec = new EventStreamCodec(toUtf8, fromUtf8);
+  const frame = (headers, obj) => Buffer.from(codec.encode({
+    headers: Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, { type: 'string', value: v }])),
+    body: fromUtf8(JSON.stringify(obj)) }));
+  const chunk = (obj) => frame({ ':message-type': 'event', ':event-type': 'chunk', ':content-type': 'application/json' },
+    { bytes: Buffer.from(JSON.stringify(obj)).toString('base64'), p: 'abc' });
+  const event = (name, obj) => frame({ ':message-type': 'event', ':event-type': name, ':content-type': 'application/json' }, obj);
+  const NOVA = 'us.amazon.nova-lite-v1:0';
+  let up, gw, seen, answer;
+  before(async () => {
+    up = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        seen = { url: req.url, headers: req.headers, body };
+        answer(req, res);
+      });
+    });
+    await new Promise((r) => up.listen(0, '127.0.0.1', r));
+    gw = await startGateway({
+      providers: { bedrock: bedrockProvider(`http://127.0.0.1:${up.address().port}`, { models: [HAIKU, LLAMA, NOVA] }) },
+      store: { captures: 'metadata' },
+      quotas: { spend: { capacity: '$100' } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' },
+        { models: `bedrock/${HAIKU}`, tools: { deny: ['Bash'] } },
+        { models: `bedrock/${NOVA}`, tools: { deny: ['Bash'] } },
+        { models: `bedrock/${LLAMA}`, quotas: [{ bucket: 'spend' }] }] } }],
+    });
+  });
+  after(async () => {
+    await gw.stop();
+    await new Promise((r) => up.close(r));
+    assertNoKeys(assert, gw.output(), 'gateway log');
+  });
+  const post = (model, action, body, headers = {}) => fetch(`${gw.url}/model/${encodeURIComponent(model)}/${action}`,
+    { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+  const record = async (id) => finalRecord(gw, id);
+
+  it('Nova\'s whole answer and a Llama stream are counted by Bedrock\'s own numbers', async () => {
+    answer = () => assert.fail('nothing may reach the provider');
+    let r = await post(LLAMA, 'invoke-with-response-stream', { prompt: 'hi', max_gen_len: 20 });
+    assert.equal(r.status, 403, 'a spend limit cannot hold a Llama body to its price');
+    assert.match((await r.json()).message, /spend limit applies .* only for Claude: call .* through Converse/);
+    // the same models through a gateway without limits
+    const g = await startGateway({ providers: { bedrock: bedrockProvider(`http://127.0.0.1:${up.address().port}`,
+      { models: [LLAMA, NOVA] }) } });
+    try {
+      answer = (req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json', 'x-amzn-bedrock-input-token-count': '31',
+          'x-amzn-bedrock-output-token-count': '12' });
+        res.end(JSON.stringify({ output: { message: { role: 'assistant', content: [{ text: 'hi' }] } },
+          stopReason: 'end_turn', usage: { inputTokens: 31, outputTokens: 12, totalTokens: 43 } }));
+      };
+      r = await fetch(`${g.url}/model/${encodeURIComponent(NOVA)}/invoke`, { method: 'POST',
+        headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: [{ text: 'hi' }] }] }) });
+      assert.equal(r.status, 200);
+      await r.json();
+      let rec = await finalRecord(g, r.headers.get('x-keyless-request-id'));
+      assert.deepEqual([rec.usage_known, rec.input_tokens, rec.output_tokens], [1, 31, 12], 'not Anthropic\'s zeros');
+
+      answer = (req, res) => {
+        res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream' });
+        res.write(chunk({ generation: 'Hel', prompt_token_count: 21, generation_token_count: 1, stop_reason: null }));
+        res.end(chunk({ generation: 'lo', generation_token_count: 8, stop_reason: 'stop',
+          'amazon-bedrock-invocationMetrics': { inputTokenCount: 21, outputTokenCount: 8, invocationLatency: 5, firstByteLatency: 2 } }));
+      };
+      r = await fetch(`${g.url}/model/${encodeURIComponent(LLAMA)}/invoke-with-response-stream`, { method: 'POST',
+        headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'hi', max_gen_len: 20 }) });
+      assert.equal(r.status, 200);
+      await r.arrayBuffer();
+      assert.ok(!JSON.parse(seen.body).max_tokens, 'no Claude output cap written into a Llama body');
+      rec = await finalRecord(g, r.headers.get('x-keyless-request-id'));
+      assert.deepEqual([rec.usage_known, rec.input_tokens, rec.output_tokens], [1, 21, 8]);
+    } finally {
+      await g.stop();
+    }
+  });
+
+  it('a tool policy refuses InvokeModel for a family whose tools keyless cannot read', async () => {
+    answer = () => assert.fail('nothing may reach the provider');
+    const r = await post(NOVA, 'invoke', { toolConfig: { tools: [{ toolSpec: { name: 'Bash' } }] },
+      messages: [{ role: 'user', content: [{ text: 'hi' }] }] });
+    assert.equal(r.status, 403);
+    assert.match(r.headers.get('x-amzn-errortype'), /^AccessDeniedException/);
+    assert.match((await r.json()).message, /tool policy applies .* through Converse/);
+  });
+
+  it('a stream whose tail does not check out ends with keyless\'s exception under a tool policy', async () => {
+    answer = (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream' });
+      res.write(Buffer.concat([event('messageStart', { role: 'assistant' }),
+        event('contentBlockDelta', { contentBlockIndex: 0, delta: { text: 'hello' } })]));
+      res.end(event('messageStop', { stopReason: 'end_turn' }).subarray(0, 20));
+    };
+    const aws = new BedrockRuntimeClient({ region: 'us-east-1', endpoint: gw.url, maxAttempts: 1,
+      requestHandler: new NodeHttpHandler(), credentials: { accessKeyId: 'AKIDEXAMPLEKEYLESS', secretAccessKey: 'x' } });
+    try {
+      const s = await aws.send(new ConverseStreamCommand({ modelId: HAIKU, messages: [{ role: 'user', content: [{ text: 'hi' }] }] }));
+      let text = '';
+      await assert.rejects((async () => {
+        for await (const ev of s.stream) text += ev.contentBlockDelta?.delta?.text || '';
+      })(), (e) => e.name === 'ModelStreamErrorException' && /does not check out/.test(e.message));
+      assert.equal(text, 'hello');
+      let hit;
+      for (let i = 0; i < 100 && !hit; i++) {
+        await new Promise((res) => setTimeout(res, 30));
+        hit = (await (await fetch(`${gw.url}/api/requests?limit=5&error_class=blocked`)).json()).requests
+          .find((q) => q.endpoint === 'bedrock.converse_stream');
+      }
+      assert.ok(hit, 'recorded as blocked');
+    } finally {
+      aws.destroy();
+    }
+  });
+
+  it('a caller\'s AWS session token is neither forwarded nor captured; CountTokens is not charged', async () => {
+    answer = (req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"inputTokens":3}');
+    const body = { input: { converse: { messages: [{ role: 'user', content: [{ text: 'hi' }] }] } } };
+    const r = await fetch(`${gw.url}/model/${encodeURIComponent(LLAMA)}/count-tokens?X-Amz-Security-Token=SECRETSESSION&x=1`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-amz-security-token': 'SECRETSESSION' },
+      body: JSON.stringify(body) });
+    assert.equal(r.status, 200, 'counting is free: no spend limit applies to it');
+    await r.json();
+    assert.equal(seen.url, `/model/${encodeURIComponent(LLAMA)}/count-tokens?x=1`);
+    assert.equal(seen.headers['x-amz-security-token'], undefined);
+    assert.deepEqual(JSON.parse(seen.body), body, 'no output cap injected into a count');
+    const rec = await record(r.headers.get('x-keyless-request-id'));
+    assert.match(rec.request_headers, /x-amz-security-token: \[redacted\]/);
+    assert.ok(!JSON.stringify(rec).includes('SECRETSESSION'));
   });
 });

@@ -163,6 +163,9 @@ static void decodes_base64(void **state)
     assert_string_equal(kl_base64_decode(&a, "", 0, &n), "");
     assert_null(kl_base64_decode(&a, "YWJ", 3, &n));
     assert_null(kl_base64_decode(&a, "Y*==", 4, &n));
+    assert_null(kl_base64_decode(&a, "Y=Jj", 4, &n)); /* padding only at the end */
+    assert_null(kl_base64_decode(&a, "YW=j", 4, &n));
+    assert_null(kl_base64_decode(&a, "YWJjYQ=a", 8, &n));
     kl_arena_free(&a);
 }
 

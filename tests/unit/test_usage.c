@@ -1170,6 +1170,12 @@ static void bedrock_converse(void **state)
     assert_string_equal(u->stop_reason, "tool_use");
     strict_event(p, "throttlingException", "{\"message\":\"slow\"}");
     assert_string_equal(kl_usage_result(p)->stop_reason, "error");
+    /* the cache writes made for an hour */
+    p = kl_usage_parser_new(&a, KL_USAGE_BEDROCK_CONVERSE);
+    strict_event(p, "metadata", "{\"usage\":{\"inputTokens\":10,\"outputTokens\":2,\"cacheWriteInputTokens\":1000,"
+                 "\"cacheDetails\":[{\"ttl\":\"1h\",\"inputTokens\":600},{\"ttl\":\"5m\",\"inputTokens\":400}]}}");
+    assert_int_equal(kl_usage_result(p)->cache_write, 1000);
+    assert_int_equal(kl_usage_result(p)->cache_write_1h, 600);
     kl_arena_free(&a);
 }
 
@@ -1190,19 +1196,25 @@ static void bedrock_invoke_counts(void **state)
     assert_int_equal(kl_usage_result(p)->input, 10);
     assert_int_equal(kl_usage_result(p)->output, 9);
 
-    /* a model family whose events carry no Anthropic usage (Llama) */
+    /* a model family whose events carry no Anthropic usage (Llama): its
+     * last chunk has Bedrock's counts, and no "type" */
     p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
     strict_event(p, NULL, "{\"generation\":\"hi\",\"stop_reason\":null}");
+    assert_false(kl_usage_result(p)->known);
     strict_event(p, NULL, "{\"generation\":\"\",\"stop_reason\":\"stop\",\"amazon-bedrock-invocationMetrics\":"
                 "{\"inputTokenCount\":21,\"outputTokenCount\":8,\"cacheReadInputTokenCount\":2}}");
-    assert_false(kl_usage_result(p)->known); /* no "type": not an Anthropic event */
-    strict_event(p, NULL, "{\"type\":\"message_stop\",\"amazon-bedrock-invocationMetrics\":{\"inputTokenCount\":21,"
-                "\"outputTokenCount\":8,\"cacheReadInputTokenCount\":2}}");
     assert_true(kl_usage_result(p)->known);
     assert_int_equal(kl_usage_result(p)->input, 21);
     assert_int_equal(kl_usage_result(p)->output, 8);
     assert_int_equal(kl_usage_result(p)->cache_read, 2);
 
+    /* Nova's answer has a "usage" of its own shape: not Anthropic's zeros */
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    const char *nova = "{\"output\":{\"message\":{}},\"usage\":{\"inputTokens\":31,\"outputTokens\":12}}";
+    kl_usage_whole(p, nova, strlen(nova));
+    assert_false(kl_usage_result(p)->known);
+    kl_usage_counts(p, 31, 12, 0, 0);
+    assert_int_equal(kl_usage_result(p)->input, 31);
     p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
     kl_usage_whole(p, "{\"generation\":\"hi\"}", 17);
     assert_false(kl_usage_result(p)->known);
