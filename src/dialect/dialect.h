@@ -99,8 +99,15 @@ struct kl_request_facts {
     struct kl_body_map map;
 };
 
-/* The endpoint table's entry for id (names for metrics). */
+/* The endpoint table's entry for id. */
 const struct kl_endpoint_info *kl_endpoint_by_id(enum kl_endpoint id);
+
+/* Endpoints by name: the table's, then the twins that share an id with one
+ * of them under another name (Vertex's), each with its own slot, for
+ * per-endpoint arrays (metrics). */
+enum { KL_ENDPOINT_SLOTS = KL_EP_UNKNOWN + 1 + 5 };
+size_t kl_endpoint_slot(const struct kl_endpoint_info *ep);
+const struct kl_endpoint_info *kl_endpoint_by_slot(size_t slot);
 
 int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body, size_t len,
                              kl_arena *a, struct kl_request_facts *f, const char **why);

@@ -49,6 +49,12 @@ static const struct kl_endpoint_info vertex_gemini[] = {
      true},
 };
 
+static const struct kl_endpoint_info *const named_twins[] = {
+    &vertex_messages, &vertex_count_tokens, &vertex_gemini[0], &vertex_gemini[1], &vertex_gemini[2],
+};
+_Static_assert(KL_EP_UNKNOWN + 1 + sizeof(named_twins) / sizeof(named_twins[0]) == KL_ENDPOINT_SLOTS,
+               "a slot for each named twin");
+
 /* Anthropic-shaped twins of the model-list endpoints, chosen when the caller
  * sends anthropic-version (as the Anthropic SDK and Claude Code do). */
 static const struct kl_endpoint_info anthropic_models = {
@@ -66,6 +72,19 @@ static const struct kl_endpoint_info *ep(enum kl_endpoint id)
 const struct kl_endpoint_info *kl_endpoint_by_id(enum kl_endpoint id)
 {
     return ep(id);
+}
+
+size_t kl_endpoint_slot(const struct kl_endpoint_info *e)
+{
+    for (size_t i = 0; i < sizeof(named_twins) / sizeof(named_twins[0]); i++)
+        if (e == named_twins[i])
+            return KL_EP_UNKNOWN + 1 + i;
+    return e->id; /* the table's, and the model lists' Anthropic twins, which share their names */
+}
+
+const struct kl_endpoint_info *kl_endpoint_by_slot(size_t slot)
+{
+    return slot <= KL_EP_UNKNOWN ? ep((enum kl_endpoint)slot) : named_twins[slot - KL_EP_UNKNOWN - 1];
 }
 
 bool kl_dialect_reads_body(const struct kl_endpoint_info *e, const char *model)

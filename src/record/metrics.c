@@ -43,8 +43,8 @@ struct kl_metrics {
     pthread_mutex_t lock;       /* held to add a series, and by a scrape walking them */
     struct series *slot[NSLOTS];
     struct series *all, *last;  /* oldest first: past the scrape's cap, the newest are left out */
-    _Atomic uint64_t duration[KL_EP_UNKNOWN + 1][NBUCKETS + 1];    /* last: +Inf */
-    _Atomic uint64_t duration_us[KL_EP_UNKNOWN + 1];
+    _Atomic uint64_t duration[KL_ENDPOINT_SLOTS][NBUCKETS + 1];    /* last: +Inf */
+    _Atomic uint64_t duration_us[KL_ENDPOINT_SLOTS];
 };
 
 struct kl_metrics *kl_metrics_new(void)
@@ -148,7 +148,7 @@ void kl_metrics_exchange(const kl_exchange *ex)
     struct kl_metrics *m = ex->worker->metrics;
     if (!m)
         return;
-    enum kl_endpoint ep = ex->ep ? ex->ep->id : KL_EP_UNKNOWN;
+    size_t ep = ex->ep ? kl_endpoint_slot(ex->ep) : KL_EP_UNKNOWN;
     const char *provider = ex->provider ? ex->provider->id : "";
     /* ex->model is the caller's text until a provider that lists it is found */
     const char *model = ex->provider && ex->model ? ex->model : "";
@@ -371,7 +371,7 @@ static void write_durations(struct kl_buf *o, kl_server *srv, struct merge *g)
 {
     family(o, "keyless_request_duration_seconds", "histogram",
            "Time from a request's arrival to its end, by endpoint.");
-    for (int ep = 0; ep <= KL_EP_UNKNOWN; ep++) {
+    for (size_t ep = 0; ep < KL_ENDPOINT_SLOTS; ep++) {
         uint64_t n[NBUCKETS + 1] = {0}, us = 0, total = 0;
         for (int i = 0; i < srv->nworkers; i++) {
             struct kl_metrics *m = srv->workers[i].metrics;
@@ -383,8 +383,7 @@ static void write_durations(struct kl_buf *o, kl_server *srv, struct merge *g)
         for (int b = 0; b <= NBUCKETS; b++)
             total += n[b];
         if (total)
-            histogram(o, "keyless_request_duration_seconds", "endpoint", kl_endpoint_by_id((enum kl_endpoint)ep)->name,
-                      n, us);
+            histogram(o, "keyless_request_duration_seconds", "endpoint", kl_endpoint_by_slot(ep)->name, n, us);
     }
     family(o, "keyless_time_to_first_byte_seconds", "histogram",
            "Time from a request's arrival to the first byte of its provider's answer relayed to the caller, by provider.");

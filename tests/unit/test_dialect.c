@@ -76,6 +76,13 @@ static void classifies_paths(void **state)
     assert_int_equal(m.ep->compat, KL_COMPAT_GOOGLE_RAW_PREDICT);
     assert_string_equal(m.ep->name, "vertex.anthropic.messages");
     assert_string_equal(m.path_model, "claude-sonnet-4-5@20250929");
+    /* its own metrics slot, under its own name */
+    assert_true(kl_endpoint_slot(m.ep) > KL_EP_UNKNOWN);
+    assert_ptr_equal(kl_endpoint_by_slot(kl_endpoint_slot(m.ep)), m.ep);
+    assert_int_equal(kl_endpoint_slot(kl_endpoint_by_id(KL_EP_MESSAGES)), KL_EP_MESSAGES);
+    for (size_t s = 0; s < KL_ENDPOINT_SLOTS; s++)
+        for (size_t t = s + 1; t < KL_ENDPOINT_SLOTS; t++)
+            assert_string_not_equal(kl_endpoint_by_slot(s)->name, kl_endpoint_by_slot(t)->name);
     kl_dialect_classify(&a, "POST", "/v1/projects/p1/locations/global/publishers/anthropic/models/count-tokens:rawPredict",
                         false, &m);
     assert_int_equal(m.ep->id, KL_EP_COUNT_TOKENS);
