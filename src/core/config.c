@@ -365,8 +365,9 @@ const char *kl_cfg_secret(kl_cfg_ctx *c, const cJSON *v, const char *owner, cons
     return kl_cfg_secret_named(c, v, owner, "API key", problem);
 }
 
-const char *kl_cfg_secret_named(kl_cfg_ctx *c, const cJSON *v, const char *owner, const char *noun,
-                                const char **problem)
+/* The secret's text as configured: literal, ${ENV} or file:, unchecked. */
+static const char *secret_text(kl_cfg_ctx *c, const cJSON *v, const char *owner, const char *noun,
+                               const char **problem)
 {
     *problem = NULL;
     if (!cJSON_IsString(v)) {
@@ -399,13 +400,25 @@ const char *kl_cfg_secret_named(kl_cfg_ctx *c, const cJSON *v, const char *owner
             n--;
         s = kl_arena_strndup(&c->cfg->arena, buf, n);
     }
-    for (const char *q = s; *q; q++) {
+    return s;
+}
+
+/* A secret that goes into a header: no control character. */
+static const char *header_safe(kl_cfg_ctx *c, const cJSON *v, const char *owner, const char *noun, const char *s)
+{
+    for (const char *q = s; q && *q; q++) {
         if ((unsigned char)*q < 0x20 || *q == 0x7f) {
             kl_cfg_report(c, KL_SEV_ERROR, v, "%s: the %s contains a control character", owner, noun);
             return NULL;
         }
     }
     return s;
+}
+
+const char *kl_cfg_secret_named(kl_cfg_ctx *c, const cJSON *v, const char *owner, const char *noun,
+                                const char **problem)
+{
+    return header_safe(c, v, owner, noun, secret_text(c, v, owner, noun, problem));
 }
 
 void kl_cfg_auth_style(kl_cfg_ctx *c, const cJSON *v, enum kl_auth_style *out)
@@ -429,21 +442,22 @@ const char *kl_auth_header_prefix(enum kl_auth_style s)
 static void read_apikey(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
 {
     const char *owner = kl_arena_printf(&c->cfg->arena, "provider %s", p->id);
-    p->apikey = kl_cfg_secret(c, v, owner, &p->key_problem);
+    const char *text = secret_text(c, v, owner, "API key", &p->key_problem);
     if (p->key_problem)
         kl_cfg_report(c, KL_SEV_WARNING, v, "%s; its requests will fail with 503", p->key_problem);
-    /* a Google service account's key file (Vertex AI): never sent itself,
-     * it mints the access tokens that are */
+    /* a Google service account's key file (Vertex AI), as Google writes it
+     * (indented JSON): never sent itself, it mints the tokens that are */
     struct kl_gcp_sa sa;
     const char *why = NULL;
-    int rc = p->apikey ? kl_gcp_sa_parse(p->apikey, &c->cfg->arena, &sa, &why) : 0;
+    int rc = text ? kl_gcp_sa_parse(text, &c->cfg->arena, &sa, &why) : 0;
     if (rc < 0) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s: %s", p->id, why);
     } else if (rc == 1) {
         struct kl_gcp_sa *keep = kl_arena_alloc(&c->cfg->arena, sizeof(*keep));
         *keep = sa;
         p->gcp_sa = keep;
-        p->apikey = NULL;
+    } else {
+        p->apikey = header_safe(c, v, owner, "API key", text);
     }
 }
 

@@ -63,6 +63,18 @@ void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
  * family's own. model: the provider's id for it. */
 bool kl_dialect_reads_body(const struct kl_endpoint_info *ep, const char *model);
 
+/* A Vertex AI path's parts (pointers into it, not terminated): "/{version}/
+ * projects/{project}/locations/{location}/publishers/{publisher}/models/
+ * {model}:{method}"; project and location absent (NULL) in Express mode's
+ * "/{version}/publishers/...". Project and location hold only letters,
+ * digits, '-', '_' and '.' (not "." or ".."). 0, or -1 for another path. */
+struct kl_vertex_path {
+    const char *version;        /* "v1" or "v1beta1" (terminated) */
+    const char *project, *location, *publisher, *model, *method;
+    size_t project_len, location_len, publisher_len, model_len;
+};
+int kl_dialect_vertex_path(const char *path, struct kl_vertex_path *v);
+
 /* The dialect a request to an unknown path most likely speaks. */
 enum kl_dialect kl_dialect_guess(const char *path, bool anthropic_version);
 

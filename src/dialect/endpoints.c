@@ -188,37 +188,96 @@ static bool classify_bedrock(kl_arena *a, const char *rest, struct kl_route_matc
     return false;
 }
 
+/* A project or location id: letters, digits, '-', '_' and '.', but not "."
+ * or ".." (nothing that would change the path once a proxy resolves it). */
+static bool vertex_segment(const char *s, size_t n)
+{
+    if (n == 0 || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+              s[i] == '-' || s[i] == '_' || s[i] == '.'))
+            return false;
+    return true;
+}
+
+/* One segment after prefix at *p, up to the next '/': its span, *p after
+ * the '/'. */
+static bool vertex_take(const char **p, const char *prefix, const char **seg, size_t *n)
+{
+    size_t pl = strlen(prefix);
+    if (strncmp(*p, prefix, pl) != 0)
+        return false;
+    const char *s = *p + pl, *slash = strchr(s, '/');
+    if (!slash || !vertex_segment(s, (size_t)(slash - s)))
+        return false;
+    *seg = s;
+    *n = (size_t)(slash - s);
+    *p = slash + 1;
+    return true;
+}
+
+int kl_dialect_vertex_path(const char *path, struct kl_vertex_path *v)
+{
+    memset(v, 0, sizeof(*v));
+    const char *p = path;
+    if (strncmp(p, "/v1/", 4) == 0) {
+        v->version = "v1";
+        p += 4;
+    } else if (strncmp(p, "/v1beta1/", 9) == 0) {
+        v->version = "v1beta1";
+        p += 9;
+    } else {
+        return -1;
+    }
+    /* Vertex AI Express has no project or location */
+    if (strncmp(p, "projects/", 9) == 0 && (!vertex_take(&p, "projects/", &v->project, &v->project_len) ||
+                                            !vertex_take(&p, "locations/", &v->location, &v->location_len)))
+        return -1;
+    if (strncmp(p, "publishers/", 11) != 0)
+        return -1;
+    p += 11;
+    const char *slash = strchr(p, '/');
+    if (!slash || strncmp(slash, "/models/", 8) != 0)
+        return -1;
+    v->publisher = p;
+    v->publisher_len = (size_t)(slash - p);
+    v->model = slash + 8;
+    const char *colon = strrchr(v->model, ':');
+    if (!colon)
+        return -1;
+    v->model_len = (size_t)(colon - v->model);
+    v->method = colon + 1;
+    return 0;
+}
+
 /* Vertex AI: "/v1/projects/{p}/locations/{l}/publishers/{publisher}/models/
- * {model}:{method}" (or /v1beta1). Anthropic's models are the Messages API
- * behind rawPredict and streamRawPredict (the body says whether it
- * streams), counted by count-tokens:rawPredict (the model in its body);
- * Google's models are Gemini's API. The model id may be percent-encoded
+ * {model}:{method}" (or /v1beta1; Express mode without the project and
+ * location). Anthropic's models are the Messages API behind rawPredict and
+ * streamRawPredict (the body says whether it streams), counted by
+ * count-tokens:rawPredict (the model in its body); Google's models are
+ * Gemini's API. The model id may be percent-encoded
  * ("claude-sonnet-4-5%4020250929"). */
 static bool classify_vertex(kl_arena *a, const char *path, struct kl_route_match *m)
 {
-    const char *p = strstr(path, "/locations/");
-    const char *pub = p ? strstr(p, "/publishers/") : NULL;
-    if (!pub)
+    struct kl_vertex_path v;
+    if (kl_dialect_vertex_path(path, &v) < 0)
         return false;
-    const char *rest = pub + strlen("/publishers/");
-    if (strncmp(rest, "google/models/", 14) == 0) {
-        if (!strchr(rest + 14, ':') || !classify_gemini(a, rest + 14, m))
+    bool google = v.publisher_len == 6 && memcmp(v.publisher, "google", 6) == 0;
+    bool anthropic = v.publisher_len == 9 && memcmp(v.publisher, "anthropic", 9) == 0;
+    if (google) {
+        if (!classify_gemini(a, v.model, m) || m->ep->id == KL_EP_GEMINI_MODEL_GET)
             return false;
         m->ep = &vertex_gemini[m->ep->id - KL_EP_GEMINI_GENERATE];
         return true;
     }
-    if (strncmp(rest, "anthropic/models/", 17) != 0)
+    if (!anthropic || (strcmp(v.method, "rawPredict") != 0 && strcmp(v.method, "streamRawPredict") != 0))
         return false;
-    rest += 17;
-    const char *colon = strrchr(rest, ':');
-    if (!colon || (strcmp(colon, ":rawPredict") != 0 && strcmp(colon, ":streamRawPredict") != 0))
-        return false;
-    size_t n = (size_t)(colon - rest);
-    if (n == 12 && memcmp(rest, "count-tokens", 12) == 0) {
+    if (v.model_len == 12 && memcmp(v.model, "count-tokens", 12) == 0) {
         m->ep = &vertex_count_tokens;
         return true;
     }
-    char *model = kl_path_segment_decode(a, rest, n);
+    char *model = kl_path_segment_decode(a, v.model, v.model_len);
     if (!model || !path_model_ok(model, strlen(model)))
         return false;
     m->ep = &vertex_messages;
@@ -259,7 +318,8 @@ void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
                 m->ep = ep(KL_EP_MODEL_GET);
                 m->path_model = kl_arena_strdup(a, path + 11);
             }
-        } else if (strncmp(path, "/v1/projects/", 13) == 0 || strncmp(path, "/v1beta1/projects/", 18) == 0) {
+        } else if (strncmp(path, "/v1/projects/", 13) == 0 || strncmp(path, "/v1beta1/projects/", 18) == 0 ||
+                   strncmp(path, "/v1/publishers/", 15) == 0 || strncmp(path, "/v1beta1/publishers/", 20) == 0) {
             classify_vertex(a, path, m);
         } else if (strncmp(path, "/model/", 7) == 0) {
             classify_bedrock(a, path + 7, m);

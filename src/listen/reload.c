@@ -18,6 +18,7 @@
 #include "listen/conn.h"
 #include "listen/server.h"
 #include "record/record.h"
+#include "upstream/gcp.h"
 
 static bool same_list(const char **a, size_t na, const char **b, size_t nb)
 {
@@ -73,7 +74,10 @@ void kl_server_reload(kl_server *srv)
         kl_info("SIGHUP: configuration reloaded from %s (%zu provider%s)", cur->path, n->nproviders,
                 n->nproviders == 1 ? "" : "s");
         kl_log_set_level((enum kl_log_level)n->log_level); /* after the line above, which a quieter level would drop */
-        kl_server_watch_accounts(srv, n); /* before the workers adopt it: a new account's first try starts */
+        /* a new account (a rotated key) has its first token before the
+         * workers adopt the snapshot, as at start-up */
+        if (kl_server_watch_accounts(srv, n))
+            kl_gcp_tokens_wait(srv->gcp, 5000);
         kl_config_holder_swap(&srv->config, n);
         kl_record_server_reloaded(srv, n);
         for (int i = 0; i < srv->nworkers; i++)

@@ -296,13 +296,16 @@ static void raise_fd_limit(void)
 
 bool kl_server_watch_accounts(kl_server *srv, const kl_config *cfg)
 {
-    bool any = false;
+    const struct kl_gcp_sa **sas = calloc(cfg->nproviders + 1, sizeof(*sas));
+    if (!sas)
+        abort();
+    size_t n = 0;
     for (size_t i = 0; i < cfg->nproviders; i++)
-        if (cfg->providers[i].gcp_sa) {
-            kl_gcp_tokens_watch(srv->gcp, cfg->providers[i].gcp_sa);
-            any = true;
-        }
-    return any;
+        if (cfg->providers[i].gcp_sa)
+            sas[n++] = cfg->providers[i].gcp_sa;
+    kl_gcp_tokens_keep(srv->gcp, sas, n);
+    free(sas);
+    return n > 0;
 }
 
 int kl_server_run(kl_config *cfg)

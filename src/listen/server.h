@@ -10,7 +10,8 @@
 int kl_server_run(kl_config *cfg);
 
 /* Keep the access tokens of cfg's Google service accounts fresh (those
- * already kept stay); whether cfg has any. */
+ * already kept keep their tokens; those cfg no longer has are no longer
+ * renewed); whether cfg has any. */
 bool kl_server_watch_accounts(kl_server *srv, const kl_config *cfg);
 
 /* Called after an exchange ends and after a connection closes: a draining

@@ -211,17 +211,41 @@ static void rewrite_body(kl_exchange *ex, const char *bare)
         apply_edits(ex, edits, n);
 }
 
+/* A Vertex AI path as the provider gets it: in the service account's own
+ * project (the gateway's credentials decide whose project is used and
+ * billed, not the caller), with the bare model for a qualified name; the
+ * caller's location and model text otherwise, as sent. NULL for a path that
+ * is not Vertex's. */
+static const char *vertex_path(kl_exchange *ex, const char *bare)
+{
+    struct kl_vertex_path v;
+    if (kl_dialect_vertex_path(ex->req.path, &v) < 0)
+        return NULL;
+    const struct kl_gcp_sa *sa = ex->provider->gcp_sa;
+    const char *where = "";
+    if (v.project)
+        where = kl_arena_printf(&ex->arena, "projects/%.*s/locations/%.*s/",
+                                sa && sa->project_id ? (int)strlen(sa->project_id) : (int)v.project_len,
+                                sa && sa->project_id ? sa->project_id : v.project, (int)v.location_len, v.location);
+    bool rename = ex->ep->model_in_path && ex->model_requested && strcmp(bare, ex->model_requested) != 0;
+    return kl_arena_printf(&ex->arena, "/%s/%spublishers/%.*s/models/%.*s:%s", v.version, where, (int)v.publisher_len,
+                           v.publisher, rename ? (int)strlen(bare) : (int)v.model_len, rename ? bare : v.model, v.method);
+}
+
 static const char *build_url(kl_exchange *ex, const char *bare)
 {
     const struct kl_provider *p = ex->provider;
     const char *path = ex->req.path;
-    if (ex->ep->dialect == KL_DIALECT_BEDROCK) {
+    const char *vertex = ex->ep->compat & (KL_COMPAT_GOOGLE_RAW_PREDICT | KL_COMPAT_GOOGLE_GENERATE)
+                             ? vertex_path(ex, bare) : NULL;
+    if (vertex) {
+        path = vertex;
+    } else if (ex->ep->dialect == KL_DIALECT_BEDROCK) {
         /* /model/{id}/{action}, the id written as the AWS SDKs write it */
         path = kl_arena_concat(&ex->arena, "/model/", kl_path_segment_encode(&ex->arena, bare), strrchr(path, '/'),
                                NULL);
     } else if (ex->ep->model_in_path && ex->model_requested && strcmp(bare, ex->model_requested) != 0) {
-        /* /v1beta/models/openai/x:generateContent -> /v1beta/models/x:...
-         * (and Vertex's .../publishers/anthropic/models/vertex/x:rawPredict) */
+        /* /v1beta/models/openai/x:generateContent -> /v1beta/models/x:... */
         const char *colon = strrchr(path, ':');
         const char *models = strstr(path, "/models/");
         path = kl_arena_printf(&ex->arena, "%.*s/models/%s%s", (int)(models - path), path, bare,

@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <openssl/evp.h>
+#include <openssl/crypto.h>
 #include <openssl/pem.h>
 
 #include "core/log.h"
@@ -36,8 +37,19 @@ static const char *field(const cJSON *o, const char *k)
     return v && *v ? v : NULL;
 }
 
+/* Leading white space and a UTF-8 byte order mark, as editors leave them. */
+static const char *skip_space(const char *s)
+{
+    if (strncmp(s, "\xEF\xBB\xBF", 3) == 0)
+        s += 3;
+    while (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')
+        s++;
+    return s;
+}
+
 int kl_gcp_sa_parse(const char *text, kl_arena *a, struct kl_gcp_sa *out, const char **why)
 {
+    text = skip_space(text);
     const char *json = text;
     size_t n = strlen(text);
     bool keyfile = strncmp(text, "keyfile::", 9) == 0;
@@ -60,17 +72,21 @@ int kl_gcp_sa_parse(const char *text, kl_arena *a, struct kl_gcp_sa *out, const 
             }
         }
     }
+    json = n ? skip_space(json) : json;
+    n = json ? strlen(json) : 0;
+    /* no API key starts with '{': JSON is a credentials file, used as one
+     * or refused, never sent as a key */
+    if (!keyfile && (!n || json[0] != '{'))
+        return 0; /* an ordinary key */
     cJSON *o = n && json[0] == '{' ? cJSON_ParseWithLength(json, n) : NULL;
     const char *type = field(o, "type");
-    if (!keyfile && !(type && strcmp(type, "service_account") == 0)) {
-        cJSON_Delete(o);
-        return 0; /* an ordinary key */
-    }
     int rc = -1;
     if (!cJSON_IsObject(o)) {
         *why = "the service account key file is not a JSON object";
-    } else if (type && strcmp(type, "service_account") != 0) {
-        *why = kl_arena_printf(a, "the key file is of type \"%.40s\"; a service account key is needed", type);
+    } else if (!type || strcmp(type, "service_account") != 0) {
+        *why = kl_arena_printf(a, "apikey holds a Google credentials file of type \"%.40s\"; only a service "
+                                  "account's key file (\"type\": \"service_account\") is supported",
+                               type ? type : "(none)");
     } else if (!field(o, "client_email") || !field(o, "private_key")) {
         *why = "the service account key file has no client_email or private_key";
     } else {
@@ -83,6 +99,7 @@ int kl_gcp_sa_parse(const char *text, kl_arena *a, struct kl_gcp_sa *out, const 
             out->key_id = field(o, "private_key_id") ? kl_arena_strdup(a, field(o, "private_key_id")) : NULL;
             out->token_uri = kl_arena_strdup(a, field(o, "token_uri") ? field(o, "token_uri") : DEFAULT_TOKEN_URI);
             out->private_key = kl_arena_strdup(a, field(o, "private_key"));
+            out->project_id = field(o, "project_id") ? kl_arena_strdup(a, field(o, "project_id")) : NULL;
             rc = 1;
         }
     }
@@ -225,7 +242,10 @@ static int mint(const struct kl_gcp_sa *sa, const atomic_bool *stop, char **toke
         *token = strdup(tok);
         if (!*token)
             abort();
-        *lifetime_s = cJSON_IsNumber(exp) && exp->valuedouble > 0 ? (long)exp->valuedouble : 3600;
+        /* Google's are 3599 s; anything out of reason is held to a day */
+        *lifetime_s = cJSON_IsNumber(exp) && exp->valuedouble >= 1 ? (exp->valuedouble < 86400 ? (long)exp->valuedouble
+                                                                                             : 86400)
+                                                                   : 3600;
         result = 0;
     }
     cJSON_Delete(j);
@@ -240,8 +260,9 @@ struct entry {
     struct entry *next;
     char *email, *key_id, *token_uri, *private_key;     /* own copies: snapshots come and go */
     char *token;                /* the current one, or NULL */
-    int64_t expires_ms;         /* monotonic */
+    int64_t usable_ms;          /* the token is handed out until then: a minute (a tenth of its life) before it expires */
     int64_t due_ms;             /* the next try */
+    bool kept;                  /* the current configuration uses it (else it is no longer renewed) */
     int failures;
     bool tried;                 /* at least one try finished */
     char error[512];            /* the last failure, "" after a success */
@@ -255,10 +276,12 @@ struct kl_gcp_tokens {
     struct entry *entries;
 };
 
+/* Expiry is judged on CLOCK_BOOTTIME: unlike CLOCK_MONOTONIC, it counts the
+ * time a suspended virtual machine was asleep, while tokens kept aging. */
 static int64_t mono_ms(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_BOOTTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -312,6 +335,8 @@ static void *keeper_main(void *arg)
         struct entry *due = NULL;
         int64_t next = now + 60000;
         for (struct entry *e = t->entries; e; e = e->next) {
+            if (!e->kept)
+                continue;
             if (e->due_ms <= now && !due)
                 due = e;
             else if (e->due_ms < next)
@@ -322,7 +347,7 @@ static void *keeper_main(void *arg)
             pthread_cond_timedwait(&t->cond, &t->lock, &ts);
             continue;
         }
-        struct kl_gcp_sa sa = {due->email, due->key_id, due->token_uri, due->private_key};
+        struct kl_gcp_sa sa = {due->email, due->key_id, due->token_uri, due->private_key, NULL};
         pthread_mutex_unlock(&t->lock); /* entries are never removed: due stays valid */
         char *token = NULL, err[512] = "";
         long life = 0;
@@ -330,10 +355,13 @@ static void *keeper_main(void *arg)
         pthread_mutex_lock(&t->lock);
         now = mono_ms();
         if (rc == 0) {
+            if (due->token)
+                OPENSSL_cleanse(due->token, strlen(due->token));
             free(due->token);
             due->token = token;
-            due->expires_ms = now + life * 1000;
-            due->due_ms = now + life * 1000 * 3 / 4;
+            int64_t life_ms = (int64_t)life * 1000;
+            due->usable_ms = now + life_ms - (life_ms / 10 < 60000 ? life_ms / 10 : 60000);
+            due->due_ms = now + life_ms * 3 / 4;
             due->failures = 0;
             if (due->error[0])
                 kl_info("Google access token for %s: obtained again", due->email);
@@ -343,7 +371,8 @@ static void *keeper_main(void *arg)
             due->due_ms = now + (delay < 60000 ? delay : 60000);
             due->failures++;
             snprintf(due->error, sizeof(due->error), "%s", err);
-            kl_warn("Google access token for %s: %s", due->email, err);
+            if (!atomic_load(&t->stop)) /* a try the stop aborted is no news */
+                kl_warn("Google access token for %s: %s", due->email, err);
         }
         due->tried = true;
         pthread_cond_broadcast(&t->cond);
@@ -369,22 +398,30 @@ kl_gcp_tokens *kl_gcp_tokens_start(void)
     return t;
 }
 
-void kl_gcp_tokens_watch(kl_gcp_tokens *t, const struct kl_gcp_sa *sa)
+void kl_gcp_tokens_keep(kl_gcp_tokens *t, const struct kl_gcp_sa *const *sas, size_t n)
 {
     pthread_mutex_lock(&t->lock);
-    if (!find(t, sa)) {
-        struct entry *e = calloc(1, sizeof(*e));
-        if (!e)
-            abort();
-        e->email = dup_or_null(sa->email);
-        e->key_id = dup_or_null(sa->key_id);
-        e->token_uri = dup_or_null(sa->token_uri);
-        e->private_key = dup_or_null(sa->private_key);
-        e->due_ms = mono_ms();
-        e->next = t->entries;
-        t->entries = e;
-        pthread_cond_broadcast(&t->cond);
+    for (struct entry *e = t->entries; e; e = e->next)
+        e->kept = false;
+    for (size_t i = 0; i < n; i++) {
+        struct entry *e = find(t, sas[i]);
+        if (!e) {
+            e = calloc(1, sizeof(*e));
+            if (!e)
+                abort();
+            e->email = dup_or_null(sas[i]->email);
+            e->key_id = dup_or_null(sas[i]->key_id);
+            e->token_uri = dup_or_null(sas[i]->token_uri);
+            e->private_key = dup_or_null(sas[i]->private_key);
+            e->due_ms = mono_ms();
+            e->next = t->entries;
+            t->entries = e;
+        } else if (!e->kept && e->usable_ms <= mono_ms()) {
+            e->due_ms = mono_ms(); /* used again after a while unused: renewed now */
+        }
+        e->kept = true;
     }
+    pthread_cond_broadcast(&t->cond);
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -395,7 +432,7 @@ void kl_gcp_tokens_wait(kl_gcp_tokens *t, int ms)
     for (;;) {
         bool all = true;
         for (struct entry *e = t->entries; e; e = e->next)
-            all &= e->tried;
+            all &= e->tried || !e->kept;
         int64_t left = until - mono_ms();
         if (all || left <= 0)
             break;
@@ -411,15 +448,14 @@ const char *kl_gcp_token(kl_gcp_tokens *t, const struct kl_gcp_sa *sa, kl_arena 
     const char *r = NULL;
     pthread_mutex_lock(&t->lock);
     struct entry *e = find(t, sa);
-    if (!e) {
-        *problem = "its service account is not being kept (a restart will)";
-    } else if (e->token && e->expires_ms > mono_ms()) {
+    /* what went wrong is in the log; a caller is not told the account, the
+     * token endpoint or Google's words */
+    if (e && e->token && e->usable_ms > mono_ms())
         r = kl_arena_strdup(a, e->token);
-    } else if (e->error[0]) {
-        *problem = kl_arena_printf(a, "no Google access token for %s: %s", e->email, e->error);
-    } else {
-        *problem = kl_arena_printf(a, "no Google access token for %s yet", e->email);
-    }
+    else if (e && e->error[0])
+        *problem = "no Google access token: the token endpoint refused or failed (the gateway's log says why)";
+    else
+        *problem = "no Google access token yet";
     pthread_mutex_unlock(&t->lock);
     return r;
 }
@@ -438,7 +474,11 @@ void kl_gcp_tokens_stop(kl_gcp_tokens *t)
         free(e->email);
         free(e->key_id);
         free(e->token_uri);
+        if (e->private_key)
+            OPENSSL_cleanse(e->private_key, strlen(e->private_key));
         free(e->private_key);
+        if (e->token)
+            OPENSSL_cleanse(e->token, strlen(e->token));
         free(e->token);
         free(e);
     }

@@ -17,6 +17,7 @@ struct kl_gcp_sa {
     const char *key_id;         /* private_key_id (the JWT's kid), or NULL */
     const char *token_uri;      /* where the JWT is exchanged */
     const char *private_key;    /* PEM */
+    const char *project_id;     /* the account's project, or NULL: Vertex paths are sent to it */
 };
 
 /* text: a provider's resolved apikey. 1 with *out filled (strings in a)
@@ -30,10 +31,12 @@ int kl_gcp_sa_parse(const char *text, kl_arena *a, struct kl_gcp_sa *out, const 
 typedef struct kl_gcp_tokens kl_gcp_tokens;
 
 kl_gcp_tokens *kl_gcp_tokens_start(void);
-/* Keep sa's token fresh from now on (a no-op when the same account, key and
- * token_uri are already kept: a reload keeps its token). */
-void kl_gcp_tokens_watch(kl_gcp_tokens *t, const struct kl_gcp_sa *sa);
-/* Wait up to ms for every account watched to have had its first try. */
+/* Keep the tokens of these n accounts fresh from now on, and stop renewing
+ * any other (its token is still handed out until it expires, to requests
+ * of the configuration before). An account kept already (the same email,
+ * key and token_uri) keeps its token. */
+void kl_gcp_tokens_keep(kl_gcp_tokens *t, const struct kl_gcp_sa *const *sas, size_t n);
+/* Wait up to ms for every account kept to have had its first try. */
 void kl_gcp_tokens_wait(kl_gcp_tokens *t, int ms);
 /* The current access token for sa, copied into a; NULL with *problem (in a)
  * when there is none yet or it expired. */

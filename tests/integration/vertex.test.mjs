@@ -7,7 +7,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import crypto from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AnthropicVertex } from '@anthropic-ai/vertex-sdk';
@@ -20,8 +20,10 @@ const CAP = 'tailscale.com/cap/aperture';
 // Google's OAuth token endpoint as far as a service account sees it
 // (RFC 7523 JWT bearer grant): the assertion must be signed by the account's
 // key and name the account, the endpoint and the cloud-platform scope.
-async function startTokenEndpoint(publicKey, { lifetime = 3599, fail = false } = {}) {
+async function startTokenEndpoint(publicKeys, { lifetime = 3599, fail = false } = {}) {
+  const keys = publicKeys.asymmetricKeyType ? { 'kid-1': publicKeys } : publicKeys; // by kid
   const issued = [];
+  const kids = [];
   let n = 0;
   const srv = http.createServer((req, res) => {
     let body = '';
@@ -31,30 +33,34 @@ async function startTokenEndpoint(publicKey, { lifetime = 3599, fail = false } =
       const reply = (status, obj) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(obj));
       if (form.get('grant_type') !== 'urn:ietf:params:oauth:grant-type:jwt-bearer') return reply(400, { error: 'unsupported_grant_type' });
       const [h, c, s] = (form.get('assertion') || '').split('.');
-      const ok = s && crypto.verify('RSA-SHA256', Buffer.from(`${h}.${c}`), publicKey, Buffer.from(s, 'base64url'));
+      const head = JSON.parse(Buffer.from(h || '', 'base64url').toString() || '{}');
+      const ok = s && keys[head.kid] &&
+        crypto.verify('RSA-SHA256', Buffer.from(`${h}.${c}`), keys[head.kid], Buffer.from(s, 'base64url'));
       if (!ok) return reply(400, { error: 'invalid_grant', error_description: 'Invalid JWT Signature.' });
-      const head = JSON.parse(Buffer.from(h, 'base64url'));
       const claims = JSON.parse(Buffer.from(c, 'base64url'));
       const aud = `http://127.0.0.1:${srv.address().port}/token`;
-      if (head.alg !== 'RS256' || head.kid !== 'kid-1' || claims.iss !== EMAIL || claims.aud !== aud ||
+      if (head.alg !== 'RS256' || claims.iss !== EMAIL || claims.aud !== aud ||
           claims.scope !== 'https://www.googleapis.com/auth/cloud-platform' || claims.exp - claims.iat !== 3600 ||
           Math.abs(claims.iat - Date.now() / 1000) > 60)
         return reply(400, { error: 'invalid_grant', error_description: 'Invalid JWT: claims' });
       if (fail) return reply(400, { error: 'invalid_grant', error_description: 'Invalid JWT Signature.' });
       const token = `ya29.test-token-${++n}-${crypto.randomBytes(8).toString('hex')}`;
       issued.push(token);
+      kids.push(head.kid);
       reply(200, { access_token: token, expires_in: lifetime, token_type: 'Bearer' });
     });
   });
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${srv.address().port}/token`, issued, close: () => new Promise((r) => srv.close(r)) };
+  return { url: `http://127.0.0.1:${srv.address().port}/token`, issued, kids,
+    close: () => new Promise((r) => srv.close(r)) };
 }
 
-function serviceAccount() {
+// A key file as Google writes one: indented JSON over many lines
+function serviceAccount(kid = 'kid-1') {
   const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
   const pem = privateKey.export({ type: 'pkcs8', format: 'pem' });
-  return { pem, publicKey, file: (tokenUri) => JSON.stringify({ type: 'service_account', project_id: 'p1',
-    private_key_id: 'kid-1', private_key: pem, client_email: EMAIL, client_id: '1', token_uri: tokenUri }) };
+  return { pem, publicKey, kid, file: (tokenUri) => JSON.stringify({ type: 'service_account', project_id: 'p1',
+    private_key_id: kid, private_key: pem, client_email: EMAIL, client_id: '1', token_uri: tokenUri }, null, 2) };
 }
 
 const vertexProvider = (url, keyfile) => ({
@@ -99,7 +105,11 @@ describe('Vertex AI', () => {
     assert.equal(seen.path, '/v1/projects/p1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:rawPredict', 'the SDK writes the @ as it is, and keyless forwards the path it got');
     assert.equal(headerMap(seen.headers).authorization, `Bearer ${tokens.issued[0]}`);
     assert.equal(tokens.issued.length, 1, 'one token for every request until it ages');
-    const list = (await (await fetch(`${gw.url}/api/requests?session=vertex-1`)).json()).requests;
+    let list = [];
+    for (let i = 0; i < 100 && !list.length; i++) { // the writer is asynchronous
+      await new Promise((res) => setTimeout(res, 30));
+      list = (await (await fetch(`${gw.url}/api/requests?session=vertex-1`)).json()).requests;
+    }
     const rec = await finalRecord(gw, list[0].id);
     assert.equal(rec.endpoint, 'vertex.anthropic.messages');
     assert.equal(rec.model_requested, SONNET);
@@ -178,17 +188,58 @@ describe('Vertex AI', () => {
       assert.equal(res.status, 503);
       const err = await res.json();
       assert.equal(err.error.type, 'overloaded_error');
-      assert.match(err.error.message, /no Google access token for keyless-vertex@p1\.iam\.gserviceaccount\.com: .*HTTP 400 invalid_grant/);
-      assert.match(g2.output(), /Google access token for keyless-vertex@p1\.iam\.gserviceaccount\.com: .*invalid_grant/);
+      assert.match(err.error.message, /provider vertex: no Google access token: the token endpoint refused/);
+      assert.ok(!err.error.message.includes(EMAIL), 'the caller is not told the account');
+      assert.match(g2.output(), /Google access token for keyless-vertex@p1\.iam\.gserviceaccount\.com: .*HTTP 400 invalid_grant/);
     } finally {
       await g2.stop();
       await refusing.close();
     }
   });
 
+  it('the account\'s project is used whatever the caller names; odd project or location segments are refused', async () => {
+    const body = JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
+    const ask = (where) => fetch(`${gw.url}/v1/${where}/publishers/anthropic/models/${SONNET}:rawPredict`,
+      { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const r = await ask('projects/someone-elses/locations/europe-west1');
+    assert.equal(r.status, 200);
+    await r.json();
+    assert.equal((await mock.last()).path, `/v1/projects/p1/locations/europe-west1/publishers/anthropic/models/${SONNET}:rawPredict`);
+    for (const where of ['projects/../locations/x', 'projects/p/locations/x/y', 'projects/%2e%2e/locations/x', 'projects//locations/x']) {
+      const bad = await ask(where);
+      assert.equal(bad.status, 404, where);
+      await bad.text();
+    }
+  });
+
+  it('a rotated key applies on SIGHUP with its first token minted before the reload ends', async () => {
+    const a = serviceAccount('kid-a'), b = serviceAccount('kid-b');
+    const ep = await startTokenEndpoint({ 'kid-a': a.publicKey, 'kid-b': b.publicKey });
+    const g = await startGateway({ providers: { vertex: vertexProvider(mock.url, a.file(ep.url)) } });
+    const ask = () => fetch(`${g.url}/v1/projects/p1/locations/global/publishers/anthropic/models/${SONNET}:rawPredict`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }) });
+    try {
+      assert.equal((await ask()).status, 200);
+      assert.deepEqual(ep.kids, ['kid-a']);
+      const c = JSON.parse(readFileSync(g.configPath, 'utf8'));
+      c.providers.vertex = vertexProvider(mock.url, b.file(ep.url));
+      writeFileSync(g.configPath, JSON.stringify(c));
+      g.proc.kill('SIGHUP');
+      for (let i = 0; i < 200 && !/configuration reloaded/.test(g.output()); i++) await new Promise((res) => setTimeout(res, 10));
+      const r = await ask();
+      assert.equal(r.status, 200, 'no window without a token');
+      await r.json();
+      assert.equal(headerMap((await mock.last()).headers).authorization, `Bearer ${ep.issued.at(-1)}`);
+      assert.deepEqual(ep.kids, ['kid-a', 'kid-b'], 'the old key is no longer renewed');
+    } finally {
+      await g.stop();
+      await ep.close();
+    }
+  });
+
   it('a key file that cannot be used is a configuration error at its position', async () => {
     const { execFileSync } = await import('node:child_process');
-    const { writeFileSync } = await import('node:fs');
     const dir = mkdtempSync(join(tmpdir(), 'kl-vertex-bad-'));
     const path = join(dir, 'k.json');
     writeFileSync(path, JSON.stringify({ providers: { vertex: { baseurl: 'https://aiplatform.googleapis.com',

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
@@ -12,6 +13,7 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
+#include "core/config.h"
 #include "upstream/gcp.h"
 
 /* A key file for a fresh RSA key, as `gcloud iam service-accounts keys
@@ -62,7 +64,10 @@ static void reads_key_files(void **state)
     assert_string_equal(sa.email, "keyless@p1.iam.gserviceaccount.com");
     /* ordinary keys */
     assert_int_equal(kl_gcp_sa_parse("sk-ant-abc", &a, &sa, &why), 0);
-    assert_int_equal(kl_gcp_sa_parse("{\"type\":\"authorized_user\"}", &a, &sa, &why), 0);
+    /* other credentials files are refused, never sent as a key */
+    assert_int_equal(kl_gcp_sa_parse(" {\"type\":\"authorized_user\",\"refresh_token\":\"r\"}", &a, &sa, &why), -1);
+    assert_non_null(strstr(why, "of type \"authorized_user\""));
+    assert_int_equal(kl_gcp_sa_parse("\xEF\xBB\xBF{\"client_email\":1", &a, &sa, &why), -1);
     /* key files that cannot be used */
     assert_int_equal(kl_gcp_sa_parse("keyfile::not base64!", &a, &sa, &why), -1);
     assert_non_null(strstr(why, "JSON or its base64"));
@@ -81,10 +86,40 @@ static void reads_key_files(void **state)
     kl_arena_free(&a);
 }
 
+/* A key file as Google writes it (indented, over many lines), with a byte
+ * order mark and a space an editor left, read through "file:". */
+static void config_reads_key_files(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    char path[] = "/tmp/kl-test-sa-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = kl_arena_concat(&a, "\xEF\xBB\xBF \n", key_file(&a, "service_account", true), "\n", NULL);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    const char *cfg = kl_arena_printf(&a, "{\"providers\": {\"vertex\": {\"baseurl\": \"https://aiplatform.googleapis.com\","
+                                          " \"apikey\": \"file:%s\", \"models\": [\"m\"],"
+                                          " \"compatibility\": {\"google_raw_predict\": true}}}}", path);
+    kl_diags d = {0};
+    kl_config *c = kl_config_parse(cfg, strlen(cfg), "t.hujson", &d);
+    assert_non_null(c);
+    for (size_t i = 0; i < d.n; i++) /* notes (no grants, no identity) only */
+        assert_int_not_equal(d.v[i].sev, KL_SEV_ERROR);
+    assert_non_null(c->providers[0].gcp_sa);
+    assert_null(c->providers[0].apikey);
+    kl_config_unref(c);
+    kl_diags_free(&d);
+    unlink(path);
+    kl_arena_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(reads_key_files),
+        cmocka_unit_test(config_reads_key_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
