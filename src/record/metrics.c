@@ -14,6 +14,7 @@
 #include "record/export.h"
 #include "record/writer.h"
 #include "route/health.h"
+#include "upstream/gcp.h"
 
 /* What a series counts; its labels are fixed per kind. */
 enum kind { K_REQUESTS, K_USAGE, K_FAILOVERS, K_FIRST_BYTE };
@@ -400,6 +401,20 @@ static void cooling(void *arg, const char *provider, bool down)
     sample(arg, "keyless_provider_cooling_down", keys, v, down);
 }
 
+static void token_left(void *arg, const char *account, int64_t seconds_left, int failures)
+{
+    static const char *const keys[] = {"account", NULL};
+    const char *v[] = {account};
+    sample(arg, "keyless_google_token_seconds_left", keys, v, (uint64_t)seconds_left);
+}
+
+static void token_failures(void *arg, const char *account, int64_t seconds_left, int failures)
+{
+    static const char *const keys[] = {"account", NULL};
+    const char *v[] = {account};
+    sample(arg, "keyless_google_token_failures", keys, v, (uint64_t)failures);
+}
+
 static void gauge(struct kl_buf *o, const char *name, const char *help, uint64_t v)
 {
     family(o, name, "gauge", help);
@@ -434,6 +449,13 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
     family(out, "keyless_provider_cooling_down", "gauge",
            "1 while a provider is passed over after failures in a row (failover.cooldown); providers that never failed are not listed.");
     kl_health_each(srv, kl_wall_ms(), cooling, out);
+    if (srv->gcp) {
+        family(out, "keyless_google_token_seconds_left", "gauge",
+               "Seconds the service account's access token is still used (0: none; renewed with a quarter left).");
+        kl_gcp_tokens_each(srv->gcp, token_left, out);
+        family(out, "keyless_google_token_failures", "gauge", "Failed tries in a row to get the account's token.");
+        kl_gcp_tokens_each(srv->gcp, token_failures, out);
+    }
     gauge(out, "keyless_inflight_requests", "Requests between arrival and record.", inflight);
     gauge(out, "keyless_open_connections", "Client connections open.", conns);
     if (srv->writer) {

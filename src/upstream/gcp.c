@@ -460,6 +460,19 @@ const char *kl_gcp_token(kl_gcp_tokens *t, const struct kl_gcp_sa *sa, kl_arena 
     return r;
 }
 
+void kl_gcp_tokens_each(kl_gcp_tokens *t, void (*fn)(void *arg, const char *account, int64_t seconds_left,
+                                                      int failures), void *arg)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->lock);
+    int64_t now = mono_ms();
+    for (struct entry *e = t->entries; e; e = e->next)
+        if (e->kept)
+            fn(arg, e->email, e->token && e->usable_ms > now ? (e->usable_ms - now) / 1000 : 0, e->failures);
+    pthread_mutex_unlock(&t->lock);
+}
+
 void kl_gcp_tokens_stop(kl_gcp_tokens *t)
 {
     if (!t)

@@ -9,6 +9,7 @@
 #define KL_GCP_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "core/arena.h"
 
@@ -41,6 +42,11 @@ void kl_gcp_tokens_wait(kl_gcp_tokens *t, int ms);
 /* The current access token for sa, copied into a; NULL with *problem (in a)
  * when there is none yet or it expired. */
 const char *kl_gcp_token(kl_gcp_tokens *t, const struct kl_gcp_sa *sa, kl_arena *a, const char **problem);
+/* Each account the configuration uses, for /metrics: how many seconds its
+ * token is still handed out (0: none) and its failed tries in a row. fn
+ * runs under the keeper's lock. */
+void kl_gcp_tokens_each(kl_gcp_tokens *t, void (*fn)(void *arg, const char *account, int64_t seconds_left,
+                                                      int failures), void *arg);
 void kl_gcp_tokens_stop(kl_gcp_tokens *t);
 
 #endif

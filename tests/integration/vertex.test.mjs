@@ -163,7 +163,8 @@ describe('Vertex AI', () => {
   it('a token is renewed before it expires; a token endpoint that refuses gives 503s that say why', async () => {
     const key = serviceAccount();
     const short = await startTokenEndpoint(key.publicKey, { lifetime: 2 });
-    const g = await startGateway({ providers: { vertex: vertexProvider(mock.url, key.file(short.url)) } });
+    const g = await startGateway({ providers: { vertex: vertexProvider(mock.url, key.file(short.url)) },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }] } }] });
     const ask = () => fetch(`${g.url}/v1/projects/p1/locations/global/publishers/anthropic/models/${encodeURIComponent(SONNET)}:rawPredict`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }) });
@@ -175,6 +176,9 @@ describe('Vertex AI', () => {
       const second = headerMap((await mock.last()).headers).authorization;
       assert.notEqual(second, first);
       assert.ok(short.issued.length >= 2);
+      const metrics = await (await fetch(`${g.url}/metrics`)).text();
+      assert.match(metrics, new RegExp(`keyless_google_token_seconds_left\\{account="${EMAIL.replace(/\./g, '\\.')}"\\} [01]\n`));
+      assert.match(metrics, /keyless_google_token_failures\{account="[^"]+"\} 0\n/);
     } finally {
       await g.stop();
       await short.close();
