@@ -41,6 +41,8 @@ struct kl_account {
     bool strip_usage_chunk;     /* drop the usage-only chunk we asked for */
     kl_sse sse;
     kl_evs evs;
+    char *chunk;                /* an InvokeModel chunk's event, decoded (malloc, reused) */
+    size_t chunk_cap;
     kl_usage_parser *usage;
     char *whole;                /* BODY_WHOLE: the answer so far (malloc) */
     size_t whole_len, whole_cap;
@@ -310,15 +312,15 @@ static void on_event(void *arg, const char *raw, size_t len)
 }
 
 /* The JSON an InvokeModel stream's chunk carries: the model's own event,
- * base64 in the chunk's "bytes" (arena); NULL when it has none, or when
- * the chunk could be read otherwise (a second "bytes": cJSON takes the
- * first, JavaScript the last). */
-static const char *chunk_json(kl_exchange *ex, const char *payload, size_t n, size_t *len)
+ * base64 in the chunk's "bytes" (in a->chunk, until the next one); NULL
+ * when it has none, or when the chunk could be read otherwise (a second
+ * "bytes": cJSON takes the first, JavaScript the last). */
+static const char *chunk_json(struct kl_account *a, const char *payload, size_t n, size_t *len)
 {
     cJSON *c = cJSON_ParseWithLength(payload, n);
     const char *b = kl_json_has_duplicate_keys(c) ? NULL
                                                   : cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "bytes"));
-    const char *json = b ? kl_base64_decode(&ex->arena, b, strlen(b), len) : NULL;
+    const char *json = b ? kl_base64_decode_buf(b, strlen(b), &a->chunk, &a->chunk_cap, len) : NULL;
     cJSON_Delete(c);
     return json;
 }
@@ -339,7 +341,7 @@ static void on_frame(void *arg, const char *raw, size_t len, bool ok)
         const char *json;
         if (a->kind == KL_USAGE_BEDROCK_CONVERSE)
             kl_usage_event(a->usage, m.event_type, m.event_type_len, m.payload, m.payload_len);
-        else if ((json = chunk_json(ex, m.payload, m.payload_len, &jl)))
+        else if ((json = chunk_json(a, m.payload, m.payload_len, &jl)))
             kl_usage_event(a->usage, NULL, 0, json, jl);
         else
             kl_usage_unreadable(a->usage, "an event stream chunk without one base64 \"bytes\"");
@@ -522,6 +524,7 @@ void kl_account_free(kl_exchange *ex)
         return;
     kl_sse_free(&a->sse);
     kl_evs_free(&a->evs);
+    free(a->chunk);
     free(a->whole);
     free(a->capture);
     free(a->keep);
@@ -618,7 +621,7 @@ static void collect_frame(void *arg, const char *raw, size_t len, bool ok)
         }
     } else {
         size_t jl;
-        const char *json = chunk_json(f->ex, m.payload, m.payload_len, &jl);
+        const char *json = chunk_json(f->ex->acct, m.payload, m.payload_len, &jl);
         v = json ? cJSON_ParseWithLength(json, jl) : NULL;
     }
     if (v)

@@ -194,24 +194,49 @@ char *kl_evs_encode(kl_arena *a, const char *const *names, const char *const *va
     return m;
 }
 
-char *kl_base64_decode(kl_arena *a, const char *s, size_t len, size_t *out_len)
+/* Decode into out (len / 4 * 3 + 1 bytes): the length, or -1. */
+static long decode64(const char *s, size_t len, char *out)
 {
     if (len % 4 || len > INT32_MAX)
-        return NULL;
+        return -1;
     /* padding only at the end (EVP_DecodeBlock would take "a=bc") */
     const char *eq = memchr(s, '=', len);
     if (eq && (size_t)(eq - s) < len - 2)
-        return NULL;
+        return -1;
     if (eq && (size_t)(eq - s) == len - 2 && s[len - 1] != '=')
-        return NULL;
-    char *out = kl_arena_alloc_raw(a, len / 4 * 3 + 1);
+        return -1;
     int n = len ? EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)s, (int)len) : 0;
     if (n < 0)
-        return NULL;
+        return -1;
     /* EVP_DecodeBlock counts the padding as zero bytes */
     for (size_t i = len; i > 0 && s[i - 1] == '=' && n > 0; i--)
         n--;
     out[n] = '\0';
+    return n;
+}
+
+char *kl_base64_decode(kl_arena *a, const char *s, size_t len, size_t *out_len)
+{
+    char *out = kl_arena_alloc_raw(a, len / 4 * 3 + 1);
+    long n = decode64(s, len, out);
+    if (n < 0)
+        return NULL;
     *out_len = (size_t)n;
     return out;
+}
+
+char *kl_base64_decode_buf(const char *s, size_t len, char **buf, size_t *cap, size_t *out_len)
+{
+    if (len / 4 * 3 + 1 > *cap) {
+        char *b = realloc(*buf, len / 4 * 3 + 1);
+        if (!b)
+            abort();
+        *buf = b;
+        *cap = len / 4 * 3 + 1;
+    }
+    long n = decode64(s, len, *buf);
+    if (n < 0)
+        return NULL;
+    *out_len = (size_t)n;
+    return *buf;
 }

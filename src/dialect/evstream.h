@@ -59,5 +59,8 @@ char *kl_evs_encode(kl_arena *a, const char *const *names, const char *const *va
 /* Standard base64 (with padding) decoded into the arena, NUL-terminated;
  * NULL when it is not base64. */
 char *kl_base64_decode(kl_arena *a, const char *s, size_t len, size_t *out_len);
+/* The same into *buf (malloc, grown to fit; the caller frees it): a stream's
+ * chunks decoded one after another in one buffer, not one arena copy each. */
+char *kl_base64_decode_buf(const char *s, size_t len, char **buf, size_t *cap, size_t *out_len);
 
 #endif

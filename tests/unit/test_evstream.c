@@ -166,6 +166,15 @@ static void decodes_base64(void **state)
     assert_null(kl_base64_decode(&a, "Y=Jj", 4, &n)); /* padding only at the end */
     assert_null(kl_base64_decode(&a, "YW=j", 4, &n));
     assert_null(kl_base64_decode(&a, "YWJjYQ=a", 8, &n));
+    /* one buffer, reused and grown, for a stream's chunks */
+    char *buf = NULL;
+    size_t cap = 0;
+    assert_string_equal(kl_base64_decode_buf("YQ==", 4, &buf, &cap, &n), "a");
+    assert_string_equal(kl_base64_decode_buf("eyJ0eXBlIjoibWVzc2FnZV9zdG9wIn0=", 32, &buf, &cap, &n),
+                        "{\"type\":\"message_stop\"}");
+    assert_int_equal(n, 23);
+    assert_null(kl_base64_decode_buf("Y=Jj", 4, &buf, &cap, &n));
+    free(buf);
     kl_arena_free(&a);
 }
 
