@@ -54,12 +54,8 @@ int kl_gcp_sa_parse(const char *text, kl_arena *a, struct kl_gcp_sa *out, const 
     size_t n = strlen(text);
     bool keyfile = strncmp(text, "keyfile::", 9) == 0;
     if (keyfile) {
-        json = text + 9;
-        n -= 9;
-        while (n && (*json == ' ' || *json == '\n' || *json == '\r' || *json == '\t')) {
-            json++;
-            n--;
-        }
+        json = skip_space(text + 9);
+        n = strlen(json);
         if (n && *json != '{') { /* the key file's base64 */
             size_t dl;
             while (n && strchr(" \r\n\t", json[n - 1]))
@@ -91,8 +87,10 @@ int kl_gcp_sa_parse(const char *text, kl_arena *a, struct kl_gcp_sa *out, const 
         *why = "the service account key file has no client_email or private_key";
     } else {
         EVP_PKEY *k = load_key(field(o, "private_key"));
-        if (!k) {
-            *why = "the service account key file's private_key is not a PEM private key";
+        if (!k || EVP_PKEY_get_base_id(k) != EVP_PKEY_RSA) {
+            *why = k ? "the service account key file's private_key is not an RSA key (Google signs with RS256)"
+                     : "the service account key file's private_key is not a PEM private key";
+            EVP_PKEY_free(k);
         } else {
             EVP_PKEY_free(k);
             out->email = kl_arena_strdup(a, field(o, "client_email"));

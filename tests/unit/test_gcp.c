@@ -77,6 +77,23 @@ static void reads_key_files(void **state)
     assert_int_equal(kl_gcp_sa_parse(kl_arena_concat(&a, "keyfile::", key_file(&a, "authorized_user", true), NULL), &a,
                                      &sa, &why), -1);
     assert_non_null(strstr(why, "authorized_user"));
+    /* an EC key cannot sign RS256 */
+    EVP_PKEY *ec = EVP_EC_gen("P-256");
+    BIO *b = BIO_new(BIO_s_mem());
+    PEM_write_bio_PrivateKey(b, ec, NULL, NULL, 0, NULL, NULL);
+    char *pem;
+    long pl = BIO_get_mem_data(b, &pem);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "type", "service_account");
+    cJSON_AddStringToObject(o, "client_email", "x@p.iam.gserviceaccount.com");
+    cJSON_AddStringToObject(o, "private_key", kl_arena_strndup(&a, pem, (size_t)pl));
+    char *ectext = cJSON_PrintUnformatted(o);
+    assert_int_equal(kl_gcp_sa_parse(ectext, &a, &sa, &why), -1);
+    assert_non_null(strstr(why, "not an RSA key"));
+    free(ectext);
+    cJSON_Delete(o);
+    BIO_free(b);
+    EVP_PKEY_free(ec);
     char *bad = kl_arena_strdup(&a, json);
     char *body = strstr(bad, "MII");
     assert_non_null(body);
