@@ -171,6 +171,8 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     }
     if (status >= 200 && status < 300 && kind >= 0) {
         a->usage = kl_usage_parser_new(&ex->arena, (enum kl_usage_kind)kind);
+        if (ex->ep->id == KL_EP_BEDROCK_INVOKE || ex->ep->id == KL_EP_BEDROCK_INVOKE_STREAM)
+            kl_usage_bedrock(a->usage);
         if (event_stream)
             a->mode = BODY_EVENTS;
         else if (ex->ep->id == KL_EP_GEMINI_STREAM)

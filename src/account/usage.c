@@ -63,6 +63,7 @@ struct kl_usage_parser {
     void (*on_tool)(void *, const char *, const char *);   /* told of each tool call met (ns, name) */
     void *on_tool_arg;
     bool strict;                /* a tool policy reads this answer: every event in full */
+    bool bedrock;               /* Bedrock InvokeModel: kl_usage_bedrock */
     const char *ambiguous;      /* why the caller could read the answer differently, or NULL */
     struct arr_split arr;
 };
@@ -534,7 +535,7 @@ static void anthropic_usage(kl_usage_parser *p, const cJSON *us)
     if (cJSON_IsObject(cc))
         count_opt(cc, "ephemeral_1h_input_tokens", &p->an_cw1h);
     any |= count_opt(us, "output_tokens", &p->an_out);
-    if (!any && !p->u.known)
+    if (!any && !p->u.known && p->bedrock)
         return; /* a "usage" of another shape (Nova's on Bedrock): Bedrock's own counts stand in */
     p->u.input = p->an_in > 0 ? p->an_in : 0;
     p->u.cache_read = p->an_cr > 0 ? p->an_cr : 0;
@@ -602,6 +603,11 @@ void kl_usage_counts(kl_usage_parser *p, int64_t input, int64_t output, int64_t 
     p->u.cache_read = clamp_tokens((double)cache_read);
     p->u.cache_write = clamp_tokens((double)cache_write);
     p->u.known = true;
+}
+
+void kl_usage_bedrock(kl_usage_parser *p)
+{
+    p->bedrock = true;
 }
 
 void kl_usage_unreadable(kl_usage_parser *p, const char *what)
@@ -1062,7 +1068,7 @@ void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
             anthropic_event(p, root, type);
         /* an InvokeModel stream's last chunk, whatever the model family
          * (Llama's, Mistral's chunks have no "type") */
-        if (p->kind == KL_USAGE_ANTHROPIC)
+        if (p->bedrock)
             bedrock_metrics(p, member(root, "amazon-bedrock-invocationMetrics"));
     }
     cJSON_Delete(root);

@@ -128,6 +128,11 @@ size_t kl_usage_array_pending(const kl_usage_parser *p);
  * taken only when the body itself reported no usage. */
 void kl_usage_counts(kl_usage_parser *p, int64_t input, int64_t output, int64_t cache_read, int64_t cache_write);
 
+/* The answer is Bedrock InvokeModel's: a "usage" without Anthropic's keys
+ * (another model family's) leaves usage to Bedrock's own counts, which the
+ * last chunk's amazon-bedrock-invocationMetrics and kl_usage_counts give. */
+void kl_usage_bedrock(kl_usage_parser *p);
+
 /* Strict mode: part of the answer could not be read at all (a framing
  * error); it makes the answer ambiguous. */
 void kl_usage_unreadable(kl_usage_parser *p, const char *what);

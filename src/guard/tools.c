@@ -176,18 +176,26 @@ static void delete_member(cJSON *o, const char *key)
 }
 
 /* The top-level members the edits below may change or remove (keep in step
- * with them); the body sent on keeps every other member byte for byte. */
+ * with them); the body sent on keeps every other member byte for byte. The
+ * last is edited only in Converse's bodies. */
 static const char *const edited_members[] = {
     "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call", "mcp_servers", "toolConfig",
     "tool_config", "additionalModelRequestFields",
 };
+#define NEDITED (sizeof(edited_members) / sizeof(edited_members[0]))
 
-/* 1 + its index in edited_members, or 0. */
-static size_t edited_member(const char *name, size_t n)
+static bool edited_in(int kind, size_t i)
 {
-    for (size_t i = 0; i < sizeof(edited_members) / sizeof(edited_members[0]); i++)
+    return i != NEDITED - 1 || kind == KL_USAGE_BEDROCK_CONVERSE;
+}
+
+/* 1 + its index in edited_members, or 0 (also for one this kind's edit
+ * never touches). */
+static size_t edited_member(int kind, const char *name, size_t n)
+{
+    for (size_t i = 0; i < NEDITED; i++)
         if (strlen(edited_members[i]) == n && memcmp(edited_members[i], name, n) == 0)
-            return i + 1;
+            return edited_in(kind, i) ? i + 1 : 0;
     return 0;
 }
 
@@ -513,11 +521,11 @@ static void put_member(struct kl_buf *o, const char *name, const cJSON *v)
  * go. So a prompt's numbers beyond 2^53, escapes and spacing reach the
  * provider as written (cJSON would print the whole body its own way). The
  * body is an object without duplicate keys (checked before the edit). */
-static char *splice(const char *s, size_t len, const cJSON *tree, size_t *out_len)
+static char *splice(int kind, const char *s, size_t len, const cJSON *tree, size_t *out_len)
 {
     struct kl_buf o = {0};
     kl_buf_put(&o, "{", 1);
-    bool seen[sizeof(edited_members) / sizeof(edited_members[0])] = {false};
+    bool seen[NEDITED] = {false};
     size_t pos = 0, vstart;
     const char *key;
     size_t klen;
@@ -536,7 +544,7 @@ static char *splice(const char *s, size_t len, const cJSON *tree, size_t *out_le
             name = decoded;
             nlen = strlen(name);
         }
-        size_t which = edited_member(name, nlen);
+        size_t which = edited_member(kind, name, nlen);
         if (!which) {
             if (o.len > 1)
                 kl_buf_put(&o, ",", 1);
@@ -550,8 +558,8 @@ static char *splice(const char *s, size_t len, const cJSON *tree, size_t *out_le
         free(decoded);
     }
     /* members an edit added */
-    for (size_t i = 0; i < sizeof(edited_members) / sizeof(edited_members[0]); i++) {
-        const cJSON *v = seen[i] ? NULL : cJSON_GetObjectItemCaseSensitive(tree, edited_members[i]);
+    for (size_t i = 0; i < NEDITED; i++) {
+        const cJSON *v = seen[i] || !edited_in(kind, i) ? NULL : cJSON_GetObjectItemCaseSensitive(tree, edited_members[i]);
         if (v)
             put_member(&o, edited_members[i], v);
     }
@@ -611,7 +619,7 @@ enum kl_step kl_tools_run(kl_exchange *ex)
     if (rc == 1) {
         kl_account_session_id(ex); /* from the caller's own body */
         size_t len;
-        char *text = splice(ex->body, ex->body_len, body, &len);
+        char *text = splice(k, ex->body, ex->body_len, body, &len);
         const char *bad = kl_guard_replace_body(ex, text, len);
         free(text);
         if (bad) {

@@ -263,6 +263,14 @@ static bool is_credential(const char *name)
            strcasecmp(name, "x-goog-api-key") == 0 || strcasecmp(name, "api-key") == 0;
 }
 
+/* The rest of an AWS SigV4 signature beside its Authorization header: a
+ * passthrough provider gets it whole, or not at all. */
+static bool is_aws_signature(const char *name)
+{
+    return strcasecmp(name, "x-amz-date") == 0 || strcasecmp(name, "x-amz-content-sha256") == 0 ||
+           strcasecmp(name, "x-amz-security-token") == 0;
+}
+
 static void build_headers(kl_exchange *ex, const char *token)
 {
     const struct kl_provider *p = ex->provider;
@@ -279,8 +287,8 @@ static void build_headers(kl_exchange *ex, const char *token)
          * provider could replay it here */
         if (by_token && is_credential(name))
             continue;
-        if (p->auth_mode == KL_AUTHMODE_PASSTHROUGH && is_credential(name)) {
-            caller_credential = true;
+        if (p->auth_mode == KL_AUTHMODE_PASSTHROUGH && (is_credential(name) || is_aws_signature(name))) {
+            caller_credential |= is_credential(name);
             h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
             continue;
         }

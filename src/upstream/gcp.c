@@ -70,12 +70,22 @@ int kl_gcp_sa_parse(const char *text, kl_arena *a, struct kl_gcp_sa *out, const 
     }
     json = n ? skip_space(json) : json;
     n = json ? strlen(json) : 0;
-    /* no API key starts with '{': JSON is a credentials file, used as one
-     * or refused, never sent as a key */
     if (!keyfile && (!n || json[0] != '{'))
         return 0; /* an ordinary key */
     cJSON *o = n && json[0] == '{' ? cJSON_ParseWithLength(json, n) : NULL;
     const char *type = field(o, "type");
+    /* Google's credentials files, used as one or refused, never sent as a
+     * key; other JSON (a self-hosted server's token) is a key like any */
+    static const char *const google[] = {"service_account", "authorized_user", "external_account",
+                                         "external_account_authorized_user", "impersonated_service_account",
+                                         "gdch_service_account"};
+    bool is_google = false;
+    for (size_t i = 0; type && i < sizeof(google) / sizeof(google[0]); i++)
+        is_google |= strcmp(type, google[i]) == 0;
+    if (!keyfile && !is_google) {
+        cJSON_Delete(o);
+        return 0;
+    }
     int rc = -1;
     if (!cJSON_IsObject(o)) {
         *why = "the service account key file is not a JSON object";

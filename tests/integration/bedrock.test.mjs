@@ -490,6 +490,25 @@ describe('Amazon Bedrock: other model families and broken streams', () => {
     }
   });
 
+  it('a passthrough provider gets a caller\'s SigV4 signature whole', async () => {
+    const g = await startGateway({ providers: { aws: { baseurl: `http://127.0.0.1:${up.address().port}`,
+      auth_mode: 'passthrough', models: ['self-hosted'], compatibility: { openai_chat: true } } } });
+    answer = (req, res) => res.writeHead(200, { 'content-type': 'application/json' })
+      .end('{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}');
+    try {
+      const sig = { authorization: 'AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261127/us-east-1/execute-api/aws4_request, '
+        + 'SignedHeaders=host;x-amz-date, Signature=abc', 'x-amz-date': '20261127T070000Z',
+        'x-amz-security-token': 'session', 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' };
+      const r = await fetch(`${g.url}/v1/chat/completions`, { method: 'POST',
+        headers: { 'content-type': 'application/json', ...sig }, body: JSON.stringify({ model: 'self-hosted', messages: [] }) });
+      assert.equal(r.status, 200);
+      await r.json();
+      for (const [k, v] of Object.entries(sig)) assert.equal(seen.headers[k], v, k);
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('a caller\'s AWS session token is neither forwarded nor captured; CountTokens is not charged', async () => {
     answer = (req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"inputTokens":3}');
     const body = { input: { converse: { messages: [{ role: 'user', content: [{ text: 'hi' }] }] } } };

@@ -104,9 +104,11 @@ describe('tool policy', () => {
     // escapes, a float cJSON would print otherwise, spacing; the tool list
     // under a key written with an escape is still found and edited
     const kept = ['"seed" : 12345678901234567890', '"temperature":1.10', '"metadata":{"note":"caf\\u00e9 \\/ \\ud83d\\ude00"}',
-      '"messages":[ {"role":"user","content":"hi\\n"} ]'];
+      '"messages":[ {"role":"user","content":"hi\\n"} ]',
+      // a member only Bedrock's Converse edits is anyone else's own
+      '"additionalModelRequestFields":{"seed":12345678901234567891, "x" : 1.0}'];
     const raw = `{ "model":"gpt-4o", ${kept[0]}, "tool\\u0073": [{"type":"function","function":{"name":"Bash","parameters":{}}},`
-      + `{"type":"function","function":{"name":"grep","parameters":{"type":"object"}}}], ${kept[1]},\n ${kept[2]}, ${kept[3]} }`;
+      + `{"type":"function","function":{"name":"grep","parameters":{"type":"object"}}}], ${kept[1]},\n ${kept[2]}, ${kept[3]}, ${kept[4]} }`;
     const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw });
     assert.equal(r.status, 200, await r.text());
     const sent = (await mock.last()).body;

@@ -1187,6 +1187,7 @@ static void bedrock_invoke_counts(void **state)
     kl_arena a;
     kl_arena_init(&a);
     kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_bedrock(p);
     strict_event(p, NULL, "{\"type\":\"message_start\",\"message\":{\"model\":\"claude-haiku-4-5\",\"usage\":"
                 "{\"input_tokens\":10,\"output_tokens\":1}}}");
     strict_event(p, NULL, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}");
@@ -1199,6 +1200,7 @@ static void bedrock_invoke_counts(void **state)
     /* a model family whose events carry no Anthropic usage (Llama): its
      * last chunk has Bedrock's counts, and no "type" */
     p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_bedrock(p);
     strict_event(p, NULL, "{\"generation\":\"hi\",\"stop_reason\":null}");
     assert_false(kl_usage_result(p)->known);
     strict_event(p, NULL, "{\"generation\":\"\",\"stop_reason\":\"stop\",\"amazon-bedrock-invocationMetrics\":"
@@ -1210,18 +1212,29 @@ static void bedrock_invoke_counts(void **state)
 
     /* Nova's answer has a "usage" of its own shape: not Anthropic's zeros */
     p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_bedrock(p);
     const char *nova = "{\"output\":{\"message\":{}},\"usage\":{\"inputTokens\":31,\"outputTokens\":12}}";
     kl_usage_whole(p, nova, strlen(nova));
     assert_false(kl_usage_result(p)->known);
     kl_usage_counts(p, 31, 12, 0, 0);
     assert_int_equal(kl_usage_result(p)->input, 31);
     p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_bedrock(p);
     kl_usage_whole(p, "{\"generation\":\"hi\"}", 17);
     assert_false(kl_usage_result(p)->known);
     kl_usage_counts(p, 5, 6, 1, 2);
     assert_true(kl_usage_result(p)->known);
     assert_int_equal(kl_usage_result(p)->output, 6);
     assert_int_equal(kl_usage_result(p)->cache_write, 2);
+    /* Anthropic's own API (and servers that copy it) keep their meaning: an
+     * empty "usage" is a known zero, and no Bedrock numbers are read */
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_whole(p, "{\"usage\":{}}", 12);
+    assert_true(kl_usage_result(p)->known);
+    assert_int_equal(kl_usage_result(p)->input, 0);
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    strict_event(p, NULL, "{\"amazon-bedrock-invocationMetrics\":{\"inputTokenCount\":21}}");
+    assert_false(kl_usage_result(p)->known);
     kl_arena_free(&a);
 }
 
