@@ -7,10 +7,11 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import crypto from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AnthropicVertex } from '@anthropic-ai/vertex-sdk';
+import { GoogleGenAI } from '@google/genai';
 import { startMock, startGateway, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT } from './lib/harness.mjs';
 
 const SONNET = 'claude-sonnet-4-5@20250929';
@@ -85,7 +86,12 @@ describe('Vertex AI', () => {
     mock = await startMock();
     sa = serviceAccount();
     tokens = await startTokenEndpoint(sa.publicKey);
-    gw = await startGateway({ providers: { vertex: vertexProvider(mock.url, sa.file(tokens.url)) } });
+    gw = await startGateway({ providers: {
+      vertex: vertexProvider(mock.url, sa.file(tokens.url)),
+      // Vertex AI Express: Gemini with an API key, no project in the path
+      express: { baseurl: mock.url, apikey: KEYS.gemini, authorization: 'x-goog-api-key', models: ['gemini-2.5-flash'],
+        compatibility: { google_generate_content: true } },
+    } });
   });
   after(async () => {
     await gw.stop();
@@ -139,6 +145,31 @@ describe('Vertex AI', () => {
     const rec = await finalRecord(gw, id);
     assert.deepEqual([rec.endpoint, rec.output_tokens],
       ['vertex.gemini.generate', 3 + (body.usageMetadata.thoughtsTokenCount || 0)], 'output counts the thoughts too');
+  });
+
+  it('Vertex AI Express: @google/genai and Gemini CLI in their Vertex modes, with the provider\'s API key', { timeout: 180000 }, async () => {
+    await mock.clear();
+    const ai = new GoogleGenAI({ vertexai: true, apiKey: 'caller-must-not-pass', httpOptions: { baseUrl: gw.url } });
+    const r = await ai.models.generateContent({ model: 'gemini-2.5-flash', contents: 'hi [[mock out=4]]' });
+    assert.equal(r.text, 'Hello from mockllm.');
+    let text = '';
+    for await (const c of await ai.models.generateContentStream({ model: 'gemini-2.5-flash', contents: 'hi' })) text += c.text || '';
+    assert.equal(text, 'Hello from mockllm.');
+    const home = mkdtempSync(join(tmpdir(), 'kl-gemini-vertex-'));
+    mkdirSync(join(home, '.gemini'));
+    writeFileSync(join(home, '.gemini', 'settings.json'), JSON.stringify({ security: { auth: { selectedType: 'vertex-ai' } } }));
+    const cli = await runCommand(join(ROOT, 'node_modules', '.bin', 'gemini'),
+      ['-m', 'gemini-2.5-flash', '-p', 'Say hi. [[mock text=Hi_from_Vertex_Express;in=300;out=12]]'],
+      { PATH: process.env.PATH, HOME: home, GOOGLE_GENAI_USE_VERTEXAI: 'true', GOOGLE_API_KEY: 'caller-must-not-pass',
+        GOOGLE_VERTEX_BASE_URL: gw.url, GEMINI_CLI_TRUST_WORKSPACE: 'true' }, { cwd: home });
+    assert.equal(cli.code, 0, `gemini failed: ${cli.out}\n${cli.err}`);
+    assert.match(cli.out, /Hi from Vertex Express/);
+    const reqs = await mock.requests();
+    assert.ok(reqs.length >= 3);
+    for (const q of reqs) {
+      assert.match(q.path, /^\/v1beta1\/publishers\/google\/models\/gemini-2\.5-flash:(generateContent|streamGenerateContent)/);
+      assert.equal(headerMap(q.headers)['x-goog-api-key'], KEYS.gemini);
+    }
   });
 
   it('Claude Code in its Vertex mode answers through the gateway', { timeout: 180000 }, async () => {

@@ -165,7 +165,8 @@ static int vertex_scope(const char *path, const char *s, const char *e)
 }
 
 /* Vertex AI: .../{v1|v1beta1}/projects/{p}/locations/{l}/publishers/{pub}/
- * models/{model}:{method}. Claude's methods answer in Anthropic's dialect
+ * models/{model}:{method}, or Express mode's .../{v1|v1beta1}/publishers/
+ * google/models/... (an API key, no project). Claude's methods answer in Anthropic's dialect
  * (count_tokens is the model "count-tokens", its model in the body), Gemini's
  * as under /v1beta/models/. The model is percent-decoded into path_model
  * (claude-sonnet-4-5%4020250929 is claude-sonnet-4-5@20250929). */
@@ -175,11 +176,14 @@ static enum route vertex_route(ml_call *c, const char *path, size_t n)
     size_t k;
     int anthropic;
 
-    if (!pub || (proj = find_last(path, (size_t)(pub - path), "/projects/")) == NULL ||
-        !vertex_scope(path, proj, pub))
+    if (!pub)
+        return R_NONE;
+    proj = find_last(path, (size_t)(pub - path), "/projects/");
+    if (proj ? !vertex_scope(path, proj, pub)
+             : !ends_with(path, (size_t)(pub - path), "/v1") && !ends_with(path, (size_t)(pub - path), "/v1beta1"))
         return R_NONE;
     model = pub + strlen("/publishers/");
-    if ((k = starts_with(model, (size_t)(end - model), "anthropic/models/")) != 0)
+    if (proj && (k = starts_with(model, (size_t)(end - model), "anthropic/models/")) != 0)
         anthropic = 1;
     else if ((k = starts_with(model, (size_t)(end - model), "google/models/")) != 0)
         anthropic = 0;
