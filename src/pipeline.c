@@ -241,7 +241,7 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
     if (status >= 400)
         ex->error_class = KL_EC_UPSTREAM_ERROR;
     kl_account_begin(ex, status, event_stream, headers);
-    if (event_stream || kl_account_framed(ex->ep->id, headers))
+    if (event_stream || kl_account_is_event_stream(ex))
         content_length = -1; /* we may drop a chunk, or end it with an error event (quota, upstream failure) */
     bool had_key;
     headers = kl_route_response_headers(&ex->arena, headers, ex->provider ? ex->provider->apikey : NULL, &had_key);

@@ -93,7 +93,9 @@ static void append(char **buf, size_t *len, size_t *cap, const char *data, size_
     *len += n;
 }
 
-bool kl_account_framed(enum kl_endpoint ep, const char *headers)
+/* Is a response with this head to this endpoint an AWS event stream
+ * (Bedrock's streamed answers)? */
+static bool framed(enum kl_endpoint ep, const char *headers)
 {
     size_t n;
     const char *ct = kl_http_head_value(headers, "content-type", &n);
@@ -177,7 +179,7 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
             a->mode = BODY_EVENTS;
         else if (ex->ep->id == KL_EP_GEMINI_STREAM)
             a->mode = BODY_ARRAY;
-        else if (kl_account_framed(ex->ep->id, headers))
+        else if (framed(ex->ep->id, headers))
             a->mode = BODY_FRAMES;
         else
             a->mode = BODY_WHOLE;

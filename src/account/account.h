@@ -30,9 +30,6 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len);
 /* Is the answer a stream an error event can end: server-sent events or an
  * AWS event stream, not a compressed one? */
 bool kl_account_is_event_stream(const kl_exchange *ex);
-/* Is a response with this head to this endpoint an AWS event stream
- * (Bedrock's streamed answers)? */
-bool kl_account_framed(enum kl_endpoint ep, const char *headers);
 /* The exchange is over: price the usage (ex->cost_known, ex->cost_nd). */
 void kl_account_finish(kl_exchange *ex);
 /* The upstream broke mid-stream: an incomplete event is not relayed (half

@@ -111,9 +111,6 @@ struct kl_request_facts {
     struct kl_body_map map;
 };
 
-/* The endpoint table's entry for id. */
-const struct kl_endpoint_info *kl_endpoint_by_id(enum kl_endpoint id);
-
 /* Endpoints by name: the table's, then the twins that share an id with one
  * of them under another name (Vertex's), each with its own slot, for
  * per-endpoint arrays (metrics). */

@@ -69,11 +69,6 @@ static const struct kl_endpoint_info *ep(enum kl_endpoint id)
     return &endpoints[id];
 }
 
-const struct kl_endpoint_info *kl_endpoint_by_id(enum kl_endpoint id)
-{
-    return ep(id);
-}
-
 size_t kl_endpoint_slot(const struct kl_endpoint_info *e)
 {
     for (size_t i = 0; i < sizeof(named_twins) / sizeof(named_twins[0]); i++)

@@ -79,7 +79,7 @@ static void classifies_paths(void **state)
     /* its own metrics slot, under its own name */
     assert_true(kl_endpoint_slot(m.ep) > KL_EP_UNKNOWN);
     assert_ptr_equal(kl_endpoint_by_slot(kl_endpoint_slot(m.ep)), m.ep);
-    assert_int_equal(kl_endpoint_slot(kl_endpoint_by_id(KL_EP_MESSAGES)), KL_EP_MESSAGES);
+    assert_int_equal(kl_endpoint_slot(kl_endpoint_by_slot(KL_EP_MESSAGES)), KL_EP_MESSAGES);
     for (size_t s = 0; s < KL_ENDPOINT_SLOTS; s++)
         for (size_t t = s + 1; t < KL_ENDPOINT_SLOTS; t++)
             assert_string_not_equal(kl_endpoint_by_slot(s)->name, kl_endpoint_by_slot(t)->name);
