@@ -64,6 +64,7 @@ bench_init() {
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   NOFILE=$(ulimit -n)
   cc -O2 -Wall -Wextra -o "$TMP/sseload" "$BENCH_DIR/sseload.c" || die "cannot build bench/sseload.c"
+  cc -O2 -Wall -Wextra -o "$TMP/relay" "$BENCH_DIR/relay.c" || die "cannot build bench/relay.c"
 }
 
 # start NAME CPU CMD...: run CMD pinned to CPU in the background, stdout in
@@ -210,6 +211,24 @@ EOF
     wait "$NGINX_PID" 2>/dev/null || true
   done
   die "nginx did not start"
+}
+
+# The floor: bench/relay copies bytes between each client connection and
+# one upstream connection of its own, and does nothing else. Two of them, like
+# nginx's two servers: RELAY_ADDR to mockllm, RELAY_SSE_ADDR to sseload's
+# upstream (when started). RELAY_PIDS has both.
+start_relay() {
+  start relay "$PROXY_CPU" "$TMP/relay" --listen 127.0.0.1:0 --to "$MOCK_ADDR"
+  RELAY_PIDS=$LAST_PID
+  wait_for "$TMP/relay.out" "listening on"
+  RELAY_ADDR=$(sed -n 's/^relay listening on //p' "$TMP/relay.out")
+  RELAY_SSE_ADDR=""
+  if [ -n "${SSEUP_ADDR:-}" ]; then
+    start relay-sse "$PROXY_CPU" "$TMP/relay" --listen 127.0.0.1:0 --to "$SSEUP_ADDR"
+    RELAY_PIDS="$RELAY_PIDS $LAST_PID"
+    wait_for "$TMP/relay-sse.out" "listening on"
+    RELAY_SSE_ADDR=$(sed -n 's/^relay listening on //p' "$TMP/relay-sse.out")
+  fi
 }
 
 # All pids of a process: nginx's master and workers.

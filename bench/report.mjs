@@ -30,8 +30,39 @@ function parseWrk(file) {
   };
 }
 
+// Scenarios 1 and 2 run in rounds (every target in turn, BENCH_ROUNDS times):
+// a table cell is the median over the rounds, and a ratio or difference
+// between targets is taken within each round first, then its median (the
+// machine's speed drifts between rounds more than between the targets of one).
 const wrk = rows.filter((r) => r.kind === 'wrk').map((r) => ({ ...r, ...parseWrk(r.wrk) }));
-const get = (sc, tg) => wrk.find((r) => String(r.scenario) === sc && r.target === tg);
+const median = (v) => {
+  const a = v.filter(Number.isFinite).sort((x, y) => x - y);
+  return a.length ? (a.length % 2 ? a[(a.length - 1) / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2) : NaN;
+};
+const runsOf = (sc, tg) => wrk.filter((r) => String(r.scenario) === sc && r.target === tg);
+const roundsOf = (sc) => [...new Set(wrk.filter((r) => String(r.scenario) === sc).map((r) => String(r.round ?? 1)))];
+// get: one target's medians over its rounds (a row shaped like one run).
+function get(sc, tg) {
+  const v = runsOf(sc, tg);
+  if (!v.length) return undefined;
+  const m = (f) => median(v.map(f));
+  return {
+    ...v[0], rounds: v.length, rps: m((r) => r.rps), p50: m((r) => r.p50), p99: m((r) => r.p99),
+    cpuPerReq: m((r) => (r.requests ? r.target_cpu_ns / r.requests / 1000 : NaN)),
+    rss_peak_kb: Math.max(0, ...v.map((r) => r.rss_peak_kb || 0)),
+    busy: m((r) => r.target_cpu_ns / r.wall_ns), rpsMin: Math.min(...v.map((r) => r.rps)), rpsMax: Math.max(...v.map((r) => r.rps)),
+  };
+}
+// within: the median over the rounds of f(a's run, b's run) in the same round.
+function within(sc, a, b, f) {
+  const vals = roundsOf(sc).map((rd) => {
+    const x = runsOf(sc, a).find((r) => String(r.round ?? 1) === rd), y = runsOf(sc, b).find((r) => String(r.round ?? 1) === rd);
+    return x && y ? f(x, y) : NaN;
+  });
+  return median(vals);
+}
+const ratio = (sc, a, b) => within(sc, a, b, (x, y) => x.rps / y.rps);
+const diff = (sc, a, b, k) => within(sc, a, b, (x, y) => x[k] - y[k]);
 const streams = rows.filter((r) => r.kind === 'streams');
 const sget = (label) => streams.find((r) => r.label === label);
 
@@ -41,7 +72,6 @@ const lat = (x) => (!Number.isFinite(x) ? '–' : x >= 10000 ? `${(x / 1000).toF
 const signed = (x) => (!Number.isFinite(x) ? '–' : (x >= 0 ? '+' : '−') + lat(Math.abs(x)));
 const pct = (x) => (Number.isFinite(x) ? `${Math.round(x * 100)} %` : '–');
 const mb = (kb) => (kb ? `${(kb / 1024).toFixed(1)} MB` : '–');
-const cpuPerReq = (r) => (r.requests ? r.target_cpu_ns / r.requests / 1000 : NaN);
 
 const out = [];
 const p = (s = '') => out.push(s);
@@ -57,8 +87,8 @@ const noisy = wrk.filter((r) => r.foreign_pct > 15 || r.note).map((r) => `${r.sc
 for (const s of streams) if (s.note) noisy.push(`streams ${s.label}: ${s.note}`);
 const bad = wrk.filter((r) => r.non2xx || r.errors).map((r) => `${r.scenario}/${r.target}: ${r.non2xx} non-2xx, ${r.errors} socket errors`);
 
-p('| scenario | target | req/s | p50 | p99 | proxy CPU / req | proxy core busy | keyless ÷ nginx | keyless ÷ direct |');
-p('|---|---|---:|---:|---:|---:|---:|---:|---:|');
+p('| scenario | target | req/s | p50 | p99 | proxy CPU / req | proxy core busy | keyless ÷ nginx | keyless ÷ relay | keyless ÷ direct |');
+p('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
 const names = {
   1: '1. chat, 1 KB body, 64 conns',
   2: '2. chat, 1 KB body, 1 conn',
@@ -66,34 +96,40 @@ const names = {
   4: '4. 1 MB body, 1 conn',
   '4c8': '4. 1 MB body, 8 conns',
 };
+const targets = ['direct', 'relay', 'nginx', 'keyless'];
 for (const sc of ['1', '2', '3a', '4', '4c8']) {
-  const k = get(sc, 'keyless'), n = get(sc, 'nginx'), d = get(sc, 'direct');
-  for (const tg of ['direct', 'nginx', 'keyless']) {
+  for (const tg of targets) {
     const r = get(sc, tg);
     if (!r) continue;
     const isK = tg === 'keyless';
-    p(`| ${tg === 'direct' ? names[sc] : ''} | ${tg} | ${f0(r.rps)} | ${lat(r.p50)} | ${lat(r.p99)} | ` +
-      `${tg === 'direct' ? '–' : lat(cpuPerReq(r))} | ${tg === 'direct' ? '–' : pct(r.target_cpu_ns / r.wall_ns)} | ` +
-      `${isK && n ? pct(k.rps / n.rps) : ''} | ${isK && d ? pct(k.rps / d.rps) : ''} |`);
+    const rounds = r.rounds > 1 ? ` (${r.rounds} rounds: ${f0(r.rpsMin)}–${f0(r.rpsMax)})` : '';
+    const rat = (b) => (isK && get(sc, b) ? pct(ratio(sc, 'keyless', b)) : '');
+    p(`| ${tg === 'direct' ? names[sc] : ''} | ${tg} | ${f0(r.rps)}${rounds} | ${lat(r.p50)} | ${lat(r.p99)} | ` +
+      `${tg === 'direct' ? '–' : lat(r.cpuPerReq)} | ${tg === 'direct' ? '–' : pct(r.busy)} | ` +
+      `${rat('nginx')} | ${rat('relay')} | ${rat('direct')} |`);
   }
 }
 p();
 p('"proxy CPU / req": CPU time (user + system, all threads) of the proxy process during the measurement ÷ requests completed. ' +
-  '"proxy core busy": that CPU time ÷ wall time; near 100 % the proxy is the bottleneck, well below it the load side (wrk + mockllm sharing one core) is.');
+  '"proxy core busy": that CPU time ÷ wall time; near 100 % the proxy is the bottleneck, well below it the load side (wrk + mockllm sharing one core) is. ' +
+  '"relay": bench/relay, which only copies bytes between the client\'s connection and an upstream connection of its own: the floor, what one more process in the path costs on this machine. ' +
+  'Where a scenario ran in rounds (every target in turn), a cell is the median over the rounds (the req/s range in brackets) and a ratio is the median of the per-round ratios.');
 p();
 
-// Added latency.
+// Added latency: per round, proxy minus direct, then the median.
 const added = [];
 for (const [sc, what] of [['2', '1 KB body, 1 connection'], ['4', '1 MB body, 1 connection'], ['1', '1 KB body, 64 connections'], ['3a', 'SSE 20 events (whole stream), 64 connections']]) {
-  const d = get(sc, 'direct'), n = get(sc, 'nginx'), k = get(sc, 'keyless');
-  if (!d) continue;
-  added.push(`| ${what} | ${signed(k.p50 - d.p50)} | ${signed(k.p99 - d.p99)} | ${signed(n.p50 - d.p50)} | ${signed(n.p99 - d.p99)} |`);
+  if (!get(sc, 'direct') || !get(sc, 'keyless')) continue;
+  const a = (tg, k) => (get(sc, tg) ? signed(diff(sc, tg, 'direct', k)) : '–');
+  added.push(`| ${what} | ${a('keyless', 'p50')} | ${a('keyless', 'p99')} | ${a('relay', 'p50')} | ${a('relay', 'p99')} | ` +
+    `${a('nginx', 'p50')} | ${a('nginx', 'p99')} | ${get(sc, 'relay') ? signed(diff(sc, 'keyless', 'relay', 'p50')) : '–'} | ` +
+    `${get(sc, 'relay') ? signed(diff(sc, 'keyless', 'relay', 'p99')) : '–'} |`);
 }
 if (added.length) {
-  p('Added latency (proxy minus direct):');
+  p('Added latency (proxy minus direct; the last two columns: keyless minus the relay, i.e. what keyless adds above the floor):');
   p();
-  p('| load | keyless p50 | keyless p99 | nginx p50 | nginx p99 |');
-  p('|---|---:|---:|---:|---:|');
+  p('| load | keyless p50 | keyless p99 | relay p50 | relay p99 | nginx p50 | nginx p99 | keyless − relay p50 | keyless − relay p99 |');
+  p('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   added.forEach((l) => p(l));
   p();
 }
@@ -121,12 +157,14 @@ if (streams.length) {
     '"steady": only events that arrived while every stream was open and none was starting or ending. ' +
     '"head": request written → response head read (per-stream setup). CPU per event is measured in the steady window.');
   p();
-  const sd = sget('stamp-direct'), sk = sget('stamp-keyless'), sn = sget('stamp-nginx');
-  const addEv = (x, k) => (x.client[k] && sd.client[k]
-    ? `${signed(x.client[k].p50_us - sd.client[k].p50_us)} / ${signed(x.client[k].p99_us - sd.client[k].p99_us)}` : '–');
+  const sd = sget('stamp-direct'), sk = sget('stamp-keyless'), sn = sget('stamp-nginx'), sr = sget('stamp-relay');
+  const addEv = (x, k, base = sd) => (x.client[k] && base.client[k]
+    ? `${signed(x.client[k].p50_us - base.client[k].p50_us)} / ${signed(x.client[k].p99_us - base.client[k].p99_us)}` : '–');
   if (sd && sk) {
-    p(`Added per event (stamp, p50 / p99): all events: keyless ${addEv(sk, 'event')}${sn ? `, nginx ${addEv(sn, 'event')}` : ''}; ` +
-      `steady window: keyless ${addEv(sk, 'steady')}${sn ? `, nginx ${addEv(sn, 'steady')}` : ''}.`);
+    const others = (k) => `${sr ? `, relay ${addEv(sr, k)}` : ''}${sn ? `, nginx ${addEv(sn, k)}` : ''}`;
+    p(`Added per event (stamp, p50 / p99): all events: keyless ${addEv(sk, 'event')}${others('event')}; ` +
+      `steady window: keyless ${addEv(sk, 'steady')}${others('steady')}` +
+      `${sr ? `; keyless minus the relay (steady): ${addEv(sk, 'steady', sr)}` : ''}.`);
     p();
   }
 }
@@ -148,13 +186,18 @@ const g = [];
 const goal = (name, ok, detail) => g.push(`| ${name} | ${ok === null ? 'not measured' : ok ? '**met**' : '**missed**'} | ${detail} |`);
 {
   const k = get('1', 'keyless'), n = get('1', 'nginx');
-  goal('req/s ≥ 90 % of nginx (scenario 1, full governed path)', k && n ? k.rps >= 0.9 * n.rps : null,
-    k && n ? `${f0(k.rps)} vs ${f0(n.rps)} req/s = ${pct(k.rps / n.rps)}` : '');
+  const r = k && n ? ratio('1', 'keyless', 'nginx') : NaN;
+  goal('req/s ≥ 90 % of nginx (scenario 1, full governed path)', k && n ? r >= 0.9 : null,
+    k && n ? `${pct(r)}${k.rounds > 1 ? ` (median of ${k.rounds} rounds' ratios)` : ''}; medians ${f0(k.rps)} vs ${f0(n.rps)} req/s` : '');
 }
 {
-  const k = get('2', 'keyless'), d = get('2', 'direct');
-  goal('p99 added latency ≤ 50 µs at 1 connection', k && d ? k.p99 - d.p99 <= 50 : null,
-    k && d ? `p99 ${signed(k.p99 - d.p99)} (p50 ${signed(k.p50 - d.p50)})` : '');
+  const k = get('2', 'keyless'), d = get('2', 'direct'), r = get('2', 'relay');
+  goal('p99 added latency ≤ 50 µs at 1 connection', k && d ? diff('2', 'keyless', 'direct', 'p99') <= 50 : null,
+    k && d ? `p99 ${signed(diff('2', 'keyless', 'direct', 'p99'))} (p50 ${signed(diff('2', 'keyless', 'direct', 'p50'))})` +
+      (r ? `; the relay alone: p99 ${signed(diff('2', 'relay', 'direct', 'p99'))} (p50 ${signed(diff('2', 'relay', 'direct', 'p50'))})` : '') : '');
+  if (k && r)
+    goal('… above the floor: keyless − relay, p99 ≤ 50 µs at 1 connection', diff('2', 'keyless', 'relay', 'p99') <= 50,
+      `p99 ${signed(diff('2', 'keyless', 'relay', 'p99'))} (p50 ${signed(diff('2', 'keyless', 'relay', 'p50'))})`);
 }
 {
   // The first burst of streams in this keyless process; later bursts start
@@ -176,12 +219,17 @@ const goal = (name, ok, detail) => g.push(`| ${name} | ${ok === null ? 'not meas
   goal('≤ 1 µs added per event', sd && sk && st(sd) && st(sk) ? st(sk).p50_us - st(sd).p50_us <= 1 : null,
     sd && sk && st(sd) && st(sk) ? `steady p50 ${signed(sk.client.steady.p50_us - sd.client.steady.p50_us)}, p99 ${signed(sk.client.steady.p99_us - sd.client.steady.p99_us)}; ` +
       `all events p50 ${signed(sk.client.event.p50_us - sd.client.event.p50_us)}, p99 ${signed(sk.client.event.p99_us - sd.client.event.p99_us)}` +
-      (st(sget('stamp-nginx')) ? ` (nginx: steady p50 ${signed(st(sget('stamp-nginx')).p50_us - sd.client.steady.p50_us)})` : '') : '');
+      (st(sget('stamp-nginx')) ? ` (nginx: steady p50 ${signed(st(sget('stamp-nginx')).p50_us - sd.client.steady.p50_us)})` : '') +
+      (st(sget('stamp-relay')) ? ` (the relay alone: steady p50 ${signed(st(sget('stamp-relay')).p50_us - sd.client.steady.p50_us)})` : '') : '');
+  const sr = sget('stamp-relay');
+  if (sr && sk && st(sr) && st(sk))
+    goal('… above the floor: keyless − relay, ≤ 1 µs per event (steady p50)', st(sk).p50_us - st(sr).p50_us <= 1,
+      `steady p50 ${signed(st(sk).p50_us - st(sr).p50_us)}, p99 ${signed(st(sk).p99_us - st(sr).p99_us)}`);
 }
 {
   const k = get('4', 'keyless'), d = get('4', 'direct');
-  goal('1 MB body adds ≤ 2 ms', k && d ? k.p50 - d.p50 <= 2000 : null,
-    k && d ? `p50 ${signed(k.p50 - d.p50)}, p99 ${signed(k.p99 - d.p99)}` : '');
+  goal('1 MB body adds ≤ 2 ms', k && d ? diff('4', 'keyless', 'direct', 'p50') <= 2000 : null,
+    k && d ? `p50 ${signed(diff('4', 'keyless', 'direct', 'p50'))}, p99 ${signed(diff('4', 'keyless', 'direct', 'p99'))}` : '');
 }
 {
   const settled = rss.pool_empty_kb || rss.final_kb;

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # keyless benchmarks (`make bench`). One run measures the same load against
 #   direct   mockllm itself
+#   relay    bench/relay: copies bytes between each client connection and an
+#            upstream connection of its own, nothing else (the floor: what one
+#            more process between client and upstream costs on this box)
 #   nginx    nginx proxy_pass with upstream keepalive (the practical limit for
-#            a proxy on this box)
+#            an HTTP proxy on this box)
 #   keyless  the full governed path: WhoIs identity (fake-tailscaled), grants,
 #            usage and cost accounting, SQLite records, access log
 # with the proxy under test alone on one core and wrk + the upstream on the
@@ -12,6 +15,8 @@
 #   BENCH_BUILD      binaries to measure [build]
 #   BENCH_SECONDS    seconds per wrk measurement [8]
 #   BENCH_WARMUP     seconds of warm-up load before each measurement [2]
+#   BENCH_ROUNDS     rounds of scenarios 1 and 2, the targets alternating in
+#                    each (the machine drifts; ratios are taken per round) [3]
 #   BENCH_STREAMS    concurrent long-lived streams [10000] (capped by the fd limit)
 #   BENCH_STREAM_EVENTS  events per long-lived stream, one a second [15]
 #   BENCH_STREAM_RATE    new streams per second while ramping up [2000]
@@ -26,6 +31,7 @@ set -euo pipefail
 
 SECS=${BENCH_SECONDS:-8}
 WARM=${BENCH_WARMUP:-2}
+ROUNDS=${BENCH_ROUNDS:-3}
 SKIP=" ${BENCH_SKIP:-} "
 skip() { [[ "$SKIP" == *" $1 "* ]]; }
 
@@ -40,15 +46,16 @@ start_mockllm
 start_sseup
 start_keyless
 start_nginx
+start_relay
 NGINX_PIDS=$(proc_pids "$NGINX_PID" | tr '\n' ' ')
-ALL_PIDS="$MOCK_PID $SSEUP_PID $FTS_PID $KL_PID $NGINX_PIDS"
-log "mockllm $MOCK_ADDR, nginx $NGINX_ADDR, keyless $KL_ADDR (keyless+nginx on cpu $PROXY_CPU; wrk, mockllm, tailscaled on cpu $LOAD_CPU)"
+ALL_PIDS="$MOCK_PID $SSEUP_PID $FTS_PID $KL_PID $NGINX_PIDS $RELAY_PIDS"
+log "mockllm $MOCK_ADDR, relay $RELAY_ADDR, nginx $NGINX_ADDR, keyless $KL_ADDR (proxies on cpu $PROXY_CPU; wrk, mockllm, tailscaled on cpu $LOAD_CPU)"
 
 sleep 1
 RSS_IDLE=$(rss_kb "$KL_PID")
 
 # ---- sanity: every target answers, keyless knows the caller through WhoIs ----
-for a in "$MOCK_ADDR" "$NGINX_ADDR" "$KL_ADDR"; do
+for a in "$MOCK_ADDR" "$RELAY_ADDR" "$NGINX_ADDR" "$KL_ADDR"; do
   code=$(curl -s -o "$TMP/check.json" -w '%{http_code}' "http://$a/v1/chat/completions" \
     -H 'Content-Type: application/json' -H 'Authorization: Bearer sk-placeholder-not-a-key' \
     --data-binary @"$TMP/chat-1k.json")
@@ -58,20 +65,20 @@ curl -s "http://$KL_ADDR/api/whoami" >"$OUT/whoami.json"
 grep -q '"source":"tailscale"' "$OUT/whoami.json" || die "keyless did not identify the caller through WhoIs: $(cat "$OUT/whoami.json")"
 
 target_addr() {
-  case $1 in direct) echo "$MOCK_ADDR" ;; nginx) echo "$NGINX_ADDR" ;; keyless) echo "$KL_ADDR" ;; esac
+  case $1 in direct) echo "$MOCK_ADDR" ;; relay) echo "$RELAY_ADDR" ;; nginx) echo "$NGINX_ADDR" ;; keyless) echo "$KL_ADDR" ;; esac
 }
 target_pids() {
-  case $1 in direct) echo "$MOCK_PID" ;; nginx) echo "$NGINX_PIDS" ;; keyless) echo "$KL_PID" ;; esac
+  case $1 in direct) echo "$MOCK_PID" ;; relay) echo "$RELAY_PIDS" ;; nginx) echo "$NGINX_PIDS" ;; keyless) echo "$KL_PID" ;; esac
 }
 
-# wrk_run SCENARIO TARGET CONNS BODY XMOCK
+# wrk_run SCENARIO TARGET CONNS BODY XMOCK ROUND
 wrk_run() {
-  local sc=$1 tg=$2 conns=$3 body=$4 xmock=$5
+  local sc=$1 tg=$2 conns=$3 body=$4 xmock=$5 round=$6
   local addr pids url file
   addr=$(target_addr "$tg")
   pids=$(target_pids "$tg")
   url="http://$addr/v1/chat/completions"
-  file="$OUT/wrk-$sc-$tg.txt"
+  file="$OUT/wrk-$sc-$tg-$round.txt"
   if [ "$WARM" -gt 0 ]; then
     BENCH_BODY="$TMP/$body" BENCH_XMOCK="$xmock" taskset -c "$LOAD_CPU" \
       wrk -t1 -c"$conns" -d"${WARM}s" -s "$BENCH_DIR/post.lua" "$url" >/dev/null 2>&1 || true
@@ -94,22 +101,27 @@ wrk_run() {
   local foreign
   foreign=$(awk -v b=$((b1 - b0)) -v m=$((c1 - c0 + up + w1 - w0)) -v t=$((t1 - t0)) \
     'BEGIN{f=(b-m)/t*100; if (f<0) f=0; printf "%.0f", f}')
-  json_kv kind wrk scenario "$sc" target "$tg" conns "$conns" seconds "$SECS" body "$body" xmock "$xmock" \
+  json_kv kind wrk scenario "$sc" target "$tg" round "$round" conns "$conns" seconds "$SECS" body "$body" xmock "$xmock" \
     wrk "$(basename "$file")" target_cpu_ns $((c1 - c0)) upstream_cpu_ns "$up" wrk_cpu_ns $((w1 - w0)) \
     wall_ns $((t1 - t0)) foreign_pct "$foreign" steal_ns $((s1 - s0)) rss_peak_kb "$rss_peak" \
     load "$(cut -d' ' -f1 /proc/loadavg)" note "$QUIET_NOTE" >>"$RES"
-  log "$sc $tg: $(grep -E 'Requests/sec' "$file" | tr -s ' ') (others: ${foreign}% of a core)"
+  log "$sc $tg${round:+ (round $round)}: $(grep -E 'Requests/sec' "$file" | tr -s ' ') (others: ${foreign}% of a core)"
 }
 
+# scenario_wrk SCENARIO CONNS BODY XMOCK [ROUNDS]: every target in turn, ROUNDS
+# times (report.mjs takes each ratio and difference within a round, then the
+# median over the rounds).
 scenario_wrk() {
-  local sc=$1 conns=$2 body=$3 xmock=$4 tg
-  for tg in direct nginx keyless; do wrk_run "$sc" "$tg" "$conns" "$body" "$xmock"; done
+  local sc=$1 conns=$2 body=$3 xmock=$4 rounds=${5:-1} tg r
+  for r in $(seq "$rounds"); do
+    for tg in direct relay nginx keyless; do wrk_run "$sc" "$tg" "$conns" "$body" "$xmock" "$r"; done
+  done
 }
 
 # ---- 1: non-streaming, 1 KB body, 64 connections ----
 if ! skip 1; then
   log "scenario 1: non-streaming chat, 1 KB body, 64 connections"
-  scenario_wrk 1 64 chat-1k.json ""
+  scenario_wrk 1 64 chat-1k.json "" "$ROUNDS"
   sleep 3
   RSS_AFTER_1=$(rss_kb "$KL_PID")
 fi
@@ -117,7 +129,7 @@ fi
 # ---- 2: added latency at 1 connection ----
 if ! skip 2; then
   log "scenario 2: latency at 1 connection"
-  scenario_wrk 2 1 chat-1k.json ""
+  scenario_wrk 2 1 chat-1k.json "" "$ROUNDS"
 fi
 
 # ---- 3a: SSE, 20 events per response ----
@@ -140,7 +152,7 @@ RSS_AFTER_WRK=$(rss_kb "$KL_PID")
 streams_run() {
   local label=$1 tg=$2 addr=$3 mode=$4 body=$5 xmock=$6 up_pid=$7
   local pids ev=${BENCH_STREAM_EVENTS:-15} rate=${BENCH_STREAM_RATE:-2000}
-  case $tg in direct) pids=$up_pid ;; nginx) pids=$NGINX_PIDS ;; keyless) pids=$KL_PID ;; esac
+  case $tg in direct) pids=$up_pid ;; relay) pids=$RELAY_PIDS ;; nginx) pids=$NGINX_PIDS ;; keyless) pids=$KL_PID ;; esac
   # The steady window: every stream open, none starting or ending. Streams
   # open during the first NSTREAMS/rate seconds; the first one ends ev - 1 s
   # after it started (mockllm's a little later).
@@ -205,6 +217,7 @@ if ! skip 3b; then
   # The time-stamping upstream: the one-way delay of each event, exactly. It
   # closes each connection after its stream, so the proxies pool none of them.
   streams_run stamp-direct direct "$SSEUP_ADDR" stamp stream-sse.json "" "$SSEUP_PID"
+  streams_run stamp-relay relay "$RELAY_SSE_ADDR" stamp stream-sse.json "" "$SSEUP_PID"
   streams_run stamp-nginx nginx "$NGINX_SSE_ADDR" stamp stream-sse.json "" "$SSEUP_PID"
   streams_run stamp-keyless keyless "$KL_ADDR" stamp stream-sse.json "" "$SSEUP_PID"
   # mockllm as the provider (delay_events_ms=1000): memory, and lateness
