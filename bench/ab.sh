@@ -21,6 +21,8 @@
 # BENCH_AB_CAPS_B adds capability objects to B's grant (the same build twice
 # then measures what a feature costs when configured), e.g.
 #   BENCH_AB_CAPS_B='{"tools": {"deny": ["Bash"]}}' bench/ab.sh build build
+# BENCH_AB_STORE_B adds members to B's "store" object, e.g.
+#   BENCH_AB_STORE_B=', "batch": 128' bench/ab.sh build build
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -39,7 +41,7 @@ start_mockllm
 
 one() { # LABEL BUILD
   BUILD=$2
-  if [ "$1" = B ]; then BENCH_KEYLESS_CAPS=${BENCH_AB_CAPS_B:-}; else BENCH_KEYLESS_CAPS=; fi
+  if [ "$1" = B ]; then BENCH_KEYLESS_CAPS=${BENCH_AB_CAPS_B:-}; BENCH_STORE_EXTRA=${BENCH_AB_STORE_B:-}; else BENCH_KEYLESS_CAPS=; BENCH_STORE_EXTRA=; fi
   rm -f "$TMP"/keyless.db*
   [ -z "${BENCH_AB_PREFILL:-}" ] || cp "$TMP/prefilled.db" "$TMP/keyless.db"
   start_keyless

@@ -12,23 +12,26 @@ const out = process.argv[2];
 const root = new URL('..', import.meta.url).pathname;
 
 function exact(make, size) {
-  // make(n) builds a body whose filler is n characters long; find n.
+  // make(n, pad) builds a body whose filler is n characters long, plus pad
+  // spaces. Find the largest n that fits (a filler character may take more
+  // than one byte once escaped or encoded, so n alone may never hit the
+  // size), then pad with spaces, one byte each.
   let n = size;
   for (let i = 0; i < 50; i++) {
-    const len = Buffer.byteLength(make(n));
-    if (len === size) return make(n);
-    n += size - len;
+    const len = Buffer.byteLength(make(n, 0));
+    if (len <= size && len > size - 16) return make(n, size - len);
+    n += len > size ? Math.min(-1, size - len) : size - len - 8;
   }
   throw new Error('cannot hit the exact size');
 }
 
 const words = 'Please review the following function and explain what it returns when the input is empty. ' +
   'Keep the answer short and mention any edge case you notice. ';
-const small = (stream) => (n) => JSON.stringify({
+const small = (stream) => (n, pad) => JSON.stringify({
   model: 'gpt-4o',
   messages: [
     { role: 'system', content: 'You are a careful senior engineer. Answer briefly.' },
-    { role: 'user', content: words.repeat(20).slice(0, Math.max(0, n - 250)) },
+    { role: 'user', content: words.repeat(20).slice(0, Math.max(0, n - 250)) + ' '.repeat(pad) },
   ],
   temperature: 0.2,
   max_tokens: 256,
@@ -49,12 +52,12 @@ while (src.length < 1.2e6) {
     }
   }
 }
-const big = (n) => JSON.stringify({
+const big = (n, pad) => JSON.stringify({
   model: 'gpt-4o',
   messages: [
     { role: 'system', content: 'You are a coding agent working in the repository below.' },
     { role: 'user', content: 'Here are the files you asked for:\n' + src.slice(0, Math.max(0, n - 300)) },
-    { role: 'user', content: 'Find the bug in the request parser.' },
+    { role: 'user', content: 'Find the bug in the request parser.' + ' '.repeat(pad) },
   ],
   max_tokens: 1024,
 });

@@ -132,7 +132,7 @@ start_keyless() {
     {"src": ["group:eng"],
      "app": {"tailscale.com/cap/aperture": [{"role": "user"}, {"models": ["openai/**", "sse/**"]}${BENCH_KEYLESS_CAPS:+, $BENCH_KEYLESS_CAPS}]}},
   ],
-  "store": {"driver": "sqlite", "path": "$TMP/keyless.db"},
+  "store": {"driver": "sqlite", "path": "$TMP/keyless.db"${BENCH_STORE_EXTRA:-}},
   "pricing": {"file": "$ROOT/data/prices.json"},
   "providers": {
     "openai": {"baseurl": "http://$MOCK_ADDR", "apikey": "sk-bench-not-a-real-key",
