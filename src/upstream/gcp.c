@@ -1,11 +1,13 @@
 #include "upstream/gcp.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
@@ -35,6 +37,30 @@ static const char *field(const cJSON *o, const char *k)
 {
     const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
     return v && *v ? v : NULL;
+}
+
+/* The assertion keyless signs is sent to token_uri, and anyone who reads it
+ * on the way can exchange it for the account's tokens for an hour: only
+ * https, or plain http to this machine (a local emulator, the tests). */
+static bool token_uri_safe(const char *u)
+{
+    if (strncasecmp(u, "https://", 8) == 0)
+        return true;
+    if (strncasecmp(u, "http://", 7) != 0)
+        return false;
+    const char *h = u + 7;
+    size_t n = strcspn(h, ":/?#");
+    if (h[0] == '[')
+        return strncmp(h, "[::1]", 5) == 0 && strchr(":/?#", h[5]);
+    char host[16];
+    struct in_addr ip;
+    if (n == 9 && strncasecmp(h, "localhost", 9) == 0)
+        return true;
+    if (n >= sizeof(host))
+        return false;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    return inet_pton(AF_INET, host, &ip) == 1 && (ntohl(ip.s_addr) >> 24) == 127;
 }
 
 /* Leading white space and a UTF-8 byte order mark, as editors leave them. */
@@ -95,6 +121,9 @@ int kl_gcp_sa_parse(const char *text, kl_arena *a, struct kl_gcp_sa *out, const 
                                type ? type : "(none)");
     } else if (!field(o, "client_email") || !field(o, "private_key")) {
         *why = "the service account key file has no client_email or private_key";
+    } else if (field(o, "token_uri") && !token_uri_safe(field(o, "token_uri"))) {
+        *why = "the service account key file's token_uri must be https:// (or http:// to this machine): the signed "
+               "assertion sent there is a credential";
     } else {
         EVP_PKEY *k = load_key(field(o, "private_key"));
         if (!k || EVP_PKEY_get_base_id(k) != EVP_PKEY_RSA) {

@@ -273,7 +273,7 @@ describe('Vertex AI', () => {
     }
   });
 
-  it('a key file that cannot be used is a configuration error at its position', async () => {
+  it('a key file that cannot be used (a bad key, a token endpoint over http elsewhere) is a configuration error at its position', async () => {
     const { execFileSync } = await import('node:child_process');
     const dir = mkdtempSync(join(tmpdir(), 'kl-vertex-bad-'));
     const path = join(dir, 'k.json');
@@ -287,5 +287,15 @@ describe('Vertex AI', () => {
       out = e.stdout + e.stderr;
     }
     assert.match(out, /k\.json:\d+:\d+: error: provider vertex: the service account key file's private_key is not a PEM private key/);
+    // a token endpoint over plain http elsewhere than this machine: the signed assertion would travel readable
+    writeFileSync(path, JSON.stringify({ providers: { vertex: vertexProvider('https://aiplatform.googleapis.com',
+      serviceAccount().file('http://oauth2.googleapis.com/token')) } }));
+    out = '';
+    try {
+      execFileSync(join(ROOT, process.env.KEYLESS_BUILD || 'build', 'keyless'), ['check', '--config', path], { encoding: 'utf8', stdio: 'pipe' });
+    } catch (e) {
+      out = e.stdout + e.stderr;
+    }
+    assert.match(out, /error: provider vertex: the service account key file's token_uri must be https:\/\//);
   });
 });

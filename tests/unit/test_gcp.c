@@ -73,6 +73,26 @@ static void reads_key_files(void **state)
     /* key files that cannot be used */
     assert_int_equal(kl_gcp_sa_parse("keyfile::not base64!", &a, &sa, &why), -1);
     assert_non_null(strstr(why, "JSON or its base64"));
+    /* token_uri: https, or http to this machine only (the assertion is a credential) */
+    const char *uris[][2] = {{"https://oauth2.googleapis.com/token", "1"}, {"http://127.0.0.1:9/token", "1"},
+                             {"http://localhost/token", "1"},          {"http://[::1]:8080/t", "1"},
+                             {"http://oauth2.googleapis.com/token", "0"}, {"http://127.example.com/t", "0"},
+                             {"http://localhost.example.com/t", "0"},   {"ftp://127.0.0.1/t", "0"}};
+    for (size_t i = 0; i < sizeof(uris) / sizeof(uris[0]); i++) {
+        cJSON *o = cJSON_Parse(json);
+        cJSON_AddStringToObject(o, "token_uri", uris[i][0]);
+        char *t = cJSON_PrintUnformatted(o);
+        int rc = kl_gcp_sa_parse(t, &a, &sa, &why);
+        free(t);
+        cJSON_Delete(o);
+        if (uris[i][1][0] == '1') {
+            assert_int_equal(rc, 1);
+            assert_string_equal(sa.token_uri, uris[i][0]);
+        } else {
+            assert_int_equal(rc, -1);
+            assert_non_null(strstr(why, "token_uri must be https://"));
+        }
+    }
     assert_int_equal(kl_gcp_sa_parse(kl_arena_concat(&a, "keyfile::", key_file(&a, "service_account", false), NULL), &a,
                                      &sa, &why), -1);
     assert_non_null(strstr(why, "private_key"));
