@@ -189,7 +189,9 @@ static void serve(struct relay *r, struct end *e, uint32_t events)
             watch(ep, p, i, EPOLL_CTL_MOD);
         }
     }
-    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+    /* (not while i's bytes still wait for o: an event of the batch may
+     * predate the watch that stopped reading i) */
+    if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && p->s[i].len == 0) {
         struct side *s = &p->s[i];
         ssize_t n = read(e->fd, s->buf, sizeof(s->buf));
         if (n == 0 || (n < 0 && errno != EAGAIN)) {
