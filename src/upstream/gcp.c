@@ -49,6 +49,8 @@ static bool token_uri_safe(const char *u)
     if (strncasecmp(u, "http://", 7) != 0)
         return false;
     const char *h = u + 7;
+    if (memchr(h, '@', strcspn(h, "/?#")))
+        return false; /* "http://localhost:80@elsewhere/": the host is elsewhere */
     size_t n = strcspn(h, ":/?#");
     if (h[0] == '[')
         return strncmp(h, "[::1]", 5) == 0 && strchr(":/?#", h[5]);

@@ -77,7 +77,8 @@ static void reads_key_files(void **state)
     const char *uris[][2] = {{"https://oauth2.googleapis.com/token", "1"}, {"http://127.0.0.1:9/token", "1"},
                              {"http://localhost/token", "1"},          {"http://[::1]:8080/t", "1"},
                              {"http://oauth2.googleapis.com/token", "0"}, {"http://127.example.com/t", "0"},
-                             {"http://localhost.example.com/t", "0"},   {"ftp://127.0.0.1/t", "0"}};
+                             {"http://localhost.example.com/t", "0"},   {"ftp://127.0.0.1/t", "0"},
+                             {"http://localhost:80@evil.example/t", "0"}, {"http://127.0.0.1:1@evil.example/", "0"}};
     for (size_t i = 0; i < sizeof(uris) / sizeof(uris[0]); i++) {
         cJSON *o = cJSON_Parse(json);
         cJSON_AddStringToObject(o, "token_uri", uris[i][0]);
