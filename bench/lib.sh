@@ -270,12 +270,11 @@ rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 hwm_kb() { awk '/^VmHWM:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 fds_of() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
 
-# rss_sampler PID FILE: append VmRSS every 0.2 s until killed; sets SAMPLER_PID.
-# rss_sampler PID FILE: VmRSS every 0.2 s into FILE until stop_sampler. Bash
-# builtins only (read, kill -0, a timed read on a FIFO as the pause), on the
-# load core: forking awk and sleep five times a second on the proxy's core
-# took ~1 ms of it each time, and added 0.2-0.4 ms to keyless's p99 at one
-# connection (the only target sampled).
+# rss_sampler PID FILE: VmRSS every 0.2 s into FILE until stop_sampler (sets
+# SAMPLER_PID). Bash builtins only (read, kill -0, a timed read on a FIFO as
+# the pause), on the load core: forking awk and sleep five times a second on
+# the proxy's core took ~1 ms of it each time, and added 0.2-0.4 ms to
+# keyless's p99 at one connection (the only target sampled).
 rss_sampler() {
   local pid=$1 file=$2
   [ -p "$TMP/pause.fifo" ] || mkfifo "$TMP/pause.fifo"
