@@ -188,7 +188,7 @@ const goal = (name, ok, detail) => g.push(`| ${name} | ${ok === null ? 'not meas
   const k = get('1', 'keyless'), n = get('1', 'nginx');
   const r = k && n ? ratio('1', 'keyless', 'nginx') : NaN;
   goal('req/s ≥ 90 % of nginx (scenario 1, full governed path)', k && n ? r >= 0.9 : null,
-    k && n ? `${pct(r)}${k.rounds > 1 ? ` (median of ${k.rounds} rounds' ratios)` : ''}; medians ${f0(k.rps)} vs ${f0(n.rps)} req/s` : '');
+    k && n ? `${(r * 100).toFixed(1)} %${k.rounds > 1 ? ` (median of ${k.rounds} rounds' ratios)` : ''}; medians ${f0(k.rps)} vs ${f0(n.rps)} req/s` : '');
 }
 {
   const k = get('2', 'keyless'), d = get('2', 'direct'), r = get('2', 'relay');
