@@ -272,9 +272,9 @@ fds_of() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
 
 # rss_sampler PID FILE: VmRSS every 0.2 s into FILE until stop_sampler (sets
 # SAMPLER_PID). Bash builtins only (read, kill -0, a timed read on a FIFO as
-# the pause), on the load core: forking awk and sleep five times a second on
-# the proxy's core took ~1 ms of it each time, and added 0.2-0.4 ms to
-# keyless's p99 at one connection (the only target sampled).
+# the pause), on the load core: forking awk and sleep five times a second,
+# often on the proxy's core, added 0.2-0.4 ms to keyless's p99 at one
+# connection (the only target sampled).
 rss_sampler() {
   local pid=$1 file=$2
   [ -p "$TMP/pause.fifo" ] || mkfifo "$TMP/pause.fifo"
