@@ -452,6 +452,7 @@ static void read_apikey(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
     int rc = text ? kl_gcp_sa_parse(text, &c->cfg->arena, &sa, &why) : 0;
     if (rc < 0) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s: %s", p->id, why);
+        p->key_problem = why; /* said once: not also "has no apikey" */
     } else if (rc == 1) {
         struct kl_gcp_sa *keep = kl_arena_alloc(&c->cfg->arena, sizeof(*keep));
         *keep = sa;

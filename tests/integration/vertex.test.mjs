@@ -287,6 +287,7 @@ describe('Vertex AI', () => {
       out = e.stdout + e.stderr;
     }
     assert.match(out, /k\.json:\d+:\d+: error: provider vertex: the service account key file's private_key is not a PEM private key/);
+    assert.doesNotMatch(out, /has no apikey/); // the error says it once
     // a token endpoint over plain http elsewhere than this machine: the signed assertion would travel readable
     writeFileSync(path, JSON.stringify({ providers: { vertex: vertexProvider('https://aiplatform.googleapis.com',
       serviceAccount().file('http://oauth2.googleapis.com/token')) } }));
