@@ -1,7 +1,11 @@
 #include "core/mailbox.h"
 
 #include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -11,18 +15,29 @@ struct kl_mail {
     void *arg;
 };
 
+/* The worker's event base has no locks (EVENT_BASE_FLAG_NOLOCK: libevent
+ * would otherwise take and release a mutex around every event it adds,
+ * deletes or runs), so no other thread may touch it, not even with
+ * event_active. A post rings an eventfd instead; the worker's loop watches
+ * it like any socket. */
 struct kl_mailbox {
     pthread_mutex_t lock;
     struct kl_mail *head, *tail;
+    int efd;
     struct event *ev;
 };
 
-/* On the worker: run everything posted so far, in order. */
+/* On the worker: run everything posted so far, in order. The eventfd is
+ * read before the list is taken: a post that finds the list empty rings it
+ * again after that, so none is left waiting without a ring. */
 static void deliver(evutil_socket_t fd, short what, void *arg)
 {
-    (void)fd;
     (void)what;
     struct kl_mailbox *mb = arg;
+    uint64_t rings;
+    if (read(fd, &rings, sizeof(rings)) < 0) {
+        /* EAGAIN: rung and read already; the list says what is there */
+    }
     pthread_mutex_lock(&mb->lock);
     struct kl_mail *m = mb->head;
     mb->head = mb->tail = NULL;
@@ -40,8 +55,21 @@ int kl_mailbox_init(kl_worker *w)
     struct kl_mailbox *mb = calloc(1, sizeof(*mb));
     if (!mb)
         return -1;
+    mb->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (mb->efd < 0) {
+        free(mb);
+        return -1;
+    }
     pthread_mutex_init(&mb->lock, NULL);
-    mb->ev = event_new(w->base, -1, 0, deliver, mb);
+    mb->ev = event_new(w->base, mb->efd, EV_READ | EV_PERSIST, deliver, mb);
+    if (!mb->ev || event_add(mb->ev, NULL) < 0) {
+        if (mb->ev)
+            event_free(mb->ev);
+        close(mb->efd);
+        pthread_mutex_destroy(&mb->lock);
+        free(mb);
+        return -1;
+    }
     w->mailbox = mb;
     return 0;
 }
@@ -57,6 +85,7 @@ void kl_mailbox_free(kl_worker *w)
         m = next;
     }
     event_free(mb->ev);
+    close(mb->efd);
     pthread_mutex_destroy(&mb->lock);
     free(mb);
     w->mailbox = NULL;
@@ -72,11 +101,15 @@ void kl_mailbox_post(kl_worker *w, void (*fn)(void *), void *arg)
     m->fn = fn;
     m->arg = arg;
     pthread_mutex_lock(&mb->lock);
+    bool ring = !mb->head; /* else an earlier post rang and its delivery takes this too */
     if (mb->tail)
         mb->tail->next = m;
     else
         mb->head = m;
     mb->tail = m;
     pthread_mutex_unlock(&mb->lock);
-    event_active(mb->ev, EV_READ, 0); /* thread-safe with evthread_use_pthreads */
+    uint64_t one = 1;
+    if (ring && write(mb->efd, &one, sizeof(one)) < 0) {
+        /* EAGAIN: the counter is full, so the worker has a ring pending */
+    }
 }

@@ -69,7 +69,6 @@ typedef struct kl_worker {
     int *listen_fds;
     void *listen_args;          /* per listener: what accepted connections get */
     size_t nlisteners;
-    struct event *wake;         /* another thread asks this worker to look at server state */
     struct event *drain_timer;  /* bounded wait for in-flight exchanges on shutdown */
     struct kl_conn *conns;      /* every open client connection (doubly linked) */
     /* written by this worker only (kl_owner_add); atomic so /metrics may

@@ -171,11 +171,9 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(w->base, NULL);
 }
 
-/* Another thread changed server state (stop requested). */
-static void on_wake(evutil_socket_t fd, short what, void *arg)
+/* Posted by the main thread when server state changed (stop requested). */
+static void on_wake(void *arg)
 {
-    (void)fd;
-    (void)what;
     kl_worker *w = arg;
     if (atomic_load(&w->server->stopping) && !w->draining) {
         w->draining = true;
@@ -281,7 +279,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     kl_info("received %s: no longer accepting; waiting for in-flight requests",
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     for (int i = 0; i < sc->srv->nworkers; i++)
-        event_active(sc->srv->workers[i].wake, EV_READ, 0);
+        kl_mailbox_post(&sc->srv->workers[i], on_wake, &sc->srv->workers[i]);
     event_base_loopexit(sc->base, NULL);
 }
 
@@ -416,9 +414,11 @@ int kl_server_run(kl_config *cfg)
     for (int i = 0; i < nw; i++) {
         kl_worker *w = &srv.workers[i];
         /* changelist: curl re-arms its sockets per transfer; a del+add within
-         * one loop pass then costs no epoll_ctl */
+         * one loop pass then costs no epoll_ctl. No lock: only this worker's
+         * thread touches its base (others post to its mailbox). */
         struct event_config *ec = event_config_new();
         event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        event_config_set_flag(ec, EVENT_BASE_FLAG_NOLOCK);
         w->base = event_base_new_with_config(ec);
         event_config_free(ec);
         if (!w->base || kl_upstream_pool_init(w) < 0 || kl_mailbox_init(w) < 0) {
@@ -441,7 +441,6 @@ int kl_server_run(kl_config *cfg)
         int fill = 65536 / nw > 8192 ? 65536 / nw : 8192;
         if (getrlimit(RLIMIT_NOFILE, &nofile) == 0)
             prefill_fd_map(w->base, nofile.rlim_cur < (rlim_t)fill ? (int)nofile.rlim_cur : fill);
-        w->wake = event_new(w->base, -1, 0, on_wake, w);
         w->log_timer = evtimer_new(w->base, on_log_timer, w);
         w->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
         w->metrics = kl_metrics_new();
@@ -480,8 +479,6 @@ out:
             kl_identity_worker_free(w);
             kl_upstream_pool_free(w);
             kl_mailbox_free(w);
-            if (w->wake)
-                event_free(w->wake);
             if (w->drain_timer)
                 event_free(w->drain_timer);
             if (w->log_timer)
