@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "listen/server.h"
 #include "record/cli.h"
+#include "record/store.h"
 
 #define KL_VERSION "0.1.0"
 
@@ -172,6 +173,7 @@ static int cmd_report(int argc, char **argv, bool is_export)
 int main(int argc, char **argv)
 {
     setvbuf(stderr, NULL, _IOLBF, 0);
+    kl_store_global_init();
     if (argc < 2) {
         usage(stderr);
         return 2;

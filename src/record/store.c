@@ -4,7 +4,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sqlite3.h>
+
 #include "core/text.h"
+
+/* SQLite's allocation statistics (sqlite3_memory_used) take a process-wide
+ * mutex around every allocation it makes, and Debian's build has no
+ * lookaside, so every row the writer stores paid for dozens of lock and
+ * unlock pairs. keyless never reads those statistics. */
+void kl_store_global_init(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
 
 struct kl_store *kl_store_open(enum kl_store_driver d, const char *target, bool migrate, char *err,
                                size_t errlen)

@@ -16,6 +16,10 @@ enum kl_store_driver { KL_STORE_SQLITE, KL_STORE_POSTGRES };
 
 struct kl_store;
 
+/* Process-wide store settings; call once, first thing, while the process
+ * has one thread (SQLite takes them only before its first connection). */
+void kl_store_global_init(void);
+
 struct kl_store *kl_store_open(enum kl_store_driver d, const char *target, bool migrate, char *err,
                                size_t errlen);
 void kl_store_close(struct kl_store *s);
