@@ -21,7 +21,7 @@ const CAP = 'tailscale.com/cap/aperture';
 // Google's OAuth token endpoint as far as a service account sees it
 // (RFC 7523 JWT bearer grant): the assertion must be signed by the account's
 // key and name the account, the endpoint and the cloud-platform scope.
-async function startTokenEndpoint(publicKeys, { lifetime = 3599, fail = false } = {}) {
+async function startTokenEndpoint(publicKeys, { lifetime = 3599, fail = false, port = 0 } = {}) {
   const keys = publicKeys.asymmetricKeyType ? { 'kid-1': publicKeys } : publicKeys; // by kid
   const issued = [];
   const kids = [];
@@ -51,7 +51,7 @@ async function startTokenEndpoint(publicKeys, { lifetime = 3599, fail = false } 
       reply(200, { access_token: token, expires_in: lifetime, token_type: 'Bearer' });
     });
   });
-  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  await new Promise((r) => srv.listen(port, '127.0.0.1', r));
   return { url: `http://127.0.0.1:${srv.address().port}/token`, issued, kids,
     close: () => new Promise((r) => srv.close(r)) };
 }
@@ -230,6 +230,51 @@ describe('Vertex AI', () => {
       await g2.stop();
       await refusing.close();
     }
+  });
+
+  it('an unreachable token endpoint: 503s that say so and are on record, until it answers; then tokens flow', async () => {
+    const key = serviceAccount();
+    // a port nothing listens on (yet)
+    const probe = http.createServer();
+    await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+    const port = probe.address().port;
+    await new Promise((r) => probe.close(r));
+    const g = await startGateway({ providers: { vertex: vertexProvider(mock.url, key.file(`http://127.0.0.1:${port}/token`)) },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }] } }] });
+    const ask = () => fetch(`${g.url}/v1/projects/p1/locations/global/publishers/anthropic/models/${encodeURIComponent(SONNET)}:rawPredict`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }) });
+    let later;
+    try {
+      const res = await ask();
+      assert.equal(res.status, 503);
+      const err = await res.json();
+      assert.equal(err.type, 'error');
+      assert.equal(err.error.type, 'overloaded_error');
+      assert.match(err.error.message, /provider vertex: no Google access token: the token endpoint refused or failed/);
+      assert.ok(!err.error.message.includes(String(port)), 'the caller is not told the token endpoint');
+      const rec = await finalRecord(g, res.headers.get('x-keyless-request-id'));
+      assert.equal(rec.state, 'done');
+      assert.equal(rec.status, 503);
+      assert.equal(rec.provider, 'vertex');
+      assert.match(g.output(), new RegExp(`Google access token for ${EMAIL.replace(/\./g, '\\.')}: POST http://127\\.0\\.0\\.1:${port}/token: Could(n't| not) connect`));
+      // the endpoint comes up: the keeper's next try (1, 2, 4 s apart) gets a token
+      later = await startTokenEndpoint(key.publicKey, { port });
+      let status = 0;
+      for (let i = 0; i < 100 && status !== 200; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        status = (await ask()).status;
+      }
+      assert.equal(status, 200);
+      assert.equal(headerMap((await mock.last()).headers).authorization, `Bearer ${later.issued.at(-1)}`);
+      assert.match(g.output(), /Google access token for keyless-vertex@p1\.iam\.gserviceaccount\.com: obtained again/);
+    } finally {
+      await g.stop();
+      if (later) await later.close();
+    }
+    noSecrets(g.output(), 'gateway log');
+    assert.ok(!g.output().includes(key.pem.split('\n')[1]), 'the key leaked into the gateway log');
+    for (const t of later.issued) assert.ok(!g.output().includes(t), 'an access token leaked into the gateway log');
   });
 
   it('the account\'s project is used whatever the caller names; odd project or location segments are refused', async () => {
