@@ -28,6 +28,31 @@ async function closedPort() {
   return port;
 }
 
+// A host that never answers a connection: a listener in a child process
+// whose event loop is blocked, so it accepts nothing, with its accept queue
+// filled; the kernel then drops every further SYN and a connect() hangs (a
+// host that is down, or a firewall that drops).
+async function stalledListener() {
+  const child = spawn(process.execPath, ['-e', `
+    const s = require('net').createServer();
+    s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
+      process.stdout.write(s.address().port + '\\n');
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+    });`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      if (out.includes('\n')) resolve(Number(out.trim()));
+    });
+    child.on('exit', () => reject(new Error('the stalled listener exited')));
+  });
+  const fillers = [];
+  for (let i = 0; i < 4; i++) fillers.push(net.connect(port, '127.0.0.1').on('error', () => {}));
+  await sleep(200);
+  return { port, close: () => { for (const f of fillers) f.destroy(); child.kill('SIGKILL'); } };
+}
+
 // primary (preference 10) fails as `fault` says; backup (0) and third (-5)
 // serve the same models from the same simulator with their own keys.
 function providers(mockUrl, { fault = 'status=503', primaryUrl = mockUrl, thirdFault, backup = {} } = {}) {
@@ -266,6 +291,36 @@ describe('failover', () => {
       assert.match(rec.attempts[0].error, /provider primary is unreachable/);
     } finally {
       await gw.stop();
+    }
+  });
+
+  it('a provider that accepts no connection fails over after timeouts.upstream_connect, on both upstream paths', async () => {
+    const stalled = await stalledListener();
+    try {
+      // http://: keyless's own HTTP/1.1 client; https://: libcurl (the TCP connect hangs before any TLS)
+      for (const scheme of ['http', 'https']) {
+        const gw = await startGateway({
+          listen: { timeouts: { upstream_connect: '300ms' } },
+          providers: providers(mock.url, { fault: null, primaryUrl: `${scheme}://127.0.0.1:${stalled.port}` }),
+        });
+        try {
+          await mock.clear();
+          const r = await chat(gw);
+          assert.equal(r.status, 200, scheme);
+          await r.json();
+          assert.deepEqual((await mock.requests()).map(keyOf), [BACKUP_KEY], scheme);
+          const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+          assert.equal(rec.provider, 'backup', scheme);
+          assert.equal(rec.attempts.length, 1, scheme);
+          assert.equal(rec.attempts[0].provider, 'primary', scheme);
+          assert.equal(rec.attempts[0].error_class, 'upstream_timeout', scheme);
+          assert.match(rec.attempts[0].error, /provider primary timed out/, scheme);
+        } finally {
+          await gw.stop();
+        }
+      }
+    } finally {
+      stalled.close();
     }
   });
 
