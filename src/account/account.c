@@ -210,11 +210,21 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
 
 /* The chunk an OpenAI chat stream sends when include_usage is on:
  * {"choices":[], "usage":{...}} — the caller did not ask for it. With
- * include_usage every chunk has a "usage" member (null until the last), so
- * this runs for every event: the byte scanner, not a cJSON tree. */
+ * include_usage every chunk has a "usage" member, null until the last, so
+ * this runs for every event: only a "usage" followed by an object is worth
+ * a scan of the chunk's members (that scan was an eighth of keyless's CPU
+ * in bench scenario 3a). */
 static bool is_usage_only_chunk(const char *data, size_t len)
 {
-    if (!data || !memmem(data, len, "\"usage\"", 7))
+    if (!data)
+        return false;
+    const char *end = data + len, *q = data;
+    bool object = false;
+    while (!object && (q = memmem(q, (size_t)(end - q), "\"usage\"", 7))) {
+        q += 7;
+        object = kl_json_value_after_key(q, end) == '{';
+    }
+    if (!object)
         return false;
     struct kl_json_want w[] = {{.key = "choices"}, {.key = "usage"}};
     if (kl_json_scan_members(data, len, w, 2) < 0 || !w[0].end || !w[1].end || data[w[0].start] != '[' ||

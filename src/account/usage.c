@@ -342,17 +342,6 @@ static void chat_object(kl_usage_parser *p, const cJSON *root, bool stream)
 }
 
 /* The first byte of the value after a key's closing quote at p, or 0. */
-static char value_start(const char *p, const char *end)
-{
-    while (p < end && (unsigned char)*p <= 0x20)
-        p++;
-    if (p >= end || *p != ':')
-        return 0;
-    for (p++; p < end && (unsigned char)*p <= 0x20; p++)
-        ;
-    return p < end ? *p : 0;
-}
-
 /* Can this chunk hold usage, a tool name, a finish reason or an error?
  * Nearly every chunk is a text delta that holds none, and one pass over
  * its quotes is much cheaper than building its tree. A false positive only
@@ -385,7 +374,7 @@ static bool chat_event_wanted(kl_usage_parser *p, const char *d, size_t n)
         const char *key = q + 1;
         if ((size_t)(end - key) < keys[k].len || memcmp(key, keys[k].key, keys[k].len))
             continue;
-        char v = value_start(key + keys[k].len, end);
+        char v = kl_json_value_after_key(key + keys[k].len, end);
         if (v && (!keys[k].value || v == keys[k].value))
             return true;
     }

@@ -33,6 +33,11 @@ int kl_json_validate_members(const char *s, size_t len, size_t *err_at,
  * or (size_t)-1 when the text ends first. */
 size_t kl_json_skip_value(const char *s, size_t len, size_t i);
 
+/* p is just past a member name's closing quote: the first byte of its value
+ * (after the ':' and white space), or 0 when no ':' follows. A pre-filter
+ * for hand scans: it does not check that p really ends a member name. */
+char kl_json_value_after_key(const char *p, const char *end);
+
 /* Offset just after the opening '{' of the top-level object, or -1. */
 size_t kl_json_object_open(const char *s, size_t len);
 

@@ -216,6 +216,20 @@ static void walks_members_lazily(void **state)
     assert_false(kl_json_string_prefix("[1]", 3, 4, &raw, &rl));
 }
 
+/* The first byte of a member's value, from just past its name */
+static void value_after_key(void **state)
+{
+    (void)state;
+    const char *s = "{\"usage\" : \t{\"x\":1}, \"u\":null, \"v\"\n:\n\"s\", \"w\" 1, \"end\":";
+    const char *end = s + strlen(s);
+    assert_int_equal(kl_json_value_after_key(s + 8, end), '{');
+    assert_int_equal(kl_json_value_after_key(strstr(s, "\"u\"") + 3, end), 'n');
+    assert_int_equal(kl_json_value_after_key(strstr(s, "\"v\"") + 3, end), '"');
+    assert_int_equal(kl_json_value_after_key(strstr(s, "\"w\"") + 3, end), 0);   /* no ':' */
+    assert_int_equal(kl_json_value_after_key(strstr(s, "\"end\"") + 5, end), 0); /* nothing after the ':' */
+    assert_int_equal(kl_json_value_after_key(end, end), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -225,6 +239,7 @@ int main(void)
         cmocka_unit_test(escapes_at_every_block_position),
         cmocka_unit_test(scans_members_and_arrays),
         cmocka_unit_test(walks_members_lazily),
+        cmocka_unit_test(value_after_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
