@@ -341,7 +341,6 @@ static void chat_object(kl_usage_parser *p, const cJSON *root, bool stream)
     }
 }
 
-/* The first byte of the value after a key's closing quote at p, or 0. */
 /* Can this chunk hold usage, a tool name, a finish reason or an error?
  * Nearly every chunk is a text delta that holds none, and one pass over
  * its quotes is much cheaper than building its tree. A false positive only
@@ -824,9 +823,10 @@ static void chat_usage_scan(kl_usage_parser *p, const char *s, const struct kl_j
     p->u.known = true;
 }
 
-/* A whole chat.completion without tool calls (most answers): the model,
- * usage and finish reasons are found with the byte scanner, without a
- * cJSON tree (cJSON only decodes a string that holds escapes). */
+/* A whole chat.completion without tool calls (most answers), or a stream's
+ * chunk without them: the model, usage and finish reasons are found with
+ * the byte scanner, without a cJSON tree (cJSON only decodes a string that
+ * holds escapes). */
 static void chat_whole_scan(kl_usage_parser *p, const char *s, size_t len)
 {
     struct kl_json_want w[] = {{.key = "model"}, {.key = "usage"}, {.key = "error"}, {.key = "choices"}};
@@ -1014,6 +1014,10 @@ void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
     case KL_USAGE_OPENAI_CHAT:
         if (!full && !chat_event_wanted(p, d, n))
             return;
+        if (!full && chat_chunk_without_calls(d, n)) {
+            chat_whole_scan(p, d, n); /* what chat_object would read of it, without a tree */
+            return;
+        }
         break;
     case KL_USAGE_OPENAI_RESPONSES:
         if (!full && !responses_event_wanted(p, event, event_len, d, n))

@@ -453,6 +453,31 @@ static void chat_stream_without_usage_is_unknown(void **state)
     kl_arena_free(&a);
 }
 
+/* Chunks without tool calls are read by the byte scanner, not a cJSON tree:
+ * the model, the finish reason (after a text delta holding escapes and the
+ * word "usage"), and usage with cached tokens from the last chunk. */
+static void chat_stream_scanned(void **state)
+{
+    (void)state;
+    const char *ev[] = {
+        "{\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a \\\"usage\\\": {\\n\"},\"finish_reason\":null}],\"usage\":null}",
+        "{\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}",
+        "{\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-2024-08-06\",\"choices\":[],\"usage\":{\"prompt_tokens\":50,\"completion_tokens\":7,\"prompt_tokens_details\":{\"cached_tokens\":20}}}",
+        "[DONE]",
+    };
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    for (size_t i = 0; i < 4; i++)
+        kl_usage_event(p, NULL, 0, ev[i], strlen(ev[i]));
+    const struct kl_usage *u = kl_usage_result(p);
+    expect_counts(u, 30, 20, 0, 7, 0);
+    assert_string_equal(u->model_served, "gpt-4o-2024-08-06");
+    assert_string_equal(u->stop_reason, "stop");
+    assert_int_equal(u->tool_calls, 0);
+    kl_arena_free(&a);
+}
+
 /* Parallel tool calls: names come once per index, argument deltas after;
  * a provider that repeats the name in later deltas is not double counted. */
 static void chat_stream_parallel_tools(void **state)
@@ -1352,6 +1377,7 @@ int main(void)
         cmocka_unit_test(chat_stream_tools_every_split),
         cmocka_unit_test(chat_stream_malformed_every_split),
         cmocka_unit_test(chat_stream_without_usage_is_unknown),
+        cmocka_unit_test(chat_stream_scanned),
         cmocka_unit_test(chat_stream_parallel_tools),
         cmocka_unit_test(chat_clamps_negative),
         cmocka_unit_test(custom_tools),
