@@ -50,7 +50,7 @@ one() { # TARGET ADDR
 
 log "$ROUNDS rounds of $NSTREAMS streams ($EVENTS events, steady window $FROM-$TO s); results in $OUT/streams-ab.txt"
 echo "target steady_events p50_us p99_us client_cpu_s" | tee "$OUT/streams-ab.txt"
-for r in $(seq "$ROUNDS"); do
+for _ in $(seq "$ROUNDS"); do
   one keyless "$KL_ADDR"
   one relay "$RELAY_SSE_ADDR"
 done
