@@ -51,7 +51,7 @@ async function startTokenEndpoint(publicKeys, { lifetime = 3599, fail = false, p
       reply(200, { access_token: token, expires_in: lifetime, token_type: 'Bearer' });
     });
   });
-  await new Promise((r) => srv.listen(port, '127.0.0.1', r));
+  await new Promise((r, reject) => srv.once('error', reject).listen(port, '127.0.0.1', r));
   return { url: `http://127.0.0.1:${srv.address().port}/token`, issued, kids,
     close: () => new Promise((r) => srv.close(r)) };
 }
@@ -258,10 +258,10 @@ describe('Vertex AI', () => {
       assert.equal(rec.status, 503);
       assert.equal(rec.provider, 'vertex');
       assert.match(g.output(), new RegExp(`Google access token for ${EMAIL.replace(/\./g, '\\.')}: POST http://127\\.0\\.0\\.1:${port}/token: Could(n't| not) connect`));
-      // the endpoint comes up: the keeper's next try (1, 2, 4 s apart) gets a token
+      // the endpoint comes up: the keeper's next try (1, 2, 4, 8, 16 s apart) gets a token
       later = await startTokenEndpoint(key.publicKey, { port });
       let status = 0;
-      for (let i = 0; i < 100 && status !== 200; i++) {
+      for (let i = 0; i < 250 && status !== 200; i++) {
         await new Promise((r) => setTimeout(r, 100));
         status = (await ask()).status;
       }
