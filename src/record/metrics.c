@@ -466,6 +466,8 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
         counter(out, "keyless_record_write_failures_total", "Batches the store could not write (kept and retried).",
                 st.failures);
         counter(out, "keyless_records_refused_total", "Records the store refused (logged, not kept).", st.refused);
+        counter(out, "keyless_record_waits_total", "Requests that waited for the record writer to catch up.",
+                st.waits);
     }
     if (srv->exporter) {
         struct kl_export_stats st;

@@ -171,7 +171,7 @@ bool kl_record_admit(kl_exchange *ex)
     struct kl_writer *w = records_writer(ex);
     if (!w)
         return true;
-    ex->rec_slots = kl_writer_reserve(w, 1) ? 1 : 0;
+    ex->rec_slots = kl_writer_admit(w) ? 1 : 0;
     return ex->rec_slots == 1;
 }
 

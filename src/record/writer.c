@@ -8,17 +8,25 @@
 #include "core/exchange.h"
 #include "core/log.h"
 
+/* The longest a request waits for a batch (kl_writer_admit) before the
+ * store is taken to be stuck rather than busy, unless the options say. */
+#define KL_WRITER_WAIT_MS 100
+
 struct kl_writer {
     pthread_t thread;
     pthread_mutex_t lock;
-    pthread_cond_t cond;
+    pthread_cond_t cond;        /* the writer waits on it for records */
+    pthread_cond_t written_cond;        /* workers wait on it for a batch (kl_writer_admit) */
     struct kl_rec **ring;
     size_t cap, head, count;    /* queued records */
     size_t reserved;            /* slots promised but not yet pushed */
     bool stop;
+    bool failing;               /* the last write failed */
+    bool stalled;               /* a request waited o.wait_ms for a batch in vain */
+    uint64_t batches;           /* batches written */
     struct kl_store *store;
     struct kl_writer_opts o;
-    uint64_t written, failures, refused;
+    uint64_t written, failures, refused, waits;
     int64_t last_purge_ms, last_tick_ms;
 };
 
@@ -137,6 +145,8 @@ static void *writer_main(void *arg)
              * new requests are refused rather than records dropped. */
             pthread_mutex_lock(&w->lock);
             uint64_t failures = ++w->failures;
+            w->failing = true;
+            pthread_cond_broadcast(&w->written_cond);
             pthread_mutex_unlock(&w->lock);
             failing++;
             if (failing == 1 || failing % 60 == 0)
@@ -158,6 +168,9 @@ static void *writer_main(void *arg)
         w->head = (w->head + n) % w->cap;
         w->count -= n;
         w->written += n;
+        w->batches++;
+        w->failing = w->stalled = false;
+        pthread_cond_broadcast(&w->written_cond);
     }
     pthread_mutex_unlock(&w->lock);
     tick(w, true);
@@ -175,6 +188,8 @@ struct kl_writer *kl_writer_start(struct kl_store *store, const struct kl_writer
         w->o.queue = 65536;
     if (!w->o.batch)
         w->o.batch = 512;
+    if (!w->o.wait_ms)
+        w->o.wait_ms = KL_WRITER_WAIT_MS;
     w->cap = w->o.queue;
     w->ring = calloc(w->cap, sizeof(*w->ring));
     if (!w->ring)
@@ -185,6 +200,7 @@ struct kl_writer *kl_writer_start(struct kl_store *store, const struct kl_writer
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&w->cond, &ca);
+    pthread_cond_init(&w->written_cond, &ca);
     pthread_condattr_destroy(&ca);
     pthread_create(&w->thread, NULL, writer_main, w);
     pthread_setname_np(w->thread, "kl-writer"); /* for top -H, ps -L, perf */
@@ -198,6 +214,7 @@ void kl_writer_stop(struct kl_writer *w)
     pthread_mutex_lock(&w->lock);
     w->stop = true;
     pthread_cond_signal(&w->cond);
+    pthread_cond_broadcast(&w->written_cond);
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->thread, NULL);
     if (w->count)
@@ -206,6 +223,7 @@ void kl_writer_stop(struct kl_writer *w)
         kl_rec_free(w->ring[(w->head + i) % w->cap]);
     kl_store_close(w->store);
     pthread_cond_destroy(&w->cond);
+    pthread_cond_destroy(&w->written_cond);
     pthread_mutex_destroy(&w->lock);
     free(w->ring);
     free(w);
@@ -217,6 +235,48 @@ bool kl_writer_reserve(struct kl_writer *w, size_t n)
     bool ok = w->count + w->reserved + n <= w->cap;
     if (ok)
         w->reserved += n;
+    pthread_mutex_unlock(&w->lock);
+    return ok;
+}
+
+/* Queued records above which a new request waits for the writer: two
+ * batches, or half the queue when that is less. */
+static size_t high_water(const struct kl_writer *w)
+{
+    size_t hw = 2 * w->o.batch;
+    return hw < w->cap / 2 ? hw : w->cap / 2;
+}
+
+/* A writer that falls behind because it does not get the CPU (it shares a
+ * core with a worker that takes requests faster than their records are
+ * written) would fill the queue, and then requests get 503 although the
+ * store works. So a request that arrives with more than high_water()
+ * records queued waits, in its worker, for the batch being written: the
+ * worker sleeps, the writer runs, and the callers wait a little longer
+ * instead of being refused. A store that fails, or writes no batch within
+ * wait_ms, is not waited for again until it writes one: then the
+ * queue fills and requests are refused as before, rather than every one
+ * waiting. */
+bool kl_writer_admit(struct kl_writer *w)
+{
+    pthread_mutex_lock(&w->lock);
+    if (w->count > high_water(w) && !w->stop && !w->failing && !w->stalled) {
+        uint64_t b0 = w->batches;
+        w->waits++;
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        long ns = until.tv_nsec + (long)w->o.wait_ms * 1000000L;
+        until.tv_sec += ns / 1000000000L;
+        until.tv_nsec = ns % 1000000000L;
+        int rc = 0;
+        while (w->batches == b0 && !w->stop && !w->failing && rc == 0)
+            rc = pthread_cond_timedwait(&w->written_cond, &w->lock, &until);
+        if (w->batches == b0 && rc != 0)
+            w->stalled = true;
+    }
+    bool ok = w->count + w->reserved + 1 <= w->cap;
+    if (ok)
+        w->reserved++;
     pthread_mutex_unlock(&w->lock);
     return ok;
 }
@@ -245,5 +305,6 @@ void kl_writer_stats(struct kl_writer *w, struct kl_writer_stats *out)
     out->queued = w->count;
     out->failures = w->failures;
     out->refused = w->refused;
+    out->waits = w->waits;
     pthread_mutex_unlock(&w->lock);
 }

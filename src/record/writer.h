@@ -27,6 +27,7 @@ struct kl_writer_opts {
     void *tick_arg;
     size_t queue;               /* records */
     size_t batch;               /* records per transaction */
+    uint32_t wait_ms;           /* longest a request waits for a batch (kl_writer_admit); 0: 100 */
     int64_t retention_ms;       /* 0 = keep forever */
     bool purge_captures_only;   /* retention removes captures, keeps the metric rows */
     bool spare_queued;          /* retention leaves records on the export queue alone */
@@ -39,6 +40,9 @@ void kl_writer_stop(struct kl_writer *w);
 
 /* Reserve n slots; false when the queue cannot take them. */
 bool kl_writer_reserve(struct kl_writer *w, size_t n);
+/* Reserve the slot for a new request's final record, first waiting for a
+ * batch when the writer has fallen behind (see writer.c). */
+bool kl_writer_admit(struct kl_writer *w);
 /* Give back reserved slots that will not be used. */
 void kl_writer_unreserve(struct kl_writer *w, size_t n);
 /* Queue a record into a reserved slot (takes ownership). */
@@ -47,6 +51,7 @@ void kl_writer_push(struct kl_writer *w, struct kl_rec *r);
 struct kl_writer_stats {
     uint64_t written, queued, failures;
     uint64_t refused;           /* records the store refused (logged, not kept) */
+    uint64_t waits;             /* requests that waited for a batch (kl_writer_admit) */
 };
 void kl_writer_stats(struct kl_writer *w, struct kl_writer_stats *out);
 

@@ -130,6 +130,8 @@ describe('/metrics', () => {
       assert.ok(!t.samples.some((x) => x.labels.provider === 'primary'));
 
       assert.ok(f.keyless_records_written_total.samples[0].value >= 8);
+      assert.equal(f.keyless_record_waits_total.type, 'counter');
+      assert.equal(f.keyless_record_waits_total.samples[0].value, 0, 'no request waited for the writer here');
       assert.equal(f.keyless_inflight_requests.type, 'gauge');
       assert.ok(f.keyless_inflight_requests.samples[0].value >= 1, 'the scrape itself is in flight');
       assert.ok(!s.text.includes('example.com') && !s.text.includes('u:'), 'no login or bucket name');

@@ -1,9 +1,12 @@
 /* The record writer: slots are reserved up front and a full queue refuses
- * instead of dropping; what is queued is written; a final row updates the
+ * instead of dropping; a request waits for a writer that is behind but
+ * working, not for a stuck one; what is queued is written; a final row updates the
  * in-progress row written before it (or is inserted when that row is not there); a
  * database of the previous schema opens and is migrated. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -494,10 +497,110 @@ static void full_queue_refuses_and_nothing_is_lost(void **state)
     remove_db(path);
 }
 
+/* Another connection's write lock on the database holds the writer up, as
+ * a busy core or disk would (its writes wait up to the busy timeout, 5 s). */
+static sqlite3 *hold_write_lock(const char *path)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    return db;
+}
+
+static void release_write_lock(sqlite3 *db)
+{
+    assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
+
+/* Twelve records queued for a writer of 4-record batches: more than two
+ * batches, the mark above which a new request waits. */
+static void queue_twelve(struct kl_writer *w)
+{
+    char id[32];
+    assert_true(kl_writer_reserve(w, 12));
+    for (int i = 0; i < 12; i++) {
+        snprintf(id, sizeof(id), "q%d", i);
+        kl_writer_push(w, rec(id, KL_REC_DONE));
+    }
+}
+
+struct admit_call {
+    struct kl_writer *w;
+    bool ok;
+    uint64_t written;           /* records written when kl_writer_admit returned */
+    atomic_bool done;
+};
+
+static void *admit_thread(void *arg)
+{
+    struct admit_call *a = arg;
+    a->ok = kl_writer_admit(a->w);
+    struct kl_writer_stats st;
+    kl_writer_stats(a->w, &st);
+    a->written = st.written;
+    atomic_store(&a->done, true);
+    return NULL;
+}
+
+/* A writer that is behind but working: a new request waits for its next
+ * batch instead of filling the queue further, then gets its slot. */
+static void request_waits_for_a_writer_behind(void **state)
+{
+    (void)state;
+    char path[32];
+    struct kl_store *s = temp_store(path);
+    sqlite3 *lock = hold_write_lock(path);
+    struct kl_writer_opts o = {.queue = 16, .batch = 4, .wait_ms = 60000};
+    struct kl_writer *w = kl_writer_start(s, &o);
+    queue_twelve(w);
+    struct admit_call a = {.w = w};
+    pthread_t t;
+    pthread_create(&t, NULL, admit_thread, &a);
+    usleep(200 * 1000);
+    assert_false(atomic_load(&a.done)); /* no batch can be written yet */
+    release_write_lock(lock);
+    pthread_join(t, NULL);
+    assert_true(a.ok);
+    assert_true(a.written >= 4);
+    struct kl_writer_stats st;
+    kl_writer_stats(w, &st);
+    assert_int_equal(st.waits, 1);
+    kl_writer_unreserve(w, 1);
+    kl_writer_stop(w);
+    remove_db(path);
+}
+
+/* A writer that writes no batch within wait_ms: the request that waited
+ * gets its slot then, and later requests do not wait at all (until a batch
+ * is written), so a stuck store costs one wait, not one per request. */
+static void stuck_writer_is_waited_for_once(void **state)
+{
+    (void)state;
+    char path[32];
+    struct kl_store *s = temp_store(path);
+    sqlite3 *lock = hold_write_lock(path);
+    struct kl_writer_opts o = {.queue = 16, .batch = 4, .wait_ms = 50};
+    struct kl_writer *w = kl_writer_start(s, &o);
+    queue_twelve(w);
+    assert_true(kl_writer_admit(w));
+    assert_true(kl_writer_admit(w));
+    struct kl_writer_stats st;
+    kl_writer_stats(w, &st);
+    assert_int_equal(st.written, 0); /* the lock still holds */
+    assert_int_equal(st.waits, 1);   /* the first waited, the second did not */
+    release_write_lock(lock);
+    kl_writer_unreserve(w, 2);
+    kl_writer_stop(w);
+    remove_db(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(full_queue_refuses_and_nothing_is_lost),
+        cmocka_unit_test(request_waits_for_a_writer_behind),
+        cmocka_unit_test(stuck_writer_is_waited_for_once),
         cmocka_unit_test(final_row_updates_or_inserts),
         cmocka_unit_test(previous_schema_is_migrated),
         cmocka_unit_test(id_floor_splits_ids_by_start_time),
