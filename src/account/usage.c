@@ -8,6 +8,7 @@
 
 #include "core/jsoncheck.h"
 #include "core/jsonscan.h"
+#include "core/text.h"
 
 #define MAX_TOKENS 1000000000000000LL   /* 1e15: anything above is nonsense, and sums stay far from overflow */
 #define MAX_MODEL_LEN 256
@@ -215,6 +216,27 @@ static bool names_plain(const char *d, size_t n)
             return false;
     }
     return true;
+}
+
+/* Does d hold a \u escape of a letter, digit, '_', '.' or '-'? The names
+ * and values the byte filters below look for ("usage", "message_delta",
+ * "response.completed", "toolUse") are made of those only, so only such an
+ * escape can hide one from a byte match ("usag\u0065"); an event that has
+ * one is read with cJSON, which decodes it. Escapes of other characters
+ * (non-ASCII text, Go's \u003c for '<') cannot, and cost nothing more. */
+static bool word_char_escaped(const char *d, size_t n)
+{
+    const char *end = d + n;
+    for (const char *q = d; (q = memmem(q, (size_t)(end - q), "\\u00", 4)) && end - q >= 6; q += 4) {
+        int hi = kl_hex_digit(q[4]), lo = kl_hex_digit(q[5]);
+        if (hi < 0 || lo < 0)
+            continue;
+        int c = hi << 4 | lo;
+        if ((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == '.' ||
+            c == '-')
+            return true;
+    }
+    return false;
 }
 
 /* Strict mode's one shortcut: a chat chunk whose names are all written
@@ -885,7 +907,7 @@ static void whole_object(kl_usage_parser *p, const char *body, size_t len)
         return;
     }
     if (p->kind == KL_USAGE_OPENAI_CHAT && !p->strict && !has(body, len, "\"tool_calls\"") &&
-        !has(body, len, "\"function_call\"")) {
+        !has(body, len, "\"function_call\"") && !word_char_escaped(body, len)) {
         chat_whole_scan(p, body, len);
         return;
     }
@@ -1004,6 +1026,10 @@ void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
     cJSON *tree = NULL; /* full: parsed once, here */
     if (full && !(tree = strict_parse(p, d, n)))
         return;
+    /* Outside strict mode too, an event whose words may be escaped is read
+     * whole (with cJSON, below) rather than filtered by its bytes. */
+    if (!full && !p->strict && word_char_escaped(d, n))
+        full = true;
 
     /* full: no event is skipped for looking uninteresting */
     switch (p->kind) {

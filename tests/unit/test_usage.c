@@ -478,6 +478,57 @@ static void chat_stream_scanned(void **state)
     kl_arena_free(&a);
 }
 
+/* Names and values written with \u escapes ("usag\u0065") are read like
+ * plain ones in every dialect, outside strict mode too: the byte filters
+ * that skip uninteresting events must not skip these. */
+static void escaped_words_are_read(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    const char *chat[] = {
+        "{\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"tool_c\\u0061lls\":[{\"index\":0,\"id\":\"a\",\"function\":{\"n\\u0061me\":\"Bash\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}",
+        "{\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_re\\u0061son\":\"tool_calls\"}]}",
+        "{\"model\":\"gpt-4o\",\"choices\":[],\"usag\\u0065\":{\"prompt_tokens\":5,\"completion_tokens\":3}}",
+    };
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    for (size_t i = 0; i < 3; i++)
+        kl_usage_event(p, NULL, 0, chat[i], strlen(chat[i]));
+    const struct kl_usage *u = kl_usage_result(p);
+    expect_counts(u, 5, 0, 0, 3, 0);
+    expect_tools(u, 1, "Bash", NULL);
+    assert_string_equal(u->stop_reason, "tool_calls");
+
+    const char *whole = "{\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"tool_c\\u0061lls\":[{\"id\":\"x\",\"type\":\"function\",\"function\":{\"name\":\"Bash\",\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}";
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_whole(p, whole, strlen(whole));
+    u = kl_usage_result(p);
+    expect_counts(u, 3, 0, 0, 2, 0);
+    expect_tools(u, 1, "Bash", NULL);
+
+    /* events without SSE names (a proxy dropped the event: lines) */
+    const char *msg[] = {
+        "{\"type\":\"message_st\\u0061rt\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}",
+        "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_\\u0075se\",\"id\":\"t\",\"name\":\"Bash\",\"input\":{}}}",
+        "{\"type\":\"message_d\\u0065lta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":9}}",
+    };
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    for (size_t i = 0; i < 3; i++)
+        kl_usage_event(p, NULL, 0, msg[i], strlen(msg[i]));
+    u = kl_usage_result(p);
+    expect_counts(u, 10, 0, 0, 9, 0);
+    expect_tools(u, 1, "Bash", NULL);
+    assert_string_equal(u->stop_reason, "tool_use");
+
+    const char *resp = "{\"type\":\"response.complet\\u0065d\",\"response\":{\"model\":\"gpt-5\",\"status\":\"completed\",\"output\":[],\"usage\":{\"input_tokens\":4,\"output_tokens\":2}}}";
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
+    kl_usage_event(p, NULL, 0, resp, strlen(resp));
+    u = kl_usage_result(p);
+    expect_counts(u, 4, 0, 0, 2, 0);
+    assert_string_equal(u->model_served, "gpt-5");
+    kl_arena_free(&a);
+}
+
 /* Parallel tool calls: names come once per index, argument deltas after;
  * a provider that repeats the name in later deltas is not double counted. */
 static void chat_stream_parallel_tools(void **state)
@@ -1378,6 +1429,7 @@ int main(void)
         cmocka_unit_test(chat_stream_malformed_every_split),
         cmocka_unit_test(chat_stream_without_usage_is_unknown),
         cmocka_unit_test(chat_stream_scanned),
+        cmocka_unit_test(escaped_words_are_read),
         cmocka_unit_test(chat_stream_parallel_tools),
         cmocka_unit_test(chat_clamps_negative),
         cmocka_unit_test(custom_tools),
