@@ -445,18 +445,19 @@ static void read_apikey(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
     const char *text = secret_text(c, v, owner, "API key", &p->key_problem);
     if (p->key_problem)
         kl_cfg_report(c, KL_SEV_WARNING, v, "%s; its requests will fail with 503", p->key_problem);
-    /* a Google service account's key file (Vertex AI), as Google writes it
-     * (indented JSON): never sent itself, it mints the tokens that are */
-    struct kl_gcp_sa sa;
+    /* Google credentials (Vertex AI): a key file as Google writes it
+     * (indented JSON), or the metadata server; never sent themselves, they
+     * get the tokens that are */
+    struct kl_gcp_cred cred;
     const char *why = NULL;
-    int rc = text ? kl_gcp_sa_parse(text, &c->cfg->arena, &sa, &why) : 0;
+    int rc = text ? kl_gcp_cred_parse(text, getenv("GCE_METADATA_HOST"), &c->cfg->arena, &cred, &why) : 0;
     if (rc < 0) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s: %s", p->id, why);
         p->key_problem = why; /* said once: not also "has no apikey" */
     } else if (rc == 1) {
-        struct kl_gcp_sa *keep = kl_arena_alloc(&c->cfg->arena, sizeof(*keep));
-        *keep = sa;
-        p->gcp_sa = keep;
+        struct kl_gcp_cred *keep = kl_arena_alloc(&c->cfg->arena, sizeof(*keep));
+        *keep = cred;
+        p->gcp_cred = keep;
     } else {
         p->apikey = header_safe(c, v, owner, "API key", text);
     }
@@ -563,10 +564,10 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
         kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s lists no models", p->id);
     if (p->apikey && !*p->apikey)
         kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s: apikey is empty; requests go upstream with an empty key", p->id);
-    if (p->gcp_sa && p->auth_style != KL_AUTH_BEARER)
-        kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s: a service account's access token is always sent as "
+    if (p->gcp_cred && p->auth_style != KL_AUTH_BEARER)
+        kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s: a Google access token is always sent as "
                       "Authorization: Bearer; authorization is ignored", p->id);
-    if (!p->apikey && !p->gcp_sa && !p->key_problem && p->auth_mode == KL_AUTHMODE_OVERRIDE)
+    if (!p->apikey && !p->gcp_cred && !p->key_problem && p->auth_mode == KL_AUTHMODE_OVERRIDE)
         kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s has no apikey; requests go upstream without one", p->id);
     if (strchr(p->id, '/'))
         kl_cfg_report(c, KL_SEV_ERROR, v, "provider id \"%s\" must not contain '/'", p->id);

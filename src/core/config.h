@@ -34,7 +34,7 @@ enum kl_compat {
 enum kl_auth_style { KL_AUTH_BEARER, KL_AUTH_X_API_KEY, KL_AUTH_X_GOOG_API_KEY };
 enum kl_auth_mode { KL_AUTHMODE_OVERRIDE, KL_AUTHMODE_PASSTHROUGH, KL_AUTHMODE_NONE };
 
-struct kl_gcp_sa;
+struct kl_gcp_cred;
 
 struct kl_provider {
     const char *id;             /* its key under "providers" */
@@ -44,7 +44,7 @@ struct kl_provider {
     size_t nmodels;
     const char *apikey;         /* resolved secret, or NULL */
     const char *key_problem;    /* why there is no key (unset ${ENV}, unreadable file) */
-    const struct kl_gcp_sa *gcp_sa;  /* a Google service account (apikey held its key file), or NULL */
+    const struct kl_gcp_cred *gcp_cred;  /* Google credentials (apikey held a key file or "gcp-metadata"), or NULL */
     enum kl_auth_style auth_style;
     enum kl_auth_mode auth_mode;
     unsigned compat;            /* enum kl_compat bits */

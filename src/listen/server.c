@@ -294,15 +294,15 @@ static void raise_fd_limit(void)
 
 bool kl_server_watch_accounts(kl_server *srv, const kl_config *cfg)
 {
-    const struct kl_gcp_sa **sas = calloc(cfg->nproviders + 1, sizeof(*sas));
-    if (!sas)
+    const struct kl_gcp_cred **creds = calloc(cfg->nproviders + 1, sizeof(*creds));
+    if (!creds)
         abort();
     size_t n = 0;
     for (size_t i = 0; i < cfg->nproviders; i++)
-        if (cfg->providers[i].gcp_sa)
-            sas[n++] = cfg->providers[i].gcp_sa;
-    kl_gcp_tokens_keep(srv->gcp, sas, n);
-    free(sas);
+        if (cfg->providers[i].gcp_cred)
+            creds[n++] = cfg->providers[i].gcp_cred;
+    kl_gcp_tokens_keep(srv->gcp, creds, n);
+    free(creds);
     return n > 0;
 }
 

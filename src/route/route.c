@@ -211,33 +211,32 @@ static void rewrite_body(kl_exchange *ex, const char *bare)
         apply_edits(ex, edits, n);
 }
 
-/* A Vertex AI path as the provider gets it: in the service account's own
- * project (the gateway's credentials decide whose project is used and
- * billed, not the caller), with the bare model for a qualified name; the
- * caller's location and model text otherwise, as sent. NULL for a path that
- * is not Vertex's. */
-static const char *vertex_path(kl_exchange *ex, const char *bare)
+/* A Vertex AI path as the provider gets it: in the credentials' own project
+ * when they have one (a service account's, the metadata server's: the
+ * gateway's credentials decide whose project is used and billed, not the
+ * caller), with the bare model for a qualified name; the caller's location
+ * and model text otherwise, as sent. NULL for a path that is not Vertex's. */
+static const char *vertex_path(kl_exchange *ex, const char *bare, const char *project)
 {
     struct kl_vertex_path v;
     if (kl_dialect_vertex_path(ex->req.path, &v) < 0)
         return NULL;
-    const struct kl_gcp_sa *sa = ex->provider->gcp_sa;
     const char *where = "";
     if (v.project)
         where = kl_arena_printf(&ex->arena, "projects/%.*s/locations/%.*s/",
-                                sa && sa->project_id ? (int)strlen(sa->project_id) : (int)v.project_len,
-                                sa && sa->project_id ? sa->project_id : v.project, (int)v.location_len, v.location);
+                                project ? (int)strlen(project) : (int)v.project_len, project ? project : v.project,
+                                (int)v.location_len, v.location);
     bool rename = ex->ep->model_in_path && ex->model_requested && strcmp(bare, ex->model_requested) != 0;
     return kl_arena_printf(&ex->arena, "/%s/%spublishers/%.*s/models/%.*s:%s", v.version, where, (int)v.publisher_len,
                            v.publisher, rename ? (int)strlen(bare) : (int)v.model_len, rename ? bare : v.model, v.method);
 }
 
-static const char *build_url(kl_exchange *ex, const char *bare)
+static const char *build_url(kl_exchange *ex, const char *bare, const char *project)
 {
     const struct kl_provider *p = ex->provider;
     const char *path = ex->req.path;
     const char *vertex = ex->ep->compat & (KL_COMPAT_GOOGLE_RAW_PREDICT | KL_COMPAT_GOOGLE_GENERATE)
-                             ? vertex_path(ex, bare) : NULL;
+                             ? vertex_path(ex, bare, project) : NULL;
     if (vertex) {
         path = vertex;
     } else if (ex->ep->dialect == KL_DIALECT_BEDROCK) {
@@ -314,13 +313,13 @@ enum kl_step kl_route_run(kl_exchange *ex)
     const char *bare = ex->model;
     if (p->key_problem && p->auth_mode == KL_AUTHMODE_OVERRIDE)
         return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "%s", p->key_problem);
-    const char *token = NULL, *problem = NULL;
-    if (p->gcp_sa && p->auth_mode != KL_AUTHMODE_NONE &&
-        !(token = kl_gcp_token(ex->worker->server->gcp, p->gcp_sa, &ex->arena, &problem)) &&
+    const char *token = NULL, *problem = NULL, *project = p->gcp_cred ? p->gcp_cred->project_id : NULL;
+    if (p->gcp_cred && p->auth_mode != KL_AUTHMODE_NONE &&
+        !(token = kl_gcp_token(ex->worker->server->gcp, p->gcp_cred, &ex->arena, &problem, &project)) &&
         p->auth_mode == KL_AUTHMODE_OVERRIDE)
         return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "provider %s: %s", p->id, problem);
     rewrite_body(ex, bare);
-    ex->upstream_url = build_url(ex, bare);
+    ex->upstream_url = build_url(ex, bare, project);
     build_headers(ex, token);
     return KL_NEXT;
 }

@@ -21,6 +21,8 @@
 
 #define TOKEN_SCOPE "https://www.googleapis.com/auth/cloud-platform"
 #define DEFAULT_TOKEN_URI "https://oauth2.googleapis.com/token"
+#define DEFAULT_METADATA_HOST "169.254.169.254"  /* metadata.google.internal, without needing its DNS */
+#define METADATA_PATH "/computeMetadata/v1/"
 #define MAX_REPLY (64 * 1024)
 
 /* ---- the key file ---- */
@@ -75,9 +77,93 @@ static const char *skip_space(const char *s)
     return s;
 }
 
-int kl_gcp_sa_parse(const char *text, kl_arena *a, struct kl_gcp_sa *out, const char **why)
+/* "gcp-metadata" or "gcp-metadata:ACCOUNT": the metadata server's token for
+ * the VM's (or, on GKE with workload identity, the pod's) service account.
+ * Nothing secret is sent to ask for it, so the server is plain http, as on
+ * every Google VM. */
+static int metadata_parse(const char *text, const char *host, kl_arena *a, struct kl_gcp_cred *out,
+                          const char **why)
 {
+    const char *acct = text[12] == ':' ? text + 13 : "default";
+    size_t n = strlen(acct);
+    if (!n || n > 256 ||
+        strspn(acct, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@._-") != n) {
+        *why = "gcp-metadata:ACCOUNT must name the metadata server's account: default, or a service account's email";
+        return -1;
+    }
+    host = host && *host ? host : DEFAULT_METADATA_HOST;
+    if (strcspn(host, "/?#@ \t\r\n\\") != strlen(host)) {
+        *why = "GCE_METADATA_HOST must be a host or host:port";
+        return -1;
+    }
+    out->source = KL_GCP_METADATA;
+    out->email = kl_arena_concat(a, "metadata:", acct, NULL);
+    out->token_uri = kl_arena_concat(a, "http://", host, METADATA_PATH "instance/service-accounts/", acct,
+                                     "/token?scopes=" TOKEN_SCOPE, NULL);
+    return 1;
+}
+
+/* Fields of a service account's key file. */
+static int service_account_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred *out, const char **why)
+{
+    if (!field(o, "client_email") || !field(o, "private_key")) {
+        *why = "the service account key file has no client_email or private_key";
+        return -1;
+    }
+    if (field(o, "token_uri") && !token_uri_safe(field(o, "token_uri"))) {
+        *why = "the service account key file's token_uri must be https:// (or http:// to this machine): the signed "
+               "assertion sent there is a credential";
+        return -1;
+    }
+    EVP_PKEY *k = load_key(field(o, "private_key"));
+    if (!k || EVP_PKEY_get_base_id(k) != EVP_PKEY_RSA) {
+        *why = k ? "the service account key file's private_key is not an RSA key (Google signs with RS256)"
+                 : "the service account key file's private_key is not a PEM private key";
+        EVP_PKEY_free(k);
+        return -1;
+    }
+    EVP_PKEY_free(k);
+    out->source = KL_GCP_SERVICE_ACCOUNT;
+    out->email = kl_arena_strdup(a, field(o, "client_email"));
+    out->key_id = field(o, "private_key_id") ? kl_arena_strdup(a, field(o, "private_key_id")) : NULL;
+    out->token_uri = kl_arena_strdup(a, field(o, "token_uri") ? field(o, "token_uri") : DEFAULT_TOKEN_URI);
+    out->private_key = kl_arena_strdup(a, field(o, "private_key"));
+    out->project_id = field(o, "project_id") ? kl_arena_strdup(a, field(o, "project_id")) : NULL;
+    return 1;
+}
+
+/* gcloud's application default credentials of a user ("gcloud auth
+ * application-default login"). Their quota_project_id is the project
+ * billed for quota, not the one a resource lives in: Vertex paths keep the
+ * caller's project, within what the user may use. */
+static int authorized_user_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred *out, const char **why)
+{
+    if (!field(o, "client_id") || !field(o, "client_secret") || !field(o, "refresh_token")) {
+        *why = "the authorized_user credentials file has no client_id, client_secret or refresh_token";
+        return -1;
+    }
+    if (field(o, "token_uri") && !token_uri_safe(field(o, "token_uri"))) {
+        *why = "the authorized_user credentials file's token_uri must be https:// (or http:// to this machine): the "
+               "refresh token sent there is a credential";
+        return -1;
+    }
+    out->source = KL_GCP_AUTHORIZED_USER;
+    /* the client, not the user's login: this name goes into /metrics */
+    out->email = kl_arena_concat(a, "authorized_user:", field(o, "client_id"), NULL);
+    out->token_uri = kl_arena_strdup(a, field(o, "token_uri") ? field(o, "token_uri") : DEFAULT_TOKEN_URI);
+    out->client_id = kl_arena_strdup(a, field(o, "client_id"));
+    out->client_secret = kl_arena_strdup(a, field(o, "client_secret"));
+    out->refresh_token = kl_arena_strdup(a, field(o, "refresh_token"));
+    return 1;
+}
+
+int kl_gcp_cred_parse(const char *text, const char *metadata_host, kl_arena *a, struct kl_gcp_cred *out,
+                      const char **why)
+{
+    memset(out, 0, sizeof(*out));
     text = skip_space(text);
+    if (strncmp(text, "gcp-metadata", 12) == 0 && (text[12] == '\0' || text[12] == ':'))
+        return metadata_parse(text, metadata_host, a, out, why);
     const char *json = text;
     size_t n = strlen(text);
     bool keyfile = strncmp(text, "keyfile::", 9) == 0;
@@ -115,33 +201,17 @@ int kl_gcp_sa_parse(const char *text, kl_arena *a, struct kl_gcp_sa *out, const 
         return 0;
     }
     int rc = -1;
-    if (!cJSON_IsObject(o)) {
+    if (!cJSON_IsObject(o))
         *why = "the service account key file is not a JSON object";
-    } else if (!type || strcmp(type, "service_account") != 0) {
-        *why = kl_arena_printf(a, "apikey holds a Google credentials file of type \"%.40s\"; only a service "
-                                  "account's key file (\"type\": \"service_account\") is supported",
+    else if (type && strcmp(type, "service_account") == 0)
+        rc = service_account_parse(o, a, out, why);
+    else if (type && strcmp(type, "authorized_user") == 0)
+        rc = authorized_user_parse(o, a, out, why);
+    else
+        *why = kl_arena_printf(a, "apikey holds a Google credentials file of type \"%.40s\"; keyless reads a "
+                                  "service account's key file (\"service_account\"), a user's application default "
+                                  "credentials (\"authorized_user\"), or \"gcp-metadata\" for the metadata server",
                                type ? type : "(none)");
-    } else if (!field(o, "client_email") || !field(o, "private_key")) {
-        *why = "the service account key file has no client_email or private_key";
-    } else if (field(o, "token_uri") && !token_uri_safe(field(o, "token_uri"))) {
-        *why = "the service account key file's token_uri must be https:// (or http:// to this machine): the signed "
-               "assertion sent there is a credential";
-    } else {
-        EVP_PKEY *k = load_key(field(o, "private_key"));
-        if (!k || EVP_PKEY_get_base_id(k) != EVP_PKEY_RSA) {
-            *why = k ? "the service account key file's private_key is not an RSA key (Google signs with RS256)"
-                     : "the service account key file's private_key is not a PEM private key";
-            EVP_PKEY_free(k);
-        } else {
-            EVP_PKEY_free(k);
-            out->email = kl_arena_strdup(a, field(o, "client_email"));
-            out->key_id = field(o, "private_key_id") ? kl_arena_strdup(a, field(o, "private_key_id")) : NULL;
-            out->token_uri = kl_arena_strdup(a, field(o, "token_uri") ? field(o, "token_uri") : DEFAULT_TOKEN_URI);
-            out->private_key = kl_arena_strdup(a, field(o, "private_key"));
-            out->project_id = field(o, "project_id") ? kl_arena_strdup(a, field(o, "project_id")) : NULL;
-            rc = 1;
-        }
-    }
     cJSON_Delete(o);
     return rc;
 }
@@ -172,7 +242,7 @@ static char *json_part(kl_arena *a, cJSON *o)
 }
 
 /* The signed assertion (RFC 7523) Google exchanges for an access token. */
-static char *assertion(kl_arena *a, const struct kl_gcp_sa *sa, time_t now, const char **why)
+static char *assertion(kl_arena *a, const struct kl_gcp_cred *sa, time_t now, const char **why)
 {
     cJSON *h = cJSON_CreateObject();
     cJSON_AddStringToObject(h, "alg", "RS256");
@@ -228,55 +298,144 @@ static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
     return atomic_load((const atomic_bool *)arg) ? 1 : 0;
 }
 
-/* Exchange a fresh assertion for a token: 0 with *token (malloc) and
- * *lifetime_s, or -1 with err. Neither the assertion nor the token is ever
- * written to a log. */
-static int mint(const struct kl_gcp_sa *sa, const atomic_bool *stop, char **token, long *lifetime_s, char *err,
-                size_t errlen)
+/* One request to a token source: a POST of form, or a GET when form is
+ * NULL (the metadata server, which answers only requests that say
+ * "Metadata-Flavor: Google"). 0 with the status and the answer in *r, or
+ * -1 with err. */
+static int ask(const char *url, const char *form, bool metadata, const atomic_bool *stop, long *status,
+               struct reply *r, char *err, size_t errlen)
 {
-    kl_arena a;
-    kl_arena_init(&a);
-    const char *why = NULL;
-    char *jwt = assertion(&a, sa, time(NULL), &why);
-    if (!jwt) {
-        snprintf(err, errlen, "%s", why);
-        kl_arena_free(&a);
-        return -1;
-    }
-    char *form = kl_arena_concat(&a, "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=",
-                                 jwt, NULL);
     CURL *c = curl_easy_init();
     if (!c)
         abort();
-    struct reply r = {0};
-    curl_easy_setopt(c, CURLOPT_URL, sa->token_uri);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, form);
+    struct curl_slist *h = metadata ? curl_slist_append(NULL, "Metadata-Flavor: Google") : NULL;
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    if (form)
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, form);
+    if (h)
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 15000L);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)stop);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (metadata)
+        curl_easy_setopt(c, CURLOPT_NOPROXY, "*"); /* the metadata server is never behind a proxy */
     CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    *status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
     curl_easy_cleanup(c);
+    curl_slist_free_all(h);
+    if (rc != CURLE_OK) {
+        snprintf(err, errlen, "%s %s: %s", form ? "POST" : "GET", url, curl_easy_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static char *url_escaped(kl_arena *a, const char *s)
+{
+    char *e = curl_easy_escape(NULL, s, 0);
+    if (!e)
+        abort();
+    char *r = kl_arena_strdup(a, e);
+    curl_free(e);
+    return r;
+}
+
+/* The request body that asks cred's token endpoint for a token; NULL for
+ * the metadata server (a GET), or with *why when it cannot be made. */
+static char *token_form(kl_arena *a, const struct kl_gcp_cred *cred, const char **why)
+{
+    switch (cred->source) {
+    case KL_GCP_SERVICE_ACCOUNT: {
+        char *jwt = assertion(a, cred, time(NULL), why);
+        return jwt ? kl_arena_concat(a, "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=",
+                                     jwt, NULL)
+                   : NULL;
+    }
+    case KL_GCP_AUTHORIZED_USER:
+        return kl_arena_concat(a, "grant_type=refresh_token&client_id=", url_escaped(a, cred->client_id),
+                               "&client_secret=", url_escaped(a, cred->client_secret), "&refresh_token=",
+                               url_escaped(a, cred->refresh_token), NULL);
+    case KL_GCP_METADATA:
+        break;
+    }
+    return NULL;
+}
+
+/* The metadata server's project, for a credential whose token comes from
+ * it: 0 with *project (malloc), or -1 with err. */
+static int metadata_project(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **project, char *err,
+                            size_t errlen)
+{
+    kl_arena a;
+    kl_arena_init(&a);
+    const char *base = strstr(cred->token_uri, METADATA_PATH);
+    const char *url = kl_arena_printf(&a, "%.*s%sproject/project-id", base ? (int)(base - cred->token_uri) : 0,
+                                      cred->token_uri, METADATA_PATH);
+    struct reply r = {0};
+    long status = 0;
+    int result = -1;
+    if (ask(url, NULL, true, stop, &status, &r, err, errlen) == 0) {
+        size_t n = r.text ? strspn(r.text, "abcdefghijklmnopqrstuvwxyz0123456789-.:") : 0;
+        if (status != 200 || !n || n > 100 || (r.text[n] && !strchr("\r\n", r.text[n]))) {
+            snprintf(err, errlen, "GET %s: HTTP %ld, no project id", url, status);
+        } else {
+            *project = strndup(r.text, n);
+            if (!*project)
+                abort();
+            result = 0;
+        }
+    }
+    free(r.text);
+    kl_arena_free(&a);
+    return result;
+}
+
+/* Get a fresh token from cred's source: 0 with *token (malloc) and
+ * *lifetime_s (and, from the metadata server, its project in *project
+ * unless project is NULL: known already), or -1 with err. Neither the assertion, the refresh token nor the access
+ * token is ever written to a log. */
+static int mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **token, long *lifetime_s,
+                char **project, char *err, size_t errlen)
+{
+    kl_arena a;
+    kl_arena_init(&a);
+    const char *why = NULL;
+    bool metadata = cred->source == KL_GCP_METADATA;
+    char *form = token_form(&a, cred, &why);
+    if (!form && !metadata) {
+        snprintf(err, errlen, "%s", why);
+        kl_arena_free(&a);
+        return -1;
+    }
+    struct reply r = {0};
+    long status = 0;
+    if (ask(cred->token_uri, form, metadata, stop, &status, &r, err, errlen) < 0) {
+        kl_arena_free(&a);
+        return -1;
+    }
     int result = -1;
     cJSON *j = r.text ? cJSON_Parse(r.text) : NULL;
     const char *tok = field(j, "access_token");
     const cJSON *exp = cJSON_GetObjectItemCaseSensitive(j, "expires_in");
-    if (rc != CURLE_OK) {
-        snprintf(err, errlen, "POST %s: %s", sa->token_uri, curl_easy_strerror(rc));
-    } else if (status != 200 || !tok) {
+    const char *verb = form ? "POST" : "GET";
+    if (status != 200 || !tok) {
         /* Google's error names the problem (invalid_grant: the key was
-         * deleted, the clock is off); it never echoes the assertion */
-        snprintf(err, errlen, "POST %s: HTTP %ld%s%.100s%s%.300s", sa->token_uri, status, field(j, "error") ? " " : "",
-                 field(j, "error") ? field(j, "error") : "", field(j, "error_description") ? ": " : "",
+         * deleted, the clock is off, the refresh token was revoked); it
+         * never echoes the assertion or the refresh token */
+        snprintf(err, errlen, "%s %s: HTTP %ld%s%.100s%s%.300s", verb, cred->token_uri, status,
+                 field(j, "error") ? " " : "", field(j, "error") ? field(j, "error") : "",
+                 field(j, "error_description") ? ": " : "",
                  field(j, "error_description") ? field(j, "error_description") : "");
         if (status == 200)
-            snprintf(err, errlen, "POST %s: the answer has no access_token", sa->token_uri);
+            snprintf(err, errlen, "%s %s: the answer has no access_token", verb, cred->token_uri);
+    } else if (metadata && project && metadata_project(cred, stop, project, err, errlen) < 0) {
+        /* no token without the project its requests go to */
     } else {
         *token = strdup(tok);
         if (!*token)
@@ -287,6 +446,8 @@ static int mint(const struct kl_gcp_sa *sa, const atomic_bool *stop, char **toke
                                                                    : 3600;
         result = 0;
     }
+    if (r.text)
+        OPENSSL_cleanse(r.text, r.len);
     cJSON_Delete(j);
     free(r.text);
     kl_arena_free(&a);
@@ -297,7 +458,10 @@ static int mint(const struct kl_gcp_sa *sa, const atomic_bool *stop, char **toke
 
 struct entry {
     struct entry *next;
+    enum kl_gcp_source source;
     char *email, *key_id, *token_uri, *private_key;     /* own copies: snapshots come and go */
+    char *client_id, *client_secret, *refresh_token;
+    char *project;              /* the metadata server's project, once learnt */
     char *token;                /* the current one, or NULL */
     int64_t usable_ms;          /* the token is handed out until then: a minute (a tenth of its life) before it expires */
     int64_t due_ms;             /* the next try */
@@ -343,11 +507,13 @@ static bool same(const char *a, const char *b)
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-static struct entry *find(kl_gcp_tokens *t, const struct kl_gcp_sa *sa)
+static struct entry *find(kl_gcp_tokens *t, const struct kl_gcp_cred *c)
 {
     for (struct entry *e = t->entries; e; e = e->next)
-        if (same(e->email, sa->email) && same(e->key_id, sa->key_id) && same(e->token_uri, sa->token_uri) &&
-            same(e->private_key, sa->private_key))
+        if (e->source == c->source && same(e->email, c->email) && same(e->key_id, c->key_id) &&
+            same(e->token_uri, c->token_uri) && same(e->private_key, c->private_key) &&
+            same(e->client_id, c->client_id) && same(e->client_secret, c->client_secret) &&
+            same(e->refresh_token, c->refresh_token))
             return e;
     return NULL;
 }
@@ -386,12 +552,19 @@ static void *keeper_main(void *arg)
             pthread_cond_timedwait(&t->cond, &t->lock, &ts);
             continue;
         }
-        struct kl_gcp_sa sa = {due->email, due->key_id, due->token_uri, due->private_key, NULL};
-        pthread_mutex_unlock(&t->lock); /* entries are never removed: due stays valid */
+        struct kl_gcp_cred cred = {due->source, due->email, due->key_id, due->token_uri, due->private_key,
+                                   due->client_id, due->client_secret, due->refresh_token, NULL};
+        char *project = NULL;
+        bool want_project = !due->project;
+        pthread_mutex_unlock(&t->lock); /* entries are never removed, nor their strings changed: due stays valid */
         char *token = NULL, err[512] = "";
         long life = 0;
-        int rc = mint(&sa, &t->stop, &token, &life, err, sizeof(err));
+        int rc = mint(&cred, &t->stop, &token, &life, want_project ? &project : NULL, err, sizeof(err));
         pthread_mutex_lock(&t->lock);
+        if (project && !due->project)
+            due->project = project;
+        else
+            free(project);
         now = mono_ms();
         if (rc == 0) {
             if (due->token)
@@ -437,21 +610,25 @@ kl_gcp_tokens *kl_gcp_tokens_start(void)
     return t;
 }
 
-void kl_gcp_tokens_keep(kl_gcp_tokens *t, const struct kl_gcp_sa *const *sas, size_t n)
+void kl_gcp_tokens_keep(kl_gcp_tokens *t, const struct kl_gcp_cred *const *creds, size_t n)
 {
     pthread_mutex_lock(&t->lock);
     for (struct entry *e = t->entries; e; e = e->next)
         e->kept = false;
     for (size_t i = 0; i < n; i++) {
-        struct entry *e = find(t, sas[i]);
+        struct entry *e = find(t, creds[i]);
         if (!e) {
             e = calloc(1, sizeof(*e));
             if (!e)
                 abort();
-            e->email = dup_or_null(sas[i]->email);
-            e->key_id = dup_or_null(sas[i]->key_id);
-            e->token_uri = dup_or_null(sas[i]->token_uri);
-            e->private_key = dup_or_null(sas[i]->private_key);
+            e->source = creds[i]->source;
+            e->email = dup_or_null(creds[i]->email);
+            e->key_id = dup_or_null(creds[i]->key_id);
+            e->token_uri = dup_or_null(creds[i]->token_uri);
+            e->private_key = dup_or_null(creds[i]->private_key);
+            e->client_id = dup_or_null(creds[i]->client_id);
+            e->client_secret = dup_or_null(creds[i]->client_secret);
+            e->refresh_token = dup_or_null(creds[i]->refresh_token);
             e->due_ms = mono_ms();
             e->next = t->entries;
             t->entries = e;
@@ -482,15 +659,20 @@ void kl_gcp_tokens_wait(kl_gcp_tokens *t, int ms)
     pthread_mutex_unlock(&t->lock);
 }
 
-const char *kl_gcp_token(kl_gcp_tokens *t, const struct kl_gcp_sa *sa, kl_arena *a, const char **problem)
+const char *kl_gcp_token(kl_gcp_tokens *t, const struct kl_gcp_cred *cred, kl_arena *a, const char **problem,
+                         const char **project)
 {
     const char *r = NULL;
+    *project = cred->project_id;
     pthread_mutex_lock(&t->lock);
-    struct entry *e = find(t, sa);
+    struct entry *e = find(t, cred);
     /* what went wrong is in the log; a caller is not told the account, the
      * token endpoint or Google's words */
-    if (e && e->token && e->usable_ms > mono_ms())
+    if (e && e->token && e->usable_ms > mono_ms()) {
         r = kl_arena_strdup(a, e->token);
+        if (e->project)
+            *project = kl_arena_strdup(a, e->project);
+    }
     else if (e && e->error[0])
         *problem = "no Google access token: the token endpoint refused or failed (the gateway's log says why)";
     else
@@ -529,6 +711,14 @@ void kl_gcp_tokens_stop(kl_gcp_tokens *t)
         if (e->private_key)
             OPENSSL_cleanse(e->private_key, strlen(e->private_key));
         free(e->private_key);
+        free(e->client_id);
+        if (e->client_secret)
+            OPENSSL_cleanse(e->client_secret, strlen(e->client_secret));
+        free(e->client_secret);
+        if (e->refresh_token)
+            OPENSSL_cleanse(e->refresh_token, strlen(e->refresh_token));
+        free(e->refresh_token);
+        free(e->project);
         if (e->token)
             OPENSSL_cleanse(e->token, strlen(e->token));
         free(e->token);

@@ -2,7 +2,9 @@
 // provider's apikey (Aperture's "keyfile::"), the access tokens keyless mints
 // from it at a token endpoint that checks every assertion's signature, and the
 // clients that speak Vertex: the Anthropic Vertex SDK, Claude Code in its
-// Vertex mode, and Gemini's API under Vertex's paths.
+// Vertex mode, and Gemini's API under Vertex's paths. Also the two keyless
+// sources: a user's application default credentials (a refresh token) and the
+// metadata server of a GCE VM or GKE pod ("gcp-metadata").
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -18,6 +20,19 @@ const SONNET = 'claude-sonnet-4-5@20250929';
 const EMAIL = 'keyless-vertex@p1.iam.gserviceaccount.com';
 const CAP = 'tailscale.com/cap/aperture';
 
+// An OAuth token endpoint on 127.0.0.1: each request's form body goes to
+// answer(req, form, reply, srv), reply(status, object) answers it in JSON.
+async function startFormServer(answer, port = 0) {
+  const srv = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => answer(req, new URLSearchParams(body),
+      (status, obj) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(obj)), srv));
+  });
+  await new Promise((r, reject) => srv.once('error', reject).listen(port, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${srv.address().port}/token`, close: () => new Promise((r) => srv.close(r)) };
+}
+
 // Google's OAuth token endpoint as far as a service account sees it
 // (RFC 7523 JWT bearer grant): the assertion must be signed by the account's
 // key and name the account, the endpoint and the cloud-platform scope.
@@ -26,34 +41,70 @@ async function startTokenEndpoint(publicKeys, { lifetime = 3599, fail = false, p
   const issued = [];
   const kids = [];
   let n = 0;
-  const srv = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (d) => (body += d));
-    req.on('end', () => {
-      const form = new URLSearchParams(body);
-      const reply = (status, obj) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(obj));
-      if (form.get('grant_type') !== 'urn:ietf:params:oauth:grant-type:jwt-bearer') return reply(400, { error: 'unsupported_grant_type' });
-      const [h, c, s] = (form.get('assertion') || '').split('.');
-      const head = JSON.parse(Buffer.from(h || '', 'base64url').toString() || '{}');
-      const ok = s && keys[head.kid] &&
-        crypto.verify('RSA-SHA256', Buffer.from(`${h}.${c}`), keys[head.kid], Buffer.from(s, 'base64url'));
-      if (!ok) return reply(400, { error: 'invalid_grant', error_description: 'Invalid JWT Signature.' });
-      const claims = JSON.parse(Buffer.from(c, 'base64url'));
-      const aud = `http://127.0.0.1:${srv.address().port}/token`;
-      if (head.alg !== 'RS256' || claims.iss !== EMAIL || claims.aud !== aud ||
-          claims.scope !== 'https://www.googleapis.com/auth/cloud-platform' || claims.exp - claims.iat !== 3600 ||
-          Math.abs(claims.iat - Date.now() / 1000) > 60)
-        return reply(400, { error: 'invalid_grant', error_description: 'Invalid JWT: claims' });
-      if (fail) return reply(400, { error: 'invalid_grant', error_description: 'Invalid JWT Signature.' });
-      const token = `ya29.test-token-${++n}-${crypto.randomBytes(8).toString('hex')}`;
-      issued.push(token);
-      kids.push(head.kid);
-      reply(200, { access_token: token, expires_in: lifetime, token_type: 'Bearer' });
-    });
+  const ep = await startFormServer((req, form, reply, srv) => {
+    if (form.get('grant_type') !== 'urn:ietf:params:oauth:grant-type:jwt-bearer') return reply(400, { error: 'unsupported_grant_type' });
+    const [h, c, s] = (form.get('assertion') || '').split('.');
+    const head = JSON.parse(Buffer.from(h || '', 'base64url').toString() || '{}');
+    const ok = s && keys[head.kid] &&
+      crypto.verify('RSA-SHA256', Buffer.from(`${h}.${c}`), keys[head.kid], Buffer.from(s, 'base64url'));
+    if (!ok) return reply(400, { error: 'invalid_grant', error_description: 'Invalid JWT Signature.' });
+    const claims = JSON.parse(Buffer.from(c, 'base64url'));
+    const aud = `http://127.0.0.1:${srv.address().port}/token`;
+    if (head.alg !== 'RS256' || claims.iss !== EMAIL || claims.aud !== aud ||
+        claims.scope !== 'https://www.googleapis.com/auth/cloud-platform' || claims.exp - claims.iat !== 3600 ||
+        Math.abs(claims.iat - Date.now() / 1000) > 60)
+      return reply(400, { error: 'invalid_grant', error_description: 'Invalid JWT: claims' });
+    if (fail) return reply(400, { error: 'invalid_grant', error_description: 'Invalid JWT Signature.' });
+    const token = `ya29.test-token-${++n}-${crypto.randomBytes(8).toString('hex')}`;
+    issued.push(token);
+    kids.push(head.kid);
+    reply(200, { access_token: token, expires_in: lifetime, token_type: 'Bearer' });
+  }, port);
+  return { ...ep, issued, kids };
+}
+
+// Google's OAuth token endpoint for a refresh token (gcloud's application
+// default credentials of a user): grant_type=refresh_token with the client's
+// id and secret; anything else is invalid_grant, as Google answers it.
+async function startRefreshEndpoint(expect) {
+  const issued = [];
+  const ep = await startFormServer((req, form, reply) => {
+    if (req.method !== 'POST' || form.get('grant_type') !== 'refresh_token') return reply(400, { error: 'unsupported_grant_type' });
+    if (form.get('client_id') !== expect.client_id || form.get('client_secret') !== expect.client_secret)
+      return reply(401, { error: 'invalid_client', error_description: 'Unauthorized' });
+    if (form.get('refresh_token') !== expect.refresh_token) return reply(400, { error: 'invalid_grant', error_description: 'Bad Request' });
+    const token = `ya29.user-${issued.length + 1}-${crypto.randomBytes(6).toString('hex')}`;
+    issued.push(token);
+    reply(200, { access_token: token, expires_in: 3599, scope: 'https://www.googleapis.com/auth/cloud-platform', token_type: 'Bearer' });
   });
-  await new Promise((r, reject) => srv.once('error', reject).listen(port, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${srv.address().port}/token`, issued, kids,
-    close: () => new Promise((r) => srv.close(r)) };
+  return { ...ep, issued };
+}
+
+// The metadata server of a Google VM or GKE pod, as Google documents it:
+// GET /computeMetadata/v1/instance/service-accounts/{account}/token and
+// /computeMetadata/v1/project/project-id, answered only to requests that say
+// "Metadata-Flavor: Google" (403 otherwise), with that header on the answer.
+async function startMetadataServer({ project = 'meta-proj', account = 'default' } = {}) {
+  const issued = [];
+  const seen = [];
+  const srv = http.createServer((req, res) => {
+    const u = new URL(req.url, 'http://metadata.google.internal');
+    seen.push({ method: req.method, path: u.pathname, scopes: u.searchParams.get('scopes'), flavor: req.headers['metadata-flavor'] });
+    if (req.headers['metadata-flavor'] !== 'Google')
+      return res.writeHead(403, { 'content-type': 'text/html; charset=UTF-8' }).end('Missing required header "Metadata-Flavor": "Google"');
+    const h = { 'metadata-flavor': 'Google', server: 'Metadata Server for VM' };
+    if (req.method === 'GET' && u.pathname === `/computeMetadata/v1/instance/service-accounts/${account}/token`) {
+      const token = `ya29.c.meta-${issued.length + 1}-${crypto.randomBytes(6).toString('hex')}`;
+      issued.push(token);
+      return res.writeHead(200, { ...h, 'content-type': 'application/json' })
+        .end(JSON.stringify({ access_token: token, expires_in: 3599, token_type: 'Bearer' }));
+    }
+    if (req.method === 'GET' && u.pathname === '/computeMetadata/v1/project/project-id')
+      return res.writeHead(200, { ...h, 'content-type': 'application/text' }).end(project);
+    res.writeHead(404, { ...h, 'content-type': 'text/html; charset=UTF-8' }).end('Not Found');
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return { host: `127.0.0.1:${srv.address().port}`, issued, seen, close: () => new Promise((r) => srv.close(r)) };
 }
 
 // A key file as Google writes one: indented JSON over many lines
@@ -289,6 +340,94 @@ describe('Vertex AI', () => {
       const bad = await ask(where);
       assert.equal(bad.status, 404, where);
       await bad.text();
+    }
+  });
+
+  it('a user\'s application default credentials (authorized_user): the refresh token gets the token, the caller\'s project is kept', async () => {
+    const user = { client_id: '764086051850-test.apps.googleusercontent.com', client_secret: 'd-FL95Q-test-secret', refresh_token: '1//0g-test-refresh' };
+    const ep = await startRefreshEndpoint(user);
+    const dir = mkdtempSync(join(tmpdir(), 'kl-adc-'));
+    const adc = (refresh) => {
+      const f = join(dir, `adc-${refresh.length}.json`);
+      writeFileSync(f, JSON.stringify({ account: '', ...user, refresh_token: refresh, quota_project_id: 'quota-proj',
+        type: 'authorized_user', universe_domain: 'googleapis.com', token_uri: ep.url }, null, 2));
+      return f;
+    };
+    const provider = (file) => ({ ...vertexProvider(mock.url, '{}'), apikey: `file:${file}` });
+    const g = await startGateway({ providers: { vertex: provider(adc(user.refresh_token)) } });
+    const body = JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
+    const ask = (gw) => fetch(`${gw.url}/v1/projects/callers-proj/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`,
+      { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    try {
+      const r = await ask(g);
+      assert.equal(r.status, 200);
+      await r.json();
+      const seen = await mock.last();
+      assert.equal(seen.path, `/v1/projects/callers-proj/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`,
+        'no project in the file: the caller\'s, not the quota project');
+      assert.equal(headerMap(seen.headers).authorization, `Bearer ${ep.issued[0]}`);
+      assert.equal(ep.issued.length, 1);
+    } finally {
+      await g.stop();
+    }
+    for (const secret of [user.client_secret, user.refresh_token, ...ep.issued])
+      assert.ok(!g.output().includes(secret), 'no secret of the credentials in the log');
+    // a revoked refresh token: Google's invalid_grant in the log, a 503 for the caller
+    const g2 = await startGateway({ providers: { vertex: provider(adc('1//0g-revoked-refresh-token')) } });
+    try {
+      const r = await ask(g2);
+      assert.equal(r.status, 503);
+      assert.match((await r.json()).error.message, /no Google access token: the token endpoint refused/);
+      assert.match(g2.output(), /Google access token for authorized_user:764086051850-test\.apps\.googleusercontent\.com: POST \S+: HTTP 400 invalid_grant: Bad Request/);
+      assert.ok(!g2.output().includes('revoked-refresh'), 'the refresh token is not logged');
+    } finally {
+      await g2.stop();
+      await ep.close();
+    }
+  });
+
+  it('the metadata server ("gcp-metadata", GKE workload identity): its token, asked with Metadata-Flavor, and its project', async () => {
+    const md = await startMetadataServer({ project: 'meta-proj' });
+    const g = await startGateway({ providers: { vertex: { ...vertexProvider(mock.url, '{}'), apikey: 'gcp-metadata' } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }] } }] },
+    { env: { GCE_METADATA_HOST: md.host } });
+    const body = JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
+    try {
+      const c = new AnthropicVertex({ baseURL: `${g.url}/v1`, region: 'us-east5', projectId: 'callers-proj', authClient: callerAuth,
+        maxRetries: 0 });
+      const r = await c.messages.create({ model: SONNET, max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] });
+      assert.equal(r.content[0].text, 'Hello from mockllm.');
+      const seen = await mock.last();
+      assert.equal(seen.path, `/v1/projects/meta-proj/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`,
+        'the metadata server\'s project, whatever the caller names');
+      assert.equal(headerMap(seen.headers).authorization, `Bearer ${md.issued[0]}`);
+      assert.equal(md.issued.length, 1, 'one token for every request until it ages');
+      assert.ok(md.seen.length >= 2 && md.seen.every((x) => x.flavor === 'Google' && x.method === 'GET'));
+      assert.equal(md.seen.find((x) => x.path.endsWith('/token')).scopes, 'https://www.googleapis.com/auth/cloud-platform');
+      const metrics = await (await fetch(`${g.url}/metrics`)).text();
+      assert.match(metrics, /keyless_google_token_seconds_left\{account="metadata:default"\} [1-9]\d*\n/);
+      const plain = await fetch(`${g.url}/v1/projects/x/locations/global/publishers/anthropic/models/${SONNET}:rawPredict`,
+        { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      assert.equal(plain.status, 200);
+      await plain.text();
+    } finally {
+      await g.stop();
+      await md.close();
+    }
+    assert.ok(!g.output().includes(md.issued[0]), 'the token is not logged');
+    // a metadata server that does not know the account: 503, and the log says why
+    const other = await startMetadataServer({ account: 'someone@p.iam.gserviceaccount.com' });
+    const g2 = await startGateway({ providers: { vertex: { ...vertexProvider(mock.url, '{}'), apikey: 'gcp-metadata' } } },
+      { env: { GCE_METADATA_HOST: other.host } });
+    try {
+      const r = await fetch(`${g2.url}/v1/projects/x/locations/global/publishers/anthropic/models/${SONNET}:rawPredict`,
+        { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      assert.equal(r.status, 503);
+      await r.text();
+      assert.match(g2.output(), /Google access token for metadata:default: GET http:\/\/127\.0\.0\.1:\d+\/computeMetadata\/v1\/instance\/service-accounts\/default\/token\S*: HTTP 404/);
+    } finally {
+      await g2.stop();
+      await other.close();
     }
   });
 

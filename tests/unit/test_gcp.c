@@ -46,32 +46,34 @@ static void reads_key_files(void **state)
     (void)state;
     kl_arena a;
     kl_arena_init(&a);
-    struct kl_gcp_sa sa;
+    struct kl_gcp_cred sa;
     const char *why = NULL;
     char *json = key_file(&a, "service_account", true);
     /* the JSON itself, as "file:/path" reads it */
-    assert_int_equal(kl_gcp_sa_parse(json, &a, &sa, &why), 1);
+    assert_int_equal(kl_gcp_cred_parse(json, NULL, &a, &sa, &why), 1);
     assert_string_equal(sa.email, "keyless@p1.iam.gserviceaccount.com");
     assert_string_equal(sa.key_id, "kid-1");
     assert_string_equal(sa.token_uri, "https://oauth2.googleapis.com/token");
     assert_non_null(strstr(sa.private_key, "PRIVATE KEY"));
     /* Aperture's keyfile:: with the JSON, or its base64 */
-    assert_int_equal(kl_gcp_sa_parse(kl_arena_concat(&a, "keyfile::", json, NULL), &a, &sa, &why), 1);
+    assert_int_equal(kl_gcp_cred_parse(kl_arena_concat(&a, "keyfile::", json, NULL), NULL, &a, &sa, &why), 1);
     size_t n = strlen(json);
     char *b64 = kl_arena_alloc(&a, 4 * ((n + 2) / 3) + 1);
     EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)json, (int)n);
-    assert_int_equal(kl_gcp_sa_parse(kl_arena_concat(&a, "keyfile::", b64, "\n", NULL), &a, &sa, &why), 1);
+    assert_int_equal(kl_gcp_cred_parse(kl_arena_concat(&a, "keyfile::", b64, "\n", NULL), NULL, &a, &sa, &why), 1);
     assert_string_equal(sa.email, "keyless@p1.iam.gserviceaccount.com");
     /* ordinary keys */
-    assert_int_equal(kl_gcp_sa_parse("sk-ant-abc", &a, &sa, &why), 0);
-    /* other credentials files are refused, never sent as a key */
-    assert_int_equal(kl_gcp_sa_parse(" {\"type\":\"authorized_user\",\"refresh_token\":\"r\"}", &a, &sa, &why), -1);
-    assert_non_null(strstr(why, "of type \"authorized_user\""));
+    assert_int_equal(kl_gcp_cred_parse("sk-ant-abc", NULL, &a, &sa, &why), 0);
+    /* credentials files keyless cannot use are refused, never sent as a key */
+    assert_int_equal(kl_gcp_cred_parse(" {\"type\":\"authorized_user\",\"refresh_token\":\"r\"}", NULL, &a, &sa, &why), -1);
+    assert_non_null(strstr(why, "authorized_user credentials file has no client_id"));
+    assert_int_equal(kl_gcp_cred_parse("{\"type\":\"external_account\",\"audience\":\"x\"}", NULL, &a, &sa, &why), -1);
+    assert_non_null(strstr(why, "of type \"external_account\""));
     /* other JSON is a key like any (a self-hosted server's token) */
-    assert_int_equal(kl_gcp_sa_parse("{\"token\":\"abc\"}", &a, &sa, &why), 0);
-    assert_int_equal(kl_gcp_sa_parse("\xEF\xBB\xBF{\"client_email\":1", &a, &sa, &why), 0);
+    assert_int_equal(kl_gcp_cred_parse("{\"token\":\"abc\"}", NULL, &a, &sa, &why), 0);
+    assert_int_equal(kl_gcp_cred_parse("\xEF\xBB\xBF{\"client_email\":1", NULL, &a, &sa, &why), 0);
     /* key files that cannot be used */
-    assert_int_equal(kl_gcp_sa_parse("keyfile::not base64!", &a, &sa, &why), -1);
+    assert_int_equal(kl_gcp_cred_parse("keyfile::not base64!", NULL, &a, &sa, &why), -1);
     assert_non_null(strstr(why, "JSON or its base64"));
     /* token_uri: https, or http to this machine only (the assertion is a credential) */
     const char *uris[][2] = {{"https://oauth2.googleapis.com/token", "1"}, {"http://127.0.0.1:9/token", "1"},
@@ -83,7 +85,7 @@ static void reads_key_files(void **state)
         cJSON *o = cJSON_Parse(json);
         cJSON_AddStringToObject(o, "token_uri", uris[i][0]);
         char *t = cJSON_PrintUnformatted(o);
-        int rc = kl_gcp_sa_parse(t, &a, &sa, &why);
+        int rc = kl_gcp_cred_parse(t, NULL, &a, &sa, &why);
         free(t);
         cJSON_Delete(o);
         if (uris[i][1][0] == '1') {
@@ -94,11 +96,11 @@ static void reads_key_files(void **state)
             assert_non_null(strstr(why, "token_uri must be https://"));
         }
     }
-    assert_int_equal(kl_gcp_sa_parse(kl_arena_concat(&a, "keyfile::", key_file(&a, "service_account", false), NULL), &a,
-                                     &sa, &why), -1);
+    assert_int_equal(kl_gcp_cred_parse(kl_arena_concat(&a, "keyfile::", key_file(&a, "service_account", false), NULL),
+                                       NULL, &a, &sa, &why), -1);
     assert_non_null(strstr(why, "private_key"));
-    assert_int_equal(kl_gcp_sa_parse(kl_arena_concat(&a, "keyfile::", key_file(&a, "authorized_user", true), NULL), &a,
-                                     &sa, &why), -1);
+    assert_int_equal(kl_gcp_cred_parse(kl_arena_concat(&a, "keyfile::", key_file(&a, "authorized_user", true), NULL),
+                                       NULL, &a, &sa, &why), -1);
     assert_non_null(strstr(why, "authorized_user"));
     /* an EC key cannot sign RS256 */
     EVP_PKEY *ec = EVP_EC_gen("P-256");
@@ -111,7 +113,7 @@ static void reads_key_files(void **state)
     cJSON_AddStringToObject(o, "client_email", "x@p.iam.gserviceaccount.com");
     cJSON_AddStringToObject(o, "private_key", kl_arena_strndup(&a, pem, (size_t)pl));
     char *ectext = cJSON_PrintUnformatted(o);
-    assert_int_equal(kl_gcp_sa_parse(ectext, &a, &sa, &why), -1);
+    assert_int_equal(kl_gcp_cred_parse(ectext, NULL, &a, &sa, &why), -1);
     assert_non_null(strstr(why, "not an RSA key"));
     free(ectext);
     cJSON_Delete(o);
@@ -121,8 +123,67 @@ static void reads_key_files(void **state)
     char *body = strstr(bad, "MII");
     assert_non_null(body);
     memcpy(body, "!!!", 3);
-    assert_int_equal(kl_gcp_sa_parse(bad, &a, &sa, &why), -1);
+    assert_int_equal(kl_gcp_cred_parse(bad, NULL, &a, &sa, &why), -1);
     assert_non_null(strstr(why, "not a PEM private key"));
+    kl_arena_free(&a);
+}
+
+/* A user's application default credentials, as gcloud writes them: the
+ * refresh token is exchanged at the default token endpoint (or a local
+ * one), and the quota project does not become the project requests go to. */
+static void reads_authorized_user(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    struct kl_gcp_cred c;
+    const char *why = NULL;
+    const char *adc = "{\n  \"account\": \"\",\n  \"client_id\": \"764086051850-x.apps.googleusercontent.com\",\n"
+                      "  \"client_secret\": \"d-FL95Q\",\n  \"quota_project_id\": \"q1\",\n"
+                      "  \"refresh_token\": \"1//0g-refresh\",\n  \"type\": \"authorized_user\",\n"
+                      "  \"universe_domain\": \"googleapis.com\"\n}\n";
+    assert_int_equal(kl_gcp_cred_parse(adc, NULL, &a, &c, &why), 1);
+    assert_int_equal(c.source, KL_GCP_AUTHORIZED_USER);
+    assert_string_equal(c.email, "authorized_user:764086051850-x.apps.googleusercontent.com");
+    assert_string_equal(c.token_uri, "https://oauth2.googleapis.com/token");
+    assert_string_equal(c.client_secret, "d-FL95Q");
+    assert_string_equal(c.refresh_token, "1//0g-refresh");
+    assert_null(c.project_id);
+    assert_null(c.private_key);
+    const char *elsewhere = "{\"type\":\"authorized_user\",\"client_id\":\"c\",\"client_secret\":\"s\","
+                            "\"refresh_token\":\"r\",\"token_uri\":\"http://oauth2.example.com/token\"}";
+    assert_int_equal(kl_gcp_cred_parse(elsewhere, NULL, &a, &c, &why), -1);
+    assert_non_null(strstr(why, "the refresh token sent there is a credential"));
+    kl_arena_free(&a);
+}
+
+/* "gcp-metadata": the metadata server's token for its default account, or
+ * a named one; the server is GCE_METADATA_HOST when set. */
+static void reads_metadata_server(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    struct kl_gcp_cred c;
+    const char *why = NULL;
+    assert_int_equal(kl_gcp_cred_parse("gcp-metadata", NULL, &a, &c, &why), 1);
+    assert_int_equal(c.source, KL_GCP_METADATA);
+    assert_string_equal(c.email, "metadata:default");
+    assert_string_equal(c.token_uri, "http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/"
+                                     "token?scopes=https://www.googleapis.com/auth/cloud-platform");
+    assert_null(c.project_id);
+    assert_int_equal(kl_gcp_cred_parse("gcp-metadata:vertex@p1.iam.gserviceaccount.com", "127.0.0.1:8080", &a, &c, &why),
+                     1);
+    assert_string_equal(c.email, "metadata:vertex@p1.iam.gserviceaccount.com");
+    assert_string_equal(c.token_uri, "http://127.0.0.1:8080/computeMetadata/v1/instance/service-accounts/"
+                                     "vertex@p1.iam.gserviceaccount.com/token?scopes=https://www.googleapis.com/auth/"
+                                     "cloud-platform");
+    assert_int_equal(kl_gcp_cred_parse("gcp-metadata:", NULL, &a, &c, &why), -1);
+    assert_non_null(strstr(why, "must name the metadata server's account"));
+    assert_int_equal(kl_gcp_cred_parse("gcp-metadata:a/../b", NULL, &a, &c, &why), -1);
+    assert_int_equal(kl_gcp_cred_parse("gcp-metadata", "evil.example/x?", &a, &c, &why), -1);
+    assert_non_null(strstr(why, "GCE_METADATA_HOST"));
+    assert_int_equal(kl_gcp_cred_parse("gcp-metadatax", NULL, &a, &c, &why), 0); /* an ordinary key */
     kl_arena_free(&a);
 }
 
@@ -147,7 +208,7 @@ static void config_reads_key_files(void **state)
     assert_non_null(c);
     for (size_t i = 0; i < d.n; i++) /* notes (no grants, no identity) only */
         assert_int_not_equal(d.v[i].sev, KL_SEV_ERROR);
-    assert_non_null(c->providers[0].gcp_sa);
+    assert_non_null(c->providers[0].gcp_cred);
     assert_null(c->providers[0].apikey);
     kl_config_unref(c);
     kl_diags_free(&d);
@@ -159,6 +220,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(reads_key_files),
+        cmocka_unit_test(reads_authorized_user),
+        cmocka_unit_test(reads_metadata_server),
         cmocka_unit_test(config_reads_key_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
