@@ -398,8 +398,9 @@ static int metadata_project(const struct kl_gcp_cred *cred, const atomic_bool *s
 
 /* Get a fresh token from cred's source: 0 with *token (malloc) and
  * *lifetime_s (and, from the metadata server, its project in *project
- * unless project is NULL: known already), or -1 with err. Neither the assertion, the refresh token nor the access
- * token is ever written to a log. */
+ * unless project is NULL: known already), or -1 with err. Neither the
+ * assertion, the refresh token nor the access token is ever written to a
+ * log. */
 static int mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **token, long *lifetime_s,
                 char **project, char *err, size_t errlen)
 {
