@@ -19,6 +19,7 @@
 #include "record/record.h"
 #include "route/route.h"
 #include "upstream/gcp.h"
+#include "upstream/sigv4.h"
 
 #define KL_DEFAULT_LISTEN "127.0.0.1:8080"
 
@@ -463,6 +464,61 @@ static void read_apikey(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
     }
 }
 
+/* "aws": IAM credentials that sign every request with SigV4 (Amazon
+ * Bedrock without a Bedrock API key). The region comes from the baseurl's
+ * host unless given, so it is settled after the provider's other members. */
+static void read_aws(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
+{
+    if (!cfg_object(c, v, "aws"))
+        return;
+    struct kl_sigv4_cred *k = kl_arena_alloc(&c->cfg->arena, sizeof(*k));
+    k->service = "bedrock";
+    const char *owner = kl_arena_printf(&c->cfg->arena, "provider %s", p->id);
+    const cJSON *m;
+    cJSON_ArrayForEach(m, v) {
+        const char *problem = NULL;
+        if (strcmp(m->string, "access_key_id") == 0)
+            k->access_key_id = header_safe(c, m, owner, "AWS access key id",
+                                           secret_text(c, m, owner, "AWS access key id", &problem));
+        else if (strcmp(m->string, "access_secret") == 0)
+            k->secret = secret_text(c, m, owner, "AWS secret access key", &problem);
+        else if (strcmp(m->string, "session_token") == 0)
+            k->session_token = header_safe(c, m, owner, "AWS session token",
+                                           secret_text(c, m, owner, "AWS session token", &problem));
+        else if (strcmp(m->string, "region") == 0)
+            k->region = cfg_string(c, m, "region");
+        else if (strcmp(m->string, "service") == 0)
+            k->service = cfg_string(c, m, "service");
+        else
+            cfg_unknown(c, m, "aws");
+        if (problem) {
+            kl_cfg_report(c, KL_SEV_WARNING, m, "%s; its requests will fail with 503", problem);
+            p->key_problem = problem;
+        }
+    }
+    if (!p->key_problem && (!k->access_key_id || !k->secret))
+        kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s: aws needs access_key_id and access_secret", p->id);
+    p->aws = k;
+}
+
+/* After all of a provider's members: the region its "aws" signs for. */
+static void settle_aws(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
+{
+    struct kl_sigv4_cred *k = (struct kl_sigv4_cred *)p->aws;
+    if (!k->region && p->baseurl)
+        k->region = kl_sigv4_region_of(&c->cfg->arena, p->baseurl);
+    if (!k->region || !*k->region || strspn(k->region, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(k->region))
+        kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s: aws needs a region (\"region\": \"us-east-1\"): its baseurl "
+                      "names none", p->id);
+    if (!k->service || !*k->service || strspn(k->service, "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(k->service))
+        kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s: aws service must be a signing name such as \"bedrock\"", p->id);
+    if (p->apikey || p->gcp_cred)
+        kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s: apikey and aws both set; keep one", p->id);
+    if (p->auth_mode != KL_AUTHMODE_OVERRIDE)
+        kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s: aws signs every request itself; auth_mode must be override",
+                      p->id);
+}
+
 static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
 {
     p->id = kl_arena_strdup(&c->cfg->arena, v->string);
@@ -492,6 +548,8 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
             p->models = cfg_strings(c, m, "models", &p->nmodels);
         } else if (strcmp(k, "apikey") == 0) {
             read_apikey(c, m, p);
+        } else if (strcmp(k, "aws") == 0) {
+            read_aws(c, m, p);
         } else if (strcmp(k, "authorization") == 0) {
             kl_cfg_auth_style(c, m, &p->auth_style);
         } else if (strcmp(k, "auth_mode") == 0) {
@@ -567,7 +625,9 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
     if (p->gcp_cred && p->auth_style != KL_AUTH_BEARER)
         kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s: a Google access token is always sent as "
                       "Authorization: Bearer; authorization is ignored", p->id);
-    if (!p->apikey && !p->gcp_cred && !p->key_problem && p->auth_mode == KL_AUTHMODE_OVERRIDE)
+    if (p->aws)
+        settle_aws(c, v, p);
+    else if (!p->apikey && !p->gcp_cred && !p->key_problem && p->auth_mode == KL_AUTHMODE_OVERRIDE)
         kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s has no apikey; requests go upstream without one", p->id);
     if (strchr(p->id, '/'))
         kl_cfg_report(c, KL_SEV_ERROR, v, "provider id \"%s\" must not contain '/'", p->id);

@@ -35,6 +35,7 @@ enum kl_auth_style { KL_AUTH_BEARER, KL_AUTH_X_API_KEY, KL_AUTH_X_GOOG_API_KEY }
 enum kl_auth_mode { KL_AUTHMODE_OVERRIDE, KL_AUTHMODE_PASSTHROUGH, KL_AUTHMODE_NONE };
 
 struct kl_gcp_cred;
+struct kl_sigv4_cred;
 
 struct kl_provider {
     const char *id;             /* its key under "providers" */
@@ -45,6 +46,7 @@ struct kl_provider {
     const char *apikey;         /* resolved secret, or NULL */
     const char *key_problem;    /* why there is no key (unset ${ENV}, unreadable file) */
     const struct kl_gcp_cred *gcp_cred;  /* Google credentials (apikey held a key file or "gcp-metadata"), or NULL */
+    const struct kl_sigv4_cred *aws;     /* IAM credentials that sign each request (SigV4), or NULL */
     enum kl_auth_style auth_style;
     enum kl_auth_mode auth_mode;
     unsigned compat;            /* enum kl_compat bits */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "core/jsonscan.h"
 #include "core/text.h"
@@ -11,6 +12,7 @@
 #include "identity/identity.h"
 #include "listen/http.h"
 #include "upstream/gcp.h"
+#include "upstream/sigv4.h"
 
 static bool lists_model(const struct kl_provider *p, const char *m, size_t n)
 {
@@ -274,7 +276,7 @@ static void build_headers(kl_exchange *ex, const char *token)
 {
     const struct kl_provider *p = ex->provider;
     const kl_http_request *r = &ex->req;
-    const char **h = kl_arena_alloc(&ex->arena, (r->nheaders + p->nadd_headers + 2) * sizeof(char *));
+    const char **h = kl_arena_alloc(&ex->arena, (r->nheaders + p->nadd_headers + 4) * sizeof(char *));
     size_t n = 0;
     bool caller_credential = false;
     bool by_token = ex->ident && ex->ident->source && strcmp(ex->ident->source, "oidc") == 0;
@@ -296,7 +298,10 @@ static void build_headers(kl_exchange *ex, const char *token)
         h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
     }
     bool inject = p->auth_mode == KL_AUTHMODE_OVERRIDE || (p->auth_mode == KL_AUTHMODE_PASSTHROUGH && !caller_credential);
-    if (inject && token)
+    if (inject && p->aws) /* signed last: the URL and the body are final */
+        n += kl_sigv4_headers(&ex->arena, p->aws, r->method, ex->upstream_url, ex->up_body, ex->up_body_len,
+                              time(NULL), h + n);
+    else if (inject && token)
         h[n++] = kl_arena_concat(&ex->arena, "Authorization: Bearer ", token, NULL);
     else if (inject && p->apikey)
         h[n++] = kl_arena_concat(&ex->arena, kl_auth_header_prefix(p->auth_style), p->apikey, NULL);

@@ -5,7 +5,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -16,6 +16,8 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { EventStreamCodec } from '@smithy/eventstream-codec';
 import { toUtf8, fromUtf8 } from '@smithy/util-utf8';
 import AnthropicBedrock from '@anthropic-ai/bedrock-sdk';
+import { SignatureV4 } from '@smithy/signature-v4';
+import { Sha256 } from '@aws-crypto/sha256-js';
 import {
   startMock, startGateway, startHook, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT,
 } from './lib/harness.mjs';
@@ -523,5 +525,108 @@ describe('Amazon Bedrock: other model families and broken streams', () => {
     const rec = await record(r.headers.get('x-keyless-request-id'));
     assert.match(rec.request_headers, /x-amz-security-token: \[redacted\]/);
     assert.ok(!JSON.stringify(rec).includes('SECRETSESSION'));
+  });
+});
+
+// Bedrock with IAM credentials (provider "aws"): keyless signs each request
+// with SigV4. The upstream here checks every signature as AWS does, with the
+// AWS SDK's own signer over the headers the request says it signed, and
+// answers AWS's 403 when it does not match.
+describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
+  const creds = { accessKeyId: 'AKIAKEYLESSTEST00001', secretAccessKey: 'kEyLeSs/sEcReT+aCcEsS/kEy0123456789abcdEF',
+    sessionToken: 'IQoJb3JpZ2luX2VjKEYLESS-session-token-EXAMPLE' };
+  let up;
+  const seen = [];
+  const signingDate = (d) => new Date(Date.UTC(+d.slice(0, 4), +d.slice(4, 6) - 1, +d.slice(6, 8), +d.slice(9, 11),
+    +d.slice(11, 13), +d.slice(13, 15)));
+  async function verify(req, body) {
+    const auth = req.headers.authorization || '';
+    const m = auth.match(/^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$/);
+    if (!m || m[1] !== creds.accessKeyId || !req.headers['x-amz-date']) return false;
+    const signer = new SignatureV4({ credentials: creds, region: m[3], service: m[4], sha256: Sha256,
+      uriEscapePath: true, applyChecksum: false });
+    const [path, qs] = req.url.split('?');
+    const headers = {};
+    for (const h of m[5].split(';')) headers[h] = req.headers[h];
+    const signed = await signer.sign({ method: req.method, protocol: 'http:', hostname: '127.0.0.1',
+      port: up.address().port, path, query: Object.fromEntries(new URLSearchParams(qs || '')), headers, body },
+    { signingDate: signingDate(req.headers['x-amz-date']) });
+    return signed.headers.authorization === auth && m[3] === 'us-east-1' && m[4] === 'bedrock';
+  }
+  before(async () => {
+    up = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (d) => chunks.push(d));
+      req.on('end', async () => {
+        const body = Buffer.concat(chunks).toString();
+        const ok = await verify(req, body);
+        seen.push({ url: req.url, headers: req.headers, body, ok });
+        if (!ok) {
+          return res.writeHead(403, { 'content-type': 'application/json', 'x-amzn-errortype': 'InvalidSignatureException:http://internal.amazon.com/coral/com.amazon.coral.service/' })
+            .end(JSON.stringify({ message: 'The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.' }));
+        }
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({
+          output: { message: { role: 'assistant', content: [{ text: 'signed and served' }] } }, stopReason: 'end_turn',
+          usage: { inputTokens: 7, outputTokens: 3, totalTokens: 10 }, metrics: { latencyMs: 5 } }));
+      });
+    });
+    await new Promise((r) => up.listen(0, '127.0.0.1', r));
+  });
+  after(() => new Promise((r) => up.close(r)));
+  const provider = (aws) => ({ baseurl: `http://127.0.0.1:${up.address().port}`, aws, models: [HAIKU],
+    compatibility: { bedrock_converse: true, bedrock_model_invoke: true } });
+  const client = (g) => new BedrockRuntimeClient({ endpoint: g.url, region: 'us-east-1', maxAttempts: 1,
+    credentials: { accessKeyId: 'caller-dummy', secretAccessKey: 'caller-dummy' }, requestHandler: new NodeHttpHandler() });
+
+  it('the AWS SDK\'s requests reach Bedrock signed with the gateway\'s credentials; the caller\'s signature does not', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kl-aws-'));
+    writeFileSync(join(dir, 'secret'), `${creds.secretAccessKey}\n`);
+    const g = await startGateway({ providers: { bedrock: provider({ access_key_id: creds.accessKeyId,
+      access_secret: `file:${join(dir, 'secret')}`, session_token: '${KL_TEST_AWS_SESSION}', region: 'us-east-1' }) } },
+    { env: { KL_TEST_AWS_SESSION: creds.sessionToken } });
+    const aws = client(g);
+    try {
+      const r = await aws.send(new ConverseCommand({ modelId: HAIKU, messages: [{ role: 'user', content: [{ text: 'hi' }] }] }));
+      assert.equal(r.output.message.content[0].text, 'signed and served');
+      const s = seen.at(-1);
+      assert.ok(s.ok, 'the signature checks out');
+      assert.equal(s.url, `/model/${encodeURIComponent(HAIKU)}/converse`, 'the model id\'s colon is sent as %3A (and signed as %253A)');
+      assert.equal(s.headers['x-amz-security-token'], creds.sessionToken);
+      assert.match(s.headers.authorization, /SignedHeaders=host;x-amz-date;x-amz-security-token,/);
+      assert.ok(!s.headers.authorization.includes('caller-dummy'), 'the caller\'s own signature is not forwarded');
+      // a body keyless rewrites (the output cap a quota needs is not the case here, but the
+      // InvokeModel body is sent as keyless holds it) is signed as sent
+      const inv = await fetch(`${g.url}/model/${encodeURIComponent(HAIKU)}/invoke?trace=1`, { method: 'POST',
+        headers: { 'content-type': 'application/json' }, body: JSON.stringify({ anthropic_version: 'bedrock-2023-05-31',
+          max_tokens: 20, messages: [{ role: 'user', content: 'hi' }] }) });
+      assert.equal(inv.status, 200);
+      await inv.text();
+      assert.ok(seen.at(-1).ok, 'a query string and an InvokeModel body are signed too');
+    } finally {
+      aws.destroy();
+      await g.stop();
+    }
+    for (const secret of [creds.secretAccessKey, creds.sessionToken])
+      assert.ok(!g.output().includes(secret), 'the credentials are not logged');
+  });
+
+  it('a wrong secret: Bedrock\'s 403 reaches the caller as the SDK\'s exception; a missing region is a configuration error', async () => {
+    const g = await startGateway({ providers: { bedrock: provider({ access_key_id: creds.accessKeyId,
+      access_secret: 'not-the-secret', region: 'us-east-1' }) } });
+    const aws = client(g);
+    try {
+      await assert.rejects(aws.send(new ConverseCommand({ modelId: HAIKU, messages: [{ role: 'user', content: [{ text: 'hi' }] }] })),
+        (e) => e.$metadata.httpStatusCode === 403 && /signature we calculated does not match/.test(e.message));
+      assert.equal(seen.at(-1).ok, false);
+    } finally {
+      aws.destroy();
+      await g.stop();
+    }
+    const bin = join(ROOT, process.env.KEYLESS_BUILD || 'build', 'keyless');
+    const cfg = join(mkdtempSync(join(tmpdir(), 'kl-aws-')), 'k.hujson');
+    writeFileSync(cfg, JSON.stringify({ providers: { bedrock: provider({ access_key_id: 'AKIA', access_secret: 's' }) } }));
+    const out = await runCommand(bin, ['check', '--config', cfg], process.env);
+    assert.notEqual(out.code, 0);
+    assert.match(out.out + out.err, /aws needs a region/);
   });
 });
