@@ -155,14 +155,27 @@ static const char *cfg_expand_macros(kl_cfg_ctx *c, const cJSON *at, const char 
     return kl_arena_strndup(&c->cfg->arena, out, o);
 }
 
+/* A provider's credentials keep their macros for their readers (read_apikey,
+ * read_aws), which take an unset variable as a provider without a key
+ * (503), not a broken file. */
+static bool keeps_macro(const cJSON *parent, const cJSON *m)
+{
+    if (!m->string)
+        return false;
+    if (strcmp(m->string, "apikey") == 0)
+        return true;
+    return parent->string && strcmp(parent->string, "aws") == 0 &&
+           (strcmp(m->string, "access_key_id") == 0 || strcmp(m->string, "access_secret") == 0 ||
+            strcmp(m->string, "session_token") == 0);
+}
+
 /* ${NAME} in every string of the document, before any section reads it
  * (grants, quotas, store paths: not only provider fields), so each reader
- * sees the value. An apikey keeps its macro: read_apikey reads an unset
- * variable as a provider without a key (503), not a broken file. */
+ * sees the value; but see keeps_macro. */
 static void cfg_expand_document(kl_cfg_ctx *c, cJSON *v)
 {
     for (cJSON *m = v->child; m; m = m->next) {
-        if (cJSON_IsString(m) && strstr(m->valuestring, "${") && !(m->string && strcmp(m->string, "apikey") == 0)) {
+        if (cJSON_IsString(m) && strstr(m->valuestring, "${") && !keeps_macro(v, m)) {
             const char *s = cfg_expand_macros(c, m, m->valuestring, NULL);
             if (s && !cJSON_SetValuestring(m, s))
                 abort();

@@ -610,7 +610,7 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
       assert.ok(!g.output().includes(secret), 'the credentials are not logged');
   });
 
-  it('a wrong secret: Bedrock\'s 403 reaches the caller as the SDK\'s exception; a missing region is a configuration error', async () => {
+  it('a wrong secret: Bedrock\'s 403 reaches the caller as the SDK\'s exception; an unset secret: 503; a missing region is a configuration error', async () => {
     const g = await startGateway({ providers: { bedrock: provider({ access_key_id: creds.accessKeyId,
       access_secret: 'not-the-secret', region: 'us-east-1' }) } });
     const aws = client(g);
@@ -621,6 +621,17 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
     } finally {
       aws.destroy();
       await g.stop();
+    }
+    // credentials from a variable that is not set: the provider answers 503, as one without its apikey does
+    const g2 = await startGateway({ providers: { bedrock: provider({ access_key_id: creds.accessKeyId,
+      access_secret: '${KL_TEST_AWS_SECRET_NOT_SET}', region: 'us-east-1' }) } });
+    try {
+      const r = await fetch(`${g2.url}/model/${encodeURIComponent(HAIKU)}/converse`, { method: 'POST',
+        headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: [{ text: 'hi' }] }] }) });
+      assert.equal(r.status, 503);
+      assert.match((await r.json()).message, /environment variable KL_TEST_AWS_SECRET_NOT_SET is not set/);
+    } finally {
+      await g2.stop();
     }
     const bin = join(ROOT, process.env.KEYLESS_BUILD || 'build', 'keyless');
     const cfg = join(mkdtempSync(join(tmpdir(), 'kl-aws-')), 'k.hujson');
