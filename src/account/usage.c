@@ -778,7 +778,8 @@ static void gemini_object(kl_usage_parser *p, const char *s, size_t len, const c
     if (tree) {
         /* strict: the calls from the tree, which decoded any escaped key */
         gemini_candidates(p, member(tree, "candidates"));
-    } else if (w[2].end && (has(cs, cn, "\"functionCall\"") || has(cs, cn, "\"finishReason\""))) {
+    } else if (w[2].end && (has(cs, cn, "\"functionCall\"") || has(cs, cn, "\"finishReason\"") ||
+                            word_char_escaped(cs, cn))) {
         j = parse_span(s, &w[2]);
         gemini_candidates(p, j);
         cJSON_Delete(j);

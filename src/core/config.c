@@ -477,6 +477,26 @@ static void read_apikey(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
     }
 }
 
+/* A baseurl's host in lower case and without its scheme's default port
+ * (":443" for https, ":80" for http), in place: the Host header keyless's
+ * HTTP/1.1 client and libcurl send is then the same, and it is the host a
+ * SigV4 signature covers. */
+static char *normalize_origin(char *url)
+{
+    char *auth = strstr(url, "://") + 3; /* the caller checked the scheme */
+    size_t n = strcspn(auth, "/?#");
+    if (memchr(auth, '@', n))
+        return url; /* userinfo: left alone */
+    for (size_t i = 0; i < n; i++)
+        if (auth[i] >= 'A' && auth[i] <= 'Z')
+            auth[i] = (char)(auth[i] + 32);
+    const char *dflt = strncmp(url, "https", 5) == 0 ? ":443" : ":80";
+    size_t dl = strlen(dflt);
+    if (n > dl && strncmp(auth + n - dl, dflt, dl) == 0)
+        memmove(auth + n - dl, auth + n, strlen(auth + n) + 1);
+    return url;
+}
+
 /* "aws": IAM credentials that sign every request with SigV4 (Amazon
  * Bedrock without a Bedrock API key). The region comes from the baseurl's
  * host unless given, so it is settled after the provider's other members. */
@@ -551,7 +571,7 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
                     size_t n = strlen(s);
                     while (n > 0 && s[n - 1] == '/')
                         n--;
-                    p->baseurl = kl_arena_strndup(&c->cfg->arena, s, n);
+                    p->baseurl = normalize_origin(kl_arena_strndup(&c->cfg->arena, s, n));
                     if (n >= 3 && strcmp(p->baseurl + n - 3, "/v1") == 0)
                         kl_cfg_report(c, KL_SEV_WARNING, m,
                                       "baseurl ends in /v1, but the incoming path (/v1/...) is appended to it");

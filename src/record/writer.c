@@ -160,10 +160,9 @@ static void *writer_main(void *arg)
             continue;
         }
         failing = 0;
-        for (size_t i = 0; i < n; i++)
-            kl_rec_free(batch[i]);
-        purge(w);
-        tick(w, false);
+        /* the slots are free as soon as the batch is written: requests
+         * waiting for it (kl_writer_admit) go on before retention and the
+         * quota save, which may take a while, run */
         pthread_mutex_lock(&w->lock);
         w->head = (w->head + n) % w->cap;
         w->count -= n;
@@ -171,6 +170,12 @@ static void *writer_main(void *arg)
         w->batches++;
         w->failing = w->stalled = false;
         pthread_cond_broadcast(&w->written_cond);
+        pthread_mutex_unlock(&w->lock);
+        for (size_t i = 0; i < n; i++)
+            kl_rec_free(batch[i]);
+        purge(w);
+        tick(w, false);
+        pthread_mutex_lock(&w->lock);
     }
     pthread_mutex_unlock(&w->lock);
     tick(w, true);
@@ -265,9 +270,12 @@ bool kl_writer_admit(struct kl_writer *w)
         w->waits++;
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
-        long ns = until.tv_nsec + (long)w->o.wait_ms * 1000000L;
-        until.tv_sec += ns / 1000000000L;
-        until.tv_nsec = ns % 1000000000L;
+        until.tv_sec += (time_t)(w->o.wait_ms / 1000);
+        until.tv_nsec += (long)(w->o.wait_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
         int rc = 0;
         while (w->batches == b0 && !w->stop && !w->failing && rc == 0)
             rc = pthread_cond_timedwait(&w->written_cond, &w->lock, &until);

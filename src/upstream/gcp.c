@@ -467,6 +467,7 @@ struct entry {
     int64_t usable_ms;          /* the token is handed out until then: a minute (a tenth of its life) before it expires */
     int64_t due_ms;             /* the next try */
     bool kept;                  /* the current configuration uses it (else it is no longer renewed) */
+    bool was_kept;              /* the one before did (kl_gcp_tokens_keep) */
     int failures;
     bool tried;                 /* at least one try finished */
     char error[512];            /* the last failure, "" after a success */
@@ -614,8 +615,10 @@ kl_gcp_tokens *kl_gcp_tokens_start(void)
 void kl_gcp_tokens_keep(kl_gcp_tokens *t, const struct kl_gcp_cred *const *creds, size_t n)
 {
     pthread_mutex_lock(&t->lock);
-    for (struct entry *e = t->entries; e; e = e->next)
+    for (struct entry *e = t->entries; e; e = e->next) {
+        e->was_kept = e->kept;
         e->kept = false;
+    }
     for (size_t i = 0; i < n; i++) {
         struct entry *e = find(t, creds[i]);
         if (!e) {
@@ -633,7 +636,7 @@ void kl_gcp_tokens_keep(kl_gcp_tokens *t, const struct kl_gcp_cred *const *creds
             e->due_ms = mono_ms();
             e->next = t->entries;
             t->entries = e;
-        } else if (!e->kept && e->usable_ms <= mono_ms()) {
+        } else if (!e->was_kept && !e->kept && e->usable_ms <= mono_ms()) {
             e->due_ms = mono_ms(); /* used again after a while unused: renewed now */
         }
         e->kept = true;

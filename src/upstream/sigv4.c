@@ -72,11 +72,13 @@ static int by_name_then_value(const void *x, const void *y)
 }
 
 /* One name or value of the query as signed: decoded, then escaped as a
- * path segment is ('+' stays a plus sign: AWS reads the query that way). */
+ * path segment is ('+' is taken as a plus sign, not a space). Text the
+ * decoder refuses (an escaped control byte, a broken escape) is signed as
+ * it was sent. */
 static const char *query_part(kl_arena *a, const char *s, size_t n)
 {
     const char *d = kl_path_segment_decode(a, s, n);
-    return kl_path_segment_encode(a, d ? d : kl_arena_strndup(a, s, n));
+    return d ? kl_path_segment_encode(a, d) : kl_arena_strndup(a, s, n);
 }
 
 /* The query as signed: its parameters sorted by name, then value. */
@@ -107,6 +109,9 @@ static char *canonical_query(kl_arena *a, const char *q)
     return out;
 }
 
+/* The host is signed as the URL writes it: the configuration leaves a
+ * provider's baseurl without its scheme's default port and in lower case
+ * (kl_config), which is how both HTTP clients send it. */
 size_t kl_sigv4_headers(kl_arena *a, const struct kl_sigv4_cred *c, const char *method, const char *url,
                         const char *body, size_t len, time_t now, const char *out[3])
 {

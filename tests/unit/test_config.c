@@ -13,6 +13,7 @@
 #include "core/config.h"
 #include "record/export.h"
 #include "record/record.h"
+#include "upstream/sigv4.h"
 
 static kl_config *parse(const char *text, kl_diags *d)
 {
@@ -95,6 +96,46 @@ static void unset_env_key_is_a_warning_with_reason(void **state)
     assert_non_null(find(&d, "KL_TEST_MISSING"));
     kl_config_unref(c);
     kl_diags_free(&d);
+}
+
+/* A provider's aws: credentials read as apikey is (an unset variable is a
+ * 503, not an error), the region from the baseurl's host, which is kept in
+ * lower case and without its default port (the Host header both clients
+ * send, and SigV4 signs); mistakes are errors. */
+static void aws_provider(void **state)
+{
+    (void)state;
+    unsetenv("KL_TEST_MISSING");
+    kl_diags d;
+    kl_config *c = parse("{\"providers\": {\"b\": {\"baseurl\": \"https://Bedrock-Runtime.EU-West-1.amazonaws.com:443/\","
+                         "\"aws\": {\"access_key_id\": \"AKIAEXAMPLE\", \"access_secret\": \"${KL_TEST_MISSING}\"},"
+                         "\"models\": [\"m\"], \"compatibility\": {\"bedrock_converse\": true}},"
+                         "\"h\": {\"baseurl\": \"http://127.0.0.1:80\", \"models\": [\"x\"]},"
+                         "\"k\": {\"baseurl\": \"http://127.0.0.1:8080\", \"models\": [\"y\"]}}}",
+                         &d);
+    assert_non_null(c);
+    const struct kl_provider *p = &c->providers[0];
+    assert_string_equal(p->baseurl, "https://bedrock-runtime.eu-west-1.amazonaws.com");
+    assert_non_null(p->aws);
+    assert_string_equal(p->aws->region, "eu-west-1");
+    assert_string_equal(p->aws->service, "bedrock");
+    assert_non_null(strstr(p->key_problem, "KL_TEST_MISSING"));
+    assert_string_equal(c->providers[1].baseurl, "http://127.0.0.1");
+    assert_string_equal(c->providers[2].baseurl, "http://127.0.0.1:8080");
+    kl_config_unref(c);
+    kl_diags_free(&d);
+    expect_diag("{\"providers\": {\"b\": {\"baseurl\": \"http://127.0.0.1:9\", \"aws\": {\"access_key_id\": \"A\","
+                " \"access_secret\": \"s\"}, \"models\": [\"m\"]}}}",
+                "aws needs a region", true);
+    expect_diag("{\"providers\": {\"b\": {\"baseurl\": \"http://127.0.0.1:9\", \"apikey\": \"k\", \"aws\": {\"access_key_id\":"
+                " \"A\", \"access_secret\": \"s\", \"region\": \"us-east-1\"}, \"models\": [\"m\"]}}}",
+                "apikey and aws both set", true);
+    expect_diag("{\"providers\": {\"b\": {\"baseurl\": \"http://127.0.0.1:9\", \"aws\": {\"access_key_id\": \"A\","
+                " \"region\": \"us-east-1\"}, \"models\": [\"m\"]}}}",
+                "aws needs access_key_id and access_secret", true);
+    expect_diag("{\"providers\": {\"b\": {\"baseurl\": \"http://127.0.0.1:9\", \"auth_mode\": \"passthrough\", \"aws\":"
+                " {\"access_key_id\": \"A\", \"access_secret\": \"s\", \"region\": \"us-east-1\"}, \"models\": [\"m\"]}}}",
+                "auth_mode must be override", true);
 }
 
 static void file_key(void **state)
@@ -427,6 +468,7 @@ int main(void)
         cmocka_unit_test(durations_and_sizes),
         cmocka_unit_test(failover_settings),
         cmocka_unit_test(s3_exporter),
+        cmocka_unit_test(aws_provider),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -520,6 +520,14 @@ static void escaped_words_are_read(void **state)
     expect_tools(u, 1, "Bash", NULL);
     assert_string_equal(u->stop_reason, "tool_use");
 
+    const char *gem = "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"functionC\\u0061ll\":{\"name\":\"Bash\",\"args\":{}}}]},\"finishR\\u0065ason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":2},\"modelVersion\":\"gemini-2.5-pro\"}";
+    p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+    kl_usage_event(p, NULL, 0, gem, strlen(gem));
+    u = kl_usage_result(p);
+    expect_counts(u, 4, 0, 0, 2, 0);
+    expect_tools(u, 1, "Bash", NULL);
+    assert_string_equal(u->stop_reason, "STOP");
+
     const char *resp = "{\"type\":\"response.complet\\u0065d\",\"response\":{\"model\":\"gpt-5\",\"status\":\"completed\",\"output\":[],\"usage\":{\"input_tokens\":4,\"output_tokens\":2}}}";
     p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
     kl_usage_event(p, NULL, 0, resp, strlen(resp));
