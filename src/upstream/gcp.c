@@ -18,12 +18,12 @@
 
 #include "core/log.h"
 #include "dialect/evstream.h"
+#include "upstream/syncfetch.h"
 
 #define TOKEN_SCOPE "https://www.googleapis.com/auth/cloud-platform"
 #define DEFAULT_TOKEN_URI "https://oauth2.googleapis.com/token"
 #define DEFAULT_METADATA_HOST "169.254.169.254"  /* metadata.google.internal, without needing its DNS */
 #define METADATA_PATH "/computeMetadata/v1/"
-#define MAX_REPLY (64 * 1024)
 
 /* ---- the key file ---- */
 
@@ -271,70 +271,8 @@ static char *assertion(kl_arena *a, const struct kl_gcp_cred *sa, time_t now, co
     return jwt;
 }
 
-struct reply {
-    char *text;
-    size_t len;
-};
-
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
-{
-    struct reply *r = arg;
-    size_t add = size * n;
-    if (r->len + add > MAX_REPLY)
-        return 0;
-    char *t = realloc(r->text, r->len + add + 1);
-    if (!t)
-        abort();
-    memcpy(t + r->len, p, add);
-    r->len += add;
-    t[r->len] = '\0';
-    r->text = t;
-    return add;
-}
-
-/* A try in flight ends when the keeper stops. */
-static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
-{
-    return atomic_load((const atomic_bool *)arg) ? 1 : 0;
-}
-
-/* One request to a token source: a POST of form, or a GET when form is
- * NULL (the metadata server, which answers only requests that say
- * "Metadata-Flavor: Google"). 0 with the status and the answer in *r, or
- * -1 with err. */
-static int ask(const char *url, const char *form, bool metadata, const atomic_bool *stop, long *status,
-               struct reply *r, char *err, size_t errlen)
-{
-    CURL *c = curl_easy_init();
-    if (!c)
-        abort();
-    struct curl_slist *h = metadata ? curl_slist_append(NULL, "Metadata-Flavor: Google") : NULL;
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    if (form)
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, form);
-    if (h)
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 15000L);
-    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)stop);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (metadata)
-        curl_easy_setopt(c, CURLOPT_NOPROXY, "*"); /* the metadata server is never behind a proxy */
-    CURLcode rc = curl_easy_perform(c);
-    *status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    curl_easy_cleanup(c);
-    curl_slist_free_all(h);
-    if (rc != CURLE_OK) {
-        snprintf(err, errlen, "%s %s: %s", form ? "POST" : "GET", url, curl_easy_strerror(rc));
-        return -1;
-    }
-    return 0;
-}
+/* The metadata server answers only requests that say this. */
+static const char *const metadata_headers[] = {"Metadata-Flavor: Google", NULL};
 
 static char *url_escaped(kl_arena *a, const char *s)
 {
@@ -377,21 +315,21 @@ static int metadata_project(const struct kl_gcp_cred *cred, const atomic_bool *s
     const char *base = strstr(cred->token_uri, METADATA_PATH);
     const char *url = kl_arena_printf(&a, "%.*s%sproject/project-id", base ? (int)(base - cred->token_uri) : 0,
                                       cred->token_uri, METADATA_PATH);
-    struct reply r = {0};
-    long status = 0;
+    struct kl_sync_req q = {.method = "GET", .url = url, .headers = metadata_headers, .no_proxy = true};
+    struct kl_sync_reply r;
     int result = -1;
-    if (ask(url, NULL, true, stop, &status, &r, err, errlen) == 0) {
-        size_t n = r.text ? strspn(r.text, "abcdefghijklmnopqrstuvwxyz0123456789-.:") : 0;
-        if (status != 200 || !n || n > 100 || (r.text[n] && !strchr("\r\n", r.text[n]))) {
-            snprintf(err, errlen, "GET %s: HTTP %ld, no project id", url, status);
+    if (kl_sync_fetch(&q, stop, &r, err, errlen) == 0) {
+        size_t n = r.body ? strspn(r.body, "abcdefghijklmnopqrstuvwxyz0123456789-.:") : 0;
+        if (r.status != 200 || !n || n > 100 || (r.body[n] && !strchr("\r\n", r.body[n]))) {
+            snprintf(err, errlen, "GET %s: HTTP %ld, no project id", url, r.status);
         } else {
-            *project = strndup(r.text, n);
+            *project = strndup(r.body, n);
             if (!*project)
                 abort();
             result = 0;
         }
+        kl_sync_reply_free(&r);
     }
-    free(r.text);
     kl_arena_free(&a);
     return result;
 }
@@ -414,14 +352,16 @@ static int mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **
         kl_arena_free(&a);
         return -1;
     }
-    struct reply r = {0};
-    long status = 0;
-    if (ask(cred->token_uri, form, metadata, stop, &status, &r, err, errlen) < 0) {
+    struct kl_sync_req q = {.method = form ? "POST" : "GET", .url = cred->token_uri, .body = form,
+                            .headers = metadata ? metadata_headers : NULL, .no_proxy = metadata};
+    struct kl_sync_reply r;
+    if (kl_sync_fetch(&q, stop, &r, err, errlen) < 0) {
         kl_arena_free(&a);
         return -1;
     }
+    long status = r.status;
     int result = -1;
-    cJSON *j = r.text ? cJSON_Parse(r.text) : NULL;
+    cJSON *j = r.body ? cJSON_Parse(r.body) : NULL;
     const char *tok = field(j, "access_token");
     const cJSON *exp = cJSON_GetObjectItemCaseSensitive(j, "expires_in");
     const char *verb = form ? "POST" : "GET";
@@ -447,10 +387,8 @@ static int mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **
                                                                    : 3600;
         result = 0;
     }
-    if (r.text)
-        OPENSSL_cleanse(r.text, r.len);
+    kl_sync_reply_free(&r);
     cJSON_Delete(j);
-    free(r.text);
     kl_arena_free(&a);
     return result;
 }
@@ -706,7 +644,7 @@ void kl_gcp_tokens_stop(kl_gcp_tokens *t)
     atomic_store(&t->stop, true);
     pthread_cond_broadcast(&t->cond);
     pthread_mutex_unlock(&t->lock);
-    pthread_join(t->thread, NULL); /* a try in flight is ended by on_progress */
+    pthread_join(t->thread, NULL); /* a try in flight ends at the stop flag (kl_sync_fetch) */
     for (struct entry *e = t->entries, *next; e; e = next) {
         next = e->next;
         free(e->email);

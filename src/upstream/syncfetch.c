@@ -1,0 +1,85 @@
+#include "upstream/syncfetch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+
+#define MAX_REPLY (64 * 1024)
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+    struct kl_sync_reply *r = arg;
+    size_t add = size * n;
+    if (r->len + add > MAX_REPLY)
+        return 0;
+    char *t = realloc(r->body, r->len + add + 1);
+    if (!t)
+        abort();
+    memcpy(t + r->len, p, add);
+    r->len += add;
+    t[r->len] = '\0';
+    r->body = t;
+    return add;
+}
+
+/* A request in flight ends when its thread is told to stop. */
+static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt;
+    (void)dn;
+    (void)ut;
+    (void)un;
+    return atomic_load((const atomic_bool *)arg) ? 1 : 0;
+}
+
+int kl_sync_fetch(const struct kl_sync_req *r, const atomic_bool *stop, struct kl_sync_reply *out, char *err,
+                  size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    CURL *c = curl_easy_init();
+    if (!c)
+        abort();
+    struct curl_slist *h = NULL;
+    for (size_t i = 0; r->headers && r->headers[i]; i++)
+        h = curl_slist_append(h, r->headers[i]);
+    curl_easy_setopt(c, CURLOPT_URL, r->url);
+    if (strcmp(r->method, "GET") != 0) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body ? r->body : "");
+        if (strcmp(r->method, "POST") != 0)
+            curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
+    }
+    if (h)
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 15000L);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, (void *)stop);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (r->no_proxy)
+        curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    CURLcode rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(h);
+    if (rc != CURLE_OK) {
+        snprintf(err, errlen, "%s %s: %s", r->method, r->url, curl_easy_strerror(rc));
+        kl_sync_reply_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+void kl_sync_reply_free(struct kl_sync_reply *r)
+{
+    if (r->body)
+        OPENSSL_cleanse(r->body, r->len);
+    free(r->body);
+    r->body = NULL;
+    r->len = 0;
+}

@@ -1,0 +1,32 @@
+/* Blocking HTTP requests for the threads that keep credentials fresh
+ * (Google's access tokens, AWS's temporary credentials): such a thread has
+ * nothing else to do while one runs, and a stop flag ends it early. */
+#ifndef KL_SYNCFETCH_H
+#define KL_SYNCFETCH_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct kl_sync_req {
+    const char *method;         /* "GET", "POST" or "PUT" */
+    const char *url;
+    const char *body;           /* POST or PUT body, or NULL */
+    const char *const *headers; /* "Name: value" lines, NULL-terminated, or NULL */
+    bool no_proxy;              /* a link-local metadata service: never through a proxy */
+};
+
+struct kl_sync_reply {
+    long status;
+    char *body;                 /* NUL-terminated (malloc), at most 64 KiB */
+    size_t len;
+};
+
+/* 0 with the answer in *out (free it with kl_sync_reply_free), or -1 with
+ * err ("METHOD URL: why"). A request ends after 15 s, or when stop is set. */
+int kl_sync_fetch(const struct kl_sync_req *r, const atomic_bool *stop, struct kl_sync_reply *out, char *err,
+                  size_t errlen);
+/* Frees the body, wiped first: it may hold a credential. */
+void kl_sync_reply_free(struct kl_sync_reply *r);
+
+#endif
