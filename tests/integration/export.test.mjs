@@ -116,8 +116,10 @@ async function waitFor(cond, what, ms = 15000) {
   assert.fail(`timed out waiting for ${what}`);
 }
 
+// The sqlite3 shell against the gateway's live store: it waits for the
+// writer's transaction (up to 5 s) instead of failing with "database is locked".
 function sql(db, query) {
-  const r = spawnSync('sqlite3', [db, query], { encoding: 'utf8' });
+  const r = spawnSync('sqlite3', ['-cmd', '.timeout 5000', db, query], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   return r.stdout.trim();
 }
