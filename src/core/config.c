@@ -529,8 +529,10 @@ static void read_aws(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
             p->key_problem = problem;
         }
     }
-    if (!p->key_problem && (!k->access_key_id || !k->secret))
-        kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s: aws needs access_key_id and access_secret", p->id);
+    /* neither key: the environment's credentials (upstream/awscreds.h) */
+    if (!p->key_problem && (!k->access_key_id != !k->secret || (k->session_token && !k->access_key_id)))
+        kl_cfg_report(c, KL_SEV_ERROR, v, "provider %s: aws needs access_key_id and access_secret together (or "
+                      "neither: the credentials of keyless's environment)", p->id);
     p->aws = k;
 }
 

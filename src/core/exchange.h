@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -168,6 +169,9 @@ typedef struct kl_exchange {
 
 int64_t kl_now_ns(void);
 int64_t kl_wall_ms(void);
+/* CLOCK_MONOTONIC ms from now, as pthread_cond_timedwait wants it from a
+ * condition variable created with that clock (the helper threads' are). */
+struct timespec kl_mono_deadline(int64_t ms);
 
 /* A request id: UUIDv7 (RFC 9562), 48-bit Unix milliseconds (ms clamped to
  * 0 .. 2^48 - 1), version 7, the low 12 bits of rand_a, the variant, and 62

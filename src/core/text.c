@@ -1,5 +1,6 @@
 #include "core/text.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -166,4 +167,22 @@ size_t kl_utf8_clean(char *out, const char *s)
     }
     *o = '\0';
     return (size_t)(o - out);
+}
+
+size_t kl_xml_field(const char *doc, const char *tag, char *out, size_t outlen)
+{
+    char open[64], close[64];
+    snprintf(open, sizeof(open), "<%s>", tag);
+    snprintf(close, sizeof(close), "</%s>", tag);
+    out[0] = '\0';
+    const char *a = doc ? strstr(doc, open) : NULL;
+    const char *b = a ? strstr(a, close) : NULL;
+    if (!a || !b)
+        return 0;
+    a += strlen(open);
+    size_t n = (size_t)(b - a) < outlen - 1 ? (size_t)(b - a) : outlen - 1;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (unsigned char)a[i] < 0x20 ? '?' : a[i];
+    out[n] = '\0';
+    return (size_t)(b - a);
 }

@@ -13,6 +13,13 @@ struct cJSON;
 /* 0-15 for a hex digit, else -1. */
 int kl_hex_digit(char c);
 
+/* The text between the first <tag> and the </tag> after it in an XML
+ * document (AWS's answers: no nesting of the same tag, no CDATA), at most
+ * outlen - 1 bytes, control bytes as '?'; "" when absent. Entities are not
+ * decoded. Returns the whole text's length: outlen or more means it was
+ * cut. */
+size_t kl_xml_field(const char *doc, const char *tag, char *out, size_t outlen);
+
 /* Number formatting without printf, for text written on every request
  * (ids, lengths, ports): v in decimal at out, no NUL, at most 20 digits;
  * returns the number of digits. */

@@ -27,6 +27,7 @@ struct kl_mailbox;
 struct kl_metrics;
 struct kl_health;
 struct kl_gcp_tokens;
+struct kl_aws_keeper;
 struct evp_md_st;
 
 struct kl_listen_socket {
@@ -46,6 +47,7 @@ typedef struct kl_server {
     struct kl_buckets *buckets;             /* quota and rate-limit balances */
     struct kl_health *health;               /* providers cooling down after failures (route/health.h) */
     struct kl_gcp_tokens *gcp;              /* Google service accounts' access tokens (upstream/gcp.h) */
+    struct kl_aws_keeper *aws;              /* AWS credentials from the environment, or NULL (upstream/awscreds.h) */
 } kl_server;
 
 /* A counter only its worker writes and other threads read (/metrics): a

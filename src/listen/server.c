@@ -30,6 +30,7 @@
 #include "record/metrics.h"
 #include "record/record.h"
 #include "route/health.h"
+#include "upstream/awscreds.h"
 #include "upstream/gcp.h"
 #include "upstream/upstream.h"
 
@@ -303,6 +304,16 @@ bool kl_server_watch_accounts(kl_server *srv, const kl_config *cfg)
             creds[n++] = cfg->providers[i].gcp_cred;
     kl_gcp_tokens_keep(srv->gcp, creds, n);
     free(creds);
+    /* AWS credentials from the environment (a provider's aws without an
+     * access key): one keeper for all, started when first needed, its
+     * first credentials waited for as Google's first tokens are */
+    for (size_t i = 0; i < cfg->nproviders && !srv->aws; i++) {
+        const struct kl_sigv4_cred *k = cfg->providers[i].aws;
+        if (k && !k->access_key_id && !cfg->providers[i].key_problem) {
+            srv->aws = kl_aws_keeper_start(k->region);
+            kl_aws_keeper_wait(srv->aws, 5000);
+        }
+    }
     return n > 0;
 }
 
@@ -507,6 +518,7 @@ out:
     free(specs);
     kl_record_server_stop(&srv);
     kl_gcp_tokens_stop(srv.gcp);
+    kl_aws_keeper_stop(srv.aws);
     kl_admit_server_free(&srv);
     kl_health_server_free(&srv);
     kl_identity_server_free(&srv);

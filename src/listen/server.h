@@ -9,9 +9,11 @@
  * status for main. */
 int kl_server_run(kl_config *cfg);
 
-/* Keep the access tokens of cfg's Google service accounts fresh (those
- * already kept keep their tokens; those cfg no longer has are no longer
- * renewed); whether cfg has any. */
+/* Keep the access tokens of cfg's Google credentials fresh (those already
+ * kept keep their tokens; those cfg no longer has are no longer renewed);
+ * whether cfg has any. Also starts the keeper of AWS credentials from the
+ * environment when a provider first needs it (and waits up to 5 s for
+ * them). */
 bool kl_server_watch_accounts(kl_server *srv, const kl_config *cfg);
 
 /* Called after an exchange ends and after a connection closes: a draining

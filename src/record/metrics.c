@@ -14,6 +14,7 @@
 #include "record/export.h"
 #include "record/writer.h"
 #include "route/health.h"
+#include "upstream/awscreds.h"
 #include "upstream/gcp.h"
 
 /* What a series counts; its labels are fixed per kind. */
@@ -455,6 +456,23 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
         kl_gcp_tokens_each(srv->gcp, token_left, out);
         family(out, "keyless_google_token_failures", "gauge", "Failed tries in a row to get the account's token.");
         kl_gcp_tokens_each(srv->gcp, token_failures, out);
+    }
+    if (srv->aws) {
+        const char *source;
+        long left;
+        int failures;
+        kl_aws_status(srv->aws, &source, &left, &failures);
+        static const char *const keys[] = {"source", NULL};
+        const char *v[] = {source};
+        if (left >= 0) { /* keys from the environment do not expire: no such line */
+            family(out, "keyless_aws_credentials_seconds_left", "gauge",
+                   "Seconds the environment's temporary AWS credentials are still used (0: none; renewed with a "
+                   "quarter left).");
+            sample(out, "keyless_aws_credentials_seconds_left", keys, v, (uint64_t)left);
+        }
+        family(out, "keyless_aws_credentials_failures", "gauge",
+               "Failed tries in a row to get AWS credentials from the environment.");
+        sample(out, "keyless_aws_credentials_failures", keys, v, (uint64_t)failures);
     }
     gauge(out, "keyless_inflight_requests", "Requests between arrival and record.", inflight);
     gauge(out, "keyless_open_connections", "Client connections open.", conns);

@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include <openssl/sha.h>
 
+#include "core/text.h"
 #include "record/export.h"
 
 char *kl_s3_url(const struct kl_export_cfg *e, const char *key)
@@ -46,24 +47,6 @@ static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
 {
     (void)dt, (void)dn, (void)ut, (void)un;
     return atomic_load((const atomic_bool *)arg) ? 1 : 0;
-}
-
-/* The text of <tag>...</tag> in an S3 error document, or "". */
-static void xml_field(const char *doc, const char *tag, char *out, size_t outlen)
-{
-    char open[32], close[32];
-    snprintf(open, sizeof(open), "<%s>", tag);
-    snprintf(close, sizeof(close), "</%s>", tag);
-    out[0] = '\0';
-    const char *a = strstr(doc, open);
-    const char *b = a ? strstr(a, close) : NULL;
-    if (!a || !b)
-        return;
-    a += strlen(open);
-    size_t n = (size_t)(b - a) < outlen - 1 ? (size_t)(b - a) : outlen - 1;
-    for (size_t i = 0; i < n; i++)
-        out[i] = (unsigned char)a[i] < 0x20 ? '?' : a[i];
-    out[n] = '\0';
 }
 
 int kl_s3_put(const struct kl_export_cfg *e, const char *key, const void *data, size_t len,
@@ -117,8 +100,8 @@ int kl_s3_put(const struct kl_export_cfg *e, const char *key, const void *data, 
         result = -1;
     } else if (status / 100 != 2) {
         char code[128], msg[512];
-        xml_field(r.text, "Code", code, sizeof(code));
-        xml_field(r.text, "Message", msg, sizeof(msg));
+        kl_xml_field(r.text, "Code", code, sizeof(code));
+        kl_xml_field(r.text, "Message", msg, sizeof(msg));
         snprintf(err, errlen, "PUT %s: HTTP %ld%s%s%s%s", url, status, code[0] ? " " : "", code,
                  msg[0] ? ": " : "", msg);
         result = -1;

@@ -110,9 +110,7 @@ static void *writer_main(void *arg)
         /* nothing new: wait for records, or a second (on the monotonic
          * clock, see kl_writer_start, so a clock step cannot stretch it) */
         while (!w->stop && !w->count) {
-            struct timespec until;
-            clock_gettime(CLOCK_MONOTONIC, &until);
-            until.tv_sec += 1;
+            struct timespec until = kl_mono_deadline(1000);
             pthread_cond_timedwait(&w->cond, &w->lock, &until);
             if (!w->count && !w->stop) {
                 pthread_mutex_unlock(&w->lock);
@@ -268,14 +266,7 @@ bool kl_writer_admit(struct kl_writer *w)
     if (w->count > high_water(w) && !w->stop && !w->failing && !w->stalled) {
         uint64_t b0 = w->batches;
         w->waits++;
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += (time_t)(w->o.wait_ms / 1000);
-        until.tv_nsec += (long)(w->o.wait_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = kl_mono_deadline(w->o.wait_ms);
         int rc = 0;
         while (w->batches == b0 && !w->stop && !w->failing && rc == 0)
             rc = pthread_cond_timedwait(&w->written_cond, &w->lock, &until);

@@ -11,6 +11,7 @@
 #include "core/urlquery.h"
 #include "identity/identity.h"
 #include "listen/http.h"
+#include "upstream/awscreds.h"
 #include "upstream/gcp.h"
 #include "upstream/sigv4.h"
 
@@ -272,7 +273,7 @@ static bool is_aws_signature(const char *name)
            strcasecmp(name, "x-amz-security-token") == 0;
 }
 
-static void build_headers(kl_exchange *ex, const char *token)
+static void build_headers(kl_exchange *ex, const char *token, const struct kl_sigv4_cred *aws)
 {
     const struct kl_provider *p = ex->provider;
     const kl_http_request *r = &ex->req;
@@ -298,9 +299,9 @@ static void build_headers(kl_exchange *ex, const char *token)
         h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
     }
     bool inject = p->auth_mode == KL_AUTHMODE_OVERRIDE || (p->auth_mode == KL_AUTHMODE_PASSTHROUGH && !caller_credential);
-    if (inject && p->aws) /* signed last: the URL and the body are final */
-        n += kl_sigv4_headers(&ex->arena, p->aws, r->method, ex->upstream_url, ex->up_body, ex->up_body_len,
-                              time(NULL), h + n);
+    if (inject && aws) /* signed last: the URL and the body are final */
+        n += kl_sigv4_headers(&ex->arena, aws, r->method, ex->upstream_url, ex->up_body, ex->up_body_len, time(NULL),
+                              h + n);
     else if (inject && token)
         h[n++] = kl_arena_concat(&ex->arena, "Authorization: Bearer ", token, NULL);
     else if (inject && p->apikey)
@@ -323,8 +324,19 @@ enum kl_step kl_route_run(kl_exchange *ex)
         !(token = kl_gcp_token(ex->worker->server->gcp, p->gcp_cred, &ex->arena, &problem, &project)) &&
         p->auth_mode == KL_AUTHMODE_OVERRIDE)
         return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "provider %s: %s", p->id, problem);
+    /* a provider's aws without keys: the environment's current ones */
+    const struct kl_sigv4_cred *aws = p->aws;
+    if (aws && !aws->access_key_id) {
+        struct kl_sigv4_cred *now = kl_arena_alloc(&ex->arena, sizeof(*now));
+        *now = *aws;
+        kl_aws_keeper *k = ex->worker->server->aws;
+        if (!k || !kl_aws_current(k, &ex->arena, now, &problem))
+            return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "provider %s: %s", p->id,
+                           problem ? problem : "no AWS credentials yet");
+        aws = now;
+    }
     rewrite_body(ex, bare);
     ex->upstream_url = build_url(ex, bare, project);
-    build_headers(ex, token);
+    build_headers(ex, token, aws);
     return KL_NEXT;
 }

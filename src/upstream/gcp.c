@@ -16,6 +16,7 @@
 #include <openssl/crypto.h>
 #include <openssl/pem.h>
 
+#include "core/exchange.h"
 #include "core/log.h"
 #include "dialect/evstream.h"
 #include "upstream/syncfetch.h"
@@ -428,20 +429,6 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The monotonic time ms from now, for pthread_cond_timedwait. */
-static struct timespec deadline_after(int64_t ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    return ts;
-}
-
 static bool same(const char *a, const char *b)
 {
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
@@ -488,7 +475,7 @@ static void *keeper_main(void *arg)
                 next = e->due_ms;
         }
         if (!due) {
-            struct timespec ts = deadline_after(next - now);
+            struct timespec ts = kl_mono_deadline(next - now);
             pthread_cond_timedwait(&t->cond, &t->lock, &ts);
             continue;
         }
@@ -594,7 +581,7 @@ void kl_gcp_tokens_wait(kl_gcp_tokens *t, int ms)
         int64_t left = until - mono_ms();
         if (all || left <= 0)
             break;
-        struct timespec ts = deadline_after(left);
+        struct timespec ts = kl_mono_deadline(left);
         if (pthread_cond_timedwait(&t->cond, &t->lock, &ts) == ETIMEDOUT)
             break;
     }

@@ -14,6 +14,7 @@ struct kl_sync_req {
     const char *body;           /* POST or PUT body, or NULL */
     const char *const *headers; /* "Name: value" lines, NULL-terminated, or NULL */
     bool no_proxy;              /* a link-local metadata service: never through a proxy */
+    long timeout_ms;            /* the whole request; 0: 15 s */
 };
 
 struct kl_sync_reply {
@@ -23,7 +24,8 @@ struct kl_sync_reply {
 };
 
 /* 0 with the answer in *out (free it with kl_sync_reply_free), or -1 with
- * err ("METHOD URL: why"). A request ends after 15 s, or when stop is set. */
+ * err ("METHOD URL: why"). A request ends after its timeout, or when stop
+ * is set. */
 int kl_sync_fetch(const struct kl_sync_req *r, const atomic_bool *stop, struct kl_sync_reply *out, char *err,
                   size_t errlen);
 /* Frees the body, wiped first: it may hold a credential. */

@@ -5,6 +5,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import crypto from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -537,13 +538,15 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
     sessionToken: 'IQoJb3JpZ2luX2VjKEYLESS-session-token-EXAMPLE' };
   let up;
   const seen = [];
+  const issued = []; // temporary credentials the simulators below hand out
   const signingDate = (d) => new Date(Date.UTC(+d.slice(0, 4), +d.slice(4, 6) - 1, +d.slice(6, 8), +d.slice(9, 11),
     +d.slice(11, 13), +d.slice(13, 15)));
   async function verify(req, body) {
     const auth = req.headers.authorization || '';
     const m = auth.match(/^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$/);
-    if (!m || m[1] !== creds.accessKeyId || !req.headers['x-amz-date']) return false;
-    const signer = new SignatureV4({ credentials: creds, region: m[3], service: m[4], sha256: Sha256,
+    const known = m && [creds, ...issued].find((c) => c.accessKeyId === m[1]);
+    if (!known || !req.headers['x-amz-date']) return false;
+    const signer = new SignatureV4({ credentials: known, region: m[3], service: m[4], sha256: Sha256,
       uriEscapePath: true, applyChecksum: false });
     const [path, qs] = req.url.split('?');
     const headers = {};
@@ -608,6 +611,161 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
     }
     for (const secret of [creds.secretAccessKey, creds.sessionToken])
       assert.ok(!g.output().includes(secret), 'the credentials are not logged');
+  });
+
+  // Temporary credentials as AWS's credential services hand them out: an hour (or six) of life,
+  // an ASIA… key id, a session token.
+  const temporary = (tag) => {
+    const c = { accessKeyId: `ASIA${tag.toUpperCase().padEnd(16, 'X').slice(0, 16)}`,
+      secretAccessKey: crypto.randomBytes(30).toString('base64'), sessionToken: `IQoJ${tag}-${crypto.randomBytes(40).toString('base64')}` };
+    issued.push(c);
+    return c;
+  };
+  const expiry = () => new Date(Date.now() + 3600e3).toISOString().replace(/\.\d+Z$/, 'Z');
+  const listen = async (handler) => {
+    const srv = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => handler(req, res, body));
+    });
+    await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+    return { srv, url: `http://127.0.0.1:${srv.address().port}`, close: () => new Promise((r) => srv.close(r)) };
+  };
+  const converse = async (g) => {
+    const aws = client(g);
+    try {
+      return await aws.send(new ConverseCommand({ modelId: HAIKU, messages: [{ role: 'user', content: [{ text: 'hi' }] }] }));
+    } finally {
+      aws.destroy();
+    }
+  };
+
+  it('no keys in the config: the environment\'s credentials, from a web identity (EKS IRSA), the container endpoint (ECS, EKS Pod Identity) or IMDSv2', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kl-aws-env-'));
+    // AWS STS, AssumeRoleWithWebIdentity (Query API, XML answer)
+    const jwt = `eyJhbGciOiJSUzI1NiJ9.${Buffer.from(JSON.stringify({ sub: 'system:serviceaccount:ai:keyless' })).toString('base64url')}.sig`;
+    writeFileSync(join(dir, 'token'), `${jwt}\n`);
+    const role = 'arn:aws:iam::123456789012:role/keyless-bedrock';
+    let stsCreds;
+    const sts = await listen((req, res, body) => {
+      const f = new URLSearchParams(body);
+      if (req.method !== 'POST' || f.get('Action') !== 'AssumeRoleWithWebIdentity' || f.get('Version') !== '2011-06-15' ||
+          f.get('RoleArn') !== role || f.get('WebIdentityToken') !== jwt || !f.get('RoleSessionName'))
+        return res.writeHead(400, { 'content-type': 'text/xml' }).end('<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code><Message>Couldn\'t retrieve verification key from your identity provider</Message></Error><RequestId>x</RequestId></ErrorResponse>');
+      stsCreds = temporary('sts');
+      res.writeHead(200, { 'content-type': 'text/xml' }).end(`<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <SubjectFromWebIdentityToken>system:serviceaccount:ai:keyless</SubjectFromWebIdentityToken>
+    <Audience>sts.amazonaws.com</Audience>
+    <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/keyless-bedrock/${f.get('RoleSessionName')}</Arn><AssumedRoleId>AROAEXAMPLE:${f.get('RoleSessionName')}</AssumedRoleId></AssumedRoleUser>
+    <Credentials>
+      <SessionToken>${stsCreds.sessionToken}</SessionToken>
+      <SecretAccessKey>${stsCreds.secretAccessKey}</SecretAccessKey>
+      <Expiration>${expiry()}</Expiration>
+      <AccessKeyId>${stsCreds.accessKeyId}</AccessKeyId>
+    </Credentials>
+    <Provider>arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE</Provider>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata><RequestId>4d1b9a4c-0000-0000-0000-000000000000</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>`);
+    });
+    // the container endpoint, as the EKS Pod Identity agent serves it (an authorization token from a file)
+    writeFileSync(join(dir, 'pod-token'), 'pod-identity-authorization-token');
+    let podCreds;
+    const pod = await listen((req, res) => {
+      if (req.url !== '/v1/credentials' || req.headers.authorization !== 'pod-identity-authorization-token')
+        return res.writeHead(403, { 'content-type': 'application/json' }).end('{"message":"Access denied"}');
+      podCreds = temporary('pod');
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ AccessKeyId: podCreds.accessKeyId,
+        SecretAccessKey: podCreds.secretAccessKey, Token: podCreds.sessionToken, AccountId: '123456789012', Expiration: expiry() }));
+    });
+    // IMDSv2: a session token first (PUT), then the role and its credentials, none without the token
+    let imdsCreds;
+    const imds = await listen((req, res) => {
+      if (req.method === 'PUT' && req.url === '/latest/api/token' && req.headers['x-aws-ec2-metadata-token-ttl-seconds'])
+        return res.writeHead(200, { 'content-type': 'text/plain' }).end('AQAEAImdsSessionToken==');
+      if (req.headers['x-aws-ec2-metadata-token'] !== 'AQAEAImdsSessionToken==') return res.writeHead(401).end();
+      if (req.url === '/latest/meta-data/iam/security-credentials/')
+        return res.writeHead(200, { 'content-type': 'text/plain' }).end('keyless-instance-role');
+      if (req.url !== '/latest/meta-data/iam/security-credentials/keyless-instance-role') return res.writeHead(404).end();
+      imdsCreds = temporary('imds');
+      res.writeHead(200, { 'content-type': 'text/plain' }).end(JSON.stringify({ Code: 'Success', LastUpdated: new Date().toISOString(),
+        Type: 'AWS-HMAC', AccessKeyId: imdsCreds.accessKeyId, SecretAccessKey: imdsCreds.secretAccessKey,
+        Token: imdsCreds.sessionToken, Expiration: expiry() }));
+    });
+    // nothing of the test runner's own environment takes part (an empty variable counts as unset)
+    const clean = { AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '', AWS_SESSION_TOKEN: '', AWS_WEB_IDENTITY_TOKEN_FILE: '',
+      AWS_ROLE_ARN: '', AWS_CONTAINER_CREDENTIALS_FULL_URI: '', AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: '',
+      AWS_EC2_METADATA_DISABLED: '', AWS_EC2_METADATA_SERVICE_ENDPOINT: '' };
+    const envs = [
+      ['web identity', { AWS_WEB_IDENTITY_TOKEN_FILE: join(dir, 'token'), AWS_ROLE_ARN: role, AWS_ENDPOINT_URL_STS: sts.url }, () => stsCreds],
+      ['container', { AWS_CONTAINER_CREDENTIALS_FULL_URI: `${pod.url}/v1/credentials`,
+        AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: join(dir, 'pod-token') }, () => podCreds],
+      ['instance metadata', { AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.url }, () => imdsCreds],
+    ];
+    try {
+      for (const [name, env, which] of envs) {
+        const g = await startGateway({ providers: { bedrock: provider({ region: 'us-east-1' }) },
+          grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }] } }] }, { env: { ...clean, ...env } });
+        try {
+          const metrics = await (await fetch(`${g.url}/metrics`)).text();
+          assert.match(metrics, new RegExp(`keyless_aws_credentials_seconds_left\\{source="${name}"\\} (3[0-5]\\d\\d)\n`), `${name}: an hour's credentials`);
+          assert.match(metrics, new RegExp(`keyless_aws_credentials_failures\\{source="${name}"\\} 0\n`));
+          const r = await converse(g);
+          assert.equal(r.output.message.content[0].text, 'signed and served', name);
+          const s = seen.at(-1);
+          assert.ok(s.ok, `${name}: the signature checks out`);
+          assert.ok(s.headers.authorization.includes(`Credential=${which().accessKeyId}/`), `${name}: its credentials`);
+          assert.equal(s.headers['x-amz-security-token'], which().sessionToken);
+        } finally {
+          await g.stop();
+        }
+        for (const secret of [which().secretAccessKey, which().sessionToken])
+          assert.ok(!g.output().includes(secret), `${name}: the credentials are not logged`);
+      }
+      // none anywhere: 503, and the log says why
+      const g = await startGateway({ providers: { bedrock: provider({ region: 'us-east-1' }) } },
+        { env: { ...clean, AWS_EC2_METADATA_DISABLED: 'true' } });
+      try {
+        const r = await fetch(`${g.url}/model/${encodeURIComponent(HAIKU)}/converse`, { method: 'POST',
+          headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: [{ text: 'hi' }] }] }) });
+        assert.equal(r.status, 503);
+        assert.match((await r.json()).message, /no AWS credentials/);
+        assert.match(g.output(), /AWS credentials: no AWS credentials: no access key, web identity or container endpoint/);
+      } finally {
+        await g.stop();
+      }
+      // a container endpoint elsewhere, dressed as a local one: refused before any token is sent
+      const g3 = await startGateway({ providers: { bedrock: provider({ region: 'us-east-1' }) } },
+        { env: { ...clean, AWS_CONTAINER_CREDENTIALS_FULL_URI: `http://127.0.0.1:80@127.0.0.2:${pod.srv.address().port}/v1/credentials`,
+          AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: join(dir, 'pod-token') } });
+      try {
+        const r = await fetch(`${g3.url}/model/${encodeURIComponent(HAIKU)}/converse`, { method: 'POST',
+          headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [] }) });
+        assert.equal(r.status, 503);
+        await r.text();
+        assert.match(g3.output(), /AWS_CONTAINER_CREDENTIALS_FULL_URI must name the ECS or EKS Pod Identity agent/);
+      } finally {
+        await g3.stop();
+      }
+      // a web identity STS refuses: its code and message in the log
+      writeFileSync(join(dir, 'token'), 'not-the-token\n');
+      const g2 = await startGateway({ providers: { bedrock: provider({ region: 'us-east-1' }) } }, { env: { ...clean, ...envs[0][1] } });
+      try {
+        const r = await fetch(`${g2.url}/model/${encodeURIComponent(HAIKU)}/converse`, { method: 'POST',
+          headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: [{ text: 'hi' }] }] }) });
+        assert.equal(r.status, 503);
+        await r.text();
+        assert.match(g2.output(), /AssumeRoleWithWebIdentity for arn:aws:iam::123456789012:role\/keyless-bedrock\): HTTP 400 InvalidIdentityToken: Couldn't retrieve/);
+        assert.ok(!g2.output().includes('not-the-token'), 'the web identity token is not logged');
+      } finally {
+        await g2.stop();
+      }
+    } finally {
+      await sts.close();
+      await pod.close();
+      await imds.close();
+    }
   });
 
   it('a wrong secret: Bedrock\'s 403 reaches the caller as the SDK\'s exception; an unset secret: 503; a missing region is a configuration error', async () => {

@@ -132,7 +132,7 @@ static void aws_provider(void **state)
                 "apikey and aws both set", true);
     expect_diag("{\"providers\": {\"b\": {\"baseurl\": \"http://127.0.0.1:9\", \"aws\": {\"access_key_id\": \"A\","
                 " \"region\": \"us-east-1\"}, \"models\": [\"m\"]}}}",
-                "aws needs access_key_id and access_secret", true);
+                "aws needs access_key_id and access_secret together", true);
     expect_diag("{\"providers\": {\"b\": {\"baseurl\": \"http://127.0.0.1:9\", \"auth_mode\": \"passthrough\", \"aws\":"
                 " {\"access_key_id\": \"A\", \"access_secret\": \"s\", \"region\": \"us-east-1\"}, \"models\": [\"m\"]}}}",
                 "auth_mode must be override", true);
