@@ -357,6 +357,8 @@ static int mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **
                             .headers = metadata ? metadata_headers : NULL, .no_proxy = metadata};
     struct kl_sync_reply r;
     if (kl_sync_fetch(&q, stop, &r, err, errlen) < 0) {
+        if (form)
+            OPENSSL_cleanse(form, strlen(form));
         kl_arena_free(&a);
         return -1;
     }
@@ -388,6 +390,12 @@ static int mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **
                                                                    : 3600;
         result = 0;
     }
+    /* the token's copy in the tree, and the assertion or refresh token in
+     * the form, are wiped like the reply */
+    if (tok)
+        OPENSSL_cleanse((char *)tok, strlen(tok));
+    if (form)
+        OPENSSL_cleanse(form, strlen(form));
     kl_sync_reply_free(&r);
     cJSON_Delete(j);
     kl_arena_free(&a);
