@@ -273,14 +273,36 @@ static bool is_aws_signature(const char *name)
            strcasecmp(name, "x-amz-security-token") == 0;
 }
 
+/* A caller identified by a workload token sent it in one of the
+ * credential headers, and it is for keyless (its audience), never for the
+ * provider. */
+static bool identified_by_token(const kl_exchange *ex)
+{
+    return ex->ident && ex->ident->source && strcmp(ex->ident->source, "oidc") == 0;
+}
+
+/* Does the provider get keyless's own credential: always with override,
+ * with passthrough only when the caller sent none of its own. */
+static bool keyless_credential(const kl_exchange *ex)
+{
+    const struct kl_provider *p = ex->provider;
+    if (p->auth_mode != KL_AUTHMODE_PASSTHROUGH)
+        return p->auth_mode == KL_AUTHMODE_OVERRIDE;
+    if (identified_by_token(ex))
+        return true;
+    for (size_t i = 0; i < ex->req.nheaders; i++)
+        if (is_credential(ex->req.headers[i].name))
+            return false;
+    return true;
+}
+
 static void build_headers(kl_exchange *ex, const char *token, const struct kl_sigv4_cred *aws)
 {
     const struct kl_provider *p = ex->provider;
     const kl_http_request *r = &ex->req;
     const char **h = kl_arena_alloc(&ex->arena, (r->nheaders + p->nadd_headers + 4) * sizeof(char *));
     size_t n = 0;
-    bool caller_credential = false;
-    bool by_token = ex->ident && ex->ident->source && strcmp(ex->ident->source, "oidc") == 0;
+    bool by_token = identified_by_token(ex);
     bool has_connection = kl_http_header(r, "connection") != NULL; /* most requests: none to look through */
     for (size_t i = 0; i < r->nheaders; i++) {
         const char *name = r->headers[i].name;
@@ -290,7 +312,6 @@ static void build_headers(kl_exchange *ex, const char *token, const struct kl_si
         if (by_token && is_credential(name))
             continue;
         if (p->auth_mode == KL_AUTHMODE_PASSTHROUGH && (is_credential(name) || is_aws_signature(name))) {
-            caller_credential |= is_credential(name);
             h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
             continue;
         }
@@ -298,7 +319,7 @@ static void build_headers(kl_exchange *ex, const char *token, const struct kl_si
             continue;
         h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
     }
-    bool inject = p->auth_mode == KL_AUTHMODE_OVERRIDE || (p->auth_mode == KL_AUTHMODE_PASSTHROUGH && !caller_credential);
+    bool inject = keyless_credential(ex);
     if (inject && aws) /* signed last: the URL and the body are final */
         n += kl_sigv4_headers(&ex->arena, aws, r->method, ex->upstream_url, ex->up_body, ex->up_body_len, time(NULL),
                               h + n);
@@ -336,7 +357,9 @@ enum kl_step kl_route_run(kl_exchange *ex)
         aws = now;
     }
     rewrite_body(ex, bare);
-    ex->upstream_url = build_url(ex, bare, project);
+    /* a Vertex path goes to the credentials' project only when their token
+     * goes with it: a caller's own token (passthrough) keeps its project */
+    ex->upstream_url = build_url(ex, bare, keyless_credential(ex) ? project : NULL);
     build_headers(ex, token, aws);
     return KL_NEXT;
 }

@@ -343,6 +343,29 @@ describe('Vertex AI', () => {
     }
   });
 
+  it('passthrough: a caller\'s own Google token keeps the caller\'s project; without one, the account\'s token and project', async () => {
+    const g = await startGateway({ providers: { vertex: { ...vertexProvider(mock.url, sa.file(tokens.url)), auth_mode: 'passthrough' } } });
+    const body = JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
+    const ask = (headers) => fetch(`${g.url}/v1/projects/callers-proj/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`,
+      { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+    try {
+      let r = await ask({ authorization: 'Bearer ya29.callers-own-token' });
+      assert.equal(r.status, 200);
+      await r.json();
+      let seen = await mock.last();
+      assert.equal(seen.path, `/v1/projects/callers-proj/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`);
+      assert.equal(headerMap(seen.headers).authorization, 'Bearer ya29.callers-own-token');
+      r = await ask({});
+      assert.equal(r.status, 200);
+      await r.json();
+      seen = await mock.last();
+      assert.equal(seen.path, `/v1/projects/p1/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`);
+      assert.match(headerMap(seen.headers).authorization, /^Bearer ya29\.test-token-/);
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('a user\'s application default credentials (authorized_user): the refresh token gets the token, the caller\'s project is kept', async () => {
     const user = { client_id: '764086051850-test.apps.googleusercontent.com', client_secret: 'd-FL95Q-test-secret', refresh_token: '1//0g-test-refresh' };
     const ep = await startRefreshEndpoint(user);
