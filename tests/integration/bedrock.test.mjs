@@ -735,6 +735,24 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
       } finally {
         await g.stop();
       }
+      // credentials that arrive expired (a wrong clock), or hold a line break (a header injection): refused, and said
+      for (const [bad, why] of [[{ Expiration: new Date(Date.now() + 30e3).toISOString() }, /is the clock right\?/],
+        [{ Token: 'IQoJ\r\nX-Injected: 1' }, /HTTP 200, no credentials/]]) {
+        const odd = await listen((req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({
+          AccessKeyId: 'ASIAODDCREDENTIALS1', SecretAccessKey: 'secret', Token: 'IQoJtoken', Expiration: expiry(), ...bad })));
+        const g4 = await startGateway({ providers: { bedrock: provider({ region: 'us-east-1' }) } },
+          { env: { ...clean, AWS_CONTAINER_CREDENTIALS_FULL_URI: `${odd.url}/v1/credentials` } });
+        try {
+          const r = await fetch(`${g4.url}/model/${encodeURIComponent(HAIKU)}/converse`, { method: 'POST',
+            headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [] }) });
+          assert.equal(r.status, 503);
+          await r.text();
+          assert.match(g4.output(), why);
+        } finally {
+          await g4.stop();
+          await odd.close();
+        }
+      }
       // a container endpoint elsewhere, dressed as a local one: refused before any token is sent
       const g3 = await startGateway({ providers: { bedrock: provider({ region: 'us-east-1' }) } },
         { env: { ...clean, AWS_CONTAINER_CREDENTIALS_FULL_URI: `http://127.0.0.1:80@127.0.0.2:${pod.srv.address().port}/v1/credentials`,
