@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -167,6 +168,19 @@ size_t kl_utf8_clean(char *out, const char *s)
     }
     *o = '\0';
     return (size_t)(o - out);
+}
+
+int64_t kl_iso8601_ms(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+                     &tm.tm_sec) != 6)
+        return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t t = timegm(&tm);
+    return t > 0 ? (int64_t)t * 1000 : 0;
 }
 
 size_t kl_xml_field(const char *doc, const char *tag, char *out, size_t outlen)

@@ -42,21 +42,6 @@ static const char *env(const char *name)
     return v && *v ? v : NULL;
 }
 
-/* "2026-11-27T14:40:00Z" (fractions of a second allowed): ms since the
- * epoch, or 0. */
-static int64_t iso8601_ms(const char *s)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof(tm));
-    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
-                     &tm.tm_sec) != 6)
-        return 0;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    time_t t = timegm(&tm);
-    return t > 0 ? (int64_t)t * 1000 : 0;
-}
-
 /* A credential into dst: false when absent, too long, or holding a
  * control byte (it goes into a header line). */
 static bool copy(char *dst, size_t cap, const char *s)
@@ -100,7 +85,7 @@ static bool from_json(const char *text, struct found *f)
               copy(f->secret, sizeof(f->secret),
                    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "SecretAccessKey"))) &&
               copy(f->token, sizeof(f->token), cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "Token"))) &&
-              (f->expires_ms = iso8601_ms(exp)) > 0;
+              (f->expires_ms = kl_iso8601_ms(exp)) > 0;
     cJSON_Delete(j);
     return ok;
 }
@@ -185,7 +170,7 @@ static int from_web_identity(const kl_aws_keeper *k, const atomic_bool *stop, st
                     kl_xml_field(r.body, "SecretAccessKey", f->secret, sizeof(f->secret)) < sizeof(f->secret) &&
                     kl_xml_field(r.body, "SessionToken", f->token, sizeof(f->token)) < sizeof(f->token);
         kl_xml_field(r.body, "Expiration", exp, sizeof(exp));
-        f->expires_ms = iso8601_ms(exp);
+        f->expires_ms = kl_iso8601_ms(exp);
         if (r.status == 200 && !fits) {
             snprintf(err, errlen, "POST %.150s (AssumeRoleWithWebIdentity): credentials longer than keyless holds",
                      url);

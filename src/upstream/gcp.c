@@ -18,6 +18,7 @@
 
 #include "core/exchange.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "dialect/evstream.h"
 #include "upstream/syncfetch.h"
 
@@ -158,6 +159,140 @@ static int authorized_user_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred
     return 1;
 }
 
+/* ---- external accounts (workload identity federation) ---- */
+
+#define DEFAULT_STS_URL "https://sts.googleapis.com/v1/token"
+
+/* An external_account file's fields, pointing into its cJSON tree. */
+struct external {
+    const char *audience, *subject_token_type, *token_url;
+    const char *file, *url;         /* where the subject token is read: one of the two */
+    const cJSON *headers;           /* sent to url: an object of strings, or NULL */
+    const char *json_field;         /* the token is this field of a JSON document; NULL: the text itself */
+    const char *impersonation_url;  /* a service account's generateAccessToken, or NULL */
+    long lifetime_s;                /* asked for an impersonated token */
+    const char *user_project;       /* a workforce pool's workforce_pool_user_project, or NULL */
+};
+
+/* A header from the file: its name a token, its value one line. */
+static bool header_ok(const cJSON *h)
+{
+    const char *v = cJSON_GetStringValue(h);
+    size_t n = h->string ? strlen(h->string) : 0;
+    return v && n && n < 128 &&
+           strspn(h->string, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~") == n &&
+           !strpbrk(v, "\r\n");
+}
+
+/* Reads and checks an external_account file: the same checks when the
+ * configuration is read and before each token, so a token is only asked
+ * for as the file was accepted. */
+static int external_read(const cJSON *o, struct external *x, const char **why)
+{
+    memset(x, 0, sizeof(*x));
+    const cJSON *src = cJSON_GetObjectItemCaseSensitive(o, "credential_source");
+    x->audience = field(o, "audience");
+    x->subject_token_type = field(o, "subject_token_type");
+    x->token_url = field(o, "token_url") ? field(o, "token_url") : DEFAULT_STS_URL;
+    x->impersonation_url = field(o, "service_account_impersonation_url");
+    x->user_project = field(o, "workforce_pool_user_project");
+    x->lifetime_s = 3600;
+    if (!x->audience || !x->subject_token_type || !cJSON_IsObject(src)) {
+        *why = "the external_account credentials file has no audience, subject_token_type or credential_source";
+        return -1;
+    }
+    if (!token_uri_safe(x->token_url) || (x->impersonation_url && !token_uri_safe(x->impersonation_url))) {
+        *why = "the external_account credentials file's token_url and service_account_impersonation_url must be "
+               "https:// (or http:// to this machine): the tokens sent there are credentials";
+        return -1;
+    }
+    if (cJSON_GetObjectItemCaseSensitive(src, "executable") || cJSON_GetObjectItemCaseSensitive(src, "environment_id") ||
+        cJSON_GetObjectItemCaseSensitive(src, "certificate")) {
+        *why = "the external_account credentials file's credential_source is an executable, AWS or a certificate; "
+               "keyless reads a token from a \"file\" or a \"url\"";
+        return -1;
+    }
+    x->file = field(src, "file");
+    x->url = field(src, "url");
+    if (!x->file == !x->url) {
+        *why = "the external_account credentials file's credential_source must name one \"file\" or one \"url\"";
+        return -1;
+    }
+    if (x->url && strncasecmp(x->url, "http://", 7) != 0 && strncasecmp(x->url, "https://", 8) != 0) {
+        *why = "the external_account credentials file's credential_source url must be http:// or https://";
+        return -1;
+    }
+    x->headers = cJSON_GetObjectItemCaseSensitive(src, "headers");
+    const cJSON *h;
+    cJSON_ArrayForEach(h, x->headers) {
+        if (!header_ok(h)) {
+            *why = "the external_account credentials file's credential_source headers must be names with one-line "
+                   "string values";
+            return -1;
+        }
+    }
+    if (x->headers && (!cJSON_IsObject(x->headers) || !x->url)) {
+        *why = "the external_account credentials file's credential_source headers must be an object, with a url";
+        return -1;
+    }
+    const cJSON *format = cJSON_GetObjectItemCaseSensitive(src, "format");
+    const char *type = field(format, "type");
+    if (type && strcmp(type, "json") == 0 && !(x->json_field = field(format, "subject_token_field_name"))) {
+        *why = "the external_account credentials file's json format has no subject_token_field_name";
+        return -1;
+    }
+    if (type && strcmp(type, "json") != 0 && strcmp(type, "text") != 0) {
+        *why = "the external_account credentials file's credential_source format must be \"text\" or \"json\"";
+        return -1;
+    }
+    const cJSON *life = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(o, "service_account_impersonation"), "token_lifetime_seconds");
+    if (life) {
+        if (!cJSON_IsNumber(life) || life->valuedouble < 600 || life->valuedouble > 43200 ||
+            life->valuedouble != (double)(long)life->valuedouble) {
+            *why = "the external_account credentials file's token_lifetime_seconds must be whole seconds from 600 "
+                   "to 43200";
+            return -1;
+        }
+        x->lifetime_s = (long)life->valuedouble;
+    }
+    return 1;
+}
+
+/* The name /metrics and the log give an external account: the service
+ * account it acts as, else its pool's provider (the audience names no
+ * secret). */
+static const char *external_name(kl_arena *a, const struct external *x)
+{
+    const char *sa = x->impersonation_url ? strstr(x->impersonation_url, "serviceAccounts/") : NULL;
+    if (sa) {
+        sa += strlen("serviceAccounts/");
+        return kl_arena_printf(a, "external_account:%.*s", (int)strcspn(sa, ":/?#"), sa);
+    }
+    const char *aud = x->audience;
+    if (strncmp(aud, "//iam.googleapis.com/", 21) == 0)
+        aud += 21;
+    return kl_arena_concat(a, "external_account:", aud, NULL);
+}
+
+/* A workload identity federation file: nothing secret in it (its secret is
+ * the token read from its source each time), kept whole to be read again. */
+static int external_account_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred *out, const char **why)
+{
+    struct external x;
+    if (external_read(o, &x, why) < 0)
+        return -1;
+    char *text = cJSON_PrintUnformatted(o);
+    if (!text)
+        abort();
+    out->source = KL_GCP_EXTERNAL_ACCOUNT;
+    out->email = external_name(a, &x);
+    out->token_uri = kl_arena_strdup(a, x.token_url);
+    out->external = kl_arena_strdup(a, text);
+    free(text);
+    return 1;
+}
+
 int kl_gcp_cred_parse(const char *text, const char *metadata_host, kl_arena *a, struct kl_gcp_cred *out,
                       const char **why)
 {
@@ -208,10 +343,13 @@ int kl_gcp_cred_parse(const char *text, const char *metadata_host, kl_arena *a, 
         rc = service_account_parse(o, a, out, why);
     else if (type && strcmp(type, "authorized_user") == 0)
         rc = authorized_user_parse(o, a, out, why);
+    else if (type && strcmp(type, "external_account") == 0)
+        rc = external_account_parse(o, a, out, why);
     else
         *why = kl_arena_printf(a, "apikey holds a Google credentials file of type \"%.40s\"; keyless reads a "
                                   "service account's key file (\"service_account\"), a user's application default "
-                                  "credentials (\"authorized_user\"), or \"gcp-metadata\" for the metadata server",
+                                  "credentials (\"authorized_user\"), workload identity federation "
+                                  "(\"external_account\"), or \"gcp-metadata\" for the metadata server",
                                type ? type : "(none)");
     cJSON_Delete(o);
     return rc;
@@ -301,6 +439,7 @@ static char *token_form(kl_arena *a, const struct kl_gcp_cred *cred, const char 
                                "&client_secret=", url_escaped(a, cred->client_secret), "&refresh_token=",
                                url_escaped(a, cred->refresh_token), NULL);
     case KL_GCP_METADATA:
+    case KL_GCP_EXTERNAL_ACCOUNT:
         break;
     }
     return NULL;
@@ -335,14 +474,240 @@ static int metadata_project(const struct kl_gcp_cred *cred, const atomic_bool *s
     return result;
 }
 
+/* An OAuth token endpoint's answer (Google's, or its STS's) to verb url:
+ * 0 with *token (malloc) and *lifetime_s, or -1 with err. */
+static int oauth_answer(const char *verb, const char *url, const struct kl_sync_reply *r, char **token,
+                        long *lifetime_s, char *err, size_t errlen)
+{
+    int result = -1;
+    cJSON *j = r->body ? cJSON_Parse(r->body) : NULL;
+    const char *tok = field(j, "access_token");
+    const cJSON *exp = cJSON_GetObjectItemCaseSensitive(j, "expires_in");
+    if (r->status != 200 || !tok) {
+        /* Google's error names the problem (invalid_grant: the key was
+         * deleted, the clock is off, the refresh token was revoked, the
+         * subject token's audience is wrong); it never echoes the
+         * assertion, the refresh token or the subject token */
+        snprintf(err, errlen, "%s %s: HTTP %ld%s%.100s%s%.300s", verb, url, r->status, field(j, "error") ? " " : "",
+                 field(j, "error") ? field(j, "error") : "", field(j, "error_description") ? ": " : "",
+                 field(j, "error_description") ? field(j, "error_description") : "");
+        if (r->status == 200)
+            snprintf(err, errlen, "%s %s: the answer has no access_token", verb, url);
+    } else {
+        *token = strdup(tok);
+        if (!*token)
+            abort();
+        /* Google's are 3599 s; anything out of reason is held to a day */
+        *lifetime_s = cJSON_IsNumber(exp) && exp->valuedouble >= 1 ? (exp->valuedouble < 86400 ? (long)exp->valuedouble
+                                                                                             : 86400)
+                                                                   : 3600;
+        result = 0;
+    }
+    if (tok) /* the token's copy in the tree is wiped like the reply */
+        OPENSSL_cleanse((char *)tok, strlen(tok));
+    cJSON_Delete(j);
+    return result;
+}
+
+static void wipe_free(char *s)
+{
+    if (s)
+        OPENSSL_cleanse(s, strlen(s));
+    free(s);
+}
+
+/* Leading and trailing white space off s, in place. */
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && strchr(" \n\r\t", s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+/* An external account's subject token, read from its file (a Kubernetes
+ * projected token, rotated by the kubelet: read again each time) or its URL
+ * (Azure's instance metadata, a token service): 0 with *out (malloc), or -1
+ * with err. */
+static int subject_token(const struct external *x, const atomic_bool *stop, char **out, char *err, size_t errlen)
+{
+    char *text = NULL;
+    if (x->file) {
+        FILE *f = fopen(x->file, "re");
+        if (!f) {
+            snprintf(err, errlen, "the subject token file %s: %s", x->file, strerror(errno));
+            return -1;
+        }
+        text = calloc(1, 64 * 1024 + 2); /* a byte more than a token may have, and the NUL */
+        if (!text)
+            abort();
+        size_t n = fread(text, 1, 64 * 1024 + 1, f);
+        bool bad = ferror(f) || n > 64 * 1024;
+        fclose(f);
+        if (bad) {
+            snprintf(err, errlen, "the subject token file %s: %s", x->file, n > 64 * 1024 ? "over 64 KiB" : "unreadable");
+            wipe_free(text);
+            return -1;
+        }
+    } else {
+        kl_arena a;
+        kl_arena_init(&a);
+        const char **h = kl_arena_alloc(&a, (size_t)(cJSON_GetArraySize(x->headers) + 1) * sizeof(*h));
+        size_t n = 0;
+        const cJSON *i;
+        cJSON_ArrayForEach(i, x->headers)
+            h[n++] = kl_arena_concat(&a, i->string, ": ", cJSON_GetStringValue(i), NULL);
+        h[n] = NULL;
+        struct kl_sync_req q = {.method = "GET", .url = x->url, .headers = h,
+                                .no_proxy = strstr(x->url, "://169.254.169.254") != NULL};
+        struct kl_sync_reply r;
+        int rc = kl_sync_fetch(&q, stop, &r, err, errlen);
+        kl_arena_free(&a);
+        if (rc < 0)
+            return -1;
+        if (r.status != 200 || !r.body) {
+            snprintf(err, errlen, "GET %s (the subject token): HTTP %ld", x->url, r.status);
+            kl_sync_reply_free(&r);
+            return -1;
+        }
+        text = r.body; /* now ours */
+        r.body = NULL;
+    }
+    const char *where = x->file ? x->file : x->url;
+    char *tok = NULL;
+    if (x->json_field) {
+        cJSON *j = cJSON_Parse(text);
+        const char *v = field(j, x->json_field);
+        if (v)
+            tok = strdup(v);
+        if (v)
+            OPENSSL_cleanse((char *)v, strlen(v));
+        cJSON_Delete(j);
+        if (!v)
+            snprintf(err, errlen, "the subject token at %s: not JSON with a string \"%.60s\"", where, x->json_field);
+    } else if (*trim(text)) {
+        tok = strdup(trim(text));
+    } else {
+        snprintf(err, errlen, "the subject token at %s: empty", where);
+    }
+    wipe_free(text);
+    if (!tok)
+        return -1;
+    *out = tok;
+    return 0;
+}
+
+/* The service account an external account acts as: its access token for
+ * the federated one (IAM credentials' generateAccessToken), 0 with *token
+ * (malloc) and *lifetime_s, or -1 with err. */
+static int impersonate(const struct external *x, const char *federated, const atomic_bool *stop, char **token,
+                       long *lifetime_s, char *err, size_t errlen)
+{
+    kl_arena a;
+    kl_arena_init(&a);
+    char *auth = kl_arena_concat(&a, "Authorization: Bearer ", federated, NULL);
+    const char *h[] = {auth, "Content-Type: application/json", NULL};
+    const char *body = kl_arena_printf(&a, "{\"scope\":[\"" TOKEN_SCOPE "\"],\"lifetime\":\"%lds\"}", x->lifetime_s);
+    struct kl_sync_req q = {.method = "POST", .url = x->impersonation_url, .body = body, .headers = h};
+    struct kl_sync_reply r;
+    int result = -1;
+    if (kl_sync_fetch(&q, stop, &r, err, errlen) == 0) {
+        cJSON *j = r.body ? cJSON_Parse(r.body) : NULL;
+        const char *tok = field(j, "accessToken");
+        int64_t expires_ms = kl_iso8601_ms(field(j, "expireTime"));
+        int64_t left_s = expires_ms / 1000 - (int64_t)time(NULL);
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+        if (r.status != 200 || !tok) {
+            /* IAM's error: {"error": {"code", "message", "status"}} */
+            snprintf(err, errlen, "POST %s: HTTP %ld%s%.40s%s%.300s", x->impersonation_url, r.status,
+                     field(e, "status") ? " " : "", field(e, "status") ? field(e, "status") : "",
+                     field(e, "message") ? ": " : "", field(e, "message") ? field(e, "message") : "");
+            if (r.status == 200)
+                snprintf(err, errlen, "POST %s: the answer has no accessToken", x->impersonation_url);
+        } else if (left_s < 60) {
+            snprintf(err, errlen, "POST %s: the token's expireTime %.40s is past or this machine's clock is off",
+                     x->impersonation_url, field(j, "expireTime") ? field(j, "expireTime") : "(none)");
+        } else {
+            *token = strdup(tok);
+            if (!*token)
+                abort();
+            *lifetime_s = left_s < 43200 ? (long)left_s : 43200;
+            result = 0;
+        }
+        if (tok)
+            OPENSSL_cleanse((char *)tok, strlen(tok));
+        cJSON_Delete(j);
+        kl_sync_reply_free(&r);
+    }
+    OPENSSL_cleanse(auth, strlen(auth));
+    kl_arena_free(&a);
+    return result;
+}
+
+/* Workload identity federation (RFC 8693 token exchange at Google's STS):
+ * the subject token for a federated access token, and that, when the file
+ * says so, for a service account's. */
+static int external_mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **token, long *lifetime_s,
+                         char *err, size_t errlen)
+{
+    cJSON *o = cJSON_Parse(cred->external);
+    struct external x;
+    const char *why = NULL;
+    if (external_read(o, &x, &why) < 0) { /* it was accepted once: not expected */
+        snprintf(err, errlen, "%s", why);
+        cJSON_Delete(o);
+        return -1;
+    }
+    char *subject = NULL, *federated = NULL;
+    int result = -1;
+    if (subject_token(&x, stop, &subject, err, errlen) == 0) {
+        kl_arena a;
+        kl_arena_init(&a);
+        char *form = kl_arena_concat(
+            &a,
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange"
+            "&requested_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token&scope=",
+            url_escaped(&a, TOKEN_SCOPE), "&audience=", url_escaped(&a, x.audience), "&subject_token_type=",
+            url_escaped(&a, x.subject_token_type), "&subject_token=", url_escaped(&a, subject), NULL);
+        /* a workforce pool's user project is billed for the exchange; not
+         * when a service account is impersonated (its project is) */
+        if (x.user_project && !x.impersonation_url) {
+            cJSON *opt = cJSON_CreateObject();
+            cJSON_AddStringToObject(opt, "userProject", x.user_project);
+            form = kl_arena_concat(&a, form, "&options=", url_escaped(&a, kl_json_print_arena(&a, opt, "", "")), NULL);
+        }
+        struct kl_sync_req q = {.method = "POST", .url = x.token_url, .body = form};
+        struct kl_sync_reply r;
+        if (kl_sync_fetch(&q, stop, &r, err, errlen) == 0) {
+            result = oauth_answer("POST", x.token_url, &r, &federated, lifetime_s, err, errlen);
+            kl_sync_reply_free(&r);
+        }
+        OPENSSL_cleanse(form, strlen(form));
+        kl_arena_free(&a);
+    }
+    if (result == 0 && x.impersonation_url) {
+        result = impersonate(&x, federated, stop, token, lifetime_s, err, errlen);
+        wipe_free(federated);
+    } else if (result == 0) {
+        *token = federated;
+    }
+    wipe_free(subject);
+    cJSON_Delete(o);
+    return result;
+}
+
 /* Get a fresh token from cred's source: 0 with *token (malloc) and
  * *lifetime_s (and, from the metadata server, its project in *project
  * unless project is NULL: known already), or -1 with err. Neither the
- * assertion, the refresh token nor the access token is ever written to a
- * log. */
+ * assertion, the refresh token, the subject token nor the access token is
+ * ever written to a log. */
 static int mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **token, long *lifetime_s,
                 char **project, char *err, size_t errlen)
 {
+    if (cred->source == KL_GCP_EXTERNAL_ACCOUNT)
+        return external_mint(cred, stop, token, lifetime_s, err, errlen);
     kl_arena a;
     kl_arena_init(&a);
     const char *why = NULL;
@@ -356,48 +721,19 @@ static int mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **
     struct kl_sync_req q = {.method = form ? "POST" : "GET", .url = cred->token_uri, .body = form,
                             .headers = metadata ? metadata_headers : NULL, .no_proxy = metadata};
     struct kl_sync_reply r;
-    if (kl_sync_fetch(&q, stop, &r, err, errlen) < 0) {
-        if (form)
-            OPENSSL_cleanse(form, strlen(form));
-        kl_arena_free(&a);
-        return -1;
-    }
-    long status = r.status;
     int result = -1;
-    cJSON *j = r.body ? cJSON_Parse(r.body) : NULL;
-    const char *tok = field(j, "access_token");
-    const cJSON *exp = cJSON_GetObjectItemCaseSensitive(j, "expires_in");
-    const char *verb = form ? "POST" : "GET";
-    if (status != 200 || !tok) {
-        /* Google's error names the problem (invalid_grant: the key was
-         * deleted, the clock is off, the refresh token was revoked); it
-         * never echoes the assertion or the refresh token */
-        snprintf(err, errlen, "%s %s: HTTP %ld%s%.100s%s%.300s", verb, cred->token_uri, status,
-                 field(j, "error") ? " " : "", field(j, "error") ? field(j, "error") : "",
-                 field(j, "error_description") ? ": " : "",
-                 field(j, "error_description") ? field(j, "error_description") : "");
-        if (status == 200)
-            snprintf(err, errlen, "%s %s: the answer has no access_token", verb, cred->token_uri);
-    } else if (metadata && project && metadata_project(cred, stop, project, err, errlen) < 0) {
+    if (kl_sync_fetch(&q, stop, &r, err, errlen) == 0) {
+        result = oauth_answer(q.method, cred->token_uri, &r, token, lifetime_s, err, errlen);
         /* no token without the project its requests go to */
-    } else {
-        *token = strdup(tok);
-        if (!*token)
-            abort();
-        /* Google's are 3599 s; anything out of reason is held to a day */
-        *lifetime_s = cJSON_IsNumber(exp) && exp->valuedouble >= 1 ? (exp->valuedouble < 86400 ? (long)exp->valuedouble
-                                                                                             : 86400)
-                                                                   : 3600;
-        result = 0;
+        if (result == 0 && metadata && project && metadata_project(cred, stop, project, err, errlen) < 0) {
+            wipe_free(*token);
+            *token = NULL;
+            result = -1;
+        }
+        kl_sync_reply_free(&r);
     }
-    /* the token's copy in the tree, and the assertion or refresh token in
-     * the form, are wiped like the reply */
-    if (tok)
-        OPENSSL_cleanse((char *)tok, strlen(tok));
-    if (form)
+    if (form) /* the assertion or refresh token, wiped like the reply */
         OPENSSL_cleanse(form, strlen(form));
-    kl_sync_reply_free(&r);
-    cJSON_Delete(j);
     kl_arena_free(&a);
     return result;
 }
@@ -409,6 +745,7 @@ struct entry {
     enum kl_gcp_source source;
     char *email, *key_id, *token_uri, *private_key;     /* own copies: snapshots come and go */
     char *client_id, *client_secret, *refresh_token;
+    char *external;             /* an external account's file */
     char *project;              /* the metadata server's project, once learnt */
     char *token;                /* the current one, or NULL */
     int64_t usable_ms;          /* the token is handed out until then: a minute (a tenth of its life) before it expires */
@@ -448,7 +785,7 @@ static struct entry *find(kl_gcp_tokens *t, const struct kl_gcp_cred *c)
         if (e->source == c->source && same(e->email, c->email) && same(e->key_id, c->key_id) &&
             same(e->token_uri, c->token_uri) && same(e->private_key, c->private_key) &&
             same(e->client_id, c->client_id) && same(e->client_secret, c->client_secret) &&
-            same(e->refresh_token, c->refresh_token))
+            same(e->refresh_token, c->refresh_token) && same(e->external, c->external))
             return e;
     return NULL;
 }
@@ -487,8 +824,10 @@ static void *keeper_main(void *arg)
             pthread_cond_timedwait(&t->cond, &t->lock, &ts);
             continue;
         }
-        struct kl_gcp_cred cred = {due->source, due->email, due->key_id, due->token_uri, due->private_key,
-                                   due->client_id, due->client_secret, due->refresh_token, NULL};
+        struct kl_gcp_cred cred = {.source = due->source, .email = due->email, .key_id = due->key_id,
+                                   .token_uri = due->token_uri, .private_key = due->private_key,
+                                   .client_id = due->client_id, .client_secret = due->client_secret,
+                                   .refresh_token = due->refresh_token, .external = due->external};
         char *project = NULL;
         bool want_project = !due->project;
         pthread_mutex_unlock(&t->lock); /* entries are never removed, nor their strings changed: due stays valid */
@@ -502,9 +841,7 @@ static void *keeper_main(void *arg)
             free(project);
         now = mono_ms();
         if (rc == 0) {
-            if (due->token)
-                OPENSSL_cleanse(due->token, strlen(due->token));
-            free(due->token);
+            wipe_free(due->token);
             due->token = token;
             int64_t life_ms = (int64_t)life * 1000;
             due->usable_ms = now + life_ms - (life_ms / 10 < 60000 ? life_ms / 10 : 60000);
@@ -566,6 +903,7 @@ void kl_gcp_tokens_keep(kl_gcp_tokens *t, const struct kl_gcp_cred *const *creds
             e->client_id = dup_or_null(creds[i]->client_id);
             e->client_secret = dup_or_null(creds[i]->client_secret);
             e->refresh_token = dup_or_null(creds[i]->refresh_token);
+            e->external = dup_or_null(creds[i]->external);
             e->due_ms = mono_ms();
             e->next = t->entries;
             t->entries = e;
@@ -645,20 +983,13 @@ void kl_gcp_tokens_stop(kl_gcp_tokens *t)
         free(e->email);
         free(e->key_id);
         free(e->token_uri);
-        if (e->private_key)
-            OPENSSL_cleanse(e->private_key, strlen(e->private_key));
-        free(e->private_key);
+        wipe_free(e->private_key);
         free(e->client_id);
-        if (e->client_secret)
-            OPENSSL_cleanse(e->client_secret, strlen(e->client_secret));
-        free(e->client_secret);
-        if (e->refresh_token)
-            OPENSSL_cleanse(e->refresh_token, strlen(e->refresh_token));
-        free(e->refresh_token);
+        wipe_free(e->client_secret);
+        wipe_free(e->refresh_token);
+        wipe_free(e->external); /* a url source's headers may hold a secret */
         free(e->project);
-        if (e->token)
-            OPENSSL_cleanse(e->token, strlen(e->token));
-        free(e->token);
+        wipe_free(e->token);
         free(e);
     }
     pthread_mutex_destroy(&t->lock);

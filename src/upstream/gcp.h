@@ -1,11 +1,15 @@
 /* Google credentials for Vertex AI, whose raw predict endpoint (the one
  * Anthropic's models are served on) takes an OAuth access token, not an API
- * key. A token lives an hour and comes from one of three sources: a service
+ * key. A token lives an hour and comes from one of four sources: a service
  * account's key file (a JWT signed with its RSA key, exchanged at its
  * token_uri), gcloud's application default credentials of a user (a
- * refresh token, exchanged likewise), or the metadata server of the VM or
- * GKE pod keyless runs on (its service account, workload identity on GKE:
- * no key at all, which organisations that forbid key files need). One
+ * refresh token, exchanged likewise), the metadata server of the VM or
+ * GKE pod keyless runs on (its service account, workload identity on GKE),
+ * or an external account (workload identity federation: a token another
+ * platform gave keyless, such as a Kubernetes service account's or a CI
+ * job's OIDC token, exchanged at Google's STS, and optionally for a service
+ * account's). The last three need no key at all, which organisations that
+ * forbid key files need. One
  * thread keeps every configured credential's token fresh ahead of its
  * expiry, so no request waits for Google; a request reads the current token
  * under a lock. */
@@ -21,6 +25,7 @@ enum kl_gcp_source {
     KL_GCP_SERVICE_ACCOUNT,     /* "type": "service_account" key file */
     KL_GCP_AUTHORIZED_USER,     /* "type": "authorized_user" (gcloud auth application-default login) */
     KL_GCP_METADATA,            /* apikey "gcp-metadata" or "gcp-metadata:ACCOUNT" */
+    KL_GCP_EXTERNAL_ACCOUNT,    /* "type": "external_account" (workload identity federation) */
 };
 
 struct kl_gcp_cred {
@@ -33,12 +38,14 @@ struct kl_gcp_cred {
     const char *client_id, *client_secret, *refresh_token;      /* authorized user */
     const char *project_id;     /* the key file's project, or NULL: Vertex paths are sent to it (the metadata
                                    server's project is learnt with the first token, kl_gcp_token) */
+    const char *external;       /* external account: its file's JSON, compact; read again for each token */
 };
 
 /* text: a provider's resolved apikey. 1 with *out filled (strings in a)
  * when it holds Google credentials: Aperture's "keyfile::" followed by a
  * key file's JSON or its base64, the JSON itself (as "file:/path" reads
- * it) of a service account or an authorized user, or "gcp-metadata[:ACCOUNT]";
+ * it) of a service account, an authorized user or an external account (its
+ * credential source a file or a URL), or "gcp-metadata[:ACCOUNT]";
  * 0 when it is an ordinary key; -1 with *why when it is a credentials file
  * that cannot be used (not JSON, a field missing, a private key that does
  * not load, a type keyless does not read). metadata_host is where

@@ -3,8 +3,10 @@
 // from it at a token endpoint that checks every assertion's signature, and the
 // clients that speak Vertex: the Anthropic Vertex SDK, Claude Code in its
 // Vertex mode, and Gemini's API under Vertex's paths. Also the two keyless
-// sources: a user's application default credentials (a refresh token) and the
-// metadata server of a GCE VM or GKE pod ("gcp-metadata").
+// sources: a user's application default credentials (a refresh token), the
+// metadata server of a GCE VM or GKE pod ("gcp-metadata"), and workload
+// identity federation (an external account: a Kubernetes or Azure token
+// exchanged at Google's STS, then for a service account's).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -107,6 +109,57 @@ async function startMetadataServer({ project = 'meta-proj', account = 'default' 
   return { host: `127.0.0.1:${srv.address().port}`, issued, seen, close: () => new Promise((r) => srv.close(r)) };
 }
 
+// Google's Security Token Service (RFC 8693 token exchange, as workload
+// identity federation uses it) and IAM credentials' generateAccessToken, as
+// Google documents them: the STS takes a form with the subject token and
+// answers a federated token; generateAccessToken takes that token as Bearer
+// and a JSON body, and answers {accessToken, expireTime}. `subjects` are the
+// subject tokens the pool's provider accepts (in real life: a JWT it
+// verifies), `audience` the pool provider's.
+async function startFederation({ audience, subjects, account }) {
+  const federated = [], impersonated = [], forms = [], asked = [];
+  const srv = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      const reply = (status, obj) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(obj));
+      if (req.method === 'POST' && req.url === '/v1/token') {
+        const f = new URLSearchParams(body);
+        forms.push(f);
+        if (f.get('grant_type') !== 'urn:ietf:params:oauth:grant-type:token-exchange' ||
+            f.get('requested_token_type') !== 'urn:ietf:params:oauth:token-type:access_token' ||
+            f.get('scope') !== 'https://www.googleapis.com/auth/cloud-platform' ||
+            f.get('subject_token_type') !== 'urn:ietf:params:oauth:token-type:jwt')
+          return reply(400, { error: 'invalid_request', error_description: 'Invalid value for "grant_type" or a token type.' });
+        if (f.get('audience') !== audience)
+          return reply(400, { error: 'invalid_target', error_description: 'The target service indicated by the "audience" parameters is invalid.' });
+        if (!subjects.includes(f.get('subject_token')))
+          return reply(400, { error: 'invalid_grant', error_description: 'The given subject token could not be verified.' });
+        const token = `ya29.d.federated-${federated.length + 1}-${crypto.randomBytes(6).toString('hex')}`;
+        federated.push(token);
+        return reply(200, { access_token: token, issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+          token_type: 'Bearer', expires_in: 3599 });
+      }
+      const m = req.url.match(/^\/v1\/projects\/-\/serviceAccounts\/([^/:]+):generateAccessToken$/);
+      if (req.method === 'POST' && m) {
+        asked.push({ auth: req.headers.authorization, type: req.headers['content-type'], body: JSON.parse(body || '{}') });
+        if (!federated.some((t) => req.headers.authorization === `Bearer ${t}`))
+          return reply(401, { error: { code: 401, message: 'Request had invalid authentication credentials.', status: 'UNAUTHENTICATED' } });
+        if (decodeURIComponent(m[1]) !== account)
+          return reply(403, { error: { code: 403, message: "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).", status: 'PERMISSION_DENIED' } });
+        const secs = parseInt(asked.at(-1).body.lifetime, 10) || 3600;
+        const token = `ya29.c.impersonated-${impersonated.length + 1}-${crypto.randomBytes(6).toString('hex')}`;
+        impersonated.push(token);
+        return reply(200, { accessToken: token, expireTime: new Date(Date.now() + secs * 1000).toISOString().replace(/\.\d+Z$/, 'Z') });
+      }
+      reply(404, { error: { code: 404, message: 'Not Found', status: 'NOT_FOUND' } });
+    });
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const base = `http://127.0.0.1:${srv.address().port}`;
+  return { base, federated, impersonated, forms, asked, close: () => new Promise((r) => srv.close(r)) };
+}
+
 // A key file as Google writes one: indented JSON over many lines
 function serviceAccount(kid = 'kid-1') {
   const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -125,6 +178,17 @@ const vertexProvider = (url, keyfile) => ({
 // The Anthropic Vertex SDK gets its Authorization from a Google auth client;
 // keyless drops it whatever it is
 const callerAuth = { projectId: 'p1', getRequestHeaders: async () => new Headers({ authorization: 'Bearer caller-own-google-token' }) };
+
+// grants for a gateway whose /metrics the test reads
+const ADMIN_GRANTS = [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }] } }];
+
+// The Anthropic Vertex SDK, naming the caller's project, answered by mockllm
+async function sdkCallerProject(g) {
+  const c = new AnthropicVertex({ baseURL: `${g.url}/v1`, region: 'us-east5', projectId: 'callers-proj', authClient: callerAuth,
+    maxRetries: 0 });
+  const r = await c.messages.create({ model: SONNET, max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] });
+  assert.equal(r.content[0].text, 'Hello from mockllm.');
+}
 
 describe('Vertex AI', () => {
   let mock, gw, tokens, sa;
@@ -246,7 +310,7 @@ describe('Vertex AI', () => {
     const key = serviceAccount();
     const short = await startTokenEndpoint(key.publicKey, { lifetime: 2 });
     const g = await startGateway({ providers: { vertex: vertexProvider(mock.url, key.file(short.url)) },
-      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }] } }] });
+      grants: ADMIN_GRANTS });
     const ask = () => fetch(`${g.url}/v1/projects/p1/locations/global/publishers/anthropic/models/${encodeURIComponent(SONNET)}:rawPredict`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }) });
@@ -291,7 +355,7 @@ describe('Vertex AI', () => {
     const port = probe.address().port;
     await new Promise((r) => probe.close(r));
     const g = await startGateway({ providers: { vertex: vertexProvider(mock.url, key.file(`http://127.0.0.1:${port}/token`)) },
-      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }] } }] });
+      grants: ADMIN_GRANTS });
     const ask = () => fetch(`${g.url}/v1/projects/p1/locations/global/publishers/anthropic/models/${encodeURIComponent(SONNET)}:rawPredict`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }) });
@@ -412,14 +476,11 @@ describe('Vertex AI', () => {
   it('the metadata server ("gcp-metadata", GKE workload identity): its token, asked with Metadata-Flavor, and its project', async () => {
     const md = await startMetadataServer({ project: 'meta-proj' });
     const g = await startGateway({ providers: { vertex: { ...vertexProvider(mock.url, '{}'), apikey: 'gcp-metadata' } },
-      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }] } }] },
+      grants: ADMIN_GRANTS },
     { env: { GCE_METADATA_HOST: md.host } });
     const body = JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
     try {
-      const c = new AnthropicVertex({ baseURL: `${g.url}/v1`, region: 'us-east5', projectId: 'callers-proj', authClient: callerAuth,
-        maxRetries: 0 });
-      const r = await c.messages.create({ model: SONNET, max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] });
-      assert.equal(r.content[0].text, 'Hello from mockllm.');
+      await sdkCallerProject(g);
       const seen = await mock.last();
       assert.equal(seen.path, `/v1/projects/meta-proj/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`,
         'the metadata server\'s project, whatever the caller names');
@@ -452,6 +513,103 @@ describe('Vertex AI', () => {
       await g2.stop();
       await other.close();
     }
+  });
+
+  it('workload identity federation (external_account): a token file exchanged at the STS, then for a service account', async () => {
+    const audience = '//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/k8s/providers/cluster';
+    const subject = `eyJhbGciOiJSUzI1NiJ9.k8s-${crypto.randomBytes(8).toString('hex')}.sig`;
+    const azureToken = `eyJ0eXAiOiJKV1QifQ.azure-${crypto.randomBytes(8).toString('hex')}.sig`;
+    const account = 'vertex@p1.iam.gserviceaccount.com';
+    const fed = await startFederation({ audience, subjects: [subject, azureToken], account });
+    const dir = mkdtempSync(join(tmpdir(), 'kl-wif-'));
+    const tokenFile = join(dir, 'token');
+    writeFileSync(tokenFile, `${subject}\n`); // as the kubelet projects it
+    const file = (extra) => {
+      const f = join(dir, `cred-${crypto.randomBytes(4).toString('hex')}.json`);
+      writeFileSync(f, JSON.stringify({ universe_domain: 'googleapis.com', type: 'external_account', audience,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', token_url: `${fed.base}/v1/token`,
+        credential_source: { file: tokenFile, format: { type: 'text' } }, ...extra }, null, 2));
+      return f;
+    };
+    const provider = (f) => ({ ...vertexProvider(mock.url, '{}'), apikey: `file:${f}` });
+    const body = JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
+    const ask = (g) => fetch(`${g.url}/v1/projects/callers-proj/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`,
+      { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const impersonation = {
+      service_account_impersonation_url: `${fed.base}/v1/projects/-/serviceAccounts/${account}:generateAccessToken`,
+      service_account_impersonation: { token_lifetime_seconds: 1800 },
+    };
+    const g = await startGateway({ providers: { vertex: provider(file(impersonation)) },
+      grants: ADMIN_GRANTS });
+    try {
+      await sdkCallerProject(g);
+      const seen = await mock.last();
+      assert.equal(headerMap(seen.headers).authorization, `Bearer ${fed.impersonated[0]}`, 'the service account\'s token');
+      assert.equal(seen.path, `/v1/projects/callers-proj/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`,
+        'no project in the file: the caller\'s');
+      assert.equal(fed.forms[0].get('subject_token'), subject, 'the file\'s token, without its line break');
+      assert.equal(fed.forms[0].get('audience'), audience);
+      assert.equal(fed.forms[0].get('options'), null);
+      assert.deepEqual(fed.asked[0], { auth: `Bearer ${fed.federated[0]}`, type: 'application/json',
+        body: { scope: ['https://www.googleapis.com/auth/cloud-platform'], lifetime: '1800s' } });
+      const again = await ask(g);
+      assert.equal(again.status, 200);
+      await again.json();
+      assert.equal(fed.impersonated.length, 1, 'one token for every request until it ages');
+      const metrics = await (await fetch(`${g.url}/metrics`)).text();
+      const left = metrics.match(/keyless_google_token_seconds_left\{account="external_account:vertex@p1\.iam\.gserviceaccount\.com"\} (\d+)\n/);
+      assert.ok(left && Number(left[1]) > 1500 && Number(left[1]) <= 1800, `the impersonated token's 30 minutes: ${left}`);
+    } finally {
+      await g.stop();
+    }
+    // a URL source (Azure's instance metadata: a JSON answer, a header it
+    // needs), no impersonation: the federated token itself goes upstream,
+    // and a workforce pool's user project goes to the STS
+    const imds = http.createServer((req, res) => {
+      if (req.headers.metadata !== 'True') return res.writeHead(400).end('{"error":"bad_request"}');
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: azureToken, token_type: 'Bearer' }));
+    });
+    await new Promise((r) => imds.listen(0, '127.0.0.1', r));
+    const viaUrl = file({ workforce_pool_user_project: 'wf-proj', credential_source: {
+      url: `http://127.0.0.1:${imds.address().port}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=api://x`,
+      headers: { Metadata: 'True' }, format: { type: 'json', subject_token_field_name: 'access_token' } } });
+    const g2 = await startGateway({ providers: { vertex: provider(viaUrl) } });
+    try {
+      const r = await ask(g2);
+      assert.equal(r.status, 200);
+      await r.json();
+      assert.equal(headerMap((await mock.last()).headers).authorization, `Bearer ${fed.federated.at(-1)}`);
+      assert.equal(fed.forms.at(-1).get('subject_token'), azureToken);
+      assert.deepEqual(JSON.parse(fed.forms.at(-1).get('options')), { userProject: 'wf-proj' });
+    } finally {
+      await g2.stop();
+      await new Promise((r) => imds.close(r));
+    }
+    // a token the pool does not accept, and a service account it may not
+    // act as: 503s, and the log gives Google's reason without the token
+    writeFileSync(tokenFile, 'eyJhbGciOiJSUzI1NiJ9.stale-token.sig');
+    const g3 = await startGateway({ providers: { vertex: provider(file(impersonation)),
+      other: { ...provider(file({ ...impersonation, service_account_impersonation_url:
+        `${fed.base}/v1/projects/-/serviceAccounts/someone-else@p1.iam.gserviceaccount.com:generateAccessToken` })), models: ['claude-x@1'] } } });
+    try {
+      const r = await ask(g3);
+      assert.equal(r.status, 503);
+      assert.match((await r.json()).error.message, /no Google access token: the token endpoint refused/);
+      assert.match(g3.output(), /Google access token for external_account:vertex@p1\.iam\.gserviceaccount\.com: POST http:\/\/127\.0\.0\.1:\d+\/v1\/token: HTTP 400 invalid_grant: The given subject token could not be verified\./);
+      writeFileSync(tokenFile, subject);
+      const r2 = await fetch(`${g3.url}/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-x@1:rawPredict`,
+        { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      assert.equal(r2.status, 503);
+      await r2.text();
+      for (let i = 0; i < 200 && !/someone-else.*PERMISSION_DENIED/.test(g3.output()); i++) await new Promise((res) => setTimeout(res, 10));
+      assert.match(g3.output(), /Google access token for external_account:someone-else@p1\.iam\.gserviceaccount\.com: POST \S+:generateAccessToken: HTTP 403 PERMISSION_DENIED: Permission 'iam\.serviceAccounts\.getAccessToken' denied/);
+    } finally {
+      await g3.stop();
+      await fed.close();
+    }
+    for (const out of [g.output(), g2.output(), g3.output()])
+      for (const secret of [subject, azureToken, 'stale-token', ...fed.federated, ...fed.impersonated])
+        assert.ok(!out.includes(secret), 'no subject, federated or impersonated token in the log');
   });
 
   it('a rotated key applies on SIGHUP with its first token minted before the reload ends', async () => {

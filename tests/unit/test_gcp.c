@@ -68,7 +68,9 @@ static void reads_key_files(void **state)
     assert_int_equal(kl_gcp_cred_parse(" {\"type\":\"authorized_user\",\"refresh_token\":\"r\"}", NULL, &a, &sa, &why), -1);
     assert_non_null(strstr(why, "authorized_user credentials file has no client_id"));
     assert_int_equal(kl_gcp_cred_parse("{\"type\":\"external_account\",\"audience\":\"x\"}", NULL, &a, &sa, &why), -1);
-    assert_non_null(strstr(why, "of type \"external_account\""));
+    assert_non_null(strstr(why, "has no audience, subject_token_type or credential_source"));
+    assert_int_equal(kl_gcp_cred_parse("{\"type\":\"impersonated_service_account\"}", NULL, &a, &sa, &why), -1);
+    assert_non_null(strstr(why, "of type \"impersonated_service_account\""));
     /* other JSON is a key like any (a self-hosted server's token) */
     assert_int_equal(kl_gcp_cred_parse("{\"token\":\"abc\"}", NULL, &a, &sa, &why), 0);
     assert_int_equal(kl_gcp_cred_parse("\xEF\xBB\xBF{\"client_email\":1", NULL, &a, &sa, &why), 0);
@@ -157,6 +159,77 @@ static void reads_authorized_user(void **state)
     kl_arena_free(&a);
 }
 
+/* Workload identity federation files as `gcloud iam workload-identity-pools
+ * create-cred-config` writes them: a Kubernetes token file, Azure's
+ * metadata URL with a JSON answer, impersonation; and the sources keyless
+ * does not read, refused with a reason. */
+static void reads_external_account(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    struct kl_gcp_cred c;
+    const char *why = NULL;
+    const char *aud = "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/pool/providers/k8s";
+    const char *gke = kl_arena_printf(&a,
+        "{\n  \"universe_domain\": \"googleapis.com\",\n  \"type\": \"external_account\",\n  \"audience\": \"%s\",\n"
+        "  \"subject_token_type\": \"urn:ietf:params:oauth:token-type:jwt\",\n"
+        "  \"token_url\": \"https://sts.googleapis.com/v1/token\",\n"
+        "  \"credential_source\": {\n    \"file\": \"/var/run/service-account/token\",\n"
+        "    \"format\": {\n      \"type\": \"text\"\n    }\n  }\n}\n", aud);
+    assert_int_equal(kl_gcp_cred_parse(gke, NULL, &a, &c, &why), 1);
+    assert_int_equal(c.source, KL_GCP_EXTERNAL_ACCOUNT);
+    assert_string_equal(c.email, "external_account:projects/123456/locations/global/workloadIdentityPools/pool/"
+                                 "providers/k8s");
+    assert_string_equal(c.token_uri, "https://sts.googleapis.com/v1/token");
+    assert_non_null(strstr(c.external, "\"file\":\"/var/run/service-account/token\""));
+    assert_null(strchr(c.external, '\n')); /* compact: the same file indented otherwise is the same credential */
+    assert_null(c.project_id);
+    /* Azure: a URL with headers, a JSON answer; a service account impersonated */
+    const char *azure = kl_arena_printf(&a,
+        "{\"type\":\"external_account\",\"audience\":\"%s\","
+        "\"subject_token_type\":\"urn:ietf:params:oauth:token-type:jwt\","
+        "\"service_account_impersonation_url\":\"https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/"
+        "vertex@p1.iam.gserviceaccount.com:generateAccessToken\","
+        "\"service_account_impersonation\":{\"token_lifetime_seconds\":1800},"
+        "\"credential_source\":{\"url\":\"http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01"
+        "&resource=api://x\",\"headers\":{\"Metadata\":\"True\"},"
+        "\"format\":{\"type\":\"json\",\"subject_token_field_name\":\"access_token\"}}}", aud);
+    assert_int_equal(kl_gcp_cred_parse(azure, NULL, &a, &c, &why), 1);
+    assert_string_equal(c.email, "external_account:vertex@p1.iam.gserviceaccount.com");
+    assert_string_equal(c.token_uri, "https://sts.googleapis.com/v1/token"); /* the default */
+    /* refused, each with its reason */
+    const char *bad[][2] = {
+        {"\"credential_source\":{\"executable\":{\"command\":\"/bin/x\"}}", "an executable, AWS or a certificate"},
+        {"\"credential_source\":{\"environment_id\":\"aws1\",\"region_url\":\"http://169.254.169.254/x\"}",
+         "an executable, AWS or a certificate"},
+        {"\"credential_source\":{\"file\":\"/t\",\"url\":\"http://127.0.0.1/t\"}", "one \"file\" or one \"url\""},
+        {"\"credential_source\":{}", "one \"file\" or one \"url\""},
+        {"\"credential_source\":{\"url\":\"file:///etc/passwd\"}", "must be http:// or https://"},
+        {"\"credential_source\":{\"url\":\"http://127.0.0.1/t\",\"headers\":{\"A\":\"b\\r\\nX: y\"}}", "one-line"},
+        {"\"credential_source\":{\"url\":\"http://127.0.0.1/t\",\"headers\":[\"A: b\"]}", "one-line"},
+        {"\"credential_source\":{\"file\":\"/t\",\"headers\":{\"A\":\"b\"}}", "with a url"},
+        {"\"credential_source\":{\"file\":\"/t\",\"format\":{\"type\":\"json\"}}", "no subject_token_field_name"},
+        {"\"credential_source\":{\"file\":\"/t\",\"format\":{\"type\":\"xml\"}}", "\"text\" or \"json\""},
+        {"\"credential_source\":{\"file\":\"/t\"},\"token_url\":\"http://sts.googleapis.com/v1/token\"",
+         "must be https://"},
+        {"\"credential_source\":{\"file\":\"/t\"},\"service_account_impersonation_url\":\"http://127.0.0.1:1@evil/\"",
+         "must be https://"},
+        {"\"credential_source\":{\"file\":\"/t\"},\"service_account_impersonation\":{\"token_lifetime_seconds\":60}",
+         "from 600 to 43200"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *t = kl_arena_printf(&a, "{\"type\":\"external_account\",\"audience\":\"%s\","
+                                            "\"subject_token_type\":\"urn:ietf:params:oauth:token-type:jwt\",%s}",
+                                        aud, bad[i][0]);
+        why = NULL;
+        assert_int_equal(kl_gcp_cred_parse(t, NULL, &a, &c, &why), -1);
+        if (!strstr(why, bad[i][1]))
+            fail_msg("case %zu: %s", i, why);
+    }
+    kl_arena_free(&a);
+}
+
 /* "gcp-metadata": the metadata server's token for its default account, or
  * a named one; the server is GCE_METADATA_HOST when set. */
 static void reads_metadata_server(void **state)
@@ -222,6 +295,7 @@ int main(void)
         cmocka_unit_test(reads_key_files),
         cmocka_unit_test(reads_authorized_user),
         cmocka_unit_test(reads_metadata_server),
+        cmocka_unit_test(reads_external_account),
         cmocka_unit_test(config_reads_key_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
