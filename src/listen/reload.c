@@ -77,7 +77,7 @@ void kl_server_reload(kl_server *srv)
         /* a new account (a rotated key) has its first token before the
          * workers adopt the snapshot, as at start-up */
         if (kl_server_watch_accounts(srv, n))
-            kl_gcp_tokens_wait(srv->gcp, 5000);
+            kl_server_wait_accounts(srv, 5000);
         kl_config_holder_swap(&srv->config, n);
         kl_record_server_reloaded(srv, n);
         for (int i = 0; i < srv->nworkers; i++)

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -307,14 +308,26 @@ bool kl_server_watch_accounts(kl_server *srv, const kl_config *cfg)
     /* AWS credentials from the environment (a provider's aws without an
      * access key): one keeper for all, started when first needed, its
      * first credentials waited for as Google's first tokens are */
+    bool started = false;
     for (size_t i = 0; i < cfg->nproviders && !srv->aws; i++) {
         const struct kl_sigv4_cred *k = cfg->providers[i].aws;
         if (k && !k->access_key_id && !cfg->providers[i].key_problem) {
             srv->aws = kl_aws_keeper_start(k->region);
-            kl_aws_keeper_wait(srv->aws, 5000);
+            started = true;
         }
     }
-    return n > 0;
+    return n > 0 || started;
+}
+
+void kl_server_wait_accounts(kl_server *srv, int ms)
+{
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    kl_gcp_tokens_wait(srv->gcp, ms);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long spent = (long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    if (srv->aws && spent < ms)
+        kl_aws_keeper_wait(srv->aws, ms - (int)spent);
 }
 
 int kl_server_run(kl_config *cfg)
@@ -356,12 +369,13 @@ int kl_server_run(kl_config *cfg)
         kl_upstream_global_cleanup();
         return 1;
     }
-    /* Vertex AI's service accounts: their first tokens are asked for now,
-     * so the first requests do not find none (a dead token endpoint delays
-     * the start by at most 5 s, and its requests answer 503 saying why) */
+    /* Vertex AI's credentials and AWS's from the environment: their first
+     * tokens are asked for now, so the first requests do not find none (a
+     * dead token endpoint delays the start by at most 5 s, and its
+     * requests answer 503 saying why) */
     srv.gcp = kl_gcp_tokens_start();
     if (kl_server_watch_accounts(&srv, cfg))
-        kl_gcp_tokens_wait(srv.gcp, 5000);
+        kl_server_wait_accounts(&srv, 5000);
     int nw = cfg->listen.workers;
     if (nw <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -10,11 +10,15 @@
 int kl_server_run(kl_config *cfg);
 
 /* Keep the access tokens of cfg's Google credentials fresh (those already
- * kept keep their tokens; those cfg no longer has are no longer renewed);
- * whether cfg has any. Also starts the keeper of AWS credentials from the
- * environment when a provider first needs it (and waits up to 5 s for
- * them). */
+ * kept keep their tokens; those cfg no longer has are no longer renewed),
+ * and start the keeper of AWS credentials from the environment when a
+ * provider first needs it. Whether there is anything to wait for
+ * (kl_server_wait_accounts). */
 bool kl_server_watch_accounts(kl_server *srv, const kl_config *cfg);
+/* Wait, at most ms in all, for every Google credential's first token and
+ * the AWS keeper's first credentials: their threads ask at the same time,
+ * so a slow token endpoint and a slow AWS source do not add up. */
+void kl_server_wait_accounts(kl_server *srv, int ms);
 
 /* Called after an exchange ends and after a connection closes: a draining
  * worker stops once its last exchange and connection are gone. */
