@@ -13,6 +13,7 @@ struct kl_mail {
     struct kl_mail *next;
     void (*fn)(void *);
     void *arg;
+    bool always;                /* runs even after the worker's loop ended (kl_mailbox_free) */
 };
 
 /* The worker's event base has no locks (EVENT_BASE_FLAG_NOLOCK: libevent
@@ -81,6 +82,8 @@ void kl_mailbox_free(kl_worker *w)
         return;
     for (struct kl_mail *m = mb->head; m;) {
         struct kl_mail *next = m->next;
+        if (m->always)
+            m->fn(m->arg);
         free(m);
         m = next;
     }
@@ -91,7 +94,7 @@ void kl_mailbox_free(kl_worker *w)
     w->mailbox = NULL;
 }
 
-void kl_mailbox_post(kl_worker *w, void (*fn)(void *), void *arg)
+static void post(kl_worker *w, void (*fn)(void *), void *arg, bool always)
 {
     struct kl_mailbox *mb = w->mailbox;
     struct kl_mail *m = malloc(sizeof(*m));
@@ -100,6 +103,7 @@ void kl_mailbox_post(kl_worker *w, void (*fn)(void *), void *arg)
     m->next = NULL;
     m->fn = fn;
     m->arg = arg;
+    m->always = always;
     pthread_mutex_lock(&mb->lock);
     bool ring = !mb->head; /* else an earlier post rang and its delivery takes this too */
     if (mb->tail)
@@ -112,4 +116,14 @@ void kl_mailbox_post(kl_worker *w, void (*fn)(void *), void *arg)
     if (ring && write(mb->efd, &one, sizeof(one)) < 0) {
         /* EAGAIN: the counter is full, so the worker has a ring pending */
     }
+}
+
+void kl_mailbox_post(kl_worker *w, void (*fn)(void *), void *arg)
+{
+    post(w, fn, arg, false);
+}
+
+void kl_mailbox_post_always(kl_worker *w, void (*fn)(void *), void *arg)
+{
+    post(w, fn, arg, true);
 }

@@ -35,7 +35,7 @@ static void *query_main(void *arg)
             q->tail = NULL;
         pthread_mutex_unlock(&q->lock);
         job->run(q->store, job);
-        kl_mailbox_post(job->w, deliver, job);
+        kl_mailbox_post_always(job->w, deliver, job); /* its memory, or a lease's grant, is not lost at exit */
         pthread_mutex_lock(&q->lock);
     }
     pthread_mutex_unlock(&q->lock);

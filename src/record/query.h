@@ -1,6 +1,8 @@
 /* The query thread: answers /api/ reads from its own store connection so
  * workers never wait on the database. A worker submits a job; run() happens
- * on the query thread; done() is posted back to the worker's mailbox. */
+ * on the query thread; done() is posted back to the worker's mailbox, and
+ * runs even when the worker's loop has ended meanwhile (at shutdown, after
+ * its exchanges were closed: done() then finds its exchange gone). */
 #ifndef KL_QUERY_H
 #define KL_QUERY_H
 
