@@ -192,30 +192,12 @@ static int from_web_identity(const kl_aws_keeper *k, const atomic_bool *stop, st
 
 /* The container endpoint may be https anywhere, or http only to this
  * machine or the addresses ECS and EKS Pod Identity serve it on: its answer
- * is a credential, and its authorization token is sent to it. The URL is
- * read by libcurl's own parser, so that "http://127.0.0.1:80@elsewhere/"
- * is judged by the host libcurl would connect to. */
+ * is a credential, and its authorization token is sent to it. */
 static bool container_uri_safe(const char *u)
 {
-    CURLU *h = curl_url();
-    char *scheme = NULL, *host = NULL, *user = NULL;
-    bool ok = h && curl_url_set(h, CURLUPART_URL, u, 0) == CURLUE_OK &&
-              curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
-              curl_url_get(h, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-              curl_url_get(h, CURLUPART_USER, &user, 0) == CURLUE_NO_USER;
-    if (ok && strcasecmp(scheme, "https") != 0) {
-        static const char *const hosts[] = {"127.0.0.1", "localhost", "169.254.170.2", "169.254.170.23",
-                                            "[fd00:ec2::23]", "[::1]"};
-        bool listed = false;
-        for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++)
-            listed |= strcasecmp(host, hosts[i]) == 0;
-        ok = strcasecmp(scheme, "http") == 0 && listed;
-    }
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(user);
-    curl_url_cleanup(h);
-    return ok;
+    static const char *const hosts[] = {"127.0.0.1",      "localhost", "169.254.170.2", "169.254.170.23",
+                                        "[fd00:ec2::23]", "[::1]",     NULL};
+    return kl_sync_url_ok(u, hosts, true);
 }
 
 /* 3. The container endpoint: ECS task roles, EKS Pod Identity. */

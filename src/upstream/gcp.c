@@ -20,9 +20,9 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "dialect/evstream.h"
+#include "upstream/gcp_int.h"
 #include "upstream/syncfetch.h"
 
-#define TOKEN_SCOPE "https://www.googleapis.com/auth/cloud-platform"
 #define DEFAULT_TOKEN_URI "https://oauth2.googleapis.com/token"
 #define DEFAULT_METADATA_HOST "169.254.169.254"  /* metadata.google.internal, without needing its DNS */
 #define METADATA_PATH "/computeMetadata/v1/"
@@ -37,7 +37,7 @@ static EVP_PKEY *load_key(const char *pem)
     return k;
 }
 
-static const char *field(const cJSON *o, const char *k)
+const char *kl_gcp_field(const cJSON *o, const char *k)
 {
     const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
     return v && *v ? v : NULL;
@@ -46,7 +46,7 @@ static const char *field(const cJSON *o, const char *k)
 /* The assertion keyless signs is sent to token_uri, and anyone who reads it
  * on the way can exchange it for the account's tokens for an hour: only
  * https, or plain http to this machine (a local emulator, the tests). */
-static bool token_uri_safe(const char *u)
+bool kl_gcp_url_safe(const char *u)
 {
     if (strncasecmp(u, "https://", 8) == 0)
         return true;
@@ -101,23 +101,23 @@ static int metadata_parse(const char *text, const char *host, kl_arena *a, struc
     out->source = KL_GCP_METADATA;
     out->email = kl_arena_concat(a, "metadata:", acct, NULL);
     out->token_uri = kl_arena_concat(a, "http://", host, METADATA_PATH "instance/service-accounts/", acct,
-                                     "/token?scopes=" TOKEN_SCOPE, NULL);
+                                     "/token?scopes=" KL_GCP_SCOPE, NULL);
     return 1;
 }
 
 /* Fields of a service account's key file. */
 static int service_account_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred *out, const char **why)
 {
-    if (!field(o, "client_email") || !field(o, "private_key")) {
+    if (!kl_gcp_field(o, "client_email") || !kl_gcp_field(o, "private_key")) {
         *why = "the service account key file has no client_email or private_key";
         return -1;
     }
-    if (field(o, "token_uri") && !token_uri_safe(field(o, "token_uri"))) {
+    if (kl_gcp_field(o, "token_uri") && !kl_gcp_url_safe(kl_gcp_field(o, "token_uri"))) {
         *why = "the service account key file's token_uri must be https:// (or http:// to this machine): the signed "
                "assertion sent there is a credential";
         return -1;
     }
-    EVP_PKEY *k = load_key(field(o, "private_key"));
+    EVP_PKEY *k = load_key(kl_gcp_field(o, "private_key"));
     if (!k || EVP_PKEY_get_base_id(k) != EVP_PKEY_RSA) {
         *why = k ? "the service account key file's private_key is not an RSA key (Google signs with RS256)"
                  : "the service account key file's private_key is not a PEM private key";
@@ -126,11 +126,12 @@ static int service_account_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred
     }
     EVP_PKEY_free(k);
     out->source = KL_GCP_SERVICE_ACCOUNT;
-    out->email = kl_arena_strdup(a, field(o, "client_email"));
-    out->key_id = field(o, "private_key_id") ? kl_arena_strdup(a, field(o, "private_key_id")) : NULL;
-    out->token_uri = kl_arena_strdup(a, field(o, "token_uri") ? field(o, "token_uri") : DEFAULT_TOKEN_URI);
-    out->private_key = kl_arena_strdup(a, field(o, "private_key"));
-    out->project_id = field(o, "project_id") ? kl_arena_strdup(a, field(o, "project_id")) : NULL;
+    out->email = kl_arena_strdup(a, kl_gcp_field(o, "client_email"));
+    out->key_id = kl_gcp_field(o, "private_key_id") ? kl_arena_strdup(a, kl_gcp_field(o, "private_key_id")) : NULL;
+    const char *uri = kl_gcp_field(o, "token_uri");
+    out->token_uri = kl_arena_strdup(a, uri ? uri : DEFAULT_TOKEN_URI);
+    out->private_key = kl_arena_strdup(a, kl_gcp_field(o, "private_key"));
+    out->project_id = kl_gcp_field(o, "project_id") ? kl_arena_strdup(a, kl_gcp_field(o, "project_id")) : NULL;
     return 1;
 }
 
@@ -140,156 +141,23 @@ static int service_account_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred
  * caller's project, within what the user may use. */
 static int authorized_user_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred *out, const char **why)
 {
-    if (!field(o, "client_id") || !field(o, "client_secret") || !field(o, "refresh_token")) {
+    if (!kl_gcp_field(o, "client_id") || !kl_gcp_field(o, "client_secret") || !kl_gcp_field(o, "refresh_token")) {
         *why = "the authorized_user credentials file has no client_id, client_secret or refresh_token";
         return -1;
     }
-    if (field(o, "token_uri") && !token_uri_safe(field(o, "token_uri"))) {
+    if (kl_gcp_field(o, "token_uri") && !kl_gcp_url_safe(kl_gcp_field(o, "token_uri"))) {
         *why = "the authorized_user credentials file's token_uri must be https:// (or http:// to this machine): the "
                "refresh token sent there is a credential";
         return -1;
     }
     out->source = KL_GCP_AUTHORIZED_USER;
     /* the client, not the user's login: this name goes into /metrics */
-    out->email = kl_arena_concat(a, "authorized_user:", field(o, "client_id"), NULL);
-    out->token_uri = kl_arena_strdup(a, field(o, "token_uri") ? field(o, "token_uri") : DEFAULT_TOKEN_URI);
-    out->client_id = kl_arena_strdup(a, field(o, "client_id"));
-    out->client_secret = kl_arena_strdup(a, field(o, "client_secret"));
-    out->refresh_token = kl_arena_strdup(a, field(o, "refresh_token"));
-    return 1;
-}
-
-/* ---- external accounts (workload identity federation) ---- */
-
-#define DEFAULT_STS_URL "https://sts.googleapis.com/v1/token"
-
-/* An external_account file's fields, pointing into its cJSON tree. */
-struct external {
-    const char *audience, *subject_token_type, *token_url;
-    const char *file, *url;         /* where the subject token is read: one of the two */
-    const cJSON *headers;           /* sent to url: an object of strings, or NULL */
-    const char *json_field;         /* the token is this field of a JSON document; NULL: the text itself */
-    const char *impersonation_url;  /* a service account's generateAccessToken, or NULL */
-    long lifetime_s;                /* asked for an impersonated token */
-    const char *user_project;       /* a workforce pool's workforce_pool_user_project, or NULL */
-};
-
-/* A header from the file: its name a token, its value one line. */
-static bool header_ok(const cJSON *h)
-{
-    const char *v = cJSON_GetStringValue(h);
-    size_t n = h->string ? strlen(h->string) : 0;
-    return v && n && n < 128 &&
-           strspn(h->string, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~") == n &&
-           !strpbrk(v, "\r\n");
-}
-
-/* Reads and checks an external_account file: the same checks when the
- * configuration is read and before each token, so a token is only asked
- * for as the file was accepted. */
-static int external_read(const cJSON *o, struct external *x, const char **why)
-{
-    memset(x, 0, sizeof(*x));
-    const cJSON *src = cJSON_GetObjectItemCaseSensitive(o, "credential_source");
-    x->audience = field(o, "audience");
-    x->subject_token_type = field(o, "subject_token_type");
-    x->token_url = field(o, "token_url") ? field(o, "token_url") : DEFAULT_STS_URL;
-    x->impersonation_url = field(o, "service_account_impersonation_url");
-    x->user_project = field(o, "workforce_pool_user_project");
-    x->lifetime_s = 3600;
-    if (!x->audience || !x->subject_token_type || !cJSON_IsObject(src)) {
-        *why = "the external_account credentials file has no audience, subject_token_type or credential_source";
-        return -1;
-    }
-    if (!token_uri_safe(x->token_url) || (x->impersonation_url && !token_uri_safe(x->impersonation_url))) {
-        *why = "the external_account credentials file's token_url and service_account_impersonation_url must be "
-               "https:// (or http:// to this machine): the tokens sent there are credentials";
-        return -1;
-    }
-    if (cJSON_GetObjectItemCaseSensitive(src, "executable") || cJSON_GetObjectItemCaseSensitive(src, "environment_id") ||
-        cJSON_GetObjectItemCaseSensitive(src, "certificate")) {
-        *why = "the external_account credentials file's credential_source is an executable, AWS or a certificate; "
-               "keyless reads a token from a \"file\" or a \"url\"";
-        return -1;
-    }
-    x->file = field(src, "file");
-    x->url = field(src, "url");
-    if (!x->file == !x->url) {
-        *why = "the external_account credentials file's credential_source must name one \"file\" or one \"url\"";
-        return -1;
-    }
-    if (x->url && strncasecmp(x->url, "http://", 7) != 0 && strncasecmp(x->url, "https://", 8) != 0) {
-        *why = "the external_account credentials file's credential_source url must be http:// or https://";
-        return -1;
-    }
-    x->headers = cJSON_GetObjectItemCaseSensitive(src, "headers");
-    const cJSON *h;
-    cJSON_ArrayForEach(h, x->headers) {
-        if (!header_ok(h)) {
-            *why = "the external_account credentials file's credential_source headers must be names with one-line "
-                   "string values";
-            return -1;
-        }
-    }
-    if (x->headers && (!cJSON_IsObject(x->headers) || !x->url)) {
-        *why = "the external_account credentials file's credential_source headers must be an object, with a url";
-        return -1;
-    }
-    const cJSON *format = cJSON_GetObjectItemCaseSensitive(src, "format");
-    const char *type = field(format, "type");
-    if (type && strcmp(type, "json") == 0 && !(x->json_field = field(format, "subject_token_field_name"))) {
-        *why = "the external_account credentials file's json format has no subject_token_field_name";
-        return -1;
-    }
-    if (type && strcmp(type, "json") != 0 && strcmp(type, "text") != 0) {
-        *why = "the external_account credentials file's credential_source format must be \"text\" or \"json\"";
-        return -1;
-    }
-    const cJSON *life = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(o, "service_account_impersonation"), "token_lifetime_seconds");
-    if (life) {
-        if (!cJSON_IsNumber(life) || life->valuedouble < 600 || life->valuedouble > 43200 ||
-            life->valuedouble != (double)(long)life->valuedouble) {
-            *why = "the external_account credentials file's token_lifetime_seconds must be whole seconds from 600 "
-                   "to 43200";
-            return -1;
-        }
-        x->lifetime_s = (long)life->valuedouble;
-    }
-    return 1;
-}
-
-/* The name /metrics and the log give an external account: the service
- * account it acts as, else its pool's provider (the audience names no
- * secret). */
-static const char *external_name(kl_arena *a, const struct external *x)
-{
-    const char *sa = x->impersonation_url ? strstr(x->impersonation_url, "serviceAccounts/") : NULL;
-    if (sa) {
-        sa += strlen("serviceAccounts/");
-        return kl_arena_printf(a, "external_account:%.*s", (int)strcspn(sa, ":/?#"), sa);
-    }
-    const char *aud = x->audience;
-    if (strncmp(aud, "//iam.googleapis.com/", 21) == 0)
-        aud += 21;
-    return kl_arena_concat(a, "external_account:", aud, NULL);
-}
-
-/* A workload identity federation file: nothing secret in it (its secret is
- * the token read from its source each time), kept whole to be read again. */
-static int external_account_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred *out, const char **why)
-{
-    struct external x;
-    if (external_read(o, &x, why) < 0)
-        return -1;
-    char *text = cJSON_PrintUnformatted(o);
-    if (!text)
-        abort();
-    out->source = KL_GCP_EXTERNAL_ACCOUNT;
-    out->email = external_name(a, &x);
-    out->token_uri = kl_arena_strdup(a, x.token_url);
-    out->external = kl_arena_strdup(a, text);
-    free(text);
+    out->email = kl_arena_concat(a, "authorized_user:", kl_gcp_field(o, "client_id"), NULL);
+    const char *uri = kl_gcp_field(o, "token_uri");
+    out->token_uri = kl_arena_strdup(a, uri ? uri : DEFAULT_TOKEN_URI);
+    out->client_id = kl_arena_strdup(a, kl_gcp_field(o, "client_id"));
+    out->client_secret = kl_arena_strdup(a, kl_gcp_field(o, "client_secret"));
+    out->refresh_token = kl_arena_strdup(a, kl_gcp_field(o, "refresh_token"));
     return 1;
 }
 
@@ -323,7 +191,7 @@ int kl_gcp_cred_parse(const char *text, const char *metadata_host, kl_arena *a, 
     if (!keyfile && (!n || json[0] != '{'))
         return 0; /* an ordinary key */
     cJSON *o = n && json[0] == '{' ? cJSON_ParseWithLength(json, n) : NULL;
-    const char *type = field(o, "type");
+    const char *type = kl_gcp_field(o, "type");
     /* Google's credentials files, used as one or refused, never sent as a
      * key; other JSON (a self-hosted server's token) is a key like any */
     static const char *const google[] = {"service_account", "authorized_user", "external_account",
@@ -344,7 +212,7 @@ int kl_gcp_cred_parse(const char *text, const char *metadata_host, kl_arena *a, 
     else if (type && strcmp(type, "authorized_user") == 0)
         rc = authorized_user_parse(o, a, out, why);
     else if (type && strcmp(type, "external_account") == 0)
-        rc = external_account_parse(o, a, out, why);
+        rc = kl_gcp_external_parse(o, a, out, why);
     else
         *why = kl_arena_printf(a, "apikey holds a Google credentials file of type \"%.40s\"; keyless reads a "
                                   "service account's key file (\"service_account\"), a user's application default "
@@ -390,7 +258,7 @@ static char *assertion(kl_arena *a, const struct kl_gcp_cred *sa, time_t now, co
         cJSON_AddStringToObject(h, "kid", sa->key_id);
     cJSON *c = cJSON_CreateObject();
     cJSON_AddStringToObject(c, "iss", sa->email);
-    cJSON_AddStringToObject(c, "scope", TOKEN_SCOPE);
+    cJSON_AddStringToObject(c, "scope", KL_GCP_SCOPE);
     cJSON_AddStringToObject(c, "aud", sa->token_uri);
     cJSON_AddNumberToObject(c, "iat", (double)now);
     cJSON_AddNumberToObject(c, "exp", (double)(now + 3600));
@@ -413,12 +281,13 @@ static char *assertion(kl_arena *a, const struct kl_gcp_cred *sa, time_t now, co
 /* The metadata server answers only requests that say this. */
 static const char *const metadata_headers[] = {"Metadata-Flavor: Google", NULL};
 
-static char *url_escaped(kl_arena *a, const char *s)
+char *kl_gcp_url_escaped(kl_arena *a, const char *s)
 {
     char *e = curl_easy_escape(NULL, s, 0);
     if (!e)
         abort();
     char *r = kl_arena_strdup(a, e);
+    OPENSSL_cleanse(e, strlen(e)); /* s may be a credential */
     curl_free(e);
     return r;
 }
@@ -435,9 +304,9 @@ static char *token_form(kl_arena *a, const struct kl_gcp_cred *cred, const char 
                    : NULL;
     }
     case KL_GCP_AUTHORIZED_USER:
-        return kl_arena_concat(a, "grant_type=refresh_token&client_id=", url_escaped(a, cred->client_id),
-                               "&client_secret=", url_escaped(a, cred->client_secret), "&refresh_token=",
-                               url_escaped(a, cred->refresh_token), NULL);
+        return kl_arena_concat(a, "grant_type=refresh_token&client_id=", kl_gcp_url_escaped(a, cred->client_id),
+                               "&client_secret=", kl_gcp_url_escaped(a, cred->client_secret), "&refresh_token=",
+                               kl_gcp_url_escaped(a, cred->refresh_token), NULL);
     case KL_GCP_METADATA:
     case KL_GCP_EXTERNAL_ACCOUNT:
         break;
@@ -474,23 +343,21 @@ static int metadata_project(const struct kl_gcp_cred *cred, const atomic_bool *s
     return result;
 }
 
-/* An OAuth token endpoint's answer (Google's, or its STS's) to verb url:
- * 0 with *token (malloc) and *lifetime_s, or -1 with err. */
-static int oauth_answer(const char *verb, const char *url, const struct kl_sync_reply *r, char **token,
+int kl_gcp_oauth_answer(const char *verb, const char *url, const struct kl_sync_reply *r, char **token,
                         long *lifetime_s, char *err, size_t errlen)
 {
     int result = -1;
     cJSON *j = r->body ? cJSON_Parse(r->body) : NULL;
-    const char *tok = field(j, "access_token");
+    const char *tok = kl_gcp_field(j, "access_token");
     const cJSON *exp = cJSON_GetObjectItemCaseSensitive(j, "expires_in");
     if (r->status != 200 || !tok) {
         /* Google's error names the problem (invalid_grant: the key was
          * deleted, the clock is off, the refresh token was revoked, the
          * subject token's audience is wrong); it never echoes the
          * assertion, the refresh token or the subject token */
-        snprintf(err, errlen, "%s %s: HTTP %ld%s%.100s%s%.300s", verb, url, r->status, field(j, "error") ? " " : "",
-                 field(j, "error") ? field(j, "error") : "", field(j, "error_description") ? ": " : "",
-                 field(j, "error_description") ? field(j, "error_description") : "");
+        const char *error = kl_gcp_field(j, "error"), *desc = kl_gcp_field(j, "error_description");
+        snprintf(err, errlen, "%s %s: HTTP %ld%s%.100s%s%.300s", verb, url, r->status, error ? " " : "",
+                 error ? error : "", desc ? ": " : "", desc ? desc : "");
         if (r->status == 200)
             snprintf(err, errlen, "%s %s: the answer has no access_token", verb, url);
     } else {
@@ -509,193 +376,11 @@ static int oauth_answer(const char *verb, const char *url, const struct kl_sync_
     return result;
 }
 
-static void wipe_free(char *s)
+void kl_gcp_wipe_free(char *s)
 {
     if (s)
         OPENSSL_cleanse(s, strlen(s));
     free(s);
-}
-
-/* Leading and trailing white space off s, in place. */
-static char *trim(char *s)
-{
-    while (*s == ' ' || *s == '\n' || *s == '\r' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    while (n && strchr(" \n\r\t", s[n - 1]))
-        s[--n] = '\0';
-    return s;
-}
-
-/* An external account's subject token, read from its file (a Kubernetes
- * projected token, rotated by the kubelet: read again each time) or its URL
- * (Azure's instance metadata, a token service): 0 with *out (malloc), or -1
- * with err. */
-static int subject_token(const struct external *x, const atomic_bool *stop, char **out, char *err, size_t errlen)
-{
-    char *text = NULL;
-    if (x->file) {
-        FILE *f = fopen(x->file, "re");
-        if (!f) {
-            snprintf(err, errlen, "the subject token file %s: %s", x->file, strerror(errno));
-            return -1;
-        }
-        text = calloc(1, 64 * 1024 + 2); /* a byte more than a token may have, and the NUL */
-        if (!text)
-            abort();
-        size_t n = fread(text, 1, 64 * 1024 + 1, f);
-        bool bad = ferror(f) || n > 64 * 1024;
-        fclose(f);
-        if (bad) {
-            snprintf(err, errlen, "the subject token file %s: %s", x->file, n > 64 * 1024 ? "over 64 KiB" : "unreadable");
-            wipe_free(text);
-            return -1;
-        }
-    } else {
-        kl_arena a;
-        kl_arena_init(&a);
-        const char **h = kl_arena_alloc(&a, (size_t)(cJSON_GetArraySize(x->headers) + 1) * sizeof(*h));
-        size_t n = 0;
-        const cJSON *i;
-        cJSON_ArrayForEach(i, x->headers)
-            h[n++] = kl_arena_concat(&a, i->string, ": ", cJSON_GetStringValue(i), NULL);
-        h[n] = NULL;
-        struct kl_sync_req q = {.method = "GET", .url = x->url, .headers = h,
-                                .no_proxy = strstr(x->url, "://169.254.169.254") != NULL};
-        struct kl_sync_reply r;
-        int rc = kl_sync_fetch(&q, stop, &r, err, errlen);
-        kl_arena_free(&a);
-        if (rc < 0)
-            return -1;
-        if (r.status != 200 || !r.body) {
-            snprintf(err, errlen, "GET %s (the subject token): HTTP %ld", x->url, r.status);
-            kl_sync_reply_free(&r);
-            return -1;
-        }
-        text = r.body; /* now ours */
-        r.body = NULL;
-    }
-    const char *where = x->file ? x->file : x->url;
-    char *tok = NULL;
-    if (x->json_field) {
-        cJSON *j = cJSON_Parse(text);
-        const char *v = field(j, x->json_field);
-        if (v)
-            tok = strdup(v);
-        if (v)
-            OPENSSL_cleanse((char *)v, strlen(v));
-        cJSON_Delete(j);
-        if (!v)
-            snprintf(err, errlen, "the subject token at %s: not JSON with a string \"%.60s\"", where, x->json_field);
-    } else if (*trim(text)) {
-        tok = strdup(trim(text));
-    } else {
-        snprintf(err, errlen, "the subject token at %s: empty", where);
-    }
-    wipe_free(text);
-    if (!tok)
-        return -1;
-    *out = tok;
-    return 0;
-}
-
-/* The service account an external account acts as: its access token for
- * the federated one (IAM credentials' generateAccessToken), 0 with *token
- * (malloc) and *lifetime_s, or -1 with err. */
-static int impersonate(const struct external *x, const char *federated, const atomic_bool *stop, char **token,
-                       long *lifetime_s, char *err, size_t errlen)
-{
-    kl_arena a;
-    kl_arena_init(&a);
-    char *auth = kl_arena_concat(&a, "Authorization: Bearer ", federated, NULL);
-    const char *h[] = {auth, "Content-Type: application/json", NULL};
-    const char *body = kl_arena_printf(&a, "{\"scope\":[\"" TOKEN_SCOPE "\"],\"lifetime\":\"%lds\"}", x->lifetime_s);
-    struct kl_sync_req q = {.method = "POST", .url = x->impersonation_url, .body = body, .headers = h};
-    struct kl_sync_reply r;
-    int result = -1;
-    if (kl_sync_fetch(&q, stop, &r, err, errlen) == 0) {
-        cJSON *j = r.body ? cJSON_Parse(r.body) : NULL;
-        const char *tok = field(j, "accessToken");
-        int64_t expires_ms = kl_iso8601_ms(field(j, "expireTime"));
-        int64_t left_s = expires_ms / 1000 - (int64_t)time(NULL);
-        const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
-        if (r.status != 200 || !tok) {
-            /* IAM's error: {"error": {"code", "message", "status"}} */
-            snprintf(err, errlen, "POST %s: HTTP %ld%s%.40s%s%.300s", x->impersonation_url, r.status,
-                     field(e, "status") ? " " : "", field(e, "status") ? field(e, "status") : "",
-                     field(e, "message") ? ": " : "", field(e, "message") ? field(e, "message") : "");
-            if (r.status == 200)
-                snprintf(err, errlen, "POST %s: the answer has no accessToken", x->impersonation_url);
-        } else if (left_s < 60) {
-            snprintf(err, errlen, "POST %s: the token's expireTime %.40s is past or this machine's clock is off",
-                     x->impersonation_url, field(j, "expireTime") ? field(j, "expireTime") : "(none)");
-        } else {
-            *token = strdup(tok);
-            if (!*token)
-                abort();
-            *lifetime_s = left_s < 43200 ? (long)left_s : 43200;
-            result = 0;
-        }
-        if (tok)
-            OPENSSL_cleanse((char *)tok, strlen(tok));
-        cJSON_Delete(j);
-        kl_sync_reply_free(&r);
-    }
-    OPENSSL_cleanse(auth, strlen(auth));
-    kl_arena_free(&a);
-    return result;
-}
-
-/* Workload identity federation (RFC 8693 token exchange at Google's STS):
- * the subject token for a federated access token, and that, when the file
- * says so, for a service account's. */
-static int external_mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **token, long *lifetime_s,
-                         char *err, size_t errlen)
-{
-    cJSON *o = cJSON_Parse(cred->external);
-    struct external x;
-    const char *why = NULL;
-    if (external_read(o, &x, &why) < 0) { /* it was accepted once: not expected */
-        snprintf(err, errlen, "%s", why);
-        cJSON_Delete(o);
-        return -1;
-    }
-    char *subject = NULL, *federated = NULL;
-    int result = -1;
-    if (subject_token(&x, stop, &subject, err, errlen) == 0) {
-        kl_arena a;
-        kl_arena_init(&a);
-        char *form = kl_arena_concat(
-            &a,
-            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange"
-            "&requested_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token&scope=",
-            url_escaped(&a, TOKEN_SCOPE), "&audience=", url_escaped(&a, x.audience), "&subject_token_type=",
-            url_escaped(&a, x.subject_token_type), "&subject_token=", url_escaped(&a, subject), NULL);
-        /* a workforce pool's user project is billed for the exchange; not
-         * when a service account is impersonated (its project is) */
-        if (x.user_project && !x.impersonation_url) {
-            cJSON *opt = cJSON_CreateObject();
-            cJSON_AddStringToObject(opt, "userProject", x.user_project);
-            form = kl_arena_concat(&a, form, "&options=", url_escaped(&a, kl_json_print_arena(&a, opt, "", "")), NULL);
-        }
-        struct kl_sync_req q = {.method = "POST", .url = x.token_url, .body = form};
-        struct kl_sync_reply r;
-        if (kl_sync_fetch(&q, stop, &r, err, errlen) == 0) {
-            result = oauth_answer("POST", x.token_url, &r, &federated, lifetime_s, err, errlen);
-            kl_sync_reply_free(&r);
-        }
-        OPENSSL_cleanse(form, strlen(form));
-        kl_arena_free(&a);
-    }
-    if (result == 0 && x.impersonation_url) {
-        result = impersonate(&x, federated, stop, token, lifetime_s, err, errlen);
-        wipe_free(federated);
-    } else if (result == 0) {
-        *token = federated;
-    }
-    wipe_free(subject);
-    cJSON_Delete(o);
-    return result;
 }
 
 /* Get a fresh token from cred's source: 0 with *token (malloc) and
@@ -707,7 +392,7 @@ static int mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **
                 char **project, char *err, size_t errlen)
 {
     if (cred->source == KL_GCP_EXTERNAL_ACCOUNT)
-        return external_mint(cred, stop, token, lifetime_s, err, errlen);
+        return kl_gcp_external_mint(cred, stop, token, lifetime_s, err, errlen);
     kl_arena a;
     kl_arena_init(&a);
     const char *why = NULL;
@@ -723,10 +408,10 @@ static int mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **
     struct kl_sync_reply r;
     int result = -1;
     if (kl_sync_fetch(&q, stop, &r, err, errlen) == 0) {
-        result = oauth_answer(q.method, cred->token_uri, &r, token, lifetime_s, err, errlen);
+        result = kl_gcp_oauth_answer(q.method, cred->token_uri, &r, token, lifetime_s, err, errlen);
         /* no token without the project its requests go to */
         if (result == 0 && metadata && project && metadata_project(cred, stop, project, err, errlen) < 0) {
-            wipe_free(*token);
+            kl_gcp_wipe_free(*token);
             *token = NULL;
             result = -1;
         }
@@ -841,7 +526,7 @@ static void *keeper_main(void *arg)
             free(project);
         now = mono_ms();
         if (rc == 0) {
-            wipe_free(due->token);
+            kl_gcp_wipe_free(due->token);
             due->token = token;
             int64_t life_ms = (int64_t)life * 1000;
             due->usable_ms = now + life_ms - (life_ms / 10 < 60000 ? life_ms / 10 : 60000);
@@ -983,13 +668,13 @@ void kl_gcp_tokens_stop(kl_gcp_tokens *t)
         free(e->email);
         free(e->key_id);
         free(e->token_uri);
-        wipe_free(e->private_key);
+        kl_gcp_wipe_free(e->private_key);
         free(e->client_id);
-        wipe_free(e->client_secret);
-        wipe_free(e->refresh_token);
-        wipe_free(e->external); /* a url source's headers may hold a secret */
+        kl_gcp_wipe_free(e->client_secret);
+        kl_gcp_wipe_free(e->refresh_token);
+        kl_gcp_wipe_free(e->external); /* a url source's headers may hold a secret */
         free(e->project);
-        wipe_free(e->token);
+        kl_gcp_wipe_free(e->token);
         free(e);
     }
     pthread_mutex_destroy(&t->lock);

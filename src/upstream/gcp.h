@@ -45,7 +45,7 @@ struct kl_gcp_cred {
  * when it holds Google credentials: Aperture's "keyfile::" followed by a
  * key file's JSON or its base64, the JSON itself (as "file:/path" reads
  * it) of a service account, an authorized user or an external account (its
- * credential source a file or a URL), or "gcp-metadata[:ACCOUNT]";
+ * credential source a file, a URL or AWS), or "gcp-metadata[:ACCOUNT]";
  * 0 when it is an ordinary key; -1 with *why when it is a credentials file
  * that cannot be used (not JSON, a field missing, a private key that does
  * not load, a type keyless does not read). metadata_host is where

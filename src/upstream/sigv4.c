@@ -115,6 +115,12 @@ static char *canonical_query(kl_arena *a, const char *q)
 size_t kl_sigv4_headers(kl_arena *a, const struct kl_sigv4_cred *c, const char *method, const char *url,
                         const char *body, size_t len, time_t now, const char *out[3])
 {
+    return kl_sigv4_headers_with(a, c, method, url, body, len, now, NULL, out);
+}
+
+size_t kl_sigv4_headers_with(kl_arena *a, const struct kl_sigv4_cred *c, const char *method, const char *url,
+                             const char *body, size_t len, time_t now, const char *extra, const char *out[3])
+{
     const char *auth = strstr(url, "://");
     auth = auth ? auth + 3 : url;
     size_t hl = strcspn(auth, "/?#");
@@ -131,10 +137,14 @@ size_t kl_sigv4_headers(kl_arena *a, const struct kl_sigv4_cred *c, const char *
 
     const char *token = c->session_token && *c->session_token ? c->session_token : NULL;
     const char *signed_headers = token ? "host;x-amz-date;x-amz-security-token" : "host;x-amz-date";
+    if (extra)
+        signed_headers = kl_arena_printf(a, "%s;%.*s", signed_headers, (int)strcspn(extra, ":"), extra);
     char *canonical = kl_arena_concat(a, method, "\n", canonical_uri(a, path, pl), "\n", canonical_query(a, query),
                                       "\n", "host:", host, "\n", "x-amz-date:", amz_date, "\n", NULL);
     if (token)
         canonical = kl_arena_concat(a, canonical, "x-amz-security-token:", token, "\n", NULL);
+    if (extra)
+        canonical = kl_arena_concat(a, canonical, extra, "\n", NULL);
     canonical = kl_arena_concat(a, canonical, "\n", signed_headers, "\n", sha256_hex(a, body ? body : "", len), NULL);
 
     const char *scope = kl_arena_concat(a, day, "/", c->region, "/", c->service, "/aws4_request", NULL);

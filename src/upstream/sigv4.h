@@ -24,6 +24,11 @@ struct kl_sigv4_cred {
  * many (2 or 3). */
 size_t kl_sigv4_headers(kl_arena *a, const struct kl_sigv4_cred *c, const char *method, const char *url,
                         const char *body, size_t len, time_t now, const char *out[3]);
+/* The same, with one more header the signature covers, "name:value" (the
+ * name in lower case and after "x-amz-security-token" in order, such as
+ * Google's x-goog-cloud-target-resource), which the caller sends itself. */
+size_t kl_sigv4_headers_with(kl_arena *a, const struct kl_sigv4_cred *c, const char *method, const char *url,
+                             const char *body, size_t len, time_t now, const char *extra, const char *out[3]);
 
 /* The region of an AWS endpoint host ("bedrock-runtime.us-east-1.amazonaws.com",
  * a FIPS or VPC endpoint's too), copied into a; NULL when url names none. */

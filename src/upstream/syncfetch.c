@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
@@ -66,6 +67,8 @@ int kl_sync_fetch(const struct kl_sync_req *r, const atomic_bool *stop, struct k
     CURLcode rc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
     curl_easy_cleanup(c);
+    for (struct curl_slist *i = h; i; i = i->next) /* an Authorization line, a credential source's header */
+        OPENSSL_cleanse(i->data, strlen(i->data));
     curl_slist_free_all(h);
     if (rc != CURLE_OK) {
         snprintf(err, errlen, "%s %s: %s", r->method, r->url, curl_easy_strerror(rc));
@@ -82,4 +85,25 @@ void kl_sync_reply_free(struct kl_sync_reply *r)
     free(r->body);
     r->body = NULL;
     r->len = 0;
+}
+
+bool kl_sync_url_ok(const char *url, const char *const *http_hosts, bool https_anywhere)
+{
+    CURLU *h = curl_url();
+    char *scheme = NULL, *host = NULL, *user = NULL;
+    bool ok = h && curl_url_set(h, CURLUPART_URL, url, 0) == CURLUE_OK &&
+              curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+              curl_url_get(h, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+              curl_url_get(h, CURLUPART_USER, &user, 0) == CURLUE_NO_USER;
+    if (ok && !(https_anywhere && strcasecmp(scheme, "https") == 0)) {
+        bool listed = false;
+        for (size_t i = 0; http_hosts[i]; i++)
+            listed |= strcasecmp(host, http_hosts[i]) == 0;
+        ok = strcasecmp(scheme, "http") == 0 && listed;
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(user);
+    curl_url_cleanup(h);
+    return ok;
 }

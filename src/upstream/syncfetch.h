@@ -30,5 +30,11 @@ int kl_sync_fetch(const struct kl_sync_req *r, const atomic_bool *stop, struct k
                   size_t errlen);
 /* Frees the body, wiped first: it may hold a credential. */
 void kl_sync_reply_free(struct kl_sync_reply *r);
+/* Whether url, read by libcurl's own parser (so that
+ * "http://127.0.0.1:80@elsewhere/" is judged by the host libcurl would
+ * connect to; a URL with userinfo never is), is http:// to one of
+ * http_hosts (NULL-terminated, IPv6 in brackets) or, when https_anywhere,
+ * https:// to any host. */
+bool kl_sync_url_ok(const char *url, const char *const *http_hosts, bool https_anywhere);
 
 #endif

@@ -16,6 +16,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AnthropicVertex } from '@anthropic-ai/vertex-sdk';
 import { GoogleGenAI } from '@google/genai';
+import { SignatureV4 } from '@smithy/signature-v4';
+import { Sha256 } from '@aws-crypto/sha256-js';
 import { startMock, startGateway, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT } from './lib/harness.mjs';
 
 const SONNET = 'claude-sonnet-4-5@20250929';
@@ -114,26 +116,56 @@ async function startMetadataServer({ project = 'meta-proj', account = 'default' 
 // Google documents them: the STS takes a form with the subject token and
 // answers a federated token; generateAccessToken takes that token as Bearer
 // and a JSON body, and answers {accessToken, expireTime}. `subjects` are the
-// subject tokens the pool's provider accepts (in real life: a JWT it
-// verifies), `audience` the pool provider's.
-async function startFederation({ audience, subjects, account }) {
-  const federated = [], impersonated = [], forms = [], asked = [];
+// subject tokens the pool's providers accept (in real life: a JWT they
+// verify), `audiences` the pool providers'. An AWS provider's subject token
+// is a signed AWS STS GetCallerIdentity request, percent-encoded JSON
+// {url, method, headers: [{key, value}]}: it is accepted when its SigV4
+// signature, checked here with the AWS SDK's own signer, is good for one of
+// `awsKeys` and covers x-goog-cloud-target-resource naming the audience.
+async function startFederation({ audiences, subjects, account, awsKeys = [] }) {
+  const federated = [], impersonated = [], forms = [], asked = [], awsRequests = [];
+  const signingDate = (d) => new Date(Date.UTC(+d.slice(0, 4), +d.slice(4, 6) - 1, +d.slice(6, 8), +d.slice(9, 11),
+    +d.slice(11, 13), +d.slice(13, 15)));
+  async function awsSubjectOk(token, audience) {
+    let req;
+    try {
+      req = JSON.parse(decodeURIComponent(token));
+    } catch {
+      return false;
+    }
+    awsRequests.push(req);
+    const h = Object.fromEntries(req.headers.map(({ key, value }) => [key, value]));
+    const m = (h.authorization || '').match(/^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/sts\/aws4_request, SignedHeaders=([^,]+), Signature=[0-9a-f]{64}$/);
+    const key = m && awsKeys.find((k) => k.accessKeyId === m[1]);
+    const u = new URL(req.url);
+    if (!key || req.method !== 'POST' || u.host !== `sts.${m[3]}.amazonaws.com` || h.host !== u.host ||
+        u.searchParams.get('Action') !== 'GetCallerIdentity' || h['x-goog-cloud-target-resource'] !== audience ||
+        !m[4].split(';').includes('x-goog-cloud-target-resource')) return false;
+    const signer = new SignatureV4({ credentials: key, region: m[3], service: 'sts', sha256: Sha256, applyChecksum: false });
+    const headers = {};
+    for (const n of m[4].split(';')) headers[n] = h[n];
+    const signed = await signer.sign({ method: 'POST', protocol: 'https:', hostname: u.hostname, path: u.pathname,
+      query: Object.fromEntries(u.searchParams), headers, body: '' }, { signingDate: signingDate(h['x-amz-date']) });
+    return signed.headers.authorization === h.authorization;
+  }
   const srv = http.createServer((req, res) => {
     let body = '';
     req.on('data', (d) => (body += d));
-    req.on('end', () => {
+    req.on('end', async () => {
       const reply = (status, obj) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(obj));
       if (req.method === 'POST' && req.url === '/v1/token') {
         const f = new URLSearchParams(body);
+        f.auth = req.headers.authorization; // a client's HTTP Basic, if any
         forms.push(f);
+        const aws = f.get('subject_token_type') === 'urn:ietf:params:aws:token-type:aws4_request';
         if (f.get('grant_type') !== 'urn:ietf:params:oauth:grant-type:token-exchange' ||
             f.get('requested_token_type') !== 'urn:ietf:params:oauth:token-type:access_token' ||
             f.get('scope') !== 'https://www.googleapis.com/auth/cloud-platform' ||
-            f.get('subject_token_type') !== 'urn:ietf:params:oauth:token-type:jwt')
+            (!aws && f.get('subject_token_type') !== 'urn:ietf:params:oauth:token-type:jwt'))
           return reply(400, { error: 'invalid_request', error_description: 'Invalid value for "grant_type" or a token type.' });
-        if (f.get('audience') !== audience)
+        if (!audiences.includes(f.get('audience')))
           return reply(400, { error: 'invalid_target', error_description: 'The target service indicated by the "audience" parameters is invalid.' });
-        if (!subjects.includes(f.get('subject_token')))
+        if (aws ? !(await awsSubjectOk(f.get('subject_token'), f.get('audience'))) : !subjects.includes(f.get('subject_token')))
           return reply(400, { error: 'invalid_grant', error_description: 'The given subject token could not be verified.' });
         const token = `ya29.d.federated-${federated.length + 1}-${crypto.randomBytes(6).toString('hex')}`;
         federated.push(token);
@@ -157,7 +189,35 @@ async function startFederation({ audience, subjects, account }) {
   });
   await new Promise((r) => srv.listen(0, '127.0.0.1', r));
   const base = `http://127.0.0.1:${srv.address().port}`;
-  return { base, federated, impersonated, forms, asked, close: () => new Promise((r) => srv.close(r)) };
+  return { base, federated, impersonated, forms, asked, awsRequests, close: () => new Promise((r) => srv.close(r)) };
+}
+
+// The EC2 instance metadata service as an "aws1" source reads it, IMDSv2
+// only: a session token from PUT /latest/api/token, required on every GET
+// (401 without), the availability zone, the instance profile's role name
+// and its temporary credentials.
+async function startImds({ zone = 'us-west-2b', role = 'keyless-vertex-role', creds }) {
+  const seen = [];
+  const tokens = new Set();
+  const srv = http.createServer((req, res) => {
+    seen.push({ method: req.method, path: req.url, token: req.headers['x-aws-ec2-metadata-token'] });
+    if (req.method === 'PUT' && req.url === '/latest/api/token') {
+      if (!req.headers['x-aws-ec2-metadata-token-ttl-seconds']) return res.writeHead(400).end();
+      const t = `AQAEA-imds-${crypto.randomBytes(6).toString('hex')}==`;
+      tokens.add(t);
+      return res.writeHead(200, { 'content-type': 'text/plain' }).end(t);
+    }
+    if (!tokens.has(req.headers['x-aws-ec2-metadata-token'])) return res.writeHead(401).end();
+    const text = { '/latest/meta-data/placement/availability-zone': zone,
+      '/latest/meta-data/iam/security-credentials': role, '/latest/meta-data/iam/security-credentials/': role,
+      [`/latest/meta-data/iam/security-credentials/${role}`]: JSON.stringify({ Code: 'Success', Type: 'AWS-HMAC',
+        AccessKeyId: creds.accessKeyId, SecretAccessKey: creds.secretAccessKey, Token: creds.sessionToken,
+        Expiration: new Date(Date.now() + 6 * 3600e3).toISOString().replace(/\.\d+Z$/, 'Z'), LastUpdated: new Date().toISOString() }) }[req.url];
+    if (text === undefined) return res.writeHead(404).end();
+    res.writeHead(200, { 'content-type': 'text/plain' }).end(text);
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return { base: `http://127.0.0.1:${srv.address().port}`, seen, close: () => new Promise((r) => srv.close(r)) };
 }
 
 // A key file as Google writes one: indented JSON over many lines
@@ -520,7 +580,8 @@ describe('Vertex AI', () => {
     const subject = `eyJhbGciOiJSUzI1NiJ9.k8s-${crypto.randomBytes(8).toString('hex')}.sig`;
     const azureToken = `eyJ0eXAiOiJKV1QifQ.azure-${crypto.randomBytes(8).toString('hex')}.sig`;
     const account = 'vertex@p1.iam.gserviceaccount.com';
-    const fed = await startFederation({ audience, subjects: [subject, azureToken], account });
+    const workforce = '//iam.googleapis.com/locations/global/workforcePools/staff/providers/azure';
+    const fed = await startFederation({ audiences: [audience, workforce], subjects: [subject, azureToken], account });
     const dir = mkdtempSync(join(tmpdir(), 'kl-wif-'));
     const tokenFile = join(dir, 'token');
     writeFileSync(tokenFile, `${subject}\n`); // as the kubelet projects it
@@ -539,7 +600,8 @@ describe('Vertex AI', () => {
       service_account_impersonation_url: `${fed.base}/v1/projects/-/serviceAccounts/${account}:generateAccessToken`,
       service_account_impersonation: { token_lifetime_seconds: 1800 },
     };
-    const g = await startGateway({ providers: { vertex: provider(file(impersonation)) },
+    const client = { client_id: 'wif-client', client_secret: `wif-secret-${crypto.randomBytes(6).toString('hex')}` };
+    const g = await startGateway({ providers: { vertex: provider(file({ ...impersonation, ...client })) },
       grants: ADMIN_GRANTS });
     try {
       await sdkCallerProject(g);
@@ -550,6 +612,8 @@ describe('Vertex AI', () => {
       assert.equal(fed.forms[0].get('subject_token'), subject, 'the file\'s token, without its line break');
       assert.equal(fed.forms[0].get('audience'), audience);
       assert.equal(fed.forms[0].get('options'), null);
+      assert.equal(fed.forms[0].auth, `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}`,
+        'the file\'s client, as HTTP Basic');
       assert.deepEqual(fed.asked[0], { auth: `Bearer ${fed.federated[0]}`, type: 'application/json',
         body: { scope: ['https://www.googleapis.com/auth/cloud-platform'], lifetime: '1800s' } });
       const again = await ask(g);
@@ -570,7 +634,7 @@ describe('Vertex AI', () => {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: azureToken, token_type: 'Bearer' }));
     });
     await new Promise((r) => imds.listen(0, '127.0.0.1', r));
-    const viaUrl = file({ workforce_pool_user_project: 'wf-proj', credential_source: {
+    const viaUrl = file({ audience: workforce, workforce_pool_user_project: 'wf-proj', credential_source: {
       url: `http://127.0.0.1:${imds.address().port}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=api://x`,
       headers: { Metadata: 'True' }, format: { type: 'json', subject_token_field_name: 'access_token' } } });
     const g2 = await startGateway({ providers: { vertex: provider(viaUrl) } });
@@ -580,6 +644,7 @@ describe('Vertex AI', () => {
       await r.json();
       assert.equal(headerMap((await mock.last()).headers).authorization, `Bearer ${fed.federated.at(-1)}`);
       assert.equal(fed.forms.at(-1).get('subject_token'), azureToken);
+      assert.equal(fed.forms.at(-1).auth, undefined, 'no client in this file');
       assert.deepEqual(JSON.parse(fed.forms.at(-1).get('options')), { userProject: 'wf-proj' });
     } finally {
       await g2.stop();
@@ -608,8 +673,88 @@ describe('Vertex AI', () => {
       await fed.close();
     }
     for (const out of [g.output(), g2.output(), g3.output()])
-      for (const secret of [subject, azureToken, 'stale-token', ...fed.federated, ...fed.impersonated])
+      for (const secret of [subject, azureToken, 'stale-token', client.client_secret, ...fed.federated, ...fed.impersonated])
         assert.ok(!out.includes(secret), 'no subject, federated or impersonated token in the log');
+  });
+
+  it('workload identity federation from AWS ("aws1"): a GetCallerIdentity signed with the instance role, or the environment\'s keys', async () => {
+    const audience = '//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/aws/providers/ec2';
+    const role = { accessKeyId: 'ASIAKEYLESSTEST00001', secretAccessKey: `role-secret-${crypto.randomBytes(8).toString('hex')}`,
+      sessionToken: `IQoJb3JpZ2luX2VjE-session-${crypto.randomBytes(8).toString('hex')}` };
+    const keys = { accessKeyId: 'AKIAKEYLESSTEST00002', secretAccessKey: `env-secret-${crypto.randomBytes(8).toString('hex')}` };
+    const account = 'vertex@p1.iam.gserviceaccount.com';
+    const fed = await startFederation({ audiences: [audience], subjects: [], account, awsKeys: [role, keys] });
+    const imds = await startImds({ zone: 'us-west-2b', creds: role });
+    const dir = mkdtempSync(join(tmpdir(), 'kl-wif-aws-'));
+    const cred = join(dir, 'aws.json');
+    writeFileSync(cred, JSON.stringify({ type: 'external_account', audience,
+      subject_token_type: 'urn:ietf:params:aws:token-type:aws4_request', token_url: `${fed.base}/v1/token`,
+      service_account_impersonation_url: `${fed.base}/v1/projects/-/serviceAccounts/${account}:generateAccessToken`,
+      credential_source: { environment_id: 'aws1',
+        region_url: `${imds.base}/latest/meta-data/placement/availability-zone`,
+        url: `${imds.base}/latest/meta-data/iam/security-credentials`,
+        regional_cred_verification_url: 'https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15',
+        imdsv2_session_token_url: `${imds.base}/latest/api/token` } }, null, 2));
+    const noAws = { AWS_REGION: '', AWS_DEFAULT_REGION: '', AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '', AWS_SESSION_TOKEN: '' };
+    const config = { providers: { vertex: { ...vertexProvider(mock.url, '{}'), apikey: `file:${cred}` } } };
+    const body = JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
+    const ask = (g) => fetch(`${g.url}/v1/projects/callers-proj/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`,
+      { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const outputs = [];
+    // the instance profile, through IMDSv2
+    const g = await startGateway(config, { env: noAws });
+    try {
+      const r = await ask(g);
+      assert.equal(r.status, 200);
+      await r.json();
+      assert.equal(headerMap((await mock.last()).headers).authorization, `Bearer ${fed.impersonated.at(-1)}`);
+      const req = fed.awsRequests.at(-1);
+      assert.equal(req.url, 'https://sts.us-west-2.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15',
+        'the region is the zone\'s');
+      const h = Object.fromEntries(req.headers.map(({ key, value }) => [key, value]));
+      assert.equal(h['x-amz-security-token'], role.sessionToken);
+      assert.match(h.authorization, /SignedHeaders=host;x-amz-date;x-amz-security-token;x-goog-cloud-target-resource,/);
+      assert.equal(imds.seen[0].method, 'PUT', 'an IMDSv2 session first');
+      assert.ok(imds.seen.slice(1).every((x) => x.method === 'GET' && x.token), 'every read with the session token');
+      assert.deepEqual(imds.seen.slice(1).map((x) => x.path), ['/latest/meta-data/placement/availability-zone',
+        '/latest/meta-data/iam/security-credentials', '/latest/meta-data/iam/security-credentials/keyless-vertex-role']);
+    } finally {
+      await g.stop();
+      outputs.push(g.output());
+    }
+    // the environment's keys and region: the metadata service is not asked
+    const before = imds.seen.length;
+    const g2 = await startGateway(config, { env: { ...noAws, AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: keys.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: keys.secretAccessKey } });
+    try {
+      const r = await ask(g2);
+      assert.equal(r.status, 200);
+      await r.json();
+      const req = fed.awsRequests.at(-1);
+      assert.equal(req.url, 'https://sts.eu-west-1.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15');
+      assert.ok(!req.headers.some((x) => x.key === 'x-amz-security-token'));
+      assert.equal(imds.seen.length, before);
+    } finally {
+      await g2.stop();
+      outputs.push(g2.output());
+    }
+    // keys whose signature the STS cannot verify: a 503, Google's reason in the log
+    const g3 = await startGateway(config, { env: { ...noAws, AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: keys.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: 'not-the-secret' } });
+    try {
+      const r = await ask(g3);
+      assert.equal(r.status, 503);
+      await r.text();
+      assert.match(g3.output(), /Google access token for external_account:vertex@p1\.iam\.gserviceaccount\.com: POST \S+\/v1\/token: HTTP 400 invalid_grant/);
+    } finally {
+      await g3.stop();
+      outputs.push(g3.output());
+      await fed.close();
+      await imds.close();
+    }
+    for (const out of outputs)
+      for (const secret of [role.secretAccessKey, role.sessionToken, keys.secretAccessKey, ...fed.federated, ...fed.impersonated])
+        assert.ok(!out.includes(secret), 'no AWS secret, session token or Google token in the log');
   });
 
   it('a rotated key applies on SIGHUP with its first token minted before the reload ends', async () => {

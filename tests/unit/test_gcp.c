@@ -198,11 +198,41 @@ static void reads_external_account(void **state)
     assert_int_equal(kl_gcp_cred_parse(azure, NULL, &a, &c, &why), 1);
     assert_string_equal(c.email, "external_account:vertex@p1.iam.gserviceaccount.com");
     assert_string_equal(c.token_uri, "https://sts.googleapis.com/v1/token"); /* the default */
+    /* AWS: a GetCallerIdentity signed with the instance's role; another
+     * universe's STS */
+    const char *aws = kl_arena_printf(&a,
+        "{\"type\":\"external_account\",\"audience\":\"%s\",\"universe_domain\":\"example-universe.test\","
+        "\"subject_token_type\":\"urn:ietf:params:aws:token-type:aws4_request\","
+        "\"service_account_impersonation_url\":\"https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/\","
+        "\"credential_source\":{\"environment_id\":\"aws1\","
+        "\"region_url\":\"http://169.254.169.254/latest/meta-data/placement/availability-zone\","
+        "\"url\":\"http://169.254.169.254/latest/meta-data/iam/security-credentials\","
+        "\"regional_cred_verification_url\":\"https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15\","
+        "\"imdsv2_session_token_url\":\"http://[fd00:ec2::254]/latest/api/token\"}}", aud);
+    assert_int_equal(kl_gcp_cred_parse(aws, NULL, &a, &c, &why), 1);
+    assert_string_equal(c.token_uri, "https://sts.example-universe.test/v1/token");
+    /* null headers, as Google's libraries accept them */
+    assert_int_equal(kl_gcp_cred_parse(kl_arena_printf(&a, "{\"type\":\"external_account\",\"audience\":\"%s\","
+                                                           "\"subject_token_type\":\"t\",\"credential_source\":"
+                                                           "{\"file\":\"/t\",\"headers\":null}}", aud),
+                                       NULL, &a, &c, &why),
+                     1);
+    assert_int_equal(kl_gcp_cred_parse(aws, NULL, &a, &c, &why), 1);
+    /* an impersonation URL that names no account: the pool provider names it */
+    assert_string_equal(c.email, "external_account:projects/123456/locations/global/workloadIdentityPools/pool/"
+                                 "providers/k8s");
     /* refused, each with its reason */
     const char *bad[][2] = {
-        {"\"credential_source\":{\"executable\":{\"command\":\"/bin/x\"}}", "an executable, AWS or a certificate"},
+        {"\"credential_source\":{\"executable\":{\"command\":\"/bin/x\"}}", "an executable or a certificate"},
         {"\"credential_source\":{\"environment_id\":\"aws1\",\"region_url\":\"http://169.254.169.254/x\"}",
-         "an executable, AWS or a certificate"},
+         "needs an https:// regional_cred_verification_url"},
+        {"\"credential_source\":{\"environment_id\":\"aws2\"}", "must be \"aws1\""},
+        {"\"credential_source\":{\"environment_id\":\"aws1\",\"regional_cred_verification_url\":\"https://sts.{region}."
+         "amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15\",\"url\":\"http://evil.example/latest/\"}",
+         "must be the instance metadata service"},
+        {"\"credential_source\":{\"file\":\"/t\",\"format\":\"json\"}", "format must be an object"},
+        {"\"credential_source\":{\"file\":\"/t\"},\"workforce_pool_user_project\":\"p\"", "for a workforce pool's"},
+        {"\"credential_source\":{\"file\":\"/t\"},\"client_id\":\"c\"", "a client_id without a client_secret"},
         {"\"credential_source\":{\"file\":\"/t\",\"url\":\"http://127.0.0.1/t\"}", "one \"file\" or one \"url\""},
         {"\"credential_source\":{}", "one \"file\" or one \"url\""},
         {"\"credential_source\":{\"url\":\"file:///etc/passwd\"}", "must be http:// or https://"},
