@@ -219,7 +219,8 @@ static bool json_body(const char *headers)
 void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
                                int64_t content_length, bool event_stream)
 {
-    kl_failover_observe(ex, status, KL_EC_NONE);
+    if (status / 100 != 2) /* a 2xx is judged below: a stream's may wait for its first event */
+        kl_failover_observe(ex, status, KL_EC_NONE);
     if (status >= 400 && kl_failover_wanted(ex, status, KL_EC_NONE)) {
         /* read this answer to its end (the connection stays reusable),
          * then send the request to the next provider */
@@ -241,6 +242,8 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
     if (status >= 400)
         ex->error_class = KL_EC_UPSTREAM_ERROR;
     kl_account_begin(ex, status, event_stream, headers);
+    if (status / 100 == 2 && !kl_account_head_held(ex))
+        kl_failover_observe(ex, status, KL_EC_NONE);
     if (event_stream || kl_account_is_event_stream(ex))
         content_length = -1; /* we may drop a chunk, or end it with an error event (quota, upstream failure) */
     bool had_key;
@@ -262,7 +265,25 @@ bool kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len)
         return ex->failover_drained <= KL_FAILOVER_DRAIN_BYTES &&
                kl_now_ns() - ex->failover_at_ns <= (int64_t)KL_FAILOVER_DRAIN_MS * 1000000;
     }
-    return kl_account_data(ex, data, len);
+    bool more = kl_account_data(ex, data, len);
+    const char *error = NULL;
+    int status = kl_account_first_event(ex, &error);
+    if (!status)
+        return more;
+    /* a stream whose head waited for its first event: an error there is
+     * the provider's failure as a status before the stream would have
+     * been, and the caller has had nothing yet */
+    kl_failover_observe(ex, status, KL_EC_NONE);
+    if (status >= 400 && kl_failover_wanted(ex, status, KL_EC_NONE) &&
+        (ex->failover_to = kl_failover_next(ex, status, KL_EC_UPSTREAM_ERROR,
+                                            kl_arena_printf(&ex->arena, "provider %s's stream began with %s",
+                                                            ex->provider->id, error)))) {
+        kl_account_free(ex); /* the next provider's answer is read afresh */
+        ex->failover_at_ns = kl_now_ns();
+        return true; /* the rest is read to its end (the connection stays reusable) */
+    }
+    kl_account_release_head(ex);
+    return more;
 }
 
 /* A stream the caller already has a 2xx head for ends with an error event

@@ -15,6 +15,7 @@
 #include "core/jsoncheck.h"
 #include "core/jsonscan.h"
 #include "core/text.h"
+#include "dialect/dialect.h"
 #include "dialect/evstream.h"
 #include "guard/tools.h"
 #include "identity/identity.h"
@@ -64,6 +65,14 @@ struct kl_account {
     const char *held_headers;   /* arena */
     char *held;
     size_t held_len, held_cap;
+    /* a stream's head waits for its first event (kl_account_first_event),
+     * which may be the provider's error: the request can then still fail
+     * over, the caller having had nothing; held and held_status/_headers
+     * keep what waits */
+    bool hold_head;
+    int first_status;           /* 0 until the first event: then 200, or the status its error stands for */
+    const char *first_error;    /* that error, for the log and the record (arena) */
+    bool first_told;            /* kl_account_first_event said it */
     const char *tool_refusal;   /* the first call to a refused tool, said for the caller (arena) */
     bool header_counts;         /* Bedrock's token count headers: input, output, cache read, cache write */
     int64_t counts[4];
@@ -203,6 +212,14 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
         a->hold = a->mode == BODY_WHOLE;
         a->array_hold = a->mode == BODY_ARRAY;
     }
+    /* Anthropic (and Claude on Vertex) and Bedrock answer a stream they
+     * cannot serve (overloaded, throttled) with a 200 and an error as its
+     * first event. Its head waits for that event when failover could act
+     * on it: a provider's own key, failover on. */
+    const struct kl_provider *p = ex->provider;
+    a->hold_head = a->usage && !a->hold && !a->z && ex->cfg->failover.max_attempts >= 2 && p &&
+                   p->auth_mode != KL_AUTHMODE_PASSTHROUGH &&
+                   ((a->mode == BODY_EVENTS && a->kind == KL_USAGE_ANTHROPIC) || a->mode == BODY_FRAMES);
     const struct kl_store_cfg *sc = ex->cfg->store;
     if (sc->captures == KL_CAPTURE_FULL)
         a->capture_max = sc->capture_max;
@@ -247,7 +264,7 @@ static void forward(kl_exchange *ex, const char *data, size_t len)
         memcpy(a->capture + a->capture_len, data, n);
         a->capture_len += n;
     }
-    if (!a->hold) {
+    if (!a->hold && !a->hold_head) {
         kl_respond_data(ex, data, len);
     } else if (a->held_len + len <= KL_WHOLE_MAX) {
         append(&a->held, &a->held_len, &a->held_cap, data, len);
@@ -303,6 +320,25 @@ static bool stopped(kl_exchange *ex)
     return true;
 }
 
+/* A held stream's first event: an error ("event: error", Anthropic's
+ * {"type": "error", "error": {"type", "message"}}) stands for the status
+ * its type has before a stream; anything else for 200. */
+static void first_event(kl_exchange *ex, bool error, const char *data, size_t dl)
+{
+    struct kl_account *a = ex->acct;
+    a->first_status = 200;
+    if (!error)
+        return;
+    cJSON *j = data ? cJSON_ParseWithLength(data, dl) : NULL;
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "type"));
+    const char *msg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "message"));
+    a->first_status = kl_dialect_stream_error_status(type, type ? strlen(type) : 0);
+    a->first_error = kl_arena_printf(&ex->arena, "%.60s%s%.200s", type ? type : "an error event", msg ? ": " : "",
+                                     msg ? msg : "");
+    cJSON_Delete(j);
+}
+
 static void on_event(void *arg, const char *raw, size_t len)
 {
     kl_exchange *ex = arg;
@@ -315,6 +351,8 @@ static void on_event(void *arg, const char *raw, size_t len)
     kl_sse_fields(raw, len, &ev, &evl, &data, &dl);
     if (data && a->usage)
         kl_usage_event(a->usage, ev, evl, data, dl);
+    if (a->hold_head && !a->first_status)
+        first_event(ex, ev && evl == 5 && !memcmp(ev, "error", 5), data, dl);
     bool drop = a->strip_usage_chunk && is_usage_only_chunk(data, dl);
     free(data);
     if (stopped(ex))
@@ -364,7 +402,17 @@ static void on_frame(void *arg, const char *raw, size_t len, bool ok)
             kl_usage_event(a->usage, m.exception_type, m.exception_type_len, m.payload, m.payload_len);
         else
             kl_usage_event(a->usage, NULL, 0, "{\"type\":\"error\"}", 16);
+        if (a->hold_head && !a->first_status) {
+            cJSON *j = cJSON_ParseWithLength(m.payload, m.payload_len);
+            const char *msg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "message"));
+            a->first_status = kl_dialect_stream_error_status(m.exception_type, m.exception_type_len);
+            a->first_error = kl_arena_printf(&ex->arena, "%.*s%s%.200s", (int)m.exception_type_len,
+                                             m.exception_type, msg ? ": " : "", msg ? msg : "");
+            cJSON_Delete(j);
+        }
     }
+    if (a->hold_head && !a->first_status)
+        a->first_status = 200;
     if (stopped(ex))
         return;
     if (!a->z)
@@ -469,7 +517,7 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
 void kl_account_respond_start(kl_exchange *ex, int status, const char *headers, int64_t content_length)
 {
     struct kl_account *a = ex->acct;
-    if (a && a->hold) {
+    if (a && (a->hold || a->hold_head)) {
         a->held_status = status;
         a->held_headers = kl_arena_strdup(&ex->arena, headers ? headers : ""); /* libcurl frees its copy first */
         return;
@@ -494,6 +542,35 @@ static void release(kl_exchange *ex)
         ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
     free(a->held);
     a->held = NULL;
+}
+
+bool kl_account_head_held(const kl_exchange *ex)
+{
+    return ex->acct && ex->acct->hold_head;
+}
+
+int kl_account_first_event(kl_exchange *ex, const char **error)
+{
+    struct kl_account *a = ex->acct;
+    if (!a || !a->hold_head || !a->first_status || a->first_told)
+        return 0;
+    a->first_told = true;
+    *error = a->first_error;
+    return a->first_status;
+}
+
+void kl_account_release_head(kl_exchange *ex)
+{
+    struct kl_account *a = ex->acct;
+    if (!a || !a->hold_head)
+        return;
+    a->hold_head = false;
+    kl_respond_start(ex, a->held_status, a->held_headers, -1);
+    if (a->held_len)
+        kl_respond_data(ex, a->held, a->held_len);
+    free(a->held);
+    a->held = NULL;
+    a->held_len = a->held_cap = 0;
 }
 
 bool kl_account_is_event_stream(const kl_exchange *ex)
@@ -529,6 +606,7 @@ void kl_account_end(kl_exchange *ex)
         kl_usage_counts(a->usage, a->counts[0], a->counts[1], a->counts[2], a->counts[3]);
     if (a->hold)
         release(ex);
+    kl_account_release_head(ex); /* a stream that ended before its first event was told */
 }
 
 void kl_account_free(kl_exchange *ex)

@@ -46,6 +46,25 @@ const char *kl_dialect_bedrock_error_type(enum kl_err_kind kind)
     return kinds[kind].aws_type;
 }
 
+int kl_dialect_stream_error_status(const char *type, size_t len)
+{
+    static const struct {
+        const char *type;
+        int status;
+    } t[] = {
+        {"invalid_request_error", 400}, {"authentication_error", 401}, {"billing_error", 402},
+        {"permission_error", 403},      {"not_found_error", 404},      {"request_too_large", 413},
+        {"rate_limit_error", 429},      {"api_error", 500},            {"timeout_error", 504},
+        {"overloaded_error", 529},      {"validationException", 400},  {"accessDeniedException", 403},
+        {"modelTimeoutException", 408}, {"modelStreamErrorException", 424}, {"throttlingException", 429},
+        {"modelNotReadyException", 429}, {"internalServerException", 500}, {"serviceUnavailableException", 503},
+    };
+    for (size_t i = 0; type && i < sizeof(t) / sizeof(t[0]); i++)
+        if (strlen(t[i].type) == len && memcmp(t[i].type, type, len) == 0)
+            return t[i].status;
+    return 500;
+}
+
 int kl_err_status(enum kl_err_kind kind)
 {
     return kinds[kind].status;

@@ -216,6 +216,71 @@ describe('failover', () => {
     }
   });
 
+  it('a stream that begins with the provider\'s error (Anthropic\'s overloaded_error, a Bedrock exception) fails over; one that errs later does not', async () => {
+    const ask = (gw) => new Anthropic({ baseURL: gw.url, apiKey: 'unused', maxRetries: 0 }).messages.stream({
+      model: 'claude-sonnet-4-5', max_tokens: 50, messages: [{ role: 'user', content: 'hi' }] });
+    // the 200's first event is the error: the caller gets the backup's answer
+    let gw = await startGateway({ providers: providers(mock.url, { fault: 'stream_error=529;stream_error_at=0' }) });
+    try {
+      await mock.clear();
+      const stream = ask(gw);
+      const { response } = await stream.withResponse();
+      const msg = await stream.finalMessage();
+      assert.equal(msg.content[0].text, 'Hello from mockllm.');
+      assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai, BACKUP_KEY]);
+      const rec = await finalRecord(gw, response.headers.get('x-keyless-request-id'));
+      assert.equal(rec.provider, 'backup');
+      assert.equal(rec.output_tokens, 20, 'the usage of the answer the caller got');
+      assert.deepEqual(rec.attempts.map((a) => [a.provider, a.status, a.error_class]), [['primary', 529, 'upstream_error']]);
+      assert.match(rec.attempts[0].error, /primary's stream began with overloaded_error: Overloaded/);
+      assert.match(gw.output(), /provider primary failed \(provider primary's stream began with overloaded_error/);
+    } finally {
+      await gw.stop();
+    }
+    // an error in the middle: the caller has had the head and events by then
+    gw = await startGateway({ providers: providers(mock.url, { fault: 'stream_error=529' }) });
+    try {
+      await mock.clear();
+      const stream = ask(gw);
+      await assert.rejects(stream.finalMessage(), /overloaded/i);
+      assert.deepEqual((await mock.requests()).map(keyOf), [KEYS.openai]);
+    } finally {
+      await gw.stop();
+    }
+    // no provider to fail over to: the error event reaches the caller as the provider sent it
+    const alone = providers(mock.url, { fault: 'stream_error=529;stream_error_at=0' });
+    delete alone.backup;
+    delete alone.third;
+    gw = await startGateway({ providers: alone });
+    try {
+      const stream = ask(gw);
+      await assert.rejects(stream.finalMessage(), (e) => e.error?.error?.type === 'overloaded_error' || /overloaded/i.test(e.message));
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      assert.doesNotMatch(metrics, /keyless_failovers_total\{[^}]*provider="primary"/);
+    } finally {
+      await gw.stop();
+    }
+    // Bedrock's ConverseStream: a throttlingException as the first message
+    const bedrock = (fault, pref) => ({ baseurl: mock.url, apikey: KEYS.bedrock, models: ['us.anthropic.claude-haiku-4-5-20251001-v1:0'],
+      preference: pref, compatibility: { bedrock_converse: true }, add_headers: fault ? [`x-mock: ${fault}`] : [] });
+    gw = await startGateway({ providers: { b1: bedrock('stream_error=429;stream_error_at=0', 10), b2: bedrock(null, 0) } });
+    try {
+      const r = await fetch(`${gw.url}/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/converse-stream`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: [{ text: 'hi' }] }] }) });
+      assert.equal(r.status, 200);
+      const bytes = Buffer.from(await r.arrayBuffer()).toString('latin1');
+      assert.match(bytes, /messageStart/);
+      assert.doesNotMatch(bytes, /throttlingException/);
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.provider, 'b2');
+      assert.deepEqual(rec.attempts.map((a) => [a.provider, a.status]), [['b1', 429]]);
+      assert.match(rec.attempts[0].error, /b1's stream began with throttlingException/);
+    } finally {
+      await gw.stop();
+    }
+  });
+
   it('no failover once an answer began (a stream cut after its head), nor to or from a passthrough provider', async () => {
     let gw = await startGateway({ providers: providers(mock.url, { fault: 'reset_after=2' }) });
     try {

@@ -22,6 +22,7 @@ void ml_directives_init(ml_directives *d)
     d->size = -1;
     d->retry_after = -1;
     d->reset_after = -1;
+    d->stream_error_at = -1;
 }
 
 void ml_directives_free(ml_directives *d)
@@ -209,6 +210,12 @@ static int apply_pair(ml_directives *d, const char *k, size_t kn, const char *v,
         if (x < 400 || x > 599)
             return -1;
         d->stream_error = (int)x;
+        return 0;
+    }
+    if (key_is(k, kn, "stream_error_at")) {
+        if (x < 0 || x > ML_EVENTS_MAX)
+            return -1;
+        d->stream_error_at = x;
         return 0;
     }
     if (key_is(k, kn, "malformed")) {

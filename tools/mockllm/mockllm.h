@@ -44,6 +44,7 @@ typedef struct ml_directives {
     int tools_from_header;  /* header tools are never suppressed */
     int status;             /* 0 = success */
     int stream_error;       /* 0, or the status of an in-stream error */
+    long stream_error_at;   /* the piece it replaces: -1 the middle (where malformed goes) */
     long retry_after;       /* -1 = no Retry-After header */
     long delay_headers_ms, delay_events_ms;
     long reset_after;       /* -1 = never */

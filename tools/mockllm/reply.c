@@ -270,7 +270,8 @@ static void pump(ml_reply *r)
             else
                 evbuffer_add(b, r->malformed_piece, strlen(r->malformed_piece));
             r->malformed_done = 1;
-        } else if (r->d.stream_error && r->error_fn && r->next >= r->malformed_at) {
+        } else if (r->d.stream_error && r->error_fn &&
+                   r->next >= (r->d.stream_error_at >= 0 ? r->d.stream_error_at : r->malformed_at)) {
             /* the error replaces the rest of the stream, as providers do */
             r->error_fn(r, r->next, b);
             r->next = r->npieces;
