@@ -6,6 +6,9 @@
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz       build the libFuzzer targets (clang) and run each briefly
 #   make bench      run the benchmarks in bench/ (appends to BENCHMARKS.md)
+#   make install    install keyless, its price table, a systemd unit and (when
+#                   there is none) a server configuration; PREFIX, SYSCONFDIR,
+#                   DESTDIR as usual
 
 CC      ?= cc
 PKGS    := libevent libevent_pthreads libevent_openssl libcurl libcjson jose openssl sqlite3 libpq zlib libhs \
@@ -35,7 +38,11 @@ FTS_SRC  := $(sort $(wildcard tools/fake-tailscaled/*.c))
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test unit integration fuzz bench clean print-pkgs
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+
+.PHONY: all deps run test unit integration fuzz bench clean print-pkgs install uninstall
 all: $(BUILD)/keyless $(BUILD)/mockllm $(BUILD)/fake-tailscaled
 
 $(BUILD)/obj/%.o: %.c
@@ -89,6 +96,24 @@ bench:
 
 clean:
 	rm -rf build build-san build-fuzz
+
+# The configuration is installed only when there is none: a live one is
+# never replaced (compare it with contrib/keyless.hujson by hand).
+install: $(BUILD)/keyless
+	install -D -m 0755 $(BUILD)/keyless $(DESTDIR)$(PREFIX)/bin/keyless
+	install -D -m 0644 data/prices.json $(DESTDIR)$(PREFIX)/share/keyless/prices.json
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' contrib/systemd/keyless.service.in \
+	  > $(DESTDIR)$(UNITDIR)/keyless.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/keyless.service
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/keyless
+	test -e $(DESTDIR)$(SYSCONFDIR)/keyless/keyless.hujson || \
+	  install -m 0644 contrib/keyless.hujson $(DESTDIR)$(SYSCONFDIR)/keyless/keyless.hujson
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/keyless $(DESTDIR)$(PREFIX)/share/keyless/prices.json \
+	  $(DESTDIR)$(UNITDIR)/keyless.service
+	-rmdir $(DESTDIR)$(PREFIX)/share/keyless
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 

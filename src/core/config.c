@@ -850,23 +850,26 @@ static void read_pricing(kl_cfg_ctx *c, const cJSON *v)
 }
 
 /* Without a pricing section: the table shipped with keyless, found next to
- * the binary (build/ -> data/), or where a package installs it. */
+ * the binary (build/ -> data/; bin/ -> share/keyless/, as make install
+ * puts it under any prefix), or where a package installs it. */
 static void default_prices(kl_cfg_ctx *c)
 {
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 64);
-    const char *candidates[3] = {NULL, "/usr/share/keyless/prices.json", "data/prices.json"};
-    char beside[4200];
+    const char *candidates[4] = {NULL, NULL, "/usr/share/keyless/prices.json", "data/prices.json"};
+    char beside[4200], shared[4200];
     if (n > 0) {
         exe[n] = '\0';
         char *slash = strrchr(exe, '/');
         if (slash) {
             *slash = '\0';
             snprintf(beside, sizeof(beside), "%s/../data/prices.json", exe);
+            snprintf(shared, sizeof(shared), "%s/../share/keyless/prices.json", exe);
             candidates[0] = beside;
+            candidates[1] = shared;
         }
     }
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t i = 0; i < 4; i++) {
         if (candidates[i] && access(candidates[i], R_OK) == 0) {
             load_prices(c, NULL, candidates[i]);
             return;
