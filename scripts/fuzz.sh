@@ -18,11 +18,23 @@ for f in $(ls src/*.c src/*/*.c | grep -v '^src/main.c$'); do
 done
 rm -f "$out/libkeyless.a"
 ar rcs "$out/libkeyless.a" $objs
+# A target that finds a crash, a leak or undefined behaviour fails the run
+# (and make test with it), its report shown: a finding is a bug.
+failed=""
 for t in tests/fuzz/fuzz_*.c; do
   name=$(basename "$t" .c)
   clang $cflags -fsanitize=fuzzer "$t" "$out/libkeyless.a" -o "$out/$name" $libs
   echo "== $name (${secs}s)"
   mkdir -p "$out/corpus-$name"
-  "$out/$name" -max_total_time="$secs" -max_len=65536 -artifact_prefix="$out/crashes/$name-" \
-    "$out/corpus-$name" tests/fuzz/seeds/ 2>&1 | tail -n 2
+  if "$out/$name" -max_total_time="$secs" -max_len=65536 -artifact_prefix="$out/crashes/$name-" \
+    "$out/corpus-$name" tests/fuzz/seeds/ >"$out/$name.log" 2>&1; then
+    tail -n 2 "$out/$name.log"
+  else
+    grep -E "ERROR|SUMMARY|runtime error|^    #[0-9]+ |Test unit written|Base64" "$out/$name.log" | head -n 40
+    failed="$failed $name"
+  fi
 done
+if [ -n "$failed" ]; then
+  echo "fuzz: findings in:$failed (inputs in $out/crashes/)" >&2
+  exit 1
+fi

@@ -567,8 +567,11 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
             baseurl_item = m;
             const char *s = cfg_string(c, m, "baseurl");
             if (s) {
+                size_t scheme = strncmp(s, "https://", 8) == 0 ? 8 : 7;
                 if (strncmp(s, "http://", 7) != 0 && strncmp(s, "https://", 8) != 0) {
                     kl_cfg_report(c, KL_SEV_ERROR, m, "baseurl must start with http:// or https://");
+                } else if (!s[scheme] || strchr("/?#", s[scheme])) {
+                    kl_cfg_report(c, KL_SEV_ERROR, m, "baseurl has no host");
                 } else {
                     size_t n = strlen(s);
                     while (n > 0 && s[n - 1] == '/')
@@ -984,10 +987,13 @@ kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_di
     kl_cfg_ctx c = {cfg, diags};
     int errors_before = diags->errors;
     const cJSON *root = cfg->doc.root;
-    if (!cJSON_IsObject(root)) {
+    if (!cJSON_IsObject(root))
         kl_cfg_report(&c, KL_SEV_ERROR, root, "the configuration must be a JSON object");
-    } else {
+    else
         cfg_check_duplicates(&c, root);
+    /* a document with a duplicate key is not read further: a section read
+     * twice would be read into the same place twice */
+    if (cJSON_IsObject(root) && diags->errors == errors_before) {
         cfg_expand_document(&c, (cJSON *)root);
         const cJSON *m;
         cJSON_ArrayForEach(m, root) {

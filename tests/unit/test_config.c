@@ -181,6 +181,23 @@ static void errors_have_line_and_column(void **state)
     assert_non_null(find(&d, "idle must be a duration"));
     assert_true(d.errors >= 5);
     kl_diags_free(&d);
+    /* a section twice (the fuzzer's find: the second was read into the
+     * first's place and past it) is refused, not read */
+    assert_null(parse("{\"providers\": {\"a\": {\"baseurl\": \"http://a\"}},\n"
+                      " \"providers\": {\"b\": {\"baseurl\": \"http://b\"}, \"c\": {\"baseurl\": \"http://c\"}}}", &d));
+    g = find(&d, "duplicate key \"providers\"");
+    assert_non_null(g);
+    assert_int_equal(g->line, 2);
+    kl_diags_free(&d);
+    /* no host (the fuzzer's find: it crashed the check) */
+    for (size_t i = 0; i < 3; i++) {
+        const char *urls[] = {"http://", "https:///v1", "http://?x"};
+        char text[160];
+        snprintf(text, sizeof(text), "{\"providers\": {\"x\": {\"baseurl\": \"%s\", \"models\": [\"m\"]}}}", urls[i]);
+        assert_null(parse(text, &d));
+        assert_non_null(find(&d, "baseurl has no host"));
+        kl_diags_free(&d);
+    }
 }
 
 static void later_sections_are_announced(void **state)
