@@ -255,6 +255,33 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
     kl_account_respond_start(ex, status, headers, content_length);
 }
 
+/* A stream whose head waited for its first event (kl_account_begin) has
+ * had it, or has ended: an error there is the provider's failure as the
+ * status it would have had before the stream, and the caller has had
+ * nothing yet, so the request may fail over (true: ex->failover_to is
+ * set). Otherwise the head goes on. Health counts the outcome either way;
+ * a stream that ended with no event at all counts as its 200. */
+static bool first_event_fails_over(kl_exchange *ex, bool ended)
+{
+    const char *error = NULL;
+    int status = kl_account_first_event(ex, &error);
+    if (!status && !(ended && kl_account_head_held(ex)))
+        return false;
+    if (!status)
+        status = ex->upstream_status;
+    kl_failover_observe(ex, status, KL_EC_NONE);
+    if (status >= 400 && kl_failover_wanted(ex, status, KL_EC_NONE) &&
+        (ex->failover_to = kl_failover_next(ex, status, KL_EC_UPSTREAM_ERROR,
+                                            kl_arena_printf(&ex->arena, "provider %s's stream began with %s",
+                                                            ex->provider->id, error)))) {
+        kl_account_free(ex); /* the next provider's answer is read afresh */
+        ex->failover_at_ns = kl_now_ns();
+        return true;
+    }
+    kl_account_release_head(ex);
+    return false;
+}
+
 bool kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len)
 {
     if (ex->failover_to) {
@@ -266,23 +293,8 @@ bool kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len)
                kl_now_ns() - ex->failover_at_ns <= (int64_t)KL_FAILOVER_DRAIN_MS * 1000000;
     }
     bool more = kl_account_data(ex, data, len);
-    const char *error = NULL;
-    int status = kl_account_first_event(ex, &error);
-    if (!status)
-        return more;
-    /* a stream whose head waited for its first event: an error there is
-     * the provider's failure as a status before the stream would have
-     * been, and the caller has had nothing yet */
-    kl_failover_observe(ex, status, KL_EC_NONE);
-    if (status >= 400 && kl_failover_wanted(ex, status, KL_EC_NONE) &&
-        (ex->failover_to = kl_failover_next(ex, status, KL_EC_UPSTREAM_ERROR,
-                                            kl_arena_printf(&ex->arena, "provider %s's stream began with %s",
-                                                            ex->provider->id, error)))) {
-        kl_account_free(ex); /* the next provider's answer is read afresh */
-        ex->failover_at_ns = kl_now_ns();
+    if (first_event_fails_over(ex, false))
         return true; /* the rest is read to its end (the connection stays reusable) */
-    }
-    kl_account_release_head(ex);
     return more;
 }
 
@@ -304,6 +316,10 @@ void kl_pipeline_response_end(kl_exchange *ex)
     }
     bool was_cut = ex->cut_off;
     kl_account_end(ex);
+    if (first_event_fails_over(ex, true)) { /* the failed answer has ended: on to the next provider */
+        fail_over(ex, ex->failover_to);
+        return;
+    }
     if (!was_cut && ex->cut_off && ex->head_sent && kl_account_is_event_stream(ex)) {
         /* the stream's tail, read only now that it ended, broke a rule
          * (a tool, a quota, an unreadable message): it was not relayed */

@@ -351,7 +351,7 @@ static void on_event(void *arg, const char *raw, size_t len)
     kl_sse_fields(raw, len, &ev, &evl, &data, &dl);
     if (data && a->usage)
         kl_usage_event(a->usage, ev, evl, data, dl);
-    if (a->hold_head && !a->first_status)
+    if (a->hold_head && !a->first_status && (ev || data)) /* a comment (keep-alive) decides nothing */
         first_event(ex, ev && evl == 5 && !memcmp(ev, "error", 5), data, dl);
     bool drop = a->strip_usage_chunk && is_usage_only_chunk(data, dl);
     free(data);
@@ -410,6 +410,11 @@ static void on_frame(void *arg, const char *raw, size_t len, bool ok)
                                              m.exception_type, msg ? ": " : "", msg ? msg : "");
             cJSON_Delete(j);
         }
+    } else if (m.message_type_len == 5 && !memcmp(m.message_type, "error", 5) && a->hold_head && !a->first_status) {
+        /* the event stream's own error message (:error-code, :error-message) */
+        a->first_status = kl_dialect_stream_error_status(m.error_code, m.error_code_len);
+        a->first_error = kl_arena_printf(&ex->arena, "an event stream error %.*s", (int)m.error_code_len,
+                                         m.error_code ? m.error_code : "");
     }
     if (a->hold_head && !a->first_status)
         a->first_status = 200;
@@ -606,7 +611,6 @@ void kl_account_end(kl_exchange *ex)
         kl_usage_counts(a->usage, a->counts[0], a->counts[1], a->counts[2], a->counts[3]);
     if (a->hold)
         release(ex);
-    kl_account_release_head(ex); /* a stream that ended before its first event was told */
 }
 
 void kl_account_free(kl_exchange *ex)

@@ -32,10 +32,12 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len);
 bool kl_account_is_event_stream(const kl_exchange *ex);
 /* Is the answer's head held until its first event (kl_account_begin)? */
 bool kl_account_head_held(const kl_exchange *ex);
-/* After body bytes: once a held stream's first event has been read, the
- * status it stands for (200, or the status of the provider's error it is,
- * with *error saying which); 0 before that, and after it was said once.
- * The caller then fails over, or releases the head. */
+/* After body bytes, or at the end (kl_account_end reads an event the
+ * stream left without its blank line): once a held stream's first event
+ * has been read, the status it stands for (200, or the status of the
+ * provider's error it is, with *error saying which); 0 before that, and
+ * after it was said once. The caller then fails over, or releases the
+ * head. */
 int kl_account_first_event(kl_exchange *ex, const char **error);
 /* Send the held head, and the events held with it; from now on events go
  * on as they come. Nothing when the head is not held. */

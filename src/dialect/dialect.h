@@ -155,8 +155,9 @@ char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep
 const char *kl_dialect_bedrock_error_type(enum kl_err_kind kind);
 /* The HTTP status a provider's in-stream error stands for, as its API
  * answers the same error before a stream: an Anthropic error type
- * ("overloaded_error": 529) or a Bedrock stream exception
- * ("throttlingException": 429); 500 for a type it does not list. */
+ * ("overloaded_error": 529) or a Bedrock stream exception or error code
+ * ("throttlingException", "ThrottlingException": 429); 500 for a type it
+ * does not list. */
 int kl_dialect_stream_error_status(const char *type, size_t len);
 
 #endif

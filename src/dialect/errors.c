@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/text.h"
 #include "dialect/evstream.h"
@@ -59,8 +60,10 @@ int kl_dialect_stream_error_status(const char *type, size_t len)
         {"modelTimeoutException", 408}, {"modelStreamErrorException", 424}, {"throttlingException", 429},
         {"modelNotReadyException", 429}, {"internalServerException", 500}, {"serviceUnavailableException", 503},
     };
+    /* Bedrock names an exception member "throttlingException" and the
+     * same error's code "ThrottlingException" */
     for (size_t i = 0; type && i < sizeof(t) / sizeof(t[0]); i++)
-        if (strlen(t[i].type) == len && memcmp(t[i].type, type, len) == 0)
+        if (strlen(t[i].type) == len && strncasecmp(t[i].type, type, len) == 0)
             return t[i].status;
     return 500;
 }

@@ -154,6 +154,9 @@ int kl_evs_decode(const char *raw, size_t len, struct kl_evs_msg *m)
         } else if (name_is(name, nlen, ":exception-type")) {
             m->exception_type = value;
             m->exception_type_len = vlen;
+        } else if (name_is(name, nlen, ":error-code")) {
+            m->error_code = value;
+            m->error_code_len = vlen;
         } else if (name_is(name, nlen, ":content-type")) {
             m->content_type = value;
             m->content_type_len = vlen;

@@ -43,6 +43,8 @@ void kl_evs_free(kl_evs *s);
 struct kl_evs_msg {
     const char *message_type, *event_type, *exception_type, *content_type;
     size_t message_type_len, event_type_len, exception_type_len, content_type_len;
+    const char *error_code;     /* an "error" message's :error-code, or NULL */
+    size_t error_code_len;
     const char *payload;
     size_t payload_len;
 };

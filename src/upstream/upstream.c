@@ -321,6 +321,8 @@ static size_t on_body(char *buf, size_t size, size_t nitems, void *arg)
     arm_timer(x, kl_upstream_idle_ms(ex));
     if (!kl_pipeline_response_data(ex, buf, n))
         return 0; /* curl ends the transfer with CURLE_WRITE_ERROR */
+    if (ex->failover_to) /* decided on these bytes (a stream's first event): its short drain */
+        arm_timer(x, kl_upstream_idle_ms(ex));
     return n;
 }
 

@@ -281,6 +281,46 @@ describe('failover', () => {
     }
   });
 
+  it('the first event decides, not a keep-alive before it; an error event left unterminated at the end; both upstream paths drain briefly', async () => {
+    const overloaded = 'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}';
+    const head = 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n';
+    const chunk = (t) => `${Buffer.byteLength(t).toString(16)}\r\n${t}\r\n`;
+    // a keep-alive comment, then the error, then nothing more: the connection stays open
+    const keepalive = await rawProvider((req, sock) => {
+      sock.write(head + chunk(': keepalive\n\n') + chunk(`${overloaded}\n\n`));
+    });
+    // the error without its blank line, and the stream ends
+    const unterminated = await rawProvider((req, sock) => {
+      sock.write(head + chunk(overloaded) + '0\r\n\r\n');
+    });
+    const proxy = await startProxy();
+    try {
+      for (const [up, env] of [[keepalive, {}], [unterminated, {}], [keepalive, { http_proxy: proxy.url }]]) {
+        const gw = await startGateway({ providers: providers(mock.url, { fault: null,
+          primaryUrl: `http://127.0.0.1:${up.address().port}` }), listen: { timeouts: { upstream_idle: '120s' } } }, { env });
+        try {
+          await mock.clear();
+          const r = await fetch(`${gw.url}/v1/messages`, { method: 'POST', signal: AbortSignal.timeout(20000),
+            headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+            body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'hi' }] }) });
+          assert.equal(r.status, 200);
+          const text = await r.text();
+          assert.match(text, /^event: message_start\n/, 'the backup\'s stream, from its first event');
+          assert.match(text, /event: message_stop/);
+          assert.doesNotMatch(text, /overloaded|keepalive/);
+          const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+          assert.equal(rec.provider, 'backup');
+          assert.deepEqual(rec.attempts.map((a) => [a.provider, a.status]), [['primary', 529]]);
+        } finally {
+          await gw.stop();
+        }
+      }
+      assert.ok(proxy.seen >= 1, 'the last gateway reached its providers through libcurl');
+    } finally {
+      for (const srv of [keepalive, unterminated, proxy]) srv.close();
+    }
+  });
+
   it('no failover once an answer began (a stream cut after its head), nor to or from a passthrough provider', async () => {
     let gw = await startGateway({ providers: providers(mock.url, { fault: 'reset_after=2' }) });
     try {
