@@ -7,7 +7,7 @@ out=build-fuzz
 secs="${FUZZ_SECONDS:-10}"
 mkdir -p "$out/crashes"
 pkgs="$(make -s --no-print-directory print-pkgs)" # the Makefile's list, one place
-cflags="-std=c17 -D_GNU_SOURCE -g -O1 -Isrc -fsanitize=fuzzer-no-link,address,undefined $(pkg-config --cflags $pkgs)"
+cflags="-std=c17 -D_GNU_SOURCE -g -O1 -Isrc -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined $(pkg-config --cflags $pkgs)"
 libs="$(pkg-config --libs $pkgs) -lpthread -lm"
 # Every source but main.c, as an archive: each target links what it uses.
 objs=""

@@ -229,6 +229,18 @@ int kl_gcp_external_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred *out, 
 
 /* ---- the subject token ---- */
 
+/* Every string in a parsed file (a client_secret, a URL source's
+ * headers), wiped before the tree is freed. */
+static void wipe_strings(cJSON *o)
+{
+    for (; o; o = o->next) {
+        if (cJSON_IsString(o) && o->valuestring)
+            OPENSSL_cleanse(o->valuestring, strlen(o->valuestring));
+        wipe_strings(o->child);
+    }
+}
+
+
 /* Leading and trailing white space off s, in place. */
 static char *trim(char *s)
 {
@@ -365,10 +377,14 @@ static int aws_identity(const struct external *x, kl_arena *a, const atomic_bool
 {
     c->service = "sts";
     c->region = env("AWS_REGION") ? env("AWS_REGION") : env("AWS_DEFAULT_REGION");
-    c->access_key_id = env("AWS_ACCESS_KEY_ID");
-    c->secret = env("AWS_SECRET_ACCESS_KEY");
-    c->session_token = c->access_key_id && c->secret ? env("AWS_SESSION_TOKEN") : NULL;
-    bool env_keys = c->access_key_id && c->secret;
+    /* copies: the environment's own strings are never wiped (the AWS
+     * keeper and the next token read them again) */
+    bool env_keys = env("AWS_ACCESS_KEY_ID") && env("AWS_SECRET_ACCESS_KEY");
+    if (env_keys) {
+        c->access_key_id = kl_arena_strdup(a, env("AWS_ACCESS_KEY_ID"));
+        c->secret = kl_arena_strdup(a, env("AWS_SECRET_ACCESS_KEY"));
+        c->session_token = env("AWS_SESSION_TOKEN") ? kl_arena_strdup(a, env("AWS_SESSION_TOKEN")) : NULL;
+    }
     const char *h[2] = {NULL, NULL};
     char *text = NULL;
     if ((!c->region || !env_keys) && x->imdsv2_url) {
@@ -478,6 +494,7 @@ static int aws_token(const struct external *x, const atomic_bool *stop, char **o
         cJSON_AddItemToArray(hs, h);
     }
     char *json = cJSON_PrintUnformatted(o);
+    wipe_strings(o); /* the session token */
     cJSON_Delete(o);
     if (!json)
         abort();
@@ -486,8 +503,13 @@ static int aws_token(const struct external *x, const atomic_bool *stop, char **o
         abort();
     OPENSSL_cleanse(json, strlen(json)); /* the session token */
     free(json);
-    if (c.secret)
-        OPENSSL_cleanse((char *)c.secret, strlen(c.secret));
+    /* the arena's copies of the secret and session token, and the signed
+     * header lines (the token is one of them) */
+    OPENSSL_cleanse((char *)c.secret, strlen(c.secret));
+    if (c.session_token)
+        OPENSSL_cleanse((char *)c.session_token, strlen(c.session_token));
+    for (size_t i = 0; i < n; i++)
+        OPENSSL_cleanse((char *)sig[i], strlen(sig[i]));
     kl_arena_free(&a);
     return 0;
 }
@@ -589,17 +611,6 @@ static int exchange(const struct external *x, const char *subject, const atomic_
         OPENSSL_cleanse(basic, strlen(basic));
     kl_arena_free(&a);
     return result;
-}
-
-/* Every string in a parsed file (a client_secret, a URL source's
- * headers), wiped before the tree is freed. */
-static void wipe_strings(cJSON *o)
-{
-    for (; o; o = o->next) {
-        if (cJSON_IsString(o) && o->valuestring)
-            OPENSSL_cleanse(o->valuestring, strlen(o->valuestring));
-        wipe_strings(o->child);
-    }
 }
 
 int kl_gcp_external_mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **token, long *lifetime_s,

@@ -156,6 +156,7 @@ size_t kl_sigv4_headers_with(kl_arena *a, const struct kl_sigv4_cred *c, const c
     hmac(k, sizeof(k), c->region, k);
     hmac(k, sizeof(k), c->service, k);
     hmac(k, sizeof(k), "aws4_request", k);
+    OPENSSL_cleanse((char *)first, strlen(first)); /* the secret's copy in the arena */
     unsigned char sig[32];
     hmac(k, sizeof(k), to_sign, sig);
 

@@ -286,7 +286,10 @@ describe('failover', () => {
     const head = 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n';
     const chunk = (t) => `${Buffer.byteLength(t).toString(16)}\r\n${t}\r\n`;
     // a keep-alive comment, then the error, then nothing more: the connection stays open
+    // (until the test ends: the proxy does not close its side when keyless leaves)
+    const open = [];
     const keepalive = await rawProvider((req, sock) => {
+      open.push(sock);
       sock.write(head + chunk(': keepalive\n\n') + chunk(`${overloaded}\n\n`));
     });
     // the error without its blank line, and the stream ends
@@ -317,6 +320,7 @@ describe('failover', () => {
       }
       assert.ok(proxy.seen >= 1, 'the last gateway reached its providers through libcurl');
     } finally {
+      open.forEach((sock) => sock.destroy());
       for (const srv of [keepalive, unterminated, proxy]) srv.close();
     }
   });

@@ -16,7 +16,9 @@ describe('make install', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kl-install-'));
     const vars = [`BUILD=${relative(ROOT, BUILD)}`, `PREFIX=${dir}/usr`, `SYSCONFDIR=${dir}/etc`,
       `UNITDIR=${dir}/lib/systemd/system`];
-    const install = () => spawnSync('make', ['--no-print-directory', 'install', ...vars], { cwd: ROOT, encoding: 'utf8' });
+    // -o: the binary the other tests run is installed as it is, never rebuilt under them
+    const install = () => spawnSync('make', ['--no-print-directory', '-o', `${relative(ROOT, BUILD)}/keyless`, 'install', ...vars],
+      { cwd: ROOT, encoding: 'utf8' });
     try {
       let r = install();
       assert.equal(r.status, 0, r.stdout + r.stderr);
@@ -24,7 +26,9 @@ describe('make install', () => {
       const unitPath = `${dir}/lib/systemd/system/keyless.service`;
       for (const f of [bin, config, unitPath, `${dir}/usr/share/keyless/prices.json`])
         assert.ok(existsSync(f), `${f} installed`);
-      // from another directory: the price table is found beside the binary (share/keyless)
+      // from another directory: the price table is found beside the binary (share/keyless); the
+      // other places it is looked for, /usr/share/keyless and ./data, are not on a build machine
+      assert.ok(!existsSync('/usr/share/keyless/prices.json'), 'a packaged price table would hide the lookup');
       r = spawnSync(bin, ['check', '--config', config], { cwd: '/', encoding: 'utf8',
         env: { ...process.env, OPENAI_API_KEY: 'x', ANTHROPIC_API_KEY: 'x', GEMINI_API_KEY: 'x' } });
       assert.equal(r.status, 0, r.stdout + r.stderr);

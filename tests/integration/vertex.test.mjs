@@ -683,7 +683,8 @@ describe('Vertex AI', () => {
       sessionToken: `IQoJb3JpZ2luX2VjE-session-${crypto.randomBytes(8).toString('hex')}` };
     const keys = { accessKeyId: 'AKIAKEYLESSTEST00002', secretAccessKey: `env-secret-${crypto.randomBytes(8).toString('hex')}` };
     const account = 'vertex@p1.iam.gserviceaccount.com';
-    const fed = await startFederation({ audiences: [audience], subjects: [], account, awsKeys: [role, keys] });
+    const audience2 = '//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/aws/providers/second';
+    const fed = await startFederation({ audiences: [audience, audience2], subjects: [], account, awsKeys: [role, keys] });
     const imds = await startImds({ zone: 'us-west-2b', creds: role });
     const dir = mkdtempSync(join(tmpdir(), 'kl-wif-aws-'));
     const cred = join(dir, 'aws.json');
@@ -722,10 +723,15 @@ describe('Vertex AI', () => {
       await g.stop();
       outputs.push(g.output());
     }
-    // the environment's keys and region: the metadata service is not asked
+    // the environment's keys and region: the metadata service is not asked;
+    // a second account signs with the same keys (they are read, not used up)
     const before = imds.seen.length;
-    const g2 = await startGateway(config, { env: { ...noAws, AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: keys.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: keys.secretAccessKey } });
+    const cred2 = join(dir, 'aws2.json');
+    writeFileSync(cred2, JSON.stringify({ ...JSON.parse(readFileSync(cred, 'utf8')), audience: audience2,
+      service_account_impersonation_url: undefined }));
+    const g2 = await startGateway({ providers: { ...config.providers,
+      second: { ...vertexProvider(mock.url, '{}'), apikey: `file:${cred2}`, models: ['claude-x@1'] } }, grants: ADMIN_GRANTS },
+    { env: { ...noAws, AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: keys.accessKeyId, AWS_SECRET_ACCESS_KEY: keys.secretAccessKey } });
     try {
       const r = await ask(g2);
       assert.equal(r.status, 200);
@@ -734,6 +740,9 @@ describe('Vertex AI', () => {
       assert.equal(req.url, 'https://sts.eu-west-1.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15');
       assert.ok(!req.headers.some((x) => x.key === 'x-amz-security-token'));
       assert.equal(imds.seen.length, before);
+      const metrics = await (await fetch(`${g2.url}/metrics`)).text();
+      assert.match(metrics, /keyless_google_token_seconds_left\{account="external_account:projects\/123456\/locations\/global\/workloadIdentityPools\/aws\/providers\/second"\} [1-9]/,
+        'the second account got its token with the same environment keys');
     } finally {
       await g2.stop();
       outputs.push(g2.output());
