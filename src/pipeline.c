@@ -273,7 +273,7 @@ static bool first_event_fails_over(kl_exchange *ex, bool ended)
     if (status >= 400 && kl_failover_wanted(ex, status, KL_EC_NONE) &&
         (ex->failover_to = kl_failover_next(ex, status, KL_EC_UPSTREAM_ERROR,
                                             kl_arena_printf(&ex->arena, "provider %s's stream began with %s",
-                                                            ex->provider->id, error)))) {
+                                                            ex->provider->id, error ? error : "an error")))) {
         kl_account_free(ex); /* the next provider's answer is read afresh */
         ex->failover_at_ns = kl_now_ns();
         return true;
