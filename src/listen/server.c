@@ -12,7 +12,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -20,6 +19,7 @@
 #include <event2/thread.h>
 #include <openssl/evp.h>
 
+#include "core/exchange.h"
 #include "core/log.h"
 #include "core/mailbox.h"
 #include "listen/conn.h"
@@ -321,13 +321,11 @@ bool kl_server_watch_accounts(kl_server *srv, const kl_config *cfg)
 
 void kl_server_wait_accounts(kl_server *srv, int ms)
 {
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t t0 = kl_now_ns();
     kl_gcp_tokens_wait(srv->gcp, ms);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    long spent = (long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-    if (srv->aws && spent < ms)
-        kl_aws_keeper_wait(srv->aws, ms - (int)spent);
+    int64_t spent_ms = (kl_now_ns() - t0) / 1000000;
+    if (srv->aws && spent_ms < ms)
+        kl_aws_keeper_wait(srv->aws, ms - (int)spent_ms);
 }
 
 int kl_server_run(kl_config *cfg)

@@ -58,21 +58,22 @@ static bool copy(char *dst, size_t cap, const char *s)
 /* A file's first line (a token a kubelet or an agent writes), in out. */
 static bool read_token_file(const char *path, char *out, size_t cap, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    size_t n = f ? fread(out, 1, cap - 1, f) : 0;
-    if (f)
-        fclose(f);
-    out[n] = '\0';
-    size_t line = strcspn(out, "\r\n");
-    if (line == cap - 1) {
-        snprintf(err, errlen, "the token in %.300s is longer than %zu bytes", path, cap - 2);
-        out[0] = '\0';
+    char *text;
+    out[0] = '\0';
+    if (kl_sync_read_file(path, 64 * 1024, &text, err, errlen) < 0)
         return false;
+    size_t line = strcspn(text, "\r\n");
+    if (line >= cap)
+        snprintf(err, errlen, "the token in %.300s is longer than %zu bytes", path, cap - 1);
+    else if (!line)
+        snprintf(err, errlen, "the token file %.300s: empty", path);
+    else {
+        memcpy(out, text, line);
+        out[line] = '\0';
     }
-    out[line] = '\0';
-    if (!*out)
-        snprintf(err, errlen, "cannot read a token from %.300s", path);
-    return *out;
+    OPENSSL_cleanse(text, strlen(text));
+    free(text);
+    return out[0];
 }
 
 /* The JSON the container endpoint and the instance metadata service give:

@@ -7,7 +7,6 @@
  * for a federated access token, and that, when the file says so, for a
  * service account's (IAM credentials' generateAccessToken). The keeper in
  * gcp.c calls kl_gcp_external_mint on its own thread. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,32 +286,6 @@ static int get_text(const char *method, const char *url, const char *const *head
     return 0;
 }
 
-/* A Kubernetes projected token (rotated by the kubelet: read again each
- * time), up to 64 KiB: 0 with *out (malloc), or -1 with err. */
-static int read_token_file(const char *path, char **out, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "re");
-    if (!f) {
-        snprintf(err, errlen, "the subject token file %s: %s", path, strerror(errno));
-        return -1;
-    }
-    char *text = calloc(1, MAX_SUBJECT + 2); /* a byte more than a token may have, and the NUL */
-    if (!text)
-        abort();
-    size_t n = fread(text, 1, MAX_SUBJECT + 1, f);
-    bool bad = ferror(f) || n > MAX_SUBJECT || strlen(text) != n;
-    fclose(f);
-    if (bad) {
-        snprintf(err, errlen, "the subject token file %s: %s", path,
-                 n > MAX_SUBJECT ? "over 64 KiB" : strlen(text) != n ? "a NUL byte in it" : "unreadable");
-        OPENSSL_cleanse(text, MAX_SUBJECT + 2);
-        free(text);
-        return -1;
-    }
-    *out = text;
-    return 0;
-}
-
 /* A subject token from a file or a URL, as the file's format says: 0 with
  * *out (malloc), or -1 with err. */
 static int file_or_url_token(const struct external *x, const atomic_bool *stop, char **out, char *err,
@@ -320,7 +293,7 @@ static int file_or_url_token(const struct external *x, const atomic_bool *stop, 
 {
     char *text = NULL;
     if (x->file) {
-        if (read_token_file(x->file, &text, err, errlen) < 0)
+        if (kl_sync_read_file(x->file, MAX_SUBJECT, &text, err, errlen) < 0)
             return -1;
     } else {
         kl_arena a;

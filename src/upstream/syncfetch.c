@@ -1,5 +1,6 @@
 #include "upstream/syncfetch.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,4 +107,28 @@ bool kl_sync_url_ok(const char *url, const char *const *http_hosts, bool https_a
     curl_free(user);
     curl_url_cleanup(h);
     return ok;
+}
+
+int kl_sync_read_file(const char *path, size_t max, char **out, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        snprintf(err, errlen, "the token file %.300s: %s", path, strerror(errno));
+        return -1;
+    }
+    char *text = calloc(1, max + 2); /* a byte more than allowed, and the NUL */
+    if (!text)
+        abort();
+    size_t n = fread(text, 1, max + 1, f);
+    bool bad = ferror(f) || n > max || strlen(text) != n;
+    fclose(f);
+    if (bad) {
+        snprintf(err, errlen, "the token file %.300s: %s", path,
+                 n > max ? "too long" : strlen(text) != n ? "a NUL byte in it" : "unreadable");
+        OPENSSL_cleanse(text, max + 2);
+        free(text);
+        return -1;
+    }
+    *out = text;
+    return 0;
 }

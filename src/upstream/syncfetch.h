@@ -1,6 +1,7 @@
-/* Blocking HTTP requests for the threads that keep credentials fresh
- * (Google's access tokens, AWS's temporary credentials): such a thread has
- * nothing else to do while one runs, and a stop flag ends it early. */
+/* Blocking HTTP requests, and reads of token files, for the threads that
+ * keep credentials fresh (Google's access tokens, AWS's temporary
+ * credentials): such a thread has nothing else to do while one runs, and a
+ * stop flag ends a request early. */
 #ifndef KL_SYNCFETCH_H
 #define KL_SYNCFETCH_H
 
@@ -28,6 +29,11 @@ struct kl_sync_reply {
  * is set. */
 int kl_sync_fetch(const struct kl_sync_req *r, const atomic_bool *stop, struct kl_sync_reply *out, char *err,
                   size_t errlen);
+/* A small file holding a credential (a token a kubelet or an agent
+ * writes, read again each time since they rotate it), whole: 0 with *out
+ * (malloc, NUL-terminated, no NUL inside, at most max bytes; wipe it), or
+ * -1 with err naming the file and why. */
+int kl_sync_read_file(const char *path, size_t max, char **out, char *err, size_t errlen);
 /* Frees the body, wiped first: it may hold a credential. */
 void kl_sync_reply_free(struct kl_sync_reply *r);
 /* Whether url, read by libcurl's own parser (so that

@@ -655,7 +655,10 @@ describe('Vertex AI', () => {
     writeFileSync(tokenFile, 'eyJhbGciOiJSUzI1NiJ9.stale-token.sig');
     const g3 = await startGateway({ providers: { vertex: provider(file(impersonation)),
       other: { ...provider(file({ ...impersonation, service_account_impersonation_url:
-        `${fed.base}/v1/projects/-/serviceAccounts/someone-else@p1.iam.gserviceaccount.com:generateAccessToken` })), models: ['claude-x@1'] } } });
+        `${fed.base}/v1/projects/-/serviceAccounts/someone-else@p1.iam.gserviceaccount.com:generateAccessToken` })), models: ['claude-x@1'] },
+      // a token file that is not there (a pod without its projected volume)
+      missing: { ...provider(file({ audience: workforce, credential_source: { file: join(dir, 'no-such-token') } })),
+        models: ['claude-y@1'] } } });
     try {
       const r = await ask(g3);
       assert.equal(r.status, 503);
@@ -668,6 +671,7 @@ describe('Vertex AI', () => {
       await r2.text();
       for (let i = 0; i < 200 && !/someone-else.*PERMISSION_DENIED/.test(g3.output()); i++) await new Promise((res) => setTimeout(res, 10));
       assert.match(g3.output(), /Google access token for external_account:someone-else@p1\.iam\.gserviceaccount\.com: POST \S+:generateAccessToken: HTTP 403 PERMISSION_DENIED: Permission 'iam\.serviceAccounts\.getAccessToken' denied/);
+      assert.match(g3.output(), /Google access token for external_account:locations\/global\/workforcePools\/staff\/providers\/azure: the token file \S+no-such-token: No such file or directory/);
     } finally {
       await g3.stop();
       await fed.close();
@@ -746,6 +750,21 @@ describe('Vertex AI', () => {
     } finally {
       await g2.stop();
       outputs.push(g2.output());
+    }
+    // no AWS region nor keys anywhere (the file names no metadata URLs): the log says so
+    const bare = join(dir, 'bare.json');
+    const parsed = JSON.parse(readFileSync(cred, 'utf8'));
+    writeFileSync(bare, JSON.stringify({ ...parsed, credential_source: { environment_id: 'aws1',
+      regional_cred_verification_url: parsed.credential_source.regional_cred_verification_url } }));
+    const g4 = await startGateway({ providers: { vertex: { ...vertexProvider(mock.url, '{}'), apikey: `file:${bare}` } } },
+      { env: noAws });
+    try {
+      const r = await ask(g4);
+      assert.equal(r.status, 503);
+      await r.text();
+      assert.match(g4.output(), /: no AWS region: AWS_REGION, AWS_DEFAULT_REGION, or the file's region_url/);
+    } finally {
+      await g4.stop();
     }
     // keys whose signature the STS cannot verify: a 503, Google's reason in the log
     const g3 = await startGateway(config, { env: { ...noAws, AWS_REGION: 'eu-west-1', AWS_ACCESS_KEY_ID: keys.accessKeyId,

@@ -28,13 +28,21 @@ static void note(void *arg)
     m->t->seen[m->t->n++] = m->c;
 }
 
+/* A worker with an event base and a mailbox, and no thread: its loop runs
+ * when the test runs it. */
+static void worker_with_mailbox(kl_worker *w)
+{
+    memset(w, 0, sizeof(*w));
+    w->base = event_base_new();
+    assert_non_null(w->base);
+    assert_int_equal(kl_mailbox_init(w), 0);
+}
+
 static void delivered_in_order_on_the_loop(void **state)
 {
     (void)state;
     kl_worker w;
-    memset(&w, 0, sizeof(w));
-    w.base = event_base_new();
-    assert_int_equal(kl_mailbox_init(&w), 0);
+    worker_with_mailbox(&w);
     struct trail t = {0};
     struct mark a = {&t, 'a'}, b = {&t, 'b'}, c = {&t, 'c'};
     kl_mailbox_post(&w, note, &a);
@@ -53,9 +61,7 @@ static void mail_that_must_run_runs_after_the_loop(void **state)
 {
     (void)state;
     kl_worker w;
-    memset(&w, 0, sizeof(w));
-    w.base = event_base_new();
-    assert_int_equal(kl_mailbox_init(&w), 0);
+    worker_with_mailbox(&w);
     struct trail t = {0};
     struct mark dropped = {&t, 'x'}, kept = {&t, 'k'}, kept2 = {&t, 'l'};
     kl_mailbox_post(&w, note, &dropped);
