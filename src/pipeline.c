@@ -15,6 +15,8 @@
  *   7 upstream   src/upstream/   own HTTP/1.1 client or libcurl, streamed back with backpressure
  *   8 account    src/account/    usage and cost read from the answer as it passes; quotas
  *                                and the tool policy can end it
+ *     answer     src/guard/      guardrails over the answer: a whole one before it is
+ *                                relayed, a stream once it has ended
  *   9 record     src/record/     the audit record, once the exchange ends
  *  10 after      src/guard/      entire_request / tool_call_entire_request hooks
  *
@@ -386,6 +388,7 @@ void kl_pipeline_finish(kl_exchange *ex)
     kl_worker *w = ex->worker;
     ex->t_end_ns = kl_now_ns();
     kl_account_finish(ex);
+    kl_account_scan_relayed(ex);
     kl_admit_settle(ex);
     kl_record_exchange(ex);
     kl_hooks_after(ex);

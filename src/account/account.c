@@ -17,6 +17,9 @@
 #include "core/text.h"
 #include "dialect/dialect.h"
 #include "dialect/evstream.h"
+#include "guard/answer.h"
+#include "guard/notes.h"
+#include "guard/scan.h"
 #include "guard/tools.h"
 #include "identity/identity.h"
 #include "listen/conn.h"
@@ -53,14 +56,16 @@ struct kl_account {
     z_stream *z;                /* a gzip/deflate body: inflated on the side for usage, relayed as it came */
     bool z_broken;              /* it would not inflate: usage stops where it broke */
     int kind;                   /* enum kl_usage_kind, -1 when the endpoint has none */
-    bool keeping;               /* ex->keep_answer: the decoded answer is kept, up to KL_KEEP_MAX */
+    bool keeping;               /* ex->keep_answer or scan_relayed: the decoded answer is kept, up to KL_KEEP_MAX */
     bool keep_overflow;
     char *keep;
     size_t keep_len, keep_cap;
-    /* a tool policy or a tool-call limit applies to a whole answer: it is
-     * held (head and body) until it has been read, and then relayed or
-     * refused */
+    /* a tool policy or a tool-call limit applies to a whole answer, or
+     * guardrails scan it: it is held (head and body) until it has been
+     * read, and then relayed or refused */
     bool hold;
+    bool scan_held;             /* the held answer goes through guardrails (guard/answer.h) */
+    bool scan_relayed;          /* a stream kept for guardrails once it has been relayed */
     int held_status;
     const char *held_headers;   /* arena */
     char *held;
@@ -83,7 +88,8 @@ struct kl_account {
     size_t pend_len, pend_cap;
 };
 
-/* Largest answer kept for the hooks told after it. */
+/* Largest answer kept for the hooks told after it, or for guardrails to
+ * scan once it has been relayed. */
 #define KL_KEEP_MAX (16u << 20)
 
 
@@ -159,6 +165,12 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
                      a->kind == KL_USAGE_ANTHROPIC || a->kind == KL_USAGE_GEMINI ||
                      a->kind == KL_USAGE_BEDROCK_CONVERSE;
     bool tool_limits = tool_kind && (ex->tool_rules || kl_admit_counts_tool_calls(ex));
+    /* guardrails read a 2xx answer too; a whole one whose rules would
+     * block or redact cannot be let through unread (a stream is read once
+     * it has been relayed: guard/answer.h) */
+    bool scan = tool_kind && status >= 200 && status < 300 && kl_guardrails_answers(ex->cfg->guardrails);
+    bool scan_first = scan && !ex->stream && kl_guardrails_strongest(ex->cfg->guardrails) >= KL_SCAN_REDACT;
+    bool events_unasked = event_stream && !ex->stream;
     /* framed as the request asked: a whole answer sent as events would
      * reach a caller that reads it whole without its calls being read */
     if (tool_limits && event_stream && !ex->stream)
@@ -199,18 +211,39 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200 && !a->z;
     a->split_events = a->mode == BODY_EVENTS;
     a->keeping = ex->keep_answer && (kind >= 0 || status >= 300);
-    if (tool_limits && enc && status >= 200 && status < 300) {
+    if (scan_first && events_unasked && !tool_limits) {
+        /* read only once relayed, a stream would let a secret through */
+        a->hold = a->scan_held = true;
+        ex->cut_off = true;
+        ex->cut_kind = KL_ERR_BAD_GATEWAY;
+        ex->cut_class = KL_EC_BLOCKED;
+        ex->error_message = "the provider answered with an event stream although the request asked for none, and "
+                            "the guardrails read every answer before it is relayed: stopped by the gateway";
+    } else if ((tool_limits || scan_first) && enc && status >= 200 && status < 300) {
         a->hold = true;
+        a->scan_held = scan_first; /* nothing of it is captured */
         ex->cut_off = true;
         ex->cut_kind = KL_ERR_BAD_GATEWAY;
         ex->cut_class = KL_EC_BLOCKED;
         ex->error_message = kl_arena_printf(&ex->arena, "the provider's answer is compressed (%.*s) although keyless "
-                                            "asked for none, and the tool limits read every call before it is "
-                                            "relayed: stopped by the gateway", (int)(elen < 40 ? elen : 40), enc);
-    } else if (tool_limits && a->usage) {
-        kl_usage_on_tool(a->usage, on_tool, ex);
-        a->hold = a->mode == BODY_WHOLE;
-        a->array_hold = a->mode == BODY_ARRAY;
+                                            "asked for none, and the %s every answer before it is relayed: stopped "
+                                            "by the gateway", (int)(elen < 40 ? elen : 40), enc,
+                                            tool_limits ? "tool limits read every call in" : "guardrails read");
+    } else {
+        if (tool_limits && a->usage) {
+            kl_usage_on_tool(a->usage, on_tool, ex);
+            a->hold = a->mode == BODY_WHOLE;
+            a->array_hold = a->mode == BODY_ARRAY;
+        }
+        if (scan && a->usage && a->mode == BODY_WHOLE && !a->z) {
+            a->hold = a->scan_held = true;
+        } else if (scan && kind < 0) {
+            kl_guard_note(ex, "answer", NULL, "unscanned", NULL, 0, "its content coding cannot be read");
+        } else if (scan) {
+            /* a stream, or a compressed answer with only rules that log */
+            a->scan_relayed = true;
+            a->keeping = true;
+        }
     }
     /* Anthropic (and Claude on Vertex) and Bedrock answer a stream they
      * cannot serve (overloaded, throttled) with a 200 and an error as its
@@ -251,9 +284,9 @@ static bool is_usage_only_chunk(const char *data, size_t len)
     return !kl_json_array_next(data + w[0].start, w[0].end - w[0].start, &pos, &vs, &ve, NULL, 0);
 }
 
-static void forward(kl_exchange *ex, const char *data, size_t len)
+/* captures = full: the first capture_max bytes of the answer */
+static void capture(struct kl_account *a, const char *data, size_t len)
 {
-    struct kl_account *a = ex->acct;
     if (a->capture_max && a->capture_len < a->capture_max) {
         size_t n = len < a->capture_max - a->capture_len ? len : a->capture_max - a->capture_len;
         if (!a->capture) {
@@ -264,6 +297,27 @@ static void forward(kl_exchange *ex, const char *data, size_t len)
         memcpy(a->capture + a->capture_len, data, n);
         a->capture_len += n;
     }
+}
+
+static void withhold_capture(struct kl_account *a)
+{
+    free(a->capture);
+    a->capture = NULL;
+    a->capture_len = 0;
+}
+
+static void drop_kept(struct kl_account *a)
+{
+    free(a->keep);
+    a->keep = NULL;
+    a->keep_len = a->keep_cap = 0;
+}
+
+static void forward(kl_exchange *ex, const char *data, size_t len)
+{
+    struct kl_account *a = ex->acct;
+    if (!a->scan_held) /* that one is captured as relayed, if it is (release) */
+        capture(a, data, len);
     if (!a->hold && !a->hold_head) {
         kl_respond_data(ex, data, len);
     } else if (a->held_len + len <= KL_WHOLE_MAX) {
@@ -272,7 +326,8 @@ static void forward(kl_exchange *ex, const char *data, size_t len)
         ex->cut_off = true; /* what cannot be read cannot be checked: not relayed */
         ex->cut_kind = KL_ERR_BAD_GATEWAY;
         ex->cut_class = KL_EC_BLOCKED;
-        ex->error_message = "the answer is larger than the 64 MiB the tool limits can check: stopped by the gateway";
+        ex->error_message = "the answer is larger than the 64 MiB keyless can check before relaying it (tool "
+                            "limits, guardrails): stopped by the gateway";
     }
 }
 
@@ -535,14 +590,30 @@ static void release(kl_exchange *ex)
 {
     struct kl_account *a = ex->acct;
     a->hold = false;
-    if (ex->cut_off || tools_breached(ex) || !kl_admit_tool_calls_ok(ex)) {
+    const char *body = a->held;
+    size_t len = a->held_len;
+    enum kl_answer_verdict v = KL_ANSWER_PASS;
+    bool refused = ex->cut_off || tools_breached(ex) || !kl_admit_tool_calls_ok(ex);
+    if (!refused && a->scan_held)
+        refused = (v = kl_guard_answer_whole(ex, a->held ? a->held : "", a->held_len, &body, &len)) ==
+                  KL_ANSWER_WITHHELD;
+    if (refused) {
         ex->cut_off = true;
+        if (a->scan_held)
+            drop_kept(a); /* refused unread or for what it holds: not told to the hooks after it */
         kl_info("%s: %s", ex->id, ex->error_message);
         kl_fail(ex, ex->cut_kind, ex->cut_class, "%s", ex->error_message);
         return;
     }
-    kl_respond_start(ex, a->held_status, a->held_headers, (int64_t)a->held_len);
-    kl_respond_data(ex, a->held, a->held_len);
+    if (a->scan_held)
+        capture(a, body, len); /* what the caller got */
+    if (v == KL_ANSWER_REDACTED && a->keep) {
+        /* the hooks after the answer are told what the caller got too */
+        drop_kept(a);
+        append(&a->keep, &a->keep_len, &a->keep_cap, body, len);
+    }
+    kl_respond_start(ex, a->held_status, a->held_headers, (int64_t)len);
+    kl_respond_data(ex, body, len);
     if (a->usage)
         ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
     free(a->held);
@@ -748,6 +819,31 @@ cJSON *kl_account_answer(kl_exchange *ex, cJSON **events)
         return kl_assemble_stream((enum kl_usage_kind)a->kind, whole);
     }
     return whole;
+}
+
+void kl_account_scan_relayed(kl_exchange *ex)
+{
+    struct kl_account *a = ex->acct;
+    if (a && a->hold && a->scan_held)
+        drop_kept(a); /* held for the guardrails, never read through (broken off, the caller gone): unchecked */
+    if (!a || !a->scan_relayed)
+        return;
+    a->scan_relayed = false;
+    if (!a->keep_overflow && !a->keep && !a->z_broken)
+        return; /* an empty answer */
+    cJSON *events = NULL;
+    cJSON *answer = kl_account_answer(ex, &events);
+    const char *why = a->keep_overflow ? "the answer is larger than the 16 MiB kept to scan it"
+                      : a->z_broken    ? "the answer would not inflate"
+                                       : "the answer could not be read";
+    if (kl_guard_answer_relayed(ex, answer, why)) {
+        /* a secret the caller has had is neither kept a second time nor
+         * told to the hooks after the answer */
+        withhold_capture(a);
+        drop_kept(a);
+    }
+    cJSON_Delete(answer);
+    cJSON_Delete(events);
 }
 
 cJSON *kl_account_tool_calls(const kl_exchange *ex, const cJSON *answer)

@@ -64,6 +64,12 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r);
  * both). NULL when nothing was kept, the answer was larger, or it is not
  * JSON. */
 cJSON *kl_account_answer(kl_exchange *ex, cJSON **events);
+/* A stream (or a compressed answer) relayed under guardrails.answers: its
+ * answer, assembled, goes through them now (guard/answer.h), before the
+ * record is written. A whole answer went through them before it was
+ * relayed; one that never was (it broke off, the caller left) is not told
+ * to the hooks after it. */
+void kl_account_scan_relayed(kl_exchange *ex);
 /* The tool calls in an answer from kl_account_answer ([{"name", "params"}]),
  * or NULL for an endpoint without them. */
 cJSON *kl_account_tool_calls(const kl_exchange *ex, const cJSON *answer);

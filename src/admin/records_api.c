@@ -33,16 +33,17 @@ struct api_job {
     char err[256];
 };
 
-/* A row's failover attempts are stored as JSON text; the API gives them as
- * the array they are. */
-static void decode_attempts(cJSON *row)
+/* A row's failover attempts and guardrail notes are stored as JSON text;
+ * the API gives them as the arrays they are. */
+static void decode_json_columns(cJSON *row)
 {
-    cJSON *a = cJSON_GetObjectItemCaseSensitive(row, "attempts");
-    if (!cJSON_IsString(a))
-        return;
-    cJSON *v = cJSON_Parse(a->valuestring);
-    if (v)
-        cJSON_ReplaceItemInObjectCaseSensitive(row, "attempts", v);
+    static const char *const names[] = {"attempts", "guardrails"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        cJSON *a = cJSON_GetObjectItemCaseSensitive(row, names[i]);
+        cJSON *v = cJSON_IsString(a) ? cJSON_Parse(a->valuestring) : NULL;
+        if (v)
+            cJSON_ReplaceItemInObjectCaseSensitive(row, names[i], v);
+    }
 }
 
 static void run(struct kl_store *s, struct kl_query_job *job)
@@ -75,11 +76,11 @@ static void run(struct kl_store *s, struct kl_query_job *job)
     if (rc < 0 && !j->status)
         j->status = 500;
     if (j->kind == API_ONE && j->result) {
-        decode_attempts(j->result);
+        decode_json_columns(j->result);
     } else if (j->kind == API_LIST && j->result) {
         cJSON *row;
         cJSON_ArrayForEach(row, j->result)
-            decode_attempts(row);
+            decode_json_columns(row);
     }
 }
 

@@ -30,6 +30,7 @@ struct kl_admission;
 struct kl_attempt;
 struct lease_job;
 struct kl_guard_run;
+struct kl_guard_note;
 struct kl_hook_ref;
 struct kl_tool_rules;
 
@@ -104,6 +105,7 @@ typedef struct kl_exchange {
     size_t n_after_hooks;
     bool keep_answer;               /* one of them is sent the answer: account keeps it */
     bool pre_hooks_asked;           /* pre_request hooks judged it for its provider (no failover) */
+    struct kl_guard_note *guard_notes;  /* what guardrails and hooks did, for the record (guard/notes.h) */
     const struct kl_tool_rules *tool_rules;     /* the tool policy that applies, or NULL */
 
     /* route */

@@ -24,6 +24,7 @@
 #include "core/jsoncheck.h"
 #include "guard/hookcall.h"
 #include "guard/hooks.h"
+#include "guard/notes.h"
 #include "guard/scan.h"
 #include "identity/identity.h"
 #include "listen/http.h"
@@ -91,6 +92,7 @@ static enum kl_step failed(struct kl_guard_run *r, const char *why)
 {
     kl_exchange *ex = r->ex;
     const struct kl_hook *h = r->refs[r->next].hook;
+    kl_guard_note(ex, "request", h->name, h->fail_closed ? "failed_closed" : "failed_open", NULL, 0, why);
     if (h->fail_closed) {
         run_free(r);
         return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "guardrail hook %s failed: %s", h->name, why);
@@ -171,20 +173,25 @@ static enum kl_step scan_body(kl_exchange *ex)
     case KL_SCAN_OFF:
         return KL_NEXT;
     case KL_SCAN_LOG:
+        kl_guard_note(ex, "request", NULL, "log", res.kinds, 0, NULL);
         kl_warn("%s: guardrails found %s (logged only)", ex->id, res.kinds);
         return KL_NEXT;
     case KL_SCAN_REDACT:
         why = kl_guard_replace_body(ex, res.body, res.body_len);
         if (why) {
+            kl_guard_note(ex, "request", NULL, "block", res.kinds, 0, NULL);
             ex->body_withheld = true;
             return kl_fail(ex, KL_ERR_INVALID, KL_EC_BLOCKED,
                            "request blocked by guardrails: it contains %s, and redacting it would not leave a valid "
                            "request (%s)", res.kinds, why);
         }
+        kl_guard_note(ex, "request", NULL, "redact", res.kinds, res.redacted, NULL);
         kl_info("%s: guardrails redacted %zu span%s (%s)", ex->id, res.redacted, res.redacted == 1 ? "" : "s",
                 res.kinds);
         return KL_NEXT;
     case KL_SCAN_BLOCK:
+        kl_guard_note(ex, "request", NULL, "block", res.overflow ? res.kinds : res.block_kinds, 0,
+                      res.overflow ? res.block_kinds : NULL);
         kl_info("%s: blocked by guardrails (%s)", ex->id, res.block_kinds);
         ex->body_withheld = true; /* a secret refused here is not kept in a capture either */
         return kl_fail(ex, KL_ERR_INVALID, KL_EC_BLOCKED, "request blocked by guardrails: it contains %s",
@@ -222,6 +229,7 @@ static void on_reply(void *arg, int status, const char *body, size_t len, const 
     }
     const char *a = why[0] ? "" : action->valuestring;
     if (strcmp(a, "allow") == 0) {
+        kl_guard_note(ex, "request", h->name, "allow", NULL, 0, NULL);
         r->next++;
         step = ask(r);
     } else if (strcmp(a, "block") == 0) {
@@ -229,6 +237,7 @@ static void on_reply(void *arg, int status, const char *body, size_t len, const 
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive(reply, "message");
         int code = cJSON_IsNumber(sc) && sc->valuedouble >= 400 && sc->valuedouble <= 599 ? (int)sc->valuedouble : 403;
         const char *m = cJSON_IsString(msg) && msg->valuestring[0] ? msg->valuestring : "request blocked by guardrail";
+        kl_guard_note(ex, "request", h->name, "block", NULL, 0, m);
         kl_info("%s: blocked by guardrail hook %s (%d)", ex->id, h->name, code);
         run_free(r);
         ex->fail_status = code;
@@ -241,6 +250,7 @@ static void on_reply(void *arg, int status, const char *body, size_t len, const 
         } else {
             /* cJSON printed the new body: no \u0000, and apply_modify
              * refused duplicate keys, so this reads it as the provider will */
+            kl_guard_note(ex, "request", h->name, "modify", NULL, 0, NULL);
             read_message(r);
             r->modified = true;
             r->next++;

@@ -56,11 +56,24 @@ struct kl_guardrails {
     struct rule *rules;
     size_t n;
     enum kl_scan_action strongest;  /* of every rule: what too many findings mean */
+    bool answers;                   /* the provider's answers are scanned too */
 };
 
 struct kl_scan_scratch {
     hs_scratch_t *hs;
+    char *copy;                 /* bodies up to KL_SCAN_COPY_KEEP, padded (see kl_scan) */
+    size_t copy_cap;
 };
+
+/* Vectorscan 5.4.9 (Debian 12's) can miss a match that ends a few bytes
+ * before the end of the buffer, depending on where the buffer lies in
+ * memory: an address in "reply to sam@example.com ok\"}]}" was found at
+ * 37 of 64 alignments. With KL_SCAN_PAD zero bytes after the body it is
+ * found at every one (tests/unit/test_scan.c); matches that end in the
+ * padding are dropped. Bodies up to KL_SCAN_COPY_KEEP are copied into the
+ * thread's buffer, larger ones into one freed after the scan. */
+#define KL_SCAN_PAD 64
+#define KL_SCAN_COPY_KEEP (1u << 20)
 
 static void guardrails_free(void *arg)
 {
@@ -132,6 +145,29 @@ static bool pattern_name_ok(const char *s)
     return true;
 }
 
+/* Does a pattern anchor at the end of the body ('$', '\z', '\Z' outside
+ * a class)? Every scan has padding after the body (kl_scan), so such an
+ * anchor never matches there; a JSON body ends with '}' anyway. */
+static bool ends_body(const char *re)
+{
+    bool in_class = false;
+    for (const char *p = re; *p; p++) {
+        if (*p == '\\') {
+            if (!in_class && (p[1] == 'z' || p[1] == 'Z'))
+                return true;
+            if (p[1])
+                p++;
+        } else if (*p == '[') {
+            in_class = true;
+        } else if (*p == ']') {
+            in_class = false;
+        } else if (*p == '$' && !in_class) {
+            return true;
+        }
+    }
+    return false;
+}
+
 void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
 {
     kl_arena *a = &c->cfg->arena;
@@ -141,6 +177,7 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
     }
     enum kl_scan_action per_builtin[NBUILTINS] = {0};
     const cJSON *patterns = NULL, *m;
+    bool answers = false;
     cJSON_ArrayForEach(m, v) {
         if (strcmp(m->string, "secrets") == 0)
             read_class(c, m, false, per_builtin);
@@ -148,6 +185,10 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
             read_class(c, m, true, per_builtin);
         else if (strcmp(m->string, "patterns") == 0)
             patterns = m;
+        else if (strcmp(m->string, "answers") == 0 && cJSON_IsBool(m))
+            answers = cJSON_IsTrue(m);
+        else if (strcmp(m->string, "answers") == 0)
+            kl_cfg_report(c, KL_SEV_ERROR, m, "guardrails.answers must be true or false");
         else
             kl_cfg_report(c, KL_SEV_WARNING, m, "unknown key \"%s\" in guardrails (ignored)", m->string);
     }
@@ -158,6 +199,7 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
     size_t cap = NBUILTINS + (size_t)cJSON_GetArraySize(patterns);
     struct kl_guardrails *g = kl_arena_alloc(a, sizeof(*g));
     memset(g, 0, sizeof(*g));
+    g->answers = answers;
     g->rules = kl_arena_alloc(a, cap * sizeof(*g->rules));
     const char **exprs = kl_arena_alloc(a, (cap + 1) * sizeof(char *));
     const cJSON **where = kl_arena_alloc(a, (cap + 1) * sizeof(cJSON *));
@@ -186,6 +228,10 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
         }
         if (act == KL_SCAN_OFF)
             continue;
+        if (ends_body(regex->valuestring))
+            kl_cfg_report(c, KL_SEV_WARNING, regex,
+                          "guardrails pattern %s: '$' and '\\z' never match, since bodies are JSON and scanned "
+                          "with padding after them (use \\b, or the '\"' that ends a string)", name->valuestring);
         g->rules[g->n] = (struct rule){kl_arena_strdup(a, name->valuestring), act, CHECK_NONE};
         if (act > g->strongest)
             g->strongest = act;
@@ -209,6 +255,16 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
     }
     kl_config_on_free(c->cfg, guardrails_free, g);
     c->cfg->guardrails = g;
+}
+
+bool kl_guardrails_answers(const struct kl_guardrails *g)
+{
+    return g && g->answers;
+}
+
+enum kl_scan_action kl_guardrails_strongest(const struct kl_guardrails *g)
+{
+    return g ? g->strongest : KL_SCAN_OFF;
 }
 
 /* ---- scanning ----------------------------------------------------------- */
@@ -419,6 +475,8 @@ static int on_match(unsigned id, unsigned long long from, unsigned long long to,
     (void)flags;
     struct hits *h = ctx;
     size_t f = (size_t)from, t = (size_t)to;
+    if (t > h->len)
+        return 0; /* it needed the padding (kl_scan) */
     if (!holds(&h->g->rules[id], h->body, h->len, &f, &t))
         return 0;
     if (h->n == KL_SCAN_MAX_HITS) {
@@ -562,21 +620,42 @@ int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, con
         if (!*scratch)
             abort();
     }
+    struct kl_scan_scratch *sc = *scratch;
+    char *copy;
+    if (len <= KL_SCAN_COPY_KEEP) {
+        if (sc->copy_cap < len + KL_SCAN_PAD) {
+            free(sc->copy);
+            sc->copy_cap = len + KL_SCAN_PAD < 4096 ? 4096 : len + KL_SCAN_PAD;
+            sc->copy = malloc(sc->copy_cap);
+        }
+        copy = sc->copy;
+    } else {
+        copy = malloc(len + KL_SCAN_PAD);
+    }
+    if (!copy)
+        abort();
+    memcpy(copy, body, len);
+    memset(copy + len, 0, KL_SCAN_PAD);
+    unsigned scan_len = (unsigned)(len + KL_SCAN_PAD);
     struct hits h = {g, body, len, NULL, 0, 0, false};
-    hs_error_t rc = (*scratch)->hs ? hs_scan(g->db, body, (unsigned)len, 0, (*scratch)->hs, on_match, &h)
-                                   : HS_INVALID;
+    hs_error_t rc = sc->hs ? hs_scan(g->db, copy, scan_len, 0, sc->hs, on_match, &h) : HS_INVALID;
     if (rc == HS_INVALID) {
         /* no scratch yet, or one too small for this database (a reload
          * brought another): size it and scan again. Not before every scan:
          * hs_alloc_scratch checks the CPU's features, which in a virtual
          * machine costs ~20 us. */
-        if (hs_alloc_scratch(g->db, &(*scratch)->hs) != HS_SUCCESS) {
-            *why = "cannot allocate scan space";
-            return -1;
+        if (hs_alloc_scratch(g->db, &sc->hs) == HS_SUCCESS) {
+            h.n = 0;
+            h.overflow = false;
+            rc = hs_scan(g->db, copy, scan_len, 0, sc->hs, on_match, &h);
         }
-        h.n = 0;
-        h.overflow = false;
-        rc = hs_scan(g->db, body, (unsigned)len, 0, (*scratch)->hs, on_match, &h);
+    }
+    if (copy != sc->copy)
+        free(copy);
+    if (rc == HS_INVALID) {
+        free(h.v);
+        *why = "cannot allocate scan space";
+        return -1;
     }
     if (rc != HS_SUCCESS && rc != HS_SCAN_TERMINATED) {
         free(h.v);
@@ -597,6 +676,7 @@ int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, con
         /* more findings than are kept track of: as much as any rule may
          * do, except that what cannot all be redacted is blocked */
         out->action = g->strongest == KL_SCAN_REDACT ? KL_SCAN_BLOCK : g->strongest;
+        out->overflow = true;
         if (out->action == KL_SCAN_BLOCK)
             out->block_kinds = "too many findings to redact";
     } else if (out->action == KL_SCAN_REDACT && !redact(g, &h, body, len, a, out)) {
@@ -615,5 +695,6 @@ void kl_scan_scratch_free(struct kl_scan_scratch *s)
     if (!s)
         return;
     hs_free_scratch(s->hs);
+    free(s->copy);
     free(s);
 }

@@ -1,6 +1,7 @@
 /* Built-in guardrails (the `guardrails` section): secrets and personal data
- * found in a request body by Vectorscan, one compiled database per
- * configuration, and blocked, redacted or logged. */
+ * found in a request body (and in an answer, guard/answer.h) by
+ * Vectorscan, one compiled database per configuration, and blocked,
+ * redacted or logged. */
 #ifndef KL_SCAN_H
 #define KL_SCAN_H
 
@@ -19,6 +20,11 @@ struct kl_scan_scratch;         /* per thread: Vectorscan's scratch space */
 
 void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v);
 
+/* Are answers scanned too (guardrails.answers)? false for NULL. */
+bool kl_guardrails_answers(const struct kl_guardrails *g);
+/* The strongest action any rule has (OFF for NULL). */
+enum kl_scan_action kl_guardrails_strongest(const struct kl_guardrails *g);
+
 /* What a scan found and what to do about it. */
 struct kl_scan_result {
     enum kl_scan_action action; /* the strongest action of any finding; OFF when none */
@@ -27,6 +33,7 @@ struct kl_scan_result {
     char *body;                 /* with action REDACT: the body with the findings replaced (arena) */
     size_t body_len;
     size_t redacted;            /* how many spans were replaced */
+    bool overflow;              /* more findings than are kept track of: block_kinds says so */
 };
 
 /* Scan body (any bytes). A redaction replaces whole escapes only and stays

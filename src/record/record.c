@@ -10,6 +10,7 @@
 #include "account/account.h"
 #include "core/log.h"
 #include "core/text.h"
+#include "guard/notes.h"
 #include "identity/identity.h"
 #include "admit/persist.h"
 #include "admit/quotas.h"
@@ -112,6 +113,7 @@ static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
     r->error_message = ex->error_message;
     r->bytes_out = (int64_t)ex->bytes_out;
     r->attempts = kl_failover_attempts_json(ex);
+    r->guardrails = kl_guard_notes_json(ex);
     kl_account_fill_record(ex, r);
     if (sc->captures != KL_CAPTURE_NONE)
         r->response_headers = ex->response_headers;

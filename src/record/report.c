@@ -211,12 +211,11 @@ int kl_report_usage(struct kl_store *s, const char *group_by, const struct kl_re
 static void columns(struct kl_store *s, char *out, size_t len, bool captures)
 {
     out[0] = '\0';
-    bool attempts = kl_store_has_attempts(s);
     for (size_t i = 0; i < kl_store_ncolumns; i++) {
         const char *c = kl_store_columns[i];
         if (!captures && (strstr(c, "_headers") || strstr(c, "_body")))
             continue;
-        if (!attempts && strcmp(c, "attempts") == 0)
+        if (!kl_store_has_column(s, c))
             continue;
         size_t l = strlen(out);
         snprintf(out + l, len - l, "%s%s", l ? ", " : "", c);

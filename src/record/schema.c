@@ -14,7 +14,7 @@ const char *const kl_store_columns[] = {
     "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_known",
     "cost_nanodollars", "bytes_in", "bytes_out", "tool_calls", "tool_names", "stop_reason",
     "session_id", "user_agent", "request_headers", "response_headers", "request_body", "response_body",
-    "attempts",
+    "attempts", "guardrails",
 };
 const size_t kl_store_ncolumns = sizeof(kl_store_columns) / sizeof(kl_store_columns[0]);
 
@@ -86,9 +86,11 @@ const char *const kl_schema_v5_sqlite =
 const char *const kl_schema_v5_pg =
     "CREATE TABLE IF NOT EXISTS export_queue (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL)";
 
-/* Migration 6: the providers a request failed over from (route/failover.h),
- * as JSON text; NULL for the requests the first provider answered. SQLite
- * has no ADD COLUMN IF NOT EXISTS: its driver runs this only when
- * schema_migrations lacks version 6. */
-const char *const kl_schema_v6_sqlite = "ALTER TABLE requests ADD COLUMN attempts TEXT";
-const char *const kl_schema_v6_pg = "ALTER TABLE requests ADD COLUMN IF NOT EXISTS attempts TEXT";
+/* Migrations 6 and 7 each add a column of JSON text, NULL when there is
+ * nothing to say: attempts, the providers a request failed over from
+ * (route/failover.h), and guardrails, what the guardrails and hooks did to
+ * it (guard/notes.h). SQLite has no ADD COLUMN IF NOT EXISTS, and
+ * PostgreSQL's takes an exclusive lock on requests even when the column is
+ * there: the drivers look first, and add only what is missing. A reader of
+ * an older store leaves them out (kl_store_has_column). */
+const char *const kl_schema_late_columns[KL_SCHEMA_NLATE] = {"attempts", "guardrails"};

@@ -2,14 +2,15 @@
 #ifndef KL_SCHEMA_H
 #define KL_SCHEMA_H
 
-#define KL_SCHEMA_VERSION 6
+#define KL_SCHEMA_VERSION 7
 extern const char *const kl_schema_v1;
 extern const char *const kl_schema_v2;
 extern const char *const kl_schema_v3;
 extern const char *const kl_schema_v4;
 extern const char *const kl_schema_v5_sqlite;
 extern const char *const kl_schema_v5_pg;
-extern const char *const kl_schema_v6_sqlite;
-extern const char *const kl_schema_v6_pg;
+/* columns added after migration 1, each "name TEXT" */
+#define KL_SCHEMA_NLATE 2
+extern const char *const kl_schema_late_columns[KL_SCHEMA_NLATE];
 
 #endif

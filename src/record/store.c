@@ -24,23 +24,28 @@ struct kl_store *kl_store_open(enum kl_store_driver d, const char *target, bool 
                                 : kl_pg_open(target, migrate, err, errlen);
 }
 
-bool kl_store_has_attempts(struct kl_store *s)
+bool kl_store_has_column(struct kl_store *s, const char *column)
 {
-    if (!s->attempts_column) {
+    size_t i = 0;
+    while (i < KL_SCHEMA_NLATE && strcmp(kl_schema_late_columns[i], column) != 0)
+        i++;
+    if (i == KL_SCHEMA_NLATE)
+        return true; /* one of migration 1's */
+    if (!s->late_columns[i]) {
         const char *sql = s->driver == KL_STORE_SQLITE
-            ? "SELECT 1 AS x FROM pragma_table_info('requests') WHERE name = 'attempts'"
+            ? "SELECT 1 AS x FROM pragma_table_info('requests') WHERE name = ?"
             : "SELECT 1 AS x FROM information_schema.columns WHERE table_schema = current_schema() "
-              "AND table_name = 'requests' AND column_name = 'attempts'";
+              "AND table_name = 'requests' AND column_name = ?";
         cJSON *rows = NULL;
         char err[256];
-        if (kl_store_exec(s, sql, NULL, 0, &rows, err, sizeof(err)) < 0) {
+        if (kl_store_exec(s, sql, &column, 1, &rows, err, sizeof(err)) < 0) {
             cJSON_Delete(rows);
             return true; /* the query that follows reports what is wrong */
         }
-        s->attempts_column = cJSON_GetArraySize(rows) > 0 ? 1 : 2;
+        s->late_columns[i] = cJSON_GetArraySize(rows) > 0 ? 1 : -1;
         cJSON_Delete(rows);
     }
-    return s->attempts_column == 1;
+    return s->late_columns[i] == 1;
 }
 
 void kl_store_close(struct kl_store *s)
@@ -177,6 +182,7 @@ void kl_rec_values(const struct kl_rec *r, struct kl_value *v)
     v[i++] = vblob(r->request_body, r->request_body_len);
     v[i++] = vblob(r->response_body, r->response_body_len);
     v[i++] = vtext(r->attempts);
+    v[i++] = vtext(r->guardrails);
 }
 
 /* Columns a request's final record leaves as its in-progress record wrote

@@ -23,9 +23,10 @@ void kl_store_global_init(void);
 struct kl_store *kl_store_open(enum kl_store_driver d, const char *target, bool migrate, char *err,
                                size_t errlen);
 void kl_store_close(struct kl_store *s);
-/* Does requests have the attempts column (migration 6)? A reader may be
- * given a store an older keyless wrote. Looked up once per connection. */
-bool kl_store_has_attempts(struct kl_store *s);
+/* Does requests have this column? Those later migrations added (attempts,
+ * guardrails) may be missing from a store an older keyless wrote, which a
+ * reader is given as it is. Looked up once per connection. */
+bool kl_store_has_column(struct kl_store *s, const char *column);
 enum kl_store_driver kl_store_driver(const struct kl_store *s);
 
 /* Insert or update (by id) every record in one transaction: 0; -1 when the

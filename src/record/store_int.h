@@ -2,6 +2,7 @@
 #ifndef KL_STORE_INT_H
 #define KL_STORE_INT_H
 
+#include "record/schema.h"
 #include "record/store.h"
 
 struct kl_value {
@@ -40,7 +41,7 @@ struct kl_store *kl_pg_open(const char *url, bool migrate, char *err, size_t err
 struct kl_store {
     enum kl_store_driver driver;
     bool export_queue;          /* final rows also go on the export queue */
-    int attempts_column;        /* requests.attempts (migration 6): 0 not looked up yet, 1 there, 2 not */
+    signed char late_columns[KL_SCHEMA_NLATE]; /* kl_schema_late_columns: 0 not looked up yet, 1 there, -1 not */
     void (*close)(struct kl_store *s);
     int (*write)(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen);
     int (*exec)(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,

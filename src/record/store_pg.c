@@ -274,17 +274,25 @@ static int pg_exec(struct kl_store *s, const char *sql, const char *const *param
     return 0;
 }
 
-/* Migration 6 adds a column. ADD COLUMN IF NOT EXISTS takes an exclusive
- * lock on requests even when the column is there, so every start would
- * queue behind a long report (and every gateway's writes behind it):
- * look first. 1, 0, or -1 when the catalog cannot be read. */
-static int has_attempts(struct pg_store *p)
+/* Migrations 6 and 7 add columns (schema.c). ADD COLUMN IF NOT EXISTS
+ * takes an exclusive lock on requests even when the column is there, so
+ * every start would queue behind a long report (and every gateway's writes
+ * behind it): look first, and add only what is missing. */
+static int add_late_columns(struct pg_store *p, char *err, size_t errlen)
 {
-    PGresult *r = PQexec(p->conn, "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-                                  "AND table_name = 'requests' AND column_name = 'attempts'");
-    int have = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) > 0 : -1;
-    PQclear(r);
-    return have;
+    for (size_t i = 0; i < KL_SCHEMA_NLATE; i++) {
+        const char *name = kl_schema_late_columns[i];
+        PGresult *r = PQexecParams(p->conn, "SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                                   "current_schema() AND table_name = 'requests' AND column_name = $1",
+                                   1, NULL, &name, NULL, NULL, 0);
+        int have = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) > 0 : -1;
+        PQclear(r);
+        char sql[128];
+        snprintf(sql, sizeof(sql), "ALTER TABLE requests ADD COLUMN IF NOT EXISTS %s TEXT", name);
+        if (have != 1 && cmd(p, sql, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* The newest migration recorded, or -1. */
@@ -314,13 +322,14 @@ static int migrate(struct pg_store *p, char *err, size_t errlen)
     } else if (cmd(p, "BEGIN", err, errlen) < 0 || cmd(p, sql, err, errlen) < 0 ||
         cmd(p, kl_schema_v2, err, errlen) < 0 || cmd(p, kl_schema_v3, err, errlen) < 0 ||
         cmd(p, kl_schema_v4, err, errlen) < 0 || cmd(p, kl_schema_v5_pg, err, errlen) < 0 ||
-        (has_attempts(p) != 1 && cmd(p, kl_schema_v6_pg, err, errlen) < 0) ||
+        add_late_columns(p, err, errlen) < 0 ||
         cmd(p, "INSERT INTO schema_migrations VALUES (1, (extract(epoch from now()) * 1000)::bigint), "
                "(2, (extract(epoch from now()) * 1000)::bigint), "
                "(3, (extract(epoch from now()) * 1000)::bigint), "
                "(4, (extract(epoch from now()) * 1000)::bigint), "
                "(5, (extract(epoch from now()) * 1000)::bigint), "
-               "(6, (extract(epoch from now()) * 1000)::bigint) ON CONFLICT DO NOTHING", err, errlen) < 0 ||
+               "(6, (extract(epoch from now()) * 1000)::bigint), "
+               "(7, (extract(epoch from now()) * 1000)::bigint) ON CONFLICT DO NOTHING", err, errlen) < 0 ||
         cmd(p, "COMMIT", err, errlen) < 0) {
         char ignore[64];
         cmd(p, "ROLLBACK", ignore, sizeof(ignore));
@@ -337,7 +346,7 @@ struct kl_store *kl_pg_open(const char *url, bool do_migrate, char *err, size_t 
     struct pg_store *p = calloc(1, sizeof(*p));
     if (!p)
         abort();
-    p->base = (struct kl_store){KL_STORE_POSTGRES, false, 0, pg_close, pg_write, pg_exec};
+    p->base = (struct kl_store){.driver = KL_STORE_POSTGRES, .close = pg_close, .write = pg_write, .exec = pg_exec};
     p->conn = PQconnectdb(url);
     if (PQstatus(p->conn) != CONNECTION_OK) {
         /* libpq's message never echoes the password */

@@ -205,16 +205,24 @@ static int sqlite_exec(struct kl_store *s, const char *sql, const char *const *p
     return 0;
 }
 
-/* Migration 6 adds a column, which SQLite cannot do "if not exists". */
-static bool has_attempts(sqlite3 *db)
+/* Migrations 6 and 7 add columns (schema.c), which SQLite cannot do "if
+ * not exists": look first, and add only what is missing. */
+static int add_late_columns(sqlite3 *db, char **msg)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('requests') WHERE name = 'attempts'", -1, &st,
-                           NULL) != SQLITE_OK)
-        return false; /* the ALTER then reports what is wrong */
-    bool have = sqlite3_step(st) == SQLITE_ROW;
-    sqlite3_finalize(st);
-    return have;
+    for (size_t i = 0; i < KL_SCHEMA_NLATE; i++) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('requests') WHERE name = ?", -1, &st, NULL) !=
+            SQLITE_OK)
+            return -1;
+        sqlite3_bind_text(st, 1, kl_schema_late_columns[i], -1, SQLITE_STATIC);
+        bool have = sqlite3_step(st) == SQLITE_ROW;
+        sqlite3_finalize(st);
+        char sql[128];
+        snprintf(sql, sizeof(sql), "ALTER TABLE requests ADD COLUMN %s TEXT", kl_schema_late_columns[i]);
+        if (!have && sqlite3_exec(db, sql, NULL, NULL, msg) != SQLITE_OK)
+            return -1;
+    }
+    return 0;
 }
 
 static int migrate(struct sqlite_store *q, char *err, size_t errlen)
@@ -231,14 +239,15 @@ static int migrate(struct sqlite_store *q, char *err, size_t errlen)
         sqlite3_exec(q->db, kl_schema_v3, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v4, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v5_sqlite, NULL, NULL, &msg) != SQLITE_OK ||
-        (!has_attempts(q->db) && sqlite3_exec(q->db, kl_schema_v6_sqlite, NULL, NULL, &msg) != SQLITE_OK) ||
+        add_late_columns(q->db, &msg) < 0 ||
         sqlite3_exec(q->db,
                      "INSERT INTO schema_migrations VALUES (1, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(2, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(3, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(4, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(5, CAST(strftime('%s','now') AS BIGINT) * 1000), "
-                     "(6, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
+                     "(6, CAST(strftime('%s','now') AS BIGINT) * 1000), "
+                     "(7, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
                      NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: migrating the schema: %s", msg ? msg : sqlite3_errmsg(q->db));
@@ -254,7 +263,8 @@ struct kl_store *kl_sqlite_open(const char *path, bool do_migrate, char *err, si
     struct sqlite_store *q = calloc(1, sizeof(*q));
     if (!q)
         abort();
-    q->base = (struct kl_store){KL_STORE_SQLITE, false, 0, sqlite_close, sqlite_write, sqlite_exec};
+    q->base = (struct kl_store){.driver = KL_STORE_SQLITE, .close = sqlite_close, .write = sqlite_write,
+                                .exec = sqlite_exec};
     /* readers (the query thread, keyless usage/export) never create the file */
     int flags = SQLITE_OPEN_READWRITE | (do_migrate ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path, &q->db, flags, NULL) != SQLITE_OK) {

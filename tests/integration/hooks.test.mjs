@@ -147,6 +147,8 @@ describe('pre_request hooks', () => {
     const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
     assert.equal(rec.error_class, 'blocked');
     assert.equal(rec.status, 403);
+    assert.deepEqual(rec.guardrails, [
+      { stage: 'request', by: 'hook', hook: 'audit', action: 'block', why: 'request blocked by guardrail' }]);
   });
 
   it('modify: the provider gets the hook\'s body, and the next hook sees it too', async () => {
@@ -182,10 +184,15 @@ describe('pre_request hooks', () => {
     assert.equal((await mock.requests()).length, 0);
     // audit is fail_open: its failure is logged and the request goes on
     hook.reply = async (c) => (c.path === '/audit' ? [500, { error: 'down' }] : [200, { action: 'allow' }]);
-    const ok = await chat('y');
+    const { data: ok, response } = await chat('y').withResponse();
     assert.equal(ok.choices[0].message.content, 'Hello from mockllm.');
     for (let i = 0; i < 50 && !/guardrail hook audit failed \(fail_open/.test(gw.output()); i++) await sleep(20);
     assert.match(gw.output(), /guardrail hook audit failed \(fail_open, request let through\): it answered HTTP 500/);
+    // the record says which hooks judged it, and how
+    const rec = await finalRecord(gw, response.headers.get('x-keyless-request-id'));
+    assert.deepEqual(rec.guardrails, [
+      { stage: 'request', by: 'hook', hook: 'pii', action: 'allow' },
+      { stage: 'request', by: 'hook', hook: 'audit', action: 'failed_open', why: 'it answered HTTP 500' }]);
   });
 
   it('what a hook reads is what the provider gets: \\u0000 and duplicate keys refused, a modify may not change streaming', async () => {

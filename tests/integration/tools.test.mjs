@@ -228,7 +228,7 @@ describe('tool policy', () => {
       headers: { 'content-type': 'application/json', 'x-mock': `size=${65 * 1024 * 1024}` },
       body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
     assert.equal(r.status, 502);
-    assert.match((await r.json()).error.message, /larger than the 64 MiB the tool limits can check/);
+    assert.match((await r.json()).error.message, /larger than the 64 MiB keyless can check before relaying it \(tool limits, guardrails\)/);
     const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
     assert.equal(rec.error_class, 'blocked');
     assert.equal(rec.upstream_status, 200);

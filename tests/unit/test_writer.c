@@ -217,6 +217,7 @@ static void previous_schema_is_migrated(void **state)
     assert_int_equal(kl_report_requests(s, &f, true, &rows, err, sizeof(err)), 0);
     assert_int_equal(cJSON_GetArraySize(rows), 2);
     assert_null(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "attempts"));
+    assert_null(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "guardrails"));
     cJSON_Delete(rows);
     kl_store_close(s);
 
@@ -230,15 +231,18 @@ static void previous_schema_is_migrated(void **state)
                                    " (SELECT count(*) FROM sqlite_master WHERE name = 'export_queue') AS queue,"
                                    " (SELECT max(version) FROM schema_migrations) AS version,"
                                    " (SELECT count(*) FROM pragma_table_info('requests') WHERE name = 'attempts')"
-                                   " AS attempts",
+                                   " AS attempts,"
+                                   " (SELECT count(*) FROM pragma_table_info('requests') WHERE name = 'guardrails')"
+                                   " AS guardrails",
                                    NULL, 0, &rows, err, sizeof(err)), 0);
     const cJSON *m = cJSON_GetArrayItem(rows, 0);
     assert_int_equal((int)num(m, "old"), 0);
     assert_int_equal((int)num(m, "new"), 1);
     assert_int_equal((int)num(m, "started"), 0);
     assert_int_equal((int)num(m, "queue"), 1);
-    assert_int_equal((int)num(m, "version"), 6);
+    assert_int_equal((int)num(m, "version"), 7);
     assert_int_equal((int)num(m, "attempts"), 1);
+    assert_int_equal((int)num(m, "guardrails"), 1);
     cJSON_Delete(rows);
 
     /* the start-up recovery statement, as record.c runs it, uses the index */
@@ -275,11 +279,62 @@ static void previous_schema_is_migrated(void **state)
     assert_non_null(s);
     struct kl_rec *rec = full("with-attempts", KL_REC_DONE, false);
     rec->attempts = "[{\"provider\":\"a\",\"status\":503}]";
+    rec->guardrails = "[{\"stage\":\"request\",\"by\":\"guardrails\",\"action\":\"log\"}]";
     write1(s, kl_rec_pack(rec));
     kl_rec_free(rec);
     r = row(s, "with-attempts");
     assert_string_equal(str(r, "attempts"), "[{\"provider\":\"a\",\"status\":503}]");
+    assert_string_equal(str(r, "guardrails"), "[{\"stage\":\"request\",\"by\":\"guardrails\",\"action\":\"log\"}]");
     cJSON_Delete(r);
+    kl_store_close(s);
+    remove_db(path);
+}
+
+/* A store migration 6 left (attempts there, guardrails not) gains only the
+ * missing column; a reader sees it without guardrails until then. */
+static void version_6_store_gains_guardrails(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/kl-writer-XXXXXX";
+    close(mkstemp(path));
+    char err[256];
+    struct kl_store *s = kl_store_open(KL_STORE_SQLITE, path, true, err, sizeof(err));
+    assert_non_null(s);
+    kl_store_close(s);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "ALTER TABLE requests DROP COLUMN guardrails;"
+                                      "DELETE FROM schema_migrations WHERE version = 7;"
+                                      "INSERT INTO requests (id, state, started_at, attempts) VALUES"
+                                      " ('v6-row', 'done', 5, '[]')", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    s = kl_store_open(KL_STORE_SQLITE, path, false, err, sizeof(err));
+    assert_non_null(s);
+    assert_true(kl_store_has_column(s, "attempts"));
+    assert_false(kl_store_has_column(s, "guardrails"));
+    assert_true(kl_store_has_column(s, "login"));
+    struct kl_report_filter f;
+    memset(&f, 0, sizeof(f));
+    cJSON *rows = NULL;
+    assert_int_equal(kl_report_requests(s, &f, false, &rows, err, sizeof(err)), 0);
+    assert_string_equal(str(cJSON_GetArrayItem(rows, 0), "attempts"), "[]");
+    assert_null(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "guardrails"));
+    cJSON_Delete(rows);
+    kl_store_close(s);
+
+    s = kl_store_open(KL_STORE_SQLITE, path, true, err, sizeof(err));
+    assert_non_null(s);
+    assert_true(kl_store_has_column(s, "guardrails"));
+    cJSON *r = row(s, "v6-row");
+    assert_string_equal(str(r, "attempts"), "[]");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(r, "guardrails")));
+    cJSON_Delete(r);
+    rows = NULL;
+    assert_int_equal(kl_store_exec(s, "SELECT max(version) AS v FROM schema_migrations", NULL, 0, &rows, err,
+                                   sizeof(err)), 0);
+    assert_int_equal((int)num(cJSON_GetArrayItem(rows, 0), "v"), 7);
+    cJSON_Delete(rows);
     kl_store_close(s);
     remove_db(path);
 }
@@ -603,6 +658,7 @@ int main(void)
         cmocka_unit_test(stuck_writer_is_waited_for_once),
         cmocka_unit_test(final_row_updates_or_inserts),
         cmocka_unit_test(previous_schema_is_migrated),
+        cmocka_unit_test(version_6_store_gains_guardrails),
         cmocka_unit_test(id_floor_splits_ids_by_start_time),
         cmocka_unit_test(report_time_range_is_exact),
         cmocka_unit_test(grouped_report_reads_the_time_range_only),
