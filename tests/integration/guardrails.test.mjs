@@ -219,9 +219,11 @@ describe('guardrails over answers', () => {
       for await (const ev of s) void ev;
       for (let i = 0; i < 100 && hook.calls.length < 3; i++) await sleep(20);
       assert.equal(hook.calls.length, 3);
-      assert.equal(hook.calls[0].response_body.choices[0].message.content, 'ask [REDACTED:email]');
-      assert.equal(hook.calls[1].response_body, undefined, 'a withheld answer is not told');
-      assert.equal(hook.calls[2].response_body, undefined, 'nor a stream that held a secret');
+      // told in whatever order the calls arrive: only the redacted answer has a body, neither the withheld
+      // answer nor the stream that held a secret
+      const told = hook.calls.filter((c) => c.response_body !== undefined);
+      assert.equal(told.length, 1, JSON.stringify(hook.calls));
+      assert.equal(told[0].response_body.choices[0].message.content, 'ask [REDACTED:email]');
       assert.ok(!JSON.stringify(hook.calls).includes(AWS));
     } finally {
       await gw2.stop();
