@@ -48,22 +48,25 @@ enum kl_answer_verdict kl_guard_answer_whole(kl_exchange *ex, const char *body, 
     return KL_ANSWER_WITHHELD;
 }
 
+/* An answer relayed without being scanned: said in the record and the log. */
+static void unscanned(kl_exchange *ex, const char *why)
+{
+    kl_guard_note(ex, "answer", NULL, "unscanned", NULL, 0, why);
+    kl_warn("%s: guardrails could not scan the streamed answer: %s", ex->id, why);
+}
+
 bool kl_guard_answer_relayed(kl_exchange *ex, const cJSON *answer, const char *why)
 {
     char *text = answer ? cJSON_PrintUnformatted(answer) : NULL;
     if (!text) {
-        kl_guard_note(ex, "answer", NULL, "unscanned", NULL, 0, why ? why : "the answer could not be read");
-        kl_warn("%s: guardrails could not scan the streamed answer: %s", ex->id,
-                why ? why : "the answer could not be read");
+        unscanned(ex, why);
         return false;
     }
     struct kl_scan_result res;
-    const char *err = NULL;
-    int rc = kl_scan(ex->cfg->guardrails, &ex->worker->scan, text, strlen(text), &ex->arena, &res, &err);
+    int rc = kl_scan(ex->cfg->guardrails, &ex->worker->scan, text, strlen(text), &ex->arena, &res, &why);
     cJSON_free(text);
     if (rc < 0) {
-        kl_guard_note(ex, "answer", NULL, "unscanned", NULL, 0, err);
-        kl_warn("%s: guardrails could not scan the streamed answer: %s", ex->id, err);
+        unscanned(ex, why);
         return false;
     }
     if (res.action == KL_SCAN_OFF)

@@ -33,7 +33,7 @@ static cJSON *kind_list(const char *kinds)
     for (const char *p = kinds; *p;) {
         const char *comma = strchr(p, ',');
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        char name[128];
+        char name[128]; /* kinds and pattern names are at most 64 bytes (scan.c) */
         if (len < sizeof(name)) {
             memcpy(name, p, len);
             name[len] = '\0';

@@ -89,8 +89,7 @@ const char *const kl_schema_v5_pg =
 /* Migrations 6 and 7 each add a column of JSON text, NULL when there is
  * nothing to say: attempts, the providers a request failed over from
  * (route/failover.h), and guardrails, what the guardrails and hooks did to
- * it (guard/notes.h). SQLite has no ADD COLUMN IF NOT EXISTS, and
- * PostgreSQL's takes an exclusive lock on requests even when the column is
- * there: the drivers look first, and add only what is missing. A reader of
- * an older store leaves them out (kl_store_has_column). */
+ * it (guard/notes.h). Only a missing one is added
+ * (kl_store_add_late_columns); a reader of an older store leaves them out
+ * (kl_store_has_column). */
 const char *const kl_schema_late_columns[KL_SCHEMA_NLATE] = {"attempts", "guardrails"};

@@ -48,6 +48,20 @@ bool kl_store_has_column(struct kl_store *s, const char *column)
     return s->late_columns[i] == 1;
 }
 
+int kl_store_add_late_columns(struct kl_store *s, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < KL_SCHEMA_NLATE; i++) {
+        if (kl_store_has_column(s, kl_schema_late_columns[i]))
+            continue;
+        char sql[128];
+        snprintf(sql, sizeof(sql), "ALTER TABLE requests ADD COLUMN %s TEXT", kl_schema_late_columns[i]);
+        if (kl_store_exec(s, sql, NULL, 0, NULL, err, errlen) < 0)
+            return -1;
+        s->late_columns[i] = 1;
+    }
+    return 0;
+}
+
 void kl_store_close(struct kl_store *s)
 {
     if (s)

@@ -274,27 +274,6 @@ static int pg_exec(struct kl_store *s, const char *sql, const char *const *param
     return 0;
 }
 
-/* Migrations 6 and 7 add columns (schema.c). ADD COLUMN IF NOT EXISTS
- * takes an exclusive lock on requests even when the column is there, so
- * every start would queue behind a long report (and every gateway's writes
- * behind it): look first, and add only what is missing. */
-static int add_late_columns(struct pg_store *p, char *err, size_t errlen)
-{
-    for (size_t i = 0; i < KL_SCHEMA_NLATE; i++) {
-        const char *name = kl_schema_late_columns[i];
-        PGresult *r = PQexecParams(p->conn, "SELECT 1 FROM information_schema.columns WHERE table_schema = "
-                                   "current_schema() AND table_name = 'requests' AND column_name = $1",
-                                   1, NULL, &name, NULL, NULL, 0);
-        int have = PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) > 0 : -1;
-        PQclear(r);
-        char sql[128];
-        snprintf(sql, sizeof(sql), "ALTER TABLE requests ADD COLUMN IF NOT EXISTS %s TEXT", name);
-        if (have != 1 && cmd(p, sql, err, errlen) < 0)
-            return -1;
-    }
-    return 0;
-}
-
 /* The newest migration recorded, or -1. */
 static long schema_version(struct pg_store *p)
 {
@@ -322,7 +301,7 @@ static int migrate(struct pg_store *p, char *err, size_t errlen)
     } else if (cmd(p, "BEGIN", err, errlen) < 0 || cmd(p, sql, err, errlen) < 0 ||
         cmd(p, kl_schema_v2, err, errlen) < 0 || cmd(p, kl_schema_v3, err, errlen) < 0 ||
         cmd(p, kl_schema_v4, err, errlen) < 0 || cmd(p, kl_schema_v5_pg, err, errlen) < 0 ||
-        add_late_columns(p, err, errlen) < 0 ||
+        kl_store_add_late_columns(&p->base, err, errlen) < 0 ||
         cmd(p, "INSERT INTO schema_migrations VALUES (1, (extract(epoch from now()) * 1000)::bigint), "
                "(2, (extract(epoch from now()) * 1000)::bigint), "
                "(3, (extract(epoch from now()) * 1000)::bigint), "

@@ -205,26 +205,6 @@ static int sqlite_exec(struct kl_store *s, const char *sql, const char *const *p
     return 0;
 }
 
-/* Migrations 6 and 7 add columns (schema.c), which SQLite cannot do "if
- * not exists": look first, and add only what is missing. */
-static int add_late_columns(sqlite3 *db, char **msg)
-{
-    for (size_t i = 0; i < KL_SCHEMA_NLATE; i++) {
-        sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('requests') WHERE name = ?", -1, &st, NULL) !=
-            SQLITE_OK)
-            return -1;
-        sqlite3_bind_text(st, 1, kl_schema_late_columns[i], -1, SQLITE_STATIC);
-        bool have = sqlite3_step(st) == SQLITE_ROW;
-        sqlite3_finalize(st);
-        char sql[128];
-        snprintf(sql, sizeof(sql), "ALTER TABLE requests ADD COLUMN %s TEXT", kl_schema_late_columns[i]);
-        if (!have && sqlite3_exec(db, sql, NULL, NULL, msg) != SQLITE_OK)
-            return -1;
-    }
-    return 0;
-}
-
 static int migrate(struct sqlite_store *q, char *err, size_t errlen)
 {
     char sql[4096];
@@ -239,7 +219,7 @@ static int migrate(struct sqlite_store *q, char *err, size_t errlen)
         sqlite3_exec(q->db, kl_schema_v3, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v4, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v5_sqlite, NULL, NULL, &msg) != SQLITE_OK ||
-        add_late_columns(q->db, &msg) < 0 ||
+        kl_store_add_late_columns(&q->base, err, errlen) < 0 ||
         sqlite3_exec(q->db,
                      "INSERT INTO schema_migrations VALUES (1, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(2, CAST(strftime('%s','now') AS BIGINT) * 1000), "

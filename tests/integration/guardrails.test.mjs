@@ -231,6 +231,20 @@ describe('guardrails over answers', () => {
     }
   });
 
+  it('a stream larger than what is kept to scan is relayed whole and recorded as unscanned', async () => {
+    const size = 17 * 1024 * 1024;
+    const stream = await openai().chat.completions.create(
+      { model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'long' }] },
+      { headers: { 'x-mock': `size=${size};events=64` } }).withResponse();
+    let length = 0;
+    for await (const ev of stream.data) length += (ev.choices[0]?.delta?.content || '').length;
+    assert.equal(length, size);
+    const rec = await finalRecord(gw, idOf(stream.response));
+    assert.deepEqual(rec.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'unscanned',
+      why: 'the answer is larger than the 16 MiB kept to scan it' }]);
+    assert.match(gw.output(), /guardrails could not scan the streamed answer: the answer is larger than the 16 MiB/);
+  });
+
   it('an answer with nothing in it has no notes, and a request with none of them is recorded without any', async () => {
     const { response } = await openai().chat.completions.create(
       { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }).withResponse();
