@@ -23,6 +23,9 @@
 #   BENCH_AB_CAPS_B='{"tools": {"deny": ["Bash"]}}' bench/ab.sh build build
 # BENCH_AB_STORE_B adds members to B's "store" object, e.g.
 #   BENCH_AB_STORE_B=', "batch": 128' bench/ab.sh build build
+# BENCH_AB_CONFIG_B adds top-level members to B's configuration, e.g.
+#   BENCH_AB_CONFIG_B='"guardrails": {"secrets": "block", "pii": "redact", "answers": true},' \
+#   BENCH_AB_BODY=chat-1k-stream.json BENCH_XMOCK=events=20 bench/ab.sh build build
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -41,7 +44,11 @@ start_mockllm
 
 one() { # LABEL BUILD
   BUILD=$2
-  if [ "$1" = B ]; then BENCH_KEYLESS_CAPS=${BENCH_AB_CAPS_B:-}; BENCH_STORE_EXTRA=${BENCH_AB_STORE_B:-}; else BENCH_KEYLESS_CAPS=; BENCH_STORE_EXTRA=; fi
+  if [ "$1" = B ]; then
+    BENCH_KEYLESS_CAPS=${BENCH_AB_CAPS_B:-}; BENCH_STORE_EXTRA=${BENCH_AB_STORE_B:-}; BENCH_KEYLESS_EXTRA=${BENCH_AB_CONFIG_B:-}
+  else
+    BENCH_KEYLESS_CAPS=; BENCH_STORE_EXTRA=; BENCH_KEYLESS_EXTRA=
+  fi
   rm -f "$TMP"/keyless.db*
   [ -z "${BENCH_AB_PREFILL:-}" ] || cp "$TMP/prefilled.db" "$TMP/keyless.db"
   start_keyless

@@ -127,7 +127,7 @@ start_keyless() {
 {
   "listen": {"addresses": ["127.0.0.1:0"], "workers": ${BENCH_KEYLESS_WORKERS:-1}},
   "log": {"level": "info", "access": true},
-  "identity": {"tailscale": {"socket": "$TMP/tailscaled.sock"}, "loopback": false},
+  "identity": {"tailscale": {"socket": "$TMP/tailscaled.sock"}, "loopback": false},${BENCH_KEYLESS_EXTRA:-}
   "grants": [
     {"src": ["group:eng"],
      "app": {"tailscale.com/cap/aperture": [{"role": "user"}, {"models": ["openai/**", "sse/**"]}${BENCH_KEYLESS_CAPS:+, $BENCH_KEYLESS_CAPS}]}},

@@ -20,6 +20,7 @@
 #include "guard/answer.h"
 #include "guard/notes.h"
 #include "guard/scan.h"
+#include "guard/stream.h"
 #include "guard/tools.h"
 #include "identity/identity.h"
 #include "listen/conn.h"
@@ -66,6 +67,7 @@ struct kl_account {
     bool hold;
     bool scan_held;             /* the held answer goes through guardrails (guard/answer.h) */
     bool scan_relayed;          /* a stream kept for guardrails once it has been relayed */
+    kl_guard_stream *live;      /* a stream scanned as it passes (guard/stream.h): its events go through it */
     int held_status;
     const char *held_headers;   /* arena */
     char *held;
@@ -140,6 +142,8 @@ static void bedrock_counts(struct kl_account *a, const char *headers)
     memcpy(a->counts, v, sizeof(v));
 }
 
+static void relay_live(kl_exchange *ex, const char *data, size_t len);
+
 /* Each tool call the answer makes, as the usage parser meets it. */
 static void on_tool(void *arg, const char *ns, const char *name)
 {
@@ -169,7 +173,9 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
      * block or redact cannot be let through unread (a stream is read once
      * it has been relayed: guard/answer.h) */
     bool scan = tool_kind && status >= 200 && status < 300 && kl_guardrails_answers(ex->cfg->guardrails);
-    bool scan_first = scan && !ex->stream && kl_guardrails_strongest(ex->cfg->guardrails) >= KL_SCAN_REDACT;
+    bool strong = scan && kl_guardrails_strongest(ex->cfg->guardrails) >= KL_SCAN_REDACT;
+    bool scan_first = strong && !ex->stream;
+    bool scan_live = strong && ex->stream; /* read as it passes, or held whole when it cannot be */
     bool events_unasked = event_stream && !ex->stream;
     /* framed as the request asked: a whole answer sent as events would
      * reach a caller that reads it whole without its calls being read */
@@ -219,9 +225,9 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
         ex->cut_class = KL_EC_BLOCKED;
         ex->error_message = "the provider answered with an event stream although the request asked for none, and "
                             "the guardrails read every answer before it is relayed: stopped by the gateway";
-    } else if ((tool_limits || scan_first) && enc && status >= 200 && status < 300) {
+    } else if ((tool_limits || strong) && enc && status >= 200 && status < 300) {
         a->hold = true;
-        a->scan_held = scan_first; /* nothing of it is captured */
+        a->scan_held = strong; /* nothing of it is captured */
         ex->cut_off = true;
         ex->cut_kind = KL_ERR_BAD_GATEWAY;
         ex->cut_class = KL_EC_BLOCKED;
@@ -237,6 +243,10 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
         }
         if (scan && a->usage && a->mode == BODY_WHOLE && !a->z) {
             a->hold = a->scan_held = true;
+        } else if (scan_live && a->usage) {
+            a->live = kl_guard_stream_new(ex, a->kind, a->mode == BODY_FRAMES ? KL_GUARD_FRAMES
+                                                       : a->mode == BODY_ARRAY ? KL_GUARD_ARRAY
+                                                                               : KL_GUARD_SSE, relay_live);
         } else if (scan && kind < 0) {
             kl_guard_note(ex, "answer", NULL, "unscanned", NULL, 0, "its content coding cannot be read");
         } else if (scan) {
@@ -331,6 +341,22 @@ static void forward(kl_exchange *ex, const char *data, size_t len)
     }
 }
 
+/* What a stream scanned as it passes lets go on: kept for the hooks after
+ * the answer as the caller gets it, then relayed. */
+static void relay_live(kl_exchange *ex, const char *data, size_t len)
+{
+    struct kl_account *a = ex->acct;
+    if (a->keeping && !a->keep_overflow) {
+        if (a->keep_len + len <= KL_KEEP_MAX) {
+            append(&a->keep, &a->keep_len, &a->keep_cap, data, len);
+        } else {
+            a->keep_overflow = true;
+            drop_kept(a);
+        }
+    }
+    forward(ex, data, len);
+}
+
 /* Has the answer so far called a tool the policy refuses, or made more
  * calls than it allows? Then ex says why. */
 static bool tools_breached(kl_exchange *ex)
@@ -409,11 +435,15 @@ static void on_event(void *arg, const char *raw, size_t len)
     if (a->hold_head && !a->first_status && (ev || data)) /* a comment (keep-alive) decides nothing */
         first_event(ex, ev && evl == 5 && !memcmp(ev, "error", 5), data, dl);
     bool drop = a->strip_usage_chunk && is_usage_only_chunk(data, dl);
-    free(data);
-    if (stopped(ex))
+    if (stopped(ex)) {
+        free(data);
         return;
-    if (!drop && !a->z) /* a compressed stream's bytes were relayed as they came */
+    }
+    if (!drop && a->live)
+        kl_guard_stream_event(a->live, ex, raw, len, ev, evl, data, dl);
+    else if (!drop && !a->z) /* a compressed stream's bytes were relayed as they came */
         forward(ex, raw, len);
+    free(data);
     if (a->usage)
         ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
 }
@@ -430,6 +460,28 @@ static const char *chunk_json(struct kl_account *a, const char *payload, size_t 
     const char *json = b ? kl_base64_decode_buf(b, strlen(b), &a->chunk, &a->chunk_cap, len) : NULL;
     cJSON_Delete(c);
     return json;
+}
+
+/* A message of an AWS event stream, through the live scan: an event with
+ * its JSON (a ConverseStream event's payload, an InvokeModel chunk's
+ * decoded event), anything else held in its turn unread. */
+static void live_frame(kl_exchange *ex, const char *raw, size_t len, bool ok)
+{
+    struct kl_account *a = ex->acct;
+    struct kl_evs_msg m;
+    const char *json = NULL;
+    size_t jl = 0;
+    bool event = ok && kl_evs_decode(raw, len, &m) == 0 && m.message_type_len == 5 &&
+                 !memcmp(m.message_type, "event", 5);
+    if (event && a->kind == KL_USAGE_BEDROCK_CONVERSE) {
+        json = m.payload;
+        jl = m.payload_len;
+        kl_guard_stream_event(a->live, ex, raw, len, m.event_type, m.event_type_len, json, jl);
+        return;
+    }
+    if (event)
+        json = chunk_json(a, m.payload, m.payload_len, &jl);
+    kl_guard_stream_event(a->live, ex, raw, len, NULL, 0, json, jl);
 }
 
 /* One message of an AWS event stream: read (an InvokeModel chunk's event,
@@ -475,9 +527,48 @@ static void on_frame(void *arg, const char *raw, size_t len, bool ok)
         a->first_status = 200;
     if (stopped(ex))
         return;
-    if (!a->z)
+    if (a->live)
+        live_frame(ex, raw, len, ok);
+    else if (!a->z)
         forward(ex, raw, len);
     ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
+}
+
+/* The complete elements of a Gemini array stream (and the bytes between
+ * them), each through the live scan as an event of its own. */
+static void live_array(kl_exchange *ex, const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && !ex->cut_off) {
+        size_t j = i;
+        if (p[i] == '{') {
+            int depth = 0;
+            bool str = false, esc = false;
+            for (; j < n; j++) {
+                char c = p[j];
+                if (str) {
+                    if (esc)
+                        esc = false;
+                    else if (c == '\\')
+                        esc = true;
+                    else if (c == '"')
+                        str = false;
+                } else if (c == '"') {
+                    str = true;
+                } else if (c == '{' || c == '[') {
+                    depth++;
+                } else if ((c == '}' || c == ']') && --depth == 0) {
+                    j++;
+                    break;
+                }
+            }
+        } else {
+            while (j < n && p[j] != '{')
+                j++;
+        }
+        kl_guard_stream_event(ex->acct->live, ex, p + i, j - i, NULL, 0, p + i, j - i);
+        i = j;
+    }
 }
 
 /* Body bytes (inflated, for a compressed answer) read for their usage.
@@ -486,7 +577,7 @@ static void on_frame(void *arg, const char *raw, size_t len, bool ok)
 static void read_body(kl_exchange *ex, const char *data, size_t len)
 {
     struct kl_account *a = ex->acct;
-    if (a->keeping && !a->keep_overflow) {
+    if (a->keeping && !a->keep_overflow && !a->live) { /* a live scan keeps what it relays */
         if (a->keep_len + len <= KL_KEEP_MAX) {
             append(&a->keep, &a->keep_len, &a->keep_cap, data, len);
         } else {
@@ -559,16 +650,19 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
         return !ex->cut_off;
     if (a->mode == BODY_ARRAY && stopped(ex))
         return false;
-    if (a->array_hold) {
+    if (a->array_hold || (a->live && a->mode == BODY_ARRAY)) {
         append(&a->pend, &a->pend_len, &a->pend_cap, data, len);
         size_t wait = kl_usage_array_pending(a->usage);
         if (wait > a->pend_len)
             wait = a->pend_len;
-        forward(ex, a->pend, a->pend_len - wait);
+        if (a->live)
+            live_array(ex, a->pend, a->pend_len - wait);
+        else
+            forward(ex, a->pend, a->pend_len - wait);
         memmove(a->pend, a->pend + a->pend_len - wait, wait);
         a->pend_len = wait;
         ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls; /* counted once complete */
-        return true;
+        return !ex->cut_off;
     }
     forward(ex, data, len);
     return !ex->cut_off;
@@ -671,7 +765,13 @@ void kl_account_end(kl_exchange *ex)
         kl_sse_flush(&a->sse, on_event, ex);
     if (a->mode == BODY_FRAMES && !ex->cut_off)
         kl_evs_flush(&a->evs, on_frame, ex);
-    if (a->hold && !ex->cut_off) {
+    if (a->live && kl_guard_stream_end(a->live, ex)) {
+        /* a finding went on after all: not kept a second time */
+        withhold_capture(a);
+        drop_kept(a);
+        a->keep_overflow = true; /* nor kept from what may still come (an error event) */
+    }
+    if (a->hold && !ex->cut_off && a->mode == BODY_WHOLE) {
         kl_usage_whole(a->usage, a->held ? a->held : "", a->held_len);
     } else if (a->mode == BODY_WHOLE && a->whole && !a->whole_overflow) {
         kl_usage_whole(a->usage, a->whole, a->whole_len);
@@ -691,6 +791,7 @@ void kl_account_free(kl_exchange *ex)
         return;
     kl_sse_free(&a->sse);
     kl_evs_free(&a->evs);
+    kl_guard_stream_free(a->live);
     free(a->chunk);
     free(a->whole);
     free(a->capture);

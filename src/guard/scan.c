@@ -57,6 +57,7 @@ struct kl_guardrails {
     size_t n;
     enum kl_scan_action strongest;  /* of every rule: what too many findings mean */
     bool answers;                   /* the provider's answers are scanned too */
+    size_t stream_hold;             /* bytes of a streamed answer's text held back (guard/stream.h) */
 };
 
 struct kl_scan_scratch {
@@ -178,6 +179,7 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
     enum kl_scan_action per_builtin[NBUILTINS] = {0};
     const cJSON *patterns = NULL, *m;
     bool answers = false;
+    double hold = KL_STREAM_HOLD_DEFAULT;
     cJSON_ArrayForEach(m, v) {
         if (strcmp(m->string, "secrets") == 0)
             read_class(c, m, false, per_builtin);
@@ -189,6 +191,11 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
             answers = cJSON_IsTrue(m);
         else if (strcmp(m->string, "answers") == 0)
             kl_cfg_report(c, KL_SEV_ERROR, m, "guardrails.answers must be true or false");
+        else if (strcmp(m->string, "stream_hold") == 0 && cJSON_IsNumber(m) && m->valuedouble >= 64 &&
+                 m->valuedouble <= 65536 && m->valuedouble == (double)(int)m->valuedouble)
+            hold = m->valuedouble;
+        else if (strcmp(m->string, "stream_hold") == 0)
+            kl_cfg_report(c, KL_SEV_ERROR, m, "guardrails.stream_hold must be a whole number of bytes from 64 to 65536");
         else
             kl_cfg_report(c, KL_SEV_WARNING, m, "unknown key \"%s\" in guardrails (ignored)", m->string);
     }
@@ -200,6 +207,7 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
     struct kl_guardrails *g = kl_arena_alloc(a, sizeof(*g));
     memset(g, 0, sizeof(*g));
     g->answers = answers;
+    g->stream_hold = (size_t)hold;
     g->rules = kl_arena_alloc(a, cap * sizeof(*g->rules));
     const char **exprs = kl_arena_alloc(a, (cap + 1) * sizeof(char *));
     const cJSON **where = kl_arena_alloc(a, (cap + 1) * sizeof(cJSON *));
@@ -253,6 +261,24 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
         hs_free_compile_error(err);
         return;
     }
+    /* A stream's text is scanned with stream_hold bytes before where it
+     * grew (guard/stream.c): a finding longer than that when it can first
+     * match would never be seen whole, so the hold is at least the
+     * shortest match of every rule that blocks or redacts. */
+    for (size_t i = 0; answers && i < g->n; i++) {
+        hs_expr_info_t *info = NULL;
+        hs_compile_error_t *ierr = NULL;
+        if (g->rules[i].action < KL_SCAN_REDACT)
+            continue;
+        if (hs_expression_info(exprs[i], flags[i], &info, &ierr) == HS_SUCCESS && info->min_width > g->stream_hold) {
+            kl_cfg_report(c, KL_SEV_NOTE, where[i], "guardrails: %s matches no fewer than %u bytes, so streamed "
+                          "answers are held back by %u bytes (stream_hold: %zu)", g->rules[i].kind, info->min_width,
+                          info->min_width, g->stream_hold);
+            g->stream_hold = info->min_width;
+        }
+        free(info);
+        hs_free_compile_error(ierr);
+    }
     kl_config_on_free(c->cfg, guardrails_free, g);
     c->cfg->guardrails = g;
 }
@@ -260,6 +286,11 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
 bool kl_guardrails_answers(const struct kl_guardrails *g)
 {
     return g && g->answers;
+}
+
+size_t kl_guardrails_stream_hold(const struct kl_guardrails *g)
+{
+    return g ? g->stream_hold : KL_STREAM_HOLD_DEFAULT;
 }
 
 enum kl_scan_action kl_guardrails_strongest(const struct kl_guardrails *g)
@@ -609,12 +640,12 @@ static bool redact(const struct kl_guardrails *g, struct hits *h, const char *bo
     return true;
 }
 
-int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *body, size_t len,
-            kl_arena *a, struct kl_scan_result *out, const char **why)
+/* Every finding in body that holds, into h (h->v malloc: the caller frees
+ * it). -1 with why when the scan could not run. */
+static int find(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *body, size_t len,
+                struct hits *h, const char **why)
 {
-    memset(out, 0, sizeof(*out));
-    if (!g || !g->db || !len)
-        return 0;
+    *h = (struct hits){g, body, len, NULL, 0, 0, false};
     if (!*scratch) {
         *scratch = calloc(1, sizeof(**scratch));
         if (!*scratch)
@@ -637,31 +668,38 @@ int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, con
     memcpy(copy, body, len);
     memset(copy + len, 0, KL_SCAN_PAD);
     unsigned scan_len = (unsigned)(len + KL_SCAN_PAD);
-    struct hits h = {g, body, len, NULL, 0, 0, false};
-    hs_error_t rc = sc->hs ? hs_scan(g->db, copy, scan_len, 0, sc->hs, on_match, &h) : HS_INVALID;
+    hs_error_t rc = sc->hs ? hs_scan(g->db, copy, scan_len, 0, sc->hs, on_match, h) : HS_INVALID;
     if (rc == HS_INVALID) {
         /* no scratch yet, or one too small for this database (a reload
          * brought another): size it and scan again. Not before every scan:
          * hs_alloc_scratch checks the CPU's features, which in a virtual
          * machine costs ~20 us. */
         if (hs_alloc_scratch(g->db, &sc->hs) == HS_SUCCESS) {
-            h.n = 0;
-            h.overflow = false;
-            rc = hs_scan(g->db, copy, scan_len, 0, sc->hs, on_match, &h);
+            h->n = 0;
+            h->overflow = false;
+            rc = hs_scan(g->db, copy, scan_len, 0, sc->hs, on_match, h);
         }
     }
     if (copy != sc->copy)
         free(copy);
-    if (rc == HS_INVALID) {
-        free(h.v);
-        *why = "cannot allocate scan space";
+    if (rc == HS_INVALID || (rc != HS_SUCCESS && rc != HS_SCAN_TERMINATED)) {
+        free(h->v);
+        h->v = NULL;
+        *why = rc == HS_INVALID ? "cannot allocate scan space" : "the scan failed";
         return -1;
     }
-    if (rc != HS_SUCCESS && rc != HS_SCAN_TERMINATED) {
-        free(h.v);
-        *why = "the scan failed";
+    return 0;
+}
+
+int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *body, size_t len,
+            kl_arena *a, struct kl_scan_result *out, const char **why)
+{
+    memset(out, 0, sizeof(*out));
+    if (!g || !g->db || !len)
+        return 0;
+    struct hits h;
+    if (find(g, scratch, body, len, &h, why) < 0)
         return -1;
-    }
     unsigned char *seen = kl_arena_alloc(a, g->n);
     memset(seen, 0, g->n);
     for (size_t i = 0; i < h.n; i++) {
@@ -697,4 +735,33 @@ void kl_scan_scratch_free(struct kl_scan_scratch *s)
     hs_free_scratch(s->hs);
     free(s->copy);
     free(s);
+}
+
+int kl_scan_text(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *text, size_t len,
+                 struct kl_scan_hit **hits, size_t *n, const char **why)
+{
+    *hits = NULL;
+    *n = 0;
+    if (!g || !g->db || !len)
+        return 0;
+    struct hits h;
+    if (find(g, scratch, text, len, &h, why) < 0)
+        return -1;
+    if (h.overflow) {
+        free(h.v);
+        *why = "too many findings to keep track of";
+        return -1;
+    }
+    if (h.n) {
+        *hits = malloc(h.n * sizeof(**hits));
+        if (!*hits)
+            abort();
+    }
+    for (size_t i = 0; i < h.n; i++) {
+        const struct rule *r = &g->rules[h.v[i].rule];
+        (*hits)[i] = (struct kl_scan_hit){h.v[i].from, h.v[i].to, r->action, r->kind};
+    }
+    *n = h.n;
+    free(h.v);
+    return 0;
 }

@@ -22,6 +22,10 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v);
 
 /* Are answers scanned too (guardrails.answers)? false for NULL. */
 bool kl_guardrails_answers(const struct kl_guardrails *g);
+/* How many bytes of a streamed answer's text are held back while it is
+ * scanned (guardrails.stream_hold; guard/stream.h). */
+#define KL_STREAM_HOLD_DEFAULT 256
+size_t kl_guardrails_stream_hold(const struct kl_guardrails *g);
 /* The strongest action any rule has (OFF for NULL). */
 enum kl_scan_action kl_guardrails_strongest(const struct kl_guardrails *g);
 
@@ -43,6 +47,20 @@ struct kl_scan_result {
  * end). -1 with why when the scan itself failed. */
 int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *body, size_t len,
             kl_arena *a, struct kl_scan_result *out, const char **why);
+
+/* One finding in a plain text: its bytes [from, to), its rule's action and
+ * kind (the configuration's). */
+struct kl_scan_hit {
+    size_t from, to;
+    enum kl_scan_action action;
+    const char *kind;
+};
+
+/* Every finding in text (a stream's text as it is put together, not JSON:
+ * guard/stream.c), in *hits (malloc, the caller frees it; NULL when none).
+ * -1 with why when the scan failed, or found more than it keeps track of. */
+int kl_scan_text(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *text, size_t len,
+                 struct kl_scan_hit **hits, size_t *n, const char **why);
 
 void kl_scan_scratch_free(struct kl_scan_scratch *s);
 

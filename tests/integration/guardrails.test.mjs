@@ -9,9 +9,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { gzipSync, brotliCompressSync } from 'node:zlib';
-import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, rawProvider, startHook } from './lib/harness.mjs';
+import {
+  BedrockRuntimeClient, ConverseStreamCommand, InvokeModelWithResponseStreamCommand,
+} from '@aws-sdk/client-bedrock-runtime';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import {
+  startMock, startGateway, providersFor, assertNoKeys, finalRecord, rawProvider, startHook, KEYS,
+} from './lib/harness.mjs';
 
 const AWS = 'AKIAIOSFODNN7EXAMPLE';
+const HAIKU = 'us.anthropic.claude-haiku-4-5-20251001-v1:0';
 
 describe('guardrails', () => {
   let mock, gw;
@@ -116,7 +123,8 @@ describe('guardrails over answers', () => {
     gw = await startGateway({
       guardrails: { secrets: 'block', pii: { action: 'redact', kinds: ['email'] }, answers: true },
       store: { captures: 'full' },
-      providers: providersFor(mock.url),
+      providers: providersFor(mock.url, { bedrock: { baseurl: mock.url, apikey: KEYS.bedrock, models: [HAIKU],
+        compatibility: { bedrock_model_invoke: true, bedrock_converse: true } } }),
     });
   });
   after(async () => {
@@ -172,31 +180,218 @@ describe('guardrails over answers', () => {
     (e) => e.status === 403 && e.error?.error?.type === 'permission_error' && /aws_access_key/.test(e.message));
   });
 
-  it('a stream is relayed, scanned once it ends (a secret split across its events is found), and recorded', async () => {
+  it('a secret spelled across a stream\'s events never reaches the caller: the stream ends with an error', async () => {
     const stream = await openai().chat.completions.create(
       { model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'key?' }] },
       { headers: { 'x-mock': `events=8;text=the_key_is_${AWS}_ok` } }).withResponse();
+    let text = '';
+    await assert.rejects((async () => {
+      for await (const ev of stream.data) text += ev.choices[0]?.delta?.content || '';
+    })(), /the rest of the answer was withheld by guardrails: it contains aws_access_key/);
+    assert.ok(!text.includes('AKIA') && !(await mock.last()).body.includes(AWS), `the caller got only ${text}`);
+    const rec = await finalRecord(gw, idOf(stream.response));
+    assert.equal(rec.error_class, 'blocked');
+    assert.deepEqual(rec.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'block', kinds: ['aws_access_key'] }]);
+    assert.ok(!rec.response_body.includes('AKIA') && !gw.output().includes(AWS), 'neither kept nor logged');
+    assert.match(rec.response_body, /"role":"assistant"/, 'the capture holds what the caller had: the opening chunk');
+  });
+
+  it('personal data in a stream is redacted in the events that spell it; the others go on as they came', async () => {
+    const filler = 'word_'.repeat(120);
+    const stream = await openai().chat.completions.create(
+      { model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'mail?' }] },
+      { headers: { 'x-mock': `events=300;text=${filler}mail_jane.doe@example.com_${filler}end` } }).withResponse();
     let text = '', deltas = 0;
     for await (const ev of stream.data) {
       const d = ev.choices[0]?.delta?.content;
       if (d) { text += d; deltas++; }
     }
-    assert.equal(text, `the key is ${AWS} ok`, 'a stream cannot be taken back: the caller has it');
-    assert.ok(deltas >= 4 && !(await mock.last()).body.includes(AWS), 'the secret came in pieces');
+    const words = 'word '.repeat(120);
+    assert.equal(text, `${words}mail [REDACTED:email] ${words}end`);
+    assert.ok(deltas > 250, `still streamed: ${deltas} deltas`);
     const rec = await finalRecord(gw, idOf(stream.response));
     assert.equal(rec.status, 200);
-    assert.equal(rec.error_class, null);
-    assert.deepEqual(rec.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'found', kinds: ['aws_access_key'] }]);
-    assert.equal(rec.response_body, null, 'a secret the caller has had is not kept a second time');
-    assert.match(gw.output(), /guardrails found aws_access_key in the streamed answer, already relayed/);
-    // an Anthropic stream with only personal data: found, its capture kept redacted? no: withheld too
+    assert.deepEqual(rec.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'redact', kinds: ['email'], spans: 1 }]);
+    assert.ok(!rec.response_body.includes('jane.doe') && rec.response_body.includes('[REDACTED:email]'),
+      'the capture is what the caller got');
+    // an event nothing was taken from is relayed byte for byte (the mock's own framing: "data: {...}\n\n")
+    assert.match(rec.response_body, /data: \{"id":"chatcmpl-[^\n]*"delta":\{"content":"word "\}/);
+
+    // Anthropic: the text deltas of a content block
     const claude = new Anthropic({ baseURL: gw.url, apiKey: 'x', maxRetries: 0 });
     const s2 = claude.messages.stream({ model: 'claude-sonnet-4-5', max_tokens: 50,
       messages: [{ role: 'user', content: 'mail?' }] }, { headers: { 'x-mock': 'events=6;text=mail_bob@example.org_now' } });
+    let streamed = '';
+    s2.on('text', (t) => { streamed += t; });
     const msg = await s2.finalMessage();
-    assert.equal(msg.content[0].text, 'mail bob@example.org now');
+    assert.equal(msg.content[0].text, 'mail [REDACTED:email] now');
+    assert.equal(streamed, 'mail [REDACTED:email] now');
     const r2 = await finalRecord(gw, (await s2.withResponse()).response.headers.get('x-keyless-request-id'));
-    assert.deepEqual(r2.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'found', kinds: ['email'] }]);
+    assert.deepEqual(r2.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'redact', kinds: ['email'], spans: 1 }]);
+  });
+
+  it('Responses, Gemini (SSE and JSON array) and Bedrock streams are read as they pass too', async () => {
+    // Responses: the deltas, and the whole text its closing events repeat
+    const rs = await openai().responses.create({ model: 'gpt-4o', input: 'mail?', stream: true },
+      { headers: { 'x-mock': 'events=7;text=write_to_ann@example.net_soon' } });
+    let deltas = '', done;
+    for await (const ev of rs) {
+      if (ev.type === 'response.output_text.delta') deltas += ev.delta;
+      if (ev.type === 'response.completed') done = ev.response;
+    }
+    assert.equal(deltas, 'write to [REDACTED:email] soon');
+    assert.equal(done.output[0].content[0].text, 'write to [REDACTED:email] soon');
+
+    // Gemini: with alt=sse event by event; without, the JSON array is held whole
+    const body = JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'mail?' }] }] });
+    const headers = { 'content-type': 'application/json', 'x-mock': 'events=5;text=ask_lee@example.com_today' };
+    const sse = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse`,
+      { method: 'POST', headers, body });
+    assert.equal(sse.status, 200);
+    const events = (await sse.text()).split(/\r?\n\r?\n/).filter((e) => e.startsWith('data: '))
+      .map((e) => JSON.parse(e.slice(6)));
+    assert.ok(events.length >= 5);
+    assert.equal(events.map((e) => e.candidates?.[0]?.content?.parts?.[0]?.text || '').join(''),
+      'ask [REDACTED:email] today');
+    const arr = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent`,
+      { method: 'POST', headers, body });
+    assert.equal(arr.status, 200);
+    const elements = await arr.json();
+    assert.equal(elements.map((e) => e.candidates?.[0]?.content?.parts?.[0]?.text || '').join(''),
+      'ask [REDACTED:email] today');
+    const ra = await finalRecord(gw, arr.headers.get('x-keyless-request-id'));
+    assert.deepEqual(ra.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'redact', kinds: ['email'], spans: 1 }]);
+
+    // Bedrock: ConverseStream events and InvokeModel's chunks, re-framed (their CRCs checked by the SDK)
+    const aws = new BedrockRuntimeClient({ region: 'us-east-1', endpoint: gw.url, maxAttempts: 1,
+      requestHandler: new NodeHttpHandler(),
+      credentials: { accessKeyId: 'AKIDEXAMPLEKEYLESS', secretAccessKey: 'not-a-secret' } });
+    try {
+      const cs = await aws.send(new ConverseStreamCommand({ modelId: HAIKU,
+        messages: [{ role: 'user', content: [{ text: 'mail? [[mock events=9;text=reach_kim%40example.org_first]]' }] }] }));
+      let text = '';
+      for await (const ev of cs.stream) text += ev.contentBlockDelta?.delta?.text || '';
+      assert.equal(text, 'reach [REDACTED:email] first');
+      const im = await aws.send(new InvokeModelWithResponseStreamCommand({ modelId: HAIKU, contentType: 'application/json',
+        body: JSON.stringify({ anthropic_version: 'bedrock-2023-05-31', max_tokens: 50,
+          messages: [{ role: 'user', content: 'mail? [[mock events=9;text=reach_kim%40example.org_first]]' }] }) }));
+      text = '';
+      for await (const ev of im.body) {
+        const e = JSON.parse(Buffer.from(ev.chunk.bytes).toString());
+        if (e.type === 'content_block_delta') text += e.delta.text;
+      }
+      assert.equal(text, 'reach [REDACTED:email] first');
+    } finally {
+      aws.destroy();
+    }
+  });
+
+  it('a tool call\'s streamed arguments are redacted inside their JSON strings', async () => {
+    const up = await rawProvider((req, sock) => {
+      const ev = (type, data) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+      const args = ['{"to": "pat.', 'kim@exam', 'ple.com", "n', 'ote": "hi"}'];
+      sock.end('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n' +
+        ev('message_start', { message: { id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5',
+          content: [], stop_reason: null, usage: { input_tokens: 5, output_tokens: 1 } } }) +
+        ev('content_block_start', { index: 0, content_block: { type: 'tool_use', id: 'toolu_1', name: 'send', input: {} } }) +
+        args.map((a) => ev('content_block_delta', { index: 0, delta: { type: 'input_json_delta', partial_json: a } })).join('') +
+        ev('content_block_stop', { index: 0 }) +
+        ev('message_delta', { delta: { stop_reason: 'tool_use' }, usage: { output_tokens: 9 } }) +
+        ev('message_stop', {}));
+    });
+    const gw2 = await startGateway({
+      guardrails: { pii: { action: 'redact', kinds: ['email'] }, answers: true },
+      providers: { anthropic: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'k', authorization: 'x-api-key',
+        models: ['claude-sonnet-4-5'], compatibility: { anthropic_messages: true } } },
+    });
+    try {
+      const claude = new Anthropic({ baseURL: gw2.url, apiKey: 'x', maxRetries: 0 });
+      const msg = await claude.messages.stream({ model: 'claude-sonnet-4-5', max_tokens: 50,
+        messages: [{ role: 'user', content: 'send it' }] }).finalMessage();
+      assert.deepEqual(msg.content[0].input, { to: '[REDACTED:email]', note: 'hi' });
+    } finally {
+      await gw2.stop();
+      up.close();
+    }
+  });
+
+  it('a stream still streams: an event goes on once stream_hold bytes of text have followed it, before the end', async () => {
+    let release;
+    const more = new Promise((r) => { release = r; });
+    const chunk = (t) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', model: 'gpt-4o',
+      choices: [{ index: 0, delta: { content: t }, finish_reason: null }] })}\n\n`;
+    let waited = false;
+    const up = await rawProvider(async (req, sock) => {
+      sock.write('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n');
+      for (let i = 0; i < 20; i++) sock.write(chunk(`part ${String(i).padStart(2, '0')} of the text; `)); // 20 × 20 bytes
+      // the rest only once the caller has had the first delta (or after 5 s: the test then fails)
+      waited = await Promise.race([more.then(() => true), sleep(5000).then(() => false)]);
+      sock.end(chunk('and an address: lee@example.com.') + 'data: [DONE]\n\n');
+    });
+    const gw2 = await startGateway({
+      guardrails: { pii: { action: 'redact', kinds: ['email'] }, answers: true, stream_hold: 200 },
+      providers: { openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'k', models: ['gpt-4o'],
+        compatibility: { openai_chat: true } } },
+    });
+    try {
+      const stream = await new OpenAI({ baseURL: `${gw2.url}/v1`, apiKey: 'x', maxRetries: 0 }).chat.completions.create(
+        { model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'go' }] });
+      let text = '';
+      for await (const ev of stream) {
+        text += ev.choices[0]?.delta?.content || '';
+        release();
+      }
+      assert.ok(waited, 'the first deltas reached the caller while the provider was still answering');
+      assert.ok(text.startsWith('part 00 of the text; part 01') && text.endsWith('and an address: [REDACTED:email].'), text);
+    } finally {
+      await gw2.stop();
+      up.close();
+    }
+  });
+
+  it('a finding longer than stream_hold when it first matches gets through, and is recorded once the stream has ended', async () => {
+    // an address matches only at its top-level domain: after a 100-byte domain name, its start has gone on
+    const chunk = (t) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', model: 'gpt-4o',
+      choices: [{ index: 0, delta: { content: t }, finish_reason: null }] })}\n\n`;
+    const pieces = ['mail bob', '@', ...Array(10).fill('x'.repeat(10)), '.com done'];
+    const up = await rawProvider((req, sock) => sock.end('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n' +
+      `Connection: close\r\n\r\n${pieces.map(chunk).join('')}data: [DONE]\n\n`));
+    const gw2 = await startGateway({
+      guardrails: { pii: { action: 'redact', kinds: ['email'] }, answers: true, stream_hold: 64 },
+      store: { captures: 'full' },
+      providers: { openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'k', models: ['gpt-4o'],
+        compatibility: { openai_chat: true } } },
+    });
+    try {
+      const stream = await new OpenAI({ baseURL: `${gw2.url}/v1`, apiKey: 'x', maxRetries: 0 }).chat.completions.create(
+        { model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'mail?' }] }).withResponse();
+      let text = '';
+      for await (const ev of stream.data) text += ev.choices[0]?.delta?.content || '';
+      assert.equal(text, `mail bob@${'x'.repeat(100)}.com done`);
+      const rec = await finalRecord(gw2, stream.response.headers.get('x-keyless-request-id'));
+      assert.deepEqual(rec.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'found', kinds: ['email'],
+        why: 'recognised only once the stream had ended: longer than guardrails.stream_hold when it first matched' }]);
+      assert.equal(rec.response_body, null, 'what the caller should not have had is not kept a second time');
+      // a pattern that needs more than stream_hold bytes to match raises the hold (keyless says so)
+      const gw3 = await startGateway({
+        guardrails: { answers: true, stream_hold: 64, patterns: [{ name: 'long_code', regex: 'CODE-[0-9]{100,}', action: 'redact' }] },
+        providers: providersFor(mock.url),
+      });
+      try {
+        assert.match(gw3.output(), /long_code matches no fewer than 105 bytes, so streamed answers are held back by 105 bytes/);
+        const s3 = await new OpenAI({ baseURL: `${gw3.url}/v1`, apiKey: 'x', maxRetries: 0 }).chat.completions.create(
+          { model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'code?' }] },
+          { headers: { 'x-mock': `events=40;text=the_code_CODE-${'7'.repeat(140)}_done` } });
+        let t3 = '';
+        for await (const ev of s3) t3 += ev.choices[0]?.delta?.content || '';
+        assert.equal(t3, 'the code [REDACTED:long_code] done');
+      } finally {
+        await gw3.stop();
+      }
+    } finally {
+      await gw2.stop();
+      up.close();
+    }
   });
 
   it('the hooks told after the answer get what the caller got: the redacted answer, or none when it was withheld', async () => {
@@ -216,14 +411,15 @@ describe('guardrails over answers', () => {
         { headers: { 'x-mock': `text=${AWS}` } }), (e) => e.status === 403);
       const s = await client.chat.completions.create({ model: 'gpt-4o', stream: true,
         messages: [{ role: 'user', content: 'key?' }] }, { headers: { 'x-mock': `events=5;text=${AWS}` } });
-      for await (const ev of s) void ev;
+      await assert.rejects((async () => { for await (const ev of s) void ev; })(), /withheld by guardrails/);
       for (let i = 0; i < 100 && hook.calls.length < 3; i++) await sleep(20);
       assert.equal(hook.calls.length, 3);
-      // told in whatever order the calls arrive: only the redacted answer has a body, neither the withheld
-      // answer nor the stream that held a secret
-      const told = hook.calls.filter((c) => c.response_body !== undefined);
+      // told in whatever order the calls arrive: the redacted answer; no body for the withheld answer; of the
+      // stream cut short for its secret, what the caller had before (its opening chunk)
+      const told = hook.calls.filter((c) => c.response_body?.choices?.[0]?.message?.content);
       assert.equal(told.length, 1, JSON.stringify(hook.calls));
       assert.equal(told[0].response_body.choices[0].message.content, 'ask [REDACTED:email]');
+      assert.equal(hook.calls.filter((c) => c.keyless.status === 403)[0].response_body, undefined);
       assert.ok(!JSON.stringify(hook.calls).includes(AWS));
     } finally {
       await gw2.stop();
@@ -231,18 +427,37 @@ describe('guardrails over answers', () => {
     }
   });
 
-  it('a stream larger than what is kept to scan is relayed whole and recorded as unscanned', async () => {
+  it('a long stream passes the live scan whole; with only logging rules, one too long to keep is recorded as unscanned', async () => {
     const size = 17 * 1024 * 1024;
-    const stream = await openai().chat.completions.create(
-      { model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'long' }] },
-      { headers: { 'x-mock': `size=${size};events=64` } }).withResponse();
-    let length = 0;
-    for await (const ev of stream.data) length += (ev.choices[0]?.delta?.content || '').length;
-    assert.equal(length, size);
-    const rec = await finalRecord(gw, idOf(stream.response));
-    assert.deepEqual(rec.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'unscanned',
-      why: 'the answer is larger than the 16 MiB kept to scan it' }]);
-    assert.match(gw.output(), /guardrails could not scan the streamed answer: the answer is larger than the 16 MiB/);
+    const long = async (g) => {
+      const stream = await new OpenAI({ baseURL: `${g.url}/v1`, apiKey: 'x', maxRetries: 0 }).chat.completions.create(
+        { model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'long' }] },
+        { headers: { 'x-mock': `size=${size};events=64` } }).withResponse();
+      let length = 0;
+      for await (const ev of stream.data) length += (ev.choices[0]?.delta?.content || '').length;
+      assert.equal(length, size);
+      return finalRecord(g, idOf(stream.response));
+    };
+    assert.equal((await long(gw)).guardrails, null, 'read as it passed: nothing found');
+    // logging rules only: the stream is relayed untouched and read once it has ended, from a copy kept up to 16 MiB
+    const gw2 = await startGateway({ guardrails: { pii: 'log', answers: true }, providers: providersFor(mock.url) });
+    try {
+      const rec = await long(gw2);
+      assert.deepEqual(rec.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'unscanned',
+        why: 'the answer is larger than the 16 MiB kept to scan it' }]);
+      assert.match(gw2.output(), /guardrails could not scan the streamed answer: the answer is larger than the 16 MiB/);
+      // and what it finds in a stream it has relayed is recorded as found
+      const s = await new OpenAI({ baseURL: `${gw2.url}/v1`, apiKey: 'x', maxRetries: 0 }).chat.completions.create(
+        { model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'mail?' }] },
+        { headers: { 'x-mock': 'events=6;text=mail_bob@example.org_now' } }).withResponse();
+      let text = '';
+      for await (const ev of s.data) text += ev.choices[0]?.delta?.content || '';
+      assert.equal(text, 'mail bob@example.org now');
+      const r2 = await finalRecord(gw2, idOf(s.response));
+      assert.deepEqual(r2.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'found', kinds: ['email'] }]);
+    } finally {
+      await gw2.stop();
+    }
   });
 
   it('an answer with nothing in it has no notes, and a request with none of them is recorded without any', async () => {
