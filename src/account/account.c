@@ -142,7 +142,13 @@ static void bedrock_counts(struct kl_account *a, const char *headers)
     memcpy(a->counts, v, sizeof(v));
 }
 
-static void relay_live(kl_exchange *ex, const char *data, size_t len);
+static void relay_live(kl_exchange *ex, const char *data, size_t len, int calls);
+
+/* The tool calls the answer has made so far (0 when it is not read). */
+static int tool_calls(const struct kl_account *a)
+{
+    return a->usage ? kl_usage_result(a->usage)->tool_calls : 0;
+}
 
 /* Each tool call the answer makes, as the usage parser meets it. */
 static void on_tool(void *arg, const char *ns, const char *name)
@@ -225,6 +231,15 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
         ex->cut_class = KL_EC_BLOCKED;
         ex->error_message = "the provider answered with an event stream although the request asked for none, and "
                             "the guardrails read every answer before it is relayed: stopped by the gateway";
+    } else if (scan_live && status >= 200 && status < 300 && !kl_dialect_reads_body(ex->ep, ex->model)) {
+        /* InvokeModel streams other models' events in their own shapes:
+         * their text cannot be followed across events */
+        a->hold = a->scan_held = true;
+        ex->cut_off = true;
+        ex->cut_kind = KL_ERR_BAD_GATEWAY;
+        ex->cut_class = KL_EC_BLOCKED;
+        ex->error_message = "the guardrails read a streamed answer as it passes only from Claude on InvokeModel, and "
+                            "read every answer before it is relayed: stopped by the gateway";
     } else if ((tool_limits || strong) && enc && status >= 200 && status < 300) {
         a->hold = true;
         a->scan_held = strong; /* nothing of it is captured */
@@ -342,8 +357,9 @@ static void forward(kl_exchange *ex, const char *data, size_t len)
 }
 
 /* What a stream scanned as it passes lets go on: kept for the hooks after
- * the answer as the caller gets it, then relayed. */
-static void relay_live(kl_exchange *ex, const char *data, size_t len)
+ * the answer as the caller gets it, then relayed; calls: the tool calls
+ * counted once the event had been read (they have now reached the caller). */
+static void relay_live(kl_exchange *ex, const char *data, size_t len, int calls)
 {
     struct kl_account *a = ex->acct;
     if (a->keeping && !a->keep_overflow) {
@@ -355,6 +371,7 @@ static void relay_live(kl_exchange *ex, const char *data, size_t len)
         }
     }
     forward(ex, data, len);
+    ex->tool_calls_relayed = calls;
 }
 
 /* Has the answer so far called a tool the policy refuses, or made more
@@ -440,11 +457,11 @@ static void on_event(void *arg, const char *raw, size_t len)
         return;
     }
     if (!drop && a->live)
-        kl_guard_stream_event(a->live, ex, raw, len, ev, evl, data, dl);
+        kl_guard_stream_event(a->live, ex, raw, len, ev, evl, data, dl, tool_calls(a));
     else if (!drop && !a->z) /* a compressed stream's bytes were relayed as they came */
         forward(ex, raw, len);
     free(data);
-    if (a->usage)
+    if (a->usage && !a->live)
         ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
 }
 
@@ -471,17 +488,22 @@ static void live_frame(kl_exchange *ex, const char *raw, size_t len, bool ok)
     struct kl_evs_msg m;
     const char *json = NULL;
     size_t jl = 0;
-    bool event = ok && kl_evs_decode(raw, len, &m) == 0 && m.message_type_len == 5 &&
-                 !memcmp(m.message_type, "event", 5);
-    if (event && a->kind == KL_USAGE_BEDROCK_CONVERSE) {
-        json = m.payload;
-        jl = m.payload_len;
-        kl_guard_stream_event(a->live, ex, raw, len, m.event_type, m.event_type_len, json, jl);
+    if (!ok || kl_evs_decode(raw, len, &m) < 0) {
+        kl_guard_stream_unreadable(a->live, ex, "an event stream message that does not check out");
         return;
     }
-    if (event)
-        json = chunk_json(a, m.payload, m.payload_len, &jl);
-    kl_guard_stream_event(a->live, ex, raw, len, NULL, 0, json, jl);
+    bool event = m.message_type_len == 5 && !memcmp(m.message_type, "event", 5);
+    if (event && a->kind == KL_USAGE_BEDROCK_CONVERSE) {
+        kl_guard_stream_event(a->live, ex, raw, len, m.event_type, m.event_type_len, m.payload, m.payload_len,
+                              tool_calls(a));
+        return;
+    }
+    if (event && !(json = chunk_json(a, m.payload, m.payload_len, &jl))) {
+        kl_guard_stream_unreadable(a->live, ex, "an event stream chunk without one base64 \"bytes\"");
+        return;
+    }
+    /* an exception or error message carries no answer: held in its turn */
+    kl_guard_stream_event(a->live, ex, raw, len, NULL, 0, json, jl, tool_calls(a));
 }
 
 /* One message of an AWS event stream: read (an InvokeModel chunk's event,
@@ -527,9 +549,11 @@ static void on_frame(void *arg, const char *raw, size_t len, bool ok)
         a->first_status = 200;
     if (stopped(ex))
         return;
-    if (a->live)
+    if (a->live) {
         live_frame(ex, raw, len, ok);
-    else if (!a->z)
+        return;
+    }
+    if (!a->z)
         forward(ex, raw, len);
     ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
 }
@@ -566,7 +590,7 @@ static void live_array(kl_exchange *ex, const char *p, size_t n)
             while (j < n && p[j] != '{')
                 j++;
         }
-        kl_guard_stream_event(ex->acct->live, ex, p + i, j - i, NULL, 0, p + i, j - i);
+        kl_guard_stream_event(ex->acct->live, ex, p + i, j - i, NULL, 0, p + i, j - i, tool_calls(ex->acct));
         i = j;
     }
 }
@@ -661,7 +685,8 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
             forward(ex, a->pend, a->pend_len - wait);
         memmove(a->pend, a->pend + a->pend_len - wait, wait);
         a->pend_len = wait;
-        ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls; /* counted once complete */
+        if (!a->live) /* counted once complete; under a live scan, once relayed */
+            ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
         return !ex->cut_off;
     }
     forward(ex, data, len);
@@ -925,6 +950,10 @@ cJSON *kl_account_answer(kl_exchange *ex, cJSON **events)
 void kl_account_scan_relayed(kl_exchange *ex)
 {
     struct kl_account *a = ex->acct;
+    if (a && a->live && kl_guard_stream_end(a->live, ex)) { /* the caller left: kl_account_end never ran */
+        withhold_capture(a);
+        drop_kept(a);
+    }
     if (a && a->hold && a->scan_held)
         drop_kept(a); /* held for the guardrails, never read through (broken off, the caller gone): unchecked */
     if (!a || !a->scan_relayed)

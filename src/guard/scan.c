@@ -4,6 +4,7 @@
  * IBANs) are checked in C before they count. */
 #include "guard/scan.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,12 +271,26 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
         hs_compile_error_t *ierr = NULL;
         if (g->rules[i].action < KL_SCAN_REDACT)
             continue;
-        if (hs_expression_info(exprs[i], flags[i], &info, &ierr) == HS_SUCCESS && info->min_width > g->stream_hold) {
-            kl_cfg_report(c, KL_SEV_NOTE, where[i], "guardrails: %s matches no fewer than %u bytes, so streamed "
-                          "answers are held back by %u bytes (stream_hold: %zu)", g->rules[i].kind, info->min_width,
-                          info->min_width, g->stream_hold);
-            g->stream_hold = info->min_width;
+        if (hs_expression_info(exprs[i], flags[i], &info, &ierr) != HS_SUCCESS) {
+            hs_free_compile_error(ierr);
+            continue;
         }
+        /* a bounded match is seen whole within its longest; an unbounded
+         * one at least needs its shortest (the built-ins are recognised
+         * early and followed as they grow, a JWT held back while it may be
+         * under way: guard/stream.c) */
+        bool bounded = info->max_width != UINT_MAX;
+        unsigned need = bounded ? info->max_width : info->min_width;
+        if (need > g->stream_hold) {
+            kl_cfg_report(c, KL_SEV_NOTE, where[i], "guardrails: %s matches %s %u bytes, so streamed answers are "
+                          "held back by %u bytes (stream_hold: %zu)", g->rules[i].kind,
+                          bounded ? "up to" : "no fewer than", need, need, g->stream_hold);
+            g->stream_hold = need;
+        }
+        if (!bounded && where[i] != v)
+            kl_cfg_report(c, KL_SEV_NOTE, where[i], "guardrails: pattern %s has no longest match: in a streamed "
+                          "answer, one recognised only once longer than stream_hold (%zu) is found when the stream "
+                          "has ended, after the caller has had it", g->rules[i].kind, g->stream_hold);
         free(info);
         hs_free_compile_error(ierr);
     }
@@ -286,6 +301,14 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
 bool kl_guardrails_answers(const struct kl_guardrails *g)
 {
     return g && g->answers;
+}
+
+bool kl_guardrails_stops(const struct kl_guardrails *g, const char *kind)
+{
+    for (size_t i = 0; g && i < g->n; i++)
+        if (g->rules[i].action >= KL_SCAN_REDACT && strcmp(g->rules[i].kind, kind) == 0)
+            return true;
+    return false;
 }
 
 size_t kl_guardrails_stream_hold(const struct kl_guardrails *g)

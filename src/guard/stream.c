@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 
 #include "account/usage.h"
+#include "core/jsoncheck.h"
 #include "core/log.h"
 #include "dialect/evstream.h"
 #include "guard/notes.h"
@@ -25,6 +26,8 @@
                                          * kl_guard_stream_end), then what is no longer needed is dropped
                                          * in steps this large */
 #define KL_STREAM_HELD_MAX (64u << 20)  /* held events, or one channel's text kept for a finding still growing */
+#define KL_STREAM_CHANS 256             /* channels one answer may have */
+#define KL_STREAM_JWT_MAX (16u << 10)   /* longest run of a token's letters held back as a JWT not yet whole */
 
 /* Where a JSON text stands: inside a string, inside an escape (-1 just
  * after the backslash, then the \u escape's hex digits still to come). */
@@ -48,6 +51,8 @@ struct chan {
     size_t base, len, cap;
     size_t released;            /* the caller has had the text before this */
     size_t open;                /* a finding reached the end at the last scan: where it began (SIZE_MAX: none) */
+    size_t pending;             /* a JWT may be under way from here: nothing after it goes on (SIZE_MAX: none) */
+    bool closed;                /* its block, choice or item has ended: what it holds needs no more after it */
     struct jlex lex;            /* json: where the text stands at base */
     struct span *spans;         /* to redact, in order, apart from one another */
     size_t nspans, capspans;
@@ -63,11 +68,13 @@ struct place {
 struct held {
     char *raw;                  /* as it came (malloc) */
     size_t len;
+    int mark;                   /* the caller's, given back when it is relayed */
     char *ev;                   /* its event name or type (malloc), or NULL */
     cJSON *json;                /* its data, the text of its places taken out; NULL when it has none to rewrite */
     struct place *places;       /* malloc */
     size_t nplaces;
     bool rewrite;               /* something outside its places was redacted */
+    size_t rest_spans;          /* how many marks that put there */
 };
 
 struct kind_set {
@@ -86,7 +93,9 @@ struct kl_guard_stream {
     size_t head, n, cap;
     size_t held_bytes;
     struct kind_set redacted, logged;
-    size_t spans;               /* findings redacted */
+    size_t spans;               /* marks relayed */
+    bool jwt;                   /* a rule blocks or redacts JWTs: one not yet whole is held back */
+    bool told;                  /* the record has the redact and log notes */
     bool stopped;               /* blocked or failed: nothing more goes on */
     bool ended;                 /* kl_guard_stream_end has told the record */
 };
@@ -102,6 +111,7 @@ struct piece {
 struct pieces {
     struct piece v[KL_STREAM_PIECES];
     size_t n;
+    bool overflow;              /* more than KL_STREAM_PIECES */
 };
 
 static cJSON *member(const cJSON *o, const char *name)
@@ -117,8 +127,12 @@ static int index_of(const cJSON *o, const char *name, int dflt)
 
 static void add(struct pieces *p, cJSON *node, bool json, const char *fmt, ...)
 {
-    if (!cJSON_IsString(node) || !node->valuestring || p->n == KL_STREAM_PIECES)
+    if (!cJSON_IsString(node) || !node->valuestring)
         return;
+    if (p->n == KL_STREAM_PIECES) {
+        p->overflow = true;
+        return;
+    }
     struct piece *x = &p->v[p->n++];
     x->node = node;
     x->json = json;
@@ -162,10 +176,11 @@ static void openai_responses(cJSON *j, struct pieces *p)
 static void anthropic(cJSON *j, struct pieces *p)
 {
     const char *type = cJSON_GetStringValue(member(j, "type"));
-    if (!type || strcmp(type, "content_block_delta") != 0)
+    bool start = type && strcmp(type, "content_block_start") == 0;
+    if (!type || (!start && strcmp(type, "content_block_delta") != 0))
         return;
     int i = index_of(j, "index", 0);
-    cJSON *d = member(j, "delta");
+    cJSON *d = member(j, start ? "content_block" : "delta");
     add(p, member(d, "text"), false, "b%d", i);
     add(p, member(d, "partial_json"), true, "b%d.json", i);
     add(p, member(d, "thinking"), false, "b%d.thinking", i);
@@ -202,6 +217,7 @@ static void bedrock_converse(const char *ev, cJSON *j, struct pieces *p)
 static void find_pieces(const kl_guard_stream *s, const char *ev, cJSON *j, struct pieces *p)
 {
     p->n = 0;
+    p->overflow = false;
     switch (s->kind) {
     case KL_USAGE_OPENAI_CHAT:
         openai_chat(j, p);
@@ -217,6 +233,90 @@ static void find_pieces(const kl_guard_stream *s, const char *ev, cJSON *j, stru
         break;
     case KL_USAGE_BEDROCK_CONVERSE:
         bedrock_converse(ev, j, p);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ---- where a channel ends ---- */
+
+/* The channels whose key is prefix, or begins with it and a '.' or '/'. */
+static void close_prefix(kl_guard_stream *s, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    for (size_t i = 0; i < s->nchans; i++) {
+        const char *k = s->chans[i].key;
+        if (strncmp(k, prefix, n) == 0 && (k[n] == '\0' || k[n] == '.' || k[n] == '/'))
+            s->chans[i].closed = true;
+    }
+}
+
+static void close_all(kl_guard_stream *s)
+{
+    for (size_t i = 0; i < s->nchans; i++)
+        s->chans[i].closed = true;
+}
+
+/* The end of a block, choice or item an event says, each dialect its own
+ * way: its channels' last text needs nothing after it to go on (it would
+ * otherwise wait for the end of the stream). Text that comes after all
+ * opens the channel again. */
+static void find_closes(kl_guard_stream *s, const char *ev, const cJSON *j)
+{
+    char key[64];
+    const cJSON *c;
+    int ci = 0;
+    const char *type = cJSON_GetStringValue(member(j, "type"));
+    size_t tl = type ? strlen(type) : 0;
+    switch (s->kind) {
+    case KL_USAGE_OPENAI_CHAT:
+        cJSON_ArrayForEach(c, member(j, "choices")) {
+            int i = index_of(c, "index", ci++);
+            if (cJSON_IsString(member(c, "finish_reason"))) {
+                snprintf(key, sizeof(key), "c%d", i);
+                close_prefix(s, key);
+            }
+        }
+        break;
+    case KL_USAGE_OPENAI_RESPONSES:
+        if (type && (!strcmp(type, "response.completed") || !strcmp(type, "response.failed") ||
+                     !strcmp(type, "response.incomplete"))) {
+            close_all(s);
+        } else if (tl > 5 && !strcmp(type + tl - 5, ".done")) {
+            const char *item = cJSON_GetStringValue(member(j, "item_id"));
+            if (!item)
+                item = cJSON_GetStringValue(member(member(j, "item"), "id"));
+            if (item) {
+                snprintf(key, sizeof(key), "%.40s", item);
+                close_prefix(s, key);
+            }
+        }
+        break;
+    case KL_USAGE_ANTHROPIC:
+        if (type && !strcmp(type, "content_block_stop")) {
+            snprintf(key, sizeof(key), "b%d", index_of(j, "index", 0));
+            close_prefix(s, key);
+        } else if (type && !strcmp(type, "message_stop")) {
+            close_all(s);
+        }
+        break;
+    case KL_USAGE_GEMINI:
+        cJSON_ArrayForEach(c, member(j, "candidates")) {
+            int i = index_of(c, "index", ci++);
+            if (cJSON_IsString(member(c, "finishReason"))) {
+                snprintf(key, sizeof(key), "c%d", i);
+                close_prefix(s, key);
+            }
+        }
+        break;
+    case KL_USAGE_BEDROCK_CONVERSE:
+        if (ev && !strcmp(ev, "contentBlockStop")) {
+            snprintf(key, sizeof(key), "b%d", index_of(j, "contentBlockIndex", 0));
+            close_prefix(s, key);
+        } else if (ev && !strcmp(ev, "messageStop")) {
+            close_all(s);
+        }
         break;
     default:
         break;
@@ -244,6 +344,26 @@ static const char *kinds_join(kl_exchange *ex, const struct kind_set *set)
     for (size_t i = 0; i < set->n; i++)
         out = out ? kl_arena_printf(&ex->arena, "%s,%s", out, set->v[i]) : set->v[i];
     return out;
+}
+
+/* The redactions that went on and the kinds logged, once: before a
+ * block's note (they came first), or when the stream ends. */
+static void tell(kl_guard_stream *s, kl_exchange *ex)
+{
+    if (s->told)
+        return;
+    s->told = true;
+    if (s->redacted.n && s->spans) {
+        const char *k = kinds_join(ex, &s->redacted);
+        kl_guard_note(ex, "answer", NULL, "redact", k, s->spans, NULL);
+        kl_info("%s: guardrails redacted %zu span%s of the streamed answer (%s)", ex->id, s->spans,
+                s->spans == 1 ? "" : "s", k);
+    }
+    if (s->logged.n) {
+        const char *k = kinds_join(ex, &s->logged);
+        kl_guard_note(ex, "answer", NULL, "log", k, 0, NULL);
+        kl_warn("%s: guardrails found %s in the streamed answer (logged only)", ex->id, k);
+    }
 }
 
 /* ---- held events ---- */
@@ -278,6 +398,7 @@ static void stop(kl_guard_stream *s, kl_exchange *ex, enum kl_err_kind kind, enu
 
 static void block(kl_guard_stream *s, kl_exchange *ex, const char *kinds, const char *why)
 {
+    tell(s, ex);
     kl_guard_note(ex, "answer", NULL, "block", kinds, 0, why);
     stop(s, ex, KL_ERR_FORBIDDEN, KL_EC_BLOCKED,
          kl_arena_printf(&ex->arena, "the rest of the answer was withheld by guardrails: it contains %s", kinds));
@@ -286,6 +407,7 @@ static void block(kl_guard_stream *s, kl_exchange *ex, const char *kinds, const 
 /* What cannot be checked does not go on. */
 static void fail(kl_guard_stream *s, kl_exchange *ex, const char *why)
 {
+    tell(s, ex);
     kl_guard_note(ex, "answer", NULL, "unscanned", NULL, 0, why);
     stop(s, ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
          kl_arena_printf(&ex->arena, "guardrails could not check the answer: %s", why));
@@ -300,6 +422,8 @@ static struct chan *chan_for(kl_guard_stream *s, const char *key, bool json, siz
             *index = i;
             return &s->chans[i];
         }
+    if (s->nchans == KL_STREAM_CHANS)
+        return NULL;
     if (s->nchans == s->capchans) {
         s->capchans = s->capchans ? s->capchans * 2 : 4;
         s->chans = realloc(s->chans, s->capchans * sizeof(*s->chans));
@@ -311,6 +435,7 @@ static struct chan *chan_for(kl_guard_stream *s, const char *key, bool json, siz
     snprintf(c->key, sizeof(c->key), "%s", key);
     c->json = json;
     c->open = SIZE_MAX;
+    c->pending = SIZE_MAX;
     *index = s->nchans++;
     return c;
 }
@@ -329,6 +454,7 @@ static void chan_append(struct chan *c, const char *t, size_t n)
     }
     memcpy(c->text + kept, t, n);
     c->len += n;
+    c->closed = false;
 }
 
 /* One byte further through a JSON text. */
@@ -421,7 +547,47 @@ static void redact_span(kl_guard_stream *s, kl_exchange *ex, struct chan *c, siz
     memmove(&c->spans[i + 1], &c->spans[i], (c->nspans - i) * sizeof(*c->spans));
     c->spans[i] = (struct span){from, to, kind};
     c->nspans++;
-    s->spans++;
+}
+
+/* A finding that reaches the end of a JSON channel's text may end inside
+ * an escape whose rest has not come yet (a private key's "\n"): the span
+ * stops before that escape, and the next scan, from where the finding
+ * began, takes the rest. */
+static bool json_backoff(const struct chan *c, size_t from, size_t *to)
+{
+    for (size_t back = 1; back <= 6 && *to - back > from; back++)
+        if (inside_string(c, from, *to - back)) {
+            *to -= back;
+            return true;
+        }
+    return false;
+}
+
+static bool jwt_letter(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+           ch == '-' || ch == '.';
+}
+
+/* A JWT is recognised only once its signature has begun, after a header
+ * and a payload that may be hundreds of bytes: when the text ends in a
+ * run of a token's letters holding "eyJ", what follows that "eyJ" is held
+ * back until the run ends (up to KL_STREAM_JWT_MAX; a longer run is no
+ * JWT). */
+static void find_pending(kl_guard_stream *s, struct chan *c)
+{
+    c->pending = SIZE_MAX;
+    if (!s->jwt || c->closed)
+        return;
+    size_t end = c->len, lim = end - c->base > KL_STREAM_JWT_MAX ? end - KL_STREAM_JWT_MAX : c->base, r = end;
+    while (r > lim && jwt_letter(c->text[r - 1 - c->base]))
+        r--;
+    if (r == lim && lim > c->base && jwt_letter(c->text[lim - 1 - c->base]))
+        return;
+    const char *t = c->text + (r - c->base);
+    const char *e = memmem(t, end - r, "eyJ", 3);
+    if (e)
+        c->pending = r + (size_t)(e - t);
 }
 
 /* The channel's text grew from grew_from: scanned from stream_hold bytes
@@ -432,6 +598,8 @@ static bool scan_chan(kl_guard_stream *s, kl_exchange *ex, struct chan *c, size_
     size_t start = grew_from > s->hold ? grew_from - s->hold : 0;
     if (c->open < start)
         start = c->open;
+    if (c->pending < start)
+        start = c->pending;
     if (start < c->base)
         start = c->base;
     struct kl_scan_hit *hits;
@@ -457,7 +625,7 @@ static bool scan_chan(kl_guard_stream *s, kl_exchange *ex, struct chan *c, size_
             kinds_add(ex, &s->logged, hits[i].kind);
             break;
         case KL_SCAN_REDACT:
-            if (c->json && !inside_string(c, from, to)) {
+            if (c->json && !inside_string(c, from, to) && !(to == c->len && json_backoff(c, from, &to))) {
                 block(s, ex, hits[i].kind, "it could not be taken out of a tool call's arguments");
                 ok = false;
             } else {
@@ -471,6 +639,8 @@ static bool scan_chan(kl_guard_stream *s, kl_exchange *ex, struct chan *c, size_
         }
     }
     free(hits);
+    if (ok)
+        find_pending(s, c);
     return ok;
 }
 
@@ -481,6 +651,8 @@ static void compact(kl_guard_stream *s, struct chan *c)
     size_t keep = c->released > s->hold ? c->released - s->hold : 0;
     if (c->open < keep)
         keep = c->open;
+    if (c->pending < keep)
+        keep = c->pending;
     if (keep < c->base + KL_STREAM_COMPACT)
         return;
     size_t i = 0;
@@ -502,7 +674,7 @@ static void compact(kl_guard_stream *s, struct chan *c)
 
 /* [from, to) of a channel as the caller gets it: each span that begins
  * there replaced by its mark, the rest of a span left out. */
-static char *redacted_text(const struct chan *c, size_t from, size_t to)
+static char *redacted_text(kl_guard_stream *s, const struct chan *c, size_t from, size_t to)
 {
     size_t cap = to - from + 1;
     for (size_t i = first_span_after(c, from); i < c->nspans && c->spans[i].from < to; i++)
@@ -517,8 +689,10 @@ static char *redacted_text(const struct chan *c, size_t from, size_t to)
             memcpy(o + n, c->text + (pos - c->base), x->from - pos);
             n += x->from - pos;
         }
-        if (x->from >= from)
+        if (x->from >= from) {
             n += (size_t)sprintf(o + n, "[REDACTED:%s]", x->kind);
+            s->spans++;
+        }
         if (x->to > pos)
             pos = x->to < to ? x->to : to;
     }
@@ -550,13 +724,13 @@ static void relay_rewritten(kl_guard_stream *s, kl_exchange *ex, const struct he
 {
     size_t dl = strlen(data);
     if (s->framing == KL_GUARD_ARRAY) {
-        s->relay(ex, data, dl);
+        s->relay(ex, data, dl, h->mark);
         return;
     }
     if (s->framing == KL_GUARD_SSE) {
         char *ev = kl_arena_printf(&ex->arena, "%s%s%sdata: %s\n\n", h->ev ? "event: " : "", h->ev ? h->ev : "",
                                    h->ev ? "\n" : "", data);
-        s->relay(ex, ev, strlen(ev));
+        s->relay(ex, ev, strlen(ev), h->mark);
         return;
     }
     const char *names[3] = {":event-type", ":content-type", ":message-type"};
@@ -571,13 +745,13 @@ static void relay_rewritten(kl_guard_stream *s, kl_exchange *ex, const struct he
     }
     size_t fl;
     char *f = kl_evs_encode(&ex->arena, names, values, 3, payload, pl, &fl);
-    s->relay(ex, f, fl);
+    s->relay(ex, f, fl, h->mark);
 }
 
 static void send_held(kl_guard_stream *s, kl_exchange *ex, struct held *h)
 {
     if (!touched(s, h)) {
-        s->relay(ex, h->raw, h->len);
+        s->relay(ex, h->raw, h->len, h->mark);
         return;
     }
     struct pieces p;
@@ -586,13 +760,14 @@ static void send_held(kl_guard_stream *s, kl_exchange *ex, struct held *h)
         const struct place *x = &h->places[i];
         if (x->piece >= p.n)
             abort(); /* the tree it was found in: found again alike */
-        char *t = redacted_text(&s->chans[x->chan], x->from, x->to);
+        char *t = redacted_text(s, &s->chans[x->chan], x->from, x->to);
         cJSON_SetValuestring(p.v[x->piece].node, t);
         free(t);
     }
     char *data = cJSON_PrintUnformatted(h->json);
     if (!data)
         abort();
+    s->spans += h->rest_spans;
     relay_rewritten(s, ex, h, data);
     cJSON_free(data);
 }
@@ -603,9 +778,11 @@ static bool ready(const kl_guard_stream *s, const struct held *h, bool ended)
 {
     if (ended)
         return true;
-    for (size_t i = 0; i < h->nplaces; i++)
-        if (s->chans[h->places[i].chan].len - h->places[i].to < s->hold)
+    for (size_t i = 0; i < h->nplaces; i++) {
+        const struct chan *c = &s->chans[h->places[i].chan];
+        if (!c->closed && (c->len - h->places[i].to < s->hold || h->places[i].to > c->pending))
             return false;
+    }
     return true;
 }
 
@@ -689,10 +866,10 @@ static bool scan_rest(kl_guard_stream *s, kl_exchange *ex, struct held *h, cJSON
         return false;
     }
     kinds_add(ex, &s->redacted, r.kinds);
-    s->spans += r.redacted;
     cJSON_Delete(*j);
     *j = redacted;
     h->rewrite = true;
+    h->rest_spans = r.redacted;
     return true;
 }
 
@@ -731,12 +908,35 @@ kl_guard_stream *kl_guard_stream_new(kl_exchange *ex, int kind, enum kl_guard_fr
     s->kind = kind;
     s->framing = framing;
     s->hold = kl_guardrails_stream_hold(ex->cfg->guardrails);
+    s->jwt = kl_guardrails_stops(ex->cfg->guardrails, "jwt");
     s->relay = relay;
     return s;
 }
 
+/* Data that is not JSON, in a dialect whose events all are: only
+ * OpenAI's "[DONE]", an empty data field, and the bytes between Gemini
+ * array elements. Anything else could be read by the caller as text the
+ * scan never joined to its channel. */
+static bool not_json_ok(const kl_guard_stream *s, const char *data, size_t dl)
+{
+    while (dl && (unsigned char)data[dl - 1] <= ' ')
+        dl--;
+    while (dl && (unsigned char)*data <= ' ') {
+        data++;
+        dl--;
+    }
+    if (!dl || (dl == 6 && !memcmp(data, "[DONE]", 6)))
+        return true;
+    if (s->framing != KL_GUARD_ARRAY)
+        return false;
+    for (size_t i = 0; i < dl; i++) /* (data is not NUL-terminated) */
+        if (!memchr("[],\r\n\t ", data[i], 7))
+            return false;
+    return true;
+}
+
 void kl_guard_stream_event(kl_guard_stream *s, kl_exchange *ex, const char *raw, size_t len, const char *ev,
-                           size_t evl, const char *data, size_t dl)
+                           size_t evl, const char *data, size_t dl, int mark)
 {
     if (s->stopped)
         return;
@@ -753,6 +953,7 @@ void kl_guard_stream_event(kl_guard_stream *s, kl_exchange *ex, const char *raw,
         abort();
     memcpy(h->raw, raw, len);
     h->len = len;
+    h->mark = mark;
     s->held_bytes += len;
     if (ev) {
         h->ev = strndup(ev, evl);
@@ -762,28 +963,50 @@ void kl_guard_stream_event(kl_guard_stream *s, kl_exchange *ex, const char *raw,
     char *nonul = data ? without_nul(data, dl) : NULL;
     cJSON *j = data ? cJSON_ParseWithLength(nonul ? nonul : data, dl) : NULL;
     free(nonul);
+    /* read strictly: what cJSON would read otherwise than the caller's
+     * JSON reader (a repeated member: cJSON takes the first, JavaScript the
+     * last) is not let through */
+    const char *unread = data && !j && !not_json_ok(s, data, dl) ? "an event that is not JSON"
+                         : j && kl_json_has_duplicate_keys(j)   ? "an event with a repeated member"
+                                                                : NULL;
     struct pieces p = {.n = 0};
-    if (j)
+    if (j && !unread) {
         find_pieces(s, h->ev, j, &p);
+        if (p.overflow)
+            unread = "an event with more text parts than keyless follows";
+    }
     size_t grew[KL_STREAM_PIECES];
-    if (p.n) {
+    if (p.n && !unread) {
         h->places = malloc(p.n * sizeof(*h->places));
         if (!h->places)
             abort();
     }
-    for (size_t i = 0; i < p.n; i++) {
+    for (size_t i = 0; i < p.n && !unread; i++) {
         const char *t = p.v[i].node->valuestring;
         if (!*t)
             continue;
         size_t ci;
         struct chan *c = chan_for(s, p.v[i].key, p.v[i].json, &ci);
+        if (!c) {
+            unread = "an answer with more text channels than keyless follows";
+            break;
+        }
         grew[h->nplaces] = c->len;
         chan_append(c, t, strlen(t));
         h->places[h->nplaces] = (struct place){ci, i, grew[h->nplaces], c->len};
         h->nplaces++;
         cJSON_SetValuestring(p.v[i].node, ""); /* the rest is scanned without it; put back when rewritten */
     }
+    if (unread) {
+        cJSON_Delete(j);
+        fail(s, ex, unread);
+        return;
+    }
     bool ok = data ? scan_rest(s, ex, h, &j, p.n, data, dl) : true;
+    if (ok && j)
+        find_closes(s, h->ev, j);
+    else if (ok && data && dl >= 6 && !memcmp(data, "[DONE]", 6))
+        close_all(s);
     if (ok && (h->nplaces || h->rewrite))
         h->json = j; /* to be rewritten, should a redaction touch it */
     else
@@ -807,6 +1030,12 @@ void kl_guard_stream_event(kl_guard_stream *s, kl_exchange *ex, const char *raw,
     }
     if (ok)
         release(s, ex, false);
+}
+
+void kl_guard_stream_unreadable(kl_guard_stream *s, kl_exchange *ex, const char *why)
+{
+    if (!s->stopped)
+        fail(s, ex, why);
 }
 
 /* Once the stream has ended, each channel's text is scanned whole (while
@@ -844,26 +1073,17 @@ bool kl_guard_stream_end(kl_guard_stream *s, kl_exchange *ex)
     if (s->ended)
         return false;
     s->ended = true;
-    bool found = false;
-    if (!s->stopped && !ex->cut_off)
+    /* only a stream that ended as it should lets its held tail go: one
+     * broken off (by the provider, the caller, a rule) may end inside a
+     * finding not yet whole */
+    bool clean = !s->stopped && !ex->cut_off && ex->error_class == KL_EC_NONE;
+    if (clean)
         release(s, ex, true);
     else
         drop_held(s);
-    if (!s->stopped)
-        found = last_look(s, ex);
     s->stopped = true;
-    if (s->redacted.n) {
-        const char *k = kinds_join(ex, &s->redacted);
-        kl_guard_note(ex, "answer", NULL, "redact", k, s->spans, NULL);
-        kl_info("%s: guardrails redacted %zu span%s of the streamed answer (%s)", ex->id, s->spans,
-                s->spans == 1 ? "" : "s", k);
-    }
-    if (s->logged.n) {
-        const char *k = kinds_join(ex, &s->logged);
-        kl_guard_note(ex, "answer", NULL, "log", k, 0, NULL);
-        kl_warn("%s: guardrails found %s in the streamed answer (logged only)", ex->id, k);
-    }
-    return found;
+    tell(s, ex);
+    return clean && last_look(s, ex);
 }
 
 void kl_guard_stream_free(kl_guard_stream *s)

@@ -28,8 +28,9 @@
 
 typedef struct kl_guard_stream kl_guard_stream;
 
-/* What account does with bytes that may go on to the caller. */
-typedef void (*kl_guard_relay_fn)(kl_exchange *ex, const char *data, size_t len);
+/* What account does with bytes that may go on to the caller; mark is the
+ * one given with the event they are (or were rewritten from). */
+typedef void (*kl_guard_relay_fn)(kl_exchange *ex, const char *data, size_t len, int mark);
 
 /* How the stream's events are framed, for those rewritten. */
 enum kl_guard_framing {
@@ -47,15 +48,25 @@ kl_guard_stream *kl_guard_stream_new(kl_exchange *ex, int kind, enum kl_guard_fr
  * chunk's decoded), other bytes to scan as they are (between array
  * elements), or NULL when it carries none to read (a comment, an
  * exception). It is relayed when it may be; a finding whose rule blocks
- * sets ex->cut_off (why in ex->error_message) and nothing held goes on. */
+ * sets ex->cut_off (why in ex->error_message) and nothing held goes on, as
+ * does an event read otherwise than the caller would (data that is not JSON
+ * where it should be, a repeated member, more parts or channels than are
+ * followed). */
 void kl_guard_stream_event(kl_guard_stream *s, kl_exchange *ex, const char *raw, size_t len, const char *ev,
-                           size_t evl, const char *data, size_t dl);
+                           size_t evl, const char *data, size_t dl, int mark);
 
-/* The stream has ended: what is held goes on, unless ex->cut_off, and the
- * record's notes say what was found. Each channel's text is then scanned
- * whole (up to 16 MiB): true when a finding that blocks or redacts went on
- * after all (it matched only once longer than stream_hold), so the answer
- * should be kept neither in the capture nor for the hooks after it. */
+/* An event that cannot be read (an AWS event stream message that does not
+ * check out, an InvokeModel chunk without one base64 "bytes"): the stream
+ * is stopped, as for a scan that failed, since the caller might read it. */
+void kl_guard_stream_unreadable(kl_guard_stream *s, kl_exchange *ex, const char *why);
+
+/* The stream has ended: what is held goes on if it ended as it should
+ * (not cut off, no error class: a stream broken off may end inside a
+ * finding), and the record's notes say what was done. Each channel's text
+ * is then scanned whole (up to 16 MiB): true when a finding that blocks or
+ * redacts went on after all (it matched only once longer than
+ * stream_hold), so the answer should be kept neither in the capture nor
+ * for the hooks after it. Called again, it does nothing. */
 bool kl_guard_stream_end(kl_guard_stream *s, kl_exchange *ex);
 
 void kl_guard_stream_free(kl_guard_stream *s);

@@ -34,9 +34,10 @@ struct out {
 };
 static struct out relayed;
 
-static void relay(kl_exchange *ex, const char *data, size_t len)
+static void relay(kl_exchange *ex, const char *data, size_t len, int mark)
 {
     (void)ex;
+    (void)mark;
     if (relayed.n == 4096)
         abort(); /* no more went on than came */
     relayed.v[relayed.n] = malloc(len + 1);
@@ -123,7 +124,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             bar = NULL; /* an SSE event's name is one line */
         const char *d = bar ? bar + 1 : p;
         size_t dl = (size_t)(p + n - d);
-        kl_guard_stream_event(s, &ex, p, n, bar ? p : NULL, bar ? (size_t)(bar - p) : 0, d, dl);
+        kl_guard_stream_event(s, &ex, p, n, bar ? p : NULL, bar ? (size_t)(bar - p) : 0, d, dl, 0);
         events++;
         p += n + (e ? 2 : 0);
     }

@@ -242,7 +242,7 @@ describe('guardrails over answers', () => {
     assert.equal(deltas, 'write to [REDACTED:email] soon');
     assert.equal(done.output[0].content[0].text, 'write to [REDACTED:email] soon');
 
-    // Gemini: with alt=sse event by event; without, the JSON array is held whole
+    // Gemini: with alt=sse event by event; without, element by element of its JSON array
     const body = JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'mail?' }] }] });
     const headers = { 'content-type': 'application/json', 'x-mock': 'events=5;text=ask_lee@example.com_today' };
     const sse = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse`,
@@ -379,6 +379,7 @@ describe('guardrails over answers', () => {
       });
       try {
         assert.match(gw3.output(), /long_code matches no fewer than 105 bytes, so streamed answers are held back by 105 bytes/);
+        assert.match(gw3.output(), /pattern long_code has no longest match: in a streamed answer, one recognised only once longer than stream_hold \(105\)/);
         const s3 = await new OpenAI({ baseURL: `${gw3.url}/v1`, apiKey: 'x', maxRetries: 0 }).chat.completions.create(
           { model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'code?' }] },
           { headers: { 'x-mock': `events=40;text=the_code_CODE-${'7'.repeat(140)}_done` } });
@@ -587,5 +588,149 @@ describe('guardrails after hooks', () => {
     await gw.stop();
     await mock.stop();
     await new Promise((res) => hook.close(res));
+  });
+});
+
+// What a provider may send that a scan reading a stream as it passes must not
+// be fooled by (or stall on).
+describe('guardrails over streams, edge cases', () => {
+  const SSE = 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n';
+  const chat = (delta) => `data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":${delta},"finish_reason":null}]}\n\n`;
+  const aev = (type, data) => `event: ${type}\ndata: ${JSON.stringify({ type, ...data })}\n\n`;
+  const start = aev('message_start', { message: { id: 'm', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5',
+    content: [], stop_reason: null, usage: { input_tokens: 5, output_tokens: 1 } } });
+  const gateway = (port, guardrails, provider = 'openai', extra = {}) => startGateway({
+    guardrails: { answers: true, ...guardrails }, ...extra,
+    providers: provider === 'openai'
+      ? { openai: { baseurl: `http://127.0.0.1:${port}`, apikey: 'k', models: ['gpt-4o'], compatibility: { openai_chat: true } } }
+      : { anthropic: { baseurl: `http://127.0.0.1:${port}`, apikey: 'k', authorization: 'x-api-key',
+        models: ['claude-sonnet-4-5'], compatibility: { anthropic_messages: true } } },
+  });
+  const post = (gw, path, body, signal) => fetch(`${gw.url}${path}`, { method: 'POST', signal,
+    headers: { 'content-type': 'application/json', 'x-api-key': 'x', 'anthropic-version': '2023-06-01' },
+    body: JSON.stringify(body) });
+  const chatBody = { model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'x' }] };
+  const claudeBody = { model: 'claude-sonnet-4-5', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'x' }] };
+  const chatText = (raw) => raw.split('\n\n').map((e) => /^data: (\{.*\})$/m.exec(e)).filter(Boolean)
+    .map((m) => JSON.parse(m[1]).choices?.[0]?.delta?.content || '').join('');
+  const withProvider = async (respond, guardrails, provider, fn, extra) => {
+    const up = await rawProvider(respond);
+    const gw = await gateway(up.address().port, guardrails, provider, extra);
+    try {
+      await fn(gw);
+    } finally {
+      await gw.stop();
+      up.close();
+    }
+  };
+
+  it('a block that has ended lets its last text go: the next block streams before the answer ends', async () => {
+    let release;
+    const more = new Promise((r) => { release = r; });
+    let waited = false;
+    await withProvider(async (req, sock) => {
+      sock.write(SSE + start + aev('content_block_start', { index: 0, content_block: { type: 'thinking', thinking: '' } }) +
+        aev('content_block_delta', { index: 0, delta: { type: 'thinking_delta', thinking: 'let me think. ' } }) +
+        aev('content_block_stop', { index: 0 }) + aev('content_block_start', { index: 1, content_block: { type: 'text', text: '' } }));
+      for (let i = 0; i < 40; i++)
+        sock.write(aev('content_block_delta', { index: 1, delta: { type: 'text_delta', text: `part ${String(i).padStart(2, '0')} of the text; ` } }));
+      waited = await Promise.race([more.then(() => true), sleep(5000).then(() => false)]);
+      sock.end(aev('content_block_stop', { index: 1 }) + aev('message_stop', {}));
+    }, { pii: { action: 'redact', kinds: ['email'] } }, 'anthropic', async (gw) => {
+      const r = await post(gw, '/v1/messages', claudeBody);
+      let all = '';
+      for await (const c of r.body) {
+        all += Buffer.from(c).toString();
+        if (all.includes('text_delta')) release();
+      }
+      assert.ok(waited, 'the text reached the caller while the provider was still answering');
+      assert.match(all, /part 39 of the text/);
+    });
+  });
+
+  it('an event read otherwise than the caller would (a repeated member) stops the stream', async () => {
+    await withProvider((req, sock) => sock.end(SSE + chat('{"content":"a","content":"AKIAIOSF"}') +
+      chat('{"content":"b","content":"ODNN7EXAMPLE"}') + 'data: [DONE]\n\n'), { secrets: 'block' }, 'openai', async (gw) => {
+      const r = await post(gw, '/v1/chat/completions', chatBody);
+      const raw = await r.text();
+      assert.ok(!raw.includes('AKIAIOSF'), raw);
+      assert.match(raw, /guardrails could not check the answer: an event with a repeated member/);
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.error_class, 'unavailable');
+      assert.deepEqual(rec.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'unscanned',
+        why: 'an event with a repeated member' }]);
+    });
+  });
+
+  it('a JWT, recognised only once its signature begins, is held back from its "eyJ" until it is whole', async () => {
+    const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const jwt = `${b64({ alg: 'RS256', typ: 'JWT' })}.${b64({ iss: 'https://issuer.example.com', sub: 'x'.repeat(400) })}.${'s'.repeat(40)}`;
+    const pieces = ['the token is '];
+    for (let i = 0; i < jwt.length; i += 6) pieces.push(jwt.slice(i, i + 6));
+    pieces.push(' ok');
+    await withProvider((req, sock) => sock.end(SSE + pieces.map((p) => chat(JSON.stringify({ content: p }))).join('') +
+      'data: [DONE]\n\n'), { secrets: 'redact' }, 'openai', async (gw) => {
+      assert.ok(jwt.length > 500);
+      const text = chatText(await (await post(gw, '/v1/chat/completions', chatBody)).text());
+      assert.equal(text, 'the token is [REDACTED:jwt] ok');
+    });
+  });
+
+  it('a private key in a tool call\'s arguments, a delta ending inside an escape, is still redacted', async () => {
+    const key = '-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\nBKcwggSjAgEAAoIBAQC7\\n-----END PRIVATE KEY-----';
+    const json = `{"note": "hi", "key": "${key}", "n": 1}`;
+    const cut = json.indexOf('\\n') + 1; // between the backslash and the n
+    await withProvider((req, sock) => sock.end(SSE + start +
+      aev('content_block_start', { index: 0, content_block: { type: 'tool_use', id: 't', name: 'send', input: {} } }) +
+      [json.slice(0, cut), json.slice(cut)].map((p) => aev('content_block_delta', { index: 0,
+        delta: { type: 'input_json_delta', partial_json: p } })).join('') +
+      aev('content_block_stop', { index: 0 }) + aev('message_stop', {})),
+    { secrets: { action: 'redact', kinds: ['private_key'] } }, 'anthropic', async (gw) => {
+      const claude = new Anthropic({ baseURL: gw.url, apiKey: 'x', maxRetries: 0 });
+      const msg = await claude.messages.stream(claudeBody).finalMessage();
+      assert.deepEqual(msg.content[0].input, { note: 'hi', key: '[REDACTED:private_key]', n: 1 });
+    });
+  });
+
+  it('a caller that leaves after a redaction: the record still says what was redacted', async () => {
+    await withProvider(async (req, sock) => {
+      sock.write(SSE + chat('{"content":"mail bob@example.com now "}'));
+      for (let i = 0; i < 30; i++) sock.write(chat(JSON.stringify({ content: `filler text number ${i} ` })));
+      await sleep(1500);
+      sock.end('data: [DONE]\n\n');
+    }, { pii: { action: 'redact', kinds: ['email'] } }, 'openai', async (gw) => {
+      const ac = new AbortController();
+      const r = await post(gw, '/v1/chat/completions', chatBody, ac.signal);
+      let all = '';
+      try {
+        for await (const c of r.body) {
+          all += Buffer.from(c).toString();
+          if (all.includes('REDACTED')) ac.abort();
+        }
+      } catch { /* aborted */ }
+      assert.ok(all.includes('[REDACTED:email]') && !all.includes('bob@'));
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.error_class, 'client_closed');
+      assert.deepEqual(rec.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'redact', kinds: ['email'], spans: 1 }]);
+    });
+  });
+
+  it('an InvokeModel stream from a model other than Claude cannot be followed: refused (502)', async () => {
+    const LLAMA = 'meta.llama3-70b-instruct-v1:0';
+    const up = await rawProvider((req, sock) => sock.end('HTTP/1.1 200 OK\r\nContent-Type: application/vnd.amazon.eventstream\r\n' +
+      'Connection: close\r\n\r\n'));
+    const gw = await startGateway({
+      guardrails: { answers: true, secrets: 'block' },
+      providers: { bedrock: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'ABSK-x', models: [LLAMA],
+        compatibility: { bedrock_model_invoke: true } } },
+    });
+    try {
+      const r = await post(gw, `/model/${encodeURIComponent(LLAMA)}/invoke-with-response-stream`, { prompt: 'x' });
+      assert.equal(r.status, 502);
+      assert.match((await r.json()).message, /read a streamed answer as it passes only from Claude on InvokeModel/);
+    } finally {
+      await gw.stop();
+      up.close();
+    }
   });
 });
