@@ -88,6 +88,11 @@ struct kl_account {
     bool array_hold;
     char *pend;
     size_t pend_len, pend_cap;
+    /* under a live scan: how far into the element at pend's start the
+     * search for its end has gone, and where it stands (live_array) */
+    size_t arr_seen;
+    int arr_depth;
+    bool arr_str, arr_esc;
 };
 
 /* Largest answer kept for the hooks told after it, or for guardrails to
@@ -558,41 +563,58 @@ static void on_frame(void *arg, const char *raw, size_t len, bool ok)
     ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
 }
 
-/* The complete elements of a Gemini array stream (and the bytes between
- * them), each through the live scan as an event of its own. */
-static void live_array(kl_exchange *ex, const char *p, size_t n)
+/* A Gemini array stream under a live scan: its bytes wait in a->pend until
+ * an element is whole (found here, the scan's place kept between reads),
+ * then the element, and the bytes between elements, are read for their
+ * usage and go through the live scan one by one, each with the tool calls
+ * counted up to it. */
+static void live_array(kl_exchange *ex, const char *data, size_t len)
 {
+    struct kl_account *a = ex->acct;
+    append(&a->pend, &a->pend_len, &a->pend_cap, data, len);
     size_t i = 0;
-    while (i < n && !ex->cut_off) {
-        size_t j = i;
+    while (i < a->pend_len && !ex->cut_off) {
+        const char *p = a->pend;
+        size_t n = a->pend_len, j;
         if (p[i] == '{') {
-            int depth = 0;
-            bool str = false, esc = false;
-            for (; j < n; j++) {
+            bool whole = false;
+            for (j = i + a->arr_seen; j < n && !whole; j++) {
                 char c = p[j];
-                if (str) {
-                    if (esc)
-                        esc = false;
+                if (a->arr_str) {
+                    if (a->arr_esc)
+                        a->arr_esc = false;
                     else if (c == '\\')
-                        esc = true;
+                        a->arr_esc = true;
                     else if (c == '"')
-                        str = false;
+                        a->arr_str = false;
                 } else if (c == '"') {
-                    str = true;
+                    a->arr_str = true;
                 } else if (c == '{' || c == '[') {
-                    depth++;
-                } else if ((c == '}' || c == ']') && --depth == 0) {
-                    j++;
-                    break;
+                    a->arr_depth++;
+                } else if (c == '}' || c == ']') {
+                    whole = --a->arr_depth == 0;
                 }
             }
+            if (!whole) {
+                a->arr_seen = j - i;
+                if (a->arr_seen > KL_WHOLE_MAX)
+                    kl_guard_stream_unreadable(a->live, ex, "an array element larger than 64 MiB");
+                break;
+            }
+            a->arr_seen = 0;
+            a->arr_depth = 0;
         } else {
-            while (j < n && p[j] != '{')
-                j++;
+            for (j = i; j < n && p[j] != '{'; j++)
+                ;
         }
-        kl_guard_stream_event(ex->acct->live, ex, p + i, j - i, NULL, 0, p + i, j - i, tool_calls(ex->acct));
+        kl_usage_array_bytes(a->usage, p + i, j - i);
+        if (stopped(ex)) /* a refused tool, or a quota: it does not go on */
+            break;
+        kl_guard_stream_event(a->live, ex, p + i, j - i, NULL, 0, p + i, j - i, tool_calls(a));
         i = j;
     }
+    memmove(a->pend, a->pend + i, a->pend_len - i);
+    a->pend_len -= i;
 }
 
 /* Body bytes (inflated, for a compressed answer) read for their usage.
@@ -615,7 +637,8 @@ static void read_body(kl_exchange *ex, const char *data, size_t len)
         kl_sse_feed(&a->sse, data, len, on_event, ex);
         break;
     case BODY_ARRAY:
-        kl_usage_array_bytes(a->usage, data, len);
+        if (!a->live) /* a live scan reads it element by element (live_array) */
+            kl_usage_array_bytes(a->usage, data, len);
         break;
     case BODY_FRAMES:
         kl_evs_feed(&a->evs, data, len, on_frame, ex);
@@ -672,22 +695,22 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
     read_body(ex, data, len);
     if (a->mode == BODY_EVENTS || a->mode == BODY_FRAMES) /* relayed event by event */
         return !ex->cut_off;
+    if (a->live && a->mode == BODY_ARRAY) {
+        live_array(ex, data, len);
+        return !ex->cut_off;
+    }
     if (a->mode == BODY_ARRAY && stopped(ex))
         return false;
-    if (a->array_hold || (a->live && a->mode == BODY_ARRAY)) {
+    if (a->array_hold) {
         append(&a->pend, &a->pend_len, &a->pend_cap, data, len);
         size_t wait = kl_usage_array_pending(a->usage);
         if (wait > a->pend_len)
             wait = a->pend_len;
-        if (a->live)
-            live_array(ex, a->pend, a->pend_len - wait);
-        else
-            forward(ex, a->pend, a->pend_len - wait);
+        forward(ex, a->pend, a->pend_len - wait);
         memmove(a->pend, a->pend + a->pend_len - wait, wait);
         a->pend_len = wait;
-        if (!a->live) /* counted once complete; under a live scan, once relayed */
-            ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
-        return !ex->cut_off;
+        ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls; /* counted once complete */
+        return true;
     }
     forward(ex, data, len);
     return !ex->cut_off;

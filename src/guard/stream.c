@@ -26,7 +26,7 @@
                                          * kl_guard_stream_end), then what is no longer needed is dropped
                                          * in steps this large */
 #define KL_STREAM_HELD_MAX (64u << 20)  /* held events, or one channel's text kept for a finding still growing */
-#define KL_STREAM_CHANS 256             /* channels one answer may have */
+#define KL_STREAM_CHANS 4096            /* channels one answer may have (a block or item each) */
 #define KL_STREAM_JWT_MAX (16u << 10)   /* longest run of a token's letters held back as a JWT not yet whole */
 
 /* Where a JSON text stands: inside a string, inside an escape (-1 just
@@ -75,6 +75,7 @@ struct held {
     size_t nplaces;
     bool rewrite;               /* something outside its places was redacted */
     size_t rest_spans;          /* how many marks that put there */
+    const char *rest_kinds;     /* of which kinds (arena) */
 };
 
 struct kind_set {
@@ -241,6 +242,14 @@ static void find_pieces(const kl_guard_stream *s, const char *ev, cJSON *j, stru
 
 /* ---- where a channel ends ---- */
 
+/* A finish reason that says the choice has ended: some servers send "" or
+ * "null" on every chunk, which must not end anything. */
+static bool finished(const cJSON *v)
+{
+    const char *r = cJSON_GetStringValue(v);
+    return r && *r && strcmp(r, "null") != 0 && strcmp(r, "FINISH_REASON_UNSPECIFIED") != 0;
+}
+
 /* The channels whose key is prefix, or begins with it and a '.' or '/'. */
 static void close_prefix(kl_guard_stream *s, const char *prefix)
 {
@@ -273,7 +282,7 @@ static void find_closes(kl_guard_stream *s, const char *ev, const cJSON *j)
     case KL_USAGE_OPENAI_CHAT:
         cJSON_ArrayForEach(c, member(j, "choices")) {
             int i = index_of(c, "index", ci++);
-            if (cJSON_IsString(member(c, "finish_reason"))) {
+            if (finished(member(c, "finish_reason"))) {
                 snprintf(key, sizeof(key), "c%d", i);
                 close_prefix(s, key);
             }
@@ -304,7 +313,7 @@ static void find_closes(kl_guard_stream *s, const char *ev, const cJSON *j)
     case KL_USAGE_GEMINI:
         cJSON_ArrayForEach(c, member(j, "candidates")) {
             int i = index_of(c, "index", ci++);
-            if (cJSON_IsString(member(c, "finishReason"))) {
+            if (finished(member(c, "finishReason"))) {
                 snprintf(key, sizeof(key), "c%d", i);
                 close_prefix(s, key);
             }
@@ -417,7 +426,7 @@ static void fail(kl_guard_stream *s, kl_exchange *ex, const char *why)
 
 static struct chan *chan_for(kl_guard_stream *s, const char *key, bool json, size_t *index)
 {
-    for (size_t i = 0; i < s->nchans; i++)
+    for (size_t i = s->nchans; i-- > 0;) /* the newest first: the one being written */
         if (strcmp(s->chans[i].key, key) == 0) {
             *index = i;
             return &s->chans[i];
@@ -444,7 +453,7 @@ static void chan_append(struct chan *c, const char *t, size_t n)
 {
     size_t kept = c->len - c->base;
     if (kept + n > c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 4096;
+        size_t cap = c->cap ? c->cap * 2 : 256;
         while (cap < kept + n)
             cap *= 2;
         c->text = realloc(c->text, cap);
@@ -517,7 +526,6 @@ static void redact_span(kl_guard_stream *s, kl_exchange *ex, struct chan *c, siz
         if (from >= to)
             return;
     }
-    kinds_add(ex, &s->redacted, kind);
     size_t i = 0;
     while (i < c->nspans && c->spans[i].to < from)
         i++;
@@ -674,7 +682,7 @@ static void compact(kl_guard_stream *s, struct chan *c)
 
 /* [from, to) of a channel as the caller gets it: each span that begins
  * there replaced by its mark, the rest of a span left out. */
-static char *redacted_text(kl_guard_stream *s, const struct chan *c, size_t from, size_t to)
+static char *redacted_text(kl_guard_stream *s, kl_exchange *ex, const struct chan *c, size_t from, size_t to)
 {
     size_t cap = to - from + 1;
     for (size_t i = first_span_after(c, from); i < c->nspans && c->spans[i].from < to; i++)
@@ -692,6 +700,7 @@ static char *redacted_text(kl_guard_stream *s, const struct chan *c, size_t from
         if (x->from >= from) {
             n += (size_t)sprintf(o + n, "[REDACTED:%s]", x->kind);
             s->spans++;
+            kinds_add(ex, &s->redacted, x->kind);
         }
         if (x->to > pos)
             pos = x->to < to ? x->to : to;
@@ -760,7 +769,7 @@ static void send_held(kl_guard_stream *s, kl_exchange *ex, struct held *h)
         const struct place *x = &h->places[i];
         if (x->piece >= p.n)
             abort(); /* the tree it was found in: found again alike */
-        char *t = redacted_text(s, &s->chans[x->chan], x->from, x->to);
+        char *t = redacted_text(s, ex, &s->chans[x->chan], x->from, x->to);
         cJSON_SetValuestring(p.v[x->piece].node, t);
         free(t);
     }
@@ -768,6 +777,7 @@ static void send_held(kl_guard_stream *s, kl_exchange *ex, struct held *h)
     if (!data)
         abort();
     s->spans += h->rest_spans;
+    kinds_add(ex, &s->redacted, h->rest_kinds);
     relay_rewritten(s, ex, h, data);
     cJSON_free(data);
 }
@@ -865,7 +875,7 @@ static bool scan_rest(kl_guard_stream *s, kl_exchange *ex, struct held *h, cJSON
         block(s, ex, r.kinds, "it could not be taken out of the event");
         return false;
     }
-    kinds_add(ex, &s->redacted, r.kinds);
+    h->rest_kinds = r.kinds;
     cJSON_Delete(*j);
     *j = redacted;
     h->rewrite = true;
@@ -961,7 +971,17 @@ void kl_guard_stream_event(kl_guard_stream *s, kl_exchange *ex, const char *raw,
             abort();
     }
     char *nonul = data ? without_nul(data, dl) : NULL;
-    cJSON *j = data ? cJSON_ParseWithLength(nonul ? nonul : data, dl) : NULL;
+    const char *after = NULL;
+    cJSON *j = data ? cJSON_ParseWithLengthOpts(nonul ? nonul : data, dl, &after, false) : NULL;
+    if (j) { /* cJSON stops after the value: anything but white space after it is not one JSON value */
+        size_t at = (size_t)(after - (nonul ? nonul : data));
+        while (at < dl && (data[at] == ' ' || data[at] == '\t' || data[at] == '\r' || data[at] == '\n'))
+            at++;
+        if (at < dl) {
+            cJSON_Delete(j);
+            j = NULL;
+        }
+    }
     free(nonul);
     /* read strictly: what cJSON would read otherwise than the caller's
      * JSON reader (a repeated member: cJSON takes the first, JavaScript the
@@ -1039,9 +1059,10 @@ void kl_guard_stream_unreadable(kl_guard_stream *s, kl_exchange *ex, const char 
 }
 
 /* Once the stream has ended, each channel's text is scanned whole (while
- * none of it was let go): a finding no redaction covers went on, one that
- * matched only once it was longer than the hold. */
-static bool last_look(kl_guard_stream *s, kl_exchange *ex)
+ * none of it was let go), all of it or, when the stream was broken off,
+ * what went on: a finding no redaction covers went on, one that matched
+ * only once it was longer than the hold. */
+static bool last_look(kl_guard_stream *s, kl_exchange *ex, bool all)
 {
     struct kind_set found = {.n = 0};
     for (size_t i = 0; i < s->nchans; i++) {
@@ -1049,7 +1070,8 @@ static bool last_look(kl_guard_stream *s, kl_exchange *ex)
         struct kl_scan_hit *hits;
         size_t n;
         const char *why;
-        if (c->base || kl_scan_text(ex->cfg->guardrails, &ex->worker->scan, c->text, c->len, &hits, &n, &why) < 0)
+        size_t len = all ? c->len : c->released; /* broken off: what went on */
+        if (c->base || kl_scan_text(ex->cfg->guardrails, &ex->worker->scan, c->text, len, &hits, &n, &why) < 0)
             continue; /* what was scanned as it passed stands */
         for (size_t k = 0; k < n; k++) {
             size_t x = first_span_after(c, hits[k].from);
@@ -1083,7 +1105,7 @@ bool kl_guard_stream_end(kl_guard_stream *s, kl_exchange *ex)
         drop_held(s);
     s->stopped = true;
     tell(s, ex);
-    return clean && last_look(s, ex);
+    return last_look(s, ex, clean);
 }
 
 void kl_guard_stream_free(kl_guard_stream *s)

@@ -715,6 +715,97 @@ describe('guardrails over streams, edge cases', () => {
     });
   });
 
+  it('a finish_reason of "" on every chunk (some servers send it) ends nothing: the hold stands', async () => {
+    const chunk = (t) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', model: 'gpt-4o',
+      choices: [{ index: 0, delta: { content: t }, finish_reason: '' }] })}\n\n`;
+    await withProvider((req, sock) => sock.end(SSE + chunk('my key is AKIAIOSF') + chunk('ODNN7EXAMPLE and more') +
+      'data: [DONE]\n\n'), { secrets: 'redact' }, 'openai', async (gw) => {
+      assert.equal(chatText(await (await post(gw, '/v1/chat/completions', chatBody)).text()),
+        'my key is [REDACTED:aws_access_key] and more');
+    });
+  });
+
+  it('an event with bytes after its JSON value is not read as the value alone', async () => {
+    await withProvider((req, sock) => sock.end(SSE + chat('{"content":"hi"}').replace(/\n\n$/, ` "${AWS}"\n\n`) +
+      'data: [DONE]\n\n'), { secrets: 'block' }, 'openai', async (gw) => {
+      const raw = await (await post(gw, '/v1/chat/completions', chatBody)).text();
+      assert.ok(!raw.includes(AWS));
+      assert.match(raw, /guardrails could not check the answer: an event that is not JSON/);
+    });
+  });
+
+  it('a stream broken off after a finding longer than the hold went on: recorded as found, capture dropped', async () => {
+    const chunk = (t) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', model: 'gpt-4o',
+      choices: [{ index: 0, delta: { content: t }, finish_reason: null }] })}\n\n`;
+    const pieces = ['mail bob', '@', ...Array(10).fill('x'.repeat(10)), '.com done ', ...Array(20).fill('filler text. ')];
+    const body = pieces.map(chunk).join('');
+    await withProvider(async (req, sock) => { // chunked, so that a close before the last chunk breaks it off
+      sock.write('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n' +
+        `${Buffer.byteLength(body).toString(16)}\r\n${body}\r\n`);
+      await sleep(300);
+      sock.destroy();
+    }, { pii: { action: 'redact', kinds: ['email'] }, stream_hold: 64 }, 'openai', async (gw) => {
+      const r = await post(gw, '/v1/chat/completions', chatBody);
+      const raw = await r.text();
+      assert.ok(chatText(raw).includes('bob@xxxx'), 'the caller had the address');
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.error_class, 'stream_interrupted');
+      assert.deepEqual(rec.guardrails?.map((n) => n.action), ['found']);
+      assert.equal(rec.response_body, null);
+    }, { store: { captures: 'full' } });
+  });
+
+  it('an answer of 300 text blocks streams through (an ended block\'s channel does not count against the limit)', async () => {
+    let blocks = '';
+    for (let i = 0; i < 300; i++)
+      blocks += aev('content_block_start', { index: i, content_block: { type: 'text', text: '' } }) +
+        aev('content_block_delta', { index: i, delta: { type: 'text_delta', text: `sentence ${i}. ` } }) +
+        aev('content_block_stop', { index: i });
+    await withProvider((req, sock) => sock.end(SSE + start + blocks + aev('message_stop', {})),
+      { secrets: 'block' }, 'anthropic', async (gw) => {
+        const raw = await (await post(gw, '/v1/messages', claudeBody)).text();
+        assert.ok(raw.includes('sentence 299.') && !raw.includes('"type":"error"'), raw.slice(-300));
+      });
+  });
+
+  it('a Gemini array element is charged its tool calls only once relayed (a blocked call is not)', async () => {
+    const el = (parts) => JSON.stringify({ candidates: [{ content: { role: 'model', parts }, index: 0 }] });
+    const hex = (t) => `${Buffer.byteLength(t).toString(16)}\r\n${t}\r\n`;
+    let n = 0;
+    const up = await rawProvider(async (req, sock) => {
+      sock.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n');
+      if (++n > 1) return sock.end(hex(`[${el([{ text: 'fine' }])}]`) + '0\r\n\r\n');
+      // one read: two text elements, then a call whose arguments a rule blocks
+      sock.write(hex(`[${el([{ text: 'a'.repeat(300) }])},\r\n${el([{ text: 'b'.repeat(300) }])},\r\n` +
+        el([{ functionCall: { name: 'send', args: { k: AWS } } }])));
+      await sleep(200);
+      sock.end(hex(']') + '0\r\n\r\n');
+    });
+    const gw = await startGateway({
+      guardrails: { answers: true, secrets: 'block' },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
+        { rate_limit: { tool_calls_per_minute: 1 } }] } }],
+      providers: { gemini: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'k', authorization: 'x-goog-api-key',
+        models: ['gemini-2.5-flash'], compatibility: { gemini_generate_content: true } } },
+    });
+    try {
+      const body = { contents: [{ role: 'user', parts: [{ text: 'x' }] }],
+        tools: [{ functionDeclarations: [{ name: 'send', parameters: { type: 'object', properties: { k: { type: 'string' } } } }] }] };
+      const first = await post(gw, '/v1beta/models/gemini-2.5-flash:streamGenerateContent', body);
+      let raw = '';
+      try {
+        for await (const c of first.body) raw += Buffer.from(c).toString();
+      } catch { /* cut off: an array has no error element */ }
+      assert.ok(raw.includes('aaaa') && !raw.includes(AWS));
+      const second = await post(gw, '/v1beta/models/gemini-2.5-flash:streamGenerateContent', body);
+      assert.equal(second.status, 200, 'the call that never reached the caller was not charged');
+      await second.text();
+    } finally {
+      await gw.stop();
+      up.close();
+    }
+  });
+
   it('an InvokeModel stream from a model other than Claude cannot be followed: refused (502)', async () => {
     const LLAMA = 'meta.llama3-70b-instruct-v1:0';
     const up = await rawProvider((req, sock) => sock.end('HTTP/1.1 200 OK\r\nContent-Type: application/vnd.amazon.eventstream\r\n' +
