@@ -180,13 +180,14 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
                      a->kind == KL_USAGE_ANTHROPIC || a->kind == KL_USAGE_GEMINI ||
                      a->kind == KL_USAGE_BEDROCK_CONVERSE;
     bool tool_limits = tool_kind && (ex->tool_rules || kl_admit_counts_tool_calls(ex));
-    /* guardrails read a 2xx answer too; a whole one whose rules would
-     * block or redact cannot be let through unread (a stream is read once
-     * it has been relayed: guard/answer.h) */
+    /* guardrails read a 2xx answer too; one whose rules would block or
+     * redact cannot be let through unread: a whole one is held, a stream
+     * read as it passes (guard/stream.h); with only rules that log, a
+     * stream is read once it has been relayed (guard/answer.h) */
     bool scan = tool_kind && status >= 200 && status < 300 && kl_guardrails_answers(ex->cfg->guardrails);
     bool strong = scan && kl_guardrails_strongest(ex->cfg->guardrails) >= KL_SCAN_REDACT;
     bool scan_first = strong && !ex->stream;
-    bool scan_live = strong && ex->stream; /* read as it passes, or held whole when it cannot be */
+    bool scan_live = strong && ex->stream; /* read as it passes, or refused when it cannot be */
     bool events_unasked = event_stream && !ex->stream;
     /* framed as the request asked: a whole answer sent as events would
      * reach a caller that reads it whole without its calls being read */

@@ -1,13 +1,16 @@
 /* Stage 8 for a stream (guardrails.answers, with a rule that blocks or
  * redacts): a streamed answer scanned as it passes, so that what a rule
- * blocks or redacts never reaches the caller.
+ * blocks or redacts does not reach the caller, when it can be recognised
+ * within stream_hold bytes (what cannot is recorded once the stream ends).
  *
  * A model spells a secret across many events (a token or two each), so an
  * event alone says little. Each event's text deltas (a choice's content, a
  * tool call's arguments, a content block) are added to their channel's
  * text, and that text is scanned where it grew, with stream_hold bytes
  * before it; the event is held until stream_hold more bytes of each
- * channel it added to have come (or the stream has ended). A finding that
+ * channel it added to have come, or that channel's block, choice or item
+ * has ended, or the stream has (a JWT, recognised only once its signature
+ * begins, is held from its "eyJ" until whole). A finding that
  * needs no more than stream_hold bytes to be recognised is therefore seen
  * before any of it is relayed, and one that goes on growing (a private key)
  * is followed from where it began. Everything else in an event (names,
