@@ -166,6 +166,19 @@ static void on_tool(void *arg, const char *ns, const char *name)
             name ? name : "");
 }
 
+/* An answer that cannot be read before it would be relayed: held (its
+ * usage still read) and refused with 502 at its end; scanned: it was for
+ * the guardrails, so nothing of it is captured. */
+static void refuse_unread(kl_exchange *ex, bool scanned, const char *why)
+{
+    ex->acct->hold = true;
+    ex->acct->scan_held = scanned;
+    ex->cut_off = true;
+    ex->cut_kind = KL_ERR_BAD_GATEWAY;
+    ex->cut_class = KL_EC_BLOCKED;
+    ex->error_message = why;
+}
+
 void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char *headers)
 {
     struct kl_account *a = kl_arena_alloc(&ex->arena, sizeof(*a));
@@ -231,31 +244,18 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     a->keeping = ex->keep_answer && (kind >= 0 || status >= 300);
     if (scan_first && events_unasked && !tool_limits) {
         /* read only once relayed, a stream would let a secret through */
-        a->hold = a->scan_held = true;
-        ex->cut_off = true;
-        ex->cut_kind = KL_ERR_BAD_GATEWAY;
-        ex->cut_class = KL_EC_BLOCKED;
-        ex->error_message = "the provider answered with an event stream although the request asked for none, and "
-                            "the guardrails read every answer before it is relayed: stopped by the gateway";
+        refuse_unread(ex, true, "the provider answered with an event stream although the request asked for none, "
+                                "and the guardrails read every answer before it is relayed: stopped by the gateway");
     } else if (scan_live && status >= 200 && status < 300 && !kl_dialect_reads_body(ex->ep, ex->model)) {
         /* InvokeModel streams other models' events in their own shapes:
          * their text cannot be followed across events */
-        a->hold = a->scan_held = true;
-        ex->cut_off = true;
-        ex->cut_kind = KL_ERR_BAD_GATEWAY;
-        ex->cut_class = KL_EC_BLOCKED;
-        ex->error_message = "the guardrails read a streamed answer as it passes only from Claude on InvokeModel, and "
-                            "read every answer before it is relayed: stopped by the gateway";
+        refuse_unread(ex, true, "the guardrails read a streamed answer as it passes only from Claude on InvokeModel, "
+                                "and read every answer before it is relayed: stopped by the gateway");
     } else if ((tool_limits || strong) && enc && status >= 200 && status < 300) {
-        a->hold = true;
-        a->scan_held = strong; /* nothing of it is captured */
-        ex->cut_off = true;
-        ex->cut_kind = KL_ERR_BAD_GATEWAY;
-        ex->cut_class = KL_EC_BLOCKED;
-        ex->error_message = kl_arena_printf(&ex->arena, "the provider's answer is compressed (%.*s) although keyless "
-                                            "asked for none, and the %s every answer before it is relayed: stopped "
-                                            "by the gateway", (int)(elen < 40 ? elen : 40), enc,
-                                            tool_limits ? "tool limits read every call in" : "guardrails read");
+        refuse_unread(ex, strong, kl_arena_printf(&ex->arena, "the provider's answer is compressed (%.*s) although "
+                                                  "keyless asked for none, and the %s every answer before it is "
+                                                  "relayed: stopped by the gateway", (int)(elen < 40 ? elen : 40), enc,
+                                                  tool_limits ? "tool limits read every call in" : "guardrails read"));
     } else {
         if (tool_limits && a->usage) {
             kl_usage_on_tool(a->usage, on_tool, ex);

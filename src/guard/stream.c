@@ -267,6 +267,23 @@ static void close_all(kl_guard_stream *s)
         s->chans[i].closed = true;
 }
 
+/* The channels of each choice (OpenAI) or candidate (Gemini) of list
+ * whose reason member says it has finished: "c<index>", and those after
+ * it ("c0.refusal", "c0.t1", "c0.thought"). */
+static void close_finished(kl_guard_stream *s, const cJSON *list, const char *reason)
+{
+    const cJSON *c;
+    int ci = 0;
+    char key[32];
+    cJSON_ArrayForEach(c, list) {
+        int i = index_of(c, "index", ci++);
+        if (finished(member(c, reason))) {
+            snprintf(key, sizeof(key), "c%d", i);
+            close_prefix(s, key);
+        }
+    }
+}
+
 /* The end of a block, choice or item an event says, each dialect its own
  * way: its channels' last text needs nothing after it to go on (it would
  * otherwise wait for the end of the stream). Text that comes after all
@@ -274,19 +291,11 @@ static void close_all(kl_guard_stream *s)
 static void find_closes(kl_guard_stream *s, const char *ev, const cJSON *j)
 {
     char key[64];
-    const cJSON *c;
-    int ci = 0;
     const char *type = cJSON_GetStringValue(member(j, "type"));
     size_t tl = type ? strlen(type) : 0;
     switch (s->kind) {
     case KL_USAGE_OPENAI_CHAT:
-        cJSON_ArrayForEach(c, member(j, "choices")) {
-            int i = index_of(c, "index", ci++);
-            if (finished(member(c, "finish_reason"))) {
-                snprintf(key, sizeof(key), "c%d", i);
-                close_prefix(s, key);
-            }
-        }
+        close_finished(s, member(j, "choices"), "finish_reason");
         break;
     case KL_USAGE_OPENAI_RESPONSES:
         if (type && (!strcmp(type, "response.completed") || !strcmp(type, "response.failed") ||
@@ -311,13 +320,7 @@ static void find_closes(kl_guard_stream *s, const char *ev, const cJSON *j)
         }
         break;
     case KL_USAGE_GEMINI:
-        cJSON_ArrayForEach(c, member(j, "candidates")) {
-            int i = index_of(c, "index", ci++);
-            if (finished(member(c, "finishReason"))) {
-                snprintf(key, sizeof(key), "c%d", i);
-                close_prefix(s, key);
-            }
-        }
+        close_finished(s, member(j, "candidates"), "finishReason");
         break;
     case KL_USAGE_BEDROCK_CONVERSE:
         if (ev && !strcmp(ev, "contentBlockStop")) {

@@ -116,7 +116,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kl_guard_stream *s = kl_guard_stream_new(&ex, kind, framing, relay);
     const char *p = (const char *)data + 1, *end = (const char *)data + size;
     size_t events = 0;
-    while (p < end && !ex.cut_off) {
+    while (p < end && !ex.cut_off && events < 4096) { /* as many as are kept to check */
         const char *e = memmem(p, (size_t)(end - p), "\n\n", 2);
         size_t n = e ? (size_t)(e - p) : (size_t)(end - p);
         const char *bar = memchr(p, '|', n < 32 ? n : 32);

@@ -8,7 +8,7 @@ import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
-import { gzipSync, brotliCompressSync } from 'node:zlib';
+import { gzipSync, brotliCompressSync, crc32 } from 'node:zlib';
 import {
   BedrockRuntimeClient, ConverseStreamCommand, InvokeModelWithResponseStreamCommand,
 } from '@aws-sdk/client-bedrock-runtime';
@@ -800,6 +800,53 @@ describe('guardrails over streams, edge cases', () => {
       const second = await post(gw, '/v1beta/models/gemini-2.5-flash:streamGenerateContent', body);
       assert.equal(second.status, 200, 'the call that never reached the caller was not charged');
       await second.text();
+    } finally {
+      await gw.stop();
+      up.close();
+    }
+  });
+
+  it('an event stream chunk read otherwise than the AWS SDK would (two "bytes") stops the stream', async () => {
+    const hdr = (name, value) => {
+      const n = Buffer.from(name), v = Buffer.from(value);
+      const b = Buffer.alloc(4 + n.length + v.length);
+      b[0] = n.length; n.copy(b, 1); b[1 + n.length] = 7; b.writeUInt16BE(v.length, 2 + n.length); v.copy(b, 4 + n.length);
+      return b;
+    };
+    const frame = (payload) => {
+      const headers = Buffer.concat([hdr(':event-type', 'chunk'), hdr(':content-type', 'application/json'),
+        hdr(':message-type', 'event')]);
+      const p = Buffer.from(payload);
+      const pre = Buffer.alloc(8);
+      pre.writeUInt32BE(12 + headers.length + p.length + 4, 0);
+      pre.writeUInt32BE(headers.length, 4);
+      const pc = Buffer.alloc(4);
+      pc.writeUInt32BE(crc32(pre) >>> 0, 0);
+      const body = Buffer.concat([pre, pc, headers, p]);
+      const mc = Buffer.alloc(4);
+      mc.writeUInt32BE(crc32(body) >>> 0, 0);
+      return Buffer.concat([body, mc]);
+    };
+    const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64');
+    const delta = (t) => b64({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: t } });
+    const up = await rawProvider((req, sock) => {
+      sock.write('HTTP/1.1 200 OK\r\nContent-Type: application/vnd.amazon.eventstream\r\nConnection: close\r\n\r\n');
+      sock.end(Buffer.concat([frame(`{"bytes":"${delta('the key AKIAIOSF')}"}`),
+        frame(`{"bytes":"${delta('x')}","bytes":"${delta('ODNN7EXAMPLE')}"}`)]));
+    });
+    const gw = await startGateway({
+      guardrails: { answers: true, secrets: 'block' },
+      providers: { bedrock: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'ABSK-x', models: [HAIKU],
+        compatibility: { bedrock_model_invoke: true } } },
+    });
+    try {
+      const r = await post(gw, `/model/${encodeURIComponent(HAIKU)}/invoke-with-response-stream`,
+        { anthropic_version: 'bedrock-2023-05-31', max_tokens: 50, messages: [{ role: 'user', content: 'x' }] });
+      const raw = Buffer.from(await r.arrayBuffer()).toString('latin1');
+      assert.ok(!raw.includes(delta('ODNN7EXAMPLE')) && !raw.includes(delta('the key AKIAIOSF')), 'neither half went on');
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.deepEqual(rec.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'unscanned',
+        why: 'an event stream chunk without one base64 "bytes"' }]);
     } finally {
       await gw.stop();
       up.close();
