@@ -1,6 +1,6 @@
 /* Built-in guardrails (the `guardrails` section): secrets and personal data
  * found in a request body (and in an answer, guard/answer.h) by
- * Vectorscan, one compiled database per configuration, and blocked,
+ * Hyperscan, one compiled database per configuration, and blocked,
  * redacted or logged. */
 #ifndef KL_SCAN_H
 #define KL_SCAN_H
@@ -16,7 +16,7 @@
 enum kl_scan_action { KL_SCAN_OFF, KL_SCAN_LOG, KL_SCAN_REDACT, KL_SCAN_BLOCK };
 
 struct kl_guardrails;           /* compiled rules (config snapshot) */
-struct kl_scan_scratch;         /* per thread: Vectorscan's scratch space */
+struct kl_scan_scratch;         /* per thread: Hyperscan's scratch space */
 
 void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v);
 

@@ -20,10 +20,9 @@
 #include "guard/scan.h"
 #include "guard/stream.h"
 
-/* The patterns are ones Debian 12's Vectorscan finds at every buffer
- * alignment: "s[a-z]{3}t" is missed at 55 of 64 alignments once 64 bytes
- * or more come before it, in block and stream mode alike (a fault of the
- * engine, docs/config.md), which this target would report as keyless's. */
+/* "s[a-z]{3}t" is one Debian 12's Vectorscan missed (docs/design.md,
+ * "Guard"): keyless builds against Intel's Hyperscan on amd64, and this
+ * target would report such a miss as a finding that survived. */
 static kl_config *cfg;
 static kl_worker worker;
 
@@ -91,7 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!cfg) {
         static const char text[] =
             "{\"guardrails\": {\"answers\": true, \"stream_hold\": 64, \"patterns\": ["
-            " {\"name\": \"word\", \"regex\": \"so[a-z]{2}t\", \"action\": \"redact\"},"
+            " {\"name\": \"word\", \"regex\": \"s[a-z]{3}t\", \"action\": \"redact\"},"
             " {\"name\": \"stop\", \"regex\": \"zq[0-9]{2}\", \"action\": \"block\"},"
             " {\"name\": \"note\", \"regex\": \"nb[0-9]\", \"action\": \"log\"}]}}";
         kl_diags d = {0};

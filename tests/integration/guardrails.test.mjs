@@ -116,6 +116,52 @@ describe('guardrails', () => {
   });
 });
 
+describe('guardrails: configured patterns', () => {
+  // Debian 12's Vectorscan, given the first pattern alone, aborted the
+  // process on any run of 256 letters; keyless builds against Intel's
+  // Hyperscan on amd64 (scripts/deps.sh, docs/design.md).
+  let mock, gw, nested;
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({
+      guardrails: { patterns: [{ name: 'tag', regex: '[a-z]+[0-9]yb', action: 'redact' }] },
+      providers: providersFor(mock.url),
+    });
+    nested = await startGateway({
+      guardrails: { patterns: [{ name: 'nested', regex: '(a+)+c', action: 'block' }] },
+      providers: providersFor(mock.url),
+    });
+  });
+  after(async () => {
+    await gw.stop();
+    await nested.stop();
+    await mock.stop();
+  });
+  const openai = (g) => new OpenAI({ baseURL: `${g.url}/v1`, apiKey: 'x', maxRetries: 0 });
+
+  it('a long run of letters is scanned, the finding redacted, and the gateway keeps serving', async () => {
+    await mock.clear();
+    const long = 'q'.repeat(4000);
+    await openai(gw).chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: `${long} then abc1yb` }] });
+    assert.equal(JSON.parse((await mock.last()).body).messages[0].content, `${long} then [REDACTED:tag]`);
+    const again = await openai(gw).chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(again.choices[0].message.content, 'Hello from mockllm.');
+  });
+
+  it('nested repeats cost one pass: text built to make a backtracking matcher take exponential time goes through', async () => {
+    // 340 KB of 16-letter runs each broken by '!', then the 'c' a
+    // backtracking engine would try every way of splitting each run to reach
+    await mock.clear();
+    const hard = `${'aaaaaaaaaaaaaaaa!'.repeat(20000)}c`;
+    const ok = await openai(nested).chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: hard }] });
+    assert.equal(ok.choices[0].message.content, 'Hello from mockllm.');
+    assert.equal(JSON.parse((await mock.last()).body).messages[0].content, hard);
+    await assert.rejects(
+      openai(nested).chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'baaac' }] }),
+      (e) => e.status === 400 && /request blocked by guardrails: it contains nested/.test(e.message));
+  });
+});
+
 describe('guardrails over answers', () => {
   let mock, gw;
   before(async () => {
