@@ -856,6 +856,8 @@ void kl_account_free(kl_exchange *ex)
 
 void kl_account_finish(kl_exchange *ex)
 {
+    if (ex->acct && ex->acct->usage)
+        kl_usage_settle(ex->acct->usage, kl_admit_bytes_per_token(ex), !ex->error_class && !ex->cut_off);
     const struct kl_usage *u = kl_account_usage(ex);
     const struct kl_provider *p = ex->provider;
     const kl_prices *prices = ex->cfg->prices;
@@ -900,7 +902,7 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
     r->tool_names = kl_join(&ex->arena, u->tool_names, u->ntool_names, ',');
     if (!u->known)
         return;
-    r->usage_known = true;
+    r->usage_known = u->partial ? 2 : 1;
     r->input_tokens = u->input;
     r->output_tokens = u->output;
     r->cache_read_tokens = u->cache_read;

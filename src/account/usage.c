@@ -66,6 +66,7 @@ struct kl_usage_parser {
     bool strict;                /* a tool policy reads this answer: every event in full */
     bool bedrock;               /* Bedrock InvokeModel: kl_usage_bedrock */
     const char *ambiguous;      /* why the caller could read the answer differently, or NULL */
+    int64_t text_bytes;         /* Anthropic: text, thinking and tool input the deltas carried (JSON-escaped) */
     struct arr_split arr;
 };
 
@@ -415,6 +416,7 @@ static void responses_usage(kl_usage_parser *p, const cJSON *us)
     p->u.output = count(us, "output_tokens");
     p->u.reasoning = count(od, "reasoning_tokens");
     p->u.known = true;
+    p->u.final = true; /* only the closing events carry it */
 }
 
 /* An output item the caller must execute, and the name its tool was
@@ -519,6 +521,7 @@ static void bedrock_counts(kl_usage_parser *p, const cJSON *o, const char *const
     p->u.cache_read = count(o, keys[2]);
     p->u.cache_write = count(o, keys[3]);
     p->u.known = true;
+    p->u.final = true; /* Converse's metadata event, InvokeModel's last chunk: both end the stream */
 }
 
 /* Bedrock's own counts for any model family: the last chunk of an
@@ -532,7 +535,44 @@ static void bedrock_metrics(kl_usage_parser *p, const cJSON *m)
         bedrock_counts(p, m, keys);
 }
 
+/* Chat, Anthropic and Gemini streams report usage as they go (vLLM's chat
+ * chunks, Anthropic's message_start, every Gemini chunk): the counts are
+ * the last word once the answer has said why it stopped, unless that was
+ * an error. */
+static void note_final(kl_usage_parser *p)
+{
+    if (p->u.known && p->u.stop_reason && strcmp(p->u.stop_reason, "error") != 0)
+        p->u.final = true;
+}
+
 /* ---- Anthropic Messages ---- */
+
+/* The bytes of text, thinking or tool input one content_block_delta
+ * carries, as its JSON spells them: what a stream cut short before its
+ * message_delta is estimated from (kl_usage_settle). */
+static size_t anthropic_delta_bytes(const char *ev, size_t evl, const char *d, size_t n)
+{
+    static const char *const keys[] = {"\"text\":", "\"partial_json\":", "\"thinking\":"};
+    if (evl ? !name_is(ev, evl, "content_block_delta") : !has(d, n, "\"content_block_delta\""))
+        return 0;
+    const char *end = d + n;
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+        size_t kl = strlen(keys[k]);
+        const char *v = memmem(d, n, keys[k], kl);
+        if (!v)
+            continue;
+        for (v += kl; v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r'); v++)
+            ;
+        if (v == end || *v != '"')
+            continue;
+        size_t len = 0;
+        for (v++; v < end && *v != '"'; v++, len++)
+            if (*v == '\\' && v + 1 < end)
+                v++, len++;
+        return len;
+    }
+    return 0;
+}
 
 /* Stream fields arrive in pieces (message_start, then message_delta which
  * may repeat them): each keeps its latest non-null value. */
@@ -613,6 +653,7 @@ void kl_usage_counts(kl_usage_parser *p, int64_t input, int64_t output, int64_t 
     p->u.cache_read = clamp_tokens((double)cache_read);
     p->u.cache_write = clamp_tokens((double)cache_write);
     p->u.known = true;
+    p->u.final = true;
 }
 
 void kl_usage_bedrock(kl_usage_parser *p)
@@ -791,6 +832,7 @@ static void gemini_object(kl_usage_parser *p, const char *s, size_t len, const c
     }
     if (w[4].end && s[w[4].start] == '{')
         set_stop(p, "error");
+    note_final(p);
 }
 
 /* The text of the JSON string the scanner found at w, in buf (at most
@@ -947,7 +989,7 @@ kl_usage_parser *kl_usage_parser_new(kl_arena *a, enum kl_usage_kind kind)
     p->a = a;
     p->kind = kind;
     p->an_in = p->an_cr = p->an_cw = p->an_cw1h = p->an_out = -1;
-    p->u.known = kind == KL_USAGE_COUNT_ONLY;
+    p->u.known = p->u.final = kind == KL_USAGE_COUNT_ONLY;
     return p;
 }
 
@@ -1006,13 +1048,14 @@ void kl_usage_whole(kl_usage_parser *p, const char *body, size_t len)
     if (p->kind == KL_USAGE_GEMINI && i < len && body[i] == '[') {
         memset(&p->arr, 0, sizeof(p->arr));
         kl_usage_array_bytes(p, body, len);
-        return;
+    } else {
+        whole_object(p, body, len);
     }
-    whole_object(p, body, len);
+    p->u.final = p->u.known; /* a whole answer's usage is its last word */
 }
 
-void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
-                    const char *data, size_t data_len)
+static void read_event(kl_usage_parser *p, const char *event, size_t event_len, const char *data,
+                       size_t data_len)
 {
     if (!data || p->kind == KL_USAGE_COUNT_ONLY)
         return;
@@ -1051,6 +1094,7 @@ void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
             return;
         break;
     case KL_USAGE_ANTHROPIC:
+        p->text_bytes += (int64_t)anthropic_delta_bytes(event, event_len, d, n);
         if (!full && !anthropic_event_wanted(event, event_len, d, n))
             return;
         break;
@@ -1092,6 +1136,12 @@ void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
             bedrock_metrics(p, member(root, "amazon-bedrock-invocationMetrics"));
     }
     cJSON_Delete(root);
+}
+
+void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len, const char *data, size_t data_len)
+{
+    read_event(p, event, event_len, data, data_len);
+    note_final(p);
 }
 
 /* ---- the JSON-array splitter ---- */
@@ -1329,6 +1379,21 @@ void kl_usage_array_bytes(kl_usage_parser *p, const char *data, size_t len)
 size_t kl_usage_array_pending(const kl_usage_parser *p)
 {
     return p->arr.mode == ARR_ELEM ? p->arr.len : 0;
+}
+
+void kl_usage_settle(kl_usage_parser *p, int64_t bytes_per_token, bool complete)
+{
+    if (!p->u.known)
+        return;
+    if (complete)
+        p->u.final = true; /* what a stream that ended as it should reported (some send no stop reason) */
+    if (p->u.final)
+        return;
+    p->u.partial = true;
+    int64_t bpt = bytes_per_token > 0 ? bytes_per_token : 1;
+    int64_t carried = (p->text_bytes + bpt - 1) / bpt;
+    if (carried > p->u.output)
+        p->u.output = carried;
 }
 
 const struct kl_usage *kl_usage_result(const kl_usage_parser *p)

@@ -79,6 +79,9 @@ struct kl_usage {
     int64_t input, cache_read, cache_write, output, reasoning;
     int64_t cache_write_1h;     /* part of cache_write */
     bool known;                 /* the response carried usage */
+    bool final;                 /* ... and its last word on it: a whole answer's, a stream's once it reported
+                                   its stop reason or ended as it should (one cut short has running counts) */
+    bool partial;               /* known but not final, estimated at the end (kl_usage_settle) */
     const char *model_served;   /* what the provider says it served, or NULL */
     const char *stop_reason;    /* finish_reason / stop_reason / status, or NULL */
     int tool_calls;             /* every tool/function call in the answer */
@@ -136,6 +139,15 @@ void kl_usage_bedrock(kl_usage_parser *p);
 /* Strict mode: part of the answer could not be read at all (a framing
  * error); it makes the answer ambiguous. */
 void kl_usage_unreadable(kl_usage_parser *p, const char *what);
+
+/* At the end of the answer. complete: it ended as it should (no error,
+ * nothing cut), so whatever usage it reported is final. Otherwise a stream
+ * cut short (by the caller, the provider, or keyless) before its final
+ * usage keeps the running counts it had, marked partial, and its output is
+ * raised to what the text, thinking and tool input it carried come to at
+ * bytes_per_token (quotas'), where those counts say less (Anthropic's
+ * first event reports one output token, its last the real count). */
+void kl_usage_settle(kl_usage_parser *p, int64_t bytes_per_token, bool complete);
 
 /* Running totals: valid mid-stream and at the end. Never NULL. */
 const struct kl_usage *kl_usage_result(const kl_usage_parser *p);

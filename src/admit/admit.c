@@ -89,9 +89,14 @@ static bool add(struct kl_admission *a, const char *name, int64_t capacity, int6
     return true;
 }
 
+int64_t kl_admit_bytes_per_token(const kl_exchange *ex)
+{
+    return ex->cfg->quotas ? ex->cfg->quotas->bytes_per_token : 3;
+}
+
 static int64_t prompt_estimate(const kl_exchange *ex)
 {
-    int64_t bpt = ex->cfg->quotas ? ex->cfg->quotas->bytes_per_token : 3;
+    int64_t bpt = kl_admit_bytes_per_token(ex);
     return ((int64_t)ex->body_len + bpt - 1) / bpt;
 }
 

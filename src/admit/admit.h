@@ -25,6 +25,10 @@ bool kl_admit_stream_ok(kl_exchange *ex);
 /* The same for tool-call limits only (a whole answer, read before it is
  * relayed: what it cost is spent either way, its calls are not yet made). */
 bool kl_admit_tool_calls_ok(kl_exchange *ex);
+/* How many bytes make a token where only bytes are known (a prompt before
+ * it is answered, a stream's text cut short before its count): the
+ * quotas' bytes_per_token, 3 without quotas. */
+int64_t kl_admit_bytes_per_token(const kl_exchange *ex);
 /* Does a tool-call limit apply (rate_limit.tool_calls_per_minute)? */
 bool kl_admit_counts_tool_calls(const kl_exchange *ex);
 /* A bucket template for the caller: "daily:<user>" -> "daily:alice@example.com"

@@ -28,7 +28,8 @@ struct kl_rec {
     int status, upstream_status;
     const char *error_class, *error_message;
     /* usage and cost */
-    bool usage_known;
+    int usage_known;            /* 0 none, 1 the provider's own counts, 2 a stream cut short before them:
+                                   its running counts, output at least what its text came to (usage.h) */
     int64_t input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens;
     bool cost_known;
     int64_t cost_nanodollars;

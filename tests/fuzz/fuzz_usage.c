@@ -7,7 +7,8 @@
  * array element still waits for never more than were fed). The same bytes
  * are then read as a price
  * table, as a model_cost_map, and as a request body plus headers for the
- * session id, and the usage is priced. */
+ * session id, and the usage, settled as at the end of an answer, is
+ * priced. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -97,6 +98,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     const struct kl_usage *u = kl_usage_result(p);
+    check(u);
+    /* the end of the answer: a stream cut short is estimated, never lowered */
+    int64_t out_before = u->output;
+    bool was_final = u->final;
+    kl_usage_settle(p, 1 + sel % 5, size % 2 == 0);
+    if ((u->final && !u->known) || (u->partial && (was_final || !u->known)) || u->output < out_before ||
+        (was_final && u->output != out_before))
+        abort();
     check(u);
 
     /* prices: the input as a table, and the usage priced */

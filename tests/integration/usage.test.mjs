@@ -4,6 +4,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
@@ -173,8 +174,9 @@ describe('usage and cost in records', () => {
     await r.text().catch(() => {});
     const rec = await record(s);
     assert.equal(rec.error_class, 'stream_interrupted');
-    assert.equal(rec.usage_known, 1);
-    assert.ok(rec.input_tokens > 0);
+    assert.equal(rec.usage_known, 2, 'the running counts of a stream cut short: partial');
+    assert.equal(rec.input_tokens, 700);
+    assert.ok(rec.output_tokens > 0 && rec.output_tokens < 240, `${rec.output_tokens}`);
     const f = 'failed';
     await fetch(`${gw.url}/v1/chat/completions`, {
       method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': 'status=500', 'x-session-id': f },
@@ -183,5 +185,41 @@ describe('usage and cost in records', () => {
     const frec = await record(f);
     assert.equal(frec.status, 500);
     assert.equal(frec.usage_known, 0);
+  });
+
+  it('a caller that leaves an Anthropic stream: exact input, output from the text it carried, priced, partial', async () => {
+    // message_start reports the input and 1 output token; the real count
+    // comes with message_delta, which a caller pressing Esc never waits for
+    const s = 'left';
+    const id = await new Promise((resolve, reject) => {
+      const req = http.request(`${gw.url}/v1/messages`, { method: 'POST', headers: {
+        'content-type': 'application/json', 'anthropic-version': '2023-06-01', 'x-session-id': s,
+        'x-mock': `${KNOBS};size=900;events=30;delay_events_ms=25` } }, (res) => {
+        let got = '';
+        res.on('data', (d) => {
+          got += d;
+          if ((got.match(/event: content_block_delta/g) || []).length >= 5) {
+            req.destroy();
+            resolve(res.headers['x-keyless-request-id']);
+          }
+        });
+      });
+      req.on('error', () => {});
+      req.end(JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 1000, stream: true,
+        messages: [{ role: 'user', content: 'x' }] }));
+    });
+    let rec;
+    for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
+      rec = await (await fetch(`${gw.url}/api/requests/${id}`)).json();
+      await sleep(30);
+    }
+    assert.equal(rec.error_class, 'client_closed');
+    assert.equal(rec.usage_known, 2);
+    assert.deepEqual([rec.input_tokens, rec.cache_read_tokens, rec.cache_write_tokens], [1000, 300, 50]);
+    // at 3 bytes a token: five deltas of ~30 bytes or more, and less than all 900 bytes
+    assert.ok(rec.output_tokens >= 40 && rec.output_tokens < 300, `${rec.output_tokens}`);
+    assert.equal(rec.cost_known, 1);
+    assert.equal(rec.cost_nanodollars, costNano('claude-sonnet-4-5', { input: 1000, output: rec.output_tokens,
+      cache_read: 300, cache_write: 50 }));
   });
 });

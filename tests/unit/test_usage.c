@@ -813,6 +813,116 @@ static void anthropic_cumulative_delta(void **state)
     kl_arena_free(&a);
 }
 
+/* A stream cut short before its final usage (the caller left, the provider
+ * or keyless broke it off) keeps its running counts, marked partial; an
+ * Anthropic one, whose running output is message_start's 1, has its output
+ * raised to what the deltas it carried come to. A stream that reported why
+ * it stopped, and a whole answer, are final and left as they are. */
+static void cut_short_streams_are_partial(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    const char *start = "{\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":"
+                        "{\"input_tokens\":12,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}";
+    const char *text = "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
+                       "\"text\":\"Hello, wor\"}}";                                  /* 10 bytes */
+    const char *json = "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\","
+                       "\"partial_json\": \"{\\\"a\\\":1}\"}}";                         /* 9 bytes as spelt */
+    const char *think = "{\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"thinking_delta\","
+                        "\"thinking\":\"hmm\"}}";                                     /* 3 bytes */
+    const char *sig = "{\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"signature_delta\","
+                      "\"signature\":\"EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxhbmQgbW9yZSBieXRlcw==\"}}";
+    const char *stop = "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},"
+                       "\"usage\":{\"output_tokens\":9}}";
+    const char *err = "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}";
+
+    /* the caller left after the deltas: 10 + 9 + 3 bytes, at 3 a token 8 (not the signature's) */
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_event(p, "message_start", 13, start, strlen(start));
+    kl_usage_event(p, "content_block_delta", 19, text, strlen(text));
+    kl_usage_event(p, "content_block_delta", 19, json, strlen(json));
+    kl_usage_event(p, "content_block_delta", 19, think, strlen(think));
+    kl_usage_event(p, "content_block_delta", 19, sig, strlen(sig));
+    const struct kl_usage *u = kl_usage_result(p);
+    assert_false(u->final);
+    kl_usage_settle(p, 3, false);
+    assert_true(u->partial);
+    expect_counts(u, 12, 0, 0, 8, 0);
+    /* the same without event names (an InvokeModel stream's chunks), at 4 a token */
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_event(p, NULL, 0, start, strlen(start));
+    kl_usage_event(p, NULL, 0, text, strlen(text));
+    kl_usage_event(p, NULL, 0, json, strlen(json));
+    kl_usage_settle(p, 4, false);
+    u = kl_usage_result(p);
+    assert_true(u->partial);
+    expect_counts(u, 12, 0, 0, 5, 0); /* 19 bytes at 4 */
+    /* an error event is no final word either */
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_event(p, "message_start", 13, start, strlen(start));
+    kl_usage_event(p, "error", 5, err, strlen(err));
+    kl_usage_settle(p, 3, false);
+    assert_true(kl_usage_result(p)->partial);
+    /* message_delta with its stop reason is: the provider's count stands,
+     * an error after it changes nothing */
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_event(p, "message_start", 13, start, strlen(start));
+    kl_usage_event(p, "content_block_delta", 19, text, strlen(text));
+    kl_usage_event(p, "message_delta", 13, stop, strlen(stop));
+    kl_usage_event(p, "error", 5, err, strlen(err));
+    kl_usage_settle(p, 1, false);
+    u = kl_usage_result(p);
+    assert_true(u->final);
+    assert_false(u->partial);
+    expect_counts(u, 12, 0, 0, 9, 0);
+    /* a whole answer is final */
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_whole(p, MSG_JSON, strlen(MSG_JSON));
+    kl_usage_settle(p, 1, false);
+    assert_true(kl_usage_result(p)->final);
+    assert_false(kl_usage_result(p)->partial);
+
+    /* chat chunks that carry running usage (vLLM's continuous usage stats):
+     * final only with the chunk that says why it stopped */
+    const char *c1 = "{\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},"
+                     "\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":1}}";
+    const char *c2 = "{\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},"
+                     "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2}}";
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_event(p, NULL, 0, c1, strlen(c1));
+    assert_false(kl_usage_result(p)->final);
+    kl_usage_event(p, NULL, 0, c2, strlen(c2));
+    assert_true(kl_usage_result(p)->final);
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_event(p, NULL, 0, c1, strlen(c1));
+    kl_usage_settle(p, 3, false);
+    assert_true(kl_usage_result(p)->partial);
+    expect_counts(kl_usage_result(p), 7, 0, 0, 1, 0);
+    /* a stream that ended as it should, without a stop reason (some
+     * OpenAI-compatible servers send none): final */
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_event(p, NULL, 0, c1, strlen(c1));
+    kl_usage_settle(p, 3, true);
+    assert_true(kl_usage_result(p)->final);
+    assert_false(kl_usage_result(p)->partial);
+
+    /* Gemini reports usage in every chunk: cut before finishReason, the
+     * running counts stand, partial; the whole stream is final */
+    p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+    const char *g1 = "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hel\"}],\"role\":\"model\"},\"index\":0}],"
+                     "\"usageMetadata\":{\"promptTokenCount\":20,\"candidatesTokenCount\":4}}";
+    kl_usage_event(p, NULL, 0, g1, strlen(g1));
+    kl_usage_settle(p, 3, false);
+    assert_true(kl_usage_result(p)->partial);
+    expect_counts(kl_usage_result(p), 20, 0, 0, 4, 0);
+    kl_arena_free(&a);
+    kl_arena_init(&a);
+    u = sse_run(&a, KL_USAGE_GEMINI, GEMINI_MALFORMED_SSE, strlen(GEMINI_MALFORMED_SSE), 0);
+    assert_true(u->final);
+    kl_arena_free(&a);
+}
+
 /* ---- Gemini ---- */
 
 static void gemini_whole(void **state)
@@ -1432,6 +1542,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(chat_whole),
+        cmocka_unit_test(cut_short_streams_are_partial),
         cmocka_unit_test(chat_whole_plain),
         cmocka_unit_test(chat_stream_tools_every_split),
         cmocka_unit_test(chat_stream_malformed_every_split),
