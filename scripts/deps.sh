@@ -47,5 +47,16 @@ sudo=""
 echo "installing:$missing${remove:+ (removing${remove})}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq >/dev/null || true
+if [ -n "$remove" ]; then
+  # the swap may take nothing else with it
+  # shellcheck disable=SC2086
+  others=$($sudo apt-get -s install -qq --no-install-recommends $missing $remove 2>/dev/null |
+    awk '$1 == "Remv" {print $2}' | grep -v -x -e libvectorscan-dev -e libvectorscan5 || true)
+  if [ -n "$others" ]; then
+    echo "scripts/deps.sh: replacing libvectorscan with libhyperscan would also remove:" $others >&2
+    echo "decide about those, then: apt-get install libhyperscan-dev (why: docs/design.md, \"Guard\")" >&2
+    exit 1
+  fi
+fi
 # shellcheck disable=SC2086
 $sudo apt-get install -y -qq --no-install-recommends $missing $remove >/dev/null

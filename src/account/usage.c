@@ -66,7 +66,7 @@ struct kl_usage_parser {
     bool strict;                /* a tool policy reads this answer: every event in full */
     bool bedrock;               /* Bedrock InvokeModel: kl_usage_bedrock */
     const char *ambiguous;      /* why the caller could read the answer differently, or NULL */
-    int64_t text_bytes;         /* Anthropic: text, thinking and tool input the deltas carried (JSON-escaped) */
+    int64_t text_bytes;         /* Anthropic: text, thinking and tool input the deltas carried (decoded, about) */
     struct arr_split arr;
 };
 
@@ -548,8 +548,8 @@ static void note_final(kl_usage_parser *p)
 /* ---- Anthropic Messages ---- */
 
 /* The bytes of text, thinking or tool input one content_block_delta
- * carries, as its JSON spells them: what a stream cut short before its
- * message_delta is estimated from (kl_usage_settle). */
+ * carries: what a stream cut short before its message_delta is estimated
+ * from (kl_usage_settle). */
 static size_t anthropic_delta_bytes(const char *ev, size_t evl, const char *d, size_t n)
 {
     static const char *const keys[] = {"\"text\":", "\"partial_json\":", "\"thinking\":"};
@@ -565,10 +565,17 @@ static size_t anthropic_delta_bytes(const char *ev, size_t evl, const char *d, s
             ;
         if (v == end || *v != '"')
             continue;
-        size_t len = 0;
-        for (v++; v < end && *v != '"'; v++, len++)
-            if (*v == '\\' && v + 1 < end)
-                v++, len++;
+        size_t len = 0; /* as decoded, about: an escape is the one byte it stands for, \uXXXX two */
+        for (v++; v < end && *v != '"'; v++, len++) {
+            if (*v != '\\' || v + 1 == end)
+                continue;
+            if (v[1] == 'u' && end - v >= 6) {
+                v += 5;
+                len++;
+            } else {
+                v++;
+            }
+        }
         return len;
     }
     return 0;
@@ -1381,17 +1388,22 @@ size_t kl_usage_array_pending(const kl_usage_parser *p)
     return p->arr.mode == ARR_ELEM ? p->arr.len : 0;
 }
 
-void kl_usage_settle(kl_usage_parser *p, int64_t bytes_per_token, bool complete)
+void kl_usage_settle(kl_usage_parser *p, int64_t bytes_per_token, int64_t max_output, bool complete)
 {
     if (!p->u.known)
         return;
-    if (complete)
-        p->u.final = true; /* what a stream that ended as it should reported (some send no stop reason) */
+    /* what a stream that ended as it should reported is its last word
+     * (some send no stop reason), unless it ended with an error event,
+     * which a provider sends in a 200 stream that then ends cleanly */
+    if (complete && !(p->u.stop_reason && strcmp(p->u.stop_reason, "error") == 0))
+        p->u.final = true;
     if (p->u.final)
         return;
     p->u.partial = true;
     int64_t bpt = bytes_per_token > 0 ? bytes_per_token : 1;
     int64_t carried = (p->text_bytes + bpt - 1) / bpt;
+    if (max_output > 0 && carried > max_output)
+        carried = max_output; /* the provider was held to it: no more can have been made */
     if (carried > p->u.output)
         p->u.output = carried;
 }

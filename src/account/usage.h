@@ -141,13 +141,15 @@ void kl_usage_bedrock(kl_usage_parser *p);
 void kl_usage_unreadable(kl_usage_parser *p, const char *what);
 
 /* At the end of the answer. complete: it ended as it should (no error,
- * nothing cut), so whatever usage it reported is final. Otherwise a stream
- * cut short (by the caller, the provider, or keyless) before its final
- * usage keeps the running counts it had, marked partial, and its output is
- * raised to what the text, thinking and tool input it carried come to at
- * bytes_per_token (quotas'), where those counts say less (Anthropic's
- * first event reports one output token, its last the real count). */
-void kl_usage_settle(kl_usage_parser *p, int64_t bytes_per_token, bool complete);
+ * nothing cut), so whatever usage it reported is final, unless its last
+ * word was an error event. Otherwise a stream cut short (by the caller,
+ * the provider, or keyless) before its final usage keeps the running
+ * counts it had, marked partial, and its output is raised to what the
+ * text, thinking and tool input it carried come to at bytes_per_token
+ * (quotas'), never past max_output (the cap the provider was held to; 0:
+ * none), where those counts say less (Anthropic's first event reports one
+ * output token, its last the real count). */
+void kl_usage_settle(kl_usage_parser *p, int64_t bytes_per_token, int64_t max_output, bool complete);
 
 /* Running totals: valid mid-stream and at the end. Never NULL. */
 const struct kl_usage *kl_usage_result(const kl_usage_parser *p);

@@ -102,7 +102,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* the end of the answer: a stream cut short is estimated, never lowered */
     int64_t out_before = u->output;
     bool was_final = u->final;
-    kl_usage_settle(p, 1 + sel % 5, size % 2 == 0);
+    kl_usage_settle(p, 1 + sel % 5, (int64_t)(size % 3) * 7, size % 2 == 0);
     if ((u->final && !u->known) || (u->partial && (was_final || !u->known)) || u->output < out_before ||
         (was_final && u->output != out_before))
         abort();

@@ -222,4 +222,23 @@ describe('usage and cost in records', () => {
     assert.equal(rec.cost_nanodollars, costNano('claude-sonnet-4-5', { input: 1000, output: rec.output_tokens,
       cache_read: 300, cache_write: 50 }));
   });
+
+  it('an Anthropic stream the provider ends with an error event is partial too, its estimate within max_tokens', async () => {
+    // overloaded_error arrives inside the 200 stream, which then ends cleanly
+    const c = new Anthropic({ baseURL: gw.url, apiKey: '-', maxRetries: 0 });
+    for (const [s, max, knobs] of [['err-a', 1000, 'size=900;events=30'], ['err-b', 20, 'size=2000;events=30']]) {
+      await assert.rejects(async () => {
+        const st = await c.messages.create({ model: 'claude-sonnet-4-5', max_tokens: max, stream: true,
+          messages: [{ role: 'user', content: 'x' }] },
+        { headers: { 'x-mock': `${KNOBS};${knobs};stream_error=529;stream_error_at=20`, 'x-session-id': s } });
+        for await (const _ of st) { /* drain */ }
+      }, /Overloaded|overloaded/i);
+      const rec = await record(s);
+      assert.equal(rec.stop_reason, 'error');
+      assert.equal(rec.usage_known, 2, s);
+      assert.equal(rec.input_tokens, 1000);
+      assert.ok(rec.output_tokens > 1 && rec.output_tokens <= max, `${s}: ${rec.output_tokens}`);
+    }
+    assert.equal((await record('err-b')).output_tokens, 20, 'the text of 18 deltas comes to more than max_tokens');
+  });
 });

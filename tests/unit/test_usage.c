@@ -828,7 +828,7 @@ static void cut_short_streams_are_partial(void **state)
     const char *text = "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\","
                        "\"text\":\"Hello, wor\"}}";                                  /* 10 bytes */
     const char *json = "{\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\","
-                       "\"partial_json\": \"{\\\"a\\\":1}\"}}";                         /* 9 bytes as spelt */
+                       "\"partial_json\": \"{\\\"a\\\":1,\\\"b\\\":\\\"\\u00e9\\\"}\"}}";   /* {"a":1,"b":"é"}: 16 bytes decoded */
     const char *think = "{\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"thinking_delta\","
                         "\"thinking\":\"hmm\"}}";                                     /* 3 bytes */
     const char *sig = "{\"type\":\"content_block_delta\",\"index\":2,\"delta\":{\"type\":\"signature_delta\","
@@ -837,7 +837,7 @@ static void cut_short_streams_are_partial(void **state)
                        "\"usage\":{\"output_tokens\":9}}";
     const char *err = "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}";
 
-    /* the caller left after the deltas: 10 + 9 + 3 bytes, at 3 a token 8 (not the signature's) */
+    /* the caller left after the deltas: 10 + 16 + 3 bytes, at 3 a token 10 (not the signature's) */
     kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
     kl_usage_event(p, "message_start", 13, start, strlen(start));
     kl_usage_event(p, "content_block_delta", 19, text, strlen(text));
@@ -846,24 +846,35 @@ static void cut_short_streams_are_partial(void **state)
     kl_usage_event(p, "content_block_delta", 19, sig, strlen(sig));
     const struct kl_usage *u = kl_usage_result(p);
     assert_false(u->final);
-    kl_usage_settle(p, 3, false);
+    kl_usage_settle(p, 3, 0, false);
     assert_true(u->partial);
-    expect_counts(u, 12, 0, 0, 8, 0);
+    expect_counts(u, 12, 0, 0, 10, 0);
     /* the same without event names (an InvokeModel stream's chunks), at 4 a token */
     p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
     kl_usage_event(p, NULL, 0, start, strlen(start));
     kl_usage_event(p, NULL, 0, text, strlen(text));
     kl_usage_event(p, NULL, 0, json, strlen(json));
-    kl_usage_settle(p, 4, false);
+    kl_usage_settle(p, 4, 0, false);
     u = kl_usage_result(p);
     assert_true(u->partial);
-    expect_counts(u, 12, 0, 0, 5, 0); /* 19 bytes at 4 */
-    /* an error event is no final word either */
+    expect_counts(u, 12, 0, 0, 7, 0); /* 26 bytes at 4 */
+    /* never past the cap the provider was held to */
     p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
-    kl_usage_event(p, "message_start", 13, start, strlen(start));
-    kl_usage_event(p, "error", 5, err, strlen(err));
-    kl_usage_settle(p, 3, false);
-    assert_true(kl_usage_result(p)->partial);
+    kl_usage_event(p, NULL, 0, start, strlen(start));
+    kl_usage_event(p, NULL, 0, text, strlen(text));
+    kl_usage_event(p, NULL, 0, json, strlen(json));
+    kl_usage_settle(p, 1, 5, false);
+    expect_counts(kl_usage_result(p), 12, 0, 0, 5, 0);
+    /* an error event is no final word either, even in a stream that then
+     * ended cleanly (a provider's overloaded_error arrives in a 200) */
+    for (int complete = 0; complete < 2; complete++) {
+        p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+        kl_usage_event(p, "message_start", 13, start, strlen(start));
+        kl_usage_event(p, "error", 5, err, strlen(err));
+        kl_usage_settle(p, 3, 0, complete);
+        assert_true(kl_usage_result(p)->partial);
+        assert_false(kl_usage_result(p)->final);
+    }
     /* message_delta with its stop reason is: the provider's count stands,
      * an error after it changes nothing */
     p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
@@ -871,7 +882,7 @@ static void cut_short_streams_are_partial(void **state)
     kl_usage_event(p, "content_block_delta", 19, text, strlen(text));
     kl_usage_event(p, "message_delta", 13, stop, strlen(stop));
     kl_usage_event(p, "error", 5, err, strlen(err));
-    kl_usage_settle(p, 1, false);
+    kl_usage_settle(p, 1, 0, false);
     u = kl_usage_result(p);
     assert_true(u->final);
     assert_false(u->partial);
@@ -879,7 +890,7 @@ static void cut_short_streams_are_partial(void **state)
     /* a whole answer is final */
     p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
     kl_usage_whole(p, MSG_JSON, strlen(MSG_JSON));
-    kl_usage_settle(p, 1, false);
+    kl_usage_settle(p, 1, 0, false);
     assert_true(kl_usage_result(p)->final);
     assert_false(kl_usage_result(p)->partial);
 
@@ -896,14 +907,14 @@ static void cut_short_streams_are_partial(void **state)
     assert_true(kl_usage_result(p)->final);
     p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
     kl_usage_event(p, NULL, 0, c1, strlen(c1));
-    kl_usage_settle(p, 3, false);
+    kl_usage_settle(p, 3, 0, false);
     assert_true(kl_usage_result(p)->partial);
     expect_counts(kl_usage_result(p), 7, 0, 0, 1, 0);
     /* a stream that ended as it should, without a stop reason (some
      * OpenAI-compatible servers send none): final */
     p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
     kl_usage_event(p, NULL, 0, c1, strlen(c1));
-    kl_usage_settle(p, 3, true);
+    kl_usage_settle(p, 3, 0, true);
     assert_true(kl_usage_result(p)->final);
     assert_false(kl_usage_result(p)->partial);
 
@@ -913,7 +924,7 @@ static void cut_short_streams_are_partial(void **state)
     const char *g1 = "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hel\"}],\"role\":\"model\"},\"index\":0}],"
                      "\"usageMetadata\":{\"promptTokenCount\":20,\"candidatesTokenCount\":4}}";
     kl_usage_event(p, NULL, 0, g1, strlen(g1));
-    kl_usage_settle(p, 3, false);
+    kl_usage_settle(p, 3, 0, false);
     assert_true(kl_usage_result(p)->partial);
     expect_counts(kl_usage_result(p), 20, 0, 0, 4, 0);
     kl_arena_free(&a);
