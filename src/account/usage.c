@@ -67,6 +67,7 @@ struct kl_usage_parser {
     bool bedrock;               /* Bedrock InvokeModel: kl_usage_bedrock */
     const char *ambiguous;      /* why the caller could read the answer differently, or NULL */
     int64_t text_bytes;         /* Anthropic: text, thinking and tool input the deltas carried (decoded, about) */
+    bool thinking;              /* Anthropic: a thinking block went by (kl_usage_settle) */
     struct arr_split arr;
 };
 
@@ -549,12 +550,17 @@ static void note_final(kl_usage_parser *p)
 
 /* The bytes of text, thinking or tool input one content_block_delta
  * carries: what a stream cut short before its message_delta is estimated
- * from (kl_usage_settle). */
-static size_t anthropic_delta_bytes(const char *ev, size_t evl, const char *d, size_t n)
+ * from (kl_usage_settle). A thinking block (its deltas, or a redacted one
+ * starting) is noted: what it streams is a summary of what it bills. */
+static size_t anthropic_delta_bytes(kl_usage_parser *p, const char *ev, size_t evl, const char *d, size_t n)
 {
     static const char *const keys[] = {"\"text\":", "\"partial_json\":", "\"thinking\":"};
-    if (evl ? !name_is(ev, evl, "content_block_delta") : !has(d, n, "\"content_block_delta\""))
+    if (evl ? !name_is(ev, evl, "content_block_delta") : !has(d, n, "\"content_block_delta\"")) {
+        if ((evl ? name_is(ev, evl, "content_block_start") : has(d, n, "\"content_block_start\"")) &&
+            has(d, n, "\"redacted_thinking\""))
+            p->thinking = true;
         return 0;
+    }
     const char *end = d + n;
     for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
         size_t kl = strlen(keys[k]);
@@ -565,6 +571,8 @@ static size_t anthropic_delta_bytes(const char *ev, size_t evl, const char *d, s
             ;
         if (v == end || *v != '"')
             continue;
+        if (k == 2)
+            p->thinking = true;
         size_t len = 0; /* as decoded, about: an escape is the one byte it stands for, \uXXXX two */
         for (v++; v < end && *v != '"'; v++, len++) {
             if (*v != '\\' || v + 1 == end)
@@ -1101,7 +1109,7 @@ static void read_event(kl_usage_parser *p, const char *event, size_t event_len, 
             return;
         break;
     case KL_USAGE_ANTHROPIC:
-        p->text_bytes += (int64_t)anthropic_delta_bytes(event, event_len, d, n);
+        p->text_bytes += (int64_t)anthropic_delta_bytes(p, event, event_len, d, n);
         if (!full && !anthropic_event_wanted(event, event_len, d, n))
             return;
         break;
@@ -1402,6 +1410,10 @@ void kl_usage_settle(kl_usage_parser *p, int64_t bytes_per_token, int64_t max_ou
     p->u.partial = true;
     int64_t bpt = bytes_per_token > 0 ? bytes_per_token : 1;
     int64_t carried = (p->text_bytes + bpt - 1) / bpt;
+    /* Claude 4 models stream a summary of their thinking and bill all of
+     * it: nothing in the stream bounds that but the cap */
+    if (p->thinking && max_output > 0)
+        carried = max_output;
     if (max_output > 0 && carried > max_output)
         carried = max_output; /* the provider was held to it: no more can have been made */
     if (carried > p->u.output)

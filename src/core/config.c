@@ -206,8 +206,9 @@ static int cfg_bool(kl_cfg_ctx *c, const cJSON *v, const char *what, bool *out)
 
 static int cfg_int(kl_cfg_ctx *c, const cJSON *v, const char *what, long min, long max, long *out)
 {
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble ||
-        v->valuedouble < (double)min || v->valuedouble > (double)max) {
+    /* in range before the cast: a double past long's range (2e96) is undefined behaviour to cast */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= (double)min && v->valuedouble <= (double)max) ||
+        v->valuedouble != (double)(long)v->valuedouble) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "%s must be a whole number from %ld to %ld", what, min, max);
         return -1;
     }

@@ -181,6 +181,12 @@ static void errors_have_line_and_column(void **state)
     assert_non_null(find(&d, "idle must be a duration"));
     assert_true(d.errors >= 5);
     kl_diags_free(&d);
+    /* a number past a long's range is an error, not a cast (the fuzzer's
+     * find: UBSan caught 2e96 converted to long) */
+    c = parse("{\"listen\": {\"workers\": 2e96}}", &d);
+    assert_null(c);
+    assert_non_null(find(&d, "workers must be a whole number"));
+    kl_diags_free(&d);
     /* a section twice (the fuzzer's find: the second was read into the
      * first's place and past it) is refused, not read */
     assert_null(parse("{\"providers\": {\"a\": {\"baseurl\": \"http://a\"}},\n"

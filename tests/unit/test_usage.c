@@ -837,18 +837,32 @@ static void cut_short_streams_are_partial(void **state)
                        "\"usage\":{\"output_tokens\":9}}";
     const char *err = "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}";
 
-    /* the caller left after the deltas: 10 + 16 + 3 bytes, at 3 a token 10 (not the signature's) */
+    /* the caller left after the deltas: 10 + 16 bytes, at 3 a token 9 */
     kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
     kl_usage_event(p, "message_start", 13, start, strlen(start));
     kl_usage_event(p, "content_block_delta", 19, text, strlen(text));
     kl_usage_event(p, "content_block_delta", 19, json, strlen(json));
-    kl_usage_event(p, "content_block_delta", 19, think, strlen(think));
-    kl_usage_event(p, "content_block_delta", 19, sig, strlen(sig));
     const struct kl_usage *u = kl_usage_result(p);
     assert_false(u->final);
-    kl_usage_settle(p, 3, 0, false);
+    kl_usage_settle(p, 3, 1000, false);
     assert_true(u->partial);
-    expect_counts(u, 12, 0, 0, 10, 0);
+    expect_counts(u, 12, 0, 0, 9, 0);
+    /* a thinking block streams a summary of what it bills: the cap (the
+     * signature's bytes are no text either way) */
+    const char *redacted = "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
+                           "{\"type\":\"redacted_thinking\",\"data\":\"EmwKAhgBEgy3va3pzix\"}}";
+    for (int r = 0; r < 2; r++) {
+        p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+        kl_usage_event(p, "message_start", 13, start, strlen(start));
+        if (r)
+            kl_usage_event(p, "content_block_start", 19, redacted, strlen(redacted));
+        else
+            kl_usage_event(p, "content_block_delta", 19, think, strlen(think));
+        kl_usage_event(p, "content_block_delta", 19, sig, strlen(sig));
+        kl_usage_event(p, "content_block_delta", 19, text, strlen(text));
+        kl_usage_settle(p, 3, 1000, false);
+        expect_counts(kl_usage_result(p), 12, 0, 0, 1000, 0);
+    }
     /* the same without event names (an InvokeModel stream's chunks), at 4 a token */
     p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
     kl_usage_event(p, NULL, 0, start, strlen(start));
