@@ -856,6 +856,8 @@ void kl_account_free(kl_exchange *ex)
 
 void kl_account_finish(kl_exchange *ex)
 {
+    /* ended however it ended: a stream cut short keeps partial counts
+     * (usage.h), which the cost, the quotas and the record then use */
     if (ex->acct && ex->acct->usage)
         kl_usage_settle(ex->acct->usage, kl_admit_bytes_per_token(ex),
                         ex->max_output_tokens > 0 ? ex->max_output_tokens : ex->inject_max_output_tokens,

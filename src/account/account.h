@@ -42,7 +42,8 @@ int kl_account_first_event(kl_exchange *ex, const char **error);
 /* Send the held head, and the events held with it; from now on events go
  * on as they come. Nothing when the head is not held. */
 void kl_account_release_head(kl_exchange *ex);
-/* The exchange is over: price the usage (ex->cost_known, ex->cost_nd). */
+/* The exchange is over: settle the usage (a stream cut short keeps partial
+ * counts, kl_usage_settle) and price it (ex->cost_known, ex->cost_nd). */
 void kl_account_finish(kl_exchange *ex);
 /* The upstream broke mid-stream: an incomplete event is not relayed (half
  * an event would run into the error event that ends the stream). */

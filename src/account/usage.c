@@ -68,6 +68,7 @@ struct kl_usage_parser {
     const char *ambiguous;      /* why the caller could read the answer differently, or NULL */
     int64_t text_bytes;         /* Anthropic: text, thinking and tool input the deltas carried (decoded, about) */
     bool thinking;              /* Anthropic: a thinking block went by (kl_usage_settle) */
+    bool ended;                 /* the stream's own end went by: OpenAI's [DONE], Anthropic's message_stop */
     struct arr_split arr;
 };
 
@@ -550,15 +551,15 @@ static void note_final(kl_usage_parser *p)
 
 /* The bytes of text, thinking or tool input one content_block_delta
  * carries: what a stream cut short before its message_delta is estimated
- * from (kl_usage_settle). A thinking block (its deltas, or a redacted one
- * starting) is noted: what it streams is a summary of what it bills. */
+ * from (kl_usage_settle). A thinking block (plain or redacted) is noted
+ * as it starts: what it streams is a summary of what it bills. */
 static size_t anthropic_delta_bytes(kl_usage_parser *p, const char *ev, size_t evl, const char *d, size_t n)
 {
     static const char *const keys[] = {"\"text\":", "\"partial_json\":", "\"thinking\":"};
     if (evl ? !name_is(ev, evl, "content_block_delta") : !has(d, n, "\"content_block_delta\"")) {
         if ((evl ? name_is(ev, evl, "content_block_start") : has(d, n, "\"content_block_start\"")) &&
-            has(d, n, "\"redacted_thinking\""))
-            p->thinking = true;
+            (has(d, n, "\"thinking\"") || has(d, n, "\"redacted_thinking\"")))
+            p->thinking = true; /* from its start: the summary's first delta may be long in coming */
         return 0;
     }
     const char *end = d + n;
@@ -1077,6 +1078,8 @@ static void read_event(kl_usage_parser *p, const char *event, size_t event_len, 
     if (!event)
         event_len = 0;
     size_t i = skip_ws(data, data_len, 0);
+    if (data_len - i >= 6 && memcmp(data + i, "[DONE]", 6) == 0)
+        p->ended = true;
     if (i >= data_len || data[i] != '{')        /* [DONE], keep-alives, junk */
         return;
     const char *d = data + i;
@@ -1110,6 +1113,8 @@ static void read_event(kl_usage_parser *p, const char *event, size_t event_len, 
         break;
     case KL_USAGE_ANTHROPIC:
         p->text_bytes += (int64_t)anthropic_delta_bytes(p, event, event_len, d, n);
+        if (event_len ? name_is(event, event_len, "message_stop") : has(d, n, "\"message_stop\""))
+            p->ended = true;
         if (!full && !anthropic_event_wanted(event, event_len, d, n))
             return;
         break;
@@ -1402,8 +1407,11 @@ void kl_usage_settle(kl_usage_parser *p, int64_t bytes_per_token, int64_t max_ou
         return;
     /* what a stream that ended as it should reported is its last word
      * (some send no stop reason), unless it ended with an error event,
-     * which a provider sends in a 200 stream that then ends cleanly */
-    if (complete && !(p->u.stop_reason && strcmp(p->u.stop_reason, "error") == 0))
+     * which a provider sends in a 200 stream that then ends cleanly; and
+     * "as it should" needs the stream's own end too, since a body that
+     * ends when the connection closes looks whole to the transport
+     * however it ended */
+    if (complete && (p->ended || p->u.stop_reason) && !(p->u.stop_reason && strcmp(p->u.stop_reason, "error") == 0))
         p->u.final = true;
     if (p->u.final)
         return;

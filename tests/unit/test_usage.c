@@ -851,15 +851,20 @@ static void cut_short_streams_are_partial(void **state)
      * signature's bytes are no text either way) */
     const char *redacted = "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
                            "{\"type\":\"redacted_thinking\",\"data\":\"EmwKAhgBEgy3va3pzix\"}}";
-    for (int r = 0; r < 2; r++) {
+    const char *plain = "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
+                        "{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}";
+    for (int r = 0; r < 3; r++) {
         p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
         kl_usage_event(p, "message_start", 13, start, strlen(start));
-        if (r)
-            kl_usage_event(p, "content_block_start", 19, redacted, strlen(redacted));
-        else
+        if (r == 0) {
             kl_usage_event(p, "content_block_delta", 19, think, strlen(think));
-        kl_usage_event(p, "content_block_delta", 19, sig, strlen(sig));
-        kl_usage_event(p, "content_block_delta", 19, text, strlen(text));
+            kl_usage_event(p, "content_block_delta", 19, sig, strlen(sig));
+            kl_usage_event(p, "content_block_delta", 19, text, strlen(text));
+        } else {
+            /* a caller who leaves before the summary's first delta */
+            const char *b = r == 1 ? redacted : plain;
+            kl_usage_event(p, r == 1 ? "content_block_start" : NULL, r == 1 ? 19 : 0, b, strlen(b));
+        }
         kl_usage_settle(p, 3, 1000, false);
         expect_counts(kl_usage_result(p), 12, 0, 0, 1000, 0);
     }
@@ -925,12 +930,24 @@ static void cut_short_streams_are_partial(void **state)
     assert_true(kl_usage_result(p)->partial);
     expect_counts(kl_usage_result(p), 7, 0, 0, 1, 0);
     /* a stream that ended as it should, without a stop reason (some
-     * OpenAI-compatible servers send none): final */
-    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
-    kl_usage_event(p, NULL, 0, c1, strlen(c1));
+     * OpenAI-compatible servers send none) but with its [DONE]: final;
+     * without either, the transport's word alone (a body that ends when
+     * the connection closes) is not enough */
+    for (int done = 0; done < 2; done++) {
+        p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+        kl_usage_event(p, NULL, 0, c1, strlen(c1));
+        if (done)
+            kl_usage_event(p, NULL, 0, "[DONE]", 6);
+        kl_usage_settle(p, 3, 0, true);
+        assert_int_equal(kl_usage_result(p)->final, done);
+        assert_int_equal(kl_usage_result(p)->partial, !done);
+    }
+    /* Anthropic's message_stop is its end */
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_event(p, NULL, 0, start, strlen(start));
+    kl_usage_event(p, NULL, 0, "{\"type\":\"message_stop\"}", 23);
     kl_usage_settle(p, 3, 0, true);
     assert_true(kl_usage_result(p)->final);
-    assert_false(kl_usage_result(p)->partial);
 
     /* Gemini reports usage in every chunk: cut before finishReason, the
      * running counts stand, partial; the whole stream is final */
