@@ -541,9 +541,14 @@ static void bedrock_metrics(kl_usage_parser *p, const cJSON *m)
  * chunks, Anthropic's message_start, every Gemini chunk): the counts are
  * the last word once the answer has said why it stopped, unless that was
  * an error. */
+static bool stopped_by_error(const kl_usage_parser *p)
+{
+    return p->u.stop_reason && strcmp(p->u.stop_reason, "error") == 0;
+}
+
 static void note_final(kl_usage_parser *p)
 {
-    if (p->u.known && p->u.stop_reason && strcmp(p->u.stop_reason, "error") != 0)
+    if (p->u.known && p->u.stop_reason && !stopped_by_error(p))
         p->u.final = true;
 }
 
@@ -574,7 +579,7 @@ static size_t anthropic_delta_bytes(kl_usage_parser *p, const char *ev, size_t e
             continue;
         if (k == 2)
             p->thinking = true;
-        size_t len = 0; /* as decoded, about: an escape is the one byte it stands for, \uXXXX two */
+        size_t len = 0; /* roughly as decoded: an escape is the one byte it stands for, \uXXXX two */
         for (v++; v < end && *v != '"'; v++, len++) {
             if (*v != '\\' || v + 1 == end)
                 continue;
@@ -1405,13 +1410,13 @@ void kl_usage_settle(kl_usage_parser *p, int64_t bytes_per_token, int64_t max_ou
 {
     if (!p->u.known)
         return;
-    /* what a stream that ended as it should reported is its last word
-     * (some send no stop reason), unless it ended with an error event,
-     * which a provider sends in a 200 stream that then ends cleanly; and
-     * "as it should" needs the stream's own end too, since a body that
-     * ends when the connection closes looks whole to the transport
-     * however it ended */
-    if (complete && (p->ended || p->u.stop_reason) && !(p->u.stop_reason && strcmp(p->u.stop_reason, "error") == 0))
+    /* a stop reason made it final already (note_final); without one,
+     * what a stream that ended as it should reported is its last word
+     * (some send none), if its own end marker went by (a body that ends
+     * when the connection closes looks whole to the transport however it
+     * ended) and it was no error event (a provider sends one in a 200
+     * stream that then ends cleanly) */
+    if (complete && p->ended && !stopped_by_error(p))
         p->u.final = true;
     if (p->u.final)
         return;

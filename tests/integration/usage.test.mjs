@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { GoogleGenAI } from '@google/genai';
-import { startMock, startGateway, providersFor, assertNoKeys, ROOT } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, ROOT } from './lib/harness.mjs';
 
 const KNOBS = 'in=1000;out=200;cache_read=300;cache_write=50;reasoning=40';
 const prices = JSON.parse(readFileSync(join(ROOT, 'data/prices.json'), 'utf8')).models;
@@ -208,11 +208,7 @@ describe('usage and cost in records', () => {
       req.end(JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 1000, stream: true,
         messages: [{ role: 'user', content: 'x' }] }));
     });
-    let rec;
-    for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
-      rec = await (await fetch(`${gw.url}/api/requests/${id}`)).json();
-      await sleep(30);
-    }
+    const rec = await finalRecord(gw, id);
     assert.equal(rec.error_class, 'client_closed');
     assert.equal(rec.usage_known, 2);
     assert.deepEqual([rec.input_tokens, rec.cache_read_tokens, rec.cache_write_tokens], [1000, 300, 50]);
