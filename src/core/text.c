@@ -170,17 +170,38 @@ size_t kl_utf8_clean(char *out, const char *s)
     return (size_t)(o - out);
 }
 
+static bool two_digits(const char *p)
+{
+    return p[0] >= '0' && p[0] <= '9' && p[1] >= '0' && p[1] <= '9';
+}
+
 int64_t kl_iso8601_ms(const char *s)
 {
     struct tm tm;
     memset(&tm, 0, sizeof(tm));
-    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
-                     &tm.tm_sec) != 6)
+    int n = 0;
+    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+                     &tm.tm_sec, &n) != 6)
         return 0;
+    const char *z = s + n;
+    while (*z == '.' || (*z >= '0' && *z <= '9'))
+        z++; /* a fraction of a second: not needed at this precision */
+    /* an offset from UTC ("+05:00", "-0800"); "Z", "UTC" or nothing is UTC */
+    int64_t offset_s = 0;
+    if (*z == '+' || *z == '-') {
+        if (!two_digits(z + 1))
+            return 0;
+        const char *m = z[3] == ':' ? z + 4 : z + 3;
+        bool minutes = two_digits(m);
+        if (z[3] == ':' && !minutes)
+            return 0;
+        int hh = (z[1] - '0') * 10 + (z[2] - '0'), mm = minutes ? (m[0] - '0') * 10 + (m[1] - '0') : 0;
+        offset_s = (int64_t)(hh * 3600 + mm * 60) * (*z == '-' ? -1 : 1);
+    }
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
     time_t t = timegm(&tm);
-    return t > 0 ? (int64_t)t * 1000 : 0;
+    return t > 0 ? ((int64_t)t - offset_s) * 1000 : 0;
 }
 
 size_t kl_xml_field(const char *doc, const char *tag, char *out, size_t outlen)

@@ -21,8 +21,9 @@ int kl_hex_digit(char c);
 size_t kl_xml_field(const char *doc, const char *tag, char *out, size_t outlen);
 
 /* "2026-11-27T14:40:00Z" (fractions of a second allowed, as AWS and
- * Google write expiry times): ms since the epoch, or 0 when it is not
- * such a time. */
+ * Google write expiry times; an offset such as "+05:00" is taken off, no
+ * zone at all is UTC): ms since the epoch, or 0 when it is not such a
+ * time. */
 int64_t kl_iso8601_ms(const char *s);
 
 /* Number formatting without printf, for text written on every request

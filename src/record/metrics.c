@@ -464,14 +464,15 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
         kl_aws_status(srv->aws, &source, &left, &failures);
         static const char *const keys[] = {"source", NULL};
         const char *v[] = {source};
-        if (left >= 0) { /* keys from the environment do not expire: no such line */
+        if (left >= 0) { /* keys from the environment or a profile do not expire: no such line */
             family(out, "keyless_aws_credentials_seconds_left", "gauge",
-                   "Seconds the environment's temporary AWS credentials are still used (0: none; renewed with a "
+                   "Seconds the temporary AWS credentials keyless found are still used (0: none; renewed with a "
                    "quarter left).");
             sample(out, "keyless_aws_credentials_seconds_left", keys, v, (uint64_t)left);
         }
         family(out, "keyless_aws_credentials_failures", "gauge",
-               "Failed tries in a row to get AWS credentials from the environment.");
+               "Failed tries in a row to get AWS credentials (from the environment, a profile, the container or "
+               "the instance).");
         sample(out, "keyless_aws_credentials_failures", keys, v, (uint64_t)failures);
     }
     gauge(out, "keyless_inflight_requests", "Requests between arrival and record.", inflight);

@@ -12,17 +12,12 @@
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 
+#include "core/buf.h"
 #include "core/exchange.h"
 #include "core/log.h"
 #include "core/text.h"
+#include "upstream/awscreds_int.h"
 #include "upstream/syncfetch.h"
-
-/* Credentials as one source gives them. */
-struct found {
-    char key_id[128], secret[256], token[8192];
-    const char *source;
-    int64_t expires_ms;         /* wall clock; 0: they do not expire */
-};
 
 struct kl_aws_keeper {
     pthread_mutex_t lock;
@@ -31,20 +26,18 @@ struct kl_aws_keeper {
     atomic_bool stop;
     char *region;
     bool have, tried;
-    struct found cur;
+    struct kl_aws_found cur;
     int failures;
     char error[512];
 };
 
-static const char *env(const char *name)
+const char *kl_aws_env(const char *name)
 {
     const char *v = getenv(name);
     return v && *v ? v : NULL;
 }
 
-/* A credential into dst: false when absent, too long, or holding a
- * control byte (it goes into a header line). */
-static bool copy(char *dst, size_t cap, const char *s)
+bool kl_aws_copy(char *dst, size_t cap, const char *s)
 {
     if (!s || !*s || strlen(s) >= cap)
         return false;
@@ -78,14 +71,14 @@ static bool read_token_file(const char *path, char *out, size_t cap, char *err, 
 
 /* The JSON the container endpoint and the instance metadata service give:
  * AccessKeyId, SecretAccessKey, Token, Expiration. */
-static bool from_json(const char *text, struct found *f)
+static bool from_json(const char *text, struct kl_aws_found *f)
 {
     cJSON *j = cJSON_Parse(text);
     const char *exp = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "Expiration"));
-    bool ok = copy(f->key_id, sizeof(f->key_id), cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "AccessKeyId"))) &&
-              copy(f->secret, sizeof(f->secret),
+    bool ok = kl_aws_copy(f->key_id, sizeof(f->key_id), cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "AccessKeyId"))) &&
+              kl_aws_copy(f->secret, sizeof(f->secret),
                    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "SecretAccessKey"))) &&
-              copy(f->token, sizeof(f->token), cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "Token"))) &&
+              kl_aws_copy(f->token, sizeof(f->token), cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "Token"))) &&
               (f->expires_ms = kl_iso8601_ms(exp)) > 0;
     cJSON_Delete(j);
     return ok;
@@ -93,7 +86,7 @@ static bool from_json(const char *text, struct found *f)
 
 /* A GET whose answer is credentials in JSON (the container endpoint,
  * IMDS): 1, or -1 with err. */
-static int get_credentials(const struct kl_sync_req *q, const atomic_bool *stop, struct found *f, char *err,
+static int get_credentials(const struct kl_sync_req *q, const atomic_bool *stop, struct kl_aws_found *f, char *err,
                            size_t errlen)
 {
     struct kl_sync_reply r;
@@ -106,15 +99,15 @@ static int get_credentials(const struct kl_sync_req *q, const atomic_bool *stop,
     return rc;
 }
 
-/* 1. The environment's keys: they never expire here. */
-static int from_env(struct found *f, char *err, size_t errlen)
+/* 2. The environment's keys: they never expire here. */
+int kl_aws_from_env(struct kl_aws_found *f, char *err, size_t errlen)
 {
-    const char *id = env("AWS_ACCESS_KEY_ID"), *secret = env("AWS_SECRET_ACCESS_KEY");
+    const char *id = kl_aws_env("AWS_ACCESS_KEY_ID"), *secret = kl_aws_env("AWS_SECRET_ACCESS_KEY");
     if (!id && !secret)
         return 0;
     f->source = "environment";
-    if (!copy(f->key_id, sizeof(f->key_id), id) || !copy(f->secret, sizeof(f->secret), secret) ||
-        (env("AWS_SESSION_TOKEN") && !copy(f->token, sizeof(f->token), env("AWS_SESSION_TOKEN")))) {
+    if (!kl_aws_copy(f->key_id, sizeof(f->key_id), id) || !kl_aws_copy(f->secret, sizeof(f->secret), secret) ||
+        (kl_aws_env("AWS_SESSION_TOKEN") && !kl_aws_copy(f->token, sizeof(f->token), kl_aws_env("AWS_SESSION_TOKEN")))) {
         snprintf(err, errlen, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must both be set (and not too long)");
         return -1;
     }
@@ -129,66 +122,142 @@ static char *escaped(const char *s)
     return e;
 }
 
-/* 2. A web identity (EKS's IRSA): the token file's token for the role's
- * credentials, from STS's AssumeRoleWithWebIdentity (no signature: the
- * token is the proof). The file is read on every try: the kubelet rotates
- * it. */
-static int from_web_identity(const kl_aws_keeper *k, const atomic_bool *stop, struct found *f, char *err,
-                             size_t errlen)
+const char *kl_aws_sts_region(const char *fallback)
 {
-    const char *file = env("AWS_WEB_IDENTITY_TOKEN_FILE"), *role = env("AWS_ROLE_ARN");
-    if (!file || !role)
-        return 0;
-    f->source = "web identity";
+    return kl_aws_env("AWS_REGION") ? kl_aws_env("AWS_REGION")
+           : kl_aws_env("AWS_DEFAULT_REGION") ? kl_aws_env("AWS_DEFAULT_REGION") : fallback;
+}
+
+/* STS's regional endpoint, or AWS_ENDPOINT_URL_STS (as the AWS SDKs
+ * allow). */
+static void sts_url(char *url, size_t cap, const char *region)
+{
+    if (kl_aws_env("AWS_ENDPOINT_URL_STS"))
+        snprintf(url, cap, "%s", kl_aws_env("AWS_ENDPOINT_URL_STS"));
+    else
+        snprintf(url, cap, "https://sts.%s.amazonaws.com%s/", region ? region : "us-east-1",
+                 region && strncmp(region, "cn-", 3) == 0 ? ".cn" : "");
+}
+
+/* POSTs an STS Query API form (headers may sign it) and reads the
+ * credentials of its XML answer: 1, or -1 with err naming the action, the
+ * role and STS's own code and message. */
+static int sts_call(const char *url, const char *action, const char *role, const char *body,
+                    const char *const *headers, const atomic_bool *stop, struct kl_aws_found *f, char *err,
+                    size_t errlen)
+{
+    struct kl_sync_req q = {.method = "POST", .url = url, .body = body, .headers = headers};
+    struct kl_sync_reply r;
+    if (kl_sync_fetch(&q, stop, &r, err, errlen) < 0)
+        return -1;
+    int rc = -1;
+    char exp[64], code[128], msg[256];
+    bool fits = kl_xml_field(r.body, "AccessKeyId", f->key_id, sizeof(f->key_id)) < sizeof(f->key_id) &&
+                kl_xml_field(r.body, "SecretAccessKey", f->secret, sizeof(f->secret)) < sizeof(f->secret) &&
+                kl_xml_field(r.body, "SessionToken", f->token, sizeof(f->token)) < sizeof(f->token);
+    kl_xml_field(r.body, "Expiration", exp, sizeof(exp));
+    f->expires_ms = kl_iso8601_ms(exp);
+    if (r.status == 200 && !fits) {
+        snprintf(err, errlen, "POST %.150s (%s): credentials longer than keyless holds", url, action);
+    } else if (r.status == 200 && f->key_id[0] && f->secret[0] && f->token[0] && f->expires_ms) {
+        rc = 1;
+    } else {
+        kl_xml_field(r.body, "Code", code, sizeof(code));
+        kl_xml_field(r.body, "Message", msg, sizeof(msg));
+        snprintf(err, errlen, "POST %.150s (%s for %.100s): HTTP %ld %.40s%s%.100s", url, action, role, r.status,
+                 code, *msg ? ": " : "", msg);
+    }
+    kl_sync_reply_free(&r);
+    return rc;
+}
+
+/* "&Name=value", the value percent-encoded, appended to b. */
+static void form_field(struct kl_buf *b, const char *name, const char *value)
+{
+    char *e = escaped(value);
+    kl_buf_str(b, "&");
+    kl_buf_str(b, name);
+    kl_buf_str(b, "=");
+    kl_buf_str(b, e);
+    OPENSSL_cleanse(e, strlen(e));
+    curl_free(e);
+}
+
+/* The form both role actions begin with. */
+static struct kl_buf role_form(const char *action, const char *role, const char *session)
+{
+    struct kl_buf b = {0};
+    kl_buf_str(&b, "Action=");
+    kl_buf_str(&b, action);
+    kl_buf_str(&b, "&Version=2011-06-15");
+    form_field(&b, "RoleArn", role);
+    form_field(&b, "RoleSessionName", session ? session : "keyless");
+    return b;
+}
+
+static void wipe_buf(struct kl_buf *b)
+{
+    if (b->p)
+        OPENSSL_cleanse(b->p, b->len);
+    free(b->p);
+}
+
+/* The token is the proof: no signature. The file is read on every try
+ * (the kubelet rotates it). */
+int kl_aws_web_identity(const char *region, const char *file, const char *role, const char *session,
+                        const atomic_bool *stop, struct kl_aws_found *f, char *err, size_t errlen)
+{
     char jwt[8192];
     if (!read_token_file(file, jwt, sizeof(jwt), err, errlen))
         return -1;
-    const char *region = env("AWS_REGION") ? env("AWS_REGION") : env("AWS_DEFAULT_REGION") ? env("AWS_DEFAULT_REGION")
-                                                                                          : k->region;
     char url[512];
-    if (env("AWS_ENDPOINT_URL_STS"))
-        snprintf(url, sizeof(url), "%s", env("AWS_ENDPOINT_URL_STS"));
-    else
-        snprintf(url, sizeof(url), "https://sts.%s.amazonaws.com%s/", region ? region : "us-east-1",
-                 region && strncmp(region, "cn-", 3) == 0 ? ".cn" : "");
-    char *er = escaped(role), *en = escaped(env("AWS_ROLE_SESSION_NAME") ? env("AWS_ROLE_SESSION_NAME") : "keyless"),
-         *et = escaped(jwt);
-    size_t blen = strlen(er) + strlen(en) + strlen(et) + 128;
-    char *body = malloc(blen);
-    if (!body)
-        abort();
-    snprintf(body, blen, "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn=%s&RoleSessionName=%s"
-                         "&WebIdentityToken=%s", er, en, et);
-    curl_free(er);
-    curl_free(en);
-    curl_free(et);
-    struct kl_sync_req q = {.method = "POST", .url = url, .body = body};
-    struct kl_sync_reply r;
-    int rc = -1;
-    if (kl_sync_fetch(&q, stop, &r, err, errlen) == 0) {
-        char exp[64], code[128], msg[256];
-        bool fits = kl_xml_field(r.body, "AccessKeyId", f->key_id, sizeof(f->key_id)) < sizeof(f->key_id) &&
-                    kl_xml_field(r.body, "SecretAccessKey", f->secret, sizeof(f->secret)) < sizeof(f->secret) &&
-                    kl_xml_field(r.body, "SessionToken", f->token, sizeof(f->token)) < sizeof(f->token);
-        kl_xml_field(r.body, "Expiration", exp, sizeof(exp));
-        f->expires_ms = kl_iso8601_ms(exp);
-        if (r.status == 200 && !fits) {
-            snprintf(err, errlen, "POST %.150s (AssumeRoleWithWebIdentity): credentials longer than keyless holds",
-                     url);
-        } else if (r.status == 200 && f->key_id[0] && f->secret[0] && f->token[0] && f->expires_ms) {
-            rc = 1;
-        } else {
-            kl_xml_field(r.body, "Code", code, sizeof(code));
-            kl_xml_field(r.body, "Message", msg, sizeof(msg));
-            snprintf(err, errlen, "POST %.150s (AssumeRoleWithWebIdentity for %.100s): HTTP %ld %.40s%s%.100s", url, role, r.status,
-                     code, *msg ? ": " : "", msg);
-        }
-        kl_sync_reply_free(&r);
-    }
-    OPENSSL_cleanse(body, strlen(body));
-    free(body);
+    sts_url(url, sizeof(url), region);
+    struct kl_buf body = role_form("AssumeRoleWithWebIdentity", role, session);
+    form_field(&body, "WebIdentityToken", jwt);
     OPENSSL_cleanse(jwt, sizeof(jwt));
+    int rc = sts_call(url, "AssumeRoleWithWebIdentity", role, body.p, NULL, stop, f, err, errlen);
+    wipe_buf(&body);
     return rc;
+}
+
+int kl_aws_assume_role(const char *region, const struct kl_aws_found *source, const char *role, const char *session,
+                       const char *external_id, long duration_s, const atomic_bool *stop, struct kl_aws_found *f,
+                       char *err, size_t errlen)
+{
+    char url[512];
+    sts_url(url, sizeof(url), region);
+    struct kl_buf body = role_form("AssumeRole", role, session);
+    if (external_id)
+        form_field(&body, "ExternalId", external_id);
+    if (duration_s > 0) {
+        char d[24];
+        snprintf(d, sizeof(d), "%ld", duration_s);
+        form_field(&body, "DurationSeconds", d);
+    }
+    kl_arena a;
+    kl_arena_init(&a);
+    struct kl_sigv4_cred c = {source->key_id, source->secret, source->token[0] ? source->token : NULL,
+                              region ? region : "us-east-1", "sts"};
+    const char *sig[4] = {NULL};
+    kl_sigv4_headers(&a, &c, "POST", url, body.p, body.len, time(NULL), sig);
+    int rc = sts_call(url, "AssumeRole", role, body.p, sig, stop, f, err, errlen);
+    for (size_t i = 0; sig[i]; i++)
+        OPENSSL_cleanse((char *)sig[i], strlen(sig[i]));
+    kl_arena_free(&a);
+    wipe_buf(&body);
+    return rc;
+}
+
+/* 3. A web identity in the environment (EKS's IRSA). */
+static int from_web_identity(const kl_aws_keeper *k, const atomic_bool *stop, struct kl_aws_found *f, char *err,
+                             size_t errlen)
+{
+    const char *file = kl_aws_env("AWS_WEB_IDENTITY_TOKEN_FILE"), *role = kl_aws_env("AWS_ROLE_ARN");
+    if (!file || !role)
+        return 0;
+    f->source = "web identity";
+    return kl_aws_web_identity(kl_aws_sts_region(k->region), file, role, kl_aws_env("AWS_ROLE_SESSION_NAME"), stop, f,
+                               err, errlen);
 }
 
 /* The container endpoint may be https anywhere, or http only to this
@@ -201,10 +270,10 @@ static bool container_uri_safe(const char *u)
     return kl_sync_url_ok(u, hosts, true);
 }
 
-/* 3. The container endpoint: ECS task roles, EKS Pod Identity. */
-static int from_container(const atomic_bool *stop, struct found *f, char *err, size_t errlen)
+/* 5. The container endpoint: ECS task roles, EKS Pod Identity. */
+int kl_aws_from_container(const atomic_bool *stop, struct kl_aws_found *f, char *err, size_t errlen)
 {
-    const char *full = env("AWS_CONTAINER_CREDENTIALS_FULL_URI"), *rel = env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+    const char *full = kl_aws_env("AWS_CONTAINER_CREDENTIALS_FULL_URI"), *rel = kl_aws_env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
     if (!full && !rel)
         return 0;
     f->source = "container";
@@ -218,11 +287,11 @@ static int from_container(const atomic_bool *stop, struct found *f, char *err, s
                               "http to this machine or the agents' addresses", rel ? "RELATIVE_URI" : "FULL_URI");
         return -1;
     }
-    if (env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")) {
-        if (!read_token_file(env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"), token, sizeof(token), err, errlen))
+    if (kl_aws_env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")) {
+        if (!read_token_file(kl_aws_env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"), token, sizeof(token), err, errlen))
             return -1;
-    } else if (env("AWS_CONTAINER_AUTHORIZATION_TOKEN")) {
-        snprintf(token, sizeof(token), "%s", env("AWS_CONTAINER_AUTHORIZATION_TOKEN"));
+    } else if (kl_aws_env("AWS_CONTAINER_AUTHORIZATION_TOKEN")) {
+        snprintf(token, sizeof(token), "%s", kl_aws_env("AWS_CONTAINER_AUTHORIZATION_TOKEN"));
     }
     snprintf(auth, sizeof(auth), "Authorization: %s", token);
     const char *headers[] = {auth, NULL};
@@ -234,15 +303,15 @@ static int from_container(const atomic_bool *stop, struct found *f, char *err, s
     return rc;
 }
 
-/* 4. The EC2 instance metadata service, version 2: a session token first
+/* 6. The EC2 instance metadata service, version 2: a session token first
  * (PUT), then the instance profile's role and its credentials. */
-static int from_imds(const atomic_bool *stop, struct found *f, char *err, size_t errlen)
+int kl_aws_from_imds(const atomic_bool *stop, struct kl_aws_found *f, char *err, size_t errlen)
 {
-    const char *off = env("AWS_EC2_METADATA_DISABLED");
+    const char *off = kl_aws_env("AWS_EC2_METADATA_DISABLED");
     if (off && strcasecmp(off, "true") == 0)
         return 0;
     f->source = "instance metadata";
-    const char *base = env("AWS_EC2_METADATA_SERVICE_ENDPOINT") ? env("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+    const char *base = kl_aws_env("AWS_EC2_METADATA_SERVICE_ENDPOINT") ? kl_aws_env("AWS_EC2_METADATA_SERVICE_ENDPOINT")
                                                                  : "http://169.254.169.254";
     size_t bl = strlen(base);
     while (bl && base[bl - 1] == '/')
@@ -254,7 +323,7 @@ static int from_imds(const atomic_bool *stop, struct found *f, char *err, size_t
     struct kl_sync_reply r;
     if (kl_sync_fetch(&q, stop, &r, err, errlen) < 0)
         return -1;
-    bool ok = r.status == 200 && copy(session, sizeof(session), r.body);
+    bool ok = r.status == 200 && kl_aws_copy(session, sizeof(session), r.body);
     kl_sync_reply_free(&r);
     if (!ok) {
         snprintf(err, errlen, "PUT %.300s: HTTP %ld, no session token", url, r.status);
@@ -286,36 +355,63 @@ static int from_imds(const atomic_bool *stop, struct found *f, char *err, size_t
     return rc;
 }
 
-/* The chain, in the AWS SDKs' order: the first source that is configured
- * decides (one that fails is an error, not a reason to try the next). */
-static int fetch(const kl_aws_keeper *k, struct found *f, char *err, size_t errlen)
+/* The chain: the first source that is configured decides (one that
+ * fails is an error, not a reason to try the next), in the AWS SDKs'
+ * order with two choices where they differ. A profile that AWS_PROFILE
+ * names comes first, before the environment's keys (as in the Go SDK: a
+ * profile named outright is meant; its credential_source may be those
+ * keys). The default profile comes after a web identity in the environment
+ * (as in botocore and the Go SDK: EKS put those variables there; a stray
+ * ~/.aws/credentials in the image is not meant), and a default profile
+ * that fails lets the chain go on, its error kept for the log if nothing
+ * after it works. */
+static int fetch(const kl_aws_keeper *k, struct kl_aws_found *f, char *err, size_t errlen)
 {
-    int rc = from_env(f, err, errlen);
+    bool named = kl_aws_env("AWS_PROFILE") != NULL;
+    int rc = named ? kl_aws_from_profile(k->region, &k->stop, f, err, errlen) : 0;
+    if (!rc)
+        rc = kl_aws_from_env(f, err, errlen);
     if (!rc)
         rc = from_web_identity(k, &k->stop, f, err, errlen);
+    char profile_err[512] = "";
+    if (!rc && !named && (rc = kl_aws_from_profile(k->region, &k->stop, f, err, errlen)) < 0) {
+        snprintf(profile_err, sizeof(profile_err), "%s", err);
+        OPENSSL_cleanse(f, sizeof(*f));
+        memset(f, 0, sizeof(*f));
+        rc = 0;
+    }
     if (!rc)
-        rc = from_container(&k->stop, f, err, errlen);
+        rc = kl_aws_from_container(&k->stop, f, err, errlen);
     if (!rc)
-        rc = from_imds(&k->stop, f, err, errlen);
-    if (!rc)
+        rc = kl_aws_from_imds(&k->stop, f, err, errlen);
+    if (!rc && profile_err[0])
+        snprintf(err, errlen, "%s", profile_err);
+    else if (!rc)
         snprintf(err, errlen, "no AWS credentials: no access key, web identity or container endpoint in the "
-                              "environment, and the instance metadata service is disabled");
+                              "environment, no profile with credentials in the shared config files, and the "
+                              "instance metadata service is disabled");
+    else if (rc < 0 && profile_err[0]) {
+        char later[512];
+        snprintf(later, sizeof(later), "%s", err);
+        snprintf(err, errlen, "%.250s; and then %.250s", profile_err, later);
+    }
     return rc == 1 ? 0 : -1;
 }
 
 /* Temporary credentials are renewed with a quarter of their life left
  * (but not more often than every 10 s); a failed try is repeated after 1,
  * 2, 4 ... 60 s while the old ones last. Keys from the environment are
- * read once. The next try is a wall-clock time (credentials expire by the
- * wall clock, and a suspended machine's monotonic clock stood still), so
- * the thread wakes at least once a minute to look at it. */
+ * read once, a file's again every few minutes (recheck_ms). The next try
+ * is a wall-clock time (credentials expire by the wall clock, and a
+ * suspended machine's monotonic clock stood still), so the thread wakes at
+ * least once a minute to look at it. */
 static void *keeper_main(void *arg)
 {
     kl_aws_keeper *k = arg;
     pthread_mutex_lock(&k->lock);
     while (!k->stop) {
         pthread_mutex_unlock(&k->lock);
-        struct found f;
+        struct kl_aws_found f;
         memset(&f, 0, sizeof(f));
         char err[512] = "";
         int rc = fetch(k, &f, err, sizeof(err));
@@ -338,7 +434,8 @@ static void *keeper_main(void *arg)
             k->error[0] = '\0';
             k->failures = 0;
             int64_t renew = (f.expires_ms - now) / 4 * 3;
-            next = !f.expires_ms ? INT64_MAX : now + (renew > 10000 ? renew : 10000);
+            next = f.expires_ms ? now + (renew > 10000 ? renew : 10000)
+                   : f.recheck_ms ? now + f.recheck_ms : INT64_MAX;
         } else {
             int64_t delay = (int64_t)1000 << (k->failures < 6 ? k->failures : 6);
             next = now + (delay < 60000 ? delay : 60000);

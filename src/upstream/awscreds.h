@@ -1,13 +1,17 @@
 /* AWS credentials from keyless's environment, found the way the AWS SDKs'
  * default chain finds them, for a provider whose "aws" names no access key:
  *
- *   1. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN);
- *   2. a web identity: AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, the
+ *   1. the profile AWS_PROFILE names, of the shared config and
+ *      credentials files (awsprofile.c);
+ *   2. AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN);
+ *   3. a web identity: AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, the
  *      token exchanged at STS (AssumeRoleWithWebIdentity): EKS's IRSA;
- *   3. the container endpoint: AWS_CONTAINER_CREDENTIALS_FULL_URI or
+ *   4. without AWS_PROFILE, the default profile, if it names credentials
+ *      (one that fails lets the chain go on);
+ *   5. the container endpoint: AWS_CONTAINER_CREDENTIALS_FULL_URI or
  *      _RELATIVE_URI, with AWS_CONTAINER_AUTHORIZATION_TOKEN(_FILE): ECS
  *      task roles and EKS Pod Identity;
- *   4. the EC2 instance metadata service (IMDSv2): an instance profile,
+ *   6. the EC2 instance metadata service (IMDSv2): an instance profile,
  *      unless AWS_EC2_METADATA_DISABLED is true.
  *
  * Temporary credentials are fetched by a thread of their own and renewed

@@ -6,7 +6,8 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import crypto from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -19,6 +20,7 @@ import { toUtf8, fromUtf8 } from '@smithy/util-utf8';
 import AnthropicBedrock from '@anthropic-ai/bedrock-sdk';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { Sha256 } from '@aws-crypto/sha256-js';
+import { fromIni } from '@aws-sdk/credential-provider-ini';
 import {
   startMock, startGateway, startHook, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT,
 } from './lib/harness.mjs';
@@ -616,7 +618,7 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
   // Temporary credentials as AWS's credential services hand them out: an hour (or six) of life,
   // an ASIA… key id, a session token.
   const temporary = (tag) => {
-    const c = { accessKeyId: `ASIA${tag.toUpperCase().padEnd(16, 'X').slice(0, 16)}`,
+    const c = { accessKeyId: `ASIA${tag.toUpperCase().replace(/[^A-Z0-9]/g, '').slice(0, 6).padEnd(6, 'X')}${crypto.randomBytes(5).toString('hex').toUpperCase()}`,
       secretAccessKey: crypto.randomBytes(30).toString('base64'), sessionToken: `IQoJ${tag}-${crypto.randomBytes(40).toString('base64')}` };
     issued.push(c);
     return c;
@@ -639,6 +641,15 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
       aws.destroy();
     }
   };
+
+  // nothing of the test runner's own environment takes part (an empty variable counts as unset;
+  // no HOME: no ~/.aws of the machine's)
+  const clean = { AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '', AWS_SESSION_TOKEN: '', AWS_WEB_IDENTITY_TOKEN_FILE: '',
+    AWS_ROLE_ARN: '', AWS_CONTAINER_CREDENTIALS_FULL_URI: '', AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: '',
+    AWS_EC2_METADATA_DISABLED: '', AWS_EC2_METADATA_SERVICE_ENDPOINT: '', AWS_PROFILE: '', AWS_ENDPOINT_URL_STS: '', AWS_ENDPOINT_URL_SSO: '', AWS_ENDPOINT_URL_SSO_OIDC: '',
+    AWS_REGION: '',
+    AWS_DEFAULT_REGION: '', HOME: '', AWS_CONFIG_FILE: '/nonexistent/keyless-test/config',
+    AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/keyless-test/credentials' };
 
   it('no keys in the config: the environment\'s credentials, from a web identity (EKS IRSA), the container endpoint (ECS, EKS Pod Identity) or IMDSv2', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'kl-aws-env-'));
@@ -693,10 +704,6 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
         Type: 'AWS-HMAC', AccessKeyId: imdsCreds.accessKeyId, SecretAccessKey: imdsCreds.secretAccessKey,
         Token: imdsCreds.sessionToken, Expiration: expiry() }));
     });
-    // nothing of the test runner's own environment takes part (an empty variable counts as unset)
-    const clean = { AWS_ACCESS_KEY_ID: '', AWS_SECRET_ACCESS_KEY: '', AWS_SESSION_TOKEN: '', AWS_WEB_IDENTITY_TOKEN_FILE: '',
-      AWS_ROLE_ARN: '', AWS_CONTAINER_CREDENTIALS_FULL_URI: '', AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: '',
-      AWS_EC2_METADATA_DISABLED: '', AWS_EC2_METADATA_SERVICE_ENDPOINT: '' };
     const envs = [
       ['web identity', { AWS_WEB_IDENTITY_TOKEN_FILE: join(dir, 'token'), AWS_ROLE_ARN: role, AWS_ENDPOINT_URL_STS: sts.url }, () => stsCreds],
       ['container', { AWS_CONTAINER_CREDENTIALS_FULL_URI: `${pod.url}/v1/credentials`,
@@ -783,6 +790,297 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
       await sts.close();
       await pod.close();
       await imds.close();
+    }
+  });
+
+  it('a profile of the shared config files: its keys, a role chain (AssumeRole signed by its source), credential_process, IAM Identity Center (SSO)', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'kl-aws-home-'));
+    mkdirSync(join(home, '.aws', 'sso', 'cache'), { recursive: true });
+    const defaultKeys = temporary('default');
+    defaultKeys.sessionToken = undefined;
+    const baseKeys = temporary('base');
+    writeFileSync(join(home, '.aws', 'credentials'), `[default]
+aws_access_key_id = ${defaultKeys.accessKeyId}
+aws_secret_access_key = ${defaultKeys.secretAccessKey}
+
+[base]
+aws_access_key_id=${baseKeys.accessKeyId} ; the platform team's
+aws_secret_access_key=${baseKeys.secretAccessKey}
+aws_session_token=${baseKeys.sessionToken}
+`);
+    // the process profile prints what this file holds
+    const processOut = join(home, 'process.json');
+    writeFileSync(join(home, '.aws', 'config'), `[default]
+region = us-east-1
+
+[profile middle]
+role_arn = arn:aws:iam::123456789012:role/middle
+source_profile = base
+
+[profile deploy]
+role_arn = arn:aws:iam::123456789012:role/keyless-bedrock
+source_profile = middle
+external_id = keyless-ext
+role_session_name = keyless-gw
+duration_seconds = 7200
+
+[profile "vault"]
+credential_process = cat "${processOut}"
+
+[profile broken-vault]
+credential_process = echo "the vault is locked" >&2; exit 3
+
+[profile slow-vault]
+credential_process = sleep 37.25; echo never
+
+[profile sso-dev]
+sso_session = corp
+sso_account_id = 123456789012
+sso_role_name = BedrockUser
+
+[sso-session corp]
+sso_region = us-east-1
+sso_start_url = https://corp.awsapps.com/start
+
+[profile sso-old]
+sso_start_url = https://old.awsapps.com/start
+sso_region = us-east-1
+sso_account_id = 123456789012
+sso_role_name = BedrockUser
+
+[profile regiononly]
+region = eu-west-1
+
+[profile envsrc]
+role_arn = arn:aws:iam::123456789012:role/envsrc
+credential_source = Environment
+
+[profile mfa]
+role_arn = arn:aws:iam::123456789012:role/admin
+source_profile = base
+mfa_serial = arn:aws:iam::123456789012:mfa/dev
+`);
+    // STS AssumeRole: the Query API form, signed (service sts) by credentials it knows
+    const assumed = [];
+    const sts = await listen(async (req, res, body) => {
+      const f = new URLSearchParams(body);
+      const auth = req.headers.authorization || '';
+      const m = auth.match(/^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/sts\/aws4_request, SignedHeaders=([^,]+), Signature=([0-9a-f]{64})$/);
+      const signer = m && [defaultKeys, baseKeys, ...issued].find((c) => c.accessKeyId === m[1]);
+      let ok = false;
+      if (signer) {
+        const headers = {};
+        for (const h of m[4].split(';')) headers[h] = req.headers[h];
+        const signed = await new SignatureV4({ credentials: signer, region: m[3], service: 'sts', sha256: Sha256,
+          uriEscapePath: true, applyChecksum: false }).sign({ method: 'POST', protocol: 'http:', hostname: '127.0.0.1',
+          port: sts.srv.address().port, path: req.url, headers, body }, { signingDate: signingDate(req.headers['x-amz-date']) });
+        ok = signed.headers.authorization === auth && (!signer.sessionToken || req.headers['x-amz-security-token'] === signer.sessionToken);
+      }
+      if (!ok || f.get('Action') !== 'AssumeRole' || f.get('Version') !== '2011-06-15')
+        return res.writeHead(403, { 'content-type': 'text/xml' }).end('<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match the signature you provided.</Message></Error><RequestId>x</RequestId></ErrorResponse>');
+      const c = temporary(f.get('RoleArn').split('/').pop());
+      assumed.push({ by: signer.accessKeyId, role: f.get('RoleArn'), session: f.get('RoleSessionName'),
+        external: f.get('ExternalId'), duration: f.get('DurationSeconds'), got: c.accessKeyId });
+      res.writeHead(200, { 'content-type': 'text/xml' }).end(`<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleResult>
+    <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/x/${f.get('RoleSessionName')}</Arn><AssumedRoleId>AROA:x</AssumedRoleId></AssumedRoleUser>
+    <Credentials>
+      <AccessKeyId>${c.accessKeyId}</AccessKeyId>
+      <SecretAccessKey>${c.secretAccessKey}</SecretAccessKey>
+      <SessionToken>${c.sessionToken}</SessionToken>
+      <Expiration>${expiry()}</Expiration>
+    </Credentials>
+  </AssumeRoleResult>
+  <ResponseMetadata><RequestId>c6104cbe-0000-0000-0000-000000000000</RequestId></ResponseMetadata>
+</AssumeRoleResponse>`);
+    });
+    // IAM Identity Center's portal: GetRoleCredentials with the token `aws sso login` cached
+    const ssoTokens = { corp: 'aoaAAAAAcorp-sso-access-token', 'https://old.awsapps.com/start': 'aoaAAAAAold-sso-access-token' };
+    const iso = (ms) => new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
+    const cacheFile = (key) => join(home, '.aws', 'sso', 'cache', `${crypto.createHash('sha1').update(key).digest('hex')}.json`);
+    // the older kind: a token for eight hours, no refresh
+    writeFileSync(cacheFile('https://old.awsapps.com/start'), JSON.stringify({ startUrl: 'https://old.awsapps.com/start',
+      region: 'us-east-1', accessToken: ssoTokens['https://old.awsapps.com/start'], expiresAt: iso(Date.now() + 8 * 3600e3) }));
+    // an sso-session's: its access token has two minutes left (the portal no longer takes it), and a refresh token
+    const registration = { clientId: 'kl-test-client-id', clientSecret: 'kl-test-client-secret-jwt', registrationExpiresAt: iso(Date.now() + 90 * 86400e3) };
+    writeFileSync(cacheFile('corp'), JSON.stringify({ startUrl: 'https://corp.awsapps.com/start', region: 'us-east-1',
+      accessToken: 'aoaAAAAAcorp-stale-access-token', expiresAt: iso(Date.now() + 120e3), refreshToken: 'aorAAAAAcorp-refresh-1',
+      ...registration }));
+    // IAM Identity Center's OIDC service: CreateToken, the refresh token grant
+    const refreshed = [];
+    const oidc = await listen((req, res, body) => {
+      const b = JSON.parse(body || '{}');
+      refreshed.push(b.refreshToken);
+      if (req.url !== '/token' || b.grantType !== 'refresh_token' || b.clientId !== registration.clientId ||
+          b.clientSecret !== registration.clientSecret || b.refreshToken !== 'aorAAAAAcorp-refresh-1')
+        return res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":"invalid_grant","error_description":"Invalid refresh token provided"}');
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ accessToken: ssoTokens.corp,
+        tokenType: 'Bearer', expiresIn: 3600, refreshToken: 'aorAAAAAcorp-refresh-2' }));
+    });
+    let ssoCreds;
+    const portal = await listen((req, res) => {
+      const u = new URL(req.url, 'http://portal');
+      if (u.pathname !== '/federation/credentials' || !Object.values(ssoTokens).includes(req.headers['x-amz-sso_bearer_token']))
+        return res.writeHead(401, { 'content-type': 'application/json', 'x-amzn-errortype': 'UnauthorizedException' })
+          .end('{"message":"Session token not found or invalid"}');
+      if (u.searchParams.get('role_name') !== 'BedrockUser' || u.searchParams.get('account_id') !== '123456789012')
+        return res.writeHead(403, { 'content-type': 'application/json' }).end('{"message":"No access"}');
+      ssoCreds = temporary('sso');
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ roleCredentials: {
+        accessKeyId: ssoCreds.accessKeyId, secretAccessKey: ssoCreds.secretAccessKey, sessionToken: ssoCreds.sessionToken,
+        expiration: Date.now() + 3600e3 } }));
+    });
+    const processCreds = temporary('process');
+    writeFileSync(processOut, JSON.stringify({ Version: 1, AccessKeyId: processCreds.accessKeyId,
+      SecretAccessKey: processCreds.secretAccessKey, SessionToken: processCreds.sessionToken, Expiration: expiry() }));
+    const env = { ...clean, HOME: home, AWS_CONFIG_FILE: '', AWS_SHARED_CREDENTIALS_FILE: '', AWS_ENDPOINT_URL_STS: sts.url,
+      AWS_ENDPOINT_URL_SSO: portal.url, AWS_ENDPOINT_URL_SSO_OIDC: oidc.url, AWS_EC2_METADATA_DISABLED: 'true' };
+    const start = (profile, extra = {}) => startGateway({ providers: { bedrock: provider({ region: 'us-east-1' }) },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }] } }] }, { env: { ...env, AWS_PROFILE: profile, ...extra } });
+    // keys in the environment: a profile AWS_PROFILE names comes first, and may sign with them
+    const envKeys = temporary('envkeys');
+    const deployKeys = () => issued.find((c) => c.accessKeyId === assumed.at(-1).got);
+    const cases = [
+      // keys that do not expire: no seconds_left line
+      ['', 'profile', () => defaultKeys, /keyless_aws_credentials_failures\{source="profile"\} 0\n(?![^]*seconds_left)/],
+      ['deploy', 'profile assume role', deployKeys, /seconds_left\{source="profile assume role"\} (3[0-5]\d\d)\n/],
+      ['vault', 'profile process', () => processCreds, /seconds_left\{source="profile process"\} (3[0-5]\d\d)\n/],
+      ['sso-dev', 'profile sso', () => ssoCreds, /seconds_left\{source="profile sso"\} (3[0-5]\d\d)\n/],
+      ['sso-old', 'profile sso', () => ssoCreds, /seconds_left\{source="profile sso"\} (3[0-5]\d\d)\n/],
+      ['envsrc', 'profile assume role', () => issued.find((c) => c.accessKeyId === assumed.at(-1).got),
+        /seconds_left\{source="profile assume role"\} (3[0-5]\d\d)\n/, { AWS_ACCESS_KEY_ID: envKeys.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: envKeys.secretAccessKey, AWS_SESSION_TOKEN: envKeys.sessionToken }],
+      // without AWS_PROFILE the environment's keys come before the default profile
+      ['', 'environment', () => envKeys, /keyless_aws_credentials_failures\{source="environment"\} 0\n/, {
+        AWS_ACCESS_KEY_ID: envKeys.accessKeyId, AWS_SECRET_ACCESS_KEY: envKeys.secretAccessKey, AWS_SESSION_TOKEN: envKeys.sessionToken }],
+    ];
+    try {
+      for (const [profile, source, which, left, extra] of cases) {
+        const g = await start(profile, extra);
+        try {
+          assert.match(await (await fetch(`${g.url}/metrics`)).text(), left, `${profile || 'default'}: ${source}`);
+          const r = await converse(g);
+          assert.equal(r.output.message.content[0].text, 'signed and served', profile);
+          const s = seen.at(-1);
+          assert.ok(s.ok, `${profile || 'default'}: the signature checks out`);
+          assert.ok(s.headers.authorization.includes(`Credential=${which().accessKeyId}/`), `${profile || 'default'}: its credentials`);
+          assert.equal(s.headers['x-amz-security-token'], which().sessionToken);
+        } finally {
+          await g.stop();
+        }
+        for (const secret of [which().secretAccessKey, which().sessionToken, ...Object.values(ssoTokens), registration.clientSecret,
+          'aorAAAAAcorp-refresh'].filter(Boolean))
+          assert.ok(!g.output().includes(secret), `${profile || 'default'}: no credential in the log`);
+      }
+      assert.deepEqual(assumed.at(-1).by, envKeys.accessKeyId, 'envsrc: its credential_source, the environment\'s keys, signed');
+      assert.equal(assumed.at(-1).role, 'arn:aws:iam::123456789012:role/envsrc');
+      // the sso-session's token was refreshed once, and cached back as the AWS CLI caches it
+      assert.deepEqual(refreshed, ['aorAAAAAcorp-refresh-1']);
+      const cached = JSON.parse(readFileSync(cacheFile('corp'), 'utf8'));
+      assert.equal(cached.accessToken, ssoTokens.corp);
+      assert.equal(cached.refreshToken, 'aorAAAAAcorp-refresh-2');
+      assert.equal(cached.clientId, registration.clientId);
+      assert.ok(Math.abs(Date.parse(cached.expiresAt) - Date.now() - 3600e3) < 60e3, cached.expiresAt);
+      // the chain: base's keys signed for middle, middle's temporary ones for deploy, with its settings
+      const chain = [assumed.find((a) => a.role.endsWith('/middle')), assumed.find((a) => a.role.endsWith('/keyless-bedrock'))];
+      assert.deepEqual(chain.map((a) => [a.by, a.role]), [[baseKeys.accessKeyId, 'arn:aws:iam::123456789012:role/middle'],
+        [chain[0].got, 'arn:aws:iam::123456789012:role/keyless-bedrock']]);
+      assert.deepEqual([chain[1].session, chain[1].external, chain[1].duration], ['keyless-gw', 'keyless-ext', '7200']);
+      assert.deepEqual([chain[0].session, chain[0].external, chain[0].duration], ['keyless', null, null]);
+
+      // the AWS SDK's own reader of the same files (fromIni) takes each profile the same way
+      const sdkEnv = { HOME: home, AWS_ENDPOINT_URL_STS: sts.url, AWS_ENDPOINT_URL_SSO: portal.url, AWS_REGION: 'us-east-1',
+        AWS_CONFIG_FILE: join(home, '.aws', 'config'), AWS_SHARED_CREDENTIALS_FILE: join(home, '.aws', 'credentials') };
+      const saved = Object.fromEntries(Object.keys(sdkEnv).map((k) => [k, process.env[k]]));
+      Object.assign(process.env, sdkEnv);
+      try {
+        const sdk = (profile) => fromIni({ profile, ignoreCache: true })();
+        assert.equal((await sdk('default')).accessKeyId, defaultKeys.accessKeyId);
+        assert.equal((await sdk('vault')).accessKeyId, processCreds.accessKeyId);
+        assert.equal((await sdk('sso-dev')).accessKeyId, ssoCreds.accessKeyId);
+        assert.equal((await sdk('sso-old')).accessKeyId, ssoCreds.accessKeyId);
+        const n = assumed.length;
+        assert.equal((await sdk('deploy')).accessKeyId, assumed.at(-1).got);
+        assert.deepEqual(assumed.slice(n).map((a) => [a.by, a.role]), [[baseKeys.accessKeyId, 'arn:aws:iam::123456789012:role/middle'],
+          [assumed[n].got, 'arn:aws:iam::123456789012:role/keyless-bedrock']]);
+        assert.equal(assumed.at(-1).external, 'keyless-ext');
+        for (const profile of ['nope', 'mfa', 'broken-vault', 'regiononly'])
+          await assert.rejects(sdk(profile), `the SDK cannot use ${profile} either`);
+      } finally {
+        for (const [k, v] of Object.entries(saved)) {
+          if (v === undefined) delete process.env[k];
+          else process.env[k] = v;
+        }
+      }
+
+      // what cannot work is said in the log, and the caller gets a 503
+      writeFileSync(cacheFile('corp'), JSON.stringify({ accessToken: ssoTokens.corp, expiresAt: '2026-01-01T00:00:00Z',
+        refreshToken: 'aorAAAAAcorp-revoked', ...registration }));
+      writeFileSync(cacheFile('https://old.awsapps.com/start'), JSON.stringify({ accessToken: 'x', expiresAt: '2026-01-01T00:00:00Z' }));
+      for (const [profile, why] of [
+        ['nope', /AWS_PROFILE is nope, a profile neither the shared config file nor the credentials file has/],
+        ['mfa', /AWS profile mfa asks for an MFA code \(mfa_serial\)/],
+        ['broken-vault', /AWS profile broken-vault: credential_process exited with status 3: the vault is locked/],
+        ['sso-dev', /AWS profile sso-dev: the SSO session expired \(refreshing it: POST http:\/\/127\.0\.0\.1:\d+\/token \(CreateToken\): HTTP 400 invalid_grant\): run `aws sso login --profile sso-dev`/],
+        ['sso-old', /AWS profile sso-old: the SSO session expired: run `aws sso login --profile sso-old`/],
+        // a profile with only a region names no credentials: the chain goes on (here to its end)
+        ['regiononly', /no AWS credentials: no access key, web identity or container endpoint in the environment, no profile/],
+      ]) {
+        const g = await start(profile);
+        try {
+          const r = await fetch(`${g.url}/model/${encodeURIComponent(HAIKU)}/converse`, { method: 'POST',
+            headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: [{ text: 'hi' }] }] }) });
+          assert.equal(r.status, 503, profile);
+          await r.text();
+          assert.match(g.output(), why);
+        } finally {
+          await g.stop();
+        }
+      }
+      // without AWS_PROFILE, a default profile that fails lets the chain go on (here to a container endpoint),
+      // and a file that cannot be read (a directory) is taken for absent; both are said. With nothing after it,
+      // the profile's error is the one logged; with AWS_PROFILE, the unreadable file is an error.
+      const podKeys = temporary('pod2');
+      const pod = await listen((req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({
+        AccessKeyId: podKeys.accessKeyId, SecretAccessKey: podKeys.secretAccessKey, Token: podKeys.sessionToken, Expiration: expiry() })));
+      writeFileSync(join(home, 'broken-config'), '[default]\ncredential_process = exit 4\n');
+      const files = (config) => ({ AWS_CONFIG_FILE: config, AWS_SHARED_CREDENTIALS_FILE: join(home, 'no-such-file') });
+      try {
+        for (const [config, said] of [[join(home, 'broken-config'), /AWS profile default: credential_process exited with status 4/],
+          [home, /AWS credentials: .*: unreadable \(taken for absent\)/]]) {
+          const g = await start('', { ...files(config), AWS_CONTAINER_CREDENTIALS_FULL_URI: `${pod.url}/creds` });
+          try {
+            await converse(g);
+            assert.ok(seen.at(-1).ok && seen.at(-1).headers.authorization.includes(`Credential=${podKeys.accessKeyId}/`));
+            if (config === home) assert.match(g.output(), said);
+          } finally {
+            await g.stop();
+          }
+        }
+        for (const [profile, config, why] of [['', join(home, 'broken-config'), /AWS credentials: AWS profile default: credential_process exited with status 4/],
+          ['vault', home, /AWS credentials: .*: unreadable$/m]]) {
+          const g = await start(profile, files(config));
+          try {
+            const r = await fetch(`${g.url}/model/${encodeURIComponent(HAIKU)}/converse`, { method: 'POST',
+              headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: [{ text: 'hi' }] }] }) });
+            assert.equal(r.status, 503);
+            await r.text();
+            assert.match(g.output(), why);
+          } finally {
+            await g.stop();
+          }
+        }
+      } finally {
+        await pod.close();
+      }
+      // a process that does not answer is stopped with the gateway, with what it started
+      const slow = await start('slow-vault');
+      await slow.stop();
+      assert.equal(spawnSync('pgrep', ['-f', 'sleep 37.25']).status, 1, 'no process of the profile\'s left behind');
+    } finally {
+      await sts.close();
+      await portal.close();
+      await oidc.close();
     }
   });
 

@@ -95,6 +95,26 @@ static void json_printed_into_the_arena(void **state)
     kl_arena_free(&a);
 }
 
+/* Expiry times as AWS, Google and credential helpers write them. */
+static void iso8601_times(void **state)
+{
+    (void)state;
+    const int64_t t = INT64_C(1893456000000); /* 2030-01-01T00:00:00Z */
+    assert_int_equal(kl_iso8601_ms("2030-01-01T00:00:00Z"), t);
+    assert_int_equal(kl_iso8601_ms("2030-01-01T00:00:00.123456Z"), t);
+    assert_int_equal(kl_iso8601_ms("2030-01-01T00:00:00UTC"), t);
+    assert_int_equal(kl_iso8601_ms("2030-01-01T00:00:00"), t);
+    assert_int_equal(kl_iso8601_ms("2030-01-01T05:00:00+05:00"), t);
+    assert_int_equal(kl_iso8601_ms("2030-01-01T05:30:00.5+0530"), t);
+    assert_int_equal(kl_iso8601_ms("2029-12-31T16:00:00-08:00"), t);
+    assert_int_equal(kl_iso8601_ms("2030-01-01T05:00:00+05"), t);
+    assert_int_equal(kl_iso8601_ms("2030-01-01T00:00:00+5"), 0);
+    assert_int_equal(kl_iso8601_ms("2030-01-01T00:00:00+05:x"), 0);
+    assert_int_equal(kl_iso8601_ms("2030-01-01T00:00:00+"), 0);
+    assert_int_equal(kl_iso8601_ms("not a time"), 0);
+    assert_int_equal(kl_iso8601_ms(NULL), 0);
+}
+
 static void check_clean(const char *in, const char *want)
 {
     char out[64];
@@ -147,6 +167,7 @@ int main(void)
         cmocka_unit_test(join2_fits_or_refuses),
         cmocka_unit_test(json_printed_into_the_arena),
         cmocka_unit_test(utf8_clean_replaces_only_bad_bytes),
+        cmocka_unit_test(iso8601_times),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
