@@ -161,6 +161,64 @@ static int authorized_user_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred
     return 1;
 }
 
+/* What an impersonated_service_account file's source_credentials may be,
+ * into src: a user's (gcloud auth application-default login
+ * --impersonate-service-account) or a service account's key. */
+static int impersonation_source(const cJSON *o, kl_arena *a, struct kl_gcp_cred *src, const char **why)
+{
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "source_credentials");
+    const char *type = kl_gcp_field(s, "type");
+    memset(src, 0, sizeof(*src));
+    if (type && strcmp(type, "authorized_user") == 0)
+        return authorized_user_parse(s, a, src, why);
+    if (type && strcmp(type, "service_account") == 0)
+        return service_account_parse(s, a, src, why);
+    *why = "the impersonated_service_account credentials file's source_credentials must be an authorized_user's or "
+           "a service_account's";
+    return -1;
+}
+
+/* gcloud's application default credentials that impersonate a service
+ * account: the source's token for the account's (IAM credentials'
+ * generateAccessToken). The file is kept whole, compact, and read again
+ * for each token, as an external account's is. */
+static int impersonated_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred *out, const char **why)
+{
+    struct kl_gcp_cred src;
+    if (impersonation_source(o, a, &src, why) < 0)
+        return -1;
+    const char *url = kl_gcp_field(o, "service_account_impersonation_url");
+    const char *sa = url ? strstr(url, "/serviceAccounts/") : NULL;
+    size_t n = sa ? strcspn(sa + strlen("/serviceAccounts/"), ":/?#") : 0;
+    if (!n || !strstr(url, ":generateAccessToken")) {
+        *why = "the impersonated_service_account credentials file needs a service_account_impersonation_url "
+               "(https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/ACCOUNT:generateAccessToken)";
+        return -1;
+    }
+    if (!kl_gcp_url_safe(url)) {
+        *why = "the impersonated_service_account credentials file's service_account_impersonation_url must be "
+               "https:// (or http:// to this machine): the source's token is sent there";
+        return -1;
+    }
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "delegates");
+    bool names = !d || cJSON_IsArray(d);
+    for (const cJSON *e = cJSON_IsArray(d) ? d->child : NULL; e; e = e->next)
+        names = names && cJSON_IsString(e) && e->valuestring[0];
+    if (!names) {
+        *why = "the impersonated_service_account credentials file's delegates must be a list of service accounts";
+        return -1;
+    }
+    char *doc = cJSON_PrintUnformatted(o);
+    if (!doc)
+        abort();
+    out->source = KL_GCP_IMPERSONATED;
+    out->email = kl_arena_printf(a, "impersonated:%.*s", (int)n, sa + strlen("/serviceAccounts/"));
+    out->external = kl_arena_strdup(a, doc);
+    OPENSSL_cleanse(doc, strlen(doc));
+    free(doc);
+    return 1;
+}
+
 int kl_gcp_cred_parse(const char *text, const char *metadata_host, kl_arena *a, struct kl_gcp_cred *out,
                       const char **why)
 {
@@ -213,11 +271,14 @@ int kl_gcp_cred_parse(const char *text, const char *metadata_host, kl_arena *a, 
         rc = authorized_user_parse(o, a, out, why);
     else if (type && strcmp(type, "external_account") == 0)
         rc = kl_gcp_external_parse(o, a, out, why);
+    else if (type && strcmp(type, "impersonated_service_account") == 0)
+        rc = impersonated_parse(o, a, out, why);
     else
         *why = kl_arena_printf(a, "apikey holds a Google credentials file of type \"%.40s\"; keyless reads a "
                                   "service account's key file (\"service_account\"), a user's application default "
-                                  "credentials (\"authorized_user\"), workload identity federation "
-                                  "(\"external_account\"), or \"gcp-metadata\" for the metadata server",
+                                  "credentials (\"authorized_user\", or \"impersonated_service_account\" acting as "
+                                  "a service account), workload identity federation (\"external_account\"), or "
+                                  "\"gcp-metadata\" for the metadata server",
                                type ? type : "(none)");
     cJSON_Delete(o);
     return rc;
@@ -309,6 +370,7 @@ static char *token_form(kl_arena *a, const struct kl_gcp_cred *cred, const char 
                                kl_gcp_url_escaped(a, cred->refresh_token), NULL);
     case KL_GCP_METADATA:
     case KL_GCP_EXTERNAL_ACCOUNT:
+    case KL_GCP_IMPERSONATED:
         break;
     }
     return NULL;
@@ -376,11 +438,108 @@ int kl_gcp_oauth_answer(const char *verb, const char *url, const struct kl_sync_
     return result;
 }
 
+void kl_gcp_wipe_strings(cJSON *o)
+{
+    for (; o; o = o->next) {
+        if (cJSON_IsString(o) && o->valuestring)
+            OPENSSL_cleanse(o->valuestring, strlen(o->valuestring));
+        kl_gcp_wipe_strings(o->child);
+    }
+}
+
 void kl_gcp_wipe_free(char *s)
 {
     if (s)
         OPENSSL_cleanse(s, strlen(s));
     free(s);
+}
+
+int kl_gcp_impersonate(const char *url, const char *bearer, const cJSON *delegates, long lifetime_s_asked,
+                       const atomic_bool *stop, char **token, long *lifetime_s, char *err, size_t errlen)
+{
+    kl_arena a;
+    kl_arena_init(&a);
+    char *auth = kl_arena_concat(&a, "Authorization: Bearer ", bearer, NULL);
+    const char *h[] = {auth, "Content-Type: application/json", NULL};
+    cJSON *req = cJSON_CreateObject();
+    cJSON_AddItemToObject(req, "scope", cJSON_CreateStringArray((const char *const[]){KL_GCP_SCOPE}, 1));
+    if (cJSON_GetArraySize(delegates) > 0)
+        cJSON_AddItemToObject(req, "delegates", cJSON_Duplicate(delegates, true));
+    cJSON_AddStringToObject(req, "lifetime", kl_arena_printf(&a, "%lds", lifetime_s_asked));
+    const char *body = kl_json_print_arena(&a, req, "", ""); /* req freed */
+    struct kl_sync_req q = {.method = "POST", .url = url, .body = body, .headers = h};
+    struct kl_sync_reply r;
+    int result = -1;
+    if (kl_sync_fetch(&q, stop, &r, err, errlen) == 0) {
+        cJSON *j = r.body ? cJSON_Parse(r.body) : NULL;
+        const char *tok = kl_gcp_field(j, "accessToken"), *expiry = kl_gcp_field(j, "expireTime");
+        int64_t expires_ms = kl_iso8601_ms(expiry);
+        int64_t left_s = expires_ms / 1000 - (int64_t)time(NULL);
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+        if (r.status != 200 || !tok) {
+            /* IAM's error: {"error": {"code", "message", "status"}} */
+            const char *status = kl_gcp_field(e, "status"), *message = kl_gcp_field(e, "message");
+            snprintf(err, errlen, "POST %s: HTTP %ld%s%.40s%s%.300s", url, r.status, status ? " " : "",
+                     status ? status : "", message ? ": " : "", message ? message : "");
+            if (r.status == 200)
+                snprintf(err, errlen, "POST %s: the answer has no accessToken", url);
+        } else if (!expires_ms) {
+            snprintf(err, errlen, "POST %s: the answer has no expireTime", url);
+        } else if (left_s < 60) {
+            snprintf(err, errlen, "POST %s: the token's expireTime %.40s is past, or this machine's clock is off", url,
+                     expiry);
+        } else {
+            *token = strdup(tok);
+            if (!*token)
+                abort();
+            /* no longer than asked for, whatever this machine's clock says */
+            *lifetime_s = left_s < lifetime_s_asked ? (long)left_s : lifetime_s_asked;
+            result = 0;
+        }
+        if (tok)
+            OPENSSL_cleanse((char *)tok, strlen(tok));
+        cJSON_Delete(j);
+        kl_sync_reply_free(&r);
+    }
+    OPENSSL_cleanse(auth, strlen(auth));
+    kl_arena_free(&a);
+    return result;
+}
+
+static int mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **token, long *lifetime_s,
+                char **project, char *err, size_t errlen);
+
+/* The source's token (a user's, or a key's), then the account's for it. */
+static int impersonated_mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **token,
+                             long *lifetime_s, char *err, size_t errlen)
+{
+    cJSON *o = cJSON_Parse(cred->external);
+    kl_arena a;
+    kl_arena_init(&a);
+    struct kl_gcp_cred src;
+    const char *why = NULL;
+    char *source_token = NULL;
+    long source_life;
+    int result = -1;
+    if (impersonation_source(o, &a, &src, &why) < 0) /* it was accepted once: not expected */
+        snprintf(err, errlen, "%s", why);
+    else
+        result = mint(&src, stop, &source_token, &source_life, NULL, err, errlen);
+    if (result == 0)
+        result = kl_gcp_impersonate(kl_gcp_field(o, "service_account_impersonation_url"), source_token,
+                                    cJSON_GetObjectItemCaseSensitive(o, "delegates"), 3600, stop, token, lifetime_s,
+                                    err, errlen);
+    kl_gcp_wipe_free(source_token);
+    if (src.client_secret)
+        OPENSSL_cleanse((char *)src.client_secret, strlen(src.client_secret));
+    if (src.refresh_token)
+        OPENSSL_cleanse((char *)src.refresh_token, strlen(src.refresh_token));
+    if (src.private_key)
+        OPENSSL_cleanse((char *)src.private_key, strlen(src.private_key));
+    kl_gcp_wipe_strings(o);
+    cJSON_Delete(o);
+    kl_arena_free(&a);
+    return result;
 }
 
 /* Get a fresh token from cred's source: 0 with *token (malloc) and
@@ -393,6 +552,8 @@ static int mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **
 {
     if (cred->source == KL_GCP_EXTERNAL_ACCOUNT)
         return kl_gcp_external_mint(cred, stop, token, lifetime_s, err, errlen);
+    if (cred->source == KL_GCP_IMPERSONATED)
+        return impersonated_mint(cred, stop, token, lifetime_s, err, errlen);
     kl_arena a;
     kl_arena_init(&a);
     const char *why = NULL;

@@ -3,7 +3,8 @@
  * key. A token lives an hour and comes from one of four sources: a service
  * account's key file (a JWT signed with its RSA key, exchanged at its
  * token_uri), gcloud's application default credentials of a user (a
- * refresh token, exchanged likewise), the metadata server of the VM or
+ * refresh token, exchanged likewise; or that user's token exchanged for a
+ * service account's it may impersonate), the metadata server of the VM or
  * GKE pod keyless runs on (its service account, workload identity on GKE),
  * or an external account (workload identity federation: a token another
  * platform gave keyless, such as a Kubernetes service account's or a CI
@@ -26,6 +27,7 @@ enum kl_gcp_source {
     KL_GCP_AUTHORIZED_USER,     /* "type": "authorized_user" (gcloud auth application-default login) */
     KL_GCP_METADATA,            /* apikey "gcp-metadata" or "gcp-metadata:ACCOUNT" */
     KL_GCP_EXTERNAL_ACCOUNT,    /* "type": "external_account" (workload identity federation) */
+    KL_GCP_IMPERSONATED,        /* "type": "impersonated_service_account" (a user's or a key's, acting as an account) */
 };
 
 struct kl_gcp_cred {
@@ -38,7 +40,8 @@ struct kl_gcp_cred {
     const char *client_id, *client_secret, *refresh_token;      /* authorized user */
     const char *project_id;     /* the key file's project, or NULL: Vertex paths are sent to it (the metadata
                                    server's project is learnt with the first token, kl_gcp_token) */
-    const char *external;       /* external account: its file's JSON, compact; read again for each token */
+    const char *external;       /* external account, impersonated: its file's JSON, compact; read again for each
+                                   token */
 };
 
 /* text: a provider's resolved apikey. 1 with *out filled (strings in a)

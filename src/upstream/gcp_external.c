@@ -228,17 +228,6 @@ int kl_gcp_external_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred *out, 
 
 /* ---- the subject token ---- */
 
-/* Every string in a parsed file (a client_secret, a URL source's
- * headers), wiped before the tree is freed. */
-static void wipe_strings(cJSON *o)
-{
-    for (; o; o = o->next) {
-        if (cJSON_IsString(o) && o->valuestring)
-            OPENSSL_cleanse(o->valuestring, strlen(o->valuestring));
-        wipe_strings(o->child);
-    }
-}
-
 
 /* Leading and trailing white space off s, in place. */
 static char *trim(char *s)
@@ -467,7 +456,7 @@ static int aws_token(const struct external *x, const atomic_bool *stop, char **o
         cJSON_AddItemToArray(hs, h);
     }
     char *json = cJSON_PrintUnformatted(o);
-    wipe_strings(o); /* the session token */
+    kl_gcp_wipe_strings(o); /* the session token */
     cJSON_Delete(o);
     if (!json)
         abort();
@@ -488,56 +477,6 @@ static int aws_token(const struct external *x, const atomic_bool *stop, char **o
 }
 
 /* ---- the exchange ---- */
-
-/* The service account an external account acts as: its access token for
- * the federated one (IAM credentials' generateAccessToken), 0 with *token
- * (malloc) and *lifetime_s, or -1 with err. */
-static int impersonate(const struct external *x, const char *federated, const atomic_bool *stop, char **token,
-                       long *lifetime_s, char *err, size_t errlen)
-{
-    kl_arena a;
-    kl_arena_init(&a);
-    char *auth = kl_arena_concat(&a, "Authorization: Bearer ", federated, NULL);
-    const char *h[] = {auth, "Content-Type: application/json", NULL};
-    const char *body = kl_arena_printf(&a, "{\"scope\":[\"" KL_GCP_SCOPE "\"],\"lifetime\":\"%lds\"}", x->lifetime_s);
-    struct kl_sync_req q = {.method = "POST", .url = x->impersonation_url, .body = body, .headers = h};
-    struct kl_sync_reply r;
-    int result = -1;
-    if (kl_sync_fetch(&q, stop, &r, err, errlen) == 0) {
-        cJSON *j = r.body ? cJSON_Parse(r.body) : NULL;
-        const char *tok = kl_gcp_field(j, "accessToken"), *expiry = kl_gcp_field(j, "expireTime");
-        int64_t expires_ms = kl_iso8601_ms(expiry);
-        int64_t left_s = expires_ms / 1000 - (int64_t)time(NULL);
-        const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
-        if (r.status != 200 || !tok) {
-            /* IAM's error: {"error": {"code", "message", "status"}} */
-            const char *status = kl_gcp_field(e, "status"), *message = kl_gcp_field(e, "message");
-            snprintf(err, errlen, "POST %s: HTTP %ld%s%.40s%s%.300s", x->impersonation_url, r.status,
-                     status ? " " : "", status ? status : "", message ? ": " : "", message ? message : "");
-            if (r.status == 200)
-                snprintf(err, errlen, "POST %s: the answer has no accessToken", x->impersonation_url);
-        } else if (!expires_ms) {
-            snprintf(err, errlen, "POST %s: the answer has no expireTime", x->impersonation_url);
-        } else if (left_s < 60) {
-            snprintf(err, errlen, "POST %s: the token's expireTime %.40s is past, or this machine's clock is off",
-                     x->impersonation_url, expiry);
-        } else {
-            *token = strdup(tok);
-            if (!*token)
-                abort();
-            /* no longer than asked for, whatever this machine's clock says */
-            *lifetime_s = left_s < x->lifetime_s ? (long)left_s : x->lifetime_s;
-            result = 0;
-        }
-        if (tok)
-            OPENSSL_cleanse((char *)tok, strlen(tok));
-        cJSON_Delete(j);
-        kl_sync_reply_free(&r);
-    }
-    OPENSSL_cleanse(auth, strlen(auth));
-    kl_arena_free(&a);
-    return result;
-}
 
 /* The RFC 8693 exchange at the STS: 0 with *federated (malloc) and
  * *lifetime_s, or -1 with err. */
@@ -596,7 +535,7 @@ int kl_gcp_external_mint(const struct kl_gcp_cred *cred, const atomic_bool *stop
     const char *why = NULL;
     if (external_read(o, &a, &x, &why) < 0) { /* it was accepted once: not expected */
         snprintf(err, errlen, "%s", why);
-        wipe_strings(o);
+        kl_gcp_wipe_strings(o);
         cJSON_Delete(o);
         kl_arena_free(&a);
         return -1;
@@ -606,13 +545,14 @@ int kl_gcp_external_mint(const struct kl_gcp_cred *cred, const atomic_bool *stop
     if (result == 0)
         result = exchange(&x, subject, stop, &federated, lifetime_s, err, errlen);
     if (result == 0 && x.impersonation_url) {
-        result = impersonate(&x, federated, stop, token, lifetime_s, err, errlen);
+        result = kl_gcp_impersonate(x.impersonation_url, federated, NULL, x.lifetime_s, stop, token, lifetime_s, err,
+                                    errlen);
         kl_gcp_wipe_free(federated);
     } else if (result == 0) {
         *token = federated;
     }
     kl_gcp_wipe_free(subject);
-    wipe_strings(o);
+    kl_gcp_wipe_strings(o);
     cJSON_Delete(o);
     kl_arena_free(&a);
     return result;

@@ -533,6 +533,93 @@ describe('Vertex AI', () => {
     }
   });
 
+  it('impersonated_service_account (gcloud auth application-default login --impersonate-service-account): the user\'s token gets the account\'s', async () => {
+    const user = { client_id: '764086051850-imp.apps.googleusercontent.com', client_secret: 'd-FL95Q-imp-secret', refresh_token: '1//0g-imp-refresh' };
+    const ep = await startRefreshEndpoint(user);
+    const account = 'keyless-vertex@p1.iam.gserviceaccount.com';
+    const delegate = 'projects/-/serviceAccounts/middle@p1.iam.gserviceaccount.com';
+    // IAM credentials' generateAccessToken: the source's token, the scope, the chain of delegates
+    const asked = [], issued = [];
+    let refuse = false;
+    const iam = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        const reply = (status, obj) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(obj));
+        const m = req.url.match(/^\/v1\/projects\/-\/serviceAccounts\/([^/:]+):generateAccessToken$/);
+        asked.push({ auth: req.headers.authorization, type: req.headers['content-type'], body: JSON.parse(body || '{}') });
+        if (req.method !== 'POST' || !m) return reply(404, { error: { code: 404, message: 'Not Found', status: 'NOT_FOUND' } });
+        if (!ep.issued.some((t) => req.headers.authorization === `Bearer ${t}`))
+          return reply(401, { error: { code: 401, message: 'Request had invalid authentication credentials.', status: 'UNAUTHENTICATED' } });
+        if (refuse || decodeURIComponent(m[1]) !== account)
+          return reply(403, { error: { code: 403, message: "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).", status: 'PERMISSION_DENIED' } });
+        const token = `ya29.c.imp-${issued.length + 1}-${crypto.randomBytes(6).toString('hex')}`;
+        issued.push(token);
+        reply(200, { accessToken: token, expireTime: new Date(Date.now() + 3600e3).toISOString().replace(/\.\d+Z$/, 'Z') });
+      });
+    });
+    await new Promise((r) => iam.listen(0, '127.0.0.1', r));
+    const dir = mkdtempSync(join(tmpdir(), 'kl-adc-imp-'));
+    const file = join(dir, 'application_default_credentials.json');
+    writeFileSync(file, JSON.stringify({ delegates: [delegate],
+      service_account_impersonation_url: `http://127.0.0.1:${iam.address().port}/v1/projects/-/serviceAccounts/${account}:generateAccessToken`,
+      source_credentials: { account: '', ...user, type: 'authorized_user', universe_domain: 'googleapis.com', token_uri: ep.url },
+      type: 'impersonated_service_account' }, null, 2));
+    const provider = { ...vertexProvider(mock.url, '{}'), apikey: `file:${file}` };
+    const body = JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
+    const ask = (gw) => fetch(`${gw.url}/v1/projects/callers-proj/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`,
+      { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const g = await startGateway({ providers: { vertex: provider }, grants: ADMIN_GRANTS });
+    try {
+      const r = await ask(g);
+      assert.equal(r.status, 200);
+      await r.json();
+      const seen = await mock.last();
+      assert.equal(headerMap(seen.headers).authorization, `Bearer ${issued[0]}`, 'the account\'s token, not the user\'s');
+      assert.equal(seen.path, `/v1/projects/callers-proj/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`);
+      assert.equal(ep.issued.length, 1);
+      assert.deepEqual(asked, [{ auth: `Bearer ${ep.issued[0]}`, type: 'application/json',
+        body: { scope: ['https://www.googleapis.com/auth/cloud-platform'], delegates: [delegate], lifetime: '3600s' } }]);
+      const metrics = await (await fetch(`${g.url}/metrics`)).text();
+      assert.match(metrics, /keyless_google_token_seconds_left\{account="impersonated:keyless-vertex@p1\.iam\.gserviceaccount\.com"\} (3[0-5]\d\d)\n/);
+    } finally {
+      await g.stop();
+    }
+    for (const secret of [user.client_secret, user.refresh_token, ...ep.issued, ...issued])
+      assert.ok(!g.output().includes(secret), 'no secret of the credentials in the log');
+    // IAM refuses (the user may not act as the account): its words in the log, a 503 for the caller
+    refuse = true;
+    const g2 = await startGateway({ providers: { vertex: provider } });
+    try {
+      const r = await ask(g2);
+      assert.equal(r.status, 503);
+      await r.text();
+      assert.match(g2.output(), /Google access token for impersonated:keyless-vertex@p1\.iam\.gserviceaccount\.com: POST \S+: HTTP 403 PERMISSION_DENIED: Permission 'iam\.serviceAccounts\.getAccessToken' denied/);
+    } finally {
+      await g2.stop();
+      await ep.close();
+      await new Promise((r) => iam.close(r));
+    }
+    // a file keyless cannot use is a configuration error
+    const { execFileSync } = await import('node:child_process');
+    for (const [bad, why] of [[{ source_credentials: { type: 'external_account' } }, /source_credentials must be an authorized_user's or a service_account's/],
+      [{ service_account_impersonation_url: 'https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/' }, /needs a service_account_impersonation_url/],
+      [{ service_account_impersonation_url: `http://iam.example.com/v1/projects/-/serviceAccounts/${account}:generateAccessToken` }, /service_account_impersonation_url must be https:\/\//],
+      [{ delegates: 'middle' }, /delegates must be a list of service accounts/]]) {
+      const doc = JSON.parse(readFileSync(file, 'utf8'));
+      const cfg = join(dir, 'k.json');
+      writeFileSync(join(dir, 'bad.json'), JSON.stringify({ ...doc, ...bad }));
+      writeFileSync(cfg, JSON.stringify({ providers: { vertex: { ...provider, apikey: `file:${join(dir, 'bad.json')}` } } }));
+      let out = '';
+      try {
+        execFileSync(join(ROOT, process.env.KEYLESS_BUILD || 'build', 'keyless'), ['check', '--config', cfg], { encoding: 'utf8', stdio: 'pipe' });
+      } catch (e) {
+        out = e.stdout + e.stderr;
+      }
+      assert.match(out, why);
+    }
+  });
+
   it('the metadata server ("gcp-metadata", GKE workload identity): its token, asked with Metadata-Flavor, and its project', async () => {
     const md = await startMetadataServer({ project: 'meta-proj' });
     const g = await startGateway({ providers: { vertex: { ...vertexProvider(mock.url, '{}'), apikey: 'gcp-metadata' } },

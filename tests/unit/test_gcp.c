@@ -70,7 +70,9 @@ static void reads_key_files(void **state)
     assert_int_equal(kl_gcp_cred_parse("{\"type\":\"external_account\",\"audience\":\"x\"}", NULL, &a, &sa, &why), -1);
     assert_non_null(strstr(why, "has no audience, subject_token_type or credential_source"));
     assert_int_equal(kl_gcp_cred_parse("{\"type\":\"impersonated_service_account\"}", NULL, &a, &sa, &why), -1);
-    assert_non_null(strstr(why, "of type \"impersonated_service_account\""));
+    assert_non_null(strstr(why, "source_credentials must be an authorized_user's or a service_account's"));
+    assert_int_equal(kl_gcp_cred_parse("{\"type\":\"external_account_authorized_user\"}", NULL, &a, &sa, &why), -1);
+    assert_non_null(strstr(why, "of type \"external_account_authorized_user\""));
     /* other JSON is a key like any (a self-hosted server's token) */
     assert_int_equal(kl_gcp_cred_parse("{\"token\":\"abc\"}", NULL, &a, &sa, &why), 0);
     assert_int_equal(kl_gcp_cred_parse("\xEF\xBB\xBF{\"client_email\":1", NULL, &a, &sa, &why), 0);
@@ -156,6 +158,35 @@ static void reads_authorized_user(void **state)
                             "\"refresh_token\":\"r\",\"token_uri\":\"http://oauth2.example.com/token\"}";
     assert_int_equal(kl_gcp_cred_parse(elsewhere, NULL, &a, &c, &why), -1);
     assert_non_null(strstr(why, "the refresh token sent there is a credential"));
+    kl_arena_free(&a);
+}
+
+/* `gcloud auth application-default login --impersonate-service-account`'s
+ * file: the user's credentials inside, the account named by the URL; the
+ * file kept whole for each token. */
+static void reads_impersonated(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    struct kl_gcp_cred c;
+    const char *why = NULL;
+    const char *adc = "{\"delegates\": [], \"service_account_impersonation_url\": \"https://iamcredentials.googleapis.com/"
+                      "v1/projects/-/serviceAccounts/vertex@p1.iam.gserviceaccount.com:generateAccessToken\", "
+                      "\"source_credentials\": {\"account\": \"\", \"client_id\": \"764086051850-x.apps.googleusercontent.com\", "
+                      "\"client_secret\": \"d-FL95Q\", \"refresh_token\": \"1//0g-refresh\", \"type\": \"authorized_user\", "
+                      "\"universe_domain\": \"googleapis.com\"}, \"type\": \"impersonated_service_account\"}";
+    assert_int_equal(kl_gcp_cred_parse(adc, NULL, &a, &c, &why), 1);
+    assert_int_equal(c.source, KL_GCP_IMPERSONATED);
+    assert_string_equal(c.email, "impersonated:vertex@p1.iam.gserviceaccount.com");
+    assert_non_null(strstr(c.external, "\"refresh_token\":\"1//0g-refresh\""));
+    assert_null(c.project_id);
+    /* a source whose own fields are wrong says so */
+    const char *bad = "{\"service_account_impersonation_url\": \"https://iamcredentials.googleapis.com/v1/projects/-/"
+                      "serviceAccounts/v@p1.iam.gserviceaccount.com:generateAccessToken\", \"source_credentials\": "
+                      "{\"type\": \"authorized_user\", \"client_id\": \"c\"}, \"type\": \"impersonated_service_account\"}";
+    assert_int_equal(kl_gcp_cred_parse(bad, NULL, &a, &c, &why), -1);
+    assert_non_null(strstr(why, "authorized_user credentials file has no client_id, client_secret or refresh_token"));
     kl_arena_free(&a);
 }
 
@@ -324,6 +355,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(reads_key_files),
         cmocka_unit_test(reads_authorized_user),
+        cmocka_unit_test(reads_impersonated),
         cmocka_unit_test(reads_metadata_server),
         cmocka_unit_test(reads_external_account),
         cmocka_unit_test(config_reads_key_files),
