@@ -193,15 +193,19 @@ int64_t kl_iso8601_ms(const char *s)
             return 0;
         const char *m = z[3] == ':' ? z + 4 : z + 3;
         bool minutes = two_digits(m);
-        if (z[3] == ':' && !minutes)
-            return 0;
+        if ((z[3] == ':' && !minutes) || (!minutes && m[0] >= '0' && m[0] <= '9') || (minutes && m[2] >= '0' &&
+                                                                                      m[2] <= '9'))
+            return 0; /* "+05:", "+053", "+05300" */
         int hh = (z[1] - '0') * 10 + (z[2] - '0'), mm = minutes ? (m[0] - '0') * 10 + (m[1] - '0') : 0;
+        if (hh > 23 || mm > 59)
+            return 0;
         offset_s = (int64_t)(hh * 3600 + mm * 60) * (*z == '-' ? -1 : 1);
     }
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
     time_t t = timegm(&tm);
-    return t > 0 ? ((int64_t)t - offset_s) * 1000 : 0;
+    int64_t v = (int64_t)t - offset_s;
+    return t > 0 && v > 0 ? v * 1000 : 0;
 }
 
 size_t kl_xml_field(const char *doc, const char *tag, char *out, size_t outlen)

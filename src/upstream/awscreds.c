@@ -358,13 +358,13 @@ int kl_aws_from_imds(const atomic_bool *stop, struct kl_aws_found *f, char *err,
 /* The chain: the first source that is configured decides (one that
  * fails is an error, not a reason to try the next), in the AWS SDKs'
  * order with two choices where they differ. A profile that AWS_PROFILE
- * names comes first, before the environment's keys (as in the Go SDK: a
- * profile named outright is meant; its credential_source may be those
- * keys). The default profile comes after a web identity in the environment
- * (as in botocore and the Go SDK: EKS put those variables there; a stray
- * ~/.aws/credentials in the image is not meant), and a default profile
- * that fails lets the chain go on, its error kept for the log if nothing
- * after it works. */
+ * names comes first, before the environment's keys (as the JS SDK's
+ * default chain does: a profile named outright is meant; its
+ * credential_source may be those keys). The default profile comes after a
+ * web identity in the environment (botocore puts one before a profile's
+ * keys too: EKS put those variables there; a stray ~/.aws/credentials in
+ * the image is not meant), and a default profile that fails lets the chain
+ * go on, its error logged either way. */
 static int fetch(const kl_aws_keeper *k, struct kl_aws_found *f, char *err, size_t errlen)
 {
     bool named = kl_aws_env("AWS_PROFILE") != NULL;
@@ -384,6 +384,8 @@ static int fetch(const kl_aws_keeper *k, struct kl_aws_found *f, char *err, size
         rc = kl_aws_from_container(&k->stop, f, err, errlen);
     if (!rc)
         rc = kl_aws_from_imds(&k->stop, f, err, errlen);
+    if (rc == 1 && profile_err[0])
+        kl_warn("AWS credentials: the default profile failed (%s); the %s's are used", profile_err, f->source);
     if (!rc && profile_err[0])
         snprintf(err, errlen, "%s", profile_err);
     else if (!rc)

@@ -38,10 +38,12 @@ static const char *section_name(kl_arena *a, const char *s, const char *e)
             while (n < e && blank(*n))
                 n++;
             unquote(&n, &e);
+            trim(&n, &e);
             return n < e ? kl_arena_printf(a, "%s %.*s", words[i], (int)(e - n), n) : NULL;
         }
     }
     unquote(&s, &e);
+    trim(&s, &e);
     return s < e ? kl_arena_strndup(a, s, (size_t)(e - s)) : NULL;
 }
 

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,13 +69,24 @@ struct files {
 static int read_ini(struct files *fs, const char *path, struct kl_aws_ini *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
-    FILE *f = fopen(path, "re");
-    if (!f && (errno == ENOENT || errno == ENOTDIR))
+    /* a regular file only, opened without waiting: a FIFO or a device
+     * there would hold the keeper thread (and keyless's stop) */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 && (errno == ENOENT || errno == ENOTDIR))
         return 0;
+    const char *why = fd < 0 ? strerror(errno) : NULL;
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+        why = "not a regular file";
+        close(fd);
+        fd = -1;
+    }
+    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+    if (fd >= 0 && !f)
+        close(fd);
     char *text = f ? malloc(MAX_FILE + 1) : NULL;
     size_t n = 0;
     bool bad = !f;
-    const char *why = f ? NULL : strerror(errno);
     if (f) {
         if (!text)
             abort();
@@ -265,13 +277,14 @@ static int run(const char *cmd, const atomic_bool *stop, char *out, size_t outca
         if (why)
             break;
         if (exited_at < 0) {
-            pid_t w = waitpid(pid, &status, WNOHANG);
-            if (w == pid || (w < 0 && errno != EINTR))
+            /* WNOWAIT: the shell stays a zombie, so its pid (the group's
+             * id) names no one else until it is reaped below */
+            siginfo_t si;
+            si.si_pid = 0;
+            if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 ? si.si_pid == pid : errno != EINTR)
                 exited_at = now;
-            if (w < 0 && errno != EINTR)
-                status = -1;
         }
-        if (poll(p, 2, 100) < 0 && errno != EINTR) {
+        if (poll(p, 2, p[0].fd >= 0 || p[1].fd >= 0 ? 100 : 10) < 0 && errno != EINTR) {
             why = "poll failed";
             break;
         }
@@ -283,17 +296,19 @@ static int run(const char *cmd, const atomic_bool *stop, char *out, size_t outca
             }
         }
     }
-    /* the group: what the shell started and left running too (while a
-     * pipe is open, or the shell runs, the group has a member, so its id
-     * names no one else) */
-    if (p[0].fd >= 0 || p[1].fd >= 0 || exited_at < 0)
+    /* stopped, or something it started still holds its output: the group,
+     * with what the shell started (not reaped yet, the shell keeps the
+     * group's id its own); a helper it left running quietly stays */
+    if (why || exited_at < 0 || p[0].fd >= 0 || p[1].fd >= 0)
         kill(-pid, SIGKILL);
     for (int i = 0; i < 2; i++)
         if (p[i].fd >= 0)
             close(p[i].fd);
-    if (exited_at < 0)
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-            ;
+    pid_t w;
+    while ((w = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
+        ;
+    if (w != pid)
+        status = -1;
     if (why || status < 0) {
         snprintf(err, errlen, "credential_process: %s", why ? why : "lost track of it");
         return -1;
@@ -396,7 +411,10 @@ static int write_token_doc(const char *path, cJSON *j, char *err, size_t errlen)
     snprintf(tmp, sizeof(tmp), "%s.keyless-%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     size_t len = strlen(text);
-    bool ok = fd >= 0 && write(fd, text, len) == (ssize_t)len;
+    ssize_t wrote = fd >= 0 ? write(fd, text, len) : -1;
+    if (wrote >= 0 && (size_t)wrote != len)
+        errno = ENOSPC; /* a short write: the disk is full */
+    bool ok = wrote >= 0 && (size_t)wrote == len;
     if (fd >= 0)
         ok = close(fd) == 0 && ok;
     ok = ok && rename(tmp, path) == 0;
@@ -468,7 +486,7 @@ static int sso_refresh(struct files *fs, const char *region, cJSON *j, char *err
         snprintf(err, errlen, "POST %.150s (CreateToken): HTTP %ld%s%.100s", url, r.status, e ? " " : "", e ? e : "");
     }
     if (a)
-        wipe_token_doc(a);
+        wipe_doc(a, (const char *const[]){"accessToken", "refreshToken", "idToken", NULL});
     kl_sync_reply_free(&r);
     return rc;
 }
@@ -488,9 +506,10 @@ static int sso_token(struct files *fs, const char *name, const char *key, const 
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
     char *path = kl_arena_concat(&fs->a, fs->home ? fs->home : "", "/.aws/sso/cache/", hex, ".json", NULL);
     char *text;
-    if (!fs->home || kl_sync_read_file(path, 64 * 1024, &text, err, errlen) < 0) {
-        snprintf(err, errlen, "AWS profile %.100s: no cached SSO token (%.200s): run `aws sso login --profile %.100s`",
-                 name, path, name);
+    char why_read[300] = "no home directory";
+    if (!fs->home || kl_sync_read_file(path, 64 * 1024, &text, why_read, sizeof(why_read)) < 0) {
+        snprintf(err, errlen, "AWS profile %.100s: no usable cached SSO token (%.300s): run `aws sso login --profile "
+                 "%.100s`", name, why_read, name);
         return -1;
     }
     cJSON *j = cJSON_Parse(text);

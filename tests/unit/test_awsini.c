@@ -41,7 +41,7 @@ static void config_file(void **state)
           "external_id=a#b;c\n"
           "region = eu-west-1 ; where the team is\n"
           "output = json\t# the CLI's\n"
-          "[profile \"q\"]\n"
+          "[profile \" q \"]\n"
           "region = us-west-2\n"
           "; a comment\n"
           "[sso-session corp]\n"

@@ -111,6 +111,12 @@ static void iso8601_times(void **state)
     assert_int_equal(kl_iso8601_ms("2030-01-01T00:00:00+5"), 0);
     assert_int_equal(kl_iso8601_ms("2030-01-01T00:00:00+05:x"), 0);
     assert_int_equal(kl_iso8601_ms("2030-01-01T00:00:00+"), 0);
+    assert_int_equal(kl_iso8601_ms("2030-01-01T00:00:00+053"), 0);
+    assert_int_equal(kl_iso8601_ms("2030-01-01T00:00:00+05300"), 0);
+    assert_int_equal(kl_iso8601_ms("2030-01-01T00:00:00+24:00"), 0);
+    assert_int_equal(kl_iso8601_ms("2030-01-01T00:00:00+23:60"), 0);
+    /* never a time before the epoch */
+    assert_int_equal(kl_iso8601_ms("1970-01-01T00:00:01+01:00"), 0);
     assert_int_equal(kl_iso8601_ms("not a time"), 0);
     assert_int_equal(kl_iso8601_ms(NULL), 0);
 }
