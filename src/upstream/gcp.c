@@ -169,13 +169,29 @@ static int impersonation_source(const cJSON *o, kl_arena *a, struct kl_gcp_cred 
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "source_credentials");
     const char *type = kl_gcp_field(s, "type");
     memset(src, 0, sizeof(*src));
+    int rc = -1;
     if (type && strcmp(type, "authorized_user") == 0)
-        return authorized_user_parse(s, a, src, why);
-    if (type && strcmp(type, "service_account") == 0)
-        return service_account_parse(s, a, src, why);
-    *why = "the impersonated_service_account credentials file's source_credentials must be an authorized_user's or "
-           "a service_account's";
-    return -1;
+        rc = authorized_user_parse(s, a, src, why);
+    else if (type && strcmp(type, "service_account") == 0)
+        rc = service_account_parse(s, a, src, why);
+    else {
+        *why = "the impersonated_service_account credentials file's source_credentials must be an authorized_user's "
+               "or a service_account's";
+        return -1;
+    }
+    if (rc < 0)
+        *why = kl_arena_concat(a, "in the impersonated_service_account credentials file's source_credentials, ", *why,
+                               NULL);
+    return rc;
+}
+
+/* The source's secrets, parsed for a moment, wiped. */
+static void wipe_source(struct kl_gcp_cred *src)
+{
+    const char *secret[] = {src->client_secret, src->refresh_token, src->private_key};
+    for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]); i++)
+        if (secret[i])
+            OPENSSL_cleanse((char *)secret[i], strlen(secret[i]));
 }
 
 /* gcloud's application default credentials that impersonate a service
@@ -184,8 +200,17 @@ static int impersonation_source(const cJSON *o, kl_arena *a, struct kl_gcp_cred 
  * for each token, as an external account's is. */
 static int impersonated_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred *out, const char **why)
 {
+    /* the source is parsed to be checked, in an arena of its own: its
+     * secrets are wiped, not left in the configuration's */
     struct kl_gcp_cred src;
-    if (impersonation_source(o, a, &src, why) < 0)
+    kl_arena scratch;
+    kl_arena_init(&scratch);
+    int rc = impersonation_source(o, &scratch, &src, why);
+    if (rc < 0)
+        *why = kl_arena_strdup(a, *why);
+    wipe_source(&src);
+    kl_arena_free(&scratch);
+    if (rc < 0)
         return -1;
     const char *url = kl_gcp_field(o, "service_account_impersonation_url");
     const char *sa = url ? strstr(url, "/serviceAccounts/") : NULL;
@@ -201,7 +226,7 @@ static int impersonated_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred *o
         return -1;
     }
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "delegates");
-    bool names = !d || cJSON_IsArray(d);
+    bool names = !d || cJSON_IsNull(d) || cJSON_IsArray(d); /* null: none, as Google's libraries read it */
     for (const cJSON *e = cJSON_IsArray(d) ? d->child : NULL; e; e = e->next)
         names = names && cJSON_IsString(e) && e->valuestring[0];
     if (!names) {
@@ -530,12 +555,7 @@ static int impersonated_mint(const struct kl_gcp_cred *cred, const atomic_bool *
                                     cJSON_GetObjectItemCaseSensitive(o, "delegates"), 3600, stop, token, lifetime_s,
                                     err, errlen);
     kl_gcp_wipe_free(source_token);
-    if (src.client_secret)
-        OPENSSL_cleanse((char *)src.client_secret, strlen(src.client_secret));
-    if (src.refresh_token)
-        OPENSSL_cleanse((char *)src.refresh_token, strlen(src.refresh_token));
-    if (src.private_key)
-        OPENSSL_cleanse((char *)src.private_key, strlen(src.private_key));
+    wipe_source(&src);
     kl_gcp_wipe_strings(o);
     cJSON_Delete(o);
     kl_arena_free(&a);

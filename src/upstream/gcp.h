@@ -3,9 +3,10 @@
  * key. A token lives an hour and comes from one of four sources: a service
  * account's key file (a JWT signed with its RSA key, exchanged at its
  * token_uri), gcloud's application default credentials of a user (a
- * refresh token, exchanged likewise; or that user's token exchanged for a
- * service account's it may impersonate), the metadata server of the VM or
- * GKE pod keyless runs on (its service account, workload identity on GKE),
+ * refresh token, exchanged likewise; or, impersonating a service account,
+ * the user's or a key's token exchanged for the account's), the metadata
+ * server of the VM or GKE pod keyless runs on (its service account,
+ * workload identity on GKE),
  * or an external account (workload identity federation: a token another
  * platform gave keyless, such as a Kubernetes service account's or a CI
  * job's OIDC token, exchanged at Google's STS, and optionally for a service
@@ -47,8 +48,10 @@ struct kl_gcp_cred {
 /* text: a provider's resolved apikey. 1 with *out filled (strings in a)
  * when it holds Google credentials: Aperture's "keyfile::" followed by a
  * key file's JSON or its base64, the JSON itself (as "file:/path" reads
- * it) of a service account, an authorized user or an external account (its
- * credential source a file, a URL or AWS), or "gcp-metadata[:ACCOUNT]";
+ * it) of a service account, an authorized user, an impersonated service
+ * account (a user's or a key's credentials acting as it) or an external
+ * account (its credential source a file, a URL or AWS), or
+ * "gcp-metadata[:ACCOUNT]";
  * 0 when it is an ordinary key; -1 with *why when it is a credentials file
  * that cannot be used (not JSON, a field missing, a private key that does
  * not load, a type keyless does not read). metadata_host is where

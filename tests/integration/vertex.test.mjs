@@ -549,7 +549,7 @@ describe('Vertex AI', () => {
         const m = req.url.match(/^\/v1\/projects\/-\/serviceAccounts\/([^/:]+):generateAccessToken$/);
         asked.push({ auth: req.headers.authorization, type: req.headers['content-type'], body: JSON.parse(body || '{}') });
         if (req.method !== 'POST' || !m) return reply(404, { error: { code: 404, message: 'Not Found', status: 'NOT_FOUND' } });
-        if (!ep.issued.some((t) => req.headers.authorization === `Bearer ${t}`))
+        if (![...ep.issued, ...tokens.issued].some((t) => req.headers.authorization === `Bearer ${t}`))
           return reply(401, { error: { code: 401, message: 'Request had invalid authentication credentials.', status: 'UNAUTHENTICATED' } });
         if (refuse || decodeURIComponent(m[1]) !== account)
           return reply(403, { error: { code: 403, message: "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist).", status: 'PERMISSION_DENIED' } });
@@ -587,6 +587,23 @@ describe('Vertex AI', () => {
     }
     for (const secret of [user.client_secret, user.refresh_token, ...ep.issued, ...issued])
       assert.ok(!g.output().includes(secret), 'no secret of the credentials in the log');
+    // a service account's key as the source (its JWT's token is the one IAM sees), and "delegates": null (none,
+    // as Google's libraries read it)
+    const keyed = join(dir, 'keyed.json');
+    writeFileSync(keyed, JSON.stringify({ delegates: null, service_account_impersonation_url: JSON.parse(readFileSync(file, 'utf8')).service_account_impersonation_url,
+      source_credentials: JSON.parse(sa.file(tokens.url)), type: 'impersonated_service_account' }));
+    const g3 = await startGateway({ providers: { vertex: { ...provider, apikey: `file:${keyed}` } } });
+    try {
+      const r = await ask(g3);
+      assert.equal(r.status, 200);
+      await r.json();
+      assert.equal(headerMap((await mock.last()).headers).authorization, `Bearer ${issued.at(-1)}`);
+      assert.deepEqual(asked.at(-1), { auth: `Bearer ${tokens.issued.at(-1)}`, type: 'application/json',
+        body: { scope: ['https://www.googleapis.com/auth/cloud-platform'], lifetime: '3600s' } });
+    } finally {
+      await g3.stop();
+    }
+    noSecrets(g3.output(), 'gateway log');
     // IAM refuses (the user may not act as the account): its words in the log, a 503 for the caller
     refuse = true;
     const g2 = await startGateway({ providers: { vertex: provider } });
@@ -605,7 +622,9 @@ describe('Vertex AI', () => {
     for (const [bad, why] of [[{ source_credentials: { type: 'external_account' } }, /source_credentials must be an authorized_user's or a service_account's/],
       [{ service_account_impersonation_url: 'https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/' }, /needs a service_account_impersonation_url/],
       [{ service_account_impersonation_url: `http://iam.example.com/v1/projects/-/serviceAccounts/${account}:generateAccessToken` }, /service_account_impersonation_url must be https:\/\//],
-      [{ delegates: 'middle' }, /delegates must be a list of service accounts/]]) {
+      [{ delegates: 'middle' }, /delegates must be a list of service accounts/],
+      [{ source_credentials: { type: 'authorized_user', client_id: 'c' } },
+        /in the impersonated_service_account credentials file's source_credentials, the authorized_user credentials file has no client_id/]]) {
       const doc = JSON.parse(readFileSync(file, 'utf8'));
       const cfg = join(dir, 'k.json');
       writeFileSync(join(dir, 'bad.json'), JSON.stringify({ ...doc, ...bad }));

@@ -186,7 +186,14 @@ static void reads_impersonated(void **state)
                       "serviceAccounts/v@p1.iam.gserviceaccount.com:generateAccessToken\", \"source_credentials\": "
                       "{\"type\": \"authorized_user\", \"client_id\": \"c\"}, \"type\": \"impersonated_service_account\"}";
     assert_int_equal(kl_gcp_cred_parse(bad, NULL, &a, &c, &why), -1);
-    assert_non_null(strstr(why, "authorized_user credentials file has no client_id, client_secret or refresh_token"));
+    assert_non_null(strstr(why, "in the impersonated_service_account credentials file's source_credentials, the "
+                                "authorized_user credentials file has no client_id, client_secret or refresh_token"));
+    /* "delegates": null is none */
+    const char *none = "{\"delegates\": null, \"service_account_impersonation_url\": \"https://iamcredentials.googleapis.com/"
+                       "v1/projects/-/serviceAccounts/v@p1.iam.gserviceaccount.com:generateAccessToken\", "
+                       "\"source_credentials\": {\"type\": \"authorized_user\", \"client_id\": \"c\", \"client_secret\": \"s\", "
+                       "\"refresh_token\": \"r\"}, \"type\": \"impersonated_service_account\"}";
+    assert_int_equal(kl_gcp_cred_parse(none, NULL, &a, &c, &why), 1);
     kl_arena_free(&a);
 }
 
