@@ -31,6 +31,11 @@ struct kl_aws_keeper {
     char error[512];
 };
 
+const char *kl_aws_json_str(const cJSON *o, const char *k)
+{
+    return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, k));
+}
+
 const char *kl_aws_env(const char *name)
 {
     const char *v = getenv(name);
@@ -74,11 +79,10 @@ static bool read_token_file(const char *path, char *out, size_t cap, char *err, 
 static bool from_json(const char *text, struct kl_aws_found *f)
 {
     cJSON *j = cJSON_Parse(text);
-    const char *exp = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "Expiration"));
-    bool ok = kl_aws_copy(f->key_id, sizeof(f->key_id), cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "AccessKeyId"))) &&
-              kl_aws_copy(f->secret, sizeof(f->secret),
-                   cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "SecretAccessKey"))) &&
-              kl_aws_copy(f->token, sizeof(f->token), cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "Token"))) &&
+    const char *exp = kl_aws_json_str(j, "Expiration");
+    bool ok = kl_aws_copy(f->key_id, sizeof(f->key_id), kl_aws_json_str(j, "AccessKeyId")) &&
+              kl_aws_copy(f->secret, sizeof(f->secret), kl_aws_json_str(j, "SecretAccessKey")) &&
+              kl_aws_copy(f->token, sizeof(f->token), kl_aws_json_str(j, "Token")) &&
               (f->expires_ms = kl_iso8601_ms(exp)) > 0;
     cJSON_Delete(j);
     return ok;
@@ -106,8 +110,9 @@ int kl_aws_from_env(struct kl_aws_found *f, char *err, size_t errlen)
     if (!id && !secret)
         return 0;
     f->source = "environment";
+    const char *token = kl_aws_env("AWS_SESSION_TOKEN");
     if (!kl_aws_copy(f->key_id, sizeof(f->key_id), id) || !kl_aws_copy(f->secret, sizeof(f->secret), secret) ||
-        (kl_aws_env("AWS_SESSION_TOKEN") && !kl_aws_copy(f->token, sizeof(f->token), kl_aws_env("AWS_SESSION_TOKEN")))) {
+        (token && !kl_aws_copy(f->token, sizeof(f->token), token))) {
         snprintf(err, errlen, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must both be set (and not too long)");
         return -1;
     }
@@ -273,7 +278,8 @@ static bool container_uri_safe(const char *u)
 /* 5. The container endpoint: ECS task roles, EKS Pod Identity. */
 int kl_aws_from_container(const atomic_bool *stop, struct kl_aws_found *f, char *err, size_t errlen)
 {
-    const char *full = kl_aws_env("AWS_CONTAINER_CREDENTIALS_FULL_URI"), *rel = kl_aws_env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+    const char *full = kl_aws_env("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+    const char *rel = kl_aws_env("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
     if (!full && !rel)
         return 0;
     f->source = "container";

@@ -18,6 +18,10 @@ struct kl_aws_found {
     int64_t recheck_ms;         /* credentials that do not expire: read again after this (a file's), 0: never */
 };
 
+struct cJSON;
+
+/* o's string member k, or NULL (cJSON's lookups, one name). */
+const char *kl_aws_json_str(const struct cJSON *o, const char *k);
 /* getenv(name), with an empty value taken for unset. */
 const char *kl_aws_env(const char *name);
 /* s into dst: false when absent, too long, or holding a control byte

@@ -354,14 +354,12 @@ static int from_process(struct files *fs, const char *name, const char *cmd, str
     } else if (status == 0) {
         cJSON *j = cJSON_Parse(out);
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "Version");
-        const char *tok = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "SessionToken"));
-        const char *exp = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "Expiration"));
+        const char *tok = kl_aws_json_str(j, "SessionToken");
+        const char *exp = kl_aws_json_str(j, "Expiration");
         if (!cJSON_IsNumber(v) || v->valuedouble != 1)
             snprintf(err, errlen, "AWS profile %.100s: credential_process printed no JSON with \"Version\": 1", name);
-        else if (!kl_aws_copy(f->key_id, sizeof(f->key_id),
-                              cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "AccessKeyId"))) ||
-                 !kl_aws_copy(f->secret, sizeof(f->secret),
-                              cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "SecretAccessKey"))) ||
+        else if (!kl_aws_copy(f->key_id, sizeof(f->key_id), kl_aws_json_str(j, "AccessKeyId")) ||
+                 !kl_aws_copy(f->secret, sizeof(f->secret), kl_aws_json_str(j, "SecretAccessKey")) ||
                  (tok && !kl_aws_copy(f->token, sizeof(f->token), tok)))
             snprintf(err, errlen, "AWS profile %.100s: credential_process printed no usable AccessKeyId and "
                      "SecretAccessKey", name);
@@ -433,10 +431,10 @@ static int write_token_doc(const char *path, cJSON *j, char *err, size_t errlen)
  * the same when the token has five minutes or less left. */
 static int sso_refresh(struct files *fs, const char *region, cJSON *j, char *err, size_t errlen)
 {
-    const char *cid = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "clientId"));
-    const char *csec = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "clientSecret"));
-    const char *rt = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "refreshToken"));
-    const char *reg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "registrationExpiresAt"));
+    const char *cid = kl_aws_json_str(j, "clientId");
+    const char *csec = kl_aws_json_str(j, "clientSecret");
+    const char *rt = kl_aws_json_str(j, "refreshToken");
+    const char *reg = kl_aws_json_str(j, "registrationExpiresAt");
     if (!cid || !csec || !rt) {
         snprintf(err, errlen, "no refresh token cached");
         return -1;
@@ -466,8 +464,8 @@ static int sso_refresh(struct files *fs, const char *region, cJSON *j, char *err
     if (rc < 0)
         return -1;
     cJSON *a = cJSON_Parse(r.body);
-    const char *at = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "accessToken"));
-    const char *nrt = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "refreshToken"));
+    const char *at = kl_aws_json_str(a, "accessToken");
+    const char *nrt = kl_aws_json_str(a, "refreshToken");
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(a, "expiresIn");
     rc = -1;
     if (r.status == 200 && at && *at && cJSON_IsNumber(in) && in->valuedouble > 0 && in->valuedouble < 1e7) {
@@ -482,7 +480,7 @@ static int sso_refresh(struct files *fs, const char *region, cJSON *j, char *err
             set_member(j, "refreshToken", nrt);
         rc = 0;
     } else {
-        const char *e = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "error"));
+        const char *e = kl_aws_json_str(a, "error");
         snprintf(err, errlen, "POST %.150s (CreateToken): HTTP %ld%s%.100s", url, r.status, e ? " " : "", e ? e : "");
     }
     if (a)
@@ -516,17 +514,17 @@ static int sso_token(struct files *fs, const char *name, const char *key, const 
     OPENSSL_cleanse(text, strlen(text));
     free(text);
     int64_t now = kl_wall_ms();
-    int64_t expires = kl_iso8601_ms(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "expiresAt")));
+    int64_t expires = kl_iso8601_ms(kl_aws_json_str(j, "expiresAt"));
     char why[300] = "";
     if (cJSON_IsObject(j) && refresh_region && expires - now <= 300000) {
         if (sso_refresh(fs, refresh_region, j, why, sizeof(why)) == 0) {
-            expires = kl_iso8601_ms(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "expiresAt")));
+            expires = kl_iso8601_ms(kl_aws_json_str(j, "expiresAt"));
             char werr[400];
             if (write_token_doc(path, j, werr, sizeof(werr)) < 0)
                 kl_warn("AWS profile %.100s: the refreshed SSO token is used but could not be cached: %s", name, werr);
         }
     }
-    bool ok = kl_aws_copy(token, cap, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "accessToken")));
+    bool ok = kl_aws_copy(token, cap, kl_aws_json_str(j, "accessToken"));
     wipe_token_doc(j);
     if (!ok || !expires || expires <= now)
         OPENSSL_cleanse(token, cap);
@@ -590,17 +588,17 @@ static int from_sso(struct files *fs, const char *name, struct kl_aws_found *f, 
     const cJSON *exp = cJSON_GetObjectItemCaseSensitive(c, "expiration");
     rc = -1;
     if (r.status == 200 &&
-        kl_aws_copy(f->key_id, sizeof(f->key_id), cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "accessKeyId"))) &&
-        kl_aws_copy(f->secret, sizeof(f->secret),
-                    cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "secretAccessKey"))) &&
-        kl_aws_copy(f->token, sizeof(f->token), cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "sessionToken"))) &&
+        kl_aws_copy(f->key_id, sizeof(f->key_id), kl_aws_json_str(c, "accessKeyId")) &&
+        kl_aws_copy(f->secret, sizeof(f->secret), kl_aws_json_str(c, "secretAccessKey")) &&
+        kl_aws_copy(f->token, sizeof(f->token), kl_aws_json_str(c, "sessionToken")) &&
         cJSON_IsNumber(exp) && exp->valuedouble > 0 && exp->valuedouble < 1e15) {
         f->expires_ms = (int64_t)exp->valuedouble;
         rc = 1;
     } else {
-        const char *msg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "message"));
-        snprintf(err, errlen, "AWS profile %.100s: GET %.150s (GetRoleCredentials for %.100s in %.20s): HTTP %ld%s%.200s",
-                 name, url, role, account, r.status, msg ? ": " : ", no credentials", msg ? msg : "");
+        const char *msg = kl_aws_json_str(j, "message");
+        snprintf(err, errlen, "AWS profile %.100s: GET %.150s (GetRoleCredentials for %.100s in %.20s): "
+                 "HTTP %ld%s%.200s", name, url, role, account, r.status, msg ? ": " : ", no credentials",
+                 msg ? msg : "");
     }
     wipe_doc(cJSON_DetachItemFromObjectCaseSensitive(j, "roleCredentials"),
              (const char *const[]){"secretAccessKey", "sessionToken", NULL});
