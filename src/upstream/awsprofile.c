@@ -20,15 +20,11 @@
  * `aws sso login` renews its token in place. */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pwd.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,14 +39,13 @@
 #include "core/text.h"
 #include "upstream/awscreds_int.h"
 #include "upstream/awsini.h"
+#include "upstream/runcmd.h"
 #include "upstream/syncfetch.h"
 
 #define MAX_FILE (1u << 20)     /* a config file larger than this is a mistake */
 #define MAX_CHAIN 8             /* source_profile hops */
 #define PROCESS_TIMEOUT_MS 60000
 #define RECHECK_MS 300000       /* keys in a file: read again every five minutes */
-
-extern char **environ;
 
 struct files {
     kl_arena a;
@@ -191,134 +186,6 @@ static int static_keys(struct files *fs, const char *name, struct kl_aws_found *
 
 /* ---- credential_process ---- */
 
-static int64_t mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-/* Reads what fd gives into buf (at most cap - 1 bytes kept, NUL-ended):
- * false at its end. */
-static bool drain(int fd, char *buf, size_t cap, size_t *len)
-{
-    char tmp[4096];
-    ssize_t n = read(fd, tmp, sizeof(tmp));
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        return true;
-    if (n <= 0)
-        return false;
-    size_t take = *len + (size_t)n < cap - 1 ? (size_t)n : cap - 1 - *len;
-    memcpy(buf + *len, tmp, take);
-    *len += take;
-    buf[*len] = '\0';
-    OPENSSL_cleanse(tmp, sizeof(tmp));
-    return true;
-}
-
-/* Runs cmd with /bin/sh (as the AWS SDKs for JavaScript and Go do) and
- * collects its output, for at most a minute (or until stop): its exit
- * status, or -1 with err. No other descriptor of keyless's reaches it. */
-static int run(const char *cmd, const atomic_bool *stop, char *out, size_t outcap, char *errout, size_t errcap,
-               char *err, size_t errlen)
-{
-    int po[2], pe[2];
-    if (pipe2(po, O_CLOEXEC) < 0)
-        goto fail;
-    if (pipe2(pe, O_CLOEXEC) < 0) {
-        close(po[0]);
-        close(po[1]);
-        goto fail;
-    }
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, po[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, pe[1], 2);
-    posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    posix_spawnattr_t at;
-    posix_spawnattr_init(&at);
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&at, 0);
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &all);
-    pid_t pid;
-    char *argv[] = {"sh", "-c", (char *)cmd, NULL};
-    int rc = posix_spawn(&pid, "/bin/sh", &fa, &at, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&at);
-    close(po[1]);
-    close(pe[1]);
-    if (rc != 0) {
-        close(po[0]);
-        close(pe[0]);
-        snprintf(err, errlen, "credential_process: /bin/sh: %s", strerror(rc));
-        return -1;
-    }
-    size_t olen = 0, elen = 0;
-    out[0] = errout[0] = '\0';
-    struct pollfd p[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
-    int64_t t0 = mono_ms(), exited_at = -1;
-    int status = 0;
-    const char *why = NULL; /* why it was stopped */
-    /* until the shell has exited and its output ended; a background child
-     * of its that keeps the pipes open is given a second more */
-    while (p[0].fd >= 0 || p[1].fd >= 0 || exited_at < 0) {
-        int64_t now = mono_ms();
-        if (atomic_load(stop))
-            why = "stopped with keyless";
-        else if (now - t0 > PROCESS_TIMEOUT_MS)
-            why = "no answer within 60 s (stopped)";
-        else if (exited_at >= 0 && now - exited_at > 1000)
-            break; /* what it printed is enough; what holds the pipes is killed below */
-        if (why)
-            break;
-        if (exited_at < 0) {
-            /* WNOWAIT: the shell stays a zombie, so its pid (the group's
-             * id) names no one else until it is reaped below */
-            siginfo_t si;
-            si.si_pid = 0;
-            if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 ? si.si_pid == pid : errno != EINTR)
-                exited_at = now;
-        }
-        if (poll(p, 2, p[0].fd >= 0 || p[1].fd >= 0 ? 100 : 10) < 0 && errno != EINTR) {
-            why = "poll failed";
-            break;
-        }
-        for (int i = 0; i < 2; i++) {
-            if (p[i].fd >= 0 && (p[i].revents & (POLLIN | POLLHUP | POLLERR)) &&
-                !drain(p[i].fd, i ? errout : out, i ? errcap : outcap, i ? &elen : &olen)) {
-                close(p[i].fd);
-                p[i].fd = -1;
-            }
-        }
-    }
-    /* stopped, or something it started still holds its output: the group,
-     * with what the shell started (not reaped yet, the shell keeps the
-     * group's id its own); a helper it left running quietly stays */
-    if (why || exited_at < 0 || p[0].fd >= 0 || p[1].fd >= 0)
-        kill(-pid, SIGKILL);
-    for (int i = 0; i < 2; i++)
-        if (p[i].fd >= 0)
-            close(p[i].fd);
-    pid_t w;
-    while ((w = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
-        ;
-    if (w != pid)
-        status = -1;
-    if (why || status < 0) {
-        snprintf(err, errlen, "credential_process: %s", why ? why : "lost track of it");
-        return -1;
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-fail:
-    snprintf(err, errlen, "credential_process: pipe: %s", strerror(errno));
-    return -1;
-}
-
 /* A credential member of a JSON document, wiped. */
 static void wipe_member(cJSON *j, const char *k)
 {
@@ -345,7 +212,11 @@ static int from_process(struct files *fs, const char *name, const char *cmd, str
     char *out = malloc(64 * 1024), errout[512];
     if (!out)
         abort();
-    int status = run(cmd, fs->stop, out, 64 * 1024, errout, sizeof(errout), err, errlen);
+    struct kl_run_opts o = {.shell_command = cmd, .timeout_ms = PROCESS_TIMEOUT_MS};
+    char why[160];
+    int status = kl_run(&o, fs->stop, out, 64 * 1024, errout, sizeof(errout), why, sizeof(why));
+    if (status < 0)
+        snprintf(err, errlen, "AWS profile %.100s: credential_process: %s", name, why);
     int rc = -1;
     if (status > 0) {
         errout[strcspn(errout, "\r\n")] = '\0';

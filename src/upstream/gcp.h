@@ -50,8 +50,8 @@ struct kl_gcp_cred {
  * key file's JSON or its base64, the JSON itself (as "file:/path" reads
  * it) of a service account, an authorized user, an impersonated service
  * account (a user's or a key's credentials acting as it) or an external
- * account (its credential source a file, a URL or AWS), or
- * "gcp-metadata[:ACCOUNT]";
+ * account (its credential source a file, a URL, an executable or AWS),
+ * or "gcp-metadata[:ACCOUNT]";
  * 0 when it is an ordinary key; -1 with *why when it is a credentials file
  * that cannot be used (not JSON, a field missing, a private key that does
  * not load, a type keyless does not read). metadata_host is where

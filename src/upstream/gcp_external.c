@@ -2,8 +2,9 @@
  * (AIP-4117), for keyless running outside Google Cloud. The file holds no
  * secret; it says where keyless finds a token its own platform gave it
  * (the subject token: a Kubernetes projected token in a file, Azure's
- * instance metadata at a URL, or a GetCallerIdentity request signed with
- * the machine's AWS credentials), which Google's STS exchanges (RFC 8693)
+ * instance metadata at a URL, what an executable prints, or a
+ * GetCallerIdentity request signed with the machine's AWS credentials),
+ * which Google's STS exchanges (RFC 8693)
  * for a federated access token, and that, when the file says so, for a
  * service account's (IAM credentials' generateAccessToken). The keeper in
  * gcp.c calls kl_gcp_external_mint on its own thread. */
@@ -16,8 +17,10 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "core/exchange.h"
 #include "core/text.h"
 #include "upstream/gcp_int.h"
+#include "upstream/runcmd.h"
 #include "upstream/sigv4.h"
 
 #define MAX_SUBJECT (64 * 1024)
@@ -35,6 +38,9 @@ struct external {
     const char *impersonation_url;  /* a service account's generateAccessToken, or NULL */
     long lifetime_s;                /* asked for an impersonated token */
     const char *user_project;       /* a workforce pool's workforce_pool_user_project, or NULL */
+    const char *command;            /* an executable source's command line, or NULL */
+    long command_timeout_ms;
+    const char *output_file;        /* where the executable caches its answer, or NULL */
 };
 
 /* A header from the file: its name a token, its value one line. */
@@ -133,6 +139,30 @@ static int token_source_read(const cJSON *src, struct external *x, const char **
     return 1;
 }
 
+/* An executable source (Google's "pluggable auth"): a command (its
+ * program an absolute path), its time limit, and the file where it
+ * caches its answer. */
+static int executable_read(const cJSON *src, struct external *x, const char **why)
+{
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(src, "executable");
+    x->command = kl_gcp_field(e, "command");
+    x->output_file = kl_gcp_field(e, "output_file");
+    x->command_timeout_ms = 30000;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "timeout_millis");
+    if (!x->command || x->command[0] != '/') {
+        *why = "the external_account credentials file's executable needs a \"command\" that starts with the "
+               "program's absolute path";
+        return -1;
+    }
+    if (t && (!cJSON_IsNumber(t) || t->valuedouble < 5000 || t->valuedouble > 120000)) {
+        *why = "the external_account credentials file's executable timeout_millis must be from 5000 to 120000";
+        return -1;
+    }
+    if (t)
+        x->command_timeout_ms = (long)t->valuedouble;
+    return 1;
+}
+
 /* Reads and checks an external_account file: the same checks when the
  * configuration is read and before each token, so a token is only asked
  * for as the file was accepted. */
@@ -169,12 +199,13 @@ static int external_read(const cJSON *o, kl_arena *a, struct external *x, const 
         *why = "the external_account credentials file has a client_id without a client_secret, or the reverse";
         return -1;
     }
-    if (cJSON_GetObjectItemCaseSensitive(src, "executable") || cJSON_GetObjectItemCaseSensitive(src, "certificate")) {
-        *why = "the external_account credentials file's credential_source is an executable or a certificate; keyless "
-               "reads a token from a \"file\", a \"url\", or AWS (environment_id \"aws1\")";
+    if (cJSON_GetObjectItemCaseSensitive(src, "certificate")) {
+        *why = "the external_account credentials file's credential_source is a certificate (X.509); keyless reads a "
+               "token from a \"file\", a \"url\", an \"executable\", or AWS (environment_id \"aws1\")";
         return -1;
     }
     int rc = cJSON_GetObjectItemCaseSensitive(src, "environment_id") ? aws_read(src, x, why)
+             : cJSON_GetObjectItemCaseSensitive(src, "executable")   ? executable_read(src, x, why)
                                                                      : token_source_read(src, x, why);
     if (rc < 0)
         return -1;
@@ -525,6 +556,175 @@ static int exchange(const struct external *x, const char *subject, const atomic_
     return result;
 }
 
+/* The field of an executable's answer that holds a token of type t (one
+ * of the three Google's libraries accept), or NULL. */
+static const char *answer_field(const char *t)
+{
+    if (!t)
+        return NULL;
+    if (strcmp(t, "urn:ietf:params:oauth:token-type:jwt") == 0 ||
+        strcmp(t, "urn:ietf:params:oauth:token-type:id_token") == 0)
+        return "id_token";
+    return strcmp(t, "urn:ietf:params:oauth:token-type:saml2") == 0 ? "saml_response" : NULL;
+}
+
+/* The answer of an executable (or the one it cached in its output
+ * file): {"version": 1, "success": true, "token_type": ..., "id_token"
+ * or "saml_response": ..., "expiration_time": seconds}, or success false
+ * with a "code" and a "message". 1 with *out (malloc) when it holds a
+ * token that has not expired; 0 when it holds none (a cache file that is
+ * stale or not an answer: the command runs); -2 with err when it is a
+ * refusal (success false), -1 with err when it is no good answer. need_expiry: an output file is configured, so the answer
+ * must say until when it holds (as Google's libraries require). */
+static int executable_answer(const char *text, const char *where, bool cached, bool need_expiry, char **out,
+                             char *err, size_t errlen)
+{
+    cJSON *j = cJSON_Parse(text);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "version");
+    const cJSON *ok = cJSON_GetObjectItemCaseSensitive(j, "success");
+    const cJSON *exp = cJSON_GetObjectItemCaseSensitive(j, "expiration_time");
+    const char *type = kl_gcp_field(j, "token_type");
+    const char *field = answer_field(type);
+    const char *tok = field ? kl_gcp_field(j, field) : NULL;
+    int rc = -1;
+    if (!cJSON_IsObject(j) || !cJSON_IsNumber(v) || v->valuedouble != 1 || !cJSON_IsBool(ok)) {
+        snprintf(err, errlen, "%s: not an answer of version 1 with \"success\"", where);
+        rc = cached ? 0 : -1;
+    } else if (!cJSON_IsTrue(ok)) {
+        const char *code = kl_gcp_field(j, "code"), *msg = kl_gcp_field(j, "message");
+        snprintf(err, errlen, "%s: no token (code %.40s: %.300s)", where, code ? code : "none",
+                 msg ? msg : "no message");
+        rc = cached ? 0 : -2;
+    } else if (cJSON_IsNumber(exp) && exp->valuedouble * 1000 <= (double)kl_wall_ms()) {
+        snprintf(err, errlen, "%s: its token expired", where);
+        rc = cached ? 0 : -1;
+    } else if (need_expiry && !cJSON_IsNumber(exp)) {
+        snprintf(err, errlen, "%s: no expiration_time, which an output_file needs", where);
+        rc = cached ? 0 : -1;
+    } else if (!field) {
+        snprintf(err, errlen, "%s: token_type must be urn:ietf:params:oauth:token-type:jwt, id_token or saml2",
+                 where);
+    } else if (!tok) {
+        snprintf(err, errlen, "%s: no %s", where, field);
+    } else {
+        *out = strdup(tok);
+        if (!*out)
+            abort();
+        rc = 1;
+    }
+    kl_gcp_wipe_strings(j);
+    cJSON_Delete(j);
+    return rc;
+}
+
+/* A command line in words as Google's Node library splits it: at white
+ * space, a "quoted part" kept whole without its quotes. false when it
+ * has more than max words. */
+static bool command_words(char *line, const char **argv, size_t max)
+{
+    size_t n = 0;
+    char *r = line, *w = line;
+    while (*r) {
+        while (*r && strchr(" \t\n\r\f\v", *r))
+            r++;
+        if (!*r)
+            break;
+        if (n == max)
+            return false;
+        argv[n++] = w;
+        while (*r && !strchr(" \t\n\r\f\v", *r)) {
+            if (*r == '"') {
+                for (r++; *r && *r != '"'; r++)
+                    *w++ = *r;
+                if (*r)
+                    r++;
+            } else {
+                *w++ = *r++;
+            }
+        }
+        if (*r)
+            r++;
+        *w++ = '\0';
+    }
+    argv[n] = NULL;
+    return true;
+}
+
+/* The subject token from the executable: its cached answer when the
+ * output file holds one still good, else a run of the command with the
+ * variables Google's libraries give it. Running it needs
+ * GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1, as there. */
+static int executable_token(const struct external *x, const atomic_bool *stop, char **out, char *err,
+                            size_t errlen)
+{
+    const char *allow = env("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES");
+    if (!allow || strcmp(allow, "1") != 0) {
+        snprintf(err, errlen, "the credentials file's executable runs only with "
+                 "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1 in keyless's environment");
+        return -1;
+    }
+    if (x->output_file) {
+        char *text = NULL, ignore[256];
+        if (kl_sync_read_file(x->output_file, MAX_SUBJECT, &text, ignore, sizeof(ignore)) == 0) {
+            int rc = executable_answer(text, x->output_file, true, true, out, ignore, sizeof(ignore));
+            kl_gcp_wipe_free(text);
+            if (rc == 1)
+                return 0;
+        }
+    }
+    kl_arena a;
+    kl_arena_init(&a);
+    const char *argv[65];
+    if (!command_words(kl_arena_strdup(&a, x->command), argv, 64)) {
+        snprintf(err, errlen, "the executable's command has more than 64 words");
+        kl_arena_free(&a);
+        return -1;
+    }
+    const char *sa = x->impersonation_url ? strstr(x->impersonation_url, "serviceAccounts/") : NULL;
+    if (sa)
+        sa += strlen("serviceAccounts/");
+    const char *envs[6];
+    size_t ne = 0;
+    envs[ne++] = kl_arena_concat(&a, "GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE=", x->audience, NULL);
+    envs[ne++] = kl_arena_concat(&a, "GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE=", x->subject_token_type, NULL);
+    envs[ne++] = "GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE=0";
+    if (sa)
+        envs[ne++] = kl_arena_printf(&a, "GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL=%.*s", (int)strcspn(sa, ":/?#"),
+                                     sa);
+    if (x->output_file)
+        envs[ne++] = kl_arena_concat(&a, "GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE=", x->output_file, NULL);
+    envs[ne] = NULL;
+    struct kl_run_opts o = {.argv = argv, .extra_env = envs, .timeout_ms = x->command_timeout_ms};
+    char *text = malloc(MAX_SUBJECT + 1), errout[512], why[200];
+    if (!text)
+        abort();
+    int status = kl_run(&o, stop, text, MAX_SUBJECT + 1, errout, sizeof(errout), why, sizeof(why));
+    int rc = -1;
+    char *where = kl_arena_concat(&a, "the executable ", argv[0], "'s answer", NULL);
+    if (status < 0) {
+        snprintf(err, errlen, "the executable %.200s: %s", argv[0], why);
+    } else if (status > 0) {
+        /* a refusal is its JSON on stdout and a status that is not 0;
+         * else the first line of what it wrote to stderr */
+        char *ignore = NULL;
+        if (executable_answer(text, where, false, false, &ignore, err, errlen) == -2) {
+            size_t n = strlen(err);
+            snprintf(err + n, errlen - n, ", status %d", status);
+        } else {
+            errout[strcspn(errout, "\r\n")] = '\0';
+            snprintf(err, errlen, "the executable %.200s exited with status %d%s%.300s", argv[0], status,
+                     errout[0] ? ": " : "", errout);
+        }
+        kl_gcp_wipe_free(ignore);
+    } else {
+        rc = executable_answer(text, where, false, x->output_file != NULL, out, err, errlen) == 1 ? 0 : -1;
+    }
+    OPENSSL_cleanse(text, MAX_SUBJECT + 1);
+    free(text);
+    kl_arena_free(&a);
+    return rc;
+}
+
 int kl_gcp_external_mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **token, long *lifetime_s,
                          char *err, size_t errlen)
 {
@@ -541,7 +741,9 @@ int kl_gcp_external_mint(const struct kl_gcp_cred *cred, const atomic_bool *stop
         return -1;
     }
     char *subject = NULL, *federated = NULL;
-    int result = (x.aws ? aws_token(&x, stop, &subject, err, errlen) : file_or_url_token(&x, stop, &subject, err, errlen));
+    int result = x.aws       ? aws_token(&x, stop, &subject, err, errlen)
+                 : x.command ? executable_token(&x, stop, &subject, err, errlen)
+                             : file_or_url_token(&x, stop, &subject, err, errlen);
     if (result == 0)
         result = exchange(&x, subject, stop, &federated, lifetime_s, err, errlen);
     if (result == 0 && x.impersonation_url) {

@@ -787,6 +787,105 @@ describe('Vertex AI', () => {
         assert.ok(!out.includes(secret), 'no subject, federated or impersonated token in the log');
   });
 
+  it('workload identity federation from an executable (pluggable auth): its answer, its cached answer, its refusals', async () => {
+    const audience = '//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/okta/providers/saml';
+    const subject = `eyJhbGciOiJSUzI1NiJ9.exe-${crypto.randomBytes(8).toString('hex')}.sig`;
+    const cachedSubject = `eyJhbGciOiJSUzI1NiJ9.cached-${crypto.randomBytes(8).toString('hex')}.sig`;
+    const account = 'vertex@p1.iam.gserviceaccount.com';
+    const fed = await startFederation({ audiences: [audience], subjects: [subject, cachedSubject], account });
+    const dir = mkdtempSync(join(tmpdir(), 'kl-wif-exe-'));
+    // the executable: records its arguments and the variables it was given, then answers as the answer file says
+    const seenFile = join(dir, 'seen');
+    const answerFile = join(dir, 'answer.json');
+    const exe = join(dir, 'get-token');
+    writeFileSync(exe, `#!/bin/sh\nprintf '%s\\n' "$(printf '%s|' "$@")" "$GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE" "$GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE" "$GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE" "$GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL" "$GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE" > '${seenFile}'\ncat '${answerFile}'\n`, { mode: 0o755 });
+    const answer = (obj) => writeFileSync(answerFile, JSON.stringify(obj));
+    const ok = (token, extra = {}) => ({ version: 1, success: true, token_type: 'urn:ietf:params:oauth:token-type:jwt',
+      id_token: token, expiration_time: Math.floor(Date.now() / 1000) + 3600, ...extra });
+    const file = (executable) => {
+      const f = join(dir, `cred-${crypto.randomBytes(4).toString('hex')}.json`);
+      writeFileSync(f, JSON.stringify({ universe_domain: 'googleapis.com', type: 'external_account', audience,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', token_url: `${fed.base}/v1/token`,
+        service_account_impersonation_url: `${fed.base}/v1/projects/-/serviceAccounts/${account}:generateAccessToken`,
+        credential_source: { executable } }, null, 2));
+      return f;
+    };
+    const provider = (f) => ({ ...vertexProvider(mock.url, '{}'), apikey: `file:${f}` });
+    const body = JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
+    const ask = (g) => fetch(`${g.url}/v1/projects/callers-proj/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`,
+      { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const allow = { GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES: '1' };
+    const expect503 = async (f, env, why) => {
+      const g = await startGateway({ providers: { vertex: provider(f) } }, { env });
+      try {
+        const r = await ask(g);
+        assert.equal(r.status, 503);
+        await r.text();
+        // the first try may still be running (a command given its whole time)
+        for (let i = 0; i < 100 && !why.test(g.output()); i++) await new Promise((res) => setTimeout(res, 100));
+        assert.match(g.output(), why);
+      } finally {
+        await g.stop();
+      }
+      return g;
+    };
+    try {
+      // its answer, with the variables Google's libraries give it
+      answer(ok(subject));
+      // the command at white space, a quoted part whole (as Google's Node library splits it)
+      const g = await startGateway({ providers: { vertex: provider(file({ command: `${exe}\t--profile  "dev team"`, timeout_millis: 5000 })) } },
+        { env: allow });
+      try {
+        const r = await ask(g);
+        assert.equal(r.status, 200);
+        await r.json();
+        assert.equal(headerMap((await mock.last()).headers).authorization, `Bearer ${fed.impersonated.at(-1)}`);
+        assert.equal(fed.forms.at(-1).get('subject_token'), subject);
+        assert.equal(fed.forms.at(-1).get('subject_token_type'), 'urn:ietf:params:oauth:token-type:jwt');
+        assert.deepEqual(readFileSync(seenFile, 'utf8').split('\n').slice(0, 6),
+          ['--profile|dev team|', audience, 'urn:ietf:params:oauth:token-type:jwt', '0', account, '']);
+      } finally {
+        await g.stop();
+      }
+      assert.ok(!g.output().includes(subject), 'the subject token is not logged');
+      // a cached answer still good in the output file: used, the executable not run
+      const cache = join(dir, 'cache.json');
+      writeFileSync(cache, JSON.stringify(ok(cachedSubject)));
+      answer({ version: 1, success: false, code: '401', message: 'not run' });
+      const g2 = await startGateway({ providers: { vertex: provider(file({ command: exe, output_file: cache })) } }, { env: allow });
+      try {
+        const r = await ask(g2);
+        assert.equal(r.status, 200);
+        await r.json();
+        assert.equal(fed.forms.at(-1).get('subject_token'), cachedSubject);
+      } finally {
+        await g2.stop();
+      }
+      // a stale cache: the executable runs (and is told where to cache), and its refusal (its JSON, a status
+      // that is not 0, as Google's specification has it) is logged
+      writeFileSync(cache, JSON.stringify(ok(cachedSubject, { expiration_time: Math.floor(Date.now() / 1000) - 10 })));
+      answer({ version: 1, success: false, code: '401', message: 'Caller not authorized.' });
+      writeFileSync(join(dir, 'refuses'), `#!/bin/sh\n'${exe}' "$@"\nexit 1\n`, { mode: 0o755 });
+      await expect503(file({ command: join(dir, 'refuses'), output_file: cache }), allow,
+        /the executable \S+refuses's answer: no token \(code 401: Caller not authorized\.\), status 1/);
+      assert.equal(readFileSync(seenFile, 'utf8').split('\n')[5], cache);
+      // answers Google's libraries refuse: a token type they do not take, no expiration_time with an output_file
+      answer(ok(subject, { token_type: 'urn:ietf:params:oauth:token-type:access_token' }));
+      await expect503(file({ command: exe }), allow, /token_type must be urn:ietf:params:oauth:token-type:jwt, id_token or saml2/);
+      answer(ok(subject, { expiration_time: undefined }));
+      await expect503(file({ command: exe, output_file: join(dir, 'none.json') }), allow, /no expiration_time, which an output_file needs/);
+      // not allowed to run, a status that is not 0, no answer in time
+      answer(ok(subject));
+      await expect503(file({ command: exe }), {}, /runs only with GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1/);
+      writeFileSync(join(dir, 'fails'), '#!/bin/sh\necho "no session: run okta login" >&2\nexit 2\n', { mode: 0o755 });
+      await expect503(file({ command: join(dir, 'fails') }), allow, /fails exited with status 2: no session: run okta login/);
+      writeFileSync(join(dir, 'hangs'), '#!/bin/sh\nsleep 30\n', { mode: 0o755 });
+      await expect503(file({ command: join(dir, 'hangs'), timeout_millis: 5000 }), allow, /hangs: no answer within 5 s \(stopped\)/);
+    } finally {
+      await fed.close();
+    }
+  });
+
   it('workload identity federation from AWS ("aws1"): a GetCallerIdentity signed with the instance role, or the environment\'s keys', async () => {
     const audience = '//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/aws/providers/ec2';
     const role = { accessKeyId: 'ASIAKEYLESSTEST00001', secretAccessKey: `role-secret-${crypto.randomBytes(8).toString('hex')}`,

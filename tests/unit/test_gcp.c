@@ -261,7 +261,10 @@ static void reads_external_account(void **state)
                                  "providers/k8s");
     /* refused, each with its reason */
     const char *bad[][2] = {
-        {"\"credential_source\":{\"executable\":{\"command\":\"/bin/x\"}}", "an executable or a certificate"},
+        {"\"credential_source\":{\"certificate\":{\"use_default_certificate_config\":true}}", "is a certificate (X.509)"},
+        {"\"credential_source\":{\"executable\":{\"command\":\"x --y\"}}", "the program's absolute path"},
+        {"\"credential_source\":{\"executable\":{\"command\":\"/bin/x\",\"timeout_millis\":1000}}",
+         "timeout_millis must be from 5000 to 120000"},
         {"\"credential_source\":{\"environment_id\":\"aws1\",\"region_url\":\"http://169.254.169.254/x\"}",
          "needs an https:// regional_cred_verification_url"},
         {"\"credential_source\":{\"environment_id\":\"aws2\"}", "must be \"aws1\""},
