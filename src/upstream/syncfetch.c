@@ -1,10 +1,13 @@
 #include "upstream/syncfetch.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
@@ -111,9 +114,18 @@ bool kl_sync_url_ok(const char *url, const char *const *http_hosts, bool https_a
 
 int kl_sync_read_file(const char *path, size_t max, char **out, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "re");
+    /* a regular file only, opened without waiting: a FIFO or a device
+     * there would hold the credential thread, and keyless's stop with it */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    const char *why = fd < 0 ? strerror(errno) : NULL;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)))
+        why = "not a regular file";
+    FILE *f = why ? NULL : fdopen(fd, "r");
     if (!f) {
-        snprintf(err, errlen, "the token file %.300s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        snprintf(err, errlen, "the token file %.300s: %s", path, why ? why : strerror(errno));
         return -1;
     }
     char *text = calloc(1, max + 2); /* a byte more than allowed, and the NUL */

@@ -855,6 +855,10 @@ region = eu-west-1
 role_arn = arn:aws:iam::123456789012:role/envsrc
 credential_source = Environment
 
+[profile fifo-identity]
+role_arn = arn:aws:iam::123456789012:role/fifo
+web_identity_token_file = ${join(home, 'token-fifo')}
+
 [profile mfa]
 role_arn = arn:aws:iam::123456789012:role/admin
 source_profile = base
@@ -1017,6 +1021,7 @@ mfa_serial = arn:aws:iam::123456789012:mfa/dev
       }
 
       // what cannot work is said in the log, and the caller gets a 503
+      assert.equal(spawnSync('mkfifo', [join(home, 'token-fifo')]).status, 0);
       writeFileSync(cacheFile('corp'), JSON.stringify({ accessToken: ssoTokens.corp, expiresAt: '2026-01-01T00:00:00Z',
         refreshToken: 'aorAAAAAcorp-revoked', ...registration }));
       writeFileSync(cacheFile('https://old.awsapps.com/start'), JSON.stringify({ accessToken: 'x', expiresAt: '2026-01-01T00:00:00Z' }));
@@ -1028,6 +1033,8 @@ mfa_serial = arn:aws:iam::123456789012:mfa/dev
         ['sso-old', /AWS profile sso-old: the SSO session expired: run `aws sso login --profile sso-old`/],
         // a profile with only a region names no credentials: the chain goes on (here to its end)
         ['regiononly', /no AWS credentials: no access key, web identity or container endpoint in the environment, no profile/],
+        // a token file that is a FIFO (nothing ever writes it) is refused, not waited on: the gateway still stops
+        ['fifo-identity', /the token file \S+token-fifo: not a regular file/],
       ]) {
         const g = await start(profile);
         try {
