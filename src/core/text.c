@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/crypto.h>
 
 char *kl_json_print_arena(kl_arena *a, cJSON *j, const char *prefix, const char *suffix)
 {
@@ -16,6 +17,15 @@ char *kl_json_print_arena(kl_arena *a, cJSON *j, const char *prefix, const char 
     char *out = kl_arena_concat(a, prefix, s, suffix, NULL);
     cJSON_free(s);
     return out;
+}
+
+void kl_json_wipe_strings(cJSON *o)
+{
+    for (; o; o = o->next) {
+        if (cJSON_IsString(o) && o->valuestring)
+            OPENSSL_cleanse(o->valuestring, strlen(o->valuestring));
+        kl_json_wipe_strings(o->child);
+    }
 }
 
 int kl_hex_digit(char c)

@@ -41,6 +41,10 @@ bool kl_join2(char *out, size_t cap, const char *a, char sep, const char *b);
 /* prefix, cJSON's compact text of j, suffix, in the arena; j is freed.
  * Aborts when out of memory, as the arena does. */
 char *kl_json_print_arena(kl_arena *a, struct cJSON *j, const char *prefix, const char *suffix);
+/* Every string in a parsed JSON document that holds credentials (a
+ * client secret, a refresh token, a session token), wiped before the tree
+ * is freed. */
+void kl_json_wipe_strings(struct cJSON *o);
 
 /* v[0..n) joined by sep, in the arena; NULL when n is 0. */
 const char *kl_join(kl_arena *a, const char *const *v, size_t n, char sep);

@@ -58,7 +58,7 @@ static bool read_token_file(const char *path, char *out, size_t cap, char *err, 
 {
     char *text;
     out[0] = '\0';
-    if (kl_sync_read_file(path, 64 * 1024, &text, err, errlen) < 0)
+    if (kl_sync_read_file("the token file", path, 64 * 1024, &text, err, errlen) < 0)
         return false;
     size_t line = strcspn(text, "\r\n");
     if (line >= cap)

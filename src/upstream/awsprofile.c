@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -64,45 +63,21 @@ struct files {
 static int read_ini(struct files *fs, const char *path, struct kl_aws_ini *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
-    /* a regular file only, opened without waiting: a FIFO or a device
-     * there would hold the keeper thread (and keyless's stop) */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0 && (errno == ENOENT || errno == ENOTDIR))
+    char *text, why[400];
+    int rc = kl_sync_read_file("the shared config file", path, MAX_FILE, &text, why, sizeof(why));
+    if (rc == -2)
         return 0;
-    const char *why = fd < 0 ? strerror(errno) : NULL;
-    struct stat st;
-    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
-        why = "not a regular file";
-        close(fd);
-        fd = -1;
-    }
-    FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
-    if (fd >= 0 && !f)
-        close(fd);
-    char *text = f ? malloc(MAX_FILE + 1) : NULL;
-    size_t n = 0;
-    bool bad = !f;
-    if (f) {
-        if (!text)
-            abort();
-        n = fread(text, 1, MAX_FILE + 1, f);
-        bad = ferror(f) || n > MAX_FILE;
-        why = n > MAX_FILE ? "larger than 1 MiB" : "unreadable";
-        fclose(f);
-    }
-    if (!bad)
-        kl_aws_ini_parse(&fs->a, text, n, out);
-    if (text) {
-        OPENSSL_cleanse(text, n);
+    if (rc == 0) {
+        kl_aws_ini_parse(&fs->a, text, strlen(text), out);
+        OPENSSL_cleanse(text, strlen(text));
         free(text);
-    }
-    if (!bad)
         return 0;
+    }
     if (fs->named) {
-        snprintf(err, errlen, "%.300s: %s", path, why);
+        snprintf(err, errlen, "%s", why);
         return -1;
     }
-    kl_warn("AWS credentials: %.300s: %s (taken for absent)", path, why);
+    kl_warn("AWS credentials: %s (taken for absent)", why);
     return 0;
 }
 
@@ -194,12 +169,10 @@ static void wipe_member(cJSON *j, const char *k)
         OPENSSL_cleanse(t->valuestring, strlen(t->valuestring));
 }
 
-/* A document holding credentials, its members named in keys
- * (NULL-terminated) wiped, then freed. */
-static void wipe_doc(cJSON *j, const char *const *keys)
+/* A document holding credentials, every string in it wiped, freed. */
+static void wipe_free(cJSON *j)
 {
-    for (size_t i = 0; keys[i]; i++)
-        wipe_member(j, keys[i]);
+    kl_json_wipe_strings(j);
     cJSON_Delete(j);
 }
 
@@ -238,7 +211,7 @@ static int from_process(struct files *fs, const char *name, const char *cmd, str
             snprintf(err, errlen, "AWS profile %.100s: credential_process's Expiration is not an ISO 8601 time", name);
         else
             rc = 1;
-        wipe_doc(j, (const char *const[]){"SecretAccessKey", "SessionToken", NULL});
+        wipe_free(j);
     }
     OPENSSL_cleanse(out, 64 * 1024);
     free(out);
@@ -261,11 +234,6 @@ static void set_member(cJSON *j, const char *k, const char *v)
     cJSON_DeleteItemFromObjectCaseSensitive(j, k);
     if (!cJSON_AddStringToObject(j, k, v))
         abort();
-}
-
-static void wipe_token_doc(cJSON *j)
-{
-    wipe_doc(j, (const char *const[]){"accessToken", "refreshToken", "clientSecret", NULL});
 }
 
 /* The document back in its file, as the AWS CLI and SDKs keep it current
@@ -320,7 +288,7 @@ static int sso_refresh(struct files *fs, const char *region, cJSON *j, char *err
     cJSON_AddStringToObject(req, "grantType", "refresh_token");
     cJSON_AddStringToObject(req, "refreshToken", rt);
     char *body = cJSON_PrintUnformatted(req);
-    wipe_token_doc(req);
+    wipe_free(req);
     if (!body)
         abort();
     const char *base = kl_aws_env("AWS_ENDPOINT_URL_SSO_OIDC");
@@ -355,7 +323,7 @@ static int sso_refresh(struct files *fs, const char *region, cJSON *j, char *err
         snprintf(err, errlen, "POST %.150s (CreateToken): HTTP %ld%s%.100s", url, r.status, e ? " " : "", e ? e : "");
     }
     if (a)
-        wipe_doc(a, (const char *const[]){"accessToken", "refreshToken", "idToken", NULL});
+        wipe_free(a);
     kl_sync_reply_free(&r);
     return rc;
 }
@@ -376,7 +344,7 @@ static int sso_token(struct files *fs, const char *name, const char *key, const 
     char *path = kl_arena_concat(&fs->a, fs->home ? fs->home : "", "/.aws/sso/cache/", hex, ".json", NULL);
     char *text;
     char why_read[300] = "no home directory";
-    if (!fs->home || kl_sync_read_file(path, 64 * 1024, &text, why_read, sizeof(why_read)) < 0) {
+    if (!fs->home || kl_sync_read_file("the SSO cache file", path, 64 * 1024, &text, why_read, sizeof(why_read)) < 0) {
         snprintf(err, errlen, "AWS profile %.100s: no usable cached SSO token (%.300s): run `aws sso login --profile "
                  "%.100s`", name, why_read, name);
         return -1;
@@ -396,7 +364,7 @@ static int sso_token(struct files *fs, const char *name, const char *key, const 
         }
     }
     bool ok = kl_aws_copy(token, cap, kl_aws_json_str(j, "accessToken"));
-    wipe_token_doc(j);
+    wipe_free(j);
     if (!ok || !expires || expires <= now)
         OPENSSL_cleanse(token, cap);
     if (!ok || !expires) {
@@ -471,9 +439,7 @@ static int from_sso(struct files *fs, const char *name, struct kl_aws_found *f, 
                  "HTTP %ld%s%.200s", name, url, role, account, r.status, msg ? ": " : ", no credentials",
                  msg ? msg : "");
     }
-    wipe_doc(cJSON_DetachItemFromObjectCaseSensitive(j, "roleCredentials"),
-             (const char *const[]){"secretAccessKey", "sessionToken", NULL});
-    cJSON_Delete(j);
+    wipe_free(j);
     kl_sync_reply_free(&r);
     return rc;
 }

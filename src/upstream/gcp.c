@@ -463,15 +463,6 @@ int kl_gcp_oauth_answer(const char *verb, const char *url, const struct kl_sync_
     return result;
 }
 
-void kl_gcp_wipe_strings(cJSON *o)
-{
-    for (; o; o = o->next) {
-        if (cJSON_IsString(o) && o->valuestring)
-            OPENSSL_cleanse(o->valuestring, strlen(o->valuestring));
-        kl_gcp_wipe_strings(o->child);
-    }
-}
-
 void kl_gcp_wipe_free(char *s)
 {
     if (s)
@@ -556,7 +547,7 @@ static int impersonated_mint(const struct kl_gcp_cred *cred, const atomic_bool *
                                     err, errlen);
     kl_gcp_wipe_free(source_token);
     wipe_source(&src);
-    kl_gcp_wipe_strings(o);
+    kl_json_wipe_strings(o);
     cJSON_Delete(o);
     kl_arena_free(&a);
     return result;

@@ -313,7 +313,7 @@ static int file_or_url_token(const struct external *x, const atomic_bool *stop, 
 {
     char *text = NULL;
     if (x->file) {
-        if (kl_sync_read_file(x->file, MAX_SUBJECT, &text, err, errlen) < 0)
+        if (kl_sync_read_file("the token file", x->file, MAX_SUBJECT, &text, err, errlen) < 0)
             return -1;
     } else {
         kl_arena a;
@@ -487,7 +487,7 @@ static int aws_token(const struct external *x, const atomic_bool *stop, char **o
         cJSON_AddItemToArray(hs, h);
     }
     char *json = cJSON_PrintUnformatted(o);
-    kl_gcp_wipe_strings(o); /* the session token */
+    kl_json_wipe_strings(o); /* the session token */
     cJSON_Delete(o);
     if (!json)
         abort();
@@ -612,7 +612,7 @@ static int executable_answer(const char *text, const char *where, bool cached, b
             abort();
         rc = 1;
     }
-    kl_gcp_wipe_strings(j);
+    kl_json_wipe_strings(j);
     cJSON_Delete(j);
     return rc;
 }
@@ -665,7 +665,7 @@ static int executable_token(const struct external *x, const atomic_bool *stop, c
     }
     if (x->output_file) {
         char *text = NULL, ignore[256];
-        if (kl_sync_read_file(x->output_file, MAX_SUBJECT, &text, ignore, sizeof(ignore)) == 0) {
+        if (kl_sync_read_file("the output file", x->output_file, MAX_SUBJECT, &text, ignore, sizeof(ignore)) == 0) {
             int rc = executable_answer(text, x->output_file, true, true, out, ignore, sizeof(ignore));
             kl_gcp_wipe_free(text);
             if (rc == 1)
@@ -735,7 +735,7 @@ int kl_gcp_external_mint(const struct kl_gcp_cred *cred, const atomic_bool *stop
     const char *why = NULL;
     if (external_read(o, &a, &x, &why) < 0) { /* it was accepted once: not expected */
         snprintf(err, errlen, "%s", why);
-        kl_gcp_wipe_strings(o);
+        kl_json_wipe_strings(o);
         cJSON_Delete(o);
         kl_arena_free(&a);
         return -1;
@@ -754,7 +754,7 @@ int kl_gcp_external_mint(const struct kl_gcp_cred *cred, const atomic_bool *stop
         *token = federated;
     }
     kl_gcp_wipe_free(subject);
-    kl_gcp_wipe_strings(o);
+    kl_json_wipe_strings(o);
     cJSON_Delete(o);
     kl_arena_free(&a);
     return result;

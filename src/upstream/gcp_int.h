@@ -26,9 +26,6 @@ char *kl_gcp_url_escaped(kl_arena *a, const char *s);
  * 0 with *token (malloc) and *lifetime_s, or -1 with err. */
 int kl_gcp_oauth_answer(const char *verb, const char *url, const struct kl_sync_reply *r, char **token,
                         long *lifetime_s, char *err, size_t errlen);
-/* Every string in a parsed credentials file (a client_secret, a refresh
- * token, a URL source's headers), wiped before the tree is freed. */
-void kl_gcp_wipe_strings(cJSON *o);
 /* Wipes s (a credential) and frees it; NULL is fine. */
 void kl_gcp_wipe_free(char *s);
 

@@ -10,19 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 
-extern char **environ;
+#include "core/exchange.h"
 
-static int64_t mono_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
+extern char **environ;
 
 /* Reads what fd gives into buf (at most cap - 1 bytes kept, NUL-ended):
  * false at its end. */
@@ -118,14 +112,14 @@ int kl_run(const struct kl_run_opts *o, const atomic_bool *stop, char *out, size
     }
     size_t olen = 0, elen = 0;
     struct pollfd p[2] = {{po[0], POLLIN, 0}, {pe[0], POLLIN, 0}};
-    int64_t t0 = mono_ms(), exited_at = -1;
+    int64_t t0 = kl_now_ns() / 1000000, exited_at = -1;
     int status = 0;
     const char *why = NULL; /* why it was stopped */
     bool late = false;
     /* until the process has exited and its output ended; a background
      * child of its that keeps the pipes open is given a second more */
     while (p[0].fd >= 0 || p[1].fd >= 0 || exited_at < 0) {
-        int64_t now = mono_ms();
+        int64_t now = kl_now_ns() / 1000000;
         if (atomic_load(stop))
             why = "stopped with keyless";
         else if ((late = now - t0 > o->timeout_ms))
