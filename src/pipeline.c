@@ -154,10 +154,7 @@ static enum kl_step endpoint_run(kl_exchange *ex)
         return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "%s", why);
     if (!ep->model_in_path)
         ex->model_requested = f.model;
-    ex->stream = f.stream;
-    ex->max_output_tokens = f.max_output_tokens;
-    ex->include_usage = f.has_include_usage;
-    ex->body_map = f.map;
+    kl_exchange_take_facts(ex, &f);
     return KL_NEXT;
 }
 

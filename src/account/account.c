@@ -860,7 +860,8 @@ void kl_account_finish(kl_exchange *ex)
      * (usage.h), which the cost, the quotas and the record then use */
     if (ex->acct && ex->acct->usage)
         kl_usage_settle(ex->acct->usage, kl_admit_bytes_per_token(ex),
-                        ex->max_output_tokens > 0 ? ex->max_output_tokens : ex->inject_max_output_tokens,
+                        kl_admit_output_bound(ex, ex->max_output_tokens > 0 ? ex->max_output_tokens
+                                                                            : ex->inject_max_output_tokens),
                         !ex->error_class && !ex->cut_off);
     const struct kl_usage *u = kl_account_usage(ex);
     const struct kl_provider *p = ex->provider;

@@ -100,7 +100,8 @@ static int64_t prompt_estimate(const kl_exchange *ex)
     return ((int64_t)ex->body_len + bpt - 1) / bpt;
 }
 
-static int64_t output_estimate(const kl_exchange *ex)
+/* The output cap of one answer: the caller's, or the one keyless sends. */
+static int64_t output_per_answer(const kl_exchange *ex)
 {
     switch (ex->ep->id) {
     case KL_EP_EMBEDDINGS:
@@ -114,6 +115,20 @@ static int64_t output_estimate(const kl_exchange *ex)
     if (ex->max_output_tokens > 0)
         return ex->max_output_tokens;
     return ex->cfg->quotas ? ex->cfg->quotas->default_max_output_tokens : 8192;
+}
+
+int64_t kl_admit_output_bound(const kl_exchange *ex, int64_t per_answer)
+{
+    if (ex->choices <= 1 || per_answer <= 0)
+        return per_answer;
+    return per_answer > INT64_MAX / ex->choices ? INT64_MAX : per_answer * ex->choices;
+}
+
+/* The most output the request can be billed: every answer it asks for at
+ * its cap (n = 8 is eight answers, each up to max_tokens). */
+static int64_t output_estimate(const kl_exchange *ex)
+{
+    return kl_admit_output_bound(ex, output_per_answer(ex));
 }
 
 /* Does the body declare tools? A key spelt with escapes is missed, which
@@ -324,8 +339,8 @@ enum kl_step kl_admit_run(kl_exchange *ex)
                        "a %s applies to this request, and keyless reads InvokeModel bodies and answers only for "
                        "Claude: call %s through Converse (/model/{id}/converse)",
                        dollars ? "spend limit" : "tool-call limit", ex->model);
-    int64_t prompt = prompt_estimate(ex), out = output_estimate(ex);
-    int64_t cost = 0;
+    int64_t prompt = prompt_estimate(ex), per_answer = output_per_answer(ex);
+    int64_t out = kl_admit_output_bound(ex, per_answer), cost = 0;
     if (dollars && kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
                                         ex->model, prompt, out, &cost) < 0)
         return kl_fail(ex, KL_ERR_QUOTA, KL_EC_QUOTA,
@@ -333,8 +348,8 @@ enum kl_step kl_admit_run(kl_exchange *ex)
                        ex->model);
     /* The reservation bounds the answer only if the provider is held to the
      * output it was priced for: ask for it explicitly when the caller did not. */
-    if (dollars && ex->max_output_tokens <= 0 && out > 0)
-        ex->inject_max_output_tokens = out;
+    if (dollars && ex->max_output_tokens <= 0 && per_answer > 0)
+        ex->inject_max_output_tokens = per_answer;
 
     for (size_t i = 0; i < a->n; i++) {
         switch (a->charge[i]) {

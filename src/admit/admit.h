@@ -29,6 +29,10 @@ bool kl_admit_tool_calls_ok(kl_exchange *ex);
  * it is answered, a stream's text cut short before its count): the
  * quotas' bytes_per_token, 3 without quotas. */
 int64_t kl_admit_bytes_per_token(const kl_exchange *ex);
+/* The output a request may be billed when each of its answers is held to
+ * per_answer tokens: per_answer times the answers it asks for (chat's n,
+ * Gemini's candidateCount), saturating. */
+int64_t kl_admit_output_bound(const kl_exchange *ex, int64_t per_answer);
 /* Does a tool-call limit apply (rate_limit.tool_calls_per_minute)? */
 bool kl_admit_counts_tool_calls(const kl_exchange *ex);
 /* A bucket template for the caller: "daily:<user>" -> "daily:alice@example.com"

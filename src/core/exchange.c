@@ -82,6 +82,7 @@ kl_exchange *kl_exchange_new(kl_worker *w)
     ex->t_start_ns = kl_now_ns();
     ex->wall_start_ms = kl_wall_ms();
     ex->max_output_tokens = -1;
+    ex->choices = 1;
     w->seq++;
     make_id(w, ex->wall_start_ms, ex->id);
     kl_owner_add(&w->inflight, 1);
@@ -95,6 +96,15 @@ void kl_exchange_free(kl_exchange *ex)
     kl_config_unref(ex->cfg);
     kl_arena_free(&ex->arena);
     free(ex);
+}
+
+void kl_exchange_take_facts(kl_exchange *ex, const struct kl_request_facts *f)
+{
+    ex->stream = f->stream;
+    ex->max_output_tokens = f->max_output_tokens;
+    ex->choices = f->choices;
+    ex->include_usage = f->has_include_usage;
+    ex->body_map = f->map;
 }
 
 const char *kl_error_class_name(enum kl_error_class ec)

@@ -96,7 +96,8 @@ typedef struct kl_exchange {
     const char *model;              /* bare model id */
     const char *model_provider;     /* provider id from "provider/model", or NULL */
     bool stream;
-    int64_t max_output_tokens;      /* -1 when not given */
+    int64_t max_output_tokens;      /* -1 when not given; the cap of each answer when it asks for several */
+    int64_t choices;                /* answers asked for (chat's n, Gemini's candidateCount), at least 1 */
     bool include_usage;             /* OpenAI chat: stream_options.include_usage */
 
     /* guard: hooks told after the answer (entire_request,
@@ -184,5 +185,10 @@ void kl_request_id(char out[40], int64_t ms, uint16_t rand_a, uint64_t rand_b);
 /* A new exchange for worker w with a reference to w's config snapshot. */
 kl_exchange *kl_exchange_new(kl_worker *w);
 void kl_exchange_free(kl_exchange *ex);
+
+/* What the request body says (kl_dialect_request_facts) that later stages
+ * use: read when the request arrives, again when a hook or a guardrail
+ * rewrote the body. */
+void kl_exchange_take_facts(kl_exchange *ex, const struct kl_request_facts *f);
 
 #endif

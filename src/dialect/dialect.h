@@ -88,7 +88,8 @@ struct kl_body_span {
 
 struct kl_body_map {
     struct kl_body_span model, stream, stream_options, max_tokens, max_completion_tokens,
-        max_output_tokens, generation_config, metadata, messages, input, contents, inference_config;
+        max_output_tokens, generation_config, metadata, messages, input, contents, inference_config, n,
+        generation_config_snake;
 };
 
 /* Validate body[0..len) as JSON and, in the same pass, find the members of
@@ -108,7 +109,8 @@ struct kl_request_facts {
     bool stream;
     int64_t max_output_tokens;  /* -1 when absent */
     bool has_include_usage;     /* OpenAI chat: stream_options.include_usage is true */
-    struct kl_body_map map;
+    int64_t choices;            /* answers asked for (chat's n, Gemini's candidateCount): 1 unless more */
+    struct kl_body_map map;     /* generation_config: Gemini's, however it is spelt */
 };
 
 /* Endpoints by name: the table's, then the twins that share an id with one

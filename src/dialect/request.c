@@ -8,7 +8,8 @@
 /* The keys of kl_body_map, in its order. */
 static const char *const map_keys[] = {
     "model", "stream", "stream_options", "max_tokens", "max_completion_tokens",
-    "max_output_tokens", "generationConfig", "metadata", "messages", "input", "contents", "inferenceConfig",
+    "max_output_tokens", "generationConfig", "metadata", "messages", "input", "contents", "inferenceConfig", "n",
+    "generation_config",
 };
 #define NKEYS (sizeof(map_keys) / sizeof(map_keys[0]))
 _Static_assert(sizeof(struct kl_body_map) == NKEYS * sizeof(struct kl_body_span),
@@ -97,24 +98,51 @@ static const char *read_model(const char *body, struct kl_body_span s, kl_arena 
     return r;
 }
 
-/* A count one level down (generationConfig.maxOutputTokens): *out stays -1
- * when absent; -1 with *why when the key is there twice. */
-static int nested_count(const char *body, struct kl_body_span s, const char *outer, const char *key, kl_arena *a,
-                        int64_t *out, const char **why)
+/* A count one level down (generationConfig.maxOutputTokens), under either
+ * of its names: Google's JSON reads a field by its proto name
+ * (max_output_tokens) as well as its JSON name, so both spell the same
+ * field, and a body holding both is refused as a duplicate key is (which
+ * one the provider takes is not ours to guess). *out stays -1 when absent;
+ * -1 with *why for a duplicate. */
+static int nested_count(const char *body, struct kl_body_span s, const char *outer, const char *key,
+                        const char *proto_name, kl_arena *a, int64_t *out, const char **why)
 {
     if (!s.end)
         return 0;
-    struct kl_json_want w = {.key = key};
-    kl_json_scan_members(body + s.start, s.end - s.start, &w, 1);
-    if (w.count > 1) {
-        *why = kl_arena_printf(a, "duplicate \"%s\" key in %s", key, outer);
+    struct kl_json_want w[2] = {{.key = key}, {.key = proto_name ? proto_name : key}};
+    kl_json_scan_members(body + s.start, s.end - s.start, w, proto_name ? 2 : 1);
+    if (w[0].count > 1 || w[1].count > 1 || (proto_name && w[0].count && w[1].count)) {
+        *why = w[0].count && w[1].count && proto_name
+                   ? kl_arena_printf(a, "both \"%s\" and \"%s\" in %s", key, proto_name, outer)
+                   : kl_arena_printf(a, "duplicate \"%s\" key in %s", w[0].count > 1 ? key : proto_name, outer);
         return -1;
     }
-    cJSON *o = span_json(body, s);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (cJSON_IsObject(o) && cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9e15)
-        *out = (int64_t)v->valuedouble;
-    cJSON_Delete(o);
+    const struct kl_json_want *v = w[0].count || !proto_name ? &w[0] : &w[1];
+    if (v->end)
+        *out = span_count(body + s.start, (struct kl_body_span){v->start, v->end});
+    return 0;
+}
+
+/* Gemini's request facts: generationConfig (or generation_config, its
+ * proto name; the map then points at whichever the body has) with its
+ * output cap and candidate count. */
+static int gemini_facts(const char *body, kl_arena *a, struct kl_request_facts *f, const char **why)
+{
+    struct kl_body_map *m = &f->map;
+    if (m->generation_config.end && m->generation_config_snake.end) {
+        *why = "both \"generationConfig\" and \"generation_config\" in request body";
+        return -1;
+    }
+    if (m->generation_config_snake.end)
+        m->generation_config = m->generation_config_snake;
+    int64_t candidates = -1;
+    if (nested_count(body, m->generation_config, "generationConfig", "maxOutputTokens", "max_output_tokens", a,
+                     &f->max_output_tokens, why) < 0 ||
+        nested_count(body, m->generation_config, "generationConfig", "candidateCount", "candidate_count", a,
+                     &candidates, why) < 0)
+        return -1;
+    if (candidates > 1)
+        f->choices = candidates;
     return 0;
 }
 
@@ -123,6 +151,7 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
 {
     memset(f, 0, sizeof(*f));
     f->max_output_tokens = -1;
+    f->choices = 1;
     if (len == 0) {
         *why = "request body is empty; a JSON object is required";
         return -1;
@@ -157,6 +186,9 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         cJSON *so = span_json(body, m->stream_options);
         f->has_include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
         cJSON_Delete(so);
+        /* n answers, each up to the cap: n times the output */
+        if (span_count(body, m->n) > 1)
+            f->choices = span_count(body, m->n);
         break;
     }
     case KL_EP_RESPONSES:
@@ -171,8 +203,7 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         f->stream = true;
         /* fall through */
     case KL_EP_GEMINI_GENERATE:
-        if (nested_count(body, m->generation_config, "generationConfig", "maxOutputTokens", a, &f->max_output_tokens,
-                         why) < 0)
+        if (gemini_facts(body, a, f, why) < 0)
             return -1;
         break;
     case KL_EP_BEDROCK_INVOKE_STREAM:
@@ -185,7 +216,7 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         f->stream = true;
         /* fall through */
     case KL_EP_BEDROCK_CONVERSE:
-        if (nested_count(body, m->inference_config, "inferenceConfig", "maxTokens", a, &f->max_output_tokens,
+        if (nested_count(body, m->inference_config, "inferenceConfig", "maxTokens", NULL, a, &f->max_output_tokens,
                          why) < 0)
             return -1;
         break;

@@ -139,10 +139,7 @@ const char *kl_guard_replace_body(kl_exchange *ex, const char *text, size_t len)
     memcpy(ex->body, text, len);
     ex->body[len] = '\0';
     ex->body_len = len;
-    ex->stream = f.stream;
-    ex->max_output_tokens = f.max_output_tokens;
-    ex->include_usage = f.has_include_usage;
-    ex->body_map = f.map;
+    kl_exchange_take_facts(ex, &f);
     return NULL;
 }
 

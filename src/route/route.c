@@ -124,7 +124,7 @@ static void apply_edits(kl_exchange *ex, struct body_edit *e, size_t n)
 /* The member's object value (from the caller's body) with `key` set to
  * `value`; a member that is not an object is replaced by a new one. */
 static const char *object_with(kl_exchange *ex, struct kl_body_span at, const char *key,
-                               cJSON *value)
+                               const char *other_name, cJSON *value)
 {
     cJSON *o = at.end ? cJSON_ParseWithLength(ex->body + at.start, at.end - at.start) : NULL;
     if (!cJSON_IsObject(o)) {
@@ -132,6 +132,8 @@ static const char *object_with(kl_exchange *ex, struct kl_body_span at, const ch
         o = cJSON_CreateObject();
     }
     cJSON_DeleteItemFromObjectCaseSensitive(o, key);
+    if (other_name) /* the same field by its other name (Google's proto name): one value left */
+        cJSON_DeleteItemFromObjectCaseSensitive(o, other_name);
     cJSON_AddItemToObject(o, key, value);
     return kl_json_print_arena(&ex->arena, o, "", "");
 }
@@ -171,7 +173,7 @@ static void rewrite_body(kl_exchange *ex, const char *bare)
         ex->added_include_usage = true;
         if (m->stream_options.end)
             edits[n++] = (struct body_edit){m->stream_options.start, m->stream_options.end,
-                                            object_with(ex, m->stream_options, "include_usage",
+                                            object_with(ex, m->stream_options, "include_usage", NULL,
                                                         cJSON_CreateTrue())};
         else
             strcat(inserts, "\"stream_options\":{\"include_usage\":true}");
@@ -192,6 +194,7 @@ static void rewrite_body(kl_exchange *ex, const char *bare)
             bool gemini = ex->ep->dialect == KL_DIALECT_GEMINI;
             const struct kl_body_span *in = gemini ? &m->generation_config : &m->inference_config;
             const char *obj = object_with(ex, *in, gemini ? "maxOutputTokens" : "maxTokens",
+                                          gemini ? "max_output_tokens" : NULL,
                                           cJSON_CreateNumber((double)ex->inject_max_output_tokens));
             if (in->end)
                 edits[n++] = (struct body_edit){in->start, in->end, obj};

@@ -339,6 +339,67 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('every answer a request asks for is reserved: chat n, Gemini candidateCount', async () => {
+    const mock = await startMock();
+    // one request's worth, as quotas' other tests count it: n = 1 fits, n = 3 would
+    // be billed three answers of max_tokens each and never fits
+    const gw = await startGateway({
+      quotas: { one: { capacity: usd(EST) } },
+      grants: grant([{ bucket: 'one' }]),
+      providers: providersFor(mock.url),
+    });
+    const three = JSON.stringify({ model: 'gpt-4o', max_tokens: MAX_TOKENS, n: 3, messages: [{ role: 'user', content: 'hi' }] });
+    const r = await post(gw, '/v1/chat/completions', three, { 'x-mock': EXACT });
+    assert.equal(r.status, 429);
+    assert.match((await r.json()).error.message, /more than the bucket can ever hold/);
+    const g = await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
+      JSON.stringify({ contents: [], generationConfig: { maxOutputTokens: 8, candidateCount: 100000 } }));
+    assert.equal(g.status, 429);
+    assert.equal((await g.json()).error.status, 'RESOURCE_EXHAUSTED');
+    assert.equal((await mock.requests()).length, 0, 'neither reached the provider');
+    assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT })).status, 200);
+    await gw.stop();
+
+    // the cap keyless sends is per answer: n answers of 1234 tokens each
+    const cap = await startCapGateway(mock);
+    await (await post(cap, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', n: 2, messages: [] }))).text();
+    const sent = JSON.parse((await mock.last()).body);
+    assert.equal(sent.max_completion_tokens, 1234);
+    assert.equal(sent.n, 2);
+    await cap.stop();
+    await mock.stop();
+  });
+
+  it('Gemini bodies in proto field names (generation_config, max_output_tokens) are read and capped as such', async () => {
+    const mock = await startMock();
+    const gw = await startCapGateway(mock);
+    const gen = '/v1beta/models/gemini-2.5-flash:generateContent';
+    // the caller's cap, under its proto name, is read: nothing is added
+    assert.equal((await post(gw, gen, JSON.stringify({ contents: [], generation_config: { max_output_tokens: 50 } }))).status, 200);
+    let got = JSON.parse((await mock.last()).body);
+    assert.deepEqual(got.generation_config, { max_output_tokens: 50 });
+    assert.equal(got.generationConfig, undefined, 'no second spelling of the same field');
+    // no cap: it goes into the caller's generation_config, replacing a null one
+    assert.equal((await post(gw, gen, JSON.stringify({ contents: [],
+      generation_config: { temperature: 0.5, max_output_tokens: null } }))).status, 200);
+    got = JSON.parse((await mock.last()).body);
+    assert.deepEqual(got.generation_config, { temperature: 0.5, maxOutputTokens: 1234 });
+    assert.equal(got.generationConfig, undefined);
+    // both names of one field: which one the provider takes is not for keyless to guess
+    await mock.clear();
+    for (const body of [{ contents: [], generationConfig: {}, generation_config: {} },
+      { contents: [], generationConfig: { maxOutputTokens: 5, max_output_tokens: 900000 } }]) {
+      const r = await post(gw, gen, JSON.stringify(body));
+      assert.equal(r.status, 400);
+      const j = await r.json();
+      assert.equal(j.error.status, 'INVALID_ARGUMENT');
+      assert.match(j.error.message, /both "(generationConfig|maxOutputTokens)" and "(generation_config|max_output_tokens)"/);
+    }
+    assert.equal((await mock.requests()).length, 0);
+    await gw.stop();
+    await mock.stop();
+  });
+
   it('balances survive a restart; a lowered capacity clamps them; /api/quotas and refill', async () => {
     const mock = await startMock();
     const db = join(mkdtempSync(join(tmpdir(), 'kl-quota-')), 'q.db');

@@ -159,6 +159,62 @@ static void reads_request_facts(void **state)
     assert_non_null(strstr(why, "duplicate \"maxTokens\" key in inferenceConfig"));
 }
 
+/* Each answer a request asks for is billed: n (chat) and candidateCount
+ * (Gemini) multiply the output a quota must cover. */
+static void reads_answers_asked_for(void **state)
+{
+    (void)state;
+    struct kl_request_facts f;
+    const char *why;
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"max_tokens\":50}", &f, &why), 0);
+    assert_int_equal(f.choices, 1);
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"n\":8}", &f, &why), 0);
+    assert_int_equal(f.choices, 8);
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"\\u006e\":3}", &f, &why), 0);
+    assert_int_equal(f.choices, 3);  /* an escaped key is the same key */
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"n\":1,\"n\":9}", &f, &why), -1);
+    assert_non_null(strstr(why, "duplicate \"n\""));
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"n\":null}", &f, &why), 0);
+    assert_int_equal(f.choices, 1);
+    /* n is a chat parameter: a Responses body's "n" is not read */
+    assert_int_equal(facts(KL_EP_RESPONSES, "{\"model\":\"m\",\"n\":4}", &f, &why), 0);
+    assert_int_equal(f.choices, 1);
+    assert_int_equal(facts(KL_EP_GEMINI_GENERATE, "{\"generationConfig\":{\"candidateCount\":4,"
+                                                  "\"maxOutputTokens\":10}}", &f, &why), 0);
+    assert_int_equal(f.choices, 4);
+    assert_int_equal(f.max_output_tokens, 10);
+}
+
+/* Google reads a field by its proto name too (generation_config,
+ * max_output_tokens): keyless reads either, and refuses a body holding both
+ * names of one field, whose value the provider would pick. */
+static void reads_gemini_proto_names(void **state)
+{
+    (void)state;
+    struct kl_request_facts f;
+    const char *why;
+    const char *b = "{\"contents\":[],\"generation_config\":{\"max_output_tokens\":21,\"candidate_count\":2}}";
+    assert_int_equal(facts(KL_EP_GEMINI_GENERATE, b, &f, &why), 0);
+    assert_int_equal(f.max_output_tokens, 21);
+    assert_int_equal(f.choices, 2);
+    assert_memory_equal(b + f.map.generation_config.start, "{\"max_output_tokens\"", 20);
+    assert_int_equal(facts(KL_EP_GEMINI_STREAM, "{\"generationConfig\":{\"max_output_tokens\":5}}", &f, &why), 0);
+    assert_int_equal(f.max_output_tokens, 5);
+    assert_int_equal(facts(KL_EP_GEMINI_GENERATE, "{\"generationConfig\":{},\"generation_config\":{}}", &f, &why),
+                     -1);
+    assert_non_null(strstr(why, "both \"generationConfig\" and \"generation_config\""));
+    assert_int_equal(facts(KL_EP_GEMINI_GENERATE,
+                           "{\"generationConfig\":{\"maxOutputTokens\":5,\"max_output_tokens\":90000}}", &f, &why),
+                     -1);
+    assert_non_null(strstr(why, "both \"maxOutputTokens\" and \"max_output_tokens\" in generationConfig"));
+    assert_int_equal(facts(KL_EP_GEMINI_GENERATE,
+                           "{\"generation_config\":{\"candidate_count\":2,\"candidateCount\":1}}", &f, &why), -1);
+    assert_int_equal(facts(KL_EP_GEMINI_GENERATE,
+                           "{\"generation_config\":{\"max_output_tokens\":2,\"max_output_tokens\":3}}", &f, &why),
+                     -1);
+    assert_non_null(strstr(why, "duplicate \"max_output_tokens\""));
+}
+
 static void refuses_bad_bodies(void **state)
 {
     (void)state;
@@ -288,6 +344,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(classifies_paths),
         cmocka_unit_test_setup_teardown(reads_request_facts, setup, teardown),
+        cmocka_unit_test_setup_teardown(reads_answers_asked_for, setup, teardown),
+        cmocka_unit_test_setup_teardown(reads_gemini_proto_names, setup, teardown),
         cmocka_unit_test_setup_teardown(maps_body_members, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_bad_bodies, setup, teardown),
         cmocka_unit_test(error_envelopes),
