@@ -154,10 +154,14 @@ static void openai_chat(cJSON *j, struct pieces *p)
         add(p, member(d, "refusal"), false, "c%d.refusal", i);
         add(p, member(d, "reasoning_content"), false, "c%d.reasoning_content", i);
         add(p, member(d, "reasoning"), false, "c%d.reasoning", i);
+        add(p, member(member(d, "audio"), "transcript"), false, "c%d.audio", i);
+        /* the legacy single call: its arguments come in pieces too */
+        add(p, member(member(d, "function_call"), "arguments"), true, "c%d.f", i);
         int ti = 0;
         cJSON_ArrayForEach(tc, member(d, "tool_calls")) {
             int t = index_of(tc, "index", ti++);
             add(p, member(member(tc, "function"), "arguments"), true, "c%d.t%d", i, t);
+            add(p, member(member(tc, "custom"), "input"), false, "c%d.t%d.custom", i, t);
         }
     }
 }

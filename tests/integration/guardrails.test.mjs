@@ -771,6 +771,26 @@ describe('guardrails over streams, edge cases', () => {
     });
   });
 
+  it('a legacy function_call\'s arguments, a custom tool\'s input and an audio transcript are joined across chunks too', async () => {
+    const halves = [
+      ['{"function_call":{"name":"Read","arguments":"{\\"k\\":\\"AKIAIOSF"}}', '{"function_call":{"arguments":"ODNN7EXAMPLE\\"}"}}'],
+      ['{"tool_calls":[{"index":0,"id":"c1","type":"custom","custom":{"name":"shell","input":"echo AKIAIOSF"}}]}',
+        '{"tool_calls":[{"index":0,"custom":{"input":"ODNN7EXAMPLE"}}]}'],
+      ['{"audio":{"id":"a1","transcript":"the key AKIAIOSF"}}', '{"audio":{"transcript":"ODNN7EXAMPLE"}}'],
+    ];
+    for (const [a, b] of halves) {
+      await withProvider((req, sock) => sock.end(SSE + chat(a) + chat(b) + 'data: [DONE]\n\n'), { secrets: 'block' },
+        'openai', async (gw) => {
+          const r = await post(gw, '/v1/chat/completions', chatBody);
+          const raw = await r.text();
+          assert.ok(!raw.includes('AKIAIOSF') && !raw.includes('ODNN7EXAMPLE'), `${a}: ${raw}`);
+          assert.match(raw, /withheld by guardrails: it contains aws_access_key/);
+          const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+          assert.equal(rec.error_class, 'blocked', a);
+        });
+    }
+  });
+
   it('an event with bytes after its JSON value is not read as the value alone', async () => {
     await withProvider((req, sock) => sock.end(SSE + chat('{"content":"hi"}').replace(/\n\n$/, ` "${AWS}"\n\n`) +
       'data: [DONE]\n\n'), { secrets: 'block' }, 'openai', async (gw) => {
