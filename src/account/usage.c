@@ -291,12 +291,14 @@ static size_t slot_home(const kl_usage_parser *p, uint64_t key, size_t cap)
 
 /* Has this (choice << 32 | index) slot been named before? A set with open
  * addressing (keys stored + 1, 0 = empty), so a stream of many calls stays
- * linear: a linear search made 100k indexes a quadratic stall. */
-static bool seen_slot(kl_usage_parser *p, uint64_t key)
+ * linear: a linear search made 100k indexes a quadratic stall. *id is the
+ * slot's call id as last noted (a hash, 0 = none), for the caller to read
+ * and update. */
+static bool seen_slot(kl_usage_parser *p, uint64_t key, uint64_t **id)
 {
     if (2 * (p->nseen + 1) > p->capseen) {
         size_t cap = p->capseen ? p->capseen * 2 : 16;
-        uint64_t *v = kl_arena_alloc(p->a, cap * sizeof(*v)); /* zeroed; the old table stays in the arena */
+        uint64_t *v = kl_arena_alloc(p->a, 2 * cap * sizeof(*v)); /* keys, then ids; zeroed; the old table stays */
         for (size_t i = 0; i < p->capseen; i++) {
             if (!p->seen[i])
                 continue;
@@ -304,17 +306,30 @@ static bool seen_slot(kl_usage_parser *p, uint64_t key)
             while (v[j])
                 j = (j + 1) & (cap - 1);
             v[j] = p->seen[i];
+            v[cap + j] = p->seen[p->capseen + i];
         }
         p->seen = v;
         p->capseen = cap;
     }
     size_t j = slot_home(p, key, p->capseen);
     for (; p->seen[j]; j = (j + 1) & (p->capseen - 1))
-        if (p->seen[j] == key + 1)
+        if (p->seen[j] == key + 1) {
+            *id = &p->seen[p->capseen + j];
             return true;
+        }
     p->seen[j] = key + 1;
     p->nseen++;
+    *id = &p->seen[p->capseen + j];
     return false;
+}
+
+/* A call id as seen_slot keeps it: FNV-1a, never 0. */
+static uint64_t id_hash(const char *id)
+{
+    uint64_t h = 0xcbf29ce484222325u;
+    for (const unsigned char *c = (const unsigned char *)id; c && *c; c++)
+        h = (h ^ *c) * 0x100000001b3u;
+    return id ? h | 1 : 0;
 }
 
 static uint32_t index_of(const cJSON *o, uint32_t dflt)
@@ -349,19 +364,35 @@ static void chat_object(kl_usage_parser *p, const cJSON *root, bool stream)
             const char *name = str_member(member(tc, "function"), "name");
             if (!name)          /* GPT-5 custom (free-form) tools */
                 name = str_member(member(tc, "custom"), "name");
-            if (!stream)
+            if (!stream) {
                 add_tool(p, name);
-            else if (name && !seen_slot(p, choice << 32 | index_of(tc, ti)))
+                continue;
+            }
+            if (!name)
+                continue;
+            uint64_t *slot_id, id = id_hash(str_member(tc, "id"));
+            if (!seen_slot(p, choice << 32 | index_of(tc, ti), &slot_id)) {
                 add_tool(p, name);
-            else if (name && str_member(tc, "id"))
-                add_tool(p, name); /* a new call in a used slot: Gemini's OpenAI-compatible streams send no index */
-            else if (name && p->strict)
-                ambiguous(p, "a tool call's name in pieces"); /* SDKs join or replace them */
+            } else if (!member(tc, "index") && id && id != *slot_id) {
+                /* a new call: Gemini's OpenAI-compatible streams send no
+                 * index, each call with its own id */
+                add_tool(p, name);
+            } else if (p->strict) {
+                /* a second name in a slot, whatever its id: SDKs join the
+                 * pieces by index (Python) or keep the last (Node), and
+                 * neither name was what the caller ends up with */
+                ambiguous(p, "a tool call's name in pieces");
+            }
+            *slot_id = id;
         }
-        /* the deprecated single function_call */
+        /* the deprecated single function_call: one per choice, its name
+         * once (a later one is a name in pieces, as above) */
         const char *fname = str_member(member(msg, "function_call"), "name");
-        if (fname && (!stream || !seen_slot(p, choice << 32 | 0xffffffffu)))
+        uint64_t *unused;
+        if (fname && (!stream || !seen_slot(p, choice << 32 | 0xffffffffu, &unused)))
             add_tool(p, fname);
+        else if (fname && p->strict)
+            ambiguous(p, "a tool call's name in pieces");
         set_stop(p, str_member(c, "finish_reason"));
     }
 }

@@ -1535,6 +1535,30 @@ static void strict_mode(void **state)
     assert_string_equal(s.v[1], "grep");
     assert_null(kl_usage_ambiguity(p));
 
+    /* a name in pieces that repeats the call's id is still in pieces (Python's
+     * SDK joins "Ba" + "sh" by index); a Gemini-style new id without an index
+     * is a new call, but not a second id with one */
+    const char *pieces[][2] = {
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"function\":{\"name\":\"Ba\"}}]}}]}",
+         "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"function\":{\"name\":\"sh\"}}]}}]}"},
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"Ba\"}}]}}]}",
+         "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c2\",\"function\":{\"name\":\"sh\"}}]}}]}"},
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"c1\",\"function\":{\"name\":\"Ba\"}}]}}]}",
+         "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"c1\",\"function\":{\"name\":\"sh\"}}]}}]}"},
+        /* the legacy function_call: a later chunk's name replaces the first in Node's SDK */
+        {"{\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"name\":\"Read\",\"arguments\":\"\"}}}]}",
+         "{\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"name\":\"Bash\",\"arguments\":\"{}\"}}}]}"},
+    };
+    for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+        p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+        kl_usage_on_tool(p, note_name, &s);
+        strict_event(p, NULL, pieces[i][0]);
+        assert_null(kl_usage_ambiguity(p));
+        strict_event(p, NULL, pieces[i][1]);
+        assert_non_null(kl_usage_ambiguity(p));
+        assert_non_null(strstr(kl_usage_ambiguity(p), "in pieces"));
+    }
+
     /* many calls, each in its own slot (the set of slots grows), and a slot named again */
     p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
     for (int i = 0; i < 20000; i++) {
