@@ -13,6 +13,8 @@
 
 #include <hs/hs.h>
 
+#include "guard/decoded.h"
+
 enum check { CHECK_NONE, CHECK_LUHN, CHECK_SSN, CHECK_IBAN, CHECK_NOT_ANTHROPIC, CHECK_PRIVATE_KEY, CHECK_EMAIL };
 
 /* Findings never contain '"' or '\\' (private keys aside, see extend_key),
@@ -33,8 +35,9 @@ static const struct builtin {
     {"jwt", "eyJ[A-Za-z0-9_-]{8,}\\.eyJ[A-Za-z0-9_-]{8,}\\.[A-Za-z0-9_-]{8,}", CHECK_NONE, false},
     /* its start is found in C (CHECK_EMAIL): Vectorscan's leftmost-start
      * tracking for an unbounded local part cost 5 us of a 5.4 us scan of a
-     * 1 KB body, and a bounded one does not compile */
-    {"email", "[A-Za-z0-9._%+-]@[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,24}", CHECK_EMAIL, true},
+     * 1 KB body, and a bounded one does not compile; a local part may hold
+     * UTF-8 (RFC 6531: "rené@") */
+    {"email", "[A-Za-z0-9._%+\\x80-\\xff-]@[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,24}", CHECK_EMAIL, true},
     /* 13-19 digits in groups of four (the last one shorter), or 4-6-5
      * (American Express) and 4-6-4 (Diners); spaces or dashes between groups
      * only: single digits with spaces are a table */
@@ -421,7 +424,7 @@ static size_t email_start(const char *body, size_t to)
     size_t from = at - 1; /* at the '@' */
     while (from > 0 && at - 1 - from < 64) {
         char c = before(body, from);
-        if (!(is_alnum(c) || (c && strchr("._%+-", c))) || c == ' ')
+        if (!(is_alnum(c) || (unsigned char)c >= 0x80 || (c && strchr("._%+-", c))) || c == ' ')
             break;
         from--;
     }
@@ -742,8 +745,21 @@ int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, con
     memset(out, 0, sizeof(*out));
     if (!g || !g->db || !len)
         return 0;
+    /* A finding spelled with escapes ("\u0041KIA...", the "M\u00f6we" of
+     * Python's ensure_ascii) is found in the text as it will be read, then
+     * mapped back to the bytes that spell it. */
+    struct kl_decoded dec = {0};
+    bool decoded = kl_decode_needed(body, len);
+    if (decoded)
+        kl_decode(body, len, &dec);
     struct hits h;
-    if (find(g, scratch, body, len, &h, why) < 0)
+    int rc = find(g, scratch, decoded ? dec.text : body, decoded ? dec.len : len, &h, why);
+    for (size_t i = 0; rc == 0 && decoded && i < h.n; i++) {
+        h.v[i].from = kl_decoded_raw(&dec, h.v[i].from, false);
+        h.v[i].to = kl_decoded_raw(&dec, h.v[i].to, true);
+    }
+    kl_decoded_free(&dec);
+    if (rc < 0)
         return -1;
     unsigned char *seen = kl_arena_alloc(a, g->n);
     memset(seen, 0, g->n);

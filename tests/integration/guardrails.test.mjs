@@ -771,6 +771,35 @@ describe('guardrails over streams, edge cases', () => {
     });
   });
 
+  it('a finding written with \\u escapes is found as the provider would read it: in a request and in a whole answer', async () => {
+    // Python's json.dumps escapes every non-ASCII letter; a caller may escape any
+    const escaped = (text) => `{"model":"gpt-4o","messages":[{"role":"user","content":"${text}"}]}`;
+    const send = (gw, body) => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST',
+      headers: { 'content-type': 'application/json' }, body });
+    let got = [];
+    await withProvider((req, sock) => {
+      got.push(req.slice(req.indexOf('\r\n\r\n') + 4));
+      const body = '{"id":"c","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant",' +
+        '"content":"it is \\u0041KIAIOSF\\u004fDNN7EXAMPLE"},"finish_reason":"stop"}],' +
+        '"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}';
+      sock.end(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    }, { secrets: 'block', pii: { action: 'redact', kinds: ['email'] },
+      patterns: [{ name: 'codename', regex: 'Projekt Möwe', action: 'block' }] }, 'openai', async (gw) => {
+      for (const text of ['my key \\u0041KIAIOSFODNN7EXAMPLE', 'the Projekt M\\u00f6we plan']) {
+        const r = await send(gw, escaped(text));
+        assert.equal(r.status, 400, text);
+        assert.match((await r.json()).error.message, /request blocked by guardrails: it contains (aws_access_key|codename)/);
+      }
+      assert.equal(got.length, 0, 'neither reached the provider');
+      // redacted: the escapes that spell the address go upstream as [REDACTED:email]
+      const r = await send(gw, escaped('write to bob\\u0040example.com, \\u00e9t\\u00e9'));
+      assert.equal(r.status, 403, 'the answer holds an escaped key: withheld');
+      assert.match((await r.json()).error.message, /withheld by guardrails: it contains aws_access_key/);
+      assert.equal(got.length, 1);
+      assert.equal(JSON.parse(got[0]).messages[0].content, 'write to [REDACTED:email], été');
+    });
+  });
+
   it('a legacy function_call\'s arguments, a custom tool\'s input and an audio transcript are joined across chunks too', async () => {
     const halves = [
       ['{"function_call":{"name":"Read","arguments":"{\\"k\\":\\"AKIAIOSF"}}', '{"function_call":{"arguments":"ODNN7EXAMPLE\\"}"}}'],

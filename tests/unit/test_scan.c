@@ -188,7 +188,7 @@ static void escapes_and_strings(void **state)
     assert_string_equal(content(&r, buf, sizeof(buf)), "Hi,\n[REDACTED:email]\tthanks");
     r = scan_raw(f, "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"ren\\u00e9@example.com\"}]}");
     assert_int_equal(r.action, KL_SCAN_REDACT);
-    assert_non_null(strstr(r.body, "ren\\u00e9[REDACTED:email]"));
+    assert_non_null(strstr(r.body, "\"[REDACTED:email]\"")); /* "rené@": the local part is UTF-8 (RFC 6531) */
     /* a custom pattern that runs from one string into the next: blocked, not spliced */
     struct fx g;
     fx_open(&g, "{\"guardrails\": {\"patterns\": [{\"name\": \"pw\", \"regex\": \"password=\\\\S+\", \"action\": \"redact\"}]}}");
@@ -202,6 +202,48 @@ static void escapes_and_strings(void **state)
     assert_int_equal(r.action, KL_SCAN_BLOCK);
     assert_string_equal(r.block_kinds, "credit_card");
     assert_null(r.body);
+}
+
+/* A finding spelled with \u escapes is found as the provider will read it
+ * (clients write escapes: Python's json.dumps escapes every non-ASCII
+ * letter), and a redaction takes out the escapes that spell it. */
+static void escaped_findings(void **state)
+{
+    struct fx *f = *state;
+    char buf[256];
+    static const char *const blocked[] = {
+        "key \\u0041KIAIOSFODNN7EXAMPLE", "AKIAIOSF\\u004FDNN7EXAMPLE", "ghp\\u005fabcdefghijklmnopqrstuvwxyz0123456789",
+        "\\u0041\\u004b\\u0049\\u0041IOSFODNN7EXAMPLE",
+    };
+    for (size_t i = 0; i < sizeof(blocked) / sizeof(blocked[0]); i++) {
+        char body[256];
+        snprintf(body, sizeof(body), "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}]}", blocked[i]);
+        struct kl_scan_result r = scan_raw(f, body);
+        if (r.action != KL_SCAN_BLOCK)
+            fail_msg("%s: action %d", blocked[i], r.action);
+    }
+    /* redacted: the escapes that spell it go, the ones around it stay */
+    struct kl_scan_result r = scan_raw(f, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+                                          "\"to bob\\u0040example.com \\u00e9t\\u00e9\"}]}");
+    assert_int_equal(r.action, KL_SCAN_REDACT);
+    assert_non_null(strstr(r.body, "\"to [REDACTED:email] \\u00e9t\\u00e9\""));
+    assert_string_equal(content(&r, buf, sizeof(buf)), "to [REDACTED:email] \xc3\xa9t\xc3\xa9");
+    r = scan_raw(f, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\\/b jane\\u002edoe@example\\u002ecom\"}]}");
+    assert_string_equal(content(&r, buf, sizeof(buf)), "a/b [REDACTED:email]");
+    /* an escaped backslash before "u0041" is text, not an escape of A; \u0022
+     * (a quote) stays a quote's escape: nothing crosses a string */
+    r = scan_raw(f, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\\\\u0041KIAIOSFODNN7EXAMPLE\"}]}");
+    assert_int_equal(r.action, KL_SCAN_OFF);
+    /* a configured pattern of non-ASCII text, and a surrogate pair */
+    struct fx g;
+    fx_open(&g, "{\"guardrails\": {\"patterns\": [{\"name\": \"codename\", \"regex\": \"Projekt M\xc3\xb6we\", \"action\": \"redact\"},"
+                "{\"name\": \"smile\", \"regex\": \"x\xf0\x9f\x98\x80y\", \"action\": \"block\"}]}}");
+    r = scan_raw(&g, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"the Projekt M\\u00f6we plan\"}]}");
+    assert_int_equal(r.action, KL_SCAN_REDACT);
+    assert_non_null(strstr(r.body, "\"the [REDACTED:codename] plan\""));
+    r = scan_raw(&g, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\\ud83d\\ude00y\"}]}");
+    assert_int_equal(r.action, KL_SCAN_BLOCK);
+    fx_close(&g);
 }
 
 static void strongest_action_wins(void **state)
@@ -468,6 +510,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(pii_redacted_with_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(strongest_action_wins, setup, teardown),
         cmocka_unit_test_setup_teardown(escapes_and_strings, setup, teardown),
+        cmocka_unit_test_setup_teardown(escaped_findings, setup, teardown),
         cmocka_unit_test(many_findings),
         cmocka_unit_test(private_key_redacted_whole),
         cmocka_unit_test(configuration_mistakes),

@@ -1,0 +1,40 @@
+/* A JSON text with the escapes that can spell a finding decoded, as the
+ * provider (or the caller) will read it: \uXXXX (a surrogate pair as one
+ * character, a lone surrogate as U+FFFD) and \/. The other escapes (\n,
+ * \", \\ ...), and \u escapes of a control character, a quote or a
+ * backslash, stay as written: no finding holds one, kl_scan's checks read
+ * them as boundaries, and the strings stay where they were. Each
+ * decoded escape is remembered, so an offset in the decoded text maps back
+ * to the bytes it came from (a redaction replaces those). */
+#ifndef KL_DECODED_H
+#define KL_DECODED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct kl_decoded_mark {
+    size_t at, len;             /* the character in the decoded text */
+    size_t raw, raw_len;        /* the escape in the original */
+};
+
+struct kl_decoded {
+    char *text;                 /* malloc: never longer than the original */
+    size_t len;
+    struct kl_decoded_mark *marks;  /* malloc, in order */
+    size_t n;
+};
+
+/* Does s[0..len) hold an escape kl_decode would decode? */
+bool kl_decode_needed(const char *s, size_t len);
+
+/* Decode s[0..len) into d (kl_decoded_free when done). */
+void kl_decode(const char *s, size_t len, struct kl_decoded *d);
+
+/* The original offset of decoded offset x: a start (inside a decoded
+ * character: where its escape begins) or, with end, an end (just past the
+ * escape of the character before x). */
+size_t kl_decoded_raw(const struct kl_decoded *d, size_t x, bool end);
+
+void kl_decoded_free(struct kl_decoded *d);
+
+#endif
