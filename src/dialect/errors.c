@@ -73,6 +73,20 @@ int kl_err_status(enum kl_err_kind kind)
     return kinds[kind].status;
 }
 
+/* The message as UTF-8: it may quote what the caller sent (a path, a
+ * model name) byte for byte, and JSON readers refuse other bytes. */
+static const char *utf8_message(kl_arena *a, const char *message)
+{
+    if (!message)
+        return "";
+    size_t n = kl_utf8_clean_len(message);
+    if (n == strlen(message))
+        return message;
+    char *clean = kl_arena_alloc(a, n + 1);
+    kl_utf8_clean(clean, message);
+    return clean;
+}
+
 static cJSON *error_json(enum kl_dialect d, enum kl_err_kind kind, const char *message)
 {
     cJSON *root = cJSON_CreateObject();
@@ -108,12 +122,13 @@ static cJSON *error_json(enum kl_dialect d, enum kl_err_kind kind, const char *m
 char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind,
                             const char *message)
 {
-    return kl_json_print_arena(a, error_json(d, kind, message), "", "\n");
+    return kl_json_print_arena(a, error_json(d, kind, utf8_message(a, message)), "", "\n");
 }
 
 char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep, enum kl_err_kind kind,
                              const char *message, size_t *len)
 {
+    message = utf8_message(a, message);
     char *ev;
     if (d == KL_DIALECT_BEDROCK) {
         /* what the AWS SDKs raise as the modeled exception */

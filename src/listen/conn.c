@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -28,10 +29,16 @@ enum conn_state {
     ST_BODY,        /* reading a request body */
     ST_EXCHANGE,    /* the pipeline owns the request */
     ST_CLOSING,     /* flushing the last response, then close */
+    ST_LINGER,      /* response sent, writing side shut: reading what the client still sends, then close */
 };
 
 /* Stop reading pipelined requests past this much unprocessed input. */
 #define KL_MAX_PIPELINED (1u << 20)
+
+/* A connection closed with a request it did not read to the end lingers
+ * this long, or until it has read and dropped this much (see linger). */
+#define KL_LINGER_MS 5000
+#define KL_LINGER_BYTES (64u << 20)
 
 struct kl_conn {
     kl_worker *w;
@@ -47,6 +54,8 @@ struct kl_conn {
     int64_t body_expected;          /* Content-Length, or -1 when chunked */
     kl_chunked chunked;
     bool body_overflow;
+    bool linger;                    /* the close may leave the client's bytes unread (see linger) */
+    size_t lingered;                /* bytes dropped while lingering */
 
     bool keep_alive;                /* for the current request */
     bool head_request;              /* HEAD: no response body */
@@ -67,6 +76,7 @@ static void conn_free(struct kl_conn *c);
 static struct kl_conn *live(const kl_exchange *ex);
 static void conn_process(struct kl_conn *c);
 static void output_added(struct kl_conn *c);
+static void linger_read(struct kl_conn *c);
 
 static const char *reason(int status)
 {
@@ -163,6 +173,7 @@ static void write_raw_error(struct kl_conn *c, int status, const char *why, enum
     output_added(c);
     kl_arena_free(&a);
     c->state = ST_CLOSING;
+    c->linger = true; /* what follows the head (its body, more requests) is not read */
     bufferevent_disable(c->bev, EV_READ);
     evtimer_del(c->timer);
 }
@@ -233,6 +244,7 @@ static void refuse_too_large(struct kl_conn *c)
 {
     kl_exchange *ex = c->ex;
     c->keep_alive = false;
+    c->linger = true;
     c->state = ST_EXCHANGE;
     evtimer_del(c->timer);
     char msg[128];
@@ -378,7 +390,9 @@ static void read_head(struct kl_conn *c)
 
 static void conn_process(struct kl_conn *c)
 {
-    if (c->state == ST_HEAD)
+    if (c->state == ST_LINGER)
+        linger_read(c);
+    else if (c->state == ST_HEAD)
         read_head(c);
     else if (c->state == ST_BODY)
         read_body(c);
@@ -393,10 +407,44 @@ static void on_read(struct bufferevent *bev, void *arg)
     conn_process(arg);
 }
 
+/* Drop what a lingering client sends; enough of it closes the connection. */
+static void linger_read(struct kl_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t n = evbuffer_get_length(in);
+    evbuffer_drain(in, n);
+    c->lingered += n;
+    if (c->lingered > KL_LINGER_BYTES)
+        conn_free(c);
+}
+
+/* A response sent before the request was read to its end (a 413, a head
+ * refused): closing at once, with the client's bytes unread in the socket,
+ * makes the kernel answer them with a reset, and a client still sending
+ * (Node's HTTP client uploading the rest of a large body) then loses the
+ * response it had not read yet and reports a connection error instead.
+ * So the writing side is shut (the client sees the end of the response)
+ * and what still comes is read and dropped until the client closes, for at
+ * most KL_LINGER_MS and KL_LINGER_BYTES: nginx's lingering close. */
+static void linger(struct kl_conn *c)
+{
+    c->state = ST_LINGER;
+    if (!c->tls)
+        shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    set_read_timeout(c, 0);
+    arm_timer(c, KL_LINGER_MS);
+    bufferevent_enable(c->bev, EV_READ);
+    linger_read(c);
+}
+
 /* Everything written: close a closing connection, or resume a provider
  * transfer that paused for this client. */
 static void output_drained(struct kl_conn *c)
 {
+    if (c->state == ST_CLOSING && c->linger && !c->w->draining) {
+        linger(c);
+        return;
+    }
     if (c->state == ST_CLOSING) {
         conn_free(c);
         return;
@@ -486,8 +534,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct kl_conn *c = arg;
-    if (c->state == ST_HEAD)
-        conn_free(c); /* idle keep-alive, or a head that never completed */
+    if (c->state == ST_HEAD || c->state == ST_LINGER)
+        conn_free(c); /* idle keep-alive, a head that never completed, or lingered long enough */
 }
 
 void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t salen, bool tls)
@@ -602,6 +650,8 @@ void kl_conn_close_idle(kl_worker *w)
         struct kl_conn *next = c->next;
         if (c->state == ST_HEAD)
             close_between_requests(c);
+        else if (c->state == ST_LINGER)
+            conn_free(c);
         else
             c->keep_alive = false;
         c = next;
@@ -788,7 +838,7 @@ void kl_conn_exchange_done(kl_exchange *ex)
         bufferevent_disable(c->bev, EV_READ);
         evtimer_del(c->timer);
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-            conn_free(c);
+            output_drained(c); /* closes, or lingers */
         return;
     }
     enter_head_state(c);

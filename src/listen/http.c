@@ -99,6 +99,81 @@ static char *absolute_form_path(char *target)
     return path - 1;
 }
 
+/* The request line (line[0..ll), NUL-terminated there, parsed in place:
+ * method SP target SP HTTP/1.x. The method, target and path are set before
+ * the version is judged, so a 505 still names what was asked for (its
+ * record, and the dialect of its error). */
+static int request_line(char *line, size_t ll, kl_arena *a, kl_http_request *req, const char **why)
+{
+    char *sp1 = memchr(line, ' ', ll);
+    if (!sp1 || sp1 == line) {
+        *why = "malformed request line";
+        return -400;
+    }
+    for (char *p = line; p < sp1; p++)
+        if (!is_tchar((unsigned char)*p)) {
+            *why = "malformed method";
+            return -400;
+        }
+    char *sp2 = memchr(sp1 + 1, ' ', ll - (size_t)(sp1 + 1 - line));
+    if (!sp2 || sp2 == sp1 + 1) {
+        *why = "malformed request line";
+        return -400;
+    }
+    *sp1 = '\0';
+    *sp2 = '\0';
+    char *target = sp1 + 1;
+    for (const char *p = target; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
+            *why = "malformed request target";
+            return -400;
+        }
+    char *abs = target[0] == '/' ? NULL : absolute_form_path(target);
+    if (abs)
+        target = abs;
+    else if (target[0] != '/' && strcmp(target, "*") != 0) {
+        *why = "request target must be a path";
+        return -400;
+    }
+    req->method = line;
+    req->target = target;
+    char *q = strchr(target, '?');
+    if (q) {
+        req->path = kl_arena_strndup(a, target, (size_t)(q - target));
+        req->query = q + 1;
+    } else {
+        req->path = target;
+    }
+    const char *version = sp2 + 1;
+    if (strncmp(version, "HTTP/1.", 7) != 0 || !(version[7] == '0' || version[7] == '1') ||
+        version[8] != '\0') {
+        *why = "unsupported HTTP version";
+        return strncmp(version, "HTTP/", 5) == 0 ? -505 : -400;
+    }
+    req->minor = version[7] - '0';
+    return 0;
+}
+
+/* A head refused before it is parsed (too large, a NUL byte) still names
+ * what it asked for when its request line came whole: its record and the
+ * dialect of its error say so. */
+static int refuse_head(const char *buf, size_t len, size_t max_head, kl_arena *a, kl_http_request *req, int status)
+{
+    memset(req, 0, sizeof(*req));
+    req->content_length = -1;
+    long lf = find_lf(buf, len < max_head ? len : max_head, 0);
+    if (lf > 0) {
+        size_t ll = (size_t)lf;
+        if (buf[ll - 1] == '\r')
+            ll--;
+        const char *ignored;
+        if (!memchr(buf, '\0', ll) && request_line(kl_arena_strndup(a, buf, ll), ll, a, req, &ignored) == -400)
+            memset(req, 0, sizeof(*req));
+    }
+    req->content_length = -1;
+    return status;
+}
+
 int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
                        kl_arena *a, kl_http_request *req, const char **why)
 {
@@ -116,7 +191,7 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
         if (lf < 0) {
             if (len > max_head) {
                 *why = "request head too large";
-                return -431;
+                return refuse_head(buf + i, len - i, max_head, a, req, -431);
             }
             return KL_HTTP_INCOMPLETE;
         }
@@ -130,74 +205,31 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
         }
         if (scan > max_head) {
             *why = "request head too large";
-            return -431;
+            return refuse_head(buf + i, len - i, max_head, a, req, -431);
         }
     }
     if (end > max_head) {
         *why = "request head too large";
-        return -431;
+        return refuse_head(buf + i, len - i, max_head, a, req, -431);
     }
 
     if (memchr(buf + i, '\0', end - i)) {
         *why = "NUL byte in the request head";
-        return -400;
+        return refuse_head(buf + i, end - i, max_head, a, req, -400);
     }
     memset(req, 0, sizeof(*req));
     req->content_length = -1;
     char *head = kl_arena_strndup(a, buf + i, end - i);
     size_t hlen = end - i;
 
-    /* Request line: method SP target SP HTTP/1.x */
     char *line_end = memchr(head, '\n', hlen);
     size_t ll = (size_t)(line_end - head);
     if (ll > 0 && head[ll - 1] == '\r')
         ll--;
     head[ll] = '\0';
-    char *sp1 = memchr(head, ' ', ll);
-    if (!sp1 || sp1 == head) {
-        *why = "malformed request line";
-        return -400;
-    }
-    for (char *p = head; p < sp1; p++)
-        if (!is_tchar((unsigned char)*p)) {
-            *why = "malformed method";
-            return -400;
-        }
-    char *sp2 = memchr(sp1 + 1, ' ', ll - (size_t)(sp1 + 1 - head));
-    if (!sp2 || sp2 == sp1 + 1) {
-        *why = "malformed request line";
-        return -400;
-    }
-    char *version = sp2 + 1;
-    if (strncmp(version, "HTTP/1.", 7) != 0 || !(version[7] == '0' || version[7] == '1') ||
-        version[8] != '\0') {
-        *why = "unsupported HTTP version";
-        return strncmp(version, "HTTP/", 5) == 0 ? -505 : -400;
-    }
-    req->minor = version[7] - '0';
-    *sp1 = '\0';
-    *sp2 = '\0';
-    req->method = head;
-    req->target = sp1 + 1;
-    for (const char *p = req->target; *p; p++)
-        if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
-            *why = "malformed request target";
-            return -400;
-        }
-    char *abs = req->target[0] == '/' ? NULL : absolute_form_path(sp1 + 1);
-    if (abs)
-        req->target = abs;
-    else if (req->target[0] != '/' && strcmp(req->target, "*") != 0) {
-        *why = "request target must be a path";
-        return -400;
-    }
-    char *q = strchr(req->target, '?');
-    if (q) {
-        req->path = kl_arena_strndup(a, req->target, (size_t)(q - req->target));
-        req->query = q + 1;
-    } else {
-        req->path = req->target;
-    }
+    int r = request_line(head, ll, a, req, why);
+    if (r < 0)
+        return r;
 
     /* Header fields. Count lines first to size the array. */
     size_t nlines = 0;
@@ -382,6 +414,8 @@ enum kl_chunked_result kl_chunked_feed(kl_chunked *c, const char *in, size_t len
             break;
         case CH_TRAILER:
             /* Trailer fields are read and dropped; an empty line ends them. */
+            if (++c->trailer_len > KL_CHUNKED_MAX_TRAILER)
+                goto bad;
             if (ch == '\r') {
                 c->state = CH_TRAILER_LF;
             } else if (ch == '\n') {

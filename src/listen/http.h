@@ -62,7 +62,12 @@ typedef struct kl_chunked {
     int state;
     uint64_t remaining;         /* bytes left in the current chunk */
     size_t line_len;            /* length of the size/trailer line so far */
+    size_t trailer_len;         /* bytes of the trailer section so far (KL_CHUNKED_MAX_TRAILER) */
 } kl_chunked;
+
+/* Trailer fields are dropped unread, but not without end: a section longer
+ * than this is an error, as a head past its limit is. */
+#define KL_CHUNKED_MAX_TRAILER (64u << 10)
 
 enum kl_chunked_result { KL_CHUNKED_MORE, KL_CHUNKED_DONE, KL_CHUNKED_ERROR };
 

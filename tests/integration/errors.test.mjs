@@ -114,6 +114,24 @@ describe('errors', () => {
     assert.match(raw, /request_too_large/);
   });
 
+  it('413 reaches an SDK still uploading a large body: the connection lingers instead of resetting', async () => {
+    // Closing with the rest of the body unread made the kernel reset the
+    // connection, and the SDK reported a connection error instead of the 413
+    // in about half of these.
+    const an = new Anthropic({ baseURL: gw.url, apiKey: 'x', maxRetries: 0 });
+    const content = 'x'.repeat(8 * 1024 * 1024);
+    for (let i = 0; i < 8; i++) {
+      await assert.rejects(an.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 5,
+        messages: [{ role: 'user', content }] }), (e) => {
+        assert.equal(e.status, 413, `attempt ${i}: ${e.constructor.name} ${e.message}`);
+        assert.equal(e.error?.error?.type, 'request_too_large');
+        return true;
+      });
+    }
+    const ok = await an.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] });
+    assert.equal(ok.type, 'message', 'the gateway keeps serving');
+  });
+
   it('502 upstream unreachable, in each dialect and through each SDK', async () => {
     const oa = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'x', maxRetries: 0 });
     await assert.rejects(oa.chat.completions.create({ model: 'dead-model', messages: [] }), (e) => {
@@ -322,6 +340,28 @@ describe('slow clients', () => {
     for (let i = 0; i < 60 && !/"POST \/v1\/messages" 400 bad_request/.test(gw.output()); i++)
       await new Promise((res) => setTimeout(res, 50)); /* the access log is flushed in batches */
     assert.match(gw.output(), /"POST \/v1\/messages" 400 bad_request/);
+  });
+
+  it('a head too large, of another HTTP version, or with a NUL byte still gets its path\'s dialect and record', async () => {
+    const bodyOf = (raw) => JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4));
+    let raw = await rawRequest(gw.url, `POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Big: ${'z'.repeat(70000)}\r\n\r\n{}`);
+    assert.match(raw, /^HTTP\/1.1 431 /);
+    assert.equal(bodyOf(raw).type, 'error', 'Anthropic\'s shape');
+    assert.equal(bodyOf(raw).error.type, 'request_too_large');
+    let rec = await recordWithStatus(431);
+    assert.equal(rec.method, 'POST');
+    assert.equal(rec.path, '/v1/messages');
+    raw = await rawRequest(gw.url, 'POST /v1beta/models/gemini-2.5-flash:generateContent HTTP/1.2\r\nHost: x\r\n' +
+      'Content-Length: 2\r\n\r\n{}');
+    assert.match(raw, /^HTTP\/1.1 505 /);
+    assert.ok(bodyOf(raw).error.status, 'Gemini\'s shape');
+    rec = await recordWithStatus(505);
+    assert.equal(rec.path, '/v1beta/models/gemini-2.5-flash:generateContent');
+    assert.equal(rec.dialect, 'gemini');
+    raw = await rawRequest(gw.url, 'POST /v1/messages HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\nContent-Length: 2\r\n\r\n{}');
+    assert.match(raw, /^HTTP\/1.1 400 /);
+    assert.equal(bodyOf(raw).type, 'error');
+    assert.match(bodyOf(raw).error.message, /NUL byte/);
   });
 
   it('a client that leaves mid-body has a 499 on record', async () => {

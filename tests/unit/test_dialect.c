@@ -288,8 +288,19 @@ static void error_envelopes(void **state)
     assert_int_equal(cJSON_GetObjectItem(e, "code")->valueint, 429);
     assert_string_equal(cJSON_GetObjectItem(e, "status")->valuestring, "RESOURCE_EXHAUSTED");
     cJSON_Delete(j);
+    /* a message quoting the caller's bytes (a path, a model) is made UTF-8:
+     * JSON readers refuse anything else */
+    char *u = kl_dialect_error_body(&a, KL_DIALECT_OPENAI, KL_ERR_NOT_FOUND, "no such endpoint: POST /v1/x\xff\xfe");
+    assert_null(strchr(u, '\xff'));
+    j = cJSON_Parse(u);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "message")->valuestring,
+                        "no such endpoint: POST /v1/x\xef\xbf\xbd\xef\xbf\xbd");
+    cJSON_Delete(j);
     size_t evl;
-    char *ev = kl_dialect_error_event(&a, KL_DIALECT_ANTHROPIC, KL_EP_MESSAGES, KL_ERR_BAD_GATEWAY, "reset", &evl);
+    char *ev = kl_dialect_error_event(&a, KL_DIALECT_OPENAI, KL_EP_RESPONSES, KL_ERR_BAD_GATEWAY, "m\xc3", &evl);
+    assert_null(strstr(ev, "m\xc3\""));
+    assert_non_null(strstr(ev, "m\xef\xbf\xbd"));
+    ev = kl_dialect_error_event(&a, KL_DIALECT_ANTHROPIC, KL_EP_MESSAGES, KL_ERR_BAD_GATEWAY, "reset", &evl);
     assert_true(strncmp(ev, "event: error\ndata: {", 20) == 0);
     assert_true(strstr(ev, "\n\n") == ev + strlen(ev) - 2);
     assert_int_equal(evl, strlen(ev));

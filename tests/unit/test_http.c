@@ -217,6 +217,21 @@ static void chunked_errors(void **state)
     assert_int_equal(kl_chunked_feed(&c, "2\r\nabX", 6, &used, emit, &s), KL_CHUNKED_ERROR);
     memset(&c, 0, sizeof(c));
     assert_int_equal(kl_chunked_feed(&c, "ffffffffffffffffff\r\n", 20, &used, emit, &s), KL_CHUNKED_ERROR);
+    /* trailer lines of a legal length, without end: an error once the
+     * section passes its limit, not bytes read for ever */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(kl_chunked_feed(&c, "0\r\n", 3, &used, emit, &s), KL_CHUNKED_MORE);
+    char line[8002];
+    memset(line, 'a', 8000);
+    memcpy(line + 8000, "\r\n", 2);
+    enum kl_chunked_result r = KL_CHUNKED_MORE;
+    size_t fed = 0;
+    while (r == KL_CHUNKED_MORE && fed < (1u << 20)) {
+        r = kl_chunked_feed(&c, line, sizeof(line), &used, emit, &s);
+        fed += used;
+    }
+    assert_int_equal(r, KL_CHUNKED_ERROR);
+    assert_true(fed <= KL_CHUNKED_MAX_TRAILER + sizeof(line));
 }
 
 int main(void)
