@@ -281,6 +281,20 @@ static bool first_event_fails_over(kl_exchange *ex, bool ended)
     return false;
 }
 
+/* The answer as the caller may have it: a provider that echoes its key in
+ * a body (an echo server, a debugging proxy) must not hand it on, in the
+ * answer, its capture or a hook's payload (data NULL: what waited). */
+static const char *mask_key(kl_exchange *ex, const char *data, size_t len, size_t *out_len)
+{
+    bool masked = false;
+    const char *out = kl_route_mask_key(&ex->arena, ex->provider ? ex->provider->apikey : NULL, &ex->key_carry,
+                                        &ex->key_carry_len, data, len, out_len, &masked);
+    if (masked && !ex->key_masked)
+        kl_warn("%s: provider %s echoed its key in its answer; it was masked", ex->id, ex->provider->id);
+    ex->key_masked |= masked;
+    return out;
+}
+
 bool kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len)
 {
     if (ex->failover_to) {
@@ -291,7 +305,8 @@ bool kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len)
         return ex->failover_drained <= KL_FAILOVER_DRAIN_BYTES &&
                kl_now_ns() - ex->failover_at_ns <= (int64_t)KL_FAILOVER_DRAIN_MS * 1000000;
     }
-    bool more = kl_account_data(ex, data, len);
+    data = mask_key(ex, data, len, &len);
+    bool more = !len || kl_account_data(ex, data, len);
     if (first_event_fails_over(ex, false))
         return true; /* the rest is read to its end (the connection stays reusable) */
     return more;
@@ -314,6 +329,10 @@ void kl_pipeline_response_end(kl_exchange *ex)
         return;
     }
     bool was_cut = ex->cut_off;
+    size_t rest;
+    const char *tail = mask_key(ex, NULL, 0, &rest);
+    if (rest)
+        kl_account_data(ex, tail, rest);
     kl_account_end(ex);
     if (first_event_fails_over(ex, true)) { /* the failed answer has ended: on to the next provider */
         fail_over(ex, ex->failover_to);

@@ -117,6 +117,9 @@ typedef struct kl_exchange {
     const char *up_body;            /* body sent upstream (may differ from body) */
     size_t up_body_len;
     bool added_include_usage;       /* we asked for stream usage; strip it downstream */
+    char *key_carry;                /* the answer's tail that may begin the provider's key (kl_route_mask_key) */
+    size_t key_carry_len;
+    bool key_masked;                /* the provider echoed its key in the answer: masked, warned once */
     bool forwarded;                 /* it reached the upstream stage */
     /* failover (route/failover.h) */
     struct kl_attempt *attempts;    /* providers that failed before the current one */

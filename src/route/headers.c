@@ -114,3 +114,40 @@ const char *kl_route_response_headers(kl_arena *a, const char *head, const char 
     out[o] = '\0';
     return out;
 }
+
+/* The longest tail of s[0..n) that is a proper prefix of key (0 when none). */
+static size_t key_prefix_tail(const char *s, size_t n, const char *key, size_t kl)
+{
+    for (size_t k = kl - 1 < n ? kl - 1 : n; k > 0; k--)
+        if (s[n - k] == key[0] && memcmp(s + n - k, key, k) == 0)
+            return k;
+    return 0;
+}
+
+const char *kl_route_mask_key(kl_arena *a, const char *apikey, char **carry, size_t *carry_len,
+                              const char *data, size_t len, size_t *out_len, bool *masked)
+{
+    size_t kl = apikey ? strlen(apikey) : 0;
+    *out_len = len;
+    if (kl == 0 || (!data && !*carry_len))
+        return data;
+    /* the common case: nothing waits, no key in the piece, and its end
+     * cannot begin one (an event ends "\n\n"): relayed as it came */
+    if (!*carry_len && data && !memmem(data, len, apikey, kl) && !key_prefix_tail(data, len, apikey, kl))
+        return data;
+    size_t total = *carry_len + len;
+    char *buf = kl_arena_alloc(a, total + 1);
+    if (*carry_len)
+        memcpy(buf, *carry, *carry_len);
+    if (len)
+        memcpy(buf + *carry_len, data, len);
+    for (char *p = buf; (p = memmem(p, (size_t)(buf + total - p), apikey, kl)); p += kl) {
+        memset(p, '*', kl);
+        *masked = true;
+    }
+    size_t keep = data ? key_prefix_tail(buf, total, apikey, kl) : 0;
+    *carry = keep ? kl_arena_strndup(a, buf + total - keep, keep) : NULL;
+    *carry_len = keep;
+    *out_len = total - keep;
+    return buf;
+}

@@ -489,7 +489,7 @@ describe('provider framing', () => {
     up.close();
   });
 
-  it('provider response headers: hop-by-hop and forged x-keyless- ones go, an echoed key goes, a 204 has no length', async () => {
+  it('provider response headers: hop-by-hop and forged x-keyless- ones go, an echoed key goes (in a body too), a 204 has no length', async () => {
     const mock = await startMock();
     const J = '{"id":"x","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant",' +
       '"content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}';
@@ -505,7 +505,21 @@ describe('provider framing', () => {
             `Content-Type: application/json\r\nContent-Length: ${J.length}\r\n\r\n${J}`,
           echo: `HTTP/1.1 401 Unauthorized\r\nX-Echo: ${auth}\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`,
           empty: `HTTP/1.1 204 No Content\r\nContent-Length: ${J.length}\r\n\r\n`,
+          body: (() => {
+            const b = JSON.stringify({ error: { message: `you sent ${auth}` } });
+            return `HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: ${b.length}\r\n\r\n${b}`;
+          })(),
         }[which];
+        if (which === 'stream') {
+          // the key spelled across writes of a chunked event stream
+          const ev = `data: ${JSON.stringify({ id: 'x', object: 'chat.completion.chunk', model: 'gpt-4o',
+            choices: [{ index: 0, delta: { content: `header was ${auth}` }, finish_reason: null }] })}\n\n`;
+          const at = ev.indexOf(auth) + 10;
+          const chunk = (t) => `${t.length.toString(16)}\r\n${t}\r\n`;
+          s.write('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n' + chunk(ev.slice(0, at)));
+          setTimeout(() => s.end(chunk(ev.slice(at)) + chunk('data: [DONE]\n\n') + '0\r\n\r\n'), 50);
+          return;
+        }
         s.end(head);
       });
     });
@@ -526,6 +540,18 @@ describe('provider framing', () => {
     assert.match(echo, /^HTTP\/1.1 401 /);
     assert.ok(!echo.includes(KEYS.openai), 'the provider key reached the caller');
     assert.doesNotMatch(echo, /x-echo/i);
+    // in a body too: masked to as many '*', so the length still holds
+    const body = await ask('body');
+    assert.match(body, /^HTTP\/1.1 401 /);
+    assert.ok(!body.includes(KEYS.openai), 'the provider key reached the caller in a body');
+    assert.match(body, /you sent Bearer \*{10,}/);
+    assert.equal(JSON.parse(body.slice(body.indexOf('\r\n\r\n') + 4)).error.message,
+      `you sent Bearer ${'*'.repeat(KEYS.openai.length)}`);
+    const streamed = await rawRequest(gw.url, `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
+      `x-case: stream\r\nContent-Type: application/json\r\nContent-Length: 48\r\n\r\n{"model":"gpt-4o","messages":[{}],"stream":true}`);
+    assert.match(streamed, /^HTTP\/1.1 200 /);
+    assert.ok(!streamed.includes(KEYS.openai), 'the provider key reached the caller in a stream');
+    assert.match(streamed, /header was Bearer \*{10,}/);
     const empty = await ask('empty');
     assert.match(empty, /^HTTP\/1.1 204 /);
     assert.doesNotMatch(empty, /content-length|transfer-encoding/i);
@@ -533,6 +559,7 @@ describe('provider framing', () => {
     await mock.stop();
     up.close();
     assert.match(gw.output(), /echoed its key in a response header/);
+    assert.match(gw.output(), /echoed its key in its answer; it was masked/);
     assertNoKeys(assert, gw.output(), 'gateway log');
   });
 
