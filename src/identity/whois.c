@@ -2,13 +2,14 @@
  * process-wide cache, so a busy client costs one lookup per TTL per worker,
  * not one per request. Lookups for the same peer on one worker share a
  * single request. Errors are never cached: when tailscaled comes back, the
- * next request succeeds. */
+ * next request succeeds. What "the same peer" is: see kl_whois_key. */
 #include "identity/whois.h"
 
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/log.h"
 #include "upstream/fetch.h"
@@ -25,7 +26,7 @@ struct kl_whois_cache {
 struct pending {
     struct pending *next;
     kl_worker *w;
-    char ip[64];
+    char ip[96];                /* kl_whois_key's */
     struct kl_fetch *fetch;
     kl_exchange **waiters;
     size_t n, cap;
@@ -143,9 +144,30 @@ static int64_t now_ms(void)
     return kl_now_ns() / 1000000;
 }
 
-struct kl_whois_entry *kl_whois_cached(kl_server *srv, const char *ip)
+/* Is ip one of Tailscale's own addresses (100.64.0.0/10, fd7a:115c:a1e0::/48)? */
+static bool tailnet_address(const char *ip)
 {
-    return cache_get(srv->whois_cache, ip, now_ms());
+    if (strncasecmp(ip, "fd7a:115c:a1e0:", 15) == 0)
+        return true;
+    unsigned a, b;
+    char end;
+    return sscanf(ip, "%u.%u.%*u.%*u%c", &a, &b, &end) == 2 && a == 100 && b >= 64 && b < 128;
+}
+
+void kl_whois_key(const char *ip, int port, char *addr, size_t addrlen, char *key, size_t keylen)
+{
+    if (strchr(ip, ':'))
+        snprintf(addr, addrlen, "[%s]:%d", ip, port);
+    else
+        snprintf(addr, addrlen, "%s:%d", ip, port);
+    snprintf(key, keylen, "%s", tailnet_address(ip) ? ip : addr);
+}
+
+struct kl_whois_entry *kl_whois_cached(kl_server *srv, const char *ip, int port)
+{
+    char addr[96], key[96];
+    kl_whois_key(ip, port, addr, sizeof(addr), key, sizeof(key));
+    return cache_get(srv->whois_cache, key, now_ms());
 }
 
 /* Build the cache entry for a finished lookup; NULL (with *err) on failure. */
@@ -243,21 +265,19 @@ int kl_whois_lookup(kl_exchange *ex, const struct kl_identity_cfg *cfg)
         if (!w->identity)
             abort();
     }
-    struct pending **pp = find_pending(w->identity, ex->peer_ip);
+    char addr[96], key[96];
+    kl_whois_key(ex->peer_ip, ex->peer_port, addr, sizeof(addr), key, sizeof(key));
+    struct pending **pp = find_pending(w->identity, key);
     struct pending *p = *pp;
     if (!p) {
         p = calloc(1, sizeof(*p));
         if (!p)
             abort();
         p->w = w;
-        snprintf(p->ip, sizeof(p->ip), "%s", ex->peer_ip);
+        snprintf(p->ip, sizeof(p->ip), "%s", key);
         p->ttl_ms = cfg->ts_ttl_ms;
         p->negative_ttl_ms = cfg->ts_negative_ttl_ms;
-        char addr[96], esc[300], url[400];
-        if (strchr(ex->peer_ip, ':'))
-            snprintf(addr, sizeof(addr), "[%s]:%d", ex->peer_ip, ex->peer_port);
-        else
-            snprintf(addr, sizeof(addr), "%s:%d", ex->peer_ip, ex->peer_port);
+        char esc[300], url[400];
         url_escape(esc, sizeof(esc), addr);
         snprintf(url, sizeof(url), "http://local-tailscaled.sock/localapi/v0/whois?addr=%s", esc);
         struct kl_fetch_opts o = {

@@ -16,7 +16,7 @@ enum kl_whois_state {
 struct kl_whois_entry {
     atomic_int refs;
     struct kl_whois_entry *next;
-    char ip[64];
+    char ip[96];                /* what it is cached by: an address, or an address and port (whois.c) */
     int64_t expires_ms;
     enum kl_whois_state state;
     kl_arena arena;             /* the identity's strings */
@@ -28,8 +28,20 @@ struct kl_whois_cache *kl_whois_cache_new(void);
 void kl_whois_cache_free(struct kl_whois_cache *c);
 void kl_whois_entry_unref(struct kl_whois_entry *e);
 
-/* A fresh cache entry for ex's peer (new reference), or NULL. */
-struct kl_whois_entry *kl_whois_cached(kl_server *srv, const char *ip);
+/* The address WhoIs is asked about ("IP:port", "[IPv6]:port") in addr, and
+ * what its answer is cached and shared by in key. tailscaled answers for an
+ * address and port: with userspace networking (the official container
+ * image's default) every tailnet connection reaches keyless from 127.0.0.1
+ * (or from tailscaled's container), each from its own port, and only the
+ * port tells the callers apart. So an answer holds for its address alone
+ * only when that is a tailnet address (100.64.0.0/10, fd7a:115c:a1e0::/48:
+ * one node each); for any other it holds for that address and port, that
+ * is one connection. Cached by address, one user's identity, admin
+ * included, went to the next caller. */
+void kl_whois_key(const char *ip, int port, char *addr, size_t addrlen, char *key, size_t keylen);
+
+/* A fresh cache entry for the peer at ip and port (new reference), or NULL. */
+struct kl_whois_entry *kl_whois_cached(kl_server *srv, const char *ip, int port);
 /* Ask tailscaled; kl_whois_resume(ex, entry or NULL, error) follows. */
 int kl_whois_lookup(kl_exchange *ex, const struct kl_identity_cfg *cfg);
 /* ex no longer waits (client gone). */

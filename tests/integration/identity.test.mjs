@@ -4,7 +4,9 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import OpenAI from 'openai';
+import { Agent } from 'undici';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startMock, startGateway, startHook, providersFor, assertNoKeys, startTailscaled, from, externalIPv4 } from './lib/harness.mjs';
 
@@ -225,14 +227,57 @@ describe('identity and grants', () => {
     assert.equal((await chat(gw, '127.0.0.20', 'gpt-4o')).status, 200);
   });
 
-  it('WhoIs is cached: many requests from one peer cost at most one lookup per worker', async () => {
+  it('WhoIs is cached: many requests over a connection cost one lookup', async () => {
+    // (an answer for a tailnet address is shared by all of its connections,
+    // which a test cannot bind: test_identity.c covers that rule)
     await ts.reset();
     const ip = '127.0.0.21';
-    const batch = Array.from({ length: 200 }, () => chat(gw, ip, 'gpt-4o').then((r) => r.status));
+    const one = new Agent({ localAddress: ip, connections: 1 });
+    const batch = Array.from({ length: 200 }, () => fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', dispatcher: one, headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+    }).then(async (r) => { await r.arrayBuffer(); return r.status; }));
     const statuses = await Promise.all(batch);
+    await one.close();
     assert.ok(statuses.every((s) => s === 200));
     const st = await ts.stats();
-    assert.ok(st.by_addr[ip] >= 1 && st.by_addr[ip] <= 2, `WhoIs hits for ${ip}: ${st.by_addr[ip]}`);
+    assert.equal(st.by_addr[ip], 1, `WhoIs hits for ${ip}: ${st.by_addr[ip]}`);
+  });
+
+  it('callers that share an address are told apart by their port (tailscaled in userspace networking)', async () => {
+    // tailscaled forwards every tailnet connection from 127.0.0.1 and knows its
+    // caller by the port: an answer cached for the address gave the first
+    // caller's identity, admin included, to the next
+    const ip = '127.0.0.41';
+    const base = 42000 + Math.floor(Math.random() * 5000);
+    const [carolPort, bobPort, strangerPort, carolAgain] = [base, base + 1, base + 2, base + 3];
+    const table = JSON.parse(readFileSync(ts.table, 'utf8'));
+    table[`${ip}:${carolPort}`] = 'carol-admin.json';
+    table[`${ip}:${carolAgain}`] = 'carol-admin.json';
+    table[`${ip}:${bobPort}`] = 'bob.json';
+    writeFileSync(ts.table, JSON.stringify(table));
+    const who = (g, port) => new Promise((resolve, reject) => {
+      const u = new URL(`${g.url}/api/whoami`);
+      const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, localAddress: ip, localPort: port,
+        agent: false, headers: { connection: 'close' } }, (res) => {
+        let b = '';
+        res.on('data', (d) => (b += d));
+        res.on('end', () => resolve({ status: res.statusCode, body: b ? JSON.parse(b) : null }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    const carol = await who(gw, carolPort);
+    assert.equal(carol.body.login, 'carol@example.com');
+    assert.equal(carol.body.role, 'admin');
+    const bob = await who(gw, bobPort);
+    assert.equal(bob.status, 200);
+    assert.equal(bob.body.login, 'bob@example.com', 'not carol, whose answer was for her connection');
+    assert.notEqual(bob.body.role, 'admin');
+    // a port tailscaled does not know is not a tailnet caller; its 404 is not
+    // carol's either
+    assert.equal((await who(gwNoLoop, strangerPort)).status, 401);
+    assert.equal((await who(gwNoLoop, carolAgain)).body.login, 'carol@example.com');
   });
 
   it('live table change is seen after the cache TTL, not before', async () => {

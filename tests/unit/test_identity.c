@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "identity/identity.h"
+#include "identity/whois.h"
 
 static char *slurp(const char *name, size_t *len)
 {
@@ -132,6 +133,37 @@ static void cidr(void **state)
     assert_false(kl_ip_is_loopback("100.64.0.1"));
 }
 
+/* A WhoIs answer is shared by a tailnet address (one node), else held for
+ * its connection's address and port: userspace networking brings every
+ * caller from 127.0.0.1, told apart by the port alone. */
+static void whois_answers_are_kept_per_node_or_per_connection(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *ip;
+        int port;
+        const char *addr, *key;
+    } cases[] = {
+        {"100.101.102.103", 41000, "100.101.102.103:41000", "100.101.102.103"},
+        {"100.64.0.1", 5, "100.64.0.1:5", "100.64.0.1"},
+        {"100.127.255.254", 5, "100.127.255.254:5", "100.127.255.254"},
+        {"fd7a:115c:a1e0::8c01:6667", 443, "[fd7a:115c:a1e0::8c01:6667]:443", "fd7a:115c:a1e0::8c01:6667"},
+        {"FD7A:115C:A1E0::1", 443, "[FD7A:115C:A1E0::1]:443", "FD7A:115C:A1E0::1"},
+        {"127.0.0.1", 45311, "127.0.0.1:45311", "127.0.0.1:45311"},
+        {"::1", 45311, "[::1]:45311", "[::1]:45311"},
+        {"100.128.0.1", 7, "100.128.0.1:7", "100.128.0.1:7"},   /* outside 100.64.0.0/10 */
+        {"100.63.0.1", 7, "100.63.0.1:7", "100.63.0.1:7"},
+        {"172.18.0.2", 7, "172.18.0.2:7", "172.18.0.2:7"},      /* tailscaled's container */
+        {"100.64.0.1.5", 7, "100.64.0.1.5:7", "100.64.0.1.5:7"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char addr[96], key[96];
+        kl_whois_key(cases[i].ip, cases[i].port, addr, sizeof(addr), key, sizeof(key));
+        assert_string_equal(addr, cases[i].addr);
+        assert_string_equal(key, cases[i].key);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -140,6 +172,7 @@ int main(void)
         cmocka_unit_test(owners_and_garbage),
         cmocka_unit_test(rfc2047),
         cmocka_unit_test(cidr),
+        cmocka_unit_test(whois_answers_are_kept_per_node_or_per_connection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

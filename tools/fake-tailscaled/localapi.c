@@ -243,13 +243,14 @@ static void serve_whois(struct fts_server *s, const struct fts_request *req,
         }
         e = fts_table_lookup_nodekey(&s->table, key);
     } else {
+        port = 0;
         if (fts_ip_parse(addr, alen, &ip) != 0 && fts_ipport_parse(addr, alen, &ip, &port) != 0) {
             fts_response_error(r, 400, "invalid 'addr' parameter");
             return;
         }
         if (!s->cfg.no_unmap)
             fts_ip_unmap(&ip);
-        e = fts_table_lookup(&s->table, &ip);
+        e = fts_table_lookup(&s->table, &ip, port);
     }
     if (e == NULL) {
         fts_response_error(r, 404, "no match for IP:port");

@@ -117,13 +117,15 @@ static int parse_table(const struct fts_table *t, const char *data, size_t len,
     for (cJSON *it = root->child; it != NULL; it = it->next) {
         struct fts_entry *e = &entries[n];
         const char *key = it->string;
-        if (fts_ip_parse(key, strlen(key), &e->ip) != 0) {
-            snprintf(err, errlen, "%s: key \"%s\" is not an IP address (no port)", t->path,
+        e->port = 0;
+        if (fts_ip_parse(key, strlen(key), &e->ip) != 0 &&
+            (fts_ipport_parse(key, strlen(key), &e->ip, &e->port) != 0 || e->port == 0)) {
+            snprintf(err, errlen, "%s: key \"%s\" is not an IP address or IP:port", t->path,
                      key);
             goto fail;
         }
         for (size_t j = 0; j < n; j++) {
-            if (fts_ip_equal(&entries[j].ip, &e->ip)) {
+            if (fts_ip_equal(&entries[j].ip, &e->ip) && entries[j].port == e->port) {
                 snprintf(err, errlen, "%s: \"%s\" and \"%s\" are the same address", t->path,
                          entries[j].key, key);
                 goto fail;
@@ -259,10 +261,13 @@ int fts_table_refresh(struct fts_table *t, int force, char *err, size_t errlen)
     return install(t, data, len, 0, err, errlen) == 0 ? 1 : -1;
 }
 
-const struct fts_entry *fts_table_lookup(const struct fts_table *t, const struct fts_ip *ip)
+const struct fts_entry *fts_table_lookup(const struct fts_table *t, const struct fts_ip *ip, unsigned port)
 {
+    for (size_t i = 0; port && i < t->n; i++)
+        if (t->entries[i].port == port && fts_ip_equal(&t->entries[i].ip, ip))
+            return &t->entries[i];
     for (size_t i = 0; i < t->n; i++)
-        if (fts_ip_equal(&t->entries[i].ip, ip))
+        if (!t->entries[i].port && fts_ip_equal(&t->entries[i].ip, ip))
             return &t->entries[i];
     return NULL;
 }

@@ -25,6 +25,7 @@ enum fts_entry_kind {
 
 struct fts_entry {
     struct fts_ip ip;
+    unsigned port;                /* 0: any port; else only this IP:port (userspace networking's proxymap) */
     char *key;                    /* the key as written in the table */
     enum fts_entry_kind kind;
     char *path;                   /* FILE: resolved path */
@@ -54,7 +55,10 @@ int fts_table_open(struct fts_table *t, const char *path, char *err, size_t errl
  * broken version is reported once, not on every request. */
 int fts_table_refresh(struct fts_table *t, int force, char *err, size_t errlen);
 
-const struct fts_entry *fts_table_lookup(const struct fts_table *t, const struct fts_ip *ip);
+/* The entry for ip and port: an IP:port key first (tailscaled in
+ * userspace networking knows each connection it forwarded to 127.0.0.1 by
+ * its port), then the IP's own key. port 0: only IP keys. */
+const struct fts_entry *fts_table_lookup(const struct fts_table *t, const struct fts_ip *ip, unsigned port);
 
 /* The first file entry whose document has Node.Key equal to key (32 raw
  * bytes), for tailscaled's "addr=nodekey:<hex>" form. */
