@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/log.h"
 #include "identity/mtls.h"
@@ -92,6 +93,23 @@ static const struct kl_identity loopback_identity = {
     .login = "(loopback)", .display_name = "loopback", .source = "loopback",
 };
 
+/* The header that shows a loopback connection carries someone else's
+ * request, or NULL: tailscale serve, Funnel (a caller from the internet) or
+ * another reverse proxy on this machine. Such a caller is not whoever runs
+ * on this machine, and is not (loopback) (the example configuration makes
+ * (loopback) an admin). */
+static const char *proxied(const kl_exchange *ex)
+{
+    static const char *const marks[] = {"Tailscale-Funnel-Request", "X-Forwarded-For", "Forwarded", "X-Real-IP"};
+    for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++)
+        if (kl_http_header(&ex->req, marks[i]))
+            return marks[i];
+    for (size_t i = 0; i < ex->req.nheaders; i++)
+        if (strncasecmp(ex->req.headers[i].name, "Tailscale-", 10) == 0)
+            return ex->req.headers[i].name; /* serve headers not taken (off, or refused above) */
+    return NULL;
+}
+
 static enum kl_step unidentified(kl_exchange *ex, const struct kl_identity_cfg *cfg)
 {
     char tried[128] = "";
@@ -157,12 +175,17 @@ static enum kl_step try_sources(kl_exchange *ex)
         case KL_SRC_CIDR:
             o = from_cidr(ex, cfg);
             break;
-        case KL_SRC_LOOPBACK:
-            if (ex->peer_loopback) {
+        case KL_SRC_LOOPBACK: {
+            const char *via = ex->peer_loopback ? proxied(ex) : NULL;
+            if (ex->peer_loopback && !via) {
                 ex->ident = &loopback_identity;
                 o = IDENTIFIED;
+            } else if (via) {
+                kl_info("%s: a loopback caller whose request carries %s came through a proxy: not (loopback)",
+                        ex->id, via);
             }
             break;
+        }
         default:
             break;
         }

@@ -43,6 +43,26 @@ static void normalize_capmap(cJSON *caps)
             c->string = plain;
         }
     }
+    /* Both names of one capability (a policy mid-migration has both, and
+     * tailscaled sorts the https:// one first): one member holding the
+     * values of both, or a reader taking the first would drop the rest
+     * (tool limits, quotas, hooks). */
+    for (cJSON *c = caps ? caps->child : NULL; c; c = c->next) {
+        cJSON *d = c->next;
+        while (d) {
+            cJSON *next = d->next;
+            if (c->string && d->string && strcmp(c->string, d->string) == 0 && cJSON_IsArray(c) && cJSON_IsArray(d)) {
+                cJSON_DetachItemViaPointer(caps, d);
+                cJSON *v;
+                while ((v = d->child)) {
+                    cJSON_DetachItemViaPointer(d, v);
+                    cJSON_AddItemToArray(c, v);
+                }
+                cJSON_Delete(d);
+            }
+            d = next;
+        }
+    }
 }
 
 int kl_whois_parse(const char *body, size_t len, kl_arena *a, struct kl_identity *id,

@@ -280,6 +280,18 @@ describe('identity and grants', () => {
     assert.equal((await who(gwNoLoop, carolAgain)).body.login, 'carol@example.com');
   });
 
+  it('a loopback caller behind a proxy (Funnel, tailscale serve without identity, X-Forwarded-For) is not (loopback)', async () => {
+    const local = '127.0.0.60';
+    assert.equal((await whoami(gw, local)).body.login, '(loopback)');
+    for (const h of [{ 'tailscale-funnel-request': '?1' }, { 'x-forwarded-for': '198.51.100.7' },
+      { forwarded: 'for=198.51.100.7' }, { 'tailscale-headers-info': 'https://tailscale.com/s/serve-headers' }]) {
+      const r = await whoami(gw, local, h);
+      assert.equal(r.status, 401, JSON.stringify(h));
+      assert.match(r.body.error.message, /could not identify the caller/);
+    }
+    assert.match(gw.output(), /came through a proxy: not \(loopback\)/);
+  });
+
   it('live table change is seen after the cache TTL, not before', async () => {
     const table = JSON.parse(readFileSync(ts.table, 'utf8'));
     table['127.0.0.22'] = 'bob.json';

@@ -70,6 +70,30 @@ static void tagged_nodes_are_their_sorted_tags(void **state)
     kl_arena_free(&a);
 }
 
+/* Both names of the capability (the old https:// one sorts first) are one:
+ * the values of both, in order, under the plain name. */
+static void capmap_names_merged(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    struct kl_identity id;
+    cJSON *caps;
+    const char *why;
+    const char *body = "{\"Node\":{\"Name\":\"bob-laptop.example.ts.net.\"},\"UserProfile\":{\"LoginName\":\"bob@example.com\"},"
+                       "\"CapMap\":{\"https://tailscale.com/cap/aperture\":[{\"role\":\"user\"},{\"models\":\"**\"}],"
+                       "\"tailscale.com/cap/aperture\":[{\"tools\":{\"deny\":[\"Bash\"]}},{\"quotas\":[{\"bucket\":\"tiny\"}]}],"
+                       "\"example.com/cap/x\":[1]}}";
+    assert_int_equal(kl_whois_parse(body, strlen(body), &a, &id, &caps, &why), 1);
+    assert_int_equal(cJSON_GetArraySize(caps), 2);
+    const cJSON *ap = cJSON_GetObjectItemCaseSensitive(caps, "tailscale.com/cap/aperture");
+    assert_int_equal(cJSON_GetArraySize(ap), 4);
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(ap, 0), "role"));
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(ap, 3), "quotas"));
+    cJSON_Delete(caps);
+    kl_arena_free(&a);
+}
+
 static void owners_and_garbage(void **state)
 {
     (void)state;
@@ -170,6 +194,7 @@ int main(void)
         cmocka_unit_test(user_node),
         cmocka_unit_test(tagged_nodes_are_their_sorted_tags),
         cmocka_unit_test(owners_and_garbage),
+        cmocka_unit_test(capmap_names_merged),
         cmocka_unit_test(rfc2047),
         cmocka_unit_test(cidr),
         cmocka_unit_test(whois_answers_are_kept_per_node_or_per_connection),
