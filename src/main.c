@@ -164,6 +164,8 @@ static int cmd_report(int argc, char **argv, bool is_export)
         fprintf(stderr, "keyless %s: --since/--until take 24h, 7d, 2026-11-01, 2026-11-01T12:00:00Z or Unix ms\n", name);
         rc = 2;
     } else {
+        o.f.has_since = since != NULL;
+        o.f.has_until = until != NULL;
         rc = is_export ? kl_cli_export(cfg, &o, stdout, stderr) : kl_cli_usage(cfg, &o, stdout, stderr);
     }
     kl_config_unref(cfg);

@@ -839,6 +839,7 @@ static void gemini_usage(kl_usage_parser *p, const char *s, const struct kl_json
     for (size_t i = 0; i < 5; i++)
         span_count(o, &f[i], &v[i]);
     p->u.input = sub0(v[0], v[1]) + v[2];
+    p->u.tool_prompt = v[2];
     p->u.cache_read = v[1];
     p->u.cache_write = 0;
     p->u.output = v[3] + v[4];
@@ -1476,5 +1477,5 @@ int64_t kl_usage_prompt_tokens(const struct kl_usage *u)
     for (int i = 0; i < 3; i++)
         if (parts[i] > 0)
             t = parts[i] > INT64_MAX - t ? INT64_MAX : t + parts[i];
-    return t;
+    return u->tool_prompt > 0 && u->tool_prompt <= t ? t - u->tool_prompt : t;
 }

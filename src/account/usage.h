@@ -78,6 +78,8 @@ enum kl_usage_kind {
 struct kl_usage {
     int64_t input, cache_read, cache_write, output, reasoning;
     int64_t cache_write_1h;     /* part of cache_write */
+    int64_t tool_prompt;        /* Gemini's toolUsePromptTokenCount: part of input, billed as input, but not
+                                   of the prompt size a price tier looks at (promptTokenCount) */
     bool known;                 /* the response carried usage */
     bool final;                 /* ... and its last word on it: a whole answer's, a stream's once it reported
                                    its stop reason or ended as it should (one cut short has running counts) */
@@ -154,7 +156,8 @@ void kl_usage_settle(kl_usage_parser *p, int64_t bytes_per_token, int64_t max_ou
 /* Running totals: valid mid-stream and at the end. Never NULL. */
 const struct kl_usage *kl_usage_result(const kl_usage_parser *p);
 
-/* input + cache_read + cache_write: the prompt size price tiers look at. */
+/* input + cache_read + cache_write, less tool_prompt: the prompt size price
+ * tiers look at (docs/prices.md). */
 int64_t kl_usage_prompt_tokens(const struct kl_usage *u);
 
 #endif

@@ -113,9 +113,9 @@ static void done(struct kl_query_job *job)
                 char *list = kl_arena_strdup(&j->arena, j->group_by);
                 for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
                     cJSON_AddItemToArray(g, cJSON_CreateString(t));
-                if (j->f.since_ms)
+                if (j->f.has_since)
                     cJSON_AddNumberToObject(root, "since", (double)j->f.since_ms);
-                if (j->f.until_ms)
+                if (j->f.has_until)
                     cJSON_AddNumberToObject(root, "until", (double)j->f.until_ms);
                 cJSON_AddItemToObject(root, "rows", j->result);
             } else if (j->kind == API_LIST) {
@@ -186,6 +186,8 @@ static const char *read_filters(struct api_job *j, kl_exchange *ex)
     if ((since && kl_parse_time(since, now, &j->f.since_ms) < 0) ||
         (until && kl_parse_time(until, now, &j->f.until_ms) < 0))
         return "since/until take \"24h\", \"7d\", \"2026-11-01\", \"2026-11-01T12:00:00Z\" or Unix ms";
+    j->f.has_since = since != NULL;
+    j->f.has_until = until != NULL;
     if (since && until && j->f.since_ms >= j->f.until_ms)
         return "since must be before until";
     /* Users see their own records, whatever they ask for. */

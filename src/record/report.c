@@ -86,13 +86,13 @@ static void where_add(struct kl_report_sql *w, const char *cond, const char *par
 static void build_where(const struct kl_report_filter *f, struct kl_report_sql *w)
 {
     memset(w, 0, sizeof(*w));
-    if (f->since_ms) {
+    if (f->has_since) {
         snprintf(w->bufs[0], sizeof(w->bufs[0]), "%lld", (long long)f->since_ms);
         where_add(w, "started_at >= ?", w->bufs[0]);
         kl_store_id_floor(w->ids[0], f->since_ms);
         where_add(w, "id >= ?", w->ids[0]); /* the time range, on the primary key */
     }
-    if (f->until_ms) {
+    if (f->has_until) {
         snprintf(w->bufs[1], sizeof(w->bufs[1]), "%lld", (long long)f->until_ms);
         where_add(w, "started_at < ?", w->bufs[1]);
         kl_store_id_floor(w->ids[1], f->until_ms);

@@ -12,7 +12,8 @@
 #include "record/store.h"
 
 struct kl_report_filter {
-    int64_t since_ms, until_ms;     /* 0 = unbounded */
+    int64_t since_ms, until_ms;
+    bool has_since, has_until;      /* false: unbounded (0 is the epoch, a bound like any) */
     const char *user, *model, *provider, *session, *error_class;
     int status;                     /* 0 = any */
     const char *before_id;          /* paging: ids sort by time */

@@ -292,6 +292,12 @@ static void tiers_apply_to_whole_request(void **state)
     /* gemini-2.5-pro above 200000: 2.50 / 15 / 0.25 */
     assert_int_equal(cost_of(shipped, "gemini-2.5-pro", 150000, 60000, 0, 2000), 420000000);
     assert_int_equal(cost_of(shipped, "gemini-2.5-pro", 150000, 50000, 0, 2000), 213750000);
+    /* its threshold is on promptTokenCount: tool-use prompt tokens are billed
+     * as input but do not count toward it (195000 + 10000 stays at base) */
+    struct kl_usage g = {.input = 205000, .tool_prompt = 10000, .output = 100, .known = true};
+    int64_t gnd = 0;
+    assert_int_equal(kl_cost(shipped, NULL, NULL, "gemini-2.5-pro", &g, &gnd), 0);
+    assert_int_equal(gnd, 257250000);
     /* Claude Haiku 5.5: cache writes count toward the threshold (100000) */
     assert_int_equal(cost_of(shipped, "claude-haiku-5-5", 50000, 40000, 10000, 0),
                      USD(0.005 + 0.0004 + 0.00125));

@@ -391,9 +391,11 @@ static void report_time_range_is_exact(void **state)
     const struct {
         int64_t since, until;
         int first, n; /* rows id[first .. first + n) */
-    } cases[] = {{t, 0, 1, 2}, {0, t, 0, 1}, {t, t + 1, 1, 1}, {t - 1, t + 2, 0, 3}, {t + 2, 0, 0, 0}};
+    } cases[] = {{t, -1, 1, 2}, {-1, t, 0, 1}, {t, t + 1, 1, 1}, {t - 1, t + 2, 0, 3}, {t + 2, -1, 0, 0},
+                 {-1, 0, 0, 0} /* until the epoch: nothing (0 is a bound, not "none") */, {0, -1, 0, 3}};
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
-        struct kl_report_filter f = {.since_ms = cases[c].since, .until_ms = cases[c].until};
+        struct kl_report_filter f = {.since_ms = cases[c].since, .until_ms = cases[c].until,
+                                     .has_since = cases[c].since >= 0, .has_until = cases[c].until >= 0};
         cJSON *rows = NULL;
         assert_int_equal(kl_report_requests(s, &f, false, &rows, err, sizeof(err)), 0);
         assert_int_equal(cJSON_GetArraySize(rows), cases[c].n);
@@ -415,7 +417,7 @@ static void grouped_report_reads_the_time_range_only(void **state)
     char path[32], err[256];
     struct kl_store *s = temp_store(path);
     const char *groups[] = {"user", "session", "user,model", "model", "day", "provider,node,endpoint", ""};
-    struct kl_report_filter f = {.since_ms = kl_wall_ms() - 3600000};
+    struct kl_report_filter f = {.since_ms = kl_wall_ms() - 3600000, .has_since = true};
     for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++) {
         struct kl_report_sql q;
         assert_int_equal(kl_report_usage_sql(s, groups[g], &f, &q, err, sizeof(err)), 0);
