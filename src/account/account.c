@@ -864,18 +864,31 @@ void kl_account_finish(kl_exchange *ex)
                                                                             : ex->inject_max_output_tokens),
                         !ex->error_class && !ex->cut_off);
     const struct kl_usage *u = kl_account_usage(ex);
-    const struct kl_provider *p = ex->provider;
-    const kl_prices *prices = ex->cfg->prices;
-    if (!u || !u->known || !p || !prices)
-        return;
-    /* Price what the provider says it served; fall back to what was asked. */
-    const char *model = u->model_served ? u->model_served : ex->model;
     int64_t nd;
-    if (kl_cost(prices, p->cost_basis, p->cost_map, model, u, &nd) == 0 ||
-        (model != ex->model && ex->model && kl_cost(prices, p->cost_basis, p->cost_map, ex->model, u, &nd) == 0)) {
+    if (u && u->known && kl_account_cost(ex, u, &nd) == 0) {
         ex->cost_known = true;
         ex->cost_nd = nd;
     }
+}
+
+int kl_account_cost(const kl_exchange *ex, const struct kl_usage *u, int64_t *nd)
+{
+    const struct kl_provider *p = ex->provider;
+    const kl_prices *prices = ex->cfg->prices;
+    if (!p || !prices)
+        return -1;
+    /* A model_cost_map rule is written for the provider's own model ids,
+     * the one asked for (a Bedrock id, an inference profile's ARN): when one
+     * matches, it prices the request, as it priced its reservation. */
+    for (size_t i = 0; ex->model && p->cost_map && i < p->cost_map->n; i++)
+        if (kl_cost_glob(p->cost_map->rules[i].match, ex->model))
+            return kl_cost(prices, p->cost_basis, p->cost_map, ex->model, u, nd);
+    /* Otherwise what the provider says it served (a dated snapshot), else
+     * what was asked. */
+    const char *model = u->model_served ? u->model_served : ex->model;
+    if (model && kl_cost(prices, p->cost_basis, p->cost_map, model, u, nd) == 0)
+        return 0;
+    return model != ex->model && ex->model ? kl_cost(prices, p->cost_basis, p->cost_map, ex->model, u, nd) : -1;
 }
 
 const struct kl_usage *kl_account_usage(const kl_exchange *ex)

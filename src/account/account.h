@@ -45,6 +45,11 @@ void kl_account_release_head(kl_exchange *ex);
 /* The exchange is over: settle the usage (a stream cut short keeps partial
  * counts, kl_usage_settle) and price it (ex->cost_known, ex->cost_nd). */
 void kl_account_finish(kl_exchange *ex);
+struct kl_usage;
+/* What usage u costs on ex's provider (nanodollars): priced as the record
+ * prices it, mid-stream too, so a reservation is extended by what will be
+ * charged. -1 when there is no price. */
+int kl_account_cost(const kl_exchange *ex, const struct kl_usage *u, int64_t *nd);
 /* The upstream broke mid-stream: an incomplete event is not relayed (half
  * an event would run into the error event that ends the stream). */
 void kl_account_drop_partial(kl_exchange *ex);

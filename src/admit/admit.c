@@ -450,8 +450,7 @@ static bool answer_ok(kl_exchange *ex, bool tools_only)
         } else if (!u->known || tools_only) {
             continue;
         } else if (a->charge[i] == CHARGE_DOLLARS) {
-            if (cost < 0 && kl_cost(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
-                                    ex->model, u, &cost) < 0)
+            if (cost < 0 && kl_account_cost(ex, u, &cost) < 0)
                 continue;
             used = cost;
         } else if (a->charge[i] == CHARGE_TOKENS) {

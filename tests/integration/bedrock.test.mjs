@@ -142,6 +142,35 @@ describe('Amazon Bedrock', () => {
       cw: rec.cache_write_tokens }));
   });
 
+  it('a model_cost_map rule for the provider\'s model ids prices InvokeModel too, whose answer names another model', async () => {
+    // Claude's InvokeModel body names "claude-haiku-4-5-20251001": the rule
+    // written for the Bedrock id (a regional premium) was matched against that
+    // name, missed, and the request was priced without it
+    const g = await startGateway({
+      providers: { bedrock: bedrockProvider(mock.url, { model_cost_map: [{ match: '*anthropic.claude-*', adjustment: 1.1 }] }) },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }] } }],
+    });
+    try {
+      const post = (path, body) => fetch(`${g.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body) });
+      const id = encodeURIComponent(HAIKU);
+      const inv = await post(`/model/${id}/invoke`, { anthropic_version: 'bedrock-2023-05-31', max_tokens: 2000,
+        messages: [{ role: 'user', content: 'hi [[mock in=1000;out=1000;cache_read=0;cache_write=0]]' }] });
+      assert.equal(inv.status, 200);
+      const conv = await post(`/model/${id}/converse`, { inferenceConfig: { maxTokens: 2000 },
+        messages: [{ role: 'user', content: [{ text: 'hi [[mock in=1000;out=1000;cache_read=0;cache_write=0]]' }] }] });
+      assert.equal(conv.status, 200);
+      const a = await finalRecord(g, inv.headers.get('x-keyless-request-id'));
+      const b = await finalRecord(g, conv.headers.get('x-keyless-request-id'));
+      assert.equal(a.model_served, 'claude-haiku-4-5-20251001');
+      const base = cost('claude-haiku-4-5*', { in: 1000, out: 1000 });
+      assert.equal(Number(b.cost_nanodollars), Math.round(base * 1.1), 'Converse, which names no model');
+      assert.equal(Number(a.cost_nanodollars), Number(b.cost_nanodollars), 'InvokeModel at the same adjusted price');
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('another model family on InvokeModel is counted by Bedrock\'s own token counts', async () => {
     // mockllm answers every InvokeModel in Claude's shape; what keyless must use here is
     // the X-Amzn-Bedrock-*-Token-Count headers when the body has no usage of its own
