@@ -338,6 +338,7 @@ void kl_pipeline_response_end(kl_exchange *ex)
         fail_over(ex, ex->failover_to);
         return;
     }
+    kl_account_note_error_end(ex);
     if (!was_cut && ex->cut_off && ex->head_sent && kl_account_is_event_stream(ex)) {
         /* the stream's tail, read only now that it ended, broke a rule
          * (a tool, a quota, an unreadable message): it was not relayed */

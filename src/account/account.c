@@ -871,6 +871,19 @@ void kl_account_finish(kl_exchange *ex)
     }
 }
 
+void kl_account_note_error_end(kl_exchange *ex)
+{
+    const struct kl_usage *u = kl_account_usage(ex);
+    if (ex->error_class || !u || !u->stop_reason ||
+        !(strcmp(u->stop_reason, "error") == 0 ||
+          (ex->ep->id == KL_EP_RESPONSES && strcmp(u->stop_reason, "failed") == 0)))
+        return;
+    ex->error_class = KL_EC_UPSTREAM_ERROR;
+    if (!ex->error_message)
+        ex->error_message = kl_arena_printf(&ex->arena, "provider %s ended its answer with an error%s", ex->provider->id,
+                                            u->answered ? "" : ", before any of the answer");
+}
+
 int kl_account_cost(const kl_exchange *ex, const struct kl_usage *u, int64_t *nd)
 {
     const struct kl_provider *p = ex->provider;

@@ -45,6 +45,12 @@ void kl_account_release_head(kl_exchange *ex);
 /* The exchange is over: settle the usage (a stream cut short keeps partial
  * counts, kl_usage_settle) and price it (ex->cost_known, ex->cost_nd). */
 void kl_account_finish(kl_exchange *ex);
+/* A 2xx answer the provider ended with its own error (an error event, a
+ * Responses stream's response.failed) failed, as the caller's SDK says: it
+ * is recorded so (and counted so in /metrics and /api/usage), and one that
+ * carried nothing of an answer is charged nothing (kl_admit_settle), as the
+ * same failure sent as a status is. */
+void kl_account_note_error_end(kl_exchange *ex);
 struct kl_usage;
 /* What usage u costs on ex's provider (nanodollars): priced as the record
  * prices it, mid-stream too, so a reservation is extended by what will be

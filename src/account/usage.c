@@ -265,6 +265,31 @@ static bool name_is(const char *ev, size_t n, const char *lit)
 
 /* ---- OpenAI chat completions ---- */
 
+/* Does a chat chunk carry some of an answer: a non-empty string under a
+ * member that holds one (a delta's content, a tool call's arguments ...)?
+ * Run on every chunk until one does (usually the first or second). */
+static bool chat_answers(const char *d, size_t n)
+{
+    static const char *const keys[] = {"content\"", "arguments\"", "refusal\"", "reasoning\"", "reasoning_content\"",
+                                       "input\"", "transcript\"", "name\""};
+    const char *end = d + n;
+    for (const char *q = d; (q = memchr(q, '"', (size_t)(end - q))) && q + 1 < end; q++) {
+        if (!strchr("carintu", q[1]))
+            continue;
+        for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+            size_t kl = strlen(keys[k]);
+            if ((size_t)(end - q - 1) < kl || memcmp(q + 1, keys[k], kl) != 0)
+                continue;
+            const char *v = q + 1 + kl;
+            while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r' || *v == ':'))
+                v++;
+            if (v + 1 < end && *v == '"' && v[1] != '"')
+                return true;
+        }
+    }
+    return false;
+}
+
 static void chat_usage(kl_usage_parser *p, const cJSON *us)
 {
     const cJSON *pd = member(us, "prompt_tokens_details");
@@ -1107,6 +1132,31 @@ void kl_usage_whole(kl_usage_parser *p, const char *body, size_t len)
     p->u.final = p->u.known; /* a whole answer's usage is its last word */
 }
 
+/* Does this event carry some of the answer (kl_usage.answered)? By its
+ * name where the dialect names its events, else by its bytes. */
+static bool event_answers(enum kl_usage_kind kind, const char *ev, size_t evl, const char *d, size_t n)
+{
+    switch (kind) {
+    case KL_USAGE_OPENAI_CHAT:
+        return chat_answers(d, n);
+    case KL_USAGE_OPENAI_RESPONSES:
+        if (evl)
+            return name_is(ev, evl, "response.output_item.added") ||
+                   (evl > 6 && memcmp(ev + evl - 6, ".delta", 6) == 0);
+        return has(d, n, "\"response.output_item.added\"") || has(d, n, ".delta\"");
+    case KL_USAGE_ANTHROPIC:
+        if (evl)
+            return name_is(ev, evl, "content_block_start") || name_is(ev, evl, "content_block_delta");
+        return has(d, n, "\"content_block_start\"") || has(d, n, "\"content_block_delta\"");
+    case KL_USAGE_BEDROCK_CONVERSE:
+        return name_is(ev, evl, "contentBlockStart") || name_is(ev, evl, "contentBlockDelta");
+    case KL_USAGE_GEMINI:
+        return has(d, n, "\"parts\"");
+    default:
+        return false;
+    }
+}
+
 static void read_event(kl_usage_parser *p, const char *event, size_t event_len, const char *data,
                        size_t data_len)
 {
@@ -1121,6 +1171,8 @@ static void read_event(kl_usage_parser *p, const char *event, size_t event_len, 
         return;
     const char *d = data + i;
     size_t n = data_len - i;
+    if (!p->u.answered)
+        p->u.answered = event_answers(p->kind, event, event_len, d, n);
     bool full = p->strict && !(p->kind == KL_USAGE_OPENAI_CHAT && chat_chunk_without_calls(d, n));
     cJSON *tree = NULL; /* full: parsed once, here */
     if (full && !(tree = strict_parse(p, d, n)))

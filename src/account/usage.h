@@ -84,6 +84,9 @@ struct kl_usage {
     bool final;                 /* ... and its last word on it: a whole answer's, a stream's once it reported
                                    its stop reason or ended as it should (one cut short has running counts) */
     bool partial;               /* known but not final, estimated at the end (kl_usage_settle) */
+    bool answered;              /* a stream carried some of an answer (text, reasoning, a tool call's
+                                   start or input), not only its opening and an error: an error event
+                                   before any of it was a failure the provider did not bill */
     const char *model_served;   /* what the provider says it served, or NULL */
     const char *stop_reason;    /* finish_reason / stop_reason / status, or NULL */
     int tool_calls;             /* every tool/function call in the answer */

@@ -410,7 +410,10 @@ static int64_t actual(const kl_exchange *ex, const struct kl_admission *a, size_
 {
     const struct kl_usage *u = kl_account_usage(ex);
     bool forwarded = ex->upstream_status != 0;
-    bool failed_upstream = ex->upstream_status >= 400;
+    /* an error status, or a 2xx answer that was only the provider's error
+     * (its first event: overloaded, throttled): nothing served, nothing billed */
+    bool failed_upstream = ex->upstream_status >= 400 ||
+                           (ex->error_class == KL_EC_UPSTREAM_ERROR && !(u && u->answered));
     switch (a->charge[i]) {
     case CHARGE_REQUESTS:
         return 1;

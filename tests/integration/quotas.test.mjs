@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Anthropic from '@anthropic-ai/sdk';
-import { startMock, startGateway, providersFor, assertNoKeys, from, BUILD } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, assertNoKeys, from, BUILD, rawProvider, finalRecord } from './lib/harness.mjs';
 
 // gpt-4o: $2.50 / $10 per 1M tokens = 2500 / 10000 nanodollars a token.
 const IN_ND = 2500n, OUT_ND = 10000n;
@@ -398,6 +398,46 @@ describe('spend quotas', () => {
     assert.equal((await mock.requests()).length, 0);
     await gw.stop();
     await mock.stop();
+  });
+
+  it('a 2xx stream that is only the provider\'s error failed: recorded so, and charged nothing; one that answered first keeps its reservation', async () => {
+    const SSE = 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n';
+    const up = await rawProvider((req, sock) => {
+      if (req.includes('/v1/messages'))
+        sock.end(SSE + 'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n');
+      else
+        sock.end(SSE + 'data: {"id":"c","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,' +
+          '"delta":{"role":"assistant","content":"Hello"},"finish_reason":null}]}\n\n' +
+          'data: {"error":{"message":"server had an error","type":"server_error"}}\n\n');
+    });
+    const base = `http://127.0.0.1:${up.address().port}`;
+    const gw = await startGateway({
+      quotas: { q: { capacity: '$1.00' } },
+      grants: grant([{ bucket: 'q' }]),
+      providers: {
+        openai: { baseurl: base, apikey: 'k', models: ['gpt-4o'], compatibility: { openai_chat: true } },
+        anthropic: { baseurl: base, apikey: 'k', authorization: 'x-api-key', models: ['claude-sonnet-4-5'],
+          compatibility: { anthropic_messages: true } },
+      },
+      failover: { max_attempts: 1 },
+    });
+    const level = async () => BigInt((await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0].current);
+    const a = await post(gw, '/v1/messages', JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 1000, stream: true,
+      messages: [{ role: 'user', content: 'x' }] }), { 'anthropic-version': '2023-06-01' });
+    assert.match(await a.text(), /overloaded_error/);
+    const ra = await finalRecord(gw, a.headers.get('x-keyless-request-id'));
+    assert.equal(ra.error_class, 'upstream_error');
+    assert.match(ra.error_message, /ended its answer with an error, before any of the answer/);
+    assert.equal(await level(), 1000000000n, 'nothing served, nothing charged (as a 529 status would be)');
+    const c = await post(gw, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', max_tokens: 100, stream: true,
+      messages: [{ role: 'user', content: 'x' }] }));
+    assert.match(await c.text(), /server had an error/);
+    const rc = await finalRecord(gw, c.headers.get('x-keyless-request-id'));
+    assert.equal(rc.error_class, 'upstream_error');
+    assert.equal(rc.usage_known, 0);
+    assert.ok(await level() < 1000000000n, 'text was served before the error, with no usage: the reservation is kept');
+    await gw.stop();
+    up.close();
   });
 
   it('balances survive a restart; a lowered capacity clamps them; /api/quotas and refill', async () => {

@@ -1604,10 +1604,50 @@ static void strict_mode(void **state)
     kl_arena_free(&a);
 }
 
+/* kl_usage.answered: whether a stream carried any of an answer before it
+ * ended (an error event alone, or an opening and an error, is not one). */
+static void streams_say_whether_they_answered(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    static const struct {
+        enum kl_usage_kind kind;
+        const char *ev1, *data1, *ev2, *data2;
+        bool answered;
+    } cases[] = {
+        {KL_USAGE_ANTHROPIC, "error", "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}", NULL, NULL, false},
+        {KL_USAGE_ANTHROPIC, "message_start", "{\"type\":\"message_start\",\"message\":{}}", "content_block_start",
+         "{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}", true},
+        {KL_USAGE_OPENAI_CHAT, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}", NULL,
+         "{\"error\":{\"message\":\"x\"}}", false},
+        {KL_USAGE_OPENAI_CHAT, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"content\": \"Hi\"}}]}", NULL, NULL, true},
+        {KL_USAGE_OPENAI_CHAT, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
+         "\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}", NULL, NULL, true},
+        {KL_USAGE_OPENAI_RESPONSES, "response.created", "{\"type\":\"response.created\"}", "error", "{\"type\":\"error\"}", false},
+        {KL_USAGE_OPENAI_RESPONSES, "response.output_text.delta", "{\"type\":\"response.output_text.delta\",\"delta\":\"a\"}",
+         NULL, NULL, true},
+        {KL_USAGE_BEDROCK_CONVERSE, "messageStart", "{\"role\":\"assistant\"}", "throttlingException", "{\"message\":\"slow\"}",
+         false},
+        {KL_USAGE_BEDROCK_CONVERSE, "contentBlockDelta", "{\"delta\":{\"text\":\"a\"}}", NULL, NULL, true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        kl_usage_parser *p = kl_usage_parser_new(&a, cases[i].kind);
+        const char *e1 = cases[i].ev1, *e2 = cases[i].ev2;
+        kl_usage_event(p, e1, e1 ? strlen(e1) : 0, cases[i].data1, strlen(cases[i].data1));
+        if (cases[i].data2)
+            kl_usage_event(p, e2, e2 ? strlen(e2) : 0, cases[i].data2, strlen(cases[i].data2));
+        if (kl_usage_result(p)->answered != cases[i].answered)
+            fail_msg("case %zu: answered %d", i, kl_usage_result(p)->answered);
+    }
+    kl_arena_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(chat_whole),
+        cmocka_unit_test(streams_say_whether_they_answered),
         cmocka_unit_test(cut_short_streams_are_partial),
         cmocka_unit_test(chat_whole_plain),
         cmocka_unit_test(chat_stream_tools_every_split),
