@@ -49,11 +49,13 @@ const char *kl_route_strip_key_param(kl_arena *a, const char *query);
 const char *kl_route_response_headers(kl_arena *a, const char *head, const char *apikey, bool *had_key);
 
 /* The same for the answer's body, as it arrives in any split: every
- * occurrence of the provider's key becomes as many '*' (the length stays,
+ * occurrence of the provider's key (of KL_MASK_MIN_KEY bytes or more: real
+ * keys are tens) becomes as many '*' (the length stays,
  * so a Content-Length still holds), and a tail that may begin the key
  * waits (*carry, arena) for the next piece; data NULL at the end gives what
  * waited. Returns the bytes to relay (data itself when nothing changed or
  * waits) and their length in *out_len; *masked set when a key was found. */
+#define KL_MASK_MIN_KEY 8
 const char *kl_route_mask_key(kl_arena *a, const char *apikey, char **carry, size_t *carry_len,
                               const char *data, size_t len, size_t *out_len, bool *masked);
 
