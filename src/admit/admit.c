@@ -10,6 +10,7 @@
 #include "admit/buckets.h"
 #include "admit/lease.h"
 #include "admit/quotas.h"
+#include "admit/referenced.h"
 #include "authorize/grants.h"
 #include "core/glob.h"
 #include "core/log.h"
@@ -28,6 +29,7 @@ struct kl_admission {
     int64_t amount[KL_MAX_BUCKETS];     /* to reserve */
     int64_t reserved[KL_MAX_BUCKETS];   /* reserved so far (grows mid-stream) */
     int64_t cost;                       /* the dollar estimate */
+    int64_t referenced;                 /* tokens of the inputs the request points at (referenced_tokens) */
     enum charge charge[KL_MAX_BUCKETS];
     bool log_only[KL_MAX_BUCKETS];      /* on_exceed: log — charged, never refused */
     bool settled;
@@ -98,6 +100,35 @@ static int64_t prompt_estimate(const kl_exchange *ex)
 {
     int64_t bpt = kl_admit_bytes_per_token(ex);
     return ((int64_t)ex->body_len + bpt - 1) / bpt;
+}
+
+/* The prompt the body's size cannot show: limits.referenced_input_tokens
+ * for each input the request points at (a stored conversation, a file or
+ * URL, a tool the provider runs: admit/referenced.h), saturating. */
+static int64_t referenced_tokens(const kl_exchange *ex)
+{
+    int64_t each = ex->cfg->quotas ? ex->cfg->quotas->referenced_input_tokens : KL_REFERENCED_INPUT_TOKENS_DEFAULT;
+    if (each <= 0)
+        return 0;
+    int64_t n = kl_referenced_inputs(ex->ep, ex->body, ex->body_len, &ex->body_map);
+    return n <= 0 ? 0 : n > INT64_MAX / each ? INT64_MAX / 2 : n * each;
+}
+
+static int64_t sat_add(int64_t a, int64_t b)
+{
+    return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+/* What bucket i reserves when full differs from base only by the inputs a
+ * request points at: full, but the referenced share no more than the
+ * bucket can ever hold, so that a reference alone never makes a request
+ * impossible (in a bucket that small it waits for a full bucket). */
+static int64_t with_referenced(const struct kl_admission *a, size_t i, int64_t base, int64_t full)
+{
+    int64_t cap = a->spec[i].capacity;
+    if (full <= base || full <= cap)
+        return full;
+    return base > cap ? base : cap;
 }
 
 /* The output cap of one answer: the caller's, or the one keyless sends. */
@@ -340,9 +371,12 @@ enum kl_step kl_admit_run(kl_exchange *ex)
                        "Claude: call %s through Converse (/model/{id}/converse)",
                        dollars ? "spend limit" : "tool-call limit", ex->model);
     int64_t prompt = prompt_estimate(ex), per_answer = output_per_answer(ex);
-    int64_t out = kl_admit_output_bound(ex, per_answer), cost = 0;
-    if (dollars && kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
-                                        ex->model, prompt, out, &cost) < 0)
+    int64_t out = kl_admit_output_bound(ex, per_answer), cost = 0, cost_full = 0;
+    a->referenced = referenced_tokens(ex);
+    if (dollars && (kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
+                                         ex->model, prompt, out, &cost) < 0 ||
+                    kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
+                                         ex->model, sat_add(prompt, a->referenced), out, &cost_full) < 0))
         return kl_fail(ex, KL_ERR_QUOTA, KL_EC_QUOTA,
                        "spend limit cannot be enforced: model %s has no price, so its cost cannot be reserved",
                        ex->model);
@@ -353,15 +387,17 @@ enum kl_step kl_admit_run(kl_exchange *ex)
 
     for (size_t i = 0; i < a->n; i++) {
         switch (a->charge[i]) {
-        case CHARGE_DOLLARS: a->amount[i] = cost; break;
-        case CHARGE_TOKENS: a->amount[i] = prompt + out; break;
+        case CHARGE_DOLLARS: a->amount[i] = with_referenced(a, i, cost, cost_full); break;
+        case CHARGE_TOKENS:
+            a->amount[i] = with_referenced(a, i, sat_add(prompt, out), sat_add(sat_add(prompt, out), a->referenced));
+            break;
         /* a request that offers tools needs one call left; one that offers
          * none reserves nothing, and any call it makes is charged as met */
         case CHARGE_TOOL_CALLS: a->amount[i] = offers_tools(ex) ? 1 : 0; break;
         default: a->amount[i] = 1; break;
         }
     }
-    a->cost = cost;
+    a->cost = cost_full;
     ex->admission = a;
     return reserve(ex, a, true);
 }
@@ -374,20 +410,24 @@ bool kl_admit_reprice(kl_exchange *ex, const struct kl_provider *p)
         dollars |= a->charge[i] == CHARGE_DOLLARS;
     if (!dollars)
         return true;
-    int64_t cost;
+    int64_t base, full, cost[KL_MAX_BUCKETS];
     if (kl_cost_estimate_max(ex->cfg->prices, p->cost_basis, p->cost_map, ex->model, prompt_estimate(ex),
-                             output_estimate(ex), &cost) < 0)
+                             output_estimate(ex), &base) < 0 ||
+        kl_cost_estimate_max(ex->cfg->prices, p->cost_basis, p->cost_map, ex->model,
+                             sat_add(prompt_estimate(ex), a->referenced), output_estimate(ex), &full) < 0)
         return false;
+    for (size_t i = 0; i < a->n; i++)
+        cost[i] = with_referenced(a, i, base, full);
     struct kl_buckets *t = ex->worker->server->buckets;
     int64_t now = kl_wall_ms();
     /* the increases first, all or none */
     size_t grown[KL_MAX_BUCKETS], ng = 0;
     for (size_t i = 0; i < a->n; i++) {
-        if (a->charge[i] != CHARGE_DOLLARS || a->log_only[i] || cost <= a->reserved[i])
+        if (a->charge[i] != CHARGE_DOLLARS || a->log_only[i] || cost[i] <= a->reserved[i])
             continue;
-        if (!kl_buckets_extend(t, a->b[i], cost - a->reserved[i], now)) {
+        if (!kl_buckets_extend(t, a->b[i], cost[i] - a->reserved[i], now)) {
             for (size_t k = 0; k < ng; k++)
-                kl_buckets_settle(t, a->b[grown[k]], cost - a->reserved[grown[k]], 0, now);
+                kl_buckets_settle(t, a->b[grown[k]], cost[grown[k]] - a->reserved[grown[k]], 0, now);
             return false;
         }
         grown[ng++] = i;
@@ -395,13 +435,14 @@ bool kl_admit_reprice(kl_exchange *ex, const struct kl_provider *p)
     for (size_t i = 0; i < a->n; i++) {
         if (a->charge[i] != CHARGE_DOLLARS)
             continue;
-        if (cost < a->reserved[i])
-            kl_buckets_settle(t, a->b[i], a->reserved[i] - cost, 0, now); /* give back the difference */
-        else if (cost > a->reserved[i] && a->log_only[i] && !kl_buckets_extend(t, a->b[i], cost - a->reserved[i], now))
+        if (cost[i] < a->reserved[i])
+            kl_buckets_settle(t, a->b[i], a->reserved[i] - cost[i], 0, now); /* give back the difference */
+        else if (cost[i] > a->reserved[i] && a->log_only[i] &&
+                 !kl_buckets_extend(t, a->b[i], cost[i] - a->reserved[i], now))
             continue; /* log-only: charged at the end whatever it holds */
-        a->reserved[i] = cost;
+        a->reserved[i] = cost[i];
     }
-    a->cost = cost;
+    a->cost = full;
     return true;
 }
 
@@ -619,7 +660,8 @@ cJSON *kl_admit_quota_states(kl_exchange *ex)
 
 cJSON *kl_admit_cost_estimate(kl_exchange *ex)
 {
-    int64_t prompt = prompt_estimate(ex), out = output_estimate(ex), cost = 0;
+    int64_t prompt = sat_add(prompt_estimate(ex), ex->admission ? ex->admission->referenced : referenced_tokens(ex));
+    int64_t out = output_estimate(ex), cost = 0;
     if (!ex->provider || !ex->model || kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis,
                                                             ex->provider->cost_map, ex->model, prompt, out, &cost) < 0)
         return NULL;

@@ -56,6 +56,7 @@ static struct kl_quotas *quotas_of(kl_cfg_ctx *c)
         struct kl_quotas *q = kl_arena_alloc(&c->cfg->arena, sizeof(*q));
         q->default_max_output_tokens = 8192;
         q->bytes_per_token = 3;
+        q->referenced_input_tokens = KL_REFERENCED_INPUT_TOKENS_DEFAULT;
         c->cfg->quotas = q;
     }
     return c->cfg->quotas;
@@ -120,17 +121,21 @@ void kl_limits_read_config(kl_cfg_ctx *c, const cJSON *v)
     }
     const cJSON *m;
     cJSON_ArrayForEach(m, v) {
-        bool known = strcmp(m->string, "default_max_output_tokens") == 0 || strcmp(m->string, "bytes_per_token") == 0;
+        bool refs = strcmp(m->string, "referenced_input_tokens") == 0; /* 0 allowed: none reserved */
+        bool known = refs || strcmp(m->string, "default_max_output_tokens") == 0 ||
+                     strcmp(m->string, "bytes_per_token") == 0;
         /* whole numbers in range before the cast (1e19 had wrapped negative) */
-        bool ok = cJSON_IsNumber(m) && m->valuedouble >= 1 && m->valuedouble <= KL_LIMIT_MAX &&
+        bool ok = cJSON_IsNumber(m) && m->valuedouble >= (refs ? 0 : 1) && m->valuedouble <= KL_LIMIT_MAX &&
                   m->valuedouble == (double)(int64_t)m->valuedouble;
         if (known && ok && strcmp(m->string, "default_max_output_tokens") == 0)
             q->default_max_output_tokens = (int64_t)m->valuedouble;
+        else if (known && ok && refs)
+            q->referenced_input_tokens = (int64_t)m->valuedouble;
         else if (known && ok)
             q->bytes_per_token = (int64_t)m->valuedouble;
         else if (known)
-            kl_cfg_report(c, KL_SEV_ERROR, m, "limits.%s must be a whole number from 1 to %lld", m->string,
-                          (long long)KL_LIMIT_MAX);
+            kl_cfg_report(c, KL_SEV_ERROR, m, "limits.%s must be a whole number from %d to %lld", m->string,
+                          refs ? 0 : 1, (long long)KL_LIMIT_MAX);
         else
             kl_cfg_report(c, KL_SEV_WARNING, m, "unknown key \"%s\" in limits (ignored)", m->string);
     }

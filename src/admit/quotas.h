@@ -23,7 +23,11 @@ struct kl_quotas {
     size_t n;
     int64_t default_max_output_tokens;  /* limits.default_max_output_tokens */
     int64_t bytes_per_token;            /* limits.bytes_per_token: prompt estimate */
+    int64_t referenced_input_tokens;    /* limits.referenced_input_tokens: the prompt estimate of each input a
+                                           request points at (admit/referenced.h); 0: none */
 };
+
+#define KL_REFERENCED_INPUT_TOKENS_DEFAULT 100000
 
 void kl_quotas_read_config(kl_cfg_ctx *c, const cJSON *v);   /* "quotas" */
 void kl_limits_read_config(kl_cfg_ctx *c, const cJSON *v);   /* "limits" */

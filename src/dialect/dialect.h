@@ -89,7 +89,10 @@ struct kl_body_span {
 struct kl_body_map {
     struct kl_body_span model, stream, stream_options, max_tokens, max_completion_tokens,
         max_output_tokens, generation_config, metadata, messages, input, contents, inference_config, n,
-        generation_config_snake;
+        generation_config_snake,
+        /* what points the provider at input the body does not hold (admit/referenced.c) */
+        previous_response_id, conversation, prompt, cached_content, cached_content_snake, tools, mcp_servers,
+        web_search_options;
 };
 
 /* Validate body[0..len) as JSON and, in the same pass, find the members of

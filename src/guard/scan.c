@@ -13,7 +13,7 @@
 
 #include <hs/hs.h>
 
-#include "guard/decoded.h"
+#include "core/decoded.h"
 
 enum check { CHECK_NONE, CHECK_LUHN, CHECK_SSN, CHECK_IBAN, CHECK_NOT_ANTHROPIC, CHECK_PRIVATE_KEY, CHECK_EMAIL };
 

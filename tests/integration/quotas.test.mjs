@@ -440,6 +440,45 @@ describe('spend quotas', () => {
     up.close();
   });
 
+  it('an input the request only points at (a stored conversation, a remote file, a provider-run tool) is reserved too', async () => {
+    // The body's size cannot show what previous_response_id brings in: each
+    // such input reserves limits.referenced_input_tokens more prompt.
+    const mock = await startMock();
+    const REF = 1000;
+    const gw = await startGateway({
+      quotas: { r: { capacity: usd(4n * EST) } },
+      limits: { referenced_input_tokens: REF },
+      grants: grant([{ bucket: 'r' }]),
+      providers: providersFor(mock.url),
+    });
+    const chained = JSON.stringify({ model: 'gpt-4o', max_output_tokens: MAX_TOKENS, input: 'hi', previous_response_id: 'resp_1' });
+    const needs = BigInt(Math.ceil(Buffer.byteLength(chained) / 3)) * IN_ND + BigInt(REF) * IN_ND + BigInt(MAX_TOKENS) * OUT_ND;
+    assert.ok(needs > 3n * EST && needs <= 4n * EST, 'the test\'s arithmetic');
+    // a full bucket takes it (charged what the provider reports) ...
+    const first = await post(gw, '/v1/responses', chained, { 'x-mock': EXACT });
+    assert.equal(first.status, 200);
+    await first.text();
+    // ... one that has spent a plain request's worth no longer can, though a plain request still fits
+    assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT })).status, 200);
+    const second = await post(gw, '/v1/responses', chained, { 'x-mock': EXACT });
+    assert.equal(second.status, 429);
+    assert.match((await second.json()).error.message, /quota r/);
+    assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT })).status, 200);
+    await gw.stop();
+    // a bucket smaller than what a reference reserves waits for a full bucket instead of refusing for ever
+    const small = await startGateway({
+      quotas: { s: { capacity: usd(2n * EST) } },
+      limits: { referenced_input_tokens: 1000000 },
+      grants: grant([{ bucket: 's' }]),
+      providers: providersFor(mock.url),
+    });
+    const ok = await post(small, '/v1/responses', chained, { 'x-mock': EXACT });
+    assert.equal(ok.status, 200);
+    await ok.text();
+    await small.stop();
+    await mock.stop();
+  });
+
   it('balances survive a restart; a lowered capacity clamps them; /api/quotas and refill', async () => {
     const mock = await startMock();
     const db = join(mkdtempSync(join(tmpdir(), 'kl-quota-')), 'q.db');

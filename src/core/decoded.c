@@ -1,4 +1,4 @@
-#include "guard/decoded.h"
+#include "core/decoded.h"
 
 #include <stdint.h>
 #include <stdlib.h>
