@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/decoded.h"
 #include "core/jsoncheck.h"
 #include "core/jsonscan.h"
 #include "core/text.h"
@@ -219,27 +220,6 @@ static bool names_plain(const char *d, size_t n)
             return false;
     }
     return true;
-}
-
-/* Does d hold a \u escape of a letter, digit, '_', '.' or '-'? The names
- * and values the byte filters below look for ("usage", "message_delta",
- * "response.completed", "toolUse") are made of those only, so only such an
- * escape can hide one from a byte match ("usag\u0065"); an event that has
- * one is read with cJSON, which decodes it. Escapes of other characters
- * (non-ASCII text, Go's \u003c for '<') cannot, and cost nothing more. */
-static bool word_char_escaped(const char *d, size_t n)
-{
-    const char *end = d + n;
-    for (const char *q = d; (q = memmem(q, (size_t)(end - q), "\\u00", 4)) && end - q >= 6; q += 4) {
-        int hi = kl_hex_digit(q[4]), lo = kl_hex_digit(q[5]);
-        if (hi < 0 || lo < 0)
-            continue;
-        int c = hi << 4 | lo;
-        if ((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == '.' ||
-            c == '-')
-            return true;
-    }
-    return false;
 }
 
 /* Strict mode's one shortcut: a chat chunk whose names are all written
@@ -898,7 +878,7 @@ static void gemini_object(kl_usage_parser *p, const char *s, size_t len, const c
         /* strict: the calls from the tree, which decoded any escaped key */
         gemini_candidates(p, member(tree, "candidates"));
     } else if (w[2].end && (has(cs, cn, "\"functionCall\"") || has(cs, cn, "\"finishReason\"") ||
-                            word_char_escaped(cs, cn))) {
+                            kl_decode_word_escaped(cs, cn))) {
         j = parse_span(s, &w[2]);
         gemini_candidates(p, j);
         cJSON_Delete(j);
@@ -1028,7 +1008,7 @@ static void whole_object(kl_usage_parser *p, const char *body, size_t len)
         return;
     }
     if (p->kind == KL_USAGE_OPENAI_CHAT && !p->strict && !has(body, len, "\"tool_calls\"") &&
-        !has(body, len, "\"function_call\"") && !word_char_escaped(body, len)) {
+        !has(body, len, "\"function_call\"") && !kl_decode_word_escaped(body, len)) {
         chat_whole_scan(p, body, len);
         return;
     }
@@ -1179,7 +1159,7 @@ static void read_event(kl_usage_parser *p, const char *event, size_t event_len, 
         return;
     /* Outside strict mode too, an event whose words may be escaped is read
      * whole (with cJSON, below) rather than filtered by its bytes. */
-    if (!full && !p->strict && word_char_escaped(d, n))
+    if (!full && !p->strict && kl_decode_word_escaped(d, n))
         full = true;
 
     /* full: no event is skipped for looking uninteresting */

@@ -152,7 +152,7 @@ int64_t kl_referenced_inputs(const struct kl_endpoint_info *ep, const char *body
 {
     if (!body || !len)
         return 0;
-    if (!kl_decode_needed(body, len))
+    if (!kl_decode_word_escaped(body, len))
         return count(ep, body, m);
     /* a name or a value may be spelt with escapes ("file\u005fid"): read
      * the body as the provider will, mapped again */

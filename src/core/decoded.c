@@ -11,6 +11,23 @@ bool kl_decode_needed(const char *s, size_t len)
     return memmem(s, len, "\\u", 2) || memmem(s, len, "\\/", 2);
 }
 
+bool kl_decode_word_escaped(const char *s, size_t len)
+{
+    const char *end = s + len;
+    if (memmem(s, len, "\\/", 2))
+        return true;
+    for (const char *q = s; (q = memmem(q, (size_t)(end - q), "\\u00", 4)) && end - q >= 6; q += 4) {
+        int hi = kl_hex_digit(q[4]), lo = kl_hex_digit(q[5]);
+        if (hi < 0 || lo < 0)
+            continue;
+        int c = hi << 4 | lo;
+        if ((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || c == '.' ||
+            c == '-')
+            return true;
+    }
+    return false;
+}
+
 /* The four hex digits at s, or -1. */
 static long hex4(const char *s)
 {

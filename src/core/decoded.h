@@ -27,6 +27,13 @@ struct kl_decoded {
 /* Does s[0..len) hold an escape kl_decode would decode? */
 bool kl_decode_needed(const char *s, size_t len);
 
+/* Does s[0..len) hold a \u escape of a letter, digit, '_', '.' or '-', or a
+ * \/? Member names and the values byte filters look for ("usage",
+ * "https://") are made of those, so only such an escape can hide one from a
+ * byte match ("usag\u0065"); escapes of other characters (non-ASCII text,
+ * Go's \u003c for '<') cannot. */
+bool kl_decode_word_escaped(const char *s, size_t len);
+
 /* Decode s[0..len) into d (kl_decoded_free when done). */
 void kl_decode(const char *s, size_t len, struct kl_decoded *d);
 
