@@ -201,6 +201,8 @@ void kl_failover_switch(kl_exchange *ex, const struct kl_provider *p)
     ex->error_class = KL_EC_NONE;
     ex->error_message = NULL;
     ex->response_headers = NULL;
+    ex->key_carry = NULL; /* the failed answer's tail (kl_route_mask_key) is not the next one's */
+    ex->key_carry_len = 0;
 }
 
 void kl_failover_abandon(kl_exchange *ex)

@@ -93,7 +93,8 @@ const char *kl_route_strip_key_param(kl_arena *a, const char *query)
 const char *kl_route_response_headers(kl_arena *a, const char *head, const char *apikey, bool *had_key)
 {
     *had_key = false;
-    bool key = apikey && *apikey && strstr(head, apikey);
+    /* a placeholder "key" of a few characters is no secret (kl_route_mask_key) */
+    bool key = apikey && strlen(apikey) >= KL_MASK_MIN_KEY && strstr(head, apikey);
     if (!key && !strcasestr(head, "x-keyless-"))
         return head; /* the common case: one scan each, no copy */
     char *out = kl_arena_alloc(a, strlen(head) + 1);

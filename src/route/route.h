@@ -44,8 +44,10 @@ const char *kl_route_strip_key_param(kl_arena *a, const char *query);
 /* A provider's response headers ("Name: value\r\n" lines) as the caller
  * gets them: without the gateway's own x-keyless- names (a provider's
  * would pass for ours) and without any line that holds the provider's key
+ * (of KL_MASK_MIN_KEY bytes or more)
  * (a provider echoing what it was sent must not hand it to the caller;
  * *had_key is then set). head itself when nothing goes. */
+#define KL_MASK_MIN_KEY 8
 const char *kl_route_response_headers(kl_arena *a, const char *head, const char *apikey, bool *had_key);
 
 /* The same for the answer's body, as it arrives in any split: every
@@ -55,7 +57,6 @@ const char *kl_route_response_headers(kl_arena *a, const char *head, const char 
  * waits (*carry, arena) for the next piece; data NULL at the end gives what
  * waited. Returns the bytes to relay (data itself when nothing changed or
  * waits) and their length in *out_len; *masked set when a key was found. */
-#define KL_MASK_MIN_KEY 8
 const char *kl_route_mask_key(kl_arena *a, const char *apikey, char **carry, size_t *carry_len,
                               const char *data, size_t len, size_t *out_len, bool *masked);
 
