@@ -65,65 +65,85 @@ static size_t put_utf8(char *o, unsigned long cp)
     return 4;
 }
 
-static void mark(struct kl_decoded *d, size_t *cap, size_t at, size_t len, size_t raw, size_t raw_len)
+/* The unit of s that starts at i, a backslash: how many bytes it takes
+ * (*raw_len) and the character it decodes to (*cp), or -1 in *cp for an
+ * escape kept as written (\n, \", \\, a \u escape of a control character,
+ * a quote or a backslash, anything malformed). */
+static void unit(const char *s, size_t len, size_t i, size_t *raw_len, long *cp)
 {
-    if (d->n == *cap) {
-        *cap = *cap ? *cap * 2 : 16;
-        d->marks = realloc(d->marks, *cap * sizeof(*d->marks));
-        if (!d->marks)
-            abort();
+    *raw_len = i + 1 < len ? 2 : 1;
+    *cp = -1;
+    if (i + 1 >= len)
+        return;
+    if (s[i + 1] == '/') {
+        *cp = '/';
+        return;
     }
-    d->marks[d->n++] = (struct kl_decoded_mark){at, len, raw, raw_len};
+    long c = s[i + 1] == 'u' && len - i >= 6 ? hex4(s + i + 2) : -1;
+    if (c < 0)
+        return; /* "\\u0041" is a backslash and text, not an escape of A */
+    size_t rl = 6;
+    if (c >= 0xd800 && c < 0xdc00 && len - i >= 12 && s[i + 6] == '\\' && s[i + 7] == 'u') {
+        long lo = hex4(s + i + 8);
+        if (lo >= 0xdc00 && lo < 0xe000) {
+            c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
+            rl = 12;
+        }
+    }
+    if (c >= 0xd800 && c < 0xe000)
+        c = 0xfffd; /* a lone surrogate: what a lenient reader makes of it */
+    *raw_len = rl;
+    /* kept as written, as \n and \" are: the text stays a JSON text's
+     * shape, its strings where they were */
+    *cp = c < 0x20 || c == '"' || c == '\\' ? -1 : c;
+}
+
+/* The bytes the unit decodes to: its character's UTF-8, or itself. */
+static size_t unit_len(size_t raw_len, long cp)
+{
+    return cp < 0 ? raw_len : cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
 }
 
 void kl_decode(const char *s, size_t len, struct kl_decoded *d)
 {
     memset(d, 0, sizeof(*d));
+    d->src = s;
+    d->src_len = len;
     d->text = malloc(len + 1);
     if (!d->text)
         abort();
-    size_t cap = 0, o = 0;
+    size_t cap = 0, o = 0, escapes = 0;
     for (size_t i = 0; i < len;) {
-        if (s[i] != '\\' || i + 1 == len) {
-            d->text[o++] = s[i++];
-            continue;
-        }
-        long cp = s[i + 1] == '/' ? '/' : s[i + 1] == 'u' && len - i >= 6 ? hex4(s + i + 2) : -1;
-        if (cp < 0) {
-            /* an escape kept as written, both bytes: "\\u0041" is a
-             * backslash and text, not an escape of A */
-            d->text[o++] = s[i++];
-            d->text[o++] = s[i++];
-            continue;
-        }
-        size_t raw_len = s[i + 1] == '/' ? 2 : 6;
-        if (cp >= 0xd800 && cp < 0xdc00 && len - i >= 12 && s[i + 6] == '\\' && s[i + 7] == 'u') {
-            long lo = hex4(s + i + 8);
-            if (lo >= 0xdc00 && lo < 0xe000) {
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                raw_len = 12;
+        const char *bs = memchr(s + i, '\\', len - i);
+        size_t plain = bs ? (size_t)(bs - (s + i)) : len - i;
+        memcpy(d->text + o, s + i, plain);
+        o += plain;
+        i += plain;
+        if (i == len)
+            break;
+        size_t rl;
+        long cp;
+        unit(s, len, i, &rl, &cp);
+        if (cp >= 0 && escapes++ % KL_DECODED_STRIDE == 0) {
+            if (d->n == cap) {
+                cap = cap ? cap * 2 : 16;
+                d->marks = realloc(d->marks, cap * sizeof(*d->marks));
+                if (!d->marks)
+                    abort();
             }
+            d->marks[d->n++] = (struct kl_decoded_mark){o, i};
         }
-        if (cp >= 0xd800 && cp < 0xe000)
-            cp = 0xfffd; /* a lone surrogate: what a lenient reader makes of it */
-        if (cp < 0x20 || cp == '"' || cp == '\\') {
-            /* kept as written, as \n and \" are: the text stays a JSON
-             * text's shape, its strings where they were */
-            memcpy(d->text + o, s + i, raw_len);
-            o += raw_len;
-            i += raw_len;
-            continue;
-        }
-        size_t n = put_utf8(d->text + o, (unsigned long)cp);
-        mark(d, &cap, o, n, i, raw_len);
-        o += n;
-        i += raw_len;
+        if (cp >= 0)
+            o += put_utf8(d->text + o, (unsigned long)cp);
+        else
+            memcpy(d->text + o, s + i, rl), o += rl;
+        i += rl;
     }
     d->text[o] = '\0';
     d->len = o;
 }
 
-/* The last mark at or before decoded offset x, or NULL. */
+/* The last checkpoint at or before decoded offset x, or NULL. */
 static const struct kl_decoded_mark *mark_at(const struct kl_decoded *d, size_t x)
 {
     size_t lo = 0, hi = d->n;
@@ -145,14 +165,28 @@ size_t kl_decoded_raw(const struct kl_decoded *d, size_t x, bool end)
         x--;
     }
     const struct kl_decoded_mark *m = mark_at(d, x);
-    size_t raw;
-    if (!m)
-        raw = x;
-    else if (x < m->at + m->len)
-        return end ? m->raw + m->raw_len : m->raw;
-    else
-        raw = m->raw + m->raw_len + (x - m->at - m->len);
-    return end ? raw + 1 : raw;
+    size_t at = m ? m->at : 0, raw = m ? m->raw : 0;
+    const char *s = d->src;
+    while (raw < d->src_len) {
+        const char *bs = memchr(s + raw, '\\', d->src_len - raw);
+        size_t plain = bs ? (size_t)(bs - (s + raw)) : d->src_len - raw;
+        if (x < at + plain)
+            return raw + (x - at) + (end ? 1 : 0);
+        at += plain;
+        raw += plain;
+        if (raw == d->src_len)
+            break;
+        size_t rl;
+        long cp;
+        unit(s, d->src_len, raw, &rl, &cp);
+        size_t dl = unit_len(rl, cp);
+        if (x < at + dl)
+            /* inside a decoded character (or a kept escape, byte for byte) */
+            return cp < 0 ? raw + (x - at) + (end ? 1 : 0) : end ? raw + rl : raw;
+        at += dl;
+        raw += rl;
+    }
+    return d->src_len;
 }
 
 void kl_decoded_free(struct kl_decoded *d)
