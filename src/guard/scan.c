@@ -415,7 +415,11 @@ static char before(const char *body, size_t i)
 }
 
 /* An address's start: back from its last '@' over the local part's
- * characters (at most 64, RFC 5321's limit), not into an escape. */
+ * characters (at most 64 bytes, RFC 5321's limit), not into an escape: ASCII
+ * letters, digits and ._%+-, and Latin letters in UTF-8 (U+00C0-U+024F, two
+ * bytes: "rené@"), whole; never other scripts or punctuation, so that
+ * "邮箱：zhang@" keeps its label and a character is never cut in two. The
+ * '@' itself when no local part precedes it. */
 static size_t email_start(const char *body, size_t to)
 {
     size_t at = to;
@@ -424,9 +428,14 @@ static size_t email_start(const char *body, size_t to)
     size_t from = at - 1; /* at the '@' */
     while (from > 0 && at - 1 - from < 64) {
         char c = before(body, from);
-        if (!(is_alnum(c) || (unsigned char)c >= 0x80 || (c && strchr("._%+-", c))) || c == ' ')
+        unsigned char lead = from >= 2 ? (unsigned char)body[from - 2] : 0;
+        if (is_alnum(c) || (c && strchr("._%+-", c))) {
+            from--;
+        } else if (((unsigned char)c & 0xc0) == 0x80 && lead >= 0xc3 && lead <= 0xc9 && at - 1 - (from - 2) <= 64) {
+            from -= 2;
+        } else {
             break;
-        from--;
+        }
     }
     return from;
 }
@@ -517,7 +526,7 @@ static bool holds(const struct rule *r, const char *body, size_t len, size_t *fr
         return true;
     case CHECK_EMAIL:
         *from = email_start(body, *to);
-        return true;
+        return body[*from] != '@'; /* an address has a local part */
     case CHECK_LUHN:
     case CHECK_SSN:
         if (is_digit(before(body, *from)) || (*to < len && is_digit(body[*to])))

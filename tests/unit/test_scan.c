@@ -230,6 +230,18 @@ static void escaped_findings(void **state)
     assert_string_equal(content(&r, buf, sizeof(buf)), "to [REDACTED:email] \xc3\xa9t\xc3\xa9");
     r = scan_raw(f, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\\/b jane\\u002edoe@example\\u002ecom\"}]}");
     assert_string_equal(content(&r, buf, sizeof(buf)), "a/b [REDACTED:email]");
+    /* a local part takes Latin letters whole, never other scripts, punctuation or a no-break space */
+    r = scan(f, "\xe9\x82\xae\xe7\xae\xb1\xef\xbc\x9azhang@example.com");           /* 邮箱：zhang@ */
+    assert_string_equal(content(&r, buf, sizeof(buf)), "\xe9\x82\xae\xe7\xae\xb1\xef\xbc\x9a[REDACTED:email]");
+    r = scan(f, "\xe6\x98\xaf" "zhang@example.com");                                      /* 是zhang@ */
+    assert_string_equal(content(&r, buf, sizeof(buf)), "\xe6\x98\xaf[REDACTED:email]");
+    r = scan(f, "Contact\xc2\xa0" "bob@example.com");
+    assert_string_equal(content(&r, buf, sizeof(buf)), "Contact\xc2\xa0[REDACTED:email]");
+    r = scan(f, "write to ren\xc3\xa9@example.com");
+    assert_string_equal(content(&r, buf, sizeof(buf)), "write to [REDACTED:email]");
+    /* no local part: no address */
+    r = scan(f, "\xe6\x98\xaf@example.com");
+    assert_int_equal(r.action, KL_SCAN_OFF);
     /* an escaped backslash before "u0041" is text, not an escape of A; \u0022
      * (a quote) stays a quote's escape: nothing crosses a string */
     r = scan_raw(f, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\\\\u0041KIAIOSFODNN7EXAMPLE\"}]}");
