@@ -894,8 +894,11 @@ int kl_account_cost(const kl_exchange *ex, const struct kl_usage *u, int64_t *nd
      * the one asked for (a Bedrock id, an inference profile's ARN): when one
      * matches, it prices the request, as it priced its reservation. */
     for (size_t i = 0; ex->model && p->cost_map && i < p->cost_map->n; i++)
-        if (kl_cost_glob(p->cost_map->rules[i].match, ex->model))
-            return kl_cost(prices, p->cost_basis, p->cost_map, ex->model, u, nd);
+        if (kl_cost_glob(p->cost_map->rules[i].match, ex->model)) {
+            if (kl_cost(prices, p->cost_basis, p->cost_map, ex->model, u, nd) == 0)
+                return 0;
+            break; /* a rule without a priced model: as if none matched */
+        }
     /* Otherwise what the provider says it served (a dated snapshot), else
      * what was asked. */
     const char *model = u->model_served ? u->model_served : ex->model;

@@ -378,14 +378,15 @@ static void chat_object(kl_usage_parser *p, const cJSON *root, bool stream)
             uint64_t *slot_id, id = id_hash(str_member(tc, "id"));
             if (!seen_slot(p, choice << 32 | index_of(tc, ti), &slot_id)) {
                 add_tool(p, name);
-            } else if (!member(tc, "index") && id && id != *slot_id) {
-                /* a new call: Gemini's OpenAI-compatible streams send no
-                 * index, each call with its own id */
+            } else if (id && *slot_id && id != *slot_id) {
+                /* a new call with its own id in a used slot: Gemini's
+                 * OpenAI-compatible streams send no index, Ollama's send
+                 * every parallel call at index 0 */
                 add_tool(p, name);
             } else if (p->strict) {
-                /* a second name in a slot, whatever its id: SDKs join the
-                 * pieces by index (Python) or keep the last (Node), and
-                 * neither name was what the caller ends up with */
+                /* a second name for the same call (its id repeated, or
+                 * none): SDKs join the pieces by index (Python) or keep the
+                 * last (Node), and neither name was checked */
                 ambiguous(p, "a tool call's name in pieces");
             }
             *slot_id = id;
@@ -862,6 +863,8 @@ static void gemini_object(kl_usage_parser *p, const char *s, size_t len, const c
     struct kl_json_want w[] = {{.key = "usageMetadata"}, {.key = "modelVersion"}, {.key = "candidates"},
                        {.key = "promptFeedback"}, {.key = "error"}};
     kl_json_scan_members(s, len, w, sizeof(w) / sizeof(w[0]));
+    if (!p->u.answered && w[2].end && has(s + w[2].start, w[2].end - w[2].start, "\"parts\""))
+        p->u.answered = true;
 
     if (w[0].end && s[w[0].start] == '{')
         gemini_usage(p, s, &w[0]);
@@ -1130,10 +1133,8 @@ static bool event_answers(enum kl_usage_kind kind, const char *ev, size_t evl, c
         return has(d, n, "\"content_block_start\"") || has(d, n, "\"content_block_delta\"");
     case KL_USAGE_BEDROCK_CONVERSE:
         return name_is(ev, evl, "contentBlockStart") || name_is(ev, evl, "contentBlockDelta");
-    case KL_USAGE_GEMINI:
-        return has(d, n, "\"parts\"");
     default:
-        return false;
+        return false; /* Gemini's: gemini_object, which SSE events and array elements both reach */
     }
 }
 

@@ -1536,8 +1536,8 @@ static void strict_mode(void **state)
     assert_null(kl_usage_ambiguity(p));
 
     /* a name in pieces that repeats the call's id is still in pieces (Python's
-     * SDK joins "Ba" + "sh" by index); a Gemini-style new id without an index
-     * is a new call, but not a second id with one */
+     * SDK joins "Ba" + "sh" by index), and so is one whose first piece had no
+     * id; a new id after an id is a new call (below) */
     const char *pieces[][2] = {
         {"{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"function\":{\"name\":\"Ba\"}}]}}]}",
          "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"function\":{\"name\":\"sh\"}}]}}]}"},
@@ -1558,6 +1558,17 @@ static void strict_mode(void **state)
         assert_non_null(kl_usage_ambiguity(p));
         assert_non_null(strstr(kl_usage_ambiguity(p), "in pieces"));
     }
+
+    /* Ollama's parallel calls: each whole, each with its own id, all at index 0 */
+    s.n = 0;
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_on_tool(p, note_name, &s);
+    strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\","
+                          "\"type\":\"function\",\"function\":{\"name\":\"file_write\",\"arguments\":\"{}\"}}]}}]}");
+    strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_b\","
+                          "\"type\":\"function\",\"function\":{\"name\":\"file_write\",\"arguments\":\"{}\"}}]}}]}");
+    assert_int_equal(kl_usage_result(p)->tool_calls, 2);
+    assert_null(kl_usage_ambiguity(p));
 
     /* many calls, each in its own slot (the set of slots grows), and a slot named again */
     p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
@@ -1631,6 +1642,14 @@ static void streams_say_whether_they_answered(void **state)
          false},
         {KL_USAGE_BEDROCK_CONVERSE, "contentBlockDelta", "{\"delta\":{\"text\":\"a\"}}", NULL, NULL, true},
     };
+    /* Gemini's JSON-array stream: an element with text, then an error one */
+    kl_usage_parser *g = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+    const char *arr = "[{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}]}}]},{\"error\":{\"code\":500}}]";
+    kl_usage_array_bytes(g, arr, strlen(arr));
+    assert_true(kl_usage_result(g)->answered);
+    g = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+    kl_usage_array_bytes(g, "[{\"error\":{\"code\":503}}]", 24);
+    assert_false(kl_usage_result(g)->answered);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         kl_usage_parser *p = kl_usage_parser_new(&a, cases[i].kind);
         const char *e1 = cases[i].ev1, *e2 = cases[i].ev2;
