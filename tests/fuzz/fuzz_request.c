@@ -1,8 +1,10 @@
-/* libFuzzer: request facts from a body, for every inference endpoint, and
- * the byte scanner used to splice bodies. */
+/* libFuzzer: request facts from a body, for every inference endpoint, the
+ * inputs it points at (admit/referenced.h), and the byte scanner used to
+ * splice bodies. */
 #include <stddef.h>
 #include <stdint.h>
 
+#include "admit/referenced.h"
 #include "core/jsonscan.h"
 #include "dialect/dialect.h"
 
@@ -11,7 +13,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *paths[] = {"/v1/chat/completions", "/v1/responses", "/v1/messages",
-                                  "/v1beta/models/g:streamGenerateContent"};
+                                  "/v1beta/models/g:streamGenerateContent", "/model/m/converse"};
     kl_arena a;
     kl_arena_init(&a);
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
@@ -20,6 +22,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct kl_request_facts f;
         const char *why;
         if (kl_dialect_request_facts(m.ep, (const char *)data, size, &a, &f, &why) == 0) {
+            /* every reference holds at least a name and a value */
+            if (kl_referenced_inputs(m.ep, (const char *)data, size, &f.map) * 4 > (int64_t)size)
+                __builtin_trap();
             /* the scanner must agree with cJSON on valid input */
             struct kl_json_want m = {.key = "model"};
             kl_json_scan_members((const char *)data, size, &m, 1);
