@@ -372,7 +372,10 @@ enum kl_step kl_admit_run(kl_exchange *ex)
                        dollars ? "spend limit" : "tool-call limit", ex->model);
     int64_t prompt = prompt_estimate(ex), per_answer = output_per_answer(ex);
     int64_t out = kl_admit_output_bound(ex, per_answer), cost = 0, cost_full = 0;
-    a->referenced = referenced_tokens(ex);
+    bool sized = dollars;
+    for (size_t i = 0; i < a->n; i++)
+        sized |= a->charge[i] == CHARGE_TOKENS;
+    a->referenced = sized ? referenced_tokens(ex) : 0;
     if (dollars && (kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
                                          ex->model, prompt, out, &cost) < 0 ||
                     kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
