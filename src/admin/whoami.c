@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "authorize/authorize.h"
+#include "authorize/grants.h"
 #include "identity/identity.h"
 #include "listen/conn.h"
 
@@ -24,6 +25,17 @@ static void add_opt(cJSON *o, const char *k, const char *v)
         cJSON_AddStringToObject(o, k, v);
     else
         cJSON_AddNullToObject(o, k);
+}
+
+/* The selectors of a grant that the caller matches: why it applies to
+ * them. The rest of its src (other users' logins) is for admins to see. */
+static cJSON *matched(const kl_exchange *ex, const struct kl_grant *gr)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < gr->nsrc; i++)
+        if (kl_selector_matches(ex->ident, gr->src[i]))
+            cJSON_AddItemToArray(a, cJSON_CreateString(gr->src[i]));
+    return a;
 }
 
 enum kl_step kl_admin_whoami(kl_exchange *ex)
@@ -51,7 +63,7 @@ enum kl_step kl_admin_whoami(kl_exchange *ex)
         if (gi >= 0) {
             const struct kl_grant *gr = &ex->cfg->grants->v[gi];
             cJSON_AddStringToObject(g, "from", kl_arena_printf(&ex->arena, "config grants[%d]", gi));
-            cJSON_AddItemToObject(g, "src", strings(gr->src, gr->nsrc));
+            cJSON_AddItemToObject(g, "src", ex->role == KL_ROLE_ADMIN ? strings(gr->src, gr->nsrc) : matched(ex, gr));
         } else {
             cJSON_AddStringToObject(g, "from", "tailnet policy (CapMap)");
         }

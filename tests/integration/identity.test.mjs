@@ -18,7 +18,7 @@ const GRANTS = [
   { src: ['tag:ci'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'openai/gpt-4o-mini' }] } },
   { src: ['tag:prod'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: ['gemini/*', 'openai/gpt-4o'] }] } },
   { src: ['(loopback)'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }] } },
-  { src: ['group:wg'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'anthropic/claude-haiku-*' }] } },
+  { src: ['zed@example.com', 'group:wg'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'anthropic/claude-haiku-*' }] } },
 ];
 
 describe('identity and grants', () => {
@@ -201,6 +201,9 @@ describe('identity and grants', () => {
       const w = await whoami(gw, ip);
       assert.equal(w.body.login, 'wg-frank@example.com');
       assert.equal(w.body.source, 'cidr');
+      // a user sees why a grant applies to them, not who else it names
+      const g = w.body.grants.find((x) => x.from === 'config grants[3]');
+      assert.deepEqual(g.src, ['group:wg']);
     }
     assert.equal((await messages(gw, '127.0.0.31', 'claude-haiku-4-5')).status, 200);
     assert.equal((await messages(gw, '127.0.0.31', 'claude-sonnet-4-5')).status, 404);
