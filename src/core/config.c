@@ -8,9 +8,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "account/prices.h"
 #include "admit/quotas.h"
 #include "authorize/grants.h"
+#include "core/file.h"
 #include "core/log.h"
 #include "guard/hooks.h"
 #include "guard/scan.h"
@@ -380,6 +383,9 @@ const char *kl_cfg_secret(kl_cfg_ctx *c, const cJSON *v, const char *owner, cons
     return kl_cfg_secret_named(c, v, owner, "API key", problem);
 }
 
+/* Longer than any key or secret (a service account's key file is read elsewhere). */
+#define KL_SECRET_FILE_MAX (64u << 10)
+
 /* The secret's text as configured: literal, ${ENV} or file:, unchecked. */
 static const char *secret_text(kl_cfg_ctx *c, const cJSON *v, const char *owner, const char *noun,
                                const char **problem)
@@ -398,22 +404,19 @@ static const char *secret_text(kl_cfg_ctx *c, const cJSON *v, const char *owner,
         return NULL;
     }
     if (strncmp(s, "file:", 5) == 0) {
-        const char *path = s + 5;
-        FILE *f = fopen(path, "rb");
-        char buf[8192];
-        size_t n = 0;
-        if (f) {
-            n = fread(buf, 1, sizeof(buf) - 1, f);
-            fclose(f);
-        }
-        if (!f) {
-            *problem = kl_arena_printf(&c->cfg->arena, "%s has no %s: cannot read %s (%s)", owner, noun, path,
-                                       strerror(errno));
+        /* a regular file, whole (a directory is no empty key, a FIFO must not
+         * hold the main thread's SIGHUP, a long key is not cut short) */
+        char *text = NULL, err[512];
+        if (kl_sync_read_file("cannot read", s + 5, KL_SECRET_FILE_MAX, &text, err, sizeof(err)) < 0) {
+            *problem = kl_arena_printf(&c->cfg->arena, "%s has no %s: %s", owner, noun, err);
             return NULL;
         }
-        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        size_t n = strlen(text);
+        while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r' || text[n - 1] == ' '))
             n--;
-        s = kl_arena_strndup(&c->cfg->arena, buf, n);
+        s = kl_arena_strndup(&c->cfg->arena, text, n);
+        OPENSSL_cleanse(text, strlen(text));
+        free(text);
     }
     return s;
 }

@@ -112,36 +112,3 @@ bool kl_sync_url_ok(const char *url, const char *const *http_hosts, bool https_a
     return ok;
 }
 
-int kl_sync_read_file(const char *what, const char *path, size_t max, char **out, char *err, size_t errlen)
-{
-    /* a regular file only, opened without waiting: a FIFO or a device
-     * there would hold the credential thread, and keyless's stop with it */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    bool absent = fd < 0 && (errno == ENOENT || errno == ENOTDIR);
-    struct stat st;
-    const char *why = fd < 0 ? strerror(errno) : NULL;
-    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)))
-        why = "not a regular file";
-    FILE *f = why ? NULL : fdopen(fd, "r");
-    if (!f) {
-        if (fd >= 0)
-            close(fd);
-        snprintf(err, errlen, "%s %.300s: %s", what, path, why ? why : strerror(errno));
-        return absent ? -2 : -1;
-    }
-    char *text = calloc(1, max + 2); /* a byte more than allowed, and the NUL */
-    if (!text)
-        abort();
-    size_t n = fread(text, 1, max + 1, f);
-    bool bad = ferror(f) || n > max || strlen(text) != n;
-    fclose(f);
-    if (bad) {
-        snprintf(err, errlen, "%s %.300s: %s", what, path,
-                 n > max ? "too long" : strlen(text) != n ? "a NUL byte in it" : "unreadable");
-        OPENSSL_cleanse(text, max + 2);
-        free(text);
-        return -1;
-    }
-    *out = text;
-    return 0;
-}

@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/file.h"
+
 struct kl_sync_req {
     const char *method;         /* "GET", "POST" or "PUT" */
     const char *url;
@@ -29,12 +31,6 @@ struct kl_sync_reply {
  * is set. */
 int kl_sync_fetch(const struct kl_sync_req *r, const atomic_bool *stop, struct kl_sync_reply *out, char *err,
                   size_t errlen);
-/* A small regular file holding a credential (a token a kubelet or an
- * agent writes, read again each time since they rotate it; a credentials
- * file), whole: 0 with *out (malloc, NUL-terminated, no NUL inside, at
- * most max bytes; wipe it), or -1 with err ("WHAT PATH: why"), -2 when
- * there is no such file. */
-int kl_sync_read_file(const char *what, const char *path, size_t max, char **out, char *err, size_t errlen);
 /* Frees the body, wiped first: it may hold a credential. */
 void kl_sync_reply_free(struct kl_sync_reply *r);
 /* Whether url, read by libcurl's own parser (so that

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -155,7 +156,37 @@ static void file_key(void **state)
     assert_string_equal(c->providers[0].apikey, "sk-in-file");
     kl_config_unref(c);
     kl_diags_free(&d);
+    /* a long key whole, not cut at 8 KiB */
+    f = fopen(path, "w");
+    for (int i = 0; i < 9000; i++)
+        fputc('k', f);
+    fputc('\n', f);
+    fclose(f);
+    c = parse(text, &d);
+    assert_non_null(c);
+    assert_int_equal(strlen(c->providers[0].apikey), 9000);
+    kl_config_unref(c);
+    kl_diags_free(&d);
     unlink(path);
+    /* a directory is no empty key, and a FIFO nobody writes does not hold the reader */
+    char dir[] = "/tmp/kl-keydir-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char fifo[64];
+    snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    const char *paths[] = {dir, fifo};
+    for (int i = 0; i < 2; i++) {
+        snprintf(text, sizeof(text), "{\"providers\": {\"x\": {\"baseurl\": \"http://h\", \"apikey\": \"file:%s\", "
+                 "\"models\": [\"m\"]}}}", paths[i]);
+        c = parse(text, &d);
+        assert_non_null(c);
+        assert_null(c->providers[0].apikey);
+        assert_non_null(strstr(c->providers[0].key_problem, "not a regular file"));
+        kl_config_unref(c);
+        kl_diags_free(&d);
+    }
+    unlink(fifo);
+    rmdir(dir);
 }
 
 static void errors_have_line_and_column(void **state)
