@@ -22,6 +22,7 @@
 #include "core/text.h"
 #include "dialect/dialect.h"
 #include "core/jsoncheck.h"
+#include "core/jsonscan.h"
 #include "guard/hookcall.h"
 #include "guard/hooks.h"
 #include "guard/notes.h"
@@ -143,18 +144,18 @@ const char *kl_guard_replace_body(kl_exchange *ex, const char *text, size_t len)
     return NULL;
 }
 
-/* "modify": the hook's request_body, whole. */
-static const char *apply_modify(kl_exchange *ex, const cJSON *body)
+/* "modify": the hook's request_body, whole, as the hook wrote it (its
+ * bytes from the reply: a number keeps every digit, which a re-print by
+ * cJSON would round). The reply was refused already for a duplicate key or
+ * a \u0000 escape, so those bytes read the same to every reader. */
+static const char *apply_modify(kl_exchange *ex, const char *reply, size_t len, const cJSON *body)
 {
     if (!cJSON_IsObject(body))
         return "modify without a request_body object";
-    if (kl_json_has_duplicate_keys(body))
-        return "its modify has a duplicate key, which providers and later hooks could read differently";
-    char *text = cJSON_PrintUnformatted(body);
-    if (!text)
-        abort();
-    const char *why = kl_guard_replace_body(ex, text, strlen(text));
-    cJSON_free(text);
+    struct kl_json_want w = {.key = "request_body"};
+    if (kl_json_scan_members(reply, len, &w, 1) < 0 || !w.end)
+        return "modify without a request_body object";
+    const char *why = kl_guard_replace_body(ex, reply + w.start, w.end - w.start);
     return why ? kl_arena_printf(&ex->arena, "its modify: %s (a hook may not change the model or streaming)", why)
                : NULL;
 }
@@ -218,9 +219,14 @@ static void on_reply(void *arg, int status, const char *body, size_t len, const 
         snprintf(why, sizeof(why), "%s", error ? error : "no answer");
     } else if (status / 100 != 2) {
         snprintf(why, sizeof(why), "it answered HTTP %d", status);
-    } else if (!(reply = cJSON_ParseWithLength(body, len)) ||
+    } else if (kl_json_validate(body, len, NULL) < 0 || !(reply = cJSON_ParseWithLength(body, len)) ||
                !cJSON_IsString(action = cJSON_GetObjectItemCaseSensitive(reply, "action"))) {
+        /* one JSON value and nothing after it: {"action":"allow"}{"action":"block"} is no verdict */
         snprintf(why, sizeof(why), "its answer is not {\"action\": \"allow\"|\"block\"|\"modify\", ...}");
+    } else if (kl_json_has_duplicate_keys(reply) || kl_json_has_nul_escape(body, len)) {
+        /* cJSON reads a duplicate's first value, Aperture's Go reader the
+         * last; a \u0000 ends a cJSON string early */
+        snprintf(why, sizeof(why), "its answer has a duplicate key or a \\u0000 escape, which readers read differently");
     } else {
         why[0] = '\0';
     }
@@ -240,13 +246,13 @@ static void on_reply(void *arg, int status, const char *body, size_t len, const 
         ex->fail_status = code;
         step = kl_fail(ex, kind_for(code), KL_EC_BLOCKED, "%s", m);
     } else if (strcmp(a, "modify") == 0) {
-        const char *bad = apply_modify(ex, cJSON_GetObjectItemCaseSensitive(reply, "request_body"));
+        const char *bad = apply_modify(ex, body, len, cJSON_GetObjectItemCaseSensitive(reply, "request_body"));
         if (bad) {
             snprintf(why, sizeof(why), "%s", bad);
             step = failed(r, why);
         } else {
-            /* cJSON printed the new body: no \u0000, and apply_modify
-             * refused duplicate keys, so this reads it as the provider will */
+            /* the reply had no \u0000 and no duplicate key, so this reads
+             * the new body as the provider will */
             kl_guard_note(ex, "request", h->name, "modify", NULL, 0, NULL);
             read_message(r);
             r->modified = true;

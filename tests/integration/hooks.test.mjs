@@ -178,10 +178,27 @@ describe('pre_request hooks', () => {
     hook.reply = async (c) => (c.path === '/pii'
       ? [200, '{"action":"modify","request_body":{"model":"gpt-4o","messages":[],"messages":[{"role":"user","content":"x"}]}}']
       : [200, { action: 'allow' }]);
-    await assert.rejects(chat('x'), (e) => e.status === 503 && /its modify has a duplicate key/.test(e.message));
+    await assert.rejects(chat('x'), (e) => e.status === 503 && /its answer has a duplicate key/.test(e.message));
     hook.reply = async (c) => (c.path === '/pii' ? [200, 'not json'] : [200, { action: 'allow' }]);
     await assert.rejects(chat('x'), (e) => e.status === 503 && /its answer is not/.test(e.message));
+    // a verdict with more after it, a verdict given twice (Aperture's Go reader takes the last),
+    // a modify with a \u0000 (cJSON would cut the text there): no verdict, fail_policy
+    for (const [answer, re] of [['{"action":"allow"}{"action":"block"}', /its answer is not/],
+      ['{"action":"allow"} xyz', /its answer is not/],
+      ['{"action":"allow","action":"block"}', /its answer has a duplicate key/],
+      ['{"action":"modify","request_body":{"model":"gpt-4o","messages":[{"role":"user","content":"keep\\u0000 this"}]}}',
+        /\\u0000 escape/]]) {
+      hook.reply = async (c) => (c.path === '/pii' ? [200, answer] : [200, { action: 'allow' }]);
+      await assert.rejects(chat('x'), (e) => e.status === 503 && re.test(e.message), answer);
+    }
     assert.equal((await mock.requests()).length, 0);
+    // a modify goes upstream as the hook wrote it: a 20-digit seed keeps its digits
+    hook.reply = async (c) => (c.path === '/pii'
+      ? [200, '{"action":"modify","request_body":{"model":"gpt-4o","seed":12345678901234567891,' +
+        '"messages":[{"role":"user","content":"x"}]}}'] : [200, { action: 'allow' }]);
+    await chat('x');
+    assert.match((await mock.last()).body, /"seed":12345678901234567891/);
+    await mock.clear();
     // audit is fail_open: its failure is logged and the request goes on
     hook.reply = async (c) => (c.path === '/audit' ? [500, { error: 'down' }] : [200, { action: 'allow' }]);
     const { data: ok, response } = await chat('y').withResponse();
