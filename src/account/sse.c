@@ -27,31 +27,39 @@ static size_t line_break(const char *p, size_t i, size_t len)
 }
 
 /* Length of the first complete event in p[0..len), or 0 when there is none
- * yet; scanning starts at from, the start of a line. An event ends at an
- * empty line; lines end in \r\n, \n or \r. A line ending in '\r' at the very
- * end may still be followed by '\n', so it waits, unless it is the empty
- * line: that event is complete either way, and *cr_end says a '\n' arriving
- * next belongs to it (CR-only streams end every event so; holding each one
- * until the next byte would delay it by the provider's pause). With no event
- * yet, *resume is the start of the incomplete line: the next call starts
- * there instead of rescanning the whole event, which would make one large
- * event cost its size squared. */
-static size_t event_end(const char *p, size_t len, size_t from, size_t *resume, bool *cr_end)
+ * yet; scanning starts at from, the start of a line, or (mid) a point
+ * inside a line that is not empty. An event ends at an empty line; lines
+ * end in \r\n, \n or \r. A line ending in '\r' at the very end may still be
+ * followed by '\n', so it waits, unless it is the empty line: that event is
+ * complete either way, and *cr_end says a '\n' arriving next belongs to it
+ * (CR-only streams end every event so; holding each one until the next byte
+ * would delay it by the provider's pause). With no event yet, *resume (and
+ * *resume_mid) is where the next call goes on: how far this one got, even
+ * inside a line, so that one large event (a data: line of megabytes, read a
+ * piece at a time) is scanned once, not once per piece. */
+static size_t event_end(const char *p, size_t len, size_t from, bool mid, size_t *resume, bool *resume_mid,
+                        bool *cr_end)
 {
     size_t i = from;
     *cr_end = false;
     while (i < len) {
         size_t b = line_break(p, i, len);   /* the line break, or len */
-        if (b == len)
-            break;
-        bool empty = b == i;
+        if (b == len) {
+            *resume = len;
+            *resume_mid = true; /* i < len: the line so far holds something */
+            return 0;
+        }
+        bool empty = b == i && !mid;
+        mid = false;
         size_t next = b + 1;
         if (p[b] == '\r') {
             if (next == len) {
                 *cr_end = empty;
                 if (empty)
                     return next;
-                break;
+                *resume = b; /* at the '\r': a "\r\n" may be coming */
+                *resume_mid = true;
+                return 0;
             }
             if (p[next] == '\n')
                 next++;
@@ -61,6 +69,7 @@ static size_t event_end(const char *p, size_t len, size_t from, size_t *resume, 
         i = next;
     }
     *resume = i;
+    *resume_mid = mid;
     return 0;
 }
 
@@ -80,21 +89,24 @@ static void grow(kl_sse *s, size_t need)
 void kl_sse_feed(kl_sse *s, const char *data, size_t len, kl_sse_event_fn on_event, void *arg)
 {
     size_t resume = 0;
-    bool cr_end;
+    bool cr_end, resume_mid = false;
     if (s->len > 0) {
         grow(s, len);
         memcpy(s->buf + s->len, data, len);
         s->len += len;
         size_t off = 0, n, from = s->scanned;
-        while ((n = event_end(s->buf + off, s->len - off, from, &resume, &cr_end)) > 0) {
+        bool mid = s->scanned_mid;
+        while ((n = event_end(s->buf + off, s->len - off, from, mid, &resume, &resume_mid, &cr_end)) > 0) {
             on_event(arg, s->buf + off, n);
             s->lf_pending = cr_end;
             off += n;
             from = 0;
+            mid = false;
         }
         memmove(s->buf, s->buf + off, s->len - off);
         s->len -= off;
         s->scanned = resume;
+        s->scanned_mid = resume_mid;
         return;
     }
     /* Common case: nothing carried over, so events are handed out straight
@@ -106,7 +118,7 @@ void kl_sse_feed(kl_sse *s, const char *data, size_t len, kl_sse_event_fn on_eve
         from = data[0] == '\n';
         s->lf_pending = false;
     }
-    while ((n = event_end(data + off, len - off, from, &resume, &cr_end)) > 0) {
+    while ((n = event_end(data + off, len - off, from, false, &resume, &resume_mid, &cr_end)) > 0) {
         on_event(arg, data + off, n);
         s->lf_pending = cr_end;
         off += n;
@@ -117,6 +129,7 @@ void kl_sse_feed(kl_sse *s, const char *data, size_t len, kl_sse_event_fn on_eve
         memcpy(s->buf, data + off, len - off);
         s->len = len - off;
         s->scanned = resume;
+        s->scanned_mid = resume_mid;
     }
 }
 
@@ -125,13 +138,13 @@ void kl_sse_flush(kl_sse *s, kl_sse_event_fn on_event, void *arg)
     if (s->len > 0)
         on_event(arg, s->buf, s->len);
     s->len = s->scanned = 0;
-    s->lf_pending = false;
+    s->scanned_mid = s->lf_pending = false;
 }
 
 void kl_sse_discard(kl_sse *s)
 {
     s->len = s->scanned = 0;
-    s->lf_pending = false;
+    s->scanned_mid = s->lf_pending = false;
 }
 
 void kl_sse_free(kl_sse *s)

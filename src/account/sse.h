@@ -11,6 +11,7 @@ typedef struct kl_sse {
     char *buf;                  /* an incomplete event carried over */
     size_t len, cap;
     size_t scanned;             /* buf[0..scanned) holds no event end: scanning resumes there */
+    bool scanned_mid;           /* ... in the middle of a line (one that is not empty) */
     bool lf_pending;            /* the last event ended on a '\r' that was the last byte so far */
 } kl_sse;
 

@@ -95,6 +95,28 @@ static void carriage_return_ends_an_event_at_once(void **state)
     kl_sse_free(&s);
 }
 
+/* Three pieces, cut at every pair of places: scanning goes on from inside a
+ * line (one of megabytes is scanned once), a '\r' at a piece's end waits
+ * for what follows it, and the same events come out. */
+static void split_at_every_pair_of_positions(void **state)
+{
+    (void)state;
+    size_t len = strlen(stream);
+    for (size_t a = 0; a <= len; a++)
+        for (size_t b = a; b <= len; b++) {
+            kl_sse s = {0};
+            struct events e = {.n = 0};
+            kl_sse_feed(&s, stream, a, collect, &e);
+            kl_sse_feed(&s, stream + a, b - a, collect, &e);
+            kl_sse_feed(&s, stream + b, len - b, collect, &e);
+            assert_int_equal(e.n, 3);
+            assert_string_equal(e.raw[0], "event: message_start\ndata: {\"a\":1}\n\n");
+            assert_true(strncmp(e.raw[1], ": comment\r\ndata: x\r\ndata: y\r\n\r", 30) == 0);
+            assert_true(strncmp(e.raw[2], "data: [DONE]\r\r", 14) == 0 || strncmp(e.raw[2], "\ndata: [DONE]\r\r", 15) == 0);
+            kl_sse_free(&s);
+        }
+}
+
 static void byte_by_byte(void **state)
 {
     (void)state;
@@ -203,6 +225,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(split_at_every_position),
         cmocka_unit_test(byte_by_byte),
+        cmocka_unit_test(split_at_every_pair_of_positions),
         cmocka_unit_test(carriage_return_ends_an_event_at_once),
         cmocka_unit_test(fields),
         cmocka_unit_test(large_event_in_pieces),
