@@ -21,6 +21,7 @@
 #include "guard/notes.h"
 #include "guard/scan.h"
 #include "guard/stream.h"
+#include "route/route.h"
 #include "guard/tools.h"
 #include "identity/identity.h"
 #include "listen/conn.h"
@@ -56,6 +57,10 @@ struct kl_account {
     size_t capture_len, capture_max;
     z_stream *z;                /* a gzip/deflate body: inflated on the side for usage, relayed as it came */
     bool z_broken;              /* it would not inflate: usage stops where it broke */
+    char *zkey_carry;           /* the inflated tail that may begin the provider's key (kl_route_mask_key) */
+    size_t zkey_carry_len;
+    char *zheld;                /* compressed bytes held while that tail waits to be told apart from the key */
+    size_t zheld_len, zheld_cap;
     int kind;                   /* enum kl_usage_kind, -1 when the endpoint has none */
     bool keeping;               /* ex->keep_answer or scan_relayed: the decoded answer is kept, up to KL_KEEP_MAX */
     bool keep_overflow;
@@ -657,12 +662,44 @@ static void read_body(kl_exchange *ex, const char *data, size_t len)
     }
 }
 
+/* The provider's key in an inflated piece of a compressed answer (the
+ * compressed bytes go on as they came, so it cannot be masked there, as
+ * pipeline.c masks a plain answer's): the answer is stopped before the
+ * bytes that hold it go on. While the inflated text ends in what may
+ * begin the key, the compressed bytes wait (zheld). */
+static bool key_in_inflated(kl_exchange *ex, const char *out, size_t n)
+{
+    struct kl_account *a = ex->acct;
+    size_t ignored;
+    bool masked = false;
+    kl_route_mask_key(&ex->arena, ex->provider ? ex->provider->apikey : NULL, &a->zkey_carry, &a->zkey_carry_len, out,
+                      n, &ignored, &masked);
+    return masked;
+}
+
+static void key_echoed(kl_exchange *ex)
+{
+    if (ex->cut_off)
+        return;
+    ex->cut_off = true;
+    ex->cut_kind = KL_ERR_BAD_GATEWAY;
+    ex->cut_class = KL_EC_BLOCKED;
+    ex->error_message = "the provider echoed its key in a compressed answer, which keyless cannot mask: stopped by the "
+                        "gateway";
+    kl_warn("%s: provider %s echoed its key in a compressed answer; the answer was stopped", ex->id,
+            ex->provider ? ex->provider->id : "?");
+}
+
 static bool inflate_data(kl_exchange *ex, const char *data, size_t len)
 {
     struct kl_account *a = ex->acct;
-    forward(ex, data, len);
-    if (a->z_broken || (a->mode == BODY_NONE && !a->keeping))
+    const char *key = ex->provider ? ex->provider->apikey : NULL;
+    bool guard_key = key && strlen(key) >= KL_MASK_MIN_KEY; /* an error answer is read for this alone */
+    if (a->z_broken || (a->mode == BODY_NONE && !a->keeping && !guard_key)) {
+        forward(ex, data, len);
         return true;
+    }
+    bool echoed = false;
     char out[16384];
     a->z->next_in = (Bytef *)(uintptr_t)data;
     a->z->avail_in = (uInt)len;
@@ -670,16 +707,38 @@ static bool inflate_data(kl_exchange *ex, const char *data, size_t len)
         a->z->next_out = (Bytef *)out;
         a->z->avail_out = sizeof(out);
         int rc = inflate(a->z, Z_NO_FLUSH);
-        if (sizeof(out) - a->z->avail_out > 0)
+        if (sizeof(out) - a->z->avail_out > 0) {
+            echoed |= key_in_inflated(ex, out, sizeof(out) - a->z->avail_out);
             read_body(ex, out, sizeof(out) - a->z->avail_out);
-        if (rc == Z_STREAM_END)
-            break;
+        }
+        if (rc == Z_STREAM_END) {
+            /* a gzip body may be several members (RFC 1952), which the
+             * caller's decoder reads one after another: so does this one */
+            if (inflateReset(a->z) != Z_OK) {
+                a->z_broken = true;
+                break;
+            }
+            continue;
+        }
         if (rc != Z_OK && rc != Z_BUF_ERROR) {
             a->z_broken = true;
             break;
         }
         if (rc == Z_BUF_ERROR && a->z->avail_out > 0)
             break;
+    }
+    if (echoed) {
+        key_echoed(ex);
+        free(a->zheld);
+        a->zheld = NULL;
+        a->zheld_len = a->zheld_cap = 0;
+    } else if (a->zkey_carry_len) {
+        append(&a->zheld, &a->zheld_len, &a->zheld_cap, data, len);
+    } else {
+        if (a->zheld_len)
+            forward(ex, a->zheld, a->zheld_len);
+        a->zheld_len = 0;
+        forward(ex, data, len);
     }
     return a->mode == BODY_WHOLE ? !ex->cut_off : !stopped(ex);
 }
@@ -810,6 +869,9 @@ void kl_account_end(kl_exchange *ex)
     struct kl_account *a = ex->acct;
     if (!a)
         return;
+    if (a->zheld_len && !ex->cut_off) /* what waited began the key, and no more came */
+        forward(ex, a->zheld, a->zheld_len);
+    a->zheld_len = 0;
     if (a->split_events && !ex->cut_off)
         kl_sse_flush(&a->sse, on_event, ex);
     if (a->mode == BODY_FRAMES && !ex->cut_off)
@@ -847,6 +909,7 @@ void kl_account_free(kl_exchange *ex)
     free(a->keep);
     free(a->held);
     free(a->pend); /* an element the stream never finished: not relayed */
+    free(a->zheld);
     if (a->z) {
         inflateEnd(a->z);
         free(a->z);

@@ -3,10 +3,23 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import zlib from 'node:zlib';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { GoogleGenAI } from '@google/genai';
 import { startMock, startGateway, providersFor, KEYS, assertNoKeys, rawRequest, rawProvider, finalRecord } from './lib/harness.mjs';
+
+// A request's raw answer as bytes, read until the gateway closes.
+function rawRequestBuffer(url, payload) {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    const sock = net.connect({ host: u.hostname, port: Number(u.port) }, () => sock.write(payload));
+    sock.on('data', (d) => chunks.push(d));
+    sock.on('end', () => resolve(Buffer.concat(chunks)));
+    sock.on('error', reject);
+  });
+}
 
 // A port nothing listens on: bind, learn it, close.
 async function deadPort() {
@@ -424,7 +437,10 @@ describe('provider framing', () => {
       chunk({ ...base, choices: [], usage: { prompt_tokens: 13, completion_tokens: 6, total_tokens: 19 } }) + 'data: [DONE]\n\n';
     const up = await rawProvider((req, sock) => {
       const stream = /"stream":true/.test(req);
-      const body = gzipSync(Buffer.from(stream ? events : whole));
+      // a stream as two gzip members (RFC 1952 allows it; Node's and browsers' decoders read both)
+      const cut = events.indexOf('data: ', 10);
+      const body = stream ? Buffer.concat([gzipSync(Buffer.from(events.slice(0, cut))), gzipSync(Buffer.from(events.slice(cut)))])
+        : gzipSync(Buffer.from(whole));
       sock.write(`HTTP/1.1 200 OK\r\nContent-Type: ${stream ? 'text/event-stream' : 'application/json'}\r\n` +
         `Content-Encoding: gzip\r\nContent-Length: ${body.length}\r\n\r\n`);
       // in two pieces, cut inside the compressed data
@@ -510,6 +526,14 @@ describe('provider framing', () => {
             return `HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: ${b.length}\r\n\r\n${b}`;
           })(),
         }[which];
+        if (which === 'gz') {
+          // compressed although keyless asked for none: the key cannot be masked in those bytes
+          const b = zlib.gzipSync(Buffer.from(JSON.stringify({ error: { message: `you sent ${auth}` } })));
+          s.write(`HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n` +
+            `Content-Length: ${b.length}\r\n\r\n`);
+          s.end(b);
+          return;
+        }
         if (which === 'stream') {
           // the key spelled across writes of a chunked event stream
           const ev = `data: ${JSON.stringify({ id: 'x', object: 'chat.completion.chunk', model: 'gpt-4o',
@@ -552,6 +576,12 @@ describe('provider framing', () => {
     assert.match(streamed, /^HTTP\/1.1 200 /);
     assert.ok(!streamed.includes(KEYS.openai), 'the provider key reached the caller in a stream');
     assert.match(streamed, /header was Bearer \*{10,}/);
+    // ... and in a compressed one: the answer is stopped before the bytes that spell it
+    const gz = await rawRequestBuffer(gw.url, `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
+      `x-case: gz\r\nContent-Type: application/json\r\nContent-Length: 34\r\n\r\n{"model":"gpt-4o","messages":[{}]}`);
+    const gzBody = gz.subarray(gz.indexOf('\r\n\r\n') + 4);
+    const inflated = gzBody.length ? zlib.gunzipSync(gzBody, { finishFlush: zlib.constants.Z_SYNC_FLUSH }).toString() : '';
+    assert.ok(!inflated.includes(KEYS.openai), `the provider key reached the caller in a compressed body: ${inflated}`);
     const empty = await ask('empty');
     assert.match(empty, /^HTTP\/1.1 204 /);
     assert.doesNotMatch(empty, /content-length|transfer-encoding/i);
@@ -560,6 +590,7 @@ describe('provider framing', () => {
     up.close();
     assert.match(gw.output(), /echoed its key in a response header/);
     assert.match(gw.output(), /echoed its key in its answer; it was masked/);
+    assert.match(gw.output(), /echoed its key in a compressed answer; the answer was stopped/);
     assertNoKeys(assert, gw.output(), 'gateway log');
   });
 
