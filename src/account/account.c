@@ -696,6 +696,9 @@ static bool inflate_data(kl_exchange *ex, const char *data, size_t len)
     const char *key = ex->provider ? ex->provider->apikey : NULL;
     bool guard_key = key && strlen(key) >= KL_MASK_MIN_KEY; /* an error answer is read for this alone */
     if (a->z_broken || (a->mode == BODY_NONE && !a->keeping && !guard_key)) {
+        if (a->zheld_len) /* held before it broke: first, in order */
+            forward(ex, a->zheld, a->zheld_len);
+        a->zheld_len = 0;
         forward(ex, data, len);
         return true;
     }
