@@ -946,8 +946,8 @@ void kl_account_note_error_end(kl_exchange *ex)
         return;
     ex->error_class = KL_EC_UPSTREAM_ERROR;
     if (!ex->error_message)
-        ex->error_message = kl_arena_printf(&ex->arena, "provider %s ended its answer with an error%s", ex->provider->id,
-                                            u->answered ? "" : ", before any of the answer");
+        ex->error_message = kl_arena_printf(&ex->arena, "provider %s ended its answer with an error%s",
+                                            ex->provider->id, u->answered ? "" : ", before any of the answer");
 }
 
 int kl_account_cost(const kl_exchange *ex, const struct kl_usage *u, int64_t *nd)

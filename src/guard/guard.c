@@ -226,7 +226,8 @@ static void on_reply(void *arg, int status, const char *body, size_t len, const 
     } else if (kl_json_has_duplicate_keys(reply) || kl_json_has_nul_escape(body, len)) {
         /* cJSON reads a duplicate's first value, Aperture's Go reader the
          * last; a \u0000 ends a cJSON string early */
-        snprintf(why, sizeof(why), "its answer has a duplicate key or a \\u0000 escape, which readers read differently");
+        snprintf(why, sizeof(why), "%s", "its answer has a duplicate key or a \\u0000 escape, which readers read "
+                                         "differently");
     } else {
         why[0] = '\0';
     }

@@ -17,7 +17,8 @@ static void decodes_what_spells_findings(void **state)
     struct kl_decoded d;
     const char *s = "A\\u0041 \\u00e9 \\ud83d\\ude00 \\ud83d x\\/y \\n \\\" \\\\u0041 \\u0022 \\u000a \\u12";
     kl_decode(s, strlen(s), &d);
-    assert_string_equal(d.text, "AA \xc3\xa9 \xf0\x9f\x98\x80 \xef\xbf\xbd x/y \\n \\\" \\\\u0041 \\u0022 \\u000a \\u12");
+    assert_string_equal(d.text, "AA \xc3\xa9 \xf0\x9f\x98\x80 \xef\xbf\xbd x/y "
+                                "\\n \\\" \\\\u0041 \\u0022 \\u000a \\u12");
     kl_decoded_free(&d);
 }
 

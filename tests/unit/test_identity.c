@@ -80,9 +80,11 @@ static void capmap_names_merged(void **state)
     struct kl_identity id;
     cJSON *caps;
     const char *why;
-    const char *body = "{\"Node\":{\"Name\":\"bob-laptop.example.ts.net.\"},\"UserProfile\":{\"LoginName\":\"bob@example.com\"},"
+    const char *body = "{\"Node\":{\"Name\":\"bob-laptop.example.ts.net.\"},"
+                       "\"UserProfile\":{\"LoginName\":\"bob@example.com\"},"
                        "\"CapMap\":{\"https://tailscale.com/cap/aperture\":[{\"role\":\"user\"},{\"models\":\"**\"}],"
-                       "\"tailscale.com/cap/aperture\":[{\"tools\":{\"deny\":[\"Bash\"]}},{\"quotas\":[{\"bucket\":\"tiny\"}]}],"
+                       "\"tailscale.com/cap/aperture\":[{\"tools\":{\"deny\":[\"Bash\"]}},"
+                       "{\"quotas\":[{\"bucket\":\"tiny\"}]}],"
                        "\"example.com/cap/x\":[1]}}";
     assert_int_equal(kl_whois_parse(body, strlen(body), &a, &id, &caps, &why), 1);
     assert_int_equal(cJSON_GetArraySize(caps), 2);

@@ -32,14 +32,17 @@ static void openai(void **state)
 {
     (void)state;
     const char *chat = "/v1/chat/completions", *resp = "/v1/responses";
-    assert_int_equal(refs(chat, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"see https://x.org\"}]}"), 0);
-    assert_int_equal(refs(chat, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
-                                "\"image_url\":{\"url\":\"https://x.org/a.png\"}},{\"type\":\"image_url\",\"image_url\":"
-                                "{\"url\":\"data:image/png;base64,AAAA\"}},{\"type\":\"file\",\"file\":{\"file_id\":\"f1\"}}]}]}"),
+    assert_int_equal(refs(chat, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                                "\"content\":\"see https://x.org\"}]}"), 0);
+    assert_int_equal(refs(chat, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
+                                "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x.org/a.png\"}},"
+                                "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AAAA\"}},"
+                                "{\"type\":\"file\",\"file\":{\"file_id\":\"f1\"}}]}]}"),
                      2);
     /* a tool schema's "url" property is no URL */
-    assert_int_equal(refs(chat, "{\"model\":\"m\",\"messages\":[],\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
-                                "\"get\",\"parameters\":{\"properties\":{\"url\":{\"type\":\"string\"}}}}}]}"), 0);
+    assert_int_equal(refs(chat, "{\"model\":\"m\",\"messages\":[],\"tools\":[{\"type\":\"function\","
+                                "\"function\":{\"name\":\"get\",\"parameters\":{\"properties\":"
+                                "{\"url\":{\"type\":\"string\"}}}}}]}"), 0);
     assert_int_equal(refs(chat, "{\"model\":\"m\",\"messages\":[],\"web_search_options\":{}}"), 1);
     assert_int_equal(refs(resp, "{\"model\":\"m\",\"input\":\"hi\",\"previous_response_id\":\"resp_1\"}"), 1);
     assert_int_equal(refs(resp, "{\"model\":\"m\",\"input\":\"hi\",\"previous_response_id\":null,\"conversation\":null}"), 0);
