@@ -1,13 +1,9 @@
 #include "upstream/syncfetch.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
