@@ -197,8 +197,10 @@ int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs,
         ok = false;
     }
     if (ok)
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             out[i]->reserved += amounts[i];
+            out[i]->dirty = out[i]->persistent;
+        }
     pthread_mutex_unlock(&t->lock);
     *retry_after_s = ok ? 0 : never ? -1 : wait;
     return ok ? 0 : -1;
@@ -209,8 +211,10 @@ bool kl_buckets_extend(struct kl_buckets *t, struct kl_bucket *b, int64_t delta,
     pthread_mutex_lock(&t->lock);
     refill(b, now_ms);
     bool ok = b->level - b->reserved >= delta;
-    if (ok)
+    if (ok) {
         b->reserved += delta;
+        b->dirty = b->persistent;
+    }
     pthread_mutex_unlock(&t->lock);
     return ok;
 }
@@ -223,7 +227,7 @@ void kl_buckets_settle(struct kl_buckets *t, struct kl_bucket *b, int64_t reserv
     b->used_ms = now_ms;
     b->reserved -= reserved;
     b->level -= actual;
-    if (actual)
+    if (actual != reserved)
         b->dirty = b->persistent;
     pthread_mutex_unlock(&t->lock);
 }
@@ -303,7 +307,7 @@ size_t kl_buckets_dirty(struct kl_buckets *t, struct kl_bucket_level **out)
                     abort();
             }
             snprintf((*out)[n].name, sizeof((*out)[n].name), "%s", b->name);
-            (*out)[n].level = b->level;
+            (*out)[n].level = b->level - b->reserved;
             (*out)[n].at_ms = b->last_ms;
             n++;
             b->dirty = false;

@@ -74,7 +74,11 @@ struct kl_bucket_level {
     int64_t level;
     int64_t at_ms;
 };
-/* Copy out the persistent buckets changed since the last call. */
+/* Copy out the persistent buckets changed since the last call, each level
+ * less what requests in flight have reserved: a gateway killed mid-stream
+ * comes back having spent the whole reservation, never having given it back
+ * (those requests are settled only in memory). At a clean shutdown nothing
+ * is reserved any more. */
 size_t kl_buckets_dirty(struct kl_buckets *t, struct kl_bucket_level **out);
 /* A balance saved before a restart: applied when the bucket is first used
  * (refill since at_ms added; a capacity lowered since then clamps it). */

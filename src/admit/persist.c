@@ -2,7 +2,9 @@
  * that changed, about once a second and at shutdown; at start-up they are
  * read back and applied when each bucket is first used again (refilled for
  * the time the gateway was down, clamped to a capacity lowered meanwhile).
- * After kill -9, at most the last second of charges is lost. */
+ * A balance is saved less what requests in flight have reserved, so after
+ * kill -9 they count as having spent it all; only the charges of requests
+ * that began within the last second are lost. */
 #include "admit/persist.h"
 
 #include <stdio.h>

@@ -553,6 +553,33 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('a gateway killed mid-request comes back having spent that request\'s reservation', async () => {
+    // The balance is saved about once a second; what requests in flight have
+    // reserved is saved as spent, since after kill -9 nothing settles them.
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-quotak-')), 'q.db');
+    const cfg = {
+      store: { path: db },
+      quotas: { 'k:<user>': { capacity: '$1.00' } },
+      grants: grant([{ bucket: 'k:<user>' }]),
+      providers: providersFor(mock.url),
+    };
+    let gw = await startGateway(cfg);
+    assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT })).status, 200);
+    const pending = post(gw, '/v1/chat/completions', BODY, { 'x-mock': `${EXACT};delay_headers_ms=30000` }).catch(() => null);
+    await sleep(2500); // the writer's once-a-second save has run with the second request in flight
+    const during = (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0];
+    assert.equal(BigInt(during.reserved), EST);
+    gw.proc.kill('SIGKILL');
+    await pending;
+    await new Promise((res) => (gw.proc.exitCode !== null || gw.proc.signalCode ? res() : gw.proc.once('exit', res)));
+    gw = await startGateway(cfg);
+    const after = (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0];
+    assert.equal(BigInt(after.current), 1000000000n - 2n * EST, 'the request cut short by the kill is charged its reservation');
+    await gw.stop();
+    await mock.stop();
+  });
+
   it('a grant naming an undefined bucket is a configuration error (fail closed)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kl-qcfg-'));
     const f = join(dir, 'c.hujson');
