@@ -13,6 +13,7 @@
 
 #define MAX_TOKENS 1000000000000000LL   /* 1e15: anything above is nonsense, and sums stay far from overflow */
 #define MAX_MODEL_LEN 256
+#define MAX_ID_LEN 256        /* longer response and conversation ids are not remembered */
 #define MAX_STOP_LEN 64
 #define MAX_TOOL_LEN 256
 #define ARR_MAX_DEPTH 512
@@ -111,7 +112,6 @@ static const cJSON *member(const cJSON *o, const char *key)
     return cJSON_GetObjectItemCaseSensitive(o, key);
 }
 
-/* A non-empty string member, or NULL. */
 /* A non-empty string member of o, or o itself when key is NULL. */
 static const char *str_member(const cJSON *o, const char *key)
 {
@@ -486,6 +486,11 @@ static const char *call_item_name(const cJSON *it, bool *is_call)
 static void responses_object(kl_usage_parser *p, const cJSON *r)
 {
     set_model(p, str_member(r, "model"));
+    const char *id = str_member(r, "id"), *conv = str_member(member(r, "conversation"), "id");
+    if (id && strlen(id) <= MAX_ID_LEN)
+        p->u.response_id = kl_arena_strdup(p->a, id);
+    if (conv && strlen(conv) <= MAX_ID_LEN)
+        p->u.conversation_id = kl_arena_strdup(p->a, conv);
     const cJSON *us = member(r, "usage");
     if (cJSON_IsObject(us))
         responses_usage(p, us);

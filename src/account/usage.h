@@ -88,6 +88,8 @@ struct kl_usage {
                                    start or input), not only its opening and an error: an error event
                                    before any of it was a failure the provider did not bill */
     const char *model_served;   /* what the provider says it served, or NULL */
+    const char *response_id;    /* Responses: the response object's id, and the id of the conversation */
+    const char *conversation_id;    /* it joined (kl_admit_remember_chain), or NULL */
     const char *stop_reason;    /* finish_reason / stop_reason / status, or NULL */
     int tool_calls;             /* every tool/function call in the answer */
     const char **tool_names;    /* the first KL_USAGE_MAX_TOOL_NAMES, in order */

@@ -8,6 +8,7 @@
 #include "account/prices.h"
 #include "account/usage.h"
 #include "admit/buckets.h"
+#include "admit/chains.h"
 #include "admit/lease.h"
 #include "admit/quotas.h"
 #include "admit/referenced.h"
@@ -30,6 +31,8 @@ struct kl_admission {
     int64_t reserved[KL_MAX_BUCKETS];   /* reserved so far (grows mid-stream) */
     int64_t cost;                       /* the dollar estimate */
     int64_t referenced;                 /* tokens of the inputs the request points at (referenced_tokens) */
+    int64_t chained;                    /* of those, the stored context keyless knows the size of: exact, so
+                                           reserved as the prompt is */
     enum charge charge[KL_MAX_BUCKETS];
     bool log_only[KL_MAX_BUCKETS];      /* on_exceed: log — charged, never refused */
     bool settled;
@@ -38,6 +41,7 @@ struct kl_admission {
 int kl_admit_server_init(kl_server *srv)
 {
     srv->buckets = kl_buckets_new();
+    srv->chains = kl_chains_new();
     return 0;
 }
 
@@ -45,6 +49,8 @@ void kl_admit_server_free(kl_server *srv)
 {
     kl_buckets_free(srv->buckets);
     srv->buckets = NULL;
+    kl_chains_free(srv->chains);
+    srv->chains = NULL;
 }
 
 bool kl_quota_pooled(const kl_config *cfg)
@@ -102,15 +108,44 @@ static int64_t prompt_estimate(const kl_exchange *ex)
     return ((int64_t)ex->body_len + bpt - 1) / bpt;
 }
 
+/* The stored context a Responses request chains onto whose size keyless
+ * remembers (admit/chains.h): a previous_response_id, exactly; a
+ * conversation, when its last known size is more than the knob's share.
+ * *known: how many of the references were priced so. */
+static int64_t chained_tokens(const kl_exchange *ex, int64_t each, int64_t *known)
+{
+    *known = 0;
+    if (ex->ep->id != KL_EP_RESPONSES || !ex->provider)
+        return 0;
+    struct kl_chains *t = ex->worker->server->chains;
+    int64_t total = 0, n;
+    size_t len;
+    const char *id = kl_referenced_id(ex->body, ex->body_map.previous_response_id, &len);
+    if (id && (n = kl_chains_get(t, ex->provider->id, id, len)) >= 0) {
+        total += n;
+        ++*known;
+    }
+    id = kl_referenced_id(ex->body, ex->body_map.conversation, &len);
+    if (id && (n = kl_chains_get(t, ex->provider->id, id, len)) > each) {
+        total += n;
+        ++*known;
+    }
+    return total;
+}
+
 /* The prompt the body's size cannot show: limits.referenced_input_tokens
  * for each input the request points at (a stored conversation, a file or
- * URL, a tool the provider runs: admit/referenced.h), saturating. */
-static int64_t referenced_tokens(const kl_exchange *ex)
+ * URL, a tool the provider runs: admit/referenced.h), saturating, but the
+ * stored context keyless knows the size of in *chained instead. */
+static int64_t referenced_tokens(const kl_exchange *ex, int64_t *chained)
 {
     int64_t each = ex->cfg->quotas ? ex->cfg->quotas->referenced_input_tokens : KL_REFERENCED_INPUT_TOKENS_DEFAULT;
+    *chained = 0;
     if (each <= 0)
         return 0;
-    int64_t n = kl_referenced_inputs(ex->ep, ex->body, ex->body_len, &ex->body_map);
+    int64_t n = kl_referenced_inputs(ex->ep, ex->body, ex->body_len, &ex->body_map), known;
+    *chained = chained_tokens(ex, each, &known);
+    n -= known;
     return n <= 0 ? 0 : n > INT64_MAX / each ? INT64_MAX / 2 : n * each;
 }
 
@@ -370,12 +405,13 @@ enum kl_step kl_admit_run(kl_exchange *ex)
                        "a %s applies to this request, and keyless reads InvokeModel bodies and answers only for "
                        "Claude: call %s through Converse (/model/{id}/converse)",
                        dollars ? "spend limit" : "tool-call limit", ex->model);
-    int64_t prompt = prompt_estimate(ex), per_answer = output_per_answer(ex);
+    int64_t per_answer = output_per_answer(ex);
     int64_t out = kl_admit_output_bound(ex, per_answer), cost = 0, cost_full = 0;
     bool sized = dollars;
     for (size_t i = 0; i < a->n; i++)
         sized |= a->charge[i] == CHARGE_TOKENS;
-    a->referenced = sized ? referenced_tokens(ex) : 0;
+    a->referenced = sized ? referenced_tokens(ex, &a->chained) : 0;
+    int64_t prompt = sat_add(prompt_estimate(ex), a->chained);
     if (dollars && (kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
                                          ex->model, prompt, out, &cost) < 0 ||
                     kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
@@ -414,10 +450,11 @@ bool kl_admit_reprice(kl_exchange *ex, const struct kl_provider *p)
     if (!dollars)
         return true;
     int64_t base, full, cost[KL_MAX_BUCKETS];
-    if (kl_cost_estimate_max(ex->cfg->prices, p->cost_basis, p->cost_map, ex->model, prompt_estimate(ex),
-                             output_estimate(ex), &base) < 0 ||
-        kl_cost_estimate_max(ex->cfg->prices, p->cost_basis, p->cost_map, ex->model,
-                             sat_add(prompt_estimate(ex), a->referenced), output_estimate(ex), &full) < 0)
+    int64_t prompt = sat_add(prompt_estimate(ex), a->chained);
+    if (kl_cost_estimate_max(ex->cfg->prices, p->cost_basis, p->cost_map, ex->model, prompt, output_estimate(ex),
+                             &base) < 0 ||
+        kl_cost_estimate_max(ex->cfg->prices, p->cost_basis, p->cost_map, ex->model, sat_add(prompt, a->referenced),
+                             output_estimate(ex), &full) < 0)
         return false;
     for (size_t i = 0; i < a->n; i++)
         cost[i] = with_referenced(a, i, base, full);
@@ -544,8 +581,24 @@ bool kl_admit_counts_tool_calls(const kl_exchange *ex)
     return ex->admission && charges_tool_calls(ex->admission);
 }
 
+/* A Responses answer's size, for requests chained onto it later
+ * (admit/chains.h): all of its input and output, once it is final. */
+static void remember_chain(kl_exchange *ex)
+{
+    const struct kl_usage *u = ex->ep->id == KL_EP_RESPONSES && ex->provider ? kl_account_usage(ex) : NULL;
+    if (!u || !u->known || !u->final)
+        return;
+    int64_t tokens = u->input + u->cache_read + u->cache_write + u->output;
+    struct kl_chains *t = ex->worker->server->chains;
+    if (u->response_id)
+        kl_chains_put(t, ex->provider->id, u->response_id, strlen(u->response_id), tokens);
+    if (u->conversation_id)
+        kl_chains_put(t, ex->provider->id, u->conversation_id, strlen(u->conversation_id), tokens);
+}
+
 void kl_admit_settle(kl_exchange *ex)
 {
+    remember_chain(ex);
     struct kl_admission *a = ex->admission;
     if (!a || a->settled)
         return;
@@ -663,7 +716,10 @@ cJSON *kl_admit_quota_states(kl_exchange *ex)
 
 cJSON *kl_admit_cost_estimate(kl_exchange *ex)
 {
-    int64_t prompt = sat_add(prompt_estimate(ex), ex->admission ? ex->admission->referenced : referenced_tokens(ex));
+    int64_t chained = 0, refs = ex->admission ? ex->admission->referenced : referenced_tokens(ex, &chained);
+    if (ex->admission)
+        chained = ex->admission->chained;
+    int64_t prompt = sat_add(sat_add(prompt_estimate(ex), chained), refs);
     int64_t out = output_estimate(ex), cost = 0;
     if (!ex->provider || !ex->model || kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis,
                                                             ex->provider->cost_map, ex->model, prompt, out, &cost) < 0)

@@ -147,6 +147,26 @@ static int64_t count(const struct kl_endpoint_info *ep, const char *s, const str
     }
 }
 
+const char *kl_referenced_id(const char *body, struct kl_body_span sp, size_t *len)
+{
+    if (!sp.end)
+        return NULL;
+    const char *v = body + sp.start, *end = body + sp.end;
+    if (*v == '{') {
+        const char *k = memmem(v, (size_t)(end - v), "\"id\"", 4);
+        if (!k || !(v = value_at(k + 4, end)))
+            return NULL;
+    }
+    if (v >= end || *v != '"')
+        return NULL;
+    v++;
+    const char *close = memchr(v, '"', (size_t)(end - v));
+    if (!close || memchr(v, '\\', (size_t)(close - v)))
+        return NULL;
+    *len = (size_t)(close - v);
+    return v;
+}
+
 int64_t kl_referenced_inputs(const struct kl_endpoint_info *ep, const char *body, size_t len,
                              const struct kl_body_map *m)
 {

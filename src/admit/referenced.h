@@ -17,4 +17,9 @@
 int64_t kl_referenced_inputs(const struct kl_endpoint_info *ep, const char *body, size_t len,
                              const struct kl_body_map *m);
 
+/* The id a member's value names (sp: its span in body), a string or an
+ * object's "id" (conversation: {"id": ...}), as the provider will read it:
+ * NULL when there is none, or it is written with escapes. */
+const char *kl_referenced_id(const char *body, struct kl_body_span sp, size_t *len);
+
 #endif

@@ -28,6 +28,7 @@ struct kl_metrics;
 struct kl_health;
 struct kl_gcp_tokens;
 struct kl_aws_keeper;
+struct kl_chains;
 struct evp_md_st;
 
 struct kl_listen_socket {
@@ -45,6 +46,7 @@ typedef struct kl_server {
     struct kl_query *query;                 /* the record store's reader thread */
     struct kl_exporter *exporter;           /* exporters.s3's thread, or NULL */
     struct kl_buckets *buckets;             /* quota and rate-limit balances */
+    struct kl_chains *chains;               /* sizes of stored Responses context (admit/chains.h) */
     struct kl_health *health;               /* providers cooling down after failures (route/health.h) */
     struct kl_gcp_tokens *gcp;              /* Google service accounts' access tokens (upstream/gcp.h) */
     struct kl_aws_keeper *aws;              /* AWS credentials from the environment, or NULL (upstream/awscreds.h) */

@@ -479,6 +479,44 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('a Responses request chained onto an answer keyless relayed reserves that answer\'s size, not the knob', async () => {
+    const mock = await startMock();
+    const REF = 1000;
+    const gw = await startGateway({
+      quotas: { c: { capacity: '$100.00' } },
+      limits: { referenced_input_tokens: REF },
+      grants: grant([{ bucket: 'c' }]),
+      providers: providersFor(mock.url),
+    });
+    const usage = (i, o) => `in=${i};out=${o};cache_read=0;cache_write=0;reasoning=0`;
+    const body = (extra) => JSON.stringify({ model: 'gpt-4o', max_output_tokens: MAX_TOKENS, input: 'hi', ...extra });
+    // a whole answer, in a conversation named by an object; a streamed one, whose id comes in response.completed
+    const first = await (await post(gw, '/v1/responses', body({ conversation: { id: 'conv_a' } }), { 'x-mock': usage(50000, 300) })).json();
+    const streamed = await (await post(gw, '/v1/responses', body({ stream: true, conversation: 'conv_b' }), { 'x-mock': usage(70000, 400) })).text();
+    const sid = /"type":"response\.completed".*?"id":"(resp_[0-9a-f]+)"/.exec(streamed)[1];
+    const reserved = async (b) => {
+      const pending = post(gw, '/v1/responses', b, { 'x-mock': `${EXACT};delay_headers_ms=1500` });
+      await sleep(500);
+      const q = (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0];
+      await (await pending).text();
+      return BigInt(q.reserved);
+    };
+    const est = (b, stored) => BigInt(Math.ceil(Buffer.byteLength(b) / 3) + stored) * IN_ND + BigInt(MAX_TOKENS) * OUT_ND;
+    for (const [ref, stored] of [
+      [{ previous_response_id: first.id }, 50300],      // exactly the stored response's input and output
+      [{ previous_response_id: sid }, 70400],
+      [{ previous_response_id: 'resp_unknown' }, REF],  // not relayed by this gateway: the knob's share
+      [{ conversation: 'conv_a' }, 50300],              // a conversation's last known size, as a string or an object
+      [{ conversation: { id: 'conv_b' } }, 70400],
+      [{ conversation: 'conv_a' }, REF],                // its last answer was small: never less than the knob's share
+    ]) {
+      const b = body(ref);
+      assert.equal(await reserved(b), est(b, stored), JSON.stringify(ref));
+    }
+    await gw.stop();
+    await mock.stop();
+  });
+
   it('balances survive a restart; a lowered capacity clamps them; /api/quotas and refill', async () => {
     const mock = await startMock();
     const db = join(mkdtempSync(join(tmpdir(), 'kl-quota-')), 'q.db');

@@ -89,6 +89,35 @@ static void extend_and_capacity_changes(void **state)
     kl_buckets_free(t);
 }
 
+/* What requests in flight reserved is saved as spent: after kill -9 nothing
+ * settles them. A settle that charges what was reserved changes nothing. */
+static void reservations_saved_as_spent(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    struct kl_bucket_spec s = {"x", 100, 0, 0, true, false};
+    struct kl_bucket *b;
+    struct kl_bucket_level *v;
+    size_t failed;
+    int64_t retry;
+    assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){30}, 1, 0, &b, &failed, &retry), 0);
+    assert_int_equal(kl_buckets_dirty(t, &v), 1);
+    assert_int_equal(v[0].level, 70);
+    free(v);
+    assert_true(kl_buckets_extend(t, b, 10, 0));
+    assert_int_equal(kl_buckets_dirty(t, &v), 1);
+    assert_int_equal(v[0].level, 60);
+    free(v);
+    kl_buckets_settle(t, b, 20, 20, 0);
+    assert_int_equal(kl_buckets_dirty(t, &v), 0);
+    free(v);
+    kl_buckets_settle(t, b, 20, 5, 0);
+    assert_int_equal(kl_buckets_dirty(t, &v), 1);
+    assert_int_equal(v[0].level, 75);
+    free(v);
+    kl_buckets_free(t);
+}
+
 static void saved_balances(void **state)
 {
     (void)state;
@@ -160,6 +189,7 @@ int main(void)
         cmocka_unit_test(all_or_nothing),
         cmocka_unit_test(refill_is_exact),
         cmocka_unit_test(extend_and_capacity_changes),
+        cmocka_unit_test(reservations_saved_as_spent),
         cmocka_unit_test(saved_balances),
         cmocka_unit_test(pooled),
         cmocka_unit_test(money_and_rates),

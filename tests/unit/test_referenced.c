@@ -3,6 +3,7 @@
  * however the body is written, and not where they are only text. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -89,12 +90,45 @@ static void escaped(void **state)
                      1);
 }
 
+/* The id of a stored response or conversation, as the provider reads it. */
+static const char *id_of(kl_arena *a, const char *body, bool conversation)
+{
+    struct kl_route_match m;
+    kl_dialect_classify(a, "POST", "/v1/responses", false, &m);
+    struct kl_request_facts f;
+    const char *why = NULL;
+    if (kl_dialect_request_facts(m.ep, body, strlen(body), a, &f, &why) < 0)
+        fail_msg("%s: %s", body, why);
+    size_t len = 0;
+    const char *id = kl_referenced_id(body, conversation ? f.map.conversation : f.map.previous_response_id, &len);
+    return id ? kl_arena_strndup(a, id, len) : NULL;
+}
+
+static void ids(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    assert_string_equal(id_of(&a, "{\"model\":\"m\",\"previous_response_id\" : \"resp_1\"}", false), "resp_1");
+    assert_string_equal(id_of(&a, "{\"model\":\"m\",\"conversation\":\"conv_1\"}", true), "conv_1");
+    assert_string_equal(id_of(&a, "{\"model\":\"m\",\"conversation\":{ \"id\" :\"conv_2\"}}", true), "conv_2");
+    /* none, null, not a string, written with escapes: no id (the knob's share applies) */
+    assert_null(id_of(&a, "{\"model\":\"m\"}", false));
+    assert_null(id_of(&a, "{\"model\":\"m\",\"previous_response_id\":null}", false));
+    assert_null(id_of(&a, "{\"model\":\"m\",\"previous_response_id\":7}", false));
+    assert_null(id_of(&a, "{\"model\":\"m\",\"previous_response_id\":\"resp\\u005f1\"}", false));
+    assert_null(id_of(&a, "{\"model\":\"m\",\"conversation\":{\"idx\":\"conv_3\"}}", true));
+    assert_null(id_of(&a, "{\"model\":\"m\",\"conversation\":{}}", true));
+    kl_arena_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(openai),
         cmocka_unit_test(anthropic_gemini_bedrock),
         cmocka_unit_test(escaped),
+        cmocka_unit_test(ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -611,6 +611,25 @@ static void responses_whole(void **state)
     expect_tools(u, 2, "get_weather", "read_file");
     assert_string_equal(u->model_served, "gpt-4o");
     assert_string_equal(u->stop_reason, "completed");
+    assert_string_equal(u->response_id, "resp_4ba8ddd1c01d56b840c49fda32eacc687aee0694c3f58efa");
+    assert_null(u->conversation_id);
+    kl_arena_free(&a);
+    /* a response in a conversation names it; an id too long to be one is not remembered */
+    static const char conv[] = "{\"id\":\"resp_1\",\"object\":\"response\",\"conversation\":{\"id\":\"conv_9\"},"
+                               "\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}";
+    kl_arena_init(&a);
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
+    kl_usage_whole(p, conv, strlen(conv));
+    u = kl_usage_result(p);
+    assert_string_equal(u->response_id, "resp_1");
+    assert_string_equal(u->conversation_id, "conv_9");
+    kl_arena_free(&a);
+    char longid[400];
+    int n = snprintf(longid, sizeof(longid), "{\"id\":\"resp_%0300d\",\"usage\":{\"input_tokens\":5}}", 0);
+    kl_arena_init(&a);
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
+    kl_usage_whole(p, longid, (size_t)n);
+    assert_null(kl_usage_result(p)->response_id);
     kl_arena_free(&a);
 }
 
@@ -629,6 +648,7 @@ static void responses_stream_every_split(void **state)
             expect_tools(u, 1, "get_weather", NULL);
             assert_string_equal(u->model_served, "gpt-4o");
             assert_string_equal(u->stop_reason, "completed");
+            assert_string_equal(u->response_id, "resp_381e32d35e99e41098a9d593631ff10574831b7cbc63c06f");
             kl_arena_free(&a);
         }
     }

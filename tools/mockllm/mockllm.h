@@ -137,6 +137,8 @@ struct ml_reply {
     char *model;
     char id[80];
     char item_id[80];
+    char previous_response_id[128];     /* Responses: echoed from the request, "" when none */
+    char conversation[128];
     uint64_t seed;
     long created;
     int include_usage;                  /* OpenAI chat stream_options */

@@ -333,7 +333,12 @@ static cJSON *response_object(const ml_reply *r, int done)
             cJSON_AddItemToArray(out, function_item(r, t, 1));
     }
     ml_obj_add_bool(o, "parallel_tool_calls", 1);
-    ml_obj_add_null(o, "previous_response_id");
+    if (r->previous_response_id[0])
+        ml_obj_add_str(o, "previous_response_id", r->previous_response_id);
+    else
+        ml_obj_add_null(o, "previous_response_id");
+    if (r->conversation[0])
+        ml_obj_add_str(ml_obj_add_obj(o, "conversation"), "id", r->conversation);
     ml_obj_add_null(o, "prompt_cache_key");
     x = ml_obj_add_obj(o, "reasoning");
     ml_obj_add_null(x, "effort");
@@ -492,6 +497,14 @@ void ml_openai_responses(ml_call *c)
     type = last ? str_field(last, "type") : NULL;
     ml_drop_tools_after_result(&c->d, type && strcmp(type, "function_call_output") == 0);
     r = ml_begin(c, ML_OPENAI, str_field(j, "model"));
+    if (r) {
+        /* echoed as OpenAI does: the conversation as {"id": ...}, however the request named it */
+        cJSON *conv = cJSON_GetObjectItemCaseSensitive(j, "conversation");
+        const char *prev = str_field(j, "previous_response_id");
+        const char *cid = cJSON_IsString(conv) ? conv->valuestring : str_field(conv, "id");
+        snprintf(r->previous_response_id, sizeof(r->previous_response_id), "%s", prev ? prev : "");
+        snprintf(r->conversation, sizeof(r->conversation), "%s", cid ? cid : "");
+    }
     cJSON_Delete(j);
     if (!r)
         return;
