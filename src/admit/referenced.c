@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "core/decoded.h"
+#include "core/jsonscan.h"
 
 enum want {
     W_STRING,                   /* a non-empty string */
@@ -20,24 +21,6 @@ enum want {
     W_OBJECT,
     W_PRESENT,                  /* anything but null */
 };
-
-static bool ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-/* The value after the member name that ends just before p, or NULL when
- * no ':' follows (then it was no name). */
-static const char *value_at(const char *p, const char *end)
-{
-    while (p < end && ws(*p))
-        p++;
-    if (p == end || *p != ':')
-        return NULL;
-    for (p++; p < end && ws(*p); p++)
-        ;
-    return p < end ? p : NULL;
-}
 
 static bool value_is(const char *v, const char *end, enum want w)
 {
@@ -66,7 +49,7 @@ static int64_t members(const char *s, struct kl_body_span sp, const char *key, e
     const char *p = s + sp.start, *end = s + sp.end;
     int64_t n = 0;
     for (; (p = memmem(p, (size_t)(end - p), pat, pl)); p += pl) {
-        const char *v = value_at(p + pl, end);
+        const char *v = kl_json_value_at(p + pl, end);
         if (v && value_is(v, end, w))
             n++;
     }
@@ -82,7 +65,7 @@ static int64_t types(const char *s, struct kl_body_span sp, const char *const *p
     const char *p = s + sp.start, *end = s + sp.end;
     int64_t n = 0;
     for (; (p = memmem(p, (size_t)(end - p), "\"type\"", 6)); p += 6) {
-        const char *v = value_at(p + 6, end);
+        const char *v = kl_json_value_at(p + 6, end);
         if (!v || *v != '"')
             continue;
         for (size_t i = 0; i < np; i++) {
@@ -154,7 +137,7 @@ const char *kl_referenced_id(const char *body, struct kl_body_span sp, size_t *l
     const char *v = body + sp.start, *end = body + sp.end;
     if (*v == '{') {
         const char *k = memmem(v, (size_t)(end - v), "\"id\"", 4);
-        if (!k || !(v = value_at(k + 4, end)))
+        if (!k || !(v = kl_json_value_at(k + 4, end)))
             return NULL;
     }
     if (v >= end || *v != '"')

@@ -383,15 +383,21 @@ static size_t skip_string(const char *s, size_t len, size_t i)
     return (size_t)-1;
 }
 
-char kl_json_value_after_key(const char *p, const char *end)
+const char *kl_json_value_at(const char *p, const char *end)
 {
     while (p < end && (unsigned char)*p <= 0x20)
         p++;
     if (p >= end || *p != ':')
-        return 0;
+        return NULL;
     for (p++; p < end && (unsigned char)*p <= 0x20; p++)
         ;
-    return p < end ? *p : 0;
+    return p < end ? p : NULL;
+}
+
+char kl_json_value_after_key(const char *p, const char *end)
+{
+    const char *v = kl_json_value_at(p, end);
+    return v ? *v : 0;
 }
 
 size_t kl_json_skip_value(const char *s, size_t len, size_t i)

@@ -37,6 +37,8 @@ size_t kl_json_skip_value(const char *s, size_t len, size_t i);
  * (after the ':' and white space), or 0 when no ':' follows. A pre-filter
  * for hand scans: it does not check that p really ends a member name. */
 char kl_json_value_after_key(const char *p, const char *end);
+/* The same, where the value starts (NULL for 0). */
+const char *kl_json_value_at(const char *p, const char *end);
 
 /* Offset just after the opening '{' of the top-level object, or -1. */
 size_t kl_json_object_open(const char *s, size_t len);

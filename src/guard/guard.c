@@ -184,8 +184,9 @@ static enum kl_step scan_body(kl_exchange *ex)
                            "request (%s)", res.kinds, why);
         }
         kl_guard_note(ex, "request", NULL, "redact", res.kinds, res.redacted, NULL);
-        kl_info("%s: guardrails redacted %zu span%s (%s)", ex->id, res.redacted, res.redacted == 1 ? "" : "s",
-                res.kinds);
+        kl_info("%s: guardrails redacted %zu span%s (%s)%s", ex->id, res.redacted, res.redacted == 1 ? "" : "s",
+                res.kinds, res.files ? kl_arena_printf(&ex->arena, ", in %zu base64 file%s too", res.files,
+                                                       res.files == 1 ? "" : "s") : "");
         return KL_NEXT;
     case KL_SCAN_BLOCK:
         kl_guard_note(ex, "request", NULL, "block", res.overflow ? res.kinds : res.block_kinds, 0,

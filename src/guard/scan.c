@@ -14,6 +14,7 @@
 #include <hs/hs.h>
 
 #include "core/decoded.h"
+#include "guard/attach.h"
 
 enum check { CHECK_NONE, CHECK_LUHN, CHECK_SSN, CHECK_IBAN, CHECK_NOT_ANTHROPIC, CHECK_PRIVATE_KEY, CHECK_EMAIL };
 
@@ -56,8 +57,19 @@ struct rule {
     enum check check;
 };
 
+/* A second, small database: each match ends where a base64 attachment may
+ * begin (guard/attach.h), just inside the string value of a member named
+ * data, bytes or file_data, or after a data: URL's ";base64,". Its own
+ * pass over a body costs ~50 us a MiB; the same two expressions in the
+ * rules' database slowed that pass by ~190 us a MiB. */
+static const char *const ATTACH_EXPRS[2] = {
+    "\"(?:data|bytes|file_data)\"[ \\t\\r\\n]*:[ \\t\\r\\n]*\"",
+    ":[ \\t\\r\\n]*\"data:[^\"\\\\,]{0,200};base64,",
+};
+
 struct kl_guardrails {
     hs_database_t *db;
+    hs_database_t *attach_db;       /* ATTACH_EXPRS */
     struct rule *rules;
     size_t n;
     enum kl_scan_action strongest;  /* of every rule: what too many findings mean */
@@ -85,6 +97,7 @@ static void guardrails_free(void *arg)
 {
     struct kl_guardrails *g = arg;
     hs_free_database(g->db);
+    hs_free_database(g->attach_db);
 }
 
 static int parse_action(const cJSON *v, enum kl_scan_action *out)
@@ -285,6 +298,16 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
         kl_cfg_report(c, KL_SEV_ERROR, where[bad < g->n ? bad : 0], "guardrails: cannot compile %s: %s",
                       bad < g->n ? g->rules[bad].kind : "the patterns", err ? err->message : "unknown error");
         hs_free_compile_error(err);
+        return;
+    }
+    static const unsigned attach_flags[2] = {0, 0}, attach_ids[2] = {0, 1};
+    if (hs_compile_multi(ATTACH_EXPRS, attach_flags, attach_ids, 2, HS_MODE_BLOCK, NULL, &g->attach_db, &err) !=
+        HS_SUCCESS) {
+        kl_cfg_report(c, KL_SEV_ERROR, v, "guardrails: cannot compile the attachment finder: %s",
+                      err ? err->message : "unknown error");
+        hs_free_compile_error(err);
+        hs_free_database(g->db);
+        g->db = NULL;
         return;
     }
     /* A stream's text is scanned with stream_hold bytes before where it
@@ -543,6 +566,8 @@ static bool holds(const struct rule *r, const char *body, size_t len, size_t *fr
 struct hit {
     size_t from, to;
     unsigned rule;
+    const char *repl;           /* an attachment's redacted base64, written instead of a marker; NULL */
+    size_t repl_len;
 };
 
 /* What the match callback collects: findings that hold, at most
@@ -554,9 +579,19 @@ struct hits {
     struct hit *v;
     size_t n, cap;
     bool overflow;
+    size_t *att;                /* where attachments may begin (ATTACH_EXPRS), malloc */
+    size_t natt, att_cap;
 };
 
 #define KL_SCAN_MAX_HITS 65536
+
+static void hits_free(struct hits *h)
+{
+    free(h->v);
+    free(h->att);
+    h->v = NULL;
+    h->att = NULL;
+}
 
 static int on_match(unsigned id, unsigned long long from, unsigned long long to, unsigned flags, void *ctx)
 {
@@ -577,7 +612,25 @@ static int on_match(unsigned id, unsigned long long from, unsigned long long to,
         if (!h->v)
             abort();
     }
-    h->v[h->n++] = (struct hit){f, t, id};
+    h->v[h->n++] = (struct hit){f, t, id, NULL, 0};
+    return 0;
+}
+
+static int on_attach(unsigned id, unsigned long long from, unsigned long long to, unsigned flags, void *ctx)
+{
+    (void)id;
+    (void)from;
+    (void)flags;
+    struct hits *h = ctx;
+    if ((size_t)to >= h->len)
+        return 0;
+    if (h->natt == h->att_cap) {
+        h->att_cap = h->att_cap ? h->att_cap * 2 : 16;
+        h->att = realloc(h->att, h->att_cap * sizeof(*h->att));
+        if (!h->att)
+            abort();
+    }
+    h->att[h->natt++] = (size_t)to;
     return 0;
 }
 
@@ -650,6 +703,10 @@ static bool redact(const struct kl_guardrails *g, struct hits *h, const char *bo
         struct hit *x = &h->v[i];
         if (g->rules[x->rule].action != KL_SCAN_REDACT)
             continue;
+        if (x->repl) { /* a whole base64 string: no escape at its ends */
+            h->v[keep++] = *x;
+            continue;
+        }
         size_t e = escape_of(body, x->from);
         if (e != NONE)
             x->from = e;
@@ -666,13 +723,14 @@ static bool redact(const struct kl_guardrails *g, struct hits *h, const char *bo
     qsort(h->v, h->n, sizeof(*h->v), by_start);
     size_t cap = len + 1;
     for (size_t i = 0; i < h->n; i++)
-        cap += strlen(g->rules[h->v[i].rule].kind) + 12;
+        cap += h->v[i].repl ? h->v[i].repl_len : strlen(g->rules[h->v[i].rule].kind) + 12;
     char *o = kl_arena_alloc(a, cap);
     size_t n = 0, pos = 0;
     struct jpos jp = {0, false, false, false};
     for (size_t i = 0; i < h->n;) {
         size_t from = h->v[i].from, to = h->v[i].to;
         const char *kind = g->rules[h->v[i].rule].kind;
+        const struct hit *first = &h->v[i];
         for (i++; i < h->n && h->v[i].from <= to; i++)
             if (h->v[i].to > to)
                 to = h->v[i].to;
@@ -685,9 +743,14 @@ static bool redact(const struct kl_guardrails *g, struct hits *h, const char *bo
             return false; /* the span leaves its string (even to end in another), or ends inside an escape */
         memcpy(o + n, body + pos, from - pos);
         n += from - pos;
-        n += (size_t)sprintf(o + n, "[REDACTED:%s]", kind);
+        if (first->repl) { /* findings in the base64 itself go with it */
+            memcpy(o + n, first->repl, first->repl_len);
+            n += first->repl_len;
+        } else {
+            n += (size_t)sprintf(o + n, "[REDACTED:%s]", kind);
+            out->redacted++;
+        }
         pos = to;
-        out->redacted++;
     }
     memcpy(o + n, body + pos, len - pos);
     n += len - pos;
@@ -697,12 +760,13 @@ static bool redact(const struct kl_guardrails *g, struct hits *h, const char *bo
     return true;
 }
 
-/* Every finding in body that holds, into h (h->v malloc: the caller frees
- * it). -1 with why when the scan could not run. */
+/* Every finding in body that holds, into h (hits_free when done), and
+ * with attachments where base64 attachments may begin (h->att). -1 with why
+ * when the scan could not run. */
 static int find(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *body, size_t len,
-                struct hits *h, const char **why)
+                bool attachments, struct hits *h, const char **why)
 {
-    *h = (struct hits){g, body, len, NULL, 0, 0, false};
+    *h = (struct hits){g, body, len, NULL, 0, 0, false, NULL, 0, 0};
     if (!*scratch) {
         *scratch = calloc(1, sizeof(**scratch));
         if (!*scratch)
@@ -731,21 +795,115 @@ static int find(const struct kl_guardrails *g, struct kl_scan_scratch **scratch,
          * brought another): size it and scan again. Not before every scan:
          * hs_alloc_scratch checks the CPU's features, which in a virtual
          * machine costs ~20 us. */
-        if (hs_alloc_scratch(g->db, &sc->hs) == HS_SUCCESS) {
+        if (hs_alloc_scratch(g->db, &sc->hs) == HS_SUCCESS && hs_alloc_scratch(g->attach_db, &sc->hs) == HS_SUCCESS) {
             h->n = 0;
             h->overflow = false;
             rc = hs_scan(g->db, copy, scan_len, 0, sc->hs, on_match, h);
         }
     }
+    if (attachments && (rc == HS_SUCCESS || rc == HS_SCAN_TERMINATED)) {
+        hs_error_t ra = hs_scan(g->attach_db, copy, scan_len, 0, sc->hs, on_attach, h);
+        if (ra == HS_INVALID && hs_alloc_scratch(g->attach_db, &sc->hs) == HS_SUCCESS) {
+            h->natt = 0; /* a reload's rules fitted the scratch, its finder did not */
+            ra = hs_scan(g->attach_db, copy, scan_len, 0, sc->hs, on_attach, h);
+        }
+        if (ra != HS_SUCCESS)
+            rc = ra;
+    }
     if (copy != sc->copy)
         free(copy);
     if (rc == HS_INVALID || (rc != HS_SUCCESS && rc != HS_SCAN_TERMINATED)) {
-        free(h->v);
-        h->v = NULL;
+        hits_free(h);
         *why = rc == HS_INVALID ? "cannot allocate scan space" : "the scan failed";
         return -1;
     }
     return 0;
+}
+
+/* text with its redact findings replaced by [REDACTED:kind] (overlapping
+ * ones as one, named after the first), as base64 written the way at was
+ * (arena); *spans: how many. */
+static char *redact_attachment(const struct kl_guardrails *g, struct hits *ah, const struct kl_attachment *at,
+                               kl_arena *a, size_t *out_len, size_t *spans)
+{
+    qsort(ah->v, ah->n, sizeof(*ah->v), by_start);
+    size_t cap = at->len + 1;
+    for (size_t i = 0; i < ah->n; i++)
+        cap += strlen(g->rules[ah->v[i].rule].kind) + 12;
+    char *t = malloc(cap);
+    if (!t)
+        abort();
+    size_t n = 0, pos = 0;
+    *spans = 0;
+    for (size_t i = 0; i < ah->n;) {
+        if (g->rules[ah->v[i].rule].action != KL_SCAN_REDACT) {
+            i++;
+            continue;
+        }
+        size_t from = ah->v[i].from, to = ah->v[i].to;
+        const char *kind = g->rules[ah->v[i].rule].kind;
+        for (i++; i < ah->n && ah->v[i].from <= to; i++)
+            if (g->rules[ah->v[i].rule].action == KL_SCAN_REDACT && ah->v[i].to > to)
+                to = ah->v[i].to;
+        memcpy(t + n, at->text + pos, from - pos);
+        n += from - pos;
+        n += (size_t)sprintf(t + n, "[REDACTED:%s]", kind);
+        pos = to;
+        ++*spans;
+    }
+    memcpy(t + n, at->text + pos, at->len - pos);
+    n += at->len - pos;
+    size_t el;
+    char *enc = kl_attachment_encode(at, t, n, &el);
+    free(t);
+    char *out = kl_arena_strndup(a, enc, el);
+    free(enc);
+    *out_len = el;
+    return out;
+}
+
+/* The base64 text files whose starts the scan of text found (h->att;
+ * guard/attach.h), scanned decoded: their findings marked in seen and
+ * out->action; one with a redact finding is added to h as one replacement of
+ * its whole base64 (in text's offsets). -1 with why when a scan failed. */
+static int scan_attachments(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *text,
+                            size_t len, kl_arena *a, struct hits *h, unsigned char *seen, struct kl_scan_result *out,
+                            size_t *spans, const char **why)
+{
+    struct kl_attachment *att;
+    size_t natt = kl_attachments_at(text, len, h->att, h->natt, &att);
+    int rc = 0;
+    *spans = 0;
+    for (size_t k = 0; k < natt; k++) {
+        struct hits ah;
+        if ((rc = find(g, scratch, att[k].text, att[k].len, false, &ah, why)) < 0)
+            break;
+        h->overflow |= ah.overflow;
+        unsigned first_redact = UINT_MAX;
+        for (size_t i = 0; i < ah.n; i++) {
+            const struct rule *r = &g->rules[ah.v[i].rule];
+            seen[ah.v[i].rule] |= r->action == KL_SCAN_BLOCK ? 3 : 1;
+            if (r->action > out->action)
+                out->action = r->action;
+            if (r->action == KL_SCAN_REDACT && first_redact == UINT_MAX)
+                first_redact = ah.v[i].rule;
+        }
+        if (first_redact != UINT_MAX && !ah.overflow) {
+            size_t rl, sp;
+            const char *repl = redact_attachment(g, &ah, &att[k], a, &rl, &sp);
+            *spans += sp;
+            if (h->n == h->cap) {
+                h->cap = h->cap ? h->cap * 2 : 64;
+                h->v = realloc(h->v, h->cap * sizeof(*h->v));
+                if (!h->v)
+                    abort();
+            }
+            h->v[h->n++] = (struct hit){att[k].from, att[k].to, first_redact, repl, rl};
+        }
+        hits_free(&ah);
+    }
+    kl_attachments_free(att, natt);
+    return rc;
 }
 
 int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *body, size_t len,
@@ -756,27 +914,33 @@ int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, con
         return 0;
     /* A finding spelled with escapes ("\u0041KIA...", the "M\u00f6we" of
      * Python's ensure_ascii) is found in the text as it will be read, then
-     * mapped back to the bytes that spell it. */
+     * mapped back to the bytes that spell it; so is a base64 attachment. */
     struct kl_decoded dec = {0};
     bool decoded = kl_decode_needed(body, len);
     if (decoded)
         kl_decode(body, len, &dec);
+    const char *text = decoded ? dec.text : body;
+    size_t tlen = decoded ? dec.len : len, attached_spans = 0;
+    unsigned char *seen = kl_arena_alloc(a, g->n);
+    memset(seen, 0, g->n);
     struct hits h;
-    int rc = find(g, scratch, decoded ? dec.text : body, decoded ? dec.len : len, &h, why);
+    int rc = find(g, scratch, text, tlen, true, &h, why);
+    for (size_t i = 0; rc == 0 && i < h.n; i++) {
+        const struct rule *r = &g->rules[h.v[i].rule];
+        seen[h.v[i].rule] |= r->action == KL_SCAN_BLOCK ? 3 : 1;
+        if (r->action > out->action)
+            out->action = r->action;
+    }
+    if (rc == 0 && h.natt)
+        rc = scan_attachments(g, scratch, text, tlen, a, &h, seen, out, &attached_spans, why);
     for (size_t i = 0; rc == 0 && decoded && i < h.n; i++) {
         h.v[i].from = kl_decoded_raw(&dec, h.v[i].from, false);
         h.v[i].to = kl_decoded_raw(&dec, h.v[i].to, true);
     }
     kl_decoded_free(&dec);
-    if (rc < 0)
+    if (rc < 0) {
+        hits_free(&h);
         return -1;
-    unsigned char *seen = kl_arena_alloc(a, g->n);
-    memset(seen, 0, g->n);
-    for (size_t i = 0; i < h.n; i++) {
-        const struct rule *r = &g->rules[h.v[i].rule];
-        seen[h.v[i].rule] |= r->action == KL_SCAN_BLOCK ? 3 : 1;
-        if (r->action > out->action)
-            out->action = r->action;
     }
     out->kinds = kind_list(g, seen, 1, a);
     out->block_kinds = kind_list(g, seen, 2, a);
@@ -793,8 +957,12 @@ int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, con
         out->body = NULL;
         out->body_len = 0;
         out->redacted = 0;
+    } else if (out->action == KL_SCAN_REDACT) {
+        out->redacted += attached_spans;
+        for (size_t i = 0; i < h.n; i++)
+            out->files += h.v[i].repl != NULL;
     }
-    free(h.v);
+    hits_free(&h);
     return 0;
 }
 
@@ -815,10 +983,10 @@ int kl_scan_text(const struct kl_guardrails *g, struct kl_scan_scratch **scratch
     if (!g || !g->db || !len)
         return 0;
     struct hits h;
-    if (find(g, scratch, text, len, &h, why) < 0)
+    if (find(g, scratch, text, len, false, &h, why) < 0)
         return -1;
     if (h.overflow) {
-        free(h.v);
+        hits_free(&h);
         *why = "too many findings to keep track of";
         return -1;
     }
@@ -832,6 +1000,6 @@ int kl_scan_text(const struct kl_guardrails *g, struct kl_scan_scratch **scratch
         (*hits)[i] = (struct kl_scan_hit){h.v[i].from, h.v[i].to, r->action, r->kind};
     }
     *n = h.n;
-    free(h.v);
+    hits_free(&h);
     return 0;
 }

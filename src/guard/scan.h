@@ -39,6 +39,7 @@ struct kl_scan_result {
     char *body;                 /* with action REDACT: the body with the findings replaced (arena) */
     size_t body_len;
     size_t redacted;            /* how many spans were replaced */
+    size_t files;               /* of them, in how many base64 text files (encoded again: guard/attach.h) */
     bool overflow;              /* more findings than are kept track of: block_kinds says so */
 };
 

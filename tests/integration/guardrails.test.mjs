@@ -8,6 +8,7 @@ import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
+import { GoogleGenAI } from '@google/genai';
 import { gzipSync, brotliCompressSync, crc32 } from 'node:zlib';
 import {
   BedrockRuntimeClient, ConverseStreamCommand, InvokeModelWithResponseStreamCommand,
@@ -99,6 +100,37 @@ describe('guardrails', () => {
     await openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'status of project osprey?' }] });
     assert.equal(JSON.parse((await mock.last()).body).messages[0].content, 'status of project osprey?');
     assert.match(gw.output(), /guardrails found codename \(logged only\)/);
+  });
+
+  it('a text file sent as base64 is scanned as the provider reads it: a secret in it blocked, personal data redacted', async () => {
+    await mock.clear();
+    const env = Buffer.from(`AWS_ACCESS_KEY_ID=${AWS}\nREGION=eu-west-1\n`).toString('base64');
+    const ai = new GoogleGenAI({ apiKey: 'unused', httpOptions: { baseUrl: gw.url } });
+    await assert.rejects(ai.models.generateContent({
+      model: 'gemini-2.5-flash',
+      contents: [{ role: 'user', parts: [{ text: 'what is in this file?' }, { inlineData: { mimeType: 'text/plain', data: env } }] }],
+    }), (e) => e.status === 400 && /request blocked by guardrails: it contains aws_access_key/.test(e.message));
+    assert.equal((await mock.requests()).length, 0);
+    // an OpenAI file_data URL: the address is taken out of the file, which goes on as base64
+    const csv = Buffer.from('name,mail\nJane,jane.doe@example.com\n').toString('base64');
+    const r = await fetch(`${gw.url}/v1/responses`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', input: [{ role: 'user', content: [
+        { type: 'input_text', text: 'count the rows' },
+        { type: 'input_file', filename: 'people.csv', file_data: `data:text/csv;base64,${csv}` }] }] }),
+    });
+    assert.equal(r.status, 200);
+    const sent = JSON.parse((await mock.last()).body).input[0].content[1].file_data;
+    assert.match(sent, /^data:text\/csv;base64,/);
+    assert.equal(Buffer.from(sent.slice(sent.indexOf(',') + 1), 'base64').toString(), 'name,mail\nJane,[REDACTED:email]\n');
+    // an image is not read as text
+    await mock.clear();
+    const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from(` ${AWS} `)]);
+    const img = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:generateContent`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ inlineData: { mimeType: 'image/png', data: png.toString('base64') } }] }] }),
+    });
+    assert.equal(img.status, 200);
   });
 
   it('SIGHUP: guardrails switched off apply to the next request', async () => {

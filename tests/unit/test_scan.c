@@ -4,6 +4,7 @@
 #include <regex.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/evp.h>
 
 #include "core/config.h"
 #include "guard/scan.h"
@@ -514,6 +516,100 @@ static void configured_patterns_agree_with_posix(void **state)
     }
 }
 
+/* ---- base64 text files (guard/attach.h) ---- */
+
+/* text as base64 (standard, or base64url without padding) into buf. */
+static char *b64(const char *text, bool url, char *buf)
+{
+    int n = EVP_EncodeBlock((unsigned char *)buf, (const unsigned char *)text, (int)strlen(text));
+    for (int i = 0; url && i < n; i++)
+        buf[i] = buf[i] == '+' ? '-' : buf[i] == '/' ? '_' : buf[i];
+    while (url && n && buf[n - 1] == '=')
+        buf[--n] = '\0';
+    return buf;
+}
+
+/* The base64 string value of member key in body, decoded. */
+static char *unb64(const char *body, const char *key, char *out)
+{
+    const char *k = strstr(body, key);
+    assert_non_null(k);
+    const char *v = strchr(k + strlen(key), '"') + 1, *e = strchr(v, '"');
+    char std[4096];
+    size_t n = 0;
+    for (const char *p = v; p < e; p++)
+        std[n++] = *p == '-' ? '+' : *p == '_' ? '/' : *p;
+    while (n % 4)
+        std[n++] = '=';
+    std[n] = '\0';
+    int d = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)std, (int)n);
+    assert_true(d >= 0);
+    while (n && std[n - 1] == '=') {
+        n--;
+        d--;
+    }
+    out[d] = '\0';
+    return out;
+}
+
+static void base64_text_files(void **state)
+{
+    struct fx *f = *state;
+    char enc[2048], body[4096], dec[2048];
+    /* a .env as Gemini inlineData: blocked */
+    snprintf(body, sizeof(body), "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"inlineData\":{\"mimeType\":"
+             "\"text/plain\",\"data\":\"%s\"}}]}]}", b64("AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\n", false, enc));
+    struct kl_scan_result r = scan_raw(f, body);
+    assert_int_equal(r.action, KL_SCAN_BLOCK);
+    assert_string_equal(r.block_kinds, "aws_access_key");
+    /* an address in a Converse document's bytes: redacted, and encoded again */
+    snprintf(body, sizeof(body), "{\"messages\":[{\"role\":\"user\",\"content\":[{\"document\":{\"format\":\"txt\","
+             "\"name\":\"n\",\"source\":{\"bytes\":\"%s\"}}}]}]}", b64("owner: ann@example.com\nok\n", false, enc));
+    r = scan_raw(f, body);
+    assert_int_equal(r.action, KL_SCAN_REDACT);
+    assert_int_equal(r.redacted, 1);
+    assert_string_equal(unb64(r.body, "\"bytes\"", dec), "owner: [REDACTED:email]\nok\n");
+    /* base64url without padding stays so */
+    const char *odd = "mail ann@example.com >>>?";
+    snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", b64(odd, true, enc));
+    assert_non_null(strchr(b64("[REDACTED:email] >>>?", false, dec), '+')); /* the test's premise */
+    r = scan_raw(f, body);
+    assert_int_equal(r.action, KL_SCAN_REDACT);
+    const char *v = strstr(r.body, "\"data\":\"") + 8;
+    assert_null(memchr(v, '+', (size_t)(strchr(v, '"') - v)));
+    assert_null(memchr(v, '=', (size_t)(strchr(v, '"') - v)));
+    assert_string_equal(unb64(r.body, "\"data\"", dec), "mail [REDACTED:email] >>>?");
+    /* a data: URL (OpenAI's file_data), with every '/' escaped as some JSON writers do */
+    b64("ghp_abcdefghijklmnopqrstuvwxyz0123456789 \x3f\x3f\x3f", false, enc);
+    char esc[1024];
+    size_t n = 0;
+    for (const char *p = enc; *p; p++) {
+        if (*p == '/')
+            esc[n++] = '\\';
+        esc[n++] = *p;
+    }
+    esc[n] = '\0';
+    assert_non_null(strchr(esc, '\\'));
+    snprintf(body, sizeof(body), "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"file\",\"file\":"
+             "{\"filename\":\"a.txt\",\"file_data\":\"data:text/plain;base64,%s\"}}]}]}", esc);
+    r = scan_raw(f, body);
+    assert_int_equal(r.action, KL_SCAN_BLOCK);
+    assert_string_equal(r.block_kinds, "github_token");
+    /* a log-only finding is only noted */
+    snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", b64("see TICKET-123456 today", false, enc));
+    r = scan_raw(f, body);
+    assert_int_equal(r.action, KL_SCAN_LOG);
+    assert_string_equal(r.kinds, "ticket");
+    /* binary files are not read as text: a PNG holding the same bytes */
+    char png[64] = "\x89PNG\r\n\x1a\n AKIAIOSFODNN7EXAMPLE";
+    snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", b64(png, false, enc));
+    assert_int_equal(scan_raw(f, body).action, KL_SCAN_OFF);
+    /* nor is a value that is not base64, or is not a member's value */
+    assert_int_equal(scan_raw(f, "{\"data\":\"QUtJQUlPU0ZPRE5ON0VYQU1QTEU gg\"}").action, KL_SCAN_OFF);
+    assert_int_equal(scan_raw(f, "{\"a\":[\"data\",\"QUtJQUlPU0ZPRE5ON0VYQU1QTEU=\"]}").action, KL_SCAN_OFF);
+    assert_int_equal(scan_raw(f, "{\"data\":\"QUtJQUlPU0ZPRE5ON0VYQU1QTEU=\"}").action, KL_SCAN_BLOCK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -523,6 +619,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(strongest_action_wins, setup, teardown),
         cmocka_unit_test_setup_teardown(escapes_and_strings, setup, teardown),
         cmocka_unit_test_setup_teardown(escaped_findings, setup, teardown),
+        cmocka_unit_test_setup_teardown(base64_text_files, setup, teardown),
         cmocka_unit_test(many_findings),
         cmocka_unit_test(private_key_redacted_whole),
         cmocka_unit_test(configuration_mistakes),
