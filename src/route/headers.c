@@ -42,6 +42,12 @@ bool kl_route_drop_request_header(const char *name)
     return strncasecmp(name, "tailscale-", 10) == 0;
 }
 
+bool kl_route_billing_header(const char *name)
+{
+    static const char *const billing[] = {"openai-organization", "openai-project", "x-goog-user-project"};
+    return listed(name, billing, sizeof(billing) / sizeof(billing[0]));
+}
+
 /* Whether the parameter p[0..len) is a credential as a server would read
  * its name: percent-decoded (%6Bey), in any case (KEY). Gemini's "key",
  * and a presigned AWS request's session token, credential and signature. */

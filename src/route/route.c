@@ -314,11 +314,13 @@ static void build_headers(kl_exchange *ex, const char *token, const struct kl_si
          * provider could replay it here */
         if (by_token && is_credential(name))
             continue;
-        if (p->auth_mode == KL_AUTHMODE_PASSTHROUGH && (is_credential(name) || is_aws_signature(name))) {
+        if (p->auth_mode == KL_AUTHMODE_PASSTHROUGH &&
+            (is_credential(name) || is_aws_signature(name) || kl_route_billing_header(name))) {
             h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
             continue;
         }
-        if (kl_route_drop_request_header(name) || (has_connection && kl_http_connection_has(r, name)))
+        if (kl_route_drop_request_header(name) || kl_route_billing_header(name) ||
+            (has_connection && kl_http_connection_has(r, name)))
             continue;
         h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
     }

@@ -35,6 +35,11 @@ bool kl_route_serves(const struct kl_provider *p, const char *model);
 bool kl_route_drop_request_header(const char *name);
 /* Is it one of the caller's credentials (also replaced in captures)? */
 bool kl_route_credential_header(const char *name);
+/* A header that chooses who pays (OpenAI-Organization, OpenAI-Project,
+ * x-goog-user-project): it goes with the credential, so a caller's is
+ * forwarded only with its own key (passthrough), never beside the
+ * gateway's (a provider's add_headers may set one). */
+bool kl_route_billing_header(const char *name);
 
 /* Remove the credential parameters (Gemini's `key`, a presigned AWS request's
  * X-Amz-Security-Token, X-Amz-Credential and X-Amz-Signature) from a query string.

@@ -33,6 +33,27 @@ describe('OpenAI dialect', () => {
     assert.equal(JSON.parse(seen.body).model, 'gpt-4o');
   });
 
+  it('the caller\'s organization and project headers never go beside the gateway\'s key', async () => {
+    // the SDK sends them from OPENAI_ORG_ID / OPENAI_PROJECT_ID: with the
+    // gateway's key, OpenAI refuses a mismatch or bills the caller's choice
+    await mock.clear();
+    const c = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'x', organization: 'org-caller', project: 'proj_caller', maxRetries: 0 });
+    await c.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+    const h = headerMap((await mock.last()).headers);
+    assert.equal(h['authorization'], `Bearer ${KEYS.openai}`);
+    assert.equal(h['openai-organization'], undefined);
+    assert.equal(h['openai-project'], undefined);
+    // a provider that forwards the caller's own key forwards them with it
+    const pass = await startGateway({ providers: { p: { baseurl: mock.url, auth_mode: 'passthrough', models: ['gpt-4o'] } } });
+    await mock.clear();
+    await new OpenAI({ baseURL: `${pass.url}/v1`, apiKey: 'sk-callers-own', organization: 'org-caller', maxRetries: 0 })
+      .chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+    const ph = headerMap((await mock.last()).headers);
+    assert.equal(ph['authorization'], 'Bearer sk-callers-own');
+    assert.equal(ph['openai-organization'], 'org-caller');
+    await pass.stop();
+  });
+
   it('qualified model name is rewritten to the bare id upstream', async () => {
     await mock.clear();
     const r = await client.chat.completions.create({

@@ -280,9 +280,10 @@ describe('Vertex AI', () => {
     const c = new AnthropicVertex({ baseURL: `${gw.url}/v1`, region: 'us-east5', projectId: 'p1', authClient: callerAuth,
       maxRetries: 0 });
     const r = await c.messages.create({ model: SONNET, max_tokens: 64, messages: [{ role: 'user', content: 'hi' }] },
-      { headers: { 'x-mock': 'in=40;out=9', 'x-session-id': 'vertex-1' } });
+      { headers: { 'x-mock': 'in=40;out=9', 'x-session-id': 'vertex-1', 'x-goog-user-project': 'developers-own' } });
     assert.equal(r.content[0].text, 'Hello from mockllm.');
     const seen = await mock.last();
+    assert.equal(headerMap(seen.headers)['x-goog-user-project'], undefined, 'the gateway\'s credentials decide who pays');
     assert.equal(seen.path, '/v1/projects/p1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:rawPredict', 'the SDK writes the @ as it is, and keyless forwards the path it got');
     assert.equal(headerMap(seen.headers).authorization, `Bearer ${tokens.issued[0]}`);
     assert.equal(tokens.issued.length, 1, 'one token for every request until it ages');
