@@ -223,6 +223,17 @@ int kl_mtls_identify(kl_exchange *ex)
                 "a client certificate with a SPIFFE ID is required on this listener");
         return -1;
     }
+    /* A resumed session (a TLS 1.3 ticket, renewed with each resumption) or
+     * a kept-alive connection is not verified again: without this an SVID,
+     * whose short life is SPIFFE's revocation, would name its caller for as
+     * long as the client kept resuming. */
+    if (X509_cmp_current_time(X509_get0_notAfter(leaf)) <= 0 || X509_cmp_current_time(X509_get0_notBefore(leaf)) > 0) {
+        X509_free(leaf);
+        kl_fail(ex, KL_ERR_UNAUTHENTICATED, KL_EC_UNAUTHENTICATED,
+                "the client certificate this TLS session was made with is not valid now (expired); connect again "
+                "with a current one");
+        return -1;
+    }
     const char *why = NULL, *td = NULL;
     const char *id = kl_spiffe_from_cert(leaf, &ex->arena, &td, &why);
     X509_free(leaf);

@@ -30,6 +30,23 @@ function makeCert(name, ca, ext) {
   return { cert: readFileSync(p(`${name}.pem`)), key: readFileSync(p(`${name}.key`)) };
 }
 
+// A certificate signed by ca that is valid only until `seconds` from now
+// (openssl x509 -req takes whole days; openssl ca takes an end date).
+function makeShortCert(name, ca, ext, seconds) {
+  openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', p(`${name}.key`), '-out', p(`${name}.csr`), '-subj', `/CN=${name}`);
+  writeFileSync(p(`${name}.ext`), ext);
+  writeFileSync(p(`${name}.index`), '');
+  writeFileSync(p(`${name}.cnf`), `[ca]\ndefault_ca = d\n[d]\ndatabase = ${p(`${name}.index`)}\nnew_certs_dir = ${dir}\n` +
+    `serial = ${p(`${name}.serial`)}\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n`);
+  writeFileSync(p(`${name}.serial`), '1000\n');
+  const at = (ms) => new Date(ms).toISOString().replace(/[-:T]/g, '').slice(0, 14) + 'Z';
+  openssl('ca', '-batch', '-config', p(`${name}.cnf`), '-cert', p(`${ca}.pem`), '-keyfile', p(`${ca}.key`),
+    '-in', p(`${name}.csr`), '-out', p(`${name}.pem`), '-notext', '-extfile', p(`${name}.ext`),
+    '-startdate', at(Date.now() - 60000), '-enddate', at(Date.now() + seconds * 1000));
+  return { cert: readFileSync(p(`${name}.pem`)), key: readFileSync(p(`${name}.key`)) };
+}
+
 describe('mTLS / SPIFFE', () => {
   let mock, gw, tlsUrl, certs;
   before(async () => {
@@ -104,6 +121,22 @@ describe('mTLS / SPIFFE', () => {
       assert.equal(r.status, 401, name);
       assert.match(r.body.error.message, re, name);
     }
+  });
+
+  it('a certificate that expires while its connection is kept alive names its caller no more', async () => {
+    // SPIFFE revokes by short lives: a kept-alive connection (or a resumed
+    // TLS session) is not verified again, so each request checks the leaf
+    const short = makeShortCert('short', 'ca', 'subjectAltName=URI:spiffe://example.org/ns/ci/sa/runner\nbasicConstraints=CA:FALSE\n', 3);
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+    const first = await request('/api/whoami', short, undefined, tlsUrl, agent);
+    assert.equal(first.status, 200);
+    assert.equal(first.body.login, 'spiffe://example.org/ns/ci/sa/runner');
+    await sleep(3500);
+    const later = await request('/api/whoami', short, undefined, tlsUrl, agent);
+    assert.equal(later.status, 401);
+    assert.match(later.body.error.message, /not valid now \(expired\)/);
+    agent.destroy();
+    await assert.rejects(request('/api/whoami', short), 'a new handshake refuses it too');
   });
 
   it('a certificate from another CA fails the handshake', async () => {
