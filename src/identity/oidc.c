@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "core/glob.h"
+#include "core/jsonscan.h"
 #include "core/log.h"
 #include "identity/identity.h"
 #include "identity/jwt.h"
@@ -58,9 +59,13 @@ static void keys_unref(struct keys_ref *k)
     }
 }
 
-/* Read and parse the issuer's JWKS file. Returns NULL with why on failure. */
-static struct keys_ref *load_keys(const char *path, struct stat *st, char *why, size_t whylen)
+/* Read and parse the issuer's JWKS file. Returns NULL with why on failure;
+ * *whole then says whether the file was one JSON document: then it was
+ * written as it is, and holds no usable key (a revocation), where a file
+ * that is no JSON may be one caught while it is being written. */
+static struct keys_ref *load_keys(const char *path, struct stat *st, bool *whole, char *why, size_t whylen)
 {
+    *whole = false;
     FILE *f = fopen(path, "rb");
     if (!f) {
         snprintf(why, whylen, "cannot open %s: %s", path, strerror(errno));
@@ -77,6 +82,8 @@ static struct keys_ref *load_keys(const char *path, struct stat *st, char *why, 
     size_t n = fread(buf, 1, (size_t)st->st_size, f);
     fclose(f);
     kl_jwks *k = kl_jwks_parse(buf, n, why, whylen);
+    size_t at;
+    *whole = !k && kl_json_validate(buf, n, &at) == 0;
     free(buf);
     if (!k)
         return NULL;
@@ -242,11 +249,17 @@ static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
     is->policy.issuer = is->issuer;
     char why[256];
     struct stat st;
-    is->cur = load_keys(is->jwks_file, &st, why, sizeof(why));
-    if (!is->cur) {
+    bool whole;
+    is->cur = load_keys(is->jwks_file, &st, &whole, why, sizeof(why));
+    if (!is->cur && !whole) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "issuer %s: %s", is->issuer, why);
         return false;
     }
+    /* revoked (kl_oidc_refresh): a state to start or reload in, not an
+     * error that would keep every other caller out */
+    if (!is->cur)
+        kl_cfg_report(c, KL_SEV_WARNING, v, "issuer %s: %s: its tokens are refused until %s holds a usable key",
+                      is->issuer, why, is->jwks_file);
     is->mtime = st.st_mtim;
     is->size = st.st_size;
     is->ino = st.st_ino;
@@ -296,12 +309,12 @@ void kl_oidc_refresh(struct kl_oidc_cfg *o)
             st.st_size == is->size && st.st_ino == is->ino)
             continue;
         char why[256];
-        struct keys_ref *k = load_keys(is->jwks_file, &st, why, sizeof(why));
-        /* A file that reads as a JWKS without one usable key is a
-         * revocation: no token of this issuer is accepted until keys come
-         * back. One that cannot be read (being rewritten, say) keeps the
-         * keys we have. */
-        bool revoked = !k && strstr(why, "no usable signing key");
+        bool revoked;
+        struct keys_ref *k = load_keys(is->jwks_file, &st, &revoked, why, sizeof(why));
+        /* A whole JSON document without one usable key ({"keys": []}, {},
+         * a lone JWK) is a revocation: no token of this issuer is accepted
+         * until keys come back. A file that cannot be read or is no JSON
+         * (being rewritten, say) keeps the keys we have. */
         if (!k && !revoked) {
             kl_warn("OIDC issuer %s: keeping the previous keys: %s", is->issuer, why);
             is->mtime = st.st_mtim; /* do not retry until it changes again */
@@ -318,7 +331,7 @@ void kl_oidc_refresh(struct kl_oidc_cfg *o)
         pthread_mutex_unlock(&is->lock);
         keys_unref(old);
         if (revoked)
-            kl_warn("OIDC issuer %s: %s holds no usable key: its tokens are refused until it does", is->issuer,
+            kl_warn("OIDC issuer %s: %s: its tokens are refused until %s holds a usable key", is->issuer, why,
                     is->jwks_file);
         else
             kl_info("OIDC issuer %s: reloaded %zu key(s) from %s", is->issuer, kl_jwks_count(k->jwks),

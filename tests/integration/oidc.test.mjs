@@ -2,7 +2,7 @@
 // style ES256) verified against JWKS files; every attack refused.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -252,5 +252,22 @@ describe('OIDC workload tokens', () => {
     assert.equal(await poll(401), 401, 'an empty key set must revoke');
     writeJwks(join(dir, 'k8s.json'), k8s, gh);
     assert.equal(await poll(200), 200, 'keys that come back are used again');
+    // any whole JSON document without a usable key revokes: {}, a lone JWK
+    writeFileSync(join(dir, 'k8s.json'), '{}');
+    assert.equal(await poll(401), 401, '{} must revoke');
+    writeJwks(join(dir, 'k8s.json'), k8s, gh);
+    assert.equal(await poll(200), 200);
+    writeFileSync(join(dir, 'k8s.json'), JSON.stringify(JSON.parse(readFileSync(join(dir, 'gh.json'), 'utf8')).keys[0]));
+    assert.equal(await poll(401), 401, 'a lone JWK must revoke');
+    // a revoked issuer is a state to start or reload in, not an error that keeps everyone out
+    const check = spawnSync(join(BUILD, 'keyless'), ['check', '--config', gw.configPath], { encoding: 'utf8' });
+    assert.equal(check.status, 0, check.stdout + check.stderr);
+    assert.match(check.stdout + check.stderr, /its tokens are refused until .*k8s\.json holds a usable key/);
+    gw.proc.kill('SIGHUP');
+    for (let i = 0; i < 100 && !/SIGHUP: configuration reloaded/.test(gw.output()); i++) await sleep(30);
+    assert.match(gw.output(), /SIGHUP: configuration reloaded/);
+    assert.equal((await whoami(tok)).status, 401);
+    writeJwks(join(dir, 'k8s.json'), k8s, gh);
+    assert.equal(await poll(200), 200);
   });
 });
