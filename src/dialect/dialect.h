@@ -92,7 +92,8 @@ struct kl_body_map {
         generation_config_snake,
         /* what points the provider at input the body does not hold (admit/referenced.c) */
         previous_response_id, conversation, prompt, cached_content, cached_content_snake, tools, mcp_servers,
-        web_search_options;
+        web_search_options,
+        background;             /* Responses: refused (kl_dialect_request_facts) */
 };
 
 /* Validate body[0..len) as JSON and, in the same pass, find the members of

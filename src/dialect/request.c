@@ -10,7 +10,7 @@ static const char *const map_keys[] = {
     "model", "stream", "stream_options", "max_tokens", "max_completion_tokens",
     "max_output_tokens", "generationConfig", "metadata", "messages", "input", "contents", "inferenceConfig", "n",
     "generation_config", "previous_response_id", "conversation", "prompt", "cachedContent", "cached_content", "tools",
-    "mcp_servers", "web_search_options",
+    "mcp_servers", "web_search_options", "background",
 };
 #define NKEYS (sizeof(map_keys) / sizeof(map_keys[0]))
 _Static_assert(sizeof(struct kl_body_map) == NKEYS * sizeof(struct kl_body_span),
@@ -193,6 +193,15 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         break;
     }
     case KL_EP_RESPONSES:
+        /* its answer is fetched later, by GET /v1/responses/{id}, which
+         * keyless does not relay: paid for, it could be neither read nor
+         * metered */
+        if (span_true(body, m->background)) {
+            *why = "\"background\": true is not supported through keyless: a background response is read later with "
+                   "GET /v1/responses/{id}, which keyless does not relay, so it could be neither fetched nor metered "
+                   "(stream the response instead)";
+            return -1;
+        }
         f->stream = span_true(body, m->stream);
         f->max_output_tokens = span_count(body, m->max_output_tokens);
         break;

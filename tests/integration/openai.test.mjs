@@ -115,6 +115,15 @@ describe('OpenAI dialect', () => {
     assert.ok(completed);
   });
 
+  it('a background response is refused before anything is paid for: its result could not be fetched', async () => {
+    await mock.clear();
+    await assert.rejects(client.responses.create({ model: 'gpt-4o', input: 'hi', background: true }),
+      (e) => e.status === 400 && /"background": true is not supported/.test(e.message));
+    assert.equal((await mock.requests()).length, 0);
+    const r = await client.responses.create({ model: 'gpt-4o', input: 'hi', background: false });
+    assert.equal(r.output_text, 'Hello from mockllm.');
+  });
+
   it('embeddings', async () => {
     const r = await client.embeddings.create({ model: 'text-embedding-3-small', input: 'hello' });
     assert.ok(r.data[0].embedding.length > 0);
