@@ -997,9 +997,12 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
     const struct kl_usage *u = kl_account_usage(ex);
     if (!u)
         return;
-    /* a stream cut short may end before its usage: its calls are still known */
+    /* a stream cut short may end before its usage: its calls, the model
+     * that served it and how it stopped are still known */
     r->tool_calls = u->tool_calls;
     r->tool_names = kl_join(&ex->arena, u->tool_names, u->ntool_names, ',');
+    r->model_served = u->model_served;
+    r->stop_reason = u->stop_reason;
     if (!u->known)
         return;
     r->usage_known = u->partial ? 2 : 1;
@@ -1008,8 +1011,6 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
     r->cache_read_tokens = u->cache_read;
     r->cache_write_tokens = u->cache_write;
     r->reasoning_tokens = u->reasoning;
-    r->model_served = u->model_served;
-    r->stop_reason = u->stop_reason;
     r->cost_known = ex->cost_known;
     r->cost_nanodollars = ex->cost_nd;
 }

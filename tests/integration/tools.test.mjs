@@ -159,6 +159,7 @@ describe('tool policy', () => {
     assert.equal(rec.error_class, 'blocked');
     assert.equal(rec.upstream_status, 200);
     assert.equal(rec.usage_known, 0, 'the stream ended before its usage');
+    assert.equal(rec.model_served, 'gpt-4o', 'the chunks named the model that served it');
 
     // Anthropic: the tool_use block never starts
     const s = claude().messages.stream({ model: 'claude-sonnet-4-5', max_tokens: 50,
