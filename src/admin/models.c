@@ -14,8 +14,21 @@ struct model_ref {
     const struct kl_provider *p;
 };
 
+/* The providers a list or lookup in this dialect may name: those whose
+ * models the dialect's endpoints can call (a Claude model is no answer to
+ * an OpenAI SDK's list when /v1/chat/completions would refuse it). */
+static unsigned dialect_compat(const kl_exchange *ex)
+{
+    if (ex->ep->id == KL_EP_GEMINI_MODELS || ex->ep->id == KL_EP_GEMINI_MODEL_GET)
+        return KL_COMPAT_GEMINI_GENERATE;
+    if (ex->ep->dialect == KL_DIALECT_ANTHROPIC)
+        return KL_COMPAT_ANTHROPIC_MESSAGES;
+    return KL_COMPAT_OPENAI_CHAT | KL_COMPAT_OPENAI_RESPONSES;
+}
+
 static size_t collect(kl_exchange *ex, struct model_ref **out)
 {
+    unsigned compat = dialect_compat(ex);
     const kl_config *cfg = ex->cfg;
     size_t total = 0, n = 0;
     for (size_t i = 0; i < cfg->nproviders; i++)
@@ -23,7 +36,7 @@ static size_t collect(kl_exchange *ex, struct model_ref **out)
     struct model_ref *v = kl_arena_alloc(&ex->arena, (total + 1) * sizeof(*v));
     for (size_t i = 0; i < cfg->nproviders; i++) {
         const struct kl_provider *p = &cfg->providers[i];
-        if (p->disabled)
+        if (p->disabled || !(p->compat & compat))
             continue;
         for (size_t k = 0; k < p->nmodels; k++) {
             const char *m = p->models[k];
@@ -117,7 +130,7 @@ static enum kl_step get_model(kl_exchange *ex)
 {
     const char *bare;
     size_t bl;
-    const struct kl_provider *p = kl_route_resolve(ex->cfg, ex->model_requested, 0, &bare, &bl);
+    const struct kl_provider *p = kl_route_resolve(ex->cfg, ex->model_requested, dialect_compat(ex), &bare, &bl);
     if (!p || !kl_authorize_model(ex, p, bare))
         return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND,
                        "model '%s' does not exist or you do not have access to it", ex->model_requested);

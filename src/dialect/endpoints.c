@@ -306,12 +306,16 @@ void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
         if (strncmp(path, "/v1beta/models/", 15) == 0) {
             classify_gemini(a, path + 15, m);
         } else if (strncmp(path, "/v1/models/", 11) == 0) {
-            /* Gemini's v1 API shares the prefix with OpenAI's model lookup. */
-            if (strchr(path + 11, ':')) {
-                classify_gemini(a, path + 11, m);
-            } else if (path[11] && !strchr(path + 11, '/')) {
-                m->ep = ep(KL_EP_MODEL_GET);
-                m->path_model = kl_arena_strdup(a, path + 11);
+            /* Gemini's v1 API shares the prefix with OpenAI's model lookup,
+             * whose ids may hold ':' (Ollama's llama3.1:8b, a fine-tune's
+             * ft:gpt-4o-mini:acme::id) or name their provider
+             * (openai/gpt-4o), as written or percent-encoded */
+            if (!(strchr(path + 11, ':') && classify_gemini(a, path + 11, m))) {
+                char *model = kl_path_segment_decode(a, path + 11, strlen(path + 11));
+                if (model && path_model_ok(model, strlen(model))) {
+                    m->ep = ep(KL_EP_MODEL_GET);
+                    m->path_model = model;
+                }
             }
         } else if (strncmp(path, "/v1/projects/", 13) == 0 || strncmp(path, "/v1beta1/projects/", 18) == 0 ||
                    strncmp(path, "/v1/publishers/", 15) == 0 || strncmp(path, "/v1beta1/publishers/", 20) == 0) {

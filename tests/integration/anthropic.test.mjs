@@ -76,5 +76,6 @@ describe('Anthropic dialect', () => {
       ids.push(m.id);
     }
     assert.ok(ids.includes('claude-sonnet-4-5'));
+    assert.ok(!ids.includes('gpt-4o'), 'a model /v1/messages cannot call is not listed');
   });
 });

@@ -99,14 +99,20 @@ describe('identity and grants', () => {
     assert.deepEqual(w.body.models.sort(), ['anthropic/claude-haiku-4-5', 'anthropic/claude-sonnet-4-5']);
   });
 
-  it('model lists show only the caller\'s models, in every shape', async () => {
-    const oa = await (await fetch(`${gw.url}/v1/models`, { dispatcher: from(ALICE) })).json();
-    assert.deepEqual(oa.data.map((m) => m.id).sort(), ['claude-haiku-4-5', 'claude-sonnet-4-5']);
+  it('model lists show only the caller\'s models, in every shape, each the models its API can call', async () => {
+    const list = async (who, path, headers = {}) => (await fetch(`${gw.url}${path}`, { dispatcher: from(who), headers })).json();
+    const anthropic = { 'anthropic-version': '2023-06-01' };
+    assert.deepEqual((await list(ALICE, '/v1/models', anthropic)).data.map((m) => m.id).sort(),
+      ['claude-haiku-4-5', 'claude-sonnet-4-5']);
+    assert.deepEqual((await list(ALICE, '/v1/models')).data, [], '/v1/chat/completions would refuse a Claude model');
     // the CI node: gpt-4o-mini from the config grant on tag:ci, claude-sonnet* from its CapMap
-    const g = await (await fetch(`${gw.url}/v1beta/models`, { dispatcher: from(CI) })).json();
-    assert.deepEqual(g.models.map((m) => m.name).sort(), ['models/claude-sonnet-4-5', 'models/gpt-4o-mini']);
-    const an = await (await fetch(`${gw.url}/v1/models`, { dispatcher: from(CI), headers: { 'anthropic-version': '2023-06-01' } })).json();
-    assert.deepEqual(an.data.map((m) => m.id).sort(), ['claude-sonnet-4-5', 'gpt-4o-mini']);
+    assert.deepEqual((await list(CI, '/v1/models')).data.map((m) => m.id), ['gpt-4o-mini']);
+    assert.deepEqual((await list(CI, '/v1/models', anthropic)).data.map((m) => m.id), ['claude-sonnet-4-5']);
+    assert.deepEqual((await list(CI, '/v1beta/models')).models, []);
+    // a lookup is the same: the model's API, the caller's grants
+    assert.equal((await fetch(`${gw.url}/v1/models/gpt-4o-mini`, { dispatcher: from(CI) })).status, 200);
+    assert.equal((await fetch(`${gw.url}/v1/models/claude-sonnet-4-5`, { dispatcher: from(CI) })).status, 404);
+    assert.equal((await fetch(`${gw.url}/v1/models/anthropic%2Fclaude-sonnet-4-5`, { dispatcher: from(CI), headers: anthropic })).status, 200);
   });
 
   it('a tagged CI node is identified by its tags, never as tagged-devices', async () => {

@@ -35,6 +35,21 @@ static void classifies_paths(void **state)
     kl_dialect_classify(&a, "GET", "/v1/models/gpt-4o", false, &m);
     assert_int_equal(m.ep->id, KL_EP_MODEL_GET);
     assert_string_equal(m.path_model, "gpt-4o");
+    /* ids with ':' that are no Gemini action, qualified ids, percent-encoded ones */
+    kl_dialect_classify(&a, "GET", "/v1/models/llama3.1:8b", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_MODEL_GET);
+    assert_string_equal(m.path_model, "llama3.1:8b");
+    kl_dialect_classify(&a, "GET", "/v1/models/ft%3Agpt-4o-mini%3Aacme%3A%3AAbC123", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_MODEL_GET);
+    assert_string_equal(m.path_model, "ft:gpt-4o-mini:acme::AbC123");
+    kl_dialect_classify(&a, "GET", "/v1/models/openai/gpt-4o", true, &m);
+    assert_int_equal(m.ep->id, KL_EP_MODEL_GET);
+    assert_int_equal(m.ep->dialect, KL_DIALECT_ANTHROPIC);
+    assert_string_equal(m.path_model, "openai/gpt-4o");
+    kl_dialect_classify(&a, "GET", "/v1/models/openai%2Fgpt-4o", false, &m);
+    assert_string_equal(m.path_model, "openai/gpt-4o");
+    kl_dialect_classify(&a, "GET", "/v1/models/a//b", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
     kl_dialect_classify(&a, "POST", "/v1/messages/count_tokens", false, &m);
     assert_int_equal(m.ep->id, KL_EP_COUNT_TOKENS);
     kl_dialect_classify(&a, "POST", "/v1beta/models/x:deleteEverything", false, &m);
