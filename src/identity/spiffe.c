@@ -3,6 +3,7 @@
 #include "identity/spiffe.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <openssl/x509v3.h>
@@ -40,6 +41,10 @@ int kl_spiffe_id_check(const char *id, size_t len, const char **why)
         *why = "SPIFFE ID has an empty trust domain";
         return -1;
     }
+    if (i - td > 255) {
+        *why = "SPIFFE trust domain longer than 255 bytes";
+        return -1;
+    }
     while (i < len) { /* at '/' */
         size_t seg = ++i;
         while (i < len && id[i] != '/') {
@@ -68,6 +73,12 @@ const char *kl_spiffe_from_cert(X509 *leaf, kl_arena *a, const char **trust_doma
         *why = "the client certificate is a CA certificate";
         return NULL;
     }
+    /* X509-SVID section 4.3: a leaf may not sign certificates or CRLs */
+    uint32_t ku = X509_get_key_usage(leaf);
+    if (ku != UINT32_MAX && (ku & (KU_KEY_CERT_SIGN | KU_CRL_SIGN))) {
+        *why = "the client certificate may sign certificates or CRLs (keyCertSign, cRLSign), which an SVID may not";
+        return NULL;
+    }
     GENERAL_NAMES *names = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
     const char *uri = NULL;
     size_t urilen = 0;
@@ -87,7 +98,11 @@ const char *kl_spiffe_from_cert(X509 *leaf, kl_arena *a, const char **trust_doma
         *why = "the client certificate has more than one URI SAN";
     } else if (memchr(uri, '\0', urilen)) {
         *why = "the client certificate's URI SAN contains a NUL byte";
-    } else if (kl_spiffe_id_check(uri, urilen, why) == 0) {
+    } else if (kl_spiffe_id_check(uri, urilen, why) < 0) {
+        /* why says */
+    } else if (!memchr(uri + 9, '/', urilen - 9)) {
+        *why = "the client certificate's SPIFFE ID names only a trust domain (an SVID's has a path)";
+    } else {
         out = kl_arena_strndup(a, uri, urilen);
         const char *slash = strchr(out + 9, '/');
         *trust_domain = kl_arena_strndup(a, out + 9, slash ? (size_t)(slash - out - 9) : strlen(out + 9));

@@ -59,6 +59,9 @@ describe('mTLS / SPIFFE', () => {
       none: makeCert('none', 'ca', 'subjectAltName=DNS:client.example.org\nbasicConstraints=CA:FALSE\n'),
       dotdot: makeCert('dotdot', 'ca', 'subjectAltName=URI:spiffe://example.org/a/../b\nbasicConstraints=CA:FALSE\n'),
       isca: makeCert('isca', 'ca', 'subjectAltName=URI:spiffe://example.org/ca\nbasicConstraints=critical,CA:TRUE\n'),
+      nopath: makeCert('nopath', 'ca', 'subjectAltName=URI:spiffe://example.org\nbasicConstraints=CA:FALSE\n'),
+      signer: makeCert('signer', 'ca', 'subjectAltName=URI:spiffe://example.org/s\nbasicConstraints=CA:FALSE\n' +
+        'keyUsage=critical,digitalSignature,keyCertSign,cRLSign\n'),
       stranger: makeCert('stranger', 'otherca', 'subjectAltName=URI:spiffe://example.org/ns/ci/sa/runner\nbasicConstraints=CA:FALSE\n'),
       partner: makeCert('partner', 'otherca', 'subjectAltName=URI:spiffe://partner.net/svc/reports\nbasicConstraints=CA:FALSE\n'),
       elsewhere: makeCert('elsewhere', 'ca', 'subjectAltName=URI:spiffe://elsewhere.org/x\nbasicConstraints=CA:FALSE\n'),
@@ -114,9 +117,10 @@ describe('mTLS / SPIFFE', () => {
     assert.match(r.body.error.message, /client certificate/);
   });
 
-  it('two URI SANs, no URI SAN, a bad path, or a CA as leaf -> 401 with the reason', async () => {
+  it('two URI SANs, no URI SAN, a bad or no path, a CA or a signer as leaf -> 401 with the reason', async () => {
     for (const [name, re] of [['two', /more than one URI SAN/], ['none', /no URI SAN/],
-      ['dotdot', /may not be \. or \.\./], ['isca', /CA certificate/]]) {
+      ['dotdot', /may not be \. or \.\./], ['isca', /CA certificate/], ['nopath', /names only a trust domain/],
+      ['signer', /keyCertSign, cRLSign/]]) {
       const r = await request('/api/whoami', certs[name]);
       assert.equal(r.status, 401, name);
       assert.match(r.body.error.message, re, name);

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "identity/identity.h"
+#include "identity/spiffe.h"
 #include "identity/whois.h"
 
 static char *slurp(const char *name, size_t *len)
@@ -190,6 +191,31 @@ static void whois_answers_are_kept_per_node_or_per_connection(void **state)
     }
 }
 
+static int spiffe_ok(const char *id)
+{
+    const char *why = NULL;
+    return kl_spiffe_id_check(id, strlen(id), &why);
+}
+
+/* SPIFFE-ID: a trust domain of at most 255 bytes, lower case, then clean
+ * path segments. */
+static void spiffe_ids(void **state)
+{
+    (void)state;
+    assert_int_equal(spiffe_ok("spiffe://example.org/ns/ci/sa/runner"), 0);
+    char id[400] = "spiffe://";
+    memset(id + 9, 'a', 255);
+    strcpy(id + 9 + 255, "/x");
+    assert_int_equal(spiffe_ok(id), 0);
+    memset(id + 9, 'a', 256);
+    strcpy(id + 9 + 256, "/x");
+    assert_int_equal(spiffe_ok(id), -1);
+    assert_int_equal(spiffe_ok("spiffe://Example.org/x"), -1);
+    assert_int_equal(spiffe_ok("spiffe://example.org/a//b"), -1);
+    assert_int_equal(spiffe_ok("spiffe://example.org/a/../b"), -1);
+    assert_int_equal(spiffe_ok("spiffe:///x"), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -199,6 +225,7 @@ int main(void)
         cmocka_unit_test(capmap_names_merged),
         cmocka_unit_test(rfc2047),
         cmocka_unit_test(cidr),
+        cmocka_unit_test(spiffe_ids),
         cmocka_unit_test(whois_answers_are_kept_per_node_or_per_connection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
