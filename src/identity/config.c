@@ -191,6 +191,17 @@ void kl_identity_read_config(kl_cfg_ctx *c, const cJSON *v)
             if (ic->norder < KL_SRC_COUNT)
                 ic->order[ic->norder++] = (enum kl_id_source)s;
         }
+        /* configured and left out: it identifies no one (an mTLS listener
+         * still opens, and its certificates are ignored) */
+        for (int s = 0; s < KL_SRC_COUNT; s++) {
+            bool listed = false;
+            for (size_t i = 0; i < ic->norder && !listed; i++)
+                listed = ic->order[i] == (enum kl_id_source)s;
+            if (enabled[s] && !listed && s != KL_SRC_LOOPBACK)
+                kl_cfg_report(c, KL_SEV_WARNING, order,
+                              "identity source \"%s\" is configured but not in identity.order: it identifies no one",
+                              kl_id_source_name((enum kl_id_source)s));
+        }
     } else {
         for (int s = 0; s < KL_SRC_COUNT; s++)
             if (enabled[s])

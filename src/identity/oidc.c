@@ -172,6 +172,48 @@ static bool shared_issuer(const char *iss)
     return strcmp(iss, "https://token.actions.githubusercontent.com") == 0 || strcmp(iss, "https://gitlab.com") == 0;
 }
 
+/* Does glob g, after prefix, fix its value up to the first '/' (no '*'
+ * there)? "acme/<anything>" fixes the owner acme; "acme-*" and "*" do not. */
+static bool fixed_head(const char *g, const char *prefix)
+{
+    size_t pl = strlen(prefix);
+    if (strncmp(g, prefix, pl) != 0)
+        return false;
+    const char *slash = strchr(g + pl, '/');
+    size_t n = slash ? (size_t)(slash - g - pl) : strlen(g + pl);
+    return n > 0 && !memchr(g + pl, '*', n);
+}
+
+/* Does a "claims" condition on a shared issuer's tokens admit one owner's
+ * repositories or projects only (every value it allows fixes the owner)? A
+ * condition on anything else (ref, environment) admits every owner's. */
+static bool owner_pinned(const struct issuer *is)
+{
+    static const struct {
+        const char *claim, *prefix;
+    } owner_claims[] = {
+        /* GitHub Actions */
+        {"repository_owner", ""}, {"repository_owner_id", ""}, {"repository", ""}, {"repository_id", ""},
+        {"job_workflow_ref", ""}, {"enterprise", ""}, {"enterprise_id", ""}, {"sub", "repo:"},
+        /* GitLab */
+        {"namespace_path", ""}, {"namespace_id", ""}, {"project_path", ""}, {"project_id", ""},
+        {"sub", "project_path:"},
+    };
+    for (size_t i = 0; i < is->nrules; i++) {
+        const struct claim_rule *r = &is->rules[i];
+        for (size_t k = 0; k < sizeof(owner_claims) / sizeof(owner_claims[0]); k++) {
+            if (strcmp(r->path, owner_claims[k].claim) != 0)
+                continue;
+            bool all = true;
+            for (size_t j = 0; j < r->nglobs && all; j++)
+                all = fixed_head(r->globs[j], owner_claims[k].prefix);
+            if (all)
+                return true;
+        }
+    }
+    return false;
+}
+
 static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
 {
     kl_arena *a = &c->cfg->arena;
@@ -241,10 +283,11 @@ static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
     }
     if (c->diags->errors > errors)
         return false;
-    if (!is->nrules && shared_issuer(is->issuer))
+    if (shared_issuer(is->issuer) && !owner_pinned(is))
         kl_cfg_report(c, KL_SEV_WARNING, v,
                       "issuer %s mints tokens for every repository or project it hosts, with any audience the job "
-                      "asks for: without \"claims\" (e.g. {\"repository_owner\": \"your-org\"}) all of them are callers",
+                      "asks for: without a \"claims\" condition that fixes their owner (e.g. {\"repository_owner\": "
+                      "\"your-org\"}, {\"repository\": \"your-org/*\"}) all of them are callers",
                       is->issuer);
     is->policy.issuer = is->issuer;
     char why[256];

@@ -242,12 +242,16 @@ describe('mTLS / SPIFFE', () => {
   });
 
   it('keyless check: client_ca or trust_domains, with valid domain names and readable bundles', () => {
-    const check = (mtls) => {
+    const check = (mtls, extra = {}) => {
       const f = p('check.hujson');
-      writeFileSync(f, JSON.stringify({ identity: { mtls: { listen: ['127.0.0.1:0'], cert: p('server.pem'), key: p('server.key'), ...mtls } } }));
+      writeFileSync(f, JSON.stringify({ identity: { mtls: { listen: ['127.0.0.1:0'], cert: p('server.pem'), key: p('server.key'), ...mtls }, ...extra } }));
       return spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
     };
     assert.equal(check({ trust_domains: { 'example.org': p('ca.pem') } }).status, 0);
+    // left out of identity.order, the listener's certificates would identify no one: warned about
+    const left = check({ client_ca: p('ca.pem') }, { order: ['loopback'] });
+    assert.equal(left.status, 0, left.stdout);
+    assert.match(left.stdout, /identity source "mtls" is configured but not in identity.order: it identifies no one/);
     for (const [mtls, msg] of [
       [{ client_ca: p('ca.pem'), trust_domains: { 'example.org': p('ca.pem') } }, /either "client_ca"/],
       [{}, /either "client_ca"/],

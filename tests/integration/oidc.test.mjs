@@ -133,9 +133,19 @@ describe('OIDC workload tokens', () => {
     let r = check(base);
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /warning: issuer https:\/\/token\.actions\.githubusercontent\.com mints tokens for every repository/);
-    r = check({ ...base, claims: { repository_owner: 'acme' } });
-    assert.equal(r.status, 0);
-    assert.doesNotMatch(r.stdout, /mints tokens/);
+    for (const claims of [{ repository_owner: 'acme' }, { repository: ['acme/*', 'acme/tools'] }, { sub: 'repo:acme/app:*' },
+      { ref: 'refs/heads/main', repository_owner_id: '1234' }]) {
+      r = check({ ...base, claims });
+      assert.equal(r.status, 0);
+      assert.doesNotMatch(r.stdout, /mints tokens/, JSON.stringify(claims));
+    }
+    // conditions that still admit every owner's workflows are warned about too
+    for (const claims of [{ ref: 'refs/heads/main' }, { repository_owner: '*' }, { repository_owner: 'acme-*' },
+      { repository: ['acme/*', '*/tools'] }, { sub: 'repo:*' }]) {
+      r = check({ ...base, claims });
+      assert.equal(r.status, 0);
+      assert.match(r.stdout, /without a "claims" condition that fixes their owner/, JSON.stringify(claims));
+    }
     for (const [claims, msg] of [[{}, /claims must be an object/], ['acme', /claims must be an object/],
       [{ ref: [] }, /claims\.ref allows no value/], [{ ref: 5 }, /allowed values are non-empty strings/],
       [{ 'a//b': 'x' }, /empty path segment/]]) {
