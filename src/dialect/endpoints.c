@@ -96,7 +96,9 @@ bool kl_dialect_reads_body(const struct kl_endpoint_info *e, const char *model)
 
 enum kl_dialect kl_dialect_guess(const char *path, bool anthropic_version)
 {
-    if (strncmp(path, "/v1beta/", 8) == 0 || strcmp(path, "/v1beta") == 0)
+    /* Gemini's beta and alpha API versions, and its file upload path */
+    if (strncmp(path, "/v1beta/", 8) == 0 || strcmp(path, "/v1beta") == 0 || strncmp(path, "/v1alpha/", 9) == 0 ||
+        strcmp(path, "/v1alpha") == 0 || strncmp(path, "/upload/v1beta/", 15) == 0)
         return KL_DIALECT_GEMINI;
     if (strncmp(path, "/model/", 7) == 0)
         return KL_DIALECT_BEDROCK;
@@ -292,6 +294,7 @@ void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
         {"/v1/messages/count_tokens", KL_EP_COUNT_TOKENS},
         {"/v1/models", KL_EP_MODELS},
         {"/v1beta/models", KL_EP_GEMINI_MODELS},
+        {"/v1alpha/models", KL_EP_GEMINI_MODELS},
         {"/metrics", KL_EP_ADMIN},
     };
     m->ep = NULL;
@@ -305,6 +308,8 @@ void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
     if (!m->ep) {
         if (strncmp(path, "/v1beta/models/", 15) == 0) {
             classify_gemini(a, path + 15, m);
+        } else if (strncmp(path, "/v1alpha/models/", 16) == 0) {
+            classify_gemini(a, path + 16, m);
         } else if (strncmp(path, "/v1/models/", 11) == 0) {
             /* Gemini's v1 API shares the prefix with OpenAI's model lookup,
              * whose ids may hold ':' (Ollama's llama3.1:8b, a fine-tune's

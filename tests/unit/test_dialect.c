@@ -27,6 +27,9 @@ static void classifies_paths(void **state)
     assert_string_equal(m.path_model, "gemini-2.5-pro");
     kl_dialect_classify(&a, "POST", "/v1/models/gemini-2.5-flash:countTokens", false, &m);
     assert_int_equal(m.ep->id, KL_EP_GEMINI_COUNT);
+    kl_dialect_classify(&a, "POST", "/v1alpha/models/gemini-2.5-flash:generateContent", false, &m);
+    assert_int_equal(m.ep->id, KL_EP_GEMINI_GENERATE);
+    assert_string_equal(m.path_model, "gemini-2.5-flash");
     kl_dialect_classify(&a, "GET", "/v1/models", true, &m);
     assert_int_equal(m.ep->id, KL_EP_MODELS);
     assert_int_equal(m.ep->dialect, KL_DIALECT_ANTHROPIC);
@@ -115,6 +118,8 @@ static void classifies_paths(void **state)
     kl_dialect_classify(&a, "GET", "/v1/projects/p/locations/l/publishers/google/models/gemini-2.5-pro", false, &m);
     assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
     assert_int_equal(kl_dialect_guess("/v1beta/foo", false), KL_DIALECT_GEMINI);
+    assert_int_equal(kl_dialect_guess("/v1alpha/cachedContents", false), KL_DIALECT_GEMINI);
+    assert_int_equal(kl_dialect_guess("/upload/v1beta/files", false), KL_DIALECT_GEMINI);
     assert_int_equal(kl_dialect_guess("/v1/foo", true), KL_DIALECT_ANTHROPIC);
     kl_arena_free(&a);
 }
