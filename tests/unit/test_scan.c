@@ -595,6 +595,24 @@ static void base64_text_files(void **state)
     r = scan_raw(f, body);
     assert_int_equal(r.action, KL_SCAN_BLOCK);
     assert_string_equal(r.block_kinds, "github_token");
+    /* redacted in a file whose '/' are escaped: the whole escaped string is replaced, after a \u escape too */
+    b64("write to ann@example.com \x3f\x3f\x3f", false, enc);
+    n = 0;
+    for (const char *p = enc; *p; p++) {
+        if (*p == '/')
+            esc[n++] = '\\';
+        esc[n++] = *p;
+    }
+    esc[n] = '\0';
+    snprintf(body, sizeof(body), "{\"note\":\"caf\\u00e9\",\"x\":{\"file_data\":\"data:text/plain;base64,%s\"}}", esc);
+    r = scan_raw(f, body);
+    assert_int_equal(r.action, KL_SCAN_REDACT);
+    assert_int_equal(r.files, 1);
+    assert_non_null(strstr(r.body, "\"note\":\"caf\\u00e9\""));
+    const char *fd = strstr(r.body, "base64,") + 7;
+    char one[512];
+    snprintf(one, sizeof(one), "{\"data\":\"%.*s\"}", (int)(strchr(fd, '"') - fd), fd);
+    assert_string_equal(unb64(one, "\"data\"", dec), "write to [REDACTED:email] \x3f\x3f\x3f");
     /* a log-only finding is only noted */
     snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", b64("see TICKET-123456 today", false, enc));
     r = scan_raw(f, body);
