@@ -585,7 +585,8 @@ bool kl_admit_counts_tool_calls(const kl_exchange *ex)
  * (admit/chains.h): all of its input and output, once it is final. */
 static void remember_chain(kl_exchange *ex)
 {
-    const struct kl_usage *u = ex->ep->id == KL_EP_RESPONSES && ex->provider ? kl_account_usage(ex) : NULL;
+    /* a refused head never got as far as an endpoint */
+    const struct kl_usage *u = ex->ep && ex->ep->id == KL_EP_RESPONSES && ex->provider ? kl_account_usage(ex) : NULL;
     if (!u || !u->known || !u->final)
         return;
     int64_t tokens = u->input + u->cache_read + u->cache_write + u->output;
