@@ -32,6 +32,10 @@
 
 /* Largest whole (non-stream) answer kept to read its usage. */
 #define KL_WHOLE_MAX (64u << 20)
+/* The longest stream event held while it completes (a Gemini image or an
+ * OpenAI partial image is a few MB): one that never ends would be held
+ * without end, as the provider kept sending. */
+#define KL_EVENT_MAX (16u << 20)
 
 enum body_mode {
     BODY_NONE,          /* nothing to read (errors, endpoints without usage) */
@@ -641,6 +645,15 @@ static void read_body(kl_exchange *ex, const char *data, size_t len)
     switch (a->mode) {
     case BODY_EVENTS:
         kl_sse_feed(&a->sse, data, len, on_event, ex);
+        if (a->sse.len > KL_EVENT_MAX && !ex->cut_off) {
+            kl_sse_free(&a->sse); /* its memory back now, not when the exchange ends */
+            ex->cut_off = true;
+            ex->cut_kind = KL_ERR_BAD_GATEWAY;
+            ex->cut_class = KL_EC_UPSTREAM_ERROR;
+            ex->error_message = "the provider sent a stream event longer than 16 MiB: stopped by the gateway";
+            kl_warn("%s: provider %s sent a stream event longer than 16 MiB; the answer was stopped", ex->id,
+                    ex->provider ? ex->provider->id : "?");
+        }
         break;
     case BODY_ARRAY:
         if (!a->live) /* a live scan reads it element by element (live_array) */

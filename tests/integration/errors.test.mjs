@@ -425,6 +425,47 @@ describe('provider framing', () => {
     up.close();
   });
 
+  it('a stream event that never ends is not held without end: stopped past 16 MiB', async () => {
+    // data: lines with no blank line after them: one event that only grows
+    const mock = await startMock();
+    const line = `data: ${'q'.repeat(1 << 20)}\n`;
+    const up = await rawProvider((req, sock) => {
+      sock.on('error', () => {});
+      sock.write('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n');
+      let sent = 0;
+      const more = () => {
+        while (sent < 40 && !sock.destroyed) {
+          sent++;
+          if (!sock.write(`${line.length.toString(16)}\r\n${line}\r\n`)) return sock.once('drain', more);
+        }
+        if (!sock.destroyed) sock.end('0\r\n\r\n');
+      };
+      more();
+    });
+    const gw = await startGateway({
+      providers: providersFor(mock.url, {
+        openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: KEYS.openai, models: ['gpt-4o'],
+                  compatibility: { openai_chat: true } },
+      }),
+    });
+    const r = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-session-id': 'endless' },
+      body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    const text = await r.text();
+    assert.ok(text.length < 1 << 20, `the event was relayed (${text.length} bytes)`);
+    assert.match(text, /a stream event longer than 16 MiB/);
+    const recs = (await (await fetch(`${gw.url}/api/requests?session=endless`)).json()).requests;
+    for (let i = 0; i < 50 && !recs.length; i++) {
+      await new Promise((res) => setTimeout(res, 50));
+      recs.push(...(await (await fetch(`${gw.url}/api/requests?session=endless`)).json()).requests);
+    }
+    assert.equal(recs[0].error_class, 'upstream_error');
+    await gw.stop();
+    await mock.stop();
+    up.close();
+  });
+
   it('a provider that compresses anyway (gzip) is relayed as it came and still accounted', async () => {
     const { gzipSync } = await import('node:zlib');
     const mock = await startMock();
