@@ -90,7 +90,7 @@ static bool add(struct kl_admission *a, const char *name, int64_t capacity, int6
             return true; /* a bucket is charged once, however many grants name it */
     if (a->n == KL_MAX_BUCKETS)
         return false;
-    a->spec[a->n] = (struct kl_bucket_spec){name, capacity, rate, period, persistent, pooled};
+    a->spec[a->n] = (struct kl_bucket_spec){name, capacity, rate, period, persistent, pooled, charge == CHARGE_SLOT};
     a->charge[a->n] = charge;
     a->log_only[a->n] = log_only;
     a->n++;
@@ -638,7 +638,7 @@ void kl_admit_each_dollar_bucket(kl_exchange *ex, const char *qualified,
                 continue;
             const char *name = kl_quota_bucket_name(ex, q->name);
             struct kl_bucket_spec spec = {name, q->capacity_nd, q->rate_nd, q->rate_period_ms, true,
-                                          kl_quota_pooled(ex->cfg)};
+                                          kl_quota_pooled(ex->cfg), false};
             struct kl_bucket *b;
             size_t f;
             int64_t r, zero = 0;

@@ -141,6 +141,13 @@ static struct kl_bucket *get(struct kl_buckets *t, const struct kl_bucket_spec *
     b->persistent = s->persistent && !s->pooled;
     b->pooled = s->pooled;
     b->used_ms = now_ms;
+    if (s->slots) {
+        /* a reload that raises the limit adds slots (a balance it would
+         * not: money is refilled, not conjured by a larger capacity) */
+        b->capacity = b->level = s->capacity;
+        b->rate_amount = b->rate_period_ms = 0;
+        return b;
+    }
     if (s->pooled) {
         /* refill and capacity live in the pool, not here */
         b->capacity = s->capacity;

@@ -32,6 +32,8 @@ struct kl_bucket_spec {
     bool persistent;            /* dollar quotas survive restarts */
     bool pooled;                /* shared by several gateways: the level here is
                                    only what this gateway leased from the pool */
+    bool slots;                 /* concurrency slots: capacity is how many, those in use are
+                                   reserved, so the level is the capacity, whatever it was */
 };
 
 struct kl_buckets *kl_buckets_new(void);

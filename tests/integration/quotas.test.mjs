@@ -3,7 +3,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -671,6 +671,15 @@ describe('rate limits', () => {
       if (ok !== 200) await sleep(20);
     }
     assert.equal(ok, 200, 'slots are given back when requests end');
+    // a reload that raises the limit gives the slots at once
+    const c2 = JSON.parse(readFileSync(gw.configPath, 'utf8'));
+    c2.grants = grant(null, [{ rate_limit: { concurrent: 4, per: 'grant' } }]);
+    writeFileSync(gw.configPath, JSON.stringify(c2));
+    gw.proc.kill('SIGHUP');
+    for (let i = 0; i < 100 && !/SIGHUP: configuration reloaded/.test(gw.output()); i++) await sleep(20);
+    const running = [await slow(), await slow(), await slow()];
+    assert.equal((await post(gw, '/v1/chat/completions', BODY)).status, 200, 'a fourth slot');
+    await Promise.all(running.map((x) => x.text()));
     await gw.stop();
   });
 });

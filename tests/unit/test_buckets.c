@@ -15,7 +15,7 @@ static void all_or_nothing(void **state)
 {
     (void)state;
     struct kl_buckets *t = kl_buckets_new();
-    struct kl_bucket_spec s[2] = {{"a", 100, 0, 0, false, false}, {"b", 10, 0, 0, false, false}};
+    struct kl_bucket_spec s[2] = {{"a", 100, 0, 0, false, false, false}, {"b", 10, 0, 0, false, false, false}};
     struct kl_bucket *got[2];
     size_t failed;
     int64_t retry;
@@ -40,7 +40,7 @@ static void refill_is_exact(void **state)
     (void)state;
     struct kl_buckets *t = kl_buckets_new();
     /* 7 units every 1000 ms, starting empty after one spend of 100 */
-    struct kl_bucket_spec s = {"r", 100, 7, 1000, false, false};
+    struct kl_bucket_spec s = {"r", 100, 7, 1000, false, false, false};
     struct kl_bucket *b;
     size_t failed;
     int64_t retry;
@@ -63,7 +63,7 @@ static void extend_and_capacity_changes(void **state)
 {
     (void)state;
     struct kl_buckets *t = kl_buckets_new();
-    struct kl_bucket_spec s = {"x", 100, 0, 0, true, false};
+    struct kl_bucket_spec s = {"x", 100, 0, 0, true, false, false};
     struct kl_bucket *b;
     size_t failed;
     int64_t retry;
@@ -72,10 +72,10 @@ static void extend_and_capacity_changes(void **state)
     assert_false(kl_buckets_extend(t, b, 11, 0));
     kl_buckets_settle(t, b, 90, 90, 0);
     /* a lower capacity clamps, a higher one does not add money */
-    struct kl_bucket_spec low = {"x", 5, 0, 0, true, false};
+    struct kl_bucket_spec low = {"x", 5, 0, 0, true, false, false};
     assert_int_equal(kl_buckets_reserve(t, &low, (int64_t[]){5}, 1, 0, &b, &failed, &retry), 0);
     kl_buckets_settle(t, b, 5, 0, 0);
-    struct kl_bucket_spec high = {"x", 1000, 0, 0, true, false};
+    struct kl_bucket_spec high = {"x", 1000, 0, 0, true, false, false};
     assert_int_equal(kl_buckets_reserve(t, &high, (int64_t[]){6}, 1, 0, &b, &failed, &retry), -1);
     /* the change is saved */
     struct kl_bucket_level *v;
@@ -95,7 +95,7 @@ static void reservations_saved_as_spent(void **state)
 {
     (void)state;
     struct kl_buckets *t = kl_buckets_new();
-    struct kl_bucket_spec s = {"x", 100, 0, 0, true, false};
+    struct kl_bucket_spec s = {"x", 100, 0, 0, true, false, false};
     struct kl_bucket *b;
     struct kl_bucket_level *v;
     size_t failed;
@@ -118,13 +118,40 @@ static void reservations_saved_as_spent(void **state)
     kl_buckets_free(t);
 }
 
+/* Concurrency slots: a reload that raises the limit adds slots at once, one
+ * that lowers it takes them as requests end. */
+static void slots_follow_the_limit(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    struct kl_bucket_spec two = {"c", 2, 0, 0, false, false, true}, five = {"c", 5, 0, 0, false, false, true},
+                          one = {"c", 1, 0, 0, false, false, true};
+    struct kl_bucket *b[8];
+    size_t failed;
+    int64_t retry;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(kl_buckets_reserve(t, &two, (int64_t[]){1}, 1, 0, &b[i], &failed, &retry), 0);
+    assert_int_equal(kl_buckets_reserve(t, &two, (int64_t[]){1}, 1, 0, &b[2], &failed, &retry), -1);
+    for (int i = 2; i < 5; i++)
+        assert_int_equal(kl_buckets_reserve(t, &five, (int64_t[]){1}, 1, 0, &b[i], &failed, &retry), 0);
+    assert_int_equal(kl_buckets_reserve(t, &five, (int64_t[]){1}, 1, 0, &b[5], &failed, &retry), -1);
+    /* lowered to one: the five running keep their slots, a new one waits until four have ended */
+    assert_int_equal(kl_buckets_reserve(t, &one, (int64_t[]){1}, 1, 0, &b[5], &failed, &retry), -1);
+    for (int i = 0; i < 4; i++)
+        kl_buckets_settle(t, b[i], 1, 0, 0);
+    assert_int_equal(kl_buckets_reserve(t, &one, (int64_t[]){1}, 1, 0, &b[5], &failed, &retry), -1);
+    kl_buckets_settle(t, b[4], 1, 0, 0);
+    assert_int_equal(kl_buckets_reserve(t, &one, (int64_t[]){1}, 1, 0, &b[5], &failed, &retry), 0);
+    kl_buckets_free(t);
+}
+
 static void saved_balances(void **state)
 {
     (void)state;
     struct kl_buckets *t = kl_buckets_new();
     kl_buckets_preload(t, "p", 30, 0);
     /* 10 a second for 2 s since it was saved: 50, clamped by capacity 45 */
-    struct kl_bucket_spec s = {"p", 45, 10, 1000, true, false};
+    struct kl_bucket_spec s = {"p", 45, 10, 1000, true, false, false};
     struct kl_bucket *b;
     size_t failed;
     int64_t retry;
@@ -137,7 +164,7 @@ static void pooled(void **state)
 {
     (void)state;
     struct kl_buckets *t = kl_buckets_new();
-    struct kl_bucket_spec s = {"pool", 1000, 10, 1000, true, true};
+    struct kl_bucket_spec s = {"pool", 1000, 10, 1000, true, true, false};
     struct kl_bucket *b;
     size_t failed;
     int64_t retry;
@@ -190,6 +217,7 @@ int main(void)
         cmocka_unit_test(refill_is_exact),
         cmocka_unit_test(extend_and_capacity_changes),
         cmocka_unit_test(reservations_saved_as_spent),
+        cmocka_unit_test(slots_follow_the_limit),
         cmocka_unit_test(saved_balances),
         cmocka_unit_test(pooled),
         cmocka_unit_test(money_and_rates),
