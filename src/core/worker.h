@@ -74,6 +74,9 @@ typedef struct kl_worker {
     void *listen_args;          /* per listener: what accepted connections get */
     size_t nlisteners;
     struct event *drain_timer;  /* bounded wait for in-flight exchanges on shutdown */
+    struct event *accept_timer; /* listeners paused after accept() failed (no descriptors): resumes them */
+    int64_t accept_warned_ms;   /* when that was last logged */
+    uint64_t accept_failures;   /* since */
     struct kl_conn *conns;      /* every open client connection (doubly linked) */
     /* written by this worker only (kl_owner_add); atomic so /metrics may
      * read them from another worker */

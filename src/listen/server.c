@@ -130,12 +130,43 @@ static struct listener_arg *largs_of(kl_worker *w)
     return w->listen_args;
 }
 
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    kl_worker *w = arg;
+    for (size_t i = 0; !w->draining && i < w->nlisteners; i++)
+        if (w->listeners[i])
+            evconnlistener_enable(w->listeners[i]);
+}
+
+/* EMFILE and friends: keep serving the connections we have. The
+ * connection waiting to be accepted is still there, so a listener left on
+ * would call this again at once, for ever (a core spinning, a log line
+ * each time): the listeners pause for 100 ms at a time instead, and the
+ * failure is logged at most every 10 s. */
 static void on_accept_error(struct evconnlistener *l, void *arg)
 {
     (void)l;
-    (void)arg;
-    /* EMFILE and friends: keep serving the connections we have. */
-    kl_warn("accept failed: %s", strerror(errno));
+    kl_worker *w = ((struct listener_arg *)arg)->w;
+    int err = errno;
+    w->accept_failures++;
+    int64_t now = kl_wall_ms();
+    if (now - w->accept_warned_ms >= 10000) {
+        kl_warn("worker %d: accept failed: %s (%llu time%s since the last warning); not accepting for 100 ms at a "
+                "time until it can", w->index, strerror(err), (unsigned long long)w->accept_failures,
+                w->accept_failures == 1 ? "" : "s");
+        w->accept_warned_ms = now;
+        w->accept_failures = 0;
+    }
+    for (size_t i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i])
+            evconnlistener_disable(w->listeners[i]);
+    if (!w->accept_timer)
+        w->accept_timer = evtimer_new(w->base, on_accept_resume, w);
+    struct timeval tv = {0, 100000};
+    if (w->accept_timer)
+        evtimer_add(w->accept_timer, &tv);
 }
 
 static void stop_listening(kl_worker *w)
@@ -504,6 +535,8 @@ out:
             kl_mailbox_free(w);
             if (w->drain_timer)
                 event_free(w->drain_timer);
+            if (w->accept_timer)
+                event_free(w->accept_timer);
             if (w->log_timer)
                 event_free(w->log_timer);
             w->log_timer = NULL;

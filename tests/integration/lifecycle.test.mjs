@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Anthropic from '@anthropic-ai/sdk';
 import { startMock, startGateway, providersFor, BUILD, ROOT } from './lib/harness.mjs';
@@ -144,6 +145,31 @@ describe('lifecycle', () => {
     assert.equal(msg.content[0].text, 'Hello from mockllm.');
     await assert.rejects(fetch(`${gw.url}/`));
     assert.equal(await exited, 0);
+    await mock.stop();
+  });
+
+  it('out of descriptors: the listeners pause instead of spinning, the failure is logged once, serving resumes', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({ providers: providersFor(mock.url) }, { nofile: 64 });
+    const u = new URL(gw.url);
+    const socks = [];
+    for (let i = 0; i < 100; i++) {
+      const s = net.connect(Number(u.port), u.hostname);
+      s.on('error', () => {});
+      socks.push(s);
+    }
+    await sleep(1500);
+    for (const s of socks) s.destroy();
+    let status = 0;
+    for (let i = 0; i < 100 && status !== 200; i++) {
+      status = await fetch(`${gw.url}/`).then((r) => r.status, () => 0);
+      if (status !== 200) await sleep(50);
+    }
+    assert.equal(status, 200, 'serving resumes once descriptors are free');
+    const warnings = gw.output().split('\n').filter((l) => /accept failed/.test(l));
+    assert.ok(warnings.length >= 1 && warnings.length <= 2, `${warnings.length} warnings (one per worker at most)`);
+    assert.match(warnings[0], /Too many open files .*not accepting for 100 ms at a time/);
+    await gw.stop();
     await mock.stop();
   });
 });

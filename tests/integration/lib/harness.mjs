@@ -157,7 +157,7 @@ export const OPEN_GRANTS = [
 
 // Start keyless with config (an object, serialized as JSON, or a string of
 // HuJSON). Its stdout/stderr are kept for the credential scan.
-export async function startGateway(config, { env = {}, workers = 2 } = {}) {
+export async function startGateway(config, { env = {}, workers = 2, nofile } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'keyless-test-'));
   const path = join(dir, 'keyless.hujson');
   let text = config;
@@ -170,7 +170,11 @@ export async function startGateway(config, { env = {}, workers = 2 } = {}) {
     text = JSON.stringify(c, null, 2);
   }
   writeFileSync(path, text);
-  const proc = track(spawn(join(BUILD, 'keyless'), ['serve', '--config', path], {
+  // nofile: the process's descriptor limit (the shell sets it, then becomes keyless)
+  const [cmd, args] = nofile
+    ? ['/bin/sh', ['-c', `ulimit -n ${Number(nofile)} && exec "$0" "$@"`, join(BUILD, 'keyless'), 'serve', '--config', path]]
+    : [join(BUILD, 'keyless'), ['serve', '--config', path]];
+  const proc = track(spawn(cmd, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   }));
