@@ -524,6 +524,10 @@ int kl_server_run(kl_config *cfg)
 out:
     for (int i = 0; i < 3; i++)
         event_free(sigs[i]);
+    /* freeing them put back the default actions: a reload asked for while
+     * the records are still being written is no reason to die (SIGHUP's
+     * default) and lose them */
+    signal(SIGHUP, SIG_IGN);
     event_base_free(mb);
     for (int i = 0; i < nw; i++) {
         kl_worker *w = &srv.workers[i];

@@ -105,6 +105,7 @@ static void *writer_main(void *arg)
     if (!batch)
         abort();
     uint64_t failing = 0; /* failed writes in a row */
+    int64_t failing_since = 0; /* kl_now_ns of the first of them */
     pthread_mutex_lock(&w->lock);
     for (;;) {
         /* nothing new: wait for records, or a second (on the monotonic
@@ -146,15 +147,19 @@ static void *writer_main(void *arg)
             w->failing = true;
             pthread_cond_broadcast(&w->written_cond);
             pthread_mutex_unlock(&w->lock);
-            failing++;
+            if (failing++ == 0)
+                failing_since = kl_now_ns();
             if (failing == 1 || failing % 60 == 0)
                 kl_error("record store write failed (%llu times in a row, %llu in all; %zu records waiting): %s",
                          (unsigned long long)failing, (unsigned long long)failures, n, err);
             struct timespec pause = {0, 500 * 1000000};
             nanosleep(&pause, NULL);
             pthread_mutex_lock(&w->lock);
-            if (w->stop && failing > 20)
-                break; /* the store is gone (ten seconds of failures in a row): give up at shutdown */
+            /* the store is gone (ten seconds of failures in a row; a try may
+             * itself wait out a locked database's busy timeout, so counted in
+             * time, not tries): give up at shutdown */
+            if (w->stop && kl_now_ns() - failing_since >= 10 * (int64_t)1000000000)
+                break;
             continue;
         }
         failing = 0;

@@ -1,7 +1,7 @@
 // Start-up, SIGHUP and graceful SIGTERM with a stream in flight.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -145,6 +145,29 @@ describe('lifecycle', () => {
     assert.equal(msg.content[0].text, 'Hello from mockllm.');
     await assert.rejects(fetch(`${gw.url}/`));
     assert.equal(await exited, 0);
+    await mock.stop();
+  });
+
+  it('a store locked at shutdown: given up after ten seconds of failures, and a SIGHUP meanwhile does not kill', async () => {
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-lock-')), 'r.db');
+    const gw = await startGateway({ store: { path: db }, providers: providersFor(mock.url) });
+    const chat = () => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
+    assert.equal((await chat()).status, 200);
+    // another process holds the database's write lock (its transaction open)
+    const lock = spawn('sqlite3', [db], { stdio: ['pipe', 'ignore', 'ignore'] });
+    lock.stdin.write('BEGIN EXCLUSIVE;\nINSERT INTO requests SELECT * FROM requests LIMIT 0;\n');
+    await sleep(300);
+    for (let i = 0; i < 3; i++) assert.equal((await chat()).status, 200);
+    const exited = new Promise((r) => gw.proc.once('exit', (code, signal) => r({ code, signal })));
+    gw.proc.kill('SIGTERM');
+    await sleep(500);
+    gw.proc.kill('SIGHUP'); // while the writer still tries
+    const end = await exited;
+    lock.stdin.end('COMMIT;\n');
+    assert.deepEqual(end, { code: 0, signal: null });
+    assert.match(gw.output(), /records could not be written at shutdown/);
     await mock.stop();
   });
 
