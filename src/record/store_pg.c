@@ -5,15 +5,21 @@
  * record, upsert otherwise) inside a transaction per batch. */
 #include "record/store_int.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include <libpq-fe.h>
 
 #include "record/schema.h"
 
 #define KL_PG_LOCK 0x6b65796c657373 /* "keyless" */
+#define KL_PG_WAIT_MS 15000         /* the longest a statement's answer is waited for */
+#define KL_PG_CONNECT_TIMEOUT "10"  /* seconds; the URL may say otherwise */
 
 struct pg_store {
     struct kl_store base;
@@ -21,8 +27,60 @@ struct pg_store {
     char *conninfo;
     bool prepared;
     bool refused;               /* the last statement failed on the data, not the server */
+    bool timed_out;             /* ... got no answer in KL_PG_WAIT_MS */
     size_t update_map[64], nupdate;
 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* The result of the statement just sent (sent: what PQsend* returned),
+ * waited for at most KL_PG_WAIT_MS. A server that stops answering without
+ * closing (a frozen host, a partition that drops packets: the kernel there
+ * may even acknowledge what is sent) would otherwise hold this thread, and
+ * with it leases, queries and shutdown, for ever. On time out the socket is
+ * shut, so libpq takes the connection as broken and ensure() opens another
+ * (within connect_timeout). NULL when no result came: pg_error says why. */
+static PGresult *result_of(struct pg_store *p, int sent)
+{
+    PGconn *c = p->conn;
+    p->timed_out = false;
+    if (!sent)
+        return NULL;
+    int64_t deadline = mono_ms() + KL_PG_WAIT_MS;
+    for (;;) {
+        int f = PQflush(c); /* non-blocking: 1 while some of the statement is still to go */
+        if (f < 0 || (f == 0 && !PQisBusy(c)))
+            break;
+        int64_t left = deadline - mono_ms();
+        if (left <= 0) {
+            p->timed_out = true;
+            shutdown(PQsocket(c), SHUT_RDWR);
+            break;
+        }
+        struct pollfd pfd = {PQsocket(c), (short)(POLLIN | (f ? POLLOUT : 0)), 0};
+        if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+            break;
+        if ((pfd.revents & (POLLIN | POLLHUP | POLLERR)) && !PQconsumeInput(c))
+            break;
+    }
+    PGresult *last = NULL, *r;
+    while ((r = PQgetResult(c))) {
+        PQclear(last);
+        last = r;
+    }
+    return last;
+}
+
+static const char *pg_error(const struct pg_store *p)
+{
+    return p->timed_out ? "no answer in 15 s (the connection is dropped; the next statement opens another)"
+                        : PQerrorMessage(p->conn);
+}
 
 static const char *dollar(size_t i, char *buf)
 {
@@ -41,10 +99,10 @@ static void pg_close(struct kl_store *s)
 
 static int cmd(struct pg_store *p, const char *sql, char *err, size_t errlen)
 {
-    PGresult *r = PQexec(p->conn, sql);
+    PGresult *r = result_of(p, PQsendQuery(p->conn, sql));
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!ok)
-        snprintf(err, errlen, "postgres: %s", PQerrorMessage(p->conn));
+        snprintf(err, errlen, "postgres: %s", pg_error(p));
     PQclear(r);
     return ok ? 0 : -1;
 }
@@ -66,16 +124,17 @@ static int ensure(struct pg_store *p, char *err, size_t errlen)
         snprintf(err, errlen, "postgres: %s", PQerrorMessage(p->conn));
         return -1;
     }
+    PQsetnonblocking(p->conn, 1);
     return 0;
 }
 
 static int prepare_one(struct pg_store *p, const char *name, char *sql, size_t nparams, char *err, size_t errlen)
 {
-    PGresult *r = PQprepare(p->conn, name, sql, (int)nparams, NULL);
+    PGresult *r = result_of(p, PQsendPrepare(p->conn, name, sql, (int)nparams, NULL));
     free(sql);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
-        snprintf(err, errlen, "postgres: preparing %s: %s", name, PQerrorMessage(p->conn));
+        snprintf(err, errlen, "postgres: preparing %s: %s", name, pg_error(p));
     PQclear(r);
     return ok ? 0 : -1;
 }
@@ -137,12 +196,12 @@ static void param(struct pg_params *pp, size_t i, const struct kl_value *v)
 static long exec_prepared(struct pg_store *p, const char *name, const struct pg_params *pp, size_t n, char *err,
                           size_t errlen)
 {
-    PGresult *r = PQexecPrepared(p->conn, name, (int)n, pp->v, pp->len, pp->fmt, 0);
+    PGresult *r = result_of(p, PQsendQueryPrepared(p->conn, name, (int)n, pp->v, pp->len, pp->fmt, 0));
     long changed = -1;
     if (PQresultStatus(r) == PGRES_COMMAND_OK) {
         changed = strtol(PQcmdTuples(r), NULL, 10);
     } else {
-        snprintf(err, errlen, "postgres: %s: %s", name, PQerrorMessage(p->conn));
+        snprintf(err, errlen, "postgres: %s: %s", name, pg_error(p));
         /* SQLSTATE classes 22 (data exception) and 23 (integrity): this
          * row, not the server; anything else may pass */
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
@@ -242,11 +301,11 @@ static int pg_exec(struct kl_store *s, const char *sql, const char *const *param
     if (ensure(p, err, errlen) < 0)
         return -1;
     char *q = dollarize(sql);
-    PGresult *r = PQexecParams(p->conn, q, (int)nparams, NULL, params, NULL, NULL, 0);
+    PGresult *r = result_of(p, PQsendQueryParams(p->conn, q, (int)nparams, NULL, params, NULL, NULL, 0));
     free(q);
     ExecStatusType st = PQresultStatus(r);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        snprintf(err, errlen, "postgres: %s", PQerrorMessage(p->conn));
+        snprintf(err, errlen, "postgres: %s", pg_error(p));
         PQclear(r);
         return -1;
     }
@@ -277,7 +336,7 @@ static int pg_exec(struct kl_store *s, const char *sql, const char *const *param
 /* The newest migration recorded, or -1. */
 static long schema_version(struct pg_store *p)
 {
-    PGresult *r = PQexec(p->conn, "SELECT COALESCE(max(version), 0) FROM schema_migrations");
+    PGresult *r = result_of(p, PQsendQuery(p->conn, "SELECT COALESCE(max(version), 0) FROM schema_migrations"));
     long v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? atol(PQgetvalue(r, 0, 0)) : -1;
     PQclear(r);
     return v;
@@ -326,15 +385,22 @@ struct kl_store *kl_pg_open(const char *url, bool do_migrate, char *err, size_t 
     if (!p)
         abort();
     p->base = (struct kl_store){.driver = KL_STORE_POSTGRES, .close = pg_close, .write = pg_write, .exec = pg_exec};
-    p->conn = PQconnectdb(url);
+    /* connect_timeout before the URL, which may set its own: a server that
+     * accepts and never answers would hold the connect (PQreset's too) */
+    const char *const keys[] = {"connect_timeout", "dbname", NULL};
+    const char *const vals[] = {KL_PG_CONNECT_TIMEOUT, url, NULL};
+    p->conn = PQconnectdbParams(keys, vals, 1);
     if (PQstatus(p->conn) != CONNECTION_OK) {
         /* libpq's message never echoes the password */
         snprintf(err, errlen, "postgres: cannot connect: %s", PQerrorMessage(p->conn));
         pg_close(&p->base);
         return NULL;
     }
-    char ignore[64];
-    cmd(p, "SET client_min_messages = warning", ignore, sizeof(ignore));
+    PQsetnonblocking(p->conn, 1); /* statements are sent and waited for within KL_PG_WAIT_MS (result_of) */
+    if (cmd(p, "SET client_min_messages = warning", err, errlen) < 0 && p->timed_out) {
+        pg_close(&p->base);
+        return NULL;
+    }
     if (do_migrate && migrate(p, err, errlen) < 0) {
         pg_close(&p->base);
         return NULL;

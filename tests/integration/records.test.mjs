@@ -2,7 +2,8 @@
 // and interrupted ones, in SQLite and in a PostgreSQL shared by gateways.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import net from 'node:net';
 import http from 'node:http';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -429,6 +430,58 @@ describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KE
     await gw.stop();
     await mock.stop();
     assert.doesNotMatch(gw.output(), /write failed|store (query )?failed/);
+  });
+});
+
+describe('a PostgreSQL server that stops answering', () => {
+  // Speaks PostgreSQL's wire protocol as far as "ready for query", then
+  // answers nothing more: a frozen host, or a partition that drops packets
+  // (the kernel there may still acknowledge them, so TCP sees nothing amiss).
+  function frozenPostgres() {
+    const server = net.createServer((sock) => {
+      sock.on('error', () => {});
+      let buf = Buffer.alloc(0);
+      let ready = false;
+      sock.on('data', (d) => {
+        buf = Buffer.concat([buf, d]);
+        while (!ready && buf.length >= 8) {
+          const len = buf.readInt32BE(0);
+          if (buf.length < len) return;
+          const code = buf.readInt32BE(4);
+          buf = buf.subarray(len);
+          if (code === 80877103 || code === 80877104) { // SSLRequest, GSSENCRequest: no
+            sock.write('N');
+            continue;
+          }
+          const msg = (type, body) => { const h = Buffer.alloc(5); h.write(type, 0); h.writeInt32BE(body.length + 4, 1); return Buffer.concat([h, body]); };
+          const i32 = (...v) => { const b = Buffer.alloc(4 * v.length); v.forEach((x, k) => b.writeInt32BE(x, 4 * k)); return b; };
+          sock.write(Buffer.concat([msg('R', i32(0)), msg('S', Buffer.from('server_version\u000016.0\u0000')),
+            msg('S', Buffer.from('client_encoding\u0000UTF8\u0000')), msg('K', i32(4242, 1)), msg('Z', Buffer.from('I'))]));
+          ready = true; // from here on: silence
+        }
+      });
+    });
+    return new Promise((res) => server.listen(0, '127.0.0.1', () => res(server)));
+  }
+
+  it('a statement waits 15 s at most: the start-up fails with the reason instead of hanging', async () => {
+    const pg = await frozenPostgres();
+    const dir = mkdtempSync(join(tmpdir(), 'kl-frozen-'));
+    const f = join(dir, 'c.hujson');
+    writeFileSync(f, JSON.stringify({ listen: { addresses: ['127.0.0.1:0'] }, store: { driver: 'postgres',
+      url: `postgresql://keyless@127.0.0.1:${pg.address().port}/keyless?sslmode=disable&gssencmode=disable` } }));
+    const r = await new Promise((res) => {
+      const p = spawn(join(BUILD, 'keyless'), ['serve', '--config', f], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      p.stdout.on('data', (d) => (out += d));
+      p.stderr.on('data', (d) => (out += d));
+      const kill = setTimeout(() => p.kill('SIGKILL'), 120000);
+      p.on('exit', (code, signal) => { clearTimeout(kill); res({ code, signal, out }); });
+    });
+    pg.close();
+    assert.equal(r.signal, null, `keyless hung: ${r.out}`);
+    assert.equal(r.code, 1);
+    assert.match(r.out, /no answer in 15 s/);
   });
 });
 
