@@ -12,7 +12,7 @@
 #include "dialect/evstream.h"
 
 #define MIN_CHARS 16            /* 12 bytes: no shorter text holds a finding worth a decode */
-#define HEAD_CHARS 4096         /* decoded to judge whether the whole is text */
+#define HEAD_CHARS 4096         /* characters decoded to judge whether the whole is text */
 
 static bool b64(unsigned char c)
 {
@@ -20,104 +20,143 @@ static bool b64(unsigned char c)
            c == '-' || c == '_';
 }
 
-/* Is b[0..n) text: UTF-8 without control characters but white space? A
- * sequence cut by the end of a head (cut) does not count against it. */
-static bool is_text(const unsigned char *b, size_t n, bool cut)
+/* Is b[0..n) text? No NUL byte, and at most one byte in 16 a control
+ * character other than white space and ESC (a terminal's colours). Not a
+ * check of UTF-8: a Latin-1 file is text too. Images, PDFs' streams and
+ * audio hold NULs within their first bytes. */
+static bool is_text(const unsigned char *b, size_t n)
 {
-    for (size_t i = 0; i < n;) {
+    size_t controls = 0;
+    for (size_t i = 0; i < n; i++) {
         unsigned char c = b[i];
-        if (c < 0x80) {
-            if ((c < 0x20 && !(c >= 0x09 && c <= 0x0d)) || c == 0x7f)
-                return false;
-            i++;
+        if (c == 0)
+            return false;
+        controls += (c < 0x20 && !(c >= 0x09 && c <= 0x0d) && c != 0x1b) || c == 0x7f;
+    }
+    return controls * 16 <= n;
+}
+
+/* What walk() read of a base64 string. */
+struct b64_read {
+    char *std;                  /* its characters as standard base64 (malloc), padding added */
+    size_t chars;               /* base64 characters, '=' excluded */
+    const char *end;            /* the closing quote, or NULL when walk() stopped before it */
+    bool url_safe, padded;
+};
+
+/* Read the base64 string that starts at s (just inside its quote), at most
+ * max characters of it: the line breaks and spaces encoders wrap lines with
+ * (the JSON escapes \n, \r, \t; spaces) are skipped, as the providers'
+ * decoders skip them. false when a byte is no base64 or padding is out of
+ * place. */
+static bool walk(const char *s, const char *end, size_t max, struct b64_read *r)
+{
+    size_t cap = 4096, n = 0, pad = 0;
+    r->std = malloc(cap);
+    if (!r->std)
+        abort();
+    r->end = NULL;
+    r->url_safe = false;
+    const char *p = s;
+    for (; p < end && n < max; p++) {
+        char c = *p;
+        if (c == '"') {
+            r->end = p;
+            break;
+        }
+        if (c == ' ')
+            continue;
+        if (c == '\\' && p + 1 < end && (p[1] == 'n' || p[1] == 'r' || p[1] == 't')) {
+            p++;
             continue;
         }
-        size_t k = c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : 0;
-        if (!k)
-            return false;
-        for (size_t j = 1; j <= k; j++) {
-            if (i + j == n)
-                return cut;
-            if ((b[i + j] & 0xc0) != 0x80)
-                return false;
+        if (c == '=') {
+            pad++;
+            continue;
         }
-        i += k + 1;
+        if (pad || !b64((unsigned char)c)) {
+            free(r->std);
+            return false; /* padding only at the end */
+        }
+        if (c == '-' || c == '_') {
+            r->url_safe = true;
+            c = c == '-' ? '+' : '/';
+        }
+        if (n + 4 >= cap) {
+            cap *= 2;
+            r->std = realloc(r->std, cap);
+            if (!r->std)
+                abort();
+        }
+        r->std[n++] = c;
     }
+    if (!r->end && p < end && *p == '"')
+        r->end = p; /* max reached right at the end */
+    if (pad > 2 || n % 4 == 1 || (pad && (n + pad) % 4)) {
+        free(r->std);
+        return false;
+    }
+    r->chars = n;
+    /* an encoder pads, or does not; with nothing to pad it cannot be told,
+     * and padding is what strict decoders ask for */
+    r->padded = pad > 0 || n % 4 == 0;
+    while (n % 4)
+        r->std[n++] = '=';
+    r->std[n] = '\0';
     return true;
 }
 
-/* The base64 string that starts at s (just inside its quote), up to its
- * closing quote: its end, or NULL when a byte in it is no base64. */
-static const char *b64_end(const char *s, const char *end)
+/* r decoded into *buf: its length, or -1. */
+static long decode(const struct b64_read *r, char **buf, size_t *cap)
 {
-    size_t n = 0, pad = 0;
-    for (const char *p = s; p < end; p++, n++) {
-        if (*p == '"')
-            return n - pad >= MIN_CHARS && n % 4 != 1 && pad <= 2 ? p : NULL;
-        if (*p == '=')
-            pad++;
-        else if (pad || !b64((unsigned char)*p))
-            return NULL; /* padding only at the end */
-    }
-    return NULL;
-}
-
-/* s[0..n) as standard padded base64 (malloc): base64url's alphabet mapped,
- * padding added. */
-static char *standard(const char *s, size_t n, bool *url_safe)
-{
-    size_t cap = (n + 3) / 4 * 4;
-    char *o = malloc(cap + 1), *w = o;
-    if (!o)
-        abort();
-    *url_safe = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c == '-' || c == '_') {
-            *url_safe = true;
-            c = c == '-' ? '+' : '/';
-        }
-        *w++ = c;
-    }
-    while ((size_t)(w - o) < cap)
-        *w++ = '=';
-    *w = '\0';
-    return o;
-}
-
-/* s[0..n) decoded (standard(), then into *buf): its length, or -1. */
-static long decode(const char *s, size_t n, char **buf, size_t *cap, bool *url_safe)
-{
-    char *std = standard(s, n, url_safe);
     size_t dlen;
-    char *ok = kl_base64_decode_buf(std, strlen(std), buf, cap, &dlen);
-    free(std);
-    return ok ? (long)dlen : -1;
+    return kl_base64_decode_buf(r->std, strlen(r->std), buf, cap, &dlen) ? (long)dlen : -1;
+}
+
+/* Where the base64 of a data: URL starts, p just after "data:": past the
+ * comma of a media type ending in ";base64" (its parameters may run long,
+ * so this is not left to the scan's expression). NULL when it is no such
+ * URL. */
+static const char *data_url_payload(const char *p, const char *end)
+{
+    size_t room = (size_t)(end - p) < 4096 ? (size_t)(end - p) : 4096;
+    const char *comma = memchr(p, ',', room), *quote = memchr(p, '"', room);
+    if (!comma || (quote && quote < comma) || comma - p < 7 || memcmp(comma - 7, ";base64", 7) != 0)
+        return NULL;
+    return comma + 1;
 }
 
 size_t kl_attachments_at(const char *body, size_t len, const size_t *at, size_t n, struct kl_attachment **out)
 {
     size_t found = 0, cap = 0, bcap = 0;
     char *buf = NULL;
-    bool url_safe;
     *out = NULL;
     for (size_t i = 0; i < n; i++) {
-        const char *s = body + at[i], *end = body + len;
-        if (at[i] >= len)
+        size_t pos = at[i] >> 1;
+        const char *s = body + pos, *end = body + len;
+        if (pos >= len || ((at[i] & 1) && !(s = data_url_payload(s, end))))
             continue;
         /* judged by its head before its end is looked for: a megabyte
          * image is left after 3 KiB of it */
-        size_t k = 0;
-        while (k < HEAD_CHARS && s + k < end && b64((unsigned char)s[k]))
-            k++;
+        struct b64_read r;
         long d;
-        if (k == HEAD_CHARS &&
-            ((d = decode(s, k, &buf, &bcap, &url_safe)) < 0 || !is_text((const unsigned char *)buf, (size_t)d, true)))
+        if (!walk(s, end, HEAD_CHARS, &r))
             continue;
-        const char *e = b64_end(s, end);
-        if (!e || (d = decode(s, (size_t)(e - s), &buf, &bcap, &url_safe)) < 0 ||
-            (k < HEAD_CHARS && !is_text((const unsigned char *)buf, (size_t)d, false)))
+        bool whole = r.end != NULL;
+        if (r.chars < MIN_CHARS || (d = decode(&r, &buf, &bcap)) < 0 || !is_text((const unsigned char *)buf, (size_t)d)) {
+            free(r.std);
             continue;
+        }
+        if (!whole) {
+            free(r.std);
+            if (!walk(s, end, SIZE_MAX, &r))
+                continue;
+            if (!r.end || (d = decode(&r, &buf, &bcap)) < 0) {
+                free(r.std);
+                continue;
+            }
+        }
+        free(r.std);
         if (found == cap) {
             cap = cap ? cap * 2 : 4;
             *out = realloc(*out, cap * sizeof(**out));
@@ -128,7 +167,8 @@ size_t kl_attachments_at(const char *body, size_t len, const size_t *at, size_t 
         if (!text)
             abort();
         memcpy(text, buf, (size_t)d + 1);
-        (*out)[found++] = (struct kl_attachment){at[i], (size_t)(e - body), text, (size_t)d, url_safe, e[-1] == '='};
+        (*out)[found++] = (struct kl_attachment){(size_t)(s - body), (size_t)(r.end - body), text, (size_t)d,
+                                                 r.url_safe, r.padded};
     }
     free(buf);
     return found;

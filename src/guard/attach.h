@@ -15,14 +15,16 @@ struct kl_attachment {
     char *text;                 /* decoded (malloc, NUL-terminated) */
     size_t len;
     bool url_safe;              /* written with - and _ (base64url) */
-    bool padded;                /* ended with '=' */
+    bool padded;                /* padded to a multiple of four, or needing none */
 };
 
-/* The attachments that begin at the offsets at[0..n) of body (a JSON
- * request, escapes decoded), where the guardrails' scan found the opening of
- * a string value of a member named "data", "bytes" or "file_data", or a
- * data: URL's ";base64,": those whose string is base64 and decodes to text.
- * *out is malloc'd (NULL when none); free with kl_attachments_free. */
+/* The attachments at the places at[0..n) of body (a JSON request, escapes
+ * decoded) where the guardrails' scan found the opening of a string value
+ * of a member named "data", "bytes" or "file_data" (an offset times two),
+ * or the "data:" of a data: URL (an offset times two, plus one): those
+ * whose string (after a ";base64," media type's comma) is base64, line
+ * breaks and spaces allowed, and decodes to text. *out is malloc'd (NULL
+ * when none); free with kl_attachments_free. */
 size_t kl_attachments_at(const char *body, size_t len, const size_t *at, size_t n, struct kl_attachment **out);
 
 /* text (len bytes) encoded as a's base64 was written: its alphabet and

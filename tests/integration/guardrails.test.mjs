@@ -122,10 +122,12 @@ describe('guardrails', () => {
     assert.equal(r.status, 200);
     const sent = JSON.parse((await mock.last()).body).input[0].content[1].file_data;
     assert.match(sent, /^data:text\/csv;base64,/);
+    assert.equal((sent.length - sent.indexOf(',') - 1) % 4, 0, 'padded, as strict decoders need');
     assert.equal(Buffer.from(sent.slice(sent.indexOf(',') + 1), 'base64').toString(), 'name,mail\nJane,[REDACTED:email]\n');
     // an image is not read as text
     await mock.clear();
-    const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), Buffer.from(` ${AWS} `)]);
+    const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 0x49, 0x48, 0x44, 0x52]),
+      Buffer.from(` ${AWS} `)]);
     const img = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:generateContent`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ contents: [{ role: 'user', parts: [{ inlineData: { mimeType: 'image/png', data: png.toString('base64') } }] }] }),

@@ -569,6 +569,16 @@ static void base64_text_files(void **state)
     assert_int_equal(r.action, KL_SCAN_REDACT);
     assert_int_equal(r.redacted, 1);
     assert_string_equal(unb64(r.body, "\"bytes\"", dec), "owner: [REDACTED:email]\nok\n");
+    /* standard base64 of a length that needed no '=' is padded again when the redacted text needs it */
+    assert_null(strchr(b64("contact ann@example.com!", false, enc), '='));
+    snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", enc);
+    r = scan_raw(f, body);
+    assert_int_equal(r.action, KL_SCAN_REDACT);
+    const char *pv = strstr(r.body, "\"data\":\"") + 8;
+    size_t pvl = (size_t)(strchr(pv, '"') - pv);
+    assert_int_equal(pvl % 4, 0);
+    assert_int_equal(pv[pvl - 1], '=');
+    assert_string_equal(unb64(r.body, "\"data\"", dec), "contact [REDACTED:email]!");
     /* base64url without padding stays so */
     const char *odd = "mail ann@example.com >>>?";
     snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", b64(odd, true, enc));
@@ -618,12 +628,39 @@ static void base64_text_files(void **state)
     r = scan_raw(f, body);
     assert_int_equal(r.action, KL_SCAN_LOG);
     assert_string_equal(r.kinds, "ticket");
-    /* binary files are not read as text: a PNG holding the same bytes */
-    char png[64] = "\x89PNG\r\n\x1a\n AKIAIOSFODNN7EXAMPLE";
-    snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", b64(png, false, enc));
+    /* binary files are not read as text: a PNG (its header holds NULs) with the same bytes */
+    static const unsigned char png[] = "\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10 AKIAIOSFODNN7EXAMPLE";
+    int pl = EVP_EncodeBlock((unsigned char *)enc, png, (int)sizeof(png) - 1);
+    enc[pl] = '\0';
+    snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", enc);
     assert_int_equal(scan_raw(f, body).action, KL_SCAN_OFF);
+    /* a Latin-1 file, or one with a terminal's colours, is text */
+    snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", b64("\x1b[1mcaf\xe9\x1b[0m AKIAIOSFODNN7EXAMPLE", false, enc));
+    assert_int_equal(scan_raw(f, body).action, KL_SCAN_BLOCK);
+    /* wrapped lines (the base64 tool's 76 columns, as JSON escapes) are read through */
+    b64("a longer file whose base64 is wrapped: ghp_abcdefghijklmnopqrstuvwxyz0123456789 and more", false, enc);
+    char wrapped[1024];
+    n = 0;
+    for (size_t i = 0; enc[i]; i++) {
+        if (i && i % 20 == 0) {
+            memcpy(wrapped + n, "\\n", 2);
+            n += 2;
+        }
+        wrapped[n++] = enc[i];
+    }
+    wrapped[n] = '\0';
+    snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", wrapped);
+    r = scan_raw(f, body);
+    assert_int_equal(r.action, KL_SCAN_BLOCK);
+    assert_string_equal(r.block_kinds, "github_token");
+    /* a data: URL whose parameters run long */
+    char params[600];
+    memset(params, 'a', sizeof(params) - 1);
+    params[sizeof(params) - 1] = '\0';
+    snprintf(body, sizeof(body), "{\"u\":\"data:text/plain;x=%s;base64,%s\"}", params, b64("AKIAIOSFODNN7EXAMPLE", false, enc));
+    assert_int_equal(scan_raw(f, body).action, KL_SCAN_BLOCK);
     /* nor is a value that is not base64, or is not a member's value */
-    assert_int_equal(scan_raw(f, "{\"data\":\"QUtJQUlPU0ZPRE5ON0VYQU1QTEU gg\"}").action, KL_SCAN_OFF);
+    assert_int_equal(scan_raw(f, "{\"data\":\"QUtJQUlPU0ZPRE5ON0VYQU1QTEU.gg\"}").action, KL_SCAN_OFF);
     assert_int_equal(scan_raw(f, "{\"a\":[\"data\",\"QUtJQUlPU0ZPRE5ON0VYQU1QTEU=\"]}").action, KL_SCAN_OFF);
     assert_int_equal(scan_raw(f, "{\"data\":\"QUtJQUlPU0ZPRE5ON0VYQU1QTEU=\"}").action, KL_SCAN_BLOCK);
 }
