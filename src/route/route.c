@@ -307,6 +307,9 @@ static void build_headers(kl_exchange *ex, const char *token, const struct kl_si
     size_t n = 0;
     bool by_token = identified_by_token(ex);
     bool has_connection = kl_http_header(r, "connection") != NULL; /* most requests: none to look through */
+    bool inject = keyless_credential(ex);
+    /* who pays goes with the key: the caller's choice only beside its own */
+    bool callers_key = p->auth_mode == KL_AUTHMODE_PASSTHROUGH && !inject;
     for (size_t i = 0; i < r->nheaders; i++) {
         const char *name = r->headers[i].name;
         /* a caller identified by a workload token sent it in one of these
@@ -314,8 +317,8 @@ static void build_headers(kl_exchange *ex, const char *token, const struct kl_si
          * provider could replay it here */
         if (by_token && is_credential(name))
             continue;
-        if (p->auth_mode == KL_AUTHMODE_PASSTHROUGH &&
-            (is_credential(name) || is_aws_signature(name) || kl_route_billing_header(name))) {
+        if ((p->auth_mode == KL_AUTHMODE_PASSTHROUGH && (is_credential(name) || is_aws_signature(name))) ||
+            (callers_key && kl_route_billing_header(name))) {
             h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
             continue;
         }
@@ -324,7 +327,6 @@ static void build_headers(kl_exchange *ex, const char *token, const struct kl_si
             continue;
         h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
     }
-    bool inject = keyless_credential(ex);
     if (inject && aws) /* signed last: the URL and the body are final */
         n += kl_sigv4_headers(&ex->arena, aws, r->method, ex->upstream_url, ex->up_body, ex->up_body_len, time(NULL),
                               h + n);

@@ -52,6 +52,16 @@ describe('OpenAI dialect', () => {
     assert.equal(ph['authorization'], 'Bearer sk-callers-own');
     assert.equal(ph['openai-organization'], 'org-caller');
     await pass.stop();
+    // ... but not when the caller sent no key and the gateway's goes instead
+    const fallback = await startGateway({ providers: { p: { baseurl: mock.url, auth_mode: 'passthrough', apikey: KEYS.openai,
+      models: ['gpt-4o'] } } });
+    await mock.clear();
+    await fetch(`${fallback.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json',
+      'openai-organization': 'org-caller' }, body: JSON.stringify({ model: 'gpt-4o', messages: [] }) });
+    const fh = headerMap((await mock.last()).headers);
+    assert.equal(fh['authorization'], `Bearer ${KEYS.openai}`);
+    assert.equal(fh['openai-organization'], undefined);
+    await fallback.stop();
   });
 
   it('qualified model name is rewritten to the bare id upstream', async () => {
