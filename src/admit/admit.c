@@ -140,12 +140,12 @@ static int64_t chained_tokens(const kl_exchange *ex, int64_t each, int64_t *know
 static int64_t referenced_tokens(const kl_exchange *ex, int64_t *chained)
 {
     int64_t each = ex->cfg->quotas ? ex->cfg->quotas->referenced_input_tokens : KL_REFERENCED_INPUT_TOKENS_DEFAULT;
-    *chained = 0;
+    int64_t known;
+    /* a size known is reserved with the share off too: it is no guess */
+    *chained = chained_tokens(ex, each > 0 ? each : 0, &known);
     if (each <= 0)
         return 0;
-    int64_t n = kl_referenced_inputs(ex->ep, ex->body, ex->body_len, &ex->body_map), known;
-    *chained = chained_tokens(ex, each, &known);
-    n -= known;
+    int64_t n = kl_referenced_inputs(ex->ep, ex->body, ex->body_len, &ex->body_map) - known;
     return n <= 0 ? 0 : n > INT64_MAX / each ? INT64_MAX / 2 : n * each;
 }
 

@@ -186,7 +186,9 @@ static bool fixed_head(const char *g, const char *prefix)
 
 /* Does a "claims" condition on a shared issuer's tokens admit one owner's
  * repositories or projects only (every value it allows fixes the owner)? A
- * condition on anything else (ref, environment) admits every owner's. */
+ * condition on anything else (ref, environment) admits every owner's; so
+ * does job_workflow_ref, which names a reusable workflow any repository may
+ * call, not the repository that calls it. */
 static bool owner_pinned(const struct issuer *is)
 {
     static const struct {
@@ -194,7 +196,7 @@ static bool owner_pinned(const struct issuer *is)
     } owner_claims[] = {
         /* GitHub Actions */
         {"repository_owner", ""}, {"repository_owner_id", ""}, {"repository", ""}, {"repository_id", ""},
-        {"job_workflow_ref", ""}, {"enterprise", ""}, {"enterprise_id", ""}, {"sub", "repo:"},
+        {"enterprise", ""}, {"enterprise_id", ""}, {"sub", "repo:"},
         /* GitLab */
         {"namespace_path", ""}, {"namespace_id", ""}, {"project_path", ""}, {"project_id", ""},
         {"sub", "project_path:"},

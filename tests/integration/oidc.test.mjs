@@ -141,7 +141,8 @@ describe('OIDC workload tokens', () => {
     }
     // conditions that still admit every owner's workflows are warned about too
     for (const claims of [{ ref: 'refs/heads/main' }, { repository_owner: '*' }, { repository_owner: 'acme-*' },
-      { repository: ['acme/*', '*/tools'] }, { sub: 'repo:*' }]) {
+      { repository: ['acme/*', '*/tools'] }, { sub: 'repo:*' },
+      { job_workflow_ref: 'acme/shared/.github/workflows/deploy.yml@refs/heads/main' }]) {
       r = check({ ...base, claims });
       assert.equal(r.status, 0);
       assert.match(r.stdout, /without a "claims" condition that fixes their owner/, JSON.stringify(claims));

@@ -514,6 +514,26 @@ describe('spend quotas', () => {
       assert.equal(await reserved(b), est(b, stored), JSON.stringify(ref));
     }
     await gw.stop();
+    // with the share turned off, a size known is still reserved
+    const off = await startGateway({
+      quotas: { c: { capacity: '$100.00' } },
+      limits: { referenced_input_tokens: 0 },
+      grants: grant([{ bucket: 'c' }]),
+      providers: providersFor(mock.url),
+    });
+    const again = await (await post(off, '/v1/responses', body({}), { 'x-mock': usage(50000, 300) })).json();
+    const reservedOff = async (b) => {
+      const pending = post(off, '/v1/responses', b, { 'x-mock': `${EXACT};delay_headers_ms=1500` });
+      await sleep(500);
+      const q = (await (await fetch(`${off.url}/api/quotas`)).json()).buckets[0];
+      await (await pending).text();
+      return BigInt(q.reserved);
+    };
+    let b = body({ previous_response_id: again.id });
+    assert.equal(await reservedOff(b), est(b, 50300));
+    b = body({ previous_response_id: 'resp_unknown' });
+    assert.equal(await reservedOff(b), est(b, 0));
+    await off.stop();
     await mock.stop();
   });
 
