@@ -22,10 +22,13 @@ static bool b64(unsigned char c)
 
 /* Is b[0..n) text? No NUL byte, and at most one byte in 16 a control
  * character other than white space and ESC (a terminal's colours). Not a
- * check of UTF-8: a Latin-1 file is text too. Images, PDFs' streams and
- * audio hold NULs within their first bytes. */
+ * check of UTF-8: a Latin-1 file is text too. Images, audio and archives
+ * hold NULs within their first bytes; a PDF may not, and is no text either:
+ * a redaction would move the byte offsets its cross-reference table gives. */
 static bool is_text(const unsigned char *b, size_t n)
 {
+    if (n >= 5 && memcmp(b, "%PDF-", 5) == 0)
+        return false;
     size_t controls = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = b[i];

@@ -634,6 +634,9 @@ static void base64_text_files(void **state)
     enc[pl] = '\0';
     snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", enc);
     assert_int_equal(scan_raw(f, body).action, KL_SCAN_OFF);
+    /* nor is a PDF, whose head may hold no NUL */
+    snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", b64("%PDF-1.4\n1 0 obj << /Author (ann@example.com) >>", false, enc));
+    assert_int_equal(scan_raw(f, body).action, KL_SCAN_OFF);
     /* a Latin-1 file, or one with a terminal's colours, is text */
     snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", b64("\x1b[1mcaf\xe9\x1b[0m AKIAIOSFODNN7EXAMPLE", false, enc));
     assert_int_equal(scan_raw(f, body).action, KL_SCAN_BLOCK);
