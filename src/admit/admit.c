@@ -85,9 +85,17 @@ const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl)
 static bool add(struct kl_admission *a, const char *name, int64_t capacity, int64_t rate, int64_t period,
                 bool persistent, enum charge charge, bool log_only, bool pooled)
 {
-    for (size_t i = 0; i < a->n; i++)
-        if (strcmp(a->spec[i].name, name) == 0)
-            return true; /* a bucket is charged once, however many grants name it */
+    for (size_t i = 0; i < a->n; i++) {
+        if (strcmp(a->spec[i].name, name) != 0)
+            continue;
+        /* a bucket is charged once, however many grants name it; one limit
+         * set twice (the same models, two grants) holds at the stricter */
+        if (capacity < a->spec[i].capacity)
+            a->spec[i].capacity = capacity;
+        if (rate < a->spec[i].rate_amount)
+            a->spec[i].rate_amount = rate;
+        return true;
+    }
     if (a->n == KL_MAX_BUCKETS)
         return false;
     a->spec[a->n] = (struct kl_bucket_spec){name, capacity, rate, period, persistent, pooled, charge == CHARGE_SLOT};
@@ -343,6 +351,43 @@ static void leased(kl_exchange *ex, bool ok, int64_t retry)
     kl_pipeline_continue(ex, step);
 }
 
+/* FNV-1a over n strings, each ended by a NUL, and their count. */
+static uint64_t fold(uint64_t h, const char *const *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (const char *p = v[i];; p++) {
+            h = (h ^ (unsigned char)*p) * 1099511628211ull;
+            if (!*p)
+                break;
+        }
+    return (h ^ n) * 1099511628211ull;
+}
+
+/* What tells one caller's rate limits apart, in their bucket names: the
+ * models a capability limits ("100 a minute" and "2 a minute on Claude's
+ * models" are two limits, both held) and, per grant, whose grant it
+ * is: a configured grant by its src list, a tailnet policy capability by its
+ * whole text (nothing else tells two policy grants apart). Not the limit's
+ * numbers, where that can be helped: a reload that changes them changes the
+ * live bucket, not a new one. */
+static const char *limit_tag(kl_exchange *ex, const struct kl_cap_ref *r, const struct kl_rate_limit *rl)
+{
+    uint64_t h = fold(14695981039346656037ull, r->cap->models, r->cap->models ? r->cap->nmodels : 0);
+    h = (h ^ (r->cap->models != NULL)) * 1099511628211ull;
+    if (rl->per == KL_PER_GRANT && r->grant >= 0 && ex->cfg->grants && (size_t)r->grant < ex->cfg->grants->n) {
+        const struct kl_grant *g = &ex->cfg->grants->v[r->grant];
+        h = fold(h, g->src, g->nsrc);
+    } else if (rl->per == KL_PER_GRANT) {
+        char *text = cJSON_PrintUnformatted(r->cap->raw);
+        if (!text)
+            abort();
+        const char *one[] = {text};
+        h = fold(h, one, 1);
+        cJSON_free(text);
+    }
+    return kl_arena_printf(&ex->arena, "%08x", (unsigned)(h ^ (h >> 32)));
+}
+
 enum kl_step kl_admit_run(kl_exchange *ex)
 {
     const struct kl_grant_set *s = ex->grant_set;
@@ -384,18 +429,24 @@ enum kl_step kl_admit_run(kl_exchange *ex)
             return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN, "access denied: bad rate_limit grant: %s", why);
         if (r == 0)
             continue;
-        const char *key = rl.per == KL_PER_NODE ? (ex->ident->node ? ex->ident->node : ex->ident->login)
-                        : rl.per == KL_PER_GRANT ? kl_arena_printf(&ex->arena, "grant#%d", s->caps[i].grant)
-                                                 : ex->ident->login;
+        const char *who = rl.per == KL_PER_NODE ? (ex->ident->node ? ex->ident->node : ex->ident->login)
+                        : rl.per == KL_PER_GRANT ? "grant" : ex->ident->login;
+        const char *key = kl_arena_printf(&ex->arena, "%s#%s", who, limit_tag(ex, &s->caps[i], &rl));
+        bool ok = true;
         if (rl.rpm)
-            add(a, kl_arena_printf(&ex->arena, "rpm:%s", key), rl.rpm, rl.rpm, 60000, false, CHARGE_REQUESTS, false, false);
+            ok &= add(a, kl_arena_printf(&ex->arena, "rpm:%s", key), rl.rpm, rl.rpm, 60000, false, CHARGE_REQUESTS,
+                      false, false);
         if (rl.tpm && !free_endpoint(ex))
-            add(a, kl_arena_printf(&ex->arena, "tpm:%s", key), rl.tpm, rl.tpm, 60000, false, CHARGE_TOKENS, false, false);
+            ok &= add(a, kl_arena_printf(&ex->arena, "tpm:%s", key), rl.tpm, rl.tpm, 60000, false, CHARGE_TOKENS,
+                      false, false);
         if (rl.tcpm && !free_endpoint(ex))
-            add(a, kl_arena_printf(&ex->arena, "tcpm:%s", key), rl.tcpm, rl.tcpm, 60000, false, CHARGE_TOOL_CALLS,
-                false, false);
+            ok &= add(a, kl_arena_printf(&ex->arena, "tcpm:%s", key), rl.tcpm, rl.tcpm, 60000, false,
+                      CHARGE_TOOL_CALLS, false, false);
         if (rl.concurrent)
-            add(a, kl_arena_printf(&ex->arena, "concurrent:%s", key), rl.concurrent, 0, 0, false, CHARGE_SLOT, false, false);
+            ok &= add(a, kl_arena_printf(&ex->arena, "concurrent:%s", key), rl.concurrent, 0, 0, false, CHARGE_SLOT,
+                      false, false);
+        if (!ok) /* fail closed, as for spend quotas: a limit left out would limit nothing */
+            return kl_fail(ex, KL_ERR_INTERNAL, KL_EC_INTERNAL, "too many quota buckets apply");
     }
     if (a->n == 0)
         return KL_NEXT;

@@ -655,6 +655,49 @@ describe('rate limits', () => {
   before(async () => { mock = await startMock(); });
   after(async () => { await mock.stop(); });
 
+  it('every limit that applies holds: two grants, a broad and a narrow one in a grant, a per-grant limit across a reload', async () => {
+    const ap = (...caps) => ({ 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }, ...caps] });
+    const statuses = async (gw, n, body = BODY, ip = '127.0.0.1') => {
+      const out = [];
+      for (let i = 0; i < n; i++) out.push((await post(gw, '/v1/chat/completions', body, {}, ip)).status);
+      return out;
+    };
+    // two grants on one caller: the narrower one narrows
+    let gw = await startGateway({ grants: [
+      { src: ['*'], app: ap({ rate_limit: { requests_per_minute: 1000 } }) },
+      { src: ['(loopback)'], app: ap({ rate_limit: { requests_per_minute: 2 } }) },
+    ], providers: providersFor(mock.url) });
+    assert.deepEqual(await statuses(gw, 3), [200, 200, 429]);
+    await gw.stop();
+    // a broad limit and a narrow one on Claude's models, in one grant, in either order
+    const claude = JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] });
+    for (const caps of [[{ rate_limit: { requests_per_minute: 100 } }, { models: 'anthropic/**', rate_limit: { requests_per_minute: 2 } }],
+      [{ models: 'anthropic/**', rate_limit: { requests_per_minute: 2 } }, { rate_limit: { requests_per_minute: 100 } }]]) {
+      gw = await startGateway({ grants: [{ src: ['*'], app: ap(...caps) }], providers: providersFor(mock.url) });
+      const c = [];
+      for (let i = 0; i < 3; i++) c.push((await post(gw, '/v1/messages', claude, { 'anthropic-version': '2023-06-01' })).status);
+      assert.deepEqual(c, [200, 200, 429], JSON.stringify(caps));
+      assert.deepEqual(await statuses(gw, 2), [200, 200], 'the narrow limit does not touch other models');
+      await gw.stop();
+    }
+    // per grant: a grant added in front of another by a reload neither takes its count nor resets it
+    const cfg = {
+      identity: { cidr: [{ range: '127.0.0.30/32', login: 'alice@example.com' }, { range: '127.0.0.31/32', login: 'bob@example.com' }] },
+      grants: [{ src: ['alice@example.com'], app: ap({ rate_limit: { requests_per_minute: 2, per: 'grant' } }) }],
+      providers: providersFor(mock.url),
+    };
+    gw = await startGateway(cfg);
+    assert.deepEqual(await statuses(gw, 3, BODY, '127.0.0.30'), [200, 200, 429]);
+    const c2 = JSON.parse(readFileSync(gw.configPath, 'utf8'));
+    c2.grants.unshift({ src: ['bob@example.com'], app: ap({ rate_limit: { requests_per_minute: 2, per: 'grant' } }) });
+    writeFileSync(gw.configPath, JSON.stringify(c2));
+    gw.proc.kill('SIGHUP');
+    for (let i = 0; i < 100 && !/SIGHUP: configuration reloaded/.test(gw.output()); i++) await sleep(20);
+    assert.deepEqual(await statuses(gw, 1, BODY, '127.0.0.31'), [200], 'bob has his own grant\'s count');
+    assert.deepEqual(await statuses(gw, 1, BODY, '127.0.0.30'), [429], 'alice keeps hers');
+    await gw.stop();
+  });
+
   it('requests per minute', async () => {
     const gw = await startGateway({ grants: grant(null, [{ rate_limit: { requests_per_minute: 3 } }]), providers: providersFor(mock.url) });
     for (let i = 0; i < 3; i++) assert.equal((await post(gw, '/v1/chat/completions', BODY)).status, 200);
