@@ -471,8 +471,9 @@ enum kl_step kl_admit_run(kl_exchange *ex)
                        "spend limit cannot be enforced: model %s has no price, so its cost cannot be reserved",
                        ex->model);
     /* The reservation bounds the answer only if the provider is held to the
-     * output it was priced for: ask for it explicitly when the caller did not. */
-    if (dollars && ex->max_output_tokens <= 0 && per_answer > 0)
+     * output it was priced for (or counted in tokens for): ask for it
+     * explicitly when the caller did not. */
+    if (sized && ex->max_output_tokens <= 0 && per_answer > 0)
         ex->inject_max_output_tokens = per_answer;
 
     for (size_t i = 0; i < a->n; i++) {

@@ -716,6 +716,13 @@ describe('rate limits', () => {
     assert.equal(r.status, 429);
     assert.match((await r.json()).error.message, /rate limit tpm:/);
     await gw.stop();
+    // a request without an output cap is sent the one it was counted for, as under a spend quota
+    const capped = await startGateway({ grants: grant(null, [{ rate_limit: { tokens_per_minute: 100000 } }]),
+      limits: { default_max_output_tokens: 1000 }, providers: providersFor(mock.url) });
+    await mock.clear();
+    assert.equal((await post(capped, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }))).status, 200);
+    assert.equal(JSON.parse((await mock.last()).body).max_completion_tokens, 1000);
+    await capped.stop();
   });
 
   it('concurrent requests', async () => {
