@@ -1,6 +1,7 @@
 #include "dialect/dialect.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/jsonscan.h"
@@ -54,14 +55,28 @@ static cJSON *span_json(const char *body, struct kl_body_span s)
     return s.end ? cJSON_ParseWithLength(body + s.start, s.end - s.start) : NULL;
 }
 
-static int64_t span_count(const char *body, struct kl_body_span s)
+/* A count: a number, or with strings a number written as a string, as
+ * Google's JSON reads an integer field ("candidateCount": "4"). -1 when it
+ * is neither, or out of range. */
+static int64_t count_of(const char *body, struct kl_body_span s, bool strings)
 {
     cJSON *v = span_json(body, s);
-    int64_t n = -1;
-    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9e15)
-        n = (int64_t)v->valuedouble;
+    double d = -1;
+    if (cJSON_IsNumber(v)) {
+        d = v->valuedouble;
+    } else if (strings && cJSON_IsString(v) && v->valuestring[0]) {
+        char *end;
+        d = strtod(v->valuestring, &end);
+        if (*end || d != (double)(int64_t)d)
+            d = -1;
+    }
     cJSON_Delete(v);
-    return n;
+    return d >= 0 && d < 9e15 ? (int64_t)d : -1;
+}
+
+static int64_t span_count(const char *body, struct kl_body_span s)
+{
+    return count_of(body, s, false);
 }
 
 static bool span_true(const char *body, struct kl_body_span s)
@@ -119,8 +134,8 @@ static int nested_count(const char *body, struct kl_body_span s, const char *out
         return -1;
     }
     const struct kl_json_want *v = w[0].count || !proto_name ? &w[0] : &w[1];
-    if (v->end)
-        *out = span_count(body + s.start, (struct kl_body_span){v->start, v->end});
+    if (v->end) /* a field with a proto name is Google's, whose JSON reads a number in a string too */
+        *out = count_of(body + s.start, (struct kl_body_span){v->start, v->end}, proto_name != NULL);
     return 0;
 }
 

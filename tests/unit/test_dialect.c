@@ -203,6 +203,13 @@ static void reads_answers_asked_for(void **state)
                                                   "\"maxOutputTokens\":10}}", &f, &why), 0);
     assert_int_equal(f.choices, 4);
     assert_int_equal(f.max_output_tokens, 10);
+    /* Google's JSON reads an integer written as a string too */
+    assert_int_equal(facts(KL_EP_GEMINI_GENERATE, "{\"generationConfig\":{\"candidateCount\":\"4\","
+                                                  "\"maxOutputTokens\":\"10\"}}", &f, &why), 0);
+    assert_int_equal(f.choices, 4);
+    assert_int_equal(f.max_output_tokens, 10);
+    assert_int_equal(facts(KL_EP_GEMINI_GENERATE, "{\"generationConfig\":{\"candidateCount\":\"four\"}}", &f, &why), 0);
+    assert_int_equal(f.choices, 1);
 }
 
 /* Google reads a field by its proto name too (generation_config,
