@@ -140,7 +140,6 @@ static struct kl_bucket *get(struct kl_buckets *t, const struct kl_bucket_spec *
     }
     b->persistent = s->persistent && !s->pooled;
     b->pooled = s->pooled;
-    b->used_ms = now_ms;
     if (s->slots) {
         /* a reload that raises the limit adds slots (a balance it would
          * not: money is refilled, not conjured by a larger capacity) */
@@ -207,6 +206,11 @@ int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs,
         for (size_t i = 0; i < n; i++) {
             out[i]->reserved += amounts[i];
             out[i]->dirty = out[i]->persistent;
+            /* a look at its balance (/api/quotas, a hook's quota metadata:
+             * a reservation of nothing) is no use: it does not keep a
+             * pooled lease from going back */
+            if (amounts[i])
+                out[i]->used_ms = now_ms;
         }
     pthread_mutex_unlock(&t->lock);
     *retry_after_s = ok ? 0 : never ? -1 : wait;
@@ -270,6 +274,7 @@ void kl_buckets_credit(struct kl_buckets *t, const struct kl_bucket_spec *spec, 
     pthread_mutex_lock(&t->lock);
     struct kl_bucket *b = get(t, spec, now_ms);
     b->level += amount;
+    b->used_ms = now_ms; /* a lease just taken is for a request about to reserve */
     pthread_mutex_unlock(&t->lock);
 }
 

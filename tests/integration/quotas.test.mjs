@@ -147,6 +147,31 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('a lease goes back to the pool once idle, however often /api/quotas looks at it', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set' }, async () => {
+    const mock = await startMock(['--no-log']);
+    const bucket = `watched-${Date.now()}`;
+    const gw = await startGateway({
+      store: { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance: 'quota-watched' },
+      quotas: { [bucket]: { capacity: usd(100n * EST) } },
+      grants: grant([{ bucket }]),
+      providers: providersFor(mock.url),
+    });
+    const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+    assert.equal(r.status, 200);
+    await r.text();
+    const level = () => BigInt(spawnSync('psql', [process.env.KEYLESS_TEST_PG_URL, '-Atc',
+      `SELECT level FROM quota_pool WHERE name = '${bucket}'`], { encoding: 'utf8' }).stdout.trim());
+    let back = false;
+    for (let i = 0; i < 40 && !back; i++) { // an admin watching the balance
+      assert.equal((await fetch(`${gw.url}/api/quotas`)).status, 200);
+      await sleep(200);
+      back = level() === 100n * EST - EST;
+    }
+    assert.ok(back, `the lease stayed out: pool level ${level()}`);
+    await gw.stop();
+    await mock.stop();
+  });
+
   it('a pool refilled after a long idle time is clamped to its capacity, not an overflow', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set' }, async () => {
     const mock = await startMock(['--no-log']);
     const bucket = `huge-${Date.now()}`;
