@@ -71,10 +71,22 @@ static enum kl_step refill(kl_exchange *ex)
         return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST,
                        "body must be {\"bucket\": \"name\", \"amount\": \"$5.00\"}");
     }
-    int rc = kl_buckets_refill(ex->worker->server->buckets, bucket->valuestring, amount, kl_wall_ms());
+    struct kl_buckets *t = ex->worker->server->buckets;
+    int rc = kl_buckets_refill(t, bucket->valuestring, amount, kl_wall_ms());
+    const struct kl_quota *q = rc < 0 ? kl_quota_for_bucket(ex->cfg->quotas, bucket->valuestring) : NULL;
+    if (q) {
+        /* not used since the gateway started, perhaps spent before: made
+         * from its quota (with the balance saved for it), then refilled */
+        struct kl_bucket_spec spec = {bucket->valuestring, q->capacity_nd, q->rate_nd, q->rate_period_ms, true,
+                                      kl_quota_pooled(ex->cfg), false};
+        struct kl_bucket *b;
+        size_t failed;
+        int64_t retry, zero = 0;
+        kl_buckets_reserve(t, &spec, &zero, 1, kl_wall_ms(), &b, &failed, &retry);
+        rc = kl_buckets_refill(t, bucket->valuestring, amount, kl_wall_ms());
+    }
     if (rc < 0) {
-        enum kl_step st = kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND,
-                                  "bucket %s has not been used since the gateway started (it is full)",
+        enum kl_step st = kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no quota defines a bucket named %s",
                                   bucket->valuestring);
         cJSON_Delete(body);
         return st;

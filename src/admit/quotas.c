@@ -149,6 +149,29 @@ const struct kl_quota *kl_quota_find(const struct kl_quotas *q, const char *name
     return NULL;
 }
 
+/* Does name fit template t, each <user> and <node> standing for one or more
+ * bytes? */
+static bool fits(const char *t, const char *name)
+{
+    if (!*t)
+        return !*name;
+    if (strncmp(t, "<user>", 6) == 0 || strncmp(t, "<node>", 6) == 0) {
+        for (const char *n = name + 1; n <= name + strlen(name); n++)
+            if (*name && fits(t + 6, n))
+                return true;
+        return false;
+    }
+    return *t == *name && fits(t + 1, name + 1);
+}
+
+const struct kl_quota *kl_quota_for_bucket(const struct kl_quotas *q, const char *bucket)
+{
+    for (size_t i = 0; q && i < q->n; i++)
+        if (fits(q->v[i].name, bucket))
+            return &q->v[i];
+    return NULL;
+}
+
 int kl_rate_limit_read(const cJSON *cap, struct kl_rate_limit *out, const char **why)
 {
     memset(out, 0, sizeof(*out));

@@ -32,6 +32,9 @@ struct kl_quotas {
 void kl_quotas_read_config(kl_cfg_ctx *c, const cJSON *v);   /* "quotas" */
 void kl_limits_read_config(kl_cfg_ctx *c, const cJSON *v);   /* "limits" */
 const struct kl_quota *kl_quota_find(const struct kl_quotas *q, const char *name);
+/* The quota a bucket's name was made from ("daily:alice@example.com" from
+ * "daily:<user>"), or NULL. */
+const struct kl_quota *kl_quota_for_bucket(const struct kl_quotas *q, const char *bucket);
 
 /* "$10.00", "10", 10 -> nanodollars. */
 int kl_parse_dollars(const cJSON *v, int64_t *nd);

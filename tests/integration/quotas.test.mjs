@@ -607,6 +607,25 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('an admin refills a bucket spent before a restart that nobody has used since', async () => {
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-quotar-')), 'q.db');
+    const cfg = { store: { path: db }, quotas: { 'r:<user>': { capacity: '$1.00' } }, grants: grant([{ bucket: 'r:<user>' }]),
+      providers: providersFor(mock.url) };
+    let gw = await startGateway(cfg);
+    assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT })).status, 200);
+    await gw.stop();
+    gw = await startGateway(cfg);
+    const rf = await post(gw, '/api/quotas/refill', JSON.stringify({ bucket: 'r:(loopback)', amount: '$0.0001' }));
+    assert.equal(rf.status, 200, await rf.clone().text());
+    assert.equal(BigInt((await rf.json()).buckets[0].current), 1000000000n - EST + 100000n);
+    const none = await post(gw, '/api/quotas/refill', JSON.stringify({ bucket: 'nosuch:x', amount: '$1' }));
+    assert.equal(none.status, 404);
+    assert.match((await none.json()).error.message, /no quota defines a bucket named nosuch:x/);
+    await gw.stop();
+    await mock.stop();
+  });
+
   it('zero retention keeps no records, but balances still survive a restart', async () => {
     const mock = await startMock();
     const db = join(mkdtempSync(join(tmpdir(), 'kl-quota0-')), 'q.db');
