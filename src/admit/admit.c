@@ -539,6 +539,15 @@ bool kl_admit_reprice(kl_exchange *ex, const struct kl_provider *p)
 }
 
 /* What the request really used, per kind of bucket. */
+/* What an answer of unknown size is charged: its reservation, the honest
+ * upper bound; a log-only bucket in deficit reserved nothing, and is
+ * charged what it would have reserved (else spend is counted least when a
+ * quota is exceeded, the moment it is logged for). */
+static int64_t upper_bound(const struct kl_admission *a, size_t i)
+{
+    return a->log_only[i] && a->amount[i] > a->reserved[i] ? a->amount[i] : a->reserved[i];
+}
+
 static int64_t actual(const kl_exchange *ex, const struct kl_admission *a, size_t i)
 {
     const struct kl_usage *u = kl_account_usage(ex);
@@ -555,7 +564,7 @@ static int64_t actual(const kl_exchange *ex, const struct kl_admission *a, size_
     case CHARGE_TOKENS:
         if (u && u->known)
             return u->input + u->cache_read + u->cache_write + u->output;
-        return forwarded && !failed_upstream ? a->reserved[i] : 0;
+        return forwarded && !failed_upstream ? upper_bound(a, i) : 0;
     case CHARGE_TOOL_CALLS:
         /* the calls that reached the caller: not one stopped by a limit or
          * the policy, nor those of a whole answer refused */
@@ -565,7 +574,7 @@ static int64_t actual(const kl_exchange *ex, const struct kl_admission *a, size_
             return ex->cost_nd;
         /* Unknown cost of an answer that was given: keep the whole
          * reservation (the honest upper bound); nothing given, nothing owed. */
-        return forwarded && !failed_upstream ? a->reserved[i] : 0;
+        return forwarded && !failed_upstream ? upper_bound(a, i) : 0;
     }
     return 0;
 }

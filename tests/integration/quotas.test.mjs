@@ -607,6 +607,27 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('a log-only bucket in deficit is charged an unknown answer\'s reservation too, not nothing', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({ quotas: { lg: { capacity: usd(EST / 2n), on_exceed: 'log' } }, grants: grant([{ bucket: 'lg' }]),
+      providers: providersFor(mock.url) });
+    const body = JSON.stringify({ model: 'gpt-4o', max_tokens: MAX_TOKENS, stream: true, messages: [{ role: 'user', content: 'hi' }] });
+    const amount = BigInt(Math.ceil(Buffer.byteLength(body) / 3)) * IN_ND + BigInt(MAX_TOKENS) * OUT_ND;
+    const r = await post(gw, '/v1/chat/completions', body, { 'x-mock': 'events=20;delay_events_ms=100' });
+    const reader = r.body.getReader();
+    await reader.read(); // then the caller leaves: OpenAI's usage, at the end, never comes
+    await reader.cancel();
+    let current;
+    for (let i = 0; i < 50; i++) {
+      await sleep(50);
+      current = BigInt((await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0].current);
+      if (current !== EST / 2n) break;
+    }
+    assert.equal(current, EST / 2n - amount);
+    await gw.stop();
+    await mock.stop();
+  });
+
   it('an admin refills a bucket spent before a restart that nobody has used since', async () => {
     const mock = await startMock();
     const db = join(mkdtempSync(join(tmpdir(), 'kl-quotar-')), 'q.db');
