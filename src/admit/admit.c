@@ -58,6 +58,27 @@ bool kl_quota_pooled(const kl_config *cfg)
     return cfg->store->driver == KL_STORE_POSTGRES;
 }
 
+/* A bucket's name as every table keeps it: one longer than
+ * KL_BUCKET_NAME_MAX (a long login in a <user> template) keeps its start
+ * and ends in a hash of the whole, so it stays its own bucket; cut short,
+ * two such names would be one, and the saved or leased balance would be
+ * another bucket's. */
+static const char *fit_name(kl_exchange *ex, const char *name)
+{
+    size_t n = strlen(name);
+    if (n <= KL_BUCKET_NAME_MAX)
+        return name;
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)name[i]) * 1099511628211ull;
+    return kl_arena_printf(&ex->arena, "%.*s~%016llx", KL_BUCKET_NAME_MAX - 17, name, (unsigned long long)h);
+}
+
+static const char *limit_name(kl_exchange *ex, const char *kind, const char *key)
+{
+    return fit_name(ex, kl_arena_concat(&ex->arena, kind, ":", key, NULL));
+}
+
 const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl)
 {
     const struct kl_identity *id = ex->ident;
@@ -79,7 +100,7 @@ const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl)
         }
     }
     out[o] = '\0';
-    return out;
+    return fit_name(ex, out);
 }
 
 static bool add(struct kl_admission *a, const char *name, int64_t capacity, int64_t rate, int64_t period,
@@ -434,16 +455,16 @@ enum kl_step kl_admit_run(kl_exchange *ex)
         const char *key = kl_arena_printf(&ex->arena, "%s#%s", who, limit_tag(ex, &s->caps[i], &rl));
         bool ok = true;
         if (rl.rpm)
-            ok &= add(a, kl_arena_printf(&ex->arena, "rpm:%s", key), rl.rpm, rl.rpm, 60000, false, CHARGE_REQUESTS,
+            ok &= add(a, limit_name(ex, "rpm", key), rl.rpm, rl.rpm, 60000, false, CHARGE_REQUESTS,
                       false, false);
         if (rl.tpm && !free_endpoint(ex))
-            ok &= add(a, kl_arena_printf(&ex->arena, "tpm:%s", key), rl.tpm, rl.tpm, 60000, false, CHARGE_TOKENS,
+            ok &= add(a, limit_name(ex, "tpm", key), rl.tpm, rl.tpm, 60000, false, CHARGE_TOKENS,
                       false, false);
         if (rl.tcpm && !free_endpoint(ex))
-            ok &= add(a, kl_arena_printf(&ex->arena, "tcpm:%s", key), rl.tcpm, rl.tcpm, 60000, false,
+            ok &= add(a, limit_name(ex, "tcpm", key), rl.tcpm, rl.tcpm, 60000, false,
                       CHARGE_TOOL_CALLS, false, false);
         if (rl.concurrent)
-            ok &= add(a, kl_arena_printf(&ex->arena, "concurrent:%s", key), rl.concurrent, 0, 0, false, CHARGE_SLOT,
+            ok &= add(a, limit_name(ex, "concurrent", key), rl.concurrent, 0, 0, false, CHARGE_SLOT,
                       false, false);
         if (!ok) /* fail closed, as for spend quotas: a limit left out would limit nothing */
             return kl_fail(ex, KL_ERR_INTERNAL, KL_EC_INTERNAL, "too many quota buckets apply");

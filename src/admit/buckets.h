@@ -61,8 +61,12 @@ int kl_buckets_refill(struct kl_buckets *t, const char *name, int64_t amount, in
 int64_t kl_buckets_shortfall(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t amount,
                              int64_t now_ms);
 void kl_buckets_credit(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t amount, int64_t now_ms);
+/* The longest bucket name (a byte less than the arrays below): longer
+ * ones are shortened by kl_admit (admit.c, fit_name) before they get here. */
+#define KL_BUCKET_NAME_MAX 255
+
 struct kl_bucket_lease {
-    char name[256];
+    char name[KL_BUCKET_NAME_MAX + 1];
     int64_t amount;
 };
 /* Leases of pooled buckets with nothing reserved and unused since
@@ -72,7 +76,7 @@ size_t kl_buckets_take_idle(struct kl_buckets *t, int64_t idle_before_ms, struct
 
 /* Persistence: balances of persistent buckets. */
 struct kl_bucket_level {
-    char name[256];
+    char name[KL_BUCKET_NAME_MAX + 1];
     int64_t level;
     int64_t at_ms;
 };

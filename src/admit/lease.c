@@ -18,7 +18,7 @@
 
 struct lease_item {
     struct kl_bucket_spec spec;
-    char name[256];
+    char name[KL_BUCKET_NAME_MAX + 1];
     int64_t need, want, granted, pool_level;
 };
 

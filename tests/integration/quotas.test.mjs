@@ -628,6 +628,32 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('a bucket named after a long login keeps its own balance across a restart', async () => {
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-quotal-')), 'q.db');
+    const login = `k8s:payments-prod/${'x'.repeat(260)}`;
+    const cfg = {
+      identity: { cidr: [{ range: '127.0.0.62/32', login }], loopback: true },
+      store: { path: db },
+      quotas: { 'd:<user>': { capacity: '$1.00' } },
+      grants: [{ src: [login], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }, { quotas: [{ bucket: 'd:<user>' }] }] } },
+        { src: ['(loopback)'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }] } }],
+      providers: providersFor(mock.url),
+    };
+    let gw = await startGateway(cfg);
+    assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT }, '127.0.0.62')).status, 200);
+    const mine = (await (await fetch(`${gw.url}/api/quotas`, { dispatcher: from('127.0.0.62') })).json()).buckets[0];
+    assert.ok(mine.bucket.length <= 255, mine.bucket);
+    assert.equal(BigInt(mine.current), 1000000000n - EST);
+    await gw.stop();
+    gw = await startGateway(cfg);
+    const after = (await (await fetch(`${gw.url}/api/quotas`, { dispatcher: from('127.0.0.62') })).json()).buckets[0];
+    assert.equal(after.bucket, mine.bucket);
+    assert.equal(BigInt(after.current), 1000000000n - EST, 'the saved balance is the bucket\'s own');
+    await gw.stop();
+    await mock.stop();
+  });
+
   it('an admin refills a bucket spent before a restart that nobody has used since', async () => {
     const mock = await startMock();
     const db = join(mkdtempSync(join(tmpdir(), 'kl-quotar-')), 'q.db');
