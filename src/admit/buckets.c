@@ -329,6 +329,16 @@ size_t kl_buckets_dirty(struct kl_buckets *t, struct kl_bucket_level **out)
     return n;
 }
 
+void kl_buckets_mark_dirty(struct kl_buckets *t, const struct kl_bucket_level *v, size_t n)
+{
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < n; i++)
+        for (struct kl_bucket *b = t->slots[hash(v[i].name)]; b; b = b->next)
+            if (strcmp(b->name, v[i].name) == 0)
+                b->dirty = b->persistent;
+    pthread_mutex_unlock(&t->lock);
+}
+
 void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, int64_t at_ms)
 {
     struct saved *sv = calloc(1, sizeof(*sv));

@@ -86,6 +86,8 @@ struct kl_bucket_level {
  * (those requests are settled only in memory). At a clean shutdown nothing
  * is reserved any more. */
 size_t kl_buckets_dirty(struct kl_buckets *t, struct kl_bucket_level **out);
+/* Those of v[0..n) not saved after all: to be copied out again. */
+void kl_buckets_mark_dirty(struct kl_buckets *t, const struct kl_bucket_level *v, size_t n);
 /* A balance saved before a restart: applied when the bucket is first used
  * (refill since at_ms added; a capacity lowered since then clamps it). */
 void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, int64_t at_ms);

@@ -34,6 +34,9 @@ void kl_admit_save(struct kl_store *s, void *arg, bool last)
                           "ON CONFLICT (name) DO UPDATE SET level = excluded.level, updated_at = excluded.updated_at",
                           params, 3, NULL, err, sizeof(err)) < 0) {
             kl_warn("saving quota balance %s: %s", v[i].name, err);
+            /* the store failed: these are saved at the next tick, not
+             * forgotten until they change again */
+            kl_buckets_mark_dirty(t, v + i, n - i);
             break;
         }
     }

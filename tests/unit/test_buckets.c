@@ -145,6 +145,28 @@ static void slots_follow_the_limit(void **state)
     kl_buckets_free(t);
 }
 
+/* A save that failed leaves the balances to be saved again. */
+static void failed_save_is_retried(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    struct kl_bucket_spec a = {"a", 100, 0, 0, true, false, false}, b = {"b", 100, 0, 0, true, false, false};
+    struct kl_bucket *got;
+    struct kl_bucket_level *v;
+    size_t failed;
+    int64_t retry;
+    assert_int_equal(kl_buckets_reserve(t, &a, (int64_t[]){10}, 1, 0, &got, &failed, &retry), 0);
+    assert_int_equal(kl_buckets_reserve(t, &b, (int64_t[]){20}, 1, 0, &got, &failed, &retry), 0);
+    assert_int_equal(kl_buckets_dirty(t, &v), 2);
+    kl_buckets_mark_dirty(t, v, 2);
+    free(v);
+    assert_int_equal(kl_buckets_dirty(t, &v), 2);
+    free(v);
+    assert_int_equal(kl_buckets_dirty(t, &v), 0);
+    free(v);
+    kl_buckets_free(t);
+}
+
 static void saved_balances(void **state)
 {
     (void)state;
@@ -218,6 +240,7 @@ int main(void)
         cmocka_unit_test(extend_and_capacity_changes),
         cmocka_unit_test(reservations_saved_as_spent),
         cmocka_unit_test(slots_follow_the_limit),
+        cmocka_unit_test(failed_save_is_retried),
         cmocka_unit_test(saved_balances),
         cmocka_unit_test(pooled),
         cmocka_unit_test(money_and_rates),
