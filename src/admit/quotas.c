@@ -149,19 +149,34 @@ const struct kl_quota *kl_quota_find(const struct kl_quotas *q, const char *name
     return NULL;
 }
 
+static bool placeholder(const char *t)
+{
+    return strncmp(t, "<user>", 6) == 0 || strncmp(t, "<node>", 6) == 0;
+}
+
 /* Does name fit template t, each <user> and <node> standing for one or more
- * bytes? */
+ * bytes? The way a glob's '*' is matched, going back only to the last
+ * placeholder: linear in the name for each place it is tried, whatever the
+ * template (the name comes from the admin API). */
 static bool fits(const char *t, const char *name)
 {
-    if (!*t)
-        return !*name;
-    if (strncmp(t, "<user>", 6) == 0 || strncmp(t, "<node>", 6) == 0) {
-        for (const char *n = name + 1; n <= name + strlen(name); n++)
-            if (*name && fits(t + 6, n))
-                return true;
-        return false;
+    const char *star = NULL, *resume = NULL;
+    while (*name) {
+        if (placeholder(t)) {
+            star = t;
+            t += 6;
+            resume = ++name; /* at least one byte */
+        } else if (*t && *t == *name) {
+            t++;
+            name++;
+        } else if (star) {
+            t = star + 6;
+            name = ++resume; /* the placeholder takes one byte more */
+        } else {
+            return false;
+        }
     }
-    return *t == *name && fits(t + 1, name + 1);
+    return !*t;
 }
 
 const struct kl_quota *kl_quota_for_bucket(const struct kl_quotas *q, const char *bucket)

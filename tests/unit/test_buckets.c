@@ -167,6 +167,30 @@ static void failed_save_is_retried(void **state)
     kl_buckets_free(t);
 }
 
+/* An admin names a bucket; the quota it was made from is found by its
+ * template, in time linear in the name whatever the template. */
+static void quota_of_a_bucket(void **state)
+{
+    (void)state;
+    struct kl_quota v[] = {{.name = "daily:<user>"}, {.name = "n:<node>:<user>"}, {.name = "fixed"},
+                           {.name = "<user><node><user><node>x"}};
+    struct kl_quotas q = {.v = v, .n = 4};
+    assert_ptr_equal(kl_quota_for_bucket(&q, "daily:alice@example.com"), &v[0]);
+    assert_null(kl_quota_for_bucket(&q, "daily:"));
+    assert_ptr_equal(kl_quota_for_bucket(&q, "n:laptop:bob"), &v[1]);
+    assert_ptr_equal(kl_quota_for_bucket(&q, "n:a:b:c"), &v[1]);
+    assert_null(kl_quota_for_bucket(&q, "n:laptop:"));
+    assert_ptr_equal(kl_quota_for_bucket(&q, "fixed"), &v[2]);
+    assert_null(kl_quota_for_bucket(&q, "fixedy"));
+    assert_ptr_equal(kl_quota_for_bucket(&q, "fixedx"), &v[3]); /* four placeholders, then x */
+    char name[256];
+    memset(name, 'a', 255);
+    name[255] = '\0';
+    assert_null(kl_quota_for_bucket(&q, name)); /* four placeholders, no 'x' at the end: no blow-up */
+    name[254] = 'x';
+    assert_ptr_equal(kl_quota_for_bucket(&q, name), &v[3]);
+}
+
 static void saved_balances(void **state)
 {
     (void)state;
@@ -241,6 +265,7 @@ int main(void)
         cmocka_unit_test(reservations_saved_as_spent),
         cmocka_unit_test(slots_follow_the_limit),
         cmocka_unit_test(failed_save_is_retried),
+        cmocka_unit_test(quota_of_a_bucket),
         cmocka_unit_test(saved_balances),
         cmocka_unit_test(pooled),
         cmocka_unit_test(money_and_rates),
