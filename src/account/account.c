@@ -554,11 +554,19 @@ static void on_frame(void *arg, const char *raw, size_t len, bool ok)
                                              m.exception_type, msg ? ": " : "", msg ? msg : "");
             cJSON_Delete(j);
         }
-    } else if (m.message_type_len == 5 && !memcmp(m.message_type, "error", 5) && a->hold_head && !a->first_status) {
-        /* the event stream's own error message (:error-code, :error-message) */
-        a->first_status = kl_dialect_stream_error_status(m.error_code, m.error_code_len);
-        a->first_error = kl_arena_printf(&ex->arena, "an event stream error %.*s", (int)m.error_code_len,
-                                         m.error_code ? m.error_code : "");
+    } else if (m.message_type_len == 5 && !memcmp(m.message_type, "error", 5)) {
+        /* the event stream's own error message (:error-code, :error-message):
+         * the answer's end, as an exception message is (usage.c reads an
+         * "...Exception" event as the provider's error) */
+        if (a->kind == KL_USAGE_BEDROCK_CONVERSE)
+            kl_usage_event(a->usage, "StreamErrorException", 20, "{}", 2);
+        else
+            kl_usage_event(a->usage, NULL, 0, "{\"type\":\"error\"}", 16);
+        if (a->hold_head && !a->first_status) {
+            a->first_status = kl_dialect_stream_error_status(m.error_code, m.error_code_len);
+            a->first_error = kl_arena_printf(&ex->arena, "an event stream error %.*s", (int)m.error_code_len,
+                                             m.error_code ? m.error_code : "");
+        }
     }
     if (a->hold_head && !a->first_status)
         a->first_status = 200;

@@ -524,6 +524,35 @@ describe('Amazon Bedrock: other model families and broken streams', () => {
     }
   });
 
+  it('a tokens-per-minute limit writes no max_tokens into another family\'s InvokeModel body', async () => {
+    const g = await startGateway({ providers: { bedrock: bedrockProvider(`http://127.0.0.1:${up.address().port}`, { models: [LLAMA] }) },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }, { rate_limit: { tokens_per_minute: 400000 } }] } }] });
+    try {
+      answer = (req, res) => res.writeHead(200, { 'content-type': 'application/json', 'x-amzn-bedrock-input-token-count': '3',
+        'x-amzn-bedrock-output-token-count': '2' }).end(JSON.stringify({ generation: 'hi', stop_reason: 'stop' }));
+      const r = await fetch(`${g.url}/model/${encodeURIComponent(LLAMA)}/invoke`, { method: 'POST',
+        headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'hi', max_gen_len: 50 }) });
+      assert.equal(r.status, 200);
+      await r.json();
+      assert.deepEqual(JSON.parse(seen.body), { prompt: 'hi', max_gen_len: 50 }, 'Llama\'s schema has no max_tokens');
+    } finally {
+      await g.stop();
+    }
+  });
+
+  it('an event stream error message (not an exception) is the provider\'s error: recorded upstream_error', async () => {
+    answer = (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream' });
+      res.end(Buffer.from(codec.encode({ headers: {
+        ':message-type': { type: 'string', value: 'error' }, ':error-code': { type: 'string', value: 'ThrottlingException' },
+        ':error-message': { type: 'string', value: 'slow down' } }, body: new Uint8Array(0) })));
+    };
+    const r = await post(HAIKU, 'converse-stream', { messages: [{ role: 'user', content: [{ text: 'hi' }] }] });
+    await r.arrayBuffer();
+    const rec = await record(r.headers.get('x-keyless-request-id'));
+    assert.equal(rec.error_class, 'upstream_error', JSON.stringify(rec));
+  });
+
   it('a passthrough provider gets a caller\'s SigV4 signature whole', async () => {
     const g = await startGateway({ providers: { aws: { baseurl: `http://127.0.0.1:${up.address().port}`,
       auth_mode: 'passthrough', models: ['self-hosted'], compatibility: { openai_chat: true } } } });
