@@ -493,8 +493,9 @@ enum kl_step kl_admit_run(kl_exchange *ex)
                        ex->model);
     /* The reservation bounds the answer only if the provider is held to the
      * output it was priced for (or counted in tokens for): ask for it
-     * explicitly when the caller did not. */
-    if (sized && ex->max_output_tokens <= 0 && per_answer > 0)
+     * explicitly when the caller did not, in a body keyless can write (not
+     * another family's InvokeModel body, whose schema has no max_tokens). */
+    if (sized && ex->max_output_tokens <= 0 && per_answer > 0 && kl_dialect_reads_body(ex->ep, ex->model))
         ex->inject_max_output_tokens = per_answer;
 
     for (size_t i = 0; i < a->n; i++) {

@@ -1,9 +1,9 @@
 /* Text files a request carries in base64 (a .env as Gemini inlineData, a
  * Bedrock Converse document's bytes, an OpenAI file_data or data: URL, an
- * Anthropic base64 source): the provider reads them decoded, so the
- * guardrails scan them decoded (guard/scan.c), and a redaction is encoded
- * again in their place. Images, PDFs and other binary files are left
- * alone: what they hold is not text a pattern can find. */
+ * Anthropic base64 source, a Bedrock CountTokens body): the provider reads
+ * them decoded, so the guardrails scan them decoded (guard/scan.c), and a
+ * redaction is encoded again in their place. Images, PDFs and other binary
+ * files are left alone: what they hold is not text a pattern can find. */
 #ifndef KL_ATTACH_H
 #define KL_ATTACH_H
 
@@ -20,7 +20,7 @@ struct kl_attachment {
 
 /* The attachments at the places at[0..n) of body (a JSON request, escapes
  * decoded) where the guardrails' scan found the opening of a string value
- * of a member named "data", "bytes" or "file_data" (an offset times two),
+ * of a member named "data", "bytes", "file_data" or "body" (an offset times two),
  * or the "data:" of a data: URL (an offset times two, plus one): those
  * whose string (after a ";base64," media type's comma) is base64, line
  * breaks and spaces allowed, and decodes to text. *out is malloc'd (NULL

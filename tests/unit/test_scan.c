@@ -623,6 +623,12 @@ static void base64_text_files(void **state)
     char one[512];
     snprintf(one, sizeof(one), "{\"data\":\"%.*s\"}", (int)(strchr(fd, '"') - fd), fd);
     assert_string_equal(unb64(one, "\"data\"", dec), "write to [REDACTED:email] \x3f\x3f\x3f");
+    /* Bedrock CountTokens' InvokeModel form: the whole Claude body, base64, in "body" */
+    snprintf(body, sizeof(body), "{\"input\":{\"invokeModel\":{\"body\":\"%s\"}}}",
+             b64("{\"messages\":[{\"role\":\"user\",\"content\":\"key AKIAIOSFODNN7EXAMPLE\"}]}", false, enc));
+    r = scan_raw(f, body);
+    assert_int_equal(r.action, KL_SCAN_BLOCK);
+    assert_string_equal(r.block_kinds, "aws_access_key");
     /* a log-only finding is only noted */
     snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", b64("see TICKET-123456 today", false, enc));
     r = scan_raw(f, body);
