@@ -11,6 +11,7 @@
 #include "core/urlquery.h"
 #include "identity/identity.h"
 #include "listen/http.h"
+#include "route/failover.h"
 #include "upstream/awscreds.h"
 #include "upstream/gcp.h"
 #include "upstream/sigv4.h"
@@ -340,18 +341,37 @@ static void build_headers(kl_exchange *ex, const char *token, const struct kl_si
     ex->n_up_headers = n;
 }
 
+/* The provider cannot be sent the request for want of credentials (its
+ * key not set, no Google token, no AWS credentials yet): a failure of that
+ * provider like a 503 from it, so it cools down and the next provider
+ * serving the request takes it (route/failover.h), else the caller gets the
+ * 503 with the reason. */
+static enum kl_step no_credentials(kl_exchange *ex, const char *why)
+{
+    if (kl_failover_wanted(ex, 503, KL_EC_UNAVAILABLE)) {
+        kl_failover_observe(ex, 503, KL_EC_UNAVAILABLE);
+        const struct kl_provider *next = kl_failover_next(ex, 503, KL_EC_UNAVAILABLE, why);
+        if (next) {
+            kl_failover_switch(ex, next);
+            enum kl_step st = kl_failover_health_run(ex);
+            return st == KL_NEXT ? kl_route_run(ex) : st;
+        }
+    }
+    return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "%s", why);
+}
+
 /* The provider was chosen by authorize among those the caller may use. */
 enum kl_step kl_route_run(kl_exchange *ex)
 {
     const struct kl_provider *p = ex->provider;
     const char *bare = ex->model;
     if (p->key_problem && p->auth_mode == KL_AUTHMODE_OVERRIDE)
-        return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "%s", p->key_problem);
+        return no_credentials(ex, p->key_problem);
     const char *token = NULL, *problem = NULL, *project = p->gcp_cred ? p->gcp_cred->project_id : NULL;
     if (p->gcp_cred && p->auth_mode != KL_AUTHMODE_NONE &&
         !(token = kl_gcp_token(ex->worker->server->gcp, p->gcp_cred, &ex->arena, &problem, &project)) &&
         p->auth_mode == KL_AUTHMODE_OVERRIDE)
-        return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "provider %s: %s", p->id, problem);
+        return no_credentials(ex, kl_arena_printf(&ex->arena, "provider %s: %s", p->id, problem));
     /* a provider's aws without keys: the environment's current ones */
     const struct kl_sigv4_cred *aws = p->aws;
     if (aws && !aws->access_key_id) {
@@ -359,8 +379,8 @@ enum kl_step kl_route_run(kl_exchange *ex)
         *now = *aws;
         kl_aws_keeper *k = ex->worker->server->aws;
         if (!k || !kl_aws_current(k, &ex->arena, now, &problem))
-            return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "provider %s: %s", p->id,
-                           problem ? problem : "no AWS credentials yet");
+            return no_credentials(ex, kl_arena_printf(&ex->arena, "provider %s: %s", p->id,
+                                                       problem ? problem : "no AWS credentials yet"));
         aws = now;
     }
     rewrite_body(ex, bare);

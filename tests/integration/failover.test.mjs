@@ -403,6 +403,35 @@ describe('failover', () => {
     }
   });
 
+  it('a provider without credentials (its key not set) fails over and cools down; alone, it answers 503 with the reason', async () => {
+    const cfg = { providers: providers(mock.url, { fault: null }) };
+    cfg.providers.primary.apikey = '${KEYLESS_TEST_UNSET_PRIMARY}';
+    const gw = await startGateway(cfg);
+    try {
+      for (let i = 0; i < 2; i++) {
+        await mock.clear();
+        const r = await chat(gw);
+        assert.equal(r.status, 200);
+        await r.json();
+        assert.deepEqual((await mock.requests()).map(keyOf), [BACKUP_KEY]);
+        const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+        assert.equal(rec.provider, 'backup');
+        assert.equal(rec.attempts[0].provider, 'primary');
+        assert.match(rec.attempts[0].error ?? '', /KEYLESS_TEST_UNSET_PRIMARY is not set/);
+      }
+    } finally {
+      await gw.stop();
+    }
+    const alone = await startGateway({ providers: { primary: cfg.providers.primary } });
+    try {
+      const r = await chat(alone);
+      assert.equal(r.status, 503);
+      assert.match((await r.json()).error.message, /KEYLESS_TEST_UNSET_PRIMARY is not set/);
+    } finally {
+      await alone.stop();
+    }
+  });
+
   it('a provider that accepts no connection fails over after timeouts.upstream_connect, on both upstream paths', async () => {
     const stalled = await stalledListener();
     try {
