@@ -20,6 +20,15 @@
 #define KL_PG_LOCK 0x6b65796c657373 /* "keyless" */
 #define KL_PG_WAIT_MS 15000         /* the longest a statement's answer is waited for */
 #define KL_PG_CONNECT_TIMEOUT "10"  /* seconds; the URL may say otherwise */
+/* After a server that did not answer, calls fail at once for this long:
+ * otherwise every lease queued behind the first would wait out a reconnect
+ * of its own, one after another. */
+#define KL_PG_DOWN_MS 5000
+/* The server stops a statement itself a little before keyless gives up on
+ * it: one waiting on a lock (not a dead server) is then rolled back there,
+ * rather than left to commit after keyless answered 503 (a lease taken from
+ * the pool for nobody) and to hold a backend meanwhile. */
+#define KL_PG_STATEMENT_TIMEOUT "SET statement_timeout = '14s'"
 
 struct pg_store {
     struct kl_store base;
@@ -28,6 +37,8 @@ struct pg_store {
     bool prepared;
     bool refused;               /* the last statement failed on the data, not the server */
     bool timed_out;             /* ... got no answer in KL_PG_WAIT_MS */
+    int64_t down_until;         /* mono_ms: after a time-out or a failed reconnect, calls fail at once until then */
+    int64_t wait_ms;            /* how long an answer is waited for: KL_PG_WAIT_MS, longer for migrations */
     size_t update_map[64], nupdate;
 };
 
@@ -51,7 +62,7 @@ static PGresult *result_of(struct pg_store *p, int sent)
     p->timed_out = false;
     if (!sent)
         return NULL;
-    int64_t deadline = mono_ms() + KL_PG_WAIT_MS;
+    int64_t deadline = mono_ms() + p->wait_ms;
     for (;;) {
         int f = PQflush(c); /* non-blocking: 1 while some of the statement is still to go */
         if (f < 0 || (f == 0 && !PQisBusy(c)))
@@ -62,12 +73,16 @@ static PGresult *result_of(struct pg_store *p, int sent)
             shutdown(PQsocket(c), SHUT_RDWR);
             break;
         }
+        /* short waits, reading each time: over TLS an answer may already
+         * sit decrypted in OpenSSL's buffer, which poll does not see */
         struct pollfd pfd = {PQsocket(c), (short)(POLLIN | (f ? POLLOUT : 0)), 0};
-        if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+        if (poll(&pfd, 1, left < 50 ? (int)left : 50) < 0 && errno != EINTR)
             break;
-        if ((pfd.revents & (POLLIN | POLLHUP | POLLERR)) && !PQconsumeInput(c))
+        if (!PQconsumeInput(c))
             break;
     }
+    if (p->timed_out)
+        p->down_until = mono_ms() + KL_PG_DOWN_MS;
     PGresult *last = NULL, *r;
     while ((r = PQgetResult(c))) {
         PQclear(last);
@@ -78,7 +93,7 @@ static PGresult *result_of(struct pg_store *p, int sent)
 
 static const char *pg_error(const struct pg_store *p)
 {
-    return p->timed_out ? "no answer in 15 s (the connection is dropped; the next statement opens another)"
+    return p->timed_out ? "no answer in time (15 s; the connection is dropped, the next statement opens another)"
                         : PQerrorMessage(p->conn);
 }
 
@@ -114,6 +129,10 @@ static int cmd(struct pg_store *p, const char *sql, char *err, size_t errlen)
  * only when it reads). */
 static int ensure(struct pg_store *p, char *err, size_t errlen)
 {
+    if (mono_ms() < p->down_until) {
+        snprintf(err, errlen, "postgres: the server did not answer a moment ago; not asked again for 5 s");
+        return -1;
+    }
     /* twice: the termination notice, then the end of the stream */
     if (PQstatus(p->conn) == CONNECTION_OK && PQconsumeInput(p->conn) && PQconsumeInput(p->conn) &&
         PQstatus(p->conn) == CONNECTION_OK)
@@ -122,9 +141,12 @@ static int ensure(struct pg_store *p, char *err, size_t errlen)
     p->prepared = false;
     if (PQstatus(p->conn) != CONNECTION_OK) {
         snprintf(err, errlen, "postgres: %s", PQerrorMessage(p->conn));
+        p->down_until = mono_ms() + KL_PG_DOWN_MS;
         return -1;
     }
     PQsetnonblocking(p->conn, 1);
+    char ignore[64];
+    cmd(p, KL_PG_STATEMENT_TIMEOUT, ignore, sizeof(ignore));
     return 0;
 }
 
@@ -342,7 +364,23 @@ static long schema_version(struct pg_store *p)
     return v;
 }
 
+/* Run under a long deadline and no statement_timeout: a schema change on a
+ * large store (an index) may take minutes, and waiting for another gateway
+ * that migrates is right. */
+static int migrate_long(struct pg_store *p, char *err, size_t errlen);
+
 static int migrate(struct pg_store *p, char *err, size_t errlen)
+{
+    char ignore[64];
+    p->wait_ms = 10 * 60 * 1000;
+    cmd(p, "SET statement_timeout = 0", ignore, sizeof(ignore));
+    int rc = migrate_long(p, err, errlen);
+    p->wait_ms = KL_PG_WAIT_MS;
+    cmd(p, KL_PG_STATEMENT_TIMEOUT, ignore, sizeof(ignore));
+    return rc;
+}
+
+static int migrate_long(struct pg_store *p, char *err, size_t errlen)
 {
     char lock[96], sql[4096];
     snprintf(lock, sizeof(lock), "SELECT pg_advisory_lock(%lld)", (long long)KL_PG_LOCK);
@@ -385,6 +423,7 @@ struct kl_store *kl_pg_open(const char *url, bool do_migrate, char *err, size_t 
     if (!p)
         abort();
     p->base = (struct kl_store){.driver = KL_STORE_POSTGRES, .close = pg_close, .write = pg_write, .exec = pg_exec};
+    p->wait_ms = KL_PG_WAIT_MS;
     /* connect_timeout before the URL, which may set its own: a server that
      * accepts and never answers would hold the connect (PQreset's too) */
     const char *const keys[] = {"connect_timeout", "dbname", NULL};
@@ -397,7 +436,8 @@ struct kl_store *kl_pg_open(const char *url, bool do_migrate, char *err, size_t 
         return NULL;
     }
     PQsetnonblocking(p->conn, 1); /* statements are sent and waited for within KL_PG_WAIT_MS (result_of) */
-    if (cmd(p, "SET client_min_messages = warning", err, errlen) < 0 && p->timed_out) {
+    if ((cmd(p, "SET client_min_messages = warning", err, errlen) < 0 ||
+         cmd(p, KL_PG_STATEMENT_TIMEOUT, err, errlen) < 0) && p->timed_out) {
         pg_close(&p->base);
         return NULL;
     }

@@ -50,19 +50,27 @@ static void purge(struct kl_writer *w)
     snprintf(before, sizeof(before), "%lld", (long long)(now - w->o.retention_ms));
     kl_store_id_floor(first_id, now - w->o.retention_ms); /* the range on the primary key */
     const char *params[] = {first_id, before};
+    /* at most 50,000 rows a pass (a pass every minute at most): a first
+     * purge of a large backlog is done in steps, each well within a
+     * store's statement time limit, not one that never finishes */
     const char *sql = w->o.purge_captures_only
         ? (w->o.spare_queued
                ? "UPDATE requests SET request_headers = NULL, response_headers = NULL, request_body = NULL, "
-                 "response_body = NULL WHERE id < ? AND started_at < ? AND state <> 'in_progress' AND "
-                 "(request_body IS NOT NULL OR request_headers IS NOT NULL) AND "
-                 "(NOT EXISTS (SELECT 1 FROM export_queue) OR id < (SELECT min(id) FROM export_queue))"
+                 "response_body = NULL WHERE id IN (SELECT id FROM requests WHERE id < ? AND started_at < ? AND "
+                 "state <> 'in_progress' AND (request_body IS NOT NULL OR request_headers IS NOT NULL) AND "
+                 "(NOT EXISTS (SELECT 1 FROM export_queue) OR id < (SELECT min(id) FROM export_queue)) "
+                 "LIMIT 50000)"
                : "UPDATE requests SET request_headers = NULL, response_headers = NULL, request_body = NULL, "
-                 "response_body = NULL WHERE id < ? AND started_at < ? AND state <> 'in_progress' AND "
-                 "(request_body IS NOT NULL OR request_headers IS NOT NULL)")
+                 "response_body = NULL WHERE id IN (SELECT id FROM requests WHERE id < ? AND started_at < ? AND "
+                 "state <> 'in_progress' AND (request_body IS NOT NULL OR request_headers IS NOT NULL) "
+                 "LIMIT 50000)")
         : (w->o.spare_queued
-               ? "DELETE FROM requests WHERE id < ? AND started_at < ? AND state <> 'in_progress' AND "
-                 "(NOT EXISTS (SELECT 1 FROM export_queue) OR id < (SELECT min(id) FROM export_queue))"
-               : "DELETE FROM requests WHERE id < ? AND started_at < ? AND state <> 'in_progress'");
+               ? "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE id < ? AND started_at < ? AND "
+                 "state <> 'in_progress' AND "
+                 "(NOT EXISTS (SELECT 1 FROM export_queue) OR id < (SELECT min(id) FROM export_queue)) "
+                 "LIMIT 50000)"
+               : "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE id < ? AND started_at < ? AND "
+                 "state <> 'in_progress' LIMIT 50000)");
     if (kl_store_exec(w->store, sql, params, 2, NULL, err, sizeof(err)) < 0)
         kl_warn("record retention: %s", err);
 }
