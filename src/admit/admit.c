@@ -71,7 +71,10 @@ static const char *fit_name(kl_exchange *ex, const char *name)
     uint64_t h = 14695981039346656037ull;
     for (size_t i = 0; i < n; i++)
         h = (h ^ (unsigned char)name[i]) * 1099511628211ull;
-    return kl_arena_printf(&ex->arena, "%.*s~%016llx", KL_BUCKET_NAME_MAX - 17, name, (unsigned long long)h);
+    int keep = KL_BUCKET_NAME_MAX - 17;
+    while (keep > 0 && ((unsigned char)name[keep] & 0xc0) == 0x80)
+        keep--; /* not inside a UTF-8 character: PostgreSQL refuses half of one */
+    return kl_arena_printf(&ex->arena, "%.*s~%016llx", keep, name, (unsigned long long)h);
 }
 
 static const char *limit_name(kl_exchange *ex, const char *kind, const char *key)
@@ -549,6 +552,7 @@ bool kl_admit_reprice(kl_exchange *ex, const struct kl_provider *p)
     for (size_t i = 0; i < a->n; i++) {
         if (a->charge[i] != CHARGE_DOLLARS)
             continue;
+        a->amount[i] = cost[i]; /* what this provider's answer would reserve (upper_bound) */
         if (cost[i] < a->reserved[i])
             kl_buckets_settle(t, a->b[i], a->reserved[i] - cost[i], 0, now); /* give back the difference */
         else if (cost[i] > a->reserved[i] && a->log_only[i] &&
