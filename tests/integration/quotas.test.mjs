@@ -651,6 +651,15 @@ describe('spend quotas', () => {
     assert.equal(after.bucket, mine.bucket);
     assert.equal(BigInt(after.current), 1000000000n - EST, 'the saved balance is the bucket\'s own');
     await gw.stop();
+    // shortened at a character's boundary: half an é is no UTF-8 (PostgreSQL refuses it)
+    const accented = `a${'é'.repeat(150)}`;
+    cfg.identity.cidr[0].login = accented;
+    cfg.grants[0].src = [accented];
+    gw = await startGateway(cfg);
+    assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT }, '127.0.0.62')).status, 200);
+    const name = (await (await fetch(`${gw.url}/api/quotas`, { dispatcher: from('127.0.0.62') })).json()).buckets[0].bucket;
+    assert.ok(Buffer.byteLength(name) <= 255 && !name.includes('\ufffd'), name);
+    await gw.stop();
     await mock.stop();
   });
 
