@@ -146,7 +146,8 @@ size_t kl_attachments_at(const char *body, size_t len, const size_t *at, size_t 
         if (!walk(s, end, HEAD_CHARS, &r))
             continue;
         bool whole = r.end != NULL;
-        if (r.chars < MIN_CHARS || (d = decode(&r, &buf, &bcap)) < 0 || !is_text((const unsigned char *)buf, (size_t)d)) {
+        if (r.chars < MIN_CHARS || (d = decode(&r, &buf, &bcap)) < 0 ||
+            !is_text((const unsigned char *)buf, (size_t)d)) {
             free(r.std);
             continue;
         }
