@@ -77,12 +77,7 @@ static enum kl_step refill(kl_exchange *ex)
     if (q) {
         /* not used since the gateway started, perhaps spent before: made
          * from its quota (with the balance saved for it), then refilled */
-        struct kl_bucket_spec spec = {bucket->valuestring, q->capacity_nd, q->rate_nd, q->rate_period_ms, true,
-                                      kl_quota_pooled(ex->cfg), false};
-        struct kl_bucket *b;
-        size_t failed;
-        int64_t retry, zero = 0;
-        kl_buckets_reserve(t, &spec, &zero, 1, kl_wall_ms(), &b, &failed, &retry);
+        kl_admit_quota_bucket(ex, q, bucket->valuestring);
         rc = kl_buckets_refill(t, bucket->valuestring, amount, kl_wall_ms());
     }
     if (rc < 0) {

@@ -68,9 +68,7 @@ static const char *fit_name(kl_exchange *ex, const char *name)
     size_t n = strlen(name);
     if (n <= KL_BUCKET_NAME_MAX)
         return name;
-    uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)name[i]) * 1099511628211ull;
+    uint64_t h = kl_fnv64(KL_FNV64_START, name, n);
     int keep = KL_BUCKET_NAME_MAX - 17;
     while (keep > 0 && ((unsigned char)name[keep] & 0xc0) == 0x80)
         keep--; /* not inside a UTF-8 character: PostgreSQL refuses half of one */
@@ -375,16 +373,12 @@ static void leased(kl_exchange *ex, bool ok, int64_t retry)
     kl_pipeline_continue(ex, step);
 }
 
-/* FNV-1a over n strings, each ended by a NUL, and their count. */
+/* FNV-1a over n strings, each with its NUL, and their count. */
 static uint64_t fold(uint64_t h, const char *const *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        for (const char *p = v[i];; p++) {
-            h = (h ^ (unsigned char)*p) * 1099511628211ull;
-            if (!*p)
-                break;
-        }
-    return (h ^ n) * 1099511628211ull;
+        h = kl_fnv64(h, v[i], strlen(v[i]) + 1);
+    return kl_fnv64(h, &n, sizeof(n));
 }
 
 /* What tells one caller's rate limits apart, in their bucket names: the
@@ -396,8 +390,8 @@ static uint64_t fold(uint64_t h, const char *const *v, size_t n)
  * live bucket, not a new one. */
 static const char *limit_tag(kl_exchange *ex, const struct kl_cap_ref *r, const struct kl_rate_limit *rl)
 {
-    uint64_t h = fold(14695981039346656037ull, r->cap->models, r->cap->models ? r->cap->nmodels : 0);
-    h = (h ^ (r->cap->models != NULL)) * 1099511628211ull;
+    bool any = r->cap->models != NULL;
+    uint64_t h = kl_fnv64(fold(KL_FNV64_START, r->cap->models, any ? r->cap->nmodels : 0), &any, 1);
     if (rl->per == KL_PER_GRANT && r->grant >= 0 && ex->cfg->grants && (size_t)r->grant < ex->cfg->grants->n) {
         const struct kl_grant *g = &ex->cfg->grants->v[r->grant];
         h = fold(h, g->src, g->nsrc);
@@ -710,6 +704,16 @@ static bool named(const struct bucket_names *ns, const char *name)
     return false;
 }
 
+void kl_admit_quota_bucket(kl_exchange *ex, const struct kl_quota *q, const char *name)
+{
+    struct kl_bucket_spec spec = {name, q->capacity_nd, q->rate_nd, q->rate_period_ms, true, kl_quota_pooled(ex->cfg),
+                                  false};
+    struct kl_bucket *b;
+    size_t f;
+    int64_t r, zero = 0;
+    kl_buckets_reserve(ex->worker->server->buckets, &spec, &zero, 1, kl_wall_ms(), &b, &f, &r);
+}
+
 void kl_admit_each_dollar_bucket(kl_exchange *ex, const char *qualified,
                                  void (*fn)(void *arg, const char *name), void *arg)
 {
@@ -724,12 +728,7 @@ void kl_admit_each_dollar_bucket(kl_exchange *ex, const char *qualified,
             if (!q)
                 continue;
             const char *name = kl_quota_bucket_name(ex, q->name);
-            struct kl_bucket_spec spec = {name, q->capacity_nd, q->rate_nd, q->rate_period_ms, true,
-                                          kl_quota_pooled(ex->cfg), false};
-            struct kl_bucket *b;
-            size_t f;
-            int64_t r, zero = 0;
-            kl_buckets_reserve(ex->worker->server->buckets, &spec, &zero, 1, kl_wall_ms(), &b, &f, &r);
+            kl_admit_quota_bucket(ex, q, name);
             fn(arg, name);
         }
     }

@@ -38,6 +38,10 @@ bool kl_admit_counts_tool_calls(const kl_exchange *ex);
 /* A bucket template for the caller: "daily:<user>" -> "daily:alice@example.com"
  * (<node> is the node name, or the login when there is none). */
 const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl);
+/* Make quota q's bucket called name live, with the balance saved for it
+ * before a restart, reserving nothing (a look at it, or a refill). */
+struct kl_quota;
+void kl_admit_quota_bucket(kl_exchange *ex, const struct kl_quota *q, const char *name);
 /* Each dollar bucket the caller's grants name (only those of capabilities
  * that apply to qualified, "provider/model", unless it is NULL), made to
  * exist (a bucket is created full on first use) and passed to fn. */

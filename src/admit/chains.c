@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text.h"
+
 #define NSLOTS 65536
 
 struct slot {
@@ -19,12 +21,8 @@ struct kl_chains {
 /* FNV-1a over provider, a separator no provider id holds, and the id. */
 static uint64_t key_of(const char *provider, const char *id, size_t len)
 {
-    uint64_t h = 14695981039346656037ull;
-    for (const char *p = provider; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    h = (h ^ 0xffu) * 1099511628211ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)id[i]) * 1099511628211ull;
+    uint64_t h = kl_fnv64(kl_fnv64(KL_FNV64_START, provider, strlen(provider)), "\xff", 1);
+    h = kl_fnv64(h, id, len);
     return h ? h : 1;
 }
 

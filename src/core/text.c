@@ -39,6 +39,14 @@ int kl_hex_digit(char c)
     return -1;
 }
 
+uint64_t kl_fnv64(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
 size_t kl_fmt_u64(char *out, uint64_t v)
 {
     char d[20];

@@ -13,6 +13,11 @@ struct cJSON;
 /* 0-15 for a hex digit, else -1. */
 int kl_hex_digit(char c);
 
+/* 64-bit FNV-1a of p[0..n) continued from h (start with KL_FNV64_START):
+ * names of table slots and buckets, not a defence against chosen input. */
+#define KL_FNV64_START 14695981039346656037ull
+uint64_t kl_fnv64(uint64_t h, const void *p, size_t n);
+
 /* The text between the first <tag> and the </tag> after it in an XML
  * document (AWS's answers: no nesting of the same tag, no CDATA), at most
  * outlen - 1 bytes, control bytes as '?'; "" when absent. Entities are not

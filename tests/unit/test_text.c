@@ -165,9 +165,20 @@ static void utf8_clean_replaces_only_bad_bytes(void **state)
     check_clean("\x80x", want);
 }
 
+/* FNV-1a's published 64-bit values, and continuing a hash equals hashing the whole. */
+static void fnv64(void **state)
+{
+    (void)state;
+    assert_true(kl_fnv64(KL_FNV64_START, "", 0) == 0xcbf29ce484222325ull);
+    assert_true(kl_fnv64(KL_FNV64_START, "a", 1) == 0xaf63dc4c8601ec8cull);
+    assert_true(kl_fnv64(KL_FNV64_START, "foobar", 6) == 0x85944171f73967e8ull);
+    assert_true(kl_fnv64(kl_fnv64(KL_FNV64_START, "foo", 3), "bar", 3) == kl_fnv64(KL_FNV64_START, "foobar", 6));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(fnv64),
         cmocka_unit_test(decimal_like_printf),
         cmocka_unit_test(hex_fixed_width),
         cmocka_unit_test(join2_fits_or_refuses),
