@@ -257,11 +257,13 @@ int kl_gcp_cred_parse(const char *text, const char *metadata_host, kl_arena *a, 
     if (keyfile) {
         json = skip_space(text + 9);
         n = strlen(json);
-        if (n && *json != '{') { /* the key file's base64 */
-            size_t dl;
-            while (n && strchr(" \r\n\t", json[n - 1]))
-                n--;
-            json = kl_base64_decode(a, json, n, &dl);
+        if (n && *json != '{') { /* the key file's base64, wrapped or not (base64(1) wraps at 76) */
+            char *packed = kl_arena_alloc_raw(a, n + 1);
+            size_t dl, pn = 0;
+            for (size_t i = 0; i < n; i++)
+                if (!strchr(" \r\n\t", json[i]))
+                    packed[pn++] = json[i];
+            json = kl_base64_decode(a, packed, pn, &dl);
             n = json ? dl : 0;
             if (!json) {
                 *why = "keyfile:: must be followed by a service account key file's JSON or its base64";

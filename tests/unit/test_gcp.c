@@ -62,6 +62,16 @@ static void reads_key_files(void **state)
     EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)json, (int)n);
     assert_int_equal(kl_gcp_cred_parse(kl_arena_concat(&a, "keyfile::", b64, "\n", NULL), NULL, &a, &sa, &why), 1);
     assert_string_equal(sa.email, "keyless@p1.iam.gserviceaccount.com");
+    /* as base64(1) writes it: wrapped at 76 columns */
+    char *wrapped = kl_arena_alloc(&a, strlen(b64) + strlen(b64) / 76 + 2);
+    for (size_t i = 0, o = 0; b64[i]; i++) {
+        wrapped[o++] = b64[i];
+        if (i % 76 == 75)
+            wrapped[o++] = '\n';
+    }
+    assert_true(strchr(wrapped, '\n') != NULL);
+    assert_int_equal(kl_gcp_cred_parse(kl_arena_concat(&a, "keyfile::", wrapped, NULL), NULL, &a, &sa, &why), 1);
+    assert_string_equal(sa.email, "keyless@p1.iam.gserviceaccount.com");
     /* ordinary keys */
     assert_int_equal(kl_gcp_cred_parse("sk-ant-abc", NULL, &a, &sa, &why), 0);
     /* credentials files keyless cannot use are refused, never sent as a key */
