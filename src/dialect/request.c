@@ -202,9 +202,10 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         cJSON *so = span_json(body, m->stream_options);
         f->has_include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
         cJSON_Delete(so);
-        /* n answers, each up to the cap: n times the output */
-        if (span_count(body, m->n) > 1)
-            f->choices = span_count(body, m->n);
+        /* n answers, each up to the cap: n times the output; "3" too, which
+         * servers that validate with pydantic (vLLM, LiteLLM) read as 3 */
+        if (count_of(body, m->n, true) > 1)
+            f->choices = count_of(body, m->n, true);
         break;
     }
     case KL_EP_RESPONSES:
