@@ -49,16 +49,16 @@ bool kl_route_billing_header(const char *name)
 }
 
 /* Whether the parameter p[0..len) is a credential as a server would read
- * its name: percent-decoded (%6Bey), in any case (KEY). Gemini's "key",
- * and a presigned AWS request's session token, credential and signature. */
+ * its name: percent-decoded (%6Bey), in any case (KEY). Gemini's "key", and
+ * every X-Amz-* parameter of a presigned AWS request (its credential,
+ * signature and token, and the algorithm, date and signed headers that go
+ * with them): keyless signs with its own key, and AWS refuses a request
+ * authenticated both in its query and in its Authorization header. */
 static bool names_key(const char *p, size_t len)
 {
-    static const char *const creds[] = {"key", "x-amz-security-token", "x-amz-credential", "x-amz-signature"};
     char name[24];
-    size_t n = 0;
-    for (size_t i = 0; i < len && p[i] != '='; i++) {
-        if (n == sizeof(name) - 1)
-            return false;
+    size_t n = 0; /* the name's first 23 characters are enough to tell */
+    for (size_t i = 0; i < len && p[i] != '=' && n < sizeof(name) - 1; i++) {
         char c = p[i];
         if (c == '%' && i + 2 < len && kl_hex_digit(p[i + 1]) >= 0 && kl_hex_digit(p[i + 2]) >= 0) {
             c = (char)(kl_hex_digit(p[i + 1]) * 16 + kl_hex_digit(p[i + 2]));
@@ -67,7 +67,7 @@ static bool names_key(const char *p, size_t len)
         name[n++] = c;
     }
     name[n] = '\0';
-    return n > 0 && listed(name, creds, sizeof(creds) / sizeof(creds[0]));
+    return strcasecmp(name, "key") == 0 || strncasecmp(name, "x-amz-", 6) == 0;
 }
 
 const char *kl_route_strip_key_param(kl_arena *a, const char *query)

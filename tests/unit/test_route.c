@@ -106,6 +106,13 @@ static void key_query_parameter_removed(void **state)
     /* the name as the provider reads it: any case, percent-encoded */
     assert_string_equal(kl_route_strip_key_param(&a, "Key=a&KEY=b&%6Bey=c&k%65Y=d&alt=sse"), "alt=sse");
     assert_string_equal(kl_route_strip_key_param(&a, "%6Beys=1&ke%79%3D=2"), "%6Beys=1&ke%79%3D=2");
+    /* a presigned AWS request's parameters, all of them: keyless signs instead */
+    assert_string_equal(kl_route_strip_key_param(&a, "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F1&"
+                                                     "X-Amz-Date=20261128T000000Z&X-Amz-Expires=60&"
+                                                     "X-Amz-SignedHeaders=host&X-Amz-Signature=ab&"
+                                                     "x-amz-security-token=t&X%2dAmz-User-Agent=u&a=1"),
+                        "a=1");
+    assert_string_equal(kl_route_strip_key_param(&a, "x-amzn-trace=1&amz-date=2"), "x-amzn-trace=1&amz-date=2");
     assert_null(kl_route_strip_key_param(&a, NULL));
     kl_arena_free(&a);
 }
