@@ -105,6 +105,17 @@ enum kl_step kl_admin_quotas(kl_exchange *ex)
     if (ex->role == KL_ROLE_NONE)
         return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN, "access denied: no role granted");
     struct names mine = callers_buckets(ex);
+    if (ex->role == KL_ROLE_ADMIN) {
+        /* balances saved before a restart, of buckets not used since: made
+         * live from their quota, so that the list holds every balance */
+        const char **saved;
+        size_t n = kl_buckets_saved_names(ex->worker->server->buckets, &ex->arena, &saved);
+        for (size_t i = 0; i < n; i++) {
+            const struct kl_quota *q = kl_quota_for_bucket(ex->cfg->quotas, saved[i]);
+            if (q)
+                kl_admit_quota_bucket(ex, q, saved[i]);
+        }
+    }
     cJSON *root = cJSON_CreateObject();
     cJSON_AddItemToObject(root, "buckets",
                           kl_buckets_report(ex->worker->server->buckets,

@@ -356,6 +356,23 @@ void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, i
     pthread_mutex_unlock(&t->lock);
 }
 
+size_t kl_buckets_saved_names(struct kl_buckets *t, kl_arena *a, const char ***out)
+{
+    pthread_mutex_lock(&t->lock);
+    size_t n = 0;
+    for (size_t i = 0; i < NBUCKETS; i++)
+        for (struct saved *sv = t->saved[i]; sv; sv = sv->next)
+            n++;
+    const char **v = kl_arena_alloc(a, (n ? n : 1) * sizeof(*v));
+    n = 0;
+    for (size_t i = 0; i < NBUCKETS; i++)
+        for (struct saved *sv = t->saved[i]; sv; sv = sv->next)
+            v[n++] = kl_arena_strdup(a, sv->name);
+    pthread_mutex_unlock(&t->lock);
+    *out = v;
+    return n;
+}
+
 bool kl_buckets_state(struct kl_buckets *t, const char *name, int64_t now_ms, struct kl_bucket_state *out)
 {
     pthread_mutex_lock(&t->lock);

@@ -589,6 +589,10 @@ describe('spend quotas', () => {
     await gw.stop();
 
     gw = await startGateway(cfg('$1.00'));
+    // an admin sees every saved balance, before its owner comes back
+    const listed = (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets;
+    assert.deepEqual(listed.map((b) => [b.bucket, b.current]).sort(),
+      [['d:ann@example.com', level], ['d:ben@example.com', 1000000000]]);
     const after = (await (await fetch(`${gw.url}/api/quotas`, { dispatcher: from('127.0.0.60') })).json()).buckets[0];
     assert.equal(after.current, level, 'the balance survived the restart');
     // admin refill (clamped to capacity)
