@@ -130,6 +130,7 @@ const char *kl_error_class_name(enum kl_error_class ec)
         [KL_EC_INTERNAL] = "internal",
         [KL_EC_BLOCKED] = "blocked",
         [KL_EC_PROVIDER_DOWN] = "provider_down",
+        [KL_EC_CLIENT_TIMEOUT] = "client_timeout",
     };
     return names[ec];
 }

@@ -56,6 +56,7 @@ enum kl_error_class {
     KL_EC_INTERNAL,
     KL_EC_BLOCKED,              /* a guardrail hook said block */
     KL_EC_PROVIDER_DOWN,        /* a provider cooling down after failures was passed over (route/health.h) */
+    KL_EC_CLIENT_TIMEOUT,       /* the request body stalled for timeouts.body */
 };
 
 const char *kl_error_class_name(enum kl_error_class ec);

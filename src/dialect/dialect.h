@@ -141,6 +141,7 @@ enum kl_err_kind {
     KL_ERR_BAD_GATEWAY,         /* 502 */
     KL_ERR_UNAVAILABLE,         /* 503 */
     KL_ERR_TIMEOUT,             /* 504 */
+    KL_ERR_CLIENT_TIMEOUT,      /* 408: the request body stalled */
 };
 
 int kl_err_status(enum kl_err_kind kind);

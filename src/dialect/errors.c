@@ -40,6 +40,8 @@ static const struct {
                             "ServiceUnavailableException", "serviceUnavailableException"},
     [KL_ERR_TIMEOUT] = {504, "server_error", "upstream_timeout", "timeout_error", "DEADLINE_EXCEEDED",
                         "ModelTimeoutException", "modelTimeoutException"},
+    [KL_ERR_CLIENT_TIMEOUT] = {408, "invalid_request_error", "request_timeout", "invalid_request_error",
+                               "DEADLINE_EXCEEDED", "ValidationException", "validationException"},
 };
 
 const char *kl_dialect_bedrock_error_type(enum kl_err_kind kind)

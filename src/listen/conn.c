@@ -514,13 +514,26 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     if (what & BEV_EVENT_CONNECTED)
         return; /* the TLS handshake finished */
+    if (c->ex && c->state == ST_BODY && (what & BEV_EVENT_TIMEOUT) && !(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+        /* a body that stalled: the client may still be reading, so it is
+         * told why (408 in its dialect), and the connection closes after */
+        c->keep_alive = false;
+        c->linger = true;
+        c->state = ST_EXCHANGE;
+        evtimer_del(c->timer);
+        uint32_t ms = timeouts(c)->body;
+        char msg[96];
+        snprintf(msg, sizeof(msg), "request body timed out: no byte for %u %s (timeouts.body)",
+                 ms % 1000 ? ms : ms / 1000, ms % 1000 ? "ms" : "s");
+        kl_pipeline_reject(c->ex, KL_ERR_CLIENT_TIMEOUT, KL_EC_CLIENT_TIMEOUT, msg);
+        return;
+    }
     if (c->ex) {
         kl_exchange *ex = c->ex;
         enum kl_error_class why = KL_EC_CLIENT_CLOSED;
         if (c->state == ST_BODY) {
-            ex->status = (what & BEV_EVENT_TIMEOUT) ? 408 : 499;
-            ex->error_message = (what & BEV_EVENT_TIMEOUT) ? "request body timed out"
-                                                          : "client closed while sending the body";
+            ex->status = 499;
+            ex->error_message = "client closed while sending the body";
         }
         c->ex = NULL;
         ex->conn = NULL;

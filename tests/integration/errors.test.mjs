@@ -324,13 +324,18 @@ describe('slow clients', () => {
     return undefined;
   }
 
-  it('a body that stalls is dropped after timeouts.body, with a 408 on record', async () => {
+  it('a body that stalls is answered 408 in its dialect after timeouts.body, and recorded', async () => {
     const r = await trickle(gw.url, [head(body.length + 50) + body], 0);
-    assert.equal(r.data, '');
+    assert.match(r.data, /^HTTP\/1.1 408 /, r.data);
+    assert.match(r.data, /\r\nconnection: close\r\n/i);
+    const err = JSON.parse(r.data.slice(r.data.indexOf('\r\n\r\n') + 4)).error;
+    assert.equal(err.code, 'request_timeout');
+    assert.equal(err.message, 'request body timed out: no byte for 2 s (timeouts.body)');
     assert.ok(r.closedAfter !== null && r.closedAfter >= 1900, `closed after ${r.closedAfter} ms`);
     const rec = await recordWithStatus(408);
     assert.ok(rec, 'the stalled request has its record');
-    assert.equal(rec.error_message, 'request body timed out');
+    assert.equal(rec.error_message, 'request body timed out: no byte for 2 s (timeouts.body)');
+    assert.equal(rec.error_class, 'client_timeout');
     assert.equal(rec.path, '/v1/chat/completions');
     assert.equal(rec.bytes_in > body.length, true);
     const ok = await fetch(`${gw.url}/`);
