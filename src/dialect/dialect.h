@@ -54,8 +54,16 @@ struct kl_route_match {
     const char *path_model;     /* Gemini or Bedrock model from the path (arena, decoded), or NULL */
 };
 
-void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
-                         bool anthropic_version, struct kl_route_match *m);
+/* Which SDK sent a request, as its headers tell: the few paths two APIs
+ * share (GET /v1/models, GET /v1/models/{id}) are answered in its shape. */
+enum kl_client {
+    KL_CLIENT_ANY,
+    KL_CLIENT_ANTHROPIC,        /* an anthropic-version header */
+    KL_CLIENT_GOOGLE,           /* x-goog-api-key or x-goog-api-client (@google/genai with apiVersion v1) */
+};
+
+void kl_dialect_classify(kl_arena *a, const char *method, const char *path, enum kl_client client,
+                         struct kl_route_match *m);
 
 /* Whether keyless reads this request's body and its answer in full (the
  * output cap, the tools declared and called): every endpoint but Bedrock's

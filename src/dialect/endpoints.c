@@ -282,8 +282,8 @@ static bool classify_vertex(kl_arena *a, const char *path, struct kl_route_match
     return true;
 }
 
-void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
-                         bool anthropic_version, struct kl_route_match *m)
+void kl_dialect_classify(kl_arena *a, const char *method, const char *path, enum kl_client client,
+                         struct kl_route_match *m)
 {
     static const struct { const char *path; enum kl_endpoint id; } exact[] = {
         {"/", KL_EP_ROOT},
@@ -315,7 +315,7 @@ void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
              * whose ids may hold ':' (Ollama's llama3.1:8b, a fine-tune's
              * ft:gpt-4o-mini:acme::id) or name their provider
              * (openai/gpt-4o), as written or percent-encoded */
-            if (!(strchr(path + 11, ':') && classify_gemini(a, path + 11, m))) {
+            if (!((strchr(path + 11, ':') || client == KL_CLIENT_GOOGLE) && classify_gemini(a, path + 11, m))) {
                 char *model = kl_path_segment_decode(a, path + 11, strlen(path + 11));
                 if (model && path_model_ok(model, strlen(model))) {
                     m->ep = ep(KL_EP_MODEL_GET);
@@ -333,9 +333,11 @@ void kl_dialect_classify(kl_arena *a, const char *method, const char *path,
     }
     if (!m->ep)
         m->ep = ep(KL_EP_UNKNOWN);
-    if (anthropic_version && m->ep->id == KL_EP_MODELS)
+    if (client == KL_CLIENT_GOOGLE && m->ep->id == KL_EP_MODELS)
+        m->ep = ep(KL_EP_GEMINI_MODELS); /* Gemini's v1 list */
+    else if (client == KL_CLIENT_ANTHROPIC && m->ep->id == KL_EP_MODELS)
         m->ep = &anthropic_models;
-    else if (anthropic_version && m->ep->id == KL_EP_MODEL_GET)
+    else if (client == KL_CLIENT_ANTHROPIC && m->ep->id == KL_EP_MODEL_GET)
         m->ep = &anthropic_model_get;
     m->method_ok = method_is(method, m->ep);
 }

@@ -178,6 +178,16 @@ static void write_raw_error(struct kl_conn *c, int status, const char *why, enum
     evtimer_del(c->timer);
 }
 
+/* The SDK a request came from, as its headers tell (kl_dialect_classify). */
+static enum kl_client client_of(const kl_http_request *req)
+{
+    if (kl_http_header(req, "anthropic-version"))
+        return KL_CLIENT_ANTHROPIC;
+    if (kl_http_header(req, "x-goog-api-key") || kl_http_header(req, "x-goog-api-client"))
+        return KL_CLIENT_GOOGLE;
+    return KL_CLIENT_ANY;
+}
+
 /* A head we cannot serve (malformed, too large, a framing we refuse) is
  * still a request: it gets a record and an access-log line, and its error
  * in the dialect its path names when the request line was read (else
@@ -189,10 +199,11 @@ static void refuse_head(struct kl_conn *c, kl_exchange *ex, int status, const ch
     ex->dialect = KL_DIALECT_OPENAI;
     if (ex->req.method && ex->req.path) {
         struct kl_route_match m;
-        bool av = kl_http_header(&ex->req, "anthropic-version") != NULL;
-        kl_dialect_classify(&ex->arena, ex->req.method, ex->req.path, av, &m);
+        enum kl_client client = client_of(&ex->req);
+        kl_dialect_classify(&ex->arena, ex->req.method, ex->req.path, client, &m);
         ex->ep = m.ep;
-        ex->dialect = m.ep->id == KL_EP_UNKNOWN ? kl_dialect_guess(ex->req.path, av) : m.ep->dialect;
+        ex->dialect = m.ep->id == KL_EP_UNKNOWN ? kl_dialect_guess(ex->req.path, client == KL_CLIENT_ANTHROPIC)
+                                                : m.ep->dialect;
     }
     ex->status = status;
     ex->error_class = status == 431 ? KL_EC_TOO_LARGE : KL_EC_BAD_REQUEST;
@@ -352,10 +363,11 @@ static void read_head(struct kl_conn *c)
 
     /* Classify now: an oversized body must be refused in the caller's dialect. */
     struct kl_route_match m;
-    bool av = kl_http_header(&ex->req, "anthropic-version") != NULL;
-    kl_dialect_classify(&ex->arena, ex->req.method, ex->req.path, av, &m);
+    enum kl_client client = client_of(&ex->req);
+    kl_dialect_classify(&ex->arena, ex->req.method, ex->req.path, client, &m);
     ex->ep = m.ep;
-    ex->dialect = m.ep->id == KL_EP_UNKNOWN ? kl_dialect_guess(ex->req.path, av) : m.ep->dialect;
+    ex->dialect = m.ep->id == KL_EP_UNKNOWN ? kl_dialect_guess(ex->req.path, client == KL_CLIENT_ANTHROPIC)
+                                            : m.ep->dialect;
     ex->model_requested = m.path_model;
 
     size_t max_body = ex->cfg->listen.max_body_size;

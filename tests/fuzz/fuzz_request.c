@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kl_arena_init(&a);
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
         struct kl_route_match m;
-        kl_dialect_classify(&a, "POST", paths[i], false, &m);
+        kl_dialect_classify(&a, "POST", paths[i], KL_CLIENT_ANY, &m);
         struct kl_request_facts f;
         const char *why;
         if (kl_dialect_request_facts(m.ep, (const char *)data, size, &a, &f, &why) == 0) {

@@ -78,4 +78,16 @@ describe('Gemini dialect', () => {
     const j = await r.json();
     assert.ok(j.models.some((m) => m.name === 'models/gemini-2.5-flash'));
   });
+
+  it('the SDK with apiVersion v1 lists and looks up models in its own shape on the paths OpenAI shares', async () => {
+    const v1 = new GoogleGenAI({ apiKey: 'caller-placeholder-key', apiVersion: 'v1', httpOptions: { baseUrl: gw.url } });
+    const names = [];
+    for await (const m of await v1.models.list()) names.push(m.name);
+    assert.ok(names.includes('models/gemini-2.5-flash'), JSON.stringify(names));
+    const one = await v1.models.get({ model: 'gemini-2.5-flash' });
+    assert.equal(one.name, 'models/gemini-2.5-flash');
+    // without the SDK's headers the path is OpenAI's
+    const openai = await (await fetch(`${gw.url}/v1/models`)).json();
+    assert.equal(openai.object, 'list');
+  });
 });

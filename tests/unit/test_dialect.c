@@ -16,78 +16,84 @@ static void classifies_paths(void **state)
     kl_arena a;
     kl_arena_init(&a);
     struct kl_route_match m;
-    kl_dialect_classify(&a, "POST", "/v1/chat/completions", false, &m);
+    kl_dialect_classify(&a, "POST", "/v1/chat/completions", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_CHAT);
     assert_true(m.method_ok);
-    kl_dialect_classify(&a, "GET", "/v1/chat/completions", false, &m);
+    kl_dialect_classify(&a, "GET", "/v1/chat/completions", KL_CLIENT_ANY, &m);
     assert_false(m.method_ok);
-    kl_dialect_classify(&a, "POST", "/v1beta/models/gemini-2.5-pro:streamGenerateContent", false, &m);
+    kl_dialect_classify(&a, "POST", "/v1beta/models/gemini-2.5-pro:streamGenerateContent", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_GEMINI_STREAM);
     assert_int_equal(m.ep->dialect, KL_DIALECT_GEMINI);
     assert_string_equal(m.path_model, "gemini-2.5-pro");
-    kl_dialect_classify(&a, "POST", "/v1/models/gemini-2.5-flash:countTokens", false, &m);
+    kl_dialect_classify(&a, "POST", "/v1/models/gemini-2.5-flash:countTokens", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_GEMINI_COUNT);
-    kl_dialect_classify(&a, "POST", "/v1alpha/models/gemini-2.5-flash:generateContent", false, &m);
+    kl_dialect_classify(&a, "POST", "/v1alpha/models/gemini-2.5-flash:generateContent", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_GEMINI_GENERATE);
     assert_string_equal(m.path_model, "gemini-2.5-flash");
-    kl_dialect_classify(&a, "GET", "/v1/models", true, &m);
+    kl_dialect_classify(&a, "GET", "/v1/models", KL_CLIENT_ANTHROPIC, &m);
     assert_int_equal(m.ep->id, KL_EP_MODELS);
     assert_int_equal(m.ep->dialect, KL_DIALECT_ANTHROPIC);
-    kl_dialect_classify(&a, "GET", "/v1/models", false, &m);
+    kl_dialect_classify(&a, "GET", "/v1/models", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->dialect, KL_DIALECT_OPENAI);
-    kl_dialect_classify(&a, "GET", "/v1/models/gpt-4o", false, &m);
+    /* @google/genai with apiVersion v1 lists and looks up on the same paths */
+    kl_dialect_classify(&a, "GET", "/v1/models", KL_CLIENT_GOOGLE, &m);
+    assert_int_equal(m.ep->id, KL_EP_GEMINI_MODELS);
+    kl_dialect_classify(&a, "GET", "/v1/models/gemini-2.5-flash", KL_CLIENT_GOOGLE, &m);
+    assert_int_equal(m.ep->id, KL_EP_GEMINI_MODEL_GET);
+    assert_string_equal(m.path_model, "gemini-2.5-flash");
+    kl_dialect_classify(&a, "GET", "/v1/models/gpt-4o", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_MODEL_GET);
     assert_string_equal(m.path_model, "gpt-4o");
     /* ids with ':' that are no Gemini action, qualified ids, percent-encoded ones */
-    kl_dialect_classify(&a, "GET", "/v1/models/llama3.1:8b", false, &m);
+    kl_dialect_classify(&a, "GET", "/v1/models/llama3.1:8b", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_MODEL_GET);
     assert_string_equal(m.path_model, "llama3.1:8b");
-    kl_dialect_classify(&a, "GET", "/v1/models/ft%3Agpt-4o-mini%3Aacme%3A%3AAbC123", false, &m);
+    kl_dialect_classify(&a, "GET", "/v1/models/ft%3Agpt-4o-mini%3Aacme%3A%3AAbC123", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_MODEL_GET);
     assert_string_equal(m.path_model, "ft:gpt-4o-mini:acme::AbC123");
-    kl_dialect_classify(&a, "GET", "/v1/models/openai/gpt-4o", true, &m);
+    kl_dialect_classify(&a, "GET", "/v1/models/openai/gpt-4o", KL_CLIENT_ANTHROPIC, &m);
     assert_int_equal(m.ep->id, KL_EP_MODEL_GET);
     assert_int_equal(m.ep->dialect, KL_DIALECT_ANTHROPIC);
     assert_string_equal(m.path_model, "openai/gpt-4o");
-    kl_dialect_classify(&a, "GET", "/v1/models/openai%2Fgpt-4o", false, &m);
+    kl_dialect_classify(&a, "GET", "/v1/models/openai%2Fgpt-4o", KL_CLIENT_ANY, &m);
     assert_string_equal(m.path_model, "openai/gpt-4o");
-    kl_dialect_classify(&a, "GET", "/v1/models/a//b", false, &m);
+    kl_dialect_classify(&a, "GET", "/v1/models/a//b", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
-    kl_dialect_classify(&a, "POST", "/v1/messages/count_tokens", false, &m);
+    kl_dialect_classify(&a, "POST", "/v1/messages/count_tokens", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_COUNT_TOKENS);
-    kl_dialect_classify(&a, "POST", "/v1beta/models/x:deleteEverything", false, &m);
+    kl_dialect_classify(&a, "POST", "/v1beta/models/x:deleteEverything", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
-    kl_dialect_classify(&a, "POST", "/v2/chat", false, &m);
+    kl_dialect_classify(&a, "POST", "/v2/chat", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
     /* Bedrock: the model id percent-decoded from its segment */
-    kl_dialect_classify(&a, "POST", "/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/invoke", false, &m);
+    kl_dialect_classify(&a, "POST", "/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/invoke", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_BEDROCK_INVOKE);
     assert_int_equal(m.ep->dialect, KL_DIALECT_BEDROCK);
     assert_string_equal(m.path_model, "us.anthropic.claude-haiku-4-5-20251001-v1:0");
     kl_dialect_classify(&a, "POST", "/model/bedrock/us.anthropic.claude-sonnet-4-6/invoke-with-response-stream",
-                        false, &m);
+                        KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_BEDROCK_INVOKE_STREAM);
     assert_string_equal(m.path_model, "bedrock/us.anthropic.claude-sonnet-4-6");
     kl_dialect_classify(&a, "POST", "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fx/converse",
-                        false, &m);
+                        KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_BEDROCK_CONVERSE);
     assert_string_equal(m.path_model, "arn:aws:bedrock:us-east-1:1:inference-profile/x");
-    kl_dialect_classify(&a, "POST", "/model/m/converse-stream", false, &m);
+    kl_dialect_classify(&a, "POST", "/model/m/converse-stream", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_BEDROCK_CONVERSE_STREAM);
-    kl_dialect_classify(&a, "POST", "/model/m/count-tokens", false, &m);
+    kl_dialect_classify(&a, "POST", "/model/m/count-tokens", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_BEDROCK_COUNT);
-    kl_dialect_classify(&a, "POST", "/model/m%00x/invoke", false, &m); /* a NUL cannot be a model id */
+    kl_dialect_classify(&a, "POST", "/model/m%00x/invoke", KL_CLIENT_ANY, &m); /* a NUL cannot be a model id */
     assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
-    kl_dialect_classify(&a, "POST", "/model/m%2/invoke", false, &m);
+    kl_dialect_classify(&a, "POST", "/model/m%2/invoke", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
-    kl_dialect_classify(&a, "POST", "/model//invoke", false, &m);
+    kl_dialect_classify(&a, "POST", "/model//invoke", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
-    kl_dialect_classify(&a, "POST", "/model/m/delete", false, &m);
+    kl_dialect_classify(&a, "POST", "/model/m/delete", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
     assert_int_equal(kl_dialect_guess("/model/m/delete", false), KL_DIALECT_BEDROCK);
     /* Vertex AI: Anthropic's Messages API with the model in the path, and Gemini's API */
     kl_dialect_classify(&a, "POST", "/v1/projects/p1/locations/us-east5/publishers/anthropic/models/"
-                        "claude-sonnet-4-5%4020250929:streamRawPredict", false, &m);
+                        "claude-sonnet-4-5%4020250929:streamRawPredict", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_MESSAGES);
     assert_int_equal(m.ep->dialect, KL_DIALECT_ANTHROPIC);
     assert_true(m.ep->model_in_path);
@@ -102,20 +108,20 @@ static void classifies_paths(void **state)
         for (size_t t = s + 1; t < KL_ENDPOINT_SLOTS; t++)
             assert_string_not_equal(kl_endpoint_by_slot(s)->name, kl_endpoint_by_slot(t)->name);
     kl_dialect_classify(&a, "POST", "/v1/projects/p1/locations/global/publishers/anthropic/models/count-tokens:rawPredict",
-                        false, &m);
+                        KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_COUNT_TOKENS);
     assert_false(m.ep->model_in_path);
     assert_null(m.path_model);
     kl_dialect_classify(&a, "POST", "/v1beta1/projects/p/locations/l/publishers/google/models/gemini-2.5-pro:"
-                        "streamGenerateContent", false, &m);
+                        "streamGenerateContent", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_GEMINI_STREAM);
     assert_int_equal(m.ep->compat, KL_COMPAT_GOOGLE_GENERATE);
     assert_string_equal(m.path_model, "gemini-2.5-pro");
-    kl_dialect_classify(&a, "POST", "/v1/projects/p/locations/l/publishers/anthropic/models/c:predict", false, &m);
+    kl_dialect_classify(&a, "POST", "/v1/projects/p/locations/l/publishers/anthropic/models/c:predict", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
-    kl_dialect_classify(&a, "POST", "/v1/projects/p/locations/l/publishers/meta/models/llama:rawPredict", false, &m);
+    kl_dialect_classify(&a, "POST", "/v1/projects/p/locations/l/publishers/meta/models/llama:rawPredict", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
-    kl_dialect_classify(&a, "GET", "/v1/projects/p/locations/l/publishers/google/models/gemini-2.5-pro", false, &m);
+    kl_dialect_classify(&a, "GET", "/v1/projects/p/locations/l/publishers/google/models/gemini-2.5-pro", KL_CLIENT_ANY, &m);
     assert_int_equal(m.ep->id, KL_EP_UNKNOWN);
     assert_int_equal(kl_dialect_guess("/v1beta/foo", false), KL_DIALECT_GEMINI);
     assert_int_equal(kl_dialect_guess("/v1alpha/cachedContents", false), KL_DIALECT_GEMINI);
@@ -137,7 +143,7 @@ static int facts(enum kl_endpoint id, const char *body, struct kl_request_facts 
         [KL_EP_GEMINI_GENERATE] = "/v1beta/models/g:generateContent",
         [KL_EP_BEDROCK_INVOKE] = "/model/m/invoke", [KL_EP_BEDROCK_CONVERSE_STREAM] = "/model/m/converse-stream",
     };
-    kl_dialect_classify(ap, "POST", paths[id], false, &m);
+    kl_dialect_classify(ap, "POST", paths[id], KL_CLIENT_ANY, &m);
     return kl_dialect_request_facts(m.ep, body, strlen(body), ap, f, why);
 }
 

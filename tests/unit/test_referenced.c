@@ -19,7 +19,7 @@ static int64_t refs(const char *method_path, const char *body)
     kl_arena a;
     kl_arena_init(&a);
     struct kl_route_match m;
-    kl_dialect_classify(&a, "POST", method_path, false, &m);
+    kl_dialect_classify(&a, "POST", method_path, KL_CLIENT_ANY, &m);
     struct kl_request_facts f;
     const char *why = NULL;
     if (kl_dialect_request_facts(m.ep, body, strlen(body), &a, &f, &why) < 0)
@@ -94,7 +94,7 @@ static void escaped(void **state)
 static const char *id_of(kl_arena *a, const char *body, bool conversation)
 {
     struct kl_route_match m;
-    kl_dialect_classify(a, "POST", "/v1/responses", false, &m);
+    kl_dialect_classify(a, "POST", "/v1/responses", KL_CLIENT_ANY, &m);
     struct kl_request_facts f;
     const char *why = NULL;
     if (kl_dialect_request_facts(m.ep, body, strlen(body), a, &f, &why) < 0)
