@@ -348,7 +348,7 @@ kl_jwks *kl_jwks_parse(const char *json, size_t len, char *why, size_t whylen)
     json_error_t err;
     json_t *doc = json_loadb(json, len, JSON_REJECT_DUPLICATES, &err);
     if (!doc) {
-        fail(why, whylen, "JWKS is not valid JSON (line %d, column %d)", err.line, err.column);
+        fail(why, whylen, "JWKS is not valid JSON: %s (line %d, column %d)", err.text, err.line, err.column);
         return NULL;
     }
     const json_t *arr = json_object_get(doc, "keys");

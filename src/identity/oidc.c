@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "core/glob.h"
+#include "core/jsoncheck.h"
 #include "core/jsonscan.h"
 #include "core/log.h"
 #include "identity/identity.h"
@@ -83,7 +84,13 @@ static struct keys_ref *load_keys(const char *path, struct stat *st, bool *whole
     fclose(f);
     kl_jwks *k = kl_jwks_parse(buf, n, why, whylen);
     size_t at;
-    *whole = !k && kl_json_validate(buf, n, &at) == 0;
+    if (!k && kl_json_validate(buf, n, &at) == 0) {
+        /* a member named twice is read two ways: a broken file, which
+         * keeps the keys, not a revocation */
+        cJSON *j = cJSON_ParseWithLength(buf, n);
+        *whole = j && !kl_json_has_duplicate_keys(j);
+        cJSON_Delete(j);
+    }
     free(buf);
     if (!k)
         return NULL;

@@ -259,6 +259,13 @@ describe('OIDC workload tokens', () => {
     writeFileSync(join(dir, 'k8s.json'), '{"keys": ['); // half written: the keys stay
     await sleep(2500);
     assert.equal((await whoami(tok)).status, 200);
+    // a member named twice is read two ways (the last "keys" empty): broken too, not a revocation
+    writeJwks(join(dir, 'k8s.json'), k8s, gh);
+    const whole = readFileSync(join(dir, 'k8s.json'), 'utf8').trim();
+    writeFileSync(join(dir, 'k8s.json'), `${whole.slice(0, -1)}, "keys": []}`);
+    await sleep(2500);
+    assert.equal((await whoami(tok)).status, 200);
+    assert.match(gw.output(), /duplicate object key/);
     writeFileSync(join(dir, 'k8s.json'), '{"keys": []}');
     assert.equal(await poll(401), 401, 'an empty key set must revoke');
     writeJwks(join(dir, 'k8s.json'), k8s, gh);
