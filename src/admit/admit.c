@@ -571,9 +571,19 @@ static int64_t upper_bound(const struct kl_admission *a, size_t i)
 static int64_t actual(const kl_exchange *ex, const struct kl_admission *a, size_t i)
 {
     const struct kl_usage *u = kl_account_usage(ex);
-    bool forwarded = ex->upstream_status != 0;
+    /* Answered, or sent whole and left unanswered by the caller leaving,
+     * the provider's time-out or shutdown: the provider works on (a whole
+     * answer is generated and billed whether or not it is read), so a
+     * caller who hangs up before the head comes is not let off the bill.
+     * A provider's own failure before any answer (reset, unreachable) is
+     * no bill. */
+    bool forwarded = ex->upstream_status != 0 ||
+                     (ex->upstream_sent && (ex->error_class == KL_EC_CLIENT_CLOSED ||
+                                            ex->error_class == KL_EC_UPSTREAM_TIMEOUT ||
+                                            ex->error_class == KL_EC_SHUTDOWN));
     /* an error status, or a 2xx answer that was only the provider's error
-     * (its first event: overloaded, throttled): nothing served, nothing billed */
+     * (its first event: overloaded, throttled, even after the usage its
+     * message_start opens with): nothing served, nothing billed */
     bool failed_upstream = ex->upstream_status >= 400 ||
                            (ex->error_class == KL_EC_UPSTREAM_ERROR && !(u && u->answered));
     switch (a->charge[i]) {
@@ -582,7 +592,7 @@ static int64_t actual(const kl_exchange *ex, const struct kl_admission *a, size_
     case CHARGE_SLOT:
         return 0;
     case CHARGE_TOKENS:
-        if (u && u->known)
+        if (u && u->known && !failed_upstream)
             return u->input + u->cache_read + u->cache_write + u->output;
         return forwarded && !failed_upstream ? upper_bound(a, i) : 0;
     case CHARGE_TOOL_CALLS:
@@ -590,7 +600,7 @@ static int64_t actual(const kl_exchange *ex, const struct kl_admission *a, size_
          * the policy, nor those of a whole answer refused */
         return ex->tool_calls_relayed;
     case CHARGE_DOLLARS:
-        if (ex->cost_known)
+        if (ex->cost_known && !failed_upstream)
             return ex->cost_nd;
         /* Unknown cost of an answer that was given: keep the whole
          * reservation (the honest upper bound); nothing given, nothing owed. */

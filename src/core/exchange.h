@@ -129,6 +129,7 @@ typedef struct kl_exchange {
     size_t failover_drained;        /* bytes of that body read and dropped */
     int64_t failover_at_ns;         /* when it was decided */
     bool upstream_unsent;           /* the failed attempt did not send the whole request */
+    bool upstream_sent;             /* this attempt's whole request went out: the provider may bill it */
 
     /* admit */
     struct kl_admission *admission;     /* reservations to settle at the end */

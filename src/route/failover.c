@@ -191,6 +191,7 @@ void kl_failover_switch(kl_exchange *ex, const struct kl_provider *p)
     ex->failover_drained = 0;
     ex->failover_at_ns = 0;
     ex->upstream_unsent = false;
+    ex->upstream_sent = false;
     ex->upstream_url = NULL;
     ex->up_headers = NULL;
     ex->n_up_headers = 0;

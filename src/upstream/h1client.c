@@ -73,6 +73,8 @@ static const struct kl_timeouts *timeouts(const struct kl_h1_xfer *x)
 static void xfer_free(struct kl_h1_xfer *x, bool keep_conn)
 {
     struct kl_h1_pool *p = x->pool;
+    if (x->sent)
+        x->ex->upstream_sent = true;
     event_del(&x->timer);
     event_del(&x->ctimer);
     if (x->lookup)

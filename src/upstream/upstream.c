@@ -200,9 +200,22 @@ void kl_upstream_easy_put(struct kl_upstream_pool *p, CURL *e)
 
 /* ---- one transfer ---- */
 
+/* Whether the whole request went out, from the bytes sent (the connect
+ * time is 0 on a reused connection too, every HTTP/2 request's case). */
+static bool whole_request_sent(struct kl_upstream_xfer *x)
+{
+    long head_bytes = 0;
+    curl_off_t uploaded = 0;
+    return curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &head_bytes) == CURLE_OK && head_bytes > 0 &&
+           curl_easy_getinfo(x->easy, CURLINFO_SIZE_UPLOAD_T, &uploaded) == CURLE_OK &&
+           uploaded >= (curl_off_t)x->ex->up_body_len;
+}
+
 static void xfer_free(struct kl_upstream_xfer *x)
 {
     struct kl_upstream_pool *p = x->pool;
+    if (x->head_done || whole_request_sent(x))
+        x->ex->upstream_sent = true;
     curl_multi_remove_handle(p->multi, x->easy);
     kl_upstream_easy_put(p, x->easy);
     curl_slist_free_all(x->headers);
@@ -346,14 +359,7 @@ static void finish(struct kl_curl_job *job, CURLcode rc)
     bool started = x->head_done;
     if (rc == CURLE_OK && !started && x->status >= 200)
         deliver_head(x), started = true;
-    /* Whether the whole request went out, from the bytes sent (the connect
-     * time is 0 on a reused connection too, every HTTP/2 request's case). */
-    long head_bytes = 0;
-    curl_off_t uploaded = 0;
-    if (rc != CURLE_OK && !started &&
-        (curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &head_bytes) != CURLE_OK || head_bytes == 0 ||
-         curl_easy_getinfo(x->easy, CURLINFO_SIZE_UPLOAD_T, &uploaded) != CURLE_OK ||
-         uploaded < (curl_off_t)ex->up_body_len))
+    if (rc != CURLE_OK && !started && !whole_request_sent(x))
         ex->upstream_unsent = true; /* the provider cannot have served it: failover may */
     xfer_free(x);
     if (rc == CURLE_OK) {

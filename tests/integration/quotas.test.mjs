@@ -427,9 +427,14 @@ describe('spend quotas', () => {
 
   it('a 2xx stream that is only the provider\'s error failed: recorded so, and charged nothing; one that answered first keeps its reservation', async () => {
     const SSE = 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n';
+    let messages = 0;
     const up = await rawProvider((req, sock) => {
+      const start = 'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message",' +
+        '"role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,' +
+        '"usage":{"input_tokens":100000,"output_tokens":1}}}\n\nevent: ping\ndata: {"type":"ping"}\n\n';
       if (req.includes('/v1/messages'))
-        sock.end(SSE + 'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n');
+        sock.end(SSE + (messages++ ? start : '') +
+          'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n');
       else
         sock.end(SSE + 'data: {"id":"c","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,' +
           '"delta":{"role":"assistant","content":"Hello"},"finish_reason":null}]}\n\n' +
@@ -454,6 +459,13 @@ describe('spend quotas', () => {
     assert.equal(ra.error_class, 'upstream_error');
     assert.match(ra.error_message, /ended its answer with an error, before any of the answer/);
     assert.equal(await level(), 1000000000n, 'nothing served, nothing charged (as a 529 status would be)');
+    // the same after message_start: its usage is Anthropic's opening count, not a bill for an answer
+    const a2 = await post(gw, '/v1/messages', JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 1000, stream: true,
+      messages: [{ role: 'user', content: 'x' }] }), { 'anthropic-version': '2023-06-01' });
+    assert.match(await a2.text(), /overloaded_error/);
+    const ra2 = await finalRecord(gw, a2.headers.get('x-keyless-request-id'));
+    assert.match(ra2.error_message, /before any of the answer/);
+    assert.equal(await level(), 1000000000n, 'an opening count with no answer is charged nothing');
     const c = await post(gw, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', max_tokens: 100, stream: true,
       messages: [{ role: 'user', content: 'x' }] }));
     assert.match(await c.text(), /server had an error/);
@@ -607,6 +619,40 @@ describe('spend quotas', () => {
     const clamped = (await (await fetch(`${gw.url}/api/quotas`, { dispatcher: from('127.0.0.60') })).json()).buckets[0];
     assert.equal(clamped.current, 500000000);
     assert.equal(clamped.capacity, 500000000);
+    await gw.stop();
+    await mock.stop();
+  });
+
+  it('a caller who hangs up after the request went out, before the answer\'s head, is charged its reservation', async () => {
+    // the provider works on (a whole answer is billed whether or not it is
+    // read): leaving early is no way around a spend limit
+    const mock = await startMock();
+    const gw = await startGateway({ quotas: { h: { capacity: '$1.00' } }, grants: grant([{ bucket: 'h' }]),
+      providers: providersFor(mock.url), listen: { timeouts: { upstream_first_byte: '1s' } } });
+    const level = async () => {
+      const b = (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0];
+      return b.reserved === 0 ? BigInt(b.current) : null;
+    };
+    const settled = async () => {
+      for (let i = 0; i < 100; i++) {
+        const l = await level();
+        if (l !== null) return l;
+        await sleep(50);
+      }
+      return null;
+    };
+    const ctl = new AbortController();
+    const pending = fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', body: BODY, signal: ctl.signal,
+      headers: { 'content-type': 'application/json', 'x-mock': `${EXACT};delay_headers_ms=1500` } }).catch((e) => e);
+    await sleep(300);
+    ctl.abort();
+    await pending;
+    await sleep(100);
+    assert.equal(await settled(), 1000000000n - EST, 'hanging up is charged the reservation');
+    // the provider's time-out for the head: the same
+    const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': `${EXACT};delay_headers_ms=2500` });
+    assert.equal(r.status, 504);
+    assert.equal(await settled(), 1000000000n - 2n * EST, 'a provider that did not answer in time may still bill');
     await gw.stop();
     await mock.stop();
   });
