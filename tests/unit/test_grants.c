@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -29,6 +30,42 @@ static void globs(void **state)
     assert_false(kl_glob_match("gpt-4o", "openai/gpt-4o"));
     assert_true(kl_glob_match("**/gpt-4o", "openai/gpt-4o"));
     assert_false(kl_glob_match("*", "openai/gpt-4o"));
+    assert_true(kl_glob_match("a/**/", "a/b/c"));
+    assert_false(kl_glob_match("**/b", "b"));
+    assert_true(kl_glob_match("", ""));
+    assert_false(kl_glob_match("", "a"));
+    assert_true(kl_glob_match("*", ""));
+    /* a pattern longer than the matcher's small buffers */
+    char longp[200];
+    memset(longp, 'x', 150);
+    strcpy(longp + 150, "*/**y");
+    char longn[300];
+    memset(longn, 'x', 160);
+    strcpy(longn + 160, "/a/b/y");
+    assert_true(kl_glob_match(longp, longn));
+    longn[165] = 'z'; /* no final y */
+    assert_false(kl_glob_match(longp, longn));
+}
+
+/* A name from a caller (a tool name in a request) may be megabytes, and
+ * wildcards must not make matching it blow up (a backtracking matcher
+ * took seconds on 160 KB with two stars, forever with four). */
+static void globs_on_huge_names(void **state)
+{
+    (void)state;
+    size_t n = 4 << 20;
+    char *name = malloc(n + 2);
+    assert_non_null(name);
+    for (size_t i = 0; i < n; i++)
+        name[i] = "Bash"[i % 4];
+    name[n] = '/';
+    name[n + 1] = '\0';
+    assert_false(kl_glob_match("*Bash*", name));
+    assert_false(kl_glob_match("*a*a*a*a*a*c", name));
+    assert_true(kl_glob_match("**/", name));
+    name[n] = 'c';
+    assert_true(kl_glob_match("*a*a*a*a*a*c", name));
+    free(name);
 }
 
 static void specificity(void **state)
@@ -122,6 +159,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(globs),
+        cmocka_unit_test(globs_on_huge_names),
         cmocka_unit_test(selectors),
         cmocka_unit_test(specificity),
         cmocka_unit_test(capability_objects_and_best_match),
