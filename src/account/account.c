@@ -13,6 +13,7 @@
 #include "account/usage.h"
 #include "admit/admit.h"
 #include "core/jsoncheck.h"
+#include "core/urlquery.h"
 #include "core/jsonscan.h"
 #include "core/text.h"
 #include "dialect/dialect.h"
@@ -188,6 +189,18 @@ static void refuse_unread(kl_exchange *ex, bool scanned, const char *why)
     ex->error_message = why;
 }
 
+/* Whether a Gemini stream was asked for as events (alt=sse, or $alt, its
+ * other spelling) rather than as one JSON array: the answer is read as the
+ * caller will read it, not as the provider labels it (an array labelled
+ * text/event-stream would pass unread as events with no data). */
+static bool gemini_sse(kl_exchange *ex)
+{
+    const char *alt = kl_query_param(&ex->arena, ex->req.query, "alt");
+    if (!alt)
+        alt = kl_query_param(&ex->arena, ex->req.query, "$alt");
+    return alt && strcmp(alt, "sse") == 0;
+}
+
 void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char *headers)
 {
     struct kl_account *a = kl_arena_alloc(&ex->arena, sizeof(*a));
@@ -236,10 +249,10 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
         a->usage = kl_usage_parser_new(&ex->arena, (enum kl_usage_kind)kind);
         if (ex->ep->id == KL_EP_BEDROCK_INVOKE || ex->ep->id == KL_EP_BEDROCK_INVOKE_STREAM)
             kl_usage_bedrock(a->usage);
-        if (event_stream)
+        if (ex->ep->id == KL_EP_GEMINI_STREAM)
+            a->mode = gemini_sse(ex) ? BODY_EVENTS : BODY_ARRAY;
+        else if (event_stream)
             a->mode = BODY_EVENTS;
-        else if (ex->ep->id == KL_EP_GEMINI_STREAM)
-            a->mode = BODY_ARRAY;
         else if (framed(ex->ep->id, headers))
             a->mode = BODY_FRAMES;
         else

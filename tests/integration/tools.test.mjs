@@ -313,6 +313,13 @@ describe('tool policy', () => {
       usage: { prompt_tokens: 11, completion_tokens: 4, total_tokens: 15 } });
     let coding = 'gzip';
     const up = await rawProvider((req, sock) => {
+      if (req.includes(':streamGenerateContent')) {
+        // a JSON array, as asked, labelled as events
+        const arr = JSON.stringify([{ candidates: [{ content: { role: 'model', parts: [
+          { functionCall: { name: 'Bash', args: { cmd: 'rm -rf /' } } }] }, finishReason: 'STOP' }] }]);
+        sock.end(`HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: ${arr.length}\r\n\r\n${arr}`);
+        return;
+      }
       if (coding === 'sse') {
         const ev = `data: ${answer}\n\n`;
         sock.end(`HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: ${ev.length}\r\n\r\n${ev}`);
@@ -324,10 +331,24 @@ describe('tool policy', () => {
     });
     const gw2 = await startGateway({
       providers: providersFor(mock.url, { openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'sk-x',
-        models: ['gpt-4o'], compatibility: { openai_chat: true } } }),
+        models: ['gpt-4o'], compatibility: { openai_chat: true } },
+      gemini: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'g-x', authorization: 'x-goog-api-key',
+        models: ['gemini-2.5-flash'], compatibility: { gemini_generate_content: true } } }),
       grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { tools: { deny: 'Bash' } }] } }],
     });
     try {
+      // a Gemini stream is read as the caller reads it: an array when it asked for no alt=sse
+      const g = await fetch(`${gw2.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent`, { method: 'POST',
+        headers: { 'content-type': 'application/json' }, body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }) });
+      let gtext = '';
+      await assert.rejects((async () => {
+        for await (const piece of g.body) gtext += Buffer.from(piece).toString();
+      })(), 'the array is cut off at the element with the refused call');
+      assert.ok(!gtext.includes('Bash'), gtext);
+      const grec = await finalRecord(gw2, g.headers.get('x-keyless-request-id'));
+      assert.equal(grec.error_class, 'blocked');
+      assert.equal(grec.tool_calls, 1);
+
       const ask = () => fetch(`${gw2.url}/v1/chat/completions`, { method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
