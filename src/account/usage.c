@@ -510,6 +510,23 @@ static void responses_object(kl_usage_parser *p, const cJSON *r)
     set_stop(p, reason ? reason : str_member(r, "status"));
 }
 
+/* A Responses call item's key in seen_slot: its output_index, else a hash
+ * of its id or call_id (bit 62 set: never an index). False when it has
+ * none of them, and each of its events is counted then (over, not under). */
+static bool responses_call_key(const cJSON *root, const cJSON *it, uint64_t *key)
+{
+    const cJSON *oi = member(root, "output_index");
+    if (cJSON_IsNumber(oi) && oi->valuedouble >= 0 && oi->valuedouble <= 4e9) {
+        *key = (uint64_t)oi->valuedouble;
+        return true;
+    }
+    const char *id = str_member(it, "id");
+    if (!id)
+        id = str_member(it, "call_id");
+    *key = (id_hash(id) >> 2) | (UINT64_C(1) << 62);
+    return id != NULL;
+}
+
 static void responses_event(kl_usage_parser *p, const cJSON *root, const char *type)
 {
     if (!strcmp(type, "response.completed") || !strcmp(type, "response.incomplete") ||
@@ -518,12 +535,14 @@ static void responses_event(kl_usage_parser *p, const cJSON *root, const char *t
         if (cJSON_IsObject(r))
             responses_object(p, r);
     } else if (!strcmp(type, "response.output_item.added") || !strcmp(type, "response.output_item.done")) {
-        /* counted when added; checked again when done, which is where
-         * clients such as Codex take the call from */
+        /* counted once, at whichever of the two comes first (a stream of
+         * .done events alone is where clients such as Codex take calls
+         * from); checked each time */
         const cJSON *it = member(root, "item");
         bool call;
         const char *name = call_item_name(it, &call);
-        if (call && type[21] == 'a')
+        uint64_t key, *id;
+        if (call && (!responses_call_key(root, it, &key) || !seen_slot(p, key, &id)))
             add_tool_in(p, str_member(it, "namespace"), name);
         else if (call)
             tool_named(p, str_member(it, "namespace"), name);
@@ -541,7 +560,7 @@ static bool responses_event_wanted(const kl_usage_parser *p, const char *ev, siz
         if (name_is(ev, evl, "response.completed") || name_is(ev, evl, "response.incomplete") ||
             name_is(ev, evl, "response.failed") || name_is(ev, evl, "error"))
             return true;
-        if (name_is(ev, evl, "response.output_item.added"))
+        if (name_is(ev, evl, "response.output_item.added") || name_is(ev, evl, "response.output_item.done"))
             return has(d, n, "_call\"");
         if (name_is(ev, evl, "response.created") || name_is(ev, evl, "response.in_progress"))
             return !p->u.model_served;
@@ -549,7 +568,8 @@ static bool responses_event_wanted(const kl_usage_parser *p, const char *ev, siz
     }
     return has(d, n, "\"response.completed\"") || has(d, n, "\"response.incomplete\"") ||
            has(d, n, "\"response.failed\"") || has(d, n, "\"type\":\"error\"") ||
-           (has(d, n, "\"response.output_item.added\"") && has(d, n, "_call\"")) ||
+           ((has(d, n, "\"response.output_item.added\"") || has(d, n, "\"response.output_item.done\"")) &&
+            has(d, n, "_call\"")) ||
            (!p->u.model_served && has(d, n, "\"response.created\""));
 }
 

@@ -599,6 +599,36 @@ static void custom_tools(void **state)
 
 /* ---- OpenAI Responses ---- */
 
+/* A call is counted once, at its .added or, in a stream that sends only
+ * .done (where Codex takes calls from), at its .done. */
+static void responses_calls_counted_once(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
+    char ev[256];
+    for (int i = 0; i < 3; i++) {
+        snprintf(ev, sizeof(ev), "{\"type\":\"response.output_item.done\",\"output_index\":%d,\"item\":"
+                 "{\"id\":\"fc_%d\",\"type\":\"function_call\",\"call_id\":\"c%d\",\"name\":\"Read\"}}", i, i, i);
+        kl_usage_event(p, "response.output_item.done", 25, ev, strlen(ev));
+    }
+    expect_tools(kl_usage_result(p), 3, "Read", "Read");
+    /* .added then .done of one item: one call; by id when there is no index */
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
+    const char *types[] = {"response.output_item.added", "response.output_item.done"};
+    for (int t = 0; t < 2; t++) {
+        snprintf(ev, sizeof(ev), "{\"type\":\"%s\",\"output_index\":4,\"item\":{\"id\":\"fc_4\","
+                 "\"type\":\"function_call\",\"name\":\"Grep\"}}", types[t]);
+        kl_usage_event(p, types[t], strlen(types[t]), ev, strlen(ev));
+        snprintf(ev, sizeof(ev), "{\"type\":\"%s\",\"item\":{\"id\":\"fc_5\",\"type\":\"function_call\","
+                 "\"name\":\"Read\"}}", types[t]);
+        kl_usage_event(p, types[t], strlen(types[t]), ev, strlen(ev));
+    }
+    expect_tools(kl_usage_result(p), 2, "Grep", "Read");
+    kl_arena_free(&a);
+}
+
 static void responses_whole(void **state)
 {
     (void)state;
@@ -1505,9 +1535,10 @@ static void strict_mode(void **state)
     kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
     kl_usage_on_tool(p, note_name, &s);
     strict_event(p, "response.output_text.delta",
-                 "{\"type\":\"response.output_item.added\",\"item\":{\"type\":\"function_call\",\"name\":\"Bash\"}}");
+                 "{\"type\":\"response.output_item.added\",\"output_index\":0,"
+                 "\"item\":{\"type\":\"function_call\",\"name\":\"Bash\"}}");
     strict_event(p, "response.output_item.done",
-                 "{\"type\":\"response.output_item.done\",\"item\":{\"type\":\"local_shell_call\"}}");
+                 "{\"type\":\"response.output_item.done\",\"output_index\":0,\"item\":{\"type\":\"local_shell_call\"}}");
     assert_int_equal(kl_usage_result(p)->tool_calls, 1);
     assert_int_equal(s.n, 2);
     assert_string_equal(s.v[0], "Bash");
@@ -1697,6 +1728,7 @@ int main(void)
         cmocka_unit_test(chat_stream_parallel_tools),
         cmocka_unit_test(chat_clamps_negative),
         cmocka_unit_test(custom_tools),
+        cmocka_unit_test(responses_calls_counted_once),
         cmocka_unit_test(responses_whole),
         cmocka_unit_test(responses_stream_every_split),
         cmocka_unit_test(responses_running_totals),
