@@ -366,9 +366,19 @@ static void chat_object(kl_usage_parser *p, const cJSON *root, bool stream)
         const cJSON *tcs = member(msg, "tool_calls");
         uint32_t ti = 0;
         for (const cJSON *tc = cJSON_IsArray(tcs) ? tcs->child : NULL; tc; tc = tc->next, ti++) {
+            /* a function's name, or a GPT-5 custom (free-form) tool's; a
+             * call with both is read by its type by some clients, by the
+             * function by others: each name is checked, and two that differ
+             * are ambiguous */
             const char *name = str_member(member(tc, "function"), "name");
-            if (!name)          /* GPT-5 custom (free-form) tools */
-                name = str_member(member(tc, "custom"), "name");
+            const char *custom = str_member(member(tc, "custom"), "name");
+            if (name && custom) {
+                tool_named(p, NULL, custom);
+                if (p->strict && strcmp(name, custom) != 0)
+                    ambiguous(p, "a tool call named both as a function and as a custom tool");
+            }
+            if (!name)
+                name = custom;
             if (!stream) {
                 add_tool(p, name);
                 continue;

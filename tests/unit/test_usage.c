@@ -1573,6 +1573,19 @@ static void strict_mode(void **state)
     assert_string_equal(s.v[0], "Bash");
     assert_null(kl_usage_ambiguity(p));
 
+    /* a call named both as a function and as a custom tool: each name is
+     * checked, and two names are ambiguous (clients pick by type or not) */
+    s.n = 0;
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_on_tool(p, note_name, &s);
+    strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\",\"type\":"
+                          "\"custom\",\"function\":{\"name\":\"Read\"},\"custom\":{\"name\":\"Bash\"}}]}}]}");
+    assert_int_equal(kl_usage_result(p)->tool_calls, 1);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.v[0], "Bash");
+    assert_string_equal(s.v[1], "Read");
+    assert_non_null(strstr(kl_usage_ambiguity(p), "both as a function and as a custom tool"));
+
     /* Gemini's OpenAI-compatible stream: parallel calls without an index, each with its id */
     s.n = 0;
     p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
