@@ -166,6 +166,8 @@ static const char *decl_name(bool chat, const cJSON *t)
         return type; /* a remote MCP server (Responses), whatever its label */
     if (type && !strcmp(type, "computer_use_preview"))
         return "computer"; /* one name for the preview and the released tool, as calls carry neither */
+    if (type && !strncmp(type, "web_search_", 11) && !str(t, "name"))
+        return "web_search"; /* Responses' web_search_preview, web_search_2025_08_26, ...: one tool */
     const char *name = str(t, "name");
     return name ? name : type;
 }

@@ -193,6 +193,10 @@ static void openai_responses(void **state)
     /* the computer tool goes by one name, preview or not */
     expect_edit("{\"deny\": \"computer\"}", k, "{\"tools\":[{\"type\":\"computer_use_preview\"},{\"type\":\"computer\"}]}", 1, "{}",
                 "computer,computer");
+    /* web search goes by one name, preview or dated */
+    expect_edit("{\"deny\": \"web_search\"}", k, "{\"tools\":[{\"type\":\"web_search_preview\"},{\"type\":"
+                "\"web_search_2025_08_26\"},{\"type\":\"web_search\"},{\"type\":\"function\",\"name\":\"y\"}]}", 1,
+                "{\"tools\":[{\"type\":\"function\",\"name\":\"y\"}]}", "web_search,web_search,web_search");
     /* Responses' allowed_tools is not nested */
     expect_edit(DENY_BASH, k, "{\"tool_choice\":{\"type\":\"allowed_tools\",\"mode\":\"auto\","
                 "\"tools\":[{\"type\":\"function\",\"name\":\"Bash\"},{\"type\":\"function\",\"name\":\"R\"}]}}", 1,
