@@ -20,6 +20,11 @@
 
 enum api_kind { API_USAGE, API_LIST, API_ONE };
 
+/* The most rows one /api/usage answer holds: a report grouped by session
+ * over months could otherwise be millions of rows, gigabytes built in
+ * memory at once for one caller (keyless usage, the CLI, has no limit). */
+#define KL_API_MAX_GROUPS 10000
+
 struct api_job {
     struct kl_query_job job;    /* first: the query thread's view */
     kl_exchange *ex;            /* NULL once the client has gone */
@@ -27,6 +32,7 @@ struct api_job {
     kl_arena arena;             /* the job's own copies of its parameters */
     struct kl_report_filter f;
     bool own_only;              /* a user, not an admin: f.user is the caller's login, always applied */
+    bool truncated;             /* usage: more groups than KL_API_MAX_GROUPS */
     const char *group_by, *id;
     cJSON *result;
     int status;                 /* 0 ok, else HTTP error */
@@ -52,7 +58,8 @@ static void run(struct kl_store *s, struct kl_query_job *job)
     int rc = 0;
     switch (j->kind) {
     case API_USAGE:
-        rc = kl_report_usage(s, j->group_by, &j->f, &j->result, j->err, sizeof(j->err));
+        rc = kl_report_usage(s, j->group_by, &j->f, KL_API_MAX_GROUPS, &j->result, &j->truncated, j->err,
+                             sizeof(j->err));
         if (rc < 0 && strstr(j->err, "cannot group by"))
             j->status = 400;
         break;
@@ -118,6 +125,7 @@ static void done(struct kl_query_job *job)
                 if (j->f.has_until)
                     cJSON_AddNumberToObject(root, "until", (double)j->f.until_ms);
                 cJSON_AddItemToObject(root, "rows", j->result);
+                cJSON_AddBoolToObject(root, "truncated", j->truncated);
             } else if (j->kind == API_LIST) {
                 int n = cJSON_GetArraySize(j->result);
                 cJSON *last = n ? cJSON_GetArrayItem(j->result, n - 1) : NULL;
@@ -243,6 +251,7 @@ enum kl_step kl_admin_records(kl_exchange *ex)
     j->kind = kind;
     const char *bad = read_filters(j, ex);
     if (!bad && kind == API_USAGE) {
+        j->f.before_id = NULL; /* pages are /api/requests' (docs/api.md) */
         const char *g = kl_query_param(&ex->arena, ex->req.query, "group_by");
         j->group_by = kl_arena_strdup(&j->arena, g ? g : "user,model");
         if (!utf8(j->group_by))

@@ -171,7 +171,8 @@ void kl_lease_start(kl_exchange *ex, const struct kl_lease_need *needs, size_t n
     j->job.done = done;
     ex->lease_job = j;
     ex->cancel = cancel;
-    kl_query_submit(ex->worker->server->query, &j->job);
+    kl_server *srv = ex->worker->server;
+    kl_query_submit(srv->leases ? srv->leases : srv->query, &j->job);
 }
 
 void kl_lease_return(struct kl_store *s, struct kl_buckets *t, bool last)

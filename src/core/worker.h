@@ -44,6 +44,7 @@ typedef struct kl_server {
     struct kl_whois_cache *whois_cache;     /* shared by every worker */
     struct kl_writer *writer;               /* the record store's writer thread */
     struct kl_query *query;                 /* the record store's reader thread */
+    struct kl_query *leases;                /* PostgreSQL: quota leases' own thread and connection, or NULL */
     struct kl_exporter *exporter;           /* exporters.s3's thread, or NULL */
     struct kl_buckets *buckets;             /* quota and rate-limit balances */
     struct kl_chains *chains;               /* sizes of stored Responses context (admit/chains.h) */

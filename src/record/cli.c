@@ -89,7 +89,8 @@ int kl_cli_usage(const kl_config *cfg, const struct kl_cli_opts *o, FILE *out, F
     const char *group_by = o->group_by ? o->group_by : "user,model";
     cJSON *rows = NULL;
     char e[512];
-    int rc = kl_report_usage(s, group_by, &o->f, &rows, e, sizeof(e));
+    bool truncated;
+    int rc = kl_report_usage(s, group_by, &o->f, 0, &rows, &truncated, e, sizeof(e));
     kl_store_close(s);
     if (rc < 0) {
         fprintf(err, "keyless usage: %s\n", e);

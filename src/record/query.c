@@ -42,7 +42,7 @@ static void *query_main(void *arg)
     return NULL;
 }
 
-struct kl_query *kl_query_start(struct kl_store *store)
+struct kl_query *kl_query_start(struct kl_store *store, const char *name)
 {
     struct kl_query *q = calloc(1, sizeof(*q));
     if (!q)
@@ -51,7 +51,7 @@ struct kl_query *kl_query_start(struct kl_store *store)
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->cond, NULL);
     pthread_create(&q->thread, NULL, query_main, q);
-    pthread_setname_np(q->thread, "kl-query");
+    pthread_setname_np(q->thread, name);
     return q;
 }
 

@@ -20,7 +20,8 @@ struct kl_query_job {
     void (*done)(struct kl_query_job *job);                      /* worker thread */
 };
 
-struct kl_query *kl_query_start(struct kl_store *store);
+/* name: the thread's (at most 15 bytes) */
+struct kl_query *kl_query_start(struct kl_store *store, const char *name);
 void kl_query_stop(struct kl_query *q);
 void kl_query_submit(struct kl_query *q, struct kl_query_job *job);
 

@@ -396,10 +396,20 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
         kl_store_close(s);
         return -1;
     }
+    /* On PostgreSQL, a third for quota leases: a request waiting for its
+     * lease waits one round trip, never behind a caller's report (which may
+     * run for the whole statement time-out). */
+    struct kl_store *l = NULL;
+    if (sc->driver == KL_STORE_POSTGRES && !(l = kl_store_open(sc->driver, sc->target, false, err, errlen))) {
+        kl_store_close(r);
+        kl_store_close(s);
+        return -1;
+    }
     struct kl_store *x = NULL;
     if (sc->exporter) {
         x = kl_store_open(sc->driver, sc->target, false, err, errlen);
         if (!x) {
+            kl_store_close(l);
             kl_store_close(r);
             kl_store_close(s);
             return -1;
@@ -407,7 +417,8 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
         kl_store_set_export_queue(s, true);
     }
     srv->writer = kl_writer_start(s, &o);
-    srv->query = kl_query_start(r);
+    srv->query = kl_query_start(r, "kl-query");
+    srv->leases = l ? kl_query_start(l, "kl-leases") : NULL;
     if (x)
         srv->exporter = kl_exporter_start(x, sc);
     return 0;
@@ -423,6 +434,8 @@ void kl_record_server_stop_queries(kl_server *srv)
 {
     kl_query_stop(srv->query);
     srv->query = NULL;
+    kl_query_stop(srv->leases);
+    srv->leases = NULL;
 }
 
 void kl_record_server_stop(kl_server *srv)

@@ -192,13 +192,23 @@ int kl_report_usage_sql(struct kl_store *s, const char *group_by, const struct k
     return 0;
 }
 
-int kl_report_usage(struct kl_store *s, const char *group_by, const struct kl_report_filter *f,
-                    cJSON **rows, char *err, size_t errlen)
+int kl_report_usage(struct kl_store *s, const char *group_by, const struct kl_report_filter *f, int max_rows,
+                    cJSON **rows, bool *truncated, char *err, size_t errlen)
 {
     struct kl_report_sql q;
-    if (kl_report_usage_sql(s, group_by, f, &q, err, errlen) < 0 ||
-        kl_store_exec(s, q.sql, q.params, q.n, rows, err, errlen) < 0)
+    *truncated = false;
+    if (kl_report_usage_sql(s, group_by, f, &q, err, errlen) < 0)
         return -1;
+    if (max_rows > 0) { /* one more than shown tells whether there were more */
+        size_t l = strlen(q.sql);
+        snprintf(q.sql + l, sizeof(q.sql) - l, " LIMIT %d", max_rows + 1);
+    }
+    if (kl_store_exec(s, q.sql, q.params, q.n, rows, err, errlen) < 0)
+        return -1;
+    if (max_rows > 0 && cJSON_GetArraySize(*rows) > max_rows) {
+        cJSON_DeleteItemFromArray(*rows, max_rows);
+        *truncated = true;
+    }
     const cJSON *r;
     cJSON_ArrayForEach(r, *rows) {
         char usd[48];

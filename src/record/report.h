@@ -21,9 +21,11 @@ struct kl_report_filter {
 };
 
 /* group_by: comma-separated of user, model, provider, day, session, node,
- * endpoint. Rows: the groups, then requests, tokens, cost. */
-int kl_report_usage(struct kl_store *s, const char *group_by, const struct kl_report_filter *f,
-                    cJSON **rows, char *err, size_t errlen);
+ * endpoint. Rows: the groups, then requests, tokens, cost. max_rows > 0:
+ * at most that many (the first in group order), *truncated saying whether
+ * more were left out; 0: every one. */
+int kl_report_usage(struct kl_store *s, const char *group_by, const struct kl_report_filter *f, int max_rows,
+                    cJSON **rows, bool *truncated, char *err, size_t errlen);
 
 /* A statement and its parameters (which point into it and into the filter). */
 struct kl_report_sql {

@@ -407,6 +407,29 @@ static void report_time_range_is_exact(void **state)
     remove_db(path);
 }
 
+/* The API caps a report's rows, and says when it did (the CLI does not). */
+static void usage_report_rows_are_capped(void **state)
+{
+    (void)state;
+    char path[32], err[256], id[40];
+    struct kl_store *s = temp_store(path);
+    for (int i = 0; i < 3; i++) { /* three days, three groups */
+        kl_request_id(id, 1764000000000 + i * 86400000LL, (uint16_t)i, 0x1234);
+        write1(s, rec_at(id, KL_REC_DONE, 1764000000000 + i * 86400000LL));
+    }
+    struct kl_report_filter f = {0};
+    const struct { int max, rows; bool truncated; } cases[] = {{2, 2, true}, {3, 3, false}, {0, 3, false}, {1, 1, true}};
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        cJSON *rows = NULL;
+        bool truncated = !cases[c].truncated;
+        assert_int_equal(kl_report_usage(s, "day", &f, cases[c].max, &rows, &truncated, err, sizeof(err)), 0);
+        assert_int_equal(cJSON_GetArraySize(rows), cases[c].rows);
+        assert_int_equal(truncated, cases[c].truncated);
+        cJSON_Delete(rows);
+    }
+    kl_store_close(s);
+    remove_db(path);
+}
 
 /* A usage report with a time range reads that range by primary key, whatever
  * it is grouped by: grouped by an indexed column, SQLite's planner had
@@ -436,7 +459,8 @@ static void grouped_report_reads_the_time_range_only(void **state)
         assert_true(by_id);
         cJSON_Delete(rows);
         /* and it runs */
-        assert_int_equal(kl_report_usage(s, groups[g], &f, &rows, err, sizeof(err)), 0);
+        bool truncated;
+        assert_int_equal(kl_report_usage(s, groups[g], &f, 0, &rows, &truncated, err, sizeof(err)), 0);
         cJSON_Delete(rows);
     }
     struct kl_report_sql q;
@@ -663,6 +687,7 @@ int main(void)
         cmocka_unit_test(version_6_store_gains_guardrails),
         cmocka_unit_test(id_floor_splits_ids_by_start_time),
         cmocka_unit_test(report_time_range_is_exact),
+        cmocka_unit_test(usage_report_rows_are_capped),
         cmocka_unit_test(grouped_report_reads_the_time_range_only),
         cmocka_unit_test(retention_purges_old_rows),
         cmocka_unit_test(refused_record_does_not_block_the_rest),
