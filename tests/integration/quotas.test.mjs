@@ -2,7 +2,7 @@
 // forwarding, settle after, extend mid-stream, across gateways too.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -144,6 +144,32 @@ describe('spend quotas', () => {
     const [level, capacity] = q.stdout.trim().split('|').map(BigInt);
     assert.equal(capacity, 100n * EST);
     assert.equal(level, capacity - EST, 'all but the one request\'s cost is back in the pool');
+    await mock.stop();
+  });
+
+  it('a lease never waits behind a report: leases have their own PostgreSQL session', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set' }, async () => {
+    const mock = await startMock(['--no-log']);
+    const bucket = `lane-${Date.now()}`;
+    const gw = await startGateway({
+      store: { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance: 'quota-lane' },
+      quotas: { [bucket]: { capacity: usd(100n * EST) } },
+      grants: grant([{ bucket }]),
+      providers: providersFor(mock.url),
+    });
+    // a report held up by a lock on the records, as a long one would be
+    const psql = spawn('psql', [process.env.KEYLESS_TEST_PG_URL, '-v', 'ON_ERROR_STOP=1'], { stdio: 'pipe' });
+    psql.stdin.write('BEGIN; LOCK TABLE requests IN ACCESS EXCLUSIVE MODE; SELECT \'lo\' || \'cked\';\n');
+    await new Promise((res) => psql.stdout.on('data', (d) => /locked/.test(d) && res()));
+    let reportDone = false;
+    const report = fetch(`${gw.url}/api/usage`).then((r) => { reportDone = true; return r.status; });
+    await sleep(300); // the report is on its way, waiting for the lock
+    const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+    assert.equal(r.status, 200);
+    await r.text();
+    assert.equal(reportDone, false, 'the request got its lease while the report still waited');
+    psql.stdin.end('ROLLBACK;\n');
+    assert.equal(await report, 200);
+    await gw.stop();
     await mock.stop();
   });
 

@@ -418,7 +418,7 @@ describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KE
       `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '${app}'`],
     { encoding: 'utf8' });
     assert.equal(t.status, 0, t.stderr);
-    assert.equal(t.stdout.trim(), '2', 'the writer\'s and the query thread\'s sessions');
+    assert.equal(t.stdout.trim(), '3', 'the writer\'s, the query thread\'s and the quota leases\' sessions');
     await sleep(200);
     const u = await getJSON(gw, '/api/usage');
     assert.equal(u.status, 200, JSON.stringify(u.body));
