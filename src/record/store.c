@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
 #include <sqlite3.h>
 
 #include "core/text.h"
@@ -130,19 +131,28 @@ static struct kl_value vblob(const char *s, size_t len)
 
 void kl_add_blob_text(cJSON *row, const char *name, const void *data, size_t len)
 {
-    const char *nul = memchr(data, '\0', len);
-    size_t n = nul ? (size_t)(nul - (const char *)data) : len;
-    char *text = malloc(n + 1);
+    char *text = malloc(len + 1);
     if (!text)
         abort();
-    memcpy(text, data, n);
-    text[n] = '\0';
-    char *clean = malloc(kl_utf8_clean_len(text) + 1);
-    if (!clean)
+    memcpy(text, data, len);
+    text[len] = '\0';
+    if (!memchr(data, '\0', len) && kl_utf8_clean_len(text) == len) { /* UTF-8 text, the common case */
+        cJSON_AddStringToObject(row, name, text);
+        free(text);
+        return;
+    }
+    /* Bytes that are no text (an AWS event stream's frames, a binary
+     * upload): base64, said so in <name>_encoding, rather than cut at the
+     * first NUL or mangled into U+FFFD */
+    char *b64 = malloc(4 * ((len + 2) / 3) + 1);
+    if (!b64)
         abort();
-    kl_utf8_clean(clean, text);
-    cJSON_AddStringToObject(row, name, clean);
-    free(clean);
+    EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)data, (int)len);
+    cJSON_AddStringToObject(row, name, b64);
+    char enc[64];
+    snprintf(enc, sizeof(enc), "%s_encoding", name);
+    cJSON_AddStringToObject(row, enc, "base64");
+    free(b64);
     free(text);
 }
 

@@ -540,6 +540,32 @@ describe('Amazon Bedrock: other model families and broken streams', () => {
     }
   });
 
+  it('a captured event stream is kept whole, as base64 with its encoding named, not cut at its first NUL byte', async () => {
+    const g = await startGateway({ providers: { bedrock: bedrockProvider(`http://127.0.0.1:${up.address().port}`,
+      { models: [HAIKU] }) }, store: { captures: 'full' } });
+    try {
+      const frames = Buffer.concat([
+        codec.encode({ headers: { ':message-type': { type: 'string', value: 'event' },
+          ':event-type': { type: 'string', value: 'messageStart' } }, body: Buffer.from('{"role":"assistant"}') }),
+        codec.encode({ headers: { ':message-type': { type: 'string', value: 'event' },
+          ':event-type': { type: 'string', value: 'messageStop' } }, body: Buffer.from('{"stopReason":"end_turn"}') }),
+      ].map((u) => Buffer.from(u)));
+      answer = (req, res) => res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream' }).end(frames);
+      const r = await fetch(`${g.url}/model/${encodeURIComponent(HAIKU)}/converse-stream`, { method: 'POST',
+        headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: [{ text: 'hi' }] }] }) });
+      assert.deepEqual(Buffer.from(await r.arrayBuffer()), frames);
+      const id = r.headers.get('x-keyless-request-id');
+      await finalRecord(g, id);
+      const rec = await (await fetch(`${g.url}/api/requests/${id}`)).json();
+      assert.equal(rec.response_body_encoding, 'base64');
+      assert.deepEqual(Buffer.from(rec.response_body, 'base64'), frames);
+      assert.equal(rec.request_body_encoding, undefined, 'a JSON body is text');
+      assert.match(rec.request_body, /"hi"/);
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('an event stream error message (not an exception) is the provider\'s error: recorded upstream_error', async () => {
     answer = (req, res) => {
       res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream' });
