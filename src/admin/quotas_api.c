@@ -72,21 +72,27 @@ static enum kl_step refill(kl_exchange *ex)
                        "body must be {\"bucket\": \"name\", \"amount\": \"$5.00\"}");
     }
     struct kl_buckets *t = ex->worker->server->buckets;
-    int rc = kl_buckets_refill(t, bucket->valuestring, amount, kl_wall_ms());
+    const char *name = kl_admit_fit_name(ex, bucket->valuestring); /* as the tables name it */
+    int rc = kl_buckets_refill(t, name, amount, kl_wall_ms());
     const struct kl_quota *q = rc < 0 ? kl_quota_for_bucket(ex->cfg->quotas, bucket->valuestring) : NULL;
-    if (q) {
-        /* not used since the gateway started, perhaps spent before: made
-         * from its quota (with the balance saved for it), then refilled */
-        kl_admit_quota_bucket(ex, q, bucket->valuestring);
-        rc = kl_buckets_refill(t, bucket->valuestring, amount, kl_wall_ms());
+    /* not used since the gateway started: one spent before (its balance
+     * saved), or on PostgreSQL one the pool holds, is made from its quota
+     * and refilled; any other is full, and a name nobody uses (a typo) is
+     * no bucket to credit */
+    if (q && (kl_quota_pooled(ex->cfg) || kl_buckets_saved(t, name))) {
+        kl_admit_quota_bucket(ex, q, name);
+        rc = kl_buckets_refill(t, name, amount, kl_wall_ms());
     }
     if (rc < 0) {
-        enum kl_step st = kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no quota defines a bucket named %s",
-                                  bucket->valuestring);
+        enum kl_step st = q ? kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND,
+                                      "no bucket named %s is in use or saved (one nobody has used is full)",
+                                      bucket->valuestring)
+                            : kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no quota defines a bucket named %s",
+                                      bucket->valuestring);
         cJSON_Delete(body);
         return st;
     }
-    struct names one = {.v = (const char *[]){bucket->valuestring}, .n = 1};
+    struct names one = {.v = (const char *[]){name}, .n = 1};
     cJSON *root = cJSON_CreateObject();
     cJSON_AddItemToObject(root, "buckets", kl_buckets_report(ex->worker->server->buckets, listed, &one, kl_wall_ms()));
     cJSON_Delete(body);

@@ -58,12 +58,12 @@ bool kl_quota_pooled(const kl_config *cfg)
     return cfg->store->driver == KL_STORE_POSTGRES;
 }
 
-/* A bucket's name as every table keeps it: one longer than
+/* kl_admit_fit_name: a bucket's name as every table keeps it: one longer than
  * KL_BUCKET_NAME_MAX (a long login in a <user> template) keeps its start
  * and ends in a hash of the whole, so it stays its own bucket; cut short,
  * two such names would be one, and the saved or leased balance would be
  * another bucket's. */
-static const char *fit_name(kl_exchange *ex, const char *name)
+const char *kl_admit_fit_name(kl_exchange *ex, const char *name)
 {
     size_t n = strlen(name);
     if (n <= KL_BUCKET_NAME_MAX)
@@ -77,7 +77,7 @@ static const char *fit_name(kl_exchange *ex, const char *name)
 
 static const char *limit_name(kl_exchange *ex, const char *kind, const char *key)
 {
-    return fit_name(ex, kl_arena_concat(&ex->arena, kind, ":", key, NULL));
+    return kl_admit_fit_name(ex, kl_arena_concat(&ex->arena, kind, ":", key, NULL));
 }
 
 const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl)
@@ -101,7 +101,7 @@ const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl)
         }
     }
     out[o] = '\0';
-    return fit_name(ex, out);
+    return kl_admit_fit_name(ex, out);
 }
 
 static bool add(struct kl_admission *a, const char *name, int64_t capacity, int64_t rate, int64_t period,

@@ -38,6 +38,9 @@ bool kl_admit_counts_tool_calls(const kl_exchange *ex);
 /* A bucket template for the caller: "daily:<user>" -> "daily:alice@example.com"
  * (<node> is the node name, or the login when there is none). */
 const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl);
+/* A bucket name as the tables keep it: shortened, with a hash of the whole,
+ * past KL_BUCKET_NAME_MAX bytes. */
+const char *kl_admit_fit_name(kl_exchange *ex, const char *name);
 /* Make quota q's bucket called name live, with the balance saved for it
  * before a restart, reserving nothing (a look at it, or a refill). */
 struct kl_quota;

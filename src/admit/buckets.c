@@ -356,6 +356,16 @@ void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, i
     pthread_mutex_unlock(&t->lock);
 }
 
+bool kl_buckets_saved(struct kl_buckets *t, const char *name)
+{
+    pthread_mutex_lock(&t->lock);
+    struct saved *sv = t->saved[hash(name)];
+    while (sv && strcmp(sv->name, name) != 0)
+        sv = sv->next;
+    pthread_mutex_unlock(&t->lock);
+    return sv != NULL;
+}
+
 size_t kl_buckets_saved_names(struct kl_buckets *t, kl_arena *a, const char ***out)
 {
     pthread_mutex_lock(&t->lock);

@@ -93,6 +93,9 @@ void kl_buckets_mark_dirty(struct kl_buckets *t, const struct kl_bucket_level *v
 /* A balance saved before a restart: applied when the bucket is first used
  * (refill since at_ms added; a capacity lowered since then clamps it). */
 void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, int64_t at_ms);
+/* Whether a balance was saved for name before a restart and its bucket has
+ * not been used since. */
+bool kl_buckets_saved(struct kl_buckets *t, const char *name);
 /* The names of the balances saved before a restart whose buckets have not
  * been used since, copied into a (the caller owns nothing else). */
 size_t kl_buckets_saved_names(struct kl_buckets *t, kl_arena *a, const char ***out);

@@ -721,11 +721,20 @@ describe('spend quotas', () => {
     const mine = (await (await fetch(`${gw.url}/api/quotas`, { dispatcher: from('127.0.0.62') })).json()).buckets[0];
     assert.ok(mine.bucket.length <= 255, mine.bucket);
     assert.equal(BigInt(mine.current), 1000000000n - EST);
+    // an admin names it in full: the bucket refilled is that one, shortened as the tables keep it
+    const rf = await post(gw, '/api/quotas/refill', JSON.stringify({ bucket: `d:${login}`, amount: '$0.0001' }));
+    assert.equal(rf.status, 200, await rf.clone().text());
+    const refilled = (await rf.json()).buckets[0];
+    assert.equal(refilled.bucket, mine.bucket);
+    assert.equal(BigInt(refilled.current), 1000000000n - EST + 100000n);
+    const back = (await (await fetch(`${gw.url}/api/quotas`, { dispatcher: from('127.0.0.62') })).json()).buckets[0];
+    assert.equal(BigInt(back.current), 1000000000n - EST + 100000n);
+    await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT }, '127.0.0.62').then((r) => r.text());
     await gw.stop();
     gw = await startGateway(cfg);
     const after = (await (await fetch(`${gw.url}/api/quotas`, { dispatcher: from('127.0.0.62') })).json()).buckets[0];
     assert.equal(after.bucket, mine.bucket);
-    assert.equal(BigInt(after.current), 1000000000n - EST, 'the saved balance is the bucket\'s own');
+    assert.equal(BigInt(after.current), 1000000000n - 2n * EST + 100000n, 'the saved balance is the bucket\'s own');
     await gw.stop();
     // shortened at a character's boundary: half an é is no UTF-8 (PostgreSQL refuses it)
     const accented = `a${'é'.repeat(150)}`;
@@ -754,6 +763,11 @@ describe('spend quotas', () => {
     const none = await post(gw, '/api/quotas/refill', JSON.stringify({ bucket: 'nosuch:x', amount: '$1' }));
     assert.equal(none.status, 404);
     assert.match((await none.json()).error.message, /no quota defines a bucket named nosuch:x/);
+    // a name the quota could make but nobody uses (a typo) is not credited as a new bucket
+    const typo = await post(gw, '/api/quotas/refill', JSON.stringify({ bucket: 'r:(lopback)', amount: '$1' }));
+    assert.equal(typo.status, 404);
+    assert.match((await typo.json()).error.message, /no bucket named r:\(lopback\) is in use or saved/);
+    assert.ok(!(await (await fetch(`${gw.url}/api/quotas`)).json()).buckets.some((b) => b.bucket === 'r:(lopback)'));
     await gw.stop();
     await mock.stop();
   });
