@@ -246,6 +246,7 @@ static void on_reply(void *arg, int status, const char *body, size_t len, const 
         kl_info("%s: blocked by guardrail hook %s (%d)", ex->id, h->name, code);
         run_free(r);
         ex->fail_status = code;
+        ex->body_withheld = true; /* as for the built-in rules: what a guardrail refused is not captured */
         step = kl_fail(ex, kind_for(code), KL_EC_BLOCKED, "%s", m);
     } else if (strcmp(a, "modify") == 0) {
         const char *bad = apply_modify(ex, body, len, cJSON_GetObjectItemCaseSensitive(reply, "request_body"));

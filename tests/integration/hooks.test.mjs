@@ -49,6 +49,7 @@ describe('pre_request hooks', () => {
         audit: { url: `${url}/audit`, authorization: 'x-api-key', apikey: 'audit-secret-000', preference: 5 },
         off: { url: `${url}/off`, disabled: true },
       },
+      store: { captures: 'full' },
       grants: [
         { src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
           { send_hooks: [send('audit', ['user_message']), send('off', [])] }] } },
@@ -149,6 +150,10 @@ describe('pre_request hooks', () => {
     assert.equal(rec.status, 403);
     assert.deepEqual(rec.guardrails, [
       { stage: 'request', by: 'hook', hook: 'audit', action: 'block', why: 'request blocked by guardrail' }]);
+    // what a guardrail refused is not kept in a capture, as for the built-in rules
+    const full = await (await fetch(`${gw.url}/api/requests/${rec.id}`)).json();
+    assert.equal(full.request_body ?? null, null, JSON.stringify(full.request_body));
+    assert.ok(full.request_headers, 'the rest of the capture is kept');
   });
 
   it('modify: the provider gets the hook\'s body, and the next hook sees it too', async () => {
