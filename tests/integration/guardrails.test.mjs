@@ -139,8 +139,7 @@ describe('guardrails', () => {
     const c = JSON.parse(readFileSync(gw.configPath, 'utf8'));
     c.guardrails = { secrets: 'off', pii: { action: 'block', kinds: ['email'] } };
     writeFileSync(gw.configPath, JSON.stringify(c));
-    gw.proc.kill('SIGHUP');
-    for (let i = 0; i < 100 && !/configuration reloaded/.test(gw.output()); i++) await sleep(20);
+    assert.match(await gw.reload(), /configuration reloaded/);
     await sleep(50);
     const ok = await openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: `use ${AWS}` }] });
     assert.equal(ok.choices[0].message.content, 'Hello from mockllm.');

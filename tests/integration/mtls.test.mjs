@@ -173,8 +173,7 @@ describe('mTLS / SPIFFE', () => {
       const c = JSON.parse(readFileSync(fed.configPath, 'utf8'));
       c.identity.mtls.trust_domains['partner.net'] = p('otherca.pem');
       writeFileSync(fed.configPath, JSON.stringify(c));
-      fed.proc.kill('SIGHUP');
-      await logged(/SIGHUP: configuration reloaded/);
+      assert.match(await fed.reload(), /SIGHUP: configuration reloaded/);
       await sleep(50);
       let w = await request('/api/whoami', certs.good, undefined, url);
       assert.equal(w.status, 200);
@@ -198,9 +197,7 @@ describe('mTLS / SPIFFE', () => {
       assert.equal((await request('/api/whoami', certs.partner, undefined, url, agent)).status, 200);
       delete c.identity.mtls.trust_domains['partner.net'];
       writeFileSync(fed.configPath, JSON.stringify(c));
-      const before = fed.output().length;
-      fed.proc.kill('SIGHUP');
-      for (let i = 0; i < 100 && !/configuration reloaded/.test(fed.output().slice(before)); i++) await sleep(20);
+      assert.match(await fed.reload(), /configuration reloaded/);
       await sleep(50);
       for (let i = 0; i < 3; i++) {
         const again = await request('/api/whoami', certs.partner, undefined, url, agent).catch((e) => e);
@@ -227,9 +224,7 @@ describe('mTLS / SPIFFE', () => {
     // answer (finished or still relaying, depending on socket buffers)
     s.pause();
     await sleep(2000);
-    const before = gw.output().length;
-    gw.proc.kill('SIGHUP');
-    for (let i = 0; i < 100 && !/configuration reloaded/.test(gw.output().slice(before)); i++) await sleep(20);
+    assert.match(await gw.reload(), /configuration reloaded/);
     await sleep(200);
     s.resume();
     for (let i = 0; i < 250 && !closed; i++) await sleep(20);

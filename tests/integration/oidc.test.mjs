@@ -281,9 +281,7 @@ describe('OIDC workload tokens', () => {
     const check = spawnSync(join(BUILD, 'keyless'), ['check', '--config', gw.configPath], { encoding: 'utf8' });
     assert.equal(check.status, 0, check.stdout + check.stderr);
     assert.match(check.stdout + check.stderr, /its tokens are refused until .*k8s\.json holds a usable key/);
-    gw.proc.kill('SIGHUP');
-    for (let i = 0; i < 100 && !/SIGHUP: configuration reloaded/.test(gw.output()); i++) await sleep(30);
-    assert.match(gw.output(), /SIGHUP: configuration reloaded/);
+    assert.match(await gw.reload(), /SIGHUP: configuration reloaded/);
     assert.equal((await whoami(tok)).status, 401);
     writeJwks(join(dir, 'k8s.json'), k8s, gh);
     assert.equal(await poll(200), 200);

@@ -881,8 +881,7 @@ describe('rate limits', () => {
     const c2 = JSON.parse(readFileSync(gw.configPath, 'utf8'));
     c2.grants.unshift({ src: ['bob@example.com'], app: ap({ rate_limit: { requests_per_minute: 2, per: 'grant' } }) });
     writeFileSync(gw.configPath, JSON.stringify(c2));
-    gw.proc.kill('SIGHUP');
-    for (let i = 0; i < 100 && !/SIGHUP: configuration reloaded/.test(gw.output()); i++) await sleep(20);
+    assert.match(await gw.reload(), /SIGHUP: configuration reloaded/);
     assert.deepEqual(await statuses(gw, 1, BODY, '127.0.0.31'), [200], 'bob has his own grant\'s count');
     assert.deepEqual(await statuses(gw, 1, BODY, '127.0.0.30'), [429], 'alice keeps hers');
     await gw.stop();
@@ -935,8 +934,7 @@ describe('rate limits', () => {
     const c2 = JSON.parse(readFileSync(gw.configPath, 'utf8'));
     c2.grants = grant(null, [{ rate_limit: { concurrent: 4, per: 'grant' } }]);
     writeFileSync(gw.configPath, JSON.stringify(c2));
-    gw.proc.kill('SIGHUP');
-    for (let i = 0; i < 100 && !/SIGHUP: configuration reloaded/.test(gw.output()); i++) await sleep(20);
+    assert.match(await gw.reload(), /SIGHUP: configuration reloaded/);
     const running = [await slow(), await slow(), await slow()];
     assert.equal((await post(gw, '/v1/chat/completions', BODY)).status, 200, 'a fourth slot');
     await Promise.all(running.map((x) => x.text()));

@@ -1004,8 +1004,7 @@ describe('Vertex AI', () => {
       const c = JSON.parse(readFileSync(g.configPath, 'utf8'));
       c.providers.vertex = vertexProvider(mock.url, b.file(ep.url));
       writeFileSync(g.configPath, JSON.stringify(c));
-      g.proc.kill('SIGHUP');
-      for (let i = 0; i < 200 && !/configuration reloaded/.test(g.output()); i++) await new Promise((res) => setTimeout(res, 10));
+      assert.match(await g.reload(), /configuration reloaded/);
       const r = await ask();
       assert.equal(r.status, 200, 'no window without a token');
       await r.json();

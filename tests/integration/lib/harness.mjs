@@ -188,6 +188,17 @@ export async function startGateway(config, { env = {}, workers = 2, nofile } = {
     configPath: path,
     url: m[1],
     output: () => output,
+    // SIGHUP, and the line that says how it ended (reloaded, or kept the
+    // running configuration); a reload can take seconds under the sanitizers
+    async reload(ms = 30000) {
+      const before = output.length;
+      proc.kill('SIGHUP');
+      const done = /SIGHUP: (configuration reloaded|.*has errors|.*takes a restart).*/;
+      for (let waited = 0; waited < ms && !done.test(output.slice(before)); waited += 10)
+        await new Promise((r) => setTimeout(r, 10));
+      const m = output.slice(before).match(done);
+      return m ? m[0] : '';
+    },
     async stop(signal = 'SIGTERM') {
       await stopProcess(proc, 'keyless', signal);
       assertNoSanitizerReport(output, 'keyless');
