@@ -331,10 +331,7 @@ static bool seen_slot(kl_usage_parser *p, uint64_t key, uint64_t **id)
 /* A call id as seen_slot keeps it: FNV-1a, never 0. */
 static uint64_t id_hash(const char *id)
 {
-    uint64_t h = 0xcbf29ce484222325u;
-    for (const unsigned char *c = (const unsigned char *)id; c && *c; c++)
-        h = (h ^ *c) * 0x100000001b3u;
-    return id ? h | 1 : 0;
+    return id ? kl_fnv64(KL_FNV64_START, id, strlen(id)) | 1 : 0;
 }
 
 static uint32_t index_of(const cJSON *o, uint32_t dflt)

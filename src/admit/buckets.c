@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text.h"
+
 #define NBUCKETS 4096
 
 struct kl_bucket {
@@ -34,10 +36,7 @@ struct kl_buckets {
 
 static unsigned hash(const char *s)
 {
-    unsigned h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % NBUCKETS;
+    return (unsigned)(kl_fnv64(KL_FNV64_START, s, strlen(s)) % NBUCKETS);
 }
 
 struct kl_buckets *kl_buckets_new(void)

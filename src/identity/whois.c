@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "core/log.h"
+#include "core/text.h"
 #include "upstream/fetch.h"
 
 #define NBUCKETS 1024
@@ -39,10 +40,7 @@ struct kl_identity_worker {
 
 static unsigned hash_ip(const char *ip)
 {
-    unsigned h = 2166136261u;
-    for (; *ip; ip++)
-        h = (h ^ (unsigned char)*ip) * 16777619u;
-    return h % NBUCKETS;
+    return (unsigned)(kl_fnv64(KL_FNV64_START, ip, strlen(ip)) % NBUCKETS);
 }
 
 struct kl_whois_cache *kl_whois_cache_new(void)

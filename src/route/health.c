@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text.h"
+
 #define NSLOTS 1024         /* open addressing; more providers than this are not tracked */
 
 struct entry {
@@ -43,10 +45,7 @@ void kl_health_server_free(kl_server *srv)
 
 static size_t hash(const char *s)
 {
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h % NSLOTS;
+    return (size_t)(kl_fnv64(KL_FNV64_START, s, strlen(s)) % NSLOTS);
 }
 
 /* The entry for id, or NULL; with add, made when missing (NULL only when
