@@ -61,6 +61,7 @@ struct kl_conn {
     bool head_request;              /* HEAD: no response body */
     bool resp_chunked;              /* current response uses chunked framing */
     bool resp_close_delimited;      /* HTTP/1.0 stream: body ends at close */
+    int64_t resp_left;              /* body bytes the head announced and not yet written; -1: not counted */
     bool waiting_head_start;        /* timer measures the head deadline */
     bool tls;
     kl_config *tls_cfg;             /* the snapshot whose TLS context this connection uses (it
@@ -356,6 +357,7 @@ static void read_head(struct kl_conn *c)
     c->keep_alive = ex->req.keep_alive && !c->w->draining && !(c->tls_cfg && c->tls_cfg != c->w->cfg);
     c->head_request = strcmp(ex->req.method, "HEAD") == 0;
     c->resp_chunked = c->resp_close_delimited = false;
+    c->resp_left = -1;
     c->drain_cb = NULL;
     c->body_cap = 0;
     c->body_overflow = false;
@@ -743,14 +745,17 @@ void kl_respond_start(kl_exchange *ex, int status, const char *headers, int64_t 
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const char *framing = "";
     char clen[48] = "Content-Length: ";
+    c->resp_left = -1;
     if (status == 204 || status == 304) {
         /* no body, so no framing: a 204 must not carry Content-Length
          * (RFC 9110 section 8.6), even when a provider's did */
+        c->resp_left = 0;
     } else if (content_length >= 0) {
         size_t n = strlen(clen);
         n += kl_fmt_u64(clen + n, (uint64_t)content_length);
         memcpy(clen + n, "\r\n", 3);
         framing = clen;
+        c->resp_left = content_length;
     } else if (ex->req.minor == 0) {
         c->resp_close_delimited = true;
         c->keep_alive = false;
@@ -784,6 +789,20 @@ void kl_respond_data(kl_exchange *ex, const char *data, size_t len)
     struct kl_conn *c = live(ex);
     if (!c || len == 0 || c->head_request)
         return;
+    if (c->resp_left >= 0 && (uint64_t)len > (uint64_t)c->resp_left) {
+        /* more than the head announced (a provider whose Content-Length
+         * lied): the rest would be read as the next response on this
+         * connection, so it is not written, and the connection closes */
+        if (c->keep_alive || c->resp_left)
+            kl_warn("%s: the answer is longer than its head announced; the rest was dropped and the connection "
+                    "closed", ex->id);
+        len = (size_t)c->resp_left;
+        c->keep_alive = false;
+        if (!len)
+            return;
+    }
+    if (c->resp_left >= 0)
+        c->resp_left -= (int64_t)len;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (c->resp_chunked) {
         /* the chunk-size line, written by hand: printf for every streamed
@@ -813,7 +832,10 @@ void kl_respond_end(kl_exchange *ex)
         evbuffer_add(bufferevent_get_output(c->bev), "0\r\n\r\n", 5);
         output_added(c);
     }
+    if (c->resp_left > 0 && !c->head_request)
+        c->keep_alive = false; /* shorter than announced: the client sees it cut off, not a next response */
     c->resp_chunked = false;
+    c->resp_left = -1;
 }
 
 void kl_respond_abort(kl_exchange *ex)

@@ -113,8 +113,7 @@ static bool list_has(const char *v, size_t n, const char *token)
     return false;
 }
 
-/* Digits only, no sign, no overflow. */
-static bool parse_length(const char *v, size_t n, int64_t *out)
+bool kl_h1_parse_length(const char *v, size_t n, int64_t *out)
 {
     if (n == 0)
         return false;
@@ -166,12 +165,9 @@ static bool connection_listed(const struct conn_lists *cl, const char *name, siz
     return false;
 }
 
-/* One header field: record what framing needs, copy it to the relayed
- * block unless it is dropped. Returns false when the field is malformed. */
-static bool header_field(const char *p, size_t n, struct kl_h1_response *r, char *filtered,
-                         const struct conn_lists *cl, const char **why)
+bool kl_h1_field_ok(const char *p, size_t n, const char **why)
 {
-    if (p[0] == ' ' || p[0] == '\t') {
+    if (n && (p[0] == ' ' || p[0] == '\t')) {
         *why = "obsolete line folding in the response head";
         return false;
     }
@@ -180,27 +176,38 @@ static bool header_field(const char *p, size_t n, struct kl_h1_response *r, char
         *why = "malformed response header";
         return false;
     }
-    size_t nl = (size_t)(colon - p);
-    for (size_t i = 0; i < nl; i++)
-        if (!is_tchar((unsigned char)p[i])) {
+    for (const char *c = p; c < colon; c++)
+        if (!is_tchar((unsigned char)*c)) {
             *why = "malformed response header name";
             return false;
         }
+    for (const char *c = colon + 1; c < p + n; c++)
+        if (((unsigned char)*c < 0x20 && *c != '\t') || *c == 0x7f) {
+            *why = "control character in a response header";
+            return false;
+        }
+    return true;
+}
+
+/* One header field: record what framing needs, copy it to the relayed
+ * block unless it is dropped. Returns false when the field is malformed. */
+static bool header_field(const char *p, size_t n, struct kl_h1_response *r, char *filtered,
+                         const struct conn_lists *cl, const char **why)
+{
+    if (!kl_h1_field_ok(p, n, why))
+        return false;
+    const char *colon = memchr(p, ':', n);
+    size_t nl = (size_t)(colon - p);
     const char *v = colon + 1, *ve = p + n;
     while (v < ve && (*v == ' ' || *v == '\t'))
         v++;
     while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
         ve--;
     size_t vl = (size_t)(ve - v);
-    for (size_t i = 0; i < vl; i++)
-        if (((unsigned char)v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f) {
-            *why = "control character in a response header";
-            return false;
-        }
     bool drop = kl_h1_drop_response_header(p, nl) || connection_listed(cl, p, nl);
     if (name_is(p, nl, "content-length")) {
         int64_t len;
-        if (!parse_length(v, vl, &len) || (r->content_length >= 0 && r->content_length != len)) {
+        if (!kl_h1_parse_length(v, vl, &len) || (r->content_length >= 0 && r->content_length != len)) {
             *why = "invalid Content-Length in the response";
             return false;
         }

@@ -58,6 +58,14 @@ long kl_h1_parse_response(const char *buf, size_t len, size_t max_head, struct k
  * (Content-Encoding is decided by the caller.) */
 bool kl_h1_drop_response_header(const char *name, size_t n);
 
+/* A response header line p[0..n) (no CRLF) as RFC 9112 allows it: no
+ * obsolete folding, a token for its name, no control character but HTAB in
+ * its value. False, with why, otherwise. */
+bool kl_h1_field_ok(const char *p, size_t n, const char **why);
+
+/* A Content-Length value: digits only, no sign, no overflow. */
+bool kl_h1_parse_length(const char *v, size_t n, int64_t *out);
+
 /* Where a response body ends. */
 enum kl_h1_body_mode {
     KL_H1_BODY_NONE,            /* no body (1xx, 204, 304) */

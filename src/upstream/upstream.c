@@ -33,6 +33,8 @@ struct kl_upstream_xfer {
     int status;
     int64_t content_length;
     bool decoded;                       /* curl removed a Content-Encoding */
+    bool chunked;                       /* curl removed a Transfer-Encoding: the Content-Length is no length */
+    const char *bad;                    /* why the response head was refused, or NULL */
     bool event_stream;
     bool head_done;
     bool paused;
@@ -44,6 +46,15 @@ struct kl_upstream_xfer {
  * getenv() several variables on every transfer. Written before the workers
  * start and only read afterwards. */
 static const char *env_proxy_http, *env_proxy_https, *env_no_proxy;
+
+/* Whether an easy handle may serve another transfer after curl_easy_reset:
+ * before libcurl 8.1.0 the reset left a pointer to the last transfer's
+ * freed header data in the handle (curl issue #11101), and a provider's
+ * folded header line in the next response made libcurl free it twice.
+ * Debian 12 has 7.88.1: there each transfer gets a new handle (connections
+ * and TLS sessions are the multi handle's, kept either way). Set with the
+ * proxy settings, before the workers start. */
+static bool reuse_easy;
 
 static const char *env_either(const char *lower, const char *upper)
 {
@@ -58,6 +69,7 @@ int kl_upstream_global_init(void)
     if (!env_proxy_https)
         env_proxy_https = env_either("all_proxy", "ALL_PROXY");
     env_no_proxy = env_either("no_proxy", "NO_PROXY");
+    reuse_easy = curl_version_info(CURLVERSION_NOW)->version_num >= 0x080100;
     return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
 }
 
@@ -190,7 +202,7 @@ CURL *kl_upstream_easy_get(struct kl_upstream_pool *p)
 
 void kl_upstream_easy_put(struct kl_upstream_pool *p, CURL *e)
 {
-    if (p->nidle < sizeof(p->idle) / sizeof(p->idle[0])) {
+    if (reuse_easy && p->nidle < sizeof(p->idle) / sizeof(p->idle[0])) {
         curl_easy_reset(e);
         p->idle[p->nidle++] = e;
     } else {
@@ -255,11 +267,41 @@ static void deliver_head(struct kl_upstream_xfer *x)
     x->head_done = true;
     /* From here on the deadline is the gap between bytes, not the first. */
     arm_timer(x, kl_upstream_idle_ms(x->ex));
-    /* A decoded body no longer matches the provider's Content-Length. */
-    int64_t len = x->decoded ? -1 : x->content_length;
+    /* A decoded body no longer matches the provider's Content-Length, nor
+     * does a chunked one (Transfer-Encoding wins, RFC 9112 section 6.3). */
+    int64_t len = x->decoded || x->chunked ? -1 : x->content_length;
     kl_pipeline_response_head(x->ex, x->status, x->head.p ? x->head.p : "", len, x->event_stream);
     if (x->ex->failover_to)
         arm_timer(x, kl_upstream_idle_ms(x->ex)); /* a failed answer: its short drain */
+}
+
+/* A status line as curl hands it on, "HTTP/1.1 200 OK" or "HTTP/2 200":
+ * its three-digit status, or -1 for anything else (libcurl lets through a
+ * version such as "HTTP/.1" and a status such as "1"). */
+static int status_line(const char *l, size_t n)
+{
+    while (n > 0 && (l[n - 1] == '\n' || l[n - 1] == '\r'))
+        n--;
+    const char *sp = memchr(l, ' ', n);
+    size_t vl = sp ? (size_t)(sp - l) : 0;
+    bool version = (vl == 8 && (!strncmp(l, "HTTP/1.0", 8) || !strncmp(l, "HTTP/1.1", 8))) ||
+                   (vl == 6 && (!strncmp(l, "HTTP/2", 6) || !strncmp(l, "HTTP/3", 6)));
+    if (!version || n < vl + 4 || (n > vl + 4 && l[vl + 4] != ' '))
+        return -1;
+    int status = 0;
+    for (size_t i = vl + 1; i < vl + 4; i++) {
+        if (l[i] < '0' || l[i] > '9')
+            return -1;
+        status = status * 10 + (l[i] - '0');
+    }
+    return status >= 100 && status <= 599 ? status : -1;
+}
+
+/* Refuse the response: curl ends the transfer, and finish() answers 502. */
+static size_t refuse_head(struct kl_upstream_xfer *x, const char *why)
+{
+    x->bad = why;
+    return 0;
 }
 
 static size_t on_header(char *buf, size_t size, size_t nitems, void *arg)
@@ -268,13 +310,13 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg)
     size_t n = size * nitems;
     if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
         /* A new status line (after a 1xx): start over. */
-        const char *sp = memchr(buf, ' ', n);
-        x->status = sp ? atoi(sp + 1) : 0;
+        if ((x->status = status_line(buf, n)) < 0)
+            return refuse_head(x, "malformed status line");
         x->head.len = 0;
         if (x->head.p)
             x->head.p[0] = '\0';
         x->content_length = -1;
-        x->decoded = false;
+        x->decoded = x->chunked = false;
         x->event_stream = false;
         return n;
     }
@@ -282,20 +324,33 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg)
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
         len--;
     if (len == 0) {
+        if (x->status == 101)
+            return refuse_head(x, "unexpected protocol switch");
         if (x->status >= 200 && !x->head_done)
             deliver_head(x);
         return n;
     }
+    /* relayed to the caller as they are: checked as the native client
+     * checks them (a bare CR could end a header line for the caller) */
+    const char *why;
+    if (!kl_h1_field_ok(buf, len, &why))
+        return refuse_head(x, why);
     const char *colon = memchr(buf, ':', len);
-    if (!colon)
-        return n;
     size_t nl = (size_t)(colon - buf);
     const char *v = colon + 1;
     while (v < buf + len && (*v == ' ' || *v == '\t'))
         v++;
-    size_t vl = (size_t)(buf + len - v);
-    if (nl == 14 && strncasecmp(buf, "content-length", 14) == 0)
-        x->content_length = strtoll(v, NULL, 10);
+    const char *ve = buf + len;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+        ve--;
+    size_t vl = (size_t)(ve - v);
+    int64_t cl;
+    if (nl == 14 && strncasecmp(buf, "content-length", 14) == 0) {
+        if (!kl_h1_parse_length(v, vl, &cl) || (x->content_length >= 0 && x->content_length != cl))
+            return refuse_head(x, "invalid Content-Length in the response");
+        x->content_length = cl;
+    } else if (nl == 17 && strncasecmp(buf, "transfer-encoding", 17) == 0)
+        x->chunked = true;
     else if (nl == 16 && strncasecmp(buf, "content-encoding", 16) == 0)
         x->decoded = !(vl == 8 && strncasecmp(v, "identity", 8) == 0);
     else if (nl == 12 && strncasecmp(buf, "content-type", 12) == 0)
@@ -322,6 +377,8 @@ static size_t on_body(char *buf, size_t size, size_t nitems, void *arg)
     struct kl_upstream_xfer *x = arg;
     kl_exchange *ex = x->ex;
     size_t n = size * nitems;
+    if (!x->head_done && x->status < 200)
+        return refuse_head(x, "a body with no final status"); /* an interim 1xx, or none at all */
     if (!x->head_done)
         deliver_head(x);
     if (ex->conn && kl_conn_pending(ex) > KL_UPSTREAM_HIGH_WATER) {
@@ -361,7 +418,14 @@ static void finish(struct kl_curl_job *job, CURLcode rc)
         deliver_head(x), started = true;
     if (rc != CURLE_OK && !started && !whole_request_sent(x))
         ex->upstream_unsent = true; /* the provider cannot have served it: failover may */
+    const char *bad = rc == CURLE_OK && !started ? "no final status" : x->bad;
     xfer_free(x);
+    if (bad) {
+        kl_pipeline_upstream_failed(ex, KL_ERR_BAD_GATEWAY, KL_EC_UPSTREAM_RESET,
+                                    kl_arena_printf(&ex->arena, "provider %s sent a malformed response: %s",
+                                                    ex->provider->id, bad));
+        return;
+    }
     if (rc == CURLE_OK) {
         kl_pipeline_response_end(ex);
         return;

@@ -114,6 +114,16 @@ const scripts = {
     }
     if (chunked) sock.write('0\r\n\r\n');
   },
+  // A 204 that announces a body, and sends one later: never the next caller's answer.
+  late204(sock) {
+    sock.write('HTTP/1.1 204 No Content\r\nContent-Length: 17\r\n\r\n');
+    setTimeout(() => sock.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n' +
+      '{"stale":"resp!"}'), 30);
+  },
+  // An answer that takes a while.
+  slow(sock) {
+    setTimeout(() => scripts.ok(sock), 80);
+  },
   // A provider error, passed through with its status and body.
   teapot(sock) {
     const b = '{"error":{"message":"no","type":"invalid_request_error"}}';
@@ -345,10 +355,96 @@ describe('upstream: the native HTTP/1.1 client', () => {
     assert.equal((await chat('ok')).text, JSON_BODY);
   });
 
+  it('a connection whose 204 announced a body is not reused: what it sends later is nobody\'s answer', async () => {
+    assert.equal((await chat('late204')).status, 204);
+    assert.equal((await chat('slow')).text, JSON_BODY); /* sent at once: on that connection, it would get the late bytes */
+  });
+
   it('a provider named localhost is resolved without blocking, and works', async () => {
     const r = await chat('ok', { url: gwLocal.url });
     assert.equal(r.status, 200);
     assert.equal(r.text, JSON_BODY);
     assert.equal(up.seen[up.seen.length - 1].headers.host, `localhost:${port}`);
+  });
+});
+
+// The same scripted upstream as a forward proxy (absolute-form targets):
+// with http_proxy set, keyless sends its provider requests through
+// libcurl, the path every https:// provider takes. What libcurl lets
+// through is checked as the native client checks it.
+const curlScripts = {
+  ok: scripts.ok,
+  // an obsolete folded header line: with a reused easy handle, libcurl
+  // before 8.1.0 freed the last answer's headers twice (curl issue #11101)
+  fold(sock) {
+    sock.write('HTTP/1.1 200 OK\r\n Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}');
+  },
+  fold2(sock) {
+    sock.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-A: a\r\n b\r\nContent-Length: 2\r\n\r\n{}');
+  },
+  // a bare CR that would end a header line for the caller
+  cr(sock) {
+    sock.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-A: a\rSet-Cookie: injected=1\r\n' +
+      'Content-Length: 2\r\n\r\n{}');
+  },
+  // a status libcurl reads as 100 (a final 1xx would reach the caller)
+  badstatus(sock) {
+    sock.write('HTTP/.1 100 Continue\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}');
+  },
+  // a Content-Length past 2^63
+  hugelength(sock) {
+    sock.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 99999999999999999999\r\n\r\n{}');
+  },
+  // Transfer-Encoding and a Content-Length that lies: the chunked body wins
+  // (RFC 9112 section 6.3), and is relayed chunked, never as "2 bytes" and
+  // then a second response the caller would read as the next one
+  split(sock) {
+    const inner = '{}HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 25\r\n\r\n<script>alert(1)</script>';
+    sock.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n' +
+      `${inner.length.toString(16)}\r\n${inner}\r\n0\r\n\r\n`);
+  },
+};
+
+describe('upstream: libcurl (the https:// path) relays only what the native client would', () => {
+  let up, gw, port;
+  before(async () => {
+    up = scriptedUpstream(curlScripts);
+    port = await up.listen();
+    gw = await startGateway({ providers: providersFor('http://provider.invalid') }, { workers: 1,
+      env: { http_proxy: `http://127.0.0.1:${port}`, no_proxy: '' } });
+  });
+  after(async () => {
+    await gw.stop();
+    await up.close();
+  });
+  const chat = async (script) => {
+    const r = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-script': script },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    return { status: r.status, headers: r.headers, text: await r.text() };
+  };
+
+  it('malformed heads are a 502 naming why, and the gateway lives on (a folded line after a reused handle)', async () => {
+    for (const [script, why] of [['fold', /./], ['fold2', /obsolete line folding/], ['cr', /control character/],
+      ['badstatus', /malformed status line/], ['hugelength', /invalid Content-Length/]]) {
+      const ok = await chat('ok');
+      assert.equal(ok.status, 200, script);
+      assert.equal(ok.text, JSON_BODY);
+      const r = await chat(script);
+      assert.equal(r.status, 502, `${script}: ${r.text}`);
+      assert.match(JSON.parse(r.text).error.message, why);
+      assert.equal(r.headers.get('set-cookie'), null);
+    }
+    assert.ok(up.seen.every((s) => s.line.startsWith('POST http://provider.invalid/')), 'through libcurl as a proxy');
+    assert.equal((await chat('ok')).status, 200);
+  });
+
+  it('Transfer-Encoding wins over a lying Content-Length: the caller gets the decoded body, chunked', async () => {
+    const r = await chat('split');
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('content-length'), null);
+    assert.match(r.text, /^\{\}HTTP\/1\.1 200 OK/);
+    assert.ok(r.text.endsWith('<script>alert(1)</script>'));
   });
 });
