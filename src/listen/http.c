@@ -123,8 +123,10 @@ static int request_line(char *line, size_t ll, kl_arena *a, kl_http_request *req
     *sp1 = '\0';
     *sp2 = '\0';
     char *target = sp1 + 1;
+    /* a request target has no fragment (RFC 9112 section 3.2): a '#' is
+     * no part of one, and sent on it would change the upstream's URL */
     for (const char *p = target; *p; p++)
-        if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '#') {
             *why = "malformed request target";
             return -400;
         }
@@ -345,7 +347,8 @@ enum kl_chunked_result kl_chunked_feed(kl_chunked *c, const char *in, size_t len
         case CH_SIZE: {
             int h = kl_hex_digit(ch);
             if (h >= 0) {
-                if (c->line_len >= 15) /* more than 2^60 bytes */
+                /* more than 2^60 bytes, or a size line of leading zeros without end */
+                if (c->remaining >> 56 || c->line_len >= 64)
                     goto bad;
                 c->remaining = c->remaining * 16 + (uint64_t)h;
                 c->line_len++;
@@ -368,7 +371,7 @@ enum kl_chunked_result kl_chunked_feed(kl_chunked *c, const char *in, size_t len
         }
         case CH_EXT:
             /* Chunk extensions are allowed and ignored; bound their length. */
-            if (++c->line_len > 4096)
+            if (++c->line_len > 4096 || ++c->ext_len > KL_CHUNKED_MAX_EXT)
                 goto bad;
             if (ch == '\r')
                 c->state = CH_SIZE_LF;

@@ -63,7 +63,13 @@ typedef struct kl_chunked {
     uint64_t remaining;         /* bytes left in the current chunk */
     size_t line_len;            /* length of the size/trailer line so far */
     size_t trailer_len;         /* bytes of the trailer section so far (KL_CHUNKED_MAX_TRAILER) */
+    size_t ext_len;             /* bytes of chunk extensions so far (KL_CHUNKED_MAX_EXT) */
 } kl_chunked;
+
+/* Chunk extensions are ignored, and bounded over the whole body too: 4 KiB
+ * on each of many one-byte chunks would make a 32 MiB body 130 GB on the
+ * wire. */
+#define KL_CHUNKED_MAX_EXT (64u << 10)
 
 /* Trailer fields are dropped unread, but not without end: a section longer
  * than this is an error, as a head past its limit is. */

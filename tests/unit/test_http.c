@@ -71,6 +71,9 @@ static void refuses_smuggling_and_garbage(void **state)
     assert_int_equal(parse("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", &a, &r, &why), -400);
     assert_int_equal(parse("GET / HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n", &a, &r, &why), -400);
     assert_int_equal(parse("G(T / HTTP/1.1\r\nHost: x\r\n\r\n", &a, &r, &why), -400);
+    /* no fragment in a request target: sent on, it would change the upstream URL */
+    assert_int_equal(parse("POST /v1/chat/completions?a=b#c HTTP/1.1\r\nHost: x\r\n\r\n", &a, &r, &why), -400);
+    assert_string_equal(why, "malformed request target");
     kl_arena_free(&a);
 }
 
@@ -232,6 +235,25 @@ static void chunked_errors(void **state)
     }
     assert_int_equal(r, KL_CHUNKED_ERROR);
     assert_true(fed <= KL_CHUNKED_MAX_TRAILER + sizeof(line));
+    /* extensions: each line's may be long, all of them together may not */
+    memset(&c, 0, sizeof(c));
+    char ext[4010] = "1;";
+    memset(ext + 2, 'e', 4000);
+    memcpy(ext + 4002, "\r\nX\r\n", 5);
+    r = KL_CHUNKED_MORE;
+    size_t chunks = 0;
+    while (r == KL_CHUNKED_MORE && chunks < 1000) {
+        r = kl_chunked_feed(&c, ext, 4007, &used, emit, &s);
+        chunks++;
+    }
+    assert_int_equal(r, KL_CHUNKED_ERROR);
+    assert_true(chunks <= KL_CHUNKED_MAX_EXT / 4000 + 1);
+    /* a size with many leading zeros is still its size */
+    memset(&c, 0, sizeof(c));
+    s.len = 0;
+    assert_int_equal(kl_chunked_feed(&c, "0000000000000000001\r\nZ\r\n0\r\n\r\n", 29, &used, emit, &s),
+                     KL_CHUNKED_DONE);
+    assert_int_equal(s.len, 1);
 }
 
 int main(void)
