@@ -131,8 +131,10 @@ static void complete(struct kl_h1_xfer *x)
     struct bufferevent *bev = x->conn->bev;
     /* Pooled only after a whole response that allows another, with nothing
      * unread or unsent: anything else leaves the connection in an unknown
-     * state. */
-    bool reuse = x->body.mode != KL_H1_BODY_CLOSE && !x->resp.conn_close &&
+     * state. So does a 204 or 304 that announced a body it may not have:
+     * one sent anyway would be read as the next caller's answer. */
+    bool bodiless_framed = x->body.mode == KL_H1_BODY_NONE && (x->resp.content_length > 0 || x->resp.chunked);
+    bool reuse = x->body.mode != KL_H1_BODY_CLOSE && !x->resp.conn_close && !bodiless_framed &&
                  (x->resp.minor >= 1 || x->resp.conn_keep_alive) && !x->resp.length_ignored &&
                  evbuffer_get_length(bufferevent_get_input(bev)) == 0 &&
                  evbuffer_get_length(bufferevent_get_output(bev)) == 0;
