@@ -190,9 +190,7 @@ static void refuse_unread(kl_exchange *ex, bool scanned, const char *why)
 }
 
 /* Whether a Gemini stream was asked for as events (alt=sse, or $alt, its
- * other spelling) rather than as one JSON array: the answer is read as the
- * caller will read it, not as the provider labels it (an array labelled
- * text/event-stream would pass unread as events with no data). */
+ * other spelling) rather than as one JSON array. */
 static bool gemini_sse(kl_exchange *ex)
 {
     const char *alt = kl_query_param(&ex->arena, ex->req.query, "alt");
@@ -250,7 +248,7 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
         if (ex->ep->id == KL_EP_BEDROCK_INVOKE || ex->ep->id == KL_EP_BEDROCK_INVOKE_STREAM)
             kl_usage_bedrock(a->usage);
         if (ex->ep->id == KL_EP_GEMINI_STREAM)
-            a->mode = gemini_sse(ex) ? BODY_EVENTS : BODY_ARRAY;
+            a->mode = event_stream ? BODY_EVENTS : BODY_ARRAY;
         else if (event_stream)
             a->mode = BODY_EVENTS;
         else if (framed(ex->ep->id, headers))
@@ -264,7 +262,20 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200 && !a->z;
     a->split_events = a->mode == BODY_EVENTS;
     a->keeping = ex->keep_answer && (kind >= 0 || status >= 300);
-    if (scan_first && events_unasked && !tool_limits) {
+    /* A Gemini stream framed otherwise than asked (an array labelled as
+     * events, events to a request without alt=sse; or a query the provider
+     * read differently): read as one framing, it could be the other for
+     * the caller, and a call in it pass unread */
+    bool gemini_misframed = ex->ep->id == KL_EP_GEMINI_STREAM && status >= 200 && status < 300 && kind >= 0 &&
+                            event_stream != gemini_sse(ex);
+    if ((tool_limits || strong) && gemini_misframed) {
+        refuse_unread(ex, strong, kl_arena_printf(&ex->arena, "the provider framed its stream as %s although the "
+                                                  "request asked for %s, and the %s every answer as the caller reads "
+                                                  "it: stopped by the gateway",
+                                                  event_stream ? "events" : "a JSON array",
+                                                  event_stream ? "a JSON array (no alt=sse)" : "events (alt=sse)",
+                                                  tool_limits ? "tool limits read" : "guardrails read"));
+    } else if (scan_first && events_unasked && !tool_limits) {
         /* read only once relayed, a stream would let a secret through */
         refuse_unread(ex, true, "the provider answered with an event stream although the request asked for none, "
                                 "and the guardrails read every answer before it is relayed: stopped by the gateway");

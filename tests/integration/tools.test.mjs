@@ -314,10 +314,11 @@ describe('tool policy', () => {
     let coding = 'gzip';
     const up = await rawProvider((req, sock) => {
       if (req.includes(':streamGenerateContent')) {
-        // a JSON array, as asked, labelled as events
+        // a JSON array labelled as events, or sent as an array to a request that asked for events
         const arr = JSON.stringify([{ candidates: [{ content: { role: 'model', parts: [
           { functionCall: { name: 'Bash', args: { cmd: 'rm -rf /' } } }] }, finishReason: 'STOP' }] }]);
-        sock.end(`HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: ${arr.length}\r\n\r\n${arr}`);
+        const type = req.includes('alt=sse') ? 'application/json' : 'text/event-stream';
+        sock.end(`HTTP/1.1 200 OK\r\nContent-Type: ${type}\r\nContent-Length: ${arr.length}\r\n\r\n${arr}`);
         return;
       }
       if (coding === 'sse') {
@@ -337,17 +338,19 @@ describe('tool policy', () => {
       grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { tools: { deny: 'Bash' } }] } }],
     });
     try {
-      // a Gemini stream is read as the caller reads it: an array when it asked for no alt=sse
-      const g = await fetch(`${gw2.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent`, { method: 'POST',
-        headers: { 'content-type': 'application/json' }, body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }) });
-      let gtext = '';
-      await assert.rejects((async () => {
-        for await (const piece of g.body) gtext += Buffer.from(piece).toString();
-      })(), 'the array is cut off at the element with the refused call');
-      assert.ok(!gtext.includes('Bash'), gtext);
-      const grec = await finalRecord(gw2, g.headers.get('x-keyless-request-id'));
-      assert.equal(grec.error_class, 'blocked');
-      assert.equal(grec.tool_calls, 1);
+      // a Gemini stream framed otherwise than the request asked could be read otherwise by the caller
+      for (const [query, why] of [['', /framed its stream as events although the request asked for a JSON array/],
+        ['?alt=sse', /framed its stream as a JSON array although the request asked for events/],
+        ['?alt=sse&%61lt=json', /framed its stream as a JSON array although the request asked for events/]]) {
+        const g = await fetch(`${gw2.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent${query}`, { method: 'POST',
+          headers: { 'content-type': 'application/json' }, body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }) });
+        const gtext = await g.text();
+        assert.equal(g.status, 502, query);
+        assert.ok(!gtext.includes('Bash'), gtext);
+        assert.match(JSON.parse(gtext).error.message, why);
+        const grec = await finalRecord(gw2, g.headers.get('x-keyless-request-id'));
+        assert.equal(grec.error_class, 'blocked');
+      }
 
       const ask = () => fetch(`${gw2.url}/v1/chat/completions`, { method: 'POST',
         headers: { 'content-type': 'application/json' },
