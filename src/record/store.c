@@ -129,14 +129,28 @@ static struct kl_value vblob(const char *s, size_t len)
     return s ? (struct kl_value){.t = KL_V_BLOB, .s = s, .len = len} : (struct kl_value){.t = KL_V_NULL};
 }
 
+/* n less a UTF-8 sequence cut short at the end of s[0..n): a capture is
+ * cut at capture_max bytes, often inside a character. */
+static size_t whole_chars(const unsigned char *s, size_t n)
+{
+    size_t i = n;
+    while (i > 0 && n - i < 3 && (s[i - 1] & 0xc0) == 0x80)
+        i--;
+    if (i == 0 || s[i - 1] < 0xc0)
+        return n;
+    size_t need = s[i - 1] >= 0xf0 ? 4 : s[i - 1] >= 0xe0 ? 3 : 2;
+    return n - (i - 1) < need ? i - 1 : n;
+}
+
 void kl_add_blob_text(cJSON *row, const char *name, const void *data, size_t len)
 {
+    size_t whole = whole_chars(data, len);
     char *text = malloc(len + 1);
     if (!text)
         abort();
-    memcpy(text, data, len);
-    text[len] = '\0';
-    if (!memchr(data, '\0', len) && kl_utf8_clean_len(text) == len) { /* UTF-8 text, the common case */
+    memcpy(text, data, whole);
+    text[whole] = '\0';
+    if (!memchr(data, '\0', len) && kl_utf8_clean_len(text) == whole) { /* UTF-8 text, the common case */
         cJSON_AddStringToObject(row, name, text);
         free(text);
         return;

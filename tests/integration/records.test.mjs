@@ -523,6 +523,30 @@ describe('records hold UTF-8 only', () => {
   }
 });
 
+describe('captures cut inside a character', () => {
+  for (const driver of ['sqlite', 'postgres']) {
+    it(`${driver}: a text body cut at capture_max inside a character stays text, less the half character`,
+      { skip: driver === 'postgres' && !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)' }, async () => {
+      const mock = await startMock();
+      const store = driver === 'sqlite' ? { captures: 'full', capture_max: '100' }
+        : { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance: `gw-cut-${process.pid}`, captures: 'full',
+          capture_max: '100' };
+      const gw = await startGateway({ identity, grants, store, providers: providersFor(mock.url) });
+      const sent = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: `x${'é'.repeat(80)}` }] });
+      const r = await chat(gw, USER, JSON.parse(sent));
+      const id = r.headers.get('x-keyless-request-id');
+      await r.text();
+      await recordUntil(gw, id, (x) => x.state === 'done');
+      const full = (await getJSON(gw, `/api/requests/${id}`)).body;
+      assert.equal(full.request_body_encoding, undefined, 'text, not base64');
+      const whole = Buffer.from(sent).subarray(0, 100).toString('utf8').replace(/\ufffd$/, '');
+      assert.equal(full.request_body, whole);
+      await gw.stop();
+      await mock.stop();
+    });
+  }
+});
+
 describe('retention', () => {
   it('database.retention purges captures after the duration, keeping the metric rows', async () => {
     const mock = await startMock();
