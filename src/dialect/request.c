@@ -66,7 +66,9 @@ static int64_t count_of(const char *body, struct kl_body_span s, bool strings)
         d = v->valuedouble;
     } else if (strings && cJSON_IsString(v) && v->valuestring[0]) {
         char *end;
-        d = strtod(v->valuestring, &end);
+        d = strtod(v->valuestring, &end); /* white space around it, as pydantic and Go's parsers allow */
+        while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')
+            end++;
         if (*end || d != (double)(int64_t)d)
             d = -1;
     }

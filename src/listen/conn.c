@@ -528,7 +528,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     if (what & BEV_EVENT_CONNECTED)
         return; /* the TLS handshake finished */
-    if (c->ex && c->state == ST_BODY && (what & BEV_EVENT_TIMEOUT) && !(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+    if (c->ex && c->state == ST_BODY && (what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
+        !(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
         /* a body that stalled: the client may still be reading, so it is
          * told why (408 in its dialect), and the connection closes after */
         c->keep_alive = false;

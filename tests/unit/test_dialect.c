@@ -205,6 +205,8 @@ static void reads_answers_asked_for(void **state)
     /* a number written as a string, which pydantic-validated servers read */
     assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"n\":\"3\"}", &f, &why), 0);
     assert_int_equal(f.choices, 3);
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"n\":\" 3 \"}", &f, &why), 0);
+    assert_int_equal(f.choices, 3);
     /* n is a chat parameter: a Responses body's "n" is not read */
     assert_int_equal(facts(KL_EP_RESPONSES, "{\"model\":\"m\",\"n\":4}", &f, &why), 0);
     assert_int_equal(f.choices, 1);
