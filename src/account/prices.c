@@ -409,6 +409,25 @@ const struct kl_price *kl_prices_find(const kl_prices *t, const char *provider, 
         return NULL;
     if (provider && !*provider)
         provider = NULL;
+    /* Aperture's other bases: Vertex serves Google's and Anthropic's models
+     * under their own ids (by model id, then); OpenRouter's and Vercel's ids
+     * name their vendor ("anthropic/claude-sonnet-4-5"), whose entries price
+     * the rest */
+    char vendor[32];
+    if (provider && (!strcmp(provider, "openrouter") || !strcmp(provider, "vercel"))) {
+        const char *slash = strchr(model, '/');
+        size_t vl = slash ? (size_t)(slash - model) : 0;
+        provider = NULL;
+        if (slash && vl < sizeof(vendor)) {
+            memcpy(vendor, model, vl);
+            vendor[vl] = '\0';
+            model = slash + 1;
+            if (!strcmp(vendor, "openai") || !strcmp(vendor, "anthropic") || !strcmp(vendor, "google"))
+                provider = vendor;
+        }
+    } else if (provider && !strcmp(provider, "vertex")) {
+        provider = NULL;
+    }
     /* Claude on Bedrock is billed at Anthropic's list prices (global and
      * cross-region profiles; a regional endpoint's premium is a
      * model_cost_map adjustment) */

@@ -638,15 +638,20 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
             p->description = cfg_string(c, m, "description");
         } else if (strcmp(k, "cost_basis") == 0) {
             p->cost_basis = cfg_string(c, m, "cost_basis");
-            static const char *const bases[] = {"openai", "anthropic", "google"};
+            /* Aperture's values (kl_prices_find): a vendor's own entries;
+             * Vertex, OpenRouter and Vercel by model id */
+            static const char *const bases[] = {"openai", "anthropic", "google", "vertex", "openrouter", "vercel"};
             bool known = false;
             for (size_t i = 0; p->cost_basis && i < sizeof(bases) / sizeof(bases[0]); i++)
                 known |= strcmp(p->cost_basis, bases[i]) == 0;
             /* Aperture's Bedrock examples write "bedrock-us": Bedrock's ids, Anthropic's prices */
             known |= p->cost_basis && strncmp(p->cost_basis, "bedrock", 7) == 0;
-            if (p->cost_basis && !known) /* it would price nothing: every quota'd request refused */
-                kl_cfg_report(c, KL_SEV_ERROR, m,
-                              "cost_basis must be \"openai\", \"anthropic\", \"google\" or \"bedrock\"");
+            if (p->cost_basis && !known) { /* priced as if unset, by model id, rather than not at all */
+                kl_cfg_report(c, KL_SEV_WARNING, m,
+                              "cost_basis \"%s\" is not one keyless knows (openai, anthropic, google, bedrock, vertex, "
+                              "openrouter, vercel): this provider's models are priced by model id", p->cost_basis);
+                p->cost_basis = NULL;
+            }
         } else if (strcmp(k, "model_cost_map") == 0) {
             struct kl_cost_map *map = kl_arena_alloc(&c->cfg->arena, sizeof(*map));
             const char *why = NULL;

@@ -341,7 +341,7 @@ static void provider_and_selector_mistakes(void **state)
         bool error;
     } cases[] = {
         {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"cost_basis\": \"OpenAI\"}}}",
-         "cost_basis must be", true},
+         "priced by model id", false},
         {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"add_headers\": "
          "[\"Authorization: Bearer other\"]}}}",
          "add_headers cannot set Authorization", true},

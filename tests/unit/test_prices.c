@@ -157,6 +157,13 @@ static void lookup_longest_key_wins(void **state)
     assert_string_equal(kl_prices_find(shipped, NULL, "gpt-4o-mini-2024-07-18")->key, "gpt-4o-mini-20*");
     assert_string_equal(kl_prices_find(shipped, NULL, "claude-sonnet-4-5-20250929")->key, "claude-sonnet-4-5*");
     assert_string_equal(kl_prices_find(shipped, NULL, "claude-sonnet-4-5")->key, "claude-sonnet-4-5*");
+    /* Aperture's other cost bases: Vertex by model id; routers' ids name their vendor */
+    assert_string_equal(kl_prices_find(shipped, "vertex", "claude-sonnet-4-5")->key, "claude-sonnet-4-5*");
+    assert_string_equal(kl_prices_find(shipped, "vertex", "gemini-2.5-pro")->key,
+                        kl_prices_find(shipped, "google", "gemini-2.5-pro")->key);
+    assert_string_equal(kl_prices_find(shipped, "openrouter", "anthropic/claude-sonnet-4-5")->key, "claude-sonnet-4-5*");
+    assert_string_equal(kl_prices_find(shipped, "vercel", "openai/gpt-4o-2024-08-06")->key, "gpt-4o-20*");
+    assert_null(kl_prices_find(shipped, "openrouter", "openai/claude-sonnet-4-5"));
     assert_string_equal(kl_prices_find(shipped, NULL, "claude-fable-5-1-20261001")->key, "claude-fable-5-1*");
     assert_string_equal(kl_prices_find(shipped, NULL, "claude-fable-5")->key, "claude-fable-5");
     /* Gemini's own spelling */
