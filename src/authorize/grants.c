@@ -203,6 +203,11 @@ bool kl_selector_matches(const struct kl_identity *id, const char *sel)
         return in_list(id->groups, id->ngroups, sel);
     if (strncmp(sel, "tag:", 4) == 0)
         return in_list(id->tags, id->ntags, sel);
+    /* a SCIM group named by its e-mail, as Aperture's grants allow
+     * ("engineering@example.com" for group:engineering@example.com) */
+    for (size_t i = 0; strchr(sel, '@') && i < id->ngroups; i++)
+        if (strncmp(id->groups[i], "group:", 6) == 0 && strcasecmp(id->groups[i] + 6, sel) == 0)
+            return true;
     if (id->tagged || !id->login)
         return false;
     /* Tailnet logins are e-mail addresses, matched in any case as the

@@ -145,6 +145,13 @@ static void selectors(void **state)
     assert_false(kl_selector_matches(&spiffe, "spiffe://example.org/ns/ci/sa/runner"));
     assert_true(kl_selector_matches(&user, "group:eng"));
     assert_false(kl_selector_matches(&user, "group:ops"));
+    /* a SCIM group by its e-mail, as Aperture's grants name it */
+    const char *scim[] = {"group:engineering@example.com"};
+    struct kl_identity member = {.login = "bob@example.com", .groups = scim, .ngroups = 1, .source = "tailscale"};
+    assert_true(kl_selector_matches(&member, "engineering@example.com"));
+    assert_true(kl_selector_matches(&member, "group:engineering@example.com"));
+    assert_false(kl_selector_matches(&member, "ops@example.com"));
+    assert_false(kl_selector_matches(&user, "engineering@example.com"));
     assert_false(kl_selector_matches(&user, "tag:ci"));
     assert_false(kl_selector_matches(&user, "(loopback)"));
     assert_true(kl_selector_matches(&tagged, "tag:prod"));
