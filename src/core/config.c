@@ -56,26 +56,38 @@ static int plain_decimal(const char *s, double *v, char **end)
     return *end == s + n && !errno ? 0 : -1;
 }
 
+/* A duration as Go writes one ("1h30m", "1.5s", "250ms", "90us"; and "d"
+ * for days), or a bare number of seconds. */
 int kl_parse_duration_ms(const char *s, uint64_t *out_ms)
 {
-    char *end;
-    double v;
-    if (plain_decimal(s, &v, &end) < 0)
-        return -1;
-    double mult;
-    if (*end == '\0' || strcmp(end, "s") == 0)
-        mult = 1000;
-    else if (strcmp(end, "ms") == 0)
-        mult = 1;
-    else if (strcmp(end, "m") == 0)
-        mult = 60e3;
-    else if (strcmp(end, "h") == 0)
-        mult = 3600e3;
-    else if (strcmp(end, "d") == 0)
-        mult = 86400e3;
-    else
-        return -1;
-    double ms = v * mult;
+    static const struct { const char *unit; double ms; } units[] = {
+        {"ns", 1e-6}, {"us", 1e-3}, {"\xc2\xb5s", 1e-3}, {"ms", 1}, {"s", 1e3}, {"m", 60e3}, {"h", 3600e3},
+        {"d", 86400e3},
+    };
+    double ms = 0;
+    bool first = true;
+    while (first || *s) {
+        char *end;
+        double v;
+        if (plain_decimal(s, &v, &end) < 0)
+            return -1;
+        if (first && *end == '\0') { /* a bare number: seconds */
+            ms = v * 1e3;
+            break;
+        }
+        size_t best = 0;
+        double mult = 0;
+        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+            size_t ul = strlen(units[i].unit);
+            if (ul > best && strncmp(end, units[i].unit, ul) == 0)
+                best = ul, mult = units[i].ms;
+        }
+        if (!best)
+            return -1;
+        ms += v * mult;
+        s = end + best;
+        first = false;
+    }
     if (!(ms <= 1e15))
         return -1;
     *out_ms = (uint64_t)ms;

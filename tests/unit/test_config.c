@@ -380,6 +380,18 @@ static void durations_and_sizes(void **state)
     }
     assert_int_equal(kl_parse_duration_ms(".5s", &ms), 0);
     assert_int_equal(ms, 500);
+    /* Go's compound durations, as Aperture's configurations may write them */
+    assert_int_equal(kl_parse_duration_ms("1h30m", &ms), 0);
+    assert_int_equal(ms, 5400000);
+    assert_int_equal(kl_parse_duration_ms("1m30s", &ms), 0);
+    assert_int_equal(ms, 90000);
+    assert_int_equal(kl_parse_duration_ms("2h45m30.5s", &ms), 0);
+    assert_int_equal(ms, 9930500);
+    assert_int_equal(kl_parse_duration_ms("1500000us", &ms), 0);
+    assert_int_equal(ms, 1500);
+    assert_int_equal(kl_parse_duration_ms("1h30", &ms), -1);
+    assert_int_equal(kl_parse_duration_ms("1h 30m", &ms), -1);
+    assert_int_equal(kl_parse_duration_ms("1x30m", &ms), -1);
     size_t sz;
     assert_int_equal(kl_parse_size("32MiB", &sz), 0);
     assert_int_equal(sz, 32u << 20);
