@@ -24,10 +24,18 @@ static int standardize(char *t, size_t len, char *err, size_t errlen, size_t *er
                     *err_off = i;
                     return -1;
                 }
-                if (t[i] == '\\')
+                if (t[i] == '\\') {
                     i++;
-                else if (t[i] == '\n')
+                } else if (t[i] == '\n') {
                     break;
+                } else if ((unsigned char)t[i] < 0x20) {
+                    /* JSON forbids them raw, and a NUL would end the value
+                     * there, as \u0000 would */
+                    snprintf(err, errlen, "a control character (0x%02x) in a string: write it escaped",
+                             (unsigned char)t[i]);
+                    *err_off = i;
+                    return -1;
+                }
                 i++;
             }
             if (i >= len || t[i] != '"') {
@@ -72,6 +80,10 @@ static int standardize(char *t, size_t len, char *err, size_t errlen, size_t *er
         } else if (c == '{' || c == '[' || c == ':') {
             last_comma = (size_t)-1;
             after_value = false;
+        } else if (c == '\0') {
+            snprintf(err, errlen, "a NUL byte");
+            *err_off = i;
+            return -1;
         } else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
             last_comma = (size_t)-1;
             after_value = true;
@@ -183,6 +195,8 @@ int kl_hujson_parse(const char *src, size_t len, kl_json_doc *doc,
     doc->text[len] = '\0';
     doc->len = len;
     *err_off = 0;
+    if (len >= 3 && !memcmp(doc->text, "\xef\xbb\xbf", 3))
+        memset(doc->text, ' ', 3); /* a BOM: blanked, so offsets (and the positions reported) stay the file's */
     if (standardize(doc->text, len, err, errlen, err_off) < 0)
         return -1;
     const char *end = NULL;

@@ -126,6 +126,7 @@ static void commas_without_values_and_nul_escapes(void **state)
         {"[1,,2]", "a comma with no value", 3},
         {"{\"a\": [ /* c */ , 1]}", "a comma with no value", 16},
         {"{\"k\": \"ab\\u0000cd\"}", "\\u0000 is not allowed", 9},
+        {"{\"k\": \"a\tb\"}", "a control character (0x09) in a string", 8},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         kl_json_doc d;
@@ -136,6 +137,22 @@ static void commas_without_values_and_nul_escapes(void **state)
         assert_int_equal(off, bad[i].off);
         kl_json_doc_free(&d);
     }
+    /* a raw NUL would cut the value there: refused in a string and out of one */
+    kl_json_doc dn;
+    char errn[128];
+    size_t offn = 0;
+    assert_int_equal(kl_hujson_parse("{\"k\": \"sk-real\0-rest\"}", 22, &dn, errn, sizeof(errn), &offn), -1);
+    assert_non_null(strstr(errn, "control character (0x00)"));
+    kl_json_doc_free(&dn);
+    assert_int_equal(kl_hujson_parse("{}\0", 3, &dn, errn, sizeof(errn), &offn), -1);
+    assert_non_null(strstr(errn, "NUL byte"));
+    kl_json_doc_free(&dn);
+    /* a BOM is no text: positions are the file's */
+    assert_int_equal(kl_hujson_parse("\xef\xbb\xbf{\n \"a\": 1}", 13, &dn, errn, sizeof(errn), &offn), 0);
+    int line, col;
+    kl_json_doc_linecol(&dn, kl_json_doc_offset(&dn, cJSON_GetObjectItem(dn.root, "a")), &line, &col);
+    assert_int_equal(line, 2);
+    kl_json_doc_free(&dn);
     static const char *const good[] = {"[1,]", "{\"a\": 1, /* x */ }", "[[],[],]", "{\"k\": \"a\\\\u0000\"}"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         kl_json_doc d;
