@@ -158,7 +158,7 @@ static enum kl_step try_sources(kl_exchange *ex)
             break;
         }
         case KL_SRC_TAILSCALE: {
-            struct kl_whois_entry *e = kl_whois_cached(ex->worker->server, ex->peer_ip, ex->peer_port);
+            struct kl_whois_entry *e = kl_whois_cached(ex);
             if (e) {
                 o = from_whois(ex, e);
                 break;

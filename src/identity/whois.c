@@ -1,8 +1,11 @@
-/* Tailscale WhoIs: asynchronous lookups over the LocalAPI unix socket with a
- * process-wide cache, so a busy client costs one lookup per TTL per worker,
- * not one per request. Lookups for the same peer on one worker share a
- * single request. Errors are never cached: when tailscaled comes back, the
- * next request succeeds. What "the same peer" is: see kl_whois_key. */
+/* Tailscale WhoIs: asynchronous lookups over the LocalAPI unix socket. An
+ * answer for a tailnet address goes in a process-wide cache, so a busy node
+ * costs one lookup per TTL, not one per request; an answer for an address
+ * and port holds for that one connection and is kept on it (kl_conn_keep),
+ * never where the next connection from that port would find it. Lookups for
+ * the same peer on one worker share a single request. Errors are never
+ * cached: when tailscaled comes back, the next request succeeds. What "the
+ * same peer" is: see kl_whois_key. */
 #include "identity/whois.h"
 
 #include <pthread.h>
@@ -13,6 +16,7 @@
 
 #include "core/log.h"
 #include "core/text.h"
+#include "listen/conn.h"
 #include "upstream/fetch.h"
 
 #define NBUCKETS 1024
@@ -28,6 +32,8 @@ struct pending {
     struct pending *next;
     kl_worker *w;
     char ip[96];                /* kl_whois_key's */
+    bool shared;                /* the answer is for a tailnet address: cached for all */
+    bool closed;                /* per-connection lookup whose connection has gone: nobody joins it */
     struct kl_fetch *fetch;
     kl_exchange **waiters;
     size_t n, cap;
@@ -161,11 +167,22 @@ void kl_whois_key(const char *ip, int port, char *addr, size_t addrlen, char *ke
     snprintf(key, keylen, "%s", tailnet_address(ip) ? ip : addr);
 }
 
-struct kl_whois_entry *kl_whois_cached(kl_server *srv, const char *ip, int port)
+struct kl_whois_entry *kl_whois_cached(kl_exchange *ex)
 {
     char addr[96], key[96];
-    kl_whois_key(ip, port, addr, sizeof(addr), key, sizeof(key));
-    return cache_get(srv->whois_cache, key, now_ms());
+    kl_whois_key(ex->peer_ip, ex->peer_port, addr, sizeof(addr), key, sizeof(key));
+    if (tailnet_address(ex->peer_ip))
+        return cache_get(ex->worker->server->whois_cache, key, now_ms());
+    struct kl_whois_entry *e = kl_conn_kept(ex);
+    if (!e || strcmp(e->ip, key) != 0 || e->expires_ms <= now_ms())
+        return NULL;
+    atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+    return e;
+}
+
+static void entry_unref(void *e)
+{
+    kl_whois_entry_unref(e);
 }
 
 /* Build the cache entry for a finished lookup; NULL (with *err) on failure. */
@@ -209,12 +226,13 @@ static struct kl_whois_entry *entry_from(const char *ip, int status, const char 
     return e;
 }
 
-static struct pending **find_pending(struct kl_identity_worker *iw, const char *ip)
+/* The lookup a new waiter for ip may join, or NULL. */
+static struct pending *find_pending(struct kl_identity_worker *iw, const char *ip)
 {
-    struct pending **pp = &iw->pending;
-    while (*pp && strcmp((*pp)->ip, ip) != 0)
-        pp = &(*pp)->next;
-    return pp;
+    struct pending *p = iw->pending;
+    while (p && (p->closed || strcmp(p->ip, ip) != 0))
+        p = p->next;
+    return p;
 }
 
 static void on_whois(void *arg, int status, const char *body, size_t len, const char *error)
@@ -222,16 +240,22 @@ static void on_whois(void *arg, int status, const char *body, size_t len, const 
     struct pending *p = arg;
     kl_worker *w = p->w;
     struct kl_identity_worker *iw = w->identity;
-    struct pending **pp = find_pending(iw, p->ip);
-    if (*pp == p)
+    struct pending **pp = &iw->pending;
+    while (*pp && *pp != p)
+        pp = &(*pp)->next;
+    if (*pp)
         *pp = p->next;
     char err[256] = "";
     struct kl_whois_entry *e = entry_from(p->ip, status, body, len, error, p, err, sizeof(err));
-    if (e)
+    if (e && p->shared)
         cache_put(w->server->whois_cache, e, now_ms());
-    else
+    else if (!e)
         kl_warn("WhoIs for %s failed: %s", p->ip, err);
     for (size_t i = 0; i < p->n; i++) {
+        if (e && !p->shared) {
+            atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+            kl_conn_keep(p->waiters[i], e, entry_unref);
+        }
         if (e)
             atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
         kl_whois_resume(p->waiters[i], e, err);
@@ -265,14 +289,14 @@ int kl_whois_lookup(kl_exchange *ex, const struct kl_identity_cfg *cfg)
     }
     char addr[96], key[96];
     kl_whois_key(ex->peer_ip, ex->peer_port, addr, sizeof(addr), key, sizeof(key));
-    struct pending **pp = find_pending(w->identity, key);
-    struct pending *p = *pp;
+    struct pending *p = find_pending(w->identity, key);
     if (!p) {
         p = calloc(1, sizeof(*p));
         if (!p)
             abort();
         p->w = w;
         snprintf(p->ip, sizeof(p->ip), "%s", key);
+        p->shared = tailnet_address(ex->peer_ip);
         p->ttl_ms = cfg->ts_ttl_ms;
         p->negative_ttl_ms = cfg->ts_negative_ttl_ms;
         char esc[300], url[400];
@@ -309,6 +333,10 @@ void kl_whois_forget(kl_exchange *ex)
         for (size_t i = 0; i < p->n; i++) {
             if (p->waiters[i] == ex) {
                 p->waiters[i] = p->waiters[--p->n];
+                /* the next connection from this address and port is
+                 * somebody else: it asks afresh */
+                if (!p->shared && p->n == 0)
+                    p->closed = true;
                 return;
             }
         }

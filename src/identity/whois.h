@@ -36,12 +36,14 @@ void kl_whois_entry_unref(struct kl_whois_entry *e);
  * port tells the callers apart. So an answer holds for its address alone
  * only when that is a tailnet address (100.64.0.0/10, fd7a:115c:a1e0::/48:
  * one node each); for any other it holds for that address and port, that
- * is one connection. Cached by address, one user's identity, admin
- * included, went to the next caller. */
+ * is one connection, and is kept on it: cached by address, one user's
+ * identity, admin included, went to the next caller; cached by address and
+ * port, to the next connection from that port. */
 void kl_whois_key(const char *ip, int port, char *addr, size_t addrlen, char *key, size_t keylen);
 
-/* A fresh cache entry for the peer at ip and port (new reference), or NULL. */
-struct kl_whois_entry *kl_whois_cached(kl_server *srv, const char *ip, int port);
+/* A fresh answer for ex's peer (new reference), or NULL: from the cache for
+ * a tailnet address, else the one kept on ex's connection. */
+struct kl_whois_entry *kl_whois_cached(kl_exchange *ex);
 /* Ask tailscaled; kl_whois_resume(ex, entry or NULL, error) follows. */
 int kl_whois_lookup(kl_exchange *ex, const struct kl_identity_cfg *cfg);
 /* ex no longer waits (client gone). */

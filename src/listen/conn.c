@@ -71,6 +71,8 @@ struct kl_conn {
     bool no_read_timeout;           /* timeouts set, with none for reading (set_read_timeout) */
     struct event *flush;            /* runs conn_flush at the end of this loop pass */
     void (*drain_cb)(kl_exchange *);
+    void *kept;                     /* kl_conn_keep's, freed with kept_free */
+    void (*kept_free)(void *);
 };
 
 static void conn_free(struct kl_conn *c);
@@ -652,6 +654,8 @@ static void conn_free(struct kl_conn *c)
     event_free(c->timer);
     event_free(c->flush);
     bufferevent_free(c->bev);
+    if (c->kept_free)
+        c->kept_free(c->kept);
     if (c->tls_cfg)
         kl_config_unref(c->tls_cfg);
     free(c);
@@ -719,6 +723,26 @@ static struct kl_conn *live(const kl_exchange *ex)
 {
     struct kl_conn *c = ex->conn;
     return (c && c->ex == ex) ? c : NULL;
+}
+
+bool kl_conn_keep(kl_exchange *ex, void *data, void (*free_fn)(void *))
+{
+    struct kl_conn *c = live(ex);
+    if (!c) {
+        free_fn(data);
+        return false;
+    }
+    if (c->kept_free)
+        c->kept_free(c->kept);
+    c->kept = data;
+    c->kept_free = free_fn;
+    return true;
+}
+
+void *kl_conn_kept(const kl_exchange *ex)
+{
+    struct kl_conn *c = live(ex);
+    return c ? c->kept : NULL;
 }
 
 bool kl_conn_is_tls(const kl_exchange *ex)

@@ -30,6 +30,13 @@ void kl_conn_retire_tls(kl_worker *w);
 /* Was the connection's TLS set up under the snapshot ex runs on? (true for
  * plain connections) */
 bool kl_conn_tls_current(const kl_exchange *ex);
+/* Something a pipeline stage keeps for the life of ex's connection and no
+ * longer: it is freed with free_fn when the connection closes, or when
+ * another is kept in its place. False (data freed now) when the client is
+ * gone. Identity keeps a WhoIs answer that holds for this connection only. */
+bool kl_conn_keep(kl_exchange *ex, void *data, void (*free_fn)(void *));
+/* What was kept on ex's connection, or NULL. */
+void *kl_conn_kept(const kl_exchange *ex);
 /* Close every connection, ending any exchange still attached (last step of
  * a worker's shutdown). */
 void kl_conn_close_all(kl_worker *w);

@@ -75,6 +75,30 @@ describe('identity and grants', () => {
       headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
       body: JSON.stringify({ model, max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }),
     });
+  // GET /api/whoami on a connection of its own from ip:port. The port is
+  // free again once the kernel has finished closing the last connection
+  // from it (EADDRNOTAVAIL until then).
+  const whoFromPort = async (g, ip, port) => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await new Promise((resolve, reject) => {
+          const u = new URL(`${g.url}/api/whoami`);
+          const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, localAddress: ip,
+            localPort: port, agent: false, headers: { connection: 'close' } }, (res) => {
+            let b = '';
+            res.on('data', (d) => (b += d));
+            res.on('end', () => resolve({ status: res.statusCode, body: b ? JSON.parse(b) : null }));
+          });
+          req.on('error', reject);
+          req.end();
+        });
+      } catch (e) {
+        if (e.code !== 'EADDRNOTAVAIL' || attempt >= 50)
+          throw e;
+        await sleep(100);
+      }
+    }
+  };
   const whoami = async (g, ip, headers = {}) => {
     const r = await fetch(`${g.url}/api/whoami`, { dispatcher: from(ip), headers });
     return { status: r.status, body: await r.json() };
@@ -265,17 +289,7 @@ describe('identity and grants', () => {
     table[`${ip}:${carolAgain}`] = 'carol-admin.json';
     table[`${ip}:${bobPort}`] = 'bob.json';
     writeFileSync(ts.table, JSON.stringify(table));
-    const who = (g, port) => new Promise((resolve, reject) => {
-      const u = new URL(`${g.url}/api/whoami`);
-      const req = http.request({ host: u.hostname, port: u.port, path: u.pathname, localAddress: ip, localPort: port,
-        agent: false, headers: { connection: 'close' } }, (res) => {
-        let b = '';
-        res.on('data', (d) => (b += d));
-        res.on('end', () => resolve({ status: res.statusCode, body: b ? JSON.parse(b) : null }));
-      });
-      req.on('error', reject);
-      req.end();
-    });
+    const who = (g, port) => whoFromPort(g, ip, port);
     const carol = await who(gw, carolPort);
     assert.equal(carol.body.login, 'carol@example.com');
     assert.equal(carol.body.role, 'admin');
@@ -287,6 +301,29 @@ describe('identity and grants', () => {
     // carol's either
     assert.equal((await who(gwNoLoop, strangerPort)).status, 401);
     assert.equal((await who(gwNoLoop, carolAgain)).body.login, 'carol@example.com');
+  });
+
+  it('an answer for an address and port goes with its connection: the next one from that port is asked afresh', async () => {
+    // with userspace networking a port is one connection: once carol's has
+    // closed, tailscaled may give her port to bob's, and her answer (admin)
+    // must not be his for the rest of the cache TTL
+    const ip = '127.0.0.42';
+    const port = 47000 + Math.floor(Math.random() * 5000);
+    const table = JSON.parse(readFileSync(ts.table, 'utf8'));
+    table[`${ip}:${port}`] = 'carol-admin.json';
+    writeFileSync(ts.table, JSON.stringify(table));
+    const carol = await whoFromPort(gw, ip, port);
+    assert.equal(carol.body.login, 'carol@example.com');
+    assert.equal(carol.body.role, 'admin');
+    table[`${ip}:${port}`] = 'bob.json';
+    writeFileSync(ts.table, JSON.stringify(table));
+    const bob = await whoFromPort(gw, ip, port);
+    assert.equal(bob.status, 200);
+    assert.equal(bob.body.login, 'bob@example.com', 'not carol, whose connection has closed');
+    assert.notEqual(bob.body.role, 'admin');
+    delete table[`${ip}:${port}`];
+    writeFileSync(ts.table, JSON.stringify(table));
+    assert.equal((await whoFromPort(gwNoLoop, ip, port)).status, 401, 'a port tailscaled no longer knows');
   });
 
   it('a loopback caller behind a proxy (Funnel, tailscale serve without identity, X-Forwarded-For) is not (loopback)', async () => {
