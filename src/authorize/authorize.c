@@ -4,6 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/log.h"
 #include "core/text.h"
 #include "identity/identity.h"
 #include "route/route.h"
@@ -28,6 +29,17 @@ static void add_cap(kl_exchange *ex, struct kl_grant_set *s, size_t *cap, const 
         s->role = c->role;
 }
 
+/* Does a capability carry a limit (not only a grant)? Such a one that cannot
+ * be read refuses the caller: skipped, it would lift that limit. */
+static bool restricts(const cJSON *cap)
+{
+    static const char *const limits[] = {"tools", "quotas", "rate_limit", "send_hooks"};
+    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
+        if (cJSON_GetObjectItemCaseSensitive(cap, limits[i]))
+            return true;
+    return false;
+}
+
 /* Everything that applies to this caller, from both origins. */
 static struct kl_grant_set *collect(kl_exchange *ex)
 {
@@ -49,8 +61,11 @@ static struct kl_grant_set *collect(kl_exchange *ex)
         const char *why;
         if (kl_cap_read(e, &ex->arena, c, &why) == 0)
             add_cap(ex, s, &cap, c, -1);
-        else if (cJSON_GetObjectItemCaseSensitive(e, "tools") && !s->refusal)
+        else if (restricts(e) && !s->refusal)
             s->refusal = why; /* skipping it would lift a restriction */
+        else
+            kl_warn("%s: a %s capability of %s from the tailnet policy cannot be read and grants nothing: %s",
+                    ex->id, KL_APERTURE_CAP, ex->ident->login, why);
     }
     return s;
 }

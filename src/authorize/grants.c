@@ -4,6 +4,7 @@
 #include <strings.h>
 
 #include "core/glob.h"
+#include "core/jsoncheck.h"
 #include "guard/tools.h"
 #include "identity/identity.h"
 
@@ -38,6 +39,10 @@ int kl_cap_read(const cJSON *obj, kl_arena *a, struct kl_cap *cap, const char **
     cap->raw = obj;
     if (!cJSON_IsObject(obj)) {
         *why = "a capability must be a JSON object";
+        return -1;
+    }
+    if (kl_json_has_duplicate_keys(obj)) { /* which one counts? Go's reader takes the last, cJSON the first */
+        *why = "a capability names one member twice";
         return -1;
     }
     const cJSON *role = cJSON_GetObjectItemCaseSensitive(obj, "role");

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/jsoncheck.h"
 #include "core/log.h"
 #include "identity/mtls.h"
 #include "identity/oidc.h"
@@ -42,6 +43,17 @@ static enum outcome from_whois(kl_exchange *ex, struct kl_whois_entry *e)
     }
 }
 
+/* Does an object name a member twice? (Within a capability, reading it
+ * decides: kl_cap_read.) */
+static bool names_twice(const cJSON *obj)
+{
+    for (const cJSON *m = obj ? obj->child : NULL; m; m = m->next)
+        for (const cJSON *n = m->next; n; n = n->next)
+            if (strcmp(m->string, n->string) == 0)
+                return true;
+    return false;
+}
+
 static enum outcome from_serve_headers(kl_exchange *ex)
 {
     const char *login = kl_http_header(&ex->req, "tailscale-user-login");
@@ -62,16 +74,21 @@ static enum outcome from_serve_headers(kl_exchange *ex)
     }
     const char *name = kl_http_header(&ex->req, "tailscale-user-name");
     id->display_name = name ? kl_rfc2047_decode(&ex->arena, name) : NULL; /* NULL: none */
+    /* tailscaled encodes the capabilities as it does the names. Left
+     * unread, they would lift whatever they restrict (quotas, rate and
+     * tool limits, hooks). */
     const char *caps = kl_http_header(&ex->req, "tailscale-app-capabilities");
     if (caps) {
-        cJSON *c = cJSON_Parse(caps);
-        if (cJSON_IsObject(c)) {
-            ex->id_caps = c;
-            id->caps = c;
-        } else {
+        const char *text = kl_rfc2047_decode(&ex->arena, caps);
+        cJSON *c = text ? cJSON_ParseWithOpts(text, NULL, true) : NULL;
+        if (!cJSON_IsObject(c) || names_twice(c) || kl_json_has_nul_escape(text, strlen(text))) {
             cJSON_Delete(c);
-            kl_warn("%s: ignoring malformed Tailscale-App-Capabilities header", ex->id);
+            kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN,
+                    "access denied: the Tailscale-App-Capabilities header is not one JSON object of capabilities");
+            return REFUSED;
         }
+        ex->id_caps = c;
+        id->caps = c;
     }
     ex->ident = id;
     return IDENTIFIED;

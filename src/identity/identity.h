@@ -91,8 +91,9 @@ void kl_identity_worker_free(kl_worker *w);
 int kl_whois_parse(const char *body, size_t len, kl_arena *a, struct kl_identity *id,
                    cJSON **caps, const char **why);
 
-/* RFC 2047 "encoded-word" decoding of a tailscale serve header value; NULL
- * when the decoded text holds a control character (NUL, LF, DEL, ...). */
+/* RFC 2047 "encoded-word" decoding of a tailscale serve header value, as
+ * tailscaled encodes one (serve.c); NULL when the decoded text holds a
+ * control character (NUL, LF, DEL, ...). */
 const char *kl_rfc2047_decode(kl_arena *a, const char *v);
 
 /* Parse "10.0.0.0/8" or "fd7a::/48". Returns 0 on success. */

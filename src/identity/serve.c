@@ -74,35 +74,47 @@ static size_t decode_word(const char *p, char *out, size_t *olen)
     return (size_t)(end + 2 - p);
 }
 
+/* Would Go's mime.QEncoding.Encode, which tailscaled uses, have encoded
+ * these bytes? Only when one is outside printable ASCII (tab aside). */
+static bool needs_encoding(const char *s, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        unsigned char c = (unsigned char)s[k];
+        if ((c < 0x20 && c != '\t') || c > 0x7e)
+            return true;
+    }
+    return false;
+}
+
+/* tailscaled passes a value that is printable ASCII as it is and encodes
+ * any other whole, as encoded words joined by spaces. So a value is decoded
+ * only when it is encoded words alone and decodes to something the encoder
+ * would have had to encode; anything else is the value itself. A login
+ * "=?utf-8?q?boss@example.com?=" (an e-mail address may hold '=' and '?')
+ * is that login, not boss@example.com. */
 const char *kl_rfc2047_decode(kl_arena *a, const char *v)
 {
-    if (!strstr(v, "=?"))
-        return kl_arena_strdup(a, v);
     size_t n = strlen(v);
     char *out = kl_arena_alloc(a, n + 1);
     size_t o = 0;
-    bool prev_word = false;
     const char *p = v;
-    while (*p) {
+    bool words = p[0] == '=' && p[1] == '?';
+    while (words && *p) {
         size_t used = decode_word(p, out, &o);
-        if (used) {
-            p += used;
-            prev_word = true;
-            continue;
+        if (!used) {
+            words = false;
+            break;
         }
-        /* white space between two encoded words is not part of the text */
-        if (prev_word && (*p == ' ' || *p == '\t')) {
-            const char *s = p;
-            while (*s == ' ' || *s == '\t')
-                s++;
-            size_t dummy = o; /* decoded again below; this only probes */
-            if (s[0] == '=' && s[1] == '?' && decode_word(s, out, &dummy)) {
-                p = s;
-                continue;
-            }
+        p += used;
+        if (*p == ' ' || *p == '\t') {
+            while (*p == ' ' || *p == '\t')
+                p++;
+            words = *p != '\0';
         }
-        prev_word = false;
-        out[o++] = *p++;
+    }
+    if (!words || !needs_encoding(out, o)) {
+        memcpy(out, v, n + 1);
+        return out;
     }
     out[o] = '\0';
     /* an encoded word can spell any byte: a NUL would cut a login short

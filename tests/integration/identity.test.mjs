@@ -387,6 +387,96 @@ describe('identity and grants', () => {
     }
   });
 
+  it('serve headers are read as tailscaled encodes them; capabilities that cannot be read refuse, not lift limits', async () => {
+    // Go's mime.QEncoding, as tailscaled applies it to a value that is not
+    // printable ASCII: Q-encoded words of at most 75 characters, joined by spaces
+    const qEncode = (s) => {
+      const words = [];
+      let cur = '';
+      for (const b of Buffer.from(s, 'utf8')) {
+        const ch = String.fromCharCode(b);
+        const c = b === 0x20 ? '_' : b > 0x20 && b < 0x7f && !'=?_'.includes(ch) ? ch
+          : `=${b.toString(16).toUpperCase().padStart(2, '0')}`;
+        if (cur.length + c.length > 75 - '=?utf-8?q??='.length) {
+          words.push(cur);
+          cur = '';
+        }
+        cur += c;
+      }
+      words.push(cur);
+      return words.map((w) => `=?utf-8?q?${w}?=`).join(' ');
+    };
+    const CAP = 'tailscale.com/cap/aperture';
+    const as = (caps, login = 'erin@example.com', path = '/api/whoami', init = {}) =>
+      fetch(`${gw.url}${path}`, {
+        dispatcher: from('127.0.0.1'), ...init,
+        headers: { 'Tailscale-User-Login': login, ...(caps === undefined ? {} : { 'Tailscale-App-Capabilities': caps }),
+          ...(init.headers || {}) },
+      });
+    const chatAs = (caps) => as(caps, 'erin@example.com', '/v1/chat/completions', {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+
+    // capabilities holding a non-ASCII character arrive encoded, in several words
+    const caps = JSON.stringify({ [CAP]: [{ role: 'user' }, { models: 'gemini/**' }],
+      'example.com/cap/notes': [{ owner: 'Krūmiņa', team: 'platform engineering, Rīga office' }] });
+    const encoded = qEncode(caps);
+    assert.ok(encoded.split(' ').length > 1, encoded);
+    let r = await as(encoded);
+    assert.equal(r.status, 200);
+    let w = await r.json();
+    assert.deepEqual(w.models.sort(), ['gemini/gemini-2.5-flash', 'gemini/gemini-2.5-pro']);
+    assert.equal(w.capabilities['example.com/cap/notes'][0].owner, 'Krūmiņa');
+
+    // tailscaled never encodes printable ASCII: a login that merely looks
+    // encoded is that login (an e-mail address may hold '=' and '?')
+    r = await as(undefined, '=?utf-8?q?boss@example.com?=');
+    assert.equal((await r.json()).login, '=?utf-8?q?boss@example.com?=');
+
+    // a header that is not one JSON object of capabilities refuses the caller:
+    // left unread, its limits would be lifted
+    for (const bad of ['{"tailscale.com/cap/aperture": [', `${JSON.stringify({ [CAP]: [{ role: 'user' }] })} {}`,
+      '[]', `{"${CAP}": [{"role": "user"}], "${CAP}": [{"role": "user"}, {"models": "**"}]}`]) {
+      await mock.clear();
+      r = await chatAs(bad);
+      assert.equal(r.status, 403, bad);
+      assert.match((await r.json()).error.message,
+        /access denied: the Tailscale-App-Capabilities header is not one JSON object of capabilities/);
+      assert.equal((await mock.requests()).length, 0);
+    }
+
+    // a capability that cannot be read and carries a limit refuses; one that
+    // only grants is skipped, with a warning
+    const grant = [{ role: 'user' }, { models: 'openai/gpt-4o' }];
+    for (const [cap, why] of [
+      [{ role: 'owner', quotas: [{ bucket: 'daily:<user>' }] }, /"role" must be "admin" or "user"/],
+      [{ models: 7, rate_limit: { requests_per_minute: 1 } }, /"models" must be a glob string/],
+      [{ role: 'user', send_hooks: ['pii'], models: [1] }, /"models" must contain strings/],
+    ]) {
+      r = await chatAs(JSON.stringify({ [CAP]: [...grant, cap] }));
+      assert.equal(r.status, 403, JSON.stringify(cap));
+      const msg = (await r.json()).error.message;
+      assert.match(msg, /access denied: a capability from the tailnet policy cannot be read/);
+      assert.match(msg, why);
+    }
+    r = await chatAs(JSON.stringify({ [CAP]: [...grant, { role: 'superuser', models: '**' }] }));
+    assert.equal(r.status, 200);
+    assert.match(gw.output(), /capability of erin@example.com from the tailnet policy cannot be read and grants nothing: "role" must be/);
+
+    // a capability naming one member twice: which one counts? (Go's reader
+    // takes the last, cJSON the first) Refused when it limits, else skipped
+    const dupTools = `{"${CAP}": [{"role": "user"}, {"models": "gemini/**"}, ` +
+      '{"tools": {"deny": ["Bash"]}, "tools": {"allow": ["**"]}}]}';
+    r = await chatAs(dupTools);
+    assert.equal(r.status, 403);
+    assert.match((await r.json()).error.message, /cannot be read: a capability names one member twice/);
+    r = await chatAs(`{"${CAP}": [{"role": "user"}, {"models": "openai/gpt-4o"}, {"role": "user", "role": "admin"}]}`);
+    assert.equal(r.status, 200);
+    r = await as(`{"${CAP}": [{"role": "user"}, {"models": "openai/gpt-4o"}, {"role": "user", "role": "admin"}]}`);
+    assert.equal((await r.json()).role, 'user');
+  });
+
   it('the official SDK works from a tailnet peer', async () => {
     const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: '-', maxRetries: 0, fetchOptions: { dispatcher: from(CAROL) } });
     const r = await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
