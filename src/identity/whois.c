@@ -185,12 +185,32 @@ static void entry_unref(void *e)
     kl_whois_entry_unref(e);
 }
 
+/* tailscaled's answer for a peer it does not know (Go's http.Error adds the
+ * line feed). Any other 404 (an older tailscaled, or something else on the
+ * socket) says nothing about the peer: taken for "not a tailnet caller", it
+ * would pass the caller on to the next source, loopback included. */
+static bool no_match(const char *body, size_t len)
+{
+    static const char text[] = "no match for IP:port";
+    return body && len >= sizeof(text) - 1 && memcmp(body, text, sizeof(text) - 1) == 0;
+}
+
+/* The start of an error body, printable ASCII only, for a message. */
+static const char *first_line(const char *body, size_t len, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (size_t i = 0; body && i < len && o + 1 < outlen && body[i] != '\n'; i++)
+        out[o++] = body[i] >= 0x20 && body[i] < 0x7f ? body[i] : '?';
+    out[o] = '\0';
+    return o ? out : "no body";
+}
+
 /* Build the cache entry for a finished lookup; NULL (with *err) on failure. */
 static struct kl_whois_entry *entry_from(const char *ip, int status, const char *body, size_t len,
                                          const char *error, const struct pending *p,
                                          char *err, size_t errlen)
 {
-    if (status == 404) {
+    if (status == 404 && no_match(body, len)) {
         struct kl_whois_entry *e = calloc(1, sizeof(*e));
         if (!e)
             abort();
@@ -201,10 +221,13 @@ static struct kl_whois_entry *entry_from(const char *ip, int status, const char 
         return e;
     }
     if (status != 200) {
-        if (status == 0)
+        if (status == 0) {
             snprintf(err, errlen, "tailscaled is unavailable (%s)", error ? error : "no answer");
-        else
-            snprintf(err, errlen, "tailscaled answered WhoIs with HTTP %d", status);
+        } else {
+            char line[81];
+            snprintf(err, errlen, "tailscaled answered WhoIs with HTTP %d (%s)", status,
+                     first_line(body, len, line, sizeof(line)));
+        }
         return NULL;
     }
     struct kl_whois_entry *e = calloc(1, sizeof(*e));

@@ -241,12 +241,18 @@ describe('identity and grants', () => {
     assert.equal(outside.body.source, 'loopback');
   });
 
-  it('tailscaled answering garbage or 500 fails closed with 503', async () => {
+  it('tailscaled answering garbage, 500 or a 404 that is not its "no match" fails closed with 503', async () => {
     for (const ip of [GARBAGE, TS500]) {
       const r = await chat(gw, ip, 'gpt-4o');
       assert.equal(r.status, 503, ip);
       assert.match((await r.json()).error.message, /tailscaled|WhoIs/);
     }
+    // a 404 from something that is not tailscaled's WhoIs (an older tailscaled,
+    // another server on the socket) says nothing about the peer: taken for "not
+    // a tailnet caller", the request would have gone on to (loopback)
+    const r = await whoami(gw, '127.0.0.17');
+    assert.equal(r.status, 503);
+    assert.match(r.body.error.message, /cannot identify the caller: tailscaled answered WhoIs with HTTP 404 \(404 page not found\)/);
   });
 
   it('tailscaled stopped -> 503; recovered when it returns', async () => {
