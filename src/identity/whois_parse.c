@@ -31,6 +31,15 @@ static const char **str_array(const cJSON *arr, kl_arena *a, size_t *n)
     return v;
 }
 
+/* Has another member of obj the name of m? */
+static bool named_twice(const cJSON *obj, const cJSON *m)
+{
+    for (const cJSON *o = obj->child; o; o = o->next)
+        if (o != m && o->string && m->string && strcmp(o->string, m->string) == 0)
+            return true;
+    return false;
+}
+
 /* CapMap names may carry an "https://" prefix in older tailnets. */
 static void normalize_capmap(cJSON *caps)
 {
@@ -46,7 +55,13 @@ static void normalize_capmap(cJSON *caps)
     /* Both names of one capability (a policy mid-migration has both, and
      * tailscaled sorts the https:// one first): one member holding the
      * values of both, or a reader taking the first would drop the rest
-     * (tool limits, quotas, hooks). */
+     * (tool limits, quotas, hooks). A copy with no values (null) holds
+     * nothing: read first, it hid the other's. */
+    for (cJSON *c = caps ? caps->child : NULL, *next; c; c = next) {
+        next = c->next;
+        if (cJSON_IsNull(c) && named_twice(caps, c))
+            cJSON_Delete(cJSON_DetachItemViaPointer(caps, c));
+    }
     for (cJSON *c = caps ? caps->child : NULL; c; c = c->next) {
         cJSON *d = c->next;
         while (d) {

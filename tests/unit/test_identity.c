@@ -94,6 +94,18 @@ static void capmap_names_merged(void **state)
     assert_non_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(ap, 0), "role"));
     assert_non_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(ap, 3), "quotas"));
     cJSON_Delete(caps);
+    /* a copy granted with no values (null), sorted first, hides nothing */
+    body = "{\"Node\":{\"Name\":\"bob-laptop.example.ts.net.\"},"
+           "\"UserProfile\":{\"LoginName\":\"bob@example.com\"},"
+           "\"CapMap\":{\"https://tailscale.com/cap/aperture\":null,"
+           "\"tailscale.com/cap/aperture\":[{\"tools\":{\"deny\":[\"Bash\"]}}],\"example.com/cap/y\":null}}";
+    assert_int_equal(kl_whois_parse(body, strlen(body), &a, &id, &caps, &why), 1);
+    assert_int_equal(cJSON_GetArraySize(caps), 2);
+    ap = cJSON_GetObjectItemCaseSensitive(caps, "tailscale.com/cap/aperture");
+    assert_int_equal(cJSON_GetArraySize(ap), 1);
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(ap, 0), "tools"));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(caps, "example.com/cap/y")));
+    cJSON_Delete(caps);
     kl_arena_free(&a);
 }
 
