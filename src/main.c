@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "listen/server.h"
 #include "record/cli.h"
+#include "record/record.h"
 #include "record/store.h"
 
 #define KL_VERSION "0.1.0"
@@ -95,9 +96,11 @@ static int cmd_check(int argc, char **argv)
     }
     kl_diags d = {0};
     kl_config *cfg = kl_config_load(path, &d);
+    if (cfg)
+        kl_record_probe_store(cfg->store, &d);
     kl_diags_print(&d, path, stdout);
     bool strict = has_flag(argc, argv, "--strict");
-    int rc = (!cfg || (strict && d.warnings > 0)) ? 1 : 0;
+    int rc = (!cfg || d.errors > 0 || (strict && d.warnings > 0)) ? 1 : 0;
     printf("%s: %d error%s, %d warning%s\n", path, d.errors, d.errors == 1 ? "" : "s", d.warnings,
            d.warnings == 1 ? "" : "s");
     kl_diags_free(&d);

@@ -1,8 +1,10 @@
 /* The `store` section (keyless) and `database` (Aperture: retention). */
 #include "record/record.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void store_defaults(kl_cfg_ctx *c)
@@ -133,6 +135,40 @@ void kl_record_read_database(kl_cfg_ctx *c, const cJSON *v)
             kl_cfg_report(c, KL_SEV_WARNING, m, "unknown key \"%s\" in database.retention (ignored)", k);
         }
     }
+}
+
+/* Only what can be told without creating or changing anything: a SQLite
+ * file serve could not open for writing, or a directory it could not
+ * create one in (SQLite also writes its -wal and -shm files there). Notes,
+ * not errors: check may run on another machine than serve (a deploy
+ * pipeline), where the path need not exist. A PostgreSQL server is not
+ * contacted, for the same reason. */
+void kl_record_probe_store(const struct kl_store_cfg *s, kl_diags *d)
+{
+    if (s->driver != KL_STORE_SQLITE || strcmp(s->target, ":memory:") == 0)
+        return;
+    struct stat st;
+    if (stat(s->target, &st) == 0) {
+        if (S_ISDIR(st.st_mode))
+            kl_diags_add(d, KL_SEV_NOTE, 0, 0, "on this machine, serve could not open store.path %s: it is a directory",
+                         s->target);
+        else if (access(s->target, R_OK | W_OK) != 0)
+            kl_diags_add(d, KL_SEV_NOTE, 0, 0, "on this machine, serve could not open store.path %s for writing: %s",
+                         s->target, strerror(errno));
+    } else if (errno != ENOENT) {
+        kl_diags_add(d, KL_SEV_NOTE, 0, 0, "on this machine, serve could not open store.path %s: %s", s->target,
+                     strerror(errno));
+        return;
+    }
+    const char *slash = strrchr(s->target, '/');
+    char dir[4096] = ".";
+    if (slash == s->target)
+        snprintf(dir, sizeof(dir), "/");
+    else if (slash)
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - s->target), s->target);
+    if (access(dir, W_OK | X_OK) != 0)
+        kl_diags_add(d, KL_SEV_NOTE, 0, 0, "on this machine, serve could not create store.path %s in %s: %s",
+                     s->target, dir, strerror(errno));
 }
 
 /* What the two sections say together, once both are read. */

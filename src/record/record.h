@@ -36,6 +36,8 @@ const char *kl_record_restart_only(const kl_config *a, const kl_config *b);
 void kl_record_read_database(kl_cfg_ctx *c, const cJSON *v);
 /* Checks across store, database and exporters, after every section is read. */
 void kl_record_check_config(kl_cfg_ctx *c);
+/* keyless check: would serve open the store here? Notes go to d. */
+void kl_record_probe_store(const struct kl_store_cfg *s, kl_diags *d);
 
 /* Open the store, mark this instance's unfinished records interrupted, and
  * start the writer. -1 with err when the store cannot be used. */

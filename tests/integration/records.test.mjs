@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import http from 'node:http';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -661,5 +661,31 @@ describe('records API: bad input and whose records', () => {
     const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', cfg], { encoding: 'utf8' });
     assert.equal(r.status, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /"login" must be a non-empty string/);
+  });
+
+  it('keyless check says when serve could not open the SQLite store path here, and creates nothing', () => {
+    // a note, not an error: a deploy pipeline may check the file on a machine
+    // where the path does not exist
+    const dir = mkdtempSync(join(tmpdir(), 'kl-check-store-'));
+    const check = (store) => {
+      const cfg = join(dir, 'keyless.hujson');
+      writeFileSync(cfg, JSON.stringify({ providers: providersFor('http://127.0.0.1:9'), store }));
+      return spawnSync(join(BUILD, 'keyless'), ['check', '--config', cfg], { encoding: 'utf8' });
+    };
+    let r = check({ path: join(dir, 'missing', 'keyless.db') });
+    assert.equal(r.status, 0, r.stdout);
+    assert.match(r.stdout,
+      /note: on this machine, serve could not create store.path .*missing\/keyless.db in .*missing: No such file/);
+    r = check({ path: dir });
+    assert.match(r.stdout, /note: on this machine, serve could not open store.path .*: it is a directory/);
+    // what serve would open draws no note, and check made no file
+    r = check({ path: join(dir, 'keyless.db') });
+    assert.equal(r.status, 0, r.stdout);
+    assert.doesNotMatch(r.stdout, /store.path/);
+    assert.ok(!existsSync(join(dir, 'keyless.db')));
+    // the server behind a PostgreSQL store is not contacted by check
+    r = check({ driver: 'postgres', url: 'postgresql://nobody@127.0.0.1:9/none' });
+    assert.equal(r.status, 0, r.stdout);
+    assert.doesNotMatch(r.stdout, /serve could not/);
   });
 });
