@@ -41,6 +41,7 @@ typedef struct kl_server {
     int nworkers;
     struct kl_worker *workers;
     atomic_bool stopping;
+    atomic_int adopted;                     /* snapshots taken by workers after reloads (listen/reload.c) */
     struct kl_whois_cache *whois_cache;     /* shared by every worker */
     struct kl_writer *writer;               /* the record store's writer thread */
     struct kl_query *query;                 /* the record store's reader thread */

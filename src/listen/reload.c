@@ -8,8 +8,10 @@
  * kept), leaves the running configuration as it is and says why. */
 #include "listen/reload.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/config.h"
 #include "core/log.h"
@@ -55,6 +57,16 @@ static void adopt(void *arg)
     /* a trust domain or CA taken out must not keep working on a
      * connection that was verified with it */
     kl_conn_retire_tls(w);
+    atomic_fetch_add(&w->server->adopted, 1);
+}
+
+/* Until every worker has taken the new snapshot (at most ms): "reloaded"
+ * in the log then means the next request runs on it. */
+static void wait_adopted(kl_server *srv, int before, int ms)
+{
+    const struct timespec tick = {0, 1000000};
+    for (int waited = 0; atomic_load(&srv->adopted) - before < srv->nworkers && waited < ms; waited++)
+        nanosleep(&tick, NULL);
 }
 
 void kl_server_reload(kl_server *srv)
@@ -71,17 +83,21 @@ void kl_server_reload(kl_server *srv)
         kl_error("SIGHUP: %s changed in %s, which takes a restart; nothing was reloaded", what, cur->path);
         kl_config_unref(n);
     } else {
-        kl_info("SIGHUP: configuration reloaded from %s (%zu provider%s)", cur->path, n->nproviders,
-                n->nproviders == 1 ? "" : "s");
-        kl_log_set_level((enum kl_log_level)n->log_level); /* after the line above, which a quieter level would drop */
         /* a new account (a rotated key) has its first token before the
          * workers adopt the snapshot, as at start-up */
         if (kl_server_watch_accounts(srv, n))
             kl_server_wait_accounts(srv, 5000);
+        size_t nproviders = n->nproviders;
+        int log_level = n->log_level;
         kl_config_holder_swap(&srv->config, n);
         kl_record_server_reloaded(srv, n);
+        int before = atomic_load(&srv->adopted);
         for (int i = 0; i < srv->nworkers; i++)
             kl_mailbox_post(&srv->workers[i], adopt, &srv->workers[i]);
+        wait_adopted(srv, before, 5000);
+        kl_info("SIGHUP: configuration reloaded from %s (%zu provider%s)", cur->path, nproviders,
+                nproviders == 1 ? "" : "s");
+        kl_log_set_level((enum kl_log_level)log_level); /* after the line above, which a quieter level would drop */
     }
     kl_config_unref(cur);
 }

@@ -40,7 +40,7 @@ async function startFormServer(answer, port = 0) {
 // Google's OAuth token endpoint as far as a service account sees it
 // (RFC 7523 JWT bearer grant): the assertion must be signed by the account's
 // key and name the account, the endpoint and the cloud-platform scope.
-async function startTokenEndpoint(publicKeys, { lifetime = 3599, fail = false, port = 0 } = {}) {
+async function startTokenEndpoint(publicKeys, { lifetime = 3599, fail = false, port = 0, delayMs = {} } = {}) {
   const keys = publicKeys.asymmetricKeyType ? { 'kid-1': publicKeys } : publicKeys; // by kid
   const issued = [];
   const kids = [];
@@ -62,7 +62,9 @@ async function startTokenEndpoint(publicKeys, { lifetime = 3599, fail = false, p
     const token = `ya29.test-token-${++n}-${crypto.randomBytes(8).toString('hex')}`;
     issued.push(token);
     kids.push(head.kid);
-    reply(200, { access_token: token, expires_in: lifetime, token_type: 'Bearer' });
+    // delayMs: {kid: ms}, a slow answer for that key's tokens
+    setTimeout(() => reply(200, { access_token: token, expires_in: lifetime, token_type: 'Bearer' }),
+      delayMs[head.kid] || 0);
   }, port);
   return { ...ep, issued, kids };
 }
@@ -993,7 +995,9 @@ describe('Vertex AI', () => {
 
   it('a rotated key applies on SIGHUP with its first token minted before the reload ends', async () => {
     const a = serviceAccount('kid-a'), b = serviceAccount('kid-b');
-    const ep = await startTokenEndpoint({ 'kid-a': a.publicKey, 'kid-b': b.publicKey });
+    // the new key's first token is slow: "reloaded" in the log must still
+    // mean the next request goes with it
+    const ep = await startTokenEndpoint({ 'kid-a': a.publicKey, 'kid-b': b.publicKey }, { delayMs: { 'kid-b': 500 } });
     const g = await startGateway({ providers: { vertex: vertexProvider(mock.url, a.file(ep.url)) } });
     const ask = () => fetch(`${g.url}/v1/projects/p1/locations/global/publishers/anthropic/models/${SONNET}:rawPredict`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
