@@ -5,13 +5,28 @@
 #include <string.h>
 #include <strings.h>
 
+/* A name as a CGI, WSGI or PHP server reads it: case folded and '_' taken
+ * for '-', so X_Api_Key is x-api-key there. A header dropped under its own
+ * name must be dropped under that twin too, or it reaches such a server
+ * anyway (nginx drops every name with '_'; that would also drop Codex's
+ * session_id, which routes its prompt cache). */
+static bool same_name(const char *name, const char *lower)
+{
+    for (; *name && *lower; name++, lower++) {
+        char c = (char)(*name == '_' ? '-' : (*name | (*name >= 'A' && *name <= 'Z' ? 0x20 : 0)));
+        if (c != *lower)
+            return false;
+    }
+    return *name == *lower;
+}
+
 /* Every request header meets every name of a list: the first byte (| 0x20
  * folds ASCII case, and maps equal bytes to equal bytes) turns most away
- * before strcasecmp; so every name listed is written lowercase. */
+ * before the whole comparison; so every name listed is written lowercase. */
 static bool listed(const char *name, const char *const *list, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if ((name[0] | 0x20) == list[i][0] && strcasecmp(name, list[i]) == 0)
+        if ((name[0] | 0x20) == list[i][0] && same_name(name, list[i]))
             return true;
     return false;
 }
@@ -39,7 +54,7 @@ bool kl_route_drop_request_header(const char *name)
     if (kl_route_credential_header(name) || listed(name, drop, sizeof(drop) / sizeof(drop[0])))
         return true;
     /* tailscale serve identity headers are for the gateway, not providers */
-    return strncasecmp(name, "tailscale-", 10) == 0;
+    return strncasecmp(name, "tailscale", 9) == 0 && (name[9] == '-' || name[9] == '_');
 }
 
 bool kl_route_billing_header(const char *name)

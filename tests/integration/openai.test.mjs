@@ -33,6 +33,23 @@ describe('OpenAI dialect', () => {
     assert.equal(JSON.parse(seen.body).model, 'gpt-4o');
   });
 
+  it('a header dropped by name is dropped under its \'_\' twin too, which CGI, WSGI and PHP servers read as it', async () => {
+    await mock.clear();
+    const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json',
+      X_Api_Key: 'sk-caller-underscored', authorization: 'Bearer caller-placeholder-key', Tailscale_User_Login: 'boss@example.com',
+      openai_organization: 'org-caller', session_id: 'codex-session-1', 'x-custom-trace': 't-1' },
+    body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
+    assert.equal(r.status, 200);
+    await r.arrayBuffer();
+    const h = headerMap((await mock.last()).headers);
+    for (const name of ['x_api_key', 'tailscale_user_login', 'openai_organization'])
+      assert.equal(h[name], undefined, name);
+    assert.equal(h.authorization, `Bearer ${KEYS.openai}`);
+    // any other name with '_' goes: Codex CLI's session_id routes its prompt cache
+    assert.equal(h.session_id, 'codex-session-1');
+    assert.equal(h['x-custom-trace'], 't-1');
+  });
+
   it('the caller\'s organization and project headers never go beside the gateway\'s key', async () => {
     // the SDK sends them from OPENAI_ORG_ID / OPENAI_PROJECT_ID: with the
     // gateway's key, OpenAI refuses a mismatch or bills the caller's choice
