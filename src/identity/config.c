@@ -136,6 +136,34 @@ static int source_by_name(const char *s)
     return -1;
 }
 
+/* tailscale serve's identity headers are believed from any loopback peer.
+ * With tailscaled in userspace networking (the official container image's
+ * default) a tailnet peer that reaches keyless's port directly also comes
+ * from loopback, with headers of its own making: WhoIs knows that peer, so
+ * it must be asked first, and without it nothing tells the two apart. */
+static void warn_serve_order(kl_cfg_ctx *c, const cJSON *at, const struct kl_identity_cfg *ic)
+{
+    int serve = -1, tailscale = -1;
+    for (size_t i = 0; i < ic->norder; i++) {
+        if (ic->order[i] == KL_SRC_SERVE)
+            serve = (int)i;
+        else if (ic->order[i] == KL_SRC_TAILSCALE)
+            tailscale = (int)i;
+    }
+    if (serve < 0)
+        return;
+    if (tailscale < 0)
+        kl_cfg_report(c, KL_SEV_WARNING, at,
+                      "serve_headers without tailscale: any local process, and with tailscaled in userspace "
+                      "networking any tailnet peer reaching keyless's port directly, can claim any login in "
+                      "Tailscale-User-Login; enable tailscale (WhoIs identifies direct peers first)");
+    else if (serve < tailscale)
+        kl_cfg_report(c, KL_SEV_WARNING, at,
+                      "identity.order puts serve before tailscale: with tailscaled in userspace networking a tailnet "
+                      "peer reaching keyless's port directly comes from loopback, and its own Tailscale-User-Login "
+                      "would be believed; put tailscale first");
+}
+
 void kl_identity_read_config(kl_cfg_ctx *c, const cJSON *v)
 {
     struct kl_identity_cfg *ic = kl_arena_alloc(&c->cfg->arena, sizeof(*ic));
@@ -207,6 +235,7 @@ void kl_identity_read_config(kl_cfg_ctx *c, const cJSON *v)
             if (enabled[s])
                 ic->order[ic->norder++] = (enum kl_id_source)s;
     }
+    warn_serve_order(c, order ? order : v, ic);
     if (!v)
         kl_cfg_report(c, KL_SEV_NOTE, NULL,
                       "no identity section: only loopback callers are identified (add \"identity\": {\"tailscale\": {}} for tailnet peers)");

@@ -3,12 +3,15 @@
 // different tailnet peers by leaving from 127.0.0.2, 127.0.0.3, ...
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import OpenAI from 'openai';
 import { Agent } from 'undici';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startMock, startGateway, startHook, providersFor, assertNoKeys, startTailscaled, from, externalIPv4 } from './lib/harness.mjs';
+import { startMock, startGateway, startHook, providersFor, assertNoKeys, startTailscaled, from, externalIPv4, BUILD } from './lib/harness.mjs';
 
 const ALICE = '127.0.0.2', BOB = '127.0.0.3', CI = '127.0.0.4', PROD = '127.0.0.5', LEGACY = '127.0.0.6',
   NOBODY = '127.0.0.7', CAROL = '127.0.0.8', GARBAGE = '127.0.0.9', TS500 = '127.0.0.10', DAVE = '127.0.0.12',
@@ -481,6 +484,23 @@ describe('identity and grants', () => {
     assert.equal(r.status, 200);
     r = await as(`{"${CAP}": [{"role": "user"}, {"models": "openai/gpt-4o"}, {"role": "user", "role": "admin"}]}`);
     assert.equal((await r.json()).role, 'user');
+  });
+
+  it('keyless check warns when serve headers could be believed from a tailnet peer that reached the port directly', () => {
+    // with tailscaled in userspace networking such a peer comes from loopback too
+    const dir = mkdtempSync(join(tmpdir(), 'kl-serve-order-'));
+    const check = (identity) => {
+      const cfg = join(dir, 'keyless.hujson');
+      writeFileSync(cfg, JSON.stringify({ identity, grants: GRANTS, providers: providersFor('http://127.0.0.1:9') }));
+      const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', cfg], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      return r.stdout;
+    };
+    assert.match(check({ serve_headers: true }), /warning: serve_headers without tailscale: any local process, and with tailscaled in userspace networking any tailnet peer/);
+    assert.match(check({ tailscale: {}, serve_headers: true, order: ['serve', 'tailscale'] }),
+      /warning: identity.order puts serve before tailscale/);
+    assert.doesNotMatch(check({ tailscale: {}, serve_headers: true }), /serve_headers|serve before/);
+    assert.doesNotMatch(check({ tailscale: {}, serve_headers: true, order: ['tailscale', 'serve', 'loopback'] }), /serve before/);
   });
 
   it('the official SDK works from a tailnet peer', async () => {
