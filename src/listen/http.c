@@ -147,12 +147,13 @@ static int request_line(char *line, size_t ll, kl_arena *a, kl_http_request *req
         req->path = target;
     }
     const char *version = sp2 + 1;
-    if (strncmp(version, "HTTP/1.", 7) != 0 || !(version[7] == '0' || version[7] == '1') ||
-        version[8] != '\0') {
+    if (strncmp(version, "HTTP/1.", 7) != 0 || version[7] < '0' || version[7] > '9' || version[8] != '\0') {
         *why = "unsupported HTTP version";
         return strncmp(version, "HTTP/", 5) == 0 ? -505 : -400;
     }
-    req->minor = version[7] - '0';
+    /* a later minor version of 1 is read as 1.1, the highest we implement
+     * (RFC 9112 section 2.3) */
+    req->minor = version[7] == '0' ? 0 : 1;
     return 0;
 }
 

@@ -369,13 +369,19 @@ describe('slow clients', () => {
     let rec = await recordWithStatus(431);
     assert.equal(rec.method, 'POST');
     assert.equal(rec.path, '/v1/messages');
-    raw = await rawRequest(gw.url, 'POST /v1beta/models/gemini-2.5-flash:generateContent HTTP/1.2\r\nHost: x\r\n' +
+    raw = await rawRequest(gw.url, 'POST /v1beta/models/gemini-2.5-flash:generateContent HTTP/2.0\r\nHost: x\r\n' +
       'Content-Length: 2\r\n\r\n{}');
     assert.match(raw, /^HTTP\/1.1 505 /);
     assert.ok(bodyOf(raw).error.status, 'Gemini\'s shape');
     rec = await recordWithStatus(505);
     assert.equal(rec.path, '/v1beta/models/gemini-2.5-flash:generateContent');
     assert.equal(rec.dialect, 'gemini');
+    // a later minor version of HTTP/1 is served as HTTP/1.1 (RFC 9112 section 2.3), Host required as there
+    raw = await rawRequest(gw.url, 'GET /v1/models HTTP/1.2\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.match(raw, /^HTTP\/1.1 200 /);
+    assert.ok(Array.isArray(bodyOf(raw).data));
+    raw = await rawRequest(gw.url, 'GET /v1/models HTTP/1.9\r\nConnection: close\r\n\r\n');
+    assert.match(raw, /^HTTP\/1.1 400 /);
     raw = await rawRequest(gw.url, 'POST /v1/messages HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\nContent-Length: 2\r\n\r\n{}');
     assert.match(raw, /^HTTP\/1.1 400 /);
     assert.equal(bodyOf(raw).type, 'error');
