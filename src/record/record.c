@@ -371,6 +371,19 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
     struct kl_store *s = kl_store_open(sc->driver, sc->target, true, err, errlen);
     if (!s)
         return -1;
+    /* Two gateways under one name each take the other's requests in
+     * flight for their own, cut short by a crash, when they start. Only
+     * said, not refused: a session that died with its host holds the name
+     * until PostgreSQL notices (hours, without TCP keepalives), and the
+     * gateway must start after that crash all the same. */
+    int claimed = kl_store_claim_instance(s, sc->instance, err, errlen);
+    if (claimed == 0)
+        kl_warn("store.instance \"%s\" is held by another session on this PostgreSQL database: another gateway "
+                "runs under this name (give each its own; it is the host name by default), or one that died with "
+                "its host has not been noticed yet. Its requests in flight are now marked interrupted",
+                sc->instance);
+    else if (claimed < 0)
+        kl_warn("cannot hold store.instance \"%s\": %s", sc->instance, err);
     /* Whatever this instance left in progress was cut short by a crash (and
      * is final now). */
     if (mark_interrupted(s, sc, err, errlen) < 0) {

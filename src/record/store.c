@@ -84,6 +84,11 @@ int kl_store_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *
     return n ? s->write(s, v, n, err, errlen) : 0;
 }
 
+int kl_store_claim_instance(struct kl_store *s, const char *instance, char *err, size_t errlen)
+{
+    return s->claim ? s->claim(s, instance, err, errlen) : 1;
+}
+
 int kl_store_exec(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,
                   cJSON **rows, char *err, size_t errlen)
 {

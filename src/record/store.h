@@ -41,6 +41,11 @@ int kl_store_write(struct kl_store *s, struct kl_rec *const *v, size_t n, char *
  * (export_queue, migration 5), in the same transaction: with an exporter. */
 void kl_store_set_export_queue(struct kl_store *s, bool on);
 
+/* Hold the instance name for as long as s is open (PostgreSQL: an advisory
+ * lock of the session, taken again after a reconnect): 1, or 0 when another
+ * session holds it, -1 on error (err). SQLite: 1 (one file, one host). */
+int kl_store_claim_instance(struct kl_store *s, const char *instance, char *err, size_t errlen);
+
 /* Run a statement with '?' placeholders and text parameters (NULL = SQL
  * NULL). Rows come back as a JSON array of objects keyed by column name;
  * integer columns as numbers. rows may be NULL for statements. */

@@ -53,6 +53,7 @@ struct kl_store {
     int (*write)(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen);
     int (*exec)(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,
                 cJSON **rows, char *err, size_t errlen);
+    int (*claim)(struct kl_store *s, const char *instance, char *err, size_t errlen); /* NULL: nothing to hold */
 };
 
 #endif

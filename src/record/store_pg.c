@@ -15,9 +15,11 @@
 
 #include <libpq-fe.h>
 
+#include "core/log.h"
 #include "record/schema.h"
 
 #define KL_PG_LOCK 0x6b65796c657373 /* "keyless" */
+#define KL_PG_INSTANCE_LOCK 0x6b6c     /* "kl": the class of the two-key locks on instance names */
 #define KL_PG_WAIT_MS 15000         /* the longest a statement's answer is waited for */
 #define KL_PG_CONNECT_TIMEOUT "10"  /* seconds; the URL may say otherwise */
 /* After a server that did not answer, calls fail at once for this long:
@@ -39,6 +41,7 @@ struct pg_store {
     bool timed_out;             /* ... got no answer in KL_PG_WAIT_MS */
     int64_t down_until;         /* mono_ms: after a time-out or a failed reconnect, calls fail at once until then */
     int64_t wait_ms;            /* how long an answer is waited for: KL_PG_WAIT_MS, longer for migrations */
+    char *instance;             /* the instance name this connection holds (pg_claim), or NULL */
     size_t update_map[64], nupdate;
 };
 
@@ -103,12 +106,21 @@ static const char *dollar(size_t i, char *buf)
     return buf;
 }
 
+static char *strdup_or_die(const char *s)
+{
+    char *d = strdup(s);
+    if (!d)
+        abort();
+    return d;
+}
+
 static void pg_close(struct kl_store *s)
 {
     struct pg_store *p = (struct pg_store *)s;
     if (p->conn)
         PQfinish(p->conn);
     free(p->conninfo);
+    free(p->instance);
     free(p);
 }
 
@@ -120,6 +132,28 @@ static int cmd(struct pg_store *p, const char *sql, char *err, size_t errlen)
         snprintf(err, errlen, "postgres: %s", pg_error(p));
     PQclear(r);
     return ok ? 0 : -1;
+}
+
+/* Take the advisory lock on p->instance for this session: 1 held, 0 held
+ * by another session, -1 on error. */
+static int lock_instance(struct pg_store *p, char *err, size_t errlen)
+{
+    char *lit = PQescapeLiteral(p->conn, p->instance, strlen(p->instance));
+    if (!lit) {
+        snprintf(err, errlen, "postgres: %s", pg_error(p));
+        return -1;
+    }
+    char sql[512];
+    snprintf(sql, sizeof(sql), "SELECT pg_try_advisory_lock(%d, hashtext(%s))", KL_PG_INSTANCE_LOCK, lit);
+    PQfreemem(lit);
+    PGresult *r = result_of(p, PQsendQuery(p->conn, sql));
+    int held = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        held = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    else
+        snprintf(err, errlen, "postgres: %s", pg_error(p));
+    PQclear(r);
+    return held;
 }
 
 /* A dropped connection (server restart) is reopened once per call. A
@@ -147,7 +181,20 @@ static int ensure(struct pg_store *p, char *err, size_t errlen)
     PQsetnonblocking(p->conn, 1);
     char ignore[64];
     cmd(p, KL_PG_STATEMENT_TIMEOUT, ignore, sizeof(ignore));
+    /* the instance's lock went with the old session; taken meanwhile by a
+     * gateway started with the same name, it says so (records still go) */
+    if (p->instance && lock_instance(p, ignore, sizeof(ignore)) == 0)
+        kl_warn("store.instance \"%s\" was taken by another gateway while this one reconnected to PostgreSQL: "
+                "a restart of either marks the other's requests in flight interrupted", p->instance);
     return 0;
+}
+
+static int pg_claim(struct kl_store *s, const char *instance, char *err, size_t errlen)
+{
+    struct pg_store *p = (struct pg_store *)s;
+    free(p->instance);
+    p->instance = strdup_or_die(instance);
+    return ensure(p, err, errlen) < 0 ? -1 : lock_instance(p, err, errlen);
 }
 
 static int prepare_one(struct pg_store *p, const char *name, char *sql, size_t nparams, char *err, size_t errlen)
@@ -159,14 +206,6 @@ static int prepare_one(struct pg_store *p, const char *name, char *sql, size_t n
         snprintf(err, errlen, "postgres: preparing %s: %s", name, pg_error(p));
     PQclear(r);
     return ok ? 0 : -1;
-}
-
-static char *strdup_or_die(const char *s)
-{
-    char *d = strdup(s);
-    if (!d)
-        abort();
-    return d;
 }
 
 static int prepare(struct pg_store *p, char *err, size_t errlen)
@@ -422,7 +461,8 @@ struct kl_store *kl_pg_open(const char *url, bool do_migrate, char *err, size_t 
     struct pg_store *p = calloc(1, sizeof(*p));
     if (!p)
         abort();
-    p->base = (struct kl_store){.driver = KL_STORE_POSTGRES, .close = pg_close, .write = pg_write, .exec = pg_exec};
+    p->base = (struct kl_store){.driver = KL_STORE_POSTGRES, .close = pg_close, .write = pg_write, .exec = pg_exec,
+                                .claim = pg_claim};
     p->wait_ms = KL_PG_WAIT_MS;
     /* connect_timeout before the URL, which may set its own: a server that
      * accepts and never answers would hold the connect (PQreset's too) */

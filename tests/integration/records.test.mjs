@@ -430,6 +430,36 @@ describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KE
     await gw.stop();
     await mock.stop();
     assert.doesNotMatch(gw.output(), /write failed|store (query )?failed/);
+    // the writer's new session holds the instance name again, which nobody else took
+    assert.doesNotMatch(gw.output(), /store.instance/);
+  });
+
+  it('a second gateway started under a name another one runs under is warned, and still starts', async () => {
+    // each would take the other's requests in flight, cut short by a crash, for its own
+    const mock = await startMock();
+    const name = `kl-twin-${process.pid}`;
+    const start = (instance) => startGateway({
+      identity, grants, store: { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance },
+      providers: providersFor(mock.url),
+    });
+    const a = await start(name);
+    const b = await start(name);
+    const c = await start(`${name}-other`);
+    try {
+      assert.match(b.output(), /store.instance "kl-twin-\d+" is held by another session on this PostgreSQL database: another gateway runs under this name/);
+      assert.doesNotMatch(a.output(), /store.instance/);
+      assert.doesNotMatch(c.output(), /store.instance/);
+      const r = await chat(b, USER, { model: 'gpt-4o', messages: [] });
+      assert.equal(r.status, 200);
+      await r.text();
+    } finally {
+      await Promise.all([a.stop(), b.stop(), c.stop()]);
+      await mock.stop();
+    }
+    // the name is free again once its holder has stopped
+    const d = await start(name);
+    await d.stop();
+    assert.doesNotMatch(d.output(), /store.instance/);
   });
 });
 
