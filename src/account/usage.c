@@ -68,7 +68,8 @@ struct kl_usage_parser {
     bool strict;                /* a tool policy reads this answer: every event in full */
     bool bedrock;               /* Bedrock InvokeModel: kl_usage_bedrock */
     const char *ambiguous;      /* why the caller could read the answer differently, or NULL */
-    int64_t text_bytes;         /* Anthropic: text, thinking and tool input the deltas carried (decoded, about) */
+    int64_t text_bytes;         /* text, thinking and tool input the answer carried so far (decoded, about):
+                                   Anthropic's deltas, Gemini's parts */
     bool thinking;              /* Anthropic: a thinking block went by (kl_usage_settle) */
     bool ended;                 /* the stream's own end went by: OpenAI's [DONE], Anthropic's message_stop */
     struct arr_split arr;
@@ -627,6 +628,27 @@ static void note_final(kl_usage_parser *p)
  * carries: what a stream cut short before its message_delta is estimated
  * from (kl_usage_settle). A thinking block (plain or redacted) is noted
  * as it starts: what it streams is a summary of what it bills. */
+/* The bytes of the JSON string starting at v (its opening quote), roughly
+ * as decoded: an escape is the one byte it stands for, \uXXXX two. *after
+ * (when given) is set past its closing quote. */
+static size_t string_bytes(const char *v, const char *end, const char **after)
+{
+    size_t len = 0;
+    for (v++; v < end && *v != '"'; v++, len++) {
+        if (*v != '\\' || v + 1 == end)
+            continue;
+        if (v[1] == 'u' && end - v >= 6) {
+            v += 5;
+            len++;
+        } else {
+            v++;
+        }
+    }
+    if (after)
+        *after = v < end ? v + 1 : end;
+    return len;
+}
+
 static size_t anthropic_delta_bytes(kl_usage_parser *p, const char *ev, size_t evl, const char *d, size_t n)
 {
     static const char *const keys[] = {"\"text\":", "\"partial_json\":", "\"thinking\":"};
@@ -648,18 +670,7 @@ static size_t anthropic_delta_bytes(kl_usage_parser *p, const char *ev, size_t e
             continue;
         if (k == 2)
             p->thinking = true;
-        size_t len = 0; /* roughly as decoded: an escape is the one byte it stands for, \uXXXX two */
-        for (v++; v < end && *v != '"'; v++, len++) {
-            if (*v != '\\' || v + 1 == end)
-                continue;
-            if (v[1] == 'u' && end - v >= 6) {
-                v += 5;
-                len++;
-            } else {
-                v++;
-            }
-        }
-        return len;
+        return string_bytes(v, end, NULL);
     }
     return 0;
 }
@@ -862,6 +873,63 @@ static bool span_count(const char *s, const struct kl_json_want *w, int64_t *out
     return true;
 }
 
+static const char *skip_ws_to(const char *c, const char *end)
+{
+    while (c < end && (*c == ' ' || *c == '\t' || *c == '\n' || *c == '\r'))
+        c++;
+    return c;
+}
+
+/* Past the JSON object starting at v (its opening brace), or end. */
+static const char *object_end(const char *v, const char *end)
+{
+    int depth = 0;
+    while (v < end) {
+        if (*v == '"') {
+            string_bytes(v, end, &v);
+            continue;
+        }
+        if (*v == '{')
+            depth++;
+        else if (*v == '}' && --depth == 0)
+            return v + 1;
+        v++;
+    }
+    return end;
+}
+
+/* What a Gemini chunk's candidates carried: the text of its parts
+ * (thoughts included), as decoded, and the arguments of its function
+ * calls, as written. Gemini reports its output only in a stream's last
+ * chunk: a stream cut before that is charged at least this
+ * (kl_usage_settle), as Anthropic's is charged its deltas. */
+static size_t gemini_text_bytes(const char *s, size_t n)
+{
+    const char *end = s + n, *v = s;
+    size_t bytes = 0;
+    while (v < end) {
+        if (*v != '"') {
+            v++;
+            continue;
+        }
+        const char *after;
+        size_t len = string_bytes(v, end, &after);
+        const char *c = skip_ws_to(after, end);
+        bool text = len == 4 && !memcmp(v + 1, "text", 4), args = len == 4 && !memcmp(v + 1, "args", 4);
+        if (c < end && *c == ':' && (text || args)) {
+            c = skip_ws_to(c + 1, end);
+            if (text && c < end && *c == '"') {
+                bytes += string_bytes(c, end, &after);
+            } else if (args && c < end && *c == '{') {
+                after = object_end(c, end);
+                bytes += (size_t)(after - c);
+            }
+        }
+        v = after;
+    }
+    return bytes;
+}
+
 /* usageMetadata holds cumulative counts and omits zero fields (proto3):
  * each one replaces the previous as a whole. Read by scanning, not with
  * cJSON: it comes with every stream chunk, and its detail arrays make a
@@ -874,8 +942,13 @@ static void gemini_usage(kl_usage_parser *p, const char *s, const struct kl_json
     const char *o = s + um->start;
     kl_json_scan_members(o, um->end - um->start, f, sizeof(f) / sizeof(f[0]));
     int64_t v[5] = {0};
+    bool any = false;
     for (size_t i = 0; i < 5; i++)
-        span_count(o, &f[i], &v[i]);
+        any |= span_count(o, &f[i], &v[i]);
+    /* one with no count at all (Vertex may send {"trafficType": ...} alone
+     * in a stream's chunks) says nothing of what was used so far */
+    if (!any)
+        return;
     p->u.input = sub0(v[0], v[1]) + v[2];
     p->u.tool_prompt = v[2];
     p->u.cache_read = v[1];
@@ -897,6 +970,8 @@ static void gemini_object(kl_usage_parser *p, const char *s, size_t len, const c
     kl_json_scan_members(s, len, w, sizeof(w) / sizeof(w[0]));
     if (!p->u.answered && w[2].end && has(s + w[2].start, w[2].end - w[2].start, "\"parts\""))
         p->u.answered = true;
+    if (w[2].end)
+        p->text_bytes += (int64_t)gemini_text_bytes(s + w[2].start, w[2].end - w[2].start);
 
     if (w[0].end && s[w[0].start] == '{')
         gemini_usage(p, s, &w[0]);

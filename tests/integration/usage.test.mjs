@@ -219,6 +219,39 @@ describe('usage and cost in records', () => {
       cache_read: 300, cache_write: 50 }));
   });
 
+  it('a caller that leaves a Gemini stream: its input, output from the text it carried, priced, partial', async () => {
+    // Gemini counts the output only in a stream's last chunk: cut before it,
+    // the answer was charged its input alone
+    for (const alt of ['?alt=sse', '']) {
+      const s = `left-gemini${alt ? '-sse' : '-array'}`;
+      const id = await new Promise((resolve, reject) => {
+        const req = http.request(`${gw.url}/v1beta/models/gemini-2.5-pro:streamGenerateContent${alt}`, {
+          method: 'POST', headers: { 'content-type': 'application/json', 'x-session-id': s,
+            'x-mock': `${KNOBS};size=900;events=30;delay_events_ms=25` } }, (res) => {
+          let got = '';
+          res.on('data', (d) => {
+            got += d;
+            if ((got.match(/"text"/g) || []).length >= 5) {
+              req.destroy();
+              resolve(res.headers['x-keyless-request-id']);
+            }
+          });
+        });
+        req.on('error', () => {});
+        req.end(JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'x' }] }] }));
+      });
+      const rec = await finalRecord(gw, id);
+      assert.equal(rec.error_class, 'client_closed', s);
+      assert.equal(rec.usage_known, 2, s);
+      assert.deepEqual([rec.input_tokens, rec.cache_read_tokens], [700, 300], s);
+      // at 3 bytes a token: five parts of 30 bytes or more, and less than all 900 bytes
+      assert.ok(rec.output_tokens >= 50 && rec.output_tokens < 300, `${s}: ${rec.output_tokens}`);
+      assert.equal(rec.cost_known, 1);
+      assert.equal(rec.cost_nanodollars, costNano('gemini-2.5-pro', { input: 700, output: rec.output_tokens,
+        cache_read: 300, cache_write: 0 }), s);
+    }
+  });
+
   it('an Anthropic stream the provider ends with an error event is partial too, its estimate within max_tokens', async () => {
     // overloaded_error arrives inside the 200 stream, which then ends cleanly
     const c = new Anthropic({ baseURL: gw.url, apiKey: '-', maxRetries: 0 });

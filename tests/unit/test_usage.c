@@ -1008,6 +1008,31 @@ static void cut_short_streams_are_partial(void **state)
     kl_usage_settle(p, 3, 0, false);
     assert_true(kl_usage_result(p)->partial);
     expect_counts(kl_usage_result(p), 20, 0, 0, 4, 0);
+    /* ... but the API itself counts the output only in the last chunk: cut
+     * before it, at least what the parts carried (text, thoughts, a call's
+     * arguments as written; names, roles and keys are no output), within
+     * the cap */
+    const char *g2 = "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hello th\\u00e9re\"},"
+                     "{\"thought\":true,\"text\":\"hmm\"},{\"functionCall\":{\"name\":\"read_file\","
+                     "\"args\":{\"path\":\"a \\\"b\\\"\"}}}],\"role\":\"model\"},\"index\":0,"
+                     "\"safetyRatings\":[{\"category\":\"HARM_CATEGORY_HATE_SPEECH\",\"probability\":\"NEGLIGIBLE\"}]}],"
+                     "\"usageMetadata\":{\"promptTokenCount\":20,\"totalTokenCount\":20}}";
+    /* 12 + 3 + 18 ({"path":"a \"b\""} as written) = 33 bytes: at 3 a token, 11 */
+    for (int cap = 0; cap < 2; cap++) {
+        p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+        kl_usage_event(p, NULL, 0, g2, strlen(g2));
+        kl_usage_settle(p, 3, cap ? 5 : 0, false);
+        assert_true(kl_usage_result(p)->partial);
+        expect_counts(kl_usage_result(p), 20, 0, 0, cap ? 5 : 11, 0);
+    }
+    /* a chunk whose usageMetadata has no count at all (Vertex's trafficType
+     * alone) tells nothing: no usage known, so the reservation is charged */
+    const char *g3 = "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hel\"}],\"role\":\"model\"},\"index\":0}],"
+                     "\"usageMetadata\":{\"trafficType\":\"ON_DEMAND\"}}";
+    p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+    kl_usage_event(p, NULL, 0, g3, strlen(g3));
+    kl_usage_settle(p, 3, 0, false);
+    assert_false(kl_usage_result(p)->known);
     kl_arena_free(&a);
     kl_arena_init(&a);
     u = sse_run(&a, KL_USAGE_GEMINI, GEMINI_MALFORMED_SSE, strlen(GEMINI_MALFORMED_SSE), 0);

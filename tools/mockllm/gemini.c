@@ -42,24 +42,27 @@ static void add_modality(cJSON *o, const char *k, long tokens)
     cJSON_AddItemToArray(a, m);
 }
 
-/* usageMetadata with `candidates` output tokens so far. Zero counts are left
- * out, as the API (proto3 JSON) does. */
-static cJSON *usage(const ml_reply *r, long candidates)
+/* usageMetadata. Zero counts are left out, as the API (proto3 JSON) does.
+ * As the API streams: the prompt's counts in every chunk, the output's
+ * (candidates, thoughts) only in the last (final = 1), so a stream cut
+ * short has said nothing of its output. */
+static cJSON *usage(const ml_reply *r, int final)
 {
     const ml_directives *d = &r->d;
     cJSON *u = cJSON_CreateObject();
+    long out = final ? d->out : 0, thoughts = final ? d->reasoning : 0;
 
     ml_obj_add_num(u, "promptTokenCount", (double)d->in);
-    if (candidates > 0)
-        ml_obj_add_num(u, "candidatesTokenCount", (double)candidates);
-    ml_obj_add_num(u, "totalTokenCount", (double)(d->in + candidates + d->reasoning));
+    if (out > 0)
+        ml_obj_add_num(u, "candidatesTokenCount", (double)out);
+    ml_obj_add_num(u, "totalTokenCount", (double)(d->in + out + thoughts));
     if (d->cache_read > 0)
         ml_obj_add_num(u, "cachedContentTokenCount", (double)d->cache_read);
     add_modality(u, "promptTokensDetails", d->in);
     if (d->cache_read > 0)
         add_modality(u, "cacheTokensDetails", d->cache_read);
-    if (d->reasoning > 0)
-        ml_obj_add_num(u, "thoughtsTokenCount", (double)d->reasoning);
+    if (thoughts > 0)
+        ml_obj_add_num(u, "thoughtsTokenCount", (double)thoughts);
     return u;
 }
 
@@ -108,8 +111,7 @@ static cJSON *response(const ml_reply *r, long c)
     if (last)
         ml_obj_add_str(cand, "finishReason", "STOP");
     ml_obj_add_num(cand, "index", 0);
-    cJSON_AddItemToObjectCS(root, "usageMetadata",
-                            usage(r, last ? r->d.out : (long)((double)r->d.out * (double)(c + 1) / (double)n)));
+    cJSON_AddItemToObjectCS(root, "usageMetadata", usage(r, last));
     ml_obj_add_str(root, "modelVersion", r->model);
     ml_obj_add_str(root, "responseId", r->id);
     return root;
