@@ -65,10 +65,25 @@ static size_t put_utf8(char *o, unsigned long cp)
     return 4;
 }
 
+/* A \u escape at s[i] ("\u0041", or with its backslash escaped,
+ * "\\u0041"): the code unit, and in *n the bytes it takes; -1 when none. */
+static long u_escape(const char *s, size_t len, size_t i, size_t *n)
+{
+    size_t b = i + 1 < len && s[i + 1] == '\\' ? 2 : 1; /* backslashes before the u */
+    if (i + b + 5 > len || s[i + b] != 'u')
+        return -1;
+    *n = b + 5;
+    return hex4(s + i + b + 1);
+}
+
 /* The unit of s that starts at i, a backslash: how many bytes it takes
  * (*raw_len) and the character it decodes to (*cp), or -1 in *cp for an
  * escape kept as written (\n, \", \\, a \u escape of a control character,
- * a quote or a backslash, anything malformed). */
+ * a quote or a backslash, anything malformed). A JSON text inside a JSON
+ * string (a tool call's arguments, which every SDK parses) spells its
+ * escapes with the backslash escaped: "\\u0041" is an A there, and is read
+ * as one (in other text it is a backslash and "u0041": found rather than
+ * missed). */
 static void unit(const char *s, size_t len, size_t i, size_t *raw_len, long *cp)
 {
     *raw_len = i + 1 < len ? 2 : 1;
@@ -79,16 +94,14 @@ static void unit(const char *s, size_t len, size_t i, size_t *raw_len, long *cp)
         *cp = '/';
         return;
     }
-    long c = s[i + 1] == 'u' && len - i >= 6 ? hex4(s + i + 2) : -1;
+    size_t rl = 0, rl2 = 0;
+    long c = u_escape(s, len, i, &rl);
     if (c < 0)
-        return; /* "\\u0041" is a backslash and text, not an escape of A */
-    size_t rl = 6;
-    if (c >= 0xd800 && c < 0xdc00 && len - i >= 12 && s[i + 6] == '\\' && s[i + 7] == 'u') {
-        long lo = hex4(s + i + 8);
-        if (lo >= 0xdc00 && lo < 0xe000) {
-            c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
-            rl = 12;
-        }
+        return;
+    long lo = c >= 0xd800 && c < 0xdc00 && i + rl < len && s[i + rl] == '\\' ? u_escape(s, len, i + rl, &rl2) : -1;
+    if (lo >= 0xdc00 && lo < 0xe000 && rl2 == rl) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
+        rl += rl2;
     }
     if (c >= 0xd800 && c < 0xe000)
         c = 0xfffd; /* a lone surrogate: what a lenient reader makes of it */

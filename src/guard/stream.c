@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 
 #include "account/usage.h"
+#include "core/decoded.h"
 #include "core/jsoncheck.h"
 #include "core/log.h"
 #include "dialect/evstream.h"
@@ -605,6 +606,32 @@ static void find_pending(kl_guard_stream *s, struct chan *c)
         c->pending = r + (size_t)(e - t);
 }
 
+/* The findings in a channel's text from *start to end, at its offsets. A tool
+ * call's arguments are a JSON text, whose escapes the SDKs decode when they
+ * parse it: read decoded ("\u0041KIA..." is a key), from before any escape
+ * *start would cut (moved back to it). */
+static int scan_window(kl_exchange *ex, const struct chan *c, size_t *start, size_t end, struct kl_scan_hit **hits,
+                       size_t *n, const char **why)
+{
+    const struct kl_guardrails *g = ex->cfg->guardrails;
+    if (!c->json || !kl_decode_needed(c->text, c->len - c->base))
+        return kl_scan_text(g, &ex->worker->scan, c->text + (*start - c->base), end - *start, hits, n, why);
+    /* an escape is at most 14 bytes ("\\ud83d\\ude00" counts as two) */
+    for (size_t k = *start; k > c->base && *start - k < 14; k--)
+        if (c->text[k - 1 - c->base] == '\\')
+            *start = k - 1;
+    const char *t = c->text + (*start - c->base);
+    struct kl_decoded d;
+    kl_decode(t, end - *start, &d);
+    int rc = kl_scan_text(g, &ex->worker->scan, d.text, d.len, hits, n, why);
+    for (size_t i = 0; rc == 0 && i < *n; i++) {
+        (*hits)[i].from = kl_decoded_raw(&d, (*hits)[i].from, false);
+        (*hits)[i].to = kl_decoded_raw(&d, (*hits)[i].to, true);
+    }
+    kl_decoded_free(&d);
+    return rc;
+}
+
 /* The channel's text grew from grew_from: scanned from stream_hold bytes
  * before that (or from where a finding still growing began), so a finding
  * is seen whole while its first bytes are still held. */
@@ -620,8 +647,7 @@ static bool scan_chan(kl_guard_stream *s, kl_exchange *ex, struct chan *c, size_
     struct kl_scan_hit *hits;
     size_t n;
     const char *why;
-    if (kl_scan_text(ex->cfg->guardrails, &ex->worker->scan, c->text + (start - c->base), c->len - start, &hits, &n,
-                     &why) < 0) {
+    if (scan_window(ex, c, &start, c->len, &hits, &n, &why) < 0) {
         fail(s, ex, why);
         return false;
     }
@@ -840,14 +866,17 @@ static bool scan_rest(kl_guard_stream *s, kl_exchange *ex, struct held *h, cJSON
     size_t nhits;
     const char *why;
     if (*j && npieces) {
-        /* most events hold nothing at all: then neither has their rest */
-        if (kl_scan_text(ex->cfg->guardrails, &ex->worker->scan, data, dl, &hits, &nhits, &why) < 0) {
-            fail(s, ex, why);
-            return false;
+        /* most events hold nothing at all: then neither has their rest
+         * (but read as it is written, an escaped finding would not show) */
+        if (!kl_decode_needed(data, dl)) {
+            if (kl_scan_text(ex->cfg->guardrails, &ex->worker->scan, data, dl, &hits, &nhits, &why) < 0) {
+                fail(s, ex, why);
+                return false;
+            }
+            free(hits);
+            if (!nhits)
+                return true;
         }
-        free(hits);
-        if (!nhits)
-            return true;
         printed = cJSON_PrintUnformatted(*j);
         if (!printed)
             abort();
@@ -1078,7 +1107,8 @@ static bool last_look(kl_guard_stream *s, kl_exchange *ex, bool all)
         size_t n;
         const char *why;
         size_t len = all ? c->len : c->released; /* broken off: what went on */
-        if (c->base || kl_scan_text(ex->cfg->guardrails, &ex->worker->scan, c->text, len, &hits, &n, &why) < 0)
+        size_t start = 0;
+        if (c->base || scan_window(ex, c, &start, len, &hits, &n, &why) < 0)
             continue; /* what was scanned as it passed stands */
         for (size_t k = 0; k < n; k++) {
             size_t x = first_span_after(c, hits[k].from);

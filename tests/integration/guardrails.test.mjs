@@ -682,6 +682,9 @@ describe('guardrails over streams, edge cases', () => {
     guardrails: { answers: true, ...guardrails }, ...extra,
     providers: provider === 'openai'
       ? { openai: { baseurl: `http://127.0.0.1:${port}`, apikey: 'k', models: ['gpt-4o'], compatibility: { openai_chat: true } } }
+      : provider === 'gemini'
+      ? { gemini: { baseurl: `http://127.0.0.1:${port}`, apikey: 'k', authorization: 'x-goog-api-key',
+        models: ['gemini-2.5-flash'], compatibility: { gemini_generate_content: true } } }
       : { anthropic: { baseurl: `http://127.0.0.1:${port}`, apikey: 'k', authorization: 'x-api-key',
         models: ['claude-sonnet-4-5'], compatibility: { anthropic_messages: true } } },
   });
@@ -830,6 +833,63 @@ describe('guardrails over streams, edge cases', () => {
       assert.match((await r.json()).error.message, /withheld by guardrails: it contains aws_access_key/);
       assert.equal(got.length, 1);
       assert.equal(JSON.parse(got[0]).messages[0].content, 'write to [REDACTED:email], été');
+    });
+  });
+
+  it('a finding escaped inside a tool call\'s arguments (a JSON text in a JSON string) is found as the SDK reads them', async () => {
+    // the arguments' own escapes arrive with their backslash escaped; every SDK parses the arguments
+    const args = (o) => JSON.stringify(o).replace('AKIA', '\\u0041KIA').replace('@', '\\u0040');
+    const key = { path: 'AKIAIOSFODNN7EXAMPLE' };
+    assert.match(args(key), /\\u0041KIA/);
+    const call = (a) => chat(JSON.stringify({ tool_calls: [{ index: 0, id: 'c1', type: 'function',
+      function: { name: 'f', arguments: a } }] }));
+    // streamed chat: blocked
+    await withProvider((req, sock) => sock.end(SSE + call(args(key).slice(0, 12)) + call(args(key).slice(12)) +
+      'data: [DONE]\n\n'), { secrets: 'block' }, 'openai', async (gw) => {
+      const raw = await (await post(gw, '/v1/chat/completions', chatBody)).text();
+      assert.ok(!raw.includes('KIAIOSFODNN7'), raw);
+      assert.match(raw, /blocked by guardrails|withheld by guardrails/);
+    });
+    // a whole chat answer: withheld
+    await withProvider((req, sock) => {
+      const body = JSON.stringify({ id: 'c', object: 'chat.completion', model: 'gpt-4o', choices: [{ index: 0,
+        message: { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function',
+          function: { name: 'f', arguments: args(key) } }] }, finish_reason: 'tool_calls' }],
+      usage: { prompt_tokens: 5, completion_tokens: 5, total_tokens: 10 } });
+      sock.end(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    }, { secrets: 'block' }, 'openai', async (gw) => {
+      const r = await post(gw, '/v1/chat/completions', { ...chatBody, stream: false });
+      assert.equal(r.status, 403);
+      assert.match((await r.json()).error.message, /withheld by guardrails: it contains aws_access_key/);
+      // and in a request's history, refused before the provider sees it
+      const q = await post(gw, '/v1/chat/completions', { model: 'gpt-4o', messages: [{ role: 'user', content: 'x' },
+        { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: args(key) } }] },
+        { role: 'tool', tool_call_id: 'c1', content: 'ok' }] });
+      assert.equal(q.status, 400);
+      assert.match((await q.json()).error.message, /request blocked by guardrails: it contains aws_access_key/);
+    });
+    // Anthropic's input_json_delta: the address redacted where the SDK reads it
+    const to = { to: 'jane@example.com', n: 1 };
+    await withProvider((req, sock) => sock.end(SSE + start +
+      aev('content_block_start', { index: 0, content_block: { type: 'tool_use', id: 't', name: 'send', input: {} } }) +
+      aev('content_block_delta', { index: 0, delta: { type: 'input_json_delta', partial_json: args(to) } }) +
+      aev('content_block_stop', { index: 0 }) + aev('message_stop', {})),
+    { pii: { action: 'redact', kinds: ['email'] } }, 'anthropic', async (gw) => {
+      const claude = new Anthropic({ baseURL: gw.url, apiKey: 'x', maxRetries: 0 });
+      const msg = await claude.messages.stream(claudeBody).finalMessage();
+      assert.deepEqual(msg.content[0].input, { to: '[REDACTED:email]', n: 1 });
+    });
+    // a Gemini event that carries text beside the call: the rest of it is read decoded too
+    const gev = (o) => `data: ${JSON.stringify(o)}\r\n\r\n`;
+    await withProvider((req, sock) => sock.end(SSE + gev({ candidates: [{ content: { role: 'model', parts: [{ text: 'hi' },
+      { functionCall: { name: 'f', args: { k: 'AKIAIOSFODNN7EXAMPLE' } } }] }, index: 0 }] }).replace('AKIA', '\\u0041KIA') +
+      gev({ candidates: [{ content: { role: 'model', parts: [{ text: '.' }] }, finishReason: 'STOP', index: 0 }],
+        usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 2 } })),
+    { secrets: 'block' }, 'gemini', async (gw) => {
+      const raw = await (await post(gw, '/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse',
+        { contents: [{ role: 'user', parts: [{ text: 'x' }] }] })).text();
+      assert.ok(!raw.includes('KIAIOSFODNN7'), raw);
+      assert.match(raw, /guardrails/);
     });
   });
 

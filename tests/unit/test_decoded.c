@@ -15,10 +15,17 @@ static void decodes_what_spells_findings(void **state)
 {
     (void)state;
     struct kl_decoded d;
-    const char *s = "A\\u0041 \\u00e9 \\ud83d\\ude00 \\ud83d x\\/y \\n \\\" \\\\u0041 \\u0022 \\u000a \\u12";
+    const char *s = "A\\u0041 \\u00e9 \\ud83d\\ude00 \\ud83d x\\/y \\n \\\" \\u0022 \\u000a \\u12";
     kl_decode(s, strlen(s), &d);
     assert_string_equal(d.text, "AA \xc3\xa9 \xf0\x9f\x98\x80 \xef\xbf\xbd x/y "
-                                "\\n \\\" \\\\u0041 \\u0022 \\u000a \\u12");
+                                "\\n \\\" \\u0022 \\u000a \\u12");
+    kl_decoded_free(&d);
+    /* a JSON text inside a JSON string (a tool call's arguments) escapes its
+     * escapes' backslash: read as the SDK that parses the arguments reads
+     * them; a pair spelt half one way, half the other, is two halves */
+    s = "{\\\"k\\\":\\\"\\\\u0041KIA\\\\ud83d\\\\ude00 \\\\u0022 \\ud83d\\\\ude00\\\"}";
+    kl_decode(s, strlen(s), &d);
+    assert_string_equal(d.text, "{\\\"k\\\":\\\"AKIA\xf0\x9f\x98\x80 \\\\u0022 \xef\xbf\xbd\xef\xbf\xbd\\\"}");
     kl_decoded_free(&d);
 }
 

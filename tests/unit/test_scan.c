@@ -244,10 +244,11 @@ static void escaped_findings(void **state)
     /* no local part: no address */
     r = scan(f, "\xe6\x98\xaf@example.com");
     assert_int_equal(r.action, KL_SCAN_OFF);
-    /* an escaped backslash before "u0041" is text, not an escape of A; \u0022
-     * (a quote) stays a quote's escape: nothing crosses a string */
+    /* an escaped backslash before "u0041": a JSON text inside the string (a
+     * tool call's arguments) spells an A so, and the SDK that parses it
+     * reads one: found (in other text, found rather than missed) */
     r = scan_raw(f, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\\\\u0041KIAIOSFODNN7EXAMPLE\"}]}");
-    assert_int_equal(r.action, KL_SCAN_OFF);
+    assert_int_equal(r.action, KL_SCAN_BLOCK);
     /* a configured pattern of non-ASCII text, and a surrogate pair */
     struct fx g;
     fx_open(&g, "{\"guardrails\": {\"patterns\": [{\"name\": \"codename\", \"regex\": \"Projekt M\xc3\xb6we\", \"action\": \"redact\"},"
