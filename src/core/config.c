@@ -634,8 +634,10 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
                 size_t nl = colon ? (size_t)(colon - h) : 0;
                 bool name_ok = nl > 0 && strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
                                                    "!#$%&'*+-.^_`|~") == nl;
+                /* the entry may be a secret (${VAR} expanded), whole or in
+                 * part: where it is, not what it holds */
                 if (!name_ok || strpbrk(h, "\r\n"))
-                    kl_cfg_report(c, KL_SEV_ERROR, m, "add_headers entries must look like \"Name: value\" (%s)", h);
+                    kl_cfg_report(c, KL_SEV_ERROR, m, "add_headers entry %zu must look like \"Name: value\"", i + 1);
                 /* the gateway writes these itself: a second one upstream
                  * would be ambiguous (which Authorization counts?) */
                 else if (kl_route_drop_request_header(kl_arena_strndup(&c->cfg->arena, h, nl)) ||
@@ -1059,9 +1061,10 @@ kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_di
 
 kl_config *kl_config_load(const char *path, kl_diags *diags)
 {
-    FILE *f = fopen(path, "rb");
+    const char *why;
+    FILE *f = kl_open_regular(path, &why, NULL);
     if (!f) {
-        kl_diags_add(diags, KL_SEV_ERROR, 0, 0, "cannot open: %s", strerror(errno));
+        kl_diags_add(diags, KL_SEV_ERROR, 0, 0, "cannot open: %s", why);
         return NULL;
     }
     char *buf = NULL;

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "core/file.h"
 #include "core/glob.h"
 #include "core/jsoncheck.h"
 #include "core/jsonscan.h"
@@ -67,9 +68,10 @@ static void keys_unref(struct keys_ref *k)
 static struct keys_ref *load_keys(const char *path, struct stat *st, bool *whole, char *why, size_t whylen)
 {
     *whole = false;
-    FILE *f = fopen(path, "rb");
+    const char *open_why;
+    FILE *f = kl_open_regular(path, &open_why, NULL);
     if (!f) {
-        snprintf(why, whylen, "cannot open %s: %s", path, strerror(errno));
+        snprintf(why, whylen, "cannot open %s: %s", path, open_why);
         return NULL;
     }
     if (fstat(fileno(f), st) < 0 || st->st_size > (1 << 20)) {

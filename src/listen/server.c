@@ -366,6 +366,10 @@ int kl_server_run(kl_config *cfg)
     kl_config_holder_init(&srv.config, cfg);
     evthread_use_pthreads();
     signal(SIGPIPE, SIG_IGN);
+    /* a file size limit (ulimit -f, systemd's LimitFSIZE=) reached by the
+     * store is a write that fails with EFBIG, retried as a full disk is,
+     * not the end of the process */
+    signal(SIGXFSZ, SIG_IGN);
     raise_fd_limit();
     if (kl_upstream_global_init() < 0) {
         kl_error("cannot initialise libcurl");

@@ -23,6 +23,7 @@ static void store_defaults(kl_cfg_ctx *c)
     s->instance = kl_arena_strdup(&c->cfg->arena, host);
     s->capture_max = 64 * 1024;
     s->queue = 65536;
+    s->queue_bytes = 256u << 20;
     s->batch = 512;
     c->cfg->store = s;
 }
@@ -65,10 +66,24 @@ void kl_record_read_store(kl_cfg_ctx *c, const cJSON *v)
         } else if (strcmp(k, "capture_max") == 0 && cJSON_IsString(m)) {
             if (kl_parse_size(m->valuestring, &s->capture_max) < 0)
                 kl_cfg_report(c, KL_SEV_ERROR, m, "store.capture_max must be a size such as \"64KiB\"");
-        } else if (strcmp(k, "queue") == 0 && cJSON_IsNumber(m) && m->valuedouble >= 16) {
-            s->queue = (size_t)m->valuedouble;
-        } else if (strcmp(k, "batch") == 0 && cJSON_IsNumber(m) && m->valuedouble >= 1) {
-            s->batch = (size_t)m->valuedouble;
+        } else if (strcmp(k, "queue") == 0) {
+            /* the queue is allocated whole at start: a number past this
+             * would take the memory it asks for, or fail to start */
+            if (cJSON_IsNumber(m) && m->valuedouble >= 16 && m->valuedouble <= (1 << 24))
+                s->queue = (size_t)m->valuedouble;
+            else
+                kl_cfg_report(c, KL_SEV_ERROR, m, "store.queue must be a number of records from 16 to 16777216");
+        } else if (strcmp(k, "queue_bytes") == 0) {
+            size_t b;
+            if (!cJSON_IsString(m) || kl_parse_size(m->valuestring, &b) < 0 || b > ((size_t)1 << 40))
+                kl_cfg_report(c, KL_SEV_ERROR, m, "store.queue_bytes must be a size such as \"256MiB\" (\"0\": no bound)");
+            else
+                s->queue_bytes = (size_t)b;
+        } else if (strcmp(k, "batch") == 0) {
+            if (cJSON_IsNumber(m) && m->valuedouble >= 1 && m->valuedouble <= 65536)
+                s->batch = (size_t)m->valuedouble;
+            else
+                kl_cfg_report(c, KL_SEV_ERROR, m, "store.batch must be a number of records from 1 to 65536");
         } else {
             kl_cfg_report(c, KL_SEV_WARNING, m, "unknown or mistyped key \"%s\" in store (ignored)", k);
         }

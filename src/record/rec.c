@@ -48,6 +48,7 @@ struct kl_rec *kl_rec_pack(const struct kl_rec *src)
     if (!r)
         abort();
     *r = *src;
+    r->packed_size = size;
     char *p = (char *)(r + 1);
     for (size_t i = 0; i < NFIELDS; i++) {
         const char **f = field(r, i);

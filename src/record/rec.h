@@ -48,6 +48,7 @@ struct kl_rec {
      * hint (the store falls back to an insert when the row is not there);
      * the writer clears it when it drops the in-progress record. */
     bool begun;
+    size_t packed_size;         /* the bytes kl_rec_pack allocated (the writer's queue counts them) */
 };
 
 /* Strings a record points at are packed behind it in one malloc block;

@@ -307,8 +307,8 @@ const char *kl_record_restart_only(const kl_config *a, const kl_config *b)
         return "store.driver, store.path or store.url";
     if (strcmp(x->instance, y->instance) != 0)
         return "store.instance";
-    if (x->queue != y->queue || x->batch != y->batch)
-        return "store.queue or store.batch";
+    if (x->queue != y->queue || x->batch != y->batch || x->queue_bytes != y->queue_bytes)
+        return "store.queue, store.queue_bytes or store.batch";
     if (x->retention_ms != y->retention_ms || x->zero_retention != y->zero_retention ||
         x->purge_captures_only != y->purge_captures_only || x->require_export != y->require_export)
         return "database.retention";
@@ -397,7 +397,7 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
     /* require_export without an exporter: nothing is exported, so nothing
      * may go (kl_record_check_config warns) */
     struct kl_writer_opts o = {
-        .queue = sc->queue, .batch = sc->batch,
+        .queue = sc->queue, .queue_bytes = sc->queue_bytes, .batch = sc->batch,
         .retention_ms = sc->require_export && !sc->exporter ? 0 : sc->retention_ms,
         .purge_captures_only = sc->purge_captures_only, .spare_queued = sc->require_export,
         .tick = srv->buckets ? kl_admit_save : NULL, .tick_arg = srv->buckets,

@@ -21,6 +21,7 @@ struct kl_store_cfg {
     enum kl_capture captures;
     size_t capture_max;         /* bytes of each body kept */
     size_t queue, batch;
+    size_t queue_bytes;         /* the queued records' memory, at most (0: no bound) */
     int64_t retention_ms;       /* 0 = forever */
     bool zero_retention;        /* nothing is kept (with an exporter: kept until exported) */
     bool purge_captures_only;

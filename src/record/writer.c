@@ -20,6 +20,7 @@ struct kl_writer {
     struct kl_rec **ring;
     size_t cap, head, count;    /* queued records */
     size_t reserved;            /* slots promised but not yet pushed */
+    size_t bytes;               /* the queued records' memory (kl_rec.packed_size) */
     bool stop;
     bool failing;               /* the last write failed */
     bool stalled;               /* a request waited o.wait_ms for a batch in vain */
@@ -177,6 +178,8 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&w->lock);
         w->head = (w->head + n) % w->cap;
         w->count -= n;
+        for (size_t i = 0; i < n; i++)
+            w->bytes -= batch[i]->packed_size;
         w->written += n;
         w->batches++;
         w->failing = w->stalled = false;
@@ -286,7 +289,12 @@ bool kl_writer_admit(struct kl_writer *w)
         if (w->batches == b0 && rc != 0)
             w->stalled = true;
     }
-    bool ok = w->count + w->reserved + 1 <= w->cap;
+    /* a store that cannot be written keeps every record in memory: captures
+     * of up to two bodies each would take gigabytes before the count
+     * bound; past queue_bytes new requests are refused as when it is full
+     * (those admitted already still queue theirs, so it is overrun by at
+     * most what they carry) */
+    bool ok = w->count + w->reserved + 1 <= w->cap && !(w->o.queue_bytes && w->bytes >= w->o.queue_bytes);
     if (ok)
         w->reserved++;
     pthread_mutex_unlock(&w->lock);
@@ -306,6 +314,7 @@ void kl_writer_push(struct kl_writer *w, struct kl_rec *r)
     w->reserved--;
     w->ring[(w->head + w->count) % w->cap] = r;
     w->count++;
+    w->bytes += r->packed_size;
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
 }

@@ -26,6 +26,7 @@ struct kl_writer_opts {
     void (*tick)(struct kl_store *s, void *arg, bool last);
     void *tick_arg;
     size_t queue;               /* records */
+    size_t queue_bytes;         /* their memory (captures are most of it); 0: no bound */
     size_t batch;               /* records per transaction */
     uint32_t wait_ms;           /* longest a request waits for a batch (kl_writer_admit); 0: 100 */
     int64_t retention_ms;       /* 0 = keep forever */
@@ -41,7 +42,8 @@ void kl_writer_stop(struct kl_writer *w);
 /* Reserve n slots; false when the queue cannot take them. */
 bool kl_writer_reserve(struct kl_writer *w, size_t n);
 /* Reserve the slot for a new request's final record, first waiting for a
- * batch when the writer has fallen behind (see writer.c). */
+ * batch when the writer has fallen behind (see writer.c); false when the
+ * queue is full, or holds queue_bytes of records already. */
 bool kl_writer_admit(struct kl_writer *w);
 /* Give back reserved slots that will not be used. */
 void kl_writer_unreserve(struct kl_writer *w, size_t n);

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { writeFileSync, mkdtempSync } from 'node:fs';
+import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -165,6 +165,79 @@ describe('lifecycle', () => {
     lock.stdin.end('COMMIT;\n');
     assert.deepEqual(end, { code: 0, signal: null });
     assert.match(gw.output(), /records could not be written at shutdown/);
+    await mock.stop();
+  });
+
+  it('a file size limit the store reaches is a write that fails (and is retried), not the end of the process', async () => {
+    // ulimit -f, systemd's LimitFSIZE=: SIGXFSZ's default action killed keyless, and the records queued with it
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-fsize-')), 'r.db');
+    const gw = await startGateway({ store: { path: db, captures: 'full' }, providers: providersFor(mock.url) }, { fsize: 600 });
+    const big = 'x'.repeat(60000);
+    for (let i = 0; i < 12; i++) {
+      const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: big }] }) });
+      assert.equal(r.status, 200, `request ${i}`);
+      await r.arrayBuffer();
+    }
+    let failed = false;
+    for (let i = 0; i < 100 && !failed; i++) {
+      failed = /record store write failed/.test(gw.output());
+      if (!failed) await sleep(50);
+    }
+    assert.ok(failed, gw.output());
+    assert.match(gw.output(), /File too large|disk|full|I\/O/i);
+    assert.equal(gw.proc.exitCode, null, 'still running');
+    assert.equal((await fetch(`${gw.url}/`)).status, 200, 'still serving');
+    await gw.stop('SIGKILL');
+    await mock.stop();
+  });
+
+  it('records queued while the store is locked are bounded by their memory too: past store.queue_bytes, 503', async () => {
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-qbytes-')), 'r.db');
+    const gw = await startGateway({ store: { path: db, captures: 'full', queue_bytes: '300KiB' }, providers: providersFor(mock.url) });
+    const big = 'x'.repeat(60000);
+    const chat = () => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: big }] }) });
+    assert.equal((await chat()).status, 200);
+    const lock = spawn('sqlite3', [db], { stdio: ['pipe', 'ignore', 'ignore'] });
+    lock.stdin.write('BEGIN EXCLUSIVE;\nINSERT INTO requests SELECT * FROM requests LIMIT 0;\n');
+    await sleep(300);
+    const statuses = [];
+    for (let i = 0; i < 12; i++) {
+      const r = await chat();
+      statuses.push(r.status);
+      const body = await r.json();
+      if (r.status === 503) assert.match(body.error.message, /cannot record more requests right now \(record queue full\)/);
+    }
+    const answered = statuses.filter((s) => s === 200).length;
+    // about 60 KB a record: five fill 300 KiB, the rest are refused
+    assert.ok(answered >= 4 && answered <= 6, JSON.stringify(statuses));
+    assert.deepEqual(statuses.slice(answered), new Array(12 - answered).fill(503));
+    lock.stdin.end('COMMIT;\n');
+    let status = 0;
+    for (let i = 0; i < 100 && status !== 200; i++) {
+      status = (await chat()).status;
+      if (status !== 200) await sleep(100);
+    }
+    assert.equal(status, 200, 'taken again once the queue is written');
+    await gw.stop();
+    const count = spawnSync('sqlite3', [db, 'SELECT count(*) FROM requests'], { encoding: 'utf8' }).stdout.trim();
+    assert.ok(Number(count) >= 1 + answered + 1, `every answered request has its record: ${count}`);
+    await mock.stop();
+  });
+
+  it('a SIGHUP finding something other than a regular file at the configuration\'s path (a FIFO) refuses it, never waits', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({ providers: providersFor(mock.url) });
+    rmSync(gw.configPath);
+    assert.equal(spawnSync('mkfifo', [gw.configPath]).status, 0);
+    assert.match(await gw.reload(), /has errors; keeping the running configuration/);
+    assert.match(gw.output(), /cannot open: not a regular file/);
+    assert.equal((await fetch(`${gw.url}/`)).status, 200);
+    const code = await gw.stop();
+    assert.deepEqual(code, { code: 0, signal: null }, 'SIGTERM is heard');
     await mock.stop();
   });
 

@@ -345,8 +345,8 @@ static void provider_and_selector_mistakes(void **state)
         {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"add_headers\": "
          "[\"Authorization: Bearer other\"]}}}",
          "add_headers cannot set Authorization", true},
-        {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"add_headers\": [\"X Bad: v\"]}}}",
-         "add_headers entries must look like", true},
+        {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"add_headers\": [\"X-Ok: v\", \"X Bad: v\"]}}}",
+         "add_headers entry 2 must look like \"Name: value\"", true},
         {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"apikey\": \"\"}}}",
          "apikey is empty", false},
         {"{\"grants\": [{\"src\": [\"100.64.0.0/10\"], \"app\": {\"tailscale.com/cap/aperture\": [{\"role\": \"user\"}]}}]}",
@@ -354,6 +354,15 @@ static void provider_and_selector_mistakes(void **state)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         expect_diag(cases[i].config, cases[i].message, cases[i].error);
+    /* a malformed entry may be a secret, whole or in part: it is never repeated */
+    kl_diags d;
+    kl_config *c = parse("{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"add_headers\": "
+                         "[\"Helicone-Auth Bearer sk-helicone-SECRET\", \"sk-SECRET2\"]}}}", &d);
+    assert_null(c);
+    assert_non_null(find(&d, "add_headers entry 1 must look like"));
+    assert_non_null(find(&d, "add_headers entry 2 must look like"));
+    assert_null(find(&d, "SECRET"));
+    kl_diags_free(&d);
 }
 
 static void durations_and_sizes(void **state)

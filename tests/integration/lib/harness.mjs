@@ -157,7 +157,7 @@ export const OPEN_GRANTS = [
 
 // Start keyless with config (an object, serialized as JSON, or a string of
 // HuJSON). Its stdout/stderr are kept for the credential scan.
-export async function startGateway(config, { env = {}, workers = 2, nofile } = {}) {
+export async function startGateway(config, { env = {}, workers = 2, nofile, fsize } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'keyless-test-'));
   const path = join(dir, 'keyless.hujson');
   let text = config;
@@ -170,9 +170,11 @@ export async function startGateway(config, { env = {}, workers = 2, nofile } = {
     text = JSON.stringify(c, null, 2);
   }
   writeFileSync(path, text);
-  // nofile: the process's descriptor limit (the shell sets it, then becomes keyless)
-  const [cmd, args] = nofile
-    ? ['/bin/sh', ['-c', `ulimit -n ${Number(nofile)} && exec "$0" "$@"`, join(BUILD, 'keyless'), 'serve', '--config', path]]
+  // nofile: the process's descriptor limit; fsize: its file size limit, in
+  // 512-byte blocks (the shell sets them, then becomes keyless)
+  const limits = [nofile && `ulimit -n ${Number(nofile)}`, fsize && `ulimit -f ${Number(fsize)}`].filter(Boolean);
+  const [cmd, args] = limits.length
+    ? ['/bin/sh', ['-c', `${limits.join(' && ')} && exec "$0" "$@"`, join(BUILD, 'keyless'), 'serve', '--config', path]]
     : [join(BUILD, 'keyless'), ['serve', '--config', path]];
   const proc = track(spawn(cmd, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
