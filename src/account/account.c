@@ -717,8 +717,8 @@ static bool key_in_inflated(kl_exchange *ex, const char *out, size_t n)
     struct kl_account *a = ex->acct;
     size_t ignored;
     bool masked = false;
-    kl_route_mask_key(&ex->arena, ex->provider ? ex->provider->apikey : NULL, &a->zkey_carry, &a->zkey_carry_len, out,
-                      n, &ignored, &masked);
+    kl_route_mask_key(&ex->arena, ex->provider ? ex->provider->key_spellings : NULL, &a->zkey_carry,
+                      &a->zkey_carry_len, out, n, &ignored, &masked);
     return masked;
 }
 
@@ -738,8 +738,7 @@ static void key_echoed(kl_exchange *ex)
 static bool inflate_data(kl_exchange *ex, const char *data, size_t len)
 {
     struct kl_account *a = ex->acct;
-    const char *key = ex->provider ? ex->provider->apikey : NULL;
-    bool guard_key = key && strlen(key) >= KL_MASK_MIN_KEY; /* an error answer is read for this alone */
+    bool guard_key = ex->provider && ex->provider->key_spellings; /* an error answer is read for this alone */
     if (a->z_broken || (a->mode == BODY_NONE && !a->keeping && !guard_key)) {
         if (a->zheld_len) /* held before it broke: first, in order */
             forward(ex, a->zheld, a->zheld_len);

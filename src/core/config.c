@@ -490,6 +490,7 @@ static void read_apikey(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
         p->gcp_cred = keep;
     } else {
         p->apikey = header_safe(c, v, owner, "API key", text);
+        p->key_spellings = p->apikey ? kl_route_key_spellings(&c->cfg->arena, p->apikey) : NULL;
     }
 }
 

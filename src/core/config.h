@@ -44,6 +44,7 @@ struct kl_provider {
     const char **models;
     size_t nmodels;
     const char *apikey;         /* resolved secret, or NULL */
+    const char *const *key_spellings;   /* apikey as an answer may spell it (kl_route_key_spellings), or NULL */
     const char *key_problem;    /* why there is no key (unset ${ENV}, unreadable file) */
     const struct kl_gcp_cred *gcp_cred;  /* Google credentials (apikey held a key file or "gcp-metadata"), or NULL */
     const struct kl_sigv4_cred *aws;     /* IAM credentials that sign each request (SigV4), or NULL */

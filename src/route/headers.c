@@ -111,11 +111,59 @@ const char *kl_route_strip_key_param(kl_arena *a, const char *query)
     return o ? out : NULL;
 }
 
-const char *kl_route_response_headers(kl_arena *a, const char *head, const char *apikey, bool *had_key)
+const char *const *kl_route_key_spellings(kl_arena *a, const char *key)
+{
+    size_t kl = strlen(key);
+    if (kl < KL_MASK_MIN_KEY)
+        return NULL;
+    const char **v = kl_arena_alloc(a, 5 * sizeof(char *));
+    size_t n = 0;
+    v[n++] = key;
+    if (strchr(key, '/')) {
+        char *j = kl_arena_alloc(a, 2 * kl + 1), *o = j;
+        for (const char *k = key; *k; k++) {
+            if (*k == '/')
+                *o++ = '\\';
+            *o++ = *k;
+        }
+        *o = '\0';
+        v[n++] = j;
+    }
+    if (strspn(key, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~") != kl) {
+        for (int lower = 0; lower < 2; lower++) {
+            char *u = kl_arena_alloc(a, 3 * kl + 1), *o = u;
+            const char *hex = lower ? "0123456789abcdef" : "0123456789ABCDEF";
+            for (const unsigned char *k = (const unsigned char *)key; *k; k++) {
+                if (strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~", *k)) {
+                    *o++ = (char)*k;
+                } else {
+                    *o++ = '%';
+                    *o++ = hex[*k >> 4];
+                    *o++ = hex[*k & 15];
+                }
+            }
+            *o = '\0';
+            if (strcmp(u, v[n - 1]) != 0)
+                v[n++] = u;
+        }
+    }
+    v[n] = NULL;
+    return v;
+}
+
+/* Does s[0..n) hold any of keys? */
+static bool holds_any(const char *s, size_t n, const char *const *keys)
+{
+    for (size_t i = 0; keys && keys[i]; i++)
+        if (memmem(s, n, keys[i], strlen(keys[i])))
+            return true;
+    return false;
+}
+
+const char *kl_route_response_headers(kl_arena *a, const char *head, const char *const *keys, bool *had_key)
 {
     *had_key = false;
-    /* a placeholder "key" of a few characters is no secret (kl_route_mask_key) */
-    bool key = apikey && strlen(apikey) >= KL_MASK_MIN_KEY && strstr(head, apikey);
+    bool key = holds_any(head, strlen(head), keys);
     if (!key && !strcasestr(head, "x-keyless-"))
         return head; /* the common case: one scan each, no copy */
     char *out = kl_arena_alloc(a, strlen(head) + 1);
@@ -124,7 +172,7 @@ const char *kl_route_response_headers(kl_arena *a, const char *head, const char 
         const char *nl = strchr(p, '\n');
         size_t n = nl ? (size_t)(nl - p) + 1 : strlen(p);
         bool own = strncasecmp(p, "x-keyless-", 10) == 0;
-        bool holds_key = key && memmem(p, n, apikey, strlen(apikey));
+        bool holds_key = key && holds_any(p, n, keys);
         if (holds_key)
             *had_key = true;
         if (!own && !holds_key) {
@@ -137,27 +185,34 @@ const char *kl_route_response_headers(kl_arena *a, const char *head, const char 
     return out;
 }
 
-/* The longest tail of s[0..n) that is a proper prefix of key (0 when none). */
-static size_t key_prefix_tail(const char *s, size_t n, const char *key, size_t kl)
+/* The longest tail of s[0..n) that is a proper prefix of any of keys (0
+ * when none). */
+static size_t key_prefix_tail(const char *s, size_t n, const char *const *keys)
 {
-    for (size_t k = kl - 1 < n ? kl - 1 : n; k > 0; k--)
-        if (s[n - k] == key[0] && memcmp(s + n - k, key, k) == 0)
-            return k;
-    return 0;
+    size_t best = 0;
+    for (size_t i = 0; keys[i]; i++) {
+        size_t kl = strlen(keys[i]);
+        for (size_t k = kl - 1 < n ? kl - 1 : n; k > best; k--)
+            if (s[n - k] == keys[i][0] && memcmp(s + n - k, keys[i], k) == 0) {
+                best = k;
+                break;
+            }
+    }
+    return best;
 }
 
-const char *kl_route_mask_key(kl_arena *a, const char *apikey, char **carry, size_t *carry_len,
+const char *kl_route_mask_key(kl_arena *a, const char *const *keys, char **carry, size_t *carry_len,
                               const char *data, size_t len, size_t *out_len, bool *masked)
 {
-    size_t kl = apikey ? strlen(apikey) : 0;
     *out_len = len;
-    /* a "key" of a few characters (a placeholder for a server that wants
-     * none) is no secret, and masking every "k" would garble the answer */
-    if (kl < KL_MASK_MIN_KEY || (!data && !*carry_len))
+    /* no keys: none set, or a "key" of a few characters (a placeholder for
+     * a server that wants none), no secret, where masking every "k" would
+     * garble the answer */
+    if (!keys || (!data && !*carry_len))
         return data;
     /* the common case: nothing waits, no key in the piece, and its end
      * cannot begin one (an event ends "\n\n"): relayed as it came */
-    if (!*carry_len && data && !memmem(data, len, apikey, kl) && !key_prefix_tail(data, len, apikey, kl))
+    if (!*carry_len && data && !holds_any(data, len, keys) && !key_prefix_tail(data, len, keys))
         return data;
     size_t total = *carry_len + len;
     char *buf = kl_arena_alloc(a, total + 1);
@@ -165,11 +220,14 @@ const char *kl_route_mask_key(kl_arena *a, const char *apikey, char **carry, siz
         memcpy(buf, *carry, *carry_len);
     if (len)
         memcpy(buf + *carry_len, data, len);
-    for (char *p = buf; (p = memmem(p, (size_t)(buf + total - p), apikey, kl)); p += kl) {
-        memset(p, '*', kl);
-        *masked = true;
+    for (size_t i = 0; keys[i]; i++) {
+        size_t kl = strlen(keys[i]);
+        for (char *p = buf; (p = memmem(p, (size_t)(buf + total - p), keys[i], kl)); p += kl) {
+            memset(p, '*', kl);
+            *masked = true;
+        }
     }
-    size_t keep = data ? key_prefix_tail(buf, total, apikey, kl) : 0;
+    size_t keep = data ? key_prefix_tail(buf, total, keys) : 0;
     *carry = keep ? kl_arena_strndup(a, buf + total - keep, keep) : NULL;
     *carry_len = keep;
     *out_len = total - keep;

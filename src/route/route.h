@@ -53,16 +53,22 @@ const char *kl_route_strip_key_param(kl_arena *a, const char *query);
  * (a provider echoing what it was sent must not hand it to the caller;
  * *had_key is then set). head itself when nothing goes. */
 #define KL_MASK_MIN_KEY 8
-const char *kl_route_response_headers(kl_arena *a, const char *head, const char *apikey, bool *had_key);
+const char *kl_route_response_headers(kl_arena *a, const char *head, const char *const *keys, bool *had_key);
+
+/* A key as an answer may spell it, NULL-terminated (arena): as it is, with
+ * '/' escaped as JSON encoders that escape it write it (PHP's, "\/"), and
+ * percent-encoded as a URL holding it is (either case of hex digits). NULL
+ * for a key shorter than KL_MASK_MIN_KEY: a placeholder is no secret. */
+const char *const *kl_route_key_spellings(kl_arena *a, const char *key);
 
 /* The same for the answer's body, as it arrives in any split: every
- * occurrence of the provider's key (of KL_MASK_MIN_KEY bytes or more: real
- * keys are tens) becomes as many '*' (the length stays,
+ * occurrence of the provider's key in any of its spellings (keys, from
+ * kl_route_key_spellings) becomes as many '*' (the length stays,
  * so a Content-Length still holds), and a tail that may begin the key
  * waits (*carry, arena) for the next piece; data NULL at the end gives what
  * waited. Returns the bytes to relay (data itself when nothing changed or
  * waits) and their length in *out_len; *masked set when a key was found. */
-const char *kl_route_mask_key(kl_arena *a, const char *apikey, char **carry, size_t *carry_len,
+const char *kl_route_mask_key(kl_arena *a, const char *const *keys, char **carry, size_t *carry_len,
                               const char *data, size_t len, size_t *out_len, bool *masked);
 
 #endif

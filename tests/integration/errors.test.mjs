@@ -577,6 +577,13 @@ describe('provider framing', () => {
             const b = JSON.stringify({ error: { message: `you sent ${auth}` } });
             return `HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: ${b.length}\r\n\r\n${b}`;
           })(),
+          // the key as a PHP JSON encoder ('/' escaped) and a URL (percent-encoded) spell it
+          spelled: (() => {
+            const k = auth.slice('Bearer '.length);
+            const b = `{"error":{"message":"you sent ${k.replace(/\//g, '\\/')}","retry":"https://x/?key=${encodeURIComponent(k)}",` +
+              `"lower":"${encodeURIComponent(k).replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase())}"}}`;
+            return `HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: ${b.length}\r\n\r\n${b}`;
+          })(),
         }[which];
         if (which === 'gz') {
           // compressed although keyless asked for none: the key cannot be masked in those bytes
@@ -637,6 +644,20 @@ describe('provider framing', () => {
     const empty = await ask('empty');
     assert.match(empty, /^HTTP\/1.1 204 /);
     assert.doesNotMatch(empty, /content-length|transfer-encoding/i);
+    // a key with '/', '+' and '=' (a Bedrock API key is base64) in the other spellings of it an answer may hold
+    const slashKey = 'ABSKQmVkcm9jay/test+key/0123==';
+    const gw2 = await startGateway({ providers: { openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: slashKey,
+      models: ['gpt-4o'], compatibility: { openai_chat: true } } } });
+    try {
+      const spelled = await rawRequest(gw2.url, `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
+        `x-case: spelled\r\nContent-Type: application/json\r\nContent-Length: 34\r\n\r\n{"model":"gpt-4o","messages":[{}]}`);
+      assert.match(spelled, /^HTTP\/1.1 401 /);
+      const err = JSON.parse(spelled.slice(spelled.indexOf('\r\n\r\n') + 4)).error;
+      for (const v of [err.message, decodeURIComponent(err.retry), decodeURIComponent(err.lower)])
+        assert.ok(!v.includes(slashKey) && !v.includes('test+key'), `the key reached the caller: ${v}`);
+    } finally {
+      await gw2.stop();
+    }
     await gw.stop();
     await mock.stop();
     up.close();
