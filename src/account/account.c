@@ -275,6 +275,16 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
                                                   event_stream ? "events" : "a JSON array",
                                                   event_stream ? "a JSON array (no alt=sse)" : "events (alt=sse)",
                                                   tool_limits ? "tool limits read" : "guardrails read"));
+    } else if ((tool_limits || strong) && ex->stream && status >= 200 && status < 300 && kind >= 0 &&
+               a->mode == BODY_WHOLE) {
+        /* labelled application/json (pipeline.c reads any other label of a
+         * stream as events): the SDKs read a stream's body as events
+         * whatever its label, so read whole it could be something else for
+         * the caller, a finding or a call split across its events unseen */
+        refuse_unread(ex, strong, kl_arena_printf(&ex->arena, "the provider answered a stream request with a body "
+                                                  "labelled application/json, which the caller may read as events, "
+                                                  "and the %s every answer as the caller reads it: stopped by the "
+                                                  "gateway", tool_limits ? "tool limits read" : "guardrails read"));
     } else if (scan_first && events_unasked && !tool_limits) {
         /* read only once relayed, a stream would let a secret through */
         refuse_unread(ex, true, "the provider answered with an event stream although the request asked for none, "

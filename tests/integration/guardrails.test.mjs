@@ -893,6 +893,19 @@ describe('guardrails over streams, edge cases', () => {
     });
   });
 
+  it('a stream request answered with a body labelled application/json is refused: the SDKs read it as events', async () => {
+    // split across two events, the key would pass a scan of the body read whole
+    const body = chat('{"content":"your key is AKIAIOSF"}') + chat('{"content":"ODNN7EXAMPLE"}') + 'data: [DONE]\n\n';
+    await withProvider((req, sock) => sock.end(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${body.length}\r\n\r\n${body}`), { secrets: 'block' }, 'openai', async (gw) => {
+      const r = await post(gw, '/v1/chat/completions', chatBody);
+      assert.equal(r.status, 502);
+      const text = await r.text();
+      assert.ok(!text.includes('AKIAIOSF'), text);
+      assert.match(JSON.parse(text).error.message, /a stream request with a body labelled application\/json, which the caller may read as events/);
+    });
+  });
+
   it('a legacy function_call\'s arguments, a custom tool\'s input and an audio transcript are joined across chunks too', async () => {
     const halves = [
       ['{"function_call":{"name":"Read","arguments":"{\\"k\\":\\"AKIAIOSF"}}', '{"function_call":{"arguments":"ODNN7EXAMPLE\\"}"}}'],
