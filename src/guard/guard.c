@@ -296,12 +296,68 @@ static enum kl_step ask(struct kl_guard_run *r)
     return KL_WAIT;
 }
 
+static int by_start(const void *a, const void *b)
+{
+    const struct kl_scan_hit *x = a, *y = b;
+    if (x->from != y->from)
+        return x->from < y->from ? -1 : 1;
+    return x->to > y->to ? -1 : x->to < y->to ? 1 : 0;
+}
+
+/* The session id goes on record and to hooks. It is what the caller wrote
+ * in a header or its body (Claude Code's metadata.user_id), so a finding
+ * there would be kept where the body's was redacted or refused: each one a
+ * rule would block or redact is replaced by its mark, so the same session
+ * still groups its requests. */
+static void scrub_session(kl_exchange *ex)
+{
+    const char *sid = ex->session_id;
+    struct kl_scan_hit *hits;
+    size_t n;
+    const char *why;
+    if (kl_scan_text(ex->cfg->guardrails, &ex->worker->scan, sid, strlen(sid), &hits, &n, &why) < 0) {
+        ex->session_id = NULL; /* more findings than are kept track of: none kept */
+        return;
+    }
+    size_t cap = strlen(sid) + 1;
+    for (size_t i = 0; i < n; i++)
+        cap += strlen(hits[i].kind) + 12;
+    char *out = kl_arena_alloc(&ex->arena, cap);
+    size_t o = 0, pos = 0;
+    bool changed = false;
+    /* a finding is reported at each length it matches ("a@example.co",
+     * "a@example.com"): overlapping ones are one mark, the longest span */
+    qsort(hits, n, sizeof(*hits), by_start);
+    for (size_t i = 0; i < n; i++) {
+        if (hits[i].action < KL_SCAN_REDACT)
+            continue;
+        if (hits[i].from < pos) {
+            if (changed && hits[i].to > pos)
+                pos = hits[i].to;
+            continue;
+        }
+        memcpy(out + o, sid + pos, hits[i].from - pos);
+        o += hits[i].from - pos;
+        o += (size_t)sprintf(out + o, "[REDACTED:%s]", hits[i].kind);
+        pos = hits[i].to;
+        changed = true;
+    }
+    free(hits);
+    if (!changed)
+        return;
+    strcpy(out + o, sid + pos);
+    ex->session_id = out;
+}
+
 /* the session as the caller's own body has it, before anything rewrites it */
 static void keep_session(kl_exchange *ex)
 {
-    if (!ex->session_id)
-        ex->session_id = kl_session_id(&ex->arena, ex->req.headers, ex->req.nheaders, ex->body, &ex->body_map,
-                                       ex->ident ? ex->ident->login : NULL, ex->worker->sha256);
+    if (ex->session_id)
+        return;
+    ex->session_id = kl_session_id(&ex->arena, ex->req.headers, ex->req.nheaders, ex->body, &ex->body_map,
+                                   ex->ident ? ex->ident->login : NULL, ex->worker->sha256);
+    if (ex->session_id && ex->cfg->guardrails)
+        scrub_session(ex);
 }
 
 enum kl_step kl_guard_run(kl_exchange *ex)

@@ -69,6 +69,22 @@ describe('guardrails', () => {
     assert.deepEqual(rec.guardrails, [{ stage: 'request', by: 'guardrails', action: 'block', kinds: ['aws_access_key'] }]);
   });
 
+  it('a finding in the session id the caller sent (Claude Code\'s metadata.user_id) is not kept in the record', async () => {
+    const send = (sid) => fetch(`${gw.url}/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json',
+      'anthropic-version': '2023-06-01' }, body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 5,
+      metadata: { user_id: JSON.stringify({ session_id: sid }) }, messages: [{ role: 'user', content: 'hi' }] }) });
+    const blocked = await send(`s-${AWS}`);
+    assert.equal(blocked.status, 400);
+    let rec = await finalRecord(gw, blocked.headers.get('x-keyless-request-id'));
+    assert.ok(!JSON.stringify(rec).includes(AWS), JSON.stringify(rec.session_id));
+    assert.equal(rec.session_id, 's-[REDACTED:aws_access_key]');
+    const redacted = await send('jane.doe@example.com');
+    assert.equal(redacted.status, 200);
+    await redacted.arrayBuffer();
+    rec = await finalRecord(gw, redacted.headers.get('x-keyless-request-id'));
+    assert.equal(rec.session_id, '[REDACTED:email]');
+  });
+
   it('personal data is redacted before the provider sees it, streams included; a logged pattern passes', async () => {
     await mock.clear();
     const stream = await openai().chat.completions.create({
