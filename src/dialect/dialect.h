@@ -150,6 +150,9 @@ enum kl_err_kind {
     KL_ERR_UNAVAILABLE,         /* 503 */
     KL_ERR_TIMEOUT,             /* 504 */
     KL_ERR_CLIENT_TIMEOUT,      /* 408: the request body stalled */
+    KL_ERR_HEAD_TOO_LARGE,      /* 431 */
+    KL_ERR_NOT_IMPLEMENTED,     /* 501: a transfer coding we do not take */
+    KL_ERR_VERSION,             /* 505 */
 };
 
 int kl_err_status(enum kl_err_kind kind);

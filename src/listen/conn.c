@@ -168,7 +168,10 @@ static void write_raw_error(struct kl_conn *c, int status, const char *why, enum
 {
     kl_arena a;
     kl_arena_init(&a);
-    char *body = kl_dialect_error_body(&a, dialect, status == 431 ? KL_ERR_TOO_LARGE : KL_ERR_INVALID, why);
+    /* the body's code (Gemini's) is the status the head says */
+    enum kl_err_kind kind = status == 431 ? KL_ERR_HEAD_TOO_LARGE : status == 501 ? KL_ERR_NOT_IMPLEMENTED
+                          : status == 505 ? KL_ERR_VERSION : KL_ERR_INVALID;
+    char *body = kl_dialect_error_body(&a, dialect, kind, why);
     evbuffer_add_printf(bufferevent_get_output(c->bev),
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                         "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",

@@ -373,6 +373,7 @@ describe('slow clients', () => {
       'Content-Length: 2\r\n\r\n{}');
     assert.match(raw, /^HTTP\/1.1 505 /);
     assert.ok(bodyOf(raw).error.status, 'Gemini\'s shape');
+    assert.equal(bodyOf(raw).error.code, 505, 'the code its body gives is the status');
     rec = await recordWithStatus(505);
     assert.equal(rec.path, '/v1beta/models/gemini-2.5-flash:generateContent');
     assert.equal(rec.dialect, 'gemini');
