@@ -177,7 +177,10 @@ static void ambiguous(kl_usage_parser *p, const char *why)
  * string early) could hide a tool call from the policy. */
 static cJSON *strict_parse(kl_usage_parser *p, const char *d, size_t n)
 {
-    cJSON *j = cJSON_ParseWithLength(d, n);
+    /* half a surrogate pair (split across events): read as JavaScript reads it */
+    char *whole = memchr(d, '\\', n) ? kl_json_lone_surrogates_replaced(d, n) : NULL;
+    cJSON *j = cJSON_ParseWithLength(whole ? whole : d, n);
+    free(whole);
     const char *why = NULL;
     if (!cJSON_IsObject(j))
         why = "an event or body that is not a JSON object";

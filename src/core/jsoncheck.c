@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text.h"
+
 bool kl_json_has_nul_escape(const char *s, size_t n)
 {
     for (size_t i = 0; i + 6 <= n; i++) {
@@ -15,6 +17,58 @@ bool kl_json_has_nul_escape(const char *s, size_t n)
             return true;
     }
     return false;
+}
+
+/* The code unit of the \u escape at s[i] (s[i] the backslash of an
+ * escape), or -1. */
+static long unit_at(const char *s, size_t n, size_t i)
+{
+    if (i + 6 > n || s[i] != '\\' || s[i + 1] != 'u')
+        return -1;
+    long v = 0;
+    for (size_t k = i + 2; k < i + 6; k++) {
+        int d = kl_hex_digit(s[k]);
+        if (d < 0)
+            return -1;
+        v = v << 4 | d;
+    }
+    return v;
+}
+
+char *kl_json_lone_surrogates_replaced(const char *s, size_t n)
+{
+    char *copy = NULL;
+    bool paired = false; /* the escape before this one was a high half with its low one here */
+    for (size_t i = 0; i + 6 <= n; i++) {
+        if (s[i] != '\\')
+            continue;
+        if (s[i + 1] != 'u') {
+            i++; /* \\, \" ...: the next byte is not an escape's start */
+            paired = false;
+            continue;
+        }
+        long v = unit_at(s, n, i);
+        bool lone = false;
+        if (v >= 0xd800 && v < 0xdc00) {
+            long lo = unit_at(s, n, i + 6);
+            paired = lo >= 0xdc00 && lo < 0xe000;
+            lone = !paired;
+        } else {
+            lone = v >= 0xdc00 && v < 0xe000 && !paired;
+            paired = false;
+        }
+        if (lone) {
+            if (!copy) {
+                copy = malloc(n ? n : 1);
+                if (!copy)
+                    abort();
+                memcpy(copy, s, n);
+            }
+            memcpy(copy + i + 2, "fffd", 4);
+        }
+        i += 5;
+    }
+    return copy;
 }
 
 static int cmp_names(const void *a, const void *b)

@@ -14,6 +14,13 @@
  * is text, not one). */
 bool kl_json_has_nul_escape(const char *s, size_t n);
 
+/* A copy of s[0..n) (malloc, the same length) with every lone surrogate
+ * escape (\ud83d without its low half: a provider may split a pair across
+ * two stream events) spelling U+FFFD, or NULL when it has none. cJSON
+ * refuses such a string, where JavaScript's reader (every JS SDK) takes
+ * it. */
+char *kl_json_lone_surrogates_replaced(const char *s, size_t n);
+
 /* An object anywhere in the tree with two members of one name. */
 bool kl_json_has_duplicate_keys(const cJSON *j);
 

@@ -1006,11 +1006,15 @@ void kl_guard_stream_event(kl_guard_stream *s, kl_exchange *ex, const char *raw,
         if (!h->ev)
             abort();
     }
-    char *nonul = data ? without_nul(data, dl) : NULL;
+    /* read as the caller's JSON reader reads it (kl_json_lone_surrogates_replaced;
+     * an event rewritten for a redaction then carries U+FFFD for such a half) */
+    char *whole = data ? kl_json_lone_surrogates_replaced(data, dl) : NULL;
+    char *nonul = data ? without_nul(whole ? whole : data, dl) : NULL;
+    const char *text = nonul ? nonul : whole ? whole : data;
     const char *after = NULL;
-    cJSON *j = data ? cJSON_ParseWithLengthOpts(nonul ? nonul : data, dl, &after, false) : NULL;
+    cJSON *j = data ? cJSON_ParseWithLengthOpts(text, dl, &after, false) : NULL;
     if (j) { /* cJSON stops after the value: anything but white space after it is not one JSON value */
-        size_t at = (size_t)(after - (nonul ? nonul : data));
+        size_t at = (size_t)(after - text);
         while (at < dl && (data[at] == ' ' || data[at] == '\t' || data[at] == '\r' || data[at] == '\n'))
             at++;
         if (at < dl) {
@@ -1019,6 +1023,7 @@ void kl_guard_stream_event(kl_guard_stream *s, kl_exchange *ex, const char *raw,
         }
     }
     free(nonul);
+    free(whole);
     /* read strictly: what cJSON would read otherwise than the caller's
      * JSON reader (a repeated member: cJSON takes the first, JavaScript the
      * last) is not let through */

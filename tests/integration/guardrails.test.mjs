@@ -922,6 +922,21 @@ describe('guardrails over streams, edge cases', () => {
     });
   });
 
+  it('a surrogate pair a provider split across two events passes as the SDK joins it', async () => {
+    // each event alone holds half a pair: cJSON refused it, JavaScript's reader takes it
+    // (an event rewritten for a redaction carries U+FFFD for its half)
+    const body = chat('{"content":"smile \\ud83d"}') + chat('{"content":"\\ude00 and"}') +
+      chat('{"content":" mail a@example.com"}') + 'data: [DONE]\n\n';
+    await withProvider((req, sock) => sock.end(SSE + body), { pii: { action: 'redact', kinds: ['email'] } }, 'openai',
+      async (gw) => {
+        const r = await post(gw, '/v1/chat/completions', chatBody);
+        const raw = await r.text();
+        assert.equal(chatText(raw), 'smile \u{1F600} and mail [REDACTED:email]');
+        const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+        assert.ok(!JSON.stringify(rec.guardrails || []).includes('unscanned'), JSON.stringify(rec.guardrails));
+      });
+  });
+
   it('a legacy function_call\'s arguments, a custom tool\'s input and an audio transcript are joined across chunks too', async () => {
     const halves = [
       ['{"function_call":{"name":"Read","arguments":"{\\"k\\":\\"AKIAIOSF"}}', '{"function_call":{"arguments":"ODNN7EXAMPLE\\"}"}}'],

@@ -6,6 +6,9 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
+
+#include "core/jsoncheck.h"
 #include "core/jsonscan.h"
 
 /* One member of the top-level object: 0 with its value's bytes, or -1. */
@@ -230,6 +233,22 @@ static void value_after_key(void **state)
     assert_int_equal(kl_json_value_after_key(end, end), 0);
 }
 
+/* Half a surrogate pair (a provider's stream may split one across events)
+ * spells U+FFFD in a copy of the same length; pairs, other escapes and an
+ * escaped backslash before "ud83d" stay. */
+static void lone_surrogates_replaced(void **state)
+{
+    (void)state;
+    const char *pairs = "{\"t\":\"\\ud83d\\ude00 \\\\ud83d \\u00e9\"}";
+    assert_null(kl_json_lone_surrogates_replaced(pairs, strlen(pairs)));
+    const char *s = "{\"t\":\"a \\ud83d\", \"u\":\"\\ude00 b \\ud83d\\ud83d\\ude00\"}";
+    char *c = kl_json_lone_surrogates_replaced(s, strlen(s));
+    assert_non_null(c);
+    const char *want = "{\"t\":\"a \\ufffd\", \"u\":\"\\ufffd b \\ufffd\\ud83d\\ude00\"}";
+    assert_memory_equal(c, want, strlen(want));
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -240,6 +259,7 @@ int main(void)
         cmocka_unit_test(scans_members_and_arrays),
         cmocka_unit_test(walks_members_lazily),
         cmocka_unit_test(value_after_key),
+        cmocka_unit_test(lone_surrogates_replaced),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
