@@ -794,8 +794,10 @@ describe('guardrails over streams, edge cases', () => {
     await withProvider(async (req, sock) => {
       sock.write(SSE + chat('{"content":"mail bob@example.com now "}'));
       for (let i = 0; i < 30; i++) sock.write(chat(JSON.stringify({ content: `filler text number ${i} ` })));
-      await sleep(1500);
-      sock.end('data: [DONE]\n\n');
+      // the stream ends only once the caller has left (the gateway then
+      // drops this connection), however slowly the caller reads
+      await Promise.race([new Promise((res) => sock.once('close', res)), sleep(20000)]);
+      if (!sock.destroyed) sock.end('data: [DONE]\n\n');
     }, { pii: { action: 'redact', kinds: ['email'] } }, 'openai', async (gw) => {
       const ac = new AbortController();
       const r = await post(gw, '/v1/chat/completions', chatBody, ac.signal);
