@@ -72,6 +72,10 @@ struct kl_usage_parser {
                                    Anthropic's deltas, Gemini's parts */
     bool thinking;              /* Anthropic: a thinking block went by (kl_usage_settle) */
     bool ended;                 /* the stream's own end went by: OpenAI's [DONE], Anthropic's message_stop */
+    /* Gemini: the answers (candidates, by index; 63 and up share a bit) a
+     * stream has shown, and those that have said why they stopped: one that
+     * stops says nothing of the others still going (candidateCount > 1) */
+    uint64_t cands_seen, cands_done;
     struct arr_split arr;
 };
 
@@ -621,16 +625,12 @@ static bool stopped_by_error(const kl_usage_parser *p)
 
 static void note_final(kl_usage_parser *p)
 {
-    if (p->u.known && p->u.stop_reason && !stopped_by_error(p))
+    if (p->u.known && p->u.stop_reason && !stopped_by_error(p) && (p->cands_done & p->cands_seen) == p->cands_seen)
         p->u.final = true;
 }
 
 /* ---- Anthropic Messages ---- */
 
-/* The bytes of text, thinking or tool input one content_block_delta
- * carries: what a stream cut short before its message_delta is estimated
- * from (kl_usage_settle). A thinking block (plain or redacted) is noted
- * as it starts: what it streams is a summary of what it bills. */
 /* The bytes of the JSON string starting at v (its opening quote), roughly
  * as decoded: an escape is the one byte it stands for, \uXXXX two. *after
  * (when given) is set past its closing quote. */
@@ -652,6 +652,10 @@ static size_t string_bytes(const char *v, const char *end, const char **after)
     return len;
 }
 
+/* The bytes of text, thinking or tool input one content_block_delta
+ * carries: what a stream cut short before its message_delta is estimated
+ * from (kl_usage_settle). A thinking block (plain or redacted) is noted
+ * as it starts: what it streams is a summary of what it bills. */
 static size_t anthropic_delta_bytes(kl_usage_parser *p, const char *ev, size_t evl, const char *d, size_t n)
 {
     static const char *const keys[] = {"\"text\":", "\"partial_json\":", "\"thinking\":"};
@@ -933,6 +937,23 @@ static size_t gemini_text_bytes(const char *s, size_t n)
     return bytes;
 }
 
+/* Which candidates a chunk shows, and which of them stop there (by the
+ * scanner: most chunks are text, whose tree is not built). */
+static void gemini_candidates_seen(kl_usage_parser *p, const char *cs, size_t cn)
+{
+    size_t pos = 0, vs, ve;
+    struct kl_json_want w[] = {{.key = "index"}, {.key = "finishReason"}};
+    while (cn && kl_json_array_next(cs, cn, &pos, &vs, &ve, w, 2)) {
+        int64_t index = 0; /* proto3 JSON may leave out an index of 0 */
+        struct kl_json_want at = {.start = vs + w[0].start, .end = w[0].end ? vs + w[0].end : 0};
+        span_count(cs, &at, &index);
+        uint64_t bit = (uint64_t)1 << (index < 63 ? index : 63);
+        p->cands_seen |= bit;
+        if (w[1].end && cs[vs + w[1].start] == '"')
+            p->cands_done |= bit;
+    }
+}
+
 /* usageMetadata holds cumulative counts and omits zero fields (proto3):
  * each one replaces the previous as a whole. Read by scanning, not with
  * cJSON: it comes with every stream chunk, and its detail arrays make a
@@ -987,6 +1008,7 @@ static void gemini_object(kl_usage_parser *p, const char *s, size_t len, const c
     }
     const char *cs = s + w[2].start;
     size_t cn = w[2].end - w[2].start;
+    gemini_candidates_seen(p, cs, w[2].end ? cn : 0);
     if (tree) {
         /* strict: the calls from the tree, which decoded any escaped key */
         gemini_candidates(p, member(tree, "candidates"));

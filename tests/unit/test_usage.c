@@ -1033,6 +1033,22 @@ static void cut_short_streams_are_partial(void **state)
     kl_usage_event(p, NULL, 0, g3, strlen(g3));
     kl_usage_settle(p, 3, 0, false);
     assert_false(kl_usage_result(p)->known);
+    /* two answers (candidateCount 2): one that stops says nothing of the
+     * other still going; final once both have */
+    const char *c0 = "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]},\"index\":0},"
+                     "{\"content\":{\"parts\":[{\"text\":\"b\"}]},\"index\":1}],"
+                     "\"usageMetadata\":{\"promptTokenCount\":20,\"candidatesTokenCount\":2}}";
+    const char *s0 = "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\".\"}]},\"finishReason\":\"STOP\","
+                     "\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":20,\"candidatesTokenCount\":3}}";
+    const char *s1 = "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"!\"}]},\"finishReason\":\"STOP\","
+                     "\"index\":1}],\"usageMetadata\":{\"promptTokenCount\":20,\"candidatesTokenCount\":9}}";
+    p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+    kl_usage_event(p, NULL, 0, c0, strlen(c0));
+    kl_usage_event(p, NULL, 0, s0, strlen(s0));
+    assert_false(kl_usage_result(p)->final);
+    kl_usage_event(p, NULL, 0, s1, strlen(s1));
+    assert_true(kl_usage_result(p)->final);
+    expect_counts(kl_usage_result(p), 20, 0, 0, 9, 0);
     kl_arena_free(&a);
     kl_arena_init(&a);
     u = sse_run(&a, KL_USAGE_GEMINI, GEMINI_MALFORMED_SSE, strlen(GEMINI_MALFORMED_SSE), 0);
