@@ -554,6 +554,17 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         if (c->state == ST_BODY) {
             ex->status = 499;
             ex->error_message = "client closed while sending the body";
+        } else if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
+            /* the gateway dropped it: not a client that left. With a reset,
+             * the kernel does not go on holding what such a client never
+             * reads (a plain close leaves it to be delivered first) */
+            uint32_t ms = timeouts(c)->send;
+            struct linger lg = {1, 0};
+            setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+            why = KL_EC_CLIENT_TIMEOUT;
+            if (!ex->error_message)
+                ex->error_message = kl_arena_printf(&ex->arena, "the client read nothing for %u %s (timeouts.send)",
+                                                    ms % 1000 ? ms : ms / 1000, ms % 1000 ? "ms" : "s");
         }
         c->ex = NULL;
         ex->conn = NULL;

@@ -342,6 +342,31 @@ describe('slow clients', () => {
     assert.equal(ok.status, 200, 'the gateway keeps serving');
   });
 
+  it('a client that reads nothing for timeouts.send is dropped, and recorded as timed out, not as gone', async () => {
+    const g = await startGateway({ listen: { timeouts: { send: '1s' } }, providers: providersFor(mock.url) });
+    try {
+      const u = new URL(g.url);
+      const sock = net.connect(Number(u.port), u.hostname);
+      sock.on('error', () => {});
+      sock.pause(); // reads nothing: the kernel's buffers fill, then the gateway's
+      const req = JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'x' }] });
+      sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+        `x-mock: size=67108864;events=4096\r\nContent-Length: ${req.length}\r\n\r\n${req}`);
+      let line;
+      for (let i = 0; i < 300 && !line; i++) {
+        line = /(\S+) \S+ "POST \/v1\/chat\/completions" 200 client_timeout/.exec(g.output());
+        if (!line) await new Promise((r) => setTimeout(r, 50));
+      }
+      sock.destroy();
+      assert.ok(line, g.output());
+      const rec = await finalRecord(g, line[1]);
+      assert.equal(rec.error_class, 'client_timeout');
+      assert.equal(rec.error_message, 'the client read nothing for 1 s (timeouts.send)');
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('a head refused before parsing ends gets its record and its dialect', async () => {
     const raw = await rawRequest(gw.url, 'POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n' +
       'Transfer-Encoding: chunked\r\n\r\nabc');
