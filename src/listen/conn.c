@@ -727,8 +727,22 @@ bool kl_conn_tls_current(const kl_exchange *ex)
 
 void kl_conn_close_all(kl_worker *w)
 {
-    while (w->conns)
-        conn_free(w->conns);
+    while (w->conns) {
+        struct kl_conn *c = w->conns;
+        if (c->ex) {
+            /* the gateway ends it (its shutdown grace is over): not a
+             * client that left */
+            kl_exchange *ex = c->ex;
+            c->ex = NULL;
+            ex->conn = NULL;
+            if (!ex->error_message)
+                ex->error_message = "the gateway shut down before the request was served (timeouts.shutdown)";
+            if (!ex->head_sent)
+                ex->status = 503;
+            kl_pipeline_client_gone(ex, KL_EC_SHUTDOWN);
+        }
+        conn_free(c);
+    }
 }
 
 /* ---- responses ---- */

@@ -145,6 +145,26 @@ describe('lifecycle', () => {
     await mock.stop();
   });
 
+  it('a request still arriving when the shutdown grace ends is recorded as cut by the shutdown, not as a client that left', async () => {
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-shut-')), 'r.db');
+    const gw = await startGateway({ listen: { timeouts: { shutdown: '1s' } }, store: { path: db },
+      providers: providersFor(mock.url) });
+    const u = new URL(gw.url);
+    const sock = net.connect(Number(u.port), u.hostname);
+    sock.on('error', () => {});
+    await new Promise((r) => sock.on('connect', r));
+    sock.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"mo');
+    await sleep(200);
+    const exited = new Promise((r) => gw.proc.once('exit', (code) => r(code)));
+    gw.proc.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    sock.destroy();
+    const row = spawnSync('sqlite3', [db, 'SELECT status, error_class, error_message FROM requests'], { encoding: 'utf8' });
+    assert.equal(row.stdout.trim(), '503|shutdown|the gateway shut down before the request was served (timeouts.shutdown)');
+    await mock.stop();
+  });
+
   it('a store locked at shutdown: given up after ten seconds of failures, and a SIGHUP meanwhile does not kill', async () => {
     const mock = await startMock();
     const db = join(mkdtempSync(join(tmpdir(), 'kl-lock-')), 'r.db');
