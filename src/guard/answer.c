@@ -3,10 +3,99 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
+#include "account/usage.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "guard/notes.h"
 #include "guard/scan.h"
+
+/* The text an SDK joins from several parts, each part's start marked. */
+struct joined {
+    char *text;                 /* malloc */
+    size_t len, cap;
+    size_t *starts;             /* malloc: where each part after the first begins */
+    size_t n, ncap;
+};
+
+static void join_part(struct joined *j, const char *t)
+{
+    size_t n = strlen(t);
+    if (j->len) {
+        if (j->n == j->ncap) {
+            j->ncap = j->ncap ? j->ncap * 2 : 8;
+            j->starts = realloc(j->starts, j->ncap * sizeof(*j->starts));
+            if (!j->starts)
+                abort();
+        }
+        j->starts[j->n++] = j->len;
+    }
+    if (j->len + n + 1 > j->cap) {
+        j->cap = (j->len + n + 1) * 2;
+        j->text = realloc(j->text, j->cap);
+        if (!j->text)
+            abort();
+    }
+    memcpy(j->text + j->len, t, n + 1);
+    j->len += n;
+}
+
+/* Gemini's text of one candidate (its SDKs' .text), or a Responses answer's
+ * output_text across its messages (the OpenAI SDK's output_text). */
+static void join_answer(const cJSON *root, int kind, int cand, struct joined *j)
+{
+    const cJSON *e, *p;
+    if (kind == KL_USAGE_GEMINI) {
+        const cJSON *parts = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(root, "candidates"),
+                                                                cand), "content"), "parts");
+        cJSON_ArrayForEach(p, parts) {
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "text");
+            if (cJSON_IsString(t))
+                join_part(j, t->valuestring);
+        }
+        return;
+    }
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(root, "output")) {
+        cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(e, "content")) {
+            const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "text");
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(p, "type");
+            if (cJSON_IsString(t) && cJSON_IsString(type) && strcmp(type->valuestring, "output_text") == 0)
+                join_part(j, t->valuestring);
+        }
+    }
+}
+
+/* A finding that only the joined text spells (it crosses from one part into
+ * the next): its kinds, or NULL. Each part alone was scanned with the body. */
+static const char *split_finding(kl_exchange *ex, const char *body, size_t len)
+{
+    int kind = kl_usage_kind_for(ex->ep->id);
+    if (kind != KL_USAGE_GEMINI && kind != KL_USAGE_OPENAI_RESPONSES)
+        return NULL;
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    const char *found = NULL;
+    int ncand = kind == KL_USAGE_GEMINI ? cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(root, "candidates")) : 1;
+    for (int c = 0; root && c < ncand && !found; c++) {
+        struct joined j = {0};
+        join_answer(root, kind, c, &j);
+        struct kl_scan_hit *hits = NULL;
+        size_t n = 0;
+        const char *why;
+        if (j.n && kl_scan_text(ex->cfg->guardrails, &ex->worker->scan, j.text, j.len, &hits, &n, &why) == 0) {
+            for (size_t i = 0; i < n && !found; i++)
+                for (size_t k = 0; k < j.n && !found; k++)
+                    if (hits[i].action >= KL_SCAN_REDACT && hits[i].from < j.starts[k] && j.starts[k] < hits[i].to)
+                        found = hits[i].kind;
+        }
+        free(hits);
+        free(j.text);
+        free(j.starts);
+    }
+    cJSON_Delete(root);
+    return found;
+}
 
 enum kl_answer_verdict kl_guard_answer_whole(kl_exchange *ex, const char *body, size_t len, const char **out,
                                              size_t *outlen)
@@ -18,6 +107,18 @@ enum kl_answer_verdict kl_guard_answer_whole(kl_exchange *ex, const char *body, 
         ex->error_message = kl_arena_printf(&ex->arena, "guardrails could not check the answer: %s", why);
         ex->cut_kind = KL_ERR_UNAVAILABLE;
         ex->cut_class = KL_EC_UNAVAILABLE;
+        return KL_ANSWER_WITHHELD;
+    }
+    /* parts the SDK joins (Gemini's text parts, a Responses answer's
+     * output_text): a finding split across two is in neither alone, and
+     * cannot be taken out of one */
+    const char *split = res.action != KL_SCAN_BLOCK ? split_finding(ex, body, len) : NULL;
+    if (split) {
+        kl_guard_note(ex, "answer", NULL, "block", split, 0, "split across parts the caller's SDK joins");
+        ex->error_message = kl_arena_printf(&ex->arena, "the answer was withheld by guardrails: it contains %s, "
+                                            "split across parts the caller's SDK joins", split);
+        ex->cut_kind = KL_ERR_FORBIDDEN;
+        ex->cut_class = KL_EC_BLOCKED;
         return KL_ANSWER_WITHHELD;
     }
     switch (res.action) {

@@ -939,6 +939,25 @@ describe('guardrails over streams, edge cases', () => {
       });
   });
 
+  it('a finding split across parts an SDK joins (Gemini\'s text parts) withholds the whole answer', async () => {
+    const whole = (o) => { const b = JSON.stringify(o); return `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${b.length}\r\n\r\n${b}`; };
+    const answer = (parts) => whole({ candidates: [{ content: { role: 'model', parts }, finishReason: 'STOP', index: 0 }],
+      usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 5 } });
+    let parts;
+    await withProvider((req, sock) => sock.end(answer(parts)), { secrets: 'block' }, 'gemini', async (gw) => {
+      const ask = () => post(gw, '/v1beta/models/gemini-2.5-flash:generateContent', { contents: [{ role: 'user', parts: [{ text: 'x' }] }] });
+      parts = [{ text: 'your key is AKIAIOSFOD' }, { text: 'NN7EXAMPLE' }];
+      let r = await ask();
+      assert.equal(r.status, 403);
+      assert.match((await r.json()).error.message, /withheld by guardrails: it contains aws_access_key, split across parts the caller's SDK joins/);
+      // parts that spell nothing together pass
+      parts = [{ text: 'your key is AKIA' }, { text: ' not here' }];
+      r = await ask();
+      assert.equal(r.status, 200);
+    });
+  });
+
   it('a legacy function_call\'s arguments, a custom tool\'s input and an audio transcript are joined across chunks too', async () => {
     const halves = [
       ['{"function_call":{"name":"Read","arguments":"{\\"k\\":\\"AKIAIOSF"}}', '{"function_call":{"arguments":"ODNN7EXAMPLE\\"}"}}'],
