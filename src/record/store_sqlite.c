@@ -11,10 +11,13 @@
 
 #include <sqlite3.h>
 
+#include "core/log.h"
 #include "record/schema.h"
 
 struct sqlite_store {
     struct kl_store base;
+    char *path;                 /* as opened (reopen_if_moved) */
+    bool writer;                /* opened to write (and migrate) */
     sqlite3 *db;
     sqlite3_stmt *upsert, *insert, *update, *begin, *commit, *enqueue;
     size_t update_map[64], nupdate;
@@ -37,7 +40,48 @@ static void sqlite_close(struct kl_store *s)
     sqlite3_finalize(q->commit);
     sqlite3_finalize(q->enqueue);
     sqlite3_close(q->db);
+    free(q->path);
     free(q);
+}
+
+/* The database file removed or replaced while open (an operator's rm, a
+ * restore): writing on would go to a file nobody can read, and every record
+ * with it. So the file at the path is opened again (the writer makes a new
+ * one there); the connection to the old one is closed. 0, or -1 with err
+ * when the path cannot be opened now (the reader's, before the writer has
+ * made the new file: then it asks again next time). */
+static int reopen_if_moved(struct sqlite_store *q, char *err, size_t errlen)
+{
+    int moved = 0;
+    if (sqlite3_file_control(q->db, "main", SQLITE_FCNTL_HAS_MOVED, &moved) != SQLITE_OK || !moved)
+        return 0;
+    struct kl_store *fresh = kl_sqlite_open(q->path, q->writer, err, errlen);
+    if (!fresh)
+        return -1;
+    struct sqlite_store *f = (struct sqlite_store *)fresh;
+    if (q->writer)
+        kl_error("record store %s was removed or replaced while in use: a new one is made there, and the records "
+                 "go on into it", q->path);
+    /* the old connection's statements and handle go; the new ones take
+     * their place (the base, which callers hold, stays) */
+    struct sqlite_store old = *q;
+    q->db = f->db;
+    q->upsert = f->upsert, q->insert = f->insert, q->update = f->update;
+    q->begin = f->begin, q->commit = f->commit, q->enqueue = f->enqueue;
+    q->nupdate = f->nupdate;
+    memcpy(q->update_map, f->update_map, sizeof(q->update_map));
+    memset(q->base.late_columns, 0, sizeof(q->base.late_columns)); /* looked up again */
+    free(f->path);
+    free(f);
+    old.path = NULL;
+    sqlite3_finalize(old.upsert);
+    sqlite3_finalize(old.insert);
+    sqlite3_finalize(old.update);
+    sqlite3_finalize(old.begin);
+    sqlite3_finalize(old.commit);
+    sqlite3_finalize(old.enqueue);
+    sqlite3_close(old.db);
+    return 0;
 }
 
 static int fail(struct sqlite_store *q, const char *what, char *err, size_t errlen)
@@ -130,6 +174,8 @@ static int sqlite_write(struct kl_store *s, struct kl_rec *const *v, size_t n, c
         snprintf(err, errlen, "sqlite: the store was opened for reading");
         return -1;
     }
+    if (reopen_if_moved(q, err, errlen) < 0)
+        return -1;
     if (!run(q->begin))
         return fail(q, "begin", err, errlen);
     for (size_t k = 0; k < n; k++) {
@@ -155,6 +201,8 @@ static int sqlite_exec(struct kl_store *s, const char *sql, const char *const *p
 {
     struct sqlite_store *q = (struct sqlite_store *)s;
     sqlite3_stmt *st;
+    if (reopen_if_moved(q, err, errlen) < 0)
+        return -1;
     if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
         return fail(q, "prepare", err, errlen);
     for (size_t i = 0; i < nparams; i++) {
@@ -245,6 +293,10 @@ struct kl_store *kl_sqlite_open(const char *path, bool do_migrate, char *err, si
         abort();
     q->base = (struct kl_store){.driver = KL_STORE_SQLITE, .close = sqlite_close, .write = sqlite_write,
                                 .exec = sqlite_exec};
+    q->path = strdup(path);
+    if (!q->path)
+        abort();
+    q->writer = do_migrate;
     /* readers (the query thread, keyless usage/export) never create the file */
     int flags = SQLITE_OPEN_READWRITE | (do_migrate ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path, &q->db, flags, NULL) != SQLITE_OK) {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import http from 'node:http';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -691,6 +691,34 @@ describe('records API: bad input and whose records', () => {
     const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', cfg], { encoding: 'utf8' });
     assert.equal(r.status, 1, r.stdout + r.stderr);
     assert.match(r.stdout, /"login" must be a non-empty string/);
+  });
+
+  it('a SQLite store file removed while in use is made again, and the records go on into it', async () => {
+    const mock = await startMock();
+    const dir = mkdtempSync(join(tmpdir(), 'kl-rm-store-'));
+    const db = join(dir, 'r.db');
+    const gw = await startGateway({ identity, grants, store: { path: db }, providers: providersFor(mock.url) });
+    try {
+      const ask = async () => {
+        const r = await chat(gw, USER, { model: 'gpt-4o', messages: [] });
+        assert.equal(r.status, 200);
+        await r.text();
+        return r.headers.get('x-keyless-request-id');
+      };
+      const before = await ask();
+      assert.equal((await recordUntil(gw, before, (x) => x.state === 'done')).state, 'done');
+      for (const f of [db, `${db}-wal`, `${db}-shm`]) rmSync(f, { force: true });
+      const after = await ask();
+      // written to the new file, and read from it (the query thread reopens too)
+      assert.equal((await recordUntil(gw, after, (x) => x.state === 'done')).state, 'done');
+      assert.ok(existsSync(db));
+      const rows = spawnSync('sqlite3', [db, 'SELECT id FROM requests'], { encoding: 'utf8' }).stdout.trim().split('\n');
+      assert.ok(rows.includes(after), rows.join(','));
+      assert.match(gw.output(), /record store .*r\.db was removed or replaced while in use: a new one is made there/);
+    } finally {
+      await gw.stop();
+      await mock.stop();
+    }
   });
 
   it('keyless check says when serve could not open the SQLite store path here, and creates nothing', () => {
