@@ -698,8 +698,9 @@ void kl_conn_close_idle(kl_worker *w)
             close_between_requests(c);
         else if (c->state == ST_LINGER)
             conn_free(c);
-        else
-            c->keep_alive = false;
+        /* one serving a request closes after it (its head says so if not
+         * sent yet), or after one the client had already sent behind it
+         * (kl_conn_exchange_done) */
         c = next;
     }
 }
@@ -817,7 +818,7 @@ void kl_respond_start(kl_exchange *ex, int status, const char *headers, int64_t 
         framing = "Transfer-Encoding: chunked\r\n";
     }
     const char *connection = "";
-    if (!c->keep_alive)
+    if (!c->keep_alive || c->w->draining)
         connection = "Connection: close\r\n";
     else if (ex->req.minor == 0)
         connection = "Connection: keep-alive\r\n";
@@ -925,6 +926,17 @@ void kl_conn_on_drain(kl_exchange *ex, void (*cb)(kl_exchange *))
         c->drain_cb = cb;
 }
 
+/* Has the client sent more (read already, or still in the socket, where it
+ * waits while an exchange runs)? A TLS socket's bytes may be only its
+ * close_notify: not looked at. */
+static bool input_waiting(struct kl_conn *c)
+{
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        return true;
+    char b;
+    return !c->tls && recv(bufferevent_getfd(c->bev), &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 void kl_conn_exchange_done(kl_exchange *ex)
 {
     struct kl_conn *c = live(ex);
@@ -933,7 +945,11 @@ void kl_conn_exchange_done(kl_exchange *ex)
     c->ex = NULL;
     ex->conn = NULL;
     c->drain_cb = NULL;
-    if (!c->keep_alive || c->w->draining) {
+    /* stopping: a request the client sent before this response ended
+     * (pipelined) is served too, the last one (its keep_alive is off),
+     * rather than left without an answer or a record */
+    bool pipelined = input_waiting(c);
+    if (!c->keep_alive || (c->w->draining && !pipelined)) {
         c->state = ST_CLOSING;
         bufferevent_disable(c->bev, EV_READ);
         evtimer_del(c->timer);

@@ -145,6 +145,34 @@ describe('lifecycle', () => {
     await mock.stop();
   });
 
+  it('SIGTERM: a request pipelined behind one in flight is served too, and the connection closes after it', async () => {
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-pipe-')), 'r.db');
+    const gw = await startGateway({ store: { path: db }, providers: providersFor(mock.url) });
+    const u = new URL(gw.url);
+    const sock = net.connect(Number(u.port), u.hostname);
+    let got = '';
+    sock.on('data', (d) => (got += d.toString('latin1')));
+    const closed = new Promise((r) => sock.on('close', r));
+    sock.on('error', () => {});
+    await new Promise((r) => sock.on('connect', r));
+    const body = JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'x' }] });
+    const req = (mockHdr) => `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `x-mock: ${mockHdr}\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+    sock.write(req('events=10;delay_events_ms=100') + req('text=second_answer'));
+    await sleep(300);
+    const exited = new Promise((r) => gw.proc.once('exit', (code) => r(code)));
+    gw.proc.kill('SIGTERM');
+    await closed;
+    assert.equal(await exited, 0);
+    assert.equal((got.match(/^HTTP\/1.1 200 /gm) || []).length, 2, gw.output());
+    // the second, a stream too, says the connection ends with it
+    assert.match(got.slice(got.lastIndexOf('HTTP/1.1 200 ')), /^HTTP\/1.1 200 OK\r\n[^]*Connection: close\r\n[^]*"content":"swer"/);
+    const n = spawnSync('sqlite3', [db, "SELECT count(*) FROM requests WHERE status = 200"], { encoding: 'utf8' });
+    assert.equal(n.stdout.trim(), '2');
+    await mock.stop();
+  });
+
   it('a request still arriving when the shutdown grace ends is recorded as cut by the shutdown, not as a client that left', async () => {
     const mock = await startMock();
     const db = join(mkdtempSync(join(tmpdir(), 'kl-shut-')), 'r.db');
