@@ -160,7 +160,7 @@ int64_t kl_referenced_inputs(const struct kl_endpoint_info *ep, const char *body
     /* a name or a value may be spelt with escapes ("file\u005fid"): read
      * the body as the provider will, mapped again */
     struct kl_decoded d;
-    kl_decode(body, len, &d);
+    kl_decode(body, len, false, &d);
     struct kl_body_map dm;
     size_t at;
     const char *dup;

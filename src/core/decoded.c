@@ -67,9 +67,9 @@ static size_t put_utf8(char *o, unsigned long cp)
 
 /* A \u escape at s[i] ("\u0041", or with its backslash escaped,
  * "\\u0041"): the code unit, and in *n the bytes it takes; -1 when none. */
-static long u_escape(const char *s, size_t len, size_t i, size_t *n)
+static long u_escape(const char *s, size_t len, size_t i, bool nested, size_t *n)
 {
-    size_t b = i + 1 < len && s[i + 1] == '\\' ? 2 : 1; /* backslashes before the u */
+    size_t b = nested && i + 1 < len && s[i + 1] == '\\' ? 2 : 1; /* backslashes before the u */
     if (i + b + 5 > len || s[i + b] != 'u')
         return -1;
     *n = b + 5;
@@ -79,12 +79,13 @@ static long u_escape(const char *s, size_t len, size_t i, size_t *n)
 /* The unit of s that starts at i, a backslash: how many bytes it takes
  * (*raw_len) and the character it decodes to (*cp), or -1 in *cp for an
  * escape kept as written (\n, \", \\, a \u escape of a control character,
- * a quote or a backslash, anything malformed). A JSON text inside a JSON
- * string (a tool call's arguments, which every SDK parses) spells its
- * escapes with the backslash escaped: "\\u0041" is an A there, and is read
- * as one (in other text it is a backslash and "u0041": found rather than
- * missed). */
-static void unit(const char *s, size_t len, size_t i, size_t *raw_len, long *cp)
+ * a quote or a backslash, anything malformed). With nested (for a scan), a
+ * JSON text inside a JSON string (a tool call's arguments, which every SDK
+ * parses) is read too: it spells its escapes with the backslash escaped,
+ * "\\u0041" an A there, read as one (in other text it is a backslash and
+ * "u0041": found rather than missed). Never for reading member names: a
+ * "messag\\u0065s" is no "messages" to the provider. */
+static void unit(const char *s, size_t len, size_t i, bool nested, size_t *raw_len, long *cp)
 {
     *raw_len = i + 1 < len ? 2 : 1;
     *cp = -1;
@@ -95,10 +96,10 @@ static void unit(const char *s, size_t len, size_t i, size_t *raw_len, long *cp)
         return;
     }
     size_t rl = 0, rl2 = 0;
-    long c = u_escape(s, len, i, &rl);
+    long c = u_escape(s, len, i, nested, &rl);
     if (c < 0)
         return;
-    long lo = c >= 0xd800 && c < 0xdc00 && i + rl < len && s[i + rl] == '\\' ? u_escape(s, len, i + rl, &rl2) : -1;
+    long lo = c >= 0xd800 && c < 0xdc00 && i + rl < len && s[i + rl] == '\\' ? u_escape(s, len, i + rl, nested, &rl2) : -1;
     if (lo >= 0xdc00 && lo < 0xe000 && rl2 == rl) {
         c = 0x10000 + ((c - 0xd800) << 10) + (lo - 0xdc00);
         rl += rl2;
@@ -117,9 +118,10 @@ static size_t unit_len(size_t raw_len, long cp)
     return cp < 0 ? raw_len : cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
 }
 
-void kl_decode(const char *s, size_t len, struct kl_decoded *d)
+void kl_decode(const char *s, size_t len, bool nested, struct kl_decoded *d)
 {
     memset(d, 0, sizeof(*d));
+    d->nested = nested;
     d->src = s;
     d->src_len = len;
     d->text = malloc(len + 1);
@@ -136,7 +138,7 @@ void kl_decode(const char *s, size_t len, struct kl_decoded *d)
             break;
         size_t rl;
         long cp;
-        unit(s, len, i, &rl, &cp);
+        unit(s, len, i, nested, &rl, &cp);
         if (cp >= 0 && escapes++ % KL_DECODED_STRIDE == 0) {
             if (d->n == cap) {
                 cap = cap ? cap * 2 : 16;
@@ -191,7 +193,7 @@ size_t kl_decoded_raw(const struct kl_decoded *d, size_t x, bool end)
             break;
         size_t rl;
         long cp;
-        unit(s, d->src_len, raw, &rl, &cp);
+        unit(s, d->src_len, raw, d->nested, &rl, &cp);
         size_t dl = unit_len(rl, cp);
         if (x < at + dl)
             /* inside a decoded character (or a kept escape, byte for byte) */

@@ -27,6 +27,7 @@ struct kl_decoded {
     size_t src_len;
     struct kl_decoded_mark *marks;  /* malloc, in order: every KL_DECODED_STRIDE-th decoded escape */
     size_t n;
+    bool nested;                /* kl_decode's */
 };
 
 /* Does s[0..len) hold an escape kl_decode would decode? */
@@ -39,8 +40,10 @@ bool kl_decode_needed(const char *s, size_t len);
  * Go's \u003c for '<') cannot. */
 bool kl_decode_word_escaped(const char *s, size_t len);
 
-/* Decode s[0..len) into d (kl_decoded_free when done). */
-void kl_decode(const char *s, size_t len, struct kl_decoded *d);
+/* Decode s[0..len) into d (kl_decoded_free when done). nested: also the
+ * escapes of a JSON text inside a JSON string, "\\u0041" (a tool call's
+ * arguments): for a scan, never for reading member names (decoded.c). */
+void kl_decode(const char *s, size_t len, bool nested, struct kl_decoded *d);
 
 /* The original offset of decoded offset x: a start (inside a decoded
  * character: where its escape begins) or, with end, an end (just past the

@@ -918,7 +918,7 @@ int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, con
     struct kl_decoded dec = {0};
     bool decoded = kl_decode_needed(body, len);
     if (decoded)
-        kl_decode(body, len, &dec);
+        kl_decode(body, len, true, &dec);
     const char *text = decoded ? dec.text : body;
     size_t tlen = decoded ? dec.len : len, attached_spans = 0;
     unsigned char *seen = kl_arena_alloc(a, g->n);

@@ -614,15 +614,19 @@ static int scan_window(kl_exchange *ex, const struct chan *c, size_t *start, siz
                        size_t *n, const char **why)
 {
     const struct kl_guardrails *g = ex->cfg->guardrails;
-    if (!c->json || !kl_decode_needed(c->text, c->len - c->base))
-        return kl_scan_text(g, &ex->worker->scan, c->text + (*start - c->base), end - *start, hits, n, why);
-    /* an escape is at most 14 bytes ("\\ud83d\\ude00" counts as two) */
-    for (size_t k = *start; k > c->base && *start - k < 14; k--)
+    /* an escape is at most 14 bytes ("\\ud83d\\ude00" counts as two): one
+     * that began up to that far before *start is read whole (a window, not
+     * the whole text so far, is looked at: each event pays for its own) */
+    size_t from = *start;
+    for (size_t k = *start; c->json && k > c->base && *start - k < 14; k--)
         if (c->text[k - 1 - c->base] == '\\')
-            *start = k - 1;
+            from = k - 1;
+    if (!c->json || !kl_decode_needed(c->text + (from - c->base), end - from))
+        return kl_scan_text(g, &ex->worker->scan, c->text + (*start - c->base), end - *start, hits, n, why);
+    *start = from;
     const char *t = c->text + (*start - c->base);
     struct kl_decoded d;
-    kl_decode(t, end - *start, &d);
+    kl_decode(t, end - *start, true, &d);
     int rc = kl_scan_text(g, &ex->worker->scan, d.text, d.len, hits, n, why);
     for (size_t i = 0; rc == 0 && i < *n; i++) {
         (*hits)[i].from = kl_decoded_raw(&d, (*hits)[i].from, false);

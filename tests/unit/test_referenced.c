@@ -45,6 +45,10 @@ static void openai(void **state)
                                 "\"function\":{\"name\":\"get\",\"parameters\":{\"properties\":"
                                 "{\"url\":{\"type\":\"string\"}}}}}]}"), 0);
     assert_int_equal(refs(chat, "{\"model\":\"m\",\"messages\":[],\"web_search_options\":{}}"), 1);
+    /* "messag\\u0065s" is a member no provider reads as "messages": it does
+     * not stand in for the real one */
+    assert_int_equal(refs(chat, "{\"messag\\\\u0065s\":[],\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":["
+                                "{\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x.org/a.png\"}}]}]}"), 1);
     assert_int_equal(refs(resp, "{\"model\":\"m\",\"input\":\"hi\",\"previous_response_id\":\"resp_1\"}"), 1);
     assert_int_equal(refs(resp, "{\"model\":\"m\",\"input\":\"hi\",\"previous_response_id\":null,\"conversation\":null}"), 0);
     assert_int_equal(refs(resp, "{\"model\":\"m\",\"conversation\":{\"id\":\"conv_1\"},\"prompt\":{\"id\":\"pmpt_1\"},"
