@@ -116,7 +116,7 @@ const char *const *kl_route_key_spellings(kl_arena *a, const char *key)
     size_t kl = strlen(key);
     if (kl < KL_MASK_MIN_KEY)
         return NULL;
-    const char **v = kl_arena_alloc(a, 5 * sizeof(char *));
+    const char **v = kl_arena_alloc(a, 7 * sizeof(char *));
     size_t n = 0;
     v[n++] = key;
     if (strchr(key, '/')) {
@@ -129,12 +129,15 @@ const char *const *kl_route_key_spellings(kl_arena *a, const char *key)
         *o = '\0';
         v[n++] = j;
     }
-    if (strspn(key, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~") != kl) {
-        for (int lower = 0; lower < 2; lower++) {
+    static const char unreserved[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~";
+    if (strspn(key, unreserved) != kl) {
+        /* every byte but the unreserved ones, in either case of hex digits;
+         * and with '/' kept, as Python's urllib.parse.quote writes it */
+        for (int form = 0; form < 3; form++) {
             char *u = kl_arena_alloc(a, 3 * kl + 1), *o = u;
-            const char *hex = lower ? "0123456789abcdef" : "0123456789ABCDEF";
+            const char *hex = form == 1 ? "0123456789abcdef" : "0123456789ABCDEF";
             for (const unsigned char *k = (const unsigned char *)key; *k; k++) {
-                if (strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~", *k)) {
+                if (strchr(unreserved, *k) || (form == 2 && *k == '/')) {
                     *o++ = (char)*k;
                 } else {
                     *o++ = '%';
@@ -143,7 +146,10 @@ const char *const *kl_route_key_spellings(kl_arena *a, const char *key)
                 }
             }
             *o = '\0';
-            if (strcmp(u, v[n - 1]) != 0)
+            bool seen = false;
+            for (size_t i = 0; i < n; i++)
+                seen |= strcmp(u, v[i]) == 0;
+            if (!seen)
                 v[n++] = u;
         }
     }

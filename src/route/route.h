@@ -57,7 +57,8 @@ const char *kl_route_response_headers(kl_arena *a, const char *head, const char 
 
 /* A key as an answer may spell it, NULL-terminated (arena): as it is, with
  * '/' escaped as JSON encoders that escape it write it (PHP's, "\/"), and
- * percent-encoded as a URL holding it is (either case of hex digits). NULL
+ * percent-encoded as a URL holding it is (either case of hex digits, or
+ * with '/' kept as Python's quote() keeps it). NULL
  * for a key shorter than KL_MASK_MIN_KEY: a placeholder is no secret. */
 const char *const *kl_route_key_spellings(kl_arena *a, const char *key);
 

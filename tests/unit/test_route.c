@@ -125,12 +125,14 @@ static void echoed_key_masked_in_any_split(void **state)
     (void)state;
     kl_arena ka;
     kl_arena_init(&ka);
-    /* as it is, with its '/' escaped (PHP's JSON encoder), percent-encoded (a URL) */
+    /* as it is, with its '/' escaped (PHP's JSON encoder), percent-encoded (a URL; Python's quote() keeps '/') */
     const char *const *key = kl_route_key_spellings(&ka, "sk-live/0123+456789=");
     const char *body = "{\"error\":\"bad key sk-live/0123+456789=, sk-live\\/0123+456789=; at "
-                       "?k=sk-live%2F0123%2B456789%3D or sk-live%2f0123%2b456789%3d; not sk-live/01234\"}";
+                       "?k=sk-live%2F0123%2B456789%3D or sk-live%2f0123%2b456789%3d or sk-live/0123%2B456789%3D; "
+                       "not sk-live/01234\"}";
     const char *want = "{\"error\":\"bad key ********************, *********************; at "
-                       "?k=************************** or **************************; not sk-live/01234\"}";
+                       "?k=************************** or ************************** or ************************; "
+                       "not sk-live/01234\"}";
     size_t n = strlen(body);
     for (size_t cut1 = 0; cut1 <= n; cut1++)
         for (size_t cut2 = cut1; cut2 <= n; cut2 += 7) {
