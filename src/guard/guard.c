@@ -133,6 +133,13 @@ const char *kl_guard_replace_body(kl_exchange *ex, const char *text, size_t len)
         return "the new body asks for another model";
     if (f.stream != ex->stream)
         return "the new body changes whether the answer streams";
+    /* two member names redacted alike ({"a@x.com": 1, "b@x.com": 2}) are
+     * one name twice, which readers take apart differently */
+    cJSON *tree = cJSON_ParseWithLength(text, len);
+    bool twice = kl_json_has_duplicate_keys(tree);
+    cJSON_Delete(tree);
+    if (twice)
+        return "it would name one member twice";
     free(ex->body);
     ex->body = malloc(len + 1);
     if (!ex->body)

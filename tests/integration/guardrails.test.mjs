@@ -85,6 +85,17 @@ describe('guardrails', () => {
     assert.equal(rec.session_id, '[REDACTED:email]');
   });
 
+  it('addresses redacted in two member names would name one member twice: refused, not sent ambiguous', async () => {
+    await mock.clear();
+    const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', metadata: { 'a@example.com': '1', 'b@example.com': '2' },
+        messages: [{ role: 'user', content: 'hi' }] }) });
+    assert.equal(r.status, 400);
+    assert.match((await r.json()).error.message,
+      /request blocked by guardrails: it contains email, and redacting it would not leave a valid request \(it would name one member twice\)/);
+    assert.equal((await mock.requests()).length, 0);
+  });
+
   it('personal data is redacted before the provider sees it, streams included; a logged pattern passes', async () => {
     await mock.clear();
     const stream = await openai().chat.completions.create({
