@@ -173,6 +173,13 @@ static void openai_responses(cJSON *j, struct pieces *p)
     size_t tl = type ? strlen(type) : 0;
     if (tl <= 6 || strcmp(type + tl - 6, ".delta") != 0)
         return;
+    /* the answer's text: one channel across its parts and messages, as the
+     * SDKs join it (output_text), so a finding split between two is seen;
+     * it ends with the response */
+    if (strcmp(type, "response.output_text.delta") == 0) {
+        add(p, member(j, "delta"), false, "output_text");
+        return;
+    }
     const char *item = cJSON_GetStringValue(member(j, "item_id"));
     int part = index_of(j, "content_index", index_of(j, "summary_index", 0));
     add(p, member(j, "delta"), strstr(type, "arguments") != NULL, "%.40s/%d/%d/%.40s", item ? item : "",

@@ -708,7 +708,8 @@ describe('guardrails over streams, edge cases', () => {
   const gateway = (port, guardrails, provider = 'openai', extra = {}) => startGateway({
     guardrails: { answers: true, ...guardrails }, ...extra,
     providers: provider === 'openai'
-      ? { openai: { baseurl: `http://127.0.0.1:${port}`, apikey: 'k', models: ['gpt-4o'], compatibility: { openai_chat: true } } }
+      ? { openai: { baseurl: `http://127.0.0.1:${port}`, apikey: 'k', models: ['gpt-4o'],
+        compatibility: { openai_chat: true, openai_responses: true } } }
       : provider === 'gemini'
       ? { gemini: { baseurl: `http://127.0.0.1:${port}`, apikey: 'k', authorization: 'x-goog-api-key',
         models: ['gemini-2.5-flash'], compatibility: { gemini_generate_content: true } } }
@@ -966,6 +967,22 @@ describe('guardrails over streams, edge cases', () => {
       parts = [{ text: 'your key is AKIA' }, { text: ' not here' }];
       r = await ask();
       assert.equal(r.status, 200);
+    });
+  });
+
+  it('a Responses stream\'s text is one channel across its parts and messages, as the SDK joins output_text', async () => {
+    const rev = (o) => `event: ${o.type}\ndata: ${JSON.stringify(o)}\n\n`;
+    const delta = (item, out, part, text) => rev({ type: 'response.output_text.delta', item_id: item, output_index: out,
+      content_index: part, delta: text });
+    await withProvider((req, sock) => sock.end(SSE + rev({ type: 'response.created', response: { id: 'r', status: 'in_progress' } }) +
+      delta('m1', 0, 0, 'your key is AKIAIOSF') + rev({ type: 'response.output_text.done', item_id: 'm1', output_index: 0,
+        content_index: 0, text: 'your key is AKIAIOSF' }) + delta('m1', 0, 1, 'ODNN7EXAMPLE, done') +
+      rev({ type: 'response.completed', response: { id: 'r', status: 'completed',
+        usage: { input_tokens: 3, output_tokens: 9, total_tokens: 12 } } })),
+    { secrets: 'block' }, 'openai', async (gw) => {
+      const raw = await (await post(gw, '/v1/responses', { model: 'gpt-4o', input: 'x', stream: true })).text();
+      assert.ok(!raw.includes('ODNN7EXAMPLE'), raw);
+      assert.match(raw, /guardrails/);
     });
   });
 
