@@ -571,13 +571,39 @@ static void settle_aws(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
                       p->id);
 }
 
+/* The credentials add_headers sets (auth_mode "none"), as answers may
+ * spell them (kl_route_key_spellings): the whole value ("Basic dXNlcjpw"),
+ * and its token after a scheme. An answer that echoes one is masked, as a
+ * provider key is. */
+static const char *const *added_secrets(kl_cfg_ctx *c, const struct kl_provider *p)
+{
+    const char **all = kl_arena_alloc(&c->cfg->arena, (p->nadd_headers * 2 * 7 + 1) * sizeof(char *));
+    size_t n = 0;
+    for (size_t i = 0; i < p->nadd_headers; i++) {
+        const char *h = p->add_headers[i], *colon = strchr(h, ':');
+        if (!colon || !kl_route_credential_header(kl_arena_strndup(&c->cfg->arena, h, (size_t)(colon - h))))
+            continue;
+        const char *value = colon + 1 + strspn(colon + 1, " \t");
+        const char *space = strchr(value, ' ');
+        const char *const forms[] = {value, space ? space + 1 + strspn(space + 1, " ") : NULL};
+        for (size_t f = 0; f < 2; f++) {
+            const char *const *sp = forms[f] ? kl_route_key_spellings(&c->cfg->arena, forms[f]) : NULL;
+            for (size_t k = 0; sp && sp[k]; k++)
+                all[n++] = sp[k];
+        }
+    }
+    all[n] = NULL;
+    return n ? all : NULL;
+}
+
 static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
 {
     p->id = kl_arena_strdup(&c->cfg->arena, v->string);
     p->compat = KL_COMPAT_OPENAI_CHAT;
     if (!cfg_object(c, v, "a provider"))
         return;
-    const cJSON *baseurl_item = NULL, *m;
+    const cJSON *baseurl_item = NULL, *add_headers_item = NULL, *m;
+    bool credential_added = false;
     cJSON_ArrayForEach(m, v) {
         const char *k = m->string;
         if (strcmp(k, "baseurl") == 0) {
@@ -629,6 +655,7 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
         } else if (strcmp(k, "disabled") == 0) {
             cfg_bool(c, m, "disabled", &p->disabled);
         } else if (strcmp(k, "add_headers") == 0) {
+            add_headers_item = m;
             p->add_headers = cfg_strings(c, m, "add_headers", &p->nadd_headers);
             for (size_t i = 0; i < p->nadd_headers; i++) {
                 const char *h = p->add_headers[i], *colon = strchr(h, ':');
@@ -639,6 +666,10 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
                  * part: where it is, not what it holds */
                 if (!name_ok || strpbrk(h, "\r\n"))
                     kl_cfg_report(c, KL_SEV_ERROR, m, "add_headers entry %zu must look like \"Name: value\"", i + 1);
+                /* a credential: only where the gateway sends none of its
+                 * own (auth_mode "none", judged below) */
+                else if (kl_route_credential_header(kl_arena_strndup(&c->cfg->arena, h, nl)))
+                    credential_added = true;
                 /* the gateway writes these itself: a second one upstream
                  * would be ambiguous (which Authorization counts?) */
                 else if (kl_route_drop_request_header(kl_arena_strndup(&c->cfg->arena, h, nl)) ||
@@ -693,6 +724,12 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
         kl_cfg_report(c, KL_SEV_WARNING, v, "provider %s has no apikey; requests go upstream without one", p->id);
     if (strchr(p->id, '/'))
         kl_cfg_report(c, KL_SEV_ERROR, v, "provider id \"%s\" must not contain '/'", p->id);
+    if (credential_added && p->auth_mode != KL_AUTHMODE_NONE)
+        kl_cfg_report(c, KL_SEV_ERROR, add_headers_item,
+                      "provider %s: add_headers sets a credential header, which only auth_mode \"none\" leaves to "
+                      "it (otherwise the gateway sends its own, or the caller's: use apikey and authorization)", p->id);
+    else if (credential_added)
+        p->key_spellings = added_secrets(c, p);
 }
 
 static void read_providers(kl_cfg_ctx *c, const cJSON *v)

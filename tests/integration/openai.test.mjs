@@ -2,7 +2,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap, rawProvider } from './lib/harness.mjs';
 
 describe('OpenAI dialect', () => {
   let mock, gw, client;
@@ -48,6 +48,34 @@ describe('OpenAI dialect', () => {
     // any other name with '_' goes: Codex CLI's session_id routes its prompt cache
     assert.equal(h.session_id, 'codex-session-1');
     assert.equal(h['x-custom-trace'], 't-1');
+  });
+
+  it('auth_mode "none": add_headers may set the credential a server behind a proxy wants, masked if echoed', async () => {
+    // a self-hosted model behind basic auth: the gateway sends no key of its own
+    const basic = `Basic ${Buffer.from('gateway:s3cret-proxy-pass').toString('base64')}`;
+    let seen;
+    const up = await rawProvider((req, sock) => {
+      seen = req;
+      const auth = /\r\nauthorization: (.*)\r\n/i.exec(req)?.[1] ?? '';
+      const b = JSON.stringify({ error: { message: `proxy saw ${auth} and ${auth.split(' ')[1]}` } });
+      sock.end(`HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: ${b.length}\r\n\r\n${b}`);
+    });
+    const g = await startGateway({ providers: { self: { baseurl: `http://127.0.0.1:${up.address().port}`, auth_mode: 'none',
+      add_headers: [`Authorization: ${basic}`], models: ['llama-3'] } } });
+    try {
+      const r = await fetch(`${g.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json',
+        authorization: 'Bearer caller-placeholder-key' }, body: JSON.stringify({ model: 'llama-3', messages: [] }) });
+      assert.equal(r.status, 401);
+      const text = await r.text();
+      assert.equal((seen.match(/\r\nauthorization: /gi) || []).length, 1, seen);
+      assert.match(seen, new RegExp(`\r\nauthorization: ${basic.replace('+', '\\+')}\r\n`, 'i'));
+      assert.ok(!text.includes(basic.split(' ')[1]), `the proxy's credential reached the caller: ${text}`);
+      assert.ok(!g.output().includes(basic.split(' ')[1]));
+    } finally {
+      await g.stop();
+      up.close();
+    }
+    // with any other auth_mode it is a configuration error (tests/unit/test_config.c)
   });
 
   it('the caller\'s organization and project headers never go beside the gateway\'s key', async () => {

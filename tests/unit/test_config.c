@@ -344,7 +344,13 @@ static void provider_and_selector_mistakes(void **state)
          "priced by model id", false},
         {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"add_headers\": "
          "[\"Authorization: Bearer other\"]}}}",
-         "add_headers cannot set Authorization", true},
+         "add_headers sets a credential header, which only auth_mode \"none\" leaves to it", true},
+        {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"auth_mode\": \"passthrough\", "
+         "\"add_headers\": [\"x-api-key: k\"]}}}",
+         "add_headers sets a credential header, which only auth_mode \"none\" leaves to it", true},
+        {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"add_headers\": "
+         "[\"Host: other\"]}}}",
+         "add_headers cannot set Host", true},
         {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"add_headers\": [\"X-Ok: v\", \"X Bad: v\"]}}}",
          "add_headers entry 2 must look like \"Name: value\"", true},
         {"{\"providers\": {\"p\": {\"baseurl\": \"http://a\", \"models\": [\"m\"], \"apikey\": \"\"}}}",
