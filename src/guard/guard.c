@@ -326,6 +326,8 @@ static void scrub_session(kl_exchange *ex)
         ex->session_id = NULL; /* more findings than are kept track of: none kept */
         return;
     }
+    if (n == 0)
+        return; /* nothing found (hits is NULL) */
     size_t cap = strlen(sid) + 1;
     for (size_t i = 0; i < n; i++)
         cap += strlen(hits[i].kind) + 12;
