@@ -140,6 +140,39 @@ void kl_log_line_str(struct kl_log_line *l, const char *s)
     l->len += n;
 }
 
+/* How many bytes at s (of n) kl_log_line_word writes as %XX: a C1 control
+ * (C2 80..9F), U+2028..U+202E, U+2066..U+2069; 0 for none. */
+static size_t unsafe_run(const unsigned char *s, size_t n)
+{
+    if (n >= 2 && s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f)
+        return 2;
+    if (n >= 3 && s[0] == 0xe2 && ((s[1] == 0x80 && s[2] >= 0xa8 && s[2] <= 0xae) ||
+                                   (s[1] == 0x81 && s[2] >= 0xa6 && s[2] <= 0xa9)))
+        return 3;
+    return 0;
+}
+
+void kl_log_line_word(struct kl_log_line *l, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n && l->len < sizeof(l->text);) {
+        size_t run = unsafe_run(p + i, n - i);
+        if (!run && p[i] != ' ' && p[i] != '"' && p[i] != '%' && p[i] >= 0x20 && p[i] != 0x7f) {
+            l->text[l->len++] = (char)p[i++];
+            continue;
+        }
+        for (size_t k = 0; k < (run ? run : 1) && l->len + 3 <= sizeof(l->text); k++, i++) {
+            l->text[l->len++] = '%';
+            l->text[l->len++] = hex[p[i] >> 4];
+            l->text[l->len++] = hex[p[i] & 15];
+        }
+        if (l->len + 3 > sizeof(l->text))
+            break;
+    }
+}
+
 void kl_log_line_u64(struct kl_log_line *l, uint64_t v)
 {
     char d[24];

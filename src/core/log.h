@@ -32,6 +32,12 @@ struct kl_log_line {
     char text[KL_LOG_LINE_MAX];
 };
 void kl_log_line_str(struct kl_log_line *l, const char *s);
+/* A field of the line that a caller chose (a login built from a token's
+ * claims, a model name): written as one word, with space, '"', '%' and the
+ * characters that break or reorder a line on screen (C1 controls, U+2028
+ * and U+2029, bidirectional overrides) as %XX, so it cannot pass for the
+ * fields after it. */
+void kl_log_line_word(struct kl_log_line *l, const char *s);
 void kl_log_line_u64(struct kl_log_line *l, uint64_t v);
 void kl_log_line_i64(struct kl_log_line *l, int64_t v);
 /* a duration in nanoseconds as milliseconds, exactly like printf's "%.1f" */

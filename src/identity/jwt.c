@@ -44,6 +44,14 @@ static const struct alg_info kl_algs[] = {
     {"EdDSA", KTY_OKP, "Ed25519"},
 };
 
+bool kl_jwt_alg_supported(const char *name)
+{
+    for (size_t i = 0; i < sizeof(kl_algs) / sizeof(kl_algs[0]); i++)
+        if (strcmp(kl_algs[i].name, name) == 0)
+            return true;
+    return false;
+}
+
 #define RSA_MIN_BITS 2048       /* RFC 7518 3.3; libjose refuses less too */
 #define RSA_MAX_BITS 8192       /* bounds the cost of one verification */
 #define ED25519_LEN  32

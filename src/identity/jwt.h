@@ -10,6 +10,7 @@
 #ifndef KL_JWT_H
 #define KL_JWT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,9 @@ typedef struct kl_jwks kl_jwks;
  * were kept. Returns NULL with a reason in why when the document is not a
  * JWKS or keeps no key. Private members in the input are never retained. */
 kl_jwks *kl_jwks_parse(const char *json, size_t len, char *why, size_t whylen);
+/* Is name a JWS algorithm keyless verifies (RS*, PS*, ES*, EdDSA; exactly,
+ * as JWS names are case-sensitive)? */
+bool kl_jwt_alg_supported(const char *name);
 void kl_jwks_free(kl_jwks *k);
 size_t kl_jwks_count(const kl_jwks *k);
 

@@ -259,8 +259,19 @@ static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
                                   "algorithms must be public-key JWS algorithms (RS256, ES256, ...); never none or HS*");
                     continue;
                 }
+                /* a name no token can carry ("es256", "RS265") would refuse
+                 * every token, each with a reason that looks like the token's */
+                if (!kl_jwt_alg_supported(e->valuestring)) {
+                    kl_cfg_report(c, KL_SEV_ERROR, e,
+                                  "algorithm \"%.40s\" is not one keyless verifies (RS256, RS384, RS512, PS256, PS384, "
+                                  "PS512, ES256, ES384, ES512, EdDSA; case matters)", e->valuestring);
+                    continue;
+                }
                 algs[n++] = kl_arena_strdup(a, e->valuestring);
             }
+            if (cJSON_GetArraySize(m) == 0)
+                kl_cfg_report(c, KL_SEV_ERROR, m, "algorithms is empty: no token could be verified (leave it out "
+                              "for every algorithm the keys allow)");
             is->policy.algs = (const char *const *)algs;
             is->policy.nalgs = n;
         } else if (strcmp(k, "leeway") == 0 || strcmp(k, "max_lifetime") == 0) {
@@ -287,9 +298,12 @@ static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
             kl_cfg_report(c, KL_SEV_WARNING, m, "unknown or mistyped key \"%s\" in an OIDC issuer (ignored)", k);
         }
     }
-    if (!is->issuer || !is->jwks_file || !is->policy.audience || !is->login_tmpl) {
+    /* an empty audience would take tokens minted for "", which binds them to nobody */
+    if (!is->issuer || !*is->issuer || !is->jwks_file || !is->policy.audience || !*is->policy.audience ||
+        !is->login_tmpl || !*is->login_tmpl) {
         kl_cfg_report(c, KL_SEV_ERROR, v,
-                      "an OIDC issuer needs \"issuer\", \"jwks_file\", \"audience\" and a \"login\" template");
+                      "an OIDC issuer needs \"issuer\", \"jwks_file\", \"audience\" and a \"login\" template, none of "
+                      "them empty");
         return false;
     }
     if (c->diags->errors > errors)
@@ -396,6 +410,25 @@ void kl_oidc_refresh(struct kl_oidc_cfg *o)
 /* The first credential header that holds something shaped like a JWT
  * (base64url JSON header, three parts). SDKs put the "API key" in different
  * headers, so a CI job can hand its token to any of them. */
+/* Is v meant as a JWT? One that begins as a JSON header's base64 does
+ * ("eyJ", however malformed the rest), or three base64url segments (a
+ * header that begins with white space encodes otherwise). Provider keys and
+ * placeholders have no dots: a token presented is checked, and refused when
+ * invalid, never skipped for the next identity source. */
+static bool looks_like_jwt(const char *v)
+{
+    if (strncmp(v, "eyJ", 3) == 0)
+        return true;
+    static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t a = strspn(v, b64url);
+    if (!a || v[a] != '.')
+        return false;
+    size_t b = strspn(v + a + 1, b64url);
+    if (!b || v[a + 1 + b] != '.')
+        return false;
+    return v[a + 2 + b + strspn(v + a + 2 + b, b64url)] == '\0';
+}
+
 static const char *find_token(const kl_exchange *ex)
 {
     static const char *headers[] = {"authorization", "x-api-key", "x-goog-api-key", "api-key"};
@@ -404,14 +437,13 @@ static const char *find_token(const kl_exchange *ex)
         if (!v)
             continue;
         if (i == 0) {
-            if (strncasecmp(v, "Bearer ", 7) != 0)
+            if (strncasecmp(v, "Bearer", 6) != 0 || (v[6] != ' ' && v[6] != '\t'))
                 continue;
             v += 7;
-            while (*v == ' ')
+            while (*v == ' ' || *v == '\t')
                 v++;
         }
-        const char *d1 = strchr(v, '.');
-        if (strncmp(v, "eyJ", 3) == 0 && d1 && strchr(d1 + 1, '.'))
+        if (looks_like_jwt(v))
             return v;
     }
     return NULL;

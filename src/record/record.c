@@ -145,9 +145,9 @@ static void access_log(kl_exchange *ex)
     kl_log_line_str(&l, " ");
     kl_log_line_str(&l, ex->error_class ? kl_error_class_name(ex->error_class) : "ok");
     kl_log_line_str(&l, " login=");
-    kl_log_line_str(&l, ex->ident ? ex->ident->login : "-");
+    kl_log_line_word(&l, ex->ident ? ex->ident->login : "-");
     kl_log_line_str(&l, " model=");
-    kl_log_line_str(&l, or_dash(ex->model_requested));
+    kl_log_line_word(&l, or_dash(ex->model_requested));
     kl_log_line_str(&l, " provider=");
     kl_log_line_str(&l, ex->provider ? ex->provider->id : "-");
     kl_log_line_str(&l, " in=");

@@ -184,6 +184,20 @@ describe('OIDC workload tokens', () => {
     assert.equal(other.body.role, 'none', JSON.stringify(other.body));
   });
 
+  it('a login built from claims cannot pass for other fields of the access log line', async () => {
+    const ns = 'ns model=gpt-4o provider=openai in=1 out=1 0.1ms\u2028';
+    const w = await whoami(k8s.sign(k8s.claims({ aud: 'keyless', 'kubernetes.io': { namespace: ns,
+      serviceaccount: { name: 'sa "x' } } })));
+    assert.equal(w.body.login, `k8s:${ns}/sa "x`, 'the login itself is what the claims say');
+    let line;
+    for (let i = 0; i < 50 && !line; i++) {
+      line = gw.output().split('\n').find((l) => l.includes('"GET /api/whoami"') && l.includes('login=k8s:ns'));
+      if (!line) await sleep(20);
+    }
+    assert.ok(line, gw.output().slice(-2000));
+    assert.match(line, /login=k8s:ns%20model=gpt-4o%20provider=openai%20in=1%20out=1%200\.1ms%E2%80%A8\/sa%20%22x model=- /);
+  });
+
   it('a valid ES256 Kubernetes token is accepted', async () => {
     const tok = k8s.sign(k8s.claims({
       aud: ['keyless', 'https://kubernetes.default.svc'],
@@ -220,6 +234,54 @@ describe('OIDC workload tokens', () => {
     const w = await whoami(evil.sign(evil.claims({ aud: 'keyless' })));
     assert.equal(w.status, 401);
     assert.match(w.body.error.message, /issuer is not trusted/);
+  });
+
+  it('a token presented in any shape is checked and refused when invalid, never skipped for the next source', async () => {
+    // skipped, it fell through to loopback or a CIDR login, which may carry more grants than the token
+    const g = await startGateway({
+      identity: { oidc: { issuers: [{ issuer: K8S, jwks_file: join(dir, 'k8s.json'), audience: 'keyless',
+        login: 'k8s:{sub}' }] }, loopback: true },
+      providers: providersFor(mock.url),
+    });
+    try {
+      const spaced = k8s.sign(k8s.claims({ aud: 'keyless' }), { rawHeader: ` {"alg":"ES256","kid":"${k8s.kid}"}` });
+      assert.doesNotMatch(spaced, /^eyJ/);
+      const good = k8s.sign(k8s.claims({ aud: 'keyless' }));
+      // a valid token whose header begins with white space is the workload's, not loopback's
+      const s = await (await fetch(`${g.url}/api/whoami`, { headers: { authorization: `Bearer ${spaced}` } })).json();
+      assert.equal(s.source, 'oidc');
+      assert.equal(s.login, 'k8s:workload');
+      for (const [name, auth] of [['spaced, its signature spoilt', `Bearer ${spaced.slice(0, -4)}AAAA`],
+        ['a tab after Bearer', `Bearer\t${good.slice(0, -4)}AAAA`], ['cut short', `Bearer ${good.split('.')[0]}`]]) {
+        const r = await fetch(`${g.url}/api/whoami`, { headers: { authorization: auth } });
+        const body = await r.json();
+        assert.equal(r.status, 401, `${name}: ${JSON.stringify(body)}`);
+        assert.match(body.error.message, /invalid workload token/, name);
+      }
+      // a placeholder key (no dots) is still no token: that caller is loopback
+      const w = await (await fetch(`${g.url}/api/whoami`, { headers: { authorization: 'Bearer sk-placeholder' } })).json();
+      assert.equal(w.login, '(loopback)');
+    } finally {
+      await g.stop();
+    }
+  });
+
+  it('keyless check: algorithms that no token carries, an empty list, or an empty audience are errors', () => {
+    const f = join(dir, 'algs.hujson');
+    const check = (extra) => {
+      writeFileSync(f, JSON.stringify({ identity: { oidc: { issuers: [{ issuer: K8S, jwks_file: join(dir, 'k8s.json'),
+        audience: 'keyless', login: 'k8s:{sub}', claims: { sub: 'x' }, ...extra }] } } }));
+      return spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
+    };
+    for (const [extra, msg] of [[{ algorithms: ['es256'] }, /algorithm "es256" is not one keyless verifies/],
+      [{ algorithms: ['RS265'] }, /algorithm "RS265" is not one keyless verifies/],
+      [{ algorithms: [] }, /algorithms is empty: no token could be verified/],
+      [{ audience: '' }, /none of them empty/], [{ login: '' }, /none of them empty/]]) {
+      const r = check(extra);
+      assert.equal(r.status, 1, `${JSON.stringify(extra)}: ${r.stdout}`);
+      assert.match(r.stdout, msg);
+    }
+    assert.equal(check({ algorithms: ['ES256', 'EdDSA'] }).status, 0);
   });
 
   it('a placeholder API key is not a token: the caller is just unidentified', async () => {
