@@ -340,6 +340,29 @@ static void oidc_free_cb(void *arg)
     kl_oidc_free(arg);
 }
 
+/* Grants, quotas and records know a caller by its login alone. Two issuers
+ * whose templates begin alike ("k8s:{...}" for two clusters) can give one
+ * login to workloads of both: whoever controls a namespace in one would be
+ * the other's. Entries for one issuer may share a form (one issuer is one
+ * authority). */
+static void warn_shared_logins(kl_cfg_ctx *c, const cJSON *at, const struct kl_oidc_cfg *o)
+{
+    for (size_t i = 0; i < o->n; i++) {
+        for (size_t k = i + 1; k < o->n; k++) {
+            const struct issuer *a = &o->v[i], *b = &o->v[k];
+            size_t pa = strcspn(a->login_tmpl, "{"), pb = strcspn(b->login_tmpl, "{");
+            size_t n = pa < pb ? pa : pb;
+            if (strcmp(a->issuer, b->issuer) == 0 || strncmp(a->login_tmpl, b->login_tmpl, n) != 0)
+                continue;
+            kl_cfg_report(c, KL_SEV_WARNING, at,
+                          "OIDC issuers %s and %s may give one login to workloads of both (login templates \"%s\" "
+                          "and \"%s\"): grants, quotas and records know a caller by its login alone; begin each "
+                          "issuer's template with a prefix of its own (\"k8s-prod:\", \"k8s-dev:\")", a->issuer,
+                          b->issuer, a->login_tmpl, b->login_tmpl);
+        }
+    }
+}
+
 struct kl_oidc_cfg *kl_oidc_read_config(kl_cfg_ctx *c, const cJSON *v)
 {
     const cJSON *issuers = cJSON_GetObjectItemCaseSensitive(v, "issuers");
@@ -354,6 +377,7 @@ struct kl_oidc_cfg *kl_oidc_read_config(kl_cfg_ctx *c, const cJSON *v)
         if (read_issuer(c, e, &o->v[o->n]))
             o->n++;
     }
+    warn_shared_logins(c, v, o);
     kl_config_on_free(c->cfg, oidc_free_cb, o);
     return o->n ? o : NULL;
 }

@@ -282,6 +282,16 @@ describe('OIDC workload tokens', () => {
       assert.match(r.stdout, msg);
     }
     assert.equal(check({ algorithms: ['ES256', 'EdDSA'] }).status, 0);
+    // two clusters whose logins can be the same: a namespace in one would be the other's
+    writeFileSync(f, JSON.stringify({ identity: { oidc: { issuers: [
+      { issuer: K8S, jwks_file: join(dir, 'k8s.json'), audience: 'keyless', login: 'k8s:{kubernetes.io/namespace}' },
+      { issuer: 'https://dev.k8s.example', jwks_file: join(dir, 'k8s.json'), audience: 'keyless',
+        login: 'k8s:{kubernetes.io/namespace}' }] } } }));
+    let r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
+    assert.match(r.stdout, /warning: OIDC issuers \S+ and https:\/\/dev\.k8s\.example may give one login to workloads of both/);
+    writeFileSync(f, readFileSync(f, 'utf8').replace('"login":"k8s:{kubernetes.io/namespace}"}]', '"login":"k8s-dev:{kubernetes.io/namespace}"}]'));
+    r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
+    assert.doesNotMatch(r.stdout, /may give one login/, r.stdout);
   });
 
   it('a placeholder API key is not a token: the caller is just unidentified', async () => {
