@@ -280,10 +280,14 @@ static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
                 kl_cfg_report(c, KL_SEV_ERROR, m, "%s must be a duration such as \"60s\"", k);
                 continue;
             }
-            if (k[0] == 'l')
+            if (k[0] == 'l') {
                 is->policy.leeway_s = (int64_t)(ms / 1000);
-            else
+            } else if (ms < 1000) {
+                /* 0 is "no cap" inside: written here, it would lift the cap it seems to tighten */
+                kl_cfg_report(c, KL_SEV_ERROR, m, "max_lifetime must be at least \"1s\"");
+            } else {
                 is->policy.max_lifetime_s = (int64_t)(ms / 1000);
+            }
         } else if (strcmp(k, "login") == 0) {
             is->login_tmpl = read_template(c, m, "login");
         } else if (strcmp(k, "display_name") == 0) {

@@ -276,7 +276,8 @@ describe('OIDC workload tokens', () => {
     for (const [extra, msg] of [[{ algorithms: ['es256'] }, /algorithm "es256" is not one keyless verifies/],
       [{ algorithms: ['RS265'] }, /algorithm "RS265" is not one keyless verifies/],
       [{ algorithms: [] }, /algorithms is empty: no token could be verified/],
-      [{ audience: '' }, /none of them empty/], [{ login: '' }, /none of them empty/]]) {
+      [{ audience: '' }, /none of them empty/], [{ login: '' }, /none of them empty/],
+      [{ max_lifetime: '0s' }, /max_lifetime must be at least "1s"/]]) {
       const r = check(extra);
       assert.equal(r.status, 1, `${JSON.stringify(extra)}: ${r.stdout}`);
       assert.match(r.stdout, msg);
