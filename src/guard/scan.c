@@ -544,7 +544,9 @@ static bool holds(const struct rule *r, const char *body, size_t len, size_t *fr
     case CHECK_NONE:
         return true;
     case CHECK_NOT_ANTHROPIC:
-        return !(n > 7 && memcmp(s, "sk-ant-", 7) == 0);
+        /* a key begins a word: "sk-" inside one ("risk-assessment-platform-
+         * backend-service", a folder every agent puts in its prompt) is none */
+        return !(n > 7 && memcmp(s, "sk-ant-", 7) == 0) && !is_alnum(before(body, *from));
     case CHECK_PRIVATE_KEY:
         *to = extend_key(body, len, *to);
         return true;

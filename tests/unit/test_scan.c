@@ -146,6 +146,11 @@ static void secrets_block(void **state)
     /* an Anthropic key is not also an OpenAI one */
     struct kl_scan_result r = scan(f, "sk-ant-api03-abcdefghijklmnopqrstuvwxyzABCDEFGH_0123456789-xyz");
     assert_string_equal(r.kinds, "anthropic_key");
+    /* "sk-" inside a word is no key: a folder every agent puts in its prompt */
+    r = scan(f, "cwd: /home/me/risk-assessment-platform-backend-service-v2 and run-task-scheduler-integration-tests-all");
+    assert_int_equal(r.action, KL_SCAN_OFF);
+    r = scan(f, "key=\"sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD\"");
+    assert_string_equal(r.block_kinds, "openai_key");
 }
 
 static void pii_redacted_with_checks(void **state)
