@@ -91,6 +91,7 @@ struct kl_account {
     const char *first_error;    /* that error, for the log and the record (arena) */
     bool first_told;            /* kl_account_first_event said it */
     const char *tool_refusal;   /* the first call to a refused tool, said for the caller (arena) */
+    bool bare_errors;           /* a Gemini SSE stream: an event that is bare JSON is the provider's error */
     bool header_counts;         /* Bedrock's token count headers: input, output, cache read, cache write */
     int64_t counts[4];
     /* tool limits on a Gemini array stream: the bytes of an element not yet
@@ -261,6 +262,7 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     /* a compressed stream is relayed as it came: nothing can be taken out */
     a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200 && !a->z;
     a->split_events = a->mode == BODY_EVENTS;
+    a->bare_errors = a->mode == BODY_EVENTS && ex->ep->id == KL_EP_GEMINI_STREAM;
     a->keeping = ex->keep_answer && (kind >= 0 || status >= 300);
     /* A Gemini stream framed otherwise than asked (an array labelled as
      * events, events to a request without alt=sse; or a query the provider
@@ -319,14 +321,15 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
             a->keeping = true;
         }
     }
-    /* Anthropic (and Claude on Vertex) and Bedrock answer a stream they
-     * cannot serve (overloaded, throttled) with a 200 and an error as its
-     * first event. Its head waits for that event when failover could act
-     * on it: a provider's own key, failover on. */
+    /* Anthropic (and Claude on Vertex), Bedrock and Gemini may answer a
+     * stream they cannot serve (overloaded, throttled) with a 200 and an
+     * error as its first event. Its head waits for that event when failover
+     * could act on it: a provider's own key, failover on. */
     const struct kl_provider *p = ex->provider;
     a->hold_head = a->usage && !a->hold && !a->z && ex->cfg->failover.max_attempts >= 2 && p &&
                    p->auth_mode != KL_AUTHMODE_PASSTHROUGH &&
-                   ((a->mode == BODY_EVENTS && a->kind == KL_USAGE_ANTHROPIC) || a->mode == BODY_FRAMES);
+                   ((a->mode == BODY_EVENTS && a->kind == KL_USAGE_ANTHROPIC) || a->bare_errors ||
+                    a->mode == BODY_FRAMES);
     const struct kl_store_cfg *sc = ex->cfg->store;
     if (sc->captures == KL_CAPTURE_FULL)
         a->capture_max = sc->capture_max;
@@ -468,22 +471,47 @@ static bool stopped(kl_exchange *ex)
 }
 
 /* A held stream's first event: an error ("event: error", Anthropic's
- * {"type": "error", "error": {"type", "message"}}) stands for the status
- * its type has before a stream; anything else for 200. */
-static void first_event(kl_exchange *ex, bool error, const char *data, size_t dl)
+ * {"type": "error", "error": {"type", "message"}}; Gemini's error object,
+ * {"error": {"code", "message", "status"}}) stands for the status its type
+ * or code has before a stream; anything else for 200. */
+static void first_event(kl_exchange *ex, bool named_error, const char *data, size_t dl)
 {
     struct kl_account *a = ex->acct;
     a->first_status = 200;
-    if (!error)
+    if (!named_error && !(a->bare_errors && data))
         return;
     cJSON *j = data ? cJSON_ParseWithLength(data, dl) : NULL;
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
-    const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "type"));
-    const char *msg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "message"));
-    a->first_status = kl_dialect_stream_error_status(type, type ? strlen(type) : 0);
-    a->first_error = kl_arena_printf(&ex->arena, "%.60s%s%.200s", type ? type : "an error event", msg ? ": " : "",
-                                     msg ? msg : "");
+    if (named_error || cJSON_IsObject(e)) {
+        const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "type"));
+        const char *msg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "message"));
+        const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
+        a->first_status = kl_dialect_stream_error_status(type, type ? strlen(type) : 0);
+        if (!type && cJSON_IsNumber(code) && code->valuedouble >= 400 && code->valuedouble < 600) {
+            a->first_status = (int)code->valuedouble;
+            type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "status"));
+        }
+        a->first_error = kl_arena_printf(&ex->arena, "%.60s%s%.200s", type ? type : "an error event",
+                                         msg ? ": " : "", msg ? msg : "");
+    }
     cJSON_Delete(j);
+}
+
+/* An event of a Gemini SSE stream with no field at all that is bare JSON
+ * (kl_dialect_error_event): its data, as if it had come as a data field;
+ * NULL for anything else. */
+static char *bare_json(const char *raw, size_t len, size_t *dl)
+{
+    size_t i = 0;
+    while (i < len && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\r' || raw[i] == '\n'))
+        i++;
+    if (i == len || raw[i] != '{')
+        return NULL;
+    char *d = strndup(raw + i, len - i);
+    if (!d)
+        abort();
+    *dl = len - i;
+    return d;
 }
 
 static void on_event(void *arg, const char *raw, size_t len)
@@ -496,6 +524,8 @@ static void on_event(void *arg, const char *raw, size_t len)
     size_t evl, dl;
     char *data;
     kl_sse_fields(raw, len, &ev, &evl, &data, &dl);
+    if (!data && !ev && a->bare_errors)
+        data = bare_json(raw, len, &dl);
     if (data && a->usage)
         kl_usage_event(a->usage, ev, evl, data, dl);
     if (a->hold_head && !a->first_status && (ev || data)) /* a comment (keep-alive) decides nothing */

@@ -113,11 +113,17 @@ describe('Codex CLI and Gemini CLI', () => {
       assert.ok(!names.includes('exec_command'), `refused tool not sent: ${names}`);
       assert.ok(names.includes('write_stdin'), `the others are: ${names}`);
     }
-    // Gemini CLI: read_file is refused
+    // Gemini CLI: read_file is refused. The call comes a moment after the
+    // text, as a model's does, so the error Google's way (bare JSON after the
+    // events) is a read of its own: the CLI's SDK raises it (a 403, which the
+    // CLI does not retry) rather than one the CLI takes for a broken
+    // connection and sends again.
     await mock.clear();
-    await gemini(strict, 'Read README. [[mock tools=read_file;text=Reading]]');
+    const g = await gemini(strict, 'Read README. [[mock tools=read_file;text=Reading;delay_events_ms=300]]');
+    assert.notEqual(g.code, 0, 'the turn did not complete');
+    assert.match(g.out + g.err, /the tool 'read_file', which the tool policy does not allow/, 'Gemini CLI shows why');
     const gm = (await mock.requests()).filter((q) => q.path.includes(':streamGenerateContent'));
-    assert.ok(gm.length >= 1);
+    assert.equal(gm.length, 1, 'not retried');
     for (const q of gm) {
       const names = JSON.parse(q.body).tools.flatMap((t) => (t.functionDeclarations || []).map((d) => d.name));
       assert.ok(!names.includes('read_file'), `refused tool not sent: ${names}`);

@@ -281,6 +281,51 @@ describe('failover', () => {
     }
   });
 
+  it('Gemini: a stream that begins with Google\'s bare JSON error fails over; one broken off later reaches the SDK as its error', async () => {
+    const gem = { gemini_generate_content: true };
+    const g = (fault, key, pref) => ({ baseurl: mock.url, apikey: key, authorization: 'x-goog-api-key',
+      models: ['gemini-2.5-flash'], preference: pref, compatibility: gem, add_headers: fault ? [`x-mock: ${fault}`] : [] });
+    const stream = async (gw) => {
+      const ai = new GoogleGenAI({ apiKey: 'unused', httpOptions: { baseUrl: gw.url } });
+      let text = '';
+      for await (const c of await ai.models.generateContentStream({ model: 'gemini-2.5-flash', contents: 'hi' })) text += c.text ?? '';
+      return text;
+    };
+    let gw = await startGateway({ providers: { g1: g('stream_error=503;stream_error_at=0', KEYS.gemini, 10),
+      g2: g(null, BACKUP_KEY, 0) } });
+    try {
+      await mock.clear();
+      assert.equal(await stream(gw), 'Hello from mockllm.');
+      const seen = await mock.requests();
+      assert.deepEqual(seen.map((q) => q.headers.find(([n]) => n.toLowerCase() === 'x-goog-api-key')[1]), [KEYS.gemini, BACKUP_KEY]);
+      let rec;
+      for (let i = 0; i < 100 && !rec; i++) {
+        await sleep(30);
+        rec = (await (await fetch(`${gw.url}/api/requests?provider=g2`)).json()).requests[0];
+      }
+      assert.deepEqual(rec.attempts.map((a) => [a.provider, a.status, a.error_class]), [['g1', 503, 'upstream_error']]);
+      assert.match(rec.attempts[0].error, /g1's stream began with UNAVAILABLE: The model is overloaded/);
+    } finally {
+      await gw.stop();
+    }
+    // broken off in the middle, nobody to fail over to: the tail goes on as Google sent it
+    gw = await startGateway({ providers: { g1: g('stream_error=503;events=4;delay_events_ms=100', KEYS.gemini, 0) } });
+    try {
+      await mock.clear();
+      const raw = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }) });
+      const body = await raw.text();
+      assert.equal(raw.status, 200);
+      assert.match(body, /\r\n\r\n\{\n {2}"error": \{\n {4}"code": 503,\n/, body);
+      const rec = await finalRecord(gw, raw.headers.get('x-keyless-request-id'));
+      assert.equal(rec.error_class, 'upstream_error', JSON.stringify(rec));
+      await assert.rejects(stream(gw), (e) => e.status === 503 && /The model is overloaded/.test(e.message));
+    } finally {
+      await gw.stop();
+    }
+  });
+
   it('the first event decides, not a keep-alive before it; an error event left unterminated at the end; both upstream paths drain briefly', async () => {
     const overloaded = 'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}';
     const head = 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n';

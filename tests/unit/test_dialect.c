@@ -369,6 +369,19 @@ static void error_envelopes(void **state)
     assert_string_equal(cJSON_GetObjectItem(re, "message")->valuestring, "spent");
     assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "message")->valuestring, "spent");
     cJSON_Delete(j);
+    /* Gemini: Google's error object as bare JSON over several lines, no SSE
+     * field (a "data:" event the SDK Gemini CLI bundles does not raise) */
+    ev = kl_dialect_error_event(&a, KL_DIALECT_GEMINI, KL_EP_GEMINI_STREAM, KL_ERR_FORBIDDEN, "no \"tool\"", &evl);
+    assert_true(strncmp(ev, "{\n  \"error\": {\n", 15) == 0);
+    assert_null(strstr(ev, "data:"));
+    assert_null(strstr(ev, "\n\n"));
+    assert_int_equal(evl, strlen(ev));
+    j = cJSON_Parse(ev);
+    cJSON *ge = cJSON_GetObjectItem(j, "error");
+    assert_int_equal(cJSON_GetObjectItem(ge, "code")->valueint, 403);
+    assert_string_equal(cJSON_GetObjectItem(ge, "message")->valuestring, "no \"tool\"");
+    assert_string_equal(cJSON_GetObjectItem(ge, "status")->valuestring, "PERMISSION_DENIED");
+    cJSON_Delete(j);
     assert_int_equal(kl_err_status(KL_ERR_TOO_LARGE), 413);
     assert_int_equal(kl_err_status(KL_ERR_TIMEOUT), 504);
     kl_arena_free(&a);

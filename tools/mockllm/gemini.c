@@ -125,6 +125,23 @@ static void sse_piece(ml_reply *r, long i, struct evbuffer *out)
     cJSON_Delete(j);
 }
 
+/* stream_error: Gemini breaks a stream off with its error as bare JSON,
+ * pretty-printed with two spaces, outside the SSE framing, and the stream
+ * ends. */
+static void sse_error_piece(ml_reply *r, long i, struct evbuffer *out)
+{
+    cJSON *e = ml_error_body(ML_GEMINI, r->d.stream_error, NULL, NULL);
+    const cJSON *err = cJSON_GetObjectItemCaseSensitive(e, "error");
+    char *msg = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(err, "message"));
+
+    (void)i;
+    evbuffer_add_printf(out, "{\n  \"error\": {\n    \"code\": %d,\n    \"message\": %s,\n"
+                        "    \"status\": \"%s\"\n  }\n}\n", r->d.stream_error, msg,
+                        cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(err, "status")));
+    cJSON_free(msg);
+    cJSON_Delete(e);
+}
+
 /* Without alt=sse the stream is one JSON array: "[{...}\n", ",\r\n{...}\n",
  * ..., "]", each piece written as it is produced. */
 static void array_piece(ml_reply *r, long i, struct evbuffer *out)
@@ -158,9 +175,10 @@ void ml_gemini_generate(ml_call *c, int stream)
     r->sse = c->alt_sse;
     if (!stream)
         ml_reply_json(r, 200, response(r, -1));
-    else if (r->sse)
+    else if (r->sse) {
         ml_reply_stream(r, "text/event-stream", nchunks(r), sse_piece, SSE_MALFORMED);
-    else
+        ml_reply_stream_hooks(r, NULL, sse_error_piece);
+    } else
         ml_reply_stream(r, "application/json", nchunks(r) + 1, array_piece, ARRAY_MALFORMED);
     ml_reply_start(r);
 }
