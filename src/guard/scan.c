@@ -16,24 +16,27 @@
 #include "core/decoded.h"
 #include "guard/attach.h"
 
-enum check { CHECK_NONE, CHECK_LUHN, CHECK_SSN, CHECK_IBAN, CHECK_NOT_ANTHROPIC, CHECK_PRIVATE_KEY, CHECK_EMAIL };
+enum check { CHECK_NONE, CHECK_TOKEN, CHECK_LUHN, CHECK_SSN, CHECK_IBAN, CHECK_NOT_ANTHROPIC, CHECK_PRIVATE_KEY, CHECK_EMAIL };
 
 /* Findings never contain '"' or '\\' (private keys aside, see extend_key),
- * so they never cross a JSON string's boundary. */
+ * so they never cross a JSON string's boundary. A token (CHECK_TOKEN, and
+ * openai_key) is not part of a run of base64 (glued): "AIza" + 35 or "_sk-"
+ * + 32 turn up by chance in the base64 a request carries (Codex's encrypted
+ * reasoning, one in ~1,000 blobs of 8 KB; images, one in ~30 of 1 MiB). */
 static const struct builtin {
     const char *kind, *regex;
     enum check check;
     bool pii;
 } builtins[] = {
-    {"aws_access_key", "(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}", CHECK_NONE, false},
-    {"github_token", "gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{50,}", CHECK_NONE, false},
-    {"anthropic_key", "sk-ant-[A-Za-z0-9_-]{32,}", CHECK_NONE, false},
+    {"aws_access_key", "(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}", CHECK_TOKEN, false},
+    {"github_token", "gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{50,}", CHECK_TOKEN, false},
+    {"anthropic_key", "sk-ant-[A-Za-z0-9_-]{32,}", CHECK_TOKEN, false},
     {"openai_key", "sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,}", CHECK_NOT_ANTHROPIC, false},
-    {"google_api_key", "AIza[0-9A-Za-z_-]{35}", CHECK_NONE, false},
-    {"slack_token", "xox[abposr]-[0-9A-Za-z-]{10,}", CHECK_NONE, false},
-    {"stripe_key", "(?:sk|rk)_live_[0-9A-Za-z]{20,}", CHECK_NONE, false},
+    {"google_api_key", "AIza[0-9A-Za-z_-]{35}", CHECK_TOKEN, false},
+    {"slack_token", "xox[abposr]-[0-9A-Za-z-]{10,}", CHECK_TOKEN, false},
+    {"stripe_key", "(?:sk|rk)_live_[0-9A-Za-z]{20,}", CHECK_TOKEN, false},
     {"private_key", "-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----", CHECK_PRIVATE_KEY, false},
-    {"jwt", "eyJ[A-Za-z0-9_-]{8,}\\.eyJ[A-Za-z0-9_-]{8,}\\.[A-Za-z0-9_-]{8,}", CHECK_NONE, false},
+    {"jwt", "eyJ[A-Za-z0-9_-]{8,}\\.eyJ[A-Za-z0-9_-]{8,}\\.[A-Za-z0-9_-]{8,}", CHECK_TOKEN, false},
     /* its start is found in C (CHECK_EMAIL): Vectorscan's leftmost-start
      * tracking for an unbounded local part cost 5 us of a 5.4 us scan of a
      * 1 KB body, and a bounded one does not compile; a local part may hold
@@ -429,6 +432,28 @@ static bool is_alnum(char c)
     return is_digit(c) || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
 }
 
+/* A character of base64 in either alphabet (and so of every token). */
+static bool is_b64(char c)
+{
+    return is_alnum(c) || c == '+' || c == '/' || c == '_' || c == '-';
+}
+
+#define KL_SCAN_GLUED 64
+
+/* Is body[from, to) inside a run of base64, KL_SCAN_GLUED characters of it
+ * around the match? Text puts a key after a space, a quote, "=", a short
+ * prefix ("MY_KEY_", "s-", a path); base64 has thousands of characters on
+ * each side of what matched in it by chance. */
+static bool glued(const char *body, size_t len, size_t from, size_t to)
+{
+    size_t n = 0;
+    for (size_t i = from; i > 0 && n < KL_SCAN_GLUED && is_b64(body[i - 1]); i--)
+        n++;
+    for (size_t i = to; i < len && n < KL_SCAN_GLUED && is_b64(body[i]); i++)
+        n++;
+    return n >= KL_SCAN_GLUED;
+}
+
 /* The byte before position i, for word-boundary checks: a letter that ends
  * an escape ("\\n", "\\u00e9") is a boundary, not part of a word. */
 static char before(const char *body, size_t i)
@@ -544,9 +569,13 @@ static bool holds(const struct rule *r, const char *body, size_t len, size_t *fr
     case CHECK_NONE:
         return true;
     case CHECK_NOT_ANTHROPIC:
-        /* a key begins a word: "sk-" inside one ("risk-assessment-platform-
-         * backend-service", a folder every agent puts in its prompt) is none */
-        return !(n > 7 && memcmp(s, "sk-ant-", 7) == 0) && !is_alnum(before(body, *from));
+        /* "sk-" inside a word ("risk-assessment-platform-backend-service", a
+         * folder every agent puts in its prompt) begins no key */
+        if ((n > 7 && memcmp(s, "sk-ant-", 7) == 0) || is_alnum(before(body, *from)))
+            return false;
+        /* fall through */
+    case CHECK_TOKEN:
+        return !glued(body, len, *from, *to);
     case CHECK_PRIVATE_KEY:
         *to = extend_key(body, len, *to);
         return true;
@@ -559,7 +588,7 @@ static bool holds(const struct rule *r, const char *body, size_t len, size_t *fr
             return false;
         return r->check == CHECK_LUHN ? luhn(s, n) : ssn_ok(s);
     case CHECK_IBAN:
-        if (is_alnum(before(body, *from)) || (*to < len && is_alnum(body[*to])))
+        if (is_alnum(before(body, *from)) || (*to < len && is_alnum(body[*to])) || glued(body, len, *from, *to))
             return false;
         return iban_ok(s, n);
     }

@@ -69,6 +69,27 @@ describe('guardrails', () => {
     assert.deepEqual(rec.guardrails, [{ stage: 'request', by: 'guardrails', action: 'block', kinds: ['aws_access_key'] }]);
   });
 
+  it('base64 a request carries (Codex\'s encrypted reasoning, an image) is no key where a key\'s letters turn up in it', async () => {
+    // by chance "_sk-" + 32 of the key's letters turns up in one of ~1,000
+    // 8 KB blobs of URL-safe base64, and "AIza" + 35 in one of ~30 images
+    // of 1 MiB: here they are planted
+    const { randomBytes } = await import('node:crypto');
+    const b64url = (n) => randomBytes(n).toString('base64url');
+    const reasoning = [{ type: 'reasoning', id: 'rs_1', summary: [],
+      encrypted_content: `gAAAAA${b64url(3000)}_sk-${b64url(60)}${b64url(3000)}` }];
+    const r = await fetch(`${gw.url}/v1/responses`, { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', input: [...reasoning, { role: 'user', content: 'go on' }] }) });
+    assert.equal(r.status, 200, await r.clone().text());
+    const image = `${randomBytes(3000).toString('base64')}+AIza${b64url(26)}/${randomBytes(3000).toString('base64')}`;
+    const g = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:generateContent`, { method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ inlineData: { mimeType: 'image/png', data: image } },
+        { text: 'what is it?' }] }] }) });
+    assert.equal(g.status, 200, await g.clone().text());
+    const rec = await finalRecord(gw, g.headers.get('x-keyless-request-id'));
+    assert.deepEqual(rec.guardrails ?? [], [], 'no note: nothing was found');
+  });
+
   it('a finding in the session id the caller sent (Claude Code\'s metadata.user_id) is not kept in the record', async () => {
     const send = (sid) => fetch(`${gw.url}/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json',
       'anthropic-version': '2023-06-01' }, body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 5,

@@ -151,6 +151,29 @@ static void secrets_block(void **state)
     assert_int_equal(r.action, KL_SCAN_OFF);
     r = scan(f, "key=\"sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD\"");
     assert_string_equal(r.block_kinds, "openai_key");
+    /* in base64 (Codex's encrypted reasoning, an image), what looks like a
+     * token is part of a run thousands of characters long: no key. Glued to
+     * a short prefix, or at a line's end, it is one. */
+#define B64RUN "gAAAAABn_x8Qw3e4r5t6y7u8i9o0pAsDfGhJkLzXcVbNm1234_8f+Zm9vYmFyYmF6/Qw3e4r5t6y7u8i9o0pAsDf"
+    static const char *const in_base64[] = {
+        B64RUN "_sk-Qw3e4r5t6y7u8i9o0pAsDfGhJkLzXcVbNm1234_8f",
+        "iVBORw0KGgo+AIzaSyA1234567890abcdefghijklmnopqrstuv/" B64RUN,
+        B64RUN "/AKIAIOSFODNN7EXAMPLE", "R0lGODlh_ghp_abcdefghijklmnopqrstuvwxyz0123456789" B64RUN,
+        B64RUN "-sk-ant-api03-abcdefghijklmnopqrstuvwxyzABCDEFGH_0123456789-xyz",
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz+" B64RUN,
+        B64RUN "/GB82WEST12345698765432/" B64RUN,
+    };
+#undef B64RUN
+    for (size_t i = 0; i < sizeof(in_base64) / sizeof(in_base64[0]); i++) {
+        r = scan(f, in_base64[i]);
+        if (r.action != KL_SCAN_OFF)
+            fail_msg("%s: action %d, kinds %s", in_base64[i], r.action, r.kinds ? r.kinds : "-");
+    }
+    r = scan(f, "session s-AKIAIOSFODNN7EXAMPLE, path /srv/app/config/keys/MY_PROJECT_KEY_AKIAIOSFODNN7EXAMPLE");
+    assert_string_equal(r.block_kinds, "aws_access_key");
+    assert_int_equal(r.action, KL_SCAN_BLOCK);
+    r = scan(f, "export GOOGLE_API_KEY=AIzaSyA1234567890abcdefghijklmnopqrstuv\\nnext");
+    assert_string_equal(r.block_kinds, "google_api_key");
 }
 
 static void pii_redacted_with_checks(void **state)
