@@ -172,7 +172,12 @@ char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep
         cJSON_AddStringToObject(resp, "object", "response");
         cJSON_AddStringToObject(resp, "status", "failed");
         cJSON *err = cJSON_AddObjectToObject(resp, "error");
-        cJSON_AddStringToObject(err, "code", kinds[kind].openai_code);
+        /* Codex sends a failed response again (up to 5 times, each billed)
+         * unless its code says that cannot help; a refusal (a policy, a
+         * guardrail) is "invalid_prompt" to it, which it shows and ends on */
+        int st = kinds[kind].status;
+        bool final = st >= 400 && st < 500 && st != 408 && st != 429 && kind != KL_ERR_QUOTA;
+        cJSON_AddStringToObject(err, "code", final ? "invalid_prompt" : kinds[kind].openai_code);
         cJSON_AddStringToObject(err, "message", message);
         ev = kl_json_print_arena(a, root, "event: response.failed\ndata: ", "\n\n");
     } else if (d == KL_DIALECT_GEMINI) {

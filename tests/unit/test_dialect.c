@@ -369,6 +369,17 @@ static void error_envelopes(void **state)
     assert_string_equal(cJSON_GetObjectItem(re, "message")->valuestring, "spent");
     assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "message")->valuestring, "spent");
     cJSON_Delete(j);
+    /* a refusal is final to Codex ("invalid_prompt"); an overload it retries */
+    ev = kl_dialect_error_event(&a, KL_DIALECT_OPENAI, KL_EP_RESPONSES, KL_ERR_FORBIDDEN, "no", &evl);
+    j = cJSON_Parse(ev + 29);
+    re = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "response"), "error");
+    assert_string_equal(cJSON_GetObjectItem(re, "code")->valuestring, "invalid_prompt");
+    cJSON_Delete(j);
+    ev = kl_dialect_error_event(&a, KL_DIALECT_OPENAI, KL_EP_RESPONSES, KL_ERR_UNAVAILABLE, "busy", &evl);
+    j = cJSON_Parse(ev + 29);
+    re = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "response"), "error");
+    assert_string_equal(cJSON_GetObjectItem(re, "code")->valuestring, "service_unavailable");
+    cJSON_Delete(j);
     /* Gemini: Google's error object as bare JSON over several lines, no SSE
      * field (a "data:" event the SDK Gemini CLI bundles does not raise) */
     ev = kl_dialect_error_event(&a, KL_DIALECT_GEMINI, KL_EP_GEMINI_STREAM, KL_ERR_FORBIDDEN, "no \"tool\"", &evl);
