@@ -12,7 +12,7 @@
 
 CC      ?= cc
 PKGS    := libevent libevent_pthreads libevent_openssl libcurl libcjson jose openssl sqlite3 libpq zlib libhs \
-           libcbor libzstd
+           libcbor libzstd libpsl
 SAN     ?=
 BUILD   ?= build$(if $(SAN),-san)
 

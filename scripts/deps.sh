@@ -14,7 +14,7 @@ case "$(dpkg --print-architecture)" in
 esac
 build_pkgs="build-essential pkg-config libevent-dev libcurl4-openssl-dev libcjson-dev
   libjose-dev libssl-dev libsqlite3-dev libpq-dev zlib1g-dev $hs_pkg
-  libcbor-dev libzstd-dev"
+  libcbor-dev libzstd-dev libpsl-dev"
 test_pkgs="libcmocka-dev nodejs npm postgresql openssl sqlite3 clang zstd"
 bench_pkgs="nginx-light wrk util-linux"
 

@@ -5,6 +5,7 @@
  * before they count. */
 #include "guard/scan.h"
 
+#include <ctype.h>
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include <hs/hs.h>
+#include <libpsl.h>
 
 #include "core/decoded.h"
 #include "guard/attach.h"
@@ -72,6 +74,7 @@ static const char *const ATTACH_EXPRS[2] = {
 };
 
 struct kl_guardrails {
+    psl_ctx_t *psl;                 /* the public suffix list: which labels end a domain (email_domain_ok) */
     hs_database_t *db;
     hs_database_t *attach_db;       /* ATTACH_EXPRS */
     struct rule *rules;
@@ -102,6 +105,7 @@ static void guardrails_free(void *arg)
     struct kl_guardrails *g = arg;
     hs_free_database(g->db);
     hs_free_database(g->attach_db);
+    psl_free(g->psl);
 }
 
 static int parse_action(const cJSON *v, enum kl_scan_action *out)
@@ -346,6 +350,8 @@ void kl_guardrails_read_config(kl_cfg_ctx *c, const cJSON *v)
         free(info);
         hs_free_compile_error(ierr);
     }
+    /* Debian's publicsuffix file when newer than the list built into libpsl */
+    g->psl = psl_latest(NULL);
     kl_config_on_free(c->cfg, guardrails_free, g);
     c->cfg->guardrails = g;
 }
@@ -559,9 +565,34 @@ static size_t extend_key(const char *body, size_t len, size_t to)
     return len;
 }
 
+/* Does an address's domain end in a top-level domain: one in the public
+ * suffix list, or a name kept for private use (RFC 6761, 6762, ICANN's
+ * .internal, the usual intranet ones)? Code is full of "logo@2x.png",
+ * "inputs@self.kernel" (a matrix product), "user@host.lan" is an address. */
+static bool email_domain_ok(const psl_ctx_t *psl, const char *body, size_t from, size_t to)
+{
+    static const char *const private_use[] = {"test", "example", "invalid", "localhost", "local", "internal",
+                                              "corp", "lan", "home", "intranet", "private", "localdomain"};
+    size_t dot = to;
+    while (dot > from && body[dot - 1] != '.')
+        dot--;
+    char tld[32];
+    size_t n = to - dot;
+    if (n == 0 || n >= sizeof(tld))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        tld[i] = (char)tolower((unsigned char)body[dot + i]);
+    tld[n] = '\0';
+    for (size_t i = 0; i < sizeof(private_use) / sizeof(private_use[0]); i++)
+        if (strcmp(tld, private_use[i]) == 0)
+            return true;
+    return psl && psl_is_public_suffix2(psl, tld, PSL_TYPE_ANY | PSL_TYPE_NO_STAR_RULE);
+}
+
 /* Does a finding hold on a closer look? Numbers must stand alone (no digit
  * right before or after) and pass their checksum. */
-static bool holds(const struct rule *r, const char *body, size_t len, size_t *from, size_t *to)
+static bool holds(const struct kl_guardrails *g, const struct rule *r, const char *body, size_t len, size_t *from,
+                  size_t *to)
 {
     const char *s = body + *from;
     size_t n = *to - *from;
@@ -580,8 +611,12 @@ static bool holds(const struct rule *r, const char *body, size_t len, size_t *fr
         *to = extend_key(body, len, *to);
         return true;
     case CHECK_EMAIL:
+        /* the match ends where the domain does ("x@a.pn" is no end of
+         * "x@a.png"), in a top-level domain; and has a local part */
+        if (*to < len && (is_alnum(body[*to]) || body[*to] == '-'))
+            return false;
         *from = email_start(body, *to);
-        return body[*from] != '@'; /* an address has a local part */
+        return body[*from] != '@' && email_domain_ok(g->psl, body, *from, *to);
     case CHECK_LUHN:
     case CHECK_SSN:
         if (is_digit(before(body, *from)) || (*to < len && is_digit(body[*to])))
@@ -632,7 +667,7 @@ static int on_match(unsigned id, unsigned long long from, unsigned long long to,
     size_t f = (size_t)from, t = (size_t)to;
     if (t > h->len)
         return 0; /* it needed the padding (kl_scan) */
-    if (!holds(&h->g->rules[id], h->body, h->len, &f, &t))
+    if (!holds(h->g, &h->g->rules[id], h->body, h->len, &f, &t))
         return 0;
     if (h->n == KL_SCAN_MAX_HITS) {
         h->overflow = true;

@@ -214,6 +214,13 @@ static void escapes_and_strings(void **state)
     struct kl_scan_result r = scan(f, "Pay to:\nDE89370400440532013000 now");
     assert_int_equal(r.action, KL_SCAN_REDACT);
     assert_string_equal(content(&r, buf, sizeof(buf)), "Pay to:\n[REDACTED:iban] now");
+    /* an address's domain ends in a top-level domain, not a file's
+     * extension or a member (code: "@2x.png" images, "@" matrix products) */
+    r = scan(f, "<img src=\"logo@2x.png\"> y = inputs@self.kernel + b; x@w.T");
+    assert_int_equal(r.action, KL_SCAN_OFF);
+    r = scan(f, "ops@db1.corp.internal, root@localhost.localdomain, ANN@EXAMPLE.DE, kim@mail.example.co.uk.");
+    assert_string_equal(content(&r, buf, sizeof(buf)),
+                        "[REDACTED:email], [REDACTED:email], [REDACTED:email], [REDACTED:email].");
     r = scan(f, "Hi,\nbob@example.com\tthanks");
     assert_string_equal(content(&r, buf, sizeof(buf)), "Hi,\n[REDACTED:email]\tthanks");
     r = scan_raw(f, "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"ren\\u00e9@example.com\"}]}");
