@@ -102,7 +102,7 @@ enum kl_answer_verdict kl_guard_answer_whole(kl_exchange *ex, const char *body, 
 {
     struct kl_scan_result res;
     const char *why = NULL;
-    if (kl_scan(ex->cfg->guardrails, &ex->worker->scan, body, len, &ex->arena, &res, &why) < 0) {
+    if (kl_scan(ex->cfg->guardrails, &ex->worker->scan, body, len, NULL, 0, &ex->arena, &res, &why) < 0) {
         /* what cannot be checked is not relayed */
         ex->error_message = kl_arena_printf(&ex->arena, "guardrails could not check the answer: %s", why);
         ex->cut_kind = KL_ERR_UNAVAILABLE;
@@ -164,7 +164,7 @@ bool kl_guard_answer_relayed(kl_exchange *ex, const cJSON *answer, const char *w
         return false;
     }
     struct kl_scan_result res;
-    int rc = kl_scan(ex->cfg->guardrails, &ex->worker->scan, text, strlen(text), &ex->arena, &res, &why);
+    int rc = kl_scan(ex->cfg->guardrails, &ex->worker->scan, text, strlen(text), NULL, 0, &ex->arena, &res, &why);
     cJSON_free(text);
     if (rc < 0) {
         unscanned(ex, why);

@@ -27,6 +27,7 @@
 #include "guard/hooks.h"
 #include "guard/notes.h"
 #include "guard/scan.h"
+#include "guard/signed.h"
 #include "identity/identity.h"
 #include "listen/http.h"
 #include "upstream/fetch.h"
@@ -167,12 +168,18 @@ static const char *apply_modify(kl_exchange *ex, const char *reply, size_t len, 
                : NULL;
 }
 
-/* The built-in guardrails over the caller's body: block, redact, log. */
+/* The built-in guardrails over the caller's body: block, redact, log. The
+ * provider's signed reasoning in it is left as it came (guard/signed.h). */
 static enum kl_step scan_body(kl_exchange *ex)
 {
     struct kl_scan_result res;
     const char *why = NULL;
-    if (kl_scan(ex->cfg->guardrails, &ex->worker->scan, ex->body, ex->body_len, &ex->arena, &res, &why) < 0)
+    struct kl_scan_span *skip = NULL;
+    size_t nskip = 0;
+    if (ex->dialect == KL_DIALECT_ANTHROPIC || ex->dialect == KL_DIALECT_BEDROCK)
+        nskip = kl_guard_signed_spans(ex->body, ex->body_len, &ex->arena, &skip);
+    if (kl_scan(ex->cfg->guardrails, &ex->worker->scan, ex->body, ex->body_len, skip, nskip, &ex->arena, &res,
+                &why) < 0)
         return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "guardrails: %s", why);
     switch (res.action) {
     case KL_SCAN_OFF:

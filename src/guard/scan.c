@@ -972,8 +972,42 @@ static int scan_attachments(const struct kl_guardrails *g, struct kl_scan_scratc
     return rc;
 }
 
+/* Is raw offset x inside one of the spans (in order)? */
+static bool skipped(const struct kl_scan_span *skip, size_t nskip, size_t x)
+{
+    size_t lo = 0, hi = nskip;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (skip[mid].to <= x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < nskip && skip[lo].from <= x;
+}
+
+/* Findings and base64 files that begin in a skipped span dropped (h in
+ * text's offsets; dec, when the text was decoded, maps them to the body's). */
+static void drop_skipped(struct hits *h, const struct kl_decoded *dec, const struct kl_scan_span *skip,
+                         size_t nskip)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < h->n; i++)
+        if (!skipped(skip, nskip, dec ? kl_decoded_raw(dec, h->v[i].from, false) : h->v[i].from))
+            h->v[keep++] = h->v[i];
+    h->n = keep;
+    keep = 0;
+    for (size_t i = 0; i < h->natt; i++) {
+        size_t at = h->att[i] >> 1;
+        if (!skipped(skip, nskip, dec ? kl_decoded_raw(dec, at, false) : at))
+            h->att[keep++] = h->att[i];
+    }
+    h->natt = keep;
+}
+
 int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *body, size_t len,
-            kl_arena *a, struct kl_scan_result *out, const char **why)
+            const struct kl_scan_span *skip, size_t nskip, kl_arena *a, struct kl_scan_result *out,
+            const char **why)
 {
     memset(out, 0, sizeof(*out));
     if (!g || !g->db || !len)
@@ -991,6 +1025,8 @@ int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, con
     memset(seen, 0, g->n);
     struct hits h;
     int rc = find(g, scratch, text, tlen, true, &h, why);
+    if (rc == 0 && nskip)
+        drop_skipped(&h, decoded ? &dec : NULL, skip, nskip);
     for (size_t i = 0; rc == 0 && i < h.n; i++) {
         const struct rule *r = &g->rules[h.v[i].rule];
         seen[h.v[i].rule] |= r->action == KL_SCAN_BLOCK ? 3 : 1;

@@ -43,13 +43,21 @@ struct kl_scan_result {
     bool overflow;              /* more findings than are kept track of: block_kinds says so */
 };
 
+/* Bytes [from, to) of a body. */
+struct kl_scan_span {
+    size_t from, to;
+};
+
 /* Scan body (any bytes). A redaction replaces whole escapes only and stays
  * inside one JSON string, so a redacted JSON body stays JSON; a finding that
- * cannot be taken out that way makes the result BLOCK. scratch is the
- * calling thread's (*scratch NULL at first; kl_scan_scratch_free at the
- * end). -1 with why when the scan itself failed. */
+ * cannot be taken out that way makes the result BLOCK. A finding (or a
+ * base64 file) that begins inside one of the nskip spans, in order, counts
+ * for nothing (guard/signed.h). scratch is the calling thread's (*scratch
+ * NULL at first; kl_scan_scratch_free at the end). -1 with why when the
+ * scan itself failed. */
 int kl_scan(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *body, size_t len,
-            kl_arena *a, struct kl_scan_result *out, const char **why);
+            const struct kl_scan_span *skip, size_t nskip, kl_arena *a, struct kl_scan_result *out,
+            const char **why);
 
 /* One finding in a plain text: its bytes [from, to), its rule's action and
  * kind (the configuration's). */

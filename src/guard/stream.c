@@ -895,7 +895,7 @@ static bool scan_rest(kl_guard_stream *s, kl_exchange *ex, struct held *h, cJSON
         dl = strlen(printed);
     }
     struct kl_scan_result r;
-    int rc = kl_scan(ex->cfg->guardrails, &ex->worker->scan, data, dl, &ex->arena, &r, &why);
+    int rc = kl_scan(ex->cfg->guardrails, &ex->worker->scan, data, dl, NULL, 0, &ex->arena, &r, &why);
     cJSON_free(printed);
     if (rc < 0) {
         fail(s, ex, why);

@@ -4,7 +4,9 @@
  * must keep every byte outside the findings (with the markers taken out it
  * is a subsequence of the input; not checked when a base64 file was encoded
  * again), and when the input is JSON the redacted body must be JSON too (a
- * finding that cannot be taken out of a string blocks instead). */
+ * finding that cannot be taken out of a string blocks instead). JSON input
+ * is scanned skipping its signed reasoning (guard/signed.h), whose spans
+ * must be strings, in order, inside the body. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -13,7 +15,9 @@
 #include <cjson/cJSON.h>
 
 #include "core/config.h"
+#include "core/jsonscan.h"
 #include "guard/scan.h"
+#include "guard/signed.h"
 
 static kl_config *cfg;
 static struct kl_scan_scratch *scratch;
@@ -35,7 +39,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kl_arena_init(&a);
     struct kl_scan_result r;
     const char *why = NULL;
-    if (kl_scan(cfg->guardrails, &scratch, (const char *)data, size, &a, &r, &why) < 0)
+    struct kl_scan_span *skip = NULL;
+    size_t nskip = 0, err_at;
+    if (kl_json_validate((const char *)data, size, &err_at) == 0)
+        nskip = kl_guard_signed_spans((const char *)data, size, &a, &skip);
+    for (size_t i = 0; i < nskip; i++)
+        if (skip[i].to > size || skip[i].to < skip[i].from + 2 || data[skip[i].from] != '"' ||
+            data[skip[i].to - 1] != '"' || (i && skip[i].from < skip[i - 1].to))
+            abort();
+    if (kl_scan(cfg->guardrails, &scratch, (const char *)data, size, skip, nskip, &a, &r, &why) < 0)
         abort();
     if (r.action == KL_SCAN_REDACT) {
         if (!r.body || r.body[r.body_len] != '\0' || !r.redacted)

@@ -90,6 +90,21 @@ describe('guardrails', () => {
     assert.deepEqual(rec.guardrails ?? [], [], 'no note: nothing was found');
   });
 
+  it('the provider\'s signed thinking in the history goes back as it came (the API refuses an altered one); text beside it is redacted', async () => {
+    await mock.clear();
+    const thinking = { type: 'thinking', thinking: 'The user is jane.doe@example.com; answer her.', signature: 'EqQBCkgIBRABGAIiQLx' };
+    const r = await new Anthropic({ baseURL: gw.url, apiKey: 'x', maxRetries: 0 }).messages.create({
+      model: 'claude-sonnet-4-5', max_tokens: 20, thinking: { type: 'enabled', budget_tokens: 1024 },
+      messages: [{ role: 'user', content: 'who am I? jane.doe@example.com' },
+        { role: 'assistant', content: [thinking, { type: 'text', text: 'You are jane.doe@example.com.' }] },
+        { role: 'user', content: 'thanks' }] });
+    assert.ok(r.content.length);
+    const sent = JSON.parse((await mock.requests()).find((q) => q.path === '/v1/messages').body);
+    assert.deepEqual(sent.messages[1].content[0], thinking, 'byte for byte what the provider signed');
+    assert.equal(sent.messages[1].content[1].text, 'You are [REDACTED:email].');
+    assert.equal(sent.messages[0].content, 'who am I? [REDACTED:email]');
+  });
+
   it('a finding in the session id the caller sent (Claude Code\'s metadata.user_id) is not kept in the record', async () => {
     const send = (sid) => fetch(`${gw.url}/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json',
       'anthropic-version': '2023-06-01' }, body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 5,

@@ -17,6 +17,7 @@
 
 #include "core/config.h"
 #include "guard/scan.h"
+#include "guard/signed.h"
 
 static kl_config *load(const char *text)
 {
@@ -66,7 +67,7 @@ static struct kl_scan_result scan_raw(struct fx *f, const char *body)
 {
     struct kl_scan_result r;
     const char *why = NULL;
-    assert_int_equal(kl_scan(f->cfg->guardrails, &f->scratch, body, strlen(body), &f->arena, &r, &why), 0);
+    assert_int_equal(kl_scan(f->cfg->guardrails, &f->scratch, body, strlen(body), NULL, 0, &f->arena, &r, &why), 0);
     if (r.body) {
         cJSON *j = cJSON_ParseWithLength(r.body, r.body_len);
         if (!j)
@@ -429,7 +430,7 @@ static void findings_at_the_end_at_every_alignment(void **state)
             memcpy(buf + off, body, len);
             struct kl_scan_result r;
             const char *why = NULL;
-            assert_int_equal(kl_scan(f.cfg->guardrails, &f.scratch, buf + off, len, &f.arena, &r, &why), 0);
+            assert_int_equal(kl_scan(f.cfg->guardrails, &f.scratch, buf + off, len, NULL, 0, &f.arena, &r, &why), 0);
             if (!r.kinds || strcmp(r.kinds, cases[c].kind) != 0)
                 fail_msg("%s at alignment %zu: found %s", cases[c].kind, off, r.kinds ? r.kinds : "nothing");
         }
@@ -588,6 +589,46 @@ static char *unb64(const char *body, const char *key, char *out)
     return out;
 }
 
+/* The provider's signed reasoning in the history goes back as it came (the
+ * API refuses an altered one); everything around it is still scanned. */
+static void signed_reasoning_left_alone(void **state)
+{
+    struct fx *f = *state;
+    const char *body =
+        "{\"model\":\"claude-sonnet-4-5\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},"
+        "{\"role\":\"assistant\",\"content\":[{\"type\":\"thinking\",\"thinking\":\"write to jane@example.com\","
+        "\"signature\":\"EqQBCkgIBRABGAIiQL\"},{\"type\":\"redacted_thinking\",\"data\":\"am9lQGV4YW1wbGUuY29t\"},"
+        "{\"type\":\"thinking\",\"thinking\":\"unsigned ann@example.com\"},"
+        "{\"reasoningContent\":{\"reasoningText\":{\"text\":\"bob@example.com\",\"signature\":\"c2ln\"}}},"
+        "{\"type\":\"text\",\"text\":\"sent to jane@example.com\"}]}]}";
+    struct kl_scan_span *skip;
+    size_t n = kl_guard_signed_spans(body, strlen(body), &f->arena, &skip);
+    assert_int_equal(n, 3);
+    assert_memory_equal(body + skip[0].from, "\"write to jane@example.com\"", skip[0].to - skip[0].from);
+    struct kl_scan_result r;
+    const char *why = NULL;
+    assert_int_equal(kl_scan(f->cfg->guardrails, &f->scratch, body, strlen(body), skip, n, &f->arena, &r, &why), 0);
+    assert_int_equal(r.action, KL_SCAN_REDACT);
+    assert_int_equal(r.redacted, 2);
+    char *out = kl_arena_strndup(&f->arena, r.body, r.body_len);
+    assert_non_null(strstr(out, "\"write to jane@example.com\""));
+    assert_non_null(strstr(out, "\"bob@example.com\""));
+    assert_non_null(strstr(out, "\"unsigned [REDACTED:email]\""));
+    assert_non_null(strstr(out, "\"sent to [REDACTED:email]\""));
+    /* a secret there is not blocked either; next to it, it is */
+    const char *secret = "{\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"thinking\","
+                         "\"thinking\":\"AKIAIOSFODNN7EXAMPLE\",\"signature\":\"x\"}]}]}";
+    n = kl_guard_signed_spans(secret, strlen(secret), &f->arena, &skip);
+    assert_int_equal(kl_scan(f->cfg->guardrails, &f->scratch, secret, strlen(secret), skip, n, &f->arena, &r, &why), 0);
+    assert_int_equal(r.action, KL_SCAN_OFF);
+    assert_int_equal(kl_scan(f->cfg->guardrails, &f->scratch, secret, strlen(secret), NULL, 0, &f->arena, &r, &why), 0);
+    assert_int_equal(r.action, KL_SCAN_BLOCK);
+    /* a repeated member may be read otherwise by the provider: not skipped */
+    const char *twice = "{\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"thinking\","
+                        "\"thinking\":\"a\",\"thinking\":\"b\",\"signature\":\"x\"}]}]}";
+    assert_int_equal(kl_guard_signed_spans(twice, strlen(twice), &f->arena, &skip), 0);
+}
+
 static void base64_text_files(void **state)
 {
     struct fx *f = *state;
@@ -720,6 +761,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(escapes_and_strings, setup, teardown),
         cmocka_unit_test_setup_teardown(escaped_findings, setup, teardown),
         cmocka_unit_test_setup_teardown(base64_text_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(signed_reasoning_left_alone, setup, teardown),
         cmocka_unit_test(many_findings),
         cmocka_unit_test(private_key_redacted_whole),
         cmocka_unit_test(configuration_mistakes),
