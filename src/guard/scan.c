@@ -43,7 +43,8 @@ static const struct builtin {
      * tracking for an unbounded local part cost 5 us of a 5.4 us scan of a
      * 1 KB body, and a bounded one does not compile; a local part may hold
      * UTF-8 (RFC 6531: "rené@") */
-    {"email", "[A-Za-z0-9._%+\\x80-\\xff-]@[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*\\.[A-Za-z]{2,24}", CHECK_EMAIL, true},
+    {"email", "[A-Za-z0-9._%+\\x80-\\xff-]@[A-Za-z0-9-]+(?:\\.[A-Za-z0-9-]+)*\\.(?:[A-Za-z]{2,24}|xn--[A-Za-z0-9-]{1,59})",
+     CHECK_EMAIL, true},
     /* 13-19 digits in groups of four (the last one shorter), or 4-6-5
      * (American Express) and 4-6-4 (Diners); spaces or dashes between groups
      * only: single digits with spaces are a table */
@@ -446,18 +447,64 @@ static bool is_b64(char c)
 
 #define KL_SCAN_GLUED 64
 
-/* Is body[from, to) inside a run of base64, KL_SCAN_GLUED characters of it
- * around the match? Text puts a key after a space, a quote, "=", a short
- * prefix ("MY_KEY_", "s-", a path); base64 has thousands of characters on
- * each side of what matched in it by chance. */
+/* The characters glued to a match, by class. */
+struct glue {
+    size_t n, upper, lower, digit;
+};
+
+static void glue_add(struct glue *g, char c)
+{
+    g->n++;
+    g->upper += c >= 'A' && c <= 'Z';
+    g->lower += c >= 'a' && c <= 'z';
+    g->digit += is_digit(c);
+}
+
+/* The length of a line break ending just before i, or starting at i: a
+ * newline, or its JSON escape (MIME and PEM wrap base64 at 64 or 76). */
+static size_t break_before(const char *body, size_t i)
+{
+    if (i >= 1 && (body[i - 1] == '\n' || body[i - 1] == '\r'))
+        return 1;
+    return i >= 2 && body[i - 2] == '\\' && (body[i - 1] == 'n' || body[i - 1] == 'r') ? 2 : 0;
+}
+
+static size_t break_at(const char *body, size_t len, size_t i)
+{
+    if (i < len && (body[i] == '\n' || body[i] == '\r'))
+        return 1;
+    return i + 1 < len && body[i] == '\\' && (body[i + 1] == 'n' || body[i + 1] == 'r') ? 2 : 0;
+}
+
+/* Is body[from, to) inside a run of base64: KL_SCAN_GLUED characters of it
+ * around the match (across line breaks), and random-looking (letters of
+ * both cases and digits, as base64 of any bytes has about 26, 26 and 10 of
+ * each 64)? Base64 has thousands of characters on each side of what
+ * matched in it by chance; text puts a key after a space, a quote, "=", or
+ * glued to words ("hi+team+my+key+is+", a path, a snake_case name), which
+ * are not random. */
 static bool glued(const char *body, size_t len, size_t from, size_t to)
 {
-    size_t n = 0;
-    for (size_t i = from; i > 0 && n < KL_SCAN_GLUED && is_b64(body[i - 1]); i--)
-        n++;
-    for (size_t i = to; i < len && n < KL_SCAN_GLUED && is_b64(body[i]); i++)
-        n++;
-    return n >= KL_SCAN_GLUED;
+    struct glue g = {0};
+    size_t i = from, k;
+    while (i > 0 && g.n < KL_SCAN_GLUED) {
+        if (is_b64(body[i - 1]) && !(i >= 2 && body[i - 2] == '\\'))
+            glue_add(&g, body[--i]);
+        else if ((k = break_before(body, i)) && i > k && is_b64(body[i - k - 1]))
+            i -= k;
+        else
+            break;
+    }
+    i = to;
+    while (i < len && g.n < KL_SCAN_GLUED) {
+        if (is_b64(body[i]))
+            glue_add(&g, body[i++]);
+        else if ((k = break_at(body, len, i)) && i + k < len && is_b64(body[i + k]))
+            i += k;
+        else
+            break;
+    }
+    return g.n >= KL_SCAN_GLUED && g.upper >= 8 && g.lower >= 8 && g.digit >= 3;
 }
 
 /* The byte before position i, for word-boundary checks: a letter that ends
@@ -567,8 +614,9 @@ static size_t extend_key(const char *body, size_t len, size_t to)
 
 /* Does an address's domain end in a top-level domain: one in the public
  * suffix list, or a name kept for private use (RFC 6761, 6762, ICANN's
- * .internal, the usual intranet ones)? Code is full of "logo@2x.png",
- * "inputs@self.kernel" (a matrix product), "user@host.lan" is an address. */
+ * .internal, the usual intranet ones), written in one case or capitalised?
+ * Code is full of "logo@2x.png", "inputs@self.kernel", "q@k.mT" (matrix
+ * products); "user@host.lan" is an address. */
 static bool email_domain_ok(const psl_ctx_t *psl, const char *body, size_t from, size_t to)
 {
     static const char *const private_use[] = {"test", "example", "invalid", "localhost", "local", "internal",
@@ -580,9 +628,15 @@ static bool email_domain_ok(const psl_ctx_t *psl, const char *body, size_t from,
     size_t n = to - dot;
     if (n == 0 || n >= sizeof(tld))
         return false;
-    for (size_t i = 0; i < n; i++)
+    size_t upper = 0;
+    for (size_t i = 0; i < n; i++) {
+        upper += body[dot + i] >= 'A' && body[dot + i] <= 'Z';
         tld[i] = (char)tolower((unsigned char)body[dot + i]);
+    }
     tld[n] = '\0';
+    bool capitalised = upper == 1 && body[dot] >= 'A' && body[dot] <= 'Z';
+    if (upper && upper != n && !capitalised)
+        return false;
     for (size_t i = 0; i < sizeof(private_use) / sizeof(private_use[0]); i++)
         if (strcmp(tld, private_use[i]) == 0)
             return true;
@@ -612,8 +666,12 @@ static bool holds(const struct kl_guardrails *g, const struct rule *r, const cha
         return true;
     case CHECK_EMAIL:
         /* the match ends where the domain does ("x@a.pn" is no end of
-         * "x@a.png"), in a top-level domain; and has a local part */
-        if (*to < len && (is_alnum(body[*to]) || body[*to] == '-'))
+         * "x@a.png"), in a top-level domain, and is no method call
+         * ("x@self.weight.to(dtype)") nor a remote ("git@github.com:org/r",
+         * scp's and ssh's user@host:path); it has a local part */
+        if (*to < len && (is_alnum(body[*to]) || body[*to] == '(' ||
+                          (body[*to] == ':' && *to + 1 < len &&
+                           (is_alnum(body[*to + 1]) || body[*to + 1] == '/' || body[*to + 1] == '~'))))
             return false;
         *from = email_start(body, *to);
         return body[*from] != '@' && email_domain_ok(g->psl, body, *from, *to);

@@ -173,6 +173,23 @@ static void secrets_block(void **state)
     r = scan(f, "session s-AKIAIOSFODNN7EXAMPLE, path /srv/app/config/keys/MY_PROJECT_KEY_AKIAIOSFODNN7EXAMPLE");
     assert_string_equal(r.block_kinds, "aws_access_key");
     assert_int_equal(r.action, KL_SCAN_BLOCK);
+    /* glued to text that is no base64 (words, a path, a name), a key is one */
+    static const char *const in_text[] = {
+        "message=hi+team+my+aws+access+key+is+AKIAIOSFODNN7EXAMPLE+and+i+accidentally+pushed+it+to+github+please",
+        "/var/lib/jenkins/workspace/my-company-backend-service/deploy/credentials/AKIAIOSFODNN7EXAMPLE",
+        "token_ghp_abcdefghijklmnopqrstuvwxyz0123456789_used_by_the_nightly_release_pipeline_for_publishing",
+        "----------------------------------------------------------------AKIAIOSFODNN7EXAMPLE",
+        "https://hooks.example.com/services/T0123456789/B0123456789/AIzaSyA1234567890abcdefghijklmnopqrstuv/callback",
+    };
+    for (size_t i = 0; i < sizeof(in_text) / sizeof(in_text[0]); i++) {
+        r = scan(f, in_text[i]);
+        if (r.action != KL_SCAN_BLOCK)
+            fail_msg("%s: action %d, kinds %s", in_text[i], r.action, r.kinds ? r.kinds : "-");
+    }
+    /* base64 wrapped in lines (MIME, PEM) is one run */
+    r = scan(f, "Zm9vYmFyYmF6cXV4UXdlcnR5VWlvcDEyMzQ1Njc4OTBhYmNkZWZnaGlqa2xtbm9w\n"
+                "AIzaSyA1234567890abcdefghijklmnopqrstuv0a1B2c3D4e5F6g7H8i9J0kLmN\nb3BxcnN0dXZ3eHl6");
+    assert_int_equal(r.action, KL_SCAN_OFF);
     r = scan(f, "export GOOGLE_API_KEY=AIzaSyA1234567890abcdefghijklmnopqrstuv\\nnext");
     assert_string_equal(r.block_kinds, "google_api_key");
 }
@@ -219,9 +236,14 @@ static void escapes_and_strings(void **state)
      * extension or a member (code: "@2x.png" images, "@" matrix products) */
     r = scan(f, "<img src=\"logo@2x.png\"> y = inputs@self.kernel + b; x@w.T");
     assert_int_equal(r.action, KL_SCAN_OFF);
+    r = scan(f, "out = x@self.weight.to(x.dtype); s = q@k.mT * scale; git clone git@github.com:org/repo.git");
+    assert_int_equal(r.action, KL_SCAN_OFF);
     r = scan(f, "ops@db1.corp.internal, root@localhost.localdomain, ANN@EXAMPLE.DE, kim@mail.example.co.uk.");
     assert_string_equal(content(&r, buf, sizeof(buf)),
                         "[REDACTED:email], [REDACTED:email], [REDACTED:email], [REDACTED:email].");
+    r = scan(f, "info@example.xn--p1ai, bob@example.com--he knows; Jane@Example.Com: hi; report-bob@example.com-2024");
+    assert_string_equal(content(&r, buf, sizeof(buf)), "[REDACTED:email], [REDACTED:email]--he knows; "
+                                                       "[REDACTED:email]: hi; [REDACTED:email]-2024");
     r = scan(f, "Hi,\nbob@example.com\tthanks");
     assert_string_equal(content(&r, buf, sizeof(buf)), "Hi,\n[REDACTED:email]\tthanks");
     r = scan_raw(f, "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"ren\\u00e9@example.com\"}]}");
