@@ -91,7 +91,8 @@ struct kl_account {
     const char *first_error;    /* that error, for the log and the record (arena) */
     bool first_told;            /* kl_account_first_event said it */
     const char *tool_refusal;   /* the first call to a refused tool, said for the caller (arena) */
-    bool bare_errors;           /* a Gemini SSE stream: an event that is bare JSON is the provider's error */
+    bool bare_errors;           /* a Gemini SSE stream: an event that is a bare JSON error is the provider's */
+    bool strict_lines;          /* ... read for tool limits or guardrails: an event with other lines is refused */
     bool header_counts;         /* Bedrock's token count headers: input, output, cache read, cache write */
     int64_t counts[4];
     /* tool limits on a Gemini array stream: the bytes of an element not yet
@@ -263,6 +264,7 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200 && !a->z;
     a->split_events = a->mode == BODY_EVENTS;
     a->bare_errors = a->mode == BODY_EVENTS && ex->ep->id == KL_EP_GEMINI_STREAM;
+    a->strict_lines = a->bare_errors && (tool_limits || strong);
     a->keeping = ex->keep_answer && (kind >= 0 || status >= 300);
     /* A Gemini stream framed otherwise than asked (an array labelled as
      * events, events to a request without alt=sse; or a query the provider
@@ -497,21 +499,54 @@ static void first_event(kl_exchange *ex, bool named_error, const char *data, siz
     cJSON_Delete(j);
 }
 
-/* An event of a Gemini SSE stream with no field at all that is bare JSON
- * (kl_dialect_error_event): its data, as if it had come as a data field;
- * NULL for anything else. */
-static char *bare_json(const char *raw, size_t len, size_t *dl)
+/* An event of a Gemini SSE stream with no field at all that is Google's
+ * error object as bare JSON (kl_dialect_error_event), which the SDKs raise:
+ * its data, as if it had come as a data field; NULL for anything else (a
+ * bare object that is no error they ignore, and so does keyless). */
+static char *bare_error(const char *raw, size_t len, size_t *dl)
 {
     size_t i = 0;
     while (i < len && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\r' || raw[i] == '\n'))
         i++;
     if (i == len || raw[i] != '{')
         return NULL;
+    cJSON *j = cJSON_ParseWithLength(raw + i, len - i);
+    bool error = cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "error")) && !kl_json_has_duplicate_keys(j);
+    cJSON_Delete(j);
+    if (!error)
+        return NULL;
     char *d = strndup(raw + i, len - i);
     if (!d)
         abort();
     *dl = len - i;
     return d;
+}
+
+/* Has an event a line that is no field the SSE standard names ("data",
+ * "event", "id", "retry") nor a comment? The Gemini SDKs read such a line
+ * otherwise than the standard: both trim an event before looking for
+ * "data:" (" data: {…}" is data to them, an unknown field to keyless), and
+ * google-genai reads lines of bare JSON as a chunk. */
+static bool odd_lines(const char *raw, size_t len)
+{
+    static const char *const fields[] = {"data", "event", "id", "retry"};
+    for (size_t i = 0; i < len;) {
+        size_t e = i;
+        while (e < len && raw[e] != '\n' && raw[e] != '\r')
+            e++;
+        size_t n = e - i;
+        if (n && raw[i] != ':') {
+            bool known = false;
+            for (size_t k = 0; k < 4 && !known; k++) {
+                size_t fl = strlen(fields[k]);
+                known = n >= fl && !memcmp(raw + i, fields[k], fl) && (n == fl || raw[i + fl] == ':');
+            }
+            if (!known)
+                return true;
+        }
+        i = e + 1;
+    }
+    return false;
 }
 
 static void on_event(void *arg, const char *raw, size_t len)
@@ -524,8 +559,15 @@ static void on_event(void *arg, const char *raw, size_t len)
     size_t evl, dl;
     char *data;
     kl_sse_fields(raw, len, &ev, &evl, &data, &dl);
-    if (!data && !ev && a->bare_errors)
-        data = bare_json(raw, len, &dl);
+    bool bare = !data && !ev && a->bare_errors && (data = bare_error(raw, len, &dl)) != NULL;
+    if (a->strict_lines && !bare && odd_lines(raw, len)) {
+        ex->cut_off = true;
+        ex->cut_kind = KL_ERR_BAD_GATEWAY;
+        ex->cut_class = KL_EC_BLOCKED;
+        ex->error_message = "the provider's stream holds a line that is no SSE field, which the Gemini SDKs may read "
+                            "as data although keyless does not, and the tool limits or guardrails read every answer "
+                            "as the caller reads it: stopped by the gateway";
+    }
     if (data && a->usage)
         kl_usage_event(a->usage, ev, evl, data, dl);
     if (a->hold_head && !a->first_status && (ev || data)) /* a comment (keep-alive) decides nothing */

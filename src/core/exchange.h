@@ -28,6 +28,7 @@ struct kl_grant_set;
 struct api_job;
 struct kl_admission;
 struct kl_attempt;
+struct event;
 struct lease_job;
 struct kl_guard_run;
 struct kl_guard_note;
@@ -166,6 +167,12 @@ typedef struct kl_exchange {
     /* pipeline bookkeeping */
     int stage;                      /* index of the running stage */
     void (*cancel)(struct kl_exchange *);  /* stops an asynchronous stage */
+    /* a stream's last words, written once the client has read what came
+     * before (pipeline.c, end_stream_with_error) */
+    struct event *tail_timer;
+    const char *tail;               /* arena */
+    size_t tail_len;
+    int tail_waits;
 
     /* stage-private */
     struct kl_upstream_xfer *xfer;     /* a libcurl transfer, or */

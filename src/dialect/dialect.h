@@ -168,6 +168,10 @@ char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kin
  * otherwise. *len: its length (a Bedrock message holds NUL bytes). */
 char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep, enum kl_err_kind kind,
                              const char *message, size_t *len);
+/* What a Gemini SSE stream ends with after that event, once the client has
+ * read it on its own (Google's bare JSON error); NULL for other streams. */
+char *kl_dialect_error_tail(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep, enum kl_err_kind kind,
+                            const char *message, size_t *len);
 
 /* Bedrock's name for the error (x-amzn-ErrorType, "ThrottlingException"). */
 const char *kl_dialect_bedrock_error_type(enum kl_err_kind kind);

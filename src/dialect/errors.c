@@ -133,20 +133,6 @@ char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kin
     return kl_json_print_arena(a, error_json(d, kind, utf8_message(a, message)), "", "\n");
 }
 
-/* Gemini breaks a stream off with its error as bare JSON, pretty-printed,
- * outside the SSE framing, and the SDKs look for it there: the one Gemini
- * CLI bundles raises only a read chunk that parses as such JSON (a `data:`
- * event holding the error it takes for an answer without candidates, and
- * the CLI retries, then exits 0 "without a finish reason"); google-genai
- * joins the lines of one. */
-static char *gemini_stream_error(kl_arena *a, enum kl_err_kind kind, const char *message)
-{
-    char *quoted = kl_json_print_arena(a, cJSON_CreateString(message), "", "");
-    return kl_arena_printf(a, "{\n  \"error\": {\n    \"code\": %d,\n    \"message\": %s,\n"
-                           "    \"status\": \"%s\"\n  }\n}\n",
-                           kinds[kind].status, quoted, kinds[kind].google_status);
-}
-
 char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep, enum kl_err_kind kind,
                              const char *message, size_t *len)
 {
@@ -180,12 +166,29 @@ char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep
         cJSON_AddStringToObject(err, "code", final ? "invalid_prompt" : kinds[kind].openai_code);
         cJSON_AddStringToObject(err, "message", message);
         ev = kl_json_print_arena(a, root, "event: response.failed\ndata: ", "\n\n");
-    } else if (d == KL_DIALECT_GEMINI) {
-        ev = gemini_stream_error(a, kind, message);
     } else {
         const char *prefix = d == KL_DIALECT_ANTHROPIC ? "event: error\ndata: " : "data: ";
         ev = kl_json_print_arena(a, error_json(d, kind, message), prefix, "\n\n");
     }
     *len = strlen(ev);
     return ev;
+}
+
+/* Gemini breaks a stream off with its error as bare JSON, pretty-printed,
+ * outside the SSE framing, and some SDKs look for it only there: the one
+ * Gemini CLI bundles raises a read chunk that parses as such JSON, and
+ * takes a `data:` event holding the error for an answer without candidates
+ * (the CLI retried, then exited 0 "without a finish reason"); google-genai
+ * joins the lines of one. @google/genai raises the `data:` event. */
+char *kl_dialect_error_tail(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep, enum kl_err_kind kind,
+                            const char *message, size_t *len)
+{
+    if (d != KL_DIALECT_GEMINI || ep != KL_EP_GEMINI_STREAM)
+        return NULL;
+    char *quoted = kl_json_print_arena(a, cJSON_CreateString(utf8_message(a, message)), "", "");
+    char *t = kl_arena_printf(a, "{\n  \"error\": {\n    \"code\": %d,\n    \"message\": %s,\n"
+                              "    \"status\": \"%s\"\n  }\n}\n",
+                              kinds[kind].status, quoted, kinds[kind].google_status);
+    *len = strlen(t);
+    return t;
 }

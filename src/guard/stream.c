@@ -75,6 +75,7 @@ struct held {
     struct place *places;       /* malloc */
     size_t nplaces;
     bool rewrite;               /* something outside its places was redacted */
+    bool bare;                  /* Gemini's bare JSON error, no SSE field (kl_dialect_error_event): written so again */
     size_t rest_spans;          /* how many marks that put there */
     const char *rest_kinds;     /* of which kinds (arena) */
 };
@@ -780,6 +781,11 @@ static void relay_rewritten(kl_guard_stream *s, kl_exchange *ex, const struct he
         s->relay(ex, data, dl, h->mark);
         return;
     }
+    if (s->framing == KL_GUARD_SSE && h->bare) {
+        char *ev = kl_arena_printf(&ex->arena, "%s\n", data);
+        s->relay(ex, ev, strlen(ev), h->mark);
+        return;
+    }
     if (s->framing == KL_GUARD_SSE) {
         char *ev = kl_arena_printf(&ex->arena, "%s%s%sdata: %s\n\n", h->ev ? "event: " : "", h->ev ? h->ev : "",
                                    h->ev ? "\n" : "", data);
@@ -1011,6 +1017,10 @@ void kl_guard_stream_event(kl_guard_stream *s, kl_exchange *ex, const char *raw,
     memcpy(h->raw, raw, len);
     h->len = len;
     h->mark = mark;
+    size_t lead = 0;
+    while (lead < len && (raw[lead] == ' ' || raw[lead] == '\t' || raw[lead] == '\r' || raw[lead] == '\n'))
+        lead++;
+    h->bare = s->framing == KL_GUARD_SSE && data && lead < len && raw[lead] == '{';
     s->held_bytes += len;
     if (ev) {
         h->ev = strndup(ev, evl);

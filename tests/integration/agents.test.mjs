@@ -113,13 +113,13 @@ describe('Codex CLI and Gemini CLI', () => {
       assert.ok(!names.includes('exec_command'), `refused tool not sent: ${names}`);
       assert.ok(names.includes('write_stdin'), `the others are: ${names}`);
     }
-    // Gemini CLI: read_file is refused. The call comes a moment after the
-    // text, as a model's does, so the error Google's way (bare JSON after the
-    // events) is a read of its own: the CLI's SDK raises it (a 403, which the
+    // Gemini CLI: read_file is refused. The call comes in the same moment as
+    // the text; the error Google's way (bare JSON after the events) still
+    // comes as a read of its own, so the CLI's SDK raises it (a 403, which the
     // CLI does not retry) rather than one the CLI takes for a broken
     // connection and sends again.
     await mock.clear();
-    const g = await gemini(strict, 'Read README. [[mock tools=read_file;text=Reading;delay_events_ms=300]]');
+    const g = await gemini(strict, 'Read README. [[mock tools=read_file;text=Reading]]');
     assert.notEqual(g.code, 0, 'the turn did not complete');
     assert.match(g.out + g.err, /the tool 'read_file', which the tool policy does not allow/, 'Gemini CLI shows why');
     const gm = (await mock.requests()).filter((q) => q.path.includes(':streamGenerateContent'));

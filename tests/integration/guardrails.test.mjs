@@ -457,6 +457,34 @@ describe('guardrails over answers', () => {
     }
   });
 
+  it('Gemini\'s bare JSON error that a redaction rewrites stays bare, as the Gemini SDKs read it', async () => {
+    const error = { error: { code: 403, message: 'Permission denied for service account sa-bot@my-proj.iam.gserviceaccount.com',
+      status: 'PERMISSION_DENIED' } };
+    const up = await rawProvider((req, sock) => {
+      const body = `data: ${JSON.stringify({ candidates: [{ content: { role: 'model', parts: [{ text: 'Hi ' }] } }] })}\r\n\r\n` +
+        `${JSON.stringify(error, null, 2)}\n`;
+      sock.end(`HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    });
+    const gw2 = await startGateway({
+      guardrails: { pii: { action: 'redact', kinds: ['email'] }, answers: true },
+      providers: { gemini: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'g-x', authorization: 'x-goog-api-key',
+        models: ['gemini-2.5-flash'], compatibility: { gemini_generate_content: true } } },
+    });
+    try {
+      const r = await fetch(`${gw2.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse`, { method: 'POST',
+        headers: { 'content-type': 'application/json' }, body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }) });
+      const text = await r.text();
+      const tail = text.slice(text.lastIndexOf('\r\n\r\n') + 4);
+      assert.ok(tail.startsWith('{'), `bare, no SSE field: ${JSON.stringify(tail)}`);
+      assert.equal(JSON.parse(tail).error.message, 'Permission denied for service account [REDACTED:email]');
+      const rec = await finalRecord(gw2, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.error_class, 'upstream_error');
+    } finally {
+      await gw2.stop();
+      up.close();
+    }
+  });
+
   it('a stream still streams: an event goes on once stream_hold bytes of text have followed it, before the end', async () => {
     let release;
     const more = new Promise((r) => { release = r; });

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
+import { GoogleGenAI } from '@google/genai';
 import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, rawProvider, startProxy, BUILD } from './lib/harness.mjs';
 
 const CAP = 'tailscale.com/cap/aperture';
@@ -303,6 +304,37 @@ describe('tool policy', () => {
     } finally {
       await gw2.stop();
       proxy.close();
+    }
+  });
+
+  it('Gemini: an event line that is no SSE field (" data: …", bare JSON), which the Gemini SDKs read as data, stops the stream', async () => {
+    const call = { candidates: [{ content: { role: 'model', parts: [{ functionCall: { name: 'Bash', args: { cmd: 'id' } } }] },
+      finishReason: 'STOP' }] };
+    const text = { candidates: [{ content: { role: 'model', parts: [{ text: 'Sure.' }] } }] };
+    let odd;
+    const up = await rawProvider((req, sock) => {
+      const body = `data: ${JSON.stringify(text)}\r\n\r\n${odd}\r\n\r\n`;
+      sock.end(`HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    });
+    const gw2 = await startGateway({
+      providers: { gemini: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'g-x', authorization: 'x-goog-api-key',
+        models: ['gemini-2.5-flash'], compatibility: { gemini_generate_content: true } } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { tools: { deny: 'Bash' } }] } }],
+    });
+    try {
+      const ai = new GoogleGenAI({ apiKey: 'unused', httpOptions: { baseUrl: gw2.url } });
+      for (const o of [` data: ${JSON.stringify(call)}`, JSON.stringify(call, null, 2)]) {
+        odd = o;
+        const calls = [];
+        await assert.rejects((async () => {
+          for await (const c of await ai.models.generateContentStream({ model: 'gemini-2.5-flash', contents: 'hi' }))
+            calls.push(...(c.functionCalls ?? []));
+        })(), (e) => e.status === 502 && /no SSE field/.test(e.message), o);
+        assert.deepEqual(calls, [], 'the SDK was never given the call');
+      }
+    } finally {
+      await gw2.stop();
+      up.close();
     }
   });
 

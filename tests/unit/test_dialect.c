@@ -380,9 +380,13 @@ static void error_envelopes(void **state)
     re = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "response"), "error");
     assert_string_equal(cJSON_GetObjectItem(re, "code")->valuestring, "service_unavailable");
     cJSON_Delete(j);
-    /* Gemini: Google's error object as bare JSON over several lines, no SSE
-     * field (a "data:" event the SDK Gemini CLI bundles does not raise) */
-    ev = kl_dialect_error_event(&a, KL_DIALECT_GEMINI, KL_EP_GEMINI_STREAM, KL_ERR_FORBIDDEN, "no \"tool\"", &evl);
+    /* Gemini: a data: event, then (as a tail) Google's error object as bare
+     * JSON over several lines, no SSE field (what the SDK Gemini CLI bundles
+     * raises); other streams have no tail */
+    ev = kl_dialect_error_event(&a, KL_DIALECT_GEMINI, KL_EP_GEMINI_STREAM, KL_ERR_FORBIDDEN, "no", &evl);
+    assert_true(strncmp(ev, "data: {\"error\":{\"code\":403,", strlen("data: {\"error\":{\"code\":403,")) == 0);
+    assert_null(kl_dialect_error_tail(&a, KL_DIALECT_ANTHROPIC, KL_EP_MESSAGES, KL_ERR_FORBIDDEN, "no", &evl));
+    ev = kl_dialect_error_tail(&a, KL_DIALECT_GEMINI, KL_EP_GEMINI_STREAM, KL_ERR_FORBIDDEN, "no \"tool\"", &evl);
     assert_true(strncmp(ev, "{\n  \"error\": {\n", 15) == 0);
     assert_null(strstr(ev, "data:"));
     assert_null(strstr(ev, "\n\n"));
