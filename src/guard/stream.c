@@ -1020,7 +1020,7 @@ void kl_guard_stream_event(kl_guard_stream *s, kl_exchange *ex, const char *raw,
     size_t lead = 0;
     while (lead < len && (raw[lead] == ' ' || raw[lead] == '\t' || raw[lead] == '\r' || raw[lead] == '\n'))
         lead++;
-    h->bare = s->framing == KL_GUARD_SSE && data && lead < len && raw[lead] == '{';
+    h->bare = s->framing == KL_GUARD_SSE && s->kind == KL_USAGE_GEMINI && data && lead < len && raw[lead] == '{';
     s->held_bytes += len;
     if (ev) {
         h->ev = strndup(ev, evl);

@@ -142,11 +142,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             bool same = relayed.len[i] == n && memcmp(relayed.v[i], p, n) == 0;
             if (!same) { /* rewritten: its data is JSON */
                 const char *dstart = relayed.v[i];
-                if (framing == KL_GUARD_SSE && strncmp(dstart, "data: ", 6) != 0)
+                /* Gemini's bare JSON (an event that is only that) stays bare */
+                bool bare = framing == KL_GUARD_SSE && kind == KL_USAGE_GEMINI && n && p[0] == '{';
+                if (framing == KL_GUARD_SSE && !bare && strncmp(dstart, "data: ", 6) != 0)
                     dstart = strstr(dstart, "\ndata: ") ? strstr(dstart, "\ndata: ") + 1 : NULL;
                 if (!dstart)
                     abort();
-                if (framing == KL_GUARD_SSE)
+                if (framing == KL_GUARD_SSE && !bare)
                     dstart += 6;
                 cJSON *j = framing == KL_GUARD_FRAMES ? NULL : cJSON_Parse(dstart);
                 if (framing != KL_GUARD_FRAMES && !j)
