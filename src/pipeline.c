@@ -190,8 +190,15 @@ enum kl_step kl_fail(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_class
     va_end(ap);
     ex->error_class = ec;
     ex->error_message = kl_arena_strdup(&ex->arena, msg);
-    char *body = kl_dialect_error_body(&ex->arena, ex->dialect, kind, msg);
+    char *body = kl_dialect_error_body_retry(&ex->arena, ex->dialect, kind, msg, ex->fail_retry);
     const char *extra = ex->fail_headers;
+    /* when to try again: the header every SDK reads; never, in the header
+     * the OpenAI and Anthropic SDKs and Claude Code read (a 429 they would
+     * otherwise retry for minutes); Gemini's is in the body (RetryInfo) */
+    if (ex->fail_retry > 0)
+        extra = kl_arena_printf(&ex->arena, "%sRetry-After: %lld\r\n", extra ? extra : "", (long long)ex->fail_retry);
+    else if (ex->fail_retry < 0)
+        extra = kl_arena_printf(&ex->arena, "%sx-should-retry: false\r\n", extra ? extra : "");
     if (kind == KL_ERR_METHOD)
         extra = kl_arena_printf(&ex->arena, "Allow: %s\r\n", ex->ep->method && strcmp(ex->ep->method, "*")
                                                               ? ex->ep->method : "GET, HEAD");

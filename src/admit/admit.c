@@ -251,8 +251,7 @@ static bool free_endpoint(const kl_exchange *ex)
 static enum kl_step refuse(kl_exchange *ex, struct kl_admission *a, size_t i, int64_t retry)
 {
     ex->admission = NULL;
-    if (retry > 0)
-        ex->fail_headers = kl_arena_printf(&ex->arena, "Retry-After: %lld\r\n", (long long)retry);
+    ex->fail_retry = retry > 0 ? retry : retry < 0 ? -1 : 0;
     if (a->charge[i] == CHARGE_DOLLARS)
         return kl_fail(ex, KL_ERR_QUOTA, KL_EC_QUOTA, "quota %s cannot cover this request (reserving $%lld.%09lld)%s",
                        a->spec[i].name, (long long)(a->cost / 1000000000), (long long)(a->cost % 1000000000),
@@ -648,8 +647,7 @@ static bool answer_ok(kl_exchange *ex, bool tools_only)
             int64_t short_by = a->charge[i] == CHARGE_TOOL_CALLS
                                    ? kl_buckets_shortfall(ex->worker->server->buckets, sp, delta, kl_wall_ms()) : 0;
             if (short_by > 0 && sp->rate_amount > 0 && delta <= sp->capacity)
-                ex->fail_headers = kl_arena_printf(&ex->arena, "Retry-After: %lld\r\n",
-                    (long long)((short_by * sp->rate_period_ms + sp->rate_amount * 1000 - 1) / (sp->rate_amount * 1000)));
+                ex->fail_retry = (short_by * sp->rate_period_ms + sp->rate_amount * 1000 - 1) / (sp->rate_amount * 1000);
             return false;
         }
         a->reserved[i] = used;

@@ -135,7 +135,8 @@ typedef struct kl_exchange {
     /* admit */
     struct kl_admission *admission;     /* reservations to settle at the end */
     int64_t inject_max_output_tokens;   /* ask the provider for at most this (quota bound) */
-    const char *fail_headers;           /* extra headers for a gateway error (Retry-After) */
+    const char *fail_headers;           /* extra headers for a gateway error */
+    int64_t fail_retry;                 /* a 429's seconds until it may fit (Retry-After), -1: never, 0: unknown */
     int fail_status;                    /* the status of a gateway error when not its kind's (a hook's) */
     struct lease_job *lease_job;        /* a quota lease waiting on the database */
 

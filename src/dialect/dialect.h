@@ -160,6 +160,11 @@ int kl_err_status(enum kl_err_kind kind);
 /* JSON error body in the dialect's own envelope (arena string). */
 char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind,
                             const char *message);
+/* The same for a 429 that says when to try again (retry seconds, -1 never,
+ * 0 unknown): Google's carries it in its details (RetryInfo), which Gemini
+ * CLI reads instead of Retry-After. */
+char *kl_dialect_error_body_retry(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind, const char *message,
+                                  int64_t retry);
 
 /* The same error as one stream event, for failures after a stream began:
  * "event: error\ndata: {...}\n\n" for Anthropic, "event: response.failed"

@@ -1,5 +1,6 @@
 #include "dialect/dialect.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -131,6 +132,22 @@ char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kin
                             const char *message)
 {
     return kl_json_print_arena(a, error_json(d, kind, utf8_message(a, message)), "", "\n");
+}
+
+char *kl_dialect_error_body_retry(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind, const char *message,
+                                  int64_t retry)
+{
+    cJSON *root = error_json(d, kind, utf8_message(a, message));
+    if (d == KL_DIALECT_GEMINI && retry > 0 && kinds[kind].status == 429) {
+        cJSON *details = cJSON_AddArrayToObject(cJSON_GetObjectItemCaseSensitive(root, "error"), "details");
+        cJSON *info = cJSON_CreateObject();
+        cJSON_AddStringToObject(info, "@type", "type.googleapis.com/google.rpc.RetryInfo");
+        char delay[32];
+        snprintf(delay, sizeof(delay), "%llds", (long long)retry);
+        cJSON_AddStringToObject(info, "retryDelay", delay);
+        cJSON_AddItemToArray(details, info);
+    }
+    return kl_json_print_arena(a, root, "", "\n");
 }
 
 char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep, enum kl_err_kind kind,

@@ -288,6 +288,14 @@ describe('spend quotas', () => {
     const gj = await g.json();
     assert.equal(gj.error.status, 'RESOURCE_EXHAUSTED');
     assert.equal(gj.error.code, 429);
+    // Gemini CLI reads when to retry from Google's details, not the header
+    const g2 = await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
+      JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }], generationConfig: { maxOutputTokens: 10 } }));
+    assert.equal(g2.status, 429);
+    const delay = Number(g2.headers.get('retry-after'));
+    assert.ok(delay > 0, 'it fits later');
+    assert.deepEqual((await g2.json()).error.details,
+      [{ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: `${delay}s` }]);
     await gw.stop();
     await mock.stop();
   });
@@ -320,7 +328,15 @@ describe('spend quotas', () => {
     const r = await post(gw, '/v1/chat/completions', BODY);
     assert.equal(r.status, 429);
     assert.equal(r.headers.get('retry-after'), null);
+    // a 429 the OpenAI and Anthropic SDKs and Claude Code would retry for minutes
+    assert.equal(r.headers.get('x-should-retry'), 'false');
     assert.match((await r.json()).error.message, /more than the bucket can ever hold/);
+    let sent = 0;
+    const claude = new Anthropic({ baseURL: gw.url, apiKey: 'x', maxRetries: 2,
+      fetch: (...args) => { sent++; return fetch(...args); } });
+    await assert.rejects(claude.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 100, messages: [
+      { role: 'user', content: 'hi' }] }), (e) => e.status === 429);
+    assert.equal(sent, 1, 'the SDK did not retry');
     await gw.stop();
     await mock.stop();
   });
