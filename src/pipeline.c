@@ -360,7 +360,14 @@ static void cancel_tail(kl_exchange *ex)
  * events before it, and retry. */
 static void end_stream_with_error(kl_exchange *ex, enum kl_err_kind kind, const char *message)
 {
-    size_t evl, tl = 0;
+    size_t evl, tl = 0, cl;
+    /* a stop by a rule, which a retry meets again; a provider's failure
+     * the client may well retry */
+    bool rule = ex->error_class == KL_EC_BLOCKED || ex->error_class == KL_EC_QUOTA ||
+                ex->error_class == KL_EC_RATE_LIMITED;
+    const char *closing = rule ? kl_account_close_blocks(ex, message, &cl) : NULL;
+    if (closing)
+        kl_respond_data(ex, closing, cl);
     char *ev = kl_dialect_error_event(&ex->arena, ex->dialect, ex->ep->id, kind, message, &evl);
     kl_respond_data(ex, ev, evl);
     const char *tail = kl_dialect_error_tail(&ex->arena, ex->dialect, ex->ep->id, kind, message, &tl);

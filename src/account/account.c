@@ -93,6 +93,11 @@ struct kl_account {
     const char *tool_refusal;   /* the first call to a refused tool, said for the caller (arena) */
     bool bare_errors;           /* a Gemini SSE stream: an event that is a bare JSON error is the provider's */
     bool strict_lines;          /* ... read for tool limits or guardrails: an event with other lines is refused */
+    /* the content blocks of an Anthropic stream relayed so far: how many
+     * began, whether the last one has content, and whether one with
+     * content has ended (kl_account_close_blocks) */
+    int blocks;
+    bool block_filled, block_done;
     bool header_counts;         /* Bedrock's token count headers: input, output, cache read, cache write */
     int64_t counts[4];
     /* tool limits on a Gemini array stream: the bytes of an element not yet
@@ -392,9 +397,44 @@ static void drop_kept(struct kl_account *a)
     a->keep_len = a->keep_cap = 0;
 }
 
+/* An event's name ("event: content_block_start"), or "". */
+static const char *event_name(const char *raw, size_t len, size_t *n)
+{
+    for (size_t i = 0; i < len;) {
+        size_t e = i;
+        while (e < len && raw[e] != '\n' && raw[e] != '\r')
+            e++;
+        if (e - i > 6 && !memcmp(raw + i, "event:", 6)) {
+            size_t v = i + 6 + (raw[i + 6] == ' ');
+            *n = e - v;
+            return raw + v;
+        }
+        i = e + 1;
+    }
+    *n = 0;
+    return "";
+}
+
+/* An Anthropic stream's event on its way to the caller: its blocks counted. */
+static void note_block(struct kl_account *a, const char *raw, size_t len)
+{
+    size_t n;
+    const char *ev = event_name(raw, len, &n);
+    if (n == 19 && !memcmp(ev, "content_block_start", 19)) {
+        a->blocks++;
+        a->block_filled = memmem(raw, len, "\"tool_use\"", 10) != NULL;
+    } else if (n == 19 && !memcmp(ev, "content_block_delta", 19)) {
+        a->block_filled = true;
+    } else if (n == 18 && !memcmp(ev, "content_block_stop", 18)) {
+        a->block_done |= a->block_filled;
+    }
+}
+
 static void forward(kl_exchange *ex, const char *data, size_t len)
 {
     struct kl_account *a = ex->acct;
+    if (a->kind == KL_USAGE_ANTHROPIC && a->mode == BODY_EVENTS)
+        note_block(a, data, len);
     if (!a->scan_held) /* that one is captured as relayed, if it is (release) */
         capture(a, data, len);
     if (!a->hold && !a->hold_head) {
@@ -1232,4 +1272,39 @@ void kl_account_scan_relayed(kl_exchange *ex)
 cJSON *kl_account_tool_calls(const kl_exchange *ex, const cJSON *answer)
 {
     return ex->acct && ex->acct->kind >= 0 ? kl_answer_tool_calls((enum kl_usage_kind)ex->acct->kind, answer) : NULL;
+}
+
+/* Claude Code sends a stream request again without streaming (billed in
+ * full, then refused, then shown as a failed login) when the stream errs
+ * before any content block with content has ended; a block it has ends the
+ * request with the error instead. So an Anthropic stream the gateway stops
+ * gets, before its error event, a text block saying why, when none with
+ * content has ended yet (at the next index: the SDKs place blocks by it). */
+const char *kl_account_close_blocks(kl_exchange *ex, const char *message, size_t *len)
+{
+    struct kl_account *a = ex->acct;
+    *len = 0;
+    if (!a || a->kind != KL_USAGE_ANTHROPIC || a->mode != BODY_EVENTS || a->block_done || !message)
+        return NULL;
+    cJSON *start = cJSON_CreateObject(), *delta = cJSON_CreateObject(), *stop = cJSON_CreateObject();
+    cJSON_AddStringToObject(start, "type", "content_block_start");
+    cJSON_AddNumberToObject(start, "index", a->blocks);
+    cJSON *block = cJSON_AddObjectToObject(start, "content_block");
+    cJSON_AddStringToObject(block, "type", "text");
+    cJSON_AddStringToObject(block, "text", "");
+    cJSON_AddStringToObject(delta, "type", "content_block_delta");
+    cJSON_AddNumberToObject(delta, "index", a->blocks);
+    cJSON *d = cJSON_AddObjectToObject(delta, "delta");
+    cJSON_AddStringToObject(d, "type", "text_delta");
+    cJSON_AddStringToObject(d, "text", message);
+    cJSON_AddStringToObject(stop, "type", "content_block_stop");
+    cJSON_AddNumberToObject(stop, "index", a->blocks);
+    const char *out = kl_arena_concat(&ex->arena, kl_json_print_arena(&ex->arena, start,
+                                                                      "event: content_block_start\ndata: ", "\n\n"),
+                                      kl_json_print_arena(&ex->arena, delta, "event: content_block_delta\ndata: ",
+                                                          "\n\n"),
+                                      kl_json_print_arena(&ex->arena, stop, "event: content_block_stop\ndata: ", "\n\n"),
+                                      NULL);
+    *len = strlen(out);
+    return out;
 }

@@ -30,6 +30,10 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len);
 /* Is the answer a stream an error event can end: server-sent events or an
  * AWS event stream, not a compressed one? */
 bool kl_account_is_event_stream(const kl_exchange *ex);
+/* What an Anthropic stream the gateway stops needs before its error event
+ * (a text block with message, when no block with content has ended), or
+ * NULL (arena). */
+const char *kl_account_close_blocks(kl_exchange *ex, const char *message, size_t *len);
 /* Is the answer's head held until its first event (kl_account_begin)? */
 bool kl_account_head_held(const kl_exchange *ex);
 /* After body bytes, or at the end (kl_account_end reads an event the

@@ -123,6 +123,19 @@ describe('Claude Code', () => {
         if (!blocked) await new Promise((res) => setTimeout(res, 30));
       }
       assert.ok(blocked, 'the stopped turn is on record as blocked');
+
+      // the call as the answer's first block: the stream stops before any
+      // block ended, where Claude Code would send the turn again without
+      // streaming (billed in full, then refused as "Failed to authenticate")
+      await mock.clear();
+      const r2 = await run(claude, ['-p', 'Run ls. [[mock tools=Bash]]'], env);
+      assert.notEqual(r2.code, 0);
+      assert.match(r2.out + r2.err, /the tool 'Bash', which the tool policy does not allow/);
+      assert.doesNotMatch(r2.out + r2.err, /authenticate/i);
+      const turns = (await mock.requests()).filter((q) => q.path.startsWith('/v1/messages') &&
+        JSON.parse(q.body).tools?.length);
+      assert.equal(turns.length, 1, 'the turn was not sent again');
+      assert.equal(JSON.parse(turns[0].body).stream, true);
     } finally {
       await gw2.stop();
     }
