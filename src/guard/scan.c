@@ -559,6 +559,46 @@ static bool luhn(const char *s, size_t n)
     return digits >= 13 && digits <= 19 && sum % 10 == 0;
 }
 
+/* Does a number begin as a card network's do (ISO/IEC 7812 issuer ranges:
+ * Visa 4; Mastercard 51-55, 2221-2720; American Express 34, 37; Diners 30,
+ * 36, 38, 39; Discover 6011, 644-649, 65; JCB 3528-3589; UnionPay 62;
+ * Maestro 50, 56-69)? A millisecond timestamp (17...) or a large id that
+ * passes Luhn, as one in ten numbers do, is no card. */
+static bool card_prefix(const char *s, size_t n)
+{
+    char d[4];
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < 4; i++)
+        if (is_digit(s[i]))
+            d[k++] = s[i];
+    if (k < 4)
+        return false;
+    int two = (d[0] - '0') * 10 + (d[1] - '0');
+    int four = two * 100 + (d[2] - '0') * 10 + (d[3] - '0');
+    return d[0] == '4' || (two >= 51 && two <= 55) || (four >= 2221 && four <= 2720) || two == 34 || two == 37 ||
+           two == 30 || two == 36 || two == 38 || two == 39 || (two >= 50 && two <= 69) ||
+           (four >= 3528 && four <= 3589);
+}
+
+/* A token that is a placeholder, not a secret: AWS's documentation marks
+ * its example keys with EXAMPLE (AKIAIOSFODNN7EXAMPLE), and "ghp_" + 36 x,
+ * "sk-" + 40 x fill templates and .env.example files, which agents read all
+ * day; a real token's last 16 characters hold 10 or more different ones. */
+static bool placeholder(const char *s, size_t n)
+{
+    if (memmem(s, n, "EXAMPLE", 7))
+        return true;
+    size_t k = n < 16 ? n : 16;
+    bool seen[256] = {false};
+    size_t distinct = 0;
+    for (size_t i = n - k; i < n; i++)
+        if (!seen[(unsigned char)s[i]]) {
+            seen[(unsigned char)s[i]] = true;
+            distinct++;
+        }
+    return distinct < 6;
+}
+
 /* Area 000, 666 and 900-999, group 00 and serial 0000 are never issued. */
 static bool ssn_ok(const char *s)
 {
@@ -660,7 +700,7 @@ static bool holds(const struct kl_guardrails *g, const struct rule *r, const cha
             return false;
         /* fall through */
     case CHECK_TOKEN:
-        return !glued(body, len, *from, *to);
+        return !glued(body, len, *from, *to) && !placeholder(s, n);
     case CHECK_PRIVATE_KEY:
         *to = extend_key(body, len, *to);
         return true;
@@ -679,7 +719,7 @@ static bool holds(const struct kl_guardrails *g, const struct rule *r, const cha
     case CHECK_SSN:
         if (is_digit(before(body, *from)) || (*to < len && is_digit(body[*to])))
             return false;
-        return r->check == CHECK_LUHN ? luhn(s, n) : ssn_ok(s);
+        return r->check == CHECK_LUHN ? luhn(s, n) && card_prefix(s, n) : ssn_ok(s);
     case CHECK_IBAN:
         if (is_alnum(before(body, *from)) || (*to < len && is_alnum(body[*to])) || glued(body, len, *from, *to))
             return false;

@@ -18,7 +18,7 @@ import {
   startMock, startGateway, providersFor, assertNoKeys, finalRecord, rawProvider, startHook, KEYS,
 } from './lib/harness.mjs';
 
-const AWS = 'AKIAIOSFODNN7EXAMPLE';
+const AWS = 'AKIAIOSFODNN7Q3XM9PL';
 const HAIKU = 'us.anthropic.claude-haiku-4-5-20251001-v1:0';
 
 describe('guardrails', () => {
@@ -824,7 +824,7 @@ describe('guardrails over streams, edge cases', () => {
 
   it('an event read otherwise than the caller would (a repeated member) stops the stream', async () => {
     await withProvider((req, sock) => sock.end(SSE + chat('{"content":"a","content":"AKIAIOSF"}') +
-      chat('{"content":"b","content":"ODNN7EXAMPLE"}') + 'data: [DONE]\n\n'), { secrets: 'block' }, 'openai', async (gw) => {
+      chat('{"content":"b","content":"ODNN7Q3XM9PL"}') + 'data: [DONE]\n\n'), { secrets: 'block' }, 'openai', async (gw) => {
       const r = await post(gw, '/v1/chat/completions', chatBody);
       const raw = await r.text();
       assert.ok(!raw.includes('AKIAIOSF'), raw);
@@ -838,7 +838,7 @@ describe('guardrails over streams, edge cases', () => {
 
   it('a JWT, recognised only once its signature begins, is held back from its "eyJ" until it is whole', async () => {
     const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-    const jwt = `${b64({ alg: 'RS256', typ: 'JWT' })}.${b64({ iss: 'https://issuer.example.com', sub: 'x'.repeat(400) })}.${'s'.repeat(40)}`;
+    const jwt = `${b64({ alg: 'RS256', typ: 'JWT' })}.${b64({ iss: 'https://issuer.example.com', sub: 'x'.repeat(400) })}.Qm9n3Xy7Lk2Vp8Rt4Wz1Hd6Fj0Sa5Gc9Nb3Me7Tq`;
     const pieces = ['the token is '];
     for (let i = 0; i < jwt.length; i += 6) pieces.push(jwt.slice(i, i + 6));
     pieces.push(' ok');
@@ -894,7 +894,7 @@ describe('guardrails over streams, edge cases', () => {
   it('a finish_reason of "" on every chunk (some servers send it) ends nothing: the hold stands', async () => {
     const chunk = (t) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', model: 'gpt-4o',
       choices: [{ index: 0, delta: { content: t }, finish_reason: '' }] })}\n\n`;
-    await withProvider((req, sock) => sock.end(SSE + chunk('my key is AKIAIOSF') + chunk('ODNN7EXAMPLE and more') +
+    await withProvider((req, sock) => sock.end(SSE + chunk('my key is AKIAIOSF') + chunk('ODNN7Q3XM9PL and more') +
       'data: [DONE]\n\n'), { secrets: 'redact' }, 'openai', async (gw) => {
       assert.equal(chatText(await (await post(gw, '/v1/chat/completions', chatBody)).text()),
         'my key is [REDACTED:aws_access_key] and more');
@@ -910,12 +910,12 @@ describe('guardrails over streams, edge cases', () => {
     await withProvider((req, sock) => {
       got.push(req.slice(req.indexOf('\r\n\r\n') + 4));
       const body = '{"id":"c","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant",' +
-        '"content":"it is \\u0041KIAIOSF\\u004fDNN7EXAMPLE"},"finish_reason":"stop"}],' +
+        '"content":"it is \\u0041KIAIOSF\\u004fDNN7Q3XM9PL"},"finish_reason":"stop"}],' +
         '"usage":{"prompt_tokens":5,"completion_tokens":5,"total_tokens":10}}';
       sock.end(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
     }, { secrets: 'block', pii: { action: 'redact', kinds: ['email'] },
       patterns: [{ name: 'codename', regex: 'Projekt Möwe', action: 'block' }] }, 'openai', async (gw) => {
-      for (const text of ['my key \\u0041KIAIOSFODNN7EXAMPLE', 'the Projekt M\\u00f6we plan']) {
+      for (const text of ['my key \\u0041KIAIOSFODNN7Q3XM9PL', 'the Projekt M\\u00f6we plan']) {
         const r = await send(gw, escaped(text));
         assert.equal(r.status, 400, text);
         assert.match((await r.json()).error.message, /request blocked by guardrails: it contains (aws_access_key|codename)/);
@@ -933,7 +933,7 @@ describe('guardrails over streams, edge cases', () => {
   it('a finding escaped inside a tool call\'s arguments (a JSON text in a JSON string) is found as the SDK reads them', async () => {
     // the arguments' own escapes arrive with their backslash escaped; every SDK parses the arguments
     const args = (o) => JSON.stringify(o).replace('AKIA', '\\u0041KIA').replace('@', '\\u0040');
-    const key = { path: 'AKIAIOSFODNN7EXAMPLE' };
+    const key = { path: 'AKIAIOSFODNN7Q3XM9PL' };
     assert.match(args(key), /\\u0041KIA/);
     const call = (a) => chat(JSON.stringify({ tool_calls: [{ index: 0, id: 'c1', type: 'function',
       function: { name: 'f', arguments: a } }] }));
@@ -976,7 +976,7 @@ describe('guardrails over streams, edge cases', () => {
     // a Gemini event that carries text beside the call: the rest of it is read decoded too
     const gev = (o) => `data: ${JSON.stringify(o)}\r\n\r\n`;
     await withProvider((req, sock) => sock.end(SSE + gev({ candidates: [{ content: { role: 'model', parts: [{ text: 'hi' },
-      { functionCall: { name: 'f', args: { k: 'AKIAIOSFODNN7EXAMPLE' } } }] }, index: 0 }] }).replace('AKIA', '\\u0041KIA') +
+      { functionCall: { name: 'f', args: { k: 'AKIAIOSFODNN7Q3XM9PL' } } }] }, index: 0 }] }).replace('AKIA', '\\u0041KIA') +
       gev({ candidates: [{ content: { role: 'model', parts: [{ text: '.' }] }, finishReason: 'STOP', index: 0 }],
         usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 2 } })),
     { secrets: 'block' }, 'gemini', async (gw) => {
@@ -989,7 +989,7 @@ describe('guardrails over streams, edge cases', () => {
 
   it('a stream request answered with a body labelled application/json is refused: the SDKs read it as events', async () => {
     // split across two events, the key would pass a scan of the body read whole
-    const body = chat('{"content":"your key is AKIAIOSF"}') + chat('{"content":"ODNN7EXAMPLE"}') + 'data: [DONE]\n\n';
+    const body = chat('{"content":"your key is AKIAIOSF"}') + chat('{"content":"ODNN7Q3XM9PL"}') + 'data: [DONE]\n\n';
     await withProvider((req, sock) => sock.end(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n` +
       `Content-Length: ${body.length}\r\n\r\n${body}`), { secrets: 'block' }, 'openai', async (gw) => {
       const r = await post(gw, '/v1/chat/completions', chatBody);
@@ -1023,7 +1023,7 @@ describe('guardrails over streams, edge cases', () => {
     let parts;
     await withProvider((req, sock) => sock.end(answer(parts)), { secrets: 'block' }, 'gemini', async (gw) => {
       const ask = () => post(gw, '/v1beta/models/gemini-2.5-flash:generateContent', { contents: [{ role: 'user', parts: [{ text: 'x' }] }] });
-      parts = [{ text: 'your key is AKIAIOSFOD' }, { text: 'NN7EXAMPLE' }];
+      parts = [{ text: 'your key is AKIAIOSFOD' }, { text: 'NN7Q3XM9PL' }];
       let r = await ask();
       assert.equal(r.status, 403);
       assert.match((await r.json()).error.message, /withheld by guardrails: it contains aws_access_key, split across parts the caller's SDK joins/);
@@ -1040,29 +1040,29 @@ describe('guardrails over streams, edge cases', () => {
       content_index: part, delta: text });
     await withProvider((req, sock) => sock.end(SSE + rev({ type: 'response.created', response: { id: 'r', status: 'in_progress' } }) +
       delta('m1', 0, 0, 'your key is AKIAIOSF') + rev({ type: 'response.output_text.done', item_id: 'm1', output_index: 0,
-        content_index: 0, text: 'your key is AKIAIOSF' }) + delta('m1', 0, 1, 'ODNN7EXAMPLE, done') +
+        content_index: 0, text: 'your key is AKIAIOSF' }) + delta('m1', 0, 1, 'ODNN7Q3XM9PL, done') +
       rev({ type: 'response.completed', response: { id: 'r', status: 'completed',
         usage: { input_tokens: 3, output_tokens: 9, total_tokens: 12 } } })),
     { secrets: 'block' }, 'openai', async (gw) => {
       const raw = await (await post(gw, '/v1/responses', { model: 'gpt-4o', input: 'x', stream: true })).text();
-      assert.ok(!raw.includes('ODNN7EXAMPLE'), raw);
+      assert.ok(!raw.includes('ODNN7Q3XM9PL'), raw);
       assert.match(raw, /guardrails/);
     });
   });
 
   it('a legacy function_call\'s arguments, a custom tool\'s input and an audio transcript are joined across chunks too', async () => {
     const halves = [
-      ['{"function_call":{"name":"Read","arguments":"{\\"k\\":\\"AKIAIOSF"}}', '{"function_call":{"arguments":"ODNN7EXAMPLE\\"}"}}'],
+      ['{"function_call":{"name":"Read","arguments":"{\\"k\\":\\"AKIAIOSF"}}', '{"function_call":{"arguments":"ODNN7Q3XM9PL\\"}"}}'],
       ['{"tool_calls":[{"index":0,"id":"c1","type":"custom","custom":{"name":"shell","input":"echo AKIAIOSF"}}]}',
-        '{"tool_calls":[{"index":0,"custom":{"input":"ODNN7EXAMPLE"}}]}'],
-      ['{"audio":{"id":"a1","transcript":"the key AKIAIOSF"}}', '{"audio":{"transcript":"ODNN7EXAMPLE"}}'],
+        '{"tool_calls":[{"index":0,"custom":{"input":"ODNN7Q3XM9PL"}}]}'],
+      ['{"audio":{"id":"a1","transcript":"the key AKIAIOSF"}}', '{"audio":{"transcript":"ODNN7Q3XM9PL"}}'],
     ];
     for (const [a, b] of halves) {
       await withProvider((req, sock) => sock.end(SSE + chat(a) + chat(b) + 'data: [DONE]\n\n'), { secrets: 'block' },
         'openai', async (gw) => {
           const r = await post(gw, '/v1/chat/completions', chatBody);
           const raw = await r.text();
-          assert.ok(!raw.includes('AKIAIOSF') && !raw.includes('ODNN7EXAMPLE'), `${a}: ${raw}`);
+          assert.ok(!raw.includes('AKIAIOSF') && !raw.includes('ODNN7Q3XM9PL'), `${a}: ${raw}`);
           assert.match(raw, /withheld by guardrails: it contains aws_access_key/);
           const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
           assert.equal(rec.error_class, 'blocked', a);
@@ -1177,7 +1177,7 @@ describe('guardrails over streams, edge cases', () => {
     const up = await rawProvider((req, sock) => {
       sock.write('HTTP/1.1 200 OK\r\nContent-Type: application/vnd.amazon.eventstream\r\nConnection: close\r\n\r\n');
       sock.end(Buffer.concat([frame(`{"bytes":"${delta('the key AKIAIOSF')}"}`),
-        frame(`{"bytes":"${delta('x')}","bytes":"${delta('ODNN7EXAMPLE')}"}`)]));
+        frame(`{"bytes":"${delta('x')}","bytes":"${delta('ODNN7Q3XM9PL')}"}`)]));
     });
     const gw = await startGateway({
       guardrails: { answers: true, secrets: 'block' },
@@ -1188,7 +1188,7 @@ describe('guardrails over streams, edge cases', () => {
       const r = await post(gw, `/model/${encodeURIComponent(HAIKU)}/invoke-with-response-stream`,
         { anthropic_version: 'bedrock-2023-05-31', max_tokens: 50, messages: [{ role: 'user', content: 'x' }] });
       const raw = Buffer.from(await r.arrayBuffer()).toString('latin1');
-      assert.ok(!raw.includes(delta('ODNN7EXAMPLE')) && !raw.includes(delta('the key AKIAIOSF')), 'neither half went on');
+      assert.ok(!raw.includes(delta('ODNN7Q3XM9PL')) && !raw.includes(delta('the key AKIAIOSF')), 'neither half went on');
       const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
       assert.deepEqual(rec.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'unscanned',
         why: 'an event stream chunk without one base64 "bytes"' }]);

@@ -128,7 +128,7 @@ describe('pre_request hooks', () => {
     hook.reply = async (c) => (c.path === '/pii' && c.body.user_message.includes('AKIA')
       ? [200, { action: 'block', status_code: 400, message: 'the prompt contains an AWS key' }]
       : [200, { action: 'allow' }]);
-    await assert.rejects(chat('my key is AKIAIOSFODNN7EXAMPLE'), (e) => {
+    await assert.rejects(chat('my key is AKIAIOSFODNN7Q3XM9PL'), (e) => {
       assert.equal(e.status, 400);
       assert.match(e.message, /the prompt contains an AWS key/);
       return true;

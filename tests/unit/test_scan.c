@@ -130,7 +130,7 @@ static void secrets_block(void **state)
     static const struct {
         const char *text, *kind;
     } cases[] = {
-        {"my key is AKIAIOSFODNN7EXAMPLE ok", "aws_access_key"},
+        {"my key is AKIAIOSFODNN7Q3XM9PL ok", "aws_access_key"},
         {"token ghp_abcdefghijklmnopqrstuvwxyz0123456789 here", "github_token"},
         {"sk-ant-api03-abcdefghijklmnopqrstuvwxyzABCDEFGH_0123456789-xyz", "anthropic_key"},
         {"OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD", "openai_key"},
@@ -159,7 +159,7 @@ static void secrets_block(void **state)
     static const char *const in_base64[] = {
         B64RUN "_sk-Qw3e4r5t6y7u8i9o0pAsDfGhJkLzXcVbNm1234_8f",
         "iVBORw0KGgo+AIzaSyA1234567890abcdefghijklmnopqrstuv/" B64RUN,
-        B64RUN "/AKIAIOSFODNN7EXAMPLE", "R0lGODlh_ghp_abcdefghijklmnopqrstuvwxyz0123456789" B64RUN,
+        B64RUN "/AKIAIOSFODNN7Q3XM9PL", "R0lGODlh_ghp_abcdefghijklmnopqrstuvwxyz0123456789" B64RUN,
         B64RUN "-sk-ant-api03-abcdefghijklmnopqrstuvwxyzABCDEFGH_0123456789-xyz",
         "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz+" B64RUN,
         B64RUN "/GB82WEST12345698765432/" B64RUN,
@@ -170,15 +170,15 @@ static void secrets_block(void **state)
         if (r.action != KL_SCAN_OFF)
             fail_msg("%s: action %d, kinds %s", in_base64[i], r.action, r.kinds ? r.kinds : "-");
     }
-    r = scan(f, "session s-AKIAIOSFODNN7EXAMPLE, path /srv/app/config/keys/MY_PROJECT_KEY_AKIAIOSFODNN7EXAMPLE");
+    r = scan(f, "session s-AKIAIOSFODNN7Q3XM9PL, path /srv/app/config/keys/MY_PROJECT_KEY_AKIAIOSFODNN7Q3XM9PL");
     assert_string_equal(r.block_kinds, "aws_access_key");
     assert_int_equal(r.action, KL_SCAN_BLOCK);
     /* glued to text that is no base64 (words, a path, a name), a key is one */
     static const char *const in_text[] = {
-        "message=hi+team+my+aws+access+key+is+AKIAIOSFODNN7EXAMPLE+and+i+accidentally+pushed+it+to+github+please",
-        "/var/lib/jenkins/workspace/my-company-backend-service/deploy/credentials/AKIAIOSFODNN7EXAMPLE",
+        "message=hi+team+my+aws+access+key+is+AKIAIOSFODNN7Q3XM9PL+and+i+accidentally+pushed+it+to+github+please",
+        "/var/lib/jenkins/workspace/my-company-backend-service/deploy/credentials/AKIAIOSFODNN7Q3XM9PL",
         "token_ghp_abcdefghijklmnopqrstuvwxyz0123456789_used_by_the_nightly_release_pipeline_for_publishing",
-        "----------------------------------------------------------------AKIAIOSFODNN7EXAMPLE",
+        "----------------------------------------------------------------AKIAIOSFODNN7Q3XM9PL",
         "https://hooks.example.com/services/T0123456789/B0123456789/AIzaSyA1234567890abcdefghijklmnopqrstuv/callback",
     };
     for (size_t i = 0; i < sizeof(in_text) / sizeof(in_text[0]); i++) {
@@ -186,6 +186,10 @@ static void secrets_block(void **state)
         if (r.action != KL_SCAN_BLOCK)
             fail_msg("%s: action %d, kinds %s", in_text[i], r.action, r.kinds ? r.kinds : "-");
     }
+    /* placeholders in documentation and templates are no secrets */
+    r = scan(f, "aws_access_key_id = AKIAIOSFODNN7EXAMPLE; GITHUB_TOKEN=ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx "
+                "OPENAI_API_KEY=sk-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx KEY=AIzaXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX");
+    assert_int_equal(r.action, KL_SCAN_OFF);
     /* base64 wrapped in lines (MIME, PEM) is one run */
     r = scan(f, "Zm9vYmFyYmF6cXV4UXdlcnR5VWlvcDEyMzQ1Njc4OTBhYmNkZWZnaGlqa2xtbm9w\n"
                 "AIzaSyA1234567890abcdefghijklmnopqrstuv0a1B2c3D4e5F6g7H8i9J0kLmN\nb3BxcnN0dXZ3eHl6");
@@ -208,6 +212,10 @@ static void pii_redacted_with_checks(void **state)
     /* social security numbers that can be issued; 666 and 000 cannot */
     r = scan(f, "ssn 123-45-6789 vs 666-12-3456 and 000-12-3456");
     assert_string_equal(content(&r, buf, sizeof(buf)), "ssn [REDACTED:us_ssn] vs 666-12-3456 and 000-12-3456");
+    /* a millisecond timestamp or an id that passes Luhn is no card: no
+     * network's issuer range begins so */
+    r = scan(f, "{\"ts\":1795872702208,\"id\":\"9000000000000001\"}");
+    assert_int_equal(r.action, KL_SCAN_OFF);
     /* 19 digits in fours, and Diners' 4-6-4 */
     r = scan(f, "card 6011 0000 0000 0000 001 x, diners 3056 930902 5904 y");
     assert_string_equal(content(&r, buf, sizeof(buf)), "card [REDACTED:credit_card] x, diners [REDACTED:credit_card] y");
@@ -272,8 +280,8 @@ static void escaped_findings(void **state)
     struct fx *f = *state;
     char buf[256];
     static const char *const blocked[] = {
-        "key \\u0041KIAIOSFODNN7EXAMPLE", "AKIAIOSF\\u004FDNN7EXAMPLE", "ghp\\u005fabcdefghijklmnopqrstuvwxyz0123456789",
-        "\\u0041\\u004b\\u0049\\u0041IOSFODNN7EXAMPLE",
+        "key \\u0041KIAIOSFODNN7Q3XM9PL", "AKIAIOSF\\u004FDNN7Q3XM9PL", "ghp\\u005fabcdefghijklmnopqrstuvwxyz0123456789",
+        "\\u0041\\u004b\\u0049\\u0041IOSFODNN7Q3XM9PL",
     };
     for (size_t i = 0; i < sizeof(blocked) / sizeof(blocked[0]); i++) {
         char body[256];
@@ -305,7 +313,7 @@ static void escaped_findings(void **state)
     /* an escaped backslash before "u0041": a JSON text inside the string (a
      * tool call's arguments) spells an A so, and the SDK that parses it
      * reads one: found (in other text, found rather than missed) */
-    r = scan_raw(f, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\\\\u0041KIAIOSFODNN7EXAMPLE\"}]}");
+    r = scan_raw(f, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\\\\u0041KIAIOSFODNN7Q3XM9PL\"}]}");
     assert_int_equal(r.action, KL_SCAN_BLOCK);
     /* a configured pattern of non-ASCII text, and a surrogate pair */
     struct fx g;
@@ -331,7 +339,7 @@ static void strongest_action_wins(void **state)
     assert_string_equal(r.kinds, "email,ticket");
     char buf[256];
     assert_string_equal(content(&r, buf, sizeof(buf)), "TICKET-123456 for [REDACTED:email]");
-    r = scan(f, "jane@example.com AKIAIOSFODNN7EXAMPLE");
+    r = scan(f, "jane@example.com AKIAIOSFODNN7Q3XM9PL");
     assert_int_equal(r.action, KL_SCAN_BLOCK);
     assert_string_equal(r.block_kinds, "aws_access_key");
     assert_null(r.body);
@@ -356,12 +364,12 @@ static void private_key_redacted_whole(void **state)
     r = scan(&f, "-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----");
     assert_string_equal(content(&r, buf, sizeof(buf)), "[REDACTED:private_key]");
     /* only the kinds listed: an AWS key is not looked for */
-    r = scan(&f, "AKIAIOSFODNN7EXAMPLE");
+    r = scan(&f, "AKIAIOSFODNN7Q3XM9PL");
     assert_int_equal(r.action, KL_SCAN_OFF);
     /* the same scratch for a larger database (what a reload brings): resized, not misused */
     kl_config *big = load("{\"guardrails\": {\"secrets\": \"block\", \"pii\": \"redact\"}}");
     f.cfg = big;
-    r = scan(&f, "AKIAIOSFODNN7EXAMPLE and jane@example.com");
+    r = scan(&f, "AKIAIOSFODNN7Q3XM9PL and jane@example.com");
     assert_int_equal(r.action, KL_SCAN_BLOCK);
     assert_string_equal(r.kinds, "aws_access_key,email");
     kl_config_unref(big);
@@ -435,7 +443,7 @@ static void findings_at_the_end_at_every_alignment(void **state)
     } cases[] = {
         {"{\"guardrails\": {\"pii\": {\"action\": \"redact\", \"kinds\": [\"email\"]}}}",
          "reply to sam@example.com ok", "email"},
-        {"{\"guardrails\": {\"secrets\": \"block\"}}", "the key is AKIAIOSFODNN7EXAMPLE", "aws_access_key"},
+        {"{\"guardrails\": {\"secrets\": \"block\"}}", "the key is AKIAIOSFODNN7Q3XM9PL", "aws_access_key"},
         {"{\"guardrails\": {\"pii\": {\"action\": \"redact\", \"kinds\": [\"credit_card\"]}}}",
          "card 4111 1111 1111 1111", "credit_card"},
         {"{\"guardrails\": {\"pii\": {\"action\": \"redact\", \"kinds\": [\"us_ssn\"]}}}", "ssn 123-45-6789",
@@ -639,7 +647,7 @@ static void signed_reasoning_left_alone(void **state)
     assert_non_null(strstr(out, "\"sent to [REDACTED:email]\""));
     /* a secret there is not blocked either; next to it, it is */
     const char *secret = "{\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":\"thinking\","
-                         "\"thinking\":\"AKIAIOSFODNN7EXAMPLE\",\"signature\":\"x\"}]}]}";
+                         "\"thinking\":\"AKIAIOSFODNN7Q3XM9PL\",\"signature\":\"x\"}]}]}";
     n = kl_guard_signed_spans(secret, strlen(secret), &f->arena, &skip);
     assert_int_equal(kl_scan(f->cfg->guardrails, &f->scratch, secret, strlen(secret), skip, n, &f->arena, &r, &why), 0);
     assert_int_equal(r.action, KL_SCAN_OFF);
@@ -657,7 +665,7 @@ static void base64_text_files(void **state)
     char enc[2048], body[4096], dec[2048];
     /* a .env as Gemini inlineData: blocked */
     snprintf(body, sizeof(body), "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"inlineData\":{\"mimeType\":"
-             "\"text/plain\",\"data\":\"%s\"}}]}]}", b64("AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\n", false, enc));
+             "\"text/plain\",\"data\":\"%s\"}}]}]}", b64("AWS_ACCESS_KEY_ID=AKIAIOSFODNN7Q3XM9PL\n", false, enc));
     struct kl_scan_result r = scan_raw(f, body);
     assert_int_equal(r.action, KL_SCAN_BLOCK);
     assert_string_equal(r.block_kinds, "aws_access_key");
@@ -724,7 +732,7 @@ static void base64_text_files(void **state)
     assert_string_equal(unb64(one, "\"data\"", dec), "write to [REDACTED:email] \x3f\x3f\x3f");
     /* Bedrock CountTokens' InvokeModel form: the whole Claude body, base64, in "body" */
     snprintf(body, sizeof(body), "{\"input\":{\"invokeModel\":{\"body\":\"%s\"}}}",
-             b64("{\"messages\":[{\"role\":\"user\",\"content\":\"key AKIAIOSFODNN7EXAMPLE\"}]}", false, enc));
+             b64("{\"messages\":[{\"role\":\"user\",\"content\":\"key AKIAIOSFODNN7Q3XM9PL\"}]}", false, enc));
     r = scan_raw(f, body);
     assert_int_equal(r.action, KL_SCAN_BLOCK);
     assert_string_equal(r.block_kinds, "aws_access_key");
@@ -734,7 +742,7 @@ static void base64_text_files(void **state)
     assert_int_equal(r.action, KL_SCAN_LOG);
     assert_string_equal(r.kinds, "ticket");
     /* binary files are not read as text: a PNG (its header holds NULs) with the same bytes */
-    static const unsigned char png[] = "\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10 AKIAIOSFODNN7EXAMPLE";
+    static const unsigned char png[] = "\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10 AKIAIOSFODNN7Q3XM9PL";
     int pl = EVP_EncodeBlock((unsigned char *)enc, png, (int)sizeof(png) - 1);
     enc[pl] = '\0';
     snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", enc);
@@ -743,7 +751,7 @@ static void base64_text_files(void **state)
     snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", b64("%PDF-1.4\n1 0 obj << /Author (ann@example.com) >>", false, enc));
     assert_int_equal(scan_raw(f, body).action, KL_SCAN_OFF);
     /* a Latin-1 file, or one with a terminal's colours, is text */
-    snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", b64("\x1b[1mcaf\xe9\x1b[0m AKIAIOSFODNN7EXAMPLE", false, enc));
+    snprintf(body, sizeof(body), "{\"x\":{\"data\":\"%s\"}}", b64("\x1b[1mcaf\xe9\x1b[0m AKIAIOSFODNN7Q3XM9PL", false, enc));
     assert_int_equal(scan_raw(f, body).action, KL_SCAN_BLOCK);
     /* wrapped lines (the base64 tool's 76 columns, as JSON escapes) are read through */
     b64("a longer file whose base64 is wrapped: ghp_abcdefghijklmnopqrstuvwxyz0123456789 and more", false, enc);
@@ -765,12 +773,12 @@ static void base64_text_files(void **state)
     char params[600];
     memset(params, 'a', sizeof(params) - 1);
     params[sizeof(params) - 1] = '\0';
-    snprintf(body, sizeof(body), "{\"u\":\"data:text/plain;x=%s;base64,%s\"}", params, b64("AKIAIOSFODNN7EXAMPLE", false, enc));
+    snprintf(body, sizeof(body), "{\"u\":\"data:text/plain;x=%s;base64,%s\"}", params, b64("AKIAIOSFODNN7Q3XM9PL", false, enc));
     assert_int_equal(scan_raw(f, body).action, KL_SCAN_BLOCK);
     /* nor is a value that is not base64, or is not a member's value */
-    assert_int_equal(scan_raw(f, "{\"data\":\"QUtJQUlPU0ZPRE5ON0VYQU1QTEU.gg\"}").action, KL_SCAN_OFF);
-    assert_int_equal(scan_raw(f, "{\"a\":[\"data\",\"QUtJQUlPU0ZPRE5ON0VYQU1QTEU=\"]}").action, KL_SCAN_OFF);
-    assert_int_equal(scan_raw(f, "{\"data\":\"QUtJQUlPU0ZPRE5ON0VYQU1QTEU=\"}").action, KL_SCAN_BLOCK);
+    assert_int_equal(scan_raw(f, "{\"data\":\"QUtJQUlPU0ZPRE5ON1EzWE05UEw.gg\"}").action, KL_SCAN_OFF);
+    assert_int_equal(scan_raw(f, "{\"a\":[\"data\",\"QUtJQUlPU0ZPRE5ON1EzWE05UEw=\"]}").action, KL_SCAN_OFF);
+    assert_int_equal(scan_raw(f, "{\"data\":\"QUtJQUlPU0ZPRE5ON1EzWE05UEw=\"}").action, KL_SCAN_BLOCK);
 }
 
 int main(void)
