@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <hs/hs.h>
 #include <libpsl.h>
@@ -683,6 +684,19 @@ static bool email_domain_ok(const psl_ctx_t *psl, const char *body, size_t from,
     return psl && psl_is_public_suffix2(psl, tld, PSL_TYPE_ANY | PSL_TYPE_NO_STAR_RULE);
 }
 
+/* Is the address at from (its local part up to the '@') no one's: a
+ * no-reply sender (Claude Code's own prompt has its commits say
+ * "Co-Authored-By: Claude <noreply@anthropic.com>"), or a URL's user
+ * ("git+ssh://git@github.com/…")? */
+static bool role_address(const char *body, size_t from)
+{
+    static const char *const roles[] = {"noreply@", "no-reply@", "donotreply@", "do-not-reply@"};
+    for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
+        if (!strncasecmp(body + from, roles[i], strlen(roles[i])))
+            return true;
+    return from >= 3 && !memcmp(body + from - 3, "://", 3);
+}
+
 /* Does a finding hold on a closer look? Numbers must stand alone (no digit
  * right before or after) and pass their checksum. */
 static bool holds(const struct kl_guardrails *g, const struct rule *r, const char *body, size_t len, size_t *from,
@@ -714,7 +728,7 @@ static bool holds(const struct kl_guardrails *g, const struct rule *r, const cha
                            (is_alnum(body[*to + 1]) || body[*to + 1] == '/' || body[*to + 1] == '~'))))
             return false;
         *from = email_start(body, *to);
-        return body[*from] != '@' && email_domain_ok(g->psl, body, *from, *to);
+        return body[*from] != '@' && !role_address(body, *from) && email_domain_ok(g->psl, body, *from, *to);
     case CHECK_LUHN:
     case CHECK_SSN:
         if (is_digit(before(body, *from)) || (*to < len && is_digit(body[*to])))

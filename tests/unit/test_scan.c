@@ -246,6 +246,9 @@ static void escapes_and_strings(void **state)
     assert_int_equal(r.action, KL_SCAN_OFF);
     r = scan(f, "out = x@self.weight.to(x.dtype); s = q@k.mT * scale; git clone git@github.com:org/repo.git");
     assert_int_equal(r.action, KL_SCAN_OFF);
+    /* nor is a no-reply sender or a URL's user */
+    r = scan(f, "Co-Authored-By: Claude <noreply@anthropic.com>; git+ssh://git@github.com/acme/x.git");
+    assert_int_equal(r.action, KL_SCAN_OFF);
     r = scan(f, "ops@db1.corp.internal, root@localhost.localdomain, ANN@EXAMPLE.DE, kim@mail.example.co.uk.");
     assert_string_equal(content(&r, buf, sizeof(buf)),
                         "[REDACTED:email], [REDACTED:email], [REDACTED:email], [REDACTED:email].");
