@@ -361,6 +361,13 @@ static void cancel_tail(kl_exchange *ex)
 static void end_stream_with_error(kl_exchange *ex, enum kl_err_kind kind, const char *message)
 {
     size_t evl, tl = 0, cl;
+    /* a limit that refills: when, in the words the agents read in a stream
+     * (Google's "Please retry in", which Gemini CLI waits for; OpenAI's
+     * "Please try again in", which Codex does), instead of retrying at once
+     * into the same stop, each time a billed request */
+    if (ex->fail_retry > 0 && (kind == KL_ERR_RATE_LIMIT || kind == KL_ERR_QUOTA))
+        message = kl_arena_printf(&ex->arena, "%s. Please %s in %llds.", message,
+                                  ex->dialect == KL_DIALECT_GEMINI ? "retry" : "try again", (long long)ex->fail_retry);
     /* a stop by a rule, which a retry meets again; a provider's failure
      * the client may well retry */
     bool rule = ex->error_class == KL_EC_BLOCKED || ex->error_class == KL_EC_QUOTA ||

@@ -260,7 +260,8 @@ describe('tool policy', () => {
       await assert.rejects((async () => {
         for await (const ch of stream)
           for (const tc of ch.choices[0]?.delta?.tool_calls || []) if (tc.function?.name) names.push(tc.function.name);
-      })(), (e) => /rate limit tcpm:\S+ cannot cover this tool call any more: stopped by the gateway/.test(e.message));
+      })(), (e) => /rate limit tcpm:\S+ cannot cover this tool call any more: stopped by the gateway\. Please try again in 20s\./
+        .test(e.message)); // in the words Codex reads, which otherwise retries at once into the same stop
       assert.deepEqual(names, ['read_file']);
       const rec = await finalRecord(gw2, response.headers.get('x-keyless-request-id'));
       assert.equal(rec.error_class, 'rate_limited');
