@@ -210,7 +210,13 @@ static int64_t output_per_answer(const kl_exchange *ex)
     }
     if (ex->max_output_tokens > 0)
         return ex->max_output_tokens;
-    return ex->cfg->quotas ? ex->cfg->quotas->default_max_output_tokens : 8192;
+    int64_t cap = ex->cfg->quotas ? ex->cfg->quotas->default_max_output_tokens : 8192;
+    /* Gemini counts thoughts against the cap: the default is the answer's,
+     * beyond the thinking budget the caller set (Gemini CLI's 8192 would
+     * otherwise leave an 8192 cap nothing for the answer) */
+    if (ex->thinking_budget > 0 && cap > 0)
+        cap = ex->thinking_budget > INT64_MAX - cap ? INT64_MAX : cap + ex->thinking_budget;
+    return cap;
 }
 
 int64_t kl_admit_output_bound(const kl_exchange *ex, int64_t per_answer)

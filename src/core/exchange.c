@@ -82,6 +82,7 @@ kl_exchange *kl_exchange_new(kl_worker *w)
     ex->t_start_ns = kl_now_ns();
     ex->wall_start_ms = kl_wall_ms();
     ex->max_output_tokens = -1;
+    ex->thinking_budget = -1;
     ex->choices = 1;
     w->seq++;
     make_id(w, ex->wall_start_ms, ex->id);
@@ -102,6 +103,7 @@ void kl_exchange_take_facts(kl_exchange *ex, const struct kl_request_facts *f)
 {
     ex->stream = f->stream;
     ex->max_output_tokens = f->max_output_tokens;
+    ex->thinking_budget = f->thinking_budget;
     ex->choices = f->choices;
     ex->include_usage = f->has_include_usage;
     ex->body_map = f->map;

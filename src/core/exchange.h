@@ -99,6 +99,7 @@ typedef struct kl_exchange {
     const char *model_provider;     /* provider id from "provider/model", or NULL */
     bool stream;
     int64_t max_output_tokens;      /* -1 when not given; the cap of each answer when it asks for several */
+    int64_t thinking_budget;        /* Gemini's thinkingConfig.thinkingBudget; -1 when not given */
     int64_t choices;                /* answers asked for (chat's n, Gemini's candidateCount), at least 1 */
     bool include_usage;             /* OpenAI chat: stream_options.include_usage */
 

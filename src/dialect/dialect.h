@@ -120,6 +120,7 @@ struct kl_request_facts {
     const char *model;          /* NULL when absent */
     bool stream;
     int64_t max_output_tokens;  /* -1 when absent */
+    int64_t thinking_budget;    /* Gemini's thinkingConfig.thinkingBudget; -1 when absent (or dynamic) */
     bool has_include_usage;     /* OpenAI chat: stream_options.include_usage is true */
     int64_t choices;            /* answers asked for (chat's n, Gemini's candidateCount): 1 unless more */
     struct kl_body_map map;     /* generation_config: Gemini's, however it is spelt */

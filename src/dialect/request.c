@@ -141,6 +141,28 @@ static int nested_count(const char *body, struct kl_body_span s, const char *out
     return 0;
 }
 
+/* An object one level down (generationConfig.thinkingConfig), under either
+ * of its names, as nested_count reads a count: *out stays empty when it is
+ * absent or no object. */
+static int nested_object(const char *body, struct kl_body_span s, const char *outer, const char *key,
+                         const char *proto_name, kl_arena *a, struct kl_body_span *out, const char **why)
+{
+    *out = (struct kl_body_span){0, 0};
+    if (!s.end)
+        return 0;
+    struct kl_json_want w[2] = {{.key = key}, {.key = proto_name}};
+    kl_json_scan_members(body + s.start, s.end - s.start, w, 2);
+    if (w[0].count > 1 || w[1].count > 1 || (w[0].count && w[1].count)) {
+        *why = kl_arena_printf(a, "%s \"%s\" in %s", w[0].count && w[1].count ? "both spellings of" : "duplicate",
+                               key, outer);
+        return -1;
+    }
+    const struct kl_json_want *v = w[0].count ? &w[0] : &w[1];
+    if (v->end && body[s.start + v->start] == '{')
+        *out = (struct kl_body_span){s.start + v->start, s.start + v->end};
+    return 0;
+}
+
 /* Gemini's request facts: generationConfig (or generation_config, its
  * proto name; the map then points at whichever the body has) with its
  * output cap and candidate count. */
@@ -161,6 +183,14 @@ static int gemini_facts(const char *body, kl_arena *a, struct kl_request_facts *
         return -1;
     if (candidates > 1)
         f->choices = candidates;
+    /* thoughts count against maxOutputTokens: a cap keyless adds leaves the
+     * answer room beyond the budget the caller gave them (admit.c) */
+    struct kl_body_span thinking;
+    if (nested_object(body, m->generation_config, "generationConfig", "thinkingConfig", "thinking_config", a,
+                      &thinking, why) < 0 ||
+        nested_count(body, thinking, "thinkingConfig", "thinkingBudget", "thinking_budget", a, &f->thinking_budget,
+                     why) < 0)
+        return -1;
     return 0;
 }
 
@@ -169,6 +199,7 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
 {
     memset(f, 0, sizeof(*f));
     f->max_output_tokens = -1;
+    f->thinking_budget = -1;
     f->choices = 1;
     if (len == 0) {
         *why = "request body is empty; a JSON object is required";

@@ -402,6 +402,10 @@ describe('spend quotas', () => {
     const g = JSON.parse((await mock.last()).body);
     assert.deepEqual(g.generationConfig, { temperature: 0.5, maxOutputTokens: 1234 });
     assert.equal(g.contents[0].parts[0].text, 'hi');
+    // thoughts count against it: the cap is the answer's beyond the thinking budget (Gemini CLI's 8192)
+    await (await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
+      '{"generationConfig":{"thinkingConfig":{"thinkingBudget":8192}},"contents":[{"parts":[{"text":"hi"}]}]}')).text();
+    assert.equal(JSON.parse((await mock.last()).body).generationConfig.maxOutputTokens, 1234 + 8192);
     await gw.stop();
     await mock.stop();
   });

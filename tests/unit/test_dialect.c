@@ -238,6 +238,16 @@ static void reads_gemini_proto_names(void **state)
     assert_memory_equal(b + f.map.generation_config.start, "{\"max_output_tokens\"", 20);
     assert_int_equal(facts(KL_EP_GEMINI_STREAM, "{\"generationConfig\":{\"max_output_tokens\":5}}", &f, &why), 0);
     assert_int_equal(f.max_output_tokens, 5);
+    assert_int_equal(f.thinking_budget, -1);
+    /* the thinking budget, as Gemini CLI sends it, or by its proto names */
+    assert_int_equal(facts(KL_EP_GEMINI_STREAM, "{\"generationConfig\":{\"thinkingConfig\":{\"includeThoughts\":true,"
+                                                "\"thinkingBudget\":8192}}}", &f, &why), 0);
+    assert_int_equal(f.thinking_budget, 8192);
+    assert_int_equal(facts(KL_EP_GEMINI_STREAM,
+                           "{\"generation_config\":{\"thinking_config\":{\"thinking_budget\":\"512\"}}}", &f, &why), 0);
+    assert_int_equal(f.thinking_budget, 512);
+    assert_int_equal(facts(KL_EP_GEMINI_STREAM, "{\"generationConfig\":{\"thinkingConfig\":{},\"thinking_config\":{}}}",
+                           &f, &why), -1);
     assert_int_equal(facts(KL_EP_GEMINI_GENERATE, "{\"generationConfig\":{},\"generation_config\":{}}", &f, &why),
                      -1);
     assert_non_null(strstr(why, "both \"generationConfig\" and \"generation_config\""));
