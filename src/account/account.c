@@ -540,7 +540,7 @@ static void first_event(kl_exchange *ex, bool named_error, const char *data, siz
 }
 
 /* An event of a Gemini SSE stream with no field at all that is Google's
- * error object as bare JSON (kl_dialect_error_event), which the SDKs raise:
+ * error object as bare JSON (kl_dialect_error_tail), which the SDKs raise:
  * its data, as if it had come as a data field; NULL for anything else (a
  * bare object that is no error they ignore, and so does keyless). */
 static char *bare_error(const char *raw, size_t len, size_t *dl)

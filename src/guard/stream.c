@@ -75,7 +75,7 @@ struct held {
     struct place *places;       /* malloc */
     size_t nplaces;
     bool rewrite;               /* something outside its places was redacted */
-    bool bare;                  /* Gemini's bare JSON error, no SSE field (kl_dialect_error_event): written so again */
+    bool bare;                  /* Gemini's bare JSON error, no SSE field (kl_dialect_error_tail): written so again */
     size_t rest_spans;          /* how many marks that put there */
     const char *rest_kinds;     /* of which kinds (arena) */
 };
