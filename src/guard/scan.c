@@ -665,7 +665,7 @@ static bool email_domain_ok(const psl_ctx_t *psl, const char *body, size_t from,
     size_t dot = to;
     while (dot > from && body[dot - 1] != '.')
         dot--;
-    char tld[32];
+    char tld[64];
     size_t n = to - dot;
     if (n == 0 || n >= sizeof(tld))
         return false;
