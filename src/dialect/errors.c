@@ -131,7 +131,7 @@ static cJSON *error_json(enum kl_dialect d, enum kl_err_kind kind, const char *m
 char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind,
                             const char *message)
 {
-    return kl_json_print_arena(a, error_json(d, kind, utf8_message(a, message)), "", "\n");
+    return kl_dialect_error_body_retry(a, d, kind, message, 0);
 }
 
 char *kl_dialect_error_body_retry(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind, const char *message,
