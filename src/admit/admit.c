@@ -210,13 +210,17 @@ static int64_t output_per_answer(const kl_exchange *ex)
     }
     if (ex->max_output_tokens > 0)
         return ex->max_output_tokens;
-    int64_t cap = ex->cfg->quotas ? ex->cfg->quotas->default_max_output_tokens : 8192;
-    /* Gemini counts thoughts against the cap: the default is the answer's,
-     * beyond the thinking budget the caller set (Gemini CLI's 8192 would
-     * otherwise leave an 8192 cap nothing for the answer) */
-    if (ex->thinking_budget > 0 && cap > 0)
-        cap = ex->thinking_budget > INT64_MAX - cap ? INT64_MAX : cap + ex->thinking_budget;
-    return cap;
+    const struct kl_quotas *q = ex->cfg->quotas;
+    int64_t cap = q ? q->default_max_output_tokens : 8192;
+    /* Reasoning counts against the cap: the default is the answer's, beyond
+     * the thinking budget the caller set for Gemini (Gemini CLI's 8192 would
+     * otherwise leave an 8192 cap nothing for the answer), or the reasoning
+     * allowance when an OpenAI request asks for reasoning (Codex's does; its
+     * hard tasks reason past 8192 and ended "incomplete") */
+    int64_t more = ex->thinking_budget > 0 ? ex->thinking_budget : 0;
+    if (ex->reasons)
+        more = q ? q->default_reasoning_tokens : 24576;
+    return more > INT64_MAX - cap ? INT64_MAX : cap + more;
 }
 
 int64_t kl_admit_output_bound(const kl_exchange *ex, int64_t per_answer)

@@ -55,6 +55,7 @@ static struct kl_quotas *quotas_of(kl_cfg_ctx *c)
     if (!c->cfg->quotas) {
         struct kl_quotas *q = kl_arena_alloc(&c->cfg->arena, sizeof(*q));
         q->default_max_output_tokens = 8192;
+        q->default_reasoning_tokens = 24576;
         q->bytes_per_token = 3;
         q->referenced_input_tokens = KL_REFERENCED_INPUT_TOKENS_DEFAULT;
         c->cfg->quotas = q;
@@ -121,21 +122,26 @@ void kl_limits_read_config(kl_cfg_ctx *c, const cJSON *v)
     }
     const cJSON *m;
     cJSON_ArrayForEach(m, v) {
-        bool refs = strcmp(m->string, "referenced_input_tokens") == 0; /* 0 allowed: none reserved */
-        bool known = refs || strcmp(m->string, "default_max_output_tokens") == 0 ||
+        /* 0 allowed: none reserved, none added */
+        bool refs = strcmp(m->string, "referenced_input_tokens") == 0,
+             reasoning = strcmp(m->string, "default_reasoning_tokens") == 0;
+        bool known = refs || reasoning || strcmp(m->string, "default_max_output_tokens") == 0 ||
                      strcmp(m->string, "bytes_per_token") == 0;
         /* whole numbers in range before the cast (1e19 had wrapped negative) */
-        bool ok = cJSON_IsNumber(m) && m->valuedouble >= (refs ? 0 : 1) && m->valuedouble <= KL_LIMIT_MAX &&
+        bool ok = cJSON_IsNumber(m) && m->valuedouble >= (refs || reasoning ? 0 : 1) &&
+                  m->valuedouble <= KL_LIMIT_MAX &&
                   m->valuedouble == (double)(int64_t)m->valuedouble;
         if (known && ok && strcmp(m->string, "default_max_output_tokens") == 0)
             q->default_max_output_tokens = (int64_t)m->valuedouble;
         else if (known && ok && refs)
             q->referenced_input_tokens = (int64_t)m->valuedouble;
+        else if (known && ok && reasoning)
+            q->default_reasoning_tokens = (int64_t)m->valuedouble;
         else if (known && ok)
             q->bytes_per_token = (int64_t)m->valuedouble;
         else if (known)
             kl_cfg_report(c, KL_SEV_ERROR, m, "limits.%s must be a whole number from %d to %lld", m->string,
-                          refs ? 0 : 1, (long long)KL_LIMIT_MAX);
+                          refs || reasoning ? 0 : 1, (long long)KL_LIMIT_MAX);
         else
             kl_cfg_report(c, KL_SEV_WARNING, m, "unknown key \"%s\" in limits (ignored)", m->string);
     }

@@ -22,6 +22,7 @@ struct kl_quotas {
     struct kl_quota *v;
     size_t n;
     int64_t default_max_output_tokens;  /* limits.default_max_output_tokens */
+    int64_t default_reasoning_tokens;   /* limits.default_reasoning_tokens: added for OpenAI reasoning */
     int64_t bytes_per_token;            /* limits.bytes_per_token: prompt estimate */
     int64_t referenced_input_tokens;    /* limits.referenced_input_tokens: the prompt estimate of each input a
                                            request points at (admit/referenced.h); 0: none */

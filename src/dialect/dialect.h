@@ -101,7 +101,8 @@ struct kl_body_map {
         /* what points the provider at input the body does not hold (admit/referenced.c) */
         previous_response_id, conversation, prompt, cached_content, cached_content_snake, tools, mcp_servers,
         web_search_options,
-        background;             /* Responses: refused (kl_dialect_request_facts) */
+        background,             /* Responses: refused (kl_dialect_request_facts) */
+        reasoning, reasoning_effort; /* OpenAI: Responses' reasoning options, chat's effort */
 };
 
 /* Validate body[0..len) as JSON and, in the same pass, find the members of
@@ -121,6 +122,7 @@ struct kl_request_facts {
     bool stream;
     int64_t max_output_tokens;  /* -1 when absent */
     int64_t thinking_budget;    /* Gemini's thinkingConfig.thinkingBudget; -1 when absent (or dynamic) */
+    bool reasons;               /* OpenAI: asks for reasoning (an effort other than none or minimal) */
     bool has_include_usage;     /* OpenAI chat: stream_options.include_usage is true */
     int64_t choices;            /* answers asked for (chat's n, Gemini's candidateCount): 1 unless more */
     struct kl_body_map map;     /* generation_config: Gemini's, however it is spelt */

@@ -11,7 +11,7 @@ static const char *const map_keys[] = {
     "model", "stream", "stream_options", "max_tokens", "max_completion_tokens",
     "max_output_tokens", "generationConfig", "metadata", "messages", "input", "contents", "inferenceConfig", "n",
     "generation_config", "previous_response_id", "conversation", "prompt", "cachedContent", "cached_content", "tools",
-    "mcp_servers", "web_search_options", "background",
+    "mcp_servers", "web_search_options", "background", "reasoning", "reasoning_effort",
 };
 #define NKEYS (sizeof(map_keys) / sizeof(map_keys[0]))
 _Static_assert(sizeof(struct kl_body_map) == NKEYS * sizeof(struct kl_body_span),
@@ -194,6 +194,23 @@ static int gemini_facts(const char *body, kl_arena *a, struct kl_request_facts *
     return 0;
 }
 
+/* Does an OpenAI request ask for reasoning? Responses' "reasoning" object
+ * (its effort, or the model's default when it names none), chat's
+ * "reasoning_effort"; "none" and "minimal" ask for (next to) none. The
+ * hidden reasoning counts against the output cap, so a cap keyless adds
+ * makes room for it (admit.c). */
+static bool asks_reasoning(const char *body, struct kl_body_span reasoning, struct kl_body_span effort)
+{
+    cJSON *r = span_json(body, reasoning), *e = span_json(body, effort);
+    const cJSON *level = cJSON_IsObject(r) ? cJSON_GetObjectItemCaseSensitive(r, "effort") : e;
+    bool asks = (cJSON_IsObject(r) && (!level || cJSON_IsNull(level))) ||
+                (cJSON_IsString(level) && strcmp(level->valuestring, "none") != 0 &&
+                 strcmp(level->valuestring, "minimal") != 0);
+    cJSON_Delete(r);
+    cJSON_Delete(e);
+    return asks;
+}
+
 int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body, size_t len,
                              kl_arena *a, struct kl_request_facts *f, const char **why)
 {
@@ -239,6 +256,7 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
          * servers that validate with pydantic (vLLM, LiteLLM) read as 3 */
         if (count_of(body, m->n, true) > 1)
             f->choices = count_of(body, m->n, true);
+        f->reasons = asks_reasoning(body, (struct kl_body_span){0, 0}, m->reasoning_effort);
         break;
     }
     case KL_EP_RESPONSES:
@@ -253,6 +271,7 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         }
         f->stream = span_true(body, m->stream);
         f->max_output_tokens = span_count(body, m->max_output_tokens);
+        f->reasons = asks_reasoning(body, m->reasoning, (struct kl_body_span){0, 0});
         break;
     case KL_EP_MESSAGES:
         f->stream = span_true(body, m->stream);

@@ -406,7 +406,25 @@ describe('spend quotas', () => {
     await (await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
       '{"generationConfig":{"thinkingConfig":{"thinkingBudget":8192}},"contents":[{"parts":[{"text":"hi"}]}]}')).text();
     assert.equal(JSON.parse((await mock.last()).body).generationConfig.maxOutputTokens, 1234 + 8192);
+    // and OpenAI's reasoning: a request asking for it (as Codex's does) gets room for it
+    await (await post(gw, '/v1/responses', JSON.stringify({ model: 'gpt-4o', input: 'hi',
+      reasoning: { effort: 'high', summary: 'auto' } }))).text();
+    assert.equal(JSON.parse((await mock.last()).body).max_output_tokens, 1234 + 24576);
+    await (await post(gw, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', messages: [],
+      reasoning_effort: 'minimal' }))).text();
+    assert.equal(JSON.parse((await mock.last()).body).max_completion_tokens, 1234);
     await gw.stop();
+    // limits.default_reasoning_tokens: 0 adds none
+    const none = await startGateway({
+      quotas: { cap: { capacity: '$100' } },
+      limits: { default_max_output_tokens: 1234, default_reasoning_tokens: 0 },
+      grants: grant([{ bucket: 'cap' }]),
+      providers: providersFor(mock.url),
+    });
+    await (await post(none, '/v1/responses', JSON.stringify({ model: 'gpt-4o', input: 'hi',
+      reasoning: { effort: 'high' } }))).text();
+    assert.equal(JSON.parse((await mock.last()).body).max_output_tokens, 1234);
+    await none.stop();
     await mock.stop();
   });
 

@@ -263,6 +263,39 @@ static void reads_gemini_proto_names(void **state)
     assert_non_null(strstr(why, "duplicate \"max_output_tokens\""));
 }
 
+/* OpenAI's reasoning counts against the output cap: a request that asks
+ * for it (Codex's Responses requests do) gets room for it in a cap keyless
+ * adds; "none" and "minimal" ask for (next to) none. */
+static void reads_openai_reasoning(void **state)
+{
+    (void)state;
+    struct kl_request_facts f;
+    const char *why;
+    static const struct {
+        enum kl_endpoint ep;
+        const char *body;
+        bool reasons;
+    } cases[] = {
+        {KL_EP_RESPONSES, "{\"model\":\"m\",\"reasoning\":{\"effort\":\"medium\",\"summary\":\"auto\"}}", true},
+        {KL_EP_RESPONSES, "{\"model\":\"m\",\"reasoning\":{\"summary\":\"auto\"}}", true},
+        {KL_EP_RESPONSES, "{\"model\":\"m\",\"reasoning\":{\"effort\":null}}", true},
+        {KL_EP_RESPONSES, "{\"model\":\"m\",\"reasoning\":{\"effort\":\"minimal\"}}", false},
+        {KL_EP_RESPONSES, "{\"model\":\"m\",\"reasoning\":{\"effort\":\"none\"}}", false},
+        {KL_EP_RESPONSES, "{\"model\":\"m\",\"reasoning\":null}", false},
+        {KL_EP_RESPONSES, "{\"model\":\"m\",\"reasoning_effort\":\"high\"}", false}, /* chat's name */
+        {KL_EP_RESPONSES, "{\"model\":\"m\"}", false},
+        {KL_EP_CHAT, "{\"model\":\"m\",\"reasoning_effort\":\"high\"}", true},
+        {KL_EP_CHAT, "{\"model\":\"m\",\"reasoning_effort\":\"minimal\"}", false},
+        {KL_EP_CHAT, "{\"model\":\"m\",\"reasoning\":{\"effort\":\"high\"}}", false}, /* Responses' name */
+        {KL_EP_MESSAGES, "{\"model\":\"m\",\"reasoning_effort\":\"high\"}", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(facts(cases[i].ep, cases[i].body, &f, &why), 0);
+        if (f.reasons != cases[i].reasons)
+            fail_msg("%s: reasons %d", cases[i].body, f.reasons);
+    }
+}
+
 static void refuses_bad_bodies(void **state)
 {
     (void)state;
@@ -433,6 +466,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(reads_request_facts, setup, teardown),
         cmocka_unit_test_setup_teardown(reads_answers_asked_for, setup, teardown),
         cmocka_unit_test_setup_teardown(reads_gemini_proto_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(reads_openai_reasoning, setup, teardown),
         cmocka_unit_test_setup_teardown(maps_body_members, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_bad_bodies, setup, teardown),
         cmocka_unit_test(error_envelopes),
