@@ -323,35 +323,6 @@ bool kl_pipeline_response_data(kl_exchange *ex, const char *data, size_t len)
     return more;
 }
 
-/* The gap before a stream's tail (kl_dialect_error_tail), and how many such
- * gaps it waits at most for the client to take what came before. */
-#define KL_TAIL_GAP_MS 100
-#define KL_TAIL_WAITS 50
-
-static void write_tail(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    kl_exchange *ex = arg;
-    if (kl_conn_pending(ex) > 0 && ++ex->tail_waits < KL_TAIL_WAITS) {
-        struct timeval tv = {0, KL_TAIL_GAP_MS * 1000};
-        evtimer_add(ex->tail_timer, &tv);
-        return;
-    }
-    event_free(ex->tail_timer);
-    ex->tail_timer = NULL;
-    ex->cancel = NULL;
-    kl_respond_data(ex, ex->tail, ex->tail_len);
-    kl_respond_end(ex);
-    kl_pipeline_finish(ex);
-}
-
-static void cancel_tail(kl_exchange *ex)
-{
-    event_free(ex->tail_timer);
-    ex->tail_timer = NULL;
-}
-
 /* A stream the caller already has a 2xx head for ends with an error event
  * its SDK raises (the stream's own framing: SSE, or an AWS event stream),
  * and the exchange is finished. A Gemini stream's bare JSON tail follows
@@ -378,15 +349,8 @@ static void end_stream_with_error(kl_exchange *ex, enum kl_err_kind kind, const 
     char *ev = kl_dialect_error_event(&ex->arena, ex->dialect, ex->ep->id, kind, message, &evl);
     kl_respond_data(ex, ev, evl);
     const char *tail = kl_dialect_error_tail(&ex->arena, ex->dialect, ex->ep->id, kind, message, &tl);
-    if (tail && ex->conn) {
-        ex->tail = tail;
-        ex->tail_len = tl;
-        ex->tail_timer = evtimer_new(ex->worker->base, write_tail, ex);
-        if (!ex->tail_timer)
-            abort();
-        ex->cancel = cancel_tail;
-        struct timeval tv = {0, KL_TAIL_GAP_MS * 1000};
-        evtimer_add(ex->tail_timer, &tv);
+    if (tail && kl_respond_last_apart(ex, tail, tl, kl_pipeline_finish)) {
+        ex->ending_apart = true;
         return;
     }
     kl_respond_end(ex);
@@ -465,7 +429,7 @@ void kl_pipeline_client_gone(kl_exchange *ex, enum kl_error_class why)
         ex->cancel(ex);
     kl_upstream_cancel(ex);
     /* one that left while its stream's tail waited had had its answer's end */
-    if (!ex->tail && (!ex->error_class || ex->error_class == KL_EC_UPSTREAM_ERROR))
+    if (!ex->ending_apart && (!ex->error_class || ex->error_class == KL_EC_UPSTREAM_ERROR))
         ex->error_class = why;
     if (!ex->status || ex->head_sent)
         ex->status = ex->head_sent ? ex->status : 499;

@@ -170,12 +170,8 @@ typedef struct kl_exchange {
     /* pipeline bookkeeping */
     int stage;                      /* index of the running stage */
     void (*cancel)(struct kl_exchange *);  /* stops an asynchronous stage */
-    /* a stream's last words, written once the client has read what came
-     * before (pipeline.c, end_stream_with_error) */
-    struct event *tail_timer;
-    const char *tail;               /* arena */
-    size_t tail_len;
-    int tail_waits;
+    bool ending_apart;              /* the answer ended; its last bytes wait for a read of their own
+                                       (kl_respond_last_apart) */
 
     /* stage-private */
     struct kl_upstream_xfer *xfer;     /* a libcurl transfer, or */

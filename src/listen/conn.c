@@ -71,6 +71,11 @@ struct kl_conn {
     bool no_read_timeout;           /* timeouts set, with none for reading (set_read_timeout) */
     struct event *flush;            /* runs conn_flush at the end of this loop pass */
     void (*drain_cb)(kl_exchange *);
+    struct event *apart;            /* kl_respond_last_apart's wait, with what it writes */
+    const char *apart_data;         /* the exchange's arena */
+    size_t apart_len;
+    int apart_waits;
+    void (*apart_done)(kl_exchange *);
     void *kept;                     /* kl_conn_keep's, freed with kept_free */
     void (*kept_free)(void *);
 };
@@ -665,6 +670,8 @@ static void conn_free(struct kl_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     kl_owner_add(&w->nconns, (uint64_t)-1);
+    if (c->apart)
+        event_free(c->apart);
     event_free(c->timer);
     event_free(c->flush);
     bufferevent_free(c->bev);
@@ -913,6 +920,46 @@ void kl_respond(kl_exchange *ex, int status, const char *content_type,
     kl_respond_data(ex, body, len);
 }
 
+/* The gap before bytes written apart, and how many gaps they wait at most
+ * for the client to take what was queued before them. */
+#define KL_APART_GAP_MS 100
+#define KL_APART_WAITS 50
+
+static void write_apart(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct kl_conn *c = arg;
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0 && ++c->apart_waits < KL_APART_WAITS) {
+        struct timeval tv = {0, KL_APART_GAP_MS * 1000};
+        evtimer_add(c->apart, &tv);
+        return;
+    }
+    event_free(c->apart);
+    c->apart = NULL;
+    kl_exchange *ex = c->ex;
+    kl_respond_data(ex, c->apart_data, c->apart_len);
+    kl_respond_end(ex);
+    c->apart_done(ex);
+}
+
+bool kl_respond_last_apart(kl_exchange *ex, const char *data, size_t len, void (*done)(kl_exchange *))
+{
+    struct kl_conn *c = live(ex);
+    if (!c)
+        return false;
+    c->apart = evtimer_new(c->w->base, write_apart, c);
+    if (!c->apart)
+        abort();
+    c->apart_data = data;
+    c->apart_len = len;
+    c->apart_waits = 0;
+    c->apart_done = done;
+    struct timeval tv = {0, KL_APART_GAP_MS * 1000};
+    evtimer_add(c->apart, &tv);
+    return true;
+}
+
 size_t kl_conn_pending(const kl_exchange *ex)
 {
     struct kl_conn *c = live(ex);
@@ -945,6 +992,10 @@ void kl_conn_exchange_done(kl_exchange *ex)
     c->ex = NULL;
     ex->conn = NULL;
     c->drain_cb = NULL;
+    if (c->apart) { /* not expected: the exchange ended before its last bytes */
+        event_free(c->apart);
+        c->apart = NULL;
+    }
     /* stopping: a request the client sent before this response ended
      * (pipelined) is served too, the last one (its keep_alive is off),
      * rather than left without an answer or a record */

@@ -57,6 +57,16 @@ void kl_respond_end(kl_exchange *ex);
  * the body, so the client sees a truncated transfer, not a clean end. */
 void kl_respond_abort(kl_exchange *ex);
 
+/* Write data as the response's last bytes in a read of their own, end the
+ * response, and call done(ex): once what was queued before it has been
+ * written (or a few seconds have passed) and a short gap after. An SDK
+ * that raises a Gemini stream's bare error only when it comes alone
+ * (dialect/errors.c) misses it in the same read as the events before it.
+ * False (nothing written, done not called) when the client is gone; one
+ * that leaves during the wait ends the exchange as it would any other
+ * (kl_pipeline_client_gone). */
+bool kl_respond_last_apart(kl_exchange *ex, const char *data, size_t len, void (*done)(kl_exchange *));
+
 /* Bytes queued for the client and not yet written. */
 size_t kl_conn_pending(const kl_exchange *ex);
 /* Call cb(ex) once when the queued output has been written. */

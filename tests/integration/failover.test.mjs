@@ -324,6 +324,33 @@ describe('failover', () => {
     } finally {
       await gw.stop();
     }
+    // the provider's connection lost midway: keyless ends the stream with the error event and
+    // then the bare tail; a client that leaves in the gap before the tail (conn.c,
+    // kl_respond_last_apart) ends the wait, and the record keeps the provider's failure
+    gw = await startGateway({ providers: { g1: g('reset_after=2;delay_events_ms=50', KEYS.gemini, 0) } });
+    try {
+      const sock = net.connect(Number(new URL(gw.url).port), '127.0.0.1');
+      const req = JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] });
+      sock.write('POST /v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse HTTP/1.1\r\nHost: x\r\n' +
+        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(req)}\r\n\r\n${req}`);
+      let got = '';
+      await new Promise((resolve, reject) => {
+        sock.on('data', (d) => {
+          got += d.toString();
+          if (/data: \{"error"/.test(got)) sock.destroy();
+        });
+        sock.on('error', reject);
+        sock.on('close', resolve);
+      });
+      assert.match(got, /data: \{"error":\{"code":502/);
+      assert.ok(!/\n\{\n {2}"error"/.test(got), 'the client left before the bare tail');
+      const left = await finalRecord(gw, /x-keyless-request-id: (\S+)/.exec(got)[1]);
+      assert.equal(left.state, 'done');
+      assert.equal(left.error_class, 'stream_interrupted', JSON.stringify(left));
+      assert.equal(await stream(gw).catch((e) => e.status), 502, 'the gateway goes on serving');
+    } finally {
+      await gw.stop();
+    }
   });
 
   it('the first event decides, not a keep-alive before it; an error event left unterminated at the end; both upstream paths drain briefly', async () => {
