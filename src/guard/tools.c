@@ -587,14 +587,22 @@ enum kl_step kl_tools_run(kl_exchange *ex)
     if (!r)
         return KL_NEXT;
     int k = kl_usage_kind_for(ex->ep->id);
+    /* Anthropic's token count takes a Messages request's tools: they are
+     * edited as the request they count will be (Claude Code counts its
+     * context with its whole tool list), or the count would include tools
+     * the provider never sees. Nothing is called in its answer. */
+    bool count = ex->ep->id == KL_EP_COUNT_TOKENS;
+    if (count)
+        k = KL_USAGE_ANTHROPIC;
     if (k != KL_USAGE_OPENAI_CHAT && k != KL_USAGE_OPENAI_RESPONSES && k != KL_USAGE_ANTHROPIC &&
         k != KL_USAGE_GEMINI && k != KL_USAGE_BEDROCK_CONVERSE)
-        return KL_NEXT; /* embeddings and token counts: nothing is called */
+        return KL_NEXT; /* embeddings and other token counts: nothing is called */
     if (!kl_dialect_reads_body(ex->ep, ex->model))
         return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_BLOCKED,
                        "a tool policy applies to this request, and keyless reads InvokeModel bodies and answers only "
                        "for Claude: call %s through Converse (/model/{id}/converse)", ex->model);
-    ex->tool_rules = r;
+    if (!count)
+        ex->tool_rules = r;
     /* every member that declares or chooses tools has a name starting
      * with "tool", "function" or "mcp", unless it is written with escapes:
      * a body with none of them after a quote and no backslash has nothing

@@ -84,6 +84,12 @@ describe('tool policy', () => {
       tools: [claudeTool('Bash'), claudeTool('Read'), claudeTool('Write'), { type: 'web_search_20250305', name: 'web_search' }] });
     body = await forwarded();
     assert.deepEqual(body.tools.map((t) => t.name), ['Read', 'web_search']);
+    // and its token count, as Claude Code counts its context: the tools the request will carry
+    const counted = await claude().messages.countTokens({ model: 'claude-sonnet-4-5',
+      messages: [{ role: 'user', content: 'hi' }], tools: [claudeTool('Bash'), claudeTool('Read')] });
+    assert.ok(counted.input_tokens > 0);
+    body = await forwarded();
+    assert.deepEqual(body.tools.map((t) => t.name), ['Read']);
 
     // Gemini: declarations by name, built-in tools by key; emptied objects go
     const g = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:generateContent`, {
