@@ -45,10 +45,10 @@ describe('Codex CLI and Gemini CLI', () => {
   });
 
   // Codex reads its provider from $CODEX_HOME/config.toml, as the README says.
-  function codex(target, prompt) {
+  function codex(target, prompt, model = 'gpt-4o', more = []) {
     const home = mkdtempSync(join(tmpdir(), 'kl-codex-'));
     writeFileSync(join(home, 'config.toml'), [
-      'model = "gpt-4o"', 'model_provider = "gw"', '[model_providers.gw]', 'name = "keyless"',
+      `model = "${model}"`, ...more, 'model_provider = "gw"', '[model_providers.gw]', 'name = "keyless"',
       `base_url = "${target.url}/v1"`, 'env_key = "OPENAI_API_KEY"', 'wire_api = "responses"', ''].join('\n'));
     return runCommand(join(ROOT, 'node_modules', '.bin', 'codex'), ['exec', '--skip-git-repo-check', prompt],
       { PATH: process.env.PATH, HOME: home, CODEX_HOME: home, OPENAI_API_KEY: 'sk-caller-must-not-pass' }, { cwd: home });
@@ -82,6 +82,29 @@ describe('Codex CLI and Gemini CLI', () => {
     assert.equal(rec.input_tokens + rec.cache_read_tokens, 3000, 'prompt tokens, cached ones apart');
     assert.equal(rec.cost_known, 1);
     assert.ok(rec.session_id, 'Codex\'s turn is tied to its session');
+  });
+
+  it('codex exec under a spend quota: its reasoning request gets an output cap with room for the reasoning', { timeout: 180000 }, async () => {
+    const providers = providersFor(mock.url);
+    providers.openai.models.push('gpt-5.5');
+    const capped = await startGateway({ providers, quotas: { team: { capacity: '$50' } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { quotas: [{ bucket: 'team' }] }] } }] });
+    try {
+      await mock.clear();
+      const r = await codex(capped, 'Say hello. [[mock text=Reasoned_hello;out=30]]', 'gpt-5.5',
+        ['model_reasoning_effort = "high"']);
+      assert.equal(r.code, 0, `codex failed: ${r.out}\n${r.err}`);
+      assert.match(r.out, /Reasoned hello/);
+      const sent = (await mock.requests()).filter((q) => q.path === '/v1/responses').map((q) => JSON.parse(q.body));
+      assert.ok(sent.length >= 1);
+      for (const b of sent) {
+        assert.ok(b.reasoning && b.reasoning.effort !== 'none', `Codex asks for reasoning: ${JSON.stringify(b.reasoning)}`);
+        // the default 8192 for the answer, and 24576 for the reasoning that counts against the cap
+        assert.equal(b.max_output_tokens, 8192 + 24576);
+      }
+    } finally {
+      await capped.stop();
+    }
   });
 
   it('gemini -p answers through the gateway over streamGenerateContent, recorded with its usage', { timeout: 180000 }, async () => {
