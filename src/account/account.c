@@ -1099,8 +1099,14 @@ void kl_account_finish(kl_exchange *ex)
     int64_t nd;
     if (u && u->known && kl_account_cost(ex, u, &nd) == 0) {
         ex->cost_known = true;
-        ex->cost_nd = nd;
+        ex->cost_nd = kl_account_unbilled(ex) ? 0 : nd; /* as the quotas charge it (kl_admit_settle) */
     }
+}
+
+bool kl_account_unbilled(const kl_exchange *ex)
+{
+    const struct kl_usage *u = kl_account_usage(ex);
+    return ex->upstream_status >= 400 || (ex->error_class == KL_EC_UPSTREAM_ERROR && !(u && u->answered));
 }
 
 void kl_account_note_error_end(kl_exchange *ex)

@@ -47,8 +47,15 @@ int kl_account_first_event(kl_exchange *ex, const char **error);
  * on as they come. Nothing when the head is not held. */
 void kl_account_release_head(kl_exchange *ex);
 /* The exchange is over: settle the usage (a stream cut short keeps partial
- * counts, kl_usage_settle) and price it (ex->cost_known, ex->cost_nd). */
+ * counts, kl_usage_settle) and price it (ex->cost_known, ex->cost_nd; 0
+ * when kl_account_unbilled). */
 void kl_account_finish(kl_exchange *ex);
+/* Did the provider fail the request without serving any of it: an error
+ * status, or a 2xx answer that was only its error (a stream's first event:
+ * overloaded, throttled, even after the usage its message_start opens
+ * with)? Then nothing is billed: the quotas charge nothing and the record
+ * costs 0, whatever counts the answer reported. */
+bool kl_account_unbilled(const kl_exchange *ex);
 /* A 2xx answer the provider ended with its own error (an error event, a
  * Responses stream's response.failed) failed, as the caller's SDK says: it
  * is recorded so (and counted so in /metrics and /api/usage), and one that

@@ -1245,6 +1245,10 @@ void kl_usage_whole(kl_usage_parser *p, const char *body, size_t len)
         whole_object(p, body, len);
     }
     p->u.final = p->u.known; /* a whole answer's usage is its last word */
+    /* one that ended in an error (a Responses answer "failed", a chat
+     * body with an error member) still served what it says it generated */
+    if (p->u.known && p->u.output > 0)
+        p->u.answered = true;
 }
 
 /* Does this event carry some of the answer (kl_usage.answered)? By its

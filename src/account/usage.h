@@ -86,7 +86,8 @@ struct kl_usage {
     bool partial;               /* known but not final, estimated at the end (kl_usage_settle) */
     bool answered;              /* a stream carried some of an answer (text, reasoning, a tool call's
                                    start or input), not only its opening and an error: an error event
-                                   before any of it was a failure the provider did not bill */
+                                   before any of it was a failure the provider did not bill; a whole
+                                   answer reported output tokens */
     const char *model_served;   /* what the provider says it served, or NULL */
     const char *response_id;    /* Responses: the response object's id, and the id of the conversation */
     const char *conversation_id;    /* it joined (kl_admit_remember_chain), or NULL */

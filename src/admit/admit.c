@@ -590,11 +590,7 @@ static int64_t actual(const kl_exchange *ex, const struct kl_admission *a, size_
                      (ex->upstream_sent && (ex->error_class == KL_EC_CLIENT_CLOSED ||
                                             ex->error_class == KL_EC_UPSTREAM_TIMEOUT ||
                                             ex->error_class == KL_EC_SHUTDOWN));
-    /* an error status, or a 2xx answer that was only the provider's error
-     * (its first event: overloaded, throttled, even after the usage its
-     * message_start opens with): nothing served, nothing billed */
-    bool failed_upstream = ex->upstream_status >= 400 ||
-                           (ex->error_class == KL_EC_UPSTREAM_ERROR && !(u && u->answered));
+    bool failed_upstream = kl_account_unbilled(ex); /* nothing served, nothing billed */
     switch (a->charge[i]) {
     case CHARGE_REQUESTS:
         return 1;

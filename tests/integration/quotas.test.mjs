@@ -496,7 +496,15 @@ describe('spend quotas', () => {
       const start = 'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message",' +
         '"role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,' +
         '"usage":{"input_tokens":100000,"output_tokens":1}}}\n\nevent: ping\ndata: {"type":"ping"}\n\n';
-      if (req.includes('/v1/messages'))
+      if (req.includes('/v1/responses')) {
+        // a whole answer "failed" after it generated some: served, so billed
+        const body = JSON.stringify({ id: 'resp_1', object: 'response', status: 'failed', model: 'gpt-4o',
+          error: { code: 'server_error', message: 'failed midway' },
+          output: [{ type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'partial answer' }] }],
+          usage: { input_tokens: 1000, output_tokens: 200, total_tokens: 1200 } });
+        sock.end(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n` +
+          `Connection: close\r\n\r\n${body}`);
+      } else if (req.includes('/v1/messages'))
         sock.end(SSE + (messages++ ? start : '') +
           'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n');
       else
@@ -509,7 +517,7 @@ describe('spend quotas', () => {
       quotas: { q: { capacity: '$1.00' } },
       grants: grant([{ bucket: 'q' }]),
       providers: {
-        openai: { baseurl: base, apikey: 'k', models: ['gpt-4o'], compatibility: { openai_chat: true } },
+        openai: { baseurl: base, apikey: 'k', models: ['gpt-4o'], compatibility: { openai_chat: true, openai_responses: true } },
         anthropic: { baseurl: base, apikey: 'k', authorization: 'x-api-key', models: ['claude-sonnet-4-5'],
           compatibility: { anthropic_messages: true } },
       },
@@ -530,13 +538,24 @@ describe('spend quotas', () => {
     const ra2 = await finalRecord(gw, a2.headers.get('x-keyless-request-id'));
     assert.match(ra2.error_message, /before any of the answer/);
     assert.equal(await level(), 1000000000n, 'an opening count with no answer is charged nothing');
+    assert.equal(ra2.input_tokens, 100000, 'the count it reported is recorded');
+    assert.equal(ra2.cost_known, 1);
+    assert.equal(ra2.cost_nanodollars, 0, 'and its cost is what the quota charged: nothing');
+    // a whole answer that failed after it generated output is charged what the record says it cost
+    const r = await post(gw, '/v1/responses', JSON.stringify({ model: 'gpt-4o', input: 'x', max_output_tokens: 500 }));
+    assert.equal((await r.json()).status, 'failed');
+    const rr = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+    assert.equal(rr.error_class, 'upstream_error');
+    assert.equal(rr.output_tokens, 200);
+    assert.ok(rr.cost_nanodollars > 0);
+    assert.equal(await level(), 1000000000n - BigInt(rr.cost_nanodollars), 'charged as recorded');
     const c = await post(gw, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', max_tokens: 100, stream: true,
       messages: [{ role: 'user', content: 'x' }] }));
     assert.match(await c.text(), /server had an error/);
     const rc = await finalRecord(gw, c.headers.get('x-keyless-request-id'));
     assert.equal(rc.error_class, 'upstream_error');
     assert.equal(rc.usage_known, 0);
-    assert.ok(await level() < 1000000000n, 'text was served before the error, with no usage: the reservation is kept');
+    assert.ok(await level() < 1000000000n - BigInt(rr.cost_nanodollars), 'text was served before the error, with no usage: the reservation is kept');
     await gw.stop();
     up.close();
   });
