@@ -17,13 +17,24 @@ struct kl_arena_block {
 
 void kl_arena_init(kl_arena *a)
 {
+    kl_arena_init_blocks(a, 0);
+}
+
+void kl_arena_init_blocks(kl_arena *a, size_t block)
+{
     a->head = NULL;
     a->total = 0;
+    a->block = block ? (block + 15) & ~(size_t)15 : KL_ARENA_BLOCK;
+}
+
+static size_t block_size(const kl_arena *a)
+{
+    return a->block ? a->block : KL_ARENA_BLOCK; /* 0 in an arena zeroed, not initialised */
 }
 
 static struct kl_arena_block *arena_grow(kl_arena *a, size_t need)
 {
-    size_t size = need > KL_ARENA_BLOCK ? need : KL_ARENA_BLOCK;
+    size_t size = need > block_size(a) ? need : block_size(a);
     struct kl_arena_block *b = malloc(sizeof(*b) + size);
     if (!b)
         abort(); /* allocation failure is not recoverable mid-exchange */
@@ -47,7 +58,7 @@ static void *arena_take(kl_arena *a, size_t size, bool zero)
     if (!b || b->size - b->used < size) {
         /* A large request gets its own block so it does not waste the
          * remainder of the current one. */
-        if (b && size > KL_ARENA_BLOCK / 2) {
+        if (b && size > block_size(a) / 2) {
             struct kl_arena_block *big = malloc(sizeof(*big) + size);
             if (!big)
                 abort();

@@ -234,7 +234,7 @@ static struct kl_whois_entry *entry_from(const char *ip, int status, const char 
     if (!e)
         abort();
     atomic_init(&e->refs, 1);
-    kl_arena_init(&e->arena);
+    kl_arena_init_blocks(&e->arena, 512); /* a login, a node, a few tags */
     snprintf(e->ip, sizeof(e->ip), "%s", ip);
     const char *why = NULL;
     int r = kl_whois_parse(body, len, &e->arena, &e->ident, &e->caps, &why);
