@@ -1153,6 +1153,12 @@ static bool last_look(kl_guard_stream *s, kl_exchange *ex, bool all)
     return true;
 }
 
+void kl_guard_stream_flush(kl_guard_stream *s, kl_exchange *ex)
+{
+    if (!s->stopped && !s->ended)
+        release(s, ex, true);
+}
+
 bool kl_guard_stream_end(kl_guard_stream *s, kl_exchange *ex)
 {
     if (s->ended)

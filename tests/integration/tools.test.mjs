@@ -231,6 +231,33 @@ describe('tool policy', () => {
     assert.match(await g2.text(), /"functionCall"/);
   });
 
+  it('with guardrails over answers, the text before a refused call still reaches the caller', async () => {
+    // the guardrails hold a stream's last stream_hold bytes of text until more
+    // comes; a refused call ends the text, so what they held goes on
+    const gw2 = await startGateway({ providers: providersFor(mock.url),
+      guardrails: { secrets: 'block', answers: true },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { tools: { deny: ['Bash'] } }] } }] });
+    try {
+      const text = 'Let me look at the files first, then run the tests.';
+      const chat = await fetch(`${gw2.url}/v1/chat/completions`, { method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-mock': `text=${text.replaceAll(' ', '_')};tools=Bash` },
+        body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'hi' }] }) });
+      const body = await chat.text();
+      const said = [...body.matchAll(/"content":"([^"]*)"/g)].map((m) => m[1]).join('');
+      assert.equal(said, text, body);
+      assert.match(body, /the tool 'Bash', which the tool policy does not allow/);
+      assert.ok(!body.includes('"name":"Bash"'), 'the refused call itself is not relayed');
+      const g = await fetch(`${gw2.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse`, { method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-mock': `text=${text.replaceAll(' ', '_')};tools=Bash` },
+        body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }) });
+      const gb = await g.text();
+      assert.equal([...gb.matchAll(/"text":"([^"]*)"/g)].map((m) => m[1]).join(''), text, gb);
+      assert.match(gb, /the tool 'Bash', which the tool policy does not allow/);
+    } finally {
+      await gw2.stop();
+    }
+  });
+
   it('a whole answer larger than can be held is refused with 502, not relayed unchecked', { timeout: 60000 }, async () => {
     const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST',
       headers: { 'content-type': 'application/json', 'x-mock': `size=${65 * 1024 * 1024}` },
