@@ -505,8 +505,9 @@ static bool stopped(kl_exchange *ex)
     if (tools_breached(ex)) {
         /* the text before a call is whole: what the guardrails held of it
          * (and of calls allowed before the refused one) goes on, as at a
-         * stream's end; not before an event that could not be read */
-        if (ex->acct->live && ex->cut_kind == KL_ERR_FORBIDDEN)
+         * stream's end; not before an event that could not be read, nor
+         * when other answers (n > 1) run beside the one that called */
+        if (ex->acct->live && ex->cut_kind == KL_ERR_FORBIDDEN && ex->choices <= 1)
             kl_guard_stream_flush(ex->acct->live, ex);
         ex->cut_off = true;
         return true;

@@ -219,7 +219,7 @@ static int64_t output_per_answer(const kl_exchange *ex)
      * hard tasks reason past 8192 and ended "incomplete") */
     int64_t more = ex->thinking_budget > 0 ? ex->thinking_budget : 0;
     if (ex->reasons)
-        more = q ? q->default_reasoning_tokens : 24576;
+        more = ex->reasoning_room >= 0 ? ex->reasoning_room : q ? q->default_reasoning_tokens : 24576;
     return more > INT64_MAX - cap ? INT64_MAX : cap + more;
 }
 
@@ -235,6 +235,52 @@ int64_t kl_admit_output_bound(const kl_exchange *ex, int64_t per_answer)
 static int64_t output_estimate(const kl_exchange *ex)
 {
     return kl_admit_output_bound(ex, output_per_answer(ex));
+}
+
+/* Could every bucket that refuses hold the request, prompt and output cap,
+ * were it full? (A model without a price: answered elsewhere.) */
+static bool fits_when_full(const kl_exchange *ex, const struct kl_admission *a, int64_t prompt)
+{
+    int64_t out = output_estimate(ex), cost = -1;
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->log_only[i])
+            continue;
+        if (a->charge[i] == CHARGE_TOKENS && sat_add(prompt, out) > a->spec[i].capacity)
+            return false;
+        if (a->charge[i] != CHARGE_DOLLARS)
+            continue;
+        if (cost < 0 && kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
+                                             ex->model, prompt, out, &cost) < 0)
+            return true; /* no price: refused for that */
+        if (cost > a->spec[i].capacity)
+            return false;
+    }
+    return true;
+}
+
+/* The room an OpenAI reasoning request's output cap makes for reasoning
+ * is only room: it shrinks to what the buckets can ever hold rather than
+ * turn a request that fits with the plain default into one that never does
+ * (a token rate limit of 30,000 a minute, a small spend bucket, each
+ * refused every Codex request). The largest that fits, by halves. */
+static void fit_reasoning_room(kl_exchange *ex, const struct kl_admission *a, int64_t prompt)
+{
+    if (!ex->reasons || ex->max_output_tokens > 0 || fits_when_full(ex, a, prompt))
+        return;
+    int64_t lo = 0, hi = output_per_answer(ex) - (ex->cfg->quotas ? ex->cfg->quotas->default_max_output_tokens
+                                                                   : 8192);
+    ex->reasoning_room = 0;
+    if (!fits_when_full(ex, a, prompt))
+        return; /* not even without it: refused as before */
+    while (hi - lo > 256) {
+        int64_t mid = lo + (hi - lo) / 2;
+        ex->reasoning_room = mid;
+        if (fits_when_full(ex, a, prompt))
+            lo = mid;
+        else
+            hi = mid;
+    }
+    ex->reasoning_room = lo;
 }
 
 /* Does the body declare tools? A key spelt with escapes is missed, which
@@ -483,13 +529,15 @@ enum kl_step kl_admit_run(kl_exchange *ex)
                        "a %s applies to this request, and keyless reads InvokeModel bodies and answers only for "
                        "Claude: call %s through Converse (/model/{id}/converse)",
                        dollars ? "spend limit" : "tool-call limit", ex->model);
-    int64_t per_answer = output_per_answer(ex);
-    int64_t out = kl_admit_output_bound(ex, per_answer), cost = 0, cost_full = 0;
     bool sized = dollars;
     for (size_t i = 0; i < a->n; i++)
         sized |= a->charge[i] == CHARGE_TOKENS;
     a->referenced = sized ? referenced_tokens(ex, &a->chained) : 0;
     int64_t prompt = sat_add(prompt_estimate(ex), a->chained);
+    if (sized)
+        fit_reasoning_room(ex, a, prompt);
+    int64_t per_answer = output_per_answer(ex);
+    int64_t out = kl_admit_output_bound(ex, per_answer), cost = 0, cost_full = 0;
     if (dollars && (kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
                                          ex->model, prompt, out, &cost) < 0 ||
                     kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,

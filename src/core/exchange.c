@@ -83,6 +83,7 @@ kl_exchange *kl_exchange_new(kl_worker *w)
     ex->wall_start_ms = kl_wall_ms();
     ex->max_output_tokens = -1;
     ex->thinking_budget = -1;
+    ex->reasoning_room = -1;
     ex->choices = 1;
     w->seq++;
     make_id(w, ex->wall_start_ms, ex->id);

@@ -199,13 +199,29 @@ static int gemini_facts(const char *body, kl_arena *a, struct kl_request_facts *
  * "reasoning_effort"; "none" and "minimal" ask for (next to) none. The
  * hidden reasoning counts against the output cap, so a cap keyless adds
  * makes room for it (admit.c). */
+static bool effort_asks(const cJSON *level)
+{
+    return cJSON_IsString(level) && strcmp(level->valuestring, "none") != 0 &&
+           strcmp(level->valuestring, "minimal") != 0;
+}
+
 static bool asks_reasoning(const char *body, struct kl_body_span reasoning, struct kl_body_span effort)
 {
     cJSON *r = span_json(body, reasoning), *e = span_json(body, effort);
-    const cJSON *level = cJSON_IsObject(r) ? cJSON_GetObjectItemCaseSensitive(r, "effort") : e;
-    bool asks = (cJSON_IsObject(r) && (!level || cJSON_IsNull(level))) ||
-                (cJSON_IsString(level) && strcmp(level->valuestring, "none") != 0 &&
-                 strcmp(level->valuestring, "minimal") != 0);
+    bool asks = effort_asks(e);
+    if (cJSON_IsObject(r)) {
+        /* no effort (or null): the model's default; an "effort" written
+         * twice, which parsers read differently, counts if either asks */
+        const cJSON *m;
+        bool named = false;
+        cJSON_ArrayForEach(m, r) {
+            if (strcmp(m->string, "effort") == 0 && !cJSON_IsNull(m)) {
+                named = true;
+                asks |= effort_asks(m);
+            }
+        }
+        asks |= !named;
+    }
     cJSON_Delete(r);
     cJSON_Delete(e);
     return asks;

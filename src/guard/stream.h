@@ -58,8 +58,8 @@ kl_guard_stream *kl_guard_stream_new(kl_exchange *ex, int kind, enum kl_guard_fr
 void kl_guard_stream_event(kl_guard_stream *s, kl_exchange *ex, const char *raw, size_t len, const char *ev,
                            size_t evl, const char *data, size_t dl, int mark);
 
-/* The stream stops before a tool call a policy refuses (account.c): the
- * answer's text before the call is whole, so what is held goes on as at
+/* The stream of one answer stops before a tool call a policy refuses
+ * (account.c): the answer's text before the call is whole, so what is held goes on as at
  * the stream's end (a stop for anything else drops it: the text may go on
  * in what is not relayed, a finding with it). */
 void kl_guard_stream_flush(kl_guard_stream *s, kl_exchange *ex);

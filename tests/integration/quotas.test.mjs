@@ -969,6 +969,30 @@ describe('rate limits', () => {
     assert.equal((await post(capped, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }))).status, 200);
     assert.equal(JSON.parse((await mock.last()).body).max_completion_tokens, 1000);
     await capped.stop();
+    // a reasoning request's room for reasoning shrinks to what the limit can ever hold: with
+    // 30,000 a minute, 8,192 + 24,576 never fits, and every Codex request was refused
+    const tight = await startGateway({ grants: grant(null, [{ rate_limit: { tokens_per_minute: 30000 } }]),
+      providers: providersFor(mock.url) });
+    await mock.clear();
+    const reasoning = JSON.stringify({ model: 'gpt-4o', input: 'hi', reasoning: { effort: 'high' } });
+    assert.equal((await post(tight, '/v1/responses', reasoning)).status, 200);
+    const cap = JSON.parse((await mock.last()).body).max_output_tokens;
+    const prompt = Math.ceil(Buffer.byteLength(reasoning) / 3);
+    assert.ok(cap > 8192 && prompt + cap <= 30000 && prompt + cap > 30000 - 300, `cap ${cap}: as much room as fits`);
+    await tight.stop();
+  });
+
+  it('a spend bucket too small for the reasoning room still serves a reasoning request, with less room', async () => {
+    // gpt-4o output at $10/M: 8,192 tokens cost $0.08192, 32,768 $0.32768; a $0.20 bucket holds the first
+    const gw = await startGateway({ quotas: { small: { capacity: '$0.20' } }, grants: grant([{ bucket: 'small' }]),
+      providers: providersFor(mock.url) });
+    await mock.clear();
+    const body = JSON.stringify({ model: 'gpt-4o', input: 'hi', reasoning: { effort: 'high' } });
+    assert.equal((await post(gw, '/v1/responses', body)).status, 200);
+    const cap = JSON.parse((await mock.last()).body).max_output_tokens;
+    const cost = BigInt(Math.ceil(Buffer.byteLength(body) / 3)) * IN_ND + BigInt(cap) * OUT_ND;
+    assert.ok(cap > 8192 && cap < 32768 && cost <= 200000000n, `cap ${cap}, reserved ${cost} nanodollars`);
+    await gw.stop();
   });
 
   it('concurrent requests', async () => {

@@ -256,6 +256,27 @@ describe('tool policy', () => {
     } finally {
       await gw2.stop();
     }
+    // not when other answers run beside the one that calls (n = 2): their text may go on
+    // in what is never relayed, a secret with it, so what is held of it is dropped
+    const chunk = (c) => `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', model: 'gpt-4o', choices: [c] })}\n\n`;
+    const up = await rawProvider((req, sock) => sock.end('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n' +
+      'Connection: close\r\n\r\n' + chunk({ index: 1, delta: { role: 'assistant', content: 'The key is AKIAQ3EGUMXZ7WPL4R' } }) +
+      chunk({ index: 0, delta: { role: 'assistant', tool_calls: [{ index: 0, id: 't', type: 'function',
+        function: { name: 'Bash', arguments: '' } }] } }) + 'data: [DONE]\n\n'));
+    const gw3 = await startGateway({ guardrails: { secrets: 'block', answers: true },
+      providers: { openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'k', models: ['gpt-4o'],
+        compatibility: { openai_chat: true } } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { tools: { deny: ['Bash'] } }] } }] });
+    try {
+      const two = await fetch(`${gw3.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', n: 2, stream: true, messages: [{ role: 'user', content: 'hi' }] }) });
+      const tb = await two.text();
+      assert.match(tb, /the tool 'Bash', which the tool policy does not allow/);
+      assert.ok(!tb.includes('AKIAQ3'), tb);
+    } finally {
+      await gw3.stop();
+      up.close();
+    }
   });
 
   it('a whole answer larger than can be held is refused with 502, not relayed unchecked', { timeout: 60000 }, async () => {

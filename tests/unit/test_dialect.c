@@ -280,6 +280,7 @@ static void reads_openai_reasoning(void **state)
         {KL_EP_RESPONSES, "{\"model\":\"m\",\"reasoning\":{\"summary\":\"auto\"}}", true},
         {KL_EP_RESPONSES, "{\"model\":\"m\",\"reasoning\":{\"effort\":null}}", true},
         {KL_EP_RESPONSES, "{\"model\":\"m\",\"reasoning\":{\"effort\":\"minimal\"}}", false},
+        {KL_EP_RESPONSES, "{\"model\":\"m\",\"reasoning\":{\"effort\":\"none\",\"effort\":\"high\"}}", true},
         {KL_EP_RESPONSES, "{\"model\":\"m\",\"reasoning\":{\"effort\":\"none\"}}", false},
         {KL_EP_RESPONSES, "{\"model\":\"m\",\"reasoning\":null}", false},
         {KL_EP_RESPONSES, "{\"model\":\"m\",\"reasoning_effort\":\"high\"}", false}, /* chat's name */
