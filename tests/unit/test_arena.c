@@ -28,6 +28,31 @@ static void aligned_and_zeroed(void **state)
     kl_arena_free(&a);
 }
 
+/* An arena of small blocks (a WhoIs answer kept per connection) takes
+ * small blocks, and still serves what is larger than one, aligned and
+ * whole; one zeroed rather than initialised has the default blocks. */
+static void small_blocks(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init_blocks(&a, 500);        /* rounded up to 512 */
+    char *s = kl_arena_strdup(&a, "alice@example.com");
+    assert_int_equal(a.total, 512);
+    char *big = kl_arena_alloc(&a, 2000); /* its own block */
+    assert_int_equal((uintptr_t)big % 16, 0);
+    memset(big, 'x', 2000);
+    char *p = kl_arena_printf(&a, "%s/%0600d", s, 7); /* longer than a block */
+    assert_int_equal(strlen(p), strlen(s) + 601);
+    assert_string_equal(s, "alice@example.com");
+    assert_true(a.total < 4096);
+    kl_arena_free(&a);
+    kl_arena z;
+    memset(&z, 0, sizeof(z));
+    kl_arena_strdup(&z, "x");
+    assert_int_equal(z.total, 4096);
+    kl_arena_free(&z);
+}
+
 /* Text that fits the current block is formatted in place; text that does
  * not (by one byte, or by far) gets new room and is still whole. */
 static void printf_at_block_edges(void **state)
@@ -89,6 +114,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(aligned_and_zeroed),
+        cmocka_unit_test(small_blocks),
         cmocka_unit_test(printf_at_block_edges),
         cmocka_unit_test(concat_at_block_edges),
     };
