@@ -237,45 +237,69 @@ static int64_t output_estimate(const kl_exchange *ex)
     return kl_admit_output_bound(ex, output_per_answer(ex));
 }
 
-/* Could every bucket that refuses hold the request, prompt and output cap,
- * were it full? (A model without a price: answered elsewhere.) */
-static bool fits_when_full(const kl_exchange *ex, const struct kl_admission *a, int64_t prompt)
+/* What bucket i can give the request now: its level less what requests in
+ * flight hold, plus what this one holds already (a failover's reprice);
+ * its capacity when it has not been used yet or is leased from a pool (the
+ * lease held here says little of the pool). */
+static int64_t available(const kl_exchange *ex, const struct kl_admission *a, size_t i)
+{
+    struct kl_bucket_state st;
+    if (a->spec[i].pooled ||
+        !kl_buckets_state(ex->worker->server->buckets, a->spec[i].name, kl_wall_ms(), &st))
+        return a->spec[i].capacity;
+    int64_t avail = st.level - st.reserved + a->reserved[i];
+    return avail < a->spec[i].capacity ? avail : a->spec[i].capacity;
+}
+
+/* Does the request, prompt and output cap, fit what every bucket that
+ * refuses can give now (avail)? Priced at p. A model without a price:
+ * refused for that elsewhere. */
+static bool fits_now(const kl_exchange *ex, const struct kl_admission *a, const struct kl_provider *p,
+                     int64_t prompt, const int64_t *avail)
 {
     int64_t out = output_estimate(ex), cost = -1;
     for (size_t i = 0; i < a->n; i++) {
         if (a->log_only[i])
             continue;
-        if (a->charge[i] == CHARGE_TOKENS && sat_add(prompt, out) > a->spec[i].capacity)
+        if (a->charge[i] == CHARGE_TOKENS && sat_add(prompt, out) > avail[i])
             return false;
         if (a->charge[i] != CHARGE_DOLLARS)
             continue;
-        if (cost < 0 && kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
-                                             ex->model, prompt, out, &cost) < 0)
-            return true; /* no price: refused for that */
-        if (cost > a->spec[i].capacity)
+        if (cost < 0 && kl_cost_estimate_max(ex->cfg->prices, p->cost_basis, p->cost_map, ex->model, prompt, out,
+                                             &cost) < 0)
+            return true;
+        if (cost > avail[i])
             return false;
     }
     return true;
 }
 
 /* The room an OpenAI reasoning request's output cap makes for reasoning
- * is only room: it shrinks to what the buckets can ever hold rather than
- * turn a request that fits with the plain default into one that never does
- * (a token rate limit of 30,000 a minute, a small spend bucket, each
- * refused every Codex request). The largest that fits, by halves. */
-static void fit_reasoning_room(kl_exchange *ex, const struct kl_admission *a, int64_t prompt)
+ * is only room: it shrinks to what the buckets can give now (the largest
+ * that fits, by halves), down to none, rather than make a request wait or
+ * be refused where it would pass with the plain default cap (a token rate
+ * limit of 30,000 a minute, a small spend bucket: each refused every Codex
+ * request; sized to a full bucket, one request made the next wait for it
+ * to fill again). Priced at p, the provider it is about to go to. */
+static void fit_reasoning_room(kl_exchange *ex, const struct kl_admission *a, const struct kl_provider *p,
+                               int64_t prompt)
 {
-    if (!ex->reasons || ex->max_output_tokens > 0 || fits_when_full(ex, a, prompt))
+    if (!ex->reasons || ex->max_output_tokens > 0)
         return;
-    int64_t lo = 0, hi = output_per_answer(ex) - (ex->cfg->quotas ? ex->cfg->quotas->default_max_output_tokens
-                                                                   : 8192);
+    int64_t avail[KL_MAX_BUCKETS];
+    for (size_t i = 0; i < a->n; i++)
+        avail[i] = a->log_only[i] ? 0 : available(ex, a, i);
+    int64_t lo = 0, hi = ex->cfg->quotas ? ex->cfg->quotas->default_reasoning_tokens : 24576;
+    ex->reasoning_room = hi;
+    if (fits_now(ex, a, p, prompt, avail))
+        return;
     ex->reasoning_room = 0;
-    if (!fits_when_full(ex, a, prompt))
-        return; /* not even without it: refused as before */
+    if (!fits_now(ex, a, p, prompt, avail))
+        return; /* not even without it: it waits, or is refused, as any request would */
     while (hi - lo > 256) {
         int64_t mid = lo + (hi - lo) / 2;
         ex->reasoning_room = mid;
-        if (fits_when_full(ex, a, prompt))
+        if (fits_now(ex, a, p, prompt, avail))
             lo = mid;
         else
             hi = mid;
@@ -535,7 +559,7 @@ enum kl_step kl_admit_run(kl_exchange *ex)
     a->referenced = sized ? referenced_tokens(ex, &a->chained) : 0;
     int64_t prompt = sat_add(prompt_estimate(ex), a->chained);
     if (sized)
-        fit_reasoning_room(ex, a, prompt);
+        fit_reasoning_room(ex, a, ex->provider, prompt);
     int64_t per_answer = output_per_answer(ex);
     int64_t out = kl_admit_output_bound(ex, per_answer), cost = 0, cost_full = 0;
     if (dollars && (kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
@@ -579,11 +603,19 @@ bool kl_admit_reprice(kl_exchange *ex, const struct kl_provider *p)
         return true;
     int64_t base, full, cost[KL_MAX_BUCKETS];
     int64_t prompt = sat_add(prompt_estimate(ex), a->chained);
+    /* a dearer provider: the reasoning room fitted again, never larger
+     * (the token buckets reserved for the one it had) */
+    int64_t room = ex->reasoning_room;
+    fit_reasoning_room(ex, a, p, prompt);
+    if (room >= 0 && ex->reasoning_room > room)
+        ex->reasoning_room = room;
     if (kl_cost_estimate_max(ex->cfg->prices, p->cost_basis, p->cost_map, ex->model, prompt, output_estimate(ex),
                              &base) < 0 ||
         kl_cost_estimate_max(ex->cfg->prices, p->cost_basis, p->cost_map, ex->model, sat_add(prompt, a->referenced),
-                             output_estimate(ex), &full) < 0)
+                             output_estimate(ex), &full) < 0) {
+        ex->reasoning_room = room;
         return false;
+    }
     for (size_t i = 0; i < a->n; i++)
         cost[i] = with_referenced(a, i, base, full);
     struct kl_buckets *t = ex->worker->server->buckets;
@@ -596,6 +628,7 @@ bool kl_admit_reprice(kl_exchange *ex, const struct kl_provider *p)
         if (!kl_buckets_extend(t, a->b[i], cost[i] - a->reserved[i], now)) {
             for (size_t k = 0; k < ng; k++)
                 kl_buckets_settle(t, a->b[grown[k]], cost[grown[k]] - a->reserved[grown[k]], 0, now);
+            ex->reasoning_room = room;
             return false;
         }
         grown[ng++] = i;
@@ -612,6 +645,8 @@ bool kl_admit_reprice(kl_exchange *ex, const struct kl_provider *p)
         a->reserved[i] = cost[i];
     }
     a->cost = full;
+    if (ex->inject_max_output_tokens > 0) /* the body is written again for p (failover.c) */
+        ex->inject_max_output_tokens = output_per_answer(ex);
     return true;
 }
 

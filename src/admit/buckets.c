@@ -390,7 +390,7 @@ bool kl_buckets_state(struct kl_buckets *t, const char *name, int64_t now_ms, st
         b = b->next;
     if (b) {
         refill(b, now_ms);
-        *out = (struct kl_bucket_state){b->level, b->capacity, b->rate_amount, b->rate_period_ms};
+        *out = (struct kl_bucket_state){b->level, b->capacity, b->rate_amount, b->rate_period_ms, b->reserved};
     }
     pthread_mutex_unlock(&t->lock);
     return b != NULL;

@@ -103,6 +103,7 @@ size_t kl_buckets_saved_names(struct kl_buckets *t, kl_arena *a, const char ***o
 /* One bucket, looked up by name: false when it has not been used. */
 struct kl_bucket_state {
     int64_t level, capacity, rate_amount, rate_period_ms;
+    int64_t reserved;           /* of level, promised to requests in flight */
 };
 bool kl_buckets_state(struct kl_buckets *t, const char *name, int64_t now_ms, struct kl_bucket_state *out);
 

@@ -992,7 +992,23 @@ describe('rate limits', () => {
     const cap = JSON.parse((await mock.last()).body).max_output_tokens;
     const cost = BigInt(Math.ceil(Buffer.byteLength(body) / 3)) * IN_ND + BigInt(cap) * OUT_ND;
     assert.ok(cap > 8192 && cap < 32768 && cost <= 200000000n, `cap ${cap}, reserved ${cost} nanodollars`);
+    // fitted to what the bucket holds now, not to a full one: the next ones are served too (with less room)
+    for (let i = 0; i < 3; i++)
+      assert.equal((await post(gw, '/v1/responses', body, { 'x-mock': 'in=10;out=1000' })).status, 200, `request ${i + 2}`);
     await gw.stop();
+    // failing over to a dearer provider fits the room again to its price, and sends that cap
+    const providers = providersFor(mock.url);
+    const backup = { ...providers.openai, preference: 0,
+      model_cost_map: [{ match: 'gpt-4o', as: 'gpt-4o', adjustment: 2 }] };
+    const gw2 = await startGateway({ quotas: { small: { capacity: '$0.20' } }, grants: grant([{ bucket: 'small' }]),
+      providers: { primary: { ...providers.openai, preference: 10, add_headers: ['x-mock: status=503'] }, backup } });
+    await mock.clear();
+    const r = await post(gw2, '/v1/responses', body);
+    assert.equal(r.status, 200, await r.text());
+    const sent = (await mock.requests()).map((q) => JSON.parse(q.body).max_output_tokens);
+    assert.equal(sent.length, 2);
+    assert.ok(sent[1] < sent[0] && sent[1] >= 8192, `caps sent: ${sent}`);
+    await gw2.stop();
   });
 
   it('concurrent requests', async () => {
