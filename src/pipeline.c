@@ -29,10 +29,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-
-#include <event2/event.h>
 
 #include "account/account.h"
 #include "admin/admin.h"

@@ -397,29 +397,12 @@ static void drop_kept(struct kl_account *a)
     a->keep_len = a->keep_cap = 0;
 }
 
-/* An event's name ("event: content_block_start"), or "". */
-static const char *event_name(const char *raw, size_t len, size_t *n)
-{
-    for (size_t i = 0; i < len;) {
-        size_t e = i;
-        while (e < len && raw[e] != '\n' && raw[e] != '\r')
-            e++;
-        if (e - i > 6 && !memcmp(raw + i, "event:", 6)) {
-            size_t v = i + 6 + (raw[i + 6] == ' ');
-            *n = e - v;
-            return raw + v;
-        }
-        i = e + 1;
-    }
-    *n = 0;
-    return "";
-}
-
 /* An Anthropic stream's event on its way to the caller: its blocks counted. */
 static void note_block(struct kl_account *a, const char *raw, size_t len)
 {
     size_t n;
-    const char *ev = event_name(raw, len, &n);
+    const char *ev;
+    kl_sse_fields(raw, len, &ev, &n, NULL, NULL);
     if (n == 19 && !memcmp(ev, "content_block_start", 19)) {
         a->blocks++;
         a->block_filled = memmem(raw, len, "\"tool_use\"", 10) != NULL;

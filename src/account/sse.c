@@ -159,8 +159,10 @@ void kl_sse_fields(const char *raw, size_t len, const char **event, size_t *even
 {
     *event = NULL;
     *event_len = 0;
-    *data = NULL;
-    *data_len = 0;
+    if (data) {
+        *data = NULL;
+        *data_len = 0;
+    }
     size_t cap = 0;
     size_t i = 0;
     if (len >= 3 && memcmp(raw, "\xef\xbb\xbf", 3) == 0)
@@ -184,7 +186,7 @@ void kl_sse_fields(const char *raw, size_t len, const char **event, size_t *even
         if (nl == 5 && memcmp(line, "event", 5) == 0) {
             *event = v;
             *event_len = vl;
-        } else if (nl == 4 && memcmp(line, "data", 4) == 0) {
+        } else if (data && nl == 4 && memcmp(line, "data", 4) == 0) {
             size_t need = *data_len + vl + 2;
             if (need > cap) {
                 cap = need * 2;

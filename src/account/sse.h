@@ -31,7 +31,8 @@ void kl_sse_free(kl_sse *s);
 
 /* Fields of one raw event. *data is a malloc'd NUL-terminated string of the
  * data lines joined with '\n' (NULL when the event has none); the event name
- * points into raw (not terminated), *event_len 0 when absent. */
+ * points into raw (not terminated), *event_len 0 when absent. data and
+ * data_len NULL: only the name is wanted, and nothing is copied. */
 void kl_sse_fields(const char *raw, size_t len, const char **event, size_t *event_len,
                    char **data, size_t *data_len);
 
