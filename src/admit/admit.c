@@ -332,12 +332,18 @@ static enum kl_step refuse(kl_exchange *ex, struct kl_admission *a, size_t i, in
 {
     ex->admission = NULL;
     ex->fail_retry = retry > 0 ? retry : retry < 0 ? -1 : 0;
+    const char *never = a->amount[i] > a->spec[i].capacity
+                            ? ": the request costs more than the bucket can ever hold"
+                            : ": the bucket has less left than the request costs and does not refill";
+    /* a 429 tells Gemini CLI and the AWS SDKs to send the request again,
+     * for minutes; the OpenAI and Anthropic ones read x-should-retry (kl_fail) */
+    bool final = retry < 0 && (ex->dialect == KL_DIALECT_GEMINI || ex->dialect == KL_DIALECT_BEDROCK);
     if (a->charge[i] == CHARGE_DOLLARS)
-        return kl_fail(ex, KL_ERR_QUOTA, KL_EC_QUOTA, "quota %s cannot cover this request (reserving $%lld.%09lld)%s",
-                       a->spec[i].name, (long long)(a->cost / 1000000000), (long long)(a->cost % 1000000000),
-                       retry < 0 ? ": the request costs more than the bucket can ever hold" : "");
-    return kl_fail(ex, KL_ERR_RATE_LIMIT, KL_EC_RATE_LIMITED, "rate limit %s exceeded%s", a->spec[i].name,
-                   retry < 0 ? ": the request is larger than the limit" : "");
+        return kl_fail(ex, final ? KL_ERR_LIMIT_FINAL : KL_ERR_QUOTA, KL_EC_QUOTA,
+                       "quota %s cannot cover this request (reserving $%lld.%09lld)%s", a->spec[i].name,
+                       (long long)(a->cost / 1000000000), (long long)(a->cost % 1000000000), retry < 0 ? never : "");
+    return kl_fail(ex, final ? KL_ERR_LIMIT_FINAL : KL_ERR_RATE_LIMIT, KL_EC_RATE_LIMITED, "rate limit %s exceeded%s",
+                   a->spec[i].name, retry < 0 ? ": the request is larger than the limit" : "");
 }
 
 static void leased(kl_exchange *ex, bool ok, int64_t retry);

@@ -168,12 +168,17 @@ static struct kl_bucket *get(struct kl_buckets *t, const struct kl_bucket_spec *
     return b;
 }
 
-/* Seconds until level - reserved >= need, or -1 when never. */
+/* Seconds until level - reserved >= need, or -1 when never. Without refill
+ * only reservations coming back can help (slots freed, estimates settled
+ * below what they held): a spent budget can never cover more than its level,
+ * except a pooled one, whose level is only what this gateway leased. */
 static int64_t wait_for(const struct kl_bucket *b, int64_t need)
 {
     int64_t avail = b->level - b->reserved;
-    if (need > b->capacity || b->rate_period_ms <= 0 || b->rate_amount <= 0)
-        return need > b->capacity ? -1 : 1; /* no refill: slots free as requests end */
+    if (need > b->capacity)
+        return -1;
+    if (b->rate_period_ms <= 0 || b->rate_amount <= 0)
+        return need > b->level && !b->pooled ? -1 : 1;
     __int128 deficit = need - avail;
     if (deficit <= 0)
         return 0;

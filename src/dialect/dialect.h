@@ -156,6 +156,8 @@ enum kl_err_kind {
     KL_ERR_HEAD_TOO_LARGE,      /* 431 */
     KL_ERR_NOT_IMPLEMENTED,     /* 501: a transfer coding we do not take */
     KL_ERR_VERSION,             /* 505 */
+    KL_ERR_LIMIT_FINAL,         /* 400: a quota or rate limit waiting will not lift, to Gemini and Bedrock
+                                   callers (the others get 429 with x-should-retry: false) */
 };
 
 int kl_err_status(enum kl_err_kind kind);

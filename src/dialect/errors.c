@@ -49,6 +49,11 @@ static const struct {
                                 "UNIMPLEMENTED", "ValidationException", "validationException"},
     [KL_ERR_VERSION] = {505, "invalid_request_error", "http_version_not_supported", "invalid_request_error",
                         "INVALID_ARGUMENT", "ValidationException", "validationException"},
+    /* gRPC's "do not retry until the system's state is fixed", and the
+     * exception Bedrock itself sends for a request above an account quota:
+     * 400s that Gemini CLI, Google's SDK and the AWS SDKs do not send again */
+    [KL_ERR_LIMIT_FINAL] = {400, "invalid_request_error", "limit_exceeded", "invalid_request_error",
+                            "FAILED_PRECONDITION", "ServiceQuotaExceededException", "validationException"},
 };
 
 const char *kl_dialect_bedrock_error_type(enum kl_err_kind kind)

@@ -54,14 +54,14 @@ describe('Codex CLI and Gemini CLI', () => {
       { PATH: process.env.PATH, HOME: home, CODEX_HOME: home, OPENAI_API_KEY: 'sk-caller-must-not-pass' }, { cwd: home });
   }
 
-  function gemini(target, prompt) {
+  function gemini(target, prompt, timeoutMs) {
     const home = mkdtempSync(join(tmpdir(), 'kl-gemini-'));
     mkdirSync(join(home, '.gemini'));
     writeFileSync(join(home, '.gemini', 'settings.json'),
       JSON.stringify({ security: { auth: { selectedType: 'gemini-api-key' } } }));
     return runCommand(join(ROOT, 'node_modules', '.bin', 'gemini'), ['-m', 'gemini-2.5-flash', '-p', prompt],
       { PATH: process.env.PATH, HOME: home, GOOGLE_GEMINI_BASE_URL: target.url, GEMINI_API_KEY: 'caller-must-not-pass',
-        GEMINI_CLI_TRUST_WORKSPACE: 'true' }, { cwd: home });
+        GEMINI_CLI_TRUST_WORKSPACE: 'true' }, { cwd: home, timeoutMs });
   }
 
   it('codex exec answers through the gateway over the Responses API, recorded with its usage', { timeout: 180000 }, async () => {
@@ -104,6 +104,31 @@ describe('Codex CLI and Gemini CLI', () => {
       }
     } finally {
       await capped.stop();
+    }
+  });
+
+  it('a quota that can never cover the turn: Gemini CLI and Codex stop at once', { timeout: 120000 }, async () => {
+    const tiny = await startGateway({ providers: providersFor(mock.url), quotas: { tiny: { capacity: '$0.000001' } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { quotas: [{ bucket: 'tiny' }] }] } }] });
+    try {
+      await mock.clear();
+      // a 429 Gemini CLI takes for a passing limit it sends again ten times over three minutes
+      const g = await gemini(tiny, 'Say hello.', 60000);
+      assert.notEqual(g.code, null, 'Gemini CLI ended by itself');
+      assert.notEqual(g.code, 0);
+      assert.match(g.out + g.err, /quota tiny cannot cover this request .*more than the bucket can ever hold/);
+      assert.equal((await mock.requests()).length, 0, 'nothing reached the provider');
+      assert.ok(await recordWhere(tiny, (x) => x.error_class === 'quota_exceeded' && x.status === 400, 'gemini'));
+      const list = (await (await fetch(`${tiny.url}/api/requests?limit=50&provider=gemini`)).json()).requests;
+      assert.equal(list.filter((x) => x.error_class === 'quota_exceeded').length, 1, `asked once: ${JSON.stringify(list)}`);
+      // Codex reads insufficient_quota as final (and shows its own words for it)
+      const c = await codex(tiny, 'Say hello.');
+      assert.notEqual(c.code, 0);
+      assert.match(c.out + c.err, /Quota exceeded/);
+      const cl = (await (await fetch(`${tiny.url}/api/requests?limit=50&provider=openai`)).json()).requests;
+      assert.equal(cl.filter((x) => x.error_class === 'quota_exceeded').length, 1, 'Codex asked once');
+    } finally {
+      await tiny.stop();
     }
   });
 

@@ -237,6 +237,29 @@ describe('Amazon Bedrock', () => {
     });
   });
 
+  it('a quota that can never cover the request: ServiceQuotaExceededException, which the AWS SDK does not retry', async () => {
+    const tiny = await startGateway({ providers: { bedrock: bedrockProvider(mock.url) }, quotas: { tiny: { capacity: '$0.000001' } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { quotas: [{ bucket: 'tiny' }] }] } }] });
+    let sent = 0;
+    const retrying = new BedrockRuntimeClient({ region: 'us-east-1', endpoint: tiny.url, maxAttempts: 3,
+      requestHandler: new NodeHttpHandler(),
+      credentials: { accessKeyId: 'AKIDEXAMPLEKEYLESS', secretAccessKey: 'not-a-secret' } });
+    retrying.middlewareStack.add((next) => (args) => { sent++; return next(args); }, { step: 'finalizeRequest' });
+    try {
+      await assert.rejects(retrying.send(new ConverseCommand({ modelId: HAIKU,
+        messages: [{ role: 'user', content: [{ text: 'hi' }] }] })), (e) => {
+        assert.equal(e.name, 'ServiceQuotaExceededException');
+        assert.equal(e.$metadata.httpStatusCode, 400);
+        assert.match(e.message, /quota tiny cannot cover this request .*more than the bucket can ever hold/);
+        return true;
+      });
+      assert.equal(sent, 1, 'not sent again');
+    } finally {
+      retrying.destroy();
+      await tiny.stop();
+    }
+  });
+
   it('a stream that breaks midway ends with an exception message the AWS SDK raises', async () => {
     const s = await aws.send(new ConverseStreamCommand({ modelId: HAIKU,
       messages: [{ role: 'user', content: [{ text: 'go [[mock events=20;reset_after=6]]' }] }] }));

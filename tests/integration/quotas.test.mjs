@@ -283,11 +283,14 @@ describe('spend quotas', () => {
     const aj = await a.json();
     assert.equal(aj.type, 'error');
     assert.equal(aj.error.type, 'rate_limit_error');
+    // one that can never fit: 400 FAILED_PRECONDITION ("do not retry until the
+    // state is fixed"), as a 429 has Gemini CLI send it again for minutes
     const g = await post(gw, '/v1beta/models/gemini-2.5-pro:generateContent', JSON.stringify({ contents: [], generationConfig: { maxOutputTokens: 100000 } }));
-    assert.equal(g.status, 429);
+    assert.equal(g.status, 400);
     const gj = await g.json();
-    assert.equal(gj.error.status, 'RESOURCE_EXHAUSTED');
-    assert.equal(gj.error.code, 429);
+    assert.equal(gj.error.status, 'FAILED_PRECONDITION');
+    assert.equal(gj.error.code, 400);
+    assert.match(gj.error.message, /more than the bucket can ever hold/);
     // Gemini CLI reads when to retry from Google's details, not the header
     const g2 = await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
       JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }], generationConfig: { maxOutputTokens: 10 } }));
@@ -337,6 +340,39 @@ describe('spend quotas', () => {
     await assert.rejects(claude.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 100, messages: [
       { role: 'user', content: 'hi' }] }), (e) => e.status === 429);
     assert.equal(sent, 1, 'the SDK did not retry');
+    await gw.stop();
+    await mock.stop();
+  });
+
+  it('a budget that does not refill, once spent, is refused without Retry-After', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({
+      quotas: { once: { capacity: usd(EST + EST / 2n) } }, // one and a half requests, never refilled
+      grants: grant([{ bucket: 'once' }]),
+      providers: providersFor(mock.url),
+    });
+    const ok = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+    assert.equal(ok.status, 200);
+    await ok.text();
+    const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+    assert.equal(r.status, 429);
+    assert.equal(r.headers.get('retry-after'), null, 'waiting does not help');
+    assert.equal(r.headers.get('x-should-retry'), 'false');
+    assert.match((await r.json()).error.message, /has less left than the request costs and does not refill/);
+    // while the first request is still reserved, the second waits for it
+    const slow = await startGateway({
+      quotas: { once: { capacity: usd(EST + EST / 2n) } },
+      grants: grant([{ bucket: 'once' }]),
+      providers: providersFor(mock.url),
+    });
+    const before = (await mock.stats()).requests;
+    const first = post(slow, '/v1/chat/completions', BODY, { 'x-mock': `${EXACT};delay_headers_ms=1500` });
+    while ((await mock.stats()).requests === before) await sleep(20); // it holds its reservation
+    const second = await post(slow, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+    assert.equal(second.status, 429);
+    assert.equal(second.headers.get('retry-after'), '1', 'what is reserved may come back');
+    await (await first).text();
+    await slow.stop();
     await gw.stop();
     await mock.stop();
   });
@@ -443,8 +479,8 @@ describe('spend quotas', () => {
     assert.match((await r.json()).error.message, /more than the bucket can ever hold/);
     const g = await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
       JSON.stringify({ contents: [], generationConfig: { maxOutputTokens: 8, candidateCount: 100000 } }));
-    assert.equal(g.status, 429);
-    assert.equal((await g.json()).error.status, 'RESOURCE_EXHAUSTED');
+    assert.equal(g.status, 400, 'a limit waiting will not lift, Google\'s way');
+    assert.equal((await g.json()).error.status, 'FAILED_PRECONDITION');
     assert.equal((await mock.requests()).length, 0, 'neither reached the provider');
     assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT })).status, 200);
     await gw.stop();

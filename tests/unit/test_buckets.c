@@ -35,6 +35,30 @@ static void all_or_nothing(void **state)
     kl_buckets_free(t);
 }
 
+/* Without refill a spent budget never covers more than what is left; only
+ * a pooled one may lease more, and slots come back. */
+static void spent_without_refill(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    struct kl_bucket_spec spend = {"spend", 10, 0, 0, true, false, false};
+    struct kl_bucket_spec pooled = {"pooled", 10, 0, 0, true, true, false};
+    struct kl_bucket *b;
+    size_t failed;
+    int64_t retry;
+    assert_int_equal(kl_buckets_reserve(t, &spend, (int64_t[]){8}, 1, 0, &b, &failed, &retry), 0);
+    assert_int_equal(kl_buckets_reserve(t, &spend, (int64_t[]){3}, 1, 0, &b, &failed, &retry), -1);
+    assert_int_equal(retry, 1); /* the reservation may settle for less */
+    kl_buckets_settle(t, b, 8, 8, 0);
+    assert_int_equal(kl_buckets_reserve(t, &spend, (int64_t[]){3}, 1, 0, &b, &failed, &retry), -1);
+    assert_int_equal(retry, -1);
+    assert_int_equal(kl_buckets_reserve(t, &spend, (int64_t[]){2}, 1, 0, &b, &failed, &retry), 0);
+    kl_buckets_credit(t, &pooled, 2, 0);
+    assert_int_equal(kl_buckets_reserve(t, &pooled, (int64_t[]){3}, 1, 0, &b, &failed, &retry), -1);
+    assert_int_equal(retry, 1);
+    kl_buckets_free(t);
+}
+
 static void refill_is_exact(void **state)
 {
     (void)state;
@@ -260,6 +284,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(all_or_nothing),
+        cmocka_unit_test(spent_without_refill),
         cmocka_unit_test(refill_is_exact),
         cmocka_unit_test(extend_and_capacity_changes),
         cmocka_unit_test(reservations_saved_as_spent),

@@ -370,6 +370,14 @@ static void error_envelopes(void **state)
     assert_int_equal(cJSON_GetObjectItem(e, "code")->valueint, 429);
     assert_string_equal(cJSON_GetObjectItem(e, "status")->valuestring, "RESOURCE_EXHAUSTED");
     cJSON_Delete(j);
+    /* a limit waiting will not lift: a 400 Google's clients do not retry */
+    j = cJSON_Parse(kl_dialect_error_body(&a, KL_DIALECT_GEMINI, KL_ERR_LIMIT_FINAL, "never"));
+    e = cJSON_GetObjectItem(j, "error");
+    assert_int_equal(cJSON_GetObjectItem(e, "code")->valueint, 400);
+    assert_string_equal(cJSON_GetObjectItem(e, "status")->valuestring, "FAILED_PRECONDITION");
+    cJSON_Delete(j);
+    assert_int_equal(kl_err_status(KL_ERR_LIMIT_FINAL), 400);
+    assert_string_equal(kl_dialect_bedrock_error_type(KL_ERR_LIMIT_FINAL), "ServiceQuotaExceededException");
     /* a message quoting the caller's bytes (a path, a model) is made UTF-8:
      * JSON readers refuse anything else */
     char *u = kl_dialect_error_body(&a, KL_DIALECT_OPENAI, KL_ERR_NOT_FOUND, "no such endpoint: POST /v1/x\xff\xfe");
