@@ -551,33 +551,6 @@ static char *bare_error(const char *raw, size_t len, size_t *dl)
     return d;
 }
 
-/* Has an event a line that is no field the SSE standard names ("data",
- * "event", "id", "retry") nor a comment? The Gemini SDKs read such a line
- * otherwise than the standard: both trim an event before looking for
- * "data:" (" data: {…}" is data to them, an unknown field to keyless), and
- * google-genai reads lines of bare JSON as a chunk. */
-static bool odd_lines(const char *raw, size_t len)
-{
-    static const char *const fields[] = {"data", "event", "id", "retry"};
-    for (size_t i = 0; i < len;) {
-        size_t e = i;
-        while (e < len && raw[e] != '\n' && raw[e] != '\r')
-            e++;
-        size_t n = e - i;
-        if (n && raw[i] != ':') {
-            bool known = false;
-            for (size_t k = 0; k < 4 && !known; k++) {
-                size_t fl = strlen(fields[k]);
-                known = n >= fl && !memcmp(raw + i, fields[k], fl) && (n == fl || raw[i + fl] == ':');
-            }
-            if (!known)
-                return true;
-        }
-        i = e + 1;
-    }
-    return false;
-}
-
 static void on_event(void *arg, const char *raw, size_t len)
 {
     kl_exchange *ex = arg;
@@ -589,7 +562,7 @@ static void on_event(void *arg, const char *raw, size_t len)
     char *data;
     kl_sse_fields(raw, len, &ev, &evl, &data, &dl);
     bool bare = !data && !ev && a->bare_errors && (data = bare_error(raw, len, &dl)) != NULL;
-    if (a->strict_lines && !bare && odd_lines(raw, len)) {
+    if (a->strict_lines && !bare && kl_sse_unknown_field(raw, len)) {
         ex->cut_off = true;
         ex->cut_kind = KL_ERR_BAD_GATEWAY;
         ex->cut_class = KL_EC_BLOCKED;

@@ -202,3 +202,24 @@ void kl_sse_fields(const char *raw, size_t len, const char **event, size_t *even
         }
     }
 }
+
+bool kl_sse_unknown_field(const char *raw, size_t len)
+{
+    static const char *const fields[] = {"data", "event", "id", "retry"};
+    size_t i = len >= 3 && memcmp(raw, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+    while (i < len) {
+        size_t start = i;
+        i = line_break(raw, i, len) + 1;
+        size_t n = i - 1 - start;
+        if (n == 0 || raw[start] == ':')
+            continue;
+        bool known = false;
+        for (size_t k = 0; k < sizeof(fields) / sizeof(fields[0]) && !known; k++) {
+            size_t fl = strlen(fields[k]);
+            known = n >= fl && !memcmp(raw + start, fields[k], fl) && (n == fl || raw[start + fl] == ':');
+        }
+        if (!known)
+            return true;
+    }
+    return false;
+}

@@ -36,4 +36,10 @@ void kl_sse_free(kl_sse *s);
 void kl_sse_fields(const char *raw, size_t len, const char **event, size_t *event_len,
                    char **data, size_t *data_len);
 
+/* Has the event a line that is no field the SSE standard names ("data",
+ * "event", "id", "retry") nor a comment? Readers that are not the
+ * standard's (the Gemini SDKs trim a line before looking for "data:", and
+ * google-genai takes a line of bare JSON for a chunk) may read it as data. */
+bool kl_sse_unknown_field(const char *raw, size_t len);
+
 #endif

@@ -207,6 +207,22 @@ static void discard_forgets_the_partial_event(void **state)
 }
 
 /* A byte order mark before the first event does not hide its field name. */
+/* Lines the standard names, comments and blank lines are known; anything
+ * else (a line of bare JSON, " data:" with a leading space, "datax:") is
+ * not, whatever the line ends are. */
+static void unknown_fields(void **state)
+{
+    (void)state;
+    const char *known[] = {"data: {}\n\n", "event: x\r\ndata: 1\r\n\r\n", ": ping\n\n", "id\nretry: 5\rdata\n\n",
+                           "\xef\xbb\xbf" "data: {}\n\n", ""};
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        assert_false(kl_sse_unknown_field(known[i], strlen(known[i])));
+    const char *odd[] = {"{\"error\":{}}\n\n", " data: {}\n\n", "datax: 1\n\n", "data: 1\r\nDATA: 2\r\n\r\n",
+                         "data: 1\neventx"};
+    for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++)
+        assert_true(kl_sse_unknown_field(odd[i], strlen(odd[i])));
+}
+
 static void byte_order_mark(void **state)
 {
     (void)state;
@@ -231,6 +247,7 @@ int main(void)
         cmocka_unit_test(large_event_in_pieces),
         cmocka_unit_test(discard_forgets_the_partial_event),
         cmocka_unit_test(byte_order_mark),
+        cmocka_unit_test(unknown_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
