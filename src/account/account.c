@@ -22,8 +22,9 @@
 #include "guard/notes.h"
 #include "guard/scan.h"
 #include "guard/stream.h"
-#include "route/route.h"
 #include "guard/tools.h"
+#include "route/failover.h"
+#include "route/route.h"
 #include "identity/identity.h"
 #include "listen/conn.h"
 #include "listen/http.h"
@@ -331,12 +332,11 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     /* Anthropic (and Claude on Vertex), Bedrock and Gemini may answer a
      * stream they cannot serve (overloaded, throttled) with a 200 and an
      * error as its first event. Its head waits for that event when failover
-     * could act on it: a provider's own key, failover on. */
-    const struct kl_provider *p = ex->provider;
-    a->hold_head = a->usage && !a->hold && !a->z && ex->cfg->failover.max_attempts >= 2 && p &&
-                   p->auth_mode != KL_AUTHMODE_PASSTHROUGH &&
+     * could act on it: there is another provider to go to. */
+    a->hold_head = a->usage && !a->hold && !a->z &&
                    ((a->mode == BODY_EVENTS && a->kind == KL_USAGE_ANTHROPIC) || a->bare_errors ||
-                    a->mode == BODY_FRAMES);
+                    a->mode == BODY_FRAMES) &&
+                   kl_failover_possible(ex);
     const struct kl_store_cfg *sc = ex->cfg->store;
     if (sc->captures == KL_CAPTURE_FULL)
         a->capture_max = sc->capture_max;

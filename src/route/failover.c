@@ -137,19 +137,35 @@ static void note(kl_exchange *ex, int status, enum kl_error_class ec, const char
     };
 }
 
+/* What rules out any failover of this request, whichever provider is next:
+ * a qualified name ("openai/gpt-4o") chose its provider; a passthrough
+ * provider's credential is the caller's, for it alone; pre_request hooks
+ * were told the provider and may judge by it (what they allowed for this
+ * one they were not asked about for another); the attempts are used up
+ * (except by a provider passed over while it cools down). */
+static bool ruled_out(const kl_exchange *ex, enum kl_error_class ec)
+{
+    const struct kl_provider *cur = ex->provider;
+    return !cur || !ex->model || !ex->model_requested || strcmp(ex->model, ex->model_requested) != 0 ||
+           cur->auth_mode == KL_AUTHMODE_PASSTHROUGH || ex->pre_hooks_asked ||
+           (ec != KL_EC_PROVIDER_DOWN && failed_attempts(ex) + 1 >= ex->cfg->failover.max_attempts);
+}
+
+bool kl_failover_possible(const kl_exchange *ex)
+{
+    if (ruled_out(ex, KL_EC_UPSTREAM_ERROR))
+        return false;
+    for (size_t i = 0; i < ex->cfg->nproviders; i++)
+        if (qualifies(ex, ex->provider, &ex->cfg->providers[i]))
+            return true;
+    return false;
+}
+
 const struct kl_provider *kl_failover_next(kl_exchange *ex, int status, enum kl_error_class ec,
                                            const char *why)
 {
     const struct kl_provider *cur = ex->provider;
-    /* a qualified name ("openai/gpt-4o") chose its provider */
-    if (!cur || !ex->model || !ex->model_requested || strcmp(ex->model, ex->model_requested) != 0 ||
-        cur->auth_mode == KL_AUTHMODE_PASSTHROUGH)
-        return NULL;
-    if (ec != KL_EC_PROVIDER_DOWN && failed_attempts(ex) + 1 >= ex->cfg->failover.max_attempts)
-        return NULL;
-    /* pre_request hooks are told the provider and may judge by it: what
-     * they allowed for this one they were not asked about for another */
-    if (ex->pre_hooks_asked)
+    if (ruled_out(ex, ec))
         return NULL;
     /* by preference, then file order, as the first choice was made */
     const kl_config *cfg = ex->cfg;

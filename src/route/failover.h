@@ -54,6 +54,12 @@ void kl_failover_observe(kl_exchange *ex, int status, enum kl_error_class ec);
  * too. */
 enum kl_step kl_failover_health_run(kl_exchange *ex);
 
+/* Could a failure of the current provider fail over: is there a provider
+ * to go to, with attempts left? Whether the quota covers its price is not
+ * asked. For what only waits on a failover that may come (a stream's head
+ * held until its first event shows it is no error, account.c). */
+bool kl_failover_possible(const kl_exchange *ex);
+
 /* Find the next provider, with the quota reservation moved to its price,
  * and keep the current provider's failure for the record; NULL when there
  * is none (no other provider qualifies, the attempts are used up, or none

@@ -397,6 +397,40 @@ describe('failover', () => {
     }
   });
 
+  it('with no provider to fail over to, a stream\'s head is not held for its first event', async () => {
+    const head = 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n';
+    const chunk = (t) => `${Buffer.byteLength(t).toString(16)}\r\n${t}\r\n`;
+    // the head and a keep-alive; the events only once the caller has the head
+    let release;
+    const released = new Promise((r) => (release = r));
+    const slow = await rawProvider(async (req, sock) => {
+      sock.write(head + chunk(': keepalive\n\n'));
+      await released;
+      sock.write(chunk(`event: message_start\ndata: ${JSON.stringify({ type: 'message_start', message: { id: 'msg_1',
+        type: 'message', role: 'assistant', model: 'claude-sonnet-4-5', content: [], stop_reason: null,
+        usage: { input_tokens: 5, output_tokens: 1 } } })}\n\n`) +
+        chunk('event: message_stop\ndata: {"type":"message_stop"}\n\n') + '0\r\n\r\n');
+    });
+    const alone = providers(mock.url, { fault: null, primaryUrl: `http://127.0.0.1:${slow.address().port}` });
+    delete alone.backup;
+    delete alone.third;
+    const gw = await startGateway({ providers: alone });
+    try {
+      const r = await fetch(`${gw.url}/v1/messages`, { method: 'POST', signal: AbortSignal.timeout(20000),
+        headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+        body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'hi' }] }) });
+      assert.equal(r.status, 200, 'the head came while the provider still held its events');
+      release();
+      const text = await r.text();
+      assert.match(text, /event: message_start/);
+      assert.match(text, /event: message_stop/);
+    } finally {
+      release();
+      await gw.stop();
+      slow.close();
+    }
+  });
+
   it('no failover once an answer began (a stream cut after its head), nor to or from a passthrough provider', async () => {
     let gw = await startGateway({ providers: providers(mock.url, { fault: 'reset_after=2' }) });
     try {
