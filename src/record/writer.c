@@ -11,6 +11,11 @@
 /* The longest a request waits for a batch (kl_writer_admit) before the
  * store is taken to be stuck rather than busy, unless the options say. */
 #define KL_WRITER_WAIT_MS 100
+/* How long the writer lets records gather before a transaction with fewer
+ * than half a batch. Every commit rewrites the index pages it touched, so at
+ * a few thousand requests a second small batches cost the writer several
+ * times the CPU per record, on the core the workers need (BENCHMARKS.md). */
+#define KL_WRITER_GATHER_MS 10
 
 struct kl_writer {
     pthread_t thread;
@@ -132,12 +137,13 @@ static void *writer_main(void *arg)
         if (w->count == 0 && w->stop)
             break;
         if (w->count < w->o.batch / 2 && !w->stop) {
-            /* Group commit: let a few more records arrive so one transaction
-             * carries them, instead of one transaction per record. */
-            pthread_mutex_unlock(&w->lock);
-            struct timespec gather = {0, 2 * 1000000};
-            nanosleep(&gather, NULL);
-            pthread_mutex_lock(&w->lock);
+            /* Group commit: let more records arrive so one transaction
+             * carries them, until half a batch is queued (kl_writer_push
+             * says when) or KL_WRITER_GATHER_MS have passed. */
+            struct timespec until = kl_mono_deadline(KL_WRITER_GATHER_MS);
+            while (w->count < w->o.batch / 2 && !w->stop &&
+                   pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
+                ;
         }
         size_t n = w->count < w->o.batch ? w->count : w->o.batch;
         for (size_t i = 0; i < n; i++)
@@ -315,7 +321,10 @@ void kl_writer_push(struct kl_writer *w, struct kl_rec *r)
     w->ring[(w->head + w->count) % w->cap] = r;
     w->count++;
     w->bytes += r->packed_size;
-    pthread_cond_signal(&w->cond);
+    /* the writer waits for a first record, then for half a batch: a wake-up
+     * for every record would cost a system call each */
+    if (w->count == 1 || w->count == w->o.batch / 2)
+        pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
 }
 
