@@ -198,12 +198,13 @@ int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs,
         if (out[i]->level - out[i]->reserved >= amounts[i])
             continue;
         int64_t w = wait_for(out[i], amounts[i]);
+        /* the bucket named is the first that never can, else the first short */
+        if ((w < 0 && !never) || (ok && !never))
+            *failed = i;
         if (w < 0)
             never = true;
         else if (w > wait)
             wait = w;
-        if (ok)
-            *failed = i;
         ok = false;
     }
     if (ok)

@@ -43,7 +43,8 @@ void kl_buckets_free(struct kl_buckets *t);
 
 /* Reserve amounts[i] in bucket specs[i] for every i, all or nothing. On
  * success fills out[] and returns 0. On refusal returns -1, *failed is the
- * index of a bucket that could not cover it and *retry_after_s the seconds
+ * index of a bucket that could not cover it (one that never can, when any)
+ * and *retry_after_s the seconds
  * until every refused bucket could (-1 when it never can: the amount is
  * above capacity, or above the level of a bucket that does not refill). */
 int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs, const int64_t *amounts,

@@ -106,11 +106,17 @@ static void run(struct kl_store *s, struct kl_query_job *job)
         if (it->granted)
             continue;
         j->ok = false;
-        if (it->need > it->spec.capacity || it->spec.rate_period_ms <= 0 || it->spec.rate_amount <= 0) {
+        if (it->need > it->spec.capacity) {
             j->retry_after_s = -1;
         } else if (j->retry_after_s >= 0) { /* the longest wait of all short buckets */
-            __int128 deficit = it->need - it->pool_level;
-            int64_t secs = (int64_t)((deficit * it->spec.rate_period_ms / it->spec.rate_amount + 999) / 1000);
+            /* without refill, what the gateways hold in leases and
+             * reservations may still come back: the pool's level alone
+             * cannot tell that it never will */
+            int64_t secs = 1;
+            if (it->spec.rate_period_ms > 0 && it->spec.rate_amount > 0) {
+                __int128 deficit = it->need - it->pool_level;
+                secs = (int64_t)((deficit * it->spec.rate_period_ms / it->spec.rate_amount + 999) / 1000);
+            }
             if (secs < 1)
                 secs = 1;
             if (secs > j->retry_after_s)

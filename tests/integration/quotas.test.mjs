@@ -377,6 +377,33 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('a shared pool that does not refill is not "never" while reservations are out', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set' }, async () => {
+    const mock = await startMock();
+    const bucket = `pool-once-${Date.now()}`;
+    const gw = await startGateway({
+      store: { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance: 'pool-once' },
+      quotas: { [bucket]: { capacity: usd(EST + EST / 2n) } },
+      grants: grant([{ bucket }]),
+      providers: providersFor(mock.url),
+    });
+    try {
+      const before = (await mock.stats()).requests;
+      const first = post(gw, '/v1/chat/completions', BODY, { 'x-mock': `${EXACT};delay_headers_ms=1500` });
+      while ((await mock.stats()).requests === before) await sleep(20);
+      const second = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+      assert.equal(second.status, 429);
+      assert.equal(second.headers.get('retry-after'), '1', 'the reservation may come back');
+      assert.equal(second.headers.get('x-should-retry'), null);
+      const g = await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
+        JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }], generationConfig: { maxOutputTokens: 400 } }));
+      assert.equal(g.status, 429, 'not FAILED_PRECONDITION');
+      await (await first).text();
+    } finally {
+      await gw.stop();
+      await mock.stop();
+    }
+  });
+
   it('a stream whose usage outgrows what is left is cut off with an error event the SDK raises', async () => {
     const mock = await startMock();
     // Claude Sonnet: $3 in / $15 out. The bucket covers the reservation and a little more.

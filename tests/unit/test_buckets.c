@@ -53,6 +53,13 @@ static void spent_without_refill(void **state)
     assert_int_equal(kl_buckets_reserve(t, &spend, (int64_t[]){3}, 1, 0, &b, &failed, &retry), -1);
     assert_int_equal(retry, -1);
     assert_int_equal(kl_buckets_reserve(t, &spend, (int64_t[]){2}, 1, 0, &b, &failed, &retry), 0);
+    /* refused by a refilling bucket and a spent one: the spent one is named */
+    struct kl_bucket_spec both[2] = {{"rpm", 1, 1, 60000, false, false, false}, spend};
+    struct kl_bucket *got[2];
+    assert_int_equal(kl_buckets_reserve(t, both, (int64_t[]){1, 0}, 2, 0, got, &failed, &retry), 0);
+    assert_int_equal(kl_buckets_reserve(t, both, (int64_t[]){1, 3}, 2, 0, got, &failed, &retry), -1);
+    assert_int_equal(failed, 1);
+    assert_int_equal(retry, -1);
     kl_buckets_credit(t, &pooled, 2, 0);
     assert_int_equal(kl_buckets_reserve(t, &pooled, (int64_t[]){3}, 1, 0, &b, &failed, &retry), -1);
     assert_int_equal(retry, 1);
