@@ -201,7 +201,7 @@ describe('failover', () => {
       assert.deepEqual(seen.map((q) => q.headers.find(([n]) => n.toLowerCase() === 'x-goog-api-key')[1]), [KEYS.gemini, BACKUP_KEY]);
       assert.deepEqual(seen.map((q) => q.path), Array(2).fill('/v1beta/models/gemini-2.5-flash:generateContent'));
       let rec;
-      for (let i = 0; i < 100 && !rec; i++) {
+      for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
         await sleep(30);
         rec = (await (await fetch(`${gw.url}/api/requests?provider=g2`)).json()).requests[0];
       }
@@ -299,7 +299,7 @@ describe('failover', () => {
       const seen = await mock.requests();
       assert.deepEqual(seen.map((q) => q.headers.find(([n]) => n.toLowerCase() === 'x-goog-api-key')[1]), [KEYS.gemini, BACKUP_KEY]);
       let rec;
-      for (let i = 0; i < 100 && !rec; i++) {
+      for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
         await sleep(30);
         rec = (await (await fetch(`${gw.url}/api/requests?provider=g2`)).json()).requests[0];
       }
