@@ -199,7 +199,7 @@ int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs,
             continue;
         int64_t w = wait_for(out[i], amounts[i]);
         /* the bucket named is the first that never can, else the first short */
-        if ((w < 0 && !never) || (ok && !never))
+        if (!never && (w < 0 || ok))
             *failed = i;
         if (w < 0)
             never = true;
