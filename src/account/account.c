@@ -1052,11 +1052,17 @@ void kl_account_finish(kl_exchange *ex)
 {
     /* ended however it ended: a stream cut short keeps partial counts
      * (usage.h), which the cost, the quotas and the record then use */
-    if (ex->acct && ex->acct->usage)
+    bool complete = !ex->error_class && !ex->cut_off;
+    if (ex->acct && ex->acct->usage) {
+        /* a stream the provider answered bills its prompt, however it ended
+         * (not one that failed before any of its answer: kl_account_unbilled) */
+        if (!complete && ex->stream && ex->upstream_status / 100 == 2 && !kl_account_unbilled(ex))
+            kl_usage_assume_prompt(ex->acct->usage, kl_admit_prompt_reserved(ex), ex->reasons);
         kl_usage_settle(ex->acct->usage, kl_admit_bytes_per_token(ex),
                         kl_admit_output_bound(ex, ex->max_output_tokens > 0 ? ex->max_output_tokens
                                                                             : ex->inject_max_output_tokens),
-                        !ex->error_class && !ex->cut_off);
+                        complete);
+    }
     const struct kl_usage *u = kl_account_usage(ex);
     int64_t nd;
     if (u && u->known && kl_account_cost(ex, u, &nd) == 0) {

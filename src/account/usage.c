@@ -68,9 +68,9 @@ struct kl_usage_parser {
     bool strict;                /* a tool policy reads this answer: every event in full */
     bool bedrock;               /* Bedrock InvokeModel: kl_usage_bedrock */
     const char *ambiguous;      /* why the caller could read the answer differently, or NULL */
-    int64_t text_bytes;         /* text, thinking and tool input the answer carried so far (decoded, about):
-                                   Anthropic's deltas, Gemini's parts */
-    bool thinking;              /* Anthropic: a thinking block went by (kl_usage_settle) */
+    int64_t text_bytes;         /* text, reasoning and tool input the answer carried so far (decoded, about):
+                                   a stream's deltas, Gemini's parts */
+    bool thinking;              /* the answer reasons, and bills more of it than it shows (kl_usage_settle) */
     bool ended;                 /* the stream's own end went by: OpenAI's [DONE], Anthropic's message_stop */
     /* Gemini: the answers (candidates, by index; 63 and up share a bit) a
      * stream has shown, and those that have said why they stopped: one that
@@ -251,6 +251,88 @@ static bool name_is(const char *ev, size_t n, const char *lit)
     return n == strlen(lit) && memcmp(ev, lit, n) == 0;
 }
 
+/* The bytes of the JSON string starting at v (its opening quote), roughly
+ * as decoded: an escape is the one byte it stands for, \uXXXX two. *after
+ * (when given) is set past its closing quote. */
+static size_t string_bytes(const char *v, const char *end, const char **after)
+{
+    size_t len = 0;
+    for (v++; v < end && *v != '"'; v++, len++) {
+        if (*v != '\\' || v + 1 == end)
+            continue;
+        if (v[1] == 'u' && end - v >= 6) {
+            v += 5;
+            len++;
+        } else {
+            v++;
+        }
+    }
+    if (after)
+        *after = v < end ? v + 1 : end;
+    return len;
+}
+
+static const char *skip_ws_to(const char *c, const char *end)
+{
+    while (c < end && (*c == ' ' || *c == '\t' || *c == '\n' || *c == '\r'))
+        c++;
+    return c;
+}
+
+/* Past the JSON object starting at v (its opening brace), or end. */
+static const char *object_end(const char *v, const char *end)
+{
+    int depth = 0;
+    while (v < end) {
+        if (*v == '"') {
+            string_bytes(v, end, &v);
+            continue;
+        }
+        if (*v == '{')
+            depth++;
+        else if (*v == '}' && --depth == 0)
+            return v + 1;
+        v++;
+    }
+    return end;
+}
+
+/* The bytes of the values of the members named in keys, anywhere in the
+ * JSON text s: a string's as decoded (string_bytes), an object's as
+ * written. What a stream chunk carried of text, reasoning and tool input,
+ * from which a stream cut short before its count is estimated
+ * (kl_usage_settle). Bit k of *met (when given) is set when keys[k] was
+ * met with such a value. Strings are stepped over whole, so a text that
+ * spells a key is not taken for one. */
+static size_t member_bytes(const char *s, size_t n, const char *const *keys, size_t nkeys, unsigned *met)
+{
+    const char *end = s + n, *v = s;
+    size_t bytes = 0;
+    while (v < end && (v = memchr(v, '"', (size_t)(end - v)))) {
+        const char *after;
+        size_t len = string_bytes(v, end, &after);
+        const char *c = skip_ws_to(after, end);
+        for (size_t k = 0; c < end && *c == ':' && k < nkeys; k++) {
+            if (strlen(keys[k]) != len || memcmp(v + 1, keys[k], len) != 0)
+                continue;
+            c = skip_ws_to(c + 1, end);
+            if (c < end && *c == '"') {
+                bytes += string_bytes(c, end, &after);
+            } else if (c < end && *c == '{') {
+                after = object_end(c, end);
+                bytes += (size_t)(after - c);
+            } else {
+                break;
+            }
+            if (met)
+                *met |= 1u << k;
+            break;
+        }
+        v = after;
+    }
+    return bytes;
+}
+
 /* ---- OpenAI chat completions ---- */
 
 /* Does a chat chunk carry some of an answer: a non-empty string under a
@@ -276,6 +358,15 @@ static bool chat_answers(const char *d, size_t n)
         }
     }
     return false;
+}
+
+/* The bytes of text, reasoning and call arguments a chat chunk carries.
+ * OpenAI reports a stream's usage only in its last chunk, so one cut short
+ * is estimated from these (kl_usage_assume_prompt). */
+static size_t chat_delta_bytes(const char *d, size_t n)
+{
+    static const char *const keys[] = {"content", "arguments", "refusal", "reasoning_content", "reasoning"};
+    return member_bytes(d, n, keys, 5, NULL);
 }
 
 static void chat_usage(kl_usage_parser *p, const cJSON *us)
@@ -568,6 +659,27 @@ static void responses_event(kl_usage_parser *p, const cJSON *root, const char *t
     }
 }
 
+/* The same for a Responses event: the text of a ".delta" event (output
+ * text, call arguments, a reasoning summary ...; not audio, which is
+ * base64). An answer that reasons is noted as its reasoning item starts:
+ * it bills its reasoning whether or not it shows a summary of it. */
+static size_t responses_delta_bytes(kl_usage_parser *p, const char *ev, size_t evl, const char *d, size_t n)
+{
+    static const char *const keys[] = {"delta"};
+    bool delta;
+    if (evl) {
+        if (memmem(ev, evl, "reasoning", 9) ||
+            (name_is(ev, evl, "response.output_item.added") && has(d, n, "\"type\":\"reasoning\"")))
+            p->thinking = true;
+        delta = evl > 6 && !memcmp(ev + evl - 6, ".delta", 6) && !(evl >= 11 && !memcmp(ev + evl - 11, "audio.delta", 11));
+    } else {
+        if (has(d, n, "\"type\":\"response.reasoning") || has(d, n, "\"type\":\"reasoning\""))
+            p->thinking = true;
+        delta = has(d, n, ".delta\"") && !has(d, n, "audio.delta\"");
+    }
+    return delta ? member_bytes(d, n, keys, 1, NULL) : 0;
+}
+
 static bool responses_event_wanted(const kl_usage_parser *p, const char *ev, size_t evl,
                                    const char *d, size_t n)
 {
@@ -631,55 +743,24 @@ static void note_final(kl_usage_parser *p)
 
 /* ---- Anthropic Messages ---- */
 
-/* The bytes of the JSON string starting at v (its opening quote), roughly
- * as decoded: an escape is the one byte it stands for, \uXXXX two. *after
- * (when given) is set past its closing quote. */
-static size_t string_bytes(const char *v, const char *end, const char **after)
-{
-    size_t len = 0;
-    for (v++; v < end && *v != '"'; v++, len++) {
-        if (*v != '\\' || v + 1 == end)
-            continue;
-        if (v[1] == 'u' && end - v >= 6) {
-            v += 5;
-            len++;
-        } else {
-            v++;
-        }
-    }
-    if (after)
-        *after = v < end ? v + 1 : end;
-    return len;
-}
-
 /* The bytes of text, thinking or tool input one content_block_delta
  * carries: what a stream cut short before its message_delta is estimated
  * from (kl_usage_settle). A thinking block (plain or redacted) is noted
  * as it starts: what it streams is a summary of what it bills. */
 static size_t anthropic_delta_bytes(kl_usage_parser *p, const char *ev, size_t evl, const char *d, size_t n)
 {
-    static const char *const keys[] = {"\"text\":", "\"partial_json\":", "\"thinking\":"};
+    static const char *const keys[] = {"text", "partial_json", "thinking"};
     if (evl ? !name_is(ev, evl, "content_block_delta") : !has(d, n, "\"content_block_delta\"")) {
         if ((evl ? name_is(ev, evl, "content_block_start") : has(d, n, "\"content_block_start\"")) &&
             (has(d, n, "\"thinking\"") || has(d, n, "\"redacted_thinking\"")))
             p->thinking = true; /* from its start: the summary's first delta may be long in coming */
         return 0;
     }
-    const char *end = d + n;
-    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
-        size_t kl = strlen(keys[k]);
-        const char *v = memmem(d, n, keys[k], kl);
-        if (!v)
-            continue;
-        for (v += kl; v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r'); v++)
-            ;
-        if (v == end || *v != '"')
-            continue;
-        if (k == 2)
-            p->thinking = true;
-        return string_bytes(v, end, NULL);
-    }
-    return 0;
+    unsigned met = 0;
+    size_t bytes = member_bytes(d, n, keys, 3, &met);
+    if (met & 4)
+        p->thinking = true;
+    return bytes;
 }
 
 /* Stream fields arrive in pieces (message_start, then message_delta which
@@ -822,6 +903,19 @@ static void converse_event(kl_usage_parser *p, const char *name, size_t n, const
     }
 }
 
+/* The same for a ConverseStream event: a contentBlockDelta's text and
+ * tool input; its reasoning is taken at the cap, as Anthropic's thinking
+ * is (Claude 4 on Bedrock streams a summary of it). */
+static size_t converse_delta_bytes(kl_usage_parser *p, const char *ev, size_t evl, const char *d, size_t n)
+{
+    static const char *const keys[] = {"text", "input"};
+    if (!name_is(ev, evl, "contentBlockDelta"))
+        return 0;
+    if (has(d, n, "\"reasoningContent\""))
+        p->thinking = true;
+    return member_bytes(d, n, keys, 2, NULL);
+}
+
 static bool converse_event_wanted(const char *ev, size_t evl, const char *d, size_t n)
 {
     return name_is(ev, evl, "messageStop") || name_is(ev, evl, "metadata") ||
@@ -880,31 +974,6 @@ static bool span_count(const char *s, const struct kl_json_want *w, int64_t *out
     return true;
 }
 
-static const char *skip_ws_to(const char *c, const char *end)
-{
-    while (c < end && (*c == ' ' || *c == '\t' || *c == '\n' || *c == '\r'))
-        c++;
-    return c;
-}
-
-/* Past the JSON object starting at v (its opening brace), or end. */
-static const char *object_end(const char *v, const char *end)
-{
-    int depth = 0;
-    while (v < end) {
-        if (*v == '"') {
-            string_bytes(v, end, &v);
-            continue;
-        }
-        if (*v == '{')
-            depth++;
-        else if (*v == '}' && --depth == 0)
-            return v + 1;
-        v++;
-    }
-    return end;
-}
-
 /* What a Gemini chunk's candidates carried: the text of its parts
  * (thoughts included), as decoded, and the arguments of its function
  * calls, as written. Gemini reports its output only in a stream's last
@@ -912,29 +981,8 @@ static const char *object_end(const char *v, const char *end)
  * (kl_usage_settle), as Anthropic's is charged its deltas. */
 static size_t gemini_text_bytes(const char *s, size_t n)
 {
-    const char *end = s + n, *v = s;
-    size_t bytes = 0;
-    while (v < end) {
-        if (*v != '"') {
-            v++;
-            continue;
-        }
-        const char *after;
-        size_t len = string_bytes(v, end, &after);
-        const char *c = skip_ws_to(after, end);
-        bool text = len == 4 && !memcmp(v + 1, "text", 4), args = len == 4 && !memcmp(v + 1, "args", 4);
-        if (c < end && *c == ':' && (text || args)) {
-            c = skip_ws_to(c + 1, end);
-            if (text && c < end && *c == '"') {
-                bytes += string_bytes(c, end, &after);
-            } else if (args && c < end && *c == '{') {
-                after = object_end(c, end);
-                bytes += (size_t)(after - c);
-            }
-        }
-        v = after;
-    }
-    return bytes;
+    static const char *const keys[] = {"text", "args"};
+    return member_bytes(s, n, keys, 2, NULL);
 }
 
 /* Which candidates a chunk shows, and which of them stop there (by the
@@ -1306,6 +1354,7 @@ static void read_event(kl_usage_parser *p, const char *event, size_t event_len, 
         cJSON_Delete(tree);
         return;
     case KL_USAGE_OPENAI_CHAT:
+        p->text_bytes += (int64_t)chat_delta_bytes(d, n);
         if (!full && !chat_event_wanted(p, d, n))
             return;
         if (!full && chat_chunk_without_calls(d, n)) {
@@ -1314,6 +1363,7 @@ static void read_event(kl_usage_parser *p, const char *event, size_t event_len, 
         }
         break;
     case KL_USAGE_OPENAI_RESPONSES:
+        p->text_bytes += (int64_t)responses_delta_bytes(p, event, event_len, d, n);
         if (!full && !responses_event_wanted(p, event, event_len, d, n))
             return;
         break;
@@ -1325,6 +1375,7 @@ static void read_event(kl_usage_parser *p, const char *event, size_t event_len, 
             return;
         break;
     case KL_USAGE_BEDROCK_CONVERSE:
+        p->text_bytes += (int64_t)converse_delta_bytes(p, event, event_len, d, n);
         if (!full && !converse_event_wanted(event, event_len, d, n))
             return;
         break;
@@ -1632,6 +1683,17 @@ void kl_usage_settle(kl_usage_parser *p, int64_t bytes_per_token, int64_t max_ou
         carried = max_output; /* the provider was held to it: no more can have been made */
     if (carried > p->u.output)
         p->u.output = carried;
+}
+
+void kl_usage_assume_prompt(kl_usage_parser *p, int64_t prompt_tokens, bool reasons)
+{
+    if (p->u.known || !(p->kind == KL_USAGE_OPENAI_CHAT || p->kind == KL_USAGE_OPENAI_RESPONSES ||
+                        p->kind == KL_USAGE_BEDROCK_CONVERSE))
+        return;
+    p->u.input = prompt_tokens > 0 ? prompt_tokens : 0;
+    p->u.known = true;
+    if (reasons)
+        p->thinking = true;
 }
 
 const struct kl_usage *kl_usage_result(const kl_usage_parser *p)

@@ -156,8 +156,20 @@ void kl_usage_unreadable(kl_usage_parser *p, const char *what);
  * text, thinking and tool input it carried come to at bytes_per_token
  * (quotas'), never past max_output (the cap the provider was held to; 0:
  * none), where those counts say less (Anthropic's first event reports one
- * output token, its last the real count). */
+ * output token, its last the real count); an answer that reasons more than
+ * it shows (Claude 4's thinking summary, OpenAI's hidden reasoning) is
+ * taken at max_output. */
 void kl_usage_settle(kl_usage_parser *p, int64_t bytes_per_token, int64_t max_output, bool complete);
+
+/* Before kl_usage_settle, for a stream cut short in a dialect that reports
+ * usage only at its end (OpenAI's chat and Responses, ConverseStream): the
+ * provider bills its whole prompt and what it generated, so the input is
+ * taken as prompt_tokens (the prompt quotas reserved, an estimate that
+ * leans high) and the output as kl_usage_settle raises it, at the cap for
+ * a request that asked for reasoning (reasons), which these streams bill
+ * and do not show. Nothing once the stream reported usage, nor for other
+ * dialects. */
+void kl_usage_assume_prompt(kl_usage_parser *p, int64_t prompt_tokens, bool reasons);
 
 /* Running totals: valid mid-stream and at the end. Never NULL. */
 const struct kl_usage *kl_usage_result(const kl_usage_parser *p);

@@ -33,6 +33,7 @@ struct kl_admission {
     int64_t referenced;                 /* tokens of the inputs the request points at (referenced_tokens) */
     int64_t chained;                    /* of those, the stored context keyless knows the size of: exact, so
                                            reserved as the prompt is */
+    bool sized;                         /* it reserves prompt and output (a dollar or token bucket) */
     enum charge charge[KL_MAX_BUCKETS];
     bool log_only[KL_MAX_BUCKETS];      /* on_exceed: log — charged, never refused */
     bool settled;
@@ -562,6 +563,7 @@ enum kl_step kl_admit_run(kl_exchange *ex)
     bool sized = dollars;
     for (size_t i = 0; i < a->n; i++)
         sized |= a->charge[i] == CHARGE_TOKENS;
+    a->sized = sized;
     a->referenced = sized ? referenced_tokens(ex, &a->chained) : 0;
     int64_t prompt = sat_add(prompt_estimate(ex), a->chained);
     if (sized)
@@ -902,6 +904,13 @@ cJSON *kl_admit_quota_states(kl_exchange *ex)
             cJSON_AddStringToObject(q, "rate", rate_text(&ex->arena, st.rate_amount, st.rate_period_ms));
     }
     return out;
+}
+
+int64_t kl_admit_prompt_reserved(const kl_exchange *ex)
+{
+    int64_t known, chained = ex->admission && ex->admission->sized ? ex->admission->chained
+                                                                    : chained_tokens(ex, 0, &known);
+    return sat_add(prompt_estimate(ex), chained);
 }
 
 cJSON *kl_admit_cost_estimate(kl_exchange *ex)

@@ -612,13 +612,19 @@ describe('spend quotas', () => {
     assert.equal(rr.output_tokens, 200);
     assert.ok(rr.cost_nanodollars > 0);
     assert.equal(await level(), 1000000000n - BigInt(rr.cost_nanodollars), 'charged as recorded');
-    const c = await post(gw, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', max_tokens: 100, stream: true,
-      messages: [{ role: 'user', content: 'x' }] }));
+    // a chat stream that served text and then an error, before its usage:
+    // its prompt at the reserved estimate, its output from the text
+    const chat = JSON.stringify({ model: 'gpt-4o', max_tokens: 100, stream: true,
+      messages: [{ role: 'user', content: 'x'.repeat(900) }] });
+    const c = await post(gw, '/v1/chat/completions', chat);
     assert.match(await c.text(), /server had an error/);
     const rc = await finalRecord(gw, c.headers.get('x-keyless-request-id'));
     assert.equal(rc.error_class, 'upstream_error');
-    assert.equal(rc.usage_known, 0);
-    assert.ok(await level() < 1000000000n - BigInt(rr.cost_nanodollars), 'text was served before the error, with no usage: the reservation is kept');
+    assert.equal(rc.usage_known, 2);
+    assert.deepEqual([rc.input_tokens, rc.output_tokens], [Math.ceil(chat.length / 3), 2], '"Hello" is 5 bytes');
+    assert.ok(rc.cost_nanodollars > 0);
+    assert.equal(await level(), 1000000000n - BigInt(rr.cost_nanodollars) - BigInt(rc.cost_nanodollars),
+      'charged as recorded, not the whole reservation');
     await gw.stop();
     up.close();
   });
@@ -803,7 +809,7 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
-  it('a log-only bucket in deficit is charged an unknown answer\'s reservation too, not nothing', async () => {
+  it('a log-only bucket in deficit is charged an unknown answer\'s reservation too, not nothing; a cut stream its estimate', async () => {
     const mock = await startMock();
     const gw = await startGateway({ quotas: { lg: { capacity: usd(EST / 2n), on_exceed: 'log' } }, grants: grant([{ bucket: 'lg' }]),
       providers: providersFor(mock.url) });
@@ -813,13 +819,31 @@ describe('spend quotas', () => {
     const reader = r.body.getReader();
     await reader.read(); // then the caller leaves: OpenAI's usage, at the end, never comes
     await reader.cancel();
-    let current;
-    for (let i = 0; i < 50; i++) {
-      await sleep(50);
-      current = BigInt((await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0].current);
-      if (current !== EST / 2n) break;
-    }
-    assert.equal(current, EST / 2n - amount);
+    const changed = async (from) => {
+      let current;
+      for (let i = 0; i < 50; i++) {
+        await sleep(50);
+        current = BigInt((await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0].current);
+        if (current !== from) break;
+      }
+      return current;
+    };
+    // a stream is charged its estimate, as its record says
+    let current = await changed(EST / 2n);
+    const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+    assert.equal(rec.usage_known, 2);
+    assert.ok(rec.cost_nanodollars > 0 && BigInt(rec.cost_nanodollars) < amount);
+    assert.equal(current, EST / 2n - BigInt(rec.cost_nanodollars));
+    // a whole answer the caller hung up on before its head has no usage at all: the whole amount
+    const whole = JSON.stringify({ model: 'gpt-4o', max_tokens: MAX_TOKENS, messages: [{ role: 'user', content: 'hi' }] });
+    const wholeAmount = BigInt(Math.ceil(Buffer.byteLength(whole) / 3)) * IN_ND + BigInt(MAX_TOKENS) * OUT_ND;
+    const ctl = new AbortController();
+    const pending = fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', body: whole, signal: ctl.signal,
+      headers: { 'content-type': 'application/json', 'x-mock': 'delay_headers_ms=1500' } }).catch((e) => e);
+    await sleep(300);
+    ctl.abort();
+    await pending;
+    assert.equal(await changed(current), current - wholeAmount);
     await gw.stop();
     await mock.stop();
   });

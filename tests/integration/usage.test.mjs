@@ -252,6 +252,45 @@ describe('usage and cost in records', () => {
     }
   });
 
+  it('a caller that leaves an OpenAI stream: its prompt at the estimate, output from its text, or the cap when it reasons', async () => {
+    // OpenAI reports usage only in a stream's last chunk; cut before it, the
+    // provider still bills the prompt and what it generated
+    const leave = (path, body, s, enough) => new Promise((resolve) => {
+      const req = http.request(`${gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json',
+        'x-session-id': s, 'x-mock': `${KNOBS};size=900;events=30;delay_events_ms=25` } }, (res) => {
+        let got = '';
+        res.on('data', (d) => {
+          got += d;
+          if ((got.match(enough) || []).length >= 5) {
+            req.destroy();
+            resolve(res.headers['x-keyless-request-id']);
+          }
+        });
+      });
+      req.on('error', () => {});
+      req.end(body);
+    });
+    const chat = JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'x'.repeat(3000) }] });
+    let rec = await finalRecord(gw, await leave('/v1/chat/completions', chat, 'left-chat', /"content":"[^"]/g));
+    assert.equal(rec.error_class, 'client_closed');
+    assert.equal(rec.usage_known, 2);
+    assert.equal(rec.input_tokens, Math.ceil(chat.length / 3), 'the body at 3 bytes a token');
+    // five deltas of ~30 bytes or more, and less than all 900 bytes
+    assert.ok(rec.output_tokens >= 40 && rec.output_tokens < 300, `${rec.output_tokens}`);
+    assert.equal(rec.cost_known, 1);
+    assert.equal(rec.cost_nanodollars, costNano('gpt-4o', { input: rec.input_tokens, output: rec.output_tokens,
+      cache_read: 0, cache_write: 0 }));
+    // asked to reason: the reasoning is billed and never shown, so the cap
+    const resp = JSON.stringify({ model: 'gpt-4o', stream: true, input: 'x', max_output_tokens: 700,
+      reasoning: { effort: 'high' } });
+    rec = await finalRecord(gw, await leave('/v1/responses', resp, 'left-responses', /output_text\.delta/g));
+    assert.equal(rec.error_class, 'client_closed');
+    assert.equal(rec.usage_known, 2);
+    assert.deepEqual([rec.input_tokens, rec.output_tokens], [Math.ceil(resp.length / 3), 700]);
+    assert.equal(rec.cost_nanodollars, costNano('gpt-4o', { input: rec.input_tokens, output: 700, cache_read: 0,
+      cache_write: 0 }));
+  });
+
   it('an Anthropic stream the provider ends with an error event is partial too, its estimate within max_tokens', async () => {
     // overloaded_error arrives inside the 200 stream, which then ends cleanly
     const c = new Anthropic({ baseURL: gw.url, apiKey: '-', maxRetries: 0 });

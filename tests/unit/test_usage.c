@@ -453,6 +453,107 @@ static void chat_stream_without_usage_is_unknown(void **state)
     kl_arena_free(&a);
 }
 
+/* OpenAI's streams and ConverseStream report usage only at their end. Cut
+ * short, they are taken at the prompt quotas reserved and the output their
+ * deltas carried (text, call arguments; a key spelled inside text is not
+ * one), or at the cap when the answer reasons out of sight. */
+static void cut_streams_without_usage_are_estimated(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    /* chat: 12 bytes of text ("the \"content\": x" decoded is 16), 9 of arguments */
+    const char *c1 = "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,"
+                     "\"delta\":{\"role\":\"assistant\",\"content\":\"Hello there!\"},\"finish_reason\":null}]}";
+    const char *c2 = "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,"
+                     "\"delta\":{\"content\":\"the \\\"content\\\": x\"},\"finish_reason\":null}]}";
+    const char *c3 = "{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,"
+                     "\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":"
+                     "{\"name\":\"Read\",\"arguments\":\"{\\\"p\\\":1}\"}}]},\"finish_reason\":null}]}";
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_event(p, NULL, 0, c1, strlen(c1));
+    kl_usage_event(p, NULL, 0, c2, strlen(c2));
+    kl_usage_event(p, NULL, 0, c3, strlen(c3));
+    assert_false(kl_usage_result(p)->known);
+    kl_usage_assume_prompt(p, 500, false);
+    kl_usage_settle(p, 3, 1000, false);
+    const struct kl_usage *u = kl_usage_result(p);
+    assert_true(u->partial);
+    expect_counts(u, 500, 0, 0, 12, 0); /* 12 + 16 + 7 ({"p":1}) = 35 bytes at 3 */
+    /* asked to reason: what it bills is out of sight, so the cap */
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_event(p, NULL, 0, c1, strlen(c1));
+    kl_usage_assume_prompt(p, 500, true);
+    kl_usage_settle(p, 3, 1000, false);
+    expect_counts(kl_usage_result(p), 500, 0, 0, 1000, 0);
+    /* a stream whose usage came (vLLM's running counts) keeps its own */
+    const char *c4 = "{\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},"
+                     "\"finish_reason\":null}],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":1}}";
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_event(p, NULL, 0, c4, strlen(c4));
+    kl_usage_assume_prompt(p, 500, true);
+    kl_usage_settle(p, 3, 0, false);
+    expect_counts(kl_usage_result(p), 7, 0, 0, 1, 0);
+
+    /* Responses: the text of .delta events, not audio's base64; named or not */
+    const char *r1 = "{\"type\":\"response.output_text.delta\",\"item_id\":\"msg_1\",\"output_index\":0,"
+                     "\"content_index\":0,\"delta\":\"Hello there, friend\"}";                   /* 19 */
+    const char *r2 = "{\"type\":\"response.function_call_arguments.delta\",\"item_id\":\"fc_1\",\"output_index\":1,"
+                     "\"delta\":\"{\\\"path\\\":\"}";                                              /* 8 */
+    const char *r3 = "{\"type\":\"response.audio.delta\",\"delta\":\"UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAA=\"}";
+    const char *names[] = {"response.output_text.delta", "response.function_call_arguments.delta",
+                           "response.audio.delta"};
+    const char *evs[] = {r1, r2, r3};
+    for (int named = 0; named < 2; named++) {
+        p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
+        for (int i = 0; i < 3; i++)
+            kl_usage_event(p, named ? names[i] : NULL, named ? strlen(names[i]) : 0, evs[i], strlen(evs[i]));
+        kl_usage_assume_prompt(p, 40, false);
+        kl_usage_settle(p, 3, 0, false);
+        expect_counts(kl_usage_result(p), 40, 0, 0, 9, 0); /* 27 bytes at 3 */
+    }
+    /* a reasoning item, summary shown or not: the cap */
+    const char *ri = "{\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{\"id\":\"rs_1\","
+                     "\"type\":\"reasoning\",\"summary\":[]}}";
+    for (int named = 0; named < 2; named++) {
+        p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
+        kl_usage_event(p, named ? "response.output_item.added" : NULL, named ? 26 : 0, ri, strlen(ri));
+        kl_usage_assume_prompt(p, 40, false);
+        kl_usage_settle(p, 3, 700, false);
+        expect_counts(kl_usage_result(p), 40, 0, 0, 700, 0);
+    }
+
+    /* ConverseStream: a contentBlockDelta's text and tool input; reasoning at the cap */
+    const char *v1 = "{\"contentBlockIndex\":0,\"delta\":{\"text\":\"Hello there\"}}";                   /* 11 */
+    const char *v2 = "{\"contentBlockIndex\":1,\"delta\":{\"toolUse\":{\"input\":\"{\\\"a\\\":2}\"}}}";  /* 7 */
+    const char *v3 = "{\"contentBlockIndex\":0,\"delta\":{\"reasoningContent\":{\"text\":\"hmm\"}}}";
+    p = kl_usage_parser_new(&a, KL_USAGE_BEDROCK_CONVERSE);
+    kl_usage_event(p, "contentBlockDelta", 17, v1, strlen(v1));
+    kl_usage_event(p, "contentBlockDelta", 17, v2, strlen(v2));
+    kl_usage_assume_prompt(p, 40, false);
+    kl_usage_settle(p, 2, 100, false);
+    expect_counts(kl_usage_result(p), 40, 0, 0, 9, 0);
+    p = kl_usage_parser_new(&a, KL_USAGE_BEDROCK_CONVERSE);
+    kl_usage_event(p, "contentBlockDelta", 17, v3, strlen(v3));
+    kl_usage_assume_prompt(p, 40, false);
+    kl_usage_settle(p, 2, 100, false);
+    expect_counts(kl_usage_result(p), 40, 0, 0, 100, 0);
+
+    /* dialects that report as they go are not touched: Anthropic's
+     * message_start says the input exactly */
+    const char *start = "{\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\","
+                        "\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}";
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    kl_usage_event(p, "message_start", 13, start, strlen(start));
+    kl_usage_assume_prompt(p, 500, false);
+    kl_usage_settle(p, 3, 0, false);
+    expect_counts(kl_usage_result(p), 12, 0, 0, 1, 0);
+    p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+    kl_usage_assume_prompt(p, 500, false);
+    assert_false(kl_usage_result(p)->known);
+    kl_arena_free(&a);
+}
+
 /* Chunks without tool calls are read by the byte scanner, not a cJSON tree:
  * the model, the finish reason (after a text delta holding escapes and the
  * word "usage"), and usage with cached tokens from the last chunk. */
@@ -1777,6 +1878,7 @@ int main(void)
         cmocka_unit_test(chat_stream_tools_every_split),
         cmocka_unit_test(chat_stream_malformed_every_split),
         cmocka_unit_test(chat_stream_without_usage_is_unknown),
+        cmocka_unit_test(cut_streams_without_usage_are_estimated),
         cmocka_unit_test(chat_stream_scanned),
         cmocka_unit_test(escaped_words_are_read),
         cmocka_unit_test(chat_stream_parallel_tools),
