@@ -46,6 +46,7 @@ struct kl_h1_xfer {
     kl_h1_body body;
     bool reused;                        /* the connection came from the pool */
     bool retried;                       /* already retried on a fresh connection */
+    bool sent_before;                   /* the try before the retry had written the whole request */
     bool got_bytes;                     /* a response byte arrived on this connection */
     bool sent;                          /* the whole request was written to the socket */
     bool paused;                        /* reading stopped for a slow client */
@@ -73,7 +74,7 @@ static const struct kl_timeouts *timeouts(const struct kl_h1_xfer *x)
 static void xfer_free(struct kl_h1_xfer *x, bool keep_conn)
 {
     struct kl_h1_pool *p = x->pool;
-    if (x->sent)
+    if (x->sent || x->sent_before)
         x->ex->upstream_sent = true;
     event_del(&x->timer);
     event_del(&x->ctimer);
@@ -100,7 +101,7 @@ static void xfer_free(struct kl_h1_xfer *x, bool keep_conn)
 static void fail(struct kl_h1_xfer *x, enum kl_err_kind kind, enum kl_error_class ec, const char *msg)
 {
     kl_exchange *ex = x->ex;
-    if (!x->sent)
+    if (!x->sent && !x->sent_before)
         ex->upstream_unsent = true; /* the provider cannot have served it: failover may */
     xfer_free(x, false);
     if (ex->cut_off) {
@@ -113,6 +114,12 @@ static void fail(struct kl_h1_xfer *x, enum kl_err_kind kind, enum kl_error_clas
 static void fail_unreachable(struct kl_h1_xfer *x, const char *why)
 {
     kl_exchange *ex = x->ex;
+    if (x->sent_before) { /* the provider was reached, and may be serving the request: no failover */
+        fail(x, KL_ERR_BAD_GATEWAY, KL_EC_UPSTREAM_RESET,
+             kl_arena_printf(&ex->arena, "connection to provider %s broke after it took the whole request, and a "
+                             "fresh connection could not reach it: %s", ex->provider->id, why));
+        return;
+    }
     fail(x, KL_ERR_BAD_GATEWAY, KL_EC_UPSTREAM_UNREACHABLE,
          kl_arena_printf(&ex->arena, "provider %s is unreachable: %s", ex->provider->id, why));
 }
@@ -474,7 +481,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     struct kl_h1_xfer *x = arg;
     if (what & BEV_EVENT_CONNECTED) {
         event_del(&x->ctimer);
-        x->state = X_HEAD;
+        /* libevent may run the read callback first, in the same pass: an
+         * answer already under way keeps its state */
+        if (x->state == X_CONNECT)
+            x->state = X_HEAD;
         return;
     }
     int err = EVUTIL_SOCKET_ERROR();
@@ -494,12 +504,16 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (x->state == X_HEAD && x->reused && !x->got_bytes && !x->retried) {
-        /* The server closed the pooled connection as we reused it: the
-         * request cannot have been answered, so send it once more on a
-         * fresh connection. */
+        /* The server closed the pooled connection as we reused it (one it
+         * closed while idle is noticed before reuse: kl_h1_conn_take): the
+         * request was not answered, so send it once more on a fresh
+         * connection, as libcurl does. The server may have read it all the
+         * same, so if the retry fails too, the request counts as sent: it
+         * is not failed over, which could serve it twice. */
         kl_h1_conn_close(x->conn);
         x->conn = NULL;
         x->retried = true;
+        x->sent_before = x->sent;
         start(x);
         return;
     }

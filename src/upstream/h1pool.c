@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -192,19 +193,36 @@ static void on_idle_event(struct bufferevent *bev, short what, void *arg)
     kl_h1_conn_close(arg);
 }
 
+/* Has the server closed an idle connection, or sent on it unasked, since
+ * the loop last looked (the idle watch sees it only on the next pass)? One
+ * recv that peeks: a connection with bytes waiting carries no answer to a
+ * request not yet sent, so it is of no use either. */
+static bool still_quiet(struct kl_h1_conn *c)
+{
+    char b;
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        return false;
+    ssize_t r = recv(bufferevent_getfd(c->bev), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+}
+
 struct kl_h1_conn *kl_h1_conn_take(struct kl_h1_origin *o)
 {
-    struct kl_h1_conn *c = o->idle_head;
-    if (!c)
-        return NULL;
-    if (now_ms() - c->idle_since_ms >= KL_H1_IDLE_MS) {
-        /* The newest is too old: so are all the others. */
-        while (o->idle_head)
-            kl_h1_conn_close(o->idle_head);
-        return NULL;
+    struct kl_h1_conn *c;
+    while ((c = o->idle_head)) {
+        if (now_ms() - c->idle_since_ms >= KL_H1_IDLE_MS) {
+            /* The newest is too old: so are all the others. */
+            while (o->idle_head)
+                kl_h1_conn_close(o->idle_head);
+            return NULL;
+        }
+        if (still_quiet(c)) {
+            unlink_idle(c);
+            return c;
+        }
+        kl_h1_conn_close(c);
     }
-    unlink_idle(c);
-    return c;
+    return NULL;
 }
 
 void kl_h1_conn_put(struct kl_h1_conn *c)

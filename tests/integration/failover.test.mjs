@@ -693,6 +693,44 @@ describe('failover', () => {
     }
   });
 
+  it('a request retried after its reused connection broke, whose retry finds the provider gone, is not failed over', async () => {
+    // The provider read the whole request on a pooled connection, worked on
+    // it, and died: the retry's connect is refused. It may have served the
+    // request, so the backup is not asked, and the record says it was sent.
+    const body = '{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}';
+    const dying = scriptedUpstream({
+      ok(sock, req) {
+        if (req.onConn === 2) {
+          dying.close();
+          setTimeout(() => sock.destroy(), 200);
+          return;
+        }
+        sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      },
+    });
+    const port = await dying.listen();
+    const gw = await startGateway({ providers: providers(mock.url, { fault: null, primaryUrl: `http://127.0.0.1:${port}` }) },
+      { workers: 1 });
+    try {
+      await mock.clear();
+      const first = await chat(gw);
+      assert.equal(first.status, 200);
+      await first.json();
+      const second = await chat(gw);
+      assert.equal(second.status, 502);
+      await second.text();
+      assert.equal(dying.seen.length, 2, 'the provider had the request');
+      const rec = await finalRecord(gw, second.headers.get('x-keyless-request-id'));
+      assert.equal(rec.provider, 'primary');
+      assert.equal(rec.error_class, 'upstream_reset');
+      assert.match(rec.error_message, /broke after it took the whole request, and a fresh connection could not reach it/);
+      assert.equal(rec.attempts, null);
+      assert.deepEqual(await mock.requests(), [], 'backup never asked');
+    } finally {
+      await gw.stop();
+    }
+  });
+
   it('a client that leaves while a failed answer drains: the record keeps the provider that failed, with its status', async () => {
     const stalled = await rawProvider((req, sock) => {
       sock.write('HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{');

@@ -205,6 +205,34 @@ describe('upstream: the native HTTP/1.1 client', () => {
     assert.equal(up.seen.length - n0, 1, 'sent once, on a fresh connection');
   });
 
+  it('an answer that starts before the connect completes is one answer, however its body reads', async () => {
+    // The server writes its head and half the body as it accepts, before it
+    // has read anything; the rest of the body, which spells a second head,
+    // follows the request. libevent may report the connect after the first
+    // bytes were read: the answer under way must keep its state.
+    const rest = 'HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-Injected: yes\r\nContent-Length: 2\r\n\r\nhi';
+    const first = '{"id":"early","pad":"' + 'p'.repeat(40) + '",';
+    const total = first.length + rest.length;
+    const early = net.createServer((sock) => {
+      sock.on('error', () => {});
+      sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: ${total}\r\n\r\n${first}`);
+      sock.once('data', () => setTimeout(() => sock.end(rest), 5));
+    });
+    await new Promise((r) => early.listen(0, '127.0.0.1', r));
+    const g = await startGateway({ providers: providersFor(`http://127.0.0.1:${early.address().port}`) }, { workers: 1 });
+    try {
+      for (let i = 0; i < 40; i++) {
+        const r = await fetch(`${g.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
+        assert.equal(r.headers.get('x-injected'), null, `try ${i}`);
+        assert.equal(await r.text(), first + rest, `try ${i}`);
+      }
+    } finally {
+      await g.stop();
+      early.close();
+    }
+  });
+
   it('a multi-megabyte request body arrives intact, on a new and on a reused connection', async () => {
     const big = 'x'.repeat(3 * 1024 * 1024);
     let sum = 0;
