@@ -4,7 +4,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <zlib.h>
 
 #include "account/assemble.h"
 #include "account/prices.h"
@@ -61,12 +60,6 @@ struct kl_account {
     bool whole_overflow;
     char *capture;              /* captures=full: the first capture_max bytes */
     size_t capture_len, capture_max;
-    z_stream *z;                /* a gzip/deflate body: inflated on the side for usage, relayed as it came */
-    bool z_broken;              /* it would not inflate: usage stops where it broke */
-    char *zkey_carry;           /* the inflated tail that may begin the provider's key (kl_route_mask_key) */
-    size_t zkey_carry_len;
-    char *zheld;                /* compressed bytes held while that tail waits to be told apart from the key */
-    size_t zheld_len, zheld_cap;
     int kind;                   /* enum kl_usage_kind, -1 when the endpoint has none */
     bool keeping;               /* ex->keep_answer or scan_relayed: the decoded answer is kept, up to KL_KEEP_MAX */
     bool keep_overflow;
@@ -212,11 +205,9 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     struct kl_account *a = kl_arena_alloc(&ex->arena, sizeof(*a));
     ex->acct = a;
     a->kind = kl_usage_kind_for(ex->ep->id);
-    int kind = a->kind; /* -1 below when the body cannot be read */
-    /* Tool limits read every call: the answer is parsed strictly, a whole
-     * one is held until read, and one whose coding keyless asked not to
-     * get (it asks for identity) is not relayed, since a compressed stream
-     * could only be checked after its bytes had gone on. */
+    /* Tool limits read every call: the answer is parsed strictly and a
+     * whole one is held until read. (A body the provider compressed anyway
+     * arrives inflated: upstream/h1decode.h; libcurl on https://.) */
     bool tool_kind = a->kind == KL_USAGE_OPENAI_CHAT || a->kind == KL_USAGE_OPENAI_RESPONSES ||
                      a->kind == KL_USAGE_ANTHROPIC || a->kind == KL_USAGE_GEMINI ||
                      a->kind == KL_USAGE_BEDROCK_CONVERSE;
@@ -234,25 +225,8 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
      * reach a caller that reads it whole without its calls being read */
     if (tool_limits && event_stream && !ex->stream)
         event_stream = false;
-    size_t elen = 0;
-    const char *enc = kl_http_head_value(headers, "content-encoding", &elen);
-    if (enc && elen == 8 && !strncasecmp(enc, "identity", 8))
-        enc = NULL;
-    if (enc && ((elen == 4 && !strncasecmp(enc, "gzip", 4)) || (elen == 6 && !strncasecmp(enc, "x-gzip", 6)) ||
-                (elen == 7 && !strncasecmp(enc, "deflate", 7)))) {
-        a->z = calloc(1, sizeof(*a->z));
-        if (!a->z)
-            abort();
-        if (inflateInit2(a->z, 15 + 32) != Z_OK) { /* +32: a gzip or a zlib header, whichever it has */
-            free(a->z);
-            a->z = NULL;
-            kind = -1;
-        }
-    } else if (enc) {
-        kind = -1; /* br, zstd, ...: relayed, usage unknown */
-    }
-    if (status >= 200 && status < 300 && kind >= 0) {
-        a->usage = kl_usage_parser_new(&ex->arena, (enum kl_usage_kind)kind);
+    if (status >= 200 && status < 300 && a->kind >= 0) {
+        a->usage = kl_usage_parser_new(&ex->arena, (enum kl_usage_kind)a->kind);
         if (ex->ep->id == KL_EP_BEDROCK_INVOKE || ex->ep->id == KL_EP_BEDROCK_INVOKE_STREAM)
             kl_usage_bedrock(a->usage);
         if (ex->ep->id == KL_EP_GEMINI_STREAM)
@@ -266,17 +240,16 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
         if (ex->ep->dialect == KL_DIALECT_BEDROCK && a->mode == BODY_WHOLE)
             bedrock_counts(a, headers);
     }
-    /* a compressed stream is relayed as it came: nothing can be taken out */
-    a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200 && !a->z;
+    a->strip_usage_chunk = ex->added_include_usage && event_stream && status == 200;
     a->split_events = a->mode == BODY_EVENTS;
     a->bare_errors = a->mode == BODY_EVENTS && ex->ep->id == KL_EP_GEMINI_STREAM;
     a->strict_lines = a->bare_errors && (tool_limits || strong);
-    a->keeping = ex->keep_answer && (kind >= 0 || status >= 300);
+    a->keeping = ex->keep_answer && (a->kind >= 0 || status >= 300);
     /* A Gemini stream framed otherwise than asked (an array labelled as
      * events, events to a request without alt=sse; or a query the provider
      * read differently): read as one framing, it could be the other for
      * the caller, and a call in it pass unread */
-    bool gemini_misframed = ex->ep->id == KL_EP_GEMINI_STREAM && status >= 200 && status < 300 && kind >= 0 &&
+    bool gemini_misframed = ex->ep->id == KL_EP_GEMINI_STREAM && status >= 200 && status < 300 && a->kind >= 0 &&
                             event_stream != gemini_sse(ex);
     if ((tool_limits || strong) && gemini_misframed) {
         refuse_unread(ex, strong, kl_arena_printf(&ex->arena, "the provider framed its stream as %s although the "
@@ -285,7 +258,7 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
                                                   event_stream ? "events" : "a JSON array",
                                                   event_stream ? "a JSON array (no alt=sse)" : "events (alt=sse)",
                                                   tool_limits ? "tool limits read" : "guardrails read"));
-    } else if ((tool_limits || strong) && ex->stream && status >= 200 && status < 300 && kind >= 0 &&
+    } else if ((tool_limits || strong) && ex->stream && status >= 200 && status < 300 && a->kind >= 0 &&
                a->mode == BODY_WHOLE) {
         /* labelled application/json (pipeline.c reads any other label of a
          * stream as events): the SDKs read a stream's body as events
@@ -304,27 +277,20 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
          * their text cannot be followed across events */
         refuse_unread(ex, true, "the guardrails read a streamed answer as it passes only from Claude on InvokeModel, "
                                 "and read every answer before it is relayed: stopped by the gateway");
-    } else if ((tool_limits || strong) && enc && status >= 200 && status < 300) {
-        refuse_unread(ex, strong, kl_arena_printf(&ex->arena, "the provider's answer is compressed (%.*s) although "
-                                                  "keyless asked for none, and the %s every answer before it is "
-                                                  "relayed: stopped by the gateway", (int)(elen < 40 ? elen : 40), enc,
-                                                  tool_limits ? "tool limits read every call in" : "guardrails read"));
     } else {
         if (tool_limits && a->usage) {
             kl_usage_on_tool(a->usage, on_tool, ex);
             a->hold = a->mode == BODY_WHOLE;
             a->array_hold = a->mode == BODY_ARRAY;
         }
-        if (scan && a->usage && a->mode == BODY_WHOLE && !a->z) {
+        if (scan && a->usage && a->mode == BODY_WHOLE) {
             a->hold = a->scan_held = true;
         } else if (scan_live && a->usage) {
             a->live = kl_guard_stream_new(ex, a->kind, a->mode == BODY_FRAMES ? KL_GUARD_FRAMES
                                                        : a->mode == BODY_ARRAY ? KL_GUARD_ARRAY
                                                                                : KL_GUARD_SSE, relay_live);
-        } else if (scan && kind < 0) {
-            kl_guard_note(ex, "answer", NULL, "unscanned", NULL, 0, "its content coding cannot be read");
         } else if (scan) {
-            /* a stream, or a compressed answer with only rules that log */
+            /* a stream with only rules that log */
             a->scan_relayed = true;
             a->keeping = true;
         }
@@ -333,7 +299,7 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
      * stream they cannot serve (overloaded, throttled) with a 200 and an
      * error as its first event. Its head waits for that event when failover
      * could act on it: there is another provider to go to. */
-    a->hold_head = a->usage && !a->hold && !a->z &&
+    a->hold_head = a->usage && !a->hold &&
                    ((a->mode == BODY_EVENTS && a->kind == KL_USAGE_ANTHROPIC) || a->bare_errors ||
                     a->mode == BODY_FRAMES) &&
                    kl_failover_possible(ex);
@@ -581,7 +547,7 @@ static void on_event(void *arg, const char *raw, size_t len)
     }
     if (!drop && a->live)
         kl_guard_stream_event(a->live, ex, raw, len, ev, evl, data, dl, tool_calls(a));
-    else if (!drop && !a->z) /* a compressed stream's bytes were relayed as they came */
+    else if (!drop)
         forward(ex, raw, len);
     free(data);
     if (a->usage && !a->live)
@@ -684,8 +650,7 @@ static void on_frame(void *arg, const char *raw, size_t len, bool ok)
         live_frame(ex, raw, len, ok);
         return;
     }
-    if (!a->z)
-        forward(ex, raw, len);
+    forward(ex, raw, len);
     ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
 }
 
@@ -743,9 +708,8 @@ static void live_array(kl_exchange *ex, const char *data, size_t len)
     a->pend_len -= i;
 }
 
-/* Body bytes (inflated, for a compressed answer) read for their usage.
- * Events are relayed one by one as they complete (on_event), unless the
- * answer is compressed; other bodies are relayed by the caller. */
+/* Body bytes read for their usage. Events are relayed one by one as they
+ * complete (on_event); other bodies are relayed by the caller. */
 static void read_body(kl_exchange *ex, const char *data, size_t len)
 {
     struct kl_account *a = ex->acct;
@@ -791,89 +755,6 @@ static void read_body(kl_exchange *ex, const char *data, size_t len)
     }
 }
 
-/* The provider's key in an inflated piece of a compressed answer (the
- * compressed bytes go on as they came, so it cannot be masked there, as
- * pipeline.c masks a plain answer's): the answer is stopped before the
- * bytes that hold it go on. While the inflated text ends in what may
- * begin the key, the compressed bytes wait (zheld). */
-static bool key_in_inflated(kl_exchange *ex, const char *out, size_t n)
-{
-    struct kl_account *a = ex->acct;
-    size_t ignored;
-    bool masked = false;
-    kl_route_mask_key(&ex->arena, ex->provider ? ex->provider->key_spellings : NULL, &a->zkey_carry,
-                      &a->zkey_carry_len, out, n, &ignored, &masked);
-    return masked;
-}
-
-static void key_echoed(kl_exchange *ex)
-{
-    if (ex->cut_off)
-        return;
-    ex->cut_off = true;
-    ex->cut_kind = KL_ERR_BAD_GATEWAY;
-    ex->cut_class = KL_EC_BLOCKED;
-    ex->error_message = "the provider echoed its key in a compressed answer, which keyless cannot mask: stopped by the "
-                        "gateway";
-    kl_warn("%s: provider %s echoed its key in a compressed answer; the answer was stopped", ex->id,
-            ex->provider ? ex->provider->id : "?");
-}
-
-static bool inflate_data(kl_exchange *ex, const char *data, size_t len)
-{
-    struct kl_account *a = ex->acct;
-    bool guard_key = ex->provider && ex->provider->key_spellings; /* an error answer is read for this alone */
-    if (a->z_broken || (a->mode == BODY_NONE && !a->keeping && !guard_key)) {
-        if (a->zheld_len) /* held before it broke: first, in order */
-            forward(ex, a->zheld, a->zheld_len);
-        a->zheld_len = 0;
-        forward(ex, data, len);
-        return true;
-    }
-    bool echoed = false;
-    char out[16384];
-    a->z->next_in = (Bytef *)(uintptr_t)data;
-    a->z->avail_in = (uInt)len;
-    while (a->z->avail_in > 0) {
-        a->z->next_out = (Bytef *)out;
-        a->z->avail_out = sizeof(out);
-        int rc = inflate(a->z, Z_NO_FLUSH);
-        if (sizeof(out) - a->z->avail_out > 0) {
-            echoed |= key_in_inflated(ex, out, sizeof(out) - a->z->avail_out);
-            read_body(ex, out, sizeof(out) - a->z->avail_out);
-        }
-        if (rc == Z_STREAM_END) {
-            /* a gzip body may be several members (RFC 1952), which the
-             * caller's decoder reads one after another: so does this one */
-            if (inflateReset(a->z) != Z_OK) {
-                a->z_broken = true;
-                break;
-            }
-            continue;
-        }
-        if (rc != Z_OK && rc != Z_BUF_ERROR) {
-            a->z_broken = true;
-            break;
-        }
-        if (rc == Z_BUF_ERROR && a->z->avail_out > 0)
-            break;
-    }
-    if (echoed) {
-        key_echoed(ex);
-        free(a->zheld);
-        a->zheld = NULL;
-        a->zheld_len = a->zheld_cap = 0;
-    } else if (a->zkey_carry_len) {
-        append(&a->zheld, &a->zheld_len, &a->zheld_cap, data, len);
-    } else {
-        if (a->zheld_len)
-            forward(ex, a->zheld, a->zheld_len);
-        a->zheld_len = 0;
-        forward(ex, data, len);
-    }
-    return a->mode == BODY_WHOLE ? !ex->cut_off : !stopped(ex);
-}
-
 bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
 {
     struct kl_account *a = ex->acct;
@@ -881,8 +762,6 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
         kl_respond_data(ex, data, len);
         return true;
     }
-    if (a->z)
-        return inflate_data(ex, data, len);
     read_body(ex, data, len);
     if (a->mode == BODY_EVENTS || a->mode == BODY_FRAMES) /* relayed event by event */
         return !ex->cut_off;
@@ -984,7 +863,7 @@ void kl_account_release_head(kl_exchange *ex)
 
 bool kl_account_is_event_stream(const kl_exchange *ex)
 {
-    return ex->acct && (ex->acct->mode == BODY_EVENTS || ex->acct->mode == BODY_FRAMES) && !ex->acct->z;
+    return ex->acct && (ex->acct->mode == BODY_EVENTS || ex->acct->mode == BODY_FRAMES);
 }
 
 void kl_account_drop_partial(kl_exchange *ex)
@@ -1000,9 +879,6 @@ void kl_account_end(kl_exchange *ex)
     struct kl_account *a = ex->acct;
     if (!a)
         return;
-    if (a->zheld_len && !ex->cut_off) /* what waited began the key, and no more came */
-        forward(ex, a->zheld, a->zheld_len);
-    a->zheld_len = 0;
     if (a->split_events && !ex->cut_off)
         kl_sse_flush(&a->sse, on_event, ex);
     if (a->mode == BODY_FRAMES && !ex->cut_off)
@@ -1040,11 +916,6 @@ void kl_account_free(kl_exchange *ex)
     free(a->keep);
     free(a->held);
     free(a->pend); /* an element the stream never finished: not relayed */
-    free(a->zheld);
-    if (a->z) {
-        inflateEnd(a->z);
-        free(a->z);
-    }
     ex->acct = NULL;
 }
 
@@ -1192,7 +1063,7 @@ cJSON *kl_account_answer(kl_exchange *ex, cJSON **events)
 {
     struct kl_account *a = ex->acct;
     *events = NULL;
-    if (!a || !a->keeping || a->keep_overflow || !a->keep || (a->z && a->z_broken))
+    if (!a || !a->keeping || a->keep_overflow || !a->keep)
         return NULL;
     if (a->mode == BODY_EVENTS) {
         *events = kl_sse_parse_events(a->keep, a->keep_len);
@@ -1226,12 +1097,11 @@ void kl_account_scan_relayed(kl_exchange *ex)
     if (!a || !a->scan_relayed)
         return;
     a->scan_relayed = false;
-    if (!a->keep_overflow && !a->keep && !a->z_broken)
+    if (!a->keep_overflow && !a->keep)
         return; /* an empty answer */
     cJSON *events = NULL;
     cJSON *answer = kl_account_answer(ex, &events);
     const char *why = a->keep_overflow ? "the answer is larger than the 16 MiB kept to scan it"
-                      : a->z_broken    ? "the answer would not inflate"
                                        : "the answer could not be read";
     if (kl_guard_answer_relayed(ex, answer, why)) {
         /* a secret the caller has had is neither kept a second time nor

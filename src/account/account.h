@@ -12,10 +12,9 @@
 
 #include "core/exchange.h"
 
-/* headers: the response head as relayed ("Name: value\r\n" lines). A body
- * the provider compressed although keyless asked for identity (gzip,
- * deflate) reaches the caller unchanged and is inflated on the side for its
- * usage; any other coding leaves usage unknown. */
+/* headers: the response head as relayed ("Name: value\r\n" lines). The
+ * body arrives plain: one the provider compressed anyway is inflated
+ * before it gets here (upstream/h1decode.h; libcurl on https://). */
 void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char *headers);
 /* Start the response to the caller with the provider's head, or hold it
  * while a tool policy must read the whole answer first (a non-stream one):
@@ -28,7 +27,7 @@ void kl_account_respond_start(kl_exchange *ex, int status, const char *headers, 
  * nothing more is forwarded. */
 bool kl_account_data(kl_exchange *ex, const char *data, size_t len);
 /* Is the answer a stream an error event can end: server-sent events or an
- * AWS event stream, not a compressed one? */
+ * AWS event stream? */
 bool kl_account_is_event_stream(const kl_exchange *ex);
 /* What an Anthropic stream the gateway stops needs before its error event
  * (a text block with message, when no block with content has ended), or
@@ -87,7 +86,7 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r);
  * both). NULL when nothing was kept, the answer was larger, or it is not
  * JSON. */
 cJSON *kl_account_answer(kl_exchange *ex, cJSON **events);
-/* A stream (or a compressed answer) relayed under guardrails.answers: its
+/* A stream relayed under guardrails.answers (rules that only log): its
  * answer, assembled, goes through them now (guard/answer.h), before the
  * record is written. A whole answer went through them before it was
  * relayed; one that never was (it broke off, the caller left) is not told

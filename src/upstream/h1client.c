@@ -14,6 +14,7 @@
 
 #include "core/text.h"
 #include "listen/conn.h"
+#include "upstream/h1decode.h"
 #include "upstream/upstream.h"
 
 /* Longest response head accepted (status line and headers). */
@@ -44,6 +45,7 @@ struct kl_h1_xfer {
     int read_err;                       /* errno read_more met (the socket says EOF after it) */
     struct kl_h1_response resp;
     kl_h1_body body;
+    struct kl_h1_decoder *dec;          /* a body the server compressed anyway: undone (owned) */
     bool reused;                        /* the connection came from the pool */
     bool retried;                       /* already retried on a fresh connection */
     bool sent_before;                   /* the try before the retry had written the whole request */
@@ -51,6 +53,7 @@ struct kl_h1_xfer {
     bool sent;                          /* the whole request was written to the socket */
     bool paused;                        /* reading stopped for a slow client */
     bool stop;                          /* account refused more of the answer */
+    bool undecodable;                   /* the compressed body did not inflate */
 };
 
 static void on_read(struct bufferevent *bev, void *arg);
@@ -78,6 +81,11 @@ static void xfer_free(struct kl_h1_xfer *x, bool keep_conn)
         x->ex->upstream_sent = true;
     event_del(&x->timer);
     event_del(&x->ctimer);
+    if (x->dec) {
+        kl_h1_decoder_end(x->dec);
+        free(x->dec);
+        x->dec = NULL;
+    }
     if (x->lookup)
         kl_h1_resolve_cancel(x->lookup);
     x->lookup = NULL;
@@ -135,6 +143,12 @@ static void fail_broken(struct kl_h1_xfer *x, const char *fmt, const char *why)
 
 static void complete(struct kl_h1_xfer *x)
 {
+    if (x->dec && !kl_h1_decoder_complete(x->dec)) {
+        /* framed as whole, yet its compressed data stops midway (a
+         * close-delimited body cut short looks whole to the transport) */
+        fail_broken(x, "provider %s sent a malformed response: %s", "its compressed body ends before its end");
+        return;
+    }
     struct bufferevent *bev = x->conn->bev;
     /* Pooled only after a whole response that allows another, with nothing
      * unread or unsent: anything else leaves the connection in an unknown
@@ -326,11 +340,20 @@ static void start(struct kl_h1_xfer *x)
 
 /* ---- receiving ---- */
 
-static void emit(void *arg, const char *p, size_t n)
+static void emit_plain(void *arg, const char *p, size_t n)
 {
     struct kl_h1_xfer *x = arg;
     if (!x->stop && !kl_pipeline_response_data(x->ex, p, n))
         x->stop = true;
+}
+
+static void emit(void *arg, const char *p, size_t n)
+{
+    struct kl_h1_xfer *x = arg;
+    if (!x->dec)
+        emit_plain(x, p, n);
+    else if (!x->stop && !x->undecodable && kl_h1_decoder_feed(x->dec, p, n, emit_plain, x) < 0)
+        x->undecodable = true;
 }
 
 static void on_client_drained(kl_exchange *ex)
@@ -377,8 +400,9 @@ static void relay_body(struct kl_h1_xfer *x)
             fail(x, KL_ERR_QUOTA, KL_EC_QUOTA, ex->error_message);
             return;
         }
-        if (r == KL_H1_BODY_ERROR) {
-            fail_broken(x, "provider %s sent a malformed response: %s", "bad chunked encoding");
+        if (r == KL_H1_BODY_ERROR || x->undecodable) {
+            fail_broken(x, "provider %s sent a malformed response: %s",
+                        x->undecodable ? "its compressed body does not inflate" : "bad chunked encoding");
             return;
         }
         if (r == KL_H1_BODY_DONE) {
@@ -451,13 +475,28 @@ static void on_read(struct bufferevent *bev, void *arg)
             }
             continue; /* 100 Continue, 103 Early Hints: the real answer follows */
         }
+        if (r.coding == KL_H1_CODING_OTHER) {
+            /* nothing after this stage could read it: not its usage, its
+             * calls, nor a key it echoes; libcurl refuses it alike */
+            ex->upstream_status = r.status;
+            fail(x, KL_ERR_BAD_GATEWAY, KL_EC_UPSTREAM_ERROR,
+                 kl_arena_printf(&ex->arena, "provider %s answered %d in a content coding keyless cannot read (%s), "
+                                 "although it asked for none", ex->provider->id, r.status, r.coding_name));
+            return;
+        }
         x->resp = r;
         x->state = X_BODY;
         kl_h1_body_init(&x->body, &r);
+        if (r.coding != KL_H1_CODING_IDENTITY) {
+            if (!(x->dec = malloc(sizeof(*x->dec))))
+                abort();
+            kl_h1_decoder_init(x->dec, r.coding);
+        }
         const char *headers = kl_arena_strndup(&ex->arena, p->scratch, r.filtered_len);
         /* From here on the deadline is the gap between bytes, not the first. */
         arm(x, &x->timer, kl_upstream_idle_ms(x->ex));
-        kl_pipeline_response_head(ex, r.status, headers, r.content_length, r.event_stream);
+        /* an inflated body is longer than the provider's Content-Length */
+        kl_pipeline_response_head(ex, r.status, headers, x->dec ? -1 : r.content_length, r.event_stream);
     }
     if (x->state == X_BODY) {
         read_more(x);

@@ -28,6 +28,16 @@ struct kl_h1_url {
 int kl_h1_parse_url(const char *url, struct kl_h1_url *u);
 
 /* What the client needs to know about a response head. */
+/* A response body's content coding. Keyless asks for identity; one a
+ * server uses anyway is undone when it is gzip or deflate (zlib's, or the
+ * raw deflate some servers send under that name), refused otherwise. */
+enum kl_h1_coding {
+    KL_H1_CODING_IDENTITY,
+    KL_H1_CODING_GZIP,          /* gzip, x-gzip */
+    KL_H1_CODING_DEFLATE,
+    KL_H1_CODING_OTHER,         /* br, zstd, compress, a list of codings ... */
+};
+
 struct kl_h1_response {
     int status;
     int minor;                  /* HTTP/1.minor */
@@ -36,7 +46,8 @@ struct kl_h1_response {
     bool conn_close;            /* Connection: close */
     bool conn_keep_alive;       /* Connection: keep-alive (matters for HTTP/1.0) */
     bool event_stream;          /* Content-Type: text/event-stream */
-    bool encoded;               /* a Content-Encoding other than identity */
+    enum kl_h1_coding coding;   /* its Content-Encoding, read for what the gateway undoes (h1decode.h) */
+    char coding_name[32];       /* ... as sent, cut short, for an error that names one it cannot undo */
     bool length_ignored;        /* both Transfer-Encoding and Content-Length */
     size_t filtered_len;        /* length of the filtered header block */
 };
@@ -48,14 +59,14 @@ struct kl_h1_response {
  * than max_head (*why says which). When filtered is not NULL it must hold
  * 2 * min(len, max_head) + 1 bytes (a line normalized to "Name: value\r\n"
  * can be longer than it arrived): it receives the headers to relay to the
- * client, NUL-terminated (hop-by-hop headers, framing, cookies and an
- * identity Content-Encoding are left out). */
+ * client, NUL-terminated (hop-by-hop headers, framing, cookies and
+ * Content-Encoding, which the gateway undoes, are left out). */
 long kl_h1_parse_response(const char *buf, size_t len, size_t max_head, struct kl_h1_response *r,
                           char *filtered, const char **why);
 
 /* Response headers that are never relayed: hop-by-hop ones, framing the
  * gateway redoes itself, and cookies the provider sets on the gateway.
- * (Content-Encoding is decided by the caller.) */
+ * (Content-Encoding is left to the caller: the native client undoes it.) */
 bool kl_h1_drop_response_header(const char *name, size_t n);
 
 /* A response header line p[0..n) (no CRLF) as RFC 9112 allows it: no

@@ -1,11 +1,13 @@
 /* libFuzzer: what a provider can send to the native upstream client: a
  * response head (parsed and filtered), then a body framed by it, fed in
- * uneven pieces; plus the URL splitter on the same bytes. */
+ * uneven pieces and inflated when the head names gzip or deflate; plus the
+ * URL splitter on the same bytes. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "upstream/h1decode.h"
 #include "upstream/h1parse.h"
 
 static void sink(void *arg, const char *p, size_t n)
@@ -14,6 +16,19 @@ static void sink(void *arg, const char *p, size_t n)
     *total += n;
     if (n)
         (void)p[n - 1];
+}
+
+struct coded {
+    struct kl_h1_decoder d;
+    bool broken;
+    size_t total;
+};
+
+static void inflate_sink(void *arg, const char *p, size_t n)
+{
+    struct coded *c = arg;
+    if (!c->broken && kl_h1_decoder_feed(&c->d, p, n, sink, &c->total) < 0)
+        c->broken = true;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -38,14 +53,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         kl_h1_body b;
         kl_h1_body_init(&b, &r);
         size_t total = 0, used;
+        struct coded c = {.broken = false};
+        bool coded = r.coding == KL_H1_CODING_GZIP || r.coding == KL_H1_CODING_DEFLATE;
+        if (coded)
+            kl_h1_decoder_init(&c.d, r.coding);
         while (off < size) {
             size_t step = (size - off) > 5 ? 5 : size - off;
-            enum kl_h1_body_result res = kl_h1_body_feed(&b, in + off, step, &used, sink, &total);
+            enum kl_h1_body_result res = coded ? kl_h1_body_feed(&b, in + off, step, &used, inflate_sink, &c)
+                                               : kl_h1_body_feed(&b, in + off, step, &used, sink, &total);
             if (used > step)
                 abort();
             off += used;
             if (res != KL_H1_BODY_MORE)
                 break;
+        }
+        if (coded) {
+            (void)kl_h1_decoder_complete(&c.d);
+            kl_h1_decoder_end(&c.d);
         }
     }
     free(filtered);
