@@ -297,23 +297,41 @@ static const char *object_end(const char *v, const char *end)
     return end;
 }
 
+/* Past the JSON string starting at v (its opening quote): after its
+ * closing quote, or end. memchr to each quote, the backslashes before it
+ * counted: most of a chunk is strings, walked this way at memchr's speed. */
+static const char *string_end(const char *v, const char *end)
+{
+    for (const char *q = v + 1; q < end && (q = memchr(q, '"', (size_t)(end - q))); q++) {
+        const char *b = q;
+        while (b > v + 1 && b[-1] == '\\')
+            b--;
+        if ((q - b) % 2 == 0)
+            return q + 1;
+    }
+    return end;
+}
+
 /* The bytes of the values of the members named in keys, anywhere in the
  * JSON text s: a string's as decoded (string_bytes), an object's as
  * written. What a stream chunk carried of text, reasoning and tool input,
  * from which a stream cut short before its count is estimated
  * (kl_usage_settle). Bit k of *met (when given) is set when keys[k] was
  * met with such a value. Strings are stepped over whole, so a text that
- * spells a key is not taken for one. */
+ * spells a key is not taken for one. Run on every event of a stream. */
 static size_t member_bytes(const char *s, size_t n, const char *const *keys, size_t nkeys, unsigned *met)
 {
+    size_t klen[8];
+    for (size_t k = 0; k < nkeys && k < 8; k++)
+        klen[k] = strlen(keys[k]);
     const char *end = s + n, *v = s;
     size_t bytes = 0;
     while (v < end && (v = memchr(v, '"', (size_t)(end - v)))) {
-        const char *after;
-        size_t len = string_bytes(v, end, &after);
+        const char *after = string_end(v, end);
+        size_t raw = after > v + 1 ? (size_t)(after - v) - 2 : 0;
         const char *c = skip_ws_to(after, end);
-        for (size_t k = 0; c < end && *c == ':' && k < nkeys; k++) {
-            if (strlen(keys[k]) != len || memcmp(v + 1, keys[k], len) != 0)
+        for (size_t k = 0; c < end && *c == ':' && k < nkeys && k < 8; k++) {
+            if (klen[k] != raw || memcmp(v + 1, keys[k], raw) != 0)
                 continue;
             c = skip_ws_to(c + 1, end);
             if (c < end && *c == '"') {
@@ -512,40 +530,59 @@ static void chat_object(kl_usage_parser *p, const cJSON *root, bool stream)
 /* Can this chunk hold usage, a tool name, a finish reason or an error?
  * Nearly every chunk is a text delta that holds none, and one pass over
  * its quotes is much cheaper than building its tree. A false positive only
- * costs a parse. */
+ * costs a parse. The same pass adds the text, reasoning and arguments the
+ * chunk carries to p->text_bytes (chat_delta_bytes, done alongside: this
+ * runs on every chunk). A key is a quote, its name, a quote and ':': inside
+ * a string every quote is escaped, so text cannot pass for one. */
 static bool chat_event_wanted(kl_usage_parser *p, const char *d, size_t n)
 {
     /* every chunk names the model: the first few are enough to learn it */
-    if (!p->u.model_served && p->model_tries < 3) {
+    bool wanted = !p->u.model_served && p->model_tries < 3;
+    if (wanted)
         p->model_tries++;
-        return true;
-    }
-#define KEY(s, v) {s "\"", sizeof(s), v}
+#define KEY(s, v, t) {s "\"", sizeof(s), v, t}
     static const struct {
         const char *key;        /* closing quote included */
         size_t len;
-        char value;             /* required first byte of the value, 0 = any */
-    } keys[] = {KEY("usage", '{'), KEY("finish_reason", '"'), KEY("name", 0),
-                KEY("function_call", 0), KEY("error", '{')};
+        char value;             /* required first byte of the value, 0 = any; '"' for text */
+        bool text;              /* its value is counted, not wanted */
+    } keys[] = {KEY("usage", '{', false), KEY("finish_reason", '"', false), KEY("name", 0, false),
+                KEY("function_call", 0, false), KEY("error", '{', false), KEY("content", '"', true),
+                KEY("arguments", '"', true), KEY("refusal", '"', true), KEY("reasoning_content", '"', true),
+                KEY("reasoning", '"', true)};
 #undef KEY
     const char *end = d + n;
     for (const char *q = d; (q = memchr(q, '"', (size_t)(end - q))) && q + 1 < end; q++) {
-        int k;
+        int first, last;
         switch (q[1]) {         /* the keys' first letters */
-        case 'u': k = 0; break;
-        case 'f': k = q + 2 < end && q[2] == 'i' ? 1 : 3; break;
-        case 'n': k = 2; break;
-        case 'e': k = 4; break;
+        case 'u': first = last = 0; break;
+        case 'f': first = last = q + 2 < end && q[2] == 'i' ? 1 : 3; break;
+        case 'n': first = last = 2; break;
+        case 'e': first = last = 4; break;
+        case 'c': first = last = 5; break;
+        case 'a': first = last = 6; break;
+        case 'r': first = 7; last = 9; break;
         default: continue;
         }
         const char *key = q + 1;
-        if ((size_t)(end - key) < keys[k].len || memcmp(key, keys[k].key, keys[k].len))
-            continue;
-        char v = kl_json_value_after_key(key + keys[k].len, end);
-        if (v && (!keys[k].value || v == keys[k].value))
-            return true;
+        for (int k = first; k <= last; k++) {
+            if ((size_t)(end - key) < keys[k].len || memcmp(key, keys[k].key, keys[k].len))
+                continue;
+            if (keys[k].text) {
+                const char *c = skip_ws_to(key + keys[k].len, end);
+                if (c < end && *c == ':' && (c = skip_ws_to(c + 1, end)) < end && *c == '"') {
+                    const char *after;
+                    p->text_bytes += (int64_t)string_bytes(c, end, &after);
+                    q = after - 1; /* past the value: its escaped quotes need no look */
+                }
+            } else if (!wanted) {
+                char v = kl_json_value_after_key(key + keys[k].len, end);
+                wanted = v && (!keys[k].value || v == keys[k].value);
+            }
+            break;
+        }
     }
-    return false;
+    return wanted;
 }
 
 /* ---- OpenAI Responses ---- */
@@ -1354,8 +1391,9 @@ static void read_event(kl_usage_parser *p, const char *event, size_t event_len, 
         cJSON_Delete(tree);
         return;
     case KL_USAGE_OPENAI_CHAT:
-        p->text_bytes += (int64_t)chat_delta_bytes(d, n);
-        if (!full && !chat_event_wanted(p, d, n))
+        if (full) /* parsed whole below; else counted by the scan that decides */
+            p->text_bytes += (int64_t)chat_delta_bytes(d, n);
+        else if (!chat_event_wanted(p, d, n))
             return;
         if (!full && chat_chunk_without_calls(d, n)) {
             chat_whole_scan(p, d, n); /* what chat_object would read of it, without a tree */
