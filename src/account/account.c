@@ -70,6 +70,8 @@ struct kl_account {
      * read, and then relayed or refused */
     bool hold;
     bool scan_held;             /* the held answer goes through guardrails (guard/answer.h) */
+    bool wrap_error;            /* a provider's error not labelled JSON: held, and said in the caller's dialect
+                                   unless it is JSON after all (release_error) */
     bool scan_relayed;          /* a stream kept for guardrails once it has been relayed */
     kl_guard_stream *live;      /* a stream scanned as it passes (guard/stream.h): its events go through it */
     int held_status;
@@ -200,6 +202,18 @@ static bool gemini_sse(kl_exchange *ex)
     return alt && strcmp(alt, "sse") == 0;
 }
 
+/* Is a body labelled JSON (application/json, problem+json, AWS's
+ * x-amz-json-1.1 ...)? */
+static bool json_label(const char *headers)
+{
+    size_t n;
+    const char *ct = kl_http_head_value(headers, "content-type", &n);
+    for (size_t i = 0; ct && i + 4 <= n; i++)
+        if (strncasecmp(ct + i, "json", 4) == 0)
+            return true;
+    return false;
+}
+
 void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char *headers)
 {
     struct kl_account *a = kl_arena_alloc(&ex->arena, sizeof(*a));
@@ -303,6 +317,10 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
                    ((a->mode == BODY_EVENTS && a->kind == KL_USAGE_ANTHROPIC) || a->bare_errors ||
                     a->mode == BODY_FRAMES) &&
                    kl_failover_possible(ex);
+    /* An error body the caller's SDK cannot read as an error (a proxy's
+     * HTML page, plain text) is said again in the caller's dialect. */
+    if (status >= 400 && !event_stream && !json_label(headers))
+        a->hold = a->wrap_error = true;
     const struct kl_store_cfg *sc = ex->cfg->store;
     if (sc->captures == KL_CAPTURE_FULL)
         a->capture_max = sc->capture_max;
@@ -797,10 +815,75 @@ void kl_account_respond_start(kl_exchange *ex, int status, const char *headers, 
     kl_respond_start(ex, status, headers, content_length);
 }
 
+/* Where an HTML page's title is, if it has one: what it says in a few
+ * words (nginx's and most proxies' error pages, Cloudflare's). */
+static const char *html_title(const char *body, size_t len, size_t *n)
+{
+    const char *end = body + len, *t = NULL;
+    for (const char *p = body; p + 7 <= end && (p = memchr(p, '<', (size_t)(end - p))) && p + 7 <= end; p++)
+        if (strncasecmp(p, "<title>", 7) == 0) {
+            t = p + 7;
+            break;
+        }
+    if (!t)
+        return NULL;
+    const char *e = memchr(t, '<', (size_t)(end - t));
+    *n = (size_t)((e ? e : end) - t);
+    return t;
+}
+
+/* A provider's error held because it was not labelled JSON: one that is
+ * JSON all the same goes on as it came (false); anything else is said in
+ * the caller's dialect with the provider's status where it has one, and
+ * what the body says (its title, or its text without markup). */
+static bool release_error(kl_exchange *ex)
+{
+    struct kl_account *a = ex->acct;
+    cJSON *j = a->held_len ? cJSON_ParseWithLength(a->held, a->held_len) : NULL;
+    bool json = cJSON_IsObject(j);
+    cJSON_Delete(j);
+    if (json)
+        return false;
+    a->hold = false;
+    size_t tn = 0, cn = 0;
+    const char *title = a->held ? html_title(a->held, a->held_len, &tn) : NULL;
+    char gist[201];
+    kl_text_gist(title ? title : a->held ? a->held : "", title ? tn : a->held_len, gist, sizeof(gist));
+    const char *ct = kl_http_head_value(a->held_headers, "content-type", &cn);
+    const char *semi = ct ? memchr(ct, ';', cn) : NULL;
+    if (semi)
+        cn = (size_t)(semi - ct);
+    while (cn && ct[cn - 1] == ' ')
+        cn--;
+    kl_info("%s: provider %s answered %d with a body that is not JSON: said in the caller's API dialect", ex->id,
+            ex->provider ? ex->provider->id : "?", a->held_status);
+    /* its status and when to try again, as the provider said them */
+    ex->fail_status = a->held_status;
+    size_t rn;
+    const char *ra = kl_http_head_value(a->held_headers, "retry-after", &rn);
+    int64_t secs = 0;
+    bool digits = ra && rn > 0 && rn < 10; /* delta-seconds; an HTTP date is left out */
+    for (size_t i = 0; digits && i < rn; i++) {
+        digits = ra[i] >= '0' && ra[i] <= '9';
+        secs = secs * 10 + (ra[i] - '0');
+    }
+    if (digits && secs > 0)
+        ex->fail_retry = secs;
+    const char *label = ct ? kl_arena_printf(&ex->arena, "a %.*s body", (int)(cn < 60 ? cn : 60), ct)
+                        : a->held_len ? "a body without a Content-Type" : "no body";
+    kl_fail(ex, kl_err_kind_for_status(a->held_status), KL_EC_UPSTREAM_ERROR, "provider %s answered %d with %s%s%s",
+            ex->provider ? ex->provider->id : "?", a->held_status, label, gist[0] ? ": " : "", gist);
+    free(a->held);
+    a->held = NULL;
+    return true;
+}
+
 /* A held answer has been read: relayed whole, or refused in its place. */
 static void release(kl_exchange *ex)
 {
     struct kl_account *a = ex->acct;
+    if (a->wrap_error && !ex->cut_off && release_error(ex))
+        return;
     a->hold = false;
     const char *body = a->held;
     size_t len = a->held_len;

@@ -1,5 +1,6 @@
 #include "core/text.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,4 +243,56 @@ size_t kl_xml_field(const char *doc, const char *tag, char *out, size_t outlen)
         out[i] = (unsigned char)a[i] < 0x20 ? '?' : a[i];
     out[n] = '\0';
     return (size_t)(b - a);
+}
+
+size_t kl_text_gist(const char *s, size_t n, char *out, size_t cap)
+{
+    if (cap < 4) {
+        if (cap)
+            out[0] = '\0';
+        return 0;
+    }
+    size_t o = 0;
+    bool space = false, tag = false, cut = false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (tag) {
+            tag = c != '>';
+            space |= !tag;
+            continue;
+        }
+        if (c == '<' && i + 1 < n && (s[i + 1] == '/' || s[i + 1] == '!' || isalpha((unsigned char)s[i + 1]))) {
+            tag = true;
+            continue;
+        }
+        if (c <= 0x20 || c == 0x7f) {
+            space = true;
+            continue;
+        }
+        size_t need = (space && o ? 1 : 0) + 1;
+        if (o + need > cap - 4) {
+            cut = true;
+            break;
+        }
+        if (space && o)
+            out[o++] = ' ';
+        space = false;
+        out[o++] = (char)c;
+    }
+    if (cut) {
+        /* a character the cut split goes whole */
+        size_t lead = o;
+        while (lead > 0 && ((unsigned char)out[lead - 1] & 0xc0) == 0x80)
+            lead--;
+        if (lead > 0 && (unsigned char)out[lead - 1] >= 0xc0) {
+            unsigned char c = (unsigned char)out[lead - 1];
+            size_t want = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+            if (o - (lead - 1) < want)
+                o = lead - 1;
+        }
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+    return o;
 }

@@ -63,4 +63,11 @@ const char *kl_join(kl_arena *a, const char *const *v, size_t n, char sep);
 size_t kl_utf8_clean_len(const char *s);
 size_t kl_utf8_clean(char *out, const char *s);
 
+/* What a body of text says, as one short line for a message (a proxy's
+ * HTML error page, a plain-text error): markup tags dropped, each run of
+ * white space and control bytes one space, trimmed, cut to fit out (cap
+ * bytes with the NUL) at a character's start, "..." marking the cut.
+ * Returns the length written. */
+size_t kl_text_gist(const char *s, size_t n, char *out, size_t cap);
+
 #endif

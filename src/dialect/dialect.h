@@ -161,6 +161,10 @@ enum kl_err_kind {
 };
 
 int kl_err_status(enum kl_err_kind kind);
+/* The kind whose status is status (the first: 429 is a rate limit), else
+ * 502 for a server's error and 400 for a client's: a provider's error said
+ * again in the caller's dialect keeps its status where it can. */
+enum kl_err_kind kl_err_kind_for_status(int status);
 
 /* JSON error body in the dialect's own envelope (arena string). */
 char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind,

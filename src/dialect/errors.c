@@ -87,6 +87,14 @@ int kl_err_status(enum kl_err_kind kind)
     return kinds[kind].status;
 }
 
+enum kl_err_kind kl_err_kind_for_status(int status)
+{
+    for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
+        if (kinds[k].status == status)
+            return (enum kl_err_kind)k;
+    return status >= 500 ? KL_ERR_BAD_GATEWAY : KL_ERR_INVALID;
+}
+
 /* The message as UTF-8: it may quote what the caller sent (a path, a
  * model name) byte for byte, and JSON readers refuse other bytes. */
 static const char *utf8_message(kl_arena *a, const char *message)

@@ -567,6 +567,66 @@ describe('provider framing', () => {
     up.close();
   });
 
+  it('a provider error that is not JSON (a proxy\'s HTML page, plain text) reaches the SDK in its own dialect, status kept', async () => {
+    const mock = await startMock();
+    const page = '<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n' +
+      '<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n';
+    const up = await rawProvider((req, sock) => {
+      const c = /x-case: (\S+)/i.exec(req)?.[1] || 'html';
+      const [status, type, body] = {
+        html: ['502 Bad Gateway', 'text/html', page],
+        text: ['520 Origin Error', 'text/plain', 'upstream connect error or disconnect/reset before headers. reset reason: overflow'],
+        busy: ['429 Too Many Requests\r\nRetry-After: 17', 'text/html; charset=utf-8',
+          `<html><body>slow down ${/x-goog-api-key: (\S+)/i.exec(req)?.[1]}</body></html>`],
+        unlabelled: ['404 Not Found', null, '{"error":{"message":"no such model","type":"invalid_request_error"}}'],
+      }[c];
+      sock.end(`HTTP/1.1 ${status}\r\n${type ? `Content-Type: ${type}\r\n` : ''}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    });
+    const base = `http://127.0.0.1:${up.address().port}`;
+    const gw = await startGateway({ providers: providersFor(mock.url, {
+      openai: { baseurl: base, apikey: KEYS.openai, models: ['gpt-4o'], compatibility: { openai_chat: true } },
+      anthropic: { baseurl: base, apikey: KEYS.anthropic, authorization: 'x-api-key', models: ['claude-sonnet-4-5'],
+        compatibility: { anthropic_messages: true } },
+      gemini: { baseurl: base, apikey: KEYS.gemini, authorization: 'x-goog-api-key', models: ['gemini-2.5-flash'],
+        compatibility: { gemini_generate_content: true } },
+    }), failover: { max_attempts: 1 } });
+    try {
+      const oa = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: '-', maxRetries: 0, defaultHeaders: { 'x-case': 'html' } });
+      await assert.rejects(oa.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }), (e) => {
+        assert.equal(e.status, 502);
+        assert.equal(e.error?.type, 'server_error');
+        assert.equal(e.error.message, 'provider openai answered 502 with a text/html body: 502 Bad Gateway');
+        return true;
+      });
+      const an = new Anthropic({ baseURL: gw.url, apiKey: '-', maxRetries: 0, defaultHeaders: { 'x-case': 'text' } });
+      await assert.rejects(an.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }), (e) => {
+        assert.equal(e.status, 520, 'a status keyless has no kind for is kept too');
+        assert.equal(e.error?.error?.type, 'api_error');
+        assert.match(e.error.error.message, /answered 520 with a text\/plain body: upstream connect error or disconnect\/reset/);
+        return true;
+      });
+      const r = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:generateContent`, { method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-case': 'busy' }, body: '{"contents":[{"parts":[{"text":"hi"}]}]}' });
+      assert.equal(r.status, 429);
+      assert.equal(r.headers.get('retry-after'), '17');
+      const gtext = await r.text();
+      assert.ok(!gtext.includes(KEYS.gemini), 'the key it echoed is masked in the message too');
+      assert.equal(JSON.parse(gtext).error.status, 'RESOURCE_EXHAUSTED');
+      assert.match(JSON.parse(gtext).error.message, /answered 429 with a text\/html body: slow down/);
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.deepEqual([rec.status, rec.upstream_status, rec.error_class], [429, 429, 'upstream_error']);
+      // JSON without its label goes on as it came
+      const u = await post(`${gw.url}/v1/chat/completions`, JSON.stringify({ model: 'gpt-4o', messages: [] }), { 'x-case': 'unlabelled' });
+      assert.equal(u.status, 404);
+      assert.equal((await u.json()).error.message, 'no such model');
+    } finally {
+      await gw.stop();
+      await mock.stop();
+      up.close();
+    }
+    assertNoKeys(assert, gw.output(), 'gateway log');
+  });
+
   it('a stream the provider sends without an event-stream Content-Type is still accounted', async () => {
     const mock = await startMock();
     const chunk = (o) => `data: ${JSON.stringify(o)}\n\n`;

@@ -166,6 +166,30 @@ static void utf8_clean_replaces_only_bad_bytes(void **state)
 }
 
 /* FNV-1a's published 64-bit values, and continuing a hash equals hashing the whole. */
+/* A proxy's error page as one short line: tags go, white space folds,
+ * a cut falls on a character's start and says so. */
+static void text_gist(void **state)
+{
+    (void)state;
+    char out[32];
+    const char *page = "<html>\r\n<head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad "
+                       "Gateway</h1></center>\n<hr><center>nginx</center>\n</body>\n</html>\n";
+    kl_text_gist(page, strlen(page), out, sizeof(out));
+    assert_string_equal(out, "502 Bad Gateway 502 Bad Gate...");
+    assert_int_equal(kl_text_gist("  upstream\tconnect error\n", 25, out, sizeof(out)), 22);
+    assert_string_equal(out, "upstream connect error");
+    /* a comparison is no tag; a cut inside a character drops all of it, not the one before */
+    kl_text_gist("a < b", 5, out, sizeof(out));
+    assert_string_equal(out, "a < b");
+    char small[10];
+    kl_text_gist("abcd\xc3\xa9\xc3\xa9xyz", 11, small, sizeof(small));
+    assert_string_equal(small, "abcd\xc3\xa9...");
+    kl_text_gist("abcde\xc3\xa9xyz", 10, small, sizeof(small));
+    assert_string_equal(small, "abcde...");
+    kl_text_gist("", 0, small, sizeof(small));
+    assert_string_equal(small, "");
+}
+
 static void fnv64(void **state)
 {
     (void)state;
@@ -179,6 +203,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fnv64),
+        cmocka_unit_test(text_gist),
         cmocka_unit_test(decimal_like_printf),
         cmocka_unit_test(hex_fixed_width),
         cmocka_unit_test(join2_fits_or_refuses),
