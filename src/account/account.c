@@ -4,7 +4,6 @@
 #include <string.h>
 #include <strings.h>
 
-
 #include "account/assemble.h"
 #include "account/prices.h"
 #include "account/session.h"
