@@ -517,10 +517,8 @@ static void first_event(kl_exchange *ex, bool named_error, const char *data, siz
  * bare object that is no error they ignore, and so does keyless). */
 static char *bare_error(const char *raw, size_t len, size_t *dl)
 {
-    size_t i = 0;
-    while (i < len && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\r' || raw[i] == '\n'))
-        i++;
-    if (i == len || raw[i] != '{')
+    size_t i = kl_sse_bare_json(raw, len);
+    if (i == len)
         return NULL;
     cJSON *j = cJSON_ParseWithLength(raw + i, len - i);
     bool error = cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "error")) && !kl_json_has_duplicate_keys(j);

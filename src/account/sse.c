@@ -203,6 +203,14 @@ void kl_sse_fields(const char *raw, size_t len, const char **event, size_t *even
     }
 }
 
+size_t kl_sse_bare_json(const char *raw, size_t len)
+{
+    size_t i = 0;
+    while (i < len && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\r' || raw[i] == '\n'))
+        i++;
+    return i < len && raw[i] == '{' ? i : len;
+}
+
 bool kl_sse_unknown_field(const char *raw, size_t len)
 {
     static const char *const fields[] = {"data", "event", "id", "retry"};

@@ -42,4 +42,10 @@ void kl_sse_fields(const char *raw, size_t len, const char **event, size_t *even
  * google-genai takes a line of bare JSON for a chunk) may read it as data. */
 bool kl_sse_unknown_field(const char *raw, size_t len);
 
+/* Where the JSON object of an event written as bare JSON, with no field,
+ * starts (past leading white space): how Google sends a Gemini stream's
+ * error (kl_dialect_error_tail). len when the event does not begin with
+ * '{'. */
+size_t kl_sse_bare_json(const char *raw, size_t len);
+
 #endif

@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
 
+#include "account/sse.h"
 #include "account/usage.h"
 #include "core/decoded.h"
 #include "core/jsoncheck.h"
@@ -1017,10 +1018,7 @@ void kl_guard_stream_event(kl_guard_stream *s, kl_exchange *ex, const char *raw,
     memcpy(h->raw, raw, len);
     h->len = len;
     h->mark = mark;
-    size_t lead = 0;
-    while (lead < len && (raw[lead] == ' ' || raw[lead] == '\t' || raw[lead] == '\r' || raw[lead] == '\n'))
-        lead++;
-    h->bare = s->framing == KL_GUARD_SSE && s->kind == KL_USAGE_GEMINI && data && lead < len && raw[lead] == '{';
+    h->bare = s->framing == KL_GUARD_SSE && s->kind == KL_USAGE_GEMINI && data && kl_sse_bare_json(raw, len) < len;
     s->held_bytes += len;
     if (ev) {
         h->ev = strndup(ev, evl);

@@ -221,6 +221,10 @@ static void unknown_fields(void **state)
                          "data: 1\neventx"};
     for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++)
         assert_true(kl_sse_unknown_field(odd[i], strlen(odd[i])));
+    /* Google's bare JSON error: where its object starts; len for anything else */
+    assert_int_equal(kl_sse_bare_json("\r\n {\"error\":{}}\n", 16), 3);
+    assert_int_equal(kl_sse_bare_json("data: {}\n", 9), 9);
+    assert_int_equal(kl_sse_bare_json(" \n", 2), 2);
 }
 
 static void byte_order_mark(void **state)
