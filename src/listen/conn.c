@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "identity/identity.h"
+#include "listen/body.h"
 #include "listen/http.h"
 #include "listen/server.h"
 #include "pipeline.h"
@@ -257,6 +258,22 @@ static void start_exchange(struct kl_conn *c)
     if (ex->body)
         ex->body[ex->body_len] = '\0';
     ex->bytes_in += ex->body_len;
+    /* a compressed body is read plain by everything after (listen/body.h) */
+    const char *coding = kl_http_header(&ex->req, "content-encoding");
+    if (coding && *coding && strcasecmp(coding, "identity") != 0) {
+        char *plain, msg[256];
+        size_t plain_len;
+        enum kl_err_kind kind;
+        if (kl_body_decode(coding, ex->body ? ex->body : "", ex->body_len, ex->cfg->listen.max_body_size, &plain,
+                           &plain_len, &kind, msg, sizeof(msg)) < 0) {
+            kl_pipeline_reject(ex, kind, kind == KL_ERR_TOO_LARGE ? KL_EC_TOO_LARGE : KL_EC_BAD_REQUEST, msg);
+            return;
+        }
+        free(ex->body);
+        ex->body = plain;
+        ex->body_len = plain_len;
+        c->body_cap = 0; /* the buffer is the decoder's now */
+    }
     kl_pipeline_start(ex);
 }
 

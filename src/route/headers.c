@@ -49,6 +49,8 @@ bool kl_route_drop_request_header(const char *name)
         /* hop-by-hop (RFC 9110 section 7.6.1) and framing curl sets itself */
         "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
         "upgrade", "host", "content-length", "expect", "accept-encoding",
+        /* the body goes on plain: a compressed one was decoded (listen/body.h) */
+        "content-encoding",
     };
     /* the caller's credentials: the gateway holds the keys */
     if (kl_route_credential_header(name) || listed(name, drop, sizeof(drop) / sizeof(drop[0])))

@@ -1,6 +1,8 @@
 // The official openai SDK through keyless to the simulator.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { gzipSync, deflateRawSync, brotliCompressSync } from 'node:zlib';
 import OpenAI from 'openai';
 import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap, rawProvider } from './lib/harness.mjs';
 
@@ -31,6 +33,37 @@ describe('OpenAI dialect', () => {
     assert.ok(!JSON.stringify(seen).includes('caller-placeholder-key'));
     assert.equal(seen.path, '/v1/chat/completions');
     assert.equal(JSON.parse(seen.body).model, 'gpt-4o');
+  });
+
+  it('a compressed request body (Codex sends zstd, others gzip) is read plain, and goes on plain', async () => {
+    const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'compressed hello '.repeat(200) }] });
+    const zstd = (b) => {
+      const r = spawnSync('zstd', ['-3', '-c'], { input: b });
+      assert.equal(r.status, 0, String(r.stderr));
+      return r.stdout;
+    };
+    const send = (coding, data, headers = {}) => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-encoding': coding, ...headers }, body: data });
+    for (const [coding, data] of [['zstd', zstd(Buffer.from(body))], ['gzip', gzipSync(body)],
+      ['deflate', deflateRawSync(body)]]) {
+      await mock.clear();
+      const r = await send(coding, data);
+      assert.equal(r.status, 200, `${coding}: ${await r.clone().text()}`);
+      await r.json();
+      const seen = await mock.last();
+      assert.equal(seen.body, body, `${coding}: the provider gets the plain body`);
+      assert.equal(headerMap(seen.headers)['content-encoding'], undefined, coding);
+    }
+    // not what it says it is, a coding keyless does not read, more than the limit once inflated
+    let r = await send('zstd', Buffer.from(body));
+    assert.equal(r.status, 400);
+    assert.match((await r.json()).error.message, /does not decompress as its Content-Encoding \(zstd\) says/);
+    r = await send('br', brotliCompressSync(body));
+    assert.equal(r.status, 400);
+    assert.match((await r.json()).error.message, /Content-Encoding is br: keyless reads gzip, deflate and zstd/);
+    r = await send('gzip', gzipSync(Buffer.alloc(64 * 1024 * 1024, 32)));
+    assert.equal(r.status, 413);
+    assert.match((await r.json()).error.message, /larger than the limit of \d+ bytes once decompressed/);
   });
 
   it('a header dropped by name is dropped under its \'_\' twin too, which CGI, WSGI and PHP servers read as it', async () => {
