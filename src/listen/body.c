@@ -76,7 +76,10 @@ int kl_body_decode(const char *coding, const char *body, size_t len, size_t max,
     } else if (c != KL_H1_CODING_OTHER) {
         struct kl_h1_decoder d;
         kl_h1_decoder_init(&d, c);
-        rc = kl_h1_decoder_feed(&d, body, len, put, &g);
+        /* in pieces, so that a bomb stops at the limit rather than being
+         * inflated to its end on the worker's loop (at most ~16 MiB past) */
+        for (size_t off = 0; off < len && rc == 0 && !g.over; off += 16384)
+            rc = kl_h1_decoder_feed(&d, body + off, len - off < 16384 ? len - off : 16384, put, &g);
         if (rc == 0 && !g.over && !kl_h1_decoder_complete(&d))
             rc = -1;
         kl_h1_decoder_end(&d);
