@@ -29,7 +29,8 @@ static void run(const char *what, const char *chunk)
 
 int main(void)
 {
-    run("text delta", "{\"id\":\"chatcmpl-AbCdEf0123456789\",\"object\":\"chat.completion.chunk\",\"created\":1732800000,"
+    run("text delta", "{\"id\":\"chatcmpl-AbCdEf0123456789\",\"object\":\"chat.completion.chunk\","
+                      "\"created\":1732800000,"
                       "\"model\":\"gpt-4o-2024-08-06\",\"system_fingerprint\":\"fp_abc123\",\"choices\":[{\"index\":0,"
                       "\"delta\":{\"content\":\" some words of text\"},\"logprobs\":null,\"finish_reason\":null}]}");
     run("text delta with escapes", "{\"id\":\"chatcmpl-AbCdEf0123456789\",\"object\":\"chat.completion.chunk\","

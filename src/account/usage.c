@@ -708,7 +708,8 @@ static size_t responses_delta_bytes(kl_usage_parser *p, const char *ev, size_t e
         if (memmem(ev, evl, "reasoning", 9) ||
             (name_is(ev, evl, "response.output_item.added") && has(d, n, "\"type\":\"reasoning\"")))
             p->thinking = true;
-        delta = evl > 6 && !memcmp(ev + evl - 6, ".delta", 6) && !(evl >= 11 && !memcmp(ev + evl - 11, "audio.delta", 11));
+        delta = evl > 6 && !memcmp(ev + evl - 6, ".delta", 6) &&
+                !(evl >= 11 && !memcmp(ev + evl - 11, "audio.delta", 11));
     } else {
         if (has(d, n, "\"type\":\"response.reasoning") || has(d, n, "\"type\":\"reasoning\""))
             p->thinking = true;

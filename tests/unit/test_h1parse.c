@@ -110,7 +110,8 @@ static void sse_chunked_close_and_encoding(void **state)
     assert_string_equal(r.coding_name, "br");
     assert_true(parse("HTTP/1.1 200 OK\r\nContent-Encoding: gzip, gzip\r\n\r\n", &r, f, &why) > 0);
     assert_int_equal(r.coding, KL_H1_CODING_OTHER);
-    assert_true(parse("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: deflate\r\n\r\n", &r, f, &why) > 0);
+    assert_true(parse("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: deflate\r\n\r\n", &r, f,
+                      &why) > 0);
     assert_int_equal(r.coding, KL_H1_CODING_OTHER);
     assert_true(parse("HTTP/1.1 200 OK\r\nContent-Encoding: identity\r\nContent-Encoding: gzip\r\n\r\n", &r, f, &why) > 0);
     assert_int_equal(r.coding, KL_H1_CODING_GZIP);
