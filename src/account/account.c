@@ -220,7 +220,7 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     a->kind = kl_usage_kind_for(ex->ep->id);
     /* Tool limits read every call: the answer is parsed strictly and a
      * whole one is held until read. (A body the provider compressed anyway
-     * arrives inflated: upstream/h1decode.h; libcurl on https://.) */
+     * arrives inflated: core/coding.h; libcurl on https://.) */
     bool tool_kind = a->kind == KL_USAGE_OPENAI_CHAT || a->kind == KL_USAGE_OPENAI_RESPONSES ||
                      a->kind == KL_USAGE_ANTHROPIC || a->kind == KL_USAGE_GEMINI ||
                      a->kind == KL_USAGE_BEDROCK_CONVERSE;

@@ -14,7 +14,7 @@
 
 /* headers: the response head as relayed ("Name: value\r\n" lines). The
  * body arrives plain: one the provider compressed anyway is inflated
- * before it gets here (upstream/h1decode.h; libcurl on https://). */
+ * before it gets here (core/coding.h; libcurl on https://). */
 void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char *headers);
 /* Start the response to the caller with the provider's head, or hold it
  * while a tool policy must read the whole answer first (a non-stream one):

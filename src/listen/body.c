@@ -8,7 +8,7 @@
 
 #include <zstd.h>
 
-#include "upstream/h1decode.h"
+#include "core/coding.h"
 
 /* A growing output buffer, refused past max (a small body may inflate to
  * gigabytes: a decompression bomb stops at the limit). */
@@ -68,21 +68,19 @@ int kl_body_decode(const char *coding, const char *body, size_t len, size_t max,
 {
     struct grow g = {.max = max};
     int rc = 0;
-    enum kl_h1_coding c = !strcasecmp(coding, "gzip") || !strcasecmp(coding, "x-gzip") ? KL_H1_CODING_GZIP
-                          : !strcasecmp(coding, "deflate")                             ? KL_H1_CODING_DEFLATE
-                                                                                       : KL_H1_CODING_OTHER;
+    enum kl_coding c = kl_coding_named(coding, strlen(coding));
     if (len == 0) {
         /* nothing to decode */
-    } else if (c != KL_H1_CODING_OTHER) {
-        struct kl_h1_decoder d;
-        kl_h1_decoder_init(&d, c);
+    } else if (c == KL_CODING_GZIP || c == KL_CODING_DEFLATE) {
+        struct kl_decoder d;
+        kl_decoder_init(&d, c);
         /* in pieces, so that a bomb stops at the limit rather than being
          * inflated to its end on the worker's loop (at most ~16 MiB past) */
         for (size_t off = 0; off < len && rc == 0 && !g.over; off += 16384)
-            rc = kl_h1_decoder_feed(&d, body + off, len - off < 16384 ? len - off : 16384, put, &g);
-        if (rc == 0 && !g.over && !kl_h1_decoder_complete(&d))
+            rc = kl_decoder_feed(&d, body + off, len - off < 16384 ? len - off : 16384, put, &g);
+        if (rc == 0 && !g.over && !kl_decoder_complete(&d))
             rc = -1;
-        kl_h1_decoder_end(&d);
+        kl_decoder_end(&d);
     } else if (!strcasecmp(coding, "zstd")) {
         rc = zstd_decode(body, len, &g);
     } else {

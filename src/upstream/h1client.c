@@ -14,7 +14,7 @@
 
 #include "core/text.h"
 #include "listen/conn.h"
-#include "upstream/h1decode.h"
+#include "core/coding.h"
 #include "upstream/upstream.h"
 
 /* Longest response head accepted (status line and headers). */
@@ -45,7 +45,7 @@ struct kl_h1_xfer {
     int read_err;                       /* errno read_more met (the socket says EOF after it) */
     struct kl_h1_response resp;
     kl_h1_body body;
-    struct kl_h1_decoder *dec;          /* a body the server compressed anyway: undone (owned) */
+    struct kl_decoder *dec;          /* a body the server compressed anyway: undone (owned) */
     bool reused;                        /* the connection came from the pool */
     bool retried;                       /* already retried on a fresh connection */
     bool sent_before;                   /* the try before the retry had written the whole request */
@@ -82,7 +82,7 @@ static void xfer_free(struct kl_h1_xfer *x, bool keep_conn)
     event_del(&x->timer);
     event_del(&x->ctimer);
     if (x->dec) {
-        kl_h1_decoder_end(x->dec);
+        kl_decoder_end(x->dec);
         free(x->dec);
         x->dec = NULL;
     }
@@ -143,7 +143,7 @@ static void fail_broken(struct kl_h1_xfer *x, const char *fmt, const char *why)
 
 static void complete(struct kl_h1_xfer *x)
 {
-    if (x->dec && !kl_h1_decoder_complete(x->dec)) {
+    if (x->dec && !kl_decoder_complete(x->dec)) {
         /* framed as whole, yet its compressed data stops midway (a
          * close-delimited body cut short looks whole to the transport) */
         fail_broken(x, "provider %s sent a malformed response: %s", "its compressed body ends before its end");
@@ -352,7 +352,7 @@ static void emit(void *arg, const char *p, size_t n)
     struct kl_h1_xfer *x = arg;
     if (!x->dec)
         emit_plain(x, p, n);
-    else if (!x->stop && !x->undecodable && kl_h1_decoder_feed(x->dec, p, n, emit_plain, x) < 0)
+    else if (!x->stop && !x->undecodable && kl_decoder_feed(x->dec, p, n, emit_plain, x) < 0)
         x->undecodable = true;
 }
 
@@ -475,7 +475,7 @@ static void on_read(struct bufferevent *bev, void *arg)
             }
             continue; /* 100 Continue, 103 Early Hints: the real answer follows */
         }
-        if (r.coding == KL_H1_CODING_OTHER) {
+        if (r.coding == KL_CODING_OTHER) {
             /* nothing after this stage could read it: not its usage, its
              * calls, nor a key it echoes; libcurl refuses it alike */
             ex->upstream_status = r.status;
@@ -487,10 +487,10 @@ static void on_read(struct bufferevent *bev, void *arg)
         x->resp = r;
         x->state = X_BODY;
         kl_h1_body_init(&x->body, &r);
-        if (r.coding != KL_H1_CODING_IDENTITY) {
+        if (r.coding != KL_CODING_IDENTITY) {
             if (!(x->dec = malloc(sizeof(*x->dec))))
                 abort();
-            kl_h1_decoder_init(x->dec, r.coding);
+            kl_decoder_init(x->dec, r.coding);
         }
         const char *headers = kl_arena_strndup(&ex->arena, p->scratch, r.filtered_len);
         /* From here on the deadline is the gap between bytes, not the first. */

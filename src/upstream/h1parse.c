@@ -226,15 +226,11 @@ static bool header_field(const char *p, size_t n, struct kl_h1_response *r, char
         r->event_stream = vl >= 17 && strncasecmp(v, "text/event-stream", 17) == 0;
     } else if (name_is(p, nl, "content-encoding")) {
         /* Asked for identity; a server that encodes anyway has its coding
-         * undone by the client (h1decode.h). Only one coding, in one
+         * undone by the client (core/coding.h). Only one coding, in one
          * field, can be: anything else is refused. */
-        enum kl_h1_coding c = vl == 8 && strncasecmp(v, "identity", 8) == 0 ? KL_H1_CODING_IDENTITY
-                              : (vl == 4 && strncasecmp(v, "gzip", 4) == 0) ||
-                                (vl == 6 && strncasecmp(v, "x-gzip", 6) == 0) ? KL_H1_CODING_GZIP
-                              : vl == 7 && strncasecmp(v, "deflate", 7) == 0 ? KL_H1_CODING_DEFLATE
-                                                                              : KL_H1_CODING_OTHER;
-        if (c != KL_H1_CODING_IDENTITY) {
-            r->coding = r->coding == KL_H1_CODING_IDENTITY ? c : KL_H1_CODING_OTHER;
+        enum kl_coding c = kl_coding_named(v, vl);
+        if (c != KL_CODING_IDENTITY) {
+            r->coding = r->coding == KL_CODING_IDENTITY ? c : KL_CODING_OTHER;
             size_t cn = vl < sizeof(r->coding_name) - 1 ? vl : sizeof(r->coding_name) - 1;
             memcpy(r->coding_name, v, cn);
             r->coding_name[cn] = '\0';

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/coding.h"
 #include "listen/http.h"
 
 /* A plain http:// URL, split; every pointer points into the URL. */
@@ -28,16 +29,6 @@ struct kl_h1_url {
 int kl_h1_parse_url(const char *url, struct kl_h1_url *u);
 
 /* What the client needs to know about a response head. */
-/* A response body's content coding. Keyless asks for identity; one a
- * server uses anyway is undone when it is gzip or deflate (zlib's, or the
- * raw deflate some servers send under that name), refused otherwise. */
-enum kl_h1_coding {
-    KL_H1_CODING_IDENTITY,
-    KL_H1_CODING_GZIP,          /* gzip, x-gzip */
-    KL_H1_CODING_DEFLATE,
-    KL_H1_CODING_OTHER,         /* br, zstd, compress, a list of codings ... */
-};
-
 struct kl_h1_response {
     int status;
     int minor;                  /* HTTP/1.minor */
@@ -46,7 +37,7 @@ struct kl_h1_response {
     bool conn_close;            /* Connection: close */
     bool conn_keep_alive;       /* Connection: keep-alive (matters for HTTP/1.0) */
     bool event_stream;          /* Content-Type: text/event-stream */
-    enum kl_h1_coding coding;   /* its Content-Encoding, read for what the gateway undoes (h1decode.h) */
+    enum kl_coding coding;      /* its Content-Encoding, read for what the gateway undoes (core/coding.h) */
     char coding_name[32];       /* ... as sent, cut short, for an error that names one it cannot undo */
     bool length_ignored;        /* both Transfer-Encoding and Content-Length */
     size_t filtered_len;        /* length of the filtered header block */

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "upstream/h1decode.h"
+#include "core/coding.h"
 #include "upstream/h1parse.h"
 
 static void sink(void *arg, const char *p, size_t n)
@@ -19,7 +19,7 @@ static void sink(void *arg, const char *p, size_t n)
 }
 
 struct coded {
-    struct kl_h1_decoder d;
+    struct kl_decoder d;
     bool broken;
     size_t total;
 };
@@ -27,7 +27,7 @@ struct coded {
 static void inflate_sink(void *arg, const char *p, size_t n)
 {
     struct coded *c = arg;
-    if (!c->broken && kl_h1_decoder_feed(&c->d, p, n, sink, &c->total) < 0)
+    if (!c->broken && kl_decoder_feed(&c->d, p, n, sink, &c->total) < 0)
         c->broken = true;
 }
 
@@ -54,9 +54,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         kl_h1_body_init(&b, &r);
         size_t total = 0, used;
         struct coded c = {.broken = false};
-        bool coded = r.coding == KL_H1_CODING_GZIP || r.coding == KL_H1_CODING_DEFLATE;
+        bool coded = r.coding == KL_CODING_GZIP || r.coding == KL_CODING_DEFLATE;
         if (coded)
-            kl_h1_decoder_init(&c.d, r.coding);
+            kl_decoder_init(&c.d, r.coding);
         while (off < size) {
             size_t step = (size - off) > 5 ? 5 : size - off;
             enum kl_h1_body_result res = coded ? kl_h1_body_feed(&b, in + off, step, &used, inflate_sink, &c)
@@ -68,8 +68,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 break;
         }
         if (coded) {
-            (void)kl_h1_decoder_complete(&c.d);
-            kl_h1_decoder_end(&c.d);
+            (void)kl_decoder_complete(&c.d);
+            kl_decoder_end(&c.d);
         }
     }
     free(filtered);

@@ -76,7 +76,7 @@ static void parses_a_response_head_and_filters_it(void **state)
     assert_false(r.conn_close);
     assert_true(r.conn_keep_alive);
     assert_false(r.event_stream);
-    assert_int_equal(r.coding, KL_H1_CODING_IDENTITY);
+    assert_int_equal(r.coding, KL_CODING_IDENTITY);
     assert_string_equal(filtered, "Content-Type: application/json\r\nx-request-id: req_1\r\n");
     assert_int_equal(r.filtered_len, strlen(filtered));
 }
@@ -99,22 +99,22 @@ static void sse_chunked_close_and_encoding(void **state)
      * the header goes; anything else (another coding, a list, two fields)
      * is named for the error that refuses it. */
     assert_true(parse("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 3\r\n\r\n", &r, f, &why) > 0);
-    assert_int_equal(r.coding, KL_H1_CODING_GZIP);
+    assert_int_equal(r.coding, KL_CODING_GZIP);
     assert_string_equal(f, "");
     assert_true(parse("HTTP/1.1 200 OK\r\ncontent-encoding:  X-Gzip \r\n\r\n", &r, f, &why) > 0);
-    assert_int_equal(r.coding, KL_H1_CODING_GZIP);
+    assert_int_equal(r.coding, KL_CODING_GZIP);
     assert_true(parse("HTTP/1.1 200 OK\r\nContent-Encoding: Deflate\r\n\r\n", &r, f, &why) > 0);
-    assert_int_equal(r.coding, KL_H1_CODING_DEFLATE);
+    assert_int_equal(r.coding, KL_CODING_DEFLATE);
     assert_true(parse("HTTP/1.1 200 OK\r\nContent-Encoding: br\r\n\r\n", &r, f, &why) > 0);
-    assert_int_equal(r.coding, KL_H1_CODING_OTHER);
+    assert_int_equal(r.coding, KL_CODING_OTHER);
     assert_string_equal(r.coding_name, "br");
     assert_true(parse("HTTP/1.1 200 OK\r\nContent-Encoding: gzip, gzip\r\n\r\n", &r, f, &why) > 0);
-    assert_int_equal(r.coding, KL_H1_CODING_OTHER);
+    assert_int_equal(r.coding, KL_CODING_OTHER);
     assert_true(parse("HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: deflate\r\n\r\n", &r, f,
                       &why) > 0);
-    assert_int_equal(r.coding, KL_H1_CODING_OTHER);
+    assert_int_equal(r.coding, KL_CODING_OTHER);
     assert_true(parse("HTTP/1.1 200 OK\r\nContent-Encoding: identity\r\nContent-Encoding: gzip\r\n\r\n", &r, f, &why) > 0);
-    assert_int_equal(r.coding, KL_H1_CODING_GZIP);
+    assert_int_equal(r.coding, KL_CODING_GZIP);
     assert_string_equal(f, "");
 
     /* Both framings: chunked wins and the connection is not trusted again. */

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "upstream/h1decode.h"
+#include "core/coding.h"
 
 static const char TEXT[] = "data: {\"choices\":[{\"delta\":{\"content\":\"Hello there, hello there\"}}]}\n\n"
                            "data: {\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n";
@@ -44,16 +44,16 @@ static void collect(void *arg, const char *p, size_t n)
 }
 
 /* Feed in pieces of at most step bytes; the result of the last feed. */
-static int run(enum kl_h1_coding c, const unsigned char *in, size_t n, size_t step, struct sink *s, bool *complete)
+static int run(enum kl_coding c, const unsigned char *in, size_t n, size_t step, struct sink *s, bool *complete)
 {
-    struct kl_h1_decoder d;
-    kl_h1_decoder_init(&d, c);
+    struct kl_decoder d;
+    kl_decoder_init(&d, c);
     s->len = 0;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i += step)
-        rc = kl_h1_decoder_feed(&d, (const char *)in + i, n - i < step ? n - i : step, collect, s);
-    *complete = kl_h1_decoder_complete(&d);
-    kl_h1_decoder_end(&d);
+        rc = kl_decoder_feed(&d, (const char *)in + i, n - i < step ? n - i : step, collect, s);
+    *complete = kl_decoder_complete(&d);
+    kl_decoder_end(&d);
     return rc;
 }
 
@@ -61,8 +61,8 @@ static void every_coding_every_split(void **state)
 {
     (void)state;
     unsigned char z[1024];
-    const struct { enum kl_h1_coding c; int wb; } kinds[] = {
-        {KL_H1_CODING_GZIP, 31}, {KL_H1_CODING_DEFLATE, 15}, {KL_H1_CODING_DEFLATE, -15}};
+    const struct { enum kl_coding c; int wb; } kinds[] = {
+        {KL_CODING_GZIP, 31}, {KL_CODING_DEFLATE, 15}, {KL_CODING_DEFLATE, -15}};
     for (size_t k = 0; k < 3; k++) {
         size_t n = squeeze(TEXT, strlen(TEXT), kinds[k].wb, z, sizeof(z));
         for (size_t step = 1; step <= n; step++) {
@@ -86,7 +86,7 @@ static void gzip_members_follow_one_another(void **state)
     for (size_t step = 1; step <= n; step++) {
         struct sink s;
         bool complete;
-        assert_int_equal(run(KL_H1_CODING_GZIP, z, n, step, &s, &complete), 0);
+        assert_int_equal(run(KL_CODING_GZIP, z, n, step, &s, &complete), 0);
         assert_true(complete);
         assert_int_equal(s.len, strlen(TEXT));
         assert_memory_equal(s.buf, TEXT, s.len);
@@ -102,23 +102,23 @@ static void cut_short_and_corrupt(void **state)
     /* cut anywhere before its end: what came is given, the body is not complete */
     size_t n = squeeze(TEXT, strlen(TEXT), 31, z, sizeof(z));
     for (size_t cut = 1; cut < n; cut++) {
-        assert_int_equal(run(KL_H1_CODING_GZIP, z, cut, cut, &s, &complete), 0);
+        assert_int_equal(run(KL_CODING_GZIP, z, cut, cut, &s, &complete), 0);
         assert_false(complete);
         assert_true(s.len <= strlen(TEXT));
         assert_memory_equal(s.buf, TEXT, s.len);
     }
     /* nothing at all: complete (an empty body) */
-    assert_int_equal(run(KL_H1_CODING_GZIP, z, 0, 1, &s, &complete), 0);
+    assert_int_equal(run(KL_CODING_GZIP, z, 0, 1, &s, &complete), 0);
     assert_true(complete);
     /* not gzip */
-    assert_int_equal(run(KL_H1_CODING_GZIP, (const unsigned char *)TEXT, 40, 40, &s, &complete), -1);
+    assert_int_equal(run(KL_CODING_GZIP, (const unsigned char *)TEXT, 40, 40, &s, &complete), -1);
     /* a gzip member followed by bytes that are not one */
     memcpy(z + n, "garbage!", 8);
-    assert_int_equal(run(KL_H1_CODING_GZIP, z, n + 8, n + 8, &s, &complete), -1);
+    assert_int_equal(run(KL_CODING_GZIP, z, n + 8, n + 8, &s, &complete), -1);
     /* deflate's one stream: a server's padding after it is not read */
     n = squeeze(TEXT, strlen(TEXT), 15, z, sizeof(z));
     memset(z + n, 0, 4);
-    assert_int_equal(run(KL_H1_CODING_DEFLATE, z, n + 4, n + 4, &s, &complete), 0);
+    assert_int_equal(run(KL_CODING_DEFLATE, z, n + 4, n + 4, &s, &complete), 0);
     assert_true(complete);
     assert_int_equal(s.len, strlen(TEXT));
 }

@@ -1,9 +1,21 @@
-#include "upstream/h1decode.h"
+#include "core/coding.h"
 
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
-void kl_h1_decoder_init(struct kl_h1_decoder *d, enum kl_h1_coding coding)
+enum kl_coding kl_coding_named(const char *v, size_t n)
+{
+    if (n == 8 && strncasecmp(v, "identity", 8) == 0)
+        return KL_CODING_IDENTITY;
+    if ((n == 4 && strncasecmp(v, "gzip", 4) == 0) || (n == 6 && strncasecmp(v, "x-gzip", 6) == 0))
+        return KL_CODING_GZIP;
+    if (n == 7 && strncasecmp(v, "deflate", 7) == 0)
+        return KL_CODING_DEFLATE;
+    return KL_CODING_OTHER;
+}
+
+void kl_decoder_init(struct kl_decoder *d, enum kl_coding coding)
 {
     memset(d, 0, sizeof(*d));
     d->coding = coding;
@@ -16,7 +28,7 @@ static bool zlib_header(unsigned char b0, unsigned char b1)
     return (b0 & 0x0f) == 8 && (b0 >> 4) <= 7 && ((unsigned)b0 * 256 + b1) % 31 == 0;
 }
 
-static int start(struct kl_h1_decoder *d, int window_bits)
+static int start(struct kl_decoder *d, int window_bits)
 {
     if (inflateInit2(&d->z, window_bits) != Z_OK)
         return -1;
@@ -24,7 +36,7 @@ static int start(struct kl_h1_decoder *d, int window_bits)
     return 0;
 }
 
-static int inflate_some(struct kl_h1_decoder *d, const unsigned char *in, size_t n,
+static int inflate_some(struct kl_decoder *d, const unsigned char *in, size_t n,
                         void (*out)(void *, const char *, size_t), void *arg)
 {
     char buf[16384];
@@ -44,7 +56,7 @@ static int inflate_some(struct kl_h1_decoder *d, const unsigned char *in, size_t
                 out(arg, buf, got);
             if (rc == Z_STREAM_END) {
                 d->mid = false;
-                if (d->coding != KL_H1_CODING_GZIP) {
+                if (d->coding != KL_CODING_GZIP) {
                     d->ended = true; /* one stream: a server's padding after it is no answer */
                     return 0;
                 }
@@ -63,13 +75,13 @@ static int inflate_some(struct kl_h1_decoder *d, const unsigned char *in, size_t
     return 0;
 }
 
-int kl_h1_decoder_feed(struct kl_h1_decoder *d, const char *in, size_t n,
+int kl_decoder_feed(struct kl_decoder *d, const char *in, size_t n,
                        void (*out)(void *, const char *, size_t), void *arg)
 {
     const unsigned char *u = (const unsigned char *)in;
     if (!n || d->ended)
         return 0;
-    if (!d->started && d->coding == KL_H1_CODING_GZIP && start(d, 15 + 16) < 0)
+    if (!d->started && d->coding == KL_CODING_GZIP && start(d, 15 + 16) < 0)
         return -1;
     if (!d->started) { /* deflate: which kind, from its first two bytes */
         if (!d->have_first) {
@@ -89,12 +101,12 @@ int kl_h1_decoder_feed(struct kl_h1_decoder *d, const char *in, size_t n,
     return inflate_some(d, u, n, out, arg);
 }
 
-bool kl_h1_decoder_complete(const struct kl_h1_decoder *d)
+bool kl_decoder_complete(const struct kl_decoder *d)
 {
     return !d->mid;
 }
 
-void kl_h1_decoder_end(struct kl_h1_decoder *d)
+void kl_decoder_end(struct kl_decoder *d)
 {
     if (d->started)
         inflateEnd(&d->z);
