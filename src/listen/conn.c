@@ -29,12 +29,17 @@ enum conn_state {
     ST_HEAD,        /* waiting for (the rest of) a request head */
     ST_BODY,        /* reading a request body */
     ST_EXCHANGE,    /* the pipeline owns the request */
+    ST_DRAINING,    /* answered, but more than KL_PIPELINED_OUT waits to be written: the next request waits too */
     ST_CLOSING,     /* flushing the last response, then close */
     ST_LINGER,      /* response sent, writing side shut: reading what the client still sends, then close */
 };
 
 /* Stop reading pipelined requests past this much unprocessed input. */
 #define KL_MAX_PIPELINED (1u << 20)
+/* ... and do not serve the next one while this much of the answers before
+ * it is unwritten: a client that sends requests and reads no answer would
+ * have them pile up in memory (100 MiB of pipelined GETs took 292 MB). */
+#define KL_PIPELINED_OUT (256u << 10)
 
 /* A connection closed with a request it did not read to the end lingers
  * this long, or until it has read and dropped this much (see linger). */
@@ -225,6 +230,25 @@ static void refuse_head(struct kl_conn *c, kl_exchange *ex, int status, const ch
     kl_pipeline_finish(ex); /* not attached to c: records, logs and frees it */
 }
 
+/* Room in the body's buffer for n more bytes. It grows as bytes come, by
+ * doubling, up to what Content-Length announced: a head alone must not
+ * reserve max_body_size (forty 80-byte heads took 1.3 GB). */
+static void body_room(struct kl_conn *c, size_t n)
+{
+    kl_exchange *ex = c->ex;
+    if (ex->body && ex->body_len + n <= c->body_cap)
+        return;
+    size_t cap = c->body_cap ? c->body_cap * 2 : 16384;
+    while (cap < ex->body_len + n)
+        cap *= 2;
+    if (c->body_expected >= 0 && cap > (size_t)c->body_expected)
+        cap = (size_t)c->body_expected;
+    ex->body = realloc(ex->body, cap + 1);
+    if (!ex->body)
+        abort();
+    c->body_cap = cap;
+}
+
 static void body_append(void *arg, const char *p, size_t n)
 {
     struct kl_conn *c = arg;
@@ -236,15 +260,7 @@ static void body_append(void *arg, const char *p, size_t n)
         c->body_overflow = true;
         return;
     }
-    if (ex->body_len + n > c->body_cap) {
-        size_t cap = c->body_cap ? c->body_cap * 2 : 16384;
-        while (cap < ex->body_len + n)
-            cap *= 2;
-        ex->body = realloc(ex->body, cap + 1);
-        if (!ex->body)
-            abort();
-        c->body_cap = cap;
-    }
+    body_room(c, n);
     memcpy(ex->body + ex->body_len, p, n);
     ex->body_len += n;
 }
@@ -301,16 +317,19 @@ static void read_body(struct kl_conn *c)
         size_t have = evbuffer_get_length(in);
         size_t n = have < want ? have : want;
         if (n) {
+            body_room(c, n);
             evbuffer_remove(in, ex->body + ex->body_len, n);
             ex->body_len += n;
         }
         /* libevent 2.1 reads at most 4 KiB per call (EVBUFFER_MAX_READ):
          * the rest of what the socket holds goes straight into the body's
-         * buffer in one read. The end of the stream, or the EOF the socket
-         * reports after an error, is left for the bufferevent's next read:
-         * either way the client went away mid-body (499). */
+         * buffer, up to 256 KiB a read. The end of the stream, or the EOF
+         * the socket reports after an error, is left for the bufferevent's
+         * next read: either way the client went away mid-body (499). */
         if (n == have && n < want && !c->tls) {
-            ssize_t r = read(bufferevent_getfd(c->bev), ex->body + ex->body_len, want - n);
+            size_t chunk = want - n < 262144 ? want - n : 262144;
+            body_room(c, chunk);
+            ssize_t r = read(bufferevent_getfd(c->bev), ex->body + ex->body_len, chunk);
             if (r > 0)
                 ex->body_len += (size_t)r;
         }
@@ -414,15 +433,9 @@ static void read_head(struct kl_conn *c)
         /* a body that came with its head (most do) needs no timeout */
         if (ex->req.chunked || evbuffer_get_length(bufferevent_get_input(c->bev)) < (size_t)ex->req.content_length)
             set_read_timeout(c, timeouts(c)->body);
-        if (ex->req.chunked) {
-            c->body_expected = -1;
-        } else {
-            c->body_expected = ex->req.content_length;
-            ex->body = malloc((size_t)ex->req.content_length + 1);
-            if (!ex->body)
-                abort();
-            c->body_cap = (size_t)ex->req.content_length;
-        }
+        c->body_expected = ex->req.chunked ? -1 : ex->req.content_length;
+        /* the body that came with the head (most do) in one allocation */
+        body_room(c, evbuffer_get_length(bufferevent_get_input(c->bev)));
         read_body(c);
         return;
     }
@@ -488,6 +501,10 @@ static void output_drained(struct kl_conn *c)
     }
     if (c->state == ST_CLOSING) {
         conn_free(c);
+        return;
+    }
+    if (c->state == ST_DRAINING) {
+        enter_head_state(c);
         return;
     }
     if (c->drain_cb && c->ex) {
@@ -722,6 +739,8 @@ void kl_conn_close_idle(kl_worker *w)
             close_between_requests(c);
         else if (c->state == ST_LINGER)
             conn_free(c);
+        else if (c->state == ST_DRAINING)
+            c->state = ST_CLOSING; /* closes once its answers are written (output_drained) */
         /* one serving a request closes after it (its head says so if not
          * sent yet), or after one the client had already sent behind it
          * (kl_conn_exchange_done) */
@@ -1023,6 +1042,12 @@ void kl_conn_exchange_done(kl_exchange *ex)
         evtimer_del(c->timer);
         if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
             output_drained(c); /* closes, or lingers */
+        return;
+    }
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > KL_PIPELINED_OUT) {
+        c->state = ST_DRAINING; /* output_drained goes on; timeouts.send bounds the wait */
+        bufferevent_disable(c->bev, EV_READ);
+        evtimer_del(c->timer);
         return;
     }
     enter_head_state(c);

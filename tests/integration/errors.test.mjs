@@ -231,6 +231,26 @@ describe('errors', () => {
     assert.equal(g.status, 200);
   });
 
+  it('a client that pipelines requests and reads nothing for a while still gets every answer, in order', async () => {
+    // the gateway stops serving while 256 KiB of answers wait unwritten, and
+    // goes on once the client reads: nothing is lost, nothing piles up
+    const u = new URL(gw.url);
+    const n = 3000;
+    const sock = net.connect({ host: u.hostname, port: Number(u.port) });
+    sock.on('error', () => {});
+    await new Promise((r) => sock.on('connect', r));
+    sock.pause();
+    let reqs = '';
+    for (let i = 0; i < n; i++) reqs += `GET /v1/models?i=${i} HTTP/1.1\r\nHost: x\r\n${i === n - 1 ? 'Connection: close\r\n' : ''}\r\n`;
+    sock.write(reqs);
+    await new Promise((r) => setTimeout(r, 500));
+    let data = '';
+    sock.on('data', (d) => (data += d.toString('latin1')));
+    sock.resume();
+    await new Promise((r) => sock.on('end', r));
+    assert.equal((data.match(/HTTP\/1\.1 200 OK\r\n/g) || []).length, n, data.slice(-300));
+  });
+
   it('Expect: 100-continue, keep-alive and pipelining', async () => {
     const body = '{"model":"gpt-4o","messages":[]}';
     const one = `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
