@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Anthropic from '@anthropic-ai/sdk';
-import { startMock, startGateway, providersFor, BUILD, ROOT } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, finalRecord, BUILD, ROOT } from './lib/harness.mjs';
 
 describe('lifecycle', () => {
   it('keyless check validates the example config and reports errors with positions', () => {
@@ -248,21 +248,34 @@ describe('lifecycle', () => {
     const big = 'x'.repeat(60000);
     const chat = () => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: big }] }) });
-    assert.equal((await chat()).status, 200);
-    const lock = spawn('sqlite3', [db], { stdio: ['pipe', 'ignore', 'ignore'] });
-    lock.stdin.write('BEGIN EXCLUSIVE;\nINSERT INTO requests SELECT * FROM requests LIMIT 0;\n');
-    await sleep(300);
-    const statuses = [];
-    for (let i = 0; i < 12; i++) {
-      const r = await chat();
-      statuses.push(r.status);
-      const body = await r.json();
-      if (r.status === 503) assert.match(body.error.message, /cannot record more requests right now \(record queue full\)/);
+    const first = await chat();
+    assert.equal(first.status, 200);
+    await first.json();
+    await finalRecord(gw, first.headers.get('x-keyless-request-id')); // written: the writer is between transactions
+    // the lock, once taken: sqlite3 waits for the writer if it is in a transaction after all
+    const lock = spawn('sqlite3', [db], { stdio: ['pipe', 'pipe', 'ignore'] });
+    const locked = new Promise((resolve) => lock.stdout.on('data', (d) => String(d).includes('locked') && resolve()));
+    lock.stdin.write(".timeout 10000\nBEGIN EXCLUSIVE;\nINSERT INTO requests SELECT * FROM requests LIMIT 0;\nSELECT 'locked';\n");
+    let answered;
+    try {
+      await locked;
+      const statuses = [];
+      for (let i = 0; i < 12; i++) {
+        const r = await chat();
+        statuses.push(r.status);
+        const body = await r.json();
+        if (r.status === 503) assert.match(body.error.message, /cannot record more requests right now \(record queue full\)/);
+      }
+      answered = statuses.filter((s) => s === 200).length;
+      // about 60 KB a record: five fill 300 KiB, the rest are refused
+      assert.ok(answered >= 4 && answered <= 6, JSON.stringify(statuses));
+      assert.deepEqual(statuses.slice(answered), new Array(12 - answered).fill(503));
+    } catch (e) {
+      lock.kill();
+      await gw.stop();
+      await mock.stop();
+      throw e;
     }
-    const answered = statuses.filter((s) => s === 200).length;
-    // about 60 KB a record: five fill 300 KiB, the rest are refused
-    assert.ok(answered >= 4 && answered <= 6, JSON.stringify(statuses));
-    assert.deepEqual(statuses.slice(answered), new Array(12 - answered).fill(503));
     lock.stdin.end('COMMIT;\n');
     let status = 0;
     for (let i = 0; i < 100 && status !== 200; i++) {
