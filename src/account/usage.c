@@ -378,15 +378,6 @@ static bool chat_answers(const char *d, size_t n)
     return false;
 }
 
-/* The bytes of text, reasoning and call arguments a chat chunk carries.
- * OpenAI reports a stream's usage only in its last chunk, so one cut short
- * is estimated from these (kl_usage_assume_prompt). */
-static size_t chat_delta_bytes(const char *d, size_t n)
-{
-    static const char *const keys[] = {"content", "arguments", "refusal", "reasoning_content", "reasoning"};
-    return member_bytes(d, n, keys, 5, NULL);
-}
-
 static void chat_usage(kl_usage_parser *p, const cJSON *us)
 {
     const cJSON *pd = member(us, "prompt_tokens_details");
@@ -531,9 +522,10 @@ static void chat_object(kl_usage_parser *p, const cJSON *root, bool stream)
  * Nearly every chunk is a text delta that holds none, and one pass over
  * its quotes is much cheaper than building its tree. A false positive only
  * costs a parse. The same pass adds the text, reasoning and arguments the
- * chunk carries to p->text_bytes (chat_delta_bytes, done alongside: this
- * runs on every chunk). A key is a quote, its name, a quote and ':': inside
- * a string every quote is escaped, so text cannot pass for one. */
+ * chunk carries to p->text_bytes: OpenAI reports a stream's usage only in
+ * its last chunk, so one cut short is estimated from them
+ * (kl_usage_assume_prompt). A key is a quote, its name, a quote and ':':
+ * inside a string every quote is escaped, so text cannot pass for one. */
 static bool chat_event_wanted(kl_usage_parser *p, const char *d, size_t n)
 {
     /* every chunk names the model: the first few are enough to learn it */
@@ -1392,9 +1384,8 @@ static void read_event(kl_usage_parser *p, const char *event, size_t event_len, 
         cJSON_Delete(tree);
         return;
     case KL_USAGE_OPENAI_CHAT:
-        if (full) /* parsed whole below; else counted by the scan that decides */
-            p->text_bytes += (int64_t)chat_delta_bytes(d, n);
-        else if (!chat_event_wanted(p, d, n))
+        /* run in full too: it counts the chunk's text */
+        if (!chat_event_wanted(p, d, n) && !full)
             return;
         if (!full && chat_chunk_without_calls(d, n)) {
             chat_whole_scan(p, d, n); /* what chat_object would read of it, without a tree */
