@@ -90,6 +90,7 @@ static void conn_free(struct kl_conn *c);
 static struct kl_conn *live(const kl_exchange *ex);
 static void conn_process(struct kl_conn *c);
 static void output_added(struct kl_conn *c);
+static void after_answer(struct kl_conn *c);
 static void linger_read(struct kl_conn *c);
 
 static const char *reason(int status)
@@ -504,7 +505,7 @@ static void output_drained(struct kl_conn *c)
         return;
     }
     if (c->state == ST_DRAINING) {
-        enter_head_state(c);
+        after_answer(c);
         return;
     }
     if (c->drain_cb && c->ex) {
@@ -739,8 +740,6 @@ void kl_conn_close_idle(kl_worker *w)
             close_between_requests(c);
         else if (c->state == ST_LINGER)
             conn_free(c);
-        else if (c->state == ST_DRAINING)
-            c->state = ST_CLOSING; /* closes once its answers are written (output_drained) */
         /* one serving a request closes after it (its head says so if not
          * sent yet), or after one the client had already sent behind it
          * (kl_conn_exchange_done) */
@@ -1032,6 +1031,14 @@ void kl_conn_exchange_done(kl_exchange *ex)
         event_free(c->apart);
         c->apart = NULL;
     }
+    after_answer(c);
+}
+
+/* An answer is over (or, for ST_DRAINING, written at last): close, wait
+ * for the answers to be written, or read the next request. Decided anew
+ * after the wait, since a reload or a shutdown may have come meanwhile. */
+static void after_answer(struct kl_conn *c)
+{
     /* stopping: a request the client sent before this response ended
      * (pipelined) is served too, the last one (its keep_alive is off),
      * rather than left without an answer or a record */
