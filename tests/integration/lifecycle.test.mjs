@@ -199,11 +199,16 @@ describe('lifecycle', () => {
     const gw = await startGateway({ store: { path: db }, providers: providersFor(mock.url) });
     const chat = () => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
-    assert.equal((await chat()).status, 200);
-    // another process holds the database's write lock (its transaction open)
-    const lock = spawn('sqlite3', [db], { stdio: ['pipe', 'ignore', 'ignore'] });
-    lock.stdin.write('BEGIN EXCLUSIVE;\nINSERT INTO requests SELECT * FROM requests LIMIT 0;\n');
-    await sleep(300);
+    const first = await chat();
+    assert.equal(first.status, 200);
+    await first.json();
+    await finalRecord(gw, first.headers.get('x-keyless-request-id')); // written: the writer is between transactions
+    // another process holds the database's write lock (its transaction open); sqlite3 waits for the writer if it
+    // is in a transaction after all, and says when it holds the lock
+    const lock = spawn('sqlite3', [db], { stdio: ['pipe', 'pipe', 'ignore'] });
+    const locked = new Promise((resolve) => lock.stdout.on('data', (d) => String(d).includes('locked') && resolve()));
+    lock.stdin.write(".timeout 10000\nBEGIN EXCLUSIVE;\nINSERT INTO requests SELECT * FROM requests LIMIT 0;\nSELECT 'locked';\n");
+    await locked;
     for (let i = 0; i < 3; i++) assert.equal((await chat()).status, 200);
     const exited = new Promise((r) => gw.proc.once('exit', (code, signal) => r({ code, signal })));
     gw.proc.kill('SIGTERM');
