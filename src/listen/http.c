@@ -2,6 +2,7 @@
 
 #include "core/text.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -34,20 +35,30 @@ static bool parse_content_length(const char *v, int64_t *out)
     return true;
 }
 
+/* The next item of a comma-separated list at *p, without the blanks around
+ * it, its length in *n (0 at the list's end, or for an empty item); *p is
+ * moved past it. */
+static const char *list_item(const char **p, size_t *n)
+{
+    const char *s = *p;
+    while (*s == ' ' || *s == '\t' || *s == ',')
+        s++;
+    const char *e = s;
+    while (*e && *e != ',')
+        e++;
+    *p = e;
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    *n = (size_t)(e - s);
+    return s;
+}
+
 bool kl_http_list_has(const char *value, const char *token)
 {
-    size_t tl = strlen(token);
-    const char *p = value;
-    while (*p) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *start = p;
-        while (*p && *p != ',')
-            p++;
-        const char *end = p;
-        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-            end--;
-        if ((size_t)(end - start) == tl && strncasecmp(start, token, tl) == 0)
+    size_t tl = strlen(token), n;
+    for (const char *p = value; *p;) {
+        const char *item = list_item(&p, &n);
+        if (n == tl && strncasecmp(item, token, tl) == 0)
             return true;
     }
     return false;
@@ -78,6 +89,48 @@ bool kl_http_connection_has(const kl_http_request *req, const char *token)
             kl_http_list_has(req->headers[i].value, token))
             return true;
     return false;
+}
+
+static int name_cmp(const void *x, const void *y)
+{
+    const struct kl_http_name *a = x, *b = y;
+    int c = strncasecmp(a->p, b->p, a->n < b->n ? a->n : b->n);
+    return c ? c : (a->n > b->n) - (a->n < b->n);
+}
+
+void kl_http_connection_names(const kl_http_request *req, kl_arena *a, kl_http_names *out)
+{
+    out->v = NULL;
+    out->n = 0;
+    size_t most = 0; /* one name per comma, and one more per header */
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (strcasecmp(req->headers[i].name, "connection") == 0) {
+            most++;
+            for (const char *p = req->headers[i].value; (p = strchr(p, ',')); p++)
+                most++;
+        }
+    if (!most)
+        return;
+    out->v = kl_arena_alloc(a, most * sizeof(*out->v));
+    for (size_t i = 0; i < req->nheaders; i++) {
+        if (strcasecmp(req->headers[i].name, "connection") != 0)
+            continue;
+        size_t n;
+        for (const char *p = req->headers[i].value; *p;) {
+            const char *item = list_item(&p, &n);
+            if (n)
+                out->v[out->n++] = (struct kl_http_name){item, n};
+        }
+    }
+    qsort(out->v, out->n, sizeof(*out->v), name_cmp);
+}
+
+bool kl_http_names_has(const kl_http_names *names, const char *name)
+{
+    if (!names->n)
+        return false;
+    struct kl_http_name key = {name, strlen(name)};
+    return bsearch(&key, names->v, names->n, sizeof(*names->v), name_cmp) != NULL;
 }
 
 /* An absolute-form target (RFC 9112 section 3.2.2, "http://host/path", as

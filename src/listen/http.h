@@ -57,6 +57,22 @@ bool kl_http_list_has(const char *value, const char *token);
  * may split the list over several Connection lines. */
 bool kl_http_connection_has(const kl_http_request *req, const char *token);
 
+/* The names all Connection headers of a request list, sorted without case:
+ * a gateway drops the headers they name, and one head can list thousands
+ * of names beside thousands of headers, so each header is looked up in
+ * log time rather than against every list. */
+struct kl_http_name {
+    const char *p;
+    size_t n;
+};
+typedef struct kl_http_names {
+    struct kl_http_name *v;     /* in the arena given, NULL when none */
+    size_t n;
+} kl_http_names;
+
+void kl_http_connection_names(const kl_http_request *req, kl_arena *a, kl_http_names *out);
+bool kl_http_names_has(const kl_http_names *names, const char *name);
+
 /* Incremental decoder for a chunked request body. */
 typedef struct kl_chunked {
     int state;

@@ -307,7 +307,8 @@ static void build_headers(kl_exchange *ex, const char *token, const struct kl_si
     const char **h = kl_arena_alloc(&ex->arena, (r->nheaders + p->nadd_headers + 4) * sizeof(char *));
     size_t n = 0;
     bool by_token = identified_by_token(ex);
-    bool has_connection = kl_http_header(r, "connection") != NULL; /* most requests: none to look through */
+    kl_http_names hop;
+    kl_http_connection_names(r, &ex->arena, &hop);
     bool inject = keyless_credential(ex);
     /* who pays goes with the key: the caller's choice only beside its own */
     bool callers_key = p->auth_mode == KL_AUTHMODE_PASSTHROUGH && !inject;
@@ -324,7 +325,7 @@ static void build_headers(kl_exchange *ex, const char *token, const struct kl_si
             continue;
         }
         if (kl_route_drop_request_header(name) || kl_route_billing_header(name) ||
-            (has_connection && kl_http_connection_has(r, name)))
+            kl_http_names_has(&hop, name))
             continue;
         h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
     }

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { gzipSync, deflateRawSync, brotliCompressSync } from 'node:zlib';
 import OpenAI from 'openai';
-import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap, rawProvider } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap, rawProvider, rawRequest } from './lib/harness.mjs';
 
 describe('OpenAI dialect', () => {
   let mock, gw, client;
@@ -81,6 +81,31 @@ describe('OpenAI dialect', () => {
     // any other name with '_' goes: Codex CLI's session_id routes its prompt cache
     assert.equal(h.session_id, 'codex-session-1');
     assert.equal(h['x-custom-trace'], 't-1');
+  });
+
+  it('headers the caller\'s Connection lists are hop-by-hop and go no further, however many it lists', async () => {
+    const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+    // thousands of listed names beside thousands of headers: each header is looked up once, in sorted names
+    const many = Array.from({ length: 3000 }, (_, i) => `x-h${i}`);
+    for (const [connection, extra] of [['keep-alive, X-Hop-A ,x-hop-b', ''],
+      [`${many.filter((_, i) => i % 2 === 0).join(',')}, X-Hop-A ,x-hop-b`, many.map((n) => `${n}: v\r\n`).join('')]]) {
+      await mock.clear();
+      const text = await rawRequest(gw.url, `POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n` +
+        `Connection: ${connection}\r\nConnection: X-Hop-C, close\r\nX-Hop-A: 1\r\nx-HOP-b: 2\r\nX-Hop-C: 3\r\n` +
+        `X-Hop-Kept: 4\r\n${extra}Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+      { timeoutMs: 3000 });
+      assert.match(text, /^HTTP\/1\.1 200 /, text.slice(0, 300));
+      const h = headerMap((await mock.last()).headers);
+      for (const name of ['x-hop-a', 'x-hop-b', 'x-hop-c', 'connection'])
+        assert.equal(h[name], undefined, name);
+      assert.equal(h['x-hop-kept'], '4');
+      if (extra) {
+        assert.equal(h['x-h0'], undefined);
+        assert.equal(h['x-h2998'], undefined);
+        assert.equal(h['x-h1'], 'v');
+        assert.equal(h['x-h2999'], 'v');
+      }
+    }
   });
 
   it('auth_mode "none": add_headers may set the credential a server behind a proxy wants, masked if echoed', async () => {

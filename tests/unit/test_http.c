@@ -142,6 +142,20 @@ static void hostile_heads(void **state)
                       &why) > 0);
     assert_true(kl_http_connection_has(&r, "x-hop2"));
     assert_false(kl_http_connection_has(&r, "x-hop3"));
+    assert_true(parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: , x-b ,X-A,,\r\nConnection:\r\nConnection: x-c, x-a\r\n\r\n", &a,
+                      &r, &why) > 0);
+    kl_http_names names;
+    kl_http_connection_names(&r, &a, &names);
+    assert_int_equal(names.n, 4);
+    assert_true(kl_http_names_has(&names, "x-a"));
+    assert_true(kl_http_names_has(&names, "X-B"));
+    assert_true(kl_http_names_has(&names, "x-C"));
+    assert_false(kl_http_names_has(&names, "x-"));
+    assert_false(kl_http_names_has(&names, "x-ab"));
+    assert_false(kl_http_names_has(&names, "connection-x"));
+    assert_true(parse("GET / HTTP/1.1\r\nHost: x\r\n\r\n", &a, &r, &why) > 0);
+    kl_http_connection_names(&r, &a, &names);
+    assert_false(kl_http_names_has(&names, "host"));
     assert_true(parse("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n", &a, &r, &why) > 0);
     assert_false(r.expect_continue);
     assert_true(parse("POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n", &a, &r, &why) > 0);
