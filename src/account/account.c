@@ -443,7 +443,7 @@ static bool tools_breached(kl_exchange *ex)
     if (!a->usage)
         return false;
     const char *why = a->tool_refusal;
-    enum kl_err_kind kind = KL_ERR_FORBIDDEN;
+    enum kl_err_kind kind = KL_ERR_BLOCKED;
     const char *odd = kl_usage_ambiguity(a->usage); /* set only while tool limits apply */
     if (!why && odd) {
         why = kl_arena_printf(&ex->arena, "the provider's answer holds %s, which the tool limits cannot read as "
@@ -473,7 +473,7 @@ static bool stopped(kl_exchange *ex)
          * (and of calls allowed before the refused one) goes on, as at a
          * stream's end; not before an event that could not be read, nor
          * when other answers (n > 1) run beside the one that called */
-        if (ex->acct->live && ex->cut_kind == KL_ERR_FORBIDDEN && ex->choices <= 1)
+        if (ex->acct->live && ex->cut_kind == KL_ERR_BLOCKED && ex->choices <= 1)
             kl_guard_stream_flush(ex->acct->live, ex);
         ex->cut_off = true;
         return true;

@@ -158,6 +158,7 @@ enum kl_err_kind {
     KL_ERR_VERSION,             /* 505 */
     KL_ERR_LIMIT_FINAL,         /* 400: a quota or rate limit waiting will not lift, to Gemini and Bedrock
                                    callers (the others get 429 with x-should-retry: false) */
+    KL_ERR_BLOCKED,             /* 400: guardrails or the tool policy refused the request or its answer */
 };
 
 int kl_err_status(enum kl_err_kind kind);

@@ -54,6 +54,12 @@ static const struct {
      * 400s that Gemini CLI, Google's SDK and the AWS SDKs do not send again */
     [KL_ERR_LIMIT_FINAL] = {400, "invalid_request_error", "limit_exceeded", "invalid_request_error",
                             "FAILED_PRECONDITION", "ServiceQuotaExceededException", "validationException"},
+    /* a policy's refusal is the caller's request, as Anthropic's "Output
+     * blocked by content filtering policy" and OpenAI's
+     * content_policy_violation are: 400, never 403, which Claude Code and
+     * Gemini CLI show as a failed login ("Please run /login") */
+    [KL_ERR_BLOCKED] = {400, "invalid_request_error", "blocked_by_policy", "invalid_request_error", "INVALID_ARGUMENT",
+                        "ValidationException", "validationException"},
 };
 
 const char *kl_dialect_bedrock_error_type(enum kl_err_kind kind)

@@ -117,7 +117,7 @@ enum kl_answer_verdict kl_guard_answer_whole(kl_exchange *ex, const char *body, 
         kl_guard_note(ex, "answer", NULL, "block", split, 0, "split across parts the caller's SDK joins");
         ex->error_message = kl_arena_printf(&ex->arena, "the answer was withheld by guardrails: it contains %s, "
                                             "split across parts the caller's SDK joins", split);
-        ex->cut_kind = KL_ERR_FORBIDDEN;
+        ex->cut_kind = KL_ERR_BLOCKED;
         ex->cut_class = KL_EC_BLOCKED;
         return KL_ANSWER_WITHHELD;
     }
@@ -140,11 +140,11 @@ enum kl_answer_verdict kl_guard_answer_whole(kl_exchange *ex, const char *body, 
     }
     kl_guard_note(ex, "answer", NULL, "block", res.overflow ? res.kinds : res.block_kinds, 0,
                   res.overflow ? res.block_kinds : NULL);
-    /* 403: the caller's SDK does not retry it (a retry would be charged
+    /* a 400: the caller's SDK does not retry it (a retry would be charged
      * and most likely answered alike) */
     ex->error_message = kl_arena_printf(&ex->arena, "the answer was withheld by guardrails: it contains %s",
                                         res.block_kinds);
-    ex->cut_kind = KL_ERR_FORBIDDEN;
+    ex->cut_kind = KL_ERR_BLOCKED;
     ex->cut_class = KL_EC_BLOCKED;
     return KL_ANSWER_WITHHELD;
 }

@@ -193,7 +193,7 @@ static enum kl_step scan_body(kl_exchange *ex)
         if (why) {
             kl_guard_note(ex, "request", NULL, "block", res.kinds, 0, NULL);
             ex->body_withheld = true;
-            return kl_fail(ex, KL_ERR_INVALID, KL_EC_BLOCKED,
+            return kl_fail(ex, KL_ERR_BLOCKED, KL_EC_BLOCKED,
                            "request blocked by guardrails: it contains %s, and redacting it would not leave a valid "
                            "request (%s)", res.kinds, why);
         }
@@ -207,7 +207,7 @@ static enum kl_step scan_body(kl_exchange *ex)
                       res.overflow ? res.block_kinds : NULL);
         kl_info("%s: blocked by guardrails (%s)", ex->id, res.block_kinds);
         ex->body_withheld = true; /* a secret refused here is not kept in a capture either */
-        return kl_fail(ex, KL_ERR_INVALID, KL_EC_BLOCKED, "request blocked by guardrails: it contains %s",
+        return kl_fail(ex, KL_ERR_BLOCKED, KL_EC_BLOCKED, "request blocked by guardrails: it contains %s",
                        res.block_kinds);
     }
     return KL_NEXT;

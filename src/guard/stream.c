@@ -426,7 +426,7 @@ static void block(kl_guard_stream *s, kl_exchange *ex, const char *kinds, const 
 {
     tell(s, ex);
     kl_guard_note(ex, "answer", NULL, "block", kinds, 0, why);
-    stop(s, ex, KL_ERR_FORBIDDEN, KL_EC_BLOCKED,
+    stop(s, ex, KL_ERR_BLOCKED, KL_EC_BLOCKED,
          kl_arena_printf(&ex->arena, "the rest of the answer was withheld by guardrails: it contains %s", kinds));
 }
 

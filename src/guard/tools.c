@@ -624,7 +624,7 @@ enum kl_step kl_tools_run(kl_exchange *ex)
     if (rc < 0) {
         cJSON_Delete(body);
         kl_info("%s: refused by the tool policy: %s", ex->id, why);
-        return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_BLOCKED, "request blocked: %s", why);
+        return kl_fail(ex, KL_ERR_BLOCKED, KL_EC_BLOCKED, "request blocked: %s", why);
     }
     if (rc == 1) {
         kl_account_session_id(ex); /* from the caller's own body */

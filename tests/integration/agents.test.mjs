@@ -163,7 +163,7 @@ describe('Codex CLI and Gemini CLI', () => {
     }
     // Gemini CLI: read_file is refused. The call comes in the same moment as
     // the text; the error Google's way (bare JSON after the events) still
-    // comes as a read of its own, so the CLI's SDK raises it (a 403, which the
+    // comes as a read of its own, so the CLI's SDK raises it (a 400, which the
     // CLI does not retry) rather than one the CLI takes for a broken
     // connection and sends again.
     await mock.clear();

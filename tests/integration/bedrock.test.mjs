@@ -288,8 +288,8 @@ describe('Amazon Bedrock', () => {
     await assert.rejects(aws.send(new ConverseCommand({ modelId: SONNET,
       messages: [{ role: 'user', content: [{ text: 'hi' }] }],
       toolConfig: { tools: [spec('Bash')], toolChoice: { tool: { name: 'Bash' } } } })), (e) => {
-      assert.equal(e.name, 'AccessDeniedException');
-      assert.equal(e.$metadata.httpStatusCode, 403);
+      assert.equal(e.name, 'ValidationException');
+      assert.equal(e.$metadata.httpStatusCode, 400);
       return true;
     });
     // a stream calling it stops before the call reaches the caller
@@ -309,7 +309,7 @@ describe('Amazon Bedrock', () => {
     // a whole answer calling it is refused in its place
     await assert.rejects(aws.send(new ConverseCommand({ modelId: SONNET,
       messages: [{ role: 'user', content: [{ text: 'go [[mock tools=Bash]]' }] }] })),
-    (e) => e.$metadata.httpStatusCode === 403 && /Bash/.test(e.message));
+    (e) => e.$metadata.httpStatusCode === 400 && /Bash/.test(e.message));
   });
 
   it('a malformed message from the provider: relayed as it came, or stopped under tool limits', async () => {

@@ -296,13 +296,14 @@ describe('guardrails over answers', () => {
     assert.match(rec.response_body, /\[REDACTED:email\]/, 'the capture is what the caller got');
   });
 
-  it('a secret in a whole answer withholds it: 403 in the dialect, usage still counted, no capture', async () => {
+  it('a secret in a whole answer withholds it: 400 in the dialect (not 403, a failed login to agents), usage still counted, no capture', async () => {
     let id;
     await assert.rejects(openai().chat.completions.create(
       { model: 'gpt-4o', messages: [{ role: 'user', content: 'my key?' }] },
       { headers: { 'x-mock': `text=it_is_${AWS}` } }), (e) => {
-      assert.equal(e.status, 403);
-      assert.equal(e.error?.type, 'permission_error');
+      assert.equal(e.status, 400);
+      assert.equal(e.error?.type, 'invalid_request_error');
+      assert.equal(e.code, 'blocked_by_policy');
       assert.match(e.message, /the answer was withheld by guardrails: it contains aws_access_key/);
       id = e.headers?.get?.('x-keyless-request-id');
       return true;
@@ -319,7 +320,7 @@ describe('guardrails over answers', () => {
     const claude = new Anthropic({ baseURL: gw.url, apiKey: 'x', maxRetries: 0 });
     await assert.rejects(claude.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 50,
       messages: [{ role: 'user', content: 'key?' }] }, { headers: { 'x-mock': `text=${AWS}` } }),
-    (e) => e.status === 403 && e.error?.error?.type === 'permission_error' && /aws_access_key/.test(e.message));
+    (e) => e.status === 400 && e.error?.error?.type === 'invalid_request_error' && /aws_access_key/.test(e.message));
   });
 
   it('a secret spelled across a stream\'s events never reaches the caller: the stream ends with an error', async () => {
@@ -579,7 +580,7 @@ describe('guardrails over answers', () => {
       await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'who?' }] },
         { headers: { 'x-mock': 'text=ask_jane@example.com' } });
       await assert.rejects(client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'key?' }] },
-        { headers: { 'x-mock': `text=${AWS}` } }), (e) => e.status === 403);
+        { headers: { 'x-mock': `text=${AWS}` } }), (e) => e.status === 400);
       const s = await client.chat.completions.create({ model: 'gpt-4o', stream: true,
         messages: [{ role: 'user', content: 'key?' }] }, { headers: { 'x-mock': `events=5;text=${AWS}` } });
       await assert.rejects((async () => { for await (const ev of s) void ev; })(), /withheld by guardrails/);
@@ -590,7 +591,7 @@ describe('guardrails over answers', () => {
       const told = hook.calls.filter((c) => c.response_body?.choices?.[0]?.message?.content);
       assert.equal(told.length, 1, JSON.stringify(hook.calls));
       assert.equal(told[0].response_body.choices[0].message.content, 'ask [REDACTED:email]');
-      assert.equal(hook.calls.filter((c) => c.keyless.status === 403)[0].response_body, undefined);
+      assert.equal(hook.calls.filter((c) => c.keyless.status === 400)[0].response_body, undefined);
       assert.ok(!JSON.stringify(hook.calls).includes(AWS));
     } finally {
       await gw2.stop();
@@ -925,7 +926,7 @@ describe('guardrails over streams, edge cases', () => {
       assert.equal(got.length, 0, 'neither reached the provider');
       // redacted: the escapes that spell the address go upstream as [REDACTED:email]
       const r = await send(gw, escaped('write to bob\\u0040example.com, \\u00e9t\\u00e9'));
-      assert.equal(r.status, 403, 'the answer holds an escaped key: withheld');
+      assert.equal(r.status, 400, 'the answer holds an escaped key: withheld');
       assert.match((await r.json()).error.message, /withheld by guardrails: it contains aws_access_key/);
       assert.equal(got.length, 1);
       assert.equal(JSON.parse(got[0]).messages[0].content, 'write to [REDACTED:email], été');
@@ -955,7 +956,7 @@ describe('guardrails over streams, edge cases', () => {
       sock.end(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
     }, { secrets: 'block' }, 'openai', async (gw) => {
       const r = await post(gw, '/v1/chat/completions', { ...chatBody, stream: false });
-      assert.equal(r.status, 403);
+      assert.equal(r.status, 400);
       assert.match((await r.json()).error.message, /withheld by guardrails: it contains aws_access_key/);
       // and in a request's history, refused before the provider sees it
       const q = await post(gw, '/v1/chat/completions', { model: 'gpt-4o', messages: [{ role: 'user', content: 'x' },
@@ -1027,7 +1028,7 @@ describe('guardrails over streams, edge cases', () => {
       const ask = () => post(gw, '/v1beta/models/gemini-2.5-flash:generateContent', { contents: [{ role: 'user', parts: [{ text: 'x' }] }] });
       parts = [{ text: 'your key is AKIAIOSFOD' }, { text: 'NN7Q3XM9PL' }];
       let r = await ask();
-      assert.equal(r.status, 403);
+      assert.equal(r.status, 400);
       assert.match((await r.json()).error.message, /withheld by guardrails: it contains aws_access_key, split across parts the caller's SDK joins/);
       // parts that spell nothing together pass
       parts = [{ text: 'your key is AKIA' }, { text: ' not here' }];

@@ -127,25 +127,26 @@ describe('tool policy', () => {
     assert.ok(!sent.includes('tool\\u0073'), 'the edited member is written once, under its name');
   });
 
-  it('a request that forces a refused tool is refused with 403 in its dialect and recorded as blocked', async () => {
+  it('a request that forces a refused tool is refused with 400 in its dialect and recorded as blocked', async () => {
     await mock.clear();
     let id;
     await assert.rejects(openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }],
       tools: [fn('Bash'), fn('grep')], tool_choice: { type: 'function', function: { name: 'Bash' } } }),
     (e) => {
-      assert.equal(e.status, 403);
-      assert.equal(e.error.type, 'permission_error');
+      assert.equal(e.status, 400);
+      assert.equal(e.error.type, 'invalid_request_error');
+      assert.equal(e.code, 'blocked_by_policy');
       assert.match(e.message, /tool_choice forces the tool 'Bash', which the tool policy does not allow/);
       id = e.headers.get('x-keyless-request-id');
       return true;
     });
     await assert.rejects(claude().messages.create({ model: 'claude-sonnet-4-5', max_tokens: 50,
       messages: [{ role: 'user', content: 'hi' }], tools: [claudeTool('Write')], tool_choice: { type: 'any' } }),
-    (e) => e.status === 403 && e.error?.error?.type === 'permission_error' && /requires a tool call/.test(e.message));
+    (e) => e.status === 400 && e.error?.error?.type === 'invalid_request_error' && /requires a tool call/.test(e.message));
     assert.equal((await mock.requests()).length, 0, 'nothing was forwarded');
     const rec = await finalRecord(gw, id);
     assert.equal(rec.error_class, 'blocked');
-    assert.equal(rec.status, 403);
+    assert.equal(rec.status, 400);
   });
 
   it('a stream that calls a refused tool ends with an error event before the call reaches the caller', async () => {
@@ -198,10 +199,10 @@ describe('tool policy', () => {
       { headers: { 'x-mock': 'tools=read_file,grep,read_file' } }),
     (e) => {
       id = e.headers.get('x-keyless-request-id');
-      return e.status === 403 && /more than 2 tool calls, the most the tool policy allows/.test(e.message);
+      return e.status === 400 && /more than 2 tool calls, the most the tool policy allows/.test(e.message);
     });
     const rec = await finalRecord(gw, id);
-    assert.equal(rec.status, 403);
+    assert.equal(rec.status, 400);
     assert.equal(rec.upstream_status, 200);
     assert.equal(rec.tool_calls, 3);
     assert.equal(rec.error_class, 'blocked');
@@ -209,7 +210,7 @@ describe('tool policy', () => {
     // a refused tool in a whole Anthropic answer
     await assert.rejects(claude().messages.create({ model: 'claude-sonnet-4-5', max_tokens: 50,
       messages: [{ role: 'user', content: 'hi' }] }, { headers: { 'x-mock': 'tools=Write' } }),
-    (e) => e.status === 403 && e.error?.error?.type === 'permission_error' && /the tool 'Write'/.test(e.message));
+    (e) => e.status === 400 && e.error?.error?.type === 'invalid_request_error' && /the tool 'Write'/.test(e.message));
     // Gemini's JSON-array stream: cut at the element with the third call
     const g = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:streamGenerateContent`, {
       method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': 'tools=grep,grep,grep;text=Go.' },
@@ -350,7 +351,7 @@ describe('tool policy', () => {
       assert.match(response.headers.get('x-request-id'), /^req_/, 'the provider\'s headers are relayed');
       assert.equal(response.headers.get('content-type'), 'application/json');
       await assert.rejects(client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] },
-        { headers: { 'x-mock': 'tools=Bash' } }), (e) => e.status === 403 && /the tool 'Bash'/.test(e.message));
+        { headers: { 'x-mock': 'tools=Bash' } }), (e) => e.status === 400 && /the tool 'Bash'/.test(e.message));
       const stream = await client.chat.completions.create({ model: 'gpt-4o', stream: true,
         messages: [{ role: 'user', content: 'hi' }] }, { headers: { 'x-mock': 'tools=grep,grep,grep' } });
       await assert.rejects((async () => { for await (const _ of stream) { /* drain */ } })(),
