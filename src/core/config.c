@@ -804,6 +804,10 @@ static void read_listen(kl_cfg_ctx *c, const cJSON *v)
             cfg_size(c, m, "max_body_size", &l->max_body_size);
         } else if (strcmp(k, "max_header_size") == 0) {
             cfg_size(c, m, "max_header_size", &l->max_header_size);
+        } else if (strcmp(k, "max_connections") == 0) {
+            long n;
+            if (cfg_int(c, m, "max_connections", 0, 100000000, &n) == 0)
+                l->max_connections = (size_t)n;
         } else if (strcmp(k, "timeouts") == 0) {
             read_timeouts(c, m, &l->timeouts);
         } else {

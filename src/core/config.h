@@ -76,6 +76,8 @@ struct kl_listen_cfg {
     int workers;                /* 0 = number of cores */
     size_t max_body_size;
     size_t max_header_size;
+    size_t max_connections;     /* client connections at once, over all workers; 0 = what the descriptor
+                                   limit leaves room for (kl_server.fd_conns) */
     struct kl_timeouts timeouts;
 };
 

@@ -40,6 +40,10 @@ typedef struct kl_server {
     kl_config_holder config;
     int nworkers;
     struct kl_worker *workers;
+    /* client connections the descriptor limit leaves room for: half of it,
+     * less a reserve, since each one served needs a provider's connection
+     * too (listen.max_connections when that is 0) */
+    size_t fd_conns;
     atomic_bool stopping;
     atomic_int adopted;                     /* snapshots taken by workers after reloads (listen/reload.c) */
     struct kl_whois_cache *whois_cache;     /* shared by every worker */
@@ -80,6 +84,8 @@ typedef struct kl_worker {
     int64_t accept_warned_ms;   /* when that was last logged */
     uint64_t accept_failures;   /* since */
     struct kl_conn *conns;      /* every open client connection (doubly linked) */
+    bool full;                  /* listeners paused at this worker's share of listen.max_connections */
+    int64_t full_warned_ms[2];  /* when closing idle ones [0], and pausing [1], was last logged */
     /* written by this worker only (kl_owner_add); atomic so /metrics may
      * read them from another worker */
     _Atomic uint64_t nconns;

@@ -69,6 +69,8 @@ struct kl_conn {
     bool resp_close_delimited;      /* HTTP/1.0 stream: body ends at close */
     int64_t resp_left;              /* body bytes the head announced and not yet written; -1: not counted */
     bool waiting_head_start;        /* timer measures the head deadline */
+    bool served;                    /* a request head has been read on this connection */
+    int64_t idle_since_ns;          /* when it last began waiting for a request (kl_now_ns) */
     bool tls;
     kl_config *tls_cfg;             /* the snapshot whose TLS context this connection uses (it
                                        outlives a reload while the handshake may still run) */
@@ -92,6 +94,7 @@ static void conn_process(struct kl_conn *c);
 static void output_added(struct kl_conn *c);
 static void after_answer(struct kl_conn *c);
 static void linger_read(struct kl_conn *c);
+static void close_between_requests(struct kl_conn *c);
 
 static const char *reason(int status)
 {
@@ -160,11 +163,16 @@ static void set_read_timeout(struct kl_conn *c, uint32_t ms)
     bufferevent_set_timeouts(c->bev, ms ? &rtv : NULL, sms ? &wtv : NULL);
 }
 
-/* Wait for the next request: the idle timer runs until its first byte. */
+/* Wait for the next request: the idle timer runs until its first byte. A
+ * fresh connection waits no longer than a head may take (timeouts.header,
+ * nginx's client_header_timeout): it is not a keep-alive client yet. */
 static void enter_head_state(struct kl_conn *c)
 {
     c->state = ST_HEAD;
     c->waiting_head_start = false;
+    c->idle_since_ns = kl_now_ns();
+    if (c->w->full) /* the next caller can have this one's place */
+        kl_server_accepting(c->w, true);
     set_read_timeout(c, 0);
     bufferevent_enable(c->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
@@ -172,7 +180,8 @@ static void enter_head_state(struct kl_conn *c)
         arm_timer(c, timeouts(c)->header);
         bufferevent_trigger(c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
     } else {
-        arm_timer(c, timeouts(c)->idle);
+        uint32_t ms = timeouts(c)->idle, head = timeouts(c)->header;
+        arm_timer(c, !c->served && head && (!ms || head < ms) ? head : ms);
     }
 }
 
@@ -394,6 +403,7 @@ static void read_head(struct kl_conn *c)
         return;
     }
     evbuffer_drain(in, (size_t)r);
+    c->served = true;
     ex->bytes_in = (uint64_t)r;
     ex->conn = c;
     ex->peer_ip = c->peer_ip;
@@ -622,6 +632,52 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         conn_free(c); /* idle keep-alive, a head that never completed, or lingered long enough */
 }
 
+/* This worker's share of listen.max_connections, or of what the
+ * descriptor limit leaves room for (kl_server.fd_conns). */
+static size_t conn_limit(const kl_worker *w)
+{
+    size_t total = w->cfg->listen.max_connections ? w->cfg->listen.max_connections : w->server->fd_conns;
+    size_t n = (total + (size_t)w->server->nworkers - 1) / (size_t)w->server->nworkers;
+    return n ? n : 1;
+}
+
+/* A connection that holds nothing: between requests, or fresh with no
+ * byte sent yet; one whose last answer is still being written closes
+ * after it (close_between_requests). */
+static bool idle(const struct kl_conn *c)
+{
+    return c->state == ST_HEAD && !c->waiting_head_start &&
+           evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
+}
+
+/* The worker has reached its share of connections. Past it, the one idle
+ * longest closes to make room, as nginx reuses a keep-alive connection
+ * when it runs short (its client may reopen it; idle ones held by someone
+ * who opened thousands would shut everyone else out). With none idle, it
+ * stops accepting until one closes or falls idle, and new callers wait in
+ * the kernel's backlog. A scan of every connection, made only at the
+ * limit. */
+static void make_room(kl_worker *w, struct kl_conn *fresh)
+{
+    struct kl_conn *c = NULL;
+    for (struct kl_conn *k = w->conns; k; k = k->next)
+        if (k != fresh && idle(k) && (!c || k->idle_since_ns <= c->idle_since_ns))
+            c = k;
+    if (c && w->nconns <= conn_limit(w))
+        return; /* at the limit, with room to make when the next one comes */
+    int64_t now = kl_wall_ms();
+    if (now - w->full_warned_ms[!c] >= 10000) {
+        kl_warn("worker %d: %llu connections, its share of listen.max_connections (%zu): %s", w->index,
+                (unsigned long long)w->nconns, conn_limit(w),
+                c ? "closing those idle longest to accept more" : "none idle; not accepting until one closes");
+        w->full_warned_ms[!c] = now;
+    }
+    if (c)
+        close_between_requests(c);
+    else
+        kl_server_accepting(w, false);
+}
+
 void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t salen, bool tls)
 {
     (void)salen;
@@ -686,6 +742,8 @@ void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t s
     w->conns = c;
     kl_owner_add(&w->nconns, 1);
     enter_head_state(c);
+    if (w->nconns >= conn_limit(w))
+        make_room(w, c);
 }
 
 static void conn_free(struct kl_conn *c)
@@ -705,6 +763,8 @@ static void conn_free(struct kl_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     kl_owner_add(&w->nconns, (uint64_t)-1);
+    if (w->full && w->nconns < conn_limit(w))
+        kl_server_accepting(w, true);
     if (c->apart)
         event_free(c->apart);
     event_free(c->timer);

@@ -135,9 +135,21 @@ static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     kl_worker *w = arg;
-    for (size_t i = 0; !w->draining && i < w->nlisteners; i++)
+    for (size_t i = 0; !w->draining && !w->full && i < w->nlisteners; i++)
         if (w->listeners[i])
             evconnlistener_enable(w->listeners[i]);
+}
+
+void kl_server_accepting(kl_worker *w, bool on)
+{
+    w->full = !on;
+    if (!on) {
+        for (size_t i = 0; i < w->nlisteners; i++)
+            if (w->listeners[i])
+                evconnlistener_disable(w->listeners[i]);
+    } else if (!w->accept_timer || !evtimer_pending(w->accept_timer, NULL)) {
+        on_accept_resume(-1, 0, w); /* else the accept-failure pause ends first */
+    }
 }
 
 /* EMFILE and friends: keep serving the connections we have. The
@@ -316,13 +328,18 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(sc->base, NULL);
 }
 
-static void raise_fd_limit(void)
+/* The descriptor limit, raised to its hard limit: returns what it is. */
+static size_t raise_fd_limit(void)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
     }
+    return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (rlim_t)1 << 30 ? (size_t)1 << 30 : (size_t)rl.rlim_cur;
 }
 
 bool kl_server_watch_accounts(kl_server *srv, const kl_config *cfg)
@@ -370,7 +387,10 @@ int kl_server_run(kl_config *cfg)
      * store is a write that fails with EFBIG, retried as a full disk is,
      * not the end of the process */
     signal(SIGXFSZ, SIG_IGN);
-    raise_fd_limit();
+    size_t nofile = raise_fd_limit();
+    /* HAProxy's rule: a client's descriptor and its provider's, and a
+     * reserve for listeners, the store, logs and tailscaled's socket */
+    srv.fd_conns = nofile > 512 ? (nofile - 256) / 2 : nofile / 4 + 1;
     if (kl_upstream_global_init() < 0) {
         kl_error("cannot initialise libcurl");
         return 1;
@@ -495,10 +515,8 @@ int kl_server_run(kl_config *cfg)
         }
         /* ~55 bytes a number: 65,536 numbers in all (3.6 MB), shared by the
          * workers, at least 8,192 each; beyond that entries come as before */
-        struct rlimit nofile;
         int fill = 65536 / nw > 8192 ? 65536 / nw : 8192;
-        if (getrlimit(RLIMIT_NOFILE, &nofile) == 0)
-            prefill_fd_map(w->base, nofile.rlim_cur < (rlim_t)fill ? (int)nofile.rlim_cur : fill);
+        prefill_fd_map(w->base, nofile < (size_t)fill ? (int)nofile : fill);
         w->log_timer = evtimer_new(w->base, on_log_timer, w);
         w->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
         w->metrics = kl_metrics_new();

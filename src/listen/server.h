@@ -24,6 +24,11 @@ void kl_server_wait_accounts(kl_server *srv, int ms);
  * worker stops once its last exchange and connection are gone. */
 void kl_server_maybe_stopped(kl_worker *w);
 
+/* A worker at its share of listen.max_connections stops accepting (on
+ * false) until one of its connections closes (on true); the kernel's
+ * backlog holds new callers meanwhile. */
+void kl_server_accepting(kl_worker *w, bool on);
+
 /* An access log line, on w's thread: buffered, written within 100 ms, when
  * the buffer fills, or when the worker stops (see kl_log_buffered). */
 void kl_server_access_log(kl_worker *w, const struct kl_log_line *l);

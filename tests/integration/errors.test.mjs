@@ -286,6 +286,74 @@ function trickle(url, parts, pauseMs, { limitMs = 8000 } = {}) {
   });
 }
 
+describe('connection limits', () => {
+  // A connection that sends request and stays open (keep-alive); answered() resolves with the answer once it ends
+  // with end (a string).
+  function kept(url, request = 'GET / HTTP/1.1\r\nHost: x\r\n\r\n', end = '\r\n\r\nkeyless\n') {
+    const u = new URL(url);
+    const sock = net.connect({ host: u.hostname, port: Number(u.port) });
+    sock.on('error', () => {});
+    sock.gone = new Promise((r) => sock.on('close', r));
+    let data = '';
+    sock.answered = new Promise((r) => {
+      sock.on('data', (d) => { data += d.toString('latin1'); if (data.endsWith(end)) r(data); });
+    });
+    sock.write(request);
+    return sock;
+  }
+
+  it('at listen.max_connections the connection idle longest makes room; with none idle, a new caller waits for one', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({ listen: { max_connections: 3 }, providers: providersFor(mock.url) }, { workers: 1 });
+    try {
+      const [a, b, c] = [kept(gw.url), kept(gw.url), kept(gw.url)];
+      for (const s of [a, b, c]) assert.match(await s.answered, /^HTTP\/1\.1 200 /);
+      // a fourth caller is served, and the connection idle longest (a) is the one closed for it
+      const close = (req) => `${req}Connection: close\r\n\r\n`;
+      assert.match(await rawRequest(gw.url, close('GET / HTTP/1.1\r\nHost: x\r\n')), /^HTTP\/1\.1 200 /);
+      await a.gone;
+      assert.equal(b.destroyed || c.destroyed, false, 'only the one idle longest was closed');
+      for (const s of [b, c]) s.destroy();
+      // three streams in flight hold every connection: the next caller is not accepted until one ends, and its
+      // connection, idle then, makes room
+      const body = JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 's' }] });
+      const ended = [];
+      const streams = [];
+      for (let i = 0; i < 3; i++) {
+        const s = kept(gw.url, `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+          `x-mock: events=4;delay_events_ms=400\r\nContent-Length: ${body.length}\r\n\r\n${body}`, '0\r\n\r\n');
+        streams.push(s);
+        s.answered.then(() => ended.push(i));
+        // one at a time, each in flight before the next connects (a connection that has sent nothing yet is idle)
+        for (let k = 0; k < 500 && (await mock.requests()).length < i + 1; k++) await new Promise((res) => setTimeout(res, 10));
+      }
+      const late = await rawRequest(gw.url, close('GET / HTTP/1.1\r\nHost: x\r\n'), { timeoutMs: 20000 });
+      assert.match(late, /^HTTP\/1\.1 200 /);
+      assert.ok(ended.length >= 1, 'the fourth caller was answered only after a stream had ended');
+      for (const s of streams) assert.match(await s.answered, /^HTTP\/1\.1 200 [\s\S]*data: \[DONE\]/);
+      await Promise.race(streams.map((s) => s.gone));
+      assert.equal(streams.filter((s) => s.destroyed).length, 1, 'the stream\'s connection idle longest made room');
+      for (const s of streams) s.destroy();
+      assert.match(gw.output(), /its share of listen\.max_connections \(3\): closing those idle longest to accept more/);
+      assert.match(gw.output(), /its share of listen\.max_connections \(3\): none idle; not accepting until one closes/);
+    } finally {
+      await gw.stop();
+      await mock.stop();
+    }
+  });
+
+  it('a connection that sends nothing is closed after timeouts.header, not held for timeouts.idle', async () => {
+    const gw = await startGateway({ listen: { timeouts: { header: '1s', idle: '120s' } }, providers: {} });
+    try {
+      const r = await trickle(gw.url, [''], 0, { limitMs: 20000 });
+      assert.equal(r.data, '');
+      assert.ok(r.closedAfter !== null, 'closed before the 20 s the test waits');
+    } finally {
+      await gw.stop();
+    }
+  });
+});
+
 describe('slow clients', () => {
   let mock, gw;
   before(async () => {

@@ -309,7 +309,9 @@ describe('lifecycle', () => {
 
   it('out of descriptors: the listeners pause instead of spinning, the failure is logged once, serving resumes', async () => {
     const mock = await startMock();
-    const gw = await startGateway({ providers: providersFor(mock.url) }, { nofile: 64 });
+    // a connection limit above what 64 descriptors allow: accept() itself fails (the default limit, half the
+    // descriptors, would mostly keep it from failing)
+    const gw = await startGateway({ providers: providersFor(mock.url), listen: { max_connections: 1000 } }, { nofile: 64 });
     const u = new URL(gw.url);
     const socks = [];
     for (let i = 0; i < 100; i++) {
