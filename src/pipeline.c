@@ -1,8 +1,11 @@
 /* The request pipeline, top to bottom.
  *
- *   1 listen     src/listen/     accept, parse HTTP/1.1, limits, endpoint   -> kl_pipeline_start
- *     endpoint   (here)          404/405, request facts from the body (400)
+ *   1 listen     src/listen/     accept, parse HTTP/1.1 heads, limits, endpoint   -> kl_pipeline_start
+ *     endpoint   (here)          404/405
  *   2 identity   src/identity/   who is calling
+ *     body       src/listen/     the request body, read only now: a caller refused
+ *                                above uploads nothing (100 Continue goes out here)
+ *     facts      (here)          what the body asks for: model, stream (400)
  *   3 authorize  src/authorize/  grants: may they use this model?
  *     local      src/admin/      model lists and /api/ answered by keyless itself
  *     health     src/route/      a provider cooling down after failures is passed over
@@ -48,6 +51,7 @@
 #include "upstream/upstream.h"
 
 static enum kl_step endpoint_run(kl_exchange *ex);
+static enum kl_step facts_run(kl_exchange *ex);
 static enum kl_step local_run(kl_exchange *ex);
 static enum kl_step begin_run(kl_exchange *ex);
 
@@ -57,6 +61,8 @@ static const struct kl_stage {
 } stages[] = {
     {"endpoint", endpoint_run},
     {"identity", kl_identity_run},
+    {"body", kl_conn_body},
+    {"facts", facts_run},
     {"authorize", kl_authorize_run},
     {"local", local_run},
     {"health", kl_failover_health_run},
@@ -127,7 +133,7 @@ void kl_pipeline_continue(kl_exchange *ex, enum kl_step step)
         kl_pipeline_finish(ex);
 }
 
-/* ---- endpoint: what is being asked, read from path and body ---- */
+/* ---- endpoint: what is being asked, read from method and path ---- */
 
 static enum kl_step endpoint_run(kl_exchange *ex)
 {
@@ -145,9 +151,16 @@ static enum kl_step endpoint_run(kl_exchange *ex)
     }
     if (ep->id == KL_EP_ROOT)
         return kl_admin_root(ex);
+    return KL_NEXT;
+}
+
+/* ---- facts: what an inference request asks for, read from its body ---- */
+
+static enum kl_step facts_run(kl_exchange *ex)
+{
+    const struct kl_endpoint_info *ep = ex->ep;
     if (!ep->inference)
         return KL_NEXT;
-
     struct kl_request_facts f;
     const char *why = NULL;
     if (kl_dialect_request_facts(ep, ex->body, ex->body_len, &ex->arena, &f, &why) < 0)

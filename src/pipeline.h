@@ -16,14 +16,16 @@ enum kl_step {
     KL_DONE,    /* the stage answered (an error, or a local reply) */
 };
 
-/* listen: a complete request has arrived. */
+/* listen: a request head has arrived (its body is read in the body
+ * stage, kl_conn_body). */
 void kl_pipeline_start(kl_exchange *ex);
 /* An asynchronous stage finished: continue with the stage after it. */
 void kl_pipeline_resume(kl_exchange *ex);
 /* An asynchronous stage has its answer: KL_NEXT resumes with the next
  * stage, KL_DONE finishes (the stage has responded). */
 void kl_pipeline_continue(kl_exchange *ex, enum kl_step step);
-/* Refuse ex before it enters the pipeline (e.g. 413 while reading). */
+/* Refuse ex outside a stage: a head refused before the pipeline, a body
+ * refused while it arrives (413, 408, malformed chunks). */
 void kl_pipeline_reject(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_class ec,
                         const char *message);
 /* The client went away: cancel whatever is running, record, free. */

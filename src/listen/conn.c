@@ -27,8 +27,8 @@
 
 enum conn_state {
     ST_HEAD,        /* waiting for (the rest of) a request head */
-    ST_BODY,        /* reading a request body */
-    ST_EXCHANGE,    /* the pipeline owns the request */
+    ST_BODY,        /* reading a request body (the pipeline waits in its body stage) */
+    ST_EXCHANGE,    /* the pipeline owns the request; a body not yet asked for stays unread */
     ST_DRAINING,    /* answered, but more than KL_PIPELINED_OUT waits to be written: the next request waits too */
     ST_CLOSING,     /* flushing the last response, then close */
     ST_LINGER,      /* response sent, writing side shut: reading what the client still sends, then close */
@@ -60,6 +60,7 @@ struct kl_conn {
     int64_t body_expected;          /* Content-Length, or -1 when chunked */
     kl_chunked chunked;
     bool body_overflow;
+    bool body_unread;               /* the request has a body the pipeline has not asked for yet */
     bool linger;                    /* the close may leave the client's bytes unread (see linger) */
     size_t lingered;                /* bytes dropped while lingering */
 
@@ -275,7 +276,10 @@ static void body_append(void *arg, const char *p, size_t n)
     ex->body_len += n;
 }
 
-static void start_exchange(struct kl_conn *c)
+/* The whole body has arrived: the pipeline goes on with it. A compressed
+ * body is read plain by everything after (listen/body.h). KL_NEXT, or
+ * KL_DONE with the refusal answered (kl_fail). */
+static enum kl_step body_complete(struct kl_conn *c)
 {
     kl_exchange *ex = c->ex;
     c->state = ST_EXCHANGE;
@@ -284,23 +288,20 @@ static void start_exchange(struct kl_conn *c)
     if (ex->body)
         ex->body[ex->body_len] = '\0';
     ex->bytes_in += ex->body_len;
-    /* a compressed body is read plain by everything after (listen/body.h) */
     const char *coding = kl_http_header(&ex->req, "content-encoding");
     if (coding && *coding && strcasecmp(coding, "identity") != 0) {
         char *plain, msg[256];
         size_t plain_len;
         enum kl_err_kind kind;
         if (kl_body_decode(coding, ex->body ? ex->body : "", ex->body_len, ex->cfg->listen.max_body_size, &plain,
-                           &plain_len, &kind, msg, sizeof(msg)) < 0) {
-            kl_pipeline_reject(ex, kind, kind == KL_ERR_TOO_LARGE ? KL_EC_TOO_LARGE : KL_EC_BAD_REQUEST, msg);
-            return;
-        }
+                           &plain_len, &kind, msg, sizeof(msg)) < 0)
+            return kl_fail(ex, kind, kind == KL_ERR_TOO_LARGE ? KL_EC_TOO_LARGE : KL_EC_BAD_REQUEST, "%s", msg);
         free(ex->body);
         ex->body = plain;
         ex->body_len = plain_len;
         c->body_cap = 0; /* the buffer is the decoder's now */
     }
-    kl_pipeline_start(ex);
+    return KL_NEXT;
 }
 
 /* The request body grew past the limit: answer 413 in the caller's dialect
@@ -318,7 +319,11 @@ static void refuse_too_large(struct kl_conn *c)
     kl_pipeline_reject(ex, KL_ERR_TOO_LARGE, KL_EC_TOO_LARGE, msg);
 }
 
-static void read_body(struct kl_conn *c)
+/* What read_body did: the body is not all here yet, it is, or it was
+ * refused (the exchange answered and ended). */
+enum body_read { BODY_MORE, BODY_DONE, BODY_REFUSED };
+
+static enum body_read read_body(struct kl_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     kl_exchange *ex = c->ex;
@@ -343,9 +348,7 @@ static void read_body(struct kl_conn *c)
             if (r > 0)
                 ex->body_len += (size_t)r;
         }
-        if (ex->body_len == (size_t)c->body_expected)
-            start_exchange(c);
-        return;
+        return ex->body_len == (size_t)c->body_expected ? BODY_DONE : BODY_MORE;
     }
     /* Chunked: decode contiguous pieces of the input as they arrive. */
     while (evbuffer_get_length(in) > 0) {
@@ -360,17 +363,16 @@ static void read_body(struct kl_conn *c)
             c->keep_alive = false;
             c->state = ST_EXCHANGE;
             kl_pipeline_reject(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "malformed chunked request body");
-            return;
+            return BODY_REFUSED;
         }
         if (c->body_overflow) {
             refuse_too_large(c);
-            return;
+            return BODY_REFUSED;
         }
-        if (r == KL_CHUNKED_DONE) {
-            start_exchange(c);
-            return;
-        }
+        if (r == KL_CHUNKED_DONE)
+            return BODY_DONE;
     }
+    return BODY_MORE;
 }
 
 static void read_head(struct kl_conn *c)
@@ -434,23 +436,37 @@ static void read_head(struct kl_conn *c)
         refuse_too_large(c);
         return;
     }
-    if (ex->req.content_length > 0 || ex->req.chunked) {
-        if (ex->req.expect_continue) {
-            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
-            output_added(c);
-        }
-        c->state = ST_BODY;
-        evtimer_del(c->timer);
-        /* a body that came with its head (most do) needs no timeout */
-        if (ex->req.chunked || evbuffer_get_length(bufferevent_get_input(c->bev)) < (size_t)ex->req.content_length)
-            set_read_timeout(c, timeouts(c)->body);
-        c->body_expected = ex->req.chunked ? -1 : ex->req.content_length;
-        /* the body that came with the head (most do) in one allocation */
-        body_room(c, evbuffer_get_length(bufferevent_get_input(c->bev)));
-        read_body(c);
-        return;
+    /* the body waits until the pipeline asks for it (kl_conn_body), after
+     * the caller is known: one nobody let in uploads nothing */
+    c->body_unread = ex->req.content_length > 0 || ex->req.chunked;
+    c->body_expected = ex->req.chunked ? -1 : ex->req.content_length;
+    c->state = ST_EXCHANGE;
+    evtimer_del(c->timer);
+    kl_pipeline_start(ex);
+}
+
+enum kl_step kl_conn_body(kl_exchange *ex)
+{
+    struct kl_conn *c = live(ex);
+    if (!c)
+        return KL_NEXT;
+    if (!c->body_unread)
+        return body_complete(c);
+    c->body_unread = false;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (ex->req.expect_continue) {
+        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        output_added(c);
     }
-    start_exchange(c);
+    c->state = ST_BODY;
+    bufferevent_enable(c->bev, EV_READ); /* stopped past KL_MAX_PIPELINED while the caller was being identified */
+    /* a body that came with its head (most do) needs no timeout */
+    if (ex->req.chunked || evbuffer_get_length(in) < (size_t)ex->req.content_length)
+        set_read_timeout(c, timeouts(c)->body);
+    /* the body that came with the head (most do) in one allocation */
+    body_room(c, evbuffer_get_length(in));
+    enum body_read r = read_body(c);
+    return r == BODY_DONE ? body_complete(c) : KL_WAIT; /* refused: answered and ended already */
 }
 
 static void conn_process(struct kl_conn *c)
@@ -459,8 +475,8 @@ static void conn_process(struct kl_conn *c)
         linger_read(c);
     else if (c->state == ST_HEAD)
         read_head(c);
-    else if (c->state == ST_BODY)
-        read_body(c);
+    else if (c->state == ST_BODY && read_body(c) == BODY_DONE)
+        kl_pipeline_continue(c->ex, body_complete(c));
     else if (c->state == ST_EXCHANGE &&
              evbuffer_get_length(bufferevent_get_input(c->bev)) > KL_MAX_PIPELINED)
         bufferevent_disable(c->bev, EV_READ);
@@ -898,6 +914,10 @@ void kl_respond_start(kl_exchange *ex, int status, const char *headers, int64_t 
     ex->head_sent = true;
     if (!c)
         return;
+    if (c->body_unread) { /* answered before its body was read (a caller refused): the rest is not a request */
+        c->keep_alive = false;
+        c->linger = true;
+    }
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const char *framing = "";
     char clen[48] = "Content-Length: ";

@@ -11,6 +11,7 @@
 
 #include "core/exchange.h"
 #include "core/worker.h"
+#include "pipeline.h"
 
 /* Take ownership of an accepted socket. With tls_ctx (an SSL_CTX), the
  * connection is TLS and its client certificate identifies the caller. */
@@ -75,5 +76,11 @@ void kl_conn_on_drain(kl_exchange *ex, void (*cb)(kl_exchange *));
 /* The pipeline is finished with ex (recorded and about to be freed): the
  * connection detaches and moves on to the next request or closes. */
 void kl_conn_exchange_done(kl_exchange *ex);
+
+/* The pipeline's body stage: the request body, read only now that the
+ * caller is known (100 Continue goes out here, not with the head). KL_NEXT
+ * once it is all in ex->body (decompressed), KL_WAIT while it arrives (the
+ * pipeline resumes after), KL_DONE when it is refused (answered). */
+enum kl_step kl_conn_body(kl_exchange *ex);
 
 #endif

@@ -3,6 +3,7 @@
 // different tailnet peers by leaving from 127.0.0.2, 127.0.0.3, ...
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { spawnSync } from 'node:child_process';
@@ -227,6 +228,39 @@ describe('identity and grants', () => {
     // with the loopback source, the same peer is "(loopback)"
     const w = await whoami(gw, STRANGER);
     assert.equal(w.body.login, '(loopback)');
+  });
+
+  it('a caller nobody lets in is refused before its body is read: no 100 Continue, nothing uploaded', async () => {
+    const u = new URL(gwNoLoop.url);
+    // a head that announces 20 MB and waits for 100 Continue, and one that sends only part of its body: both are
+    // answered 401 at once (WhoIs is asked first), with the connection closed, not after 20 MB
+    const body = JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 20,
+      messages: [{ role: 'user', content: 'x'.repeat(1000) }] });
+    const ask = (ip, head, part) => new Promise((resolveP) => {
+      const sock = net.connect({ host: u.hostname, port: Number(u.port), localAddress: ip });
+      let data = '';
+      const timer = setTimeout(() => { sock.destroy(); resolveP(data); }, 10000);
+      sock.on('error', () => {});
+      sock.on('data', (d) => {
+        data += d.toString('latin1');
+        if (/^HTTP\/1\.1 100 Continue\r\n\r\n$/.test(data)) sock.write(body); // told to go on: the body follows
+      });
+      sock.on('close', () => { clearTimeout(timer); resolveP(data); });
+      sock.write(head + part);
+    });
+    const head = (len, expect) => `POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `anthropic-version: 2023-06-01\r\nConnection: close\r\n${expect ? 'Expect: 100-continue\r\n' : ''}` +
+      `Content-Length: ${len}\r\n\r\n`;
+    for (const [h, part] of [[head(20e6, true), ''], [head(20e6, false), body.slice(0, 100)]]) {
+      const r = await ask(STRANGER, h, part);
+      assert.match(r, /^HTTP\/1\.1 401 /, r.slice(0, 200));
+      assert.doesNotMatch(r, /100 Continue/);
+      assert.match(r, /\r\nconnection: close\r\n/i);
+      assert.match(r, /could not identify the caller/);
+    }
+    // a caller let in is told to go on, and served
+    const ok = await ask(ALICE, head(body.length, true), '');
+    assert.match(ok, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /, JSON.stringify(ok.slice(0, 400)));
   });
 
   it('a static CIDR map identifies peers tailscaled does not know', async () => {
