@@ -186,26 +186,6 @@ static void enter_head_state(struct kl_conn *c)
     }
 }
 
-static void write_raw_error(struct kl_conn *c, int status, const char *why, enum kl_dialect dialect)
-{
-    kl_arena a;
-    kl_arena_init(&a);
-    /* the body's code (Gemini's) is the status the head says */
-    enum kl_err_kind kind = status == 431 ? KL_ERR_HEAD_TOO_LARGE : status == 501 ? KL_ERR_NOT_IMPLEMENTED
-                          : status == 505 ? KL_ERR_VERSION : KL_ERR_INVALID;
-    char *body = kl_dialect_error_body(&a, dialect, kind, why);
-    evbuffer_add_printf(bufferevent_get_output(c->bev),
-                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                        "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                        status, reason(status), strlen(body), body);
-    output_added(c);
-    kl_arena_free(&a);
-    c->state = ST_CLOSING;
-    c->linger = true; /* what follows the head (its body, more requests) is not read */
-    bufferevent_disable(c->bev, EV_READ);
-    evtimer_del(c->timer);
-}
-
 /* The SDK a request came from, as its headers tell (kl_dialect_classify). */
 static enum kl_client client_of(const kl_http_request *req)
 {
@@ -233,12 +213,22 @@ static void refuse_head(struct kl_conn *c, kl_exchange *ex, int status, const ch
         ex->dialect = m.ep->id == KL_EP_UNKNOWN ? kl_dialect_guess(ex->req.path, client == KL_CLIENT_ANTHROPIC)
                                                 : m.ep->dialect;
     }
-    ex->status = status;
-    ex->error_class = status == 431 ? KL_EC_TOO_LARGE : KL_EC_BAD_REQUEST;
-    ex->error_message = why;
     ex->bytes_in = evbuffer_get_length(bufferevent_get_input(c->bev));
-    write_raw_error(c, status, why, ex->dialect);
-    kl_pipeline_finish(ex); /* not attached to c: records, logs and frees it */
+    /* answered as any refusal is (its request id, Bedrock's error type,
+     * the bytes it took on record), and the connection closes after it:
+     * what follows the head (its body, more requests) is not read */
+    ex->conn = c;
+    c->ex = ex;
+    c->keep_alive = false;
+    c->linger = true;
+    c->head_request = ex->req.method && strcmp(ex->req.method, "HEAD") == 0;
+    c->resp_chunked = c->resp_close_delimited = false;
+    c->state = ST_EXCHANGE;
+    evtimer_del(c->timer);
+    /* the body's code (Gemini's) is the status the head says */
+    enum kl_err_kind kind = status == 431 ? KL_ERR_HEAD_TOO_LARGE : status == 501 ? KL_ERR_NOT_IMPLEMENTED
+                          : status == 505 ? KL_ERR_VERSION : KL_ERR_INVALID;
+    kl_pipeline_reject(ex, kind, status == 431 ? KL_EC_TOO_LARGE : KL_EC_BAD_REQUEST, why);
 }
 
 /* Room in the body's buffer for n more bytes. It grows as bytes come, by

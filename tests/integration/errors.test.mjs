@@ -470,6 +470,14 @@ describe('slow clients', () => {
     let rec = await recordWithStatus(431);
     assert.equal(rec.method, 'POST');
     assert.equal(rec.path, '/v1/messages');
+    // answered as any refusal: its request id, the bytes it took on record, the connection closed after it
+    assert.equal(/\r\nx-keyless-request-id: (\S+)\r\n/i.exec(raw)?.[1], rec.id);
+    assert.equal(rec.bytes_out, raw.length);
+    assert.match(raw, /\r\nConnection: close\r\n/i);
+    // Bedrock: its error type, where the AWS SDKs read which exception to raise
+    raw = await rawRequest(gw.url, 'POST /model/x/converse HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n');
+    assert.match(raw, /^HTTP\/1.1 400 /);
+    assert.match(raw, /\r\nx-amzn-ErrorType: ValidationException\r\n/i);
     raw = await rawRequest(gw.url, 'POST /v1beta/models/gemini-2.5-flash:generateContent HTTP/2.0\r\nHost: x\r\n' +
       'Content-Length: 2\r\n\r\n{}');
     assert.match(raw, /^HTTP\/1.1 505 /);
