@@ -378,6 +378,20 @@ describe('slow clients', () => {
     assert.ok(r.closedAfter !== null && r.closedAfter >= 900, `closed after ${r.closedAfter} ms`);
   });
 
+  it('a head that arrives in pieces is read once its end comes, however its blank line is split', async () => {
+    for (const cut of [[-1], [-2], [-3], [-4, -3, -2, -1]]) {
+      const h = 'GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
+      const at = [0, ...cut.map((k) => h.length + k), h.length];
+      const parts = [h.slice(0, 5), h.slice(5, 20), ...at.slice(1).map((e, i) => h.slice(Math.max(at[i], 20), e))]
+        .filter((p) => p);
+      const r = await trickle(gw.url, parts, 30);
+      assert.match(r.data, /^HTTP\/1.1 200 /, JSON.stringify(parts));
+    }
+    // bare LFs end a head too
+    const r = await trickle(gw.url, ['GET / HTTP/1.1\nHost: x\nConnection: close\n', '\n'], 30);
+    assert.match(r.data, /^HTTP\/1.1 200 /);
+  });
+
   it('an idle keep-alive connection is closed after timeouts.idle', async () => {
     const r = await trickle(gw.url, ['GET / HTTP/1.1\r\nHost: x\r\n\r\n'], 0);
     assert.match(r.data, /^HTTP\/1.1 200 /);
