@@ -389,7 +389,7 @@ const char *kl_http_header(const kl_http_request *req, const char *name)
     return NULL;
 }
 
-enum { CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER, CH_TRAILER_LF, CH_DONE };
+enum { CH_SIZE, CH_SIZE_WS, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER, CH_TRAILER_LF, CH_DONE };
 
 enum kl_chunked_result kl_chunked_feed(kl_chunked *c, const char *in, size_t len, size_t *used,
                                        void (*emit)(void *arg, const char *p, size_t n), void *arg)
@@ -409,8 +409,11 @@ enum kl_chunked_result kl_chunked_feed(kl_chunked *c, const char *in, size_t len
                 i++;
             } else if (c->line_len == 0) {
                 goto bad;
-            } else if (ch == ';' || ch == ' ' || ch == '\t') {
+            } else if (ch == ';') {
                 c->state = CH_EXT;
+                i++;
+            } else if (ch == ' ' || ch == '\t') {
+                c->state = CH_SIZE_WS;
                 i++;
             } else if (ch == '\r') {
                 c->state = CH_SIZE_LF;
@@ -423,6 +426,23 @@ enum kl_chunked_result kl_chunked_feed(kl_chunked *c, const char *in, size_t len
             }
             break;
         }
+        case CH_SIZE_WS:
+            /* blanks after the size only before an extension (RFC 9112's
+             * BWS) or the line's end: "3e x" is no size a proxy in front
+             * could be trusted to read as 0x3e too */
+            if (++c->line_len > 4096)
+                goto bad;
+            if (ch == ';')
+                c->state = CH_EXT;
+            else if (ch == '\r')
+                c->state = CH_SIZE_LF;
+            else if (ch == '\n') {
+                i++;
+                goto size_done;
+            } else if (ch != ' ' && ch != '\t')
+                goto bad;
+            i++;
+            break;
         case CH_EXT:
             /* Chunk extensions are allowed and ignored; bound their length. */
             if (++c->line_len > 4096 || ++c->ext_len > KL_CHUNKED_MAX_EXT)

@@ -234,6 +234,17 @@ static void chunked_errors(void **state)
     assert_int_equal(kl_chunked_feed(&c, "2\r\nabX", 6, &used, emit, &s), KL_CHUNKED_ERROR);
     memset(&c, 0, sizeof(c));
     assert_int_equal(kl_chunked_feed(&c, "ffffffffffffffffff\r\n", 20, &used, emit, &s), KL_CHUNKED_ERROR);
+    /* blanks after a size: before an extension or the line's end, nothing else */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(kl_chunked_feed(&c, "3 x\r\n", 6, &used, emit, &s), KL_CHUNKED_ERROR);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(kl_chunked_feed(&c, "3\t0\r\n", 6, &used, emit, &s), KL_CHUNKED_ERROR);
+    s.len = 0;
+    memset(&c, 0, sizeof(c));
+    static const char blanks[] = "3 \t; a=b\r\nabc\r\n2 \r\nde\r\n0\r\n\r\n";
+    assert_int_equal(kl_chunked_feed(&c, blanks, sizeof(blanks) - 1, &used, emit, &s), KL_CHUNKED_DONE);
+    assert_int_equal(used, sizeof(blanks) - 1);
+    assert_int_equal(s.len, 5);
     /* trailer lines of a legal length, without end: an error once the
      * section passes its limit, not bytes read for ever */
     memset(&c, 0, sizeof(c));
