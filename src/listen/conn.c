@@ -140,6 +140,12 @@ static const struct kl_timeouts *timeouts(struct kl_conn *c)
     return &c->w->cfg->listen.timeouts;
 }
 
+/* "30 s", or "1500 ms": a timeout as a message names it. */
+static const char *duration(kl_arena *a, uint32_t ms)
+{
+    return ms % 1000 ? kl_arena_printf(a, "%u ms", ms) : kl_arena_printf(a, "%u s", ms / 1000);
+}
+
 static void arm_timer(struct kl_conn *c, uint32_t ms)
 {
     if (!ms) {
@@ -227,8 +233,9 @@ static void refuse_head(struct kl_conn *c, kl_exchange *ex, int status, const ch
     evtimer_del(c->timer);
     /* the body's code (Gemini's) is the status the head says */
     enum kl_err_kind kind = status == 431 ? KL_ERR_HEAD_TOO_LARGE : status == 501 ? KL_ERR_NOT_IMPLEMENTED
-                          : status == 505 ? KL_ERR_VERSION : KL_ERR_INVALID;
-    kl_pipeline_reject(ex, kind, status == 431 ? KL_EC_TOO_LARGE : KL_EC_BAD_REQUEST, why);
+                          : status == 505 ? KL_ERR_VERSION : status == 408 ? KL_ERR_CLIENT_TIMEOUT : KL_ERR_INVALID;
+    kl_pipeline_reject(ex, kind, status == 431 ? KL_EC_TOO_LARGE : status == 408 ? KL_EC_CLIENT_TIMEOUT
+                                                                                 : KL_EC_BAD_REQUEST, why);
 }
 
 /* Room in the body's buffer for n more bytes. It grows as bytes come, by
@@ -597,10 +604,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         c->linger = true;
         c->state = ST_EXCHANGE;
         evtimer_del(c->timer);
-        uint32_t ms = timeouts(c)->body;
         char msg[96];
-        snprintf(msg, sizeof(msg), "request body timed out: no byte for %u %s (timeouts.body)",
-                 ms % 1000 ? ms : ms / 1000, ms % 1000 ? "ms" : "s");
+        snprintf(msg, sizeof(msg), "request body timed out: no byte for %s (timeouts.body)",
+                 duration(&c->ex->arena, timeouts(c)->body));
         kl_pipeline_reject(c->ex, KL_ERR_CLIENT_TIMEOUT, KL_EC_CLIENT_TIMEOUT, msg);
         return;
     }
@@ -614,13 +620,12 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
             /* the gateway dropped it: not a client that left. With a reset,
              * the kernel does not go on holding what such a client never
              * reads (a plain close leaves it to be delivered first) */
-            uint32_t ms = timeouts(c)->send;
             struct linger lg = {1, 0};
             setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
             why = KL_EC_CLIENT_TIMEOUT;
             if (!ex->error_message)
-                ex->error_message = kl_arena_printf(&ex->arena, "the client read nothing for %u %s (timeouts.send)",
-                                                    ms % 1000 ? ms : ms / 1000, ms % 1000 ? "ms" : "s");
+                ex->error_message = kl_arena_printf(&ex->arena, "the client read nothing for %s (timeouts.send)",
+                                                    duration(&ex->arena, timeouts(c)->send));
         }
         c->ex = NULL;
         ex->conn = NULL;
@@ -634,8 +639,23 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct kl_conn *c = arg;
-    if (c->state == ST_HEAD || c->state == ST_LINGER)
-        conn_free(c); /* idle keep-alive, a head that never completed, or lingered long enough */
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (c->state == ST_HEAD && c->waiting_head_start && evbuffer_get_length(in) > 0) {
+        /* a head begun and never finished (slowloris) is a request too:
+         * answered 408 in its path's dialect, and on record */
+        kl_exchange *ex = kl_exchange_new(c->w);
+        ex->t_start_ns -= (int64_t)timeouts(c)->header * 1000000; /* it began with its first byte */
+        ex->wall_start_ms -= timeouts(c)->header;
+        size_t look = evbuffer_get_length(in);
+        if (look > c->w->cfg->listen.max_header_size)
+            look = c->w->cfg->listen.max_header_size;
+        kl_http_request_line_of((const char *)evbuffer_pullup(in, (ssize_t)look), look,
+                                c->w->cfg->listen.max_header_size, &ex->arena, &ex->req);
+        refuse_head(c, ex, 408, kl_arena_printf(&ex->arena, "request head timed out: incomplete after %s "
+                                                "(timeouts.header)", duration(&ex->arena, timeouts(c)->header)));
+    } else if (c->state == ST_HEAD || c->state == ST_LINGER) {
+        conn_free(c); /* idle keep-alive, a fresh connection that sent nothing, or lingered long enough */
+    }
 }
 
 /* This worker's share of listen.max_connections, or of what the

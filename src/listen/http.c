@@ -230,6 +230,14 @@ static int refuse_head(const char *buf, size_t len, size_t max_head, kl_arena *a
     return status;
 }
 
+void kl_http_request_line_of(const char *buf, size_t len, size_t max_head, kl_arena *a, kl_http_request *req)
+{
+    size_t i = 0;
+    while (i < len && (buf[i] == '\r' || buf[i] == '\n'))
+        i++;
+    refuse_head(buf + i, len - i, max_head, a, req, 0);
+}
+
 int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
                        kl_arena *a, kl_http_request *req, const char **why)
 {

@@ -42,6 +42,11 @@ enum { KL_HTTP_INCOMPLETE = 0 };
 int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
                        kl_arena *a, kl_http_request *req, const char **why);
 
+/* What the request line of a head that will not be parsed (one that
+ * never completed) says, for its record: req's method, target and path,
+ * or none of them when there is no whole, well-formed line. */
+void kl_http_request_line_of(const char *buf, size_t len, size_t max_head, kl_arena *a, kl_http_request *req);
+
 /* Case-insensitive lookup; the first match, or NULL. */
 const char *kl_http_header(const kl_http_request *req, const char *name);
 

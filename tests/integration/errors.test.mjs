@@ -372,10 +372,22 @@ describe('slow clients', () => {
   const body = '{"model":"gpt-4o","messages":[{"role":"user","content":"slow"}]}';
   const head = (len) => `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${len}\r\n\r\n`;
 
-  it('a head that stops coming is dropped after timeouts.header', async () => {
-    const r = await trickle(gw.url, ['POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n'], 0);
-    assert.equal(r.data, '');
+  it('a head that stops coming is answered 408 in its dialect after timeouts.header, and recorded', async () => {
+    const r = await trickle(gw.url, ['POST /v1/messages HTTP/1.1\r\nHost: x\r\n'], 0);
+    assert.match(r.data, /^HTTP\/1.1 408 /, r.data);
+    assert.match(r.data, /\r\nconnection: close\r\n/i);
+    const err = JSON.parse(r.data.slice(r.data.indexOf('\r\n\r\n') + 4));
+    assert.equal(err.type, 'error', 'Anthropic\'s shape');
+    assert.equal(err.error.message, 'request head timed out: incomplete after 1 s (timeouts.header)');
     assert.ok(r.closedAfter !== null && r.closedAfter >= 900, `closed after ${r.closedAfter} ms`);
+    const rec = await recordWithStatus(408);
+    assert.ok(rec, 'the unfinished head has its record');
+    assert.equal(rec.path, '/v1/messages');
+    assert.equal(rec.error_class, 'client_timeout');
+    assert.ok(rec.latency_ms >= 900, `${rec.latency_ms} ms on record`);
+    // a connection that never sent a byte has no request to record: closed, quietly
+    const quiet = await trickle(gw.url, [''], 0);
+    assert.equal(quiet.data, '');
   });
 
   it('a head that arrives in pieces is read once its end comes, however its blank line is split', async () => {
@@ -404,11 +416,12 @@ describe('slow clients', () => {
     assert.match(r.data, /^HTTP\/1.1 200 /, r.data.slice(0, 200));
   });
 
-  // The newest record with this status (records are written asynchronously).
-  async function recordWithStatus(status) {
+  // The newest record with this status that match accepts (records are written asynchronously).
+  async function recordWithStatus(status, match = () => true) {
     for (let i = 0; i < 100; i++) {
       const l = await (await fetch(`${gw.url}/api/requests?status=${status}`)).json();
-      if (l.requests?.[0]) return l.requests[0];
+      const rec = l.requests?.find(match);
+      if (rec) return rec;
       await new Promise((res) => setTimeout(res, 50));
     }
     return undefined;
@@ -422,7 +435,7 @@ describe('slow clients', () => {
     assert.equal(err.code, 'request_timeout');
     assert.equal(err.message, 'request body timed out: no byte for 2 s (timeouts.body)');
     assert.ok(r.closedAfter !== null && r.closedAfter >= 1900, `closed after ${r.closedAfter} ms`);
-    const rec = await recordWithStatus(408);
+    const rec = await recordWithStatus(408, (x) => x.error_message.startsWith('request body'));
     assert.ok(rec, 'the stalled request has its record');
     assert.equal(rec.error_message, 'request body timed out: no byte for 2 s (timeouts.body)');
     assert.equal(rec.error_class, 'client_timeout');
