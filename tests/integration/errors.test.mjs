@@ -259,6 +259,12 @@ describe('errors', () => {
     const cont = await rawRequest(gw.url,
       `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
     assert.match(cont, /^HTTP\/1.1 100 Continue\r\n\r\nHTTP\/1.1 200 OK/);
+    // a path that does not exist, or a method it does not take, is answered at once: no 100 Continue, no upload
+    for (const [line, status] of [['POST /v1/nothing-here', 404], ['PUT /v1/chat/completions', 405]]) {
+      const r = await rawRequest(gw.url, `${line} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 9000\r\n\r\n`);
+      assert.match(r, new RegExp(`^HTTP/1.1 ${status} `), r.slice(0, 100));
+      assert.match(r, /\r\nconnection: close\r\n/i);
+    }
   });
 });
 
