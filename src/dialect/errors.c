@@ -56,8 +56,8 @@ static const struct {
                             "FAILED_PRECONDITION", "ServiceQuotaExceededException", "validationException"},
     /* a policy's refusal is the caller's request, as Anthropic's "Output
      * blocked by content filtering policy" and OpenAI's
-     * content_policy_violation are: 400, never 403, which Claude Code and
-     * Gemini CLI show as a failed login ("Please run /login") */
+     * content_policy_violation are: 400, never 403, which Claude Code
+     * shows as a failed login ("Please run /login") */
     [KL_ERR_BLOCKED] = {400, "invalid_request_error", "blocked_by_policy", "invalid_request_error", "INVALID_ARGUMENT",
                         "ValidationException", "validationException"},
 };

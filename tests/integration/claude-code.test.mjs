@@ -142,17 +142,19 @@ describe('Claude Code', () => {
   });
 
   it('an answer guardrails withhold is shown as such, not as a failed login', { timeout: 180000 }, async () => {
-    const gw2 = await startGateway({ providers: providersFor(mock.url), guardrails: { secrets: 'block', answers: true } });
+    const gw2 = await startGateway({ providers: providersFor(mock.url),
+      guardrails: { secrets: 'block', answers: true } });
     try {
       await mock.clear();
       const claude = join(ROOT, 'node_modules', '.bin', 'claude');
       const env = { ...claudeEnv(mkdtempSync(join(tmpdir(), 'kl-claude-home-'))), ANTHROPIC_BASE_URL: gw2.url };
       // the provider's stream fails before its first block, so Claude Code asks again without streaming; that
       // whole answer holds a key, and is withheld (401 and 403 are "Failed to authenticate · Please run /login")
-      const r = await run(claude, ['-p', 'My key? [[mock text=it_is_%41KIAIOSFODNN7Q3XM9PL;stream_error=500;stream_error_at=0]]'],
-        env);
+      const r = await run(claude,
+        ['-p', 'My key? [[mock text=it_is_%41KIAIOSFODNN7Q3XM9PL;stream_error=500;stream_error_at=0]]'], env);
       assert.notEqual(r.code, 0);
-      const whole = (await mock.requests()).filter((q) => q.path.startsWith('/v1/messages') && !JSON.parse(q.body).stream);
+      const whole = (await mock.requests())
+        .filter((q) => q.path.startsWith('/v1/messages') && !JSON.parse(q.body).stream);
       assert.ok(whole.length >= 1, `Claude Code asked without streaming: ${r.out}\n${r.err}`);
       assert.match(r.out + r.err, /the answer was withheld by guardrails: it contains aws_access_key/);
       assert.doesNotMatch(r.out + r.err, /authenticate|\/login/i);

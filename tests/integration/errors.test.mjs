@@ -261,7 +261,8 @@ describe('errors', () => {
     assert.match(cont, /^HTTP\/1.1 100 Continue\r\n\r\nHTTP\/1.1 200 OK/);
     // a path that does not exist, or a method it does not take, is answered at once: no 100 Continue, no upload
     for (const [line, status] of [['POST /v1/nothing-here', 404], ['PUT /v1/chat/completions', 405]]) {
-      const r = await rawRequest(gw.url, `${line} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 9000\r\n\r\n`);
+      const r = await rawRequest(gw.url,
+        `${line} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 9000\r\n\r\n`);
       assert.match(r, new RegExp(`^HTTP/1.1 ${status} `), r.slice(0, 100));
       assert.match(r, /\r\nconnection: close\r\n/i);
     }
@@ -308,7 +309,7 @@ describe('connection limits', () => {
     return sock;
   }
 
-  it('at listen.max_connections the connection idle longest makes room; with none idle, a new caller waits for one', async () => {
+  it('at listen.max_connections the connection idle longest makes room; with none idle, new callers wait', async () => {
     const mock = await startMock();
     const gw = await startGateway({ listen: { max_connections: 3 }, providers: providersFor(mock.url) }, { workers: 1 });
     try {
