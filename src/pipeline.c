@@ -3,10 +3,11 @@
  *   1 listen     src/listen/     accept, parse HTTP/1.1 heads, limits, endpoint   -> kl_pipeline_start
  *     endpoint   (here)          404/405
  *   2 identity   src/identity/   who is calling
+ *   3 grants     src/authorize/  the caller's grants: any role at all?
  *     body       src/listen/     the request body, read only now: a caller refused
  *                                above uploads nothing (100 Continue goes out here)
  *     facts      (here)          what the body asks for: model, stream (400)
- *   3 authorize  src/authorize/  grants: may they use this model?
+ *     authorize  src/authorize/  may they use this model?
  *     local      src/admin/      model lists and /api/ answered by keyless itself
  *     health     src/route/      a provider cooling down after failures is passed over
  *   4 guard      src/guard/      PII/secret scanning, hooks
@@ -61,6 +62,7 @@ static const struct kl_stage {
 } stages[] = {
     {"endpoint", endpoint_run},
     {"identity", kl_identity_run},
+    {"grants", kl_authorize_caller_run},
     {"body", kl_conn_body},
     {"facts", facts_run},
     {"authorize", kl_authorize_run},

@@ -83,7 +83,7 @@ static bool allowed(void *arg, const struct kl_provider *p, const char *model)
     return kl_authorize_model(arg, p, model);
 }
 
-enum kl_step kl_authorize_run(kl_exchange *ex)
+enum kl_step kl_authorize_caller_run(kl_exchange *ex)
 {
     struct kl_grant_set *s = collect(ex);
     ex->grant_set = s;
@@ -95,6 +95,11 @@ enum kl_step kl_authorize_run(kl_exchange *ex)
     if (s->refusal)
         return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN,
                        "access denied: a capability from the tailnet policy cannot be read: %s", s->refusal);
+    return KL_NEXT;
+}
+
+enum kl_step kl_authorize_run(kl_exchange *ex)
+{
     if (!ex->ep->inference)
         return KL_NEXT;
     const char *bare;
