@@ -200,9 +200,13 @@ static int request_line(char *line, size_t ll, kl_arena *a, kl_http_request *req
         req->path = target;
     }
     const char *version = sp2 + 1;
-    if (strncmp(version, "HTTP/1.", 7) != 0 || version[7] < '0' || version[7] > '9' || version[8] != '\0') {
-        *why = "unsupported HTTP version";
-        return strncmp(version, "HTTP/", 5) == 0 ? -505 : -400;
+    /* HTTP-name "/" DIGIT "." DIGIT (RFC 9112 section 2.3): another major
+     * version is 505, anything else a malformed line */
+    bool well_formed = strncmp(version, "HTTP/", 5) == 0 && version[5] >= '0' && version[5] <= '9' &&
+                       version[6] == '.' && version[7] >= '0' && version[7] <= '9' && version[8] == '\0';
+    if (!well_formed || version[5] != '1') {
+        *why = well_formed ? "unsupported HTTP version" : "malformed HTTP version";
+        return well_formed ? -505 : -400;
     }
     /* a later minor version of 1 is read as 1.1, the highest we implement
      * (RFC 9112 section 2.3) */

@@ -66,6 +66,11 @@ static void refuses_smuggling_and_garbage(void **state)
     assert_int_equal(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", &a, &r, &why), -400);
     assert_int_equal(parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", &a, &r, &why), -501);
     assert_int_equal(parse("GET / HTTP/2.0\r\nHost: x\r\n\r\n", &a, &r, &why), -505);
+    assert_int_equal(parse("GET / HTTP/0.9\r\nHost: x\r\n\r\n", &a, &r, &why), -505);
+    /* a version that is not DIGIT "." DIGIT is no version: malformed */
+    assert_int_equal(parse("GET / HTTP/1.\r\nHost: x\r\n\r\n", &a, &r, &why), -400);
+    assert_int_equal(parse("GET / HTTP/1.10\r\nHost: x\r\n\r\n", &a, &r, &why), -400);
+    assert_int_equal(parse("GET / HTTP/2\r\nHost: x\r\n\r\n", &a, &r, &why), -400);
     assert_int_equal(parse("GET / FOO\r\n\r\n", &a, &r, &why), -400);
     assert_int_equal(parse("GET / HTTP/1.1\r\n\r\n", &a, &r, &why), -400); /* no Host */
     assert_int_equal(parse("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", &a, &r, &why), -400);
