@@ -829,10 +829,38 @@ static const char *html_title(const char *body, size_t len, size_t *n)
     return t;
 }
 
+/* The provider's headers of an answer said again in the caller's dialect
+ * (a "Name: value\r\n" block, as relayed), without those that described
+ * the provider's body or that kl_fail writes itself: its request id, rate
+ * limit headers and the like still reach the caller. */
+static const char *kept_headers(kl_arena *arena, const char *headers)
+{
+    static const char *const own[] = {"content-type", "content-length", "content-encoding", "retry-after",
+                                      "x-amzn-errortype"};
+    size_t n = strlen(headers), o = 0;
+    char *out = kl_arena_alloc(arena, n + 1);
+    for (const char *p = headers; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) + 1 : strlen(p);
+        const char *colon = memchr(p, ':', len);
+        bool drop = !colon;
+        for (size_t i = 0; !drop && i < sizeof(own) / sizeof(own[0]); i++)
+            drop = (size_t)(colon - p) == strlen(own[i]) && strncasecmp(p, own[i], strlen(own[i])) == 0;
+        if (!drop) {
+            memcpy(out + o, p, len);
+            o += len;
+        }
+        p += len;
+    }
+    out[o] = '\0';
+    return o ? out : NULL;
+}
+
 /* A provider's error held because it was not labelled JSON: one that is
  * JSON all the same goes on as it came (false); anything else is said in
- * the caller's dialect with the provider's status where it has one, and
- * what the body says (its title, or its text without markup). */
+ * the caller's dialect with the provider's status where it has one, what
+ * the body says (its title, or its text without markup), and its other
+ * headers. */
 static bool release_error(kl_exchange *ex)
 {
     struct kl_account *a = ex->acct;
@@ -856,6 +884,7 @@ static bool release_error(kl_exchange *ex)
             ex->provider ? ex->provider->id : "?", a->held_status);
     /* its status and when to try again, as the provider said them */
     ex->fail_status = a->held_status;
+    ex->fail_headers = kept_headers(&ex->arena, a->held_headers ? a->held_headers : "");
     size_t rn;
     const char *ra = kl_http_head_value(a->held_headers, "retry-after", &rn);
     int64_t secs = 0;

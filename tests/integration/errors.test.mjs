@@ -704,7 +704,7 @@ describe('provider framing', () => {
     const up = await rawProvider((req, sock) => {
       const c = /x-case: (\S+)/i.exec(req)?.[1] || 'html';
       const [status, type, body] = {
-        html: ['502 Bad Gateway', 'text/html', page],
+        html: ['502 Bad Gateway\r\nx-request-id: req_proxy_42\r\nCF-RAY: 8a1b2c', 'text/html', page],
         text: ['520 Origin Error', 'text/plain', 'upstream connect error or disconnect/reset before headers. reset reason: overflow'],
         busy: ['429 Too Many Requests\r\nRetry-After: 17', 'text/html; charset=utf-8',
           `<html><body>slow down ${/x-goog-api-key: (\S+)/i.exec(req)?.[1]}</body></html>`],
@@ -726,6 +726,10 @@ describe('provider framing', () => {
         assert.equal(e.status, 502);
         assert.equal(e.error?.type, 'server_error');
         assert.equal(e.error.message, 'provider openai answered 502 with a text/html body: 502 Bad Gateway');
+        // the provider's other headers go on, as with any answer it gives; what described its body does not
+        assert.equal(e.headers.get('x-request-id'), 'req_proxy_42');
+        assert.equal(e.headers.get('cf-ray'), '8a1b2c');
+        assert.equal(e.headers.get('content-type'), 'application/json');
         return true;
       });
       const an = new Anthropic({ baseURL: gw.url, apiKey: '-', maxRetries: 0, defaultHeaders: { 'x-case': 'text' } });
