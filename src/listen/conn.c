@@ -640,17 +640,24 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct kl_conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    if (c->state == ST_HEAD && c->waiting_head_start && evbuffer_get_length(in) > 0) {
+    size_t look = evbuffer_get_length(in);
+    if (look > c->w->cfg->listen.max_header_size)
+        look = c->w->cfg->listen.max_header_size;
+    const char *begun = c->state == ST_HEAD && c->waiting_head_start && look
+                        ? (const char *)evbuffer_pullup(in, (ssize_t)look) : NULL;
+    /* the empty lines some clients send after a body are no request */
+    size_t blank = 0;
+    while (begun && blank < look && (begun[blank] == '\r' || begun[blank] == '\n'))
+        blank++;
+    if (blank == look)
+        begun = NULL;
+    if (begun) {
         /* a head begun and never finished (slowloris) is a request too:
          * answered 408 in its path's dialect, and on record */
         kl_exchange *ex = kl_exchange_new(c->w);
         ex->t_start_ns -= (int64_t)timeouts(c)->header * 1000000; /* it began with its first byte */
         ex->wall_start_ms -= timeouts(c)->header;
-        size_t look = evbuffer_get_length(in);
-        if (look > c->w->cfg->listen.max_header_size)
-            look = c->w->cfg->listen.max_header_size;
-        kl_http_request_line_of((const char *)evbuffer_pullup(in, (ssize_t)look), look,
-                                c->w->cfg->listen.max_header_size, &ex->arena, &ex->req);
+        kl_http_request_line_of(begun, look, c->w->cfg->listen.max_header_size, &ex->arena, &ex->req);
         refuse_head(c, ex, 408, kl_arena_printf(&ex->arena, "request head timed out: incomplete after %s "
                                                 "(timeouts.header)", duration(&ex->arena, timeouts(c)->header)));
     } else if (c->state == ST_HEAD || c->state == ST_LINGER) {
