@@ -3,7 +3,8 @@
  *   1 listen     src/listen/     accept, parse HTTP/1.1 heads, limits, endpoint   -> kl_pipeline_start
  *     endpoint   (here)          404/405
  *   2 identity   src/identity/   who is calling
- *   3 grants     src/authorize/  the caller's grants: any role at all?
+ *   3 grants     src/authorize/  the caller's grants: any role at all? (and a model
+ *                                named in the path: may they use it?)
  *     body       src/listen/     the request body, read only now: a caller refused
  *                                above uploads nothing (100 Continue goes out here)
  *     facts      (here)          what the body asks for: model, stream (400)

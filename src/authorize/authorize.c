@@ -95,12 +95,14 @@ enum kl_step kl_authorize_caller_run(kl_exchange *ex)
     if (s->refusal)
         return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN,
                        "access denied: a capability from the tailnet policy cannot be read: %s", s->refusal);
-    return KL_NEXT;
+    /* a model named in the path (Gemini, Bedrock) is known already: one
+     * the caller may not use is refused before its body comes too */
+    return ex->ep->inference && ex->ep->model_in_path ? kl_authorize_run(ex) : KL_NEXT;
 }
 
 enum kl_step kl_authorize_run(kl_exchange *ex)
 {
-    if (!ex->ep->inference)
+    if (!ex->ep->inference || ex->provider) /* decided on the head (kl_authorize_caller_run) */
         return KL_NEXT;
     const char *bare;
     size_t bl;

@@ -15,7 +15,8 @@
 #include "core/exchange.h"
 #include "pipeline.h"
 
-/* The caller's grants, and whether they give it a role at all. */
+/* The caller's grants, and whether they give it a role at all; and, when
+ * the path names the model, whether it may use that one. */
 enum kl_step kl_authorize_caller_run(kl_exchange *ex);
 /* The model the request asks for (after the body's facts). */
 enum kl_step kl_authorize_run(kl_exchange *ex);
