@@ -10,6 +10,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Anthropic from '@anthropic-ai/sdk';
 import { startMock, startGateway, providersFor, finalRecord, BUILD, ROOT } from './lib/harness.mjs';
 
+// Another process takes the store's write lock and holds it (its transaction open) until lock.stdin ends with
+// COMMIT; locked resolves once it holds it. sqlite3 waits (.timeout) for the writer if that is in a transaction.
+function lockStore(db) {
+  const lock = spawn('sqlite3', [db], { stdio: ['pipe', 'pipe', 'ignore'] });
+  const locked = new Promise((resolve) => lock.stdout.on('data', (d) => String(d).includes('locked') && resolve()));
+  lock.stdin.write(".timeout 10000\nBEGIN EXCLUSIVE;\nINSERT INTO requests SELECT * FROM requests LIMIT 0;\nSELECT 'locked';\n");
+  return { lock, locked };
+}
+
 describe('lifecycle', () => {
   it('keyless check validates the example config and reports errors with positions', () => {
     const ok = spawnSync(join(BUILD, 'keyless'), ['check', '--config', join(ROOT, 'keyless.example.hujson')], { encoding: 'utf8' });
@@ -203,11 +212,8 @@ describe('lifecycle', () => {
     assert.equal(first.status, 200);
     await first.json();
     await finalRecord(gw, first.headers.get('x-keyless-request-id')); // written: the writer is between transactions
-    // another process holds the database's write lock (its transaction open); sqlite3 waits for the writer if it
-    // is in a transaction after all, and says when it holds the lock
-    const lock = spawn('sqlite3', [db], { stdio: ['pipe', 'pipe', 'ignore'] });
-    const locked = new Promise((resolve) => lock.stdout.on('data', (d) => String(d).includes('locked') && resolve()));
-    lock.stdin.write(".timeout 10000\nBEGIN EXCLUSIVE;\nINSERT INTO requests SELECT * FROM requests LIMIT 0;\nSELECT 'locked';\n");
+    // another process holds the database's write lock (its transaction open)
+    const { lock, locked } = lockStore(db);
     await locked;
     for (let i = 0; i < 3; i++) assert.equal((await chat()).status, 200);
     const exited = new Promise((r) => gw.proc.once('exit', (code, signal) => r({ code, signal })));
@@ -257,10 +263,7 @@ describe('lifecycle', () => {
     assert.equal(first.status, 200);
     await first.json();
     await finalRecord(gw, first.headers.get('x-keyless-request-id')); // written: the writer is between transactions
-    // the lock, once taken: sqlite3 waits for the writer if it is in a transaction after all
-    const lock = spawn('sqlite3', [db], { stdio: ['pipe', 'pipe', 'ignore'] });
-    const locked = new Promise((resolve) => lock.stdout.on('data', (d) => String(d).includes('locked') && resolve()));
-    lock.stdin.write(".timeout 10000\nBEGIN EXCLUSIVE;\nINSERT INTO requests SELECT * FROM requests LIMIT 0;\nSELECT 'locked';\n");
+    const { lock, locked } = lockStore(db);
     let answered;
     try {
       await locked;
