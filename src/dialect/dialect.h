@@ -154,6 +154,7 @@ enum kl_err_kind {
     KL_ERR_TIMEOUT,             /* 504 */
     KL_ERR_CLIENT_TIMEOUT,      /* 408: the request body stalled */
     KL_ERR_HEAD_TOO_LARGE,      /* 431 */
+    KL_ERR_URI_TOO_LONG,        /* 414: a request line longer than a whole head may be */
     KL_ERR_NOT_IMPLEMENTED,     /* 501: a transfer coding we do not take */
     KL_ERR_VERSION,             /* 505 */
     KL_ERR_LIMIT_FINAL,         /* 400: a quota or rate limit waiting will not lift, to Gemini and Bedrock

@@ -45,6 +45,8 @@ static const struct {
                                "DEADLINE_EXCEEDED", "ValidationException", "validationException"},
     [KL_ERR_HEAD_TOO_LARGE] = {431, "invalid_request_error", "request_header_fields_too_large", "request_too_large",
                                "INVALID_ARGUMENT", "ValidationException", "validationException"},
+    [KL_ERR_URI_TOO_LONG] = {414, "invalid_request_error", "uri_too_long", "invalid_request_error",
+                             "INVALID_ARGUMENT", "ValidationException", "validationException"},
     [KL_ERR_NOT_IMPLEMENTED] = {501, "invalid_request_error", "not_implemented", "invalid_request_error",
                                 "UNIMPLEMENTED", "ValidationException", "validationException"},
     [KL_ERR_VERSION] = {505, "invalid_request_error", "http_version_not_supported", "invalid_request_error",

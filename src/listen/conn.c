@@ -122,6 +122,7 @@ static const char *reason(int status)
     case 415: return "Unsupported Media Type";
     case 422: return "Unprocessable Content";
     case 429: return "Too Many Requests";
+    case 414: return "URI Too Long";
     case 431: return "Request Header Fields Too Large";
     case 499: return "Client Closed Request";
     case 500: return "Internal Server Error";
@@ -232,10 +233,11 @@ static void refuse_head(struct kl_conn *c, kl_exchange *ex, int status, const ch
     c->state = ST_EXCHANGE;
     evtimer_del(c->timer);
     /* the body's code (Gemini's) is the status the head says */
-    enum kl_err_kind kind = status == 431 ? KL_ERR_HEAD_TOO_LARGE : status == 501 ? KL_ERR_NOT_IMPLEMENTED
-                          : status == 505 ? KL_ERR_VERSION : status == 408 ? KL_ERR_CLIENT_TIMEOUT : KL_ERR_INVALID;
-    kl_pipeline_reject(ex, kind, status == 431 ? KL_EC_TOO_LARGE : status == 408 ? KL_EC_CLIENT_TIMEOUT
-                                                                                 : KL_EC_BAD_REQUEST, why);
+    enum kl_err_kind kind = status == 431 ? KL_ERR_HEAD_TOO_LARGE : status == 414 ? KL_ERR_URI_TOO_LONG
+                          : status == 501 ? KL_ERR_NOT_IMPLEMENTED : status == 505 ? KL_ERR_VERSION
+                          : status == 408 ? KL_ERR_CLIENT_TIMEOUT : KL_ERR_INVALID;
+    kl_pipeline_reject(ex, kind, status == 431 || status == 414 ? KL_EC_TOO_LARGE
+                                 : status == 408 ? KL_EC_CLIENT_TIMEOUT : KL_EC_BAD_REQUEST, why);
 }
 
 /* Room in the body's buffer for n more bytes. It grows as bytes come, by

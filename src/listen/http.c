@@ -234,6 +234,47 @@ static int refuse_head(const char *buf, size_t len, size_t max_head, kl_arena *a
     return status;
 }
 
+/* A request line longer than the whole head may be (a query string of
+ * thousands of parameters) is 414, not 431: the line never came whole, so
+ * its method and the path before its query, when the window holds them,
+ * are what its record and the dialect of its error go by. */
+static int refuse_long_line(const char *buf, size_t len, size_t max_head, kl_arena *a, kl_http_request *req,
+                            const char **why)
+{
+    memset(req, 0, sizeof(*req));
+    req->content_length = -1;
+    *why = "request line too long";
+    size_t win = len < max_head ? len : max_head;
+    const char *sp = memchr(buf, ' ', win);
+    if (!sp || sp == buf || sp[1] != '/')
+        return -414;
+    for (const char *p = buf; p < sp; p++)
+        if (!is_tchar((unsigned char)*p))
+            return -414;
+    const char *target = sp + 1;
+    const char *q = memchr(target, '?', win - (size_t)(target - buf));
+    if (!q)
+        return -414;
+    for (const char *p = target; p < q; p++)
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f || *p == '#')
+            return -414;
+    req->method = kl_arena_strndup(a, buf, (size_t)(sp - buf));
+    req->path = kl_arena_strndup(a, target, (size_t)(q - target));
+    req->target = req->path;
+    return -414;
+}
+
+/* The head in buf[0..len) is larger than max_head: 414 when its request
+ * line alone is, else 431. */
+static int refuse_too_large(const char *buf, size_t len, size_t max_head, kl_arena *a, kl_http_request *req,
+                            const char **why)
+{
+    if (find_lf(buf, len < max_head ? len : max_head, 0) < 0)
+        return refuse_long_line(buf, len, max_head, a, req, why);
+    *why = "request head too large";
+    return refuse_head(buf, len, max_head, a, req, -431);
+}
+
 void kl_http_request_line_of(const char *buf, size_t len, size_t max_head, kl_arena *a, kl_http_request *req)
 {
     size_t i = 0;
@@ -258,8 +299,7 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
         long lf = find_lf(buf, len, scan);
         if (lf < 0) {
             if (len > max_head) {
-                *why = "request head too large";
-                return refuse_head(buf + i, len - i, max_head, a, req, -431);
+                return refuse_too_large(buf + i, len - i, max_head, a, req, why);
             }
             return KL_HTTP_INCOMPLETE;
         }
@@ -272,13 +312,11 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
             break;
         }
         if (scan > max_head) {
-            *why = "request head too large";
-            return refuse_head(buf + i, len - i, max_head, a, req, -431);
+            return refuse_too_large(buf + i, len - i, max_head, a, req, why);
         }
     }
     if (end > max_head) {
-        *why = "request head too large";
-        return refuse_head(buf + i, len - i, max_head, a, req, -431);
+        return refuse_too_large(buf + i, len - i, max_head, a, req, why);
     }
 
     if (memchr(buf + i, '\0', end - i)) {

@@ -37,7 +37,7 @@ enum { KL_HTTP_INCOMPLETE = 0 };
 
 /* Parse the head in buf[0..len). Returns the head's length (including the
  * blank line) on success, KL_HTTP_INCOMPLETE when more bytes are needed, or
- * minus an HTTP status (-400, -431, -501, -505) for a head that must be
+ * minus an HTTP status (-400, -414, -431, -501, -505) for a head that must be
  * refused; *why then says what is wrong. Strings are copied into the arena. */
 int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
                        kl_arena *a, kl_http_request *req, const char **why);

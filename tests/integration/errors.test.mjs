@@ -218,7 +218,7 @@ describe('errors', () => {
       `GET /${'a'.repeat(70000)} HTTP/1.1\r\nHost: x\r\n\r\n`,
     ]) {
       const raw = await rawRequest(gw.url, payload);
-      assert.match(raw, /^HTTP\/1.1 (400|431|505) /, JSON.stringify(payload.slice(0, 40)));
+      assert.match(raw, /^HTTP\/1.1 (400|414|431|505) /, JSON.stringify(payload.slice(0, 40)));
     }
     const ok = await fetch(`${gw.url}/`);
     assert.equal(ok.status, 200);
@@ -499,7 +499,7 @@ describe('slow clients', () => {
     assert.match(gw.output(), /"POST \/v1\/messages" 400 bad_request/);
   });
 
-  it('a head too large, of another HTTP version, or with a NUL byte still gets its path\'s dialect and record', async () => {
+  it('a head too large, a request line too long, another HTTP version or a NUL byte still gets its path\'s dialect and record', async () => {
     const bodyOf = (raw) => JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4));
     let raw = await rawRequest(gw.url, `POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Big: ${'z'.repeat(70000)}\r\n\r\n{}`);
     assert.match(raw, /^HTTP\/1.1 431 /);
@@ -512,6 +512,16 @@ describe('slow clients', () => {
     assert.equal(/\r\nx-keyless-request-id: (\S+)\r\n/i.exec(raw)?.[1], rec.id);
     assert.equal(rec.bytes_out, raw.length);
     assert.match(raw, /\r\nConnection: close\r\n/i);
+    // a request line longer than a whole head may be is 414, in the dialect of the path before its query
+    raw = await rawRequest(gw.url, `GET /v1beta/models?pageSize=${'9'.repeat(70000)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    assert.match(raw, /^HTTP\/1.1 414 URI Too Long\r\n/);
+    assert.equal(bodyOf(raw).error.status, 'INVALID_ARGUMENT', 'Google\'s shape');
+    assert.equal(bodyOf(raw).error.code, 414);
+    rec = await recordWithStatus(414);
+    assert.equal(rec.method, 'GET');
+    assert.equal(rec.path, '/v1beta/models');
+    assert.equal(rec.error_class, 'too_large');
+    assert.match(rec.error_message, /request line too long/);
     // Bedrock: its error type, where the AWS SDKs read which exception to raise
     raw = await rawRequest(gw.url, 'POST /model/x/converse HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n');
     assert.match(raw, /^HTTP\/1.1 400 /);

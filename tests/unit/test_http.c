@@ -51,6 +51,20 @@ static void incomplete_and_limits(void **state)
     strcpy(buf, "GET / HTTP/1.1\r\nX: ");
     strcat(buf, big);
     assert_int_equal(kl_http_parse_head(buf, strlen(buf), 64, &a, &r, &why), -431);
+    /* a request line longer than the whole head may be is 414, and names
+     * the method and the path before its query */
+    strcpy(buf, "POST /v1/messages?q=");
+    strcat(buf, big);
+    assert_int_equal(kl_http_parse_head(buf, strlen(buf), 64, &a, &r, &why), -414);
+    assert_string_equal(r.method, "POST");
+    assert_string_equal(r.path, "/v1/messages");
+    strcat(buf, " HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(kl_http_parse_head(buf, strlen(buf), 64, &a, &r, &why), -414);
+    /* without a query in the window, nothing is named */
+    strcpy(buf, "GET /");
+    strcat(buf, big);
+    assert_int_equal(kl_http_parse_head(buf, strlen(buf), 64, &a, &r, &why), -414);
+    assert_null(r.path);
     kl_arena_free(&a);
 }
 
