@@ -804,6 +804,8 @@ static void read_listen(kl_cfg_ctx *c, const cJSON *v)
             cfg_size(c, m, "max_body_size", &l->max_body_size);
         } else if (strcmp(k, "max_header_size") == 0) {
             cfg_size(c, m, "max_header_size", &l->max_header_size);
+        } else if (strcmp(k, "max_body_memory") == 0) {
+            cfg_size(c, m, "max_body_memory", &l->max_body_memory);
         } else if (strcmp(k, "max_connections") == 0) {
             long n;
             if (cfg_int(c, m, "max_connections", 0, 100000000, &n) == 0)
@@ -814,6 +816,9 @@ static void read_listen(kl_cfg_ctx *c, const cJSON *v)
             cfg_unknown(c, m, "listen");
         }
     }
+    if (l->max_body_memory && l->max_body_memory < l->max_body_size)
+        kl_cfg_report(c, KL_SEV_ERROR, v, "listen.max_body_memory (%zu bytes) is less than max_body_size (%zu "
+                      "bytes): no body that large could be taken", l->max_body_memory, l->max_body_size);
 }
 
 static void read_log(kl_cfg_ctx *c, const cJSON *v)

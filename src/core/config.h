@@ -78,6 +78,8 @@ struct kl_listen_cfg {
     size_t max_header_size;
     size_t max_connections;     /* client connections at once, over all workers; 0 = what the descriptor
                                    limit leaves room for (kl_server.fd_conns) */
+    size_t max_body_memory;     /* request bodies held at once, over all workers; 0 = half the memory
+                                   (kl_server.body_memory) */
     struct kl_timeouts timeouts;
 };
 

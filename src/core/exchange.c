@@ -94,10 +94,21 @@ kl_exchange *kl_exchange_new(kl_worker *w)
 void kl_exchange_free(kl_exchange *ex)
 {
     kl_owner_add(&ex->worker->inflight, (uint64_t)-1);
+    kl_owner_add(&ex->worker->body_bytes, (uint64_t)0 - (ex->body_charged + ex->up_body_charged));
     free(ex->body);
     kl_config_unref(ex->cfg);
     kl_arena_free(&ex->arena);
     free(ex);
+}
+
+bool kl_exchange_charge(kl_exchange *ex, size_t *held, size_t bytes, size_t limit)
+{
+    _Atomic uint64_t *total = &ex->worker->body_bytes;
+    if (bytes > *held && limit && atomic_load_explicit(total, memory_order_relaxed) + (bytes - *held) > limit)
+        return false;
+    kl_owner_add(total, (uint64_t)bytes - (uint64_t)*held);
+    *held = bytes;
+    return true;
 }
 
 void kl_exchange_take_facts(kl_exchange *ex, const struct kl_request_facts *f)

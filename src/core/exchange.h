@@ -80,6 +80,9 @@ typedef struct kl_exchange {
     int peer_port;
     char *body;                     /* whole request body, malloc'd (may be NULL) */
     size_t body_len;
+    /* bytes of body's buffer, and of the copy sent upstream, counted in
+     * the worker's body_bytes (kl_exchange_charge) */
+    size_t body_charged, up_body_charged;
 
     /* identity and authorize */
     const struct kl_identity *ident;    /* NULL until identified */
@@ -197,6 +200,12 @@ void kl_request_id(char out[40], int64_t ms, uint16_t rand_a, uint64_t rand_b);
 /* A new exchange for worker w with a reference to w's config snapshot. */
 kl_exchange *kl_exchange_new(kl_worker *w);
 void kl_exchange_free(kl_exchange *ex);
+/* Count one of ex's request-body buffers (held: &ex->body_charged or
+ * &ex->up_body_charged) as now taking bytes of its worker's memory for
+ * bodies (listen.max_body_memory). With limit > 0, a growth that would take
+ * the worker past limit is refused (false) and nothing changes; a copy made
+ * of a body already let in passes 0. */
+bool kl_exchange_charge(kl_exchange *ex, size_t *held, size_t bytes, size_t limit);
 
 /* What the request body says (kl_dialect_request_facts) that later stages
  * use: read when the request arrives, again when a hook or a guardrail

@@ -44,6 +44,10 @@ typedef struct kl_server {
      * less a reserve, since each one served needs a provider's connection
      * too (listen.max_connections when that is 0) */
     size_t fd_conns;
+    /* memory request bodies may take at once: half of what the machine,
+     * or the cgroup the gateway runs in, has (listen.max_body_memory when
+     * that is 0) */
+    size_t body_memory;
     atomic_bool stopping;
     atomic_int adopted;                     /* snapshots taken by workers after reloads (listen/reload.c) */
     struct kl_whois_cache *whois_cache;     /* shared by every worker */
@@ -90,6 +94,8 @@ typedef struct kl_worker {
      * read them from another worker */
     _Atomic uint64_t nconns;
     _Atomic uint64_t inflight;  /* exchanges between request and record */
+    _Atomic uint64_t body_bytes;    /* request bodies held by its exchanges (kl_exchange_charge) */
+    int64_t body_full_warned_ms;    /* when a body refused for want of room was last logged */
     uint64_t hooks_told;        /* entire_request hook calls not answered yet (a stop waits for them) */
     bool draining;
     uint64_t seq;               /* per-worker counter, part of request ids */

@@ -145,6 +145,7 @@ const char *kl_guard_replace_body(kl_exchange *ex, const char *text, size_t len)
     ex->body = malloc(len + 1);
     if (!ex->body)
         abort();
+    kl_exchange_charge(ex, &ex->body_charged, len + 1, 0); /* a hook's body, in place of one let in */
     memcpy(ex->body, text, len);
     ex->body[len] = '\0';
     ex->body_len = len;

@@ -60,6 +60,7 @@ struct kl_conn {
     int64_t body_expected;          /* Content-Length, or -1 when chunked */
     kl_chunked chunked;
     bool body_overflow;
+    bool body_no_room;          /* its worker's share of listen.max_body_memory was taken (chunked) */
     bool body_unread;               /* the request has a body the pipeline has not asked for yet */
     bool linger;                    /* the close may leave the client's bytes unread (see linger) */
     size_t lingered;                /* bytes dropped while lingering */
@@ -240,23 +241,39 @@ static void refuse_head(struct kl_conn *c, kl_exchange *ex, int status, const ch
                                  : status == 408 ? KL_EC_CLIENT_TIMEOUT : KL_EC_BAD_REQUEST, why);
 }
 
+/* This worker's share of listen.max_body_memory, or of half the memory
+ * (kl_server.body_memory); never less than one body of max_body_size. */
+static size_t body_memory(const kl_worker *w)
+{
+    const struct kl_listen_cfg *l = &w->cfg->listen;
+    size_t total = l->max_body_memory ? l->max_body_memory : w->server->body_memory;
+    size_t n = (total + (size_t)w->server->nworkers - 1) / (size_t)w->server->nworkers;
+    return n > l->max_body_size + 1 ? n : l->max_body_size + 1;
+}
+
 /* Room in the body's buffer for n more bytes. It grows as bytes come, by
  * doubling, up to what Content-Length announced: a head alone must not
- * reserve max_body_size (forty 80-byte heads took 1.3 GB). */
-static void body_room(struct kl_conn *c, size_t n)
+ * reserve max_body_size (forty 80-byte heads took 1.3 GB). False when the
+ * worker's bodies already take its share of listen.max_body_memory: the
+ * request is refused rather than the gateway running out of memory (and
+ * being killed with every request in flight). */
+static bool body_room(struct kl_conn *c, size_t n)
 {
     kl_exchange *ex = c->ex;
     if (ex->body && ex->body_len + n <= c->body_cap)
-        return;
+        return true;
     size_t cap = c->body_cap ? c->body_cap * 2 : 16384;
     while (cap < ex->body_len + n)
         cap *= 2;
     if (c->body_expected >= 0 && cap > (size_t)c->body_expected)
         cap = (size_t)c->body_expected;
+    if (!kl_exchange_charge(ex, &ex->body_charged, cap + 1, body_memory(c->w)))
+        return false;
     ex->body = realloc(ex->body, cap + 1);
     if (!ex->body)
         abort();
     c->body_cap = cap;
+    return true;
 }
 
 static void body_append(void *arg, const char *p, size_t n)
@@ -264,15 +281,41 @@ static void body_append(void *arg, const char *p, size_t n)
     struct kl_conn *c = arg;
     kl_exchange *ex = c->ex;
     size_t max = ex->cfg->listen.max_body_size;
-    if (c->body_overflow)
+    if (c->body_overflow || c->body_no_room)
         return;
     if (ex->body_len + n > max) {
         c->body_overflow = true;
         return;
     }
-    body_room(c, n);
+    if (!body_room(c, n)) {
+        c->body_no_room = true;
+        return;
+    }
     memcpy(ex->body + ex->body_len, p, n);
     ex->body_len += n;
+}
+
+/* No room for the body in this worker's share of listen.max_body_memory:
+ * 503 in the caller's dialect (Anthropic's overloaded_error), with
+ * Retry-After, which every SDK and agent waits for and tries again; the
+ * connection closes, since the rest of the body will not be read. */
+static enum kl_step no_room(struct kl_conn *c)
+{
+    kl_exchange *ex = c->ex;
+    kl_worker *w = c->w;
+    c->keep_alive = false;
+    c->linger = true;
+    c->state = ST_EXCHANGE;
+    evtimer_del(c->timer);
+    int64_t now = kl_wall_ms();
+    if (now - w->body_full_warned_ms >= 10000) {
+        kl_warn("worker %d: request bodies take %llu bytes, its share of listen.max_body_memory (%zu): refusing "
+                "more with 503 until some are done", w->index, (unsigned long long)w->body_bytes, body_memory(w));
+        w->body_full_warned_ms = now;
+    }
+    ex->fail_retry = 1;
+    return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "the gateway holds as many request bodies as it has "
+                   "memory for (listen.max_body_memory); try again shortly");
 }
 
 /* The whole body has arrived: the pipeline goes on with it. A compressed
@@ -299,6 +342,8 @@ static enum kl_step body_complete(struct kl_conn *c)
         ex->body = plain;
         ex->body_len = plain_len;
         c->body_cap = 0; /* the buffer is the decoder's now */
+        if (!kl_exchange_charge(ex, &ex->body_charged, plain_len + 1, body_memory(c->w)))
+            return no_room(c);
     }
     return KL_NEXT;
 }
@@ -331,7 +376,10 @@ static enum body_read read_body(struct kl_conn *c)
         size_t have = evbuffer_get_length(in);
         size_t n = have < want ? have : want;
         if (n) {
-            body_room(c, n);
+            if (!body_room(c, n)) {
+                kl_pipeline_continue(ex, no_room(c));
+                return BODY_REFUSED;
+            }
             evbuffer_remove(in, ex->body + ex->body_len, n);
             ex->body_len += n;
         }
@@ -342,7 +390,10 @@ static enum body_read read_body(struct kl_conn *c)
          * next read: either way the client went away mid-body (499). */
         if (n == have && n < want && !c->tls) {
             size_t chunk = want - n < 262144 ? want - n : 262144;
-            body_room(c, chunk);
+            if (!body_room(c, chunk)) {
+                kl_pipeline_continue(ex, no_room(c));
+                return BODY_REFUSED;
+            }
             ssize_t r = read(bufferevent_getfd(c->bev), ex->body + ex->body_len, chunk);
             if (r > 0)
                 ex->body_len += (size_t)r;
@@ -366,6 +417,10 @@ static enum body_read read_body(struct kl_conn *c)
         }
         if (c->body_overflow) {
             refuse_too_large(c);
+            return BODY_REFUSED;
+        }
+        if (c->body_no_room) {
+            kl_pipeline_continue(ex, no_room(c));
             return BODY_REFUSED;
         }
         if (r == KL_CHUNKED_DONE)
@@ -418,7 +473,7 @@ static void read_head(struct kl_conn *c)
     c->resp_left = -1;
     c->drain_cb = NULL;
     c->body_cap = 0;
-    c->body_overflow = false;
+    c->body_overflow = c->body_no_room = false;
     memset(&c->chunked, 0, sizeof(c->chunked));
 
     /* Classify now: an oversized body must be refused in the caller's dialect. */
@@ -463,7 +518,8 @@ enum kl_step kl_conn_body(kl_exchange *ex)
     if (ex->req.chunked || evbuffer_get_length(in) < (size_t)ex->req.content_length)
         set_read_timeout(c, timeouts(c)->body);
     /* the body that came with the head (most do) in one allocation */
-    body_room(c, evbuffer_get_length(in));
+    if (!body_room(c, evbuffer_get_length(in)))
+        return no_room(c);
     enum body_read r = read_body(c);
     return r == BODY_DONE ? body_complete(c) : KL_WAIT; /* refused: answered and ended already */
 }

@@ -376,6 +376,42 @@ void kl_server_wait_accounts(kl_server *srv, int ms)
         kl_aws_keeper_wait(srv->aws, ms - (int)spent_ms);
 }
 
+/* The memory the gateway may use: the machine's, or less under a cgroup
+ * v2 memory limit (a container's, systemd's MemoryMax=) on its cgroup or
+ * any above it, which would kill it before the machine ran out. */
+static size_t memory_size(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    size_t mem = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : (size_t)4 << 30;
+    char line[512], dir[600];
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    if (!f)
+        return mem;
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strncmp(line, "0::", 3) == 0; /* the unified hierarchy's line */
+    fclose(f);
+    if (!found)
+        return mem;
+    line[strcspn(line, "\n")] = '\0';
+    snprintf(dir, sizeof(dir), "/sys/fs/cgroup%s", strcmp(line + 3, "/") == 0 ? "" : line + 3);
+    for (;;) {
+        char path[640];
+        snprintf(path, sizeof(path), "%s/memory.max", dir);
+        unsigned long long limit;
+        if ((f = fopen(path, "r"))) {
+            if (fscanf(f, "%llu", &limit) == 1 && limit > 0 && limit < mem) /* "max" reads as no number */
+                mem = (size_t)limit;
+            fclose(f);
+        }
+        char *slash = strrchr(dir, '/');
+        if (!slash || slash - dir < (long)strlen("/sys/fs/cgroup"))
+            break;
+        *slash = '\0';
+    }
+    return mem;
+}
+
 int kl_server_run(kl_config *cfg)
 {
     kl_server srv;
@@ -391,6 +427,7 @@ int kl_server_run(kl_config *cfg)
     /* HAProxy's rule: a client's descriptor and its provider's, and a
      * reserve for listeners, the store, logs and tailscaled's socket */
     srv.fd_conns = nofile > 512 ? (nofile - 256) / 2 : nofile / 4 + 1;
+    srv.body_memory = memory_size() / 2;
     if (kl_upstream_global_init() < 0) {
         kl_error("cannot initialise libcurl");
         return 1;

@@ -433,7 +433,7 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
     struct merge *g = calloc(1, sizeof(*g));
     if (!g)
         abort();
-    uint64_t inflight = 0, conns = 0;
+    uint64_t inflight = 0, conns = 0, bodies = 0;
     for (int i = 0; i < srv->nworkers; i++) {
         struct kl_metrics *m = srv->workers[i].metrics;
         if (!m)
@@ -444,6 +444,7 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
         pthread_mutex_unlock(&m->lock);
         inflight += get(&srv->workers[i].inflight);
         conns += get(&srv->workers[i].nconns);
+        bodies += get(&srv->workers[i].body_bytes);
     }
     write_series(out, g);
     write_durations(out, srv, g);
@@ -477,6 +478,8 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
     }
     gauge(out, "keyless_inflight_requests", "Requests between arrival and record.", inflight);
     gauge(out, "keyless_open_connections", "Client connections open.", conns);
+    gauge(out, "keyless_request_body_bytes",
+          "Memory the request bodies of requests in flight take (held to listen.max_body_memory).", bodies);
     if (srv->writer) {
         struct kl_writer_stats st;
         kl_writer_stats(srv->writer, &st);

@@ -106,6 +106,7 @@ static void apply_edits(kl_exchange *ex, struct body_edit *e, size_t n)
     for (size_t i = 0; i < n; i++)
         out_len += strlen(e[i].text) - (e[i].end - e[i].start);
     char *out = kl_arena_alloc_raw(&ex->arena, out_len + 1);
+    kl_exchange_charge(ex, &ex->up_body_charged, out_len + 1, 0); /* a copy of a body let in */
     size_t o = 0, at = 0;
     for (size_t i = 0; i < n; i++) {
         size_t tl = strlen(e[i].text);

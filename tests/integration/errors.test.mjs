@@ -7,7 +7,12 @@ import zlib from 'node:zlib';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { GoogleGenAI } from '@google/genai';
-import { startMock, startGateway, providersFor, KEYS, assertNoKeys, rawRequest, rawProvider, finalRecord } from './lib/harness.mjs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, rawRequest, rawProvider, finalRecord, BUILD }
+  from './lib/harness.mjs';
 
 // A port nothing listens on: bind, learn it, close.
 async function deadPort() {
@@ -347,6 +352,68 @@ describe('connection limits', () => {
       await gw.stop();
       await mock.stop();
     }
+  });
+
+  it('past listen.max_body_memory a body is refused 503 in its dialect, with Retry-After, until bodies are done', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({ listen: { max_body_size: '48KiB', max_body_memory: '64KiB' },
+      providers: providersFor(mock.url), grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }] },
+    { workers: 1 });
+    let held;
+    try {
+      const content = 'x'.repeat(40000);
+      const body = JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content }] });
+      const metric = async () => Number(/^keyless_request_body_bytes (\d+)$/m.exec(await (await fetch(`${gw.url}/metrics`)).text())?.[1]);
+      assert.equal(await metric(), 0);
+      // a stream in flight holds its 40 KB body (kept for a failover) until it is done
+      held = kept(gw.url, 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+        `x-mock: events=200;delay_events_ms=100\r\nContent-Length: ${body.length}\r\n\r\n${body}`, '0\r\n\r\n');
+      for (let k = 0; k < 500 && (await mock.requests()).length < 1; k++) await new Promise((res) => setTimeout(res, 10));
+      assert.ok(await metric() > 40000, 'the body held is counted');
+      // a second one does not fit: 503, Anthropic's overloaded_error, told when to try again
+      const anthropic = new Anthropic({ baseURL: gw.url, apiKey: 'unused', maxRetries: 0 });
+      const err = await anthropic.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 10,
+        messages: [{ role: 'user', content }] }).catch((e) => e);
+      assert.equal(err.status, 503, String(err));
+      assert.equal(err.error?.error?.type, 'overloaded_error');
+      assert.match(err.error?.error?.message, /listen\.max_body_memory/);
+      assert.equal(err.headers?.get?.('retry-after'), '1');
+      // a chunked body is refused as it grows past the room, and the connection closes after the answer
+      const chunk = (s) => `${s.length.toString(16)}\r\n${s}\r\n`;
+      const raw = await rawRequest(gw.url, 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+        `Transfer-Encoding: chunked\r\n\r\n${chunk(body.slice(0, 20000))}${chunk(body.slice(20000))}0\r\n\r\n`);
+      assert.match(raw, /^HTTP\/1\.1 503 /);
+      assert.match(raw, /\r\nConnection: close\r\n/i);
+      assert.match(raw, /"code":"service_unavailable"/);
+      let recs = [];
+      for (let k = 0; k < 100 && recs.length < 2; k++) {
+        recs = (await (await fetch(`${gw.url}/api/requests?status=503`)).json()).requests;
+        if (recs.length < 2) await new Promise((res) => setTimeout(res, 50)); /* records are written in batches */
+      }
+      assert.equal(recs.length, 2, 'each refusal has its record');
+      assert.ok(recs.every((r) => r.error_class === 'unavailable'), JSON.stringify(recs));
+      assert.match(gw.output(), /its share of listen\.max_body_memory \(65536\): refusing more with 503/);
+      assert.equal((await mock.requests()).length, 1, 'neither reached the provider');
+      // the stream's caller leaves: its body is let go, and the next one is served
+      held.destroy();
+      for (let k = 0; k < 200 && await metric() !== 0; k++) await new Promise((res) => setTimeout(res, 25));
+      assert.equal(await metric(), 0);
+      const ok = await anthropic.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 10,
+        messages: [{ role: 'user', content }] });
+      assert.equal(ok.type, 'message');
+    } finally {
+      held?.destroy();
+      await gw.stop();
+      await mock.stop();
+    }
+  });
+
+  it('listen.max_body_memory below max_body_size is a configuration error', () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'keyless-errors-')), 'bad.hujson');
+    writeFileSync(path, JSON.stringify({ listen: { max_body_size: '1MiB', max_body_memory: '512KiB' } }));
+    const bad = spawnSync(join(BUILD, 'keyless'), ['check', '--config', path], { encoding: 'utf8' });
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stdout + bad.stderr, /max_body_memory \(524288 bytes\) is less than max_body_size \(1048576 bytes\)/);
   });
 
   it('a connection that sends nothing is closed after timeouts.header, not held for timeouts.idle', async () => {
