@@ -7,10 +7,12 @@
 
 #include "admit/admit.h"
 #include "admit/buckets.h"
+#include "admit/lease.h"
 #include "admit/quotas.h"
 #include "authorize/authorize.h"
 #include "identity/identity.h"
 #include "listen/conn.h"
+#include "record/query.h"
 
 struct names {
     const char **v;
@@ -49,13 +51,138 @@ static struct names callers_buckets(kl_exchange *ex)
     return ns;
 }
 
-static enum kl_step send_buckets(kl_exchange *ex, cJSON *root)
+/* A pooled dollar bucket as the gateways share it: "pool" is what the
+ * pool holds (its capacity when no gateway has leased from it yet),
+ * "leased" what this gateway holds of it, and "current" the two together.
+ * Other gateways' leases are not seen; they go back to the pool once idle. */
+static void add_pool(kl_exchange *ex, cJSON *list, const cJSON *pool)
 {
+    cJSON *b;
+    cJSON_ArrayForEach(b, list) {
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(b, "bucket"));
+        if (!name || !kl_quota_for_bucket(ex->cfg->quotas, name))
+            continue; /* a rate limit: each gateway's own */
+        double capacity = cJSON_GetNumberValue(cJSON_GetObjectItem(b, "capacity"));
+        double leased = cJSON_GetNumberValue(cJSON_GetObjectItem(b, "current"));
+        double reserved = cJSON_GetNumberValue(cJSON_GetObjectItem(b, "reserved"));
+        double in_pool = capacity;
+        const cJSON *row;
+        cJSON_ArrayForEach(row, pool) {
+            const char *n = cJSON_GetStringValue(cJSON_GetObjectItem(row, "name"));
+            if (n && strcmp(n, name) == 0)
+                in_pool = cJSON_GetNumberValue(cJSON_GetObjectItem(row, "lvl"));
+        }
+        /* a refill credited to a lease beyond the capacity is clamped when
+         * the lease goes back */
+        double current = in_pool + leased < capacity ? in_pool + leased : capacity;
+        cJSON_ReplaceItemInObject(b, "current", cJSON_CreateNumber(current));
+        cJSON_ReplaceItemInObject(b, "available", cJSON_CreateNumber(current - reserved));
+        cJSON_AddNumberToObject(b, "pool", in_pool);
+        cJSON_AddNumberToObject(b, "leased", leased);
+    }
+}
+
+static enum kl_step send_buckets(kl_exchange *ex, const struct names *only, const cJSON *pool)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *list = kl_buckets_report(ex->worker->server->buckets, only ? listed : NULL, (void *)only, kl_wall_ms());
+    if (pool)
+        add_pool(ex, list, pool);
+    cJSON_AddItemToObject(root, "buckets", list);
     char *s = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     kl_respond(ex, 200, "application/json", NULL, s, strlen(s));
     cJSON_free(s);
     return KL_DONE;
+}
+
+/* A read of the PostgreSQL pool for /api/quotas: the names it asks for
+ * are its own copies, since the exchange may go before the query runs. */
+struct quota_job {
+    struct kl_query_job job;    /* first */
+    kl_exchange *ex;            /* NULL once the client has gone */
+    kl_arena arena;
+    struct names only;          /* the buckets shown; all when all */
+    bool all;
+    cJSON *rows;
+    char err[256];
+};
+
+static void pool_run(struct kl_store *s, struct kl_query_job *job)
+{
+    struct quota_job *j = (struct quota_job *)job;
+    if (kl_lease_pool_levels(s, j->all ? NULL : j->only.v, j->all ? 0 : j->only.n, &j->rows, j->err,
+                             sizeof(j->err)) < 0) {
+        cJSON_Delete(j->rows);
+        j->rows = NULL;
+    }
+}
+
+static void pool_done(struct kl_query_job *job)
+{
+    struct quota_job *j = (struct quota_job *)job;
+    kl_exchange *ex = j->ex;
+    if (ex) {
+        ex->cancel = NULL;
+        ex->quota_job = NULL;
+        enum kl_step step;
+        if (!j->rows) {
+            /* the database's own message goes to the log, not the caller */
+            kl_error("%s: reading the quota pool failed: %s", ex->id, j->err);
+            step = kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
+                           "the quota pool in PostgreSQL could not be read (request %s in the gateway log)", ex->id);
+        } else {
+            if (j->all) { /* buckets other gateways use, which this one has not seen */
+                const cJSON *row;
+                cJSON_ArrayForEach(row, j->rows) {
+                    const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(row, "name"));
+                    const struct kl_quota *q = name ? kl_quota_for_bucket(ex->cfg->quotas, name) : NULL;
+                    if (q)
+                        kl_admit_quota_bucket(ex, q, name);
+                }
+            }
+            step = send_buckets(ex, j->all ? NULL : &j->only, j->rows);
+        }
+        kl_pipeline_continue(ex, step);
+    }
+    cJSON_Delete(j->rows);
+    kl_arena_free(&j->arena);
+    free(j);
+}
+
+static void pool_cancel(kl_exchange *ex)
+{
+    struct quota_job *j = ex->quota_job;
+    if (j)
+        j->ex = NULL;
+    ex->quota_job = NULL;
+}
+
+/* The buckets named in only (all of them when it is NULL) as the caller's
+ * answer. With quotas shared through PostgreSQL, a dollar bucket's level
+ * here is only this gateway's lease: the pool is read first, on the
+ * leases' thread, for what is left of it. */
+static enum kl_step report(kl_exchange *ex, const struct names *only)
+{
+    if (!kl_quota_pooled(ex->cfg))
+        return send_buckets(ex, only, NULL);
+    struct quota_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        abort();
+    kl_arena_init(&j->arena);
+    j->all = !only;
+    j->only.arena = &j->arena;
+    for (size_t i = 0; only && i < only->n; i++)
+        add_name(&j->only, kl_arena_strdup(&j->arena, only->v[i]));
+    j->ex = ex;
+    j->job.w = ex->worker;
+    j->job.run = pool_run;
+    j->job.done = pool_done;
+    ex->quota_job = j;
+    ex->cancel = pool_cancel;
+    kl_server *srv = ex->worker->server;
+    kl_query_submit(srv->leases ? srv->leases : srv->query, &j->job);
+    return KL_WAIT;
 }
 
 static enum kl_step refill(kl_exchange *ex)
@@ -93,10 +220,8 @@ static enum kl_step refill(kl_exchange *ex)
         return st;
     }
     struct names one = {.v = (const char *[]){name}, .n = 1};
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddItemToObject(root, "buckets", kl_buckets_report(ex->worker->server->buckets, listed, &one, kl_wall_ms()));
     cJSON_Delete(body);
-    return send_buckets(ex, root);
+    return report(ex, &one);
 }
 
 enum kl_step kl_admin_quotas(kl_exchange *ex)
@@ -122,9 +247,5 @@ enum kl_step kl_admin_quotas(kl_exchange *ex)
                 kl_admit_quota_bucket(ex, q, saved[i]);
         }
     }
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddItemToObject(root, "buckets",
-                          kl_buckets_report(ex->worker->server->buckets,
-                                            ex->role == KL_ROLE_ADMIN ? NULL : listed, &mine, kl_wall_ms()));
-    return send_buckets(ex, root);
+    return report(ex, ex->role == KL_ROLE_ADMIN ? NULL : &mine);
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "admit/buckets.h"
+#include "core/buf.h"
 #include "core/log.h"
 #include "record/query.h"
 
@@ -179,6 +180,31 @@ void kl_lease_start(kl_exchange *ex, const struct kl_lease_need *needs, size_t n
     ex->cancel = cancel;
     kl_server *srv = ex->worker->server;
     kl_query_submit(srv->leases ? srv->leases : srv->query, &j->job);
+}
+
+int kl_lease_pool_levels(struct kl_store *s, const char *const *names, size_t n, cJSON **rows, char *err,
+                         size_t errlen)
+{
+    char nowb[24];
+    num(nowb, sizeof(nowb), kl_wall_ms());
+    struct kl_buf sql = {0};
+    kl_buf_str(&sql, "SELECT name, CAST(LEAST(capacity, level + CASE WHEN rate_period_ms > 0 THEN "
+                      "((CAST(? AS BIGINT) - updated_at)::numeric * rate_amount) / rate_period_ms "
+                      "ELSE 0 END) AS BIGINT) AS lvl FROM quota_pool");
+    const char **params = calloc(n + 1, sizeof(char *));
+    if (!params)
+        abort();
+    params[0] = nowb;
+    for (size_t i = 0; i < n; i++) {
+        kl_buf_str(&sql, i ? ", ?" : " WHERE name IN (?");
+        params[i + 1] = names[i];
+    }
+    if (n)
+        kl_buf_str(&sql, ")");
+    int rc = kl_store_exec(s, sql.p, params, n + 1, rows, err, errlen);
+    free(params);
+    free(sql.p);
+    return rc;
 }
 
 void kl_lease_return(struct kl_store *s, struct kl_buckets *t, bool last)

@@ -29,6 +29,13 @@ struct kl_lease_need {
 void kl_lease_start(kl_exchange *ex, const struct kl_lease_need *needs, size_t n,
                     void (*done)(kl_exchange *ex, bool ok, int64_t retry_after_s));
 
+/* What the pool holds of each bucket named, or of every one when n is 0:
+ * rows [{"name", "lvl"}], its balance with refill applied, not counting
+ * what gateways hold in leases. Run on the leases' thread (/api/quotas);
+ * -1 with err when the database fails. */
+int kl_lease_pool_levels(struct kl_store *s, const char *const *names, size_t n, cJSON **rows, char *err,
+                         size_t errlen);
+
 /* Writer-thread tick (PostgreSQL): give idle leases back to the pool; at
  * shutdown (last) give all of them back. */
 void kl_lease_return(struct kl_store *s, struct kl_buckets *t, bool last);

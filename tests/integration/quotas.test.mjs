@@ -198,6 +198,43 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('on PostgreSQL, /api/quotas shows what the pool has left, not only this gateway\'s lease', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set' }, async () => {
+    const mock = await startMock(['--no-log']);
+    const bucket = `shown-${Date.now()}`;
+    const config = (instance) => ({
+      store: { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance },
+      quotas: { [bucket]: { capacity: usd(100n * EST) } },
+      grants: grant([{ bucket }]),
+      providers: providersFor(mock.url),
+    });
+    const g1 = await startGateway(config('quota-shown-a'));
+    const g2 = await startGateway(config('quota-shown-b'));
+    const shown = async (gw) => (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets.find((b) => b.bucket === bucket);
+    try {
+      const r = await post(g1, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+      assert.equal(r.status, 200);
+      await r.text();
+      // the gateway that served it leased a slice (an eighth) and spent one request of it
+      let b = await shown(g1);
+      assert.equal(BigInt(b.leased), 100n * EST / 8n - EST, JSON.stringify(b));
+      assert.equal(BigInt(b.pool), 100n * EST - 100n * EST / 8n);
+      assert.equal(BigInt(b.current), 99n * EST, 'the pool and the lease together');
+      assert.equal(BigInt(b.available), 99n * EST);
+      assert.equal(BigInt(b.capacity), 100n * EST);
+      // another gateway, which never served it, shows the pool: once the lease is back, all that is left
+      for (let i = 0; i < 50 && BigInt((b = await shown(g2))?.current ?? 0) !== 99n * EST; i++) await sleep(200);
+      assert.equal(BigInt(b.current), 99n * EST, JSON.stringify(b));
+      assert.equal(BigInt(b.leased), 0n);
+      b = await shown(g1);
+      assert.equal(BigInt(b.current), 99n * EST, 'the lease went back: the same balance, all in the pool');
+      assert.equal(BigInt(b.pool), 99n * EST);
+    } finally {
+      await g1.stop();
+      await g2.stop();
+      await mock.stop();
+    }
+  });
+
   it('a pool refilled after a long idle time is clamped to its capacity, not an overflow', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set' }, async () => {
     const mock = await startMock(['--no-log']);
     const bucket = `huge-${Date.now()}`;
