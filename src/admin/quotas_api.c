@@ -72,8 +72,7 @@ static void add_pool(kl_exchange *ex, cJSON *list, const cJSON *pool)
             if (n && strcmp(n, name) == 0)
                 in_pool = cJSON_GetNumberValue(cJSON_GetObjectItem(row, "lvl"));
         }
-        /* a refill credited to a lease beyond the capacity is clamped when
-         * the lease goes back */
+        /* the two never pass the capacity, but are read at two moments */
         double current = in_pool + leased < capacity ? in_pool + leased : capacity;
         cJSON_ReplaceItemInObject(b, "current", cJSON_CreateNumber(current));
         cJSON_ReplaceItemInObject(b, "available", cJSON_CreateNumber(current - reserved));
@@ -104,6 +103,7 @@ struct quota_job {
     kl_arena arena;
     struct names only;          /* the buckets shown; all when all */
     bool all;
+    int64_t credit;             /* > 0: a refill of the one bucket in only, credited to the pool */
     cJSON *rows;
     char err[256];
 };
@@ -111,8 +111,10 @@ struct quota_job {
 static void pool_run(struct kl_store *s, struct kl_query_job *job)
 {
     struct quota_job *j = (struct quota_job *)job;
-    if (kl_lease_pool_levels(s, j->all ? NULL : j->only.v, j->all ? 0 : j->only.n, &j->rows, j->err,
-                             sizeof(j->err)) < 0) {
+    int rc = j->credit > 0 ? kl_lease_pool_credit(s, j->only.v[0], j->credit, &j->rows, j->err, sizeof(j->err))
+                           : kl_lease_pool_levels(s, j->all ? NULL : j->only.v, j->all ? 0 : j->only.n, &j->rows,
+                                                  j->err, sizeof(j->err));
+    if (rc < 0) {
         cJSON_Delete(j->rows);
         j->rows = NULL;
     }
@@ -131,8 +133,11 @@ static void pool_done(struct kl_query_job *job)
             kl_error("%s: reading the quota pool failed: %s", ex->id, j->err);
             step = kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
                            "the quota pool in PostgreSQL could not be read (request %s in the gateway log)", ex->id);
+        } else if (j->credit > 0 && cJSON_GetArraySize(j->rows) == 0) {
+            step = kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no gateway has used a bucket named %s (one "
+                           "nobody has used is full)", j->only.v[0]);
         } else {
-            if (j->all) { /* buckets other gateways use, which this one has not seen */
+            if (j->all || j->credit > 0) { /* buckets other gateways use, which this one has not seen */
                 const cJSON *row;
                 cJSON_ArrayForEach(row, j->rows) {
                     const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(row, "name"));
@@ -161,8 +166,9 @@ static void pool_cancel(kl_exchange *ex)
 /* The buckets named in only (all of them when it is NULL) as the caller's
  * answer. With quotas shared through PostgreSQL, a dollar bucket's level
  * here is only this gateway's lease: the pool is read first, on the
- * leases' thread, for what is left of it. */
-static enum kl_step report(kl_exchange *ex, const struct names *only)
+ * leases' thread, for what is left of it; a refill (credit) is made there
+ * too, where every gateway sees it. */
+static enum kl_step report(kl_exchange *ex, const struct names *only, int64_t credit)
 {
     if (!kl_quota_pooled(ex->cfg))
         return send_buckets(ex, only, NULL);
@@ -171,6 +177,7 @@ static enum kl_step report(kl_exchange *ex, const struct names *only)
         abort();
     kl_arena_init(&j->arena);
     j->all = !only;
+    j->credit = credit;
     j->only.arena = &j->arena;
     for (size_t i = 0; only && i < only->n; i++)
         add_name(&j->only, kl_arena_strdup(&j->arena, only->v[i]));
@@ -198,30 +205,30 @@ static enum kl_step refill(kl_exchange *ex)
         return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST,
                        "body must be {\"bucket\": \"name\", \"amount\": \"$5.00\"}");
     }
+    /* as the tables name it, in the arena: the body goes before the answer */
+    const char *given = kl_arena_strdup(&ex->arena, bucket->valuestring);
+    const char *name = kl_admit_fit_name(ex, given);
+    const struct kl_quota *q = kl_quota_for_bucket(ex->cfg->quotas, given);
+    cJSON_Delete(body);
+    struct names one = {.v = (const char *[]){name}, .n = 1};
+    /* a shared dollar bucket is credited in the pool, where every gateway
+     * sees it (and a name no gateway has used is no bucket to credit) */
+    if (q && kl_quota_pooled(ex->cfg))
+        return report(ex, &one, amount);
     struct kl_buckets *t = ex->worker->server->buckets;
-    const char *name = kl_admit_fit_name(ex, bucket->valuestring); /* as the tables name it */
     int rc = kl_buckets_refill(t, name, amount, kl_wall_ms());
-    const struct kl_quota *q = rc < 0 ? kl_quota_for_bucket(ex->cfg->quotas, bucket->valuestring) : NULL;
     /* not used since the gateway started: one spent before (its balance
-     * saved), or on PostgreSQL one the pool holds, is made from its quota
-     * and refilled; any other is full, and a name nobody uses (a typo) is
-     * no bucket to credit */
-    if (q && (kl_quota_pooled(ex->cfg) || kl_buckets_saved(t, name))) {
+     * saved) is made from its quota and refilled; any other is full, and a
+     * name nobody uses (a typo) is no bucket to credit */
+    if (rc < 0 && q && kl_buckets_saved(t, name)) {
         kl_admit_quota_bucket(ex, q, name);
         rc = kl_buckets_refill(t, name, amount, kl_wall_ms());
     }
-    if (rc < 0) {
-        enum kl_step st = q ? kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND,
-                                      "no bucket named %s is in use or saved (one nobody has used is full)",
-                                      bucket->valuestring)
-                            : kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no quota defines a bucket named %s",
-                                      bucket->valuestring);
-        cJSON_Delete(body);
-        return st;
-    }
-    struct names one = {.v = (const char *[]){name}, .n = 1};
-    cJSON_Delete(body);
-    return report(ex, &one);
+    if (rc < 0)
+        return q ? kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND,
+                           "no bucket named %s is in use or saved (one nobody has used is full)", given)
+                 : kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no quota defines a bucket named %s", given);
+    return report(ex, &one, 0);
 }
 
 enum kl_step kl_admin_quotas(kl_exchange *ex)
@@ -247,5 +254,5 @@ enum kl_step kl_admin_quotas(kl_exchange *ex)
                 kl_admit_quota_bucket(ex, q, saved[i]);
         }
     }
-    return report(ex, ex->role == KL_ROLE_ADMIN ? NULL : &mine);
+    return report(ex, ex->role == KL_ROLE_ADMIN ? NULL : &mine, 0);
 }

@@ -207,6 +207,22 @@ int kl_lease_pool_levels(struct kl_store *s, const char *const *names, size_t n,
     return rc;
 }
 
+int kl_lease_pool_credit(struct kl_store *s, const char *name, int64_t amount, cJSON **rows, char *err,
+                         size_t errlen)
+{
+    char nowb[24], amt[24];
+    num(nowb, sizeof(nowb), kl_wall_ms());
+    num(amt, sizeof(amt), amount);
+    return kl_store_exec(s,
+                         "WITH cur AS (SELECT name, LEAST(capacity::numeric, level + CASE WHEN rate_period_ms > 0 "
+                         "  THEN ((CAST(? AS BIGINT) - updated_at)::numeric * rate_amount) / rate_period_ms "
+                         "  ELSE 0 END) AS lvl FROM quota_pool WHERE name = ? FOR UPDATE) "
+                         "UPDATE quota_pool q SET level = CAST(LEAST(q.capacity::numeric, cur.lvl + CAST(? AS numeric)) "
+                         "  AS BIGINT), updated_at = CAST(? AS BIGINT) "
+                         "FROM cur WHERE q.name = cur.name RETURNING q.name AS name, q.level AS lvl",
+                         (const char *[]){nowb, name, amt, nowb}, 4, rows, err, errlen);
+}
+
 void kl_lease_return(struct kl_store *s, struct kl_buckets *t, bool last)
 {
     struct kl_bucket_lease *v;

@@ -36,6 +36,14 @@ void kl_lease_start(kl_exchange *ex, const struct kl_lease_need *needs, size_t n
 int kl_lease_pool_levels(struct kl_store *s, const char *const *names, size_t n, cJSON **rows, char *err,
                          size_t errlen);
 
+/* An admin's refill of a pooled bucket: amount credited to the pool (its
+ * refill applied first, the whole clamped to the capacity), where every
+ * gateway sees it. Rows [{"name", "lvl"}] with its new balance, or none
+ * when no gateway has used the bucket (nothing in the pool to credit: it is
+ * full); -1 with err when the database fails. */
+int kl_lease_pool_credit(struct kl_store *s, const char *name, int64_t amount, cJSON **rows, char *err,
+                         size_t errlen);
+
 /* Writer-thread tick (PostgreSQL): give idle leases back to the pool; at
  * shutdown (last) give all of them back. */
 void kl_lease_return(struct kl_store *s, struct kl_buckets *t, bool last);

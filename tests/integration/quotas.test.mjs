@@ -203,7 +203,7 @@ describe('spend quotas', () => {
     const bucket = `shown-${Date.now()}`;
     const config = (instance) => ({
       store: { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance },
-      quotas: { [bucket]: { capacity: usd(100n * EST) } },
+      quotas: { [bucket]: { capacity: usd(100n * EST) }, [`${bucket}:<user>`]: { capacity: usd(100n * EST) } },
       grants: grant([{ bucket }]),
       providers: providersFor(mock.url),
     });
@@ -228,6 +228,22 @@ describe('spend quotas', () => {
       b = await shown(g1);
       assert.equal(BigInt(b.current), 99n * EST, 'the lease went back: the same balance, all in the pool');
       assert.equal(BigInt(b.pool), 99n * EST);
+      // an admin's refill on one gateway is credited to the pool, where the other sees it at once
+      const refill = (gw, name, amount) => post(gw, '/api/quotas/refill', JSON.stringify({ bucket: name, amount }));
+      let rf = await refill(g2, bucket, usd(EST / 2n));
+      assert.equal(rf.status, 200);
+      assert.equal(BigInt((await rf.json()).buckets[0].pool), 99n * EST + EST / 2n);
+      b = await shown(g1);
+      assert.equal(BigInt(b.pool), 99n * EST + EST / 2n, 'the other gateway sees the refill');
+      rf = await refill(g1, bucket, '$1000');
+      assert.equal(BigInt((await rf.json()).buckets[0].current), 100n * EST, 'clamped to the capacity');
+      // a bucket a quota defines but no gateway has used is full: nothing to credit
+      rf = await refill(g1, `${bucket}:nobody@example.com`, '$1');
+      assert.equal(rf.status, 404);
+      assert.match((await rf.json()).error.message, /no gateway has used a bucket named/);
+      rf = await refill(g1, `typo-${bucket}`, '$1');
+      assert.equal(rf.status, 404);
+      assert.match((await rf.json()).error.message, /no quota defines a bucket named typo-/);
     } finally {
       await g1.stop();
       await g2.stop();
