@@ -170,7 +170,7 @@ static void pool_cancel(kl_exchange *ex)
  * too, where every gateway sees it. */
 static enum kl_step report(kl_exchange *ex, const struct names *only, int64_t credit)
 {
-    if (!kl_quota_pooled(ex->cfg))
+    if (!kl_quota_pooled(ex->cfg) || (only && only->n == 0))
         return send_buckets(ex, only, NULL);
     struct quota_job *j = calloc(1, sizeof(*j));
     if (!j)
