@@ -793,16 +793,32 @@ static size_t anthropic_delta_bytes(kl_usage_parser *p, const char *ev, size_t e
     return bytes;
 }
 
-/* Stream fields arrive in pieces (message_start, then message_delta which
- * may repeat them): each keeps its latest non-null value. */
-static void anthropic_usage(kl_usage_parser *p, const cJSON *us)
+/* A count a message_delta repeats: the larger of it and the one before.
+ * Anthropic's message_delta says the input again (more of it after a
+ * server tool's turns), but Anthropic-compatible servers (sglang) send 0
+ * there, which must not wipe out the count message_start gave. */
+static bool count_max(const cJSON *o, const char *key, int64_t *out)
 {
-    bool any = count_opt(us, "input_tokens", &p->an_in);
-    any |= count_opt(us, "cache_read_input_tokens", &p->an_cr);
-    any |= count_opt(us, "cache_creation_input_tokens", &p->an_cw);
+    int64_t v = -1;
+    if (!count_opt(o, key, &v))
+        return false;
+    if (v > *out)
+        *out = v;
+    return true;
+}
+
+/* Stream fields arrive in pieces (message_start, then message_delta which
+ * may repeat them): the output keeps its latest non-null value (a running
+ * total); the input side, in a delta, the largest. */
+static void anthropic_usage(kl_usage_parser *p, const cJSON *us, bool delta)
+{
+    bool (*in)(const cJSON *, const char *, int64_t *) = delta ? count_max : count_opt;
+    bool any = in(us, "input_tokens", &p->an_in);
+    any |= in(us, "cache_read_input_tokens", &p->an_cr);
+    any |= in(us, "cache_creation_input_tokens", &p->an_cw);
     const cJSON *cc = member(us, "cache_creation");
     if (cJSON_IsObject(cc))
-        count_opt(cc, "ephemeral_1h_input_tokens", &p->an_cw1h);
+        in(cc, "ephemeral_1h_input_tokens", &p->an_cw1h);
     any |= count_opt(us, "output_tokens", &p->an_out);
     if (!any && !p->u.known && p->bedrock)
         return; /* a "usage" of another shape (Nova's on Bedrock): Bedrock's own counts stand in */
@@ -819,7 +835,7 @@ static void anthropic_message(kl_usage_parser *p, const cJSON *m)
     set_model(p, str_member(m, "model"));
     const cJSON *us = member(m, "usage");
     if (cJSON_IsObject(us))
-        anthropic_usage(p, us);
+        anthropic_usage(p, us, false);
     const cJSON *content = member(m, "content");
     for (const cJSON *b = cJSON_IsArray(content) ? content->child : NULL; b; b = b->next) {
         const char *t = str_member(b, "type");
@@ -838,7 +854,7 @@ static void anthropic_event(kl_usage_parser *p, const cJSON *root, const char *t
     } else if (!strcmp(type, "message_delta")) {
         const cJSON *us = member(root, "usage");
         if (cJSON_IsObject(us))
-            anthropic_usage(p, us);
+            anthropic_usage(p, us, true);
         set_stop(p, str_member(member(root, "delta"), "stop_reason"));
     } else if (!strcmp(type, "content_block_start")) {
         const cJSON *b = member(root, "content_block");

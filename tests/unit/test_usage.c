@@ -936,7 +936,7 @@ static void anthropic_one_hour_cache_writes(void **state)
 }
 
 /* output_tokens in message_delta is cumulative: the last one counts, never
- * the sum; fields it repeats take the latest non-null value. */
+ * the sum; input-side fields it repeats take the larger value. */
 static void anthropic_cumulative_delta(void **state)
 {
     (void)state;
@@ -961,6 +961,20 @@ static void anthropic_cumulative_delta(void **state)
     kl_usage_event(p, "error", 5, err, strlen(err));
     assert_string_equal(u->stop_reason, "error");
     expect_counts(u, 15, 900, 0, 100, 0);
+    /* an Anthropic-compatible server (sglang) that sends zeros for the
+     * input side in message_delta: message_start's counts stand */
+    p = kl_usage_parser_new(&a, KL_USAGE_ANTHROPIC);
+    const char *s2 = "{\"type\":\"message_start\",\"message\":{\"model\":\"claude-sonnet-4-5\",\"usage\":"
+                     "{\"input_tokens\":1500,\"cache_read_input_tokens\":700,\"cache_creation_input_tokens\":30,"
+                     "\"output_tokens\":1}}}";
+    const char *z = "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":"
+                    "{\"input_tokens\":0,\"cache_read_input_tokens\":0,\"cache_creation_input_tokens\":0,"
+                    "\"output_tokens\":42}}";
+    kl_usage_event(p, "message_start", 13, s2, strlen(s2));
+    kl_usage_event(p, "message_delta", 13, z, strlen(z));
+    u = kl_usage_result(p);
+    expect_counts(u, 1500, 700, 30, 42, 0);
+    assert_true(u->known);
     kl_arena_free(&a);
 }
 
