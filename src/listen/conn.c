@@ -265,8 +265,11 @@ static bool body_room(struct kl_conn *c, size_t n)
     size_t cap = c->body_cap ? c->body_cap * 2 : 16384;
     while (cap < ex->body_len + n)
         cap *= 2;
-    if (c->body_expected >= 0 && cap > (size_t)c->body_expected)
-        cap = (size_t)c->body_expected;
+    /* never past what Content-Length announced, or past the most a chunked
+     * body may hold (body_append refuses more) */
+    size_t most = c->body_expected >= 0 ? (size_t)c->body_expected : ex->cfg->listen.max_body_size;
+    if (cap > most)
+        cap = most;
     if (!kl_exchange_charge(ex, &ex->body_charged, cap + 1, body_memory(c->w)))
         return false;
     ex->body = realloc(ex->body, cap + 1);
@@ -411,6 +414,7 @@ static enum body_read read_body(struct kl_conn *c)
         evbuffer_drain(in, used);
         if (r == KL_CHUNKED_ERROR) {
             c->keep_alive = false;
+            c->linger = true; /* the client may still be sending: let it read the answer */
             c->state = ST_EXCHANGE;
             kl_pipeline_reject(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "malformed chunked request body");
             return BODY_REFUSED;
@@ -442,6 +446,19 @@ static void read_head(struct kl_conn *c)
     size_t max_head = c->w->cfg->listen.max_header_size;
     size_t look = have < max_head + 4 ? have : max_head + 4;
     const char *buf = (const char *)evbuffer_pullup(in, (ssize_t)look);
+    /* empty lines before a request (RFC 9112 section 2.2), which some
+     * clients send after a body, are no part of its head: dropped as they
+     * come, so they neither count toward max_header_size nor pile up */
+    size_t blank = 0;
+    while (blank < look && (buf[blank] == '\n' || (buf[blank] == '\r' && blank + 1 < look && buf[blank + 1] == '\n')))
+        blank += buf[blank] == '\r' ? 2 : 1;
+    if (blank) {
+        evbuffer_drain(in, blank);
+        if ((have -= blank) == 0)
+            return;
+        look = have < max_head + 4 ? have : max_head + 4;
+        buf = (const char *)evbuffer_pullup(in, (ssize_t)look);
+    }
 
     kl_exchange *ex = kl_exchange_new(c->w);
     const char *why = NULL;
@@ -508,6 +525,11 @@ enum kl_step kl_conn_body(kl_exchange *ex)
         return body_complete(c);
     c->body_unread = false;
     struct evbuffer *in = bufferevent_get_input(c->bev);
+    /* a body announced larger than the room left is refused before the
+     * client is told to send it (100 Continue) or sends it for nothing */
+    if (ex->req.content_length > 0 &&
+        c->w->body_bytes + (uint64_t)ex->req.content_length + 1 > body_memory(c->w))
+        return no_room(c);
     if (ex->req.expect_continue) {
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
         output_added(c);
@@ -517,8 +539,9 @@ enum kl_step kl_conn_body(kl_exchange *ex)
     /* a body that came with its head (most do) needs no timeout */
     if (ex->req.chunked || evbuffer_get_length(in) < (size_t)ex->req.content_length)
         set_read_timeout(c, timeouts(c)->body);
-    /* the body that came with the head (most do) in one allocation */
-    if (!body_room(c, evbuffer_get_length(in)))
+    /* the body that came with the head (most do) in one allocation; a
+     * chunked one's input holds framing, and perhaps requests behind it */
+    if (!ex->req.chunked && !body_room(c, evbuffer_get_length(in)))
         return no_room(c);
     enum body_read r = read_body(c);
     return r == BODY_DONE ? body_complete(c) : KL_WAIT; /* refused: answered and ended already */

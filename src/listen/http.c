@@ -246,7 +246,7 @@ static int refuse_long_line(const char *buf, size_t len, size_t max_head, kl_are
     *why = "request line too long";
     size_t win = len < max_head ? len : max_head;
     const char *sp = memchr(buf, ' ', win);
-    if (!sp || sp == buf || sp[1] != '/')
+    if (!sp || sp == buf || sp + 1 == buf + win || sp[1] != '/')
         return -414;
     for (const char *p = buf; p < sp; p++)
         if (!is_tchar((unsigned char)*p))
@@ -298,9 +298,8 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
     for (;;) {
         long lf = find_lf(buf, len, scan);
         if (lf < 0) {
-            if (len > max_head) {
+            if (len - i > max_head)
                 return refuse_too_large(buf + i, len - i, max_head, a, req, why);
-            }
             return KL_HTTP_INCOMPLETE;
         }
         size_t line_start = scan;
@@ -311,13 +310,11 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
             end = scan;
             break;
         }
-        if (scan > max_head) {
+        if (scan - i > max_head)
             return refuse_too_large(buf + i, len - i, max_head, a, req, why);
-        }
     }
-    if (end > max_head) {
+    if (end - i > max_head)
         return refuse_too_large(buf + i, len - i, max_head, a, req, why);
-    }
 
     if (memchr(buf + i, '\0', end - i)) {
         *why = "NUL byte in the request head";

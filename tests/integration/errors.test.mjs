@@ -138,6 +138,23 @@ describe('errors', () => {
     assert.equal(ok.type, 'message', 'the gateway keeps serving');
   });
 
+  it('a malformed chunked body is answered 400 to a client still sending it: the connection lingers, no reset', async () => {
+    const u = new URL(gw.url);
+    const result = await new Promise((res) => {
+      const sock = net.connect({ host: u.hostname, port: Number(u.port) });
+      let data = '';
+      sock.on('data', (d) => { data += d.toString('latin1'); });
+      sock.on('end', () => { sock.destroy(); res({ data, ended: true }); });
+      sock.on('error', (e) => res({ data, error: e.code }));
+      sock.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n');
+      sock.write('x'.repeat(2 * 1024 * 1024));
+    });
+    assert.match(result.data, /^HTTP\/1.1 400 /);
+    assert.match(result.data, /malformed chunked request body/);
+    assert.equal(result.error, undefined, 'the connection was reset instead of closed');
+    assert.ok(result.ended);
+  });
+
   it('502 upstream unreachable, in each dialect and through each SDK', async () => {
     const oa = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'x', maxRetries: 0 });
     await assert.rejects(oa.chat.completions.create({ model: 'dead-model', messages: [] }), (e) => {
@@ -380,17 +397,22 @@ describe('connection limits', () => {
       assert.equal(err.headers?.get?.('retry-after'), '1');
       // a chunked body is refused as it grows past the room, and the connection closes after the answer
       const chunk = (s) => `${s.length.toString(16)}\r\n${s}\r\n`;
-      const raw = await rawRequest(gw.url, 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
-        `Transfer-Encoding: chunked\r\n\r\n${chunk(body.slice(0, 20000))}${chunk(body.slice(20000))}0\r\n\r\n`);
+      const chunked = 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+        `Connection: close\r\nTransfer-Encoding: chunked\r\n\r\n${chunk(body.slice(0, 20000))}${chunk(body.slice(20000))}0\r\n\r\n`;
+      let raw = await rawRequest(gw.url, chunked);
       assert.match(raw, /^HTTP\/1\.1 503 /);
       assert.match(raw, /\r\nConnection: close\r\n/i);
       assert.match(raw, /"code":"service_unavailable"/);
+      // a body announced larger than the room left is refused before the client is told to send it
+      raw = await rawRequest(gw.url, 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+        `Expect: 100-continue\r\nContent-Length: ${body.length}\r\n\r\n`);
+      assert.match(raw, /^HTTP\/1\.1 503 /, 'no 100 Continue first');
       let recs = [];
-      for (let k = 0; k < 100 && recs.length < 2; k++) {
+      for (let k = 0; k < 100 && recs.length < 3; k++) {
         recs = (await (await fetch(`${gw.url}/api/requests?status=503`)).json()).requests;
-        if (recs.length < 2) await new Promise((res) => setTimeout(res, 50)); /* records are written in batches */
+        if (recs.length < 3) await new Promise((res) => setTimeout(res, 50)); /* records are written in batches */
       }
-      assert.equal(recs.length, 2, 'each refusal has its record');
+      assert.equal(recs.length, 3, 'each refusal has its record');
       assert.ok(recs.every((r) => r.error_class === 'unavailable'), JSON.stringify(recs));
       assert.match(gw.output(), /its share of listen\.max_body_memory \(65536\): refusing more with 503/);
       assert.equal((await mock.requests()).length, 1, 'neither reached the provider');
@@ -401,6 +423,9 @@ describe('connection limits', () => {
       const ok = await anthropic.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 10,
         messages: [{ role: 'user', content }] });
       assert.equal(ok.type, 'message');
+      // and the chunked one, alone, fits: its buffer is held to max_body_size, not doubled past it
+      raw = await rawRequest(gw.url, chunked);
+      assert.match(raw, /^HTTP\/1\.1 200 /, raw.slice(0, 300));
     } finally {
       held?.destroy();
       await gw.stop();

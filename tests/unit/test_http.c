@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -65,6 +66,21 @@ static void incomplete_and_limits(void **state)
     strcat(buf, big);
     assert_int_equal(kl_http_parse_head(buf, strlen(buf), 64, &a, &r, &why), -414);
     assert_null(r.path);
+    /* a window that ends on the method's space is read no further (an
+     * exactly-sized buffer, for the sanitizers to see) */
+    const char tight[] = "\r\n\r\nGETXXXXXXXXXXXX ";
+    char *exact = malloc(sizeof(tight) - 1);
+    memcpy(exact, tight, sizeof(tight) - 1);
+    assert_int_equal(kl_http_parse_head(exact, sizeof(tight) - 1, 16, &a, &r, &why), KL_HTTP_INCOMPLETE);
+    assert_int_equal(kl_http_parse_head(exact, sizeof(tight) - 1, 15, &a, &r, &why), -414);
+    free(exact);
+    /* empty lines before the request are no part of its head */
+    char blanks[700];
+    for (size_t i = 0; i < 600; i += 2)
+        memcpy(blanks + i, "\r\n", 2);
+    strcpy(blanks + 600, "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_true(kl_http_parse_head(blanks, strlen(blanks), 64, &a, &r, &why) > 0);
+    assert_string_equal(r.path, "/v1/models");
     kl_arena_free(&a);
 }
 
