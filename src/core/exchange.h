@@ -79,6 +79,7 @@ typedef struct kl_exchange {
     kl_http_request req;
     const char *peer_ip;
     int peer_port;
+    bool peer_self;                 /* one of this host's own addresses, not loopback: a local caller */
     char *body;                     /* whole request body, malloc'd (may be NULL) */
     size_t body_len;
     /* bytes of body's buffer, and of the copy sent upstream, counted in

@@ -23,6 +23,7 @@ struct kl_query;
 struct kl_exporter;
 struct kl_buckets;
 struct kl_identity_worker;
+struct kl_self_addrs;
 struct kl_mailbox;
 struct kl_metrics;
 struct kl_health;
@@ -78,6 +79,8 @@ typedef struct kl_worker {
     kl_config *cfg;             /* this worker's reference to the current snapshot */
     struct kl_upstream_pool *upstream;
     struct kl_identity_worker *identity;    /* WhoIs lookups in flight */
+    struct kl_self_addrs *self_addrs;       /* this host's addresses (identity/selfaddr.c) */
+    int64_t self_warned_ms;                 /* when a caller from one of them was last logged */
     struct kl_mailbox *mailbox;             /* work posted from other threads */
     struct evconnlistener **listeners;
     int *listen_fds;

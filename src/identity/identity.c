@@ -94,8 +94,30 @@ static enum outcome from_serve_headers(kl_exchange *ex)
     return IDENTIFIED;
 }
 
+/* A process on this host that connects from one of the host's own
+ * addresses (its tailnet one above all) is no tailnet or CIDR caller:
+ * WhoIs would answer for tailscaled's own node (its owner, or its tags),
+ * and a CIDR rule covering the host would name every local account. Nor
+ * is it loopback, which is 127.0.0.1 and ::1 only (serve headers, the
+ * (loopback) identity): local callers, and `tailscale serve`, connect
+ * there. Logged at most once every 10 s. */
+static void self_peer(kl_exchange *ex)
+{
+    kl_worker *w = ex->worker;
+    int64_t now = kl_wall_ms();
+    if (now - w->self_warned_ms < 10000)
+        return;
+    w->self_warned_ms = now;
+    kl_warn("%s: a caller on this host connected from its own address %s: neither tailnet nor CIDR rules identify "
+            "it; local callers (and tailscale serve) connect to 127.0.0.1 or ::1", ex->id, ex->peer_ip);
+}
+
 static enum outcome from_cidr(kl_exchange *ex, const struct kl_identity_cfg *cfg)
 {
+    if (ex->peer_self) {
+        self_peer(ex);
+        return NOT_MINE;
+    }
     for (size_t i = 0; i < cfg->ncidr; i++) {
         const struct kl_cidr_rule *r = &cfg->cidr[i];
         if (kl_cidr_contains(r->family, r->addr, r->prefix, ex->peer_ip)) {
@@ -175,6 +197,10 @@ static enum kl_step try_sources(kl_exchange *ex)
             break;
         }
         case KL_SRC_TAILSCALE: {
+            if (ex->peer_self) {
+                self_peer(ex);
+                break; /* WhoIs would answer with tailscaled's own node */
+            }
             struct kl_whois_entry *e = kl_whois_cached(ex);
             if (e) {
                 o = from_whois(ex, e);

@@ -83,6 +83,13 @@ int  kl_identity_server_init(kl_server *srv);
 void kl_identity_server_free(kl_server *srv);
 void kl_identity_worker_free(kl_worker *w);
 
+/* Is sa one of this host's own addresses, as a process on the machine
+ * connecting to its tailnet address is? Such a peer is never a tailnet or
+ * CIDR caller (selfaddr.c). */
+struct sockaddr;
+bool kl_self_address(kl_worker *w, const struct sockaddr *sa);
+void kl_self_addrs_free(kl_worker *w);
+
 /* ---- pieces, exposed for unit tests ---- */
 
 /* Parse a WhoIs body. Returns 1 identified, 0 a node with neither user nor

@@ -54,6 +54,7 @@ struct kl_conn {
     enum conn_state state;
     char peer_ip[INET6_ADDRSTRLEN];
     int peer_port;
+    bool peer_self;             /* one of this host's addresses other than loopback (identity/selfaddr.c) */
 
     kl_exchange *ex;                /* the request being read or served */
     size_t body_cap;
@@ -211,6 +212,7 @@ static enum kl_client client_of(const kl_http_request *req)
 static void refuse_head(struct kl_conn *c, kl_exchange *ex, int status, const char *why)
 {
     ex->peer_ip = c->peer_ip;
+    ex->peer_self = c->peer_self;
     ex->peer_port = c->peer_port;
     ex->dialect = KL_DIALECT_OPENAI;
     if (ex->req.method && ex->req.path) {
@@ -480,6 +482,7 @@ static void read_head(struct kl_conn *c)
     ex->bytes_in = (uint64_t)r;
     ex->conn = c;
     ex->peer_ip = c->peer_ip;
+    ex->peer_self = c->peer_self;
     ex->peer_port = c->peer_port;
     c->ex = ex;
     /* a TLS connection made under an older snapshot serves no more
@@ -817,6 +820,7 @@ void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t s
     } else {
         strcpy(c->peer_ip, "unix");
     }
+    c->peer_self = !kl_ip_is_loopback(c->peer_ip) && kl_self_address(w, sa);
     if (tls) {
         /* the current snapshot's context: certificates and CA bundles
          * reloaded with SIGHUP apply to connections accepted from then on */

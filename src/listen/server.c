@@ -594,6 +594,7 @@ out:
             stop_listening(w);
             kl_conn_close_all(w);
             kl_identity_worker_free(w);
+            kl_self_addrs_free(w);
             kl_upstream_pool_free(w);
             kl_mailbox_free(w);
             if (w->drain_timer)

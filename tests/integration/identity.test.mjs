@@ -437,6 +437,38 @@ describe('identity and grants', () => {
     }
   });
 
+  it('a caller on this host connecting from one of its own addresses is no tailnet or CIDR caller', async () => {
+    // WhoIs answers for tailscaled's own node when asked about the node's own address, and a CIDR rule covering
+    // the host would name every local account: a process here connecting to the host's address (its tailnet one,
+    // or tailscale serve pointed there) would pass as the node's owner. Here the host's address stands for it.
+    const ext = externalIPv4();
+    assert.ok(ext, 'this test needs a non-loopback address on the machine');
+    const table = JSON.parse(readFileSync(ts.table, 'utf8'));
+    table[ext] = 'carol-admin.json';
+    writeFileSync(ts.table, JSON.stringify(table));
+    const g = await startGateway({
+      listen: { addresses: ['0.0.0.0:0'] },
+      identity: { tailscale: { socket: ts.socket }, cidr: [{ range: `${ext}/32`, login: 'lan@example.com' }] },
+      grants: [...GRANTS, { src: ['lan@example.com'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }] } }],
+      providers: providersFor(mock.url),
+    });
+    try {
+      const port = new URL(g.url).port;
+      const local = await fetch(`http://${ext}:${port}/api/whoami`, { dispatcher: from(ext) });
+      const body = await local.json();
+      assert.equal(local.status, 401, JSON.stringify(body));
+      for (let i = 0; i < 50 && !/connected from its own address/.test(g.output()); i++) await sleep(20);
+      assert.match(g.output(), new RegExp(`a caller on this host connected from its own address ${ext.replaceAll('.', '\\.')}`));
+      // from 127.0.0.1 it is (loopback), as before
+      const lo = await fetch(`http://127.0.0.1:${port}/api/whoami`);
+      assert.equal((await lo.json()).login, '(loopback)');
+    } finally {
+      delete table[ext];
+      writeFileSync(ts.table, JSON.stringify(table));
+      await g.stop();
+    }
+  });
+
   it('serve headers are read as tailscaled encodes them; capabilities that cannot be read refuse, not lift limits', async () => {
     // Go's mime.QEncoding, as tailscaled applies it to a value that is not
     // printable ASCII: Q-encoded words of at most 75 characters, joined by spaces
