@@ -5,6 +5,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/jsoncheck.h"
+
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -436,13 +438,18 @@ size_t kl_json_object_open(const char *s, size_t len)
     return (i < len && s[i] == '{') ? i + 1 : (size_t)-1;
 }
 
-/* Does the key written as raw[0..n) (between its quotes) equal key? */
+/* Does the key written as raw[0..n) (between its quotes) equal key? A key
+ * spelled with a NUL ("max_tokens\u0000") is another key to the provider's
+ * parser, not a shorter one: cJSON's C string would stop at the NUL, and a
+ * cap the provider never reads would be taken for the request's. */
 static bool key_equals(const char *raw, size_t n, const char *key)
 {
     /* this runs for every member of every object scanned: most differ in
      * their first byte, so that is checked before key is measured */
     if (!memchr(raw, '\\', n))
         return (n == 0 || raw[0] == key[0]) && strnlen(key, n + 1) == n && memcmp(raw, key, n) == 0;
+    if (kl_json_has_nul_escape(raw, n))
+        return false;
     cJSON *k = cJSON_ParseWithLength(raw - 1, n + 2);
     bool eq = cJSON_IsString(k) && strcmp(k->valuestring, key) == 0;
     cJSON_Delete(k);

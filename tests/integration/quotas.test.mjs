@@ -491,6 +491,12 @@ describe('spend quotas', () => {
     assert.equal(JSON.parse((await mock.last()).body).max_completion_tokens, 1234);
     await (await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent', JSON.stringify({ contents: [] }))).text();
     assert.equal(JSON.parse((await mock.last()).body).generationConfig.maxOutputTokens, 1234);
+    // a cap under a key spelled with a NUL is another key to the provider, which would read no cap: keyless
+    // does not take it for one, and sends its own
+    await (await post(gw, '/v1/chat/completions', '{"model":"gpt-4o","max_tokens\\u0000":10,"messages":[]}')).text();
+    const sent = JSON.parse((await mock.last()).body);
+    assert.equal(sent.max_completion_tokens, 1234, JSON.stringify(sent));
+    assert.equal(sent['max_tokens\u0000'], 10);
     await gw.stop();
     await mock.stop();
   });

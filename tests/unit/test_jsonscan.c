@@ -36,6 +36,12 @@ static void finds_members(void **state)
     assert_int_equal(find_member(s, strlen(s), "missing", &a, &b), -1);
     assert_int_equal(kl_json_object_open(s, strlen(s)), 2);
     assert_int_equal(kl_json_object_open("[1]", 3), (size_t)-1);
+    /* an escaped spelling is the key; one with a NUL is another key, as
+     * the provider's parser reads it, not the key cut short */
+    const char *esc = "{\"max_tok\\u0065ns\": 10}";
+    assert_int_equal(find_member(esc, strlen(esc), "max_tokens", &a, &b), 0);
+    const char *nul = "{\"max_tokens\\u0000\": 10}";
+    assert_int_equal(find_member(nul, strlen(nul), "max_tokens", &a, &b), -1);
 }
 
 static void truncated_input(void **state)
