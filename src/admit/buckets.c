@@ -70,6 +70,10 @@ void kl_buckets_free(struct kl_buckets *t)
     free(t);
 }
 
+/* The lowest a level goes: dollar amounts, capacities and refills are at
+ * most INT64_MAX / 4 (kl_parse_dollars), so level - reserved stays in range. */
+#define KL_LEVEL_FLOOR (-(INT64_MAX / 4))
+
 /* Credit whole units for the time passed. The part of a unit not yet
  * earned is carried in `frac` (units x period), so refill is exact however
  * often it is polled: it never credits early and never loses time. */
@@ -242,7 +246,13 @@ void kl_buckets_settle(struct kl_buckets *t, struct kl_bucket *b, int64_t reserv
     refill(b, now_ms);
     b->used_ms = now_ms;
     b->reserved -= reserved;
-    b->level -= actual;
+    /* a provider's absurd counts (costs saturate at INT64_MAX) must not
+     * wrap the level around to a huge balance: it stops at a floor deep
+     * enough that nothing refills it soon, and level - reserved (each at
+     * most INT64_MAX / 4 from zero: dollar amounts are held to that) never
+     * overflows */
+    __int128 level = (__int128)b->level - actual;
+    b->level = level < KL_LEVEL_FLOOR ? KL_LEVEL_FLOOR : (int64_t)level;
     if (actual != reserved)
         b->dirty = b->persistent;
     pthread_mutex_unlock(&t->lock);
@@ -269,9 +279,9 @@ int64_t kl_buckets_shortfall(struct kl_buckets *t, const struct kl_bucket_spec *
 {
     pthread_mutex_lock(&t->lock);
     struct kl_bucket *b = get(t, spec, now_ms);
-    int64_t short_by = amount - (b->level - b->reserved);
+    __int128 short_by = (__int128)amount - (b->level - b->reserved);
     pthread_mutex_unlock(&t->lock);
-    return short_by > 0 ? short_by : 0;
+    return short_by <= 0 ? 0 : short_by > INT64_MAX ? INT64_MAX : (int64_t)short_by;
 }
 
 void kl_buckets_credit(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t amount, int64_t now_ms)

@@ -63,6 +63,19 @@ static void spent_without_refill(void **state)
     kl_buckets_credit(t, &pooled, 2, 0);
     assert_int_equal(kl_buckets_reserve(t, &pooled, (int64_t[]){3}, 1, 0, &b, &failed, &retry), -1);
     assert_int_equal(retry, 1);
+    /* a provider's absurd counts, settled again and again, leave the
+     * balance spent: it never wraps around to a huge one */
+    struct kl_bucket_spec absurd = {"absurd", 1000, 1000, 60000, true, false, false};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(kl_buckets_reserve(t, &absurd, (int64_t[]){1}, 1, 0, &b, &failed, &retry), i == 0 ? 0 : -1);
+        if (i == 0)
+            kl_buckets_settle(t, b, 1, INT64_MAX, 0);
+        else
+            kl_buckets_settle(t, b, 0, INT64_MAX, 0);
+    }
+    assert_int_equal(kl_buckets_reserve(t, &absurd, (int64_t[]){1}, 1, 0, &b, &failed, &retry), -1);
+    assert_true(retry > 1000000); /* refilling 1000 a minute, for ages */
+    assert_int_equal(kl_buckets_shortfall(t, &absurd, INT64_MAX, 0), INT64_MAX);
     kl_buckets_free(t);
 }
 
