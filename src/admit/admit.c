@@ -672,14 +672,16 @@ static int64_t actual(const kl_exchange *ex, const struct kl_admission *a, size_
 {
     const struct kl_usage *u = kl_account_usage(ex);
     /* Answered, or sent whole and left unanswered by the caller leaving,
-     * the provider's time-out or shutdown: the provider works on (a whole
-     * answer is generated and billed whether or not it is read), so a
-     * caller who hangs up before the head comes is not let off the bill.
-     * A provider's own failure before any answer (reset, unreachable) is
-     * no bill. */
+     * the provider's time-out, a reset or shutdown: the provider works on
+     * (a whole answer is generated and billed whether or not it is read;
+     * a load balancer that cuts a long generation has let it be billed),
+     * so neither a caller who hangs up before the head comes nor one whose
+     * answer was cut off is let off the bill. A failure before the whole
+     * request went out (unreachable, a reset while sending) is no bill. */
     bool forwarded = ex->upstream_status != 0 ||
                      (ex->upstream_sent && (ex->error_class == KL_EC_CLIENT_CLOSED ||
                                             ex->error_class == KL_EC_UPSTREAM_TIMEOUT ||
+                                            ex->error_class == KL_EC_UPSTREAM_RESET ||
                                             ex->error_class == KL_EC_SHUTDOWN));
     bool failed_upstream = kl_account_unbilled(ex); /* nothing served, nothing billed */
     switch (a->charge[i]) {

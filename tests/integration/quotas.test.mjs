@@ -397,6 +397,28 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('a request the provider had whole when it reset the connection keeps its reservation: it may have been billed', async () => {
+    const mock = await startMock(['--no-log']);
+    const gw = await startGateway({
+      quotas: { cut: { capacity: usd(100n * EST) } },
+      grants: grant([{ bucket: 'cut' }]),
+      providers: providersFor(mock.url),
+    });
+    try {
+      const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': 'delay_headers_ms=100;reset_after=0' });
+      assert.equal(r.status, 502);
+      await r.text();
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.error_class, 'upstream_reset');
+      const b = (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets.find((x) => x.bucket === 'cut');
+      assert.equal(BigInt(b.current), 99n * EST, 'charged its reservation, not let off');
+      assert.equal(BigInt(b.reserved), 0n);
+    } finally {
+      await gw.stop();
+      await mock.stop();
+    }
+  });
+
   it('a budget that does not refill, once spent, is refused without Retry-After', async () => {
     const mock = await startMock();
     const gw = await startGateway({
