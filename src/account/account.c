@@ -1028,6 +1028,23 @@ void kl_account_free(kl_exchange *ex)
     ex->acct = NULL;
 }
 
+/* Might the answer have reasoned, unseen and billed? When the request
+ * asked, yes; when it said none or minimal, no; otherwise, unless the price
+ * table says the model reasons only when asked ("reasoning": false), yes:
+ * OpenAI's reasoning models reason by default, and a new model is taken
+ * for one until the table says otherwise. */
+static bool may_reason(const kl_exchange *ex)
+{
+    if (ex->reasons || ex->reasoning_declined)
+        return ex->reasons;
+    const struct kl_usage *u = kl_account_usage(ex);
+    const char *model = u && u->model_served ? u->model_served : ex->model;
+    const kl_prices *prices = ex->cfg->prices;
+    const struct kl_price *p = prices && model ? kl_prices_find(prices, ex->provider ? ex->provider->cost_basis : NULL,
+                                                               model) : NULL;
+    return !(p && p->no_reasoning);
+}
+
 void kl_account_finish(kl_exchange *ex)
 {
     /* ended however it ended: a stream cut short keeps partial counts
@@ -1037,7 +1054,7 @@ void kl_account_finish(kl_exchange *ex)
         /* a stream the provider answered bills its prompt, however it ended
          * (not one that failed before any of its answer: kl_account_unbilled) */
         if (!complete && ex->stream && ex->upstream_status / 100 == 2 && !kl_account_unbilled(ex))
-            kl_usage_assume_prompt(ex->acct->usage, kl_admit_prompt_reserved(ex), ex->reasons);
+            kl_usage_assume_prompt(ex->acct->usage, kl_admit_prompt_reserved(ex), may_reason(ex));
         kl_usage_settle(ex->acct->usage, kl_admit_bytes_per_token(ex),
                         kl_admit_output_bound(ex, ex->max_output_tokens > 0 ? ex->max_output_tokens
                                                                             : ex->inject_max_output_tokens),

@@ -205,7 +205,8 @@ static int read_entry(kl_prices *t, struct kl_price *e, const cJSON *o, char *wh
         return -1;
     }
     for (const cJSON *m = o->child; m; m = m->next)
-        if (strcmp(m->string, "provider") && strcmp(m->string, "tiers") && !is_rate_key(m->string)) {
+        if (strcmp(m->string, "provider") && strcmp(m->string, "tiers") && strcmp(m->string, "reasoning") &&
+            !is_rate_key(m->string)) {
             say(why, wl, "models.%s: unknown field \"%s\"", key, m->string);
             return -1;
         }
@@ -215,6 +216,12 @@ static int read_entry(kl_prices *t, struct kl_price *e, const cJSON *o, char *wh
         return -1;
     }
     e->provider = prov ? kl_arena_strdup(&t->arena, prov->valuestring) : NULL;
+    const cJSON *reasoning = cJSON_GetObjectItemCaseSensitive(o, "reasoning");
+    if (reasoning && !cJSON_IsBool(reasoning)) {
+        say(why, wl, "models.%s: \"reasoning\" must be true or false", key);
+        return -1;
+    }
+    e->no_reasoning = cJSON_IsFalse(reasoning);
     const char *bad = NULL;
     if (read_rates(o, &e->r, &bad) < 0) {
         say(why, wl, "models.%s: \"%s\" must be a decimal USD amount, 0 to 1000000, at most 9 decimals",

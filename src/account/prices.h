@@ -51,6 +51,7 @@ struct kl_price {
     const char *provider;       /* "openai", "anthropic", "google", ... or NULL */
     size_t match_len;           /* length of key without a trailing '*' */
     bool prefix;
+    bool no_reasoning;          /* "reasoning": false: the model reasons only when asked (a cut stream) */
     struct kl_price_rates r;
     const struct kl_price_tier *tiers;     /* ascending thresholds */
     size_t ntiers;

@@ -117,6 +117,7 @@ void kl_exchange_take_facts(kl_exchange *ex, const struct kl_request_facts *f)
     ex->max_output_tokens = f->max_output_tokens;
     ex->thinking_budget = f->thinking_budget;
     ex->reasons = f->reasons;
+    ex->reasoning_declined = f->reasoning_declined;
     ex->choices = f->choices;
     ex->include_usage = f->has_include_usage;
     ex->body_map = f->map;

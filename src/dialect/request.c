@@ -205,25 +205,30 @@ static bool effort_asks(const cJSON *level)
            strcmp(level->valuestring, "minimal") != 0;
 }
 
-static bool asks_reasoning(const char *body, struct kl_body_span reasoning, struct kl_body_span effort)
+/* *declined: an effort was given, and none or minimal (a model that
+ * reasons by default then does not, or hardly). */
+static bool asks_reasoning(const char *body, struct kl_body_span reasoning, struct kl_body_span effort,
+                           bool *declined)
 {
     cJSON *r = span_json(body, reasoning), *e = span_json(body, effort);
-    bool asks = effort_asks(e);
+    bool asks = effort_asks(e), named = cJSON_IsString(e);
     if (cJSON_IsObject(r)) {
         /* no effort (or null): the model's default; an "effort" written
          * twice, which parsers read differently, counts if either asks */
         const cJSON *m;
-        bool named = false;
+        bool in_object = false;
         cJSON_ArrayForEach(m, r) {
             if (strcmp(m->string, "effort") == 0 && !cJSON_IsNull(m)) {
-                named = true;
+                in_object = true;
                 asks |= effort_asks(m);
             }
         }
-        asks |= !named;
+        asks |= !in_object;
+        named |= in_object;
     }
     cJSON_Delete(r);
     cJSON_Delete(e);
+    *declined = named && !asks;
     return asks;
 }
 
@@ -272,7 +277,7 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
          * servers that validate with pydantic (vLLM, LiteLLM) read as 3 */
         if (count_of(body, m->n, true) > 1)
             f->choices = count_of(body, m->n, true);
-        f->reasons = asks_reasoning(body, (struct kl_body_span){0, 0}, m->reasoning_effort);
+        f->reasons = asks_reasoning(body, (struct kl_body_span){0, 0}, m->reasoning_effort, &f->reasoning_declined);
         break;
     }
     case KL_EP_RESPONSES:
@@ -287,7 +292,7 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         }
         f->stream = span_true(body, m->stream);
         f->max_output_tokens = span_count(body, m->max_output_tokens);
-        f->reasons = asks_reasoning(body, m->reasoning, (struct kl_body_span){0, 0});
+        f->reasons = asks_reasoning(body, m->reasoning, (struct kl_body_span){0, 0}, &f->reasoning_declined);
         break;
     case KL_EP_MESSAGES:
         f->stream = span_true(body, m->stream);

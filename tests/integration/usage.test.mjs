@@ -37,7 +37,8 @@ describe('usage and cost in records', () => {
   before(async () => {
     mock = await startMock();
     gw = await startGateway({
-      providers: providersFor(mock.url, { self: { baseurl: mock.url, apikey: 'sk-self-hosted-1', models: ['house-model-7'] } }),
+      providers: providersFor(mock.url, { self: { baseurl: mock.url, apikey: 'sk-self-hosted-1', models: ['house-model-7'] },
+        reasoner: { baseurl: mock.url, apikey: 'sk-reasoner-1', models: ['gpt-5'] } }),
     });
   });
   after(async () => {
@@ -289,6 +290,16 @@ describe('usage and cost in records', () => {
     assert.deepEqual([rec.input_tokens, rec.output_tokens], [Math.ceil(resp.length / 3), 700]);
     assert.equal(rec.cost_nanodollars, costNano('gpt-4o', { input: rec.input_tokens, output: 700, cache_read: 0,
       cache_write: 0 }));
+    // a model that reasons by default (the price table does not mark it "reasoning": false), asked nothing about
+    // it: it reasoned unseen, so the cap too; told to reason minimally: the text it carried
+    const five = (extra) => JSON.stringify({ model: 'gpt-5', stream: true, max_completion_tokens: 700, ...extra,
+      messages: [{ role: 'user', content: 'x' }] });
+    rec = await finalRecord(gw, await leave('/v1/chat/completions', five({}), 'left-five', /"content":"[^"]/g));
+    assert.equal(rec.usage_known, 2);
+    assert.equal(rec.output_tokens, 700, 'a reasoning model cut short: its cap');
+    rec = await finalRecord(gw, await leave('/v1/chat/completions', five({ reasoning_effort: 'minimal' }), 'left-five-min',
+      /"content":"[^"]/g));
+    assert.ok(rec.output_tokens >= 40 && rec.output_tokens < 300, `${rec.output_tokens}`);
   });
 
   it('an Anthropic stream the provider ends with an error event is partial too, its estimate within max_tokens', async () => {

@@ -134,6 +134,7 @@ static void bad_tables_are_refused(void **state)
         {"{\"models\":{\"a\":{\"input\":1,\"tiers\":[{\"above_input_tokens\":5},{\"above_input_tokens\":5}]}}}",
          "same threshold"},
         {"{\"models\":{\"a\":[]}}", "must be an object"},
+        {"{\"models\":{\"a\":{\"input\":1,\"reasoning\":\"no\"}}}", "\"reasoning\" must be true or false"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char why[256] = "";
@@ -145,6 +146,15 @@ static void bad_tables_are_refused(void **state)
     assert_null(kl_prices_load("/nonexistent/prices.json", why, sizeof(why)));
     assert_non_null(strstr(why, "/nonexistent/prices.json"));
     assert_null(kl_prices_parse("{", 1, NULL, 0));
+    /* "reasoning": false marks a model that reasons only when asked */
+    const char *r = "{\"models\":{\"a\":{\"input\":1,\"reasoning\":false},\"b\":{\"input\":1,\"reasoning\":true},"
+                    "\"c\":{\"input\":1}}}";
+    kl_prices *t = kl_prices_parse(r, strlen(r), why, sizeof(why));
+    assert_non_null(t);
+    assert_true(kl_prices_find(t, NULL, "a")->no_reasoning);
+    assert_false(kl_prices_find(t, NULL, "b")->no_reasoning);
+    assert_false(kl_prices_find(t, NULL, "c")->no_reasoning);
+    kl_prices_free(t);
 }
 
 /* ---- lookup ---- */
