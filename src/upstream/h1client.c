@@ -61,10 +61,14 @@ static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void start(struct kl_h1_xfer *x);
 
+/* A deadline ms from now; 0 is none, which ends the one running (the
+ * first byte's, when upstream_idle is "0"). */
 static void arm(struct kl_h1_xfer *x, struct event *ev, uint32_t ms)
 {
     if (ms)
         evtimer_add(ev, kl_h1_timeout(x->pool, ms));
+    else
+        evtimer_del(ev);
 }
 
 static const struct kl_timeouts *timeouts(const struct kl_h1_xfer *x)

@@ -245,10 +245,14 @@ static void xfer_free(struct kl_upstream_xfer *x)
     free(x);
 }
 
+/* A deadline ms from now; 0 is none, which ends the one running (the
+ * first byte's, when upstream_idle is "0"). */
 static void arm_timer(struct kl_upstream_xfer *x, uint32_t ms)
 {
-    if (!ms)
+    if (!ms) {
+        evtimer_del(x->timer);
         return;
+    }
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(x->timer, &tv);
 }

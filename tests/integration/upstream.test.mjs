@@ -476,3 +476,51 @@ describe('upstream: libcurl (the https:// path) relays only what the native clie
     assert.ok(r.text.endsWith('<script>alert(1)</script>'));
   });
 });
+
+// upstream_idle "0" is no deadline between bytes: it must end the first
+// byte's too, not leave it running to cut every long stream at
+// upstream_first_byte. The same on the native client and on libcurl.
+describe('upstream: timeouts', () => {
+  const slow = {
+    slowstream(sock) {
+      sock.write('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n');
+      let i = 0;
+      const tick = setInterval(() => {
+        const ev = i < 10
+          ? `data: {"id":"c","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":"${i}"},"finish_reason":null}]}\n\n`
+          : 'data: [DONE]\n\n';
+        sock.write(`${Buffer.byteLength(ev).toString(16)}\r\n${ev}\r\n`);
+        if (i++ >= 10) {
+          clearInterval(tick);
+          sock.write('0\r\n\r\n');
+        }
+      }, 200);
+      sock.on('close', () => clearInterval(tick));
+    },
+  };
+  for (const path of ['native', 'libcurl']) {
+    it(`upstream_idle "0" lets a stream run past upstream_first_byte (${path})`, async () => {
+      const up = scriptedUpstream(slow);
+      const port = await up.listen();
+      const curl = path === 'libcurl';
+      const gw = await startGateway({
+        listen: { timeouts: { upstream_first_byte: '1s', upstream_idle: '0' } },
+        providers: providersFor(curl ? 'http://provider.invalid' : `http://127.0.0.1:${port}`),
+      }, { workers: 1, env: curl ? { http_proxy: `http://127.0.0.1:${port}`, no_proxy: '' } : {} });
+      try {
+        const r = await fetch(`${gw.url}/v1/chat/completions`, {
+          method: 'POST', headers: { 'content-type': 'application/json', 'x-script': 'slowstream' },
+          body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+        });
+        const text = await r.text();
+        assert.equal(r.status, 200);
+        assert.doesNotMatch(text, /upstream_timeout/);
+        assert.match(text, /"content":"9"[\s\S]*data: \[DONE\]/, 'every event, 2 s of them, and the end');
+        if (curl) assert.ok(up.seen.every((s) => s.line.startsWith('POST http://provider.invalid/')));
+      } finally {
+        await gw.stop();
+        await up.close();
+      }
+    });
+  }
+});
