@@ -6,8 +6,8 @@
 
 enum kl_coding kl_coding_named(const char *v, size_t n)
 {
-    if (n == 8 && strncasecmp(v, "identity", 8) == 0)
-        return KL_CODING_IDENTITY;
+    if (n == 0 || (n == 8 && strncasecmp(v, "identity", 8) == 0))
+        return KL_CODING_IDENTITY; /* an empty value names no coding */
     if ((n == 4 && strncasecmp(v, "gzip", 4) == 0) || (n == 6 && strncasecmp(v, "x-gzip", 6) == 0))
         return KL_CODING_GZIP;
     if (n == 7 && strncasecmp(v, "deflate", 7) == 0)

@@ -71,6 +71,18 @@ static void arm(struct kl_h1_xfer *x, struct event *ev, uint32_t ms)
         evtimer_del(ev);
 }
 
+/* A coding's name as an error may quote it: a registered one; anything else
+ * is the provider's text, which may be its key echoed (a debugging proxy). */
+static const char *coding_label(const char *name)
+{
+    static const char *const known[] = {"br", "zstd", "compress", "x-compress", "exi", "pack200-gzip", "aes128gcm",
+                                        "dcb", "dcz"};
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strcasecmp(name, known[i]) == 0)
+            return name;
+    return "one not registered";
+}
+
 static const struct kl_timeouts *timeouts(const struct kl_h1_xfer *x)
 {
     return &x->ex->cfg->listen.timeouts;
@@ -485,7 +497,8 @@ static void on_read(struct bufferevent *bev, void *arg)
             ex->upstream_status = r.status;
             fail(x, KL_ERR_BAD_GATEWAY, KL_EC_UPSTREAM_ERROR,
                  kl_arena_printf(&ex->arena, "provider %s answered %d in a content coding keyless cannot read (%s), "
-                                 "although it asked for none", ex->provider->id, r.status, r.coding_name));
+                                 "although it asked for none", ex->provider->id, r.status,
+                                 coding_label(r.coding_name)));
             return;
         }
         x->resp = r;

@@ -798,6 +798,19 @@ describe('provider framing', () => {
     assert.match((await r.json()).error.message, /answered 200 in a content coding keyless cannot read \(br\), although it asked for none/);
     rec = await doneRecord(gw, r);
     assert.deepEqual([rec.error_class, rec.upstream_status], ['upstream_error', 200]);
+    // the provider's key echoed where the coding goes (a debugging proxy): not quoted back
+    coding = KEYS.openai;
+    r = await post(`${gw.url}/v1/chat/completions`, JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }));
+    assert.equal(r.status, 502);
+    const echoed = await r.text();
+    assert.match(echoed, /content coding keyless cannot read \(one not registered\)/);
+    assertNoKeys(assert, echoed, 'the 502');
+    assertNoKeys(assert, JSON.stringify(await doneRecord(gw, r)), 'the record');
+    // an empty Content-Encoding names no coding: relayed as libcurl relays it
+    coding = '';
+    r = await post(`${gw.url}/v1/chat/completions`, JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }));
+    assert.equal(r.status, 200, 'relayed as it came, as libcurl relays it');
+    await r.arrayBuffer();
     await gw.stop();
     await mock.stop();
     up.close();
