@@ -57,6 +57,10 @@ struct kl_h1_xfer {
 };
 
 static void on_read(struct bufferevent *bev, void *arg);
+/* Compressed bytes inflated between two looks at the client's backlog:
+ * at most ~512 KiB of plain text past the high-water mark. */
+#define KL_H1_INFLATE_STEP 512
+
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void start(struct kl_h1_xfer *x);
@@ -409,8 +413,12 @@ static void relay_body(struct kl_h1_xfer *x)
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
+        /* a compressed body is inflated a little at a time: one piece of
+         * 64 KiB could become 64 MiB (deflate's ratio is ~1000:1) before
+         * the check above is made again */
+        size_t take = x->dec && v.iov_len > KL_H1_INFLATE_STEP ? KL_H1_INFLATE_STEP : v.iov_len;
         size_t used = 0;
-        enum kl_h1_body_result r = kl_h1_body_feed(&x->body, v.iov_base, v.iov_len, &used, emit, x);
+        enum kl_h1_body_result r = kl_h1_body_feed(&x->body, v.iov_base, take, &used, emit, x);
         evbuffer_drain(in, used);
         if (x->stop) {
             fail(x, KL_ERR_QUOTA, KL_EC_QUOTA, ex->error_message);

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startMock, startGateway, providersFor, assertNoKeys } from './lib/harness.mjs';
+import { gzipSync } from 'node:zlib';
+import { startMock, startGateway, providersFor, assertNoKeys, rawProvider } from './lib/harness.mjs';
 
 function rssKiB(pid) {
   const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/);
@@ -99,5 +100,48 @@ describe('streaming', () => {
     await new Promise((r) => sock.once('end', r));
     assert.ok(total > 60000000, `received ${total} bytes`);
     assert.match(tail, /data: \[DONE\]/);
+  });
+
+  it('a compressed stream is inflated a little at a time: memory stays bounded for a client that does not read', async () => {
+    // 64 gzip members of 1 MiB of events each: ~64 KiB on the wire, one read, which was inflated whole (64 MiB)
+    // into the client's backlog before the high-water mark was looked at again
+    const ev = 'data: {"id":"c","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,"delta":{"content":"x"}}]}\n\n';
+    const mib = Buffer.from(ev.repeat(Math.ceil((1 << 20) / ev.length)));
+    const member = gzipSync(mib);
+    const wire = Buffer.concat([...Array(64).fill(member), gzipSync(Buffer.from('data: [DONE]\n\n'))]);
+    const up = await rawProvider((req, sock) => {
+      sock.write('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: gzip\r\n' +
+        `Content-Length: ${wire.length}\r\n\r\n`);
+      sock.write(wire);
+    });
+    const g = await startGateway({ providers: providersFor(`http://127.0.0.1:${up.address().port}`) }, { workers: 1 });
+    let sock;
+    try {
+      const u = new URL(g.url);
+      sock = net.connect({ host: u.hostname, port: Number(u.port) });
+      await new Promise((r) => sock.once('connect', r));
+      sock.pause();
+      const body = JSON.stringify({ model: 'gpt-4o', stream: true, messages: [] });
+      const rss0 = rssKiB(g.proc.pid);
+      sock.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+        `Connection: close\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      await sleep(1500);
+      const grown = rssKiB(g.proc.pid) - rss0;
+      assert.ok(grown < 16 * 1024, `gateway RSS grew by ${grown} KiB while the client read nothing`);
+      let total = 0;
+      let tail = '';
+      sock.on('data', (d) => {
+        total += d.length;
+        tail = (tail + d.toString('latin1')).slice(-200);
+      });
+      sock.resume();
+      await new Promise((r) => sock.once('end', r));
+      assert.ok(total > 64 * mib.length, `received ${total} bytes`);
+      assert.match(tail, /data: \[DONE\]/);
+    } finally {
+      sock?.destroy();
+      await g.stop();
+      up.close();
+    }
   });
 });
