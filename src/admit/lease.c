@@ -217,8 +217,9 @@ int kl_lease_pool_credit(struct kl_store *s, const char *name, int64_t amount, c
                          "WITH cur AS (SELECT name, LEAST(capacity::numeric, level + CASE WHEN rate_period_ms > 0 "
                          "  THEN ((CAST(? AS BIGINT) - updated_at)::numeric * rate_amount) / rate_period_ms "
                          "  ELSE 0 END) AS lvl FROM quota_pool WHERE name = ? FOR UPDATE) "
-                         "UPDATE quota_pool q SET level = CAST(LEAST(q.capacity::numeric, cur.lvl + CAST(? AS numeric)) "
-                         "  AS BIGINT), updated_at = CAST(? AS BIGINT) "
+                         "UPDATE quota_pool q SET "
+                         "  level = CAST(LEAST(q.capacity::numeric, cur.lvl + CAST(? AS numeric)) AS BIGINT), "
+                         "  updated_at = CAST(? AS BIGINT) "
                          "FROM cur WHERE q.name = cur.name RETURNING q.name AS name, q.level AS lvl",
                          (const char *[]){nowb, name, amt, nowb}, 4, rows, err, errlen);
 }

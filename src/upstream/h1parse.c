@@ -1,5 +1,6 @@
 #include "upstream/h1parse.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -127,42 +128,95 @@ bool kl_h1_parse_length(const char *v, size_t n, int64_t *out)
     return true;
 }
 
-/* The values of a response's Connection headers: the headers they name
- * are hop-by-hop too (RFC 9110 section 7.6.1) and are not relayed. */
-struct conn_lists {
-    const char *v[8];
-    size_t n[8], count;
-};
-
-static void find_connection_lists(const char *p, const char *stop, struct conn_lists *cl)
+static int name_cmp(const void *a, const void *b)
 {
-    cl->count = 0;
-    while (p < stop && cl->count < 8) {
-        const char *nl = memchr(p, '\n', (size_t)(stop - p));
-        if (!nl)
-            break;
-        if ((size_t)(nl - p) > 11 && strncasecmp(p, "connection:", 11) == 0) {
-            const char *e = nl;
-            if (e[-1] == '\r')
-                e--;
-            cl->v[cl->count] = p + 11;
-            cl->n[cl->count++] = (size_t)(e - (p + 11));
-        }
-        p = nl + 1;
-    }
+    const struct kl_h1_name *x = a, *y = b;
+    size_t n = x->n < y->n ? x->n : y->n;
+    int c = strncasecmp(x->p, y->p, n);
+    return c ? c : (x->n > y->n) - (x->n < y->n);
 }
 
-static bool connection_listed(const struct conn_lists *cl, const char *name, size_t n)
+/* The next name of a Connection list in v[0..e), or false at its end.
+ * "close" and "keep-alive" are left out: they name no header that is not
+ * dropped anyway, and almost every answer lists one. */
+static bool next_listed(const char **v, const char *e, struct kl_h1_name *out)
 {
-    char token[64];
-    if (n >= sizeof(token))
-        return false;
-    memcpy(token, name, n);
-    token[n] = '\0';
-    for (size_t i = 0; i < cl->count; i++)
-        if (list_has(cl->v[i], cl->n[i], token))
+    while (*v < e) {
+        while (*v < e && (**v == ' ' || **v == '\t' || **v == ','))
+            (*v)++;
+        const char *s0 = *v;
+        while (*v < e && **v != ',')
+            (*v)++;
+        const char *s1 = *v;
+        while (s1 > s0 && (s1[-1] == ' ' || s1[-1] == '\t' || s1[-1] == '\r'))
+            s1--;
+        size_t n = (size_t)(s1 - s0);
+        bool usual = (n == 5 && strncasecmp(s0, "close", 5) == 0) || (n == 10 && strncasecmp(s0, "keep-alive", 10) == 0);
+        if (n && !usual) {
+            *out = (struct kl_h1_name){s0, n};
             return true;
+        }
+    }
     return false;
+}
+
+void kl_h1_connection_names(const char *head, size_t len, struct kl_h1_names *out)
+{
+    out->v = NULL;
+    out->n = 0;
+    const char *stop = head + len;
+    size_t most = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (const char *p = head; p < stop;) {
+            const char *nl = memchr(p, '\n', (size_t)(stop - p));
+            const char *e = nl ? nl : stop;
+            struct kl_h1_name name;
+            if ((size_t)(e - p) > 11 && strncasecmp(p, "connection:", 11) == 0)
+                for (const char *v = p + 11; next_listed(&v, e, &name);) {
+                    if (pass == 0)
+                        most++;
+                    else
+                        out->v[out->n++] = name;
+                }
+            p = nl ? nl + 1 : stop;
+        }
+        if (pass == 0) {
+            if (!most)
+                return;
+            out->v = malloc(most * sizeof(*out->v));
+            if (!out->v)
+                abort();
+        }
+    }
+    qsort(out->v, out->n, sizeof(*out->v), name_cmp);
+}
+
+bool kl_h1_names_has(const struct kl_h1_names *names, const char *name, size_t n)
+{
+    if (!names->n)
+        return false;
+    struct kl_h1_name key = {name, n};
+    return bsearch(&key, names->v, names->n, sizeof(*names->v), name_cmp) != NULL;
+}
+
+size_t kl_h1_drop_named(char *head, size_t len, const struct kl_h1_names *names)
+{
+    if (!names->n)
+        return len;
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        const char *nl = memchr(head + i, '\n', len - i);
+        size_t n = nl ? (size_t)(nl - (head + i)) + 1 : len - i;
+        const char *colon = memchr(head + i, ':', n);
+        if (!(colon && kl_h1_names_has(names, head + i, (size_t)(colon - (head + i))))) {
+            memmove(head + o, head + i, n);
+            o += n;
+        }
+        i += n;
+    }
+    if (o < len)
+        head[o] = '\0';
+    return o;
 }
 
 bool kl_h1_field_ok(const char *p, size_t n, const char **why)
@@ -192,7 +246,7 @@ bool kl_h1_field_ok(const char *p, size_t n, const char **why)
 /* One header field: record what framing needs, copy it to the relayed
  * block unless it is dropped. Returns false when the field is malformed. */
 static bool header_field(const char *p, size_t n, struct kl_h1_response *r, char *filtered,
-                         const struct conn_lists *cl, const char **why)
+                         const struct kl_h1_names *listed, const char **why)
 {
     if (!kl_h1_field_ok(p, n, why))
         return false;
@@ -204,7 +258,7 @@ static bool header_field(const char *p, size_t n, struct kl_h1_response *r, char
     while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
         ve--;
     size_t vl = (size_t)(ve - v);
-    bool drop = kl_h1_drop_response_header(p, nl) || connection_listed(cl, p, nl);
+    bool drop = kl_h1_drop_response_header(p, nl) || kl_h1_names_has(listed, p, nl);
     if (name_is(p, nl, "content-length")) {
         int64_t len;
         if (!kl_h1_parse_length(v, vl, &len) || (r->content_length >= 0 && r->content_length != len)) {
@@ -304,19 +358,22 @@ long kl_h1_parse_response(const char *buf, size_t len, size_t max_head, struct k
         }
 
     const char *p = lf + 1, *stop = buf + end;
-    struct conn_lists cl;
-    find_connection_lists(p, stop, &cl);
-    while (p < stop) {
+    struct kl_h1_names listed;
+    kl_h1_connection_names(p, (size_t)(stop - p), &listed);
+    bool ok = true;
+    while (ok && p < stop) {
         const char *nl = memchr(p, '\n', (size_t)(stop - p));
         size_t n = (size_t)(nl - p);
         if (n > 0 && p[n - 1] == '\r')
             n--;
         if (n == 0)
             break;
-        if (!header_field(p, n, r, filtered, &cl, why))
-            return -1;
+        ok = header_field(p, n, r, filtered, &listed, why);
         p = nl + 1;
     }
+    free(listed.v);
+    if (!ok)
+        return -1;
     if (filtered)
         filtered[r->filtered_len] = '\0';
     if (r->chunked && r->content_length >= 0) {

@@ -65,6 +65,25 @@ bool kl_h1_drop_response_header(const char *name, size_t n);
  * its value. False, with why, otherwise. */
 bool kl_h1_field_ok(const char *p, size_t n, const char **why);
 
+/* The names a head's Connection lines list (RFC 9110 section 7.6.1): the
+ * headers they name are hop-by-hop too, and not relayed. Any number of
+ * lines and names of any length, sorted, so a head of thousands of headers
+ * and names costs no more than a sort. head[0..len) is "Name: value" lines;
+ * the names point into it. Free v with free(). */
+struct kl_h1_name {
+    const char *p;
+    size_t n;
+};
+struct kl_h1_names {
+    struct kl_h1_name *v;       /* NULL when none */
+    size_t n;
+};
+void kl_h1_connection_names(const char *head, size_t len, struct kl_h1_names *out);
+bool kl_h1_names_has(const struct kl_h1_names *names, const char *name, size_t n);
+/* Take out of a "Name: value\r\n" block, in place, the lines whose names
+ * are listed; its new length. */
+size_t kl_h1_drop_named(char *head, size_t len, const struct kl_h1_names *names);
+
 /* A Content-Length value: digits only, no sign, no overflow. */
 bool kl_h1_parse_length(const char *v, size_t n, int64_t *out);
 

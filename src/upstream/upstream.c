@@ -13,6 +13,7 @@
 #include "route/failover.h"
 #include "upstream/fetch.h"
 #include "upstream/h1client.h"
+#include "upstream/h1parse.h"
 #include "upstream/pool.h"
 
 struct sock_watch {
@@ -30,6 +31,7 @@ struct kl_upstream_xfer {
     struct curl_slist *headers;
     struct event *timer;                /* first byte, then idle between bytes */
     struct kl_buf head;                 /* filtered response headers */
+    struct kl_buf conn;                 /* its Connection lines, whose names are dropped at its end */
     int status;
     int64_t content_length;
     bool decoded;                       /* curl removed a Content-Encoding */
@@ -234,6 +236,7 @@ static void xfer_free(struct kl_upstream_xfer *x)
     if (x->timer)
         event_free(x->timer);
     free(x->head.p);
+    free(x->conn.p);
     if (x->prev)
         x->prev->next = x->next;
     else
@@ -274,6 +277,14 @@ static void deliver_head(struct kl_upstream_xfer *x)
     /* A decoded body no longer matches the provider's Content-Length, nor
      * does a chunked one (Transfer-Encoding wins, RFC 9112 section 6.3). */
     int64_t len = x->decoded || x->chunked ? -1 : x->content_length;
+    /* the headers its Connection lines name are hop-by-hop too (RFC 9110
+     * section 7.6.1); a line may come after those it names */
+    if (x->conn.len && x->head.len) {
+        struct kl_h1_names listed;
+        kl_h1_connection_names(x->conn.p, x->conn.len, &listed);
+        x->head.len = kl_h1_drop_named(x->head.p, x->head.len, &listed);
+        free(listed.v);
+    }
     kl_pipeline_response_head(x->ex, x->status, x->head.p ? x->head.p : "", len, x->event_stream);
     if (x->ex->failover_to)
         arm_timer(x, kl_upstream_idle_ms(x->ex)); /* a failed answer: its short drain */
@@ -316,7 +327,7 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg)
         /* A new status line (after a 1xx): start over. */
         if ((x->status = status_line(buf, n)) < 0)
             return refuse_head(x, "malformed status line");
-        x->head.len = 0;
+        x->head.len = x->conn.len = 0;
         if (x->head.p)
             x->head.p[0] = '\0';
         x->content_length = -1;
@@ -327,6 +338,8 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg)
     size_t len = n;
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
         len--;
+    if (x->head_done)
+        return n; /* a chunked body's trailer: nothing the caller gets, and the answer is whole */
     if (len == 0) {
         if (x->status == 101)
             return refuse_head(x, "unexpected protocol switch");
@@ -359,6 +372,10 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg)
         x->decoded = !(vl == 8 && strncasecmp(v, "identity", 8) == 0);
     else if (nl == 12 && strncasecmp(buf, "content-type", 12) == 0)
         x->event_stream = vl >= 17 && strncasecmp(v, "text/event-stream", 17) == 0;
+    if (nl == 10 && strncasecmp(buf, "connection", 10) == 0) {
+        kl_buf_put(&x->conn, buf, len);
+        kl_buf_put(&x->conn, "\r\n", 2);
+    }
     if (drop_response_header(buf, nl))
         return n;
     kl_buf_put(&x->head, buf, len);

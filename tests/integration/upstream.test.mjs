@@ -24,7 +24,30 @@ function bigBody() {
   return big;
 }
 
+// Headers a Connection line names are hop-by-hop (RFC 9110 section 7.6.1): the line may come after them, there
+// may be many such lines, and a name may be long.
+const LONG = 'x'.repeat(70);
+function listed(sock) {
+  const nine = Array.from({ length: 8 }, (_, i) => `Connection: x-filler-${i}\r\n`).join('');
+  sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Hop: secret\r\nConnection: X-HOP, ${LONG}\r\n` +
+    `${nine}Connection: x-ninth\r\nX-Ninth: relayed\r\n${LONG}: long\r\nX-Kept: yes\r\n` +
+    `Content-Length: ${JSON_BODY.length}\r\n\r\n${JSON_BODY}`);
+}
+// A whole chunked answer, then a trailer libcurl would refuse as a header line.
+function trailer(sock) {
+  sock.write('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n' +
+    `${JSON_BODY.length.toString(16)}\r\n${JSON_BODY}\r\n0\r\nX-T: a\x01b\r\nContent-Length: 5\r\n\r\n`);
+}
+function assertListedDropped(r) {
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.text, JSON_BODY);
+  for (const name of ['x-hop', 'x-ninth', LONG]) assert.equal(r.headers.get(name), null, name);
+  assert.equal(r.headers.get('x-kept'), 'yes');
+}
+
 const scripts = {
+  listed,
+  trailer,
   ok(sock) {
     sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${JSON_BODY.length}\r\n` +
       `x-upstream: yes\r\nSet-Cookie: s=1\r\nKeep-Alive: timeout=5\r\n\r\n${JSON_BODY}`);
@@ -356,6 +379,13 @@ describe('upstream: the native HTTP/1.1 client', () => {
     assert.notEqual(a.conn, b.conn);
   });
 
+  it('headers the provider\'s Connection lines name are not relayed, however many lines and however long the names', async () => {
+    assertListedDropped(await chat('listed'));
+    const t = await chat('trailer');
+    assert.equal(t.status, 200);
+    assert.equal(t.text, JSON_BODY, 'a trailer is no part of the answer');
+  });
+
   it('interim 1xx answers are skipped', async () => {
     const r = await chat('interim');
     assert.equal(r.status, 200);
@@ -402,6 +432,8 @@ describe('upstream: the native HTTP/1.1 client', () => {
 // through is checked as the native client checks it.
 const curlScripts = {
   ok: scripts.ok,
+  listed,
+  trailer,
   // an obsolete folded header line: with a reused easy handle, libcurl
   // before 8.1.0 freed the last answer's headers twice (curl issue #11101)
   fold(sock) {
@@ -466,6 +498,13 @@ describe('upstream: libcurl (the https:// path) relays only what the native clie
     }
     assert.ok(up.seen.every((s) => s.line.startsWith('POST http://provider.invalid/')), 'through libcurl as a proxy');
     assert.equal((await chat('ok')).status, 200);
+  });
+
+  it('headers the provider\'s Connection lines name are not relayed; a trailer does not break a whole answer', async () => {
+    assertListedDropped(await chat('listed'));
+    const t = await chat('trailer');
+    assert.equal(t.status, 200);
+    assert.equal(t.text, JSON_BODY, 'the answer, whole, and no error after it');
   });
 
   it('Transfer-Encoding wins over a lying Content-Length: the caller gets the decoded body, chunked', async () => {
