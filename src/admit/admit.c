@@ -253,23 +253,27 @@ static int64_t available(const kl_exchange *ex, const struct kl_admission *a, si
 }
 
 /* Does the request, prompt and output cap, fit what every bucket that
- * refuses can give now (avail)? Priced at p. A model without a price:
- * refused for that elsewhere. */
+ * refuses can give now (avail)? Priced at p, and sized as it will be
+ * reserved: with the share for the inputs it points at (with_referenced).
+ * A model without a price: refused for that elsewhere. */
 static bool fits_now(const kl_exchange *ex, const struct kl_admission *a, const struct kl_provider *p,
                      int64_t prompt, const int64_t *avail)
 {
-    int64_t out = output_estimate(ex), cost = -1;
+    int64_t out = output_estimate(ex), cost = -1, cost_full = -1;
+    int64_t tokens = sat_add(prompt, out), tokens_full = sat_add(tokens, a->referenced);
     for (size_t i = 0; i < a->n; i++) {
         if (a->log_only[i])
             continue;
-        if (a->charge[i] == CHARGE_TOKENS && sat_add(prompt, out) > avail[i])
+        if (a->charge[i] == CHARGE_TOKENS && with_referenced(a, i, tokens, tokens_full) > avail[i])
             return false;
         if (a->charge[i] != CHARGE_DOLLARS)
             continue;
-        if (cost < 0 && kl_cost_estimate_max(ex->cfg->prices, p->cost_basis, p->cost_map, ex->model, prompt, out,
-                                             &cost) < 0)
+        if (cost < 0 && (kl_cost_estimate_max(ex->cfg->prices, p->cost_basis, p->cost_map, ex->model, prompt, out,
+                                              &cost) < 0 ||
+                         kl_cost_estimate_max(ex->cfg->prices, p->cost_basis, p->cost_map, ex->model,
+                                              sat_add(prompt, a->referenced), out, &cost_full) < 0))
             return true;
-        if (cost > avail[i])
+        if (with_referenced(a, i, cost, cost_full) > avail[i])
             return false;
     }
     return true;

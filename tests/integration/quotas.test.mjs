@@ -1179,6 +1179,27 @@ describe('rate limits', () => {
     await gw2.stop();
   });
 
+  it('the reasoning room is fitted with the share for inputs the request points at, not refused for it', async () => {
+    // $1, no refill, $0.40 spent: a reasoning request with a file (200,000 referenced tokens, $0.50) fits only with
+    // a small room; fitted without the file's share, the room was left whole and the request refused for ever
+    const gw = await startGateway({ quotas: { ref: { capacity: '$1.00' } }, grants: grant([{ bucket: 'ref' }]),
+      limits: { referenced_input_tokens: 200000 }, providers: providersFor(mock.url) });
+    try {
+      const spend = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': 'in=0;out=40000' });
+      assert.equal(spend.status, 200);
+      await spend.text();
+      await mock.clear();
+      const body = JSON.stringify({ model: 'gpt-4o', reasoning: { effort: 'high' },
+        input: [{ role: 'user', content: [{ type: 'input_file', file_id: 'file-abc' }, { type: 'input_text', text: 'hi' }] }] });
+      const r = await post(gw, '/v1/responses', body, { 'x-mock': 'in=10;out=10' });
+      assert.equal(r.status, 200, await r.text());
+      const cap = JSON.parse((await mock.last()).body).max_output_tokens;
+      assert.ok(cap >= 8192 && cap < 10000, `cap ${cap}: what $0.10 buys at $10/M, the file's $0.50 aside`);
+    } finally {
+      await gw.stop();
+    }
+  });
+
   it('concurrent requests', async () => {
     const gw = await startGateway({ grants: grant(null, [{ rate_limit: { concurrent: 2, per: 'grant' } }]), providers: providersFor(mock.url) });
     const slow = () => post(gw, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', stream: true, messages: [] }),
