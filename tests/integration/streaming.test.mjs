@@ -126,8 +126,11 @@ describe('streaming', () => {
       sock.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
         `Connection: close\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
       await sleep(1500);
+      // ~1 MiB bounded, tens of MiB unbounded; under the sanitizers RSS also holds ASan's quarantine of freed
+      // blocks, which grows with what is allocated, not with what is held
       const grown = rssKiB(g.proc.pid) - rss0;
-      assert.ok(grown < 16 * 1024, `gateway RSS grew by ${grown} KiB while the client read nothing`);
+      const bound = /-san$/.test(process.env.KEYLESS_BUILD || '') ? 48 : 16;
+      assert.ok(grown < bound * 1024, `gateway RSS grew by ${grown} KiB while the client read nothing`);
       let total = 0;
       let tail = '';
       sock.on('data', (d) => {
