@@ -19,6 +19,23 @@ bool kl_json_has_nul_escape(const char *s, size_t n)
     return false;
 }
 
+bool kl_json_has_raw_control(const char *s, size_t n)
+{
+    bool in = false, esc = false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (in && c < 0x20)
+            return true;
+        if (esc)
+            esc = false;
+        else if (in && c == '\\')
+            esc = true;
+        else if (c == '"')
+            in = !in;
+    }
+    return false;
+}
+
 /* The code unit of the \u escape at s[i] (s[i] the backslash of an
  * escape), or -1. */
 static long unit_at(const char *s, size_t n, size_t i)

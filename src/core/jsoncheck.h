@@ -21,6 +21,11 @@ bool kl_json_has_nul_escape(const char *s, size_t n);
  * it. */
 char *kl_json_lone_surrogates_replaced(const char *s, size_t n);
 
+/* A raw control byte (below 0x20) inside a string of s[0..n): cJSON takes
+ * it as text, where a strict reader (JavaScript's, Python's) refuses the
+ * whole value. */
+bool kl_json_has_raw_control(const char *s, size_t n);
+
 /* An object anywhere in the tree with two members of one name. */
 bool kl_json_has_duplicate_keys(const cJSON *j);
 

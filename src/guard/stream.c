@@ -1036,7 +1036,9 @@ void kl_guard_stream_event(kl_guard_stream *s, kl_exchange *ex, const char *raw,
         size_t at = (size_t)(after - text);
         while (at < dl && (data[at] == ' ' || data[at] == '\t' || data[at] == '\r' || data[at] == '\n'))
             at++;
-        if (at < dl) {
+        /* nor is a string holding a raw control byte, which cJSON reads
+         * and a strict reader refuses: its text would not be the caller's */
+        if (at < dl || kl_json_has_raw_control(data, dl)) {
             cJSON_Delete(j);
             j = NULL;
         }

@@ -142,8 +142,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             bool same = relayed.len[i] == n && memcmp(relayed.v[i], p, n) == 0;
             if (!same) { /* rewritten: its data is JSON */
                 const char *dstart = relayed.v[i];
-                /* Gemini's bare JSON (an event that is only that) stays bare */
-                bool bare = framing == KL_GUARD_SSE && kind == KL_USAGE_GEMINI && n && p[0] == '{';
+                /* Gemini's bare JSON (an event that is only that, after
+                 * blank lines or spaces) stays bare */
+                size_t lead = 0;
+                while (lead < n && (p[lead] == ' ' || p[lead] == '\t' || p[lead] == '\r' || p[lead] == '\n'))
+                    lead++;
+                bool bare = framing == KL_GUARD_SSE && kind == KL_USAGE_GEMINI && lead < n && p[lead] == '{';
                 if (framing == KL_GUARD_SSE && !bare && strncmp(dstart, "data: ", 6) != 0)
                     dstart = strstr(dstart, "\ndata: ") ? strstr(dstart, "\ndata: ") + 1 : NULL;
                 if (!dstart)

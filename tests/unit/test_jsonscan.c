@@ -255,10 +255,27 @@ static void lone_surrogates_replaced(void **state)
     free(c);
 }
 
+/* A raw control byte inside a string, which cJSON reads and a strict
+ * reader refuses; white space between values is no such byte, nor is an
+ * escaped one. */
+static void raw_controls(void **state)
+{
+    (void)state;
+    const char ok[] = "{\n\t\"a\": \"x\\n\\\"\\u0001\"\r\n}";
+    assert_false(kl_json_has_raw_control(ok, sizeof(ok) - 1));
+    const char bad[] = "{\"a\": \"x\001y\"}";
+    assert_true(kl_json_has_raw_control(bad, sizeof(bad) - 1));
+    const char nul[] = "{\"a\": \"x\0y\"}";
+    assert_true(kl_json_has_raw_control(nul, sizeof(nul) - 1));
+    const char after_escaped_quote[] = "{\"a\": \"\\\"\n\"}";
+    assert_true(kl_json_has_raw_control(after_escaped_quote, sizeof(after_escaped_quote) - 1));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(finds_members),
+        cmocka_unit_test(raw_controls),
         cmocka_unit_test(truncated_input),
         cmocka_unit_test(validates),
         cmocka_unit_test(escapes_at_every_block_position),
