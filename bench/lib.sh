@@ -122,6 +122,8 @@ start_tailscaled() {
 # keyless with everything a deployment runs: WhoIs identity (loopback identity
 # off, so every caller must be known to tailscaled), grants, usage and cost
 # accounting, one SQLite record per request (in_progress + final), access log.
+# The price table is the one of the build's own tree, which an older build
+# (bench/ab.sh) can read.
 start_keyless() {
   cat >"$TMP/keyless.hujson" <<EOF
 {
@@ -133,7 +135,7 @@ start_keyless() {
      "app": {"tailscale.com/cap/aperture": [{"role": "user"}, {"models": ["openai/**", "sse/**"]}${BENCH_KEYLESS_CAPS:+, $BENCH_KEYLESS_CAPS}]}},
   ],
   "store": {"driver": "sqlite", "path": "$TMP/keyless.db"${BENCH_STORE_EXTRA:-}},
-  "pricing": {"file": "$ROOT/data/prices.json"},
+  "pricing": {"file": "$(cd "$BUILD/.." && pwd)/data/prices.json"},
   "providers": {
     "openai": {"baseurl": "http://$MOCK_ADDR", "apikey": "sk-bench-not-a-real-key",
                "models": ["gpt-4o"], "compatibility": {"openai_chat": true}},
