@@ -56,11 +56,11 @@ struct kl_h1_xfer {
     bool undecodable;                   /* the compressed body did not inflate */
 };
 
-static void on_read(struct bufferevent *bev, void *arg);
 /* Compressed bytes inflated between two looks at the client's backlog:
  * at most ~512 KiB of plain text past the high-water mark. */
 #define KL_H1_INFLATE_STEP 512
 
+static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 static void start(struct kl_h1_xfer *x);

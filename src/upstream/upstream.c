@@ -323,6 +323,8 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg)
 {
     struct kl_upstream_xfer *x = arg;
     size_t n = size * nitems;
+    if (x->head_done)
+        return n; /* a chunked body's trailer: nothing the caller gets, and the answer is whole */
     if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
         /* A new status line (after a 1xx): start over. */
         if ((x->status = status_line(buf, n)) < 0)
@@ -338,8 +340,6 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg)
     size_t len = n;
     while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
         len--;
-    if (x->head_done)
-        return n; /* a chunked body's trailer: nothing the caller gets, and the answer is whole */
     if (len == 0) {
         if (x->status == 101)
             return refuse_head(x, "unexpected protocol switch");
