@@ -276,7 +276,9 @@ describe('records survive kill -9', () => {
       const id = r.headers.get('x-keyless-request-id');
       const reader = r.body.getReader();
       await reader.read();
-      await sleep(300); // several events: the in-progress record has been committed
+      // killed once its in-progress record is in the store (a fixed wait raced a slow commit on a loaded machine)
+      const running = await recordUntil(gw, id, (x) => x.state === 'in_progress');
+      assert.equal(running.state, 'in_progress', JSON.stringify(running));
       gw.proc.kill('SIGKILL');
       await reader.read().catch(() => {});
       await new Promise((res) => (gw.proc.exitCode !== null || gw.proc.signalCode ? res() : gw.proc.once('exit', res)));
