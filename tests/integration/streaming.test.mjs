@@ -8,6 +8,18 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
 import { startMock, startGateway, providersFor, assertNoKeys, rawProvider } from './lib/harness.mjs';
 
+// Resume a paused socket and read it to its end: the bytes it brought, and its last 200.
+function readToEnd(sock) {
+  let total = 0;
+  let tail = '';
+  sock.on('data', (d) => {
+    total += d.length;
+    tail = (tail + d.toString('latin1')).slice(-200);
+  });
+  sock.resume();
+  return new Promise((r) => sock.once('end', () => r({ total, tail })));
+}
+
 function rssKiB(pid) {
   const m = readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/);
   return Number(m[1]);
@@ -90,14 +102,7 @@ describe('streaming', () => {
     const rssPaused = rssKiB(gw.proc.pid);
     assert.ok(rssPaused - rss0 < 32 * 1024,
       `gateway RSS grew by ${rssPaused - rss0} KiB while the client read nothing`);
-    let total = 0;
-    let tail = '';
-    sock.on('data', (d) => {
-      total += d.length;
-      tail = (tail + d.toString('latin1')).slice(-200);
-    });
-    sock.resume();
-    await new Promise((r) => sock.once('end', r));
+    const { total, tail } = await readToEnd(sock);
     assert.ok(total > 60000000, `received ${total} bytes`);
     assert.match(tail, /data: \[DONE\]/);
   });
@@ -131,14 +136,7 @@ describe('streaming', () => {
       const grown = rssKiB(g.proc.pid) - rss0;
       const bound = /-san$/.test(process.env.KEYLESS_BUILD || '') ? 48 : 16;
       assert.ok(grown < bound * 1024, `gateway RSS grew by ${grown} KiB while the client read nothing`);
-      let total = 0;
-      let tail = '';
-      sock.on('data', (d) => {
-        total += d.length;
-        tail = (tail + d.toString('latin1')).slice(-200);
-      });
-      sock.resume();
-      await new Promise((r) => sock.once('end', r));
+      const { total, tail } = await readToEnd(sock);
       assert.ok(total > 64 * mib.length, `received ${total} bytes`);
       assert.match(tail, /data: \[DONE\]/);
     } finally {
