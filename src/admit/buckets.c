@@ -25,7 +25,7 @@ struct kl_bucket {
 struct saved {
     struct saved *next;
     char *name;
-    int64_t level, at_ms;
+    int64_t level, at_ms, capacity, loaded_ms;
 };
 
 struct kl_buckets {
@@ -129,9 +129,15 @@ static struct kl_bucket *get(struct kl_buckets *t, const struct kl_bucket_spec *
             if (strcmp(sv->name, s->name) == 0) {
                 b->level = sv->level;
                 b->last_ms = sv->at_ms < now_ms ? sv->at_ms : now_ms;
-                b->capacity = s->capacity;
                 b->rate_amount = s->rate_amount;
                 b->rate_period_ms = s->rate_period_ms;
+                if (sv->capacity >= 0 && sv->capacity < s->capacity) {
+                    /* raised by the restart: until then it refilled up to
+                     * the capacity it had (a full bucket earns nothing) */
+                    b->capacity = sv->capacity;
+                    refill(b, sv->loaded_ms < now_ms ? sv->loaded_ms : now_ms);
+                }
+                b->capacity = s->capacity;
                 if (b->level > b->capacity)
                     b->level = b->capacity; /* capacity lowered since: clamp */
                 *pp = sv->next;
@@ -336,6 +342,7 @@ size_t kl_buckets_dirty(struct kl_buckets *t, struct kl_bucket_level **out)
             snprintf((*out)[n].name, sizeof((*out)[n].name), "%s", b->name);
             (*out)[n].level = b->level - b->reserved;
             (*out)[n].at_ms = b->last_ms;
+            (*out)[n].capacity = b->capacity;
             n++;
             b->dirty = false;
         }
@@ -354,7 +361,8 @@ void kl_buckets_mark_dirty(struct kl_buckets *t, const struct kl_bucket_level *v
     pthread_mutex_unlock(&t->lock);
 }
 
-void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, int64_t at_ms)
+void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, int64_t at_ms, int64_t capacity,
+                        int64_t loaded_ms)
 {
     struct saved *sv = calloc(1, sizeof(*sv));
     if (!sv)
@@ -364,6 +372,8 @@ void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, i
         abort();
     sv->level = level;
     sv->at_ms = at_ms;
+    sv->capacity = capacity;
+    sv->loaded_ms = loaded_ms;
     unsigned h = hash(name);
     pthread_mutex_lock(&t->lock);
     sv->next = t->saved[h];

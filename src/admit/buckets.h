@@ -82,6 +82,7 @@ struct kl_bucket_level {
     char name[KL_BUCKET_NAME_MAX + 1];
     int64_t level;
     int64_t at_ms;
+    int64_t capacity;
 };
 /* Copy out the persistent buckets changed since the last call, each level
  * less what requests in flight have reserved: a gateway killed mid-stream
@@ -91,9 +92,13 @@ struct kl_bucket_level {
 size_t kl_buckets_dirty(struct kl_buckets *t, struct kl_bucket_level **out);
 /* Those of v[0..n) not saved after all: to be copied out again. */
 void kl_buckets_mark_dirty(struct kl_buckets *t, const struct kl_bucket_level *v, size_t n);
-/* A balance saved before a restart: applied when the bucket is first used
- * (refill since at_ms added; a capacity lowered since then clamps it). */
-void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, int64_t at_ms);
+/* A balance saved before a restart, read at loaded_ms: applied when the
+ * bucket is first used. Refill since at_ms is added, up to the capacity it
+ * was saved with (capacity; < 0 when not known) until loaded_ms, and up to
+ * the configured one after, as if the restart were a live reload; a capacity
+ * lowered since then clamps it. */
+void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, int64_t at_ms, int64_t capacity,
+                        int64_t loaded_ms);
 /* Whether a balance was saved for name before a restart and its bucket has
  * not been used since. */
 bool kl_buckets_saved(struct kl_buckets *t, const char *name);

@@ -93,3 +93,11 @@ const char *const kl_schema_v5_pg =
  * (kl_store_add_late_columns); a reader of an older store leaves them out
  * (kl_store_has_column). */
 const char *const kl_schema_late_columns[KL_SCHEMA_NLATE] = {"attempts", "guardrails"};
+
+/* Migration 8: the capacity a saved quota balance had (NULL in rows saved
+ * before). A restart whose configuration raised it then refills the bucket
+ * only to the old capacity for the time before the restart, as a live reload
+ * does: a bucket that sat full had earned nothing more (admit/persist.c).
+ * Added by kl_store_add_column, as SQLite has no ADD COLUMN IF NOT EXISTS. */
+const char *const kl_schema_v8_table = "quota_buckets";
+const char *const kl_schema_v8_column = "capacity";

@@ -2,7 +2,7 @@
 #ifndef KL_SCHEMA_H
 #define KL_SCHEMA_H
 
-#define KL_SCHEMA_VERSION 7
+#define KL_SCHEMA_VERSION 8
 extern const char *const kl_schema_v1;
 extern const char *const kl_schema_v2;
 extern const char *const kl_schema_v3;
@@ -12,5 +12,8 @@ extern const char *const kl_schema_v5_pg;
 /* columns added after migration 1, each "name TEXT" */
 #define KL_SCHEMA_NLATE 2
 extern const char *const kl_schema_late_columns[KL_SCHEMA_NLATE];
+/* a BIGINT column added to quota_buckets */
+extern const char *const kl_schema_v8_table;
+extern const char *const kl_schema_v8_column;
 
 #endif

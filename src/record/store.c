@@ -25,6 +25,22 @@ struct kl_store *kl_store_open(enum kl_store_driver d, const char *target, bool 
                                 : kl_pg_open(target, migrate, err, errlen);
 }
 
+/* Whether table has column, from the catalog: 1, 0, or -1 when it cannot
+ * be read. */
+static int column_exists(struct kl_store *s, const char *table, const char *column)
+{
+    const char *sql = s->driver == KL_STORE_SQLITE
+        ? "SELECT 1 AS x FROM pragma_table_info(?) WHERE name = ?"
+        : "SELECT 1 AS x FROM information_schema.columns WHERE table_schema = current_schema() "
+          "AND table_name = ? AND column_name = ?";
+    const char *params[] = {table, column};
+    cJSON *rows = NULL;
+    char err[256];
+    int rc = kl_store_exec(s, sql, params, 2, &rows, err, sizeof(err)) < 0 ? -1 : cJSON_GetArraySize(rows) > 0;
+    cJSON_Delete(rows);
+    return rc;
+}
+
 bool kl_store_has_column(struct kl_store *s, const char *column)
 {
     size_t i = 0;
@@ -33,32 +49,29 @@ bool kl_store_has_column(struct kl_store *s, const char *column)
     if (i == KL_SCHEMA_NLATE)
         return true; /* one of migration 1's */
     if (!s->late_columns[i]) {
-        const char *sql = s->driver == KL_STORE_SQLITE
-            ? "SELECT 1 AS x FROM pragma_table_info('requests') WHERE name = ?"
-            : "SELECT 1 AS x FROM information_schema.columns WHERE table_schema = current_schema() "
-              "AND table_name = 'requests' AND column_name = ?";
-        cJSON *rows = NULL;
-        char err[256];
-        if (kl_store_exec(s, sql, &column, 1, &rows, err, sizeof(err)) < 0) {
-            cJSON_Delete(rows);
+        int rc = column_exists(s, "requests", column);
+        if (rc < 0)
             return true; /* the query that follows reports what is wrong */
-        }
-        s->late_columns[i] = cJSON_GetArraySize(rows) > 0 ? 1 : -1;
-        cJSON_Delete(rows);
+        s->late_columns[i] = rc ? 1 : -1;
     }
     return s->late_columns[i] == 1;
 }
 
 int kl_store_add_late_columns(struct kl_store *s, char *err, size_t errlen)
 {
+    char sql[128];
     for (size_t i = 0; i < KL_SCHEMA_NLATE; i++) {
         if (kl_store_has_column(s, kl_schema_late_columns[i]))
             continue;
-        char sql[128];
         snprintf(sql, sizeof(sql), "ALTER TABLE requests ADD COLUMN %s TEXT", kl_schema_late_columns[i]);
         if (kl_store_exec(s, sql, NULL, 0, NULL, err, errlen) < 0)
             return -1;
         s->late_columns[i] = 1;
+    }
+    if (column_exists(s, kl_schema_v8_table, kl_schema_v8_column) == 0) {
+        snprintf(sql, sizeof(sql), "ALTER TABLE %s ADD COLUMN %s BIGINT", kl_schema_v8_table, kl_schema_v8_column);
+        if (kl_store_exec(s, sql, NULL, 0, NULL, err, errlen) < 0)
+            return -1;
     }
     return 0;
 }

@@ -35,11 +35,11 @@ char *kl_update_sql(const char *(*ph)(size_t i, char *buf));
  * both drivers: its text up to any NUL byte, made UTF-8 (kl_utf8_clean). */
 void kl_add_blob_text(cJSON *row, const char *name, const void *data, size_t len);
 
-/* Migrations 6 and 7 (schema.c): each late column that is missing is
+/* Migrations 6, 7 and 8 (schema.c): each late column that is missing is
  * added. SQLite has no ADD COLUMN IF NOT EXISTS, and PostgreSQL's takes an
  * exclusive lock on requests even when the column is there (every start
  * would queue behind a long report): the catalog is read first, through
- * the same lookup readers use. */
+ * the same lookup readers use (quota_buckets' directly). */
 int kl_store_add_late_columns(struct kl_store *s, char *err, size_t errlen);
 
 struct kl_store *kl_sqlite_open(const char *path, bool migrate, char *err, size_t errlen);

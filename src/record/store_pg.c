@@ -438,7 +438,8 @@ static int migrate_long(struct pg_store *p, char *err, size_t errlen)
                "(4, (extract(epoch from now()) * 1000)::bigint), "
                "(5, (extract(epoch from now()) * 1000)::bigint), "
                "(6, (extract(epoch from now()) * 1000)::bigint), "
-               "(7, (extract(epoch from now()) * 1000)::bigint) ON CONFLICT DO NOTHING", err, errlen) < 0 ||
+               "(7, (extract(epoch from now()) * 1000)::bigint), "
+               "(8, (extract(epoch from now()) * 1000)::bigint) ON CONFLICT DO NOTHING", err, errlen) < 0 ||
         cmd(p, "COMMIT", err, errlen) < 0) {
         char ignore[64];
         cmd(p, "ROLLBACK", ignore, sizeof(ignore));

@@ -275,7 +275,8 @@ static int migrate(struct sqlite_store *q, char *err, size_t errlen)
                      "(4, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(5, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(6, CAST(strftime('%s','now') AS BIGINT) * 1000), "
-                     "(7, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
+                     "(7, CAST(strftime('%s','now') AS BIGINT) * 1000), "
+                     "(8, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
                      NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: migrating the schema: %s", msg ? msg : sqlite3_errmsg(q->db));

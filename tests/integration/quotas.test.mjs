@@ -856,6 +856,30 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('a restart that raises a capacity refills a bucket that sat full up to the old capacity until the restart, as a reload would', async () => {
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-quotac-')), 'q.db');
+    const cfg = (capacity) => ({ store: { path: db }, quotas: { rc: { capacity, rate: '$60.00/min' } },
+      grants: grant([{ bucket: 'rc' }]), providers: providersFor(mock.url) });
+    let gw = await startGateway(cfg('$1.00'));
+    assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT })).status, 200);
+    // saved below capacity; $1 a second fills it again at once, and then it
+    // sits full and untouched (nobody looks, so nothing newer is saved)
+    await sleep(4000);
+    await gw.stop();
+    const t0 = Date.now();
+    gw = await startGateway(cfg('$100.00'));
+    const b = (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0];
+    const t1 = Date.now();
+    assert.equal(b.capacity, 100000000000);
+    // full at $1 before the restart, then $1 a second (1,000,000 nd a ms) at
+    // most since it: not $1 a second for the 4 s it sat full
+    assert.ok(BigInt(b.current) >= 1000000000n, b.current);
+    assert.ok(BigInt(b.current) <= 1000000000n + BigInt(t1 - t0) * 1000000n, `${b.current} after ${t1 - t0} ms`);
+    await gw.stop();
+    await mock.stop();
+  });
+
   it('a caller who hangs up after the request went out, before the answer\'s head, is charged its reservation', async () => {
     // the provider works on (a whole answer is billed whether or not it is
     // read): leaving early is no way around a spend limit

@@ -239,7 +239,7 @@ static void saved_balances(void **state)
 {
     (void)state;
     struct kl_buckets *t = kl_buckets_new();
-    kl_buckets_preload(t, "p", 30, 0);
+    kl_buckets_preload(t, "p", 30, 0, 45, 500);
     /* 10 a second for 2 s since it was saved: 50, clamped by capacity 45 */
     struct kl_bucket_spec s = {"p", 45, 10, 1000, true, false, false};
     struct kl_bucket *b;
@@ -247,6 +247,22 @@ static void saved_balances(void **state)
     int64_t retry;
     assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){45}, 1, 2000, &b, &failed, &retry), 0);
     assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){1}, 1, 2000, &b, &failed, &retry), -1);
+    /* saved full (40 of 40) at 0, read at 1000 by a gateway whose capacity
+     * is 100: full until the restart, then 10 a second for 1 s */
+    kl_buckets_preload(t, "q", 40, 0, 40, 1000);
+    struct kl_bucket_spec q = {"q", 100, 10, 1000, true, false, false};
+    assert_int_equal(kl_buckets_reserve(t, &q, (int64_t[]){50}, 1, 2000, &b, &failed, &retry), 0);
+    assert_int_equal(kl_buckets_reserve(t, &q, (int64_t[]){1}, 1, 2000, &b, &failed, &retry), -1);
+    /* saved at 20 of 40: it refills past 40 no sooner than a live reload
+     * would let it (40 by 2000, then on at the new capacity) */
+    kl_buckets_preload(t, "r", 20, 0, 40, 3000);
+    struct kl_bucket_spec r = {"r", 100, 10, 1000, true, false, false};
+    assert_int_equal(kl_buckets_reserve(t, &r, (int64_t[]){50}, 1, 4000, &b, &failed, &retry), 0);
+    assert_int_equal(kl_buckets_reserve(t, &r, (int64_t[]){1}, 1, 4000, &b, &failed, &retry), -1);
+    /* saved before the capacity was kept: refilled up to the configured one */
+    kl_buckets_preload(t, "u", 40, 0, -1, 1000);
+    struct kl_bucket_spec u = {"u", 100, 10, 1000, true, false, false};
+    assert_int_equal(kl_buckets_reserve(t, &u, (int64_t[]){60}, 1, 2000, &b, &failed, &retry), 0);
     kl_buckets_free(t);
 }
 

@@ -233,16 +233,19 @@ static void previous_schema_is_migrated(void **state)
                                    " (SELECT count(*) FROM pragma_table_info('requests') WHERE name = 'attempts')"
                                    " AS attempts,"
                                    " (SELECT count(*) FROM pragma_table_info('requests') WHERE name = 'guardrails')"
-                                   " AS guardrails",
+                                   " AS guardrails,"
+                                   " (SELECT count(*) FROM pragma_table_info('quota_buckets') WHERE name = 'capacity')"
+                                   " AS capacity",
                                    NULL, 0, &rows, err, sizeof(err)), 0);
     const cJSON *m = cJSON_GetArrayItem(rows, 0);
     assert_int_equal((int)num(m, "old"), 0);
     assert_int_equal((int)num(m, "new"), 1);
     assert_int_equal((int)num(m, "started"), 0);
     assert_int_equal((int)num(m, "queue"), 1);
-    assert_int_equal((int)num(m, "version"), 7);
+    assert_int_equal((int)num(m, "version"), 8);
     assert_int_equal((int)num(m, "attempts"), 1);
     assert_int_equal((int)num(m, "guardrails"), 1);
+    assert_int_equal((int)num(m, "capacity"), 1);
     cJSON_Delete(rows);
 
     /* the start-up recovery statement, as record.c runs it, uses the index */
@@ -333,7 +336,7 @@ static void version_6_store_gains_guardrails(void **state)
     rows = NULL;
     assert_int_equal(kl_store_exec(s, "SELECT max(version) AS v FROM schema_migrations", NULL, 0, &rows, err,
                                    sizeof(err)), 0);
-    assert_int_equal((int)num(cJSON_GetArrayItem(rows, 0), "v"), 7);
+    assert_int_equal((int)num(cJSON_GetArrayItem(rows, 0), "v"), 8);
     cJSON_Delete(rows);
     kl_store_close(s);
     remove_db(path);
