@@ -162,14 +162,24 @@ static enum kl_step unidentified(kl_exchange *ex, const struct kl_identity_cfg *
                    tried[0] ? tried : "none");
 }
 
+/* The longest login accepted: a SPIFFE ID's limit. Records are indexed by
+ * login, and PostgreSQL refuses an index entry over 2,704 bytes; a longer
+ * login would be a record no store keeps. */
+#define KL_LOGIN_MAX 2048
+
 /* Records, grants, quotas and who may read which record are all keyed by
  * login: a source that yields an empty one has not identified anybody. */
 static enum kl_step identified(kl_exchange *ex)
 {
-    if (ex->ident && ex->ident->login && *ex->ident->login)
+    size_t len = ex->ident && ex->ident->login ? strlen(ex->ident->login) : 0;
+    if (len && len <= KL_LOGIN_MAX)
         return KL_NEXT;
     const char *source = ex->ident && ex->ident->source ? ex->ident->source : "unknown";
     ex->ident = NULL;
+    if (len)
+        return kl_fail(ex, KL_ERR_UNAUTHENTICATED, KL_EC_UNAUTHENTICATED,
+                       "the caller's identity (source %s) has a login of %zu bytes; at most %d are accepted",
+                       source, len, KL_LOGIN_MAX);
     return kl_fail(ex, KL_ERR_UNAUTHENTICATED, KL_EC_UNAUTHENTICATED,
                    "the caller's identity (source %s) has an empty login", source);
 }

@@ -257,10 +257,12 @@ static long exec_prepared(struct pg_store *p, const char *name, const struct pg_
         changed = strtol(PQcmdTuples(r), NULL, 10);
     } else {
         snprintf(err, errlen, "postgres: %s: %s", name, pg_error(p));
-        /* SQLSTATE classes 22 (data exception) and 23 (integrity): this
-         * row, not the server; anything else may pass */
+        /* SQLSTATE classes 22 (data exception), 23 (integrity) and 54
+         * (a limit, as an index entry too large): this row, not the server;
+         * anything else may pass. A row taken for a passing fault would
+         * hold up every record behind it. */
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        p->refused = state && (!strncmp(state, "22", 2) || !strncmp(state, "23", 2));
+        p->refused = state && (!strncmp(state, "22", 2) || !strncmp(state, "23", 2) || !strncmp(state, "54", 2));
     }
     PQclear(r);
     return changed;

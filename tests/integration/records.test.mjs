@@ -7,6 +7,7 @@ import net from 'node:net';
 import http from 'node:http';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startMock, startGateway, providersFor, KEYS, assertNoKeys, from, BUILD, rawRequest } from './lib/harness.mjs';
@@ -401,6 +402,37 @@ describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KE
     rec = await recordUntil(gw, id, (x) => !x.request_body);
     assert.equal(rec.request_body, null, 'the capture was purged');
     assert.equal(rec.status, 200, 'the metric row stays');
+    await gw.stop();
+    await mock.stop();
+  });
+
+  it('a login too long for the store\'s index is refused (401); the records behind it are written', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({
+      identity: { ...identity, serve_headers: true },
+      grants: [...grants, { src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'openai/*' }] } }],
+      store: { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance: `gw-longlogin-${process.pid}` },
+      providers: providersFor(mock.url),
+    });
+    // random, so PostgreSQL cannot compress it below its index limit
+    const login = (n) => randomBytes(n).toString('base64url').slice(0, n - 12) + '@example.com';
+    const serve = (l) => chat(gw, '127.0.0.1', { model: 'gpt-4o', messages: [] }, { 'tailscale-user-login': l });
+    const most = login(2048);
+    const ok = await serve(most);
+    assert.equal(ok.status, 200, await ok.clone().text());
+    const okRec = await recordUntil(gw, ok.headers.get('x-keyless-request-id'), (x) => x.state === 'done');
+    assert.equal(okRec.login, most, 'the longest login accepted fits the store');
+    const long = await serve(login(6000));
+    assert.equal(long.status, 401);
+    assert.match((await long.json()).error.message, /has a login of 6000 bytes; at most 2048 are accepted/);
+    const longRec = await recordUntil(gw, long.headers.get('x-keyless-request-id'), (x) => x.state === 'done');
+    assert.equal(longRec.status, 401);
+    assert.equal(longRec.login, null);
+    // the store goes on writing
+    const after = await chat(gw, USER, { model: 'gpt-4o', messages: [] });
+    assert.equal(after.status, 200);
+    const rec = await recordUntil(gw, after.headers.get('x-keyless-request-id'), (x) => x.state === 'done');
+    assert.equal(rec.state, 'done');
     await gw.stop();
     await mock.stop();
   });
