@@ -164,6 +164,7 @@ typedef struct kl_exchange {
     struct kl_exchange *rec_prev, *rec_next;
     const char *session_id;
     bool body_withheld;             /* the body held something guardrails blocked: not captured */
+    bool body_scanned;              /* the guardrails read the body (and redacted it): it may be captured */
     const char *response_headers;   /* the provider's, as relayed, for captures */
 
     /* response */

@@ -387,6 +387,7 @@ enum kl_step kl_guard_run(kl_exchange *ex)
         enum kl_step st = scan_body(ex);
         if (st != KL_NEXT)
             return st;
+        ex->body_scanned = true;
     }
     size_t i = 0;
     while (i < s->ncaps && !s->caps[i].cap->send_hooks)

@@ -99,7 +99,11 @@ static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
     r->user_agent = kl_http_header(&ex->req, "user-agent");
     if (sc->captures != KL_CAPTURE_NONE)
         r->request_headers = captured_headers(ex);
-    if (sc->captures == KL_CAPTURE_FULL && ex->body && !ex->body_withheld) {
+    /* with guardrails, a body they have not read (a request refused before
+     * them: malformed, a model not granted) is not kept: what they would
+     * have redacted or refused would be in the store as the caller wrote it */
+    bool unread = ex->cfg->guardrails && !ex->body_scanned && !(ex->ep && !ex->ep->inference);
+    if (sc->captures == KL_CAPTURE_FULL && ex->body && !ex->body_withheld && !unread) {
         r->request_body = ex->body;
         r->request_body_len = ex->body_len < sc->capture_max ? ex->body_len : sc->capture_max;
     }

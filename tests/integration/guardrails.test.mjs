@@ -69,6 +69,29 @@ describe('guardrails', () => {
     assert.deepEqual(rec.guardrails, [{ stage: 'request', by: 'guardrails', action: 'block', kinds: ['aws_access_key'] }]);
   });
 
+  it('a request refused before the guardrails read it (a model not granted, malformed JSON) keeps no capture of its body', async () => {
+    const mail = 'bob.smith@example.com';
+    const ids = [];
+    for (const body of [JSON.stringify({ model: 'gpt-4o-typo', messages: [{ role: 'user', content: `mail ${mail}` }] }),
+      `{"model":"gpt-4o","messages":[{"role":"user","content":"mail ${mail}"}]`]) {
+      const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      assert.ok(r.status === 404 || r.status === 400, String(r.status));
+      ids.push(r.headers.get('x-keyless-request-id'));
+    }
+    for (const id of ids) {
+      const rec = await finalRecord(gw, id);
+      assert.ok(rec.status === 404 || rec.status === 400, JSON.stringify(rec));
+      assert.equal(rec.request_body, null);
+      assert.ok(!JSON.stringify(rec).includes(mail), 'the address is in no field of the record');
+    }
+    // a body the guardrails read is captured as they left it
+    const ok = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: `mail ${mail}` }] }) });
+    assert.equal(ok.status, 200);
+    const rec = await finalRecord(gw, ok.headers.get('x-keyless-request-id'));
+    assert.match(rec.request_body, /mail \[REDACTED:email\]/);
+  });
+
   it('base64 a request carries (Codex\'s encrypted reasoning, an image) is no key where a key\'s letters turn up in it', async () => {
     // by chance "_sk-" + 32 of the key's letters turns up in one of ~1,000
     // 8 KB blobs of URL-safe base64, and "AIza" + 35 in one of ~30 images
