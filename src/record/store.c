@@ -105,7 +105,13 @@ int kl_store_claim_instance(struct kl_store *s, const char *instance, char *err,
 int kl_store_exec(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,
                   cJSON **rows, char *err, size_t errlen)
 {
+    s->changed = 0;
     return s->exec(s, sql, params, nparams, rows, err, errlen);
+}
+
+int64_t kl_store_changed(const struct kl_store *s)
+{
+    return s->changed;
 }
 
 void kl_store_id_floor(char out[14], int64_t ms)

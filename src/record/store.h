@@ -51,6 +51,9 @@ int kl_store_claim_instance(struct kl_store *s, const char *instance, char *err,
  * integer columns as numbers. rows may be NULL for statements. */
 int kl_store_exec(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,
                   cJSON **rows, char *err, size_t errlen);
+/* How many rows the last kl_store_exec statement inserted, updated or
+ * deleted. */
+int64_t kl_store_changed(const struct kl_store *s);
 
 /* The first 13 characters of a request id started at ms ("tttttttt-tttt",
  * see kl_schema_v4 and kl_request_id), in out[14]: id >= it exactly when the

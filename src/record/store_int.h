@@ -49,6 +49,7 @@ struct kl_store {
     enum kl_store_driver driver;
     bool export_queue;          /* final rows also go on the export queue */
     signed char late_columns[KL_SCHEMA_NLATE]; /* kl_schema_late_columns: 0 not looked up yet, 1 there, -1 not */
+    int64_t changed;            /* rows the last statement run by exec changed (kl_store_changed) */
     void (*close)(struct kl_store *s);
     int (*write)(struct kl_store *s, struct kl_rec *const *v, size_t n, char *err, size_t errlen);
     int (*exec)(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,

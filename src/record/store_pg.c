@@ -386,6 +386,7 @@ static int pg_exec(struct kl_store *s, const char *sql, const char *const *param
         }
         *rows = out;
     }
+    p->base.changed = strtoll(PQcmdTuples(r), NULL, 10); /* "" for a SELECT */
     PQclear(r);
     return 0;
 }

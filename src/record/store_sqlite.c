@@ -248,6 +248,7 @@ static int sqlite_exec(struct kl_store *s, const char *sql, const char *const *p
         return -1;
     }
     sqlite3_finalize(st);
+    q->base.changed = sqlite3_changes64(q->db);
     if (rows)
         *rows = out;
     return 0;

@@ -38,11 +38,17 @@ struct kl_writer {
 
 /* Retention (Aperture's database.retention): drop old rows, or only their
  * captures — once a minute, or every half retention period when that is
- * shorter, so nothing outlives its retention by more than half again. With
+ * shorter, so nothing outlives its retention by more than half again; and
+ * again at once (after the next batch, or a second when idle) while a pass
+ * finds a whole step's worth, so a gateway serving more than a step a
+ * minute does not fall behind. With
  * require_export, only rows older than the oldest record still on the
  * export queue: one read of the queue per purge (its two subqueries do not
  * depend on the row), where a per-row "is it queued" test needed an index
  * the writer would pay for on every row, or a scan of the queue per row. */
+#define KL_PURGE_STEP 50000
+#define KL_PURGE_STEP_SQL "50000"
+
 static void purge(struct kl_writer *w)
 {
     int64_t now = kl_wall_ms();
@@ -56,29 +62,31 @@ static void purge(struct kl_writer *w)
     snprintf(before, sizeof(before), "%lld", (long long)(now - w->o.retention_ms));
     kl_store_id_floor(first_id, now - w->o.retention_ms); /* the range on the primary key */
     const char *params[] = {first_id, before};
-    /* at most 50,000 rows a pass (a pass every minute at most): a first
-     * purge of a large backlog is done in steps, each well within a
-     * store's statement time limit, not one that never finishes */
+    /* at most KL_PURGE_STEP rows a pass: a first purge of a large backlog
+     * is done in steps, each well within a store's statement time limit,
+     * not one that never finishes, with batches written between them */
     const char *sql = w->o.purge_captures_only
         ? (w->o.spare_queued
                ? "UPDATE requests SET request_headers = NULL, response_headers = NULL, request_body = NULL, "
                  "response_body = NULL WHERE id IN (SELECT id FROM requests WHERE id < ? AND started_at < ? AND "
                  "state <> 'in_progress' AND (request_body IS NOT NULL OR request_headers IS NOT NULL) AND "
                  "(NOT EXISTS (SELECT 1 FROM export_queue) OR id < (SELECT min(id) FROM export_queue)) "
-                 "LIMIT 50000)"
+                 "LIMIT " KL_PURGE_STEP_SQL ")"
                : "UPDATE requests SET request_headers = NULL, response_headers = NULL, request_body = NULL, "
                  "response_body = NULL WHERE id IN (SELECT id FROM requests WHERE id < ? AND started_at < ? AND "
                  "state <> 'in_progress' AND (request_body IS NOT NULL OR request_headers IS NOT NULL) "
-                 "LIMIT 50000)")
+                 "LIMIT " KL_PURGE_STEP_SQL ")")
         : (w->o.spare_queued
                ? "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE id < ? AND started_at < ? AND "
                  "state <> 'in_progress' AND "
                  "(NOT EXISTS (SELECT 1 FROM export_queue) OR id < (SELECT min(id) FROM export_queue)) "
-                 "LIMIT 50000)"
+                 "LIMIT " KL_PURGE_STEP_SQL ")"
                : "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE id < ? AND started_at < ? AND "
-                 "state <> 'in_progress' LIMIT 50000)");
+                 "state <> 'in_progress' LIMIT " KL_PURGE_STEP_SQL ")");
     if (kl_store_exec(w->store, sql, params, 2, NULL, err, sizeof(err)) < 0)
         kl_warn("record retention: %s", err);
+    else if (kl_store_changed(w->store) >= KL_PURGE_STEP)
+        w->last_purge_ms = 0; /* more may be left: the next pass without waiting */
 }
 
 static void tick(struct kl_writer *w, bool last)
