@@ -269,8 +269,7 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
     if (event_stream || kl_account_is_event_stream(ex))
         content_length = -1; /* we may drop a chunk, or end it with an error event (quota, upstream failure) */
     bool had_key;
-    headers = kl_route_response_headers(&ex->arena, headers, ex->provider ? ex->provider->key_spellings : NULL,
-                                        &had_key);
+    headers = kl_route_response_headers(&ex->arena, headers, ex->sent_keys, &had_key);
     if (had_key)
         kl_warn("%s: provider %s echoed its key in a response header; the header was dropped", ex->id,
                 ex->provider->id);
@@ -311,8 +310,8 @@ static bool first_event_fails_over(kl_exchange *ex, bool ended)
 static const char *mask_key(kl_exchange *ex, const char *data, size_t len, size_t *out_len)
 {
     bool masked = false;
-    const char *out = kl_route_mask_key(&ex->arena, ex->provider ? ex->provider->key_spellings : NULL, &ex->key_carry,
-                                        &ex->key_carry_len, data, len, out_len, &masked);
+    const char *out = kl_route_mask_key(&ex->arena, ex->sent_keys, &ex->key_carry, &ex->key_carry_len, data, len,
+                                        out_len, &masked);
     if (masked && !ex->key_masked)
         kl_warn("%s: provider %s echoed its key in its answer; it was masked", ex->id, ex->provider->id);
     ex->key_masked |= masked;

@@ -128,6 +128,7 @@ typedef struct kl_exchange {
     const char *up_body;            /* body sent upstream (may differ from body) */
     size_t up_body_len;
     bool added_include_usage;       /* we asked for stream usage; strip it downstream */
+    const char *const *sent_keys;   /* the credentials sent upstream, as answers may spell them: masked (route.c) */
     char *key_carry;                /* the answer's tail that may begin the provider's key (kl_route_mask_key) */
     size_t key_carry_len;
     bool key_masked;                /* the provider echoed its key in the answer: masked, warned once */

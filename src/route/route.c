@@ -301,6 +301,37 @@ static bool keyless_credential(const kl_exchange *ex)
     return true;
 }
 
+/* What an answer must not hand back (kl_route_mask_key): the provider's
+ * key, and the credentials keyless got for this request — a Google access
+ * token (an hour of the service account's whole reach), an AWS session
+ * token and key id. A provider or a debugging proxy that echoes the
+ * request's headers would otherwise give them to the caller. */
+static const char *const *sent_keys(kl_exchange *ex, const char *token, const struct kl_sigv4_cred *aws)
+{
+    const char *const *own = ex->provider->key_spellings;
+    const char *const *got[3] = {
+        token ? kl_route_key_spellings(&ex->arena, token) : NULL,
+        aws && aws->session_token ? kl_route_key_spellings(&ex->arena, aws->session_token) : NULL,
+        aws && aws->access_key_id ? kl_route_key_spellings(&ex->arena, aws->access_key_id) : NULL};
+    size_t n = 0;
+    for (size_t i = 0; own && own[i]; i++)
+        n++;
+    for (size_t g = 0; g < 3; g++)
+        for (size_t i = 0; got[g] && got[g][i]; i++)
+            n++;
+    if (!n)
+        return NULL;
+    const char **all = kl_arena_alloc(&ex->arena, (n + 1) * sizeof(*all));
+    n = 0;
+    for (size_t i = 0; own && own[i]; i++)
+        all[n++] = own[i];
+    for (size_t g = 0; g < 3; g++)
+        for (size_t i = 0; got[g] && got[g][i]; i++)
+            all[n++] = got[g][i];
+    all[n] = NULL;
+    return all;
+}
+
 static void build_headers(kl_exchange *ex, const char *token, const struct kl_sigv4_cred *aws)
 {
     const struct kl_provider *p = ex->provider;
@@ -330,6 +361,7 @@ static void build_headers(kl_exchange *ex, const char *token, const struct kl_si
             continue;
         h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
     }
+    ex->sent_keys = inject && (aws || token) ? sent_keys(ex, token, aws) : p->key_spellings;
     if (inject && aws) /* signed last: the URL and the body are final */
         n += kl_sigv4_headers(&ex->arena, aws, r->method, ex->upstream_url, ex->up_body, ex->up_body_len, time(NULL),
                               h + n);

@@ -673,6 +673,11 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
         const body = Buffer.concat(chunks).toString();
         const ok = await verify(req, body);
         seen.push({ url: req.url, headers: req.headers, body, ok });
+        if (req.headers['x-case'] === 'echo') { // a debugging proxy that echoes what it was sent
+          const sent = `${req.headers.authorization} ${req.headers['x-amz-security-token']}`;
+          return res.writeHead(403, { 'content-type': 'application/json', 'x-echo': sent })
+            .end(JSON.stringify({ message: `you sent ${sent}` }));
+        }
         if (!ok) {
           return res.writeHead(403, { 'content-type': 'application/json', 'x-amzn-errortype': 'InvalidSignatureException:http://internal.amazon.com/coral/com.amazon.coral.service/' })
             .end(JSON.stringify({ message: 'The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.' }));
@@ -714,6 +719,17 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
       assert.equal(inv.status, 200);
       await inv.text();
       assert.ok(seen.at(-1).ok, 'a query string and an InvokeModel body are signed too');
+      // an upstream that echoes the session token and key id hands neither to the caller
+      const echo = await fetch(`${g.url}/model/${encodeURIComponent(HAIKU)}/converse`, { method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-case': 'echo' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: [{ text: 'hi' }] }] }) });
+      assert.equal(echo.status, 403);
+      const text = await echo.text();
+      assert.match(text, /you sent AWS4-HMAC-SHA256 Credential=\*{20}\//);
+      for (const secret of [creds.sessionToken, creds.accessKeyId]) {
+        assert.ok(!text.includes(secret), 'not in the body');
+        assert.ok(![...echo.headers.values()].some((v) => v.includes(secret)), 'not in a header');
+      }
     } finally {
       aws.destroy();
       await g.stop();

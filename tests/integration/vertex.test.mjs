@@ -663,6 +663,25 @@ describe('Vertex AI', () => {
         { method: 'POST', headers: { 'content-type': 'application/json' }, body });
       assert.equal(plain.status, 200);
       await plain.text();
+      // an upstream (a debugging proxy) that echoes the token in a header and its error: the caller gets neither
+      const echo = http.createServer((req, res) => res.writeHead(401, { 'content-type': 'application/json', 'x-echo': req.headers.authorization })
+        .end(JSON.stringify({ error: { code: 401, message: `bad credential: ${req.headers.authorization}`, status: 'UNAUTHENTICATED' } })));
+      await new Promise((r) => echo.listen(0, '127.0.0.1', r));
+      const ge = await startGateway({ providers: { vertex: { ...vertexProvider(`http://127.0.0.1:${echo.address().port}`, '{}'),
+        apikey: 'gcp-metadata' } } }, { env: { GCE_METADATA_HOST: md.host } });
+      try {
+        const r = await fetch(`${ge.url}/v1/projects/x/locations/global/publishers/anthropic/models/${SONNET}:rawPredict`,
+          { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+        assert.equal(r.status, 401);
+        const text = await r.text();
+        const token = md.issued.at(-1);
+        assert.notEqual(token, md.issued[0], 'a token of its own');
+        assert.match(text, /bad credential: Bearer \*+"/);
+        assert.ok(!text.includes(token) && !r.headers.get('x-echo'), 'the token is masked in the body, the header dropped');
+      } finally {
+        await ge.stop();
+        await new Promise((r) => echo.close(r));
+      }
     } finally {
       await g.stop();
       await md.close();
