@@ -51,6 +51,9 @@ bool kl_route_drop_request_header(const char *name)
         "upgrade", "host", "content-length", "expect", "accept-encoding",
         /* the body goes on plain: a compressed one was decoded (listen/body.h) */
         "content-encoding",
+        /* Google's response field mask: one without usageMetadata would
+         * keep an answer's usage from its record */
+        "x-goog-fieldmask",
     };
     /* the caller's credentials: the gateway holds the keys */
     if (kl_route_credential_header(name) || listed(name, drop, sizeof(drop) / sizeof(drop[0])))
@@ -65,14 +68,22 @@ bool kl_route_billing_header(const char *name)
     return listed(name, billing, sizeof(billing) / sizeof(billing[0]));
 }
 
-/* Whether the parameter p[0..len) is a credential as a server would read
- * its name: percent-decoded (%6Bey), in any case (KEY). Gemini's "key", and
- * every X-Amz-* parameter of a presigned AWS request (its credential,
- * signature and token, and the algorithm, date and signed headers that go
- * with them): keyless signs with its own key, and AWS refuses a request
- * authenticated both in its query and in its Authorization header. */
+/* Whether the parameter p[0..len) is one the caller may not set, as a
+ * server would read its name: percent-decoded (%6Bey), in any case (KEY).
+ * Credentials: Gemini's "key", Google's system parameters "$key",
+ * "access_token" and "oauth_token" (the query forms of x-goog-api-key and
+ * Authorization), and every X-Amz-* parameter of a presigned AWS request
+ * (its credential, signature and token, and the algorithm, date and signed
+ * headers that go with them): keyless signs with its own key, and AWS
+ * refuses a request authenticated both in its query and in its
+ * Authorization header. Who pays: "userProject" and "$userProject", the
+ * query forms of x-goog-user-project. And "fields"/"$fields", the query form
+ * of X-Goog-FieldMask: a mask without usageMetadata would keep an answer's
+ * usage from its record. */
 static bool names_key(const char *p, size_t len)
 {
+    static const char *const names[] = {"key", "$key", "access_token", "oauth_token", "userproject", "$userproject",
+                                        "fields", "$fields"};
     char name[24];
     size_t n = 0; /* the name's first 23 characters are enough to tell */
     for (size_t i = 0; i < len && p[i] != '=' && n < sizeof(name) - 1; i++) {
@@ -84,7 +95,10 @@ static bool names_key(const char *p, size_t len)
         name[n++] = c;
     }
     name[n] = '\0';
-    return strcasecmp(name, "key") == 0 || strncasecmp(name, "x-amz-", 6) == 0;
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcasecmp(name, names[i]) == 0)
+            return true;
+    return strncasecmp(name, "x-amz-", 6) == 0;
 }
 
 const char *kl_route_strip_key_param(kl_arena *a, const char *query)

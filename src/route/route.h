@@ -41,8 +41,10 @@ bool kl_route_credential_header(const char *name);
  * gateway's (a provider's add_headers may set one). */
 bool kl_route_billing_header(const char *name);
 
-/* Remove the credential parameters (Gemini's `key`, a presigned AWS request's
- * X-Amz-Security-Token, X-Amz-Credential and X-Amz-Signature) from a query string.
+/* Remove the parameters a caller may not set from a query string: the
+ * credentials (Gemini's `key`, Google's `$key`, `access_token` and
+ * `oauth_token`, a presigned AWS request's X-Amz-*), who pays
+ * (`userProject`) and the field mask that could hide usage (`fields`).
  * Returns an arena string, or NULL when nothing remains. */
 const char *kl_route_strip_key_param(kl_arena *a, const char *query);
 

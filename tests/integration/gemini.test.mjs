@@ -68,6 +68,21 @@ describe('Gemini dialect', () => {
     assert.ok(!seen.path.includes('key='), 'the caller key parameter must not be forwarded');
   });
 
+  it('Google\'s system parameters a caller may not set (credentials, who pays, a field mask hiding usage) are not forwarded', async () => {
+    const q = '%24key=CALLERKEY&access_token=ya29.caller&oauth_token=o&userProject=victim&%24userProject=v2&' +
+      'fields=candidates&%24fields=candidates&prettyPrint=false';
+    const r = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:generateContent?${q}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-goog-fieldmask': 'candidates' },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }),
+    });
+    assert.equal(r.status, 200);
+    assert.ok((await r.json()).usageMetadata);
+    const seen = await mock.last();
+    assert.match(seen.path, /:generateContent\?prettyPrint=false$/);
+    assert.ok(seen.headers.length > 3 && !seen.headers.some(([h]) => h.toLowerCase() === 'x-goog-fieldmask'));
+  });
+
   it('countTokens', async () => {
     const r = await ai.models.countTokens({ model: 'gemini-2.5-flash', contents: 'hi' });
     assert.equal(typeof r.totalTokens, 'number');

@@ -113,6 +113,12 @@ static void key_query_parameter_removed(void **state)
                                                      "x-amz-security-token=t&X%2dAmz-User-Agent=u&a=1"),
                         "a=1");
     assert_string_equal(kl_route_strip_key_param(&a, "x-amzn-trace=1&amz-date=2"), "x-amzn-trace=1&amz-date=2");
+    /* Google's system parameters: credentials, who pays, the field mask */
+    assert_string_equal(kl_route_strip_key_param(&a, "alt=sse&%24key=K&$key=K&access_token=ya29&oauth_token=o&"
+                                                     "userProject=p&%24userProject=q&fields=candidates&"
+                                                     "$fields=x&prettyPrint=false"),
+                        "alt=sse&prettyPrint=false");
+    assert_string_equal(kl_route_strip_key_param(&a, "fieldset=1&access=2&project=3"), "fieldset=1&access=2&project=3");
     assert_null(kl_route_strip_key_param(&a, NULL));
     kl_arena_free(&a);
 }
