@@ -104,7 +104,8 @@ enum kl_dialect kl_dialect_guess(const char *path, bool anthropic_version)
         return KL_DIALECT_BEDROCK;
     if (strstr(path, "/publishers/google/"))
         return KL_DIALECT_GEMINI;
-    if (anthropic_version)
+    /* Claude on Vertex AI: its SDK sends no anthropic-version header */
+    if (anthropic_version || strstr(path, "/publishers/anthropic/"))
         return KL_DIALECT_ANTHROPIC;
     return KL_DIALECT_OPENAI;
 }

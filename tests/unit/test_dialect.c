@@ -127,6 +127,10 @@ static void classifies_paths(void **state)
     assert_int_equal(kl_dialect_guess("/v1alpha/cachedContents", false), KL_DIALECT_GEMINI);
     assert_int_equal(kl_dialect_guess("/upload/v1beta/files", false), KL_DIALECT_GEMINI);
     assert_int_equal(kl_dialect_guess("/v1/foo", true), KL_DIALECT_ANTHROPIC);
+    /* Claude on Vertex AI, whose SDK sends no anthropic-version: an unknown
+     * method or a bad model is answered in Anthropic's shape */
+    assert_int_equal(kl_dialect_guess("/v1/projects/p/locations/l/publishers/anthropic/models/c:predict", false),
+                     KL_DIALECT_ANTHROPIC);
     kl_arena_free(&a);
 }
 
