@@ -85,6 +85,7 @@ struct kl_account {
     int first_status;           /* 0 until the first event: then 200, or the status its error stands for */
     const char *first_error;    /* that error, for the log and the record (arena) */
     bool first_told;            /* kl_account_first_event said it */
+    bool frame_broken;          /* an AWS event stream message did not check out: the caller's SDK refused it */
     const char *tool_refusal;   /* the first call to a refused tool, said for the caller (arena) */
     bool bare_errors;           /* a Gemini SSE stream: an event that is a bare JSON error is the provider's */
     bool strict_lines;          /* ... read for tool limits or guardrails: an event with other lines is refused */
@@ -621,6 +622,7 @@ static void on_frame(void *arg, const char *raw, size_t len, bool ok)
     struct kl_evs_msg m;
     if (!ok || kl_evs_decode(raw, len, &m) < 0) {
         kl_usage_unreadable(a->usage, "an event stream message that does not check out (its length or CRC)");
+        a->frame_broken = true; /* kl_account_note_error_end */
     } else if (m.message_type_len == 5 && !memcmp(m.message_type, "event", 5)) {
         size_t jl;
         const char *json;
@@ -631,8 +633,10 @@ static void on_frame(void *arg, const char *raw, size_t len, bool ok)
         else
             kl_usage_unreadable(a->usage, "an event stream chunk without one base64 \"bytes\"");
     } else if (m.message_type_len == 9 && !memcmp(m.message_type, "exception", 9)) {
-        if (a->kind == KL_USAGE_BEDROCK_CONVERSE)
+        if (a->kind == KL_USAGE_BEDROCK_CONVERSE && m.exception_type_len)
             kl_usage_event(a->usage, m.exception_type, m.exception_type_len, m.payload, m.payload_len);
+        else if (a->kind == KL_USAGE_BEDROCK_CONVERSE) /* no :exception-type: still an error */
+            kl_usage_event(a->usage, "StreamErrorException", 20, "{}", 2);
         else
             kl_usage_event(a->usage, NULL, 0, "{\"type\":\"error\"}", 16);
         if (a->hold_head && !a->first_status) {
@@ -1077,6 +1081,16 @@ bool kl_account_unbilled(const kl_exchange *ex)
 void kl_account_note_error_end(kl_exchange *ex)
 {
     const struct kl_usage *u = kl_account_usage(ex);
+    if (!ex->error_class && ex->acct && ex->acct->frame_broken) {
+        /* the caller's SDK refused the stream at that message (it checks
+         * each CRC): an answer that ended in an error, its prompt billed
+         * (kl_account_finish), however the rest of it went */
+        ex->error_class = KL_EC_UPSTREAM_ERROR;
+        if (!ex->error_message)
+            ex->error_message = kl_arena_printf(&ex->arena, "provider %s's event stream had a message that does not "
+                                                "check out (its length or CRC)", ex->provider->id);
+        return;
+    }
     if (ex->error_class || !u || !u->stop_reason ||
         !(strcmp(u->stop_reason, "error") == 0 ||
           (ex->ep->id == KL_EP_RESPONSES && strcmp(u->stop_reason, "failed") == 0)))

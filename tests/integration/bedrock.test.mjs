@@ -314,9 +314,15 @@ describe('Amazon Bedrock', () => {
 
   it('a malformed message from the provider: relayed as it came, or stopped under tool limits', async () => {
     // without tool limits the bytes go on (the client's decoder judges the CRC)
+    const t0 = Date.now();
     const s = await aws.send(new ConverseStreamCommand({ modelId: HAIKU,
       messages: [{ role: 'user', content: [{ text: 'go [[mock events=6;malformed=1]]' }] }] }));
     await assert.rejects((async () => { for await (const ev of s.stream) void ev; })(), /checksum|crc/i);
+    // and the record says the answer ended with an error, its prompt billed: not a clean answer without usage
+    const bad = await lastRecord('bedrock.converse_stream', (r) => r.model_requested === HAIKU && r.started_at >= t0);
+    assert.equal(bad.error_class, 'upstream_error');
+    assert.equal(bad.status, 200);
+    assert.ok(bad.input_tokens > 0 && bad.cost_nanodollars > 0, JSON.stringify(bad));
     // under a tool policy an unreadable message stops the stream with keyless's own exception
     const t = await aws.send(new ConverseStreamCommand({ modelId: SONNET,
       messages: [{ role: 'user', content: [{ text: 'go [[mock events=6;malformed=1]]' }] }] }));
@@ -508,6 +514,21 @@ describe('Amazon Bedrock: other model families and broken streams', () => {
     } finally {
       await g.stop();
     }
+  });
+
+  it('a ConverseStream exception message without its :exception-type is an error end, its prompt billed', async () => {
+    answer = (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/vnd.amazon.eventstream' });
+      res.write(event('messageStart', { role: 'assistant' }));
+      res.write(event('contentBlockDelta', { contentBlockIndex: 0, delta: { text: 'Hel' } }));
+      res.end(frame({ ':message-type': 'exception', ':content-type': 'application/json' }, { message: 'overloaded' }));
+    };
+    const r = await post(HAIKU, 'converse-stream', { messages: [{ role: 'user', content: [{ text: 'hi' }] }] });
+    assert.equal(r.status, 200);
+    await r.arrayBuffer();
+    const rec = await record(r.headers.get('x-keyless-request-id'));
+    assert.equal(rec.error_class, 'upstream_error');
+    assert.ok(rec.input_tokens > 0 && rec.cost_nanodollars > 0, JSON.stringify(rec));
   });
 
   it('a tool policy refuses InvokeModel for a family whose tools keyless cannot read', async () => {
