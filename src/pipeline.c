@@ -455,6 +455,7 @@ void kl_pipeline_finish(kl_exchange *ex)
     kl_account_finish(ex);
     kl_account_scan_relayed(ex);
     kl_admit_settle(ex);
+    kl_failover_end(ex);
     kl_record_exchange(ex);
     kl_hooks_after(ex);
     kl_identity_release(ex);

@@ -139,6 +139,8 @@ typedef struct kl_exchange {
     const struct kl_provider *failover_to;  /* next provider, once the failed answer's body is read */
     size_t failover_drained;        /* bytes of that body read and dropped */
     int64_t failover_at_ns;         /* when it was decided */
+    const struct kl_provider *probe;    /* the provider this request is to probe after its cool-down, until */
+    int64_t probe_until;                /* its outcome is observed (kl_health_probe_unused) */
     bool upstream_unsent;           /* the failed attempt did not send the whole request */
     bool upstream_sent;             /* this attempt's whole request went out: the provider may bill it */
 

@@ -48,14 +48,25 @@ void kl_failover_observe(kl_exchange *ex, int status, enum kl_error_class ec)
         return; /* a transport failure that is not the provider's fault, as far as anyone can tell */
     kl_health_report(ex->worker->server, ex->provider->id, !failed, f->cooldown_after, f->cooldown_ms,
                      kl_now_ns() / 1000000);
+    if (ex->probe == ex->provider)
+        ex->probe = NULL; /* probed: its outcome decides the cool-down */
+}
+
+void kl_failover_end(kl_exchange *ex)
+{
+    if (ex->probe)
+        kl_health_probe_unused(ex->worker->server, ex->probe->id, ex->probe_until);
+    ex->probe = NULL;
 }
 
 enum kl_step kl_failover_health_run(kl_exchange *ex)
 {
     const struct kl_failover_cfg *f = &ex->cfg->failover;
     uint32_t fails = 0;
+    int64_t probe_until = 0;
     while (f->max_attempts > 1 && f->cooldown_ms && ex->provider &&
-           kl_health_down(ex->worker->server, ex->provider->id, f->cooldown_ms, kl_now_ns() / 1000000, &fails)) {
+           kl_health_down(ex->worker->server, ex->provider->id, f->cooldown_ms, kl_now_ns() / 1000000, &fails,
+                          &probe_until)) {
         char why[256];
         snprintf(why, sizeof(why), "provider %s is cooling down after %u failures in a row", ex->provider->id,
                  (unsigned)fails);
@@ -63,6 +74,12 @@ enum kl_step kl_failover_health_run(kl_exchange *ex)
         if (!next)
             break; /* no other: this one is tried after all */
         kl_failover_switch(ex, next);
+    }
+    if (probe_until) {
+        /* this request is the one to try it again (kl_failover_end) */
+        kl_failover_end(ex);
+        ex->probe = ex->provider;
+        ex->probe_until = probe_until;
     }
     return KL_NEXT;
 }

@@ -46,6 +46,10 @@ bool kl_failover_wanted(const kl_exchange *ex, int status, enum kl_error_class e
  * status, the status it answered with (a failure when it is one failover
  * acts on); 0 for a transport failure of class ec. */
 void kl_failover_observe(kl_exchange *ex, int status, enum kl_error_class ec);
+/* At the end of the exchange: a provider it was to probe after a cool-down
+ * and never asked (refused before it was sent, its caller gone) is left for
+ * the next request to probe. */
+void kl_failover_end(kl_exchange *ex);
 
 /* Right after authorize, before guard, hooks and quotas see the provider:
  * one that cools down after failures is passed over for the next that may

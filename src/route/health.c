@@ -114,9 +114,11 @@ void kl_health_report(kl_server *srv, const char *provider, bool ok, uint32_t co
     pthread_mutex_unlock(&h->lock);
 }
 
-bool kl_health_down(kl_server *srv, const char *provider, uint32_t cooldown_ms, int64_t now_ms, uint32_t *fails)
+bool kl_health_down(kl_server *srv, const char *provider, uint32_t cooldown_ms, int64_t now_ms, uint32_t *fails,
+                    int64_t *probe_until)
 {
     struct kl_health *h = srv->health;
+    *probe_until = 0;
     if (!h || !atomic_load_explicit(&h->n, memory_order_relaxed))
         return false;
     struct entry *e = find(h, provider, false);
@@ -131,7 +133,20 @@ bool kl_health_down(kl_server *srv, const char *provider, uint32_t cooldown_ms, 
     /* the cool-down is over: the one request that moves it on tries the
      * provider; the others keep passing it over until that one's outcome
      * clears the count or starts the next cool-down */
-    return !atomic_compare_exchange_strong(&e->down_until_ms, &until, now_ms + (int64_t)cooldown_ms);
+    int64_t next = now_ms + (int64_t)cooldown_ms;
+    if (!atomic_compare_exchange_strong(&e->down_until_ms, &until, next))
+        return true;
+    *probe_until = next;
+    return false;
+}
+
+void kl_health_probe_unused(kl_server *srv, const char *provider, int64_t probe_until)
+{
+    struct kl_health *h = srv->health;
+    struct entry *e = h ? find(h, provider, false) : NULL;
+    /* 1 ms after the clock's start: still cooling (not 0, healthy), and over */
+    if (e)
+        atomic_compare_exchange_strong(&e->down_until_ms, &probe_until, 1);
 }
 
 void kl_health_each(kl_server *srv, int64_t now_ms, void (*fn)(void *arg, const char *provider, bool down),

@@ -31,10 +31,16 @@ void kl_health_report(kl_server *srv, const char *provider, bool ok, uint32_t co
                       uint32_t cooldown_ms, int64_t now_ms);
 /* Is it cooling down now? *fails: its failures in a row. When a cool-down
  * is over, the first request to ask gets false (it probes the provider) and
- * the cool-down is moved on cooldown_ms for the others. Times are
+ * the cool-down is moved on cooldown_ms for the others; *probe_until is then
+ * that new end (0 otherwise), for kl_health_probe_unused. Times are
  * monotonic milliseconds (a wall clock stepped back would cool for hours). */
 bool kl_health_down(kl_server *srv, const char *provider, uint32_t cooldown_ms, int64_t now_ms,
-                    uint32_t *fails);
+                    uint32_t *fails, int64_t *probe_until);
+/* The request that was to probe the provider ended without its outcome
+ * (refused before it was sent, its caller gone): the next request probes
+ * instead of the provider being passed over for another whole cool-down,
+ * unless an outcome has changed the cool-down since (probe_until). */
+void kl_health_probe_unused(kl_server *srv, const char *provider, int64_t probe_until);
 
 /* Calls fn(arg, provider, down) for every provider that has failed since
  * start (for /metrics): down while cooling down or being probed. */

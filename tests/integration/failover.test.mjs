@@ -860,6 +860,44 @@ describe('failover', () => {
     }
   });
 
+  it('a request that was to probe a provider after its cool-down but was refused before it was sent leaves the probe to the next', async () => {
+    const primary = { fail: true, seen: 0 };
+    const body = '{"id":"x","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"from primary"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}';
+    const up = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        primary.seen++;
+        res.writeHead(primary.fail ? 503 : 200, { 'content-type': 'application/json' });
+        res.end(primary.fail ? '{"error":{"message":"overloaded"}}' : body);
+      });
+    });
+    await new Promise((r) => up.listen(0, '127.0.0.1', r));
+    const admin = [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }];
+    const gw = await startGateway({ grants: admin, failover: { cooldown: '1s', cooldown_after: 1 }, guardrails: { secrets: 'block' },
+      providers: providers(mock.url, { fault: null, primaryUrl: `http://127.0.0.1:${up.address().port}` }) });
+    try {
+      let r = await chat(gw);
+      assert.equal(r.status, 200);
+      assert.equal((await finalRecord(gw, r.headers.get('x-keyless-request-id'))).provider, 'backup');
+      assert.equal(primary.seen, 1);
+      primary.fail = false;
+      await sleep(1100);
+      // the cool-down is over; the first request after it, the probe, is blocked by the guardrails
+      r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'key AKIAIOSFODNN7Q3XM9PL' }] }) });
+      assert.equal(r.status, 400);
+      await r.text();
+      // so the next one probes: not passed over for another second
+      r = await chat(gw);
+      assert.equal(r.status, 200);
+      assert.equal((await r.json()).choices[0].message.content, 'from primary');
+      assert.equal(primary.seen, 2);
+    } finally {
+      await gw.stop();
+      up.close();
+    }
+  });
+
   it('cool-downs: passing over does not use up max_attempts; pre_request hooks see the provider used; passthrough answers do not count', async () => {
     // primary 503, backup 502, third healthy; two attempts a request
     let gw = await startGateway({ failover: { max_attempts: 2, cooldown_after: 1, cooldown: '60s' },
