@@ -82,6 +82,23 @@ function openai(gw) {
   return new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0 });
 }
 
+// A primary provider that answers 503 while primary.fail, else a chat
+// completion "from primary"; primary.seen counts the requests it had.
+async function startPrimary() {
+  const primary = { fail: true, seen: 0 };
+  const body = '{"id":"x","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"from primary"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}';
+  const up = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      primary.seen++;
+      res.writeHead(primary.fail ? 503 : 200, { 'content-type': 'application/json' });
+      res.end(primary.fail ? '{"error":{"message":"overloaded"}}' : body);
+    });
+  });
+  await new Promise((r) => up.listen(0, '127.0.0.1', r));
+  return { primary, up };
+}
+
 async function chat(gw, model = 'gpt-4o', headers = {}, signal = undefined) {
   return fetch(`${gw.url}/v1/chat/completions`, {
     method: 'POST',
@@ -797,22 +814,7 @@ describe('failover', () => {
   });
 
   it('a provider that failed cooldown_after times in a row is passed over for cooldown, then tried again; a success clears it', async () => {
-    const primary = { fail: true, seen: 0 };
-    const body = '{"id":"x","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"from primary"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}';
-    const up = http.createServer((req, res) => {
-      req.resume();
-      req.on('end', () => {
-        primary.seen++;
-        if (primary.fail) {
-          res.writeHead(503, { 'content-type': 'application/json' });
-          res.end('{"error":{"message":"overloaded"}}');
-        } else {
-          res.writeHead(200, { 'content-type': 'application/json' });
-          res.end(body);
-        }
-      });
-    });
-    await new Promise((r) => up.listen(0, '127.0.0.1', r));
+    const { primary, up } = await startPrimary();
     const admin = [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }];
     const gw = await startGateway({ grants: admin, failover: { cooldown: '1s', cooldown_after: 3 },
       providers: providers(mock.url, { fault: null, primaryUrl: `http://127.0.0.1:${up.address().port}` }) });
@@ -861,17 +863,7 @@ describe('failover', () => {
   });
 
   it('a request that was to probe a provider after its cool-down but was refused before it was sent leaves the probe to the next', async () => {
-    const primary = { fail: true, seen: 0 };
-    const body = '{"id":"x","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"from primary"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}';
-    const up = http.createServer((req, res) => {
-      req.resume();
-      req.on('end', () => {
-        primary.seen++;
-        res.writeHead(primary.fail ? 503 : 200, { 'content-type': 'application/json' });
-        res.end(primary.fail ? '{"error":{"message":"overloaded"}}' : body);
-      });
-    });
-    await new Promise((r) => up.listen(0, '127.0.0.1', r));
+    const { primary, up } = await startPrimary();
     const admin = [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }];
     const gw = await startGateway({ grants: admin, failover: { cooldown: '1s', cooldown_after: 1 }, guardrails: { secrets: 'block' },
       providers: providers(mock.url, { fault: null, primaryUrl: `http://127.0.0.1:${up.address().port}` }) });
