@@ -117,7 +117,9 @@ static enum kl_err_kind kind_for(int status)
     case 502: return KL_ERR_BAD_GATEWAY;
     case 503: return KL_ERR_UNAVAILABLE;
     case 504: return KL_ERR_TIMEOUT;
-    default: return KL_ERR_FORBIDDEN;
+    case 403: case 451: return KL_ERR_FORBIDDEN;
+    /* another status keeps its class: a 422 is no permission error */
+    default: return status >= 500 ? KL_ERR_INTERNAL : KL_ERR_INVALID;
     }
 }
 

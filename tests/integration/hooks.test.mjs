@@ -135,6 +135,14 @@ describe('pre_request hooks', () => {
     });
     assert.equal((await mock.requests()).length, 0);
     assert.deepEqual(hook.calls.map((c) => c.path), ['/pii'], 'a block stops the chain');
+    // a status of its own keeps its class in the body: a 422 is an invalid request, not a permission error
+    hook.reply = async () => [200, { action: 'block', status_code: 422, message: 'not that' }];
+    const u = await fetch(`${gw.url}/v1/messages`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }),
+    });
+    assert.equal(u.status, 422);
+    assert.equal((await u.json()).error.type, 'invalid_request_error');
     // Anthropic's envelope for a block without a status code: 403
     hook.reply = async () => [200, { action: 'block' }];
     const r = await fetch(`${gw.url}/v1/messages`, {
