@@ -1,5 +1,6 @@
 #include "account/prices.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -420,7 +421,7 @@ const struct kl_price *kl_prices_find(const kl_prices *t, const char *provider, 
      * under their own ids (by model id, then); OpenRouter's and Vercel's ids
      * name their vendor ("anthropic/claude-sonnet-4-5"), whose entries price
      * the rest */
-    char vendor[32];
+    char vendor[32], hyphened[256];
     if (provider && (!strcmp(provider, "openrouter") || !strcmp(provider, "vercel"))) {
         const char *slash = strchr(model, '/');
         size_t vl = slash ? (size_t)(slash - model) : 0;
@@ -431,6 +432,15 @@ const struct kl_price *kl_prices_find(const kl_prices *t, const char *provider, 
             model = slash + 1;
             if (!strcmp(vendor, "openai") || !strcmp(vendor, "anthropic") || !strcmp(vendor, "google"))
                 provider = vendor;
+            /* they spell Claude's versions with a dot ("claude-sonnet-4.5"),
+             * Anthropic with a hyphen */
+            size_t ml = strlen(model);
+            if (!strcmp(vendor, "anthropic") && ml < sizeof(hyphened)) {
+                for (size_t i = 0; i <= ml; i++)
+                    hyphened[i] = model[i] == '.' && i > 0 && isdigit((unsigned char)model[i - 1]) &&
+                                  isdigit((unsigned char)model[i + 1]) ? '-' : model[i];
+                model = hyphened;
+            }
         }
     } else if (provider && !strcmp(provider, "vertex")) {
         provider = NULL;

@@ -174,6 +174,13 @@ static void lookup_longest_key_wins(void **state)
     assert_string_equal(kl_prices_find(shipped, "openrouter", "anthropic/claude-sonnet-4-5")->key, "claude-sonnet-4-5*");
     assert_string_equal(kl_prices_find(shipped, "vercel", "openai/gpt-4o-2024-08-06")->key, "gpt-4o-20*");
     assert_null(kl_prices_find(shipped, "openrouter", "openai/claude-sonnet-4-5"));
+    /* as OpenRouter and Vercel spell Claude's versions, with a dot */
+    assert_string_equal(kl_prices_find(shipped, "openrouter", "anthropic/claude-sonnet-4.5")->key, "claude-sonnet-4-5*");
+    assert_string_equal(kl_prices_find(shipped, "vercel", "anthropic/claude-fable-5.1")->key, "claude-fable-5-1*");
+    assert_null(kl_prices_find(shipped, "openrouter", "anthropic/claude.sonnet-4-5"));
+    /* a dot in another vendor's id stays */
+    assert_string_equal(kl_prices_find(shipped, "openrouter", "google/gemini-2.5-pro")->key,
+                        kl_prices_find(shipped, "google", "gemini-2.5-pro")->key);
     assert_string_equal(kl_prices_find(shipped, NULL, "claude-fable-5-1-20261001")->key, "claude-fable-5-1*");
     assert_string_equal(kl_prices_find(shipped, NULL, "claude-fable-5")->key, "claude-fable-5");
     /* Gemini's own spelling */
