@@ -17,7 +17,7 @@ static struct kl_store *open_store(const kl_config *cfg, FILE *err)
 
 static void cell_text(const cJSON *v, char *buf, size_t len)
 {
-    if (cJSON_IsString(v))
+    if (cJSON_IsString(v) || cJSON_IsRaw(v)) /* raw: an exact sum's digits (report.c) */
         snprintf(buf, len, "%s", v->valuestring);
     else if (cJSON_IsNumber(v))
         snprintf(buf, len, "%.0f", v->valuedouble);

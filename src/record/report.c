@@ -184,7 +184,10 @@ int kl_report_usage_sql(struct kl_store *s, const char *group_by, const struct k
              " COALESCE(sum(cache_read_tokens),0) AS cache_read_tokens,"
              " COALESCE(sum(cache_write_tokens),0) AS cache_write_tokens,"
              " COALESCE(sum(reasoning_tokens),0) AS reasoning_tokens,"
-             " COALESCE(sum(CASE WHEN cost_known = 1 THEN cost_nanodollars ELSE 0 END),0) AS cost_nanodollars,"
+             /* as text: a sum read as a number would pass through a double,
+              * inexact above 2^53 nd ($9M) */
+             " CAST(COALESCE(sum(CASE WHEN cost_known = 1 THEN cost_nanodollars ELSE 0 END),0) AS TEXT)"
+             " AS cost_nanodollars,"
              " COALESCE(sum(CASE WHEN cost_known = 1 THEN 0 ELSE 1 END),0) AS unpriced_requests,"
              " COALESCE(sum(CASE WHEN error_class IS NULL THEN 0 ELSE 1 END),0) AS failed_requests"
              " FROM requests%s%s%s%s%s",
@@ -209,11 +212,16 @@ int kl_report_usage(struct kl_store *s, const char *group_by, const struct kl_re
         cJSON_DeleteItemFromArray(*rows, max_rows);
         *truncated = true;
     }
-    const cJSON *r;
+    cJSON *r;
     cJSON_ArrayForEach(r, *rows) {
-        char usd[48];
-        kl_format_usd((int64_t)cJSON_GetObjectItem(r, "cost_nanodollars")->valuedouble, usd, sizeof(usd));
-        cJSON_AddStringToObject((cJSON *)r, "cost_usd", usd);
+        /* the exact sum, written as a JSON number digit for digit */
+        const char *text = cJSON_GetStringValue(cJSON_GetObjectItem(r, "cost_nanodollars"));
+        long long nd = text ? strtoll(text, NULL, 10) : 0;
+        char digits[24], usd[48];
+        snprintf(digits, sizeof(digits), "%lld", nd);
+        cJSON_ReplaceItemInObject(r, "cost_nanodollars", cJSON_CreateRaw(digits));
+        kl_format_usd((int64_t)nd, usd, sizeof(usd));
+        cJSON_AddStringToObject(r, "cost_usd", usd);
     }
     return 0;
 }

@@ -148,6 +148,29 @@ describe('usage and cost in records', () => {
     assert.equal(rec.cost_nanodollars, costNano('gpt-4o-2024-08-06', openaiUsage));
   });
 
+  it('/api/usage sums costs exactly past 2^53 nanodollars ($9M), in cost_nanodollars and cost_usd', async () => {
+    const s = `bigsum-${process.pid}`;
+    const c = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: '-', maxRetries: 0 });
+    await c.chat.completions.create({ model: 'gpt-4o', messages: [] }, { headers: { 'x-mock': 'in=1;out=1000000000000', 'x-session-id': s } });
+    await c.chat.completions.create({ model: 'gpt-4o-mini', messages: [] }, { headers: { 'x-mock': 'in=1;out=0;cache_read=1', 'x-session-id': s } });
+    let expected = 0n;
+    for (let i = 0; i < 100; i++) {
+      const r = await (await fetch(`${gw.url}/api/requests?session=${s}`)).json();
+      const done = r.requests.filter((x) => x.state === 'done');
+      if (done.length === 2) {
+        expected = done.reduce((t, x) => t + BigInt(x.cost_nanodollars), 0n);
+        break;
+      }
+      await sleep(30);
+    }
+    assert.ok(expected > 2n ** 53n, String(expected));
+    const text = await (await fetch(`${gw.url}/api/usage?group_by=session&since=1h`)).text();
+    const row = new RegExp(`"session":"${s}"[^}]*`).exec(text)[0];
+    assert.equal(/"cost_nanodollars":(\d+)/.exec(row)[1], String(expected));
+    const usd = /"cost_usd":"\$(\d+)\.(\d{9})"/.exec(row);
+    assert.equal(BigInt(usd[1] + usd[2]), expected);
+  });
+
   it('a model without a price has cost unknown, never 0', async () => {
     const s = 'unpriced';
     const c = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: '-', maxRetries: 0 });
