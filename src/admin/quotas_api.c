@@ -81,10 +81,23 @@ static void add_pool(kl_exchange *ex, cJSON *list, const cJSON *pool)
     }
 }
 
+/* For an admin's list: a balance saved before a restart is shown as the
+ * quota its name fits would have it (kl_buckets_report), not made live. */
+static bool saved_spec(void *arg, const char *name, struct kl_bucket_spec *out)
+{
+    kl_exchange *ex = arg;
+    const struct kl_quota *q = kl_quota_for_bucket(ex->cfg->quotas, name);
+    if (q)
+        kl_admit_quota_spec(ex, q, name, out);
+    return q != NULL;
+}
+
 static enum kl_step send_buckets(kl_exchange *ex, const struct names *only, const cJSON *pool)
 {
     cJSON *root = cJSON_CreateObject();
-    cJSON *list = kl_buckets_report(ex->worker->server->buckets, only ? listed : NULL, (void *)only, kl_wall_ms());
+    struct kl_buckets *t = ex->worker->server->buckets;
+    cJSON *list = only ? kl_buckets_report(t, listed, NULL, (void *)only, kl_wall_ms())
+                       : kl_buckets_report(t, NULL, ex->role == KL_ROLE_ADMIN ? saved_spec : NULL, ex, kl_wall_ms());
     if (pool)
         add_pool(ex, list, pool);
     cJSON_AddItemToObject(root, "buckets", list);
@@ -243,16 +256,5 @@ enum kl_step kl_admin_quotas(kl_exchange *ex)
     if (ex->role == KL_ROLE_NONE)
         return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN, "access denied: no role granted");
     struct names mine = callers_buckets(ex);
-    if (ex->role == KL_ROLE_ADMIN) {
-        /* balances saved before a restart, of buckets not used since: made
-         * live from their quota, so that the list holds every balance */
-        const char **saved;
-        size_t n = kl_buckets_saved_names(ex->worker->server->buckets, &ex->arena, &saved);
-        for (size_t i = 0; i < n; i++) {
-            const struct kl_quota *q = kl_quota_for_bucket(ex->cfg->quotas, saved[i]);
-            if (q)
-                kl_admit_quota_bucket(ex, q, saved[i]);
-        }
-    }
     return report(ex, ex->role == KL_ROLE_ADMIN ? NULL : &mine, 0);
 }

@@ -815,10 +815,16 @@ static bool named(const struct bucket_names *ns, const char *name)
     return false;
 }
 
+void kl_admit_quota_spec(kl_exchange *ex, const struct kl_quota *q, const char *name, struct kl_bucket_spec *out)
+{
+    *out = (struct kl_bucket_spec){name, q->capacity_nd, q->rate_nd, q->rate_period_ms, true,
+                                   kl_quota_pooled(ex->cfg), false};
+}
+
 void kl_admit_quota_bucket(kl_exchange *ex, const struct kl_quota *q, const char *name)
 {
-    struct kl_bucket_spec spec = {name, q->capacity_nd, q->rate_nd, q->rate_period_ms, true, kl_quota_pooled(ex->cfg),
-                                  false};
+    struct kl_bucket_spec spec;
+    kl_admit_quota_spec(ex, q, name, &spec);
     struct kl_bucket *b;
     size_t f;
     int64_t r, zero = 0;

@@ -49,7 +49,10 @@ const char *kl_admit_fit_name(kl_exchange *ex, const char *name);
 /* Make quota q's bucket called name live, with the balance saved for it
  * before a restart, reserving nothing (a look at it, or a refill). */
 struct kl_quota;
+struct kl_bucket_spec;
 void kl_admit_quota_bucket(kl_exchange *ex, const struct kl_quota *q, const char *name);
+/* The spec of quota q's bucket called name. */
+void kl_admit_quota_spec(kl_exchange *ex, const struct kl_quota *q, const char *name, struct kl_bucket_spec *out);
 /* Each dollar bucket the caller's grants name (only those of capabilities
  * that apply to qualified, "provider/model", unless it is NULL), made to
  * exist (a bucket is created full on first use) and passed to fn. */

@@ -101,6 +101,25 @@ static void refill(struct kl_bucket *b, int64_t now_ms)
     b->dirty = b->persistent;
 }
 
+/* A saved balance into b, as spec s has it now: the refill since it was
+ * saved is added, up to the capacity it had until the restart. */
+static void restore(struct kl_bucket *b, const struct saved *sv, const struct kl_bucket_spec *s, int64_t now_ms)
+{
+    b->level = sv->level;
+    b->last_ms = sv->at_ms < now_ms ? sv->at_ms : now_ms;
+    b->rate_amount = s->rate_amount;
+    b->rate_period_ms = s->rate_period_ms;
+    if (sv->capacity >= 0 && sv->capacity < s->capacity) {
+        /* raised by the restart: until then it refilled up to the
+         * capacity it had (a full bucket earns nothing) */
+        b->capacity = sv->capacity;
+        refill(b, sv->loaded_ms < now_ms ? sv->loaded_ms : now_ms);
+    }
+    b->capacity = s->capacity;
+    if (b->level > b->capacity)
+        b->level = b->capacity; /* capacity lowered since: clamp */
+}
+
 /* Find or create; a spec with another capacity (config changed) updates the
  * bucket and clamps its level. */
 static struct kl_bucket *get(struct kl_buckets *t, const struct kl_bucket_spec *s, int64_t now_ms)
@@ -127,19 +146,7 @@ static struct kl_bucket *get(struct kl_buckets *t, const struct kl_bucket_spec *
         for (struct saved **pp = &t->saved[h]; *pp; pp = &(*pp)->next) {
             struct saved *sv = *pp;
             if (strcmp(sv->name, s->name) == 0) {
-                b->level = sv->level;
-                b->last_ms = sv->at_ms < now_ms ? sv->at_ms : now_ms;
-                b->rate_amount = s->rate_amount;
-                b->rate_period_ms = s->rate_period_ms;
-                if (sv->capacity >= 0 && sv->capacity < s->capacity) {
-                    /* raised by the restart: until then it refilled up to
-                     * the capacity it had (a full bucket earns nothing) */
-                    b->capacity = sv->capacity;
-                    refill(b, sv->loaded_ms < now_ms ? sv->loaded_ms : now_ms);
-                }
-                b->capacity = s->capacity;
-                if (b->level > b->capacity)
-                    b->level = b->capacity; /* capacity lowered since: clamp */
+                restore(b, sv, s, now_ms);
                 *pp = sv->next;
                 free(sv->name);
                 free(sv);
@@ -391,23 +398,6 @@ bool kl_buckets_saved(struct kl_buckets *t, const char *name)
     return sv != NULL;
 }
 
-size_t kl_buckets_saved_names(struct kl_buckets *t, kl_arena *a, const char ***out)
-{
-    pthread_mutex_lock(&t->lock);
-    size_t n = 0;
-    for (size_t i = 0; i < NBUCKETS; i++)
-        for (struct saved *sv = t->saved[i]; sv; sv = sv->next)
-            n++;
-    const char **v = kl_arena_alloc(a, (n ? n : 1) * sizeof(*v));
-    n = 0;
-    for (size_t i = 0; i < NBUCKETS; i++)
-        for (struct saved *sv = t->saved[i]; sv; sv = sv->next)
-            v[n++] = kl_arena_strdup(a, sv->name);
-    pthread_mutex_unlock(&t->lock);
-    *out = v;
-    return n;
-}
-
 bool kl_buckets_state(struct kl_buckets *t, const char *name, int64_t now_ms, struct kl_bucket_state *out)
 {
     pthread_mutex_lock(&t->lock);
@@ -422,7 +412,21 @@ bool kl_buckets_state(struct kl_buckets *t, const char *name, int64_t now_ms, st
     return b != NULL;
 }
 
-cJSON *kl_buckets_report(struct kl_buckets *t, bool (*keep)(void *arg, const char *name), void *arg,
+static cJSON *entry(const struct kl_bucket *b)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "bucket", b->name);
+    cJSON_AddNumberToObject(o, "current", (double)b->level);
+    cJSON_AddNumberToObject(o, "reserved", (double)b->reserved);
+    cJSON_AddNumberToObject(o, "available", (double)(b->level - b->reserved));
+    cJSON_AddNumberToObject(o, "capacity", (double)b->capacity);
+    cJSON_AddNumberToObject(o, "rate_amount", (double)b->rate_amount);
+    cJSON_AddNumberToObject(o, "rate_period_ms", (double)b->rate_period_ms);
+    return o;
+}
+
+cJSON *kl_buckets_report(struct kl_buckets *t, bool (*keep)(void *arg, const char *name),
+                         bool (*spec_for)(void *arg, const char *name, struct kl_bucket_spec *out), void *arg,
                          int64_t now_ms)
 {
     cJSON *arr = cJSON_CreateArray();
@@ -432,15 +436,19 @@ cJSON *kl_buckets_report(struct kl_buckets *t, bool (*keep)(void *arg, const cha
             if (keep && !keep(arg, b->name))
                 continue;
             refill(b, now_ms);
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "bucket", b->name);
-            cJSON_AddNumberToObject(o, "current", (double)b->level);
-            cJSON_AddNumberToObject(o, "reserved", (double)b->reserved);
-            cJSON_AddNumberToObject(o, "available", (double)(b->level - b->reserved));
-            cJSON_AddNumberToObject(o, "capacity", (double)b->capacity);
-            cJSON_AddNumberToObject(o, "rate_amount", (double)b->rate_amount);
-            cJSON_AddNumberToObject(o, "rate_period_ms", (double)b->rate_period_ms);
-            cJSON_AddItemToArray(arr, o);
+            cJSON_AddItemToArray(arr, entry(b));
+        }
+        /* a saved balance as its bucket would be now, left as it is: the
+         * quota the caller guesses for a name may not be the one that
+         * made it, so nothing is made live from the guess */
+        for (struct saved *sv = spec_for ? t->saved[i] : NULL; sv; sv = sv->next) {
+            struct kl_bucket_spec s;
+            if ((keep && !keep(arg, sv->name)) || !spec_for(arg, sv->name, &s))
+                continue;
+            struct kl_bucket b = {.name = sv->name};
+            restore(&b, sv, &s, now_ms);
+            refill(&b, now_ms);
+            cJSON_AddItemToArray(arr, entry(&b));
         }
     }
     pthread_mutex_unlock(&t->lock);

@@ -102,9 +102,6 @@ void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, i
 /* Whether a balance was saved for name before a restart and its bucket has
  * not been used since. */
 bool kl_buckets_saved(struct kl_buckets *t, const char *name);
-/* The names of the balances saved before a restart whose buckets have not
- * been used since, copied into a (the caller owns nothing else). */
-size_t kl_buckets_saved_names(struct kl_buckets *t, kl_arena *a, const char ***out);
 
 /* One bucket, looked up by name: false when it has not been used. */
 struct kl_bucket_state {
@@ -113,8 +110,11 @@ struct kl_bucket_state {
 };
 bool kl_buckets_state(struct kl_buckets *t, const char *name, int64_t now_ms, struct kl_bucket_state *out);
 
-/* Every bucket whose name passes keep() (or all), as JSON objects. */
-cJSON *kl_buckets_report(struct kl_buckets *t, bool (*keep)(void *arg, const char *name), void *arg,
+/* Every bucket whose name passes keep() (or all), as JSON objects; with
+ * spec_for, also each balance saved before a restart whose bucket is not in
+ * use yet, as spec_for's spec would have it now (not made live). */
+cJSON *kl_buckets_report(struct kl_buckets *t, bool (*keep)(void *arg, const char *name),
+                         bool (*spec_for)(void *arg, const char *name, struct kl_bucket_spec *out), void *arg,
                          int64_t now_ms);
 
 #endif

@@ -187,6 +187,11 @@ static bool fits(const char *t, const char *name)
 
 const struct kl_quota *kl_quota_for_bucket(const struct kl_quotas *q, const char *bucket)
 {
+    /* a quota named exactly so ("team-eng") before a template it also fits
+     * ("team-<user>") */
+    const struct kl_quota *exact = kl_quota_find(q, bucket);
+    if (exact)
+        return exact;
     for (size_t i = 0; q && i < q->n; i++)
         if (fits(q->v[i].name, bucket))
             return &q->v[i];

@@ -34,7 +34,8 @@ void kl_quotas_read_config(kl_cfg_ctx *c, const cJSON *v);   /* "quotas" */
 void kl_limits_read_config(kl_cfg_ctx *c, const cJSON *v);   /* "limits" */
 const struct kl_quota *kl_quota_find(const struct kl_quotas *q, const char *name);
 /* The quota a bucket's name was made from ("daily:alice@example.com" from
- * "daily:<user>"), or NULL. */
+ * "daily:<user>"), or NULL: one named exactly so, else the first template
+ * it fits (a guess when several do). */
 const struct kl_quota *kl_quota_for_bucket(const struct kl_quotas *q, const char *bucket);
 
 /* "$10.00", "10", 10 -> nanodollars. */

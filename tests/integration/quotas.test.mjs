@@ -856,6 +856,41 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('an admin\'s look at balances saved before a restart takes a quota named exactly so first, and changes no balance', async () => {
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-quotag-')), 'q.db');
+    const cfg = {
+      identity: { cidr: [{ range: '127.0.0.60/32', login: 'ann@example.com' }], loopback: true },
+      store: { path: db },
+      // each saved name below also fits the template listed before its own quota
+      quotas: { 'team-<user>': { capacity: '$500.00', rate: '$500.00/min' }, 'team-eng': { capacity: '$1.00' },
+        'd:<user>@example.com': { capacity: '$0.01' }, 'd:<user>': { capacity: '$1.00' } },
+      grants: [
+        { src: ['ann@example.com'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
+          { quotas: [{ bucket: 'team-eng' }, { bucket: 'd:<user>' }] }] } },
+        { src: ['(loopback)'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }] } },
+      ],
+      providers: providersFor(mock.url),
+    };
+    let gw = await startGateway(cfg);
+    assert.equal((await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT }, '127.0.0.60')).status, 200);
+    await gw.stop();
+    gw = await startGateway(cfg);
+    const seen = Object.fromEntries((await (await fetch(`${gw.url}/api/quotas`)).json()).buckets.map((b) => [b.bucket, b]));
+    assert.equal(seen['team-eng'].capacity, 1000000000, 'team-eng\'s own quota, not team-<user>\'s');
+    assert.equal(BigInt(seen['team-eng'].current), 1000000000n - EST);
+    assert.ok(seen['d:ann@example.com']);
+    await sleep(1000);
+    // the balances are as they were saved: neither refilled at a template's rate nor clamped to its capacity
+    const mine = Object.fromEntries((await (await fetch(`${gw.url}/api/quotas`, { dispatcher: from('127.0.0.60') })).json())
+      .buckets.map((b) => [b.bucket, b]));
+    assert.equal(BigInt(mine['team-eng'].current), 1000000000n - EST);
+    assert.equal(BigInt(mine['d:ann@example.com'].current), 1000000000n - EST);
+    assert.equal(mine['d:ann@example.com'].capacity, 1000000000);
+    await gw.stop();
+    await mock.stop();
+  });
+
   it('a restart that raises a capacity refills a bucket that sat full up to the old capacity until the restart, as a reload would', async () => {
     const mock = await startMock();
     const db = join(mkdtempSync(join(tmpdir(), 'kl-quotac-')), 'q.db');

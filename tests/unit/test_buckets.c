@@ -227,6 +227,11 @@ static void quota_of_a_bucket(void **state)
     assert_ptr_equal(kl_quota_for_bucket(&q, "fixed"), &v[2]);
     assert_null(kl_quota_for_bucket(&q, "fixedy"));
     assert_ptr_equal(kl_quota_for_bucket(&q, "fixedx"), &v[3]); /* four placeholders, then x */
+    /* a quota named exactly so, listed after a template it also fits */
+    struct kl_quota w[] = {{.name = "team-<user>"}, {.name = "team-eng"}};
+    struct kl_quotas qw = {.v = w, .n = 2};
+    assert_ptr_equal(kl_quota_for_bucket(&qw, "team-eng"), &w[1]);
+    assert_ptr_equal(kl_quota_for_bucket(&qw, "team-ops"), &w[0]);
     char name[256];
     memset(name, 'a', 255);
     name[255] = '\0';
