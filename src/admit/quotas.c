@@ -216,7 +216,8 @@ int kl_rate_limit_read(const cJSON *cap, struct kl_rate_limit *out, const char *
                      : strcmp(m->string, "tool_calls_per_minute") == 0 ? &out->tcpm
                                                                      : NULL;
         if (dst) {
-            if (!cJSON_IsNumber(m) || m->valuedouble < 1 || m->valuedouble > KL_LIMIT_MAX) {
+            if (!cJSON_IsNumber(m) || m->valuedouble < 1 || m->valuedouble > KL_LIMIT_MAX ||
+                m->valuedouble != (double)(int64_t)m->valuedouble) {
                 *why = "rate_limit values must be whole numbers from 1 to 1000000000000";
                 return -1;
             }

@@ -216,8 +216,14 @@ void kl_identity_read_config(kl_cfg_ctx *c, const cJSON *v)
                               e->valuestring);
                 continue;
             }
-            if (ic->norder < KL_SRC_COUNT)
-                ic->order[ic->norder++] = (enum kl_id_source)s;
+            bool twice = false;
+            for (size_t i = 0; i < ic->norder; i++)
+                twice |= ic->order[i] == (enum kl_id_source)s;
+            if (twice) {
+                kl_cfg_report(c, KL_SEV_ERROR, e, "identity source \"%s\" is in identity.order twice", e->valuestring);
+                continue;
+            }
+            ic->order[ic->norder++] = (enum kl_id_source)s; /* each once: at most KL_SRC_COUNT */
         }
         /* configured and left out: it identifies no one (an mTLS listener
          * still opens, and its certificates are ignored) */

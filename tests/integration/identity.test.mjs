@@ -577,6 +577,15 @@ describe('identity and grants', () => {
       /warning: identity.order puts serve before tailscale/);
     assert.doesNotMatch(check({ tailscale: {}, serve_headers: true }), /serve_headers|serve before/);
     assert.doesNotMatch(check({ tailscale: {}, serve_headers: true, order: ['tailscale', 'serve', 'loopback'] }), /serve before/);
+    // a source listed twice is an error (it had pushed the sources after it out of the list)
+    const cfg = join(dir, 'twice.hujson');
+    writeFileSync(cfg, JSON.stringify({ identity: { cidr: [{ range: '10.0.0.0/8', login: 'x@example.com' }],
+      order: ['loopback', 'loopback', 'loopback', 'loopback', 'loopback', 'loopback', 'cidr'] }, grants: GRANTS,
+    providers: providersFor('http://127.0.0.1:9') }));
+    const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', cfg], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.match(r.stdout, /identity source "loopback" is in identity.order twice/);
+    assert.doesNotMatch(r.stdout, /"cidr" is configured but not in identity.order/);
   });
 
   it('the official SDK works from a tailnet peer', async () => {
