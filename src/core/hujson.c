@@ -7,6 +7,44 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The end of the JSON number at t[i] (RFC 8259: -?(0|[1-9][0-9]*)
+ * (.[0-9]+)?([eE][+-]?[0-9]+)?, then a delimiter), or 0 when it is none.
+ * cJSON reads 01, 1. and 1.e2 too, which Aperture's reader refuses. */
+static bool digit_at(const char *t, size_t len, size_t k)
+{
+    return k < len && t[k] >= '0' && t[k] <= '9';
+}
+
+static size_t number_end(const char *t, size_t len, size_t i)
+{
+    if (i < len && t[i] == '-')
+        i++;
+    if (!digit_at(t, len, i))
+        return 0;
+    if (t[i] == '0')
+        i++;
+    else
+        while (digit_at(t, len, i))
+            i++;
+    if (i < len && t[i] == '.') {
+        if (!digit_at(t, len, i + 1))
+            return 0;
+        i++;
+        while (digit_at(t, len, i))
+            i++;
+    }
+    if (i < len && (t[i] == 'e' || t[i] == 'E')) {
+        i++;
+        if (i < len && (t[i] == '+' || t[i] == '-'))
+            i++;
+        if (!digit_at(t, len, i))
+            return 0;
+        while (digit_at(t, len, i))
+            i++;
+    }
+    return i == len || strchr(" \t\r\n,}]/", t[i]) ? i : 0;
+}
+
 /* Blank out comments and trailing commas in place. Offsets do not move. */
 static int standardize(char *t, size_t len, char *err, size_t errlen, size_t *err_off)
 {
@@ -84,6 +122,17 @@ static int standardize(char *t, size_t len, char *err, size_t errlen, size_t *er
             snprintf(err, errlen, "a NUL byte");
             *err_off = i;
             return -1;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t end = number_end(t, len, i);
+            if (!end) {
+                snprintf(err, errlen, "a number JSON does not allow (a leading zero, or a '.' or exponent "
+                                      "without digits)");
+                *err_off = i;
+                return -1;
+            }
+            i = end - 1;
+            last_comma = (size_t)-1;
+            after_value = true;
         } else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
             last_comma = (size_t)-1;
             after_value = true;

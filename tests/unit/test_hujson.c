@@ -127,6 +127,14 @@ static void commas_without_values_and_nul_escapes(void **state)
         {"{\"a\": [ /* c */ , 1]}", "a comma with no value", 16},
         {"{\"k\": \"ab\\u0000cd\"}", "\\u0000 is not allowed", 9},
         {"{\"k\": \"a\tb\"}", "a control character (0x09) in a string", 8},
+        /* numbers as JSON has them, not as cJSON would read them */
+        {"{\"w\": 01}", "a number JSON does not allow", 6},
+        {"[1.]", "a number JSON does not allow", 1},
+        {"[1.e2]", "a number JSON does not allow", 1},
+        {"[-]", "a number JSON does not allow", 1},
+        {"[1e]", "a number JSON does not allow", 1},
+        {"[0x10]", "a number JSON does not allow", 1},
+        {"[00012]", "a number JSON does not allow", 1},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         kl_json_doc d;
@@ -153,7 +161,8 @@ static void commas_without_values_and_nul_escapes(void **state)
     kl_json_doc_linecol(&dn, kl_json_doc_offset(&dn, cJSON_GetObjectItem(dn.root, "a")), &line, &col);
     assert_int_equal(line, 2);
     kl_json_doc_free(&dn);
-    static const char *const good[] = {"[1,]", "{\"a\": 1, /* x */ }", "[[],[],]", "{\"k\": \"a\\\\u0000\"}"};
+    static const char *const good[] = {"[1,]", "{\"a\": 1, /* x */ }", "[[],[],]", "{\"k\": \"a\\\\u0000\"}",
+                                       "[0, -0, 10, -1.5e+3, 2E-2, 0.25]", "[1// c\n]", "[7/* c */]", "3"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         kl_json_doc d;
         char err[128];
