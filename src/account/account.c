@@ -451,7 +451,7 @@ static bool tools_breached(kl_exchange *ex)
                               "the caller would: stopped by the gateway", odd);
         kind = KL_ERR_BAD_GATEWAY;
     }
-    if (!why && r && r->max_calls >= 0 && kl_usage_result(a->usage)->tool_calls > r->max_calls)
+    if (!why && r && r->max_calls >= 0 && kl_usage_result(a->usage)->tool_calls_one_answer > r->max_calls)
         why = kl_arena_printf(&ex->arena, "the answer makes more than %lld tool call%s, the most the tool policy "
                               "allows: stopped by the gateway", (long long)r->max_calls, r->max_calls == 1 ? "" : "s");
     if (!why)

@@ -59,9 +59,15 @@ struct kl_usage_parser {
     struct kl_usage u;
     /* Anthropic: the latest non-null value of each field (-1 = none yet) */
     int64_t an_in, an_cr, an_cw, an_cw1h, an_out;
-    /* OpenAI chat streams: tool call slots already named, (choice << 32) | index, a set */
+    /* OpenAI chat streams: tool call slots already named, (choice << 32) | index, a set; and
+     * in strict mode each slot's name as joined by index (a Python SDK's reading) */
     uint64_t *seen;
+    const char **seen_names;
     size_t nseen, capseen;
+    /* the answer (choice, candidate) tool calls are met in, and each one's count so far */
+    uint32_t choice;
+    int *choice_calls;
+    size_t nchoice_calls;
     int model_tries;            /* chat chunks parsed only to learn the model */
     void (*on_tool)(void *, const char *, const char *);   /* told of each tool call met (ns, name) */
     void *on_tool_arg;
@@ -144,12 +150,30 @@ static void set_stop(kl_usage_parser *p, const char *s)
 
 /* A tool call met for the first time; ns: the namespace its function is
  * declared in (Responses), or NULL. */
+/* The most answers counted apart: n and candidateCount are far below it;
+ * a higher index shares the last count (counted more, never less). */
+#define KL_USAGE_MAX_CHOICES 256
+
 static void add_tool_in(kl_usage_parser *p, const char *ns, const char *name)
 {
     if (p->on_tool)
         p->on_tool(p->on_tool_arg, ns, name);
     if (p->u.tool_calls < 1000000000)
         p->u.tool_calls++;
+    size_t c = p->choice < KL_USAGE_MAX_CHOICES ? p->choice : KL_USAGE_MAX_CHOICES - 1;
+    if (c >= p->nchoice_calls) {
+        size_t n = p->nchoice_calls ? p->nchoice_calls : 4;
+        while (n <= c)
+            n *= 2;
+        int *v = kl_arena_alloc(p->a, n * sizeof(*v));
+        memset(v, 0, n * sizeof(*v));
+        if (p->nchoice_calls)
+            memcpy(v, p->choice_calls, p->nchoice_calls * sizeof(*v));
+        p->choice_calls = v;
+        p->nchoice_calls = n;
+    }
+    if (p->choice_calls[c] < 1000000000 && ++p->choice_calls[c] > p->u.tool_calls_one_answer)
+        p->u.tool_calls_one_answer = p->choice_calls[c];
     if (!name || p->u.ntool_names >= KL_USAGE_MAX_TOOL_NAMES)
         return;
     if (!p->u.tool_names)
@@ -407,11 +431,13 @@ static size_t slot_home(const kl_usage_parser *p, uint64_t key, size_t cap)
  * linear: a linear search made 100k indexes a quadratic stall. *id is the
  * slot's call id as last noted (a hash, 0 = none), for the caller to read
  * and update. */
-static bool seen_slot(kl_usage_parser *p, uint64_t key, uint64_t **id)
+static bool seen_slot(kl_usage_parser *p, uint64_t key, uint64_t **id, const char ***name)
 {
     if (2 * (p->nseen + 1) > p->capseen) {
         size_t cap = p->capseen ? p->capseen * 2 : 16;
         uint64_t *v = kl_arena_alloc(p->a, 2 * cap * sizeof(*v)); /* keys, then ids; zeroed; the old table stays */
+        const char **names = kl_arena_alloc(p->a, cap * sizeof(*names));
+        memset(names, 0, cap * sizeof(*names));
         for (size_t i = 0; i < p->capseen; i++) {
             if (!p->seen[i])
                 continue;
@@ -420,20 +446,25 @@ static bool seen_slot(kl_usage_parser *p, uint64_t key, uint64_t **id)
                 j = (j + 1) & (cap - 1);
             v[j] = p->seen[i];
             v[cap + j] = p->seen[p->capseen + i];
+            names[j] = p->seen_names[i];
         }
         p->seen = v;
+        p->seen_names = names;
         p->capseen = cap;
     }
     size_t j = slot_home(p, key, p->capseen);
     for (; p->seen[j]; j = (j + 1) & (p->capseen - 1))
-        if (p->seen[j] == key + 1) {
-            *id = &p->seen[p->capseen + j];
-            return true;
-        }
-    p->seen[j] = key + 1;
-    p->nseen++;
+        if (p->seen[j] == key + 1)
+            break;
+    bool seen = p->seen[j] != 0;
+    if (!seen) {
+        p->seen[j] = key + 1;
+        p->nseen++;
+    }
     *id = &p->seen[p->capseen + j];
-    return false;
+    if (name)
+        *name = &p->seen_names[j];
+    return seen;
 }
 
 /* A call id as seen_slot keeps it: FNV-1a, never 0. */
@@ -467,6 +498,7 @@ static void chat_object(kl_usage_parser *p, const cJSON *root, bool stream)
     uint32_t ci = 0;
     for (const cJSON *c = choices->child; c; c = c->next, ci++) {
         uint64_t choice = index_of(c, ci);
+        p->choice = (uint32_t)choice;
         const cJSON *msg = member(c, stream ? "delta" : "message");
         const cJSON *tcs = member(msg, "tool_calls");
         uint32_t ti = 0;
@@ -491,13 +523,24 @@ static void chat_object(kl_usage_parser *p, const cJSON *root, bool stream)
             if (!name)
                 continue;
             uint64_t *slot_id, id = id_hash(str_member(tc, "id"));
-            if (!seen_slot(p, choice << 32 | index_of(tc, ti), &slot_id)) {
+            const char **joined;
+            if (!seen_slot(p, choice << 32 | index_of(tc, ti), &slot_id, &joined)) {
                 add_tool(p, name);
+                if (p->strict)
+                    *joined = kl_arena_strdup(p->a, name);
             } else if (id && *slot_id && id != *slot_id) {
                 /* a new call with its own id in a used slot: Gemini's
                  * OpenAI-compatible streams send no index, Ollama's send
-                 * every parallel call at index 0 */
+                 * every parallel call at index 0. A Python SDK joins the
+                 * names at one index whatever their ids: that name is
+                 * checked too ("Ba" then "sh" is a call to Bash there) */
                 add_tool(p, name);
+                if (p->strict && *joined && strlen(*joined) + strlen(name) > MAX_TOOL_LEN) {
+                    ambiguous(p, "tool call names at one index that join into one longer than any tool's");
+                } else if (p->strict && *joined) {
+                    *joined = kl_arena_concat(p->a, *joined, name, NULL);
+                    tool_named(p, NULL, *joined);
+                }
             } else if (p->strict) {
                 /* a second name for the same call (its id repeated, or
                  * none): SDKs join the pieces by index (Python) or keep the
@@ -510,12 +553,13 @@ static void chat_object(kl_usage_parser *p, const cJSON *root, bool stream)
          * once (a later one is a name in pieces, as above) */
         const char *fname = str_member(member(msg, "function_call"), "name");
         uint64_t *unused;
-        if (fname && (!stream || !seen_slot(p, choice << 32 | 0xffffffffu, &unused)))
+        if (fname && (!stream || !seen_slot(p, choice << 32 | 0xffffffffu, &unused, NULL)))
             add_tool(p, fname);
         else if (fname && p->strict)
             ambiguous(p, "a tool call's name in pieces");
         set_stop(p, str_member(c, "finish_reason"));
     }
+    p->choice = 0;
 }
 
 /* Can this chunk hold usage, a tool name, a finish reason or an error?
@@ -677,7 +721,7 @@ static void responses_event(kl_usage_parser *p, const cJSON *root, const char *t
         bool call;
         const char *name = call_item_name(it, &call);
         uint64_t key, *id;
-        if (call && (!responses_call_key(root, it, &key) || !seen_slot(p, key, &id)))
+        if (call && (!responses_call_key(root, it, &key) || !seen_slot(p, key, &id, NULL)))
             add_tool_in(p, str_member(it, "namespace"), name);
         else if (call)
             tool_named(p, str_member(it, "namespace"), name);
@@ -973,7 +1017,9 @@ static bool converse_event_wanted(const char *ev, size_t evl, const char *d, siz
 
 static void gemini_candidates(kl_usage_parser *p, const cJSON *cands)
 {
-    for (const cJSON *c = cJSON_IsArray(cands) ? cands->child : NULL; c; c = c->next) {
+    uint32_t ci = 0;
+    for (const cJSON *c = cJSON_IsArray(cands) ? cands->child : NULL; c; c = c->next, ci++) {
+        p->choice = index_of(c, ci);
         const cJSON *parts = member(member(c, "content"), "parts");
         for (const cJSON *pt = cJSON_IsArray(parts) ? parts->child : NULL; pt; pt = pt->next) {
             const cJSON *fc = member(pt, "functionCall");
@@ -984,6 +1030,7 @@ static void gemini_candidates(kl_usage_parser *p, const cJSON *cands)
         }
         set_stop(p, str_member(c, "finishReason"));
     }
+    p->choice = 0;
 }
 
 static cJSON *parse_span(const char *s, const struct kl_json_want *w)

@@ -93,6 +93,8 @@ struct kl_usage {
     const char *conversation_id;    /* it joined (kl_admit_remember_chain), or NULL */
     const char *stop_reason;    /* finish_reason / stop_reason / status, or NULL */
     int tool_calls;             /* every tool/function call in the answer */
+    int tool_calls_one_answer;  /* the most of them any one answer made (a choice with n > 1, a Gemini
+                                   candidate): max_calls is per answer */
     const char **tool_names;    /* the first KL_USAGE_MAX_TOOL_NAMES, in order */
     size_t ntool_names;
 };

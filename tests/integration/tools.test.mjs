@@ -232,6 +232,50 @@ describe('tool policy', () => {
     assert.match(await g2.text(), /"functionCall"/);
   });
 
+  it('max_calls is per answer (each of n choices its own); a refused name spelled in two pieces with two ids is stopped', async () => {
+    const call = (id, name) => ({ id, type: 'function', function: { name, arguments: '{}' } });
+    const whole = (choices) => JSON.stringify({ id: 'x', object: 'chat.completion', model: 'gpt-4o',
+      choices: choices.map((calls, index) => ({ index, message: { role: 'assistant', content: null, tool_calls: calls },
+        finish_reason: 'tool_calls' })), usage: { prompt_tokens: 5, completion_tokens: 5, total_tokens: 10 } });
+    const chunk = (delta, finish = null) => `data: ${JSON.stringify({ id: 'x', object: 'chat.completion.chunk', model: 'gpt-4o',
+      choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+    const answers = {
+      two: whole([[call('a', 'Read')], [call('b', 'Read')]]),
+      one: whole([[call('a', 'Read'), call('b', 'Read')]]),
+      split: chunk({ role: 'assistant', tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'Ba', arguments: '' } }] }) +
+        chunk({ tool_calls: [{ index: 0, id: 'call_b', function: { name: 'sh', arguments: '{}' } }] }) +
+        chunk({}, 'tool_calls') + 'data: [DONE]\n\n',
+    };
+    const up = await rawProvider((req, sock) => {
+      const which = /x-case: (\w+)/i.exec(req)[1];
+      const type = which === 'split' ? 'text/event-stream' : 'application/json';
+      sock.end(`HTTP/1.1 200 OK\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(answers[which])}\r\n` +
+        `Connection: close\r\n\r\n${answers[which]}`);
+    });
+    const g = await startGateway({
+      providers: { openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'sk-tools-n-0123456789', models: ['gpt-4o'] } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { tools: { deny: ['Bash'], max_calls: 1 } }] } }],
+    });
+    const ask = (which, extra = {}) => fetch(`${g.url}/v1/chat/completions`, { method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-case': which },
+      body: JSON.stringify({ model: 'gpt-4o', tools: [fn('Read'), fn('Bash')], messages: [{ role: 'user', content: 'hi' }], ...extra }) });
+    try {
+      let r = await ask('two', { n: 2 });
+      assert.equal(r.status, 200, 'one call in each of two answers is within max_calls 1');
+      assert.equal((await r.json()).choices.length, 2);
+      r = await ask('one');
+      assert.equal(r.status, 400, 'two calls in one answer are not');
+      assert.match((await r.json()).error.message, /more than 1 tool call/);
+      r = await ask('split', { stream: true });
+      const text = await r.text();
+      assert.match(text, /the tool 'Bash', which the tool policy does not allow/);
+      assert.ok(!text.includes('"sh"'), 'the second piece never reached the caller');
+    } finally {
+      await g.stop();
+      up.close();
+    }
+  });
+
   it('with guardrails over answers, the text before a refused call still reaches the caller', async () => {
     // the guardrails hold a stream's last stream_hold bytes of text until more
     // comes; a refused call ends the text, so what they held goes on

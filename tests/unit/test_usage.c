@@ -1751,9 +1751,21 @@ static void strict_mode(void **state)
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"b\",\"type\":\"function\","
                           "\"function\":{\"name\":\"grep\",\"arguments\":\"{}\"}}]}}]}");
     assert_int_equal(kl_usage_result(p)->tool_calls, 2);
-    assert_int_equal(s.n, 2);
+    assert_int_equal(s.n, 3);
     assert_string_equal(s.v[1], "grep");
+    /* and as a Python SDK joins them by index: checked too */
+    assert_string_equal(s.v[2], "read_filegrep");
     assert_null(kl_usage_ambiguity(p));
+    /* so a refused name spelled in two pieces with two ids is seen whole */
+    s.n = 0;
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_on_tool(p, note_name, &s);
+    strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\","
+                          "\"function\":{\"name\":\"Ba\",\"arguments\":\"\"}}]}}]}");
+    strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_b\","
+                          "\"function\":{\"name\":\"sh\",\"arguments\":\"{}\"}}]}}]}");
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.v[2], "Bash");
 
     /* a name in pieces that repeats the call's id is still in pieces (Python's
      * SDK joins "Ba" + "sh" by index), and so is one whose first piece had no
