@@ -126,12 +126,22 @@ static enum kl_step list_models(kl_exchange *ex)
     return send_json(ex, root);
 }
 
+static bool allowed(void *arg, const struct kl_provider *p, const char *model)
+{
+    return kl_authorize_model(arg, p, model);
+}
+
+/* The provider a request for the model would go to: among those the
+ * caller's grants allow, as authorize picks it (not the first provider of
+ * the model, which the caller may not use when another one it may serves
+ * the same name). */
 static enum kl_step get_model(kl_exchange *ex)
 {
     const char *bare;
     size_t bl;
-    const struct kl_provider *p = kl_route_resolve(ex->cfg, ex->model_requested, dialect_compat(ex), &bare, &bl);
-    if (!p || !kl_authorize_model(ex, p, bare))
+    const struct kl_provider *p = kl_route_resolve_filtered(ex->cfg, ex->model_requested, dialect_compat(ex), allowed,
+                                                            ex, &bare, &bl);
+    if (!p)
         return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND,
                        "model '%s' does not exist or you do not have access to it", ex->model_requested);
     struct model_ref r = {bare, p};

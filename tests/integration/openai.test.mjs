@@ -253,6 +253,26 @@ describe('OpenAI dialect', () => {
     assert.equal((await client.models.retrieve('openai/gpt-4o')).id, 'gpt-4o', 'a qualified id, percent-encoded by the SDK');
   });
 
+  it('a model looked up by id is found at the provider the caller may use, as the list shows it, not only the preferred one', async () => {
+    const g = await startGateway({
+      providers: {
+        p1: { baseurl: mock.url, apikey: 'sk-p1-0123456789abcdef', models: ['gpt-4o'], preference: 10 },
+        p2: { baseurl: mock.url, apikey: 'sk-p2-0123456789abcdef', models: ['gpt-4o'], preference: 1 },
+      },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'p2/**' }] } }],
+    });
+    try {
+      const list = await (await fetch(`${g.url}/v1/models`)).json();
+      assert.deepEqual(list.data.map((m) => [m.id, m.owned_by]), [['gpt-4o', 'p2']]);
+      const one = await fetch(`${g.url}/v1/models/gpt-4o`);
+      assert.equal(one.status, 200);
+      assert.equal((await one.json()).owned_by, 'p2');
+      assert.equal((await fetch(`${g.url}/v1/models/p1%2Fgpt-4o`)).status, 404);
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('tool calls stream through', async () => {
     const stream = await client.chat.completions.create({
       model: 'gpt-4o',
