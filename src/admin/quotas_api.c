@@ -223,24 +223,26 @@ static enum kl_step refill(kl_exchange *ex)
     const char *name = kl_admit_fit_name(ex, given);
     const struct kl_quota *q = kl_quota_for_bucket(ex->cfg->quotas, given);
     cJSON_Delete(body);
+    /* a rate limit's bucket (requests, tokens, calls) is no dollar quota */
+    if (!q)
+        return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no quota defines a bucket named %s", given);
     struct names one = {.v = (const char *[]){name}, .n = 1};
     /* a shared dollar bucket is credited in the pool, where every gateway
      * sees it (and a name no gateway has used is no bucket to credit) */
-    if (q && kl_quota_pooled(ex->cfg))
+    if (kl_quota_pooled(ex->cfg))
         return report(ex, &one, amount);
     struct kl_buckets *t = ex->worker->server->buckets;
     int rc = kl_buckets_refill(t, name, amount, kl_wall_ms());
     /* not used since the gateway started: one spent before (its balance
      * saved) is made from its quota and refilled; any other is full, and a
      * name nobody uses (a typo) is no bucket to credit */
-    if (rc < 0 && q && kl_buckets_saved(t, name)) {
+    if (rc < 0 && kl_buckets_saved(t, name)) {
         kl_admit_quota_bucket(ex, q, name);
         rc = kl_buckets_refill(t, name, amount, kl_wall_ms());
     }
     if (rc < 0)
-        return q ? kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND,
-                           "no bucket named %s is in use or saved (one nobody has used is full)", given)
-                 : kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no quota defines a bucket named %s", given);
+        return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND,
+                       "no bucket named %s is in use or saved (one nobody has used is full)", given);
     return report(ex, &one, 0);
 }
 

@@ -1134,6 +1134,18 @@ describe('rate limits', () => {
   before(async () => { mock = await startMock(); });
   after(async () => { await mock.stop(); });
 
+  it('a rate limit\'s bucket is no dollar quota: /api/quotas/refill answers 404 and the limit holds', async () => {
+    const gw = await startGateway({ grants: grant(null, [{ rate_limit: { requests_per_minute: 1 } }]), providers: providersFor(mock.url) });
+    assert.equal((await post(gw, '/v1/chat/completions', BODY)).status, 200);
+    const rpm = (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets.find((b) => b.bucket.startsWith('rpm:'));
+    assert.ok(rpm, 'the rate limit is listed');
+    const rf = await post(gw, '/api/quotas/refill', JSON.stringify({ bucket: rpm.bucket, amount: '$5.00' }));
+    assert.equal(rf.status, 404);
+    assert.match((await rf.json()).error.message, /no quota defines a bucket named rpm:/);
+    assert.equal((await post(gw, '/v1/chat/completions', BODY)).status, 429);
+    await gw.stop();
+  });
+
   it('every limit that applies holds: two grants, a broad and a narrow one in a grant, a per-grant limit across a reload', async () => {
     const ap = (...caps) => ({ 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }, ...caps] });
     const statuses = async (gw, n, body = BODY, ip = '127.0.0.1') => {
