@@ -172,13 +172,16 @@ static bool utf8(const char *s)
     return !s || kl_utf8_clean_len(s) == strlen(s);
 }
 
-/* A whole decimal number in [min, max]: 0, with *out set, or -1. */
+/* A whole decimal number in [min, max], digits only (no sign, no
+ * blank): 0, with *out set, or -1. */
 static int parse_int(const char *s, long min, long max, long *out)
 {
     char *end;
     errno = 0;
+    if (!*s || strspn(s, "0123456789") != strlen(s))
+        return -1;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < min || v > max)
+    if (errno || v < min || v > max)
         return -1;
     *out = v;
     return 0;
@@ -190,6 +193,11 @@ static const char *read_filters(struct api_job *j, kl_exchange *ex)
     const char *qs = ex->req.query;
     kl_arena *a = &ex->arena;
     int64_t now = kl_wall_ms();
+    static const char *const names[] = {"since", "until", "user", "model", "provider", "session", "error_class",
+                                        "before", "status", "limit", "group_by"};
+    const char *twice = kl_query_repeated(qs, names, sizeof(names) / sizeof(names[0]));
+    if (twice)
+        return kl_arena_printf(a, "%s is given twice", twice);
     const char *since = kl_query_param(a, qs, "since"), *until = kl_query_param(a, qs, "until");
     if ((since && kl_parse_time(since, now, &j->f.since_ms) < 0) ||
         (until && kl_parse_time(until, now, &j->f.until_ms) < 0))

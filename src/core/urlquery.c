@@ -43,6 +43,22 @@ const char *kl_query_param(kl_arena *a, const char *query, const char *name)
     return NULL;
 }
 
+const char *kl_query_repeated(const char *query, const char *const *names, size_t n)
+{
+    for (size_t k = 0; query && k < n; k++) {
+        size_t nl = strlen(names[k]), seen = 0;
+        for (const char *p = query; *p;) {
+            size_t len = strcspn(p, "&");
+            if (len >= nl && strncmp(p, names[k], nl) == 0 && (len == nl || p[nl] == '=') && ++seen == 2)
+                return names[k];
+            p += len;
+            if (*p == '&')
+                p++;
+        }
+    }
+    return NULL;
+}
+
 char *kl_path_segment_decode(kl_arena *a, const char *s, size_t n)
 {
     char *out = kl_arena_alloc(a, n + 1);

@@ -10,6 +10,10 @@
  * there would turn "user%00,other" into "user". */
 const char *kl_query_param(kl_arena *a, const char *query, const char *name);
 
+/* The first of names[0..n) that the query gives more than once, or NULL:
+ * kl_query_param reads the first, another reader the last. */
+const char *kl_query_repeated(const char *query, const char *const *names, size_t n);
+
 /* A path segment's bytes s[0..n) decoded ("%3A" -> ':'; '+' stays '+'), in
  * the arena; NULL when it holds "%00", a malformed escape, or a control
  * character once decoded. */

@@ -702,6 +702,9 @@ describe('records API: bad input and whose records', () => {
       '/api/requests?since=99999999999999999999', '/api/requests?since=1h&until=2h', '/api/requests?before=zzz',
       '/api/usage?group_by=model,model', '/api/usage?group_by=user,', '/api/usage?group_by=,user',
       '/api/usage?group_by=user%00,bogus', '/api/usage?group_by=colour', '/api/requests?user=%FF', '/api/usage?model=a%C0%80', `/api/usage?group_by=${'user,'.repeat(30)}user`,
+      // digits only, and each parameter once (which of two would a reader take?)
+      '/api/requests?limit=+5', '/api/requests?limit=%205', '/api/requests?status=200&status=abc',
+      '/api/requests?limit=1&limit=abc', '/api/usage?group_by=user&group_by=model', '/api/requests?user=a&user=b',
     ]) {
       const r = await getJSON(gw, q, ROOT);
       assert.equal(r.status, 400, `${q}: ${JSON.stringify(r.body)}`);
