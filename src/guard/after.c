@@ -142,9 +142,9 @@ void kl_hooks_after(kl_exchange *ex)
         t->w = ex->worker;
         memcpy(t->id, ex->id, sizeof(t->id));
         memcpy(t->hook, h->name, nlen + 1);
-        /* the answer is drained and ignored */
+        /* the answer is drained and ignored: only its status is looked at */
         ex->worker->hooks_told++;
-        if (!kl_hook_call(ex->worker, h, p, 1u << 20, on_told, t)) {
+        if (!kl_hook_call(ex->worker, h, p, 0, on_told, t)) {
             ex->worker->hooks_told--;
             kl_warn("%s: hook %s was not told of the request: the call could not start", ex->id, h->name);
             free(t);

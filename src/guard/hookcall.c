@@ -165,7 +165,7 @@ struct kl_fetch *kl_hook_call(kl_worker *w, const struct kl_hook *h, const cJSON
     }
     struct kl_fetch_opts o = {
         .url = h->url, .timeout_ms = h->timeout_ms, .post = body, .post_len = strlen(body), .headers = headers,
-        .max_body = max_reply,
+        .max_body = max_reply, .discard_body = max_reply == 0,
     };
     struct kl_fetch *f = kl_fetch_start(w, &o, done, arg);
     cJSON_free(body);

@@ -23,8 +23,9 @@ int kl_hook_user_message(kl_exchange *ex, const char **out);
  * user_message and request_body (the body as forwarded) when asked. */
 cJSON *kl_hook_payload(kl_exchange *ex, unsigned send, const char *user_message);
 
-/* POST payload to hook h on the worker's curl multi. NULL when the call
- * could not start (done is then not called). */
+/* POST payload to hook h on the worker's curl multi, its answer read up
+ * to max_reply bytes (0: read and dropped, only its status counts). NULL
+ * when the call could not start (done is then not called). */
 struct kl_fetch *kl_hook_call(kl_worker *w, const struct kl_hook *h, const cJSON *payload, size_t max_reply,
                               kl_fetch_done done, void *arg);
 

@@ -15,7 +15,7 @@ struct kl_fetch {
     struct curl_slist *headers;
     struct kl_buf body;
     size_t max;
-    bool too_large;
+    bool too_large, discard;
     kl_fetch_done done;
     void *arg;
 };
@@ -40,6 +40,8 @@ static size_t on_body(char *buf, size_t size, size_t n, void *arg)
 {
     struct kl_fetch *f = arg;
     size_t len = size * n;
+    if (f->discard)
+        return len;
     if (f->body.len + len > f->max) {
         f->too_large = true;
         return 0; /* makes curl fail with CURLE_WRITE_ERROR */
@@ -77,6 +79,7 @@ struct kl_fetch *kl_fetch_start(kl_worker *w, const struct kl_fetch_opts *o, kl_
     f->job.done = on_done;
     f->pool = p;
     f->max = o->max_body ? o->max_body : (1u << 20);
+    f->discard = o->discard_body;
     f->done = done;
     f->arg = arg;
     f->easy = kl_upstream_easy_get(p);

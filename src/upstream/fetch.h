@@ -21,6 +21,7 @@ struct kl_fetch_opts {
     const char *unix_socket;    /* connect here instead of the URL's host, or NULL */
     uint32_t timeout_ms;        /* whole request; 0 = none */
     size_t max_body;            /* larger answers fail with error "response too large" */
+    bool discard_body;          /* the answer's body is read and dropped (done gets none): only its status counts */
     const char *post;           /* a POST of these bytes (copied), else a GET */
     size_t post_len;
     const char *const *headers; /* "Name: value" lines to add, NULL-terminated, or NULL */

@@ -358,6 +358,16 @@ describe('entire_request and tool_call_entire_request hooks', () => {
   const openai = () => new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'x', maxRetries: 0 });
   const TOOLS = [{ name: 'read_file', params: { path: 'README.md' } }, { name: 'grep', params: { path: 'README.md' } }];
 
+  it('a hook told of a request may answer anything, of any size: only its status is looked at', async () => {
+    hook.reply = async (c) => (c.path === '/gate' ? [200, { action: 'allow' }] : [200, 'x'.repeat(2 << 20)]);
+    const r = await openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] })
+      .withResponse();
+    const id = r.response.headers.get('x-keyless-request-id');
+    await toldOf(id);
+    await sleep(200); // its answer read to the end
+    assert.ok(!gw.output().includes(`${id}: hook told`), gw.output().split('\n').filter((l) => l.includes(id)).join('\n'));
+  });
+
   it('a whole answer: metadata with cost, quotas and the other grants; the body asked, the answer, its tool calls', async () => {
     const r = await openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'look around' }] },
       { headers: { 'x-mock': 'tools=read_file,grep' } }).withResponse();
