@@ -9,6 +9,7 @@
 
 #include <openssl/evp.h>
 
+#include "core/text.h"
 #include "dialect/evstream.h"
 
 #define MIN_CHARS 16            /* 12 bytes: no shorter text holds a finding worth a decode */
@@ -48,10 +49,10 @@ struct b64_read {
 };
 
 /* Read the base64 string that starts at s (just inside its quote), at most
- * max characters of it: the line breaks and spaces encoders wrap lines with
- * (the JSON escapes \n, \r, \t; spaces) are skipped, as the providers'
- * decoders skip them. false when a byte is no base64 or padding is out of
- * place. */
+ * max characters of it, as a JSON reader decodes it (\/ and \u00XX are
+ * their characters): the line breaks and spaces encoders wrap lines with
+ * are skipped, as the providers' decoders skip them. false when a
+ * character is no base64 or padding is out of place. */
 static bool walk(const char *s, const char *end, size_t max, struct b64_read *r)
 {
     size_t cap = 4096, n = 0, pad = 0;
@@ -67,12 +68,27 @@ static bool walk(const char *s, const char *end, size_t max, struct b64_read *r)
             r->end = p;
             break;
         }
+        if (c == '\\' && p + 1 < end) {
+            /* the string as every JSON reader has it: an escaped line
+             * break or '/' (PHP writes "\/"), or any ASCII character as
+             * \u00XX, is that character to the provider's decoder */
+            if (p[1] == 'n' || p[1] == 'r' || p[1] == 't') {
+                p++;
+                continue;
+            }
+            if (p[1] == '/') {
+                c = '/';
+                p++;
+            } else if (p[1] == 'u' && end - p >= 6 && p[2] == '0' && p[3] == '0' && kl_hex_digit(p[4]) >= 0 &&
+                       kl_hex_digit(p[4]) < 8 && kl_hex_digit(p[5]) >= 0) {
+                c = (char)(kl_hex_digit(p[4]) * 16 + kl_hex_digit(p[5]));
+                p += 5;
+                if (c == '\n' || c == '\r' || c == '\t')
+                    continue;
+            }
+        }
         if (c == ' ')
             continue;
-        if (c == '\\' && p + 1 < end && (p[1] == 'n' || p[1] == 'r' || p[1] == 't')) {
-            p++;
-            continue;
-        }
         if (c == '=') {
             pad++;
             continue;

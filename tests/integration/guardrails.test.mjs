@@ -197,6 +197,18 @@ describe('guardrails', () => {
       contents: [{ role: 'user', parts: [{ text: 'what is in this file?' }, { inlineData: { mimeType: 'text/plain', data: env } }] }],
     }), (e) => e.status === 400 && /request blocked by guardrails: it contains aws_access_key/.test(e.message));
     assert.equal((await mock.requests()).length, 0);
+    // the same file wrapped and spelled with escapes every JSON reader decodes (\u000a, \u000d\u000a, \/, \u00XX)
+    const wrapped = (eol) => env.replace(/(.{16})/g, `$1${eol}`).replace(/\//g, '\\/').replace(/Q/g, '\\u0051');
+    for (const eol of ['\\u000a', '\\u000d\\u000a', '\\u0009']) {
+      const body = `{"contents":[{"role":"user","parts":[{"inlineData":{"mimeType":"text/plain","data":"${wrapped(eol)}"}}]}]}`;
+      assert.deepEqual(Buffer.from(JSON.parse(body).contents[0].parts[0].inlineData.data, 'base64').toString(),
+        `AWS_ACCESS_KEY_ID=${AWS}\nREGION=eu-west-1\n`, 'the test body decodes to the file');
+      const w = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:generateContent`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      assert.equal(w.status, 400, eol);
+      assert.match((await w.json()).error.message, /it contains aws_access_key/);
+    }
+    assert.equal((await mock.requests()).length, 0);
     // an OpenAI file_data URL: the address is taken out of the file, which goes on as base64
     const csv = Buffer.from('name,mail\nJane,jane.doe@example.com\n').toString('base64');
     const r = await fetch(`${gw.url}/v1/responses`, {
