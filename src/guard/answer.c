@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 
 #include "account/usage.h"
+#include "core/jsoncheck.h"
 #include "core/log.h"
 #include "core/text.h"
 #include "guard/notes.h"
@@ -97,6 +98,16 @@ static const char *split_finding(kl_exchange *ex, const char *body, size_t len)
     return found;
 }
 
+static bool read_otherwise(const char *body, size_t len)
+{
+    if (kl_json_has_nul_escape(body, len))
+        return true;
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    bool dup = j && kl_json_has_duplicate_keys(j);
+    cJSON_Delete(j);
+    return dup;
+}
+
 enum kl_answer_verdict kl_guard_answer_whole(kl_exchange *ex, const char *body, size_t len, const char **out,
                                              size_t *outlen)
 {
@@ -105,6 +116,18 @@ enum kl_answer_verdict kl_guard_answer_whole(kl_exchange *ex, const char *body, 
     if (kl_scan(ex->cfg->guardrails, &ex->worker->scan, body, len, NULL, 0, &ex->arena, &res, &why) < 0) {
         /* what cannot be checked is not relayed */
         ex->error_message = kl_arena_printf(&ex->arena, "guardrails could not check the answer: %s", why);
+        ex->cut_kind = KL_ERR_UNAVAILABLE;
+        ex->cut_class = KL_EC_UNAVAILABLE;
+        return KL_ANSWER_WITHHELD;
+    }
+    /* a repeated member (cJSON, which the checks below read with, takes
+     * the first; the SDKs the last) or a \u0000 escape (which ends a cJSON
+     * string): the caller would read another answer than the one checked,
+     * as a stream's event (guard/stream.c) */
+    if (kl_guardrails_strongest(ex->cfg->guardrails) >= KL_SCAN_REDACT && read_otherwise(body, len)) {
+        const char *odd = "a repeated member or a \\u0000 escape, which readers read differently";
+        kl_guard_note(ex, "answer", NULL, "unscanned", NULL, 0, odd);
+        ex->error_message = kl_arena_printf(&ex->arena, "guardrails could not check the answer: it holds %s", odd);
         ex->cut_kind = KL_ERR_UNAVAILABLE;
         ex->cut_class = KL_EC_UNAVAILABLE;
         return KL_ANSWER_WITHHELD;

@@ -1070,6 +1070,17 @@ describe('guardrails over streams, edge cases', () => {
       r = await ask();
       assert.equal(r.status, 200);
     });
+    // a repeated member: the checks would read the first content, the SDK reads the last, split: withheld
+    const raw = '{"candidates":[{"content":{"parts":[{"text":"hello"}]},"content":{"parts":[{"text":"key AKIAIOSFOD"},' +
+      '{"text":"NN7Q3XM9PL ok"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":5}}';
+    await withProvider((req, sock) => sock.end(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${raw.length}\r\n\r\n${raw}`),
+      { secrets: 'block' }, 'gemini', async (gw) => {
+        const r = await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent', { contents: [{ role: 'user', parts: [{ text: 'x' }] }] });
+        const text = await r.text();
+        assert.equal(r.status, 503, text);
+        assert.ok(!text.includes('AKIAIOSFOD'));
+        assert.match(JSON.parse(text).error.message, /a repeated member or a \\u0000 escape/);
+      });
   });
 
   it('a Responses stream\'s text is one channel across its parts and messages, as the SDK joins output_text', async () => {
