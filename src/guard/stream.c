@@ -58,6 +58,12 @@ struct chan {
     struct jlex lex;            /* json: where the text stands at base */
     struct span *spans;         /* to redact, in order, apart from one another */
     size_t nspans, capspans;
+    /* parts an SDK joins into one text (a Responses answer's output_text
+     * parts and messages): the one being written, and where each after the
+     * first began */
+    char part[96];
+    size_t *parts;
+    size_t nparts, capparts;
 };
 
 /* An event's text delta: its bytes in its channel, and which of the
@@ -110,6 +116,7 @@ struct piece {
     cJSON *node;                /* a string */
     char key[96];
     bool json;
+    char part[96];              /* which of the parts sharing its channel it is ("": its channel has one) */
 };
 
 struct pieces {
@@ -140,6 +147,7 @@ static void add(struct pieces *p, cJSON *node, bool json, const char *fmt, ...)
     struct piece *x = &p->v[p->n++];
     x->node = node;
     x->json = json;
+    x->part[0] = '\0';
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(x->key, sizeof(x->key), fmt, ap);
@@ -178,11 +186,15 @@ static void openai_responses(cJSON *j, struct pieces *p)
     /* the answer's text: one channel across its parts and messages, as the
      * SDKs join it (output_text), so a finding split between two is seen;
      * it ends with the response */
+    const char *item = cJSON_GetStringValue(member(j, "item_id"));
     if (strcmp(type, "response.output_text.delta") == 0) {
+        size_t n = p->n;
         add(p, member(j, "delta"), false, "output_text");
+        if (p->n > n) /* each part's text is repeated alone when it ends: see crosses_part */
+            snprintf(p->v[n].part, sizeof(p->v[n].part), "%.40s/%d/%d", item ? item : "",
+                     index_of(j, "output_index", 0), index_of(j, "content_index", 0));
         return;
     }
-    const char *item = cJSON_GetStringValue(member(j, "item_id"));
     int part = index_of(j, "content_index", index_of(j, "summary_index", 0));
     add(p, member(j, "delta"), strstr(type, "arguments") != NULL, "%.40s/%d/%d/%.40s", item ? item : "",
         index_of(j, "output_index", 0), part, type);
@@ -531,6 +543,41 @@ static size_t first_span_after(const struct chan *c, size_t from)
     return lo;
 }
 
+/* Does [from, to) run from one part of c into the next? A Responses
+ * stream repeats each part's text alone when it ends (output_text.done,
+ * output_item.done, response.completed), where each half of such a finding
+ * is no finding and would go on as it came, and the SDK joins them again:
+ * it cannot be redacted, as in a whole answer (guard/answer.c). */
+static bool crosses_part(const struct chan *c, size_t from, size_t to)
+{
+    size_t lo = 0, hi = c->nparts; /* the first part that began after from */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (c->parts[mid] <= from)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < c->nparts && c->parts[lo] < to;
+}
+
+/* A piece of part `part` is to be appended to c: a new part's start noted. */
+static void note_part(struct chan *c, const char *part)
+{
+    if (!*part || strcmp(c->part, part) == 0)
+        return;
+    if (c->len > 0) {
+        if (c->nparts == c->capparts) {
+            c->capparts = c->capparts ? c->capparts * 2 : 4;
+            c->parts = realloc(c->parts, c->capparts * sizeof(*c->parts));
+            if (!c->parts)
+                abort();
+        }
+        c->parts[c->nparts++] = c->len;
+    }
+    snprintf(c->part, sizeof(c->part), "%s", part);
+}
+
 /* A redact finding at [from, to): joined with the spans it meets. */
 static void redact_span(kl_guard_stream *s, kl_exchange *ex, struct chan *c, size_t from, size_t to,
                         const char *kind)
@@ -681,6 +728,9 @@ static bool scan_chan(kl_guard_stream *s, kl_exchange *ex, struct chan *c, size_
         case KL_SCAN_REDACT:
             if (c->json && !inside_string(c, from, to) && !(to == c->len && json_backoff(c, from, &to))) {
                 block(s, ex, hits[i].kind, "it could not be taken out of a tool call's arguments");
+                ok = false;
+            } else if (crosses_part(c, from, to)) {
+                block(s, ex, hits[i].kind, "split across parts the caller's SDK joins");
                 ok = false;
             } else {
                 redact_span(s, ex, c, from, to, hits[i].kind);
@@ -1073,6 +1123,7 @@ void kl_guard_stream_event(kl_guard_stream *s, kl_exchange *ex, const char *raw,
             unread = "an answer with more text channels than keyless follows";
             break;
         }
+        note_part(c, p.v[i].part);
         grew[h->nplaces] = c->len;
         chan_append(c, t, strlen(t));
         h->places[h->nplaces] = (struct place){ci, i, grew[h->nplaces], c->len};
@@ -1186,6 +1237,7 @@ void kl_guard_stream_free(kl_guard_stream *s)
     for (size_t i = 0; i < s->nchans; i++) {
         free(s->chans[i].text);
         free(s->chans[i].spans);
+        free(s->chans[i].parts);
     }
     free(s->chans);
     free(s);
