@@ -720,11 +720,20 @@ static void responses_event(kl_usage_parser *p, const cJSON *root, const char *t
         const cJSON *it = member(root, "item");
         bool call;
         const char *name = call_item_name(it, &call);
-        uint64_t key, *id;
-        if (call && (!responses_call_key(root, it, &key) || !seen_slot(p, key, &id, NULL)))
+        const char *item_id = str_member(it, "id");
+        uint64_t key, *slot_id, id = id_hash(item_id ? item_id : str_member(it, "call_id"));
+        if (!call)
+            return;
+        if (!responses_call_key(root, it, &key)) {
             add_tool_in(p, str_member(it, "namespace"), name);
-        else if (call)
+        } else if (!seen_slot(p, key, &slot_id, NULL) || (id && *slot_id && id != *slot_id)) {
+            /* a new item, or another item at the same output_index with
+             * its own id: the SDKs keep each item added as its own */
+            add_tool_in(p, str_member(it, "namespace"), name);
+            *slot_id = id;
+        } else {
             tool_named(p, str_member(it, "namespace"), name);
+        }
     } else if (!strcmp(type, "response.created") || !strcmp(type, "response.in_progress")) {
         set_model(p, str_member(member(root, "response"), "model"));
     } else if (!strcmp(type, "error")) {

@@ -1704,6 +1704,21 @@ static void strict_mode(void **state)
     strict_event(p, NULL, "{\"type\":\"response.output_item.added\",\"type\":\"x\"}");
     assert_non_null(strstr(kl_usage_ambiguity(p), "duplicate key"));
 
+    /* three calls, each its own item with its own id, all at output_index 0:
+     * three calls (the SDKs keep each item added), each counted as it starts;
+     * an item's .done with its id again is the same call */
+    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
+    for (int i = 0; i < 3; i++) {
+        char ev[160];
+        snprintf(ev, sizeof(ev), "{\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{\"id\":\"fc_%d\","
+                 "\"type\":\"function_call\",\"name\":\"Read\"}}", i);
+        strict_event(p, "response.output_item.added", ev);
+        assert_int_equal(kl_usage_result(p)->tool_calls, i + 1);
+    }
+    strict_event(p, "response.output_item.done", "{\"type\":\"response.output_item.done\",\"output_index\":0,"
+                 "\"item\":{\"id\":\"fc_2\",\"type\":\"function_call\",\"name\":\"Read\"}}");
+    assert_int_equal(kl_usage_result(p)->tool_calls, 3);
+
     /* chat: an escaped key is read like any other; a name sent in pieces is ambiguous */
     s.n = 0;
     p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
