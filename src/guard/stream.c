@@ -1188,8 +1188,11 @@ static bool last_look(kl_guard_stream *s, kl_exchange *ex, bool all)
         if (c->base || scan_window(ex, c, &start, len, &hits, &n, &why) < 0)
             continue; /* what was scanned as it passed stands */
         for (size_t k = 0; k < n; k++) {
+            /* covered only by a span over all of it: one that began
+             * before the text that had gone on (a channel that ended and
+             * began again) was redacted from there on, its start relayed */
             size_t x = first_span_after(c, hits[k].from);
-            bool covered = x < c->nspans && c->spans[x].from < hits[k].to;
+            bool covered = x < c->nspans && c->spans[x].from <= hits[k].from && c->spans[x].to >= hits[k].to;
             if (hits[k].action >= KL_SCAN_REDACT && !covered)
                 kinds_add(ex, &found, hits[k].kind);
         }
@@ -1199,7 +1202,8 @@ static bool last_look(kl_guard_stream *s, kl_exchange *ex, bool all)
         return false;
     const char *k = kinds_join(ex, &found);
     kl_guard_note(ex, "answer", NULL, "found", k, 0,
-                  "recognised only once the stream had ended: longer than guardrails.stream_hold when it first matched");
+                  "recognised only once its first bytes had gone on: longer than guardrails.stream_hold when it "
+                  "first matched, or its block or choice ended and began again");
     kl_warn("%s: guardrails found %s in the streamed answer only once it had been relayed", ex->id, k);
     return true;
 }

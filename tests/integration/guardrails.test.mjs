@@ -576,7 +576,7 @@ describe('guardrails over answers', () => {
       assert.equal(text, `mail bob@${'x'.repeat(100)}.com done`);
       const rec = await finalRecord(gw2, stream.response.headers.get('x-keyless-request-id'));
       assert.deepEqual(rec.guardrails, [{ stage: 'answer', by: 'guardrails', action: 'found', kinds: ['email'],
-        why: 'recognised only once the stream had ended: longer than guardrails.stream_hold when it first matched' }]);
+        why: 'recognised only once its first bytes had gone on: longer than guardrails.stream_hold when it first matched, or its block or choice ended and began again' }]);
       assert.equal(rec.response_body, null, 'what the caller should not have had is not kept a second time');
       // a pattern that needs more than stream_hold bytes to match raises the hold (keyless says so)
       const gw3 = await startGateway({
@@ -1036,6 +1036,21 @@ describe('guardrails over streams, edge cases', () => {
       assert.ok(!text.includes('AKIAIOSF'), text);
       assert.match(JSON.parse(text).error.message, /a stream request with a body labelled application\/json, which the caller may read as events/);
     });
+  });
+
+  it('a choice that ends and begins again lets its held text go: a finding whose start went on is recorded as found', async () => {
+    // each chunk says finish_reason "stop", so each is let go as it comes; the key is spelled four bytes at a time
+    const stop = (text) => `data: {"id":"c1","object":"chat.completion.chunk","model":"gpt-4o","choices":[{"index":0,` +
+      `"delta":{"content":${JSON.stringify(text)}},"finish_reason":"stop"}]}\n\n`;
+    const pieces = ['key: ', ...AWS.match(/.{1,4}/g), ' ok'];
+    await withProvider((req, sock) => sock.end(SSE + pieces.map(stop).join('') + 'data: [DONE]\n\n'), { secrets: 'redact' },
+      'openai', async (gw) => {
+        const r = await post(gw, '/v1/chat/completions', chatBody);
+        const raw = await r.text();
+        assert.ok(!raw.includes(AWS.slice(-4)), 'the rest of it was redacted');
+        const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+        assert.ok(rec.guardrails.some((g) => g.action === 'found' && g.kinds.includes('aws_access_key')), JSON.stringify(rec.guardrails));
+      });
   });
 
   it('a surrogate pair a provider split across two events passes as the SDK joins it', async () => {
