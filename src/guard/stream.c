@@ -56,6 +56,8 @@ struct chan {
     size_t pending;             /* a JWT may be under way from here: nothing after it goes on (SIZE_MAX: none) */
     bool closed;                /* its block, choice or item has ended: what it holds needs no more after it */
     struct jlex lex;            /* json: where the text stands at base */
+    struct jlex lex_at;         /* ... and at lex_pos, the last place inside_string looked from (findings */
+    size_t lex_pos;             /* come in order: each is lexed from there, not from base again) */
     struct span *spans;         /* to redact, in order, apart from one another */
     size_t nspans, capspans;
     /* parts an SDK joins into one text (a Responses answer's output_text
@@ -515,15 +517,24 @@ static void lex(struct jlex *l, char ch, bool *closed)
 
 /* Does [from, to) of a JSON channel lie inside one string, whole escapes
  * only? Only then can [REDACTED:kind] take its place. */
-static bool inside_string(const struct chan *c, size_t from, size_t to)
+static bool inside_string(struct chan *c, size_t from, size_t to)
 {
     struct jlex l = c->lex;
+    size_t i = c->base;
+    if (c->lex_pos >= c->base && c->lex_pos <= from) {
+        l = c->lex_at;
+        i = c->lex_pos;
+    }
     bool closed;
-    for (size_t i = c->base; i < to; i++) {
-        if (i == from && (!l.in || l.esc))
-            return false;
+    for (; i < from; i++)
         lex(&l, c->text[i - c->base], &closed);
-        if (closed && i >= from)
+    c->lex_at = l;
+    c->lex_pos = from;
+    if (from < to && (!l.in || l.esc))
+        return false;
+    for (; i < to; i++) {
+        lex(&l, c->text[i - c->base], &closed);
+        if (closed)
             return false;
     }
     return l.in && !l.esc;
@@ -590,9 +601,14 @@ static void redact_span(kl_guard_stream *s, kl_exchange *ex, struct chan *c, siz
         if (from >= to)
             return;
     }
-    size_t i = 0;
-    while (i < c->nspans && c->spans[i].to < from)
-        i++;
+    size_t i = 0, hi = c->nspans; /* the first span that ends at from or after */
+    while (i < hi) {
+        size_t mid = i + (hi - i) / 2;
+        if (c->spans[mid].to < from)
+            i = mid + 1;
+        else
+            hi = mid;
+    }
     if (i < c->nspans && c->spans[i].from <= to) { /* it meets spans i..j-1: one span now */
         size_t j = i;
         while (j < c->nspans && c->spans[j].from <= to)
@@ -625,7 +641,7 @@ static void redact_span(kl_guard_stream *s, kl_exchange *ex, struct chan *c, siz
  * an escape whose rest has not come yet (a private key's "\n"): the span
  * stops before that escape, and the next scan, from where the finding
  * began, takes the rest. */
-static bool json_backoff(const struct chan *c, size_t from, size_t *to)
+static bool json_backoff(struct chan *c, size_t from, size_t *to)
 {
     for (size_t back = 1; back <= 6 && *to - back > from; back++)
         if (inside_string(c, from, *to - back)) {
