@@ -179,6 +179,18 @@ static void on_tool(void *arg, const char *ns, const char *name)
             name ? name : "");
 }
 
+/* A name a Python SDK would join from the names of calls at one index
+ * (kl_usage_on_joined_name): stopped when a deny list refuses it. */
+static void on_joined(void *arg, const char *name)
+{
+    kl_exchange *ex = arg;
+    struct kl_account *a = ex->acct;
+    if (ex->tool_rules && !a->tool_refusal && kl_tools_denied(ex->tool_rules, name))
+        a->tool_refusal = kl_arena_printf(&ex->arena,
+            "the answer calls the tool '%.200s' (its name in pieces, as an SDK joins them), which the tool policy "
+            "does not allow: stopped by the gateway", name);
+}
+
 /* An answer that cannot be read before it would be relayed: held (its
  * usage still read) and refused with 502 at its end; scanned: it was for
  * the guardrails, so nothing of it is captured. */
@@ -294,6 +306,7 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     } else {
         if (tool_limits && a->usage) {
             kl_usage_on_tool(a->usage, on_tool, ex);
+            kl_usage_on_joined_name(a->usage, on_joined);
             a->hold = a->mode == BODY_WHOLE;
             a->array_hold = a->mode == BODY_ARRAY;
         }

@@ -16,6 +16,7 @@
 #define MAX_ID_LEN 256        /* longer response and conversation ids are not remembered */
 #define MAX_STOP_LEN 64
 #define MAX_TOOL_LEN 256
+#define MAX_JOINED_LEN 4096 /* names joined at one index (chat_object): longer, no longer followed */
 #define ARR_MAX_DEPTH 512
 
 /* Where the JSON-array splitter is between elements. */
@@ -70,6 +71,7 @@ struct kl_usage_parser {
     size_t nchoice_calls;
     int model_tries;            /* chat chunks parsed only to learn the model */
     void (*on_tool)(void *, const char *, const char *);   /* told of each tool call met (ns, name) */
+    void (*on_joined)(void *, const char *);    /* told of names a Python SDK would join (chat_object) */
     void *on_tool_arg;
     bool strict;                /* a tool policy reads this answer: every event in full */
     bool bedrock;               /* Bedrock InvokeModel: kl_usage_bedrock */
@@ -266,7 +268,10 @@ static bool chat_chunk_without_calls(const char *d, size_t n)
 static void reset_tools(kl_usage_parser *p)
 {
     p->u.tool_calls = 0;
+    p->u.tool_calls_one_answer = 0;
     p->u.ntool_names = 0;
+    if (p->nchoice_calls)
+        memset(p->choice_calls, 0, p->nchoice_calls * sizeof(*p->choice_calls));
 }
 
 
@@ -535,11 +540,10 @@ static void chat_object(kl_usage_parser *p, const cJSON *root, bool stream)
                  * names at one index whatever their ids: that name is
                  * checked too ("Ba" then "sh" is a call to Bash there) */
                 add_tool(p, name);
-                if (p->strict && *joined && strlen(*joined) + strlen(name) > MAX_TOOL_LEN) {
-                    ambiguous(p, "tool call names at one index that join into one longer than any tool's");
-                } else if (p->strict && *joined) {
+                if (p->strict && *joined && strlen(*joined) + strlen(name) <= MAX_JOINED_LEN) {
                     *joined = kl_arena_concat(p->a, *joined, name, NULL);
-                    tool_named(p, NULL, *joined);
+                    if (p->on_joined) /* no call of a tool that exists: only a refused name matters */
+                        p->on_joined(p->on_tool_arg, *joined);
                 }
             } else if (p->strict) {
                 /* a second name for the same call (its id repeated, or
@@ -1341,6 +1345,11 @@ void kl_usage_on_tool(kl_usage_parser *p, void (*fn)(void *, const char *, const
     p->on_tool = fn;
     p->on_tool_arg = arg;
     p->strict = true;
+}
+
+void kl_usage_on_joined_name(kl_usage_parser *p, void (*fn)(void *, const char *))
+{
+    p->on_joined = fn;
 }
 
 const char *kl_usage_ambiguity(const kl_usage_parser *p)

@@ -111,6 +111,11 @@ kl_usage_parser *kl_usage_parser_new(kl_arena *a, enum kl_usage_kind kind);
  * full (none skipped for looking uninteresting), and one the caller could
  * read otherwise (see kl_usage_ambiguity) is not read. */
 void kl_usage_on_tool(kl_usage_parser *p, void (*fn)(void *, const char *, const char *), void *arg);
+/* fn(arg, name) (arg as given to kl_usage_on_tool) for each name a Python
+ * SDK would make by joining the names of calls at one index of a chat
+ * stream that sent them under new ids (Ollama, Gemini's OpenAI-compatible
+ * streams): no tool a caller declared, so only a refused one matters. */
+void kl_usage_on_joined_name(kl_usage_parser *p, void (*fn)(void *, const char *));
 /* Strict mode: why the caller could read the answer differently from the
  * parser (not JSON, a duplicate key, a \u0000 escape, a tool name sent in
  * pieces, an array element too large to read), or NULL. */

@@ -98,6 +98,14 @@ bool kl_tools_permitted_in(const struct kl_tool_rules *r, const char *ns, const 
     return true;
 }
 
+bool kl_tools_denied(const struct kl_tool_rules *r, const char *name)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (any_match(r->v[i]->deny, r->v[i]->ndeny, name))
+            return true;
+    return false;
+}
+
 bool kl_tools_permitted(const struct kl_tool_rules *r, const char *name)
 {
     return kl_tools_permitted_in(r, NULL, name);

@@ -50,6 +50,8 @@ bool kl_tools_permitted(const struct kl_tool_rules *r, const char *name);
 /* The same for a function in a namespace (ns; NULL for none): allowed when
  * either name is allowed, refused when either is denied. */
 bool kl_tools_permitted_in(const struct kl_tool_rules *r, const char *ns, const char *name);
+/* Does a deny list refuse name (an allow list aside)? */
+bool kl_tools_denied(const struct kl_tool_rules *r, const char *name);
 
 /* Take out of a request body (usage kind k, see account/usage.h) the tool
  * declarations the rules refuse, and what would be left dangling by it:

@@ -68,22 +68,23 @@ bool kl_route_billing_header(const char *name)
     return listed(name, billing, sizeof(billing) / sizeof(billing[0]));
 }
 
-/* Whether the parameter p[0..len) is one the caller may not set, as a
- * server would read its name: percent-decoded (%6Bey), in any case (KEY).
- * Credentials: Gemini's "key", Google's system parameters "$key",
+/* Which parameters a caller may not set, by the parameter p[0..len)'s
+ * name as a server reads it: percent-decoded (%6Bey), in any case (KEY).
+ * PARAM_CREDENTIAL: Gemini's "key", Google's system parameters "$key",
  * "access_token" and "oauth_token" (the query forms of x-goog-api-key and
  * Authorization), and every X-Amz-* parameter of a presigned AWS request
  * (its credential, signature and token, and the algorithm, date and signed
  * headers that go with them): keyless signs with its own key, and AWS
  * refuses a request authenticated both in its query and in its
- * Authorization header. Who pays: "userProject" and "$userProject", the
- * query forms of x-goog-user-project. And "fields"/"$fields", the query form
- * of X-Goog-FieldMask: a mask without usageMetadata would keep an answer's
- * usage from its record. */
-static bool names_key(const char *p, size_t len)
+ * Authorization header; and who pays, "userProject" and "$userProject"
+ * (x-goog-user-project). PARAM_FIELD_MASK: "fields"/"$fields", the query
+ * form of X-Goog-FieldMask: a mask without usageMetadata would keep an
+ * answer's usage from its record, whoever's key it goes with. */
+enum param_kind { PARAM_OTHER, PARAM_CREDENTIAL, PARAM_FIELD_MASK };
+
+static enum param_kind param_kind(const char *p, size_t len)
 {
-    static const char *const names[] = {"key", "$key", "access_token", "oauth_token", "userproject", "$userproject",
-                                        "fields", "$fields"};
+    static const char *const creds[] = {"key", "$key", "access_token", "oauth_token", "userproject", "$userproject"};
     char name[24];
     size_t n = 0; /* the name's first 23 characters are enough to tell */
     for (size_t i = 0; i < len && p[i] != '=' && n < sizeof(name) - 1; i++) {
@@ -95,13 +96,15 @@ static bool names_key(const char *p, size_t len)
         name[n++] = c;
     }
     name[n] = '\0';
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (strcasecmp(name, names[i]) == 0)
-            return true;
-    return strncasecmp(name, "x-amz-", 6) == 0;
+    if (strcasecmp(name, "fields") == 0 || strcasecmp(name, "$fields") == 0)
+        return PARAM_FIELD_MASK;
+    for (size_t i = 0; i < sizeof(creds) / sizeof(creds[0]); i++)
+        if (strcasecmp(name, creds[i]) == 0)
+            return PARAM_CREDENTIAL;
+    return strncasecmp(name, "x-amz-", 6) == 0 ? PARAM_CREDENTIAL : PARAM_OTHER;
 }
 
-const char *kl_route_strip_key_param(kl_arena *a, const char *query)
+const char *kl_route_strip_key_param(kl_arena *a, const char *query, bool credentials)
 {
     if (!query || !*query)
         return NULL;
@@ -112,8 +115,9 @@ const char *kl_route_strip_key_param(kl_arena *a, const char *query)
     while (*p) {
         const char *amp = strchr(p, '&');
         size_t len = amp ? (size_t)(amp - p) : strlen(p);
-        bool is_key = names_key(p, len);
-        if (!is_key && len > 0) {
+        enum param_kind k = param_kind(p, len);
+        bool drop = k == PARAM_FIELD_MASK || (credentials && k == PARAM_CREDENTIAL);
+        if (!drop && len > 0) {
             if (o)
                 out[o++] = '&';
             memcpy(out + o, p, len);

@@ -258,9 +258,9 @@ static const char *build_url(kl_exchange *ex, const char *bare, const char *proj
         path = kl_arena_printf(&ex->arena, "%.*s/models/%s%s", (int)(models - path), path, bare,
                                colon ? colon : "");
     }
-    const char *query = ex->req.query;
-    if (p->auth_mode != KL_AUTHMODE_PASSTHROUGH)
-        query = kl_route_strip_key_param(&ex->arena, query);
+    /* a passthrough provider gets the caller's own credentials, and whom
+     * they bill; never a field mask */
+    const char *query = kl_route_strip_key_param(&ex->arena, ex->req.query, p->auth_mode != KL_AUTHMODE_PASSTHROUGH);
     return kl_arena_concat(&ex->arena, p->baseurl, path, query ? "?" : "", query ? query : "", NULL);
 }
 

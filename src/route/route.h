@@ -42,11 +42,11 @@ bool kl_route_credential_header(const char *name);
 bool kl_route_billing_header(const char *name);
 
 /* Remove the parameters a caller may not set from a query string: the
+ * field mask that could hide usage (`fields`), and with credentials, the
  * credentials (Gemini's `key`, Google's `$key`, `access_token` and
- * `oauth_token`, a presigned AWS request's X-Amz-*), who pays
- * (`userProject`) and the field mask that could hide usage (`fields`).
- * Returns an arena string, or NULL when nothing remains. */
-const char *kl_route_strip_key_param(kl_arena *a, const char *query);
+ * `oauth_token`, a presigned AWS request's X-Amz-*) and who pays
+ * (`userProject`). Returns an arena string, or NULL when nothing remains. */
+const char *kl_route_strip_key_param(kl_arena *a, const char *query, bool credentials);
 
 /* A provider's response headers ("Name: value\r\n" lines) as the caller
  * gets them: without the gateway's own x-keyless- names (a provider's

@@ -245,10 +245,14 @@ describe('tool policy', () => {
       split: chunk({ role: 'assistant', tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'Ba', arguments: '' } }] }) +
         chunk({ tool_calls: [{ index: 0, id: 'call_b', function: { name: 'sh', arguments: '{}' } }] }) +
         chunk({}, 'tool_calls') + 'data: [DONE]\n\n',
+      // Ollama's parallel calls: each at index 0 with its own id
+      par: chunk({ role: 'assistant', tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'Read', arguments: '{}' } }] }) +
+        chunk({ tool_calls: [{ index: 0, id: 'call_b', type: 'function', function: { name: 'Grep', arguments: '{}' } }] }) +
+        chunk({}, 'tool_calls') + 'data: [DONE]\n\n',
     };
     const up = await rawProvider((req, sock) => {
       const which = /x-case: (\w+)/i.exec(req)[1];
-      const type = which === 'split' ? 'text/event-stream' : 'application/json';
+      const type = which === 'split' || which === 'par' ? 'text/event-stream' : 'application/json';
       sock.end(`HTTP/1.1 200 OK\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(answers[which])}\r\n` +
         `Connection: close\r\n\r\n${answers[which]}`);
     });
@@ -268,12 +272,33 @@ describe('tool policy', () => {
       assert.match((await r.json()).error.message, /more than 1 tool call/);
       r = await ask('split', { stream: true });
       const text = await r.text();
-      assert.match(text, /the tool 'Bash', which the tool policy does not allow/);
+      assert.match(text, /the tool 'Bash' \(its name in pieces, as an SDK joins them\), which the tool policy does not allow/);
       assert.ok(!text.includes('"sh"'), 'the second piece never reached the caller');
     } finally {
       await g.stop();
+    }
+    // under an allow list, parallel calls at one index are each allowed: their joined name is no tool at all
+    const g2 = await startGateway({
+      providers: { openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'sk-tools-n-0123456789', models: ['gpt-4o'] } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { tools: { allow: ['Read', 'Grep'] } }] } }],
+    });
+    try {
+      const r = await fetch(`${g2.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-case': 'par' },
+        body: JSON.stringify({ model: 'gpt-4o', stream: true, tools: [fn('Read'), fn('Grep')], messages: [{ role: 'user', content: 'hi' }] }) });
+      const text = await r.text();
+      assert.match(text, /"name":"Grep"/);
+      assert.doesNotMatch(text, /tool policy/);
+    } finally {
+      await g2.stop();
       up.close();
     }
+  });
+
+  it('a Responses stream with as many calls as max_calls ends whole (each call counted once)', async () => {
+    const stream = openai().responses.stream({ model: 'gpt-4o', input: 'hi', tools: [fn('grep'), fn('read_file')].map((t) =>
+      ({ type: 'function', name: t.function.name, parameters: t.function.parameters })) }, { headers: { 'x-mock': 'tools=grep,read_file' } });
+    const fin = await stream.finalResponse();
+    assert.deepEqual(fin.output.filter((o) => o.type === 'function_call').map((o) => o.name), ['grep', 'read_file']);
   });
 
   it('with guardrails over answers, the text before a refused call still reaches the caller', async () => {

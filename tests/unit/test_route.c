@@ -98,28 +98,31 @@ static void key_query_parameter_removed(void **state)
     (void)state;
     kl_arena a;
     kl_arena_init(&a);
-    assert_string_equal(kl_route_strip_key_param(&a, "alt=sse&key=AIza123"), "alt=sse");
-    assert_string_equal(kl_route_strip_key_param(&a, "key=AIza&alt=sse&x=1"), "alt=sse&x=1");
-    assert_null(kl_route_strip_key_param(&a, "key=AIza"));
-    assert_string_equal(kl_route_strip_key_param(&a, "beta=true"), "beta=true");
-    assert_string_equal(kl_route_strip_key_param(&a, "keys=1&monkey=2"), "keys=1&monkey=2");
+    assert_string_equal(kl_route_strip_key_param(&a, "alt=sse&key=AIza123", true), "alt=sse");
+    assert_string_equal(kl_route_strip_key_param(&a, "key=AIza&alt=sse&x=1", true), "alt=sse&x=1");
+    assert_null(kl_route_strip_key_param(&a, "key=AIza", true));
+    assert_string_equal(kl_route_strip_key_param(&a, "beta=true", true), "beta=true");
+    assert_string_equal(kl_route_strip_key_param(&a, "keys=1&monkey=2", true), "keys=1&monkey=2");
     /* the name as the provider reads it: any case, percent-encoded */
-    assert_string_equal(kl_route_strip_key_param(&a, "Key=a&KEY=b&%6Bey=c&k%65Y=d&alt=sse"), "alt=sse");
-    assert_string_equal(kl_route_strip_key_param(&a, "%6Beys=1&ke%79%3D=2"), "%6Beys=1&ke%79%3D=2");
+    assert_string_equal(kl_route_strip_key_param(&a, "Key=a&KEY=b&%6Bey=c&k%65Y=d&alt=sse", true), "alt=sse");
+    assert_string_equal(kl_route_strip_key_param(&a, "%6Beys=1&ke%79%3D=2", true), "%6Beys=1&ke%79%3D=2");
     /* a presigned AWS request's parameters, all of them: keyless signs instead */
     assert_string_equal(kl_route_strip_key_param(&a, "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F1&"
                                                      "X-Amz-Date=20261128T000000Z&X-Amz-Expires=60&"
                                                      "X-Amz-SignedHeaders=host&X-Amz-Signature=ab&"
-                                                     "x-amz-security-token=t&X%2dAmz-User-Agent=u&a=1"),
+                                                     "x-amz-security-token=t&X%2dAmz-User-Agent=u&a=1", true),
                         "a=1");
-    assert_string_equal(kl_route_strip_key_param(&a, "x-amzn-trace=1&amz-date=2"), "x-amzn-trace=1&amz-date=2");
+    assert_string_equal(kl_route_strip_key_param(&a, "x-amzn-trace=1&amz-date=2", true), "x-amzn-trace=1&amz-date=2");
     /* Google's system parameters: credentials, who pays, the field mask */
     assert_string_equal(kl_route_strip_key_param(&a, "alt=sse&%24key=K&$key=K&access_token=ya29&oauth_token=o&"
                                                      "userProject=p&%24userProject=q&fields=candidates&"
-                                                     "$fields=x&prettyPrint=false"),
+                                                     "$fields=x&prettyPrint=false", true),
                         "alt=sse&prettyPrint=false");
-    assert_string_equal(kl_route_strip_key_param(&a, "fieldset=1&access=2&project=3"), "fieldset=1&access=2&project=3");
-    assert_null(kl_route_strip_key_param(&a, NULL));
+    assert_string_equal(kl_route_strip_key_param(&a, "fieldset=1&access=2&project=3", true), "fieldset=1&access=2&project=3");
+    assert_null(kl_route_strip_key_param(&a, NULL, true));
+    /* a passthrough provider keeps the caller's credentials and billing, never a field mask */
+    assert_string_equal(kl_route_strip_key_param(&a, "key=K&userProject=p&fields=candidates&%24fields=x&alt=sse", false),
+                        "key=K&userProject=p&alt=sse");
     kl_arena_free(&a);
 }
 

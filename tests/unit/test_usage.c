@@ -1568,6 +1568,14 @@ static void note_name(void *arg, const char *ns, const char *name)
         snprintf(s->v[s->n++], sizeof(s->v[0]), "%s", name ? name : "(none)");
 }
 
+/* a name joined from pieces at one index, noted after the others */
+static void note_joined(void *arg, const char *name)
+{
+    char joined[24];
+    snprintf(joined, sizeof(joined), "joined:%.16s", name);
+    note_name(arg, NULL, joined);
+}
+
 static void strict_event(kl_usage_parser *p, const char *ev, const char *data)
 {
     kl_usage_event(p, ev, ev ? strlen(ev) : 0, data, strlen(data));
@@ -1761,6 +1769,7 @@ static void strict_mode(void **state)
     s.n = 0;
     p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
     kl_usage_on_tool(p, note_name, &s);
+    kl_usage_on_joined_name(p, note_joined);
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\","
                           "\"function\":{\"name\":\"read_file\",\"arguments\":\"{}\"}}]}}]}");
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"b\",\"type\":\"function\","
@@ -1769,18 +1778,19 @@ static void strict_mode(void **state)
     assert_int_equal(s.n, 3);
     assert_string_equal(s.v[1], "grep");
     /* and as a Python SDK joins them by index: checked too */
-    assert_string_equal(s.v[2], "read_filegrep");
+    assert_string_equal(s.v[2], "joined:read_filegrep");
     assert_null(kl_usage_ambiguity(p));
     /* so a refused name spelled in two pieces with two ids is seen whole */
     s.n = 0;
     p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
     kl_usage_on_tool(p, note_name, &s);
+    kl_usage_on_joined_name(p, note_joined);
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\","
                           "\"function\":{\"name\":\"Ba\",\"arguments\":\"\"}}]}}]}");
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_b\","
                           "\"function\":{\"name\":\"sh\",\"arguments\":\"{}\"}}]}}]}");
     assert_int_equal(s.n, 3);
-    assert_string_equal(s.v[2], "Bash");
+    assert_string_equal(s.v[2], "joined:Bash");
 
     /* a name in pieces that repeats the call's id is still in pieces (Python's
      * SDK joins "Ba" + "sh" by index), and so is one whose first piece had no
@@ -1810,6 +1820,7 @@ static void strict_mode(void **state)
     s.n = 0;
     p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
     kl_usage_on_tool(p, note_name, &s);
+    kl_usage_on_joined_name(p, note_joined);
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\","
                           "\"type\":\"function\",\"function\":{\"name\":\"file_write\",\"arguments\":\"{}\"}}]}}]}");
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_b\","
