@@ -15,7 +15,9 @@ esac
 build_pkgs="build-essential pkg-config libevent-dev libcurl4-openssl-dev libcjson-dev
   libjose-dev libssl-dev libsqlite3-dev libpq-dev zlib1g-dev $hs_pkg
   libcbor-dev libzstd-dev libpsl-dev"
-test_pkgs="libcmocka-dev nodejs npm postgresql openssl sqlite3 clang zstd"
+# libclang-rt-14-dev: libFuzzer and the sanitizer runtimes (clang only
+# recommends it); procps: pgrep, which a test uses
+test_pkgs="libcmocka-dev nodejs npm postgresql openssl sqlite3 clang libclang-rt-14-dev zstd procps"
 bench_pkgs="nginx-light wrk util-linux"
 
 want="$build_pkgs"
@@ -26,6 +28,23 @@ case "${1:-build}" in
   *) echo "usage: $0 [build|test|bench]" >&2; exit 2 ;;
 esac
 
+# The SDKs and agent CLIs the tests run need Node.js 20 or later; Debian 12
+# has 18. Then a Node.js 20 binary comes from the npm registry (the
+# node-linux-<arch> package the `node` package installs) into .tools/node,
+# which scripts/test-integration.sh puts first on PATH.
+node_tool() {
+  node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' 2>/dev/null && return 0
+  case "$(dpkg --print-architecture)" in
+    amd64) arch=x64 ;;
+    arm64) arch=arm64 ;;
+    *) echo "scripts/deps.sh: Node.js 20 or later is needed; install it" >&2; return 1 ;;
+  esac
+  root=$(cd "$(dirname "$0")/.." && pwd)
+  [ -x "$root/.tools/node/node_modules/node-linux-$arch/bin/node" ] && return 0
+  echo "installing: Node.js 20 from the npm registry into .tools/node" >&2
+  npm install --prefix "$root/.tools/node" --no-save --no-audit --no-fund --loglevel=error "node-linux-$arch@20.20.2"
+}
+
 missing=""
 for p in $want; do
   # nodejs may come from another repository whose package also provides npm.
@@ -35,7 +54,10 @@ for p in $want; do
     missing="$missing $p"
   fi
 done
-[ -z "$missing" ] && exit 0
+if [ -z "$missing" ]; then
+  [ "${1:-build}" = build ] || node_tool
+  exit 0
+fi
 # the two libraries conflict (one soname): the one not wanted goes
 remove=""
 for p in $hs_other; do
@@ -60,3 +82,4 @@ if [ -n "$remove" ]; then
 fi
 # shellcheck disable=SC2086
 $sudo apt-get install -y -qq --no-install-recommends $missing $remove >/dev/null
+[ "${1:-build}" = build ] || node_tool

@@ -6,13 +6,24 @@
 set -eu
 cd "$(dirname "$0")/.."
 build="${1:-build}"
+# Node.js 20 that scripts/deps.sh fetched where the system's is older
+for d in .tools/node/node_modules/node-linux-*/bin; do
+  [ -x "$d/node" ] && PATH="$PWD/$d:$PATH" && export PATH
+done
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi
 pgdir=$(mktemp -d /tmp/keyless-pg-XXXXXX)
-trap 'scripts/pg-test.sh stop "$pgdir"' EXIT INT TERM
+tests_tmp=""
+trap 'scripts/pg-test.sh stop "$pgdir"; [ -z "$tests_tmp" ] || rm -rf "$tests_tmp"' EXIT INT TERM
 KEYLESS_TEST_PG_URL=$(scripts/pg-test.sh start "$pgdir")
 export KEYLESS_TEST_PG_URL
+# every test's temporary files (configs, stores, agent homes) in one
+# directory, removed when the run ends (PostgreSQL, started before, runs as
+# its own user and keeps its files in $pgdir)
+tests_tmp=$(mktemp -d /tmp/keyless-tests-XXXXXX)
+TMPDIR=$tests_tmp
+export TMPDIR
 export KEYLESS_BUILD="$build"
 # No single test may hang CI: each gets at most 5 minutes.
 node --test --test-concurrency=2 --test-timeout=300000 --test-reporter=spec tests/integration/*.test.mjs

@@ -1,5 +1,7 @@
 #include "record/cli.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,6 +83,20 @@ static void print_table(cJSON *rows, const char *group_by, FILE *out)
     }
 }
 
+/* 0 when everything written to out got there; else 1, said on err (an
+ * export to a full disk is no success). */
+static int output_written(FILE *out, FILE *err, const char *cmd)
+{
+    errno = 0;
+    int flushed = fflush(out);
+    if (flushed == 0 && !ferror(out))
+        return 0;
+    /* an earlier write's errno is gone: only the flush's own is said */
+    fprintf(err, "keyless %s: writing the output failed%s%s\n", cmd, flushed && errno ? ": " : "",
+            flushed && errno ? strerror(errno) : "");
+    return 1;
+}
+
 int kl_cli_usage(const kl_config *cfg, const struct kl_cli_opts *o, FILE *out, FILE *err)
 {
     struct kl_store *s = open_store(cfg, err);
@@ -104,7 +120,7 @@ int kl_cli_usage(const kl_config *cfg, const struct kl_cli_opts *o, FILE *out, F
         print_table(rows, group_by, out);
     }
     cJSON_Delete(rows);
-    return 0;
+    return output_written(out, err, "usage");
 }
 
 static void emit_line(void *arg, cJSON *row)
@@ -130,5 +146,5 @@ int kl_cli_export(const kl_config *cfg, const struct kl_cli_opts *o, FILE *out, 
         fprintf(err, "keyless export: %s\n", e);
         return 1;
     }
-    return 0;
+    return output_written(out, err, "export");
 }

@@ -171,6 +171,13 @@ describe('records (SQLite)', () => {
     assert.match(cli.stdout, /uma@example\.com/);
     const json = spawnSync(join(BUILD, 'keyless'), ['usage', '--config', gw.configPath, '--by', 'model', '--json'], { encoding: 'utf8' });
     assert.ok(JSON.parse(json.stdout).some((x) => x.model === 'gpt-4o'));
+    // output that cannot be written (a full disk) is a failure, not an empty success
+    for (const cmd of [['usage'], ['export', '--since', '1h']]) {
+      const full = spawnSync('sh', ['-c', `"$0" "$@" > /dev/full`, join(BUILD, 'keyless'), ...cmd, '--config', gw.configPath],
+        { encoding: 'utf8' });
+      assert.equal(full.status, 1, cmd[0]);
+      assert.match(full.stderr, new RegExp(`keyless ${cmd[0]}: writing the output failed`));
+    }
   });
 
   it('paging with next_before walks every record once', async () => {
