@@ -2,6 +2,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 
@@ -222,6 +223,7 @@ static size_t check_literal(const unsigned char *p, size_t len, size_t i, const 
 /* An explicit stack (one bit per level: object or array) instead of
  * recursion, so a body of a million '[' cannot exhaust the worker's stack. */
 static bool key_equals(const char *raw, size_t n, const char *key);
+static bool key_equals_folded(const char *raw, size_t n, const char *key);
 
 int kl_json_validate(const char *s, size_t len, size_t *err_at)
 {
@@ -241,7 +243,7 @@ int kl_json_validate_members(const char *s, size_t len, size_t *err_at,
 
     for (size_t k = 0; k < nw; k++) {
         w[k].start = w[k].end = 0;
-        w[k].count = 0;
+        w[k].count = w[k].folded = 0;
     }
     for (;;) {
         if (want == KEY) {
@@ -254,9 +256,18 @@ int kl_json_validate_members(const char *s, size_t len, size_t *err_at,
                 break;
             if (depth == 1 && top_object) {
                 member = NULL;
-                for (size_t k = 0; k < nw && !member; k++)
-                    if (key_equals(s + kstart, i - 1 - kstart, w[k].key) && w[k].count++ == 0)
-                        member = &w[k];
+                bool known = false;
+                for (size_t k = 0; k < nw && !known; k++)
+                    if (key_equals(s + kstart, i - 1 - kstart, w[k].key)) {
+                        known = true;
+                        if (w[k].count++ == 0)
+                            member = &w[k];
+                    }
+                for (size_t k = 0; k < nw && !known; k++)
+                    if (key_equals_folded(s + kstart, i - 1 - kstart, w[k].key)) {
+                        known = true;
+                        w[k].folded++;
+                    }
             }
             i = strict_ws(p, len, i);
             if (i >= len || p[i] != ':') {
@@ -452,6 +463,19 @@ static bool key_equals(const char *raw, size_t n, const char *key)
         return false;
     cJSON *k = cJSON_ParseWithLength(raw - 1, n + 2);
     bool eq = cJSON_IsString(k) && strcmp(k->valuestring, key) == 0;
+    cJSON_Delete(k);
+    return eq;
+}
+
+/* The same, ASCII letters compared in either case. */
+static bool key_equals_folded(const char *raw, size_t n, const char *key)
+{
+    if (!memchr(raw, '\\', n))
+        return strnlen(key, n + 1) == n && strncasecmp(raw, key, n) == 0;
+    if (kl_json_has_nul_escape(raw, n))
+        return false;
+    cJSON *k = cJSON_ParseWithLength(raw - 1, n + 2);
+    bool eq = cJSON_IsString(k) && strcasecmp(k->valuestring, key) == 0;
     cJSON_Delete(k);
     return eq;
 }

@@ -110,7 +110,9 @@ struct kl_body_map {
  * malformed JSON (*err_at: the first wrong byte, len when it ends early); -2
  * (*dup: the key) when a member appears twice: parsers disagree on which
  * copy counts (cJSON reads the first, many providers the last), so a second
- * "model" or "max_tokens" could slip past grants and quotas. */
+ * "model" or "max_tokens" could slip past grants and quotas; -3 (*dup: the
+ * key) when a top-level key differs from one of them only in the case of
+ * its letters ("Model"), which Go's JSON reader takes for it. */
 int kl_dialect_body_map(const char *body, size_t len, struct kl_body_map *m, size_t *err_at,
                         const char **dup);
 

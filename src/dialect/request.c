@@ -23,15 +23,16 @@ static void want_init(struct kl_json_want *w)
         w[i] = (struct kl_json_want){.key = map_keys[i]};
 }
 
-/* Copy the scan's result into m; -1 with *dup on a repeated key. */
+/* Copy the scan's result into m; -1 with *dup on a repeated key, -2 on a
+ * key written in another case of letters. */
 static int map_from(const struct kl_json_want *w, struct kl_body_map *m, const char **dup)
 {
     struct kl_body_span *out = &m->model;
     for (size_t i = 0; i < NKEYS; i++) {
         out[i] = (struct kl_body_span){w[i].start, w[i].end};
-        if (w[i].count > 1) {
+        if (w[i].count > 1 || w[i].folded) {
             *dup = w[i].key;
-            return -1;
+            return w[i].count > 1 ? -1 : -2;
         }
     }
     return 0;
@@ -45,7 +46,8 @@ int kl_dialect_body_map(const char *body, size_t len, struct kl_body_map *m, siz
     memset(m, 0, sizeof(*m));
     if (kl_json_validate_members(body, len, err_at, w, NKEYS) < 0)
         return -1;
-    return map_from(w, m, dup) < 0 ? -2 : 0;
+    int r = map_from(w, m, dup);
+    return r == -1 ? -2 : r == -2 ? -3 : 0;
 }
 
 /* The member's value decoded by cJSON: it is small (a model name, a number,
@@ -69,7 +71,7 @@ static int64_t count_of(const char *body, struct kl_body_span s, bool strings)
         d = strtod(v->valuestring, &end); /* white space around it, as pydantic and Go's parsers allow */
         while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')
             end++;
-        if (*end || d != (double)(int64_t)d)
+        if (*end || !(d >= 0 && d < 9e15) || d != (double)(int64_t)d)
             d = -1;
     }
     cJSON_Delete(v);
@@ -79,6 +81,12 @@ static int64_t count_of(const char *body, struct kl_body_span s, bool strings)
 static int64_t span_count(const char *body, struct kl_body_span s)
 {
     return count_of(body, s, false);
+}
+
+/* Absent, or written as null. */
+static bool span_null(const char *body, struct kl_body_span s)
+{
+    return !s.end || (s.end - s.start == 4 && memcmp(body + s.start, "null", 4) == 0);
 }
 
 static bool span_true(const char *body, struct kl_body_span s)
@@ -259,6 +267,14 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         *why = kl_arena_printf(a, "duplicate \"%s\" key in request body", dup);
         return -1;
     }
+    if (r == -3) {
+        /* Go's JSON reader (Ollama's) takes "Model" for "model", the last
+         * of them winning: one keyless does not read would slip past grants
+         * and caps */
+        *why = kl_arena_printf(a, "a key that differs from \"%s\" only in the case of its letters in request body "
+                                  "(some servers read it as \"%s\")", dup, dup);
+        return -1;
+    }
     const struct kl_body_map *m = &f->map;
 
     if (!ep->model_in_path && !(f->model = read_model(body, m->model, a, why)))
@@ -267,9 +283,12 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
     switch (ep->id) {
     case KL_EP_CHAT: {
         f->stream = span_true(body, m->stream);
-        f->max_output_tokens = span_count(body, m->max_completion_tokens);
-        if (f->max_output_tokens < 0)
-            f->max_output_tokens = span_count(body, m->max_tokens);
+        /* max_tokens only when max_completion_tokens is absent or null: one
+         * keyless cannot read ("100000", which pydantic servers read as
+         * 100000) is no cap, and is replaced by keyless's own, not taken
+         * for max_tokens' smaller one */
+        f->max_output_tokens = span_count(body, span_null(body, m->max_completion_tokens)
+                                                    ? m->max_tokens : m->max_completion_tokens);
         cJSON *so = span_json(body, m->stream_options);
         f->has_include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
         cJSON_Delete(so);

@@ -519,6 +519,19 @@ describe('spend quotas', () => {
     const sent = JSON.parse((await mock.last()).body);
     assert.equal(sent.max_completion_tokens, 1234, JSON.stringify(sent));
     assert.equal(sent['max_tokens\u0000'], 10);
+    // a max_completion_tokens keyless cannot read ("100000", which pydantic servers read as 100000) is no cap,
+    // and replaced by keyless's own: not taken for max_tokens' smaller one, which such a server would not use
+    await (await post(gw, '/v1/chat/completions', '{"model":"gpt-4o","max_completion_tokens":"100000","max_tokens":5,"messages":[]}')).text();
+    const odd = JSON.parse((await mock.last()).body);
+    assert.equal(odd.max_completion_tokens, 1234, JSON.stringify(odd));
+    // a key that differs from one keyless reads only in case ("Max_Completion_Tokens", which Go's reader, Ollama's,
+    // takes for it) is refused, not forwarded past the cap
+    for (const body of ['{"model":"gpt-4o","Max_Completion_Tokens":100000,"messages":[]}',
+      '{"model":"gpt-4o","MODEL":"gpt-4o","messages":[]}']) {
+      const r = await post(gw, '/v1/chat/completions', body);
+      assert.equal(r.status, 400, body);
+      assert.match((await r.json()).error.message, /only in the case of its letters/);
+    }
     await gw.stop();
     await mock.stop();
   });

@@ -211,6 +211,13 @@ static void reads_answers_asked_for(void **state)
     assert_int_equal(f.choices, 3);
     assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"n\":\" 3 \"}", &f, &why), 0);
     assert_int_equal(f.choices, 3);
+    /* one out of range is none (read without a cast UBSan would report) */
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"n\":\"1e300\"}", &f, &why), 0);
+    assert_int_equal(f.choices, 1);
+    /* a key that differs from one keyless reads only in case ("Model"): refused */
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"Model\":\"x\"}", &f, &why), -1);
+    assert_non_null(strstr(why, "only in the case of its letters"));
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"\\u004dax_tokens\":5}", &f, &why), -1);
     /* n is a chat parameter: a Responses body's "n" is not read */
     assert_int_equal(facts(KL_EP_RESPONSES, "{\"model\":\"m\",\"n\":4}", &f, &why), 0);
     assert_int_equal(f.choices, 1);
