@@ -16,7 +16,8 @@
 #define MAX_ID_LEN 256        /* longer response and conversation ids are not remembered */
 #define MAX_STOP_LEN 64
 #define MAX_TOOL_LEN 256
-#define MAX_JOINED_LEN 4096 /* names joined at one index (chat_object): longer, no longer followed */
+#define MAX_JOINED_LEN 1024 /* names joined at one index (chat_object): longer, no longer followed (as
+                               long as the longest tool name a policy matches, guard/tools.c) */
 #define ARR_MAX_DEPTH 512
 
 /* Where the JSON-array splitter is between elements. */

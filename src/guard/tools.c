@@ -84,10 +84,17 @@ static bool any_match(const char *const *globs, size_t n, const char *name)
     return false;
 }
 
+/* No provider takes a tool name near this long (OpenAI 64 bytes, Anthropic
+ * 128): a longer one, matched against every glob, would cost a worker
+ * seconds per megabyte, and is refused without being matched. */
+#define KL_TOOL_NAME_MAX 1024
+
 bool kl_tools_permitted_in(const struct kl_tool_rules *r, const char *ns, const char *name)
 {
     if (!name)
         name = "";
+    if (r->n && (strlen(name) > KL_TOOL_NAME_MAX || (ns && strlen(ns) > KL_TOOL_NAME_MAX)))
+        return false;
     for (size_t i = 0; i < r->n; i++) {
         const struct kl_tool_policy *p = r->v[i];
         if (p->allow && !any_match(p->allow, p->nallow, name) && !(ns && any_match(p->allow, p->nallow, ns)))

@@ -65,6 +65,10 @@ describe('tool policy', () => {
     assert.equal(body.parallel_tool_calls, false);
     assert.equal(body.messages[0].content, 'hi');
     assert.match(gw.output(), /tool policy removed Bash,mcp__prod__drop_table,Bash from the request/);
+    // a name longer than any provider takes (here 32 KiB) is refused without being matched against every glob
+    await openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }],
+      tools: [fn('x'.repeat(32768)), fn('read_file')] });
+    assert.deepEqual((await forwarded()).tools.map((t) => t.function.name), ['read_file']);
 
     // every tool refused: the list goes, and what only makes sense with it
     await openai().chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }],
