@@ -146,7 +146,7 @@ static int cmd_report(int argc, char **argv, bool is_export)
         return 2;
     }
     kl_diags d = {0};
-    kl_config *cfg = kl_config_load(path, &d);
+    kl_config *cfg = kl_config_load_reader(path, &d);
     if (!cfg) {
         kl_diags_print(&d, path, stderr);
         kl_diags_free(&d);

@@ -148,6 +148,10 @@ static const char *cfg_expand_macros(kl_cfg_ctx *c, const cJSON *at, const char 
                     *unset_name = kl_arena_strdup(&c->cfg->arena, name);
                     return NULL;
                 }
+                if (c->lenient) {
+                    kl_cfg_report(c, KL_SEV_NOTE, at, "${%s} is not set (not needed to read records)", name);
+                    return NULL;
+                }
                 kl_cfg_report(c, KL_SEV_ERROR, at, "unsubstituted macro ${%s}: the variable is not set", name);
                 return NULL;
             }
@@ -172,12 +176,16 @@ static const char *cfg_expand_macros(kl_cfg_ctx *c, const cJSON *at, const char 
 
 /* A provider's credentials keep their macros for their readers (read_apikey,
  * read_aws), which take an unset variable as a provider without a key
- * (503), not a broken file. */
+ * (503), not a broken file; the S3 exporter's for its reader, which says
+ * what is missing once (record/export.c). */
 static bool keeps_macro(const cJSON *parent, const cJSON *m)
 {
     if (!m->string)
         return false;
     if (strcmp(m->string, "apikey") == 0)
+        return true;
+    if (parent->string && strcmp(parent->string, "s3") == 0 &&
+        (strcmp(m->string, "access_key_id") == 0 || strcmp(m->string, "access_secret") == 0))
         return true;
     return parent->string && strcmp(parent->string, "aws") == 0 &&
            (strcmp(m->string, "access_key_id") == 0 || strcmp(m->string, "access_secret") == 0 ||
@@ -1035,7 +1043,7 @@ static void set_defaults(kl_config *cfg)
         cfg->failover.on_status[statuses[i] - 400] = true;
 }
 
-kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_diags *diags)
+static kl_config *parse(const char *text, size_t len, const char *path, kl_diags *diags, bool reader)
 {
     kl_config *cfg = calloc(1, sizeof(*cfg));
     if (!cfg)
@@ -1054,7 +1062,7 @@ kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_di
         kl_config_unref(cfg);
         return NULL;
     }
-    kl_cfg_ctx c = {cfg, diags};
+    kl_cfg_ctx c = {cfg, diags, reader, false};
     int errors_before = diags->errors;
     const cJSON *root = cfg->doc.root;
     if (!cJSON_IsObject(root))
@@ -1064,18 +1072,30 @@ kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_di
     /* a document with a duplicate key is not read further: a section read
      * twice would be read into the same place twice */
     if (cJSON_IsObject(root) && diags->errors == errors_before) {
-        cfg_expand_document(&c, (cJSON *)root);
+        for (cJSON *m = root->child; m; m = m->next) { /* section by section: store and database strictly */
+            c.lenient = reader && strcmp(m->string, "store") != 0 && strcmp(m->string, "database") != 0;
+            if (cJSON_IsString(m) && strstr(m->valuestring, "${")) {
+                const char *s = cfg_expand_macros(&c, m, m->valuestring, NULL);
+                if (s && !cJSON_SetValuestring(m, s))
+                    abort();
+            } else if (cJSON_IsObject(m) || cJSON_IsArray(m)) {
+                cfg_expand_document(&c, m);
+            }
+        }
+        c.lenient = false;
         const cJSON *m;
         cJSON_ArrayForEach(m, root) {
             size_t i;
             for (i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
                 if (strcmp(m->string, sections[i].name) == 0)
                     break;
+            c.lenient = reader && strcmp(m->string, "store") != 0 && strcmp(m->string, "database") != 0;
             if (i < sizeof(sections) / sizeof(sections[0]))
                 sections[i].read(&c, m);
             else
                 cfg_unknown(&c, m, "the top level");
         }
+        c.lenient = false;
     }
     /* Sections whose absence means something (deny by default, loopback
      * only) are read even when missing. */
@@ -1106,7 +1126,12 @@ kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_di
     return cfg;
 }
 
-kl_config *kl_config_load(const char *path, kl_diags *diags)
+kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_diags *diags)
+{
+    return parse(text, len, path, diags, false);
+}
+
+static kl_config *load(const char *path, kl_diags *diags, bool reader)
 {
     const char *why;
     FILE *f = kl_open_regular(path, &why, NULL);
@@ -1141,9 +1166,19 @@ kl_config *kl_config_load(const char *path, kl_diags *diags)
         kl_diags_add(diags, KL_SEV_ERROR, 0, 0, "read error");
         return NULL;
     }
-    kl_config *cfg = kl_config_parse(buf, len, path, diags);
+    kl_config *cfg = parse(buf, len, path, diags, reader);
     free(buf);
     return cfg;
+}
+
+kl_config *kl_config_load(const char *path, kl_diags *diags)
+{
+    return load(path, diags, false);
+}
+
+kl_config *kl_config_load_reader(const char *path, kl_diags *diags)
+{
+    return load(path, diags, true);
 }
 
 void kl_config_on_free(kl_config *cfg, void (*fn)(void *), void *arg)

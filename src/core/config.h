@@ -136,6 +136,9 @@ void kl_config_on_free(kl_config *cfg, void (*fn)(void *), void *arg);
 typedef struct kl_cfg_ctx {
     kl_config *cfg;
     kl_diags *diags;
+    bool reader;                /* read to read records (keyless usage, export): a secret only the service is
+                                   given (keyless.env, systemd credentials) is no error outside store/database */
+    bool lenient;               /* ... and the section being read is not one of those */
 } kl_cfg_ctx;
 
 void kl_cfg_report(kl_cfg_ctx *c, enum kl_severity sev, const cJSON *at,
@@ -162,6 +165,11 @@ const char *kl_auth_header_prefix(enum kl_auth_style s);
  * NULL when there are errors. */
 kl_config *kl_config_parse(const char *text, size_t len, const char *path, kl_diags *diags);
 kl_config *kl_config_load(const char *path, kl_diags *diags);
+/* The same for a reader of the record store (keyless usage, export): an
+ * unset ${NAME} or unreadable secret outside "store" and "database" is a
+ * note, since the service's secrets are the service's (keyless.env,
+ * systemd credentials) and the reader needs none of them. */
+kl_config *kl_config_load_reader(const char *path, kl_diags *diags);
 kl_config *kl_config_ref(kl_config *cfg);
 void kl_config_unref(kl_config *cfg);
 

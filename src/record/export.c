@@ -66,7 +66,7 @@ static const char *credential(kl_cfg_ctx *c, const cJSON *m)
                                         strcmp(m->string, "access_key_id") == 0 ? "access key id" : "secret access key",
                                         &problem);
     if (!s && problem)
-        kl_cfg_report(c, KL_SEV_ERROR, m, "%s", problem);
+        kl_cfg_report(c, c->lenient ? KL_SEV_NOTE : KL_SEV_ERROR, m, "%s", problem);
     return s;
 }
 
@@ -126,7 +126,8 @@ static void read_s3(kl_cfg_ctx *c, const cJSON *v)
     if (!e->region || !e->region[0] || !name_chars(e->region, "-_"))
         kl_cfg_report(c, KL_SEV_ERROR, v, "exporters.s3 needs \"region\" (e.g. \"us-east-1\"; any value the service "
                       "accepts for one that has none)");
-    if (!e->access_key_id || !e->access_secret)
+    /* one set but unavailable was said above */
+    if (!cJSON_GetObjectItemCaseSensitive(v, "access_key_id") || !cJSON_GetObjectItemCaseSensitive(v, "access_secret"))
         kl_cfg_report(c, KL_SEV_ERROR, v, "exporters.s3 needs \"access_key_id\" and \"access_secret\"");
     if (e->endpoint) {
         size_t n = strlen(e->endpoint);

@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import http from 'node:http';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startMock, startGateway, providersFor, KEYS, assertNoKeys, from, BUILD, rawRequest } from './lib/harness.mjs';
 
@@ -171,6 +171,18 @@ describe('records (SQLite)', () => {
     assert.match(cli.stdout, /uma@example\.com/);
     const json = spawnSync(join(BUILD, 'keyless'), ['usage', '--config', gw.configPath, '--by', 'model', '--json'], { encoding: 'utf8' });
     assert.ok(JSON.parse(json.stdout).some((x) => x.model === 'gpt-4o'));
+    // the service's secrets (an exporter's, in keyless.env or systemd credentials) are not the reader's: keyless usage
+    // reads the records without them, where keyless check (the service's) refuses the file
+    const withS3 = join(dirname(gw.configPath), 'with-s3.hujson');
+    writeFileSync(withS3, JSON.stringify({ ...JSON.parse(readFileSync(gw.configPath, 'utf8')), exporters: { s3: {
+      bucket_name: 'llm-audit', region: 'eu-central-1', access_key_id: '${KL_TEST_UNSET_S3_ID}',
+      access_secret: 'file:/nonexistent/s3-secret' } } }));
+    const reader = spawnSync(join(BUILD, 'keyless'), ['usage', '--config', withS3, '--by', 'user', '--since', '1h'], { encoding: 'utf8' });
+    assert.equal(reader.status, 0, reader.stderr);
+    assert.match(reader.stdout, /uma@example\.com/);
+    const strict = spawnSync(join(BUILD, 'keyless'), ['check', '--config', withS3], { encoding: 'utf8' });
+    assert.equal(strict.status, 1);
+    assert.match(strict.stdout, /KL_TEST_UNSET_S3_ID/);
     // output that cannot be written (a full disk) is a failure, not an empty success
     for (const cmd of [['usage'], ['export', '--since', '1h']]) {
       const full = spawnSync('sh', ['-c', `"$0" "$@" > /dev/full`, join(BUILD, 'keyless'), ...cmd, '--config', gw.configPath],
