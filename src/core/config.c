@@ -192,12 +192,22 @@ static bool keeps_macro(const cJSON *parent, const cJSON *m)
             strcmp(m->string, "session_token") == 0);
 }
 
+/* Whether the top-level section m is read leniently: by a reader of
+ * records, any section but the store's (kl_config_load_reader). */
+static bool lenient_in(const kl_cfg_ctx *c, const cJSON *m)
+{
+    return c->reader && strcmp(m->string, "store") != 0 && strcmp(m->string, "database") != 0;
+}
+
 /* ${NAME} in every string of the document, before any section reads it
  * (grants, quotas, store paths: not only provider fields), so each reader
  * sees the value; but see keeps_macro. */
 static void cfg_expand_document(kl_cfg_ctx *c, cJSON *v)
 {
+    bool top = v == c->cfg->doc.root;
     for (cJSON *m = v->child; m; m = m->next) {
+        if (top)
+            c->lenient = lenient_in(c, m); /* section by section */
         if (cJSON_IsString(m) && strstr(m->valuestring, "${") && !keeps_macro(v, m)) {
             const char *s = cfg_expand_macros(c, m, m->valuestring, NULL);
             if (s && !cJSON_SetValuestring(m, s))
@@ -206,6 +216,8 @@ static void cfg_expand_document(kl_cfg_ctx *c, cJSON *v)
             cfg_expand_document(c, m);
         }
     }
+    if (top)
+        c->lenient = false;
 }
 
 static const char *cfg_string(kl_cfg_ctx *c, const cJSON *v, const char *what)
@@ -1072,24 +1084,14 @@ static kl_config *parse(const char *text, size_t len, const char *path, kl_diags
     /* a document with a duplicate key is not read further: a section read
      * twice would be read into the same place twice */
     if (cJSON_IsObject(root) && diags->errors == errors_before) {
-        for (cJSON *m = root->child; m; m = m->next) { /* section by section: store and database strictly */
-            c.lenient = reader && strcmp(m->string, "store") != 0 && strcmp(m->string, "database") != 0;
-            if (cJSON_IsString(m) && strstr(m->valuestring, "${")) {
-                const char *s = cfg_expand_macros(&c, m, m->valuestring, NULL);
-                if (s && !cJSON_SetValuestring(m, s))
-                    abort();
-            } else if (cJSON_IsObject(m) || cJSON_IsArray(m)) {
-                cfg_expand_document(&c, m);
-            }
-        }
-        c.lenient = false;
+        cfg_expand_document(&c, (cJSON *)root);
         const cJSON *m;
         cJSON_ArrayForEach(m, root) {
             size_t i;
             for (i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
                 if (strcmp(m->string, sections[i].name) == 0)
                     break;
-            c.lenient = reader && strcmp(m->string, "store") != 0 && strcmp(m->string, "database") != 0;
+            c.lenient = lenient_in(&c, m);
             if (i < sizeof(sections) / sizeof(sections[0]))
                 sections[i].read(&c, m);
             else

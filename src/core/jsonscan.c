@@ -223,7 +223,7 @@ static size_t check_literal(const unsigned char *p, size_t len, size_t i, const 
 /* An explicit stack (one bit per level: object or array) instead of
  * recursion, so a body of a million '[' cannot exhaust the worker's stack. */
 static bool key_equals(const char *raw, size_t n, const char *key);
-static bool key_equals_folded(const char *raw, size_t n, const char *key);
+static bool key_matches(const char *raw, size_t n, const char *key, bool fold);
 
 int kl_json_validate(const char *s, size_t len, size_t *err_at)
 {
@@ -264,7 +264,7 @@ int kl_json_validate_members(const char *s, size_t len, size_t *err_at,
                             member = &w[k];
                     }
                 for (size_t k = 0; k < nw && !known; k++)
-                    if (key_equals_folded(s + kstart, i - 1 - kstart, w[k].key)) {
+                    if (key_matches(s + kstart, i - 1 - kstart, w[k].key, true)) {
                         known = true;
                         w[k].folded++;
                     }
@@ -453,31 +453,26 @@ size_t kl_json_object_open(const char *s, size_t len)
  * spelled with a NUL ("max_tokens\u0000") is another key to the provider's
  * parser, not a shorter one: cJSON's C string would stop at the NUL, and a
  * cap the provider never reads would be taken for the request's. */
-static bool key_equals(const char *raw, size_t n, const char *key)
+/* Does the raw key (its bytes between the quotes) read as key, as a JSON
+ * parser decodes it; with fold, ASCII letters in either case. */
+static bool key_matches(const char *raw, size_t n, const char *key, bool fold)
 {
     /* this runs for every member of every object scanned: most differ in
      * their first byte, so that is checked before key is measured */
     if (!memchr(raw, '\\', n))
-        return (n == 0 || raw[0] == key[0]) && strnlen(key, n + 1) == n && memcmp(raw, key, n) == 0;
+        return (fold || n == 0 || raw[0] == key[0]) && strnlen(key, n + 1) == n &&
+               (fold ? strncasecmp(raw, key, n) : memcmp(raw, key, n)) == 0;
     if (kl_json_has_nul_escape(raw, n))
         return false;
     cJSON *k = cJSON_ParseWithLength(raw - 1, n + 2);
-    bool eq = cJSON_IsString(k) && strcmp(k->valuestring, key) == 0;
+    bool eq = cJSON_IsString(k) && (fold ? strcasecmp(k->valuestring, key) : strcmp(k->valuestring, key)) == 0;
     cJSON_Delete(k);
     return eq;
 }
 
-/* The same, ASCII letters compared in either case. */
-static bool key_equals_folded(const char *raw, size_t n, const char *key)
+static bool key_equals(const char *raw, size_t n, const char *key)
 {
-    if (!memchr(raw, '\\', n))
-        return strnlen(key, n + 1) == n && strncasecmp(raw, key, n) == 0;
-    if (kl_json_has_nul_escape(raw, n))
-        return false;
-    cJSON *k = cJSON_ParseWithLength(raw - 1, n + 2);
-    bool eq = cJSON_IsString(k) && strcasecmp(k->valuestring, key) == 0;
-    cJSON_Delete(k);
-    return eq;
+    return key_matches(raw, n, key, false);
 }
 
 /* kl_json_scan_members for an object that starts s[0..len) and may be

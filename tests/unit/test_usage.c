@@ -1576,6 +1576,16 @@ static void note_joined(void *arg, const char *name)
     note_name(arg, NULL, joined);
 }
 
+/* A chat parser that notes every name it checks into s (emptied). */
+static kl_usage_parser *strict_chat(kl_arena *a, struct seen_names *s)
+{
+    s->n = 0;
+    kl_usage_parser *p = kl_usage_parser_new(a, KL_USAGE_OPENAI_CHAT);
+    kl_usage_on_tool(p, note_name, s);
+    kl_usage_on_joined_name(p, note_joined);
+    return p;
+}
+
 static void strict_event(kl_usage_parser *p, const char *ev, const char *data)
 {
     kl_usage_event(p, ev, ev ? strlen(ev) : 0, data, strlen(data));
@@ -1766,10 +1776,7 @@ static void strict_mode(void **state)
     assert_non_null(strstr(kl_usage_ambiguity(p), "both as a function and as a custom tool"));
 
     /* Gemini's OpenAI-compatible stream: parallel calls without an index, each with its id */
-    s.n = 0;
-    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
-    kl_usage_on_tool(p, note_name, &s);
-    kl_usage_on_joined_name(p, note_joined);
+    p = strict_chat(&a, &s);
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\","
                           "\"function\":{\"name\":\"read_file\",\"arguments\":\"{}\"}}]}}]}");
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"id\":\"b\",\"type\":\"function\","
@@ -1781,10 +1788,7 @@ static void strict_mode(void **state)
     assert_string_equal(s.v[2], "joined:read_filegrep");
     assert_null(kl_usage_ambiguity(p));
     /* so a refused name spelled in two pieces with two ids is seen whole */
-    s.n = 0;
-    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
-    kl_usage_on_tool(p, note_name, &s);
-    kl_usage_on_joined_name(p, note_joined);
+    p = strict_chat(&a, &s);
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\","
                           "\"function\":{\"name\":\"Ba\",\"arguments\":\"\"}}]}}]}");
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_b\","
@@ -1817,10 +1821,7 @@ static void strict_mode(void **state)
     }
 
     /* Ollama's parallel calls: each whole, each with its own id, all at index 0 */
-    s.n = 0;
-    p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
-    kl_usage_on_tool(p, note_name, &s);
-    kl_usage_on_joined_name(p, note_joined);
+    p = strict_chat(&a, &s);
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\","
                           "\"type\":\"function\",\"function\":{\"name\":\"file_write\",\"arguments\":\"{}\"}}]}}]}");
     strict_event(p, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_b\","
