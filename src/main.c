@@ -53,42 +53,77 @@ static bool has_flag(int argc, char **argv, const char *name)
     return false;
 }
 
-/* Every argument after the command is one of the options it takes: a
- * mistyped --sinse must not quietly report everything. 0, or 2 with a
- * message. */
+/* The option an argument names, or NULL: "--since" and "--since=7d" both
+ * name --since. */
+static const char *option_named(const char *arg, const char *const *names, bool *inline_value)
+{
+    for (const char *const *v = names; *v; v++) {
+        size_t n = strlen(*v);
+        if (strncmp(arg, *v, n) == 0 && (arg[n] == '\0' || arg[n] == '=')) {
+            *inline_value = arg[n] == '=';
+            return *v;
+        }
+    }
+    return NULL;
+}
+
+/* Every argument after the command is one of the options it takes, each
+ * at most once: a mistyped --sinse must not quietly report everything, and
+ * of two --since the one meant is not ours to guess. A valued option
+ * followed by another option ("--user --json") has no value; a value that
+ * starts with "--" is written --user=--x. 0, 1 when help was asked for
+ * (printed), or 2 with a message. */
 static int check_args(int argc, char **argv, const char *const *valued, const char *const *flags)
 {
+    const char *seen[16];
+    size_t nseen = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        bool known = false;
-        for (const char *const *f = flags; *f && !known; f++)
-            known = strcmp(a, *f) == 0;
-        for (const char *const *v = valued; *v && !known; v++) {
-            size_t n = strlen(*v);
-            if (strncmp(a, *v, n) == 0 && a[n] == '=') {
-                known = true;
-            } else if (strcmp(a, *v) == 0) {
-                if (i + 1 >= argc) {
-                    fprintf(stderr, "keyless %s: %s needs a value\n", argv[1], a);
-                    return 2;
-                }
-                known = true;
-                i++;
-            }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 1;
         }
-        if (!known) {
+        bool inline_value = false;
+        const char *name = option_named(a, flags, &inline_value);
+        if (name && inline_value) {
+            fprintf(stderr, "keyless %s: %s takes no value\n", argv[1], name);
+            return 2;
+        }
+        if (!name && (name = option_named(a, valued, &inline_value)) && !inline_value) {
+            if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0) {
+                fprintf(stderr, "keyless %s: %s needs a value\n", argv[1], a);
+                return 2;
+            }
+            i++;
+        }
+        if (!name) {
             fprintf(stderr, "keyless %s: unknown option '%s' (run keyless help)\n", argv[1], a);
             return 2;
         }
+        for (size_t k = 0; k < nseen; k++) {
+            if (seen[k] == name) {
+                fprintf(stderr, "keyless %s: %s is given twice\n", argv[1], name);
+                return 2;
+            }
+        }
+        if (nseen < sizeof(seen) / sizeof(seen[0]))
+            seen[nseen++] = name;
     }
     return 0;
+}
+
+/* check_args' answer as the command's exit status: help asked for is 0. */
+static int args_status(int rc)
+{
+    return rc == 1 ? 0 : rc;
 }
 
 static int cmd_check(int argc, char **argv)
 {
     static const char *const valued[] = {"--config", NULL}, *const flags[] = {"--strict", NULL};
-    if (check_args(argc, argv, valued, flags))
-        return 2;
+    int args = check_args(argc, argv, valued, flags);
+    if (args)
+        return args_status(args);
     const char *path = opt_value(argc, argv, "--config");
     if (!path) {
         fprintf(stderr, "keyless check: --config FILE is required\n");
@@ -111,8 +146,9 @@ static int cmd_check(int argc, char **argv)
 static int cmd_serve(int argc, char **argv)
 {
     static const char *const valued[] = {"--config", NULL}, *const flags[] = {NULL};
-    if (check_args(argc, argv, valued, flags))
-        return 2;
+    int args = check_args(argc, argv, valued, flags);
+    if (args)
+        return args_status(args);
     const char *path = opt_value(argc, argv, "--config");
     if (!path) {
         fprintf(stderr, "keyless serve: --config FILE is required\n");
@@ -138,8 +174,9 @@ static int cmd_report(int argc, char **argv, bool is_export)
     static const char *const usage_flags[] = {"--json", NULL};
     static const char *const export_valued[] = {"--config", "--since", "--until", "--user", "--model", "--format", NULL};
     static const char *const export_flags[] = {NULL};
-    if (check_args(argc, argv, is_export ? export_valued : usage_valued, is_export ? export_flags : usage_flags))
-        return 2;
+    int args = check_args(argc, argv, is_export ? export_valued : usage_valued, is_export ? export_flags : usage_flags);
+    if (args)
+        return args_status(args);
     const char *path = opt_value(argc, argv, "--config");
     if (!path) {
         fprintf(stderr, "keyless %s: --config FILE is required\n", name);
@@ -162,7 +199,11 @@ static int cmd_report(int argc, char **argv, bool is_export)
     int64_t now = kl_wall_ms();
     const char *since = opt_value(argc, argv, "--since"), *until = opt_value(argc, argv, "--until");
     int rc;
-    if ((since && kl_parse_time(since, now, &o.f.since_ms) < 0) ||
+    char why[256];
+    if (!is_export && o.group_by && kl_report_check_group_by(o.group_by, why, sizeof(why)) < 0) {
+        fprintf(stderr, "keyless usage: %s\n", why);
+        rc = 2;
+    } else if ((since && kl_parse_time(since, now, &o.f.since_ms) < 0) ||
         (until && kl_parse_time(until, now, &o.f.until_ms) < 0)) {
         fprintf(stderr, "keyless %s: --since/--until take 24h, 7d, 2026-11-01, 2026-11-01T12:00:00Z or Unix ms\n", name);
         rc = 2;

@@ -36,13 +36,29 @@ static size_t text_width(const char *s)
     return n;
 }
 
-static void print_cell(FILE *out, const char *text, size_t width, bool left)
+/* Columns are two blanks apart; the last one ends its line with no blanks. */
+static void print_cell(FILE *out, const char *text, size_t width, bool left, bool last)
 {
     size_t pad = width - text_width(text);
     if (!left)
         fprintf(out, "%*s", (int)pad, "");
     fputs(text, out);
-    fprintf(out, "%*s  ", left ? (int)pad : 0, "");
+    if (!last)
+        fprintf(out, "%*s  ", left ? (int)pad : 0, "");
+}
+
+/* A row's cell for one column. A cost is "-" when no request in the row had
+ * a price: $0 would say they cost nothing. */
+static void row_cell(const cJSON *r, const char *column, char *buf, size_t len)
+{
+    if (strcmp(column, "cost_usd") == 0) {
+        const cJSON *n = cJSON_GetObjectItem(r, "requests"), *u = cJSON_GetObjectItem(r, "unpriced_requests");
+        if (cJSON_IsNumber(n) && cJSON_IsNumber(u) && n->valuedouble > 0 && u->valuedouble >= n->valuedouble) {
+            snprintf(buf, len, "-");
+            return;
+        }
+    }
+    cell_text(cJSON_GetObjectItem(r, column), buf, len);
 }
 
 /* A readable table: one column per group and figure, right-aligned numbers. */
@@ -66,18 +82,18 @@ static void print_table(cJSON *rows, const char *group_by, FILE *out)
     const cJSON *r;
     cJSON_ArrayForEach(r, rows) {
         for (size_t c = 0; c < ncol; c++) {
-            cell_text(cJSON_GetObjectItem(r, c < ng ? groups[c] : figures[c - ng]), cell[c], sizeof(cell[c]));
+            row_cell(r, c < ng ? groups[c] : figures[c - ng], cell[c], sizeof(cell[c]));
             if (text_width(cell[c]) > width[c])
                 width[c] = text_width(cell[c]);
         }
     }
     for (size_t c = 0; c < ncol; c++)
-        print_cell(out, c < ng ? groups[c] : titles[c - ng], width[c], c < ng);
+        print_cell(out, c < ng ? groups[c] : titles[c - ng], width[c], c < ng, c + 1 == ncol);
     fputc('\n', out);
     cJSON_ArrayForEach(r, rows) {
         for (size_t c = 0; c < ncol; c++) {
-            cell_text(cJSON_GetObjectItem(r, c < ng ? groups[c] : figures[c - ng]), cell[c], sizeof(cell[c]));
-            print_cell(out, cell[c], width[c], c < ng);
+            row_cell(r, c < ng ? groups[c] : figures[c - ng], cell[c], sizeof(cell[c]));
+            print_cell(out, cell[c], width[c], c < ng, c + 1 == ncol);
         }
         fputc('\n', out);
     }

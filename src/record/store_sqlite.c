@@ -313,7 +313,10 @@ struct kl_store *kl_sqlite_open(const char *path, bool do_migrate, char *err, si
      * p99 from 0.8-1.2 ms to 0.5-0.7 ms (the disk's completions land on
      * the load generator's core there); the writer pays ~1 us more per row
      * for copying hot pages back more often (bench/recbench.c). */
-    if (sqlite3_exec(q->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=200;",
+    /* only the writer sets the journal mode: a reader's PRAGMA would turn a
+     * file that is no store yet (zero bytes) into a WAL database */
+    if (do_migrate &&
+        sqlite3_exec(q->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=200;",
                      NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: %s: %s", path, msg ? msg : "cannot enable WAL");
         sqlite3_free(msg);

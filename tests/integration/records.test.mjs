@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import http from 'node:http';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -169,6 +169,34 @@ describe('records (SQLite)', () => {
     const cli = spawnSync(join(BUILD, 'keyless'), ['usage', '--config', gw.configPath, '--by', 'user', '--since', '1h'], { encoding: 'utf8' });
     assert.equal(cli.status, 0, cli.stderr);
     assert.match(cli.stdout, /uma@example\.com/);
+    assert.ok(cli.stdout.split('\n').every((line) => !/ $/.test(line)), 'no line ends in blanks');
+    // refused requests have no price: their cost is unknown, not $0
+    const nobody = cli.stdout.split('\n').find((line) => line.startsWith('nobody@example.com')).trim().split(/ {2,}/);
+    assert.equal(nobody[7], '-');
+    assert.equal(nobody[8], nobody[1], 'every request of the row unpriced');
+    // an argument that is no usage of the command is a usage error (2), help is no error
+    const run = (...args) => spawnSync(join(BUILD, 'keyless'), args, { encoding: 'utf8' });
+    for (const [args, said] of [[['--by', 'user,bogus'], /cannot group by "bogus"/], [['--user', '--json'], /--user needs a value/],
+      [['--since', '1h', '--since', '2h'], /--since is given twice/], [['--json=no'], /--json takes no value/]]) {
+      const bad = run('usage', '--config', gw.configPath, ...args);
+      assert.equal(bad.status, 2, args.join(' '));
+      assert.match(bad.stderr, said);
+    }
+    assert.equal(run('usage', '--user=--odd', '--config', gw.configPath).status, 0);
+    for (const cmd of ['check', 'usage', 'export', 'serve']) {
+      const help = run(cmd, '--help');
+      assert.equal(help.status, 0, cmd);
+      assert.match(help.stdout, /^usage: keyless/);
+    }
+    // a reader never writes: a file that is no store stays as it was
+    const empty = join(dirname(gw.configPath), 'empty.db');
+    writeFileSync(empty, '');
+    const onEmpty = join(dirname(gw.configPath), 'on-empty.hujson');
+    writeFileSync(onEmpty, JSON.stringify({ ...JSON.parse(readFileSync(gw.configPath, 'utf8')), store: { driver: 'sqlite', path: empty } }));
+    const none = run('usage', '--config', onEmpty);
+    assert.equal(none.status, 1);
+    assert.match(none.stderr, /no such table: requests/);
+    assert.equal(statSync(empty).size, 0);
     const json = spawnSync(join(BUILD, 'keyless'), ['usage', '--config', gw.configPath, '--by', 'model', '--json'], { encoding: 'utf8' });
     assert.ok(JSON.parse(json.stdout).some((x) => x.model === 'gpt-4o'));
     // the service's secrets (an exporter's, in keyless.env or systemd credentials) are not the reader's: keyless usage
