@@ -112,6 +112,8 @@ static void self_peer(kl_exchange *ex)
             "it; local callers (and tailscale serve) connect to 127.0.0.1 or ::1", ex->id, ex->peer_ip);
 }
 
+static const char *proxied(const kl_exchange *ex);
+
 static enum outcome from_cidr(kl_exchange *ex, const struct kl_identity_cfg *cfg)
 {
     if (ex->peer_self) {
@@ -120,10 +122,19 @@ static enum outcome from_cidr(kl_exchange *ex, const struct kl_identity_cfg *cfg
     }
     for (size_t i = 0; i < cfg->ncidr; i++) {
         const struct kl_cidr_rule *r = &cfg->cidr[i];
-        if (kl_cidr_contains(r->family, r->addr, r->prefix, ex->peer_ip)) {
-            ex->ident = &r->ident;
-            return IDENTIFIED;
+        if (!kl_cidr_contains(r->family, r->addr, r->prefix, ex->peer_ip))
+            continue;
+        /* A rule covering 127.0.0.0/8 or ::1 names whoever runs on this
+         * machine, as (loopback) does; a request a proxy here relayed
+         * (Funnel, a tagged device through tailscale serve) is not theirs. */
+        const char *via = ex->peer_loopback ? proxied(ex) : NULL;
+        if (via) {
+            kl_info("%s: a loopback caller whose request carries %s came through a proxy: not %s (identity.cidr)",
+                    ex->id, via, r->ident.login);
+            return NOT_MINE;
         }
+        ex->ident = &r->ident;
+        return IDENTIFIED;
     }
     return NOT_MINE;
 }

@@ -25,6 +25,11 @@ const GRANTS = [
   { src: ['zed@example.com', 'group:wg'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'anthropic/claude-haiku-*' }] } },
 ];
 
+// Headers that show a loopback request was relayed by a proxy on this host:
+// Funnel, tailscale serve for a tagged device, any reverse proxy.
+const PROXIED = [{ 'tailscale-funnel-request': '?1' }, { 'x-forwarded-for': '198.51.100.7' },
+  { forwarded: 'for=198.51.100.7' }, { 'tailscale-headers-info': 'https://tailscale.com/s/serve-headers' }];
+
 describe('identity and grants', () => {
   let mock, ts, gw, gwNoLoop, hook;
   let hookCalls;
@@ -379,13 +384,23 @@ describe('identity and grants', () => {
   it('a loopback caller behind a proxy (Funnel, tailscale serve without identity, X-Forwarded-For) is not (loopback)', async () => {
     const local = '127.0.0.60';
     assert.equal((await whoami(gw, local)).body.login, '(loopback)');
-    for (const h of [{ 'tailscale-funnel-request': '?1' }, { 'x-forwarded-for': '198.51.100.7' },
-      { forwarded: 'for=198.51.100.7' }, { 'tailscale-headers-info': 'https://tailscale.com/s/serve-headers' }]) {
+    for (const h of PROXIED) {
       const r = await whoami(gw, local, h);
       assert.equal(r.status, 401, JSON.stringify(h));
       assert.match(r.body.error.message, /could not identify the caller/);
     }
     assert.match(gw.output(), /came through a proxy: not \(loopback\)/);
+  });
+
+  it('a CIDR rule covering a loopback address does not name a caller a proxy on this host relayed', async () => {
+    const mapped = '127.0.0.30'; // identity.cidr: wg-frank@example.com
+    assert.equal((await whoami(gw, mapped)).body.login, 'wg-frank@example.com');
+    for (const h of PROXIED) {
+      const r = await whoami(gw, mapped, h);
+      assert.equal(r.status, 401, JSON.stringify(h));
+      assert.match(r.body.error.message, /could not identify the caller/);
+    }
+    assert.match(gw.output(), /came through a proxy: not wg-frank@example.com \(identity.cidr\)/);
   });
 
   it('live table change is seen after the cache TTL, not before', async () => {
