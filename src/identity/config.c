@@ -50,6 +50,10 @@ static bool read_tailscale(kl_cfg_ctx *c, const cJSON *v, struct kl_identity_cfg
                 kl_cfg_report(c, KL_SEV_ERROR, m, "identity.tailscale.socket must be a path");
         } else if (strcmp(m->string, "timeout") == 0) {
             read_duration(c, m, "identity.tailscale.timeout", &ic->ts_timeout_ms);
+            /* 0 is no time limit to libcurl: a hung tailscaled would hold
+             * every caller it is asked about, and all who join the lookup */
+            if (ic->ts_timeout_ms == 0)
+                kl_cfg_report(c, KL_SEV_ERROR, m, "identity.tailscale.timeout must be at least \"1ms\"");
         } else if (strcmp(m->string, "cache_ttl") == 0) {
             read_duration(c, m, "identity.tailscale.cache_ttl", &ic->ts_ttl_ms);
         } else if (strcmp(m->string, "negative_cache_ttl") == 0) {
@@ -169,7 +173,6 @@ void kl_identity_read_config(kl_cfg_ctx *c, const cJSON *v)
     struct kl_identity_cfg *ic = kl_arena_alloc(&c->cfg->arena, sizeof(*ic));
     c->cfg->identity = ic;
     ic->ts_socket = DEFAULT_TS_SOCKET;
-    ic->ts_timeout_ms = 3000;
     ic->ts_ttl_ms = 60000;
     ic->ts_negative_ttl_ms = 10000;
     bool enabled[KL_SRC_COUNT] = {false};

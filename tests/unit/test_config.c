@@ -295,6 +295,9 @@ static void mistakes_that_weakened_policy(void **state)
         {"{\"database\": \"x\"}", "database must be an object", true},
         /* out of range before the cast: 1e300 had meant no timeout, 1e19 a negative cap */
         {"{\"listen\": {\"timeouts\": {\"header\": 1e300}}}", "is too long", true},
+        /* 0 was no time limit: a hung tailscaled held its callers for good */
+        {"{\"identity\": {\"tailscale\": {\"timeout\": \"0s\"}}}", "identity.tailscale.timeout must be at least",
+         true},
         {"{\"limits\": {\"default_max_output_tokens\": 1e19}}", "limits.default_max_output_tokens must be a whole number",
          true},
         {"{\"grants\": [{\"src\": [\"*\"], \"app\": {\"tailscale.com/cap/aperture\": [{\"rate_limit\": "
