@@ -1434,12 +1434,32 @@ static bool event_answers(enum kl_usage_kind kind, const char *ev, size_t evl, c
     }
 }
 
+/* Is ev a name this dialect gives its events? A gateway may name every
+ * event alike ("event: message", SSE's default), or write a blank after
+ * the name, and the SDKs read the data's own "type" all the same: such a
+ * name says nothing of the event, which is judged by its data, as one
+ * without a name is. */
+static bool dialect_event_name(enum kl_usage_kind kind, const char *ev, size_t n)
+{
+    static const char *const anthropic[] = {"message_start", "message_delta", "message_stop", "content_block_start",
+                                            "content_block_delta", "content_block_stop", "ping", "error"};
+    if (kind == KL_USAGE_OPENAI_RESPONSES)
+        return (n > 9 && !memcmp(ev, "response.", 9) && !memchr(ev, ' ', n) && !memchr(ev, '\t', n)) ||
+               name_is(ev, n, "error");
+    if (kind != KL_USAGE_ANTHROPIC)
+        return true;
+    for (size_t i = 0; i < sizeof(anthropic) / sizeof(anthropic[0]); i++)
+        if (name_is(ev, n, anthropic[i]))
+            return true;
+    return false;
+}
+
 static void read_event(kl_usage_parser *p, const char *event, size_t event_len, const char *data,
                        size_t data_len)
 {
     if (!data || p->kind == KL_USAGE_COUNT_ONLY)
         return;
-    if (!event)
+    if (!event || !dialect_event_name(p->kind, event, event_len))
         event_len = 0;
     size_t i = skip_ws(data, data_len, 0);
     if (data_len - i >= 6 && memcmp(data + i, "[DONE]", 6) == 0)

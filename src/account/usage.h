@@ -128,8 +128,9 @@ int kl_usage_kind_for(enum kl_endpoint ep);
  * (a buffered streamGenerateContent answer) is read element by element. */
 void kl_usage_whole(kl_usage_parser *p, const char *body, size_t len);
 
-/* One SSE event: its name (may be NULL or empty) and its data lines joined
- * with '\n'. */
+/* One SSE event: its name (may be NULL or empty; one the dialect does not
+ * give its events, such as "message", is disregarded) and its data lines
+ * joined with '\n'. */
 void kl_usage_event(kl_usage_parser *p, const char *event, size_t event_len,
                     const char *data, size_t data_len);
 

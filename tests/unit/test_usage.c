@@ -341,6 +341,32 @@ static char *strip_event_lines(const char *s)
     return out;
 }
 
+/* The same stream with every event named "message" (SSE's default name,
+ * which some gateways write out), or (blank) with a blank after each name:
+ * the SDKs read each event's data "type". */
+static char *renamed_events(const char *s, bool blank)
+{
+    size_t n = strlen(s);
+    char *out = malloc(2 * n + 1), *w = out;
+    for (const char *p = s; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t l = nl ? (size_t)(nl - p) + 1 : strlen(p);
+        if (strncmp(p, "event:", 6) == 0 && blank) {
+            memcpy(w, p, l - 1);
+            w += l - 1;
+            w += sprintf(w, " \n");
+        } else if (strncmp(p, "event:", 6) == 0) {
+            w += sprintf(w, "event: message\n");
+        } else {
+            memcpy(w, p, l);
+            w += l;
+        }
+        p += l;
+    }
+    *w = '\0';
+    return out;
+}
+
 /* ---- OpenAI chat ---- */
 
 static void chat_whole(void **state)
@@ -768,8 +794,9 @@ static void responses_stream_every_split(void **state)
 {
     (void)state;
     char *nameless = strip_event_lines(RESP_MALFORMED_SSE);
-    const char *variants[] = {RESP_MALFORMED_SSE, nameless};
-    for (int v = 0; v < 2; v++) {
+    char *generic = renamed_events(RESP_MALFORMED_SSE, false), *blank = renamed_events(RESP_MALFORMED_SSE, true);
+    const char *variants[] = {RESP_MALFORMED_SSE, nameless, generic, blank};
+    for (int v = 0; v < 4; v++) {
         size_t len = strlen(variants[v]);
         for (size_t cut = 0; cut <= len; cut += v ? 7 : 1) {
             kl_arena a;
@@ -784,6 +811,8 @@ static void responses_stream_every_split(void **state)
         }
     }
     free(nameless);
+    free(generic);
+    free(blank);
 }
 
 /* Mid-stream: the tool is known from output_item.added before usage. */
@@ -889,9 +918,10 @@ static void anthropic_stream_every_split(void **state)
 {
     (void)state;
     char *nameless = strip_event_lines(MSG_MALFORMED_SSE);
-    const char *variants[] = {MSG_SSE, MSG_MALFORMED_SSE, nameless};
-    int ntools[] = {2, 1, 1};
-    for (int v = 0; v < 3; v++) {
+    char *generic = renamed_events(MSG_SSE, false), *blank = renamed_events(MSG_SSE, true);
+    const char *variants[] = {MSG_SSE, MSG_MALFORMED_SSE, nameless, generic, blank};
+    int ntools[] = {2, 1, 1, 2, 2};
+    for (int v = 0; v < 5; v++) {
         size_t len = strlen(variants[v]);
         for (size_t cut = 0; cut <= len; cut++) {
             kl_arena a;
@@ -905,6 +935,8 @@ static void anthropic_stream_every_split(void **state)
         }
     }
     free(nameless);
+    free(generic);
+    free(blank);
 }
 
 
