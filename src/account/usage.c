@@ -85,6 +85,7 @@ struct kl_usage_parser {
      * stream has shown, and those that have said why they stopped: one that
      * stops says nothing of the others still going (candidateCount > 1) */
     uint64_t cands_seen, cands_done;
+    uint64_t cands_calling;     /* ... and those whose function call goes on in the next chunks (willContinue) */
     struct arr_split arr;
 };
 
@@ -1029,18 +1030,37 @@ static bool converse_event_wanted(const char *ev, size_t evl, const char *d, siz
 
 /* ---- Gemini ---- */
 
+/* Each function call an answer's parts make. Vertex streams one call's
+ * arguments in pieces when asked (streamFunctionCallArguments): its name
+ * with willContinue, then parts with only partialArgs, the last an empty
+ * functionCall; the SDKs join those into the call, which is one. */
 static void gemini_candidates(kl_usage_parser *p, const cJSON *cands)
 {
     uint32_t ci = 0;
     for (const cJSON *c = cJSON_IsArray(cands) ? cands->child : NULL; c; c = c->next, ci++) {
         p->choice = index_of(c, ci);
+        uint64_t bit = (uint64_t)1 << (p->choice < 63 ? p->choice : 63);
         const cJSON *parts = member(member(c, "content"), "parts");
         for (const cJSON *pt = cJSON_IsArray(parts) ? parts->child : NULL; pt; pt = pt->next) {
             const cJSON *fc = member(pt, "functionCall");
             if (!fc)
                 fc = member(pt, "function_call"); /* proto JSON accepts either spelling */
-            if (cJSON_IsObject(fc))
-                add_tool(p, str_member(fc, "name"));
+            if (!cJSON_IsObject(fc))
+                continue;
+            const char *name = str_member(fc, "name");
+            const cJSON *more = member(fc, "willContinue");
+            if (!more)
+                more = member(fc, "will_continue");
+            if (!name && (p->cands_calling & bit)) { /* a piece of the call begun before */
+                if (!cJSON_IsTrue(more))
+                    p->cands_calling &= ~bit;
+                continue;
+            }
+            add_tool(p, name);
+            if (cJSON_IsTrue(more))
+                p->cands_calling |= bit;
+            else
+                p->cands_calling &= ~bit;
         }
         set_stop(p, str_member(c, "finishReason"));
     }

@@ -1908,6 +1908,54 @@ static void strict_mode(void **state)
 
 /* kl_usage.answered: whether a stream carried any of an answer before it
  * ended (an error event alone, or an opening and an error, is not one). */
+/* Vertex's streamFunctionCallArguments: one call's name (willContinue),
+ * its arguments in pieces, an empty functionCall last: one call, checked
+ * by its name, in strict mode or not; a call named after it is another. */
+static void gemini_streamed_call_arguments(void **state)
+{
+    (void)state;
+    static const char *const chunks[] = {
+        "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"functionCall\":"
+        "{\"name\":\"get_weather\",\"willContinue\":true}}]},\"index\":0}]}",
+        "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"functionCall\":{\"partialArgs\":"
+        "[{\"jsonPath\":\"$.location\",\"stringValue\":\"Boston\",\"willContinue\":true}],\"willContinue\":true}}]}}]}",
+        "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"functionCall\":{\"partialArgs\":"
+        "[{\"jsonPath\":\"$.location\",\"stringValue\":\", MA\"}],\"willContinue\":true}}]},\"index\":0}]}",
+        "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"functionCall\":{}}]},\"index\":0}]}",
+        "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"functionCall\":{\"name\":\"lookup\",\"args\":{}}}]},"
+        "\"finishReason\":\"STOP\",\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":100,\"candidatesTokenCount\":20}}",
+    };
+    for (int strict = 0; strict < 2; strict++) {
+        kl_arena a;
+        kl_arena_init(&a);
+        kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+        struct seen_names seen = {0};
+        if (strict)
+            kl_usage_on_tool(p, note_name, &seen);
+        for (size_t i = 0; i < 4; i++)
+            kl_usage_event(p, NULL, 0, chunks[i], strlen(chunks[i]));
+        expect_tools(kl_usage_result(p), 1, "get_weather", NULL);
+        assert_int_equal(kl_usage_result(p)->tool_calls_one_answer, 1);
+        kl_usage_event(p, NULL, 0, chunks[4], strlen(chunks[4]));
+        expect_tools(kl_usage_result(p), 2, "get_weather", "lookup");
+        expect_counts(kl_usage_result(p), 100, 0, 0, 20, 0);
+        if (strict) {
+            assert_int_equal(seen.n, 2);
+            assert_string_equal(seen.v[0], "get_weather");
+            assert_string_equal(seen.v[1], "lookup");
+            assert_null(kl_usage_ambiguity(p));
+        }
+        kl_arena_free(&a);
+    }
+    /* a nameless call with none begun before is still a call (checked as one without a name) */
+    kl_arena a;
+    kl_arena_init(&a);
+    kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_GEMINI);
+    kl_usage_event(p, NULL, 0, chunks[1], strlen(chunks[1]));
+    assert_int_equal(kl_usage_result(p)->tool_calls, 1);
+    kl_arena_free(&a);
+}
+
 static void streams_say_whether_they_answered(void **state)
 {
     (void)state;
@@ -1987,6 +2035,7 @@ int main(void)
         cmocka_unit_test(gemini_array_resync),
         cmocka_unit_test(gemini_array_huge_element),
         cmocka_unit_test(gemini_tool_use_prompt_and_block),
+        cmocka_unit_test(gemini_streamed_call_arguments),
         cmocka_unit_test(tool_names_capped),
         cmocka_unit_test(garbage_keeps_counts),
         cmocka_unit_test(prompt_tokens_sum),
