@@ -333,21 +333,28 @@ static bool free_endpoint(const kl_exchange *ex)
     return ex->ep->id == KL_EP_COUNT_TOKENS || ex->ep->id == KL_EP_GEMINI_COUNT || ex->ep->id == KL_EP_BEDROCK_COUNT;
 }
 
+/* The error for a limit the request cannot pass: one it never can (retry
+ * < 0) is a 400 to Gemini and Bedrock callers, as a 429 tells Gemini CLI
+ * and the AWS SDKs to send the request again, for minutes; the OpenAI and
+ * Anthropic SDKs read x-should-retry, which kl_fail writes for it. */
+static enum kl_err_kind limit_kind(kl_exchange *ex, enum kl_err_kind kind, int64_t retry)
+{
+    ex->fail_retry = retry > 0 ? retry : retry < 0 ? -1 : 0;
+    bool final = retry < 0 && (ex->dialect == KL_DIALECT_GEMINI || ex->dialect == KL_DIALECT_BEDROCK);
+    return final ? KL_ERR_LIMIT_FINAL : kind;
+}
+
 static enum kl_step refuse(kl_exchange *ex, struct kl_admission *a, size_t i, int64_t retry)
 {
     ex->admission = NULL;
-    ex->fail_retry = retry > 0 ? retry : retry < 0 ? -1 : 0;
     const char *never = a->amount[i] > a->spec[i].capacity
                             ? ": the request costs more than the bucket can ever hold"
                             : ": the bucket has less left than the request costs and does not refill";
-    /* a 429 tells Gemini CLI and the AWS SDKs to send the request again,
-     * for minutes; the OpenAI and Anthropic ones read x-should-retry (kl_fail) */
-    bool final = retry < 0 && (ex->dialect == KL_DIALECT_GEMINI || ex->dialect == KL_DIALECT_BEDROCK);
     if (a->charge[i] == CHARGE_DOLLARS)
-        return kl_fail(ex, final ? KL_ERR_LIMIT_FINAL : KL_ERR_QUOTA, KL_EC_QUOTA,
+        return kl_fail(ex, limit_kind(ex, KL_ERR_QUOTA, retry), KL_EC_QUOTA,
                        "quota %s cannot cover this request (reserving $%lld.%09lld)%s", a->spec[i].name,
                        (long long)(a->cost / 1000000000), (long long)(a->cost % 1000000000), retry < 0 ? never : "");
-    return kl_fail(ex, final ? KL_ERR_LIMIT_FINAL : KL_ERR_RATE_LIMIT, KL_EC_RATE_LIMITED, "rate limit %s exceeded%s",
+    return kl_fail(ex, limit_kind(ex, KL_ERR_RATE_LIMIT, retry), KL_EC_RATE_LIMITED, "rate limit %s exceeded%s",
                    a->spec[i].name, retry < 0 ? ": the request is larger than the limit" : "");
 }
 
@@ -578,7 +585,10 @@ enum kl_step kl_admit_run(kl_exchange *ex)
                                          ex->model, prompt, out, &cost) < 0 ||
                     kl_cost_estimate_max(ex->cfg->prices, ex->provider->cost_basis, ex->provider->cost_map,
                                          ex->model, sat_add(prompt, a->referenced), out, &cost_full) < 0))
-        return kl_fail(ex, KL_ERR_QUOTA, KL_EC_QUOTA,
+        /* no balance will ever cover it: refused as a request above a
+         * bucket's capacity is, not with a bare 429 the SDKs and agents
+         * send again (Gemini CLI for minutes) */
+        return kl_fail(ex, limit_kind(ex, KL_ERR_QUOTA, -1), KL_EC_QUOTA,
                        "spend limit cannot be enforced: model %s has no price, so its cost cannot be reserved",
                        ex->model);
     /* The reservation bounds the answer only if the provider is held to the

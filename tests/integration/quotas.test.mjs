@@ -397,6 +397,29 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('a model without a price under a spend quota is refused as one that never fits, not with a 429 to retry', async () => {
+    const mock = await startMock();
+    const providers = providersFor(mock.url);
+    providers.openai.models.push('house-model');
+    providers.gemini.models.push('house-gemini');
+    const gw = await startGateway({ quotas: { q: { capacity: '$10' } }, grants: grant([{ bucket: 'q' }]), providers });
+    const r = await post(gw, '/v1/chat/completions', JSON.stringify({ model: 'house-model', messages: [{ role: 'user', content: 'hi' }] }));
+    assert.equal(r.status, 429);
+    assert.equal(r.headers.get('retry-after'), null);
+    assert.equal(r.headers.get('x-should-retry'), 'false', 'the SDKs and Claude Code would send it again');
+    assert.match((await r.json()).error.message, /has no price/);
+    const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+    assert.equal(rec.error_class, 'quota_exceeded');
+    // Gemini CLI sends any 429 again for minutes: the 400 it does not
+    const g = await post(gw, '/v1beta/models/house-gemini:generateContent',
+      JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }));
+    assert.equal(g.status, 400);
+    assert.equal((await g.json()).error.status, 'FAILED_PRECONDITION');
+    assert.equal((await mock.requests()).length, 0, 'nothing was forwarded');
+    await gw.stop();
+    await mock.stop();
+  });
+
   it('a request the provider had whole when it reset the connection keeps its reservation: it may have been billed', async () => {
     const mock = await startMock(['--no-log']);
     const gw = await startGateway({
