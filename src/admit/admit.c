@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "account/account.h"
 #include "account/prices.h"
@@ -328,6 +329,74 @@ static bool charges_tool_calls(const struct kl_admission *a)
     return false;
 }
 
+/* A service tier billed above the rates keyless prices by: any but the
+ * standard ones and those billed less (fail closed: OpenAI's "priority",
+ * Codex's fast mode, and its "ultrafast" are dearer, and so is a tier
+ * named later). Google's reader takes enum names in either case and with
+ * their SERVICE_TIER_ prefix; Converse's is {"type": ...}. */
+static bool dearer_at(const char *body, struct kl_body_span s)
+{
+    static const char *const priced[] = {"auto", "default", "standard", "standard_only", "flex", "scale",
+                                          "reserved", "unspecified"};
+    if (!s.end)
+        return false;
+    cJSON *v = cJSON_ParseWithLength(body + s.start, s.end - s.start);
+    const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : v;
+    bool dearer = false;
+    if (cJSON_IsString(t)) {
+        const char *name = t->valuestring;
+        if (strncasecmp(name, "SERVICE_TIER_", 13) == 0)
+            name += 13;
+        dearer = true;
+        for (size_t i = 0; i < sizeof(priced) / sizeof(priced[0]) && dearer; i++)
+            dearer = strcasecmp(name, priced[i]) != 0;
+    }
+    cJSON_Delete(v);
+    return dearer;
+}
+
+/* Anthropic's speed other than "standard" ("fast": two to six times the
+ * rates). */
+static bool fast_at(const char *body, struct kl_body_span s)
+{
+    if (!s.end)
+        return false;
+    cJSON *v = cJSON_ParseWithLength(body + s.start, s.end - s.start);
+    bool fast = cJSON_IsString(v) && strcmp(v->valuestring, "standard") != 0;
+    cJSON_Delete(v);
+    return fast;
+}
+
+/* Does the request ask for processing billed above the rates keyless prices
+ * by (service_tier "priority": OpenAI's about twice the standard rates,
+ * more for "ultrafast", Gemini's 1.8 times, Bedrock Converse's a premium;
+ * Anthropic's speed "fast", two to six times)?
+ * Reserved and charged at the standard price, that one field would let a
+ * request spend several times what its buckets allow. */
+static bool dearer_tier(const kl_exchange *ex)
+{
+    if (!ex->body)
+        return false;
+    switch (ex->ep->id) {
+    case KL_EP_MESSAGES:
+    case KL_EP_BEDROCK_INVOKE:
+    case KL_EP_BEDROCK_INVOKE_STREAM:
+        return fast_at(ex->body, ex->body_map.speed);
+    case KL_EP_CHAT:
+    case KL_EP_RESPONSES:
+        return dearer_at(ex->body, ex->body_map.service_tier);
+    case KL_EP_GEMINI_GENERATE:
+    case KL_EP_GEMINI_STREAM:
+        return dearer_at(ex->body, ex->body_map.service_tier) ||
+               dearer_at(ex->body, ex->body_map.service_tier_camel);
+    case KL_EP_BEDROCK_CONVERSE:
+    case KL_EP_BEDROCK_CONVERSE_STREAM:
+        return dearer_at(ex->body, ex->body_map.service_tier_camel);
+    default:
+        return false;
+    }
+}
+
 static bool free_endpoint(const kl_exchange *ex)
 {
     return ex->ep->id == KL_EP_COUNT_TOKENS || ex->ep->id == KL_EP_GEMINI_COUNT || ex->ep->id == KL_EP_BEDROCK_COUNT;
@@ -591,6 +660,10 @@ enum kl_step kl_admit_run(kl_exchange *ex)
         return kl_fail(ex, limit_kind(ex, KL_ERR_QUOTA, -1), KL_EC_QUOTA,
                        "spend limit cannot be enforced: model %s has no price, so its cost cannot be reserved",
                        ex->model);
+    if (dollars && dearer_tier(ex))
+        return kl_fail(ex, limit_kind(ex, KL_ERR_QUOTA, -1), KL_EC_QUOTA,
+                       "spend limit cannot be enforced: the request asks for processing (a priority service_tier, a "
+                       "fast speed) billed above the prices keyless reserves by; send it without that");
     /* The reservation bounds the answer only if the provider is held to the
      * output it was priced for (or counted in tokens for): ask for it
      * explicitly when the caller did not, in a body keyless can write (not

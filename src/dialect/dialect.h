@@ -102,7 +102,10 @@ struct kl_body_map {
         previous_response_id, conversation, prompt, cached_content, cached_content_snake, tools, mcp_servers,
         web_search_options,
         background,             /* Responses: refused (kl_dialect_request_facts) */
-        reasoning, reasoning_effort; /* OpenAI: Responses' reasoning options, chat's effort */
+        reasoning, reasoning_effort, /* OpenAI: Responses' reasoning options, chat's effort */
+        service_tier, service_tier_camel, /* the processing tier, which sets the rates billed (admit.c):
+                                             OpenAI's, Gemini's (also serviceTier), Converse's serviceTier */
+        speed;                  /* Anthropic: "fast" mode, billed at a multiple of the rates (admit.c) */
 };
 
 /* Validate body[0..len) as JSON and, in the same pass, find the members of

@@ -11,7 +11,8 @@ static const char *const map_keys[] = {
     "model", "stream", "stream_options", "max_tokens", "max_completion_tokens",
     "max_output_tokens", "generationConfig", "metadata", "messages", "input", "contents", "inferenceConfig", "n",
     "generation_config", "previous_response_id", "conversation", "prompt", "cachedContent", "cached_content", "tools",
-    "mcp_servers", "web_search_options", "background", "reasoning", "reasoning_effort",
+    "mcp_servers", "web_search_options", "background", "reasoning", "reasoning_effort", "service_tier",
+    "serviceTier", "speed",
 };
 #define NKEYS (sizeof(map_keys) / sizeof(map_keys[0]))
 _Static_assert(sizeof(struct kl_body_map) == NKEYS * sizeof(struct kl_body_span),

@@ -420,6 +420,57 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('priority processing (OpenAI, Gemini, Bedrock Converse) and Anthropic\'s fast mode, billed at a multiple of the prices a quota reserves by, are refused under a spend quota', async () => {
+    const mock = await startMock();
+    const HAIKU = 'us.anthropic.claude-haiku-4-5-20251001-v1:0';
+    const gw = await startGateway({ quotas: { q: { capacity: '$10' } }, grants: grant([{ bucket: 'q' }]),
+      providers: providersFor(mock.url, { bedrock: { baseurl: mock.url, apikey: 'x', models: [HAIKU], cost_basis: 'bedrock-us',
+        compatibility: { bedrock_converse: true } } }) });
+    const chat = (tier) => JSON.stringify({ model: 'gpt-4o', max_tokens: 10, service_tier: tier, messages: [{ role: 'user', content: 'hi' }] });
+    for (const [path, body] of [['/v1/chat/completions', chat('priority')], ['/v1/chat/completions', chat('ultrafast')],
+      ['/v1/responses', JSON.stringify({ model: 'gpt-4o', max_output_tokens: 10, service_tier: 'priority', input: 'hi' })]]) {
+      const r = await post(gw, path, body);
+      assert.equal(r.status, 429, path);
+      assert.equal(r.headers.get('x-should-retry'), 'false');
+      assert.match((await r.json()).error.message, /a priority service_tier, a fast speed/);
+    }
+    // Gemini's, in either spelling of the field and of the tier
+    for (const tier of [{ service_tier: 'priority' }, { serviceTier: 'SERVICE_TIER_PRIORITY' }]) {
+      const g = await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
+        JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }], ...tier }));
+      assert.equal(g.status, 400, JSON.stringify(tier));
+      assert.equal((await g.json()).error.status, 'FAILED_PRECONDITION');
+    }
+    // Anthropic's fast mode (Claude Code's /fast): two to six times the rates
+    const fast = await post(gw, '/v1/messages', JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 10, speed: 'fast',
+      messages: [{ role: 'user', content: 'hi' }] }), { 'anthropic-version': '2023-06-01', 'anthropic-beta': 'fast-mode-2026-02-01' });
+    assert.equal(fast.status, 429);
+    assert.equal(fast.headers.get('x-should-retry'), 'false');
+    assert.equal((await fast.json()).error.type, 'rate_limit_error');
+    // Bedrock Converse's {"type": "priority"}: the AWS SDKs' exception for a limit that will not lift
+    const converse = (type) => post(gw, `/model/${encodeURIComponent(HAIKU)}/converse`, JSON.stringify({
+      messages: [{ role: 'user', content: [{ text: 'hi' }] }], inferenceConfig: { maxTokens: 10 }, serviceTier: { type } }));
+    const b = await converse('priority');
+    assert.equal(b.status, 400);
+    assert.equal(b.headers.get('x-amzn-errortype'), 'ServiceQuotaExceededException');
+    assert.equal((await mock.requests()).length, 0, 'nothing was forwarded');
+    assert.equal((await converse('default')).status, 200);
+    assert.equal((await post(gw, '/v1/messages', JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 10, speed: 'standard',
+      messages: [{ role: 'user', content: 'hi' }] }), { 'anthropic-version': '2023-06-01' })).status, 200);
+    assert.equal((await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
+      JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }], serviceTier: 'SERVICE_TIER_FLEX' }))).status, 200);
+    // the tiers billed at the table's prices or less go on
+    for (const tier of ['auto', 'default', 'flex', 'scale'])
+      assert.equal((await post(gw, '/v1/chat/completions', chat(tier))).status, 200, tier);
+    await gw.stop();
+    // without a spend quota keyless has nothing to keep it from
+    const open = await startGateway({ providers: providersFor(mock.url) });
+    assert.equal((await post(open, '/v1/chat/completions', chat('priority'))).status, 200);
+    assert.equal(JSON.parse((await mock.last()).body).service_tier, 'priority');
+    await open.stop();
+    await mock.stop();
+  });
+
   it('a request the provider had whole when it reset the connection keeps its reservation: it may have been billed', async () => {
     const mock = await startMock(['--no-log']);
     const gw = await startGateway({
