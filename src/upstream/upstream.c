@@ -424,6 +424,10 @@ static void on_xfer_timeout(evutil_socket_t fd, short what, void *arg)
     struct kl_upstream_xfer *x = arg;
     kl_exchange *ex = x->ex;
     bool started = x->head_done;
+    /* a provider that stopped reading the request cannot have served it:
+     * failover may, as on the native client (h1client.c's fail) */
+    if (!started && !whole_request_sent(x))
+        ex->upstream_unsent = true;
     xfer_free(x);
     kl_pipeline_upstream_failed(ex, KL_ERR_TIMEOUT, KL_EC_UPSTREAM_TIMEOUT,
                                 started ? "the provider stopped sending before the response was complete"

@@ -675,6 +675,36 @@ describe('failover', () => {
     }
   });
 
+  it('a provider that stops reading the request body fails over at upstream_first_byte, on both upstream paths', async () => {
+    // reads the head, then nothing more: an 8 MB body cannot all go out, so it cannot have been served
+    const deaf = net.createServer((sock) => { sock.on('error', () => {}); sock.once('data', () => sock.pause()); });
+    await new Promise((r) => deaf.listen(0, '127.0.0.1', r));
+    const port = deaf.address().port;
+    const big = JSON.stringify({ model: 'gpt-4o', max_tokens: 5, messages: [{ role: 'user', content: 'y'.repeat(8 << 20) }] });
+    try {
+      // http://127.0.0.1: keyless's own client; through a proxy (the deaf server itself): libcurl
+      for (const [primaryUrl, env] of [[`http://127.0.0.1:${port}`, {}],
+        ['http://primary.test', { http_proxy: `http://127.0.0.1:${port}`, no_proxy: '127.0.0.1' }]]) {
+        const gw = await startGateway({ providers: providers(mock.url, { fault: null, primaryUrl }),
+          listen: { timeouts: { upstream_first_byte: '1s' } } }, { env });
+        try {
+          await mock.clear();
+          const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: big });
+          assert.equal(r.status, 200, primaryUrl);
+          await r.json();
+          const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+          assert.equal(rec.provider, 'backup', primaryUrl);
+          assert.deepEqual(rec.attempts.map((a) => [a.provider, a.error_class]), [['primary', 'upstream_timeout']], primaryUrl);
+          assert.deepEqual((await mock.requests()).map(keyOf), [BACKUP_KEY], primaryUrl);
+        } finally {
+          await gw.stop();
+        }
+      }
+    } finally {
+      deaf.close();
+    }
+  });
+
   it('libcurl path: a broken answer on a reused connection after the whole request was sent does not fail over', async () => {
     // the "proxy" is the provider itself: it answers the first request on a
     // connection, and breaks the connection once it has read the second
