@@ -70,6 +70,12 @@ int kl_h1_parse_url(const char *url, struct kl_h1_url *u)
     return 0;
 }
 
+/* Hop-by-hop headers, framing redone here, and what a provider's answer
+ * would decide for the gateway's own origin: its cookies, its alternative
+ * services, and CORS. The provider grants a web page the reading of its
+ * answers by the page's Origin, which keyless forwards: relayed, the grant
+ * would let any page a tailnet user opens post a plain-text request that
+ * keyless knows as that user, and read the answer. */
 bool kl_h1_drop_response_header(const char *name, size_t n)
 {
     static const char *drop[] = {
@@ -79,7 +85,7 @@ bool kl_h1_drop_response_header(const char *name, size_t n)
     for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
         if (strlen(drop[i]) == n && strncasecmp(name, drop[i], n) == 0)
             return true;
-    return false;
+    return n > 15 && strncasecmp(name, "access-control-", 15) == 0;
 }
 
 static bool is_tchar(unsigned char c)

@@ -6,7 +6,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { startGateway, providersFor, KEYS, assertNoKeys, scriptedUpstream } from './lib/harness.mjs';
+import { startGateway, providersFor, KEYS, assertNoKeys, scriptedUpstream, rawRequest } from './lib/harness.mjs';
 
 let releaseCr = () => {};
 const JSON_BODY = '{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}';
@@ -45,9 +45,26 @@ function assertListedDropped(r) {
   assert.equal(r.headers.get('x-kept'), 'yes');
 }
 
+// A provider that grants the page's Origin the reading of its answer (a provider API that serves browsers).
+function cors(sock, req) {
+  sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nAccess-Control-Allow-Origin: ${req.headers.origin}\r\n` +
+    `access-control-allow-credentials: true\r\nAccess-Control-Expose-Headers: x-request-id\r\n` +
+    `Content-Length: ${JSON_BODY.length}\r\n\r\n${JSON_BODY}`);
+}
+// A plain-text POST a web page may send anywhere without asking first, from another origin.
+async function fromPage(url) {
+  const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+  const raw = await rawRequest(url, `POST /v1/chat/completions HTTP/1.1\r\nHost: keyless\r\nOrigin: https://page.example\r\n` +
+    `Content-Type: text/plain;charset=UTF-8\r\nx-script: cors\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+  assert.match(raw, /^HTTP\/1\.1 200 /);
+  assert.ok(raw.endsWith(JSON_BODY), raw);
+  assert.doesNotMatch(raw.slice(0, raw.indexOf('\r\n\r\n')), /access-control-/i, 'no CORS grant for the gateway\'s origin');
+}
+
 const scripts = {
   listed,
   trailer,
+  cors,
   ok(sock) {
     sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${JSON_BODY.length}\r\n` +
       `x-upstream: yes\r\nSet-Cookie: s=1\r\nKeep-Alive: timeout=5\r\n\r\n${JSON_BODY}`);
@@ -386,6 +403,11 @@ describe('upstream: the native HTTP/1.1 client', () => {
     assert.equal(t.text, JSON_BODY, 'a trailer is no part of the answer');
   });
 
+  it('a provider\'s CORS grant is not relayed: a web page cannot read an answer keyless gave its visitor', async () => {
+    await fromPage(gw.url);
+    assert.equal(up.seen.at(-1).headers.origin, 'https://page.example', 'the provider was asked with the page\'s Origin');
+  });
+
   it('interim 1xx answers are skipped', async () => {
     const r = await chat('interim');
     assert.equal(r.status, 200);
@@ -432,6 +454,7 @@ describe('upstream: the native HTTP/1.1 client', () => {
 // through is checked as the native client checks it.
 const curlScripts = {
   ok: scripts.ok,
+  cors,
   listed,
   trailer,
   // an obsolete folded header line: with a reused easy handle, libcurl
@@ -505,6 +528,11 @@ describe('upstream: libcurl (the https:// path) relays only what the native clie
     const t = await chat('trailer');
     assert.equal(t.status, 200);
     assert.equal(t.text, JSON_BODY, 'the answer, whole, and no error after it');
+  });
+
+  it('a provider\'s CORS grant is not relayed', async () => {
+    await fromPage(gw.url);
+    assert.match(up.seen.at(-1).line, /^POST http:\/\/provider\.invalid\//);
   });
 
   it('Transfer-Encoding wins over a lying Content-Length: the caller gets the decoded body, chunked', async () => {

@@ -60,6 +60,8 @@ static void parses_a_response_head_and_filters_it(void **state)
                     "Content-Length:  42 \r\n"
                     "Connection: keep-alive\r\n"
                     "Set-Cookie: a=b\r\n"
+                    "Access-Control-Allow-Origin: https://evil.example\r\n"
+                    "access-control-allow-credentials: true\r\n"
                     "x-request-id: req_1\r\n"
                     "Keep-Alive: timeout=5\r\n"
                     "Content-Encoding: identity\r\n"
