@@ -17,9 +17,6 @@
 #include "core/coding.h"
 #include "upstream/upstream.h"
 
-/* Longest response head accepted (status line and headers). */
-#define KL_H1_MAX_HEAD (64u * 1024)
-
 enum xstate {
     X_RESOLVE,      /* waiting for the name lookup */
     X_CONNECT,      /* TCP connect in progress (request already queued) */

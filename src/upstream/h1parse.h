@@ -12,6 +12,10 @@
 #include "core/coding.h"
 #include "listen/http.h"
 
+/* Longest response head accepted (status line and headers), on the native
+ * client and libcurl alike. */
+#define KL_H1_MAX_HEAD (64u * 1024)
+
 /* A plain http:// URL, split; every pointer points into the URL. */
 struct kl_h1_url {
     const char *host;           /* without the brackets of an IPv6 literal */

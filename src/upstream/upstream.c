@@ -32,6 +32,7 @@ struct kl_upstream_xfer {
     struct event *timer;                /* first byte, then idle between bytes */
     struct kl_buf head;                 /* filtered response headers */
     struct kl_buf conn;                 /* its Connection lines, whose names are dropped at its end */
+    size_t head_bytes;                  /* of the head being read, its status line included */
     int status;
     int64_t content_length;
     bool decoded;                       /* curl removed a Content-Encoding */
@@ -325,7 +326,14 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *arg)
     size_t n = size * nitems;
     if (x->head_done)
         return n; /* a chunked body's trailer: nothing the caller gets, and the answer is whole */
-    if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
+    bool status_line_next = n >= 5 && strncmp(buf, "HTTP/", 5) == 0;
+    /* libcurl takes far larger heads, every line of them relayed (a caller's
+     * HTTP client may well refuse them): a head the native client refuses
+     * is refused here too */
+    x->head_bytes = (status_line_next ? 0 : x->head_bytes) + n;
+    if (x->head_bytes > KL_H1_MAX_HEAD)
+        return refuse_head(x, "response head too large");
+    if (status_line_next) {
         /* A new status line (after a 1xx): start over. */
         if ((x->status = status_line(buf, n)) < 0)
             return refuse_head(x, "malformed status line");

@@ -474,6 +474,17 @@ const curlScripts = {
   badstatus(sock) {
     sock.write('HTTP/.1 100 Continue\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}');
   },
+  // a head past 64 KiB, the native client's limit, in lines libcurl takes
+  bighead(sock) {
+    const lines = Array.from({ length: 9 }, (_, i) => `X-Big-${i}: ${'b'.repeat(8000)}\r\n`).join('');
+    sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n${lines}Content-Length: 2\r\n\r\n{}`);
+  },
+  // an interim answer's head of 56 KiB, then a small one: each head is held to the limit alone
+  nearhead(sock) {
+    const lines = Array.from({ length: 7 }, (_, i) => `X-Big-${i}: ${'b'.repeat(8000)}\r\n`).join('');
+    sock.write(`HTTP/1.1 100 Continue\r\n${lines}\r\nHTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Near: 1\r\n` +
+      'Content-Length: 2\r\n\r\n{}');
+  },
   // a Content-Length past 2^63
   hugelength(sock) {
     sock.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 99999999999999999999\r\n\r\n{}');
@@ -510,7 +521,8 @@ describe('upstream: libcurl (the https:// path) relays only what the native clie
 
   it('malformed heads are a 502 naming why, and the gateway lives on (a folded line after a reused handle)', async () => {
     for (const [script, why] of [['fold', /./], ['fold2', /obsolete line folding/], ['cr', /control character/],
-      ['badstatus', /malformed status line/], ['hugelength', /invalid Content-Length/]]) {
+      ['badstatus', /malformed status line/], ['hugelength', /invalid Content-Length/],
+      ['bighead', /response head too large/]]) {
       const ok = await chat('ok');
       assert.equal(ok.status, 200, script);
       assert.equal(ok.text, JSON_BODY);
@@ -521,6 +533,9 @@ describe('upstream: libcurl (the https:// path) relays only what the native clie
     }
     assert.ok(up.seen.every((s) => s.line.startsWith('POST http://provider.invalid/')), 'through libcurl as a proxy');
     assert.equal((await chat('ok')).status, 200);
+    const near = await chat('nearhead');
+    assert.equal(near.status, 200, near.text);
+    assert.equal(near.headers.get('x-near'), '1');
   });
 
   it('headers the provider\'s Connection lines name are not relayed; a trailer does not break a whole answer', async () => {
