@@ -570,6 +570,12 @@ enum kl_step kl_upstream_run(kl_exchange *ex)
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     const char *proxy = strncmp(ex->upstream_url, "https:", 6) == 0 ? env_proxy_https : env_proxy_http;
     curl_easy_setopt(e, CURLOPT_PROXY, proxy ? proxy : "");
+    /* an https:// provider behind a proxy is reached through a CONNECT
+     * tunnel, whose "200 Connection established" libcurl would otherwise
+     * hand to on_header as the first answer: relayed as the provider's
+     * head, with the provider's own status and headers then taken for a
+     * trailer */
+    curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
     if (proxy && env_no_proxy)
         curl_easy_setopt(e, CURLOPT_NOPROXY, env_no_proxy);
     /* 8 KiB instead of 16: a stream's events are small, and ten thousand

@@ -559,6 +559,63 @@ describe('upstream: libcurl (the https:// path) relays only what the native clie
   });
 });
 
+// An https:// provider behind a proxy is reached through a CONNECT tunnel: the proxy's own answer to CONNECT is
+// not the provider's. Here the tunnel leads to a server that speaks no TLS (as one whose certificate keyless does not
+// trust would fail): the provider is unreachable, and the request goes to the next provider.
+describe('upstream: libcurl through a CONNECT proxy', () => {
+  it('the proxy\'s "200 Connection established" is not relayed as the answer; a failed tunnel fails over', async () => {
+    const http = await import('node:http');
+    const proxy = http.createServer((req, res) => { res.writeHead(405); res.end(); });
+    const tunnels = [];
+    proxy.on('connect', (req, sock, head) => {
+      tunnels.push(req.url);
+      sock.on('error', () => {});
+      if (req.url.startsWith('auth.test')) {
+        sock.end('HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\nContent-Length: 0\r\n\r\n');
+        return;
+      }
+      const up = net.connect(Number(req.url.split(':')[1]), '127.0.0.1', () => {
+        sock.write('HTTP/1.1 200 Connection established\r\nProxy-Agent: test-proxy\r\n\r\n');
+        up.write(head);
+        up.pipe(sock);
+        sock.pipe(up);
+      });
+      up.on('error', () => sock.destroy());
+    });
+    await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+    const notTls = net.createServer((sock) => { sock.on('error', () => {}); sock.end('HTTP/1.1 400 Bad Request\r\n\r\n'); });
+    await new Promise((r) => notTls.listen(0, '127.0.0.1', r));
+    const backup = scriptedUpstream(scripts);
+    const backupPort = await backup.listen();
+    const both = (primary) => ({
+      primary: { baseurl: primary, apikey: KEYS.openai, models: ['gpt-4o'], preference: 10, compatibility: { openai_chat: true } },
+      backup: { baseurl: `http://127.0.0.1:${backupPort}`, apikey: KEYS.anthropic, models: ['gpt-4o'], compatibility: { openai_chat: true } },
+    });
+    try {
+      for (const primary of [`https://localhost:${notTls.address().port}`, 'https://auth.test']) {
+        const gw = await startGateway({ providers: both(primary) }, { workers: 1,
+          env: { https_proxy: `http://127.0.0.1:${proxy.address().port}`, no_proxy: '127.0.0.1' } });
+        try {
+          const n0 = backup.seen.length;
+          const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
+          assert.equal(r.status, 200, primary);
+          assert.equal(await r.text(), JSON_BODY, primary);
+          assert.equal(r.headers.get('proxy-agent'), null, primary);
+          assert.equal(backup.seen.length - n0, 1, `${primary}: the backup answered`);
+        } finally {
+          await gw.stop();
+        }
+      }
+      assert.equal(tunnels.length, 2, 'both through the proxy');
+    } finally {
+      proxy.close();
+      notTls.close();
+      await backup.close();
+    }
+  });
+});
+
 // upstream_idle "0" is no deadline between bytes: it must end the first
 // byte's too, not leave it running to cut every long stream at
 // upstream_first_byte. The same on the native client and on libcurl.
