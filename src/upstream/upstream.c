@@ -67,10 +67,14 @@ static const char *env_either(const char *lower, const char *upper)
 
 int kl_upstream_global_init(void)
 {
+    /* all_proxy stands for either one that is not set, as in libcurl */
+    const char *all = env_either("all_proxy", "ALL_PROXY");
     env_proxy_http = env_either("http_proxy", "HTTP_PROXY");
     env_proxy_https = env_either("https_proxy", "HTTPS_PROXY");
+    if (!env_proxy_http)
+        env_proxy_http = all;
     if (!env_proxy_https)
-        env_proxy_https = env_either("all_proxy", "ALL_PROXY");
+        env_proxy_https = all;
     env_no_proxy = env_either("no_proxy", "NO_PROXY");
     reuse_easy = curl_version_info(CURLVERSION_NOW)->version_num >= 0x080100;
     return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;

@@ -663,3 +663,23 @@ describe('upstream: timeouts', () => {
     });
   }
 });
+
+// With all_proxy alone, http:// providers go through it too, as libcurl would take it.
+describe('upstream: all_proxy', () => {
+  it('all_proxy alone is the proxy for http:// providers too', async () => {
+    const up = scriptedUpstream(scripts);
+    const port = await up.listen();
+    const gw = await startGateway({ providers: providersFor('http://provider.invalid') }, { workers: 1,
+      env: { all_proxy: `http://127.0.0.1:${port}`, http_proxy: '', HTTP_PROXY: '', no_proxy: '' } });
+    try {
+      const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
+      assert.equal(r.status, 200);
+      assert.equal(await r.text(), JSON_BODY);
+      assert.match(up.seen[0].line, /^POST http:\/\/provider\.invalid\//);
+    } finally {
+      await gw.stop();
+      await up.close();
+    }
+  });
+});
