@@ -193,24 +193,38 @@ static enum kl_step begin_run(kl_exchange *ex)
 
 /* ---- answers ---- */
 
+/* The longest wait an error asks SDKs to sleep on. The OpenAI and Anthropic
+ * SDKs sleep for whatever Retry-After says, hours included, before each of
+ * their two retries (a refusal until a daily quota refills left a script
+ * hanging for two days); Gemini CLI takes a wait over 300 s as final
+ * itself. A longer one is still said, but with x-should-retry: false and in
+ * the message, so the caller is told at once. */
+#define KL_RETRY_SLEEP_MAX 300
+
 enum kl_step kl_fail(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_class ec,
                      const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    bool long_wait = ex->fail_retry > KL_RETRY_SLEEP_MAX;
+    if (long_wait && n >= 0 && (size_t)n < sizeof(msg)) {
+        long long m = (ex->fail_retry + 59) / 60;
+        snprintf(msg + n, sizeof(msg) - (size_t)n, ": try again in %lldh%02lldm", m / 60, m % 60);
+    }
     ex->error_class = ec;
     ex->error_message = kl_arena_strdup(&ex->arena, msg);
     char *body = kl_dialect_error_body_retry(&ex->arena, ex->dialect, kind, msg, ex->fail_retry);
     const char *extra = ex->fail_headers;
-    /* when to try again: the header every SDK reads; never, in the header
-     * the OpenAI and Anthropic SDKs and Claude Code read (a 429 they would
-     * otherwise retry for minutes); Gemini's is in the body (RetryInfo) */
+    /* when to try again: the header every SDK reads; never, or not worth
+     * sleeping on, in the header the OpenAI and Anthropic SDKs and Claude
+     * Code read (a 429 they would otherwise retry for minutes, or the SDKs
+     * sleep on for hours); Gemini's is in the body (RetryInfo) */
     if (ex->fail_retry > 0)
         extra = kl_arena_printf(&ex->arena, "%sRetry-After: %lld\r\n", extra ? extra : "", (long long)ex->fail_retry);
-    else if (ex->fail_retry < 0)
+    if (ex->fail_retry < 0 || long_wait)
         extra = kl_arena_printf(&ex->arena, "%sx-should-retry: false\r\n", extra ? extra : "");
     if (kind == KL_ERR_METHOD)
         extra = kl_arena_printf(&ex->arena, "Allow: %s\r\n", ex->ep->method && strcmp(ex->ep->method, "*")

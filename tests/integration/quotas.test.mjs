@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Anthropic from '@anthropic-ai/sdk';
+import OpenAI from 'openai';
 import { startMock, startGateway, providersFor, assertNoKeys, from, BUILD, rawProvider, finalRecord } from './lib/harness.mjs';
 
 // gpt-4o: $2.50 / $10 per 1M tokens = 2500 / 10000 nanodollars a token.
@@ -469,6 +470,55 @@ describe('spend quotas', () => {
     assert.equal(JSON.parse((await mock.last()).body).service_tier, 'priority');
     await open.stop();
     await mock.stop();
+  });
+
+  it('a wait of hours is said, not slept on: the OpenAI and Anthropic SDKs stop at once instead of sleeping it twice', async () => {
+    const mock = await startMock();
+    // one request's worth, refilled at one request's worth a day
+    const gw = await startGateway({
+      quotas: { day: { capacity: usd(EST), rate: `${usd(EST)}/day` } },
+      grants: grant([{ bucket: 'day' }]),
+      providers: providersFor(mock.url),
+    });
+    try {
+      const ok = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+      assert.equal(ok.status, 200);
+      await ok.text();
+      const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+      assert.equal(r.status, 429);
+      const ra = Number(r.headers.get('retry-after'));
+      assert.ok(ra > 86000 && ra <= 86400, `Retry-After ${ra}: when, still said`);
+      // both SDKs sleep whatever Retry-After says (a day here) before each of their two retries
+      assert.equal(r.headers.get('x-should-retry'), 'false');
+      assert.match((await r.json()).error.message, /quota day cannot cover this request .*: try again in 2[34]h\d+m/);
+      let sent = 0;
+      const counted = (...args) => { sent++; return fetch(...args); };
+      const soon = (p) => Promise.race([p, sleep(10000).then(() => { throw new Error('the SDK is sleeping on Retry-After'); })]);
+      const openai = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'x', fetch: counted }); // its default: 2 retries
+      await assert.rejects(soon(openai.chat.completions.create({ model: 'gpt-4o', max_tokens: MAX_TOKENS,
+        messages: [{ role: 'user', content: 'hi' }] })), (e) => e instanceof OpenAI.RateLimitError);
+      const claude = new Anthropic({ baseURL: gw.url, apiKey: 'x', fetch: counted });
+      await assert.rejects(soon(claude.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 100,
+        messages: [{ role: 'user', content: 'hi' }] })), (e) => e instanceof Anthropic.RateLimitError);
+      assert.equal(sent, 2, 'neither SDK retried');
+      // a wait of seconds is still waited for
+      const rpm = await startGateway({
+        grants: grant(null, [{ rate_limit: { requests_per_minute: 1 } }]),
+        providers: providersFor(mock.url),
+      });
+      try {
+        assert.equal((await post(rpm, '/v1/chat/completions', BODY)).status, 200);
+        const again = await post(rpm, '/v1/chat/completions', BODY);
+        assert.equal(again.status, 429);
+        assert.ok(Number(again.headers.get('retry-after')) <= 60);
+        assert.equal(again.headers.get('x-should-retry'), null);
+      } finally {
+        await rpm.stop();
+      }
+    } finally {
+      await gw.stop();
+      await mock.stop();
+    }
   });
 
   it('a request the provider had whole when it reset the connection keeps its reservation: it may have been billed', async () => {
