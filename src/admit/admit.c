@@ -218,7 +218,8 @@ static int64_t output_per_answer(const kl_exchange *ex)
      * the thinking budget the caller set for Gemini (Gemini CLI's 8192 would
      * otherwise leave an 8192 cap nothing for the answer), or the reasoning
      * allowance when an OpenAI request asks for reasoning (Codex's does; its
-     * hard tasks reason past 8192 and ended "incomplete") */
+     * hard tasks reason past 8192 and ended "incomplete") or a Gemini one
+     * thinks without a budget (Gemini CLI's "HIGH" level for Gemini 3) */
     int64_t more = ex->thinking_budget > 0 ? ex->thinking_budget : 0;
     if (ex->reasons)
         more = ex->reasoning_room >= 0 ? ex->reasoning_room : q ? q->default_reasoning_tokens : 24576;
@@ -280,7 +281,7 @@ static bool fits_now(const kl_exchange *ex, const struct kl_admission *a, const 
     return true;
 }
 
-/* The room an OpenAI reasoning request's output cap makes for reasoning
+/* The room a reasoning request's output cap makes for reasoning
  * is only room: it shrinks to what the buckets can give now (the largest
  * that fits, by halves), down to none, rather than make a request wait or
  * be refused where it would pass with the plain default cap (a token rate

@@ -105,7 +105,7 @@ typedef struct kl_exchange {
     bool stream;
     int64_t max_output_tokens;      /* -1 when not given; the cap of each answer when it asks for several */
     int64_t thinking_budget;        /* Gemini's thinkingConfig.thinkingBudget; -1 when not given */
-    bool reasons;                   /* OpenAI: the request asks for reasoning (kl_request_facts) */
+    bool reasons;                   /* OpenAI and Gemini: the request asks for reasoning (kl_request_facts) */
     bool reasoning_declined;        /* ... or said none or minimal */
     int64_t reasoning_room;         /* ... and the room its output cap makes for it; -1: the default */
     int64_t choices;                /* answers asked for (chat's n, Gemini's candidateCount), at least 1 */

@@ -127,8 +127,9 @@ struct kl_request_facts {
     bool stream;
     int64_t max_output_tokens;  /* -1 when absent */
     int64_t thinking_budget;    /* Gemini's thinkingConfig.thinkingBudget; -1 when absent (or dynamic) */
-    bool reasons;               /* OpenAI: asks for reasoning (an effort other than none or minimal) */
-    bool reasoning_declined;    /* OpenAI: an effort given, none or minimal */
+    bool reasons;               /* OpenAI: asks for reasoning (an effort other than none or minimal); Gemini:
+                                   thinking without a budget (-1, or a thinkingLevel other than minimal) */
+    bool reasoning_declined;    /* OpenAI: an effort given, none or minimal; Gemini: budget 0 or minimal */
     bool has_include_usage;     /* OpenAI chat: stream_options.include_usage is true */
     int64_t choices;            /* answers asked for (chat's n, Gemini's candidateCount): 1 unless more */
     struct kl_body_map map;     /* generation_config: Gemini's, however it is spelt */

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/jsonscan.h"
 
@@ -172,6 +173,42 @@ static int nested_object(const char *body, struct kl_body_span s, const char *ou
     return 0;
 }
 
+/* Thinking a Gemini request asks for without a budget: thinkingBudget -1
+ * (dynamic) or a thinkingLevel (Gemini 3's; Gemini CLI sends "HIGH") other
+ * than minimal. Those thoughts count against maxOutputTokens too, so a cap
+ * keyless adds makes the reasoning room for them (admit.c), as for an
+ * OpenAI request's effort: the plain default left a hard task's thinking
+ * too little for the answer. A budget of 0, or minimal, declines. */
+static int gemini_thinking(const char *body, struct kl_body_span thinking, kl_arena *a,
+                           struct kl_request_facts *f, const char **why)
+{
+    if (!thinking.end || f->thinking_budget > 0)
+        return 0;
+    struct kl_json_want w[4] = {{.key = "thinkingLevel"}, {.key = "thinking_level"},
+                                {.key = "thinkingBudget"}, {.key = "thinking_budget"}};
+    kl_json_scan_members(body + thinking.start, thinking.end - thinking.start, w, 4);
+    if (w[0].count > 1 || w[1].count > 1 || (w[0].count && w[1].count)) {
+        *why = kl_arena_printf(a, "%s \"thinkingLevel\" in thinkingConfig",
+                               w[0].count && w[1].count ? "both spellings of" : "duplicate");
+        return -1;
+    }
+    const struct kl_json_want *lw = w[0].count ? &w[0] : &w[1], *bw = w[2].count ? &w[2] : &w[3];
+    cJSON *level = lw->end ? span_json(body, (struct kl_body_span){thinking.start + lw->start, thinking.start + lw->end})
+                           : NULL;
+    cJSON *budget = bw->end ? span_json(body, (struct kl_body_span){thinking.start + bw->start, thinking.start + bw->end})
+                            : NULL;
+    /* Google's JSON reads an integer written as a string too */
+    double b = cJSON_IsNumber(budget) ? budget->valuedouble
+               : cJSON_IsString(budget) ? strtod(budget->valuestring, NULL) : 1;
+    if (b == 0 || (cJSON_IsString(level) && strcasecmp(level->valuestring, "minimal") == 0))
+        f->reasoning_declined = true;
+    else if (b == -1 || cJSON_IsString(level))
+        f->reasons = true;
+    cJSON_Delete(level);
+    cJSON_Delete(budget);
+    return 0;
+}
+
 /* Gemini's request facts: generationConfig (or generation_config, its
  * proto name; the map then points at whichever the body has) with its
  * output cap and candidate count. */
@@ -200,7 +237,7 @@ static int gemini_facts(const char *body, kl_arena *a, struct kl_request_facts *
         nested_count(body, thinking, "thinkingConfig", "thinkingBudget", "thinking_budget", a, &f->thinking_budget,
                      why) < 0)
         return -1;
-    return 0;
+    return gemini_thinking(body, thinking, a, f, why);
 }
 
 /* Does an OpenAI request ask for reasoning? Responses' "reasoning" object

@@ -54,12 +54,12 @@ describe('Codex CLI and Gemini CLI', () => {
       { PATH: process.env.PATH, HOME: home, CODEX_HOME: home, OPENAI_API_KEY: 'sk-caller-must-not-pass' }, { cwd: home });
   }
 
-  function gemini(target, prompt, timeoutMs) {
+  function gemini(target, prompt, timeoutMs, model = 'gemini-2.5-flash') {
     const home = mkdtempSync(join(tmpdir(), 'kl-gemini-'));
     mkdirSync(join(home, '.gemini'));
     writeFileSync(join(home, '.gemini', 'settings.json'),
       JSON.stringify({ security: { auth: { selectedType: 'gemini-api-key' } } }));
-    return runCommand(join(ROOT, 'node_modules', '.bin', 'gemini'), ['-m', 'gemini-2.5-flash', '-p', prompt],
+    return runCommand(join(ROOT, 'node_modules', '.bin', 'gemini'), ['-m', model, '-p', prompt],
       { PATH: process.env.PATH, HOME: home, GOOGLE_GEMINI_BASE_URL: target.url, GEMINI_API_KEY: 'caller-must-not-pass',
         GEMINI_CLI_TRUST_WORKSPACE: 'true' }, { cwd: home, timeoutMs });
   }
@@ -101,6 +101,28 @@ describe('Codex CLI and Gemini CLI', () => {
         assert.ok(b.reasoning && b.reasoning.effort !== 'none', `Codex asks for reasoning: ${JSON.stringify(b.reasoning)}`);
         // the default 8192 for the answer, and 24576 for the reasoning that counts against the cap
         assert.equal(b.max_output_tokens, 8192 + 24576);
+      }
+    } finally {
+      await capped.stop();
+    }
+  });
+
+  it('gemini -p on a Gemini 3 model under a spend quota: its thinking level gets the reasoning room, as Gemini 2.5\'s budget does', { timeout: 180000 }, async () => {
+    const providers = providersFor(mock.url);
+    providers.gemini.models.push('gemini-3.1-pro-preview');
+    const capped = await startGateway({ providers, quotas: { team: { capacity: '$50' } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: '**' }, { quotas: [{ bucket: 'team' }] }] } }] });
+    try {
+      await mock.clear();
+      const r = await gemini(capped, 'Say hello. [[mock text=Thought_hello;out=30]]', undefined, 'gemini-3.1-pro-preview');
+      assert.equal(r.code, 0, `gemini failed: ${r.out}\n${r.err}`);
+      assert.match(r.out, /Thought hello/);
+      const sent = (await mock.requests()).filter((q) => q.path.includes(':streamGenerateContent')).map((q) => JSON.parse(q.body));
+      assert.ok(sent.length >= 1);
+      for (const b of sent) {
+        assert.equal(b.generationConfig.thinkingConfig.thinkingLevel, 'HIGH', 'Gemini CLI asks Gemini 3 to think hard');
+        // thoughts count against the cap: the default 8192 for the answer, and 24576 for the thinking
+        assert.equal(b.generationConfig.maxOutputTokens, 8192 + 24576);
       }
     } finally {
       await capped.stop();

@@ -234,6 +234,35 @@ static void reads_answers_asked_for(void **state)
     assert_int_equal(f.choices, 1);
 }
 
+/* Thinking asked for without a budget (dynamic, or Gemini 3's level, as
+ * Gemini CLI sends "HIGH") is reasoning the output cap must make room for;
+ * a budget of 0 or the minimal level declines it. */
+static void reads_gemini_thinking_without_budget(void **state)
+{
+    (void)state;
+    struct kl_request_facts f;
+    const char *why;
+    static const struct { const char *body; bool reasons, declined; } cases[] = {
+        {"{\"generationConfig\":{\"thinkingConfig\":{\"includeThoughts\":true,\"thinkingLevel\":\"HIGH\"}}}", true, false},
+        {"{\"generation_config\":{\"thinking_config\":{\"thinking_level\":\"low\"}}}", true, false},
+        {"{\"generationConfig\":{\"thinkingConfig\":{\"thinkingBudget\":-1}}}", true, false},
+        {"{\"generationConfig\":{\"thinkingConfig\":{\"thinkingBudget\":\"-1\"}}}", true, false},
+        {"{\"generationConfig\":{\"thinkingConfig\":{\"thinkingLevel\":\"MINIMAL\"}}}", false, true},
+        {"{\"generationConfig\":{\"thinkingConfig\":{\"thinkingBudget\":0}}}", false, true},
+        {"{\"generationConfig\":{\"thinkingConfig\":{\"thinkingBudget\":8192}}}", false, false}, /* its own room */
+        {"{\"generationConfig\":{\"thinkingConfig\":{\"includeThoughts\":true}}}", false, false},
+        {"{\"generationConfig\":{\"maxOutputTokens\":100}}", false, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(facts(KL_EP_GEMINI_STREAM, cases[i].body, &f, &why), 0);
+        assert_int_equal(f.reasons, cases[i].reasons);
+        assert_int_equal(f.reasoning_declined, cases[i].declined);
+    }
+    assert_int_equal(facts(KL_EP_GEMINI_STREAM, "{\"generationConfig\":{\"thinkingConfig\":{\"thinkingLevel\":\"LOW\","
+                                                "\"thinking_level\":\"HIGH\"}}}", &f, &why), -1);
+    assert_non_null(strstr(why, "both spellings of \"thinkingLevel\""));
+}
+
 /* Google reads a field by its proto name too (generation_config,
  * max_output_tokens): keyless reads either, and refuses a body holding both
  * names of one field, whose value the provider would pick. */
@@ -486,6 +515,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(reads_request_facts, setup, teardown),
         cmocka_unit_test_setup_teardown(reads_answers_asked_for, setup, teardown),
         cmocka_unit_test_setup_teardown(reads_gemini_proto_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(reads_gemini_thinking_without_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(reads_openai_reasoning, setup, teardown),
         cmocka_unit_test_setup_teardown(maps_body_members, setup, teardown),
         cmocka_unit_test_setup_teardown(refuses_bad_bodies, setup, teardown),
