@@ -379,8 +379,11 @@ static void build_headers(kl_exchange *ex, const char *token, const struct kl_si
  * key not set, no Google token, no AWS credentials yet): a failure of that
  * provider like a 503 from it, so it cools down and the next provider
  * serving the request takes it (route/failover.h), else the caller gets the
- * 503 with the reason. */
-static enum kl_step no_credentials(kl_exchange *ex, const char *why)
+ * 503 with the reason. A key the configuration could not read (lasting)
+ * stays missing until it is reloaded: the 503 says not to retry, in the
+ * header the OpenAI and Anthropic SDKs read (Claude Code retries an
+ * overloaded_error, Anthropic's type for it, whatever the header says). */
+static enum kl_step no_credentials(kl_exchange *ex, const char *why, bool lasting)
 {
     if (kl_failover_wanted(ex, 503, KL_EC_UNAVAILABLE)) {
         kl_failover_observe(ex, 503, KL_EC_UNAVAILABLE);
@@ -391,6 +394,8 @@ static enum kl_step no_credentials(kl_exchange *ex, const char *why)
             return st == KL_NEXT ? kl_route_run(ex) : st;
         }
     }
+    if (lasting)
+        ex->fail_retry = -1;
     return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "%s", why);
 }
 
@@ -400,12 +405,12 @@ enum kl_step kl_route_run(kl_exchange *ex)
     const struct kl_provider *p = ex->provider;
     const char *bare = ex->model;
     if (p->key_problem && p->auth_mode == KL_AUTHMODE_OVERRIDE)
-        return no_credentials(ex, p->key_problem);
+        return no_credentials(ex, p->key_problem, true);
     const char *token = NULL, *problem = NULL, *project = p->gcp_cred ? p->gcp_cred->project_id : NULL;
     if (p->gcp_cred && p->auth_mode != KL_AUTHMODE_NONE &&
         !(token = kl_gcp_token(ex->worker->server->gcp, p->gcp_cred, &ex->arena, &problem, &project)) &&
         p->auth_mode == KL_AUTHMODE_OVERRIDE)
-        return no_credentials(ex, kl_arena_printf(&ex->arena, "provider %s: %s", p->id, problem));
+        return no_credentials(ex, kl_arena_printf(&ex->arena, "provider %s: %s", p->id, problem), false);
     /* a provider's aws without keys: the environment's current ones */
     const struct kl_sigv4_cred *aws = p->aws;
     if (aws && !aws->access_key_id) {
@@ -414,7 +419,7 @@ enum kl_step kl_route_run(kl_exchange *ex)
         kl_aws_keeper *k = ex->worker->server->aws;
         if (!k || !kl_aws_current(k, &ex->arena, now, &problem))
             return no_credentials(ex, kl_arena_printf(&ex->arena, "provider %s: %s", p->id,
-                                                       problem ? problem : "no AWS credentials yet"));
+                                                       problem ? problem : "no AWS credentials yet"), false);
         aws = now;
     }
     rewrite_body(ex, bare);

@@ -224,10 +224,17 @@ describe('errors', () => {
     assert.equal(r.status, 500);
   });
 
-  it('503 when the provider key is not configured, with the reason', async () => {
+  it('503 when the provider key is not configured, with the reason, and not to be retried: it lasts until a reload', async () => {
     const r = await call('/v1/chat/completions', '{"model":"nokey-model","messages":[]}');
     assert.equal(r.status, 503);
     assert.match(r.json.error.message, /KEYLESS_TEST_UNSET_VAR is not set/);
+    // the SDKs retried it before showing why
+    assert.equal(r.headers.get('x-should-retry'), 'false');
+    let sent = 0;
+    const sdk = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'x', fetch: (...a) => { sent++; return fetch(...a); } });
+    await assert.rejects(sdk.chat.completions.create({ model: 'nokey-model', messages: [] }),
+      (e) => e.status === 503 && /KEYLESS_TEST_UNSET_VAR is not set/.test(e.message));
+    assert.equal(sent, 1, 'the SDK did not retry');
   });
 
   it('garbage on the socket gets a 400 and the server keeps serving', async () => {
