@@ -112,7 +112,22 @@ static void self_peer(kl_exchange *ex)
             "it; local callers (and tailscale serve) connect to 127.0.0.1 or ::1", ex->id, ex->peer_ip);
 }
 
-static const char *proxied(const kl_exchange *ex);
+/* The header that shows a loopback connection carries someone else's
+ * request, or NULL: tailscale serve, Funnel (a caller from the internet) or
+ * another reverse proxy on this machine. Such a caller is not whoever runs
+ * on this machine, and is not (loopback) (the example configuration makes
+ * (loopback) an admin). */
+static const char *proxied(const kl_exchange *ex)
+{
+    static const char *const marks[] = {"Tailscale-Funnel-Request", "X-Forwarded-For", "Forwarded", "X-Real-IP"};
+    for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++)
+        if (kl_http_header(&ex->req, marks[i]))
+            return marks[i];
+    for (size_t i = 0; i < ex->req.nheaders; i++)
+        if (strncasecmp(ex->req.headers[i].name, "Tailscale-", 10) == 0)
+            return ex->req.headers[i].name; /* serve headers not taken (off, or refused above) */
+    return NULL;
+}
 
 static enum outcome from_cidr(kl_exchange *ex, const struct kl_identity_cfg *cfg)
 {
@@ -142,23 +157,6 @@ static enum outcome from_cidr(kl_exchange *ex, const struct kl_identity_cfg *cfg
 static const struct kl_identity loopback_identity = {
     .login = "(loopback)", .display_name = "loopback", .source = "loopback",
 };
-
-/* The header that shows a loopback connection carries someone else's
- * request, or NULL: tailscale serve, Funnel (a caller from the internet) or
- * another reverse proxy on this machine. Such a caller is not whoever runs
- * on this machine, and is not (loopback) (the example configuration makes
- * (loopback) an admin). */
-static const char *proxied(const kl_exchange *ex)
-{
-    static const char *const marks[] = {"Tailscale-Funnel-Request", "X-Forwarded-For", "Forwarded", "X-Real-IP"};
-    for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++)
-        if (kl_http_header(&ex->req, marks[i]))
-            return marks[i];
-    for (size_t i = 0; i < ex->req.nheaders; i++)
-        if (strncasecmp(ex->req.headers[i].name, "Tailscale-", 10) == 0)
-            return ex->req.headers[i].name; /* serve headers not taken (off, or refused above) */
-    return NULL;
-}
 
 static enum kl_step unidentified(kl_exchange *ex, const struct kl_identity_cfg *cfg)
 {
@@ -275,9 +273,40 @@ void kl_whois_resume(kl_exchange *ex, struct kl_whois_entry *e, const char *err)
     kl_pipeline_continue(ex, step);
 }
 
+/* Why a request is a browser's, sent for a page of another site, or NULL.
+ * keyless knows callers by their address and certificate, which a browser
+ * brings along to any request a page makes, as it does cookies: a page a
+ * tailnet user opens could spend that user's budget with a "simple" POST
+ * (text/plain needs no preflight). No legitimate caller is a page of
+ * another site: keyless grants no CORS, so such a page could not read an
+ * answer anyway. Browsers say where a request comes from in Sec-Fetch-Site
+ * (same-origin, same-site, cross-site, none: typed by the user) and, on
+ * POSTs and cross-origin requests, in Origin ("null" from sandboxed pages
+ * and files); one without Sec-Fetch-Site is judged by its Origin's host
+ * against the Host it asks for. */
+static const char *cross_site(const kl_exchange *ex)
+{
+    const char *site = kl_http_header(&ex->req, "Sec-Fetch-Site");
+    if (site)
+        return strcasecmp(site, "same-origin") == 0 || strcasecmp(site, "none") == 0 ? NULL : "Sec-Fetch-Site";
+    const char *origin = kl_http_header(&ex->req, "Origin");
+    if (!origin)
+        return NULL;
+    const char *host = kl_http_header(&ex->req, "Host"), *authority = strstr(origin, "://");
+    if (!host || !authority || strcasecmp(authority + 3, host) != 0)
+        return "Origin";
+    return NULL;
+}
+
 enum kl_step kl_identity_run(kl_exchange *ex)
 {
     ex->peer_loopback = kl_ip_is_loopback(ex->peer_ip);
+    const char *by = cross_site(ex);
+    if (by)
+        return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN,
+                       "a web page of another site may not call keyless as the person whose browser opened it (%s: "
+                       "%s); call keyless from a program, or from a page keyless itself serves",
+                       by, kl_http_header(&ex->req, by));
     ex->id_next = 0;
     return try_sources(ex);
 }

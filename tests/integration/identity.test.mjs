@@ -403,6 +403,33 @@ describe('identity and grants', () => {
     assert.match(gw.output(), /came through a proxy: not wg-frank@example.com \(identity.cidr\)/);
   });
 
+  it('a web page of another site cannot call keyless as the tailnet user whose browser opened it', async () => {
+    const host = new URL(gw.url).host;
+    // a "simple" cross-site POST a page may send without a preflight (text/plain)
+    const send = (h, ip = ALICE) => fetch(`${gw.url}/v1/messages`, {
+      method: 'POST', dispatcher: from(ip), headers: { 'content-type': 'text/plain', ...h },
+      body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    for (const h of [{ 'sec-fetch-site': 'cross-site', origin: 'https://evil.example' }, { 'sec-fetch-site': 'same-site' },
+      { origin: 'null' }, { origin: 'https://evil.example' }, { origin: `http://${host}.evil.example` }]) {
+      const r = await send(h);
+      assert.equal(r.status, 403, JSON.stringify(h));
+      const j = await r.json();
+      assert.equal(j.error.type, 'permission_error');
+      assert.match(j.error.message, /a web page of another site may not call keyless/);
+    }
+    const c = await chat(gw, '127.0.0.61', 'gpt-4o', { 'sec-fetch-site': 'cross-site' }); // (loopback), in OpenAI's shape
+    assert.equal(c.status, 403);
+    assert.match((await c.json()).error.message, /a web page of another site/);
+    // the gateway's own origin, and an address typed by the user, are not another site's
+    for (const h of [{ 'sec-fetch-site': 'same-origin', origin: `http://${host}` }, { 'sec-fetch-site': 'none' },
+      { origin: `http://${host}` }]) {
+      const r = await send(h);
+      assert.equal(r.status, 200, JSON.stringify(h));
+      await r.text();
+    }
+  });
+
   it('live table change is seen after the cache TTL, not before', async () => {
     const table = JSON.parse(readFileSync(ts.table, 'utf8'));
     table['127.0.0.22'] = 'bob.json';
