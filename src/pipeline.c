@@ -275,7 +275,9 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
         ex->ep->dialect != KL_DIALECT_BEDROCK && !json_body(headers))
         event_stream = true;
     ex->upstream_status = status;
-    if (status >= 400)
+    /* a redirect is no answer either: keyless does not follow it, and the
+     * caller is not told where it led (kl_h1_drop_response_header) */
+    if (status >= 400 || (status / 100 == 3 && status != 304))
         ex->error_class = KL_EC_UPSTREAM_ERROR;
     kl_account_begin(ex, status, event_stream, headers);
     if (status / 100 == 2 && !kl_account_head_held(ex))

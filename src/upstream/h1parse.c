@@ -72,15 +72,19 @@ int kl_h1_parse_url(const char *url, struct kl_h1_url *u)
 
 /* Hop-by-hop headers, framing redone here, and what a provider's answer
  * would decide for the gateway's own origin: its cookies, its alternative
- * services, and CORS. The provider grants a web page the reading of its
- * answers by the page's Origin, which keyless forwards: relayed, the grant
- * would let any page a tailnet user opens post a plain-text request that
- * keyless knows as that user, and read the answer. */
+ * services, its transport and reporting policies, and CORS. The provider
+ * grants a web page the reading of its answers by the page's Origin, which
+ * keyless forwards: relayed, the grant would let any page a tailnet user
+ * opens post a plain-text request that keyless knows as that user, and read
+ * the answer. Nor where to go next: keyless follows no redirect, and a
+ * caller that followed one (the SDKs' fetch does) would send the prompt,
+ * and its own token, to wherever the provider pointed. */
 bool kl_h1_drop_response_header(const char *name, size_t n)
 {
     static const char *drop[] = {
         "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer",
-        "transfer-encoding", "upgrade", "content-length", "set-cookie", "alt-svc",
+        "transfer-encoding", "upgrade", "content-length", "set-cookie", "set-cookie2", "alt-svc",
+        "strict-transport-security", "nel", "report-to", "location", "content-location", "refresh",
     };
     for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
         if (strlen(drop[i]) == n && strncasecmp(name, drop[i], n) == 0)

@@ -6,6 +6,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import http from 'node:http';
 import { startGateway, providersFor, KEYS, assertNoKeys, scriptedUpstream, rawRequest } from './lib/harness.mjs';
 
 let releaseCr = () => {};
@@ -62,10 +63,32 @@ async function fromPage(url) {
   assert.doesNotMatch(raw.slice(0, raw.indexOf('\r\n\r\n')), /access-control-/i, 'no CORS grant for the gateway\'s origin');
 }
 
+// A provider that sends the caller elsewhere (x-where: a server that counts who came).
+function redirect(sock, req) {
+  sock.write(`HTTP/1.1 307 Temporary Redirect\r\nLocation: ${req.headers['x-where']}\r\nContent-Location: /x\r\n` +
+    'Refresh: 0; url=/x\r\nStrict-Transport-Security: max-age=63072000\r\nContent-Length: 0\r\n\r\n');
+}
+// The caller is not sent where the provider's redirect led: its fetch would follow it with the prompt.
+async function notRedirected(chat) {
+  let came = 0;
+  const elsewhere = http.createServer((req, res) => { came++; res.end('{}'); });
+  await new Promise((resolve) => elsewhere.listen(0, '127.0.0.1', resolve));
+  try {
+    const r = await chat('redirect', { headers: { 'x-where': `http://127.0.0.1:${elsewhere.address().port}/stolen` } });
+    assert.equal(r.status, 307);
+    for (const h of ['location', 'content-location', 'refresh', 'strict-transport-security'])
+      assert.equal(r.headers.get(h), null, h);
+    assert.equal(came, 0, 'the prompt went nowhere else');
+  } finally {
+    elsewhere.close();
+  }
+}
+
 const scripts = {
   listed,
   trailer,
   cors,
+  redirect,
   ok(sock) {
     sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${JSON_BODY.length}\r\n` +
       `x-upstream: yes\r\nSet-Cookie: s=1\r\nKeep-Alive: timeout=5\r\n\r\n${JSON_BODY}`);
@@ -404,6 +427,10 @@ describe('upstream: the native HTTP/1.1 client', () => {
     assert.equal(t.text, JSON_BODY, 'a trailer is no part of the answer');
   });
 
+  it('a provider\'s redirect is not followed, nor handed on for the caller to follow', async () => {
+    await notRedirected(chat);
+  });
+
   it('a provider\'s CORS grant is not relayed: a web page cannot read an answer keyless gave its visitor', async () => {
     await fromPage(gw.url);
     assert.equal(up.seen.at(-1).headers.origin, 'http://keyless', 'the provider was asked with the page\'s Origin');
@@ -454,6 +481,7 @@ describe('upstream: the native HTTP/1.1 client', () => {
 // libcurl, the path every https:// provider takes. What libcurl lets
 // through is checked as the native client checks it.
 const curlScripts = {
+  redirect,
   ok: scripts.ok,
   cors,
   listed,
@@ -512,9 +540,9 @@ describe('upstream: libcurl (the https:// path) relays only what the native clie
     await gw.stop();
     await up.close();
   });
-  const chat = async (script) => {
+  const chat = async (script, { headers = {} } = {}) => {
     const r = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST', headers: { 'content-type': 'application/json', 'x-script': script },
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-script': script, ...headers },
       body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
     });
     return { status: r.status, headers: r.headers, text: await r.text() };
@@ -544,6 +572,10 @@ describe('upstream: libcurl (the https:// path) relays only what the native clie
     const t = await chat('trailer');
     assert.equal(t.status, 200);
     assert.equal(t.text, JSON_BODY, 'the answer, whole, and no error after it');
+  });
+
+  it('a provider\'s redirect is not followed, nor handed on for the caller to follow', async () => {
+    await notRedirected(chat);
   });
 
   it('a provider\'s CORS grant is not relayed', async () => {

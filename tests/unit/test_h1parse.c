@@ -63,6 +63,8 @@ static void parses_a_response_head_and_filters_it(void **state)
                     "Access-Control-Allow-Origin: https://evil.example\r\n"
                     "access-control-allow-credentials: true\r\n"
                     "x-request-id: req_1\r\n"
+                    "Location: https://elsewhere.example/v1/chat/completions\r\n"
+                    "Strict-Transport-Security: max-age=63072000\r\n"
                     "Keep-Alive: timeout=5\r\n"
                     "Content-Encoding: identity\r\n"
                     "\r\n{\"body\":1}";
