@@ -914,7 +914,11 @@ void kl_conn_close_idle(kl_worker *w)
     struct kl_conn *c = w->conns;
     while (c) {
         struct kl_conn *next = c->next;
-        if (c->state == ST_HEAD)
+        /* a head begun (bytes of it read, not yet whole) is a request the
+         * client sent before the stop, as a pipelined one is: it is read
+         * to its end (timeouts.header, within timeouts.shutdown), served
+         * and recorded, and the connection closes after it */
+        if (c->state == ST_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
             close_between_requests(c);
         else if (c->state == ST_LINGER)
             conn_free(c);

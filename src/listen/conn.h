@@ -22,7 +22,8 @@ void kl_conn_accept(kl_worker *w, int fd, const struct sockaddr *sa, socklen_t s
 bool kl_conn_is_tls(const kl_exchange *ex);
 struct x509_st *kl_conn_peer_certificate(const kl_exchange *ex);
 
-/* Close every connection that has no exchange in flight (shutdown). */
+/* Close every connection that has no exchange in flight and no request
+ * head begun (shutdown). */
 void kl_conn_close_idle(kl_worker *w);
 /* After a reload: TLS connections accepted under an older snapshot (its
  * certificates and CA bundles) close now when idle, else after the request

@@ -10,6 +10,18 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Anthropic from '@anthropic-ai/sdk';
 import { startMock, startGateway, providersFor, finalRecord, BUILD, ROOT } from './lib/harness.mjs';
 
+// A raw connection to gw: what it reads so far (got()), and when it closes.
+async function rawConn(gw) {
+  const u = new URL(gw.url);
+  const sock = net.connect(Number(u.port), u.hostname);
+  let got = '';
+  sock.on('data', (d) => (got += d.toString('latin1')));
+  const closed = new Promise((r) => sock.on('close', r));
+  sock.on('error', () => {});
+  await new Promise((r) => sock.on('connect', r));
+  return { sock, closed, got: () => got };
+}
+
 // Another process takes the store's write lock and holds it (its transaction open) until lock.stdin ends with
 // COMMIT; locked resolves once it holds it. sqlite3 waits (.timeout) for the writer if that is in a transaction.
 function lockStore(db) {
@@ -158,13 +170,7 @@ describe('lifecycle', () => {
     const mock = await startMock();
     const db = join(mkdtempSync(join(tmpdir(), 'kl-pipe-')), 'r.db');
     const gw = await startGateway({ store: { path: db }, providers: providersFor(mock.url) });
-    const u = new URL(gw.url);
-    const sock = net.connect(Number(u.port), u.hostname);
-    let got = '';
-    sock.on('data', (d) => (got += d.toString('latin1')));
-    const closed = new Promise((r) => sock.on('close', r));
-    sock.on('error', () => {});
-    await new Promise((r) => sock.on('connect', r));
+    const { sock, closed, got } = await rawConn(gw);
     const body = JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'x' }] });
     const req = (mockHdr) => `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
       `x-mock: ${mockHdr}\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
@@ -174,11 +180,33 @@ describe('lifecycle', () => {
     gw.proc.kill('SIGTERM');
     await closed;
     assert.equal(await exited, 0);
-    assert.equal((got.match(/^HTTP\/1.1 200 /gm) || []).length, 2, gw.output());
+    assert.equal((got().match(/^HTTP\/1.1 200 /gm) || []).length, 2, gw.output());
     // the second, a stream too, says the connection ends with it
-    assert.match(got.slice(got.lastIndexOf('HTTP/1.1 200 ')), /^HTTP\/1.1 200 OK\r\n[^]*Connection: close\r\n[^]*"content":"swer"/);
+    assert.match(got().slice(got().lastIndexOf('HTTP/1.1 200 ')), /^HTTP\/1.1 200 OK\r\n[^]*Connection: close\r\n[^]*"content":"swer"/);
     const n = spawnSync('sqlite3', [db, "SELECT count(*) FROM requests WHERE status = 200"], { encoding: 'utf8' });
     assert.equal(n.stdout.trim(), '2');
+    await mock.stop();
+  });
+
+  it('SIGTERM: a request whose head has begun to arrive is read to its end and served, and the connection closes after it', async () => {
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-head-')), 'r.db');
+    const gw = await startGateway({ store: { path: db }, providers: providersFor(mock.url) });
+    const { sock, closed, got } = await rawConn(gw);
+    const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] });
+    const req = `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${body.length}\r\n\r\n${body}`;
+    sock.write(req.slice(0, 40)); // the head's first bytes, as a slow link or a large head brings them
+    await sleep(200);
+    const exited = new Promise((r) => gw.proc.once('exit', (code) => r(code)));
+    gw.proc.kill('SIGTERM');
+    await sleep(200);
+    if (!sock.destroyed) sock.write(req.slice(40));
+    await closed;
+    assert.equal(await exited, 0);
+    assert.match(got(), /^HTTP\/1.1 200 OK\r\n[^]*Connection: close\r\n/, gw.output());
+    const row = spawnSync('sqlite3', [db, 'SELECT status, error_class FROM requests'], { encoding: 'utf8' });
+    assert.equal(row.stdout.trim(), '200|');
     await mock.stop();
   });
 
