@@ -67,6 +67,7 @@ struct kl_conn {
     size_t lingered;                /* bytes dropped while lingering */
 
     bool keep_alive;                /* for the current request */
+    bool retired;                   /* TLS set up under an older snapshot: no request after those sent already */
     bool head_request;              /* HEAD: no response body */
     bool resp_chunked;              /* current response uses chunked framing */
     bool resp_close_delimited;      /* HTTP/1.0 stream: body ends at close */
@@ -937,8 +938,8 @@ void kl_conn_retire_tls(kl_worker *w)
         if (c->tls_cfg && c->tls_cfg != w->cfg) {
             if (c->state == ST_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
                 close_between_requests(c);
-            else
-                c->keep_alive = false;
+            else /* a request the client had sent behind this one is served too (after_answer) */
+                c->retired = true;
         }
         c = next;
     }
@@ -1046,7 +1047,7 @@ void kl_respond_start(kl_exchange *ex, int status, const char *headers, int64_t 
         framing = "Transfer-Encoding: chunked\r\n";
     }
     const char *connection = "";
-    if (!c->keep_alive || c->w->draining)
+    if (!c->keep_alive || c->w->draining || c->retired)
         connection = "Connection: close\r\n";
     else if (ex->req.minor == 0)
         connection = "Connection: keep-alive\r\n";
@@ -1225,11 +1226,12 @@ void kl_conn_exchange_done(kl_exchange *ex)
  * after the wait, since a reload or a shutdown may have come meanwhile. */
 static void after_answer(struct kl_conn *c)
 {
-    /* stopping: a request the client sent before this response ended
-     * (pipelined) is served too, the last one (its keep_alive is off),
-     * rather than left without an answer or a record */
+    /* stopping, or a TLS connection retired by a reload: a request the
+     * client sent before this response ended (pipelined) is served too,
+     * the last one (its keep_alive is off), rather than left without an
+     * answer or a record */
     bool pipelined = input_waiting(c);
-    if (!c->keep_alive || (c->w->draining && !pipelined)) {
+    if (!c->keep_alive || ((c->w->draining || c->retired) && !pipelined)) {
         c->state = ST_CLOSING;
         bufferevent_disable(c->bev, EV_READ);
         evtimer_del(c->timer);

@@ -236,6 +236,31 @@ describe('mTLS / SPIFFE', () => {
     assert.ok(closed);
   });
 
+  it('a reload: a request pipelined over TLS behind one in flight is answered too (told to connect again), then the connection closes', async () => {
+    const u = new URL(tlsUrl);
+    const s = tls.connect({ host: u.hostname, port: +u.port, ca: readFileSync(p('ca.pem')), ...certs.good });
+    await new Promise((r) => s.once('secureConnect', r));
+    let got = '';
+    s.on('data', (d) => (got += d.toString('latin1')));
+    const closed = new Promise((r) => s.on('close', r));
+    s.on('error', () => {});
+    const req = (body, mockHdr) => `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `x-mock: ${mockHdr}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    const stream = JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'x' }] });
+    const plain = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] });
+    s.write(req(stream, 'events=10;delay_events_ms=100') + req(plain, 'text=second_answer'));
+    await sleep(300);
+    assert.match(await gw.reload(), /configuration reloaded/);
+    await closed;
+    // the stream ends whole; the request sent behind it is not left without
+    // an answer (or a record): its connection's certificate was verified
+    // under the old settings, so it is told to connect again
+    assert.match(got, /^HTTP\/1.1 200 OK\r\n[^]*\r\n0\r\n\r\nHTTP\/1.1 401 /, got.slice(-400));
+    const last = got.slice(got.lastIndexOf('HTTP/1.1 '));
+    assert.match(last, /\r\nConnection: close\r\n/);
+    assert.match(JSON.parse(last.slice(last.indexOf('\r\n\r\n') + 4)).error.message, /TLS settings were reloaded/);
+  });
+
   it('keyless check: client_ca or trust_domains, with valid domain names and readable bundles', () => {
     const check = (mtls, extra = {}) => {
       const f = p('check.hujson');
