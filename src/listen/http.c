@@ -438,6 +438,12 @@ const char *kl_http_header(const kl_http_request *req, const char *name)
 
 enum { CH_SIZE, CH_SIZE_WS, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER, CH_TRAILER_LF, CH_DONE };
 
+/* The framing's lines end in CRLF, as RFC 9112 section 7.1 writes them: a
+ * bare LF, which one parser takes for a line's end and another for a byte
+ * of it (or, after a chunk's data, one of two bytes skipped unread), would
+ * let a proxy in front read another body, and another request after it,
+ * than keyless does ("funky chunks" smuggling). Trailer fields are fields:
+ * a bare LF ends one, as in a head (section 2.2). */
 enum kl_chunked_result kl_chunked_feed(kl_chunked *c, const char *in, size_t len, size_t *used,
                                        void (*emit)(void *arg, const char *p, size_t n), void *arg)
 {
@@ -465,9 +471,6 @@ enum kl_chunked_result kl_chunked_feed(kl_chunked *c, const char *in, size_t len
             } else if (ch == '\r') {
                 c->state = CH_SIZE_LF;
                 i++;
-            } else if (ch == '\n') {
-                i++;
-                goto size_done;
             } else {
                 goto bad;
             }
@@ -483,30 +486,23 @@ enum kl_chunked_result kl_chunked_feed(kl_chunked *c, const char *in, size_t len
                 c->state = CH_EXT;
             else if (ch == '\r')
                 c->state = CH_SIZE_LF;
-            else if (ch == '\n') {
-                i++;
-                goto size_done;
-            } else if (ch != ' ' && ch != '\t')
+            else if (ch != ' ' && ch != '\t')
                 goto bad;
             i++;
             break;
         case CH_EXT:
-            /* Chunk extensions are allowed and ignored; bound their length. */
-            if (++c->line_len > 4096 || ++c->ext_len > KL_CHUNKED_MAX_EXT)
+            /* Chunk extensions are allowed and ignored; bound their length.
+             * A bare LF is no end of their line (above). */
+            if (++c->line_len > 4096 || ++c->ext_len > KL_CHUNKED_MAX_EXT || ch == '\n')
                 goto bad;
             if (ch == '\r')
                 c->state = CH_SIZE_LF;
-            else if (ch == '\n') {
-                i++;
-                goto size_done;
-            }
             i++;
             break;
         case CH_SIZE_LF:
             if (ch != '\n')
                 goto bad;
             i++;
-        size_done:
             c->line_len = 0;
             c->state = c->remaining ? CH_DATA : CH_TRAILER;
             break;
@@ -522,12 +518,9 @@ enum kl_chunked_result kl_chunked_feed(kl_chunked *c, const char *in, size_t len
             break;
         }
         case CH_DATA_CR:
-            if (ch == '\r')
-                c->state = CH_DATA_LF;
-            else if (ch == '\n')
-                c->state = CH_SIZE;
-            else
+            if (ch != '\r')
                 goto bad;
+            c->state = CH_DATA_LF;
             i++;
             break;
         case CH_DATA_LF:

@@ -316,6 +316,31 @@ static void chunked_errors(void **state)
     assert_int_equal(s.len, 1);
 }
 
+/* The framing's lines end in CRLF only: a bare LF after a size, in an
+ * extension or after a chunk's data is an error (a proxy in front may read
+ * it otherwise); in the trailer fields it ends a line, as in a head. */
+static void chunked_bare_lf(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "5\nhello\r\n0\r\n\r\n", "5 \nhello\r\n0\r\n\r\n", "5;a=b\nhello\r\n0\r\n\r\n",
+        "5\r\nhello\n0\r\n\r\n", "5\r\nhello\r\n0\n\r\n",
+    };
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        kl_chunked c = {0};
+        struct sink s = {.len = 0};
+        size_t used;
+        assert_int_equal(kl_chunked_feed(&c, bad[k], strlen(bad[k]), &used, emit, &s), KL_CHUNKED_ERROR);
+    }
+    kl_chunked c = {0};
+    struct sink s = {.len = 0};
+    size_t used;
+    const char *ok = "5\r\nhello\r\n0\r\nX: y\n\nNEXT";
+    assert_int_equal(kl_chunked_feed(&c, ok, strlen(ok), &used, emit, &s), KL_CHUNKED_DONE);
+    assert_string_equal(ok + used, "NEXT");
+    assert_int_equal(s.len, 5);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -328,6 +353,7 @@ int main(void)
         cmocka_unit_test(head_value_lookup),
         cmocka_unit_test(chunked_body_byte_by_byte),
         cmocka_unit_test(chunked_errors),
+        cmocka_unit_test(chunked_bare_lf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
