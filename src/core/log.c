@@ -152,14 +152,14 @@ static size_t unsafe_run(const unsigned char *s, size_t n)
     return 0;
 }
 
-void kl_log_line_word(struct kl_log_line *l, const char *s)
+static void put_escaped(struct kl_log_line *l, const char *s, bool keep_percent)
 {
     static const char hex[] = "0123456789ABCDEF";
     const unsigned char *p = (const unsigned char *)s;
     size_t n = strlen(s);
     for (size_t i = 0; i < n && l->len < sizeof(l->text);) {
         size_t run = unsafe_run(p + i, n - i);
-        if (!run && p[i] != ' ' && p[i] != '"' && p[i] != '%' && p[i] >= 0x20 && p[i] != 0x7f) {
+        if (!run && p[i] != ' ' && p[i] != '"' && (p[i] != '%' || keep_percent) && p[i] >= 0x20 && p[i] != 0x7f) {
             l->text[l->len++] = (char)p[i++];
             continue;
         }
@@ -171,6 +171,16 @@ void kl_log_line_word(struct kl_log_line *l, const char *s)
         if (l->len + 3 > sizeof(l->text))
             break;
     }
+}
+
+void kl_log_line_word(struct kl_log_line *l, const char *s)
+{
+    put_escaped(l, s, false);
+}
+
+void kl_log_line_path(struct kl_log_line *l, const char *s)
+{
+    put_escaped(l, s, true);
 }
 
 void kl_log_line_u64(struct kl_log_line *l, uint64_t v)

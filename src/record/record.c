@@ -143,7 +143,7 @@ static void access_log(kl_exchange *ex)
     kl_log_line_str(&l, " \"");
     kl_log_line_str(&l, or_dash(ex->req.method));
     kl_log_line_str(&l, " ");
-    kl_log_line_str(&l, or_dash(ex->req.path));
+    kl_log_line_path(&l, or_dash(ex->req.path));
     kl_log_line_str(&l, "\" ");
     kl_log_line_i64(&l, ex->status);
     kl_log_line_str(&l, " ");

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Anthropic from '@anthropic-ai/sdk';
-import { startMock, startGateway, providersFor, finalRecord, BUILD, ROOT } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, finalRecord, rawRequest, BUILD, ROOT } from './lib/harness.mjs';
 
 // A raw connection to gw: what it reads so far (got()), and when it closes.
 async function rawConn(gw) {
@@ -147,6 +147,20 @@ describe('lifecycle', () => {
     }
     assert.equal(ids.filter(Boolean).length, n);
     for (const id of ids) assert.equal(access.filter((l) => l.includes(` ${id} `)).length, 1, id);
+  });
+
+  it('a path any client sends cannot break or reorder its access line: line separators, C1 controls, bidi overrides and quotes as %XX', async () => {
+    const gw = await startGateway({ providers: {} });
+    // what a viewer that breaks lines at U+2028 (or NEL) would show as a line of its own
+    const forged = '/x\u2028' + '2026-01-01T00:00:00.000Z\u00a0info\u00a0id\u00a0100.64.0.9:1\u00a0"POST\u00a0/v1/chat/completions"' +
+      '\u00a0200\u00a0ok\u00a0login=ceo@corp\u0085\u202e/model/us.claude%3A0';
+    await rawRequest(gw.url, Buffer.concat([Buffer.from('GET '), Buffer.from(forged, 'utf8'),
+      Buffer.from(' HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')]));
+    await gw.stop();
+    const line = gw.output().split('\n').find((l) => l.includes('"GET /x'));
+    assert.ok(line, gw.output());
+    assert.doesNotMatch(line, /[\u2028\u0085\u202e]/);
+    assert.match(line, / "GET \/x%E2%80%A82026-01-01T00:00:00\.000Z\u00a0info[^"]*%22POST\u00a0\/v1\/chat\/completions%22[^"]*%C2%85%E2%80%AE\/model\/us\.claude%3A0" 404 not_found login=- /);
   });
 
   it('SIGTERM lets an in-flight stream finish, refuses new connections, exits 0', async () => {
