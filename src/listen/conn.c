@@ -1130,6 +1130,14 @@ void kl_respond_abort(kl_exchange *ex)
      * body is incomplete. */
     c->resp_chunked = false;
     c->keep_alive = false;
+    if (c->resp_close_delimited) {
+        /* an HTTP/1.0 caller's body ends where the connection does: a plain
+         * close would be the whole answer to it (and to a proxy speaking
+         * HTTP/1.0 to keyless, nginx's default, which would end its own
+         * client's answer cleanly); a reset is not */
+        struct linger lg = {1, 0};
+        setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
 }
 
 void kl_respond(kl_exchange *ex, int status, const char *content_type,

@@ -56,7 +56,8 @@ void kl_respond_start(kl_exchange *ex, int status, const char *headers, int64_t 
 void kl_respond_data(kl_exchange *ex, const char *data, size_t len);
 void kl_respond_end(kl_exchange *ex);
 /* End the response abnormally: the connection is closed without completing
- * the body, so the client sees a truncated transfer, not a clean end. */
+ * the body, so the client sees a truncated transfer, not a clean end (an
+ * HTTP/1.0 client, whose body ends at the close, sees a reset). */
 void kl_respond_abort(kl_exchange *ex);
 
 /* Write data as the response's last bytes in a read of their own, end the

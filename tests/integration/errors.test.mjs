@@ -1028,6 +1028,39 @@ describe('provider framing', () => {
     assertNoKeys(assert, gw.output(), 'gateway log');
   });
 
+  it('an answer of no announced length cut short reaches an HTTP/1.0 caller as a reset, not as a clean end it would take for the whole', async () => {
+    const mock = await startMock();
+    const part = '{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hel';
+    const up = await rawProvider((req, sock) => {
+      sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n` +
+        `${part.length.toString(16)}\r\n${part}\r\n`);
+      setTimeout(() => sock.destroy(), 100);
+    });
+    const gw = await startGateway({
+      providers: providersFor(mock.url, {
+        openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: KEYS.openai, models: ['gpt-4o'],
+                  compatibility: { openai_chat: true } },
+      }),
+    });
+    const u = new URL(gw.url);
+    const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+    // HTTP/1.0 (as nginx speaks to its upstreams by default): the body ends where the connection does
+    const got = await new Promise((res) => {
+      const s = net.connect(Number(u.port), u.hostname);
+      let data = '';
+      s.on('data', (d) => (data += d.toString('latin1')));
+      s.on('end', () => res({ how: 'end', data }));
+      s.on('error', (e) => res({ how: e.code, data }));
+      s.write(`POST /v1/chat/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    });
+    assert.match(got.data, /^HTTP\/1.1 200 OK\r\n/);
+    assert.doesNotMatch(got.data, /content-length|transfer-encoding/i);
+    assert.equal(got.how, 'ECONNRESET', 'the caller can tell the answer was cut');
+    await gw.stop();
+    await mock.stop();
+    up.close();
+  });
+
   it('a stream the provider framed with Content-Length and cut short still ends with a well-framed error event', async () => {
     const mock = await startMock();
     // a provider that declares more than it sends, then resets
