@@ -68,6 +68,7 @@ struct kl_identity_cfg {
     const char **mtls_addresses;
     size_t nmtls;
     void *mtls_ctx;             /* SSL_CTX */
+    unsigned char mtls_trust[32]; /* SHA-256 of what accepts a client certificate (kl_mtls_same_trust) */
 };
 
 /* Config: the `identity` section (NULL v = absent: loopback only). */

@@ -3,9 +3,11 @@
 #include "identity/mtls.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
@@ -143,6 +145,68 @@ static struct domains *read_domains(kl_cfg_ctx *c, const cJSON *v, SSL_CTX *ctx)
     return d;
 }
 
+/* Certificates' SHA-256 digests, sorted: a bundle's order is no part of
+ * what it trusts. */
+static int digest_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, SHA256_DIGEST_LENGTH);
+}
+
+static bool add_certs(EVP_MD_CTX *md, STACK_OF(X509) *certs)
+{
+    int n = sk_X509_num(certs);
+    unsigned char(*d)[SHA256_DIGEST_LENGTH] = calloc(n > 0 ? (size_t)n : 1, sizeof(*d));
+    if (!d)
+        return false;
+    bool ok = true;
+    for (int i = 0; i < n && ok; i++)
+        ok = X509_digest(sk_X509_value(certs, i), EVP_sha256(), d[i], NULL) == 1;
+    qsort(d, (size_t)n, sizeof(*d), digest_cmp);
+    for (int i = 0; i < n && ok; i++)
+        ok = EVP_DigestUpdate(md, d[i], sizeof(d[i])) == 1;
+    free(d);
+    return ok;
+}
+
+static int domain_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct trust_domain *)a)->name, ((const struct trust_domain *)b)->name);
+}
+
+/* The digest of everything that decides whether a client certificate is
+ * accepted: the CAs of the context's store and, with trust domains, which
+ * CAs each domain's IDs must chain to. A reload that leaves it the same
+ * keeps TLS connections verified before (kl_mtls_same_trust). */
+static bool trust_digest(SSL_CTX *ctx, unsigned char out[32])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    STACK_OF(X509) *all = X509_STORE_get1_all_certs(SSL_CTX_get_cert_store(ctx));
+    bool ok = md && all && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 && add_certs(md, all);
+    struct domains *d = SSL_CTX_get_app_data(ctx);
+    if (ok && d) {
+        struct trust_domain *sorted = calloc(d->n ? d->n : 1, sizeof(*sorted));
+        ok = sorted != NULL;
+        if (ok) {
+            memcpy(sorted, d->v, d->n * sizeof(*sorted));
+            qsort(sorted, d->n, sizeof(*sorted), domain_cmp);
+        }
+        for (size_t i = 0; ok && i < d->n; i++)
+            ok = EVP_DigestUpdate(md, sorted[i].name, strlen(sorted[i].name) + 1) == 1 && add_certs(md, sorted[i].cas);
+        free(sorted);
+    }
+    ok = ok && EVP_DigestFinal_ex(md, out, NULL) == 1;
+    sk_X509_pop_free(all, X509_free);
+    EVP_MD_CTX_free(md);
+    return ok;
+}
+
+bool kl_mtls_same_trust(const struct kl_identity_cfg *a, const struct kl_identity_cfg *b)
+{
+    static const unsigned char none[32];
+    return a && b && a->mtls_ctx && b->mtls_ctx && memcmp(a->mtls_trust, none, sizeof(none)) != 0 &&
+           memcmp(a->mtls_trust, b->mtls_trust, sizeof(a->mtls_trust)) == 0;
+}
+
 bool kl_mtls_read_config(kl_cfg_ctx *c, const cJSON *v, struct kl_identity_cfg *ic)
 {
     const cJSON *listen = cJSON_GetObjectItemCaseSensitive(v, "listen");
@@ -203,6 +267,8 @@ bool kl_mtls_read_config(kl_cfg_ctx *c, const cJSON *v, struct kl_identity_cfg *
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, domains ? verify_domain : NULL);
     SSL_CTX_set_verify_depth(ctx, 8);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"keyless", 7);
+    if (!trust_digest(ctx, ic->mtls_trust))
+        memset(ic->mtls_trust, 0, sizeof(ic->mtls_trust)); /* then every reload retires connections */
     ic->mtls_ctx = ctx;
     kl_config_on_free(c->cfg, ctx_free, ctx);
     return true;
@@ -214,7 +280,8 @@ int kl_mtls_identify(kl_exchange *ex)
         return 0;
     if (!kl_conn_tls_current(ex)) {
         kl_fail(ex, KL_ERR_UNAUTHENTICATED, KL_EC_UNAUTHENTICATED,
-                "the gateway's TLS settings were reloaded since this connection was made; connect again");
+                "the gateway's TLS settings were reloaded since this connection was made, with other client CAs or "
+                "trust domains; connect again");
         return -1;
     }
     X509 *leaf = kl_conn_peer_certificate(ex);

@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/text.h"
 #include "identity/identity.h"
+#include "identity/mtls.h"
 #include "listen/body.h"
 #include "listen/http.h"
 #include "listen/server.h"
@@ -99,6 +100,14 @@ static void output_added(struct kl_conn *c);
 static void after_answer(struct kl_conn *c);
 static void linger_read(struct kl_conn *c);
 static void close_between_requests(struct kl_conn *c);
+
+/* Was this TLS connection's client certificate verified under settings cfg
+ * no longer has (a CA or trust domain taken out)? Then it serves no request
+ * after those already sent (kl_conn_retire_tls). */
+static bool tls_outdated(const struct kl_conn *c, const kl_config *cfg)
+{
+    return c->tls_cfg && c->tls_cfg != cfg && !kl_mtls_same_trust(c->tls_cfg->identity, cfg->identity);
+}
 
 static const char *reason(int status)
 {
@@ -488,7 +497,7 @@ static void read_head(struct kl_conn *c)
     c->ex = ex;
     /* a TLS connection made under an older snapshot serves no more
      * requests after this one (see kl_conn_retire_tls) */
-    c->keep_alive = ex->req.keep_alive && !c->w->draining && !(c->tls_cfg && c->tls_cfg != c->w->cfg);
+    c->keep_alive = ex->req.keep_alive && !c->w->draining && !tls_outdated(c, c->w->cfg);
     c->head_request = strcmp(ex->req.method, "HEAD") == 0;
     c->resp_chunked = c->resp_close_delimited = false;
     c->resp_left = -1;
@@ -935,7 +944,7 @@ void kl_conn_retire_tls(kl_worker *w)
     struct kl_conn *c = w->conns;
     while (c) {
         struct kl_conn *next = c->next;
-        if (c->tls_cfg && c->tls_cfg != w->cfg) {
+        if (tls_outdated(c, w->cfg)) {
             if (c->state == ST_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
                 close_between_requests(c);
             else /* a request the client had sent behind this one is served too (after_answer) */
@@ -948,7 +957,7 @@ void kl_conn_retire_tls(kl_worker *w)
 bool kl_conn_tls_current(const kl_exchange *ex)
 {
     struct kl_conn *c = live(ex);
-    return !c || !c->tls_cfg || c->tls_cfg == ex->cfg;
+    return !c || !tls_outdated(c, ex->cfg);
 }
 
 void kl_conn_close_all(kl_worker *w)

@@ -52,6 +52,8 @@ describe('mTLS / SPIFFE', () => {
   before(async () => {
     makeCA('ca');
     makeCA('otherca');
+    makeCA('spareca'); // issues nothing here: trusting it or not changes which CAs are trusted, not who gets in
+    writeFileSync(p('ca+spare.pem'), Buffer.concat([readFileSync(p('ca.pem')), readFileSync(p('spareca.pem'))]));
     makeCert('server', 'ca', 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n');
     certs = {
       good: makeCert('good', 'ca', 'subjectAltName=URI:spiffe://example.org/ns/ci/sa/runner\nbasicConstraints=CA:FALSE\n'),
@@ -82,6 +84,17 @@ describe('mTLS / SPIFFE', () => {
     await mock.stop();
     assertNoKeys(assert, gw.output(), 'gateway log');
   });
+
+  // A reload that changes which CAs are trusted (the spare one in, or out again): TLS connections verified under the
+  // old settings are retired.
+  let spare = false;
+  async function retrust() {
+    spare = !spare;
+    const c = JSON.parse(readFileSync(gw.configPath, 'utf8'));
+    c.identity.mtls.client_ca = p(spare ? 'ca+spare.pem' : 'ca.pem');
+    writeFileSync(gw.configPath, JSON.stringify(c));
+    assert.match(await gw.reload(), /configuration reloaded/);
+  }
 
   function request(path, client, body, url = tlsUrl, agent = undefined) {
     const u = new URL(url);
@@ -224,7 +237,7 @@ describe('mTLS / SPIFFE', () => {
     // answer (finished or still relaying, depending on socket buffers)
     s.pause();
     await sleep(2000);
-    assert.match(await gw.reload(), /configuration reloaded/);
+    await retrust();
     await sleep(200);
     s.resume();
     for (let i = 0; i < 250 && !closed; i++) await sleep(20);
@@ -250,7 +263,7 @@ describe('mTLS / SPIFFE', () => {
     const plain = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] });
     s.write(req(stream, 'events=10;delay_events_ms=100') + req(plain, 'text=second_answer'));
     await sleep(300);
-    assert.match(await gw.reload(), /configuration reloaded/);
+    await retrust();
     await closed;
     // the stream ends whole; the request sent behind it is not left without
     // an answer (or a record): its connection's certificate was verified
@@ -259,6 +272,33 @@ describe('mTLS / SPIFFE', () => {
     const last = got.slice(got.lastIndexOf('HTTP/1.1 '));
     assert.match(last, /\r\nConnection: close\r\n/);
     assert.match(JSON.parse(last.slice(last.indexOf('\r\n\r\n') + 4)).error.message, /TLS settings were reloaded/);
+  });
+
+  it('a reload that trusts the same CAs keeps a verified TLS connection serving (grants changed, a bundle rewritten)', async () => {
+    const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set();
+    agent.on('free', (sock) => sockets.add(sock));
+    try {
+      assert.equal((await request('/api/whoami', certs.good, undefined, tlsUrl, agent)).status, 200);
+      const c = JSON.parse(readFileSync(gw.configPath, 'utf8'));
+      c.grants[0].app['tailscale.com/cap/aperture'][1].models = ['openai/*', 'anthropic/*'];
+      // the same certificates in another order, in another file: the same trust
+      const bundle = spare ? 'spare+ca.pem' : 'ca-copy.pem';
+      writeFileSync(p(bundle), spare ? Buffer.concat([readFileSync(p('spareca.pem')), readFileSync(p('ca.pem'))])
+        : readFileSync(p('ca.pem')));
+      c.identity.mtls.client_ca = p(bundle);
+      writeFileSync(gw.configPath, JSON.stringify(c));
+      assert.match(await gw.reload(), /configuration reloaded/);
+      await sleep(100);
+      for (let i = 0; i < 3; i++) {
+        const w = await request('/api/whoami', certs.good, undefined, tlsUrl, agent);
+        assert.equal(w.status, 200, JSON.stringify(w.body));
+        assert.ok(w.body.models.some((m) => m.startsWith('anthropic/')), 'the new grants apply');
+      }
+      assert.equal(sockets.size, 1, 'one connection all along');
+    } finally {
+      agent.destroy();
+    }
   });
 
   it('keyless check: client_ca or trust_domains, with valid domain names and readable bundles', () => {
