@@ -34,9 +34,11 @@ static void add_cap(kl_exchange *ex, struct kl_grant_set *s, size_t *cap, const 
 static bool restricts(const cJSON *cap)
 {
     static const char *const limits[] = {"tools", "quotas", "rate_limit", "send_hooks"};
-    for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
-        if (cJSON_GetObjectItemCaseSensitive(cap, limits[i]))
-            return true;
+    /* in any case: Aperture's (Go's) reader takes "Quotas" for quotas */
+    for (const cJSON *m = cJSON_IsObject(cap) ? cap->child : NULL; m; m = m->next)
+        for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++)
+            if (strcasecmp(m->string, limits[i]) == 0)
+                return true;
     return false;
 }
 

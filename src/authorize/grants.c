@@ -33,6 +33,9 @@ static const char **read_models(const cJSON *v, kl_arena *a, size_t *n, const ch
     return m;
 }
 
+/* The members a capability of tailscale.com/cap/aperture may have. */
+static const char *const cap_keys[] = {"role", "models", "quotas", "rate_limit", "send_hooks", "tools", "metrics"};
+
 int kl_cap_read(const cJSON *obj, kl_arena *a, struct kl_cap *cap, const char **why)
 {
     memset(cap, 0, sizeof(*cap));
@@ -45,6 +48,15 @@ int kl_cap_read(const cJSON *obj, kl_arena *a, struct kl_cap *cap, const char **
         *why = "a capability names one member twice";
         return -1;
     }
+    /* Go's reader (Aperture's) matches member names in any case: "Quotas"
+     * is its quotas, which left unread here would meter nothing */
+    for (const cJSON *m = obj->child; m; m = m->next)
+        for (size_t i = 0; i < sizeof(cap_keys) / sizeof(cap_keys[0]); i++)
+            if (strcasecmp(m->string, cap_keys[i]) == 0 && strcmp(m->string, cap_keys[i]) != 0) {
+                *why = kl_arena_printf(a, "a capability names \"%s\", which Aperture reads as \"%s\": write "
+                                          "\"%s\"", m->string, cap_keys[i], cap_keys[i]);
+                return -1;
+            }
     const cJSON *role = cJSON_GetObjectItemCaseSensitive(obj, "role");
     if (role) {
         if (cJSON_IsString(role) && strcmp(role->valuestring, "admin") == 0)
@@ -130,14 +142,12 @@ static void read_grant(kl_cfg_ctx *c, const cJSON *g, struct kl_grant *out)
             continue;
         }
         /* a misspelt key ("quota", "model") would silently grant more */
-        static const char *const known[] = {"role", "models", "quotas", "rate_limit", "send_hooks", "tools",
-                                            "metrics"};
         const cJSON *m;
         cJSON_ArrayForEach(m, e) {
             size_t i = 0;
-            while (i < sizeof(known) / sizeof(known[0]) && strcmp(m->string, known[i]) != 0)
+            while (i < sizeof(cap_keys) / sizeof(cap_keys[0]) && strcmp(m->string, cap_keys[i]) != 0)
                 i++;
-            if (i == sizeof(known) / sizeof(known[0]))
+            if (i == sizeof(cap_keys) / sizeof(cap_keys[0]))
                 kl_cfg_report(c, KL_SEV_WARNING, m, "unknown key \"%s\" in a %s capability (ignored)", m->string,
                               KL_APERTURE_CAP);
         }

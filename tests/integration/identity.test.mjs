@@ -577,6 +577,9 @@ describe('identity and grants', () => {
       [{ role: 'owner', quotas: [{ bucket: 'daily:<user>' }] }, /"role" must be "admin" or "user"/],
       [{ models: 7, rate_limit: { requests_per_minute: 1 } }, /"models" must be a glob string/],
       [{ role: 'user', send_hooks: ['pii'], models: [1] }, /"models" must contain strings/],
+      // Aperture's (Go's) reader matches names in any case: its quota, which unread would meter nothing
+      [{ models: '**', Quotas: [{ bucket: 'daily:<user>' }] }, /names "Quotas", which Aperture reads as "quotas"/],
+      [{ models: '**', RATE_LIMIT: { requests_per_minute: 1 } }, /names "RATE_LIMIT", which Aperture reads as "rate_limit"/],
     ]) {
       r = await chatAs(JSON.stringify({ [CAP]: [...grant, cap] }));
       assert.equal(r.status, 403, JSON.stringify(cap));
