@@ -127,6 +127,21 @@ static void read_grant(kl_cfg_ctx *c, const cJSON *g, struct kl_grant *out)
     if (dst)
         kl_cfg_report(c, KL_SEV_WARNING, dst,
                       "\"dst\" belongs to tailnet policy grants; in keyless the destination is the gateway (ignored)");
+    for (const cJSON *m = g->child; m; m = m->next) {
+        const char *k = m->string;
+        if (!strcmp(k, "src") || !strcmp(k, "app") || !strcmp(k, "dst"))
+            continue;
+        /* conditions that narrow a tailnet grant to some devices: skipped,
+         * the grant would hold for every device src names */
+        if (!strcasecmp(k, "srcPosture") || !strcasecmp(k, "via"))
+            kl_cfg_report(c, KL_SEV_ERROR, m, "grant \"%s\" narrows who the grant applies to, and keyless cannot "
+                          "check it (device posture, routes): without it the grant would apply to every device its "
+                          "src names", k);
+        else if (!strcasecmp(k, "src") || !strcasecmp(k, "app") || !strcasecmp(k, "dst"))
+            kl_cfg_report(c, KL_SEV_ERROR, m, "grant key \"%s\" must be written in lower case", k);
+        else
+            kl_cfg_report(c, KL_SEV_WARNING, m, "unknown key \"%s\" in a grant (ignored)", k);
+    }
     const cJSON *caps = cJSON_GetObjectItemCaseSensitive(app, KL_APERTURE_CAP);
     if (!caps)
         return;

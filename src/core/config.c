@@ -985,6 +985,11 @@ static void check_quota_refs(kl_cfg_ctx *c)
             const cJSON *ref;
             cJSON_ArrayForEach(ref, qs) {
                 const cJSON *bn = cJSON_GetObjectItemCaseSensitive(ref, "bucket");
+                /* Aperture's overdraft chains, say, which keyless does not read */
+                for (const cJSON *m = cJSON_IsObject(ref) ? ref->child : NULL; m; m = m->next)
+                    if (strcmp(m->string, "bucket") != 0)
+                        kl_cfg_report(c, KL_SEV_WARNING, m, "unknown key \"%s\" in a quota reference (ignored)",
+                                      m->string);
                 if (!cJSON_IsString(bn))
                     kl_cfg_report(c, KL_SEV_ERROR, ref, "a quota reference must be {\"bucket\": \"name\"}");
                 else if (!kl_quota_find(c->cfg->quotas, bn->valuestring))

@@ -181,6 +181,13 @@ void kl_hooks_check_grants(kl_cfg_ctx *c)
     bool too_many = false;
     for (size_t i = 0; g && i < g->n; i++) {
         for (size_t k = 0; k < g->v[i].ncaps; k++) {
+            const cJSON *sh = cJSON_GetObjectItemCaseSensitive(g->v[i].caps[k].raw, "send_hooks");
+            for (const cJSON *e = cJSON_IsArray(sh) ? sh->child : NULL; e; e = e->next) {
+                for (const cJSON *m = cJSON_IsObject(e) ? e->child : NULL; m; m = m->next)
+                    if (strcmp(m->string, "name") && strcmp(m->string, "events") && strcmp(m->string, "send"))
+                        kl_cfg_report(c, KL_SEV_WARNING, m, "unknown key \"%s\" in a send_hooks entry (ignored)",
+                                      m->string);
+            }
             const char *why;
             const cJSON *at;
             int rc = kl_send_hooks_read(g->v[i].caps[k].raw, c->cfg->hooks, &c->cfg->arena, all, KL_MAX_HOOKS, &nall,

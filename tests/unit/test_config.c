@@ -288,6 +288,29 @@ static void mistakes_that_weakened_policy(void **state)
         {"{\"grants\": [{\"src\": [\"*\"], \"app\": {\"tailscale.com/cap/aperture\": [{\"models\": \"**\", "
          "\"quota\": [{\"bucket\": \"x\"}]}]}}]}",
          "unknown key \"quota\"", false},
+        /* a tailnet grant's conditions, which keyless cannot check: the
+         * grant had held for every device of its src */
+        {"{\"grants\": [{\"src\": [\"*\"], \"srcPosture\": [\"posture:latestMac\"], \"app\": "
+         "{\"tailscale.com/cap/aperture\": [{\"role\": \"admin\"}]}}]}",
+         "grant \"srcPosture\" narrows who the grant applies to", true},
+        {"{\"grants\": [{\"src\": [\"*\"], \"via\": [\"tag:exit\"], \"app\": "
+         "{\"tailscale.com/cap/aperture\": [{\"role\": \"admin\"}]}}]}",
+         "grant \"via\" narrows who the grant applies to", true},
+        {"{\"grants\": [{\"src\": [\"*\"], \"ip\": [\"*\"], \"app\": {\"tailscale.com/cap/aperture\": []}}]}",
+         "unknown key \"ip\" in a grant", false},
+        /* Go's reader (Aperture's) takes "Quotas" for quotas */
+        {"{\"quotas\": {\"q\": {\"capacity\": \"$1\"}}, \"grants\": [{\"src\": [\"*\"], \"app\": "
+         "{\"tailscale.com/cap/aperture\": [{\"models\": \"**\", \"Quotas\": [{\"bucket\": \"q\"}]}]}}]}",
+         "a capability names \"Quotas\", which Aperture reads as \"quotas\"", true},
+        /* members keyless does not read in a quota reference or a send_hooks entry */
+        {"{\"quotas\": {\"q\": {\"capacity\": \"$1\"}, \"t\": {\"capacity\": \"$1\"}}, \"grants\": [{\"src\": "
+         "[\"*\"], \"app\": {\"tailscale.com/cap/aperture\": [{\"quotas\": [{\"bucket\": \"q\", \"overdraft\": "
+         "[\"t\"]}]}]}}]}",
+         "unknown key \"overdraft\" in a quota reference", false},
+        {"{\"hooks\": {\"h\": {\"url\": \"http://127.0.0.1:9/\"}}, \"grants\": [{\"src\": [\"*\"], \"app\": "
+         "{\"tailscale.com/cap/aperture\": [{\"send_hooks\": [{\"name\": \"h\", \"events\": [\"pre_request\"], "
+         "\"fail_policy\": \"fail_closed\"}]}]}}]}",
+         "unknown key \"fail_policy\" in a send_hooks entry", false},
         /* "purge": "captures" read as no list deleted whole rows */
         {"{\"database\": {\"retention\": {\"duration\": \"1s\", \"purge\": \"captures\"}}}",
          "database.retention.purge has the wrong type", true},
