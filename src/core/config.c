@@ -90,7 +90,9 @@ int kl_parse_duration_ms(const char *s, uint64_t *out_ms)
     }
     if (!(ms <= 1e15))
         return -1;
-    *out_ms = (uint64_t)ms;
+    /* under a millisecond is one, not 0, which the timers take for none:
+     * a hook's "500us" had meant no timeout at all */
+    *out_ms = ms > 0 && ms < 1 ? 1 : (uint64_t)ms;
     return 0;
 }
 
@@ -256,6 +258,8 @@ static int cfg_duration(kl_cfg_ctx *c, const cJSON *v, const char *what, uint32_
     uint64_t ms;
     if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= UINT32_MAX / 1000.0) {
         ms = (uint64_t)(v->valuedouble * 1000); /* in range before the cast: 1e300 had become 0, no timeout */
+        if (ms == 0 && v->valuedouble > 0)
+            ms = 1; /* as kl_parse_duration_ms: not 0, none */
     } else if (cJSON_IsNumber(v) && v->valuedouble > 0) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "%s is too long", what);
         return -1;

@@ -421,6 +421,15 @@ static void durations_and_sizes(void **state)
     }
     assert_int_equal(kl_parse_duration_ms(".5s", &ms), 0);
     assert_int_equal(ms, 500);
+    /* under a millisecond is one: 0 is "none" to every timer that takes it */
+    assert_int_equal(kl_parse_duration_ms("500us", &ms), 0);
+    assert_int_equal(ms, 1);
+    assert_int_equal(kl_parse_duration_ms("0.0001", &ms), 0);
+    assert_int_equal(ms, 1);
+    assert_int_equal(kl_parse_duration_ms("0s", &ms), 0);
+    assert_int_equal(ms, 0);
+    assert_int_equal(kl_parse_duration_ms("0", &ms), 0);
+    assert_int_equal(ms, 0);
     /* Go's compound durations, as Aperture's configurations may write them */
     assert_int_equal(kl_parse_duration_ms("1h30m", &ms), 0);
     assert_int_equal(ms, 5400000);
