@@ -173,6 +173,7 @@ void kl_identity_read_config(kl_cfg_ctx *c, const cJSON *v)
     struct kl_identity_cfg *ic = kl_arena_alloc(&c->cfg->arena, sizeof(*ic));
     c->cfg->identity = ic;
     ic->ts_socket = DEFAULT_TS_SOCKET;
+    ic->ts_timeout_ms = 3000;
     ic->ts_ttl_ms = 60000;
     ic->ts_negative_ttl_ms = 10000;
     bool enabled[KL_SRC_COUNT] = {false};
