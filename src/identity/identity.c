@@ -273,6 +273,25 @@ void kl_whois_resume(kl_exchange *ex, struct kl_whois_entry *e, const char *err)
     kl_pipeline_continue(ex, step);
 }
 
+/* Is origin one no web page has: a scheme other than http, https and file
+ * (a page's Origin is one of those, or "null")? Desktop apps and browser
+ * extensions send their own (Tauri's HTTP client "tauri://localhost", an
+ * extension "chrome-extension://..."), which no page can make a browser
+ * send: they are programs the user runs, not a page of another site. */
+static bool app_origin(const char *origin)
+{
+    const char *end = strstr(origin, "://");
+    if (!end || end == origin)
+        return false;
+    for (const char *p = origin; p < end; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (p > origin && ((*p >= '0' && *p <= '9') ||
+                                                                                      *p == '+' || *p == '-' || *p == '.'))))
+            return false;
+    size_t n = (size_t)(end - origin);
+    return !((n == 4 && strncasecmp(origin, "http", 4) == 0) || (n == 5 && strncasecmp(origin, "https", 5) == 0) ||
+             (n == 4 && strncasecmp(origin, "file", 4) == 0));
+}
+
 /* Why a request is a browser's, sent for a page of another site, or NULL.
  * keyless knows callers by their address and certificate, which a browser
  * brings along to any request a page makes, as it does cookies: a page a
@@ -286,10 +305,12 @@ void kl_whois_resume(kl_exchange *ex, struct kl_whois_entry *e, const char *err)
  * against the Host it asks for. */
 static const char *cross_site(const kl_exchange *ex)
 {
+    const char *origin = kl_http_header(&ex->req, "Origin");
+    if (origin && app_origin(origin))
+        return NULL;
     const char *site = kl_http_header(&ex->req, "Sec-Fetch-Site");
     if (site)
         return strcasecmp(site, "same-origin") == 0 || strcasecmp(site, "none") == 0 ? NULL : "Sec-Fetch-Site";
-    const char *origin = kl_http_header(&ex->req, "Origin");
     if (!origin)
         return NULL;
     const char *host = kl_http_header(&ex->req, "Host"), *authority = strstr(origin, "://");

@@ -421,7 +421,8 @@ describe('identity and grants', () => {
       body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }),
     });
     for (const h of [{ 'sec-fetch-site': 'cross-site', origin: 'https://evil.example' }, { 'sec-fetch-site': 'same-site' },
-      { origin: 'null' }, { origin: 'https://evil.example' }, { origin: `http://${host}.evil.example` }]) {
+      { origin: 'null' }, { origin: 'https://evil.example' }, { origin: `http://${host}.evil.example` },
+      { 'sec-fetch-site': 'cross-site', origin: 'HTTPS://evil.example' }, { origin: 'file://' }]) {
       const r = await send(h);
       assert.equal(r.status, 403, JSON.stringify(h));
       const j = await r.json();
@@ -431,9 +432,12 @@ describe('identity and grants', () => {
     const c = await chat(gw, '127.0.0.61', 'gpt-4o', { 'sec-fetch-site': 'cross-site' }); // (loopback), in OpenAI's shape
     assert.equal(c.status, 403);
     assert.match((await c.json()).error.message, /a web page of another site/);
-    // the gateway's own origin, and an address typed by the user, are not another site's
+    // the gateway's own origin, and an address typed by the user, are not another site's; nor is a
+    // desktop app or an extension, whose Origin no web page can send (Tauri's HTTP client sends
+    // tauri://localhost with no Sec-Fetch-Site; a webview or an extension may add cross-site)
     for (const h of [{ 'sec-fetch-site': 'same-origin', origin: `http://${host}` }, { 'sec-fetch-site': 'none' },
-      { origin: `http://${host}` }]) {
+      { origin: `http://${host}` }, { origin: 'tauri://localhost' }, { origin: 'chrome-extension://abcdefghijklmnop' },
+      { 'sec-fetch-site': 'cross-site', origin: 'moz-extension://0f1e2d3c' }]) {
       const r = await send(h);
       assert.equal(r.status, 200, JSON.stringify(h));
       await r.text();
