@@ -335,25 +335,43 @@ static bool charges_tool_calls(const struct kl_admission *a)
  * Codex's fast mode, and its "ultrafast" are dearer, and so is a tier
  * named later). Google's reader takes enum names in either case and with
  * their SERVICE_TIER_ prefix; Converse's is {"type": ...}. */
-static bool dearer_at(const char *body, struct kl_body_span s)
+static bool dearer_name(const char *name)
 {
     static const char *const priced[] = {"auto", "default", "standard", "standard_only", "flex", "scale",
                                           "reserved", "unspecified"};
+    if (strncasecmp(name, "SERVICE_TIER_", 13) == 0)
+        name += 13;
+    for (size_t i = 0; i < sizeof(priced) / sizeof(priced[0]); i++)
+        if (strcasecmp(name, priced[i]) == 0)
+            return false;
+    return true;
+}
+
+static bool dearer_at(const char *body, struct kl_body_span s)
+{
     if (!s.end)
         return false;
     cJSON *v = cJSON_ParseWithLength(body + s.start, s.end - s.start);
     const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : v;
-    bool dearer = false;
-    if (cJSON_IsString(t)) {
-        const char *name = t->valuestring;
-        if (strncasecmp(name, "SERVICE_TIER_", 13) == 0)
-            name += 13;
-        dearer = true;
-        for (size_t i = 0; i < sizeof(priced) / sizeof(priced[0]) && dearer; i++)
-            dearer = strcasecmp(name, priced[i]) != 0;
-    }
+    bool dearer = cJSON_IsString(t) && dearer_name(t->valuestring);
     cJSON_Delete(v);
     return dearer;
+}
+
+/* The tier asked in a header, which keyless forwards as the caller sent it:
+ * Bedrock's InvokeModel takes it in X-Amzn-Bedrock-Service-Tier (not in
+ * the body, which is the model's own), Vertex's Priority PayGo in
+ * X-Vertex-AI-LLM-Shared-Request-Type ("priority", 1.8 times the rates). */
+static bool dearer_header(const kl_exchange *ex)
+{
+    for (size_t i = 0; i < ex->req.nheaders; i++) {
+        const char *name = ex->req.headers[i].name;
+        if ((strcasecmp(name, "X-Amzn-Bedrock-Service-Tier") == 0 ||
+             strcasecmp(name, "X-Vertex-AI-LLM-Shared-Request-Type") == 0) &&
+            dearer_name(ex->req.headers[i].value))
+            return true;
+    }
+    return false;
 }
 
 /* Anthropic's speed other than "standard" ("fast": two to six times the
@@ -376,6 +394,8 @@ static bool fast_at(const char *body, struct kl_body_span s)
  * request spend several times what its buckets allow. */
 static bool dearer_tier(const kl_exchange *ex)
 {
+    if (dearer_header(ex))
+        return true;
     if (!ex->body)
         return false;
     switch (ex->ep->id) {

@@ -426,7 +426,7 @@ describe('spend quotas', () => {
     const HAIKU = 'us.anthropic.claude-haiku-4-5-20251001-v1:0';
     const gw = await startGateway({ quotas: { q: { capacity: '$10' } }, grants: grant([{ bucket: 'q' }]),
       providers: providersFor(mock.url, { bedrock: { baseurl: mock.url, apikey: 'x', models: [HAIKU], cost_basis: 'bedrock-us',
-        compatibility: { bedrock_converse: true } } }) });
+        compatibility: { bedrock_converse: true, bedrock_model_invoke: true } } }) });
     const chat = (tier) => JSON.stringify({ model: 'gpt-4o', max_tokens: 10, service_tier: tier, messages: [{ role: 'user', content: 'hi' }] });
     for (const [path, body] of [['/v1/chat/completions', chat('priority')], ['/v1/chat/completions', chat('ultrafast')],
       ['/v1/responses', JSON.stringify({ model: 'gpt-4o', max_output_tokens: 10, service_tier: 'priority', input: 'hi' })]]) {
@@ -454,7 +454,19 @@ describe('spend quotas', () => {
     const b = await converse('priority');
     assert.equal(b.status, 400);
     assert.equal(b.headers.get('x-amzn-errortype'), 'ServiceQuotaExceededException');
+    // asked in a header keyless forwards: InvokeModel's tier, and Vertex's Priority PayGo
+    const invoke = await post(gw, `/model/${encodeURIComponent(HAIKU)}/invoke`, JSON.stringify({
+      anthropic_version: 'bedrock-2023-05-31', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }),
+      { 'x-amzn-bedrock-service-tier': 'priority' });
+    assert.equal(invoke.status, 400);
+    assert.equal(invoke.headers.get('x-amzn-errortype'), 'ServiceQuotaExceededException');
+    const vertex = await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
+      JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }), { 'x-vertex-ai-llm-shared-request-type': 'priority' });
+    assert.equal(vertex.status, 400);
+    assert.equal((await vertex.json()).error.status, 'FAILED_PRECONDITION');
     assert.equal((await mock.requests()).length, 0, 'nothing was forwarded');
+    assert.equal((await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
+      JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }), { 'x-vertex-ai-llm-shared-request-type': 'flex' })).status, 200);
     assert.equal((await converse('default')).status, 200);
     assert.equal((await post(gw, '/v1/messages', JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 10, speed: 'standard',
       messages: [{ role: 'user', content: 'hi' }] }), { 'anthropic-version': '2023-06-01' })).status, 200);
