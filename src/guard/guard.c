@@ -171,6 +171,60 @@ static const char *apply_modify(kl_exchange *ex, const char *reply, size_t len, 
                : NULL;
 }
 
+/* Is a member's value one that asks for nothing (absent, null, false, 0)?
+ * One written twice asks (readers differ on which is read). */
+static bool unset(const char *s, const struct kl_json_want *w)
+{
+    if (!w->end)
+        return true;
+    if (w->count != 1)
+        return false;
+    size_t n = w->end - w->start;
+    const char *v = s + w->start;
+    return (n == 4 && !memcmp(v, "null", 4)) || (n == 5 && !memcmp(v, "false", 5)) || (n == 1 && v[0] == '0');
+}
+
+/* Token log probabilities (OpenAI chat's logprobs, a Responses answer's
+ * include of message.output_text.logprobs, Gemini's responseLogprobs)
+ * spell the answer's text a second time, token by token, beside it: a
+ * finding redacted from the text reaches the caller there, each token alone
+ * no finding. The member asking for them, or NULL. */
+static const char *asks_logprobs(const char *body, size_t len)
+{
+    enum { LOGPROBS, TOP, INCLUDE, GEN, GEN_SNAKE, NW };
+    struct kl_json_want w[NW] = {{.key = "logprobs"}, {.key = "top_logprobs"}, {.key = "include"},
+                                 {.key = "generationConfig"}, {.key = "generation_config"}};
+    if (kl_json_scan_members(body, len, w, NW) < 0)
+        return NULL; /* no object: refused as a request elsewhere */
+    if (!unset(body, &w[LOGPROBS]))
+        return "logprobs";
+    if (!unset(body, &w[TOP]))
+        return "top_logprobs";
+    if (w[INCLUDE].end) {
+        cJSON *inc = cJSON_ParseWithLength(body + w[INCLUDE].start, w[INCLUDE].end - w[INCLUDE].start);
+        const cJSON *e, *list = cJSON_IsArray(inc) ? inc : NULL;
+        bool asks = w[INCLUDE].count != 1 || (cJSON_IsString(inc) && strstr(inc->valuestring, "logprobs"));
+        cJSON_ArrayForEach(e, list)
+            asks |= cJSON_IsString(e) && strstr(e->valuestring, "logprobs") != NULL;
+        cJSON_Delete(inc);
+        if (asks)
+            return "include";
+    }
+    for (int k = GEN; k <= GEN_SNAKE; k++) {
+        if (!w[k].end)
+            continue;
+        const char *g = body + w[k].start;
+        size_t gl = w[k].end - w[k].start;
+        struct kl_json_want gw[3] = {{.key = "responseLogprobs"}, {.key = "response_logprobs"}, {.key = "logprobs"}};
+        if (kl_json_scan_members(g, gl, gw, 3) < 0)
+            continue;
+        for (int i = 0; i < 3; i++)
+            if (!unset(g, &gw[i]))
+                return gw[i].key; /* a literal: static */
+    }
+    return NULL;
+}
+
 /* The built-in guardrails over the caller's body: block, redact, log. The
  * provider's signed reasoning in it is left as it came (guard/signed.h). */
 static enum kl_step scan_body(kl_exchange *ex)
@@ -385,6 +439,14 @@ enum kl_step kl_guard_run(kl_exchange *ex)
     if (!ex->ep->inference || !s || !ex->provider)
         return KL_NEXT;
     if (ex->cfg->guardrails) {
+        const char *lp = kl_guardrails_redacts_answers(ex->cfg->guardrails)
+                             ? asks_logprobs(ex->body, ex->body_len) : NULL;
+        if (lp) {
+            ex->body_withheld = true; /* not read by the guardrails */
+            return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST,
+                           "guardrails redact answers, and this request asks for token log probabilities (%s), "
+                           "which would spell what they take out of the text again, token by token", lp);
+        }
         keep_session(ex);
         enum kl_step st = scan_body(ex);
         if (st != KL_NEXT)

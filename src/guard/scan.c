@@ -363,6 +363,14 @@ bool kl_guardrails_answers(const struct kl_guardrails *g)
     return g && g->answers;
 }
 
+bool kl_guardrails_redacts_answers(const struct kl_guardrails *g)
+{
+    for (size_t i = 0; g && g->answers && i < g->n; i++)
+        if (g->rules[i].action == KL_SCAN_REDACT)
+            return true;
+    return false;
+}
+
 bool kl_guardrails_stops(const struct kl_guardrails *g, const char *kind)
 {
     for (size_t i = 0; g && i < g->n; i++)

@@ -26,6 +26,8 @@ bool kl_guardrails_answers(const struct kl_guardrails *g);
  * scanned (guardrails.stream_hold; guard/stream.h). */
 #define KL_STREAM_HOLD_DEFAULT 256
 size_t kl_guardrails_stream_hold(const struct kl_guardrails *g);
+/* Are answers scanned, with a rule that redacts? */
+bool kl_guardrails_redacts_answers(const struct kl_guardrails *g);
 /* Does a rule of this kind block or redact? */
 bool kl_guardrails_stops(const struct kl_guardrails *g, const char *kind);
 /* The strongest action any rule has (OFF for NULL). */

@@ -1186,6 +1186,42 @@ describe('guardrails over streams, edge cases', () => {
     }, { store: { captures: 'full' } });
   });
 
+  it('a request for token log probabilities is refused when answers are redacted: each token would spell a finding again', async () => {
+    const toks = ['The key is ', 'AKIA', 'IOSF', 'ODNN', '7Q3X', 'M9PL', '.'];
+    const lp = (t) => ({ token: t, logprob: -0.1, bytes: [...Buffer.from(t)], top_logprobs: [] });
+    const body = JSON.stringify({ id: 'c1', object: 'chat.completion', created: 1, model: 'gpt-4o',
+      choices: [{ index: 0, message: { role: 'assistant', content: toks.join('') }, finish_reason: 'stop',
+        logprobs: { content: toks.map(lp), refusal: null } }],
+      usage: { prompt_tokens: 5, completion_tokens: 7, total_tokens: 12 } });
+    const respond = (req, sock) => sock.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    await withProvider(respond, { secrets: 'redact' }, 'openai', async (gw) => {
+      const oa = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'x', maxRetries: 0 });
+      const ask = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] };
+      await assert.rejects(oa.chat.completions.create({ ...ask, logprobs: true }),
+        (e) => e.status === 400 && /token log probabilities \(logprobs\)/.test(e.message));
+      await assert.rejects(oa.chat.completions.create({ ...ask, stream: true, logprobs: true, top_logprobs: 2 }),
+        (e) => e.status === 400);
+      await assert.rejects(oa.responses.create({ model: 'gpt-4o', input: 'hi', include: ['message.output_text.logprobs'] }),
+        (e) => e.status === 400 && /\(include\)/.test(e.message));
+      // not asked: answered, the text redacted (the provider's logprobs are not asked for, only shown here)
+      const r = await oa.chat.completions.create({ ...ask, logprobs: false });
+      assert.equal(r.choices[0].message.content, 'The key is [REDACTED:aws_access_key].');
+    });
+    await withProvider(respond, { secrets: 'redact' }, 'gemini', async (gw) => {
+      const g = await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
+        { contents: [{ parts: [{ text: 'hi' }] }], generation_config: { response_logprobs: true, logprobs: 3 } });
+      assert.equal(g.status, 400);
+      assert.match((await g.json()).error.message, /\(response_logprobs\)/);
+    });
+    // a rule that only blocks withholds the whole answer, its logprobs with it: they may be asked for
+    await withProvider(respond, { secrets: 'block' }, 'openai', async (gw) => {
+      const oa = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'x', maxRetries: 0 });
+      await assert.rejects(oa.chat.completions.create({ model: 'gpt-4o', logprobs: true, messages: [{ role: 'user', content: 'hi' }] }),
+        (e) => e.status === 400 && /answer was withheld by guardrails/.test(e.message));
+    });
+  });
+
   it('an answer of 300 text blocks streams through (an ended block\'s channel does not count against the limit)', async () => {
     let blocks = '';
     for (let i = 0; i < 300; i++)
