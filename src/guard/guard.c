@@ -400,6 +400,8 @@ static void scrub_session(kl_exchange *ex)
     bool changed = false;
     /* a finding is reported at each length it matches ("a@example.co",
      * "a@example.com"): overlapping ones are one mark, the longest span */
+    for (size_t i = 0; i < n; i++)
+        kl_scan_whole_chars(sid, strlen(sid), &hits[i].from, &hits[i].to);
     qsort(hits, n, sizeof(*hits), by_start);
     for (size_t i = 0; i < n; i++) {
         if (hits[i].action < KL_SCAN_REDACT)

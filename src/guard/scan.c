@@ -876,6 +876,19 @@ static void advance(struct jpos *p, const char *body, size_t to)
     }
 }
 
+static bool continuation(char c)
+{
+    return ((unsigned char)c & 0xc0) == 0x80;
+}
+
+void kl_scan_whole_chars(const char *text, size_t len, size_t *from, size_t *to)
+{
+    for (int k = 0; k < 3 && *from > 0 && *from < len && continuation(text[*from]); k++)
+        --*from;
+    for (int k = 0; k < 3 && *to < len && *to > *from && continuation(text[*to]); k++)
+        ++*to;
+}
+
 /* The body with every redact finding replaced by [REDACTED:kind];
  * findings that overlap become one span, named after the first. Spans are
  * widened to whole escapes, and each must lie inside one JSON string;
@@ -893,6 +906,7 @@ static bool redact(const struct kl_guardrails *g, struct hits *h, const char *bo
             h->v[keep++] = *x;
             continue;
         }
+        kl_scan_whole_chars(body, len, &x->from, &x->to);
         size_t e = escape_of(body, x->from);
         if (e != NONE)
             x->from = e;
@@ -1031,6 +1045,11 @@ static char *redact_attachment(const struct kl_guardrails *g, struct hits *ah, c
         for (i++; i < ah->n && ah->v[i].from <= to; i++)
             if (g->rules[ah->v[i].rule].action == KL_SCAN_REDACT && ah->v[i].to > to)
                 to = ah->v[i].to;
+        kl_scan_whole_chars(at->text, at->len, &from, &to);
+        if (from < pos)
+            from = pos; /* its first character ended the span before (found apart, only now met) */
+        if (to <= from)
+            continue;
         memcpy(t + n, at->text + pos, from - pos);
         n += from - pos;
         n += (size_t)sprintf(t + n, "[REDACTED:%s]", kind);

@@ -75,6 +75,12 @@ struct kl_scan_hit {
 int kl_scan_text(const struct kl_guardrails *g, struct kl_scan_scratch **scratch, const char *text, size_t len,
                  struct kl_scan_hit **hits, size_t *n, const char **why);
 
+/* [*from, *to) of text[0..len) widened to whole UTF-8 characters: a
+ * configured pattern (\S{1,11}, .{0,20}) counts bytes, and a mark put in
+ * place of part of a character would leave the rest of it, which is no
+ * UTF-8 (a provider refuses the body; an SDK reads U+FFFD). */
+void kl_scan_whole_chars(const char *text, size_t len, size_t *from, size_t *to);
+
 void kl_scan_scratch_free(struct kl_scan_scratch *s);
 
 #endif

@@ -593,6 +593,10 @@ static void note_part(struct chan *c, const char *part)
 static void redact_span(kl_guard_stream *s, kl_exchange *ex, struct chan *c, size_t from, size_t to,
                         const char *kind)
 {
+    size_t f = from - c->base, t = to - c->base;
+    kl_scan_whole_chars(c->text, c->len - c->base, &f, &t);
+    from = c->base + f;
+    to = c->base + t;
     if (from < c->released) {
         /* a finding followed from a span already redacted (what went on
          * of anything else is found by the scan once the stream has ended,

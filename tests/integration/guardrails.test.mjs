@@ -1222,6 +1222,32 @@ describe('guardrails over streams, edge cases', () => {
     });
   });
 
+  it('a configured pattern that ends inside a UTF-8 character takes the whole character: request, answer and stream stay UTF-8', async () => {
+    const utf8 = new TextDecoder('utf-8', { fatal: true });
+    const seen = [];
+    const text = 'the secret=ñññññññññ ok'; // \S{1,11}: 5.5 of the 2-byte letters
+    const whole = JSON.stringify({ id: 'c1', object: 'chat.completion', created: 1, model: 'gpt-4o',
+      choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }],
+      usage: { prompt_tokens: 5, completion_tokens: 7, total_tokens: 12 } });
+    const respond = (req, sock) => {
+      const raw = Buffer.from(req, 'latin1');
+      seen.push(raw.subarray(raw.indexOf('\r\n\r\n') + 4));
+      if (!req.includes('"stream":true'))
+        return sock.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
+          `Content-Length: ${Buffer.byteLength(whole)}\r\nConnection: close\r\n\r\n${whole}`);
+      sock.end(SSE + chat(JSON.stringify({ content: text.slice(0, 14) })) + chat(JSON.stringify({ content: text.slice(14) })) +
+        chat('{}').replace('"finish_reason":null', '"finish_reason":"stop"') + 'data: [DONE]\n\n');
+    };
+    await withProvider(respond, { patterns: [{ name: 'pw', regex: 'secret=\\S{1,11}', action: 'redact' }] }, 'openai', async (gw) => {
+      const r = await post(gw, '/v1/chat/completions', { model: 'gpt-4o', messages: [{ role: 'user', content: text }] });
+      const answer = utf8.decode(Buffer.from(await r.arrayBuffer()));
+      assert.equal(JSON.parse(answer).choices[0].message.content, 'the [REDACTED:pw]ñññ ok');
+      assert.match(utf8.decode(seen[0]), /"the \[REDACTED:pw\]ñññ ok"/, 'the provider is sent UTF-8');
+      const st = await post(gw, '/v1/chat/completions', { ...chatBody, messages: [{ role: 'user', content: 'x' }] });
+      assert.equal(chatText(utf8.decode(Buffer.from(await st.arrayBuffer()))), 'the [REDACTED:pw]ñññ ok');
+    });
+  });
+
   it('an answer of 300 text blocks streams through (an ended block\'s channel does not count against the limit)', async () => {
     let blocks = '';
     for (let i = 0; i < 300; i++)
