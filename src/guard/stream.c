@@ -168,6 +168,16 @@ static void openai_chat(cJSON *j, struct pieces *p)
         add(p, member(d, "reasoning_content"), false, "c%d.reasoning_content", i);
         add(p, member(d, "reasoning"), false, "c%d.reasoning", i);
         add(p, member(member(d, "audio"), "transcript"), false, "c%d.audio", i);
+        /* OpenRouter's reasoning_details: the text of "reasoning" again,
+         * in pieces its clients join by index (as the Python SDK's stream
+         * helper joins every string member) */
+        cJSON *rd;
+        int ri = 0;
+        cJSON_ArrayForEach(rd, member(d, "reasoning_details")) {
+            int k = index_of(rd, "index", ri++);
+            add(p, member(rd, "text"), false, "c%d.rd%d", i, k);
+            add(p, member(rd, "summary"), false, "c%d.rd%d.summary", i, k);
+        }
         /* the legacy single call: its arguments come in pieces too */
         add(p, member(member(d, "function_call"), "arguments"), true, "c%d.f", i);
         int ti = 0;

@@ -1222,6 +1222,24 @@ describe('guardrails over streams, edge cases', () => {
     });
   });
 
+  it('OpenRouter\'s reasoning_details, the reasoning text again in pieces, is redacted as the reasoning is', async () => {
+    const toks = ['The key is ', 'AKIA', 'IOSF', 'ODNN', '7Q3X', 'M9PL', '.'];
+    await withProvider((req, sock) => sock.end(SSE + toks.map((t) => chat(JSON.stringify({ role: 'assistant', content: '',
+      reasoning: t, reasoning_details: [{ type: 'reasoning.text', text: t, format: 'unknown', index: 0 }] }))).join('') +
+      chat('{"content":"ok"}').replace('"finish_reason":null', '"finish_reason":"stop"') + 'data: [DONE]\n\n'),
+    { secrets: 'redact' }, 'openai', async (gw) => {
+      const raw = await (await post(gw, '/v1/chat/completions', chatBody)).text();
+      let reasoning = '', details = '';
+      for (const m of raw.matchAll(/^data: (\{.*\})$/gm)) {
+        const d = JSON.parse(m[1]).choices[0].delta;
+        reasoning += d.reasoning || '';
+        details += (d.reasoning_details || []).map((x) => x.text).join('');
+      }
+      assert.equal(reasoning, 'The key is [REDACTED:aws_access_key].');
+      assert.equal(details, 'The key is [REDACTED:aws_access_key].');
+    });
+  });
+
   it('a configured pattern that ends inside a UTF-8 character takes the whole character: request, answer and stream stay UTF-8', async () => {
     const utf8 = new TextDecoder('utf-8', { fatal: true });
     const seen = [];
