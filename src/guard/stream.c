@@ -236,6 +236,22 @@ static void gemini(cJSON *j, struct pieces *p)
                 add(p, member(part, "text"), false, "c%d.thought", i);
             else
                 add(p, member(part, "text"), false, "c%d", i);
+            /* Vertex's streamed function call arguments: each string
+             * argument's value in pieces, joined by its jsonPath */
+            cJSON *fc = member(part, "functionCall"), *arg, *args;
+            if (!fc)
+                fc = member(part, "function_call");
+            if (!(args = member(fc, "partialArgs")))
+                args = member(fc, "partial_args");
+            cJSON_ArrayForEach(arg, args) {
+                const char *path = cJSON_GetStringValue(member(arg, "jsonPath"));
+                cJSON *v = member(arg, "stringValue");
+                if (!path)
+                    path = cJSON_GetStringValue(member(arg, "json_path"));
+                if (!v)
+                    v = member(arg, "string_value");
+                add(p, v, false, "c%d.args%.60s", i, path ? path : "");
+            }
         }
     }
 }

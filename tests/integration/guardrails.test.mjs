@@ -1240,6 +1240,23 @@ describe('guardrails over streams, edge cases', () => {
     });
   });
 
+  it('Vertex\'s streamed function call arguments (partialArgs) are joined by jsonPath and redacted', async () => {
+    const gev = (parts, fin) => `data: ${JSON.stringify({ candidates: [{ content: { role: 'model', parts }, index: 0,
+      ...(fin ? { finishReason: 'STOP' } : {}) }] })}\r\n\r\n`;
+    await withProvider((req, sock) => sock.end(SSE + gev([{ functionCall: { name: 'save', willContinue: true } }]) +
+      ['AKIA', 'IOSF', 'ODNN', '7Q3X', 'M9PL'].map((v) => gev([{ functionCall: { willContinue: true,
+        partialArgs: [{ jsonPath: '$.key', stringValue: v, willContinue: true }] } }])).join('') +
+      gev([{ functionCall: {} }], true)), { secrets: 'redact' }, 'gemini', async (gw) => {
+      const r = await post(gw, '/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse',
+        { contents: [{ role: 'user', parts: [{ text: 'x' }] }] });
+      let joined = '';
+      for (const m of (await r.text()).matchAll(/^data: (\{.*\})$/gm))
+        for (const pt of JSON.parse(m[1]).candidates[0].content.parts)
+          joined += (pt.functionCall?.partialArgs || []).map((a) => a.stringValue).join('');
+      assert.equal(joined, '[REDACTED:aws_access_key]');
+    });
+  });
+
   it('a configured pattern that ends inside a UTF-8 character takes the whole character: request, answer and stream stay UTF-8', async () => {
     const utf8 = new TextDecoder('utf-8', { fatal: true });
     const seen = [];
