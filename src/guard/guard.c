@@ -330,6 +330,10 @@ static void on_reply(void *arg, int status, const char *body, size_t len, const 
             kl_guard_note(ex, "request", h->name, "modify", NULL, 0, NULL);
             read_message(r);
             r->modified = true;
+            /* not read by the guardrails until every hook has answered: a
+             * request that ends before (a later hook blocks or fails, the
+             * caller leaves) keeps no capture of it */
+            ex->body_scanned = false;
             r->next++;
             step = ask(r);
         }
@@ -352,7 +356,11 @@ static enum kl_step ask(struct kl_guard_run *r)
         run_free(r);
         /* what a hook wrote goes through the same guardrails as what the
          * caller wrote */
-        return rescan ? scan_body(ex) : KL_NEXT;
+        if (!rescan)
+            return KL_NEXT;
+        enum kl_step st = scan_body(ex);
+        ex->body_scanned = st == KL_NEXT;
+        return st;
     }
     const struct kl_hook_ref *ref = &r->refs[r->next];
     const struct kl_hook *h = ref->hook;

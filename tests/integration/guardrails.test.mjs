@@ -762,19 +762,25 @@ describe('guardrails over compressed answers', () => {
 });
 
 describe('guardrails after hooks', () => {
-  it('a body a hook rewrote is scanned again: a secret it adds is blocked', async () => {
-    const mock = await startMock();
+  // a hook that adds a secret to the body it is sent; at /down, one that fails
+  const enricher = async () => {
     const hook = http.createServer((req, res) => {
       let data = '';
       req.on('data', (d) => (data += d));
       req.on('end', () => {
+        if (req.url === '/down') return res.writeHead(500).end();
         const b = JSON.parse(data).request_body;
         b.messages[0].content += ` ${AWS}`;
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ action: 'modify', request_body: b }));
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ action: 'modify', request_body: b }));
       });
     });
     await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+    return hook;
+  };
+
+  it('a body a hook rewrote is scanned again: a secret it adds is blocked', async () => {
+    const mock = await startMock();
+    const hook = await enricher();
     const gw = await startGateway({
       guardrails: { secrets: 'block' },
       hooks: { enrich: { url: `http://127.0.0.1:${hook.address().port}/` } },
@@ -796,6 +802,35 @@ describe('guardrails after hooks', () => {
     await gw.stop();
     await mock.stop();
     await new Promise((res) => hook.close(res));
+  });
+
+  it('a body a hook rewrote is not captured when a later hook fails closed before the guardrails read it', async () => {
+    const mock = await startMock();
+    const hook = await enricher();
+    const u = `http://127.0.0.1:${hook.address().port}`;
+    const gw = await startGateway({
+      guardrails: { secrets: 'block' },
+      store: { captures: 'full' },
+      hooks: { enrich: { url: `${u}/enrich`, preference: 10 }, check: { url: `${u}/down`, fail_policy: 'fail_closed' } },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
+        { send_hooks: [{ name: 'enrich', events: ['pre_request'], send: ['request_body'] },
+          { name: 'check', events: ['pre_request'], send: [] }] }] } }],
+      providers: providersFor(mock.url),
+    });
+    try {
+      const r = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      assert.equal(r.status, 503);
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.deepEqual(rec.guardrails.map((n) => n.action), ['modify', 'failed_closed']);
+      assert.equal(rec.request_body, null, 'the secret the first hook added, which the guardrails never read, is not kept');
+    } finally {
+      await gw.stop();
+      await mock.stop();
+      await new Promise((res) => hook.close(res));
+    }
   });
 });
 
