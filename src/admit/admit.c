@@ -361,17 +361,34 @@ static bool dearer_at(const char *body, struct kl_body_span s)
 /* The tier asked in a header, which keyless forwards as the caller sent it:
  * Bedrock's InvokeModel takes it in X-Amzn-Bedrock-Service-Tier (not in
  * the body, which is the model's own), Vertex's Priority PayGo in
- * X-Vertex-AI-LLM-Shared-Request-Type ("priority", 1.8 times the rates). */
+ * X-Vertex-AI-LLM-Shared-Request-Type ("priority", 1.8 times the rates).
+ * Bedrock's latency-optimized inference, billed above the standard rates,
+ * in X-Amzn-Bedrock-PerformanceConfig-Latency: anything but "standard". */
 static bool dearer_header(const kl_exchange *ex)
 {
     for (size_t i = 0; i < ex->req.nheaders; i++) {
-        const char *name = ex->req.headers[i].name;
+        const char *name = ex->req.headers[i].name, *value = ex->req.headers[i].value;
         if ((strcasecmp(name, "X-Amzn-Bedrock-Service-Tier") == 0 ||
              strcasecmp(name, "X-Vertex-AI-LLM-Shared-Request-Type") == 0) &&
-            dearer_name(ex->req.headers[i].value))
+            dearer_name(value))
+            return true;
+        if (strcasecmp(name, "X-Amzn-Bedrock-PerformanceConfig-Latency") == 0 && strcasecmp(value, "standard") != 0)
             return true;
     }
     return false;
+}
+
+/* Converse's performanceConfig with a latency other than "standard"
+ * ("optimized": billed above the standard rates). */
+static bool optimized_at(const char *body, struct kl_body_span s)
+{
+    if (!s.end)
+        return false;
+    cJSON *v = cJSON_ParseWithLength(body + s.start, s.end - s.start);
+    const cJSON *l = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "latency") : NULL;
+    bool optimized = cJSON_IsString(l) && strcmp(l->valuestring, "standard") != 0;
+    cJSON_Delete(v);
+    return optimized;
 }
 
 /* Anthropic's speed other than "standard" ("fast": two to six times the
@@ -389,7 +406,8 @@ static bool fast_at(const char *body, struct kl_body_span s)
 /* Does the request ask for processing billed above the rates keyless prices
  * by (service_tier "priority": OpenAI's about twice the standard rates,
  * more for "ultrafast", Gemini's 1.8 times, Bedrock Converse's a premium;
- * Anthropic's speed "fast", two to six times)?
+ * Anthropic's speed "fast", two to six times; Bedrock's latency-optimized
+ * inference)?
  * Reserved and charged at the standard price, that one field would let a
  * request spend several times what its buckets allow. */
 static bool dearer_tier(const kl_exchange *ex)
@@ -412,7 +430,8 @@ static bool dearer_tier(const kl_exchange *ex)
                dearer_at(ex->body, ex->body_map.service_tier_camel);
     case KL_EP_BEDROCK_CONVERSE:
     case KL_EP_BEDROCK_CONVERSE_STREAM:
-        return dearer_at(ex->body, ex->body_map.service_tier_camel);
+        return dearer_at(ex->body, ex->body_map.service_tier_camel) ||
+               optimized_at(ex->body, ex->body_map.performance_config);
     default:
         return false;
     }
@@ -684,7 +703,7 @@ enum kl_step kl_admit_run(kl_exchange *ex)
     if (dollars && dearer_tier(ex))
         return kl_fail(ex, limit_kind(ex, KL_ERR_QUOTA, -1), KL_EC_QUOTA,
                        "spend limit cannot be enforced: the request asks for processing (a priority service_tier, a "
-                       "fast speed) billed above the prices keyless reserves by; send it without that");
+                       "fast speed, latency-optimized inference) billed above the prices keyless reserves by; send it without that");
     /* The reservation bounds the answer only if the provider is held to the
      * output it was priced for (or counted in tokens for): ask for it
      * explicitly when the caller did not, in a body keyless can write (not

@@ -105,7 +105,8 @@ struct kl_body_map {
         reasoning, reasoning_effort, /* OpenAI: Responses' reasoning options, chat's effort */
         service_tier, service_tier_camel, /* the processing tier, which sets the rates billed (admit.c):
                                              OpenAI's, Gemini's (also serviceTier), Converse's serviceTier */
-        speed;                  /* Anthropic: "fast" mode, billed at a multiple of the rates (admit.c) */
+        speed,                  /* Anthropic: "fast" mode, billed at a multiple of the rates (admit.c) */
+        performance_config;     /* Converse: {"latency": "optimized"}, billed above the rates (admit.c) */
 };
 
 /* Validate body[0..len) as JSON and, in the same pass, find the members of

@@ -454,6 +454,15 @@ describe('spend quotas', () => {
     const b = await converse('priority');
     assert.equal(b.status, 400);
     assert.equal(b.headers.get('x-amzn-errortype'), 'ServiceQuotaExceededException');
+    // Bedrock's latency-optimized inference, billed above the standard rates: in Converse's body, InvokeModel's header
+    const optimized = await post(gw, `/model/${encodeURIComponent(HAIKU)}/converse`, JSON.stringify({
+      messages: [{ role: 'user', content: [{ text: 'hi' }] }], inferenceConfig: { maxTokens: 10 },
+      performanceConfig: { latency: 'optimized' } }));
+    assert.equal(optimized.status, 400);
+    const optimizedInvoke = await post(gw, `/model/${encodeURIComponent(HAIKU)}/invoke`, JSON.stringify({
+      anthropic_version: 'bedrock-2023-05-31', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }),
+      { 'x-amzn-bedrock-performanceconfig-latency': 'optimized' });
+    assert.equal(optimizedInvoke.status, 400);
     // asked in a header keyless forwards: InvokeModel's tier, and Vertex's Priority PayGo
     const invoke = await post(gw, `/model/${encodeURIComponent(HAIKU)}/invoke`, JSON.stringify({
       anthropic_version: 'bedrock-2023-05-31', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }),
@@ -468,6 +477,9 @@ describe('spend quotas', () => {
     assert.equal((await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
       JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }), { 'x-vertex-ai-llm-shared-request-type': 'flex' })).status, 200);
     assert.equal((await converse('default')).status, 200);
+    assert.equal((await post(gw, `/model/${encodeURIComponent(HAIKU)}/converse`, JSON.stringify({
+      messages: [{ role: 'user', content: [{ text: 'hi' }] }], inferenceConfig: { maxTokens: 10 },
+      performanceConfig: { latency: 'standard' } }))).status, 200);
     assert.equal((await post(gw, '/v1/messages', JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 10, speed: 'standard',
       messages: [{ role: 'user', content: 'hi' }] }), { 'anthropic-version': '2023-06-01' })).status, 200);
     assert.equal((await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
