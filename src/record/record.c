@@ -333,17 +333,18 @@ const char *kl_record_restart_only(const kl_config *a, const kl_config *b)
  * one statement on PostgreSQL (a transaction there could be cut silently by
  * the driver's reconnect), a transaction on SQLite (UPDATE ... RETURNING
  * cannot feed an INSERT there). */
-static int mark_interrupted(struct kl_store *s, const struct kl_store_cfg *sc, char *err, size_t errlen)
+static int mark_interrupted(struct kl_store *s, const struct kl_store_cfg *sc, const char *instance, char *err,
+                            size_t errlen)
 {
     char now[32];
     snprintf(now, sizeof(now), "%lld", (long long)kl_wall_ms());
-    const char *params[] = {now, sc->instance};
+    const char *params[] = {now, instance};
     if (!sc->exporter)
         return kl_store_exec(s, KL_MARK_INTERRUPTED, params, 2, NULL, err, errlen);
     if (kl_store_driver(s) == KL_STORE_POSTGRES)
         return kl_store_exec(s, "WITH u AS (" KL_MARK_INTERRUPTED " RETURNING id) "
                              "INSERT INTO export_queue (id) SELECT id FROM u ORDER BY id", params, 2, NULL, err, errlen);
-    const char *queue_params[] = {sc->instance, now};
+    const char *queue_params[] = {instance, now};
     char ignore[128];
     if (kl_store_exec(s, "BEGIN", NULL, 0, NULL, err, errlen) < 0)
         return -1;
@@ -355,6 +356,58 @@ static int mark_interrupted(struct kl_store *s, const struct kl_store_cfg *sc, c
         return -1;
     }
     return 0;
+}
+
+/* PostgreSQL: the requests in flight of gateways that are gone. A gateway
+ * replaced rather than restarted (a new host or pod name) never starts
+ * again under its name, so its in-progress rows would stay so for ever:
+ * never exported, never purged by retention (which spares rows in
+ * progress), shown as running. A name no session holds
+ * (kl_store_claim_instance's lock) has no gateway: its rows are marked
+ * interrupted while this session holds the name for the moment. A name
+ * still held (a live gateway, or one whose host died and PostgreSQL has not
+ * noticed yet) is left alone. SQLite has no such locks (one file, one
+ * host): only this instance's rows are marked there. */
+static void mark_gone_instances(struct kl_store *s, const struct kl_store_cfg *sc)
+{
+    if (kl_store_driver(s) != KL_STORE_POSTGRES)
+        return;
+    char err[256];
+    cJSON *names = NULL;
+    /* the partial index requests_in_progress serves this */
+    if (kl_store_exec(s, "SELECT DISTINCT instance FROM requests WHERE state = 'in_progress' AND instance IS NOT NULL",
+                      NULL, 0, &names, err, sizeof(err)) < 0) {
+        kl_warn("record store: cannot look for requests in flight of gateways no longer running: %s", err);
+        return;
+    }
+    const cJSON *row;
+    cJSON_ArrayForEach(row, names) {
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(row, "instance"));
+        if (!name || strcmp(name, sc->instance) == 0)
+            continue;
+        const char *params[] = {name};
+        cJSON *got = NULL;
+        if (kl_store_exec(s, "SELECT pg_try_advisory_lock(" KL_STORE_INSTANCE_LOCK ", hashtext(?)) AS held", params,
+                          1, &got, err, sizeof(err)) < 0) {
+            kl_warn("record store: cannot tell whether store.instance \"%s\" still runs: %s", name, err);
+            continue;
+        }
+        const cJSON *held = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(got, 0), "held");
+        bool gone = cJSON_IsString(held) && strcmp(held->valuestring, "t") == 0;
+        cJSON_Delete(got);
+        if (!gone)
+            continue;
+        if (mark_interrupted(s, sc, name, err, sizeof(err)) < 0)
+            kl_warn("record store: cannot mark the requests in flight of store.instance \"%s\" interrupted: %s", name,
+                    err);
+        else if (kl_store_changed(s) > 0)
+            kl_warn("record store: %lld requests in flight of store.instance \"%s\", under which no gateway runs now, "
+                    "marked interrupted", (long long)kl_store_changed(s), name);
+        char ignore[128];
+        kl_store_exec(s, "SELECT pg_advisory_unlock(" KL_STORE_INSTANCE_LOCK ", hashtext(?))", params, 1, NULL, ignore,
+                      sizeof(ignore));
+    }
+    cJSON_Delete(names);
 }
 
 int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t errlen)
@@ -390,10 +443,11 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
         kl_warn("cannot hold store.instance \"%s\": %s", sc->instance, err);
     /* Whatever this instance left in progress was cut short by a crash (and
      * is final now). */
-    if (mark_interrupted(s, sc, err, errlen) < 0) {
+    if (mark_interrupted(s, sc, sc->instance, err, errlen) < 0) {
         kl_store_close(s);
         return -1;
     }
+    mark_gone_instances(s, sc);
     if (srv->buckets && kl_admit_load(s, srv->buckets, err, errlen) < 0) {
         kl_store_close(s);
         return -1;

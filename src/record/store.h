@@ -45,6 +45,9 @@ void kl_store_set_export_queue(struct kl_store *s, bool on);
  * lock of the session, taken again after a reconnect): 1, or 0 when another
  * session holds it, -1 on error (err). SQLite: 1 (one file, one host). */
 int kl_store_claim_instance(struct kl_store *s, const char *instance, char *err, size_t errlen);
+/* The class (first key) of those PostgreSQL advisory locks; the second is
+ * hashtext(instance). */
+#define KL_STORE_INSTANCE_LOCK "27500" /* 0x6b6c, "kl" */
 
 /* Run a statement with '?' placeholders and text parameters (NULL = SQL
  * NULL). Rows come back as a JSON array of objects keyed by column name;

@@ -19,7 +19,6 @@
 #include "record/schema.h"
 
 #define KL_PG_LOCK 0x6b65796c657373 /* "keyless" */
-#define KL_PG_INSTANCE_LOCK "27500"    /* 0x6b6c, "kl": the class of the two-key locks on instance names */
 #define KL_PG_WAIT_MS 15000         /* the longest a statement's answer is waited for */
 #define KL_PG_CONNECT_TIMEOUT "10"  /* seconds; the URL may say otherwise */
 /* After a server that did not answer, calls fail at once for this long:
@@ -139,7 +138,7 @@ static int cmd(struct pg_store *p, const char *sql, char *err, size_t errlen)
 static int lock_instance(struct pg_store *p, char *err, size_t errlen)
 {
     const char *const params[] = {p->instance};
-    PGresult *r = result_of(p, PQsendQueryParams(p->conn, "SELECT pg_try_advisory_lock(" KL_PG_INSTANCE_LOCK
+    PGresult *r = result_of(p, PQsendQueryParams(p->conn, "SELECT pg_try_advisory_lock(" KL_STORE_INSTANCE_LOCK
                                                  ", hashtext($1))", 1, NULL, params, NULL, NULL, 0));
     int held = -1;
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)

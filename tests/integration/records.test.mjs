@@ -350,6 +350,43 @@ describe('records survive kill -9', () => {
   }
 });
 
+describe('records of a gateway that never comes back', () => {
+  it('PostgreSQL: the requests in flight of a gateway killed for good are marked interrupted by the next one to start, not left in progress for ever',
+    { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)' }, async () => {
+    const mock = await startMock();
+    const pg = process.env.KEYLESS_TEST_PG_URL;
+    const config = (instance) => ({ identity, grants, store: { driver: 'postgres', url: pg, instance }, providers: providersFor(mock.url) });
+    // a gateway that is replaced rather than restarted (a new host, a new
+    // pod name): nobody starts again under its name
+    const gone = await startGateway(config(`gw-gone-${process.pid}`));
+    const r = await chat(gone, USER, { model: 'gpt-4o', stream: true, messages: [] }, { 'x-mock': 'events=100;delay_events_ms=100' });
+    const id = r.headers.get('x-keyless-request-id');
+    const reader = r.body.getReader();
+    await reader.read();
+    assert.equal((await recordUntil(gone, id, (x) => x.state === 'in_progress')).state, 'in_progress');
+    // one still running under its own name keeps its requests in flight
+    const alive = await startGateway(config(`gw-alive-${process.pid}`));
+    const a = await chat(alive, USER, { model: 'gpt-4o', stream: true, messages: [] }, { 'x-mock': 'events=100;delay_events_ms=100' });
+    const aliveId = a.headers.get('x-keyless-request-id');
+    const aliveReader = a.body.getReader();
+    await aliveReader.read();
+    assert.equal((await recordUntil(alive, aliveId, (x) => x.state === 'in_progress')).state, 'in_progress');
+    gone.proc.kill('SIGKILL');
+    await reader.read().catch(() => {});
+    await new Promise((res) => (gone.proc.exitCode !== null || gone.proc.signalCode ? res() : gone.proc.once('exit', res)));
+    await sleep(200); // the server ends the killed gateway's sessions, and their locks, when it reads their close
+    const next = await startGateway(config(`gw-next-${process.pid}`));
+    const rec = (await getJSON(next, `/api/requests/${id}`)).body;
+    assert.equal(rec.state, 'interrupted', JSON.stringify(rec));
+    assert.equal(rec.error_class, 'interrupted');
+    assert.equal((await getJSON(next, `/api/requests/${aliveId}`)).body.state, 'in_progress');
+    await aliveReader.cancel();
+    await alive.stop();
+    await next.stop();
+    await mock.stop();
+  });
+});
+
 async function loadTest(gwList, n) {
   const reqs = [];
   for (let i = 0; i < n; i++) {
