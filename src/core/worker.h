@@ -51,6 +51,13 @@ typedef struct kl_server {
     size_t body_memory;
     atomic_bool stopping;
     atomic_int adopted;                     /* snapshots taken by workers after reloads (listen/reload.c) */
+    /* the last SIGHUP's outcome, for /metrics: a reload that kept the
+     * running configuration (errors, a setting only a restart applies) is
+     * otherwise only a log line, and `systemctl reload` succeeds anyway */
+    atomic_bool reload_failed;
+    _Atomic int64_t config_loaded_ms;       /* when the running configuration was loaded */
+    _Atomic uint64_t reload_failures;
+
     struct kl_whois_cache *whois_cache;     /* shared by every worker */
     struct kl_writer *writer;               /* the record store's writer thread */
     struct kl_query *query;                 /* the record store's reader thread */

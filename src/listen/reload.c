@@ -77,12 +77,16 @@ void kl_server_reload(kl_server *srv)
     kl_diags_print(&d, cur->path, stderr);
     kl_diags_free(&d);
     const char *what = n ? restart_only(cur, n) : NULL;
+    atomic_store(&srv->reload_failed, !n || what);
+    if (!n || what)
+        atomic_fetch_add(&srv->reload_failures, 1);
     if (!n) {
         kl_error("SIGHUP: %s has errors; keeping the running configuration", cur->path);
     } else if (what) {
         kl_error("SIGHUP: %s changed in %s, which takes a restart; nothing was reloaded", what, cur->path);
         kl_config_unref(n);
     } else {
+        atomic_store(&srv->config_loaded_ms, kl_wall_ms());
         /* a new account (a rotated key) has its first token before the
          * workers adopt the snapshot, as at start-up */
         if (kl_server_watch_accounts(srv, n))

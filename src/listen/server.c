@@ -417,6 +417,7 @@ int kl_server_run(kl_config *cfg)
     kl_server srv;
     memset(&srv, 0, sizeof(srv));
     kl_config_holder_init(&srv.config, cfg);
+    atomic_store(&srv.config_loaded_ms, kl_wall_ms());
     evthread_use_pthreads();
     signal(SIGPIPE, SIG_IGN);
     /* a file size limit (ulimit -f, systemd's LimitFSIZE=) reached by the

@@ -476,6 +476,15 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
                "the instance).");
         sample(out, "keyless_aws_credentials_failures", keys, v, (uint64_t)failures);
     }
+    gauge(out, "keyless_config_last_reload_successful",
+          "1 when the last SIGHUP loaded the configuration (or none came yet); 0 when it kept the running one "
+          "(errors in the file, or a setting only a restart applies: see the log).",
+          !atomic_load(&srv->reload_failed));
+    gauge(out, "keyless_config_last_reload_success_timestamp_seconds",
+          "When the running configuration was loaded (start-up or the last successful reload).",
+          (uint64_t)(atomic_load(&srv->config_loaded_ms) / 1000));
+    counter(out, "keyless_config_reload_failures_total", "SIGHUPs that kept the running configuration.",
+            atomic_load(&srv->reload_failures));
     gauge(out, "keyless_inflight_requests", "Requests between arrival and record.", inflight);
     gauge(out, "keyless_open_connections", "Client connections open.", conns);
     gauge(out, "keyless_request_body_bytes",

@@ -3,6 +3,7 @@
 // {"metrics": true} may read it, and no login or bucket name appears in it.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startMock, startGateway, KEYS, assertNoKeys, from } from './lib/harness.mjs';
 
@@ -160,6 +161,36 @@ describe('/metrics', () => {
       const post405 = await fetch(`${gw.url}/metrics`, { method: 'POST', dispatcher: from(ADMIN) });
       assert.equal(post405.status, 405);
       await post405.text();
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('a reload that kept the running configuration shows, until one succeeds', async () => {
+    const gw = await startGateway({ identity, grants, quotas: { 'u:<user>': { capacity: '$5' } },
+      providers: { p: { baseurl: 'http://127.0.0.1:9', apikey: KEYS.openai, models: ['gpt-4o'] } } });
+    const value = async (name) => sum(parse((await scrape(gw)).text)[name]);
+    try {
+      assert.equal(await value('keyless_config_last_reload_successful'), 1, 'none came yet');
+      const started = await value('keyless_config_last_reload_success_timestamp_seconds');
+      assert.ok(Math.abs(started - Date.now() / 1000) < 120, `loaded at start-up: ${started}`);
+      assert.equal(await value('keyless_config_reload_failures_total'), 0);
+      const good = readFileSync(gw.configPath, 'utf8');
+      const c = JSON.parse(good);
+      writeFileSync(gw.configPath, '{ "providers": ');
+      assert.match(await gw.reload(), /has errors/);
+      c.listen = { ...(c.listen || {}), workers: 7 }; // only a restart applies it
+      writeFileSync(gw.configPath, JSON.stringify(c));
+      assert.match(await gw.reload(), /takes a restart/);
+      assert.equal(await value('keyless_config_last_reload_successful'), 0);
+      assert.equal(await value('keyless_config_reload_failures_total'), 2);
+      assert.equal(await value('keyless_config_last_reload_success_timestamp_seconds'), started);
+      await sleep(1100);
+      writeFileSync(gw.configPath, good);
+      assert.match(await gw.reload(), /configuration reloaded/);
+      assert.equal(await value('keyless_config_last_reload_successful'), 1);
+      assert.ok(await value('keyless_config_last_reload_success_timestamp_seconds') > started);
+      assert.equal(await value('keyless_config_reload_failures_total'), 2);
     } finally {
       await gw.stop();
     }
