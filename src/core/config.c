@@ -475,7 +475,7 @@ const char *kl_cfg_secret_named(kl_cfg_ctx *c, const cJSON *v, const char *owner
     return header_safe(c, v, owner, noun, secret_text(c, v, owner, noun, problem));
 }
 
-void kl_cfg_auth_style(kl_cfg_ctx *c, const cJSON *v, enum kl_auth_style *out)
+void kl_cfg_auth_style(kl_cfg_ctx *c, const cJSON *v, bool hook, enum kl_auth_style *out)
 {
     const char *s = cJSON_IsString(v) ? v->valuestring : NULL;
     if (s && (strcmp(s, "bearer") == 0 || s[0] == '\0'))
@@ -484,13 +484,32 @@ void kl_cfg_auth_style(kl_cfg_ctx *c, const cJSON *v, enum kl_auth_style *out)
         *out = KL_AUTH_X_API_KEY;
     else if (s && strcmp(s, "x-goog-api-key") == 0)
         *out = KL_AUTH_X_GOOG_API_KEY;
+    else if (hook && s && strcmp(s, "hec") == 0)
+        *out = KL_AUTH_HEC;
+    else if (hook && s && strcmp(s, "cf-aig-authorization") == 0)
+        *out = KL_AUTH_CF_AIG;
+    else if (hook)
+        kl_cfg_report(c, KL_SEV_ERROR, v,
+                      "authorization must be \"bearer\", \"x-api-key\", \"x-goog-api-key\", \"hec\" or "
+                      "\"cf-aig-authorization\"");
     else
         kl_cfg_report(c, KL_SEV_ERROR, v, "authorization must be \"bearer\", \"x-api-key\" or \"x-goog-api-key\"");
 }
 
 const char *kl_auth_header_prefix(enum kl_auth_style s)
 {
-    return s == KL_AUTH_X_API_KEY ? "x-api-key: " : s == KL_AUTH_X_GOOG_API_KEY ? "x-goog-api-key: " : "Authorization: Bearer ";
+    switch (s) {
+    case KL_AUTH_X_API_KEY:
+        return "x-api-key: ";
+    case KL_AUTH_X_GOOG_API_KEY:
+        return "x-goog-api-key: ";
+    case KL_AUTH_HEC:
+        return "Authorization: Splunk ";
+    case KL_AUTH_CF_AIG:
+        return "cf-aig-authorization: Bearer ";
+    default:
+        return "Authorization: Bearer ";
+    }
 }
 
 static void read_apikey(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
@@ -656,7 +675,7 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
         } else if (strcmp(k, "aws") == 0) {
             read_aws(c, m, p);
         } else if (strcmp(k, "authorization") == 0) {
-            kl_cfg_auth_style(c, m, &p->auth_style);
+            kl_cfg_auth_style(c, m, false, &p->auth_style);
         } else if (strcmp(k, "auth_mode") == 0) {
             const char *s = cfg_string(c, m, "auth_mode");
             if (!s)

@@ -31,7 +31,13 @@ enum kl_compat {
     KL_COMPAT_GOOGLE_RAW_PREDICT = 1 << 7,
 };
 
-enum kl_auth_style { KL_AUTH_BEARER, KL_AUTH_X_API_KEY, KL_AUTH_X_GOOG_API_KEY };
+enum kl_auth_style {
+    KL_AUTH_BEARER,
+    KL_AUTH_X_API_KEY,
+    KL_AUTH_X_GOOG_API_KEY,
+    KL_AUTH_HEC,    /* hooks only: Splunk's HTTP Event Collector, "Authorization: Splunk <token>" */
+    KL_AUTH_CF_AIG, /* hooks only: Cloudflare AI Gateway's "cf-aig-authorization: Bearer <token>" */
+};
 enum kl_auth_mode { KL_AUTHMODE_OVERRIDE, KL_AUTHMODE_PASSTHROUGH, KL_AUTHMODE_NONE };
 
 struct kl_gcp_cred;
@@ -156,8 +162,10 @@ const char *kl_cfg_secret_named(kl_cfg_ctx *c, const cJSON *v, const char *owner
                                 const char **problem);
 
 /* "authorization": "bearer" (or ""), "x-api-key", "x-goog-api-key" into
- * *out; anything else is reported as an error (and *out left alone). */
-void kl_cfg_auth_style(kl_cfg_ctx *c, const cJSON *v, enum kl_auth_style *out);
+ * *out, and for a hook (Aperture's webhook styles) also "hec" and
+ * "cf-aig-authorization"; anything else is reported as an error (and *out
+ * left alone). */
+void kl_cfg_auth_style(kl_cfg_ctx *c, const cJSON *v, bool hook, enum kl_auth_style *out);
 /* The header line's start for a key sent in that style ("x-api-key: "). */
 const char *kl_auth_header_prefix(enum kl_auth_style s);
 

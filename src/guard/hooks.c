@@ -27,7 +27,7 @@ static void read_hook(kl_cfg_ctx *c, const cJSON *v, struct kl_hook *h)
             if (h->key_problem)
                 kl_cfg_report(c, KL_SEV_WARNING, m, "%s; it will count as failed", h->key_problem);
         } else if (strcmp(k, "authorization") == 0) {
-            kl_cfg_auth_style(c, m, &h->auth);
+            kl_cfg_auth_style(c, m, true, &h->auth);
         } else if (strcmp(k, "timeout") == 0) {
             uint64_t ms;
             if (!cJSON_IsString(m) || kl_parse_duration_ms(m->valuestring, &ms) < 0 || ms > UINT32_MAX)

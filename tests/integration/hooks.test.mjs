@@ -8,7 +8,7 @@ import { describe, it, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -103,6 +103,38 @@ describe('pre_request hooks', () => {
     assert.equal(audit.body.user_message, 'hello there');
     assert.equal(audit.body.request_body, undefined, 'audit is not sent the body');
     assert.ok(!JSON.stringify(hook.calls).includes('sk-'), 'no provider key reaches a hook');
+  });
+
+  it('Aperture\'s other webhook styles: Splunk HEC and Cloudflare AI Gateway (hooks only, not providers)', async () => {
+    const g = await startGateway({
+      hooks: {
+        splunk: { url: `${url}/splunk`, authorization: 'hec', apikey: 'hec-token-000', preference: 2 },
+        cf: { url: `${url}/cf`, authorization: 'cf-aig-authorization', apikey: 'cf-token-000', preference: 1 },
+      },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
+        { send_hooks: [send('splunk', []), send('cf', [])] }] } }],
+      providers: providersFor(mock.url),
+    });
+    try {
+      const r = await new OpenAI({ baseURL: `${g.url}/v1`, apiKey: 'x', maxRetries: 0 }).chat.completions.create({
+        model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+      assert.ok(r.choices[0].message.content);
+      const [splunk, cf] = hook.calls;
+      assert.equal(splunk.path, '/splunk');
+      assert.equal(splunk.headers.authorization, 'Splunk hec-token-000');
+      assert.equal(cf.path, '/cf');
+      assert.equal(cf.headers['cf-aig-authorization'], 'Bearer cf-token-000');
+      assert.equal(cf.headers.authorization, undefined);
+    } finally {
+      await g.stop();
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'kl-hook-auth-'));
+    const f = join(dir, 'c.hujson');
+    writeFileSync(f, JSON.stringify({ providers: { p: { baseurl: mock.url, apikey: 'x', authorization: 'hec', models: ['m'] } } }));
+    const check = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
+    rmSync(dir, { recursive: true, force: true });
+    assert.equal(check.status, 1);
+    assert.match(check.stdout, /authorization must be "bearer", "x-api-key" or "x-goog-api-key"/);
   });
 
   it('user_message is the last user turn in every dialect', async () => {
