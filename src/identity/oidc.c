@@ -15,6 +15,7 @@
 #include "core/jsoncheck.h"
 #include "core/jsonscan.h"
 #include "core/log.h"
+#include "core/urlquery.h"
 #include "identity/identity.h"
 #include "identity/jwt.h"
 #include "listen/http.h"
@@ -435,7 +436,7 @@ void kl_oidc_refresh(struct kl_oidc_cfg *o)
     }
 }
 
-/* The first credential header that holds something shaped like a JWT
+/* The first credential header (then ?key=) holding something shaped like a JWT
  * (base64url JSON header, three parts). SDKs put the "API key" in different
  * headers, so a CI job can hand its token to any of them. */
 /* Is v meant as a JWT? One that begins as a JSON header's base64 does
@@ -457,7 +458,7 @@ static bool looks_like_jwt(const char *v)
     return v[a + 2 + b + strspn(v + a + 2 + b, b64url)] == '\0';
 }
 
-static const char *find_token(const kl_exchange *ex)
+static const char *find_token(kl_exchange *ex)
 {
     static const char *headers[] = {"authorization", "x-api-key", "x-goog-api-key", "api-key"};
     for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
@@ -474,7 +475,11 @@ static const char *find_token(const kl_exchange *ex)
         if (looks_like_jwt(v))
             return v;
     }
-    return NULL;
+    /* Gemini's query form of x-goog-api-key, which some clients send their
+     * key in (LiteLLM, Google's REST examples): skipped, the token would
+     * reach a passthrough provider as the caller's own key */
+    const char *q = kl_query_param(&ex->arena, ex->req.query, "key");
+    return q && looks_like_jwt(q) ? q : NULL;
 }
 
 static int refuse(kl_exchange *ex, const char *why)

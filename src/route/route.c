@@ -239,6 +239,14 @@ static const char *vertex_path(kl_exchange *ex, const char *bare, const char *pr
                            v.publisher, rename ? (int)strlen(bare) : (int)v.model_len, rename ? bare : v.model, v.method);
 }
 
+/* A caller identified by a workload token sent it in one of the
+ * credential headers or Gemini's ?key=, and it is for keyless (its audience), never for the
+ * provider. */
+static bool identified_by_token(const kl_exchange *ex)
+{
+    return ex->ident && ex->ident->source && strcmp(ex->ident->source, "oidc") == 0;
+}
+
 static const char *build_url(kl_exchange *ex, const char *bare, const char *project)
 {
     const struct kl_provider *p = ex->provider;
@@ -259,8 +267,10 @@ static const char *build_url(kl_exchange *ex, const char *bare, const char *proj
                                colon ? colon : "");
     }
     /* a passthrough provider gets the caller's own credentials, and whom
-     * they bill; never a field mask */
-    const char *query = kl_route_strip_key_param(&ex->arena, ex->req.query, p->auth_mode != KL_AUTHMODE_PASSTHROUGH);
+     * they bill; never a field mask, nor the workload token that
+     * identified the caller (it gets keyless's own credential then) */
+    const char *query = kl_route_strip_key_param(&ex->arena, ex->req.query,
+                                                 p->auth_mode != KL_AUTHMODE_PASSTHROUGH || identified_by_token(ex));
     return kl_arena_concat(&ex->arena, p->baseurl, path, query ? "?" : "", query ? query : "", NULL);
 }
 
@@ -276,14 +286,6 @@ static bool is_aws_signature(const char *name)
 {
     return strcasecmp(name, "x-amz-date") == 0 || strcasecmp(name, "x-amz-content-sha256") == 0 ||
            strcasecmp(name, "x-amz-security-token") == 0;
-}
-
-/* A caller identified by a workload token sent it in one of the
- * credential headers, and it is for keyless (its audience), never for the
- * provider. */
-static bool identified_by_token(const kl_exchange *ex)
-{
-    return ex->ident && ex->ident->source && strcmp(ex->ident->source, "oidc") == 0;
 }
 
 /* Does the provider get keyless's own credential: always with override,

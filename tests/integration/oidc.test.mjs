@@ -50,12 +50,14 @@ describe('OIDC workload tokens', () => {
         loopback: false,
       },
       grants: [
-        { src: ['tag:ci'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: ['anthropic/*', 'pass/*'] }] } },
+        { src: ['tag:ci'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: ['anthropic/*', 'pass/*', 'gpass/*'] }] } },
         { src: ['k8s:payments/billing-bot'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: 'openai/*' }] } },
       ],
       providers: providersFor(mock.url, {
         pass: { baseurl: mock.url, apikey: 'sk-pass-provider-000', auth_mode: 'passthrough', models: ['pass-model'],
                 compatibility: { openai_chat: true } },
+        gpass: { baseurl: mock.url, apikey: 'AIza-gpass-provider-000', auth_mode: 'passthrough', authorization: 'x-goog-api-key',
+                 models: ['gpass-model'], compatibility: { gemini_generate_content: true } },
       }),
     });
   });
@@ -173,6 +175,29 @@ describe('OIDC workload tokens', () => {
     const seen = JSON.stringify(await mock.last());
     assert.ok(!seen.includes(tok), 'the workload token must not reach a passthrough provider');
     assert.ok(seen.includes('sk-pass-provider-000'), 'the provider key is sent instead');
+  });
+
+  it("a token in Gemini's ?key= identifies the caller, and reaches no passthrough provider", async () => {
+    // LiteLLM and Google's REST examples send the Gemini key as ?key=
+    const tok = gh.sign(gh.claims({ aud: 'keyless', repository: 'acme/app', ref: 'refs/heads/main', repository_owner: 'acme' }));
+    const body = JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] });
+    for (const headers of [{}, { 'x-goog-api-key': tok }]) {
+      await mock.clear();
+      const r = await fetch(`${gw.url}/v1beta/models/gpass-model:generateContent?alt=json&key=${tok}`, {
+        method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body,
+      });
+      assert.equal(r.status, 200, await r.text());
+      const seen = await mock.last();
+      assert.ok(!JSON.stringify(seen).includes(tok), `the workload token must not reach the provider: ${seen.path}`);
+      assert.equal(seen.path, '/v1beta/models/gpass-model:generateContent?alt=json');
+      assert.ok(JSON.stringify(seen.headers).includes('AIza-gpass-provider-000'), 'the provider key is sent instead');
+    }
+    // an invalid token there is refused, not skipped for the next source
+    const r = await fetch(`${gw.url}/v1beta/models/gpass-model:generateContent?key=${tok.slice(0, -4)}AAAA`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body,
+    });
+    assert.equal(r.status, 401);
+    assert.match((await r.json()).error.message, /invalid workload token: bad signature/);
   });
 
   it('a login differing only in case is another login: no grant of the first', async () => {
