@@ -348,8 +348,10 @@ static void oidc_free_cb(void *arg)
 /* Grants, quotas and records know a caller by its login alone. Two issuers
  * whose templates begin alike ("k8s:{...}" for two clusters) can give one
  * login to workloads of both: whoever controls a namespace in one would be
- * the other's. Entries for one issuer may share a form (one issuer is one
- * authority). */
+ * the other's. Entries for one issuer and one key set may share a form (one
+ * authority); one issuer name with two key sets is two authorities that
+ * share a name: kubeadm, k3s and kind clusters all default to
+ * https://kubernetes.default.svc.cluster.local. */
 static void warn_shared_logins(kl_cfg_ctx *c, const cJSON *at, const struct kl_oidc_cfg *o)
 {
     for (size_t i = 0; i < o->n; i++) {
@@ -357,13 +359,15 @@ static void warn_shared_logins(kl_cfg_ctx *c, const cJSON *at, const struct kl_o
             const struct issuer *a = &o->v[i], *b = &o->v[k];
             size_t pa = strcspn(a->login_tmpl, "{"), pb = strcspn(b->login_tmpl, "{");
             size_t n = pa < pb ? pa : pb;
-            if (strcmp(a->issuer, b->issuer) == 0 || strncmp(a->login_tmpl, b->login_tmpl, n) != 0)
+            if ((strcmp(a->issuer, b->issuer) == 0 && strcmp(a->jwks_file, b->jwks_file) == 0) ||
+                strncmp(a->login_tmpl, b->login_tmpl, n) != 0)
                 continue;
             kl_cfg_report(c, KL_SEV_WARNING, at,
-                          "OIDC issuers %s and %s may give one login to workloads of both (login templates \"%s\" "
+                          "OIDC issuers %s and %s%s may give one login to workloads of both (login templates \"%s\" "
                           "and \"%s\"): grants, quotas and records know a caller by its login alone; begin each "
                           "issuer's template with a prefix of its own (\"k8s-prod:\", \"k8s-dev:\")", a->issuer,
-                          b->issuer, a->login_tmpl, b->login_tmpl);
+                          b->issuer, strcmp(a->issuer, b->issuer) == 0 ? " (one name, two key sets)" : "",
+                          a->login_tmpl, b->login_tmpl);
         }
     }
 }

@@ -318,6 +318,17 @@ describe('OIDC workload tokens', () => {
     writeFileSync(f, readFileSync(f, 'utf8').replace('"login":"k8s:{kubernetes.io/namespace}"}]', '"login":"k8s-dev:{kubernetes.io/namespace}"}]'));
     r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
     assert.doesNotMatch(r.stdout, /may give one login/, r.stdout);
+    // two clusters that both keep kubeadm's default issuer name: one name, two key sets, two authorities
+    writeFileSync(f, JSON.stringify({ identity: { oidc: { issuers: [
+      { issuer: K8S, jwks_file: join(dir, 'k8s.json'), audience: 'keyless', login: 'k8s:{kubernetes.io/namespace}' },
+      { issuer: K8S, jwks_file: join(dir, 'gh.json'), audience: 'keyless', login: 'k8s:{kubernetes.io/namespace}' }] } } }));
+    r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
+    assert.match(r.stdout, /may give one login to workloads of both/, r.stdout);
+    assert.match(r.stdout, /one name, two key sets/);
+    // one issuer and one key set mapped twice (the partner entries above) is one authority
+    writeFileSync(f, readFileSync(f, 'utf8').replace(join(dir, 'gh.json'), join(dir, 'k8s.json')));
+    r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
+    assert.doesNotMatch(r.stdout, /may give one login/, r.stdout);
   });
 
   it('a placeholder API key is not a token: the caller is just unidentified', async () => {
