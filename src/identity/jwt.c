@@ -215,6 +215,20 @@ static cJSON *decode_object(const char *s, size_t n)
     return j;
 }
 
+bool kl_jwt_segment_is_object(const char *s, size_t n)
+{
+    size_t dl;
+    unsigned char *raw = b64_decode(s, n, &dl);
+    if (!raw)
+        return false;
+    size_t i = 0;
+    while (i < dl && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\n' || raw[i] == '\r'))
+        i++;
+    bool object = i < dl && raw[i] == '{';
+    free(raw);
+    return object;
+}
+
 /* ---- key sets ---------------------------------------------------------- */
 
 /* libjose reports errors by printing to stderr unless given a handler; our

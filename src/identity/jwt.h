@@ -55,6 +55,10 @@ int kl_jwt_verify(const char *token, size_t len, const struct kl_jwt_policy *p,
                   const kl_jwks *keys, int64_t now, cJSON **claims,
                   char *why, size_t whylen);
 
+/* Does the base64url segment s[0..n) decode to what begins a JSON object
+ * (white space, then '{'), as a JWS header does? */
+bool kl_jwt_segment_is_object(const char *s, size_t n);
+
 /* The unverified payload's iss, to choose the issuer policy before
  * verifying. Returns an arena copy, or NULL when the token is malformed or
  * has no string iss. Never trust it for anything else. */

@@ -444,10 +444,13 @@ void kl_oidc_refresh(struct kl_oidc_cfg *o)
  * (base64url JSON header, three parts). SDKs put the "API key" in different
  * headers, so a CI job can hand its token to any of them. */
 /* Is v meant as a JWT? One that begins as a JSON header's base64 does
- * ("eyJ", however malformed the rest), or three base64url segments (a
- * header that begins with white space encodes otherwise). Provider keys and
- * placeholders have no dots: a token presented is checked, and refused when
- * invalid, never skipped for the next identity source. */
+ * ("eyJ", however malformed the rest), or three base64url segments the
+ * first of which decodes to a JSON object (a header that begins with white
+ * space encodes otherwise). Provider keys and placeholders have no dots, and
+ * a Google service account's access token ("ya29.c.c0AS...", three
+ * segments) no JSON header: a caller sending its own to Vertex is no
+ * workload. A token presented is checked, and refused when invalid, never
+ * skipped for the next identity source. */
 static bool looks_like_jwt(const char *v)
 {
     if (strncmp(v, "eyJ", 3) == 0)
@@ -459,7 +462,7 @@ static bool looks_like_jwt(const char *v)
     size_t b = strspn(v + a + 1, b64url);
     if (!b || v[a + 1 + b] != '.')
         return false;
-    return v[a + 2 + b + strspn(v + a + 2 + b, b64url)] == '\0';
+    return v[a + 2 + b + strspn(v + a + 2 + b, b64url)] == '\0' && kl_jwt_segment_is_object(v, a);
 }
 
 static const char *find_token(kl_exchange *ex)

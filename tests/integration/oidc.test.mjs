@@ -4,6 +4,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -286,6 +287,15 @@ describe('OIDC workload tokens', () => {
       // a placeholder key (no dots) is still no token: that caller is loopback
       const w = await (await fetch(`${g.url}/api/whoami`, { headers: { authorization: 'Bearer sk-placeholder' } })).json();
       assert.equal(w.login, '(loopback)');
+      // nor is a Google service account's access token (three segments, no JSON header), which a
+      // caller sends to Vertex (its own project with passthrough; Claude Code, google-genai)
+      const ya29 = `ya29.c.c0ASRK0G${randomBytes(300).toString('base64url')}`;
+      for (const headers of [{ authorization: `Bearer ${ya29}` }, { 'x-goog-api-key': ya29 }]) {
+        const r = await fetch(`${g.url}/api/whoami`, { headers });
+        const body = await r.json();
+        assert.equal(r.status, 200, JSON.stringify(body));
+        assert.equal(body.login, '(loopback)');
+      }
     } finally {
       await g.stop();
     }
