@@ -80,11 +80,12 @@ bool kl_route_billing_header(const char *name)
  * (x-goog-user-project). PARAM_FIELD_MASK: "fields"/"$fields", the query
  * form of X-Goog-FieldMask: a mask without usageMetadata would keep an
  * answer's usage from its record, whoever's key it goes with. */
-enum param_kind { PARAM_OTHER, PARAM_CREDENTIAL, PARAM_FIELD_MASK };
+enum param_kind { PARAM_OTHER, PARAM_CREDENTIAL, PARAM_PAYER, PARAM_FIELD_MASK };
 
 static enum param_kind param_kind(const char *p, size_t len)
 {
-    static const char *const creds[] = {"key", "$key", "access_token", "oauth_token", "userproject", "$userproject"};
+    static const char *const creds[] = {"key", "$key", "access_token", "oauth_token"};
+    static const char *const payers[] = {"userproject", "$userproject"};
     char name[24];
     size_t n = 0; /* the name's first 23 characters are enough to tell */
     for (size_t i = 0; i < len && p[i] != '=' && n < sizeof(name) - 1; i++) {
@@ -101,6 +102,9 @@ static enum param_kind param_kind(const char *p, size_t len)
     for (size_t i = 0; i < sizeof(creds) / sizeof(creds[0]); i++)
         if (strcasecmp(name, creds[i]) == 0)
             return PARAM_CREDENTIAL;
+    for (size_t i = 0; i < sizeof(payers) / sizeof(payers[0]); i++)
+        if (strcasecmp(name, payers[i]) == 0)
+            return PARAM_PAYER;
     return strncasecmp(name, "x-amz-", 6) == 0 ? PARAM_CREDENTIAL : PARAM_OTHER;
 }
 
@@ -116,7 +120,7 @@ const char *kl_route_strip_key_param(kl_arena *a, const char *query, bool creden
         const char *amp = strchr(p, '&');
         size_t len = amp ? (size_t)(amp - p) : strlen(p);
         enum param_kind k = param_kind(p, len);
-        bool drop = k == PARAM_FIELD_MASK || (credentials && k == PARAM_CREDENTIAL);
+        bool drop = k == PARAM_FIELD_MASK || (credentials && (k == PARAM_CREDENTIAL || k == PARAM_PAYER));
         if (!drop && len > 0) {
             if (o)
                 out[o++] = '&';
@@ -129,6 +133,19 @@ const char *kl_route_strip_key_param(kl_arena *a, const char *query, bool creden
     }
     out[o] = '\0';
     return o ? out : NULL;
+}
+
+bool kl_route_query_credential(const char *query)
+{
+    for (const char *p = query; p && *p;) {
+        size_t len = strcspn(p, "&");
+        if (param_kind(p, len) == PARAM_CREDENTIAL)
+            return true;
+        p += len;
+        if (*p == '&')
+            p++;
+    }
+    return false;
 }
 
 const char *const *kl_route_key_spellings(kl_arena *a, const char *key)

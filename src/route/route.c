@@ -247,6 +247,8 @@ static bool identified_by_token(const kl_exchange *ex)
     return ex->ident && ex->ident->source && strcmp(ex->ident->source, "oidc") == 0;
 }
 
+static bool keyless_credential(const kl_exchange *ex);
+
 static const char *build_url(kl_exchange *ex, const char *bare, const char *project)
 {
     const struct kl_provider *p = ex->provider;
@@ -267,10 +269,11 @@ static const char *build_url(kl_exchange *ex, const char *bare, const char *proj
                                colon ? colon : "");
     }
     /* a passthrough provider gets the caller's own credentials, and whom
-     * they bill; never a field mask, nor the workload token that
-     * identified the caller (it gets keyless's own credential then) */
+     * they bill; never a field mask, nor, when keyless's own credential
+     * goes instead, the caller's choice of who pays or the workload token
+     * that identified it */
     const char *query = kl_route_strip_key_param(&ex->arena, ex->req.query,
-                                                 p->auth_mode != KL_AUTHMODE_PASSTHROUGH || identified_by_token(ex));
+                                                 p->auth_mode != KL_AUTHMODE_PASSTHROUGH || keyless_credential(ex));
     return kl_arena_concat(&ex->arena, p->baseurl, path, query ? "?" : "", query ? query : "", NULL);
 }
 
@@ -300,7 +303,9 @@ static bool keyless_credential(const kl_exchange *ex)
     for (size_t i = 0; i < ex->req.nheaders; i++)
         if (is_credential(ex->req.headers[i].name))
             return false;
-    return true;
+    /* Gemini's ?key= (LiteLLM's), Google's ?access_token=: forwarded as the
+     * caller's own, keyless's key beside it would be used or billed too */
+    return !kl_route_query_credential(ex->req.query);
 }
 
 /* What an answer must not hand back (kl_route_mask_key): the provider's

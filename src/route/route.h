@@ -47,6 +47,9 @@ bool kl_route_billing_header(const char *name);
  * `oauth_token`, a presigned AWS request's X-Amz-*) and who pays
  * (`userProject`). Returns an arena string, or NULL when nothing remains. */
 const char *kl_route_strip_key_param(kl_arena *a, const char *query, bool credentials);
+/* Does the query carry a credential of the caller's own (`key`, `$key`,
+ * `access_token`, `oauth_token`, a presigned AWS request's X-Amz-*)? */
+bool kl_route_query_credential(const char *query);
 
 /* A provider's response headers ("Name: value\r\n" lines) as the caller
  * gets them: without the gateway's own x-keyless- names (a provider's

@@ -83,6 +83,34 @@ describe('Gemini dialect', () => {
     assert.ok(seen.headers.length > 3 && !seen.headers.some(([h]) => h.toLowerCase() === 'x-goog-fieldmask'));
   });
 
+  it('passthrough: a caller\'s own key in ?key= (LiteLLM\'s way) goes alone, keyless\'s is not sent beside it', async () => {
+    const g = await startGateway({ providers: { gemini: { ...providersFor(mock.url).gemini, auth_mode: 'passthrough' } } });
+    try {
+      const send = (q, headers = {}) => fetch(`${g.url}/v1beta/models/gemini-2.5-flash:generateContent${q}`, {
+        method: 'POST', headers: { 'content-type': 'application/json', 'x-goog-user-project': 'callers', ...headers },
+        body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }),
+      });
+      for (const q of ['?key=AIzaCallersOwn', '?alt=json&%24key=AIzaCallersOwn', '?access_token=ya29.callers-own']) {
+        await mock.clear();
+        assert.equal((await send(q)).status, 200);
+        const seen = await mock.last();
+        assert.ok(seen.path.endsWith(q), seen.path);
+        const h = headerMap(seen.headers);
+        assert.equal(h['x-goog-api-key'], undefined, `${q}: keyless's key went beside the caller's own`);
+        assert.equal(h['x-goog-user-project'], 'callers', 'who pays goes with the caller\'s own key');
+      }
+      // who pays alone is no credential: keyless's key goes, and that parameter does not
+      await mock.clear();
+      assert.equal((await send('?userProject=callers&prettyPrint=false')).status, 200);
+      const seen = await mock.last();
+      assert.match(seen.path, /:generateContent\?prettyPrint=false$/);
+      assert.equal(headerMap(seen.headers)['x-goog-api-key'], KEYS.gemini);
+      assert.equal(headerMap(seen.headers)['x-goog-user-project'], undefined);
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('countTokens', async () => {
     const r = await ai.models.countTokens({ model: 'gemini-2.5-flash', contents: 'hi' });
     assert.equal(typeof r.totalTokens, 'number');
