@@ -39,6 +39,7 @@ struct kl_h1_xfer {
     enum xstate state;
     size_t next_addr;                   /* next address of the origin to try */
     int last_err;                       /* errno of the last failed connect */
+    bool reached_out;                   /* a connect left this machine (its failure may be the provider's) */
     int read_err;                       /* errno read_more met (the socket says EOF after it) */
     struct kl_h1_response resp;
     kl_h1_body body;
@@ -147,6 +148,19 @@ static void fail_unreachable(struct kl_h1_xfer *x, const char *why)
     }
     fail(x, KL_ERR_BAD_GATEWAY, KL_EC_UPSTREAM_UNREACHABLE,
          kl_arena_printf(&ex->arena, "provider %s is unreachable: %s", ex->provider->id, why));
+}
+
+/* No connection could be opened for a reason of this machine's own (out of
+ * descriptors, buffers, memory): the gateway is overloaded, the
+ * provider did nothing wrong. A 503 of the gateway's, which neither fails
+ * over (the next provider would need a socket too) nor counts against the
+ * provider's health. */
+static void fail_local(struct kl_h1_xfer *x, const char *why)
+{
+    kl_exchange *ex = x->ex;
+    fail(x, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
+         kl_arena_printf(&ex->arena, "the gateway cannot open a connection to provider %s now: %s", ex->provider->id,
+                         why));
 }
 
 /* The connection broke or carried something that is not HTTP/1.1. */
@@ -298,8 +312,12 @@ static void connect_next(struct kl_h1_xfer *x)
             return;
         }
         x->last_err = err;
+        x->reached_out |= !kl_h1_errno_local(err);
     }
-    fail_unreachable(x, strerror(x->last_err ? x->last_err : ECONNREFUSED));
+    if (x->last_err && !x->reached_out && !x->sent_before)
+        fail_local(x, strerror(x->last_err));
+    else
+        fail_unreachable(x, strerror(x->last_err ? x->last_err : ECONNREFUSED));
 }
 
 static void on_resolved(void *arg, const char *error)
@@ -311,6 +329,8 @@ static void on_resolved(void *arg, const char *error)
         return;
     }
     x->next_addr = 0;
+    x->last_err = 0;
+    x->reached_out = false;
     connect_next(x);
 }
 
@@ -352,6 +372,7 @@ static void start(struct kl_h1_xfer *x)
     }
     x->next_addr = 0;
     x->last_err = 0;
+    x->reached_out = false;
     connect_next(x);
 }
 
@@ -555,6 +576,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     }
     if (x->state == X_CONNECT) {
         x->last_err = err ? err : ECONNREFUSED;
+        x->reached_out = true;
         kl_h1_conn_close(x->conn);
         x->conn = NULL;
         connect_next(x);

@@ -264,6 +264,11 @@ void kl_h1_conn_close(struct kl_h1_conn *c)
     free(c);
 }
 
+bool kl_h1_errno_local(int err)
+{
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
 struct kl_h1_conn *kl_h1_conn_open(struct kl_h1_origin *o, const struct kl_h1_addr *a, int *err)
 {
     int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);

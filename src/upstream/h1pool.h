@@ -88,6 +88,10 @@ struct kl_h1_conn *kl_h1_conn_take(struct kl_h1_origin *o);
 void kl_h1_conn_put(struct kl_h1_conn *c);
 /* Close and free c (busy or idle). */
 void kl_h1_conn_close(struct kl_h1_conn *c);
+/* Is err a failure of this machine rather than of the host it connects to:
+ * out of descriptors, buffers or memory? Failover does not
+ * act on it nor blame the provider (its next provider would fail alike). */
+bool kl_h1_errno_local(int err);
 /* A new connection to a, connecting without blocking. NULL: *err is why. */
 struct kl_h1_conn *kl_h1_conn_open(struct kl_h1_origin *o, const struct kl_h1_addr *a, int *err);
 

@@ -1,8 +1,10 @@
 #include "upstream/upstream.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -42,6 +44,8 @@ struct kl_upstream_xfer {
     bool head_done;
     bool paused;
     bool timed_out;
+    int local_err;                      /* errno of a socket this machine could not open (EMFILE, ...) */
+    bool opened;                        /* a socket was opened: a connect failure may be the provider's */
 };
 
 
@@ -446,11 +450,28 @@ static void on_xfer_timeout(evutil_socket_t fd, short what, void *arg)
                                         : "the provider did not answer in time");
 }
 
+/* libcurl's own socket(), remembering why it failed: libcurl reports a
+ * descriptor limit as "Couldn't connect to server", which would blame the
+ * provider (and fail over, and cool it down) for the gateway's overload. */
+static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)purpose;
+    struct kl_upstream_xfer *x = clientp;
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd == CURL_SOCKET_BAD)
+        x->local_err = errno;
+    else
+        x->opened = true;
+    return fd;
+}
+
 static void finish(struct kl_curl_job *job, CURLcode rc)
 {
     struct kl_upstream_xfer *x = (struct kl_upstream_xfer *)job;
     kl_exchange *ex = x->ex;
     bool started = x->head_done;
+    bool local = rc == CURLE_COULDNT_CONNECT && !x->opened && kl_h1_errno_local(x->local_err);
+    int local_err = x->local_err;
     if (rc == CURLE_OK && !started && x->status >= 200)
         deliver_head(x), started = true;
     if (rc != CURLE_OK && !started && !whole_request_sent(x))
@@ -469,6 +490,13 @@ static void finish(struct kl_curl_job *job, CURLcode rc)
     }
     if (ex->cut_off) {
         kl_pipeline_upstream_failed(ex, ex->cut_kind, ex->cut_class, ex->error_message);
+        return;
+    }
+    if (local) { /* as on the native client (h1client.c's fail_local) */
+        kl_pipeline_upstream_failed(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
+                                    kl_arena_printf(&ex->arena,
+                                                    "the gateway cannot open a connection to provider %s now: %s",
+                                                    ex->provider->id, strerror(local_err)));
         return;
     }
     switch (rc) {
@@ -585,6 +613,8 @@ enum kl_step kl_upstream_run(kl_exchange *ex)
     /* 8 KiB instead of 16: a stream's events are small, and ten thousand
      * open streams save 80 MB */
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 8192L);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
     /* libcurl looks for a reusable connection by walking every connection
      * to the host, busy ones included: with thousands of HTTP/1.1 streams
      * open that walk is O(n) per new request and stalls the loop. Past

@@ -1089,4 +1089,45 @@ describe('failover', () => {
       await gw.stop();
     }
   });
+
+  for (const path of ['native client', 'libcurl']) it(`${path}: out of descriptors, a connection the gateway cannot open is its own 503, neither failed over nor held against the provider`, async () => {
+    // 64 descriptors and 30 slow requests at once: every caller's connection is taken before
+    // the providers are asked, so some upstream socket() calls fail with EMFILE. That is this
+    // machine's overload: it had been "provider primary is unreachable" (502), failed over to
+    // backup (which failed alike) and started both providers' cool-downs.
+    const proxy = path === 'libcurl' ? await startProxy() : null;
+    const admin = [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }];
+    const gw = await startGateway({ grants: admin, listen: { max_connections: 1000 }, failover: { cooldown: '60s', cooldown_after: 1 },
+      providers: providers(mock.url, { fault: 'delay_headers_ms=1500' }) },
+    { nofile: 64, workers: 1, env: proxy ? { http_proxy: proxy.url } : {} });
+    try {
+      const ask = () => fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json', connection: 'close' },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+      }).then(async (r) => ({ status: r.status, body: await r.text(), id: r.headers.get('x-keyless-request-id') }));
+      const all = Promise.all(Array.from({ length: 30 }, ask));
+      await sleep(700); // the refusals are made; the answers are not yet
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      assert.deepEqual(metrics.match(/keyless_provider_cooling_down\{.*\} 1/g), null, 'no provider is blamed');
+      const rs = await all;
+      const refused = rs.filter((r) => r.status !== 200);
+      assert.ok(refused.length > 0, 'some upstream connections could not be opened');
+      for (const r of refused) {
+        assert.equal(r.status, 503, r.body);
+        assert.equal(JSON.parse(r.body).error.message,
+          'the gateway cannot open a connection to provider primary now: Too many open files');
+      }
+      const rec = await finalRecord(gw, refused[0].id);
+      assert.equal(rec.error_class, 'unavailable');
+      assert.equal(rec.attempts, null, 'not failed over');
+      assert.doesNotMatch(gw.output(), /sending the request to provider backup/);
+      const again = await chat(gw);
+      assert.equal(again.status, 200);
+      await again.json();
+      assert.equal((await finalRecord(gw, again.headers.get('x-keyless-request-id'))).provider, 'primary');
+    } finally {
+      await gw.stop();
+      proxy?.close();
+    }
+  });
 });
