@@ -362,6 +362,10 @@ static void start(struct kl_h1_xfer *x)
     arm(x, &x->ctimer, timeouts(x)->upstream_connect);
     const char *why = NULL;
     int r = kl_h1_resolve(x->origin, on_resolved, x, &x->lookup, &why);
+    if (r == -2 && !x->sent_before) {
+        fail_local(x, why);
+        return;
+    }
     if (r < 0) {
         fail_unreachable(x, why);
         return;

@@ -353,6 +353,26 @@ static void on_resolved(int err, struct evutil_addrinfo *res, void *arg)
         done(darg, error);
 }
 
+/* The worker's resolver, from /etc/resolv.conf and /etc/hosts. One made
+ * while the descriptors run out would have no nameserver (its socket), or
+ * libevent's defaults in place of a resolv.conf it could not open: kept, it
+ * would fail every lookup until a restart. It is dropped instead (NULL),
+ * and a later lookup makes it again. */
+static struct evdns_base *dns_new(struct event_base *base)
+{
+    static const char conf[] = "/etc/resolv.conf";
+    struct evdns_base *dns = evdns_base_new(base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (!dns)
+        return NULL;
+    int r = evdns_base_resolv_conf_parse(dns, DNS_OPTIONS_ALL, conf);
+    bool unread = (r == 1 && access(conf, F_OK) == 0) || (r >= 2 && r <= 5);
+    if (unread || evdns_base_count_nameservers(dns) == 0) {
+        evdns_base_free(dns, 0);
+        return NULL;
+    }
+    return dns;
+}
+
 int kl_h1_resolve(struct kl_h1_origin *o, kl_h1_resolved done, void *arg,
                   struct kl_h1_lookup **out, const char **error)
 {
@@ -360,19 +380,16 @@ int kl_h1_resolve(struct kl_h1_origin *o, kl_h1_resolved done, void *arg,
     *out = NULL;
     if (o->naddrs && (o->numeric || now_ms() < o->addrs_expire_ms))
         return 1;
-    if (!p->dns && !p->dns_failed) {
-        p->dns = evdns_base_new(p->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-                                             EVDNS_BASE_DISABLE_WHEN_INACTIVE);
-        p->dns_failed = !p->dns;
-    }
+    if (!p->dns)
+        p->dns = dns_new(p->base);
     if (!p->dns) {
-        *error = "name resolution is not available";
-        return -1;
+        *error = "no name resolver could be set up (out of descriptors or memory)";
+        return -2;
     }
     struct kl_h1_lookup *l = calloc(1, sizeof(*l));
     if (!l) {
         *error = "out of memory";
-        return -1;
+        return -2;
     }
     l->pool = p;
     l->origin = o;

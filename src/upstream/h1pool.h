@@ -57,8 +57,7 @@ struct kl_h1_conn {
 
 struct kl_h1_pool {
     struct event_base *base;
-    struct evdns_base *dns;             /* made on the first name to resolve */
-    bool dns_failed;
+    struct evdns_base *dns;             /* made on the first name to resolve (until it can be) */
     struct kl_h1_origin *buckets[64];
     struct event *sweep;                /* closes connections idle too long */
     size_t nidle;
@@ -97,7 +96,8 @@ struct kl_h1_conn *kl_h1_conn_open(struct kl_h1_origin *o, const struct kl_h1_ad
 
 /* o->addrs for a connection. Returns 1 when they are ready now, 0 when a
  * lookup started (*out; done(arg, NULL) or done(arg, error) follows), -1 on
- * failure (*error says why). */
+ * failure (*error says why), -2 when the failure is this machine's (no
+ * resolver could be set up now: out of descriptors or memory). */
 typedef void (*kl_h1_resolved)(void *arg, const char *error);
 int kl_h1_resolve(struct kl_h1_origin *o, kl_h1_resolved done, void *arg,
                   struct kl_h1_lookup **out, const char **error);

@@ -378,4 +378,28 @@ describe('lifecycle', () => {
     await gw.stop();
     await mock.stop();
   });
+
+  it('out of descriptors at the first name lookup: the resolver is made again once they are free, not given up for good', async () => {
+    const mock = await startMock();
+    // a provider named by host name: the worker's resolver is made on its first lookup, which 80 callers at once
+    // under 64 descriptors make while none is left (it had failed for good: every later request to the provider
+    // was "name resolution is not available" until a restart)
+    const gw = await startGateway({ listen: { max_connections: 1000 }, providers: {
+      local: { baseurl: `http://localhost:${new URL(mock.url).port}`, apikey: 'sk-local-0123456789abcdef', models: ['gpt-4o'],
+        compatibility: { openai_chat: true } } } }, { nofile: 64, workers: 1 });
+    const ask = () => fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json', connection: 'close' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+    }).then(async (r) => ({ status: r.status, body: await r.text() }), (e) => ({ status: 0, body: String(e) }));
+    const burst = await Promise.all(Array.from({ length: 80 }, ask));
+    for (const r of burst.filter((b) => b.status !== 200)) {
+      assert.equal(r.status, 503, r.body);
+      assert.match(JSON.parse(r.body).error.message, /^the gateway cannot open a connection to provider local now: /);
+    }
+    await sleep(200);
+    const after = await ask();
+    assert.equal(after.status, 200, after.body);
+    await gw.stop();
+    await mock.stop();
+  });
 });
