@@ -225,6 +225,28 @@ struct kl_h1_conn *kl_h1_conn_take(struct kl_h1_origin *o)
     return NULL;
 }
 
+/* Close the pool's connection idle longest, whatever its origin; false
+ * when none is idle. A scan of every origin, made only past the pool's
+ * share or when out of descriptors. */
+static bool shed_oldest(struct kl_h1_pool *p)
+{
+    struct kl_h1_conn *c = NULL;
+    for (size_t b = 0; b < sizeof(p->buckets) / sizeof(p->buckets[0]); b++)
+        for (struct kl_h1_origin *o = p->buckets[b]; o; o = o->next)
+            if (o->idle_tail && (!c || o->idle_tail->idle_since_ms < c->idle_since_ms))
+                c = o->idle_tail;
+    if (!c)
+        return false;
+    /* its descriptor free now, for the socket() about to be tried again:
+     * bufferevent_free leaves the close to a finalizer the loop runs later */
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    bufferevent_setfd(c->bev, -1);
+    if (fd >= 0)
+        evutil_closesocket(fd);
+    kl_h1_conn_close(c);
+    return true;
+}
+
 void kl_h1_conn_put(struct kl_h1_conn *c)
 {
     struct kl_h1_origin *o = c->origin;
@@ -233,6 +255,9 @@ void kl_h1_conn_put(struct kl_h1_conn *c)
         kl_h1_conn_close(c);
         return;
     }
+    /* past the pool's share of the descriptors, the coldest makes way */
+    if (p->max_idle && p->nidle >= p->max_idle)
+        shed_oldest(p);
     bufferevent_setcb(c->bev, on_idle_read, NULL, on_idle_event, c);
     c->idle = true;
     c->idle_since_ms = now_ms();
@@ -272,6 +297,11 @@ bool kl_h1_errno_local(int err)
 struct kl_h1_conn *kl_h1_conn_open(struct kl_h1_origin *o, const struct kl_h1_addr *a, int *err)
 {
     int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    /* Out of descriptors while idle connections (to this provider or
+     * others, kept for reuse) hold some: one of those is worth less than
+     * the request that waits for a socket now. */
+    while (fd < 0 && (errno == EMFILE || errno == ENFILE) && shed_oldest(o->pool))
+        fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
     if (fd < 0) {
         *err = errno;
         return NULL;

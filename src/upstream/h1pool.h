@@ -58,6 +58,7 @@ struct kl_h1_conn {
 struct kl_h1_pool {
     struct event_base *base;
     struct evdns_base *dns;             /* made on the first name to resolve (until it can be) */
+    size_t max_idle;                    /* idle connections kept, every origin's together (0: no such cap) */
     struct kl_h1_origin *buckets[64];
     struct event *sweep;                /* closes connections idle too long */
     size_t nidle;

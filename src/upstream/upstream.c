@@ -178,7 +178,17 @@ int kl_upstream_pool_init(kl_worker *w)
     curl_multi_setopt(p->multi, CURLMOPT_SOCKETDATA, p);
     curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
     curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
-    curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    /* Connections kept idle for reuse hold descriptors no request is using:
+     * at most this worker's share of what the limit leaves for provider
+     * connections (kl_server.fd_conns, as many as for callers), or
+     * requests would find none left while hundreds sit idle (the native
+     * client also sheds them when a socket cannot be had: h1pool.c). */
+    size_t idle = (w->server->fd_conns + (size_t)w->server->nworkers - 1) / (size_t)w->server->nworkers;
+    if (idle > 1024)
+        idle = 1024;
+    if (idle < 4)
+        idle = 4;
+    curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS, (long)idle);
     p->h1 = kl_h1_pool_new(w->base);
     if (!p->h1) {
         event_free(p->timer);
@@ -186,6 +196,7 @@ int kl_upstream_pool_init(kl_worker *w)
         free(p);
         return -1;
     }
+    p->h1->max_idle = idle;
     w->upstream = p;
     return 0;
 }

@@ -379,6 +379,32 @@ describe('lifecycle', () => {
     await mock.stop();
   });
 
+  it('provider connections kept idle for reuse give way to requests that need a descriptor (their share, then on EMFILE)', async () => {
+    // 256 descriptors, one worker: bursts of 60 callers to five providers (each on its own port) had left 60 idle
+    // connections to each, until requests found no descriptor left (503, "cannot open a connection") while a
+    // hundred or more sat idle; then 90 callers at once to a sixth, more than the idle ones leave room for
+    const mocks = [];
+    for (let i = 0; i < 6; i++) mocks.push(await startMock());
+    const providers = {};
+    mocks.forEach((m, i) => {
+      providers[`p${i}`] = { baseurl: m.url, apikey: `sk-p${i}-0123456789abcdef`, models: [`model-${i}`], compatibility: { openai_chat: true } };
+    });
+    const gw = await startGateway({ providers, listen: { max_connections: 1000 } }, { nofile: 256, workers: 1 });
+    const ask = (model) => fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json', connection: 'close' },
+      body: JSON.stringify({ model, messages: [{ role: 'user', content: '[[mock delay_headers_ms=300]] hi' }] }),
+    }).then(async (r) => `${r.status} ${r.status === 200 ? '' : await r.text()}`, (e) => `0 ${e.cause || e}`);
+    try {
+      for (const [i, n] of [[0, 60], [1, 60], [2, 60], [3, 60], [4, 60], [5, 90]]) {
+        const rs = await Promise.all(Array.from({ length: n }, () => ask(`model-${i}`)));
+        assert.deepEqual(rs.filter((r) => r !== '200 '), [], `provider p${i}`);
+      }
+    } finally {
+      await gw.stop();
+      for (const m of mocks) await m.stop();
+    }
+  });
+
   it('out of descriptors at the first name lookup: the resolver is made again once they are free, not given up for good', async () => {
     const mock = await startMock();
     // a provider named by host name: the worker's resolver is made on its first lookup, which 80 callers at once
