@@ -4,6 +4,7 @@
 #include "admin/admin.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@ enum api_kind { API_USAGE, API_LIST, API_ONE };
 struct api_job {
     struct kl_query_job job;    /* first: the query thread's view */
     kl_exchange *ex;            /* NULL once the client has gone */
+    atomic_bool gone;           /* the same, for the query thread: the query is not run */
     enum api_kind kind;
     kl_arena arena;             /* the job's own copies of its parameters */
     struct kl_report_filter f;
@@ -56,6 +58,12 @@ static void run(struct kl_store *s, struct kl_query_job *job)
 {
     struct api_job *j = (struct api_job *)job;
     int rc = 0;
+    /* A caller that has left wants no answer: a report over millions of
+     * rows takes seconds of the one query thread, and requests closed as
+     * soon as sent would hold everybody's queries up for as long as they
+     * were queued. */
+    if (atomic_load(&j->gone))
+        return;
     switch (j->kind) {
     case API_USAGE:
         rc = kl_report_usage(s, j->group_by, &j->f, KL_API_MAX_GROUPS, &j->result, &j->truncated, j->err,
@@ -152,8 +160,10 @@ static void done(struct kl_query_job *job)
 static void cancel(kl_exchange *ex)
 {
     struct api_job *j = ex->api_job;
-    if (j)
+    if (j) {
         j->ex = NULL;
+        atomic_store(&j->gone, true);
+    }
     ex->api_job = NULL;
 }
 
