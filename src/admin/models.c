@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "authorize/authorize.h"
+#include "core/urlquery.h"
 #include "listen/conn.h"
 #include "route/route.h"
 
@@ -96,10 +97,58 @@ static enum kl_step send_json(kl_exchange *ex, cJSON *root)
     return KL_DONE;
 }
 
+/* Anthropic's list is paged by limit (1 to 1000), after_id and before_id,
+ * and the SDKs follow last_id while has_more: the page of v[0..n) they ask
+ * for, as [*from, *to), or a message. Without a limit every model comes at
+ * once; an id that is not listed gives an empty page. */
+static const char *anthropic_page(kl_exchange *ex, const struct model_ref *v, size_t n, size_t *from, size_t *to,
+                                  bool *more)
+{
+    const char *qs = ex->req.query;
+    const char *limit = kl_query_param(&ex->arena, qs, "limit");
+    const char *after = kl_query_param(&ex->arena, qs, "after_id");
+    const char *before = kl_query_param(&ex->arena, qs, "before_id");
+    size_t lim = n;
+    if (limit) {
+        size_t len = strlen(limit);
+        if (len == 0 || len > 4 || strspn(limit, "0123456789") != len || atoi(limit) < 1 || atoi(limit) > 1000)
+            return "limit must be a whole number from 1 to 1000";
+        lim = (size_t)atoi(limit);
+    }
+    after = after && *after ? after : NULL;
+    before = before && *before ? before : NULL;
+    if (after && before)
+        return "give after_id or before_id, not both";
+    const char *at = after ? after : before;
+    size_t k = 0;
+    while (at && k < n && strcmp(v[k].id, at) != 0)
+        k++;
+    if (at && k == n) {
+        *from = *to = 0;
+        *more = false;
+    } else if (before) {
+        *to = k;
+        *from = k > lim ? k - lim : 0;
+        *more = *from > 0;
+    } else {
+        *from = after ? k + 1 : 0;
+        *to = n - *from > lim ? *from + lim : n;
+        *more = *to < n;
+    }
+    return NULL;
+}
+
 static enum kl_step list_models(kl_exchange *ex)
 {
     struct model_ref *v;
     size_t n = collect(ex, &v);
+    size_t from = 0, to = n;
+    bool more = false;
+    if (ex->ep->id != KL_EP_GEMINI_MODELS && ex->ep->dialect == KL_DIALECT_ANTHROPIC) {
+        const char *bad = anthropic_page(ex, v, n, &from, &to, &more);
+        if (bad)
+            return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "%s", bad);
+    }
     cJSON *root = cJSON_CreateObject();
     if (ex->ep->id == KL_EP_GEMINI_MODELS) {
         cJSON *arr = cJSON_AddArrayToObject(root, "models");
@@ -107,12 +156,12 @@ static enum kl_step list_models(kl_exchange *ex)
             cJSON_AddItemToArray(arr, gemini_model(ex, &v[i]));
     } else if (ex->ep->dialect == KL_DIALECT_ANTHROPIC) {
         cJSON *arr = cJSON_AddArrayToObject(root, "data");
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = from; i < to; i++)
             cJSON_AddItemToArray(arr, anthropic_model(&v[i]));
-        cJSON_AddFalseToObject(root, "has_more");
-        if (n) {
-            cJSON_AddStringToObject(root, "first_id", v[0].id);
-            cJSON_AddStringToObject(root, "last_id", v[n - 1].id);
+        cJSON_AddBoolToObject(root, "has_more", more);
+        if (to > from) {
+            cJSON_AddStringToObject(root, "first_id", v[from].id);
+            cJSON_AddStringToObject(root, "last_id", v[to - 1].id);
         } else {
             cJSON_AddNullToObject(root, "first_id");
             cJSON_AddNullToObject(root, "last_id");

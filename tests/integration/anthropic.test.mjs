@@ -78,4 +78,27 @@ describe('Anthropic dialect', () => {
     assert.ok(ids.includes('claude-sonnet-4-5'));
     assert.ok(!ids.includes('gpt-4o'), 'a model /v1/messages cannot call is not listed');
   });
+
+  it('model list paged as the SDK asks: limit, after_id, before_id', async () => {
+    const all = [];
+    for await (const m of client.models.list()) all.push(m.id);
+    assert.equal(all.length, 2);
+    // one a page: the SDK follows last_id while has_more
+    const paged = [];
+    for await (const m of client.models.list({ limit: 1 })) paged.push(m.id);
+    assert.deepEqual(paged, all);
+    const first = await client.models.list({ limit: 1 });
+    assert.deepEqual([first.data.map((m) => m.id), first.has_more, first.first_id, first.last_id], [[all[0]], true, all[0], all[0]]);
+    const next = await client.models.list({ limit: 1, after_id: all[0] });
+    assert.deepEqual([next.data.map((m) => m.id), next.has_more], [[all[1]], false]);
+    const back = await client.models.list({ limit: 5, before_id: all[1] });
+    assert.deepEqual([back.data.map((m) => m.id), back.has_more], [[all[0]], false]);
+    const none = await client.models.list({ after_id: 'no-such-model' });
+    assert.deepEqual([none.data, none.has_more, none.first_id, none.last_id], [[], false, null, null]);
+    for (const q of ['limit=0', 'limit=1001', 'limit=x', 'after_id=a&before_id=b']) {
+      const r = await fetch(`${gw.url}/v1/models?${q}`, { headers: { 'anthropic-version': '2023-06-01' } });
+      assert.equal(r.status, 400, q);
+      assert.equal((await r.json()).error.type, 'invalid_request_error', q);
+    }
+  });
 });
