@@ -228,7 +228,7 @@ enum kl_step kl_fail(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_class
         extra = kl_arena_printf(&ex->arena, "%sx-should-retry: false\r\n", extra ? extra : "");
     if (kind == KL_ERR_METHOD)
         extra = kl_arena_printf(&ex->arena, "Allow: %s\r\n", ex->ep->method && strcmp(ex->ep->method, "*")
-                                                              ? ex->ep->method : "GET, HEAD");
+                                                              ? ex->ep->method : kl_admin_allow(ex));
     if (ex->dialect == KL_DIALECT_BEDROCK) /* where the AWS SDKs read which exception to raise */
         extra = kl_arena_printf(&ex->arena, "%sx-amzn-ErrorType: %s\r\n", extra ? extra : "",
                                 kl_dialect_bedrock_error_type(kind));

@@ -10,6 +10,8 @@
 enum kl_step kl_admin_root(kl_exchange *ex);
 /* Every non-inference endpoint after identity and authorize. */
 enum kl_step kl_admin_run(kl_exchange *ex);
+/* The methods an /api/ path or /metrics takes, for a 405's Allow header. */
+const char *kl_admin_allow(const kl_exchange *ex);
 /* GET /api/whoami */
 enum kl_step kl_admin_whoami(kl_exchange *ex);
 /* GET /api/quotas, POST /api/quotas/refill */

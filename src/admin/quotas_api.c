@@ -246,6 +246,11 @@ static enum kl_step refill(kl_exchange *ex)
     return report(ex, &one, 0);
 }
 
+const char *kl_admin_allow(const kl_exchange *ex)
+{
+    return ex->ep->id == KL_EP_ADMIN && strcmp(ex->req.path, "/api/quotas/refill") == 0 ? "POST" : "GET, HEAD";
+}
+
 enum kl_step kl_admin_quotas(kl_exchange *ex)
 {
     if (strcmp(ex->req.path, "/api/quotas/refill") == 0) {

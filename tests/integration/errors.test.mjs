@@ -105,6 +105,13 @@ describe('errors', () => {
     assert.equal(r.json.error.code, 'method_not_allowed');
     const g = await call('/v1/models', '{}', {}, 'POST');
     assert.equal(g.status, 405);
+    // keyless's own endpoints: Allow names the method the message says
+    for (const [path, method, allow] of [['/api/quotas/refill', 'GET', 'POST'], ['/api/quotas', 'POST', 'GET, HEAD'],
+      ['/api/requests', 'DELETE', 'GET, HEAD'], ['/metrics', 'POST', 'GET, HEAD']]) {
+      const a = await call(path, method === 'GET' ? undefined : '{}', {}, method);
+      assert.equal(a.status, 405, path);
+      assert.equal(a.headers.get('allow'), allow, `${method} ${path}: ${a.json.error.message}`);
+    }
   });
 
   it('413 body too large, in the dialect, before reading it all', async () => {
