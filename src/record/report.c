@@ -240,15 +240,22 @@ static void columns(struct kl_store *s, char *out, size_t len, bool captures)
     }
 }
 
+void kl_report_requests_sql(struct kl_store *s, const struct kl_report_filter *f, bool captures,
+                            struct kl_report_sql *out)
+{
+    build_where(f, out);
+    int limit = f->limit > 0 ? (f->limit > 1000 ? 1000 : f->limit) : 50;
+    char cols[2048];
+    columns(s, cols, sizeof(cols), captures);
+    snprintf(out->sql, sizeof(out->sql), "SELECT %s FROM requests%s ORDER BY id DESC LIMIT %d", cols, out->where,
+             limit);
+}
+
 int kl_report_requests(struct kl_store *s, const struct kl_report_filter *f, bool captures,
                        cJSON **rows, char *err, size_t errlen)
 {
     struct kl_report_sql w;
-    build_where(f, &w);
-    int limit = f->limit > 0 ? (f->limit > 1000 ? 1000 : f->limit) : 50;
-    char cols[2048];
-    columns(s, cols, sizeof(cols), captures);
-    snprintf(w.sql, sizeof(w.sql), "SELECT %s FROM requests%s ORDER BY id DESC LIMIT %d", cols, w.where, limit);
+    kl_report_requests_sql(s, f, captures, &w);
     return kl_store_exec(s, w.sql, w.params, w.n, rows, err, errlen);
 }
 

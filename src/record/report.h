@@ -47,6 +47,8 @@ int kl_report_usage_sql(struct kl_store *s, const char *group_by, const struct k
 int kl_report_check_group_by(const char *group_by, char *err, size_t errlen);
 
 /* Newest first. Without captures the body/header columns are left out. */
+void kl_report_requests_sql(struct kl_store *s, const struct kl_report_filter *f, bool captures,
+                            struct kl_report_sql *out);
 int kl_report_requests(struct kl_store *s, const struct kl_report_filter *f, bool captures,
                        cJSON **rows, char *err, size_t errlen);
 

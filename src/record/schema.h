@@ -2,7 +2,7 @@
 #ifndef KL_SCHEMA_H
 #define KL_SCHEMA_H
 
-#define KL_SCHEMA_VERSION 8
+#define KL_SCHEMA_VERSION 9
 extern const char *const kl_schema_v1;
 extern const char *const kl_schema_v2;
 extern const char *const kl_schema_v3;
@@ -15,5 +15,6 @@ extern const char *const kl_schema_late_columns[KL_SCHEMA_NLATE];
 /* a BIGINT column added to quota_buckets */
 extern const char *const kl_schema_v8_table;
 extern const char *const kl_schema_v8_column;
+extern const char *const kl_schema_v9;
 
 #endif

@@ -235,17 +235,21 @@ static void previous_schema_is_migrated(void **state)
                                    " (SELECT count(*) FROM pragma_table_info('requests') WHERE name = 'guardrails')"
                                    " AS guardrails,"
                                    " (SELECT count(*) FROM pragma_table_info('quota_buckets') WHERE name = 'capacity')"
-                                   " AS capacity",
+                                   " AS capacity,"
+                                   " (SELECT count(*) FROM sqlite_master WHERE name = 'requests_login') AS login_started,"
+                                   " (SELECT count(*) FROM sqlite_master WHERE name = 'requests_login_id') AS login_id",
                                    NULL, 0, &rows, err, sizeof(err)), 0);
     const cJSON *m = cJSON_GetArrayItem(rows, 0);
     assert_int_equal((int)num(m, "old"), 0);
     assert_int_equal((int)num(m, "new"), 1);
     assert_int_equal((int)num(m, "started"), 0);
     assert_int_equal((int)num(m, "queue"), 1);
-    assert_int_equal((int)num(m, "version"), 8);
+    assert_int_equal((int)num(m, "version"), 9);
     assert_int_equal((int)num(m, "attempts"), 1);
     assert_int_equal((int)num(m, "guardrails"), 1);
     assert_int_equal((int)num(m, "capacity"), 1);
+    assert_int_equal((int)num(m, "login_started"), 0);
+    assert_int_equal((int)num(m, "login_id"), 1);
     cJSON_Delete(rows);
 
     /* the start-up recovery statement, as record.c runs it, uses the index */
@@ -336,7 +340,7 @@ static void version_6_store_gains_guardrails(void **state)
     rows = NULL;
     assert_int_equal(kl_store_exec(s, "SELECT max(version) AS v FROM schema_migrations", NULL, 0, &rows, err,
                                    sizeof(err)), 0);
-    assert_int_equal((int)num(cJSON_GetArrayItem(rows, 0), "v"), 8);
+    assert_int_equal((int)num(cJSON_GetArrayItem(rows, 0), "v"), 9);
     cJSON_Delete(rows);
     kl_store_close(s);
     remove_db(path);
@@ -434,6 +438,16 @@ static void usage_report_rows_are_capped(void **state)
     remove_db(path);
 }
 
+/* SQLite's plan for a report statement: its rows' details. */
+static cJSON *plan_of(struct kl_store *s, const struct kl_report_sql *q)
+{
+    char explain[sizeof(q->sql) + 32], err[256];
+    snprintf(explain, sizeof(explain), "EXPLAIN QUERY PLAN %s", q->sql);
+    cJSON *rows = NULL;
+    assert_int_equal(kl_store_exec(s, explain, q->params, q->n, &rows, err, sizeof(err)), 0);
+    return rows;
+}
+
 /* A usage report with a time range reads that range by primary key, whatever
  * it is grouped by: grouped by an indexed column, SQLite's planner had
  * walked the whole (login) or (session_id) index instead, to save a sort. */
@@ -447,10 +461,7 @@ static void grouped_report_reads_the_time_range_only(void **state)
     for (size_t g = 0; g < sizeof(groups) / sizeof(groups[0]); g++) {
         struct kl_report_sql q;
         assert_int_equal(kl_report_usage_sql(s, groups[g], &f, &q, err, sizeof(err)), 0);
-        char explain[sizeof(q.sql) + 32];
-        snprintf(explain, sizeof(explain), "EXPLAIN QUERY PLAN %s", q.sql);
-        cJSON *rows = NULL, *r;
-        assert_int_equal(kl_store_exec(s, explain, q.params, q.n, &rows, err, sizeof(err)), 0);
+        cJSON *rows = plan_of(s, &q), *r;
         bool by_id = false;
         cJSON_ArrayForEach(r, rows) {
             const char *d = str(r, "detail");
@@ -473,6 +484,38 @@ static void grouped_report_reads_the_time_range_only(void **state)
     remove_db(path);
 }
 
+/* A user's listing (/api/requests, always filtered by their login) reads
+ * their newest rows in id order from an index: with (login, started_at)
+ * SQLite found every row of the login and sorted them all for each page. */
+static void users_listing_reads_in_id_order(void **state)
+{
+    (void)state;
+    char path[32], err[256];
+    struct kl_store *s = temp_store(path);
+    struct kl_report_filter filters[] = {
+        {.user = "uma@example.com", .limit = 50},
+        {.user = "uma@example.com", .limit = 50, .before_id = "01a22701-8de5-7101-8d15-865017f8c5f0"},
+        {.user = "uma@example.com", .limit = 50, .since_ms = kl_wall_ms() - 3600000, .has_since = true},
+    };
+    for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++) {
+        struct kl_report_sql q;
+        kl_report_requests_sql(s, &filters[i], false, &q);
+        cJSON *rows = plan_of(s, &q), *r;
+        bool by_login = false;
+        cJSON_ArrayForEach(r, rows) {
+            const char *d = str(r, "detail");
+            assert_non_null(d);
+            assert_null(strstr(d, "TEMP B-TREE"));
+            by_login = by_login || strstr(d, "requests_login_id (login=?") != NULL;
+        }
+        assert_true(by_login);
+        cJSON_Delete(rows);
+        assert_int_equal(kl_report_requests(s, &filters[i], false, &rows, err, sizeof(err)), 0);
+        cJSON_Delete(rows);
+    }
+    kl_store_close(s);
+    remove_db(path);
+}
 
 /* A record the store refuses (here a trigger refuses it, as PostgreSQL
  * refused text that was not UTF-8) is logged and dropped alone: the records
@@ -725,6 +768,7 @@ int main(void)
         cmocka_unit_test(report_time_range_is_exact),
         cmocka_unit_test(usage_report_rows_are_capped),
         cmocka_unit_test(grouped_report_reads_the_time_range_only),
+        cmocka_unit_test(users_listing_reads_in_id_order),
         cmocka_unit_test(retention_purges_old_rows),
         cmocka_unit_test(retention_catches_up_with_a_backlog),
         cmocka_unit_test(refused_record_does_not_block_the_rest),
