@@ -91,6 +91,16 @@ kl_exchange *kl_exchange_new(kl_worker *w)
     return ex;
 }
 
+/* The id is made again: reports bound time ranges and order pages by id
+ * (kl_store_id_floor), so an id 30 s after its started_at put the record
+ * outside an until= that its start is inside. */
+void kl_exchange_backdate(kl_exchange *ex, uint32_t ms)
+{
+    ex->t_start_ns -= (int64_t)ms * 1000000;
+    ex->wall_start_ms -= ms;
+    make_id(ex->worker, ex->wall_start_ms, ex->id);
+}
+
 void kl_exchange_free(kl_exchange *ex)
 {
     kl_owner_add(&ex->worker->inflight, (uint64_t)-1);

@@ -207,6 +207,9 @@ void kl_request_id(char out[40], int64_t ms, uint16_t rand_a, uint64_t rand_b);
 
 /* A new exchange for worker w with a reference to w's config snapshot. */
 kl_exchange *kl_exchange_new(kl_worker *w);
+/* An exchange that began ms earlier than it was made (a head that never
+ * came whole): its start and its id, whose first 48 bits are that start. */
+void kl_exchange_backdate(kl_exchange *ex, uint32_t ms);
 void kl_exchange_free(kl_exchange *ex);
 /* Count one of ex's request-body buffers (held: &ex->body_charged or
  * &ex->up_body_charged) as now taking bytes of its worker's memory for

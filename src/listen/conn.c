@@ -749,8 +749,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         /* a head begun and never finished (slowloris) is a request too:
          * answered 408 in its path's dialect, and on record */
         kl_exchange *ex = kl_exchange_new(c->w);
-        ex->t_start_ns -= (int64_t)timeouts(c)->header * 1000000; /* it began with its first byte */
-        ex->wall_start_ms -= timeouts(c)->header;
+        kl_exchange_backdate(ex, timeouts(c)->header); /* it began with its first byte */
         kl_http_request_line_of(begun, look, c->w->cfg->listen.max_header_size, &ex->arena, &ex->req);
         refuse_head(c, ex, 408, kl_arena_printf(&ex->arena, "request head timed out: incomplete after %s "
                                                 "(timeouts.header)", duration(&ex->arena, timeouts(c)->header)));

@@ -498,6 +498,10 @@ describe('slow clients', () => {
     assert.equal(rec.path, '/v1/messages');
     assert.equal(rec.error_class, 'client_timeout');
     assert.ok(rec.latency_ms >= 900, `${rec.latency_ms} ms on record`);
+    // its id is made from its start, as every id is: a time range bounds records by id too
+    assert.equal(parseInt(rec.id.slice(0, 8) + rec.id.slice(9, 13), 16), rec.started_at, `${rec.id} started at ${rec.started_at}`);
+    const within = await (await fetch(`${gw.url}/api/requests?status=408&until=${rec.started_at + 1}`)).json();
+    assert.ok(within.requests.some((x) => x.id === rec.id), 'until= just after its start lists it');
     // a connection that never sent a byte, or only the empty lines some clients send after a body, has no
     // request to record: closed, quietly
     for (const nothing of ['', '\r\n', 'GET / HTTP/1.1\r\nHost: x\r\n\r\n\r\n']) {
