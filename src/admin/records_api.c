@@ -62,8 +62,10 @@ static void run(struct kl_store *s, struct kl_query_job *job)
      * rows takes seconds of the one query thread, and requests closed as
      * soon as sent would hold everybody's queries up for as long as they
      * were queued. */
-    if (atomic_load(&j->gone))
+    if (atomic_load(&j->gone)) {
+        kl_debug("records API: a query whose caller has left is not run");
         return;
+    }
     switch (j->kind) {
     case API_USAGE:
         rc = kl_report_usage(s, j->group_by, &j->f, KL_API_MAX_GROUPS, &j->result, &j->truncated, j->err,
