@@ -25,6 +25,11 @@
  * otherwise every lease queued behind the first would wait out a reconnect
  * of its own, one after another. */
 #define KL_PG_DOWN_MS 5000
+/* A name another session held (a twin, or the session of a gateway that
+ * died with its host, until PostgreSQL notices) is asked for again this
+ * often: a gateway that does not hold its name has its requests in flight
+ * marked interrupted by any other that starts (record.c). */
+#define KL_PG_CLAIM_AGAIN_MS 5000
 /* The server stops a statement itself a little before keyless gives up on
  * it: one waiting on a lock (not a dead server) is then rolled back there,
  * rather than left to commit after keyless answered 503 (a lease taken from
@@ -41,6 +46,8 @@ struct pg_store {
     int64_t down_until;         /* mono_ms: after a time-out or a failed reconnect, calls fail at once until then */
     int64_t wait_ms;            /* how long an answer is waited for: KL_PG_WAIT_MS, longer for migrations */
     char *instance;             /* the instance name this connection holds (pg_claim), or NULL */
+    bool held;                  /* ... and whether this session holds it now */
+    int64_t claim_again;        /* mono_ms: when a name another session held is asked for again (0: not asked yet) */
     size_t update_map[64], nupdate;
 };
 
@@ -146,6 +153,8 @@ static int lock_instance(struct pg_store *p, char *err, size_t errlen)
     else
         snprintf(err, errlen, "postgres: %s", pg_error(p));
     PQclear(r);
+    p->held = held == 1;
+    p->claim_again = mono_ms() + KL_PG_CLAIM_AGAIN_MS;
     return held;
 }
 
@@ -162,8 +171,13 @@ static int ensure(struct pg_store *p, char *err, size_t errlen)
     }
     /* twice: the termination notice, then the end of the stream */
     if (PQstatus(p->conn) == CONNECTION_OK && PQconsumeInput(p->conn) && PQconsumeInput(p->conn) &&
-        PQstatus(p->conn) == CONNECTION_OK)
+        PQstatus(p->conn) == CONNECTION_OK) {
+        char ignore[64];
+        if (p->instance && !p->held && p->claim_again && mono_ms() >= p->claim_again &&
+            lock_instance(p, ignore, sizeof(ignore)) == 1)
+            kl_info("store.instance \"%s\" is held by this gateway now", p->instance);
         return 0;
+    }
     PQreset(p->conn);
     p->prepared = false;
     if (PQstatus(p->conn) != CONNECTION_OK) {

@@ -385,6 +385,41 @@ describe('records of a gateway that never comes back', () => {
     await next.stop();
     await mock.stop();
   });
+
+  it('PostgreSQL: a gateway that could not hold its name at start (a dead session of its crashed predecessor still held it) takes it once free, so another gateway starting later leaves its requests in flight alone',
+    { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)' }, async () => {
+    const mock = await startMock();
+    const pg = process.env.KEYLESS_TEST_PG_URL;
+    const name = `gw-reclaim-${process.pid}`;
+    const config = (instance) => ({ identity, grants, store: { driver: 'postgres', url: pg, instance }, providers: providersFor(mock.url) });
+    // the session of a gateway that died with its host: it holds the name until PostgreSQL notices
+    const dead = spawn('psql', [pg, '-Aq'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    dead.stdout.on('data', (d) => (out += d));
+    dead.stdin.write(`SELECT pg_try_advisory_lock(27500, hashtext('${name}'));\n`);
+    for (let i = 0; i < 100 && !out.includes('t'); i++) await sleep(50);
+    assert.match(out, /t/, 'the dead session holds the name');
+    const gw = await startGateway(config(name));
+    assert.match(gw.output(), /is held by another session/);
+    dead.stdin.end();
+    await new Promise((r) => (dead.exitCode !== null ? r() : dead.once('exit', r)));
+    await sleep(5500); // the name is free now; the gateway asks for it again at its next statement
+    const r = await chat(gw, USER, { model: 'gpt-4o', stream: true, messages: [] }, { 'x-mock': 'events=100;delay_events_ms=100' });
+    const id = r.headers.get('x-keyless-request-id');
+    const reader = r.body.getReader();
+    await reader.read();
+    assert.equal((await recordUntil(gw, id, (x) => x.state === 'in_progress')).state, 'in_progress');
+    const other = await startGateway(config(`gw-reclaim-other-${process.pid}`));
+    try {
+      assert.equal((await getJSON(other, `/api/requests/${id}`)).body.state, 'in_progress');
+      assert.doesNotMatch(other.output(), /marked interrupted/);
+    } finally {
+      await reader.cancel();
+      await other.stop();
+      await gw.stop();
+      await mock.stop();
+    }
+  });
 });
 
 async function loadTest(gwList, n) {
