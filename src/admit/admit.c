@@ -347,15 +347,25 @@ static bool dearer_name(const char *name)
     return true;
 }
 
-static bool dearer_at(const char *body, struct kl_body_span s)
+/* Anything but "standard": Anthropic's speed ("fast": two to six times the
+ * rates), Bedrock's latency ("optimized": above the standard rates). */
+static bool not_standard(const char *name)
+{
+    return strcmp(name, "standard") != 0;
+}
+
+/* Does the body member at s name processing billed above the rates, as
+ * dearer(name) judges its name: the member's string, or for an object its
+ * member `member` (Converse's {"type": ...}, {"latency": ...}; NULL: none)? */
+static bool dearer_at(const char *body, struct kl_body_span s, const char *member, bool (*dearer)(const char *))
 {
     if (!s.end)
         return false;
     cJSON *v = cJSON_ParseWithLength(body + s.start, s.end - s.start);
-    const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : v;
-    bool dearer = cJSON_IsString(t) && dearer_name(t->valuestring);
+    const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, member) : v;
+    bool above = cJSON_IsString(t) && dearer(t->valuestring);
     cJSON_Delete(v);
-    return dearer;
+    return above;
 }
 
 /* The tier asked in a header, which keyless forwards as the caller sent it:
@@ -378,31 +388,6 @@ static bool dearer_header(const kl_exchange *ex)
     return false;
 }
 
-/* Converse's performanceConfig with a latency other than "standard"
- * ("optimized": billed above the standard rates). */
-static bool optimized_at(const char *body, struct kl_body_span s)
-{
-    if (!s.end)
-        return false;
-    cJSON *v = cJSON_ParseWithLength(body + s.start, s.end - s.start);
-    const cJSON *l = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "latency") : NULL;
-    bool optimized = cJSON_IsString(l) && strcmp(l->valuestring, "standard") != 0;
-    cJSON_Delete(v);
-    return optimized;
-}
-
-/* Anthropic's speed other than "standard" ("fast": two to six times the
- * rates). */
-static bool fast_at(const char *body, struct kl_body_span s)
-{
-    if (!s.end)
-        return false;
-    cJSON *v = cJSON_ParseWithLength(body + s.start, s.end - s.start);
-    bool fast = cJSON_IsString(v) && strcmp(v->valuestring, "standard") != 0;
-    cJSON_Delete(v);
-    return fast;
-}
-
 /* Does the request ask for processing billed above the rates keyless prices
  * by (service_tier "priority": OpenAI's about twice the standard rates,
  * more for "ultrafast", Gemini's 1.8 times, Bedrock Converse's a premium;
@@ -420,18 +405,18 @@ static bool dearer_tier(const kl_exchange *ex)
     case KL_EP_MESSAGES:
     case KL_EP_BEDROCK_INVOKE:
     case KL_EP_BEDROCK_INVOKE_STREAM:
-        return fast_at(ex->body, ex->body_map.speed);
+        return dearer_at(ex->body, ex->body_map.speed, NULL, not_standard);
     case KL_EP_CHAT:
     case KL_EP_RESPONSES:
-        return dearer_at(ex->body, ex->body_map.service_tier);
+        return dearer_at(ex->body, ex->body_map.service_tier, "type", dearer_name);
     case KL_EP_GEMINI_GENERATE:
     case KL_EP_GEMINI_STREAM:
-        return dearer_at(ex->body, ex->body_map.service_tier) ||
-               dearer_at(ex->body, ex->body_map.service_tier_camel);
+        return dearer_at(ex->body, ex->body_map.service_tier, "type", dearer_name) ||
+               dearer_at(ex->body, ex->body_map.service_tier_camel, "type", dearer_name);
     case KL_EP_BEDROCK_CONVERSE:
     case KL_EP_BEDROCK_CONVERSE_STREAM:
-        return dearer_at(ex->body, ex->body_map.service_tier_camel) ||
-               optimized_at(ex->body, ex->body_map.performance_config);
+        return dearer_at(ex->body, ex->body_map.service_tier_camel, "type", dearer_name) ||
+               dearer_at(ex->body, ex->body_map.performance_config, "latency", not_standard);
     default:
         return false;
     }

@@ -53,6 +53,16 @@ async function recordUntil(gw, id, until) {
   return rec;
 }
 
+// A stream the provider answers slowly, its first bytes read and its record seen in progress: a request in flight.
+async function streamInFlight(gw) {
+  const r = await chat(gw, USER, { model: 'gpt-4o', stream: true, messages: [] }, { 'x-mock': 'events=100;delay_events_ms=100' });
+  const id = r.headers.get('x-keyless-request-id');
+  const reader = r.body.getReader();
+  await reader.read();
+  assert.equal((await recordUntil(gw, id, (x) => x.state === 'in_progress')).state, 'in_progress');
+  return { id, reader };
+}
+
 function chat(gw, ip, body, headers = {}) {
   return fetch(`${gw.url}/v1/chat/completions`, {
     method: 'POST', dispatcher: from(ip), headers: { 'content-type': 'application/json', ...headers },
@@ -359,18 +369,10 @@ describe('records of a gateway that never comes back', () => {
     // a gateway that is replaced rather than restarted (a new host, a new
     // pod name): nobody starts again under its name
     const gone = await startGateway(config(`gw-gone-${process.pid}`));
-    const r = await chat(gone, USER, { model: 'gpt-4o', stream: true, messages: [] }, { 'x-mock': 'events=100;delay_events_ms=100' });
-    const id = r.headers.get('x-keyless-request-id');
-    const reader = r.body.getReader();
-    await reader.read();
-    assert.equal((await recordUntil(gone, id, (x) => x.state === 'in_progress')).state, 'in_progress');
+    const { id, reader } = await streamInFlight(gone);
     // one still running under its own name keeps its requests in flight
     const alive = await startGateway(config(`gw-alive-${process.pid}`));
-    const a = await chat(alive, USER, { model: 'gpt-4o', stream: true, messages: [] }, { 'x-mock': 'events=100;delay_events_ms=100' });
-    const aliveId = a.headers.get('x-keyless-request-id');
-    const aliveReader = a.body.getReader();
-    await aliveReader.read();
-    assert.equal((await recordUntil(alive, aliveId, (x) => x.state === 'in_progress')).state, 'in_progress');
+    const { id: aliveId, reader: aliveReader } = await streamInFlight(alive);
     gone.proc.kill('SIGKILL');
     await reader.read().catch(() => {});
     await new Promise((res) => (gone.proc.exitCode !== null || gone.proc.signalCode ? res() : gone.proc.once('exit', res)));
@@ -404,11 +406,7 @@ describe('records of a gateway that never comes back', () => {
     dead.stdin.end();
     await new Promise((r) => (dead.exitCode !== null ? r() : dead.once('exit', r)));
     await sleep(5500); // the name is free now; the gateway asks for it again at its next statement
-    const r = await chat(gw, USER, { model: 'gpt-4o', stream: true, messages: [] }, { 'x-mock': 'events=100;delay_events_ms=100' });
-    const id = r.headers.get('x-keyless-request-id');
-    const reader = r.body.getReader();
-    await reader.read();
-    assert.equal((await recordUntil(gw, id, (x) => x.state === 'in_progress')).state, 'in_progress');
+    const { id, reader } = await streamInFlight(gw);
     const other = await startGateway(config(`gw-reclaim-other-${process.pid}`));
     try {
       assert.equal((await getJSON(other, `/api/requests/${id}`)).body.state, 'in_progress');
