@@ -130,10 +130,15 @@ static void done(struct kl_query_job *job)
                 char *list = kl_arena_strdup(&j->arena, j->group_by);
                 for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
                     cJSON_AddItemToArray(g, cJSON_CreateString(t));
+                /* null for an open end, so a reader finds both keys */
                 if (j->f.has_since)
                     cJSON_AddNumberToObject(root, "since", (double)j->f.since_ms);
+                else
+                    cJSON_AddNullToObject(root, "since");
                 if (j->f.has_until)
                     cJSON_AddNumberToObject(root, "until", (double)j->f.until_ms);
+                else
+                    cJSON_AddNullToObject(root, "until");
                 cJSON_AddItemToObject(root, "rows", j->result);
                 cJSON_AddBoolToObject(root, "truncated", j->truncated);
             } else if (j->kind == API_LIST) {

@@ -39,14 +39,55 @@ void kl_format_usd(int64_t nd, char *buf, size_t len)
              (unsigned long long)(a % 1000000000ull));
 }
 
+/* The end of an RFC 3339 time after its seconds: an optional fraction
+ * (".123", as JavaScript's toISOString writes; digits past the millisecond
+ * are dropped), then "Z", an offset ("+02:00", "-0530") or nothing (UTC).
+ * Adds the fraction's milliseconds to *ms and the offset's to *off_s. */
+static int parse_time_tail(const char *end, int64_t *ms, int64_t *off_s)
+{
+    *ms = 0;
+    *off_s = 0;
+    if (*end == '.') {
+        end++;
+        int digits = 0;
+        for (; isdigit((unsigned char)*end); end++, digits++)
+            if (digits < 3)
+                *ms = *ms * 10 + (*end - '0');
+        if (digits == 0)
+            return -1;
+        for (; digits < 3; digits++)
+            *ms *= 10;
+    }
+    if (*end == '\0' || ((*end == 'Z' || *end == 'z') && end[1] == '\0'))
+        return 0;
+    if (*end != '+' && *end != '-')
+        return -1;
+    int sign = *end == '-' ? -1 : 1;
+    const char *h = end + 1;
+    if (!isdigit((unsigned char)h[0]) || !isdigit((unsigned char)h[1]))
+        return -1;
+    const char *m = h + 2 + (h[2] == ':');
+    if (!isdigit((unsigned char)m[0]) || !isdigit((unsigned char)m[1]) || m[2] != '\0')
+        return -1;
+    int hh = (h[0] - '0') * 10 + (h[1] - '0'), mm = (m[0] - '0') * 10 + (m[1] - '0');
+    if (hh > 23 || mm > 59)
+        return -1;
+    *off_s = sign * (int64_t)(hh * 3600 + mm * 60);
+    return 0;
+}
+
 int kl_parse_time(const char *s, int64_t now_ms, int64_t *out)
 {
     size_t n = strlen(s);
     if (n == 0)
         return -1;
     bool digits = true;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        /* strptime skips blanks, so " 2026-11-01" would pass as typed */
+        if (isspace((unsigned char)s[i]))
+            return -1;
         digits = digits && isdigit((unsigned char)s[i]);
+    }
     if (digits && n >= 10) {
         errno = 0;
         *out = strtoll(s, NULL, 10);
@@ -58,20 +99,24 @@ int kl_parse_time(const char *s, int64_t now_ms, int64_t *out)
         return 0;
     }
     struct tm tm = {0};
+    int64_t frac_ms = 0, off_s = 0;
     const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!end) {
+    if (end) {
+        if (parse_time_tail(end, &frac_ms, &off_s) < 0)
+            return -1;
+    } else {
         memset(&tm, 0, sizeof(tm));
         end = strptime(s, "%Y-%m-%d", &tm);
+        if (!end || (*end && strcmp(end, "Z") != 0))
+            return -1;
     }
-    if (!end || (*end && strcmp(end, "Z") != 0))
-        return -1;
     /* strptime takes February 31st; timegm would make it March 3rd */
     struct tm want = tm, back;
     time_t t = timegm(&tm);
     if (!gmtime_r(&t, &back) || back.tm_year != want.tm_year || back.tm_mon != want.tm_mon ||
         back.tm_mday != want.tm_mday || back.tm_hour != want.tm_hour || back.tm_min != want.tm_min)
         return -1;
-    *out = (int64_t)t * 1000;
+    *out = ((int64_t)t - off_s) * 1000 + frac_ms;
     return 0;
 }
 

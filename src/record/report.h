@@ -57,7 +57,8 @@ int kl_report_export(struct kl_store *s, const struct kl_report_filter *f,
                      void (*emit)(void *arg, cJSON *row), void *arg, char *err, size_t errlen);
 
 /* "7d", "24h", "30m" (ago), Unix milliseconds, "2026-11-01" or
- * "2026-11-01T12:00:00Z". */
+ * "2026-11-01T12:00:00Z" (RFC 3339, with a fraction and an offset). A
+ * blank anywhere is refused. */
 int kl_parse_time(const char *s, int64_t now_ms, int64_t *out_ms);
 
 /* "$12.345678901" from nanodollars. */

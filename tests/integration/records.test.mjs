@@ -514,6 +514,13 @@ describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KE
     assert.deepEqual(await ids(`until=${t + 1}`), [id]);
     assert.deepEqual(await ids(`until=${t}`), []);
     assert.deepEqual(await ids(`since=${t}&until=${t + 1}`), [id]);
+    // as a script writes them: toISOString's milliseconds, an RFC 3339 offset
+    assert.deepEqual(await ids(`since=${new Date(t).toISOString()}`), [id]);
+    assert.deepEqual(await ids(`since=${new Date(t + 1).toISOString()}`), []);
+    const plus2 = new Date(t + 7200000).toISOString().replace('Z', '+02:00');
+    assert.deepEqual(await ids(`since=${encodeURIComponent(plus2)}`), [id]);
+    const open = (await getJSON(gw, '/api/usage?group_by=')).body;
+    assert.ok(open.since === null && open.until === null, JSON.stringify(open));
 
     // retention: the capture goes, the metric row stays
     rec = await recordUntil(gw, id, (x) => !x.request_body);
@@ -855,7 +862,7 @@ describe('records API: bad input and whose records', () => {
       '/api/requests?limit=abc', '/api/requests?limit=0', '/api/requests?limit=-5', '/api/requests?limit=4294967297',
       '/api/requests?status=abc', '/api/requests?status=4294967496', '/api/requests?status=-1',
       '/api/requests?since=nan', '/api/requests?since=0x10h', '/api/requests?since=1e3s', '/api/requests?since=2026-02-31',
-      '/api/requests?since=99999999999999999999', '/api/requests?since=1h&until=2h', '/api/requests?before=zzz',
+      '/api/requests?since=99999999999999999999', '/api/requests?since=%202026-11-01', '/api/requests?since=2026-11-01T12:00:00%2B25:00', '/api/requests?since=1h&until=2h', '/api/requests?before=zzz',
       '/api/usage?group_by=model,model', '/api/usage?group_by=user,', '/api/usage?group_by=,user',
       '/api/usage?group_by=user%00,bogus', '/api/usage?group_by=colour', '/api/requests?user=%FF', '/api/usage?model=a%C0%80', `/api/usage?group_by=${'user,'.repeat(30)}user`,
       // digits only, and each parameter once (which of two would a reader take?)
