@@ -1,5 +1,6 @@
 #include "admin/admin.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,6 +98,43 @@ static enum kl_step send_json(kl_exchange *ex, cJSON *root)
     return KL_DONE;
 }
 
+/* The page of v[0..n) after or before the model named at (all of them when
+ * at is NULL), lim long at most, as [*from, *to); *found is false when at
+ * names no listed model. */
+static void page_slice(const struct model_ref *v, size_t n, size_t lim, const char *at, bool before, size_t *from,
+                       size_t *to, bool *more, bool *found)
+{
+    size_t k = 0;
+    while (at && k < n && strcmp(v[k].id, at) != 0)
+        k++;
+    *found = !at || k < n;
+    if (!*found) {
+        *from = *to = 0;
+        *more = false;
+    } else if (at && before) {
+        *to = k;
+        *from = k > lim ? k - lim : 0;
+        *more = *from > 0;
+    } else {
+        *from = at ? k + 1 : 0;
+        *to = n - *from > lim ? *from + lim : n;
+        *more = *to < n;
+    }
+}
+
+/* A page size given as digits only, from 1 to max. */
+static bool page_size(const char *s, size_t max, size_t *out)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > 9 || strspn(s, "0123456789") != len)
+        return false;
+    long v = atol(s);
+    if (v < 1 || (size_t)v > max)
+        return false;
+    *out = (size_t)v;
+    return true;
+}
+
 /* Anthropic's list is paged by limit (1 to 1000), after_id and before_id,
  * and the SDKs follow last_id while has_more: the page of v[0..n) they ask
  * for, as [*from, *to), or a message. Without a limit every model comes at
@@ -109,33 +147,34 @@ static const char *anthropic_page(kl_exchange *ex, const struct model_ref *v, si
     const char *after = kl_query_param(&ex->arena, qs, "after_id");
     const char *before = kl_query_param(&ex->arena, qs, "before_id");
     size_t lim = n;
-    if (limit) {
-        size_t len = strlen(limit);
-        if (len == 0 || len > 4 || strspn(limit, "0123456789") != len || atoi(limit) < 1 || atoi(limit) > 1000)
-            return "limit must be a whole number from 1 to 1000";
-        lim = (size_t)atoi(limit);
-    }
+    if (limit && !page_size(limit, 1000, &lim))
+        return "limit must be a whole number from 1 to 1000";
     after = after && *after ? after : NULL;
     before = before && *before ? before : NULL;
     if (after && before)
         return "give after_id or before_id, not both";
-    const char *at = after ? after : before;
-    size_t k = 0;
-    while (at && k < n && strcmp(v[k].id, at) != 0)
-        k++;
-    if (at && k == n) {
-        *from = *to = 0;
-        *more = false;
-    } else if (before) {
-        *to = k;
-        *from = k > lim ? k - lim : 0;
-        *more = *from > 0;
-    } else {
-        *from = after ? k + 1 : 0;
-        *to = n - *from > lim ? *from + lim : n;
-        *more = *to < n;
-    }
+    bool found;
+    page_slice(v, n, lim, after ? after : before, before != NULL, from, to, more, &found);
     return NULL;
+}
+
+/* Gemini's list is paged by pageSize and the nextPageToken of the page
+ * before, which the SDKs' pagers follow; keyless's token is the last model
+ * of that page. Google caps pageSize at 1000; without one every model comes
+ * at once, so a caller that does not page misses none. */
+static const char *gemini_page(kl_exchange *ex, const struct model_ref *v, size_t n, size_t *from, size_t *to,
+                               bool *more)
+{
+    const char *qs = ex->req.query;
+    const char *size = kl_query_param(&ex->arena, qs, "pageSize");
+    const char *token = kl_query_param(&ex->arena, qs, "pageToken");
+    size_t lim = n;
+    if (size && *size && !page_size(size, SIZE_MAX, &lim))
+        return "pageSize must be a whole number, 1 or more";
+    lim = lim > 1000 ? 1000 : lim;
+    bool found;
+    page_slice(v, n, lim, token && *token ? token : NULL, false, from, to, more, &found);
+    return found ? NULL : "pageToken is not one this list gave";
 }
 
 static enum kl_step list_models(kl_exchange *ex)
@@ -144,16 +183,20 @@ static enum kl_step list_models(kl_exchange *ex)
     size_t n = collect(ex, &v);
     size_t from = 0, to = n;
     bool more = false;
-    if (ex->ep->id != KL_EP_GEMINI_MODELS && ex->ep->dialect == KL_DIALECT_ANTHROPIC) {
-        const char *bad = anthropic_page(ex, v, n, &from, &to, &more);
-        if (bad)
-            return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "%s", bad);
-    }
+    const char *bad = NULL;
+    if (ex->ep->id == KL_EP_GEMINI_MODELS)
+        bad = gemini_page(ex, v, n, &from, &to, &more);
+    else if (ex->ep->dialect == KL_DIALECT_ANTHROPIC)
+        bad = anthropic_page(ex, v, n, &from, &to, &more);
+    if (bad)
+        return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "%s", bad);
     cJSON *root = cJSON_CreateObject();
     if (ex->ep->id == KL_EP_GEMINI_MODELS) {
         cJSON *arr = cJSON_AddArrayToObject(root, "models");
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = from; i < to; i++)
             cJSON_AddItemToArray(arr, gemini_model(ex, &v[i]));
+        if (more)
+            cJSON_AddStringToObject(root, "nextPageToken", v[to - 1].id);
     } else if (ex->ep->dialect == KL_DIALECT_ANTHROPIC) {
         cJSON *arr = cJSON_AddArrayToObject(root, "data");
         for (size_t i = from; i < to; i++)

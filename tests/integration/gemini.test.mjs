@@ -122,6 +122,26 @@ describe('Gemini dialect', () => {
     assert.ok(j.models.some((m) => m.name === 'models/gemini-2.5-flash'));
   });
 
+  it('model list paged as the SDK asks: pageSize and nextPageToken', async () => {
+    const all = (await (await fetch(`${gw.url}/v1beta/models`)).json()).models.map((m) => m.name);
+    assert.ok(all.length >= 2, JSON.stringify(all));
+    const first = await (await fetch(`${gw.url}/v1beta/models?pageSize=1`)).json();
+    assert.deepEqual(first.models.map((m) => m.name), [all[0]]);
+    assert.equal(typeof first.nextPageToken, 'string');
+    // the SDK's pager follows the tokens to the end, each model once
+    const paged = [];
+    for await (const m of await ai.models.list({ config: { pageSize: 1 } })) paged.push(m.name);
+    assert.deepEqual(paged, all);
+    const last = await (await fetch(`${gw.url}/v1beta/models?pageSize=${all.length}`)).json();
+    assert.equal(last.models.length, all.length);
+    assert.equal(last.nextPageToken, undefined, 'no token after the last page');
+    for (const q of ['pageSize=0', 'pageSize=-1', 'pageSize=abc', 'pageToken=not-one-of-ours']) {
+      const r = await fetch(`${gw.url}/v1beta/models?${q}`);
+      assert.equal(r.status, 400, q);
+      assert.equal((await r.json()).error.status, 'INVALID_ARGUMENT', q);
+    }
+  });
+
   it('the SDK with apiVersion v1 lists and looks up models in its own shape on the paths OpenAI shares', async () => {
     const v1 = new GoogleGenAI({ apiKey: 'caller-placeholder-key', apiVersion: 'v1', httpOptions: { baseUrl: gw.url } });
     const names = [];
