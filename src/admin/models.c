@@ -28,6 +28,11 @@ static unsigned dialect_compat(const kl_exchange *ex)
     return KL_COMPAT_OPENAI_CHAT | KL_COMPAT_OPENAI_RESPONSES;
 }
 
+static bool allowed(void *arg, const struct kl_provider *p, const char *model)
+{
+    return kl_authorize_model(arg, p, model);
+}
+
 static size_t collect(kl_exchange *ex, struct model_ref **out)
 {
     unsigned compat = dialect_compat(ex);
@@ -45,8 +50,14 @@ static size_t collect(kl_exchange *ex, struct model_ref **out)
             bool dup = false;
             for (size_t j = 0; j < n && !dup; j++)
                 dup = strcmp(v[j].id, m) == 0;
-            if (!dup && kl_authorize_model(ex, p, m))
-                v[n++] = (struct model_ref){m, p};
+            if (dup || !kl_authorize_model(ex, p, m))
+                continue;
+            /* owned_by names the provider a request would go to, as a
+             * lookup of the one model does, not the first in the file */
+            const char *bare;
+            size_t bl;
+            const struct kl_provider *to = kl_route_resolve_filtered(cfg, m, compat, allowed, ex, &bare, &bl);
+            v[n++] = (struct model_ref){m, to && bl == strlen(m) && memcmp(bare, m, bl) == 0 ? to : p};
         }
     }
     *out = v;
@@ -218,10 +229,6 @@ static enum kl_step list_models(kl_exchange *ex)
     return send_json(ex, root);
 }
 
-static bool allowed(void *arg, const struct kl_provider *p, const char *model)
-{
-    return kl_authorize_model(arg, p, model);
-}
 
 /* The provider a request for the model would go to: among those the
  * caller's grants allow, as authorize picks it (not the first provider of

@@ -273,6 +273,22 @@ describe('OpenAI dialect', () => {
     }
   });
 
+  it('the list names as owner the provider a request would go to, as the lookup does, not the first in the file', async () => {
+    const g = await startGateway({
+      providers: {
+        p1: { baseurl: mock.url, apikey: 'sk-p1-0123456789abcdef', models: ['gpt-4o'], preference: 1 },
+        p2: { baseurl: mock.url, apikey: 'sk-p2-0123456789abcdef', models: ['gpt-4o'], preference: 10 },
+      },
+    });
+    try {
+      const list = await (await fetch(`${g.url}/v1/models`)).json();
+      assert.deepEqual(list.data.map((m) => [m.id, m.owned_by]), [['gpt-4o', 'p2']]);
+      assert.equal((await (await fetch(`${g.url}/v1/models/gpt-4o`)).json()).owned_by, 'p2');
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('tool calls stream through', async () => {
     const stream = await client.chat.completions.create({
       model: 'gpt-4o',
