@@ -114,6 +114,7 @@ static void fail_over(kl_exchange *ex, const struct kl_provider *p)
 void kl_pipeline_start(kl_exchange *ex)
 {
     if (!kl_record_admit(ex)) {
+        ex->fail_retry = 1; /* the writer drains the queue within a batch or two */
         kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
                 "the gateway cannot record more requests right now (record queue full); retry shortly");
         kl_pipeline_finish(ex);

@@ -314,7 +314,10 @@ describe('lifecycle', () => {
         const r = await chat();
         statuses.push(r.status);
         const body = await r.json();
-        if (r.status === 503) assert.match(body.error.message, /cannot record more requests right now \(record queue full\)/);
+        if (r.status === 503) {
+          assert.match(body.error.message, /cannot record more requests right now \(record queue full\)/);
+          assert.equal(r.headers.get('retry-after'), '1', 'when to try again, as the SDKs read it');
+        }
       }
       answered = statuses.filter((s) => s === 200).length;
       // about 60 KB a record: five fill 300 KiB, the rest are refused
