@@ -7,6 +7,7 @@
 #include "account/assemble.h"
 #include "account/prices.h"
 #include "account/session.h"
+#include "account/skeleton.h"
 #include "account/sse.h"
 #include "account/usage.h"
 #include "admit/admit.h"
@@ -30,8 +31,11 @@
 #include "record/record.h"
 #include "pipeline.h"
 
-/* Largest whole (non-stream) answer kept to read its usage. */
+/* Largest whole (non-stream) answer kept to read its usage: as it came up
+ * to KL_WHOLE_PLAIN, then its skeleton (account/skeleton.h), which reaches
+ * this size only for an answer of millions of small members. */
 #define KL_WHOLE_MAX (64u << 20)
+#define KL_WHOLE_PLAIN (1u << 20)
 /* The longest stream event held while it completes (a Gemini image or an
  * OpenAI partial image is a few MB): one that never ends would be held
  * without end, as the provider kept sending. */
@@ -54,9 +58,11 @@ struct kl_account {
     char *chunk;                /* an InvokeModel chunk's event, decoded (malloc, reused) */
     size_t chunk_cap;
     kl_usage_parser *usage;
-    char *whole;                /* BODY_WHOLE: the answer so far (malloc) */
+    char *whole;                /* BODY_WHOLE: the answer so far (malloc), up to KL_WHOLE_PLAIN */
     size_t whole_len, whole_cap;
     bool whole_overflow;
+    bool skeletal;              /* past KL_WHOLE_PLAIN: its skeleton is kept instead */
+    struct kl_skeleton skel;
     char *capture;              /* captures=full: the first capture_max bytes */
     size_t capture_len, capture_max;
     int kind;                   /* enum kl_usage_kind, -1 when the endpoint has none */
@@ -740,6 +746,31 @@ static void live_array(kl_exchange *ex, const char *data, size_t len)
     a->pend_len -= i;
 }
 
+/* Keeps a whole answer's next bytes for its usage: as they come while the
+ * answer is small, its skeleton once it is not (the bytes kept so far are
+ * made skeleton then, once). */
+static void keep_whole(struct kl_account *a, const char *data, size_t len)
+{
+    if (a->whole_overflow)
+        return;
+    if (!a->skeletal && a->whole_len + len <= KL_WHOLE_PLAIN) {
+        append(&a->whole, &a->whole_len, &a->whole_cap, data, len);
+        return;
+    }
+    if (!a->skeletal) {
+        a->skeletal = true;
+        kl_skeleton_feed(&a->skel, a->whole ? a->whole : "", a->whole_len);
+        free(a->whole);
+        a->whole = NULL;
+        a->whole_len = a->whole_cap = 0;
+    }
+    kl_skeleton_feed(&a->skel, data, len);
+    if (a->skel.out.len > KL_WHOLE_MAX) {
+        a->whole_overflow = true;
+        kl_skeleton_free(&a->skel);
+    }
+}
+
 /* Body bytes read for their usage. Events are relayed one by one as they
  * complete (on_event); other bodies are relayed by the caller. */
 static void read_body(kl_exchange *ex, const char *data, size_t len)
@@ -777,10 +808,7 @@ static void read_body(kl_exchange *ex, const char *data, size_t len)
     case BODY_WHOLE:
         if (a->hold)
             break; /* forward() keeps the held copy, read at the end */
-        if (a->whole_len + len <= KL_WHOLE_MAX)
-            append(&a->whole, &a->whole_len, &a->whole_cap, data, len);
-        else
-            a->whole_overflow = true;
+        keep_whole(a, data, len);
         break;
     case BODY_NONE:
         break;
@@ -1017,6 +1045,9 @@ void kl_account_end(kl_exchange *ex)
     }
     if (a->hold && !ex->cut_off && a->mode == BODY_WHOLE) {
         kl_usage_whole(a->usage, a->held ? a->held : "", a->held_len);
+    } else if (a->mode == BODY_WHOLE && a->skeletal && !a->whole_overflow) {
+        kl_usage_whole(a->usage, a->skel.out.p, a->skel.out.len);
+        kl_skeleton_free(&a->skel);
     } else if (a->mode == BODY_WHOLE && a->whole && !a->whole_overflow) {
         kl_usage_whole(a->usage, a->whole, a->whole_len);
         free(a->whole);
@@ -1038,6 +1069,7 @@ void kl_account_free(kl_exchange *ex)
     kl_guard_stream_free(a->live);
     free(a->chunk);
     free(a->whole);
+    kl_skeleton_free(&a->skel);
     free(a->capture);
     free(a->keep);
     free(a->held);

@@ -138,6 +138,32 @@ describe('usage and cost in records', () => {
     assert.equal(rec.cost_nanodollars, costNano('text-embedding-3-small', { input: 1000, output: 0, cache_read: 0, cache_write: 0 }));
   });
 
+  it('embeddings batches past a megabyte are read from their skeleton: numbers, and base64 past 64 MiB', async () => {
+    const send = async (s, body) => {
+      const r = await fetch(`${gw.url}/v1/embeddings`, { method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-mock': 'in=777777', 'x-session-id': s },
+        body: JSON.stringify({ model: 'text-embedding-3-small', dimensions: 4096, ...body }) });
+      assert.equal(r.status, 200);
+      const text = await r.text();
+      const j = JSON.parse(text);
+      assert.equal(j.usage.prompt_tokens, 777777);
+      return { rec: await record(s), size: text.length, j };
+    };
+    // ~2.5 MB of vectors as numbers
+    let { rec, size, j } = await send('emb-numbers', { input: Array.from({ length: 60 }, (_, i) => `n${i}`) });
+    assert.ok(size > 2e6, `${size}`);
+    assert.equal(j.data[59].embedding.length, 4096, 'relayed whole');
+    assert.equal(rec.input_tokens, 777777);
+    assert.equal(rec.cost_nanodollars, costNano('text-embedding-3-small', { input: 777777, output: 0, cache_read: 0, cache_write: 0 }));
+    // ~72 MB as base64: past what keyless would keep of an answer as it came
+    ({ rec, size, j } = await send('emb-base64', { encoding_format: 'base64', input: Array.from({ length: 3300 }, (_, i) => `b${i}`) }));
+    assert.ok(size > 64 * 1024 * 1024, `${size}`);
+    assert.equal(j.data.length, 3300, 'relayed whole');
+    assert.equal(j.data[3299].embedding.length, 21848);
+    assert.equal(rec.input_tokens, 777777);
+    assert.equal(rec.cost_nanodollars, costNano('text-embedding-3-small', { input: 777777, output: 0, cache_read: 0, cache_write: 0 }));
+  });
+
   it('the served model is recorded and priced', async () => {
     const s = 'served';
     const c = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: '-', maxRetries: 0 });
