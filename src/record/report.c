@@ -88,7 +88,9 @@ int kl_parse_time(const char *s, int64_t now_ms, int64_t *out)
             return -1;
         digits = digits && isdigit((unsigned char)s[i]);
     }
-    if (digits && n >= 10) {
+    /* "0" is the epoch (everything); other short digit strings are taken
+     * for a duration missing its unit */
+    if (digits && (n >= 10 || strcmp(s, "0") == 0)) {
         errno = 0;
         *out = strtoll(s, NULL, 10);
         return errno ? -1 : 0;

@@ -63,6 +63,8 @@ static void malformed(void **state)
     refused("2026-02-31");
     refused("yesterday");
     refused(" 24h");
+    refused("24");
+    refused("00");
 }
 
 int main(void)
