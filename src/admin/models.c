@@ -180,9 +180,11 @@ static const char *gemini_page(kl_exchange *ex, const struct model_ref *v, size_
     const char *size = kl_query_param(&ex->arena, qs, "pageSize");
     const char *token = kl_query_param(&ex->arena, qs, "pageToken");
     size_t lim = n;
-    if (size && *size && !page_size(size, SIZE_MAX, &lim))
-        return "pageSize must be a whole number, 1 or more";
-    lim = lim > 1000 ? 1000 : lim;
+    if (size && *size) {
+        if (!page_size(size, SIZE_MAX, &lim))
+            return "pageSize must be a whole number, 1 or more";
+        lim = lim > 1000 ? 1000 : lim;
+    }
     bool found;
     page_slice(v, n, lim, token && *token ? token : NULL, false, from, to, more, &found);
     return found ? NULL : "pageToken is not one this list gave";
