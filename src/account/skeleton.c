@@ -25,6 +25,11 @@ static bool number_char(char c)
     return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
 }
 
+static bool blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
 /* Is n[0..len) a JSON number? A dropped one that is not would make a
  * skeleton valid whose answer was not. */
 static bool json_number(const char *n, size_t len)
@@ -155,6 +160,10 @@ static void string_byte(struct kl_skeleton *s, char c)
 /* One byte outside strings. */
 static void structure_byte(struct kl_skeleton *s, char c)
 {
+    bool num = number_char(c);
+    if (num && !s->num_run && in_array(s) && s->numbers)
+        s->elems++;
+    s->num_run = num;
     if (s->in_drop) {
         if (number_char(c) && s->drop_len < sizeof(s->drop)) {
             s->drop[s->drop_len++] = c;
@@ -175,7 +184,7 @@ static void structure_byte(struct kl_skeleton *s, char c)
         }
     }
     if (s->comma_held) {
-        if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+        if (blank(c))
             return;
         s->comma_held = false;
         if ((c >= '0' && c <= '9') || c == '-') {
@@ -197,7 +206,7 @@ static void structure_byte(struct kl_skeleton *s, char c)
         }
         s->open[s->depth++] = (unsigned char)c;
         s->numbers = c == '[';
-        s->count = 0;
+        s->elems = 0;
         s->key_next = c == '{';
         break;
     case '}':
@@ -211,11 +220,12 @@ static void structure_byte(struct kl_skeleton *s, char c)
         s->key_next = false;
         break;
     case ',':
-        if (in_array(s) && s->numbers && s->count + 1 >= numbers_keep(s)) {
+        /* after an element only: "[,0]" is not JSON, and "[]" would be */
+        if (in_array(s) && s->numbers && s->elems >= numbers_keep(s)) {
             s->comma_held = true;
+            s->num_run = false;
             return;
         }
-        s->count++;
         s->key_next = in_object(s);
         break;
     case '"':
@@ -240,6 +250,40 @@ static void structure_byte(struct kl_skeleton *s, char c)
     put(s, c);
 }
 
+/* Past the numbers an array keeps, the rest of them in one pass: what
+ * structure_byte does for a comma, blanks and a well-formed number, without
+ * writing anything. Returns where a byte needs structure_byte (len: none). */
+static size_t skip_dropped(struct kl_skeleton *s, const char *data, size_t len, size_t i)
+{
+    for (; i < len; i++) {
+        char c = data[i];
+        if (s->in_drop) {
+            if (number_char(c) && s->drop_len < sizeof(s->drop)) {
+                s->drop[s->drop_len++] = c;
+                continue;
+            }
+            if (number_char(c) || !json_number(s->drop, s->drop_len))
+                return i; /* written back there */
+            s->in_drop = false;
+        }
+        if (s->comma_held) {
+            if (blank(c))
+                continue;
+            if (!((c >= '0' && c <= '9') || c == '-'))
+                return i; /* the comma is written there */
+            s->comma_held = false;
+            s->in_drop = true;
+            s->drop[0] = c;
+            s->drop_len = 1;
+        } else if (c == ',') {
+            s->comma_held = true; /* still in the array, still past its keep */
+        } else {
+            return i;
+        }
+    }
+    return len;
+}
+
 void kl_skeleton_feed(struct kl_skeleton *s, const char *data, size_t len)
 {
     for (size_t i = 0; i < len; i++) {
@@ -248,7 +292,10 @@ void kl_skeleton_feed(struct kl_skeleton *s, const char *data, size_t len)
             return;
         }
         if (!s->in_str) {
-            structure_byte(s, data[i]);
+            if (s->in_drop || s->comma_held)
+                i = skip_dropped(s, data, len, i);
+            if (i < len)
+                structure_byte(s, data[i]);
             continue;
         }
         /* the plain bytes of a string in one piece: copied up to the cut,
@@ -257,8 +304,10 @@ void kl_skeleton_feed(struct kl_skeleton *s, const char *data, size_t len)
         if (!s->esc && s->hex_left == 0 && !s->low_next) {
             size_t room = s->cut || s->is_key ? len - i
                           : s->str_len < string_keep(s) ? string_keep(s) - s->str_len : 0;
-            while (j < len && j - i < room && data[j] != '"' && data[j] != '\\')
-                j++;
+            room = room < len - i ? room : len - i;
+            const char *q = memchr(data + i, '"', room);
+            const char *b = memchr(data + i, '\\', q ? (size_t)(q - (data + i)) : room);
+            j = b ? (size_t)(b - data) : q ? (size_t)(q - data) : i + room;
         }
         if (j == i) {
             string_byte(s, data[i]);

@@ -5,7 +5,7 @@
  * vectors around the two members that matter (model, usage), and a long
  * answer is mostly its text. Past a megabyte, keyless keeps the answer's
  * skeleton instead: every member and structure as it came, but a string
- * longer than 4 KiB cut to its first 4 KiB (whole characters and escapes)
+ * longer than 1 KiB cut to its first 1 KiB (whole characters and escapes)
  * and an array of numbers to its first 16 numbers. Keys, models, usage,
  * stop reasons and tool names are short and come through whole, so the
  * usage of an answer of any size is read from a few kilobytes, and a worker
@@ -21,7 +21,7 @@
 
 #include "core/buf.h"
 
-#define KL_SKEL_STRING_KEEP 4096
+#define KL_SKEL_STRING_KEEP 1024
 #define KL_SKEL_NUMBERS_KEEP 16
 #define KL_SKEL_DEPTH 256
 
@@ -37,7 +37,8 @@ struct kl_skeleton {
     bool low_next;                      /* after a high surrogate: its low half comes next */
     size_t str_len;                     /* bytes of the string copied */
     bool numbers;                       /* the innermost array holds only numbers so far */
-    size_t count;                       /* its elements so far */
+    size_t elems;                       /* the numbers it holds so far */
+    bool num_run;                       /* the last byte outside strings was part of a number */
     bool comma_held;                    /* a comma dropped with the number it may precede */
     bool in_drop;                       /* within a number being dropped */
     char drop[40];                      /* its bytes, to write back one that is not JSON */
