@@ -100,16 +100,30 @@ static enum outcome from_serve_headers(kl_exchange *ex)
  * and a CIDR rule covering the host would name every local account. Nor
  * is it loopback, which is 127.0.0.1 and ::1 only (serve headers, the
  * (loopback) identity): local callers, and `tailscale serve`, connect
- * there. Logged at most once every 10 s. */
-static void self_peer(kl_exchange *ex)
+ * there. Logged at most once every 10 s. When the host's addresses could
+ * not be read, no peer can be told from the host itself: refused (503),
+ * as a WhoIs that cannot answer is, rather than passed to the next source. */
+static enum outcome self_peer(kl_exchange *ex)
 {
     kl_worker *w = ex->worker;
+    int err = kl_self_addrs_error(w);
     int64_t now = kl_wall_ms();
-    if (now - w->self_warned_ms < 10000)
-        return;
-    w->self_warned_ms = now;
-    kl_warn("%s: a caller on this host connected from its own address %s: neither tailnet nor CIDR rules identify "
-            "it; local callers (and tailscale serve) connect to 127.0.0.1 or ::1", ex->id, ex->peer_ip);
+    if (now - w->self_warned_ms >= 10000) {
+        w->self_warned_ms = now;
+        if (err)
+            kl_error("%s: cannot read this host's addresses (getifaddrs: %s), so a caller at %s may be this host: "
+                     "tailnet and CIDR callers are refused until they can be read (a sandbox must allow AF_NETLINK "
+                     "sockets; systemd: RestrictAddressFamilies=)", ex->id, strerror(err), ex->peer_ip);
+        else
+            kl_warn("%s: a caller on this host connected from its own address %s: neither tailnet nor CIDR rules "
+                    "identify it; local callers (and tailscale serve) connect to 127.0.0.1 or ::1", ex->id,
+                    ex->peer_ip);
+    }
+    if (!err)
+        return NOT_MINE;
+    kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
+            "cannot identify the caller: the gateway cannot read its own host's addresses");
+    return REFUSED;
 }
 
 /* The header that shows a loopback connection carries someone else's
@@ -131,10 +145,8 @@ static const char *proxied(const kl_exchange *ex)
 
 static enum outcome from_cidr(kl_exchange *ex, const struct kl_identity_cfg *cfg)
 {
-    if (ex->peer_self) {
-        self_peer(ex);
-        return NOT_MINE;
-    }
+    if (ex->peer_self)
+        return self_peer(ex);
     for (size_t i = 0; i < cfg->ncidr; i++) {
         const struct kl_cidr_rule *r = &cfg->cidr[i];
         if (!kl_cidr_contains(r->family, r->addr, r->prefix, ex->peer_ip))
@@ -217,8 +229,8 @@ static enum kl_step try_sources(kl_exchange *ex)
         }
         case KL_SRC_TAILSCALE: {
             if (ex->peer_self) {
-                self_peer(ex);
-                break; /* WhoIs would answer with tailscaled's own node */
+                o = self_peer(ex); /* WhoIs would answer with tailscaled's own node */
+                break;
             }
             struct kl_whois_entry *e = kl_whois_cached(ex);
             if (e) {

@@ -86,9 +86,11 @@ void kl_identity_worker_free(kl_worker *w);
 
 /* Is sa one of this host's own addresses, as a process on the machine
  * connecting to its tailnet address is? Such a peer is never a tailnet or
- * CIDR caller (selfaddr.c). */
+ * CIDR caller (selfaddr.c). True as well when the host's addresses could
+ * not be read: then kl_self_addrs_error says why (an errno), else 0. */
 struct sockaddr;
 bool kl_self_address(kl_worker *w, const struct sockaddr *sa);
+int  kl_self_addrs_error(const kl_worker *w);
 void kl_self_addrs_free(kl_worker *w);
 
 /* ---- pieces, exposed for unit tests ---- */

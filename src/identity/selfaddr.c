@@ -10,9 +10,14 @@
  *
  * The machine's addresses come from getifaddrs(3), read again when a
  * worker's copy is older than KL_SELF_TTL_MS: adding an address takes
- * CAP_NET_ADMIN, and one new for less than that is not yet known. */
+ * CAP_NET_ADMIN, and one new for less than that is not yet known. When
+ * they cannot be read (glibc asks a netlink socket, which a sandbox such as
+ * systemd's RestrictAddressFamilies= may forbid), any peer may be this host:
+ * every one other than loopback is taken for one, and identity.c refuses
+ * it from those sources (503) instead of letting WhoIs name it. */
 #include "identity/identity.h"
 
+#include <errno.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -26,6 +31,7 @@
 
 struct kl_self_addrs {
     int64_t read_ms;            /* kl_now_ns clock; 0: never */
+    int error;                  /* errno of getifaddrs when it failed at the last read, else 0 */
     size_t n;
     struct {
         int family;
@@ -36,9 +42,12 @@ struct kl_self_addrs {
 static void read_addrs(struct kl_self_addrs *s)
 {
     s->n = 0;
+    s->error = 0;
     struct ifaddrs *list;
-    if (getifaddrs(&list) < 0)
-        return; /* none known: peers are judged by their address alone, as before */
+    if (getifaddrs(&list) < 0) {
+        s->error = errno ? errno : EIO;
+        return;
+    }
     for (struct ifaddrs *i = list; i && s->n < KL_SELF_MAX; i = i->ifa_next) {
         const struct sockaddr *sa = i->ifa_addr;
         if (!sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
@@ -78,10 +87,17 @@ bool kl_self_address(kl_worker *w, const struct sockaddr *sa)
         read_addrs(s);
         s->read_ms = now;
     }
+    if (s->error)
+        return true;
     for (size_t i = 0; i < s->n; i++)
         if (s->a[i].family == family && memcmp(s->a[i].addr, addr, family == AF_INET ? 4 : 16) == 0)
             return true;
     return false;
+}
+
+int kl_self_addrs_error(const kl_worker *w)
+{
+    return w->self_addrs ? w->self_addrs->error : 0;
 }
 
 void kl_self_addrs_free(kl_worker *w)

@@ -36,6 +36,8 @@ describe('make install', () => {
       const unit = readFileSync(unitPath, 'utf8');
       assert.match(unit, new RegExp(`^ExecStart=${bin} serve --config ${config}$`, 'm'));
       assert.doesNotMatch(unit, /@[A-Z]+@/, 'every placeholder filled');
+      // getifaddrs(3) asks a netlink socket: without it keyless cannot tell a caller on this host from a tailnet one
+      assert.match(unit, /^RestrictAddressFamilies=.*\bAF_NETLINK\b/m);
       const analyze = spawnSync('systemd-analyze', ['verify', unitPath], { encoding: 'utf8' });
       if (!analyze.error)
         assert.equal(analyze.status, 0, analyze.stdout + analyze.stderr);
