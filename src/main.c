@@ -27,7 +27,7 @@ static void usage(FILE *f)
             "        [--by user,model,provider,day,session,node,endpoint] [--since 7d] [--until T]\n"
             "        [--user LOGIN] [--model M] [--json]\n"
             "  export --config FILE    every record as JSON lines\n"
-            "        [--since T] [--until T] [--user LOGIN] [--format jsonl]\n"
+            "        [--since T] [--until T] [--user LOGIN] [--model M] [--format jsonl]\n"
             "  version                 print the version\n"
             "\n"
             "T: \"24h\", \"7d\" (ago), \"2026-11-01\", \"2026-11-01T12:00:00Z\" or Unix milliseconds\n");
@@ -206,6 +206,10 @@ static int cmd_report(int argc, char **argv, bool is_export)
     } else if ((since && kl_parse_time(since, now, &o.f.since_ms) < 0) ||
         (until && kl_parse_time(until, now, &o.f.until_ms) < 0)) {
         fprintf(stderr, "keyless %s: --since/--until take 24h, 7d, 2026-11-01, 2026-11-01T12:00:00Z or Unix ms\n", name);
+        rc = 2;
+    } else if (since && until && o.f.since_ms >= o.f.until_ms) {
+        /* as /api/usage refuses it: an empty report would pass for no usage */
+        fprintf(stderr, "keyless %s: --since must be before --until\n", name);
         rc = 2;
     } else {
         o.f.has_since = since != NULL;

@@ -187,12 +187,17 @@ describe('records (SQLite)', () => {
     // an argument that is no usage of the command is a usage error (2), help is no error
     const run = (...args) => spawnSync(join(BUILD, 'keyless'), args, { encoding: 'utf8' });
     for (const [args, said] of [[['--by', 'user,bogus'], /cannot group by "bogus"/], [['--user', '--json'], /--user needs a value/],
-      [['--since', '1h', '--since', '2h'], /--since is given twice/], [['--json=no'], /--json takes no value/]]) {
+      [['--since', '1h', '--since', '2h'], /--since is given twice/], [['--json=no'], /--json takes no value/],
+      [['--since', '1h', '--until', '2h'], /--since must be before --until/]]) {
       const bad = run('usage', '--config', gw.configPath, ...args);
       assert.equal(bad.status, 2, args.join(' '));
       assert.match(bad.stderr, said);
     }
     assert.equal(run('usage', '--user=--odd', '--config', gw.configPath).status, 0);
+    const exportBackwards = run('export', '--config', gw.configPath, '--since', '2026-11-02', '--until', '2026-11-01');
+    assert.equal(exportBackwards.status, 2);
+    assert.match(exportBackwards.stderr, /--since must be before --until/);
+    assert.match(run('export', '--help').stdout, /--model M\] \[--format jsonl\]/, 'export --help names --model');
     for (const cmd of ['check', 'usage', 'export', 'serve']) {
       const help = run(cmd, '--help');
       assert.equal(help.status, 0, cmd);
