@@ -253,6 +253,27 @@ static int cfg_int(kl_cfg_ctx *c, const cJSON *v, const char *what, long min, lo
     return 0;
 }
 
+int kl_cfg_duration_value(const cJSON *v, uint64_t *out_ms)
+{
+    if (cJSON_IsString(v))
+        return kl_parse_duration_ms(v->valuestring, out_ms);
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 1e12))
+        return -1;
+    double ms = v->valuedouble * 1e3;
+    *out_ms = ms > 0 && ms < 1 ? 1 : (uint64_t)ms; /* as kl_parse_duration_ms: not 0, none */
+    return 0;
+}
+
+int kl_cfg_size_value(const cJSON *v, size_t *out)
+{
+    if (cJSON_IsString(v))
+        return kl_parse_size(v->valuestring, out);
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble < 1e15))
+        return -1;
+    *out = (size_t)v->valuedouble;
+    return 0;
+}
+
 static int cfg_duration(kl_cfg_ctx *c, const cJSON *v, const char *what, uint32_t *out)
 {
     uint64_t ms;

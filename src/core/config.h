@@ -185,6 +185,10 @@ void kl_config_unref(kl_config *cfg);
 int kl_parse_duration_ms(const char *s, uint64_t *out_ms);
 /* "32MiB", "64KB", "1048576" (bytes). */
 int kl_parse_size(const char *s, size_t *out);
+/* A duration or size member as docs/config.md promises every one: a string
+ * as above, or a JSON number (seconds; bytes). -1 when it is neither. */
+int kl_cfg_duration_value(const cJSON *v, uint64_t *out_ms);
+int kl_cfg_size_value(const cJSON *v, size_t *out);
 
 /* The current snapshot, swapped atomically on reload. */
 typedef struct kl_config_holder {

@@ -30,7 +30,7 @@ static void read_hook(kl_cfg_ctx *c, const cJSON *v, struct kl_hook *h)
             kl_cfg_auth_style(c, m, true, &h->auth);
         } else if (strcmp(k, "timeout") == 0) {
             uint64_t ms;
-            if (!cJSON_IsString(m) || kl_parse_duration_ms(m->valuestring, &ms) < 0 || ms > UINT32_MAX)
+            if (kl_cfg_duration_value(m, &ms) < 0 || ms > UINT32_MAX)
                 kl_cfg_report(c, KL_SEV_ERROR, m, "hook %s: timeout must be a duration such as \"5s\" (\"0\": none)",
                               h->name);
             else

@@ -24,7 +24,7 @@ static bool read_bool(kl_cfg_ctx *c, const cJSON *v, const char *what)
 static void read_duration(kl_cfg_ctx *c, const cJSON *v, const char *what, uint32_t *out)
 {
     uint64_t ms;
-    if (!cJSON_IsString(v) || kl_parse_duration_ms(v->valuestring, &ms) < 0 || ms > UINT32_MAX) {
+    if (kl_cfg_duration_value(v, &ms) < 0 || ms > UINT32_MAX) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "%s must be a duration such as \"30s\"", what);
         return;
     }

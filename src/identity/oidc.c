@@ -277,7 +277,7 @@ static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
             is->policy.nalgs = n;
         } else if (strcmp(k, "leeway") == 0 || strcmp(k, "max_lifetime") == 0) {
             uint64_t ms;
-            if (!cJSON_IsString(m) || kl_parse_duration_ms(m->valuestring, &ms) < 0) {
+            if (kl_cfg_duration_value(m, &ms) < 0) {
                 kl_cfg_report(c, KL_SEV_ERROR, m, "%s must be a duration such as \"60s\"", k);
                 continue;
             }

@@ -63,9 +63,11 @@ void kl_record_read_store(kl_cfg_ctx *c, const cJSON *v)
                 s->captures = KL_CAPTURE_FULL;
             else
                 kl_cfg_report(c, KL_SEV_ERROR, m, "store.captures must be \"none\", \"metadata\" or \"full\"");
-        } else if (strcmp(k, "capture_max") == 0 && cJSON_IsString(m)) {
-            if (kl_parse_size(m->valuestring, &s->capture_max) < 0)
-                kl_cfg_report(c, KL_SEV_ERROR, m, "store.capture_max must be a size such as \"64KiB\"");
+        } else if (strcmp(k, "capture_max") == 0) {
+            /* a number is bytes, as for every size: it had been warned
+             * about as a mistyped key and the default kept */
+            if (kl_cfg_size_value(m, &s->capture_max) < 0)
+                kl_cfg_report(c, KL_SEV_ERROR, m, "store.capture_max must be a size such as \"64KiB\" or a number of bytes");
         } else if (strcmp(k, "queue") == 0) {
             /* the queue is allocated whole at start: a number past this
              * would take the memory it asks for, or fail to start */
@@ -75,7 +77,7 @@ void kl_record_read_store(kl_cfg_ctx *c, const cJSON *v)
                 kl_cfg_report(c, KL_SEV_ERROR, m, "store.queue must be a number of records from 16 to 16777216");
         } else if (strcmp(k, "queue_bytes") == 0) {
             size_t b;
-            if (!cJSON_IsString(m) || kl_parse_size(m->valuestring, &b) < 0 || b > ((size_t)1 << 40))
+            if (kl_cfg_size_value(m, &b) < 0 || b > ((size_t)1 << 40))
                 kl_cfg_report(c, KL_SEV_ERROR, m, "store.queue_bytes must be a size such as \"256MiB\" (\"0\": no bound)");
             else
                 s->queue_bytes = (size_t)b;

@@ -103,7 +103,7 @@ static void read_s3(kl_cfg_ctx *c, const cJSON *v)
                               "must not start with / and has no empty, \".\" or \"..\" segment");
         } else if (strcmp(k, "every") == 0) {
             uint64_t ms;
-            if (!cJSON_IsString(m) || kl_parse_duration_ms(m->valuestring, &ms) < 0 || ms < 1000)
+            if (kl_cfg_duration_value(m, &ms) < 0 || ms < 1000)
                 kl_cfg_report(c, KL_SEV_ERROR, m, "exporters.s3.every must be a duration of at least \"1s\", "
                               "such as \"5m\"");
             else

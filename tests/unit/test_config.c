@@ -12,6 +12,8 @@
 
 #include "authorize/grants.h"
 #include "core/config.h"
+#include "guard/hooks.h"
+#include "identity/identity.h"
 #include "record/export.h"
 #include "record/record.h"
 #include "upstream/sigv4.h"
@@ -568,6 +570,34 @@ static void s3_exporter(void **state)
     assert_true(kl_export_cfg_differs(&a, NULL));
 }
 
+/* docs/config.md: a duration may be a number of seconds and a size a number
+ * of bytes, in every section: store.capture_max had been warned about as a
+ * mistyped key and left at 64 KiB, the others refused. */
+static void numbers_for_durations_and_sizes(void **state)
+{
+    (void)state;
+    kl_diags d;
+    kl_config *c = parse("{\"store\": {\"capture_max\": 1048576, \"queue_bytes\": 2097152}, "
+                         "\"identity\": {\"tailscale\": {\"timeout\": 2, \"cache_ttl\": 90, \"negative_cache_ttl\": 0.5}}, "
+                         "\"hooks\": {\"h\": {\"url\": \"http://127.0.0.1:1/\", \"timeout\": 7}}, "
+                         "\"exporters\": {\"s3\": {\"bucket_name\": \"b\", \"region\": \"r\", "
+                         "\"access_key_id\": \"a\", \"access_secret\": \"s\", \"every\": 60}}}", &d);
+    assert_non_null(c);
+    assert_int_equal(d.errors, 0);
+    assert_null(find(&d, "mistyped"));
+    assert_int_equal(c->store->capture_max, 1048576);
+    assert_int_equal(c->store->queue_bytes, 2097152);
+    assert_int_equal(c->identity->ts_timeout_ms, 2000);
+    assert_int_equal(c->identity->ts_ttl_ms, 90000);
+    assert_int_equal(c->identity->ts_negative_ttl_ms, 500);
+    assert_int_equal(c->hooks->v[0].timeout_ms, 7000);
+    assert_int_equal(c->store->exporter->every_ms, 60000);
+    kl_config_unref(c);
+    kl_diags_free(&d);
+    expect_diag("{\"store\": {\"capture_max\": -1}}", "store.capture_max must be a size", true);
+    expect_diag("{\"hooks\": {\"h\": {\"url\": \"http://127.0.0.1:1/\", \"timeout\": -1}}}", "timeout must be a duration", true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -584,6 +614,7 @@ int main(void)
         cmocka_unit_test(durations_and_sizes),
         cmocka_unit_test(failover_settings),
         cmocka_unit_test(s3_exporter),
+        cmocka_unit_test(numbers_for_durations_and_sizes),
         cmocka_unit_test(aws_provider),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
