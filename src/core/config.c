@@ -1131,23 +1131,26 @@ static kl_config *parse(const char *text, size_t len, const char *path, kl_diags
     else
         cfg_check_duplicates(&c, root);
     /* a document with a duplicate key is not read further: a section read
-     * twice would be read into the same place twice */
-    if (cJSON_IsObject(root) && diags->errors == errors_before) {
-        cfg_expand_document(&c, (cJSON *)root);
-        const cJSON *m;
-        cJSON_ArrayForEach(m, root) {
-            size_t i;
-            for (i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
-                if (strcmp(m->string, sections[i].name) == 0)
-                    break;
-            c.lenient = lenient_in(&c, m);
-            if (i < sizeof(sections) / sizeof(sections[0]))
-                sections[i].read(&c, m);
-            else
-                cfg_unknown(&c, m, "the top level");
-        }
-        c.lenient = false;
+     * twice would be read into the same place twice. Nor judged: "no
+     * providers", "no grants" would be said of sections it has. */
+    if (!cJSON_IsObject(root) || diags->errors > errors_before) {
+        kl_config_unref(cfg);
+        return NULL;
     }
+    cfg_expand_document(&c, (cJSON *)root);
+    const cJSON *m;
+    cJSON_ArrayForEach(m, root) {
+        size_t i;
+        for (i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
+            if (strcmp(m->string, sections[i].name) == 0)
+                break;
+        c.lenient = lenient_in(&c, m);
+        if (i < sizeof(sections) / sizeof(sections[0]))
+            sections[i].read(&c, m);
+        else
+            cfg_unknown(&c, m, "the top level");
+    }
+    c.lenient = false;
     /* Sections whose absence means something (deny by default, loopback
      * only) are read even when missing. */
     if (!cfg->identity)

@@ -263,6 +263,14 @@ static void duplicate_keys_are_errors(void **state)
     kl_config *c = parse("{\"providers\": {\"x\": {\"baseurl\": \"http://a\", \"baseurl\": \"http://b\", \"models\": [\"m\"]}}}", &d);
     assert_null(c);
     assert_non_null(find(&d, "duplicate key \"baseurl\""));
+    /* the document was not read: nothing is said of sections it has */
+    assert_null(find(&d, "no providers are configured"));
+    assert_null(find(&d, "no grants"));
+    assert_int_equal(d.warnings, 0);
+    kl_diags_free(&d);
+    assert_null(parse("[]", &d));
+    assert_non_null(find(&d, "must be a JSON object"));
+    assert_int_equal(d.n, 1);
     kl_diags_free(&d);
 }
 
