@@ -354,16 +354,32 @@ static bool not_standard(const char *name)
     return strcmp(name, "standard") != 0;
 }
 
+/* Is a tier's value t dearer? A name as dearer judges it; anything else
+ * but null (fail closed) too: Google's JSON reads an enum by its number
+ * ("serviceTier": 3) as well as by its name. */
+static bool dearer_value(const cJSON *t, bool (*dearer)(const char *))
+{
+    return cJSON_IsString(t) ? dearer(t->valuestring) : !cJSON_IsNull(t);
+}
+
 /* Does the body member at s name processing billed above the rates, as
  * dearer(name) judges its name: the member's string, or for an object its
- * member `member` (Converse's {"type": ...}, {"latency": ...}; NULL: none)? */
+ * member `member` (Converse's {"type": ...}, {"latency": ...}; NULL: none)?
+ * Every `member` of the object counts: written twice, cJSON reads the
+ * first, and AWS's reader the last. */
 static bool dearer_at(const char *body, struct kl_body_span s, const char *member, bool (*dearer)(const char *))
 {
     if (!s.end)
         return false;
     cJSON *v = cJSON_ParseWithLength(body + s.start, s.end - s.start);
-    const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, member) : v;
-    bool above = cJSON_IsString(t) && dearer(t->valuestring);
+    bool above = false;
+    if (cJSON_IsObject(v) && member) {
+        const cJSON *m;
+        cJSON_ArrayForEach(m, v)
+            above |= strcmp(m->string, member) == 0 && dearer_value(m, dearer);
+    } else {
+        above = dearer_value(v, dearer);
+    }
     cJSON_Delete(v);
     return above;
 }

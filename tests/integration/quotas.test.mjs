@@ -496,6 +496,35 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('a dearer tier a provider reads where keyless did not (a repeated "type" or "latency" in Converse, a Gemini tier by its enum number) is refused under a spend quota', async () => {
+    const mock = await startMock();
+    const HAIKU = 'us.anthropic.claude-haiku-4-5-20251001-v1:0';
+    const gw = await startGateway({ quotas: { q: { capacity: '$10' } }, grants: grant([{ bucket: 'q' }]),
+      providers: providersFor(mock.url, { bedrock: { baseurl: mock.url, apikey: 'x', models: [HAIKU], cost_basis: 'bedrock-us',
+        compatibility: { bedrock_converse: true } } }) });
+    // written by hand: JSON.stringify cannot repeat a member; AWS's reader takes the last of them
+    const converse = `/model/${encodeURIComponent(HAIKU)}/converse`;
+    const msgs = '"messages":[{"role":"user","content":[{"text":"hi"}]}],"inferenceConfig":{"maxTokens":10}';
+    for (const body of [`{${msgs},"serviceTier":{"type":"default","type":"priority"}}`,
+      `{${msgs},"performanceConfig":{"latency":"standard","latency":"optimized"}}`]) {
+      const r = await post(gw, converse, body);
+      assert.equal(r.status, 400, body);
+      assert.equal(r.headers.get('x-amzn-errortype'), 'ServiceQuotaExceededException');
+    }
+    // Google's JSON reads an enum by its number as well as by its name
+    const g = await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
+      JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }], serviceTier: 3 }));
+    assert.equal(g.status, 400);
+    assert.equal((await g.json()).error.status, 'FAILED_PRECONDITION');
+    assert.equal((await mock.requests()).length, 0, 'nothing was forwarded');
+    // a standard tier, or none (null), goes on
+    assert.equal((await post(gw, converse, `{${msgs},"serviceTier":{"type":"default"}}`)).status, 200);
+    assert.equal((await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
+      JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }], serviceTier: null }))).status, 200);
+    await gw.stop();
+    await mock.stop();
+  });
+
   it('a wait of hours is said, not slept on: the OpenAI and Anthropic SDKs stop at once instead of sleeping it twice', async () => {
     const mock = await startMock();
     // one request's worth, refilled at one request's worth a day
