@@ -331,9 +331,16 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         f->has_include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
         cJSON_Delete(so);
         /* n answers, each up to the cap: n times the output; "3" too, which
-         * servers that validate with pydantic (vLLM, LiteLLM) read as 3 */
-        if (count_of(body, m->n, true) > 1)
-            f->choices = count_of(body, m->n, true);
+         * servers that validate with pydantic (vLLM, LiteLLM) read as 3. One
+         * keyless cannot read is refused, not taken for 1: pydantic reads
+         * "1_0" as 10, as Python's int() does */
+        int64_t n = count_of(body, m->n, true);
+        if (n < 0 && !span_null(body, m->n)) {
+            *why = "\"n\" must be a whole number";
+            return -1;
+        }
+        if (n > 1)
+            f->choices = n;
         f->reasons = asks_reasoning(body, (struct kl_body_span){0, 0}, m->reasoning_effort, &f->reasoning_declined);
         break;
     }

@@ -775,6 +775,14 @@ describe('spend quotas', () => {
     const r = await post(gw, '/v1/chat/completions', three, { 'x-mock': EXACT });
     assert.equal(r.status, 429);
     assert.match((await r.json()).error.message, /more than the bucket can ever hold/);
+    // an n keyless cannot read is refused, not taken for one answer: pydantic (vLLM,
+    // LiteLLM) reads "1_0" as 10, as Python's int() does
+    for (const n of ['1_0', '1 0', true, -2, [3]]) {
+      const odd = await post(gw, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', max_tokens: MAX_TOKENS, n,
+        messages: [{ role: 'user', content: 'hi' }] }), { 'x-mock': EXACT });
+      assert.equal(odd.status, 400, JSON.stringify(n));
+      assert.match((await odd.json()).error.message, /"n" must be a whole number/);
+    }
     const g = await post(gw, '/v1beta/models/gemini-2.5-flash:generateContent',
       JSON.stringify({ contents: [], generationConfig: { maxOutputTokens: 8, candidateCount: 100000 } }));
     assert.equal(g.status, 400, 'a limit waiting will not lift, Google\'s way');
@@ -789,6 +797,8 @@ describe('spend quotas', () => {
     const sent = JSON.parse((await mock.last()).body);
     assert.equal(sent.max_completion_tokens, 1234);
     assert.equal(sent.n, 2);
+    assert.equal((await post(cap, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', n: null, messages: [] }))).status,
+      200, 'n: null is no n');
     await cap.stop();
     await mock.stop();
   });

@@ -211,9 +211,12 @@ static void reads_answers_asked_for(void **state)
     assert_int_equal(f.choices, 3);
     assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"n\":\" 3 \"}", &f, &why), 0);
     assert_int_equal(f.choices, 3);
-    /* one out of range is none (read without a cast UBSan would report) */
-    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"n\":\"1e300\"}", &f, &why), 0);
-    assert_int_equal(f.choices, 1);
+    /* one out of range, or one keyless cannot read, is refused (read without
+     * a cast UBSan would report): pydantic reads "1_0" as 10 */
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"n\":\"1e300\"}", &f, &why), -1);
+    assert_non_null(strstr(why, "\"n\" must be a whole number"));
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"n\":\"1_0\"}", &f, &why), -1);
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"n\":-1}", &f, &why), -1);
     /* a key that differs from one keyless reads only in case ("Model"): refused */
     assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"Model\":\"x\"}", &f, &why), -1);
     assert_non_null(strstr(why, "only in the case of its letters"));
