@@ -106,7 +106,8 @@ struct kl_body_map {
         service_tier, service_tier_camel, /* the processing tier, which sets the rates billed (admit.c):
                                              OpenAI's, Gemini's (also serviceTier), Converse's serviceTier */
         speed,                  /* Anthropic: "fast" mode, billed at a multiple of the rates (admit.c) */
-        performance_config;     /* Converse: {"latency": "optimized"}, billed above the rates (admit.c) */
+        performance_config,     /* Converse: {"latency": "optimized"}, billed above the rates (admit.c) */
+        n_predict;              /* chat: llama.cpp's output cap, read before max_tokens (admit.c) */
 };
 
 /* Validate body[0..len) as JSON and, in the same pass, find the members of

@@ -13,7 +13,7 @@ static const char *const map_keys[] = {
     "max_output_tokens", "generationConfig", "metadata", "messages", "input", "contents", "inferenceConfig", "n",
     "generation_config", "previous_response_id", "conversation", "prompt", "cachedContent", "cached_content", "tools",
     "mcp_servers", "web_search_options", "background", "reasoning", "reasoning_effort", "service_tier",
-    "serviceTier", "speed", "performanceConfig",
+    "serviceTier", "speed", "performanceConfig", "n_predict",
 };
 #define NKEYS (sizeof(map_keys) / sizeof(map_keys[0]))
 _Static_assert(sizeof(struct kl_body_map) == NKEYS * sizeof(struct kl_body_span),

@@ -697,10 +697,12 @@ describe('spend quotas', () => {
     assert.equal(sent.max_completion_tokens, 1234, JSON.stringify(sent));
     assert.equal(sent['max_tokens\u0000'], 10);
     // a max_completion_tokens keyless cannot read ("100000", which pydantic servers read as 100000) is no cap,
-    // and replaced by keyless's own: not taken for max_tokens' smaller one, which such a server would not use
-    await (await post(gw, '/v1/chat/completions', '{"model":"gpt-4o","max_completion_tokens":"100000","max_tokens":5,"messages":[]}')).text();
+    // and replaced by keyless's own; beside a max_tokens it is refused (below: servers differ on which they read)
+    await (await post(gw, '/v1/chat/completions', '{"model":"gpt-4o","max_completion_tokens":"100000","messages":[]}')).text();
     const odd = JSON.parse((await mock.last()).body);
     assert.equal(odd.max_completion_tokens, 1234, JSON.stringify(odd));
+    assert.equal((await post(gw, '/v1/chat/completions',
+      '{"model":"gpt-4o","max_completion_tokens":"100000","max_tokens":5,"messages":[]}')).status, 400);
     // a key that differs from one keyless reads only in case ("Max_Completion_Tokens", which Go's reader, Ollama's,
     // takes for it) is refused, not forwarded past the cap
     for (const body of ['{"model":"gpt-4o","Max_Completion_Tokens":100000,"messages":[]}',
@@ -800,6 +802,30 @@ describe('spend quotas', () => {
     assert.equal((await post(cap, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', n: null, messages: [] }))).status,
       200, 'n: null is no n');
     await cap.stop();
+    await mock.stop();
+  });
+
+  it('a chat output cap a server may read elsewhere than keyless (max_tokens beside max_completion_tokens, llama.cpp\'s n_predict) is refused under a spend quota', async () => {
+    const mock = await startMock();
+    const gw = await startCapGateway(mock);
+    const chat = (caps) => JSON.stringify({ model: 'gpt-4o', ...caps, messages: [{ role: 'user', content: 'hi' }] });
+    // reserved for 10, Ollama (max_tokens only) would run to 100000; llama.cpp reads n_predict first
+    for (const caps of [{ max_completion_tokens: 10, max_tokens: 100000 }, { max_tokens: 10, n_predict: 100000 },
+      { max_completion_tokens: 10, n_predict: 100000 }, { n_predict: 100000 }]) {
+      const r = await post(gw, '/v1/chat/completions', chat(caps));
+      assert.equal(r.status, 400, JSON.stringify(caps));
+      assert.match((await r.json()).error.message, /output cap is ambiguous/);
+    }
+    assert.equal((await mock.requests()).length, 0, 'nothing was forwarded');
+    // one cap, or the other one null, goes on
+    for (const caps of [{ max_tokens: 10 }, { max_completion_tokens: 10 }, { max_completion_tokens: 10, max_tokens: null },
+      { max_tokens: 10, n_predict: null }])
+      assert.equal((await post(gw, '/v1/chat/completions', chat(caps))).status, 200, JSON.stringify(caps));
+    await gw.stop();
+    // without a quota there is no reservation to outrun
+    const open = await startGateway({ providers: providersFor(mock.url) });
+    assert.equal((await post(open, '/v1/chat/completions', chat({ max_tokens: 10, n_predict: 20 }))).status, 200);
+    await open.stop();
     await mock.stop();
   });
 
