@@ -317,6 +317,14 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
 
     if (!ep->model_in_path && !(f->model = read_model(body, m->model, a, why)))
         return -1;
+    /* Gemini's request message has a "model" field, which the path fills
+     * in: the body may name it too, and which one Google's transcoding
+     * takes is not ours to guess; keyless authorizes, prices and caps the
+     * path's (countTokens' only counts) */
+    if (ep->dialect == KL_DIALECT_GEMINI && ep->id != KL_EP_GEMINI_COUNT && !span_null(body, m->model)) {
+        *why = "\"model\" in the request body: the model is named in the path";
+        return -1;
+    }
 
     switch (ep->id) {
     case KL_EP_CHAT: {

@@ -111,6 +111,28 @@ describe('Gemini dialect', () => {
     }
   });
 
+  it('a "model" in the body, which Google\'s request message also has, is refused: keyless grants and prices the path\'s', async () => {
+    const CAP = 'tailscale.com/cap/aperture';
+    const g = await startGateway({ providers: providersFor(mock.url),
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'user' }, { models: 'gemini/gemini-2.5-flash' }] } }] });
+    try {
+      await mock.clear();
+      const post = (body) => fetch(`${g.url}/v1beta/models/gemini-2.5-flash:generateContent`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      for (const model of ['models/gemini-2.5-pro', 'gemini-2.5-flash']) {
+        const r = await post({ model, contents: [{ role: 'user', parts: [{ text: 'hi' }] }] });
+        assert.equal(r.status, 400, model);
+        const e = (await r.json()).error;
+        assert.equal(e.status, 'INVALID_ARGUMENT');
+        assert.match(e.message, /"model" in the request body/);
+      }
+      assert.equal((await mock.requests()).length, 0, 'not forwarded');
+      assert.equal((await post({ model: null, contents: [{ role: 'user', parts: [{ text: 'hi' }] }] })).status, 200);
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('countTokens', async () => {
     const r = await ai.models.countTokens({ model: 'gemini-2.5-flash', contents: 'hi' });
     assert.equal(typeof r.totalTokens, 'number');
