@@ -1,5 +1,6 @@
 #include "core/jsonscan.h"
 
+#include <ctype.h>
 #include <stdint.h>
 #include <string.h>
 #include <strings.h>
@@ -453,19 +454,41 @@ size_t kl_json_object_open(const char *s, size_t len)
  * spelled with a NUL ("max_tokens\u0000") is another key to the provider's
  * parser, not a shorter one: cJSON's C string would stop at the NUL, and a
  * cap the provider never reads would be taken for the request's. */
+/* Does the decoded name s[0..n) equal the ASCII key as Go's JSON reader
+ * folds names: ASCII letters in either case, and the two other letters
+ * whose case folds to an ASCII one, the Kelvin sign (U+212A) for k and the
+ * long s (U+017F) for s ("max_to\u212Aens" is max_tokens to Ollama). */
+static bool go_fold_equal(const char *s, size_t n, const char *key)
+{
+    size_t i = 0;
+    for (; *key; key++) {
+        char k = (char)tolower((unsigned char)*key);
+        if (i < n && tolower((unsigned char)s[i]) == k)
+            i++;
+        else if (k == 'k' && i + 3 <= n && memcmp(s + i, "\xe2\x84\xaa", 3) == 0)
+            i += 3;
+        else if (k == 's' && i + 2 <= n && memcmp(s + i, "\xc5\xbf", 2) == 0)
+            i += 2;
+        else
+            return false;
+    }
+    return i == n;
+}
+
 /* Does the raw key (its bytes between the quotes) read as key, as a JSON
- * parser decodes it; with fold, ASCII letters in either case. */
+ * parser decodes it; with fold, as Go's reader folds it (go_fold_equal). */
 static bool key_matches(const char *raw, size_t n, const char *key, bool fold)
 {
     /* this runs for every member of every object scanned: most differ in
      * their first byte, so that is checked before key is measured */
     if (!memchr(raw, '\\', n))
-        return (fold || n == 0 || raw[0] == key[0]) && strnlen(key, n + 1) == n &&
-               (fold ? strncasecmp(raw, key, n) : memcmp(raw, key, n)) == 0;
+        return fold ? go_fold_equal(raw, n, key)
+                    : (n == 0 || raw[0] == key[0]) && strnlen(key, n + 1) == n && memcmp(raw, key, n) == 0;
     if (kl_json_has_nul_escape(raw, n))
         return false;
     cJSON *k = cJSON_ParseWithLength(raw - 1, n + 2);
-    bool eq = cJSON_IsString(k) && (fold ? strcasecmp(k->valuestring, key) : strcmp(k->valuestring, key)) == 0;
+    bool eq = cJSON_IsString(k) && (fold ? go_fold_equal(k->valuestring, strlen(k->valuestring), key)
+                                         : strcmp(k->valuestring, key) == 0);
     cJSON_Delete(k);
     return eq;
 }

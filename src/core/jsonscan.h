@@ -49,7 +49,8 @@ struct kl_json_want {
     size_t start, end;          /* the first occurrence's value; end == 0: absent */
     unsigned count;             /* how often the key appears */
     unsigned folded;            /* kl_json_validate_members: how often a key differing from it only in the case
-                                   of its letters appears ("Model"), which Go's JSON reader takes for it */
+                                   of its letters appears ("Model", or "max_to\u212Aens" with the Kelvin sign),
+                                   which Go's JSON reader takes for it */
 };
 
 /* One pass over the members of the object s[0..len) (white space around it

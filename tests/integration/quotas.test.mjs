@@ -705,8 +705,11 @@ describe('spend quotas', () => {
       '{"model":"gpt-4o","max_completion_tokens":"100000","max_tokens":5,"messages":[]}')).status, 400);
     // a key that differs from one keyless reads only in case ("Max_Completion_Tokens", which Go's reader, Ollama's,
     // takes for it) is refused, not forwarded past the cap
+    // (Go also folds the Kelvin sign to k and the long s to s)
     for (const body of ['{"model":"gpt-4o","Max_Completion_Tokens":100000,"messages":[]}',
-      '{"model":"gpt-4o","MODEL":"gpt-4o","messages":[]}']) {
+      '{"model":"gpt-4o","MODEL":"gpt-4o","messages":[]}',
+      '{"model":"gpt-4o","max_completion_tokens":10,"max_completion_to\\u212Aens":100000,"messages":[]}',
+      '{"model":"gpt-4o","max_tokens":10,"max_token\u017F":100000,"messages":[]}']) {
       const r = await post(gw, '/v1/chat/completions', body);
       assert.equal(r.status, 400, body);
       assert.match((await r.json()).error.message, /only in the case of its letters/);

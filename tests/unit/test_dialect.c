@@ -221,6 +221,15 @@ static void reads_answers_asked_for(void **state)
     assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"Model\":\"x\"}", &f, &why), -1);
     assert_non_null(strstr(why, "only in the case of its letters"));
     assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"\\u004dax_tokens\":5}", &f, &why), -1);
+    /* Go folds the Kelvin sign (U+212A) to k and the long s (U+017F) to s,
+     * written raw or escaped */
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"max_tokens\":5,\"max_to\\u212aens\":9}", &f, &why), -1);
+    assert_non_null(strstr(why, "only in the case of its letters"));
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"max_to\xe2\x84\xaa" "en\xc5\xbf" "\":9}", &f, &why), -1);
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"\xc5\xbf" "tream\":true}", &f, &why), -1);
+    /* another letter that is no ASCII one is another key */
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"max_to\\u212bens\":9}", &f, &why), 0);
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"max_tokens\\u212a\":9}", &f, &why), 0);
     /* n is a chat parameter: a Responses body's "n" is not read */
     assert_int_equal(facts(KL_EP_RESPONSES, "{\"model\":\"m\",\"n\":4}", &f, &why), 0);
     assert_int_equal(f.choices, 1);
