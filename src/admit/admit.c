@@ -443,22 +443,22 @@ static bool given(const kl_exchange *ex, struct kl_body_span s)
     return s.end && !(s.end - s.start == 4 && memcmp(ex->body + s.start, "null", 4) == 0);
 }
 
-/* A chat body whose output cap a server may read elsewhere than keyless
- * does: both max_tokens and max_completion_tokens (OpenAI refuses the two
- * together; Ollama reads only max_tokens, keyless and vLLM the other), or
- * n_predict, which llama.cpp's server reads before max_tokens. Reserved for
- * the one keyless reads, the answer could run to the other. NULL, or the
- * reason to refuse. */
+/* A chat body whose output cap keyless cannot bound: a cap it cannot read
+ * (which keyless's own would replace) beside another one a server may read
+ * instead (Ollama reads only max_tokens), or as llama.cpp's n_predict,
+ * which its server reads first. Several readable caps are reserved for the
+ * largest (dialect/request.c). NULL, or the reason to refuse. */
 static const char *another_cap(const kl_exchange *ex)
 {
-    if (ex->ep->id != KL_EP_CHAT || !ex->body)
+    if (ex->ep->id != KL_EP_CHAT || !ex->body || ex->max_output_tokens >= 0)
         return NULL;
     const struct kl_body_map *m = &ex->body_map;
     if (given(ex, m->n_predict))
-        return "\"n_predict\" (llama.cpp's output cap, which its server reads before max_tokens)";
+        return "\"n_predict\" (llama.cpp's output cap, which its server reads before max_tokens) that is not a "
+               "whole number";
     if (given(ex, m->max_tokens) && given(ex, m->max_completion_tokens))
-        return "both \"max_tokens\" and \"max_completion_tokens\" (servers differ on which one they read; OpenAI "
-               "refuses the two together)";
+        return "both \"max_tokens\" and \"max_completion_tokens\", one of them not a whole number (servers differ "
+               "on which one they read)";
     return NULL;
 }
 
@@ -733,7 +733,7 @@ enum kl_step kl_admit_run(kl_exchange *ex)
     if (cap)
         return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST,
                        "a spend or token limit applies, and the request's output cap is ambiguous: it has %s; send "
-                       "max_completion_tokens or max_tokens alone", cap);
+                       "whole numbers, or max_completion_tokens alone", cap);
     /* The reservation bounds the answer only if the provider is held to the
      * output it was priced for (or counted in tokens for): ask for it
      * explicitly when the caller did not, in a body keyless can write (not

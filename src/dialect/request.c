@@ -329,12 +329,24 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
     switch (ep->id) {
     case KL_EP_CHAT: {
         f->stream = span_true(body, m->stream);
-        /* max_tokens only when max_completion_tokens is absent or null: one
-         * keyless cannot read ("100000", which pydantic servers read as
-         * 100000) is no cap, and is replaced by keyless's own, not taken
-         * for max_tokens' smaller one */
-        f->max_output_tokens = span_count(body, span_null(body, m->max_completion_tokens)
-                                                    ? m->max_tokens : m->max_completion_tokens);
+        /* Servers differ on the output cap they read: OpenAI and vLLM
+         * max_completion_tokens, Ollama only max_tokens, llama.cpp n_predict
+         * before max_tokens. With several, the answer may run to any of
+         * them: the largest is the cap. One keyless cannot read ("100000",
+         * which pydantic servers read as 100000) makes none: replaced by
+         * keyless's own alone, refused beside another (admit.c) */
+        const struct kl_body_span caps[] = {m->max_completion_tokens, m->max_tokens, m->n_predict};
+        bool unread = false;
+        f->max_output_tokens = -1;
+        for (size_t i = 0; i < sizeof(caps) / sizeof(caps[0]); i++) {
+            if (span_null(body, caps[i]))
+                continue;
+            int64_t v = span_count(body, caps[i]);
+            unread = unread || v < 0;
+            f->max_output_tokens = v > f->max_output_tokens ? v : f->max_output_tokens;
+        }
+        if (unread)
+            f->max_output_tokens = -1;
         cJSON *so = span_json(body, m->stream_options);
         f->has_include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
         cJSON_Delete(so);

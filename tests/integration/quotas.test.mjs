@@ -808,26 +808,43 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
-  it('a chat output cap a server may read elsewhere than keyless (max_tokens beside max_completion_tokens, llama.cpp\'s n_predict) is refused under a spend quota', async () => {
+  it('a chat body with several output caps is reserved for the largest, which a server may read (Ollama: max_tokens, llama.cpp: n_predict); one unread beside another is refused', async () => {
     const mock = await startMock();
-    const gw = await startCapGateway(mock);
+    // two requests' worth at MAX_TOKENS, as the tests above count them: one of a
+    // longer body fits, three times MAX_TOKENS never does
+    const gw = await startGateway({
+      quotas: { one: { capacity: usd(2n * EST) } },
+      grants: grant([{ bucket: 'one' }]),
+      providers: providersFor(mock.url),
+    });
     const chat = (caps) => JSON.stringify({ model: 'gpt-4o', ...caps, messages: [{ role: 'user', content: 'hi' }] });
-    // reserved for 10, Ollama (max_tokens only) would run to 100000; llama.cpp reads n_predict first
-    for (const caps of [{ max_completion_tokens: 10, max_tokens: 100000 }, { max_tokens: 10, n_predict: 100000 },
-      { max_completion_tokens: 10, n_predict: 100000 }, { n_predict: 100000 }]) {
-      const r = await post(gw, '/v1/chat/completions', chat(caps));
+    // reserved for the larger: three times MAX_TOKENS never fits, whichever field holds it
+    for (const caps of [{ max_completion_tokens: 1, max_tokens: 3 * MAX_TOKENS }, { max_tokens: 1, n_predict: 3 * MAX_TOKENS },
+      { max_completion_tokens: 1, n_predict: 3 * MAX_TOKENS }, { n_predict: 3 * MAX_TOKENS }]) {
+      const r = await post(gw, '/v1/chat/completions', chat(caps), { 'x-mock': EXACT });
+      assert.equal(r.status, 429, JSON.stringify(caps));
+      assert.match((await r.json()).error.message, /more than the bucket can ever hold/, JSON.stringify(caps));
+    }
+    // one keyless cannot read beside another: which one would the server take?
+    for (const caps of [{ max_completion_tokens: '10', max_tokens: 100000 }, { max_tokens: 10, n_predict: '1_0' }, { n_predict: 'x' }]) {
+      const r = await post(gw, '/v1/chat/completions', chat(caps), { 'x-mock': EXACT });
       assert.equal(r.status, 400, JSON.stringify(caps));
       assert.match((await r.json()).error.message, /output cap is ambiguous/);
     }
     assert.equal((await mock.requests()).length, 0, 'nothing was forwarded');
-    // one cap, or the other one null, goes on
-    for (const caps of [{ max_tokens: 10 }, { max_completion_tokens: 10 }, { max_completion_tokens: 10, max_tokens: null },
-      { max_tokens: 10, n_predict: null }])
-      assert.equal((await post(gw, '/v1/chat/completions', chat(caps))).status, 200, JSON.stringify(caps));
+    // the larger one fits: forwarded as written
+    for (const caps of [{ max_completion_tokens: MAX_TOKENS, max_tokens: 1 }, { max_tokens: 1, n_predict: MAX_TOKENS },
+      { max_completion_tokens: MAX_TOKENS, max_tokens: null }]) {
+      const r = await post(gw, '/v1/chat/completions', chat(caps), { 'x-mock': EXACT });
+      assert.equal(r.status, 200, JSON.stringify(caps));
+      await r.text();
+      // spent: filled again for the next
+      assert.equal((await post(gw, '/api/quotas/refill', JSON.stringify({ bucket: 'one', amount: usd(2n * EST) }))).status, 200);
+    }
     await gw.stop();
     // without a quota there is no reservation to outrun
     const open = await startGateway({ providers: providersFor(mock.url) });
-    assert.equal((await post(open, '/v1/chat/completions', chat({ max_tokens: 10, n_predict: 20 }))).status, 200);
+    assert.equal((await post(open, '/v1/chat/completions', chat({ max_tokens: 10, n_predict: '1_0' }))).status, 200);
     await open.stop();
     await mock.stop();
   });

@@ -162,8 +162,13 @@ static void reads_request_facts(void **state)
     assert_true(f.stream);
     assert_int_equal(f.max_output_tokens, 50);
     assert_true(f.has_include_usage);
+    /* several caps: the largest, which a server may be the one to read */
     assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"max_completion_tokens\":7,\"max_tokens\":50}", &f, &why), 0);
-    assert_int_equal(f.max_output_tokens, 7);
+    assert_int_equal(f.max_output_tokens, 50);
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"max_completion_tokens\":70,\"n_predict\":5}", &f, &why), 0);
+    assert_int_equal(f.max_output_tokens, 70);
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"max_completion_tokens\":\"7\",\"max_tokens\":50}", &f, &why), 0);
+    assert_int_equal(f.max_output_tokens, -1);
     assert_false(f.stream);
     assert_int_equal(facts(KL_EP_RESPONSES, "{\"model\":\"m\",\"max_output_tokens\":9,\"stream\":true}", &f, &why), 0);
     assert_int_equal(f.max_output_tokens, 9);
