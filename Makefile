@@ -4,6 +4,8 @@
 #   make run        install dependencies, build, start the gateway (example config)
 #   make test       install dependencies, build, run every test
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test TSAN=1 the same under ThreadSanitizer, into build-tsan/ (not in CI;
+#                   tests/tsan.supp leaves out a libevent report)
 #   make fuzz       build the libFuzzer targets (clang) and run each briefly
 #   make bench      run the benchmarks in bench/ (appends to BENCHMARKS.md)
 #   make install    install keyless, its price table, a systemd unit and (when
@@ -14,19 +16,22 @@ CC      ?= cc
 PKGS    := libevent libevent_pthreads libevent_openssl libcurl libcjson jose openssl sqlite3 libpq zlib libhs \
            libcbor libzstd libpsl
 SAN     ?=
-BUILD   ?= build$(if $(SAN),-san)
+TSAN    ?=
+BUILD   ?= build$(if $(SAN),-san)$(if $(TSAN),-tsan)
 
 CFLAGS_BASE := -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
                -g -MMD -MP -Isrc
 ifeq ($(SAN),1)
   OPT := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+else ifeq ($(TSAN),1)
+  OPT := -O1 -fno-omit-frame-pointer -fsanitize=thread
 else
   OPT := -O2
 endif
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
 CFLAGS  += $(CFLAGS_BASE) $(OPT) $(PKG_CFLAGS)
-LDFLAGS += $(if $(SAN),-fsanitize=address$(comma)undefined)
+LDFLAGS += $(if $(SAN),-fsanitize=address$(comma)undefined)$(if $(TSAN),-fsanitize=thread)
 LDLIBS  += $(PKG_LIBS) -lpthread -lm
 comma := ,
 
@@ -83,7 +88,7 @@ test:
 	@scripts/deps.sh test
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory integration
-	@if [ -z "$(SAN)" ]; then FUZZ_SECONDS=$${FUZZ_SECONDS:-5} scripts/fuzz.sh; fi
+	@if [ -z "$(SAN)$(TSAN)" ]; then FUZZ_SECONDS=$${FUZZ_SECONDS:-5} scripts/fuzz.sh; fi
 
 fuzz:
 	@scripts/deps.sh test
@@ -95,7 +100,7 @@ bench:
 	bench/run.sh
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-tsan build-fuzz
 
 # The configuration is installed only when there is none: a live one is
 # never replaced (compare it with contrib/keyless.hujson by hand).

@@ -25,5 +25,8 @@ tests_tmp=$(mktemp -d /tmp/keyless-tests-XXXXXX)
 TMPDIR=$tests_tmp
 export TMPDIR
 export KEYLESS_BUILD="$build"
+# a ThreadSanitizer build (make TSAN=1) leaves out what is not keyless's
+TSAN_OPTIONS="${TSAN_OPTIONS:-suppressions=$PWD/tests/tsan.supp}"
+export TSAN_OPTIONS
 # No single test may hang CI: each gets at most 5 minutes.
 node --test --test-concurrency=2 --test-timeout=300000 --test-reporter=spec tests/integration/*.test.mjs

@@ -84,7 +84,7 @@ function waitForLine(proc, stream, re, what, timeoutMs = 10000) {
 
 // Under SAN=1 a sanitizer report on stderr fails the test that caused it.
 export function assertNoSanitizerReport(output, what) {
-  const m = output.match(/(ERROR: (Address|Leak)Sanitizer|runtime error:)[^\n]*/);
+  const m = output.match(/(ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error:)[^\n]*/);
   if (m) throw new Error(`${what}: sanitizer report: ${m[0]}\n${output.slice(-4000)}`);
 }
 
