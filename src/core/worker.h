@@ -67,7 +67,9 @@ typedef struct kl_server {
     struct kl_chains *chains;               /* sizes of stored Responses context (admit/chains.h) */
     struct kl_health *health;               /* providers cooling down after failures (route/health.h) */
     struct kl_gcp_tokens *gcp;              /* Google service accounts' access tokens (upstream/gcp.h) */
-    struct kl_aws_keeper *aws;              /* AWS credentials from the environment, or NULL (upstream/awscreds.h) */
+    /* AWS credentials from the environment, or NULL (upstream/awscreds.h): set on the main thread by
+     * the first configuration that needs it, a reload's included, while workers answer /metrics */
+    _Atomic(struct kl_aws_keeper *) aws;
 } kl_server;
 
 /* A counter only its worker writes and other threads read (/metrics): a

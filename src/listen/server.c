@@ -360,7 +360,7 @@ bool kl_server_watch_accounts(kl_server *srv, const kl_config *cfg)
     for (size_t i = 0; i < cfg->nproviders && !srv->aws; i++) {
         const struct kl_sigv4_cred *k = cfg->providers[i].aws;
         if (k && !k->access_key_id && !cfg->providers[i].key_problem) {
-            srv->aws = kl_aws_keeper_start(k->region);
+            atomic_store_explicit(&srv->aws, kl_aws_keeper_start(k->region), memory_order_release);
             started = true;
         }
     }

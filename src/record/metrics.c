@@ -458,11 +458,12 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
         family(out, "keyless_google_token_failures", "gauge", "Failed tries in a row to get the account's token.");
         kl_gcp_tokens_each(srv->gcp, token_failures, out);
     }
-    if (srv->aws) {
+    struct kl_aws_keeper *aws = atomic_load_explicit(&srv->aws, memory_order_acquire);
+    if (aws) {
         const char *source;
         long left;
         int failures;
-        kl_aws_status(srv->aws, &source, &left, &failures);
+        kl_aws_status(aws, &source, &left, &failures);
         static const char *const keys[] = {"source", NULL};
         const char *v[] = {source};
         if (left >= 0) { /* keys from the environment or a profile do not expire: no such line */

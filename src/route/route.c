@@ -423,7 +423,7 @@ enum kl_step kl_route_run(kl_exchange *ex)
     if (aws && !aws->access_key_id) {
         struct kl_sigv4_cred *now = kl_arena_alloc(&ex->arena, sizeof(*now));
         *now = *aws;
-        kl_aws_keeper *k = ex->worker->server->aws;
+        kl_aws_keeper *k = atomic_load_explicit(&ex->worker->server->aws, memory_order_acquire);
         if (!k || !kl_aws_current(k, &ex->arena, now, &problem))
             return no_credentials(ex, kl_arena_printf(&ex->arena, "provider %s: %s", p->id,
                                                        problem ? problem : "no AWS credentials yet"), false);

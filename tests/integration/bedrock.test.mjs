@@ -21,6 +21,7 @@ import AnthropicBedrock from '@anthropic-ai/bedrock-sdk';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { Sha256 } from '@aws-crypto/sha256-js';
 import { fromIni } from '@aws-sdk/credential-provider-ini';
+import { Agent } from 'undici';
 import {
   startMock, startGateway, startHook, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT,
 } from './lib/harness.mjs';
@@ -1236,6 +1237,47 @@ mfa_serial = arn:aws:iam::123456789012:mfa/dev
       await sts.close();
       await portal.close();
       await oidc.close();
+    }
+  });
+
+  // The keeper of the environment's credentials, first needed by a reloaded configuration, is
+  // started on the main thread while the workers answer /metrics, which asks it how its credentials
+  // are: under ThreadSanitizer (make TSAN=1) an unsynchronized pointer between them is a report.
+  it('a reload that first needs the environment\'s credentials starts their keeper while /metrics is read', async () => {
+    const podKeys = temporary('reload');
+    // the container endpoint answers after a while: the reload waits for it, scrapes go on meanwhile
+    const pod = await listen((req, res) => setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' })
+      .end(JSON.stringify({ AccessKeyId: podKeys.accessKeyId, SecretAccessKey: podKeys.secretAccessKey,
+        Token: podKeys.sessionToken, Expiration: expiry() })), 500));
+    const config = (aws) => ({ providers: { bedrock: provider(aws) },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }] } }] });
+    const g = await startGateway(config({ access_key_id: creds.accessKeyId, access_secret: creds.secretAccessKey,
+      region: 'us-east-1' }), { env: { ...clean, AWS_CONTAINER_CREDENTIALS_FULL_URI: `${pod.url}/creds` } });
+    try {
+      let scraping = true;
+      const scrape = async () => {
+        // a new connection each time, so every worker answers some
+        for (let i = 0; scraping || i < 2; i++) {
+          const agent = new Agent();
+          const r = await fetch(`${g.url}/metrics`, { dispatcher: agent });
+          assert.equal(r.status, 200);
+          await r.text();
+          await agent.close();
+        }
+      };
+      const scrapers = [scrape(), scrape(), scrape()];
+      const text = JSON.stringify({ ...JSON.parse(readFileSync(g.configPath, 'utf8')), ...config({ region: 'us-east-1' }) });
+      writeFileSync(g.configPath, text);
+      assert.match(await g.reload(), /configuration reloaded/);
+      scraping = false;
+      await Promise.all(scrapers);
+      const metrics = await (await fetch(`${g.url}/metrics`)).text();
+      assert.match(metrics, /keyless_aws_credentials_seconds_left\{source="container"\} 3[0-5]\d\d\n/);
+      await converse(g);
+      assert.ok(seen.at(-1).ok && seen.at(-1).headers.authorization.includes(`Credential=${podKeys.accessKeyId}/`));
+    } finally {
+      await g.stop();
+      await pod.close();
     }
   });
 
