@@ -9,6 +9,8 @@
  *                                above uploads nothing (100 Continue goes out here)
  *     facts      (here)          what the body asks for: model, stream (400)
  *     authorize  src/authorize/  may they use this model?
+ *     chained    src/authorize/  a stored answer carried on (previous_response_id)
+ *                                is the caller's own
  *     local      src/admin/      model lists and /api/ answered by keyless itself
  *     health     src/route/      a provider cooling down after failures is passed over
  *   4 guard      src/guard/      PII/secret scanning, hooks
@@ -40,6 +42,7 @@
 #include "admin/admin.h"
 #include "admit/admit.h"
 #include "authorize/authorize.h"
+#include "authorize/chained.h"
 #include "guard/after.h"
 #include "guard/guard.h"
 #include "guard/tools.h"
@@ -67,6 +70,7 @@ static const struct kl_stage {
     {"body", kl_conn_body},
     {"facts", facts_run},
     {"authorize", kl_authorize_run},
+    {"chained", kl_chained_run},
     {"local", local_run},
     {"health", kl_failover_health_run},
     {"guard", kl_guard_run},
@@ -472,6 +476,7 @@ void kl_pipeline_finish(kl_exchange *ex)
     kl_account_finish(ex);
     kl_account_scan_relayed(ex);
     kl_admit_settle(ex);
+    kl_chained_note(ex);
     kl_failover_end(ex);
     kl_record_exchange(ex);
     kl_hooks_after(ex);

@@ -1199,6 +1199,7 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
     r->tool_names = kl_join(&ex->arena, u->tool_names, u->ntool_names, ',');
     r->model_served = u->model_served;
     r->stop_reason = u->stop_reason;
+    r->response_id = u->response_id;
     if (!u->known)
         return;
     r->usage_known = u->partial ? 2 : 1;

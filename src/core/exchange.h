@@ -26,6 +26,7 @@ struct kl_identity;
 struct kl_whois_entry;
 struct kl_grant_set;
 struct api_job;
+struct chained_job;
 struct quota_job;
 struct kl_admission;
 struct kl_attempt;
@@ -191,6 +192,7 @@ typedef struct kl_exchange {
     struct kl_guard_run *guard;         /* hooks being asked */
     struct api_job *api_job;        /* an /api/ read waiting on the query thread */
     struct quota_job *quota_job;    /* /api/quotas reading the PostgreSQL pool */
+    struct chained_job *chained_job;    /* whose a stored answer is, asked of the store (authorize/chained.h) */
 } kl_exchange;
 
 int64_t kl_now_ns(void);

@@ -30,6 +30,7 @@ struct kl_health;
 struct kl_gcp_tokens;
 struct kl_aws_keeper;
 struct kl_chains;
+struct kl_answer_owners;
 struct evp_md_st;
 
 struct kl_listen_socket {
@@ -62,9 +63,11 @@ typedef struct kl_server {
     struct kl_writer *writer;               /* the record store's writer thread */
     struct kl_query *query;                 /* the record store's reader thread */
     struct kl_query *leases;                /* PostgreSQL: quota leases' own thread and connection, or NULL */
+    struct kl_query *answers;               /* whose a stored Responses answer is: its own thread and connection */
     struct kl_exporter *exporter;           /* exporters.s3's thread, or NULL */
     struct kl_buckets *buckets;             /* quota and rate-limit balances */
     struct kl_chains *chains;               /* sizes of stored Responses context (admit/chains.h) */
+    struct kl_answer_owners *answer_owners; /* whose recent stored Responses answers are (authorize/chained.h) */
     struct kl_health *health;               /* providers cooling down after failures (route/health.h) */
     struct kl_gcp_tokens *gcp;              /* Google service accounts' access tokens (upstream/gcp.h) */
     /* AWS credentials from the environment, or NULL (upstream/awscreds.h): set on the main thread by

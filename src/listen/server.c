@@ -26,6 +26,7 @@
 #include "listen/reload.h"
 #include "guard/scan.h"
 #include "admit/admit.h"
+#include "authorize/chained.h"
 #include "identity/identity.h"
 #include "identity/oidc.h"
 #include "record/metrics.h"
@@ -446,6 +447,7 @@ int kl_server_run(kl_config *cfg)
     }
     kl_identity_server_init(&srv);
     kl_admit_server_init(&srv);
+    srv.answer_owners = kl_answer_owners_new();
     kl_health_server_init(&srv);
     char serr[512];
     if (kl_record_server_start(&srv, cfg, serr, sizeof(serr)) < 0) {
@@ -454,6 +456,7 @@ int kl_server_run(kl_config *cfg)
             event_free(sigs[i]);
         event_base_free(mb);
         kl_admit_server_free(&srv);
+        kl_answer_owners_free(srv.answer_owners);
         kl_health_server_free(&srv);
         kl_identity_server_free(&srv);
         kl_config_holder_destroy(&srv.config);
@@ -630,6 +633,7 @@ out:
     kl_gcp_tokens_stop(srv.gcp);
     kl_aws_keeper_stop(srv.aws);
     kl_admit_server_free(&srv);
+    kl_answer_owners_free(srv.answer_owners);
     kl_health_server_free(&srv);
     kl_identity_server_free(&srv);
     kl_config_holder_destroy(&srv.config);

@@ -19,7 +19,7 @@ static const size_t string_fields[] = {
     offsetof(struct kl_rec, session_id), offsetof(struct kl_rec, user_agent),
     offsetof(struct kl_rec, request_headers), offsetof(struct kl_rec, response_headers),
     offsetof(struct kl_rec, instance), offsetof(struct kl_rec, attempts),
-    offsetof(struct kl_rec, guardrails),
+    offsetof(struct kl_rec, guardrails), offsetof(struct kl_rec, response_id),
 };
 
 #define NFIELDS (sizeof(string_fields) / sizeof(string_fields[0]))

@@ -43,6 +43,7 @@ struct kl_rec {
     const char *instance;       /* the gateway that wrote it */
     const char *attempts;       /* providers failed over from, JSON text, or NULL */
     const char *guardrails;     /* what guardrails and hooks did (guard/notes.h), JSON text, or NULL */
+    const char *response_id;    /* the stored Responses answer it received (authorize/owner.h), or NULL */
     /* A final record whose in-progress record was written before: the
      * store updates that row instead of writing a whole new one. Only a
      * hint (the store falls back to an insert when the row is not there);

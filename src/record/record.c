@@ -476,10 +476,20 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
         kl_store_close(s);
         return -1;
     }
+    /* And one for looking up whose a stored answer is (authorize/chained.h):
+     * a request waits on it, never behind a report. */
+    struct kl_store *a = kl_store_open(sc->driver, sc->target, false, err, errlen);
+    if (!a) {
+        kl_store_close(l);
+        kl_store_close(r);
+        kl_store_close(s);
+        return -1;
+    }
     struct kl_store *x = NULL;
     if (sc->exporter) {
         x = kl_store_open(sc->driver, sc->target, false, err, errlen);
         if (!x) {
+            kl_store_close(a);
             kl_store_close(l);
             kl_store_close(r);
             kl_store_close(s);
@@ -490,6 +500,7 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
     srv->writer = kl_writer_start(s, &o);
     srv->query = kl_query_start(r, "kl-query");
     srv->leases = l ? kl_query_start(l, "kl-leases") : NULL;
+    srv->answers = kl_query_start(a, "kl-answers");
     if (x)
         srv->exporter = kl_exporter_start(x, sc);
     return 0;
@@ -507,6 +518,8 @@ void kl_record_server_stop_queries(kl_server *srv)
     srv->query = NULL;
     kl_query_stop(srv->leases);
     srv->leases = NULL;
+    kl_query_stop(srv->answers);
+    srv->answers = NULL;
 }
 
 void kl_record_server_stop(kl_server *srv)

@@ -14,7 +14,7 @@ const char *const kl_store_columns[] = {
     "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_known",
     "cost_nanodollars", "bytes_in", "bytes_out", "tool_calls", "tool_names", "stop_reason",
     "session_id", "user_agent", "request_headers", "response_headers", "request_body", "response_body",
-    "attempts", "guardrails",
+    "attempts", "guardrails", "response_id",
 };
 const size_t kl_store_ncolumns = sizeof(kl_store_columns) / sizeof(kl_store_columns[0]);
 
@@ -85,13 +85,15 @@ const char *const kl_schema_v5_sqlite =
 const char *const kl_schema_v5_pg =
     "CREATE TABLE IF NOT EXISTS export_queue (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL)";
 
-/* Migrations 6 and 7 each add a column of JSON text, NULL when there is
+/* Migrations 6, 7 and 10 each add a column of text, NULL when there is
  * nothing to say: attempts, the providers a request failed over from
  * (route/failover.h), and guardrails, what the guardrails and hooks did to
- * it (guard/notes.h). Only a missing one is added
+ * it (guard/notes.h), both JSON; and response_id, the id of the stored
+ * Responses answer a request received, whose owner it names
+ * (authorize/owner.h). Only a missing one is added
  * (kl_store_add_late_columns); a reader of an older store leaves them out
  * (kl_store_has_column). */
-const char *const kl_schema_late_columns[KL_SCHEMA_NLATE] = {"attempts", "guardrails"};
+const char *const kl_schema_late_columns[KL_SCHEMA_NLATE] = {"attempts", "guardrails", "response_id"};
 
 /* Migration 8: the capacity a saved quota balance had (NULL in rows saved
  * before). A restart whose configuration raised it then refills the bucket
@@ -110,3 +112,9 @@ const char *const kl_schema_v8_column = "capacity";
 const char *const kl_schema_v9 =
     "DROP INDEX IF EXISTS requests_login;"
     "CREATE INDEX IF NOT EXISTS requests_login_id ON requests (login, id)";
+
+/* Migration 10: the stored Responses answers by id, for the owner of one a
+ * request chains onto (authorize/owner.h); only the rows that have one are
+ * indexed, so other requests write no more than before. */
+const char *const kl_schema_v10 =
+    "CREATE INDEX IF NOT EXISTS requests_response ON requests (response_id) WHERE response_id IS NOT NULL";

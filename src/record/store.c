@@ -245,6 +245,7 @@ void kl_rec_values(const struct kl_rec *r, struct kl_value *v)
     v[i++] = vblob(r->response_body, r->response_body_len);
     v[i++] = vtext(r->attempts);
     v[i++] = vtext(r->guardrails);
+    v[i++] = vtext(r->response_id);
 }
 
 /* Columns a request's final record leaves as its in-progress record wrote

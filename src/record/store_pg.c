@@ -448,6 +448,7 @@ static int migrate_long(struct pg_store *p, char *err, size_t errlen)
         cmd(p, kl_schema_v2, err, errlen) < 0 || cmd(p, kl_schema_v3, err, errlen) < 0 ||
         cmd(p, kl_schema_v4, err, errlen) < 0 || cmd(p, kl_schema_v5_pg, err, errlen) < 0 ||
         kl_store_add_late_columns(&p->base, err, errlen) < 0 || cmd(p, kl_schema_v9, err, errlen) < 0 ||
+        cmd(p, kl_schema_v10, err, errlen) < 0 ||
         cmd(p, "INSERT INTO schema_migrations VALUES (1, (extract(epoch from now()) * 1000)::bigint), "
                "(2, (extract(epoch from now()) * 1000)::bigint), "
                "(3, (extract(epoch from now()) * 1000)::bigint), "
@@ -456,7 +457,8 @@ static int migrate_long(struct pg_store *p, char *err, size_t errlen)
                "(6, (extract(epoch from now()) * 1000)::bigint), "
                "(7, (extract(epoch from now()) * 1000)::bigint), "
                "(8, (extract(epoch from now()) * 1000)::bigint), "
-               "(9, (extract(epoch from now()) * 1000)::bigint) ON CONFLICT DO NOTHING", err, errlen) < 0 ||
+               "(9, (extract(epoch from now()) * 1000)::bigint), "
+               "(10, (extract(epoch from now()) * 1000)::bigint) ON CONFLICT DO NOTHING", err, errlen) < 0 ||
         cmd(p, "COMMIT", err, errlen) < 0) {
         char ignore[64];
         cmd(p, "ROLLBACK", ignore, sizeof(ignore));

@@ -270,6 +270,7 @@ static int migrate(struct sqlite_store *q, char *err, size_t errlen)
         sqlite3_exec(q->db, kl_schema_v5_sqlite, NULL, NULL, &msg) != SQLITE_OK ||
         kl_store_add_late_columns(&q->base, err, errlen) < 0 ||
         sqlite3_exec(q->db, kl_schema_v9, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(q->db, kl_schema_v10, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db,
                      "INSERT INTO schema_migrations VALUES (1, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(2, CAST(strftime('%s','now') AS BIGINT) * 1000), "
@@ -279,7 +280,8 @@ static int migrate(struct sqlite_store *q, char *err, size_t errlen)
                      "(6, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(7, CAST(strftime('%s','now') AS BIGINT) * 1000), "
                      "(8, CAST(strftime('%s','now') AS BIGINT) * 1000), "
-                     "(9, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
+                     "(9, CAST(strftime('%s','now') AS BIGINT) * 1000), "
+                     "(10, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
                      NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
         snprintf(err, errlen, "sqlite: migrating the schema: %s", msg ? msg : sqlite3_errmsg(q->db));

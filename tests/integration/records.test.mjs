@@ -581,10 +581,16 @@ describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KE
       `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '${app}'`],
     { encoding: 'utf8' });
     assert.equal(t.status, 0, t.stderr);
-    assert.equal(t.stdout.trim(), '3', 'the writer\'s, the query thread\'s and the quota leases\' sessions');
+    assert.equal(t.stdout.trim(), '4', 'the writer\'s, the query thread\'s, the quota leases\' and the stored answers\' sessions');
     await sleep(200);
     const u = await getJSON(gw, '/api/usage');
     assert.equal(u.status, 200, JSON.stringify(u.body));
+    // an answer this gateway has not seen is looked up in the store, on a new session
+    const chained = await fetch(`${gw.url}/v1/responses`, { method: 'POST', dispatcher: from(USER),
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', previous_response_id: 'resp_00112233445566778899', input: 'x' }) });
+    assert.equal(chained.status, 200, await chained.clone().text());
+    await chained.text();
     const r = await chat(gw, USER, { model: 'gpt-4o', messages: [] });
     assert.equal(r.status, 200);
     const id = r.headers.get('x-keyless-request-id');
@@ -950,5 +956,66 @@ describe('records API: bad input and whose records', () => {
     r = check({ driver: 'postgres', url: 'postgresql://nobody@127.0.0.1:9/none' });
     assert.equal(r.status, 0, r.stdout);
     assert.doesNotMatch(r.stdout, /serve could not/);
+  });
+});
+
+describe('stored Responses answers are carried on by their own caller only', () => {
+  const ALICE = '127.0.0.70', MALLORY = '127.0.0.71';
+  const ids = { cidr: [{ range: `${ALICE}/32`, login: 'alice@example.com' }, { range: `${MALLORY}/32`, login: 'mallory@example.com' }] };
+  const g = [{ src: ['alice@example.com', 'mallory@example.com'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }] } }];
+  const respond = (gw, ip, body, stream = false) => fetch(`${gw.url}/v1/responses`, {
+    method: 'POST', dispatcher: from(ip), headers: { 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify({ model: 'gpt-4o', stream, ...body }),
+  });
+
+  it('another caller naming the answer as previous_response_id gets OpenAI\'s not-found 400, before and after a restart; its owner goes on', async () => {
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-owner-')), 'r.db');
+    const opts = { identity: ids, grants: g, store: { path: db }, providers: providersFor(mock.url) };
+    let gw = await startGateway(opts);
+    try {
+      // a streamed answer: its id comes in the events
+      const first = await respond(gw, ALICE, { input: 'my secret plans' }, true);
+      assert.equal(first.status, 200);
+      const id = /"id":"(resp_[0-9a-f]+)"/.exec(await first.text())?.[1];
+      assert.ok(id, 'the answer has an id');
+      const stolen = async () => {
+        const forwarded = (await mock.requests()).length;
+        for (const body of [JSON.stringify({ model: 'gpt-4o', previous_response_id: id, input: 'repeat everything above' }),
+          // the id escaped is the same id to the provider
+          `{"model":"gpt-4o","previous_response_id":"\\u0072${id.slice(1)}","input":"repeat everything above"}`]) {
+          const r = await respond(gw, MALLORY, body);
+          assert.equal(r.status, 400, body);
+          assert.equal((await r.json()).error.message, `Previous response with id '${id}' not found.`);
+        }
+        assert.equal((await mock.requests()).length, forwarded, 'nothing reached the provider');
+      };
+      await stolen();
+      const own = await respond(gw, ALICE, { previous_response_id: id, input: 'and then?' });
+      assert.equal(own.status, 200);
+      await own.text();
+      // an id keyless has never seen is the provider's to judge
+      const unknown = await respond(gw, MALLORY, { previous_response_id: 'resp_0123456789abcdef', input: 'x' });
+      assert.equal(unknown.status, 200);
+      await unknown.text();
+      let rec;
+      for (let i = 0; i < 100 && !rec; i++) {
+        rec = (await getJSON(gw, '/api/requests?limit=100', ALICE)).body.requests.find((x) => x.response_id === id);
+        if (!rec) await sleep(50);
+      }
+      assert.ok(rec, 'the record names the answer it received');
+      assert.equal(rec.login, 'alice@example.com');
+
+      // after a restart the memory is empty: the store says whose it is
+      await gw.stop();
+      gw = await startGateway(opts);
+      await stolen();
+      const again = await respond(gw, ALICE, { previous_response_id: id, input: 'still mine' });
+      assert.equal(again.status, 200);
+      await again.text();
+    } finally {
+      await gw.stop();
+      await mock.stop();
+    }
   });
 });

@@ -1,0 +1,203 @@
+#include "authorize/chained.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "account/account.h"
+#include "account/usage.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/text.h"
+#include "identity/identity.h"
+#include "pipeline.h"
+#include "record/query.h"
+#include "record/record.h"
+
+#define NSLOTS 65536
+
+/* An answer's id and its login, as 64-bit hashes; direct-mapped (a newer
+ * id takes an older one's slot, which the store still knows). */
+struct slot {
+    uint64_t id, login;         /* 0: empty */
+};
+
+struct kl_answer_owners {
+    pthread_mutex_t lock;
+    struct slot slots[NSLOTS];
+};
+
+struct chained_job {
+    struct kl_query_job job;    /* first: the query thread's view */
+    kl_exchange *ex;            /* NULL once the client has gone */
+    atomic_bool gone;           /* the same, for the query thread */
+    char *id;                   /* the answer asked for (malloc) */
+    char *owner;                /* the login its record names (malloc), NULL when none does */
+    bool failed;                /* the store could not say */
+};
+
+static uint64_t hash(const char *s, size_t n)
+{
+    uint64_t h = kl_fnv64(KL_FNV64_START, s, n);
+    return h ? h : 1;
+}
+
+struct kl_answer_owners *kl_answer_owners_new(void)
+{
+    struct kl_answer_owners *t = calloc(1, sizeof(*t));
+    if (!t)
+        abort();
+    pthread_mutex_init(&t->lock, NULL);
+    return t;
+}
+
+void kl_answer_owners_free(struct kl_answer_owners *t)
+{
+    if (!t)
+        return;
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+
+static void put(struct kl_answer_owners *t, uint64_t id, uint64_t login)
+{
+    pthread_mutex_lock(&t->lock);
+    t->slots[id % NSLOTS] = (struct slot){id, login};
+    pthread_mutex_unlock(&t->lock);
+}
+
+/* The login hash remembered for id, or 0. */
+static uint64_t get(struct kl_answer_owners *t, uint64_t id)
+{
+    pthread_mutex_lock(&t->lock);
+    struct slot s = t->slots[id % NSLOTS];
+    pthread_mutex_unlock(&t->lock);
+    return s.id == id ? s.login : 0;
+}
+
+static const char *login_of(const kl_exchange *ex)
+{
+    return ex->ident && ex->ident->login ? ex->ident->login : "";
+}
+
+/* The previous_response_id the provider will read: the JSON string decoded
+ * (an escaped "resp_\u0061…" is the same id), or NULL when there is none. */
+static const char *previous_id(kl_exchange *ex)
+{
+    struct kl_body_span s = ex->body_map.previous_response_id;
+    if (!s.end)
+        return NULL;
+    cJSON *v = cJSON_ParseWithLength(ex->body + s.start, s.end - s.start);
+    const char *id = cJSON_IsString(v) && v->valuestring[0] ? kl_arena_strdup(&ex->arena, v->valuestring) : NULL;
+    cJSON_Delete(v);
+    return id;
+}
+
+static enum kl_step refuse(kl_exchange *ex, const char *id)
+{
+    kl_info("%s: %s asked to carry on the stored answer %s, which another caller received: refused", ex->id,
+            login_of(ex), id);
+    return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "Previous response with id '%s' not found.", id);
+}
+
+static void run(struct kl_store *s, struct kl_query_job *job)
+{
+    struct chained_job *j = (struct chained_job *)job;
+    if (atomic_load(&j->gone))
+        return;
+    const char *params[] = {j->id};
+    cJSON *rows = NULL;
+    char err[256];
+    if (kl_store_exec(s, "SELECT login FROM requests WHERE response_id = ? LIMIT 1", params, 1, &rows, err,
+                      sizeof(err)) < 0) {
+        kl_warn("stored answers: looking up the owner of %s failed: %s", j->id, err);
+        j->failed = true;
+    } else if (cJSON_GetArraySize(rows) == 1) {
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(rows, 0), "login");
+        j->owner = strdup(cJSON_IsString(l) ? l->valuestring : "");
+        if (!j->owner)
+            abort();
+    }
+    cJSON_Delete(rows);
+}
+
+static void job_free(struct chained_job *j)
+{
+    free(j->id);
+    free(j->owner);
+    free(j);
+}
+
+static void done(struct kl_query_job *job)
+{
+    struct chained_job *j = (struct chained_job *)job;
+    kl_exchange *ex = j->ex;
+    if (ex) {
+        ex->cancel = NULL;
+        ex->chained_job = NULL;
+        enum kl_step step = KL_NEXT;
+        if (j->failed) {
+            step = kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
+                           "cannot check whose the previous response is: the record store failed");
+        } else if (j->owner) {
+            uint64_t owner = hash(j->owner, strlen(j->owner));
+            put(ex->worker->server->answer_owners, hash(j->id, strlen(j->id)), owner);
+            const char *me = login_of(ex);
+            if (owner != hash(me, strlen(me)))
+                step = refuse(ex, j->id);
+        }
+        kl_pipeline_continue(ex, step);
+    }
+    job_free(j);
+}
+
+static void cancel(kl_exchange *ex)
+{
+    struct chained_job *j = ex->chained_job;
+    if (j) {
+        j->ex = NULL;
+        atomic_store(&j->gone, true);
+    }
+    ex->chained_job = NULL;
+}
+
+enum kl_step kl_chained_run(kl_exchange *ex)
+{
+    if (ex->ep->id != KL_EP_RESPONSES || !ex->body)
+        return KL_NEXT;
+    const char *id = previous_id(ex);
+    if (!id)
+        return KL_NEXT;
+    kl_server *srv = ex->worker->server;
+    const char *me = login_of(ex);
+    uint64_t owner = get(srv->answer_owners, hash(id, strlen(id)));
+    if (owner)
+        return owner == hash(me, strlen(me)) ? KL_NEXT : refuse(ex, id);
+    if (!srv->answers || ex->cfg->store->zero_retention)
+        return KL_NEXT; /* no record to ask */
+    struct chained_job *j = calloc(1, sizeof(*j));
+    if (!j || !(j->id = strdup(id)))
+        abort();
+    j->ex = ex;
+    j->job.w = ex->worker;
+    j->job.run = run;
+    j->job.done = done;
+    ex->chained_job = j;
+    ex->cancel = cancel;
+    kl_query_submit(srv->answers, &j->job);
+    return KL_WAIT;
+}
+
+void kl_chained_note(kl_exchange *ex)
+{
+    if (!ex->ep || ex->ep->id != KL_EP_RESPONSES || !ex->ident)
+        return;
+    const struct kl_usage *u = kl_account_usage(ex);
+    if (!u || !u->response_id)
+        return;
+    const char *me = login_of(ex);
+    put(ex->worker->server->answer_owners, hash(u->response_id, strlen(u->response_id)), hash(me, strlen(me)));
+}
