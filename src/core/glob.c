@@ -43,6 +43,17 @@ static void enter(const int *tok, size_t n, uint8_t *set, size_t i)
  * matcher is exponential in the stars there). */
 bool kl_glob_match(const char *pattern, const char *name)
 {
+    /* Nearly every pattern is a literal, or a literal and a trailing "**"
+     * (a provider's name, a slash and "**"), and the name must start with
+     * that literal whatever follows: comparing bytes decides those without
+     * running the states (~2,000 instructions a call, three a request). */
+    size_t lit = strcspn(pattern, "*");
+    if (strncmp(pattern, name, lit) != 0)
+        return false;
+    if (!pattern[lit])
+        return !name[lit];
+    if (!strcmp(pattern + lit, "**") || !strcmp(pattern + lit, "**/"))
+        return true;
     size_t plen = strlen(pattern);
     int tok_small[64];
     uint8_t set_small[2][65];
