@@ -450,10 +450,6 @@ size_t kl_json_object_open(const char *s, size_t len)
     return (i < len && s[i] == '{') ? i + 1 : (size_t)-1;
 }
 
-/* Does the key written as raw[0..n) (between its quotes) equal key? A key
- * spelled with a NUL ("max_tokens\u0000") is another key to the provider's
- * parser, not a shorter one: cJSON's C string would stop at the NUL, and a
- * cap the provider never reads would be taken for the request's. */
 /* Does the decoded name s[0..n) equal the ASCII key as Go's JSON reader
  * folds names: ASCII letters in either case, and the two other letters
  * whose case folds to an ASCII one, the Kelvin sign (U+212A) for k and the
@@ -475,12 +471,26 @@ static bool go_fold_equal(const char *s, size_t n, const char *key)
     return i == n;
 }
 
-/* Does the raw key (its bytes between the quotes) read as key, as a JSON
- * parser decodes it; with fold, as Go's reader folds it (go_fold_equal). */
+static char ascii_lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c | 0x20) : c;
+}
+
+/* Does the key written as raw[0..n) (between its quotes) read as key, as a
+ * JSON parser decodes it; with fold, as Go's reader folds it
+ * (go_fold_equal)? A key spelled with a NUL ("max_tokens\u0000") is another
+ * key to the provider's parser, not a shorter one: cJSON's C string would
+ * stop at the NUL, and a cap the provider never reads would be taken for
+ * the request's. */
 static bool key_matches(const char *raw, size_t n, const char *key, bool fold)
 {
-    /* this runs for every member of every object scanned: most differ in
-     * their first byte, so that is checked before key is measured */
+    /* this runs for every member of every object scanned, against every
+     * key wanted (~120 calls a request): most differ in their first byte,
+     * which is the decoded key's first byte unless it starts an escape, so
+     * that is checked before anything is searched or measured */
+    if (n && raw[0] != '\\' && !((unsigned char)raw[0] & 0x80) &&
+        (fold ? ascii_lower(raw[0]) != ascii_lower(key[0]) : raw[0] != key[0]))
+        return false; /* (a first byte above ASCII may start a letter Go folds: go_fold_equal) */
     if (!memchr(raw, '\\', n))
         return fold ? go_fold_equal(raw, n, key)
                     : (n == 0 || raw[0] == key[0]) && strnlen(key, n + 1) == n && memcmp(raw, key, n) == 0;
