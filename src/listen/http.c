@@ -82,11 +82,17 @@ const char *kl_http_head_value(const char *head, const char *name, size_t *len)
     return NULL;
 }
 
+/* Is name Connection, in any case? The first byte (| 0x20 folds an ASCII
+ * letter's case) turns most names away before strcasecmp. */
+static bool is_connection(const char *name)
+{
+    return (name[0] | 0x20) == 'c' && strcasecmp(name, "connection") == 0;
+}
+
 bool kl_http_connection_has(const kl_http_request *req, const char *token)
 {
     for (size_t i = 0; i < req->nheaders; i++)
-        if ((req->headers[i].name[0] | 0x20) == 'c' && strcasecmp(req->headers[i].name, "connection") == 0 &&
-            kl_http_list_has(req->headers[i].value, token))
+        if (is_connection(req->headers[i].name) && kl_http_list_has(req->headers[i].value, token))
             return true;
     return false;
 }
@@ -104,7 +110,7 @@ void kl_http_connection_names(const kl_http_request *req, kl_arena *a, kl_http_n
     out->n = 0;
     size_t most = 0; /* one name per comma, and one more per header */
     for (size_t i = 0; i < req->nheaders; i++)
-        if (strcasecmp(req->headers[i].name, "connection") == 0) {
+        if (is_connection(req->headers[i].name)) {
             most++;
             for (const char *p = req->headers[i].value; (p = strchr(p, ',')); p++)
                 most++;
@@ -113,7 +119,7 @@ void kl_http_connection_names(const kl_http_request *req, kl_arena *a, kl_http_n
         return;
     out->v = kl_arena_alloc(a, most * sizeof(*out->v));
     for (size_t i = 0; i < req->nheaders; i++) {
-        if (strcasecmp(req->headers[i].name, "connection") != 0)
+        if (!is_connection(req->headers[i].name))
             continue;
         size_t n;
         for (const char *p = req->headers[i].value; *p;) {
@@ -336,9 +342,8 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
 
     /* Header fields. Count lines first to size the array. */
     size_t nlines = 0;
-    for (size_t k = ll + 1; k < hlen; k++)
-        if (head[k] == '\n')
-            nlines++;
+    for (const char *q = head + ll + 1; (q = memchr(q, '\n', (size_t)(head + hlen - q))); q++)
+        nlines++;
     req->headers = kl_arena_alloc(a, (nlines + 1) * sizeof(struct kl_header));
     char *p = line_end + 1;
     char *stop = head + hlen;
@@ -382,27 +387,29 @@ int kl_http_parse_head(const char *buf, size_t len, size_t max_head,
         h->name = p;
         h->value = v;
 
-        if (strcasecmp(p, "content-length") == 0) {
+        /* the first byte (| 0x20 folds an ASCII letter's case) turns most
+         * names away before strcasecmp */
+        if ((*p | 0x20) == 'c' && strcasecmp(p, "content-length") == 0) {
             int64_t n;
             if (!parse_content_length(v, &n) || (req->content_length >= 0 && req->content_length != n)) {
                 *why = "invalid Content-Length";
                 return -400;
             }
             req->content_length = n;
-        } else if (strcasecmp(p, "transfer-encoding") == 0) {
+        } else if ((*p | 0x20) == 't' && strcasecmp(p, "transfer-encoding") == 0) {
             if (saw_te || strcasecmp(v, "chunked") != 0) {
                 *why = "unsupported Transfer-Encoding (only chunked)";
                 return -501;
             }
             saw_te = true;
             req->chunked = true;
-        } else if (strcasecmp(p, "host") == 0) {
+        } else if ((*p | 0x20) == 'h' && strcasecmp(p, "host") == 0) {
             if (saw_host) {
                 *why = "more than one Host header";
                 return -400;
             }
             saw_host = true;
-        } else if (strcasecmp(p, "expect") == 0) {
+        } else if ((*p | 0x20) == 'e' && strcasecmp(p, "expect") == 0) {
             /* an HTTP/1.0 client gets no 1xx (RFC 9110 section 10.1.1) */
             if (strcasecmp(v, "100-continue") == 0 && req->minor == 1)
                 req->expect_continue = true;
