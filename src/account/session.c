@@ -22,10 +22,13 @@ static bool usable(const char *s)
     return n > 0;
 }
 
+/* name is lowercase. Four names are looked for in every request's headers:
+ * the first byte (| 0x20 folds an ASCII letter's case) turns most away
+ * before strcasecmp. */
 static const char *header(const struct kl_header *h, size_t n, const char *name)
 {
     for (size_t i = 0; i < n; i++)
-        if (h[i].name && h[i].value && !strcasecmp(h[i].name, name))
+        if (h[i].name && h[i].value && (h[i].name[0] | 0x20) == name[0] && !strcasecmp(h[i].name, name))
             return h[i].value;
     return NULL;
 }
