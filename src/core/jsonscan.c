@@ -476,21 +476,11 @@ static char ascii_lower(char c)
     return c >= 'A' && c <= 'Z' ? (char)(c | 0x20) : c;
 }
 
-/* Does the key written as raw[0..n) (between its quotes) read as key, as a
- * JSON parser decodes it; with fold, as Go's reader folds it
- * (go_fold_equal)? A key spelled with a NUL ("max_tokens\u0000") is another
- * key to the provider's parser, not a shorter one: cJSON's C string would
- * stop at the NUL, and a cap the provider never reads would be taken for
- * the request's. */
-static bool key_matches(const char *raw, size_t n, const char *key, bool fold)
+/* key_matches past its first byte; apart, so that the first-byte test
+ * below is inlined where keys are compared and a key turned away costs no
+ * call (the registers this one saves cost more than the test). */
+__attribute__((noinline)) static bool key_matches_rest(const char *raw, size_t n, const char *key, bool fold)
 {
-    /* this runs for every member of every object scanned, against every
-     * key wanted (~120 calls a request): most differ in their first byte,
-     * which is the decoded key's first byte unless it starts an escape, so
-     * that is checked before anything is searched or measured */
-    if (n && raw[0] != '\\' && !((unsigned char)raw[0] & 0x80) &&
-        (fold ? ascii_lower(raw[0]) != ascii_lower(key[0]) : raw[0] != key[0]))
-        return false; /* (a first byte above ASCII may start a letter Go folds: go_fold_equal) */
     if (!memchr(raw, '\\', n))
         return fold ? go_fold_equal(raw, n, key)
                     : (n == 0 || raw[0] == key[0]) && strnlen(key, n + 1) == n && memcmp(raw, key, n) == 0;
@@ -501,6 +491,25 @@ static bool key_matches(const char *raw, size_t n, const char *key, bool fold)
                                          : strcmp(k->valuestring, key) == 0);
     cJSON_Delete(k);
     return eq;
+}
+
+/* Does the key written as raw[0..n) (between its quotes) read as key, as a
+ * JSON parser decodes it; with fold, as Go's reader folds it
+ * (go_fold_equal)? A key spelled with a NUL ("max_tokens\u0000") is another
+ * key to the provider's parser, not a shorter one: cJSON's C string would
+ * stop at the NUL, and a cap the provider never reads would be taken for
+ * the request's. */
+static inline bool key_matches(const char *raw, size_t n, const char *key, bool fold)
+{
+    /* this runs for every member of every object scanned, against every
+     * key wanted (~120 calls a request): most differ in their first byte,
+     * which is the decoded key's first byte unless it starts an escape or,
+     * above ASCII, a letter Go folds, so that is checked before anything is
+     * searched or measured */
+    if (n && raw[0] != '\\' && !((unsigned char)raw[0] & 0x80) &&
+        (fold ? ascii_lower(raw[0]) != ascii_lower(key[0]) : raw[0] != key[0]))
+        return false;
+    return key_matches_rest(raw, n, key, fold);
 }
 
 static bool key_equals(const char *raw, size_t n, const char *key)
