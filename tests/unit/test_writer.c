@@ -237,19 +237,24 @@ static void previous_schema_is_migrated(void **state)
                                    " (SELECT count(*) FROM pragma_table_info('quota_buckets') WHERE name = 'capacity')"
                                    " AS capacity,"
                                    " (SELECT count(*) FROM sqlite_master WHERE name = 'requests_login') AS login_started,"
-                                   " (SELECT count(*) FROM sqlite_master WHERE name = 'requests_login_id') AS login_id",
+                                   " (SELECT count(*) FROM sqlite_master WHERE name = 'requests_login_id') AS login_id,"
+                                   " (SELECT count(*) FROM pragma_table_info('requests') WHERE name = 'response_id')"
+                                   " AS response_id,"
+                                   " (SELECT count(*) FROM sqlite_master WHERE name = 'requests_response') AS by_response",
                                    NULL, 0, &rows, err, sizeof(err)), 0);
     const cJSON *m = cJSON_GetArrayItem(rows, 0);
     assert_int_equal((int)num(m, "old"), 0);
     assert_int_equal((int)num(m, "new"), 1);
     assert_int_equal((int)num(m, "started"), 0);
     assert_int_equal((int)num(m, "queue"), 1);
-    assert_int_equal((int)num(m, "version"), 9);
+    assert_int_equal((int)num(m, "version"), 10);
     assert_int_equal((int)num(m, "attempts"), 1);
     assert_int_equal((int)num(m, "guardrails"), 1);
     assert_int_equal((int)num(m, "capacity"), 1);
     assert_int_equal((int)num(m, "login_started"), 0);
     assert_int_equal((int)num(m, "login_id"), 1);
+    assert_int_equal((int)num(m, "response_id"), 1);
+    assert_int_equal((int)num(m, "by_response"), 1);
     cJSON_Delete(rows);
 
     /* the start-up recovery statement, as record.c runs it, uses the index */
@@ -340,7 +345,7 @@ static void version_6_store_gains_guardrails(void **state)
     rows = NULL;
     assert_int_equal(kl_store_exec(s, "SELECT max(version) AS v FROM schema_migrations", NULL, 0, &rows, err,
                                    sizeof(err)), 0);
-    assert_int_equal((int)num(cJSON_GetArrayItem(rows, 0), "v"), 9);
+    assert_int_equal((int)num(cJSON_GetArrayItem(rows, 0), "v"), 10);
     cJSON_Delete(rows);
     kl_store_close(s);
     remove_db(path);
