@@ -312,13 +312,19 @@ describe('identity and grants', () => {
   });
 
   it('tailscaled stopped -> 503; recovered when it returns', async () => {
-    await ts.stop();
-    const r = await chat(gw, '127.0.0.20', 'gpt-4o');
-    assert.equal(r.status, 503);
-    assert.match((await r.json()).error.message, /tailscaled is unavailable/);
-    // cached identities keep working meanwhile
+    // Alice's connection used just now, so its cached identity is there (an
+    // idle one the client closed would be a new connection, looked up again)
     assert.equal((await messages(gw, ALICE, 'claude-sonnet-4-5')).status, 200);
-    await ts.start();
+    await ts.stop();
+    try {
+      const r = await chat(gw, '127.0.0.20', 'gpt-4o');
+      assert.equal(r.status, 503);
+      assert.match((await r.json()).error.message, /tailscaled is unavailable/);
+      // cached identities keep working meanwhile
+      assert.equal((await messages(gw, ALICE, 'claude-sonnet-4-5')).status, 200);
+    } finally {
+      await ts.start(); // the tests after this one need it, whatever happened here
+    }
     assert.equal((await chat(gw, '127.0.0.20', 'gpt-4o')).status, 200);
   });
 
