@@ -10,9 +10,8 @@
  * response and may grow through another gateway, so its last known size is
  * only a floor.
  *
- * A table shared by every worker, under one lock: 65,536 slots, each a
- * 64-bit hash of provider and id and the tokens, direct-mapped (a newer id
- * takes an older one's slot). Two ids with one hash are harmless: the ids
+ * A core/lossymap.h table of 65,536 slots: a 64-bit hash of provider and
+ * id, and the tokens (a newer id takes an older one's slot). Two ids with one hash are harmless: the ids
  * come from the provider, and a caller naming an id that collides with
  * another gets that one's size reserved for a reference the provider will
  * refuse. Not kept across restarts: an id not remembered is reserved the

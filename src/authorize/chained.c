@@ -1,6 +1,5 @@
 #include "authorize/chained.h"
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,24 +10,12 @@
 #include "account/usage.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/lossymap.h"
 #include "core/text.h"
 #include "identity/identity.h"
 #include "pipeline.h"
 #include "record/query.h"
 #include "record/record.h"
-
-#define NSLOTS 65536
-
-/* An answer's id and its login, as 64-bit hashes; direct-mapped (a newer
- * id takes an older one's slot, which the store still knows). */
-struct slot {
-    uint64_t id, login;         /* 0: empty */
-};
-
-struct kl_answer_owners {
-    pthread_mutex_t lock;
-    struct slot slots[NSLOTS];
-};
 
 struct chained_job {
     struct kl_query_job job;    /* first: the query thread's view */
@@ -41,41 +28,14 @@ struct chained_job {
 
 static uint64_t hash(const char *s, size_t n)
 {
-    uint64_t h = kl_fnv64(KL_FNV64_START, s, n);
-    return h ? h : 1;
-}
-
-struct kl_answer_owners *kl_answer_owners_new(void)
-{
-    struct kl_answer_owners *t = calloc(1, sizeof(*t));
-    if (!t)
-        abort();
-    pthread_mutex_init(&t->lock, NULL);
-    return t;
-}
-
-void kl_answer_owners_free(struct kl_answer_owners *t)
-{
-    if (!t)
-        return;
-    pthread_mutex_destroy(&t->lock);
-    free(t);
-}
-
-static void put(struct kl_answer_owners *t, uint64_t id, uint64_t login)
-{
-    pthread_mutex_lock(&t->lock);
-    t->slots[id % NSLOTS] = (struct slot){id, login};
-    pthread_mutex_unlock(&t->lock);
+    return kl_lossy_key(KL_FNV64_START, s, n);
 }
 
 /* The login hash remembered for id, or 0. */
-static uint64_t get(struct kl_answer_owners *t, uint64_t id)
+static uint64_t owner_of(struct kl_lossy_map *owners, uint64_t id)
 {
-    pthread_mutex_lock(&t->lock);
-    struct slot s = t->slots[id % NSLOTS];
-    pthread_mutex_unlock(&t->lock);
-    return s.id == id ? s.login : 0;
+    uint64_t login;
+    return kl_lossy_map_get(owners, id, &login) ? login : 0;
 }
 
 static const char *login_of(const kl_exchange *ex)
@@ -144,7 +104,7 @@ static void done(struct kl_query_job *job)
                            "cannot check whose the previous response is: the record store failed");
         } else if (j->owner) {
             uint64_t owner = hash(j->owner, strlen(j->owner));
-            put(ex->worker->server->answer_owners, hash(j->id, strlen(j->id)), owner);
+            kl_lossy_map_put(ex->worker->server->answer_owners, hash(j->id, strlen(j->id)), owner);
             const char *me = login_of(ex);
             if (owner != hash(me, strlen(me)))
                 step = refuse(ex, j->id);
@@ -173,7 +133,7 @@ enum kl_step kl_chained_run(kl_exchange *ex)
         return KL_NEXT;
     kl_server *srv = ex->worker->server;
     const char *me = login_of(ex);
-    uint64_t owner = get(srv->answer_owners, hash(id, strlen(id)));
+    uint64_t owner = owner_of(srv->answer_owners, hash(id, strlen(id)));
     if (owner)
         return owner == hash(me, strlen(me)) ? KL_NEXT : refuse(ex, id);
     if (!srv->answers || ex->cfg->store->zero_retention)
@@ -199,5 +159,6 @@ void kl_chained_note(kl_exchange *ex)
     if (!u || !u->response_id)
         return;
     const char *me = login_of(ex);
-    put(ex->worker->server->answer_owners, hash(u->response_id, strlen(u->response_id)), hash(me, strlen(me)));
+    kl_lossy_map_put(ex->worker->server->answer_owners, hash(u->response_id, strlen(u->response_id)),
+                     hash(me, strlen(me)));
 }

@@ -21,10 +21,8 @@
 
 #include "core/exchange.h"
 
-struct kl_answer_owners;
-
-struct kl_answer_owners *kl_answer_owners_new(void);
-void kl_answer_owners_free(struct kl_answer_owners *t);
+/* The table of recent answers' owners (kl_server.answer_owners). */
+#define KL_ANSWER_OWNERS_SLOTS 65536
 
 /* The pipeline stage, after authorize: KL_NEXT, KL_DONE (refused), or
  * KL_WAIT while the store is asked. */

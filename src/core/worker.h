@@ -30,7 +30,7 @@ struct kl_health;
 struct kl_gcp_tokens;
 struct kl_aws_keeper;
 struct kl_chains;
-struct kl_answer_owners;
+struct kl_lossy_map;
 struct evp_md_st;
 
 struct kl_listen_socket {
@@ -67,7 +67,7 @@ typedef struct kl_server {
     struct kl_exporter *exporter;           /* exporters.s3's thread, or NULL */
     struct kl_buckets *buckets;             /* quota and rate-limit balances */
     struct kl_chains *chains;               /* sizes of stored Responses context (admit/chains.h) */
-    struct kl_answer_owners *answer_owners; /* whose recent stored Responses answers are (authorize/chained.h) */
+    struct kl_lossy_map *answer_owners;     /* whose recent stored Responses answers are (authorize/chained.h) */
     struct kl_health *health;               /* providers cooling down after failures (route/health.h) */
     struct kl_gcp_tokens *gcp;              /* Google service accounts' access tokens (upstream/gcp.h) */
     /* AWS credentials from the environment, or NULL (upstream/awscreds.h): set on the main thread by

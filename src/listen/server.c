@@ -21,6 +21,7 @@
 
 #include "core/exchange.h"
 #include "core/log.h"
+#include "core/lossymap.h"
 #include "core/mailbox.h"
 #include "listen/conn.h"
 #include "listen/reload.h"
@@ -447,7 +448,7 @@ int kl_server_run(kl_config *cfg)
     }
     kl_identity_server_init(&srv);
     kl_admit_server_init(&srv);
-    srv.answer_owners = kl_answer_owners_new();
+    srv.answer_owners = kl_lossy_map_new(KL_ANSWER_OWNERS_SLOTS);
     kl_health_server_init(&srv);
     char serr[512];
     if (kl_record_server_start(&srv, cfg, serr, sizeof(serr)) < 0) {
@@ -456,7 +457,7 @@ int kl_server_run(kl_config *cfg)
             event_free(sigs[i]);
         event_base_free(mb);
         kl_admit_server_free(&srv);
-        kl_answer_owners_free(srv.answer_owners);
+        kl_lossy_map_free(srv.answer_owners);
         kl_health_server_free(&srv);
         kl_identity_server_free(&srv);
         kl_config_holder_destroy(&srv.config);
@@ -633,7 +634,7 @@ out:
     kl_gcp_tokens_stop(srv.gcp);
     kl_aws_keeper_stop(srv.aws);
     kl_admit_server_free(&srv);
-    kl_answer_owners_free(srv.answer_owners);
+    kl_lossy_map_free(srv.answer_owners);
     kl_health_server_free(&srv);
     kl_identity_server_free(&srv);
     kl_config_holder_destroy(&srv.config);
