@@ -276,15 +276,12 @@ int kl_cfg_size_value(const cJSON *v, size_t *out)
 
 static int cfg_duration(kl_cfg_ctx *c, const cJSON *v, const char *what, uint32_t *out)
 {
-    uint64_t ms;
-    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= UINT32_MAX / 1000.0) {
-        ms = (uint64_t)(v->valuedouble * 1000); /* in range before the cast: 1e300 had become 0, no timeout */
-        if (ms == 0 && v->valuedouble > 0)
-            ms = 1; /* as kl_parse_duration_ms: not 0, none */
-    } else if (cJSON_IsNumber(v) && v->valuedouble > 0) {
+    uint64_t ms = 0;
+    if (cJSON_IsNumber(v) && v->valuedouble > UINT32_MAX / 1000.0) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "%s is too long", what);
         return -1;
-    } else if (!cJSON_IsString(v) || kl_parse_duration_ms(v->valuestring, &ms) < 0) {
+    }
+    if (kl_cfg_duration_value(v, &ms) < 0) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "%s must be a duration such as \"30s\", \"500ms\" or \"5m\"", what);
         return -1;
     }
@@ -298,11 +295,7 @@ static int cfg_duration(kl_cfg_ctx *c, const cJSON *v, const char *what, uint32_
 
 static int cfg_size(kl_cfg_ctx *c, const cJSON *v, const char *what, size_t *out)
 {
-    if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 1e15) {
-        *out = (size_t)v->valuedouble;
-        return 0;
-    }
-    if (!cJSON_IsString(v) || kl_parse_size(v->valuestring, out) < 0) {
+    if (kl_cfg_size_value(v, out) < 0) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "%s must be a size such as \"32MiB\" or a number of bytes", what);
         return -1;
     }
