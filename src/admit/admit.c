@@ -144,7 +144,7 @@ static int64_t prompt_estimate(const kl_exchange *ex)
  * remembers (admit/chains.h): a previous_response_id, exactly; a
  * conversation, when its last known size is more than the knob's share.
  * *known: how many of the references were priced so. */
-static int64_t chained_tokens(const kl_exchange *ex, int64_t each, int64_t *known)
+static int64_t chained_tokens(kl_exchange *ex, int64_t each, int64_t *known)
 {
     *known = 0;
     if (ex->ep->id != KL_EP_RESPONSES || !ex->provider)
@@ -152,12 +152,12 @@ static int64_t chained_tokens(const kl_exchange *ex, int64_t each, int64_t *know
     struct kl_chains *t = ex->worker->server->chains;
     int64_t total = 0, n;
     size_t len;
-    const char *id = kl_referenced_id(ex->body, ex->body_map.previous_response_id, &len);
+    const char *id = kl_referenced_id(&ex->arena, ex->body, ex->body_map.previous_response_id, &len);
     if (id && (n = kl_chains_get(t, ex->provider->id, id, len)) >= 0) {
         total += n;
         ++*known;
     }
-    id = kl_referenced_id(ex->body, ex->body_map.conversation, &len);
+    id = kl_referenced_id(&ex->arena, ex->body, ex->body_map.conversation, &len);
     if (id && (n = kl_chains_get(t, ex->provider->id, id, len)) > each) {
         total += n;
         ++*known;
@@ -169,7 +169,7 @@ static int64_t chained_tokens(const kl_exchange *ex, int64_t each, int64_t *know
  * for each input the request points at (a stored conversation, a file or
  * URL, a tool the provider runs: admit/referenced.h), saturating, but the
  * stored context keyless knows the size of in *chained instead. */
-static int64_t referenced_tokens(const kl_exchange *ex, int64_t *chained)
+static int64_t referenced_tokens(kl_exchange *ex, int64_t *chained)
 {
     int64_t each = ex->cfg->quotas ? ex->cfg->quotas->referenced_input_tokens : KL_REFERENCED_INPUT_TOKENS_DEFAULT;
     int64_t known;
@@ -1071,7 +1071,7 @@ cJSON *kl_admit_quota_states(kl_exchange *ex)
     return out;
 }
 
-int64_t kl_admit_prompt_reserved(const kl_exchange *ex)
+int64_t kl_admit_prompt_reserved(kl_exchange *ex)
 {
     int64_t known, chained = ex->admission && ex->admission->sized ? ex->admission->chained
                                                                     : chained_tokens(ex, 0, &known);

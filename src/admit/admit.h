@@ -37,7 +37,7 @@ int64_t kl_admit_output_bound(const kl_exchange *ex, int64_t per_answer);
  * size at bytes_per_token and the stored context it chains onto whose size
  * keyless knows, not the share for inputs it only points at (which a small
  * bucket may reserve in part). An estimate that leans high. */
-int64_t kl_admit_prompt_reserved(const kl_exchange *ex);
+int64_t kl_admit_prompt_reserved(kl_exchange *ex);
 /* Does a tool-call limit apply (rate_limit.tool_calls_per_minute)? */
 bool kl_admit_counts_tool_calls(const kl_exchange *ex);
 /* A bucket template for the caller: "daily:<user>" -> "daily:alice@example.com"

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <cjson/cJSON.h>
+
 #include "core/decoded.h"
 #include "core/jsonscan.h"
 
@@ -130,7 +132,7 @@ static int64_t count(const struct kl_endpoint_info *ep, const char *s, const str
     }
 }
 
-const char *kl_referenced_id(const char *body, struct kl_body_span sp, size_t *len)
+const char *kl_referenced_id(kl_arena *a, const char *body, struct kl_body_span sp, size_t *len)
 {
     if (!sp.end)
         return NULL;
@@ -142,12 +144,21 @@ const char *kl_referenced_id(const char *body, struct kl_body_span sp, size_t *l
     }
     if (v >= end || *v != '"')
         return NULL;
-    v++;
-    const char *close = memchr(v, '"', (size_t)(end - v));
-    if (!close || memchr(v, '\\', (size_t)(close - v)))
+    size_t close = kl_json_skip_value(v, (size_t)(end - v), 0);
+    if (close == (size_t)-1 || close < 2)
         return NULL;
-    *len = (size_t)(close - v);
-    return v;
+    if (!memchr(v + 1, '\\', close - 2)) {
+        *len = close - 2;
+        return v + 1;
+    }
+    /* written with escapes ("resp\u005f1" is resp_1 to the provider):
+     * decoded, up to a NUL escape, which no id has */
+    cJSON *s = cJSON_ParseWithLength(v, close);
+    const char *id = cJSON_IsString(s) ? kl_arena_strdup(a, s->valuestring) : NULL;
+    cJSON_Delete(s);
+    if (id)
+        *len = strlen(id);
+    return id;
 }
 
 int64_t kl_referenced_inputs(const struct kl_endpoint_info *ep, const char *body, size_t len,

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/arena.h"
 #include "dialect/dialect.h"
 
 /* How many things in body (an inference request of endpoint ep, mapped
@@ -19,7 +20,8 @@ int64_t kl_referenced_inputs(const struct kl_endpoint_info *ep, const char *body
 
 /* The id a member's value names (sp: its span in body), a string or an
  * object's "id" (conversation: {"id": ...}), as the provider will read it:
- * NULL when there is none, or it is written with escapes. */
-const char *kl_referenced_id(const char *body, struct kl_body_span sp, size_t *len);
+ * its escapes decoded (into a when there are any, else it points into
+ * body), *len bytes long; NULL when there is none. */
+const char *kl_referenced_id(kl_arena *a, const char *body, struct kl_body_span sp, size_t *len);
 
 #endif

@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 
 #include "account/account.h"
+#include "admit/referenced.h"
 #include "account/usage.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -43,17 +44,13 @@ static const char *login_of(const kl_exchange *ex)
     return ex->ident && ex->ident->login ? ex->ident->login : "";
 }
 
-/* The previous_response_id the provider will read: the JSON string decoded
- * (an escaped "resp_\u0061…" is the same id), or NULL when there is none. */
+/* The previous_response_id the provider will read (escapes decoded), as
+ * admit.c reads it to price the chain, or NULL when there is none. */
 static const char *previous_id(kl_exchange *ex)
 {
-    struct kl_body_span s = ex->body_map.previous_response_id;
-    if (!s.end)
-        return NULL;
-    cJSON *v = cJSON_ParseWithLength(ex->body + s.start, s.end - s.start);
-    const char *id = cJSON_IsString(v) && v->valuestring[0] ? kl_arena_strdup(&ex->arena, v->valuestring) : NULL;
-    cJSON_Delete(v);
-    return id;
+    size_t len;
+    const char *id = kl_referenced_id(&ex->arena, ex->body, ex->body_map.previous_response_id, &len);
+    return id && len ? kl_arena_strndup(&ex->arena, id, len) : NULL;
 }
 
 static enum kl_step refuse(kl_exchange *ex, const char *id)

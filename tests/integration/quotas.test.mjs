@@ -1029,6 +1029,9 @@ describe('spend quotas', () => {
       const b = body(ref);
       assert.equal(await reserved(b), est(b, stored), JSON.stringify(ref));
     }
+    // an id written with escapes is the one the provider reads: the answer's size, not the knob's
+    const esc = body({ previous_response_id: 'X' }).replace('"X"', `"\\u0072${first.id.slice(1)}"`);
+    assert.equal(await reserved(esc), est(esc, 50300));
     await gw.stop();
     // with the share turned off, a size known is still reserved
     const off = await startGateway({

@@ -104,7 +104,7 @@ static const char *id_of(kl_arena *a, const char *body, bool conversation)
     if (kl_dialect_request_facts(m.ep, body, strlen(body), a, &f, &why) < 0)
         fail_msg("%s: %s", body, why);
     size_t len = 0;
-    const char *id = kl_referenced_id(body, conversation ? f.map.conversation : f.map.previous_response_id, &len);
+    const char *id = kl_referenced_id(a, body, conversation ? f.map.conversation : f.map.previous_response_id, &len);
     return id ? kl_arena_strndup(a, id, len) : NULL;
 }
 
@@ -116,11 +116,13 @@ static void ids(void **state)
     assert_string_equal(id_of(&a, "{\"model\":\"m\",\"previous_response_id\" : \"resp_1\"}", false), "resp_1");
     assert_string_equal(id_of(&a, "{\"model\":\"m\",\"conversation\":\"conv_1\"}", true), "conv_1");
     assert_string_equal(id_of(&a, "{\"model\":\"m\",\"conversation\":{ \"id\" :\"conv_2\"}}", true), "conv_2");
-    /* none, null, not a string, written with escapes: no id (the knob's share applies) */
+    /* escapes decoded, as the provider reads them */
+    assert_string_equal(id_of(&a, "{\"model\":\"m\",\"previous_response_id\":\"resp\\u005f1\"}", false), "resp_1");
+    assert_string_equal(id_of(&a, "{\"model\":\"m\",\"conversation\":{\"id\":\"c\\\"2\"}}", true), "c\"2");
+    /* none, null, not a string: no id (the knob's share applies) */
     assert_null(id_of(&a, "{\"model\":\"m\"}", false));
     assert_null(id_of(&a, "{\"model\":\"m\",\"previous_response_id\":null}", false));
     assert_null(id_of(&a, "{\"model\":\"m\",\"previous_response_id\":7}", false));
-    assert_null(id_of(&a, "{\"model\":\"m\",\"previous_response_id\":\"resp\\u005f1\"}", false));
     assert_null(id_of(&a, "{\"model\":\"m\",\"conversation\":{\"idx\":\"conv_3\"}}", true));
     assert_null(id_of(&a, "{\"model\":\"m\",\"conversation\":{}}", true));
     kl_arena_free(&a);
