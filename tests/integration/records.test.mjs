@@ -1018,4 +1018,41 @@ describe('stored Responses answers are carried on by their own caller only', () 
       await mock.stop();
     }
   });
+
+  it('a store that cannot say whose the answer is gives a 503, for its owner too; nothing reaches the provider', async () => {
+    const mock = await startMock();
+    const db = join(mkdtempSync(join(tmpdir(), 'kl-owner-')), 'r.db');
+    const opts = { identity: ids, grants: g, store: { path: db }, providers: providersFor(mock.url) };
+    let gw = await startGateway(opts);
+    const sql = (q) => {
+      const r = spawnSync('sqlite3', ['-batch', db, `PRAGMA busy_timeout=10000; ${q}`], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+    };
+    try {
+      const first = await respond(gw, ALICE, { input: 'my secret plans' });
+      assert.equal(first.status, 200);
+      const { id } = await first.json();
+      // its record is written before the restart empties the memory
+      await gw.stop();
+      gw = await startGateway(opts);
+      sql('ALTER TABLE requests RENAME TO requests_away');
+      const forwarded = (await mock.requests()).length;
+      for (const ip of [MALLORY, ALICE]) {
+        const r = await respond(gw, ip, { previous_response_id: id, input: 'go on' });
+        assert.equal(r.status, 503, ip);
+        const e = (await r.json()).error;
+        assert.match(e.message, /cannot check whose the previous response is/);
+        assert.equal(typeof e.type, 'string');
+      }
+      assert.equal((await mock.requests()).length, forwarded, 'nothing reached the provider');
+      // the store answers again: the refusal is the not-found 400 again
+      sql('ALTER TABLE requests_away RENAME TO requests');
+      const r = await respond(gw, MALLORY, { previous_response_id: id, input: 'go on' });
+      assert.equal(r.status, 400);
+      assert.equal((await r.json()).error.message, `Previous response with id '${id}' not found.`);
+    } finally {
+      await gw.stop();
+      await mock.stop();
+    }
+  });
 });
