@@ -112,7 +112,6 @@ static enum kl_step send_buckets(kl_exchange *ex, const struct names *only, cons
  * are its own copies, since the exchange may go before the query runs. */
 struct quota_job {
     struct kl_query_job job;    /* first */
-    kl_exchange *ex;            /* NULL once the client has gone */
     kl_arena arena;
     struct names only;          /* the buckets shown; all when all */
     bool all;
@@ -136,10 +135,8 @@ static void pool_run(struct kl_store *s, struct kl_query_job *job)
 static void pool_done(struct kl_query_job *job)
 {
     struct quota_job *j = (struct quota_job *)job;
-    kl_exchange *ex = j->ex;
+    kl_exchange *ex = kl_query_waiter(job);
     if (ex) {
-        ex->cancel = NULL;
-        ex->quota_job = NULL;
         enum kl_step step;
         if (!j->rows) {
             /* the database's own message goes to the log, not the caller */
@@ -168,14 +165,6 @@ static void pool_done(struct kl_query_job *job)
     free(j);
 }
 
-static void pool_cancel(kl_exchange *ex)
-{
-    struct quota_job *j = ex->quota_job;
-    if (j)
-        j->ex = NULL;
-    ex->quota_job = NULL;
-}
-
 /* The buckets named in only (all of them when it is NULL) as the caller's
  * answer. With quotas shared through PostgreSQL, a dollar bucket's level
  * here is only this gateway's lease: the pool is read first, on the
@@ -194,14 +183,10 @@ static enum kl_step report(kl_exchange *ex, const struct names *only, int64_t cr
     j->only.arena = &j->arena;
     for (size_t i = 0; only && i < only->n; i++)
         add_name(&j->only, kl_arena_strdup(&j->arena, only->v[i]));
-    j->ex = ex;
-    j->job.w = ex->worker;
     j->job.run = pool_run;
     j->job.done = pool_done;
-    ex->quota_job = j;
-    ex->cancel = pool_cancel;
     kl_server *srv = ex->worker->server;
-    kl_query_submit(srv->leases ? srv->leases : srv->query, &j->job);
+    kl_query_wait(srv->leases ? srv->leases : srv->query, &j->job, ex);
     return KL_WAIT;
 }
 

@@ -4,7 +4,6 @@
 #include "admin/admin.h"
 
 #include <errno.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +27,6 @@ enum api_kind { API_USAGE, API_LIST, API_ONE };
 
 struct api_job {
     struct kl_query_job job;    /* first: the query thread's view */
-    kl_exchange *ex;            /* NULL once the client has gone */
-    atomic_bool gone;           /* the same, for the query thread: the query is not run */
     enum api_kind kind;
     kl_arena arena;             /* the job's own copies of its parameters */
     struct kl_report_filter f;
@@ -58,14 +55,6 @@ static void run(struct kl_store *s, struct kl_query_job *job)
 {
     struct api_job *j = (struct api_job *)job;
     int rc = 0;
-    /* A caller that has left wants no answer: a report over millions of
-     * rows takes seconds of the one query thread, and requests closed as
-     * soon as sent would hold everybody's queries up for as long as they
-     * were queued. */
-    if (atomic_load(&j->gone)) {
-        kl_debug("records API: a query whose caller has left is not run");
-        return;
-    }
     switch (j->kind) {
     case API_USAGE:
         rc = kl_report_usage(s, j->group_by, &j->f, KL_API_MAX_GROUPS, &j->result, &j->truncated, j->err,
@@ -111,9 +100,8 @@ static void job_free(struct api_job *j)
 static void done(struct kl_query_job *job)
 {
     struct api_job *j = (struct api_job *)job;
-    kl_exchange *ex = j->ex;
+    kl_exchange *ex = kl_query_waiter(job);
     if (ex) {
-        ex->cancel = NULL;
         enum kl_step step = KL_DONE;
         if (j->status == 404) {
             kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND, "no record %s", j->id);
@@ -162,16 +150,6 @@ static void done(struct kl_query_job *job)
         kl_pipeline_continue(ex, step);
     }
     job_free(j);
-}
-
-static void cancel(kl_exchange *ex)
-{
-    struct api_job *j = ex->api_job;
-    if (j) {
-        j->ex = NULL;
-        atomic_store(&j->gone, true);
-    }
-    ex->api_job = NULL;
 }
 
 /* A query parameter, copied for the job (the exchange may go before the
@@ -296,12 +274,8 @@ enum kl_step kl_admin_records(kl_exchange *ex)
     }
     if (kind == API_ONE)
         j->id = kl_arena_strdup(&j->arena, path + 14);
-    j->ex = ex;
-    j->job.w = ex->worker;
     j->job.run = run;
     j->job.done = done;
-    ex->api_job = j;
-    ex->cancel = cancel;
-    kl_query_submit(q, &j->job);
+    kl_query_wait(q, &j->job, ex);
     return KL_WAIT;
 }

@@ -25,7 +25,6 @@ struct lease_item {
 
 struct lease_job {
     struct kl_query_job job;    /* first */
-    kl_exchange *ex;            /* NULL once the client has gone */
     struct lease_item item[KL_LEASE_MAX];
     size_t n;
     bool ok;
@@ -129,7 +128,7 @@ static void run(struct kl_store *s, struct kl_query_job *job)
 static void done(struct kl_query_job *job)
 {
     struct lease_job *j = (struct lease_job *)job;
-    kl_exchange *ex = j->ex;
+    kl_exchange *ex = kl_query_waiter(job);
     /* Credit what was granted even if the request has gone: it is this
      * gateway's lease now, and goes back to the pool when idle. */
     kl_worker *w = job->w;
@@ -140,20 +139,9 @@ static void done(struct kl_query_job *job)
             kl_buckets_credit(w->server->buckets, &j->item[i].spec, j->item[i].granted, now);
         }
     }
-    if (ex) {
-        ex->cancel = NULL;
-        ex->lease_job = NULL;
+    if (ex)
         j->done(ex, j->ok, j->retry_after_s);
-    }
     free(j);
-}
-
-static void cancel(kl_exchange *ex)
-{
-    struct lease_job *j = ex->lease_job;
-    if (j)
-        j->ex = NULL;
-    ex->lease_job = NULL;
 }
 
 void kl_lease_start(kl_exchange *ex, const struct kl_lease_need *needs, size_t n,
@@ -171,15 +159,11 @@ void kl_lease_start(kl_exchange *ex, const struct kl_lease_need *needs, size_t n
         int64_t slice = it->spec.capacity / KL_LEASE_SLICES;
         it->want = it->need > slice ? it->need : slice;
     }
-    j->ex = ex;
     j->done = cb;
-    j->job.w = ex->worker;
     j->job.run = run;
     j->job.done = done;
-    ex->lease_job = j;
-    ex->cancel = cancel;
     kl_server *srv = ex->worker->server;
-    kl_query_submit(srv->leases ? srv->leases : srv->query, &j->job);
+    kl_query_wait(srv->leases ? srv->leases : srv->query, &j->job, ex);
 }
 
 int kl_lease_pool_levels(struct kl_store *s, const char *const *names, size_t n, cJSON **rows, char *err,

@@ -1,6 +1,5 @@
 #include "authorize/chained.h"
 
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,8 +19,6 @@
 
 struct chained_job {
     struct kl_query_job job;    /* first: the query thread's view */
-    kl_exchange *ex;            /* NULL once the client has gone */
-    atomic_bool gone;           /* the same, for the query thread */
     char *id;                   /* the answer asked for (malloc) */
     char *owner;                /* the login its record names (malloc), NULL when none does */
     bool failed;                /* the store could not say */
@@ -63,8 +60,6 @@ static enum kl_step refuse(kl_exchange *ex, const char *id)
 static void run(struct kl_store *s, struct kl_query_job *job)
 {
     struct chained_job *j = (struct chained_job *)job;
-    if (atomic_load(&j->gone))
-        return;
     const char *params[] = {j->id};
     cJSON *rows = NULL;
     char err[256];
@@ -91,10 +86,8 @@ static void job_free(struct chained_job *j)
 static void done(struct kl_query_job *job)
 {
     struct chained_job *j = (struct chained_job *)job;
-    kl_exchange *ex = j->ex;
+    kl_exchange *ex = kl_query_waiter(job);
     if (ex) {
-        ex->cancel = NULL;
-        ex->chained_job = NULL;
         enum kl_step step = KL_NEXT;
         if (j->failed) {
             step = kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
@@ -109,16 +102,6 @@ static void done(struct kl_query_job *job)
         kl_pipeline_continue(ex, step);
     }
     job_free(j);
-}
-
-static void cancel(kl_exchange *ex)
-{
-    struct chained_job *j = ex->chained_job;
-    if (j) {
-        j->ex = NULL;
-        atomic_store(&j->gone, true);
-    }
-    ex->chained_job = NULL;
 }
 
 enum kl_step kl_chained_run(kl_exchange *ex)
@@ -138,13 +121,9 @@ enum kl_step kl_chained_run(kl_exchange *ex)
     struct chained_job *j = calloc(1, sizeof(*j));
     if (!j || !(j->id = strdup(id)))
         abort();
-    j->ex = ex;
-    j->job.w = ex->worker;
     j->job.run = run;
     j->job.done = done;
-    ex->chained_job = j;
-    ex->cancel = cancel;
-    kl_query_submit(srv->answers, &j->job);
+    kl_query_wait(srv->answers, &j->job, ex);
     return KL_WAIT;
 }
 

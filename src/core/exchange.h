@@ -25,13 +25,10 @@ struct kl_account;
 struct kl_identity;
 struct kl_whois_entry;
 struct kl_grant_set;
-struct api_job;
-struct chained_job;
-struct quota_job;
+struct kl_query_job;
 struct kl_admission;
 struct kl_attempt;
 struct event;
-struct lease_job;
 struct kl_guard_run;
 struct kl_guard_note;
 struct kl_hook_ref;
@@ -151,7 +148,6 @@ typedef struct kl_exchange {
     const char *fail_headers;           /* extra headers for a gateway error */
     int64_t fail_retry;                 /* a 429's seconds until it may fit (Retry-After), -1: never, 0: unknown */
     int fail_status;                    /* the status of a gateway error when not its kind's (a hook's) */
-    struct lease_job *lease_job;        /* a quota lease waiting on the database */
 
     /* account */
     bool cost_known;
@@ -190,9 +186,8 @@ typedef struct kl_exchange {
     struct kl_h1_xfer *h1;              /* a request on keyless's own HTTP/1.1 client */
     struct kl_account *acct;
     struct kl_guard_run *guard;         /* hooks being asked */
-    struct api_job *api_job;        /* an /api/ read waiting on the query thread */
-    struct quota_job *quota_job;    /* /api/quotas reading the PostgreSQL pool */
-    struct chained_job *chained_job;    /* whose a stored answer is, asked of the store (authorize/chained.h) */
+    struct kl_query_job *query_job;     /* a store query it waits on (record/query.h): an /api/ read, a quota
+                                           lease, whose a stored answer is */
 } kl_exchange;
 
 int64_t kl_now_ns(void);

@@ -1,8 +1,11 @@
 #include "record/query.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 
+#include "core/exchange.h"
+#include "core/log.h"
 #include "core/mailbox.h"
 
 struct kl_query {
@@ -12,6 +15,7 @@ struct kl_query {
     struct kl_query_job *head, *tail;
     bool stop;
     struct kl_store *store;
+    char name[16];
 };
 
 static void deliver(void *arg)
@@ -34,7 +38,10 @@ static void *query_main(void *arg)
         if (!q->head)
             q->tail = NULL;
         pthread_mutex_unlock(&q->lock);
-        job->run(q->store, job);
+        if (atomic_load(&job->gone))
+            kl_debug("%s: a query whose caller has left is not run", q->name);
+        else
+            job->run(q->store, job);
         kl_mailbox_post_always(job->w, deliver, job); /* its memory, or a lease's grant, is not lost at exit */
         pthread_mutex_lock(&q->lock);
     }
@@ -48,6 +55,7 @@ struct kl_query *kl_query_start(struct kl_store *store, const char *name)
     if (!q)
         abort();
     q->store = store;
+    snprintf(q->name, sizeof(q->name), "%s", name);
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->cond, NULL);
     pthread_create(&q->thread, NULL, query_main, q);
@@ -70,7 +78,7 @@ void kl_query_stop(struct kl_query *q)
     free(q);
 }
 
-void kl_query_submit(struct kl_query *q, struct kl_query_job *job)
+static void submit(struct kl_query *q, struct kl_query_job *job)
 {
     job->next = NULL;
     pthread_mutex_lock(&q->lock);
@@ -81,4 +89,35 @@ void kl_query_submit(struct kl_query *q, struct kl_query_job *job)
     q->tail = job;
     pthread_cond_signal(&q->cond);
     pthread_mutex_unlock(&q->lock);
+}
+
+/* ex->cancel while it waits: the client has gone */
+static void forget(kl_exchange *ex)
+{
+    struct kl_query_job *job = ex->query_job;
+    if (job) {
+        job->ex = NULL;
+        atomic_store(&job->gone, true);
+    }
+    ex->query_job = NULL;
+}
+
+void kl_query_wait(struct kl_query *q, struct kl_query_job *job, kl_exchange *ex)
+{
+    job->w = ex->worker;
+    job->ex = ex;
+    atomic_store(&job->gone, false);
+    ex->query_job = job;
+    ex->cancel = forget;
+    submit(q, job);
+}
+
+kl_exchange *kl_query_waiter(struct kl_query_job *job)
+{
+    kl_exchange *ex = job->ex;
+    if (ex) {
+        ex->cancel = NULL;
+        ex->query_job = NULL;
+    }
+    return ex;
 }
