@@ -6,6 +6,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "account/prices.h"
 #include "core/jsonscan.h"
 #include "core/text.h"
 #include "core/urlquery.h"
@@ -140,13 +141,48 @@ static const char *object_with(kl_exchange *ex, struct kl_body_span at, const ch
     return kl_json_print_arena(&ex->arena, o, "", "");
 }
 
+/* Whether the provider's host is OpenAI's own or Microsoft's (Azure OpenAI,
+ * AI Foundry, GitHub Models), whose reasoning models refuse max_tokens. */
+static bool openai_host(const char *baseurl)
+{
+    const char *h = strstr(baseurl, "://");
+    h = h ? h + 3 : baseurl;
+    size_t n = strcspn(h, ":/?#");
+    static const char *const suffixes[] = {"openai.com", "azure.com", "github.ai"};
+    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+        size_t k = strlen(suffixes[i]);
+        if (n >= k && strncasecmp(h + n - k, suffixes[i], k) == 0 && (n == k || h[n - k - 1] == '.'))
+            return true;
+    }
+    return false;
+}
+
+/* The name of the chat output cap keyless adds: OpenAI's
+ * max_completion_tokens for OpenAI's models and hosts (its reasoning
+ * models refuse max_tokens), else max_tokens, the one every
+ * OpenAI-compatible server reads (Ollama reads no other). */
+static const char *chat_cap_name(const kl_exchange *ex, const char *bare)
+{
+    if (openai_host(ex->provider->baseurl) || kl_prices_find(ex->cfg->prices, "openai", bare))
+        return "max_completion_tokens";
+    return "max_tokens";
+}
+
 /* The member that caps output for this endpoint, when keyless must set one
- * (a spend quota reserved for at most that many tokens). */
-static const struct kl_body_span *output_cap_member(const kl_exchange *ex, const char **name)
+ * (a spend quota reserved for at most that many tokens): one the caller
+ * wrote without a number is replaced. */
+static const struct kl_body_span *output_cap_member(const kl_exchange *ex, const char *bare, const char **name)
 {
     const struct kl_body_map *m = &ex->body_map;
     switch (ex->ep->id) {
-    case KL_EP_CHAT: *name = "max_completion_tokens"; return &m->max_completion_tokens;
+    case KL_EP_CHAT:
+        if (m->max_completion_tokens.end || m->max_tokens.end) {
+            bool completion = m->max_completion_tokens.end;
+            *name = completion ? "max_completion_tokens" : "max_tokens";
+            return completion ? &m->max_completion_tokens : &m->max_tokens;
+        }
+        *name = chat_cap_name(ex, bare);
+        return &m->max_completion_tokens; /* absent: the name is inserted */
     case KL_EP_RESPONSES: *name = "max_output_tokens"; return &m->max_output_tokens;
     case KL_EP_MESSAGES: *name = "max_tokens"; return &m->max_tokens;
     case KL_EP_BEDROCK_INVOKE: /* Claude's body; admit refuses to reserve for another family's */
@@ -182,7 +218,7 @@ static void rewrite_body(kl_exchange *ex, const char *bare)
     }
     if (ex->inject_max_output_tokens > 0) {
         const char *name;
-        const struct kl_body_span *cap = output_cap_member(ex, &name);
+        const struct kl_body_span *cap = output_cap_member(ex, bare, &name);
         char num[32];
         snprintf(num, sizeof(num), "%lld", (long long)ex->inject_max_output_tokens);
         if (cap && cap->end) {

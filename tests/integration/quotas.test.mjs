@@ -1457,10 +1457,19 @@ describe('rate limits', () => {
     await gw.stop();
     // a request without an output cap is sent the one it was counted for, as under a spend quota
     const capped = await startGateway({ grants: grant(null, [{ rate_limit: { tokens_per_minute: 100000 } }]),
-      limits: { default_max_output_tokens: 1000 }, providers: providersFor(mock.url) });
+      limits: { default_max_output_tokens: 1000 },
+      providers: providersFor(mock.url, { ollama: { baseurl: mock.url, models: ['llama3.1:8b'], compatibility: { openai_chat: true } } }) });
     await mock.clear();
     assert.equal((await post(capped, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }))).status, 200);
     assert.equal(JSON.parse((await mock.last()).body).max_completion_tokens, 1000);
+    // a model that is not OpenAI's, on a host that is not OpenAI's, gets max_tokens, the cap every
+    // OpenAI-compatible server reads (Ollama reads no other); a cap written as null is replaced where it is
+    for (const [extra, name] of [[{}, 'max_tokens'], [{ max_tokens: null }, 'max_tokens'], [{ max_completion_tokens: null }, 'max_completion_tokens']]) {
+      assert.equal((await post(capped, '/v1/chat/completions', JSON.stringify({ model: 'llama3.1:8b', ...extra, messages: [{ role: 'user', content: 'hi' }] }))).status, 200);
+      const sent = JSON.parse((await mock.last()).body);
+      assert.equal(sent[name], 1000, JSON.stringify(sent));
+      assert.equal(Object.keys(sent).filter((k) => k.startsWith('max_')).length, 1, JSON.stringify(sent));
+    }
     await capped.stop();
     // a reasoning request's room for reasoning shrinks to what the limit can ever hold: with
     // 30,000 a minute, 8,192 + 24,576 never fits, and every Codex request was refused
