@@ -1245,9 +1245,9 @@ static void after_answer(struct kl_conn *c)
     /* stopping, or a TLS connection retired by a reload: a request the
      * client sent before this response ended (pipelined) is served too,
      * the last one (its keep_alive is off), rather than left without an
-     * answer or a record */
-    bool pipelined = input_waiting(c);
-    if (!c->keep_alive || ((c->w->draining || c->retired) && !pipelined)) {
+     * answer or a record (looked for only then: the peek is a system call
+     * a request) */
+    if (!c->keep_alive || ((c->w->draining || c->retired) && !input_waiting(c))) {
         c->state = ST_CLOSING;
         bufferevent_disable(c->bev, EV_READ);
         evtimer_del(c->timer);
