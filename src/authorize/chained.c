@@ -6,8 +6,8 @@
 #include <cjson/cJSON.h>
 
 #include "account/account.h"
-#include "admit/referenced.h"
 #include "account/usage.h"
+#include "admit/referenced.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/lossymap.h"
