@@ -21,7 +21,8 @@ static void usage(FILE *f)
             "\n"
             "commands:\n"
             "  serve --config FILE     run the gateway\n"
-            "  check --config FILE     validate a configuration; non-zero exit on errors\n"
+            "  check --config FILE     validate a configuration: problems to stderr, a summary\n"
+            "                          to stdout; exit 1 on errors\n"
             "        [--strict]        treat warnings as errors too\n"
             "  usage --config FILE     usage from the record store, as a table\n"
             "        [--by user,model,provider,day,session,node,endpoint] [--since 7d] [--until T]\n"
@@ -133,7 +134,10 @@ static int cmd_check(int argc, char **argv)
     kl_config *cfg = kl_config_load(path, &d);
     if (cfg)
         kl_record_probe_store(cfg->store, &d);
-    kl_diags_print(&d, path, stdout);
+    /* as nginx -t, caddy validate and systemd-analyze verify: the problems
+     * go to stderr (where serve writes them too, and where a script's
+     * 2>errors.log looks), the one-line verdict to stdout */
+    kl_diags_print(&d, path, stderr);
     bool strict = has_flag(argc, argv, "--strict");
     int rc = (!cfg || d.errors > 0 || (strict && d.warnings > 0)) ? 1 : 0;
     printf("%s: %d error%s, %d warning%s\n", path, d.errors, d.errors == 1 ? "" : "s", d.warnings,

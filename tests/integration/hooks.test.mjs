@@ -134,7 +134,7 @@ describe('pre_request hooks', () => {
     const check = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
     rmSync(dir, { recursive: true, force: true });
     assert.equal(check.status, 1);
-    assert.match(check.stdout, /authorization must be "bearer", "x-api-key" or "x-goog-api-key"/);
+    assert.match(check.stderr, /authorization must be "bearer", "x-api-key" or "x-goog-api-key"/);
   });
 
   it('user_message is the last user turn in every dialect', async () => {
@@ -308,18 +308,18 @@ describe('pre_request hooks', () => {
     const many = Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`h${i}`, { url: 'http://h' }]));
     let r = check({ hooks: many, grants: grant(Object.keys(many).map((n) => send(n, []))) });
     assert.equal(r.status, 1);
-    assert.match(r.stdout, /more than 32 hooks/);
+    assert.match(r.stderr, /more than 32 hooks/);
     r = check({ hooks: { a: { url: 'http://h' } }, grants: grant([send('b', [])]) });
     assert.equal(r.status, 1);
-    assert.match(r.stdout, /send_hooks names hook "b", which hooks does not define/);
+    assert.match(r.stderr, /send_hooks names hook "b", which hooks does not define/);
     // Aperture's documented example, and every send value its protocol lists
     r = check({ hooks: { a: { url: 'http://h' } }, grants: grant([send('a', ['estimated_cost'], ['entire_request'])]) });
-    assert.equal(r.status, 0, r.stdout);
-    assert.doesNotMatch(r.stdout, /send_hooks|not sent/);
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /send_hooks|not sent/);
     r = check({ hooks: { a: { url: 'http://h' } }, grants: grant([send('a', ['tools', 'request_body', 'response_body',
       'raw_responses', 'user_message', 'grants', 'estimated_cost', 'quotas'], ['pre_request', 'tool_call_entire_request'])]) });
-    assert.equal(r.status, 0, r.stdout);
-    assert.doesNotMatch(r.stdout, /send_hooks|not sent/);
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /send_hooks|not sent/);
     for (const [hooks, sh, msg] of [
       [{ a: {} }, [], /hook a needs a "url"/],
       [{ a: { url: 'ftp://x' } }, [], /url must be an http/],
@@ -329,8 +329,8 @@ describe('pre_request hooks', () => {
       [{ a: { url: 'http://h' } }, 'a', /"send_hooks" must be an array/],
     ]) {
       r = check({ hooks, grants: grant(sh) });
-      assert.equal(r.status, 1, `${JSON.stringify(hooks)} ${JSON.stringify(sh)}: ${r.stdout}`);
-      assert.match(r.stdout, msg);
+      assert.equal(r.status, 1, `${JSON.stringify(hooks)} ${JSON.stringify(sh)}: ${r.stderr}`);
+      assert.match(r.stderr, msg);
     }
   });
 

@@ -632,7 +632,7 @@ describe('identity and grants', () => {
       writeFileSync(cfg, JSON.stringify({ identity, grants: GRANTS, providers: providersFor('http://127.0.0.1:9') }));
       const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', cfg], { encoding: 'utf8' });
       assert.equal(r.status, 0, r.stdout + r.stderr);
-      return r.stdout;
+      return r.stderr;
     };
     assert.match(check({ serve_headers: true }), /warning: serve_headers without tailscale: any local process, and with tailscaled in userspace networking any tailnet peer/);
     assert.match(check({ tailscale: {}, serve_headers: true, order: ['serve', 'tailscale'] }),
@@ -646,8 +646,8 @@ describe('identity and grants', () => {
     providers: providersFor('http://127.0.0.1:9') }));
     const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', cfg], { encoding: 'utf8' });
     assert.equal(r.status, 1);
-    assert.match(r.stdout, /identity source "loopback" is in identity.order twice/);
-    assert.doesNotMatch(r.stdout, /"cidr" is configured but not in identity.order/);
+    assert.match(r.stderr, /identity source "loopback" is in identity.order twice/);
+    assert.doesNotMatch(r.stderr, /"cidr" is configured but not in identity.order/);
   });
 
   it('the official SDK works from a tailnet peer', async () => {

@@ -40,8 +40,24 @@ describe('lifecycle', () => {
     writeFileSync(bad, '{\n  // comment\n  "providers": {"x": {"baseurl": 5,}},\n  "connectors": {},\n}\n');
     const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', bad], { encoding: 'utf8' });
     assert.equal(r.status, 1);
-    assert.match(r.stdout, /bad\.hujson:3:\d+: error: baseurl must be a string/);
-    assert.match(r.stdout, /bad\.hujson:4:\d+: warning: section "connectors" is read but not enforced yet/);
+    assert.match(r.stderr, /bad\.hujson:3:\d+: error: baseurl must be a string/);
+    assert.match(r.stderr, /bad\.hujson:4:\d+: warning: section "connectors" is read but not enforced yet/);
+  });
+
+  it('keyless check writes its problems to stderr and only the summary to stdout (as nginx -t, caddy validate)', () => {
+    // a script's `keyless check 2>errors.log` keeps every problem, and its stdout is the verdict alone
+    const dir = mkdtempSync(join(tmpdir(), 'kl-check-streams-'));
+    const bad = join(dir, 'bad.hujson');
+    writeFileSync(bad, '{\n  "providers": {"x": {"baseurl": 5}},\n  "connectors": {},\n}\n');
+    const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', bad], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.match(r.stdout, /^\S*bad\.hujson: 1 error, \d+ warnings?\n$/);
+    assert.match(r.stderr, /^\S*bad\.hujson:2:\d+: error: baseurl must be a string\n/);
+    assert.match(r.stderr, /warning: section "connectors"/);
+    assert.doesNotMatch(r.stderr, /1 error,/);
+    const ok = spawnSync(join(BUILD, 'keyless'), ['check', '--config', join(ROOT, 'keyless.example.hujson')], { encoding: 'utf8' });
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, /^\S*keyless\.example\.hujson: 0 errors, \d+ warnings?\n$/);
   });
 
   it('refuses to start on a broken config', () => {

@@ -310,8 +310,8 @@ describe('mTLS / SPIFFE', () => {
     assert.equal(check({ trust_domains: { 'example.org': p('ca.pem') } }).status, 0);
     // left out of identity.order, the listener's certificates would identify no one: warned about
     const left = check({ client_ca: p('ca.pem') }, { order: ['loopback'] });
-    assert.equal(left.status, 0, left.stdout);
-    assert.match(left.stdout, /identity source "mtls" is configured but not in identity.order: it identifies no one/);
+    assert.equal(left.status, 0, left.stderr);
+    assert.match(left.stderr, /identity source "mtls" is configured but not in identity.order: it identifies no one/);
     for (const [mtls, msg] of [
       [{ client_ca: p('ca.pem'), trust_domains: { 'example.org': p('ca.pem') } }, /either "client_ca"/],
       [{}, /either "client_ca"/],
@@ -321,8 +321,8 @@ describe('mTLS / SPIFFE', () => {
       [{ trust_domains: { 'example.org': p('good.key') } }, /cannot read certificates from the bundle/],
     ]) {
       const r = check(mtls);
-      assert.equal(r.status, 1, `${JSON.stringify(mtls)}: ${r.stdout}`);
-      assert.match(r.stdout, msg);
+      assert.equal(r.status, 1, `${JSON.stringify(mtls)}: ${r.stderr}`);
+      assert.match(r.stderr, msg);
     }
   });
 });

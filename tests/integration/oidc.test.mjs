@@ -134,13 +134,13 @@ describe('OIDC workload tokens', () => {
     };
     const base = { issuer: GH, jwks_file: join(dir, 'gh.json'), audience: 'keyless', login: '{repository}' };
     let r = check(base);
-    assert.equal(r.status, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /warning: issuer https:\/\/token\.actions\.githubusercontent\.com mints tokens for every repository/);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /warning: issuer https:\/\/token\.actions\.githubusercontent\.com mints tokens for every repository/);
     for (const claims of [{ repository_owner: 'acme' }, { repository: ['acme/*', 'acme/tools'] }, { sub: 'repo:acme/app:*' },
       { ref: 'refs/heads/main', repository_owner_id: '1234' }]) {
       r = check({ ...base, claims });
       assert.equal(r.status, 0);
-      assert.doesNotMatch(r.stdout, /mints tokens/, JSON.stringify(claims));
+      assert.doesNotMatch(r.stderr, /mints tokens/, JSON.stringify(claims));
     }
     // conditions that still admit every owner's workflows are warned about too
     for (const claims of [{ ref: 'refs/heads/main' }, { repository_owner: '*' }, { repository_owner: 'acme-*' },
@@ -148,22 +148,22 @@ describe('OIDC workload tokens', () => {
       { job_workflow_ref: 'acme/shared/.github/workflows/deploy.yml@refs/heads/main' }]) {
       r = check({ ...base, claims });
       assert.equal(r.status, 0);
-      assert.match(r.stdout, /without a "claims" condition that fixes their owner/, JSON.stringify(claims));
+      assert.match(r.stderr, /without a "claims" condition that fixes their owner/, JSON.stringify(claims));
     }
     for (const [claims, msg] of [[{}, /claims must be an object/], ['acme', /claims must be an object/],
       [{ ref: [] }, /claims\.ref allows no value/], [{ ref: 5 }, /allowed values are non-empty strings/],
       [{ 'a//b': 'x' }, /empty path segment/]]) {
       r = check({ ...base, claims });
-      assert.equal(r.status, 1, `${JSON.stringify(claims)}: ${r.stdout}`);
-      assert.match(r.stdout, msg);
+      assert.equal(r.status, 1, `${JSON.stringify(claims)}: ${r.stderr}`);
+      assert.match(r.stderr, msg);
     }
     // an entry refused after reading many claims, then another: its slot is
     // reused without writing past the new entry's rules (the sanitizer run
     // of this suite sees any overflow; the release build crashed)
     const many = (n) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`c${i}`, 'x']));
     r = check({ issuer: 'https://a.example', audience: 'k', login: '{sub}', claims: many(100) }, { ...base, claims: many(90) });
-    assert.equal(r.status, 1, r.stdout + r.stderr);
-    assert.match(r.stdout, /an OIDC issuer needs/);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, /an OIDC issuer needs/);
   });
 
   it('a passthrough provider gets its own key, never the workload token that identified the caller', async () => {
@@ -314,8 +314,8 @@ describe('OIDC workload tokens', () => {
       [{ audience: '' }, /none of them empty/], [{ login: '' }, /none of them empty/],
       [{ max_lifetime: '0s' }, /max_lifetime must be at least "1s"/]]) {
       const r = check(extra);
-      assert.equal(r.status, 1, `${JSON.stringify(extra)}: ${r.stdout}`);
-      assert.match(r.stdout, msg);
+      assert.equal(r.status, 1, `${JSON.stringify(extra)}: ${r.stderr}`);
+      assert.match(r.stderr, msg);
     }
     assert.equal(check({ algorithms: ['ES256', 'EdDSA'] }).status, 0);
     // two clusters whose logins can be the same: a namespace in one would be the other's
@@ -324,21 +324,21 @@ describe('OIDC workload tokens', () => {
       { issuer: 'https://dev.k8s.example', jwks_file: join(dir, 'k8s.json'), audience: 'keyless',
         login: 'k8s:{kubernetes.io/namespace}' }] } } }));
     let r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
-    assert.match(r.stdout, /warning: OIDC issuers \S+ and https:\/\/dev\.k8s\.example may give one login to workloads of both/);
+    assert.match(r.stderr, /warning: OIDC issuers \S+ and https:\/\/dev\.k8s\.example may give one login to workloads of both/);
     writeFileSync(f, readFileSync(f, 'utf8').replace('"login":"k8s:{kubernetes.io/namespace}"}]', '"login":"k8s-dev:{kubernetes.io/namespace}"}]'));
     r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
-    assert.doesNotMatch(r.stdout, /may give one login/, r.stdout);
+    assert.doesNotMatch(r.stderr, /may give one login/, r.stderr);
     // two clusters that both keep kubeadm's default issuer name: one name, two key sets, two authorities
     writeFileSync(f, JSON.stringify({ identity: { oidc: { issuers: [
       { issuer: K8S, jwks_file: join(dir, 'k8s.json'), audience: 'keyless', login: 'k8s:{kubernetes.io/namespace}' },
       { issuer: K8S, jwks_file: join(dir, 'gh.json'), audience: 'keyless', login: 'k8s:{kubernetes.io/namespace}' }] } } }));
     r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
-    assert.match(r.stdout, /may give one login to workloads of both/, r.stdout);
-    assert.match(r.stdout, /one name, two key sets/);
+    assert.match(r.stderr, /may give one login to workloads of both/, r.stderr);
+    assert.match(r.stderr, /one name, two key sets/);
     // one issuer and one key set mapped twice (the partner entries above) is one authority
     writeFileSync(f, readFileSync(f, 'utf8').replace(join(dir, 'gh.json'), join(dir, 'k8s.json')));
     r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
-    assert.doesNotMatch(r.stdout, /may give one login/, r.stdout);
+    assert.doesNotMatch(r.stderr, /may give one login/, r.stderr);
   });
 
   it('a placeholder API key is not a token: the caller is just unidentified', async () => {

@@ -1367,14 +1367,14 @@ describe('spend quotas', () => {
     writeFileSync(f, JSON.stringify({ quotas: { a: { capacity: '$1' } }, grants: grant([{ bucket: 'b' }]) }));
     const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
     assert.equal(r.status, 1);
-    assert.match(r.stdout, /quota bucket "b", which quotas does not define/);
+    assert.match(r.stderr, /quota bucket "b", which quotas does not define/);
     writeFileSync(f, JSON.stringify({ quotas: { a: { capacity: 'lots' } } }));
     assert.equal(spawnSync(join(BUILD, 'keyless'), ['check', '--config', f]).status, 1);
     // a rate limit in parts of a request is no limit keyless could keep: refused, not truncated
     writeFileSync(f, JSON.stringify({ grants: grant(null, [{ rate_limit: { requests_per_minute: 1.9 } }]) }));
     const frac = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
     assert.equal(frac.status, 1);
-    assert.match(frac.stdout, /rate_limit values must be whole numbers/);
+    assert.match(frac.stderr, /rate_limit values must be whole numbers/);
   });
 });
 

@@ -225,7 +225,7 @@ describe('records (SQLite)', () => {
     assert.match(reader.stdout, /uma@example\.com/);
     const strict = spawnSync(join(BUILD, 'keyless'), ['check', '--config', withS3], { encoding: 'utf8' });
     assert.equal(strict.status, 1);
-    assert.match(strict.stdout, /KL_TEST_UNSET_S3_ID/);
+    assert.match(strict.stderr, /KL_TEST_UNSET_S3_ID/);
     // output that cannot be written (a full disk) is a failure, not an empty success
     for (const cmd of [['usage'], ['export', '--since', '1h']]) {
       const full = spawnSync('sh', ['-c', `"$0" "$@" > /dev/full`, join(BUILD, 'keyless'), ...cmd, '--config', gw.configPath],
@@ -901,7 +901,7 @@ describe('records API: bad input and whose records', () => {
     writeFileSync(cfg, JSON.stringify({ identity: { cidr: [{ range: '10.0.0.0/8', login: '' }] }, providers: {} }));
     const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', cfg], { encoding: 'utf8' });
     assert.equal(r.status, 1, r.stdout + r.stderr);
-    assert.match(r.stdout, /"login" must be a non-empty string/);
+    assert.match(r.stderr, /"login" must be a non-empty string/);
   });
 
   it('a SQLite store file removed while in use is made again, and the records go on into it', async () => {
@@ -942,20 +942,20 @@ describe('records API: bad input and whose records', () => {
       return spawnSync(join(BUILD, 'keyless'), ['check', '--config', cfg], { encoding: 'utf8' });
     };
     let r = check({ path: join(dir, 'missing', 'keyless.db') });
-    assert.equal(r.status, 0, r.stdout);
-    assert.match(r.stdout,
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr,
       /note: on this machine, serve could not create store.path .*missing\/keyless.db in .*missing: No such file/);
     r = check({ path: dir });
-    assert.match(r.stdout, /note: on this machine, serve could not open store.path .*: it is a directory/);
+    assert.match(r.stderr, /note: on this machine, serve could not open store.path .*: it is a directory/);
     // what serve would open draws no note, and check made no file
     r = check({ path: join(dir, 'keyless.db') });
-    assert.equal(r.status, 0, r.stdout);
-    assert.doesNotMatch(r.stdout, /store.path/);
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /store.path/);
     assert.ok(!existsSync(join(dir, 'keyless.db')));
     // the server behind a PostgreSQL store is not contacted by check
     r = check({ driver: 'postgres', url: 'postgresql://nobody@127.0.0.1:9/none' });
-    assert.equal(r.status, 0, r.stdout);
-    assert.doesNotMatch(r.stdout, /serve could not/);
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /serve could not/);
   });
 });
 
