@@ -677,6 +677,14 @@ static void read_provider(kl_cfg_ctx *c, const cJSON *v, struct kl_provider *p)
                     while (n > 0 && s[n - 1] == '/')
                         n--;
                     p->baseurl = normalize_origin(kl_arena_strndup(&c->cfg->arena, s, n));
+                    /* said without the URL: the message must not carry the secret */
+                    if (memchr(s + scheme, '@', strcspn(s + scheme, "/?#")))
+                        kl_cfg_report(c, KL_SEV_WARNING, m,
+                                      "provider %s: baseurl carries credentials (user:password@): they go as HTTP "
+                                      "Basic authorization, or not at all when keyless sends its own Authorization "
+                                      "header, and unlike an apikey they are not masked in answers; give the "
+                                      "credential as apikey instead",
+                                      p->id);
                     if (n >= 3 && strcmp(p->baseurl + n - 3, "/v1") == 0)
                         kl_cfg_report(c, KL_SEV_WARNING, m,
                                       "baseurl ends in /v1, but the incoming path (/v1/...) is appended to it");

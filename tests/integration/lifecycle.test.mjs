@@ -60,6 +60,36 @@ describe('lifecycle', () => {
     assert.match(ok.stdout, /^\S*keyless\.example\.hujson: 0 errors, \d+ warnings?\n$/);
   });
 
+  it('a provider baseurl with user:password@ is warned about, at check and at start, without the password', async () => {
+    // libcurl sends the userinfo as Basic authorization, or drops it beside keyless's own Authorization header,
+    // and no answer is masked for it as for an apikey
+    const mock = await startMock();
+    const providers = providersFor(mock.url.replace('http://', 'http://ops:hunter2@'));
+    const dir = mkdtempSync(join(tmpdir(), 'kl-userinfo-'));
+    const cfg = join(dir, 'k.hujson');
+    writeFileSync(cfg, JSON.stringify({ providers }));
+    const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', cfg], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /warning: provider openai: baseurl carries credentials \(user:password@\)/);
+    assert.doesNotMatch(r.stdout + r.stderr, /hunter2|ops:/);
+    const gw = await startGateway({ providers });
+    try {
+      const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
+      assert.equal(res.status, 200);
+      assert.doesNotMatch(await res.text(), /hunter2/);
+      const who = await (await fetch(`${gw.url}/api/whoami`)).text();
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      const rec = JSON.stringify(await finalRecord(gw, res.headers.get('x-keyless-request-id')));
+      assert.doesNotMatch(who + metrics + rec, /hunter2/);
+      assert.match(gw.output(), /baseurl carries credentials/);
+      assert.doesNotMatch(gw.output(), /hunter2/);
+    } finally {
+      await gw.stop();
+      await mock.stop();
+    }
+  });
+
   it('refuses to start on a broken config', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kl-bad-'));
     const bad = join(dir, 'bad.hujson');
