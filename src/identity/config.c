@@ -3,9 +3,11 @@
 
 #include "core/text.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "identity/mtls.h"
 #include "identity/oidc.h"
@@ -168,6 +170,30 @@ static void warn_serve_order(kl_cfg_ctx *c, const cJSON *at, const struct kl_ide
                       "would be believed; put tailscale first");
 }
 
+/* tailscaled's LocalAPI socket missing when the configuration is read: a
+ * note, not an error (tailscaled may start after keyless, and check may run
+ * on another machine), but said now rather than as the first tailnet
+ * caller's 503. */
+static void note_tailscale_socket(kl_cfg_ctx *c, const cJSON *at, const struct kl_identity_cfg *ic)
+{
+    bool used = false;
+    for (size_t i = 0; i < ic->norder; i++)
+        used |= ic->order[i] == KL_SRC_TAILSCALE;
+    if (!used)
+        return;
+    struct stat st;
+    if (stat(ic->ts_socket, &st) < 0)
+        kl_cfg_report(c, KL_SEV_NOTE, at,
+                      "on this machine, identity.tailscale.socket %s cannot be reached: %s; tailnet callers get 503 "
+                      "until tailscaled listens there",
+                      ic->ts_socket, strerror(errno));
+    else if (!S_ISSOCK(st.st_mode))
+        kl_cfg_report(c, KL_SEV_NOTE, at,
+                      "on this machine, identity.tailscale.socket %s is not a socket; tailnet callers get 503 until "
+                      "tailscaled listens there",
+                      ic->ts_socket);
+}
+
 void kl_identity_read_config(kl_cfg_ctx *c, const cJSON *v)
 {
     struct kl_identity_cfg *ic = kl_arena_alloc(&c->cfg->arena, sizeof(*ic));
@@ -178,7 +204,7 @@ void kl_identity_read_config(kl_cfg_ctx *c, const cJSON *v)
     ic->ts_negative_ttl_ms = 10000;
     bool enabled[KL_SRC_COUNT] = {false};
     enabled[KL_SRC_LOOPBACK] = true;
-    const cJSON *order = NULL;
+    const cJSON *order = NULL, *tailscale = NULL;
     if (v && !cJSON_IsObject(v)) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "identity must be an object");
         v = NULL;
@@ -188,7 +214,7 @@ void kl_identity_read_config(kl_cfg_ctx *c, const cJSON *v)
         if (strcmp(m->string, "order") == 0)
             order = m;
         else if (strcmp(m->string, "tailscale") == 0)
-            enabled[KL_SRC_TAILSCALE] = read_tailscale(c, m, ic);
+            enabled[KL_SRC_TAILSCALE] = read_tailscale(c, m, ic), tailscale = m;
         else if (strcmp(m->string, "serve_headers") == 0)
             enabled[KL_SRC_SERVE] = read_bool(c, m, "identity.serve_headers");
         else if (strcmp(m->string, "loopback") == 0)
@@ -246,6 +272,10 @@ void kl_identity_read_config(kl_cfg_ctx *c, const cJSON *v)
                 ic->order[ic->norder++] = (enum kl_id_source)s;
     }
     warn_serve_order(c, order ? order : v, ic);
+    if (tailscale) {
+        const cJSON *sock = cJSON_IsObject(tailscale) ? cJSON_GetObjectItemCaseSensitive(tailscale, "socket") : NULL;
+        note_tailscale_socket(c, sock ? sock : tailscale, ic);
+    }
     if (!v)
         kl_cfg_report(c, KL_SEV_NOTE, NULL,
                       "no identity section: only loopback callers are identified (add \"identity\": {\"tailscale\": {}} for tailnet peers)");

@@ -624,6 +624,34 @@ describe('identity and grants', () => {
     assert.equal((await r.json()).role, 'user');
   });
 
+  it('a tailscaled socket that is not there is a note at load, naming the path (not an error: tailscaled may start later)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kl-ts-socket-'));
+    const check = (tailscale, ...more) => {
+      const cfg = join(dir, 'keyless.hujson');
+      writeFileSync(cfg, JSON.stringify({ identity: { tailscale }, grants: GRANTS, providers: providersFor(mock.url) }));
+      return spawnSync(join(BUILD, 'keyless'), ['check', '--config', cfg, ...more], { encoding: 'utf8' });
+    };
+    const missing = join(dir, 'tailscaled.sock');
+    let r = check({ socket: missing }, '--strict');
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`keyless\\.hujson:\\d+:\\d+: note: on this machine, identity\\.tailscale\\.socket ${missing} cannot be reached: No such file or directory; tailnet callers get 503`));
+    writeFileSync(missing, '');
+    assert.match(check({ socket: missing }).stderr, /tailscaled\.sock is not a socket/);
+    // tailscaled's own socket, or tailscale switched off: nothing said
+    assert.doesNotMatch(check({ socket: ts.socket }).stderr, /identity\.tailscale\.socket/);
+    assert.doesNotMatch(check({ socket: join(dir, 'gone.sock'), enabled: false }).stderr, /identity\.tailscale\.socket/);
+    // and serve says it at start, then starts
+    const g = await startGateway({ identity: { tailscale: { socket: join(dir, 'gone.sock') } }, grants: GRANTS,
+      providers: providersFor(mock.url) });
+    try {
+      const said = /note: on this machine, identity\.tailscale\.socket \S*gone\.sock cannot be reached/;
+      for (let i = 0; i < 100 && !said.test(g.output()); i++) await sleep(20); // stderr's pipe may come after stdout's
+      assert.match(g.output(), said);
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('keyless check warns when serve headers could be believed from a tailnet peer that reached the port directly', () => {
     // with tailscaled in userspace networking such a peer comes from loopback too
     const dir = mkdtempSync(join(tmpdir(), 'kl-serve-order-'));
