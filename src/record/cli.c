@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "record/record.h"
 
@@ -15,6 +16,20 @@ static struct kl_store *open_store(const kl_config *cfg, FILE *err)
     if (!s)
         fprintf(err, "keyless: cannot read the record store: %s\n", e);
     return s;
+}
+
+/* A SQLite store that serve has not made yet (no request has been served, or
+ * this is a new host): no records, said on err, and the file is not made. A
+ * reader that made it would leave an empty file that no store could open. */
+static bool store_not_made(const kl_config *cfg, FILE *err, const char *cmd)
+{
+    const struct kl_store_cfg *sc = cfg->store;
+    struct stat st;
+    if (sc->driver != KL_STORE_SQLITE || strcmp(sc->target, ":memory:") == 0 || stat(sc->target, &st) == 0 ||
+        errno != ENOENT)
+        return false;
+    fprintf(err, "keyless %s: no record store at %s yet (keyless serve makes it): no records\n", cmd, sc->target);
+    return true;
 }
 
 static void cell_text(const cJSON *v, char *buf, size_t len)
@@ -115,18 +130,22 @@ static int output_written(FILE *out, FILE *err, const char *cmd)
 
 int kl_cli_usage(const kl_config *cfg, const struct kl_cli_opts *o, FILE *out, FILE *err)
 {
-    struct kl_store *s = open_store(cfg, err);
-    if (!s)
-        return 1;
     const char *group_by = o->group_by ? o->group_by : "user,model";
     cJSON *rows = NULL;
-    char e[512];
-    bool truncated;
-    int rc = kl_report_usage(s, group_by, &o->f, 0, &rows, &truncated, e, sizeof(e));
-    kl_store_close(s);
-    if (rc < 0) {
-        fprintf(err, "keyless usage: %s\n", e);
-        return 1;
+    if (store_not_made(cfg, err, "usage")) {
+        rows = cJSON_CreateArray();
+    } else {
+        struct kl_store *s = open_store(cfg, err);
+        if (!s)
+            return 1;
+        char e[512];
+        bool truncated;
+        int rc = kl_report_usage(s, group_by, &o->f, 0, &rows, &truncated, e, sizeof(e));
+        kl_store_close(s);
+        if (rc < 0) {
+            fprintf(err, "keyless usage: %s\n", e);
+            return 1;
+        }
     }
     if (o->json) {
         char *j = cJSON_PrintUnformatted(rows);
@@ -152,6 +171,8 @@ int kl_cli_export(const kl_config *cfg, const struct kl_cli_opts *o, FILE *out, 
         fprintf(err, "keyless export: --format must be jsonl\n");
         return 2;
     }
+    if (store_not_made(cfg, err, "export"))
+        return output_written(out, err, "export");
     struct kl_store *s = open_store(cfg, err);
     if (!s)
         return 1;

@@ -251,6 +251,33 @@ describe('records (SQLite)', () => {
   });
 });
 
+describe('keyless usage and export before any store exists', () => {
+  it('print an empty report and exit 0, say why on stderr, and make no file', () => {
+    // a new host, or one whose gateway has not started yet: "no records", not "cannot open"
+    const dir = mkdtempSync(join(tmpdir(), 'kl-no-store-'));
+    for (const db of [join(dir, 'keyless.db'), join(dir, 'not-made-yet', 'keyless.db')]) {
+      const cfg = join(dir, 'keyless.hujson');
+      writeFileSync(cfg, JSON.stringify({ providers: providersFor('http://127.0.0.1:9'), store: { path: db } }));
+      const run = (...args) => spawnSync(join(BUILD, 'keyless'), [...args, '--config', cfg], { encoding: 'utf8' });
+      const table = run('usage', '--by', 'user,day');
+      assert.equal(table.status, 0, table.stderr);
+      assert.equal(table.stdout.trim().split('\n').length, 1, table.stdout);
+      assert.match(table.stdout, /^user {2}day {2}requests/);
+      assert.match(table.stderr, /no record store at \S*keyless\.db yet/);
+      const json = run('usage', '--json');
+      assert.equal(json.status, 0, json.stderr);
+      assert.deepEqual(JSON.parse(json.stdout), []);
+      const ex = run('export', '--since', '7d');
+      assert.equal(ex.status, 0, ex.stderr);
+      assert.equal(ex.stdout, '');
+      assert.match(ex.stderr, /no record store at \S*keyless\.db yet/);
+      assert.ok(!existsSync(db), 'no store file made');
+      // bad arguments are still refused
+      assert.equal(run('usage', '--by', 'bogus').status, 2);
+    }
+  });
+});
+
 describe('in-progress records', () => {
   it('are written for requests still running 100 ms after they are forwarded, and never for quick ones', async () => {
     const mock = await startMock();
