@@ -71,11 +71,25 @@ enum kl_step kl_admin_whoami(kl_exchange *ex)
         cJSON_AddItemToArray(grants, g);
     }
 
-    /* The models this caller can reach, as provider/model. */
+    /* The tailnet capabilities that could not be read: one with a limit
+     * refuses every request (the grants above would otherwise look usable),
+     * one without grants nothing. */
+    cJSON *bad = cJSON_AddArrayToObject(root, "capability_errors");
+    for (size_t i = 0; s && i < s->nerrors; i++) {
+        cJSON *b = cJSON_CreateObject();
+        cJSON_AddStringToObject(b, "from", "tailnet policy (CapMap)");
+        cJSON_AddItemToObject(b, "capability", cJSON_Duplicate(s->errors[i].raw, 1));
+        cJSON_AddStringToObject(b, "error", s->errors[i].why);
+        cJSON_AddStringToObject(b, "effect", s->errors[i].refuses ? "every request is refused" : "grants nothing");
+        cJSON_AddItemToArray(bad, b);
+    }
+
+    /* The models this caller can reach, as provider/model: none while a
+     * capability refuses every request. */
     cJSON *models = cJSON_AddArrayToObject(root, "models");
     for (size_t i = 0; i < ex->cfg->nproviders; i++) {
         const struct kl_provider *p = &ex->cfg->providers[i];
-        if (p->disabled || ex->role == KL_ROLE_NONE)
+        if (p->disabled || ex->role == KL_ROLE_NONE || (s && s->refusal))
             continue;
         for (size_t k = 0; k < p->nmodels; k++)
             if (kl_authorize_model(ex, p, p->models[k]))

@@ -58,17 +58,25 @@ static struct kl_grant_set *collect(kl_exchange *ex)
     }
     const cJSON *capmap = cJSON_GetObjectItemCaseSensitive(ex->ident->caps, KL_APERTURE_CAP);
     const cJSON *e;
+    size_t nbad = 0;
     cJSON_ArrayForEach(e, capmap) {
         struct kl_cap *c = kl_arena_alloc(&ex->arena, sizeof(*c));
         const char *why;
-        if (kl_cap_read(e, &ex->arena, c, &why) == 0)
+        if (kl_cap_read(e, &ex->arena, c, &why) == 0) {
             add_cap(ex, s, &cap, c, -1);
-        else if (restricts(e) && !s->refusal)
+            continue;
+        }
+        bool refuses = restricts(e);
+        if (refuses && !s->refusal)
             s->refusal = why; /* skipping it would lift a restriction */
-        else
+        else if (!refuses)
             kl_warn("%s: a %s capability of %s from the tailnet policy cannot be read and grants nothing: %s",
                     ex->id, KL_APERTURE_CAP, ex->ident->login, why);
+        if (!s->errors) /* at most one per member of the CapMap's array */
+            s->errors = kl_arena_alloc(&ex->arena, (size_t)cJSON_GetArraySize(capmap) * sizeof(*s->errors));
+        s->errors[nbad++] = (struct kl_cap_error){e, why, refuses};
     }
+    s->nerrors = nbad;
     return s;
 }
 

@@ -51,11 +51,20 @@ struct kl_cap_ref {
     int grant;                  /* index in the config's grants, or -1 for the tailnet CapMap */
 };
 
+/* A tailnet capability that could not be read, for /api/whoami to show. */
+struct kl_cap_error {
+    const cJSON *raw;           /* as the CapMap holds it (the identity's) */
+    const char *why;
+    bool refuses;               /* it carries a limit: every request is refused */
+};
+
 struct kl_grant_set {
     enum kl_role role;
     struct kl_cap_ref *caps;
     size_t ncaps;
     const char *refusal;        /* a tailnet capability that restricts (tools) could not be read: why */
+    struct kl_cap_error *errors;
+    size_t nerrors;
 };
 
 void kl_grants_read_config(kl_cfg_ctx *c, const cJSON *v);

@@ -606,6 +606,19 @@ describe('identity and grants', () => {
     }
     r = await chatAs(JSON.stringify({ [CAP]: [...grant, { role: 'superuser', models: '**' }] }));
     assert.equal(r.status, 200);
+    // /api/whoami shows each unreadable capability, why, and what it does: one with a limit leaves no model reachable
+    w = await (await as(JSON.stringify({ [CAP]: [...grant, { role: 'owner', quotas: [{ bucket: 'daily:<user>' }] }] }))).json();
+    assert.deepEqual(w.capability_errors, [{ from: 'tailnet policy (CapMap)', capability: { role: 'owner',
+      quotas: [{ bucket: 'daily:<user>' }] }, error: w.capability_errors[0]?.error, effect: 'every request is refused' }]);
+    assert.match(w.capability_errors[0].error, /"role" must be "admin" or "user"/);
+    assert.deepEqual(w.models, []);
+    w = await (await as(JSON.stringify({ [CAP]: [...grant, { role: 'superuser', models: '**' }] }))).json();
+    assert.equal(w.capability_errors.length, 1);
+    assert.equal(w.capability_errors[0].effect, 'grants nothing');
+    assert.deepEqual(w.capability_errors[0].capability, { role: 'superuser', models: '**' });
+    assert.deepEqual(w.models, ['openai/gpt-4o']);
+    w = await (await as(JSON.stringify({ [CAP]: grant }))).json();
+    assert.deepEqual(w.capability_errors, []);
     // the warning reaches the log on its own pipe: waited for, not raced against the answer
     const warned = /capability of erin@example.com from the tailnet policy cannot be read and grants nothing: "role" must be/;
     for (let i = 0; i < 200 && !warned.test(gw.output()); i++) await new Promise((res) => setTimeout(res, 10));
