@@ -126,7 +126,7 @@ static int cmd_check(int argc, char **argv)
     if (args)
         return args_status(args);
     const char *path = opt_value(argc, argv, "--config");
-    if (!path) {
+    if (!path || !*path) { /* an empty one too: --config "$UNSET" in a script */
         fprintf(stderr, "keyless check: --config FILE is required\n");
         return 2;
     }
@@ -154,7 +154,7 @@ static int cmd_serve(int argc, char **argv)
     if (args)
         return args_status(args);
     const char *path = opt_value(argc, argv, "--config");
-    if (!path) {
+    if (!path || !*path) {
         fprintf(stderr, "keyless serve: --config FILE is required\n");
         return 2;
     }
@@ -182,7 +182,7 @@ static int cmd_report(int argc, char **argv, bool is_export)
     if (args)
         return args_status(args);
     const char *path = opt_value(argc, argv, "--config");
-    if (!path) {
+    if (!path || !*path) {
         fprintf(stderr, "keyless %s: --config FILE is required\n", name);
         return 2;
     }

@@ -60,6 +60,17 @@ describe('lifecycle', () => {
     assert.match(ok.stdout, /^\S*keyless\.example\.hujson: 0 errors, \d+ warnings?\n$/);
   });
 
+  it('an empty --config (a script\'s unset variable) is a usage error (2) for every command, not a file that cannot be opened', () => {
+    for (const cmd of ['check', 'serve', 'usage', 'export']) {
+      for (const args of [['--config', ''], ['--config=']]) {
+        const r = spawnSync(join(BUILD, 'keyless'), [cmd, ...args], { encoding: 'utf8', timeout: 10000 });
+        assert.equal(r.status, 2, `${cmd} ${args.join(' ')}: ${r.stderr}`);
+        assert.match(r.stderr, new RegExp(`^keyless ${cmd}: --config FILE is required\n$`));
+        assert.equal(r.stdout, '');
+      }
+    }
+  });
+
   it('a provider baseurl with user:password@ is warned about, at check and at start, without the password', async () => {
     // libcurl sends the userinfo as Basic authorization, or drops it beside keyless's own Authorization header,
     // and no answer is masked for it as for an apikey
