@@ -121,10 +121,11 @@ static bool method_is(const char *method, const struct kl_endpoint_info *e)
 
 /* A model in a path: bare ("gemini-2.5-flash") or qualified with its
  * provider ("gemini/gemini-2.5-flash", "self/meta-llama/Llama-3"), with no
- * empty segment. */
+ * empty segment, and no longer than one in a body may be (256: it goes
+ * into records, where a caller would make its rows as large as its head). */
 static bool path_model_ok(const char *s, size_t n)
 {
-    if (n == 0 || s[0] == '/' || s[n - 1] == '/')
+    if (n == 0 || n > 256 || s[0] == '/' || s[n - 1] == '/')
         return false;
     for (size_t i = 1; i < n; i++)
         if (s[i] == '/' && s[i - 1] == '/')

@@ -56,6 +56,25 @@ void kl_record_response_headers(kl_exchange *ex, const char *headers)
     ex->response_headers = out;
 }
 
+/* The most bytes of the caller's own free text (the path, the User-Agent)
+ * a record keeps. Up to a 64 KiB head of it, three times that once bytes
+ * that are not UTF-8 are U+FFFD, would let one caller make each row of its
+ * own hundreds of KB, and a page of /api/requests (1,000 rows) hundreds of
+ * MB built in memory and held for a client that does not read it. */
+#define KL_REC_TEXT_MAX 1024
+
+/* s, or its first KL_REC_TEXT_MAX bytes, less a character the cut would
+ * split (s[n] continuing one: cut before its lead byte). */
+static const char *bounded(kl_exchange *ex, const char *s)
+{
+    if (!s || strlen(s) <= KL_REC_TEXT_MAX)
+        return s;
+    size_t n = KL_REC_TEXT_MAX;
+    for (int i = 0; i < 3 && ((unsigned char)s[n] & 0xc0) == 0x80; i++)
+        n--;
+    return kl_arena_strndup(&ex->arena, s, n);
+}
+
 /* A record of the exchange as it stands. An in-progress one carries only
  * what was known when the request was forwarded: written 100 ms in, it
  * would otherwise hold part of the answer (tokens that usage reports would
@@ -86,7 +105,7 @@ static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
     port[kl_fmt_u64(port, (uint64_t)(ex->peer_port > 0 ? ex->peer_port : 0))] = '\0';
     r->source_addr = ex->peer_ip ? kl_arena_concat(&ex->arena, ex->peer_ip, ":", port, NULL) : NULL;
     r->method = ex->req.method;
-    r->path = ex->req.path;
+    r->path = bounded(ex, ex->req.path);
     r->endpoint = ex->ep ? ex->ep->name : NULL;
     static const char *const dialects[] = {
         [KL_DIALECT_OPENAI] = "openai", [KL_DIALECT_ANTHROPIC] = "anthropic", [KL_DIALECT_GEMINI] = "gemini",
@@ -96,7 +115,7 @@ static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
     r->provider = ex->provider ? ex->provider->id : NULL;
     r->stream = ex->stream;
     r->bytes_in = (int64_t)ex->bytes_in;
-    r->user_agent = kl_http_header(&ex->req, "user-agent");
+    r->user_agent = bounded(ex, kl_http_header(&ex->req, "user-agent"));
     if (sc->captures != KL_CAPTURE_NONE)
         r->request_headers = captured_headers(ex);
     /* with guardrails, a body they have not read (a request refused before

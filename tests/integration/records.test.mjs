@@ -749,6 +749,52 @@ describe('records hold UTF-8 only', () => {
   }
 });
 
+describe('records hold a caller\'s own text bounded', () => {
+  it('a long User-Agent, path or path model costs its record at most 1 KiB each: a page of /api/requests stays small', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({ identity, grants, providers: providersFor(mock.url) });
+    const send = async (path, ua, body) => {
+      const raw = await rawRequest(gw.url, Buffer.concat([Buffer.from(`POST ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n` +
+        'Content-Type: application/json\r\nUser-Agent: ', 'latin1'), ua,
+        Buffer.from(`\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 'latin1')]), { localAddress: USER });
+      return [raw.slice(9, 12), raw.match(/x-keyless-request-id: (\S+)/i)[1]];
+    };
+    // not UTF-8: each byte would be a three-byte U+FFFD in the store, 180 KB a row
+    let [status, id] = await send('/v1/chat/completions', Buffer.alloc(60000, 0xff), '{"model":"not-granted","messages":[]}');
+    assert.equal(status, '404');
+    let rec = await recordUntil(gw, id, (x) => x.state === 'done');
+    assert.equal(rec.login, 'uma@example.com');
+    assert.equal(rec.user_agent.length, 1024);
+    assert.match(rec.user_agent, /^\ufffd+$/);
+    // a UTF-8 character is not cut in half
+    [status, id] = await send('/v1/chat/completions', Buffer.from(`a${'é'.repeat(30000)}`), '{"model":"not-granted","messages":[]}');
+    rec = await recordUntil(gw, id, (x) => x.state === 'done');
+    assert.equal(rec.user_agent.length, 512);
+    assert.equal(rec.user_agent, `a${'é'.repeat(511)}`);
+    // a path's own segment (a Vertex project) is the caller's to make long
+    const vertex = `/v1/projects/${'p'.repeat(60000)}/locations/us-east5/publishers/google/models/gemini-2.5-flash:generateContent`;
+    [status, id] = await send(vertex, Buffer.from('ua'), '{"contents":[]}');
+    rec = await recordUntil(gw, id, (x) => x.state === 'done');
+    assert.equal(rec.login, 'uma@example.com');
+    assert.equal(rec.path.length, 1024);
+    assert.equal(rec.path, vertex.slice(0, 1024));
+    // a model in the path is held to the 256 characters of one in the body
+    [status, id] = await send(`/v1beta/models/${'g'.repeat(60000)}:generateContent`, Buffer.from('ua'), '{"contents":[]}');
+    assert.equal(status, '404');
+    rec = await recordUntil(gw, id, (x) => x.state === 'done');
+    assert.equal(rec.model_requested, null);
+    assert.equal(rec.path.length, 1024);
+    [status, id] = await send(`/v1beta/models/${'g'.repeat(256)}:generateContent`, Buffer.from('ua'), '{"contents":[]}');
+    rec = await recordUntil(gw, id, (x) => x.state === 'done');
+    assert.equal(rec.model_requested, 'g'.repeat(256), 'a model of 256 characters is still one');
+    const page = await fetch(`${gw.url}/api/requests?limit=1000`, { dispatcher: from(USER) });
+    assert.equal(page.status, 200);
+    assert.ok((await page.text()).length < 32 * 1024, 'the page of five records is a few KiB');
+    await gw.stop();
+    await mock.stop();
+  });
+});
+
 describe('captures cut inside a character', () => {
   for (const driver of ['sqlite', 'postgres']) {
     it(`${driver}: a text body cut at capture_max inside a character stays text, less the half character`,
