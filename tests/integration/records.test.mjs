@@ -795,6 +795,23 @@ describe('records hold a caller\'s own text bounded', () => {
   });
 });
 
+describe('captured request headers are bounded', () => {
+  it('a head of 60 KB is captured as its first 8 KiB, not 180 KB of U+FFFD', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({ identity, grants, store: { captures: 'metadata' }, providers: providersFor(mock.url) });
+    const body = '{"model":"not-granted","messages":[]}';
+    const raw = await rawRequest(gw.url, Buffer.concat([Buffer.from('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n' +
+      'Connection: close\r\nContent-Type: application/json\r\nUser-Agent: ', 'latin1'), Buffer.alloc(60000, 0xff),
+      Buffer.from(`\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 'latin1')]), { localAddress: USER });
+    const id = raw.match(/x-keyless-request-id: (\S+)/i)[1];
+    const rec = await recordUntil(gw, id, (x) => x.state === 'done');
+    assert.match(rec.request_headers, /^Host: x\nConnection: close\nContent-Type: application\/json\nUser-Agent: \ufffd+$/);
+    assert.equal(rec.request_headers.length, 8192);
+    await gw.stop();
+    await mock.stop();
+  });
+});
+
 describe('captures cut inside a character', () => {
   for (const driver of ['sqlite', 'postgres']) {
     it(`${driver}: a text body cut at capture_max inside a character stays text, less the half character`,
