@@ -185,6 +185,7 @@ static enum kl_step report(kl_exchange *ex, const struct names *only, int64_t cr
         add_name(&j->only, kl_arena_strdup(&j->arena, only->v[i]));
     j->job.run = pool_run;
     j->job.done = pool_done;
+    j->job.always = credit > 0; /* a refill asked for is made, whether or not its caller waits */
     kl_server *srv = ex->worker->server;
     kl_query_wait(srv->leases ? srv->leases : srv->query, &j->job, ex);
     return KL_WAIT;

@@ -38,7 +38,7 @@ static void *query_main(void *arg)
         if (!q->head)
             q->tail = NULL;
         pthread_mutex_unlock(&q->lock);
-        if (atomic_load(&job->gone))
+        if (atomic_load(&job->gone) && !job->always)
             kl_debug("%s: a query whose caller has left is not run", q->name);
         else
             job->run(q->store, job);

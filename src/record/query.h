@@ -19,7 +19,8 @@ struct kl_query_job {
     struct kl_query_job *next;
     kl_worker *w;
     struct kl_exchange *ex;     /* the exchange waiting on it; NULL once it has gone (worker thread) */
-    atomic_bool gone;           /* the same, for the query thread: run() is then skipped */
+    atomic_bool gone;           /* the same, for the query thread: run() is then skipped, */
+    bool always;                /* unless a change was asked for (an admin's refill) */
     void (*run)(struct kl_store *s, struct kl_query_job *job);  /* query thread */
     void (*done)(struct kl_query_job *job);                      /* worker thread */
 };
@@ -30,9 +31,10 @@ void kl_query_stop(struct kl_query *q);
 
 /* Submit job (its run and done set) for ex, whose stage then returns
  * KL_WAIT. If the client goes first, ex->cancel forgets the job, and the
- * query thread skips its run(): a caller that left wants no answer, and a
- * report over millions of rows would hold every query queued behind it.
- * done() runs either way, to free the job. */
+ * query thread skips its run() (but not one marked always): a caller that
+ * left wants no answer, and a report over millions of rows, or a look at
+ * the quota pool on the session every lease waits on, would hold up every
+ * query queued behind it. done() runs either way, to free the job. */
 void kl_query_wait(struct kl_query *q, struct kl_query_job *job, struct kl_exchange *ex);
 
 /* For done(): the exchange still waiting on the job (it can no longer be
