@@ -228,7 +228,7 @@ static enum kl_step refill(kl_exchange *ex)
     }
     if (rc < 0)
         return kl_fail(ex, KL_ERR_NOT_FOUND, KL_EC_NOT_FOUND,
-                       "no bucket named %s is in use or saved (one nobody has used is full)", given);
+                       "no bucket named %s is in use or saved (one nobody has used lately is full)", given);
     return report(ex, &one, 0);
 }
 

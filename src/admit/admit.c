@@ -567,12 +567,12 @@ static enum kl_step reserve(kl_exchange *ex, struct kl_admission *a, bool may_le
             continue;
         struct kl_bucket *b;
         size_t fi;
-        int64_t r, zero = 0;
+        int64_t r;
         if (kl_buckets_reserve(t, &a->spec[i], &a->amount[i], 1, now, &b, &fi, &r) == 0) {
             a->reserved[i] = a->amount[i];
         } else {
             kl_warn("%s: quota %s exceeded (on_exceed: log); request allowed", ex->id, a->spec[i].name);
-            kl_buckets_reserve(t, &a->spec[i], &zero, 1, now, &b, &fi, &r);
+            b = kl_buckets_hold(t, &a->spec[i], now); /* settled at the end, as a reserved one */
             a->reserved[i] = 0;
         }
         a->b[i] = b;
@@ -792,7 +792,7 @@ bool kl_admit_reprice(kl_exchange *ex, const struct kl_provider *p)
             continue;
         if (!kl_buckets_extend(t, a->b[i], cost[i] - a->reserved[i], now)) {
             for (size_t k = 0; k < ng; k++)
-                kl_buckets_settle(t, a->b[grown[k]], cost[grown[k]] - a->reserved[grown[k]], 0, now);
+                kl_buckets_give_back(t, a->b[grown[k]], cost[grown[k]] - a->reserved[grown[k]], now);
             ex->reasoning_room = room;
             return false;
         }
@@ -803,7 +803,7 @@ bool kl_admit_reprice(kl_exchange *ex, const struct kl_provider *p)
             continue;
         a->amount[i] = cost[i]; /* what this provider's answer would reserve (upper_bound) */
         if (cost[i] < a->reserved[i])
-            kl_buckets_settle(t, a->b[i], a->reserved[i] - cost[i], 0, now); /* give back the difference */
+            kl_buckets_give_back(t, a->b[i], a->reserved[i] - cost[i], now); /* the difference */
         else if (cost[i] > a->reserved[i] && a->log_only[i] &&
                  !kl_buckets_extend(t, a->b[i], cost[i] - a->reserved[i], now))
             continue; /* log-only: charged at the end whatever it holds */
@@ -978,10 +978,7 @@ void kl_admit_quota_bucket(kl_exchange *ex, const struct kl_quota *q, const char
 {
     struct kl_bucket_spec spec;
     kl_admit_quota_spec(ex, q, name, &spec);
-    struct kl_bucket *b;
-    size_t f;
-    int64_t r, zero = 0;
-    kl_buckets_reserve(ex->worker->server->buckets, &spec, &zero, 1, kl_wall_ms(), &b, &f, &r);
+    kl_buckets_touch(ex->worker->server->buckets, &spec, kl_wall_ms());
 }
 
 void kl_admit_each_dollar_bucket(kl_exchange *ex, const char *qualified,

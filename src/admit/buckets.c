@@ -8,6 +8,12 @@
 #include "core/text.h"
 
 #define NBUCKETS 4096
+/* Forgetting idle buckets (kl_buckets_sweep): how long one must go unused,
+ * and how many slots, and buckets, one reservation's share of the sweep
+ * looks at (a whole pass every 256 reservations). */
+#define KL_BUCKET_IDLE_MS (10 * 60 * 1000)
+#define SWEEP_SLOTS 16
+#define SWEEP_BUCKETS 64
 
 struct kl_bucket {
     struct kl_bucket *next;
@@ -18,6 +24,8 @@ struct kl_bucket {
     int64_t last_ms;            /* refill has been applied up to here */
     int64_t frac;               /* refill earned but not yet a whole unit */
     int64_t used_ms;            /* last reserve or settle (pooled: lease idle time) */
+    int64_t seen_ms;            /* last looked up, reserved or settled: forgotten only long after */
+    uint32_t holds;             /* exchanges holding a pointer to it: reserved (or held) and not settled */
     bool persistent, dirty, pooled;
 };
 
@@ -32,6 +40,8 @@ struct kl_buckets {
     pthread_mutex_t lock;
     struct kl_bucket *slots[NBUCKETS];
     struct saved *saved[NBUCKETS];
+    size_t count;               /* live buckets */
+    size_t cursor;              /* the slot the sweep looks at next */
 };
 
 static unsigned hash(const char *s)
@@ -141,7 +151,8 @@ static struct kl_bucket *get(struct kl_buckets *t, const struct kl_bucket_spec *
         b->last_ms = now_ms;
         b->next = t->slots[h];
         t->slots[h] = b;
-        b->dirty = s->persistent;
+        t->count++;
+        b->dirty = s->persistent && !s->pooled; /* a pooled one is saved in the pool */
         /* unless it was saved before a restart */
         for (struct saved **pp = &t->saved[h]; *pp; pp = &(*pp)->next) {
             struct saved *sv = *pp;
@@ -156,6 +167,7 @@ static struct kl_bucket *get(struct kl_buckets *t, const struct kl_bucket_spec *
     }
     b->persistent = s->persistent && !s->pooled;
     b->pooled = s->pooled;
+    b->seen_ms = now_ms;
     if (s->slots) {
         /* a reload that raises the limit adds slots (a balance it would
          * not: money is refilled, not conjured by a larger capacity) */
@@ -183,6 +195,64 @@ static struct kl_bucket *get(struct kl_buckets *t, const struct kl_bucket_spec *
     }
     refill(b, now_ms);
     return b;
+}
+
+/* Whether forgetting b loses nothing: no exchange holds it, nothing is
+ * reserved or waiting to be saved, it has gone unused for a while, and a new
+ * bucket of its name would start as it is: full (after refill), or, pooled,
+ * holding no lease. One below full must stay, or its caller's spend would
+ * be forgotten; a pooled one below zero is spend the pool is still owed. */
+static bool forgettable(struct kl_bucket *b, int64_t now_ms)
+{
+    if (b->holds || b->reserved || now_ms - b->seen_ms < KL_BUCKET_IDLE_MS)
+        return false;
+    if (b->pooled)
+        return b->level == 0;
+    refill(b, now_ms);
+    /* a balance not saved yet is saved first: the row left behind must say full */
+    return !b->dirty && b->level >= b->capacity;
+}
+
+/* Look at the next nslots slots (stopping after one that brings the
+ * buckets looked at to nbuckets) and free the buckets there that can be
+ * forgotten. Under the lock. */
+static size_t sweep(struct kl_buckets *t, int64_t now_ms, size_t nslots, size_t nbuckets)
+{
+    size_t freed = 0, looked = 0;
+    for (size_t k = 0; k < nslots && looked < nbuckets; k++) {
+        struct kl_bucket **pp = &t->slots[t->cursor];
+        t->cursor = (t->cursor + 1) % NBUCKETS;
+        while (*pp) {
+            struct kl_bucket *b = *pp;
+            looked++;
+            if (!forgettable(b, now_ms)) {
+                pp = &b->next;
+                continue;
+            }
+            *pp = b->next;
+            free(b->name);
+            free(b);
+            t->count--;
+            freed++;
+        }
+    }
+    return freed;
+}
+
+size_t kl_buckets_sweep(struct kl_buckets *t, int64_t now_ms)
+{
+    pthread_mutex_lock(&t->lock);
+    size_t freed = sweep(t, now_ms, NBUCKETS, SIZE_MAX);
+    pthread_mutex_unlock(&t->lock);
+    return freed;
+}
+
+size_t kl_buckets_count(struct kl_buckets *t)
+{
+    pthread_mutex_lock(&t->lock);
+    size_t n = t->count;
+    pthread_mutex_unlock(&t->lock);
+    return n;
 }
 
 /* Seconds until level - reserved >= need, or -1 when never. Without refill
@@ -227,6 +297,7 @@ int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs,
     if (ok)
         for (size_t i = 0; i < n; i++) {
             out[i]->reserved += amounts[i];
+            out[i]->holds++;
             out[i]->dirty = out[i]->persistent;
             /* a look at its balance (/api/quotas, a hook's quota metadata:
              * a reservation of nothing) is no use: it does not keep a
@@ -234,9 +305,28 @@ int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs,
             if (amounts[i])
                 out[i]->used_ms = now_ms;
         }
+    /* this reservation's share of forgetting idle buckets: none of out[]
+     * goes (each was seen just now) */
+    sweep(t, now_ms, SWEEP_SLOTS, SWEEP_BUCKETS);
     pthread_mutex_unlock(&t->lock);
     *retry_after_s = ok ? 0 : never ? -1 : wait;
     return ok ? 0 : -1;
+}
+
+struct kl_bucket *kl_buckets_hold(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t now_ms)
+{
+    pthread_mutex_lock(&t->lock);
+    struct kl_bucket *b = get(t, spec, now_ms);
+    b->holds++;
+    pthread_mutex_unlock(&t->lock);
+    return b;
+}
+
+void kl_buckets_touch(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t now_ms)
+{
+    pthread_mutex_lock(&t->lock);
+    get(t, spec, now_ms);
+    pthread_mutex_unlock(&t->lock);
 }
 
 bool kl_buckets_extend(struct kl_buckets *t, struct kl_bucket *b, int64_t delta, int64_t now_ms)
@@ -257,8 +347,10 @@ void kl_buckets_settle(struct kl_buckets *t, struct kl_bucket *b, int64_t reserv
 {
     pthread_mutex_lock(&t->lock);
     refill(b, now_ms);
-    b->used_ms = now_ms;
+    b->used_ms = b->seen_ms = now_ms;
     b->reserved -= reserved;
+    if (b->holds) /* the exchange lets go: it may be forgotten once idle */
+        b->holds--;
     /* a provider's absurd counts (costs saturate at INT64_MAX) must not
      * wrap the level around to a huge balance: it stops at a floor deep
      * enough that nothing refills it soon, and level - reserved (each at
@@ -267,6 +359,17 @@ void kl_buckets_settle(struct kl_buckets *t, struct kl_bucket *b, int64_t reserv
     __int128 level = (__int128)b->level - actual;
     b->level = level < KL_LEVEL_FLOOR ? KL_LEVEL_FLOOR : (int64_t)level;
     if (actual != reserved)
+        b->dirty = b->persistent;
+    pthread_mutex_unlock(&t->lock);
+}
+
+void kl_buckets_give_back(struct kl_buckets *t, struct kl_bucket *b, int64_t amount, int64_t now_ms)
+{
+    pthread_mutex_lock(&t->lock);
+    refill(b, now_ms);
+    b->used_ms = b->seen_ms = now_ms;
+    b->reserved -= amount;
+    if (amount)
         b->dirty = b->persistent;
     pthread_mutex_unlock(&t->lock);
 }

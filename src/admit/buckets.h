@@ -11,7 +11,13 @@
  * A bucket's level never goes below zero through reserve/extend, so with
  * any number of concurrent requests the total charged cannot exceed
  * capacity plus refill (settle may go below only by what a provider used
- * beyond the reservation, which extend exists to prevent). */
+ * beyond the reservation, which extend exists to prevent).
+ *
+ * A bucket is held from a successful reserve (or kl_buckets_hold) until its
+ * settle: only then may the pointer go. A bucket nobody holds, unused for
+ * ten minutes, that a new one of its name would equal (full, or a pooled one
+ * with no lease) is forgotten (kl_buckets_sweep), a little at each reserve:
+ * callers who come and go (a login per CI run) do not pile up. */
 #ifndef KL_BUCKETS_H
 #define KL_BUCKETS_H
 
@@ -42,7 +48,8 @@ struct kl_buckets *kl_buckets_new(void);
 void kl_buckets_free(struct kl_buckets *t);
 
 /* Reserve amounts[i] in bucket specs[i] for every i, all or nothing. On
- * success fills out[] and returns 0. On refusal returns -1, *failed is the
+ * success fills out[], each held until settled once, and returns 0 (out[]
+ * is not to be used after a refusal). On refusal returns -1, *failed is the
  * index of a bucket that could not cover it (one that never can, when any)
  * and *retry_after_s the seconds
  * until every refused bucket could (-1 when it never can: the amount is
@@ -50,11 +57,24 @@ void kl_buckets_free(struct kl_buckets *t);
 int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs, const int64_t *amounts,
                        size_t n, int64_t now_ms, struct kl_bucket **out, size_t *failed,
                        int64_t *retry_after_s);
+/* A bucket held without reserving anything (a log-only quota in deficit,
+ * charged at the end); settled as a reserved one is. */
+struct kl_bucket *kl_buckets_hold(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t now_ms);
+/* Make a bucket live (a saved balance applied), holding nothing. */
+void kl_buckets_touch(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t now_ms);
 /* Take delta more from a reserved bucket; false when it cannot. */
 bool kl_buckets_extend(struct kl_buckets *t, struct kl_bucket *b, int64_t delta, int64_t now_ms);
-/* Release `reserved` and charge `actual`. */
+/* Release `reserved` and charge `actual`; the hold ends. */
 void kl_buckets_settle(struct kl_buckets *t, struct kl_bucket *b, int64_t reserved, int64_t actual,
                        int64_t now_ms);
+/* Give back amount of a held bucket's reservation, still held (a cheaper
+ * provider on failover). */
+void kl_buckets_give_back(struct kl_buckets *t, struct kl_bucket *b, int64_t amount, int64_t now_ms);
+/* Forget every bucket that can be (see above), now; how many went. Each
+ * reserve does this for a few slots. */
+size_t kl_buckets_sweep(struct kl_buckets *t, int64_t now_ms);
+/* How many buckets are live. */
+size_t kl_buckets_count(struct kl_buckets *t);
 /* Add amount (admin refill), clamped to capacity. -1 when unknown. */
 int kl_buckets_refill(struct kl_buckets *t, const char *name, int64_t amount, int64_t now_ms);
 

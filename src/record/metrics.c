@@ -9,6 +9,7 @@
 
 #include "account/account.h"
 #include "account/usage.h"
+#include "admit/buckets.h"
 #include "core/text.h"
 #include "dialect/dialect.h"
 #include "record/export.h"
@@ -490,6 +491,10 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
     gauge(out, "keyless_open_connections", "Client connections open.", conns);
     gauge(out, "keyless_request_body_bytes",
           "Memory the request bodies of requests in flight take (held to listen.max_body_memory).", bodies);
+    if (srv->buckets)
+        gauge(out, "keyless_quota_buckets",
+              "Quota and rate-limit buckets in memory (one per caller and limit; forgotten when idle and full).",
+              (uint64_t)kl_buckets_count(srv->buckets));
     if (srv->writer) {
         struct kl_writer_stats st;
         kl_writer_stats(srv->writer, &st);

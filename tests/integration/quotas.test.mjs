@@ -1331,6 +1331,104 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  // keyless reads the wall clock (kl_wall_ms: clock_gettime) for refill and
+  // idleness; a preloaded clock_gettime adds the milliseconds in a file to it
+  // (CLOCK_REALTIME only), so a test can let ten minutes pass at once.
+  const CLOCK_SHIM = `#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    int rc = (int)syscall(SYS_clock_gettime, id, ts);
+    const char *f = rc == 0 && id == CLOCK_REALTIME ? getenv("KL_TEST_CLOCK_OFFSET_FILE") : NULL;
+    int fd = f ? open(f, O_RDONLY) : -1;
+    if (fd >= 0) {
+        char buf[32] = {0};
+        long long ms = read(fd, buf, sizeof(buf) - 1) > 0 ? atoll(buf) : 0;
+        close(fd);
+        ts->tv_sec += ms / 1000;
+        ts->tv_nsec += (ms % 1000) * 1000000;
+        if (ts->tv_nsec >= 1000000000) {
+            ts->tv_sec++;
+            ts->tv_nsec -= 1000000000;
+        }
+    }
+    return rc;
+}
+`;
+
+  it('idle per-caller buckets are forgotten once full again; one still spent keeps its balance and is enforced', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'kl-clock-'));
+    writeFileSync(join(dir, 'clock.c'), CLOCK_SHIM);
+    const cc = spawnSync(process.env.CC || 'cc', ['-shared', '-fPIC', '-o', join(dir, 'clock.so'), join(dir, 'clock.c')]);
+    if (cc.status !== 0) {
+      t.skip('no C compiler for the clock shim');
+      return;
+    }
+    const offset = join(dir, 'offset');
+    writeFileSync(offset, '0');
+    const mock = await startMock();
+    // twenty CI runs, each its own login (an OIDC template with a run id would mint them)
+    const runs = Array.from({ length: 20 }, (_, i) => ({ range: `127.0.0.${100 + i}/32`, login: `run-${i}@ci` }));
+    const cap = (extra) => ({ 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }, ...extra] });
+    const gw = await startGateway({
+      identity: { cidr: [{ range: '127.0.0.60/32', login: 'ann@example.com' }, { range: '127.0.0.70/32', login: 'busy@example.com' },
+                         ...runs], loopback: true },
+      store: { path: join(dir, 'q.db') },
+      quotas: { 'total:<user>': { capacity: usd(3n * EST) }, 'ci:<user>': { capacity: usd(EST), rate: `${usd(EST)}/min` } },
+      grants: [
+        { src: ['ann@example.com'], app: cap([{ quotas: [{ bucket: 'total:<user>' }] }]) },
+        { src: runs.map((r) => r.login), app: cap([{ quotas: [{ bucket: 'ci:<user>' }] }, { rate_limit: { requests_per_minute: 10 } }]) },
+        { src: ['busy@example.com'], app: cap([{ rate_limit: { requests_per_minute: 1000000 } }]) },
+        { src: ['(loopback)'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } },
+      ],
+      providers: providersFor(mock.url),
+    }, { env: {
+      LD_PRELOAD: join(dir, 'clock.so'), KL_TEST_CLOCK_OFFSET_FILE: offset,
+      // under SAN=1 the shim is preloaded before the sanitizer's runtime
+      ASAN_OPTIONS: `${process.env.ASAN_OPTIONS ? process.env.ASAN_OPTIONS + ':' : ''}verify_asan_link_order=0`,
+    } });
+    try {
+      const ask = async (ip) => {
+        const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT }, ip);
+        await r.text();
+        return r.status;
+      };
+      const count = async () => Number(/^keyless_quota_buckets (\d+)$/m.exec(await (await fetch(`${gw.url}/metrics`)).text())?.[1]);
+      const listed = async () => (await (await fetch(`${gw.url}/api/quotas`)).json()).buckets;
+      // busy's requests each reserve, and each reservation sweeps 16 of the 4,096 slots
+      const sweepPass = async () => {
+        for (let i = 0; i < 300; i += 10)
+          assert.deepEqual(await Promise.all(Array.from({ length: 10 }, () => ask('127.0.0.70'))), Array(10).fill(200));
+      };
+      assert.equal(await ask('127.0.0.60'), 200);
+      assert.equal(await ask('127.0.0.60'), 200); // ann has one request's worth left, and it never refills
+      for (let i = 0; i < runs.length; i++) assert.equal(await ask(`127.0.0.${100 + i}`), 200); // each spends its all
+      assert.equal(await count(), 1 + 2 * runs.length);
+
+      writeFileSync(offset, String(11 * 60 * 1000)); // eleven minutes later
+      await sweepPass();       // the rate limits go; the CI quotas refilled, to be saved first
+      await sleep(1500);       // the writer's tick saves them full
+      await sweepPass();
+      const left = await listed();
+      assert.deepEqual(left.map((b) => b.bucket).filter((n) => !n.startsWith('rpm:busy')), ['total:ann@example.com']);
+      assert.equal(await count(), 2); // ann's and busy's
+      assert.equal(BigInt(left.find((b) => b.bucket === 'total:ann@example.com').current), EST);
+      // still enforced: one more request, then refused
+      assert.equal(await ask('127.0.0.60'), 200);
+      assert.equal(await ask('127.0.0.60'), 429);
+      // a run that comes back starts full, as a new one would
+      assert.equal(await ask('127.0.0.105'), 200);
+      assert.equal(await ask('127.0.0.105'), 429);
+    } finally {
+      await gw.stop();
+      await mock.stop();
+    }
+  });
+
   it('an admin refills a bucket spent before a restart that nobody has used since', async () => {
     const mock = await startMock();
     const db = join(mkdtempSync(join(tmpdir(), 'kl-quotar-')), 'q.db');

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -300,6 +301,145 @@ static void pooled(void **state)
     kl_buckets_free(t);
 }
 
+#define MIN_MS 60000LL
+#define IDLE_MS (10 * MIN_MS) /* KL_BUCKET_IDLE_MS */
+
+static int64_t level_of(struct kl_buckets *t, const char *name, int64_t now)
+{
+    struct kl_bucket_state st;
+    assert_true(kl_buckets_state(t, name, now, &st));
+    return st.level;
+}
+
+/* Callers who come and go (a login per CI run) leave buckets behind: one
+ * nobody holds, idle for ten minutes and full again (a new one would be the
+ * same) is forgotten; one held by a request in flight, or still short of
+ * full, is kept with its balance. */
+static void idle_buckets_are_forgotten(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    size_t failed;
+    int64_t retry;
+    char names[1000][2][32];
+    for (int i = 0; i < 1000; i++) {
+        /* a per-user dollar quota ($ refilling in a minute) and a per-user rpm limit */
+        snprintf(names[i][0], sizeof(names[i][0]), "daily:run-%d", i);
+        snprintf(names[i][1], sizeof(names[i][1]), "rpm:run-%d#1a2b", i);
+        struct kl_bucket_spec s[2] = {{names[i][0], 1000, 1000, MIN_MS, true, false, false},
+                                      {names[i][1], 10, 10, MIN_MS, false, false, false}};
+        struct kl_bucket *got[2];
+        assert_int_equal(kl_buckets_reserve(t, s, (int64_t[]){200, 1}, 2, 0, got, &failed, &retry), 0);
+        kl_buckets_settle(t, got[0], 200, 150, 1000);
+        kl_buckets_settle(t, got[1], 1, 1, 1000);
+    }
+    /* kept: a request still in flight (long past its bucket's refill) */
+    struct kl_bucket_spec held = {"daily:held", 1000, 1000, MIN_MS, false, false, false};
+    struct kl_bucket *hb;
+    assert_int_equal(kl_buckets_reserve(t, &held, (int64_t[]){300}, 1, 0, &hb, &failed, &retry), 0);
+    /* kept: spent and never refilling, or refilling too slowly to be full yet */
+    struct kl_bucket_spec spent = {"total:spent", 1000, 0, 0, false, false, false};
+    struct kl_bucket_spec slow = {"monthly:slow", 1000, 1, 30 * 24 * 60 * MIN_MS, false, false, false};
+    struct kl_bucket *b;
+    assert_int_equal(kl_buckets_reserve(t, &spent, (int64_t[]){400}, 1, 0, &b, &failed, &retry), 0);
+    kl_buckets_settle(t, b, 400, 400, 0);
+    assert_int_equal(kl_buckets_reserve(t, &slow, (int64_t[]){400}, 1, 0, &b, &failed, &retry), 0);
+    kl_buckets_settle(t, b, 400, 400, 0);
+    /* kept while held: a log-only quota held with nothing reserved, and a
+     * reservation partly given back (a cheaper provider on failover) */
+    struct kl_bucket_spec logged = {"daily:logged", 1000, 1000, MIN_MS, false, false, false};
+    struct kl_bucket *lb = kl_buckets_hold(t, &logged, 0);
+    struct kl_bucket_spec gave = {"daily:gave", 1000, 1000, MIN_MS, false, false, false};
+    struct kl_bucket *gb;
+    assert_int_equal(kl_buckets_reserve(t, &gave, (int64_t[]){100}, 1, 0, &gb, &failed, &retry), 0);
+    kl_buckets_give_back(t, gb, 100, 0);
+    /* pooled: one still holding a lease stays; one whose lease went back goes */
+    struct kl_bucket_spec leased = {"daily:leased", 1000, 0, 0, true, true, false};
+    struct kl_bucket_spec returned = {"daily:returned", 1000, 0, 0, true, true, false};
+    kl_buckets_credit(t, &leased, 125, 0);
+    kl_buckets_credit(t, &returned, 125, 0);
+    assert_int_equal(kl_buckets_reserve(t, &returned, (int64_t[]){100}, 1, 0, &b, &failed, &retry), 0);
+    kl_buckets_settle(t, b, 100, 100, 0);
+    struct kl_bucket_lease *lv;
+    assert_int_equal(kl_buckets_take_idle(t, 1, &lv), 2); /* both go back to the pool... */
+    free(lv);
+    kl_buckets_credit(t, &leased, 125, 0); /* ...and one is leased again */
+    const size_t others = 7;
+    assert_int_equal(kl_buckets_count(t), 2000 + others);
+
+    /* full within the minute, but used a minute ago: nothing goes yet */
+    assert_int_equal(kl_buckets_sweep(t, MIN_MS + 1000), 0);
+    assert_int_equal(kl_buckets_count(t), 2000 + others);
+
+    /* ten minutes on: the rate limits and the returned pool bucket go; the
+     * dollar quotas have just refilled (a balance to save first) */
+    int64_t later = IDLE_MS + 2000;
+    assert_int_equal(kl_buckets_sweep(t, later), 1000 + 1);
+    struct kl_bucket_level *v;
+    assert_int_equal(kl_buckets_dirty(t, &v), 1000); /* the writer's tick saves them, full */
+    for (size_t i = 0; i < 1000; i++)
+        assert_int_equal(v[i].level, 1000);
+    free(v);
+    assert_int_equal(kl_buckets_sweep(t, later), 1000);
+    assert_int_equal(kl_buckets_count(t), others - 1);
+    struct kl_bucket_state st;
+    assert_false(kl_buckets_state(t, names[7][0], later, &st));
+    assert_false(kl_buckets_state(t, names[7][1], later, &st));
+    assert_false(kl_buckets_state(t, "daily:returned", later, &st));
+
+    /* what stays keeps its balance */
+    assert_true(kl_buckets_state(t, "daily:held", later, &st));
+    assert_int_equal(st.reserved, 300);
+    assert_int_equal(level_of(t, "total:spent", later), 600);
+    assert_int_equal(level_of(t, "monthly:slow", later), 600);
+    assert_int_equal(level_of(t, "daily:leased", later), 125);
+    assert_true(kl_buckets_state(t, "daily:logged", later, &st));
+    assert_true(kl_buckets_state(t, "daily:gave", later, &st));
+    /* and is still enforced: the spent bucket still cannot cover 601 */
+    assert_int_equal(kl_buckets_reserve(t, &spent, (int64_t[]){601}, 1, later, &b, &failed, &retry), -1);
+    assert_int_equal(retry, -1);
+
+    /* once settled and idle again, the held ones go too */
+    kl_buckets_settle(t, hb, 300, 300, later);
+    kl_buckets_settle(t, lb, 0, 50, later);
+    kl_buckets_settle(t, gb, 0, 0, later);
+    assert_int_equal(kl_buckets_sweep(t, later + IDLE_MS - 1), 0);
+    assert_int_equal(kl_buckets_sweep(t, later + IDLE_MS), 3);
+    assert_int_equal(kl_buckets_count(t), 3); /* spent, slow, leased */
+
+    /* a forgotten caller who comes back starts full, as a new one does */
+    struct kl_bucket_spec again = {names[7][0], 1000, 1000, MIN_MS, true, false, false};
+    assert_int_equal(kl_buckets_reserve(t, &again, (int64_t[]){1000}, 1, later + IDLE_MS, &b, &failed, &retry), 0);
+    kl_buckets_settle(t, b, 1000, 0, later + IDLE_MS);
+    kl_buckets_free(t);
+}
+
+/* Nobody runs the sweep: every reserve forgets a few slots' worth, so a
+ * whole pass takes a few hundred reservations. */
+static void reservations_sweep_as_they_go(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    size_t failed;
+    int64_t retry;
+    struct kl_bucket *b;
+    char name[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(name, sizeof(name), "rpm:ci-run-%d", i);
+        struct kl_bucket_spec s = {name, 60, 60, MIN_MS, false, false, false};
+        assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){1}, 1, 0, &b, &failed, &retry), 0);
+        kl_buckets_settle(t, b, 1, 1, 0);
+    }
+    assert_int_equal(kl_buckets_count(t), 5000);
+    struct kl_bucket_spec busy = {"rpm:busy", 100000, 100000, MIN_MS, false, false, false};
+    for (int i = 0; i < 4096 / 16; i++) {
+        assert_int_equal(kl_buckets_reserve(t, &busy, (int64_t[]){1}, 1, IDLE_MS + i, &b, &failed, &retry), 0);
+        kl_buckets_settle(t, b, 1, 1, IDLE_MS + i);
+    }
+    assert_int_equal(kl_buckets_count(t), 1);
+    kl_buckets_free(t);
+}
+
 static void money_and_rates(void **state)
 {
     (void)state;
@@ -334,6 +474,8 @@ int main(void)
         cmocka_unit_test(quota_of_a_bucket),
         cmocka_unit_test(saved_balances),
         cmocka_unit_test(pooled),
+        cmocka_unit_test(idle_buckets_are_forgotten),
+        cmocka_unit_test(reservations_sweep_as_they_go),
         cmocka_unit_test(money_and_rates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
