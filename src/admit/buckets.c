@@ -36,12 +36,19 @@ struct saved {
     int64_t level, at_ms, capacity, loaded_ms;
 };
 
+/* The name of a saved bucket forgotten since the writer last looked. */
+struct gone {
+    struct gone *next;
+    char name[];
+};
+
 struct kl_buckets {
     pthread_mutex_t lock;
     struct kl_bucket *slots[NBUCKETS];
     struct saved *saved[NBUCKETS];
     size_t count;               /* live buckets */
     size_t cursor;              /* the slot the sweep looks at next */
+    struct gone *gone;          /* saved buckets forgotten, their rows to delete (kl_buckets_forgotten) */
 };
 
 static unsigned hash(const char *s)
@@ -75,6 +82,11 @@ void kl_buckets_free(struct kl_buckets *t)
             free(sv);
             sv = next;
         }
+    }
+    for (struct gone *g = t->gone; g;) {
+        struct gone *next = g->next;
+        free(g);
+        g = next;
     }
     pthread_mutex_destroy(&t->lock);
     free(t);
@@ -230,6 +242,17 @@ static size_t sweep(struct kl_buckets *t, int64_t now_ms, size_t nslots, size_t 
                 continue;
             }
             *pp = b->next;
+            if (b->persistent) {
+                /* its row says full, as a new bucket would be: deleted, so
+                 * a restart does not read it back (kl_admit_save) */
+                size_t n = strlen(b->name) + 1;
+                struct gone *g = malloc(sizeof(*g) + n);
+                if (!g)
+                    abort();
+                memcpy(g->name, b->name, n);
+                g->next = t->gone;
+                t->gone = g;
+            }
             free(b->name);
             free(b);
             t->count--;
@@ -245,6 +268,39 @@ size_t kl_buckets_sweep(struct kl_buckets *t, int64_t now_ms)
     size_t freed = sweep(t, now_ms, NBUCKETS, SIZE_MAX);
     pthread_mutex_unlock(&t->lock);
     return freed;
+}
+
+size_t kl_buckets_forgotten(struct kl_buckets *t, char ***out)
+{
+    pthread_mutex_lock(&t->lock);
+    struct gone *list = t->gone;
+    t->gone = NULL;
+    pthread_mutex_unlock(&t->lock);
+    size_t n = 0;
+    for (struct gone *g = list; g; g = g->next)
+        n++;
+    *out = NULL;
+    if (!n)
+        return 0;
+    /* one block: the pointers, then the names */
+    size_t bytes = n * sizeof(char *);
+    for (struct gone *g = list; g; g = g->next)
+        bytes += strlen(g->name) + 1;
+    char **v = malloc(bytes);
+    if (!v)
+        abort();
+    char *p = (char *)(v + n);
+    size_t i = n;
+    for (struct gone *g = list; g;) { /* oldest first */
+        struct gone *next = g->next;
+        size_t len = strlen(g->name) + 1;
+        v[--i] = memcpy(p, g->name, len);
+        p += len;
+        free(g);
+        g = next;
+    }
+    *out = v;
+    return n;
 }
 
 size_t kl_buckets_count(struct kl_buckets *t)

@@ -110,6 +110,10 @@ struct kl_bucket_level {
  * (those requests are settled only in memory). At a clean shutdown nothing
  * is reserved any more. */
 size_t kl_buckets_dirty(struct kl_buckets *t, struct kl_bucket_level **out);
+/* The names of persistent buckets forgotten since the last call (their
+ * saved rows say full, as a new bucket starts: to be deleted), in one
+ * block for free(); how many. */
+size_t kl_buckets_forgotten(struct kl_buckets *t, char ***out);
 /* Those of v[0..n) not saved after all: to be copied out again. */
 void kl_buckets_mark_dirty(struct kl_buckets *t, const struct kl_bucket_level *v, size_t n);
 /* A balance saved before a restart, read at loaded_ms: applied when the

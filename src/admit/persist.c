@@ -23,9 +23,23 @@ void kl_admit_save(struct kl_store *s, void *arg, bool last)
         kl_lease_return(s, t, last); /* at shutdown every lease goes back */
         return;
     }
+    char err[256];
+    /* The rows of buckets forgotten full go, before the balances that
+     * changed are saved: a bucket of the same name made again since is
+     * among those (a new bucket is saved), so its row comes back. A delete
+     * that fails leaves a row that says full: harmless. */
+    char **gone;
+    size_t ngone = kl_buckets_forgotten(t, &gone);
+    for (size_t i = 0; i < ngone; i++) {
+        if (kl_store_exec(s, "DELETE FROM quota_buckets WHERE name = ?", (const char *[]){gone[i]}, 1, NULL, err,
+                          sizeof(err)) < 0) {
+            kl_warn("forgetting quota balance %s: %s", gone[i], err);
+            break;
+        }
+    }
+    free(gone);
     struct kl_bucket_level *v;
     size_t n = kl_buckets_dirty(t, &v);
-    char err[256];
     for (size_t i = 0; i < n; i++) {
         char level[32], at[32], capacity[32];
         snprintf(level, sizeof(level), "%lld", (long long)v[i].level);

@@ -1374,7 +1374,7 @@ int clock_gettime(clockid_t id, struct timespec *ts)
     // twenty CI runs, each its own login (an OIDC template with a run id would mint them)
     const runs = Array.from({ length: 20 }, (_, i) => ({ range: `127.0.0.${100 + i}/32`, login: `run-${i}@ci` }));
     const cap = (extra) => ({ 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }, ...extra] });
-    const gw = await startGateway({
+    const cfg = {
       identity: { cidr: [{ range: '127.0.0.60/32', login: 'ann@example.com' }, { range: '127.0.0.70/32', login: 'busy@example.com' },
                          ...runs], loopback: true },
       store: { path: join(dir, 'q.db') },
@@ -1386,11 +1386,13 @@ int clock_gettime(clockid_t id, struct timespec *ts)
         { src: ['(loopback)'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } },
       ],
       providers: providersFor(mock.url),
-    }, { env: {
+    };
+    const opts = { env: {
       LD_PRELOAD: join(dir, 'clock.so'), KL_TEST_CLOCK_OFFSET_FILE: offset,
       // under SAN=1 the shim is preloaded before the sanitizer's runtime
       ASAN_OPTIONS: `${process.env.ASAN_OPTIONS ? process.env.ASAN_OPTIONS + ':' : ''}verify_asan_link_order=0`,
-    } });
+    } };
+    let gw = await startGateway(cfg, opts);
     try {
       const ask = async (ip) => {
         const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT }, ip);
@@ -1423,6 +1425,13 @@ int clock_gettime(clockid_t id, struct timespec *ts)
       // a run that comes back starts full, as a new one would
       assert.equal(await ask('127.0.0.105'), 200);
       assert.equal(await ask('127.0.0.105'), 429);
+      // the saved rows of the forgotten went too: a restart reads back only
+      // the balances still spent (an admin sees them before their owners return)
+      await gw.stop();
+      gw = await startGateway(cfg, opts);
+      const back = await listed();
+      assert.deepEqual(back.map((b) => b.bucket).sort(), ['ci:run-5@ci', 'total:ann@example.com']);
+      assert.equal(BigInt(back.find((b) => b.bucket === 'total:ann@example.com').current), 0n);
     } finally {
       await gw.stop();
       await mock.stop();

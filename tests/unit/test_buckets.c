@@ -382,6 +382,16 @@ static void idle_buckets_are_forgotten(void **state)
     free(v);
     assert_int_equal(kl_buckets_sweep(t, later), 1000);
     assert_int_equal(kl_buckets_count(t), others - 1);
+    /* the saved ones' rows are to go too (a new bucket starts as full) */
+    char **gone;
+    assert_int_equal(kl_buckets_forgotten(t, &gone), 1000);
+    int found = 0;
+    for (size_t i = 0; i < 1000; i++)
+        found += strcmp(gone[i], names[7][0]) == 0;
+    assert_int_equal(found, 1);
+    free(gone);
+    assert_int_equal(kl_buckets_forgotten(t, &gone), 0);
+    assert_null(gone);
     struct kl_bucket_state st;
     assert_false(kl_buckets_state(t, names[7][0], later, &st));
     assert_false(kl_buckets_state(t, names[7][1], later, &st));
