@@ -26,6 +26,7 @@ struct kl_bucket {
     int64_t used_ms;            /* last reserve or settle (pooled: lease idle time) */
     int64_t seen_ms;            /* last looked up, reserved or settled: forgotten only long after */
     uint32_t holds;             /* exchanges holding a pointer to it: reserved (or held) and not settled */
+    uint32_t asking;            /* pooled: leases of it on their way from the pool (kl_buckets_lease_ask) */
     bool persistent, dirty, pooled;
 };
 
@@ -216,7 +217,7 @@ static struct kl_bucket *get(struct kl_buckets *t, const struct kl_bucket_spec *
  * be forgotten; a pooled one below zero is spend the pool is still owed. */
 static bool forgettable(struct kl_bucket *b, int64_t now_ms)
 {
-    if (b->holds || b->reserved || now_ms - b->seen_ms < KL_BUCKET_IDLE_MS)
+    if (b->holds || b->reserved || b->asking || now_ms - b->seen_ms < KL_BUCKET_IDLE_MS)
         return false;
     if (b->pooled)
         return b->level == 0;
@@ -462,6 +463,26 @@ void kl_buckets_credit(struct kl_buckets *t, const struct kl_bucket_spec *spec, 
     struct kl_bucket *b = get(t, spec, now_ms);
     b->level += amount;
     b->used_ms = now_ms; /* a lease just taken is for a request about to reserve */
+    pthread_mutex_unlock(&t->lock);
+}
+
+int64_t kl_buckets_lease_ask(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t need, int64_t slice,
+                             int64_t now_ms)
+{
+    pthread_mutex_lock(&t->lock);
+    struct kl_bucket *b = get(t, spec, now_ms);
+    int64_t want = b->asking || need > slice ? need : slice;
+    b->asking++;
+    pthread_mutex_unlock(&t->lock);
+    return want;
+}
+
+void kl_buckets_lease_asked(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t now_ms)
+{
+    pthread_mutex_lock(&t->lock);
+    struct kl_bucket *b = get(t, spec, now_ms);
+    if (b->asking)
+        b->asking--;
     pthread_mutex_unlock(&t->lock);
 }
 

@@ -84,6 +84,15 @@ int kl_buckets_refill(struct kl_buckets *t, const char *name, int64_t amount, in
 int64_t kl_buckets_shortfall(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t amount,
                              int64_t now_ms);
 void kl_buckets_credit(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t amount, int64_t now_ms);
+/* What to ask the pool for, to cover need: a slice of the capacity (or
+ * need, when larger), but need alone while another lease of the bucket is
+ * on its way. Requests arriving at once had each asked for a slice, eight
+ * of them the whole pool: the caller was refused on every other gateway
+ * while this one used it, and a crash stranded it all. Each ask ends with
+ * kl_buckets_lease_asked, after its grant is credited. */
+int64_t kl_buckets_lease_ask(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t need, int64_t slice,
+                             int64_t now_ms);
+void kl_buckets_lease_asked(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t now_ms);
 /* The longest bucket name (a byte less than the arrays below): longer
  * ones are shortened by kl_admit (admit.c, fit_name) before they get here. */
 #define KL_BUCKET_NAME_MAX 255

@@ -134,10 +134,9 @@ static void done(struct kl_query_job *job)
     kl_worker *w = job->w;
     int64_t now = kl_wall_ms();
     for (size_t i = 0; i < j->n; i++) {
-        if (j->item[i].granted) {
-            j->item[i].spec.name = j->item[i].name;
+        if (j->item[i].granted)
             kl_buckets_credit(w->server->buckets, &j->item[i].spec, j->item[i].granted, now);
-        }
+        kl_buckets_lease_asked(w->server->buckets, &j->item[i].spec, now); /* after the credit, found then */
     }
     if (ex)
         j->done(ex, j->ok, j->retry_after_s);
@@ -156,8 +155,8 @@ void kl_lease_start(kl_exchange *ex, const struct kl_lease_need *needs, size_t n
         snprintf(it->name, sizeof(it->name), "%s", needs[i].spec->name);
         it->spec.name = it->name;
         it->need = needs[i].need;
-        int64_t slice = it->spec.capacity / KL_LEASE_SLICES;
-        it->want = it->need > slice ? it->need : slice;
+        it->want = kl_buckets_lease_ask(ex->worker->server->buckets, &it->spec, it->need,
+                                        it->spec.capacity / KL_LEASE_SLICES, kl_wall_ms());
     }
     j->done = cb;
     j->job.run = run;

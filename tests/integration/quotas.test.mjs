@@ -175,6 +175,37 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('requests arriving at once lease one slice of the pool, not a slice each', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set' }, async () => {
+    // each had leased an eighth: 16 at once took the whole pool, and the
+    // other gateways refused the bucket while this one used it
+    const mock = await startMock(['--no-log']);
+    const bucket = `burst-${Date.now()}`;
+    const cfg = (instance) => ({
+      store: { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance },
+      quotas: { [bucket]: { capacity: usd(800n * EST) } },
+      grants: grant([{ bucket }]),
+      providers: providersFor(mock.url),
+    });
+    const [a, b] = [await startGateway(cfg('quota-burst-a')), await startGateway(cfg('quota-burst-b'))];
+    // the pool held locked while they come, so that every one finds the first lease still on its way
+    const psql = spawn('psql', [process.env.KEYLESS_TEST_PG_URL, '-v', 'ON_ERROR_STOP=1'], { stdio: 'pipe' });
+    psql.stdin.write('BEGIN; LOCK TABLE quota_pool IN ACCESS EXCLUSIVE MODE; SELECT \'lo\' || \'cked\';\n');
+    await new Promise((res) => psql.stdout.on('data', (d) => /locked/.test(d) && res()));
+    const sent = burst([a], 16);
+    await sleep(500);
+    psql.stdin.end('ROLLBACK;\n');
+    assert.deepEqual(await sent, Array(16).fill(200));
+    const q = spawnSync('psql', [process.env.KEYLESS_TEST_PG_URL, '-Atc',
+      `SELECT level FROM quota_pool WHERE name = '${bucket}'`], { encoding: 'utf8' });
+    assert.equal(q.status, 0, q.stderr);
+    // one slice (100 x EST), and at most each other request's own need
+    assert.ok(BigInt(q.stdout.trim()) >= 800n * EST - 100n * EST - 15n * EST, q.stdout);
+    // the other gateway serves the bucket meanwhile
+    assert.deepEqual(await burst([b], 1), [200]);
+    await Promise.all([a.stop(), b.stop()]);
+    await mock.stop();
+  });
+
   it('a look at /api/quotas whose caller has left is not run: requests closed at once hold no lease up', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set' }, async () => {
     const mock = await startMock(['--no-log']);
     const bucket = `left-${Date.now()}`;

@@ -471,6 +471,24 @@ static void money_and_rates(void **state)
     assert_int_equal(kl_parse_rate("$1", &amount, &period), -1);
 }
 
+/* Leases asked for at once: the first asks for a slice, the others for
+ * their own need only, until every ask has ended. */
+static void leases_asked_at_once(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    struct kl_bucket_spec pool = {"pool", 800, 0, 0, false, true, false};
+    assert_int_equal(kl_buckets_lease_ask(t, &pool, 3, 100, 0), 100);
+    assert_int_equal(kl_buckets_lease_ask(t, &pool, 3, 100, 0), 3);
+    assert_int_equal(kl_buckets_lease_ask(t, &pool, 300, 100, 0), 300); /* more than a slice: its own need */
+    kl_buckets_credit(t, &pool, 100, 0);
+    for (int i = 0; i < 3; i++)
+        kl_buckets_lease_asked(t, &pool, 0);
+    assert_int_equal(kl_buckets_lease_ask(t, &pool, 3, 100, 0), 100);
+    kl_buckets_lease_asked(t, &pool, 0);
+    kl_buckets_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -485,6 +503,7 @@ int main(void)
         cmocka_unit_test(saved_balances),
         cmocka_unit_test(pooled),
         cmocka_unit_test(idle_buckets_are_forgotten),
+        cmocka_unit_test(leases_asked_at_once),
         cmocka_unit_test(reservations_sweep_as_they_go),
         cmocka_unit_test(money_and_rates),
     };
