@@ -42,6 +42,10 @@ void kl_add_blob_text(cJSON *row, const char *name, const void *data, size_t len
  * the same lookup readers use (quota_buckets' directly). */
 int kl_store_add_late_columns(struct kl_store *s, char *err, size_t errlen);
 
+/* -1, saying so in err, when schema_migrations records a migration this
+ * keyless does not know (a newer one wrote the store). */
+int kl_store_refuse_newer(struct kl_store *s, char *err, size_t errlen);
+
 struct kl_store *kl_sqlite_open(const char *path, bool migrate, char *err, size_t errlen);
 struct kl_store *kl_pg_open(const char *url, bool migrate, char *err, size_t errlen);
 

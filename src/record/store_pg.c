@@ -440,6 +440,8 @@ static int migrate_long(struct pg_store *p, char *err, size_t errlen)
     if (cmd(p, "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT)",
             err, errlen) < 0) {
         rc = -1;
+    } else if (kl_store_refuse_newer(&p->base, err, errlen) < 0) {
+        rc = -1;
     } else if (schema_version(p) >= KL_SCHEMA_VERSION) {
         /* up to date: no statement that would lock requests (CREATE INDEX IF
          * NOT EXISTS takes a SHARE lock before it looks), so a gateway that

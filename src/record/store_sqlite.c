@@ -259,10 +259,12 @@ static int migrate(struct sqlite_store *q, char *err, size_t errlen)
     char sql[4096];
     snprintf(sql, sizeof(sql), kl_schema_v1, "BLOB", "BLOB");
     char *msg = NULL;
+    err[0] = '\0'; /* set by the steps that are not sqlite3_exec */
     if (sqlite3_exec(q->db,
                      "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT)",
                      NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, &msg) != SQLITE_OK ||
+        kl_store_refuse_newer(&q->base, err, errlen) < 0 ||
         sqlite3_exec(q->db, sql, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v2, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v3, NULL, NULL, &msg) != SQLITE_OK ||
@@ -284,7 +286,8 @@ static int migrate(struct sqlite_store *q, char *err, size_t errlen)
                      "(10, CAST(strftime('%s','now') AS BIGINT) * 1000) ON CONFLICT DO NOTHING",
                      NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(err, errlen, "sqlite: migrating the schema: %s", msg ? msg : sqlite3_errmsg(q->db));
+        if (msg || !err[0])
+            snprintf(err, errlen, "sqlite: migrating the schema: %s", msg ? msg : sqlite3_errmsg(q->db));
         sqlite3_free(msg);
         sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
         return -1;

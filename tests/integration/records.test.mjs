@@ -630,6 +630,28 @@ describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KE
     assert.doesNotMatch(gw.output(), /store.instance/);
   });
 
+  it('a store a newer keyless migrated is refused at start, not written to', async () => {
+    // a schema of its own: the shared database's schema_migrations stays as it is
+    const schema = `kl_newer_${process.pid}`;
+    const psql = (q) => spawnSync('psql', [process.env.KEYLESS_TEST_PG_URL, '-Atc', q], { encoding: 'utf8' });
+    assert.equal(psql(`DROP SCHEMA IF EXISTS ${schema} CASCADE; CREATE SCHEMA ${schema}`).status, 0);
+    const url = `${process.env.KEYLESS_TEST_PG_URL}?options=-csearch_path%3D${schema}`;
+    const mock = await startMock();
+    const store = { driver: 'postgres', url, instance: schema };
+    const gw = await startGateway({ identity, grants, store, providers: providersFor(mock.url) });
+    await gw.stop();
+    assert.equal(psql(`INSERT INTO ${schema}.schema_migrations VALUES (11, 0)`).status, 0);
+    const dir = mkdtempSync(join(tmpdir(), 'kl-newer-'));
+    writeFileSync(join(dir, 'k.json'), JSON.stringify({ listen: { addresses: ['127.0.0.1:0'] }, identity, grants, store,
+      providers: providersFor(mock.url) }));
+    const r = spawnSync(join(BUILD, 'keyless'), ['serve', '--config', join(dir, 'k.json')], { encoding: 'utf8', timeout: 10000 });
+    await mock.stop();
+    assert.equal(r.status, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /record store: the store was migrated by a newer keyless \(schema version 11; this one knows up to 10\)/);
+    assert.equal(psql(`SELECT max(version) FROM ${schema}.schema_migrations`).stdout.trim(), '11');
+    assert.equal(psql(`DROP SCHEMA ${schema} CASCADE`).status, 0);
+  });
+
   it('a second gateway started under a name another one runs under is warned, and still starts', async () => {
     // each would take the other's requests in flight, cut short by a crash, for its own
     const mock = await startMock();

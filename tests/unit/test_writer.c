@@ -351,6 +351,42 @@ static void version_6_store_gains_guardrails(void **state)
     remove_db(path);
 }
 
+/* A store a newer keyless migrated (a migration this one does not know) is
+ * refused for writing, saying why, and left as it was; it can still be read
+ * (keyless usage/export). */
+static void newer_schema_is_refused(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/kl-writer-XXXXXX";
+    close(mkstemp(path));
+    char err[256];
+    struct kl_store *s = kl_store_open(KL_STORE_SQLITE, path, true, err, sizeof(err));
+    assert_non_null(s);
+    write1(s, full("kept", KL_REC_DONE, false));
+    kl_store_close(s);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "INSERT INTO schema_migrations VALUES (11, 0)", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    err[0] = '\0';
+    assert_null(kl_store_open(KL_STORE_SQLITE, path, true, err, sizeof(err)));
+    assert_non_null(strstr(err, "migrated by a newer keyless (schema version 11; this one knows up to 10)"));
+
+    s = kl_store_open(KL_STORE_SQLITE, path, false, err, sizeof(err));
+    assert_non_null(s);
+    cJSON *r = row(s, "kept");
+    assert_string_equal(str(r, "state"), "done");
+    cJSON_Delete(r);
+    cJSON *rows = NULL;
+    assert_int_equal(kl_store_exec(s, "SELECT count(*) AS n FROM schema_migrations", NULL, 0, &rows, err,
+                                   sizeof(err)), 0);
+    assert_int_equal((int)num(cJSON_GetArrayItem(rows, 0), "n"), 11);
+    cJSON_Delete(rows);
+    kl_store_close(s);
+    remove_db(path);
+}
+
 /* kl_store_id_floor splits request ids (kl_request_id, as the gateway makes
  * them) exactly at a millisecond, across the edges of each field. */
 static void id_floor_splits_ids_by_start_time(void **state)
@@ -769,6 +805,7 @@ int main(void)
         cmocka_unit_test(final_row_updates_or_inserts),
         cmocka_unit_test(previous_schema_is_migrated),
         cmocka_unit_test(version_6_store_gains_guardrails),
+        cmocka_unit_test(newer_schema_is_refused),
         cmocka_unit_test(id_floor_splits_ids_by_start_time),
         cmocka_unit_test(report_time_range_is_exact),
         cmocka_unit_test(usage_report_rows_are_capped),
