@@ -59,8 +59,8 @@ const char *const kl_schema_v1 =
  * index when its final record arrives, instead of every row's state being
  * indexed for ever (one index write less per row, and none when the final
  * record updates the row's state). */
-const char *const kl_schema_v3 =
-    "DROP INDEX IF EXISTS requests_state;"
+const char *const kl_schema_v3_drop = "DROP INDEX IF EXISTS requests_state";
+const char *const kl_schema_v3_index =
     "CREATE INDEX IF NOT EXISTS requests_in_progress ON requests (instance) WHERE state = 'in_progress'";
 
 /* Migration 4: no index on started_at. A request's id is a UUIDv7 whose
@@ -109,9 +109,8 @@ const char *const kl_schema_v8_column = "capacity";
  * (1.3 s for a user with 500k records, on the one query thread everybody's
  * reports wait for); this index has them in that order already, and serves
  * a user's time range by id as the primary key does. Still one index. */
-const char *const kl_schema_v9 =
-    "DROP INDEX IF EXISTS requests_login;"
-    "CREATE INDEX IF NOT EXISTS requests_login_id ON requests (login, id)";
+const char *const kl_schema_v9_drop = "DROP INDEX IF EXISTS requests_login";
+const char *const kl_schema_v9_index = "CREATE INDEX IF NOT EXISTS requests_login_id ON requests (login, id)";
 
 /* Migration 10: the stored Responses answers by id, for the owner of one a
  * request chains onto (authorize/owner.h); only the rows that have one are

@@ -429,6 +429,50 @@ static int migrate(struct pg_store *p, char *err, size_t errlen)
     return rc;
 }
 
+/* The migrations in three transactions, none holding an exclusive lock on
+ * requests for long: other gateways go on reading and writing it while one
+ * migrates (a rolling upgrade). In one transaction, the ACCESS EXCLUSIVE
+ * lock of ADD COLUMN (or of a DROP INDEX) was held for as long as the
+ * index builds after it (13-20 s over 2M rows): every other gateway's
+ * /api/ reads and stored-answer lookups timed out and its writes waited.
+ * Tables and columns first (quick: a nullable column without a default is
+ * only a catalog change), then the indexes (a SHARE lock: reads go on,
+ * writes wait for the build), then the old indexes' drops with the
+ * versions. Every statement is idempotent, and the versions are recorded
+ * last: a start cut short between two transactions is completed by the
+ * next. (CREATE INDEX CONCURRENTLY would let writes go on too, but it waits
+ * for every open snapshot, among them a starting gateway's that waits in
+ * pg_advisory_lock for this one: a deadlock.) */
+static int migrate_steps(struct pg_store *p, const char *v1, char *err, size_t errlen)
+{
+    /* tables and columns */
+    if (cmd(p, "BEGIN", err, errlen) < 0 || cmd(p, v1, err, errlen) < 0 || cmd(p, kl_schema_v2, err, errlen) < 0 ||
+        cmd(p, kl_schema_v5_pg, err, errlen) < 0 || kl_store_add_late_columns(&p->base, err, errlen) < 0 ||
+        cmd(p, "COMMIT", err, errlen) < 0)
+        return -1;
+    /* indexes */
+    if (cmd(p, "BEGIN", err, errlen) < 0 || cmd(p, kl_schema_v3_index, err, errlen) < 0 ||
+        cmd(p, kl_schema_v9_index, err, errlen) < 0 || cmd(p, kl_schema_v10, err, errlen) < 0 ||
+        cmd(p, "COMMIT", err, errlen) < 0)
+        return -1;
+    /* the indexes they replace, and the versions */
+    if (cmd(p, "BEGIN", err, errlen) < 0 || cmd(p, kl_schema_v3_drop, err, errlen) < 0 ||
+        cmd(p, kl_schema_v4, err, errlen) < 0 || cmd(p, kl_schema_v9_drop, err, errlen) < 0 ||
+        cmd(p, "INSERT INTO schema_migrations VALUES (1, (extract(epoch from now()) * 1000)::bigint), "
+               "(2, (extract(epoch from now()) * 1000)::bigint), "
+               "(3, (extract(epoch from now()) * 1000)::bigint), "
+               "(4, (extract(epoch from now()) * 1000)::bigint), "
+               "(5, (extract(epoch from now()) * 1000)::bigint), "
+               "(6, (extract(epoch from now()) * 1000)::bigint), "
+               "(7, (extract(epoch from now()) * 1000)::bigint), "
+               "(8, (extract(epoch from now()) * 1000)::bigint), "
+               "(9, (extract(epoch from now()) * 1000)::bigint), "
+               "(10, (extract(epoch from now()) * 1000)::bigint) ON CONFLICT DO NOTHING", err, errlen) < 0 ||
+        cmd(p, "COMMIT", err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
 static int migrate_long(struct pg_store *p, char *err, size_t errlen)
 {
     char lock[96], sql[4096];
@@ -446,22 +490,7 @@ static int migrate_long(struct pg_store *p, char *err, size_t errlen)
         /* up to date: no statement that would lock requests (CREATE INDEX IF
          * NOT EXISTS takes a SHARE lock before it looks), so a gateway that
          * starts never holds up the others' writes */
-    } else if (cmd(p, "BEGIN", err, errlen) < 0 || cmd(p, sql, err, errlen) < 0 ||
-        cmd(p, kl_schema_v2, err, errlen) < 0 || cmd(p, kl_schema_v3, err, errlen) < 0 ||
-        cmd(p, kl_schema_v4, err, errlen) < 0 || cmd(p, kl_schema_v5_pg, err, errlen) < 0 ||
-        kl_store_add_late_columns(&p->base, err, errlen) < 0 || cmd(p, kl_schema_v9, err, errlen) < 0 ||
-        cmd(p, kl_schema_v10, err, errlen) < 0 ||
-        cmd(p, "INSERT INTO schema_migrations VALUES (1, (extract(epoch from now()) * 1000)::bigint), "
-               "(2, (extract(epoch from now()) * 1000)::bigint), "
-               "(3, (extract(epoch from now()) * 1000)::bigint), "
-               "(4, (extract(epoch from now()) * 1000)::bigint), "
-               "(5, (extract(epoch from now()) * 1000)::bigint), "
-               "(6, (extract(epoch from now()) * 1000)::bigint), "
-               "(7, (extract(epoch from now()) * 1000)::bigint), "
-               "(8, (extract(epoch from now()) * 1000)::bigint), "
-               "(9, (extract(epoch from now()) * 1000)::bigint), "
-               "(10, (extract(epoch from now()) * 1000)::bigint) ON CONFLICT DO NOTHING", err, errlen) < 0 ||
-        cmd(p, "COMMIT", err, errlen) < 0) {
+    } else if (migrate_steps(p, sql, err, errlen) < 0) {
         char ignore[64];
         cmd(p, "ROLLBACK", ignore, sizeof(ignore));
         rc = -1;

@@ -267,11 +267,13 @@ static int migrate(struct sqlite_store *q, char *err, size_t errlen)
         kl_store_refuse_newer(&q->base, err, errlen) < 0 ||
         sqlite3_exec(q->db, sql, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v2, NULL, NULL, &msg) != SQLITE_OK ||
-        sqlite3_exec(q->db, kl_schema_v3, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(q->db, kl_schema_v3_drop, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(q->db, kl_schema_v3_index, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v4, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v5_sqlite, NULL, NULL, &msg) != SQLITE_OK ||
         kl_store_add_late_columns(&q->base, err, errlen) < 0 ||
-        sqlite3_exec(q->db, kl_schema_v9, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(q->db, kl_schema_v9_drop, NULL, NULL, &msg) != SQLITE_OK ||
+        sqlite3_exec(q->db, kl_schema_v9_index, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db, kl_schema_v10, NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(q->db,
                      "INSERT INTO schema_migrations VALUES (1, CAST(strftime('%s','now') AS BIGINT) * 1000), "

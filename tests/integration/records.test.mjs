@@ -652,6 +652,47 @@ describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KE
     assert.equal(psql(`DROP SCHEMA ${schema} CASCADE`).status, 0);
   });
 
+  it('a gateway migrating a large store lets the other gateways read it meanwhile', async () => {
+    // a store of migration 8 (before the (login, id) index and response_id),
+    // in a schema of its own, with enough rows that the index takes a while
+    const schema = `kl_migrate_${process.pid}`;
+    const psql = (q) => spawnSync('psql', [process.env.KEYLESS_TEST_PG_URL, '-v', 'ON_ERROR_STOP=1', '-Atc', q], { encoding: 'utf8' });
+    assert.equal(psql(`DROP SCHEMA IF EXISTS ${schema} CASCADE; CREATE SCHEMA ${schema}`).status, 0);
+    const url = `${process.env.KEYLESS_TEST_PG_URL}?options=-csearch_path%3D${schema}`;
+    const mock = await startMock();
+    const cfg = { identity, grants, store: { driver: 'postgres', url, instance: schema }, providers: providersFor(mock.url) };
+    await (await startGateway(cfg)).stop();
+    const old = psql(`SET search_path = ${schema};
+      ALTER TABLE requests DROP COLUMN response_id; DROP INDEX requests_login_id;
+      CREATE INDEX requests_login ON requests (login, started_at); DELETE FROM schema_migrations WHERE version >= 9;
+      INSERT INTO requests (id, state, started_at, login) SELECT lpad(to_hex(i), 8, '0') || '-0000-7000-8000-' ||
+        lpad(to_hex(i), 12, '0'), 'done', i, 'user' || (i % 997) FROM generate_series(1, 300000) i`);
+    assert.equal(old.status, 0, old.stderr);
+    // another gateway's reads meanwhile: none may wait half a second for a lock
+    const reader = spawn('psql', [process.env.KEYLESS_TEST_PG_URL, '-Aqt'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let errs = '';
+    reader.stdout.on('data', (d) => (out += d));
+    reader.stderr.on('data', (d) => (errs += d));
+    reader.stdin.write("SET lock_timeout = '500ms';\n");
+    const ticker = setInterval(() => reader.stdin.write(`SELECT 'tick' FROM ${schema}.requests WHERE id > '0' LIMIT 1;\n`), 50);
+    await sleep(300);
+    const gw = await startGateway(cfg);
+    await sleep(300);
+    clearInterval(ticker);
+    reader.stdin.end();
+    await new Promise((r) => reader.on('exit', r));
+    await gw.stop();
+    await mock.stop();
+    assert.doesNotMatch(errs, /lock timeout/);
+    assert.ok(out.split('\n').filter((l) => l === 'tick').length >= 10, out);
+    assert.equal(psql(`SELECT max(version) FROM ${schema}.schema_migrations`).stdout.trim(), '10');
+    assert.equal(psql(`SELECT count(*) FROM pg_indexes WHERE schemaname = '${schema}' AND indexname IN
+      ('requests_login_id', 'requests_response')`).stdout.trim(), '2');
+    assert.equal(psql(`SELECT count(*) FROM pg_indexes WHERE schemaname = '${schema}' AND indexname = 'requests_login'`).stdout.trim(), '0');
+    assert.equal(psql(`DROP SCHEMA ${schema} CASCADE`).status, 0);
+  });
+
   it('a second gateway started under a name another one runs under is warned, and still starts', async () => {
     // each would take the other's requests in flight, cut short by a crash, for its own
     const mock = await startMock();
