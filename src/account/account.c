@@ -81,8 +81,13 @@ struct kl_account {
     kl_guard_stream *live;      /* a stream scanned as it passes (guard/stream.h): its events go through it */
     int held_status;
     const char *held_headers;   /* arena */
-    char *held;
+    int64_t held_expect;        /* the Content-Length its head announced; 0 or less: none */
+    char *held;                 /* counted with the request bodies: ex->answer_charged (held_room) */
     size_t held_len, held_cap;
+    /* the held answer had no room, or was larger than can be held: let go,
+     * read on for its usage only, and refused at its end (drop_held) */
+    bool held_dropped;
+    bool dropped_never;         /* ... larger than could ever be held: 502, not 503 */
     /* a stream's head waits for its first event (kl_account_first_event),
      * which may be the provider's error: the request can then still fail
      * over, the caller having had nothing; held and held_status/_headers
@@ -416,6 +421,118 @@ static void note_block(struct kl_account *a, const char *raw, size_t len)
     }
 }
 
+static void keep_whole(struct kl_account *a, const char *data, size_t len);
+
+/* The held answer's buffer let go, and its count with it. */
+static void free_held(kl_exchange *ex)
+{
+    struct kl_account *a = ex->acct;
+    free(a->held);
+    a->held = NULL;
+    a->held_len = a->held_cap = 0;
+    kl_exchange_charge(ex, &ex->answer_charged, 0, 0);
+}
+
+/* The most of a whole answer keyless holds before relaying it: 64 MiB, or
+ * what the worker's share of listen.max_body_memory leaves beside the
+ * request's own body when that is less (all it could have, were no other
+ * request holding any). */
+static size_t held_most(const kl_exchange *ex)
+{
+    size_t share = kl_body_memory(ex->worker), own = ex->body_charged + ex->up_body_charged;
+    size_t room = share > own ? share - own : 0;
+    return room < KL_WHOLE_MAX ? room : KL_WHOLE_MAX;
+}
+
+/* Can the held answer, with n more bytes, never be held whole: larger than
+ * held_most, or announced so by its head's Content-Length? */
+static bool never_held(const kl_exchange *ex, size_t n)
+{
+    const struct kl_account *a = ex->acct;
+    uint64_t need = (uint64_t)a->held_len + n;
+    if (a->held_expect > 0 && (uint64_t)a->held_expect > need)
+        need = (uint64_t)a->held_expect;
+    return need > held_most(ex);
+}
+
+/* Room in the held answer's buffer for n more bytes. It grows by doubling,
+ * never past the Content-Length its head announced nor held_most, and is
+ * counted with the request bodies (kl_exchange_charge): answers held at
+ * once take no more than the worker's share of listen.max_body_memory, as
+ * bodies do. False when there is no room: a whole answer is refused then
+ * (drop_held); a stream's head waiting for its first event is counted but
+ * never refused (one event, bounded by KL_EVENT_MAX). */
+static bool held_room(kl_exchange *ex, size_t n)
+{
+    struct kl_account *a = ex->acct;
+    if (a->held_len + n <= a->held_cap)
+        return true;
+    size_t need = a->held_len + n, most = a->hold ? held_most(ex) : KL_WHOLE_MAX;
+    size_t c = a->held_cap ? a->held_cap * 2 : 16384;
+    while (c < need)
+        c *= 2;
+    if (a->held_expect > 0 && (uint64_t)a->held_expect >= need && (uint64_t)a->held_expect < c)
+        c = (size_t)a->held_expect;
+    if (c > most && need <= most)
+        c = most;
+    if (!kl_exchange_charge(ex, &ex->answer_charged, c, a->hold ? kl_body_memory(ex->worker) : 0))
+        return false;
+    a->held = realloc(a->held, c);
+    if (!a->held)
+        abort();
+    a->held_cap = c;
+    return true;
+}
+
+/* A whole answer that cannot be held (no room left in the worker's share
+ * of listen.max_body_memory, or larger than held_most): what was held is let
+ * go now, and the answer refused at its end (release), since what cannot be
+ * read cannot be checked. It is still read to its end as an answer no
+ * policy holds (its skeleton), so its usage, which the provider bills, is
+ * recorded and charged. */
+static void drop_held(kl_exchange *ex, const char *data, size_t len, bool never)
+{
+    struct kl_account *a = ex->acct;
+    a->held_dropped = true;
+    a->dropped_never = never;
+    if (a->mode == BODY_WHOLE && a->usage) { /* read_body kept none of it while it was held */
+        if (a->held_len)
+            keep_whole(a, a->held, a->held_len);
+        if (len)
+            keep_whole(a, data, len);
+    }
+    free_held(ex);
+    if (!never)
+        kl_body_memory_full(ex->worker);
+}
+
+/* A dropped answer's refusal, at its end: 503 with Retry-After, the
+ * answer a request body without room gets, when room may come (other
+ * requests hold it); 502 when it never could. */
+static void refuse_dropped(kl_exchange *ex)
+{
+    struct kl_account *a = ex->acct;
+    ex->cut_off = true;
+    if (a->dropped_never) {
+        size_t most = held_most(ex);
+        ex->cut_kind = KL_ERR_BAD_GATEWAY;
+        ex->cut_class = KL_EC_BLOCKED;
+        ex->error_message = most == KL_WHOLE_MAX
+            ? "the answer is larger than the 64 MiB keyless can check before relaying it (tool limits, guardrails): "
+              "stopped by the gateway"
+            : kl_arena_printf(&ex->arena, "the answer is larger than the %zu bytes keyless can check before relaying "
+                              "it (tool limits, guardrails; this worker's share of listen.max_body_memory, less the "
+                              "request's body): stopped by the gateway", most);
+        return;
+    }
+    ex->cut_kind = KL_ERR_UNAVAILABLE;
+    ex->cut_class = KL_EC_UNAVAILABLE;
+    ex->fail_retry = 1;
+    ex->error_message = "the gateway holds as many request bodies and answers as it has memory for "
+                        "(listen.max_body_memory), and this answer must be held to be checked before it is relayed "
+                        "(tool limits, guardrails); try again shortly";
+}
+
 static void forward(kl_exchange *ex, const char *data, size_t len)
 {
     struct kl_account *a = ex->acct;
@@ -425,8 +542,15 @@ static void forward(kl_exchange *ex, const char *data, size_t len)
         capture(a, data, len);
     if (!a->hold && !a->hold_head) {
         kl_respond_data(ex, data, len);
-    } else if (a->held_len + len <= KL_WHOLE_MAX) {
-        append(&a->held, &a->held_len, &a->held_cap, data, len);
+    } else if (a->held_dropped) {
+        /* read for its usage only (read_body) */
+    } else if (a->hold && !ex->cut_off && never_held(ex, len)) {
+        drop_held(ex, data, len, true);
+    } else if (a->held_len + len <= KL_WHOLE_MAX && held_room(ex, len)) {
+        memcpy(a->held + a->held_len, data, len);
+        a->held_len += len;
+    } else if (a->hold && !ex->cut_off) {
+        drop_held(ex, data, len, false);
     } else if (!ex->cut_off) {
         ex->cut_off = true; /* what cannot be read cannot be checked: not relayed */
         ex->cut_kind = KL_ERR_BAD_GATEWAY;
@@ -806,7 +930,7 @@ static void read_body(kl_exchange *ex, const char *data, size_t len)
         kl_evs_feed(&a->evs, data, len, on_frame, ex);
         break;
     case BODY_WHOLE:
-        if (a->hold)
+        if (a->hold && !a->held_dropped)
             break; /* forward() keeps the held copy, read at the end */
         keep_whole(a, data, len);
         break;
@@ -852,6 +976,7 @@ void kl_account_respond_start(kl_exchange *ex, int status, const char *headers, 
     if (a && (a->hold || a->hold_head)) {
         a->held_status = status;
         a->held_headers = kl_arena_strdup(&ex->arena, headers ? headers : ""); /* libcurl frees its copy first */
+        a->held_expect = content_length;
         return;
     }
     kl_respond_start(ex, status, headers, content_length);
@@ -944,8 +1069,7 @@ static bool release_error(kl_exchange *ex)
                         : a->held_len ? "a body without a Content-Type" : "no body";
     kl_fail(ex, kl_err_kind_for_status(a->held_status), KL_EC_UPSTREAM_ERROR, "provider %s answered %d with %s%s%s",
             ex->provider ? ex->provider->id : "?", a->held_status, label, gist[0] ? ": " : "", gist);
-    free(a->held);
-    a->held = NULL;
+    free_held(ex);
     return true;
 }
 
@@ -953,6 +1077,8 @@ static bool release_error(kl_exchange *ex)
 static void release(kl_exchange *ex)
 {
     struct kl_account *a = ex->acct;
+    if (a->held_dropped)
+        refuse_dropped(ex);
     if (a->wrap_error && !ex->cut_off && release_error(ex))
         return;
     a->hold = false;
@@ -979,11 +1105,23 @@ static void release(kl_exchange *ex)
         append(&a->keep, &a->keep_len, &a->keep_cap, body, len);
     }
     kl_respond_start(ex, a->held_status, a->held_headers, (int64_t)len);
-    kl_respond_data(ex, body, len);
+    if (body != a->held && len && len <= a->held_cap) {
+        memcpy(a->held, body, len); /* a redacted copy (arena) fits the buffer counted for the answer */
+        body = a->held;
+    }
+    if (body == a->held && len) {
+        /* given to the client's output, still counted until written */
+        size_t charged = ex->answer_charged;
+        ex->answer_charged = 0;
+        kl_respond_give(ex, a->held, len, charged);
+        a->held = NULL;
+        a->held_len = a->held_cap = 0;
+    } else {
+        kl_respond_data(ex, body, len);
+    }
     if (a->usage)
         ex->tool_calls_relayed = kl_usage_result(a->usage)->tool_calls;
-    free(a->held);
-    a->held = NULL;
+    free_held(ex);
 }
 
 bool kl_account_head_held(const kl_exchange *ex)
@@ -1010,9 +1148,7 @@ void kl_account_release_head(kl_exchange *ex)
     kl_respond_start(ex, a->held_status, a->held_headers, -1);
     if (a->held_len)
         kl_respond_data(ex, a->held, a->held_len);
-    free(a->held);
-    a->held = NULL;
-    a->held_len = a->held_cap = 0;
+    free_held(ex);
 }
 
 bool kl_account_is_event_stream(const kl_exchange *ex)
@@ -1043,7 +1179,7 @@ void kl_account_end(kl_exchange *ex)
         drop_kept(a);
         a->keep_overflow = true; /* nor kept from what may still come (an error event) */
     }
-    if (a->hold && !ex->cut_off && a->mode == BODY_WHOLE) {
+    if (a->hold && !a->held_dropped && !ex->cut_off && a->mode == BODY_WHOLE) {
         kl_usage_whole(a->usage, a->held ? a->held : "", a->held_len);
     } else if (a->mode == BODY_WHOLE && a->skeletal && !a->whole_overflow) {
         kl_usage_whole(a->usage, a->skel.out.p, a->skel.out.len);
@@ -1072,7 +1208,7 @@ void kl_account_free(kl_exchange *ex)
     kl_skeleton_free(&a->skel);
     free(a->capture);
     free(a->keep);
-    free(a->held);
+    free_held(ex); /* so the next provider's answer (failover) is counted afresh */
     free(a->pend); /* an element the stream never finished: not relayed */
     ex->acct = NULL;
 }

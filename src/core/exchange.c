@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/log.h"
 #include "core/text.h"
 
 int64_t kl_now_ns(void)
@@ -104,7 +105,7 @@ void kl_exchange_backdate(kl_exchange *ex, uint32_t ms)
 void kl_exchange_free(kl_exchange *ex)
 {
     kl_owner_add(&ex->worker->inflight, (uint64_t)-1);
-    kl_owner_add(&ex->worker->body_bytes, (uint64_t)0 - (ex->body_charged + ex->up_body_charged));
+    kl_owner_add(&ex->worker->body_bytes, (uint64_t)0 - (ex->body_charged + ex->up_body_charged + ex->answer_charged));
     free(ex->body);
     kl_config_unref(ex->cfg);
     kl_arena_free(&ex->arena);
@@ -119,6 +120,30 @@ bool kl_exchange_charge(kl_exchange *ex, size_t *held, size_t bytes, size_t limi
     kl_owner_add(total, (uint64_t)bytes - (uint64_t)*held);
     *held = bytes;
     return true;
+}
+
+size_t kl_body_memory(const kl_worker *w)
+{
+    const struct kl_listen_cfg *l = &w->cfg->listen;
+    size_t total = l->max_body_memory ? l->max_body_memory : w->server->body_memory;
+    size_t n = (total + (size_t)w->server->nworkers - 1) / (size_t)w->server->nworkers;
+    return n > l->max_body_size + 1 ? n : l->max_body_size + 1;
+}
+
+void kl_body_memory_return(kl_worker *w, size_t bytes)
+{
+    kl_owner_add(&w->body_bytes, (uint64_t)0 - bytes);
+}
+
+void kl_body_memory_full(kl_worker *w)
+{
+    int64_t now = kl_wall_ms();
+    if (now - w->body_full_warned_ms < 10000)
+        return;
+    kl_warn("worker %d: request bodies and held answers take %llu bytes, its share of listen.max_body_memory (%zu): "
+            "refusing more with 503 until some are done", w->index, (unsigned long long)w->body_bytes,
+            kl_body_memory(w));
+    w->body_full_warned_ms = now;
 }
 
 void kl_exchange_take_facts(kl_exchange *ex, const struct kl_request_facts *f)

@@ -80,9 +80,10 @@ typedef struct kl_exchange {
     bool peer_self;                 /* one of this host's own addresses, not loopback: a local caller */
     char *body;                     /* whole request body, malloc'd (may be NULL) */
     size_t body_len;
-    /* bytes of body's buffer, and of the copy sent upstream, counted in
-     * the worker's body_bytes (kl_exchange_charge) */
-    size_t body_charged, up_body_charged;
+    /* bytes of body's buffer, of the copy sent upstream, and of the answer
+     * the account stage holds before relaying it (tool limits, guardrails),
+     * counted in the worker's body_bytes (kl_exchange_charge) */
+    size_t body_charged, up_body_charged, answer_charged;
 
     /* identity and authorize */
     const struct kl_identity *ident;    /* NULL until identified */
@@ -208,12 +209,23 @@ kl_exchange *kl_exchange_new(kl_worker *w);
  * came whole): its start and its id, whose first 48 bits are that start. */
 void kl_exchange_backdate(kl_exchange *ex, uint32_t ms);
 void kl_exchange_free(kl_exchange *ex);
-/* Count one of ex's request-body buffers (held: &ex->body_charged or
- * &ex->up_body_charged) as now taking bytes of its worker's memory for
+/* Count one of ex's buffers (held: &ex->body_charged, &ex->up_body_charged
+ * or &ex->answer_charged) as now taking bytes of its worker's memory for
  * bodies (listen.max_body_memory). With limit > 0, a growth that would take
  * the worker past limit is refused (false) and nothing changes; a copy made
  * of a body already let in passes 0. */
 bool kl_exchange_charge(kl_exchange *ex, size_t *held, size_t bytes, size_t limit);
+/* Worker w's share of listen.max_body_memory, or of half the memory
+ * (kl_server.body_memory): the limit kl_exchange_charge is given; never
+ * less than one body of max_body_size. */
+size_t kl_body_memory(const kl_worker *w);
+/* Bytes once counted by kl_exchange_charge, handed over to a buffer that
+ * outlives the exchange (an answer in the client's output), given back
+ * when that buffer is freed. */
+void kl_body_memory_return(kl_worker *w, size_t bytes);
+/* A request body or held answer refused for want of room in w's share:
+ * logged, at most every 10 s. */
+void kl_body_memory_full(kl_worker *w);
 
 /* What the request body says (kl_dialect_request_facts) that later stages
  * use: read when the request arrives, again when a hook or a guardrail

@@ -253,16 +253,6 @@ static void refuse_head(struct kl_conn *c, kl_exchange *ex, int status, const ch
                                  : status == 408 ? KL_EC_CLIENT_TIMEOUT : KL_EC_BAD_REQUEST, why);
 }
 
-/* This worker's share of listen.max_body_memory, or of half the memory
- * (kl_server.body_memory); never less than one body of max_body_size. */
-static size_t body_memory(const kl_worker *w)
-{
-    const struct kl_listen_cfg *l = &w->cfg->listen;
-    size_t total = l->max_body_memory ? l->max_body_memory : w->server->body_memory;
-    size_t n = (total + (size_t)w->server->nworkers - 1) / (size_t)w->server->nworkers;
-    return n > l->max_body_size + 1 ? n : l->max_body_size + 1;
-}
-
 /* Room in the body's buffer for n more bytes. It grows as bytes come, by
  * doubling, up to what Content-Length announced: a head alone must not
  * reserve max_body_size (forty 80-byte heads took 1.3 GB). False when the
@@ -282,7 +272,7 @@ static bool body_room(struct kl_conn *c, size_t n)
     size_t most = c->body_expected >= 0 ? (size_t)c->body_expected : ex->cfg->listen.max_body_size;
     if (cap > most)
         cap = most;
-    if (!kl_exchange_charge(ex, &ex->body_charged, cap + 1, body_memory(c->w)))
+    if (!kl_exchange_charge(ex, &ex->body_charged, cap + 1, kl_body_memory(c->w)))
         return false;
     ex->body = realloc(ex->body, cap + 1);
     if (!ex->body)
@@ -322,12 +312,7 @@ static enum kl_step no_room(struct kl_conn *c)
     c->linger = true;
     c->state = ST_EXCHANGE;
     evtimer_del(c->timer);
-    int64_t now = kl_wall_ms();
-    if (now - w->body_full_warned_ms >= 10000) {
-        kl_warn("worker %d: request bodies take %llu bytes, its share of listen.max_body_memory (%zu): refusing "
-                "more with 503 until some are done", w->index, (unsigned long long)w->body_bytes, body_memory(w));
-        w->body_full_warned_ms = now;
-    }
+    kl_body_memory_full(w);
     ex->fail_retry = 1;
     return kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "the gateway holds as many request bodies as it has "
                    "memory for (listen.max_body_memory); try again shortly");
@@ -357,7 +342,7 @@ static enum kl_step body_complete(struct kl_conn *c)
         ex->body = plain;
         ex->body_len = plain_len;
         c->body_cap = 0; /* the buffer is the decoder's now */
-        if (!kl_exchange_charge(ex, &ex->body_charged, plain_len + 1, body_memory(c->w)))
+        if (!kl_exchange_charge(ex, &ex->body_charged, plain_len + 1, kl_body_memory(c->w)))
             return no_room(c);
     }
     return KL_NEXT;
@@ -541,7 +526,7 @@ enum kl_step kl_conn_body(kl_exchange *ex)
     /* a body announced larger than the room left is refused before the
      * client is told to send it (100 Continue) or sends it for nothing */
     if (ex->req.content_length > 0 &&
-        c->w->body_bytes + (uint64_t)ex->req.content_length + 1 > body_memory(c->w))
+        c->w->body_bytes + (uint64_t)ex->req.content_length + 1 > kl_body_memory(c->w))
         return no_room(c);
     if (ex->req.expect_continue) {
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -1075,11 +1060,35 @@ void kl_respond_start(kl_exchange *ex, int status, const char *headers, int64_t 
         ex->t_first_byte_ns = kl_now_ns();
 }
 
-void kl_respond_data(kl_exchange *ex, const char *data, size_t len)
+/* A buffer given to a client's output (kl_respond_give): freed, and its
+ * count with the request bodies given back, once written or once the
+ * connection is gone, on its worker's thread either way. */
+struct given {
+    kl_worker *w;
+    char *buf;
+    size_t charged;
+};
+
+static void given_free(const void *data, size_t len, void *arg)
+{
+    struct given *g = arg;
+    (void)data;
+    (void)len;
+    kl_body_memory_return(g->w, g->charged);
+    free(g->buf);
+    free(g);
+}
+
+/* kl_respond_data, or with g kl_respond_give: the bytes are then added to
+ * the output by reference, not copied. */
+static void respond_bytes(kl_exchange *ex, const char *data, size_t len, struct given *g)
 {
     struct kl_conn *c = live(ex);
-    if (!c || len == 0 || c->head_request)
+    if (!c || len == 0 || c->head_request) {
+        if (g)
+            given_free(data, len, g);
         return;
+    }
     if (c->resp_left >= 0 && (uint64_t)len > (uint64_t)c->resp_left) {
         /* more than the head announced (a provider whose Content-Length
          * lied): the rest would be read as the next response on this
@@ -1089,8 +1098,11 @@ void kl_respond_data(kl_exchange *ex, const char *data, size_t len)
                     "closed", ex->id);
         len = (size_t)c->resp_left;
         c->keep_alive = false;
-        if (!len)
+        if (!len) {
+            if (g)
+                given_free(data, len, g);
             return;
+        }
     }
     if (c->resp_left >= 0)
         c->resp_left -= (int64_t)len;
@@ -1105,13 +1117,29 @@ void kl_respond_data(kl_exchange *ex, const char *data, size_t len)
         for (size_t v = len; v || n == sizeof(line) - 2; v >>= 4)
             line[--n] = "0123456789abcdef"[v & 15];
         evbuffer_add(out, line + n, sizeof(line) - n);
-        evbuffer_add(out, data, len);
-        evbuffer_add(out, "\r\n", 2);
-    } else {
-        evbuffer_add(out, data, len);
     }
+    if (!g)
+        evbuffer_add(out, data, len);
+    else if (evbuffer_add_reference(out, data, len, given_free, g) < 0)
+        abort();
+    if (c->resp_chunked)
+        evbuffer_add(out, "\r\n", 2);
     output_added(c);
     ex->bytes_out += len;
+}
+
+void kl_respond_data(kl_exchange *ex, const char *data, size_t len)
+{
+    respond_bytes(ex, data, len, NULL);
+}
+
+void kl_respond_give(kl_exchange *ex, char *data, size_t len, size_t charged)
+{
+    struct given *g = malloc(sizeof(*g));
+    if (!g)
+        abort();
+    *g = (struct given){.w = ex->worker, .buf = data, .charged = charged};
+    respond_bytes(ex, data, len, g);
 }
 
 void kl_respond_end(kl_exchange *ex)

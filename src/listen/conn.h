@@ -54,6 +54,12 @@ void kl_respond(kl_exchange *ex, int status, const char *content_type,
  * content_length < 0 streams it (chunked, or close-delimited for HTTP/1.0). */
 void kl_respond_start(kl_exchange *ex, int status, const char *headers, int64_t content_length);
 void kl_respond_data(kl_exchange *ex, const char *data, size_t len);
+/* kl_respond_data for a malloc'd buffer given up to the client's output,
+ * not copied into it: freed once written (or the client gone), and then
+ * the charged bytes counted for it with the request bodies (its exchange's,
+ * handed over: kl_exchange_charge) given back. A large held answer is not
+ * copied whole, and stays counted while a slow client reads it. */
+void kl_respond_give(kl_exchange *ex, char *data, size_t len, size_t charged);
 void kl_respond_end(kl_exchange *ex);
 /* End the response abnormally: the connection is closed without completing
  * the body, so the client sees a truncated transfer, not a clean end (an

@@ -490,7 +490,8 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
     gauge(out, "keyless_inflight_requests", "Requests between arrival and record.", inflight);
     gauge(out, "keyless_open_connections", "Client connections open.", conns);
     gauge(out, "keyless_request_body_bytes",
-          "Memory the request bodies of requests in flight take (held to listen.max_body_memory).", bodies);
+          "Memory the request bodies, and answers held to be checked, of requests in flight take (held to "
+          "listen.max_body_memory).", bodies);
     if (srv->buckets)
         gauge(out, "keyless_quota_buckets",
               "Quota and rate-limit buckets in memory (one per caller and limit; forgotten when idle and full).",

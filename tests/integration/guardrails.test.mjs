@@ -1435,3 +1435,46 @@ describe('guardrails over streams, edge cases', () => {
     }
   });
 });
+
+describe('guardrails over answers within listen.max_body_memory', () => {
+  // A whole answer held to be scanned is counted with the request bodies: one
+  // redacted is relayed from the buffer counted for it (or a copy when the
+  // redaction made it longer), one that could never be held is refused with
+  // its usage recorded, and the count goes back to 0.
+  let mock, gw;
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({ listen: { max_body_size: '1MiB', max_body_memory: '4MiB' },
+      guardrails: { pii: { action: 'redact', kinds: ['email'] }, answers: true }, providers: providersFor(mock.url),
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }] }, { workers: 1 });
+  });
+  after(async () => {
+    await gw.stop();
+    await mock.stop();
+  });
+  const metric = async () => Number(/^keyless_request_body_bytes (\d+)$/m.exec(await (await fetch(`${gw.url}/metrics`)).text())?.[1]);
+  const settled = async () => {
+    for (let k = 0; k < 400 && await metric() !== 0; k++) await sleep(25);
+    return metric();
+  };
+  const ask = (mockHeader) => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-mock': mockHeader },
+    body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
+
+  it('redacted answers are relayed whole, shorter or longer than they came; one too large for the share is 502 with its usage', async () => {
+    let r = await ask('text=write_to_jane.doe@example.com_today');
+    assert.equal((await r.json()).choices[0].message.content, 'write to [REDACTED:email] today');
+    r = await ask(`text=mail_a@b.io_now_;size=${1 << 19}`);
+    const text = (await r.json()).choices[0].message.content;
+    assert.ok(text.length > (1 << 19) && !text.includes('a@b.io'), 'redacted longer than it came');
+    assert.match(text, /^mail \[REDACTED:email\] now mail /);
+    assert.equal(await settled(), 0);
+    r = await ask(`size=${5 << 20};in=300;out=70`);
+    assert.equal(r.status, 502);
+    assert.match((await r.json()).error.message, /the answer is larger than the \d+ bytes keyless can check before relaying it/);
+    const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+    assert.equal(rec.error_class, 'blocked');
+    assert.equal(rec.output_tokens, 70);
+    assert.equal(await settled(), 0);
+  });
+});

@@ -579,3 +579,93 @@ describe('tool policy', () => {
     }
   });
 });
+
+describe('held answers and listen.max_body_memory', () => {
+  // An answer a policy holds before relaying it is counted with the request
+  // bodies: past the worker's share it is refused (its usage still read and
+  // recorded), and its memory is let go on every path.
+  let mock, gw;
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({ listen: { max_body_size: '1MiB', max_body_memory: '4MiB',
+      timeouts: { upstream_idle: '2s' } },
+      providers: providersFor(mock.url),
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }, { tools: { deny: ['Bash'] } }] } }] },
+    { workers: 1 });
+  });
+  after(async () => {
+    await gw.stop();
+    await mock.stop();
+  });
+  const metric = async () => Number(/^keyless_request_body_bytes (\d+)$/m.exec(await (await fetch(`${gw.url}/metrics`)).text())?.[1]);
+  const settled = async () => {
+    for (let k = 0; k < 400 && await metric() !== 0; k++) await new Promise((res) => setTimeout(res, 25));
+    return metric();
+  };
+  const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+  const ask = (mockHeader, signal) => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', signal,
+    headers: { 'content-type': 'application/json', 'x-mock': mockHeader }, body });
+  // a stalled answer of 3 MiB: its head and half its body come, then nothing; held, it is counted
+  const stall = async () => {
+    const ac = new AbortController();
+    const p = ask(`size=${3 << 20};stall=1`, ac.signal).catch((e) => e);
+    for (let k = 0; k < 400 && !(await metric() > (1 << 20)); k++) await new Promise((res) => setTimeout(res, 25));
+    assert.ok(await metric() > (1 << 20), 'the half answer held is counted with the bodies');
+    return { ac, p };
+  };
+
+  it('an answer that does not fit beside those held is refused 503 with Retry-After, its usage recorded; under the budget they pass', async () => {
+    assert.equal(await metric(), 0);
+    const { ac, p } = await stall();
+    try {
+      const r = await ask(`size=${3 << 20};in=1234;out=567`);
+      assert.equal(r.status, 503);
+      assert.equal(r.headers.get('retry-after'), '1');
+      const err = (await r.json()).error;
+      assert.equal(err.code, 'service_unavailable', JSON.stringify(err));
+      assert.match(err.message, /listen\.max_body_memory/);
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.status, 503);
+      assert.equal(rec.error_class, 'unavailable');
+      assert.equal(rec.upstream_status, 200);
+      assert.equal(rec.input_tokens, 1234 - 40, 'the usage is read although the answer was not held (less the cached)');
+      assert.equal(rec.output_tokens, 567);
+      assert.ok(rec.cost_nanodollars > 0);
+      assert.match(gw.output(), /request bodies and held answers take \d+ bytes, its share of listen\.max_body_memory \(4194304\): refusing more with 503/);
+    } finally {
+      ac.abort();
+      await p;
+    }
+    assert.equal(await settled(), 0, 'the caller that left let its held answer go');
+    // answers that fit together are all relayed whole
+    const rs = await Promise.all([0, 1, 2].map(() => ask(`size=${1 << 20}`)));
+    for (const r of rs) {
+      assert.equal(r.status, 200);
+      assert.equal((await r.json()).choices[0].message.content.length, 1 << 20);
+    }
+    assert.equal(await settled(), 0);
+  });
+
+  it('an answer larger than the worker\'s share is refused 502, with its record and usage', async () => {
+    const r = await ask(`size=${5 << 20};in=300;out=70`);
+    assert.equal(r.status, 502);
+    assert.match((await r.json()).error.message,
+      /the answer is larger than the \d+ bytes keyless can check before relaying it \(tool limits, guardrails; this worker's share of listen\.max_body_memory, less the request's body\)/);
+    const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+    assert.equal(rec.error_class, 'blocked');
+    assert.equal(rec.output_tokens, 70);
+    assert.equal(await settled(), 0);
+  });
+
+  it('a held answer\'s memory is let go when the provider breaks off or goes silent', async () => {
+    let r = await ask(`size=${3 << 20};reset_after=1`);
+    assert.ok(r.status >= 500, String(r.status));
+    assert.equal(await settled(), 0, 'after a reset');
+    const { p } = await stall();
+    r = await p;
+    assert.equal(r.status, 504, 'timeouts.upstream_idle');
+    assert.equal(await settled(), 0, 'after a provider gone silent');
+    r = await ask('text=fine');
+    assert.equal(r.status, 200, 'the gateway keeps serving');
+  });
+});
