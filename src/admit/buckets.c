@@ -271,11 +271,33 @@ size_t kl_buckets_sweep(struct kl_buckets *t, int64_t now_ms)
     return freed;
 }
 
+static struct kl_bucket *find(struct kl_buckets *t, const char *name)
+{
+    struct kl_bucket *b = t->slots[hash(name)];
+    while (b && strcmp(b->name, name) != 0)
+        b = b->next;
+    return b;
+}
+
+/* A name made live again since it was forgotten is left out: its new
+ * bucket is saved (new, so dirty), maybe already, by a tick that ran
+ * between the forgetting and this one (forgotten in the middle of a tick,
+ * made again before its save): deleting the row then would lose a balance
+ * its caller has spent since, until it changes again. */
 size_t kl_buckets_forgotten(struct kl_buckets *t, char ***out)
 {
     pthread_mutex_lock(&t->lock);
     struct gone *list = t->gone;
     t->gone = NULL;
+    for (struct gone **pp = &list; *pp;) {
+        struct gone *g = *pp;
+        if (find(t, g->name)) {
+            *pp = g->next;
+            free(g);
+        } else {
+            pp = &g->next;
+        }
+    }
     pthread_mutex_unlock(&t->lock);
     size_t n = 0;
     for (struct gone *g = list; g; g = g->next)

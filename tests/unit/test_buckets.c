@@ -424,6 +424,42 @@ static void idle_buckets_are_forgotten(void **state)
     kl_buckets_free(t);
 }
 
+/* The writer's tick lists the forgotten rows to delete, then saves the
+ * balances that changed. A bucket forgotten after the list was taken, and
+ * made again and spent before the save, has its new balance saved by that
+ * tick: the next one must not delete that row. */
+static void forgotten_and_back_within_a_tick(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    size_t failed;
+    int64_t retry;
+    struct kl_bucket *b;
+    struct kl_bucket_level *v;
+    char **gone;
+    struct kl_bucket_spec s = {"daily:ci-run", 1000, 1000, 24 * 60 * MIN_MS, true, false, false};
+    assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){100}, 1, 0, &b, &failed, &retry), 0);
+    kl_buckets_settle(t, b, 100, 0, 0);
+    assert_int_equal(kl_buckets_dirty(t, &v), 1); /* saved full */
+    free(v);
+    /* a tick begins: nothing forgotten yet */
+    assert_int_equal(kl_buckets_forgotten(t, &gone), 0);
+    /* meanwhile the bucket is forgotten, and its caller comes back and spends */
+    assert_int_equal(kl_buckets_sweep(t, IDLE_MS), 1);
+    assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){400}, 1, IDLE_MS, &b, &failed, &retry), 0);
+    kl_buckets_settle(t, b, 400, 400, IDLE_MS);
+    /* the same tick saves the spent balance */
+    assert_int_equal(kl_buckets_dirty(t, &v), 1);
+    assert_int_equal(v[0].level, 600);
+    free(v);
+    /* the next tick: that row stays (nothing changed since, nothing to save) */
+    assert_int_equal(kl_buckets_forgotten(t, &gone), 0);
+    assert_null(gone);
+    assert_int_equal(kl_buckets_dirty(t, &v), 0);
+    free(v);
+    kl_buckets_free(t);
+}
+
 /* Nobody runs the sweep: every reserve forgets a few slots' worth, so a
  * whole pass takes a few hundred reservations. */
 static void reservations_sweep_as_they_go(void **state)
@@ -503,6 +539,7 @@ int main(void)
         cmocka_unit_test(saved_balances),
         cmocka_unit_test(pooled),
         cmocka_unit_test(idle_buckets_are_forgotten),
+        cmocka_unit_test(forgotten_and_back_within_a_tick),
         cmocka_unit_test(leases_asked_at_once),
         cmocka_unit_test(reservations_sweep_as_they_go),
         cmocka_unit_test(money_and_rates),
