@@ -494,12 +494,30 @@ static enum kl_step refuse(kl_exchange *ex, struct kl_admission *a, size_t i, in
 
 static void leased(kl_exchange *ex, bool ok, int64_t retry);
 
+/* For kl_buckets_sweep_saved: the k-th quota a saved balance's name could
+ * have been made from, as it is configured now. */
+static bool saved_spec(void *arg, const char *name, size_t k, struct kl_bucket_spec *out)
+{
+    kl_exchange *ex = arg;
+    const struct kl_quotas *qs = ex->cfg->quotas;
+    for (size_t i = 0; qs && i < qs->n; i++) {
+        if (!kl_quota_fits(&qs->v[i], name) || k-- > 0)
+            continue;
+        kl_admit_quota_spec(ex, &qs->v[i], name, out);
+        return true;
+    }
+    return false;
+}
+
 /* Reserve every bucket at once. A pooled bucket (several gateways) that is
  * short first leases from PostgreSQL — asynchronously, once. */
 static enum kl_step reserve(kl_exchange *ex, struct kl_admission *a, bool may_lease)
 {
     struct kl_buckets *t = ex->worker->server->buckets;
     int64_t now = kl_wall_ms();
+    /* this request's share of forgetting the balances saved before a
+     * restart that are full by now (kl_buckets_reserve forgets live ones) */
+    kl_buckets_sweep_saved(t, now, saved_spec, ex);
     if (may_lease) {
         /* A pooled bucket holds here only what this gateway leased: a
          * log-only one can tell whether it is exceeded only after asking

@@ -1,6 +1,7 @@
 #include "admit/buckets.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #define KL_BUCKET_IDLE_MS (10 * 60 * 1000)
 #define SWEEP_SLOTS 16
 #define SWEEP_BUCKETS 64
+#define SWEEP_SAVED 8 /* saved balances (kl_buckets_sweep_saved) */
 
 struct kl_bucket {
     struct kl_bucket *next;
@@ -49,6 +51,8 @@ struct kl_buckets {
     struct saved *saved[NBUCKETS];
     size_t count;               /* live buckets */
     size_t cursor;              /* the slot the sweep looks at next */
+    size_t saved_cursor;        /* the same, of saved */
+    atomic_size_t nsaved;       /* balances in saved (changed under the lock) */
     struct gone *gone;          /* saved buckets forgotten, their rows to delete (kl_buckets_forgotten) */
 };
 
@@ -174,6 +178,7 @@ static struct kl_bucket *get(struct kl_buckets *t, const struct kl_bucket_spec *
                 *pp = sv->next;
                 free(sv->name);
                 free(sv);
+                atomic_fetch_sub_explicit(&t->nsaved, 1, memory_order_relaxed);
                 break;
             }
         }
@@ -226,6 +231,18 @@ static bool forgettable(struct kl_bucket *b, int64_t now_ms)
     return !b->dirty && b->level >= b->capacity;
 }
 
+/* name's saved row is to be deleted (kl_buckets_forgotten). Under the lock. */
+static void add_gone(struct kl_buckets *t, const char *name)
+{
+    size_t n = strlen(name) + 1;
+    struct gone *g = malloc(sizeof(*g) + n);
+    if (!g)
+        abort();
+    memcpy(g->name, name, n);
+    g->next = t->gone;
+    t->gone = g;
+}
+
 /* Look at the next nslots slots (stopping after one that brings the
  * buckets looked at to nbuckets) and free the buckets there that can be
  * forgotten. Under the lock. */
@@ -243,17 +260,10 @@ static size_t sweep(struct kl_buckets *t, int64_t now_ms, size_t nslots, size_t 
                 continue;
             }
             *pp = b->next;
-            if (b->persistent) {
+            if (b->persistent)
                 /* its row says full, as a new bucket would be: deleted, so
                  * a restart does not read it back (kl_admit_save) */
-                size_t n = strlen(b->name) + 1;
-                struct gone *g = malloc(sizeof(*g) + n);
-                if (!g)
-                    abort();
-                memcpy(g->name, b->name, n);
-                g->next = t->gone;
-                t->gone = g;
-            }
+                add_gone(t, b->name);
             free(b->name);
             free(b);
             t->count--;
@@ -267,6 +277,57 @@ size_t kl_buckets_sweep(struct kl_buckets *t, int64_t now_ms)
 {
     pthread_mutex_lock(&t->lock);
     size_t freed = sweep(t, now_ms, NBUCKETS, SIZE_MAX);
+    pthread_mutex_unlock(&t->lock);
+    return freed;
+}
+
+/* Whether sv, made live now, would be full whichever quota its name came
+ * from (and some quota it could have come from is configured). */
+static bool saved_full(const struct saved *sv, int64_t now_ms,
+                       bool (*spec_for)(void *arg, const char *name, size_t k, struct kl_bucket_spec *out), void *arg)
+{
+    struct kl_bucket_spec s;
+    size_t k = 0;
+    for (; spec_for(arg, sv->name, k, &s); k++) {
+        struct kl_bucket b = {.name = sv->name};
+        restore(&b, sv, &s, now_ms);
+        refill(&b, now_ms);
+        if (s.pooled || b.level < b.capacity)
+            return false;
+    }
+    return k > 0;
+}
+
+size_t kl_buckets_sweep_saved(struct kl_buckets *t, int64_t now_ms,
+                              bool (*spec_for)(void *arg, const char *name, size_t k, struct kl_bucket_spec *out),
+                              void *arg)
+{
+    if (!atomic_load_explicit(&t->nsaved, memory_order_relaxed))
+        return 0; /* nearly always: nothing is left from the last start */
+    size_t freed = 0;
+    pthread_mutex_lock(&t->lock);
+    /* as many slots as kl_buckets_reserve's share, stopping after one that
+     * brings the balances looked at to 8: each is matched against the
+     * quotas, and one that never comes back to full (a spent budget that
+     * does not refill) is looked at again at every pass */
+    for (size_t k = 0, looked = 0; k < SWEEP_SLOTS && looked < SWEEP_SAVED; k++) {
+        struct saved **pp = &t->saved[t->saved_cursor];
+        t->saved_cursor = (t->saved_cursor + 1) % NBUCKETS;
+        while (*pp) {
+            struct saved *sv = *pp;
+            looked++;
+            if (now_ms - sv->loaded_ms < KL_BUCKET_IDLE_MS || !saved_full(sv, now_ms, spec_for, arg)) {
+                pp = &sv->next;
+                continue;
+            }
+            *pp = sv->next;
+            add_gone(t, sv->name);
+            free(sv->name);
+            free(sv);
+            atomic_fetch_sub_explicit(&t->nsaved, 1, memory_order_relaxed);
+            freed++;
+        }
+    }
     pthread_mutex_unlock(&t->lock);
     return freed;
 }
@@ -587,6 +648,7 @@ void kl_buckets_preload(struct kl_buckets *t, const char *name, int64_t level, i
     pthread_mutex_lock(&t->lock);
     sv->next = t->saved[h];
     t->saved[h] = sv;
+    atomic_fetch_add_explicit(&t->nsaved, 1, memory_order_relaxed);
     pthread_mutex_unlock(&t->lock);
 }
 

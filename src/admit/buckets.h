@@ -73,6 +73,15 @@ void kl_buckets_give_back(struct kl_buckets *t, struct kl_bucket *b, int64_t amo
 /* Forget every bucket that can be (see above), now; how many went. Each
  * reserve does this for a few slots. */
 size_t kl_buckets_sweep(struct kl_buckets *t, int64_t now_ms);
+/* A balance saved before a restart whose bucket nobody has used since is
+ * forgotten as a bucket is: unused for ten minutes after it was read, and
+ * full by now as each quota its name could have come from would restore it
+ * (spec_for(arg, name, k, out): the k-th, false after the last; none: it
+ * stays). A few at a time, a reservation's share; how many went.
+ * Else a login seen last before a restart (a CI run) stayed for ever. */
+size_t kl_buckets_sweep_saved(struct kl_buckets *t, int64_t now_ms,
+                              bool (*spec_for)(void *arg, const char *name, size_t k, struct kl_bucket_spec *out),
+                              void *arg);
 /* How many buckets are live. */
 size_t kl_buckets_count(struct kl_buckets *t);
 /* Add amount (admin refill), clamped to capacity. -1 when unknown. */

@@ -185,6 +185,11 @@ static bool fits(const char *t, const char *name)
     return !*t;
 }
 
+bool kl_quota_fits(const struct kl_quota *q, const char *bucket)
+{
+    return strcmp(q->name, bucket) == 0 || fits(q->name, bucket);
+}
+
 const struct kl_quota *kl_quota_for_bucket(const struct kl_quotas *q, const char *bucket)
 {
     /* a quota named exactly so ("team-eng") before a template it also fits

@@ -37,6 +37,9 @@ const struct kl_quota *kl_quota_find(const struct kl_quotas *q, const char *name
  * "daily:<user>"), or NULL: one named exactly so, else the first template
  * it fits (a guess when several do). */
 const struct kl_quota *kl_quota_for_bucket(const struct kl_quotas *q, const char *bucket);
+/* Whether bucket's name could have been made from q: named so, or fitting
+ * its template. */
+bool kl_quota_fits(const struct kl_quota *q, const char *bucket);
 
 /* "$10.00", "10", 10 -> nanodollars. */
 int kl_parse_dollars(const cJSON *v, int64_t *nd);

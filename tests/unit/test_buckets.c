@@ -460,6 +460,60 @@ static void forgotten_and_back_within_a_tick(void **state)
     kl_buckets_free(t);
 }
 
+/* Quotas for saved_full_by_now: "ci:<user>" refills in a minute, and
+ * "daily:<user>" in a day, as does "daily:<node>" (a name fitting both may
+ * come from either); "total:<user>" never refills. */
+static bool quota_of(void *arg, const char *name, size_t k, struct kl_bucket_spec *out)
+{
+    (void)arg;
+    static const struct {
+        const char *prefix;
+        int64_t period;
+    } q[] = {{"ci:", MIN_MS}, {"daily:", 24 * 60 * MIN_MS}, {"daily:", MIN_MS}, {"total:", 0}};
+    for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++) {
+        if (strncmp(name, q[i].prefix, strlen(q[i].prefix)) != 0 || k-- > 0)
+            continue;
+        *out = (struct kl_bucket_spec){name, 1000, q[i].period ? 1000 : 0, q[i].period, true, false, false};
+        return true;
+    }
+    return false;
+}
+
+/* A balance saved before a restart whose caller never comes back (a CI
+ * run's login) is forgotten once it would be full, as a live bucket is:
+ * else every login live at some restart stayed in memory, and its row in
+ * the store, for ever. */
+static void saved_full_by_now(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    kl_buckets_preload(t, "ci:run-1", 0, 0, 1000, 0);
+    kl_buckets_preload(t, "total:run-1", 500, 0, 1000, 0);   /* never refills */
+    kl_buckets_preload(t, "daily:run-1", 0, 0, 1000, 0);     /* full in a minute or a day */
+    kl_buckets_preload(t, "gone:run-1", 0, 0, 1000, 0);      /* no quota makes it now */
+    assert_int_equal(kl_buckets_sweep_saved(t, 0, quota_of, NULL), 0);
+    size_t freed = 0;
+    for (int i = 0; i < 4096 / 16; i++) /* a whole pass, ten minutes after the start */
+        freed += kl_buckets_sweep_saved(t, IDLE_MS - 1, quota_of, NULL);
+    assert_int_equal(freed, 0);
+    for (int i = 0; i < 4096 / 16; i++)
+        freed += kl_buckets_sweep_saved(t, IDLE_MS, quota_of, NULL);
+    assert_int_equal(freed, 1);
+    assert_false(kl_buckets_saved(t, "ci:run-1"));
+    assert_true(kl_buckets_saved(t, "daily:run-1"));
+    char **gone;
+    assert_int_equal(kl_buckets_forgotten(t, &gone), 1);
+    assert_string_equal(gone[0], "ci:run-1");
+    free(gone);
+    for (int i = 0; i < 4096 / 16; i++) /* a day on: the daily one is full whichever quota made it */
+        freed += kl_buckets_sweep_saved(t, 24 * 60 * MIN_MS, quota_of, NULL);
+    assert_int_equal(freed, 2);
+    assert_false(kl_buckets_saved(t, "daily:run-1"));
+    assert_true(kl_buckets_saved(t, "total:run-1"));
+    assert_true(kl_buckets_saved(t, "gone:run-1"));
+    kl_buckets_free(t);
+}
+
 /* Nobody runs the sweep: every reserve forgets a few slots' worth, so a
  * whole pass takes a few hundred reservations. */
 static void reservations_sweep_as_they_go(void **state)
@@ -540,6 +594,7 @@ int main(void)
         cmocka_unit_test(pooled),
         cmocka_unit_test(idle_buckets_are_forgotten),
         cmocka_unit_test(forgotten_and_back_within_a_tick),
+        cmocka_unit_test(saved_full_by_now),
         cmocka_unit_test(leases_asked_at_once),
         cmocka_unit_test(reservations_sweep_as_they_go),
         cmocka_unit_test(money_and_rates),
