@@ -226,9 +226,16 @@ static bool forgettable(struct kl_bucket *b, int64_t now_ms)
         return false;
     if (b->pooled)
         return b->level == 0;
+    /* refilled on a copy first: one still short of full is left as it was,
+     * not made dirty, to be saved again by the writer, at every pass over
+     * it (the refill since is applied when it is used or read back anyway) */
+    struct kl_bucket c = *b;
+    refill(&c, now_ms);
+    if (c.level < c.capacity)
+        return false;
     refill(b, now_ms);
     /* a balance not saved yet is saved first: the row left behind must say full */
-    return !b->dirty && b->level >= b->capacity;
+    return !b->dirty;
 }
 
 /* name's saved row is to be deleted (kl_buckets_forgotten). Under the lock. */

@@ -460,6 +460,41 @@ static void forgotten_and_back_within_a_tick(void **state)
     kl_buckets_free(t);
 }
 
+/* An idle balance still short of full is not saved again at every pass of
+ * the sweep (its refill is applied when it is used, or read back, anyway):
+ * with thousands of spent logins the writer rewrote them all each second. */
+static void sweep_saves_only_the_full(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    size_t failed;
+    int64_t retry;
+    struct kl_bucket *b;
+    struct kl_bucket_level *v;
+    char name[32];
+    for (int i = 0; i < 100; i++) {
+        snprintf(name, sizeof(name), "daily:run-%d", i);
+        struct kl_bucket_spec s = {name, 1000, 1000, 24 * 60 * MIN_MS, true, false, false};
+        assert_int_equal(kl_buckets_reserve(t, &s, (int64_t[]){500}, 1, 0, &b, &failed, &retry), 0);
+        kl_buckets_settle(t, b, 500, 500, 0);
+    }
+    assert_int_equal(kl_buckets_dirty(t, &v), 100);
+    free(v);
+    for (int pass = 1; pass <= 3; pass++) {
+        assert_int_equal(kl_buckets_sweep(t, IDLE_MS * pass), 0);
+        assert_int_equal(kl_buckets_dirty(t, &v), 0);
+        free(v);
+    }
+    /* a day on they are full: saved so once, then forgotten */
+    assert_int_equal(kl_buckets_sweep(t, 24 * 60 * MIN_MS), 0);
+    assert_int_equal(kl_buckets_dirty(t, &v), 100);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(v[i].level, 1000);
+    free(v);
+    assert_int_equal(kl_buckets_sweep(t, 24 * 60 * MIN_MS), 100);
+    kl_buckets_free(t);
+}
+
 /* Quotas for saved_full_by_now: "ci:<user>" refills in a minute, and
  * "daily:<user>" in a day, as does "daily:<node>" (a name fitting both may
  * come from either); "total:<user>" never refills. */
@@ -595,6 +630,7 @@ int main(void)
         cmocka_unit_test(idle_buckets_are_forgotten),
         cmocka_unit_test(forgotten_and_back_within_a_tick),
         cmocka_unit_test(saved_full_by_now),
+        cmocka_unit_test(sweep_saves_only_the_full),
         cmocka_unit_test(leases_asked_at_once),
         cmocka_unit_test(reservations_sweep_as_they_go),
         cmocka_unit_test(money_and_rates),
