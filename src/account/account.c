@@ -202,9 +202,10 @@ static void on_joined(void *arg, const char *name)
             "does not allow: stopped by the gateway", name);
 }
 
-/* An answer that cannot be read before it would be relayed: held (its
- * usage still read) and refused with 502 at its end; scanned: it was for
- * the guardrails, so nothing of it is captured. */
+/* An answer that cannot be read before it would be relayed: its head held,
+ * a whole one read to its end for its usage only (not kept: forward), and
+ * refused with 502 at its end; scanned: it was for the guardrails, so
+ * nothing of it is captured. */
 static void refuse_unread(kl_exchange *ex, bool scanned, const char *why)
 {
     ex->acct->hold = true;
@@ -542,8 +543,10 @@ static void forward(kl_exchange *ex, const char *data, size_t len)
         capture(a, data, len);
     if (!a->hold && !a->hold_head) {
         kl_respond_data(ex, data, len);
-    } else if (a->held_dropped) {
-        /* read for its usage only (read_body) */
+    } else if (a->held_dropped || (a->hold && ex->cut_off)) {
+        /* read for its usage only (read_body): let go for want of room, or
+         * refused before it came (refuse_unread), when holding it is for
+         * nothing */
     } else if (a->hold && !ex->cut_off && never_held(ex, len)) {
         drop_held(ex, data, len, true);
     } else if (a->held_len + len <= KL_WHOLE_MAX && held_room(ex, len)) {
@@ -930,7 +933,7 @@ static void read_body(kl_exchange *ex, const char *data, size_t len)
         kl_evs_feed(&a->evs, data, len, on_frame, ex);
         break;
     case BODY_WHOLE:
-        if (a->hold && !a->held_dropped)
+        if (a->hold && !a->held_dropped && !ex->cut_off)
             break; /* forward() keeps the held copy, read at the end */
         keep_whole(a, data, len);
         break;
@@ -967,7 +970,9 @@ bool kl_account_data(kl_exchange *ex, const char *data, size_t len)
         return true;
     }
     forward(ex, data, len);
-    return !ex->cut_off;
+    /* a whole answer refused before it came (refuse_unread) is read on to
+     * its end all the same, for its usage, which the provider bills */
+    return !ex->cut_off || (a->hold && a->mode == BODY_WHOLE);
 }
 
 void kl_account_respond_start(kl_exchange *ex, int status, const char *headers, int64_t content_length)

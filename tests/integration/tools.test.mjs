@@ -669,3 +669,34 @@ describe('held answers and listen.max_body_memory', () => {
     assert.equal(r.status, 200, 'the gateway keeps serving');
   });
 });
+
+describe('an answer refused before it came', () => {
+  it('a stream request answered whole as JSON is refused 502, read to its end: its record keeps the usage the provider billed', async () => {
+    // a server that ignores "stream": the answer, long enough to come in many pieces, has its usage at its end
+    const ans = JSON.stringify({ id: 'c1', object: 'chat.completion', model: 'gpt-4o', choices: [{ index: 0,
+      message: { role: 'assistant', content: 'hi '.repeat(100000) }, finish_reason: 'stop' }],
+    usage: { prompt_tokens: 1234, completion_tokens: 567, total_tokens: 1801 } });
+    const up = await rawProvider((req, sock) => sock.end('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n' +
+      `Content-Length: ${ans.length}\r\n\r\n${ans}`));
+    const gw = await startGateway({ providers: { openai: { baseurl: `http://127.0.0.1:${up.address().port}`,
+      apikey: 'sk-unread-0123456789abcdef', models: ['gpt-4o'], compatibility: { openai_chat: true } } },
+    grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }, { tools: { deny: ['Bash'] } }] } }] });
+    try {
+      const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'hi' }] }) });
+      assert.equal(r.status, 502);
+      assert.match((await r.json()).error.message, /a stream request with a body labelled application\/json/);
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.error_class, 'blocked');
+      assert.equal(rec.upstream_status, 200);
+      assert.equal(rec.input_tokens, 1234);
+      assert.equal(rec.output_tokens, 567);
+      assert.ok(rec.cost_nanodollars > 0);
+      assert.equal(Number(/^keyless_request_body_bytes (\d+)$/m.exec(await (await fetch(`${gw.url}/metrics`)).text())[1]), 0,
+        'nothing of it held');
+    } finally {
+      await gw.stop();
+      up.close();
+    }
+  });
+});
