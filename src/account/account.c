@@ -1115,7 +1115,16 @@ static void release(kl_exchange *ex)
         body = a->held;
     }
     if (body == a->held && len) {
-        /* given to the client's output, still counted until written */
+        /* given to the client's output, still counted until written: what
+         * it takes, not the room it grew by doubling into (an answer
+         * without a Content-Length, or inflated, had up to twice) */
+        if (len < a->held_cap) {
+            a->held = realloc(a->held, len);
+            if (!a->held)
+                abort();
+            a->held_cap = len;
+            kl_exchange_charge(ex, &ex->answer_charged, len, 0);
+        }
         size_t charged = ex->answer_charged;
         ex->answer_charged = 0;
         kl_respond_give(ex, a->held, len, charged);

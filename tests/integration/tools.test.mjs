@@ -5,6 +5,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { gzipSync, brotliCompressSync } from 'node:zlib';
+import net from 'node:net';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
@@ -697,6 +698,51 @@ describe('an answer refused before it came', () => {
     } finally {
       await gw.stop();
       up.close();
+    }
+  });
+});
+
+describe('a held answer being written', () => {
+  it('is counted for its length while a slow client reads it, not for the room it grew into: an answer beside it fits', async () => {
+    // inflated (no Content-Length to size it by), a 40 MB answer grew into 64 MiB by doubling
+    const mock = await startMock();
+    const answer = JSON.stringify({ id: 'c', object: 'chat.completion', model: 'gpt-4o-mini', choices: [{ index: 0,
+      message: { role: 'assistant', content: 'x'.repeat(40e6) }, finish_reason: 'stop' }],
+    usage: { prompt_tokens: 11, completion_tokens: 4, total_tokens: 15 } });
+    const gz = gzipSync(answer);
+    const up = await rawProvider((req, sock) => sock.end(Buffer.concat([Buffer.from('HTTP/1.1 200 OK\r\n' +
+      `Content-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: ${gz.length}\r\n\r\n`), gz])));
+    const gw = await startGateway({ listen: { max_body_size: '1MiB', max_body_memory: '64MiB' },
+      providers: { openai: { ...providersFor(mock.url).openai, models: ['gpt-4o'] },
+        zipped: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'sk-zipped-0123456789abcdef',
+          models: ['gpt-4o-mini'], compatibility: { openai_chat: true } } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }, { tools: { deny: ['Bash'] } }] } }] },
+    { workers: 1 });
+    const metric = async () => Number(/^keyless_request_body_bytes (\d+)$/m.exec(await (await fetch(`${gw.url}/metrics`)).text())?.[1]);
+    const u = new URL(gw.url);
+    const body = JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] });
+    let head = '';
+    const slow = net.connect(Number(u.port), u.hostname, () => slow.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n' +
+      `content-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`));
+    slow.on('error', () => {});
+    slow.once('data', (d) => {
+      head = d.toString('latin1');
+      slow.pause(); // and reads no more
+    });
+    try {
+      for (let k = 0; k < 400 && !head; k++) await new Promise((res) => setTimeout(res, 25));
+      assert.match(head, /^HTTP\/1\.1 200 OK\r\n[^]*Content-Length: 40000219\r\n/);
+      assert.equal(await metric(), 40000219, 'the answer in the slow client\'s output, counted for what it takes');
+      const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-mock': `size=${10 << 20}` },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
+      assert.equal(r.status, 200, 'held beside it within the 64 MiB');
+      assert.equal((await r.json()).choices[0].message.content.length, 10 << 20);
+    } finally {
+      slow.destroy();
+      await gw.stop();
+      up.close();
+      await mock.stop();
     }
   });
 });
