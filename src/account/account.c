@@ -456,19 +456,30 @@ static bool never_held(const kl_exchange *ex, size_t n)
     return need > held_most(ex);
 }
 
+/* Is the held answer one a policy holds to check it (tool limits,
+ * guardrails), which may be refused for want of room? Not a provider's
+ * error held to be said in the caller's dialect (wrap_error): that one
+ * is the provider's answer (its 429 and Retry-After), not the gateway's
+ * 503, and is bounded by KL_WHOLE_MAX as a stream's waiting head is. */
+static bool policy_held(const struct kl_account *a)
+{
+    return a->hold && !a->wrap_error;
+}
+
 /* Room in the held answer's buffer for n more bytes. It grows by doubling,
  * never past the Content-Length its head announced nor held_most, and is
  * counted with the request bodies (kl_exchange_charge): answers held at
  * once take no more than the worker's share of listen.max_body_memory, as
  * bodies do. False when there is no room: a whole answer is refused then
- * (drop_held); a stream's head waiting for its first event is counted but
- * never refused (one event, bounded by KL_EVENT_MAX). */
+ * (drop_held); a stream's head waiting for its first event, or a
+ * provider's error, is counted but never refused (one event, bounded by
+ * KL_EVENT_MAX; an error, by KL_WHOLE_MAX). */
 static bool held_room(kl_exchange *ex, size_t n)
 {
     struct kl_account *a = ex->acct;
     if (a->held_len + n <= a->held_cap)
         return true;
-    size_t need = a->held_len + n, most = a->hold ? held_most(ex) : KL_WHOLE_MAX;
+    size_t need = a->held_len + n, most = policy_held(a) ? held_most(ex) : KL_WHOLE_MAX;
     size_t c = a->held_cap ? a->held_cap * 2 : 16384;
     while (c < need)
         c *= 2;
@@ -476,7 +487,7 @@ static bool held_room(kl_exchange *ex, size_t n)
         c = (size_t)a->held_expect;
     if (c > most && need <= most)
         c = most;
-    if (!kl_exchange_charge(ex, &ex->answer_charged, c, a->hold ? kl_body_memory(ex->worker) : 0))
+    if (!kl_exchange_charge(ex, &ex->answer_charged, c, policy_held(a) ? kl_body_memory(ex->worker) : 0))
         return false;
     a->held = realloc(a->held, c);
     if (!a->held)
@@ -547,12 +558,12 @@ static void forward(kl_exchange *ex, const char *data, size_t len)
         /* read for its usage only (read_body): let go for want of room, or
          * refused before it came (refuse_unread), when holding it is for
          * nothing */
-    } else if (a->hold && !ex->cut_off && never_held(ex, len)) {
+    } else if (policy_held(a) && !ex->cut_off && never_held(ex, len)) {
         drop_held(ex, data, len, true);
     } else if (a->held_len + len <= KL_WHOLE_MAX && held_room(ex, len)) {
         memcpy(a->held + a->held_len, data, len);
         a->held_len += len;
-    } else if (a->hold && !ex->cut_off) {
+    } else if (policy_held(a) && !ex->cut_off) {
         drop_held(ex, data, len, false);
     } else if (!ex->cut_off) {
         ex->cut_off = true; /* what cannot be read cannot be checked: not relayed */

@@ -746,3 +746,55 @@ describe('a held answer being written', () => {
     }
   });
 });
+
+describe('a provider\'s error held beside a full listen.max_body_memory', () => {
+  it('is said as the provider\'s (429, its Retry-After), not refused as the gateway\'s 503', async () => {
+    // an error body not labelled JSON is held to be said in the caller's dialect: no policy holds it
+    let answer;
+    const answered = new Promise((res) => (answer = res));
+    const up = await rawProvider(async (req, sock) => {
+      await answered;
+      sock.end('HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nRetry-After: 30\r\n' +
+        'Transfer-Encoding: chunked\r\n\r\n11\r\nslow down please\n\r\n0\r\n\r\n');
+    });
+    const gw = await startGateway({ listen: { max_body_size: '1MiB', max_body_memory: '4MiB' },
+      providers: { anthropic: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'sk-ant-wrapped-0123456789',
+        authorization: 'x-api-key', models: ['claude-sonnet-4-5'], compatibility: { anthropic_messages: true } } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }] } }] }, { workers: 1 });
+    const metric = async () => Number(/^keyless_request_body_bytes (\d+)$/m.exec(await (await fetch(`${gw.url}/metrics`)).text())?.[1]);
+    const u = new URL(gw.url);
+    const socks = [];
+    try {
+      const p = fetch(`${gw.url}/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+        body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 50, messages: [{ role: 'user', content: 'hi' }] }) });
+      for (let k = 0; k < 400 && !(await metric() > 0); k++) await new Promise((res) => setTimeout(res, 25));
+      // uploads stopped short, their bodies counted: all of the share but 6000 bytes
+      const room = 4194304 - await metric();
+      for (const cl of [1048576, 1048576, 1048576, room - 3 * 1048577 - 1 - 6000]) {
+        const before = await metric();
+        const s = net.connect(Number(u.port), u.hostname);
+        s.on('error', () => {});
+        s.write(`POST /v1/messages HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: ${cl}\r\n\r\n`);
+        s.write(Buffer.alloc(Math.ceil(cl * 0.9), 'a'));
+        socks.push(s);
+        for (let k = 0; k < 400 && await metric() < before + cl; k++) await new Promise((res) => setTimeout(res, 25));
+      }
+      assert.equal(await metric(), 4194304 - 6000);
+      answer();
+      const r = await p;
+      assert.equal(r.status, 429);
+      assert.equal(r.headers.get('retry-after'), '30');
+      const err = (await r.json()).error;
+      assert.equal(err.type, 'rate_limit_error');
+      assert.match(err.message, /provider anthropic answered 429 with a text\/plain body: slow down please/);
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.status, 429);
+      assert.equal(rec.error_class, 'upstream_error');
+    } finally {
+      answer();
+      for (const s of socks) s.destroy();
+      await gw.stop();
+      up.close();
+    }
+  });
+});
