@@ -1121,6 +1121,16 @@ static void release(kl_exchange *ex)
         append(&a->keep, &a->keep_len, &a->keep_cap, body, len);
     }
     kl_respond_start(ex, a->held_status, a->held_headers, (int64_t)len);
+    if (body != a->held && len > a->held_cap && a->held) {
+        /* a redaction made it longer: the buffer grows to it, counted as
+         * the answer it comes from was (let in already: never refused), so
+         * that it too stays counted until the client has read it */
+        kl_exchange_charge(ex, &ex->answer_charged, len, 0);
+        a->held = realloc(a->held, len);
+        if (!a->held)
+            abort();
+        a->held_cap = len;
+    }
     if (body != a->held && len && len <= a->held_cap) {
         memcpy(a->held, body, len); /* a redacted copy (arena) fits the buffer counted for the answer */
         body = a->held;

@@ -5,6 +5,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
@@ -1477,4 +1478,49 @@ describe('guardrails over answers within listen.max_body_memory', () => {
     assert.equal(rec.output_tokens, 70);
     assert.equal(await settled(), 0);
   });
+});
+
+describe('a held answer a redaction made longer stays counted until its client reads it', () => {
+  let mock, gw;
+  before(async () => {
+    mock = await startMock();
+    gw = await startGateway({ listen: { max_body_size: '1MiB', max_body_memory: '64MiB' },
+      guardrails: { pii: { action: 'redact', kinds: ['email'] }, answers: true }, providers: providersFor(mock.url),
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }] }, { workers: 1 });
+  });
+  after(async () => {
+    await gw.stop();
+    await mock.stop();
+  });
+  const metric = async () => Number(/^keyless_request_body_bytes (\d+)$/m.exec(await (await fetch(`${gw.url}/metrics`)).text())?.[1]);
+  // a client that reads the head and then nothing: the answer waits in its output
+  const unread = (mockHeader) => new Promise((resolve, reject) => {
+    const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+    const u = new URL(gw.url);
+    const s = net.connect(Number(u.port), u.hostname, () => s.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n` +
+      `Content-Type: application/json\r\nx-mock: ${mockHeader}\r\nContent-Length: ${body.length}\r\n\r\n${body}`));
+    s.once('data', (d) => {
+      s.pause();
+      resolve({ s, id: /x-keyless-request-id: (\S+)/i.exec(d.toString('latin1'))?.[1] });
+    });
+    s.on('error', reject);
+  });
+
+  // one address in 1,000 bytes: fewer findings than the scan keeps track of
+  const pad = '_'.padEnd(1000, 'x');
+  for (const [what, text] of [['shorter', `reach_q@verylongsubdomain.example.com${pad}_`], ['longer', `mail_a@b.io${pad}_`]]) {
+    it(`redacted ${what} than it came`, async () => {
+      const { s, id } = await unread(`text=${text};size=${16 << 20}`);
+      try {
+        const rec = await finalRecord(gw, id);
+        assert.equal(rec.status, 200, rec.error_message);
+        // the kernel's socket buffers take a few MB of it at most
+        assert.ok(await metric() > (8 << 20), `the unread answer is counted: ${await metric()}`);
+      } finally {
+        s.destroy();
+      }
+      for (let k = 0; k < 400 && await metric() !== 0; k++) await sleep(25);
+      assert.equal(await metric(), 0);
+    });
+  }
 });
