@@ -7,6 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "record/schema.h"
+#include "record/store.h"
+
 static void store_defaults(kl_cfg_ctx *c)
 {
     if (c->cfg->store)
@@ -160,6 +163,20 @@ void kl_record_read_database(kl_cfg_ctx *c, const cJSON *v)
  * not errors: check may run on another machine than serve (a deploy
  * pipeline), where the path need not exist. A PostgreSQL server is not
  * contacted, for the same reason. */
+/* A store a newer keyless migrated, which serve refuses to write to
+ * (kl_store_refuse_newer): read, not migrated. */
+static void probe_version(const char *path, kl_diags *d)
+{
+    char err[256];
+    struct kl_store *st = kl_store_open(KL_STORE_SQLITE, path, false, err, sizeof(err));
+    int64_t v = st ? kl_store_schema_version(st, err, sizeof(err)) : -1;
+    kl_store_close(st);
+    if (v > KL_SCHEMA_VERSION)
+        kl_diags_add(d, KL_SEV_NOTE, 0, 0, "on this machine, serve would refuse store.path %s: it was migrated by a "
+                     "newer keyless (schema version %lld; this one knows up to %d)", path, (long long)v,
+                     KL_SCHEMA_VERSION);
+}
+
 void kl_record_probe_store(const struct kl_store_cfg *s, kl_diags *d)
 {
     if (s->driver != KL_STORE_SQLITE || strcmp(s->target, ":memory:") == 0)
@@ -172,6 +189,8 @@ void kl_record_probe_store(const struct kl_store_cfg *s, kl_diags *d)
         else if (access(s->target, R_OK | W_OK) != 0)
             kl_diags_add(d, KL_SEV_NOTE, 0, 0, "on this machine, serve could not open store.path %s for writing: %s",
                          s->target, strerror(errno));
+        else
+            probe_version(s->target, d);
     } else if (errno != ENOENT) {
         kl_diags_add(d, KL_SEV_NOTE, 0, 0, "on this machine, serve could not open store.path %s: %s", s->target,
                      strerror(errno));

@@ -82,25 +82,31 @@ int kl_store_add_late_columns(struct kl_store *s, char *err, size_t errlen)
  * without a word, so it is refused at start instead. The number goes into
  * the SQL: SQLite compares max(version), which has no affinity, with a
  * bound text parameter as text. */
-int kl_store_refuse_newer(struct kl_store *s, char *err, size_t errlen)
+int64_t kl_store_schema_version(struct kl_store *s, char *err, size_t errlen)
 {
-    char sql[128];
-    snprintf(sql, sizeof(sql), "SELECT CAST(max(version) AS TEXT) AS v FROM schema_migrations HAVING max(version) > %d",
-             KL_SCHEMA_VERSION);
     cJSON *rows = NULL;
-    if (kl_store_exec(s, sql, NULL, 0, &rows, err, errlen) < 0)
+    if (kl_store_exec(s, "SELECT CAST(max(version) AS TEXT) AS v FROM schema_migrations", NULL, 0, &rows, err,
+                      errlen) < 0)
         return -1;
     const char *v = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(rows, 0), "v"));
-    int rc = 0;
-    if (v) {
-        snprintf(err, errlen,
-                 "the store was migrated by a newer keyless (schema version %s; this one knows up to %d): run that "
-                 "version or a later one, or restore a copy of the store taken before the upgrade",
-                 v, KL_SCHEMA_VERSION);
-        rc = -1;
-    }
+    int64_t n = v ? strtoll(v, NULL, 10) : 0;
     cJSON_Delete(rows);
-    return rc;
+    return n;
+}
+
+int kl_store_refuse_newer(struct kl_store *s, char *err, size_t errlen)
+{
+    int64_t v = kl_store_schema_version(s, err, errlen);
+    if (v < 0)
+        return -1;
+    if (v > KL_SCHEMA_VERSION) {
+        snprintf(err, errlen,
+                 "the store was migrated by a newer keyless (schema version %lld; this one knows up to %d): run that "
+                 "version or a later one, or restore a copy of the store taken before the upgrade",
+                 (long long)v, KL_SCHEMA_VERSION);
+        return -1;
+    }
+    return 0;
 }
 
 void kl_store_close(struct kl_store *s)

@@ -23,6 +23,8 @@ void kl_store_global_init(void);
 struct kl_store *kl_store_open(enum kl_store_driver d, const char *target, bool migrate, char *err,
                                size_t errlen);
 void kl_store_close(struct kl_store *s);
+/* The newest migration the store has had (0: none), or -1 with err. */
+int64_t kl_store_schema_version(struct kl_store *s, char *err, size_t errlen);
 /* Does requests have this column? Those later migrations added (attempts,
  * guardrails) may be missing from a store an older keyless wrote, which a
  * reader is given as it is. Looked up once per connection. */

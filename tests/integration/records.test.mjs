@@ -1105,6 +1105,17 @@ describe('records API: bad input and whose records', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.doesNotMatch(r.stderr, /store.path/);
     assert.ok(!existsSync(join(dir, 'keyless.db')));
+    // a store a newer keyless migrated, which serve refuses: said, and left as it was
+    const db = join(dir, 'newer.db');
+    const sql = (q) => spawnSync('sqlite3', ['-batch', db, q], { encoding: 'utf8' });
+    assert.equal(sql('CREATE TABLE requests (id TEXT PRIMARY KEY); CREATE TABLE schema_migrations (version BIGINT '
+      + 'PRIMARY KEY, applied_at BIGINT); INSERT INTO schema_migrations VALUES (10, 0), (11, 0)').status, 0);
+    const schema = () => sql('SELECT group_concat(name) FROM sqlite_master').stdout;
+    const before = schema();
+    r = check({ path: db });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stderr, /note: on this machine, serve would refuse store.path .*newer.db: it was migrated by a newer keyless \(schema version 11; this one knows up to 10\)/);
+    assert.equal(schema(), before);
     // the server behind a PostgreSQL store is not contacted by check
     r = check({ driver: 'postgres', url: 'postgresql://nobody@127.0.0.1:9/none' });
     assert.equal(r.status, 0, r.stderr);
