@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/evp.h>
 
 #include "account/account.h"
 #include "account/usage.h"
@@ -27,6 +28,22 @@ struct chained_job {
 static uint64_t hash(const char *s, size_t n)
 {
     return kl_lossy_key(KL_FNV64_START, s, n);
+}
+
+/* A login as the owners' table keeps it: 64 bits of its SHA-256 (never 0,
+ * which is none), so that no login can be made to pass for another's (one
+ * an OIDC template builds from a claim its caller chooses), as one could
+ * against a 64-bit FNV hash. */
+static uint64_t login_key(const kl_exchange *ex, const char *login)
+{
+    unsigned char d[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    const EVP_MD *md = ex->worker->sha256 ? ex->worker->sha256 : EVP_sha256();
+    if (EVP_Digest(login, strlen(login), d, &n, md, NULL) != 1 || n < 8)
+        abort();
+    uint64_t k;
+    memcpy(&k, d, sizeof(k));
+    return k ? k : 1;
 }
 
 /* The login hash remembered for id, or 0. */
@@ -93,10 +110,9 @@ static void done(struct kl_query_job *job)
             step = kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE,
                            "cannot check whose the previous response is: the record store failed");
         } else if (j->owner) {
-            uint64_t owner = hash(j->owner, strlen(j->owner));
-            kl_lossy_map_put(ex->worker->server->answer_owners, hash(j->id, strlen(j->id)), owner);
-            const char *me = login_of(ex);
-            if (owner != hash(me, strlen(me)))
+            kl_lossy_map_put(ex->worker->server->answer_owners, hash(j->id, strlen(j->id)),
+                             login_key(ex, j->owner));
+            if (strcmp(j->owner, login_of(ex)) != 0)
                 step = refuse(ex, j->id);
         }
         kl_pipeline_continue(ex, step);
@@ -115,7 +131,7 @@ enum kl_step kl_chained_run(kl_exchange *ex)
     const char *me = login_of(ex);
     uint64_t owner = owner_of(srv->answer_owners, hash(id, strlen(id)));
     if (owner)
-        return owner == hash(me, strlen(me)) ? KL_NEXT : refuse(ex, id);
+        return owner == login_key(ex, me) ? KL_NEXT : refuse(ex, id);
     if (!srv->answers || ex->cfg->store->zero_retention)
         return KL_NEXT; /* no record to ask */
     struct chained_job *j = calloc(1, sizeof(*j));
@@ -136,5 +152,5 @@ void kl_chained_note(kl_exchange *ex)
         return;
     const char *me = login_of(ex);
     kl_lossy_map_put(ex->worker->server->answer_owners, hash(u->response_id, strlen(u->response_id)),
-                     hash(me, strlen(me)));
+                     login_key(ex, me));
 }
