@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "account/prices.h"
+#include "admit/buckets.h"
 
 int kl_parse_dollars(const cJSON *v, int64_t *nd)
 {
@@ -160,14 +161,15 @@ static bool placeholder(const char *t)
     return strncmp(t, "<user>", 6) == 0 || strncmp(t, "<node>", 6) == 0;
 }
 
-/* Does name fit template t, each <user> and <node> standing for one or more
- * bytes? The way a glob's '*' is matched, going back only to the last
- * placeholder: linear in the name for each place it is tried, whatever the
- * template (the name comes from the admin API). */
-static bool fits(const char *t, const char *name)
+/* Do the n bytes of name fit template t, each <user> and <node> standing
+ * for one or more bytes (start: begin a name that fits)? The way a glob's
+ * '*' is matched, going back only to the last placeholder: linear in the
+ * name for each place it is tried, whatever the template (the name comes
+ * from the admin API). */
+static bool fits_n(const char *t, const char *name, size_t n, bool start)
 {
-    const char *star = NULL, *resume = NULL;
-    while (*name) {
+    const char *star = NULL, *resume = NULL, *end = name + n;
+    while (name < end) {
         if (placeholder(t)) {
             star = t;
             t += 6;
@@ -182,12 +184,38 @@ static bool fits(const char *t, const char *name)
             return false;
         }
     }
-    return !*t;
+    return start || !*t;
 }
 
+static bool fits(const char *t, const char *name)
+{
+    return fits_n(t, name, strlen(name), false);
+}
+
+/* A name shortened to fit the tables (kl_admit_fit_name: its start, '~',
+ * and 16 hex digits of a hash of the whole) keeps how many bytes of the
+ * whole; 0: not one (or so it seems: a login may end so, and is then taken
+ * for one, which only adds the quotas its start fits). */
+static size_t shortened(const char *name)
+{
+    size_t n = strlen(name);
+    if (n <= 17 || n > KL_BUCKET_NAME_MAX || name[n - 17] != '~')
+        return 0;
+    for (size_t i = n - 16; i < n; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+            return 0;
+    return n - 17;
+}
+
+/* A shortened name could have been made from any template whose names may
+ * start as it does: "ci:<user>:total" for a long login is
+ * "ci:<238 bytes of it>~<hash>", which fits "ci:<user>" as written (a
+ * balance that never refills, taken for one that refills in a minute,
+ * was forgotten as full, and its caller's spent budget with it). */
 bool kl_quota_fits(const struct kl_quota *q, const char *bucket)
 {
-    return strcmp(q->name, bucket) == 0 || fits(q->name, bucket);
+    size_t kept = shortened(bucket);
+    return strcmp(q->name, bucket) == 0 || fits(q->name, bucket) || (kept && fits_n(q->name, bucket, kept, true));
 }
 
 const struct kl_quota *kl_quota_for_bucket(const struct kl_quotas *q, const char *bucket)

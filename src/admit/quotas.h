@@ -38,7 +38,8 @@ const struct kl_quota *kl_quota_find(const struct kl_quotas *q, const char *name
  * it fits (a guess when several do). */
 const struct kl_quota *kl_quota_for_bucket(const struct kl_quotas *q, const char *bucket);
 /* Whether bucket's name could have been made from q: named so, or fitting
- * its template. */
+ * its template (a name shortened to fit the tables: its start fitting the
+ * start of one). */
 bool kl_quota_fits(const struct kl_quota *q, const char *bucket);
 
 /* "$10.00", "10", 10 -> nanodollars. */

@@ -1391,16 +1391,31 @@ int clock_gettime(clockid_t id, struct timespec *ts)
 }
 `;
 
-  it('idle per-caller buckets are forgotten once full again; one still spent keeps its balance and is enforced', async (t) => {
+  // A directory with the shim built, the file of its offset (0 now) and the
+  // gateway's options preloading it; null (the test skipped) without a compiler.
+  const clocked = (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'kl-clock-'));
     writeFileSync(join(dir, 'clock.c'), CLOCK_SHIM);
     const cc = spawnSync(process.env.CC || 'cc', ['-shared', '-fPIC', '-o', join(dir, 'clock.so'), join(dir, 'clock.c')]);
     if (cc.status !== 0) {
       t.skip('no C compiler for the clock shim');
-      return;
+      return null;
     }
     const offset = join(dir, 'offset');
     writeFileSync(offset, '0');
+    const opts = { env: {
+      LD_PRELOAD: join(dir, 'clock.so'), KL_TEST_CLOCK_OFFSET_FILE: offset,
+      // under SAN=1 the shim is preloaded before the sanitizer's runtime
+      ASAN_OPTIONS: `${process.env.ASAN_OPTIONS ? process.env.ASAN_OPTIONS + ':' : ''}verify_asan_link_order=0`,
+    } };
+    return { dir, offset, opts };
+  };
+
+  it('idle per-caller buckets are forgotten once full again; one still spent keeps its balance and is enforced', async (t) => {
+    const clock = clocked(t);
+    if (!clock)
+      return;
+    const { dir, offset, opts } = clock;
     const mock = await startMock();
     // twenty CI runs, each its own login (an OIDC template with a run id would mint them)
     const runs = Array.from({ length: 20 }, (_, i) => ({ range: `127.0.0.${100 + i}/32`, login: `run-${i}@ci` }));
@@ -1418,11 +1433,6 @@ int clock_gettime(clockid_t id, struct timespec *ts)
       ],
       providers: providersFor(mock.url),
     };
-    const opts = { env: {
-      LD_PRELOAD: join(dir, 'clock.so'), KL_TEST_CLOCK_OFFSET_FILE: offset,
-      // under SAN=1 the shim is preloaded before the sanitizer's runtime
-      ASAN_OPTIONS: `${process.env.ASAN_OPTIONS ? process.env.ASAN_OPTIONS + ':' : ''}verify_asan_link_order=0`,
-    } };
     let gw = await startGateway(cfg, opts);
     try {
       const ask = async (ip) => {
@@ -1472,6 +1482,44 @@ int clock_gettime(clockid_t id, struct timespec *ts)
       await gw.stop();
       gw = await startGateway(cfg, opts);
       assert.deepEqual((await listed()).map((b) => b.bucket), ['total:ann@example.com']);
+    } finally {
+      await gw.stop();
+      await mock.stop();
+    }
+  });
+
+  it('a saved balance of a long login is kept while any quota it may have come from would restore it below full', async (t) => {
+    const clock = clocked(t);
+    if (!clock)
+      return;
+    const { dir, offset, opts } = clock;
+    const mock = await startMock();
+    // past 255 bytes, its buckets' names end in a hash of the whole name:
+    // "ci:<user>:total"'s shortened name fits "ci:<user>" only, as written
+    const login = `k8s:payments-prod/${'x'.repeat(260)}`;
+    const cap = (extra) => ({ 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }, ...extra] });
+    const cfg = {
+      identity: { cidr: [{ range: '127.0.0.62/32', login }, { range: '127.0.0.70/32', login: 'busy@example.com' }], loopback: true },
+      store: { path: join(dir, 'q.db') },
+      quotas: { 'ci:<user>': { capacity: usd(3n * EST), rate: `${usd(3n * EST)}/min` }, 'ci:<user>:total': { capacity: usd(2n * EST) } },
+      grants: [
+        { src: [login], app: cap([{ quotas: [{ bucket: 'ci:<user>' }, { bucket: 'ci:<user>:total' }] }]) },
+        { src: ['busy@example.com'], app: cap([{ rate_limit: { requests_per_minute: 1000000 } }]) },
+      ],
+      providers: providersFor(mock.url),
+    };
+    let gw = await startGateway(cfg, opts);
+    const ask = (ip) => post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT }, ip).then(async (r) => (await r.text(), r.status));
+    try {
+      assert.equal(await ask('127.0.0.62'), 200); // one of the two requests its total allows
+      await gw.stop();
+      gw = await startGateway(cfg, opts);
+      writeFileSync(offset, String(11 * 60 * 1000));
+      for (let i = 0; i < 300; i += 10) // each reservation sweeps 16 of the 4,096 slots
+        assert.deepEqual(await Promise.all(Array.from({ length: 10 }, () => ask('127.0.0.70'))), Array(10).fill(200));
+      await sleep(1500);
+      assert.equal(await ask('127.0.0.62'), 200);
+      assert.equal(await ask('127.0.0.62'), 429, 'the total, which never refills, is spent');
     } finally {
       await gw.stop();
       await mock.stop();

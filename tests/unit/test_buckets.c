@@ -495,6 +495,27 @@ static void sweep_saves_only_the_full(void **state)
     kl_buckets_free(t);
 }
 
+/* A name shortened to fit the tables (its start, '~', a hash of the whole)
+ * fits each template whose names may start as it does: a saved balance is
+ * forgotten only once every quota it may have come from says full. */
+static void shortened_names_fit_by_their_start(void **state)
+{
+    (void)state;
+    struct kl_quota total = {.name = "ci:<user>:total"}, ci = {.name = "ci:<user>"}, other = {.name = "cd:<user>"};
+    char name[256];
+    memcpy(name, "ci:", 3);
+    memset(name + 3, 'x', 235);
+    memcpy(name + 238, "~0123456789abcdef", 18);
+    assert_true(kl_quota_fits(&ci, name));
+    assert_true(kl_quota_fits(&total, name));
+    assert_false(kl_quota_fits(&other, name));
+    /* a name not shortened fits as written */
+    assert_true(kl_quota_fits(&ci, "ci:ann:total"));
+    assert_true(kl_quota_fits(&total, "ci:ann:total"));
+    assert_false(kl_quota_fits(&total, "ci:ann"));
+    assert_false(kl_quota_fits(&total, "ci:ann~0123456789abcdeg"));
+}
+
 /* Quotas for saved_full_by_now: "ci:<user>" refills in a minute, and
  * "daily:<user>" in a day, as does "daily:<node>" (a name fitting both may
  * come from either); "total:<user>" never refills. */
@@ -630,6 +651,7 @@ int main(void)
         cmocka_unit_test(idle_buckets_are_forgotten),
         cmocka_unit_test(forgotten_and_back_within_a_tick),
         cmocka_unit_test(saved_full_by_now),
+        cmocka_unit_test(shortened_names_fit_by_their_start),
         cmocka_unit_test(sweep_saves_only_the_full),
         cmocka_unit_test(leases_asked_at_once),
         cmocka_unit_test(reservations_sweep_as_they_go),
