@@ -242,6 +242,10 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "export") == 0)
         return cmd_report(argc, argv, true);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        if (argc > 2) {
+            fprintf(stderr, "keyless: %s takes no arguments\n", cmd);
+            return 2;
+        }
         printf("keyless %s\n", KL_VERSION);
         return 0;
     }

@@ -71,6 +71,39 @@ describe('lifecycle', () => {
     }
   });
 
+  it('version prints the version, and takes no arguments', () => {
+    const run = (...args) => spawnSync(join(BUILD, 'keyless'), args, { encoding: 'utf8' });
+    for (const cmd of ['version', '--version']) {
+      let r = run(cmd);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /^keyless \d+\.\d+\.\d+\n$/);
+      r = run(cmd, '--config');
+      assert.equal(r.status, 2);
+      assert.equal(r.stderr, `keyless: ${cmd} takes no arguments\n`);
+      assert.equal(r.stdout, '');
+    }
+  });
+
+  it('make run stops, saying why, when the simulator cannot listen (its port taken)', async (t) => {
+    const taken = net.createServer();
+    await new Promise((res, rej) => { taken.once('error', rej); taken.listen(8090, '127.0.0.1', res); }).catch(() => null);
+    if (!taken.listening) return t.skip('127.0.0.1:8090 is in use by another process');
+    try {
+      // its own process group, all of it stopped if the script goes on to serve (as it had)
+      const p = spawn('sh', [join(ROOT, 'scripts', 'run-example.sh')], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+      let err = '';
+      p.stderr.on('data', (d) => (err += d));
+      p.stdout.resume();
+      const kill = setTimeout(() => process.kill(-p.pid, 'SIGKILL'), 15000);
+      const code = await new Promise((res) => p.on('exit', (c, sig) => res(sig ?? c)));
+      clearTimeout(kill);
+      assert.equal(code, 1, err);
+      assert.match(err, /make run: the simulator did not start \(is 127\.0\.0\.1:8090 in use\?\)/);
+    } finally {
+      taken.close();
+    }
+  });
+
   it('a provider baseurl with user:password@ is warned about, at check and at start, without the password', async () => {
     // libcurl sends the userinfo as Basic authorization, or drops it beside keyless's own Authorization header,
     // and no answer is masked for it as for an apikey
