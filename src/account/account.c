@@ -569,8 +569,13 @@ static void forward(kl_exchange *ex, const char *data, size_t len)
         ex->cut_off = true; /* what cannot be read cannot be checked: not relayed */
         ex->cut_kind = KL_ERR_BAD_GATEWAY;
         ex->cut_class = KL_EC_BLOCKED;
-        ex->error_message = "the answer is larger than the 64 MiB keyless can check before relaying it (tool "
-                            "limits, guardrails): stopped by the gateway";
+        ex->error_message = a->wrap_error
+            ? "the provider's error is larger than the 64 MiB keyless reads to say it in the caller's API dialect: "
+              "stopped by the gateway"
+            : a->hold ? "the answer is larger than the 64 MiB keyless can check before relaying it (tool limits, "
+                        "guardrails): stopped by the gateway"
+                      : "the answer's first event is larger than the 64 MiB keyless holds before relaying it: "
+                        "stopped by the gateway";
     }
 }
 

@@ -748,6 +748,40 @@ describe('a held answer being written', () => {
 });
 
 describe('a provider\'s error held beside a full listen.max_body_memory', () => {
+  it('one past the 64 MiB read to say it is a 502 that says so, not one that blames tool limits or guardrails', async () => {
+    const size = 64 * 1048576 + 1;
+    const up = await rawProvider((req, sock) => {
+      sock.write(`HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/html\r\nContent-Length: ${size}\r\n\r\n`);
+      const chunk = Buffer.alloc(1048576, 'x');
+      let left = size;
+      const more = () => {
+        while (left > 0) {
+          const n = Math.min(left, chunk.length);
+          left -= n;
+          if (!sock.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return sock.once('drain', more);
+        }
+        sock.end();
+      };
+      sock.on('error', () => {});
+      more();
+    });
+    const gw = await startGateway({
+      providers: { openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'sk-big-error-0123456789',
+        models: ['gpt-4o'], compatibility: { openai_chat: true } } },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }] } }] });
+    try {
+      const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
+      assert.equal(r.status, 502);
+      const msg = (await r.json()).error.message;
+      assert.match(msg, /the provider's error is larger than the 64 MiB keyless reads to say it in the caller's API dialect/);
+      assert.doesNotMatch(msg, /tool limits|guardrails/);
+    } finally {
+      await gw.stop();
+      up.close();
+    }
+  });
+
   it('is said as the provider\'s (429, its Retry-After), not refused as the gateway\'s 503', async () => {
     // an error body not labelled JSON is held to be said in the caller's dialect: no policy holds it
     let answer;
