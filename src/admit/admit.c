@@ -106,18 +106,34 @@ const char *kl_quota_bucket_name(kl_exchange *ex, const char *tmpl)
     return kl_admit_fit_name(ex, out);
 }
 
+/* Does rate every period refill more slowly than rate0 every period0?
+ * No refill at all (a period or an amount of 0) is the slowest. */
+static bool refills_slower(int64_t rate, int64_t period, int64_t rate0, int64_t period0)
+{
+    if (rate0 <= 0 || period0 <= 0)
+        return false;
+    if (rate <= 0 || period <= 0)
+        return true;
+    return (__int128)rate * period0 < (__int128)rate0 * period;
+}
+
 static bool add(struct kl_admission *a, const char *name, int64_t capacity, int64_t rate, int64_t period,
                 bool persistent, enum charge charge, bool log_only, bool pooled)
 {
     for (size_t i = 0; i < a->n; i++) {
         if (strcmp(a->spec[i].name, name) != 0)
             continue;
-        /* a bucket is charged once, however many grants name it; one limit
-         * set twice (the same models, two grants) holds at the stricter */
+        /* a bucket is charged once, however many grants or quotas name it
+         * (one limit set twice, "x:<user>" and "x:<node>" for a caller
+         * without a node): it holds at the stricter capacity and the
+         * slower refill, amount and period together (the smaller amount
+         * with the other's period had refilled more slowly than either) */
         if (capacity < a->spec[i].capacity)
             a->spec[i].capacity = capacity;
-        if (rate < a->spec[i].rate_amount)
+        if (refills_slower(rate, period, a->spec[i].rate_amount, a->spec[i].rate_period_ms)) {
             a->spec[i].rate_amount = rate;
+            a->spec[i].rate_period_ms = period;
+        }
         return true;
     }
     if (a->n == KL_MAX_BUCKETS)

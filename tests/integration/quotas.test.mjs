@@ -255,6 +255,32 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
+  it('two quotas that name one bucket (x:<user> and x:<node> for a caller without a node) hold at the slower refill', async () => {
+    // the smaller amount with the first one's period had been one request a minute, faster than ten an hour
+    const mock = await startMock(['--no-log']);
+    const gw = await startGateway({
+      identity: { cidr: [{ range: '127.0.0.1/32', login: 'ann@example.com' }] },
+      quotas: { 'x:<user>': { capacity: usd(EST), rate: `${usd(EST)}/min` },
+        'x:<node>': { capacity: usd(EST), rate: `${usd(10n * EST)}/hour` } },
+      grants: grant([{ bucket: 'x:<user>' }, { bucket: 'x:<node>' }]),
+      providers: providersFor(mock.url),
+    });
+    try {
+      const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+      assert.equal(r.status, 200);
+      await r.text();
+      const again = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
+      assert.equal(again.status, 429);
+      await again.text();
+      // a whole request's worth at ten requests an hour
+      const wait = Number(again.headers.get('retry-after'));
+      assert.ok(wait > 350 && wait <= 360, `Retry-After ${wait}`);
+    } finally {
+      await gw.stop();
+      await mock.stop();
+    }
+  });
+
   it('a lease goes back to the pool once idle, however often /api/quotas looks at it', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set' }, async () => {
     const mock = await startMock(['--no-log']);
     const bucket = `watched-${Date.now()}`;
