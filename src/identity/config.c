@@ -213,8 +213,10 @@ void kl_identity_read_config(kl_cfg_ctx *c, const cJSON *v)
     cJSON_ArrayForEach(m, v) {
         if (strcmp(m->string, "order") == 0)
             order = m;
-        else if (strcmp(m->string, "tailscale") == 0)
-            enabled[KL_SRC_TAILSCALE] = read_tailscale(c, m, ic), tailscale = m;
+        else if (strcmp(m->string, "tailscale") == 0) {
+            enabled[KL_SRC_TAILSCALE] = read_tailscale(c, m, ic);
+            tailscale = m;
+        }
         else if (strcmp(m->string, "serve_headers") == 0)
             enabled[KL_SRC_SERVE] = read_bool(c, m, "identity.serve_headers");
         else if (strcmp(m->string, "loopback") == 0)

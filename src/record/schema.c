@@ -90,7 +90,7 @@ const char *const kl_schema_v5_pg =
  * (route/failover.h), and guardrails, what the guardrails and hooks did to
  * it (guard/notes.h), both JSON; and response_id, the id of the stored
  * Responses answer a request received, whose owner it names
- * (authorize/owner.h). Only a missing one is added
+ * (authorize/chained.h). Only a missing one is added
  * (kl_store_add_late_columns); a reader of an older store leaves them out
  * (kl_store_has_column). */
 const char *const kl_schema_late_columns[KL_SCHEMA_NLATE] = {"attempts", "guardrails", "response_id"};
@@ -113,7 +113,7 @@ const char *const kl_schema_v9_drop = "DROP INDEX IF EXISTS requests_login";
 const char *const kl_schema_v9_index = "CREATE INDEX IF NOT EXISTS requests_login_id ON requests (login, id)";
 
 /* Migration 10: the stored Responses answers by id, for the owner of one a
- * request chains onto (authorize/owner.h); only the rows that have one are
+ * request chains onto (authorize/chained.h); only the rows that have one are
  * indexed, so other requests write no more than before. */
 const char *const kl_schema_v10 =
     "CREATE INDEX IF NOT EXISTS requests_response ON requests (response_id) WHERE response_id IS NOT NULL";

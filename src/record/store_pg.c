@@ -404,15 +404,6 @@ static int pg_exec(struct kl_store *s, const char *sql, const char *const *param
     return 0;
 }
 
-/* The newest migration recorded, or -1. */
-static long schema_version(struct pg_store *p)
-{
-    PGresult *r = result_of(p, PQsendQuery(p->conn, "SELECT COALESCE(max(version), 0) FROM schema_migrations"));
-    long v = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? atol(PQgetvalue(r, 0, 0)) : -1;
-    PQclear(r);
-    return v;
-}
-
 /* Run under a long deadline and no statement_timeout: a schema change on a
  * large store (an index) may take minutes, and waiting for another gateway
  * that migrates is right. */
@@ -486,7 +477,7 @@ static int migrate_long(struct pg_store *p, char *err, size_t errlen)
         rc = -1;
     } else if (kl_store_refuse_newer(&p->base, err, errlen) < 0) {
         rc = -1;
-    } else if (schema_version(p) >= KL_SCHEMA_VERSION) {
+    } else if (kl_store_schema_version(&p->base, err, errlen) >= KL_SCHEMA_VERSION) {
         /* up to date: no statement that would lock requests (CREATE INDEX IF
          * NOT EXISTS takes a SHARE lock before it looks), so a gateway that
          * starts never holds up the others' writes */
