@@ -33,6 +33,24 @@ function post(gw, path, body, headers = {}, ip = '127.0.0.1') {
   });
 }
 
+// Hold an ACCESS EXCLUSIVE lock on a table of the test database (a report
+// that takes long, a pool nobody can read) until the function returned is
+// called.
+async function lockTable(table) {
+  const psql = spawn('psql', [process.env.KEYLESS_TEST_PG_URL, '-v', 'ON_ERROR_STOP=1'], { stdio: 'pipe' });
+  psql.stdin.write(`BEGIN; LOCK TABLE ${table} IN ACCESS EXCLUSIVE MODE; SELECT 'lo' || 'cked';\n`);
+  await new Promise((res) => psql.stdout.on('data', (d) => /locked/.test(d) && res()));
+  return () => psql.stdin.end('ROLLBACK;\n');
+}
+
+// A bucket's balance in the PostgreSQL pool.
+function poolLevel(bucket) {
+  const q = spawnSync('psql', [process.env.KEYLESS_TEST_PG_URL, '-Atc',
+    `SELECT level FROM quota_pool WHERE name = '${bucket}'`], { encoding: 'utf8' });
+  assert.equal(q.status, 0, q.stderr);
+  return BigInt(q.stdout.trim());
+}
+
 async function usageCost(gw) {
   for (let i = 0; i < 100; i++) {
     const u = await (await fetch(`${gw.url}/api/usage?group_by=endpoint`)).json();
@@ -159,9 +177,7 @@ describe('spend quotas', () => {
       providers: providersFor(mock.url),
     });
     // a report held up by a lock on the records, as a long one would be
-    const psql = spawn('psql', [process.env.KEYLESS_TEST_PG_URL, '-v', 'ON_ERROR_STOP=1'], { stdio: 'pipe' });
-    psql.stdin.write('BEGIN; LOCK TABLE requests IN ACCESS EXCLUSIVE MODE; SELECT \'lo\' || \'cked\';\n');
-    await new Promise((res) => psql.stdout.on('data', (d) => /locked/.test(d) && res()));
+    const unlock = await lockTable('requests');
     let reportDone = false;
     const report = fetch(`${gw.url}/api/usage`).then((r) => { reportDone = true; return r.status; });
     await sleep(300); // the report is on its way, waiting for the lock
@@ -169,7 +185,7 @@ describe('spend quotas', () => {
     assert.equal(r.status, 200);
     await r.text();
     assert.equal(reportDone, false, 'the request got its lease while the report still waited');
-    psql.stdin.end('ROLLBACK;\n');
+    unlock();
     assert.equal(await report, 200);
     await gw.stop();
     await mock.stop();
@@ -188,18 +204,14 @@ describe('spend quotas', () => {
     });
     const [a, b] = [await startGateway(cfg('quota-burst-a')), await startGateway(cfg('quota-burst-b'))];
     // the pool held locked while they come, so that every one finds the first lease still on its way
-    const psql = spawn('psql', [process.env.KEYLESS_TEST_PG_URL, '-v', 'ON_ERROR_STOP=1'], { stdio: 'pipe' });
-    psql.stdin.write('BEGIN; LOCK TABLE quota_pool IN ACCESS EXCLUSIVE MODE; SELECT \'lo\' || \'cked\';\n');
-    await new Promise((res) => psql.stdout.on('data', (d) => /locked/.test(d) && res()));
+    const unlock = await lockTable('quota_pool');
     const sent = burst([a], 16);
     await sleep(500);
-    psql.stdin.end('ROLLBACK;\n');
+    unlock();
     assert.deepEqual(await sent, Array(16).fill(200));
-    const q = spawnSync('psql', [process.env.KEYLESS_TEST_PG_URL, '-Atc',
-      `SELECT level FROM quota_pool WHERE name = '${bucket}'`], { encoding: 'utf8' });
-    assert.equal(q.status, 0, q.stderr);
     // one slice (100 x EST), and at most each other request's own need
-    assert.ok(BigInt(q.stdout.trim()) >= 800n * EST - 100n * EST - 15n * EST, q.stdout);
+    const left = poolLevel(bucket);
+    assert.ok(left >= 800n * EST - 100n * EST - 15n * EST, String(left));
     // the other gateway serves the bucket meanwhile
     assert.deepEqual(await burst([b], 1), [200]);
     await Promise.all([a.stop(), b.stop()]);
@@ -219,13 +231,10 @@ describe('spend quotas', () => {
     const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
     assert.equal(r.status, 200);
     await r.text();
-    const level = () => BigInt(spawnSync('psql', [process.env.KEYLESS_TEST_PG_URL, '-Atc',
-      `SELECT level FROM quota_pool WHERE name = '${bucket}'`], { encoding: 'utf8' }).stdout.trim());
+    const level = () => poolLevel(bucket);
     const before = level();
     // the pool is locked: the leases' session waits on the first look, and the others queue behind it
-    const psql = spawn('psql', [process.env.KEYLESS_TEST_PG_URL, '-v', 'ON_ERROR_STOP=1'], { stdio: 'pipe' });
-    psql.stdin.write('BEGIN; LOCK TABLE quota_pool IN ACCESS EXCLUSIVE MODE; SELECT \'lo\' || \'cked\';\n');
-    await new Promise((res) => psql.stdout.on('data', (d) => /locked/.test(d) && res()));
+    const unlock = await lockTable('quota_pool');
     const u = new URL(gw.url);
     const N = 40;
     const refill = JSON.stringify({ bucket, amount: usd(EST) });
@@ -239,7 +248,7 @@ describe('spend quotas', () => {
       sock.on('error', res);
     })));
     await sleep(200);
-    psql.stdin.end('ROLLBACK;\n');
+    unlock();
     // a caller who stayed is answered, and a request's lease is not held up
     const q = await fetch(`${gw.url}/api/quotas`);
     assert.equal(q.status, 200);
@@ -293,8 +302,7 @@ describe('spend quotas', () => {
     const r = await post(gw, '/v1/chat/completions', BODY, { 'x-mock': EXACT });
     assert.equal(r.status, 200);
     await r.text();
-    const level = () => BigInt(spawnSync('psql', [process.env.KEYLESS_TEST_PG_URL, '-Atc',
-      `SELECT level FROM quota_pool WHERE name = '${bucket}'`], { encoding: 'utf8' }).stdout.trim());
+    const level = () => poolLevel(bucket);
     let back = false;
     for (let i = 0; i < 40 && !back; i++) { // an admin watching the balance
       assert.equal((await fetch(`${gw.url}/api/quotas`)).status, 200);
