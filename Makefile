@@ -4,8 +4,10 @@
 #   make run        install dependencies, build, start the gateway (example config)
 #   make test       install dependencies, build, run every test
 #   make test SAN=1 the same under AddressSanitizer + UndefinedBehaviorSanitizer
-#   make test TSAN=1 the same under ThreadSanitizer, into build-tsan/ (not in CI;
-#                   tests/tsan.supp leaves out a libevent report)
+#   make test TSAN=1 the same under ThreadSanitizer, into build-tsan/ (too slow
+#                   for CI; tests/tsan.supp leaves out a libevent report)
+#   make stress     a concurrency stress under ThreadSanitizer (build-tsan/),
+#                   failing on any report; CI runs it
 #   make fuzz       build the libFuzzer targets (clang) and run each briefly
 #   make bench      run the benchmarks in bench/ (appends to BENCHMARKS.md)
 #   make install    install keyless, its price table, a systemd unit and (when
@@ -47,7 +49,7 @@ PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 
-.PHONY: all deps run test unit integration fuzz bench clean print-pkgs install uninstall
+.PHONY: all deps run test unit integration stress fuzz bench clean print-pkgs install uninstall
 all: $(BUILD)/keyless $(BUILD)/mockllm $(BUILD)/fake-tailscaled
 
 $(BUILD)/obj/%.o: %.c
@@ -89,6 +91,11 @@ test:
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory integration
 	@if [ -z "$(SAN)$(TSAN)" ]; then FUZZ_SECONDS=$${FUZZ_SECONDS:-5} scripts/fuzz.sh; fi
+
+stress:
+	@scripts/deps.sh test
+	@$(MAKE) --no-print-directory TSAN=1 all
+	scripts/stress-tsan.sh
 
 fuzz:
 	@scripts/deps.sh test

@@ -6,13 +6,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 build="${1:-build}"
-# Node.js 20 that scripts/deps.sh fetched where the system's is older
-for d in .tools/node/node_modules/node-linux-*/bin; do
-  [ -x "$d/node" ] && PATH="$PWD/$d:$PATH" && export PATH
-done
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund --loglevel=error
-fi
+. scripts/node-env.sh
 pgdir=$(mktemp -d /tmp/keyless-pg-XXXXXX)
 tests_tmp=""
 trap 'scripts/pg-test.sh stop "$pgdir"; [ -z "$tests_tmp" ] || rm -rf "$tests_tmp"' EXIT INT TERM
