@@ -1,9 +1,11 @@
 #!/bin/sh
 # The concurrency stress (tests/stress-tsan.mjs) against a ThreadSanitizer
-# build: every dialect, streamed and not, quotas, hooks, admin reads and
-# refills, while the configuration is reloaded again and again; once on a
-# SQLite store and once on PostgreSQL with pooled quotas, stopped under load.
-# Fails on any ThreadSanitizer report, or when the load did not get through.
+# build: every dialect, streamed and not, quotas, hooks, guardrails, admin
+# reads and refills, while the configuration is reloaded again and again;
+# once on a SQLite store and once on PostgreSQL with pooled quotas, stopped
+# under load.
+# Fails on any ThreadSanitizer report, when the load did not get through, or
+# when an answer kept what the guardrails redact.
 #   scripts/stress-tsan.sh [seconds per store]     (make stress)
 # The whole suite under TSan (make test TSAN=1) is too slow for CI on two
 # cores; this covers the threads' shared structures in a few minutes.
@@ -33,6 +35,11 @@ run() {
   reloads=$(grep -Eo "'reload [^']*': [0-9]+" "$work/$name.out" | grep -c . || true)
   if [ "$ok" -lt 100 ] || [ "$reloads" -lt 1 ]; then
     echo "stress-tsan: the $name run served $ok requests and $reloads kinds of reload answers" >&2
+    return 1
+  fi
+  # the guardrails redact every answer's e-mail address, under every reload
+  if grep -q "answer e-mail kept" "$work/$name.out"; then
+    echo "stress-tsan: the $name run relayed answers with the e-mail address the guardrails redact" >&2
     return 1
   fi
   if ls "$work"/tsan-"$name".* >/dev/null 2>&1; then

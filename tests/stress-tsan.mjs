@@ -1,6 +1,9 @@
 // Concurrency stress for a sanitizer build (ThreadSanitizer): many parallel
-// requests in every dialect, streamed and not, while the configuration is
-// reloaded again and again and /metrics and the admin APIs are read.
+// requests in every dialect, streamed and not, some carrying an e-mail
+// address the guardrails redact (in the prompt and in the answer), while the
+// configuration is reloaded again and again (the guardrails' pattern database
+// with it) and /metrics and the admin APIs are read. scripts/stress-tsan.sh
+// (make stress) runs it in CI.
 //   KEYLESS_BUILD=build-tsan TSAN_OPTIONS=log_path=/tmp/t/r node tests/stress-tsan.mjs [seconds]
 import { writeFileSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -29,6 +32,8 @@ const config = (n) => ({
   store: PG ? { driver: 'postgres', url: PG, instance: `stress-${process.pid}`, captures: 'full' } : { captures: 'full' },
   providers: providersFor(mock.url, n % 3 === 0 ? {} : {
     extra: { baseurl: mock.url.replace('127.0.0.1', 'localhost'), apikey: 'sk-extra-000000000000000000000', models: ['gpt-4o'], preference: n % 5 } }),
+  guardrails: { answers: true, pii: { action: 'redact', kinds: ['email'] },
+    patterns: [{ name: `word${n % 4}`, regex: `stress${n % 4}x`, action: 'log' }] },
   log: { level: 'info', access: false },
 });
 const gw = await startGateway(config(0), { workers: Number(process.env.WORKERS || 4) });
@@ -41,26 +46,33 @@ const count = (k) => (stats[k] = (stats[k] || 0) + 1);
 async function one(ip, i) {
   const stream = i % 2 === 0;
   let url, body, headers = { 'content-type': 'application/json' };
-  switch (i % 4) {
+  const text = i % 3 === 0 ? `mail stress${i % 4}x ${i} to ops${i}@example.com [[mock text=reply_to_ann${i}%40example.com]]` : `hi ${i}`;
+  switch (i % 5) {
     case 0: case 1:
       url = '/v1/chat/completions';
-      body = { model: 'gpt-4o', stream, messages: [{ role: 'user', content: `hi ${i}` }] };
+      body = { model: 'gpt-4o', stream, messages: [{ role: 'user', content: text }] };
       if (stream) body.stream_options = { include_usage: true };
+      break;
+    case 4:
+      url = '/v1/responses';
+      body = { model: 'gpt-4o', stream, input: text };
       break;
     case 2:
       url = '/v1/messages';
-      body = { model: 'claude-haiku-4-5', max_tokens: 100, stream, messages: [{ role: 'user', content: `hi ${i}` }] };
+      body = { model: 'claude-haiku-4-5', max_tokens: 100, stream, messages: [{ role: 'user', content: text }] };
       break;
     case 3:
       url = `/v1beta/models/gemini-2.5-flash:${stream ? 'streamGenerateContent?alt=sse' : 'generateContent'}`;
-      body = { contents: [{ role: 'user', parts: [{ text: `hi ${i}` }] }] };
+      body = { contents: [{ role: 'user', parts: [{ text }] }] };
       break;
   }
   if (i % 17 === 0) headers['x-mock'] = 'status=503';
   try {
     const r = await fetch(gw.url + url, { method: 'POST', dispatcher: from(ip), headers, body: JSON.stringify(body) });
-    await r.text();
+    const answer = await r.text();
     count(`req ${r.status}`);
+    if (r.status === 200 && text !== `hi ${i}`)
+      count(answer.includes(`ann${i}@example.com`) ? 'answer e-mail kept' : 'answer e-mail redacted');
   } catch (e) {
     count(`req error ${e.message}`);
   }
