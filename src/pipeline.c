@@ -206,6 +206,21 @@ static enum kl_step begin_run(kl_exchange *ex)
  * the message, so the caller is told at once. */
 #define KL_RETRY_SLEEP_MAX 300
 
+/* keyless's own errors carry its request id also where each dialect's SDKs
+ * read theirs (the OpenAI SDK's requestID, the Anthropic SDK's, the AWS
+ * SDKs' $metadata.requestId), so an error an SDK or agent shows names the
+ * record. Not over a provider's own id, kept from an error keyless retold. */
+static const char *request_id_header(kl_exchange *ex, const char *extra)
+{
+    static const char *const names[] = {[KL_DIALECT_OPENAI] = "x-request-id", [KL_DIALECT_ANTHROPIC] = "request-id",
+                                        [KL_DIALECT_GEMINI] = NULL, [KL_DIALECT_BEDROCK] = "x-amzn-RequestId"};
+    const char *name = names[ex->dialect];
+    size_t n;
+    if (!name || (extra && kl_http_head_value(extra, name, &n)))
+        return extra;
+    return kl_arena_printf(&ex->arena, "%s%s: %s\r\n", extra ? extra : "", name, ex->id);
+}
+
 enum kl_step kl_fail(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_class ec,
                      const char *fmt, ...)
 {
@@ -237,6 +252,7 @@ enum kl_step kl_fail(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_class
     if (ex->dialect == KL_DIALECT_BEDROCK) /* where the AWS SDKs read which exception to raise */
         extra = kl_arena_printf(&ex->arena, "%sx-amzn-ErrorType: %s\r\n", extra ? extra : "",
                                 kl_dialect_bedrock_error_type(kind));
+    extra = request_id_header(ex, extra);
     kl_respond(ex, ex->fail_status ? ex->fail_status : kl_err_status(kind), "application/json", extra, body,
                strlen(body));
     return KL_DONE;

@@ -164,20 +164,29 @@ describe('errors', () => {
 
   it('502 upstream unreachable, in each dialect and through each SDK', async () => {
     const oa = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'x', maxRetries: 0 });
+    // the SDKs' request id is keyless's (the record's), so an error they show names the record
     await assert.rejects(oa.chat.completions.create({ model: 'dead-model', messages: [] }), (e) => {
       assert.equal(e.status, 502);
       assert.match(e.message, /unreachable/);
+      assert.match(e.requestID, /\S/);
+      assert.equal(e.requestID, e.headers.get('x-keyless-request-id'));
       return true;
     });
     const an = new Anthropic({ baseURL: gw.url, apiKey: 'x', maxRetries: 0 });
     await assert.rejects(an.messages.create({ model: 'dead-model', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }), (e) => {
       assert.equal(e.status, 502);
       assert.equal(e.error.error.type, 'api_error');
+      assert.match(e.requestID, /\S/);
+      assert.equal(e.requestID, e.headers.get('x-keyless-request-id'));
       return true;
     });
     const r = await call('/v1beta/models/dead-model:generateContent', '{"contents":[]}');
     assert.equal(r.status, 502);
     assert.equal(r.json.error.status, 'UNAVAILABLE');
+    const b = await call('/model/dead-model/converse', '{"messages":[]}');
+    assert.ok(b.status >= 400, b.text);
+    assert.match(b.headers.get('x-amzn-requestid'), /\S/);
+    assert.equal(b.headers.get('x-amzn-requestid'), b.headers.get('x-keyless-request-id'));
   });
 
   it('502 when the provider resets the connection before answering', async () => {
