@@ -86,6 +86,19 @@ int kl_cap_read(const cJSON *obj, kl_arena *a, struct kl_cap *cap, const char **
     return 0;
 }
 
+/* Patterns are over provider/model, so one without a '/' that does not
+ * begin with "**" can match no model: "gpt-4o" written for "*\/gpt-4o" would
+ * grant nothing (and limits scoped by it would limit nothing) in silence. */
+static void warn_unmatchable(kl_cfg_ctx *c, const struct kl_cap *cap, const cJSON *at)
+{
+    for (size_t i = 0; i < cap->nmodels; i++) {
+        const char *p = cap->models[i];
+        if (!strchr(p, '/') && strncmp(p, "**", 2) != 0)
+            kl_cfg_report(c, KL_SEV_WARNING, at, "model pattern \"%s\" matches no model: patterns are over "
+                          "provider/model (\"*/%s\" for any provider's)", p, p);
+    }
+}
+
 static void read_grant(kl_cfg_ctx *c, const cJSON *g, struct kl_grant *out)
 {
     kl_arena *a = &c->cfg->arena;
@@ -156,6 +169,7 @@ static void read_grant(kl_cfg_ctx *c, const cJSON *g, struct kl_grant *out)
             kl_cfg_report(c, KL_SEV_ERROR, e, "%s", why);
             continue;
         }
+        warn_unmatchable(c, &out->caps[out->ncaps], cJSON_GetObjectItemCaseSensitive(e, "models"));
         /* a misspelt key ("quota", "model") would silently grant more */
         const cJSON *m;
         cJSON_ArrayForEach(m, e) {

@@ -126,6 +126,32 @@ static void config_grants_report_problems(void **state)
     kl_diags_free(&d);
 }
 
+/* A pattern without a '/' (and not starting "**") is over provider/model
+ * and matches nothing: warned, the others are not. */
+static void config_grants_warn_unmatchable_patterns(void **state)
+{
+    (void)state;
+    kl_diags d = {0};
+    const char *t = "{\"grants\": [{\"src\": [\"*\"], \"app\": {\"tailscale.com/cap/aperture\": [{\"role\": "
+                    "\"user\"}, {\"models\": [\"gpt-4o\", \"**\", \"**-mini\", \"anthropic/**\", \"*/o3\"]},"
+                    " {\"models\": \"claude-*\"}]}}]}";
+    kl_config *c = kl_config_parse(t, strlen(t), "t", &d);
+    assert_non_null(c);
+    int warned = 0, about_gpt = 0, about_claude = 0;
+    for (size_t i = 0; i < d.n; i++) {
+        if (!strstr(d.v[i].msg, "matches no model"))
+            continue;
+        warned++;
+        about_gpt += strstr(d.v[i].msg, "\"gpt-4o\"") != NULL;
+        about_claude += strstr(d.v[i].msg, "\"*/claude-*\"") != NULL;
+    }
+    assert_int_equal(warned, 2);
+    assert_int_equal(about_gpt, 1);
+    assert_int_equal(about_claude, 1);
+    kl_config_unref(c);
+    kl_diags_free(&d);
+}
+
 static void selectors(void **state)
 {
     (void)state;
@@ -171,6 +197,7 @@ int main(void)
         cmocka_unit_test(specificity),
         cmocka_unit_test(capability_objects_and_best_match),
         cmocka_unit_test(config_grants_report_problems),
+        cmocka_unit_test(config_grants_warn_unmatchable_patterns),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
