@@ -1290,6 +1290,13 @@ void kl_account_finish(kl_exchange *ex)
     if (u && u->known && kl_account_cost(ex, u, &nd) == 0) {
         ex->cost_known = true;
         ex->cost_nd = kl_account_unbilled(ex) ? 0 : nd; /* as the quotas charge it (kl_admit_settle) */
+    } else if (ex->upstream_status / 100 == 2 && kl_account_unbilled(ex)) {
+        /* a 2xx stream that was only the provider's error (no count at all
+         * before it) costs 0, as the quotas charge it and as one that sent
+         * message_start's opening count first: not an answered request of
+         * unknown cost in the record and keyless_unpriced_requests_total */
+        ex->cost_known = true;
+        ex->cost_nd = 0;
     }
 }
 
@@ -1366,6 +1373,9 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
         r->response_body = a->capture;
         r->response_body_len = a->capture_len;
     }
+    /* the cost as kl_account_finish settled it (and /metrics counts it) */
+    r->cost_known = ex->cost_known;
+    r->cost_nanodollars = ex->cost_nd;
     const struct kl_usage *u = kl_account_usage(ex);
     if (!u)
         return;
@@ -1384,8 +1394,6 @@ void kl_account_fill_record(kl_exchange *ex, struct kl_rec *r)
     r->cache_read_tokens = u->cache_read;
     r->cache_write_tokens = u->cache_write;
     r->reasoning_tokens = u->reasoning;
-    r->cost_known = ex->cost_known;
-    r->cost_nanodollars = ex->cost_nd;
 }
 
 struct frame_list {

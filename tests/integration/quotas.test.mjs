@@ -1036,6 +1036,10 @@ describe('spend quotas', () => {
     assert.equal(ra.error_class, 'upstream_error');
     assert.match(ra.error_message, /ended its answer with an error, before any of the answer/);
     assert.equal(await level(), 1000000000n, 'nothing served, nothing charged (as a 529 status would be)');
+    assert.equal(ra.cost_known, 1, 'its cost is known: what the quota charged');
+    assert.equal(ra.cost_nanodollars, 0);
+    assert.doesNotMatch(await (await fetch(`${gw.url}/metrics`)).text(), /keyless_unpriced_requests_total\{provider="anthropic".*\} [1-9]/,
+      'not an answered request of unknown cost');
     // the same after message_start: its usage is Anthropic's opening count, not a bill for an answer
     const a2 = await post(gw, '/v1/messages', JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 1000, stream: true,
       messages: [{ role: 'user', content: 'x' }] }), { 'anthropic-version': '2023-06-01' });
