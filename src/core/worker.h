@@ -111,7 +111,14 @@ typedef struct kl_worker {
     _Atomic uint64_t inflight;  /* exchanges between request and record */
     _Atomic uint64_t body_bytes;    /* request bodies held by its exchanges (kl_exchange_charge) */
     int64_t body_full_warned_ms;    /* when a body refused for want of room was last logged */
-    uint64_t hooks_told;        /* entire_request hook calls not answered yet (a stop waits for them) */
+    /* entire_request hook calls not answered yet (a stop waits for them),
+     * the bytes of their payloads (counted in body_bytes too), and the
+     * calls skipped for want of room (guard/after.c) */
+    _Atomic uint64_t hooks_told;
+    size_t hooks_told_bytes;
+    _Atomic uint64_t hooks_skipped;
+    uint64_t hooks_skipped_logged;  /* hooks_skipped when that was last logged */
+    int64_t hooks_skipped_warned_ms;
     bool draining;
     uint64_t seq;               /* per-worker counter, part of request ids */
     uint64_t rng;               /* xorshift state for request ids */

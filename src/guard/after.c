@@ -17,9 +17,19 @@
 #include "guard/hooks.h"
 #include "listen/server.h"
 
+/* The most calls told after the answer one worker keeps in flight. Each
+ * holds a connection (a descriptor of the half the providers' connections
+ * use) and its payload (the request body, the answer and its events: tens
+ * of MB at most) until the hook answers or its timeout ends (none with
+ * "0"), while the requests that made them are long done: a hook that is
+ * slow under load would otherwise take memory and descriptors without
+ * bound. Per worker, as everything a call holds is its worker's. */
+#define KL_HOOKS_TOLD_MAX 256
+
 /* One call in flight; outlives the exchange. */
 struct told {
     kl_worker *w;
+    size_t charged;             /* its payload's bytes, in w->body_bytes */
     char id[40];
     char hook[];
 };
@@ -32,9 +42,38 @@ static void on_told(void *arg, int status, const char *body, size_t len, const c
     else if (status / 100 != 2)
         kl_warn("%s: hook %s answered HTTP %d to being told of the request", t->id, t->hook, status);
     kl_worker *w = t->w;
+    kl_body_memory_return(w, t->charged);
+    w->hooks_told_bytes -= t->charged;
     free(t);
-    w->hooks_told--;
+    kl_owner_add(&w->hooks_told, (uint64_t)-1);
     kl_server_maybe_stopped(w);
+}
+
+/* Room for one more call of len bytes on w: fewer than KL_HOOKS_TOLD_MAX
+ * in flight, their payloads within half the worker's share of
+ * listen.max_body_memory (the other half stays for requests, which a slow
+ * hook must not starve), and the worker's bodies within the share. */
+static bool room_for(kl_worker *w, size_t len)
+{
+    size_t share = kl_body_memory(w);
+    return w->hooks_told < KL_HOOKS_TOLD_MAX && w->hooks_told_bytes + len <= share / 2 &&
+           w->body_bytes + len <= share;
+}
+
+/* A call skipped for want of room: counted (keyless_hook_calls_skipped_total)
+ * and logged at most every 10 s, with how many since the last line. */
+static void skipped(kl_worker *w, const char *id, const char *hook)
+{
+    kl_owner_add(&w->hooks_skipped, 1);
+    int64_t now = kl_wall_ms();
+    if (now - w->hooks_skipped_warned_ms < 10000)
+        return;
+    kl_warn("%s: hook %s was not told of the request: worker %d has %llu such calls in flight, holding %zu bytes "
+            "(at most %d, and half its share of listen.max_body_memory); %llu calls skipped since the last such line",
+            id, hook, w->index, (unsigned long long)w->hooks_told, w->hooks_told_bytes, KL_HOOKS_TOLD_MAX,
+            (unsigned long long)(w->hooks_skipped - w->hooks_skipped_logged));
+    w->hooks_skipped_logged = w->hooks_skipped;
+    w->hooks_skipped_warned_ms = now;
 }
 
 /* metadata.estimated_cost: Aperture's CostEstimate, from the usage the
@@ -122,6 +161,11 @@ void kl_hooks_after(kl_exchange *ex)
             kl_warn("%s: hook %s was not told of the request: %s", ex->id, h->name, h->key_problem);
             continue;
         }
+        kl_worker *w = ex->worker;
+        if (w->hooks_told >= KL_HOOKS_TOLD_MAX) { /* before building what would not be sent */
+            skipped(w, ex->id, h->name);
+            continue;
+        }
         cJSON *p = kl_hook_payload(ex, r->send, message);
         cJSON *md = cJSON_GetObjectItemCaseSensitive(p, "metadata");
         if (r->send & KL_SEND_ESTIMATED_COST)
@@ -135,21 +179,37 @@ void kl_hooks_after(kl_exchange *ex)
         if (r->send & KL_SEND_TOOLS)
             add_ref(p, "tool_calls", tools);
         add_ref(p, "keyless", outcome);
+        char *text = cJSON_PrintUnformatted(p);
+        cJSON_Delete(p);
+        if (!text)
+            abort();
+        size_t len = strlen(text);
+        if (!room_for(w, len)) {
+            cJSON_free(text);
+            skipped(w, ex->id, h->name);
+            continue;
+        }
         size_t nlen = strlen(h->name);
         struct told *t = malloc(sizeof(*t) + nlen + 1);
         if (!t)
             abort();
-        t->w = ex->worker;
+        t->w = w;
+        t->charged = len; /* the copy the call holds */
         memcpy(t->id, ex->id, sizeof(t->id));
         memcpy(t->hook, h->name, nlen + 1);
+        kl_owner_add(&w->hooks_told, 1);
+        kl_owner_add(&w->body_bytes, len);
+        w->hooks_told_bytes += len;
         /* the answer is drained and ignored: only its status is looked at */
-        ex->worker->hooks_told++;
-        if (!kl_hook_call(ex->worker, h, p, 0, on_told, t)) {
-            ex->worker->hooks_told--;
+        struct kl_fetch *f = kl_hook_post(w, h, text, len, 0, on_told, t);
+        cJSON_free(text);
+        if (!f) {
+            kl_owner_add(&w->hooks_told, (uint64_t)-1);
+            kl_body_memory_return(w, len);
+            w->hooks_told_bytes -= len;
             kl_warn("%s: hook %s was not told of the request: the call could not start", ex->id, h->name);
             free(t);
         }
-        cJSON_Delete(p);
     }
     cJSON_Delete(events);
     cJSON_Delete(answer);

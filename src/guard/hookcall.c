@@ -157,6 +157,14 @@ struct kl_fetch *kl_hook_call(kl_worker *w, const struct kl_hook *h, const cJSON
     char *body = cJSON_PrintUnformatted(payload);
     if (!body)
         abort();
+    struct kl_fetch *f = kl_hook_post(w, h, body, strlen(body), max_reply, done, arg);
+    cJSON_free(body);
+    return f;
+}
+
+struct kl_fetch *kl_hook_post(kl_worker *w, const struct kl_hook *h, const char *body, size_t len, size_t max_reply,
+                              kl_fetch_done done, void *arg)
+{
     char auth[8200];
     const char *headers[3] = {"Content-Type: application/json", NULL, NULL};
     if (h->apikey) {
@@ -164,11 +172,10 @@ struct kl_fetch *kl_hook_call(kl_worker *w, const struct kl_hook *h, const cJSON
         headers[1] = auth;
     }
     struct kl_fetch_opts o = {
-        .url = h->url, .timeout_ms = h->timeout_ms, .post = body, .post_len = strlen(body), .headers = headers,
+        .url = h->url, .timeout_ms = h->timeout_ms, .post = body, .post_len = len, .headers = headers,
         .max_body = max_reply, .discard_body = max_reply == 0,
     };
     struct kl_fetch *f = kl_fetch_start(w, &o, done, arg);
-    cJSON_free(body);
     explicit_bzero(auth, sizeof(auth));
     return f;
 }

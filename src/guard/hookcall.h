@@ -28,5 +28,8 @@ cJSON *kl_hook_payload(kl_exchange *ex, unsigned send, const char *user_message)
  * when the call could not start (done is then not called). */
 struct kl_fetch *kl_hook_call(kl_worker *w, const struct kl_hook *h, const cJSON *payload, size_t max_reply,
                               kl_fetch_done done, void *arg);
+/* The same with the payload as text already (body[0..len), copied). */
+struct kl_fetch *kl_hook_post(kl_worker *w, const struct kl_hook *h, const char *body, size_t len, size_t max_reply,
+                              kl_fetch_done done, void *arg);
 
 #endif

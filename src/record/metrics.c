@@ -434,7 +434,7 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
     struct merge *g = calloc(1, sizeof(*g));
     if (!g)
         abort();
-    uint64_t inflight = 0, conns = 0, bodies = 0;
+    uint64_t inflight = 0, conns = 0, bodies = 0, told = 0, skipped = 0;
     for (int i = 0; i < srv->nworkers; i++) {
         struct kl_metrics *m = srv->workers[i].metrics;
         if (!m)
@@ -446,6 +446,8 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
         inflight += get(&srv->workers[i].inflight);
         conns += get(&srv->workers[i].nconns);
         bodies += get(&srv->workers[i].body_bytes);
+        told += get(&srv->workers[i].hooks_told);
+        skipped += get(&srv->workers[i].hooks_skipped);
     }
     write_series(out, g);
     write_durations(out, srv, g);
@@ -490,8 +492,14 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
     gauge(out, "keyless_inflight_requests", "Requests between arrival and record.", inflight);
     gauge(out, "keyless_open_connections", "Client connections open.", conns);
     gauge(out, "keyless_request_body_bytes",
-          "Memory the request bodies, and answers held to be checked, of requests in flight take (held to "
-          "listen.max_body_memory).", bodies);
+          "Memory the request bodies, and answers held to be checked, of requests in flight take, with the "
+          "payloads of hook calls told after the answer (held to listen.max_body_memory).", bodies);
+    gauge(out, "keyless_hook_calls_in_flight",
+          "Calls to hooks told after the answer (entire_request, tool_call_entire_request) not answered yet.", told);
+    counter(out, "keyless_hook_calls_skipped_total",
+            "Calls to hooks told after the answer that were not made: the worker had as many in flight as it "
+            "keeps, or their payloads would have taken more than half its share of listen.max_body_memory.",
+            skipped);
     if (srv->buckets)
         gauge(out, "keyless_quota_buckets",
               "Quota and rate-limit buckets in memory (one per caller and limit; forgotten when idle and full).",

@@ -601,6 +601,87 @@ describe('hooks told after the answer, at shutdown', () => {
   });
 });
 
+describe('hooks told after the answer, when the hook is slow', () => {
+  // A hook that takes every call and answers none: each call in flight
+  // holds its payload and a connection, so a worker keeps at most 256 of
+  // them, their payloads within half its share of listen.max_body_memory;
+  // past that a call is skipped (counted, logged), the request unaffected.
+  let mock, hook, gw;
+  const held = [];
+  before(async () => {
+    mock = await startMock();
+    hook = http.createServer((req, res) => { held.push(res); req.resume(); });
+    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+    gw = await startGateway({
+      listen: { max_body_size: '1MiB', max_body_memory: '8MiB' },
+      hooks: { told: { url: `http://127.0.0.1:${hook.address().port}/told`, timeout: '0' } },
+      store: { captures: 'full' },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' },
+        { send_hooks: [{ name: 'told', events: ['entire_request'], send: ['request_body'] }] }] } }],
+      providers: providersFor(mock.url),
+    }, { workers: 1 });
+  });
+  after(async () => {
+    for (const r of held) r.destroy();
+    await gw.stop();
+    await mock.stop();
+    await new Promise((r) => hook.close(r));
+  });
+  const metric = async (name) => {
+    const text = await (await fetch(`${gw.url}/metrics`)).text();
+    return Number(text.match(new RegExp(`^${name} (\\d+)$`, 'm'))[1]);
+  };
+  const ask = async (content) => {
+    const r = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content }] }),
+    });
+    await r.text();
+    return r;
+  };
+  const settle = async (n) => {
+    for (let i = 0; i < 300 && held.length < n; i++) await sleep(10);
+  };
+
+  it('payloads past half the worker\'s share of max_body_memory are skipped, the requests answered and recorded', async () => {
+    // 8 MiB, one worker: 4 MiB for hook payloads, ~13 of 300 KB
+    for (let i = 0; i < 13; i++) assert.equal((await ask('x'.repeat(300000))).status, 200);
+    await settle(13);
+    assert.equal(held.length, 13);
+    assert.equal(await metric('keyless_hook_calls_skipped_total'), 0);
+    const bytes = await metric('keyless_request_body_bytes');
+    assert.ok(bytes > 13 * 300000 && bytes < 4 * 1048576, `payloads counted: ${bytes}`);
+    const r = await ask('y'.repeat(300000));
+    assert.equal(r.status, 200);
+    const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+    assert.equal(rec.status, 200);
+    assert.equal(rec.error_class, null);
+    assert.equal(await metric('keyless_hook_calls_skipped_total'), 1);
+    assert.equal(await metric('keyless_hook_calls_in_flight'), 13);
+    assert.match(gw.output(), /hook told was not told of the request: worker 0 has 13 such calls in flight/);
+    // requests still have the other half
+    assert.equal((await ask('z'.repeat(900000))).status, 200);
+  });
+
+  it('at most 256 calls in flight per worker; one more is skipped, with a warning at most every 10 s', async () => {
+    for (let i = 0; i < 260; i += 20)
+      await Promise.all(Array.from({ length: 20 }, async () => assert.equal((await ask('hi')).status, 200)));
+    await settle(256);
+    await sleep(100);
+    assert.equal(held.length, 256);
+    assert.equal(await metric('keyless_hook_calls_in_flight'), 256);
+    assert.equal(await metric('keyless_hook_calls_skipped_total'), 2 + 20 * 13 - (256 - 13));
+    assert.equal(gw.output().match(/was not told of the request: worker/g).length, 1, 'the warning is rate-limited');
+    // once the hook answers (here: fails), the room comes back
+    for (const r of held.splice(0)) r.destroy();
+    for (let i = 0; i < 300 && await metric('keyless_hook_calls_in_flight') > 0; i++) await sleep(10);
+    assert.equal(await metric('keyless_request_body_bytes'), 0);
+    assert.equal((await ask('again')).status, 200);
+    await settle(1);
+    assert.equal(held.length, 1);
+  });
+});
+
 describe('pre_request hooks at shutdown', () => {
   it('SIGTERM while a hook thinks: 503 after the grace period, recorded as shutdown, never forwarded', async () => {
     const mock = await startMock();
