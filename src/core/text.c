@@ -245,6 +245,17 @@ size_t kl_xml_field(const char *doc, const char *tag, char *out, size_t outlen)
     return (size_t)(b - a);
 }
 
+const char *kl_text_prefix(kl_arena *a, const char *s, size_t max)
+{
+    if (!s || strnlen(s, max + 1) <= max)
+        return s;
+    size_t n = max;
+    /* s[n] continuing a character: cut before its lead byte */
+    for (int i = 0; i < 3 && n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80; i++)
+        n--;
+    return kl_arena_strndup(a, s, n);
+}
+
 size_t kl_text_gist(const char *s, size_t n, char *out, size_t cap)
 {
     if (cap < 4) {

@@ -63,6 +63,15 @@ const char *kl_join(kl_arena *a, const char *const *v, size_t n, char sep);
 size_t kl_utf8_clean_len(const char *s);
 size_t kl_utf8_clean(char *out, const char *s);
 
+/* The most bytes of a caller's own free text (a request's path, its
+ * User-Agent) kept where one line or row per request holds it: the
+ * record, a hook's metadata, the access log (record/record.c says why). */
+#define KL_CALLER_TEXT_MAX 1024
+
+/* s, or (in the arena) its first max bytes less a UTF-8 character the cut
+ * would split; NULL for NULL. */
+const char *kl_text_prefix(kl_arena *a, const char *s, size_t max);
+
 /* What a body of text says, as one short line for a message (a proxy's
  * HTML error page, a plain-text error): markup tags dropped, each run of
  * white space and control bytes one space, trimmed, cut to fit out (cap

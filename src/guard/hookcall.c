@@ -7,6 +7,7 @@
 
 #include "authorize/grants.h"
 #include "core/jsoncheck.h"
+#include "core/text.h"
 #include "identity/identity.h"
 #include "listen/http.h"
 
@@ -132,8 +133,10 @@ cJSON *kl_hook_payload(kl_exchange *ex, unsigned send, const char *message)
     cJSON *root = cJSON_CreateObject();
     cJSON *md = cJSON_AddObjectToObject(root, "metadata");
     add_opt_string(md, "login_name", ex->ident ? ex->ident->login : NULL);
-    add_opt_string(md, "user_agent", kl_http_header(&ex->req, "user-agent"));
-    add_opt_string(md, "url", ex->req.path);
+    /* the caller's free text, cut as the record cuts it */
+    add_opt_string(md, "user_agent", kl_text_prefix(&ex->arena, kl_http_header(&ex->req, "user-agent"),
+                                                    KL_CALLER_TEXT_MAX));
+    add_opt_string(md, "url", kl_text_prefix(&ex->arena, ex->req.path, KL_CALLER_TEXT_MAX));
     add_opt_string(md, "model", ex->model_requested);
     add_opt_string(md, "provider", ex->provider ? ex->provider->id : NULL);
     add_opt_string(md, "tailnet_name", tailnet_name(ex->ident));

@@ -28,26 +28,14 @@ static int64_t wall_at(const kl_exchange *ex, int64_t ns)
 }
 
 /* The most bytes of the caller's own free text (the path, the User-Agent)
- * a record keeps, and of its captured request headers. Up to a 64 KiB head
- * of it, three times that once bytes that are not UTF-8 are U+FFFD, would
- * let one caller make each row of its own hundreds of KB, and a page of
- * /api/requests (1,000 rows) hundreds of MB built in memory and held for a
- * client that does not read it; the S3 exporter sizes its objects for
- * 16 KiB of headers a row. */
-#define KL_REC_TEXT_MAX 1024
+ * a record keeps (KL_CALLER_TEXT_MAX), and of its captured request
+ * headers. Up to a 64 KiB head of it, three times that once bytes that are
+ * not UTF-8 are U+FFFD, would let one caller make each row of its own
+ * hundreds of KB, and a page of /api/requests (1,000 rows) hundreds of MB
+ * built in memory and held for a client that does not read it; the S3
+ * exporter sizes its objects for 16 KiB of headers a row. */
 #define KL_REC_HEADERS_MAX 8192
 
-/* s, or its first max bytes, less a character the cut would split (s[n]
- * continuing one: cut before its lead byte). */
-static const char *bounded(kl_exchange *ex, const char *s, size_t max)
-{
-    if (!s || strlen(s) <= max)
-        return s;
-    size_t n = max;
-    for (int i = 0; i < 3 && ((unsigned char)s[n] & 0xc0) == 0x80; i++)
-        n--;
-    return kl_arena_strndup(&ex->arena, s, n);
-}
 
 /* Request headers as "Name: value" lines, credentials replaced, the first
  * KL_REC_HEADERS_MAX bytes of them. */
@@ -62,7 +50,7 @@ static const char *captured_headers(kl_exchange *ex)
         const struct kl_header *h = &ex->req.headers[i];
         o += (size_t)sprintf(out + o, "%s: %s\n", h->name, kl_route_credential_header(h->name) ? "[redacted]" : h->value);
     }
-    return bounded(ex, out, KL_REC_HEADERS_MAX);
+    return kl_text_prefix(&ex->arena, out, KL_REC_HEADERS_MAX);
 }
 
 void kl_record_response_headers(kl_exchange *ex, const char *headers)
@@ -109,7 +97,7 @@ static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
     port[kl_fmt_u64(port, (uint64_t)(ex->peer_port > 0 ? ex->peer_port : 0))] = '\0';
     r->source_addr = ex->peer_ip ? kl_arena_concat(&ex->arena, ex->peer_ip, ":", port, NULL) : NULL;
     r->method = ex->req.method;
-    r->path = bounded(ex, ex->req.path, KL_REC_TEXT_MAX);
+    r->path = kl_text_prefix(&ex->arena, ex->req.path, KL_CALLER_TEXT_MAX);
     r->endpoint = ex->ep ? ex->ep->name : NULL;
     static const char *const dialects[] = {
         [KL_DIALECT_OPENAI] = "openai", [KL_DIALECT_ANTHROPIC] = "anthropic", [KL_DIALECT_GEMINI] = "gemini",
@@ -119,7 +107,7 @@ static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
     r->provider = ex->provider ? ex->provider->id : NULL;
     r->stream = ex->stream;
     r->bytes_in = (int64_t)ex->bytes_in;
-    r->user_agent = bounded(ex, kl_http_header(&ex->req, "user-agent"), KL_REC_TEXT_MAX);
+    r->user_agent = kl_text_prefix(&ex->arena, kl_http_header(&ex->req, "user-agent"), KL_CALLER_TEXT_MAX);
     if (sc->captures != KL_CAPTURE_NONE)
         r->request_headers = captured_headers(ex);
     /* with guardrails, a body they have not read (a request refused before
@@ -166,7 +154,9 @@ static void access_log(kl_exchange *ex)
     kl_log_line_str(&l, " \"");
     kl_log_line_str(&l, or_dash(ex->req.method));
     kl_log_line_str(&l, " ");
-    kl_log_line_path(&l, or_dash(ex->req.path));
+    /* as the record keeps it: a long path would push the fields after it
+     * (status, login, model) off the line */
+    kl_log_line_path(&l, or_dash(kl_text_prefix(&ex->arena, ex->req.path, KL_CALLER_TEXT_MAX)));
     kl_log_line_str(&l, "\" ");
     kl_log_line_i64(&l, ex->status);
     kl_log_line_str(&l, " ");

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
-import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, BUILD } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, rawRequest, BUILD } from './lib/harness.mjs';
 
 // The hook service: records what it is sent; its answers come from `reply`.
 function startHookServer() {
@@ -103,6 +103,23 @@ describe('pre_request hooks', () => {
     assert.equal(audit.body.user_message, 'hello there');
     assert.equal(audit.body.request_body, undefined, 'audit is not sent the body');
     assert.ok(!JSON.stringify(hook.calls).includes('sk-'), 'no provider key reaches a hook');
+  });
+
+  it('user_agent and url: the first 1 KiB of each, cut between characters, as records keep them', async () => {
+    // "ab" then 1,000 U+20AC (3 bytes each): cut at 1,024 bytes, 340 whole ones
+    const ua = Buffer.from('ab' + '\u20ac'.repeat(1000), 'utf8');
+    const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+    const answer = await rawRequest(gw.url, Buffer.concat([
+      Buffer.from('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n'),
+      Buffer.from('User-Agent: '), ua, Buffer.from(`\r\nContent-Length: ${body.length}\r\n\r\n${body}`)]));
+    assert.match(answer, /^HTTP\/1\.1 200/);
+    assert.deepEqual(hook.calls.map((c) => c.path), ['/pii', '/audit']);
+    for (const c of hook.calls) {
+      assert.equal(c.body.metadata.user_agent, 'ab' + '\u20ac'.repeat(340));
+      assert.equal(c.body.metadata.url, '/v1/chat/completions');
+    }
+    const rec = await finalRecord(gw, answer.match(/x-keyless-request-id: (\S+)/i)[1]);
+    assert.equal(Buffer.from(rec.user_agent, 'utf8').toString('utf8'), hook.calls[0].body.metadata.user_agent, 'as the record');
   });
 
   it('Aperture\'s other webhook styles: Splunk HEC and Cloudflare AI Gateway (hooks only, not providers)', async () => {

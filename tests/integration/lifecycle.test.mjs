@@ -253,6 +253,18 @@ describe('lifecycle', () => {
     assert.match(line, / "GET \/x%E2%80%A82026-01-01T00:00:00\.000Z\u00a0info[^"]*%22POST\u00a0\/v1\/chat\/completions%22[^"]*%C2%85%E2%80%AE\/model\/us\.claude%3A0" 404 not_found login=- /);
   });
 
+  it('a long path is cut to its first 1 KiB in the access line, as in the record, so the fields after it stay', async () => {
+    const gw = await startGateway({ providers: {} });
+    // "/" + 1,022 "p" + U+20AC: the cut at 1,024 bytes would split the character
+    const path = '/' + 'p'.repeat(1022) + '\u20ac' + 'q'.repeat(5000);
+    await rawRequest(gw.url, Buffer.concat([Buffer.from('GET '), Buffer.from(path, 'utf8'),
+      Buffer.from(' HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')]));
+    await gw.stop();
+    const line = gw.output().split('\n').find((l) => l.includes('"GET /ppp'));
+    assert.ok(line, gw.output());
+    assert.match(line, new RegExp(` "GET /p{1022}" 404 not_found login=- model=- provider=- in=\\d+ out=\\d+ \\d+\\.\\dms$`));
+  });
+
   it('SIGTERM lets an in-flight stream finish, refuses new connections, exits 0', async () => {
     const mock = await startMock();
     const gw = await startGateway({ providers: providersFor(mock.url) });

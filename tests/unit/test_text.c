@@ -190,6 +190,29 @@ static void text_gist(void **state)
     assert_string_equal(small, "");
 }
 
+/* A caller's free text kept to its first bytes, never half a character. */
+static void text_prefix_cuts_between_characters(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    const char *s = "abc";
+    assert_ptr_equal(kl_text_prefix(&a, s, 3), s); /* short enough: itself */
+    assert_null(kl_text_prefix(&a, NULL, 3));
+    assert_string_equal(kl_text_prefix(&a, "abcd", 3), "abc");
+    /* "a" then U+20AC (3 bytes) then U+1F600 (4 bytes) */
+    const char *t = "a\xe2\x82\xac\xf0\x9f\x98\x80";
+    assert_string_equal(kl_text_prefix(&a, t, 1), "a");
+    assert_string_equal(kl_text_prefix(&a, t, 2), "a");
+    assert_string_equal(kl_text_prefix(&a, t, 3), "a");
+    assert_string_equal(kl_text_prefix(&a, t, 4), "a\xe2\x82\xac");
+    assert_string_equal(kl_text_prefix(&a, t, 7), "a\xe2\x82\xac");
+    assert_string_equal(kl_text_prefix(&a, t, 8), t);
+    /* not UTF-8: at most three bytes given up */
+    assert_string_equal(kl_text_prefix(&a, "ab\x80\x80\x80\x80\x80", 6), "ab\x80");
+    kl_arena_free(&a);
+}
+
 static void fnv64(void **state)
 {
     (void)state;
@@ -204,6 +227,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(fnv64),
         cmocka_unit_test(text_gist),
+        cmocka_unit_test(text_prefix_cuts_between_characters),
         cmocka_unit_test(decimal_like_printf),
         cmocka_unit_test(hex_fixed_width),
         cmocka_unit_test(join2_fits_or_refuses),
