@@ -13,7 +13,8 @@
  *                                is the caller's own
  *     local      src/admin/      model lists and /api/ answered by keyless itself
  *     health     src/route/      a provider cooling down after failures is passed over
- *   4 guard      src/guard/      PII/secret scanning, hooks
+ *   4 guard      src/guard/      PII/secret scanning, hooks (a caller over a rate limit
+ *                                is refused before they are asked: admit.h)
  *     tools      src/guard/      tool policy: refused tools taken out of the request
  *   5 admit      src/admit/      quotas and rate limits: reserve before forwarding
  *   6 route      src/route/      provider, URL, headers with the provider key, body;

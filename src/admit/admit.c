@@ -671,6 +671,53 @@ static const char *limit_tag(kl_exchange *ex, const struct kl_cap_ref *r, const 
     return kl_arena_printf(&ex->arena, "%08x", (unsigned)(h ^ (h >> 32)));
 }
 
+/* The buckets of one capability's rate_limit, added to a. */
+static bool add_rate_limit(kl_exchange *ex, struct kl_admission *a, const struct kl_cap_ref *ref,
+                           const struct kl_rate_limit *rl)
+{
+    const char *who = rl->per == KL_PER_NODE ? (ex->ident->node ? ex->ident->node : ex->ident->login)
+                    : rl->per == KL_PER_GRANT ? "grant" : ex->ident->login;
+    const char *key = kl_arena_printf(&ex->arena, "%s#%s", who, limit_tag(ex, ref, rl));
+    bool ok = true;
+    if (rl->rpm)
+        ok &= add(a, limit_name(ex, "rpm", key), rl->rpm, rl->rpm, 60000, false, CHARGE_REQUESTS, false, false);
+    if (rl->tpm && !free_endpoint(ex))
+        ok &= add(a, limit_name(ex, "tpm", key), rl->tpm, rl->tpm, 60000, false, CHARGE_TOKENS, false, false);
+    if (rl->tcpm && !free_endpoint(ex))
+        ok &= add(a, limit_name(ex, "tcpm", key), rl->tcpm, rl->tcpm, 60000, false, CHARGE_TOOL_CALLS, false,
+                  false);
+    if (rl->concurrent)
+        ok &= add(a, limit_name(ex, "concurrent", key), rl->concurrent, 0, 0, false, CHARGE_SLOT, false, false);
+    return ok;
+}
+
+enum kl_step kl_admit_rate_check(kl_exchange *ex)
+{
+    const struct kl_grant_set *s = ex->grant_set;
+    char qualified[512];
+    if (!s || !ex->provider || !kl_join2(qualified, sizeof(qualified), ex->provider->id, '/', ex->model))
+        return KL_NEXT; /* the admit stage decides */
+    struct kl_admission *a = kl_arena_alloc(&ex->arena, sizeof(*a));
+    for (size_t i = 0; i < s->ncaps; i++) {
+        struct kl_rate_limit rl;
+        const char *why;
+        if (kl_cap_applies(s->caps[i].cap, qualified) && kl_rate_limit_read(s->caps[i].cap->raw, &rl, &why) > 0 &&
+            !add_rate_limit(ex, a, &s->caps[i], &rl))
+            return KL_NEXT; /* refused there too, as a bad rate_limit is */
+    }
+    /* what no hook can change: one request, one slot; at least one token
+     * (a hook may shorten the body); a tool call only if tools are offered,
+     * which a hook or the tool policy may take out (so none here) */
+    for (size_t i = 0; i < a->n; i++)
+        a->amount[i] = a->charge[i] == CHARGE_TOOL_CALLS ? 0 : 1;
+    size_t failed = 0;
+    int64_t retry = 0;
+    if (!a->n || kl_buckets_check(ex->worker->server->buckets, a->spec, a->amount, a->n, kl_wall_ms(), &failed,
+                                  &retry) == 0)
+        return KL_NEXT;
+    return refuse(ex, a, failed, retry);
+}
+
 enum kl_step kl_admit_run(kl_exchange *ex)
 {
     const struct kl_grant_set *s = ex->grant_set;
@@ -710,25 +757,8 @@ enum kl_step kl_admit_run(kl_exchange *ex)
         int r = kl_rate_limit_read(cap->raw, &rl, &why);
         if (r < 0)
             return kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN, "access denied: bad rate_limit grant: %s", why);
-        if (r == 0)
-            continue;
-        const char *who = rl.per == KL_PER_NODE ? (ex->ident->node ? ex->ident->node : ex->ident->login)
-                        : rl.per == KL_PER_GRANT ? "grant" : ex->ident->login;
-        const char *key = kl_arena_printf(&ex->arena, "%s#%s", who, limit_tag(ex, &s->caps[i], &rl));
-        bool ok = true;
-        if (rl.rpm)
-            ok &= add(a, limit_name(ex, "rpm", key), rl.rpm, rl.rpm, 60000, false, CHARGE_REQUESTS,
-                      false, false);
-        if (rl.tpm && !free_endpoint(ex))
-            ok &= add(a, limit_name(ex, "tpm", key), rl.tpm, rl.tpm, 60000, false, CHARGE_TOKENS,
-                      false, false);
-        if (rl.tcpm && !free_endpoint(ex))
-            ok &= add(a, limit_name(ex, "tcpm", key), rl.tcpm, rl.tcpm, 60000, false,
-                      CHARGE_TOOL_CALLS, false, false);
-        if (rl.concurrent)
-            ok &= add(a, limit_name(ex, "concurrent", key), rl.concurrent, 0, 0, false, CHARGE_SLOT,
-                      false, false);
-        if (!ok) /* fail closed, as for spend quotas: a limit left out would limit nothing */
+        if (r > 0 && !add_rate_limit(ex, a, &s->caps[i], &rl))
+            /* fail closed, as for spend quotas: a limit left out would limit nothing */
             return kl_fail(ex, KL_ERR_INTERNAL, KL_EC_INTERNAL, "too many quota buckets apply");
     }
     if (a->n == 0)

@@ -18,6 +18,12 @@
 #include "pipeline.h"
 
 enum kl_step kl_admit_run(kl_exchange *ex);
+/* Before pre_request hooks are asked (guard.c): the rate limits a hook
+ * cannot change the cost of, checked without reserving anything (the
+ * admit stage reserves them after the hooks): requests and concurrency
+ * slots, and a token limit with no token left. A caller over one is refused
+ * as the admit stage refuses it (429), without a hook call. */
+enum kl_step kl_admit_rate_check(kl_exchange *ex);
 /* Mid-stream: may the answer go on? False: a bucket cannot cover the usage
  * reported so far, or the tool calls met so far (ex->error_message,
  * cut_kind and cut_class say which). */

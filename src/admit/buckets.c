@@ -420,18 +420,21 @@ static int64_t wait_for(const struct kl_bucket *b, int64_t need)
     return (int64_t)((ms + 999) / 1000);
 }
 
-int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs, const int64_t *amounts,
-                       size_t n, int64_t now_ms, struct kl_bucket **out, size_t *failed,
-                       int64_t *retry_after_s)
+/* Whether every bucket could cover its amount now (t locked): out[] the
+ * buckets (unless out is NULL), and on false *failed and *retry_after_s as
+ * for a refusal. */
+static bool cover(struct kl_buckets *t, const struct kl_bucket_spec *specs, const int64_t *amounts, size_t n,
+                  int64_t now_ms, struct kl_bucket **out, size_t *failed, int64_t *retry_after_s)
 {
-    pthread_mutex_lock(&t->lock);
     bool ok = true, never = false;
     int64_t wait = 0;
     for (size_t i = 0; i < n; i++) {
-        out[i] = get(t, &specs[i], now_ms);
-        if (out[i]->level - out[i]->reserved >= amounts[i])
+        struct kl_bucket *b = get(t, &specs[i], now_ms);
+        if (out)
+            out[i] = b;
+        if (b->level - b->reserved >= amounts[i])
             continue;
-        int64_t w = wait_for(out[i], amounts[i]);
+        int64_t w = wait_for(b, amounts[i]);
         /* the bucket named is the first that never can, else the first short */
         if (!never && (w < 0 || ok))
             *failed = i;
@@ -441,6 +444,25 @@ int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs,
             wait = w;
         ok = false;
     }
+    *retry_after_s = ok ? 0 : never ? -1 : wait;
+    return ok;
+}
+
+int kl_buckets_check(struct kl_buckets *t, const struct kl_bucket_spec *specs, const int64_t *amounts, size_t n,
+                     int64_t now_ms, size_t *failed, int64_t *retry_after_s)
+{
+    pthread_mutex_lock(&t->lock);
+    bool ok = cover(t, specs, amounts, n, now_ms, NULL, failed, retry_after_s);
+    pthread_mutex_unlock(&t->lock);
+    return ok ? 0 : -1;
+}
+
+int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs, const int64_t *amounts,
+                       size_t n, int64_t now_ms, struct kl_bucket **out, size_t *failed,
+                       int64_t *retry_after_s)
+{
+    pthread_mutex_lock(&t->lock);
+    bool ok = cover(t, specs, amounts, n, now_ms, out, failed, retry_after_s);
     if (ok)
         for (size_t i = 0; i < n; i++) {
             out[i]->reserved += amounts[i];
@@ -456,7 +478,6 @@ int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs,
      * goes (each was seen just now) */
     sweep(t, now_ms, SWEEP_SLOTS, SWEEP_BUCKETS);
     pthread_mutex_unlock(&t->lock);
-    *retry_after_s = ok ? 0 : never ? -1 : wait;
     return ok ? 0 : -1;
 }
 

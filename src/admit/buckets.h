@@ -57,6 +57,10 @@ void kl_buckets_free(struct kl_buckets *t);
 int kl_buckets_reserve(struct kl_buckets *t, const struct kl_bucket_spec *specs, const int64_t *amounts,
                        size_t n, int64_t now_ms, struct kl_bucket **out, size_t *failed,
                        int64_t *retry_after_s);
+/* Whether kl_buckets_reserve would take these amounts now (0), without
+ * taking them; -1 with *failed and *retry_after_s as it would say. */
+int kl_buckets_check(struct kl_buckets *t, const struct kl_bucket_spec *specs, const int64_t *amounts, size_t n,
+                     int64_t now_ms, size_t *failed, int64_t *retry_after_s);
 /* A bucket held without reserving anything (a log-only quota in deficit,
  * charged at the end); settled as a reserved one is. */
 struct kl_bucket *kl_buckets_hold(struct kl_buckets *t, const struct kl_bucket_spec *spec, int64_t now_ms);

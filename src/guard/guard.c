@@ -511,6 +511,10 @@ enum kl_step kl_guard_run(kl_exchange *ex)
     ex->n_after_hooks = nafter;
     if (!r->n)
         return KL_NEXT;
+    /* a caller over a rate limit costs no hook call (with the body) */
+    enum kl_step st = kl_admit_rate_check(ex);
+    if (st != KL_NEXT)
+        return st;
     ex->guard = r;
     ex->pre_hooks_asked = true;
     return ask(r);

@@ -122,6 +122,34 @@ describe('pre_request hooks', () => {
     assert.equal(Buffer.from(rec.user_agent, 'utf8').toString('utf8'), hook.calls[0].body.metadata.user_agent, 'as the record');
   });
 
+  it('a caller over its rate limit is refused before the hooks are asked: no hook call for a request that cannot go', async () => {
+    const g = await startGateway({
+      hooks: { pii: { url: `${url}/pii` } },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
+        { rate_limit: { requests_per_minute: 1 } },
+        { send_hooks: [send('pii', ['request_body'])] }] } }],
+      providers: providersFor(mock.url),
+    });
+    try {
+      const ask = () => fetch(`${g.url}/v1/chat/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      assert.equal((await ask()).status, 200);
+      assert.equal(hook.calls.length, 1);
+      const r = await ask();
+      assert.equal(r.status, 429);
+      assert.match((await r.json()).error.message, /rate limit rpm:\S+ exceeded/);
+      assert.ok(Number(r.headers.get('retry-after')) > 0);
+      assert.equal(hook.calls.length, 1, 'the hook was not asked about a request over the rate limit');
+      const rec = await finalRecord(g, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.error_class, 'rate_limited');
+      assert.equal(rec.guardrails, null);
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('Aperture\'s other webhook styles: Splunk HEC and Cloudflare AI Gateway (hooks only, not providers)', async () => {
     const g = await startGateway({
       hooks: {

@@ -36,6 +36,30 @@ static void all_or_nothing(void **state)
     kl_buckets_free(t);
 }
 
+/* A check says what a reservation would, and takes nothing. */
+static void check_takes_nothing(void **state)
+{
+    (void)state;
+    struct kl_buckets *t = kl_buckets_new();
+    struct kl_bucket_spec s[2] = {{"a", 2, 2, 60000, false, false, false}, {"b", 10, 0, 0, false, false, false}};
+    struct kl_bucket *got[2];
+    size_t failed = 9;
+    int64_t retry = 9;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(kl_buckets_check(t, s, (int64_t[]){1, 1}, 2, 0, &failed, &retry), 0);
+    assert_int_equal(kl_buckets_reserve(t, s, (int64_t[]){2, 1}, 2, 0, got, &failed, &retry), 0);
+    assert_int_equal(kl_buckets_check(t, s, (int64_t[]){1, 1}, 2, 0, &failed, &retry), -1);
+    assert_int_equal(failed, 0);
+    assert_int_equal(retry, 30); /* one of 2 a minute */
+    assert_int_equal(kl_buckets_check(t, s, (int64_t[]){0, 11}, 2, 0, &failed, &retry), -1);
+    assert_int_equal(failed, 1);
+    assert_int_equal(retry, -1);
+    kl_buckets_settle(t, got[0], 2, 0, 0);
+    assert_int_equal(kl_buckets_check(t, s, (int64_t[]){2, 9}, 2, 0, &failed, &retry), 0);
+    kl_buckets_settle(t, got[1], 1, 1, 0);
+    kl_buckets_free(t);
+}
+
 /* Without refill a spent budget never covers more than what is left; only
  * a pooled one may lease more, and slots come back. */
 static void spent_without_refill(void **state)
@@ -639,6 +663,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(all_or_nothing),
+        cmocka_unit_test(check_takes_nothing),
         cmocka_unit_test(spent_without_refill),
         cmocka_unit_test(refill_is_exact),
         cmocka_unit_test(extend_and_capacity_changes),
