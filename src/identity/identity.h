@@ -12,7 +12,8 @@
  * The first source that identifies the caller wins; a request no source
  * identifies is refused with 401 and never forwarded. A source that cannot
  * answer (tailscaled down, garbage) fails closed with 503; a credential that
- * is presented and invalid is refused with 401, never skipped. */
+ * is presented and invalid is refused with 401, never skipped (a JWT of an
+ * issuer not configured is no credential for keyless: oidc.c). */
 #ifndef KL_IDENTITY_H
 #define KL_IDENTITY_H
 

@@ -440,9 +440,6 @@ void kl_oidc_refresh(struct kl_oidc_cfg *o)
     }
 }
 
-/* The first credential header (then ?key=) holding something shaped like a JWT
- * (base64url JSON header, three parts). SDKs put the "API key" in different
- * headers, so a CI job can hand its token to any of them. */
 /* Is v meant as a JWT? One that begins as a JSON header's base64 does
  * ("eyJ", however malformed the rest), or three base64url segments the
  * first of which decodes to a JSON object (a header that begins with white
@@ -450,7 +447,8 @@ void kl_oidc_refresh(struct kl_oidc_cfg *o)
  * a Google service account's access token ("ya29.c.c0AS...", three
  * segments) no JSON header: a caller sending its own to Vertex is no
  * workload. A token presented is checked, and refused when invalid, never
- * skipped for the next identity source. */
+ * skipped for the next identity source, unless no configured issuer
+ * minted it (kl_oidc_identify). */
 static bool looks_like_jwt(const char *v)
 {
     if (strncmp(v, "eyJ", 3) == 0)
@@ -465,9 +463,17 @@ static bool looks_like_jwt(const char *v)
     return v[a + 2 + b + strspn(v + a + 2 + b, b64url)] == '\0' && kl_jwt_segment_is_object(v, a);
 }
 
-static const char *find_token(kl_exchange *ex)
+/* The credentials a request carries that are shaped like a JWT: the
+ * credential headers in order, then ?key=. SDKs put the "API key" in
+ * different headers, so a CI job can hand its token to any of them. ?key=
+ * is Gemini's query form of x-goog-api-key, which some clients send their
+ * key in (LiteLLM, Google's REST examples): left unread, a token there
+ * would reach a passthrough provider as the caller's own key. Returns how
+ * many (at most 5) went to out. */
+static size_t find_tokens(kl_exchange *ex, const char *out[5])
 {
     static const char *headers[] = {"authorization", "x-api-key", "x-goog-api-key", "api-key"};
+    size_t n = 0;
     for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
         const char *v = kl_http_header(&ex->req, headers[i]);
         if (!v)
@@ -480,13 +486,35 @@ static const char *find_token(kl_exchange *ex)
                 v++;
         }
         if (looks_like_jwt(v))
-            return v;
+            out[n++] = v;
     }
-    /* Gemini's query form of x-goog-api-key, which some clients send their
-     * key in (LiteLLM, Google's REST examples): skipped, the token would
-     * reach a passthrough provider as the caller's own key */
     const char *q = kl_query_param(&ex->arena, ex->req.query, "key");
-    return q && looks_like_jwt(q) ? q : NULL;
+    if (q && looks_like_jwt(q))
+        out[n++] = q;
+    return n;
+}
+
+/* Is c the same as the configured issuer s but for ASCII case or trailing
+ * '/'s? Such a token was meant for keyless (a mistyped issuer on one side):
+ * it is refused as before, not taken for some other service's credential. */
+static bool issuer_near(const char *s, const char *c)
+{
+    size_t ls = strlen(s), lc = strlen(c);
+    while (ls && s[ls - 1] == '/')
+        ls--;
+    while (lc && c[lc - 1] == '/')
+        lc--;
+    return ls == lc && strncasecmp(s, c, ls) == 0;
+}
+
+/* Is iss one of the configured issuers: exactly (a token to verify, then
+ * refused when it does not verify), or nearly (issuer_near: refused)? */
+static bool issuer_mine(const struct kl_oidc_cfg *o, const char *iss)
+{
+    for (size_t i = 0; i < o->n; i++)
+        if (strcmp(o->v[i].issuer, iss) == 0 || issuer_near(o->v[i].issuer, iss))
+            return true;
+    return false;
 }
 
 static int refuse(kl_exchange *ex, const char *why)
@@ -546,15 +574,32 @@ static int verify_with(struct issuer *is, const char *token, size_t len, cJSON *
 
 int kl_oidc_identify(kl_exchange *ex, struct kl_oidc_cfg *o)
 {
-    const char *token = find_token(ex);
-    if (!token || !o)
+    const char *found[5];
+    size_t nfound = o ? find_tokens(ex, found) : 0;
+    /* A JWT no configured issuer minted is not a workload token but a
+     * provider's own credential an SDK sends (an Azure Entra ID access
+     * token, a Databricks OAuth token, a Google ID token): the caller is
+     * then whoever the other sources say, as if it had sent no token, which
+     * it could as well. The first token of a configured issuer is the one
+     * checked, and refused when it does not verify. */
+    const char *token = NULL, *iss = NULL;
+    size_t len = 0;
+    for (size_t i = 0; i < nfound && !token; i++) {
+        len = strlen(found[i]);
+        if (len > KL_JWT_MAX_TOKEN)
+            return refuse(ex, "token too large");
+        iss = kl_jwt_peek_issuer(found[i], len, &ex->arena);
+        if (!iss)
+            return refuse(ex, "malformed token");
+        if (issuer_mine(o, iss))
+            token = found[i];
+    }
+    if (!token) {
+        if (nfound)
+            kl_debug("%s: a JWT from issuer %.200s, which is not configured, is taken for a provider credential",
+                     ex->id, iss);
         return -1;
-    size_t len = strlen(token);
-    if (len > KL_JWT_MAX_TOKEN)
-        return refuse(ex, "token too large");
-    const char *iss = kl_jwt_peek_issuer(token, len, &ex->arena);
-    if (!iss)
-        return refuse(ex, "malformed token");
+    }
     /* Several entries may name one issuer (an organisation's repositories
      * mapped one way, a partner's another): the first whose audience, keys
      * and claims conditions the token meets identifies it. Where none does,

@@ -13,8 +13,9 @@ struct kl_oidc_cfg;
 struct kl_oidc_cfg *kl_oidc_read_config(kl_cfg_ctx *c, const cJSON *v);
 void kl_oidc_free(struct kl_oidc_cfg *o);
 
-/* 0: identified (ex->ident set). -1: not an OIDC request (no bearer JWT),
- * or refused — then the 401 has been answered and ex->status is set. */
+/* 0: identified (ex->ident set). -1: not an OIDC request (no bearer JWT,
+ * or only JWTs of issuers not configured: a provider's own credential), or
+ * refused — then the 401 has been answered and ex->status is set. */
 int kl_oidc_identify(kl_exchange *ex, struct kl_oidc_cfg *o);
 
 /* Re-read JWKS files that changed on disk (called periodically off the

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Anthropic from '@anthropic-ai/sdk';
-import { startMock, startGateway, providersFor, assertNoKeys, BUILD } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, BUILD } from './lib/harness.mjs';
 import { makeIssuer, writeJwks, attackTokens } from './lib/jwt.mjs';
 
 const GH = 'https://token.actions.githubusercontent.com';
@@ -246,20 +246,111 @@ describe('OIDC workload tokens', () => {
     for (const a of cases) {
       const w = await whoami(a.token);
       assert.equal(w.status, 401, `${a.name}: ${JSON.stringify(w.body)}`);
-      // tokens that are not JWT-shaped at all fall through to "could not identify"
-      // an unknown iss is caught when choosing the issuer, before verifying
+      // tokens that are not JWT-shaped at all fall through to "could not identify", as does one of an
+      // issuer not configured (no workload token: a provider's own credential)
       const msg = w.body.error.message;
-      const expected = a.name === 'wrong iss' ? 'issuer is not trusted' : a.reason;
-      assert.ok(msg.includes(expected) || /could not identify the caller/.test(msg), `${a.name}: ${msg}`);
+      if (a.name === 'wrong iss') assert.match(msg, /could not identify the caller/);
+      assert.ok(msg.includes(a.reason) || /could not identify the caller/.test(msg), `${a.name}: ${msg}`);
       assert.ok(!msg.includes(a.token.slice(0, 40)), 'the token must not be echoed');
     }
   });
 
-  it('a token from an issuer that is not configured is refused', async () => {
+  it('a token from an issuer that is not configured identifies nobody', async () => {
+    // no other source knows this caller (loopback: false): refused as unidentified
     const evil = makeIssuer({ alg: 'RS256', iss: 'https://evil.example' });
     const w = await whoami(evil.sign(evil.claims({ aud: 'keyless' })));
     assert.equal(w.status, 401);
-    assert.match(w.body.error.message, /issuer is not trusted/);
+    assert.match(w.body.error.message, /could not identify the caller/);
+  });
+
+  it("a provider's own JWT (Entra ID, Google ID token) is no workload token: the caller is who the network says", async () => {
+    const mine = join(dir, 'mine.json');
+    writeJwks(mine, k8s, gh);
+    const g = await startGateway({
+      identity: { oidc: { issuers: [{ issuer: K8S, jwks_file: mine, audience: 'keyless', max_lifetime: '1h',
+        algorithms: ['ES256'], login: 'k8s:{sub}' }] }, loopback: true },
+      grants: [{ src: ['(loopback)', 'k8s:workload'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }] } }],
+      providers: providersFor(mock.url, {
+        azure: { baseurl: mock.url, apikey: 'sk-azure-provider-000', auth_mode: 'passthrough', models: ['azure-model'],
+                 compatibility: { openai_chat: true } },
+      }),
+    });
+    try {
+      const who = async (headers) => {
+        const r = await fetch(`${g.url}/api/whoami`, { headers });
+        return { status: r.status, body: await r.json() };
+      };
+      const entra = makeIssuer({ alg: 'RS256', iss: 'https://login.microsoftonline.com/0000-tenant/v2.0' });
+      const google = makeIssuer({ alg: 'RS256', iss: 'https://accounts.google.com' });
+      const az = entra.sign(entra.claims({ aud: 'https://cognitiveservices.azure.com' }));
+      const gid = google.sign(google.claims({ aud: 'keyless' }));
+      // a prefix of the configured issuer's name, or one that extends it, is another issuer
+      const longer = makeIssuer({ alg: 'ES256', iss: `${K8S}.evil` });
+      const shorter = makeIssuer({ alg: 'ES256', iss: 'https://kubernetes.default.svc' });
+      for (const headers of [{ authorization: `Bearer ${az}` }, { 'api-key': az }, { 'x-goog-api-key': gid },
+        { authorization: `Bearer ${longer.sign(longer.claims({ aud: 'keyless' }))}` },
+        { authorization: `Bearer ${shorter.sign(shorter.claims({ aud: 'keyless' }))}` }]) {
+        const w = await who(headers);
+        assert.equal(w.status, 200, `${Object.keys(headers)}: ${JSON.stringify(w.body)}`);
+        assert.equal(w.body.login, '(loopback)');
+        assert.equal(w.body.source, 'loopback');
+      }
+      // with passthrough it goes to the provider as the caller's own credential; the record
+      // says how the caller was identified
+      await mock.clear();
+      const r = await fetch(`${g.url}/v1/chat/completions`, {
+        method: 'POST', headers: { authorization: `Bearer ${az}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'azure-model', messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      assert.equal(r.status, 200, await r.text());
+      const seen = JSON.stringify((await mock.last()).headers);
+      assert.ok(seen.includes(az), 'the caller\'s own token goes to a passthrough provider');
+      assert.ok(!seen.includes('sk-azure-provider-000'), 'keyless\'s key does not go beside it');
+      const rec = await finalRecord(g, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.login, '(loopback)');
+      assert.equal(rec.identity_source, 'loopback');
+      // an override provider gets keyless's key, never the caller's token
+      await mock.clear();
+      const o = await fetch(`${g.url}/v1/chat/completions`, {
+        method: 'POST', headers: { authorization: `Bearer ${az}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      assert.equal(o.status, 200, await o.text());
+      assert.ok(!JSON.stringify(await mock.last()).includes(az));
+      // a token of the configured issuer is still checked, and refused when invalid, with the reason as before
+      for (const a of attackTokens(k8s, { aud: 'keyless', other: gh, maxLifetime: 3600 })) {
+        const w = await who({ authorization: `Bearer ${a.token}` });
+        if (a.name === 'wrong iss' || !a.token.startsWith('eyJ')) { // ${K8S}.evil: another issuer; no JWT at all
+          assert.equal(w.body.source, 'loopback', a.name);
+          continue;
+        }
+        assert.equal(w.status, 401, `${a.name}: ${JSON.stringify(w.body)}`);
+        assert.ok(w.body.error.message.includes(`invalid workload token: ${a.reason}`), `${a.name}: ${w.body.error.message}`);
+      }
+      // one that names the configured issuer but for case or a trailing '/' was meant for keyless: refused
+      for (const iss of [`${K8S}/`, K8S.toUpperCase(), `${K8S.replace('https', 'HTTPS')}//`]) {
+        const w = await who({ authorization: `Bearer ${k8s.sign(k8s.claims({ aud: 'keyless', iss }))}` });
+        assert.equal(w.status, 401, `${iss}: ${JSON.stringify(w.body)}`);
+        assert.match(w.body.error.message, /invalid workload token: issuer is not trusted/, iss);
+      }
+      // a foreign token beside the workload's: the workload's is the one checked, wherever it is
+      const good = k8s.sign(k8s.claims({ aud: 'keyless' }));
+      let w = await who({ authorization: `Bearer ${az}`, 'x-api-key': good });
+      assert.equal(w.status, 200, JSON.stringify(w.body));
+      assert.equal(w.body.source, 'oidc');
+      assert.equal(w.body.login, 'k8s:workload');
+      w = await who({ authorization: `Bearer ${az}`, 'x-api-key': `${good.slice(0, -4)}AAAA` });
+      assert.equal(w.status, 401);
+      assert.match(w.body.error.message, /invalid workload token: bad signature/);
+      w = await (await fetch(`${g.url}/api/whoami?key=${good.slice(0, -4)}AAAA`, { headers: { 'api-key': az } }));
+      assert.equal(w.status, 401);
+      // a token too malformed to name its issuer is refused as before
+      w = await who({ authorization: 'Bearer eyJhbGciOiJSUzI1NiJ9.bm90IGpzb24.c2ln' });
+      assert.equal(w.status, 401);
+      assert.match(w.body.error.message, /invalid workload token: malformed token/);
+    } finally {
+      await g.stop();
+    }
   });
 
   it('a token presented in any shape is checked and refused when invalid, never skipped for the next source', async () => {
