@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <openssl/sha.h>
+
 #include "core/file.h"
 #include "core/glob.h"
 #include "core/jsoncheck.h"
@@ -24,6 +26,19 @@
 struct keys_ref {
     atomic_int refs;
     kl_jwks *jwks;
+};
+
+/* What the JWKS reload check knows of the file it last read. A writer can
+ * give a file back its size and modification time (rsync -t, cp -p,
+ * touch -r), not its change time; and since the kernel stamps both from a
+ * coarse clock, a rewrite just after a read can keep even the change time:
+ * a file changed in the last few seconds is compared by its content too. */
+struct file_seen {
+    struct timespec mtime, ctime;
+    off_t size;
+    ino_t ino;
+    dev_t dev;
+    unsigned char digest[SHA256_DIGEST_LENGTH];
 };
 
 /* One "claims" condition: the claim at path must match one of the globs. */
@@ -42,11 +57,9 @@ struct issuer {
     size_t ntags, ngroups;
     struct claim_rule *rules;   /* all must hold */
     size_t nrules;
-    pthread_mutex_t lock;       /* guards cur and the file's identity */
+    pthread_mutex_t lock;       /* guards cur */
     struct keys_ref *cur;
-    struct timespec mtime;
-    off_t size;
-    ino_t ino;
+    struct file_seen seen;      /* the JWKS file as last read (kl_oidc_refresh) */
 };
 
 struct kl_oidc_cfg {
@@ -62,13 +75,38 @@ static void keys_unref(struct keys_ref *k)
     }
 }
 
+static void remember(struct file_seen *f, const struct stat *st, const unsigned char digest[SHA256_DIGEST_LENGTH])
+{
+    f->mtime = st->st_mtim;
+    f->ctime = st->st_ctim;
+    f->size = st->st_size;
+    f->ino = st->st_ino;
+    f->dev = st->st_dev;
+    memcpy(f->digest, digest, SHA256_DIGEST_LENGTH);
+}
+
+static bool same_time(struct timespec a, struct timespec b)
+{
+    return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+/* Is the file at st the one last read, as far as its metadata tell, and
+ * has it been so long unchanged that they can tell (struct file_seen)? */
+static bool surely_same(const struct file_seen *f, const struct stat *st)
+{
+    return same_time(st->st_mtim, f->mtime) && same_time(st->st_ctim, f->ctime) && st->st_size == f->size &&
+           st->st_ino == f->ino && st->st_dev == f->dev && (int64_t)time(NULL) - (int64_t)st->st_ctim.tv_sec > 5;
+}
+
 /* Read and parse the issuer's JWKS file. Returns NULL with why on failure;
  * *whole then says whether the file was one JSON document: then it was
  * written as it is, and holds no usable key (a revocation), where a file
  * that is no JSON may be one caught while it is being written. */
-static struct keys_ref *load_keys(const char *path, struct stat *st, bool *whole, char *why, size_t whylen)
+static struct keys_ref *load_keys(const char *path, struct stat *st, unsigned char digest[SHA256_DIGEST_LENGTH],
+                                  bool *whole, char *why, size_t whylen)
 {
     *whole = false;
+    memset(digest, 0, SHA256_DIGEST_LENGTH);
     const char *open_why;
     FILE *f = kl_open_regular(path, &open_why, NULL);
     if (!f) {
@@ -85,6 +123,7 @@ static struct keys_ref *load_keys(const char *path, struct stat *st, bool *whole
         abort();
     size_t n = fread(buf, 1, (size_t)st->st_size, f);
     fclose(f);
+    SHA256((const unsigned char *)buf, n, digest);
     kl_jwks *k = kl_jwks_parse(buf, n, why, whylen);
     size_t at;
     if (!k && kl_json_validate(buf, n, &at) == 0) {
@@ -323,7 +362,8 @@ static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
     char why[256];
     struct stat st;
     bool whole;
-    is->cur = load_keys(is->jwks_file, &st, &whole, why, sizeof(why));
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    is->cur = load_keys(is->jwks_file, &st, digest, &whole, why, sizeof(why));
     if (!is->cur && !whole) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "issuer %s: %s", is->issuer, why);
         return false;
@@ -333,9 +373,7 @@ static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
     if (!is->cur)
         kl_cfg_report(c, KL_SEV_WARNING, v, "issuer %s: %s: its tokens are refused until %s holds a usable key",
                       is->issuer, why, is->jwks_file);
-    is->mtime = st.st_mtim;
-    is->size = st.st_size;
-    is->ino = st.st_ino;
+    remember(&is->seen, &st, digest);
     pthread_mutex_init(&is->lock, NULL);
     return true;
 }
@@ -406,29 +444,29 @@ void kl_oidc_refresh(struct kl_oidc_cfg *o)
         struct stat st;
         if (stat(is->jwks_file, &st) < 0)
             continue; /* keep the keys we have while the file is being replaced */
-        if (st.st_mtim.tv_sec == is->mtime.tv_sec && st.st_mtim.tv_nsec == is->mtime.tv_nsec &&
-            st.st_size == is->size && st.st_ino == is->ino)
+        if (surely_same(&is->seen, &st))
             continue;
         char why[256];
         bool revoked;
-        struct keys_ref *k = load_keys(is->jwks_file, &st, &revoked, why, sizeof(why));
+        unsigned char digest[SHA256_DIGEST_LENGTH];
+        struct keys_ref *k = load_keys(is->jwks_file, &st, digest, &revoked, why, sizeof(why));
+        bool unchanged = memcmp(digest, is->seen.digest, sizeof(digest)) == 0;
+        remember(&is->seen, &st, digest); /* do not retry until it changes again */
+        if (unchanged) {
+            keys_unref(k); /* the bytes last read: keep the keys as they are, and say nothing */
+            continue;
+        }
         /* A whole JSON document without one usable key ({"keys": []}, {},
          * a lone JWK) is a revocation: no token of this issuer is accepted
          * until keys come back. A file that cannot be read or is no JSON
          * (being rewritten, say) keeps the keys we have. */
         if (!k && !revoked) {
             kl_warn("OIDC issuer %s: keeping the previous keys: %s", is->issuer, why);
-            is->mtime = st.st_mtim; /* do not retry until it changes again */
-            is->size = st.st_size;
-            is->ino = st.st_ino;
             continue;
         }
         pthread_mutex_lock(&is->lock);
         struct keys_ref *old = is->cur;
         is->cur = k;
-        is->mtime = st.st_mtim;
-        is->size = st.st_size;
-        is->ino = st.st_ino;
         pthread_mutex_unlock(&is->lock);
         keys_unref(old);
         if (revoked)

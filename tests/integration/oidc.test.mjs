@@ -2,7 +2,7 @@
 // style ES256) verified against JWKS files; every attack refused.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -451,6 +451,41 @@ describe('OIDC workload tokens', () => {
     }
     assert.equal(status, 200, 'the rotated key was not picked up');
     assert.match(gw.output(), /reloaded 3 key\(s\)/);
+  });
+
+  it('a JWKS rewritten in place with the same size and modification time is re-read', async () => {
+    // a deploy tool that keeps modification times (rsync -t, cp -p, tar) writes the new key over the old
+    const file = join(dir, 'inplace.json'), ref = join(dir, 'inplace.ref');
+    const before = makeIssuer({ alg: 'ES256', iss: K8S, kid: 'rot' }), after = makeIssuer({ alg: 'ES256', iss: K8S, kid: 'rot' });
+    writeJwks(file, before);
+    spawnSync('cp', ['-p', file, ref]);
+    await sleep(3100); // written well before the gateway reads it
+    const g = await startGateway({
+      identity: { oidc: { issuers: [{ issuer: K8S, jwks_file: file, audience: 'keyless', algorithms: ['ES256'],
+        login: 'k8s:{sub}' }] }, loopback: false },
+      providers: providersFor(mock.url),
+    });
+    try {
+      const status = async (iss) => (await fetch(`${g.url}/api/whoami`, {
+        headers: { authorization: `Bearer ${iss.sign(iss.claims({ aud: 'keyless' }))}` } })).status;
+      assert.equal(await status(before), 200);
+      assert.equal(await status(after), 401);
+      await sleep(2500);
+      const size = statSync(file).size;
+      writeJwks(file, after);
+      assert.equal(spawnSync('touch', ['-r', ref, file]).status, 0);
+      assert.equal(statSync(file).size, size, 'the same size');
+      assert.equal(statSync(file, { bigint: true }).mtimeNs, statSync(ref, { bigint: true }).mtimeNs, 'the same mtime');
+      let s = 0;
+      for (let i = 0; i < 60 && s !== 200; i++) {
+        await sleep(100);
+        s = await status(after);
+      }
+      assert.equal(s, 200, 'the new key was not picked up');
+      assert.equal(await status(before), 401, 'the old key is gone');
+    } finally {
+      await g.stop();
+    }
   });
 
   it('a JWKS emptied of keys revokes them; an unreadable one keeps them', async () => {
