@@ -87,6 +87,9 @@ typedef struct kl_exchange {
 
     /* identity and authorize */
     const struct kl_identity *ident;    /* NULL until identified */
+    /* what a source learnt of a caller it refused (a tailnet device with
+     * neither a user nor tags: its node), for the record alone; no login */
+    const struct kl_identity *refused_ident;
     int id_next;                    /* next identity source to try */
     struct kl_whois_entry *whois;   /* cache entry ident points into */
     cJSON *id_caps;                 /* capabilities from serve headers (owned) */

@@ -32,11 +32,18 @@ static enum outcome from_whois(kl_exchange *ex, struct kl_whois_entry *e)
         ex->whois = e;
         ex->ident = &e->ident;
         return IDENTIFIED;
-    case KL_WHOIS_NO_OWNER:
+    case KL_WHOIS_NO_OWNER: {
+        /* the record of the refusal says which device it was */
+        struct kl_identity *seen = kl_arena_alloc(&ex->arena, sizeof(*seen));
+        seen->source = "tailscale";
+        seen->node = e->ident.node ? kl_arena_strdup(&ex->arena, e->ident.node) : NULL;
+        seen->stable_node_id = e->ident.stable_node_id ? kl_arena_strdup(&ex->arena, e->ident.stable_node_id) : NULL;
+        ex->refused_ident = seen;
         kl_whois_entry_unref(e);
         kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN,
                 "access denied: this tailnet device has neither a user nor tags");
         return REFUSED;
+    }
     default:
         kl_whois_entry_unref(e);
         return NOT_MINE;

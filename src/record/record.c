@@ -84,7 +84,7 @@ static void fill(kl_exchange *ex, struct kl_rec *r, enum kl_rec_state state)
     r->ended_ms = done ? wall_at(ex, ex->t_end_ns) : 0;
     r->latency_ms = done ? (ex->t_end_ns - ex->t_start_ns) / 1000000 : -1;
     r->ttft_ms = done && ex->t_first_byte_ns ? (ex->t_first_byte_ns - ex->t_start_ns) / 1000000 : -1;
-    const struct kl_identity *id = ex->ident;
+    const struct kl_identity *id = ex->ident ? ex->ident : ex->refused_ident;
     if (id) {
         r->login = id->login;
         r->display_name = id->display_name;

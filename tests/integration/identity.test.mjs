@@ -219,6 +219,18 @@ describe('identity and grants', () => {
     const r = await chat(gw, NOBODY, 'gpt-4o');
     assert.equal(r.status, 403);
     assert.match((await r.json()).error.message, /neither a user nor tags/);
+    // its record names the device WhoIs knew, for whoever looks into what was refused
+    const id = r.headers.get('x-keyless-request-id');
+    let rec;
+    for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
+      await sleep(30);
+      rec = await (await fetch(`${gw.url}/api/requests/${id}`, { dispatcher: from(CAROL) })).json();
+    }
+    assert.equal(rec.status, 403, JSON.stringify(rec));
+    assert.equal(rec.node, 'orphan-box.tail8c2a1.ts.net');
+    assert.equal(rec.stable_node_id, 'nXQFiCQE4LuECNTRL');
+    assert.equal(rec.identity_source, 'tailscale');
+    assert.equal(rec.login, null);
   });
 
   it('an unknown peer is refused (401) and never forwarded', async () => {
