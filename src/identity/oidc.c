@@ -213,51 +213,110 @@ static void read_claim_rules(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
     }
 }
 
-/* Issuers whose tokens anyone can have minted with any audience: on GitHub
- * any repository's workflow, on gitlab.com any project's job. Without a
- * claims condition every one of them would be a caller. */
-static bool shared_issuer(const char *iss)
+/* Issuers whose tokens anyone can have minted with any audience, and what
+ * each mints them for: on GitHub any repository's workflow, on gitlab.com
+ * any project's job, on Buildkite any organization's pipeline job
+ * (`buildkite-agent oidc request-token --audience`), on HCP Terraform any
+ * organization's run (TFC_WORKLOAD_IDENTITY_AUDIENCE), at Google any
+ * service account's (generateIdToken, the metadata server) and any
+ * account's. Without a claims condition every one of them would be a
+ * caller. (CircleCI's issuer is one organization's:
+ * https://oidc.circleci.com/org/<id>.) */
+enum shared_family { GITHUB, GITLAB, BUILDKITE, TERRAFORM, GOOGLE };
+
+static const struct {
+    const char *iss;
+    enum shared_family family;
+} shared_issuers[] = {
+    {"https://token.actions.githubusercontent.com", GITHUB}, {"https://gitlab.com", GITLAB},
+    {"https://agent.buildkite.com", BUILDKITE}, {"https://app.terraform.io", TERRAFORM},
+    {"https://accounts.google.com", GOOGLE}, {"accounts.google.com", GOOGLE},
+};
+
+/* What each family mints tokens for, and a condition that fixes the owner. */
+static const struct {
+    const char *what, *example;
+} shared_families[] = {
+    [GITHUB] = {"repository or project", "{\"repository_owner\": \"your-org\"}, {\"repository\": \"your-org/*\"}"},
+    [GITLAB] = {"repository or project", "{\"namespace_path\": \"your-group\"}"},
+    [BUILDKITE] = {"organization's pipeline", "{\"organization_slug\": \"your-org\"}"},
+    [TERRAFORM] = {"organization's workspace", "{\"terraform_organization_name\": \"your-org\"}"},
+    [GOOGLE] = {"account, service accounts of every project included",
+                "{\"email\": \"*@your-project.iam.gserviceaccount.com\"}, {\"hd\": \"your-domain.com\"}"},
+};
+
+/* The family of a shared issuer, or -1. */
+static int shared_issuer(const char *iss)
 {
-    return strcmp(iss, "https://token.actions.githubusercontent.com") == 0 || strcmp(iss, "https://gitlab.com") == 0;
+    for (size_t i = 0; i < sizeof(shared_issuers) / sizeof(shared_issuers[0]); i++)
+        if (strcmp(iss, shared_issuers[i].iss) == 0)
+            return (int)shared_issuers[i].family;
+    return -1;
 }
 
-/* Does glob g, after prefix, fix its value up to the first '/' (no '*'
+/* Does glob g, after prefix, fix its value up to the first sep (no '*'
  * there)? "acme/<anything>" fixes the owner acme; "acme-*" and "*" do not. */
-static bool fixed_head(const char *g, const char *prefix)
+static bool fixed_head(const char *g, const char *prefix, char sep)
 {
     size_t pl = strlen(prefix);
     if (strncmp(g, prefix, pl) != 0)
         return false;
-    const char *slash = strchr(g + pl, '/');
-    size_t n = slash ? (size_t)(slash - g - pl) : strlen(g + pl);
+    const char *end = strchr(g + pl, sep);
+    size_t n = end ? (size_t)(end - g - pl) : strlen(g + pl);
     return n > 0 && !memchr(g + pl, '*', n);
 }
 
+/* Does glob g name one Google account, or the service accounts of one
+ * project only ("*@acme.iam.gserviceaccount.com")? "*@gmail.com" and
+ * "*@developer.gserviceaccount.com" (every project's default compute
+ * account) admit everybody's. */
+static bool fixed_google_email(const char *g)
+{
+    if (!strchr(g, '*'))
+        return true;
+    const char *at = strrchr(g, '@');
+    static const char sa[] = ".iam.gserviceaccount.com";
+    size_t dl = at ? strlen(at + 1) : 0;
+    return at && !strchr(at, '*') && dl > sizeof(sa) - 1 && strcmp(at + 1 + dl - (sizeof(sa) - 1), sa) == 0;
+}
+
 /* Does a "claims" condition on a shared issuer's tokens admit one owner's
- * repositories or projects only (every value it allows fixes the owner)? A
- * condition on anything else (ref, environment) admits every owner's; so
- * does job_workflow_ref, which names a reusable workflow any repository may
- * call, not the repository that calls it. */
-static bool owner_pinned(const struct issuer *is)
+ * repositories, projects or accounts only (every value it allows fixes the
+ * owner)? A condition on anything else (ref, environment) admits every
+ * owner's; so does job_workflow_ref, which names a reusable workflow any
+ * repository may call, not the repository that calls it. */
+static bool owner_pinned(const struct issuer *is, int family)
 {
     static const struct {
+        enum shared_family family;
         const char *claim, *prefix;
+        char sep;                       /* '@': a Google account (fixed_google_email) */
     } owner_claims[] = {
-        /* GitHub Actions */
-        {"repository_owner", ""}, {"repository_owner_id", ""}, {"repository", ""}, {"repository_id", ""},
-        {"enterprise", ""}, {"enterprise_id", ""}, {"sub", "repo:"},
-        /* GitLab */
-        {"namespace_path", ""}, {"namespace_id", ""}, {"project_path", ""}, {"project_id", ""},
-        {"sub", "project_path:"},
+        {GITHUB, "repository_owner", "", '/'}, {GITHUB, "repository_owner_id", "", '/'},
+        {GITHUB, "repository", "", '/'}, {GITHUB, "repository_id", "", '/'}, {GITHUB, "enterprise", "", '/'},
+        {GITHUB, "enterprise_id", "", '/'}, {GITHUB, "sub", "repo:", '/'},
+        {GITLAB, "namespace_path", "", '/'}, {GITLAB, "namespace_id", "", '/'}, {GITLAB, "project_path", "", '/'},
+        {GITLAB, "project_id", "", '/'}, {GITLAB, "sub", "project_path:", '/'},
+        /* sub: organization:<slug>:pipeline:<slug>:ref:... */
+        {BUILDKITE, "organization_slug", "", ':'}, {BUILDKITE, "organization_id", "", ':'},
+        {BUILDKITE, "sub", "organization:", ':'},
+        /* sub: organization:<name>:project:<name>:workspace:... */
+        {TERRAFORM, "terraform_organization_name", "", ':'}, {TERRAFORM, "terraform_organization_id", "", ':'},
+        {TERRAFORM, "sub", "organization:", ':'},
+        /* one account (sub is its number), one project's service accounts,
+         * one Workspace domain's users */
+        {GOOGLE, "email", "", '@'}, {GOOGLE, "sub", "", '\0'}, {GOOGLE, "hd", "", '\0'},
     };
     for (size_t i = 0; i < is->nrules; i++) {
         const struct claim_rule *r = &is->rules[i];
         for (size_t k = 0; k < sizeof(owner_claims) / sizeof(owner_claims[0]); k++) {
-            if (strcmp(r->path, owner_claims[k].claim) != 0)
+            if ((int)owner_claims[k].family != family ||
+                strcmp(r->path, owner_claims[k].claim) != 0)
                 continue;
             bool all = true;
             for (size_t j = 0; j < r->nglobs && all; j++)
-                all = fixed_head(r->globs[j], owner_claims[k].prefix);
+                all = owner_claims[k].sep == '@' ? fixed_google_email(r->globs[j])
+                    : fixed_head(r->globs[j], owner_claims[k].prefix, owner_claims[k].sep);
             if (all)
                 return true;
         }
@@ -352,12 +411,12 @@ static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
     }
     if (c->diags->errors > errors)
         return false;
-    if (shared_issuer(is->issuer) && !owner_pinned(is))
+    int family = shared_issuer(is->issuer);
+    if (family >= 0 && !owner_pinned(is, family))
         kl_cfg_report(c, KL_SEV_WARNING, v,
-                      "issuer %s mints tokens for every repository or project it hosts, with any audience the job "
-                      "asks for: without a \"claims\" condition that fixes their owner (e.g. {\"repository_owner\": "
-                      "\"your-org\"}, {\"repository\": \"your-org/*\"}) all of them are callers",
-                      is->issuer);
+                      "issuer %s mints tokens for every %s it hosts, with any audience the job asks for: without a "
+                      "\"claims\" condition that fixes their owner (e.g. %s) all of them are callers",
+                      is->issuer, shared_families[family].what, shared_families[family].example);
     is->policy.issuer = is->issuer;
     char why[256];
     struct stat st;

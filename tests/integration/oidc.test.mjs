@@ -166,6 +166,37 @@ describe('OIDC workload tokens', () => {
     assert.match(r.stderr, /an OIDC issuer needs/);
   });
 
+  it('keyless check: Buildkite, HCP Terraform and Google, which mint tokens for anyone, are shared issuers too', () => {
+    const f = join(dir, 'shared.hujson');
+    const check = (issuer, claims) => {
+      writeFileSync(f, JSON.stringify({ identity: { oidc: { issuers: [{ issuer, jwks_file: join(dir, 'gh.json'),
+        audience: 'keyless', login: 'x:{sub}', ...(claims ? { claims } : {}) }] } } }));
+      const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      return /without a "claims" condition that fixes their owner/.test(r.stderr);
+    };
+    const cases = {
+      'https://agent.buildkite.com': [[{ organization_slug: 'acme' }, { sub: 'organization:acme:pipeline:*' },
+        { organization_id: '0190c0de-0000-7000-8000-000000000000' }],
+      [undefined, { pipeline_slug: 'deploy' }, { organization_slug: 'acme*' }, { sub: 'organization:*:pipeline:deploy:*' },
+        { repository_owner: 'acme' }]],
+      'https://app.terraform.io': [[{ terraform_organization_name: 'acme' }, { sub: 'organization:acme:project:*' },
+        { terraform_organization_id: 'org-abc123' }],
+      [undefined, { terraform_workspace_name: 'prod' }, { sub: 'organization:*:workspace:prod:*' }]],
+      'https://accounts.google.com': [[{ email: '*@acme-prod.iam.gserviceaccount.com' }, { email: 'bot@acme-prod.iam.gserviceaccount.com' },
+        { sub: '117000000000000000000' }, { hd: 'acme.com' }, { email: 'alice@gmail.com' }],
+      [undefined, { email: '*@gmail.com' }, { email: '*@developer.gserviceaccount.com' }, { email: '*.iam.gserviceaccount.com' },
+        { email: 'bot@*.iam.gserviceaccount.com' }, { sub: '1170*' }, { email_verified: 'true' }]],
+      'accounts.google.com': [[{ hd: 'acme.com' }], [undefined]],
+    };
+    for (const [iss, [pinned, open]] of Object.entries(cases)) {
+      for (const claims of pinned) assert.equal(check(iss, claims), false, `${iss} ${JSON.stringify(claims)}`);
+      for (const claims of open) assert.equal(check(iss, claims), true, `${iss} ${JSON.stringify(claims)}`);
+    }
+    // CircleCI's issuer is one organization's
+    assert.equal(check('https://oidc.circleci.com/org/0190c0de-0000-7000-8000-000000000000'), false);
+  });
+
   it('a passthrough provider gets its own key, never the workload token that identified the caller', async () => {
     const tok = gh.sign(gh.claims({ aud: 'keyless', repository: 'acme/app', ref: 'refs/heads/main', repository_owner: 'acme' }));
     const r = await fetch(`${gw.url}/v1/chat/completions`, {
