@@ -91,6 +91,10 @@ typedef struct kl_exchange {
      * neither a user nor tags: its node), for the record alone; no login */
     const struct kl_identity *refused_ident;
     int id_next;                    /* next identity source to try */
+    /* a credential header or ?key= holds a JWT of a configured OIDC issuer:
+     * a token for keyless, which no provider gets, whichever source
+     * identified the caller */
+    bool workload_token;
     struct kl_whois_entry *whois;   /* cache entry ident points into */
     cJSON *id_caps;                 /* capabilities from serve headers (owned) */
     bool peer_loopback;

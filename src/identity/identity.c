@@ -200,8 +200,16 @@ static enum kl_step unidentified(kl_exchange *ex, const struct kl_identity_cfg *
 static enum kl_step identified(kl_exchange *ex)
 {
     size_t len = ex->ident && ex->ident->login ? strlen(ex->ident->login) : 0;
-    if (len && len <= KL_LOGIN_MAX)
+    if (len && len <= KL_LOGIN_MAX) {
+        /* a source before oidc in identity.order identified the caller: a
+         * workload token it sent as well is still keyless's, and forwarded
+         * to a passthrough provider as the caller's own credential, the
+         * provider could replay it here */
+        const struct kl_oidc_cfg *oidc = ex->cfg->identity->oidc;
+        if (!ex->workload_token && oidc && kl_oidc_token_present(ex, oidc))
+            ex->workload_token = true;
         return KL_NEXT;
+    }
     const char *source = ex->ident && ex->ident->source ? ex->ident->source : "unknown";
     ex->ident = NULL;
     if (len)

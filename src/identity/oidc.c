@@ -614,6 +614,19 @@ static bool issuer_mine(const struct kl_oidc_cfg *o, const char *iss)
     return false;
 }
 
+bool kl_oidc_token_present(kl_exchange *ex, const struct kl_oidc_cfg *o)
+{
+    const char *found[5];
+    size_t n = o ? find_tokens(ex, found) : 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(found[i]);
+        const char *iss = len <= KL_JWT_MAX_TOKEN ? kl_jwt_peek_issuer(found[i], len, &ex->arena) : NULL;
+        if (iss && issuer_mine(o, iss))
+            return true;
+    }
+    return false;
+}
+
 static int refuse(kl_exchange *ex, const char *why)
 {
     kl_fail(ex, KL_ERR_UNAUTHENTICATED, KL_EC_UNAUTHENTICATED, "invalid workload token: %s", why);
@@ -743,6 +756,7 @@ int kl_oidc_identify(kl_exchange *ex, struct kl_oidc_cfg *o)
         }
     }
     cJSON_Delete(claims);
+    ex->workload_token = true;
     id->tags = tags;
     id->ntags = is->ntags;
     id->groups = groups;

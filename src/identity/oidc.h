@@ -18,6 +18,10 @@ void kl_oidc_free(struct kl_oidc_cfg *o);
  * refused — then the 401 has been answered and ex->status is set. */
 int kl_oidc_identify(kl_exchange *ex, struct kl_oidc_cfg *o);
 
+/* Does the request carry a JWT of a configured issuer (one that would be
+ * checked, were oidc the source asked)? */
+bool kl_oidc_token_present(kl_exchange *ex, const struct kl_oidc_cfg *o);
+
 /* Re-read JWKS files that changed on disk (called periodically off the
  * workers). */
 void kl_oidc_refresh(struct kl_oidc_cfg *o);

@@ -277,10 +277,10 @@ static const char *vertex_path(kl_exchange *ex, const char *bare, const char *pr
 
 /* A caller identified by a workload token sent it in one of the
  * credential headers or Gemini's ?key=, and it is for keyless (its audience), never for the
- * provider. */
+ * provider; so is one a source before oidc identified (ex->workload_token). */
 static bool identified_by_token(const kl_exchange *ex)
 {
-    return ex->ident && ex->ident->source && strcmp(ex->ident->source, "oidc") == 0;
+    return ex->workload_token || (ex->ident && ex->ident->source && strcmp(ex->ident->source, "oidc") == 0);
 }
 
 static bool keyless_credential(const kl_exchange *ex);

@@ -209,6 +209,48 @@ describe('OIDC workload tokens', () => {
     assert.ok(seen.includes('sk-pass-provider-000'), 'the provider key is sent instead');
   });
 
+  it('a workload token reaches no passthrough provider when a source before oidc identified the caller', async () => {
+    const g = await startGateway({
+      identity: { order: ['cidr', 'oidc'], cidr: [{ range: '127.0.0.0/8', login: 'lan@example.com' }],
+        oidc: { issuers: [{ issuer: K8S, jwks_file: join(dir, 'k8s.json'), audience: 'keyless', login: 'k8s:{sub}' }] },
+        loopback: false },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }] } }],
+      providers: providersFor(mock.url, {
+        pass: { baseurl: mock.url, apikey: 'sk-pass-provider-000', auth_mode: 'passthrough', models: ['pass-model'],
+                compatibility: { openai_chat: true } },
+      }),
+    });
+    try {
+      const tok = k8s.sign(k8s.claims({ aud: 'keyless' }));
+      for (const [headers, query] of [[{ authorization: `Bearer ${tok}` }, ''], [{ 'api-key': tok }, ''], [{}, `?key=${tok}`]]) {
+        await mock.clear();
+        const r = await fetch(`${g.url}/v1/chat/completions${query}`, {
+          method: 'POST', headers: { ...headers, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'pass-model', messages: [{ role: 'user', content: 'hi' }] }),
+        });
+        assert.equal(r.status, 200, await r.text());
+        const seen = JSON.stringify(await mock.last());
+        assert.ok(!seen.includes(tok), `the workload token must not reach a passthrough provider (${JSON.stringify(headers)}${query})`);
+        assert.ok(seen.includes('sk-pass-provider-000'), 'the provider key is sent instead');
+      }
+      // the caller is who the first source says
+      const w = await (await fetch(`${g.url}/api/whoami`, { headers: { authorization: `Bearer ${tok}` } })).json();
+      assert.equal(w.login, 'lan@example.com');
+      // a JWT of no configured issuer is the caller's own credential, and goes on
+      const entra = makeIssuer({ alg: 'RS256', iss: 'https://login.microsoftonline.com/0000-tenant/v2.0' });
+      const az = entra.sign(entra.claims({ aud: 'https://cognitiveservices.azure.com' }));
+      await mock.clear();
+      const r = await fetch(`${g.url}/v1/chat/completions`, {
+        method: 'POST', headers: { authorization: `Bearer ${az}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'pass-model', messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      assert.equal(r.status, 200);
+      assert.ok(JSON.stringify(await mock.last()).includes(az));
+    } finally {
+      await g.stop();
+    }
+  });
+
   it("a token in Gemini's ?key= identifies the caller, and reaches no passthrough provider", async () => {
     // LiteLLM and Google's REST examples send the Gemini key as ?key=
     const tok = gh.sign(gh.claims({ aud: 'keyless', repository: 'acme/app', ref: 'refs/heads/main', repository_owner: 'acme' }));
