@@ -87,8 +87,9 @@ typedef struct kl_exchange {
 
     /* identity and authorize */
     const struct kl_identity *ident;    /* NULL until identified */
-    /* what a source learnt of a caller it refused (a tailnet device with
-     * neither a user nor tags: its node), for the record alone; no login */
+    /* what a source learnt of a caller it refused, for the record alone: a
+     * tailnet device with neither a user nor tags (its node, no login), a
+     * serve caller whose capabilities cannot be read (its login) */
     const struct kl_identity *refused_ident;
     int id_next;                    /* next identity source to try */
     /* a credential header or ?key= holds a JWT of a configured OIDC issuer:

@@ -90,6 +90,7 @@ static enum outcome from_serve_headers(kl_exchange *ex)
         cJSON *c = text ? cJSON_ParseWithOpts(text, NULL, true) : NULL;
         if (!cJSON_IsObject(c) || names_twice(c) || kl_json_has_nul_escape(text, strlen(text))) {
             cJSON_Delete(c);
+            ex->refused_ident = id; /* the record says whose request it was */
             kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN,
                     "access denied: the Tailscale-App-Capabilities header is not one JSON object of capabilities");
             return REFUSED;

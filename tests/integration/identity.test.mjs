@@ -597,6 +597,16 @@ describe('identity and grants', () => {
       assert.match((await r.json()).error.message,
         /access denied: the Tailscale-App-Capabilities header is not one JSON object of capabilities/);
       assert.equal((await mock.requests()).length, 0);
+      // the record of the refusal is the caller's, who can read it
+      const id = r.headers.get('x-keyless-request-id');
+      let rec;
+      for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
+        await sleep(30);
+        rec = await (await as(JSON.stringify({ [CAP]: [{ role: 'user' }] }), 'erin@example.com', `/api/requests/${id}`)).json();
+      }
+      assert.equal(rec.status, 403, JSON.stringify(rec));
+      assert.equal(rec.login, 'erin@example.com');
+      assert.equal(rec.identity_source, 'serve');
     }
 
     // a capability that cannot be read and carries a limit refuses; one that
