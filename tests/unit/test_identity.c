@@ -211,6 +211,24 @@ static void whois_answers_are_kept_per_node_or_per_connection(void **state)
         assert_string_equal(addr, cases[i].addr);
         assert_string_equal(key, cases[i].key);
     }
+    /* built by hand now: the same text as snprintf, cut the same way */
+    static const char *const ips[] = {"127.0.0.1", "::1", "100.64.0.1", "fd7a:115c:a1e0::1"};
+    static const int ports[] = {0, 9, 65535, -1};
+    for (size_t i = 0; i < sizeof(ips) / sizeof(ips[0]); i++)
+        for (size_t j = 0; j < sizeof(ports) / sizeof(ports[0]); j++)
+            for (size_t len = 1; len <= 32; len++) {
+                char addr[32], key[32], want[64], wkey[32];
+                snprintf(want, sizeof(want), strchr(ips[i], ':') ? "[%s]:%d" : "%s:%d", ips[i], ports[j]);
+                bool tailnet = i >= 2; /* the last two */
+                const char *ws = tailnet ? ips[i] : want;
+                size_t wl = strlen(ws) < len - 1 ? strlen(ws) : len - 1;
+                memcpy(wkey, ws, wl);
+                wkey[wl] = '\0';
+                want[len - 1 < strlen(want) ? len - 1 : strlen(want)] = '\0';
+                kl_whois_key(ips[i], ports[j], addr, len, key, len);
+                assert_string_equal(addr, want);
+                assert_string_equal(key, wkey);
+            }
 }
 
 static int spiffe_ok(const char *id)
