@@ -79,15 +79,24 @@ int kl_h1_parse_url(const char *url, struct kl_h1_url *u)
  * the answer. Nor where to go next: keyless follows no redirect, and a
  * caller that followed one (the SDKs' fetch does) would send the prompt,
  * and its own token, to wherever the provider pointed. */
+/* Every response header passes here: the names' lengths are known at
+ * compile time, and the length and then the first byte (| 0x20 folds ASCII
+ * case; every name is lowercase) turn most away before strncasecmp. */
 bool kl_h1_drop_response_header(const char *name, size_t n)
 {
-    static const char *drop[] = {
-        "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "te", "trailer",
-        "transfer-encoding", "upgrade", "content-length", "set-cookie", "set-cookie2", "alt-svc",
-        "strict-transport-security", "nel", "report-to", "location", "content-location", "refresh",
+#define DROP(s) {s, sizeof(s) - 1}
+    static const struct {
+        const char *s;
+        size_t len;
+    } drop[] = {
+        DROP("connection"), DROP("keep-alive"), DROP("proxy-connection"), DROP("proxy-authenticate"),
+        DROP("te"), DROP("trailer"), DROP("transfer-encoding"), DROP("upgrade"), DROP("content-length"),
+        DROP("set-cookie"), DROP("set-cookie2"), DROP("alt-svc"), DROP("strict-transport-security"),
+        DROP("nel"), DROP("report-to"), DROP("location"), DROP("content-location"), DROP("refresh"),
     };
+#undef DROP
     for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
-        if (strlen(drop[i]) == n && strncasecmp(name, drop[i], n) == 0)
+        if (drop[i].len == n && (name[0] | 0x20) == drop[i].s[0] && strncasecmp(name, drop[i].s, n) == 0)
             return true;
     return n > 15 && strncasecmp(name, "access-control-", 15) == 0;
 }

@@ -297,6 +297,30 @@ static void no_proxy(void **state)
     assert_false(kl_h1_no_proxy_match("ost", "host", 4));
 }
 
+/* The provider's headers keyless never passes on, in any case, and only
+ * whole names. */
+static void drops_response_headers_by_whole_name(void **state)
+{
+    (void)state;
+    static const char *const drop[] = {
+        "Connection", "keep-alive", "Proxy-Connection", "proxy-authenticate", "TE", "Trailer",
+        "Transfer-Encoding", "upgrade", "Content-Length", "Set-Cookie", "set-cookie2", "Alt-Svc",
+        "Strict-Transport-Security", "NEL", "Report-To", "Location", "Content-Location", "Refresh",
+        "Access-Control-Allow-Origin", "access-control-expose-headers",
+    };
+    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+        assert_true(kl_h1_drop_response_header(drop[i], strlen(drop[i])));
+    static const char *const keep[] = {
+        "Content-Type", "x-request-id", "content-len", "Set-Cookie3", "t", "", "access-control-",
+        "openai-processing-ms", "Connections", "nels",
+    };
+    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+        assert_false(kl_h1_drop_response_header(keep[i], strlen(keep[i])));
+    /* n bounds the name: a prefix of a longer text */
+    assert_true(kl_h1_drop_response_header("te: trailers", 2));
+    assert_false(kl_h1_drop_response_header("Content-Length", 7));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -308,6 +332,7 @@ int main(void)
         cmocka_unit_test(body_chunked_byte_by_byte),
         cmocka_unit_test(body_until_close),
         cmocka_unit_test(no_proxy),
+        cmocka_unit_test(drops_response_headers_by_whole_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -84,11 +84,13 @@ static void caller_credentials_never_forwarded(void **state)
                           "Proxy-Authorization", "Connection", "Keep-Alive", "Transfer-Encoding",
                           "Host", "Content-Length", "TE", "Upgrade", "Expect",
                           "TRAILER", "Proxy-Connection", "Accept-Encoding",
-                          "Tailscale-User-Login", "tailscale-user-name"};
+                          "Tailscale-User-Login", "tailscale-user-name", "X_Api_Key", "content_length",
+                          "Tailscale_User_Login", "x-goog-fieldmask", "X-Amz-Security-Token"};
     for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
         assert_true(kl_route_drop_request_header(drop[i]));
     const char *keep[] = {"anthropic-beta", "anthropic-version", "OpenAI-Beta", "User-Agent",
-                          "x-claude-code-session-id", "session-id", "Content-Type", "Accept"};
+                          "x-claude-code-session-id", "session-id", "Content-Type", "Accept",
+                          "tailscale", "hosts", "x-api-keys", "authorizatio", "t"};
     for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
         assert_false(kl_route_drop_request_header(keep[i]));
 }
