@@ -156,7 +156,12 @@ static size_t ascii_prefix(const char *s, size_t n)
 
 size_t kl_utf8_clean_len(const char *s)
 {
-    size_t len = strlen(s), ascii = ascii_prefix(s, len);
+    return kl_utf8_clean_len_n(s, strlen(s));
+}
+
+size_t kl_utf8_clean_len_n(const char *s, size_t len)
+{
+    size_t ascii = ascii_prefix(s, len);
     if (ascii == len)
         return len;
     size_t n = ascii;

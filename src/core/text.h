@@ -61,6 +61,9 @@ const char *kl_join(kl_arena *a, const char *const *v, size_t n, char sep);
  * to out (that length + 1 bytes) and returns the length. A string that is
  * already UTF-8 comes out unchanged. */
 size_t kl_utf8_clean_len(const char *s);
+/* The same, s's strlen known: it equals len exactly when s is UTF-8
+ * already (a replaced byte grows by two), so that s is its own clean copy. */
+size_t kl_utf8_clean_len_n(const char *s, size_t len);
 size_t kl_utf8_clean(char *out, const char *s);
 
 /* The most bytes of a caller's own free text (a request's path, its

@@ -1,5 +1,6 @@
 #include "record/rec.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,9 +35,12 @@ struct kl_rec *kl_rec_pack(const struct kl_rec *src)
     /* Text fields are made UTF-8 here, once for both stores: a caller's
      * User-Agent byte 0xff had made PostgreSQL refuse the whole batch. */
     size_t size = sizeof(struct kl_rec), len[NFIELDS];
+    bool clean[NFIELDS];
     for (size_t i = 0; i < NFIELDS; i++) {
         const char *s = *field((struct kl_rec *)src, i);
-        len[i] = s ? kl_utf8_clean_len(s) : 0;
+        size_t raw = s ? strlen(s) : 0;
+        len[i] = s ? kl_utf8_clean_len_n(s, raw) : 0;
+        clean[i] = len[i] == raw;
         if (s)
             size += len[i] + 1;
     }
@@ -53,7 +57,12 @@ struct kl_rec *kl_rec_pack(const struct kl_rec *src)
     for (size_t i = 0; i < NFIELDS; i++) {
         const char **f = field(r, i);
         if (*f) {
-            kl_utf8_clean(p, *f);
+            /* UTF-8 already (every field of almost every record): copied,
+             * not walked a second time */
+            if (clean[i])
+                memcpy(p, *f, len[i] + 1);
+            else
+                kl_utf8_clean(p, *f);
             *f = p;
             p += len[i] + 1;
         }

@@ -125,6 +125,7 @@ static void check_clean(const char *in, const char *want)
 {
     char out[64];
     assert_int_equal(kl_utf8_clean_len(in), strlen(want));
+    assert_int_equal(kl_utf8_clean_len_n(in, strlen(in)), strlen(want));
     assert_int_equal(kl_utf8_clean(out, in), strlen(want));
     assert_string_equal(out, want);
 }

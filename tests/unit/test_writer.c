@@ -796,9 +796,37 @@ static void stuck_writer_is_waited_for_once(void **state)
     remove_db(path);
 }
 
+/* A packed record's text is UTF-8: fields that are already (ASCII or
+ * not) come out as they were, a stray byte becomes U+FFFD, and the bodies
+ * are copied as bytes. */
+static void packed_record_text_is_utf8(void **state)
+{
+    (void)state;
+    struct kl_rec r;
+    memset(&r, 0, sizeof(r));
+    char body[] = "{\"a\":\"\xff\"}";
+    r.login = "bob@example.com";
+    r.display_name = "Zo\xc3\xab";                  /* U+00EB */
+    r.user_agent = "curl\xff/8\xc3";                 /* a stray byte, a cut sequence */
+    r.path = "";
+    r.request_body = body;
+    r.request_body_len = sizeof(body) - 1;
+    struct kl_rec *p = kl_rec_pack(&r);
+    assert_string_equal(p->login, "bob@example.com");
+    assert_string_equal(p->display_name, "Zo\xc3\xab");
+    assert_string_equal(p->user_agent, "curl\xef\xbf\xbd/8\xef\xbf\xbd");
+    assert_string_equal(p->path, "");
+    assert_null(p->node);
+    assert_memory_equal(p->request_body, body, sizeof(body));
+    assert_true(p->login != r.login && p->display_name != r.display_name);
+    assert_true(p->request_body > (char *)p && p->request_body < (char *)p + p->packed_size);
+    kl_rec_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(packed_record_text_is_utf8),
         cmocka_unit_test(full_queue_refuses_and_nothing_is_lost),
         cmocka_unit_test(request_waits_for_a_writer_behind),
         cmocka_unit_test(stuck_writer_is_waited_for_once),
