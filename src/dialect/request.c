@@ -64,6 +64,19 @@ static cJSON *span_json(const char *body, struct kl_body_span s)
  * is neither, or out of range. */
 static int64_t count_of(const char *body, struct kl_body_span s, bool strings)
 {
+    /* A plain integer, as nearly every count is written (max_tokens, n), is
+     * read here: a cJSON tree of it cost ~600 instructions. Up to 15
+     * digits is below 9e15; a leading zero, a sign, a fraction or an
+     * exponent go to cJSON as before. */
+    size_t n = s.end - s.start;
+    if (s.end && n >= 1 && n <= 15 && (body[s.start] != '0' || n == 1)) {
+        int64_t v = 0;
+        size_t i = 0;
+        for (; i < n && body[s.start + i] >= '0' && body[s.start + i] <= '9'; i++)
+            v = v * 10 + (body[s.start + i] - '0');
+        if (i == n)
+            return v;
+    }
     cJSON *v = span_json(body, s);
     double d = -1;
     if (cJSON_IsNumber(v)) {

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -169,6 +170,21 @@ static void reads_request_facts(void **state)
     assert_int_equal(f.max_output_tokens, 70);
     assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"max_completion_tokens\":\"7\",\"max_tokens\":50}", &f, &why), 0);
     assert_int_equal(f.max_output_tokens, -1);
+    /* counts as numbers: plain integers and the rest read alike */
+    static const struct {
+        const char *v;
+        int64_t want;
+    } counts[] = {
+        {"0", 0}, {"7", 7}, {"123456789012345", 123456789012345}, {"1234567890123456", 1234567890123456},
+        {"9000000000000000", -1}, {"99999999999999999999", -1}, {"1e3", 1000}, {"50.0", 50}, {"-5", -1},
+        {"0.5", 0}, {"\"12\"", -1}, {"null", -1}, {"true", -1},
+    };
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+        char body[128];
+        snprintf(body, sizeof(body), "{\"model\":\"m\",\"max_tokens\":%s}", counts[i].v);
+        assert_int_equal(facts(KL_EP_CHAT, body, &f, &why), 0);
+        assert_int_equal(f.max_output_tokens, counts[i].want);
+    }
     assert_false(f.stream);
     assert_int_equal(facts(KL_EP_RESPONSES, "{\"model\":\"m\",\"max_output_tokens\":9,\"stream\":true}", &f, &why), 0);
     assert_int_equal(f.max_output_tokens, 9);
