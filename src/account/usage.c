@@ -232,6 +232,27 @@ static bool has(const char *d, size_t n, const char *lit)
     return memmem(d, n, lit, strlen(lit)) != NULL;
 }
 
+/* Does d hold "tool_calls" or "function_call", quotes included? One pass
+ * from underscore to underscore (memchr; a JSON answer holds a few dozen)
+ * for the "_call" the two share: a memmem for each name had been two
+ * passes over every answer and every chat chunk (~1,600 instructions for
+ * a 600-byte answer; a memmem for "_call" alone, with its short skips,
+ * cost more than both). */
+static bool has_call_name(const char *d, size_t n)
+{
+    const char *end = d + n;
+    for (const char *q = d; (q = memchr(q, '_', (size_t)(end - q))) != NULL; q++) {
+        size_t at = (size_t)(q - d);
+        if (n - at < 5 || memcmp(q + 1, "call", 4) != 0)
+            continue;
+        if (at >= 5 && n - at >= 7 && memcmp(q - 5, "\"tool", 5) == 0 && memcmp(q + 5, "s\"", 2) == 0)
+            return true;
+        if (at >= 9 && n - at >= 6 && memcmp(q - 9, "\"function", 9) == 0 && q[5] == '"')
+            return true;
+    }
+    return false;
+}
+
 /* Is every member name in d written without escapes? (A string followed
  * by ':' is a name; escapes in values, common in text, do not matter.) */
 static bool names_plain(const char *d, size_t n)
@@ -264,7 +285,7 @@ static bool names_plain(const char *d, size_t n)
  * call), so it is read as outside strict mode. Nearly every chunk is one. */
 static bool chat_chunk_without_calls(const char *d, size_t n)
 {
-    return !has(d, n, "\"tool_calls\"") && !has(d, n, "\"function_call\"") && names_plain(d, n);
+    return !has_call_name(d, n) && names_plain(d, n);
 }
 
 static void reset_tools(kl_usage_parser *p)
@@ -1317,8 +1338,8 @@ static void whole_object(kl_usage_parser *p, const char *body, size_t len)
         cJSON_Delete(tree);
         return;
     }
-    if (p->kind == KL_USAGE_OPENAI_CHAT && !p->strict && !has(body, len, "\"tool_calls\"") &&
-        !has(body, len, "\"function_call\"") && !kl_decode_word_escaped(body, len)) {
+    if (p->kind == KL_USAGE_OPENAI_CHAT && !p->strict && !has_call_name(body, len) &&
+        !kl_decode_word_escaped(body, len)) {
         chat_whole_scan(p, body, len);
         return;
     }

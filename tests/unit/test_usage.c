@@ -425,6 +425,35 @@ static void chat_whole_plain(void **state)
     kl_arena_free(&a);
 }
 
+/* An answer that names a call, however many "_call"s come before it (or
+ * the legacy function_call), is read with its calls counted; one that
+ * names none in a member is read by the scanner. */
+static void chat_whole_call_names(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    static const struct {
+        const char *body;
+        int calls;
+    } cases[] = {
+        {"{\"model\":\"m\",\"x_call\":1,\"y\":\"tool_call\",\"choices\":[{\"message\":{\"role\":\"assistant\","
+         "\"function_call\":{\"name\":\"f\",\"arguments\":\"{}\"}},\"finish_reason\":\"function_call\"}]}", 1},
+        {"{\"model\":\"m\",\"a_call\":\"_call\",\"choices\":[{\"message\":{\"role\":\"assistant\","
+         "\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]},"
+         "\"finish_reason\":\"tool_calls\"}]}", 1},
+        {"{\"model\":\"m\",\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":\"tool_calls function_call\"},"
+         "\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2},\"z\":\"_call\"}", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_CHAT);
+        kl_usage_whole(p, cases[i].body, strlen(cases[i].body));
+        assert_int_equal(kl_usage_result(p)->tool_calls, cases[i].calls);
+        assert_string_equal(kl_usage_result(p)->model_served, "m");
+    }
+    kl_arena_free(&a);
+}
+
 static void chat_stream_tools_every_split(void **state)
 {
     (void)state;
@@ -2008,6 +2037,7 @@ int main(void)
         cmocka_unit_test(streams_say_whether_they_answered),
         cmocka_unit_test(cut_short_streams_are_partial),
         cmocka_unit_test(chat_whole_plain),
+        cmocka_unit_test(chat_whole_call_names),
         cmocka_unit_test(chat_stream_tools_every_split),
         cmocka_unit_test(chat_stream_malformed_every_split),
         cmocka_unit_test(chat_stream_without_usage_is_unknown),
