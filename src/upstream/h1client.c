@@ -216,9 +216,33 @@ static bool skip_header(const char *h)
     }
 }
 
-static void add(struct evbuffer *out, const char *s, size_t n)
+/* The request head is put together here and added to the evbuffer in one
+ * piece (or a few, for a head over 2 KiB), not one per header: sixteen
+ * evbuffer_add calls were ~1,700 instructions of every request. */
+struct head_buf {
+    struct evbuffer *out;
+    size_t len;
+    char text[2048];
+};
+
+static void head_flush(struct head_buf *b)
 {
-    evbuffer_add(out, s, n);
+    if (b->len)
+        evbuffer_add(b->out, b->text, b->len);
+    b->len = 0;
+}
+
+static void add(struct head_buf *b, const char *s, size_t n)
+{
+    if (n > sizeof(b->text) - b->len) {
+        head_flush(b);
+        if (n > sizeof(b->text)) {
+            evbuffer_add(b->out, s, n);
+            return;
+        }
+    }
+    memcpy(b->text + b->len, s, n);
+    b->len += n;
 }
 
 #define ADD_LIT(out, lit) add((out), (lit), sizeof(lit) - 1)
@@ -231,7 +255,10 @@ static void send_request(struct kl_h1_xfer *x)
 {
     kl_exchange *ex = x->ex;
     struct bufferevent *bev = x->conn->bev;
-    struct evbuffer *out = x->pool->reqbuf;
+    struct head_buf head_text, *head = &head_text;
+    head->out = x->pool->reqbuf;
+    head->len = 0;
+    struct evbuffer *out = head->out;
     bool post = strcmp(ex->req.method, "POST") == 0;
     bool has_host = false, has_accept = false, has_ctype = false;
     for (size_t i = 0; i < ex->n_up_headers; i++) {
@@ -241,41 +268,43 @@ static void send_request(struct kl_h1_xfer *x)
         has_ctype |= header_is(h, "content-type:");
     }
     if (post)
-        ADD_LIT(out, "POST ");
+        ADD_LIT(head, "POST ");
     else
-        ADD_LIT(out, "GET ");
+        ADD_LIT(head, "GET ");
     if (x->url.target_needs_slash)
-        ADD_LIT(out, "/");
-    add(out, x->url.target, strlen(x->url.target));
-    ADD_LIT(out, " HTTP/1.1\r\n");
+        ADD_LIT(head, "/");
+    add(head, x->url.target, strlen(x->url.target));
+    ADD_LIT(head, " HTTP/1.1\r\n");
     if (!has_host) {
-        ADD_LIT(out, "Host: ");
-        add(out, x->url.authority, x->url.authority_len);
-        ADD_LIT(out, "\r\n");
+        ADD_LIT(head, "Host: ");
+        add(head, x->url.authority, x->url.authority_len);
+        ADD_LIT(head, "\r\n");
     }
     for (size_t i = 0; i < ex->n_up_headers; i++) {
         const char *h = ex->up_headers[i];
         if (skip_header(h))
             continue;
-        add(out, h, strlen(h));
-        ADD_LIT(out, "\r\n");
+        add(head, h, strlen(h));
+        ADD_LIT(head, "\r\n");
     }
     if (!has_accept)
-        ADD_LIT(out, "Accept: */*\r\n");
+        ADD_LIT(head, "Accept: */*\r\n");
     if (!has_ctype)
-        ADD_LIT(out, "Content-Type: application/json\r\n");
+        ADD_LIT(head, "Content-Type: application/json\r\n");
     /* Usage is read from the body as it passes: it must be plain text. */
-    ADD_LIT(out, "Accept-Encoding: identity\r\n");
+    ADD_LIT(head, "Accept-Encoding: identity\r\n");
     if (post) {
         char cl[48] = "Content-Length: ";
         size_t n = strlen(cl);
         n += kl_fmt_u64(cl + n, ex->up_body_len);
         memcpy(cl + n, "\r\n\r\n", 4);
-        add(out, cl, n + 4);
+        add(head, cl, n + 4);
+        head_flush(head);
         if (ex->up_body_len)
             evbuffer_add_reference(out, ex->up_body, ex->up_body_len, NULL, NULL);
     } else {
-        ADD_LIT(out, "\r\n");
+        ADD_LIT(head, "\r\n");
+        head_flush(head);
     }
     /* The request is composed in the pool's scratch buffer so it can be
      * written before the bufferevent sees it (the front of a bufferevent's

@@ -246,6 +246,25 @@ describe('upstream: the native HTTP/1.1 client', () => {
     assert.equal(r1.headers['transfer-encoding'], undefined);
   });
 
+  it('a request head past 2 KiB (put together in pieces) reaches the provider whole and in order', async () => {
+    const n0 = up.seen.length;
+    const big = 'a'.repeat(3000), mid = 'b'.repeat(1500);
+    const r = await chat('ok', { headers: { 'x-first': '1', 'x-big': big, 'x-mid': mid, 'x-last': 'z' } });
+    assert.equal(r.status, 200);
+    assert.equal(r.text, JSON_BODY);
+    const [seen] = up.seen.slice(n0);
+    assert.equal(seen.line, 'POST /v1/chat/completions HTTP/1.1');
+    assert.equal(seen.headers['x-big'], big);
+    assert.equal(seen.headers['x-mid'], mid);
+    assert.equal(seen.headers['x-last'], 'z');
+    assert.equal(seen.headers.authorization, `Bearer ${KEYS.openai}`);
+    assert.equal(Number(seen.headers['content-length']), Buffer.byteLength(seen.body));
+    assert.equal(JSON.parse(seen.body).messages[0].content, 'hi');
+    const names = Object.keys(seen.headers);
+    assert.ok(names.indexOf('x-first') < names.indexOf('x-big') && names.indexOf('x-big') < names.indexOf('x-mid') &&
+      names.indexOf('x-mid') < names.indexOf('x-last'), names.join(','));
+  });
+
   it('a pooled connection the server closed is retried once on a fresh one', async () => {
     for (const script of ['drop-reused', 'reset-reused']) {
       await chat('ok'); // leaves an idle connection in the pool
