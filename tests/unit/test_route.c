@@ -192,6 +192,31 @@ static void echoed_key_masked_in_any_split(void **state)
     kl_arena_free(&ka);
 }
 
+/* A provider's header named x-keyless-* (any case, any line) is never
+ * passed on as keyless's own; a value that merely mentions it is. */
+static void provider_x_keyless_headers_dropped(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    const char *const keys[] = {"sk-provider-secret-1234", NULL};
+    bool had;
+    const char *plain = "Content-Type: application/json\r\nx-note: see x-keyless-request-id\r\n";
+    assert_string_equal(kl_route_response_headers(&a, plain, keys, &had), plain);
+    assert_false(had);
+    assert_string_equal(kl_route_response_headers(&a, "X-Keyless-Request-Id: forged\r\nA: 1\r\n", keys, &had),
+                        "A: 1\r\n");
+    assert_string_equal(kl_route_response_headers(&a, "A: 1\r\nx-KEYLESS-cost: 0\r\nB: 2\r\n", keys, &had),
+                        "A: 1\r\nB: 2\r\n");
+    assert_string_equal(kl_route_response_headers(&a, "A: 1\r\nx-keyless-", keys, &had), "A: 1\r\n");
+    assert_string_equal(kl_route_response_headers(&a, "A: 1\r\nx-keyles: 3\r\n", keys, &had),
+                        "A: 1\r\nx-keyles: 3\r\n");
+    assert_string_equal(kl_route_response_headers(&a, "A: sk-provider-secret-1234\r\nB: 2\r\n", keys, &had),
+                        "B: 2\r\n");
+    assert_true(had);
+    kl_arena_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -199,6 +224,7 @@ int main(void)
         cmocka_unit_test(qualified_names_pick_the_provider),
         cmocka_unit_test(disabled_and_unknown),
         cmocka_unit_test(caller_credentials_never_forwarded),
+        cmocka_unit_test(provider_x_keyless_headers_dropped),
         cmocka_unit_test(key_query_parameter_removed),
         cmocka_unit_test(echoed_key_masked_in_any_split),
     };
