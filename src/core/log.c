@@ -100,13 +100,39 @@ static void write_all(int fd, const char *buf, size_t len)
     }
 }
 
-/* Control bytes in text that callers or providers wrote (a model name, a
- * tool name) would let them forge or split log lines: each becomes '?'. */
-static void defang(char *s, size_t n)
+/* How many bytes at s (of n) make a character that breaks or reorders a
+ * line on screen (kl_log_line_word writes them as %XX, defang as '?'): a
+ * C1 control (C2 80..9F), U+2028..U+202E, U+2066..U+2069; 0 for none. */
+static size_t unsafe_run(const unsigned char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-            s[i] = '?';
+    if (n >= 2 && s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f)
+        return 2;
+    if (n >= 3 && s[0] == 0xe2 && ((s[1] == 0x80 && s[2] >= 0xa8 && s[2] <= 0xae) ||
+                                   (s[1] == 0x81 && s[2] >= 0xa6 && s[2] <= 0xa9)))
+        return 3;
+    return 0;
+}
+
+/* Control bytes in text that callers, providers, hooks or key servers
+ * wrote (a model or tool name, a header, an error message) would let them
+ * forge or split log lines, or act on the terminal showing them: each C0
+ * control and DEL, and each character unsafe_run names (a C1 control such
+ * as NEL or CSI, a line separator, a bidirectional override), becomes one
+ * '?'. Returns the new length (at most n). */
+static size_t defang(char *s, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t run = unsafe_run((const unsigned char *)s + i, n - i);
+        if (run) {
+            s[o++] = '?';
+            i += run;
+            continue;
+        }
+        s[o++] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+        i++;
+    }
+    return o;
 }
 
 void kl_log(enum kl_log_level level, const char *fmt, ...)
@@ -124,7 +150,7 @@ void kl_log(enum kl_log_level level, const char *fmt, ...)
     size_t len = n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof(line) - 2)
         len = sizeof(line) - 2;
-    defang(line + n, len - n);
+    len = n + defang(line + n, len - n);
     line[len++] = '\n';
     /* One write per line keeps lines from different threads whole. */
     fwrite(line, 1, len, stderr);
@@ -136,20 +162,7 @@ void kl_log_line_str(struct kl_log_line *l, const char *s)
     if (n > room)
         n = room;
     memcpy(l->text + l->len, s, n);
-    defang(l->text + l->len, n);
-    l->len += n;
-}
-
-/* How many bytes at s (of n) kl_log_line_word writes as %XX: a C1 control
- * (C2 80..9F), U+2028..U+202E, U+2066..U+2069; 0 for none. */
-static size_t unsafe_run(const unsigned char *s, size_t n)
-{
-    if (n >= 2 && s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f)
-        return 2;
-    if (n >= 3 && s[0] == 0xe2 && ((s[1] == 0x80 && s[2] >= 0xa8 && s[2] <= 0xae) ||
-                                   (s[1] == 0x81 && s[2] >= 0xa6 && s[2] <= 0xa9)))
-        return 3;
-    return 0;
+    l->len += defang(l->text + l->len, n);
 }
 
 static void put_escaped(struct kl_log_line *l, const char *s, bool keep_percent)

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import OpenAI from 'openai';
 import { Agent } from 'undici';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startMock, startGateway, startHook, providersFor, assertNoKeys, startTailscaled, from, externalIPv4, BUILD } from './lib/harness.mjs';
+import { startMock, startGateway, startHook, providersFor, assertNoKeys, startTailscaled, from, externalIPv4, rawRequest, BUILD } from './lib/harness.mjs';
 
 const ALICE = '127.0.0.2', BOB = '127.0.0.3', CI = '127.0.0.4', PROD = '127.0.0.5', LEGACY = '127.0.0.6',
   NOBODY = '127.0.0.7', CAROL = '127.0.0.8', GARBAGE = '127.0.0.9', TS500 = '127.0.0.10', DAVE = '127.0.0.12',
@@ -717,5 +717,41 @@ describe('identity and grants', () => {
     const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: '-', maxRetries: 0, fetchOptions: { dispatcher: from(CAROL) } });
     const r = await client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
     assert.equal(r.choices[0].message.content, 'Hello from mockllm.');
+  });
+});
+
+describe('log lines quoting outside text', () => {
+  it('a caller-chosen header with line separators, C1 controls or bidi overrides cannot forge or reorder a log line', async () => {
+    const ext = externalIPv4();
+    assert.ok(ext, 'this test needs a non-loopback address on the machine');
+    const mock = await startMock();
+    const gw = await startGateway({
+      listen: { addresses: ['0.0.0.0:0'] },
+      identity: { serve_headers: true },
+      grants: GRANTS,
+      providers: providersFor(mock.url),
+    });
+    try {
+      const port = new URL(gw.url).port;
+      // U+2028, U+2029, NEL (U+0085), CSI (U+009B) "2J", RLO (U+202E): each
+      // would start a forged line in a log viewer, reorder it, or act on the
+      // operator's terminal (C0 controls are refused in a header already)
+      const evil = Buffer.concat([Buffer.from('x'), Buffer.from([0xe2, 0x80, 0xa8]), Buffer.from('FORGED-A'),
+        Buffer.from([0xe2, 0x80, 0xa9]), Buffer.from('FORGED-B'), Buffer.from([0xc2, 0x85]), Buffer.from('FORGED-C'),
+        Buffer.from([0xc2, 0x9b]), Buffer.from('2J'), Buffer.from([0xe2, 0x80, 0xae]), Buffer.from('DEL')]);
+      const req = Buffer.concat([Buffer.from(`GET /api/whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTailscale-User-Login: `),
+        evil, Buffer.from('\r\n\r\n')]);
+      const ans = await rawRequest(`http://${ext}:${port}`, req, { timeoutMs: 3000 });
+      assert.match(ans, /^HTTP\/1.1 401/);
+      for (let i = 0; i < 50 && !/ignoring tailscale serve identity headers/.test(gw.output()); i++) await sleep(20);
+      const line = gw.output().split('\n').find((l) => l.includes('ignoring tailscale serve identity headers'));
+      assert.ok(line, gw.output());
+      assert.match(line, /x\?FORGED-A\?FORGED-B\?FORGED-C\?2J\?DEL/);
+      for (const bad of ['\u2028', '\u2029', '\u0085', '\u009b', '\u202e'])
+        assert.ok(!gw.output().includes(bad), `the log holds U+${bad.codePointAt(0).toString(16)}`);
+    } finally {
+      await gw.stop();
+      await mock.stop();
+    }
   });
 });

@@ -49,6 +49,14 @@ static void line_formatting_matches_printf(void **state)
     kl_log_line_str(&c, "model=gpt\n2026-11-26T00:00:00.000Z info forged\r\x1b[2J\x7f");
     assert_int_equal(c.len, strlen("model=gpt?2026-11-26T00:00:00.000Z info forged??[2J?"));
     assert_memory_equal(c.text, "model=gpt?2026-11-26T00:00:00.000Z info forged??[2J?", c.len);
+    /* nor can the characters a log viewer or terminal reads as a line break,
+     * a control or a reordering: NEL, CSI, U+2028, U+2029, RLO, RLI */
+    struct kl_log_line u = {0};
+    kl_log_line_str(&u, "a\xc2\x85" "b\xc2\x9b" "2J\xe2\x80\xa8" "c\xe2\x80\xa9" "d\xe2\x80\xae" "e\xe2\x81\xa7"
+                        "f \xc3\xa9\xe2\x82\xac\xc2\xa0");
+    const char *uwant = "a?b?2J?c?d?e?f \xc3\xa9\xe2\x82\xac\xc2\xa0";
+    assert_int_equal(u.len, strlen(uwant));
+    assert_memory_equal(u.text, uwant, u.len);
 
     /* appenders truncate at the line limit */
     struct kl_log_line big = {0};
