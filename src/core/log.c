@@ -39,6 +39,20 @@ int kl_log_parse_level(const char *name, enum kl_log_level *out)
     return -1;
 }
 
+bool kl_log_every_due(struct kl_log_every *e, int64_t interval_ms, int64_t now_ms, uint64_t *held)
+{
+    int64_t next = atomic_load_explicit(&e->next_ms, memory_order_relaxed);
+    /* of the threads that find it due at once, the one whose exchange wins says it */
+    if ((next && now_ms < next) ||
+        !atomic_compare_exchange_strong_explicit(&e->next_ms, &next, now_ms + interval_ms, memory_order_relaxed,
+                                                 memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&e->held, 1, memory_order_relaxed);
+        return false;
+    }
+    *held = atomic_exchange_explicit(&e->held, 0, memory_order_relaxed);
+    return true;
+}
+
 /* "YYYY-MM-DDTHH:MM:SS." for a Unix second (UTC), without printf. */
 static void format_second(time_t sec, char out[24])
 {

@@ -18,6 +18,17 @@ bool kl_log_enabled(enum kl_log_level level);
 void kl_log(enum kl_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* A warning that a failing dependency (tailscaled, say) could have said on
+ * every request: kl_log_every_due is true at most once per interval_ms
+ * (on any thread), with *held set to how many times it said false since
+ * the last true, for the line to tell. now_ms is a monotonic clock
+ * (kl_now_ns() / 1000000). Zero-initialised, one per warning (static). */
+struct kl_log_every {
+    _Atomic int64_t next_ms;    /* when it may be said again (0: at once) */
+    _Atomic uint64_t held;
+};
+bool kl_log_every_due(struct kl_log_every *e, int64_t interval_ms, int64_t now_ms, uint64_t *held);
+
 #define kl_debug(...) kl_log(KL_LOG_DEBUG, __VA_ARGS__)
 #define kl_info(...)  kl_log(KL_LOG_INFO, __VA_ARGS__)
 #define kl_warn(...)  kl_log(KL_LOG_WARN, __VA_ARGS__)

@@ -755,3 +755,29 @@ describe('log lines quoting outside text', () => {
     }
   });
 });
+
+describe('WhoIs failure warnings', () => {
+  it('with tailscaled down, a WhoIs failure is warned about at most every 10 s, not once per request', async () => {
+    const mock = await startMock();
+    const dir = mkdtempSync(join(tmpdir(), 'kl-whois-down-'));
+    const gw = await startGateway({ identity: { tailscale: { socket: join(dir, 'tailscaled.sock') } }, providers: providersFor(mock.url) });
+    try {
+      for (let i = 0; i < 60; i += 20) {
+        const rs = await Promise.all(Array.from({ length: 20 }, (_, k) =>
+          fetch(`${gw.url}/api/whoami`, { dispatcher: from(`127.0.0.${60 + i + k}`) })));
+        for (const r of rs) {
+          assert.equal(r.status, 503);
+          assert.match((await r.json()).error.message, /tailscaled is unavailable/);
+        }
+      }
+      await sleep(200);
+      const lines = gw.output().split('\n').filter((l) => /WhoIs for .* failed/.test(l));
+      // the first is said; the rest wait for the next one, 10 s on (two, should this test take that long)
+      assert.ok(lines.length >= 1 && lines.length <= 2, `${lines.length} WhoIs warnings for 60 requests:\n${lines.join('\n')}`);
+      assert.match(lines[0], /^\S+ warn WhoIs for 127\.0\.0\.\d+:\d+ failed: tailscaled is unavailable/);
+    } finally {
+      await gw.stop();
+      await mock.stop();
+    }
+  });
+});

@@ -136,11 +136,30 @@ static void buffered_lines_reach_stderr_whole_and_in_order(void **state)
     free(out);
 }
 
+/* A repeating warning is due once per interval, telling how many it held back. */
+static void every_is_due_once_per_interval(void **state)
+{
+    (void)state;
+    struct kl_log_every e = {0};
+    uint64_t held = 99;
+    assert_true(kl_log_every_due(&e, 10000, 5, &held));
+    assert_int_equal(held, 0);
+    for (int i = 0; i < 7; i++)
+        assert_false(kl_log_every_due(&e, 10000, 5 + i * 1000, &held));
+    assert_false(kl_log_every_due(&e, 10000, 10004, &held));
+    assert_true(kl_log_every_due(&e, 10000, 10005, &held));
+    assert_int_equal(held, 8);
+    assert_false(kl_log_every_due(&e, 10000, 10006, &held));
+    assert_true(kl_log_every_due(&e, 10000, 50000, &held));
+    assert_int_equal(held, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(line_formatting_matches_printf),
         cmocka_unit_test(buffered_lines_reach_stderr_whole_and_in_order),
+        cmocka_unit_test(every_is_due_once_per_interval),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
