@@ -109,6 +109,21 @@ static bool span_true(const char *body, struct kl_body_span s)
     return s.end - s.start == 4 && memcmp(body + s.start, "true", 4) == 0;
 }
 
+/* A switch that changes what comes back (stream, background) must be
+ * true, false or null, as OpenAI requires (400 otherwise): servers that
+ * validate with pydantic (vLLM, LiteLLM) read "true", 1 or "yes" as true,
+ * so an answer keyless took for a whole body would come back as a stream,
+ * its usage not asked for (stream_options) and so unknown. NULL when it is
+ * one of those, else why not. */
+static const char *flag_problem(const char *body, struct kl_body_span s, const char *name, kl_arena *a)
+{
+    size_t n = s.end - s.start;
+    if (span_null(body, s) || span_true(body, s) || (n == 5 && memcmp(body + s.start, "false", 5) == 0))
+        return NULL;
+    return kl_arena_printf(a, "\"%s\" must be a boolean (true or false), not %.*s%s", name, (int)(n > 16 ? 16 : n),
+                           body + s.start, n > 16 ? "..." : "");
+}
+
 static const char *read_model(const char *body, struct kl_body_span s, kl_arena *a,
                               const char **why)
 {
@@ -338,6 +353,12 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         *why = "\"model\" in the request body: the model is named in the path";
         return -1;
     }
+
+    if ((ep->id == KL_EP_CHAT || ep->id == KL_EP_RESPONSES || ep->id == KL_EP_MESSAGES) &&
+        (*why = flag_problem(body, m->stream, "stream", a)))
+        return -1;
+    if (ep->id == KL_EP_RESPONSES && (*why = flag_problem(body, m->background, "background", a)))
+        return -1;
 
     switch (ep->id) {
     case KL_EP_CHAT: {

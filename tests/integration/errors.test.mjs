@@ -79,6 +79,37 @@ describe('errors', () => {
     assert.match(r.json.error.message, /"model" contains a control character/);
   });
 
+  it('400 for a "stream" that is no boolean, per dialect, before the provider is asked', async () => {
+    // vLLM and LiteLLM (pydantic) read "true" and 1 as true and stream: an
+    // answer keyless took for a whole body, its usage not asked for (unknown)
+    await mock.clear();
+    for (const v of ['"true"', '1', '"yes"']) {
+      let r = await call('/v1/chat/completions', `{"model": "gpt-4o", "stream": ${v}, "messages": [{"role": "user", "content": "hi"}]}`);
+      assert.equal(r.status, 400);
+      assert.equal(r.json.error.type, 'invalid_request_error');
+      assert.match(r.json.error.message, /"stream" must be a boolean \(true or false\), not /);
+      r = await call('/v1/responses', `{"model": "gpt-4o", "stream": ${v}, "input": "hi"}`);
+      assert.equal(r.status, 400);
+      assert.equal(r.json.error.type, 'invalid_request_error');
+      assert.match(r.json.error.message, /"stream" must be a boolean/);
+      r = await call('/v1/responses', `{"model": "gpt-4o", "background": ${v}, "input": "hi"}`);
+      assert.equal(r.status, 400);
+      assert.match(r.json.error.message, /"background" must be a boolean/);
+      r = await call('/v1/messages', `{"model": "claude-haiku-4-5", "max_tokens": 5, "stream": ${v}, "messages": [{"role": "user", "content": "hi"}]}`,
+        { 'anthropic-version': '2023-06-01' });
+      assert.equal(r.status, 400);
+      assert.equal(r.json.type, 'error');
+      assert.equal(r.json.error.type, 'invalid_request_error');
+      assert.match(r.json.error.message, /"stream" must be a boolean/);
+    }
+    assert.equal((await mock.requests()).length, 0);
+    // true, false and null still go through
+    for (const v of ['true', 'false', 'null']) {
+      const r = await call('/v1/chat/completions', `{"model": "gpt-4o", "stream": ${v}, "messages": [{"role": "user", "content": "hi"}]}`);
+      assert.equal(r.status, 200, r.text);
+    }
+  });
+
   it('404 unknown model and unknown path, per dialect', async () => {
     let r = await call('/v1/chat/completions', '{"model":"gpt-99","messages":[]}');
     assert.equal(r.status, 404);

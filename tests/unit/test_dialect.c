@@ -210,6 +210,46 @@ static void reads_request_facts(void **state)
     assert_non_null(strstr(why, "duplicate \"maxTokens\" key in inferenceConfig"));
 }
 
+/* stream (and Responses' background) is true, false or null: anything else
+ * is refused, as OpenAI does, since pydantic-validated servers read "true",
+ * 1 or "yes" as true and would stream an answer keyless took for a whole
+ * body, its usage never asked for. */
+static void refuses_a_stream_that_is_no_boolean(void **state)
+{
+    (void)state;
+    struct kl_request_facts f;
+    const char *why;
+    const enum kl_endpoint eps[] = {KL_EP_CHAT, KL_EP_RESPONSES, KL_EP_MESSAGES};
+    for (size_t i = 0; i < sizeof(eps) / sizeof(eps[0]); i++) {
+        const char *body = eps[i] == KL_EP_RESPONSES ? "{\"model\":\"m\",\"input\":\"hi\",\"stream\":%s}"
+                                                     : "{\"model\":\"m\",\"messages\":[],\"stream\":%s}";
+        const char *ok[] = {"true", "false", "null", " true "};
+        const bool want[] = {true, false, false, true};
+        for (size_t k = 0; k < 4; k++) {
+            char b[128];
+            snprintf(b, sizeof(b), body, ok[k]);
+            assert_int_equal(facts(eps[i], b, &f, &why), 0);
+            assert_int_equal(f.stream, want[k]);
+        }
+        const char *bad[] = {"1", "0", "\"true\"", "\"false\"", "\"yes\"", "[]", "{}", "1.0"};
+        for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+            char b[128];
+            snprintf(b, sizeof(b), body, bad[k]);
+            assert_int_equal(facts(eps[i], b, &f, &why), -1);
+            assert_non_null(strstr(why, "\"stream\" must be a boolean (true or false), not "));
+            assert_non_null(strstr(why, bad[k]));
+        }
+    }
+    assert_int_equal(facts(KL_EP_RESPONSES, "{\"model\":\"m\",\"background\":\"true\"}", &f, &why), -1);
+    assert_non_null(strstr(why, "\"background\" must be a boolean"));
+    assert_int_equal(facts(KL_EP_RESPONSES, "{\"model\":\"m\",\"background\":1}", &f, &why), -1);
+    assert_int_equal(facts(KL_EP_RESPONSES, "{\"model\":\"m\",\"background\":false}", &f, &why), 0);
+    /* a long one is cut in the message */
+    assert_int_equal(facts(KL_EP_CHAT, "{\"model\":\"m\",\"stream\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}", &f, &why),
+                     -1);
+    assert_non_null(strstr(why, "not \"aaaaaaaaaaaaaaa..."));
+}
+
 /* Each answer a request asks for is billed: n (chat) and candidateCount
  * (Gemini) multiply the output a quota must cover. */
 static void reads_answers_asked_for(void **state)
@@ -547,6 +587,7 @@ int main(void)
         cmocka_unit_test(classifies_paths),
         cmocka_unit_test_setup_teardown(reads_request_facts, setup, teardown),
         cmocka_unit_test_setup_teardown(reads_answers_asked_for, setup, teardown),
+        cmocka_unit_test_setup_teardown(refuses_a_stream_that_is_no_boolean, setup, teardown),
         cmocka_unit_test_setup_teardown(reads_gemini_proto_names, setup, teardown),
         cmocka_unit_test_setup_teardown(reads_gemini_thinking_without_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(reads_openai_reasoning, setup, teardown),
