@@ -97,6 +97,44 @@ static void job_free(struct api_job *j)
     free(j);
 }
 
+/* Answers up to this size go out uncounted, as any small answer does: a
+ * page of a few records is still served while bodies fill the memory (to
+ * see which requests were refused for it). */
+#define KL_API_UNCOUNTED (64u << 10)
+
+/* An answer (up to ~10 MB for 1,000 rows) waits in its connection's output
+ * until the client reads it, for up to timeouts.send: many connections
+ * that ask and never read would hold a page each. So a large one is
+ * counted with the request bodies and held answers (listen.max_body_memory)
+ * until it is written, and refused with 503 when this worker's share has
+ * no room for it. out (cJSON's, i.e. malloc's) is taken. */
+static void send_page(kl_exchange *ex, char *out, bool list)
+{
+    size_t len = strlen(out), charged = 0, share = kl_body_memory(ex->worker);
+    if (len <= KL_API_UNCOUNTED) {
+        kl_respond(ex, 200, "application/json", NULL, out, len);
+        cJSON_free(out);
+        return;
+    }
+    if (!kl_exchange_charge(ex, &charged, len, share)) {
+        cJSON_free(out);
+        if (len > share) {
+            ex->fail_retry = -1; /* it will not fit later either */
+            kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "the answer (%zu bytes) is larger than this worker's "
+                    "share of listen.max_body_memory (%zu bytes)%s", len, share,
+                    list ? "; ask for fewer records (limit)" : "");
+            return;
+        }
+        kl_body_memory_full(ex->worker);
+        ex->fail_retry = 1;
+        kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "the gateway holds as many request bodies and answers as "
+                "it has memory for (listen.max_body_memory); try again shortly");
+        return;
+    }
+    kl_respond_start(ex, 200, "Content-Type: application/json\r\n", (int64_t)len);
+    kl_respond_give(ex, out, len, charged);
+}
+
 static void done(struct kl_query_job *job)
 {
     struct api_job *j = (struct api_job *)job;
@@ -144,8 +182,7 @@ static void done(struct kl_query_job *job)
             j->result = NULL;
             char *out = cJSON_PrintUnformatted(root);
             cJSON_Delete(root);
-            kl_respond(ex, 200, "application/json", NULL, out, strlen(out));
-            cJSON_free(out);
+            send_page(ex, out, j->kind == API_LIST);
         }
         kl_pipeline_continue(ex, step);
     }

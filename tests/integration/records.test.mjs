@@ -971,6 +971,63 @@ describe('records API: callers that leave', () => {
   });
 });
 
+describe('records API: pages held by clients that do not read', () => {
+  it('a page over 64 KiB is counted in listen.max_body_memory until it is written: 503 when there is no room, and one larger than the share says to ask for fewer', async () => {
+    const gw = await startGateway({ providers: providersFor('http://127.0.0.1:1'),
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }],
+      listen: { max_body_size: '256KiB', max_body_memory: '512KiB' } }, { workers: 1 });
+    let held;
+    try {
+      // 400 rows of ~1.6 KB (a 1 KiB User-Agent each): a page of all of them is ~650 KB
+      const ins = spawnSync('sqlite3', [join(gw.dir, 'keyless.db'), `PRAGMA busy_timeout=10000;
+        WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < 400)
+        INSERT INTO requests (id, instance, state, started_at, login, status, user_agent)
+        SELECT printf('%08x-%04x-7000-8000-%012x', (1700000000000 + i)/65536, (1700000000000 + i)%65536, i), 'x', 'done',
+               1700000000000 + i, '(loopback)', 200, printf('%.1024c', 'u') FROM c;`], { encoding: 'utf8' });
+      assert.equal(ins.status, 0, ins.stderr);
+      const get = (q) => fetch(`${gw.url}/api/requests?${q}`);
+      let r = await get('limit=1000');
+      assert.equal(r.status, 503);
+      assert.equal(r.headers.get('x-should-retry'), 'false');
+      assert.match((await r.json()).error.message,
+        /the answer \(\d+ bytes\) is larger than this worker's share of listen\.max_body_memory \(524288 bytes\); ask for fewer records \(limit\)/);
+      r = await get('limit=150');
+      assert.equal(r.status, 200);
+      const page = await r.text();
+      assert.ok(page.length > 200000 && page.length < 300000, `${page.length} bytes`);
+      assert.equal(JSON.parse(page).requests.length, 150);
+      // a body of 250 KB being uploaded takes its room: the page does not fit beside it
+      held = net.connect({ host: '127.0.0.1', port: Number(new URL(gw.url).port) });
+      held.on('error', () => {});
+      await new Promise((res) => held.once('connect', res));
+      held.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+        `Content-Length: 250000\r\n\r\n${'x'.repeat(240000)}`);
+      const metric = async () => Number(/^keyless_request_body_bytes (\d+)$/m.exec(await (await fetch(`${gw.url}/metrics`)).text())?.[1]);
+      for (let k = 0; k < 200 && !(await metric() >= 240000); k++) await sleep(10);
+      assert.ok(await metric() >= 240000);
+      r = await get('limit=150');
+      assert.equal(r.status, 503);
+      assert.equal(r.headers.get('retry-after'), '1');
+      assert.match((await r.json()).error.message, /listen\.max_body_memory\); try again shortly/);
+      // a small page (up to 64 KiB) is still served, uncounted
+      r = await get('limit=20');
+      assert.equal(r.status, 200);
+      assert.equal((await r.json()).requests.length, 20);
+      held.destroy();
+      for (let k = 0; k < 200 && await metric() !== 0; k++) await sleep(10);
+      r = await get('limit=150');
+      assert.equal(r.status, 200);
+      assert.equal((await r.json()).requests.length, 150);
+      // and once written, the page's count is given back
+      for (let k = 0; k < 200 && await metric() !== 0; k++) await sleep(10);
+      assert.equal(await metric(), 0);
+    } finally {
+      held?.destroy();
+      await gw.stop();
+    }
+  });
+});
+
 describe('records API: bad input and whose records', () => {
   // Two logins where one is the other's first 255 characters: a filter cut
   // to a fixed buffer would show one the other's records.
