@@ -67,8 +67,15 @@ static enum outcome from_serve_headers(kl_exchange *ex)
     if (!login || !*login)
         return NOT_MINE;
     if (!ex->peer_loopback) {
-        kl_warn("%s: ignoring tailscale serve identity headers (Tailscale-User-Login: %.64s) from "
-                "non-loopback peer %s", ex->id, login, ex->peer_ip);
+        /* any peer may send them with every request: said at most every 10 s */
+        static struct kl_log_every every;
+        uint64_t held;
+        if (kl_log_every_due(&every, 10000, kl_now_ns() / 1000000, &held))
+            kl_warn("%s: ignoring tailscale serve identity headers (Tailscale-User-Login: %.64s) from "
+                    "non-loopback peer %s%s", ex->id, login, ex->peer_ip,
+                    held ? kl_arena_printf(&ex->arena, " (and %llu more such request%s since the last such warning, "
+                                           "said at most every 10 s)", (unsigned long long)held, held == 1 ? "" : "s")
+                         : "");
         return NOT_MINE;
     }
     struct kl_identity *id = kl_arena_alloc(&ex->arena, sizeof(*id));

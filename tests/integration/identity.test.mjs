@@ -721,7 +721,7 @@ describe('identity and grants', () => {
 });
 
 describe('log lines quoting outside text', () => {
-  it('a caller-chosen header with line separators, C1 controls or bidi overrides cannot forge or reorder a log line', async () => {
+  it('a caller-chosen header with line separators, C1 controls or bidi overrides cannot forge or reorder a log line, nor flood the log', async () => {
     const ext = externalIPv4();
     assert.ok(ext, 'this test needs a non-loopback address on the machine');
     const mock = await startMock();
@@ -749,6 +749,13 @@ describe('log lines quoting outside text', () => {
       assert.match(line, /x\?FORGED-A\?FORGED-B\?FORGED-C\?2J\?DEL/);
       for (const bad of ['\u2028', '\u2029', '\u0085', '\u009b', '\u202e'])
         assert.ok(!gw.output().includes(bad), `the log holds U+${bad.codePointAt(0).toString(16)}`);
+      // and any peer may send them with every request: warned about at most every 10 s, not once each
+      for (let i = 0; i < 40; i++)
+        assert.match(await rawRequest(`http://${ext}:${port}`, 'GET /api/whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n' +
+          'Tailscale-User-Login: mallory@example.com\r\n\r\n', { timeoutMs: 3000 }), /^HTTP\/1.1 401/);
+      await sleep(100);
+      const n = gw.output().split('\n').filter((l) => l.includes('ignoring tailscale serve identity headers')).length;
+      assert.ok(n >= 1 && n <= 2, `${n} warnings for 41 requests`);
     } finally {
       await gw.stop();
       await mock.stop();
