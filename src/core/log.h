@@ -22,7 +22,8 @@ void kl_log(enum kl_log_level level, const char *fmt, ...)
  * every request: kl_log_every_due is true at most once per interval_ms
  * (on any thread), with *held set to how many times it said false since
  * the last true, for the line to tell. now_ms is a monotonic clock
- * (kl_now_ns() / 1000000). Zero-initialised, one per warning (static). */
+ * (kl_now_ns() / 1000000). Zero-initialised, one per warning, kept where
+ * the threads that say it share it (kl_server's warn_*). */
 struct kl_log_every {
     _Atomic int64_t next_ms;    /* when it may be said again (0: at once) */
     _Atomic uint64_t held;

@@ -73,6 +73,11 @@ typedef struct kl_server {
     /* AWS credentials from the environment, or NULL (upstream/awscreds.h): set on the main thread by
      * the first configuration that needs it, a reload's included, while workers answer /metrics */
     _Atomic(struct kl_aws_keeper *) aws;
+    /* warnings any request could say, said at most every 10 s by any
+     * worker (core/log.h): a failed WhoIs lookup, serve identity headers
+     * from a peer that is not loopback */
+    struct kl_log_every warn_whois_failed;
+    struct kl_log_every warn_serve_headers;
 } kl_server;
 
 /* A counter only its worker writes and other threads read (/metrics): a

@@ -68,9 +68,8 @@ static enum outcome from_serve_headers(kl_exchange *ex)
         return NOT_MINE;
     if (!ex->peer_loopback) {
         /* any peer may send them with every request: said at most every 10 s */
-        static struct kl_log_every every;
         uint64_t held;
-        if (kl_log_every_due(&every, 10000, kl_now_ns() / 1000000, &held))
+        if (kl_log_every_due(&ex->worker->server->warn_serve_headers, 10000, kl_now_ns() / 1000000, &held))
             kl_warn("%s: ignoring tailscale serve identity headers (Tailscale-User-Login: %.64s) from "
                     "non-loopback peer %s%s", ex->id, login, ex->peer_ip,
                     held ? kl_arena_printf(&ex->arena, " (and %llu more such request%s since the last such warning, "

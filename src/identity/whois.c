@@ -301,11 +301,10 @@ static struct pending *find_pending(struct kl_identity_worker *iw, const char *i
 /* With tailscaled down every request's lookup fails: a warning each would
  * be a line per request (and, from peers that keep connecting, as many as
  * they like), so it is said at most every 10 s with how many went unsaid. */
-static void warn_failed(const char *ip, const char *err)
+static void warn_failed(kl_server *srv, const char *ip, const char *err)
 {
-    static struct kl_log_every every;
     uint64_t held;
-    if (!kl_log_every_due(&every, 10000, now_ms(), &held))
+    if (!kl_log_every_due(&srv->warn_whois_failed, 10000, now_ms(), &held))
         return;
     if (held)
         kl_warn("WhoIs for %s failed: %s (and %llu other WhoIs failure%s since the last such warning, said at most "
@@ -329,7 +328,7 @@ static void on_whois(void *arg, int status, const char *body, size_t len, const 
     if (e && p->shared)
         cache_put(w->server->whois_cache, e, now_ms());
     else if (!e)
-        warn_failed(p->ip, err);
+        warn_failed(w->server, p->ip, err);
     for (size_t i = 0; i < p->n; i++) {
         if (e && !p->shared) {
             atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
