@@ -23,24 +23,35 @@ static char *decode(kl_arena *a, const char *s, size_t n)
     return out;
 }
 
-const char *kl_query_param(kl_arena *a, const char *query, const char *name)
+const char *kl_query_param_next(kl_arena *a, const char **query, const char *name)
 {
-    if (!query)
+    if (!*query)
         return NULL;
     size_t nl = strlen(name);
-    const char *p = query;
+    const char *p = *query;
     while (*p) {
         const char *amp = strchr(p, '&');
         size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        const char *v = NULL;
         if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=')
-            return decode(a, p + nl + 1, len - nl - 1);
-        if (len == nl && strncmp(p, name, nl) == 0)
-            return "";
+            v = decode(a, p + nl + 1, len - nl - 1);
+        else if (len == nl && strncmp(p, name, nl) == 0)
+            v = "";
         p += len;
         if (*p == '&')
             p++;
+        if (v) {
+            *query = p;
+            return v;
+        }
     }
+    *query = p;
     return NULL;
+}
+
+const char *kl_query_param(kl_arena *a, const char *query, const char *name)
+{
+    return kl_query_param_next(a, &query, name);
 }
 
 const char *kl_query_repeated(const char *query, const char *const *names, size_t n)

@@ -10,6 +10,11 @@
  * there would turn "user%00,other" into "user". */
 const char *kl_query_param(kl_arena *a, const char *query, const char *name);
 
+/* The decoded value of the next parameter called name from *query on, or
+ * NULL; *query is moved past it. For a parameter a caller may give more
+ * than once, each of which some reader may take. */
+const char *kl_query_param_next(kl_arena *a, const char **query, const char *name);
+
 /* The first of names[0..n) that the query gives more than once, or NULL:
  * kl_query_param reads the first, another reader the last. */
 const char *kl_query_repeated(const char *query, const char *const *names, size_t n);

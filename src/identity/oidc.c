@@ -561,33 +561,44 @@ static bool looks_like_jwt(const char *v)
 }
 
 /* The credentials a request carries that are shaped like a JWT: the
- * credential headers in order, then ?key=. SDKs put the "API key" in
- * different headers, so a CI job can hand its token to any of them. ?key=
- * is Gemini's query form of x-goog-api-key, which some clients send their
- * key in (LiteLLM, Google's REST examples): left unread, a token there
- * would reach a passthrough provider as the caller's own key. Returns how
- * many (at most 5) went to out. */
-static size_t find_tokens(kl_exchange *ex, const char *out[5])
+ * credential headers in order, then ?key=, each as often as it is given
+ * (an SDK's own header and a copy the user added: a passthrough provider
+ * gets them all). SDKs put the "API key" in different headers, so a CI job
+ * can hand its token to any of them. ?key= is Gemini's query form of
+ * x-goog-api-key, which some clients send their key in (LiteLLM, Google's
+ * REST examples): left unread, a token there would reach a passthrough
+ * provider as the caller's own key. Returns how many went to *out (in the
+ * arena). */
+static size_t find_tokens(kl_exchange *ex, const char ***out)
 {
     static const char *headers[] = {"authorization", "x-api-key", "x-goog-api-key", "api-key"};
+    const kl_http_request *r = &ex->req;
+    size_t nparams = 1;
+    for (const char *q = r->query; q && *q; q++)
+        nparams += *q == '&';
+    const char **v = kl_arena_alloc(&ex->arena, (r->nheaders + nparams) * sizeof(*v));
     size_t n = 0;
     for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
-        const char *v = kl_http_header(&ex->req, headers[i]);
-        if (!v)
-            continue;
-        if (i == 0) {
-            if (strncasecmp(v, "Bearer", 6) != 0 || (v[6] != ' ' && v[6] != '\t'))
+        for (size_t h = 0; h < r->nheaders; h++) {
+            if (strcasecmp(r->headers[h].name, headers[i]) != 0)
                 continue;
-            v += 7;
-            while (*v == ' ' || *v == '\t')
-                v++;
+            const char *t = r->headers[h].value;
+            if (i == 0) {
+                if (strncasecmp(t, "Bearer", 6) != 0 || (t[6] != ' ' && t[6] != '\t'))
+                    continue;
+                t += 7;
+                while (*t == ' ' || *t == '\t')
+                    t++;
+            }
+            if (looks_like_jwt(t))
+                v[n++] = t;
         }
-        if (looks_like_jwt(v))
-            out[n++] = v;
     }
-    const char *q = kl_query_param(&ex->arena, ex->req.query, "key");
-    if (q && looks_like_jwt(q))
-        out[n++] = q;
+    const char *rest = r->query, *q;
+    while ((q = kl_query_param_next(&ex->arena, &rest, "key")))
+        if (looks_like_jwt(q))
+            v[n++] = q;
+    *out = v;
     return n;
 }
 
@@ -616,8 +627,8 @@ static bool issuer_mine(const struct kl_oidc_cfg *o, const char *iss)
 
 bool kl_oidc_token_present(kl_exchange *ex, const struct kl_oidc_cfg *o)
 {
-    const char *found[5];
-    size_t n = o ? find_tokens(ex, found) : 0;
+    const char **found = NULL;
+    size_t n = o ? find_tokens(ex, &found) : 0;
     for (size_t i = 0; i < n; i++) {
         size_t len = strlen(found[i]);
         const char *iss = len <= KL_JWT_MAX_TOKEN ? kl_jwt_peek_issuer(found[i], len, &ex->arena) : NULL;
@@ -684,8 +695,8 @@ static int verify_with(struct issuer *is, const char *token, size_t len, cJSON *
 
 int kl_oidc_identify(kl_exchange *ex, struct kl_oidc_cfg *o)
 {
-    const char *found[5];
-    size_t nfound = o ? find_tokens(ex, found) : 0;
+    const char **found = NULL;
+    size_t nfound = o ? find_tokens(ex, &found) : 0;
     /* A JWT no configured issuer minted is not a workload token but a
      * provider's own credential an SDK sends (an Azure Entra ID access
      * token, a Databricks OAuth token, a Google ID token): the caller is

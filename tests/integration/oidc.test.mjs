@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Anthropic from '@anthropic-ai/sdk';
-import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, BUILD } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, rawRequest, BUILD } from './lib/harness.mjs';
 import { makeIssuer, writeJwks, attackTokens } from './lib/jwt.mjs';
 
 const GH = 'https://token.actions.githubusercontent.com';
@@ -209,17 +209,20 @@ describe('OIDC workload tokens', () => {
     assert.ok(seen.includes('sk-pass-provider-000'), 'the provider key is sent instead');
   });
 
+  // a CIDR rule before oidc in identity.order, and a passthrough provider
+  const startCidrFirst = () => startGateway({
+    identity: { order: ['cidr', 'oidc'], cidr: [{ range: '127.0.0.0/8', login: 'lan@example.com' }],
+      oidc: { issuers: [{ issuer: K8S, jwks_file: join(dir, 'k8s.json'), audience: 'keyless', login: 'k8s:{sub}' }] },
+      loopback: false },
+    grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }] } }],
+    providers: providersFor(mock.url, {
+      pass: { baseurl: mock.url, apikey: 'sk-pass-provider-000', auth_mode: 'passthrough', models: ['pass-model'],
+              compatibility: { openai_chat: true } },
+    }),
+  });
+
   it('a workload token reaches no passthrough provider when a source before oidc identified the caller', async () => {
-    const g = await startGateway({
-      identity: { order: ['cidr', 'oidc'], cidr: [{ range: '127.0.0.0/8', login: 'lan@example.com' }],
-        oidc: { issuers: [{ issuer: K8S, jwks_file: join(dir, 'k8s.json'), audience: 'keyless', login: 'k8s:{sub}' }] },
-        loopback: false },
-      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }] } }],
-      providers: providersFor(mock.url, {
-        pass: { baseurl: mock.url, apikey: 'sk-pass-provider-000', auth_mode: 'passthrough', models: ['pass-model'],
-                compatibility: { openai_chat: true } },
-      }),
-    });
+    const g = await startCidrFirst();
     try {
       const tok = k8s.sign(k8s.claims({ aud: 'keyless' }));
       for (const [headers, query] of [[{ authorization: `Bearer ${tok}` }, ''], [{ 'api-key': tok }, ''], [{}, `?key=${tok}`]]) {
@@ -246,6 +249,46 @@ describe('OIDC workload tokens', () => {
       });
       assert.equal(r.status, 200);
       assert.ok(JSON.stringify(await mock.last()).includes(az));
+    } finally {
+      await g.stop();
+    }
+  });
+
+  it('a workload token in a second copy of a credential header or ?key= is seen, and reaches no passthrough provider', async () => {
+    // an SDK's own key plus a header (or query) the user added: the token is
+    // in the second copy, which a passthrough provider gets as well
+    const g = await startCidrFirst();
+    try {
+      const tok = k8s.sign(k8s.claims({ aud: 'keyless' }));
+      const body = JSON.stringify({ model: 'pass-model', messages: [{ role: 'user', content: 'hi' }] });
+      const host = new URL(g.url).host;
+      for (const [heads, query] of [
+        [['authorization: Bearer sk-own-000', `authorization: Bearer ${tok}`], ''],
+        [['x-api-key: sk-own-000', `x-api-key: ${tok}`], ''],
+        [[], `?key=AIza-own-000&key=${tok}`],
+      ]) {
+        await mock.clear();
+        const raw = await rawRequest(g.url, `POST /v1/chat/completions${query} HTTP/1.1\r\nHost: ${host}\r\n` +
+          `${heads.map((h) => `${h}\r\n`).join('')}content-type: application/json\r\ncontent-length: ${body.length}\r\n` +
+          `connection: close\r\n\r\n${body}`);
+        assert.match(raw, /^HTTP\/1\.1 200/, raw);
+        const seen = JSON.stringify(await mock.last());
+        assert.ok(!seen.includes(tok), `the workload token must not reach a passthrough provider (${heads[1] || query})`);
+      }
+      // with oidc first, the token in the second copy is the one checked
+      const o = await startGateway({
+        identity: { order: ['oidc', 'cidr'], cidr: [{ range: '127.0.0.0/8', login: 'lan@example.com' }],
+          oidc: { issuers: [{ issuer: K8S, jwks_file: join(dir, 'k8s.json'), audience: 'keyless', login: 'k8s:{sub}' }] },
+          loopback: false },
+        providers: providersFor(mock.url),
+      });
+      try {
+        const raw = await rawRequest(o.url, `GET /api/whoami HTTP/1.1\r\nHost: ${new URL(o.url).host}\r\n` +
+          `x-api-key: sk-own-000\r\nx-api-key: ${tok}\r\nconnection: close\r\n\r\n`);
+        assert.match(raw, /"login":\s*"k8s:/, raw);
+      } finally {
+        await o.stop();
+      }
     } finally {
       await g.stop();
     }
