@@ -32,13 +32,17 @@ struct keys_ref {
  * give a file back its size and modification time (rsync -t, cp -p,
  * touch -r), not its change time; and since the kernel stamps both from a
  * coarse clock, a rewrite just after a read can keep even the change time:
- * a file changed in the last few seconds is compared by its content too. */
+ * a file changed in the last few seconds is compared by its content too.
+ * One that could not be opened or read (no descriptor left, an I/O error)
+ * is tried again at every check: its metadata say nothing of whether its
+ * keys were read. */
 struct file_seen {
     struct timespec mtime, ctime;
     off_t size;
     ino_t ino;
     dev_t dev;
     unsigned char digest[SHA256_DIGEST_LENGTH];
+    bool unread;
 };
 
 /* One "claims" condition: the claim at path must match one of the globs. */
@@ -75,8 +79,10 @@ static void keys_unref(struct keys_ref *k)
     }
 }
 
-static void remember(struct file_seen *f, const struct stat *st, const unsigned char digest[SHA256_DIGEST_LENGTH])
+static void remember(struct file_seen *f, const struct stat *st, const unsigned char digest[SHA256_DIGEST_LENGTH],
+                     bool unread)
 {
+    f->unread = unread;
     f->mtime = st->st_mtim;
     f->ctime = st->st_ctim;
     f->size = st->st_size;
@@ -94,18 +100,20 @@ static bool same_time(struct timespec a, struct timespec b)
  * has it been so long unchanged that they can tell (struct file_seen)? */
 static bool surely_same(const struct file_seen *f, const struct stat *st)
 {
-    return same_time(st->st_mtim, f->mtime) && same_time(st->st_ctim, f->ctime) && st->st_size == f->size &&
+    return !f->unread && same_time(st->st_mtim, f->mtime) && same_time(st->st_ctim, f->ctime) && st->st_size == f->size &&
            st->st_ino == f->ino && st->st_dev == f->dev && (int64_t)time(NULL) - (int64_t)st->st_ctim.tv_sec > 5;
 }
 
 /* Read and parse the issuer's JWKS file. Returns NULL with why on failure;
  * *whole then says whether the file was one JSON document: then it was
  * written as it is, and holds no usable key (a revocation), where a file
- * that is no JSON may be one caught while it is being written. */
+ * that is no JSON may be one caught while it is being written; *unread
+ * that it could not be opened or read whole (digest is then zero). */
 static struct keys_ref *load_keys(const char *path, struct stat *st, unsigned char digest[SHA256_DIGEST_LENGTH],
-                                  bool *whole, char *why, size_t whylen)
+                                  bool *whole, bool *unread, char *why, size_t whylen)
 {
     *whole = false;
+    *unread = true;
     memset(digest, 0, SHA256_DIGEST_LENGTH);
     const char *open_why;
     FILE *f = kl_open_regular(path, &open_why, NULL);
@@ -122,7 +130,14 @@ static struct keys_ref *load_keys(const char *path, struct stat *st, unsigned ch
     if (!buf)
         abort();
     size_t n = fread(buf, 1, (size_t)st->st_size, f);
+    bool failed = ferror(f);
     fclose(f);
+    if (failed) {
+        free(buf);
+        snprintf(why, whylen, "cannot read %s", path);
+        return NULL;
+    }
+    *unread = false;
     SHA256((const unsigned char *)buf, n, digest);
     kl_jwks *k = kl_jwks_parse(buf, n, why, whylen);
     size_t at;
@@ -420,9 +435,9 @@ static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
     is->policy.issuer = is->issuer;
     char why[256];
     struct stat st;
-    bool whole;
+    bool whole, unread;
     unsigned char digest[SHA256_DIGEST_LENGTH];
-    is->cur = load_keys(is->jwks_file, &st, digest, &whole, why, sizeof(why));
+    is->cur = load_keys(is->jwks_file, &st, digest, &whole, &unread, why, sizeof(why));
     if (!is->cur && !whole) {
         kl_cfg_report(c, KL_SEV_ERROR, v, "issuer %s: %s", is->issuer, why);
         return false;
@@ -432,7 +447,7 @@ static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
     if (!is->cur)
         kl_cfg_report(c, KL_SEV_WARNING, v, "issuer %s: %s: its tokens are refused until %s holds a usable key",
                       is->issuer, why, is->jwks_file);
-    remember(&is->seen, &st, digest);
+    remember(&is->seen, &st, digest, false);
     pthread_mutex_init(&is->lock, NULL);
     return true;
 }
@@ -506,11 +521,12 @@ void kl_oidc_refresh(struct kl_oidc_cfg *o)
         if (surely_same(&is->seen, &st))
             continue;
         char why[256];
-        bool revoked;
+        bool revoked, unread;
         unsigned char digest[SHA256_DIGEST_LENGTH];
-        struct keys_ref *k = load_keys(is->jwks_file, &st, digest, &revoked, why, sizeof(why));
-        bool unchanged = memcmp(digest, is->seen.digest, sizeof(digest)) == 0;
-        remember(&is->seen, &st, digest); /* do not retry until it changes again */
+        struct keys_ref *k = load_keys(is->jwks_file, &st, digest, &revoked, &unread, why, sizeof(why));
+        /* a file that failed again as it did is tried again without a word */
+        bool unchanged = unread == is->seen.unread && memcmp(digest, is->seen.digest, sizeof(digest)) == 0;
+        remember(&is->seen, &st, digest, unread); /* read: not again until it changes */
         if (unchanged) {
             keys_unref(k); /* the bytes last read: keep the keys as they are, and say nothing */
             continue;

@@ -604,6 +604,41 @@ describe('OIDC workload tokens', () => {
     }
   });
 
+  it('a JWKS that could not be opened when it changed (no descriptor left) is read once it can be', async () => {
+    const file = join(dir, 'emfile.json');
+    const before = makeIssuer({ alg: 'ES256', iss: K8S, kid: 'old' }), after = makeIssuer({ alg: 'ES256', iss: K8S, kid: 'new' });
+    writeJwks(file, before);
+    const g = await startGateway({
+      identity: { oidc: { issuers: [{ issuer: K8S, jwks_file: file, audience: 'keyless', algorithms: ['ES256'],
+        login: 'k8s:{sub}' }] }, loopback: false },
+      providers: providersFor(mock.url),
+    });
+    const status = async (iss) => (await fetch(`${g.url}/api/whoami`, {
+      headers: { authorization: `Bearer ${iss.sign(iss.claims({ aud: 'keyless' }))}` } })).status;
+    // the soft limit only: the hard one, once lowered, cannot be raised again without privilege
+    const nofile = (n) => assert.equal(spawnSync('prlimit', [`--pid=${g.proc.pid}`, `--nofile=${n}:`]).status, 0);
+    const soft = spawnSync('prlimit', [`--pid=${g.proc.pid}`, '--nofile', '--raw', '--noheadings', '-o', 'SOFT'],
+      { encoding: 'utf8' }).stdout.trim();
+    try {
+      assert.equal(await status(before), 200);
+      // the key is rotated while keyless has no descriptor to spare (a connection flood), for longer than a few seconds
+      nofile(4);
+      writeJwks(file, after);
+      await sleep(7500);
+      nofile(soft);
+      let s = 0;
+      for (let i = 0; i < 40 && s !== 200; i++) {
+        await sleep(100);
+        s = await status(after);
+      }
+      assert.equal(s, 200, 'the rotated key was never read');
+      assert.equal(await status(before), 401, 'the key rotated out is still accepted');
+      assert.match(g.output(), /keeping the previous keys: cannot open .*emfile\.json/);
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('a JWKS emptied of keys revokes them; an unreadable one keeps them', async () => {
     const claims = k8s.claims({ aud: 'keyless', 'kubernetes.io': { namespace: 'payments', serviceaccount: { name: 'billing-bot' } } });
     const tok = k8s.sign(claims);
