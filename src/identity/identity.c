@@ -12,6 +12,11 @@
 #include "identity/whois.h"
 #include "listen/http.h"
 
+/* The longest login accepted: a SPIFFE ID's limit. Records are indexed by
+ * login, and PostgreSQL refuses an index entry over 2,704 bytes; a longer
+ * login would be a record no store keeps. */
+#define KL_LOGIN_MAX 2048
+
 /* What one source concluded about the caller. */
 enum outcome { IDENTIFIED, NOT_MINE, REFUSED };
 
@@ -96,7 +101,11 @@ static enum outcome from_serve_headers(kl_exchange *ex)
         cJSON *c = text ? cJSON_ParseWithOpts(text, NULL, true) : NULL;
         if (!cJSON_IsObject(c) || names_twice(c) || kl_json_has_nul_escape(text, strlen(text))) {
             cJSON_Delete(c);
-            ex->refused_ident = id; /* the record says whose request it was */
+            /* the record says whose request it was; a login no source
+             * accepts (identified()) would have PostgreSQL refuse the
+             * record of the refusal whole */
+            if (strlen(id->login) <= KL_LOGIN_MAX)
+                ex->refused_ident = id;
             kl_fail(ex, KL_ERR_FORBIDDEN, KL_EC_FORBIDDEN,
                     "access denied: the Tailscale-App-Capabilities header is not one JSON object of capabilities");
             return REFUSED;
@@ -196,11 +205,6 @@ static enum kl_step unidentified(kl_exchange *ex, const struct kl_identity_cfg *
                    "could not identify the caller at %s (identity sources tried: %s)", ex->peer_ip,
                    tried[0] ? tried : "none");
 }
-
-/* The longest login accepted: a SPIFFE ID's limit. Records are indexed by
- * login, and PostgreSQL refuses an index entry over 2,704 bytes; a longer
- * login would be a record no store keeps. */
-#define KL_LOGIN_MAX 2048
 
 /* Records, grants, quotas and who may read which record are all keyed by
  * login: a source that yields an empty one has not identified anybody. */

@@ -608,6 +608,22 @@ describe('identity and grants', () => {
       assert.equal(rec.login, 'erin@example.com');
       assert.equal(rec.identity_source, 'serve');
     }
+    // a login longer than any source accepts is not the record's: PostgreSQL
+    // would refuse the whole record of the refusal (its login index)
+    r = await as('[]', `${'x'.repeat(3000)}@example.com`, '/v1/chat/completions', {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(r.status, 403);
+    const longId = r.headers.get('x-keyless-request-id');
+    let longRec;
+    for (let i = 0; i < 100 && !(longRec && longRec.state === 'done'); i++) {
+      await sleep(30);
+      longRec = await (await as(JSON.stringify({ [CAP]: [{ role: 'admin' }] }), 'auditor@example.com',
+        `/api/requests/${longId}`)).json();
+    }
+    assert.equal(longRec.status, 403, JSON.stringify(longRec).slice(0, 300));
+    assert.ok(longRec.login == null, `a login of ${String(longRec.login).length} bytes`);
 
     // a capability that cannot be read and carries a limit refuses; one that
     // only grants is skipped, with a warning
