@@ -1270,6 +1270,15 @@ static bool may_reason(const kl_exchange *ex)
     return !(p && p->no_reasoning);
 }
 
+/* Whether the provider itself ended its answer with an error (an error
+ * event, a Responses "failed"), as the usage read from it says. */
+static bool ended_in_error(const kl_exchange *ex, const struct kl_usage *u)
+{
+    return u && u->stop_reason &&
+           (strcmp(u->stop_reason, "error") == 0 ||
+            (ex->ep && ex->ep->id == KL_EP_RESPONSES && strcmp(u->stop_reason, "failed") == 0));
+}
+
 void kl_account_finish(kl_exchange *ex)
 {
     /* ended however it ended: a stream cut short keeps partial counts
@@ -1290,11 +1299,14 @@ void kl_account_finish(kl_exchange *ex)
     if (u && u->known && kl_account_cost(ex, u, &nd) == 0) {
         ex->cost_known = true;
         ex->cost_nd = kl_account_unbilled(ex) ? 0 : nd; /* as the quotas charge it (kl_admit_settle) */
-    } else if (ex->upstream_status / 100 == 2 && kl_account_unbilled(ex)) {
+    } else if (ex->upstream_status / 100 == 2 && kl_account_unbilled(ex) && ended_in_error(ex, u)) {
         /* a 2xx stream that was only the provider's error (no count at all
          * before it) costs 0, as the quotas charge it and as one that sent
          * message_start's opening count first: not an answered request of
-         * unknown cost in the record and keyless_unpriced_requests_total */
+         * unknown cost in the record and keyless_unpriced_requests_total.
+         * Not another 2xx keyless failed on (an answer in a coding it cannot
+         * read, a stream event over 16 MiB, a broken event-stream frame):
+         * the provider served and billed that one, at a cost unknown */
         ex->cost_known = true;
         ex->cost_nd = 0;
     }
@@ -1319,9 +1331,7 @@ void kl_account_note_error_end(kl_exchange *ex)
                                                 "check out (its length or CRC)", ex->provider->id);
         return;
     }
-    if (ex->error_class || !u || !u->stop_reason ||
-        !(strcmp(u->stop_reason, "error") == 0 ||
-          (ex->ep->id == KL_EP_RESPONSES && strcmp(u->stop_reason, "failed") == 0)))
+    if (ex->error_class || !ended_in_error(ex, u))
         return;
     ex->error_class = KL_EC_UPSTREAM_ERROR;
     if (!ex->error_message)

@@ -856,6 +856,9 @@ describe('provider framing', () => {
     assert.match((await r.json()).error.message, /answered 200 in a content coding keyless cannot read \(br\), although it asked for none/);
     rec = await doneRecord(gw, r);
     assert.deepEqual([rec.error_class, rec.upstream_status], ['upstream_error', 200]);
+    // the provider served (and billed) that answer: its cost is unknown, not 0
+    // (0 is for a 2xx stream that was only the provider's error)
+    assert.deepEqual([rec.cost_known, rec.cost_nanodollars], [0, null]);
     // the provider's key echoed where the coding goes (a debugging proxy): not quoted back
     coding = KEYS.openai;
     r = await post(`${gw.url}/v1/chat/completions`, JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }));
