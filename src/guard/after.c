@@ -61,17 +61,26 @@ static bool room_for(kl_worker *w, size_t len)
 }
 
 /* A call skipped for want of room: counted (keyless_hook_calls_skipped_total)
- * and logged at most every 10 s, with how many since the last line. */
-static void skipped(kl_worker *w, const char *id, const char *hook)
+ * and logged at most every 10 s, with how many since the last line. len:
+ * its payload's bytes (0 when not built); one over half the share alone
+ * is never sent, however few calls are in flight, and is said so (the
+ * calls in flight are not what an operator must change then). */
+static void skipped(kl_worker *w, const char *id, const char *hook, size_t len)
 {
     kl_owner_add(&w->hooks_skipped, 1);
     int64_t now = kl_wall_ms();
     if (now - w->hooks_skipped_warned_ms < 10000)
         return;
-    kl_warn("%s: hook %s was not told of the request: worker %d has %llu such calls in flight, holding %zu bytes "
-            "(at most %d, and half its share of listen.max_body_memory); %llu calls skipped since the last such line",
-            id, hook, w->index, (unsigned long long)w->hooks_told, w->hooks_told_bytes, KL_HOOKS_TOLD_MAX,
-            (unsigned long long)(w->hooks_skipped - w->hooks_skipped_logged));
+    size_t half = kl_body_memory(w) / 2;
+    if (len > half)
+        kl_warn("%s: hook %s was not told of the request: its payload of %zu bytes is more than half worker %d's "
+                "share of listen.max_body_memory (%zu bytes); %llu calls skipped since the last such line",
+                id, hook, len, w->index, half, (unsigned long long)(w->hooks_skipped - w->hooks_skipped_logged));
+    else
+        kl_warn("%s: hook %s was not told of the request: worker %d has %llu such calls in flight, holding %zu "
+                "bytes (at most %d, and half its share of listen.max_body_memory); %llu calls skipped since the "
+                "last such line", id, hook, w->index, (unsigned long long)w->hooks_told, w->hooks_told_bytes,
+                KL_HOOKS_TOLD_MAX, (unsigned long long)(w->hooks_skipped - w->hooks_skipped_logged));
     w->hooks_skipped_logged = w->hooks_skipped;
     w->hooks_skipped_warned_ms = now;
 }
@@ -163,7 +172,7 @@ void kl_hooks_after(kl_exchange *ex)
         }
         kl_worker *w = ex->worker;
         if (w->hooks_told >= KL_HOOKS_TOLD_MAX) { /* before building what would not be sent */
-            skipped(w, ex->id, h->name);
+            skipped(w, ex->id, h->name, 0);
             continue;
         }
         cJSON *p = kl_hook_payload(ex, r->send, message);
@@ -186,7 +195,7 @@ void kl_hooks_after(kl_exchange *ex)
         size_t len = strlen(text);
         if (!room_for(w, len)) {
             cJSON_free(text);
-            skipped(w, ex->id, h->name);
+            skipped(w, ex->id, h->name, len);
             continue;
         }
         size_t nlen = strlen(h->name);

@@ -727,6 +727,46 @@ describe('hooks told after the answer, when the hook is slow', () => {
   });
 });
 
+describe('hooks told after the answer, a payload over half the share', () => {
+  it('is skipped even with no call in flight, and the warning says it was its size', async () => {
+    // two workers of 2 MiB: each share is max_body_size + 1, half of it 512 KiB
+    const mock = await startMock();
+    const sizes = [];
+    const hook = http.createServer((req, res) => {
+      let n = 0;
+      req.on('data', (d) => { n += d.length; });
+      req.on('end', () => { sizes.push(n); res.end('{}'); });
+    });
+    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+    const gw = await startGateway({
+      listen: { max_body_size: '1MiB', max_body_memory: '2MiB' },
+      hooks: { told: { url: `http://127.0.0.1:${hook.address().port}/told` } },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' },
+        { send_hooks: [{ name: 'told', events: ['entire_request'], send: ['request_body'] }] }] } }],
+      providers: providersFor(mock.url),
+    }, { workers: 2 });
+    try {
+      for (const size of [100000, 600000]) {
+        const r = await fetch(`${gw.url}/v1/chat/completions`, {
+          method: 'POST', headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x'.repeat(size) }] }),
+        });
+        assert.equal(r.status, 200);
+        await r.text();
+      }
+      for (let i = 0; i < 300 && (!/was not told/.test(gw.output()) || !sizes.length); i++) await sleep(10);
+      assert.equal(sizes.length, 1);
+      assert.ok(sizes[0] > 100000 && sizes[0] < 200000);
+      assert.match(gw.output(), /hook told was not told of the request: its payload of \d+ bytes is more than half worker \d's share of listen\.max_body_memory \(524288 bytes\)/);
+      assert.doesNotMatch(gw.output(), /has 0 such calls in flight/);
+    } finally {
+      await gw.stop();
+      await mock.stop();
+      await new Promise((r) => hook.close(r));
+    }
+  });
+});
+
 describe('pre_request hooks at shutdown', () => {
   it('SIGTERM while a hook thinks: 503 after the grace period, recorded as shutdown, never forwarded', async () => {
     const mock = await startMock();
