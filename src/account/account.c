@@ -1299,7 +1299,7 @@ void kl_account_finish(kl_exchange *ex)
     if (u && u->known && kl_account_cost(ex, u, &nd) == 0) {
         ex->cost_known = true;
         ex->cost_nd = kl_account_unbilled(ex) ? 0 : nd; /* as the quotas charge it (kl_admit_settle) */
-    } else if (ex->upstream_status / 100 == 2 && kl_account_unbilled(ex) && ended_in_error(ex, u)) {
+    } else if (ex->upstream_status / 100 == 2 && kl_account_unbilled(ex)) {
         /* a 2xx stream that was only the provider's error (no count at all
          * before it) costs 0, as the quotas charge it and as one that sent
          * message_start's opening count first: not an answered request of
@@ -1312,10 +1312,15 @@ void kl_account_finish(kl_exchange *ex)
     }
 }
 
+/* Only the provider's own error (ended_in_error): a 2xx answer keyless
+ * failed on with nothing of it read (a content coding it cannot read, a
+ * stream event over 16 MiB, a broken event-stream frame) was served, and
+ * billed, by the provider, so the quotas keep what they reserved for it. */
 bool kl_account_unbilled(const kl_exchange *ex)
 {
     const struct kl_usage *u = kl_account_usage(ex);
-    return ex->upstream_status >= 400 || (ex->error_class == KL_EC_UPSTREAM_ERROR && !(u && u->answered));
+    return ex->upstream_status >= 400 ||
+           (ex->error_class == KL_EC_UPSTREAM_ERROR && !(u && u->answered) && ended_in_error(ex, u));
 }
 
 void kl_account_note_error_end(kl_exchange *ex)

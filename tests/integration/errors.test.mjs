@@ -820,7 +820,10 @@ describe('provider framing', () => {
         openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: KEYS.openai, models: ['gpt-4o'],
                   compatibility: { openai_chat: true } },
       }),
+      quotas: { q: { capacity: '$1.00' } },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }, { quotas: [{ bucket: 'q' }] }] } }],
     });
+    const level = async () => BigInt((await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0].current);
     let r = await post(`${gw.url}/v1/chat/completions`, JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
       { 'accept-encoding': 'identity' });
     assert.equal(r.headers.get('content-encoding'), null);
@@ -851,6 +854,7 @@ describe('provider framing', () => {
     assert.equal(rec.error_class, 'stream_interrupted');
     // a coding keyless cannot read: its usage, calls or an echoed key could not be seen
     coding = 'br';
+    const before = await level();
     r = await post(`${gw.url}/v1/chat/completions`, JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }));
     assert.equal(r.status, 502);
     assert.match((await r.json()).error.message, /answered 200 in a content coding keyless cannot read \(br\), although it asked for none/);
@@ -859,6 +863,7 @@ describe('provider framing', () => {
     // the provider served (and billed) that answer: its cost is unknown, not 0
     // (0 is for a 2xx stream that was only the provider's error)
     assert.deepEqual([rec.cost_known, rec.cost_nanodollars], [0, null]);
+    assert.ok(await level() < before, 'and the quota keeps what it reserved for it, not 0');
     // the provider's key echoed where the coding goes (a debugging proxy): not quoted back
     coding = KEYS.openai;
     r = await post(`${gw.url}/v1/chat/completions`, JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }));
