@@ -185,6 +185,24 @@ static void reads_request_facts(void **state)
         assert_int_equal(facts(KL_EP_CHAT, body, &f, &why), 0);
         assert_int_equal(f.max_output_tokens, counts[i].want);
     }
+    /* the plain-integer fast path's edges: white space around a count,
+     * exponents, -0, 15 and 16 digits, a count in a string (n only) */
+    static const struct {
+        const char *body;
+        int64_t max, n;
+    } edges[] = {
+        {"{\"model\":\"m\",\"max_tokens\": 12 ,\"n\":\t2\n}", 12, 2},
+        {"{\"model\":\"m\",\"max_tokens\":1E2,\"n\":\"3\"}", 100, 3},
+        {"{\"model\":\"m\",\"max_tokens\":-0,\"n\":\" 4 \"}", 0, 4},
+        {"{\"model\":\"m\",\"max_tokens\":999999999999999,\"n\":1.0}", 999999999999999, 1},
+        {"{\"model\":\"m\",\"max_tokens\":9999999999999999999999,\"n\":2e0}", -1, 2},
+        {"{\"model\":\"m\",\"max_tokens\":\"12\",\"n\":1}", -1, 1},
+    };
+    for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+        assert_int_equal(facts(KL_EP_CHAT, edges[i].body, &f, &why), 0);
+        assert_int_equal(f.max_output_tokens, edges[i].max);
+        assert_int_equal(f.choices, edges[i].n);
+    }
     assert_false(f.stream);
     assert_int_equal(facts(KL_EP_RESPONSES, "{\"model\":\"m\",\"max_output_tokens\":9,\"stream\":true}", &f, &why), 0);
     assert_int_equal(f.max_output_tokens, 9);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <cmocka.h>
 
@@ -231,6 +232,43 @@ static void whois_answers_are_kept_per_node_or_per_connection(void **state)
             }
 }
 
+/* The key built by hand is snprintf's text for any address: an IPv6 one
+ * with a zone, one of every length up to and past the hand-built buffer
+ * (the snprintf fallback), cut at every buffer size. */
+static void whois_key_matches_snprintf_for_any_address(void **state)
+{
+    (void)state;
+    static const char *const fixed[] = {
+        "fe80::1%eth0", "fe80::1ff:fe23:4567:890a%enp0s31f6veryl", "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        "FD7A:115C:A1E0:ab12:4843:cd96:6258:b240", "fd7a:115c:a1e0::1%tailscale0", "100.64.0.1%x", "",
+    };
+    static const int ports[] = {0, 65535, 2147483647, -1, -2147483647 - 1};
+    char long_ip[160];
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]) + 140; i++) {
+        const char *ip = fixed[i < sizeof(fixed) / sizeof(fixed[0]) ? i : 0];
+        if (i >= sizeof(fixed) / sizeof(fixed[0])) {
+            size_t n = i - sizeof(fixed) / sizeof(fixed[0]) + 1; /* 1 .. 140 */
+            memset(long_ip, i % 2 ? 'a' : '1', n);
+            if (i % 2)
+                long_ip[n / 2] = ':';
+            long_ip[n] = '\0';
+            ip = long_ip;
+        }
+        bool tailnet = strncasecmp(ip, "fd7a:115c:a1e0:", 15) == 0;
+        for (size_t j = 0; j < sizeof(ports) / sizeof(ports[0]); j++)
+            for (size_t len = 1; len <= 130; len += len < 20 ? 1 : 11) {
+                char addr[130], key[130], want[200], wkey[200];
+                snprintf(want, sizeof(want), strchr(ip, ':') ? "[%s]:%d" : "%s:%d", ip, ports[j]);
+                want[len - 1 < strlen(want) ? len - 1 : strlen(want)] = '\0';
+                snprintf(wkey, sizeof(wkey), "%s", tailnet ? ip : want);
+                wkey[len - 1 < strlen(wkey) ? len - 1 : strlen(wkey)] = '\0';
+                kl_whois_key(ip, ports[j], addr, len, key, len);
+                assert_string_equal(addr, want);
+                assert_string_equal(key, wkey);
+            }
+    }
+}
+
 static int spiffe_ok(const char *id)
 {
     const char *why = NULL;
@@ -267,6 +305,7 @@ int main(void)
         cmocka_unit_test(cidr),
         cmocka_unit_test(spiffe_ids),
         cmocka_unit_test(whois_answers_are_kept_per_node_or_per_connection),
+        cmocka_unit_test(whois_key_matches_snprintf_for_any_address),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

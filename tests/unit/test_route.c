@@ -192,6 +192,54 @@ static void echoed_key_masked_in_any_split(void **state)
     kl_arena_free(&ka);
 }
 
+/* The names dropped before forwarding are whole names, compared by
+ * length first: every case and '_' spelling of each is dropped, and a name
+ * one byte longer or shorter, or with a byte outside ASCII, is not. */
+static void dropped_names_are_whole_names(void **state)
+{
+    (void)state;
+    static const char *const creds[] = {"authorization", "proxy-authorization", "x-api-key", "x-goog-api-key",
+                                        "api-key", "cookie", "x-amz-security-token"};
+    static const char *const drop[] = {"x-amz-date", "x-amz-content-sha256", "connection", "keep-alive",
+                                       "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host",
+                                       "content-length", "expect", "accept-encoding", "content-encoding",
+                                       "x-goog-fieldmask"};
+    static const char *const billing[] = {"openai-organization", "openai-project", "x-goog-user-project"};
+    char b[64];
+    for (size_t k = 0; k < 3; k++) {
+        const char *const *list = k == 0 ? creds : k == 1 ? drop : billing;
+        size_t n = k == 0 ? 7 : k == 1 ? 15 : 3;
+        for (size_t i = 0; i < n; i++) {
+            size_t l = strlen(list[i]);
+            for (unsigned m = 0; m < 4; m++) { /* upper case, '_' twins */
+                for (size_t j = 0; j <= l; j++)
+                    b[j] = (char)((m & 1) && list[i][j] >= 'a' && list[i][j] <= 'z' ? list[i][j] - 32
+                                  : (m & 2) && list[i][j] == '-'                    ? '_'
+                                                                                      : list[i][j]);
+                assert_true(k == 2 ? kl_route_billing_header(b) : kl_route_drop_request_header(b));
+                if (k == 0)
+                    assert_true(kl_route_credential_header(b));
+                b[l] = '2'; /* authorization2 */
+                b[l + 1] = '\0';
+                assert_false(k == 2 ? kl_route_billing_header(b) : kl_route_drop_request_header(b));
+                assert_false(kl_route_credential_header(b));
+                b[l] = '\0';
+                b[l - 1] = '\0'; /* authorizatio */
+                assert_false(k == 2 ? kl_route_billing_header(b) : kl_route_drop_request_header(b));
+                assert_false(kl_route_credential_header(b));
+            }
+        }
+    }
+    static const char *const keep[] = {"x-api-key-extra", "xauthorization", "authorization\xc2", "\xe1uthorization",
+                                       "authorization ", "x-api-key\t", "-api-key", "tailscale", "tailscalex-user"};
+    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+        assert_false(kl_route_drop_request_header(keep[i]));
+        assert_false(kl_route_credential_header(keep[i]));
+    }
+    assert_true(kl_route_drop_request_header("TAILSCALE_x"));
+    assert_true(kl_route_drop_request_header("tailscale-"));
+}
+
 /* A provider's header named x-keyless-* (any case, any line) is never
  * passed on as keyless's own; a value that merely mentions it is. */
 static void provider_x_keyless_headers_dropped(void **state)
@@ -224,6 +272,7 @@ int main(void)
         cmocka_unit_test(qualified_names_pick_the_provider),
         cmocka_unit_test(disabled_and_unknown),
         cmocka_unit_test(caller_credentials_never_forwarded),
+        cmocka_unit_test(dropped_names_are_whole_names),
         cmocka_unit_test(provider_x_keyless_headers_dropped),
         cmocka_unit_test(key_query_parameter_removed),
         cmocka_unit_test(echoed_key_masked_in_any_split),

@@ -823,10 +823,41 @@ static void packed_record_text_is_utf8(void **state)
     kl_rec_free(p);
 }
 
+/* A field is copied as it is only when it is UTF-8 (RFC 3629): an overlong
+ * form, a surrogate, a code point past U+10FFFF or a cut sequence has each
+ * of its bytes replaced, and the longest well-formed sequences pass. */
+static void packed_record_text_strict_utf8(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},                   /* overlong '/' */
+        {"\xe0\x80\xaf", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},     /* overlong, 3 bytes */
+        {"\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},     /* U+D800 */
+        {"\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* U+110000 */
+        {"\xf4\x8f\xbf\xbf", "\xf4\x8f\xbf\xbf"},                   /* U+10FFFF */
+        {"a\xf0\x9f\x98\x80" "b", "a\xf0\x9f\x98\x80" "b"},       /* U+1F600 */
+        {"\xef\xbf\xbd", "\xef\xbf\xbd"},                             /* U+FFFD itself */
+        {"abcdefgh\xe2\x82", "abcdefgh\xef\xbf\xbd\xef\xbf\xbd"},       /* cut after 8 ASCII bytes */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct kl_rec r;
+        memset(&r, 0, sizeof(r));
+        r.user_agent = cases[i].in;
+        r.login = "x";
+        struct kl_rec *p = kl_rec_pack(&r);
+        assert_string_equal(p->user_agent, cases[i].want);
+        assert_string_equal(p->login, "x");
+        kl_rec_free(p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(packed_record_text_is_utf8),
+        cmocka_unit_test(packed_record_text_strict_utf8),
         cmocka_unit_test(full_queue_refuses_and_nothing_is_lost),
         cmocka_unit_test(request_waits_for_a_writer_behind),
         cmocka_unit_test(stuck_writer_is_waited_for_once),
