@@ -188,12 +188,26 @@ const scripts = {
   slow(sock) {
     setTimeout(() => scripts.ok(sock), 80);
   },
+  // An answer whose head carries x-pad of the length the request asked for (x-pad-len): the caller's head crosses
+  // every buffer size there is.
+  padded(sock, req) {
+    const pad = 'p'.repeat(Number(req.headers['x-pad-len']));
+    sock.write(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-pad: ${pad}\r\nx-after: 1\r\n` +
+      `Content-Length: ${JSON_BODY.length}\r\n\r\n${JSON_BODY}`);
+  },
   // A provider error, passed through with its status and body.
   teapot(sock) {
     const b = '{"error":{"message":"no","type":"invalid_request_error"}}';
     sock.write(`HTTP/1.1 418 I'm a teapot\r\nContent-Type: application/json\r\nContent-Length: ${b.length}\r\n\r\n${b}`);
   },
 };
+
+// p, or a failure naming what after 5 s: a head cut short leaves both ends waiting for the rest.
+function soon(p, what) {
+  let timer;
+  const late = new Promise((resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer: ${what}`)), 5000); });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
 
 describe('upstream: the native HTTP/1.1 client', () => {
   let up, gw, gwLocal, port, responses = '';
@@ -263,6 +277,49 @@ describe('upstream: the native HTTP/1.1 client', () => {
     const names = Object.keys(seen.headers);
     assert.ok(names.indexOf('x-first') < names.indexOf('x-big') && names.indexOf('x-big') < names.indexOf('x-mid') &&
       names.indexOf('x-mid') < names.indexOf('x-last'), names.join(','));
+  });
+
+  it('a request head of every length around 2 KiB (its stack buffer) reaches the provider byte for byte', async () => {
+    const n0 = up.seen.length;
+    await chat('ok', { headers: { 'x-pad': 'q', 'x-tail': 't' } });
+    const base = up.seen[n0].head;
+    const extra = 2048 - base.length;
+    // the head from 2 KiB - 40 to 2 KiB + 40, each byte: the buffer fills at every piece (the pad, its CRLF, the
+    // fixed lines, Content-Length)
+    for (let len = extra - 40; len <= extra + 40; len++) {
+      const pad = 'q'.repeat(len + 1);
+      const n = up.seen.length;
+      const r = await soon(chat('ok', { headers: { 'x-pad': pad, 'x-tail': 't' } }), `pad ${pad.length}`);
+      assert.equal(r.status, 200);
+      assert.equal(r.text, JSON_BODY);
+      const seen = up.seen[n];
+      assert.equal(seen.head, base.replace('x-pad: q\r\n', `x-pad: ${pad}\r\n`), `pad ${pad.length}`);
+      assert.equal(JSON.parse(seen.body).messages[0].content, 'hi');
+    }
+  });
+
+  it('a provider\'s response head of any length is relayed whole: around 2 and 4 KiB, near the 64 KiB limit', async () => {
+    const lens = [0, 1];
+    for (let i = 1900; i <= 2200; i += 3) lens.push(i);
+    for (let i = 3990; i <= 4200; i += 3) lens.push(i);
+    for (const len of lens) {
+      const r = await soon(chat('padded', { headers: { 'x-pad-len': String(len) } }), `pad ${len}`);
+      assert.equal(r.status, 200, `pad ${len}`);
+      assert.equal(r.text, JSON_BODY);
+      assert.equal(r.headers.get('x-pad'), 'p'.repeat(len), `pad ${len}`);
+      assert.equal(r.headers.get('x-after'), '1');
+      assert.ok(r.headers.get('x-keyless-request-id'));
+    }
+    // the same bytes on the wire, the head's framing last; heads past what fetch reads (16 KiB)
+    const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+    const esc = JSON_BODY.replace(/[.{}[\]]/g, '\\$&');
+    for (const len of [4000, 16384, 32768, 65000]) {
+      const raw = await rawRequest(gw.url, `POST /v1/chat/completions HTTP/1.1\r\nHost: keyless\r\nx-script: padded\r\n` +
+        `x-pad-len: ${len}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n` +
+        body);
+      assert.match(raw, new RegExp(`^HTTP/1\\.1 200 OK\\r\\n(?:[^\\r\\n]+\\r\\n)*x-pad: p{${len}}\\r\\nx-after: 1\\r\\n` +
+        `(?:[^\\r\\n]+\\r\\n)*x-keyless-request-id: [^\\r\\n]+\\r\\n\\r\\n${esc}$`), `pad ${len}`);
+    }
   });
 
   it('a pooled connection the server closed is retried once on a fresh one', async () => {
