@@ -406,10 +406,17 @@ static int fetch(const kl_aws_keeper *k, struct kl_aws_found *f, char *err, size
     return rc == 1 ? 0 : -1;
 }
 
-/* Temporary credentials are renewed with a quarter of their life left
- * (but not more often than every 10 s); a failed try is repeated after 1,
- * 2, 4 ... 60 s while the old ones last. Keys from the environment are
- * read once, a file's again every few minutes (recheck_ms). The next try
+/* the least life temporary credentials are renewed with */
+#define RENEW_LEFT_MS 125000
+
+/* Temporary credentials are renewed with a quarter of their life left, or
+ * RENEW_LEFT_MS if that is more (but not more often than every 10 s): they
+ * are used until a minute before they expire, so a quarter of a life under
+ * four minutes came after that minute (two minutes' credentials went unused
+ * for the last 30 s before the renewal), and credentials an agent serves
+ * again unchanged must still have the two minutes the check below asks
+ * for. A failed try is repeated after 1, 2, 4 ... 60 s while the old ones
+ * last. Keys from the environment are read once, a file's again every few minutes (recheck_ms). The next try
  * is a wall-clock time (credentials expire by the wall clock, and a
  * suspended machine's monotonic clock stood still), so the thread wakes at
  * least once a minute to look at it. */
@@ -442,6 +449,8 @@ static void *keeper_main(void *arg)
             k->error[0] = '\0';
             k->failures = 0;
             int64_t renew = (f.expires_ms - now) / 4 * 3;
+            if (f.expires_ms - now - renew < RENEW_LEFT_MS)
+                renew = f.expires_ms - now - RENEW_LEFT_MS;
             next = f.expires_ms ? now + (renew > 10000 ? renew : 10000)
                    : f.recheck_ms ? now + f.recheck_ms : INT64_MAX;
         } else {

@@ -23,7 +23,7 @@ import { Sha256 } from '@aws-crypto/sha256-js';
 import { fromIni } from '@aws-sdk/credential-provider-ini';
 import { Agent } from 'undici';
 import {
-  startMock, startGateway, startHook, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT,
+  startMock, startGateway, startHook, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT, clocked,
 } from './lib/harness.mjs';
 
 const HAIKU = 'us.anthropic.claude-haiku-4-5-20251001-v1:0';
@@ -936,6 +936,98 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
       await pod.close();
       await imds.close();
     }
+  });
+
+  it('temporary credentials are renewed while still used, by one thread: a failed renewal keeps the old ones until their last minute, then 503', async (t) => {
+    const clock = clocked(t);
+    if (!clock)
+      return;
+    const { offset, opts } = clock;
+    const gatewayNow = () => Date.now() + Number(readFileSync(offset, 'utf8'));
+    // the gateway's clock moved to `ms` past credentials' last minute's start (a minute before they expire)
+    const lastMinute = (c, ms) => writeFileSync(offset, String(c.expires - 60e3 + ms - Date.now()));
+    // the container endpoint (ECS, EKS Pod Identity) hands out two minutes' credentials, each time new ones
+    // (an agent whose role allows no more, or one that serves its cached credentials until they are nearly spent)
+    let mode = 'ok', then = null; // then: the mode after the next credentials served
+    const served = [];
+    const hung = [];
+    const pod = await listen((req, res) => {
+      if (mode === 'fail')
+        return res.writeHead(500, { 'content-type': 'application/json' }).end('{"message":"agent unavailable"}');
+      if (mode === 'hang')
+        return hung.push(res);
+      const c = { ...temporary('short'), expires: Math.floor((gatewayNow() + 122e3) / 1000) * 1000 };
+      served.push(c);
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ AccessKeyId: c.accessKeyId,
+        SecretAccessKey: c.secretAccessKey, Token: c.sessionToken, Expiration: new Date(c.expires).toISOString() }));
+      if (then)
+        [mode, then] = [then, null];
+    });
+    const g = await startGateway({ providers: { bedrock: provider({ region: 'us-east-1' }) },
+      grants: [{ src: ['*'], app: { [CAP]: [{ role: 'admin' }, { models: '**' }] } }] },
+    { env: { ...clean, ...opts.env, AWS_CONTAINER_CREDENTIALS_FULL_URI: `${pod.url}/v1/credentials` } });
+    const converseRaw = async () => {
+      const t0 = Date.now();
+      const r = await fetch(`${g.url}/model/${encodeURIComponent(HAIKU)}/converse`, { method: 'POST',
+        headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: [{ text: 'hi' }] }] }) });
+      return { status: r.status, errortype: r.headers.get('x-amzn-errortype'), body: await r.json(), ms: Date.now() - t0,
+        key: r.status === 200 ? seen.at(-1).headers.authorization.match(/Credential=([^/]+)\//)[1] : null };
+    };
+    try {
+      assert.equal(served.length, 1);
+      let r = await converseRaw();
+      assert.equal(r.status, 200);
+      assert.equal(r.key, served[0].accessKeyId);
+      // renewed while they still have more than the minute they are used until (not with a quarter of two minutes
+      // left, 30 s after they stopped being used)
+      for (let i = 0; i < 150 && served.length < 2; i++) await new Promise((res) => setTimeout(res, 100));
+      lastMinute(served[0], 2e3); // the first credentials are no longer used
+      r = await converseRaw();
+      assert.equal(r.status, 200, `renewed before the first ones' last minute: ${JSON.stringify(r.body)}`);
+      assert.equal(r.key, served.at(-1).accessKeyId);
+      assert.ok(seen.at(-1).ok, 'signed with the new ones');
+      // twenty requests at once on two workers: the one thread's credentials, no fetch of their own
+      const before = served.length;
+      const all = await Promise.all(Array.from({ length: 20 }, () => converseRaw()));
+      assert.ok(all.every((x) => x.status === 200));
+      assert.ok(served.length - before <= 1, `${served.length - before} fetches for 20 requests`);
+      // the agent hangs after its next credentials, then fails: requests meanwhile are served at once with them
+      then = 'hang';
+      for (let i = 0; i < 300 && !hung.length; i++) await new Promise((res) => setTimeout(res, 100));
+      assert.ok(hung.length, 'a renewal was tried');
+      const held = served.at(-1);
+      r = await converseRaw();
+      assert.equal(r.status, 200);
+      assert.equal(r.key, held.accessKeyId);
+      assert.ok(r.ms < 1000, `not held up by the hanging agent (${r.ms} ms)`);
+      mode = 'fail';
+      for (const res of hung.splice(0)) res.destroy();
+      r = await converseRaw();
+      assert.equal(r.status, 200);
+      assert.equal(r.key, held.accessKeyId);
+      // past their last minute with no renewal: 503 in Bedrock's dialect, and the log says why
+      lastMinute(held, 2e3);
+      r = await converseRaw();
+      assert.equal(r.status, 503);
+      assert.equal(r.errortype, 'ServiceUnavailableException');
+      assert.match(r.body.message, /no AWS credentials: getting them failed/);
+      const why = /AWS credentials: GET http:\/\/127\.0\.0\.1:\d+\/v1\/credentials: HTTP 500, no credentials/;
+      for (let i = 0; i < 100 && !why.test(g.output()); i++) await new Promise((res) => setTimeout(res, 100));
+      assert.match(g.output(), why);
+      // the agent answers again: served again
+      mode = 'ok';
+      for (let i = 0; i < 100 && (r = await converseRaw()).status !== 200; i++) await new Promise((res) => setTimeout(res, 100));
+      assert.equal(r.status, 200);
+      assert.equal(r.key, served.at(-1).accessKeyId);
+    } finally {
+      mode = 'ok';
+      for (const res of hung.splice(0)) res.destroy();
+      await g.stop();
+      await pod.close();
+    }
+    for (const c of served)
+      for (const secret of [c.secretAccessKey, c.sessionToken])
+        assert.ok(!g.output().includes(secret), 'the credentials are not logged');
   });
 
   it('a profile of the shared config files: its keys, a role chain (AssumeRole signed by its source), credential_process, IAM Identity Center (SSO)', async () => {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
-import { startMock, startGateway, providersFor, assertNoKeys, from, BUILD, rawProvider, finalRecord } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, assertNoKeys, from, BUILD, rawProvider, finalRecord, clocked } from './lib/harness.mjs';
 
 // gpt-4o: $2.50 / $10 per 1M tokens = 2500 / 10000 nanodollars a token.
 const IN_ND = 2500n, OUT_ND = 10000n;
@@ -1400,54 +1400,6 @@ describe('spend quotas', () => {
     await mock.stop();
   });
 
-  // keyless reads the wall clock (kl_wall_ms: clock_gettime) for refill and
-  // idleness; a preloaded clock_gettime adds the milliseconds in a file to it
-  // (CLOCK_REALTIME only), so a test can let ten minutes pass at once.
-  const CLOCK_SHIM = `#define _GNU_SOURCE
-#include <fcntl.h>
-#include <stdlib.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-int clock_gettime(clockid_t id, struct timespec *ts)
-{
-    int rc = (int)syscall(SYS_clock_gettime, id, ts);
-    const char *f = rc == 0 && id == CLOCK_REALTIME ? getenv("KL_TEST_CLOCK_OFFSET_FILE") : NULL;
-    int fd = f ? open(f, O_RDONLY) : -1;
-    if (fd >= 0) {
-        char buf[32] = {0};
-        long long ms = read(fd, buf, sizeof(buf) - 1) > 0 ? atoll(buf) : 0;
-        close(fd);
-        ts->tv_sec += ms / 1000;
-        ts->tv_nsec += (ms % 1000) * 1000000;
-        if (ts->tv_nsec >= 1000000000) {
-            ts->tv_sec++;
-            ts->tv_nsec -= 1000000000;
-        }
-    }
-    return rc;
-}
-`;
-
-  // A directory with the shim built, the file of its offset (0 now) and the
-  // gateway's options preloading it; null (the test skipped) without a compiler.
-  const clocked = (t) => {
-    const dir = mkdtempSync(join(tmpdir(), 'kl-clock-'));
-    writeFileSync(join(dir, 'clock.c'), CLOCK_SHIM);
-    const cc = spawnSync(process.env.CC || 'cc', ['-shared', '-fPIC', '-o', join(dir, 'clock.so'), join(dir, 'clock.c')]);
-    if (cc.status !== 0) {
-      t.skip('no C compiler for the clock shim');
-      return null;
-    }
-    const offset = join(dir, 'offset');
-    writeFileSync(offset, '0');
-    const opts = { env: {
-      LD_PRELOAD: join(dir, 'clock.so'), KL_TEST_CLOCK_OFFSET_FILE: offset,
-      // under SAN=1 the shim is preloaded before the sanitizer's runtime
-      ASAN_OPTIONS: `${process.env.ASAN_OPTIONS ? process.env.ASAN_OPTIONS + ':' : ''}verify_asan_link_order=0`,
-    } };
-    return { dir, offset, opts };
-  };
 
   it('idle per-caller buckets are forgotten once full again; one still spent keeps its balance and is enforced', async (t) => {
     const clock = clocked(t);

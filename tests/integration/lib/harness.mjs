@@ -1,6 +1,6 @@
 // Test harness: starts the real keyless binary and the real mockllm
 // simulator on ephemeral ports, and gives tests handles on both.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -454,4 +454,53 @@ export async function startHook(answer = () => ({ action: 'allow' })) {
     url: (path = '/hook') => `http://127.0.0.1:${srv.address().port}${path}`,
     close: () => new Promise((r) => srv.close(r)),
   };
+}
+
+// keyless reads the wall clock (kl_wall_ms: clock_gettime) for refill and
+// idleness; a preloaded clock_gettime adds the milliseconds in a file to it
+// (CLOCK_REALTIME only), so a test can let ten minutes pass at once.
+const CLOCK_SHIM = `#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    int rc = (int)syscall(SYS_clock_gettime, id, ts);
+    const char *f = rc == 0 && id == CLOCK_REALTIME ? getenv("KL_TEST_CLOCK_OFFSET_FILE") : NULL;
+    int fd = f ? open(f, O_RDONLY) : -1;
+    if (fd >= 0) {
+        char buf[32] = {0};
+        long long ms = read(fd, buf, sizeof(buf) - 1) > 0 ? atoll(buf) : 0;
+        close(fd);
+        ts->tv_sec += ms / 1000;
+        ts->tv_nsec += (ms % 1000) * 1000000;
+        if (ts->tv_nsec >= 1000000000) {
+            ts->tv_sec++;
+            ts->tv_nsec -= 1000000000;
+        }
+    }
+    return rc;
+}
+`;
+
+// A directory with the shim built, the file of its offset (0 now) and the
+// gateway's options preloading it; null (the test skipped) without a compiler.
+export function clocked(t) {
+  const dir = mkdtempSync(join(tmpdir(), 'kl-clock-'));
+  writeFileSync(join(dir, 'clock.c'), CLOCK_SHIM);
+  const cc = spawnSync(process.env.CC || 'cc', ['-shared', '-fPIC', '-o', join(dir, 'clock.so'), join(dir, 'clock.c')]);
+  if (cc.status !== 0) {
+    t.skip('no C compiler for the clock shim');
+    return null;
+  }
+  const offset = join(dir, 'offset');
+  writeFileSync(offset, '0');
+  const opts = { env: {
+    LD_PRELOAD: join(dir, 'clock.so'), KL_TEST_CLOCK_OFFSET_FILE: offset,
+    // under SAN=1 the shim is preloaded before the sanitizer's runtime
+    ASAN_OPTIONS: `${process.env.ASAN_OPTIONS ? process.env.ASAN_OPTIONS + ':' : ''}verify_asan_link_order=0`,
+  } };
+  return { dir, offset, opts };
 }
