@@ -703,6 +703,99 @@ describe('Vertex AI', () => {
     }
   });
 
+  it('the metadata server\'s tokens are renewed before they age, by one thread; a failed renewal keeps the old token until its last tenth, then 503 in the caller\'s dialect; a hanging server holds up no request', async () => {
+    // tokens of four seconds: renewed after three, handed out for 3.6
+    let mode = 'ok', then = null; // then: the mode after the next token served
+    const issued = [];
+    const hung = [];
+    const md = http.createServer((req, res) => {
+      const u = new URL(req.url, 'http://metadata.google.internal');
+      const h = { 'metadata-flavor': 'Google' };
+      if (req.headers['metadata-flavor'] !== 'Google')
+        return res.writeHead(403).end();
+      if (u.pathname === '/computeMetadata/v1/project/project-id')
+        return res.writeHead(200, { ...h, 'content-type': 'application/text' }).end('meta-proj');
+      if (u.pathname !== '/computeMetadata/v1/instance/service-accounts/default/token')
+        return res.writeHead(404, h).end('Not Found');
+      if (mode === 'fail')
+        return res.writeHead(503, { ...h, 'content-type': 'text/plain' }).end('unavailable');
+      if (mode === 'hang')
+        return hung.push(res);
+      const token = `ya29.c.short-${issued.length + 1}-${crypto.randomBytes(8).toString('hex')}`;
+      issued.push(token);
+      res.writeHead(200, { ...h, 'content-type': 'application/json' }).end(JSON.stringify({ access_token: token, expires_in: 4, token_type: 'Bearer' }));
+      if (then)
+        [mode, then] = [then, null];
+    });
+    await new Promise((r) => md.listen(0, '127.0.0.1', r));
+    const g = await startGateway({ providers: { vertex: { ...vertexProvider(mock.url, '{}'), apikey: 'gcp-metadata' } },
+      grants: ADMIN_GRANTS, store: { captures: 'full' } }, { env: { GCE_METADATA_HOST: `127.0.0.1:${md.address().port}` } });
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    const ask = async (gemini) => {
+      const t0 = Date.now();
+      const r = await fetch(gemini ? `${g.url}/v1/projects/x/locations/us-east5/publishers/google/models/gemini-2.5-pro:generateContent`
+        : `${g.url}/v1/projects/x/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`, { method: 'POST',
+        headers: { 'content-type': 'application/json' }, body: JSON.stringify(gemini ? { contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }
+          : { anthropic_version: 'vertex-2023-10-16', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }) });
+      const text = await r.text();
+      return { status: r.status, text, ms: Date.now() - t0,
+        auth: r.status === 200 ? headerMap((await mock.last()).headers).authorization : null };
+    };
+    try {
+      let r = await ask();
+      assert.equal(r.status, 200);
+      assert.equal(r.auth, `Bearer ${issued[0]}`);
+      // renewed before it ages: the next token is used, the first no longer
+      await sleep(3300);
+      r = await ask();
+      assert.equal(r.status, 200);
+      assert.equal(issued.length, 2);
+      assert.equal(r.auth, `Bearer ${issued[1]}`);
+      // twenty requests at once on two workers: no token of their own
+      const all = await Promise.all(Array.from({ length: 20 }, () => ask()));
+      assert.ok(all.every((x) => x.status === 200));
+      assert.ok(issued.length <= 3, `${issued.length} tokens`);
+      // the server hangs after its next token: requests meanwhile are served at once with it
+      then = 'hang';
+      for (let i = 0; i < 200 && !hung.length; i++) await sleep(50);
+      assert.ok(hung.length, 'a renewal was tried');
+      const held = issued.at(-1);
+      r = await ask();
+      assert.equal(r.status, 200);
+      assert.equal(r.auth, `Bearer ${held}`);
+      assert.ok(r.ms < 1000, `not held up by the hanging server (${r.ms} ms)`);
+      // then it fails: the held token is no longer handed out in its last tenth; 503 in each caller's dialect
+      mode = 'fail';
+      for (const res of hung.splice(0)) res.destroy();
+      await sleep(1500);
+      r = await ask();
+      assert.equal(r.status, 503);
+      assert.deepEqual(JSON.parse(r.text).error.type, 'overloaded_error');
+      assert.match(JSON.parse(r.text).error.message, /no Google access token: the token endpoint refused or failed/);
+      r = await ask(true);
+      assert.equal(r.status, 503);
+      assert.equal(JSON.parse(r.text).error.status, 'UNAVAILABLE');
+      assert.match(g.output(), /Google access token for metadata:default: GET \S+\/token\S*: HTTP 503/);
+      // the server answers again: served again
+      mode = 'ok';
+      for (let i = 0; i < 100 && (r = await ask()).status !== 200; i++) await sleep(100);
+      assert.equal(r.status, 200);
+      assert.equal(r.auth, `Bearer ${issued.at(-1)}`);
+      const list = await (await fetch(`${g.url}/api/requests?limit=1000`)).json();
+      const ids = JSON.stringify(list).match(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g) || [];
+      assert.ok(ids.length >= 20);
+      let records = JSON.stringify(list);
+      for (const id of new Set(ids)) records += await (await fetch(`${g.url}/api/requests/${id}`)).text();
+      for (const t of issued) assert.ok(!records.includes(t.slice(8)), 'no token in the records or captures');
+    } finally {
+      mode = 'ok';
+      for (const res of hung.splice(0)) res.destroy();
+      await g.stop();
+      await new Promise((r) => md.close(r));
+    }
+    for (const t of issued) assert.ok(!g.output().includes(t), 'no token in the log');
+  });
+
   it('workload identity federation (external_account): a token file exchanged at the STS, then for a service account', async () => {
     const audience = '//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/k8s/providers/cluster';
     const subject = `eyJhbGciOiJSUzI1NiJ9.k8s-${crypto.randomBytes(8).toString('hex')}.sig`;
