@@ -408,6 +408,8 @@ static int fetch(const kl_aws_keeper *k, struct kl_aws_found *f, char *err, size
 
 /* the least life temporary credentials are renewed with */
 #define RENEW_LEFT_MS 125000
+/* temporary credentials are used until this long before they expire */
+#define USED_UNTIL_MS 60000
 
 /* Temporary credentials are renewed with a quarter of their life left, or
  * RENEW_LEFT_MS if that is more (but not more often than every 10 s): they
@@ -506,8 +508,7 @@ bool kl_aws_current(kl_aws_keeper *k, kl_arena *a, struct kl_sigv4_cred *out, co
 {
     bool ok = false;
     pthread_mutex_lock(&k->lock);
-    /* used until a minute before they expire */
-    if (k->have && (!k->cur.expires_ms || kl_wall_ms() < k->cur.expires_ms - 60000)) {
+    if (k->have && (!k->cur.expires_ms || kl_wall_ms() < k->cur.expires_ms - USED_UNTIL_MS)) {
         out->access_key_id = kl_arena_strdup(a, k->cur.key_id);
         out->secret = kl_arena_strdup(a, k->cur.secret);
         out->session_token = k->cur.token[0] ? kl_arena_strdup(a, k->cur.token) : NULL;
@@ -525,9 +526,9 @@ void kl_aws_status(kl_aws_keeper *k, const char **source, long *seconds_left, in
 {
     pthread_mutex_lock(&k->lock);
     *source = k->have ? k->cur.source : "none";
-    *seconds_left = !k->have ? 0 : !k->cur.expires_ms ? -1 : (long)((k->cur.expires_ms - kl_wall_ms()) / 1000);
-    if (*seconds_left < -1)
-        *seconds_left = 0;
+    /* the seconds they are still used, as Google's tokens' are counted (-1: they do not expire) */
+    int64_t left_ms = k->cur.expires_ms - USED_UNTIL_MS - kl_wall_ms();
+    *seconds_left = !k->have ? 0 : !k->cur.expires_ms ? -1 : left_ms > 0 ? (long)(left_ms / 1000) : 0;
     *failures = k->failures;
     pthread_mutex_unlock(&k->lock);
 }
