@@ -4,6 +4,7 @@
 #include "admin/admin.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,8 +108,13 @@ static void job_free(struct api_job *j)
  * that ask and never read would hold a page each. So a large one is
  * counted with the request bodies and held answers (listen.max_body_memory)
  * until it is written, and refused with 503 when this worker's share has
- * no room for it. out (cJSON's, i.e. malloc's) is taken. */
-static void send_page(kl_exchange *ex, char *out, bool list)
+ * no room for it. One record is the exception when it is larger than the
+ * whole share (its captures, each up to store.capture_max, with JSON's
+ * escapes up to six times their bytes): it could never be read, and a
+ * caller could make its own record so, so it goes out when the worker
+ * holds nothing else, one at a time (503 with Retry-After otherwise).
+ * out (cJSON's, i.e. malloc's) is taken. */
+static void send_page(kl_exchange *ex, char *out, enum api_kind kind)
 {
     size_t len = strlen(out), charged = 0, share = kl_body_memory(ex->worker);
     if (len <= KL_API_UNCOUNTED) {
@@ -116,13 +122,17 @@ static void send_page(kl_exchange *ex, char *out, bool list)
         cJSON_free(out);
         return;
     }
-    if (!kl_exchange_charge(ex, &charged, len, share)) {
+    /* body_bytes is written on this thread only: nothing comes between
+     * the look and the charge */
+    bool alone = kind == API_ONE && len > share &&
+                 atomic_load_explicit(&ex->worker->body_bytes, memory_order_relaxed) == 0;
+    if (!kl_exchange_charge(ex, &charged, len, alone ? 0 : share)) {
         cJSON_free(out);
-        if (len > share) {
+        if (len > share && kind != API_ONE) {
             ex->fail_retry = -1; /* it will not fit later either */
             kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "the answer (%zu bytes) is larger than this worker's "
                     "share of listen.max_body_memory (%zu bytes)%s", len, share,
-                    list ? "; ask for fewer records (limit)" : "");
+                    kind == API_LIST ? "; ask for fewer records (limit)" : "");
             return;
         }
         kl_body_memory_full(ex->worker);
@@ -182,7 +192,7 @@ static void done(struct kl_query_job *job)
             j->result = NULL;
             char *out = cJSON_PrintUnformatted(root);
             cJSON_Delete(root);
-            send_page(ex, out, j->kind == API_LIST);
+            send_page(ex, out, j->kind);
         }
         kl_pipeline_continue(ex, step);
     }

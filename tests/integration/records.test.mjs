@@ -1028,6 +1028,58 @@ describe('records API: pages held by clients that do not read', () => {
   });
 });
 
+describe('records API: one record larger than the share', () => {
+  it('a record whose captures make it larger than the worker\'s share is still served, when the worker holds nothing else', async () => {
+    // 250,000 raw control bytes (a body refused with 400, still captured)
+    // are 1.5 MB as JSON: larger than a 512 KiB share, so it was refused
+    // for good (503, x-should-retry: false), by the caller's own doing
+    const mock = await startMock();
+    const gw = await startGateway({ providers: providersFor(mock.url),
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }],
+      store: { captures: 'full', capture_max: '1MiB' },
+      listen: { max_body_size: '256KiB', max_body_memory: '512KiB' } }, { workers: 1 });
+    let held;
+    try {
+      const body = '{"model":"gpt-4o","messages":[{"role":"user","content":"' + '\x01'.repeat(250000) + '"}]}';
+      let r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      assert.equal(r.status, 400);
+      await r.text();
+      const id = r.headers.get('x-keyless-request-id');
+      const one = () => fetch(`${gw.url}/api/requests/${id}`);
+      for (let k = 0; k < 200 && (await (await one()).text()).includes('no record'); k++) await sleep(10);
+      r = await one();
+      const page = await r.text();
+      assert.equal(r.status, 200, page.slice(0, 300));
+      assert.ok(page.length > 524288, `${page.length} bytes`);
+      assert.equal(JSON.parse(page).id, id);
+      const metric = async () => Number(/^keyless_request_body_bytes (\d+)$/m.exec(await (await fetch(`${gw.url}/metrics`)).text())?.[1]);
+      for (let k = 0; k < 200 && await metric() !== 0; k++) await sleep(10);
+      assert.equal(await metric(), 0);
+      // while the worker holds a body, it waits its turn
+      held = net.connect({ host: '127.0.0.1', port: Number(new URL(gw.url).port) });
+      held.on('error', () => {});
+      await new Promise((res) => held.once('connect', res));
+      held.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+        `Content-Length: 250000\r\n\r\n${'x'.repeat(100000)}`);
+      for (let k = 0; k < 200 && !(await metric() >= 100000); k++) await sleep(10);
+      r = await one();
+      assert.equal(r.status, 503);
+      assert.equal(r.headers.get('retry-after'), '1');
+      assert.notEqual(r.headers.get('x-should-retry'), 'false');
+      await r.text();
+      held.destroy();
+      for (let k = 0; k < 200 && await metric() !== 0; k++) await sleep(10);
+      r = await one();
+      assert.equal(r.status, 200);
+      assert.equal(JSON.parse(await r.text()).id, id);
+    } finally {
+      held?.destroy();
+      await gw.stop();
+      await mock.stop();
+    }
+  });
+});
+
 describe('records API: bad input and whose records', () => {
   // Two logins where one is the other's first 255 characters: a filter cut
   // to a fixed buffer would show one the other's records.
