@@ -86,14 +86,15 @@ int kl_cap_read(const cJSON *obj, kl_arena *a, struct kl_cap *cap, const char **
     return 0;
 }
 
-/* Patterns are over provider/model, so one without a '/' that does not
- * begin with "**" can match no model: "gpt-4o" written for "*\/gpt-4o" would
- * grant nothing (and limits scoped by it would limit nothing) in silence. */
+/* Patterns are over provider/model, so one without a '/' and without a
+ * "**" (which crosses it: "openai**" matches openai/gpt-4o) can match no
+ * model: "gpt-4o" written for "*\/gpt-4o" would grant nothing (and limits
+ * scoped by it would limit nothing) in silence. */
 static void warn_unmatchable(kl_cfg_ctx *c, const struct kl_cap *cap, const cJSON *at)
 {
     for (size_t i = 0; i < cap->nmodels; i++) {
         const char *p = cap->models[i];
-        if (!strchr(p, '/') && strncmp(p, "**", 2) != 0)
+        if (!strchr(p, '/') && !strstr(p, "**"))
             kl_cfg_report(c, KL_SEV_WARNING, at, "model pattern \"%s\" matches no model: patterns are over "
                           "provider/model (\"*/%s\" for any provider's)", p, p);
     }

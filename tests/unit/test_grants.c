@@ -126,14 +126,15 @@ static void config_grants_report_problems(void **state)
     kl_diags_free(&d);
 }
 
-/* A pattern without a '/' (and not starting "**") is over provider/model
- * and matches nothing: warned, the others are not. */
+/* A pattern without a '/' (and without a "**", which crosses it) is over
+ * provider/model and matches nothing: warned, the others are not
+ * ("openai**" matches openai/gpt-4o). */
 static void config_grants_warn_unmatchable_patterns(void **state)
 {
     (void)state;
     kl_diags d = {0};
     const char *t = "{\"grants\": [{\"src\": [\"*\"], \"app\": {\"tailscale.com/cap/aperture\": [{\"role\": "
-                    "\"user\"}, {\"models\": [\"gpt-4o\", \"**\", \"**-mini\", \"anthropic/**\", \"*/o3\"]},"
+                    "\"user\"}, {\"models\": [\"gpt-4o\", \"**\", \"**-mini\", \"anthropic/**\", \"*/o3\", \"openai**\"]},"
                     " {\"models\": \"claude-*\"}]}}]}";
     kl_config *c = kl_config_parse(t, strlen(t), "t", &d);
     assert_non_null(c);
@@ -146,6 +147,7 @@ static void config_grants_warn_unmatchable_patterns(void **state)
         about_claude += strstr(d.v[i].msg, "\"*/claude-*\"") != NULL;
     }
     assert_int_equal(warned, 2);
+    assert_true(kl_glob_match("openai**", "openai/gpt-4o"));
     assert_int_equal(about_gpt, 1);
     assert_int_equal(about_claude, 1);
     kl_config_unref(c);
