@@ -172,8 +172,13 @@ static enum kl_step facts_run(kl_exchange *ex)
         return KL_NEXT;
     struct kl_request_facts f;
     const char *why = NULL;
-    if (kl_dialect_request_facts(ep, ex->body, ex->body_len, &ex->arena, &f, &why) < 0)
+    if (kl_dialect_request_facts(ep, ex->body, ex->body_len, &ex->arena, &f, &why) < 0) {
+        /* a body refused for a later field ("stream": "true", "n": "1_0")
+         * was read as far as its model: the record says which it named */
+        if (!ep->model_in_path && f.model)
+            ex->model_requested = f.model;
         return kl_fail(ex, KL_ERR_INVALID, KL_EC_BAD_REQUEST, "%s", why);
+    }
     if (!ep->model_in_path)
         ex->model_requested = f.model;
     kl_exchange_take_facts(ex, &f);

@@ -103,6 +103,11 @@ describe('errors', () => {
       assert.match(r.json.error.message, /"stream" must be a boolean/);
     }
     assert.equal((await mock.requests()).length, 0);
+    // the record of one refused says which model it named
+    const r = await call('/v1/chat/completions', '{"model": "gpt-4o", "stream": "true", "messages": [{"role": "user", "content": "hi"}]}');
+    const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+    assert.equal(rec.status, 400);
+    assert.equal(rec.model_requested, 'gpt-4o');
     // true, false and null still go through
     for (const v of ['true', 'false', 'null']) {
       const r = await call('/v1/chat/completions', `{"model": "gpt-4o", "stream": ${v}, "messages": [{"role": "user", "content": "hi"}]}`);
