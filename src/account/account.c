@@ -1312,14 +1312,16 @@ void kl_account_finish(kl_exchange *ex)
     }
 }
 
-/* Only the provider's own error (ended_in_error): a 2xx answer keyless
- * failed on with nothing of it read (a content coding it cannot read, a
- * stream event over 16 MiB, a broken event-stream frame) was served, and
- * billed, by the provider, so the quotas keep what they reserved for it. */
+/* An error status, a redirect (keyless follows none: nothing was
+ * generated), or only the provider's own error (ended_in_error): a 2xx
+ * answer keyless failed on with nothing of it read (a content coding it
+ * cannot read, a stream event over 16 MiB, a broken event-stream frame) was
+ * served, and billed, by the provider, so the quotas keep what they
+ * reserved for it. */
 bool kl_account_unbilled(const kl_exchange *ex)
 {
     const struct kl_usage *u = kl_account_usage(ex);
-    return ex->upstream_status >= 400 ||
+    return ex->upstream_status >= 300 ||
            (ex->error_class == KL_EC_UPSTREAM_ERROR && !(u && u->answered) && ended_in_error(ex, u));
 }
 

@@ -50,10 +50,11 @@ void kl_account_release_head(kl_exchange *ex);
  * when kl_account_unbilled). */
 void kl_account_finish(kl_exchange *ex);
 /* Did the provider fail the request without serving any of it: an error
- * status, or a 2xx answer that was only its error (a stream's first event:
- * overloaded, throttled, even after the usage its message_start opens
- * with)? Then nothing is billed: the quotas charge nothing and the record
- * costs 0, whatever counts the answer reported. */
+ * status, a redirect (keyless follows none), or a 2xx answer that was
+ * only its error (a stream's first event: overloaded, throttled, even after
+ * the usage its message_start opens with)? Then nothing is billed: the
+ * quotas charge nothing and the record costs 0, whatever counts the answer
+ * reported. */
 bool kl_account_unbilled(const kl_exchange *ex);
 /* A 2xx answer the provider ended with its own error (an error event, a
  * Responses stream's response.failed) failed, as the caller's SDK says: it

@@ -887,6 +887,35 @@ describe('provider framing', () => {
     up.close();
   });
 
+  it('a redirect from the provider is no answer: the quota is charged nothing for it', async () => {
+    const mock = await startMock();
+    const up = await rawProvider((req, sock) =>
+      sock.write('HTTP/1.1 302 Found\r\nLocation: https://elsewhere.example/\r\nContent-Length: 0\r\n\r\n'));
+    const gw = await startGateway({
+      providers: providersFor(mock.url, {
+        openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: KEYS.openai, models: ['gpt-4o'],
+                  compatibility: { openai_chat: true } },
+      }),
+      quotas: { q: { capacity: '$1.00' } },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }, { quotas: [{ bucket: 'q' }] }] } }],
+    });
+    const level = async () => BigInt((await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0].current);
+    const before = await level();
+    for (const stream of [false, true]) {
+      const r = await post(`${gw.url}/v1/chat/completions`,
+        JSON.stringify({ model: 'gpt-4o', stream, messages: [{ role: 'user', content: 'hi' }] }));
+      assert.equal(r.status, 302);
+      await r.arrayBuffer();
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.error_class, 'upstream_error');
+    }
+    // keyless follows no redirect: nothing was generated, nothing billed (as for a 4xx)
+    assert.equal(await level(), before, 'a 302 keeps none of what was reserved for it');
+    await gw.stop();
+    await mock.stop();
+    up.close();
+  });
+
   it('a provider error that is not JSON (a proxy\'s HTML page, plain text) reaches the SDK in its own dialect, status kept', async () => {
     const mock = await startMock();
     const page = '<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n' +
