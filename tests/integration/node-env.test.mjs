@@ -39,6 +39,27 @@ describe('node-env.sh', () => {
     assert.equal(existsSync(join(dir, 'npm-called')), false, 'npm ci ran through the link');
   });
 
+  it('installs again over a node_modules an install left unfinished (no .package-lock.json)', () => {
+    const d = checkout('unfinished');
+    mkdirSync(join(d, 'node_modules'));
+    rmSync(join(dir, 'npm-called'), { force: true });
+    const r = source(d);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(existsSync(join(dir, 'npm-called')), true, 'npm ci did not run over an unfinished install');
+  });
+
+  it('refuses a linked node_modules whose install did not finish, without touching it', () => {
+    const shared = join(dir, 'emptied-node_modules');
+    mkdirSync(shared);
+    const d = checkout('linked-unfinished');
+    symlinkSync(shared, join(d, 'node_modules'));
+    rmSync(join(dir, 'npm-called'), { force: true });
+    const r = source(d);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /links to an install that did not finish/);
+    assert.equal(existsSync(join(dir, 'npm-called')), false, 'npm ci ran through the link');
+  });
+
   it('still installs into a checkout without node_modules', () => {
     const r = source(checkout('fresh'));
     assert.equal(r.status, 0, r.stderr);
