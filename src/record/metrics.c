@@ -472,7 +472,7 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
         if (left >= 0) { /* keys from the environment or a profile do not expire: no such line */
             family(out, "keyless_aws_credentials_seconds_left", "gauge",
                    "Seconds the temporary AWS credentials keyless found are still used (0: none; renewed with a "
-                   "quarter left).");
+                   "quarter of their life, or 125 s, left).");
             sample(out, "keyless_aws_credentials_seconds_left", keys, v, (uint64_t)left);
         }
         family(out, "keyless_aws_credentials_failures", "gauge",
