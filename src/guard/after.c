@@ -64,7 +64,9 @@ static bool room_for(kl_worker *w, size_t len)
  * and logged at most every 10 s, with how many since the last line. len:
  * its payload's bytes (0 when not built); one over half the share alone
  * is never sent, however few calls are in flight, and is said so (the
- * calls in flight are not what an operator must change then). */
+ * calls in flight are not what an operator must change then); so is one
+ * the calls had room for but the worker's share had not, taken by the
+ * requests' bodies and held answers. */
 static void skipped(kl_worker *w, const char *id, const char *hook, size_t len)
 {
     kl_owner_add(&w->hooks_skipped, 1);
@@ -76,6 +78,11 @@ static void skipped(kl_worker *w, const char *id, const char *hook, size_t len)
         kl_warn("%s: hook %s was not told of the request: its payload of %zu bytes is more than half worker %d's "
                 "share of listen.max_body_memory (%zu bytes); %llu calls skipped since the last such line",
                 id, hook, len, w->index, half, (unsigned long long)(w->hooks_skipped - w->hooks_skipped_logged));
+    else if (len && w->hooks_told < KL_HOOKS_TOLD_MAX && w->hooks_told_bytes + len <= half)
+        kl_warn("%s: hook %s was not told of the request: worker %d's share of listen.max_body_memory (%zu bytes) "
+                "holds %zu bytes of bodies, answers and hook payloads, no room for its payload of %zu bytes; "
+                "%llu calls skipped since the last such line", id, hook, w->index, kl_body_memory(w),
+                (size_t)w->body_bytes, len, (unsigned long long)(w->hooks_skipped - w->hooks_skipped_logged));
     else
         kl_warn("%s: hook %s was not told of the request: worker %d has %llu such calls in flight, holding %zu "
                 "bytes (at most %d, and half its share of listen.max_body_memory); %llu calls skipped since the "

@@ -498,7 +498,8 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
           "Calls to hooks told after the answer (entire_request, tool_call_entire_request) not answered yet.", told);
     counter(out, "keyless_hook_calls_skipped_total",
             "Calls to hooks told after the answer that were not made: the worker had as many in flight as it "
-            "keeps, or their payloads would have taken more than half its share of listen.max_body_memory.",
+            "keeps, their payloads would have taken more than half its share of listen.max_body_memory, or the "
+            "share had no room left.",
             skipped);
     if (srv->buckets)
         gauge(out, "keyless_quota_buckets",

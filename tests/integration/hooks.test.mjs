@@ -767,6 +767,53 @@ describe('hooks told after the answer, a payload over half the share', () => {
   });
 });
 
+describe('hooks told after the answer, the share taken by requests', () => {
+  it('a call skipped for want of room in the worker\'s share says so, not that the calls in flight are too many', async () => {
+    // one worker of 4 MiB, half of it 2 MiB for hook payloads: one small
+    // call in flight, two requests of ~1.95 MB waiting for their answer;
+    // a 150 KB request's call fits under the calls' limits, not in the share
+    const mock = await startMock();
+    let calls = 0;
+    // each call answered 3 s after it came: the first is in flight throughout
+    const hook = http.createServer((req, res) => {
+      calls++;
+      req.resume();
+      setTimeout(() => res.end('{}'), 3000);
+    });
+    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+    const gw = await startGateway({
+      listen: { max_body_size: '2MiB', max_body_memory: '4MiB' },
+      hooks: { told: { url: `http://127.0.0.1:${hook.address().port}/told`, timeout: '0' } },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' },
+        { send_hooks: [{ name: 'told', events: ['entire_request'], send: ['request_body'] }] }] } }],
+      providers: providersFor(mock.url),
+    }, { workers: 1 });
+    const ask = async (size, headers = {}) => {
+      const r = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json', ...headers },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x'.repeat(size) }] }),
+      });
+      await r.text();
+      return r.status;
+    };
+    try {
+      assert.equal(await ask(1000), 200);
+      for (let i = 0; i < 300 && !calls; i++) await sleep(10);
+      assert.equal(calls, 1);
+      const big = [1, 2].map(() => ask(1950000, { 'x-mock': 'delay_headers_ms=2000' }));
+      await sleep(700);
+      assert.equal(await ask(150000), 200, 'the request itself is not affected');
+      assert.deepEqual(await Promise.all(big), [200, 200]);
+      assert.match(gw.output(), /hook told was not told of the request: worker 0's share of listen\.max_body_memory \(4194304 bytes\) holds \d+ bytes of bodies, answers and hook payloads, no room for its payload of \d+ bytes/);
+      assert.doesNotMatch(gw.output(), /such calls in flight/, 'one call in flight of 256 is not why');
+    } finally {
+      await gw.stop();
+      await mock.stop();
+      await new Promise((r) => hook.close(r));
+    }
+  });
+});
+
 describe('pre_request hooks at shutdown', () => {
   it('SIGTERM while a hook thinks: 503 after the grace period, recorded as shutdown, never forwarded', async () => {
     const mock = await startMock();
