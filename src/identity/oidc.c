@@ -256,7 +256,7 @@ static const struct {
     [GITLAB] = {"repository or project", "{\"namespace_path\": \"your-group\"}"},
     [BUILDKITE] = {"organization's pipeline", "{\"organization_slug\": \"your-org\"}"},
     [TERRAFORM] = {"organization's workspace", "{\"terraform_organization_name\": \"your-org\"}"},
-    [GOOGLE] = {"account, service accounts of every project included",
+    [GOOGLE] = {"account (every project's service accounts included)",
                 "{\"email\": \"*@your-project.iam.gserviceaccount.com\"}, {\"hd\": \"your-domain.com\"}"},
 };
 
@@ -429,7 +429,7 @@ static bool read_issuer(kl_cfg_ctx *c, const cJSON *v, struct issuer *is)
     int family = shared_issuer(is->issuer);
     if (family >= 0 && !owner_pinned(is, family))
         kl_cfg_report(c, KL_SEV_WARNING, v,
-                      "issuer %s mints tokens for every %s it hosts, with any audience the job asks for: without a "
+                      "issuer %s mints tokens for every %s it hosts, with any audience asked for: without a "
                       "\"claims\" condition that fixes their owner (e.g. %s) all of them are callers",
                       is->issuer, shared_families[family].what, shared_families[family].example);
     is->policy.issuer = is->issuer;

@@ -193,6 +193,11 @@ describe('OIDC workload tokens', () => {
       for (const claims of pinned) assert.equal(check(iss, claims), false, `${iss} ${JSON.stringify(claims)}`);
       for (const claims of open) assert.equal(check(iss, claims), true, `${iss} ${JSON.stringify(claims)}`);
     }
+    // the warning reads as a sentence for each family
+    writeFileSync(f, JSON.stringify({ identity: { oidc: { issuers: [{ issuer: 'https://accounts.google.com',
+      jwks_file: join(dir, 'gh.json'), audience: 'keyless', login: 'x:{sub}' }] } } }));
+    assert.match(spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' }).stderr,
+      /issuer https:\/\/accounts\.google\.com mints tokens for every account \(every project's service accounts included\) it hosts, with any audience asked for: without/);
     // CircleCI's issuer is one organization's
     assert.equal(check('https://oidc.circleci.com/org/0190c0de-0000-7000-8000-000000000000'), false);
   });
