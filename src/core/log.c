@@ -179,35 +179,47 @@ void kl_log_line_str(struct kl_log_line *l, const char *s)
     l->len += defang(l->text + l->len, n);
 }
 
-static void put_escaped(struct kl_log_line *l, const char *s, bool keep_percent)
+/* s escaped into at most max bytes of l, cut before a character (or its
+ * escapes) that would not fit whole: each byte escaped takes three, so a
+ * field's own length says little of its room on the line. */
+static void put_escaped(struct kl_log_line *l, const char *s, bool keep_percent, size_t max)
 {
     static const char hex[] = "0123456789ABCDEF";
     const unsigned char *p = (const unsigned char *)s;
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n && l->len < sizeof(l->text);) {
+    size_t n = strlen(s), end = sizeof(l->text) - l->len > max ? l->len + max : sizeof(l->text);
+    for (size_t i = 0; i < n;) {
         size_t run = unsafe_run(p + i, n - i);
         if (!run && p[i] != ' ' && p[i] != '"' && (p[i] != '%' || keep_percent) && p[i] >= 0x20 && p[i] != 0x7f) {
-            l->text[l->len++] = (char)p[i++];
+            /* a UTF-8 character is copied whole or not at all */
+            size_t c = p[i] >= 0xf0 ? 4 : p[i] >= 0xe0 ? 3 : p[i] >= 0xc0 ? 2 : 1;
+            if (c > n - i)
+                c = n - i;
+            if (l->len + c > end)
+                return;
+            memcpy(l->text + l->len, p + i, c);
+            l->len += c;
+            i += c;
             continue;
         }
-        for (size_t k = 0; k < (run ? run : 1) && l->len + 3 <= sizeof(l->text); k++, i++) {
+        size_t k = run ? run : 1;
+        if (l->len + 3 * k > end)
+            return;
+        for (; k > 0; k--, i++) {
             l->text[l->len++] = '%';
             l->text[l->len++] = hex[p[i] >> 4];
             l->text[l->len++] = hex[p[i] & 15];
         }
-        if (l->len + 3 > sizeof(l->text))
-            break;
     }
 }
 
-void kl_log_line_word(struct kl_log_line *l, const char *s)
+void kl_log_line_word(struct kl_log_line *l, const char *s, size_t max)
 {
-    put_escaped(l, s, false);
+    put_escaped(l, s, false, max);
 }
 
-void kl_log_line_path(struct kl_log_line *l, const char *s)
+void kl_log_line_path(struct kl_log_line *l, const char *s, size_t max)
 {
-    put_escaped(l, s, true);
+    put_escaped(l, s, true, max);
 }
 
 void kl_log_line_u64(struct kl_log_line *l, uint64_t v)

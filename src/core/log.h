@@ -48,12 +48,13 @@ void kl_log_line_str(struct kl_log_line *l, const char *s);
  * claims, a model name): written as one word, with space, '"', '%' and the
  * characters that break or reorder a line on screen (C1 controls, U+2028
  * and U+2029, bidirectional overrides) as %XX, so it cannot pass for the
- * fields after it. */
-void kl_log_line_word(struct kl_log_line *l, const char *s);
+ * fields after it; in at most max bytes, cut between characters, so it
+ * cannot push them off the line either. */
+void kl_log_line_word(struct kl_log_line *l, const char *s, size_t max);
 /* A request's path, as any client may send it: as a word, but its '%'
  * kept (it is percent-encoded already, and %XX of a byte names the same
  * path), so that what it holds cannot break or reorder the line either. */
-void kl_log_line_path(struct kl_log_line *l, const char *s);
+void kl_log_line_path(struct kl_log_line *l, const char *s, size_t max);
 void kl_log_line_u64(struct kl_log_line *l, uint64_t v);
 void kl_log_line_i64(struct kl_log_line *l, int64_t v);
 /* a duration in nanoseconds as milliseconds, exactly like printf's "%.1f" */

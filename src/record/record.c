@@ -139,6 +139,12 @@ static const char *or_dash(const char *s)
     return s ? s : "-";
 }
 
+/* What the access line keeps of a method, a login and a model once escaped:
+ * with a path's 1 KiB and the other fields, a line stays within its 2 KiB */
+#define KL_ACCESS_METHOD_MAX 32
+#define KL_ACCESS_LOGIN_MAX 384
+#define KL_ACCESS_MODEL_MAX 256
+
 /* The access log line, built without printf (it is written once per
  * request):
  *   ID IP:PORT "METHOD PATH" STATUS ok|ERROR_CLASS login=L model=M provider=P in=N out=N 1.2ms */
@@ -152,19 +158,20 @@ static void access_log(kl_exchange *ex)
     kl_log_line_str(&l, ":");
     kl_log_line_i64(&l, ex->peer_port);
     kl_log_line_str(&l, " \"");
-    kl_log_line_str(&l, or_dash(ex->req.method));
+    kl_log_line_str(&l, or_dash(kl_text_prefix(&ex->arena, ex->req.method, KL_ACCESS_METHOD_MAX)));
     kl_log_line_str(&l, " ");
-    /* as the record keeps it: a long path would push the fields after it
+    /* as the record keeps it, and no more than that once escaped: a long
+     * path (or method, login, model) would push the fields after it
      * (status, login, model) off the line */
-    kl_log_line_path(&l, or_dash(kl_text_prefix(&ex->arena, ex->req.path, KL_CALLER_TEXT_MAX)));
+    kl_log_line_path(&l, or_dash(kl_text_prefix(&ex->arena, ex->req.path, KL_CALLER_TEXT_MAX)), KL_CALLER_TEXT_MAX);
     kl_log_line_str(&l, "\" ");
     kl_log_line_i64(&l, ex->status);
     kl_log_line_str(&l, " ");
     kl_log_line_str(&l, ex->error_class ? kl_error_class_name(ex->error_class) : "ok");
     kl_log_line_str(&l, " login=");
-    kl_log_line_word(&l, ex->ident ? ex->ident->login : "-");
+    kl_log_line_word(&l, ex->ident ? ex->ident->login : "-", KL_ACCESS_LOGIN_MAX);
     kl_log_line_str(&l, " model=");
-    kl_log_line_word(&l, or_dash(ex->model_requested));
+    kl_log_line_word(&l, or_dash(ex->model_requested), KL_ACCESS_MODEL_MAX);
     kl_log_line_str(&l, " provider=");
     kl_log_line_str(&l, ex->provider ? ex->provider->id : "-");
     kl_log_line_str(&l, " in=");

@@ -265,6 +265,35 @@ describe('lifecycle', () => {
     assert.match(line, new RegExp(` "GET /p{1022}" 404 not_found login=- model=- provider=- in=\\d+ out=\\d+ \\d+\\.\\dms$`));
   });
 
+  it('a path of escaped bytes, a long method or a long login pushes no field off the access line', async () => {
+    const mock = await startMock();
+    const gw = await startGateway({ identity: { serve_headers: true }, providers: providersFor(mock.url) });
+    // 500 NELs (two bytes each, six once escaped): within the 1 KiB kept, three times that on the line
+    await rawRequest(gw.url, Buffer.concat([Buffer.from('GET /n'), Buffer.from('\u0085'.repeat(500), 'utf8'),
+      Buffer.from(' HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')]));
+    await rawRequest(gw.url, Buffer.from(`${'M'.repeat(1500)} /m HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`));
+    // a 2,000-byte login (2,048 are accepted), its spaces escaped
+    const login = 'a b'.repeat(660) + '@example.com';
+    const r = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'tailscale-user-login': login },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(r.status, 200);
+    await r.arrayBuffer();
+    await gw.stop();
+    await mock.stop();
+    const lines = gw.output().split('\n');
+    const nel = lines.find((l) => l.includes('"GET /n%C2%85'));
+    assert.ok(nel, gw.output());
+    assert.match(nel, /"GET \/n(%C2%85)+" 404 not_found login=- model=- provider=- in=\d+ out=\d+ \d+\.\dms$/);
+    const method = lines.find((l) => l.includes(' "MMM'));
+    assert.match(method, / "M{32} \/m" \d{3} \S+ login=- model=- provider=- in=\d+ out=\d+ \d+\.\dms$/);
+    const long = lines.find((l) => l.includes(' login=a%20b'));
+    assert.ok(long.length <= 2048, `${long.length} bytes`);
+    assert.match(long, / 200 ok login=a(%20ba)+(%20)? model=gpt-4o provider=openai in=\d+ out=\d+ \d+\.\dms$/);
+    assert.ok(long.match(/login=(\S+)/)[1].length <= 384);
+  });
+
   it('SIGTERM lets an in-flight stream finish, refuses new connections, exits 0', async () => {
     const mock = await startMock();
     const gw = await startGateway({ providers: providersFor(mock.url) });
