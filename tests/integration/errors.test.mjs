@@ -26,6 +26,21 @@ async function deadPort() {
 const post = (url, body, headers = {}) =>
   fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
 
+// A gateway whose openai provider is the raw server up, every caller an admin
+// charged to one $1.00 quota, and that quota's level in nanodollars.
+async function quotaGateway(mock, up) {
+  const gw = await startGateway({
+    providers: providersFor(mock.url, {
+      openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: KEYS.openai, models: ['gpt-4o'],
+                compatibility: { openai_chat: true } },
+    }),
+    quotas: { q: { capacity: '$1.00' } },
+    grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }, { quotas: [{ bucket: 'q' }] }] } }],
+  });
+  const level = async () => BigInt((await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0].current);
+  return { gw, level };
+}
+
 describe('errors', () => {
   let mock, gw, responses = '';
   before(async () => {
@@ -820,15 +835,7 @@ describe('provider framing', () => {
       sock.write(body.subarray(0, 10));
       setTimeout(() => sock.end(body.subarray(10)), 20);
     });
-    const gw = await startGateway({
-      providers: providersFor(mock.url, {
-        openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: KEYS.openai, models: ['gpt-4o'],
-                  compatibility: { openai_chat: true } },
-      }),
-      quotas: { q: { capacity: '$1.00' } },
-      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }, { quotas: [{ bucket: 'q' }] }] } }],
-    });
-    const level = async () => BigInt((await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0].current);
+    const { gw, level } = await quotaGateway(mock, up);
     let r = await post(`${gw.url}/v1/chat/completions`, JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
       { 'accept-encoding': 'identity' });
     assert.equal(r.headers.get('content-encoding'), null);
@@ -891,15 +898,7 @@ describe('provider framing', () => {
     const mock = await startMock();
     const up = await rawProvider((req, sock) =>
       sock.write('HTTP/1.1 302 Found\r\nLocation: https://elsewhere.example/\r\nContent-Length: 0\r\n\r\n'));
-    const gw = await startGateway({
-      providers: providersFor(mock.url, {
-        openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: KEYS.openai, models: ['gpt-4o'],
-                  compatibility: { openai_chat: true } },
-      }),
-      quotas: { q: { capacity: '$1.00' } },
-      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }, { quotas: [{ bucket: 'q' }] }] } }],
-    });
-    const level = async () => BigInt((await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0].current);
+    const { gw, level } = await quotaGateway(mock, up);
     const before = await level();
     for (const stream of [false, true]) {
       const r = await post(`${gw.url}/v1/chat/completions`,
