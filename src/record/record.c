@@ -36,7 +36,6 @@ static int64_t wall_at(const kl_exchange *ex, int64_t ns)
  * exporter sizes its objects for 16 KiB of headers a row. */
 #define KL_REC_HEADERS_MAX 8192
 
-
 /* Request headers as "Name: value" lines, credentials replaced, the first
  * KL_REC_HEADERS_MAX bytes of them. */
 static const char *captured_headers(kl_exchange *ex)
