@@ -110,6 +110,21 @@ function exportedRecords(bucket) {
   return out;
 }
 
+// A database of its own on the test server, for a test whose killed
+// gateway's rows in progress must be marked by its own restart: a gateway of
+// another test file starting on the shared database meanwhile marks them
+// interrupted itself (a name no session holds has no gateway), and one with
+// no exporter does not queue them for export.
+function ownDatabase(name) {
+  const url = new URL(process.env.KEYLESS_TEST_PG_URL);
+  for (const sql of [`DROP DATABASE IF EXISTS ${name}`, `CREATE DATABASE ${name}`]) {
+    const q = spawnSync('psql', [url.href, '-v', 'ON_ERROR_STOP=1', '-qc', sql], { encoding: 'utf8' });
+    assert.equal(q.status, 0, q.stderr);
+  }
+  url.pathname = `/${name}`;
+  return url.href;
+}
+
 async function waitFor(cond, what, ms = 15000) {
   const until = Date.now() + ms;
   while (Date.now() < until) {
@@ -365,7 +380,7 @@ describe('exporters.s3', () => {
       bucket.failNext(1000); // nothing goes out before the kill
       const store = driver === 'sqlite'
         ? { path: join(mkdtempSync(join(tmpdir(), 'keyless-export-kill-')), 'keyless.db') }
-        : { driver: 'postgres', url: process.env.KEYLESS_TEST_PG_URL, instance: `gw-exp-kill-${process.pid}` };
+        : { driver: 'postgres', url: ownDatabase(`kl_export_kill_${process.pid}`), instance: `gw-exp-kill-${process.pid}` };
       const config = { providers: providersFor(mock.url), exporters: exporter(bucket), grants: ADMIN_GRANTS, store };
       const gw = await startGateway(config, { env: { KL_TEST_S3_SECRET: SECRET } });
       const r = await fetch(`${gw.url}/v1/chat/completions`, {
