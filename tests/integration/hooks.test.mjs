@@ -727,24 +727,32 @@ describe('hooks told after the answer, when the hook is slow', () => {
   });
 });
 
+// A gateway whose every caller's requests are told, after the answer, to a
+// hook served by handler (request_body sent), with listen settings and
+// workers as given, and the hook's own settings (timeout) added.
+async function toldGateway(handler, listen, hookSettings, workers) {
+  const mock = await startMock();
+  const hook = http.createServer(handler);
+  await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+  const gw = await startGateway({
+    listen,
+    hooks: { told: { url: `http://127.0.0.1:${hook.address().port}/told`, ...hookSettings } },
+    grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' },
+      { send_hooks: [{ name: 'told', events: ['entire_request'], send: ['request_body'] }] }] } }],
+    providers: providersFor(mock.url),
+  }, { workers });
+  return { mock, hook, gw };
+}
+
 describe('hooks told after the answer, a payload over half the share', () => {
   it('is skipped even with no call in flight, and the warning says it was its size', async () => {
     // two workers of 2 MiB: each share is max_body_size + 1, half of it 512 KiB
-    const mock = await startMock();
     const sizes = [];
-    const hook = http.createServer((req, res) => {
+    const { mock, hook, gw } = await toldGateway((req, res) => {
       let n = 0;
       req.on('data', (d) => { n += d.length; });
       req.on('end', () => { sizes.push(n); res.end('{}'); });
-    });
-    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
-    const gw = await startGateway({
-      listen: { max_body_size: '1MiB', max_body_memory: '2MiB' },
-      hooks: { told: { url: `http://127.0.0.1:${hook.address().port}/told` } },
-      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' },
-        { send_hooks: [{ name: 'told', events: ['entire_request'], send: ['request_body'] }] }] } }],
-      providers: providersFor(mock.url),
-    }, { workers: 2 });
+    }, { max_body_size: '1MiB', max_body_memory: '2MiB' }, {}, 2);
     try {
       for (const size of [100000, 600000]) {
         const r = await fetch(`${gw.url}/v1/chat/completions`, {
@@ -772,22 +780,13 @@ describe('hooks told after the answer, the share taken by requests', () => {
     // one worker of 4 MiB, half of it 2 MiB for hook payloads: one small
     // call in flight, two requests of ~1.95 MB waiting for their answer;
     // a 150 KB request's call fits under the calls' limits, not in the share
-    const mock = await startMock();
     let calls = 0;
     // each call answered 3 s after it came: the first is in flight throughout
-    const hook = http.createServer((req, res) => {
+    const { mock, hook, gw } = await toldGateway((req, res) => {
       calls++;
       req.resume();
       setTimeout(() => res.end('{}'), 3000);
-    });
-    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
-    const gw = await startGateway({
-      listen: { max_body_size: '2MiB', max_body_memory: '4MiB' },
-      hooks: { told: { url: `http://127.0.0.1:${hook.address().port}/told`, timeout: '0' } },
-      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' },
-        { send_hooks: [{ name: 'told', events: ['entire_request'], send: ['request_body'] }] }] } }],
-      providers: providersFor(mock.url),
-    }, { workers: 1 });
+    }, { max_body_size: '2MiB', max_body_memory: '4MiB' }, { timeout: '0' }, 1);
     const ask = async (size, headers = {}) => {
       const r = await fetch(`${gw.url}/v1/chat/completions`, {
         method: 'POST', headers: { 'content-type': 'application/json', ...headers },

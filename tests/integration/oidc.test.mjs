@@ -15,6 +15,18 @@ import { makeIssuer, writeJwks, attackTokens } from './lib/jwt.mjs';
 const GH = 'https://token.actions.githubusercontent.com';
 const K8S = 'https://kubernetes.default.svc.cluster.local';
 
+
+// The status read every 100 ms, up to tries times, until it is want: the
+// last one read (a rotated key is picked up by the 2 s reload check).
+async function statusBecomes(read, want, tries) {
+  let s = 0;
+  for (let i = 0; i < tries && s !== want; i++) {
+    await sleep(100);
+    s = await read();
+  }
+  return s;
+}
+
 describe('OIDC workload tokens', () => {
   let mock, gw, gh, k8s, dir;
   before(async () => {
@@ -597,11 +609,7 @@ describe('OIDC workload tokens', () => {
       assert.equal(spawnSync('touch', ['-r', ref, file]).status, 0);
       assert.equal(statSync(file).size, size, 'the same size');
       assert.equal(statSync(file, { bigint: true }).mtimeNs, statSync(ref, { bigint: true }).mtimeNs, 'the same mtime');
-      let s = 0;
-      for (let i = 0; i < 60 && s !== 200; i++) {
-        await sleep(100);
-        s = await status(after);
-      }
+      const s = await statusBecomes(() => status(after), 200, 60);
       assert.equal(s, 200, 'the new key was not picked up');
       assert.equal(await status(before), 401, 'the old key is gone');
     } finally {
@@ -631,11 +639,7 @@ describe('OIDC workload tokens', () => {
       writeJwks(file, after);
       await sleep(7500);
       nofile(soft);
-      let s = 0;
-      for (let i = 0; i < 40 && s !== 200; i++) {
-        await sleep(100);
-        s = await status(after);
-      }
+      const s = await statusBecomes(() => status(after), 200, 40);
       assert.equal(s, 200, 'the rotated key was never read');
       assert.equal(await status(before), 401, 'the key rotated out is still accepted');
       assert.match(g.output(), /keeping the previous keys: cannot open .*emfile\.json/);
