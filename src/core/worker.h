@@ -122,8 +122,7 @@ typedef struct kl_worker {
     _Atomic uint64_t hooks_told;
     size_t hooks_told_bytes;
     _Atomic uint64_t hooks_skipped;
-    uint64_t hooks_skipped_logged;  /* hooks_skipped when that was last logged */
-    int64_t hooks_skipped_warned_ms;
+    struct kl_log_every hooks_skipped_warn; /* said at most every 10 s */
     bool draining;
     uint64_t seq;               /* per-worker counter, part of request ids */
     uint64_t rng;               /* xorshift state for request ids */

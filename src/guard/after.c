@@ -70,26 +70,25 @@ static bool room_for(kl_worker *w, size_t len)
 static void skipped(kl_worker *w, const char *id, const char *hook, size_t len)
 {
     kl_owner_add(&w->hooks_skipped, 1);
-    int64_t now = kl_wall_ms();
-    if (now - w->hooks_skipped_warned_ms < 10000)
+    uint64_t held;
+    if (!kl_log_every_due(&w->hooks_skipped_warn, 10000, kl_now_ns() / 1000000, &held))
         return;
+    unsigned long long since = (unsigned long long)held + 1; /* this one too */
     size_t half = kl_body_memory(w) / 2;
     if (len > half)
         kl_warn("%s: hook %s was not told of the request: its payload of %zu bytes is more than half worker %d's "
                 "share of listen.max_body_memory (%zu bytes); %llu calls skipped since the last such line",
-                id, hook, len, w->index, half, (unsigned long long)(w->hooks_skipped - w->hooks_skipped_logged));
+                id, hook, len, w->index, half, since);
     else if (len && w->hooks_told < KL_HOOKS_TOLD_MAX && w->hooks_told_bytes + len <= half)
         kl_warn("%s: hook %s was not told of the request: worker %d's share of listen.max_body_memory (%zu bytes) "
                 "holds %zu bytes of bodies, answers and hook payloads, no room for its payload of %zu bytes; "
                 "%llu calls skipped since the last such line", id, hook, w->index, kl_body_memory(w),
-                (size_t)w->body_bytes, len, (unsigned long long)(w->hooks_skipped - w->hooks_skipped_logged));
+                (size_t)w->body_bytes, len, since);
     else
         kl_warn("%s: hook %s was not told of the request: worker %d has %llu such calls in flight, holding %zu "
                 "bytes (at most %d, and half its share of listen.max_body_memory); %llu calls skipped since the "
                 "last such line", id, hook, w->index, (unsigned long long)w->hooks_told, w->hooks_told_bytes,
-                KL_HOOKS_TOLD_MAX, (unsigned long long)(w->hooks_skipped - w->hooks_skipped_logged));
-    w->hooks_skipped_logged = w->hooks_skipped;
-    w->hooks_skipped_warned_ms = now;
+                KL_HOOKS_TOLD_MAX, since);
 }
 
 /* metadata.estimated_cost: Aperture's CostEstimate, from the usage the
