@@ -1,5 +1,6 @@
 #include "core/log.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -189,9 +190,13 @@ static void put_escaped(struct kl_log_line *l, const char *s, bool keep_percent,
     size_t n = strlen(s), end = sizeof(l->text) - l->len > max ? l->len + max : sizeof(l->text);
     for (size_t i = 0; i < n;) {
         size_t run = unsafe_run(p + i, n - i);
-        if (!run && p[i] != ' ' && p[i] != '"' && (p[i] != '%' || keep_percent) && p[i] >= 0x20 && p[i] != 0x7f) {
+        /* A path's own %XX is kept as one piece, so a cut cannot split it;
+         * any other '%' (a path cut inside an escape before it got here)
+         * becomes %25, so the field still decodes to the bytes received. */
+        bool escape = keep_percent && p[i] == '%' && n - i >= 3 && isxdigit(p[i + 1]) && isxdigit(p[i + 2]);
+        if (!run && p[i] != ' ' && p[i] != '"' && (p[i] != '%' || escape) && p[i] >= 0x20 && p[i] != 0x7f) {
             /* a UTF-8 character is copied whole or not at all */
-            size_t c = p[i] >= 0xf0 ? 4 : p[i] >= 0xe0 ? 3 : p[i] >= 0xc0 ? 2 : 1;
+            size_t c = escape ? 3 : p[i] >= 0xf0 ? 4 : p[i] >= 0xe0 ? 3 : p[i] >= 0xc0 ? 2 : 1;
             if (c > n - i)
                 c = n - i;
             if (l->len + c > end)

@@ -58,6 +58,21 @@ static void line_formatting_matches_printf(void **state)
     assert_int_equal(u.len, strlen(uwant));
     assert_memory_equal(u.text, uwant, u.len);
 
+    /* a path keeps its own %XX whole at a cut, and a '%' that starts no
+     * escape (the path was cut inside one) is written %25 */
+    struct kl_log_line pl = {0};
+    kl_log_line_path(&pl, "/a%41%4", 7);
+    assert_int_equal(pl.len, 5);
+    assert_memory_equal(pl.text, "/a%41", 5);
+    struct kl_log_line pc = {0};
+    kl_log_line_path(&pc, "/a%41%4", 64);
+    assert_int_equal(pc.len, strlen("/a%41%254"));
+    assert_memory_equal(pc.text, "/a%41%254", pc.len);
+    struct kl_log_line pw = {0};
+    kl_log_line_word(&pw, "50%41", 64); /* a word escapes every '%' */
+    assert_int_equal(pw.len, strlen("50%2541"));
+    assert_memory_equal(pw.text, "50%2541", pw.len);
+
     /* appenders truncate at the line limit */
     struct kl_log_line big = {0};
     char chunk[1000];
