@@ -6,10 +6,9 @@
 // stopped.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap, runCommand, ROOT } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, headerMap, runCommand, ROOT, tempDir } from './lib/harness.mjs';
 
 const CAP = 'tailscale.com/cap/aperture';
 
@@ -46,7 +45,7 @@ describe('Codex CLI and Gemini CLI', () => {
 
   // Codex reads its provider from $CODEX_HOME/config.toml, as the README says.
   function codex(target, prompt, model = 'gpt-4o', more = []) {
-    const home = mkdtempSync(join(tmpdir(), 'kl-codex-'));
+    const home = tempDir('kl-codex-');
     writeFileSync(join(home, 'config.toml'), [
       `model = "${model}"`, ...more, 'model_provider = "gw"', '[model_providers.gw]', 'name = "keyless"',
       `base_url = "${target.url}/v1"`, 'env_key = "OPENAI_API_KEY"', 'wire_api = "responses"', ''].join('\n'));
@@ -55,7 +54,7 @@ describe('Codex CLI and Gemini CLI', () => {
   }
 
   function gemini(target, prompt, timeoutMs, model = 'gemini-2.5-flash') {
-    const home = mkdtempSync(join(tmpdir(), 'kl-gemini-'));
+    const home = tempDir('kl-gemini-');
     mkdirSync(join(home, '.gemini'));
     writeFileSync(join(home, '.gemini', 'settings.json'),
       JSON.stringify({ security: { auth: { selectedType: 'gemini-api-key' } } }));

@@ -7,8 +7,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import crypto from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   BedrockRuntimeClient, ConverseCommand, ConverseStreamCommand, InvokeModelCommand,
@@ -23,7 +22,7 @@ import { Sha256 } from '@aws-crypto/sha256-js';
 import { fromIni } from '@aws-sdk/credential-provider-ini';
 import { Agent } from 'undici';
 import {
-  startMock, startGateway, startHook, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT, clocked,
+  startMock, startGateway, startHook, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT, clocked, tempDir
 } from './lib/harness.mjs';
 
 const HAIKU = 'us.anthropic.claude-haiku-4-5-20251001-v1:0';
@@ -413,7 +412,7 @@ describe('Amazon Bedrock', () => {
 
   it('Claude Code in its Bedrock mode answers through the gateway', { timeout: 180000 }, async () => {
     await mock.clear();
-    const home = mkdtempSync(join(tmpdir(), 'kl-claude-bedrock-'));
+    const home = tempDir('kl-claude-bedrock-');
     const env = {
       PATH: process.env.PATH, HOME: home,
       CLAUDE_CODE_USE_BEDROCK: '1', CLAUDE_CODE_SKIP_BEDROCK_AUTH: '1', ANTHROPIC_BEDROCK_BASE_URL: gw.url,
@@ -718,7 +717,7 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
     credentials: { accessKeyId: 'caller-dummy', secretAccessKey: 'caller-dummy' }, requestHandler: new NodeHttpHandler() });
 
   it('the AWS SDK\'s requests reach Bedrock signed with the gateway\'s credentials; the caller\'s signature does not', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kl-aws-'));
+    const dir = tempDir('kl-aws-');
     writeFileSync(join(dir, 'secret'), `${creds.secretAccessKey}\n`);
     const g = await startGateway({ providers: { bedrock: provider({ access_key_id: creds.accessKeyId,
       access_secret: `file:${join(dir, 'secret')}`, session_token: '${KL_TEST_AWS_SESSION}', region: 'us-east-1' }) } },
@@ -797,7 +796,7 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
     AWS_SHARED_CREDENTIALS_FILE: '/nonexistent/keyless-test/credentials' };
 
   it('no keys in the config: the environment\'s credentials, from a web identity (EKS IRSA), the container endpoint (ECS, EKS Pod Identity) or IMDSv2', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kl-aws-env-'));
+    const dir = tempDir('kl-aws-env-');
     // AWS STS, AssumeRoleWithWebIdentity (Query API, XML answer)
     const jwt = `eyJhbGciOiJSUzI1NiJ9.${Buffer.from(JSON.stringify({ sub: 'system:serviceaccount:ai:keyless' })).toString('base64url')}.sig`;
     writeFileSync(join(dir, 'token'), `${jwt}\n`);
@@ -1035,7 +1034,7 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
   });
 
   it('a profile of the shared config files: its keys, a role chain (AssumeRole signed by its source), credential_process, IAM Identity Center (SSO)', async () => {
-    const home = mkdtempSync(join(tmpdir(), 'kl-aws-home-'));
+    const home = tempDir('kl-aws-home-');
     mkdirSync(join(home, '.aws', 'sso', 'cache'), { recursive: true });
     const defaultKeys = temporary('default');
     defaultKeys.sessionToken = undefined;
@@ -1401,7 +1400,7 @@ mfa_serial = arn:aws:iam::123456789012:mfa/dev
       await g2.stop();
     }
     const bin = join(ROOT, process.env.KEYLESS_BUILD || 'build', 'keyless');
-    const cfg = join(mkdtempSync(join(tmpdir(), 'kl-aws-')), 'k.hujson');
+    const cfg = join(tempDir('kl-aws-'), 'k.hujson');
     writeFileSync(cfg, JSON.stringify({ providers: { bedrock: provider({ access_key_id: 'AKIA', access_secret: 's' }) } }));
     const out = await runCommand(bin, ['check', '--config', cfg], process.env);
     assert.notEqual(out.code, 0);

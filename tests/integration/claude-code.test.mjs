@@ -2,10 +2,8 @@
 // simulator: the way developers will actually use the gateway.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startMock, startGateway, startHook, providersFor, KEYS, assertNoKeys, headerMap, runCommand as run, ROOT } from './lib/harness.mjs';
+import { startMock, startGateway, startHook, providersFor, KEYS, assertNoKeys, headerMap, runCommand as run, ROOT, tempDir } from './lib/harness.mjs';
 
 describe('Claude Code', () => {
   let mock, gw, hook, told; // told: what an audit hook is told of each turn that called tools
@@ -43,7 +41,7 @@ describe('Claude Code', () => {
 
   it('claude -p answers through the gateway', { timeout: 180000 }, async () => {
     await mock.clear();
-    const env = claudeEnv(mkdtempSync(join(tmpdir(), 'kl-claude-home-')));
+    const env = claudeEnv(tempDir('kl-claude-home-'));
     const claude = join(ROOT, 'node_modules', '.bin', 'claude');
     const r = await run(claude, ['-p', 'Say hello. [[mock text=Hello_from_keyless_via_Claude_Code;in=2000;out=77;cache_read=1500;cache_write=120]]'], env);
     assert.equal(r.code, 0, `claude failed: ${r.out}\n${r.err}`);
@@ -82,7 +80,7 @@ describe('Claude Code', () => {
     const claude = join(ROOT, 'node_modules', '.bin', 'claude');
     // the simulator answers the first turn with a Glob call, then (seeing its result) with text
     const r = await run(claude, ['-p', 'List the files. [[mock tools=Glob;text=Done_listing]]'],
-      claudeEnv(mkdtempSync(join(tmpdir(), 'kl-claude-home-'))));
+      claudeEnv(tempDir('kl-claude-home-')));
     assert.equal(r.code, 0, `claude failed: ${r.out}\n${r.err}`);
     for (let i = 0; i < 100 && told.length === 0; i++) await new Promise((res) => setTimeout(res, 50));
     const turn = told.find((t) => t.tool_calls?.some((c) => c.name === 'Glob'));
@@ -103,7 +101,7 @@ describe('Claude Code', () => {
     try {
       await mock.clear();
       const claude = join(ROOT, 'node_modules', '.bin', 'claude');
-      const env = { ...claudeEnv(mkdtempSync(join(tmpdir(), 'kl-claude-home-'))), ANTHROPIC_BASE_URL: gw2.url };
+      const env = { ...claudeEnv(tempDir('kl-claude-home-')), ANTHROPIC_BASE_URL: gw2.url };
       // the simulator answers with a Bash call although Bash was not offered
       const r = await run(claude, ['-p', 'Run ls. [[mock tools=Bash;text=Running]]'], env);
       const sent = (await mock.requests()).filter((q) => q.path.startsWith('/v1/messages') &&
@@ -147,7 +145,7 @@ describe('Claude Code', () => {
     try {
       await mock.clear();
       const claude = join(ROOT, 'node_modules', '.bin', 'claude');
-      const env = { ...claudeEnv(mkdtempSync(join(tmpdir(), 'kl-claude-home-'))), ANTHROPIC_BASE_URL: gw2.url };
+      const env = { ...claudeEnv(tempDir('kl-claude-home-')), ANTHROPIC_BASE_URL: gw2.url };
       // the provider's stream fails before its first block, so Claude Code asks again without streaming; that
       // whole answer holds a key, and is withheld (401 and 403 are "Failed to authenticate · Please run /login")
       const r = await run(claude,

@@ -8,11 +8,10 @@ import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { GoogleGenAI } from '@google/genai';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startMock, startGateway, providersFor, KEYS, assertNoKeys, rawRequest, rawProvider, finalRecord, BUILD }
-  from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, rawRequest, rawProvider, finalRecord, BUILD,
+  tempDir } from './lib/harness.mjs';
 
 // A port nothing listens on: bind, learn it, close.
 async function deadPort() {
@@ -508,7 +507,7 @@ describe('connection limits', () => {
   });
 
   it('listen.max_body_memory below max_body_size is a configuration error', () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'keyless-errors-')), 'bad.hujson');
+    const path = join(tempDir('keyless-errors-'), 'bad.hujson');
     writeFileSync(path, JSON.stringify({ listen: { max_body_size: '1MiB', max_body_memory: '512KiB' } }));
     const bad = spawnSync(join(BUILD, 'keyless'), ['check', '--config', path], { encoding: 'utf8' });
     assert.notEqual(bad.status, 0);

@@ -15,9 +15,8 @@ import { decode } from 'cborg';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { HttpRequest } from '@smithy/protocol-http';
 import { Sha256 } from '@aws-crypto/sha256-js';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { startMock, startGateway, providersFor, assertNoKeys, BUILD } from './lib/harness.mjs';
+import { writeFileSync } from 'node:fs';
+import { startMock, startGateway, providersFor, assertNoKeys, BUILD, tempDir } from './lib/harness.mjs';
 
 const ACCESS_KEY = 'AKIAKEYLESSTEST0001';
 const SECRET = 'kl-test-secret/0123456789abcdefghijklmnopqrstuv';
@@ -231,7 +230,7 @@ describe('exporters.s3', () => {
 
   it('a bucket that refuses (bad secret) loses nothing: the queue outlives a restart, a rotated secret applies on SIGHUP', async () => {
     const bucket = await startBucket('audit');
-    const secretFile = join(mkdtempSync(join(tmpdir(), 'keyless-s3-')), 'secret');
+    const secretFile = join(tempDir('keyless-s3-'), 'secret');
     writeFileSync(secretFile, 'not-the-secret\n');
     const config = {
       providers: providersFor(mock.url), grants: ADMIN_GRANTS,
@@ -379,7 +378,7 @@ describe('exporters.s3', () => {
       const bucket = await startBucket('audit');
       bucket.failNext(1000); // nothing goes out before the kill
       const store = driver === 'sqlite'
-        ? { path: join(mkdtempSync(join(tmpdir(), 'keyless-export-kill-')), 'keyless.db') }
+        ? { path: join(tempDir('keyless-export-kill-'), 'keyless.db') }
         : { driver: 'postgres', url: ownDatabase(`kl_export_kill_${process.pid}`), instance: `gw-exp-kill-${process.pid}` };
       const config = { providers: providersFor(mock.url), exporters: exporter(bucket), grants: ADMIN_GRANTS, store };
       const gw = await startGateway(config, { env: { KL_TEST_S3_SECRET: SECRET } });
@@ -413,7 +412,7 @@ describe('exporters.s3', () => {
   }
 
   it('configuration errors are reported by keyless check', () => {
-    const path = join(mkdtempSync(join(tmpdir(), 'keyless-export-')), 'bad.hujson');
+    const path = join(tempDir('keyless-export-'), 'bad.hujson');
     writeFileSync(path, JSON.stringify({ exporters: { s3: { bucket_name: 'audit', every: '10ms', prefix: '/abs', endpoint: 'ftp://x' } } }));
     const bad = spawnSync(join(BUILD, 'keyless'), ['check', '--config', path], { encoding: 'utf8' });
     assert.notEqual(bad.status, 0);

@@ -8,13 +8,12 @@ import { describe, it, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
-import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, rawRequest, BUILD } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, rawRequest, BUILD, tempDir } from './lib/harness.mjs';
 
 // The hook service: records what it is sent; its answers come from `reply`.
 function startHookServer() {
@@ -173,7 +172,7 @@ describe('pre_request hooks', () => {
     } finally {
       await g.stop();
     }
-    const dir = mkdtempSync(join(tmpdir(), 'kl-hook-auth-'));
+    const dir = tempDir('kl-hook-auth-');
     const f = join(dir, 'c.hujson');
     writeFileSync(f, JSON.stringify({ providers: { p: { baseurl: mock.url, apikey: 'x', authorization: 'hec', models: ['m'] } } }));
     const check = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });
@@ -342,7 +341,7 @@ describe('pre_request hooks', () => {
   });
 
   it('keyless check: an undefined hook is an error; Aperture\'s events and send values are accepted', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kl-hooks-'));
+    const dir = tempDir('kl-hooks-');
     const check = (config) => {
       const f = join(dir, 'c.hujson');
       writeFileSync(f, JSON.stringify(config));

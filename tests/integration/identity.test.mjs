@@ -4,15 +4,14 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { spawnSync } from 'node:child_process';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { Agent } from 'undici';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startMock, startGateway, startHook, providersFor, assertNoKeys, startTailscaled, from, externalIPv4, rawRequest, BUILD } from './lib/harness.mjs';
+import { startMock, startGateway, startHook, providersFor, assertNoKeys, startTailscaled, from, externalIPv4, rawRequest, BUILD, tempDir } from './lib/harness.mjs';
 
 const ALICE = '127.0.0.2', BOB = '127.0.0.3', CI = '127.0.0.4', PROD = '127.0.0.5', LEGACY = '127.0.0.6',
   NOBODY = '127.0.0.7', CAROL = '127.0.0.8', GARBAGE = '127.0.0.9', TS500 = '127.0.0.10', DAVE = '127.0.0.12',
@@ -676,7 +675,7 @@ describe('identity and grants', () => {
   });
 
   it('a tailscaled socket that is not there is a note at load, naming the path (not an error: tailscaled may start later)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kl-ts-socket-'));
+    const dir = tempDir('kl-ts-socket-');
     const check = (tailscale, ...more) => {
       const cfg = join(dir, 'keyless.hujson');
       writeFileSync(cfg, JSON.stringify({ identity: { tailscale }, grants: GRANTS, providers: providersFor(mock.url) }));
@@ -705,7 +704,7 @@ describe('identity and grants', () => {
 
   it('keyless check warns when serve headers could be believed from a tailnet peer that reached the port directly', () => {
     // with tailscaled in userspace networking such a peer comes from loopback too
-    const dir = mkdtempSync(join(tmpdir(), 'kl-serve-order-'));
+    const dir = tempDir('kl-serve-order-');
     const check = (identity) => {
       const cfg = join(dir, 'keyless.hujson');
       writeFileSync(cfg, JSON.stringify({ identity, grants: GRANTS, providers: providersFor('http://127.0.0.1:9') }));
@@ -782,7 +781,7 @@ describe('log lines quoting outside text', () => {
 describe('WhoIs failure warnings', () => {
   it('with tailscaled down, a WhoIs failure is warned about at most every 10 s, not once per request', async () => {
     const mock = await startMock();
-    const dir = mkdtempSync(join(tmpdir(), 'kl-whois-down-'));
+    const dir = tempDir('kl-whois-down-');
     const gw = await startGateway({ identity: { tailscale: { socket: join(dir, 'tailscaled.sock') } }, providers: providersFor(mock.url) });
     try {
       for (let i = 0; i < 60; i += 20) {

@@ -6,14 +6,13 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { ROOT, BUILD } from './lib/harness.mjs';
+import { ROOT, BUILD, tempDir } from './lib/harness.mjs';
 
 describe('make install', () => {
   it('installs a working binary, price table, unit and configuration; keeps a configuration already there', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kl-install-'));
+    const dir = tempDir('kl-install-');
     const vars = [`BUILD=${relative(ROOT, BUILD)}`, `PREFIX=${dir}/usr`, `SYSCONFDIR=${dir}/etc`,
       `UNITDIR=${dir}/lib/systemd/system`];
     // -o: the binary the other tests run is installed as it is, never rebuilt under them

@@ -3,12 +3,11 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Anthropic from '@anthropic-ai/sdk';
-import { startMock, startGateway, providersFor, finalRecord, rawRequest, BUILD, ROOT } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, finalRecord, rawRequest, BUILD, ROOT, tempDir } from './lib/harness.mjs';
 
 // A raw connection to gw: what it reads so far (got()), and when it closes.
 async function rawConn(gw) {
@@ -35,7 +34,7 @@ describe('lifecycle', () => {
   it('keyless check validates the example config and reports errors with positions', () => {
     const ok = spawnSync(join(BUILD, 'keyless'), ['check', '--config', join(ROOT, 'keyless.example.hujson')], { encoding: 'utf8' });
     assert.equal(ok.status, 0, ok.stdout + ok.stderr);
-    const dir = mkdtempSync(join(tmpdir(), 'kl-check-'));
+    const dir = tempDir('kl-check-');
     const bad = join(dir, 'bad.hujson');
     writeFileSync(bad, '{\n  // comment\n  "providers": {"x": {"baseurl": 5,}},\n  "connectors": {},\n}\n');
     const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', bad], { encoding: 'utf8' });
@@ -46,7 +45,7 @@ describe('lifecycle', () => {
 
   it('keyless check writes its problems to stderr and only the summary to stdout (as nginx -t, caddy validate)', () => {
     // a script's `keyless check 2>errors.log` keeps every problem, and its stdout is the verdict alone
-    const dir = mkdtempSync(join(tmpdir(), 'kl-check-streams-'));
+    const dir = tempDir('kl-check-streams-');
     const bad = join(dir, 'bad.hujson');
     writeFileSync(bad, '{\n  "providers": {"x": {"baseurl": 5}},\n  "connectors": {},\n}\n');
     const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', bad], { encoding: 'utf8' });
@@ -109,7 +108,7 @@ describe('lifecycle', () => {
     // and no answer is masked for it as for an apikey
     const mock = await startMock();
     const providers = providersFor(mock.url.replace('http://', 'http://ops:hunter2@'));
-    const dir = mkdtempSync(join(tmpdir(), 'kl-userinfo-'));
+    const dir = tempDir('kl-userinfo-');
     const cfg = join(dir, 'k.hujson');
     writeFileSync(cfg, JSON.stringify({ providers }));
     const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', cfg], { encoding: 'utf8' });
@@ -135,7 +134,7 @@ describe('lifecycle', () => {
   });
 
   it('refuses to start on a broken config', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kl-bad-'));
+    const dir = tempDir('kl-bad-');
     const bad = join(dir, 'bad.hujson');
     writeFileSync(bad, '{"listen": {"workers": "many"}}');
     const r = spawnSync(join(BUILD, 'keyless'), ['serve', '--config', bad], { encoding: 'utf8' });
@@ -313,7 +312,7 @@ describe('lifecycle', () => {
 
   it('SIGTERM: a request pipelined behind one in flight is served too, and the connection closes after it', async () => {
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-pipe-')), 'r.db');
+    const db = join(tempDir('kl-pipe-'), 'r.db');
     const gw = await startGateway({ store: { path: db }, providers: providersFor(mock.url) });
     const { sock, closed, got } = await rawConn(gw);
     const body = JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'x' }] });
@@ -335,7 +334,7 @@ describe('lifecycle', () => {
 
   it('SIGTERM: a request whose head has begun to arrive is read to its end and served, and the connection closes after it', async () => {
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-head-')), 'r.db');
+    const db = join(tempDir('kl-head-'), 'r.db');
     const gw = await startGateway({ store: { path: db }, providers: providersFor(mock.url) });
     const { sock, closed, got } = await rawConn(gw);
     const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] });
@@ -357,7 +356,7 @@ describe('lifecycle', () => {
 
   it('a request still arriving when the shutdown grace ends is recorded as cut by the shutdown, not as a client that left', async () => {
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-shut-')), 'r.db');
+    const db = join(tempDir('kl-shut-'), 'r.db');
     const gw = await startGateway({ listen: { timeouts: { shutdown: '1s' } }, store: { path: db },
       providers: providersFor(mock.url) });
     const u = new URL(gw.url);
@@ -377,7 +376,7 @@ describe('lifecycle', () => {
 
   it('a store locked at shutdown: given up after ten seconds of failures, and a SIGHUP meanwhile does not kill', async () => {
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-lock-')), 'r.db');
+    const db = join(tempDir('kl-lock-'), 'r.db');
     const gw = await startGateway({ store: { path: db }, providers: providersFor(mock.url) });
     const chat = () => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }) });
@@ -403,7 +402,7 @@ describe('lifecycle', () => {
   it('a file size limit the store reaches is a write that fails (and is retried), not the end of the process', async () => {
     // ulimit -f, systemd's LimitFSIZE=: SIGXFSZ's default action killed keyless, and the records queued with it
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-fsize-')), 'r.db');
+    const db = join(tempDir('kl-fsize-'), 'r.db');
     const gw = await startGateway({ store: { path: db, captures: 'full' }, providers: providersFor(mock.url) }, { fsize: 600 });
     const big = 'x'.repeat(60000);
     for (let i = 0; i < 12; i++) {
@@ -427,7 +426,7 @@ describe('lifecycle', () => {
 
   it('records queued while the store is locked are bounded by their memory too: past store.queue_bytes, 503', async () => {
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-qbytes-')), 'r.db');
+    const db = join(tempDir('kl-qbytes-'), 'r.db');
     const gw = await startGateway({ store: { path: db, captures: 'full', queue_bytes: '300KiB' }, providers: providersFor(mock.url) });
     const big = 'x'.repeat(60000);
     const chat = () => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' },

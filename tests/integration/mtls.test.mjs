@@ -2,15 +2,14 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import https from 'node:https';
 import tls from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startMock, startGateway, providersFor, assertNoKeys, BUILD } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, assertNoKeys, BUILD, tempDir } from './lib/harness.mjs';
 
-const dir = mkdtempSync(join(tmpdir(), 'kl-mtls-'));
+const dir = tempDir('kl-mtls-');
 const p = (f) => join(dir, f);
 const openssl = (...args) => execFileSync('openssl', args, { stdio: ['ignore', 'pipe', 'pipe'] });
 

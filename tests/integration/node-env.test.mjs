@@ -5,13 +5,12 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync, writeFileSync, chmodSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, rmSync, symlinkSync, utimesSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT } from './lib/harness.mjs';
+import { ROOT, tempDir } from './lib/harness.mjs';
 
 describe('node-env.sh', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'keyless-node-env-'));
+  const dir = tempDir('keyless-node-env-');
   after(() => rmSync(dir, { recursive: true, force: true }));
   // an npm that only says it was asked
   const bin = join(dir, 'bin');

@@ -2,14 +2,13 @@
 // style ES256) verified against JWKS files; every attack refused.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Anthropic from '@anthropic-ai/sdk';
-import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, rawRequest, BUILD } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, rawRequest, BUILD, tempDir } from './lib/harness.mjs';
 import { makeIssuer, writeJwks, attackTokens } from './lib/jwt.mjs';
 
 const GH = 'https://token.actions.githubusercontent.com';
@@ -30,7 +29,7 @@ async function statusBecomes(read, want, tries) {
 describe('OIDC workload tokens', () => {
   let mock, gw, gh, k8s, dir;
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'kl-oidc-'));
+    dir = tempDir('kl-oidc-');
     gh = makeIssuer({ alg: 'RS256', iss: GH });
     k8s = makeIssuer({ alg: 'ES256', iss: K8S });
     writeJwks(join(dir, 'gh.json'), gh, k8s);

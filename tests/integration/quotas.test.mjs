@@ -4,13 +4,12 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
-import { startMock, startGateway, providersFor, assertNoKeys, from, BUILD, rawProvider, finalRecord, clocked } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, assertNoKeys, from, BUILD, rawProvider, finalRecord, clocked, tempDir } from './lib/harness.mjs';
 
 // gpt-4o: $2.50 / $10 per 1M tokens = 2500 / 10000 nanodollars a token.
 const IN_ND = 2500n, OUT_ND = 10000n;
@@ -1177,7 +1176,7 @@ describe('spend quotas', () => {
 
   it('balances survive a restart; a lowered capacity clamps them; /api/quotas and refill', async () => {
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-quota-')), 'q.db');
+    const db = join(tempDir('kl-quota-'), 'q.db');
     const cfg = (capacity) => ({
       identity: { cidr: [{ range: '127.0.0.60/32', login: 'ann@example.com' }, { range: '127.0.0.61/32', login: 'ben@example.com' }], loopback: true },
       store: { path: db },
@@ -1226,7 +1225,7 @@ describe('spend quotas', () => {
 
   it('an admin\'s look at balances saved before a restart takes a quota named exactly so first, and changes no balance', async () => {
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-quotag-')), 'q.db');
+    const db = join(tempDir('kl-quotag-'), 'q.db');
     const cfg = {
       identity: { cidr: [{ range: '127.0.0.60/32', login: 'ann@example.com' }], loopback: true },
       store: { path: db },
@@ -1261,7 +1260,7 @@ describe('spend quotas', () => {
 
   it('a restart that raises a capacity refills a bucket that sat full up to the old capacity until the restart, as a reload would', async () => {
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-quotac-')), 'q.db');
+    const db = join(tempDir('kl-quotac-'), 'q.db');
     const cfg = (capacity) => ({ store: { path: db }, quotas: { rc: { capacity, rate: '$60.00/min' } },
       grants: grant([{ bucket: 'rc' }]), providers: providersFor(mock.url) });
     let gw = await startGateway(cfg('$1.00'));
@@ -1358,7 +1357,7 @@ describe('spend quotas', () => {
 
   it('a bucket named after a long login keeps its own balance across a restart', async () => {
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-quotal-')), 'q.db');
+    const db = join(tempDir('kl-quotal-'), 'q.db');
     const login = `k8s:payments-prod/${'x'.repeat(260)}`;
     const cfg = {
       identity: { cidr: [{ range: '127.0.0.62/32', login }], loopback: true },
@@ -1518,7 +1517,7 @@ describe('spend quotas', () => {
 
   it('an admin refills a bucket spent before a restart that nobody has used since', async () => {
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-quotar-')), 'q.db');
+    const db = join(tempDir('kl-quotar-'), 'q.db');
     const cfg = { store: { path: db }, quotas: { 'r:<user>': { capacity: '$1.00' } }, grants: grant([{ bucket: 'r:<user>' }]),
       providers: providersFor(mock.url) };
     let gw = await startGateway(cfg);
@@ -1542,7 +1541,7 @@ describe('spend quotas', () => {
 
   it('zero retention keeps no records, but balances still survive a restart', async () => {
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-quota0-')), 'q.db');
+    const db = join(tempDir('kl-quota0-'), 'q.db');
     const cfg = {
       store: { path: db },
       database: { retention: { duration: '0' } },
@@ -1561,7 +1560,7 @@ describe('spend quotas', () => {
     assert.equal(after.current, level, 'a restart must not refill the budget');
     await gw.stop();
     // the store holds no request record
-    const f = join(mkdtempSync(join(tmpdir(), 'kl-quota0-')), 'read.hujson');
+    const f = join(tempDir('kl-quota0-'), 'read.hujson');
     writeFileSync(f, JSON.stringify({ store: { path: db } }));
     const ex = spawnSync(join(BUILD, 'keyless'), ['export', '--config', f], { encoding: 'utf8' });
     assert.equal(ex.status, 0, ex.stderr);
@@ -1573,7 +1572,7 @@ describe('spend quotas', () => {
     // The balance is saved about once a second; what requests in flight have
     // reserved is saved as spent, since after kill -9 nothing settles them.
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-quotak-')), 'q.db');
+    const db = join(tempDir('kl-quotak-'), 'q.db');
     const cfg = {
       store: { path: db },
       quotas: { 'k:<user>': { capacity: '$1.00' } },
@@ -1597,7 +1596,7 @@ describe('spend quotas', () => {
   });
 
   it('a grant naming an undefined bucket is a configuration error (fail closed)', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kl-qcfg-'));
+    const dir = tempDir('kl-qcfg-');
     const f = join(dir, 'c.hujson');
     writeFileSync(f, JSON.stringify({ quotas: { a: { capacity: '$1' } }, grants: grant([{ bucket: 'b' }]) }));
     const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', f], { encoding: 'utf8' });

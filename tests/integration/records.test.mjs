@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startMock, startGateway, providersFor, KEYS, assertNoKeys, from, BUILD, rawRequest } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, KEYS, assertNoKeys, from, BUILD, rawRequest, tempDir } from './lib/harness.mjs';
 
 const USER = '127.0.0.40', ADMIN = '127.0.0.41', OUTSIDER = '127.0.0.42';
 const identity = {
@@ -254,7 +254,7 @@ describe('records (SQLite)', () => {
 describe('keyless usage and export before any store exists', () => {
   it('print an empty report and exit 0, say why on stderr, and make no file', () => {
     // a new host, or one whose gateway has not started yet: "no records", not "cannot open"
-    const dir = mkdtempSync(join(tmpdir(), 'kl-no-store-'));
+    const dir = tempDir('kl-no-store-');
     for (const db of [join(dir, 'keyless.db'), join(dir, 'not-made-yet', 'keyless.db')]) {
       const cfg = join(dir, 'keyless.hujson');
       writeFileSync(cfg, JSON.stringify({ providers: providersFor('http://127.0.0.1:9'), store: { path: db } }));
@@ -291,7 +291,7 @@ describe('in-progress records', () => {
       }, 300));
     });
     await new Promise((r) => hook.listen(0, '127.0.0.1', r));
-    const path = join(mkdtempSync(join(tmpdir(), 'kl-begin-')), 'records.db');
+    const path = join(tempDir('kl-begin-'), 'records.db');
     const hooked = [{ src: ['uma@example.com'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' },
       { models: '**', send_hooks: [{ name: 'slow', events: ['pre_request'], send: [] }] }] } }, grants[1]];
     const config = {
@@ -353,7 +353,7 @@ describe('records survive kill -9', () => {
       const { mkdtempSync } = await import('node:fs');
       const { tmpdir } = await import('node:os');
       const store = driver === 'sqlite'
-        ? { path: join(mkdtempSync(join(tmpdir(), 'kl-kill-')), 'records.db') }
+        ? { path: join(tempDir('kl-kill-'), 'records.db') }
         : { driver: 'postgres', url: pg, instance: `gw-kill-${process.pid}` };
       const config = { identity, grants, store, providers: providersFor(mock.url) };
       // PostgreSQL: another gateway's request in flight on the same database
@@ -641,7 +641,7 @@ describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KE
     const gw = await startGateway({ identity, grants, store, providers: providersFor(mock.url) });
     await gw.stop();
     assert.equal(psql(`INSERT INTO ${schema}.schema_migrations VALUES (11, 0)`).status, 0);
-    const dir = mkdtempSync(join(tmpdir(), 'kl-newer-'));
+    const dir = tempDir('kl-newer-');
     writeFileSync(join(dir, 'k.json'), JSON.stringify({ listen: { addresses: ['127.0.0.1:0'] }, identity, grants, store,
       providers: providersFor(mock.url) }));
     const r = spawnSync(join(BUILD, 'keyless'), ['serve', '--config', join(dir, 'k.json')], { encoding: 'utf8', timeout: 10000 });
@@ -755,7 +755,7 @@ describe('a PostgreSQL server that stops answering', () => {
 
   it('a statement waits 15 s at most: the start-up fails with the reason instead of hanging', async () => {
     const pg = await frozenPostgres();
-    const dir = mkdtempSync(join(tmpdir(), 'kl-frozen-'));
+    const dir = tempDir('kl-frozen-');
     const f = join(dir, 'c.hujson');
     writeFileSync(f, JSON.stringify({ listen: { addresses: ['127.0.0.1:0'] }, store: { driver: 'postgres',
       url: `postgresql://keyless@127.0.0.1:${pg.address().port}/keyless?sslmode=disable&gssencmode=disable` } }));
@@ -1158,7 +1158,7 @@ describe('records API: bad input and whose records', () => {
   });
 
   it('an empty login in the configuration is an error', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'kl-empty-login-'));
+    const dir = tempDir('kl-empty-login-');
     const cfg = join(dir, 'keyless.hujson');
     writeFileSync(cfg, JSON.stringify({ identity: { cidr: [{ range: '10.0.0.0/8', login: '' }] }, providers: {} }));
     const r = spawnSync(join(BUILD, 'keyless'), ['check', '--config', cfg], { encoding: 'utf8' });
@@ -1168,7 +1168,7 @@ describe('records API: bad input and whose records', () => {
 
   it('a SQLite store file removed while in use is made again, and the records go on into it', async () => {
     const mock = await startMock();
-    const dir = mkdtempSync(join(tmpdir(), 'kl-rm-store-'));
+    const dir = tempDir('kl-rm-store-');
     const db = join(dir, 'r.db');
     const gw = await startGateway({ identity, grants, store: { path: db }, providers: providersFor(mock.url) });
     try {
@@ -1197,7 +1197,7 @@ describe('records API: bad input and whose records', () => {
   it('keyless check says when serve could not open the SQLite store path here, and creates nothing', () => {
     // a note, not an error: a deploy pipeline may check the file on a machine
     // where the path does not exist
-    const dir = mkdtempSync(join(tmpdir(), 'kl-check-store-'));
+    const dir = tempDir('kl-check-store-');
     const check = (store) => {
       const cfg = join(dir, 'keyless.hujson');
       writeFileSync(cfg, JSON.stringify({ providers: providersFor('http://127.0.0.1:9'), store }));
@@ -1243,7 +1243,7 @@ describe('stored Responses answers are carried on by their own caller only', () 
 
   it('another caller naming the answer as previous_response_id gets OpenAI\'s not-found 400, before and after a restart; its owner goes on', async () => {
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-owner-')), 'r.db');
+    const db = join(tempDir('kl-owner-'), 'r.db');
     const opts = { identity: ids, grants: g, store: { path: db }, providers: providersFor(mock.url) };
     let gw = await startGateway(opts);
     try {
@@ -1294,7 +1294,7 @@ describe('stored Responses answers are carried on by their own caller only', () 
 
   it('a store that cannot say whose the answer is gives a 503, for its owner too; nothing reaches the provider', async () => {
     const mock = await startMock();
-    const db = join(mkdtempSync(join(tmpdir(), 'kl-owner-')), 'r.db');
+    const db = join(tempDir('kl-owner-'), 'r.db');
     const opts = { identity: ids, grants: g, store: { path: db }, providers: providersFor(mock.url) };
     let gw = await startGateway(opts);
     const sql = (q) => {

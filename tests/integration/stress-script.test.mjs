@@ -4,15 +4,14 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BUILD, ROOT } from './lib/harness.mjs';
+import { BUILD, ROOT, tempDir } from './lib/harness.mjs';
 
 const dirs = [];
 // A build directory whose keyless is the shell script body, then the real one.
 function standIn(body) {
-  const dir = mkdtempSync(join(tmpdir(), 'keyless-standin-'));
+  const dir = tempDir('keyless-standin-');
   dirs.push(dir);
   for (const f of ['mockllm', 'fake-tailscaled']) symlinkSync(join(BUILD, f), join(dir, f));
   writeFileSync(join(dir, 'keyless'), `#!/bin/sh\nreal=${JSON.stringify(join(BUILD, 'keyless'))}\n${body}\nexec "$real" "$@"\n`);

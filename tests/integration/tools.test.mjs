@@ -7,13 +7,12 @@ import assert from 'node:assert/strict';
 import { gzipSync, brotliCompressSync } from 'node:zlib';
 import net from 'node:net';
 import { execFileSync } from 'node:child_process';
-import { writeFileSync, mkdtempSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { tmpdir } from 'node:os';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { GoogleGenAI } from '@google/genai';
-import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, rawProvider, startProxy, BUILD } from './lib/harness.mjs';
+import { startMock, startGateway, providersFor, assertNoKeys, finalRecord, rawProvider, startProxy, BUILD, tempDir } from './lib/harness.mjs';
 
 const CAP = 'tailscale.com/cap/aperture';
 const fn = (name) => ({ type: 'function', function: { name, parameters: { type: 'object', properties: {} } } });
@@ -545,7 +544,7 @@ describe('tool policy', () => {
   });
 
   it('a policy that cannot be read is a configuration error; one from the tailnet policy refuses the request', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'keyless-tools-'));
+    const dir = tempDir('keyless-tools-');
     const path = join(dir, 'bad.json');
     writeFileSync(path, JSON.stringify({ providers: providersFor(mock.url), grants: [{ src: ['*'], app: { [CAP]: [
       { role: 'user' }, { models: '**' }, { tools: { denied: ['Bash'] } }] } }] }));

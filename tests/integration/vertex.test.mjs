@@ -11,14 +11,13 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import crypto from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AnthropicVertex } from '@anthropic-ai/vertex-sdk';
 import { GoogleGenAI } from '@google/genai';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { Sha256 } from '@aws-crypto/sha256-js';
-import { startMock, startGateway, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT } from './lib/harness.mjs';
+import { startMock, startGateway, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT, tempDir } from './lib/harness.mjs';
 
 const SONNET = 'claude-sonnet-4-5@20250929';
 const EMAIL = 'keyless-vertex@p1.iam.gserviceaccount.com';
@@ -333,7 +332,7 @@ describe('Vertex AI', () => {
     let text = '';
     for await (const c of await ai.models.generateContentStream({ model: 'gemini-2.5-flash', contents: 'hi' })) text += c.text || '';
     assert.equal(text, 'Hello from mockllm.');
-    const home = mkdtempSync(join(tmpdir(), 'kl-gemini-vertex-'));
+    const home = tempDir('kl-gemini-vertex-');
     mkdirSync(join(home, '.gemini'));
     writeFileSync(join(home, '.gemini', 'settings.json'), JSON.stringify({ security: { auth: { selectedType: 'vertex-ai' } } }));
     const cli = await runCommand(join(ROOT, 'node_modules', '.bin', 'gemini'),
@@ -353,7 +352,7 @@ describe('Vertex AI', () => {
   it('Claude Code in its Vertex mode answers through the gateway', { timeout: 180000 }, async () => {
     await mock.clear();
     const env = {
-      PATH: process.env.PATH, HOME: mkdtempSync(join(tmpdir(), 'kl-claude-vertex-')),
+      PATH: process.env.PATH, HOME: tempDir('kl-claude-vertex-'),
       CLAUDE_CODE_USE_VERTEX: '1', CLAUDE_CODE_SKIP_VERTEX_AUTH: '1', ANTHROPIC_VERTEX_BASE_URL: `${gw.url}/v1`,
       ANTHROPIC_VERTEX_PROJECT_ID: 'p1', CLOUD_ML_REGION: 'us-east5', ANTHROPIC_MODEL: SONNET,
       ANTHROPIC_SMALL_FAST_MODEL: SONNET, ANTHROPIC_DEFAULT_HAIKU_MODEL: SONNET,
@@ -496,7 +495,7 @@ describe('Vertex AI', () => {
   it('a user\'s application default credentials (authorized_user): the refresh token gets the token, the caller\'s project is kept', async () => {
     const user = { client_id: '764086051850-test.apps.googleusercontent.com', client_secret: 'd-FL95Q-test-secret', refresh_token: '1//0g-test-refresh' };
     const ep = await startRefreshEndpoint(user);
-    const dir = mkdtempSync(join(tmpdir(), 'kl-adc-'));
+    const dir = tempDir('kl-adc-');
     const adc = (refresh) => {
       const f = join(dir, `adc-${refresh.length}.json`);
       writeFileSync(f, JSON.stringify({ account: '', ...user, refresh_token: refresh, quota_project_id: 'quota-proj',
@@ -562,7 +561,7 @@ describe('Vertex AI', () => {
       });
     });
     await new Promise((r) => iam.listen(0, '127.0.0.1', r));
-    const dir = mkdtempSync(join(tmpdir(), 'kl-adc-imp-'));
+    const dir = tempDir('kl-adc-imp-');
     const file = join(dir, 'application_default_credentials.json');
     writeFileSync(file, JSON.stringify({ delegates: [delegate],
       service_account_impersonation_url: `http://127.0.0.1:${iam.address().port}/v1/projects/-/serviceAccounts/${account}:generateAccessToken`,
@@ -803,7 +802,7 @@ describe('Vertex AI', () => {
     const account = 'vertex@p1.iam.gserviceaccount.com';
     const workforce = '//iam.googleapis.com/locations/global/workforcePools/staff/providers/azure';
     const fed = await startFederation({ audiences: [audience, workforce], subjects: [subject, azureToken], account });
-    const dir = mkdtempSync(join(tmpdir(), 'kl-wif-'));
+    const dir = tempDir('kl-wif-');
     const tokenFile = join(dir, 'token');
     writeFileSync(tokenFile, `${subject}\n`); // as the kubelet projects it
     const file = (extra) => {
@@ -908,7 +907,7 @@ describe('Vertex AI', () => {
     const cachedSubject = `eyJhbGciOiJSUzI1NiJ9.cached-${crypto.randomBytes(8).toString('hex')}.sig`;
     const account = 'vertex@p1.iam.gserviceaccount.com';
     const fed = await startFederation({ audiences: [audience], subjects: [subject, cachedSubject], account });
-    const dir = mkdtempSync(join(tmpdir(), 'kl-wif-exe-'));
+    const dir = tempDir('kl-wif-exe-');
     // the executable: records its arguments and the variables it was given, then answers as the answer file says
     const seenFile = join(dir, 'seen');
     const answerFile = join(dir, 'answer.json');
@@ -1010,7 +1009,7 @@ describe('Vertex AI', () => {
     const audience2 = '//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/aws/providers/second';
     const fed = await startFederation({ audiences: [audience, audience2], subjects: [], account, awsKeys: [role, keys] });
     const imds = await startImds({ zone: 'us-west-2b', creds: role });
-    const dir = mkdtempSync(join(tmpdir(), 'kl-wif-aws-'));
+    const dir = tempDir('kl-wif-aws-');
     const cred = join(dir, 'aws.json');
     writeFileSync(cred, JSON.stringify({ type: 'external_account', audience,
       subject_token_type: 'urn:ietf:params:aws:token-type:aws4_request', token_url: `${fed.base}/v1/token`,
@@ -1134,7 +1133,7 @@ describe('Vertex AI', () => {
 
   it('a key file that cannot be used (a bad key, a token endpoint over http elsewhere) is a configuration error at its position', async () => {
     const { execFileSync } = await import('node:child_process');
-    const dir = mkdtempSync(join(tmpdir(), 'kl-vertex-bad-'));
+    const dir = tempDir('kl-vertex-bad-');
     const path = join(dir, 'k.json');
     writeFileSync(path, JSON.stringify({ providers: { vertex: { baseurl: 'https://aiplatform.googleapis.com',
       apikey: `keyfile::${JSON.stringify({ type: 'service_account', client_email: EMAIL, private_key: 'nope' })}`,

@@ -1,7 +1,7 @@
 // Test harness: starts the real keyless binary and the real mockllm
 // simulator on ephemeral ports, and gives tests handles on both.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +32,21 @@ process.on('exit', killAll);
 // would keep this file's process alive until the runner's timeout: when the
 // file's tests are done, whatever is left is killed.
 after(killAll);
+
+// A test's temporary folders (gateway stores of up to 77 MB, agents' homes,
+// clock shims) are removed when its file's tests are done, after its
+// processes are killed: runs had left gigabytes in /tmp. Set
+// KEYLESS_KEEP_TEST_DIRS=1 to keep them for a post-mortem.
+const tempDirs = [];
+export function tempDir(prefix) {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
+}
+after(() => {
+  if (process.env.KEYLESS_KEEP_TEST_DIRS) return;
+  for (const dir of tempDirs.splice(0)) rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+});
 function track(proc) {
   children.add(proc);
   proc.once('exit', () => children.delete(proc));
@@ -158,7 +173,7 @@ export const OPEN_GRANTS = [
 // Start keyless with config (an object, serialized as JSON, or a string of
 // HuJSON). Its stdout/stderr are kept for the credential scan.
 export async function startGateway(config, { env = {}, workers = 2, nofile, fsize } = {}) {
-  const dir = mkdtempSync(join(tmpdir(), 'keyless-test-'));
+  const dir = tempDir('keyless-test-');
   const path = join(dir, 'keyless.hujson');
   let text = config;
   if (typeof config !== 'string') {
@@ -282,7 +297,7 @@ function unixGet(socketPath, path, method = 'GET') {
 // fake-tailscaled on a socket in a temp dir, serving a copy of
 // tests/fixtures/whois (so a test may edit the table).
 export async function startTailscaled(args = []) {
-  const dir = mkdtempSync(join(tmpdir(), 'kl-ts-'));
+  const dir = tempDir('kl-ts-');
   cpSync(join(root, 'tests/fixtures/whois'), dir, { recursive: true });
   const socket = join(dir, 'tailscaled.sock');
   const ts = {
@@ -488,7 +503,7 @@ int clock_gettime(clockid_t id, struct timespec *ts)
 // A directory with the shim built, the file of its offset (0 now) and the
 // gateway's options preloading it; null (the test skipped) without a compiler.
 export function clocked(t) {
-  const dir = mkdtempSync(join(tmpdir(), 'kl-clock-'));
+  const dir = tempDir('kl-clock-');
   writeFileSync(join(dir, 'clock.c'), CLOCK_SHIM);
   const cc = spawnSync(process.env.CC || 'cc', ['-shared', '-fPIC', '-o', join(dir, 'clock.so'), join(dir, 'clock.c')]);
   if (cc.status !== 0) {
