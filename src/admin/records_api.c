@@ -132,7 +132,8 @@ static void send_page(kl_exchange *ex, char *out, enum api_kind kind)
             ex->fail_retry = -1; /* it will not fit later either */
             kl_fail(ex, KL_ERR_UNAVAILABLE, KL_EC_UNAVAILABLE, "the answer (%zu bytes) is larger than this worker's "
                     "share of listen.max_body_memory (%zu bytes)%s", len, share,
-                    kind == API_LIST ? "; ask for fewer records (limit)" : "");
+                    kind == API_LIST ? "; ask for fewer records (limit)"
+                                     : "; narrow the range (since, until), the filters or the grouping (group_by)");
             return;
         }
         kl_body_memory_full(ex->worker);

@@ -1028,6 +1028,32 @@ describe('records API: pages held by clients that do not read', () => {
   });
 });
 
+describe('records API: a usage report larger than the share', () => {
+  it('says how to narrow it (range, filters, grouping), not to ask for fewer records', async () => {
+    const gw = await startGateway({ providers: providersFor('http://127.0.0.1:1'),
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }],
+      listen: { max_body_size: '128KiB', max_body_memory: '256KiB' } }, { workers: 1 });
+    try {
+      // 300 sessions of 1 KiB names: grouped by session, ~360 KB of rows
+      const ins = spawnSync('sqlite3', [join(gw.dir, 'keyless.db'), `PRAGMA busy_timeout=10000;
+        WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < 300)
+        INSERT INTO requests (id, instance, state, started_at, login, status, session_id)
+        SELECT printf('%08x-%04x-7000-8000-%012x', (1700000000000 + i)/65536, (1700000000000 + i)%65536, i), 'x', 'done',
+               1700000000000 + i, '(loopback)', 200, printf('%.1024c', 's') || i FROM c;`], { encoding: 'utf8' });
+      assert.equal(ins.status, 0, ins.stderr);
+      let r = await fetch(`${gw.url}/api/usage?group_by=session`);
+      assert.equal(r.status, 503);
+      assert.equal(r.headers.get('x-should-retry'), 'false');
+      assert.match((await r.json()).error.message, /the answer \(\d+ bytes\) is larger than this worker's share of listen\.max_body_memory \(262144 bytes\); narrow the range \(since, until\), the filters or the grouping \(group_by\)$/);
+      r = await fetch(`${gw.url}/api/usage?group_by=user`);
+      assert.equal(r.status, 200);
+      assert.ok((await r.json()).rows[0].requests >= 300); // and the admin reads' own records
+    } finally {
+      await gw.stop();
+    }
+  });
+});
+
 describe('records API: one record larger than the share', () => {
   it('a record whose captures make it larger than the worker\'s share is still served, when the worker holds nothing else', async () => {
     // 250,000 raw control bytes (a body refused with 400, still captured)
