@@ -117,7 +117,8 @@ static void job_free(struct api_job *j)
 static void send_page(kl_exchange *ex, char *out, enum api_kind kind)
 {
     size_t len = strlen(out), charged = 0, share = kl_body_memory(ex->worker);
-    if (len <= KL_API_UNCOUNTED) {
+    /* a HEAD's answer is its head alone: the page is freed here, never held */
+    if (len <= KL_API_UNCOUNTED || strcmp(ex->req.method, "HEAD") == 0) {
         kl_respond(ex, 200, "application/json", NULL, out, len);
         cJSON_free(out);
         return;

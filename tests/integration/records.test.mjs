@@ -989,6 +989,12 @@ describe('records API: pages held by clients that do not read', () => {
       let r = await get('limit=1000');
       assert.equal(r.status, 503);
       assert.equal(r.headers.get('x-should-retry'), 'false');
+      await r.text();
+      // a HEAD holds no page: it gets the head the GET would have
+      r = await fetch(`${gw.url}/api/requests?limit=1000`, { method: 'HEAD' });
+      assert.equal(r.status, 200);
+      assert.ok(Number(r.headers.get('content-length')) > 524288, r.headers.get('content-length'));
+      r = await get('limit=1000');
       assert.match((await r.json()).error.message,
         /the answer \(\d+ bytes\) is larger than this worker's share of listen\.max_body_memory \(524288 bytes\); ask for fewer records \(limit\)/);
       r = await get('limit=150');
