@@ -346,23 +346,34 @@ const char *kl_record_restart_only(const kl_config *a, const kl_config *b)
     "error_message = COALESCE(error_message, 'the gateway stopped while this request was in flight') "       \
     "WHERE state = 'in_progress' AND instance = ?"
 
+/* Whether any gateway has ever exported from this PostgreSQL database: the
+ * export queue's sequence has been used (kl_record_server_start uses it
+ * once for a gateway with an exporter, before its first record). */
+#define KL_PG_EXPORTED "pg_sequence_last_value(pg_get_serial_sequence('export_queue', 'seq')::regclass) IS NOT NULL"
+
 /* This instance's in-progress rows become interrupted; with an exporter they
  * are queued at once, so another gateway's exporter never sends such a row
  * while it still says in progress, and none is marked but never queued:
  * one statement on PostgreSQL (a transaction there could be cut silently by
  * the driver's reconnect), a transaction on SQLite (UPDATE ... RETURNING
- * cannot feed an INSERT there). */
+ * cannot feed an INSERT there). On PostgreSQL the rows marked may be another
+ * gateway's (mark_gone_instances), and a gateway of the fleet configured
+ * with an exporter may restart to find its rows marked by one without: so
+ * there they are queued whenever some gateway ever exported from the
+ * database, whatever this one's configuration. A database no gateway ever
+ * exported from gets nothing queued (no queue that nobody drains). */
 static int mark_interrupted(struct kl_store *s, const struct kl_store_cfg *sc, const char *instance, char *err,
                             size_t errlen)
 {
     char now[32];
     snprintf(now, sizeof(now), "%lld", (long long)kl_wall_ms());
     const char *params[] = {now, instance};
-    if (!sc->exporter)
-        return kl_store_exec(s, KL_MARK_INTERRUPTED, params, 2, NULL, err, errlen);
     if (kl_store_driver(s) == KL_STORE_POSTGRES)
         return kl_store_exec(s, "WITH u AS (" KL_MARK_INTERRUPTED " RETURNING id) "
-                             "INSERT INTO export_queue (id) SELECT id FROM u ORDER BY id", params, 2, NULL, err, errlen);
+                             "INSERT INTO export_queue (id) SELECT id FROM u WHERE (SELECT " KL_PG_EXPORTED ") "
+                             "ORDER BY id", params, 2, NULL, err, errlen);
+    if (!sc->exporter)
+        return kl_store_exec(s, KL_MARK_INTERRUPTED, params, 2, NULL, err, errlen);
     const char *queue_params[] = {instance, now};
     char ignore[128];
     if (kl_store_exec(s, "BEGIN", NULL, 0, NULL, err, errlen) < 0)
@@ -460,6 +471,15 @@ int kl_record_server_start(kl_server *srv, kl_config *cfg, char *err, size_t err
                 sc->instance);
     else if (claimed < 0)
         kl_warn("cannot hold store.instance \"%s\": %s", sc->instance, err);
+    /* A database a gateway exports from says so before that gateway's first
+     * record: one killed before it finished any request still has its rows
+     * in flight queued by whichever gateway marks them (mark_interrupted). */
+    if (sc->exporter && sc->driver == KL_STORE_POSTGRES &&
+        kl_store_exec(s, "SELECT nextval(pg_get_serial_sequence('export_queue', 'seq')) WHERE NOT " KL_PG_EXPORTED,
+                      NULL, 0, NULL, err, errlen) < 0) {
+        kl_store_close(s);
+        return -1;
+    }
     /* Whatever this instance left in progress was cut short by a crash (and
      * is final now). */
     if (mark_interrupted(s, sc, sc->instance, err, errlen) < 0) {

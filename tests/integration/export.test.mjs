@@ -112,8 +112,7 @@ function exportedRecords(bucket) {
 // A database of its own on the test server, for a test whose killed
 // gateway's rows in progress must be marked by its own restart: a gateway of
 // another test file starting on the shared database meanwhile marks them
-// interrupted itself (a name no session holds has no gateway), and one with
-// no exporter does not queue them for export.
+// interrupted itself (a name no session holds has no gateway).
 function ownDatabase(name) {
   const url = new URL(process.env.KEYLESS_TEST_PG_URL);
   for (const sql of [`DROP DATABASE IF EXISTS ${name}`, `CREATE DATABASE ${name}`]) {
@@ -141,6 +140,33 @@ function sql(db, query) {
   return r.stdout.trim();
 }
 
+// The record id reaches the bucket, once, as interrupted.
+async function exportedInterrupted(bucket, id) {
+  await waitFor(() => exportedRecords(bucket).some((x) => x.id === id), 'the interrupted record exported');
+  const recs = exportedRecords(bucket).filter((x) => x.id === id);
+  assert.equal(recs.length, 1);
+  assert.equal(recs[0].state, 'interrupted');
+  assert.equal(recs[0].error_class, 'interrupted');
+}
+
+// A stream started on gw, on record in progress, then gw killed with -9:
+// the request's id.
+async function killMidStream(gw) {
+  const r = await fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': 'events=100;delay_events_ms=100' },
+    body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'long' }] }),
+  });
+  const id = r.headers.get('x-keyless-request-id');
+  const reader = r.body.getReader();
+  await reader.read();
+  await waitFor(async () => (await (await fetch(`${gw.url}/api/requests/${id}`)).json()).state === 'in_progress',
+    'the in-progress row');
+  gw.proc.kill('SIGKILL');
+  await reader.read().catch(() => {});
+  await new Promise((res) => (gw.proc.exitCode !== null || gw.proc.signalCode ? res() : gw.proc.once('exit', res)));
+  return id;
+}
+
 async function chat(gw, content) {
   const r = await fetch(`${gw.url}/v1/chat/completions`, {
     method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer placeholder' },
@@ -152,6 +178,20 @@ async function chat(gw, content) {
 }
 
 const ADMIN_GRANTS = [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }] } }];
+
+// A gateway with no exporter started on the PostgreSQL database url under
+// instance: it marks the row id of a killed gateway interrupted. Stopped then.
+async function markedByPlain(mock, url, instance, id) {
+  const gw = await startGateway({
+    providers: providersFor(mock.url), grants: ADMIN_GRANTS, store: { driver: 'postgres', url, instance },
+  });
+  try {
+    await waitFor(async () => (await (await fetch(`${gw.url}/api/requests/${id}`)).json()).state === 'interrupted',
+      'the row marked interrupted by the gateway without an exporter');
+  } finally {
+    await gw.stop();
+  }
+}
 
 async function status(gw) {
   const r = await fetch(`${gw.url}/api/export`);
@@ -371,45 +411,51 @@ describe('exporters.s3', () => {
     }
   });
 
-  for (const driver of ['sqlite', 'postgres']) {
-    it(`${driver}: a stream cut short by kill -9 is exported as interrupted after the restart, never as in progress`, {
+  // plain: before the restart, another gateway of the fleet, configured
+  // without an exporter, starts and marks the row of the name no session
+  // holds interrupted; the restart must still export it
+  for (const [driver, plain] of [['sqlite', false], ['postgres', false], ['postgres', true]]) {
+    it(`${driver}: a stream cut short by kill -9 is exported as interrupted after the restart, never as in progress` +
+       (plain ? ', also when a gateway without an exporter marked it first' : ''), {
       skip: driver === 'postgres' && !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)',
     }, async () => {
       const bucket = await startBucket('audit');
-      bucket.failNext(1000); // nothing goes out before the kill
+      bucket.failNext(1000); // nothing goes out before the kill: the exporter has never sent anything
       const store = driver === 'sqlite'
         ? { path: join(tempDir('keyless-export-kill-'), 'keyless.db') }
-        : { driver: 'postgres', url: ownDatabase(`kl_export_kill_${process.pid}`), instance: `gw-exp-kill-${process.pid}` };
+        : { driver: 'postgres', url: ownDatabase(`kl_export_kill${plain ? '_plain' : ''}_${process.pid}`), instance: `gw-exp-kill-${process.pid}` };
       const config = { providers: providersFor(mock.url), exporters: exporter(bucket), grants: ADMIN_GRANTS, store };
       const gw = await startGateway(config, { env: { KL_TEST_S3_SECRET: SECRET } });
-      const r = await fetch(`${gw.url}/v1/chat/completions`, {
-        method: 'POST', headers: { 'content-type': 'application/json', 'x-mock': 'events=100;delay_events_ms=100' },
-        body: JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'long' }] }),
-      });
-      const id = r.headers.get('x-keyless-request-id');
-      const reader = r.body.getReader();
-      await reader.read();
-      await waitFor(async () => (await (await fetch(`${gw.url}/api/requests/${id}`)).json()).state === 'in_progress',
-        'the in-progress row');
-      gw.proc.kill('SIGKILL');
-      await reader.read().catch(() => {});
-      await new Promise((res) => (gw.proc.exitCode !== null || gw.proc.signalCode ? res() : gw.proc.once('exit', res)));
+      const id = await killMidStream(gw);
       if (driver === 'sqlite')
         assert.equal(sql(store.path, `SELECT count(*) FROM export_queue WHERE id = '${id}'`), '0', 'an in-progress row is not queued');
+      if (plain)
+        await markedByPlain(mock, store.url, `gw-exp-kill-plain-${process.pid}`, id);
       bucket.failNext(0);
       const gw2 = await startGateway(config, { env: { KL_TEST_S3_SECRET: SECRET } });
       try {
-        await waitFor(() => exportedRecords(bucket).some((x) => x.id === id), 'the interrupted record exported');
-        const recs = exportedRecords(bucket).filter((x) => x.id === id);
-        assert.equal(recs.length, 1);
-        assert.equal(recs[0].state, 'interrupted');
-        assert.equal(recs[0].error_class, 'interrupted');
+        await exportedInterrupted(bucket, id);
       } finally {
         await gw2.stop();
         await bucket.close();
       }
     });
   }
+
+  it('postgres: on a database no gateway exports from, rows marked interrupted are not queued', {
+    skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)',
+  }, async () => {
+    const url = ownDatabase(`kl_export_none_${process.pid}`);
+    const gw = await startGateway({
+      providers: providersFor(mock.url), grants: ADMIN_GRANTS,
+      store: { driver: 'postgres', url, instance: `gw-exp-none-a-${process.pid}` },
+    });
+    const id = await killMidStream(gw);
+    await markedByPlain(mock, url, `gw-exp-none-b-${process.pid}`, id);
+    const q = spawnSync('psql', [url, '-tAc', 'SELECT count(*) FROM export_queue'], { encoding: 'utf8' });
+    assert.equal(q.status, 0, q.stderr);
+    assert.equal(q.stdout.trim(), '0', 'nothing queued that no exporter would ever take off');
+  });
 
   it('configuration errors are reported by keyless check', () => {
     const path = join(tempDir('keyless-export-'), 'bad.hujson');
