@@ -135,6 +135,12 @@ int kl_store_claim_instance(struct kl_store *s, const char *instance, char *err,
     return s->claim ? s->claim(s, instance, err, errlen) : 1;
 }
 
+void kl_store_keep(struct kl_store *s)
+{
+    if (s->keep)
+        s->keep(s);
+}
+
 int kl_store_exec(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,
                   cJSON **rows, char *err, size_t errlen)
 {

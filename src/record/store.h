@@ -47,6 +47,13 @@ void kl_store_set_export_queue(struct kl_store *s, bool on);
  * lock of the session, taken again after a reconnect): 1, or 0 when another
  * session holds it, -1 on error (err). SQLite: 1 (one file, one host). */
 int kl_store_claim_instance(struct kl_store *s, const char *instance, char *err, size_t errlen);
+/* Upkeep while s is idle (the writer calls it every second it has nothing
+ * to write): on PostgreSQL, a session the server ended is replaced now and
+ * the instance name held again, rather than at the next statement, which an
+ * idle writer may not run for minutes while a stream goes on; meanwhile a
+ * gateway starting finds the name free and marks this one's requests in
+ * flight interrupted. */
+void kl_store_keep(struct kl_store *s);
 /* The class (first key) of those PostgreSQL advisory locks; the second is
  * hashtext(instance). */
 #define KL_STORE_INSTANCE_LOCK "27500" /* 0x6b6c, "kl" */

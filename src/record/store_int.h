@@ -59,6 +59,7 @@ struct kl_store {
     int (*exec)(struct kl_store *s, const char *sql, const char *const *params, size_t nparams,
                 cJSON **rows, char *err, size_t errlen);
     int (*claim)(struct kl_store *s, const char *instance, char *err, size_t errlen); /* NULL: nothing to hold */
+    void (*keep)(struct kl_store *s); /* NULL: no upkeep */
 };
 
 #endif

@@ -204,6 +204,16 @@ static int pg_claim(struct kl_store *s, const char *instance, char *err, size_t 
     return ensure(p, err, errlen) < 0 ? -1 : lock_instance(p, err, errlen);
 }
 
+/* Idle: only a session that holds (or asks for) a name needs replacing at
+ * once; ensure() reads what the server said, reconnects and asks again. */
+static void pg_keep(struct kl_store *s)
+{
+    struct pg_store *p = (struct pg_store *)s;
+    char ignore[256];
+    if (p->instance)
+        ensure(p, ignore, sizeof(ignore));
+}
+
 static int prepare_one(struct pg_store *p, const char *name, char *sql, size_t nparams, char *err, size_t errlen)
 {
     PGresult *r = result_of(p, PQsendPrepare(p->conn, name, sql, (int)nparams, NULL));
@@ -498,7 +508,7 @@ struct kl_store *kl_pg_open(const char *url, bool do_migrate, char *err, size_t 
     if (!p)
         abort();
     p->base = (struct kl_store){.driver = KL_STORE_POSTGRES, .close = pg_close, .write = pg_write, .exec = pg_exec,
-                                .claim = pg_claim};
+                                .claim = pg_claim, .keep = pg_keep};
     p->wait_ms = KL_PG_WAIT_MS;
     /* connect_timeout before the URL, which may set its own: a server that
      * accepts and never answers would hold the connect (PQreset's too) */

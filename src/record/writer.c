@@ -137,6 +137,7 @@ static void *writer_main(void *arg)
             pthread_cond_timedwait(&w->cond, &w->lock, &until);
             if (!w->count && !w->stop) {
                 pthread_mutex_unlock(&w->lock);
+                kl_store_keep(w->store);
                 purge(w);
                 tick(w, false);
                 pthread_mutex_lock(&w->lock);

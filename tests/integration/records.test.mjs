@@ -63,6 +63,19 @@ async function streamInFlight(gw) {
   return { id, reader };
 }
 
+// other, a gateway just started on PostgreSQL, left the request id of
+// another gateway in flight alone; then the stream (reader), other and the
+// rest are stopped.
+async function leftInFlight(other, id, reader, ...rest) {
+  try {
+    assert.equal((await getJSON(other, `/api/requests/${id}`)).body.state, 'in_progress');
+    assert.doesNotMatch(other.output(), /marked interrupted/);
+  } finally {
+    await reader.cancel();
+    for (const x of [other, ...rest]) await x.stop();
+  }
+}
+
 function chat(gw, ip, body, headers = {}) {
   return fetch(`${gw.url}/v1/chat/completions`, {
     method: 'POST', dispatcher: from(ip), headers: { 'content-type': 'application/json', ...headers },
@@ -437,18 +450,10 @@ describe('records of a gateway that never comes back', () => {
     assert.match(gw.output(), /is held by another session/);
     dead.stdin.end();
     await new Promise((r) => (dead.exitCode !== null ? r() : dead.once('exit', r)));
-    await sleep(5500); // the name is free now; the gateway asks for it again at its next statement
+    await sleep(5500); // the name is free now; the gateway asks for it again every 5 s
     const { id, reader } = await streamInFlight(gw);
     const other = await startGateway(config(`gw-reclaim-other-${process.pid}`));
-    try {
-      assert.equal((await getJSON(other, `/api/requests/${id}`)).body.state, 'in_progress');
-      assert.doesNotMatch(other.output(), /marked interrupted/);
-    } finally {
-      await reader.cancel();
-      await other.stop();
-      await gw.stop();
-      await mock.stop();
-    }
+    await leftInFlight(other, id, reader, gw, mock);
   });
 });
 
@@ -628,6 +633,26 @@ describe('records (PostgreSQL)', { skip: !process.env.KEYLESS_TEST_PG_URL && 'KE
     assert.doesNotMatch(gw.output(), /write failed|store (query )?failed/);
     // the writer's new session holds the instance name again, which nobody else took
     assert.doesNotMatch(gw.output(), /store.instance/);
+  });
+
+  it('a gateway whose sessions the server ended while a stream ran, writing nothing since, holds its name again within seconds: another gateway starting then leaves the stream in flight', async () => {
+    const mock = await startMock();
+    const app = `kl-idle-term-${process.pid}`;
+    const pg = process.env.KEYLESS_TEST_PG_URL;
+    const gw = await startGateway({
+      identity, grants, store: { driver: 'postgres', url: `${pg}?application_name=${app}`, instance: app },
+      providers: providersFor(mock.url),
+    });
+    const { id, reader } = await streamInFlight(gw);
+    const t = spawnSync('psql', [pg, '-Atc',
+      `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '${app}'`],
+    { encoding: 'utf8' });
+    assert.equal(t.status, 0, t.stderr);
+    await sleep(2500); // no record to write meanwhile: the stream goes on
+    const other = await startGateway({
+      identity, grants, store: { driver: 'postgres', url: pg, instance: `${app}-other` }, providers: providersFor(mock.url),
+    });
+    await leftInFlight(other, id, reader, gw, mock);
   });
 
   it('a store a newer keyless migrated is refused at start, not written to', async () => {
