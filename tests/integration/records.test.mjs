@@ -5,8 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import http from 'node:http';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -363,8 +362,6 @@ describe('records survive kill -9', () => {
     it(`${driver}: a stream in flight when the gateway is killed is recorded as interrupted after restart`,
       { skip: driver === 'postgres' && !pg && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)' }, async () => {
       const mock = await startMock();
-      const { mkdtempSync } = await import('node:fs');
-      const { tmpdir } = await import('node:os');
       const store = driver === 'sqlite'
         ? { path: join(tempDir('kl-kill-'), 'records.db') }
         : { driver: 'postgres', url: pg, instance: `gw-kill-${process.pid}` };
