@@ -117,7 +117,11 @@ static const char *utf8_message(kl_arena *a, const char *message)
     return clean;
 }
 
-static cJSON *error_json(enum kl_dialect d, enum kl_err_kind kind, const char *message)
+/* lasting: keyless says not to retry (x-should-retry: false). Anthropic's
+ * type for a 503 is then api_error, not overloaded_error: Claude Code retries
+ * an overloaded_error whatever the header says, for minutes (a provider key
+ * not set: 9 tries over 2 minutes), where api_error it shows at once. */
+static cJSON *error_json(enum kl_dialect d, enum kl_err_kind kind, const char *message, bool lasting)
 {
     cJSON *root = cJSON_CreateObject();
     cJSON *err = cJSON_CreateObject();
@@ -131,7 +135,8 @@ static cJSON *error_json(enum kl_dialect d, enum kl_err_kind kind, const char *m
         break;
     case KL_DIALECT_ANTHROPIC:
         cJSON_AddStringToObject(root, "type", "error");
-        cJSON_AddStringToObject(err, "type", kinds[kind].anthropic_type);
+        cJSON_AddStringToObject(err, "type", lasting && kind == KL_ERR_UNAVAILABLE ? "api_error"
+                                                                                  : kinds[kind].anthropic_type);
         cJSON_AddStringToObject(err, "message", message);
         cJSON_AddItemToObject(root, "error", err);
         break;
@@ -158,7 +163,7 @@ char *kl_dialect_error_body(kl_arena *a, enum kl_dialect d, enum kl_err_kind kin
 char *kl_dialect_error_body_retry(kl_arena *a, enum kl_dialect d, enum kl_err_kind kind, const char *message,
                                   int64_t retry)
 {
-    cJSON *root = error_json(d, kind, utf8_message(a, message));
+    cJSON *root = error_json(d, kind, utf8_message(a, message), retry < 0);
     if (d == KL_DIALECT_GEMINI && retry > 0 && kinds[kind].status == 429) {
         cJSON *details = cJSON_AddArrayToObject(cJSON_GetObjectItemCaseSensitive(root, "error"), "details");
         cJSON *info = cJSON_CreateObject();
@@ -190,7 +195,7 @@ char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep
         /* A Responses stream fails with response.failed, its response's
          * error read by clients such as Codex; the same error at the top
          * level is what the OpenAI SDKs raise from any event */
-        cJSON *root = error_json(KL_DIALECT_OPENAI, kind, message);
+        cJSON *root = error_json(KL_DIALECT_OPENAI, kind, message, false);
         cJSON_AddStringToObject(root, "type", "response.failed");
         cJSON *resp = cJSON_AddObjectToObject(root, "response");
         cJSON_AddStringToObject(resp, "object", "response");
@@ -206,7 +211,7 @@ char *kl_dialect_error_event(kl_arena *a, enum kl_dialect d, enum kl_endpoint ep
         ev = kl_json_print_arena(a, root, "event: response.failed\ndata: ", "\n\n");
     } else {
         const char *prefix = d == KL_DIALECT_ANTHROPIC ? "event: error\ndata: " : "data: ";
-        ev = kl_json_print_arena(a, error_json(d, kind, message), prefix, "\n\n");
+        ev = kl_json_print_arena(a, error_json(d, kind, message, false), prefix, "\n\n");
     }
     *len = strlen(ev);
     return ev;

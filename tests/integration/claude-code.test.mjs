@@ -161,4 +161,23 @@ describe('Claude Code', () => {
       await gw2.stop();
     }
   });
+
+  it('a provider key that is not set: Claude Code shows why after one try, not after minutes of retries', { timeout: 180000 }, async () => {
+    const providers = providersFor(mock.url);
+    providers.anthropic.apikey = '${KEYLESS_TEST_UNSET_VAR}';
+    const gw2 = await startGateway({ providers });
+    try {
+      const claude = join(ROOT, 'node_modules', '.bin', 'claude');
+      const env = { ...claudeEnv(tempDir('kl-claude-home-')), ANTHROPIC_BASE_URL: gw2.url };
+      // an overloaded_error is retried whatever x-should-retry says: 9 tries over 2 minutes, then killed here
+      const r = await run(claude, ['-p', 'hi'], env, { timeoutMs: 60000 });
+      assert.equal(r.code, 1, `claude: ${r.out}\n${r.err}`);
+      assert.match(r.out + r.err, /provider anthropic has no API key: environment variable KEYLESS_TEST_UNSET_VAR is not set/);
+      const tries = () => gw2.output().split('\n').filter((l) => l.includes('"POST /v1/messages') && / 503 unavailable /.test(l));
+      for (let k = 0; k < 100 && !tries().length; k++) await new Promise((res) => setTimeout(res, 20)); // access lines are buffered
+      assert.equal(tries().length, 1, tries().join('\n'));
+    } finally {
+      await gw2.stop();
+    }
+  });
 });
