@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-static char *decode(kl_arena *a, const char *s, size_t n)
+char *kl_query_decode(kl_arena *a, const char *s, size_t n)
 {
     char *out = kl_arena_alloc(a, n + 1);
     size_t o = 0;
@@ -34,7 +34,7 @@ const char *kl_query_param_next(kl_arena *a, const char **query, const char *nam
         size_t len = amp ? (size_t)(amp - p) : strlen(p);
         const char *v = NULL;
         if (len > nl && strncmp(p, name, nl) == 0 && p[nl] == '=')
-            v = decode(a, p + nl + 1, len - nl - 1);
+            v = kl_query_decode(a, p + nl + 1, len - nl - 1);
         else if (len == nl && strncmp(p, name, nl) == 0)
             v = "";
         p += len;

@@ -15,6 +15,11 @@ const char *kl_query_param(kl_arena *a, const char *query, const char *name);
  * than once, each of which some reader may take. */
 const char *kl_query_param_next(kl_arena *a, const char **query, const char *name);
 
+/* The bytes s[0..n) of one parameter's name or value decoded as a server
+ * reads them ('+' is a space, "%XX" a byte, "%00" left as it is), in the
+ * arena. */
+char *kl_query_decode(kl_arena *a, const char *s, size_t n);
+
 /* The first of names[0..n) that the query gives more than once, or NULL:
  * kl_query_param reads the first, another reader the last. */
 const char *kl_query_repeated(const char *query, const char *const *names, size_t n);

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/jsoncheck.h"
 
@@ -677,7 +678,7 @@ out:
 const char *kl_jwt_peek_issuer(const char *token, size_t len, kl_arena *a)
 {
     struct parts pt;
-    if (!token || len > KL_JWT_MAX_TOKEN || split(token, len, &pt) < 0)
+    if (!token || split(token, len, &pt) < 0)
         return NULL;
     cJSON *c = decode_object(pt.p, pt.pl);
     if (!c)
@@ -686,6 +687,44 @@ const char *kl_jwt_peek_issuer(const char *token, size_t len, kl_arena *a)
     const char *out = cJSON_IsString(iss) ? kl_arena_strdup(a, iss->valuestring) : NULL;
     cJSON_Delete(c);
     return out;
+}
+
+/* Does hay[0..hl) hold needle, ASCII case ignored? */
+static bool holds_nocase(const unsigned char *hay, size_t hl, const char *needle)
+{
+    size_t nl = strlen(needle);
+    for (size_t i = 0; nl && i + nl <= hl; i++)
+        if (strncasecmp((const char *)hay + i, needle, nl) == 0)
+            return true;
+    return false;
+}
+
+bool kl_jwt_runs_hold(const char *token, size_t len, const char *const *needles, size_t n)
+{
+    unsigned char *buf = malloc(len / 4 * 3 + 3);
+    if (!buf)
+        abort();
+    bool found = false;
+    for (size_t i = 0; i < len && !found;) {
+        while (i < len && b64_val((unsigned char)token[i]) < 0)
+            i++;
+        /* decoded leniently: whatever bits end the run are dropped */
+        size_t o = 0;
+        uint32_t acc = 0;
+        int bits = 0;
+        for (; i < len && b64_val((unsigned char)token[i]) >= 0; i++) {
+            acc = (acc << 6) | (uint32_t)b64_val((unsigned char)token[i]);
+            bits += 6;
+            if (bits >= 8) {
+                bits -= 8;
+                buf[o++] = (unsigned char)(acc >> bits);
+            }
+        }
+        for (size_t k = 0; k < n && !found; k++)
+            found = holds_nocase(buf, o, needles[k]);
+    }
+    free(buf);
+    return found;
 }
 
 /* ---- templates --------------------------------------------------------- */

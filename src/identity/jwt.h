@@ -61,8 +61,17 @@ bool kl_jwt_segment_is_object(const char *s, size_t n);
 
 /* The unverified payload's iss, to choose the issuer policy before
  * verifying. Returns an arena copy, or NULL when the token is malformed or
- * has no string iss. Never trust it for anything else. */
+ * has no string iss. Never trust it for anything else. len is the
+ * caller's to bound (KL_JWT_MAX_TOKEN before verifying; a request's head
+ * bounds any other). */
 const char *kl_jwt_peek_issuer(const char *token, size_t len, kl_arena *a);
+
+/* Does a run of base64url characters in token[0..len) (a segment, cut at
+ * '.' or at any other byte) decode to bytes that hold one of
+ * needles[0..n), ASCII case ignored? For a token too malformed to name its
+ * issuer: whatever it is, a provider could still read the claims in it,
+ * or the whole token beside the bytes that spoilt it. */
+bool kl_jwt_runs_hold(const char *token, size_t len, const char *const *needles, size_t n);
 
 /* Expand a template such as "repo:{repository}@{ref}" or
  * "k8s:{kubernetes.io/namespace}/{kubernetes.io/serviceaccount/name}" from

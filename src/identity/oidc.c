@@ -21,6 +21,7 @@
 #include "identity/identity.h"
 #include "identity/jwt.h"
 #include "listen/http.h"
+#include "route/route.h"
 
 /* A key set shared by workers while the file watcher may replace it. */
 struct keys_ref {
@@ -641,16 +642,90 @@ static bool issuer_mine(const struct kl_oidc_cfg *o, const char *iss)
     return false;
 }
 
-bool kl_oidc_token_present(kl_exchange *ex, const struct kl_oidc_cfg *o)
+/* Is word shaped like a JWT, however spoilt: it begins as a JSON
+ * header's base64 does, or with a base64url segment that decodes to a
+ * JSON object and then a dot (looks_like_jwt, but for what follows)? */
+static bool jwt_shaped(const char *word)
 {
-    const char **found = NULL;
-    size_t n = o ? find_tokens(ex, &found) : 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t len = strlen(found[i]);
-        const char *iss = len <= KL_JWT_MAX_TOKEN ? kl_jwt_peek_issuer(found[i], len, &ex->arena) : NULL;
-        if (iss && issuer_mine(o, iss))
+    static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t a = strspn(word, b64url);
+    return strncmp(word, "eyJ", 3) == 0 || (a && word[a] == '.' && kl_jwt_segment_is_object(word, a));
+}
+
+/* What names a configured issuer in a token too malformed to read (or
+ * too large to verify): each issuer without its trailing '/'s, as written
+ * and with '/' escaped as JSON may write it ("\/"). */
+static const char **issuer_needles(kl_arena *a, const struct kl_oidc_cfg *o, size_t *n)
+{
+    const char **v = kl_arena_alloc(a, 2 * o->n * sizeof(*v));
+    *n = 0;
+    for (size_t i = 0; i < o->n; i++) {
+        size_t len = strlen(o->v[i].issuer);
+        while (len && o->v[i].issuer[len - 1] == '/')
+            len--;
+        if (!len)
+            continue;
+        char *esc = kl_arena_alloc(a, 2 * len + 1), *e = esc;
+        for (size_t k = 0; k < len; k++) {
+            if (o->v[i].issuer[k] == '/')
+                *e++ = '\\';
+            *e++ = o->v[i].issuer[k];
+        }
+        v[(*n)++] = kl_arena_strndup(a, o->v[i].issuer, len);
+        v[(*n)++] = esc;
+    }
+    return v;
+}
+
+/* Does one credential value, as a provider would read it, hold a token of
+ * a configured issuer? Every word of it counts, whatever scheme or none
+ * comes first ("Bearer", "Token", a bare token), and a token with bytes
+ * added ("=", ".", ".x") or too large to verify is still read for its
+ * issuer; one that names none (an unreadable payload) is searched for a
+ * configured issuer's name. A foreign issuer's JWT, and a key that merely
+ * begins like one, are the caller's own. */
+static bool holds_token(kl_exchange *ex, const struct kl_oidc_cfg *o, const char *v)
+{
+    while (*v) {
+        v += strspn(v, " \t,");
+        size_t n = strcspn(v, " \t,");
+        if (!n)
+            break;
+        const char *w = kl_arena_strndup(&ex->arena, v, n);
+        v += n;
+        if (!jwt_shaped(w))
+            continue;
+        size_t cut = strspn(w, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.");
+        const char *iss = kl_jwt_peek_issuer(w, n, &ex->arena);
+        if (!iss && cut < n) /* bytes added after it: "=", "!" */
+            iss = kl_jwt_peek_issuer(w, cut, &ex->arena);
+        if (iss) {
+            if (issuer_mine(o, iss))
+                return true;
+            continue;
+        }
+        size_t nn;
+        const char **needles = issuer_needles(&ex->arena, o, &nn);
+        if (kl_jwt_runs_hold(w, n, needles, nn))
             return true;
     }
+    return false;
+}
+
+bool kl_oidc_token_present(kl_exchange *ex, const struct kl_oidc_cfg *o)
+{
+    static const char *headers[] = {"authorization", "x-api-key", "x-goog-api-key", "api-key"};
+    const kl_http_request *r = &ex->req;
+    if (!o)
+        return false;
+    for (size_t h = 0; h < r->nheaders; h++)
+        for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++)
+            if (strcasecmp(r->headers[h].name, headers[i]) == 0 && holds_token(ex, o, r->headers[h].value))
+                return true;
+    const char **q = kl_route_query_credentials(&ex->arena, r->query);
+    for (size_t i = 0; q[i]; i++)
+        if (holds_token(ex, o, q[i]))
+            return true;
     return false;
 }
 

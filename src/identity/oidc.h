@@ -18,8 +18,12 @@ void kl_oidc_free(struct kl_oidc_cfg *o);
  * refused — then the 401 has been answered and ex->status is set. */
 int kl_oidc_identify(kl_exchange *ex, struct kl_oidc_cfg *o);
 
-/* Does the request carry a JWT of a configured issuer (one that would be
- * checked, were oidc the source asked)? */
+/* Does the request carry a JWT of a configured issuer in any form a
+ * passthrough provider would read: any credential header after any scheme
+ * or none, any credential query parameter, with bytes added, too large to
+ * verify, or too malformed to name its issuer but holding a configured
+ * issuer's name? (Wider than what kl_oidc_identify checks: whatever it
+ * holds is stripped, never checked.) */
 bool kl_oidc_token_present(kl_exchange *ex, const struct kl_oidc_cfg *o);
 
 /* Re-read JWKS files that changed on disk (called periodically off the

@@ -1,6 +1,7 @@
 #include "route/route.h"
 
 #include "core/text.h"
+#include "core/urlquery.h"
 
 #include <string.h>
 #include <strings.h>
@@ -167,6 +168,26 @@ bool kl_route_query_credential(const char *query)
             p++;
     }
     return false;
+}
+
+const char **kl_route_query_credentials(kl_arena *a, const char *query)
+{
+    size_t n = 1;
+    for (const char *q = query; q && *q; q++)
+        n += *q == '&';
+    const char **v = kl_arena_alloc(a, (n + 1) * sizeof(*v));
+    n = 0;
+    for (const char *p = query; p && *p;) {
+        size_t len = strcspn(p, "&");
+        const char *eq = memchr(p, '=', len);
+        if (eq && param_kind(p, len) == PARAM_CREDENTIAL)
+            v[n++] = kl_query_decode(a, eq + 1, len - (size_t)(eq + 1 - p));
+        p += len;
+        if (*p == '&')
+            p++;
+    }
+    v[n] = NULL;
+    return v;
 }
 
 const char *const *kl_route_key_spellings(kl_arena *a, const char *key)

@@ -50,6 +50,10 @@ const char *kl_route_strip_key_param(kl_arena *a, const char *query, bool creden
 /* Does the query carry a credential of the caller's own (`key`, `$key`,
  * `access_token`, `oauth_token`, a presigned AWS request's X-Amz-*)? */
 bool kl_route_query_credential(const char *query);
+/* The decoded values of the query's credential parameters, as named for
+ * kl_route_query_credential (any case, the name percent-encoded or not),
+ * in the arena and NULL-terminated. */
+const char **kl_route_query_credentials(kl_arena *a, const char *query);
 
 /* A provider's response headers ("Name: value\r\n" lines) as the caller
  * gets them: without the gateway's own x-keyless- names (a provider's

@@ -310,6 +310,58 @@ describe('OIDC workload tokens', () => {
     }
   });
 
+  it('a workload token reaches no passthrough provider in any credential form, however malformed or large', async () => {
+    // a source before oidc identified the caller; the token it sent as well is keyless's in any
+    // scheme, query name or shape a provider (which could replay it here, or log it) reads
+    const g = await startCidrFirst();
+    try {
+      const tok = k8s.sign(k8s.claims({ aud: 'keyless' }));
+      const big = k8s.sign(k8s.claims({ aud: 'keyless', pad: 'x'.repeat(17 * 1024) }));
+      const slashes = k8s.sign(k8s.claims({ aud: 'keyless' }), { rawPayload: JSON.stringify(k8s.claims({ aud: 'keyless' })).replaceAll('/', '\\/') });
+      const body = JSON.stringify({ model: 'pass-model', messages: [{ role: 'user', content: 'hi' }] });
+      const host = new URL(g.url).host;
+      // each case sent as given; what the provider got, or why it got nothing
+      const send = async ([heads, query]) => {
+        await mock.clear();
+        const raw = await rawRequest(g.url, `POST /v1/chat/completions${query} HTTP/1.1\r\nHost: ${host}\r\n` +
+          `${heads.map((h) => `${h}\r\n`).join('')}content-type: application/json\r\ncontent-length: ${body.length}\r\n` +
+          `connection: close\r\n\r\n${body}`);
+        return /^HTTP\/1\.1 200/.test(raw) ? JSON.stringify(await mock.last()) : `refused: ${raw.slice(0, 200)}`;
+      };
+      const what = ([heads, query]) => `${(heads[0] || query).slice(0, 40)}…`;
+      const leaked = [];
+      for (const c of [
+        [[`authorization: ${tok}`], '', tok], [[`authorization: Token ${tok}`], '', tok],
+        [[`x-api-key: Bearer ${tok}`], '', tok], [[], `?access_token=${tok}`, tok], [[], `?oauth_token=${tok}`, tok],
+        [[], `?%6Bey=${tok}`, tok], [[], `?KEY=${tok}`, tok], [[], `?%24key=${tok}`, tok],
+        [[`authorization: Bearer ${big}`], '', big], [[], `?key=${big}`, big],
+        [[`authorization: Bearer ${tok}=`], '', tok], [[`api-key: ${tok}.`], '', tok],
+        [[`authorization: Bearer ${tok}.AAAA`], '', tok], [[`authorization: Bearer ${slashes}.`], '', slashes],
+      ]) {
+        const seen = await send(c);
+        if (seen.includes(c[2].split('.')[1].slice(0, 200)) || !seen.includes('sk-pass-provider-000')) leaked.push(what(c));
+      }
+      assert.deepEqual(leaked, [], 'the workload token must not reach a passthrough provider; its key is sent instead');
+      // the caller's own credentials that merely look odd still go on: another scheme, a key
+      // that begins like a JWT, a foreign issuer's JWT however large or malformed
+      const entra = makeIssuer({ alg: 'RS256', iss: 'https://login.microsoftonline.com/0000-tenant/v2.0' });
+      const az = entra.sign(entra.claims({ aud: 'https://cognitiveservices.azure.com' }));
+      const azBig = entra.sign(entra.claims({ aud: 'https://cognitiveservices.azure.com', pad: 'x'.repeat(17 * 1024) }));
+      const kept = [];
+      for (const c of [
+        [['authorization: Token sk-own-000'], '', 'sk-own-000'], [['authorization: eyJown-key-000'], '', 'eyJown-key-000'],
+        [[`authorization: ${az}`], '', az], [[`api-key: ${az}.`], '', az], [[], `?access_token=${az}`, az],
+        [[`authorization: Bearer ${azBig}`], '', azBig],
+      ]) {
+        const seen = await send(c);
+        if (!seen.includes(c[2]) || seen.includes('sk-pass-provider-000')) kept.push(what(c));
+      }
+      assert.deepEqual(kept, [], "the caller's own credential goes on, without keyless's key beside it");
+    } finally {
+      await g.stop();
+    }
+  });
+
   it("a token in Gemini's ?key= identifies the caller, and reaches no passthrough provider", async () => {
     // LiteLLM and Google's REST examples send the Gemini key as ?key=
     const tok = gh.sign(gh.claims({ aud: 'keyless', repository: 'acme/app', ref: 'refs/heads/main', repository_owner: 'acme' }));
