@@ -7,6 +7,7 @@
 
 #include "core/jsoncheck.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "identity/mtls.h"
 #include "identity/oidc.h"
 #include "identity/whois.h"
@@ -90,8 +91,12 @@ static enum outcome from_serve_headers(kl_exchange *ex)
                 "the Tailscale-User-Login header decodes to control characters");
         return REFUSED;
     }
+    /* the name is only shown (records, /api/whoami): cut as long as a
+     * login may be, not refused; a login is a key and is refused instead
+     * (identified()) */
     const char *name = kl_http_header(&ex->req, "tailscale-user-name");
-    id->display_name = name ? kl_rfc2047_decode(&ex->arena, name) : NULL; /* NULL: none */
+    id->display_name = name ? kl_text_prefix(&ex->arena, kl_rfc2047_decode(&ex->arena, name), KL_LOGIN_MAX)
+                            : NULL; /* NULL: none */
     /* tailscaled encodes the capabilities as it does the names. Left
      * unread, they would lift whatever they restrict (quotas, rate and
      * tool limits, hooks). */

@@ -507,6 +507,29 @@ describe('identity and grants', () => {
     }
   });
 
+  it("a serve caller's display name is cut to 2,048 bytes between characters, in the record and /api/whoami", async () => {
+    // tailscaled encodes a name that is not printable ASCII; the cut falls inside a two-byte character
+    const name = `a${'ū'.repeat(1500)}`;
+    const hdrs = { 'Tailscale-User-Login': 'erin@example.com',
+      'Tailscale-User-Name': `=?utf-8?b?${Buffer.from(name).toString('base64')}?=`,
+      'Tailscale-App-Capabilities': JSON.stringify({ 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' }] }) };
+    const w = await whoami(gw, '127.0.0.1', hdrs);
+    assert.equal(w.status, 200);
+    assert.equal(w.body.display_name, name.slice(0, 1 + 1023));
+    const r = await chat(gw, '127.0.0.1', 'gpt-4o', hdrs);
+    assert.equal(r.status, 200);
+    await r.text();
+    // read as erin, whose record it is
+    let rec;
+    for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
+      await sleep(30);
+      rec = await (await fetch(`${gw.url}/api/requests/${r.headers.get('x-keyless-request-id')}`,
+        { dispatcher: from('127.0.0.1'), headers: hdrs })).json();
+    }
+    assert.equal(rec.login, 'erin@example.com');
+    assert.equal(rec.display_name, name.slice(0, 1 + 1023));
+  });
+
   it('a caller on this host connecting from one of its own addresses is no tailnet or CIDR caller', async () => {
     // WhoIs answers for tailscaled's own node when asked about the node's own address, and a CIDR rule covering
     // the host would name every local account: a process here connecting to the host's address (its tailnet one,
