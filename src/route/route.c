@@ -394,8 +394,11 @@ static void build_headers(kl_exchange *ex, const char *token, const struct kl_si
          * provider could replay it here */
         if (by_token && is_credential(name))
             continue;
-        if ((p->auth_mode == KL_AUTHMODE_PASSTHROUGH && (is_credential(name) || is_aws_signature(name))) ||
-            (callers_key && kl_route_billing_header(name))) {
+        /* the rest of a signature goes only with the caller's own
+         * credential: beside keyless's key it would hand the caller's AWS
+         * session token to a provider that bills keyless */
+        if ((p->auth_mode == KL_AUTHMODE_PASSTHROUGH && is_credential(name)) ||
+            (callers_key && (is_aws_signature(name) || kl_route_billing_header(name)))) {
             h[n++] = kl_arena_concat(&ex->arena, name, ": ", r->headers[i].value, NULL);
             continue;
         }

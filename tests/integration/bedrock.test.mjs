@@ -642,6 +642,27 @@ describe('Amazon Bedrock: other model families and broken streams', () => {
     }
   });
 
+  it('a passthrough provider that gets keyless\'s key gets no part of a caller\'s SigV4 signature beside it', async () => {
+    // the rest of a signature without its Authorization header (or with a workload token in it) is no
+    // credential of the caller's: keyless's key goes, and the caller's session token must not go with it
+    const g = await startGateway({ providers: { aws: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'sk-own-key-000',
+      auth_mode: 'passthrough', models: ['self-hosted'], compatibility: { openai_chat: true } } } });
+    answer = (req, res) => res.writeHead(200, { 'content-type': 'application/json' })
+      .end('{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}');
+    try {
+      const r = await fetch(`${g.url}/v1/chat/completions`, { method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-amz-date': '20261127T070000Z',
+          'x-amz-security-token': 'SECRETSESSION', 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' },
+        body: JSON.stringify({ model: 'self-hosted', messages: [] }) });
+      assert.equal(r.status, 200);
+      await r.json();
+      assert.equal(seen.headers.authorization, 'Bearer sk-own-key-000');
+      for (const k of ['x-amz-date', 'x-amz-security-token', 'x-amz-content-sha256']) assert.equal(seen.headers[k], undefined, k);
+    } finally {
+      await g.stop();
+    }
+  });
+
   it('a caller\'s AWS session token is neither forwarded nor captured; CountTokens is not charged', async () => {
     answer = (req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"inputTokens":3}');
     const body = { input: { converse: { messages: [{ role: 'user', content: [{ text: 'hi' }] }] } } };
