@@ -588,7 +588,7 @@ static bool looks_like_jwt(const char *v)
  * arena). */
 static size_t find_tokens(kl_exchange *ex, const char ***out)
 {
-    static const char *headers[] = {"authorization", "x-api-key", "x-goog-api-key", "api-key"};
+    static const char *const headers[] = {"authorization", "x-api-key", "x-goog-api-key", "api-key"};
     const kl_http_request *r = &ex->req;
     size_t nparams = 1;
     for (const char *q = r->query; q && *q; q++)
@@ -714,7 +714,7 @@ static bool holds_token(kl_exchange *ex, const struct kl_oidc_cfg *o, const char
 
 bool kl_oidc_token_present(kl_exchange *ex, const struct kl_oidc_cfg *o)
 {
-    static const char *headers[] = {"authorization", "x-api-key", "x-goog-api-key", "api-key"};
+    static const char *const headers[] = {"authorization", "x-api-key", "x-goog-api-key", "api-key"};
     const kl_http_request *r = &ex->req;
     if (!o)
         return false;
