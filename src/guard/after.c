@@ -194,11 +194,9 @@ void kl_hooks_after(kl_exchange *ex)
         if (r->send & KL_SEND_TOOLS)
             add_ref(p, "tool_calls", tools);
         add_ref(p, "keyless", outcome);
-        char *text = cJSON_PrintUnformatted(p);
+        size_t len;
+        char *text = kl_hook_text(p, &len);
         cJSON_Delete(p);
-        if (!text)
-            abort();
-        size_t len = strlen(text);
         if (!room_for(w, len)) {
             cJSON_free(text);
             skipped(w, ex->id, h->name, len);

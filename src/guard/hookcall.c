@@ -154,13 +154,34 @@ cJSON *kl_hook_payload(kl_exchange *ex, unsigned send, const char *message)
     return root;
 }
 
+char *kl_hook_text(const cJSON *payload, size_t *len)
+{
+    char *text = cJSON_PrintUnformatted(payload);
+    if (!text)
+        abort();
+    /* cJSON copies a string's bytes as they are: a User-Agent, a body or an
+     * answer that is not UTF-8 would make the whole payload text no JSON
+     * reader must take. Its other bytes are ASCII, so a byte replaced inside
+     * a string leaves the document what it was. */
+    size_t raw = strlen(text), n = kl_utf8_clean_len_n(text, raw);
+    if (n != raw) {
+        char *clean = cJSON_malloc(n + 1);
+        if (!clean)
+            abort();
+        kl_utf8_clean(clean, text);
+        cJSON_free(text);
+        text = clean;
+    }
+    *len = n;
+    return text;
+}
+
 struct kl_fetch *kl_hook_call(kl_worker *w, const struct kl_hook *h, const cJSON *payload, size_t max_reply,
                               kl_fetch_done done, void *arg)
 {
-    char *body = cJSON_PrintUnformatted(payload);
-    if (!body)
-        abort();
-    struct kl_fetch *f = kl_hook_post(w, h, body, strlen(body), max_reply, done, arg);
+    size_t len;
+    char *body = kl_hook_text(payload, &len);
+    struct kl_fetch *f = kl_hook_post(w, h, body, len, max_reply, done, arg);
     cJSON_free(body);
     return f;
 }

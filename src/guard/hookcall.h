@@ -23,6 +23,11 @@ int kl_hook_user_message(kl_exchange *ex, const char **out);
  * user_message and request_body (the body as forwarded) when asked. */
 cJSON *kl_hook_payload(kl_exchange *ex, unsigned send, const char *user_message);
 
+/* payload's compact text (cJSON_free it), every byte that is not UTF-8
+ * replaced by U+FFFD (kl_utf8_clean), so that it is always JSON a strict
+ * reader takes; its length in *len. */
+char *kl_hook_text(const cJSON *payload, size_t *len);
+
 /* POST payload to hook h on the worker's curl multi, its answer read up
  * to max_reply bytes (0: read and dropped, only its status counts). NULL
  * when the call could not start (done is then not called). */

@@ -840,3 +840,53 @@ describe('pre_request hooks at shutdown', () => {
     await new Promise((res) => hook.close(res));
   });
 });
+
+describe('hook payloads are UTF-8 whatever the caller sends', () => {
+  it('a User-Agent and a body that are not UTF-8 reach every hook as U+FFFD, the payload valid JSON', async () => {
+    // read as bytes: Node's own decoding would replace the bad bytes itself
+    const calls = [];
+    const hook = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (d) => chunks.push(d));
+      req.on('end', () => {
+        const bytes = Buffer.concat(chunks);
+        let body = null;
+        try {
+          body = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+        } catch { /* counted below */ }
+        calls.push({ path: req.url, body });
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"action":"allow"}');
+      });
+    });
+    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+    const mock = await startMock();
+    const url = `http://127.0.0.1:${hook.address().port}`;
+    const gw = await startGateway({
+      hooks: { told: { url: `${url}/told` }, gate: { url: `${url}/gate`, fail_policy: 'fail_closed' } },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' },
+        { send_hooks: [{ name: 'told', events: ['entire_request'], send: ['request_body', 'user_message', 'response_body'] },
+          { name: 'gate', events: ['pre_request'], send: ['request_body', 'user_message'] }] }] } }],
+      providers: providersFor(mock.url),
+    });
+    try {
+      const body = Buffer.concat([Buffer.from('{"model":"gpt-4o","messages":[{"role":"user","content":"a'),
+        Buffer.from([0xff, 0xc3]), Buffer.from('b"}]}')]);
+      const head = Buffer.from('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+        `User-Agent: agent\xff/1\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`, 'latin1');
+      const out = await rawRequest(gw.url, Buffer.concat([head, body]));
+      assert.match(out, /^HTTP\/1\.1 200 /, 'a fail_closed hook that reads strictly does not fail');
+      for (let i = 0; i < 300 && calls.length < 2; i++) await sleep(10);
+      assert.deepEqual(calls.map((c) => c.path).sort(), ['/gate', '/told']);
+      for (const c of calls) {
+        assert.ok(c.body, `${c.path}: the payload is UTF-8 JSON`);
+        assert.equal(c.body.metadata.user_agent, 'agent\ufffd/1');
+        assert.equal(c.body.user_message, 'a\ufffd\ufffdb');
+        assert.equal(c.body.request_body.messages[0].content, 'a\ufffd\ufffdb');
+      }
+    } finally {
+      await gw.stop();
+      await mock.stop();
+      await new Promise((r) => hook.close(r));
+    }
+  });
+});
