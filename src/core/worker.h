@@ -118,11 +118,13 @@ typedef struct kl_worker {
     int64_t body_full_warned_ms;    /* when a body refused for want of room was last logged */
     /* entire_request hook calls not answered yet (a stop waits for them),
      * the bytes of their payloads (counted in body_bytes too), and the
-     * calls skipped for want of room (guard/after.c) */
+     * calls skipped or cut for want of room (guard/after.c) */
     _Atomic uint64_t hooks_told;
     size_t hooks_told_bytes;
     _Atomic uint64_t hooks_skipped;
     struct kl_log_every hooks_skipped_warn; /* said at most every 10 s */
+    _Atomic uint64_t hooks_cut;             /* made with the request and answer cut to the room */
+    struct kl_log_every hooks_cut_warn;
     bool draining;
     uint64_t seq;               /* per-worker counter, part of request ids */
     uint64_t rng;               /* xorshift state for request ids */

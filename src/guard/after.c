@@ -6,6 +6,7 @@
  * until the shutdown grace period ends. */
 #include "guard/after.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,7 @@
 #include "account/usage.h"
 #include "admit/admit.h"
 #include "core/log.h"
+#include "core/text.h"
 #include "guard/hookcall.h"
 #include "guard/hooks.h"
 #include "listen/server.h"
@@ -49,24 +51,162 @@ static void on_told(void *arg, int status, const char *body, size_t len, const c
     kl_server_maybe_stopped(w);
 }
 
-/* Room for one more call of len bytes on w: fewer than KL_HOOKS_TOLD_MAX
- * in flight, their payloads within half the worker's share of
- * listen.max_body_memory (the other half stays for requests, which a slow
- * hook must not starve), and the worker's bodies within the share. */
-static bool room_for(kl_worker *w, size_t len)
+/* What a call cut to its metadata may take even when the share has no
+ * room left: its metadata and the note of what was cut are about 1 KB, so
+ * the hook hears of every request while at most KL_HOOKS_TOLD_MAX of them,
+ * 1 MiB, are past a worker's share. */
+#define KL_HOOK_CUT_ROOM 4096
+
+/* The bytes one more call's payload may take on w: the calls' payloads
+ * stay within half the worker's share of listen.max_body_memory (the other
+ * half stays for requests, which a slow hook must not starve), and the
+ * worker's bodies within the share; KL_HOOK_CUT_ROOM at least. */
+static size_t room_on(kl_worker *w)
 {
-    size_t share = kl_body_memory(w);
-    return w->hooks_told < KL_HOOKS_TOLD_MAX && w->hooks_told_bytes + len <= share / 2 &&
-           w->body_bytes + len <= share;
+    size_t share = kl_body_memory(w), body = w->body_bytes;
+    size_t calls = w->hooks_told_bytes < share / 2 ? share / 2 - w->hooks_told_bytes : 0;
+    size_t all = body < share ? share - body : 0;
+    size_t room = calls < all ? calls : all;
+    return room > KL_HOOK_CUT_ROOM ? room : KL_HOOK_CUT_ROOM;
 }
 
-/* A call skipped for want of room: counted (keyless_hook_calls_skipped_total)
- * and logged at most every 10 s, with how many since the last line. len:
- * its payload's bytes (0 when not built); one over half the share alone
- * is never sent, however few calls are in flight, and is said so (the
- * calls in flight are not what an operator must change then); so is one
- * the calls had room for but the worker's share had not, taken by the
- * requests' bodies and held answers. */
+/* The parts of a payload that grow with the exchange, in the order their
+ * heads are kept when a call is cut: what was asked first. */
+static const char *const cuttable[] = {"request_body", "user_message", "response_body", "tool_calls",
+                                       "raw_responses"};
+#define KL_NCUT (sizeof(cuttable) / sizeof(cuttable[0]))
+
+/* The string item of s's first n bytes (less a UTF-8 character the cut
+ * would split), and the bytes it takes in a payload's text (quotes,
+ * escapes, U+FFFD for bytes that are not UTF-8) in *printed. */
+static cJSON *head_of(char *s, size_t n, size_t *printed)
+{
+    size_t len = strlen(s);
+    if (n < len)
+        while (n && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    else
+        n = len;
+    char keep = s[n];
+    s[n] = '\0';
+    cJSON *j = cJSON_CreateString(s);
+    s[n] = keep;
+    if (!j)
+        abort();
+    char *t = kl_hook_text(j, printed);
+    cJSON_free(t);
+    return j;
+}
+
+/* A call whose payload (len bytes) has no room, cut to room bytes so that
+ * the hook still hears of the request (an audit hook a caller could
+ * otherwise stay out of by padding its request): the largest of the parts
+ * that grow with the exchange are taken out until the rest fits, and
+ * keyless.cut says which, {"<field>": {"bytes": the size of its JSON text
+ * (user_message: of its text), "head": as much of that text's start as
+ * fits, a string}}; user_message keeps its own first bytes instead of a
+ * head. Aperture's fields keep their types: one cut is absent (as its
+ * omitempty leaves an empty one) or, user_message, shorter. p's "keyless"
+ * is replaced by a copy of outcome with "cut". NULL (nothing sent) when
+ * not even the rest fits. */
+static char *cut_to_fit(cJSON *p, const cJSON *outcome, size_t len, size_t room, size_t *out_len)
+{
+    cJSON *k = cJSON_Duplicate(outcome, true);
+    cJSON_ReplaceItemInObjectCaseSensitive(p, "keyless", k);
+    cJSON *cut = cJSON_AddObjectToObject(k, "cut");
+    char *text[KL_NCUT] = {0}, *out = NULL;
+    size_t size[KL_NCUT] = {0}, cost[KL_NCUT] = {0};
+    bool gone[KL_NCUT] = {0};
+    for (size_t i = 0; i < KL_NCUT; i++) {
+        cJSON *v = cJSON_GetObjectItemCaseSensitive(p, cuttable[i]);
+        if (!v)
+            continue;
+        if (cJSON_IsString(v)) {
+            size_t n = strlen(v->valuestring);
+            if ((text[i] = cJSON_malloc(n + 1)))
+                memcpy(text[i], v->valuestring, n + 1);
+            cJSON_Delete(head_of(v->valuestring, SIZE_MAX, &cost[i]));
+        } else {
+            text[i] = cJSON_PrintUnformatted(v);
+        }
+        if (!text[i])
+            abort();
+        size[i] = strlen(text[i]);
+        if (!cost[i])
+            cost[i] = size[i];
+    }
+    /* the largest first, while what stays is too much (a part takes its
+     * text, its name and punctuation; its note in "cut" about 40 bytes),
+     * measured again whenever the estimate says it fits */
+    size_t now = len, rest = len;
+    for (;;) {
+        size_t big = KL_NCUT;
+        for (size_t i = 0; i < KL_NCUT; i++)
+            if (text[i] && !gone[i] && (big == KL_NCUT || cost[i] > cost[big]))
+                big = i;
+        if (now <= room || big == KL_NCUT) {
+            char *t = kl_hook_text(p, &rest);
+            cJSON_free(t);
+            if (rest <= room)
+                break;
+            if (big == KL_NCUT)
+                goto done; /* not even the rest fits */
+            now = rest;
+        }
+        gone[big] = true;
+        cJSON_DeleteItemFromObjectCaseSensitive(p, cuttable[big]);
+        cJSON *note = cJSON_AddObjectToObject(cut, cuttable[big]);
+        cJSON_AddNumberToObject(note, "bytes", (double)size[big]);
+        size_t part = cost[big] + strlen(cuttable[big]) + 4;
+        now = (now > part ? now - part : 0) + strlen(cuttable[big]) + 40;
+    }
+    /* the heads, in cuttable's order, each measured as it will be sent */
+    size_t spare = room - rest;
+    for (size_t i = 0; i < KL_NCUT; i++) {
+        bool msg = strcmp(cuttable[i], "user_message") == 0;
+        size_t over = msg ? strlen(cuttable[i]) + 4 : sizeof("\"head\":,");
+        if (!gone[i] || spare <= over + 2)
+            continue;
+        size_t want = spare - over - 2, used = 0;
+        cJSON *head = NULL;
+        for (int tries = 0; tries < 8 && want; tries++) {
+            head = head_of(text[i], want, &used);
+            if (used <= spare - over)
+                break;
+            cJSON_Delete(head);
+            head = NULL;
+            want = want * (spare - over) / used; /* what fits at the rate this one took */
+            want -= want / 16;
+        }
+        if (!head)
+            continue;
+        if (used <= 2) { /* "" */
+            cJSON_Delete(head);
+            continue;
+        }
+        if (msg)
+            cJSON_AddItemToObject(p, "user_message", head);
+        else
+            cJSON_AddItemToObject(cJSON_GetObjectItemCaseSensitive(cut, cuttable[i]), "head", head);
+        spare -= used + over;
+    }
+    out = kl_hook_text(p, out_len);
+    if (*out_len > room) {
+        cJSON_free(out);
+        out = NULL;
+    }
+done:
+    for (size_t i = 0; i < KL_NCUT; i++)
+        cJSON_free(text[i]);
+    return out;
+}
+
+/* A call skipped: counted (keyless_hook_calls_skipped_total) and logged at
+ * most every 10 s, with how many since the last line. len: its payload's
+ * bytes (0 when not built, KL_HOOKS_TOLD_MAX in flight); one built had no
+ * room even with its request and answer cut out (cut_to_fit), the share
+ * taken by the requests' bodies and held answers or by the calls in
+ * flight. */
 static void skipped(kl_worker *w, const char *id, const char *hook, size_t len)
 {
     kl_owner_add(&w->hooks_skipped, 1);
@@ -74,21 +214,34 @@ static void skipped(kl_worker *w, const char *id, const char *hook, size_t len)
     if (!kl_log_every_due(&w->hooks_skipped_warn, 10000, kl_now_ns() / 1000000, &held))
         return;
     unsigned long long since = (unsigned long long)held + 1; /* this one too */
-    size_t half = kl_body_memory(w) / 2;
-    if (len > half)
-        kl_warn("%s: hook %s was not told of the request: its payload of %zu bytes is more than half worker %d's "
-                "share of listen.max_body_memory (%zu bytes); %llu calls skipped since the last such line",
-                id, hook, len, w->index, half, since);
-    else if (len && w->hooks_told < KL_HOOKS_TOLD_MAX && w->hooks_told_bytes + len <= half)
+    if (len)
         kl_warn("%s: hook %s was not told of the request: worker %d's share of listen.max_body_memory (%zu bytes) "
-                "holds %zu bytes of bodies, answers and hook payloads, no room for its payload of %zu bytes; "
-                "%llu calls skipped since the last such line", id, hook, w->index, kl_body_memory(w),
-                (size_t)w->body_bytes, len, since);
+                "holds %zu bytes of bodies, answers and hook payloads (%zu of them the payloads of %llu calls in "
+                "flight, at most half the share), no room even for its payload of %zu bytes with the request and "
+                "answer cut out; %llu calls skipped since the last such line", id, hook, w->index,
+                kl_body_memory(w), (size_t)w->body_bytes, w->hooks_told_bytes,
+                (unsigned long long)w->hooks_told, len, since);
     else
         kl_warn("%s: hook %s was not told of the request: worker %d has %llu such calls in flight, holding %zu "
                 "bytes (at most %d, and half its share of listen.max_body_memory); %llu calls skipped since the "
                 "last such line", id, hook, w->index, (unsigned long long)w->hooks_told, w->hooks_told_bytes,
                 KL_HOOKS_TOLD_MAX, since);
+}
+
+/* A call made cut (cut_to_fit): counted (keyless_hook_calls_cut_total) and
+ * logged at most every 10 s, as skipped ones are. */
+static void was_cut(kl_worker *w, const char *id, const char *hook, size_t whole, size_t len)
+{
+    kl_owner_add(&w->hooks_cut, 1);
+    uint64_t held;
+    if (!kl_log_every_due(&w->hooks_cut_warn, 10000, kl_now_ns() / 1000000, &held))
+        return;
+    size_t share = kl_body_memory(w);
+    kl_warn("%s: hook %s was told of the request with its payload of %zu bytes cut to %zu (keyless.cut says what "
+            "was taken out): %s; %llu calls cut since the last such line", id, hook, whole, len,
+            whole > share / 2 ? "the whole is more than half the worker's share of listen.max_body_memory"
+                              : "the worker's share of listen.max_body_memory had no room for the whole",
+            (unsigned long long)held + 1);
 }
 
 /* metadata.estimated_cost: Aperture's CostEstimate, from the usage the
@@ -177,6 +330,8 @@ void kl_hooks_after(kl_exchange *ex)
             continue;
         }
         kl_worker *w = ex->worker;
+        /* a call more is not queued: a hook that cannot keep up would only
+         * lose them later, after holding their payloads longer */
         if (w->hooks_told >= KL_HOOKS_TOLD_MAX) { /* before building what would not be sent */
             skipped(w, ex->id, h->name, 0);
             continue;
@@ -196,12 +351,19 @@ void kl_hooks_after(kl_exchange *ex)
         add_ref(p, "keyless", outcome);
         size_t len;
         char *text = kl_hook_text(p, &len);
-        cJSON_Delete(p);
-        if (!room_for(w, len)) {
+        size_t room = room_on(w);
+        if (len > room) {
             cJSON_free(text);
-            skipped(w, ex->id, h->name, len);
-            continue;
+            size_t whole = len;
+            text = cut_to_fit(p, outcome, whole, room, &len);
+            if (!text) {
+                cJSON_Delete(p);
+                skipped(w, ex->id, h->name, whole);
+                continue;
+            }
+            was_cut(w, ex->id, h->name, whole, len);
         }
+        cJSON_Delete(p);
         size_t nlen = strlen(h->name);
         struct told *t = malloc(sizeof(*t) + nlen + 1);
         if (!t)

@@ -434,7 +434,7 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
     struct merge *g = calloc(1, sizeof(*g));
     if (!g)
         abort();
-    uint64_t inflight = 0, conns = 0, bodies = 0, told = 0, skipped = 0;
+    uint64_t inflight = 0, conns = 0, bodies = 0, told = 0, skipped = 0, cut = 0;
     for (int i = 0; i < srv->nworkers; i++) {
         struct kl_metrics *m = srv->workers[i].metrics;
         if (!m)
@@ -448,6 +448,7 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
         bodies += get(&srv->workers[i].body_bytes);
         told += get(&srv->workers[i].hooks_told);
         skipped += get(&srv->workers[i].hooks_skipped);
+        cut += get(&srv->workers[i].hooks_cut);
     }
     write_series(out, g);
     write_durations(out, srv, g);
@@ -498,9 +499,14 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
           "Calls to hooks told after the answer (entire_request, tool_call_entire_request) not answered yet.", told);
     counter(out, "keyless_hook_calls_skipped_total",
             "Calls to hooks told after the answer that were not made: the worker had as many in flight as it "
-            "keeps, their payloads would have taken more than half its share of listen.max_body_memory, or the "
-            "share had no room left.",
+            "keeps, or its share of listen.max_body_memory had no room even for the payload with the request and "
+            "answer cut out.",
             skipped);
+    counter(out, "keyless_hook_calls_cut_total",
+            "Calls to hooks told after the answer made with the request body, the answer or other parts cut "
+            "(keyless.cut in the payload): the whole payload had no room in half the worker's share of "
+            "listen.max_body_memory.",
+            cut);
     if (srv->buckets)
         gauge(out, "keyless_quota_buckets",
               "Quota and rate-limit buckets in memory (one per caller and limit; forgotten when idle and full).",

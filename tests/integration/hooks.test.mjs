@@ -649,12 +649,19 @@ describe('hooks told after the answer, when the hook is slow', () => {
   // A hook that takes every call and answers none: each call in flight
   // holds its payload and a connection, so a worker keeps at most 256 of
   // them, their payloads within half its share of listen.max_body_memory;
-  // past that a call is skipped (counted, logged), the request unaffected.
+  // past that a call is cut to the room left (counted, logged), past 256
+  // skipped (counted, logged), the request unaffected.
   let mock, hook, gw;
   const held = [];
+  const payloads = [];
   before(async () => {
     mock = await startMock();
-    hook = http.createServer((req, res) => { held.push(res); req.resume(); });
+    hook = http.createServer((req, res) => {
+      held.push(res);
+      let data = '';
+      req.on('data', (d) => (data += d));
+      req.on('end', () => payloads.push(JSON.parse(data)));
+    });
     await new Promise((r) => hook.listen(0, '127.0.0.1', r));
     gw = await startGateway({
       listen: { max_body_size: '1MiB', max_body_memory: '8MiB' },
@@ -687,7 +694,7 @@ describe('hooks told after the answer, when the hook is slow', () => {
     for (let i = 0; i < 300 && held.length < n; i++) await sleep(10);
   };
 
-  it('payloads past half the worker\'s share of max_body_memory are skipped, the requests answered and recorded', async () => {
+  it('a payload past half the worker\'s share of max_body_memory is cut to the room left, the requests answered and recorded', async () => {
     // 8 MiB, one worker: 4 MiB for hook payloads, ~13 of 300 KB
     for (let i = 0; i < 13; i++) assert.equal((await ask('x'.repeat(300000))).status, 200);
     await settle(13);
@@ -697,12 +704,22 @@ describe('hooks told after the answer, when the hook is slow', () => {
     assert.ok(bytes > 13 * 300000 && bytes < 4 * 1048576, `payloads counted: ${bytes}`);
     const r = await ask('y'.repeat(300000));
     assert.equal(r.status, 200);
-    const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+    const id = r.headers.get('x-keyless-request-id');
+    const rec = await finalRecord(gw, id);
     assert.equal(rec.status, 200);
     assert.equal(rec.error_class, null);
-    assert.equal(await metric('keyless_hook_calls_skipped_total'), 1);
-    assert.equal(await metric('keyless_hook_calls_in_flight'), 13);
-    assert.match(gw.output(), /hook told was not told of the request: worker 0 has 13 such calls in flight/);
+    await settle(14);
+    for (let i = 0; i < 300 && payloads.length < 14; i++) await sleep(10);
+    const told = payloads.find((p) => p.metadata.request_id === id);
+    assert.ok(told, 'the hook is told of the request');
+    assert.equal(told.request_body, undefined);
+    assert.ok(told.keyless.cut.request_body.bytes > 300000);
+    assert.ok(told.keyless.cut.request_body.head.startsWith('{"model":"gpt-4o"'));
+    assert.equal(await metric('keyless_hook_calls_skipped_total'), 0);
+    assert.equal(await metric('keyless_hook_calls_cut_total'), 1);
+    assert.equal(await metric('keyless_hook_calls_in_flight'), 14);
+    assert.ok(await metric('keyless_request_body_bytes') <= 4 * 1048576 + 4096);
+    assert.match(gw.output(), new RegExp(`${id}: hook told was told of the request with its payload of \\d+ bytes cut to \\d+`));
     // requests still have the other half
     assert.equal((await ask('z'.repeat(900000))).status, 200);
   });
@@ -714,7 +731,8 @@ describe('hooks told after the answer, when the hook is slow', () => {
     await sleep(100);
     assert.equal(held.length, 256);
     assert.equal(await metric('keyless_hook_calls_in_flight'), 256);
-    assert.equal(await metric('keyless_hook_calls_skipped_total'), 2 + 20 * 13 - (256 - 13));
+    // 15 in flight from the test before (the last two cut)
+    assert.equal(await metric('keyless_hook_calls_skipped_total'), 20 * 13 - (256 - 15));
     assert.equal(gw.output().match(/was not told of the request: worker/g).length, 1, 'the warning is rate-limited');
     // once the hook answers (here: fails), the room comes back
     for (const r of held.splice(0)) r.destroy();
@@ -744,28 +762,40 @@ async function toldGateway(handler, listen, hookSettings, workers) {
 }
 
 describe('hooks told after the answer, a payload over half the share', () => {
-  it('is skipped even with no call in flight, and the warning says it was its size', async () => {
-    // two workers of 2 MiB: each share is max_body_size + 1, half of it 512 KiB
-    const sizes = [];
+  it('is cut to fit, even with no call in flight: the hook still hears of the request, told what was cut', async () => {
+    // two workers of 2 MiB: each share is max_body_size + 1, half of it 512 KiB;
+    // a caller padding its request past that does not stay out of an audit hook
+    const told = [];
     const { mock, hook, gw } = await toldGateway((req, res) => {
-      let n = 0;
-      req.on('data', (d) => { n += d.length; });
-      req.on('end', () => { sizes.push(n); res.end('{}'); });
+      let data = '';
+      req.on('data', (d) => { data += d; });
+      req.on('end', () => { told.push({ size: Buffer.byteLength(data), body: JSON.parse(data) }); res.end('{}'); });
     }, { max_body_size: '1MiB', max_body_memory: '2MiB' }, {}, 2);
     try {
+      const ids = [];
       for (const size of [100000, 600000]) {
         const r = await fetch(`${gw.url}/v1/chat/completions`, {
           method: 'POST', headers: { 'content-type': 'application/json' },
           body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x'.repeat(size) }] }),
         });
         assert.equal(r.status, 200);
+        ids.push(r.headers.get('x-keyless-request-id'));
         await r.text();
       }
-      for (let i = 0; i < 300 && (!/was not told/.test(gw.output()) || !sizes.length); i++) await sleep(10);
-      assert.equal(sizes.length, 1);
-      assert.ok(sizes[0] > 100000 && sizes[0] < 200000);
-      assert.match(gw.output(), /hook told was not told of the request: its payload of \d+ bytes is more than half worker \d's share of listen\.max_body_memory \(524288 bytes\)/);
-      assert.doesNotMatch(gw.output(), /has 0 such calls in flight/);
+      for (let i = 0; i < 300 && told.length < 2; i++) await sleep(10);
+      assert.equal(told.length, 2);
+      const [small, big] = ids.map((id) => told.find((t) => t.body.metadata.request_id === id));
+      assert.ok(small.size > 100000 && small.size < 200000);
+      assert.equal(small.body.keyless.cut, undefined);
+      assert.equal(small.body.request_body.messages[0].content.length, 100000);
+      assert.ok(big.size <= 524288 && big.size > 400000, `cut to the half share: ${big.size}`);
+      assert.equal(big.body.request_body, undefined, 'an Aperture field cut is absent, not of another type');
+      assert.ok(big.body.keyless.cut.request_body.bytes > 600000);
+      assert.match(big.body.keyless.cut.request_body.head, /^\{"model":"gpt-4o","messages":\[\{"role":"user","content":"xxx/);
+      assert.equal(big.body.keyless.status, 200);
+      assert.equal(big.body.metadata.model, 'gpt-4o');
+      assert.match(gw.output(), new RegExp(`${ids[1]}: hook told was told of the request with its payload of \\d+ bytes cut to ${big.size} \\(keyless\\.cut says what was taken out\\): the whole is more than half the worker's share`));
+      assert.doesNotMatch(gw.output(), /was not told/);
     } finally {
       await gw.stop();
       await mock.stop();
@@ -775,15 +805,16 @@ describe('hooks told after the answer, a payload over half the share', () => {
 });
 
 describe('hooks told after the answer, the share taken by requests', () => {
-  it('a call skipped for want of room in the worker\'s share says so, not that the calls in flight are too many', async () => {
+  it('a call without room in the worker\'s share is cut to the room left, and says so', async () => {
     // one worker of 4 MiB, half of it 2 MiB for hook payloads: one small
     // call in flight, two requests of ~1.95 MB waiting for their answer;
     // a 150 KB request's call fits under the calls' limits, not in the share
-    let calls = 0;
+    const told = [];
     // each call answered 3 s after it came: the first is in flight throughout
     const { mock, hook, gw } = await toldGateway((req, res) => {
-      calls++;
-      req.resume();
+      let data = '';
+      req.on('data', (d) => { data += d; });
+      req.on('end', () => told.push(JSON.parse(data)));
       setTimeout(() => res.end('{}'), 3000);
     }, { max_body_size: '2MiB', max_body_memory: '4MiB' }, { timeout: '0' }, 1);
     const ask = async (size, headers = {}) => {
@@ -792,18 +823,24 @@ describe('hooks told after the answer, the share taken by requests', () => {
         body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x'.repeat(size) }] }),
       });
       await r.text();
-      return r.status;
+      return r;
     };
     try {
-      assert.equal(await ask(1000), 200);
-      for (let i = 0; i < 300 && !calls; i++) await sleep(10);
-      assert.equal(calls, 1);
+      assert.equal((await ask(1000)).status, 200);
+      for (let i = 0; i < 300 && !told.length; i++) await sleep(10);
+      assert.equal(told.length, 1);
       const big = [1, 2].map(() => ask(1950000, { 'x-mock': 'delay_headers_ms=2000' }));
       await sleep(700);
-      assert.equal(await ask(150000), 200, 'the request itself is not affected');
-      assert.deepEqual(await Promise.all(big), [200, 200]);
-      assert.match(gw.output(), /hook told was not told of the request: worker 0's share of listen\.max_body_memory \(4194304 bytes\) holds \d+ bytes of bodies, answers and hook payloads, no room for its payload of \d+ bytes/);
-      assert.doesNotMatch(gw.output(), /such calls in flight/, 'one call in flight of 256 is not why');
+      const r = await ask(150000);
+      assert.equal(r.status, 200, 'the request itself is not affected');
+      assert.deepEqual((await Promise.all(big)).map((b) => b.status), [200, 200]);
+      const id = r.headers.get('x-keyless-request-id');
+      for (let i = 0; i < 300 && !told.some((t) => t.metadata.request_id === id); i++) await sleep(10);
+      const cut = told.find((t) => t.metadata.request_id === id);
+      assert.ok(cut, 'the hook is told of the request');
+      assert.ok(cut.keyless.cut.request_body.bytes > 150000);
+      assert.match(gw.output(), new RegExp(`${id}: hook told was told of the request with its payload of \\d+ bytes cut to \\d+ \\(keyless\\.cut says what was taken out\\): the worker's share of listen\\.max_body_memory had no room for the whole`));
+      assert.doesNotMatch(gw.output(), /was not told/);
     } finally {
       await gw.stop();
       await mock.stop();
