@@ -577,6 +577,11 @@ static bool looks_like_jwt(const char *v)
     return v[a + 2 + b + strspn(v + a + 2 + b, b64url)] == '\0' && kl_jwt_segment_is_object(v, a);
 }
 
+/* The headers SDKs send an API key in, any of which a CI job may hand its
+ * token to. */
+static const char *const credential_headers[] = {"authorization", "x-api-key", "x-goog-api-key", "api-key"};
+#define KL_NCREDENTIAL_HEADERS (sizeof(credential_headers) / sizeof(credential_headers[0]))
+
 /* The credentials a request carries that are shaped like a JWT: the
  * credential headers in order, then ?key=, each as often as it is given
  * (an SDK's own header and a copy the user added: a passthrough provider
@@ -588,16 +593,15 @@ static bool looks_like_jwt(const char *v)
  * arena). */
 static size_t find_tokens(kl_exchange *ex, const char ***out)
 {
-    static const char *const headers[] = {"authorization", "x-api-key", "x-goog-api-key", "api-key"};
     const kl_http_request *r = &ex->req;
     size_t nparams = 1;
     for (const char *q = r->query; q && *q; q++)
         nparams += *q == '&';
     const char **v = kl_arena_alloc(&ex->arena, (r->nheaders + nparams) * sizeof(*v));
     size_t n = 0;
-    for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
+    for (size_t i = 0; i < KL_NCREDENTIAL_HEADERS; i++) {
         for (size_t h = 0; h < r->nheaders; h++) {
-            if (strcasecmp(r->headers[h].name, headers[i]) != 0)
+            if (strcasecmp(r->headers[h].name, credential_headers[i]) != 0)
                 continue;
             const char *t = r->headers[h].value;
             if (i == 0) {
@@ -714,13 +718,12 @@ static bool holds_token(kl_exchange *ex, const struct kl_oidc_cfg *o, const char
 
 bool kl_oidc_token_present(kl_exchange *ex, const struct kl_oidc_cfg *o)
 {
-    static const char *const headers[] = {"authorization", "x-api-key", "x-goog-api-key", "api-key"};
     const kl_http_request *r = &ex->req;
     if (!o)
         return false;
     for (size_t h = 0; h < r->nheaders; h++)
-        for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++)
-            if (strcasecmp(r->headers[h].name, headers[i]) == 0 && holds_token(ex, o, r->headers[h].value))
+        for (size_t i = 0; i < KL_NCREDENTIAL_HEADERS; i++)
+            if (strcasecmp(r->headers[h].name, credential_headers[i]) == 0 && holds_token(ex, o, r->headers[h].value))
                 return true;
     const char **q = kl_route_query_credentials(&ex->arena, r->query);
     for (size_t i = 0; q[i]; i++)
