@@ -189,10 +189,17 @@ struct kl_fetch *kl_hook_call(kl_worker *w, const struct kl_hook *h, const cJSON
 struct kl_fetch *kl_hook_post(kl_worker *w, const struct kl_hook *h, const char *body, size_t len, size_t max_reply,
                               kl_fetch_done done, void *arg)
 {
-    char auth[8200];
+    /* the header as long as the key is (a fixed buffer cut a long one, and
+     * the hook then refused every call), wiped once libcurl has its copy */
+    char *auth = NULL;
+    size_t auth_size = 0;
     const char *headers[3] = {"Content-Type: application/json", NULL, NULL};
     if (h->apikey) {
-        snprintf(auth, sizeof(auth), "%s%s", kl_auth_header_prefix(h->auth), h->apikey);
+        const char *prefix = kl_auth_header_prefix(h->auth);
+        auth_size = strlen(prefix) + strlen(h->apikey) + 1;
+        if (!(auth = malloc(auth_size)))
+            abort();
+        snprintf(auth, auth_size, "%s%s", prefix, h->apikey);
         headers[1] = auth;
     }
     struct kl_fetch_opts o = {
@@ -200,6 +207,9 @@ struct kl_fetch *kl_hook_post(kl_worker *w, const struct kl_hook *h, const char 
         .max_body = max_reply, .discard_body = max_reply == 0,
     };
     struct kl_fetch *f = kl_fetch_start(w, &o, done, arg);
-    explicit_bzero(auth, sizeof(auth));
+    if (auth) {
+        explicit_bzero(auth, auth_size);
+        free(auth);
+    }
     return f;
 }

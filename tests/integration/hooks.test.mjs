@@ -154,16 +154,20 @@ describe('pre_request hooks', () => {
       hooks: {
         splunk: { url: `${url}/splunk`, authorization: 'hec', apikey: 'hec-token-000', preference: 2 },
         cf: { url: `${url}/cf`, authorization: 'cf-aig-authorization', apikey: 'cf-token-000', preference: 1 },
+        // a key longer than the 8 KiB header buffer keyless had cut it to
+        long: { url: `${url}/long`, apikey: `long-${'k'.repeat(10000)}`, preference: 0 },
       },
       grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'user' }, { models: '**' },
-        { send_hooks: [send('splunk', []), send('cf', [])] }] } }],
+        { send_hooks: [send('splunk', []), send('cf', []), send('long', [])] }] } }],
       providers: providersFor(mock.url),
     });
     try {
       const r = await new OpenAI({ baseURL: `${g.url}/v1`, apiKey: 'x', maxRetries: 0 }).chat.completions.create({
         model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
       assert.ok(r.choices[0].message.content);
-      const [splunk, cf] = hook.calls;
+      const [splunk, cf, long] = hook.calls;
+      assert.equal(long.path, '/long');
+      assert.equal(long.headers.authorization, `Bearer long-${'k'.repeat(10000)}`);
       assert.equal(splunk.path, '/splunk');
       assert.equal(splunk.headers.authorization, 'Splunk hec-token-000');
       assert.equal(cf.path, '/cf');
