@@ -22,7 +22,7 @@ import { Sha256 } from '@aws-crypto/sha256-js';
 import { fromIni } from '@aws-sdk/credential-provider-ini';
 import { Agent } from 'undici';
 import {
-  startMock, startGateway, startHook, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT, clocked, tempDir
+  startMock, startGateway, startHook, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT, BUILD, clocked, tempDir
 } from './lib/harness.mjs';
 
 const HAIKU = 'us.anthropic.claude-haiku-4-5-20251001-v1:0';
@@ -1420,7 +1420,7 @@ mfa_serial = arn:aws:iam::123456789012:mfa/dev
     } finally {
       await g2.stop();
     }
-    const bin = join(ROOT, process.env.KEYLESS_BUILD || 'build', 'keyless');
+    const bin = join(BUILD, 'keyless');
     const cfg = join(tempDir('kl-aws-'), 'k.hujson');
     writeFileSync(cfg, JSON.stringify({ providers: { bedrock: provider({ access_key_id: 'AKIA', access_secret: 's' }) } }));
     const out = await runCommand(bin, ['check', '--config', cfg], process.env);

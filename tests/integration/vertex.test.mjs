@@ -17,7 +17,7 @@ import { AnthropicVertex } from '@anthropic-ai/vertex-sdk';
 import { GoogleGenAI } from '@google/genai';
 import { SignatureV4 } from '@smithy/signature-v4';
 import { Sha256 } from '@aws-crypto/sha256-js';
-import { startMock, startGateway, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT, tempDir } from './lib/harness.mjs';
+import { startMock, startGateway, KEYS, assertNoKeys, headerMap, finalRecord, runCommand, ROOT, BUILD, tempDir } from './lib/harness.mjs';
 
 const SONNET = 'claude-sonnet-4-5@20250929';
 const EMAIL = 'keyless-vertex@p1.iam.gserviceaccount.com';
@@ -633,7 +633,7 @@ describe('Vertex AI', () => {
       writeFileSync(cfg, JSON.stringify({ providers: { vertex: { ...provider, apikey: `file:${join(dir, 'bad.json')}` } } }));
       let out = '';
       try {
-        execFileSync(join(ROOT, process.env.KEYLESS_BUILD || 'build', 'keyless'), ['check', '--config', cfg], { encoding: 'utf8', stdio: 'pipe' });
+        execFileSync(join(BUILD, 'keyless'), ['check', '--config', cfg], { encoding: 'utf8', stdio: 'pipe' });
       } catch (e) {
         out = e.stdout + e.stderr;
       }
@@ -1140,7 +1140,7 @@ describe('Vertex AI', () => {
       models: [SONNET], compatibility: { google_raw_predict: true } } } }));
     let out = '';
     try {
-      execFileSync(join(ROOT, process.env.KEYLESS_BUILD || 'build', 'keyless'), ['check', '--config', path], { encoding: 'utf8', stdio: 'pipe' });
+      execFileSync(join(BUILD, 'keyless'), ['check', '--config', path], { encoding: 'utf8', stdio: 'pipe' });
     } catch (e) {
       out = e.stdout + e.stderr;
     }
@@ -1151,7 +1151,7 @@ describe('Vertex AI', () => {
       serviceAccount().file('http://oauth2.googleapis.com/token')) } }));
     out = '';
     try {
-      execFileSync(join(ROOT, process.env.KEYLESS_BUILD || 'build', 'keyless'), ['check', '--config', path], { encoding: 'utf8', stdio: 'pipe' });
+      execFileSync(join(BUILD, 'keyless'), ['check', '--config', path], { encoding: 'utf8', stdio: 'pipe' });
     } catch (e) {
       out = e.stdout + e.stderr;
     }
