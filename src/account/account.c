@@ -648,18 +648,23 @@ static bool stopped(kl_exchange *ex)
 }
 
 /* A held stream's first event: an error ("event: error", Anthropic's
- * {"type": "error", "error": {"type", "message"}}; Gemini's error object,
- * {"error": {"code", "message", "status"}}) stands for the status its type
- * or code has before a stream; anything else for 200. */
+ * {"type": "error", "error": {"type", "message"}}, or that data under no
+ * name, as Python-served Anthropic-compatible servers send it; Gemini's
+ * error object, {"error": {"code", "message", "status"}}) stands for the
+ * status its type or code has before a stream; anything else for 200. */
 static void first_event(kl_exchange *ex, bool named_error, const char *data, size_t dl)
 {
     struct kl_account *a = ex->acct;
     a->first_status = 200;
-    if (!named_error && !(a->bare_errors && data))
+    bool typed = !named_error && data && a->kind == KL_USAGE_ANTHROPIC;
+    if (!named_error && !(a->bare_errors && data) && !typed)
         return;
     cJSON *j = data ? cJSON_ParseWithLength(data, dl) : NULL;
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
-    if (named_error || cJSON_IsObject(e)) {
+    const char *t = typed ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "type")) : NULL;
+    if (typed)
+        named_error = t && strcmp(t, "error") == 0;
+    if (named_error || (!typed && cJSON_IsObject(e))) {
         const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "type"));
         const char *msg = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "message"));
         const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");

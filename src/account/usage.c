@@ -331,6 +331,26 @@ static const char *skip_ws_to(const char *c, const char *end)
     return c;
 }
 
+/* Does d hold a "type" member whose value is the string lit, with any
+ * white space around its colon? Python's json.dumps, which LiteLLM and
+ * vLLM serve their events with, writes "type": "error"; a filter on the
+ * bytes "type":"error" alone let such an error event pass unread. */
+static bool has_type(const char *d, size_t n, const char *lit)
+{
+    const char *end = d + n, *c = d;
+    size_t ln = strlen(lit);
+    while (c < end && (c = memmem(c, (size_t)(end - c), "\"type\"", 6)) != NULL) {
+        c += 6;
+        const char *v = skip_ws_to(c, end);
+        if (v >= end || *v != ':')
+            continue;
+        v = skip_ws_to(v + 1, end);
+        if ((size_t)(end - v) >= ln + 2 && v[0] == '"' && !memcmp(v + 1, lit, ln) && v[ln + 1] == '"')
+            return true;
+    }
+    return false;
+}
+
 /* Past the JSON object starting at v (its opening brace), or end. */
 static const char *object_end(const char *v, const char *end)
 {
@@ -804,7 +824,7 @@ static bool responses_event_wanted(const kl_usage_parser *p, const char *ev, siz
         return false;
     }
     return has(d, n, "\"response.completed\"") || has(d, n, "\"response.incomplete\"") ||
-           has(d, n, "\"response.failed\"") || has(d, n, "\"type\":\"error\"") ||
+           has(d, n, "\"response.failed\"") || has_type(d, n, "error") ||
            ((has(d, n, "\"response.output_item.added\"") || has(d, n, "\"response.output_item.done\"")) &&
             has(d, n, "_call\"")) ||
            (!p->u.model_served && has(d, n, "\"response.created\""));
@@ -955,7 +975,7 @@ static bool anthropic_event_wanted(const char *ev, size_t evl, const char *d, si
         return name_is(ev, evl, "content_block_start") && has(d, n, "\"tool_use\"");
     }
     return has(d, n, "\"message_start\"") || has(d, n, "\"message_delta\"") ||
-           has(d, n, "\"type\":\"error\"") || has(d, n, "\"amazon-bedrock-invocationMetrics\"") ||
+           has_type(d, n, "error") || has(d, n, "\"amazon-bedrock-invocationMetrics\"") ||
            (has(d, n, "\"content_block_start\"") && has(d, n, "\"tool_use\""));
 }
 

@@ -414,6 +414,31 @@ describe('failover', () => {
     }
   });
 
+  it('a first event that is Anthropic\'s error under no event name, as Python-served servers write it, fails over too', async () => {
+    const up = await rawProvider((req, sock) => {
+      sock.end('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n' +
+        'data: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n');
+    });
+    const gw = await startGateway({ providers: providers(mock.url, { fault: null,
+      primaryUrl: `http://127.0.0.1:${up.address().port}` }) });
+    try {
+      await mock.clear();
+      const r = await fetch(`${gw.url}/v1/messages`, { method: 'POST',
+        headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+        body: JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'hi' }] }) });
+      assert.equal(r.status, 200);
+      const text = await r.text();
+      assert.match(text, /^event: message_start\n/, 'the backup\'s stream, from its first event');
+      assert.doesNotMatch(text, /overloaded/);
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.provider, 'backup');
+      assert.deepEqual(rec.attempts.map((a) => [a.provider, a.status]), [['primary', 529]]);
+    } finally {
+      await gw.stop();
+      up.close();
+    }
+  });
+
   it('with no provider to fail over to, a stream\'s head is not held for its first event', async () => {
     const head = 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n';
     const chunk = (t) => `${Buffer.byteLength(t).toString(16)}\r\n${t}\r\n`;

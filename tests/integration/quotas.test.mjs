@@ -1074,6 +1074,49 @@ describe('spend quotas', () => {
     up.close();
   });
 
+  it('a 2xx stream that is only the provider\'s error under no event name, as Python servers write it ("type": "error"), failed and is charged nothing', async () => {
+    const SSE = 'HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n';
+    const up = await rawProvider((req, sock) => {
+      // json.dumps' separators: a blank after each colon and comma
+      if (req.includes('/v1/responses'))
+        sock.end(SSE + 'data: {"type": "error", "code": "server_error", "message": "The server had an error", "param": null, "sequence_number": 0}\n\n');
+      else if (req.includes('named'))
+        sock.end(SSE + 'event: message\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n');
+      else
+        sock.end(SSE + 'data: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n');
+    });
+    const base = `http://127.0.0.1:${up.address().port}`;
+    const gw = await startGateway({
+      quotas: { q: { capacity: '$1.00' } },
+      grants: grant([{ bucket: 'q' }]),
+      providers: {
+        openai: { baseurl: base, apikey: 'k', models: ['gpt-4o'], compatibility: { openai_responses: true } },
+        anthropic: { baseurl: base, apikey: 'k', authorization: 'x-api-key', models: ['claude-sonnet-4-5'],
+          compatibility: { anthropic_messages: true } },
+        named: { baseurl: `${base}/named`, apikey: 'k', authorization: 'x-api-key', models: ['claude-haiku-4-5'],
+          compatibility: { anthropic_messages: true } },
+      },
+      failover: { max_attempts: 1 },
+    });
+    const level = async () => BigInt((await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0].current);
+    for (const [path, body] of [
+      ['/v1/messages', { model: 'claude-sonnet-4-5', max_tokens: 1000, stream: true, messages: [{ role: 'user', content: 'x' }] }],
+      ['/v1/messages', { model: 'claude-haiku-4-5', max_tokens: 1000, stream: true, messages: [{ role: 'user', content: 'x' }] }],
+      ['/v1/responses', { model: 'gpt-4o', input: 'x', max_output_tokens: 1000, stream: true }],
+    ]) {
+      const r = await post(gw, path, JSON.stringify(body), { 'anthropic-version': '2023-06-01' });
+      assert.match(await r.text(), /"type": "error"/);
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.error_class, 'upstream_error', `${body.model}: ${JSON.stringify(rec)}`);
+      assert.match(rec.error_message, /ended its answer with an error, before any of the answer/);
+      assert.equal(rec.cost_known, 1);
+      assert.equal(rec.cost_nanodollars, 0);
+      assert.equal(await level(), 1000000000n, `${body.model}: nothing served, nothing charged`);
+    }
+    await gw.stop();
+    up.close();
+  });
+
   it('an input the request only points at (a stored conversation, a remote file, a provider-run tool) is reserved too', async () => {
     // The body's size cannot show what previous_response_id brings in: each
     // such input reserves limits.referenced_input_tokens more prompt.
