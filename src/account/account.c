@@ -1318,16 +1318,18 @@ void kl_account_finish(kl_exchange *ex)
 }
 
 /* An error status, a redirect (keyless follows none: nothing was
- * generated), or only the provider's own error (ended_in_error): a 2xx
- * answer keyless failed on with nothing of it read (a content coding it
- * cannot read, a stream event over 16 MiB, a broken event-stream frame) was
- * served, and billed, by the provider, so the quotas keep what they
- * reserved for it. */
+ * generated), or only the provider's own error (ended_in_error), whether
+ * the stream then ended or the caller left on that error before it did
+ * (its SDK raises at the error event): a 2xx answer keyless failed on with
+ * nothing of it read (a content coding it cannot read, a stream event over
+ * 16 MiB, a broken event-stream frame) was served, and billed, by the
+ * provider, so the quotas keep what they reserved for it. */
 bool kl_account_unbilled(const kl_exchange *ex)
 {
     const struct kl_usage *u = kl_account_usage(ex);
     return ex->upstream_status >= 300 ||
-           (ex->error_class == KL_EC_UPSTREAM_ERROR && !(u && u->answered) && ended_in_error(ex, u));
+           ((ex->error_class == KL_EC_UPSTREAM_ERROR || ex->error_class == KL_EC_CLIENT_CLOSED) &&
+            !(u && u->answered) && ended_in_error(ex, u));
 }
 
 void kl_account_note_error_end(kl_exchange *ex)

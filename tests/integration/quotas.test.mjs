@@ -26,9 +26,9 @@ const grant = (quotas, extra = []) => [{
   app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' }, ...(quotas ? [{ quotas }] : []), ...extra] },
 }];
 
-function post(gw, path, body, headers = {}, ip = '127.0.0.1') {
+function post(gw, path, body, headers = {}, ip = '127.0.0.1', signal = undefined) {
   return fetch(`${gw.url}${path}`, {
-    method: 'POST', dispatcher: from(ip), headers: { 'content-type': 'application/json', ...headers }, body,
+    method: 'POST', dispatcher: from(ip), headers: { 'content-type': 'application/json', ...headers }, body, signal,
   });
 }
 
@@ -1115,6 +1115,41 @@ describe('spend quotas', () => {
     }
     await gw.stop();
     up.close();
+  });
+
+  it('a caller that leaves on the provider\'s error event of an error-only 2xx stream, before the stream ends, is charged nothing', async () => {
+    const open = [];
+    const up = await rawProvider((req, sock) => {
+      open.push(sock); // the stream stays open after its error event
+      sock.write('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n');
+      const ev = 'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n';
+      sock.write(`${Buffer.byteLength(ev).toString(16)}\r\n${ev}\r\n`);
+    });
+    const gw = await startGateway({
+      quotas: { q: { capacity: '$1.00' } },
+      grants: grant([{ bucket: 'q' }]),
+      providers: { anthropic: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'k', authorization: 'x-api-key',
+        models: ['claude-sonnet-4-5'], compatibility: { anthropic_messages: true } } },
+      failover: { max_attempts: 1 },
+    });
+    try {
+      const level = async () => BigInt((await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0].current);
+      const ac = new AbortController();
+      const r = await post(gw, '/v1/messages', JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 1000, stream: true,
+        messages: [{ role: 'user', content: 'x' }] }), { 'anthropic-version': '2023-06-01' }, '127.0.0.1', ac.signal);
+      const reader = r.body.getReader();
+      let text = '';
+      while (!/overloaded_error/.test(text)) text += Buffer.from((await reader.read()).value).toString();
+      ac.abort(); // the SDK raises on the error event and the caller goes
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.cost_known, 1, JSON.stringify(rec));
+      assert.equal(rec.cost_nanodollars, 0);
+      assert.equal(await level(), 1000000000n, 'nothing served, nothing charged, as when the caller stays');
+    } finally {
+      open.forEach((s) => s.destroy());
+      await gw.stop();
+      up.close();
+    }
   });
 
   it('an input the request only points at (a stored conversation, a remote file, a provider-run tool) is reserved too', async () => {
