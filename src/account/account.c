@@ -77,6 +77,8 @@ struct kl_account {
     bool scan_held;             /* the held answer goes through guardrails (guard/answer.h) */
     bool wrap_error;            /* a provider's error not labelled JSON: held, and said in the caller's dialect
                                    unless it is JSON after all (release_error) */
+    bool page;                  /* a 2xx labelled text/html: held as wrap_error is */
+    bool no_answer;             /* ... and read whole, no JSON: a 502, charged nothing (kl_account_unbilled) */
     bool scan_relayed;          /* a stream kept for guardrails once it has been relayed */
     kl_guard_stream *live;      /* a stream scanned as it passes (guard/stream.h): its events go through it */
     int held_status;
@@ -226,6 +228,16 @@ static bool gemini_sse(kl_exchange *ex)
     return alt && strcmp(alt, "sse") == 0;
 }
 
+/* Is a body labelled HTML? A 2xx one where keyless reads an answer is no
+ * answer: a captive portal's or a web server's page (a baseurl that is
+ * not the API's). */
+static bool html_label(const char *headers)
+{
+    size_t n;
+    const char *ct = kl_http_head_value(headers, "content-type", &n);
+    return ct && n >= 9 && strncasecmp(ct, "text/html", 9) == 0;
+}
+
 /* Is a body labelled JSON (application/json, problem+json, AWS's
  * x-amz-json-1.1 ...)? */
 static bool json_label(const char *headers)
@@ -346,6 +358,10 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
      * HTML page, plain text) is said again in the caller's dialect. */
     if (status >= 400 && !event_stream && !json_label(headers))
         a->hold = a->wrap_error = true;
+    /* A 2xx HTML page is said as the provider's failure too, unless it is
+     * JSON after all (release_error; then read as any held answer is) */
+    if (status >= 200 && status < 300 && a->usage && a->mode == BODY_WHOLE && html_label(headers))
+        a->hold = a->wrap_error = a->page = true;
     const struct kl_store_cfg *sc = ex->cfg->store;
     if (sc->captures == KL_CAPTURE_FULL)
         a->capture_max = sc->capture_max;
@@ -1052,9 +1068,10 @@ static const char *kept_headers(kl_arena *arena, const char *headers)
     return o ? out : NULL;
 }
 
-/* A provider's error held because it was not labelled JSON: one that is
- * JSON all the same goes on as it came (false); anything else is said in
- * the caller's dialect with the provider's status where it has one, what
+/* A provider's error held because it was not labelled JSON, or a 2xx
+ * labelled HTML: one that is JSON all the same goes on as it came
+ * (false); anything else is said in the caller's dialect with the
+ * provider's status where it has one (502 for a 2xx), what
  * the body says (its title, or its text without markup), and its other
  * headers. */
 static bool release_error(kl_exchange *ex)
@@ -1066,6 +1083,7 @@ static bool release_error(kl_exchange *ex)
     if (json)
         return false;
     a->hold = false;
+    a->no_answer = a->page;
     size_t tn = 0, cn = 0;
     const char *title = a->held ? html_title(a->held, a->held_len, &tn) : NULL;
     char gist[201];
@@ -1079,7 +1097,7 @@ static bool release_error(kl_exchange *ex)
     kl_info("%s: provider %s answered %d with a body that is not JSON: said in the caller's API dialect", ex->id,
             ex->provider ? ex->provider->id : "?", a->held_status);
     /* its status and when to try again, as the provider said them */
-    ex->fail_status = a->held_status;
+    ex->fail_status = a->page ? 0 : a->held_status; /* a 2xx page: 502 */
     ex->fail_headers = kept_headers(&ex->arena, a->held_headers ? a->held_headers : "");
     size_t rn;
     const char *ra = kl_http_head_value(a->held_headers, "retry-after", &rn);
@@ -1093,8 +1111,9 @@ static bool release_error(kl_exchange *ex)
         ex->fail_retry = secs;
     const char *label = ct ? kl_arena_printf(&ex->arena, "a %.*s body", (int)(cn < 60 ? cn : 60), ct)
                         : a->held_len ? "a body without a Content-Type" : "no body";
-    kl_fail(ex, kl_err_kind_for_status(a->held_status), KL_EC_UPSTREAM_ERROR, "provider %s answered %d with %s%s%s",
-            ex->provider ? ex->provider->id : "?", a->held_status, label, gist[0] ? ": " : "", gist);
+    kl_fail(ex, a->page ? KL_ERR_BAD_GATEWAY : kl_err_kind_for_status(a->held_status), KL_EC_UPSTREAM_ERROR,
+            "provider %s answered %d with %s%s%s%s", ex->provider ? ex->provider->id : "?", a->held_status, label,
+            a->page ? ", not an answer (is its baseurl the API's?)" : "", gist[0] ? ": " : "", gist);
     free_held(ex);
     return true;
 }
@@ -1318,7 +1337,8 @@ void kl_account_finish(kl_exchange *ex)
 }
 
 /* An error status, a redirect (keyless follows none: nothing was
- * generated), or only the provider's own error (ended_in_error), whether
+ * generated), a 2xx HTML page (no_answer: no provider's API bills one),
+ * or only the provider's own error (ended_in_error), whether
  * the stream then ended or the caller left on that error before it did
  * (its SDK raises at the error event): a 2xx answer keyless failed on with
  * nothing of it read (a content coding it cannot read, a stream event over
@@ -1327,7 +1347,7 @@ void kl_account_finish(kl_exchange *ex)
 bool kl_account_unbilled(const kl_exchange *ex)
 {
     const struct kl_usage *u = kl_account_usage(ex);
-    return ex->upstream_status >= 300 ||
+    return ex->upstream_status >= 300 || (ex->acct && ex->acct->no_answer) ||
            ((ex->error_class == KL_EC_UPSTREAM_ERROR || ex->error_class == KL_EC_CLIENT_CLOSED) &&
             !(u && u->answered) && ended_in_error(ex, u));
 }

@@ -1152,6 +1152,61 @@ describe('spend quotas', () => {
     }
   });
 
+  it('a 2xx HTML page (a captive portal, a baseurl that is not the API\'s) is a 502 in the caller\'s dialect, charged nothing; JSON labelled HTML passes', async () => {
+    const page = '<!DOCTYPE html><html><head><title>Hotel Wi-Fi: log in</title></head><body>Accept the terms</body></html>';
+    const answer = JSON.stringify({ id: 'c', object: 'chat.completion', model: 'gpt-4o', choices: [{ index: 0,
+      message: { role: 'assistant', content: 'hi' }, finish_reason: 'stop' }], usage: { prompt_tokens: 10, completion_tokens: 2, total_tokens: 12 } });
+    const up = await rawProvider((req, sock) => {
+      const body = req.includes('/mislabelled/') ? answer : page;
+      sock.end(`HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+        `Connection: close\r\n\r\n${body}`);
+    });
+    const base = `http://127.0.0.1:${up.address().port}`;
+    const gw = await startGateway({
+      quotas: { q: { capacity: '$1.00' } },
+      grants: grant([{ bucket: 'q' }]),
+      providers: {
+        openai: { baseurl: base, apikey: 'k', models: ['gpt-4o'], compatibility: { openai_chat: true } },
+        mislabelled: { baseurl: `${base}/mislabelled`, apikey: 'k', models: ['gpt-4o-mini'], compatibility: { openai_chat: true } },
+        anthropic: { baseurl: base, apikey: 'k', authorization: 'x-api-key', models: ['claude-sonnet-4-5'],
+          compatibility: { anthropic_messages: true } },
+      },
+      failover: { max_attempts: 1 },
+    });
+    try {
+      const level = async () => BigInt((await (await fetch(`${gw.url}/api/quotas`)).json()).buckets[0].current);
+      for (const [path, body, dialect] of [
+        ['/v1/chat/completions', { model: 'gpt-4o', max_tokens: 100, messages: [{ role: 'user', content: 'x' }] }, 'openai'],
+        ['/v1/chat/completions', { model: 'gpt-4o', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'x' }] }, 'openai'],
+        ['/v1/messages', { model: 'claude-sonnet-4-5', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'x' }] }, 'anthropic'],
+      ]) {
+        const r = await post(gw, path, JSON.stringify(body), { 'anthropic-version': '2023-06-01' });
+        assert.equal(r.status, 502, `${path} stream=${!!body.stream}`);
+        assert.match(r.headers.get('content-type'), /application\/json/);
+        const j = await r.json();
+        if (dialect === 'anthropic') assert.equal(j.type, 'error');
+        assert.match(j.error.message, /answered 200 with a text\/html body, not an answer.*Hotel Wi-Fi: log in/);
+        const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+        assert.equal(rec.status, 502);
+        assert.equal(rec.error_class, 'upstream_error');
+        assert.equal(rec.cost_known, 1);
+        assert.equal(rec.cost_nanodollars, 0);
+        assert.equal(await level(), 1000000000n, 'the provider billed nothing for a page: nothing charged');
+      }
+      const ok = await post(gw, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o-mini', max_tokens: 100,
+        messages: [{ role: 'user', content: 'x' }] }));
+      assert.equal(ok.status, 200);
+      assert.equal((await ok.json()).choices[0].message.content, 'hi');
+      const rec = await finalRecord(gw, ok.headers.get('x-keyless-request-id'));
+      assert.equal(rec.input_tokens, 10);
+      assert.ok(rec.cost_nanodollars > 0);
+      assert.equal(await level(), 1000000000n - BigInt(rec.cost_nanodollars), 'an answer is charged as usual');
+    } finally {
+      await gw.stop();
+      up.close();
+    }
+  });
+
   it('an input the request only points at (a stored conversation, a remote file, a provider-run tool) is reserved too', async () => {
     // The body's size cannot show what previous_response_id brings in: each
     // such input reserves limits.referenced_input_tokens more prompt.
