@@ -5,6 +5,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/jsoncheck.h"
 #include "core/jsonscan.h"
 
 /* The keys of kl_body_map, in its order. */
@@ -381,9 +382,24 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         }
         if (unread)
             f->max_output_tokens = -1;
+        /* include_usage as OpenAI takes it (400 otherwise): "true" or 1,
+         * which pydantic servers read as true, had been taken for absent,
+         * keyless's own then asked for and the caller's usage chunk
+         * stripped; a repeated member, read first by cJSON and last by
+         * Python, could leave the answer without its usage */
         cJSON *so = span_json(body, m->stream_options);
-        f->has_include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
+        const cJSON *iu = cJSON_GetObjectItemCaseSensitive(so, "include_usage");
+        const char *bad = cJSON_IsObject(so) && kl_json_has_duplicate_keys(so)
+                              ? "duplicate key in \"stream_options\""
+                          : iu && !cJSON_IsBool(iu) && !cJSON_IsNull(iu)
+                              ? "\"stream_options.include_usage\" must be a boolean (true or false)"
+                              : NULL;
+        f->has_include_usage = cJSON_IsTrue(iu);
         cJSON_Delete(so);
+        if (bad) {
+            *why = bad;
+            return -1;
+        }
         /* n answers, each up to the cap: n times the output; "3" too, which
          * servers that validate with pydantic (vLLM, LiteLLM) read as 3. One
          * keyless cannot read is refused, not taken for 1: pydantic reads

@@ -129,6 +129,26 @@ describe('errors', () => {
     }
   });
 
+  it('400 for a "stream_options.include_usage" that is no boolean or a repeated member of stream_options, before the provider is asked', async () => {
+    // pydantic servers read "true" and 1 as true: keyless had taken them for
+    // absent, asked for usage itself and stripped the caller's usage chunk
+    await mock.clear();
+    for (const so of ['{"include_usage": "true"}', '{"include_usage": 1}', '{"include_usage": "yes"}',
+      '{"include_usage": true, "include_usage": false}']) {
+      const r = await call('/v1/chat/completions', `{"model": "gpt-4o", "stream": true, "stream_options": ${so}, "messages": [{"role": "user", "content": "hi"}]}`);
+      assert.equal(r.status, 400, so);
+      assert.equal(r.json.error.type, 'invalid_request_error');
+      assert.match(r.json.error.message, /"stream_options.include_usage" must be a boolean|duplicate key in "stream_options"/);
+    }
+    assert.equal((await mock.requests()).length, 0);
+    // a caller that asks for usage gets its usage chunk
+    for (const so of ['{"include_usage": true}', '{"include_usage": false}', '{"include_usage": null}', '{}']) {
+      const r = await call('/v1/chat/completions', `{"model": "gpt-4o", "stream": true, "stream_options": ${so}, "messages": [{"role": "user", "content": "hi"}]}`);
+      assert.equal(r.status, 200, so);
+      assert.equal(/"choices":\[\],"usage"|"usage":\{"prompt_tokens"/.test(r.text), so === '{"include_usage": true}', `${so}: ${r.text}`);
+    }
+  });
+
   it('404 unknown model and unknown path, per dialect', async () => {
     let r = await call('/v1/chat/completions', '{"model":"gpt-99","messages":[]}');
     assert.equal(r.status, 404);
