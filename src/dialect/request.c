@@ -99,6 +99,24 @@ static int64_t span_count(const char *body, struct kl_body_span s)
     return count_of(body, s, false);
 }
 
+/* A count written as a number with a fraction (12.5): OpenAI, Anthropic
+ * and Google refuse it 400, pydantic servers too; count_of had read it as
+ * 12, reserving for a cap no server reads. NULL, or why it is refused. */
+static const char *fraction_problem(const char *body, struct kl_body_span s, const char *name, kl_arena *a)
+{
+    size_t n = s.end - s.start;
+    if (!s.end || (!memchr(body + s.start, '.', n) && !memchr(body + s.start, 'e', n) &&
+                   !memchr(body + s.start, 'E', n)))
+        return NULL;
+    cJSON *v = span_json(body, s);
+    bool fraction = cJSON_IsNumber(v) && v->valuedouble > -9e15 && v->valuedouble < 9e15 &&
+                    v->valuedouble != (double)(int64_t)v->valuedouble;
+    cJSON_Delete(v);
+    return fraction ? kl_arena_printf(a, "\"%s\" must be an integer, not %.*s%s", name, (int)(n > 24 ? 24 : n),
+                                      body + s.start, n > 24 ? "..." : "")
+                    : NULL;
+}
+
 /* Absent, or written as null. */
 static bool span_null(const char *body, struct kl_body_span s)
 {
@@ -175,8 +193,11 @@ static int nested_count(const char *body, struct kl_body_span s, const char *out
         return -1;
     }
     const struct kl_json_want *v = w[0].count || !proto_name ? &w[0] : &w[1];
+    struct kl_body_span at = {s.start + v->start, s.start + v->end};
+    if (v->end && (*why = fraction_problem(body, at, kl_arena_printf(a, "%s.%s", outer, v->key), a)))
+        return -1;
     if (v->end) /* a field with a proto name is Google's, whose JSON reads a number in a string too */
-        *out = count_of(body + s.start, (struct kl_body_span){v->start, v->end}, proto_name != NULL);
+        *out = count_of(body, at, proto_name != NULL);
     return 0;
 }
 
@@ -360,6 +381,23 @@ int kl_dialect_request_facts(const struct kl_endpoint_info *ep, const char *body
         return -1;
     if (ep->id == KL_EP_RESPONSES && (*why = flag_problem(body, m->background, "background", a)))
         return -1;
+
+    /* the top-level counts read below, each where it is read */
+    bool chat = ep->id == KL_EP_CHAT;
+    bool max_tokens = chat || ep->id == KL_EP_MESSAGES || ep->id == KL_EP_BEDROCK_INVOKE ||
+                      ep->id == KL_EP_BEDROCK_INVOKE_STREAM;
+    const struct {
+        bool read;
+        struct kl_body_span s;
+        const char *name;
+    } counts[] = {{max_tokens, m->max_tokens, "max_tokens"},
+                  {chat, m->max_completion_tokens, "max_completion_tokens"},
+                  {ep->id == KL_EP_RESPONSES, m->max_output_tokens, "max_output_tokens"},
+                  {chat, m->n_predict, "n_predict"},
+                  {chat, m->n, "n"}};
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++)
+        if (counts[i].read && (*why = fraction_problem(body, counts[i].s, counts[i].name, a)))
+            return -1;
 
     switch (ep->id) {
     case KL_EP_CHAT: {

@@ -149,6 +149,33 @@ describe('errors', () => {
     }
   });
 
+  it('400 for an output cap or a count with a fraction (12.5), per dialect, as the providers refuse it, before the provider is asked', async () => {
+    // it had been read as 12: a cap no server reads reserved for
+    await mock.clear();
+    const msgs = '"messages": [{"role": "user", "content": "hi"}]';
+    for (const [path, body, name, headers] of [
+      ['/v1/chat/completions', `{"model": "gpt-4o", "max_tokens": 12.5, ${msgs}}`, 'max_tokens'],
+      ['/v1/chat/completions', `{"model": "gpt-4o", "max_completion_tokens": 1.2345e3, ${msgs}}`, 'max_completion_tokens'],
+      ['/v1/chat/completions', `{"model": "gpt-4o", "n": 2.5, ${msgs}}`, 'n'],
+      ['/v1/responses', '{"model": "gpt-4o", "max_output_tokens": 12.5, "input": "hi"}', 'max_output_tokens'],
+      ['/v1/messages', `{"model": "claude-haiku-4-5", "max_tokens": 12.5, ${msgs}}`, 'max_tokens', { 'anthropic-version': '2023-06-01' }],
+      ['/v1beta/models/gemini-2.5-flash:generateContent', '{"contents": [], "generationConfig": {"maxOutputTokens": 12.5}}',
+        'generationConfig.maxOutputTokens'],
+    ]) {
+      const r = await call(path, body, headers);
+      assert.equal(r.status, 400, `${path} ${r.text}`);
+      const message = path.startsWith('/v1beta') ? (assert.equal(r.json.error.status, 'INVALID_ARGUMENT'), r.json.error.message)
+        : (assert.equal(r.json.error.type, 'invalid_request_error'), r.json.error.message);
+      assert.equal(message, `"${name}" must be an integer, not ${body.match(/: ([0-9.e]+)[,}]/)[1]}`);
+    }
+    assert.equal((await mock.requests()).length, 0);
+    // a whole number written with a fraction or an exponent is that number
+    for (const v of ['12.0', '1.2e1']) {
+      const r = await call('/v1/chat/completions', `{"model": "gpt-4o", "max_tokens": ${v}, ${msgs}}`);
+      assert.equal(r.status, 200, r.text);
+    }
+  });
+
   it('404 unknown model and unknown path, per dialect', async () => {
     let r = await call('/v1/chat/completions', '{"model":"gpt-99","messages":[]}');
     assert.equal(r.status, 404);
