@@ -331,11 +331,12 @@ static const char *skip_ws_to(const char *c, const char *end)
     return c;
 }
 
-/* Does d hold a "type" member whose value is the string lit, with any
- * white space around its colon? Python's json.dumps, which LiteLLM and
- * vLLM serve their events with, writes "type": "error"; a filter on the
- * bytes "type":"error" alone let such an error event pass unread. */
-static bool has_type(const char *d, size_t n, const char *lit)
+/* Does d hold a "type" member whose value is the string lit (or, prefix,
+ * begins with it), with any white space around its colon? Python's
+ * json.dumps, which LiteLLM and vLLM serve their events with, writes
+ * "type": "error"; a filter on the bytes "type":"error" alone let such an
+ * error event pass unread. */
+static bool type_is(const char *d, size_t n, const char *lit, bool prefix)
 {
     const char *end = d + n, *c = d;
     size_t ln = strlen(lit);
@@ -345,10 +346,16 @@ static bool has_type(const char *d, size_t n, const char *lit)
         if (v >= end || *v != ':')
             continue;
         v = skip_ws_to(v + 1, end);
-        if ((size_t)(end - v) >= ln + 2 && v[0] == '"' && !memcmp(v + 1, lit, ln) && v[ln + 1] == '"')
+        if ((size_t)(end - v) >= ln + 1 + !prefix && v[0] == '"' && !memcmp(v + 1, lit, ln) &&
+            (prefix || v[ln + 1] == '"'))
             return true;
     }
     return false;
+}
+
+static bool has_type(const char *d, size_t n, const char *lit)
+{
+    return type_is(d, n, lit, false);
 }
 
 /* Past the JSON object starting at v (its opening brace), or end. */
@@ -798,12 +805,12 @@ static size_t responses_delta_bytes(kl_usage_parser *p, const char *ev, size_t e
     bool delta;
     if (evl) {
         if (memmem(ev, evl, "reasoning", 9) ||
-            (name_is(ev, evl, "response.output_item.added") && has(d, n, "\"type\":\"reasoning\"")))
+            (name_is(ev, evl, "response.output_item.added") && has_type(d, n, "reasoning")))
             p->thinking = true;
         delta = evl > 6 && !memcmp(ev + evl - 6, ".delta", 6) &&
                 !(evl >= 11 && !memcmp(ev + evl - 11, "audio.delta", 11));
     } else {
-        if (has(d, n, "\"type\":\"response.reasoning") || has(d, n, "\"type\":\"reasoning\""))
+        if (type_is(d, n, "response.reasoning", true) || has_type(d, n, "reasoning"))
             p->thinking = true;
         delta = has(d, n, ".delta\"") && !has(d, n, "audio.delta\"");
     }

@@ -785,6 +785,34 @@ static void responses_calls_counted_once(void **state)
     kl_arena_free(&a);
 }
 
+/* A reasoning item noted as it starts, also as Python servers write it
+ * ("type": "reasoning", a blank after the colon), with or without the
+ * event's name: a stream cut short then bills up to the cap. */
+static void responses_reasoning_item_any_spacing(void **state)
+{
+    (void)state;
+    kl_arena a;
+    kl_arena_init(&a);
+    const char *items[] = {
+        "{\"type\": \"response.output_item.added\", \"item\": {\"id\": \"rs_1\", \"type\": \"reasoning\"}}",
+        "{\"type\": \"response.reasoning_summary_part.added\", \"item_id\": \"rs_1\"}",
+        "{\"type\": \"response.output_item.added\", \"item\": {\"id\": \"msg_1\", \"type\": \"message\"}}",
+    };
+    for (int named = 0; named < 2; named++) {
+        for (int i = 0; i < 3; i++) {
+            if (named && i == 1)
+                continue; /* a named event is known by its name */
+            kl_usage_parser *p = kl_usage_parser_new(&a, KL_USAGE_OPENAI_RESPONSES);
+            const char *ev = named ? "response.output_item.added" : NULL;
+            kl_usage_event(p, ev, ev ? strlen(ev) : 0, items[i], strlen(items[i]));
+            kl_usage_assume_prompt(p, 100, false); /* cut before any usage: the prompt as reserved */
+            kl_usage_settle(p, 4, 1000, false);
+            assert_int_equal(kl_usage_result(p)->output, i < 2 ? 1000 : 0);
+        }
+    }
+    kl_arena_free(&a);
+}
+
 static void responses_whole(void **state)
 {
     (void)state;
@@ -2048,6 +2076,7 @@ int main(void)
         cmocka_unit_test(chat_clamps_negative),
         cmocka_unit_test(custom_tools),
         cmocka_unit_test(responses_calls_counted_once),
+        cmocka_unit_test(responses_reasoning_item_any_spacing),
         cmocka_unit_test(responses_whole),
         cmocka_unit_test(responses_stream_every_split),
         cmocka_unit_test(responses_running_totals),
