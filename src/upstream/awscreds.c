@@ -98,7 +98,7 @@ static int get_credentials(const struct kl_sync_req *q, const atomic_bool *stop,
         return -1;
     int rc = r.status == 200 && from_json(r.body, f) ? 1 : -1;
     if (rc < 0)
-        snprintf(err, errlen, "GET %.300s: HTTP %ld, no credentials", q->url, r.status);
+        snprintf(err, errlen, "GET %.300s: HTTP %ld, no credentials", q->shown ? q->shown : q->url, r.status);
     kl_sync_reply_free(&r);
     return rc;
 }
@@ -275,6 +275,18 @@ static bool container_uri_safe(const char *u)
     return kl_sync_url_ok(u, hosts, true);
 }
 
+/* The container endpoint as the log names it: a relative URI's path
+ * identifies the task's credentials (whoever reaches the agent gets them
+ * with it), and a full URI's query may carry a token, so neither is shown:
+ * the scheme, host and path say which endpoint failed. */
+static void container_shown(char *out, size_t cap, const char *url, bool rel)
+{
+    if (rel)
+        snprintf(out, cap, "http://169.254.170.2 (at AWS_CONTAINER_CREDENTIALS_RELATIVE_URI)");
+    else
+        snprintf(out, cap, "%.*s", (int)strcspn(url, "?#"), url);
+}
+
 /* 5. The container endpoint: ECS task roles, EKS Pod Identity. */
 int kl_aws_from_container(const atomic_bool *stop, struct kl_aws_found *f, char *err, size_t errlen)
 {
@@ -283,7 +295,7 @@ int kl_aws_from_container(const atomic_bool *stop, struct kl_aws_found *f, char 
     if (!full && !rel)
         return 0;
     f->source = "container";
-    char url[1024], token[8192] = "", auth[8300];
+    char url[1024], shown[1024], token[8192] = "", auth[8300];
     if (rel)
         snprintf(url, sizeof(url), "http://169.254.170.2%s", rel);
     else
@@ -301,7 +313,8 @@ int kl_aws_from_container(const atomic_bool *stop, struct kl_aws_found *f, char 
     }
     snprintf(auth, sizeof(auth), "Authorization: %s", token);
     const char *headers[] = {auth, NULL};
-    struct kl_sync_req q = {.method = "GET", .url = url, .headers = token[0] ? headers : NULL, .no_proxy = true,
+    container_shown(shown, sizeof(shown), url, rel);
+    struct kl_sync_req q = {.method = "GET", .url = url, .shown = shown, .headers = token[0] ? headers : NULL, .no_proxy = true,
                             .timeout_ms = 5000};
     int rc = get_credentials(&q, stop, f, err, errlen);
     OPENSSL_cleanse(token, sizeof(token));

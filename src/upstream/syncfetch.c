@@ -71,7 +71,7 @@ int kl_sync_fetch(const struct kl_sync_req *r, const atomic_bool *stop, struct k
         OPENSSL_cleanse(i->data, strlen(i->data));
     curl_slist_free_all(h);
     if (rc != CURLE_OK) {
-        snprintf(err, errlen, "%s %s: %s", r->method, r->url, curl_easy_strerror(rc));
+        snprintf(err, errlen, "%s %s: %s", r->method, r->shown ? r->shown : r->url, curl_easy_strerror(rc));
         kl_sync_reply_free(out);
         return -1;
     }

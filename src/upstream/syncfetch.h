@@ -14,6 +14,7 @@
 struct kl_sync_req {
     const char *method;         /* "GET", "POST" or "PUT" */
     const char *url;
+    const char *shown;          /* url as errors name it (without what identifies a credential), or NULL: url */
     const char *body;           /* POST or PUT body, or NULL */
     const char *const *headers; /* "Name: value" lines, NULL-terminated, or NULL */
     bool no_proxy;              /* a link-local metadata service: never through a proxy */

@@ -960,6 +960,34 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
     }
   });
 
+  it('a failing container endpoint is logged by its host and path: not a full URI\'s query, nor a relative URI\'s path', async () => {
+    const fail = await listen((req, res) => res.writeHead(500, { 'content-type': 'application/json' }).end('{"message":"agent unavailable"}'));
+    const cases = [
+      // an answer without credentials, and no answer at all
+      [{ AWS_CONTAINER_CREDENTIALS_FULL_URI: `${fail.url}/v1/credentials?token=QuErYsEcReT1` }, 'QuErYsEcReT1',
+        /AWS credentials: GET http:\/\/127\.0\.0\.1:\d+\/v1\/credentials: HTTP 500, no credentials/],
+      [{ AWS_CONTAINER_CREDENTIALS_FULL_URI: `http://127.0.0.1:1/v1/credentials?token=QuErYsEcReT2` }, 'QuErYsEcReT2',
+        /AWS credentials: GET http:\/\/127\.0\.0\.1:1\/v1\/credentials: /],
+      // ECS's relative URI names the task's credentials: the agent's address is not reachable here
+      [{ AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: '/v2/credentials/5e0c6a1f-rElAtIvE-uuid' }, 'rElAtIvE',
+        /AWS credentials: GET http:\/\/169\.254\.170\.2 \(at AWS_CONTAINER_CREDENTIALS_RELATIVE_URI\): /],
+    ];
+    try {
+      for (const [env, secret, why] of cases) {
+        const g = await startGateway({ providers: { bedrock: provider({ region: 'us-east-1' }) } }, { env: { ...clean, ...env } });
+        try {
+          for (let i = 0; i < 100 && !why.test(g.output()); i++) await new Promise((r) => setTimeout(r, 100));
+          assert.match(g.output(), why);
+        } finally {
+          await g.stop();
+        }
+        assert.ok(!g.output().includes(secret), `${secret} is not logged: ${g.output()}`);
+      }
+    } finally {
+      await fail.close();
+    }
+  });
+
   it('temporary credentials are renewed while still used, by one thread: a failed renewal keeps the old ones until their last minute, then 503', async (t) => {
     const clock = clocked(t);
     if (!clock)
