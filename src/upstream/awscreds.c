@@ -446,10 +446,16 @@ static void *keeper_main(void *arg)
         char err[512] = "";
         int rc = fetch(k, &f, err, sizeof(err));
         int64_t now = kl_wall_ms();
-        if (rc == 0 && f.expires_ms && f.expires_ms - now < 120000) {
-            /* expired, or about to: the machine's clock is likely wrong */
-            snprintf(err, sizeof(err), "%s credentials expire at %lld ms since the epoch, %lld s from this machine's "
-                     "clock: is the clock right?", f.source, (long long)f.expires_ms,
+        if (rc == 0 && f.expires_ms && f.expires_ms <= now) {
+            /* no source hands out expired credentials: the machine's clock is likely ahead */
+            snprintf(err, sizeof(err), "%s credentials expired at %lld ms since the epoch, %lld s before this "
+                     "machine's clock: is the clock right?", f.source, (long long)f.expires_ms,
+                     (long long)((now - f.expires_ms) / 1000));
+            rc = -1;
+        } else if (rc == 0 && f.expires_ms && f.expires_ms - now < 120000) {
+            /* an agent serving its cached credentials near their end (or a clock a little ahead) */
+            snprintf(err, sizeof(err), "%s credentials came with %lld s left, less than the 2 minutes keyless needs to "
+                     "use and renew them: not taken, asked for again", f.source,
                      (long long)((f.expires_ms - now) / 1000));
             rc = -1;
         }
@@ -529,6 +535,7 @@ bool kl_aws_current(kl_aws_keeper *k, kl_arena *a, struct kl_sigv4_cred *out, co
     } else {
         /* the log says why; the caller is not told AWS's words */
         *problem = k->error[0] ? "no AWS credentials: getting them failed (the gateway's log says why)"
+                   : k->have   ? "no AWS credentials: the last ones expired, and no renewal has ended since"
                                : "no AWS credentials yet";
     }
     pthread_mutex_unlock(&k->lock);

@@ -909,8 +909,10 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
       } finally {
         await g.stop();
       }
-      // credentials that arrive expired (a wrong clock), or hold a line break (a header injection): refused, and said
-      for (const [bad, why] of [[{ Expiration: new Date(Date.now() + 30e3).toISOString() }, /is the clock right\?/],
+      // credentials that arrive expired (a wrong clock), nearly spent (an agent's cached ones near their end: not a
+      // question of the clock), or hold a line break (a header injection): refused, and said
+      for (const [bad, why, not] of [[{ Expiration: new Date(Date.now() - 600e3).toISOString() }, /container credentials expired at \d+ ms since the epoch, 6\d\d s before this machine's clock: is the clock right\?/],
+        [{ Expiration: new Date(Date.now() + 30e3).toISOString() }, /container credentials came with [23]\d s left, less than the 2 minutes keyless needs/, /clock/],
         [{ Token: 'IQoJ\r\nX-Injected: 1' }, /HTTP 200, no credentials/]]) {
         const odd = await listen((req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({
           AccessKeyId: 'ASIAODDCREDENTIALS1', SecretAccessKey: 'secret', Token: 'IQoJtoken', Expiration: expiry(), ...bad })));
@@ -922,6 +924,8 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
           assert.equal(r.status, 503);
           await r.text();
           assert.match(g4.output(), why);
+          if (not)
+            assert.doesNotMatch(g4.output(), not);
         } finally {
           await g4.stop();
           await odd.close();
@@ -1080,6 +1084,44 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
     for (const c of served)
       for (const secret of [c.secretAccessKey, c.sessionToken])
         assert.ok(!g.output().includes(secret), 'the credentials are not logged');
+  });
+
+  it('credentials that expired while their renewal still runs: the 503 says so, not "yet"', async (t) => {
+    const clock = clocked(t);
+    if (!clock)
+      return;
+    const { offset, opts } = clock;
+    const gatewayNow = () => Date.now() + Number(readFileSync(offset, 'utf8'));
+    let mode = 'ok';
+    const served = [], hung = [];
+    // two minutes' credentials, renewed 10 s later: the renewal hangs (the agent's 5 s are not over)
+    const pod = await listen((req, res) => {
+      if (mode === 'hang')
+        return hung.push(res);
+      const c = { ...temporary('short'), expires: Math.floor((gatewayNow() + 122e3) / 1000) * 1000 };
+      served.push(c);
+      mode = 'hang';
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ AccessKeyId: c.accessKeyId,
+        SecretAccessKey: c.secretAccessKey, Token: c.sessionToken, Expiration: new Date(c.expires).toISOString() }));
+    });
+    const g = await startGateway({ providers: { bedrock: provider({ region: 'us-east-1' }) } },
+      { env: { ...clean, ...opts.env, AWS_CONTAINER_CREDENTIALS_FULL_URI: `${pod.url}/v1/credentials` } });
+    try {
+      assert.equal(served.length, 1);
+      for (let i = 0; i < 200 && !hung.length; i++) await new Promise((res) => setTimeout(res, 100));
+      assert.ok(hung.length, 'a renewal was tried');
+      // the machine slept (the wall clock moved on) while the renewal hangs: past the credentials' last minute
+      writeFileSync(offset, String(served[0].expires - 60e3 + 2e3 - Date.now()));
+      const r = await fetch(`${g.url}/model/${encodeURIComponent(HAIKU)}/converse`, { method: 'POST',
+        headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: [{ text: 'hi' }] }] }) });
+      assert.equal(r.status, 503);
+      assert.equal(r.headers.get('x-amzn-errortype'), 'ServiceUnavailableException');
+      assert.match((await r.json()).message, /no AWS credentials: the last ones expired, and no renewal has ended since/);
+    } finally {
+      for (const res of hung.splice(0)) res.destroy();
+      await g.stop();
+      await pod.close();
+    }
   });
 
   it('a profile of the shared config files: its keys, a role chain (AssumeRole signed by its source), credential_process, IAM Identity Center (SSO)', async () => {
