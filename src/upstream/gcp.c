@@ -659,6 +659,50 @@ static char *dup_or_null(const char *s)
     return d;
 }
 
+static void entry_free(struct entry *e)
+{
+    free(e->email);
+    free(e->key_id);
+    free(e->token_uri);
+    kl_gcp_wipe_free(e->private_key);
+    free(e->client_id);
+    kl_gcp_wipe_free(e->client_secret);
+    kl_gcp_wipe_free(e->refresh_token);
+    kl_gcp_wipe_free(e->external); /* a url source's headers may hold a secret */
+    free(e->project);
+    kl_gcp_wipe_free(e->token);
+    free(e);
+}
+
+/* A credential the configuration no longer uses is dropped, its secrets
+ * wiped, once its token is no longer handed out (until then requests of
+ * the configuration before may still ask for it); *next: when the next one
+ * is due to go. Only the keeper's thread drops one, and never the one it
+ * is renewing: it holds that entry without the lock. */
+static void drop_unused(kl_gcp_tokens *t, int64_t now, int64_t *next)
+{
+    for (struct entry **p = &t->entries, *e; (e = *p);) {
+        if (e->kept || (e->token && e->usable_ms > now)) {
+            if (!e->kept && e->usable_ms < *next)
+                *next = e->usable_ms;
+            p = &e->next;
+            continue;
+        }
+        *p = e->next;
+        entry_free(e);
+    }
+}
+
+size_t kl_gcp_tokens_held(kl_gcp_tokens *t)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&t->lock);
+    for (struct entry *e = t->entries; e; e = e->next)
+        n++;
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}
+
 /* A token is renewed when a quarter of its life is left (15 minutes of an
  * hour's), and a failed try is repeated after 1, 2, 4 ... 60 seconds while
  * the old token, if any, is still used. */
@@ -670,6 +714,7 @@ static void *keeper_main(void *arg)
         int64_t now = mono_ms();
         struct entry *due = NULL;
         int64_t next = now + 60000;
+        drop_unused(t, now, &next);
         for (struct entry *e = t->entries; e; e = e->next) {
             if (!e->kept)
                 continue;
@@ -689,7 +734,8 @@ static void *keeper_main(void *arg)
                                    .refresh_token = due->refresh_token, .external = due->external};
         char *project = NULL;
         bool want_project = !due->project;
-        pthread_mutex_unlock(&t->lock); /* entries are never removed, nor their strings changed: due stays valid */
+        pthread_mutex_unlock(&t->lock); /* only this thread removes entries, nor are their strings changed: due
+                                           stays valid */
         char *token = NULL, err[512] = "";
         long life = 0;
         int rc = mint(&cred, &t->stop, &token, &life, want_project ? &project : NULL, err, sizeof(err));
@@ -839,17 +885,7 @@ void kl_gcp_tokens_stop(kl_gcp_tokens *t)
     pthread_join(t->thread, NULL); /* a try in flight ends at the stop flag (kl_sync_fetch) */
     for (struct entry *e = t->entries, *next; e; e = next) {
         next = e->next;
-        free(e->email);
-        free(e->key_id);
-        free(e->token_uri);
-        kl_gcp_wipe_free(e->private_key);
-        free(e->client_id);
-        kl_gcp_wipe_free(e->client_secret);
-        kl_gcp_wipe_free(e->refresh_token);
-        kl_gcp_wipe_free(e->external); /* a url source's headers may hold a secret */
-        free(e->project);
-        kl_gcp_wipe_free(e->token);
-        free(e);
+        entry_free(e);
     }
     pthread_mutex_destroy(&t->lock);
     pthread_cond_destroy(&t->cond);

@@ -44,4 +44,8 @@ int kl_gcp_external_parse(const cJSON *o, kl_arena *a, struct kl_gcp_cred *out, 
 int kl_gcp_external_mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **token, long *lifetime_s,
                          char *err, size_t errlen);
 
+/* How many credentials the keeper holds, those kept and those whose token
+ * is still handed out to requests of a configuration before (tests). */
+size_t kl_gcp_tokens_held(kl_gcp_tokens *t);
+
 #endif

@@ -15,6 +15,7 @@
 
 #include "core/config.h"
 #include "upstream/gcp.h"
+#include "upstream/gcp_int.h"
 
 /* A key file for a fresh RSA key, as `gcloud iam service-accounts keys
  * create` writes one (the fields keyless reads, and a few it does not). */
@@ -370,6 +371,26 @@ static void config_reads_key_files(void **state)
     kl_arena_free(&a);
 }
 
+/* A credential a reload no longer uses is dropped, its secrets with it,
+ * once it has no token still handed out (here: none was ever got). */
+static void reload_drops_unused(void **state)
+{
+    (void)state;
+    struct kl_gcp_cred c = {.source = KL_GCP_AUTHORIZED_USER, .email = "authorized_user:c1",
+                            .token_uri = "http://127.0.0.1:1/token", .client_id = "c1",
+                            .client_secret = "s1", .refresh_token = "r1"};
+    const struct kl_gcp_cred *creds[] = {&c};
+    kl_gcp_tokens *t = kl_gcp_tokens_start();
+    kl_gcp_tokens_keep(t, creds, 1);
+    kl_gcp_tokens_wait(t, 5000);
+    assert_int_equal(kl_gcp_tokens_held(t), 1);
+    kl_gcp_tokens_keep(t, NULL, 0);
+    for (int i = 0; i < 200 && kl_gcp_tokens_held(t); i++)
+        usleep(10000);
+    assert_int_equal(kl_gcp_tokens_held(t), 0);
+    kl_gcp_tokens_stop(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -379,6 +400,7 @@ int main(void)
         cmocka_unit_test(reads_metadata_server),
         cmocka_unit_test(reads_external_account),
         cmocka_unit_test(config_reads_key_files),
+        cmocka_unit_test(reload_drops_unused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
