@@ -613,6 +613,9 @@ struct entry {
     bool was_kept;              /* the one before did (kl_gcp_tokens_keep) */
     int failures;
     bool tried;                 /* at least one try finished */
+    bool busy;                  /* a try runs (renew_main) */
+    bool renewing;              /* renewer is to be joined: busy, or its try ended */
+    pthread_t renewer;
     char error[512];            /* the last failure, "" after a success */
 };
 
@@ -677,12 +680,12 @@ static void entry_free(struct entry *e)
 /* A credential the configuration no longer uses is dropped, its secrets
  * wiped, once its token is no longer handed out (until then requests of
  * the configuration before may still ask for it); *next: when the next one
- * is due to go. Only the keeper's thread drops one, and never the one it
- * is renewing: it holds that entry without the lock. */
+ * is due to go. Only the keeper's thread drops one, and never one whose
+ * try runs: that try holds it without the lock. */
 static void drop_unused(kl_gcp_tokens *t, int64_t now, int64_t *next)
 {
     for (struct entry **p = &t->entries, *e; (e = *p);) {
-        if (e->kept || (e->token && e->usable_ms > now)) {
+        if (e->kept || e->renewing || (e->token && e->usable_ms > now)) {
             if (!e->kept && e->usable_ms < *next)
                 *next = e->usable_ms;
             p = &e->next;
@@ -703,68 +706,99 @@ size_t kl_gcp_tokens_held(kl_gcp_tokens *t)
     return n;
 }
 
-/* A token is renewed when a quarter of its life is left (15 minutes of an
- * hour's), and a failed try is repeated after 1, 2, 4 ... 60 seconds while
- * the old token, if any, is still used. */
+struct renewal {
+    kl_gcp_tokens *t;
+    struct entry *e;
+};
+
+/* One try for one credential, in a thread of its own: a token endpoint or
+ * an external account's program that hangs (up to 120 s) holds up no other
+ * credential's renewal (a metadata server's cached token may have only 5
+ * minutes left when it is handed out, renewed with 75 s of them). A token
+ * is renewed when a quarter of its life is left (15 minutes of an hour's),
+ * and a failed try is repeated after 1, 2, 4 ... 60 seconds while the old
+ * token, if any, is still used. */
+static void *renew_main(void *arg)
+{
+    struct renewal *job = arg;
+    kl_gcp_tokens *t = job->t;
+    struct entry *e = job->e; /* not removed, nor its strings changed, while busy */
+    free(job);
+    pthread_mutex_lock(&t->lock);
+    struct kl_gcp_cred cred = {.source = e->source, .email = e->email, .key_id = e->key_id,
+                               .token_uri = e->token_uri, .private_key = e->private_key,
+                               .client_id = e->client_id, .client_secret = e->client_secret,
+                               .refresh_token = e->refresh_token, .external = e->external};
+    char *project = NULL;
+    bool want_project = !e->project;
+    pthread_mutex_unlock(&t->lock);
+    char *token = NULL, err[512] = "";
+    long life = 0;
+    int rc = mint(&cred, &t->stop, &token, &life, want_project ? &project : NULL, err, sizeof(err));
+    pthread_mutex_lock(&t->lock);
+    if (project && !e->project)
+        e->project = project;
+    else
+        free(project);
+    int64_t now = mono_ms();
+    if (rc == 0) {
+        kl_gcp_wipe_free(e->token);
+        e->token = token;
+        int64_t life_ms = (int64_t)life * 1000;
+        e->usable_ms = now + life_ms - (life_ms / 10 < 60000 ? life_ms / 10 : 60000);
+        e->due_ms = now + life_ms * 3 / 4;
+        e->failures = 0;
+        if (e->error[0])
+            kl_info("Google access token for %s: obtained again", e->email);
+        e->error[0] = '\0';
+    } else {
+        int64_t delay = (int64_t)1000 << (e->failures < 6 ? e->failures : 6);
+        e->due_ms = now + (delay < 60000 ? delay : 60000);
+        e->failures++;
+        snprintf(e->error, sizeof(e->error), "%s", err);
+        if (!atomic_load(&t->stop)) /* a try the stop aborted is no news */
+            kl_warn("Google access token for %s: %s", e->email, err);
+    }
+    e->tried = true;
+    e->busy = false;
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+/* Starts each kept credential's try when it is due (renew_main), and joins
+ * the threads of tries that ended. */
 static void *keeper_main(void *arg)
 {
     kl_gcp_tokens *t = arg;
     pthread_mutex_lock(&t->lock);
     while (!t->stop) {
         int64_t now = mono_ms();
-        struct entry *due = NULL;
         int64_t next = now + 60000;
+        for (struct entry *e = t->entries; e; e = e->next)
+            if (e->renewing && !e->busy) {
+                pthread_join(e->renewer, NULL); /* it has let go of the lock: done */
+                e->renewing = false;
+            }
         drop_unused(t, now, &next);
         for (struct entry *e = t->entries; e; e = e->next) {
-            if (!e->kept)
+            if (!e->kept || e->renewing)
                 continue;
-            if (e->due_ms <= now && !due)
-                due = e;
-            else if (e->due_ms < next)
+            if (e->due_ms <= now) {
+                struct renewal *job = malloc(sizeof(*job));
+                if (!job)
+                    abort();
+                *job = (struct renewal){t, e};
+                e->busy = e->renewing = true;
+                if (pthread_create(&e->renewer, NULL, renew_main, job) != 0)
+                    abort();
+                pthread_setname_np(e->renewer, "kl-gcp-renew");
+            } else if (e->due_ms < next) {
                 next = e->due_ms;
+            }
         }
-        if (!due) {
-            struct timespec ts = kl_mono_deadline(next - now);
-            pthread_cond_timedwait(&t->cond, &t->lock, &ts);
-            continue;
-        }
-        struct kl_gcp_cred cred = {.source = due->source, .email = due->email, .key_id = due->key_id,
-                                   .token_uri = due->token_uri, .private_key = due->private_key,
-                                   .client_id = due->client_id, .client_secret = due->client_secret,
-                                   .refresh_token = due->refresh_token, .external = due->external};
-        char *project = NULL;
-        bool want_project = !due->project;
-        pthread_mutex_unlock(&t->lock); /* only this thread removes entries, nor are their strings changed: due
-                                           stays valid */
-        char *token = NULL, err[512] = "";
-        long life = 0;
-        int rc = mint(&cred, &t->stop, &token, &life, want_project ? &project : NULL, err, sizeof(err));
-        pthread_mutex_lock(&t->lock);
-        if (project && !due->project)
-            due->project = project;
-        else
-            free(project);
-        now = mono_ms();
-        if (rc == 0) {
-            kl_gcp_wipe_free(due->token);
-            due->token = token;
-            int64_t life_ms = (int64_t)life * 1000;
-            due->usable_ms = now + life_ms - (life_ms / 10 < 60000 ? life_ms / 10 : 60000);
-            due->due_ms = now + life_ms * 3 / 4;
-            due->failures = 0;
-            if (due->error[0])
-                kl_info("Google access token for %s: obtained again", due->email);
-            due->error[0] = '\0';
-        } else {
-            int64_t delay = (int64_t)1000 << (due->failures < 6 ? due->failures : 6);
-            due->due_ms = now + (delay < 60000 ? delay : 60000);
-            due->failures++;
-            snprintf(due->error, sizeof(due->error), "%s", err);
-            if (!atomic_load(&t->stop)) /* a try the stop aborted is no news */
-                kl_warn("Google access token for %s: %s", due->email, err);
-        }
-        due->tried = true;
-        pthread_cond_broadcast(&t->cond);
+        struct timespec ts = kl_mono_deadline(next - now);
+        pthread_cond_timedwait(&t->cond, &t->lock, &ts);
     }
     pthread_mutex_unlock(&t->lock);
     return NULL;
@@ -882,9 +916,11 @@ void kl_gcp_tokens_stop(kl_gcp_tokens *t)
     atomic_store(&t->stop, true);
     pthread_cond_broadcast(&t->cond);
     pthread_mutex_unlock(&t->lock);
-    pthread_join(t->thread, NULL); /* a try in flight ends at the stop flag (kl_sync_fetch) */
+    pthread_join(t->thread, NULL);
     for (struct entry *e = t->entries, *next; e; e = next) {
         next = e->next;
+        if (e->renewing) /* a try in flight ends at the stop flag (kl_sync_fetch, kl_run) */
+            pthread_join(e->renewer, NULL);
         entry_free(e);
     }
     pthread_mutex_destroy(&t->lock);

@@ -11,10 +11,11 @@
  * platform gave keyless, such as a Kubernetes service account's or a CI
  * job's OIDC token, exchanged at Google's STS, and optionally for a service
  * account's). The last three need no key at all, which organisations that
- * forbid key files need. One
+ * forbid key files need. A
  * thread keeps every configured credential's token fresh ahead of its
- * expiry, so no request waits for Google; a request reads the current token
- * under a lock. */
+ * expiry, each try in a thread of its own (one that hangs holds up no
+ * other), so no request waits for Google; a request reads the current
+ * token under a lock. */
 #ifndef KL_GCP_H
 #define KL_GCP_H
 

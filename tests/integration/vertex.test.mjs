@@ -795,6 +795,57 @@ describe('Vertex AI', () => {
     for (const t of issued) assert.ok(!g.output().includes(t), 'no token in the log');
   });
 
+  it('a hanging external account\'s executable holds up no other credential\'s renewal: no 503 for the metadata server\'s provider', async () => {
+    // the metadata server's tokens live 6 s: renewed after 4.5, handed out for 5.4 (a real one's cached tokens may
+    // have 5 minutes left, 45 s more than they are renewed with, against an executable's up to 120 s)
+    const issued = [];
+    const md = http.createServer((req, res) => {
+      const u = new URL(req.url, 'http://metadata.google.internal');
+      const h = { 'metadata-flavor': 'Google' };
+      if (u.pathname === '/computeMetadata/v1/project/project-id')
+        return res.writeHead(200, { ...h, 'content-type': 'application/text' }).end('meta-proj');
+      const token = `ya29.c.six-${issued.length + 1}-${crypto.randomBytes(8).toString('hex')}`;
+      issued.push(token);
+      res.writeHead(200, { ...h, 'content-type': 'application/json' }).end(JSON.stringify({ access_token: token, expires_in: 6, token_type: 'Bearer' }));
+    });
+    await new Promise((r) => md.listen(0, '127.0.0.1', r));
+    // an external account whose executable never answers within its 5 s
+    const dir = tempDir('kl-wif-hang-');
+    const exe = join(dir, 'get-token');
+    writeFileSync(exe, '#!/bin/sh\nexec sleep 60\n', { mode: 0o755 });
+    const f = join(dir, 'cred.json');
+    writeFileSync(f, JSON.stringify({ type: 'external_account', audience: '//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x',
+      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', token_url: 'http://127.0.0.1:1/v1/token',
+      credential_source: { executable: { command: exe, timeout_millis: 5000 } } }));
+    const g = await startGateway({ providers: {
+      meta: { ...vertexProvider(mock.url, '{}'), apikey: 'gcp-metadata', models: [SONNET] },
+      fed: { ...vertexProvider(mock.url, '{}'), apikey: `file:${f}`, models: ['gemini-2.5-pro'] } }, grants: ADMIN_GRANTS },
+    { env: { GCE_METADATA_HOST: `127.0.0.1:${md.address().port}`, GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES: '1' } });
+    const ask = async () => {
+      const r = await fetch(`${g.url}/v1/projects/x/locations/us-east5/publishers/anthropic/models/${SONNET}:rawPredict`, { method: 'POST',
+        headers: { 'content-type': 'application/json' }, body: JSON.stringify({ anthropic_version: 'vertex-2023-10-16', max_tokens: 10,
+          messages: [{ role: 'user', content: 'hi' }] }) });
+      await r.text();
+      return r.status;
+    };
+    try {
+      let status;
+      for (let i = 0; i < 60 && (status = await ask()) !== 200; i++) await new Promise((r) => setTimeout(r, 200));
+      assert.equal(status, 200);
+      const statuses = [];
+      for (const t0 = Date.now(); Date.now() - t0 < 14000;) {
+        statuses.push(await ask());
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(statuses.every((s) => s === 200), `${statuses.filter((s) => s !== 200).length} of ${statuses.length} not served`);
+      assert.ok(issued.length >= 3, `${issued.length} tokens`);
+      assert.match(g.output(), /Google access token for \S+: .*no answer within 5 s/);
+    } finally {
+      await g.stop();
+      await new Promise((r) => md.close(r));
+    }
+  });
+
   it('workload identity federation (external_account): a token file exchanged at the STS, then for a service account', async () => {
     const audience = '//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/k8s/providers/cluster';
     const subject = `eyJhbGciOiJSUzI1NiJ9.k8s-${crypto.randomBytes(8).toString('hex')}.sig`;
