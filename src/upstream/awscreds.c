@@ -133,6 +133,26 @@ const char *kl_aws_sts_region(const char *fallback)
            : kl_aws_env("AWS_DEFAULT_REGION") ? kl_aws_env("AWS_DEFAULT_REGION") : fallback;
 }
 
+/* A region's partition, as an ARN names it. */
+static const char *partition(const char *region)
+{
+    return strncmp(region, "cn-", 3) == 0 ? "aws-cn" : strncmp(region, "us-gov-", 7) == 0 ? "aws-us-gov" : "aws";
+}
+
+const char *kl_aws_role_sts_region(const char *region, const char *role)
+{
+    static const char *const first[][2] = {{"aws", "us-east-1"}, {"aws-cn", "cn-north-1"},
+                                           {"aws-us-gov", "us-gov-west-1"}};
+    region = region ? region : "us-east-1";
+    const char *p = role && strncmp(role, "arn:", 4) == 0 ? role + 4 : NULL;
+    size_t n = p ? strcspn(p, ":") : 0;
+    for (size_t i = 0; p && i < sizeof(first) / sizeof(first[0]); i++)
+        if (strlen(first[i][0]) == n && strncmp(p, first[i][0], n) == 0 &&
+            strcmp(partition(region), first[i][0]) != 0)
+            return first[i][1];
+    return region;
+}
+
 /* STS's regional endpoint, or AWS_ENDPOINT_URL_STS (as the AWS SDKs
  * allow). */
 static void sts_url(char *url, size_t cap, const char *region)
@@ -216,7 +236,7 @@ int kl_aws_web_identity(const char *region, const char *file, const char *role, 
     if (!read_token_file(file, jwt, sizeof(jwt), err, errlen))
         return -1;
     char url[512];
-    sts_url(url, sizeof(url), region);
+    sts_url(url, sizeof(url), kl_aws_role_sts_region(region, role));
     struct kl_buf body = role_form("AssumeRoleWithWebIdentity", role, session);
     form_field(&body, "WebIdentityToken", jwt);
     OPENSSL_cleanse(jwt, sizeof(jwt));
@@ -230,6 +250,7 @@ int kl_aws_assume_role(const char *region, const struct kl_aws_found *source, co
                        char *err, size_t errlen)
 {
     char url[512];
+    region = kl_aws_role_sts_region(region, role);
     sts_url(url, sizeof(url), region);
     struct kl_buf body = role_form("AssumeRole", role, session);
     if (external_id)
@@ -241,8 +262,8 @@ int kl_aws_assume_role(const char *region, const struct kl_aws_found *source, co
     }
     kl_arena a;
     kl_arena_init(&a);
-    struct kl_sigv4_cred c = {source->key_id, source->secret, source->token[0] ? source->token : NULL,
-                              region ? region : "us-east-1", "sts"};
+    struct kl_sigv4_cred c = {source->key_id, source->secret, source->token[0] ? source->token : NULL, region,
+                              "sts"};
     const char *sig[4] = {NULL};
     kl_sigv4_headers(&a, &c, "POST", url, body.p, body.len, time(NULL), sig);
     int rc = sts_call(url, "AssumeRole", role, body.p, sig, stop, f, err, errlen);

@@ -30,6 +30,12 @@ bool kl_aws_copy(char *dst, size_t cap, const char *s);
 /* The region STS is asked in: AWS_REGION, AWS_DEFAULT_REGION, else
  * fallback (which may be NULL: us-east-1). */
 const char *kl_aws_sts_region(const char *fallback);
+/* The region STS is asked in to assume role: region (NULL: us-east-1),
+ * unless role's ARN is of another partition (China's, GovCloud's or the
+ * commercial one), whose roles STS of region's partition cannot assume:
+ * then that partition's first region. One identity serves one partition,
+ * and region may be the first Bedrock provider's, of another one. */
+const char *kl_aws_role_sts_region(const char *region, const char *role);
 
 /* The sources, each 1 with *f filled, 0 when it is not configured, or -1
  * with err (see awscreds.h for the chain). */

@@ -964,6 +964,41 @@ describe('Amazon Bedrock with IAM credentials (SigV4)', () => {
     }
   });
 
+  it('a web identity\'s role is assumed at STS of its own partition, whatever the first Bedrock provider\'s region', async () => {
+    const dir = tempDir('kl-aws-part-');
+    writeFileSync(join(dir, 'token'), 'eyJhbGciOiJSUzI1NiJ9.e30.sig\n');
+    // a proxy that says where keyless went (STS is https: a CONNECT), and lets nothing through
+    const targets = [];
+    const proxy = http.createServer();
+    proxy.on('connect', (req, sock) => {
+      targets.push(req.url);
+      sock.end('HTTP/1.1 403 Forbidden\r\n\r\n');
+    });
+    await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+    const purl = `http://127.0.0.1:${proxy.address().port}`;
+    const bedrock = (region) => ({ ...provider({ region }), models: [`m-${region}`] });
+    try {
+      for (const [role, sts] of [['arn:aws-cn:iam::123456789012:role/keyless', 'sts.cn-north-1.amazonaws.com.cn:443'],
+        ['arn:aws-us-gov:iam::123456789012:role/keyless', 'sts.us-gov-west-1.amazonaws.com:443'],
+        ['arn:aws:iam::123456789012:role/keyless', 'sts.us-east-1.amazonaws.com:443']]) {
+        targets.length = 0;
+        // the first provider is of the other partition (the region the keeper is started with)
+        const first = role.startsWith('arn:aws:') ? 'cn-north-1' : 'us-east-1';
+        const g = await startGateway({ providers: { a: bedrock(first), b: bedrock(role.startsWith('arn:aws-cn:') ? 'cn-north-1' : 'us-gov-west-1') } },
+          { env: { ...clean, AWS_WEB_IDENTITY_TOKEN_FILE: join(dir, 'token'), AWS_ROLE_ARN: role,
+            HTTPS_PROXY: purl, https_proxy: purl, NO_PROXY: '', no_proxy: '' } });
+        try {
+          for (let i = 0; i < 100 && !targets.length; i++) await new Promise((r) => setTimeout(r, 50));
+          assert.equal(targets[0], sts, role);
+        } finally {
+          await g.stop();
+        }
+      }
+    } finally {
+      await new Promise((r) => proxy.close(r));
+    }
+  });
+
   it('a failing container endpoint is logged by its host and path: not a full URI\'s query, nor a relative URI\'s path', async () => {
     const fail = await listen((req, res) => res.writeHead(500, { 'content-type': 'application/json' }).end('{"message":"agent unavailable"}'));
     const cases = [
