@@ -73,6 +73,20 @@ static void line_formatting_matches_printf(void **state)
     assert_int_equal(pw.len, strlen("50%2541"));
     assert_memory_equal(pw.text, "50%2541", pw.len);
 
+    /* a byte that begins no UTF-8 character is escaped, not copied with
+     * the bytes after it as one: a caller's model or path cannot close its
+     * field or add one (a space, a '"', a '%' after a lone lead byte) */
+    struct kl_log_line fw = {0};
+    kl_log_line_word(&fw, "x\xc2 login=admin\xe2\x82\"a\xf0%41\xff\xc3\xa9", 128);
+    const char *fwant = "x%C2%20login=admin%E2%82%22a%F0%2541%FF\xc3\xa9";
+    assert_int_equal(fw.len, strlen(fwant));
+    assert_memory_equal(fw.text, fwant, fw.len);
+    struct kl_log_line fp = {0};
+    kl_log_line_path(&fp, "/v1/x\xc2\"\xc3%zz\xe2\x82%41\xc3", 128);
+    const char *fpwant = "/v1/x%C2%22%C3%25zz%E2%82%41%C3";
+    assert_int_equal(fp.len, strlen(fpwant));
+    assert_memory_equal(fp.text, fpwant, fp.len);
+
     /* appenders truncate at the line limit */
     struct kl_log_line big = {0};
     char chunk[1000];
