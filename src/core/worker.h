@@ -118,7 +118,7 @@ typedef struct kl_worker {
     int64_t body_full_warned_ms;    /* when a body refused for want of room was last logged */
     /* entire_request hook calls not answered yet (a stop waits for them),
      * the bytes of their payloads (counted in body_bytes too), and the
-     * calls skipped or cut for want of room (guard/after.c) */
+     * calls skipped (too many in flight) or cut for want of room (guard/after.c) */
     _Atomic uint64_t hooks_told;
     size_t hooks_told_bytes;
     _Atomic uint64_t hooks_skipped;

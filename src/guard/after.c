@@ -54,7 +54,11 @@ static void on_told(void *arg, int status, const char *body, size_t len, const c
 /* What a call cut to its metadata may take even when the share has no
  * room left: its metadata and the note of what was cut are about 1 KB, so
  * the hook hears of every request while at most KL_HOOKS_TOLD_MAX of them,
- * 1 MiB, are past a worker's share. */
+ * 1 MiB, are past a worker's share. Metadata larger than this (a caller's
+ * User-Agent of 1 KiB is 3 KiB once its bytes that are not UTF-8 are
+ * U+FFFD, besides the grants and quotas a hook is sent) goes too: its size
+ * is the configuration's and at most the caller's first 1 KiB of each
+ * text, not the request's (cut_to_fit). */
 #define KL_HOOK_CUT_ROOM 4096
 
 /* The bytes one more call's payload may take on w: the calls' payloads
@@ -107,8 +111,10 @@ static cJSON *head_of(char *s, size_t n, size_t *printed)
  * fits, a string}}; user_message keeps its own first bytes instead of a
  * head. Aperture's fields keep their types: one cut is absent (as its
  * omitempty leaves an empty one) or, user_message, shorter. p's "keyless"
- * is replaced by a copy of outcome with "cut". NULL (nothing sent) when
- * not even the rest fits. */
+ * is replaced by a copy of outcome with "cut". When not even the rest fits,
+ * the rest is sent: skipping the call would let a caller whose metadata is
+ * large (its User-Agent) stay out of an audit hook once the room is taken,
+ * as padding its other requests takes it. */
 static char *cut_to_fit(cJSON *p, const cJSON *outcome, size_t len, size_t room, size_t *out_len)
 {
     cJSON *k = cJSON_Duplicate(outcome, true);
@@ -149,8 +155,10 @@ static char *cut_to_fit(cJSON *p, const cJSON *outcome, size_t len, size_t room,
             cJSON_free(t);
             if (rest <= room)
                 break;
-            if (big == KL_NCUT)
-                goto done; /* not even the rest fits */
+            if (big == KL_NCUT) {
+                room = rest; /* not even the rest fits: it goes, with no heads */
+                break;
+            }
             now = rest;
         }
         gone[big] = true;
@@ -191,41 +199,25 @@ static char *cut_to_fit(cJSON *p, const cJSON *outcome, size_t len, size_t room,
         spare -= used + over;
     }
     out = kl_hook_text(p, out_len);
-    if (*out_len > room) {
-        cJSON_free(out);
-        out = NULL;
-    }
-done:
     for (size_t i = 0; i < KL_NCUT; i++)
         cJSON_free(text[i]);
     return out;
 }
 
-/* A call skipped: counted (keyless_hook_calls_skipped_total) and logged at
- * most every 10 s, with how many since the last line. len: its payload's
- * bytes (0 when not built, KL_HOOKS_TOLD_MAX in flight); one built had no
- * room even with its request and answer cut out (cut_to_fit), the share
- * taken by the requests' bodies and held answers or by the calls in
- * flight. */
-static void skipped(kl_worker *w, const char *id, const char *hook, size_t len)
+/* A call skipped, KL_HOOKS_TOLD_MAX in flight on w: counted
+ * (keyless_hook_calls_skipped_total) and logged at most every 10 s, with
+ * how many since the last line. */
+static void skipped(kl_worker *w, const char *id, const char *hook)
 {
     kl_owner_add(&w->hooks_skipped, 1);
     uint64_t held;
     if (!kl_log_every_due(&w->hooks_skipped_warn, 10000, kl_now_ns() / 1000000, &held))
         return;
     unsigned long long since = (unsigned long long)held + 1; /* this one too */
-    if (len)
-        kl_warn("%s: hook %s was not told of the request: worker %d's share of listen.max_body_memory (%zu bytes) "
-                "holds %zu bytes of bodies, answers and hook payloads (%zu of them the payloads of %llu calls in "
-                "flight, at most half the share), no room even for its payload of %zu bytes with the request and "
-                "answer cut out; %llu calls skipped since the last such line", id, hook, w->index,
-                kl_body_memory(w), (size_t)w->body_bytes, w->hooks_told_bytes,
-                (unsigned long long)w->hooks_told, len, since);
-    else
-        kl_warn("%s: hook %s was not told of the request: worker %d has %llu such calls in flight, holding %zu "
-                "bytes (at most %d, and half its share of listen.max_body_memory); %llu calls skipped since the "
-                "last such line", id, hook, w->index, (unsigned long long)w->hooks_told, w->hooks_told_bytes,
-                KL_HOOKS_TOLD_MAX, since);
+    kl_warn("%s: hook %s was not told of the request: worker %d has %llu such calls in flight, holding %zu "
+            "bytes (at most %d, and half its share of listen.max_body_memory); %llu calls skipped since the "
+            "last such line", id, hook, w->index, (unsigned long long)w->hooks_told, w->hooks_told_bytes,
+            KL_HOOKS_TOLD_MAX, since);
 }
 
 /* A call made cut (cut_to_fit): counted (keyless_hook_calls_cut_total) and
@@ -333,7 +325,7 @@ void kl_hooks_after(kl_exchange *ex)
         /* a call more is not queued: a hook that cannot keep up would only
          * lose them later, after holding their payloads longer */
         if (w->hooks_told >= KL_HOOKS_TOLD_MAX) { /* before building what would not be sent */
-            skipped(w, ex->id, h->name, 0);
+            skipped(w, ex->id, h->name);
             continue;
         }
         cJSON *p = kl_hook_payload(ex, r->send, message);
@@ -356,11 +348,6 @@ void kl_hooks_after(kl_exchange *ex)
             cJSON_free(text);
             size_t whole = len;
             text = cut_to_fit(p, outcome, whole, room, &len);
-            if (!text) {
-                cJSON_Delete(p);
-                skipped(w, ex->id, h->name, whole);
-                continue;
-            }
             was_cut(w, ex->id, h->name, whole, len);
         }
         cJSON_Delete(p);

@@ -499,8 +499,7 @@ void kl_metrics_write(kl_server *srv, struct kl_buf *out)
           "Calls to hooks told after the answer (entire_request, tool_call_entire_request) not answered yet.", told);
     counter(out, "keyless_hook_calls_skipped_total",
             "Calls to hooks told after the answer that were not made: the worker had as many in flight as it "
-            "keeps, or its share of listen.max_body_memory had no room even for the payload with the request and "
-            "answer cut out.",
+            "keeps.",
             skipped);
     counter(out, "keyless_hook_calls_cut_total",
             "Calls to hooks told after the answer made with the request body, the answer or other parts cut "

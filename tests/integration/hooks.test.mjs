@@ -853,6 +853,71 @@ describe('hooks told after the answer, the share taken by requests', () => {
   });
 });
 
+describe('hooks told after the answer, the half share taken by calls in flight', () => {
+  it('a call whose metadata alone is past the 4 KiB left is still made, with everything that grows cut', async () => {
+    // one worker of 1 MiB, 512 KiB for hook payloads, taken by the calls of
+    // three padded requests the hook has not answered; a caller's next
+    // request, its User-Agent 1 KiB of bytes that are not UTF-8 (3 KiB once
+    // U+FFFD) and the caller's grant with a capability of 1 KB, has
+    // metadata over the 4 KiB a cut call is let have: the audit hook must
+    // still hear of it
+    const told = [];
+    const held = [];
+    const mock = await startMock();
+    const hook = http.createServer((req, res) => {
+      let data = Buffer.alloc(0);
+      req.on('data', (d) => { data = Buffer.concat([data, d]); });
+      req.on('end', () => { told.push({ size: data.length, body: JSON.parse(data.toString()) }); held.push(res); });
+    });
+    await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+    const gw = await startGateway({
+      listen: { max_body_size: '1MiB', max_body_memory: '1MiB' },
+      hooks: { told: { url: `http://127.0.0.1:${hook.address().port}/told`, timeout: '0' } },
+      grants: [{ src: ['*'], app: { 'tailscale.com/cap/aperture': [{ role: 'admin' }, { models: '**' },
+        { send_hooks: [{ name: 'told', events: ['entire_request'], send: ['request_body', 'grants'] }] }],
+      'example.com/cap/audit': [{ team: 'infra', members: 'm'.repeat(1000) }] } }],
+      providers: providersFor(mock.url),
+    }, { workers: 1 });
+    const metric = async (name) => {
+      const text = await (await fetch(`${gw.url}/metrics`)).text();
+      return Number(text.match(new RegExp(`^${name} (\\d+)$`, 'm'))[1]);
+    };
+    try {
+      for (let k = 0; k < 3; k++) {
+        const r = await fetch(`${gw.url}/v1/chat/completions`, {
+          method: 'POST', headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x'.repeat(400000) }] }),
+        });
+        assert.equal(r.status, 200);
+        await r.text();
+        for (let i = 0; i < 300 && told.length < k + 1; i++) await sleep(10);
+      }
+      assert.ok(told.reduce((n, t) => n + t.size, 0) > 512 * 1024 - 4096, 'the half share is taken');
+      const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
+      const out = await rawRequest(gw.url, Buffer.concat([Buffer.from('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n'
+        + `Content-Type: application/json\r\nConnection: close\r\nContent-Length: ${body.length}\r\nUser-Agent: `),
+      Buffer.alloc(1024, 0xff), Buffer.from(`\r\n\r\n${body}`)]));
+      assert.match(out, /^HTTP\/1\.1 200/);
+      const id = /x-keyless-request-id: (\S+)/i.exec(out)[1];
+      for (let i = 0; i < 300 && !told.some((t) => t.body.metadata.request_id === id); i++) await sleep(10);
+      const cut = told.find((t) => t.body.metadata.request_id === id);
+      assert.ok(cut, 'the hook is told of the request');
+      assert.ok(cut.size > 4096, `its metadata alone: ${cut.size}`);
+      assert.equal(cut.body.request_body, undefined);
+      assert.ok(cut.body.keyless.cut.request_body.bytes > 50);
+      assert.equal(cut.body.metadata.user_agent, '\ufffd'.repeat(1024));
+      assert.equal(cut.body.metadata.grants['example.com/cap/audit'][0].team, 'infra');
+      assert.equal(await metric('keyless_hook_calls_skipped_total'), 0);
+      assert.doesNotMatch(gw.output(), /was not told/);
+    } finally {
+      for (const r of held) r.destroy();
+      await gw.stop();
+      await mock.stop();
+      await new Promise((r) => hook.close(r));
+    }
+  });
+});
+
 describe('pre_request hooks at shutdown', () => {
   it('SIGTERM while a hook thinks: 503 after the grace period, recorded as shutdown, never forwarded', async () => {
     const mock = await startMock();
