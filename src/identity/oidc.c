@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -681,37 +682,84 @@ static const char **issuer_needles(kl_arena *a, const struct kl_oidc_cfg *o, siz
     return v;
 }
 
-/* Does one credential value, as a provider would read it, hold a token of
- * a configured issuer? Every word of it counts, whatever scheme or none
- * comes first ("Bearer", "Token", a bare token), and a token with bytes
- * added ("=", ".", ".x") or too large to verify is still read for its
- * issuer; one that names none (an unreadable payload) is searched for a
- * configured issuer's name. A foreign issuer's JWT, and a key that merely
- * begins like one, are the caller's own. */
-static bool holds_token(kl_exchange *ex, const struct kl_oidc_cfg *o, const char *v)
+/* Is the run w[0..n) of base64url characters and dots a token of a
+ * configured issuer: it reads as one (whatever follows it), or, too
+ * malformed to name its issuer, holds a configured issuer's name? A
+ * foreign issuer's JWT, and a key that merely begins like one, are the
+ * caller's own. */
+static bool run_is_token(kl_exchange *ex, const struct kl_oidc_cfg *o, const char *w, size_t n,
+                         const char *const *needles, size_t nn)
 {
-    while (*v) {
-        v += strspn(v, " \t,");
-        size_t n = strcspn(v, " \t,");
-        if (!n)
+    if (!jwt_shaped(w))
+        return false;
+    const char *iss = kl_jwt_peek_issuer(w, n, &ex->arena);
+    if (iss)
+        return issuer_mine(o, iss);
+    return kl_jwt_runs_hold(w, n, needles, nn);
+}
+
+/* The bytes of a run of base64 characters (either alphabet, padding or
+ * not: Basic's user:password, a token encoded once more) decoded
+ * leniently into the arena, NUL-terminated; a NUL among them reads as a
+ * space, so the text after it is still searched. */
+static char *decode_loose(kl_arena *a, const char *s, size_t n, size_t *out_len)
+{
+    char *out = kl_arena_alloc(a, n / 4 * 3 + 3);
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int v = c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26
+              : c >= '0' && c <= '9' ? c - '0' + 52 : c == '+' || c == '-' ? 62 : c == '/' || c == '_' ? 63 : -1;
+        if (v < 0)
             break;
-        const char *w = kl_arena_strndup(&ex->arena, v, n);
-        v += n;
-        if (!jwt_shaped(w))
-            continue;
-        size_t cut = strspn(w, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.");
-        const char *iss = kl_jwt_peek_issuer(w, n, &ex->arena);
-        if (!iss && cut < n) /* bytes added after it: "=", "!" */
-            iss = kl_jwt_peek_issuer(w, cut, &ex->arena);
-        if (iss) {
-            if (issuer_mine(o, iss))
-                return true;
-            continue;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            char b = (char)(acc >> bits);
+            out[o++] = b ? b : ' ';
         }
-        size_t nn;
-        const char **needles = issuer_needles(&ex->arena, o, &nn);
-        if (kl_jwt_runs_hold(w, n, needles, nn))
+    }
+    out[o] = '\0';
+    *out_len = o;
+    return out;
+}
+
+static const char b64url_dot[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.";
+
+/* Does one credential value, as a provider would read it, hold a token of
+ * a configured issuer? Every run of base64url characters and dots in it
+ * counts, whatever comes before or after it: a scheme or none ("Bearer",
+ * "Token", a bare token), quotes, "=", ":" or ";" (a provider, or whoever
+ * reads its logs, takes the token out of whatever surrounds it). Once
+ * (depth 0), each word is also read as base64, for a token encoded in it:
+ * Basic's user:password. A run shorter than the shortest needle cannot
+ * name an issuer, even encoded, and is not read (a head of "eyJ;eyJ;..."
+ * would otherwise be thousands of tokens to decode). */
+static bool holds_token(kl_exchange *ex, const struct kl_oidc_cfg *o, const char *v, const char *const *needles,
+                        size_t nn, int depth)
+{
+    size_t least = SIZE_MAX;
+    for (size_t i = 0; i < nn; i++)
+        if (strlen(needles[i]) < least)
+            least = strlen(needles[i]);
+    for (const char *p = v; *p;) {
+        p += strcspn(p, b64url_dot);
+        size_t n = strspn(p, b64url_dot);
+        if (n >= least && run_is_token(ex, o, kl_arena_strndup(&ex->arena, p, n), n, needles, nn))
             return true;
+        p += n;
+    }
+    if (depth)
+        return false;
+    for (const char *p = v; *p;) {
+        p += strspn(p, " \t,");
+        size_t n = strcspn(p, " \t,"), dl;
+        if (n >= least && holds_token(ex, o, decode_loose(&ex->arena, p, n, &dl), needles, nn, 1))
+            return true;
+        p += n;
     }
     return false;
 }
@@ -721,13 +769,16 @@ bool kl_oidc_token_present(kl_exchange *ex, const struct kl_oidc_cfg *o)
     const kl_http_request *r = &ex->req;
     if (!o)
         return false;
+    size_t nn;
+    const char **needles = issuer_needles(&ex->arena, o, &nn);
     for (size_t h = 0; h < r->nheaders; h++)
         for (size_t i = 0; i < KL_NCREDENTIAL_HEADERS; i++)
-            if (strcasecmp(r->headers[h].name, credential_headers[i]) == 0 && holds_token(ex, o, r->headers[h].value))
+            if (strcasecmp(r->headers[h].name, credential_headers[i]) == 0 &&
+                holds_token(ex, o, r->headers[h].value, needles, nn, 0))
                 return true;
     const char **q = kl_route_query_credentials(&ex->arena, r->query);
     for (size_t i = 0; q[i]; i++)
-        if (holds_token(ex, o, q[i]))
+        if (holds_token(ex, o, q[i], needles, nn, 0))
             return true;
     return false;
 }

@@ -20,7 +20,8 @@ int kl_oidc_identify(kl_exchange *ex, struct kl_oidc_cfg *o);
 
 /* Does the request carry a JWT of a configured issuer in any form a
  * passthrough provider would read: any credential header after any scheme
- * or none, any credential query parameter, with bytes added, too large to
+ * or none, any credential query parameter, with bytes added before or
+ * after it, encoded in base64 (Basic's user:password), too large to
  * verify, or too malformed to name its issuer but holding a configured
  * issuer's name? (Wider than what kl_oidc_identify checks: whatever it
  * holds is stripped, never checked.) */

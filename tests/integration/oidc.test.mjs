@@ -362,6 +362,50 @@ describe('OIDC workload tokens', () => {
     }
   });
 
+  it('a workload token reaches no passthrough provider in quotes, after other bytes or in Basic credentials', async () => {
+    // a provider (or whoever reads its logs) takes the token out of whatever surrounds it: quotes a
+    // script added, "Bearer=", a user:password Basic pair; the caller's own credentials still go on
+    const g = await startCidrFirst();
+    try {
+      const tok = k8s.sign(k8s.claims({ aud: 'keyless' }));
+      const body = JSON.stringify({ model: 'pass-model', messages: [{ role: 'user', content: 'hi' }] });
+      const host = new URL(g.url).host;
+      const send = async (heads, query = '') => {
+        await mock.clear();
+        const raw = await rawRequest(g.url, `POST /v1/chat/completions${query} HTTP/1.1\r\nHost: ${host}\r\n` +
+          `${heads.map((h) => `${h}\r\n`).join('')}content-type: application/json\r\ncontent-length: ${body.length}\r\n` +
+          `connection: close\r\n\r\n${body}`);
+        return /^HTTP\/1\.1 200/.test(raw) ? JSON.stringify(await mock.last()) : `refused: ${raw.slice(0, 200)}`;
+      };
+      const b64 = (s) => Buffer.from(s).toString('base64');
+      const leaked = [];
+      for (const [heads, query] of [
+        [[`authorization: Bearer "${tok}"`]], [[`authorization: Bearer '${tok}'`]], [[`authorization: Bearer <${tok}>`]],
+        [[`authorization: Bearer=${tok}`]], [[`x-api-key: key:${tok}`]], [[`authorization: Bearer x;${tok}`]],
+        [[`authorization: Basic ${b64(`user:${tok}`)}`]], [[`authorization: Basic ${b64(`:${tok}`).replace(/=+$/, '')}`]],
+        [[], `?key=%22${tok}%22`], [[], `?access_token=${b64(`x:${tok}`)}`],
+      ]) {
+        const seen = await send(heads, query);
+        if (!seen.includes('sk-pass-provider-000')) leaked.push(`${(heads[0] || query).slice(0, 40)}…`);
+      }
+      assert.deepEqual(leaked, [], 'the workload token must not reach a passthrough provider; its key is sent instead');
+      // a foreign issuer's JWT that names ours (an audience), quoted or in Basic; provider keys of every shape
+      const entra = makeIssuer({ alg: 'RS256', iss: 'https://login.microsoftonline.com/0000-tenant/v2.0' });
+      const az = entra.sign(entra.claims({ aud: K8S, note: K8S }));
+      const kept = [];
+      for (const own of [`Bearer "${az}"`, `Basic ${b64(`user:${az}`)}`, 'Bearer sk-proj-Ab12_cd-34.efGH',
+        'Bearer sk-ant-api03-AAAA_bbbb-CCCC', 'Bearer AIzaSyA-000000000000000000000000000000',
+        '0123456789abcdef0123456789abcdef', `Basic ${b64('user:sk-own-000')}`,
+        'AWS4-HMAC-SHA256 Credential=AKIA0000/20260101/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=00ff']) {
+        const seen = await send([`authorization: ${own}`]);
+        if (!seen.includes(JSON.stringify(own).slice(1, -1)) || seen.includes('sk-pass-provider-000')) kept.push(own.slice(0, 40));
+      }
+      assert.deepEqual(kept, [], "the caller's own credential goes on, without keyless's key beside it");
+    } finally {
+      await g.stop();
+    }
+  });
+
   it("a token in Gemini's ?key= identifies the caller, and reaches no passthrough provider", async () => {
     // LiteLLM and Google's REST examples send the Gemini key as ?key=
     const tok = gh.sign(gh.claims({ aud: 'keyless', repository: 'acme/app', ref: 'refs/heads/main', repository_owner: 'acme' }));
