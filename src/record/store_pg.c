@@ -30,6 +30,8 @@
  * often: a gateway that does not hold its name has its requests in flight
  * marked interrupted by any other that starts (record.c). */
 #define KL_PG_CLAIM_AGAIN_MS 5000
+/* The longest the idle writer's upkeep (pg_keep) waits on the server. */
+#define KL_PG_KEEP_MS 1000
 /* The server stops a statement itself a little before keyless gives up on
  * it: one waiting on a lock (not a dead server) is then rolled back there,
  * rather than left to commit after keyless answered 503 (a lease taken from
@@ -48,6 +50,7 @@ struct pg_store {
     char *instance;             /* the instance name this connection holds (pg_claim), or NULL */
     bool held;                  /* ... and whether this session holds it now */
     int64_t claim_again;        /* mono_ms: when a name another session held is asked for again (0: not asked yet) */
+    int64_t keep_again;         /* mono_ms: when pg_keep, having failed to reopen the session, tries again */
     size_t update_map[64], nupdate;
 };
 
@@ -158,24 +161,49 @@ static int lock_instance(struct pg_store *p, char *err, size_t errlen)
     return held;
 }
 
-/* A dropped connection (server restart) is reopened once per call. A
- * server that closed an idle session (restart, pg_terminate_backend) has
- * said so only in the socket: read what is there first, so the call after
- * it goes to a new connection instead of failing (libpq notices the close
- * only when it reads). */
+/* Is the session still open? A server that closed an idle session
+ * (restart, pg_terminate_backend) has said so only in the socket: read
+ * what is there first (libpq notices the close only when it reads); twice:
+ * the termination notice, then the end of the stream. */
+static bool session_open(struct pg_store *p)
+{
+    return PQstatus(p->conn) == CONNECTION_OK && PQconsumeInput(p->conn) && PQconsumeInput(p->conn) &&
+           PQstatus(p->conn) == CONNECTION_OK;
+}
+
+/* A name another session held is asked for again once it is time. */
+static void claim_again(struct pg_store *p)
+{
+    char ignore[64];
+    if (p->instance && !p->held && p->claim_again && mono_ms() >= p->claim_again &&
+        lock_instance(p, ignore, sizeof(ignore)) == 1)
+        kl_info("store.instance \"%s\" is held by this gateway now", p->instance);
+}
+
+/* What a session just opened again needs: the settings, and the instance's
+ * lock, which went with the old session; taken meanwhile by a gateway
+ * started with the same name, it says so (records still go). */
+static void reopened(struct pg_store *p)
+{
+    PQsetnonblocking(p->conn, 1);
+    char ignore[64];
+    cmd(p, KL_PG_STATEMENT_TIMEOUT, ignore, sizeof(ignore));
+    if (p->instance && lock_instance(p, ignore, sizeof(ignore)) == 0)
+        kl_warn("store.instance \"%s\" was taken by another gateway while this one reconnected to PostgreSQL: "
+                "a restart of either marks the other's requests in flight interrupted", p->instance);
+}
+
+/* A dropped connection (server restart) is reopened once per call, so the
+ * call after a server closed an idle session goes to a new connection
+ * instead of failing (session_open). */
 static int ensure(struct pg_store *p, char *err, size_t errlen)
 {
     if (mono_ms() < p->down_until) {
         snprintf(err, errlen, "postgres: the server did not answer a moment ago; not asked again for 5 s");
         return -1;
     }
-    /* twice: the termination notice, then the end of the stream */
-    if (PQstatus(p->conn) == CONNECTION_OK && PQconsumeInput(p->conn) && PQconsumeInput(p->conn) &&
-        PQstatus(p->conn) == CONNECTION_OK) {
-        char ignore[64];
-        if (p->instance && !p->held && p->claim_again && mono_ms() >= p->claim_again &&
-            lock_instance(p, ignore, sizeof(ignore)) == 1)
-            kl_info("store.instance \"%s\" is held by this gateway now", p->instance);
+    if (session_open(p)) {
+        claim_again(p);
         return 0;
     }
     PQreset(p->conn);
@@ -185,14 +213,7 @@ static int ensure(struct pg_store *p, char *err, size_t errlen)
         p->down_until = mono_ms() + KL_PG_DOWN_MS;
         return -1;
     }
-    PQsetnonblocking(p->conn, 1);
-    char ignore[64];
-    cmd(p, KL_PG_STATEMENT_TIMEOUT, ignore, sizeof(ignore));
-    /* the instance's lock went with the old session; taken meanwhile by a
-     * gateway started with the same name, it says so (records still go) */
-    if (p->instance && lock_instance(p, ignore, sizeof(ignore)) == 0)
-        kl_warn("store.instance \"%s\" was taken by another gateway while this one reconnected to PostgreSQL: "
-                "a restart of either marks the other's requests in flight interrupted", p->instance);
+    reopened(p);
     return 0;
 }
 
@@ -204,14 +225,53 @@ static int pg_claim(struct kl_store *s, const char *instance, char *err, size_t 
     return ensure(p, err, errlen) < 0 ? -1 : lock_instance(p, err, errlen);
 }
 
+/* Reopen the session without blocking past ms: true once it is open. One
+ * not open by then is left half-open, for the next statement's PQreset
+ * (ensure) to start again. */
+static bool reopen_within(struct pg_store *p, int64_t ms)
+{
+    if (!PQresetStart(p->conn))
+        return false;
+    int64_t deadline = mono_ms() + ms;
+    /* as libpq says: first wait until the socket takes what is to be sent */
+    for (PostgresPollingStatusType st = PGRES_POLLING_WRITING;;) {
+        if (st == PGRES_POLLING_OK)
+            return true;
+        int64_t left = deadline - mono_ms();
+        if (st == PGRES_POLLING_FAILED || left <= 0)
+            return false;
+        struct pollfd pfd = {PQsocket(p->conn), (short)(st == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0};
+        if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+            return false;
+        if (pfd.revents)
+            st = PQresetPoll(p->conn);
+    }
+}
+
 /* Idle: only a session that holds (or asks for) a name needs replacing at
- * once; ensure() reads what the server said, reconnects and asks again. */
+ * once. The writer calls this every idle second, so nothing here waits
+ * longer than KL_PG_KEEP_MS (not connect_timeout, not KL_PG_WAIT_MS): a
+ * server gone silent would otherwise hold the writer, and with it the
+ * gateway's shutdown, that long while there is nothing to write. A session
+ * not reopened in time is left to the next statement (ensure), and tried
+ * here again KL_PG_DOWN_MS later. */
 static void pg_keep(struct kl_store *s)
 {
     struct pg_store *p = (struct pg_store *)s;
-    char ignore[256];
-    if (p->instance)
-        ensure(p, ignore, sizeof(ignore));
+    if (!p->instance || mono_ms() < p->down_until || mono_ms() < p->keep_again)
+        return;
+    int64_t wait = p->wait_ms;
+    p->wait_ms = KL_PG_KEEP_MS;
+    if (session_open(p)) {
+        claim_again(p);
+    } else {
+        p->prepared = false;
+        if (reopen_within(p, KL_PG_KEEP_MS))
+            reopened(p);
+        else
+            p->keep_again = mono_ms() + KL_PG_DOWN_MS;
+    }
+    p->wait_ms = wait;
 }
 
 static int prepare_one(struct pg_store *p, const char *name, char *sql, size_t nparams, char *err, size_t errlen)

@@ -796,6 +796,50 @@ describe('a PostgreSQL server that stops answering', () => {
   });
 });
 
+describe('a PostgreSQL server gone silent while the writer is idle', () => {
+  it('does not hold the gateway\'s shutdown for connect_timeout', {
+    skip: !process.env.KEYLESS_TEST_PG_URL && 'KEYLESS_TEST_PG_URL is not set (make test starts PostgreSQL)',
+  }, async () => {
+    // a relay to the real server that, switched, ends its sessions and then
+    // accepts connections it never answers: a host that froze after a restart
+    const pg = new URL(process.env.KEYLESS_TEST_PG_URL);
+    let silent = false;
+    const socks = new Set();
+    const relay = net.createServer((c) => {
+      c.on('error', () => {});
+      socks.add(c);
+      if (silent) return;
+      const u = net.connect(Number(pg.port || 5432), pg.hostname);
+      u.on('error', () => c.destroy());
+      socks.add(u);
+      c.pipe(u).pipe(c);
+    });
+    await new Promise((res) => relay.listen(0, '127.0.0.1', res));
+    const url = new URL(process.env.KEYLESS_TEST_PG_URL);
+    url.host = `127.0.0.1:${relay.address().port}`;
+    const mock = await startMock();
+    const gw = await startGateway({ identity, grants, providers: providersFor(mock.url),
+      store: { driver: 'postgres', url: url.href, instance: `gw-silent-${process.pid}` } });
+    try {
+      const r = await chat(gw, USER, { model: 'gpt-4o', messages: [] });
+      assert.equal(r.status, 200);
+      await recordUntil(gw, r.headers.get('x-keyless-request-id'), (x) => x.state === 'done');
+      await sleep(1000); // the reads' own records written: nothing left to write
+      silent = true;
+      for (const s of socks) s.destroy();
+      await sleep(2000); // the idle writer has seen its session end meanwhile
+      const t0 = Date.now();
+      await gw.stop();
+      assert.ok(Date.now() - t0 < 5000, `stopping took ${Date.now() - t0} ms: ${gw.output().slice(-3000)}`);
+    } finally {
+      await gw.stop();
+      await mock.stop();
+      for (const s of socks) s.destroy();
+      relay.close();
+    }
+  });
+});
+
 describe('records hold UTF-8 only', () => {
   for (const driver of ['sqlite', 'postgres']) {
     it(`${driver}: a header that is not UTF-8 is recorded with U+FFFD and the writer goes on`,
