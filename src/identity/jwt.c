@@ -699,6 +699,31 @@ static bool holds_nocase(const unsigned char *hay, size_t hl, const char *needle
     return false;
 }
 
+/* A base64 character of either alphabet (base64url, or standard as Basic
+ * credentials use): its value, or -1. */
+static int loose_val(unsigned char c)
+{
+    return c == '+' ? 62 : c == '/' ? 63 : b64_val(c);
+}
+
+size_t kl_b64_loose(const char *s, size_t n, unsigned char *out, size_t *used)
+{
+    size_t o = 0, i = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (; i < n && loose_val((unsigned char)s[i]) >= 0; i++) {
+        acc = (acc << 6) | (uint32_t)loose_val((unsigned char)s[i]);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    if (used)
+        *used = i;
+    return o;
+}
+
 bool kl_jwt_runs_hold(const char *token, size_t len, const char *const *needles, size_t n)
 {
     unsigned char *buf = malloc(len / 4 * 3 + 3);
@@ -706,20 +731,10 @@ bool kl_jwt_runs_hold(const char *token, size_t len, const char *const *needles,
         abort();
     bool found = false;
     for (size_t i = 0; i < len && !found;) {
-        while (i < len && b64_val((unsigned char)token[i]) < 0)
+        while (i < len && loose_val((unsigned char)token[i]) < 0)
             i++;
-        /* decoded leniently: whatever bits end the run are dropped */
-        size_t o = 0;
-        uint32_t acc = 0;
-        int bits = 0;
-        for (; i < len && b64_val((unsigned char)token[i]) >= 0; i++) {
-            acc = (acc << 6) | (uint32_t)b64_val((unsigned char)token[i]);
-            bits += 6;
-            if (bits >= 8) {
-                bits -= 8;
-                buf[o++] = (unsigned char)(acc >> bits);
-            }
-        }
+        size_t used, o = kl_b64_loose(token + i, len - i, buf, &used);
+        i += used;
         for (size_t k = 0; k < n && !found; k++)
             found = holds_nocase(buf, o, needles[k]);
     }

@@ -73,6 +73,12 @@ const char *kl_jwt_peek_issuer(const char *token, size_t len, kl_arena *a);
  * or the whole token beside the bytes that spoilt it. */
 bool kl_jwt_runs_hold(const char *token, size_t len, const char *const *needles, size_t n);
 
+/* The run of base64 characters of either alphabet at s[0..n) decoded
+ * leniently, up to the first other byte (padding included), whatever bits
+ * end it dropped: out needs room for n / 4 * 3 + 3 bytes. Returns the bytes
+ * written; *used (unless NULL) the characters read. */
+size_t kl_b64_loose(const char *s, size_t n, unsigned char *out, size_t *used);
+
 /* Expand a template such as "repo:{repository}@{ref}" or
  * "k8s:{kubernetes.io/namespace}/{kubernetes.io/serviceaccount/name}" from
  * claims: {name} is a top-level claim and '/' descends into objects; "{{"

@@ -705,23 +705,10 @@ static bool run_is_token(kl_exchange *ex, const struct kl_oidc_cfg *o, const cha
 static char *decode_loose(kl_arena *a, const char *s, size_t n, size_t *out_len)
 {
     char *out = kl_arena_alloc(a, n / 4 * 3 + 3);
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        int v = c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26
-              : c >= '0' && c <= '9' ? c - '0' + 52 : c == '+' || c == '-' ? 62 : c == '/' || c == '_' ? 63 : -1;
-        if (v < 0)
-            break;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            char b = (char)(acc >> bits);
-            out[o++] = b ? b : ' ';
-        }
-    }
+    size_t o = kl_b64_loose(s, n, (unsigned char *)out, NULL);
+    for (size_t i = 0; i < o; i++)
+        if (!out[i])
+            out[i] = ' ';
     out[o] = '\0';
     *out_len = o;
     return out;
