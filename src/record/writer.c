@@ -3,9 +3,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/resource.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core/exchange.h"
 #include "core/log.h"
@@ -18,18 +16,6 @@
  * a few thousand requests a second small batches cost the writer several
  * times the CPU per record, on the core the workers need (BENCHMARKS.md). */
 #define KL_WRITER_GATHER_MS 10
-/* The writer thread's nice value. On a core it shares with a worker, a
- * commit (a pwrite per WAL page) or a checkpoint (pread/pwrite pairs) is
- * hundreds of microseconds with no point to yield at, and the kernel did
- * not preempt it for a worker woken by a request or a provider's answer:
- * at one connection (bench scenario 2) 1-1.7 % of the worker's wake-ups
- * waited 200 us to 1.7 ms behind the writer, about 3 % of requests, which
- * made their p99. At nice 19 a woken worker takes the core at once; those
- * waits fell to 0.3-0.5 % (scheduler traces, docs/design.md). The writer
- * still runs whenever the worker waits, and kl_writer_admit makes a worker
- * wait for a writer that is behind; what is written, and when a commit is
- * durable, do not change. */
-#define KL_WRITER_NICE 19
 
 struct kl_writer {
     pthread_t thread;
@@ -137,8 +123,6 @@ static int write_alone(struct kl_writer *w, struct kl_rec **v, size_t n, char *e
 static void *writer_main(void *arg)
 {
     struct kl_writer *w = arg;
-    /* Linux: a thread id names this thread alone, not the process */
-    setpriority(PRIO_PROCESS, (id_t)gettid(), KL_WRITER_NICE);
     struct kl_rec **batch = calloc(w->o.batch, sizeof(*batch));
     if (!batch)
         abort();
