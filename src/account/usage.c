@@ -433,12 +433,14 @@ static size_t member_bytes(const char *s, size_t n, const char *const *keys, siz
 /* ---- OpenAI chat completions ---- */
 
 /* Does a chat chunk carry some of an answer: a non-empty string under a
- * member that holds one (a delta's content, a tool call's arguments ...)?
- * Run on every chunk until one does (usually the first or second). */
+ * member that holds one (a delta's content, a tool call's arguments, the
+ * text of a content part, as Mistral streams its content and magistral
+ * its thinking ...)? Run on every chunk until one does (usually the
+ * first or second). */
 static bool chat_answers(const char *d, size_t n)
 {
     static const char *const keys[] = {"content\"", "arguments\"", "refusal\"", "reasoning\"", "reasoning_content\"",
-                                       "input\"", "transcript\"", "name\""};
+                                       "input\"", "transcript\"", "name\"", "text\""};
     const char *end = d + n;
     for (const char *q = d; (q = memchr(q, '"', (size_t)(end - q))) && q + 1 < end; q++) {
         if (!strchr("carintu", q[1]))

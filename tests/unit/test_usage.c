@@ -2029,6 +2029,11 @@ static void streams_say_whether_they_answered(void **state)
         {KL_USAGE_OPENAI_CHAT, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}", NULL,
          "{\"error\":{\"message\":\"x\"}}", false},
         {KL_USAGE_OPENAI_CHAT, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"content\": \"Hi\"}}]}", NULL, NULL, true},
+        /* Mistral's content parts (magistral's thinking, then text), then an error chunk */
+        {KL_USAGE_OPENAI_CHAT, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"content\":[{\"type\":\"thinking\","
+         "\"thinking\":[{\"type\":\"text\",\"text\":\"Hmm\"}]}]}}]}", NULL, "{\"error\":{\"message\":\"x\"}}", true},
+        {KL_USAGE_OPENAI_CHAT, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"content\":[{\"type\":\"text\",\"text\":\"Hi\"}]}}]}",
+         NULL, NULL, true},
         {KL_USAGE_OPENAI_CHAT, NULL, "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
          "\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}", NULL, NULL, true},
         {KL_USAGE_OPENAI_RESPONSES, "response.created", "{\"type\":\"response.created\"}", "error", "{\"type\":\"error\"}", false},
