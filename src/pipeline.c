@@ -271,14 +271,12 @@ void kl_pipeline_reject(kl_exchange *ex, enum kl_err_kind kind, enum kl_error_cl
     kl_pipeline_finish(ex);
 }
 
-/* Whether a response head says its body is a document, not events: JSON,
- * or HTML (no answer: a captive portal's page, kl_account_begin). */
-static bool document_body(const char *headers)
+/* Whether a response head says its body is JSON. */
+static bool json_body(const char *headers)
 {
     size_t n;
     const char *ct = kl_http_head_value(headers, "content-type", &n);
-    return ct && ((n >= 16 && strncasecmp(ct, "application/json", 16) == 0) ||
-                  (n >= 9 && strncasecmp(ct, "text/html", 9) == 0));
+    return ct && n >= 16 && strncasecmp(ct, "application/json", 16) == 0;
 }
 
 void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
@@ -299,9 +297,11 @@ void kl_pipeline_response_head(kl_exchange *ex, int status, const char *headers,
     }
     /* A streamed answer is events whatever its Content-Type says: some
      * self-hosted servers send none, or text/plain (not Gemini's JSON
-     * array, Bedrock's event stream, a JSON error, nor an HTML page) */
+     * array, Bedrock's event stream, nor a JSON error); one labelled
+     * text/html is held until its first bytes tell events from a page
+     * (kl_account_begin) */
     if (!event_stream && ex->stream && status / 100 == 2 && ex->ep->id != KL_EP_GEMINI_STREAM &&
-        ex->ep->dialect != KL_DIALECT_BEDROCK && !document_body(headers))
+        ex->ep->dialect != KL_DIALECT_BEDROCK && !json_body(headers))
         event_stream = true;
     ex->upstream_status = status;
     /* a redirect is no answer either: keyless does not follow it, and the

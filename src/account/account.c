@@ -79,6 +79,7 @@ struct kl_account {
                                    unless it is JSON after all (release_error) */
     bool page;                  /* a 2xx labelled text/html: held as wrap_error is */
     bool no_answer;             /* ... and read whole, no JSON: a 502, charged nothing (kl_account_unbilled) */
+    bool page_checked;          /* a stream labelled text/html: its first bytes were looked at (forward) */
     bool scan_relayed;          /* a stream kept for guardrails once it has been relayed */
     kl_guard_stream *live;      /* a stream scanned as it passes (guard/stream.h): its events go through it */
     int held_status;
@@ -359,8 +360,10 @@ void kl_account_begin(kl_exchange *ex, int status, bool event_stream, const char
     if (status >= 400 && !event_stream && !json_label(headers))
         a->hold = a->wrap_error = true;
     /* A 2xx HTML page is said as the provider's failure too, unless it is
-     * JSON after all (release_error; then read as any held answer is) */
-    if (status >= 200 && status < 300 && a->usage && a->mode == BODY_WHOLE && html_label(headers))
+     * JSON after all (release_error; then read as any held answer is), or
+     * a stream's events (page_events) */
+    if (status >= 200 && status < 300 && a->usage && (a->mode == BODY_WHOLE || (a->mode == BODY_EVENTS && ex->stream)) &&
+        html_label(headers))
         a->hold = a->wrap_error = a->page = true;
     const struct kl_store_cfg *sc = ex->cfg->store;
     if (sc->captures == KL_CAPTURE_FULL)
@@ -561,9 +564,36 @@ static void refuse_dropped(kl_exchange *ex)
                         "(tool limits, guardrails); try again shortly";
 }
 
+/* A stream request's answer labelled text/html (pipeline.c reads it as
+ * events, as the SDKs read any stream) is held as a page until its first
+ * bytes: events from a server that left its framework's default label
+ * (Flask's text/html) go on as the stream they are, head and all; a page
+ * ('<') stays held, and is a 502 (release_error). */
+static void page_events(kl_exchange *ex, const char *data, size_t len)
+{
+    struct kl_account *a = ex->acct;
+    size_t i = 0;
+    while (i < len && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n'))
+        i++;
+    if (i == len)
+        return; /* nothing to tell by yet */
+    a->page_checked = true;
+    if (data[i] == '<')
+        return;
+    a->hold = a->wrap_error = a->page = false;
+    if (a->hold_head)
+        return; /* the head waits for the first event still (kl_account_release_head) */
+    kl_respond_start(ex, a->held_status, a->held_headers, -1);
+    if (a->held_len)
+        kl_respond_data(ex, a->held, a->held_len);
+    free_held(ex);
+}
+
 static void forward(kl_exchange *ex, const char *data, size_t len)
 {
     struct kl_account *a = ex->acct;
+    if (a->page && a->mode == BODY_EVENTS && !a->page_checked)
+        page_events(ex, data, len);
     if (a->kind == KL_USAGE_ANTHROPIC && a->mode == BODY_EVENTS)
         note_block(a, data, len);
     if (!a->scan_held) /* that one is captured as relayed, if it is (release) */

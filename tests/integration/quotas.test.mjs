@@ -1207,6 +1207,85 @@ describe('spend quotas', () => {
     }
   });
 
+  it('a stream labelled text/html (Flask\'s default mimetype) that is events is relayed as the stream the SDKs read, and charged what it used', async () => {
+    // The OpenAI and Anthropic SDKs read a stream's body as events whatever
+    // its Content-Type; a self-hosted server that leaves Flask's default
+    // (text/html) on its event stream works without keyless.
+    const events = [
+      { id: 'c', object: 'chat.completion.chunk', model: 'gpt-4o', choices: [{ index: 0, delta: { role: 'assistant', content: 'hi' } }] },
+      { id: 'c', object: 'chat.completion.chunk', model: 'gpt-4o', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] },
+      { id: 'c', object: 'chat.completion.chunk', model: 'gpt-4o', choices: [], usage: { prompt_tokens: 10, completion_tokens: 2, total_tokens: 12 } },
+    ].map((e) => `data: ${JSON.stringify(e)}\n\n`).join('') + 'data: [DONE]\n\n';
+    const up = await rawProvider((req, sock) => {
+      sock.end(`HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(events)}\r\n` +
+        `Connection: close\r\n\r\n${events}`);
+    });
+    const gw = await startGateway({
+      quotas: { q: { capacity: '$1.00' } },
+      grants: grant([{ bucket: 'q' }]),
+      providers: { openai: { baseurl: `http://127.0.0.1:${up.address().port}`, apikey: 'k', models: ['gpt-4o'],
+        compatibility: { openai_chat: true } } },
+      failover: { max_attempts: 1 },
+    });
+    try {
+      const r = await post(gw, '/v1/chat/completions', JSON.stringify({ model: 'gpt-4o', max_tokens: 100, stream: true,
+        stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'x' }] }));
+      const text = await r.text();
+      assert.equal(r.status, 200, text);
+      assert.match(text, /"content":"hi"/);
+      const rec = await finalRecord(gw, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.status, 200);
+      assert.equal(rec.input_tokens, 10);
+      assert.equal(rec.output_tokens, 2);
+    } finally {
+      await gw.stop();
+      up.close();
+    }
+    // Anthropic's, with another provider to fail over to (its head waits
+    // for the first event): the events go on; a page is still a 502
+    const msgs = [
+      ['message_start', { type: 'message_start', message: { id: 'm', type: 'message', role: 'assistant', model: 'claude-sonnet-4-5',
+        content: [], stop_reason: null, usage: { input_tokens: 10, output_tokens: 1 } } }],
+      ['content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }],
+      ['content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'hi' } }],
+      ['content_block_stop', { type: 'content_block_stop', index: 0 }],
+      ['message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 2 } }],
+      ['message_stop', { type: 'message_stop' }],
+    ].map(([e, d]) => `event: ${e}\ndata: ${JSON.stringify(d)}\n\n`).join('');
+    const page = '<!DOCTYPE html><html><head><title>Portal</title></head><body>x</body></html>';
+    const up2 = await rawProvider((req, sock) => {
+      const body = req.includes('/page/') ? page : msgs;
+      sock.end(`HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+        `Connection: close\r\n\r\n${body}`);
+    });
+    const base = `http://127.0.0.1:${up2.address().port}`;
+    const gw2 = await startGateway({
+      grants: grant([]),
+      providers: {
+        a: { baseurl: base, apikey: 'k', authorization: 'x-api-key', models: ['claude-sonnet-4-5'], compatibility: { anthropic_messages: true } },
+        b: { baseurl: base, apikey: 'k', authorization: 'x-api-key', models: ['claude-sonnet-4-5'], compatibility: { anthropic_messages: true } },
+        p: { baseurl: `${base}/page`, apikey: 'k', authorization: 'x-api-key', models: ['claude-haiku-4-5'], compatibility: { anthropic_messages: true } },
+        p2: { baseurl: `${base}/page`, apikey: 'k', authorization: 'x-api-key', models: ['claude-haiku-4-5'], compatibility: { anthropic_messages: true } },
+      },
+    });
+    try {
+      const r = await post(gw2, '/v1/messages', JSON.stringify({ model: 'claude-sonnet-4-5', max_tokens: 100, stream: true,
+        messages: [{ role: 'user', content: 'x' }] }), { 'anthropic-version': '2023-06-01' });
+      const text = await r.text();
+      assert.equal(r.status, 200, text);
+      assert.match(text, /"text":"hi"/);
+      const rec = await finalRecord(gw2, r.headers.get('x-keyless-request-id'));
+      assert.equal(rec.output_tokens, 2);
+      const p = await post(gw2, '/v1/messages', JSON.stringify({ model: 'claude-haiku-4-5', max_tokens: 100, stream: true,
+        messages: [{ role: 'user', content: 'x' }] }), { 'anthropic-version': '2023-06-01' });
+      assert.equal(p.status, 502);
+      assert.match((await p.json()).error.message, /not an answer.*Portal/);
+    } finally {
+      await gw2.stop();
+      up2.close();
+    }
+  });
+
   it('an input the request only points at (a stored conversation, a remote file, a provider-run tool) is reserved too', async () => {
     // The body's size cannot show what previous_response_id brings in: each
     // such input reserves limits.referenced_input_tokens more prompt.
