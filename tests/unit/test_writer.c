@@ -4,7 +4,6 @@
  * in-progress row written before it (or is inserted when that row is not there); a
  * database of the previous schema opens and is migrated. */
 #include <pthread.h>
-#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -668,54 +667,6 @@ static void retention_catches_up_with_a_backlog(void **state)
     remove_db(path);
 }
 
-/* A thread that keeps its CPU busy at the default priority until *stop. */
-static void *busy_loop(void *arg)
-{
-    volatile bool *stop = arg;
-    while (!*stop)
-        ;
-    return NULL;
-}
-
-/* On a core other processes keep busy (a build, another service), a writer
- * that gives way to every thread there got about 1.5 % of it: a batch took
- * longer than a request waits for one (kl_writer_admit), requests stopped
- * waiting, and the queue filled until requests were refused 503. Here the
- * caller, the writer and a busy loop share one CPU; requests arriving as
- * fast as the caller can make them must be slowed, never refused. */
-static void writer_keeps_up_on_a_busy_core(void **state)
-{
-    (void)state;
-    cpu_set_t one, was;
-    assert_int_equal(pthread_getaffinity_np(pthread_self(), sizeof(was), &was), 0);
-    CPU_ZERO(&one);
-    CPU_SET(sched_getcpu(), &one);
-    assert_int_equal(pthread_setaffinity_np(pthread_self(), sizeof(one), &one), 0); /* the threads below inherit it */
-    char path[32];
-    struct kl_store *s = temp_store(path);
-    struct kl_writer_opts o = {.queue = 2048, .batch = 512};
-    struct kl_writer *w = kl_writer_start(s, &o);
-    volatile bool stop = false;
-    pthread_t hog;
-    assert_int_equal(pthread_create(&hog, NULL, busy_loop, (void *)&stop), 0);
-    int refused = 0, n = 12000;
-    for (int i = 0; i < n; i++) {
-        char id[32];
-        snprintf(id, sizeof(id), "busy-%d", i);
-        if (kl_writer_admit(w))
-            kl_writer_push(w, rec(id, KL_REC_DONE));
-        else
-            refused++;
-    }
-    stop = true;
-    pthread_join(hog, NULL);
-    pthread_setaffinity_np(pthread_self(), sizeof(was), &was);
-    kl_writer_stop(w);
-    remove_db(path);
-    if (refused)
-        fail_msg("%d of %d requests refused beside a busy loop", refused, n);
-}
-
 static void full_queue_refuses_and_nothing_is_lost(void **state)
 {
     (void)state;
@@ -908,7 +859,6 @@ int main(void)
         cmocka_unit_test(packed_record_text_is_utf8),
         cmocka_unit_test(packed_record_text_strict_utf8),
         cmocka_unit_test(full_queue_refuses_and_nothing_is_lost),
-        cmocka_unit_test(writer_keeps_up_on_a_busy_core),
         cmocka_unit_test(request_waits_for_a_writer_behind),
         cmocka_unit_test(stuck_writer_is_waited_for_once),
         cmocka_unit_test(final_row_updates_or_inserts),
