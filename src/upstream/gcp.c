@@ -686,7 +686,9 @@ static void drop_unused(kl_gcp_tokens *t, int64_t now, int64_t *next)
 {
     for (struct entry **p = &t->entries, *e; (e = *p);) {
         if (e->kept || e->renewing || (e->token && e->usable_ms > now)) {
-            if (!e->kept && e->usable_ms < *next)
+            /* one whose try runs is looked at again when it ends (the try
+             * wakes the keeper); its token's end may be past already */
+            if (!e->kept && e->usable_ms > now && e->usable_ms < *next)
                 *next = e->usable_ms;
             p = &e->next;
             continue;

@@ -11,7 +11,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import crypto from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AnthropicVertex } from '@anthropic-ai/vertex-sdk';
 import { GoogleGenAI } from '@google/genai';
@@ -843,6 +843,48 @@ describe('Vertex AI', () => {
     } finally {
       await g.stop();
       await new Promise((r) => md.close(r));
+    }
+  });
+
+  it('a reload that removes a credential whose try hangs leaves the keeper idle, not spinning until the try ends', async () => {
+    const dir = tempDir('kl-wif-drop-');
+    const exe = join(dir, 'get-token');
+    const started = join(dir, 'started');
+    writeFileSync(exe, `#!/bin/sh\necho $$ > ${started}\nexec sleep 60\n`, { mode: 0o755 });
+    const f = join(dir, 'cred.json');
+    writeFileSync(f, JSON.stringify({ type: 'external_account', audience: '//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x',
+      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', token_url: 'http://127.0.0.1:1/v1/token',
+      credential_source: { executable: { command: exe, timeout_millis: 30000 } } }));
+    const g = await startGateway({ providers: {
+      fed: { ...vertexProvider(mock.url, '{}'), apikey: `file:${f}`, models: ['gemini-2.5-pro'] } } },
+    { env: { GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES: '1' } });
+    // the keeper's CPU time, in clock ticks (utime + stime of its thread)
+    const { readdirSync } = await import('node:fs');
+    const keeperTicks = () => {
+      for (const tid of readdirSync(`/proc/${g.proc.pid}/task`)) {
+        let comm;
+        try { comm = readFileSync(`/proc/${g.proc.pid}/task/${tid}/comm`, 'utf8').trim(); } catch { continue; }
+        if (comm !== 'kl-gcp-tokens') continue;
+        const stat = readFileSync(`/proc/${g.proc.pid}/task/${tid}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        return Number(fields[11]) + Number(fields[12]);
+      }
+      return null;
+    };
+    try {
+      for (let i = 0; i < 100 && !existsSync(started); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(existsSync(started), 'the executable runs');
+      const c = JSON.parse(readFileSync(g.configPath, 'utf8'));
+      c.providers = { other: { ...vertexProvider(mock.url, '{}'), apikey: 'gcp-metadata', models: [SONNET] } };
+      writeFileSync(g.configPath, JSON.stringify(c));
+      assert.match(await g.reload(), /configuration reloaded/);
+      const t0 = keeperTicks();
+      assert.notEqual(t0, null, 'the keeper thread is found');
+      await new Promise((r) => setTimeout(r, 2000));
+      const spent = keeperTicks() - t0;
+      assert.ok(spent <= 5, `the keeper spent ${spent} ticks of 200 while the removed credential's try hung`);
+    } finally {
+      await g.stop();
     }
   });
 
