@@ -713,6 +713,17 @@ struct renewal {
     struct entry *e;
 };
 
+/* A try that failed (t's lock held): the next after 1, 2, 4 ... 60 s. */
+static void failed(kl_gcp_tokens *t, struct entry *e, int64_t now, const char *err)
+{
+    int64_t delay = (int64_t)1000 << (e->failures < 6 ? e->failures : 6);
+    e->due_ms = now + (delay < 60000 ? delay : 60000);
+    e->failures++;
+    snprintf(e->error, sizeof(e->error), "%s", err);
+    if (!atomic_load(&t->stop)) /* a try the stop aborted is no news */
+        kl_warn("Google access token for %s: %s", e->email, err);
+}
+
 /* One try for one credential, in a thread of its own: a token endpoint or
  * an external account's program that hangs (up to 120 s) holds up no other
  * credential's renewal (a metadata server's cached token may have only 5
@@ -754,12 +765,7 @@ static void *renew_main(void *arg)
             kl_info("Google access token for %s: obtained again", e->email);
         e->error[0] = '\0';
     } else {
-        int64_t delay = (int64_t)1000 << (e->failures < 6 ? e->failures : 6);
-        e->due_ms = now + (delay < 60000 ? delay : 60000);
-        e->failures++;
-        snprintf(e->error, sizeof(e->error), "%s", err);
-        if (!atomic_load(&t->stop)) /* a try the stop aborted is no news */
-            kl_warn("Google access token for %s: %s", e->email, err);
+        failed(t, e, now, err);
     }
     e->tried = true;
     e->busy = false;
@@ -792,9 +798,22 @@ static void *keeper_main(void *arg)
                     abort();
                 *job = (struct renewal){t, e};
                 e->busy = e->renewing = true;
-                if (pthread_create(&e->renewer, NULL, renew_main, job) != 0)
-                    abort();
-                pthread_setname_np(e->renewer, "kl-gcp-renew");
+                int rc = pthread_create(&e->renewer, NULL, renew_main, job);
+                if (rc == 0) {
+                    pthread_setname_np(e->renewer, "kl-gcp-renew");
+                    continue;
+                }
+                /* no thread (a pids limit reached): a failed try, repeated
+                 * as one, rather than the gateway's end */
+                free(job);
+                e->busy = e->renewing = false;
+                char err[128];
+                snprintf(err, sizeof(err), "no thread to renew it: %s", strerror(rc));
+                failed(t, e, now, err);
+                e->tried = true;
+                pthread_cond_broadcast(&t->cond);
+                if (e->due_ms < next)
+                    next = e->due_ms;
             } else if (e->due_ms < next) {
                 next = e->due_ms;
             }

@@ -1,6 +1,10 @@
 /* Google service-account key files, as a provider's apikey holds them. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -391,6 +395,43 @@ static void reload_drops_unused(void **state)
     kl_gcp_tokens_stop(t);
 }
 
+/* pthread_create, failing with EAGAIN (a pids limit reached) while
+ * no_threads is set: the keeper's calls resolve to this one. */
+static atomic_bool no_threads;
+
+int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+    static int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+    if (atomic_load(&no_threads))
+        return EAGAIN;
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "pthread_create");
+    return real(th, attr, fn, arg);
+}
+
+/* A try that gets no thread of its own fails as a try does (its error
+ * kept, tried again later), rather than ending the gateway. */
+static void no_thread_is_a_failed_try(void **state)
+{
+    (void)state;
+    struct kl_gcp_cred c = {.source = KL_GCP_AUTHORIZED_USER, .email = "authorized_user:c2",
+                            .token_uri = "http://127.0.0.1:1/token", .client_id = "c2",
+                            .client_secret = "s2", .refresh_token = "r2"};
+    const struct kl_gcp_cred *creds[] = {&c};
+    kl_gcp_tokens *t = kl_gcp_tokens_start();
+    atomic_store(&no_threads, true);
+    kl_gcp_tokens_keep(t, creds, 1);
+    kl_gcp_tokens_wait(t, 5000);
+    atomic_store(&no_threads, false);
+    kl_arena a;
+    kl_arena_init(&a);
+    const char *problem = NULL, *project = NULL;
+    assert_null(kl_gcp_token(t, &c, &a, &problem, &project));
+    assert_non_null(strstr(problem, "refused or failed"));
+    kl_arena_free(&a);
+    kl_gcp_tokens_stop(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -401,6 +442,7 @@ int main(void)
         cmocka_unit_test(reads_external_account),
         cmocka_unit_test(config_reads_key_files),
         cmocka_unit_test(reload_drops_unused),
+        cmocka_unit_test(no_thread_is_a_failed_try),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
