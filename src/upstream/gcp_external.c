@@ -287,9 +287,12 @@ static void idp_error(const char *body, char *out, size_t outlen)
 static int get_text(const char *method, const char *url, const char *const *headers, const char *what,
                     const atomic_bool *stop, char **body, char *err, size_t errlen)
 {
-    struct kl_sync_req q = {.method = method, .url = url, .headers = headers, .no_proxy = imds_url_ok(url)};
+    char shown[512];
+    kl_sync_url_shown(shown, sizeof(shown), url);
+    struct kl_sync_req q = {.method = method, .url = url, .shown = shown, .headers = headers,
+                            .no_proxy = imds_url_ok(url)};
     struct kl_sync_reply r;
-    char why[256];
+    char why[768];
     if (kl_sync_fetch(&q, stop, &r, why, sizeof(why)) < 0) {
         snprintf(err, errlen, "%s (%s)", why, what);
         return -1;
@@ -297,7 +300,7 @@ static int get_text(const char *method, const char *url, const char *const *head
     if (r.status != 200 || !r.body || strlen(r.body) != r.len) {
         char idp[320];
         idp_error(r.status != 200 ? r.body : NULL, idp, sizeof(idp));
-        snprintf(err, errlen, "%s %s (%s): HTTP %ld%s%s", method, url, what, r.status, idp,
+        snprintf(err, errlen, "%s %s (%s): HTTP %ld%s%s", method, shown, what, r.status, idp,
                  r.status != 200 ? "" : !r.body ? ", empty" : ", a NUL byte in it");
         kl_sync_reply_free(&r);
         return -1;
@@ -331,7 +334,10 @@ static int file_or_url_token(const struct external *x, const atomic_bool *stop, 
         if (rc < 0)
             return -1;
     }
-    const char *where = x->file ? x->file : x->url;
+    char shown[512];
+    if (x->url)
+        kl_sync_url_shown(shown, sizeof(shown), x->url);
+    const char *where = x->file ? x->file : shown;
     char *tok = NULL;
     if (x->json_field) {
         cJSON *j = cJSON_Parse(text);

@@ -108,3 +108,15 @@ bool kl_sync_url_ok(const char *url, const char *const *http_hosts, bool https_a
     return ok;
 }
 
+
+void kl_sync_url_shown(char *out, size_t cap, const char *url)
+{
+    const char *sep = strstr(url, "://");
+    const char *host = sep ? sep + 3 : url;
+    size_t authority = strcspn(host, "/?#");
+    for (const char *at; (at = memchr(host, '@', authority));) {
+        authority -= (size_t)(at + 1 - host);
+        host = at + 1;
+    }
+    snprintf(out, cap, "%.*s%.*s", sep ? (int)(sep + 3 - url) : 0, url, (int)strcspn(host, "?#"), host);
+}

@@ -40,5 +40,9 @@ void kl_sync_reply_free(struct kl_sync_reply *r);
  * http_hosts (NULL-terminated, IPv6 in brackets) or, when https_anywhere,
  * https:// to any host. */
 bool kl_sync_url_ok(const char *url, const char *const *http_hosts, bool https_anywhere);
+/* url as a log may name it (a kl_sync_req's shown): its scheme, host, port
+ * and path, without a user and password or a query, either of which may be
+ * a credential; cut to fit cap. */
+void kl_sync_url_shown(char *out, size_t cap, const char *url);
 
 #endif

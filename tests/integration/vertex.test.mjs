@@ -994,6 +994,39 @@ describe('Vertex AI', () => {
         assert.ok(!out.includes(secret), 'no subject, federated or impersonated token in the log');
   });
 
+  it('a URL source\'s user, password and query (each may be a credential) are not in the log when it fails', async () => {
+    const pw = `pw-${crypto.randomBytes(6).toString('hex')}`, sig = `sig-${crypto.randomBytes(6).toString('hex')}`;
+    const idp = http.createServer((req, res) => {
+      if (req.url.startsWith('/down')) return res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"unavailable"}');
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('not json');
+    });
+    await new Promise((r) => idp.listen(0, '127.0.0.1', r));
+    const dir = tempDir('kl-wif-url-');
+    const cred = (name, url) => {
+      const f = join(dir, `${name}.json`);
+      writeFileSync(f, JSON.stringify({ type: 'external_account', audience: `//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/${name}`,
+        subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', token_url: 'http://127.0.0.1:1/v1/token',
+        credential_source: { url, format: { type: 'json', subject_token_field_name: 'access_token' } } }));
+      return { ...vertexProvider(mock.url, '{}'), apikey: `file:${f}`, models: [`m-${name}`] };
+    };
+    const port = idp.address().port;
+    const g = await startGateway({ providers: {
+      refused: cred('refused', `http://svc:${pw}@127.0.0.1:1/token?sig=${sig}`),
+      down: cred('down', `http://svc:${pw}@127.0.0.1:${port}/down?sig=${sig}#frag`),
+      plain: cred('plain', `http://svc:${pw}@127.0.0.1:${port}/plain?sig=${sig}`) } });
+    try {
+      const want = [/providers\/refused: GET http:\/\/127\.0\.0\.1:1\/token: /, /providers\/down: GET http:\/\/127\.0\.0\.1:\d+\/down \(the subject token\): HTTP 500/,
+        /providers\/plain: the subject token at http:\/\/127\.0\.0\.1:\d+\/plain: not JSON/];
+      for (let i = 0; i < 500 && !want.every((re) => re.test(g.output())); i++) await new Promise((r) => setTimeout(r, 10));
+      for (const re of want) assert.match(g.output(), re);
+      assert.ok(!g.output().includes(pw), 'no password in the log');
+      assert.ok(!g.output().includes(sig), 'no query in the log');
+    } finally {
+      await g.stop();
+      await new Promise((r) => idp.close(r));
+    }
+  });
+
   it('workload identity federation from an executable (pluggable auth): its answer, its cached answer, its refusals', async () => {
     const audience = '//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/okta/providers/saml';
     const subject = `eyJhbGciOiJSUzI1NiJ9.exe-${crypto.randomBytes(8).toString('hex')}.sig`;
