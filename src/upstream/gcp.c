@@ -485,7 +485,9 @@ int kl_gcp_impersonate(const char *url, const char *bearer, const cJSON *delegat
         cJSON_AddItemToObject(req, "delegates", cJSON_Duplicate(delegates, true));
     cJSON_AddStringToObject(req, "lifetime", kl_arena_printf(&a, "%lds", lifetime_s_asked));
     const char *body = kl_json_print_arena(&a, req, "", ""); /* req freed */
-    struct kl_sync_req q = {.method = "POST", .url = url, .body = body, .headers = h};
+    char shown[512]; /* without a user, password or query: the log's */
+    kl_sync_url_shown(shown, sizeof(shown), url);
+    struct kl_sync_req q = {.method = "POST", .url = url, .shown = shown, .body = body, .headers = h};
     struct kl_sync_reply r;
     int result = -1;
     if (kl_sync_fetch(&q, stop, &r, err, errlen) == 0) {
@@ -497,14 +499,14 @@ int kl_gcp_impersonate(const char *url, const char *bearer, const cJSON *delegat
         if (r.status != 200 || !tok) {
             /* IAM's error: {"error": {"code", "message", "status"}} */
             const char *status = kl_gcp_field(e, "status"), *message = kl_gcp_field(e, "message");
-            snprintf(err, errlen, "POST %s: HTTP %ld%s%.40s%s%.300s", url, r.status, status ? " " : "",
+            snprintf(err, errlen, "POST %s: HTTP %ld%s%.40s%s%.300s", shown, r.status, status ? " " : "",
                      status ? status : "", message ? ": " : "", message ? message : "");
             if (r.status == 200)
-                snprintf(err, errlen, "POST %s: the answer has no accessToken", url);
+                snprintf(err, errlen, "POST %s: the answer has no accessToken", shown);
         } else if (!expires_ms) {
-            snprintf(err, errlen, "POST %s: the answer has no expireTime", url);
+            snprintf(err, errlen, "POST %s: the answer has no expireTime", shown);
         } else if (left_s < 60) {
-            snprintf(err, errlen, "POST %s: the token's expireTime %.40s is past, or this machine's clock is off", url,
+            snprintf(err, errlen, "POST %s: the token's expireTime %.40s is past, or this machine's clock is off", shown,
                      expiry);
         } else {
             *token = strdup(tok);
@@ -577,12 +579,14 @@ static int mint(const struct kl_gcp_cred *cred, const atomic_bool *stop, char **
         kl_arena_free(&a);
         return -1;
     }
-    struct kl_sync_req q = {.method = form ? "POST" : "GET", .url = cred->token_uri, .body = form,
+    char shown[512]; /* without a user, password or query: the log's */
+    kl_sync_url_shown(shown, sizeof(shown), cred->token_uri);
+    struct kl_sync_req q = {.method = form ? "POST" : "GET", .url = cred->token_uri, .shown = shown, .body = form,
                             .headers = metadata ? metadata_headers : NULL, .no_proxy = metadata};
     struct kl_sync_reply r;
     int result = -1;
     if (kl_sync_fetch(&q, stop, &r, err, errlen) == 0) {
-        result = kl_gcp_oauth_answer(q.method, cred->token_uri, &r, token, lifetime_s, err, errlen);
+        result = kl_gcp_oauth_answer(q.method, shown, &r, token, lifetime_s, err, errlen);
         /* no token without the project its requests go to */
         if (result == 0 && metadata && project && metadata_project(cred, stop, project, err, errlen) < 0) {
             kl_gcp_wipe_free(*token);

@@ -547,11 +547,14 @@ static int exchange(const struct external *x, const char *subject, const atomic_
         OPENSSL_cleanse((char *)pair, strlen(pair));
     }
     const char *h[] = {basic, NULL};
-    struct kl_sync_req q = {.method = "POST", .url = x->token_url, .body = form, .headers = basic ? h : NULL};
+    char shown[512]; /* without a user, password or query: the log's */
+    kl_sync_url_shown(shown, sizeof(shown), x->token_url);
+    struct kl_sync_req q = {.method = "POST", .url = x->token_url, .shown = shown, .body = form,
+                            .headers = basic ? h : NULL};
     struct kl_sync_reply r;
     int result = -1;
     if (kl_sync_fetch(&q, stop, &r, err, errlen) == 0) {
-        result = kl_gcp_oauth_answer("POST", x->token_url, &r, federated, lifetime_s, err, errlen);
+        result = kl_gcp_oauth_answer("POST", shown, &r, federated, lifetime_s, err, errlen);
         kl_sync_reply_free(&r);
     }
     OPENSSL_cleanse(escaped, strlen(escaped));

@@ -22,7 +22,8 @@ const char *kl_gcp_field(const cJSON *o, const char *k);
 bool kl_gcp_url_safe(const char *u);
 /* s percent-encoded for a form, in a. */
 char *kl_gcp_url_escaped(kl_arena *a, const char *s);
-/* An OAuth token endpoint's answer (Google's, or its STS's) to verb url:
+/* An OAuth token endpoint's answer (Google's, or its STS's) to verb url
+ * (as the log may name it: kl_sync_url_shown):
  * 0 with *token (malloc) and *lifetime_s, or -1 with err. */
 int kl_gcp_oauth_answer(const char *verb, const char *url, const struct kl_sync_reply *r, char **token,
                         long *lifetime_s, char *err, size_t errlen);

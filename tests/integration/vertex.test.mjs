@@ -251,6 +251,14 @@ async function sdkCallerProject(g) {
   assert.equal(r.content[0].text, 'Hello from mockllm.');
 }
 
+// Waits until g's log has a line matching each of want, then checks that
+// none of secrets ({what: text}) is in it.
+async function logNames(g, want, secrets) {
+  for (let i = 0; i < 500 && !want.every((re) => re.test(g.output())); i++) await new Promise((r) => setTimeout(r, 10));
+  for (const re of want) assert.match(g.output(), re);
+  for (const [what, text] of Object.entries(secrets)) assert.ok(!g.output().includes(text), `no ${what} in the log`);
+}
+
 describe('Vertex AI', () => {
   let mock, gw, tokens, sa;
   const noSecrets = (text, where) => {
@@ -1017,13 +1025,47 @@ describe('Vertex AI', () => {
     try {
       const want = [/providers\/refused: GET http:\/\/127\.0\.0\.1:1\/token: /, /providers\/down: GET http:\/\/127\.0\.0\.1:\d+\/down \(the subject token\): HTTP 500/,
         /providers\/plain: the subject token at http:\/\/127\.0\.0\.1:\d+\/plain: not JSON/];
-      for (let i = 0; i < 500 && !want.every((re) => re.test(g.output())); i++) await new Promise((r) => setTimeout(r, 10));
-      for (const re of want) assert.match(g.output(), re);
-      assert.ok(!g.output().includes(pw), 'no password in the log');
-      assert.ok(!g.output().includes(sig), 'no query in the log');
+      await logNames(g, want, { password: pw, query: sig });
     } finally {
       await g.stop();
       await new Promise((r) => idp.close(r));
+    }
+  });
+
+  it('a token endpoint\'s user, password and query are not in the log when it refuses or cannot be reached', async () => {
+    const pw = `pw-${crypto.randomBytes(6).toString('hex')}`, sig = `sig-${crypto.randomBytes(6).toString('hex')}`;
+    const ep = http.createServer((req, res) => {
+      if (req.url.startsWith('/tok')) // the impersonation's source gets its token; everything else is refused
+        return res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: 'ya29.src', expires_in: 3600 }));
+      res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":"invalid_grant","error_description":"no"}');
+    });
+    await new Promise((r) => ep.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${ep.address().port}`;
+    const dir = tempDir('kl-tok-url-');
+    const subjectFile = join(dir, 'subject');
+    writeFileSync(subjectFile, 'eyJhbGciOiJSUzI1NiJ9.subject.sig');
+    const user = { type: 'authorized_user', client_id: 'cid', client_secret: 'csec', refresh_token: 'rtok' };
+    const files = {
+      refused: { ...user, token_uri: `https://svc:${pw}@127.0.0.1:1/token?sig=${sig}` },
+      sts: { type: 'external_account', audience: '//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/sts',
+        subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', token_url: `${base}/sts?sig=${sig}`,
+        credential_source: { file: subjectFile } },
+      imp: { type: 'impersonated_service_account', source_credentials: { ...user, token_uri: `${base}/tok` },
+        service_account_impersonation_url: `${base}/v1/projects/-/serviceAccounts/imp@p.iam.gserviceaccount.com:generateAccessToken?sig=${sig}` },
+    };
+    const providers = {};
+    for (const [name, body] of Object.entries(files)) {
+      writeFileSync(join(dir, `${name}.json`), JSON.stringify(body));
+      providers[name] = { ...vertexProvider(mock.url, '{}'), apikey: `file:${join(dir, `${name}.json`)}`, models: [`m-${name}`] };
+    }
+    const g = await startGateway({ providers });
+    try {
+      const want = [/authorized_user:cid: POST https:\/\/127\.0\.0\.1:1\/token: /, /providers\/sts: POST http:\/\/127\.0\.0\.1:\d+\/sts: HTTP 400 invalid_grant/,
+        /impersonated:imp@p\.iam\.gserviceaccount\.com: POST http:\/\/127\.0\.0\.1:\d+\/v1\/projects\/-\/serviceAccounts\/imp@p\.iam\.gserviceaccount\.com:generateAccessToken: HTTP 400/];
+      await logNames(g, want, { password: pw, query: sig });
+    } finally {
+      await g.stop();
+      await new Promise((r) => ep.close(r));
     }
   });
 
