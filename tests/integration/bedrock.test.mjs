@@ -193,7 +193,7 @@ describe('Amazon Bedrock', () => {
       let rec;
       for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
         await new Promise((res) => setTimeout(res, 30));
-        rec = (await (await fetch(`${g.url}/api/requests?limit=1`)).json()).requests[0];
+        rec = (await (await fetch(`${g.url}/api/requests?limit=1&model=${encodeURIComponent(LLAMA)}`)).json()).requests[0];
       }
       assert.deepEqual([rec.usage_known, rec.input_tokens, rec.output_tokens], [1, 31, 12]);
       assert.equal(rec.cost_known, 0, 'no price for Llama in the table: cost unknown, not 0');
@@ -346,7 +346,7 @@ describe('Amazon Bedrock', () => {
       let rec;
       for (let i = 0; i < 100 && !(rec && rec.state === 'done'); i++) {
         await new Promise((res) => setTimeout(res, 30));
-        rec = (await (await fetch(`${g.url}/api/requests?limit=1`)).json()).requests[0];
+        rec = (await (await fetch(`${g.url}/api/requests?limit=1&model=${encodeURIComponent(HAIKU)}`)).json()).requests[0];
       }
       assert.equal(rec.error_class, 'quota_exceeded');
       assert.equal(rec.output_tokens, 900000, 'what the provider reported is recorded');
