@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/text.h"
+
 _Static_assert(KL_LOG_BUF_SIZE <= PIPE_BUF, "a buffer must go out in one atomic write");
 _Static_assert(KL_LOG_LINE_MAX <= KL_LOG_BUF_SIZE, "a line must fit a buffer");
 
@@ -180,22 +182,6 @@ void kl_log_line_str(struct kl_log_line *l, const char *s)
     l->len += defang(l->text + l->len, n);
 }
 
-/* The bytes of the UTF-8 character at p (of n), its lead byte and as many
- * continuation bytes as it says; 0 for a byte that begins none (a stray
- * continuation byte, or a lead byte followed by ASCII: copying that whole
- * would let a '"', a space or a '%' after it into the line unescaped). */
-static size_t utf8_char(const unsigned char *p, size_t n)
-{
-    size_t c = p[0] >= 0xc2 && p[0] <= 0xdf ? 2 : p[0] >= 0xe0 && p[0] <= 0xef ? 3
-             : p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : 0;
-    if (c > n)
-        return 0;
-    for (size_t k = 1; k < c; k++)
-        if ((p[k] & 0xc0) != 0x80)
-            return 0;
-    return c;
-}
-
 /* s escaped into at most max bytes of l, cut before a character (or its
  * escapes) that would not fit whole: each byte escaped takes three, so a
  * field's own length says little of its room on the line. */
@@ -210,9 +196,10 @@ static void put_escaped(struct kl_log_line *l, const char *s, bool keep_percent,
          * any other '%' (a path cut inside an escape before it got here)
          * becomes %25, so the field still decodes to the bytes received. */
         bool escape = keep_percent && p[i] == '%' && n - i >= 3 && isxdigit(p[i + 1]) && isxdigit(p[i + 2]);
-        /* a UTF-8 character is copied whole or not at all; a byte of none
-         * is escaped */
-        size_t c = escape ? 3 : p[i] < 0x80 ? 1 : utf8_char(p + i, n - i);
+        /* a UTF-8 character is copied whole or not at all; a byte that
+         * begins none is escaped, or a lead byte would carry the bytes
+         * after it (a quote, a control, half of U+2028) onto the line */
+        size_t c = escape ? 3 : kl_utf8_seq((const char *)p + i);
         if (!run && c && p[i] != ' ' && p[i] != '"' && (p[i] != '%' || escape) && p[i] >= 0x20 && p[i] != 0x7f) {
             if (l->len + c > end)
                 return;

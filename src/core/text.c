@@ -103,10 +103,9 @@ const char *kl_join(kl_arena *a, const char *const *v, size_t n, char sep)
     return s;
 }
 
-/* The length of the well-formed UTF-8 sequence (RFC 3629) at p, or 0: no
- * overlong forms, no surrogates, nothing above U+10FFFF. */
-static size_t utf8_seq(const unsigned char *p)
+size_t kl_utf8_seq(const char *s)
 {
+    const unsigned char *p = (const unsigned char *)s;
     unsigned char c = p[0];
     if (c < 0x80)
         return 1;
@@ -166,7 +165,7 @@ size_t kl_utf8_clean_len_n(const char *s, size_t len)
         return len;
     size_t n = ascii;
     for (const unsigned char *p = (const unsigned char *)s + ascii; *p;) {
-        size_t k = utf8_seq(p);
+        size_t k = kl_utf8_seq((const char *)p);
         n += k ? k : 3;
         p += k ? k : 1;
     }
@@ -179,7 +178,7 @@ size_t kl_utf8_clean(char *out, const char *s)
     memcpy(out, s, ascii);
     char *o = out + ascii;
     for (const unsigned char *p = (const unsigned char *)s + ascii; *p;) {
-        size_t k = utf8_seq(p);
+        size_t k = kl_utf8_seq((const char *)p);
         if (k) {
             memcpy(o, p, k);
             o += k;

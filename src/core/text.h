@@ -65,6 +65,10 @@ size_t kl_utf8_clean_len(const char *s);
  * already (a replaced byte grows by two), so that s is its own clean copy. */
 size_t kl_utf8_clean_len_n(const char *s, size_t len);
 size_t kl_utf8_clean(char *out, const char *s);
+/* The length of the well-formed UTF-8 sequence (RFC 3629) at s, a NUL-
+ * terminated string, or 0: no overlong forms, no surrogates, nothing above
+ * U+10FFFF. */
+size_t kl_utf8_seq(const char *s);
 
 /* The most bytes of a caller's own free text (a request's path, its
  * User-Agent) kept where one line or row per request holds it: the

@@ -252,6 +252,21 @@ describe('lifecycle', () => {
     assert.match(line, / "GET \/x%E2%80%A82026-01-01T00:00:00\.000Z\u00a0info[^"]*%22POST\u00a0\/v1\/chat\/completions%22[^"]*%C2%85%E2%80%AE\/model\/us\.claude%3A0" 404 not_found login=- /);
   });
 
+  it('a byte of a path that begins no UTF-8 character is %XX alone: it carries no quote, NEL or U+2028 onto the access line', async () => {
+    const gw = await startGateway({ providers: {} });
+    // each lead byte (F0, C3, E0) is followed by what it would have carried
+    const path = Buffer.concat([Buffer.from('/x'), Buffer.from([0xf0]), Buffer.from('"\u00a0login=ceo', 'utf8'),
+      Buffer.from([0xc3]), Buffer.from('\u0085', 'utf8'), Buffer.from([0xe0]), Buffer.from('\u2028', 'utf8'),
+      Buffer.from([0xf0]), Buffer.from('\u202e', 'utf8'), Buffer.from('/end')]);
+    await rawRequest(gw.url, Buffer.concat([Buffer.from('GET '), path,
+      Buffer.from(' HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')]));
+    await gw.stop();
+    const line = gw.output().split('\n').find((l) => l.includes('"GET /x'));
+    assert.ok(line, gw.output());
+    assert.doesNotMatch(line, /[\u2028\u0085\u202e\ufffd]/);
+    assert.match(line, / "GET \/x%F0%22\u00a0login=ceo%C3%C2%85%E0%E2%80%A8%F0%E2%80%AE\/end" 404 not_found login=- /);
+  });
+
   it('a long path is cut to its first 1 KiB in the access line, as in the record, so the fields after it stay', async () => {
     const gw = await startGateway({ providers: {} });
     // "/" + 1,022 "p" + U+20AC: the cut at 1,024 bytes would split the character

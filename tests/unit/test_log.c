@@ -86,6 +86,18 @@ static void line_formatting_matches_printf(void **state)
     const char *fpwant = "/v1/x%C2%22%C3%25zz%E2%82%41%C3";
     assert_int_equal(fp.len, strlen(fpwant));
     assert_memory_equal(fp.text, fpwant, fp.len);
+    /* a byte that begins no UTF-8 character is escaped alone: as a lead
+     * byte copied with what follows, it carried a quote, a control or half
+     * of U+2028 or NEL onto the line */
+    struct kl_log_line lb = {0};
+    kl_log_line_path(&lb, "/x\xf0\" 1\xc3\n\xe0\x1b[2J\xf0\xe2\x80\xa8\xc3\xc2\x85\xff\xc3\xa9", 128);
+    const char *lbwant = "/x%F0%22%201%C3%0A%E0%1B[2J%F0%E2%80%A8%C3%C2%85%FF\xc3\xa9";
+    assert_int_equal(lb.len, strlen(lbwant));
+    assert_memory_equal(lb.text, lbwant, lb.len);
+    struct kl_log_line lw = {0};
+    kl_log_line_word(&lw, "m\xc3\n2026 info", 128);
+    assert_int_equal(lw.len, strlen("m%C3%0A2026%20info"));
+    assert_memory_equal(lw.text, "m%C3%0A2026%20info", lw.len);
 
     /* appenders truncate at the line limit */
     struct kl_log_line big = {0};
