@@ -58,7 +58,7 @@ static void on_told(void *arg, int status, const char *body, size_t len, const c
  * User-Agent of 1 KiB is 3 KiB once its bytes that are not UTF-8 are
  * U+FFFD, besides the grants and quotas a hook is sent) goes too: its size
  * is the configuration's and at most the caller's first 1 KiB of each
- * text, not the request's (cut_to_fit). */
+ * text, not the request's (kl_hook_cut_to_fit). */
 #define KL_HOOK_CUT_ROOM 4096
 
 /* The bytes one more call's payload may take on w: the calls' payloads
@@ -115,7 +115,7 @@ static cJSON *head_of(char *s, size_t n, size_t *printed)
  * the rest is sent: skipping the call would let a caller whose metadata is
  * large (its User-Agent) stay out of an audit hook once the room is taken,
  * as padding its other requests takes it. */
-static char *cut_to_fit(cJSON *p, const cJSON *outcome, size_t len, size_t room, size_t *out_len)
+char *kl_hook_cut_to_fit(cJSON *p, const cJSON *outcome, size_t len, size_t room, size_t *out_len)
 {
     cJSON *k = cJSON_Duplicate(outcome, true);
     cJSON_ReplaceItemInObjectCaseSensitive(p, "keyless", k);
@@ -220,8 +220,9 @@ static void skipped(kl_worker *w, const char *id, const char *hook)
             KL_HOOKS_TOLD_MAX, since);
 }
 
-/* A call made cut (cut_to_fit): counted (keyless_hook_calls_cut_total) and
- * logged at most every 10 s, as skipped ones are. */
+/* A call made cut (kl_hook_cut_to_fit): counted
+ * (keyless_hook_calls_cut_total) and logged at most every 10 s, as skipped
+ * ones are. */
 static void was_cut(kl_worker *w, const char *id, const char *hook, size_t whole, size_t len)
 {
     kl_owner_add(&w->hooks_cut, 1);
@@ -347,7 +348,7 @@ void kl_hooks_after(kl_exchange *ex)
         if (len > room) {
             cJSON_free(text);
             size_t whole = len;
-            text = cut_to_fit(p, outcome, whole, room, &len);
+            text = kl_hook_cut_to_fit(p, outcome, whole, room, &len);
             was_cut(w, ex->id, h->name, whole, len);
         }
         cJSON_Delete(p);

@@ -10,4 +10,10 @@
 
 void kl_hooks_after(kl_exchange *ex);
 
+/* A payload p (len bytes as sent) cut to room bytes, its "keyless" a copy
+ * of outcome with "cut" saying what was taken out: the text to send
+ * (cJSON_free it, its length in *out_len); when even the rest does not fit,
+ * the rest, every part that grows with the exchange cut. p is changed. */
+char *kl_hook_cut_to_fit(cJSON *p, const cJSON *outcome, size_t len, size_t room, size_t *out_len);
+
 #endif

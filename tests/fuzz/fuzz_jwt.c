@@ -1,7 +1,8 @@
 /* libFuzzer: workload identity tokens. The first byte picks what the rest
- * is: a compact token, a JWKS document, a header and payload (newline
- * between) that the harness signs so the claim checks are reached, or a
- * claim template. Keys are generated once per process. */
+ * is: a compact token (also peeked at for its issuer, and searched for
+ * one's name, as any credential word is), a JWKS document, a header and
+ * payload (newline between) that the harness signs so the claim checks are
+ * reached, or a claim template. Keys are generated once per process. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -53,6 +54,9 @@ static void verify(const char *tok, size_t len)
     kl_arena a;
     kl_arena_init(&a);
     (void)kl_jwt_peek_issuer(tok, len, &a);
+    /* as a credential too malformed to name its issuer is searched */
+    static const char *const needles[] = {"https://issuer.example", "https:\\/\\/issuer.example", "x", ""};
+    (void)kl_jwt_runs_hold(tok, len, needles, 4);
     if (kl_jwt_verify(tok, len, &POLICY, keys, NOW, &c, why, sizeof(why)) == 0) {
         const char *out;
         (void)kl_jwt_template(c, "{iss}:{sub}/{kubernetes.io/namespace}", &a, &out, why, sizeof(why));
