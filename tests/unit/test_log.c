@@ -14,6 +14,13 @@
 
 #include "core/log.h"
 
+/* l holds exactly want. */
+static void expect_line(const struct kl_log_line *l, const char *want)
+{
+    assert_int_equal(l->len, strlen(want));
+    assert_memory_equal(l->text, want, l->len);
+}
+
 static void line_formatting_matches_printf(void **state)
 {
     (void)state;
@@ -28,8 +35,7 @@ static void line_formatting_matches_printf(void **state)
             kl_log_line_ms(&l, ns);
             char want[64];
             snprintf(want, sizeof(want), "%.1f", (double)ns / 1e6);
-            assert_int_equal(l.len, strlen(want));
-            assert_memory_equal(l.text, want, l.len);
+            expect_line(&l, want);
         }
     }
     struct kl_log_line l = {0};
@@ -41,63 +47,47 @@ static void line_formatting_matches_printf(void **state)
     kl_log_line_str(&l, " ");
     kl_log_line_i64(&l, -7);
     const char *want = "0 18446744073709551615 -9223372036854775808 -7";
-    assert_int_equal(l.len, strlen(want));
-    assert_memory_equal(l.text, want, l.len);
+    expect_line(&l, want);
 
     /* text from callers cannot split or forge a line */
     struct kl_log_line c = {0};
     kl_log_line_str(&c, "model=gpt\n2026-11-26T00:00:00.000Z info forged\r\x1b[2J\x7f");
-    assert_int_equal(c.len, strlen("model=gpt?2026-11-26T00:00:00.000Z info forged??[2J?"));
-    assert_memory_equal(c.text, "model=gpt?2026-11-26T00:00:00.000Z info forged??[2J?", c.len);
+    expect_line(&c, "model=gpt?2026-11-26T00:00:00.000Z info forged??[2J?");
     /* nor can the characters a log viewer or terminal reads as a line break,
      * a control or a reordering: NEL, CSI, U+2028, U+2029, RLO, RLI */
     struct kl_log_line u = {0};
     kl_log_line_str(&u, "a\xc2\x85" "b\xc2\x9b" "2J\xe2\x80\xa8" "c\xe2\x80\xa9" "d\xe2\x80\xae" "e\xe2\x81\xa7"
                         "f \xc3\xa9\xe2\x82\xac\xc2\xa0");
-    const char *uwant = "a?b?2J?c?d?e?f \xc3\xa9\xe2\x82\xac\xc2\xa0";
-    assert_int_equal(u.len, strlen(uwant));
-    assert_memory_equal(u.text, uwant, u.len);
+    expect_line(&u, "a?b?2J?c?d?e?f \xc3\xa9\xe2\x82\xac\xc2\xa0");
 
     /* a path keeps its own %XX whole at a cut, and a '%' that starts no
      * escape (the path was cut inside one) is written %25 */
     struct kl_log_line pl = {0};
     kl_log_line_path(&pl, "/a%41%4", 7);
-    assert_int_equal(pl.len, 5);
-    assert_memory_equal(pl.text, "/a%41", 5);
+    expect_line(&pl, "/a%41");
     struct kl_log_line pc = {0};
     kl_log_line_path(&pc, "/a%41%4", 64);
-    assert_int_equal(pc.len, strlen("/a%41%254"));
-    assert_memory_equal(pc.text, "/a%41%254", pc.len);
+    expect_line(&pc, "/a%41%254");
     struct kl_log_line pw = {0};
     kl_log_line_word(&pw, "50%41", 64); /* a word escapes every '%' */
-    assert_int_equal(pw.len, strlen("50%2541"));
-    assert_memory_equal(pw.text, "50%2541", pw.len);
+    expect_line(&pw, "50%2541");
 
-    /* a byte that begins no UTF-8 character is escaped, not copied with
-     * the bytes after it as one: a caller's model or path cannot close its
-     * field or add one (a space, a '"', a '%' after a lone lead byte) */
+    /* a byte that begins no UTF-8 character is escaped alone, not copied
+     * with the bytes after it as one: a caller's model or path cannot close
+     * its field or add one (a space, a '"', a '%' after a lone lead byte),
+     * nor carry a control, NEL or half of U+2028 onto the line */
     struct kl_log_line fw = {0};
     kl_log_line_word(&fw, "x\xc2 login=admin\xe2\x82\"a\xf0%41\xff\xc3\xa9", 128);
-    const char *fwant = "x%C2%20login=admin%E2%82%22a%F0%2541%FF\xc3\xa9";
-    assert_int_equal(fw.len, strlen(fwant));
-    assert_memory_equal(fw.text, fwant, fw.len);
+    expect_line(&fw, "x%C2%20login=admin%E2%82%22a%F0%2541%FF\xc3\xa9");
     struct kl_log_line fp = {0};
     kl_log_line_path(&fp, "/v1/x\xc2\"\xc3%zz\xe2\x82%41\xc3", 128);
-    const char *fpwant = "/v1/x%C2%22%C3%25zz%E2%82%41%C3";
-    assert_int_equal(fp.len, strlen(fpwant));
-    assert_memory_equal(fp.text, fpwant, fp.len);
-    /* a byte that begins no UTF-8 character is escaped alone: as a lead
-     * byte copied with what follows, it carried a quote, a control or half
-     * of U+2028 or NEL onto the line */
+    expect_line(&fp, "/v1/x%C2%22%C3%25zz%E2%82%41%C3");
     struct kl_log_line lb = {0};
     kl_log_line_path(&lb, "/x\xf0\" 1\xc3\n\xe0\x1b[2J\xf0\xe2\x80\xa8\xc3\xc2\x85\xff\xc3\xa9", 128);
-    const char *lbwant = "/x%F0%22%201%C3%0A%E0%1B[2J%F0%E2%80%A8%C3%C2%85%FF\xc3\xa9";
-    assert_int_equal(lb.len, strlen(lbwant));
-    assert_memory_equal(lb.text, lbwant, lb.len);
+    expect_line(&lb, "/x%F0%22%201%C3%0A%E0%1B[2J%F0%E2%80%A8%C3%C2%85%FF\xc3\xa9");
     struct kl_log_line lw = {0};
     kl_log_line_word(&lw, "m\xc3\n2026 info", 128);
-    assert_int_equal(lw.len, strlen("m%C3%0A2026%20info"));
-    assert_memory_equal(lw.text, "m%C3%0A2026%20info", lw.len);
+    expect_line(&lw, "m%C3%0A2026%20info");
 
     /* appenders truncate at the line limit */
     struct kl_log_line big = {0};
