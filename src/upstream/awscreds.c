@@ -299,13 +299,13 @@ static bool container_uri_safe(const char *u)
 /* The container endpoint as the log names it: a relative URI's path
  * identifies the task's credentials (whoever reaches the agent gets them
  * with it), and a full URI's query may carry a token, so neither is shown:
- * the scheme, host and path say which endpoint failed. */
+ * the scheme, host and path say which endpoint failed (kl_sync_url_shown). */
 static void container_shown(char *out, size_t cap, const char *url, bool rel)
 {
     if (rel)
         snprintf(out, cap, "http://169.254.170.2 (at AWS_CONTAINER_CREDENTIALS_RELATIVE_URI)");
     else
-        snprintf(out, cap, "%.*s", (int)strcspn(url, "?#"), url);
+        kl_sync_url_shown(out, cap, url);
 }
 
 /* 5. The container endpoint: ECS task roles, EKS Pod Identity. */
@@ -335,8 +335,8 @@ int kl_aws_from_container(const atomic_bool *stop, struct kl_aws_found *f, char 
     snprintf(auth, sizeof(auth), "Authorization: %s", token);
     const char *headers[] = {auth, NULL};
     container_shown(shown, sizeof(shown), url, rel);
-    struct kl_sync_req q = {.method = "GET", .url = url, .shown = shown, .headers = token[0] ? headers : NULL, .no_proxy = true,
-                            .timeout_ms = 5000};
+    struct kl_sync_req q = {.method = "GET", .url = url, .shown = shown, .headers = token[0] ? headers : NULL,
+                            .no_proxy = true, .timeout_ms = 5000};
     int rc = get_credentials(&q, stop, f, err, errlen);
     OPENSSL_cleanse(token, sizeof(token));
     OPENSSL_cleanse(auth, sizeof(auth));

@@ -108,7 +108,6 @@ bool kl_sync_url_ok(const char *url, const char *const *http_hosts, bool https_a
     return ok;
 }
 
-
 void kl_sync_url_shown(char *out, size_t cap, const char *url)
 {
     const char *sep = strstr(url, "://");
